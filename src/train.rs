@@ -1,0 +1,299 @@
+//! A train: an ordered chain of cogs through which data flow, with per-cog counters.
+
+use std::time::{Duration, Instant};
+
+use crate::cog::{BoxError, Cog, JobId, JobResult, Local, Out, Wake};
+use crate::escapement::{Broadcast, Core, Ctx, Handle, Phase, Slot};
+
+/// Counters the train keeps for one cog.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CogMetrics {
+    /// The cog's name.
+    pub name: String,
+    /// Data handed to the cog by the previous cog.
+    pub data_in: u64,
+    /// Data the cog emitted (from `process`, wakes, jobs and `finish`).
+    pub data_out: u64,
+    /// Data the cog said it dropped on purpose.
+    pub dropped: u64,
+    /// Data the cog said it failed on.
+    pub errors: u64,
+    /// Time spent inside the cog's callbacks that carry data.
+    pub busy: Duration,
+}
+
+/// The counters of one train, cog by cog in train order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrainMetrics {
+    /// The train's name.
+    pub name: String,
+    /// One entry per cog.
+    pub cogs: Vec<CogMetrics>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Counters {
+    data_in: u64,
+    data_out: u64,
+    dropped: u64,
+    errors: u64,
+    busy: Duration,
+}
+
+/// An ordered chain of cogs over data of type `D`: what a cog emits flows to the next.
+///
+/// Data move stage by stage through two swapped buffers, so a warmed-up train allocates
+/// nothing per datum. What the last cog emits is discarded (a drain emits nothing).
+pub struct Train<D> {
+    name: String,
+    cogs: Vec<Box<dyn Cog<D>>>,
+    counters: Vec<Counters>,
+    a: Out<D>,
+    b: Out<D>,
+    index: u16,
+    paused: bool,
+    /// Next cog to receive `finish`.
+    finish_cursor: usize,
+}
+
+impl<D: 'static> std::fmt::Debug for Train<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Train")
+            .field("name", &self.name)
+            .field("cogs", &self.cogs)
+            .finish()
+    }
+}
+
+impl<D: 'static> Train<D> {
+    /// An empty train.
+    pub fn new(name: impl Into<String>) -> Self {
+        Train {
+            name: name.into(),
+            cogs: Vec::new(),
+            counters: Vec::new(),
+            a: Out::with_capacity(1024),
+            b: Out::with_capacity(1024),
+            index: 0,
+            paused: false,
+            finish_cursor: 0,
+        }
+    }
+
+    /// Appends a cog (builder style).
+    pub fn cog<C: Cog<D>>(mut self, cog: C) -> Self {
+        self.push(Box::new(cog));
+        self
+    }
+
+    /// Appends a boxed cog.
+    pub fn push(&mut self, cog: Box<dyn Cog<D>>) {
+        self.cogs.push(cog);
+        self.counters.push(Counters::default());
+    }
+
+    /// The train's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of cogs.
+    pub fn len(&self) -> usize {
+        self.cogs.len()
+    }
+
+    /// Whether the train has no cogs.
+    pub fn is_empty(&self) -> bool {
+        self.cogs.is_empty()
+    }
+
+    pub(crate) fn attach(&mut self, index: u16) {
+        self.index = index;
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Slot> {
+        self.cogs.iter().map(|c| Slot::new(c.is_supply())).collect()
+    }
+
+    fn handle(&self, cog: usize) -> Handle {
+        Handle {
+            train: self.index,
+            cog: cog as u16,
+        }
+    }
+
+    /// Calls cog `i` with the output buffer, then carries what it emitted down the train.
+    fn call_and_flow(
+        &mut self,
+        i: usize,
+        core: &mut Core,
+        f: impl FnOnce(&mut dyn Cog<D>, &mut Out<D>, &mut Ctx<'_>),
+    ) {
+        let t0 = Instant::now();
+        {
+            let mut cx = Ctx::new(core, self.handle(i));
+            f(&mut *self.cogs[i], &mut self.a, &mut cx);
+        }
+        let t1 = Instant::now();
+        let c = &mut self.counters[i];
+        c.busy += t1 - t0;
+        c.data_out += self.a.buf.len() as u64;
+        c.dropped += std::mem::take(&mut self.a.dropped);
+        c.errors += std::mem::take(&mut self.a.errors);
+        self.flow(i + 1, core, t1);
+    }
+
+    /// Moves the batch in `a` through cogs `from..`, one whole stage at a time.
+    fn flow(&mut self, from: usize, core: &mut Core, mut t: Instant) {
+        let mut j = from;
+        while j < self.cogs.len() && !self.a.buf.is_empty() {
+            let n = self.a.buf.len() as u64;
+            {
+                let mut cx = Ctx::new(core, self.handle(j));
+                self.cogs[j].process_batch(&mut self.a.buf, &mut self.b, &mut cx);
+            }
+            self.a.buf.clear();
+            let t1 = Instant::now();
+            let c = &mut self.counters[j];
+            c.data_in += n;
+            c.data_out += self.b.buf.len() as u64;
+            c.dropped += std::mem::take(&mut self.b.dropped);
+            c.errors += std::mem::take(&mut self.b.errors);
+            c.busy += t1 - t;
+            t = t1;
+            std::mem::swap(&mut self.a, &mut self.b);
+            j += 1;
+        }
+        self.a.buf.clear();
+    }
+
+    fn each_cog(&mut self, core: &mut Core, mut f: impl FnMut(&mut dyn Cog<D>, &mut Ctx<'_>)) {
+        for i in 0..self.cogs.len() {
+            let mut cx = Ctx::new(core, self.handle(i));
+            f(&mut *self.cogs[i], &mut cx);
+        }
+    }
+}
+
+/// What the escapement needs of a train, whatever its datum type.
+pub(crate) trait Driven {
+    fn start(&mut self, core: &mut Core) -> Result<(), BoxError>;
+    fn wake(&mut self, cog: u16, local: Local, why: Wake<'_>, core: &mut Core);
+    fn job_done(&mut self, cog: u16, job: JobId, result: JobResult, core: &mut Core);
+    fn broadcast(&mut self, b: &Broadcast<'_>, core: &mut Core);
+    fn set_paused(&mut self, paused: bool, core: &mut Core);
+    /// Calls `finish` on every cog whose upstream is idle; true once all have finished.
+    fn finish_step(&mut self, core: &mut Core) -> bool;
+    fn done(&mut self, core: &mut Core);
+    fn metrics(&self) -> TrainMetrics;
+}
+
+impl<D: 'static> Driven for Train<D> {
+    fn start(&mut self, core: &mut Core) -> Result<(), BoxError> {
+        for i in 0..self.cogs.len() {
+            let mut cx = Ctx::new(core, self.handle(i));
+            self.cogs[i].start(&mut cx).map_err(|e| {
+                format!(
+                    "train {:?}, cog {} ({}): start failed: {}",
+                    self.name,
+                    i,
+                    self.cogs[i].name(),
+                    e
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn wake(&mut self, cog: u16, local: Local, why: Wake<'_>, core: &mut Core) {
+        self.call_and_flow(cog as usize, core, |c, out, cx| c.wake(local, why, out, cx));
+    }
+
+    fn job_done(&mut self, cog: u16, job: JobId, result: JobResult, core: &mut Core) {
+        self.call_and_flow(cog as usize, core, |c, out, cx| {
+            c.job_done(job, result, out, cx)
+        });
+    }
+
+    fn broadcast(&mut self, b: &Broadcast<'_>, core: &mut Core) {
+        match *b {
+            Broadcast::Done(ids) => self.each_cog(core, |c, cx| c.event_done(ids, cx)),
+            Broadcast::Rename(old, new) => {
+                self.each_cog(core, |c, cx| c.event_rename(old, new, cx))
+            }
+            Broadcast::Reopen => self.each_cog(core, |c, cx| c.reopen(cx)),
+        }
+    }
+
+    fn set_paused(&mut self, paused: bool, core: &mut Core) {
+        if paused == self.paused {
+            return;
+        }
+        self.paused = paused;
+        for i in 0..self.cogs.len() {
+            let h = self.handle(i);
+            let slot = &core.slots[h.train as usize][i];
+            if !slot.supply || slot.phase != Phase::Running {
+                continue;
+            }
+            let mut cx = Ctx::new(core, h);
+            if paused {
+                self.cogs[i].pause(&mut cx);
+            } else {
+                self.cogs[i].resume(&mut cx);
+            }
+        }
+    }
+
+    fn finish_step(&mut self, core: &mut Core) -> bool {
+        while self.finish_cursor < self.cogs.len() {
+            let i = self.finish_cursor;
+            if !core.upstream_idle(self.index, i) {
+                return false;
+            }
+            // Set before the call so that `Ctx::linger` inside `finish` can override it;
+            // bindings are released only after the call, once the phase is known.
+            let h = self.handle(i);
+            core.slots[h.train as usize][i].phase = Phase::Finished;
+            self.finish_cursor += 1;
+            self.call_and_flow(i, core, |c, out, cx| c.finish(out, cx));
+            if core.slots[h.train as usize][i].phase == Phase::Finished {
+                core.set_phase(h, Phase::Finished);
+            }
+        }
+        core.upstream_idle(self.index, self.cogs.len())
+    }
+
+    fn done(&mut self, core: &mut Core) {
+        for i in 0..self.cogs.len() {
+            let h = self.handle(i);
+            if core.slots[h.train as usize][i].phase == Phase::Done {
+                continue;
+            }
+            {
+                let mut cx = Ctx::new(core, h);
+                self.cogs[i].done(&mut cx);
+            }
+            core.set_phase(h, Phase::Done);
+        }
+    }
+
+    fn metrics(&self) -> TrainMetrics {
+        TrainMetrics {
+            name: self.name.clone(),
+            cogs: self
+                .cogs
+                .iter()
+                .zip(&self.counters)
+                .map(|(cog, c)| CogMetrics {
+                    name: cog.name().to_string(),
+                    data_in: c.data_in,
+                    data_out: c.data_out,
+                    dropped: c.dropped,
+                    errors: c.errors,
+                    busy: c.busy,
+                })
+                .collect(),
+        }
+    }
+}
