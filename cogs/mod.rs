@@ -1,6 +1,20 @@
 //! Supplied cogs, one per file, grouped by what they touch.
 //!
-//! Every cog here uses only the crate's public API ([`crate::prelude`]), exactly as a cog
-//! written in another crate would.
+//! Cogs here use the crate's public API only, as a cog written in another crate would.
+
+use crate::config::CogDescriptor;
 
 pub mod flow;
+pub mod fs;
+pub mod stdio;
+
+/// Descriptors of every supplied cog, for the [`Registry`](crate::config::Registry).
+pub fn descriptors() -> Vec<CogDescriptor> {
+    vec![
+        stdio::stdin::DESCRIPTOR,
+        stdio::stdout::DESCRIPTOR,
+        fs::file_in::DESCRIPTOR,
+        fs::file_out::DESCRIPTOR,
+        flow::pass::DESCRIPTOR,
+    ]
+}

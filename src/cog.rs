@@ -216,8 +216,10 @@ pub trait Cog<D>: 'static {
     }
 
     /// Shutdown, in train order once everything upstream is idle: flush, emit what is
-    /// held, release bindings. Afterwards the escapement refuses new bindings and drops
-    /// events of this cog, unless it called [`Ctx::linger`] to finish asynchronously.
+    /// held, release bindings. Jobs submitted until now (also here) still come back and
+    /// cogs downstream wait for them. Afterwards the escapement refuses new bindings and
+    /// jobs and drops events of this cog, unless it called [`Ctx::linger`] here to finish
+    /// asynchronously.
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
         let _ = (out, cx);
     }

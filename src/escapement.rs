@@ -103,6 +103,9 @@ impl Default for Options {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
     Running,
+    /// Inside its `finish` call: it may still submit jobs or [`Ctx::linger`], but binds
+    /// nothing new.
+    Finishing,
     /// `finish` was called and the cog asked to complete it later ([`Ctx::linger`]).
     Lingering,
     Finished,
@@ -361,11 +364,22 @@ impl Core {
         TimerId(id)
     }
 
+    /// Cancelled timers stay in the heap until their deadline surfaces. A cog that re-arms
+    /// a long timeout on every read (an idle timeout, say) would pile them up, so once they
+    /// outnumber the live ones they go: amortised constant time per cancel.
+    fn compact_timers(&mut self) {
+        if self.timers.len() > 64 && self.timers.len() > 2 * self.timer_entries.len() {
+            let live = &self.timer_entries;
+            self.timers.retain(|Reverse((_, id))| live.contains_key(id));
+        }
+    }
+
     /// Drops every binding the core holds for a cog (its fds are the cog's to deregister;
     /// their events are ignored from now on).
     fn release(&mut self, h: Handle) {
         self.immediate.retain(|(x, _)| *x != h);
         self.timer_entries.retain(|_, e| e.h != h);
+        self.compact_timers();
         self.signal_subs.retain(|(_, x, _)| *x != h);
         let mut emptied = Vec::new();
         for (wd, subs) in self.watch_subs.iter_mut() {
@@ -527,6 +541,7 @@ impl<'a> Ctx<'a> {
         match self.core.timer_entries.get(&id.0) {
             Some(e) if e.h == self.h => {
                 self.core.timer_entries.remove(&id.0);
+                self.core.compact_timers();
                 true
             }
             _ => false,
@@ -612,13 +627,16 @@ impl<'a> Ctx<'a> {
 
     /// Runs `job` on a worker thread; its result comes back through
     /// [`Cog::job_done`] with the returned id, in submission order among this cog's jobs.
+    /// Refused once the cog has finished (unless it lingers).
     pub fn submit<F, T>(&mut self, job: F) -> io::Result<JobId>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        if self.core.slot(self.h).phase == Phase::Done {
-            return Err(io::Error::other("the cog is done: no new jobs"));
+        // A job started later than its cog's finish could emit into cogs that have
+        // finished behind it; a cog that needs one lingers.
+        if matches!(self.core.slot(self.h).phase, Phase::Finished | Phase::Done) {
+            return Err(io::Error::other("the cog has finished: no new jobs"));
         }
         if self.core.pool.is_none() {
             let n = match self.core.workers {
@@ -718,10 +736,11 @@ impl<'a> Ctx<'a> {
 
     /// Called in [`Cog::finish`]: the cog keeps its bindings and completes its finish later
     /// with [`finished`](Ctx::finished) (a drain still flushing to a slow peer, say). Cogs
-    /// downstream wait for it.
+    /// downstream wait for it. Anywhere else it does nothing: cogs downstream may have
+    /// finished already.
     pub fn linger(&mut self) {
         let h = self.h;
-        if self.core.slot(h).phase == Phase::Finished {
+        if self.core.slot(h).phase == Phase::Finishing {
             self.core.slot_mut(h).phase = Phase::Lingering;
         }
     }
@@ -754,7 +773,10 @@ pub struct Escapement {
     inotify_events: Vec<(WatchDescriptor, EventMask, u32, Option<OsString>)>,
     targets: Vec<(Handle, Local)>,
     job_buf: Vec<(Handle, JobId, JobResult)>,
+    due_timers: Vec<(Instant, u64)>,
+    reopen_hooks: Vec<Box<dyn FnMut()>>,
     started: bool,
+    ran: bool,
 }
 
 impl std::fmt::Debug for Escapement {
@@ -838,7 +860,10 @@ impl Escapement {
             inotify_events: Vec::new(),
             targets: Vec::new(),
             job_buf: Vec::new(),
+            due_timers: Vec::new(),
+            reopen_hooks: Vec::new(),
             started: false,
+            ran: false,
         })
     }
 
@@ -884,13 +909,30 @@ impl Escapement {
         self.trains.iter().map(|t| t.metrics()).collect()
     }
 
-    /// Starts every cog, then runs the loop until every train has finished and every cog
-    /// has received `done`. Returns an error only if a cog fails to start or polling fails.
-    pub fn run(&mut self) -> Result<(), BoxError> {
+    /// Registers a function called on every reopen broadcast (SIGHUP with
+    /// [`Options::control_signals`], or [`Ctx::reopen_all`]), e.g. to reopen a log file.
+    pub fn on_reopen(&mut self, f: impl FnMut() + 'static) {
+        self.reopen_hooks.push(Box::new(f));
+    }
+
+    /// Starts every cog (they bind sockets, timers, watches) without running the loop yet;
+    /// a daemon drops privileges between this and [`run`](Escapement::run). On error every
+    /// cog receives `done`.
+    pub fn start(&mut self) -> Result<(), BoxError> {
         if self.started {
-            return Err("an escapement runs once".into());
+            return Err("an escapement starts once".into());
         }
         self.started = true;
+        let result = self.start_cogs();
+        if result.is_err() {
+            // Every cog got `done` (or none started): a loop run now would wait forever
+            // for events nobody is bound to.
+            self.ran = true;
+        }
+        result
+    }
+
+    fn start_cogs(&mut self) -> Result<(), BoxError> {
         self.core.now = Instant::now();
         if self.core.options.shutdown_on_signals {
             self.core.ensure_signals(SIGTERM)?;
@@ -908,6 +950,20 @@ impl Escapement {
                 return Err(e);
             }
         }
+        Ok(())
+    }
+
+    /// Starts every cog unless [`start`](Escapement::start) did, then runs the loop until
+    /// every train has finished and every cog has received `done`. Returns an error only
+    /// if a cog fails to start or polling fails.
+    pub fn run(&mut self) -> Result<(), BoxError> {
+        if self.ran {
+            return Err("an escapement runs once".into());
+        }
+        if !self.started {
+            self.start()?;
+        }
+        self.ran = true;
         let result = self.turn_until_done();
         if result.is_err() {
             for tr in self.trains.iter_mut() {
@@ -1055,11 +1111,19 @@ impl Escapement {
 
     fn fire_timers(&mut self) {
         let now = self.core.now;
+        // Take every due timer first: one a callback sets for now (or earlier) waits for
+        // the next turn, so a cog re-arming itself at once cannot keep the loop from
+        // polling.
+        let mut due = std::mem::take(&mut self.due_timers);
         while let Some(Reverse((at, id))) = self.core.timers.peek().copied() {
             if at > now {
                 break;
             }
             self.core.timers.pop();
+            due.push((at, id));
+        }
+        for &(at, id) in &due {
+            // A callback earlier in this round may have cancelled it.
             let Some(entry) = self.core.timer_entries.get(&id) else {
                 continue;
             };
@@ -1086,6 +1150,8 @@ impl Escapement {
                 self.settle();
             }
         }
+        due.clear();
+        self.due_timers = due;
     }
 
     fn deliver_jobs(&mut self) {
@@ -1273,6 +1339,9 @@ impl Escapement {
                         }
                     }
                     Notice::Reopen => {
+                        for hook in self.reopen_hooks.iter_mut() {
+                            hook();
+                        }
                         for t in self.trains.iter_mut() {
                             t.broadcast(&Broadcast::Reopen, &mut self.core);
                         }

@@ -12,8 +12,17 @@
 #![warn(missing_docs)]
 
 pub mod cog;
+pub mod config;
+pub mod daemon;
+pub mod drain;
 pub mod escapement;
+pub mod format;
 pub mod getset;
+pub mod lines;
+pub mod log;
+pub mod record;
+pub mod reference;
+pub mod supply;
 pub mod train;
 
 #[path = "../cogs/mod.rs"]

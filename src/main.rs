@@ -1,9 +1,179 @@
-//! The `deadbeat` daemon.
+//! The `deadbeat` daemon: runs TOML-configured trains.
+//!
+//! ```text
+//! deadbeat run CONFIG [--daemon]   run the trains until they finish or a signal stops them
+//! deadbeat check CONFIG            validate the configuration; prints `ok` or the errors
+//! deadbeat cogs [NAME]             list the cogs, or one cog's parameters
+//! ```
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
 
-fn main() {
-    eprintln!(
-        "deadbeat {}: the TOML-configured daemon is not built yet",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::path::Path;
+use std::process::ExitCode;
+
+use deadbeat::config::{Config, Registry};
+use deadbeat::daemon::{self, Detached};
+use deadbeat::prelude::*;
+use deadbeat::{log, reference};
+
+const USAGE: &str = "usage:
+  deadbeat run CONFIG [--daemon]   run the trains until they finish or a signal stops them
+  deadbeat check CONFIG            validate the configuration; prints `ok` or the errors
+  deadbeat cogs [NAME]             list the cogs, or one cog's parameters
+  deadbeat cogs --markdown         the cog reference (docs/cogs.md)
+  deadbeat --version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["run", config] => run(Path::new(config), false),
+        ["run", config, "--daemon"] | ["run", "--daemon", config] => run(Path::new(config), true),
+        ["check", config] => check(Path::new(config)),
+        ["cogs"] => {
+            print!("{}", reference::cog_list(&Registry::builtin()));
+            ExitCode::SUCCESS
+        }
+        ["cogs", "--markdown"] => {
+            print!("{}", reference::markdown(&Registry::builtin()));
+            ExitCode::SUCCESS
+        }
+        ["cogs", name] => match reference::cog_help(&Registry::builtin(), name) {
+            Some(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("deadbeat: no cog named {name:?}; `deadbeat cogs` lists them");
+                ExitCode::from(2)
+            }
+        },
+        ["--version" | "-V"] => {
+            println!("deadbeat {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        ["--help" | "-h" | "help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let registry = Registry::builtin();
+    let discard = slog::Logger::root(slog::Discard, slog::o!());
+    match Config::load(path, &registry)
+        .and_then(|c| c.build_trains(&registry, &discard).map(|_| ()))
+    {
+        Ok(()) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(path: &Path, detach: bool) -> ExitCode {
+    let registry = Registry::builtin();
+    let config = match Config::load(path, &registry) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Building cogs opens nothing, so configuration errors surface before detaching.
+    let discard = slog::Logger::root(slog::Discard, slog::o!());
+    if let Err(e) = config.build_trains(&registry, &discard) {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let mut detached = None;
+    if detach {
+        match daemon::detach(&config.daemon) {
+            Ok(d) => detached = Some(d),
+            Err(e) => {
+                eprintln!("deadbeat: cannot become a daemon: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match serve(path, &config, &registry, detached.as_mut()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(d) = detached.as_mut() {
+                d.fail(&e);
+            }
+            eprintln!("deadbeat: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the trains; in daemon mode reports readiness once they have started.
+fn serve(
+    path: &Path,
+    config: &Config,
+    registry: &Registry,
+    detached: Option<&mut Detached>,
+) -> Result<(), String> {
+    let (logger, log_handle) = log::build(&config.log)
+        .map_err(|e| format!("cannot set up logging ({:?}): {e}", config.log.target))?;
+    let _pidfile = match (&config.daemon.pidfile, detached.is_some()) {
+        // Detaching already took the pidfile, holding the final pid.
+        (Some(p), false) => Some(daemon::Pidfile::acquire(p).map_err(|e| e.to_string())?),
+        _ => None,
+    };
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        format!(
+            "cannot create the state directory {}: {e}",
+            config.state_dir.display()
+        )
+    })?;
+    let trains = config
+        .build_trains(registry, &logger)
+        .map_err(|e| e.to_string())?;
+    let mut esc = Escapement::with_options(Options {
+        inotify: config.engine.inotify,
+        workers: config.engine.workers,
+        shutdown_on_signals: true,
+        control_signals: true,
+        logger: Some(logger.clone()),
+        ..Options::default()
+    })
+    .map_err(|e| format!("cannot start the event loop: {e}"))?;
+    esc.on_reopen(move || {
+        if let Err(e) = log_handle.reopen() {
+            eprintln!("deadbeat: reopening the log failed: {e}");
+        }
+    });
+    for t in trains {
+        esc.add_train(t).map_err(|e| e.to_string())?;
+    }
+    esc.start().map_err(|e| e.to_string())?;
+    daemon::drop_privileges(
+        config.daemon.user.as_deref(),
+        config.daemon.group.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let shown = path.display().to_string();
+    slog::info!(logger, "trains started"; "config" => shown, "trains" => config.trains.len());
+    if let Some(d) = detached {
+        d.ready();
+    }
+    let result = esc.run().map_err(|e| e.to_string());
+    for t in esc.metrics() {
+        for c in &t.cogs {
+            slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.name,
+                "in" => c.data_in, "out" => c.data_out, "dropped" => c.dropped, "errors" => c.errors);
+        }
+    }
+    slog::info!(logger, "stopped");
+    result
 }

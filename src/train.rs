@@ -167,8 +167,13 @@ impl<D: 'static> Train<D> {
         self.a.buf.clear();
     }
 
+    /// Calls every cog that has not had `done` yet: a finished supply still wants to hear
+    /// its data were acknowledged, a done cog has released everything.
     fn each_cog(&mut self, core: &mut Core, mut f: impl FnMut(&mut dyn Cog<D>, &mut Ctx<'_>)) {
         for i in 0..self.cogs.len() {
+            if core.slots[self.index as usize][i].phase == Phase::Done {
+                continue;
+            }
             let mut cx = Ctx::new(core, self.handle(i));
             f(&mut *self.cogs[i], &mut cx);
         }
@@ -251,13 +256,13 @@ impl<D: 'static> Driven for Train<D> {
             if !core.upstream_idle(self.index, i) {
                 return false;
             }
-            // Set before the call so that `Ctx::linger` inside `finish` can override it;
-            // bindings are released only after the call, once the phase is known.
+            // `Ctx::linger` inside `finish` can override this; bindings are released only
+            // after the call, once the phase is known.
             let h = self.handle(i);
-            core.slots[h.train as usize][i].phase = Phase::Finished;
+            core.slots[h.train as usize][i].phase = Phase::Finishing;
             self.finish_cursor += 1;
             self.call_and_flow(i, core, |c, out, cx| c.finish(out, cx));
-            if core.slots[h.train as usize][i].phase == Phase::Finished {
+            if core.slots[h.train as usize][i].phase == Phase::Finishing {
                 core.set_phase(h, Phase::Finished);
             }
         }
@@ -270,11 +275,11 @@ impl<D: 'static> Driven for Train<D> {
             if core.slots[h.train as usize][i].phase == Phase::Done {
                 continue;
             }
-            {
-                let mut cx = Ctx::new(core, h);
-                self.cogs[i].done(&mut cx);
-            }
+            // Done before the call: a job submitted or a binding made in `done` would
+            // never be delivered, so the escapement refuses them there.
             core.set_phase(h, Phase::Done);
+            let mut cx = Ctx::new(core, h);
+            self.cogs[i].done(&mut cx);
         }
     }
 

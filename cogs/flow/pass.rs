@@ -21,3 +21,13 @@ impl<D: 'static> Cog<D> for Pass {
         out.extend(batch.drain(..));
     }
 }
+
+/// The descriptor of `pass`.
+pub const DESCRIPTOR: crate::config::CogDescriptor = crate::config::CogDescriptor {
+    name: "pass",
+    kind: crate::config::CogKind::Transform,
+    summary: "hands every record on unchanged",
+    params: &[],
+    fields: &[],
+    build: |_, _| Ok(Box::new(Pass)),
+};

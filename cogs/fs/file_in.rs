@@ -1,0 +1,202 @@
+//! `file_in`: whole files read once from the start (batch mode).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+
+use std::path::PathBuf;
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::lines::LineSplitter;
+use crate::prelude::*;
+use crate::record::{Record, Value};
+use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest, offset_key, path_key};
+
+/// Reads files in the order given, each from its start to its end, then is exhausted: the
+/// batch-mode supply (the `tail` supply follows files as they grow).
+///
+/// Reads are large (1 MiB) and each turn hands one read's lines down the train. Named
+/// pipes are read as they are written, until their last writer closes them. A file that
+/// cannot be opened or read is logged and counted as an error; the others are read.
+/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "file_in"
+/// paths = ["data/access.log", "data/error.log"]
+/// max_line_bytes = "1MiB"
+/// ```
+pub struct FileIn {
+    paths: Vec<PathBuf>,
+    next: usize,
+    current: Option<(StreamInput, Value)>,
+    splitter: LineSplitter,
+    paused: bool,
+}
+
+/// The descriptor of `file_in`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "file_in",
+    kind: CogKind::Supply,
+    summary: "reads whole files once from the start, then is exhausted (batch mode)",
+    params: &[
+        Param::req("paths", ParamType::PathList, "files to read, in this order"),
+        Param::opt(
+            "max_line_bytes",
+            ParamType::Size,
+            "1MiB",
+            "longer lines are cut, flagged `truncated` and counted",
+        ),
+    ],
+    fields: &[
+        ("message", "the line, without its newline, as raw bytes"),
+        ("path", "the file the line comes from"),
+        ("offset", "byte offset of the line's first byte in the file"),
+    ],
+    build,
+};
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let paths = p.path_list("paths")?.unwrap_or_default();
+    if paths.is_empty() {
+        return Err(p.error("paths", "give at least one file"));
+    }
+    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
+    if max == 0 {
+        return Err(p.error("max_line_bytes", "must be above 0"));
+    }
+    Ok(Box::new(FileIn::new(paths, max)))
+}
+
+impl FileIn {
+    /// Reads `paths` in order, cutting lines at `max_line_bytes`.
+    pub fn new(paths: Vec<PathBuf>, max_line_bytes: usize) -> Self {
+        FileIn {
+            paths,
+            next: 0,
+            current: None,
+            splitter: LineSplitter::new(max_line_bytes).with_read_size(1 << 20),
+            paused: false,
+        }
+    }
+
+    fn open(path: &std::path::Path, cx: &mut Ctx) -> std::io::Result<StreamInput> {
+        // Non-blocking, so that opening a FIFO without a writer does not stall the loop.
+        let f: File = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let mut input = StreamInput::new(f);
+        input.bind(cx, 0)?;
+        Ok(input)
+    }
+
+    /// Opens the next readable file; false when there is none left.
+    fn open_next(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        while self.next < self.paths.len() {
+            let path = &self.paths[self.next];
+            self.next += 1;
+            match Self::open(path, cx) {
+                Ok(input) => {
+                    self.splitter.reset(0);
+                    let name = Value::Str(path.to_string_lossy().into_owned());
+                    self.current = Some((input, name));
+                    return true;
+                }
+                Err(e) => {
+                    slog::error!(cx.logger(), "cannot open input file; skipping it"; "path" => %path.display(), "error" => %e);
+                    out.count_errors(1);
+                }
+            }
+        }
+        false
+    }
+
+    fn step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.current.is_none() && !self.open_next(out, cx) {
+            cx.exhausted();
+            return;
+        }
+        let Some((input, name)) = self.current.as_mut() else {
+            return;
+        };
+        let fill = |r: &mut Record, info: &crate::lines::LineInfo| {
+            r.insert(path_key(), name.clone());
+            r.insert(offset_key(), Value::Int(info.offset as i64));
+        };
+        match input.read(&mut self.splitter) {
+            Ok(ReadStatus::Data) => {
+                emit_lines(&mut self.splitter, 2, out, cx, fill);
+            }
+            Ok(ReadStatus::Wait) => return,
+            Ok(ReadStatus::Eof) => {
+                emit_rest(&mut self.splitter, 2, out, cx, fill);
+                input.unbind(cx);
+                self.current = None;
+            }
+            Err(e) => {
+                let lost = self
+                    .paths
+                    .get(self.next - 1)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                slog::error!(cx.logger(), "reading input file failed; going on with the next";
+                    "path" => lost, "offset" => self.splitter.received(), "error" => %e);
+                out.count_errors(1);
+                emit_rest(&mut self.splitter, 2, out, cx, fill);
+                input.unbind(cx);
+                self.current = None;
+            }
+        }
+        cx.enqueue(0);
+    }
+}
+
+impl Cog<Record> for FileIn {
+    fn name(&self) -> &str {
+        "file_in"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        cx.enqueue(0);
+        Ok(())
+    }
+
+    fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        if !self.paused {
+            self.step(out, cx);
+        }
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        self.paused = true;
+        cx.dequeue(0);
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        self.paused = false;
+        cx.enqueue(0);
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if let Some((mut input, name)) = self.current.take() {
+            input.unbind(cx);
+            emit_rest(&mut self.splitter, 2, out, cx, |r, info| {
+                r.insert(path_key(), name.clone());
+                r.insert(offset_key(), Value::Int(info.offset as i64));
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for FileIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileIn")
+            .field("paths", &self.paths)
+            .field("next", &self.next)
+            .finish()
+    }
+}

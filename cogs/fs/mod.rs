@@ -1,0 +1,4 @@
+//! Files.
+
+pub mod file_in;
+pub mod file_out;

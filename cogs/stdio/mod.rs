@@ -1,0 +1,4 @@
+//! Standard input and output.
+
+pub mod stdin;
+pub mod stdout;

@@ -1,0 +1,146 @@
+//! `stdin`: lines from standard input.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::lines::LineSplitter;
+use crate::prelude::*;
+use crate::record::Record;
+use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest};
+
+/// Reads at most this many times per turn before letting other events in.
+const READS_PER_TURN: usize = 16;
+
+/// Lines from standard input; exhausted at end of input (the train then finishes).
+///
+/// Pipes, sockets and terminals are read without blocking through the escapement; a
+/// regular file redirected to stdin is read in turns. Fields: `message` (the raw line).
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "stdin"
+/// max_line_bytes = "1MiB"   # longer lines are cut, flagged `truncated` and counted
+/// ```
+#[derive(Debug)]
+pub struct Stdin {
+    input: Option<StreamInput>,
+    splitter: LineSplitter,
+    paused: bool,
+}
+
+/// The descriptor of `stdin`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "stdin",
+    kind: CogKind::Supply,
+    summary: "lines from standard input; exhausted at end of input",
+    params: &[Param::opt(
+        "max_line_bytes",
+        ParamType::Size,
+        "1MiB",
+        "longer lines are cut, flagged `truncated` and counted",
+    )],
+    fields: &[("message", "the line, without its newline, as raw bytes")],
+    build,
+};
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
+    if max == 0 {
+        return Err(p.error("max_line_bytes", "must be above 0"));
+    }
+    Ok(Box::new(Stdin::new(max)))
+}
+
+impl Stdin {
+    /// Reads standard input, cutting lines at `max_line_bytes`.
+    pub fn new(max_line_bytes: usize) -> Self {
+        Stdin {
+            input: None,
+            splitter: LineSplitter::new(max_line_bytes).with_read_size(256 << 10),
+            paused: false,
+        }
+    }
+
+    fn read_some(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            match input.read(&mut self.splitter) {
+                Ok(ReadStatus::Data) => {
+                    emit_lines(&mut self.splitter, 0, out, cx, |_, _| {});
+                }
+                Ok(ReadStatus::Wait) => return,
+                Ok(ReadStatus::Eof) => return self.end(out, cx),
+                Err(e) => {
+                    slog::error!(cx.logger(), "reading standard input failed; treating it as ended"; "error" => %e);
+                    out.count_errors(1);
+                    return self.end(out, cx);
+                }
+            }
+        }
+        // More may be waiting, and edge-triggered readiness will not say so again.
+        cx.enqueue(0);
+    }
+
+    fn end(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        emit_rest(&mut self.splitter, 0, out, cx, |_, _| {});
+        if let Some(mut input) = self.input.take() {
+            input.unbind(cx);
+        }
+        cx.dequeue(0);
+        cx.exhausted();
+    }
+}
+
+impl Cog<Record> for Stdin {
+    fn name(&self) -> &str {
+        "stdin"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        // A duplicate, so that dropping it never closes the process's fd 0.
+        let fd = io::stdin()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("standard input: {e}"))?;
+        let mut input = StreamInput::new(fd.into());
+        input
+            .bind(cx, 0)
+            .map_err(|e| format!("standard input: {e}"))?;
+        self.input = Some(input);
+        // Read once at start in any case: a regular file never signals readiness.
+        cx.enqueue(0);
+        Ok(())
+    }
+
+    fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        if !self.paused {
+            self.read_some(out, cx);
+        }
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        self.paused = true;
+        cx.dequeue(0);
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        self.paused = false;
+        // Readiness that arrived while paused was not acted on: look again.
+        cx.enqueue(0);
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        // Lines already read are handed on; nothing more is read.
+        emit_rest(&mut self.splitter, 0, out, cx, |_, _| {});
+        if let Some(mut input) = self.input.take() {
+            input.unbind(cx);
+        }
+    }
+}

@@ -1,0 +1,1281 @@
+//! TOML configuration: the schema, the cog registry with its descriptors, train building,
+//! and errors that name file, line, column, train, cog and key.
+//!
+//! ```toml
+//! [log]
+//! level = "info"            # error | warn | info | debug | trace
+//! target = "stderr"         # stderr | syslog | file:PATH
+//! format = "text"           # text | json
+//! [daemon]                  # used by `run --daemon`
+//! pidfile = "var/deadbeat.pid"
+//! [state]
+//! dir = "var/state"         # checkpoints; created if missing
+//! [engine]
+//! inotify = true            # false: file cogs poll instead
+//! workers = 0               # worker threads for blocking jobs; 0 = one per core
+//!
+//! [[train]]
+//! name = "main"
+//!   [[train.cog]]
+//!   type = "stdin"
+//!   [[train.cog]]
+//!   type = "stdout"
+//!   format = "json"
+//! ```
+//! Relative paths are taken from the directory of the configuration file.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use slog::Logger;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::cog::Cog;
+use crate::daemon::DaemonSettings;
+use crate::log::{LogFormat, LogSettings, LogTarget};
+use crate::record::Record;
+use crate::train::Train;
+
+/// A configuration error, located as precisely as the mistake allows. Boxed: it travels
+/// through every builder's `Result`, and errors are rare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(Box<ConfigErrorDetails>);
+
+impl std::ops::Deref for ConfigError {
+    type Target = ConfigErrorDetails;
+    fn deref(&self) -> &ConfigErrorDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ConfigError {
+    fn deref_mut(&mut self) -> &mut ConfigErrorDetails {
+        &mut self.0
+    }
+}
+
+/// Where a [`ConfigError`] is and what it says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrorDetails {
+    /// The configuration file.
+    pub file: PathBuf,
+    /// 1-based line and column, when the error has a place in the file.
+    pub at: Option<(usize, usize)>,
+    /// Name of the train concerned.
+    pub train: Option<String>,
+    /// 1-based index and type of the cog concerned.
+    pub cog: Option<(usize, String)>,
+    /// The key concerned.
+    pub key: Option<String>,
+    /// What is wrong, and what would be right.
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, col)) = self.at {
+            write!(f, ":{line}:{col}")?;
+        }
+        let mut context = Vec::new();
+        if let Some(t) = &self.train {
+            context.push(format!("train {t:?}"));
+        }
+        if let Some((i, ty)) = &self.cog {
+            context.push(format!("cog #{i} ({ty})"));
+        }
+        if let Some(k) = &self.key {
+            context.push(format!("key {k:?}"));
+        }
+        if !context.is_empty() {
+            write!(f, ": {}", context.join(", "))?;
+        }
+        write!(f, ": {}", self.msg)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The text of a configuration file, to turn byte offsets into lines and columns.
+#[derive(Debug)]
+struct Source {
+    path: PathBuf,
+    line_starts: Vec<usize>,
+    text: String,
+}
+
+impl Source {
+    fn new(path: &Path, text: String) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Source {
+            path: path.to_path_buf(),
+            line_starts,
+            text,
+        }
+    }
+
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.line_starts[line - 1];
+        let col = self
+            .text
+            .get(start..offset.min(self.text.len()))
+            .map_or(1, |s| s.chars().count() + 1);
+        (line, col)
+    }
+
+    fn error(&self, span: Option<&Range<usize>>, msg: impl Into<String>) -> ConfigError {
+        ConfigError(Box::new(ConfigErrorDetails {
+            file: self.path.clone(),
+            at: span.map(|s| self.line_col(s.start)),
+            train: None,
+            cog: None,
+            key: None,
+            msg: msg.into(),
+        }))
+    }
+}
+
+/// A configuration value with its place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Byte range in the file.
+    pub span: Range<usize>,
+    /// The value.
+    pub value: NodeValue,
+}
+
+/// A configuration value (TOML's data model, owned).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    /// A string.
+    Str(String),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A TOML date-time, as written.
+    Datetime(String),
+    /// An array.
+    Array(Vec<Node>),
+    /// A table: keys with their spans, in file order.
+    Table(Vec<(Spanned<String>, Node)>),
+}
+
+impl NodeValue {
+    /// The TOML name of this value's type, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NodeValue::Str(_) => "string",
+            NodeValue::Int(_) => "integer",
+            NodeValue::Float(_) => "float",
+            NodeValue::Bool(_) => "boolean",
+            NodeValue::Datetime(_) => "datetime",
+            NodeValue::Array(_) => "array",
+            NodeValue::Table(_) => "table",
+        }
+    }
+}
+
+fn convert(v: &Spanned<DeValue<'_>>, src: &Source) -> Result<Node, ConfigError> {
+    let span = v.span();
+    let value = match v.get_ref() {
+        DeValue::String(s) => NodeValue::Str(s.to_string()),
+        DeValue::Integer(i) => {
+            let n = i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).map_err(|_| {
+                src.error(
+                    Some(&span),
+                    format!("integer {} does not fit in 64 bits", i.as_str()),
+                )
+            })?;
+            NodeValue::Int(n)
+        }
+        DeValue::Float(f) => match f.as_str().replace('_', "").parse::<f64>() {
+            Ok(x) => NodeValue::Float(x),
+            Err(_) => match f.as_str() {
+                "inf" | "+inf" => NodeValue::Float(f64::INFINITY),
+                "-inf" => NodeValue::Float(f64::NEG_INFINITY),
+                _ => NodeValue::Float(f64::NAN),
+            },
+        },
+        DeValue::Boolean(b) => NodeValue::Bool(*b),
+        DeValue::Datetime(d) => NodeValue::Datetime(d.to_string()),
+        DeValue::Array(a) => NodeValue::Array(
+            a.iter()
+                .map(|x| convert(x, src))
+                .collect::<Result<_, _>>()?,
+        ),
+        DeValue::Table(t) => NodeValue::Table(convert_table(t, src)?),
+    };
+    Ok(Node { span, value })
+}
+
+fn convert_table(
+    t: &DeTable<'_>,
+    src: &Source,
+) -> Result<Vec<(Spanned<String>, Node)>, ConfigError> {
+    let mut out = Vec::with_capacity(t.len());
+    for (k, v) in t.iter() {
+        out.push((
+            Spanned::new(k.span(), k.get_ref().to_string()),
+            convert(v, src)?,
+        ));
+    }
+    // Keep file order: the parser's map may not.
+    out.sort_by_key(|(k, _)| k.span().start);
+    Ok(out)
+}
+
+/// What kind of value a cog parameter takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    /// A string.
+    Str,
+    /// An integer.
+    Int,
+    /// A number.
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// `"500ms"`, `"1s"`, `"5m"`, `"1h"`, `"1d"`, or an integer of seconds.
+    Duration,
+    /// `"64KiB"`, `"1MiB"`, `"1GiB"`, `"10kB"`, or an integer of bytes.
+    Size,
+    /// A path; relative ones are taken from the configuration file's directory.
+    Path,
+    /// A list of strings.
+    StrList,
+    /// A list of paths (globs where the cog says so).
+    PathList,
+    /// A table whose keys the cog defines.
+    Table,
+    /// One of the listed strings.
+    Choice(&'static [&'static str]),
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamType::Str => f.write_str("string"),
+            ParamType::Int => f.write_str("integer"),
+            ParamType::Float => f.write_str("number"),
+            ParamType::Bool => f.write_str("boolean"),
+            ParamType::Duration => f.write_str("duration"),
+            ParamType::Size => f.write_str("size"),
+            ParamType::Path => f.write_str("path"),
+            ParamType::StrList => f.write_str("list of strings"),
+            ParamType::PathList => f.write_str("list of paths"),
+            ParamType::Table => f.write_str("table"),
+            ParamType::Choice(c) => {
+                let quoted: Vec<String> = c.iter().map(|s| format!("{s:?}")).collect();
+                write!(f, "{}", quoted.join(" | "))
+            }
+        }
+    }
+}
+
+/// One parameter of a cog, as its descriptor declares it.
+#[derive(Debug, Clone, Copy)]
+pub struct Param {
+    /// The TOML key.
+    pub name: &'static str,
+    /// What values it takes.
+    pub ty: ParamType,
+    /// The default, as a user would write it; `None` for required or unset-by-default keys.
+    pub default: Option<&'static str>,
+    /// Whether the key must be given.
+    pub required: bool,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+impl Param {
+    /// An optional parameter with a default.
+    pub const fn opt(
+        name: &'static str,
+        ty: ParamType,
+        default: &'static str,
+        help: &'static str,
+    ) -> Param {
+        Param {
+            name,
+            ty,
+            default: Some(default),
+            required: false,
+            help,
+        }
+    }
+
+    /// An optional parameter that is unset by default.
+    pub const fn unset(name: &'static str, ty: ParamType, help: &'static str) -> Param {
+        Param {
+            name,
+            ty,
+            default: None,
+            required: false,
+            help,
+        }
+    }
+
+    /// A required parameter.
+    pub const fn req(name: &'static str, ty: ParamType, help: &'static str) -> Param {
+        Param {
+            name,
+            ty,
+            default: None,
+            required: true,
+            help,
+        }
+    }
+}
+
+/// The role a cog plays in a train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CogKind {
+    /// Injects data of its own.
+    Supply,
+    /// Transforms data.
+    Transform,
+    /// Writes data out.
+    Drain,
+}
+
+impl fmt::Display for CogKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CogKind::Supply => "supply",
+            CogKind::Transform => "transform",
+            CogKind::Drain => "drain",
+        })
+    }
+}
+
+/// Builds a cog from its validated parameters.
+pub type BuildFn = fn(&CogParams<'_>, &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError>;
+
+/// The static description of a cog type: drives validation, `deadbeat cogs` and the
+/// generated reference in `docs/cogs.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct CogDescriptor {
+    /// The `type` that names it in a train.
+    pub name: &'static str,
+    /// Its role.
+    pub kind: CogKind,
+    /// One line saying what it does.
+    pub summary: &'static str,
+    /// Its parameters.
+    pub params: &'static [Param],
+    /// The fields it adds to records, with one line each (supplies and parsers).
+    pub fields: &'static [(&'static str, &'static str)],
+    /// Builds it.
+    pub build: BuildFn,
+}
+
+/// What builders may need beyond their parameters.
+#[derive(Debug)]
+pub struct BuildCx<'a> {
+    /// Directory of the configuration file: base of relative paths.
+    pub base_dir: &'a Path,
+    /// Where cogs keep checkpoints.
+    pub state_dir: &'a Path,
+    /// The daemon's logger.
+    pub logger: &'a Logger,
+}
+
+/// The parameters of one cog in a train, with what is needed to report errors precisely.
+#[derive(Debug)]
+pub struct CogParams<'a> {
+    src: &'a Source,
+    train: &'a str,
+    index: usize,
+    ty: &'a str,
+    table_span: Range<usize>,
+    entries: &'a [(Spanned<String>, Node)],
+    base_dir: &'a Path,
+}
+
+impl<'a> CogParams<'a> {
+    /// An error about this cog, at `key` if it is given.
+    pub fn error(&self, key: &str, msg: impl Into<String>) -> ConfigError {
+        let span = self
+            .node(key)
+            .map(|n| n.span.clone())
+            .unwrap_or(self.table_span.clone());
+        self.error_at(&span, Some(key), msg)
+    }
+
+    /// An error about this cog as a whole.
+    pub fn cog_error(&self, msg: impl Into<String>) -> ConfigError {
+        self.error_at(&self.table_span, None, msg)
+    }
+
+    fn error_at(
+        &self,
+        span: &Range<usize>,
+        key: Option<&str>,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        let mut e = self.src.error(Some(span), msg);
+        e.train = Some(self.train.to_string());
+        e.cog = Some((self.index + 1, self.ty.to_string()));
+        e.key = key.map(str::to_string);
+        e
+    }
+
+    /// Name of the train the cog is in.
+    pub fn train(&self) -> &str {
+        self.train
+    }
+
+    /// The raw value of a key.
+    pub fn node(&self, key: &str) -> Option<&'a Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.get_ref() == key)
+            .map(|(_, n)| n)
+    }
+
+    fn wrong_type(&self, key: &str, want: &str, n: &Node) -> ConfigError {
+        self.error(
+            key,
+            format!("expected {want}, found {}", n.value.type_name()),
+        )
+    }
+
+    /// A string value.
+    pub fn str(&self, key: &str) -> Result<Option<&'a str>, ConfigError> {
+        match self.node(key) {
+            None => Ok(None),
+            Some(Node {
+                value: NodeValue::Str(s),
+                ..
+            }) => Ok(Some(s)),
+            Some(n) => Err(self.wrong_type(key, "a string", n)),
+        }
+    }
+
+    /// A string value, or `default`.
+    pub fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str, ConfigError> {
+        Ok(self.str(key)?.unwrap_or(default))
+    }
+
+    /// A string that must be given.
+    pub fn required_str(&self, key: &str) -> Result<&'a str, ConfigError> {
+        self.str(key)?
+            .ok_or_else(|| self.cog_error(format!("missing key {key:?}")))
+    }
+
+    /// An integer value.
+    pub fn int(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+        match self.node(key) {
+            None => Ok(None),
+            Some(Node {
+                value: NodeValue::Int(i),
+                ..
+            }) => Ok(Some(*i)),
+            Some(n) => Err(self.wrong_type(key, "an integer", n)),
+        }
+    }
+
+    /// A boolean value, or `default`.
+    pub fn bool_or(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.node(key) {
+            None => Ok(default),
+            Some(Node {
+                value: NodeValue::Bool(b),
+                ..
+            }) => Ok(*b),
+            Some(n) => Err(self.wrong_type(key, "true or false", n)),
+        }
+    }
+
+    /// A duration (`"1s"`, `"250ms"`, or an integer of seconds), or `default`.
+    pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.node(key) {
+            None => Ok(default),
+            Some(n) => node_duration(n).map_err(|m| self.error(key, m)),
+        }
+    }
+
+    /// A size in bytes (`"64KiB"`, `"1MiB"`, or an integer), or `default`.
+    pub fn size_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
+        match self.node(key) {
+            None => Ok(default),
+            Some(n) => node_size(n).map_err(|m| self.error(key, m)),
+        }
+    }
+
+    /// One of `choices`, or `default`.
+    pub fn choice_or(
+        &self,
+        key: &str,
+        choices: &[&str],
+        default: &'a str,
+    ) -> Result<&'a str, ConfigError> {
+        let v = self.str_or(key, default)?;
+        if choices.contains(&v) {
+            Ok(v)
+        } else {
+            let quoted: Vec<String> = choices.iter().map(|s| format!("{s:?}")).collect();
+            Err(self.error(
+                key,
+                format!("expected one of {}, found {v:?}", quoted.join(", ")),
+            ))
+        }
+    }
+
+    /// A path, resolved against the configuration file's directory.
+    pub fn path(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.str(key)?.map(|s| self.resolve(s)))
+    }
+
+    /// Resolves a path written in the configuration.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// A list of strings (a single string counts as a list of one).
+    pub fn str_list(&self, key: &str) -> Result<Option<Vec<&'a str>>, ConfigError> {
+        match self.node(key) {
+            None => Ok(None),
+            Some(Node {
+                value: NodeValue::Str(s),
+                ..
+            }) => Ok(Some(vec![s.as_str()])),
+            Some(Node {
+                value: NodeValue::Array(items),
+                ..
+            }) => items
+                .iter()
+                .map(|n| match &n.value {
+                    NodeValue::Str(s) => Ok(s.as_str()),
+                    other => Err(self.error_at(
+                        &n.span,
+                        Some(key),
+                        format!(
+                            "expected a list of strings, found a {} in it",
+                            other.type_name()
+                        ),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(n) => Err(self.wrong_type(key, "a list of strings", n)),
+        }
+    }
+
+    /// A list of paths, resolved against the configuration file's directory.
+    pub fn path_list(&self, key: &str) -> Result<Option<Vec<PathBuf>>, ConfigError> {
+        Ok(self
+            .str_list(key)?
+            .map(|l| l.into_iter().map(|s| self.resolve(s)).collect()))
+    }
+
+    /// Checks every key against the descriptor: unknown keys, missing required keys and
+    /// values of the wrong type are errors.
+    fn validate(&self, d: &CogDescriptor) -> Result<(), ConfigError> {
+        for (k, n) in self.entries {
+            let key = k.get_ref().as_str();
+            if key == "type" {
+                continue;
+            }
+            let Some(p) = d.params.iter().find(|p| p.name == key) else {
+                let known: Vec<&str> = d.params.iter().map(|p| p.name).collect();
+                let hint = if known.is_empty() {
+                    "this cog takes no keys".to_string()
+                } else {
+                    format!("known keys: {}", known.join(", "))
+                };
+                return Err(self.error_at(
+                    &k.span(),
+                    Some(key),
+                    format!("unknown key for cog {:?} ({hint})", d.name),
+                ));
+            };
+            self.check_type(p, n)?;
+        }
+        for p in d.params.iter().filter(|p| p.required) {
+            if self.node(p.name).is_none() {
+                return Err(self.cog_error(format!(
+                    "missing required key {:?} ({}: {})",
+                    p.name, p.ty, p.help
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_type(&self, p: &Param, n: &Node) -> Result<(), ConfigError> {
+        let ok = match (p.ty, &n.value) {
+            (ParamType::Str | ParamType::Path, NodeValue::Str(_)) => true,
+            (ParamType::Int, NodeValue::Int(_)) => true,
+            (ParamType::Float, NodeValue::Float(_) | NodeValue::Int(_)) => true,
+            (ParamType::Bool, NodeValue::Bool(_)) => true,
+            (ParamType::Duration, _) => {
+                return node_duration(n)
+                    .map(|_| ())
+                    .map_err(|m| self.error(p.name, m));
+            }
+            (ParamType::Size, _) => {
+                return node_size(n).map(|_| ()).map_err(|m| self.error(p.name, m));
+            }
+            (ParamType::StrList | ParamType::PathList, NodeValue::Str(_)) => true,
+            (ParamType::StrList | ParamType::PathList, NodeValue::Array(_)) => {
+                return self.str_list(p.name).map(|_| ());
+            }
+            (ParamType::Table, NodeValue::Table(_)) => true,
+            (ParamType::Choice(c), NodeValue::Str(_)) => {
+                return self.choice_or(p.name, c, "").map(|_| ());
+            }
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            let want = match p.ty {
+                ParamType::Choice(_) => format!("one of {}", p.ty),
+                ty => format!("a {ty}"),
+            };
+            Err(self.wrong_type(p.name, &want, n))
+        }
+    }
+}
+
+fn node_duration(n: &Node) -> Result<Duration, String> {
+    match &n.value {
+        NodeValue::Int(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
+        NodeValue::Str(s) => parse_duration(s).ok_or_else(|| {
+            format!("expected a duration such as \"500ms\", \"1s\", \"5m\", \"1h\", found {s:?}")
+        }),
+        v => Err(format!(
+            "expected a duration such as \"1s\", found {}",
+            v.type_name()
+        )),
+    }
+}
+
+fn node_size(n: &Node) -> Result<usize, String> {
+    match &n.value {
+        NodeValue::Int(i) if *i >= 0 => Ok(*i as usize),
+        NodeValue::Str(s) => parse_size(s)
+            .ok_or_else(|| format!("expected a size such as \"64KiB\", \"1MiB\", found {s:?}")),
+        v => Err(format!(
+            "expected a size such as \"1MiB\", found {}",
+            v.type_name()
+        )),
+    }
+}
+
+/// Parses `"250ms"`, `"1s"`, `"1.5s"`, `"5m"`, `"2h"`, `"1d"`, `"100us"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(split);
+    let x: f64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "ns" => x / 1e9,
+        "us" | "µs" => x / 1e6,
+        "ms" => x / 1e3,
+        "s" | "sec" => x,
+        "m" | "min" => x * 60.0,
+        "h" => x * 3600.0,
+        "d" => x * 86400.0,
+        _ => return None,
+    };
+    Duration::try_from_secs_f64(secs).ok()
+}
+
+/// Parses `"512"`, `"64KiB"`, `"1MiB"`, `"2GiB"`, `"10kB"`, `"5MB"` into bytes.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "kB" | "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The cog types a configuration may name.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    cogs: Vec<CogDescriptor>,
+}
+
+impl Registry {
+    /// The cogs supplied with deadbeat.
+    pub fn builtin() -> Self {
+        Registry {
+            cogs: crate::cogs::descriptors(),
+        }
+    }
+
+    /// Adds (or replaces) a cog type, for programs that embed deadbeat with cogs of their own.
+    pub fn add(&mut self, d: CogDescriptor) {
+        self.cogs.retain(|c| c.name != d.name);
+        self.cogs.push(d);
+    }
+
+    /// Looks up a cog type.
+    pub fn get(&self, name: &str) -> Option<&CogDescriptor> {
+        self.cogs.iter().find(|c| c.name == name)
+    }
+
+    /// Every cog type, sorted by name.
+    pub fn all(&self) -> Vec<&CogDescriptor> {
+        let mut v: Vec<&CogDescriptor> = self.cogs.iter().collect();
+        v.sort_by_key(|c| c.name);
+        v
+    }
+}
+
+/// Engine settings from `[engine]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Use inotify when available.
+    pub inotify: bool,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+/// One `[[train]]` as written.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// Its name.
+    pub name: String,
+    name_span: Range<usize>,
+    cogs: Vec<CogConfig>,
+}
+
+#[derive(Debug, Clone)]
+struct CogConfig {
+    ty: String,
+    span: Range<usize>,
+    entries: Vec<(Spanned<String>, Node)>,
+}
+
+/// A parsed, validated configuration file.
+#[derive(Debug)]
+pub struct Config {
+    src: Source,
+    /// Directory of the file: base of relative paths.
+    pub base_dir: PathBuf,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `[daemon]`.
+    pub daemon: DaemonSettings,
+    /// `[state] dir`, resolved.
+    pub state_dir: PathBuf,
+    /// `[engine]`.
+    pub engine: EngineSettings,
+    /// The trains, in file order.
+    pub trains: Vec<TrainConfig>,
+}
+
+const TOP_KEYS: &[&str] = &["log", "daemon", "state", "engine", "train"];
+
+impl Config {
+    /// Reads and validates a configuration file (not yet building cogs).
+    pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(Box::new(ConfigErrorDetails {
+                file: path.to_path_buf(),
+                at: None,
+                train: None,
+                cog: None,
+                key: None,
+                msg: format!("cannot read the configuration: {e}"),
+            }))
+        })?;
+        Self::parse(path, text, registry)
+    }
+
+    /// Parses and validates configuration text; `path` names it in errors and anchors
+    /// relative paths.
+    pub fn parse(path: &Path, text: String, registry: &Registry) -> Result<Config, ConfigError> {
+        let src = Source::new(path, text);
+        let root = match DeTable::parse(&src.text) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = e.message().trim().to_string();
+                return Err(src.error(e.span().as_ref(), format!("invalid TOML: {msg}")));
+            }
+        };
+        let root = convert_table(root.get_ref(), &src)?;
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let mut cfg = Config {
+            base_dir,
+            log: LogSettings::default(),
+            daemon: DaemonSettings::default(),
+            state_dir: PathBuf::new(),
+            engine: EngineSettings {
+                inotify: true,
+                workers: 0,
+            },
+            trains: Vec::new(),
+            src,
+        };
+        let mut state_dir = "var/state".to_string();
+        for (k, n) in &root {
+            let key = k.get_ref().as_str();
+            match key {
+                "log" => cfg.parse_log(n)?,
+                "daemon" => cfg.parse_daemon(n)?,
+                "state" => {
+                    for (k, v) in cfg.section(n, "state", &["dir"])? {
+                        if k.get_ref() == "dir" {
+                            state_dir = cfg.section_str(v, "state", "dir")?.to_string();
+                        }
+                    }
+                }
+                "engine" => {
+                    for (k, v) in cfg.section(n, "engine", &["inotify", "workers"])? {
+                        match (k.get_ref().as_str(), &v.value) {
+                            ("inotify", NodeValue::Bool(b)) => cfg.engine.inotify = *b,
+                            ("workers", NodeValue::Int(i)) if (0..=1024).contains(i) => {
+                                cfg.engine.workers = *i as usize
+                            }
+                            (key, _) => {
+                                return Err(cfg.section_error(
+                                    v,
+                                    "engine",
+                                    key,
+                                    "expected inotify = true|false, workers = 0..1024",
+                                ));
+                            }
+                        }
+                    }
+                }
+                "train" => cfg.parse_trains(n, registry)?,
+                _ => {
+                    return Err(cfg.src.error(
+                        Some(&k.span()),
+                        format!(
+                            "unknown top-level key {key:?} (known: {})",
+                            TOP_KEYS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        cfg.state_dir = resolve(&cfg.base_dir, &state_dir);
+        if cfg.trains.is_empty() {
+            return Err(cfg.src.error(None, "no [[train]] defined: nothing to run"));
+        }
+        Ok(cfg)
+    }
+
+    fn section<'n>(
+        &self,
+        n: &'n Node,
+        name: &str,
+        keys: &[&str],
+    ) -> Result<&'n [(Spanned<String>, Node)], ConfigError> {
+        let NodeValue::Table(entries) = &n.value else {
+            return Err(self
+                .src
+                .error(Some(&n.span), format!("[{name}] must be a table")));
+        };
+        for (k, _) in entries {
+            if !keys.contains(&k.get_ref().as_str()) {
+                let mut e = self.src.error(
+                    Some(&k.span()),
+                    format!("unknown key in [{name}] (known: {})", keys.join(", ")),
+                );
+                e.key = Some(k.get_ref().clone());
+                return Err(e);
+            }
+        }
+        Ok(entries)
+    }
+
+    fn section_error(
+        &self,
+        n: &Node,
+        section: &str,
+        key: &str,
+        msg: impl Into<String>,
+    ) -> ConfigError {
+        let mut e = self
+            .src
+            .error(Some(&n.span), format!("[{section}] {}", msg.into()));
+        e.key = Some(key.to_string());
+        e
+    }
+
+    fn section_str<'n>(
+        &self,
+        n: &'n Node,
+        section: &str,
+        key: &str,
+    ) -> Result<&'n str, ConfigError> {
+        match &n.value {
+            NodeValue::Str(s) => Ok(s),
+            v => Err(self.section_error(
+                n,
+                section,
+                key,
+                format!("expected a string, found {}", v.type_name()),
+            )),
+        }
+    }
+
+    fn parse_log(&mut self, n: &Node) -> Result<(), ConfigError> {
+        for (k, v) in self.section(n, "log", &["level", "target", "format"])? {
+            let key = k.get_ref().as_str();
+            let s = self.section_str(v, "log", key)?;
+            match key {
+                "level" => {
+                    self.log.level = crate::log::parse_level(s).ok_or_else(|| {
+                        self.section_error(
+                            v,
+                            "log",
+                            key,
+                            format!("expected error|warn|info|debug|trace, found {s:?}"),
+                        )
+                    })?
+                }
+                "target" => {
+                    let t = crate::log::parse_target(s).ok_or_else(|| {
+                        self.section_error(
+                            v,
+                            "log",
+                            key,
+                            format!(
+                                "expected \"stderr\", \"syslog\" or \"file:PATH\", found {s:?}"
+                            ),
+                        )
+                    })?;
+                    self.log.target = match t {
+                        LogTarget::File(p) => {
+                            LogTarget::File(resolve(&self.base_dir, &p.to_string_lossy()))
+                        }
+                        t => t,
+                    };
+                }
+                _ => {
+                    self.log.format = crate::log::parse_format(s).ok_or_else(|| {
+                        self.section_error(
+                            v,
+                            "log",
+                            key,
+                            format!("expected \"text\" or \"json\", found {s:?}"),
+                        )
+                    })?;
+                    debug_assert!(matches!(self.log.format, LogFormat::Text | LogFormat::Json));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_daemon(&mut self, n: &Node) -> Result<(), ConfigError> {
+        for (k, v) in self.section(n, "daemon", &["pidfile", "user", "group", "umask", "chdir"])? {
+            let key = k.get_ref().as_str();
+            match key {
+                "umask" => {
+                    let m = match &v.value {
+                        NodeValue::Int(i) => u32::try_from(*i).ok(),
+                        NodeValue::Str(s) => {
+                            u32::from_str_radix(s.trim_start_matches("0o"), 8).ok()
+                        }
+                        _ => None,
+                    };
+                    self.daemon.umask = Some(m.filter(|m| *m <= 0o777).ok_or_else(|| {
+                        self.section_error(
+                            v,
+                            "daemon",
+                            key,
+                            "expected an octal string such as \"027\"",
+                        )
+                    })?);
+                }
+                _ => {
+                    let s = self.section_str(v, "daemon", key)?.to_string();
+                    match key {
+                        "pidfile" => self.daemon.pidfile = Some(resolve(&self.base_dir, &s)),
+                        "user" => self.daemon.user = Some(s),
+                        "group" => self.daemon.group = Some(s),
+                        _ => self.daemon.chdir = Some(resolve(&self.base_dir, &s)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn parse_trains(&mut self, n: &Node, registry: &Registry) -> Result<(), ConfigError> {
+        let NodeValue::Array(trains) = &n.value else {
+            return Err(self.src.error(
+                Some(&n.span),
+                "trains are written [[train]] (an array of tables)",
+            ));
+        };
+        for t in trains {
+            let NodeValue::Table(entries) = &t.value else {
+                return Err(self.src.error(Some(&t.span), "a [[train]] must be a table"));
+            };
+            let mut name: Option<(String, Range<usize>)> = None;
+            let mut cogs = Vec::new();
+            let mut cog_node = None;
+            for (k, v) in entries {
+                match k.get_ref().as_str() {
+                    "name" => match &v.value {
+                        NodeValue::Str(s) if !s.is_empty() => {
+                            name = Some((s.clone(), v.span.clone()))
+                        }
+                        _ => {
+                            return Err(self.src.error(
+                                Some(&v.span),
+                                "a train's name must be a non-empty string",
+                            ));
+                        }
+                    },
+                    "cog" => cog_node = Some(v),
+                    other => {
+                        return Err(self.src.error(
+                            Some(&k.span()),
+                            format!("unknown key {other:?} in [[train]] (known: name, cog)"),
+                        ));
+                    }
+                }
+            }
+            let Some((name, name_span)) = name else {
+                return Err(self.src.error(Some(&t.span), "this [[train]] has no name"));
+            };
+            if self.trains.iter().any(|x| x.name == name) {
+                return Err(self.src.error(
+                    Some(&name_span),
+                    format!("a train named {name:?} is defined twice"),
+                ));
+            }
+            let with_train = |mut e: ConfigError| {
+                e.train = Some(name.clone());
+                e
+            };
+            let Some(cog_node) = cog_node else {
+                return Err(with_train(
+                    self.src
+                        .error(Some(&t.span), "this train has no [[train.cog]]"),
+                ));
+            };
+            let NodeValue::Array(items) = &cog_node.value else {
+                return Err(with_train(
+                    self.src
+                        .error(Some(&cog_node.span), "cogs are written [[train.cog]]"),
+                ));
+            };
+            for (i, c) in items.iter().enumerate() {
+                let NodeValue::Table(entries) = &c.value else {
+                    return Err(with_train(
+                        self.src
+                            .error(Some(&c.span), "a [[train.cog]] must be a table"),
+                    ));
+                };
+                let ty = entries.iter().find(|(k, _)| k.get_ref() == "type");
+                let ty = match ty {
+                    Some((
+                        _,
+                        Node {
+                            value: NodeValue::Str(s),
+                            ..
+                        },
+                    )) => s.clone(),
+                    Some((_, other)) => {
+                        let mut e = with_train(
+                            self.src
+                                .error(Some(&other.span), "a cog's type must be a string"),
+                        );
+                        e.cog = Some((i + 1, "?".into()));
+                        return Err(e);
+                    }
+                    None => {
+                        let mut e =
+                            with_train(self.src.error(Some(&c.span), "this cog has no `type`"));
+                        e.cog = Some((i + 1, "?".into()));
+                        return Err(e);
+                    }
+                };
+                let cc = CogConfig {
+                    ty,
+                    span: c.span.clone(),
+                    entries: entries.clone(),
+                };
+                let params = self.params(&name, i, &cc);
+                let Some(desc) = registry.get(&cc.ty) else {
+                    let span = cc
+                        .entries
+                        .iter()
+                        .find(|(k, _)| k.get_ref() == "type")
+                        .map_or(cc.span.clone(), |(_, v)| v.span.clone());
+                    return Err(params.error_at(
+                        &span,
+                        Some("type"),
+                        format!("unknown cog type {:?} (`deadbeat cogs` lists them)", cc.ty),
+                    ));
+                };
+                params.validate(desc)?;
+                cogs.push(cc);
+            }
+            self.trains.push(TrainConfig {
+                name,
+                name_span,
+                cogs,
+            });
+        }
+        Ok(())
+    }
+
+    fn params<'a>(&'a self, train: &'a str, index: usize, c: &'a CogConfig) -> CogParams<'a> {
+        CogParams {
+            src: &self.src,
+            train,
+            index,
+            ty: &c.ty,
+            table_span: c.span.clone(),
+            entries: &c.entries,
+            base_dir: &self.base_dir,
+        }
+    }
+
+    /// Builds every cog of every train (opening nothing yet: cogs bind in `start`).
+    pub fn build_trains(
+        &self,
+        registry: &Registry,
+        logger: &Logger,
+    ) -> Result<Vec<Train<Record>>, ConfigError> {
+        let cx = BuildCx {
+            base_dir: &self.base_dir,
+            state_dir: &self.state_dir,
+            logger,
+        };
+        let mut out = Vec::with_capacity(self.trains.len());
+        for t in &self.trains {
+            let mut train = Train::new(t.name.clone());
+            for (i, c) in t.cogs.iter().enumerate() {
+                let params = self.params(&t.name, i, c);
+                let desc = registry
+                    .get(&c.ty)
+                    .ok_or_else(|| params.cog_error(format!("unknown cog type {:?}", c.ty)))?;
+                train.push((desc.build)(&params, &cx)?);
+            }
+            out.push(train);
+        }
+        Ok(out)
+    }
+
+    /// An error about the configuration as a whole, or at a train's name.
+    pub fn error(&self, train: Option<&TrainConfig>, msg: impl Into<String>) -> ConfigError {
+        let mut e = self.src.error(train.map(|t| &t.name_span), msg);
+        e.train = train.map(|t| t.name.clone());
+        e
+    }
+}
+
+fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("t.toml"), text.to_string(), &Registry::builtin())
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5 parsecs"), None);
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("10kB"), Some(10_000));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("1XB"), None);
+    }
+
+    #[test]
+    fn line_and_column_of_an_unknown_key() {
+        let e = parse(
+            "[[train]]\nname = \"main\"\n  [[train.cog]]\n  type = \"stdin\"\n  colour = \"red\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.at, Some((5, 3)));
+        assert_eq!(e.key.as_deref(), Some("colour"));
+        assert_eq!(e.train.as_deref(), Some("main"));
+        assert_eq!(e.cog, Some((1, "stdin".to_string())));
+        let s = e.to_string();
+        assert!(
+            s.starts_with("t.toml:5:3: train \"main\", cog #1 (stdin), key \"colour\":"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn bad_toml_names_the_line() {
+        let e = parse("[log]\nlevel = \n").unwrap_err();
+        assert_eq!(e.at.map(|a| a.0), Some(2));
+        assert!(e.msg.contains("invalid TOML"), "{}", e.msg);
+    }
+
+    #[test]
+    fn unknown_cog_type_and_wrong_type() {
+        let e = parse("[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdn\"\n").unwrap_err();
+        assert_eq!(e.at, Some((4, 8)));
+        assert!(e.msg.contains("unknown cog type \"stdn\""), "{}", e.msg);
+        let e = parse("[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"stdout\"\nformat = 3\n")
+            .unwrap_err();
+        assert_eq!(e.at, Some((7, 10)));
+        assert_eq!(e.cog, Some((2, "stdout".to_string())));
+        assert!(e.msg.contains("found integer"), "{}", e.msg);
+    }
+
+    #[test]
+    fn sections_and_relative_paths() {
+        let c = Config::parse(
+            Path::new("/etc/deadbeat/d.toml"),
+            "[log]\nlevel = \"debug\"\n[state]\ndir = \"st\"\n[engine]\ninotify = false\n[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n"
+                .to_string(),
+            &Registry::builtin(),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/etc/deadbeat/st"));
+        assert!(!c.engine.inotify);
+        assert_eq!(c.log.level, slog::Level::Debug);
+        let e = parse(
+            "[log]\nlevel = \"loud\"\n[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("level"));
+        assert_eq!(e.at, Some((2, 9)));
+    }
+}

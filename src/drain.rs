@@ -1,0 +1,80 @@
+//! Shared machinery of line drains: render records into one buffer, write it in as few
+//! system calls as possible, acknowledge only what was written.
+
+use std::io::{self, Write};
+
+use crate::cog::EventId;
+use crate::escapement::Ctx;
+use crate::format::OutputFormat;
+use crate::record::Record;
+
+/// Rendered lines waiting to be written, with the ids of the records they came from.
+///
+/// A drain renders a whole batch, then calls [`flush`](LineBuffer::flush) once: one
+/// `write(2)` for many lines. Records are acknowledged (`event_done`) only once every byte
+/// of theirs has been written; after a failed write the unwritten rest stays buffered, so
+/// retrying neither loses nor repeats a line.
+#[derive(Debug)]
+pub struct LineBuffer {
+    format: OutputFormat,
+    buf: Vec<u8>,
+    ids: Vec<EventId>,
+}
+
+impl LineBuffer {
+    /// An empty buffer rendering with `format`.
+    pub fn new(format: OutputFormat, capacity: usize) -> Self {
+        LineBuffer {
+            format,
+            buf: Vec::with_capacity(capacity),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Renders one record.
+    #[inline]
+    pub fn push(&mut self, r: &Record) {
+        self.format.write(r, &mut self.buf);
+        self.ids.push(r.id);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Records waiting to be acknowledged.
+    pub fn pending_records(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Writes everything buffered to `w`, then acknowledges the records. On error, what
+    /// was written is dropped from the buffer and the rest is kept for the next attempt.
+    pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W, cx: &mut Ctx<'_>) -> io::Result<()> {
+        let mut written = 0;
+        let result = loop {
+            if written == self.buf.len() {
+                break w.flush();
+            }
+            match w.write(&self.buf[written..]) {
+                Ok(0) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the output accepts no more bytes",
+                    ));
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.buf.drain(..written);
+        if result.is_ok() {
+            for &id in &self.ids {
+                cx.event_done(id);
+            }
+            self.ids.clear();
+        }
+        result
+    }
+}

@@ -1,0 +1,2220 @@
+//! The dynamic datum of TOML-built trains: a [`Record`] of named [`Value`]s, with fast
+//! hand-written JSON rendering and parsing.
+//!
+//! Field names are interned once, when a train is built, into [`Key`]s; cogs then address
+//! fields by `Key` or by a pre-parsed dotted [`Path`], so the per-record work is integer
+//! compares over a short vector rather than string hashing.
+//!
+//! ```
+//! use deadbeat::record::{Key, Path, Record, Value};
+//! let mut rec = Record::new();
+//! rec.insert(Key::new("status"), Value::Int(404));
+//! rec.set_path(&Path::parse("src.ip").unwrap(), Value::from("10.0.0.1"));
+//! let mut line = Vec::new();
+//! rec.write_json(&mut line);
+//! assert_eq!(line, br#"{"status":404,"src":{"ip":"10.0.0.1"}}"#);
+//! assert_eq!(Record::parse_json(&line).unwrap(), rec);
+//! ```
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{OnceLock, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
+
+use crate::EventId;
+use crate::getset::{Field, Getter, MutGetter, Setter};
+
+// ---------------------------------------------------------------------------------------------
+// Key interner
+// ---------------------------------------------------------------------------------------------
+
+/// An interned field name: a `u32` that compares, hashes and copies like an integer.
+///
+/// Names live for the rest of the process, so build keys once (when a train is set up) and
+/// keep them; [`Key::as_str`] is then a couple of plain loads, lock-free.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(u32);
+
+/// What the interner keeps per key: the name, and the name already rendered as a JSON
+/// object key (`"name":`) so rendering a field name is a single copy.
+struct KeyName {
+    name: &'static str,
+    json: &'static [u8],
+}
+
+/// Size of the first name segment; segment `s` holds `FIRST_SEGMENT << s` names.
+const FIRST_SEGMENT_BITS: u32 = 6;
+/// Enough doubling segments to cover every `u32` id.
+const SEGMENTS: usize = 33 - FIRST_SEGMENT_BITS as usize;
+
+/// Names by id, readable without a lock: segments are allocated once and never move, and
+/// each slot is written once, before its `Key` is handed out.
+static NAMES: [OnceLock<Box<[OnceLock<KeyName>]>>; SEGMENTS] =
+    [const { OnceLock::new() }; SEGMENTS];
+
+/// Ids by name; only consulted when interning.
+fn ids() -> &'static RwLock<HashMap<&'static str, Key>> {
+    static IDS: OnceLock<RwLock<HashMap<&'static str, Key>>> = OnceLock::new();
+    IDS.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Segment and index of a key id in [`NAMES`].
+#[inline]
+fn slot_of(id: u32) -> (usize, usize) {
+    let n = u64::from(id) + (1 << FIRST_SEGMENT_BITS);
+    let bits = 63 - n.leading_zeros();
+    (
+        (bits - FIRST_SEGMENT_BITS) as usize,
+        (n - (1 << bits)) as usize,
+    )
+}
+
+impl Key {
+    /// Interns `name`, returning the same key for the same name from any thread.
+    ///
+    /// The name is leaked: the set of keys only grows. That is the right trade for field
+    /// names from configuration, but see [`Key::try_existing`] for untrusted names.
+    pub fn new(name: &str) -> Key {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still
+        // consistent because the slot is filled before the map entry is added.
+        if let Some(&k) = ids().read().unwrap_or_else(|e| e.into_inner()).get(name) {
+            return k;
+        }
+        let mut ids = ids().write().unwrap_or_else(|e| e.into_inner());
+        if let Some(&k) = ids.get(name) {
+            return k;
+        }
+        // Four billion leaked names would exhaust memory long before this triggers.
+        let id = u32::try_from(ids.len()).expect("key interner full");
+        let name: &'static str = Box::leak(name.to_owned().into_boxed_str());
+        let mut json = Vec::with_capacity(name.len() + 3);
+        write_escaped(&mut json, name.as_bytes());
+        json.push(b':');
+        let json: &'static [u8] = Box::leak(json.into_boxed_slice());
+        let (seg, idx) = slot_of(id);
+        let segment = NAMES[seg].get_or_init(|| {
+            let len = 1usize << (seg + FIRST_SEGMENT_BITS as usize);
+            (0..len).map(|_| OnceLock::new()).collect()
+        });
+        // Unique ids under the write lock mean the slot is always empty here.
+        let _ = segment[idx].set(KeyName { name, json });
+        let key = Key(id);
+        ids.insert(name, key);
+        key
+    }
+
+    /// Returns the key for `name` if it was already interned, without interning it.
+    ///
+    /// Interning names taken from untrusted input (JSON object keys, say) lets a sender grow
+    /// the interner without bound, since names are never freed. Cogs that only care about
+    /// known fields can look names up with this instead and skip the rest. The JSON parser
+    /// still uses [`Key::new`], keeping every key of the input, which is simpler and right for
+    /// inputs whose set of field names is bounded.
+    pub fn try_existing(name: &str) -> Option<Key> {
+        ids()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+    }
+
+    fn entry(self) -> Option<&'static KeyName> {
+        let (seg, idx) = slot_of(self.0);
+        NAMES[seg].get()?.get(idx)?.get()
+    }
+
+    /// The interned name.
+    #[inline]
+    pub fn as_str(self) -> &'static str {
+        // Keys are only made by `Key::new`, which fills the slot first.
+        self.entry().map_or("", |e| e.name)
+    }
+
+    /// The name as a JSON object key with its colon, escaped: `"name":`.
+    #[inline]
+    fn json_key(self) -> &'static [u8] {
+        self.entry().map_or(b"\"\":", |e| e.json)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Key({:?})", self.as_str())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Keys order by name, not by id, so sorted output does not depend on interning order.
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.0 == other.0 {
+            std::cmp::Ordering::Equal
+        } else {
+            self.as_str().cmp(other.as_str())
+        }
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timestamp
+// ---------------------------------------------------------------------------------------------
+
+/// A point in time, with the UTC offset it was written with so it renders back the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Timestamp {
+    /// Seconds since 1970-01-01T00:00:00Z.
+    pub secs: i64,
+    /// Nanoseconds past `secs`, below 1e9.
+    pub nanos: u32,
+    /// Offset from UTC in minutes, used only for rendering.
+    pub offset_min: i16,
+}
+
+impl Timestamp {
+    /// A timestamp from its parts.
+    pub fn new(secs: i64, nanos: u32, offset_min: i16) -> Timestamp {
+        Timestamp {
+            secs,
+            nanos,
+            offset_min,
+        }
+    }
+
+    /// The current time, in UTC.
+    pub fn now() -> Timestamp {
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp::new(
+                i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                d.subsec_nanos(),
+                0,
+            ),
+            // A clock set before 1970: count backwards.
+            Err(e) => {
+                let d = e.duration();
+                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+                match d.subsec_nanos() {
+                    0 => Timestamp::new(-secs, 0, 0),
+                    n => Timestamp::new(-secs - 1, 1_000_000_000 - n, 0),
+                }
+            }
+        }
+    }
+
+    /// Appends the RFC 3339 form, e.g. `2026-11-27T11:44:37.123+01:00`.
+    ///
+    /// Fractional seconds appear only when `nanos` is non-zero, as 3, 6 or 9 digits, whichever
+    /// is shortest exact. Years outside 0000..=9999 are written in full, which RFC 3339
+    /// cannot express but which keeps the output honest.
+    pub fn write_rfc3339(&self, out: &mut Vec<u8>) {
+        // Filled in place on the stack and copied out once: many small pushes onto the Vec
+        // (each with its capacity check) cost more than the date arithmetic.
+        let mut b = *b"0000-00-00T00:00:00.000000000+00:00";
+        let local = self.secs.saturating_add(i64::from(self.offset_min) * 60);
+        let days = local.div_euclid(86_400);
+        let sod = local.rem_euclid(86_400) as u32;
+        let (y, m, d) = civil_from_days(days);
+        let from = if (0..=9999).contains(&y) {
+            put2(&mut b, 0, y as u32 / 100);
+            put2(&mut b, 2, y as u32 % 100);
+            0
+        } else {
+            write_i64(out, y);
+            4
+        };
+        put2(&mut b, 5, m);
+        put2(&mut b, 8, d);
+        put2(&mut b, 11, sod / 3600);
+        put2(&mut b, 14, sod / 60 % 60);
+        put2(&mut b, 17, sod % 60);
+        let mut len = 19;
+        let nanos = self.nanos.min(999_999_999);
+        if nanos != 0 {
+            let (frac, width) = if nanos.is_multiple_of(1_000_000) {
+                (nanos / 1_000_000, 3)
+            } else if nanos.is_multiple_of(1000) {
+                (nanos / 1000, 6)
+            } else {
+                (nanos, 9)
+            };
+            put_fixed(&mut b[20..20 + width], frac);
+            len = 20 + width;
+        }
+        let off = self.offset_min.unsigned_abs();
+        if off == 0 {
+            b[len] = b'Z';
+            out.extend_from_slice(&b[from..=len]);
+        } else if off < 100 * 60 {
+            b[len] = if self.offset_min < 0 { b'-' } else { b'+' };
+            put2(&mut b, len + 1, u32::from(off / 60));
+            b[len + 3] = b':';
+            put2(&mut b, len + 4, u32::from(off % 60));
+            out.extend_from_slice(&b[from..len + 6]);
+        } else {
+            // Beyond RFC 3339's two-digit hours; written in full rather than truncated.
+            out.extend_from_slice(&b[from..len]);
+            out.push(if self.offset_min < 0 { b'-' } else { b'+' });
+            write_u64(out, u64::from(off / 60));
+            out.push(b':');
+            write_2(out, u32::from(off % 60));
+        }
+    }
+}
+
+/// Writes `n % 100` as two digits at `b[at..at + 2]`.
+#[inline]
+fn put2(b: &mut [u8], at: usize, n: u32) {
+    let i = (n % 100) as usize * 2;
+    b[at..at + 2].copy_from_slice(&DIGIT_PAIRS[i..i + 2]);
+}
+
+/// Fills `b` with `n` in decimal, zero-padded on the left.
+fn put_fixed(b: &mut [u8], mut n: u32) {
+    for d in b.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::with_capacity(35);
+        self.write_rfc3339(&mut buf);
+        f.write_str(&String::from_utf8_lossy(&buf))
+    }
+}
+
+/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01 in the proleptic
+/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so leap days fall at the end of the (March-based) year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value
+// ---------------------------------------------------------------------------------------------
+
+/// One datum of a record.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Value {
+    /// No value; renders as JSON `null`.
+    #[default]
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A signed integer.
+    Int(i64),
+    /// A float; non-finite ones render as `null`.
+    Float(f64),
+    /// Text.
+    Str(String),
+    /// Raw bytes, e.g. an input line not yet parsed; may be invalid UTF-8.
+    Bytes(Vec<u8>),
+    /// A point in time.
+    Time(Timestamp),
+    /// An IP address.
+    Ip(IpAddr),
+    /// An IP network, e.g. `10.0.0.0/8`.
+    Net(IpNet),
+    /// An ordered list.
+    List(Vec<Value>),
+    /// Named values.
+    Map(Map),
+}
+
+impl Value {
+    /// The text of a `Str`, or of `Bytes` that are valid UTF-8.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            Value::Bytes(b) => std::str::from_utf8(b).ok(),
+            _ => None,
+        }
+    }
+
+    /// The bytes of a `Str` or `Bytes`.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Str(s) => Some(s.as_bytes()),
+            Value::Bytes(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The integer of an `Int`.
+    pub fn as_i64(&self) -> Option<i64> {
+        match *self {
+            Value::Int(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The number of a `Float`, or of an `Int` (rounded to the nearest float).
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::Float(f) => Some(f),
+            Value::Int(n) => Some(n as f64),
+            _ => None,
+        }
+    }
+
+    /// The truth of a `Bool`.
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// The address of an `Ip`, or of a `Str`/`Bytes` holding one in text.
+    pub fn as_ip(&self) -> Option<IpAddr> {
+        match self {
+            Value::Ip(ip) => Some(*ip),
+            Value::Str(_) | Value::Bytes(_) => self.as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// The name of the variant, for error messages: `null`, `bool`, `int`, `float`,
+    /// `string`, `bytes`, `time`, `ip`, `net`, `list` or `map`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Int(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "string",
+            Value::Bytes(_) => "bytes",
+            Value::Time(_) => "time",
+            Value::Ip(_) => "ip",
+            Value::Net(_) => "net",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+        }
+    }
+
+    /// Whether this is `Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// Appends this value as JSON.
+    ///
+    /// Always produces valid UTF-8 JSON: invalid UTF-8 in `Bytes` becomes U+FFFD, and
+    /// non-finite floats become `null`. `Time`, `Ip` and `Net` render as strings.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            Value::Int(n) => write_i64(out, *n),
+            Value::Float(f) => write_f64(out, *f),
+            Value::Str(s) => write_escaped(out, s.as_bytes()),
+            Value::Bytes(b) => write_escaped_lossy(out, b),
+            Value::Time(t) => {
+                out.push(b'"');
+                t.write_rfc3339(out);
+                out.push(b'"');
+            }
+            Value::Ip(ip) => {
+                out.push(b'"');
+                write_ip(out, ip);
+                out.push(b'"');
+            }
+            Value::Net(net) => {
+                out.push(b'"');
+                write_ip(out, &net.addr());
+                out.push(b'/');
+                write_u64(out, u64::from(net.prefix_len()));
+                out.push(b'"');
+            }
+            Value::List(items) => {
+                out.push(b'[');
+                let mut items = items.iter();
+                if let Some(first) = items.next() {
+                    first.write_json(out);
+                    for v in items {
+                        out.push(b',');
+                        v.write_json(out);
+                    }
+                }
+                out.push(b']');
+            }
+            Value::Map(m) => m.write_json(out),
+        }
+    }
+
+    /// Parses one JSON text (RFC 8259) into a value.
+    ///
+    /// Objects become `Map`s (duplicate keys: the last value wins, at the first key's
+    /// position), integers that fit an `i64` become `Int` and other numbers `Float`.
+    /// Nesting deeper than 128 arrays/objects, numbers beyond `f64` range, lone surrogate
+    /// escapes, invalid UTF-8 and anything after the value are errors. Never panics.
+    pub fn parse_json(input: &[u8]) -> Result<Value, JsonError> {
+        let mut p = Parser { input, pos: 0 };
+        let v = p.value(0)?;
+        p.skip_ws();
+        if p.pos < input.len() {
+            return Err(p.err("trailing characters after JSON value"));
+        }
+        Ok(v)
+    }
+}
+
+/// Renders as JSON.
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = Vec::new();
+        self.write_json(&mut buf);
+        f.write_str(&String::from_utf8_lossy(&buf))
+    }
+}
+
+macro_rules! value_from {
+    ($($t:ty => $v:ident),* $(,)?) => {$(
+        impl From<$t> for Value {
+            fn from(x: $t) -> Value {
+                Value::$v(x.into())
+            }
+        }
+    )*};
+}
+
+// No `u64`/`usize`: they have no lossless mapping onto `Int`.
+value_from! {
+    bool => Bool,
+    i8 => Int, i16 => Int, i32 => Int, i64 => Int, u8 => Int, u16 => Int, u32 => Int,
+    f32 => Float, f64 => Float,
+    String => Str, &str => Str, Box<str> => Str,
+    Vec<u8> => Bytes, &[u8] => Bytes,
+    Timestamp => Time,
+    IpAddr => Ip, Ipv4Addr => Ip, Ipv6Addr => Ip,
+    IpNet => Net,
+    Vec<Value> => List,
+    Map => Map,
+}
+
+impl From<Cow<'_, str>> for Value {
+    fn from(s: Cow<'_, str>) -> Value {
+        Value::Str(s.into_owned())
+    }
+}
+
+/// `None` becomes `Null`.
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Map
+// ---------------------------------------------------------------------------------------------
+
+/// An insertion-ordered map from [`Key`] to [`Value`].
+///
+/// A plain vector scanned linearly: records have a handful of fields, where comparing a few
+/// `u32`s beats hashing. Equality ignores order.
+#[derive(Clone, Debug, Default)]
+pub struct Map {
+    entries: Vec<(Key, Value)>,
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new() -> Map {
+        Map::default()
+    }
+
+    /// An empty map with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Map {
+        Map {
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    #[inline]
+    fn position(&self, key: Key) -> Option<usize> {
+        self.entries.iter().position(|(k, _)| *k == key)
+    }
+
+    /// The value under `key`.
+    #[inline]
+    pub fn get(&self, key: Key) -> Option<&Value> {
+        self.entries
+            .iter()
+            .find_map(|(k, v)| (*k == key).then_some(v))
+    }
+
+    /// The value under `key`, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut Value> {
+        self.entries
+            .iter_mut()
+            .find_map(|(k, v)| (*k == key).then_some(v))
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: Key) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Sets `key` to `value`, returning the old value. A replaced entry keeps its position;
+    /// a new one goes last.
+    pub fn insert(&mut self, key: Key, value: Value) -> Option<Value> {
+        match self.get_mut(key) {
+            Some(slot) => Some(std::mem::replace(slot, value)),
+            None => {
+                self.entries.push((key, value));
+                None
+            }
+        }
+    }
+
+    /// The value under `key`, inserting `Null` first if absent.
+    fn slot(&mut self, key: Key) -> &mut Value {
+        let i = match self.position(key) {
+            Some(i) => i,
+            None => {
+                self.entries.push((key, Value::Null));
+                self.entries.len() - 1
+            }
+        };
+        &mut self.entries[i].1
+    }
+
+    /// Removes `key`, keeping the order of the others.
+    pub fn remove(&mut self, key: Key) -> Option<Value> {
+        let i = self.position(key)?;
+        Some(self.entries.remove(i).1)
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (Key, &Value)> + DoubleEndedIterator {
+        self.entries.iter().map(|(k, v)| (*k, v))
+    }
+
+    /// The entries in order, values mutably.
+    pub fn iter_mut(
+        &mut self,
+    ) -> impl ExactSizeIterator<Item = (Key, &mut Value)> + DoubleEndedIterator {
+        self.entries.iter_mut().map(|(k, v)| (*k, v))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Removes all entries, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// Appends this map as a JSON object.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut entries = self.entries.iter();
+        if let Some((k, v)) = entries.next() {
+            out.extend_from_slice(k.json_key());
+            v.write_json(out);
+            for (k, v) in entries {
+                out.push(b',');
+                out.extend_from_slice(k.json_key());
+                v.write_json(out);
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        // Keys are unique, so equal lengths plus every entry found means the same set.
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
+    }
+}
+
+impl FromIterator<(Key, Value)> for Map {
+    /// Later duplicates replace earlier ones, as with [`Map::insert`].
+    fn from_iter<I: IntoIterator<Item = (Key, Value)>>(iter: I) -> Map {
+        let mut m = Map::new();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m
+    }
+}
+
+impl IntoIterator for Map {
+    type Item = (Key, Value);
+    type IntoIter = std::vec::IntoIter<(Key, Value)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.entries.into_iter()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Path
+// ---------------------------------------------------------------------------------------------
+
+/// A pre-parsed dotted field path such as `src.ip`: a key into the record, then a key into
+/// each nested map. Names containing `.` cannot be addressed this way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Path {
+    // Never empty.
+    keys: Vec<Key>,
+}
+
+/// A field path that does not parse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathError {
+    /// The path as written.
+    pub path: String,
+    /// 1-based character column of the empty segment.
+    pub column: usize,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "field path {:?}: empty name at column {}",
+            self.path, self.column
+        )
+    }
+}
+
+impl std::error::Error for PathError {}
+
+impl Path {
+    /// Parses and interns a dotted path; every dot-separated name must be non-empty.
+    pub fn parse(path: &str) -> Result<Path, PathError> {
+        let mut keys = Vec::new();
+        let mut column = 1;
+        for name in path.split('.') {
+            if name.is_empty() {
+                return Err(PathError {
+                    path: path.to_owned(),
+                    column,
+                });
+            }
+            keys.push(Key::new(name));
+            column += name.chars().count() + 1;
+        }
+        Ok(Path { keys })
+    }
+
+    /// The keys, outermost first; never empty.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+}
+
+/// A path of one top-level field.
+impl From<Key> for Path {
+    fn from(key: Key) -> Path {
+        Path { keys: vec![key] }
+    }
+}
+
+impl std::str::FromStr for Path {
+    type Err = PathError;
+    fn from_str(s: &str) -> Result<Path, PathError> {
+        Path::parse(s)
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, k) in self.keys.iter().enumerate() {
+            if i > 0 {
+                f.write_str(".")?;
+            }
+            f.write_str(k.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record
+// ---------------------------------------------------------------------------------------------
+
+/// The datum of TOML-built trains: an event id plus named fields.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    /// The event's id, assigned by the input.
+    pub id: EventId,
+    /// The fields, in insertion order.
+    pub fields: Map,
+}
+
+impl Record {
+    /// An empty record with id 0.
+    pub fn new() -> Record {
+        Record::default()
+    }
+
+    /// An empty record with room for `n` top-level fields.
+    pub fn with_capacity(n: usize) -> Record {
+        Record {
+            id: 0,
+            fields: Map::with_capacity(n),
+        }
+    }
+
+    /// The top-level field `key`.
+    #[inline]
+    pub fn get(&self, key: Key) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// The top-level field `key`, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, key: Key) -> Option<&mut Value> {
+        self.fields.get_mut(key)
+    }
+
+    /// Sets the top-level field `key`, returning the old value.
+    #[inline]
+    pub fn insert(&mut self, key: Key, value: Value) -> Option<Value> {
+        self.fields.insert(key, value)
+    }
+
+    /// Removes the top-level field `key`.
+    pub fn remove(&mut self, key: Key) -> Option<Value> {
+        self.fields.remove(key)
+    }
+
+    /// The value at `path`; `None` if a step is missing or not a map.
+    pub fn get_path(&self, path: &Path) -> Option<&Value> {
+        let (first, rest) = path.keys.split_first()?;
+        let mut v = self.fields.get(*first)?;
+        for k in rest {
+            v = match v {
+                Value::Map(m) => m.get(*k)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    /// The value at `path`, mutably.
+    pub fn get_path_mut(&mut self, path: &Path) -> Option<&mut Value> {
+        let (first, rest) = path.keys.split_first()?;
+        let mut v = self.fields.get_mut(*first)?;
+        for k in rest {
+            v = match v {
+                Value::Map(m) => m.get_mut(*k)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    /// Stores `value` at `path`, creating missing intermediate maps and replacing
+    /// intermediate values that are not maps.
+    pub fn set_path(&mut self, path: &Path, value: Value) {
+        let Some((last, parents)) = path.keys.split_last() else {
+            return;
+        };
+        let mut map = &mut self.fields;
+        for k in parents {
+            let slot = map.slot(*k);
+            if !matches!(slot, Value::Map(_)) {
+                *slot = Value::Map(Map::new());
+            }
+            let Value::Map(m) = slot else {
+                return;
+            };
+            map = m;
+        }
+        map.insert(*last, value);
+    }
+
+    /// Removes and returns the value at `path`.
+    pub fn remove_path(&mut self, path: &Path) -> Option<Value> {
+        let (last, parents) = path.keys.split_last()?;
+        let mut map = &mut self.fields;
+        for k in parents {
+            map = match map.get_mut(*k)? {
+                Value::Map(m) => m,
+                _ => return None,
+            };
+        }
+        map.remove(*last)
+    }
+
+    /// Empties the record for reuse: id 0, no fields, allocation kept.
+    pub fn clear(&mut self) {
+        self.id = 0;
+        self.fields.clear();
+    }
+
+    /// Appends the fields as one JSON object, without a trailing newline. The id is not
+    /// rendered; copy it into a field first if the output needs it.
+    #[inline]
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.fields.write_json(out);
+    }
+
+    /// Parses a JSON object into a record with id 0; see [`Value::parse_json`].
+    pub fn parse_json(input: &[u8]) -> Result<Record, JsonError> {
+        match Value::parse_json(input)? {
+            Value::Map(fields) => Ok(Record { id: 0, fields }),
+            _ => Err(JsonError {
+                offset: input
+                    .iter()
+                    .position(|b| !b.is_ascii_whitespace())
+                    .unwrap_or(0),
+                msg: "expected a JSON object",
+            }),
+        }
+    }
+}
+
+/// Getter and setter for the value at a dotted path: the setter creates intermediate maps.
+pub fn field(path: &str) -> Result<Field<Record, Value>, PathError> {
+    let get_path = Path::parse(path)?;
+    let set_path = get_path.clone();
+    Ok(Field::new(
+        Getter::new(move |r: &Record| r.get_path(&get_path)),
+        Setter::new(move |r: &mut Record, v: Value| r.set_path(&set_path, v)),
+    ))
+}
+
+/// Mutable getter for the value at a dotted path, for cogs rewriting a value in place.
+pub fn field_mut(path: &str) -> Result<MutGetter<Record, Value>, PathError> {
+    let path = Path::parse(path)?;
+    Ok(MutGetter::new(move |r: &mut Record| r.get_path_mut(&path)))
+}
+
+/// Getter and setter for the record's event id.
+pub fn id_field() -> Field<Record, EventId> {
+    Field::new(
+        Getter::new(|r: &Record| Some(&r.id)),
+        Setter::new(|r: &mut Record, id: EventId| r.id = id),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON rendering
+// ---------------------------------------------------------------------------------------------
+
+/// Per byte: 0 if it can be copied into a JSON string as is, else the letter of its
+/// escape (`u` for `\u00XX`). Also marks the bytes the parser must stop at in a string.
+const ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Index of the first control character, `"` or `\\` in `s` at or after `i`, or `s.len()`.
+///
+/// Most strings need no escaping at all, so this scan is most of the cost of rendering and
+/// of parsing strings; it checks 16 bytes at a time with SSE2 where available (part of the
+/// x86-64 baseline) and 8 at a time with plain integer tricks elsewhere.
+#[inline]
+fn find_special(s: &[u8], mut i: usize) -> usize {
+    while let Some(chunk) = s.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+        let m = special_mask16(chunk);
+        if m != 0 {
+            return i + m.trailing_zeros() as usize;
+        }
+        i += 16;
+    }
+    // The tail, padded with a byte that needs no escape, takes one more step of the same.
+    let tail = s.get(i..).unwrap_or_default();
+    let mut chunk = [b' '; 16];
+    chunk[..tail.len()].copy_from_slice(tail);
+    let m = special_mask16(&chunk);
+    if m != 0 {
+        i + m.trailing_zeros() as usize
+    } else {
+        s.len()
+    }
+}
+
+/// Bit `n` set when `chunk[n]` is a control character, `"` or `\\`.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline]
+fn special_mask16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
+        _mm_set1_epi8,
+    };
+    // Built from two integer loads rather than `_mm_loadu_si128` so no `unsafe` is needed;
+    // the compiler merges them into one unaligned vector load.
+    let [lo, hi] = [0, 8].map(|at| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&chunk[at..at + 8]);
+        i64::from_le_bytes(w)
+    });
+    // SAFETY: these intrinsics only require SSE2, which the `cfg` above guarantees is
+    // enabled for the whole build; they touch no memory.
+    unsafe {
+        let v = _mm_set_epi64x(hi, lo);
+        // `max(v, 0x1f) == 0x1f` is an unsigned `v <= 0x1f`, which SSE2 lacks.
+        let ctl = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(ctl, quote), backslash)) as u32
+    }
+}
+
+/// Bit `n` set when `chunk[n]` is a control character, `"` or `\\`.
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+#[inline]
+fn special_mask16(chunk: &[u8; 16]) -> u32 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // High bit of each byte that is below 0x21 after flipping bit 1 (that is, a control
+    // character or `"`), or zero after xor with `\\`. Borrows may also flag bytes above a
+    // true match, never below one, so the lowest flag is exact.
+    let word = |w: u64| {
+        let y = w ^ (ONES * 0x02);
+        let a = y.wrapping_sub(ONES * 0x21) & !y;
+        let z = w ^ (ONES * u64::from(b'\\'));
+        let b = z.wrapping_sub(ONES) & !z;
+        (a | b) & HIGHS
+    };
+    let [lo, hi] = [0, 8].map(|at| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&chunk[at..at + 8]);
+        word(u64::from_le_bytes(w))
+    });
+    match (lo, hi) {
+        (0, 0) => 0,
+        (0, hi) => 1 << (8 + hi.trailing_zeros() / 8),
+        (lo, _) => 1 << (lo.trailing_zeros() / 8),
+    }
+}
+
+/// Appends `s` as the body of a JSON string, escaping only what RFC 8259 requires.
+#[inline]
+fn write_escaped_body(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut run = 0;
+    loop {
+        let i = find_special(s, run);
+        out.extend_from_slice(s.get(run..i).unwrap_or_default());
+        let Some(&b) = s.get(i) else {
+            return;
+        };
+        match ESCAPE[usize::from(b)] {
+            b'u' => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]),
+            e => out.extend_from_slice(&[b'\\', e]),
+        }
+        run = i + 1;
+    }
+}
+
+/// Appends valid UTF-8 as a quoted JSON string.
+#[inline]
+fn write_escaped(out: &mut Vec<u8>, s: &[u8]) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    write_escaped_body(out, s);
+    out.push(b'"');
+}
+
+/// Appends arbitrary bytes as a quoted JSON string, with each invalid UTF-8 sequence
+/// replaced by U+FFFD (as `String::from_utf8_lossy` does), so the output is always valid.
+fn write_escaped_lossy(out: &mut Vec<u8>, b: &[u8]) {
+    out.push(b'"');
+    for chunk in b.utf8_chunks() {
+        write_escaped_body(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+/// `"00" "01" … "99"`, for writing integers two digits at a time.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Appends `n % 100` as exactly two digits.
+#[inline]
+fn write_2(out: &mut Vec<u8>, n: u32) {
+    let i = (n % 100) as usize * 2;
+    out.extend_from_slice(&DIGIT_PAIRS[i..i + 2]);
+}
+
+/// Appends `n` in decimal.
+#[inline]
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while n >= 100 {
+        let d = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    }
+    if n >= 10 {
+        let d = n as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&DIGIT_PAIRS[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + n as u8;
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// Appends `n` in decimal.
+#[inline]
+fn write_i64(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_u64(out, n.unsigned_abs());
+}
+
+/// Appends a float as the shortest text that parses back to it, `null` if non-finite.
+fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if f.is_finite() {
+        // `{:?}` is shortest-round-trip, keeps a `.0` on integral values (so they parse back
+        // as floats) and switches to exponent form for very large or small magnitudes; all
+        // of its finite outputs are valid JSON numbers. Writing to a Vec cannot fail.
+        let _ = write!(out, "{f:?}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_ip(out: &mut Vec<u8>, ip: &IpAddr) {
+    match ip {
+        // IPv4 is the common case in logs and cheap to do by hand.
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            write_u64(out, a.into());
+            out.push(b'.');
+            write_u64(out, b.into());
+            out.push(b'.');
+            write_u64(out, c.into());
+            out.push(b'.');
+            write_u64(out, d.into());
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON parsing
+// ---------------------------------------------------------------------------------------------
+
+/// Why a JSON text did not parse, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JsonError {
+    /// Byte offset into the input where the problem was found.
+    pub offset: usize,
+    /// What was wrong.
+    pub msg: &'static str,
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: {}", self.offset, self.msg)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Deepest nesting of arrays and objects accepted; keeps recursion well inside the stack.
+const MAX_DEPTH: usize = 128;
+
+/// Objects with more entries than this get a hash index while parsing, so a hostile object
+/// with many keys costs linear time instead of quadratic duplicate checks.
+const INDEX_OBJECT_ABOVE: usize = 16;
+
+struct Parser<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn err(&self, msg: &'static str) -> JsonError {
+        JsonError {
+            offset: self.pos,
+            msg,
+        }
+    }
+
+    fn err_at(offset: usize, msg: &'static str) -> JsonError {
+        JsonError { offset, msg }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.input.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Parses a value at `depth` containers deep, after optional whitespace.
+    fn value(&mut self, depth: usize) -> Result<Value, JsonError> {
+        self.skip_ws();
+        match self.peek() {
+            None => Err(self.err("unexpected end of input")),
+            Some(b'{' | b'[') if depth >= MAX_DEPTH => Err(self.err("nesting too deep")),
+            Some(b'{') => {
+                self.pos += 1;
+                self.object(depth + 1)
+            }
+            Some(b'[') => {
+                self.pos += 1;
+                self.array(depth + 1)
+            }
+            Some(b'"') => {
+                self.pos += 1;
+                Ok(Value::Str(self.string()?.into_owned()))
+            }
+            Some(b't') => self.literal(b"true", Value::Bool(true)),
+            Some(b'f') => self.literal(b"false", Value::Bool(false)),
+            Some(b'n') => self.literal(b"null", Value::Null),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            Some(_) => Err(self.err("expected a JSON value")),
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8], v: Value) -> Result<Value, JsonError> {
+        if self
+            .input
+            .get(self.pos..)
+            .is_some_and(|r| r.starts_with(word))
+        {
+            self.pos += word.len();
+            Ok(v)
+        } else {
+            Err(self.err("invalid literal"))
+        }
+    }
+
+    /// After the `[`.
+    fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
+        let mut items = Vec::new();
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(Value::List(items));
+        }
+        loop {
+            items.push(self.value(depth)?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(Value::List(items));
+                }
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+    }
+
+    /// After the `{`.
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        let mut map = Map::new();
+        let mut index: Option<HashMap<Key, usize>> = None;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Value::Map(map));
+        }
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                Some(b'"') => self.pos += 1,
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected a string key")),
+            }
+            let key = Key::new(&self.string()?);
+            self.skip_ws();
+            match self.peek() {
+                Some(b':') => self.pos += 1,
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected ':'")),
+            }
+            let v = self.value(depth)?;
+            if index.is_none() && map.len() >= INDEX_OBJECT_ABOVE {
+                index = Some(
+                    map.entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (k, _))| (*k, i))
+                        .collect(),
+                );
+            }
+            match &mut index {
+                None => {
+                    map.insert(key, v);
+                }
+                Some(index) => match index.get(&key).and_then(|&i| map.entries.get_mut(i)) {
+                    Some(entry) => entry.1 = v,
+                    None => {
+                        index.insert(key, map.entries.len());
+                        map.entries.push((key, v));
+                    }
+                },
+            }
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Value::Map(map));
+                }
+                None => return Err(self.err("unexpected end of input")),
+                Some(_) => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// Checks `input[from..to]` (a run between escapes) is UTF-8. Escapes are ASCII, so no
+    /// valid character can straddle one and each run must be valid on its own.
+    fn utf8(&self, from: usize, to: usize) -> Result<&'a str, JsonError> {
+        let input = self.input;
+        let run = input.get(from..to).unwrap_or_default();
+        std::str::from_utf8(run)
+            .map_err(|e| Parser::err_at(from + e.valid_up_to(), "invalid UTF-8 in string"))
+    }
+
+    /// After the opening `"`; borrows from the input unless there are escapes.
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        let start = self.pos;
+        let mut i = find_special(self.input, start);
+        match self.input.get(i) {
+            Some(b'"') => {
+                let s = self.utf8(start, i)?;
+                self.pos = i + 1;
+                return Ok(Cow::Borrowed(s));
+            }
+            Some(b'\\') => {}
+            Some(_) => return Err(Parser::err_at(i, "control character in string")),
+            None => return Err(Parser::err_at(i, "unterminated string")),
+        }
+        let mut buf = String::with_capacity(i - start + 16);
+        let mut run = start;
+        loop {
+            buf.push_str(self.utf8(run, i)?);
+            match self.input.get(i) {
+                Some(b'"') => {
+                    self.pos = i + 1;
+                    return Ok(Cow::Owned(buf));
+                }
+                Some(b'\\') => i = self.escape(i, &mut buf)?,
+                Some(_) => return Err(Parser::err_at(i, "control character in string")),
+                None => return Err(Parser::err_at(i, "unterminated string")),
+            }
+            run = i;
+            i = find_special(self.input, i);
+        }
+    }
+
+    /// Decodes the escape whose `\` is at `at` into `buf`; returns the offset after it.
+    fn escape(&self, at: usize, buf: &mut String) -> Result<usize, JsonError> {
+        let c = match self.input.get(at + 1) {
+            None => return Err(Parser::err_at(at + 1, "unterminated string")),
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let hi = self.hex4(at + 2)?;
+                let (cp, end) = match hi {
+                    0xD800..=0xDBFF => {
+                        if self.input.get(at + 6..at + 8) != Some(b"\\u") {
+                            return Err(Parser::err_at(at, "lone surrogate in \\u escape"));
+                        }
+                        let lo = self.hex4(at + 8)?;
+                        if !(0xDC00..=0xDFFF).contains(&lo) {
+                            return Err(Parser::err_at(at, "lone surrogate in \\u escape"));
+                        }
+                        (0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00), at + 12)
+                    }
+                    _ => (hi, at + 6),
+                };
+                // Fails only for a low surrogate on its own.
+                let c = char::from_u32(cp)
+                    .ok_or_else(|| Parser::err_at(at, "lone surrogate in \\u escape"))?;
+                buf.push(c);
+                return Ok(end);
+            }
+            Some(_) => return Err(Parser::err_at(at + 1, "invalid escape")),
+        };
+        buf.push(c);
+        Ok(at + 2)
+    }
+
+    fn hex4(&self, at: usize) -> Result<u32, JsonError> {
+        let Some(digits) = self.input.get(at..at + 4) else {
+            return Err(Parser::err_at(
+                at.min(self.input.len()),
+                "truncated \\u escape",
+            ));
+        };
+        let mut n = 0;
+        for (i, &d) in digits.iter().enumerate() {
+            let v = match d {
+                b'0'..=b'9' => d - b'0',
+                b'a'..=b'f' => d - b'a' + 10,
+                b'A'..=b'F' => d - b'A' + 10,
+                _ => return Err(Parser::err_at(at + i, "invalid hex digit in \\u escape")),
+            };
+            n = n << 4 | u32::from(v);
+        }
+        Ok(n)
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - start
+    }
+
+    fn number(&mut self) -> Result<Value, JsonError> {
+        let start = self.pos;
+        let neg = self.peek() == Some(b'-');
+        if neg {
+            self.pos += 1;
+        }
+        let int_start = self.pos;
+        match self.peek() {
+            Some(b'0') => self.pos += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.err("invalid number")),
+        }
+        let int_end = self.pos;
+        let mut float = false;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(self.err("expected digits after '.'"));
+            }
+            float = true;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.err("expected digits in exponent"));
+            }
+            float = true;
+        }
+        if !float {
+            // Accumulate negatively so i64::MIN fits; overflow falls through to a float.
+            let mut acc: Option<i64> = Some(0);
+            for &d in self.input.get(int_start..int_end).unwrap_or_default() {
+                acc = acc
+                    .and_then(|a| a.checked_mul(10))
+                    .and_then(|a| a.checked_sub(i64::from(d - b'0')));
+            }
+            if let Some(n) = if neg {
+                acc
+            } else {
+                acc.and_then(i64::checked_neg)
+            } {
+                return Ok(Value::Int(n));
+            }
+        }
+        let text = self.utf8(start, self.pos)?;
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Ok(Value::Float(f)),
+            _ => Err(Parser::err_at(start, "number out of range")),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(v: &Value) -> String {
+        let mut out = Vec::new();
+        v.write_json(&mut out);
+        String::from_utf8(out).expect("rendered JSON is UTF-8")
+    }
+
+    fn parse(s: &str) -> Result<Value, JsonError> {
+        Value::parse_json(s.as_bytes())
+    }
+
+    fn ts(t: Timestamp) -> String {
+        let mut out = Vec::new();
+        t.write_rfc3339(&mut out);
+        String::from_utf8(out).expect("timestamp is ASCII")
+    }
+
+    fn map(entries: &[(&str, Value)]) -> Map {
+        entries
+            .iter()
+            .map(|(k, v)| (Key::new(k), v.clone()))
+            .collect()
+    }
+
+    fn path(s: &str) -> Path {
+        Path::parse(s).expect("valid path")
+    }
+
+    // --- keys -------------------------------------------------------------------------------
+
+    #[test]
+    fn keys_intern_and_order_by_name() {
+        let a = Key::new("zeta-test-key");
+        let b = Key::new("alpha-test-key");
+        assert_eq!(a, Key::new("zeta-test-key"));
+        assert_ne!(a, b);
+        assert_eq!(a.as_str(), "zeta-test-key");
+        assert_eq!(a.to_string(), "zeta-test-key");
+        assert_eq!(format!("{a:?}"), "Key(\"zeta-test-key\")");
+        assert!(b < a);
+        assert_eq!(Key::try_existing("zeta-test-key"), Some(a));
+        assert_eq!(Key::try_existing("never-interned-key-xyz"), None);
+    }
+
+    #[test]
+    fn keys_span_segments_and_threads() {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    (0..300)
+                        .map(|i| {
+                            let name = format!("seg-{}-{i}", i % 150);
+                            let k = Key::new(&name);
+                            assert_eq!(k.as_str(), name, "thread {t}");
+                            k
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<Vec<Key>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("no panic"))
+            .collect();
+        for keys in &all[1..] {
+            assert_eq!(keys, &all[0]);
+        }
+    }
+
+    #[test]
+    fn slot_layout() {
+        assert_eq!(slot_of(0), (0, 0));
+        assert_eq!(slot_of(63), (0, 63));
+        assert_eq!(slot_of(64), (1, 0));
+        assert_eq!(slot_of(191), (1, 127));
+        assert_eq!(slot_of(192), (2, 0));
+        assert_eq!(slot_of(u32::MAX).0, SEGMENTS - 1);
+    }
+
+    #[test]
+    fn key_with_quote_renders_escaped() {
+        let m = map(&[("we\"ird\n", Value::Int(1))]);
+        assert_eq!(json(&Value::Map(m)), r#"{"we\"ird\n":1}"#);
+    }
+
+    // --- rendering --------------------------------------------------------------------------
+
+    #[test]
+    fn renders_every_variant() {
+        assert_eq!(json(&Value::Null), "null");
+        assert_eq!(json(&Value::Bool(true)), "true");
+        assert_eq!(json(&Value::Bool(false)), "false");
+        assert_eq!(json(&Value::Int(0)), "0");
+        assert_eq!(json(&Value::Int(-42)), "-42");
+        assert_eq!(json(&Value::Int(i64::MIN)), "-9223372036854775808");
+        assert_eq!(json(&Value::Int(i64::MAX)), "9223372036854775807");
+        assert_eq!(json(&Value::Float(1.5)), "1.5");
+        assert_eq!(json(&Value::Float(2.0)), "2.0");
+        assert_eq!(json(&Value::Float(-0.0)), "-0.0");
+        assert_eq!(json(&Value::Float(1e300)), "1e300");
+        assert_eq!(json(&Value::Float(1.5e-7)), "1.5e-7");
+        assert_eq!(json(&Value::Float(f64::NAN)), "null");
+        assert_eq!(json(&Value::Float(f64::INFINITY)), "null");
+        assert_eq!(json(&Value::Float(f64::NEG_INFINITY)), "null");
+        assert_eq!(json(&Value::from("héllo")), r#""héllo""#);
+        assert_eq!(json(&Value::Bytes(b"raw line".to_vec())), r#""raw line""#);
+        assert_eq!(
+            json(&Value::Time(Timestamp::new(1_795_776_277, 123_000_000, 60))),
+            r#""2026-11-27T11:44:37.123+01:00""#
+        );
+        let v4: IpAddr = "192.168.0.255".parse().expect("ip");
+        assert_eq!(json(&Value::Ip(v4)), r#""192.168.0.255""#);
+        let v6: IpAddr = "2001:db8::1".parse().expect("ip");
+        assert_eq!(json(&Value::Ip(v6)), r#""2001:db8::1""#);
+        let net: IpNet = "10.0.0.0/8".parse().expect("net");
+        assert_eq!(json(&Value::Net(net)), r#""10.0.0.0/8""#);
+        let net6: IpNet = "fe80::/10".parse().expect("net");
+        assert_eq!(json(&Value::Net(net6)), r#""fe80::/10""#);
+        assert_eq!(json(&Value::List(vec![])), "[]");
+        assert_eq!(
+            json(&Value::List(vec![Value::Int(1), Value::Null, "x".into()])),
+            r#"[1,null,"x"]"#
+        );
+        assert_eq!(json(&Value::Map(Map::new())), "{}");
+        let m = map(&[
+            ("a", Value::Int(1)),
+            (
+                "b",
+                Value::Map(map(&[("c", Value::List(vec![Value::Bool(true)]))])),
+            ),
+        ]);
+        assert_eq!(json(&Value::Map(m)), r#"{"a":1,"b":{"c":[true]}}"#);
+        assert_eq!(Value::Int(7).to_string(), "7");
+    }
+
+    #[test]
+    fn escapes_quotes_backslashes_and_controls() {
+        let s: String = (0u8..0x20).map(char::from).collect();
+        assert_eq!(
+            json(&Value::Str(s)),
+            "\"\\u0000\\u0001\\u0002\\u0003\\u0004\\u0005\\u0006\\u0007\\b\\t\\n\\u000b\\f\\r\
+             \\u000e\\u000f\\u0010\\u0011\\u0012\\u0013\\u0014\\u0015\\u0016\\u0017\\u0018\
+             \\u0019\\u001a\\u001b\\u001c\\u001d\\u001e\\u001f\""
+        );
+        assert_eq!(
+            json(&Value::from("say \"hi\" \\ bye\u{7f}/")),
+            "\"say \\\"hi\\\" \\\\ bye\u{7f}/\""
+        );
+        // Escapes at every position around the 8-byte word boundaries.
+        for n in 0..20 {
+            let s = format!("{}\"{}", "a".repeat(n), "b".repeat(n));
+            assert_eq!(
+                json(&Value::Str(s)),
+                format!("\"{}\\\"{}\"", "a".repeat(n), "b".repeat(n))
+            );
+        }
+    }
+
+    #[test]
+    fn find_special_matches_bytewise_scan() {
+        // Small LCG so the test needs no dependency.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let alphabet = b"ab\"\\\x00\x1f \x7f\x80\xff\xe2\x21\x5b\x5d\x20\x1e";
+        for _ in 0..2000 {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let len = (seed >> 58) as usize;
+            let s: Vec<u8> = (0..len)
+                .map(|i| {
+                    let x = seed.rotate_left(i as u32 * 5);
+                    if x.is_multiple_of(5) {
+                        alphabet[(x >> 8) as usize % alphabet.len()]
+                    } else {
+                        b'a' + (x >> 16) as u8 % 26
+                    }
+                })
+                .collect();
+            for from in 0..=s.len() {
+                let naive = (from..s.len())
+                    .find(|&i| ESCAPE[usize::from(s[i])] != 0)
+                    .unwrap_or(s.len());
+                assert_eq!(find_special(&s, from), naive, "{s:?} from {from}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_bytes_become_replacement_chars() {
+        let v = Value::Bytes(b"ok \xff\xfe end \xe2\x82 \"q\"".to_vec());
+        let out = json(&v);
+        assert_eq!(out, "\"ok \u{FFFD}\u{FFFD} end \u{FFFD} \\\"q\\\"\"");
+        assert_eq!(
+            parse(&out).expect("valid JSON"),
+            Value::from("ok \u{FFFD}\u{FFFD} end \u{FFFD} \"q\"")
+        );
+        assert_eq!(v.as_str(), None);
+        assert_eq!(v.as_bytes().map(<[u8]>::len), Some(16));
+    }
+
+    #[test]
+    fn record_renders_fields_without_id() {
+        let mut r = Record::with_capacity(4);
+        r.id = 99;
+        r.insert(Key::new("msg"), Value::Bytes(b"hello\tworld".to_vec()));
+        r.insert(Key::new("n"), Value::Int(3));
+        let mut out = b"prefix ".to_vec();
+        r.write_json(&mut out);
+        assert_eq!(out, b"prefix {\"msg\":\"hello\\tworld\",\"n\":3}");
+    }
+
+    // --- parsing ----------------------------------------------------------------------------
+
+    #[test]
+    fn round_trips_nested_values() {
+        let v = Value::Map(map(&[
+            ("null", Value::Null),
+            ("t", Value::Bool(true)),
+            ("f", Value::Bool(false)),
+            ("int", Value::Int(-17)),
+            ("min", Value::Int(i64::MIN)),
+            ("max", Value::Int(i64::MAX)),
+            ("float", Value::Float(0.1)),
+            ("whole", Value::Float(3.0)),
+            ("tiny", Value::Float(5e-324)),
+            ("huge", Value::Float(f64::MAX)),
+            ("s", Value::from("tab\t \"quote\" \\ \u{1} ünï 😀 \u{7f}")),
+            ("empty", Value::from("")),
+            (
+                "list",
+                Value::List(vec![
+                    Value::List(vec![]),
+                    Value::Map(Map::new()),
+                    Value::List(vec![Value::Int(1), Value::Map(map(&[("x", Value::Null)]))]),
+                ]),
+            ),
+            (
+                "m",
+                Value::Map(map(&[("deep", Value::Map(map(&[("er", 1.into())])))])),
+            ),
+        ]));
+        let text = json(&v);
+        assert_eq!(parse(&text), Ok(v.clone()));
+        // And with whitespace everywhere it is allowed.
+        let spaced = text
+            .replace(',', " ,\n ")
+            .replace(':', "\t:\r ")
+            .replace('[', "[ ")
+            .replace('{', " { ");
+        // (No string in `v` contains any of the replaced characters.)
+        assert_eq!(
+            parse(&format!("\n {spaced} \n")).map(|p| json(&p)),
+            Ok(text)
+        );
+    }
+
+    #[test]
+    fn parses_escapes_and_surrogates() {
+        assert_eq!(
+            parse(r#""\"\\\/\b\f\n\r\t\u0041\u00e9\u20AC\ud83d\ude00""#),
+            Ok(Value::from("\"\\/\u{8}\u{c}\n\r\tAé€😀"))
+        );
+        assert_eq!(parse(r#""a\u0000b""#), Ok(Value::from("a\0b")));
+        for bad in [
+            r#""\ud83d""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\n""#,
+            r#""\ud83d\u0041""#,
+            r#""\ude00""#,
+            r#""\ude00\ud83d""#,
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert_eq!(e.msg, "lone surrogate in \\u escape", "{bad}");
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        let cases: &[(&[u8], usize, &str)] = &[
+            (b"", 0, "unexpected end of input"),
+            (b"   ", 3, "unexpected end of input"),
+            (b"{", 1, "unexpected end of input"),
+            (b"{\"a\"", 4, "unexpected end of input"),
+            (b"{\"a\":", 5, "unexpected end of input"),
+            (b"{\"a\":1", 6, "unexpected end of input"),
+            (b"[1,", 3, "unexpected end of input"),
+            (b"[1", 2, "unexpected end of input"),
+            (b"\"abc", 4, "unterminated string"),
+            (b"\"abc\\", 5, "unterminated string"),
+            (b"\"\\u12", 3, "truncated \\u escape"),
+            (b"\"\\x\"", 2, "invalid escape"),
+            (b"\"\\u12g4\"", 5, "invalid hex digit in \\u escape"),
+            (b"\"a\nb\"", 2, "control character in string"),
+            (b"\"\xff\"", 1, "invalid UTF-8 in string"),
+            (b"\"ok\\n\xc3\"", 5, "invalid UTF-8 in string"),
+            (b"tru", 0, "invalid literal"),
+            (b"nul", 0, "invalid literal"),
+            (b"True", 0, "expected a JSON value"),
+            (b"1 2", 2, "trailing characters after JSON value"),
+            (b"{}x", 2, "trailing characters after JSON value"),
+            (b"truex", 4, "trailing characters after JSON value"),
+            (b"01", 1, "trailing characters after JSON value"),
+            (b"[1,]", 3, "expected a JSON value"),
+            (b"[1 2]", 3, "expected ',' or ']'"),
+            (b"{\"a\":1,}", 7, "expected a string key"),
+            (b"{a:1}", 1, "expected a string key"),
+            (b"{\"a\" 1}", 5, "expected ':'"),
+            (b"{\"a\":1 \"b\":2}", 7, "expected ',' or '}'"),
+            (b"-", 1, "invalid number"),
+            (b"-a", 1, "invalid number"),
+            (b"1.", 2, "expected digits after '.'"),
+            (b"1.e3", 2, "expected digits after '.'"),
+            (b"1e", 2, "expected digits in exponent"),
+            (b"1e+", 3, "expected digits in exponent"),
+            (b".5", 0, "expected a JSON value"),
+            (b"+1", 0, "expected a JSON value"),
+            (b"1e400", 0, "number out of range"),
+            (b"-1e400", 0, "number out of range"),
+        ];
+        for &(input, offset, msg) in cases {
+            let e = Value::parse_json(input).expect_err(&String::from_utf8_lossy(input));
+            assert_eq!(
+                (e.offset, e.msg),
+                (offset, msg),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        let e = JsonError {
+            offset: 3,
+            msg: "invalid escape",
+        };
+        assert_eq!(e.to_string(), "at byte 3: invalid escape");
+        let _: &dyn std::error::Error = &e;
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(&ok).is_ok());
+        let too_deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert_eq!(
+            parse(&too_deep),
+            Err(JsonError {
+                offset: MAX_DEPTH,
+                msg: "nesting too deep"
+            })
+        );
+        let deep_objects = "{\"a\":".repeat(1000) + &"}".repeat(1000);
+        assert_eq!(
+            parse(&deep_objects).map_err(|e| e.msg),
+            Err("nesting too deep")
+        );
+        let deep_arrays = "[".repeat(1000);
+        assert_eq!(
+            parse(&deep_arrays).map_err(|e| e.msg),
+            Err("nesting too deep")
+        );
+    }
+
+    #[test]
+    fn numbers() {
+        let n = |s: &str| parse(s).expect(s);
+        assert_eq!(n("0"), Value::Int(0));
+        assert_eq!(n("-0"), Value::Int(0));
+        assert_eq!(n("42"), Value::Int(42));
+        assert_eq!(n("9223372036854775807"), Value::Int(i64::MAX));
+        assert_eq!(n("-9223372036854775808"), Value::Int(i64::MIN));
+        assert_eq!(
+            n("9223372036854775808"),
+            Value::Float(9.223_372_036_854_776e18)
+        );
+        assert_eq!(
+            n("-9223372036854775809"),
+            Value::Float(-9.223_372_036_854_776e18)
+        );
+        assert_eq!(
+            n("123456789012345678901234567890"),
+            Value::Float(1.234_567_890_123_456_8e29)
+        );
+        assert_eq!(n("1.5"), Value::Float(1.5));
+        assert_eq!(n("-0.0"), Value::Float(-0.0));
+        assert_eq!(n("1e3"), Value::Float(1000.0));
+        assert_eq!(n("1E+3"), Value::Float(1000.0));
+        assert_eq!(n("25e-1"), Value::Float(2.5));
+        assert_eq!(n("-1.25E-2"), Value::Float(-0.0125));
+        assert_eq!(n("1e-400"), Value::Float(0.0));
+        assert_eq!(n(" 7 "), Value::Int(7));
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins_in_place() {
+        let v = parse(r#"{"a":1,"b":2,"a":3}"#).expect("valid");
+        assert_eq!(json(&v), r#"{"a":3,"b":2}"#);
+        // Large objects take the indexed path; same semantics.
+        let mut text = String::from("{");
+        for i in 0..40 {
+            text.push_str(&format!("\"k{i}\":{i},"));
+        }
+        text.push_str("\"k3\":\"again\",\"k39\":null}");
+        let Ok(Value::Map(m)) = parse(&text) else {
+            panic!("expected a map");
+        };
+        assert_eq!(m.len(), 40);
+        assert_eq!(m.get(Key::new("k3")), Some(&Value::from("again")));
+        assert_eq!(m.get(Key::new("k39")), Some(&Value::Null));
+        assert_eq!(m.iter().nth(3).map(|(k, _)| k.as_str()), Some("k3"));
+    }
+
+    #[test]
+    fn record_parse_json() {
+        let r = Record::parse_json(br#" {"a":{"b":[1]}} "#).expect("object");
+        assert_eq!(
+            r.get_path(&path("a.b")),
+            Some(&Value::List(vec![Value::Int(1)]))
+        );
+        assert_eq!(
+            Record::parse_json(b"  [1]"),
+            Err(JsonError {
+                offset: 2,
+                msg: "expected a JSON object"
+            })
+        );
+    }
+
+    #[test]
+    fn never_panics_on_truncations_and_mutations() {
+        let text =
+            br#"{"a":[1,-2.5e3,"x\u00e9\ud83d\ude00\n",true,false,null,{"b":{}}],"c":"\"q\""}"#;
+        for end in 0..text.len() {
+            let _ = Value::parse_json(&text[..end]);
+            for b in [b'"', b'\\', b'{', b']', 0xff, b'0', b'e', b'u', b'-', 0] {
+                let mut m = text.to_vec();
+                m[end] = b;
+                let _ = Value::parse_json(&m);
+            }
+        }
+        assert!(Value::parse_json(text).is_ok());
+    }
+
+    // --- timestamps -------------------------------------------------------------------------
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(ts(Timestamp::new(0, 0, 0)), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            ts(Timestamp::new(1_709_164_800, 0, 0)),
+            "2024-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(1_709_164_800 + 86_399, 0, 0)),
+            "2024-02-29T23:59:59Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(1_709_164_800 + 86_400, 0, 0)),
+            "2024-03-01T00:00:00Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(1_709_164_800, 0, -300)),
+            "2024-02-28T19:00:00-05:00"
+        );
+        assert_eq!(
+            ts(Timestamp::new(1_709_164_800, 0, -570)),
+            "2024-02-28T14:30:00-09:30"
+        );
+        assert_eq!(
+            ts(Timestamp::new(1_795_776_277, 123_000_000, 60)),
+            "2026-11-27T11:44:37.123+01:00"
+        );
+        assert_eq!(
+            ts(Timestamp::new(0, 120_000, 0)),
+            "1970-01-01T00:00:00.000120Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(0, 1, 0)),
+            "1970-01-01T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(0, 500_000_000, 0)),
+            "1970-01-01T00:00:00.500Z"
+        );
+        assert_eq!(ts(Timestamp::new(-1, 0, 0)), "1969-12-31T23:59:59Z");
+        assert_eq!(
+            ts(Timestamp::new(951_782_400, 0, 0)),
+            "2000-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(4_107_542_400, 0, 0)),
+            "2100-03-01T00:00:00Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(-62_135_596_800, 0, 0)),
+            "0001-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            ts(Timestamp::new(253_402_300_799, 0, 0)),
+            "9999-12-31T23:59:59Z"
+        );
+        // Out of RFC 3339's range: still written, never a panic.
+        assert_eq!(
+            ts(Timestamp::new(253_402_300_800, 0, 0)),
+            "10000-01-01T00:00:00Z"
+        );
+        for secs in [i64::MIN, i64::MAX] {
+            let _ = ts(Timestamp::new(secs, u32::MAX, i16::MIN));
+            let _ = ts(Timestamp::new(secs, u32::MAX, i16::MAX));
+        }
+        let now = Timestamp::now();
+        assert!(now.secs > 1_700_000_000 && now.nanos < 1_000_000_000 && now.offset_min == 0);
+        assert_eq!(Timestamp::new(0, 0, 0).to_string(), "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn civil_from_days_agrees_with_day_counting() {
+        // Walk day by day from 1600-03-01 to 2400 and check against a naive calendar.
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let month_len = |y: i64, m: u32| match m {
+            2 if leap(y) => 29,
+            2 => 28,
+            4 | 6 | 9 | 11 => 30,
+            _ => 31,
+        };
+        let (mut y, mut m, mut d) = (1600i64, 3u32, 1u32);
+        for days in -135_080..157_000 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            d += 1;
+            if d > month_len(y, m) {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    // --- value helpers ----------------------------------------------------------------------
+
+    #[test]
+    fn value_helpers() {
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(Value::from("10.1.2.3").as_ip(), Some(ip));
+        assert_eq!(Value::Bytes(b"10.1.2.3".to_vec()).as_ip(), Some(ip));
+        assert_eq!(Value::Ip(ip).as_ip(), Some(ip));
+        assert_eq!(Value::from("nope").as_ip(), None);
+        assert_eq!(Value::Int(1).as_ip(), None);
+        assert_eq!(Value::Bytes(b"txt".to_vec()).as_str(), Some("txt"));
+        assert_eq!(Value::from("txt").as_bytes(), Some(&b"txt"[..]));
+        assert_eq!(Value::Int(1).as_str(), None);
+        assert_eq!(Value::Int(5).as_i64(), Some(5));
+        assert_eq!(Value::Float(5.0).as_i64(), None);
+        assert_eq!(Value::Int(5).as_f64(), Some(5.0));
+        assert_eq!(Value::Float(0.5).as_f64(), Some(0.5));
+        assert_eq!(Value::Bool(true).as_bool(), Some(true));
+        assert_eq!(Value::Null.as_bool(), None);
+        assert!(Value::Null.is_null());
+        assert!(!Value::Int(0).is_null());
+        assert!(Value::default().is_null());
+        let names: Vec<_> = [
+            Value::Null,
+            true.into(),
+            1i32.into(),
+            1.0f64.into(),
+            "s".into(),
+            b"b".as_slice().into(),
+            Timestamp::new(0, 0, 0).into(),
+            Ipv4Addr::LOCALHOST.into(),
+            "::/0".parse::<IpNet>().expect("net").into(),
+            Vec::<Value>::new().into(),
+            Map::new().into(),
+        ]
+        .iter()
+        .map(Value::type_name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "null", "bool", "int", "float", "string", "bytes", "time", "ip", "net", "list",
+                "map"
+            ]
+        );
+        assert_eq!(Value::from(None::<i64>), Value::Null);
+        assert_eq!(Value::from(Some(3u16)), Value::Int(3));
+        assert_eq!(
+            Value::from(Cow::Borrowed("c")),
+            Value::from(String::from("c"))
+        );
+    }
+
+    #[test]
+    fn map_operations() {
+        let (a, b, c) = (Key::new("a"), Key::new("b"), Key::new("c"));
+        let mut m = Map::with_capacity(8);
+        assert!(m.is_empty());
+        assert_eq!(m.insert(a, 1.into()), None);
+        assert_eq!(m.insert(b, 2.into()), None);
+        assert_eq!(m.insert(c, 3.into()), None);
+        assert_eq!(m.insert(a, 10.into()), Some(Value::Int(1)));
+        assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [a, b, c]);
+        assert_eq!(m.get(a), Some(&Value::Int(10)));
+        if let Some(v) = m.get_mut(b) {
+            *v = Value::Int(20);
+        }
+        assert!(m.contains_key(b));
+        assert_eq!(m.remove(b), Some(Value::Int(20)));
+        assert_eq!(m.remove(b), None);
+        assert_eq!(m.iter().map(|(k, _)| k).collect::<Vec<_>>(), [a, c]);
+        for (_, v) in m.iter_mut() {
+            *v = Value::Null;
+        }
+        assert_eq!(m.len(), 2);
+        // Equality ignores order.
+        let reordered: Map = [(c, Value::Null), (a, Value::Null)].into_iter().collect();
+        assert_eq!(m, reordered);
+        assert_ne!(m, Map::new());
+        m.clear();
+        assert!(m.is_empty() && m.entries.capacity() >= 8);
+    }
+
+    // --- paths and records ------------------------------------------------------------------
+
+    #[test]
+    fn paths_parse_and_display() {
+        let p = path("src.ip");
+        assert_eq!(p.keys(), [Key::new("src"), Key::new("ip")]);
+        assert_eq!(p.to_string(), "src.ip");
+        assert_eq!(
+            "a.b.c".parse::<Path>().map(|p| p.to_string()),
+            Ok("a.b.c".into())
+        );
+        assert_eq!(Path::from(Key::new("x")).to_string(), "x");
+        for (bad, column) in [("", 1), (".a", 1), ("a.", 3), ("a..b", 3), ("ünï..b", 5)] {
+            let e = Path::parse(bad).expect_err(bad);
+            assert_eq!(e.column, column, "{bad}");
+            assert_eq!(e.path, bad);
+        }
+        assert_eq!(
+            Path::parse("a..b").map_err(|e| e.to_string()),
+            Err("field path \"a..b\": empty name at column 3".into())
+        );
+    }
+
+    #[test]
+    fn record_paths() {
+        let mut r = Record::new();
+        let deep = path("http.request.method");
+        r.set_path(&deep, "GET".into());
+        assert_eq!(r.get_path(&deep), Some(&Value::from("GET")));
+        assert_eq!(r.get(Key::new("http")).map(|v| v.type_name()), Some("map"));
+        // A non-map intermediate is replaced by a map.
+        r.insert(Key::new("src"), Value::from("oops"));
+        r.set_path(&path("src.ip"), Value::from("10.0.0.1"));
+        assert_eq!(
+            r.get_path(&path("src.ip")).and_then(Value::as_ip),
+            "10.0.0.1".parse().ok()
+        );
+        // Traversing through a non-map finds nothing.
+        r.set_path(&path("n"), 5.into());
+        assert_eq!(r.get_path(&path("n.x")), None);
+        assert_eq!(r.get_path(&path("missing.x")), None);
+        assert_eq!(r.get_path_mut(&path("n.x")), None);
+        assert_eq!(r.remove_path(&path("n.x")), None);
+        if let Some(v) = r.get_path_mut(&path("http.request.method")) {
+            *v = "POST".into();
+        }
+        r.set_path(&path("http.request.bytes"), 12.into());
+        let mut out = Vec::new();
+        r.write_json(&mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            r#"{"http":{"request":{"method":"POST","bytes":12}},"src":{"ip":"10.0.0.1"},"n":5}"#
+        );
+        assert_eq!(r.remove_path(&deep), Some(Value::from("POST")));
+        assert_eq!(r.remove_path(&deep), None);
+        assert_eq!(r.remove(Key::new("n")), Some(Value::Int(5)));
+        assert_eq!(
+            r.get_path(&path("http.request.bytes")),
+            Some(&Value::Int(12))
+        );
+        if let Some(v) = r.get_mut(Key::new("src")) {
+            *v = Value::Null;
+        }
+        r.id = 7;
+        r.clear();
+        assert_eq!(r, Record::new());
+        assert!(r.fields.entries.capacity() >= 3);
+    }
+
+    #[test]
+    fn field_getters_and_setters() {
+        let f = field("user.name").expect("path");
+        let mut r = Record::new();
+        assert_eq!(f.get.get(&r), None);
+        f.set.set(&mut r, "alice".into());
+        assert_eq!(f.get.get(&r), Some(&Value::from("alice")));
+        let m = field_mut("user.name").expect("path");
+        if let Some(Value::Str(s)) = m.get_mut(&mut r) {
+            s.push_str("@example");
+        }
+        assert_eq!(f.get.get(&r).and_then(Value::as_str), Some("alice@example"));
+        assert!(field("user..name").is_err());
+        assert!(field_mut("").is_err());
+        let id = id_field();
+        id.set.set(&mut r, 41);
+        assert_eq!(id.get.get(&r), Some(&41));
+        assert_eq!(r.id, 41);
+    }
+}

@@ -1,0 +1,88 @@
+//! `file_in` → `file_out` in batch mode.
+
+use super::*;
+
+#[test]
+fn file_in_to_file_out_keeps_every_line_in_order() {
+    let dir = TempDir::new("batch");
+    let a = dir.path().join("a.log");
+    let b = dir.path().join("b.log");
+    let out = dir.path().join("out.log");
+    let lines = numbered(100_000);
+    std::fs::write(&a, &lines).unwrap();
+    // A second file without a final newline: its last line still arrives.
+    std::fs::write(&b, "b1\r\nb2").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"missing.log\", \"b.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, format!("{lines}b1\nb2\n"));
+    // The missing file is reported and counted, not fatal.
+    assert!(
+        err.contains("cannot open input file") && err.contains("missing.log"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cog=file_in in=0 out=100002 dropped=0 errors=1"),
+        "{err}"
+    );
+    assert!(err.contains("cog=file_out in=100002 out=0"), "{err}");
+}
+
+#[test]
+fn file_out_json_carries_path_and_offset() {
+    let dir = TempDir::new("meta");
+    std::fs::write(dir.path().join("in.log"), "first\nsecond\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.json\"\nformat = \"json\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let got = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+    let path = dir.path().join("in.log");
+    let path = path.to_str().unwrap();
+    assert_eq!(
+        got,
+        format!(
+            "{{\"message\":\"first\",\"path\":\"{path}\",\"offset\":0}}\n{{\"message\":\"second\",\"path\":\"{path}\",\"offset\":6}}\n"
+        )
+    );
+}
+
+#[test]
+fn unwritable_output_is_a_runtime_error_with_the_path() {
+    let dir = TempDir::new("unwritable");
+    std::fs::write(dir.path().join("in.log"), "x\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"no/such/dir/out.log\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("no/such/dir/out.log") && err.contains("file_out"),
+        "{err}"
+    );
+}

@@ -1,0 +1,128 @@
+//! SIGTERM, SIGHUP and daemon mode against the real binary.
+
+use super::*;
+
+fn stdin_to_file(dir: &Path) -> PathBuf {
+    write_config(
+        dir,
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    )
+}
+
+#[test]
+fn sigterm_mid_stream_loses_nothing_already_read() {
+    let dir = TempDir::new("sigterm");
+    let cfg = stdin_to_file(dir.path());
+    let out = dir.path().join("out.log");
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let first = numbered(5_000);
+    stdin.write_all(first.as_bytes()).unwrap();
+    wait_for("the first lines to be written", || {
+        line_count(&out) == 5_000
+    });
+    // A complete line and a partial one in one write: once the complete line is out, the
+    // partial one has been read too and must survive the shutdown.
+    stdin.write_all(b"complete\npartial").unwrap();
+    wait_for("the complete line", || line_count(&out) == 5_001);
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "exit {st:?}: {err}");
+    drop(stdin);
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(got, format!("{first}complete\npartial\n"));
+}
+
+#[test]
+fn sighup_reopens_the_output_at_its_path() {
+    let dir = TempDir::new("sighup");
+    let cfg = stdin_to_file(dir.path());
+    let out = dir.path().join("out.log");
+    let rotated = dir.path().join("out.log.1");
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"before 1\nbefore 2\n").unwrap();
+    wait_for("lines before rotation", || line_count(&out) == 2);
+    std::fs::rename(&out, &rotated).unwrap();
+    kill(child.id(), libc::SIGHUP);
+    wait_for("the reopened file", || out.exists());
+    stdin.write_all(b"after 1\nafter 2\n").unwrap();
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    assert!(st.success(), "{}", stderr_of(&mut child));
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap(),
+        "before 1\nbefore 2\n"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "after 1\nafter 2\n");
+}
+
+#[test]
+fn daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm() {
+    let dir = TempDir::new("daemon");
+    let input = dir.path().join("in.fifo");
+    let c_path = std::ffi::CString::new(input.to_str().unwrap()).unwrap();
+    // SAFETY: creating a FIFO at a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+    let cfg = write_config(
+        dir.path(),
+        "[daemon]\npidfile = \"deadbeat.pid\"\n[log]\ntarget = \"file:deadbeat.log\"\n\
+         [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.fifo\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let pidfile = dir.path().join("deadbeat.pid");
+    // Read-write, so the FIFO has a writer for as long as the test holds it.
+    let mut writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&input)
+        .unwrap();
+    let res = Command::new(BIN)
+        .args(["run", cfg.to_str().unwrap(), "--daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        res.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    // The parent exits only once the trains started: the pidfile is there already.
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: signal 0 only checks that the process exists.
+    assert_eq!(
+        unsafe { libc::kill(pid, 0) },
+        0,
+        "daemon {pid} is not running"
+    );
+    writer.write_all(b"through the daemon\n").unwrap();
+    let out = dir.path().join("out.log");
+    wait_for("the daemon to write", || line_count(&out) == 1);
+    // SAFETY: stopping the daemon we started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    wait_for("the pidfile to be removed", || !pidfile.exists());
+    // SAFETY: signal 0 only checks that the process exists.
+    wait_for("the daemon to exit", || unsafe { libc::kill(pid, 0) } != 0);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "through the daemon\n"
+    );
+    let log = std::fs::read_to_string(dir.path().join("deadbeat.log")).unwrap();
+    assert!(
+        log.contains("trains started") && log.contains("stopped"),
+        "{log}"
+    );
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: each area of the crate is a module below.
+
+mod daemon;
+mod engine;
