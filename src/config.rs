@@ -821,10 +821,12 @@ impl Config {
             }
         };
         let root = convert_table(root.get_ref(), &src)?;
-        let base_dir = path
+        // Absolute, so that `[daemon] chdir` cannot change what relative paths mean.
+        let parent = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            .unwrap_or(Path::new("."));
+        let base_dir = std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf());
         let mut cfg = Config {
             base_dir,
             log: LogSettings::default(),

@@ -26,8 +26,8 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slog::{Logger, o};
 
+use crate::cog::Wake;
 use crate::cog::{BoxError, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local};
-use crate::cog::{Cog, Wake};
 use crate::train::{Driven, Train, TrainMetrics};
 
 const _: () = assert!(
@@ -1370,19 +1370,4 @@ impl Escapement {
             }
         }
     }
-}
-
-/// Runs a single cog by hand, outside a train, for tests and tools: the cog gets a real
-/// escapement core but no loop. Returns what it emitted.
-pub fn process_one<D: 'static, C: Cog<D>>(cog: &mut C, d: D) -> io::Result<Vec<D>> {
-    let mut esc = Escapement::with_options(Options {
-        inotify: false,
-        shutdown_on_signals: false,
-        ..Options::default()
-    })?;
-    esc.core.slots.push(vec![Slot::new(false)]);
-    let mut out = crate::cog::Out::default();
-    let mut cx = Ctx::new(&mut esc.core, Handle { train: 0, cog: 0 });
-    cog.process(d, &mut out, &mut cx);
-    Ok(out.take())
 }

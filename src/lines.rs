@@ -60,7 +60,9 @@ pub struct LineInfo {
     /// The line was longer than `max_line_bytes`; only its first `max_line_bytes` bytes are
     /// reported and the rest of it was (or will be) discarded.
     pub truncated: bool,
-    /// The line had no LF: it is the held tail handed out by [`LineSplitter::finish`].
+    /// Set only on the held tail handed out by [`LineSplitter::finish`]: the stream ended
+    /// without an LF. (A line cut for length is handed out as soon as it is known to be too
+    /// long, before its end is seen, so it normally carries only `truncated`.)
     pub unterminated: bool,
 }
 
@@ -128,6 +130,8 @@ impl LineSplitter {
     pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
     /// Default number of bytes [`read_from`](Self::read_from) asks for per read: 64 KiB.
     pub const DEFAULT_READ_SIZE: usize = 64 << 10;
+    /// Largest accepted read size: 64 MiB (a typo in a config must not allocate gigabytes).
+    pub const MAX_READ_SIZE: usize = 64 << 20;
 
     /// Creates a splitter cutting lines longer than `max_line_bytes`.
     ///
@@ -156,13 +160,13 @@ impl LineSplitter {
     }
 
     /// Sets how many bytes [`read_from`](Self::read_from) asks for per read (`0` means
-    /// [`DEFAULT_READ_SIZE`](Self::DEFAULT_READ_SIZE)). The buffer never grows past
+    /// [`DEFAULT_READ_SIZE`](Self::DEFAULT_READ_SIZE); values above
+    /// [`MAX_READ_SIZE`](Self::MAX_READ_SIZE) are clamped to it). The buffer never grows past
     /// `max_line_bytes + 1 + read_size` through `read_from`.
     pub fn with_read_size(mut self, read_size: usize) -> Self {
-        self.read_size = if read_size == 0 {
-            Self::DEFAULT_READ_SIZE
-        } else {
-            read_size
+        self.read_size = match read_size {
+            0 => Self::DEFAULT_READ_SIZE,
+            n => n.min(Self::MAX_READ_SIZE),
         };
         self
     }
@@ -174,7 +178,8 @@ impl LineSplitter {
 
     /// Performs one `read` into the buffer's spare space and returns its result: `Ok(0)`
     /// means EOF. `Interrupted` is retried; any other error (including `WouldBlock`) is
-    /// returned unchanged with the splitter untouched.
+    /// returned unchanged with the splitter untouched. An edge-triggered supply calls it until
+    /// `WouldBlock`, draining lines after every successful read.
     ///
     /// Fails with [`io::ErrorKind::OutOfMemory`] only if the caller keeps reading without
     /// draining lines and the buffer is at its bound.
@@ -575,21 +580,22 @@ fn lf_mask(block: &[u8; 64]) -> u64 {
     }
 }
 
-/// Bit `i` is set iff `block[i] == b'\n'` (portable word-at-a-time version).
+/// Bit `i` is set iff `block[i] == b'\n'` (portable version).
 #[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 #[inline(always)]
 fn lf_mask_portable(block: &[u8; 64]) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    const LF: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    // The byte-wise compare auto-vectorises; packing its 0/1 bytes with a multiply is the
+    // fastest safe form measured (about 2.5x slower than SSE2, 10x faster than a bit loop).
+    let mut eq = [0u8; 64];
+    for (e, &b) in eq.iter_mut().zip(block) {
+        *e = u8::from(b == b'\n');
+    }
     let mut mask = 0;
-    for (i, word) in block.chunks_exact(8).enumerate() {
-        let x = u64::from_le_bytes(word.try_into().expect("8-byte chunk")) ^ LF;
-        // High bit of each byte set iff that byte of `x` is zero; unlike the shorter
-        // `(x - 0x01..) & !x` form this has no false positives, so every match is exact.
-        let zero = !(((x & LOW7) + LOW7) | x | LOW7);
-        // Gather the 8 high bits into the top byte, in byte order.
-        let bits = ((zero >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56;
-        mask |= bits << (8 * i);
+    for (i, bytes) in eq.chunks_exact(8).enumerate() {
+        let ones = u64::from_le_bytes(bytes.try_into().expect("8-byte chunk"));
+        // Each byte is 0 or 1, so the products land on distinct bits with no carries:
+        // byte k's bit ends up at bit 56 + k.
+        mask |= (ones.wrapping_mul(0x0102_0408_1020_4080) >> 56) << (8 * i);
     }
     mask
 }
@@ -598,4 +604,696 @@ fn lf_mask_portable(block: &[u8; 64]) -> u64 {
 #[inline(always)]
 fn lf_mask(block: &[u8; 64]) -> u64 {
     lf_mask_portable(block)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Out {
+        bytes: Vec<u8>,
+        offset: u64,
+        truncated: bool,
+        unterminated: bool,
+    }
+
+    fn out(line: Line<'_>) -> Out {
+        Out {
+            bytes: line.bytes.to_vec(),
+            offset: line.info.offset,
+            truncated: line.info.truncated,
+            unterminated: line.info.unterminated,
+        }
+    }
+
+    fn plain(bytes: &[u8], offset: u64) -> Out {
+        Out {
+            bytes: bytes.to_vec(),
+            offset,
+            truncated: false,
+            unterminated: false,
+        }
+    }
+
+    /// The whole-input definition the streaming splitter must match, whatever the chunking.
+    fn reference(input: &[u8], max: usize) -> Vec<Out> {
+        let mut lines = Vec::new();
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let mut content = &rest[..i];
+                    if let [head @ .., b'\r'] = content {
+                        content = head;
+                    }
+                    lines.push(Out {
+                        bytes: content[..content.len().min(max)].to_vec(),
+                        offset: pos as u64,
+                        truncated: content.len() > max,
+                        unterminated: false,
+                    });
+                    pos += i + 1;
+                }
+                None => {
+                    let n = rest.len();
+                    // Cut as soon as it is known to be too long, i.e. before EOF is known,
+                    // unless the last byte might be the CR of a CRLF.
+                    let cut_early = n > max + 1 || (n == max + 1 && rest[n - 1] != b'\r');
+                    lines.push(Out {
+                        bytes: rest[..n.min(max)].to_vec(),
+                        offset: pos as u64,
+                        truncated: n > max,
+                        unterminated: !cut_early,
+                    });
+                    pos = input.len();
+                }
+            }
+        }
+        lines
+    }
+
+    fn drain(s: &mut LineSplitter, into: &mut Vec<Out>) {
+        while let Some(line) = s.next_line() {
+            into.push(out(line));
+        }
+    }
+
+    /// Takes at most `limit` lines, like a consumer stopping early for backpressure.
+    fn drain_some(s: &mut LineSplitter, into: &mut Vec<Out>, limit: usize) {
+        for _ in 0..limit {
+            match s.next_line() {
+                Some(line) => into.push(out(line)),
+                None => break,
+            }
+        }
+    }
+
+    fn finish_all(s: &mut LineSplitter, into: &mut Vec<Out>) {
+        while let Some(line) = s.finish() {
+            into.push(out(line));
+        }
+        assert!(s.finish().is_none());
+        assert_eq!(s.pending_len(), 0);
+    }
+
+    /// Pushes `chunks` in order, draining after each, then finishes; checks the bookkeeping.
+    fn split_pushed(chunks: &[&[u8]], max: usize) -> Vec<Out> {
+        let mut s = LineSplitter::new(max).with_read_size(16);
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            s.push(chunk);
+            drain(&mut s, &mut lines);
+        }
+        finish_all(&mut s, &mut lines);
+        let total: usize = chunks.iter().map(|c| c.len()).sum();
+        assert_eq!(s.consumed(), total as u64);
+        assert_eq!(s.received(), total as u64);
+        let truncated = lines.iter().filter(|l| l.truncated).count() as u64;
+        assert_eq!(s.truncated_lines(), truncated);
+        lines
+    }
+
+    fn check_chunks(input: &[u8], cuts: &[usize], max: usize) {
+        let mut chunks = Vec::new();
+        let mut prev = 0;
+        for &cut in cuts {
+            chunks.push(&input[prev..cut]);
+            prev = cut;
+        }
+        chunks.push(&input[prev..]);
+        assert_eq!(
+            split_pushed(&chunks, max),
+            reference(input, max),
+            "input {:?} cuts {cuts:?} max {max}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    /// Hand-rolled xorshift64* so the property tests need no dependency and are reproducible.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// A reader that hands out its data in pseudo-random pieces and sometimes interrupts.
+    struct ChoppyReader<'a> {
+        data: &'a [u8],
+        rng: Rng,
+        max_piece: usize,
+    }
+
+    impl Read for ChoppyReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.rng.below(8) == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = (1 + self.rng.below(self.max_piece))
+                .min(buf.len())
+                .min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn random_input(rng: &mut Rng, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| match rng.below(10) {
+                0 | 1 => b'\n',
+                2 => b'\r',
+                3 => rng.next() as u8,
+                _ => b'a' + rng.below(3) as u8,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lf_lines() {
+        let lines = split_pushed(&[b"alpha\nbeta\ngamma\n"], 100);
+        assert_eq!(
+            lines,
+            [plain(b"alpha", 0), plain(b"beta", 6), plain(b"gamma", 11)]
+        );
+    }
+
+    #[test]
+    fn crlf_lines() {
+        let lines = split_pushed(&[b"alpha\r\nbeta\r\n"], 100);
+        assert_eq!(lines, [plain(b"alpha", 0), plain(b"beta", 7)]);
+    }
+
+    #[test]
+    fn mixed_terminators_and_lone_cr() {
+        let lines = split_pushed(&[b"a\r\nb\nc\rd\r\n\re\n\r\r\n"], 100);
+        assert_eq!(
+            lines,
+            [
+                plain(b"a", 0),
+                plain(b"b", 3),
+                plain(b"c\rd", 5),
+                plain(b"\re", 10),
+                plain(b"\r", 13),
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_lines() {
+        let lines = split_pushed(&[b"\n\r\n\nx\n\n"], 100);
+        assert_eq!(
+            lines,
+            [
+                plain(b"", 0),
+                plain(b"", 1),
+                plain(b"", 3),
+                plain(b"x", 4),
+                plain(b"", 6),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_split_position() {
+        let input: &[u8] = b"ab\r\ncd\n\n\r\nef\rgh\r\r\nlonger line\nx\r\n\ry\r";
+        for max in [1, 2, 3, 4, 11, 100] {
+            for i in 0..=input.len() {
+                for j in i..=input.len() {
+                    check_chunks(input, &[i, j], max);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_split_position_around_blocks() {
+        // Lines that straddle the 64-byte search blocks.
+        let mut input = Vec::new();
+        for len in [0, 1, 62, 63, 64, 65, 127, 128, 3] {
+            input.extend(std::iter::repeat_n(b'q', len));
+            input.extend_from_slice(if len % 2 == 0 { b"\n" } else { b"\r\n" });
+        }
+        input.extend_from_slice(b"tail");
+        for max in [63, 64, 65, 1000] {
+            for i in 0..=input.len() {
+                check_chunks(&input, &[i], max);
+            }
+        }
+    }
+
+    #[test]
+    fn cr_split_from_lf() {
+        let mut s = LineSplitter::new(100);
+        s.push(b"abc\r");
+        assert!(s.next_line().is_none());
+        assert_eq!(s.pending_len(), 4);
+        s.push(b"\nd");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"abc", 0));
+        assert!(s.next_line().is_none());
+        assert_eq!(s.consumed(), 5);
+        assert_eq!(s.pending_len(), 1);
+    }
+
+    #[test]
+    fn line_of_exactly_max_with_crlf_split_before_lf() {
+        // `abc\r` is max + 1 bytes: it must wait for the next byte before deciding.
+        assert_eq!(split_pushed(&[b"abc\r", b"\n"], 3), [plain(b"abc", 0)]);
+        let cut = split_pushed(&[b"abc\r", b"x\nok\n"], 3);
+        assert_eq!(cut[0].bytes, b"abc");
+        assert!(cut[0].truncated);
+        assert_eq!(cut[1], plain(b"ok", 6));
+        let at_eof = split_pushed(&[b"abc\r"], 3);
+        assert_eq!(
+            at_eof,
+            [Out {
+                bytes: b"abc".to_vec(),
+                offset: 0,
+                truncated: true,
+                unterminated: true
+            }]
+        );
+    }
+
+    #[test]
+    fn offsets_across_compactions() {
+        let mut input = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..2000usize {
+            let offset = input.len() as u64;
+            let line: Vec<u8> = (0..i % 97).map(|j| b'a' + (j % 26) as u8).collect();
+            input.extend_from_slice(&line);
+            input.extend_from_slice(if i % 3 == 0 { b"\r\n" } else { b"\n" });
+            expected.push(plain(&line, offset));
+        }
+        for read_size in [1, 7, 64, 100, 4096] {
+            let mut s = LineSplitter::new(1000).with_read_size(read_size);
+            let mut reader = ChoppyReader {
+                data: &input,
+                rng: Rng(read_size as u64),
+                max_piece: 200,
+            };
+            let mut lines = Vec::new();
+            while s.read_from(&mut reader).unwrap() != 0 {
+                drain(&mut s, &mut lines);
+                // Drained: consumed up to just after the last LF received, nothing beyond it.
+                let (consumed, received) = (s.consumed() as usize, s.received() as usize);
+                assert!(consumed == 0 || input[consumed - 1] == b'\n');
+                assert!(!input[consumed..received].contains(&b'\n'));
+                assert_eq!(received - consumed, s.pending_len());
+            }
+            finish_all(&mut s, &mut lines);
+            assert_eq!(lines, expected, "read_size {read_size}");
+            assert_eq!(s.consumed(), input.len() as u64);
+        }
+    }
+
+    #[test]
+    fn over_long_line_cut_and_rest_skipped_across_reads() {
+        let mut s = LineSplitter::new(4);
+        let mut lines = Vec::new();
+        for chunk in [&b"ok\nabcdef"[..], b"ghij", b"klm", b"n\r\nnext\n"] {
+            s.push(chunk);
+            drain(&mut s, &mut lines);
+            assert!(s.pending_len() <= 5);
+        }
+        assert_eq!(
+            lines,
+            [
+                plain(b"ok", 0),
+                Out {
+                    bytes: b"abcd".to_vec(),
+                    offset: 3,
+                    truncated: true,
+                    unterminated: false
+                },
+                plain(b"next", 19),
+            ]
+        );
+        assert_eq!(s.truncated_lines(), 1);
+        assert_eq!(s.consumed(), 24);
+    }
+
+    #[test]
+    fn over_long_complete_line_in_one_read() {
+        let lines = split_pushed(&[b"abcdefgh\r\nxy\n"], 4);
+        assert_eq!(lines[0].bytes, b"abcd");
+        assert!(lines[0].truncated);
+        assert_eq!(lines[1], plain(b"xy", 10));
+    }
+
+    #[test]
+    fn skip_ends_exactly_at_read_boundary() {
+        // The skipped line's LF is the last byte of one read...
+        let lines = split_pushed(&[b"abcdefgh", b"ijk\n", b"next\n"], 4);
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].truncated);
+        assert_eq!(lines[1], plain(b"next", 12));
+        // ...or the first byte of the next one.
+        let lines = split_pushed(&[b"abcdefgh", b"\nnext\n"], 4);
+        assert_eq!(lines[1], plain(b"next", 9));
+        // Same through read_from.
+        let mut s = LineSplitter::new(4).with_read_size(8);
+        let mut input: &[u8] = b"abcdefghijklmno\nnext\n";
+        let mut lines = Vec::new();
+        while s.read_from(&mut input).unwrap() != 0 {
+            drain(&mut s, &mut lines);
+        }
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1], plain(b"next", 16));
+        assert_eq!(s.truncated_lines(), 1);
+    }
+
+    #[test]
+    fn huge_line_without_newline_stays_bounded() {
+        let max = 1 << 20;
+        let read_size = 64 << 10;
+        let chunk = vec![b'x'; read_size];
+        let mut pushed = LineSplitter::new(max).with_read_size(read_size);
+        let mut read = LineSplitter::new(max).with_read_size(read_size);
+        let mut lines = Vec::new();
+        for _ in 0..160 {
+            // 10 MiB in total.
+            pushed.push(&chunk);
+            drain(&mut pushed, &mut lines);
+            let n = read.read_from(&mut &chunk[..]).unwrap();
+            assert_eq!(n, read_size);
+            drain(&mut read, &mut lines);
+            for s in [&pushed, &read] {
+                assert!(s.buf.capacity() <= max + 1 + read_size, "{s:?}");
+            }
+        }
+        assert_eq!(lines.len(), 2);
+        assert!(lines.iter().all(|l| l.bytes.len() == max && l.truncated));
+        for s in [&mut pushed, &mut read] {
+            assert_eq!(s.consumed(), 160 * read_size as u64);
+            assert!(s.finish().is_none());
+            s.push(b"after\n");
+            assert_eq!(
+                out(s.next_line().unwrap()),
+                plain(b"after", 160 * read_size as u64)
+            );
+            assert_eq!(s.truncated_lines(), 1);
+        }
+    }
+
+    #[test]
+    fn partial_last_line_via_finish() {
+        let mut s = LineSplitter::new(100);
+        s.push(b"one\ntwo");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"one", 0));
+        assert!(s.next_line().is_none());
+        assert_eq!(s.pending_len(), 3);
+        assert_eq!(s.consumed(), 4);
+        assert_eq!(
+            out(s.finish().unwrap()),
+            Out {
+                bytes: b"two".to_vec(),
+                offset: 4,
+                truncated: false,
+                unterminated: true
+            }
+        );
+        assert!(s.finish().is_none());
+        assert_eq!(s.consumed(), 7);
+        // The stream may go on (e.g. a tail supply that finished at a pause).
+        s.push(b"three\n");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"three", 7));
+    }
+
+    #[test]
+    fn finish_returns_undrained_lines_first() {
+        let mut s = LineSplitter::new(100);
+        s.push(b"a\nb\r\nc");
+        let mut lines = Vec::new();
+        finish_all(&mut s, &mut lines);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1], plain(b"b", 2));
+        assert!(lines[2].unterminated);
+    }
+
+    #[test]
+    fn finish_while_skipping_drops_the_rest() {
+        let mut s = LineSplitter::new(2);
+        s.push(b"abcdef");
+        assert!(s.next_line().unwrap().info.truncated);
+        assert!(s.finish().is_none());
+        s.push(b"gh\n");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"gh", 6));
+    }
+
+    #[test]
+    fn reset_drops_held_bytes() {
+        let mut s = LineSplitter::new(3);
+        s.push(b"abc\ndefgh");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"abc", 0));
+        assert!(s.next_line().unwrap().info.truncated);
+        s.push(b"ij");
+        s.reset(1000);
+        assert_eq!(s.pending_len(), 0);
+        assert_eq!(s.consumed(), 1000);
+        s.push(b"xy\nz");
+        let mut lines = Vec::new();
+        finish_all(&mut s, &mut lines);
+        assert_eq!(lines[0], plain(b"xy", 1000));
+        assert_eq!(lines[1].offset, 1003);
+        assert_eq!(s.consumed(), 1004);
+        assert_eq!(s.truncated_lines(), 1);
+        // Reset with undrained lines queued.
+        s.push(b"p\nq\nr\n");
+        assert!(s.next_line().is_some());
+        s.reset(5);
+        s.push(b"s\n");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"s", 5));
+        assert!(s.next_line().is_none());
+    }
+
+    #[test]
+    fn binary_garbage() {
+        let mut rng = Rng(0x5eed);
+        let input: Vec<u8> = (0..200_000).map(|_| rng.next() as u8).collect();
+        for max in [1, 100, 1000] {
+            let mut cuts: Vec<usize> = (0..300).map(|_| rng.below(input.len())).collect();
+            cuts.sort_unstable();
+            check_chunks(&input, &cuts, max);
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_random_input() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut full_hits = 0;
+        for case in 0..3000 {
+            let len = rng.below(if case % 10 == 0 { 3000 } else { 300 });
+            let input = random_input(&mut rng, len);
+            let max = match rng.below(4) {
+                0 => 1 + rng.below(3),
+                1 => 1 + rng.below(20),
+                2 => 60 + rng.below(10),
+                _ => 1000,
+            };
+            let read_size = 1 + rng.below(40);
+            let use_reader = rng.below(2) == 0;
+            let drain_every = 1 + rng.below(3);
+            // Sometimes stop draining early, leaving found LFs queued across the next read.
+            let drain_limit = if rng.below(3) == 0 {
+                rng.below(4)
+            } else {
+                usize::MAX
+            };
+            let mut s = LineSplitter::new(max).with_read_size(read_size);
+            let mut lines = Vec::new();
+            if use_reader {
+                let mut reader = ChoppyReader {
+                    data: &input,
+                    rng: Rng(rng.next() | 1),
+                    max_piece: 1 + rng.below(50),
+                };
+                let mut reads = 0;
+                loop {
+                    match s.read_from(&mut reader) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        // Reading without draining is allowed to fill the buffer up.
+                        Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                            assert!(s.pending_len() > max + 1);
+                            full_hits += 1;
+                            drain(&mut s, &mut lines);
+                            continue;
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                    reads += 1;
+                    if reads % drain_every == 0 {
+                        drain_some(&mut s, &mut lines, drain_limit);
+                    }
+                    assert!(s.buf.len() <= s.read_limit());
+                }
+            } else {
+                let mut rest = &input[..];
+                let mut pushes = 0;
+                while !rest.is_empty() {
+                    let n = (1 + rng.below(read_size * 2)).min(rest.len());
+                    s.push(&rest[..n]);
+                    rest = &rest[n..];
+                    pushes += 1;
+                    if pushes % drain_every == 0 {
+                        drain_some(&mut s, &mut lines, drain_limit);
+                    }
+                }
+            }
+            drain(&mut s, &mut lines);
+            finish_all(&mut s, &mut lines);
+            assert_eq!(
+                lines,
+                reference(&input, max),
+                "case {case} max {max} read_size {read_size} reader {use_reader}"
+            );
+            assert_eq!(s.consumed(), input.len() as u64);
+            let truncated = lines.iter().filter(|l| l.truncated).count() as u64;
+            assert_eq!(s.truncated_lines(), truncated);
+        }
+        assert!(full_hits > 0, "the buffer-full path was not exercised");
+    }
+
+    #[test]
+    fn for_each_line_visits_all_complete_lines() {
+        let mut s = LineSplitter::new(3);
+        s.push(b"a\nbcdef\r\ng");
+        let mut seen = Vec::new();
+        let n = s.for_each_line(|bytes, info| seen.push((bytes.to_vec(), info)));
+        assert_eq!(n, 2);
+        assert_eq!(seen[0].0, b"a");
+        assert_eq!(seen[1].0, b"bcd");
+        assert!(seen[1].1.truncated);
+        assert_eq!(seen[1].1.offset, 2);
+        assert_eq!(s.pending_len(), 1);
+    }
+
+    #[test]
+    fn read_errors_pass_through() {
+        struct Failing(io::ErrorKind);
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(self.0.into())
+            }
+        }
+        let mut s = LineSplitter::new(10);
+        s.push(b"ab");
+        let err = s.read_from(&mut Failing(io::ErrorKind::WouldBlock));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(s.pending_len(), 2);
+        s.push(b"\n");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"ab", 0));
+    }
+
+    #[test]
+    fn reading_without_draining_is_bounded() {
+        let mut s = LineSplitter::new(10).with_read_size(8);
+        let mut endless = std::iter::repeat(b"ab\n").flatten().copied();
+        let mut full = None;
+        for _ in 0..100 {
+            let chunk: Vec<u8> = endless.by_ref().take(8).collect();
+            match s.read_from(&mut &chunk[..]) {
+                Ok(_) => assert!(s.buf.len() <= s.read_limit()),
+                Err(e) => {
+                    full = Some(e.kind());
+                    break;
+                }
+            }
+        }
+        assert_eq!(full, Some(io::ErrorKind::OutOfMemory));
+        let mut lines = Vec::new();
+        drain(&mut s, &mut lines);
+        assert!(lines.iter().all(|l| l.bytes == b"ab"));
+        assert_eq!(s.read_from(&mut &b"cd\n"[..]).unwrap(), 3);
+    }
+
+    #[test]
+    fn lying_reader_cannot_break_invariants() {
+        struct Liar;
+        impl Read for Liar {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                buf.fill(b'\n');
+                Ok(buf.len() + 1000)
+            }
+        }
+        let mut s = LineSplitter::new(10).with_read_size(4);
+        assert_eq!(s.read_from(&mut Liar).unwrap(), 4);
+        let mut lines = Vec::new();
+        drain(&mut s, &mut lines);
+        assert_eq!(lines.len(), 4);
+    }
+
+    #[test]
+    fn zero_settings_mean_defaults() {
+        let s = LineSplitter::new(0).with_read_size(0);
+        assert_eq!(s.max_line_bytes(), LineSplitter::DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(s.read_size, LineSplitter::DEFAULT_READ_SIZE);
+        let s = LineSplitter::new(usize::MAX).with_read_size(usize::MAX);
+        assert_eq!(s.read_size, LineSplitter::MAX_READ_SIZE);
+        assert_eq!(s.read_limit(), usize::MAX);
+        // No arithmetic overflows with an effectively unlimited line length.
+        let mut s = s;
+        s.push(b"a\r\nb");
+        let mut lines = Vec::new();
+        finish_all(&mut s, &mut lines);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[1].offset, 3);
+        assert_eq!(
+            LineSplitter::default().max_line_bytes(),
+            LineSplitter::DEFAULT_MAX_LINE_BYTES
+        );
+    }
+
+    #[test]
+    fn shrink_to_fit_keeps_pending_bytes() {
+        let mut s = LineSplitter::new(1 << 16).with_read_size(1 << 16);
+        s.push(&vec![b'x'; 100_000]);
+        s.push(b"\npartial");
+        drain(&mut s, &mut Vec::new());
+        s.shrink_to_fit();
+        assert!(s.buf.capacity() < 1024);
+        s.push(b" line\n");
+        assert_eq!(out(s.next_line().unwrap()), plain(b"partial line", 100_001));
+    }
+
+    #[test]
+    fn lf_mask_matches_naive() {
+        let naive =
+            |block: &[u8; 64]| (0..64).fold(0u64, |m, i| m | u64::from(block[i] == b'\n') << i);
+        let mut rng = Rng(99);
+        // Bytes around LF and with the high bit set are the ones a SWAR trick could confuse.
+        let alphabet = [b'\n', 0x0b, 0x09, 0x8a, 0x0a ^ 0x80, 0, 0xff, b'a', 0x01];
+        for _ in 0..20_000 {
+            let mut block = [0u8; 64];
+            for b in &mut block {
+                *b = alphabet[rng.below(alphabet.len())];
+            }
+            assert_eq!(lf_mask(&block), naive(&block));
+            assert_eq!(lf_mask_portable(&block), naive(&block));
+        }
+        for i in 0..64 {
+            let mut block = [b'\n'; 64];
+            block[i] = b'x';
+            assert_eq!(lf_mask_portable(&block), !(1 << i));
+            assert_eq!(lf_mask(&block), !(1 << i));
+        }
+        assert_eq!(find_lf(&[b'x'; 200]), None);
+        let mut hay = vec![b'x'; 200];
+        hay[130] = b'\n';
+        hay[199] = b'\n';
+        assert_eq!(find_lf(&hay), Some(130));
+        assert_eq!(find_lf(&hay[131..]), Some(68));
+    }
 }

@@ -126,3 +126,39 @@ fn daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm() {
         "{log}"
     );
 }
+
+#[test]
+fn sigusr1_logs_every_cogs_counters() {
+    let dir = TempDir::new("sigusr1");
+    let cfg = write_config(
+        dir.path(),
+        "[log]\ntarget = \"file:deadbeat.log\"\n\
+         [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let log = dir.path().join("deadbeat.log");
+    let out = dir.path().join("out.log");
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"one\ntwo\n").unwrap();
+    wait_for("two lines written", || line_count(&out) == 2);
+    kill(child.id(), libc::SIGUSR1);
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("counters in the log", || {
+        read_log().contains("name=file_out")
+    });
+    drop(stdin);
+    assert!(wait_exit(&mut child).success());
+    let text = read_log();
+    assert!(
+        text.contains("counters train=t cog=0 name=stdin in=0 out=2 dropped=0 errors=0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("counters train=t cog=1 name=file_out in=2 out=0 dropped=0 errors=0"),
+        "{text}"
+    );
+}
