@@ -108,6 +108,8 @@ impl<D> Out<D> {
     }
 
     /// Counts `n` data this cog dropped on purpose (filtered out, merged away...).
+    /// A cog that drops a datum for good also acknowledges it (`Ctx::event_done` with its
+    /// id), or the supply that sent it would hold its checkpoint back forever.
     #[inline]
     pub fn count_dropped(&mut self, n: u64) {
         self.dropped += n;

@@ -1141,6 +1141,21 @@ impl Config {
                 params.validate(desc)?;
                 cogs.push(cc);
             }
+            // Routes between trains come later; until then a train without a supply
+            // would wait forever for data that cannot come.
+            let has_supply = cogs.iter().any(|c| {
+                registry
+                    .get(&c.ty)
+                    .is_some_and(|d| d.kind == CogKind::Supply)
+            });
+            if !has_supply {
+                let mut e = self.src.error(
+                    Some(&name_span),
+                    "this train has no supply cog: no data would ever enter it",
+                );
+                e.train = Some(name);
+                return Err(e);
+            }
             self.trains.push(TrainConfig {
                 name,
                 name_span,
@@ -1211,6 +1226,13 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("t.toml"), text.to_string(), &Registry::builtin())
+    }
+
+    #[test]
+    fn a_train_needs_a_supply() {
+        let e = parse("[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdout\"\n").unwrap_err();
+        assert_eq!(e.at, Some((2, 8)));
+        assert!(e.msg.contains("no supply"), "{}", e.msg);
     }
 
     #[test]

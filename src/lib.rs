@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod ack;
 pub mod cog;
 pub mod config;
 pub mod daemon;
