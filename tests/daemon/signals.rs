@@ -162,3 +162,31 @@ fn sigusr1_logs_every_cogs_counters() {
         "{text}"
     );
 }
+
+#[test]
+fn sighup_reopens_the_log_file() {
+    let dir = TempDir::new("logrotate");
+    let cfg = write_config(
+        dir.path(),
+        "[log]\ntarget = \"file:deadbeat.log\"\n\
+         [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let log = dir.path().join("deadbeat.log");
+    let rotated = dir.path().join("deadbeat.log.1");
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("the start to be logged", || read(&log).contains("trains started"));
+    std::fs::rename(&log, &rotated).unwrap();
+    kill(child.id(), libc::SIGHUP);
+    wait_for("a fresh log file", || log.exists());
+    drop(stdin);
+    assert!(wait_exit(&mut child).success());
+    assert!(read(&rotated).contains("trains started"));
+    let fresh = read(&log);
+    assert!(fresh.contains("stopped") && !fresh.contains("trains started"), "{fresh}");
+}
