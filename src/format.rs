@@ -75,7 +75,7 @@ impl OutputFormat {
 fn write_plain(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Bytes(b) => out.extend_from_slice(b),
-        Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Str(_) | Value::Shared(_) => out.extend_from_slice(v.as_bytes().unwrap_or_default()),
         Value::Null => {}
         other => {
             let start = out.len();

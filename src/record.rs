@@ -423,7 +423,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 // ---------------------------------------------------------------------------------------------
 
 /// One datum of a record.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Text compares equal whether it is held as `Str` or `Shared`.
+#[derive(Clone, Debug, Default)]
 pub enum Value {
     /// No value; renders as JSON `null`.
     #[default]
@@ -436,6 +438,9 @@ pub enum Value {
     Float(f64),
     /// Text.
     Str(String),
+    /// Text shared by many records (a file's path, a peer's address): cloning it only
+    /// counts a reference, so supplies add such fields to every record cheaply.
+    Shared(std::sync::Arc<str>),
     /// Raw bytes, e.g. an input line not yet parsed; may be invalid UTF-8.
     Bytes(Vec<u8>),
     /// A point in time.
@@ -455,6 +460,7 @@ impl Value {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::Str(s) => Some(s),
+            Value::Shared(s) => Some(s),
             Value::Bytes(b) => std::str::from_utf8(b).ok(),
             _ => None,
         }
@@ -464,6 +470,7 @@ impl Value {
     pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Value::Str(s) => Some(s.as_bytes()),
+            Value::Shared(s) => Some(s.as_bytes()),
             Value::Bytes(b) => Some(b),
             _ => None,
         }
@@ -498,7 +505,7 @@ impl Value {
     pub fn as_ip(&self) -> Option<IpAddr> {
         match self {
             Value::Ip(ip) => Some(*ip),
-            Value::Str(_) | Value::Bytes(_) => self.as_str()?.parse().ok(),
+            Value::Str(_) | Value::Shared(_) | Value::Bytes(_) => self.as_str()?.parse().ok(),
             _ => None,
         }
     }
@@ -511,7 +518,7 @@ impl Value {
             Value::Bool(_) => "bool",
             Value::Int(_) => "int",
             Value::Float(_) => "float",
-            Value::Str(_) => "string",
+            Value::Str(_) | Value::Shared(_) => "string",
             Value::Bytes(_) => "bytes",
             Value::Time(_) => "time",
             Value::Ip(_) => "ip",
@@ -538,6 +545,7 @@ impl Value {
             Value::Int(n) => write_i64(out, *n),
             Value::Float(f) => write_f64(out, *f),
             Value::Str(s) => write_escaped(out, s.as_bytes()),
+            Value::Shared(s) => write_escaped(out, s.as_bytes()),
             Value::Bytes(b) => write_escaped_lossy(out, b),
             Value::Time(t) => {
                 out.push(b'"');
@@ -591,6 +599,27 @@ impl Value {
 }
 
 /// Renders as JSON.
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Null, Value::Null) => true,
+            (Value::Bool(a), Value::Bool(b)) => a == b,
+            (Value::Int(a), Value::Int(b)) => a == b,
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Str(_) | Value::Shared(_), Value::Str(_) | Value::Shared(_)) => {
+                self.as_str() == other.as_str()
+            }
+            (Value::Bytes(a), Value::Bytes(b)) => a == b,
+            (Value::Time(a), Value::Time(b)) => a == b,
+            (Value::Ip(a), Value::Ip(b)) => a == b,
+            (Value::Net(a), Value::Net(b)) => a == b,
+            (Value::List(a), Value::List(b)) => a == b,
+            (Value::Map(a), Value::Map(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut buf = Vec::new();
@@ -614,7 +643,7 @@ value_from! {
     bool => Bool,
     i8 => Int, i16 => Int, i32 => Int, i64 => Int, u8 => Int, u16 => Int, u32 => Int,
     f32 => Float, f64 => Float,
-    String => Str, &str => Str, Box<str> => Str,
+    String => Str, &str => Str, Box<str> => Str, std::sync::Arc<str> => Shared,
     Vec<u8> => Bytes, &[u8] => Bytes,
     Timestamp => Time,
     IpAddr => Ip, Ipv4Addr => Ip, Ipv6Addr => Ip,
@@ -1859,6 +1888,19 @@ mod tests {
     }
 
     // --- keys -------------------------------------------------------------------------------
+
+    #[test]
+    fn shared_text_renders_and_compares_as_text() {
+        let shared = Value::from(std::sync::Arc::<str>::from("/var/log/a \"b\".log"));
+        assert_eq!(shared.to_string(), r#""/var/log/a \"b\".log""#);
+        assert_eq!(shared, Value::Str("/var/log/a \"b\".log".into()));
+        assert_eq!(shared.type_name(), "string");
+        assert_ne!(shared, Value::Bytes(b"/var/log/a \"b\".log".to_vec()));
+        assert_eq!(
+            Value::from(std::sync::Arc::<str>::from("::1")).as_ip(),
+            Some("::1".parse().unwrap())
+        );
+    }
 
     #[test]
     fn keys_intern_and_order_by_name() {

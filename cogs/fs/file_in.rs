@@ -98,7 +98,7 @@ impl FileIn {
             match Self::open(path, cx) {
                 Ok(input) => {
                     self.splitter.reset(0);
-                    let name = Value::Str(path.to_string_lossy().into_owned());
+                    let name = Value::Shared(path.to_string_lossy().into());
                     self.current = Some((input, name));
                     return true;
                 }
