@@ -26,6 +26,7 @@ struct Hit {
 /// Labels hits by status code. It knows nothing of `Hit`: whoever builds the train hands
 /// it the closures that reach the pieces it works on.
 struct Classify<D> {
+    id: Getter<D, EventId>,
     status: Getter<D, u16>,
     client: Getter<D, str>,
     class: Setter<D, &'static str>,
@@ -38,8 +39,12 @@ impl<D: 'static> Cog<D> for Classify<D> {
         "classify"
     }
 
-    fn process(&mut self, mut d: D, out: &mut Out<D>, _cx: &mut Ctx) {
+    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
         if self.client.get(&d) == Some(self.ignore.as_str()) {
+            // Dropped for good: acknowledge it, so the supply does not wait for it.
+            if let Some(&id) = self.id.get(&d) {
+                cx.event_done(id);
+            }
             out.count_dropped(1);
             return;
         }
@@ -129,6 +134,7 @@ fn main() -> Result<(), BoxError> {
     let acked = Rc::new(RefCell::new(Vec::new()));
 
     let classify = Classify {
+        id: Getter::new(|h: &Hit| Some(&h.id)),
         status: Getter::new(|h: &Hit| Some(&h.status)),
         client: Getter::new(|h: &Hit| Some(h.client.as_str())),
         class: Setter::new(|h: &mut Hit, c| h.class = c),
