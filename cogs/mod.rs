@@ -15,6 +15,8 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         stdio::stdout::DESCRIPTOR,
         fs::file_in::DESCRIPTOR,
         fs::file_out::DESCRIPTOR,
+        fs::tail::DESCRIPTOR,
+        fs::spool::DESCRIPTOR,
         flow::pass::DESCRIPTOR,
     ]
 }

@@ -51,6 +51,15 @@ impl LineBuffer {
     /// Writes everything buffered to `w`, then acknowledges the records. On error, what
     /// was written is dropped from the buffer and the rest is kept for the next attempt.
     pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.write_to(w)?;
+        self.acknowledge(cx);
+        Ok(())
+    }
+
+    /// Writes everything buffered to `w` but keeps the records unacknowledged, for a
+    /// drain that must make the bytes durable (fsync) before it may acknowledge them.
+    /// On error, what was written is dropped from the buffer and the rest is kept.
+    pub fn write_to<W: Write + ?Sized>(&mut self, w: &mut W) -> io::Result<()> {
         let mut written = 0;
         let result = loop {
             if written == self.buf.len() {
@@ -69,12 +78,30 @@ impl LineBuffer {
             }
         };
         self.buf.drain(..written);
-        if result.is_ok() {
-            for &id in &self.ids {
-                cx.event_done(id);
-            }
-            self.ids.clear();
-        }
         result
+    }
+
+    /// Acknowledges every held record, once all their bytes are written; a no-op while
+    /// some are still buffered, because the held ids cannot tell written lines from the
+    /// rest.
+    pub fn acknowledge(&mut self, cx: &mut Ctx<'_>) {
+        if !self.buf.is_empty() {
+            return;
+        }
+        for &id in &self.ids {
+            cx.event_done(id);
+        }
+        self.ids.clear();
+    }
+
+    /// Releases the buffer's memory beyond `keep` bytes; a drain with many idle outputs
+    /// calls it so that one burst does not pin a large buffer per output.
+    pub fn shrink_to(&mut self, keep: usize) {
+        if self.buf.is_empty() {
+            self.buf.shrink_to(keep);
+        }
+        if self.ids.is_empty() {
+            self.ids.shrink_to(keep / 64);
+        }
     }
 }

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod ack;
+pub mod checkpoint;
 pub mod cog;
 pub mod config;
 pub mod daemon;
@@ -19,6 +20,7 @@ pub mod drain;
 pub mod escapement;
 pub mod format;
 pub mod getset;
+pub mod glob;
 pub mod lines;
 pub mod log;
 pub mod record;

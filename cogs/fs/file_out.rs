@@ -1,107 +1,736 @@
-//! `file_out`: records appended to a file.
+//! `file_out`: records appended to a file, or to one file per value of some fields.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use inotify::{EventMask, WatchDescriptor, WatchMask};
+
+use crate::config::{
+    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType, parse_duration,
+};
 use crate::drain::LineBuffer;
-use crate::format::{FORMAT_PARAMS, OutputFormat};
+use crate::format::{FORMAT_PARAMS, OutputFormat, Template};
 use crate::prelude::*;
 use crate::record::Record;
 
 const RETRY: Local = 1;
+const CHECK: Local = 2;
+const SYNC: Local = 3;
+/// Watch of slot `i` wakes with local `WATCH_BASE + i`.
+const WATCH_BASE: Local = 16;
+
+/// What replaces every placeholder of a path template whose rendering was refused.
+const UNKNOWN: &str = "_unknown_";
+
+/// Bad rendered paths logged per `reopen_check` period; the rest are only counted, so a
+/// stream of hostile field values cannot flood the log.
+const BAD_PATH_LOGS: u32 = 10;
+
+/// Buffer kept by an idle templated output after a burst.
+const IDLE_BUFFER: usize = 64 << 10;
 
 /// Appends each record to a file in the chosen format. Each batch is written with one
-/// `write(2)`; records are acknowledged (`event_done`) once written. On SIGHUP the file is
-/// reopened at its path, so after logrotate moved it new lines go to a fresh file.
+/// `write(2)` per file; records are acknowledged (`event_done`) once written (and synced,
+/// when `fsync` asks for it).
 ///
-/// A failed write (disk full, say) keeps the unwritten data, pauses the supplies, logs
-/// once and retries every second; nothing is dropped.
+/// **Path templates.** `path` may hold `{field}` / `{a.b}` placeholders (as the `template`
+/// format; `{{` and `}}` are literal braces): each record goes to the file its fields name,
+/// e.g. one file per host and day. A missing field renders as nothing. Every file lies under
+/// the directory named by the literal text before the first placeholder (for
+/// `out/{host}/x.log`, `out/`); field values may add subdirectories (a `/` in a value) but
+/// a rendered path with a `..` component, a NUL byte or no file name is refused: the record
+/// is counted as an error, logged with its event id, and written to the *fallback* file,
+/// the template with every placeholder replaced by `_unknown_` (`out/_unknown_/x.log`), so
+/// nothing is lost and nothing is written outside that directory. The same happens when the
+/// operating system rejects the name (too long, a directory in the way...). Missing
+/// directories are created (`create_dirs`, on by default for templates). At most
+/// `max_open_files` files are kept open: when a new one is needed the least recently
+/// written is flushed, synced if `fsync` says so, and closed.
+///
+/// A plain path (no placeholder) keeps the single-file behaviour: its directory must exist
+/// unless `create_dirs = true`, and an unopenable file is an error at start.
+///
+/// **Rotation.** On SIGHUP every open file is reopened at its path. A file removed or
+/// renamed while open is noticed (inotify when available, and a `stat` comparison every
+/// `reopen_check` as a safety net) and reopened: lines buffered before a rename still go to
+/// the renamed file, new lines to a fresh file at the path.
+///
+/// **Durability.** `fsync = "never"` acknowledges after the write; `"always"` calls
+/// `fdatasync` after each batch's write, before acknowledging; `"interval:5s"` syncs every
+/// open file that was written to every five seconds and acknowledges records only after the
+/// sync covering them (a supply's checkpoint then trails by up to the interval).
+///
+/// A failed write or sync (disk full, say) keeps the unwritten data, pauses the supplies,
+/// logs once and retries every second; nothing is dropped.
 ///
 /// ```toml
 /// [[train.cog]]
 /// type = "file_out"
-/// path = "out/events.json"
-/// format = "json"            # raw | json | template
+/// path = "out/{host}/{day}.log"   # or a plain path: "out/events.json"
+/// format = "json"                 # raw | json | template
+/// create_dirs = true              # default: true for templates, false for a plain path
+/// max_open_files = 256
+/// fsync = "interval:5s"           # never | always | interval:DURATION
+/// reopen_check = "1s"             # "0s": only SIGHUP and inotify
 /// ```
 pub struct FileOut {
-    path: PathBuf,
-    file: Option<File>,
-    lines: LineBuffer,
+    format: OutputFormat,
+    template: Option<PathTemplate>,
+    create_dirs: bool,
+    max_open: usize,
+    fsync: Fsync,
+    reopen_check: Duration,
+    /// Outputs by slot; a plain path lives in slot 0 for good.
+    slots: Vec<Option<OutFile>>,
+    free: Vec<usize>,
+    /// Rendered path → slot, for templates; looked up with a borrowed slice, so a record
+    /// bound for an open file allocates nothing.
+    index: HashMap<Box<[u8]>, usize>,
+    open_count: usize,
+    path_buf: Vec<u8>,
+    clock: u64,
     failing: bool,
+    bad_logged: u32,
+}
+
+/// When written data is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Never explicitly: acknowledge once written.
+    Never,
+    /// `fdatasync` after every batch write, before acknowledging.
+    Always,
+    /// `fdatasync` every period; acknowledge on the sync.
+    Interval(Duration),
+}
+
+impl Fsync {
+    /// Parses `never`, `always` or `interval:DURATION`.
+    pub fn parse(s: &str) -> Option<Fsync> {
+        match s.trim() {
+            "never" => Some(Fsync::Never),
+            "always" => Some(Fsync::Always),
+            s => {
+                let d = parse_duration(s.strip_prefix("interval:")?)?;
+                (!d.is_zero()).then_some(Fsync::Interval(d))
+            }
+        }
+    }
+}
+
+/// A `path` with placeholders.
+struct PathTemplate {
+    /// Bytes put before the rendered template: the configuration's directory for a relative
+    /// template, nothing for an absolute one.
+    base: Vec<u8>,
+    template: Template,
+    /// Length of the fixed directory every rendered path starts with (through its `/`).
+    root_len: usize,
+    fallback: Vec<u8>,
+}
+
+impl PathTemplate {
+    /// `None` when `raw` has no placeholder (a plain path).
+    fn parse(raw: &str, base: Vec<u8>) -> Result<Option<PathTemplate>, String> {
+        let template = Template::parse(raw)?;
+        // Template keeps its pieces private: find the placeholders with the same rules.
+        let bytes = raw.as_bytes();
+        let mut literal = Vec::new();
+        let mut fallback = Vec::new();
+        let mut first_field: Option<usize> = None;
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'{' if bytes.get(i + 1) == Some(&b'{') => {
+                    fallback.push(b'{');
+                    i += 2;
+                }
+                b'}' if bytes.get(i + 1) == Some(&b'}') => {
+                    fallback.push(b'}');
+                    i += 2;
+                }
+                b'{' => {
+                    first_field.get_or_insert(fallback.len());
+                    fallback.extend_from_slice(UNKNOWN.as_bytes());
+                    i += raw[i..].find('}').map_or(bytes.len() - i, |n| n + 1);
+                }
+                c => {
+                    fallback.push(c);
+                    i += 1;
+                }
+            }
+        }
+        let Some(first) = first_field else {
+            return Ok(None);
+        };
+        literal.extend_from_slice(&base);
+        literal.extend_from_slice(&fallback[..first]);
+        let root_len = literal
+            .iter()
+            .rposition(|&c| c == b'/')
+            .map_or(0, |p| p + 1);
+        let mut full = base.clone();
+        full.extend_from_slice(&fallback);
+        let t = PathTemplate {
+            base,
+            template,
+            root_len,
+            fallback: full,
+        };
+        check_rendered(&t.fallback, t.root_len).map_err(|why| {
+            format!(
+                "every rendered path would be refused: with fields replaced by {UNKNOWN} it {why}"
+            )
+        })?;
+        Ok(Some(t))
+    }
+
+    fn root(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.fallback[..self.root_len]))
+    }
+}
+
+/// Why a rendered path is refused, if it is.
+fn check_rendered(path: &[u8], root_len: usize) -> Result<(), &'static str> {
+    if path.contains(&0) {
+        return Err("contains a NUL byte");
+    }
+    let rest = path.get(root_len..).unwrap_or_default();
+    if rest.split(|&c| c == b'/').any(|c| c == b"..") {
+        return Err("has a `..` component");
+    }
+    let name = rest.rsplit(|&c| c == b'/').next().unwrap_or_default();
+    if name.is_empty() || name == b"." {
+        return Err("has no file name");
+    }
+    Ok(())
+}
+
+/// Open errors that come from the name itself, so retrying cannot help.
+fn is_path_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EISDIR | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP | libc::EINVAL)
+    )
+}
+
+/// One output file.
+struct OutFile {
+    path: PathBuf,
+    /// The rendered path, as indexed; empty for a plain path.
+    key: Box<[u8]>,
+    file: Option<File>,
+    /// `(dev, inode)` of the open file, to notice it was replaced at its path.
+    identity: (u64, u64),
+    wd: Option<WatchDescriptor>,
+    lines: LineBuffer,
+    last_used: u64,
+    /// Bytes were written since the last `fdatasync`.
+    unsynced: bool,
+}
+
+impl OutFile {
+    fn new(path: PathBuf, key: Box<[u8]>, lines: LineBuffer) -> Self {
+        OutFile {
+            path,
+            key,
+            file: None,
+            identity: (0, 0),
+            wd: None,
+            lines,
+            last_used: 0,
+            unsynced: false,
+        }
+    }
+
+    /// Nothing buffered and nothing waiting for an acknowledgement.
+    fn is_idle(&self) -> bool {
+        self.lines.pending_bytes() == 0 && self.lines.pending_records() == 0
+    }
 }
 
 /// The descriptor of `file_out`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "file_out",
     kind: CogKind::Drain,
-    summary: "appends records to a file (raw, json or template); reopens it on SIGHUP",
+    summary: "appends records to a file or per-record templated files (raw, json or template); \
+              reopens on SIGHUP and when the file is moved or removed",
     params: &[
         Param::req(
             "path",
             ParamType::Path,
-            "the file to append to; its directory must exist",
+            "the file to append to; {field} placeholders make one file per value (refused \
+             renderings, with `..`, NUL or no file name, go to the path with `_unknown_` in \
+             every placeholder)",
         ),
         FORMAT_PARAMS[0],
         FORMAT_PARAMS[1],
+        Param::unset(
+            "create_dirs",
+            ParamType::Bool,
+            "create missing directories of the path; default true for a templated path, \
+             false for a plain one (whose directory must then exist)",
+        ),
+        Param::opt(
+            "max_open_files",
+            ParamType::Int,
+            "256",
+            "templated paths: files kept open; the least recently written is closed first",
+        ),
+        Param::opt(
+            "fsync",
+            ParamType::Str,
+            "never",
+            "never: acknowledge once written; always: fdatasync each batch before \
+             acknowledging; interval:DURATION (e.g. \"interval:5s\"): fdatasync every \
+             period and acknowledge on the sync",
+        ),
+        Param::opt(
+            "reopen_check",
+            ParamType::Duration,
+            "1s",
+            "how often to stat the path and reopen a file that was moved or removed \
+             (besides inotify); \"0s\" turns the check off",
+        ),
     ],
     fields: &[],
     build,
 };
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let path = p
-        .path("path")?
-        .ok_or_else(|| p.cog_error("missing key \"path\""))?;
-    Ok(Box::new(FileOut::new(path, OutputFormat::from_params(p)?)))
+    let raw = p.required_str("path")?;
+    let base = if Path::new(raw).is_absolute() {
+        Vec::new()
+    } else {
+        p.resolve("").into_os_string().into_encoded_bytes()
+    };
+    let template = PathTemplate::parse(raw, base).map_err(|m| p.error("path", m))?;
+    let format = OutputFormat::from_params(p)?;
+    let create_dirs = match p.node("create_dirs") {
+        None => template.is_some(),
+        Some(_) => p.bool_or("create_dirs", false)?,
+    };
+    let max_open = match p.int("max_open_files")? {
+        None => 256,
+        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => return Err(p.error("max_open_files", "must be at least 1")),
+    };
+    let fsync_text = p.str_or("fsync", "never")?;
+    let fsync = Fsync::parse(fsync_text).ok_or_else(|| {
+        p.error(
+            "fsync",
+            format!(
+                "expected \"never\", \"always\" or \"interval:DURATION\" (e.g. \"interval:5s\"), found {fsync_text:?}"
+            ),
+        )
+    })?;
+    let reopen_check = p.duration_or("reopen_check", Duration::from_secs(1))?;
+    let mut out = match template {
+        Some(t) => FileOut::templated(t, format),
+        // Without placeholders `{{` and `}}` still stand for single braces.
+        None => FileOut::new(
+            p.resolve(&raw.replace("{{", "{").replace("}}", "}")),
+            format,
+        ),
+    };
+    out.create_dirs = create_dirs;
+    out.max_open = max_open;
+    out.fsync = fsync;
+    out.reopen_check = reopen_check;
+    Ok(Box::new(out))
 }
 
 impl FileOut {
-    /// Appends to `path` in `format`.
+    /// Appends to the plain path `path` in `format`, with the defaults of the other keys.
     pub fn new(path: PathBuf, format: OutputFormat) -> Self {
+        let mut out = FileOut::empty(format, None);
+        let lines = LineBuffer::new(out.format.clone(), 256 << 10);
+        out.slots
+            .push(Some(OutFile::new(path, Box::default(), lines)));
+        out
+    }
+
+    /// Sets when written data is synced (and so when records are acknowledged).
+    pub fn with_fsync(mut self, fsync: Fsync) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    fn templated(t: PathTemplate, format: OutputFormat) -> Self {
+        FileOut::empty(format, Some(t))
+    }
+
+    fn empty(format: OutputFormat, template: Option<PathTemplate>) -> Self {
         FileOut {
-            path,
-            file: None,
-            lines: LineBuffer::new(format, 256 << 10),
+            create_dirs: template.is_some(),
+            format,
+            template,
+            max_open: 256,
+            fsync: Fsync::Never,
+            reopen_check: Duration::from_secs(1),
+            slots: Vec::new(),
+            free: Vec::new(),
+            index: HashMap::new(),
+            open_count: 0,
+            path_buf: Vec::new(),
+            clock: 0,
             failing: false,
+            bad_logged: 0,
         }
     }
 
-    fn open(&self) -> std::io::Result<File> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
+    fn slot(&mut self, i: usize) -> Option<&mut OutFile> {
+        self.slots.get_mut(i).and_then(Option::as_mut)
     }
 
-    fn flush(&mut self, cx: &mut Ctx) {
-        if self.lines.pending_bytes() == 0 {
+    fn open_path(&self, path: &Path) -> io::Result<File> {
+        let open = || OpenOptions::new().create(true).append(true).open(path);
+        match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.create_dirs => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                open()
+            }
+            r => r,
+        }
+    }
+
+    /// Opens slot `i`'s file (closing the least recently written one if at the limit)
+    /// and watches it.
+    fn attach(&mut self, i: usize, cx: &mut Ctx) -> io::Result<()> {
+        self.make_room(i, cx);
+        let Some(path) = self.slot(i).map(|s| s.path.clone()) else {
+            return Ok(());
+        };
+        let file = self.open_path(&path)?;
+        let meta = file.metadata()?;
+        let wd = if cx.has_inotify() {
+            let local = Local::try_from(i)
+                .ok()
+                .and_then(|l| l.checked_add(WATCH_BASE));
+            // ATTRIB: unlinking an open file only changes its link count; DELETE_SELF comes
+            // when the last descriptor (ours) is closed.
+            let mask = WatchMask::ATTRIB | WatchMask::DELETE_SELF | WatchMask::MOVE_SELF;
+            match local.map(|l| cx.watch(&path, mask, l)) {
+                Some(Ok(wd)) => Some(wd),
+                Some(Err(e)) => {
+                    slog::debug!(cx.logger(), "cannot watch output file; relying on reopen_check";
+                        "path" => %path.display(), "error" => %e);
+                    None
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let newly_open = match self.slot(i) {
+            Some(s) => {
+                let was_closed = s.file.is_none();
+                s.file = Some(file);
+                s.identity = (meta.dev(), meta.ino());
+                s.wd = wd;
+                was_closed
+            }
+            None => false,
+        };
+        if newly_open {
+            self.open_count += 1;
+        }
+        Ok(())
+    }
+
+    /// Closes slot `i`'s file without flushing it.
+    fn detach(&mut self, i: usize, cx: &mut Ctx) {
+        let Some(s) = self.slots.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if s.file.take().is_some() {
+            self.open_count -= 1;
+        }
+        s.unsynced = false;
+        if let Some(wd) = s.wd.take() {
+            let _ = cx.unwatch(&wd);
+        }
+    }
+
+    /// Drops slot `i` when it is closed and holds nothing (templates only).
+    fn release(&mut self, i: usize) {
+        if self.template.is_none() {
             return;
         }
-        let result = match &mut self.file {
-            Some(f) => self.lines.flush(f, cx),
-            None => match self.open() {
-                Ok(f) => self.lines.flush(self.file.insert(f), cx),
-                Err(e) => Err(e),
-            },
+        let idle = matches!(self.slots.get(i), Some(Some(s)) if s.file.is_none() && s.is_idle());
+        if idle && let Some(s) = self.slots[i].take() {
+            self.index.remove(&s.key);
+            self.free.push(i);
+        }
+    }
+
+    /// Closes least recently written files until one more may be opened; `keep` is the
+    /// slot about to be opened.
+    fn make_room(&mut self, keep: usize, cx: &mut Ctx) {
+        while self.open_count >= self.max_open {
+            let victim = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| s.as_ref().map(|s| (j, s)))
+                .filter(|(j, s)| *j != keep && s.file.is_some())
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(j, _)| j);
+            let Some(j) = victim else {
+                return;
+            };
+            let r = self.write_slot(j, cx).and_then(|()| self.sync_slot(j, cx));
+            if let Err(e) = r {
+                self.note_failure(j, &e, cx);
+            }
+            self.detach(j, cx);
+            self.release(j);
+        }
+    }
+
+    /// Writes slot `i`'s buffered lines; acknowledges them unless they must be synced
+    /// first (then `sync_slot` does).
+    fn write_slot(&mut self, i: usize, cx: &mut Ctx) -> io::Result<()> {
+        let Some(s) = self.slot(i) else {
+            return Ok(());
         };
-        match result {
-            Ok(()) => {
-                if std::mem::take(&mut self.failing) {
-                    slog::info!(cx.logger(), "output file writable again"; "path" => %self.path.display());
-                    cx.resume_supplies();
-                }
+        if s.lines.pending_bytes() > 0 {
+            if s.file.is_none() {
+                self.attach(i, cx)?;
             }
+            let Some(s) = self.slot(i) else {
+                return Ok(());
+            };
+            if let Some(f) = &mut s.file {
+                s.lines.write_to(f)?;
+                s.unsynced = true;
+            }
+        }
+        let fsync = self.fsync;
+        if let Some(s) = self.slot(i) {
+            match fsync {
+                Fsync::Never => s.lines.acknowledge(cx),
+                Fsync::Always => {
+                    if s.unsynced
+                        && let Some(f) = &s.file
+                    {
+                        f.sync_data()?;
+                        s.unsynced = false;
+                    }
+                    s.lines.acknowledge(cx);
+                }
+                Fsync::Interval(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Syncs slot `i`'s file if it was written to, then acknowledges what it holds.
+    fn sync_slot(&mut self, i: usize, cx: &mut Ctx) -> io::Result<()> {
+        let Some(s) = self.slot(i) else {
+            return Ok(());
+        };
+        if s.unsynced
+            && let Some(f) = &s.file
+        {
+            f.sync_data()?;
+            s.unsynced = false;
+        }
+        s.lines.acknowledge(cx);
+        Ok(())
+    }
+
+    fn note_failure(&mut self, i: usize, e: &io::Error, cx: &mut Ctx) {
+        if !self.failing {
+            let (path, pending) = match self.slots.get(i) {
+                Some(Some(s)) => (s.path.display().to_string(), s.lines.pending_records()),
+                _ => (String::new(), 0),
+            };
+            slog::error!(cx.logger(), "writing output file failed; holding data, pausing supplies, retrying";
+                "path" => path, "error" => %e, "pending_records" => pending);
+            self.failing = true;
+            cx.pause_supplies();
+        }
+    }
+
+    /// Writes (and, with `sync`, syncs) every output holding data; enters or leaves the
+    /// failing state accordingly.
+    fn flush_all(&mut self, sync: bool, cx: &mut Ctx) {
+        let mut ok = true;
+        for i in 0..self.slots.len() {
+            let busy = match &self.slots[i] {
+                Some(s) => !s.is_idle() || (sync && s.unsynced),
+                None => false,
+            };
+            if !busy {
+                continue;
+            }
+            let mut r = self.write_slot(i, cx);
+            if sync && r.is_ok() {
+                r = self.sync_slot(i, cx);
+            }
+            if let Err(e) = r {
+                self.note_failure(i, &e, cx);
+                ok = false;
+            }
+        }
+        if ok {
+            if std::mem::take(&mut self.failing) {
+                slog::info!(cx.logger(), "output files writable again");
+                cx.resume_supplies();
+            }
+        } else {
+            let _ = cx.timer_after(Duration::from_secs(1), RETRY);
+        }
+    }
+
+    fn sync_on_flush(&self) -> bool {
+        self.fsync != Fsync::Never
+    }
+
+    /// The slot of the rendered path in `path_buf`, creating (and opening) it.
+    fn route_new(&mut self, id: EventId, out: &mut Out<Record>, cx: &mut Ctx) -> usize {
+        let Some(root_len) = self.template.as_ref().map(|t| t.root_len) else {
+            return 0;
+        };
+        let mut refused = check_rendered(&self.path_buf, root_len)
+            .err()
+            .map(str::to_owned);
+        if refused.is_none() {
+            let key: Box<[u8]> = self.path_buf.as_slice().into();
+            let i = self.new_slot(key);
+            match self.attach(i, cx) {
+                Err(e) if is_path_error(&e) => {
+                    refused = Some(format!("cannot be opened: {e}"));
+                    self.release(i);
+                }
+                // Other errors (permissions, disk full...) may pass: the lines wait in the
+                // slot and the failing state retries.
+                _ => return i,
+            }
+        }
+        out.count_errors(1);
+        let Some(t) = &self.template else {
+            return 0;
+        };
+        if self.bad_logged < BAD_PATH_LOGS {
+            self.bad_logged += 1;
+            slog::warn!(cx.logger(), "refused rendered output path; writing the record to the fallback file";
+                "event" => id, "path" => %String::from_utf8_lossy(&self.path_buf),
+                "why" => refused.unwrap_or_default(),
+                "fallback" => %String::from_utf8_lossy(&t.fallback));
+        }
+        let fallback = t.fallback.clone();
+        if let Some(&i) = self.index.get(fallback.as_slice()) {
+            return i;
+        }
+        let i = self.new_slot(fallback.into_boxed_slice());
+        if let Err(e) = self.attach(i, cx) {
+            // The lines wait in the slot; the write will fail and be retried.
+            slog::error!(cx.logger(), "cannot open fallback output file"; "error" => %e);
+        }
+        i
+    }
+
+    fn new_slot(&mut self, key: Box<[u8]>) -> usize {
+        let path = PathBuf::from(OsStr::from_bytes(&key));
+        let lines = LineBuffer::new(self.format.clone(), 0);
+        let file = OutFile::new(path, key.clone(), lines);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(file);
+                i
+            }
+            None => {
+                self.slots.push(Some(file));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(key, i);
+        i
+    }
+
+    fn route_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.clock += 1;
+        for r in batch.drain(..) {
+            let Some(t) = &self.template else {
+                return;
+            };
+            self.path_buf.clear();
+            self.path_buf.extend_from_slice(&t.base);
+            t.template.write(&r, &mut self.path_buf);
+            let i = match self.index.get(self.path_buf.as_slice()) {
+                Some(&i) => i,
+                None => self.route_new(r.id, out, cx),
+            };
+            let clock = self.clock;
+            if let Some(s) = self.slot(i) {
+                s.last_used = clock;
+                s.lines.push(&r);
+            }
+        }
+    }
+
+    /// Whether slot `i`'s open file is no longer the one at its path; `Some(deleted)`.
+    fn replaced(&self, i: usize) -> Option<bool> {
+        let s = self.slots.get(i)?.as_ref()?;
+        let f = s.file.as_ref()?;
+        let deleted = f.metadata().is_ok_and(|m| m.nlink() == 0);
+        let moved = match std::fs::metadata(&s.path) {
+            Ok(m) => (m.dev(), m.ino()) != s.identity,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        (deleted || moved).then_some(deleted)
+    }
+
+    /// Reopens slot `i` at its path. Lines buffered before a rename belong to the old
+    /// file and are written there first; after a removal they go to the new one.
+    fn reopen_slot(&mut self, i: usize, deleted: bool, cx: &mut Ctx) {
+        if !deleted {
+            let r = self.write_slot(i, cx);
+            if let Err(e) = r {
+                self.note_failure(i, &e, cx);
+            }
+        }
+        if let Err(e) = self.sync_slot(i, cx) {
+            self.note_failure(i, &e, cx);
+        }
+        self.detach(i, cx);
+        let path = match self.slots.get(i) {
+            Some(Some(s)) => s.path.display().to_string(),
+            _ => return,
+        };
+        match self.attach(i, cx) {
+            Ok(()) => slog::info!(cx.logger(), "output file reopened"; "path" => path),
             Err(e) => {
-                if !self.failing {
-                    slog::error!(cx.logger(), "writing output file failed; holding data, pausing supplies, retrying";
-                        "path" => %self.path.display(), "error" => %e, "pending_records" => self.lines.pending_records());
-                    self.failing = true;
-                    cx.pause_supplies();
-                }
-                let _ = cx.timer_after(Duration::from_secs(1), RETRY);
+                slog::error!(cx.logger(), "reopening output file failed; will retry on the next write";
+                    "path" => path, "error" => %e);
+                self.release(i);
             }
+        }
+    }
+
+    fn check_slot(&mut self, i: usize, cx: &mut Ctx) {
+        if let Some(deleted) = self.replaced(i) {
+            if let Some(Some(s)) = self.slots.get(i) {
+                slog::info!(cx.logger(), "output file was moved or removed; reopening";
+                    "path" => %s.path.display(), "removed" => deleted);
+            }
+            self.reopen_slot(i, deleted, cx);
+        }
+    }
+
+    fn check_all(&mut self, cx: &mut Ctx) {
+        for i in 0..self.slots.len() {
+            self.check_slot(i, cx);
         }
     }
 }
@@ -111,50 +740,121 @@ impl Cog<Record> for FileOut {
         "file_out"
     }
 
-    fn start(&mut self, _: &mut Ctx) -> Result<(), BoxError> {
-        let f = self
-            .open()
-            .map_err(|e| format!("cannot open {} for appending: {e}", self.path.display()))?;
-        self.file = Some(f);
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        match &self.template {
+            None => {
+                self.attach(0, cx).map_err(|e| {
+                    let path = self.slots.first().and_then(Option::as_ref).map(|s| &s.path);
+                    format!(
+                        "cannot open {} for appending: {e}",
+                        path.map(|p| p.display().to_string()).unwrap_or_default()
+                    )
+                })?;
+            }
+            Some(t) => {
+                let root = t.root();
+                if !self.create_dirs && !root.is_dir() {
+                    return Err(format!(
+                        "output directory {} does not exist (create_dirs = false)",
+                        root.display()
+                    )
+                    .into());
+                }
+            }
+        }
+        if !self.reopen_check.is_zero() {
+            cx.timer_every(self.reopen_check, CHECK)?;
+        }
+        if let Fsync::Interval(d) = self.fsync {
+            cx.timer_every(d, SYNC)?;
+        }
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: &mut Vec<Record>, _: &mut Out<Record>, cx: &mut Ctx) {
-        for r in batch.drain(..) {
-            self.lines.push(&r);
+    fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.template.is_some() {
+            self.route_batch(batch, out, cx);
+        } else if let Some(Some(s)) = self.slots.first_mut() {
+            for r in batch.drain(..) {
+                s.lines.push(&r);
+            }
         }
+        batch.clear();
         if !self.failing {
-            self.flush(cx);
+            self.flush_all(false, cx);
         }
     }
 
-    fn wake(&mut self, _: Local, _: Wake<'_>, _: &mut Out<Record>, cx: &mut Ctx) {
-        self.flush(cx);
-        if !self.failing && cx.is_shutting_down() {
-            cx.finished();
+    fn wake(&mut self, local: Local, why: Wake<'_>, _: &mut Out<Record>, cx: &mut Ctx) {
+        match local {
+            RETRY => {
+                let sync = self.sync_on_flush();
+                self.flush_all(sync, cx);
+                if !self.failing && cx.is_shutting_down() {
+                    cx.finished();
+                }
+            }
+            CHECK => {
+                self.bad_logged = 0;
+                self.check_all(cx);
+                if self.template.is_some() {
+                    for s in self.slots.iter_mut().flatten() {
+                        s.lines.shrink_to(IDLE_BUFFER);
+                    }
+                }
+            }
+            // While failing, RETRY syncs too.
+            SYNC if !self.failing => self.flush_all(true, cx),
+            l if l >= WATCH_BASE => {
+                let Wake::Inotify(ev) = why else {
+                    return;
+                };
+                if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                    self.check_all(cx);
+                    return;
+                }
+                let i = (l - WATCH_BASE) as usize;
+                let ours =
+                    matches!(self.slots.get(i), Some(Some(s)) if s.wd.as_ref() == Some(ev.wd));
+                if ours {
+                    self.check_slot(i, cx);
+                }
+            }
+            _ => {}
+        }
+        // A reopen may have moved held lines to a new file.
+        if !self.failing
+            && self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| s.lines.pending_bytes() > 0)
+        {
+            let sync = self.sync_on_flush();
+            self.flush_all(sync, cx);
         }
     }
 
     fn reopen(&mut self, cx: &mut Ctx) {
-        // Whatever is buffered belongs to the old file's period; write it there first.
-        self.flush(cx);
-        match self.open() {
-            Ok(f) => {
-                self.file = Some(f);
-                slog::info!(cx.logger(), "output file reopened"; "path" => %self.path.display());
-            }
-            Err(e) => {
-                slog::error!(cx.logger(), "reopening output file failed; will retry on the next write";
-                    "path" => %self.path.display(), "error" => %e);
-                self.file = None;
+        for i in 0..self.slots.len() {
+            let open = matches!(self.slots.get(i), Some(Some(s)) if s.file.is_some());
+            if open {
+                self.reopen_slot(i, false, cx);
             }
         }
     }
 
     fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        if self.lines.pending_bytes() > 0 || self.failing {
+        let busy = self.failing
+            || self
+                .slots
+                .iter()
+                .flatten()
+                .any(|s| !s.is_idle() || s.unsynced);
+        if busy {
             cx.linger();
-            self.flush(cx);
+            let sync = self.sync_on_flush();
+            self.flush_all(sync, cx);
             if !self.failing {
                 cx.finished();
             }
@@ -162,6 +862,55 @@ impl Cog<Record> for FileOut {
     }
 
     fn done(&mut self, _: &mut Ctx) {
-        self.file = None;
+        for s in self.slots.iter_mut().flatten() {
+            s.file = None;
+        }
+        self.open_count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_modes_parse() {
+        assert_eq!(Fsync::parse("never"), Some(Fsync::Never));
+        assert_eq!(Fsync::parse("always"), Some(Fsync::Always));
+        assert_eq!(
+            Fsync::parse("interval:250ms"),
+            Some(Fsync::Interval(Duration::from_millis(250)))
+        );
+        assert_eq!(Fsync::parse("interval:0s"), None);
+        assert_eq!(Fsync::parse("sometimes"), None);
+    }
+
+    #[test]
+    fn templates_find_their_root_and_fallback() {
+        let t = PathTemplate::parse("out/web-{host}/{{x}}.log", b"/etc/d/".to_vec())
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.root(), Path::new("/etc/d/out/"));
+        assert_eq!(t.fallback, b"/etc/d/out/web-_unknown_/{x}.log");
+        assert!(
+            PathTemplate::parse("out/{{plain}}.log", Vec::new())
+                .unwrap()
+                .is_none()
+        );
+        assert!(PathTemplate::parse("/var/{a}/../x", Vec::new()).is_err());
+        assert!(PathTemplate::parse("/var/{a", Vec::new()).is_err());
+    }
+
+    #[test]
+    fn rendered_paths_stay_under_the_root() {
+        let root = b"/o/".len();
+        assert!(check_rendered(b"/o/a/b.log", root).is_ok());
+        assert!(check_rendered(b"/o//tmp/x/a.log.copy", root).is_ok());
+        assert!(check_rendered(b"/o/../etc/passwd", root).is_err());
+        assert!(check_rendered(b"/o/a/../../x", root).is_err());
+        assert!(check_rendered(b"/o/a/", root).is_err());
+        assert!(check_rendered(b"/o/.", root).is_err());
+        assert!(check_rendered(b"/o/a\0b", root).is_err());
+        assert!(check_rendered(b"/o/web-..x", root).is_ok());
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod file_in;
 pub mod file_out;
+pub mod spool;
+pub mod tail;

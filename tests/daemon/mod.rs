@@ -8,8 +8,11 @@ use std::time::{Duration, Instant};
 use crate::engine::TempDir;
 
 mod cli;
+mod file_out;
 mod files;
 mod signals;
+mod spool;
+mod tail;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 

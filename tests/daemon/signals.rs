@@ -180,7 +180,9 @@ fn sighup_reopens_the_log_file() {
         .unwrap();
     let stdin = child.stdin.take().unwrap();
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    wait_for("the start to be logged", || read(&log).contains("trains started"));
+    wait_for("the start to be logged", || {
+        read(&log).contains("trains started")
+    });
     std::fs::rename(&log, &rotated).unwrap();
     kill(child.id(), libc::SIGHUP);
     wait_for("a fresh log file", || log.exists());
@@ -188,5 +190,8 @@ fn sighup_reopens_the_log_file() {
     assert!(wait_exit(&mut child).success());
     assert!(read(&rotated).contains("trains started"));
     let fresh = read(&log);
-    assert!(fresh.contains("stopped") && !fresh.contains("trains started"), "{fresh}");
+    assert!(
+        fresh.contains("stopped") && !fresh.contains("trains started"),
+        "{fresh}"
+    );
 }

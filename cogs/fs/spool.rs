@@ -1,0 +1,845 @@
+//! `spool`: a directory of whole files, each read once and then moved away or deleted.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use inotify::{EventMask, WatchDescriptor, WatchMask};
+
+use crate::ack::AckTracker;
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::lines::LineSplitter;
+use crate::prelude::*;
+use crate::record::{Record, Value};
+use crate::supply::{emit_lines, emit_rest, offset_key, path_key};
+
+/// Local token of the reading turns (immediate calls).
+const STEP: Local = 0;
+/// Local token of the directory watch.
+const WATCH: Local = 1;
+/// Local token of the periodic rescan.
+const POLL: Local = 2;
+
+/// Files read and not yet fully acknowledged; past this the spool opens no further file,
+/// so a stalled drain holds a bounded number of descriptors and tracker entries.
+const MAX_FILES_IN_FLIGHT: usize = 32;
+/// Lines handed out and not acknowledged; past this the spool stops reading (memory bound
+/// while a drain is slow). One read may overshoot it by the lines of one chunk.
+const MAX_PENDING_LINES: usize = 100_000;
+/// Bytes asked for per read: one turn hands at most this much down the train.
+const READ_SIZE: usize = 1 << 20;
+
+/// Reads a spool directory: whole files that writers put there complete, as Warden-style
+/// filers do. Each file is read line by line, and once every one of its lines has been
+/// acknowledged by the drains it is deleted or moved to another directory; until then it
+/// stays where it is.
+///
+/// **Which files.** Regular files of `dir` itself (not of subdirectories, which are
+/// ignored, so `done` and `errors` may live inside `dir`) whose name matches `pattern`
+/// (`*`, `?`, `[abc]`, `[a-z]`, `[!a-z]` on the file name). Hidden files (name starting
+/// with `.`) and names ending in `.tmp` are never taken, whatever the pattern: writers
+/// create files under such names and rename them into place when complete.
+///
+/// **When.** With inotify, a file is taken as soon as it is renamed into `dir`
+/// (`IN_MOVED_TO`) or closed after writing in place (`IN_CLOSE_WRITE`; a writer that closes
+/// and reopens the file to append loses the race: rename into place instead). The files
+/// present at start are all taken at once. A rescan every `poll_interval` is the safety
+/// net (and the only way in without inotify): a file it finds is taken once two
+/// consecutive scans saw it with the same size and modification time, so without inotify
+/// a file arrives within about two intervals.
+///
+/// **Order.** Files waiting are read in byte order of their names, one at a time; a file
+/// that arrives while others wait takes its place among them by name.
+///
+/// **Guarantee: at least once per file.** A file leaves `dir` only after all its lines are
+/// acknowledged. After a crash (`kill -9`, power loss) or a stop (`finish` stops reading;
+/// files not fully acknowledged stay), every file still in `dir` is read again in full at
+/// the next start: its lines may arrive twice, none is lost. Nothing is checkpointed.
+///
+/// **Done and errors.** `done = "delete"` removes the file; `done = "move:DIR"` renames it
+/// into `DIR` under the same name, or `NAME.1`, `NAME.2`... if that name is taken (an
+/// existing file is never overwritten). A file that cannot be read (not a regular file,
+/// permission denied, read error) is logged with its path, counted as an error of the cog
+/// and moved to `errors` the same way; without `errors` it stays in `dir`, logged once,
+/// and is retried only at the next start. Lines of it read before a read error have been
+/// sent on. `DIR` and `errors` are created if missing (an error at start, naming the path,
+/// if that fails) and must be on the filesystem of `dir`: moves are renames, atomic and
+/// never copies; a different filesystem is an error at start.
+///
+/// Backpressure: paused supplies stop reading; at most 32 files are read and awaiting
+/// acknowledgement at once, and reading stops while 100000 lines are unacknowledged.
+///
+/// Fields: `message` (the raw line), `path` (the file's path in `dir` when it was read),
+/// `offset` (of the line's first byte).
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "spool"
+/// dir = "/var/spool/deadbeat"
+/// pattern = "*.idea"
+/// done = "move:/var/spool/deadbeat/done"   # or "delete"
+/// errors = "/var/spool/deadbeat/errors"
+/// poll_interval = "1s"
+/// max_line_bytes = "1MiB"
+/// ```
+pub struct Spool {
+    dir: PathBuf,
+    done: Done,
+    errors: Option<PathBuf>,
+    pattern: Glob,
+    poll_interval: Duration,
+    splitter: LineSplitter,
+    /// Names waiting to be read, in name order.
+    queue: BTreeSet<OsString>,
+    /// Names taken (being read, awaiting acknowledgement) or failed and left in place: a
+    /// scan or a watch event does not queue them again.
+    taken: HashSet<OsString>,
+    /// What the previous scan saw of files not yet taken: (size, mtime).
+    seen: HashMap<OsString, (u64, Option<SystemTime>)>,
+    /// Files read (or being read) whose lines are not all acknowledged, by source id.
+    files: HashMap<u64, InFlight>,
+    /// The file being read.
+    current: Option<(u64, File)>,
+    tracker: AckTracker,
+    next_source: u64,
+    watch: Option<WatchDescriptor>,
+    paused: bool,
+    finishing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Done {
+    Delete,
+    Move(PathBuf),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    name: OsString,
+    path: Value,
+    /// Every line of the file has been handed out.
+    read_all: bool,
+}
+
+/// The descriptor of `spool`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "spool",
+    kind: CogKind::Supply,
+    summary: "reads whole files put into a directory, then deletes or moves each once all its lines are acknowledged",
+    params: &[
+        Param::req(
+            "dir",
+            ParamType::Path,
+            "the spool directory; must exist (only its own entries are read, not subdirectories)",
+        ),
+        Param::req(
+            "done",
+            ParamType::Str,
+            "\"delete\", or \"move:DIR\" (same filesystem as dir, created if missing; a clashing name gets a .N suffix)",
+        ),
+        Param::unset(
+            "errors",
+            ParamType::Path,
+            "directory unreadable files are moved to (same filesystem as dir, created if missing); unset: they stay, logged once",
+        ),
+        Param::opt(
+            "pattern",
+            ParamType::Str,
+            "*",
+            "glob on file names (* ? [a-z] [!a-z]); hidden files and names ending in .tmp are never taken",
+        ),
+        Param::opt(
+            "poll_interval",
+            ParamType::Duration,
+            "1s",
+            "rescan period: the way files are found without inotify, and a safety net with it",
+        ),
+        Param::opt(
+            "max_line_bytes",
+            ParamType::Size,
+            "1MiB",
+            "longer lines are cut, flagged `truncated` and counted",
+        ),
+    ],
+    fields: &[
+        ("message", "the line, without its newline, as raw bytes"),
+        (
+            "path",
+            "the file the line comes from, in the spool directory",
+        ),
+        ("offset", "byte offset of the line's first byte in the file"),
+    ],
+    build,
+};
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let dir = p
+        .path("dir")?
+        .ok_or_else(|| p.cog_error("missing key \"dir\""))?;
+    let done = match p.required_str("done")? {
+        "delete" => Done::Delete,
+        s => match s.strip_prefix("move:") {
+            Some(d) if !d.is_empty() => Done::Move(p.resolve(d)),
+            _ => {
+                return Err(p.error(
+                    "done",
+                    format!("expected \"delete\" or \"move:DIR\", found {s:?}"),
+                ));
+            }
+        },
+    };
+    let errors = p.path("errors")?;
+    let pattern = p.str_or("pattern", "*")?;
+    let pattern = Glob::new(pattern).map_err(|m| p.error("pattern", m))?;
+    let poll_interval = p.duration_or("poll_interval", Duration::from_secs(1))?;
+    if poll_interval.is_zero() {
+        return Err(p.error("poll_interval", "must be above 0"));
+    }
+    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
+    if max == 0 {
+        return Err(p.error("max_line_bytes", "must be above 0"));
+    }
+    Ok(Box::new(Spool::new(
+        dir,
+        done,
+        errors,
+        pattern,
+        poll_interval,
+        max,
+    )))
+}
+
+impl Spool {
+    fn new(
+        dir: PathBuf,
+        done: Done,
+        errors: Option<PathBuf>,
+        pattern: Glob,
+        poll_interval: Duration,
+        max_line_bytes: usize,
+    ) -> Self {
+        Spool {
+            dir,
+            done,
+            errors,
+            pattern,
+            poll_interval,
+            splitter: LineSplitter::new(max_line_bytes).with_read_size(READ_SIZE),
+            queue: BTreeSet::new(),
+            taken: HashSet::new(),
+            seen: HashMap::new(),
+            files: HashMap::new(),
+            current: None,
+            tracker: AckTracker::new(),
+            next_source: 0,
+            watch: None,
+            paused: false,
+            finishing: false,
+        }
+    }
+
+    /// Whether a name is one the spool takes at all.
+    fn wanted(&self, name: &OsStr) -> bool {
+        let b = name.as_bytes();
+        !b.starts_with(b".") && !b.ends_with(b".tmp") && self.pattern.matches(b)
+    }
+
+    fn offer(&mut self, name: OsString) {
+        if !self.taken.contains(&name) {
+            self.queue.insert(name);
+        }
+    }
+
+    /// Lists `dir`. The first scan (at start) queues everything; later ones only files
+    /// unchanged since the previous scan, since without an event nothing says a writer
+    /// working in place has finished.
+    fn scan(&mut self, at_start: bool, cx: &mut Ctx) {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot list the spool directory";
+                    "dir" => %self.dir.display(), "error" => %e);
+                return;
+            }
+        };
+        let mut seen = HashMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !self.wanted(&name) || self.taken.contains(&name) || self.queue.contains(&name) {
+                continue;
+            }
+            // Subdirectories are where `done` and `errors` often live: not input.
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                continue;
+            }
+            let stamp = (meta.len(), meta.modified().ok());
+            if at_start || self.seen.get(&name) == Some(&stamp) {
+                self.queue.insert(name);
+            } else {
+                seen.insert(name, stamp);
+            }
+        }
+        self.seen = seen;
+        if !self.queue.is_empty() {
+            cx.enqueue(STEP);
+        }
+    }
+
+    fn may_read(&self) -> bool {
+        !self.paused && !self.finishing && self.tracker.pending() < MAX_PENDING_LINES
+    }
+
+    /// Opens the next queued file that can be read; false when none can be now.
+    fn open_next(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        while self.files.len() < MAX_FILES_IN_FLIGHT {
+            let Some(name) = self.queue.pop_first() else {
+                return false;
+            };
+            let path = self.dir.join(&name);
+            match open_regular(&path) {
+                Ok(f) => {
+                    let id = self.next_source;
+                    self.next_source += 1;
+                    self.tracker.open(id, 0);
+                    self.splitter.reset(0);
+                    self.taken.insert(name.clone());
+                    self.seen.remove(&name);
+                    self.files.insert(
+                        id,
+                        InFlight {
+                            name,
+                            path: Value::Str(path.to_string_lossy().into_owned()),
+                            read_all: false,
+                        },
+                    );
+                    self.current = Some((id, f));
+                    return true;
+                }
+                // Gone since it was seen (a stale event, another consumer): nothing to do.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.taken.insert(name.clone());
+                    self.failed(&name, &e.to_string(), out, cx);
+                }
+            }
+        }
+        false
+    }
+
+    /// One read of the current file (opening the next one if needed).
+    fn step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if !self.may_read() {
+            return;
+        }
+        if self.current.is_none() && !self.open_next(out, cx) {
+            return;
+        }
+        let Some((id, file)) = self.current.as_mut() else {
+            return;
+        };
+        let id = *id;
+        let Some(fl) = self.files.get(&id) else {
+            self.current = None;
+            return;
+        };
+        let path = fl.path.clone();
+        let tracker = &mut self.tracker;
+        let mut fill = |r: &mut Record, info: &crate::lines::LineInfo| {
+            r.insert(path_key(), path.clone());
+            r.insert(offset_key(), Value::Int(info.offset as i64));
+            tracker.sent(id, r.id, info.offset);
+        };
+        match self.splitter.read_from(file) {
+            Ok(0) => {
+                emit_rest(&mut self.splitter, 2, out, cx, &mut fill);
+                self.current = None;
+                if let Some(fl) = self.files.get_mut(&id) {
+                    fl.read_all = true;
+                }
+                let errs = self.settle(cx);
+                out.count_errors(errs);
+            }
+            Ok(_) => {
+                emit_lines(&mut self.splitter, 2, out, cx, &mut fill);
+            }
+            Err(e) => {
+                // The lines before the error are on their way; the file goes to `errors`.
+                let msg = format!("read failed at offset {}: {e}", self.splitter.received());
+                self.current = None;
+                if let Some(fl) = self.files.remove(&id) {
+                    self.tracker.close(id);
+                    self.failed(&fl.name, &msg, out, cx);
+                }
+            }
+        }
+        cx.enqueue(STEP);
+    }
+
+    /// Deletes or moves every file read in full whose lines are all acknowledged; returns
+    /// how many of them could not be (logged here).
+    fn settle(&mut self, cx: &mut Ctx) -> u64 {
+        let mut errors = 0;
+        let ready: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(id, f)| f.read_all && self.tracker.is_settled(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            let Some(fl) = self.files.remove(&id) else {
+                continue;
+            };
+            self.tracker.close(id);
+            let path = self.dir.join(&fl.name);
+            let res = match &self.done {
+                Done::Delete => std::fs::remove_file(&path).map(|()| None),
+                Done::Move(to) => move_into(&path, to, &fl.name).map(Some),
+            };
+            match res {
+                Ok(to) => {
+                    self.taken.remove(&fl.name);
+                    slog::debug!(cx.logger(), "spool file done";
+                        "path" => %path.display(), "moved_to" => to.map(|p| p.display().to_string()));
+                }
+                Err(e) => {
+                    // Left in `taken`: reading it again now would only duplicate it; the
+                    // next start does, which is the at-least-once promise.
+                    slog::error!(cx.logger(), "cannot remove a spool file whose lines are all written; it stays and will be read again at the next start";
+                        "path" => %path.display(), "error" => %e);
+                    errors += 1;
+                }
+            }
+        }
+        // Room for another file or fewer pending lines may unblock reading.
+        if !self.queue.is_empty() || self.current.is_some() {
+            cx.enqueue(STEP);
+        }
+        errors
+    }
+
+    /// A file that cannot be read: counted, logged and moved to `errors` (or left).
+    fn failed(&mut self, name: &OsStr, why: &str, out: &mut Out<Record>, cx: &mut Ctx) {
+        out.count_errors(1);
+        let path = self.dir.join(name);
+        let Some(errors) = &self.errors else {
+            slog::error!(cx.logger(), "cannot read spool file; it stays until the next start (no errors directory)";
+                "path" => %path.display(), "error" => why);
+            return;
+        };
+        match move_into(&path, errors, name) {
+            Ok(to) => {
+                self.taken.remove(name);
+                slog::error!(cx.logger(), "cannot read spool file; moved to the errors directory";
+                    "path" => %path.display(), "moved_to" => %to.display(), "error" => why);
+            }
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot read spool file, nor move it to the errors directory; it stays until the next start";
+                    "path" => %path.display(), "error" => why, "move_error" => %e);
+            }
+        }
+    }
+
+    fn on_inotify(&mut self, ev: &InotifyEvent<'_>, cx: &mut Ctx) {
+        if ev.mask.contains(EventMask::Q_OVERFLOW) {
+            slog::warn!(cx.logger(), "inotify queue overflowed; rescanning the spool directory";
+                "dir" => %self.dir.display());
+            self.scan(false, cx);
+            return;
+        }
+        if ev.mask.contains(EventMask::IGNORED) {
+            self.watch = None;
+            slog::error!(cx.logger(), "the spool directory is no longer watched (removed or unmounted?); polling only";
+                "dir" => %self.dir.display());
+            return;
+        }
+        if ev.mask.contains(EventMask::ISDIR) {
+            return;
+        }
+        if let Some(name) = ev.name
+            && self.wanted(name)
+        {
+            self.offer(name.to_os_string());
+            cx.enqueue(STEP);
+        }
+    }
+}
+
+/// Opens a file for reading, refusing anything but a regular file. Non-blocking so that a
+/// FIFO left in the spool cannot stall the loop at open.
+fn open_regular(path: &Path) -> std::io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    Ok(f)
+}
+
+/// Renames `from` into directory `to` under `name`, or `name.N` if that is taken; never
+/// replaces an existing file.
+fn move_into(from: &Path, to: &Path, name: &OsStr) -> std::io::Result<PathBuf> {
+    for n in 0u32..10_000 {
+        let mut target = name.to_os_string();
+        if n > 0 {
+            target.push(format!(".{n}"));
+        }
+        let target = to.join(target);
+        match rename_noreplace(from, &target) {
+            Ok(()) => return Ok(target),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{} and 10000 suffixed names are all taken in {}",
+        name.to_string_lossy(),
+        to.display()
+    )))
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    let (Ok(f), Ok(t)) = (
+        CString::new(from.as_os_str().as_bytes()),
+        CString::new(to.as_os_str().as_bytes()),
+    ) else {
+        return Err(std::io::Error::other("path contains a NUL byte"));
+    };
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD as in rename(2).
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        // Filesystems without RENAME_NOREPLACE: check, then rename (racy only against
+        // another process creating the same name in the done directory at that instant).
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(from, to)
+        }
+        _ => Err(e),
+    }
+}
+
+/// Creates a target directory if missing and checks it shares `dir`'s filesystem.
+fn prepare_target(dir: &Path, dev: u64, target: &Path, what: &str) -> Result<(), BoxError> {
+    std::fs::create_dir_all(target).map_err(|e| {
+        format!(
+            "spool: cannot create the {what} directory {}: {e}",
+            target.display()
+        )
+    })?;
+    let meta = std::fs::metadata(target)
+        .map_err(|e| format!("spool: {what} directory {}: {e}", target.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("spool: {what} {} is not a directory", target.display()).into());
+    }
+    // Moving files into `dir` itself would take them again, endlessly.
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(dir), std::fs::canonicalize(target))
+        && a == b
+    {
+        return Err(format!(
+            "spool: the {what} directory {} is the spool directory itself",
+            target.display()
+        )
+        .into());
+    }
+    if meta.dev() != dev {
+        return Err(format!(
+            "spool: the {what} directory {} is not on the filesystem of {} (files are moved by rename)",
+            target.display(),
+            dir.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+impl Cog<Record> for Spool {
+    fn name(&self) -> &str {
+        "spool"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let meta = std::fs::metadata(&self.dir)
+            .map_err(|e| format!("spool: directory {}: {e}", self.dir.display()))?;
+        if !meta.is_dir() {
+            return Err(format!("spool: {} is not a directory", self.dir.display()).into());
+        }
+        if let Done::Move(to) = &self.done {
+            prepare_target(&self.dir, meta.dev(), to, "done")?;
+        }
+        if let Some(errors) = &self.errors {
+            prepare_target(&self.dir, meta.dev(), errors, "errors")?;
+        }
+        if cx.has_inotify() {
+            // Watching before the first scan: a file arriving in between is seen by both,
+            // and the queue keeps it once.
+            match cx.watch(
+                &self.dir,
+                WatchMask::MOVED_TO | WatchMask::CLOSE_WRITE | WatchMask::ONLYDIR,
+                WATCH,
+            ) {
+                Ok(wd) => self.watch = Some(wd),
+                Err(e) => {
+                    slog::warn!(cx.logger(), "cannot watch the spool directory; polling it";
+                        "dir" => %self.dir.display(), "error" => %e);
+                }
+            }
+        }
+        cx.timer_every(self.poll_interval, POLL)?;
+        self.scan(true, cx);
+        Ok(())
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.finishing {
+            return;
+        }
+        match (local, why) {
+            (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
+            (POLL, Wake::Timer(_)) => self.scan(false, cx),
+            _ => self.step(out, cx),
+        }
+    }
+
+    fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
+        if self.tracker.done(ids) {
+            // A broadcast has no `out` to count into: failures are logged by `settle`.
+            let _ = self.settle(cx);
+        }
+        // Reading may have stopped on too many pending lines.
+        if !self.finishing && (self.current.is_some() || !self.queue.is_empty()) {
+            cx.enqueue(STEP);
+        }
+    }
+
+    fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
+        self.tracker.rename(old, new);
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        self.paused = true;
+        cx.dequeue(STEP);
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        self.paused = false;
+        cx.enqueue(STEP);
+    }
+
+    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
+        // The file being read stays unfinished (never `read_all`), so it stays in `dir`;
+        // its held partial line is not sent: the whole file is read again next start.
+        self.finishing = true;
+        self.current = None;
+        self.queue.clear();
+        if let Some(wd) = self.watch.take() {
+            let _ = cx.unwatch(&wd);
+        }
+    }
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("done", &self.done)
+            .field("queued", &self.queue.len())
+            .field("in_flight", &self.files.len())
+            .finish()
+    }
+}
+
+/// A glob on file names: `*` (any run), `?` (one byte), `[...]` (a set of bytes, with
+/// ranges `a-z` and negation by a leading `!` or `^`); `\` escapes the next byte.
+#[derive(Debug, Clone)]
+struct Glob(Vec<Tok>);
+
+#[derive(Debug, Clone)]
+enum Tok {
+    Byte(u8),
+    Any,
+    Star,
+    Set { neg: bool, ranges: Vec<(u8, u8)> },
+}
+
+impl Glob {
+    fn new(p: &str) -> Result<Glob, String> {
+        if p.contains('/') {
+            return Err("the pattern applies to file names: it cannot contain '/'".into());
+        }
+        let b = p.as_bytes();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'*' => {
+                    if !matches!(toks.last(), Some(Tok::Star)) {
+                        toks.push(Tok::Star);
+                    }
+                }
+                b'?' => toks.push(Tok::Any),
+                b'\\' => {
+                    i += 1;
+                    let Some(&c) = b.get(i) else {
+                        return Err("the pattern ends with a lone '\\'".into());
+                    };
+                    toks.push(Tok::Byte(c));
+                }
+                b'[' => {
+                    let mut j = i + 1;
+                    let neg = matches!(b.get(j), Some(b'!' | b'^'));
+                    if neg {
+                        j += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    let mut first = true;
+                    loop {
+                        let Some(&c) = b.get(j) else {
+                            return Err(format!("unclosed '[' at byte {i} of the pattern"));
+                        };
+                        // A ']' first in the set is a member, as in fnmatch.
+                        if c == b']' && !first {
+                            break;
+                        }
+                        first = false;
+                        if b.get(j + 1) == Some(&b'-') && b.get(j + 2).is_some_and(|&e| e != b']') {
+                            let e = b[j + 2];
+                            if e < c {
+                                return Err(format!(
+                                    "range '{}-{}' goes backwards in the pattern",
+                                    c as char, e as char
+                                ));
+                            }
+                            ranges.push((c, e));
+                            j += 3;
+                        } else {
+                            ranges.push((c, c));
+                            j += 1;
+                        }
+                    }
+                    toks.push(Tok::Set { neg, ranges });
+                    i = j;
+                }
+                c => toks.push(Tok::Byte(c)),
+            }
+            i += 1;
+        }
+        Ok(Glob(toks))
+    }
+
+    fn matches(&self, s: &[u8]) -> bool {
+        let t = &self.0;
+        let (mut ti, mut si) = (0, 0);
+        // Where to resume after the last `*`: (token after it, next byte it may swallow).
+        let mut back: Option<(usize, usize)> = None;
+        while si < s.len() {
+            let ok = match t.get(ti) {
+                Some(Tok::Star) => {
+                    back = Some((ti + 1, si));
+                    ti += 1;
+                    continue;
+                }
+                Some(Tok::Byte(c)) => *c == s[si],
+                Some(Tok::Any) => true,
+                Some(Tok::Set { neg, ranges }) => {
+                    ranges.iter().any(|&(a, z)| (a..=z).contains(&s[si])) != *neg
+                }
+                None => false,
+            };
+            if ok {
+                ti += 1;
+                si += 1;
+            } else if let Some((bt, bs)) = back {
+                ti = bt;
+                si = bs + 1;
+                back = Some((bt, bs + 1));
+            } else {
+                return false;
+            }
+        }
+        t[ti..].iter().all(|x| matches!(x, Tok::Star))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &str, s: &str) -> bool {
+        Glob::new(p)
+            .map(|g| g.matches(s.as_bytes()))
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn glob_matches_file_names() {
+        assert!(m("*", "a.log"));
+        assert!(m("*", ""));
+        assert!(m("*.log", "a.log"));
+        assert!(!m("*.log", "a.log.1"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("a?c", "ac"));
+        assert!(m("[ab]*", "b1"));
+        assert!(!m("[!ab]*", "b1"));
+        assert!(m("[^ab]*", "c1"));
+        assert!(m("x[0-9][0-9]", "x42"));
+        assert!(!m("x[0-9]", "xa"));
+        assert!(m("[]]", "]"));
+        assert!(m("a*b*c", "aXXbYYc"));
+        assert!(!m("a*b*c", "aXXbYY"));
+        assert!(m("*a*a*a", "aaaa"));
+        assert!(m("\\*", "*"));
+        assert!(!m("\\*", "x"));
+        assert!(m("[a-]", "-"));
+    }
+
+    #[test]
+    fn glob_rejects_bad_patterns() {
+        assert!(Glob::new("[abc").is_err());
+        assert!(Glob::new("a/b").is_err());
+        assert!(Glob::new("x\\").is_err());
+        assert!(Glob::new("[z-a]").is_err());
+    }
+
+    #[test]
+    fn hidden_and_tmp_names_are_never_wanted() {
+        let s = Spool::new(
+            PathBuf::from("/nonexistent"),
+            Done::Delete,
+            None,
+            Glob::new("*").unwrap_or(Glob(vec![])),
+            Duration::from_secs(1),
+            1024,
+        );
+        assert!(s.wanted(OsStr::new("a.log")));
+        assert!(!s.wanted(OsStr::new(".a.log")));
+        assert!(!s.wanted(OsStr::new("a.log.tmp")));
+    }
+}

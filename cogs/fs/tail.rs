@@ -1,0 +1,1169 @@
+//! `tail`: files followed as they grow, across rotation and truncation, with checkpoints.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use inotify::{EventMask, WatchDescriptor, WatchMask};
+
+use crate::ack::AckTracker;
+use crate::checkpoint::{CheckpointStore, Entry, fingerprint};
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::glob::{Glob, split_path};
+use crate::lines::LineSplitter;
+use crate::prelude::*;
+use crate::record::{Record, Value};
+use crate::supply::{line_record, offset_key, path_key};
+
+const READ: Local = 0;
+const SCAN: Local = 1;
+const TICK: Local = 2;
+const SAVE: Local = 3;
+const ROTATE: Local = 4;
+const WATCH: Local = 5;
+
+/// One read asks for this much; large reads keep the syscall cost per line low.
+const READ_SIZE: usize = 512 << 10;
+/// Bytes one turn reads before yielding to the other cogs (fairness).
+const TURN_BYTES: usize = 1 << 20;
+/// Head bytes that identify a file besides its inode (inodes are reused).
+const HEAD_BYTES: usize = 256;
+/// Above this many unacknowledged lines reading stops, so slow drains bound memory.
+const MAX_PENDING: usize = 100_000;
+/// Checkpoints of files not seen for this long are forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Above this many open files, a file that reached its end gives its read buffer back.
+const KEEP_BUFFERS: usize = 32;
+/// How often changed checkpoints are written.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
+/// was stopped), truncation, and checkpoints committed only once the drains acknowledged
+/// the lines (at-least-once across crashes; after a clean stop, exactly once).
+///
+/// - **Discovery.** The directory of each pattern is watched with inotify (new, renamed,
+///   deleted and written files); without inotify (or with `[engine] inotify = false`),
+///   it is scanned every `poll_interval`. Wildcards (`*`, `?`, `[...]`) are allowed in
+///   the file name only. `exclude` patterns without a `/` match the file name, others
+///   the whole path.
+/// - **Identity.** A file is its device, inode and a fingerprint of its first up to 256
+///   bytes. A file smaller than where reading stopped was truncated: it is read again
+///   from its start.
+/// - **Rotation.** When a file is renamed or deleted, its descriptor stays open and it is
+///   read to its end until `rotate_wait` has passed (lines the application still
+///   appends to it are read); its replacement is read from its start. A rotated file
+///   found at start (rotated while the daemon was stopped) is read from its checkpoint.
+/// - **Start.** A file without a checkpoint is read from its end when it was there at
+///   start and `start_at = "end"` (the default when following), from its start when it
+///   appears later. With `follow = false`, every matched file is read to its end (from its
+///   checkpoint, or from its start by default), then the supply is exhausted.
+/// - **Partial lines.** A last line without newline is held until completed; it is
+///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
+/// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
+///   hash of `paths`), written atomically every second when changed and at shutdown.
+/// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
+///   their end are closed (and reopened when they change). Reading stops while 100,000
+///   lines wait for acknowledgement and when the train pauses the supplies.
+///
+/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "tail"
+/// paths = ["/var/log/app/*.log", "/var/log/syslog"]
+/// exclude = ["*.gz"]
+/// start_at = "end"          # or "beginning"; for files without a checkpoint
+/// follow = true
+/// poll_interval = "1s"
+/// rotate_wait = "5s"
+/// idle_close = "5m"
+/// max_open_files = 1024
+/// max_line_bytes = "1MiB"
+/// ```
+pub struct Tail {
+    set: Settings,
+    dirs: Vec<Dir>,
+    excludes: Vec<(bool, Glob)>,
+    files: HashMap<u64, Tracked>,
+    by_path: HashMap<PathBuf, u64>,
+    by_inode: HashMap<(u64, u64), u64>,
+    next_fid: u64,
+    queue: VecDeque<u64>,
+    open_files: usize,
+    acks: AckTracker,
+    store: Option<CheckpointStore>,
+    saved: HashMap<(u64, u64), Entry>,
+    dirty: bool,
+    paused: bool,
+    blocked: bool,
+    scanned: bool,
+    watching: bool,
+    finished: bool,
+    errors: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    start_at_end: bool,
+    follow: bool,
+    poll_interval: Duration,
+    max_open_files: usize,
+    idle_close: Duration,
+    max_line_bytes: usize,
+    rotate_wait: Duration,
+}
+
+struct Dir {
+    path: PathBuf,
+    names: Vec<Glob>,
+    wd: Option<WatchDescriptor>,
+}
+
+struct Tracked {
+    path: PathBuf,
+    name: Value,
+    dev: u64,
+    ino: u64,
+    head_len: u32,
+    head_hash: u64,
+    file: Option<File>,
+    splitter: Option<LineSplitter>,
+    /// Where to resume when the file is reopened: past the last line handed out.
+    resume: u64,
+    /// Size when last read or stat'ed: a change means there is something to read.
+    known_size: u64,
+    /// A checkpoint to check against the file's head before trusting its offset.
+    verify: Option<Entry>,
+    /// Renamed or deleted: read until this instant, then closed for good.
+    rotated: Option<Instant>,
+    /// Closed for good; kept until its lines are acknowledged.
+    gone: bool,
+    queued: bool,
+    at_eof: bool,
+    failed: bool,
+    last_data: Instant,
+}
+
+/// The descriptor of `tail`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "tail",
+    kind: CogKind::Supply,
+    summary: "follows files as they grow (globs, rotation, truncation), with acknowledged checkpoints",
+    params: &[
+        Param::req(
+            "paths",
+            ParamType::PathList,
+            "files to follow; wildcards `*`, `?`, `[...]` in the file name",
+        ),
+        Param::unset(
+            "exclude",
+            ParamType::StrList,
+            "patterns of files not to follow (without `/`: matched against the file name)",
+        ),
+        Param::opt(
+            "start_at",
+            ParamType::Str,
+            "end",
+            "`end` or `beginning`: where to start files without a checkpoint found at start \
+             (files appearing later are read from their start); `beginning` if follow = false",
+        ),
+        Param::opt(
+            "follow",
+            ParamType::Bool,
+            "true",
+            "false: read every matched file to its end, then be exhausted",
+        ),
+        Param::opt(
+            "poll_interval",
+            ParamType::Duration,
+            "1s",
+            "how often files are checked without inotify (and as a safety net with it)",
+        ),
+        Param::opt(
+            "max_open_files",
+            ParamType::Int,
+            "1024",
+            "most descriptors held; files beyond it are read in turn",
+        ),
+        Param::opt(
+            "idle_close",
+            ParamType::Duration,
+            "5m",
+            "close a file not written for this long (it is reopened when it changes)",
+        ),
+        Param::opt(
+            "max_line_bytes",
+            ParamType::Size,
+            "1MiB",
+            "longer lines are cut, flagged `truncated` and counted",
+        ),
+        Param::opt(
+            "rotate_wait",
+            ParamType::Duration,
+            "5s",
+            "how long a renamed or deleted file is still read",
+        ),
+    ],
+    fields: &[
+        ("message", "the line, without its newline, as raw bytes"),
+        ("path", "the file the line comes from"),
+        ("offset", "byte offset of the line's first byte in the file"),
+    ],
+    build,
+};
+
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let paths = p.path_list("paths")?.unwrap_or_default();
+    if paths.is_empty() {
+        return Err(p.error("paths", "give at least one file or pattern"));
+    }
+    let follow = p.bool_or("follow", true)?;
+    let start_at = p.choice_or(
+        "start_at",
+        &["end", "beginning"],
+        if follow { "end" } else { "beginning" },
+    )?;
+    let max_open = p.int("max_open_files")?.unwrap_or(1024);
+    if !(1..=1_000_000).contains(&max_open) {
+        return Err(p.error("max_open_files", "must be between 1 and 1000000"));
+    }
+    let poll_interval = p.duration_or("poll_interval", Duration::from_secs(1))?;
+    if poll_interval.is_zero() {
+        return Err(p.error("poll_interval", "must be above 0"));
+    }
+    let max_line_bytes = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
+    if max_line_bytes == 0 {
+        return Err(p.error("max_line_bytes", "must be above 0"));
+    }
+    let set = Settings {
+        start_at_end: start_at == "end",
+        follow,
+        poll_interval,
+        max_open_files: max_open as usize,
+        idle_close: p.duration_or("idle_close", Duration::from_secs(300))?,
+        max_line_bytes,
+        rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
+    };
+    let mut dirs: Vec<Dir> = Vec::new();
+    for path in &paths {
+        let Some((dir, name)) = split_path(path) else {
+            return Err(p.error(
+                "paths",
+                format!(
+                    "{}: wildcards are allowed in the file name only",
+                    path.display()
+                ),
+            ));
+        };
+        match dirs.iter_mut().find(|d| d.path == dir) {
+            Some(d) => d.names.push(name),
+            None => dirs.push(Dir {
+                path: dir,
+                names: vec![name],
+                wd: None,
+            }),
+        }
+    }
+    let excludes = p
+        .str_list("exclude")?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.contains('/'), Glob::new(s)))
+        .collect();
+    // A stable name: the same config finds its checkpoint again after a restart.
+    let mut key = Vec::new();
+    for path in &paths {
+        key.extend_from_slice(path.as_os_str().as_bytes());
+        key.push(0);
+    }
+    let train: String = p
+        .train()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let name = format!("tail-{train}-{:016x}.state", fingerprint(&key));
+    let store = CheckpointStore::new(bx.state_dir, &name);
+    Ok(Box::new(Tail::new(set, dirs, excludes, Some(store))))
+}
+
+/// The entry of `was`'s directory with inode `(dev, ino)`: where a rotated file went.
+fn find_inode(was: &Path, dev: u64, ino: u64) -> Option<PathBuf> {
+    let rd = std::fs::read_dir(was.parent()?).ok()?;
+    rd.flatten()
+        .filter(|e| e.ino() == ino)
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Hash of the first up to `len` bytes of `f`, with how many there were.
+fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
+    let mut buf = [0u8; HEAD_BYTES];
+    let want = len.min(HEAD_BYTES);
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[got..want], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((got as u32, fingerprint(&buf[..got])))
+}
+
+impl Tail {
+    fn new(
+        set: Settings,
+        dirs: Vec<Dir>,
+        excludes: Vec<(bool, Glob)>,
+        store: Option<CheckpointStore>,
+    ) -> Self {
+        Tail {
+            set,
+            dirs,
+            excludes,
+            files: HashMap::new(),
+            by_path: HashMap::new(),
+            by_inode: HashMap::new(),
+            next_fid: 0,
+            queue: VecDeque::new(),
+            open_files: 0,
+            acks: AckTracker::new(),
+            store,
+            saved: HashMap::new(),
+            dirty: false,
+            paused: false,
+            blocked: false,
+            scanned: false,
+            watching: false,
+            finished: false,
+            errors: 0,
+        }
+    }
+
+    fn wanted(&self, d: usize, name: &[u8], path: &Path) -> bool {
+        if !self.dirs[d].names.iter().any(|g| g.matches(name)) {
+            return false;
+        }
+        !self.excludes.iter().any(|(whole, g)| {
+            if *whole {
+                g.matches(path.as_os_str().as_bytes())
+            } else {
+                g.matches(name)
+            }
+        })
+    }
+
+    fn push_queue(&mut self, fid: u64) {
+        if let Some(t) = self.files.get_mut(&fid)
+            && !t.queued
+            && !t.gone
+        {
+            t.queued = true;
+            self.queue.push_back(fid);
+        }
+    }
+
+    // --- discovery
+
+    /// Lists directory `d` and takes in every wanted file; files it followed that are no
+    /// longer there are rotated away.
+    fn scan_dir(&mut self, d: usize, initial: bool, cx: &mut Ctx) {
+        let dir = self.dirs[d].path.clone();
+        let mut seen = HashSet::new();
+        match std::fs::read_dir(&dir) {
+            Ok(rd) => {
+                for ent in rd.flatten() {
+                    let name = ent.file_name();
+                    let path = dir.join(&name);
+                    if !self.wanted(d, name.as_bytes(), &path) {
+                        continue;
+                    }
+                    if self.check_path(&path, initial, cx) {
+                        seen.insert(path);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                if initial {
+                    slog::error!(cx.logger(), "cannot list directory"; "path" => %dir.display(), "error" => %e);
+                    self.errors += 1;
+                }
+                return;
+            }
+        }
+        let vanished: Vec<u64> = self
+            .by_path
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(dir.as_path()) && !seen.contains(*p))
+            .map(|(_, &fid)| fid)
+            .collect();
+        for fid in vanished {
+            self.rotate_away(fid, cx);
+        }
+    }
+
+    /// Looks at `path` now: takes in a new file, notices a replaced one, queues a changed
+    /// one. Returns whether a regular file is there.
+    fn check_path(&mut self, path: &Path, initial: bool, cx: &mut Ctx) -> bool {
+        let meta = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(_) => {
+                if let Some(&fid) = self.by_path.get(path) {
+                    self.rotate_away(fid, cx);
+                }
+                return false;
+            }
+        };
+        if !meta.is_file() {
+            return false;
+        }
+        let key = (meta.dev(), meta.ino());
+        if let Some(&fid) = self.by_inode.get(&key) {
+            let t_path_same = self.files.get(&fid).is_some_and(|t| t.path == path);
+            if !t_path_same {
+                // Known under another name (renamed into a followed name): follow it here.
+                if let Some(old) = self.by_path.insert(path.to_path_buf(), fid)
+                    && old != fid
+                {
+                    self.rotate_away(old, cx);
+                }
+                if let Some(t) = self.files.get_mut(&fid) {
+                    if self.by_path.get(&t.path) == Some(&fid) && t.path != path {
+                        self.by_path.remove(&t.path);
+                    }
+                    t.path = path.to_path_buf();
+                    t.name = Value::Shared(Arc::from(path.to_string_lossy().as_ref()));
+                    t.rotated = None;
+                    // Renamed back under a followed name after it was read for good.
+                    t.gone = false;
+                }
+            }
+            if self
+                .files
+                .get(&fid)
+                .is_some_and(|t| t.known_size != meta.len() || t.rotated.is_some())
+            {
+                self.push_queue(fid);
+            }
+            return true;
+        }
+        if let Some(&old) = self.by_path.get(path) {
+            // Another file took the name: the one followed so far was rotated away.
+            self.rotate_away(old, cx);
+        }
+        let verify = self.saved.remove(&key);
+        let start = match &verify {
+            Some(e) => e.offset,
+            None if initial && self.set.start_at_end => meta.len(),
+            None => 0,
+        };
+        let fid = self.add(path, key, start, verify, cx);
+        self.by_path.insert(path.to_path_buf(), fid);
+        self.push_queue(fid);
+        true
+    }
+
+    fn add(
+        &mut self,
+        path: &Path,
+        key: (u64, u64),
+        start: u64,
+        verify: Option<Entry>,
+        cx: &mut Ctx,
+    ) -> u64 {
+        let fid = self.next_fid;
+        self.next_fid += 1;
+        slog::debug!(cx.logger(), "following file"; "path" => %path.display(), "offset" => start);
+        self.files.insert(
+            fid,
+            Tracked {
+                path: path.to_path_buf(),
+                name: Value::Shared(Arc::from(path.to_string_lossy().as_ref())),
+                dev: key.0,
+                ino: key.1,
+                head_len: 0,
+                head_hash: fingerprint(&[]),
+                file: None,
+                splitter: None,
+                resume: start,
+                known_size: u64::MAX,
+                verify,
+                rotated: None,
+                gone: false,
+                queued: false,
+                at_eof: false,
+                failed: false,
+                last_data: cx.now(),
+            },
+        );
+        self.by_inode.insert(key, fid);
+        self.acks.open(fid, start);
+        self.dirty = true;
+        fid
+    }
+
+    /// The file `fid` no longer has its name: read what is left in it until
+    /// `rotate_wait` has passed, then close it.
+    fn rotate_away(&mut self, fid: u64, cx: &mut Ctx) {
+        let Some(t) = self.files.get_mut(&fid) else {
+            return;
+        };
+        if self.by_path.get(&t.path) == Some(&fid) {
+            self.by_path.remove(&t.path);
+        }
+        if t.rotated.is_some() || t.gone {
+            return;
+        }
+        if t.file.is_none() {
+            // Closed while idle: the old inode is reachable only under its new name, if it
+            // is still in the same directory.
+            match find_inode(&t.path, t.dev, t.ino) {
+                Some(p) => t.path = p,
+                None => {
+                    t.gone = true;
+                    return;
+                }
+            }
+        }
+        slog::debug!(cx.logger(), "file rotated away; reading it to its end"; "path" => %t.path.display());
+        let until = cx.now() + self.set.rotate_wait;
+        t.rotated = Some(until);
+        let _ = cx.timer_at(until, ROTATE);
+        self.push_queue(fid);
+    }
+
+    /// After the first scan: files of the checkpoint not found under their names, renamed
+    /// while the daemon was stopped, are looked for by inode in their directory.
+    fn find_renamed(&mut self, cx: &mut Ctx) {
+        if self.saved.is_empty() {
+            return;
+        }
+        let mut dirs: HashSet<PathBuf> = HashSet::new();
+        for e in self.saved.values() {
+            if let Some(d) = e.path.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for dir in dirs {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let ino = ent.ino();
+                if !self.saved.keys().any(|k| k.1 == ino) {
+                    continue;
+                }
+                let path = ent.path();
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let key = (meta.dev(), meta.ino());
+                if !meta.is_file() || self.by_inode.contains_key(&key) {
+                    continue;
+                }
+                let Some(e) = self.saved.remove(&key) else {
+                    continue;
+                };
+                if meta.len() <= e.offset {
+                    continue;
+                }
+                slog::info!(cx.logger(), "reading the rest of a file rotated while stopped";
+                    "path" => %path.display(), "was" => %e.path.display(), "offset" => e.offset);
+                let was = Value::Shared(Arc::from(e.path.to_string_lossy().as_ref()));
+                let fid = self.add(&path, key, e.offset, Some(e), cx);
+                if let Some(t) = self.files.get_mut(&fid) {
+                    t.name = was;
+                    t.rotated = Some(cx.now() + self.set.rotate_wait);
+                }
+                let _ = cx.timer_after(self.set.rotate_wait, ROTATE);
+                self.push_queue(fid);
+            }
+        }
+    }
+
+    // --- descriptors
+
+    /// Opens `fid` if needed; false if it cannot be read now.
+    fn ensure_open(&mut self, fid: u64, cx: &mut Ctx) -> bool {
+        match self.files.get(&fid) {
+            Some(t) if t.file.is_some() => return true,
+            Some(t) if t.gone => return false,
+            Some(_) => {}
+            None => return false,
+        }
+        if self.open_files >= self.set.max_open_files && !self.close_idle_one() {
+            return false;
+        }
+        let Some(t) = self.files.get_mut(&fid) else {
+            return false;
+        };
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&t.path)
+            .and_then(|f| f.metadata().map(|m| (f, m)));
+        let (mut f, meta) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                if !t.failed {
+                    slog::error!(cx.logger(), "cannot open file"; "path" => %t.path.display(), "error" => %e);
+                    self.errors += 1;
+                    t.failed = true;
+                }
+                t.known_size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
+                return false;
+            }
+        };
+        if (meta.dev(), meta.ino()) != (t.dev, t.ino) {
+            // The name points at another file since it was last looked at; the scan or the
+            // next event takes the new one in.
+            let path = t.path.clone();
+            self.rotate_away(fid, cx);
+            self.check_path(&path, false, cx);
+            return false;
+        }
+        t.failed = false;
+        let size = meta.len();
+        if let Some(e) = t.verify.take() {
+            let same = head_of(&f, e.head_len as usize)
+                .is_ok_and(|(n, h)| n == e.head_len && h == e.head_hash);
+            if !same || size < e.offset {
+                slog::info!(cx.logger(), "file changed since its checkpoint; reading it from its start";
+                    "path" => %t.path.display(), "checkpoint" => e.offset, "size" => size);
+                t.resume = 0;
+                self.acks.open(fid, 0);
+            }
+        } else if size < t.resume {
+            slog::info!(cx.logger(), "file truncated while closed; reading it from its start"; "path" => %t.path.display());
+            t.resume = 0;
+        }
+        if let Err(e) = f.seek(SeekFrom::Start(t.resume)) {
+            slog::error!(cx.logger(), "cannot seek in file"; "path" => %t.path.display(), "error" => %e);
+            self.errors += 1;
+            return false;
+        }
+        if let Ok((n, h)) = head_of(&f, HEAD_BYTES) {
+            t.head_len = n;
+            t.head_hash = h;
+        }
+        // Small files get small buffers: thousands of them may be read in one turn.
+        let left = size.saturating_sub(t.resume);
+        let read_size = usize::try_from(left).map_or(READ_SIZE, |l| l.clamp(64 << 10, READ_SIZE));
+        let mut sp = LineSplitter::new(self.set.max_line_bytes).with_read_size(read_size);
+        sp.reset(t.resume);
+        t.splitter = Some(sp);
+        t.file = Some(f);
+        t.at_eof = false;
+        self.open_files += 1;
+        true
+    }
+
+    /// Closes `fid`'s descriptor; a held partial line is read again on reopening.
+    fn close(&mut self, fid: u64) {
+        if let Some(t) = self.files.get_mut(&fid)
+            && t.file.take().is_some()
+        {
+            self.open_files -= 1;
+            if let Some(sp) = t.splitter.take() {
+                t.resume = sp.consumed();
+                t.known_size = sp.received();
+            }
+        }
+    }
+
+    /// Makes room under `max_open_files`: closes the open file idle for longest.
+    fn close_idle_one(&mut self) -> bool {
+        let victim = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.file.is_some() && t.at_eof && t.rotated.is_none() && !t.queued)
+            .min_by_key(|(_, t)| t.last_data)
+            .map(|(&fid, _)| fid);
+        match victim {
+            Some(fid) => {
+                self.close(fid);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // --- reading
+
+    fn read_turn(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let mut budget = TURN_BYTES;
+        let mut tries = self.queue.len();
+        while budget > 0 && tries > 0 && !self.paused {
+            if self.acks.pending() >= MAX_PENDING {
+                self.blocked = true;
+                break;
+            }
+            let Some(fid) = self.queue.pop_front() else {
+                break;
+            };
+            tries -= 1;
+            if let Some(t) = self.files.get_mut(&fid) {
+                t.queued = false;
+            }
+            if !self.ensure_open(fid, cx) {
+                if self.files.get(&fid).is_some_and(|t| !t.failed && !t.gone) {
+                    // Waiting for a free descriptor.
+                    self.push_queue(fid);
+                }
+                continue;
+            }
+            budget = budget.saturating_sub(self.read_once(fid, out, cx));
+        }
+        if !self.set.follow && self.scanned && self.queue.is_empty() {
+            cx.exhausted();
+        }
+    }
+
+    /// One read of `fid`; returns the bytes read.
+    fn read_once(&mut self, fid: u64, out: &mut Out<Record>, cx: &mut Ctx) -> usize {
+        let Some(t) = self.files.get_mut(&fid) else {
+            return 0;
+        };
+        let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
+            return 0;
+        };
+        let mut got = 0;
+        loop {
+            match sp.read_from(f) {
+                Ok(0) => break,
+                Ok(n) => {
+                    t.at_eof = false;
+                    t.last_data = cx.now();
+                    t.known_size = sp.received();
+                    emit(sp, fid, &t.name, &mut self.acks, false, out, cx);
+                    if t.head_len < HEAD_BYTES as u32
+                        && sp.received() > t.head_len as u64
+                        && let Ok((len, h)) = head_of(f, HEAD_BYTES)
+                    {
+                        t.head_len = len;
+                        t.head_hash = h;
+                    }
+                    got += n;
+                    // A short read usually means the end is reached: confirm it now, so
+                    // the buffer of a small file is given back at once instead of after
+                    // every other queued file was read (thousands of buffers at a time).
+                    if got >= READ_SIZE {
+                        self.push_queue(fid);
+                        return got;
+                    }
+                }
+                Err(e) => {
+                    slog::error!(cx.logger(), "reading file failed; closing it"; "path" => %t.path.display(), "error" => %e);
+                    self.errors += 1;
+                    emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+                    t.resume = sp.consumed();
+                    self.close(fid);
+                    return got;
+                }
+            }
+        }
+        // End of the file for now: truncated, finished, or waiting for more.
+        let size = f.metadata().map_or(u64::MAX, |m| m.len());
+        if size < sp.received() {
+            slog::info!(cx.logger(), "file truncated; reading it from its start";
+                "path" => %t.path.display(), "size" => size, "was" => sp.received());
+            emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+            if f.seek(SeekFrom::Start(0)).is_ok() {
+                sp.reset(0);
+                t.known_size = 0;
+                t.head_len = 0;
+                self.push_queue(fid);
+            }
+            return got;
+        }
+        t.at_eof = true;
+        t.known_size = sp.received();
+        let expired = t.rotated.is_some_and(|until| until <= cx.now());
+        if !self.set.follow || expired || self.finished {
+            emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+            t.resume = sp.consumed();
+            let rotated = t.rotated.is_some();
+            self.close(fid);
+            if rotated || !self.set.follow {
+                self.retire(fid);
+            }
+        } else if self.open_files > KEEP_BUFFERS {
+            sp.shrink_to_fit();
+        }
+        got
+    }
+
+    /// `fid` is read for good; it is forgotten once its lines are acknowledged.
+    fn retire(&mut self, fid: u64) {
+        if let Some(t) = self.files.get_mut(&fid) {
+            t.gone = true;
+            t.rotated = None;
+            if self.by_path.get(&t.path) == Some(&fid) && self.set.follow {
+                self.by_path.remove(&t.path);
+            }
+        }
+    }
+
+    // --- periodic work
+
+    fn tick(&mut self, cx: &mut Ctx) {
+        let now = cx.now();
+        if self.watching {
+            for d in 0..self.dirs.len() {
+                if self.dirs[d].wd.is_none() {
+                    // Not watchable yet (missing directory): try again, and poll it meanwhile.
+                    self.watch_dir(d, cx);
+                    self.scan_dir(d, false, cx);
+                }
+            }
+            // Safety net: a modification inotify did not report.
+            let grown: Vec<u64> = self
+                .files
+                .iter()
+                .filter_map(|(&fid, t)| {
+                    let f = t.file.as_ref()?;
+                    let len = f.metadata().ok()?.len();
+                    (len != t.known_size).then_some(fid)
+                })
+                .collect();
+            for fid in grown {
+                self.push_queue(fid);
+            }
+        } else {
+            for d in 0..self.dirs.len() {
+                self.scan_dir(d, false, cx);
+            }
+        }
+        let mut rotated = Vec::new();
+        let mut idle = Vec::new();
+        let mut settled = Vec::new();
+        for (&fid, t) in &self.files {
+            if t.rotated.is_some() {
+                rotated.push(fid);
+            } else if t.file.is_some()
+                && t.at_eof
+                && !t.queued
+                && now.duration_since(t.last_data) >= self.set.idle_close
+            {
+                idle.push(fid);
+            }
+            if t.gone && self.acks.is_settled(fid) {
+                settled.push(fid);
+            }
+        }
+        for fid in rotated {
+            self.push_queue(fid);
+        }
+        for fid in idle {
+            self.close(fid);
+        }
+        for fid in settled {
+            if let Some(t) = self.files.remove(&fid) {
+                if self.by_inode.get(&(t.dev, t.ino)) == Some(&fid) {
+                    self.by_inode.remove(&(t.dev, t.ino));
+                }
+                if self.by_path.get(&t.path) == Some(&fid) {
+                    self.by_path.remove(&t.path);
+                }
+            }
+            self.acks.close(fid);
+            self.dirty = true;
+        }
+        let oldest = unix_now().saturating_sub(FORGET_AFTER.as_secs());
+        let before = self.saved.len();
+        self.saved.retain(|_, e| e.seen >= oldest);
+        self.dirty |= self.saved.len() != before;
+    }
+
+    fn watch_dir(&mut self, d: usize, cx: &mut Ctx) {
+        let mask = WatchMask::CREATE
+            | WatchMask::MOVED_TO
+            | WatchMask::MOVED_FROM
+            | WatchMask::DELETE
+            | WatchMask::MODIFY
+            | WatchMask::DELETE_SELF
+            | WatchMask::MOVE_SELF;
+        if let Ok(wd) = cx.watch(&self.dirs[d].path, mask, WATCH) {
+            self.dirs[d].wd = Some(wd);
+        }
+    }
+
+    fn on_inotify(&mut self, ev: &crate::cog::InotifyEvent<'_>, cx: &mut Ctx) {
+        if ev.mask.contains(EventMask::Q_OVERFLOW) {
+            slog::warn!(cx.logger(), "inotify queue overflowed; rescanning");
+            for d in 0..self.dirs.len() {
+                self.scan_dir(d, false, cx);
+            }
+            return;
+        }
+        let Some(d) = self.dirs.iter().position(|x| x.wd.as_ref() == Some(ev.wd)) else {
+            return;
+        };
+        if ev
+            .mask
+            .intersects(EventMask::IGNORED | EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+        {
+            // The directory went away: the tick watches it again once it is back.
+            if let Some(wd) = self.dirs[d].wd.take() {
+                let _ = cx.unwatch(&wd);
+            }
+            self.scan_dir(d, false, cx);
+            return;
+        }
+        let Some(name) = ev.name else {
+            return;
+        };
+        let path = self.dirs[d].path.join(name);
+        if !self.wanted(d, name.as_bytes(), &path) {
+            // Perhaps a rotated file written under its new name.
+            let rotated: Vec<u64> = self
+                .files
+                .iter()
+                .filter(|(_, t)| t.rotated.is_some())
+                .map(|(&fid, _)| fid)
+                .collect();
+            for fid in rotated {
+                self.push_queue(fid);
+            }
+            return;
+        }
+        if ev.mask.contains(EventMask::MODIFY)
+            && let Some(&fid) = self.by_path.get(&path)
+        {
+            self.push_queue(fid);
+            return;
+        }
+        self.check_path(&path, false, cx);
+    }
+
+    // --- checkpoints
+
+    fn save(&mut self, cx: &mut Ctx) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let seen = unix_now();
+        let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
+        for (&fid, t) in &self.files {
+            if let Some(e) = &t.verify {
+                // Never opened since start: its checkpoint stands as it was.
+                entries.push(Entry { seen, ..e.clone() });
+                continue;
+            }
+            let Some(offset) = self.acks.committed(fid) else {
+                continue;
+            };
+            entries.push(Entry {
+                dev: t.dev,
+                ino: t.ino,
+                head_len: t.head_len,
+                head_hash: t.head_hash,
+                offset,
+                seen,
+                path: t.path.clone(),
+            });
+        }
+        entries.extend(self.saved.values().cloned());
+        match store.save(&entries) {
+            Ok(()) => self.dirty = false,
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot write checkpoint"; "path" => %store.path().display(), "error" => %e);
+                self.errors += 1;
+            }
+        }
+    }
+
+    fn load(&mut self, cx: &mut Ctx) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        match store.load() {
+            Ok(entries) => {
+                for e in entries {
+                    self.saved.insert((e.dev, e.ino), e);
+                }
+            }
+            Err(e) => {
+                slog::error!(cx.logger(), "checkpoint unreadable; ignoring it";
+                    "path" => %store.path().display(), "error" => %e);
+                self.errors += 1;
+            }
+        }
+    }
+
+    fn kick(&mut self, cx: &mut Ctx) {
+        if !self.queue.is_empty() && !self.paused && !self.blocked {
+            cx.enqueue(READ);
+        }
+    }
+}
+
+/// Emits the complete lines `sp` holds (and its unterminated tail if `rest`), recording
+/// each line's end for the acknowledgements.
+fn emit(
+    sp: &mut LineSplitter,
+    fid: u64,
+    name: &Value,
+    acks: &mut AckTracker,
+    rest: bool,
+    out: &mut Out<Record>,
+    cx: &mut Ctx,
+) {
+    loop {
+        let line = if rest { sp.finish() } else { sp.next_line() };
+        let Some(line) = line else {
+            break;
+        };
+        let mut r = line_record(line.bytes, &line.info, 2, out, cx);
+        r.insert(path_key(), name.clone());
+        r.insert(offset_key(), Value::Int(line.info.offset as i64));
+        let id = r.id;
+        out.push(r);
+        acks.sent(fid, id, sp.consumed());
+    }
+}
+
+impl Cog<Record> for Tail {
+    fn name(&self) -> &str {
+        "tail"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.load(cx);
+        if self.set.follow {
+            if cx.has_inotify() {
+                self.watching = true;
+                // Watches first, scan second: nothing created in between is missed.
+                for d in 0..self.dirs.len() {
+                    self.watch_dir(d, cx);
+                }
+            }
+            cx.timer_every(self.set.poll_interval, TICK)?;
+            cx.timer_every(SAVE_EVERY, SAVE)?;
+        }
+        cx.enqueue(SCAN);
+        Ok(())
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        match (local, why) {
+            (SCAN, _) => {
+                for d in 0..self.dirs.len() {
+                    self.scan_dir(d, true, cx);
+                }
+                self.find_renamed(cx);
+                self.scanned = true;
+                if self.queue.is_empty() && !self.set.follow {
+                    cx.exhausted();
+                }
+            }
+            (READ, _) => self.read_turn(out, cx),
+            (TICK, _) => self.tick(cx),
+            (SAVE, _) if self.dirty => self.save(cx),
+            (ROTATE, _) => {
+                let now = cx.now();
+                let due: Vec<u64> = self
+                    .files
+                    .iter()
+                    .filter(|(_, t)| t.rotated.is_some_and(|u| u <= now))
+                    .map(|(&fid, _)| fid)
+                    .collect();
+                for fid in due {
+                    self.push_queue(fid);
+                }
+            }
+            (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
+            _ => {}
+        }
+        if self.errors > 0 {
+            out.count_errors(std::mem::take(&mut self.errors));
+        }
+        self.kick(cx);
+    }
+
+    fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
+        if self.acks.done(ids) {
+            self.dirty = true;
+        }
+        if self.blocked && self.acks.pending() < MAX_PENDING / 2 {
+            self.blocked = false;
+            self.kick(cx);
+        }
+    }
+
+    fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
+        self.acks.rename(old, new);
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        self.paused = true;
+        cx.dequeue(READ);
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        self.paused = false;
+        self.kick(cx);
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.finished = true;
+        // Held partial lines are emitted once: the checkpoint then covers them.
+        let fids: Vec<u64> = self.files.keys().copied().collect();
+        for fid in fids {
+            if let Some(t) = self.files.get_mut(&fid)
+                && let Some(sp) = t.splitter.as_mut()
+                && sp.pending_len() > 0
+            {
+                emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+            }
+        }
+        for d in 0..self.dirs.len() {
+            if let Some(wd) = self.dirs[d].wd.take() {
+                let _ = cx.unwatch(&wd);
+            }
+        }
+        if self.errors > 0 {
+            out.count_errors(std::mem::take(&mut self.errors));
+        }
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        // The drains have finished: every acknowledgement is in.
+        self.save(cx);
+        let fids: Vec<u64> = self.files.keys().copied().collect();
+        for fid in fids {
+            self.close(fid);
+        }
+    }
+}
+
+impl std::fmt::Debug for Tail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tail")
+            .field(
+                "dirs",
+                &self.dirs.iter().map(|d| &d.path).collect::<Vec<_>>(),
+            )
+            .field("files", &self.files.len())
+            .field("open_files", &self.open_files)
+            .field("pending", &self.acks.pending())
+            .finish()
+    }
+}

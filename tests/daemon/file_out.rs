@@ -1,0 +1,385 @@
+//! `file_out` against the real binary: path templates, open-file limit, fsync, rotation.
+
+use super::*;
+
+fn stdin_config(dir: &Path, engine: &str, cog: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "{engine}[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\n{cog}"
+        ),
+    )
+}
+
+fn spawn_stdin(cfg: &Path) -> (Child, std::process::ChildStdin) {
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+fn finish(mut child: Child, stdin: std::process::ChildStdin) -> String {
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "exit {st:?}: {err}");
+    err
+}
+
+#[test]
+fn templated_path_follows_each_input_file() {
+    let dir = TempDir::new("fo-split");
+    let a = numbered(3_000);
+    std::fs::write(dir.path().join("a.log"), &a).unwrap();
+    std::fs::write(dir.path().join("b.log"), "b1\nb2\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"b.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out/{path}.copy\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    // `path` is absolute: the copies mirror it under out/, never outside.
+    let copy = |name: &str| {
+        let abs = dir.path().join(name);
+        let rel = abs.strip_prefix("/").unwrap();
+        dir.path().join("out").join(rel).with_extension("log.copy")
+    };
+    assert_eq!(std::fs::read_to_string(copy("a.log")).unwrap(), a);
+    assert_eq!(std::fs::read_to_string(copy("b.log")).unwrap(), "b1\nb2\n");
+    assert!(
+        err.contains("cog=file_out in=3002 out=0 dropped=0 errors=0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refused_rendered_paths_go_to_the_fallback_file() {
+    let dir = TempDir::new("fo-unsafe");
+    std::fs::create_dir(dir.path().join("cfg")).unwrap();
+    std::fs::write(
+        dir.path().join("cfg/in.log"),
+        b"web1\nweb2\n../../escape\n\nsub/dir\nnul\0byte\nweb1\n/abs\n".as_slice(),
+    )
+    .unwrap();
+    let cfg = write_config(
+        &dir.path().join("cfg"),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out/{message}\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let out = dir.path().join("cfg/out");
+    let read = |p: &str| std::fs::read(out.join(p)).unwrap();
+    assert_eq!(read("web1"), b"web1\nweb1\n");
+    assert_eq!(read("web2"), b"web2\n");
+    assert_eq!(read("sub/dir"), b"sub/dir\n");
+    // A leading `/` in a value only adds an empty component: still under out/.
+    assert_eq!(read("abs"), b"/abs\n");
+    assert_eq!(read("_unknown_"), b"../../escape\n\nnul\0byte\n");
+    assert!(!dir.path().join("escape").exists());
+    assert!(err.contains("refused rendered output path"), "{err}");
+    assert!(err.contains("event="), "{err}");
+    assert!(
+        err.contains("cog=file_out in=8 out=0 dropped=0 errors=3"),
+        "{err}"
+    );
+}
+
+/// Descriptors of `pid` that point into `dir`.
+fn fds_under(pid: u32, dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|t| t.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn max_open_files_bounds_descriptors_and_loses_nothing() {
+    let dir = TempDir::new("fo-lru");
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/{message}.log\"\nmax_open_files = 2\n",
+    );
+    let out = dir.path().join("out");
+    let (child, mut stdin) = spawn_stdin(&cfg);
+    let mut input = String::new();
+    for i in 0..1_000 {
+        input.push_str(&format!("t{}\n", i % 5));
+    }
+    // Several writes, so the files are reopened across batches too.
+    for chunk in input.as_bytes().chunks(999) {
+        stdin.write_all(chunk).unwrap();
+    }
+    let total = || {
+        (0..5)
+            .map(|k| line_count(&out.join(format!("t{k}.log"))))
+            .sum::<usize>()
+    };
+    wait_for("every line written", || total() == 1_000);
+    let open = fds_under(child.id(), &out);
+    assert!(open <= 2, "{open} files open under out/");
+    finish(child, stdin);
+    for k in 0..5 {
+        let got = std::fs::read_to_string(out.join(format!("t{k}.log"))).unwrap();
+        assert_eq!(got, format!("t{k}\n").repeat(200));
+    }
+}
+
+#[test]
+fn fsync_always_writes_everything() {
+    let dir = TempDir::new("fo-fsync-always");
+    let lines = numbered(20_000);
+    std::fs::write(dir.path().join("in.log"), &lines).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nfsync = \"always\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+        lines
+    );
+}
+
+#[test]
+fn fsync_interval_writes_everything_while_running_and_at_exit() {
+    let dir = TempDir::new("fo-fsync-interval");
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/{message}.log\"\nfsync = \"interval:50ms\"\nformat = \"json\"\n",
+    );
+    let out = dir.path().join("out");
+    let (child, mut stdin) = spawn_stdin(&cfg);
+    stdin.write_all(b"a\nb\na\n").unwrap();
+    wait_for("lines written before any sync", || {
+        line_count(&out.join("a.log")) == 2 && line_count(&out.join("b.log")) == 1
+    });
+    stdin.write_all(b"b\n").unwrap();
+    finish(child, stdin);
+    assert_eq!(
+        std::fs::read_to_string(out.join("b.log")).unwrap(),
+        "{\"message\":\"b\"}\n{\"message\":\"b\"}\n"
+    );
+}
+
+fn removed_output_is_recreated(inotify: bool) {
+    let dir = TempDir::new("fo-removed");
+    let (engine, check) = if inotify {
+        ("", "0s")
+    } else {
+        ("[engine]\ninotify = false\n", "50ms")
+    };
+    let cfg = stdin_config(
+        dir.path(),
+        engine,
+        &format!("path = \"out.log\"\nreopen_check = \"{check}\"\n"),
+    );
+    let out = dir.path().join("out.log");
+    let (child, mut stdin) = spawn_stdin(&cfg);
+    stdin.write_all(b"before\n").unwrap();
+    wait_for("the first line", || line_count(&out) == 1);
+    std::fs::remove_file(&out).unwrap();
+    wait_for("the output file to be recreated", || out.exists());
+    stdin.write_all(b"after 1\nafter 2\n").unwrap();
+    wait_for("new lines in the new file", || line_count(&out) == 2);
+    let err = finish(child, stdin);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "after 1\nafter 2\n");
+    assert!(err.contains("output file was moved or removed"), "{err}");
+}
+
+#[test]
+fn removed_output_is_recreated_with_inotify() {
+    removed_output_is_recreated(true);
+}
+
+#[test]
+fn removed_output_is_recreated_by_polling() {
+    removed_output_is_recreated(false);
+}
+
+fn renamed_output_is_replaced(inotify: bool) {
+    let dir = TempDir::new("fo-renamed");
+    let (engine, check) = if inotify {
+        ("", "0s")
+    } else {
+        ("[engine]\ninotify = false\n", "50ms")
+    };
+    // A templated path, so rotation is covered for per-record files as well.
+    let cfg = stdin_config(
+        dir.path(),
+        engine,
+        &format!("path = \"logs/{{message}}\"\nformat = \"json\"\nreopen_check = \"{check}\"\n"),
+    );
+    let out = dir.path().join("logs/x");
+    let old = dir.path().join("logs/x.1");
+    let (child, mut stdin) = spawn_stdin(&cfg);
+    stdin.write_all(b"x\nx\n").unwrap();
+    wait_for("lines before the rename", || line_count(&out) == 2);
+    std::fs::rename(&out, &old).unwrap();
+    wait_for("a fresh file at the path", || out.exists());
+    stdin.write_all(b"x\n").unwrap();
+    wait_for("the new line", || line_count(&out) == 1);
+    finish(child, stdin);
+    assert_eq!(line_count(&old), 2);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "{\"message\":\"x\"}\n"
+    );
+}
+
+#[test]
+fn renamed_output_is_replaced_with_inotify() {
+    renamed_output_is_replaced(true);
+}
+
+#[test]
+fn renamed_output_is_replaced_by_polling() {
+    renamed_output_is_replaced(false);
+}
+
+#[test]
+fn sighup_reopens_templated_files() {
+    let dir = TempDir::new("fo-hup");
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/{message}.log\"\nreopen_check = \"0s\"\n",
+    );
+    let a = dir.path().join("out/a.log");
+    let rotated = dir.path().join("a.log.1");
+    let (child, mut stdin) = spawn_stdin(&cfg);
+    stdin.write_all(b"a\n").unwrap();
+    wait_for("the first line", || line_count(&a) == 1);
+    // Moved out of the watched tree's name: only SIGHUP (or inotify) can tell.
+    std::fs::rename(&a, &rotated).unwrap();
+    kill(child.id(), libc::SIGHUP);
+    wait_for("the reopened file", || a.exists());
+    stdin.write_all(b"a\n").unwrap();
+    wait_for("the new line", || line_count(&a) == 1);
+    finish(child, stdin);
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "a\n");
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), "a\n");
+}
+
+#[test]
+fn bad_settings_are_configuration_errors() {
+    let dir = TempDir::new("fo-check");
+    for (cog, needle) in [
+        ("fsync = \"sometimes\"\n", "fsync"),
+        ("max_open_files = 0\n", "max_open_files"),
+        ("reopen_check = \"soon\"\n", "reopen_check"),
+    ] {
+        let cfg = stdin_config(
+            dir.path(),
+            "",
+            &format!("path = \"out/{{message}}\"\n{cog}"),
+        );
+        let res = deadbeat()
+            .args(["check", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(2), "{cog}: {err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    let cfg = stdin_config(dir.path(), "", "path = \"out/{a}/../x\"\n");
+    let res = deadbeat()
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+}
+
+/// Runs supply → `file_out` in process: three records in one batch, then reports how many
+/// were acknowledged 20 ms later and 400 ms later.
+fn acks_over_time(fsync: deadbeat::cogs::fs::file_out::Fsync) -> (usize, usize, String) {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use crate::engine::{Log, Probe, opts, run};
+    use deadbeat::cogs::fs::file_out::FileOut;
+    use deadbeat::format::OutputFormat;
+    use deadbeat::prelude::*;
+    use deadbeat::record::{Key, Record, Value};
+
+    let dir = TempDir::new("fo-acks");
+    let out = dir.path().join("out.log");
+    let log = Log::default();
+    let acked = Rc::new(RefCell::new(Vec::new()));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (acked_w, acked_r, seen_w) = (acked.clone(), acked.clone(), seen.clone());
+    let supply = Probe::<Record>::new("supply", &log)
+        .supply()
+        .on_start(|cx| {
+            cx.enqueue(0);
+            Ok(())
+        })
+        .on_wake(move |local, _, out, cx| match local {
+            0 => {
+                for m in ["one", "two", "three"] {
+                    let mut r = Record::new();
+                    r.id = cx.new_event_id();
+                    r.insert(Key::new("message"), Value::Bytes(m.as_bytes().to_vec()));
+                    out.push(r);
+                }
+                cx.timer_after(Duration::from_millis(20), 1).unwrap();
+                cx.timer_after(Duration::from_millis(400), 2).unwrap();
+            }
+            1 => seen_w.borrow_mut().push(acked_r.borrow().len()),
+            _ => {
+                seen_w.borrow_mut().push(acked_r.borrow().len());
+                cx.exhausted();
+            }
+        })
+        .on_event_done(move |ids, _| acked_w.borrow_mut().extend_from_slice(ids));
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(
+        Train::new("t")
+            .cog(supply)
+            .cog(FileOut::new(out.clone(), OutputFormat::Raw).with_fsync(fsync)),
+    )
+    .unwrap();
+    run(&mut esc, &log);
+    let seen = seen.borrow();
+    (seen[0], seen[1], std::fs::read_to_string(&out).unwrap())
+}
+
+#[test]
+fn acknowledgements_wait_for_the_sync_that_covers_them() {
+    use deadbeat::cogs::fs::file_out::Fsync;
+    let all = "one\ntwo\nthree\n".to_string();
+    assert_eq!(acks_over_time(Fsync::Never), (3, 3, all.clone()));
+    assert_eq!(acks_over_time(Fsync::Always), (3, 3, all.clone()));
+    // Written at once, acknowledged only by the sync every 150 ms.
+    assert_eq!(
+        acks_over_time(Fsync::Interval(Duration::from_millis(150))),
+        (0, 3, all)
+    );
+}

@@ -1,0 +1,485 @@
+//! `tail` driven through the daemon: rotation, truncation, restarts, crashes, many files.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write as _;
+
+use super::*;
+
+/// A daemon following files of `dir/logs` into `dir/out.log`, stderr into `dir/err.log`.
+struct Tailer {
+    dir: PathBuf,
+    child: Child,
+}
+
+fn config(dir: &Path, inotify: bool, keys: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[state]\ndir = \"st\"\n[engine]\ninotify = {inotify}\n\
+             [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n{keys}\n\
+             [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
+        ),
+    )
+}
+
+impl Tailer {
+    fn start(dir: &Path, cfg: &Path) -> Tailer {
+        let err = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("err.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["run", cfg.to_str().unwrap()])
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Tailer {
+            dir: dir.to_path_buf(),
+            child,
+        }
+    }
+
+    fn wait_lines(&self, n: usize) {
+        let out = self.dir.join("out.log");
+        wait_for(&format!("{n} lines in out.log"), || line_count(&out) >= n);
+    }
+
+    /// SIGTERM and a clean exit.
+    fn stop(mut self) {
+        kill(self.child.id(), libc::SIGTERM);
+        let st = wait_exit(&mut self.child);
+        assert!(st.success(), "{}", self.stderr());
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("err.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tailer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(prefix: &str, from: usize, to: usize) -> String {
+    (from..to).map(|i| format!("{prefix} {i:06}\n")).collect()
+}
+
+fn append(p: &Path, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// How often each line of `out.log` arrived.
+fn counts(dir: &Path) -> HashMap<String, usize> {
+    let text = std::fs::read_to_string(dir.join("out.log")).unwrap_or_default();
+    let mut m = HashMap::new();
+    for l in text.lines() {
+        *m.entry(l.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// Every line of `expected` arrived exactly once, and nothing else did.
+fn assert_exactly_once(dir: &Path, expected: &[&str]) {
+    let got = counts(dir);
+    let want: String = expected.concat();
+    let mut want_n = 0;
+    for l in want.lines() {
+        want_n += 1;
+        assert_eq!(got.get(l), Some(&1), "line {l:?}");
+    }
+    assert_eq!(got.len(), want_n, "unexpected extra lines");
+}
+
+fn logs(dir: &Path) -> PathBuf {
+    let p = dir.join("logs");
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+const FOLLOW: &str = "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\nrotate_wait = \"2s\"\n";
+
+fn rename_rotation(inotify: bool) {
+    let dir = TempDir::new(if inotify { "rot-ino" } else { "rot-poll" });
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, &lines("a", 0, 1000));
+    let cfg = config(
+        dir.path(),
+        inotify,
+        &format!("{FOLLOW}poll_interval = \"50ms\"\n"),
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1000);
+    append(&app, &lines("a", 1000, 1500));
+    // logrotate `create`: rename, new file; the application still writes the old one.
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&logs.join("app.log.1"), &lines("a", 1500, 1700));
+    append(&app, &lines("b", 0, 300));
+    t.wait_lines(2000);
+    // A new file is discovered too.
+    append(&logs.join("new.log"), &lines("n", 0, 10));
+    t.wait_lines(2010);
+    t.stop();
+    assert_exactly_once(
+        dir.path(),
+        &[
+            &lines("a", 0, 1700),
+            &lines("b", 0, 300),
+            &lines("n", 0, 10),
+        ],
+    );
+}
+
+#[test]
+fn rename_rotation_reads_the_old_file_to_its_end() {
+    rename_rotation(true);
+}
+
+#[test]
+fn rename_rotation_and_discovery_without_inotify() {
+    rename_rotation(false);
+}
+
+#[test]
+fn copytruncate_and_plain_truncate_restart_from_zero() {
+    let dir = TempDir::new("copytrunc");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, &lines("a", 0, 1000));
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1000);
+    // copytruncate: the copy is not followed (its name does not match).
+    std::fs::copy(&app, logs.join("app.log.1")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, &lines("b", 0, 100));
+    t.wait_lines(1100);
+    // Plain truncation.
+    OpenOptions::new()
+        .write(true)
+        .open(&app)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&app, &lines("c", 0, 10));
+    t.wait_lines(1110);
+    t.stop();
+    assert_exactly_once(
+        dir.path(),
+        &[
+            &lines("a", 0, 1000),
+            &lines("b", 0, 100),
+            &lines("c", 0, 10),
+        ],
+    );
+}
+
+#[test]
+fn rotation_while_stopped_loses_and_repeats_nothing() {
+    let dir = TempDir::new("rot-stopped");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, &lines("a", 0, 500));
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(500);
+    t.stop();
+    append(&app, &lines("a", 500, 600));
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&app, &lines("b", 0, 50));
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(650);
+    t.stop();
+    assert_exactly_once(dir.path(), &[&lines("a", 0, 600), &lines("b", 0, 50)]);
+}
+
+#[test]
+fn restart_resumes_at_the_acknowledged_checkpoint() {
+    let dir = TempDir::new("restart");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, &lines("a", 0, 300));
+    // No drain acknowledges: the checkpoint stays where it was, everything is sent again.
+    let unacked = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
+         paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n[[train.cog]]\ntype = \"pass\"\n",
+    );
+    let t = Tailer::start(dir.path(), &unacked);
+    wait_for("tail to start", || t.stderr().contains("trains started"));
+    t.stop();
+    // Same `paths`, same train name: the same checkpoint.
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(300);
+    t.stop();
+    append(&app, &lines("a", 300, 400));
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(400);
+    t.stop();
+    assert_exactly_once(dir.path(), &[&lines("a", 0, 400)]);
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing() {
+    let dir = TempDir::new("kill9");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    let (chunk, chunks) = (1000, 300);
+    let total = chunk * chunks;
+    append(&app, &lines("a", 0, chunk));
+    let cfg = config(dir.path(), true, FOLLOW);
+    let mut t = Tailer::start(dir.path(), &cfg);
+    // The application keeps writing through the crash and the restart.
+    let writer = {
+        let app = app.clone();
+        std::thread::spawn(move || {
+            for c in 1..chunks {
+                append(&app, &lines("a", c * chunk, (c + 1) * chunk));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    t.wait_lines(chunk);
+    // Checkpoints are written every second, not per line: kill once one holds progress.
+    wait_for("a checkpoint past the start", || {
+        checkpoint_offset(dir.path()) > 0
+    });
+    kill(t.child.id(), libc::SIGKILL);
+    let _ = wait_exit(&mut t.child);
+    let before = line_count(&dir.path().join("out.log"));
+    let t = Tailer::start(dir.path(), &cfg);
+    writer.join().unwrap();
+    wait_for("every line", || counts(dir.path()).len() >= total);
+    t.stop();
+    let got = counts(dir.path());
+    let dups: usize = got.values().map(|&n| n - 1).sum();
+    assert_eq!(got.len(), total, "lines lost or foreign lines");
+    assert!(before < total, "the kill came after the end");
+    eprintln!("kill -9 after {before} of {total} lines written out: {dups} duplicates");
+    // Only what was acknowledged after the last checkpoint (at most a second's worth)
+    // or not acknowledged at all is sent again.
+    assert!(
+        dups < before,
+        "{dups} duplicates of {before} lines written before the kill"
+    );
+}
+
+/// The offset of the first file in the checkpoint, 0 while there is none.
+fn checkpoint_offset(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir.join("st")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.lines().nth(1)?.split(' ').nth(4)?.parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_files_with_bounded_descriptors() {
+    let dir = TempDir::new("many");
+    let logs = logs(dir.path());
+    let n = 2000;
+    for i in 0..n {
+        append(
+            &logs.join(format!("f{i:04}.log")),
+            &lines(&format!("f{i}"), 0, 5),
+        );
+    }
+    let max_open = 64;
+    let cfg = config(
+        dir.path(),
+        true,
+        &format!("{FOLLOW}max_open_files = {max_open}\n"),
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", t.child.id()));
+    let mut most = 0;
+    let out = dir.path().join("out.log");
+    wait_for("all lines of all files", || {
+        most = most.max(std::fs::read_dir(&fd_dir).map_or(0, |d| d.count()));
+        line_count(&out) >= n * 5
+    });
+    // Files are still discovered and followed.
+    append(&logs.join("late.log"), "late 1\n");
+    append(&logs.join("f0000.log"), "f0 more\n");
+    wait_for("late lines", || {
+        most = most.max(std::fs::read_dir(&fd_dir).map_or(0, |d| d.count()));
+        line_count(&out) >= n * 5 + 2
+    });
+    t.stop();
+    assert!(
+        most <= max_open + 16,
+        "{most} descriptors open, max_open_files = {max_open}"
+    );
+    let got = counts(dir.path());
+    assert_eq!(got.len(), n * 5 + 2);
+    assert!(got.values().all(|&c| c == 1));
+}
+
+#[test]
+fn long_line_is_cut_at_max_line_bytes() {
+    let dir = TempDir::new("longline");
+    let logs = logs(dir.path());
+    let mut text = b"short\n".to_vec();
+    text.extend(std::iter::repeat_n(b'x', 10 << 20));
+    text.extend_from_slice(b"\nafter\n");
+    std::fs::write(logs.join("big.log"), &text).unwrap();
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/*.log\"]\nfollow = false\nmax_line_bytes = \"1MiB\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let got = std::fs::read(dir.path().join("out.log")).unwrap();
+    let parts: Vec<&[u8]> = got.split(|&c| c == b'\n').collect();
+    assert_eq!(parts.len(), 4, "{err}");
+    assert_eq!(parts[0], b"short");
+    assert_eq!(parts[1].len(), 1 << 20);
+    assert_eq!(parts[2], b"after");
+    assert!(
+        err.contains("cog=tail in=0 out=3 dropped=0 errors=1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn partial_last_line_is_held_then_emitted_once() {
+    let dir = TempDir::new("partial");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, "a\nb");
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1);
+    append(&app, "c\n");
+    t.wait_lines(2);
+    append(&app, "d");
+    // Wait for the daemon to have read "d" (a later complete line shows it has).
+    append(&logs.join("probe.log"), "probe\n");
+    t.wait_lines(3);
+    t.stop();
+    // Never completed: emitted at shutdown, once.
+    let t = Tailer::start(dir.path(), &cfg);
+    append(&app, "e\n");
+    t.wait_lines(5);
+    t.stop();
+    let got = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
+    let mut l: Vec<&str> = got.lines().collect();
+    l.sort();
+    assert_eq!(l, ["a", "bc", "d", "e", "probe"]);
+}
+
+#[test]
+fn start_at_end_skips_what_was_there_and_beginning_reads_it() {
+    for (start_at, want) in [("end", 5), ("beginning", 105)] {
+        let dir = TempDir::new(start_at);
+        let logs = logs(dir.path());
+        let app = logs.join("app.log");
+        append(&app, &lines("old", 0, 100));
+        let cfg = config(
+            dir.path(),
+            true,
+            &format!("paths = [\"logs/*.log\"]\nstart_at = \"{start_at}\"\n"),
+        );
+        let t = Tailer::start(dir.path(), &cfg);
+        // Once started, the directory is watched: a file appearing now is read from its
+        // start and its line shows the daemon is running.
+        wait_for("start", || t.stderr().contains("trains started"));
+        append(&logs.join("probe.log"), "probe\n");
+        t.wait_lines(if start_at == "end" { 1 } else { 101 });
+        append(&app, &lines("new", 0, 4));
+        t.wait_lines(want);
+        t.stop();
+        let got = counts(dir.path());
+        assert_eq!(got.len(), want, "{start_at}");
+        assert_eq!(got.contains_key("old 000000"), start_at == "beginning");
+    }
+}
+
+#[test]
+fn exclude_and_follow_false_exhaust() {
+    let dir = TempDir::new("exclude");
+    let logs = logs(dir.path());
+    std::fs::write(logs.join("a.log"), "a1\na2\n").unwrap();
+    std::fs::write(logs.join("b.log"), "b1\nb2").unwrap();
+    std::fs::write(logs.join("skip.log"), "s1\n").unwrap();
+    std::fs::write(logs.join("c.txt"), "c1\n").unwrap();
+    let cfg = config(
+        dir.path(),
+        false,
+        "paths = [\"logs/*.log\"]\nexclude = [\"skip*\"]\nfollow = false\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    let got = counts(dir.path());
+    let mut keys: Vec<&str> = got.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(keys, ["a1", "a2", "b1", "b2"]);
+    // Read to the end already: a second run sends nothing.
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(res.status.success());
+    assert_eq!(line_count(&dir.path().join("out.log")), 4);
+}
+
+#[test]
+fn corrupt_checkpoint_is_logged_and_ignored() {
+    let dir = TempDir::new("corrupt");
+    let logs = logs(dir.path());
+    std::fs::write(logs.join("a.log"), "a1\na2\n").unwrap();
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/*.log\"]\nfollow = false\n",
+    );
+    let run = || {
+        let res = deadbeat()
+            .args(["run", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr).into_owned();
+        assert!(res.status.success(), "{err}");
+        err
+    };
+    run();
+    let mut corrupted = 0;
+    for e in std::fs::read_dir(dir.path().join("st")).unwrap().flatten() {
+        std::fs::write(e.path(), "garbage\x00\n").unwrap();
+        corrupted += 1;
+    }
+    assert_eq!(corrupted, 1);
+    let err = run();
+    assert!(err.contains("checkpoint unreadable"), "{err}");
+    // Started afresh: the file is read again from its start.
+    assert_eq!(line_count(&dir.path().join("out.log")), 4);
+}
