@@ -29,6 +29,9 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
 use slog::Logger;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -36,6 +39,7 @@ use toml::de::{DeTable, DeValue};
 use crate::cog::Cog;
 use crate::daemon::DaemonSettings;
 use crate::log::{LogFormat, LogSettings, LogTarget};
+use crate::mailbox::Mailbox;
 use crate::record::Record;
 use crate::train::Train;
 
@@ -386,6 +390,58 @@ pub struct BuildCx<'a> {
     pub state_dir: &'a Path,
     /// The daemon's logger.
     pub logger: &'a Logger,
+    train_names: Vec<&'a str>,
+    current_train: Cell<usize>,
+    /// Mailboxes of trains that others send to, by train index.
+    mailboxes: RefCell<Vec<Option<Rc<Mailbox<Record>>>>>,
+    feeds: RefCell<Vec<(usize, usize)>>,
+}
+
+impl BuildCx<'_> {
+    /// The mailbox of the train named `train`, for a cog that sends records there (route,
+    /// tee, dead letters); `None` if there is no such train. The train being built then
+    /// feeds that one: it finishes first at shutdown.
+    pub fn mailbox(&self, train: &str) -> Option<Rc<Mailbox<Record>>> {
+        let to = self.train_names.iter().position(|n| *n == train)?;
+        let mut boxes = self.mailboxes.borrow_mut();
+        let mailbox = boxes[to]
+            .get_or_insert_with(|| Rc::new(Mailbox::new()))
+            .clone();
+        let edge = (self.current_train.get(), to);
+        let mut feeds = self.feeds.borrow_mut();
+        if !feeds.contains(&edge) {
+            feeds.push(edge);
+        }
+        Some(mailbox)
+    }
+
+    /// The names of all trains, for messages.
+    pub fn train_names(&self) -> &[&str] {
+        &self.train_names
+    }
+}
+
+/// Trains built from a configuration, with who feeds whom.
+#[derive(Debug)]
+pub struct Built {
+    /// The trains, in file order.
+    pub trains: Vec<Train<Record>>,
+    /// `(from, to)`: train `from` sends records to train `to`.
+    pub feeds: Vec<(usize, usize)>,
+}
+
+impl Built {
+    /// Adds the trains and their feeds to an escapement.
+    pub fn install(self, esc: &mut crate::Escapement) -> Result<(), crate::BoxError> {
+        let base = esc.metrics().len();
+        for t in self.trains {
+            esc.add_train(t)?;
+        }
+        for (from, to) in self.feeds {
+            esc.add_feed(base + from, base + to)?;
+        }
+        Ok(())
+    }
 }
 
 /// The parameters of one cog in a train, with what is needed to report errors precisely.
@@ -1141,21 +1197,6 @@ impl Config {
                 params.validate(desc)?;
                 cogs.push(cc);
             }
-            // Routes between trains come later; until then a train without a supply
-            // would wait forever for data that cannot come.
-            let has_supply = cogs.iter().any(|c| {
-                registry
-                    .get(&c.ty)
-                    .is_some_and(|d| d.kind == CogKind::Supply)
-            });
-            if !has_supply {
-                let mut e = self.src.error(
-                    Some(&name_span),
-                    "this train has no supply cog: no data would ever enter it",
-                );
-                e.train = Some(name);
-                return Err(e);
-            }
             self.trains.push(TrainConfig {
                 name,
                 name_span,
@@ -1177,30 +1218,84 @@ impl Config {
         }
     }
 
-    /// Builds every cog of every train (opening nothing yet: cogs bind in `start`).
-    pub fn build_trains(
-        &self,
-        registry: &Registry,
-        logger: &Logger,
-    ) -> Result<Vec<Train<Record>>, ConfigError> {
+    /// Builds every cog of every train (opening nothing yet: cogs bind in `start`). Trains
+    /// that other trains send records to get an inbox at their head.
+    pub fn build(&self, registry: &Registry, logger: &Logger) -> Result<Built, ConfigError> {
         let cx = BuildCx {
             base_dir: &self.base_dir,
             state_dir: &self.state_dir,
             logger,
+            train_names: self.trains.iter().map(|t| t.name.as_str()).collect(),
+            current_train: Cell::new(0),
+            mailboxes: RefCell::new(vec![None; self.trains.len()]),
+            feeds: RefCell::new(Vec::new()),
         };
-        let mut out = Vec::with_capacity(self.trains.len());
-        for t in &self.trains {
-            let mut train = Train::new(t.name.clone());
+        let mut cogs = Vec::with_capacity(self.trains.len());
+        let mut has_supply = Vec::with_capacity(self.trains.len());
+        for (ti, t) in self.trains.iter().enumerate() {
+            cx.current_train.set(ti);
+            let mut built: Vec<Box<dyn Cog<Record>>> = Vec::with_capacity(t.cogs.len() + 1);
+            let mut supply = false;
             for (i, c) in t.cogs.iter().enumerate() {
                 let params = self.params(&t.name, i, c);
                 let desc = registry
                     .get(&c.ty)
                     .ok_or_else(|| params.cog_error(format!("unknown cog type {:?}", c.ty)))?;
-                train.push((desc.build)(&params, &cx)?);
+                supply |= desc.kind == CogKind::Supply;
+                built.push((desc.build)(&params, &cx)?);
             }
-            out.push(train);
+            cogs.push(built);
+            has_supply.push(supply);
         }
-        Ok(out)
+        let mailboxes = cx.mailboxes.into_inner();
+        let mut trains = Vec::with_capacity(self.trains.len());
+        for ((t, built), (mailbox, supply)) in self
+            .trains
+            .iter()
+            .zip(cogs)
+            .zip(mailboxes.into_iter().zip(has_supply))
+        {
+            let mut train = Train::new(t.name.clone());
+            match mailbox {
+                Some(m) => train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m))),
+                None if !supply => {
+                    return Err(self.error(
+                        Some(t),
+                        "this train has no supply cog and no other train sends to it: \
+                         no data would ever enter it",
+                    ));
+                }
+                None => {}
+            }
+            for c in built {
+                train.push(c);
+            }
+            trains.push(train);
+        }
+        let feeds = cx.feeds.into_inner();
+        // Reject cycles here, where the error can name the trains.
+        let mut probe = crate::Escapement::with_options(crate::Options {
+            inotify: false,
+            shutdown_on_signals: false,
+            ..crate::Options::default()
+        })
+        .map_err(|e| self.error(None, format!("cannot check train feeds: {e}")))?;
+        for t in &self.trains {
+            let _ = probe.add_train(Train::<()>::new(t.name.clone()));
+        }
+        for &(from, to) in &feeds {
+            if probe.add_feed(from, to).is_err() {
+                return Err(self.error(
+                    Some(&self.trains[to]),
+                    format!(
+                        "trains {:?} and {:?} send records to each other (directly or through \
+                         others): neither could finish first at shutdown",
+                        self.trains[from].name, self.trains[to].name
+                    ),
+                ));
+            }
+        }
+        Ok(Built { trains, feeds })
     }
 
     /// An error about the configuration as a whole, or at a train's name.
@@ -1230,7 +1325,9 @@ mod tests {
 
     #[test]
     fn a_train_needs_a_supply() {
-        let e = parse("[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdout\"\n").unwrap_err();
+        let c = parse("[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdout\"\n").unwrap();
+        let discard = Logger::root(slog::Discard, slog::o!());
+        let e = c.build(&Registry::builtin(), &discard).unwrap_err();
         assert_eq!(e.at, Some((2, 8)));
         assert!(e.msg.contains("no supply"), "{}", e.msg);
     }

@@ -63,6 +63,10 @@ impl Handle {
     }
 }
 
+/// The address of a cog in a running escapement (see [`Ctx::me`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CogRef(Handle);
+
 /// A timer set by a cog; cancel it with [`Ctx::cancel_timer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TimerId(u64);
@@ -466,6 +470,28 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// This cog's address, for other cogs to wake it with [`enqueue_cog`](Ctx::enqueue_cog).
+    pub fn me(&self) -> CogRef {
+        CogRef(self.h)
+    }
+
+    /// Asks for a [`Wake::Immediate`] call of another cog (in any train), e.g. to tell the
+    /// head of a train that data were handed to it. Ignored once that cog has finished.
+    pub fn enqueue_cog(&mut self, target: CogRef, local: Local) {
+        let Some(slot) = self
+            .core
+            .slots
+            .get(target.0.train as usize)
+            .and_then(|t| t.get(target.0.cog as usize))
+        else {
+            return;
+        };
+        let item = (target.0, local);
+        if slot.accepts_bindings() && !self.core.immediate.contains(&item) {
+            self.core.immediate.push_back(item);
+        }
+    }
+
     /// Cancels an [`enqueue`](Ctx::enqueue) not yet delivered.
     pub fn dequeue(&mut self, local: Local) {
         let item = (self.h, local);
@@ -775,6 +801,9 @@ pub struct Escapement {
     job_buf: Vec<(Handle, JobId, JobResult)>,
     due_timers: Vec<(Instant, u64)>,
     reopen_hooks: Vec<Box<dyn FnMut()>>,
+    /// `(from, to)`: train `from` hands data to train `to`.
+    feeds: Vec<(usize, usize)>,
+    trains_finished: Vec<bool>,
     started: bool,
     ran: bool,
 }
@@ -862,6 +891,8 @@ impl Escapement {
             job_buf: Vec::new(),
             due_timers: Vec::new(),
             reopen_hooks: Vec::new(),
+            feeds: Vec::new(),
+            trains_finished: Vec::new(),
             started: false,
             ran: false,
         })
@@ -893,7 +924,43 @@ impl Escapement {
         train.attach(index as u16);
         self.core.slots.push(train.slots());
         self.trains.push(Box::new(train));
+        self.trains_finished.push(false);
         Ok(index)
+    }
+
+    /// Declares that train `from` hands data to train `to` (through a
+    /// [`Mailbox`](crate::mailbox::Mailbox)): `to` starts finishing only after `from` has
+    /// finished. Feeds may not form a cycle, or neither train could finish first.
+    pub fn add_feed(&mut self, from: usize, to: usize) -> Result<(), BoxError> {
+        let n = self.trains.len();
+        if from >= n || to >= n {
+            return Err(format!("feed {from} -> {to}: no such train").into());
+        }
+        if self.feeds.contains(&(from, to)) {
+            return Ok(());
+        }
+        // A cycle exists if `from` is already reachable from `to`.
+        let mut seen = vec![false; n];
+        let mut stack = vec![to];
+        while let Some(t) = stack.pop() {
+            if t == from {
+                return Err(format!(
+                    "trains {from} and {to} would feed each other (directly or through others): \
+                     neither could finish first"
+                )
+                .into());
+            }
+            if !std::mem::replace(&mut seen[t], true) {
+                stack.extend(
+                    self.feeds
+                        .iter()
+                        .filter(|(f, _)| *f == t)
+                        .map(|(_, to)| *to),
+                );
+            }
+        }
+        self.feeds.push((from, to));
+        Ok(())
     }
 
     /// A handle that stops the loop gracefully from another thread.
@@ -1005,7 +1072,19 @@ impl Escapement {
     fn step_shutdown(&mut self) -> bool {
         let mut all = true;
         for t in 0..self.trains.len() {
-            if !self.trains[t].finish_step(&mut self.core) {
+            if self.trains_finished[t] {
+                continue;
+            }
+            // A train fed by others starts finishing once they all have: what they hand
+            // on while finishing still reaches it.
+            let feeders_finished = self
+                .feeds
+                .iter()
+                .filter(|(_, to)| *to == t)
+                .all(|(from, _)| self.trains_finished[*from]);
+            if feeders_finished && self.trains[t].finish_step(&mut self.core) {
+                self.trains_finished[t] = true;
+            } else {
                 all = false;
             }
             self.settle();

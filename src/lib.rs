@@ -23,6 +23,8 @@ pub mod getset;
 pub mod glob;
 pub mod lines;
 pub mod log;
+pub mod mailbox;
+pub mod on_error;
 pub mod record;
 pub mod reference;
 pub mod supply;
@@ -34,7 +36,7 @@ pub mod cogs;
 pub use cog::{
     BoxError, Cog, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local, Out, Wake,
 };
-pub use escapement::{Ctx, Escapement, Options, ShutdownHandle, TimerId};
+pub use escapement::{CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId};
 pub use train::{CogMetrics, Train, TrainMetrics};
 
 /// Re-exported so cogs name the same versions the escapement uses.
@@ -46,7 +48,7 @@ pub mod prelude {
         BoxError, Cog, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local, Out,
         Wake,
     };
-    pub use crate::escapement::{Ctx, Escapement, Options, ShutdownHandle, TimerId};
+    pub use crate::escapement::{CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId};
     pub use crate::getset::{Field, Getter, MutGetter, Setter};
     pub use crate::train::{CogMetrics, Train, TrainMetrics};
     pub use mio::Interest;

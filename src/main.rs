@@ -65,9 +65,7 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     let registry = Registry::builtin();
     let discard = slog::Logger::root(slog::Discard, slog::o!());
-    match Config::load(path, &registry)
-        .and_then(|c| c.build_trains(&registry, &discard).map(|_| ()))
-    {
+    match Config::load(path, &registry).and_then(|c| c.build(&registry, &discard).map(|_| ())) {
         Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
@@ -90,7 +88,7 @@ fn run(path: &Path, detach: bool) -> ExitCode {
     };
     // Building cogs opens nothing, so configuration errors surface before detaching.
     let discard = slog::Logger::root(slog::Discard, slog::o!());
-    if let Err(e) = config.build_trains(&registry, &discard) {
+    if let Err(e) = config.build(&registry, &discard) {
         eprintln!("{e}");
         return ExitCode::from(2);
     }
@@ -136,9 +134,7 @@ fn serve(
             config.state_dir.display()
         )
     })?;
-    let trains = config
-        .build_trains(registry, &logger)
-        .map_err(|e| e.to_string())?;
+    let built = config.build(registry, &logger).map_err(|e| e.to_string())?;
     let mut esc = Escapement::with_options(Options {
         inotify: config.engine.inotify,
         workers: config.engine.workers,
@@ -153,9 +149,7 @@ fn serve(
             eprintln!("deadbeat: reopening the log failed: {e}");
         }
     });
-    for t in trains {
-        esc.add_train(t).map_err(|e| e.to_string())?;
-    }
+    built.install(&mut esc).map_err(|e| e.to_string())?;
     esc.start().map_err(|e| e.to_string())?;
     daemon::drop_privileges(
         config.daemon.user.as_deref(),

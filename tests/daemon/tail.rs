@@ -483,3 +483,44 @@ fn corrupt_checkpoint_is_logged_and_ignored() {
     // Started afresh: the file is read again from its start.
     assert_eq!(line_count(&dir.path().join("out.log")), 4);
 }
+
+#[test]
+fn rotated_file_partial_line_is_emitted_after_rotate_wait() {
+    let dir = TempDir::new("rot-partial");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, "a1\na2");
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\nrotate_wait = \"200ms\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1);
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&app, "b1\n");
+    t.wait_lines(3);
+    t.stop();
+    assert_exactly_once(dir.path(), &["a1\na2\nb1\n"]);
+}
+
+#[test]
+fn stop_inside_the_rotate_window_finds_the_old_file_again() {
+    let dir = TempDir::new("rot-window");
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    append(&app, &lines("a", 0, 100));
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(100);
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&app, &lines("b", 0, 10));
+    t.wait_lines(110);
+    t.stop();
+    // The application wrote on into the old file while the daemon was down.
+    append(&logs.join("app.log.1"), &lines("a", 100, 120));
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(130);
+    t.stop();
+    assert_exactly_once(dir.path(), &[&lines("a", 0, 120), &lines("b", 0, 10)]);
+}

@@ -19,6 +19,7 @@ use deadbeat::prelude::*;
 
 mod broadcast;
 mod events;
+mod feeds;
 mod flow;
 mod jobs;
 mod shutdown;

@@ -1,0 +1,164 @@
+//! What a cog does with a datum it failed on: `on_error = "drop" | "keep" | "train:NAME"`.
+//!
+//! Nothing is dropped silently: every failure is counted as an error of the cog and
+//! logged with the event id (at most [`LOG_BURST`] lines a second per cog, then a count of
+//! what was not logged).
+
+use std::fmt::Display;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::cog::{EventId, Out};
+use crate::config::{BuildCx, CogParams, ConfigError, Param, ParamType};
+use crate::escapement::Ctx;
+use crate::getset::{Getter, Setter};
+use crate::mailbox::Mailbox;
+use crate::record::{Key, Record, Value};
+
+/// Failures logged per second and cog before the rest are only counted.
+pub const LOG_BURST: u32 = 10;
+
+/// The `on_error` key every failing cog takes.
+pub const ON_ERROR_PARAM: Param = Param::opt(
+    "on_error",
+    ParamType::Str,
+    "keep",
+    "drop: acknowledge and drop; keep: pass the record on unchanged with the reason in `error`; \
+     train:NAME: send it, with the reason in `error`, to the dead-letter train NAME",
+);
+
+/// Where a failed datum goes.
+#[derive(Debug)]
+pub enum ErrorAction<D> {
+    /// Dropped (and acknowledged, so its supply does not wait for it).
+    Drop,
+    /// Passed on unchanged but for the reason.
+    Keep,
+    /// Sent with the reason to another train.
+    Train(String, Rc<Mailbox<D>>),
+}
+
+/// Handles data a cog failed on, the same way in every cog.
+pub struct OnError<D> {
+    action: ErrorAction<D>,
+    id: Getter<D, EventId>,
+    reason: Setter<D, String>,
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl<D> std::fmt::Debug for OnError<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = match &self.action {
+            ErrorAction::Drop => "drop".to_string(),
+            ErrorAction::Keep => "keep".to_string(),
+            ErrorAction::Train(name, _) => format!("train:{name}"),
+        };
+        f.debug_struct("OnError").field("action", &action).finish()
+    }
+}
+
+impl<D: 'static> OnError<D> {
+    /// Handles failures with `action`; `id` reads a datum's event id, `reason` stores why
+    /// it failed (for `keep` and dead-letter trains).
+    pub fn new(action: ErrorAction<D>, id: Getter<D, EventId>, reason: Setter<D, String>) -> Self {
+        OnError {
+            action,
+            id,
+            reason,
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Counts, logs and routes a datum that `cog` failed on.
+    pub fn fail(
+        &mut self,
+        mut d: D,
+        cog: &str,
+        why: &dyn Display,
+        out: &mut Out<D>,
+        cx: &mut Ctx<'_>,
+    ) {
+        out.count_errors(1);
+        let id = self.id.get(&d).copied().unwrap_or_default();
+        self.log(cog, id, why, cx);
+        match &self.action {
+            ErrorAction::Drop => {
+                cx.event_done(id);
+                out.count_dropped(1);
+            }
+            ErrorAction::Keep => {
+                self.reason.set(&mut d, why.to_string());
+                out.push(d);
+            }
+            ErrorAction::Train(_, mailbox) => {
+                self.reason.set(&mut d, why.to_string());
+                mailbox.send(d, cx);
+            }
+        }
+    }
+
+    fn log(&mut self, cog: &str, id: EventId, why: &dyn Display, cx: &mut Ctx<'_>) {
+        let now = cx.now();
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if fresh {
+            if self.suppressed > 0 {
+                slog::warn!(cx.logger(), "more failures were not logged"; "cog" => cog, "count" => self.suppressed);
+            }
+            self.window_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < LOG_BURST {
+            self.logged += 1;
+            slog::warn!(cx.logger(), "failed on a record"; "cog" => cog, "event" => id, "reason" => %why);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+}
+
+fn error_key() -> Key {
+    static KEY: std::sync::OnceLock<Key> = std::sync::OnceLock::new();
+    *KEY.get_or_init(|| Key::new("error"))
+}
+
+/// Reads `on_error` for a cog over `Record`: the reason goes in the field `error`.
+pub fn from_params(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<OnError<Record>, ConfigError> {
+    let action = match p.str_or("on_error", "keep")? {
+        "drop" => ErrorAction::Drop,
+        "keep" => ErrorAction::Keep,
+        other => match other.strip_prefix("train:") {
+            Some(name) => match cx.mailbox(name) {
+                Some(m) => ErrorAction::Train(name.to_string(), m),
+                None => {
+                    return Err(p.error(
+                        "on_error",
+                        format!(
+                            "no train named {name:?} (trains: {})",
+                            cx.train_names().join(", ")
+                        ),
+                    ));
+                }
+            },
+            None => {
+                return Err(p.error(
+                    "on_error",
+                    format!("expected \"drop\", \"keep\" or \"train:NAME\", found {other:?}"),
+                ));
+            }
+        },
+    };
+    Ok(OnError::new(
+        action,
+        Getter::new(|r: &Record| Some(&r.id)),
+        Setter::new(|r: &mut Record, why: String| {
+            r.insert(error_key(), Value::Str(why));
+        }),
+    ))
+}
