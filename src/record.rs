@@ -774,6 +774,11 @@ impl Map {
         self.entries.clear();
     }
 
+    /// Takes every entry out, in order, keeping the allocation.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Key, Value)> + '_ {
+        self.entries.drain(..)
+    }
+
     /// Appends this map as a JSON object.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         // Every key is written after a comma; the first comma then becomes the `{`.
@@ -1038,6 +1043,63 @@ impl Record {
             }),
         }
     }
+}
+
+type MergeFn<D> = dyn Fn(&mut D, &mut Map);
+
+/// Stores fields a cog produced (a parser's captures, say) into a datum, whatever its
+/// layout: the counterpart of a [`Setter`] for many named values at once. The map is
+/// left empty, its allocation kept for the next datum.
+pub struct Merge<D> {
+    f: Box<MergeFn<D>>,
+}
+
+impl<D> Merge<D> {
+    /// Wraps a closure that moves the entries of the map into the datum.
+    pub fn new(f: impl Fn(&mut D, &mut Map) + 'static) -> Self {
+        Merge { f: Box::new(f) }
+    }
+
+    /// Moves `fields` into `d`.
+    #[inline]
+    pub fn merge(&self, d: &mut D, fields: &mut Map) {
+        (self.f)(d, fields);
+        fields.clear();
+    }
+}
+
+impl<D> fmt::Debug for Merge<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Merge")
+    }
+}
+
+/// Merges fields into a record: at the top level (`None`), or into the map at `target`
+/// (created if missing, replacing a non-map value there).
+pub fn merge_into(target: Option<Path>) -> Merge<Record> {
+    match target {
+        None => Merge::new(|r: &mut Record, fields: &mut Map| {
+            for (k, v) in fields.drain() {
+                r.insert(k, v);
+            }
+        }),
+        Some(path) => Merge::new(move |r: &mut Record, fields: &mut Map| {
+            if !matches!(r.get_path(&path), Some(Value::Map(_))) {
+                r.set_path(&path, Value::Map(Map::with_capacity(fields.len())));
+            }
+            if let Some(Value::Map(m)) = r.get_path_mut(&path) {
+                for (k, v) in fields.drain() {
+                    m.insert(k, v);
+                }
+            }
+        }),
+    }
+}
+
+/// Reads the text or bytes at a dotted path (`Str`, `Shared` or `Bytes`), the input of
+/// parsing cogs.
+pub fn bytes_at(path: Path) -> Getter<Record, [u8]> {
+    Getter::new(move |r: &Record| r.get_path(&path).and_then(Value::as_bytes))
 }
 
 /// Getter and setter for the value at a dotted path: the setter creates intermediate maps.
@@ -1888,6 +1950,30 @@ mod tests {
     }
 
     // --- keys -------------------------------------------------------------------------------
+
+    #[test]
+    fn merge_into_top_level_and_target() {
+        let mut fields = Map::new();
+        let mut r = Record::new();
+        r.insert(Key::new("message"), Value::from("x"));
+        fields.insert(Key::new("status"), Value::Int(200));
+        merge_into(None).merge(&mut r, &mut fields);
+        assert!(fields.is_empty());
+        fields.insert(Key::new("ip"), Value::from("10.0.0.1"));
+        r.insert(Key::new("src"), Value::Int(1));
+        merge_into(Some(Path::parse("src").unwrap())).merge(&mut r, &mut fields);
+        let mut json = Vec::new();
+        r.write_json(&mut json);
+        assert_eq!(
+            json,
+            br#"{"message":"x","status":200,"src":{"ip":"10.0.0.1"}}"#
+        );
+        assert_eq!(
+            bytes_at(Path::parse("message").unwrap()).get(&r),
+            Some(&b"x"[..])
+        );
+        assert_eq!(bytes_at(Path::parse("status").unwrap()).get(&r), None);
+    }
 
     #[test]
     fn shared_text_renders_and_compares_as_text() {
