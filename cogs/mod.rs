@@ -4,9 +4,13 @@
 
 use crate::config::CogDescriptor;
 
+pub mod fields;
 pub mod flow;
 pub mod fs;
+pub mod ip;
+pub mod parse;
 pub mod stdio;
+pub mod text;
 
 /// Descriptors of every supplied cog, for the [`Registry`](crate::config::Registry).
 pub fn descriptors() -> Vec<CogDescriptor> {
@@ -19,4 +23,11 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         fs::spool::DESCRIPTOR,
         flow::pass::DESCRIPTOR,
     ]
+    .into_iter()
+    .chain(flow::descriptors())
+    .chain(text::descriptors())
+    .chain(parse::descriptors())
+    .chain(fields::descriptors())
+    .chain(ip::descriptors())
+    .collect()
 }

@@ -2,3 +2,10 @@
 
 pub mod inbox;
 pub mod pass;
+
+use crate::config::CogDescriptor;
+
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee).
+pub fn descriptors() -> Vec<CogDescriptor> {
+    vec![]
+}

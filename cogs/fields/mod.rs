@@ -1,0 +1,8 @@
+//! Adding, renaming, removing and copying fields.
+
+use crate::config::CogDescriptor;
+
+/// Descriptors of the cogs in this folder.
+pub fn descriptors() -> Vec<CogDescriptor> {
+    vec![]
+}

@@ -1,0 +1,8 @@
+//! Text parsing with regular expressions and presets.
+
+use crate::config::CogDescriptor;
+
+/// Descriptors of the cogs in this folder.
+pub fn descriptors() -> Vec<CogDescriptor> {
+    vec![]
+}

@@ -1,0 +1,8 @@
+//! Supplied cogs: parsing, fields, filtering and routing, IP, driven through TOML trains.
+
+mod fields;
+mod flow;
+mod ip;
+mod parse;
+mod pipeline;
+mod text;
