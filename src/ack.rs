@@ -22,16 +22,53 @@ struct Sent {
 /// in any order, and ids the tracker never saw are ignored.
 #[derive(Debug, Default)]
 pub struct AckTracker {
-    sources: HashMap<u64, Source>,
+    sources: Vec<Source>,
+    /// Source key → index in `sources`.
+    index: HashMap<u64, usize>,
+    /// The source used last: consecutive lines mostly come from one file, and
+    /// acknowledgements mostly arrive in the order the lines were sent.
+    last: Option<usize>,
     /// `new id → old ids` for data that travel on under another id.
     renamed: HashMap<EventId, Vec<EventId>>,
     pending: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Source {
+    key: u64,
     queue: VecDeque<Sent>,
     committed: u64,
+}
+
+impl Source {
+    fn covers(&self, id: EventId) -> bool {
+        match (self.queue.front(), self.queue.back()) {
+            (Some(first), Some(last)) => first.id <= id && id <= last.id,
+            _ => false,
+        }
+    }
+
+    /// Marks `id` done if it is here; returns (found, newly done, committed advanced).
+    fn ack(&mut self, id: EventId) -> (bool, bool, bool) {
+        let i = match self.queue.front() {
+            Some(front) if front.id == id => 0,
+            _ => match self.queue.binary_search_by_key(&id, |e| e.id) {
+                Ok(i) => i,
+                Err(_) => return (false, false, false),
+            },
+        };
+        let newly = !std::mem::replace(&mut self.queue[i].done, true);
+        let mut advanced = false;
+        while let Some(front) = self.queue.front() {
+            if !front.done {
+                break;
+            }
+            self.committed = front.end;
+            self.queue.pop_front();
+            advanced = true;
+        }
+        (true, newly, advanced)
+    }
 }
 
 impl AckTracker {
@@ -40,10 +77,31 @@ impl AckTracker {
         Self::default()
     }
 
+    fn slot(&mut self, source: u64) -> usize {
+        if let Some(i) = self.last.filter(|&i| self.sources.get(i).is_some_and(|s| s.key == source)) {
+            return i;
+        }
+        let i = match self.index.get(&source) {
+            Some(&i) => i,
+            None => {
+                self.sources.push(Source {
+                    key: source,
+                    queue: VecDeque::new(),
+                    committed: 0,
+                });
+                self.index.insert(source, self.sources.len() - 1);
+                self.sources.len() - 1
+            }
+        };
+        self.last = Some(i);
+        i
+    }
+
     /// Starts following a source whose data before `offset` need no acknowledgement (a
     /// checkpoint read at start, or 0).
     pub fn open(&mut self, source: u64, offset: u64) {
-        let s = self.sources.entry(source).or_default();
+        let i = self.slot(source);
+        let s = &mut self.sources[i];
         if s.queue.is_empty() {
             s.committed = offset;
         }
@@ -51,55 +109,47 @@ impl AckTracker {
 
     /// Forgets a source and whatever of it was unacknowledged.
     pub fn close(&mut self, source: u64) {
-        if let Some(s) = self.sources.remove(&source) {
-            self.pending -= s.queue.iter().filter(|e| !e.done).count();
+        let Some(i) = self.index.remove(&source) else { return };
+        let s = self.sources.swap_remove(i);
+        self.pending -= s.queue.iter().filter(|e| !e.done).count();
+        if let Some(moved) = self.sources.get(i) {
+            self.index.insert(moved.key, i);
         }
+        self.last = None;
     }
 
     /// Records that datum `id`, ending at `end` in `source`, was handed out.
     #[inline]
     pub fn sent(&mut self, source: u64, id: EventId, end: u64) {
-        let s = self.sources.entry(source).or_default();
-        s.queue.push_back(Sent {
-            id,
-            end,
-            done: false,
-        });
+        let i = self.slot(source);
+        self.sources[i].queue.push_back(Sent { id, end, done: false });
         self.pending += 1;
     }
 
     /// Marks data acknowledged; returns whether any source's committed offset advanced.
     pub fn done(&mut self, ids: &[EventId]) -> bool {
         let mut advanced = false;
+        let mut hint = self.last;
         for &id in ids {
             if let Some(olds) = self.renamed.remove(&id) {
                 advanced |= self.done(&olds);
                 continue;
             }
-            for s in self.sources.values_mut() {
-                let (Some(first), Some(last)) = (s.queue.front(), s.queue.back()) else {
-                    continue;
-                };
-                if id < first.id || id > last.id {
+            // Sources' id ranges interleave when several are read at once: try the source
+            // that held the previous id first, then every source covering this id.
+            let order = hint.into_iter().chain(0..self.sources.len());
+            for i in order {
+                let Some(s) = self.sources.get_mut(i) else { continue };
+                if !s.covers(id) {
                     continue;
                 }
-                // Sources' id ranges interleave when several are read at once.
-                let Ok(i) = s.queue.binary_search_by_key(&id, |e| e.id) else {
-                    continue;
-                };
-                if !s.queue[i].done {
-                    s.queue[i].done = true;
-                    self.pending -= 1;
+                let (found, newly, moved) = s.ack(id);
+                if found {
+                    self.pending -= newly as usize;
+                    advanced |= moved;
+                    hint = Some(i);
+                    break;
                 }
-                while let Some(front) = s.queue.front() {
-                    if !front.done {
-                        break;
-                    }
-                    s.committed = front.end;
-                    s.queue.pop_front();
-                    advanced = true;
-                }
-                break;
             }
         }
         advanced
@@ -113,12 +163,14 @@ impl AckTracker {
 
     /// The offset up to which every datum of `source` was acknowledged.
     pub fn committed(&self, source: u64) -> Option<u64> {
-        self.sources.get(&source).map(|s| s.committed)
+        self.index.get(&source).map(|&i| self.sources[i].committed)
     }
 
     /// Whether every datum of `source` handed out so far was acknowledged.
     pub fn is_settled(&self, source: u64) -> bool {
-        self.sources.get(&source).is_none_or(|s| s.queue.is_empty())
+        self.index
+            .get(&source)
+            .is_none_or(|&i| self.sources[i].queue.is_empty())
     }
 
     /// Data handed out and not acknowledged yet, over all sources (to bound memory: a
@@ -163,6 +215,30 @@ mod tests {
         t.close(1);
         assert_eq!(t.pending(), 0);
         assert_eq!(t.committed(1), None);
+    }
+
+    #[test]
+    fn many_sources_and_out_of_order_acks() {
+        let mut t = AckTracker::new();
+        for f in 0..50u64 {
+            t.open(f, 0);
+        }
+        let mut id = 0;
+        for round in 1..=4u64 {
+            for f in 0..50u64 {
+                id += 1;
+                t.sent(f, id, round * 10);
+            }
+        }
+        let all: Vec<EventId> = (1..=id).rev().collect();
+        t.done(&all[..100]);
+        assert_eq!(t.committed(7), Some(0));
+        t.close(3);
+        t.done(&all[100..]);
+        assert_eq!(t.pending(), 0);
+        for f in (0..50u64).filter(|f| *f != 3) {
+            assert_eq!(t.committed(f), Some(40), "source {f}");
+        }
     }
 
     #[test]
