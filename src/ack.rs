@@ -78,7 +78,10 @@ impl AckTracker {
     }
 
     fn slot(&mut self, source: u64) -> usize {
-        if let Some(i) = self.last.filter(|&i| self.sources.get(i).is_some_and(|s| s.key == source)) {
+        if let Some(i) = self
+            .last
+            .filter(|&i| self.sources.get(i).is_some_and(|s| s.key == source))
+        {
             return i;
         }
         let i = match self.index.get(&source) {
@@ -109,7 +112,9 @@ impl AckTracker {
 
     /// Forgets a source and whatever of it was unacknowledged.
     pub fn close(&mut self, source: u64) {
-        let Some(i) = self.index.remove(&source) else { return };
+        let Some(i) = self.index.remove(&source) else {
+            return;
+        };
         let s = self.sources.swap_remove(i);
         self.pending -= s.queue.iter().filter(|e| !e.done).count();
         if let Some(moved) = self.sources.get(i) {
@@ -122,7 +127,11 @@ impl AckTracker {
     #[inline]
     pub fn sent(&mut self, source: u64, id: EventId, end: u64) {
         let i = self.slot(source);
-        self.sources[i].queue.push_back(Sent { id, end, done: false });
+        self.sources[i].queue.push_back(Sent {
+            id,
+            end,
+            done: false,
+        });
         self.pending += 1;
     }
 
@@ -139,7 +148,9 @@ impl AckTracker {
             // that held the previous id first, then every source covering this id.
             let order = hint.into_iter().chain(0..self.sources.len());
             for i in order {
-                let Some(s) = self.sources.get_mut(i) else { continue };
+                let Some(s) = self.sources.get_mut(i) else {
+                    continue;
+                };
                 if !s.covers(id) {
                     continue;
                 }
