@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod drain;
 pub mod escapement;
+pub mod expr;
 pub mod format;
 pub mod getset;
 pub mod glob;
@@ -28,6 +29,7 @@ pub mod on_error;
 pub mod record;
 pub mod reference;
 pub mod supply;
+pub mod timefmt;
 pub mod train;
 
 #[path = "../cogs/mod.rs"]

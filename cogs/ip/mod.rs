@@ -2,7 +2,10 @@
 
 use crate::config::CogDescriptor;
 
+pub mod anonymise;
+pub mod cidr_tag;
+
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
-    vec![]
+    vec![anonymise::DESCRIPTOR, cidr_tag::DESCRIPTOR]
 }

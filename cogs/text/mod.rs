@@ -1,8 +1,15 @@
 //! Text parsing with regular expressions and presets.
+//!
+//! The `regex` cog is always registered: its presets are hand-written parsers. Only
+//! `pattern` needs the `regex` cargo feature (on by default); without it a `pattern` is a
+//! configuration error that says so.
 
 use crate::config::CogDescriptor;
 
+pub mod presets;
+pub mod regex;
+
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
-    vec![]
+    vec![regex::DESCRIPTOR]
 }

@@ -1,0 +1,145 @@
+//! `filter`: keeps or drops data by a condition.
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::expr::{Condition, Expr};
+use crate::prelude::*;
+use crate::record::{Record, id_field};
+
+/// Keeps the data that satisfy a condition (`keep`), or drops them (`drop`). Dropped data
+/// are acknowledged, so the supply that sent them still advances its checkpoint, and
+/// counted as dropped.
+///
+/// The condition language is described in [`crate::expr`]; it is parsed and checked when
+/// the configuration loads, and a condition on a missing field is false.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "filter"
+/// keep = 'status >= 400 and client in_cidr ["10.0.0.0/8", "2001:db8::/32"]'
+///
+/// [[train.cog]]
+/// type = "filter"
+/// drop = 'message contains "healthcheck"'
+/// ```
+///
+/// On any datum, with a field lookup and an id getter:
+///
+/// ```
+/// use deadbeat::cogs::flow::filter::Filter;
+/// use deadbeat::expr::{Condition, Expr};
+/// use deadbeat::prelude::*;
+/// use deadbeat::record::{Path, Value};
+/// struct Hit { id: EventId, status: Value }
+/// fn get<'a>(h: &'a Hit, p: &Path) -> Option<&'a Value> {
+///     (p.to_string() == "status").then_some(&h.status)
+/// }
+/// let cond = Condition::new(Expr::parse("status >= 500").unwrap(), get);
+/// let _errors_only = Filter::keep(cond, Getter::new(|h: &Hit| Some(&h.id)));
+/// ```
+#[derive(Debug)]
+pub struct Filter<D> {
+    cond: Condition<D>,
+    keep: bool,
+    id: Getter<D, EventId>,
+}
+
+impl<D> Filter<D> {
+    /// Passes on the data that satisfy `cond`; `id` reads the id to acknowledge the others.
+    pub fn keep(cond: Condition<D>, id: Getter<D, EventId>) -> Self {
+        Filter {
+            cond,
+            keep: true,
+            id,
+        }
+    }
+
+    /// Drops the data that satisfy `cond`; `id` reads the id to acknowledge them.
+    pub fn drop(cond: Condition<D>, id: Getter<D, EventId>) -> Self {
+        Filter {
+            cond,
+            keep: false,
+            id,
+        }
+    }
+}
+
+impl<D: 'static> Cog<D> for Filter<D> {
+    fn name(&self) -> &str {
+        "filter"
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let mut dropped = 0;
+        for d in batch.drain(..) {
+            if self.cond.test(&d) == self.keep {
+                out.push(d);
+            } else {
+                if let Some(id) = self.id.get(&d) {
+                    cx.event_done(*id);
+                }
+                dropped += 1;
+            }
+        }
+        out.count_dropped(dropped);
+    }
+}
+
+/// The descriptor of `filter`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "filter",
+    kind: CogKind::Transform,
+    summary: "keeps (keep) or drops (drop) records by a condition; dropped records are \
+              acknowledged",
+    params: &[
+        Param::unset(
+            "keep",
+            ParamType::Str,
+            "condition: pass on only the records that satisfy it (give keep or drop)",
+        ),
+        Param::unset(
+            "drop",
+            ParamType::Str,
+            "condition: drop the records that satisfy it (give keep or drop)",
+        ),
+    ],
+    fields: &[],
+    build,
+};
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let keep = expr_param(p, "keep")?;
+    let drop = expr_param(p, "drop")?;
+    let id = id_field().get;
+    match (keep, drop) {
+        (Some(e), None) => Ok(Box::new(Filter::keep(Condition::records(e), id))),
+        (None, Some(e)) => Ok(Box::new(Filter::drop(Condition::records(e), id))),
+        (Some(_), Some(_)) => Err(p.error("drop", "give either `keep` or `drop`, not both")),
+        (None, None) => Err(p.cog_error(
+            "give a condition in `keep` (records to pass on) or `drop` (records to drop)",
+        )),
+    }
+}
+
+/// Parses the condition under `key`, if given. An error is placed at the key's value and
+/// names the column within the expression; when the value is written without escapes on one
+/// line, the reported file position is that of the offending character itself.
+pub fn expr_param(p: &CogParams<'_>, key: &str) -> Result<Option<Expr>, ConfigError> {
+    let Some(text) = p.str(key)? else {
+        return Ok(None);
+    };
+    Expr::parse(text).map(Some).map_err(|e| {
+        let mut err = p.error(
+            key,
+            format!("in the condition at column {}: {}", e.column, e.message),
+        );
+        // Only a plain one-line string is its own text plus two quotes: anything longer
+        // has escapes or is multi-line, and columns no longer map one to one.
+        let plain = p
+            .node(key)
+            .is_some_and(|n| n.span.len() == text.len() + 2 && !text.contains('\n'));
+        if let (true, Some((line, col))) = (plain, err.at) {
+            err.at = Some((line, col + e.column));
+        }
+        err
+    })
+}

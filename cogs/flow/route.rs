@@ -1,0 +1,112 @@
+//! `route`: sends the data that satisfy a condition to another train.
+
+use std::rc::Rc;
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::expr::Condition;
+use crate::mailbox::Mailbox;
+use crate::prelude::*;
+use crate::record::Record;
+
+use super::filter::expr_param;
+
+/// Sends the data that satisfy `when` (every datum, without it) to the head of another
+/// train; the others continue down this one. A routed datum keeps its event id: the other
+/// train's drain acknowledges it, as this train's would have.
+///
+/// The receiving train finishes after this one at shutdown, so nothing routed is lost;
+/// two trains routing to each other (directly or through others) are refused by `check`.
+/// A train fed only by routes needs no supply.
+///
+/// ```toml
+/// [[train]]
+/// name = "main"
+///   [[train.cog]]
+///   type = "file_in"
+///   paths = ["app.log"]
+///   [[train.cog]]
+///   type = "route"
+///   train = "errors"
+///   when = 'message contains "ERROR"'
+///   [[train.cog]]
+///   type = "file_out"
+///   path = "out/rest.log"
+///
+/// [[train]]
+/// name = "errors"
+///   [[train.cog]]
+///   type = "file_out"
+///   path = "out/errors.log"
+/// ```
+#[derive(Debug)]
+pub struct Route<D> {
+    to: Rc<Mailbox<D>>,
+    when: Option<Condition<D>>,
+}
+
+impl<D> Route<D> {
+    /// Sends the data that satisfy `when` (all, if `None`) to `to`.
+    pub fn new(to: Rc<Mailbox<D>>, when: Option<Condition<D>>) -> Self {
+        Route { to, when }
+    }
+}
+
+impl<D: 'static> Cog<D> for Route<D> {
+    fn name(&self) -> &str {
+        "route"
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        for d in batch.drain(..) {
+            if self.when.as_ref().is_none_or(|c| c.test(&d)) {
+                self.to.send(d, cx);
+            } else {
+                out.push(d);
+            }
+        }
+    }
+}
+
+/// The descriptor of `route`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "route",
+    kind: CogKind::Transform,
+    summary: "sends records that satisfy a condition to another train; the others continue",
+    params: &[
+        Param::req("train", ParamType::Str, "the train to send records to"),
+        Param::unset(
+            "when",
+            ParamType::Str,
+            "condition: send only the records that satisfy it (default: every record)",
+        ),
+    ],
+    fields: &[],
+    build,
+};
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let when = expr_param(p, "when")?.map(Condition::records);
+    let to = target(p, cx)?;
+    Ok(Box::new(Route::new(to, when)))
+}
+
+/// The mailbox of the train named by `train`, with errors at that key.
+pub(crate) fn target(
+    p: &CogParams<'_>,
+    cx: &BuildCx<'_>,
+) -> Result<Rc<Mailbox<Record>>, ConfigError> {
+    let name = p.required_str("train")?;
+    if name == p.train() {
+        return Err(p.error(
+            "train",
+            format!("train {name:?} cannot send records to itself"),
+        ));
+    }
+    cx.mailbox(name).ok_or_else(|| {
+        let names: Vec<String> = cx.train_names().iter().map(|n| format!("{n:?}")).collect();
+        p.error(
+            "train",
+            format!("no train named {name:?} (trains: {})", names.join(", ")),
+        )
+    })
+}

@@ -1,0 +1,862 @@
+//! `anonymise`: truncates or pseudonymises IP addresses.
+
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::on_error::{self, ErrorAction, OnError};
+use crate::prelude::*;
+use crate::record::{self, Key, Record, Value};
+
+/// Replaces an IP address with an anonymised one, in the representation it came in: text
+/// stays text (`Str`, `Shared` becomes `Str`, `Bytes` stay bytes), an `Ip` stays an `Ip`.
+///
+/// The first `ipv4_prefix` / `ipv6_prefix` bits are always kept as they are. The other
+/// bits are
+/// - `mode = "truncate"`: set to zero (`10.1.2.3` → `10.1.2.0` with the default /24);
+/// - `mode = "keyed"`: pseudonymised with a secret key, Crypto-PAn style: bit *i* of the
+///   output is bit *i* of the input XOR one bit of SipHash-2-4 keyed with `key` over the
+///   first *i* bits of the input (its family and *i* included). Equal addresses map to
+///   equal outputs, two addresses sharing exactly their first *k* bits map to outputs
+///   sharing exactly their first *k* bits (subnets stay subnets), and without the key the
+///   mapping can be neither computed nor reversed. Set the prefixes to 0 to pseudonymise
+///   the whole address; with the defaults the /24 (/48) stays readable, as in truncate
+///   mode, and only hosts are pseudonymised (still told apart, unlike truncate).
+///
+/// IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`) are treated as the IPv4 address they
+/// carry (`ipv4_prefix` applies, the output is mapped again), so a client seen over both
+/// socket families gets one pseudonym. Text such as `10.1.2.3:80` or `fe80::1%eth0` is
+/// not an address.
+///
+/// The key is given by exactly one of `key`, `key_file` (its content, without a final
+/// newline) or `key_env` (an environment variable): at least 16 bytes, ideally random
+/// (`openssl rand -hex 32`). It is hashed into a 128-bit SipHash key; it is not stretched
+/// like a password, so do not use a guessable phrase.
+///
+/// An absent or null field is passed on unchanged. Any other value that is not an address
+/// follows `on_error`, whose default here is `drop`: an address that cannot be anonymised
+/// must not slip through in clear (with `keep`, it does). The reason never quotes the value.
+///
+/// Keyed mode keeps recent results in a 4096-entry cache, so repeated clients cost a
+/// lookup rather than one SipHash per pseudonymised bit.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "anonymise"
+/// field = "client"
+/// mode = "keyed"
+/// key_file = "/etc/deadbeat/anon.key"
+/// ipv4_prefix = 16
+/// ipv6_prefix = 32
+/// ```
+pub struct Anonymise<D> {
+    field: MutGetter<D, Value>,
+    anon: Anonymiser,
+    on_error: OnError<D>,
+    field_name: String,
+}
+
+/// The descriptor of `anonymise`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "anonymise",
+    kind: CogKind::Transform,
+    summary: "truncates or pseudonymises (keyed, prefix-preserving) the IP address in a field",
+    params: &[
+        Param::opt(
+            "field",
+            ParamType::Str,
+            "client",
+            "dotted path of the address (text or ip)",
+        ),
+        Param::opt(
+            "mode",
+            ParamType::Choice(&["truncate", "keyed"]),
+            "truncate",
+            "truncate: zero the bits after the prefix; keyed: pseudonymise them with `key`, prefix-preserving",
+        ),
+        Param::opt(
+            "ipv4_prefix",
+            ParamType::Int,
+            "24",
+            "leading bits of IPv4 addresses kept as they are (0-32)",
+        ),
+        Param::opt(
+            "ipv6_prefix",
+            ParamType::Int,
+            "48",
+            "leading bits of IPv6 addresses kept as they are (0-128)",
+        ),
+        Param::unset(
+            "key",
+            ParamType::Str,
+            "keyed mode: the secret, at least 16 bytes",
+        ),
+        Param::unset(
+            "key_file",
+            ParamType::Path,
+            "keyed mode: file holding the secret (a final newline is ignored)",
+        ),
+        Param::unset(
+            "key_env",
+            ParamType::Str,
+            "keyed mode: environment variable holding the secret",
+        ),
+        Param::opt(
+            "on_error",
+            ParamType::Str,
+            "drop",
+            "value that is not an IP address: drop | keep (passes it on in clear, reason in `error`) | train:NAME",
+        ),
+    ],
+    fields: &[(
+        "error",
+        "why the value could not be anonymised (on_error = keep or train:NAME)",
+    )],
+    build,
+};
+
+/// Shortest secret accepted: below 128 bits a key could be searched for.
+pub const MIN_KEY_BYTES: usize = 16;
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let field_name = p.str_or("field", "client")?;
+    let field = record::field_mut(field_name).map_err(|e| p.error("field", e.to_string()))?;
+    let v4 = prefix(p, "ipv4_prefix", 24, 32)?;
+    let v6 = prefix(p, "ipv6_prefix", 48, 128)?;
+    let sources = ["key", "key_file", "key_env"];
+    let given: Vec<&str> = sources
+        .into_iter()
+        .filter(|k| p.node(k).is_some())
+        .collect();
+    let anon = match p.choice_or("mode", &["truncate", "keyed"], "truncate")? {
+        "keyed" => {
+            let at = match given.as_slice() {
+                [] => {
+                    return Err(p.cog_error(
+                        "mode = \"keyed\" needs one of `key`, `key_file` or `key_env`",
+                    ));
+                }
+                [one] => *one,
+                [_, second, ..] => {
+                    return Err(p.error(second, "give only one of `key`, `key_file` and `key_env`"));
+                }
+            };
+            let key = match at {
+                "key_file" => {
+                    let path = p.path("key_file")?.unwrap_or_default();
+                    let mut k = std::fs::read(&path).map_err(|e| {
+                        p.error("key_file", format!("cannot read {}: {e}", path.display()))
+                    })?;
+                    if k.last() == Some(&b'\n') {
+                        k.pop();
+                        if k.last() == Some(&b'\r') {
+                            k.pop();
+                        }
+                    }
+                    k
+                }
+                "key_env" => {
+                    let var = p.required_str("key_env")?;
+                    std::env::var_os(var)
+                        .ok_or_else(|| {
+                            p.error("key_env", format!("environment variable {var} is not set"))
+                        })?
+                        .into_encoded_bytes()
+                }
+                _ => p.required_str("key")?.as_bytes().to_vec(),
+            };
+            Anonymiser::keyed(v4, v6, &key).map_err(|m| p.error(at, m))?
+        }
+        _ => {
+            if let Some(k) = given.first() {
+                return Err(p.error(k, "a key is used only with mode = \"keyed\""));
+            }
+            Anonymiser::truncate(v4, v6)
+        }
+    };
+    let on_error = match p.node("on_error") {
+        Some(_) => on_error::from_params(p, cx)?,
+        None => OnError::new(
+            ErrorAction::Drop,
+            Getter::new(|r: &Record| Some(&r.id)),
+            Setter::new(|r: &mut Record, why: String| {
+                r.insert(Key::new("error"), Value::Str(why));
+            }),
+        ),
+    };
+    Ok(Box::new(Anonymise::new(field, anon, on_error, field_name)))
+}
+
+fn prefix(p: &CogParams<'_>, key: &str, default: u8, max: u8) -> Result<u8, ConfigError> {
+    match p.int(key)? {
+        None => Ok(default),
+        Some(n) if (0..=i64::from(max)).contains(&n) => Ok(n as u8),
+        Some(n) => Err(p.error(key, format!("expected 0 to {max} bits, found {n}"))),
+    }
+}
+
+impl<D: 'static> Anonymise<D> {
+    /// Anonymises the value `field` reaches; failures go to `on_error`, and
+    /// `field_name` names the field in their reasons.
+    pub fn new(
+        field: MutGetter<D, Value>,
+        anon: Anonymiser,
+        on_error: OnError<D>,
+        field_name: &str,
+    ) -> Self {
+        Anonymise {
+            field,
+            anon,
+            on_error,
+            field_name: field_name.to_string(),
+        }
+    }
+}
+
+impl<D: 'static> Cog<D> for Anonymise<D> {
+    fn name(&self) -> &str {
+        "anonymise"
+    }
+
+    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let res = match self.field.get_mut(&mut d) {
+            None | Some(Value::Null) => Ok(()),
+            Some(v) => self.anon.value(v),
+        };
+        match res {
+            Ok(()) => out.push(d),
+            Err(e) => {
+                let why = format_args!("field {:?}: {e}", self.field_name);
+                self.on_error.fail(d, "anonymise", &why, out, cx);
+            }
+        }
+    }
+}
+
+impl<D> fmt::Debug for Anonymise<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Anonymise")
+            .field("field", &self.field_name)
+            .field("anon", &self.anon)
+            .finish()
+    }
+}
+
+/// Why a value could not be anonymised; never quotes the value, which may be personal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAnAddress(&'static str);
+
+impl fmt::Display for NotAnAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "not an IP address (a {} value)", self.0)
+    }
+}
+
+impl std::error::Error for NotAnAddress {}
+
+const CACHE_SLOTS: usize = 4096;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    used: bool,
+    input: u128,
+    output: u128,
+}
+
+struct Keyed {
+    k0: u64,
+    k1: u64,
+    /// Direct-mapped by address (IPv4 as mapped IPv6): the mapping is a pure function, so
+    /// a stale slot is only ever overwritten, never wrong.
+    cache: Box<[Slot]>,
+}
+
+/// The address transformation of `anonymise`, usable on its own.
+pub struct Anonymiser {
+    v4_prefix: u8,
+    v6_prefix: u8,
+    keyed: Option<Keyed>,
+}
+
+impl fmt::Debug for Anonymiser {
+    // The key stays out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Anonymiser")
+            .field("v4_prefix", &self.v4_prefix)
+            .field("v6_prefix", &self.v6_prefix)
+            .field("keyed", &self.keyed.is_some())
+            .finish()
+    }
+}
+
+/// Mask of the first `bits` bits of a 32-bit word.
+#[inline]
+fn mask32(bits: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0)
+}
+
+/// Mask of the first `bits` bits of a 128-bit word.
+#[inline]
+fn mask128(bits: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0)
+}
+
+impl Anonymiser {
+    /// Zeroes all but the first `v4_prefix` (at most 32) / `v6_prefix` (at most 128) bits.
+    pub fn truncate(v4_prefix: u8, v6_prefix: u8) -> Anonymiser {
+        Anonymiser {
+            v4_prefix: v4_prefix.min(32),
+            v6_prefix: v6_prefix.min(128),
+            keyed: None,
+        }
+    }
+
+    /// Pseudonymises all but the first `v4_prefix` / `v6_prefix` bits with `key` (at
+    /// least [`MIN_KEY_BYTES`]); see [`Anonymise`] for the construction.
+    pub fn keyed(v4_prefix: u8, v6_prefix: u8, key: &[u8]) -> Result<Anonymiser, String> {
+        if key.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "the key has {} bytes; give at least {MIN_KEY_BYTES} (e.g. `openssl rand -hex 32`)",
+                key.len()
+            ));
+        }
+        // Two fixed, distinct keys turn a secret of any length into 128 key bits.
+        let k0 = siphash24(0x6465_6164_6265_6174, 0x616e_6f6e_796d_6973, key);
+        let k1 = siphash24(0x7072_6566_6978_2d70, 0x7265_7365_7276_696e, key);
+        Ok(Anonymiser {
+            v4_prefix: v4_prefix.min(32),
+            v6_prefix: v6_prefix.min(128),
+            keyed: Some(Keyed {
+                k0,
+                k1,
+                cache: vec![Slot::default(); CACHE_SLOTS].into_boxed_slice(),
+            }),
+        })
+    }
+
+    /// The anonymised address.
+    #[inline]
+    pub fn ip(&mut self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(a) => IpAddr::V4(self.v4(a)),
+            IpAddr::V6(a) => IpAddr::V6(match a.to_ipv4_mapped() {
+                Some(v4) => self.v4(v4).to_ipv6_mapped(),
+                None => self.v6(a),
+            }),
+        }
+    }
+
+    /// The anonymised IPv4 address.
+    #[inline]
+    pub fn v4(&mut self, a: Ipv4Addr) -> Ipv4Addr {
+        let x = u32::from(a);
+        let prefix = self.v4_prefix;
+        match &mut self.keyed {
+            None => Ipv4Addr::from(x & mask32(prefix)),
+            Some(k) => {
+                let tagged = u128::from(a.to_ipv6_mapped());
+                let out = k.cached(tagged, |k0, k1| {
+                    let mut flip = 0u32;
+                    for i in prefix..32 {
+                        let mut msg = [0u8; 16];
+                        msg[0] = 4;
+                        msg[1] = i;
+                        msg[8..12].copy_from_slice(&(x & mask32(i)).to_be_bytes());
+                        let bit = (siphash24(k0, k1, &msg) & 1) as u32;
+                        flip |= bit << (31 - i);
+                    }
+                    u128::from(x ^ flip)
+                });
+                Ipv4Addr::from(out as u32)
+            }
+        }
+    }
+
+    /// The anonymised IPv6 address (IPv4-mapped ones included, taken as 128 bits).
+    #[inline]
+    pub fn v6(&mut self, a: Ipv6Addr) -> Ipv6Addr {
+        let x = u128::from(a);
+        let prefix = self.v6_prefix;
+        match &mut self.keyed {
+            None => Ipv6Addr::from(x & mask128(prefix)),
+            Some(k) => Ipv6Addr::from(k.cached(x, |k0, k1| {
+                let mut flip = 0u128;
+                for i in prefix..128 {
+                    let mut msg = [0u8; 24];
+                    msg[0] = 6;
+                    msg[1] = i;
+                    msg[8..24].copy_from_slice(&(x & mask128(i)).to_be_bytes());
+                    let bit = u128::from((siphash24(k0, k1, &msg) & 1) as u8);
+                    flip |= bit << (127 - i);
+                }
+                x ^ flip
+            })),
+        }
+    }
+
+    /// Anonymises an address held in `v`, in place and in the same representation.
+    pub fn value(&mut self, v: &mut Value) -> Result<(), NotAnAddress> {
+        match v {
+            Value::Ip(ip) => *ip = self.ip(*ip),
+            Value::Str(s) => {
+                let ip = s.parse().map_err(|_| NotAnAddress("string"))?;
+                let mut buf = IpText::default();
+                buf.write(self.ip(ip));
+                s.clear();
+                s.push_str(buf.as_str());
+            }
+            Value::Shared(s) => {
+                let ip = s.parse().map_err(|_| NotAnAddress("string"))?;
+                let mut buf = IpText::default();
+                buf.write(self.ip(ip));
+                *v = Value::Str(buf.as_str().to_string());
+            }
+            Value::Bytes(b) => {
+                let ip = std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(NotAnAddress("string"))?;
+                let mut buf = IpText::default();
+                buf.write(self.ip(ip));
+                b.clear();
+                b.extend_from_slice(buf.as_str().as_bytes());
+            }
+            other => return Err(NotAnAddress(other.type_name())),
+        }
+        Ok(())
+    }
+}
+
+impl Keyed {
+    #[inline]
+    fn cached(&mut self, input: u128, compute: impl FnOnce(u64, u64) -> u128) -> u128 {
+        let h = ((input >> 64) as u64 ^ input as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let i = (h >> (64 - CACHE_SLOTS.trailing_zeros())) as usize;
+        if let Some(slot) = self.cache.get(i)
+            && slot.used
+            && slot.input == input
+        {
+            return slot.output;
+        }
+        let output = compute(self.k0, self.k1);
+        if let Some(slot) = self.cache.get_mut(i) {
+            *slot = Slot {
+                used: true,
+                input,
+                output,
+            };
+        }
+        output
+    }
+}
+
+/// An address rendered as text on the stack (the longest IPv6 form is 45 bytes).
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl IpText {
+    fn write(&mut self, ip: IpAddr) {
+        match ip {
+            // The hot case, done by hand: `fmt` costs several times as much.
+            IpAddr::V4(a) => {
+                for (n, octet) in a.octets().into_iter().enumerate() {
+                    if n > 0 {
+                        self.push(b'.');
+                    }
+                    if octet >= 100 {
+                        self.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        self.push(b'0' + octet / 10 % 10);
+                    }
+                    self.push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(a) => {
+                // Cannot fail: 48 bytes hold any IPv6 text.
+                let _ = write!(self, "{a}");
+            }
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII is ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein) of `msg` under the key `(k0, k1)`: a PRF with a
+/// 128-bit key, written out here to avoid a dependency (`std`'s is deprecated).
+#[inline]
+pub fn siphash24(k0: u64, k1: u64, msg: &[u8]) -> u64 {
+    #[inline(always)]
+    fn round(v: &mut [u64; 4]) {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    }
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let mut chunks = msg.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let m = u64::from_le_bytes(w);
+        v[3] ^= m;
+        round(&mut v);
+        round(&mut v);
+        v[0] ^= m;
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    last[7] = msg.len() as u8;
+    let m = u64::from_le_bytes(last);
+    v[3] ^= m;
+    round(&mut v);
+    round(&mut v);
+    v[0] ^= m;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &[u8] = b"0123456789abcdef-test-key";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn bits(a: IpAddr) -> (u128, u8) {
+        match a {
+            IpAddr::V4(a) => (u128::from(u32::from(a)) << 96, 32),
+            IpAddr::V6(a) => (u128::from(a), 128),
+        }
+    }
+
+    /// Length of the common prefix of two addresses of one family.
+    fn common(a: IpAddr, b: IpAddr) -> u32 {
+        let ((x, w), (y, _)) = (bits(a), bits(b));
+        (x ^ y).leading_zeros().min(u32::from(w))
+    }
+
+    #[test]
+    fn siphash_matches_the_reference() {
+        #[allow(deprecated)]
+        fn std_sip(k0: u64, k1: u64, m: &[u8]) -> u64 {
+            use std::hash::Hasher;
+            let mut h = std::hash::SipHasher::new_with_keys(k0, k1);
+            h.write(m);
+            h.finish()
+        }
+        let msg: Vec<u8> = (0..40).collect();
+        for n in 0..msg.len() {
+            assert_eq!(siphash24(7, 9, &msg[..n]), std_sip(7, 9, &msg[..n]), "{n}");
+        }
+    }
+
+    #[test]
+    fn truncate_v4_and_v6() {
+        let cases = [
+            (24, 48, "10.1.2.3", "10.1.2.0"),
+            (16, 48, "10.1.2.3", "10.1.0.0"),
+            (0, 48, "10.1.2.3", "0.0.0.0"),
+            (32, 48, "10.1.2.3", "10.1.2.3"),
+            (20, 48, "192.168.255.255", "192.168.240.0"),
+            (24, 48, "2001:db8:abcd:12::1", "2001:db8:abcd::"),
+            (24, 64, "2001:db8:abcd:12:1:2:3:4", "2001:db8:abcd:12::"),
+            (24, 0, "2001:db8::1", "::"),
+            (24, 128, "2001:db8::1", "2001:db8::1"),
+            (24, 52, "2001:db8:abcd:ffff::", "2001:db8:abcd:f000::"),
+            // IPv4-mapped: the IPv4 prefix applies, the result stays mapped.
+            (24, 48, "::ffff:10.1.2.3", "::ffff:10.1.2.0"),
+        ];
+        for (v4, v6, input, want) in cases {
+            let mut a = Anonymiser::truncate(v4, v6);
+            assert_eq!(a.ip(ip(input)), ip(want), "{input} /{v4} /{v6}");
+        }
+    }
+
+    #[test]
+    fn representation_is_kept() {
+        let mut a = Anonymiser::truncate(24, 48);
+        let mut v = Value::Str("10.1.2.34".into());
+        a.value(&mut v).unwrap();
+        assert!(matches!(&v, Value::Str(s) if s == "10.1.2.0"));
+        let mut v = Value::Shared("2001:db8:1:2::3".into());
+        a.value(&mut v).unwrap();
+        assert!(matches!(&v, Value::Str(s) if s == "2001:db8:1::"));
+        let mut v = Value::Bytes(b"192.0.2.77".to_vec());
+        a.value(&mut v).unwrap();
+        assert!(matches!(&v, Value::Bytes(b) if b == b"192.0.2.0"));
+        let mut v = Value::Ip(ip("192.0.2.77"));
+        a.value(&mut v).unwrap();
+        assert!(matches!(v, Value::Ip(x) if x == ip("192.0.2.0")));
+    }
+
+    #[test]
+    fn non_addresses_are_refused_without_quoting_them() {
+        let mut a = Anonymiser::truncate(24, 48);
+        for mut v in [
+            Value::from("10.1.2.3:80"),
+            Value::from(" 10.1.2.3"),
+            Value::from("fe80::1%eth0"),
+            Value::from("secret-name"),
+            Value::Bytes(b"\xff10.0.0.1".to_vec()),
+            Value::Int(167_772_161),
+        ] {
+            let before = v.clone();
+            let e = a.value(&mut v).unwrap_err();
+            assert_eq!(v, before, "a refused value is left alone");
+            assert!(!e.to_string().contains("10.1"), "{e}");
+        }
+    }
+
+    /// `p` with bit `k` flipped (none when `k` is the width) and the bits after it
+    /// replaced by `noise`: the two share exactly their first `k` bits.
+    fn sibling(p: u128, k: u32, width: u32, noise: u128) -> u128 {
+        if k >= width {
+            return p;
+        }
+        let top = 128 - width;
+        let after = u128::MAX.checked_shr(top + k + 1).unwrap_or(0) << top;
+        (p ^ (1u128 << (127 - k))) & !after | noise & after
+    }
+
+    #[test]
+    fn keyed_preserves_prefixes_exactly() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = move || {
+            // xorshift: reproducible addresses and shared prefix lengths.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (v4p, v6p) in [(0, 0), (24, 48), (8, 17)] {
+            let mut a = Anonymiser::keyed(v4p, v6p, KEY).unwrap();
+            for _ in 0..2000 {
+                let k = (next() % 33) as u32;
+                let p = u128::from(next()) << 96;
+                let q = sibling(p, k, 32, u128::from(next()) << 64);
+                let to_ip = |b: u128| IpAddr::V4(Ipv4Addr::from((b >> 96) as u32));
+                let (p, q) = (to_ip(p), to_ip(q));
+                assert_eq!(common(p, q), k);
+                let (ap, aq) = (a.ip(p), a.ip(q));
+                assert_eq!(common(ap, aq), k, "{p} {q} -> {ap} {aq}");
+                assert!(common(p, ap) >= u32::from(v4p), "clear prefix kept");
+            }
+            for _ in 0..500 {
+                let k = (next() % 129) as u32;
+                let p = u128::from(next()) << 64 | u128::from(next());
+                let q = sibling(p, k, 128, u128::from(next()) << 64 | u128::from(next()));
+                let (p, q) = (IpAddr::V6(p.into()), IpAddr::V6(q.into()));
+                if p.to_canonical() != p || q.to_canonical() != q {
+                    continue; // IPv4-mapped: covered as IPv4.
+                }
+                let (ap, aq) = (a.ip(p), a.ip(q));
+                assert_eq!(common(ap, aq), k, "{p} {q} -> {ap} {aq}");
+                assert!(common(p, ap) >= u32::from(v6p), "clear prefix kept");
+            }
+        }
+    }
+
+    #[test]
+    fn keyed_is_stable_and_depends_on_the_key() {
+        let mut a = Anonymiser::keyed(0, 0, KEY).unwrap();
+        let mut b = Anonymiser::keyed(0, 0, KEY).unwrap();
+        let mut c = Anonymiser::keyed(0, 0, b"another-key-of-enough-bytes").unwrap();
+        let mut differ = 0;
+        for i in 0..256u32 {
+            let x = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i << 8 | i));
+            let first = a.ip(x);
+            assert_eq!(a.ip(x), first, "cached result");
+            assert_eq!(b.ip(x), first, "same key, same mapping");
+            differ += usize::from(c.ip(x) != first);
+        }
+        assert!(differ > 250, "{differ}");
+        // Mapped IPv4 and plain IPv4 get the same pseudonym.
+        let plain = a.ip(ip("198.51.100.7"));
+        let IpAddr::V4(plain4) = plain else { panic!() };
+        assert_eq!(
+            a.ip(ip("::ffff:198.51.100.7")),
+            IpAddr::V6(plain4.to_ipv6_mapped())
+        );
+        assert!(Anonymiser::keyed(24, 48, b"short").is_err());
+    }
+
+    #[test]
+    fn keyed_keeps_the_clear_prefix_and_changes_hosts() {
+        let mut a = Anonymiser::keyed(24, 48, KEY).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..=255u8 {
+            let IpAddr::V4(out) = a.ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, i))) else {
+                panic!()
+            };
+            assert_eq!(out.octets()[..3], [10, 1, 2]);
+            seen.insert(out);
+        }
+        // Hosts of a /24 are permuted: still told apart.
+        assert_eq!(seen.len(), 256);
+        let input = ip("2001:db8:abcd:1234::1");
+        let out = a.ip(input);
+        assert!(common(out, input) >= 48);
+        assert_ne!(out, input);
+    }
+
+    /// Per-record cost through the record's getter, as the cog pays it:
+    /// `cargo test --release --lib anonymise_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn anonymise_cost() {
+        let get = record::field_mut("client").unwrap();
+        let n = 2_000_000u32;
+        let v4 = |count: u32| -> Vec<String> {
+            (0..count)
+                .map(|i| Ipv4Addr::from(0x0a00_0000 ^ i.wrapping_mul(2_654_435_761)).to_string())
+                .collect()
+        };
+        let v6 = |count: u32| -> Vec<String> {
+            (0..count)
+                .map(|i| {
+                    format!(
+                        "2001:db8:{:x}:{:x}::{:x}",
+                        i >> 16,
+                        i & 0xffff,
+                        i.wrapping_mul(40_503) & 0xffff
+                    )
+                })
+                .collect()
+        };
+        // Few clients repeat (the cache answers); many distinct ones mostly miss it.
+        let (few4, many4, few6, many6) = (v4(1000), v4(1 << 18), v6(1000), v6(1 << 18));
+        let mut r = Record::new();
+        r.insert(Key::new("message"), Value::from("GET / HTTP/1.1"));
+        let key = Key::new("client");
+        let cases: [(&str, Anonymiser, &[String]); 7] = [
+            ("truncate v4", Anonymiser::truncate(24, 48), &many4),
+            ("truncate v6", Anonymiser::truncate(24, 48), &many6),
+            (
+                "keyed v4 /24, 1000 clients",
+                Anonymiser::keyed(24, 48, KEY).unwrap(),
+                &few4,
+            ),
+            (
+                "keyed v4 /24, 262144 clients",
+                Anonymiser::keyed(24, 48, KEY).unwrap(),
+                &many4,
+            ),
+            (
+                "keyed v4 /0, 262144 clients",
+                Anonymiser::keyed(0, 0, KEY).unwrap(),
+                &many4,
+            ),
+            (
+                "keyed v6 /48, 1000 clients",
+                Anonymiser::keyed(24, 48, KEY).unwrap(),
+                &few6,
+            ),
+            (
+                "keyed v6 /48, 262144 clients",
+                Anonymiser::keyed(24, 48, KEY).unwrap(),
+                &many6,
+            ),
+        ];
+        let mut baseline = |inputs: &[String]| {
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let s = &inputs[i as usize % inputs.len()];
+                if let Some(Value::Str(buf)) = r.get_mut(key) {
+                    buf.clear();
+                    buf.push_str(s);
+                } else {
+                    r.insert(key, Value::Str(s.clone()));
+                }
+                std::hint::black_box(get.get_mut(&mut r));
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(n)
+        };
+        let base = [
+            baseline(&many4),
+            baseline(&many6),
+            baseline(&few4),
+            baseline(&few6),
+        ];
+        println!("loop without anonymise (subtracted below): {base:.1?} ns/record");
+        for (what, mut anon, inputs) in cases {
+            let base = match (inputs.len() > 1000, inputs[0].contains(':')) {
+                (true, false) => base[0],
+                (true, true) => base[1],
+                (false, false) => base[2],
+                (false, true) => base[3],
+            };
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                let s = &inputs[i as usize % inputs.len()];
+                // The supply's string is part of the record, not of this cog's cost; reuse
+                // one buffer so only anonymise (and the field lookup) is timed.
+                match r.get_mut(key) {
+                    Some(Value::Str(buf)) => {
+                        buf.clear();
+                        buf.push_str(s);
+                    }
+                    _ => {
+                        r.insert(key, Value::Str(s.clone()));
+                    }
+                }
+                if let Some(v) = get.get_mut(&mut r) {
+                    anon.value(v).unwrap();
+                }
+                std::hint::black_box(&r);
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(n) - base;
+            println!("{what}: {ns:.1} ns/record");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! `cidr_tag`: names the networks an IP address belongs to.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::config::{
+    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, NodeValue, Param, ParamType,
+};
+use crate::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::prelude::*;
+use crate::record::{self, Record, Value};
+
+/// Writes into `target` the names of the networks the address in `field` belongs to, as
+/// a list of strings in the order the names are written (each name once). When no network
+/// matches, `target` is left as it is (absent, usually), so "has a tag" is a plain
+/// existence test downstream; when one does, `target` is replaced.
+///
+/// Each name takes one network or a list; a network is `10.0.0.0/8`, `fd00::/8`, or a
+/// single address. A network with host bits set (`10.1.0.0/8`) is a configuration error,
+/// as it is most likely a typing mistake. IPv4-mapped IPv6 addresses (`::ffff:10.1.2.3`)
+/// match IPv4 networks. Networks are scanned in order, which suits tens of networks.
+///
+/// An absent or null field is passed on unchanged; any other value that is not an address
+/// (text or ip) follows `on_error`.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "cidr_tag"
+/// field = "client"
+/// target = "tags"
+/// networks = { internal = ["10.0.0.0/8", "fd00::/8"], dmz = "192.0.2.0/24" }
+/// ```
+pub struct CidrTag<D> {
+    get: Getter<D, Value>,
+    target: Setter<D, Value>,
+    /// Networks with the index of their name, grouped by name in configuration order.
+    nets: Vec<(IpNet, usize)>,
+    names: Vec<Arc<str>>,
+    on_error: OnError<D>,
+    field_name: String,
+}
+
+/// The descriptor of `cidr_tag`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "cidr_tag",
+    kind: CogKind::Transform,
+    summary: "writes the names of the networks (CIDR) an IP address belongs to",
+    params: &[
+        Param::opt(
+            "field",
+            ParamType::Str,
+            "client",
+            "dotted path of the address (text or ip)",
+        ),
+        Param::req(
+            "networks",
+            ParamType::Table,
+            "name = \"CIDR\" or [\"CIDR\", ...], e.g. { internal = [\"10.0.0.0/8\", \"fd00::/8\"] }",
+        ),
+        Param::opt(
+            "target",
+            ParamType::Str,
+            "tags",
+            "dotted path receiving the list of matching names",
+        ),
+        ON_ERROR_PARAM,
+    ],
+    fields: &[(
+        "tags",
+        "(`target`) names of the matching networks; untouched when none match",
+    )],
+    build,
+};
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let field_name = p.str_or("field", "client")?;
+    let field = record::field(field_name).map_err(|e| p.error("field", e.to_string()))?;
+    let target =
+        record::field(p.str_or("target", "tags")?).map_err(|e| p.error("target", e.to_string()))?;
+    let Some(NodeValue::Table(entries)) = p.node("networks").map(|n| &n.value) else {
+        return Err(p.cog_error("missing key \"networks\""));
+    };
+    let at = |name: &str, msg: String| {
+        let mut e = p.error("networks", msg);
+        e.key = Some(format!("networks.{name}"));
+        e
+    };
+    let mut nets = Vec::new();
+    let mut names = Vec::new();
+    for (name, node) in entries {
+        let name = name.get_ref();
+        let texts: Vec<&NodeValue> = match &node.value {
+            NodeValue::Array(items) => items.iter().map(|n| &n.value).collect(),
+            v => vec![v],
+        };
+        if texts.is_empty() {
+            return Err(at(name, "give at least one network".into()));
+        }
+        for t in texts {
+            let NodeValue::Str(s) = t else {
+                return Err(at(
+                    name,
+                    format!(
+                        "expected a network such as \"10.0.0.0/8\", found {}",
+                        t.type_name()
+                    ),
+                ));
+            };
+            let net = parse_net(s).map_err(|m| at(name, m))?;
+            nets.push((net, names.len()));
+        }
+        names.push(Arc::from(name.as_str()));
+    }
+    if names.is_empty() {
+        return Err(p.error("networks", "give at least one network"));
+    }
+    let on_error = on_error::from_params(p, cx)?;
+    Ok(Box::new(CidrTag::new(
+        field.get, target.set, nets, names, on_error, field_name,
+    )))
+}
+
+/// Parses a network or a single address; host bits set are refused.
+pub fn parse_net(s: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a network such as \"10.0.0.0/8\" or \"fd00::/8\""))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{s:?} has host bits set; did you mean \"{}\"?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+impl<D: 'static> CidrTag<D> {
+    /// Tags with `names[i]` the addresses inside a network `(net, i)` of `nets`.
+    pub fn new(
+        get: Getter<D, Value>,
+        target: Setter<D, Value>,
+        nets: Vec<(IpNet, usize)>,
+        names: Vec<Arc<str>>,
+        on_error: OnError<D>,
+        field_name: &str,
+    ) -> Self {
+        CidrTag {
+            get,
+            target,
+            nets,
+            names,
+            on_error,
+            field_name: field_name.to_string(),
+        }
+    }
+
+    /// Indices of the names whose networks hold `ip`, in name order, each once.
+    pub fn matches(&self, ip: IpAddr) -> impl Iterator<Item = usize> + '_ {
+        let ip = match ip {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut last = usize::MAX;
+        self.nets.iter().filter_map(move |(net, i)| {
+            if *i != last && net.contains(&ip) {
+                last = *i;
+                Some(*i)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+impl<D: 'static> Cog<D> for CidrTag<D> {
+    fn name(&self) -> &str {
+        "cidr_tag"
+    }
+
+    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let ip = match self.get.get(&d) {
+            None | Some(Value::Null) => {
+                out.push(d);
+                return;
+            }
+            Some(v) => v.as_ip().ok_or(v.type_name()),
+        };
+        match ip {
+            Ok(ip) => {
+                let tags: Vec<Value> = self
+                    .matches(ip)
+                    .map(|i| Value::Shared(self.names[i].clone()))
+                    .collect();
+                if !tags.is_empty() {
+                    self.target.set(&mut d, Value::List(tags));
+                }
+                out.push(d);
+            }
+            Err(ty) => {
+                let why = format_args!(
+                    "field {:?}: not an IP address (a {ty} value)",
+                    self.field_name
+                );
+                self.on_error.fail(d, "cidr_tag", &why, out, cx);
+            }
+        }
+    }
+}
+
+impl<D> fmt::Debug for CidrTag<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CidrTag")
+            .field("field", &self.field_name)
+            .field("nets", &self.nets)
+            .field("names", &self.names)
+            .finish()
+    }
+}

@@ -1,0 +1,255 @@
+//! What the parsing cogs share: the error type, the generic cog around a parser, the
+//! common keys (`field`, `target`, `on_error`) and small byte helpers.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::config::{BuildCx, CogParams, ConfigError, Param, ParamType};
+use crate::on_error::{self, OnError};
+use crate::prelude::*;
+use crate::record::{self, Map, Merge, Path, Record, Value};
+
+/// Why a line did not parse, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// Byte offset into the input where the problem was found.
+    pub offset: usize,
+    /// What was wrong.
+    pub msg: Cow<'static, str>,
+}
+
+impl ParseError {
+    /// An error at `offset` with a fixed message.
+    pub fn at(offset: usize, msg: &'static str) -> ParseError {
+        ParseError {
+            offset,
+            msg: Cow::Borrowed(msg),
+        }
+    }
+
+    /// An error at `offset` with a composed message (only built on failure).
+    pub fn owned(offset: usize, msg: String) -> ParseError {
+        ParseError {
+            offset,
+            msg: Cow::Owned(msg),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at byte {}: {}", self.offset, self.msg)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// One structured format: turns the bytes of a field into named values.
+pub trait Parser: 'static {
+    /// Parses `input`, adding fields to `out` (empty on entry). On error `out` may hold
+    /// some fields; the cog discards them.
+    fn parse(&mut self, input: &[u8], out: &mut Map) -> Result<(), ParseError>;
+}
+
+/// A parsing cog: reads bytes with a getter, parses them, merges the fields into the
+/// datum, and hands failures to `on_error`. The four structured-format cogs are this
+/// struct with their own [`Parser`].
+pub struct ParseCog<D, P> {
+    name: &'static str,
+    parser: P,
+    input: Getter<D, [u8]>,
+    output: Merge<D>,
+    on_error: OnError<D>,
+    // Reused for every datum so that parsing allocates only the values themselves.
+    scratch: Map,
+}
+
+impl<D: 'static, P: Parser> ParseCog<D, P> {
+    /// A cog named `name` running `parser` on what `input` reads, merging with `output`.
+    pub fn with_parser(
+        name: &'static str,
+        parser: P,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Self {
+        ParseCog {
+            name,
+            parser,
+            input,
+            output,
+            on_error,
+            scratch: Map::new(),
+        }
+    }
+}
+
+impl<D, P> fmt::Debug for ParseCog<D, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParseCog")
+            .field("name", &self.name)
+            .field("on_error", &self.on_error)
+            .finish()
+    }
+}
+
+impl<D: 'static, P: Parser> Cog<D> for ParseCog<D, P> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let result = match self.input.get(&d) {
+            Some(bytes) => self.parser.parse(bytes, &mut self.scratch),
+            None => Err(ParseError::at(0, "input field missing or not text")),
+        };
+        match result {
+            Ok(()) => {
+                self.output.merge(&mut d, &mut self.scratch);
+                out.push(d);
+            }
+            Err(e) => {
+                self.scratch.clear();
+                self.on_error.fail(d, self.name, &e, out, cx);
+            }
+        }
+    }
+}
+
+/// `field`: where the input is read.
+pub const FIELD_PARAM: Param = Param::opt(
+    "field",
+    ParamType::Str,
+    "message",
+    "dotted path of the text to parse",
+);
+
+/// `target`: where the parsed fields go.
+pub const TARGET_PARAM: Param = Param::unset(
+    "target",
+    ParamType::Str,
+    "dotted path of a map to put the parsed fields in (created if missing); \
+     by default they go at the top level, replacing fields of the same name",
+);
+
+/// What every parsing cog over `Record` is built from: its input, output and failure
+/// handling.
+pub type RecordParts = (Getter<Record, [u8]>, Merge<Record>, OnError<Record>);
+
+/// Reads `field`, `target` and `on_error` for a parsing cog over `Record`.
+pub fn common_from_params(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<RecordParts, ConfigError> {
+    let field = p.str_or("field", "message")?;
+    let field = Path::parse(field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = match p.str("target")? {
+        Some(t) => Some(Path::parse(t).map_err(|e| p.error("target", e.to_string()))?),
+        None => None,
+    };
+    Ok((
+        record::bytes_at(field),
+        record::merge_into(target),
+        on_error::from_params(p, cx)?,
+    ))
+}
+
+/// Text as a `Str` when it is valid UTF-8, else the raw bytes (rendered with U+FFFD):
+/// a parser never loses what it was given.
+#[inline]
+pub(crate) fn text(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::Str(s.to_owned()),
+        Err(_) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// Text already decoded into a buffer of bytes, without copying it again.
+#[inline]
+pub(crate) fn text_owned(b: Vec<u8>) -> Value {
+    match String::from_utf8(b) {
+        Ok(s) => Value::Str(s),
+        Err(e) => Value::Bytes(e.into_bytes()),
+    }
+}
+
+/// Position of `needle` in `hay` at or after `from`.
+#[inline]
+pub(crate) fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    let hay = hay.get(from..)?;
+    match needle {
+        [] => Some(from),
+        [b] => hay.iter().position(|c| c == b).map(|i| i + from),
+        [first, rest @ ..] => {
+            let mut i = 0;
+            while let Some(j) = hay.get(i..)?.iter().position(|c| c == first) {
+                let at = i + j;
+                if hay.get(at + 1..at + 1 + rest.len()) == Some(rest) {
+                    return Some(at + from);
+                }
+                i = at + 1;
+            }
+            None
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Year and month (1..=12) of a day counted from 1970-01-01.
+pub(crate) fn year_month_from_days(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m)
+}
+
+/// Days in month `m` of year `y`.
+pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_substrings() {
+        assert_eq!(find(b"a, b", 0, b", "), Some(1));
+        assert_eq!(find(b"a,,b", 2, b","), Some(2));
+        assert_eq!(find(b"a,", 0, b",,"), None);
+        assert_eq!(find(b"ab", 5, b"b"), None);
+        assert_eq!(find(b"xxab", 0, b"ab"), Some(2));
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        for d in [-800_000, -1, 0, 59, 11_016, 19_000, 2_000_000] {
+            let (y, m) = year_month_from_days(d);
+            let first = days_from_civil(y, m, 1);
+            assert!(
+                first <= d && d < first + i64::from(days_in_month(y, m)),
+                "{d}"
+            );
+        }
+    }
+}

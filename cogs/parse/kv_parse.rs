@@ -1,0 +1,339 @@
+//! `kv_parse`: `key=value key2="quoted value"` lines become fields.
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::getset::Getter;
+use crate::on_error::{ON_ERROR_PARAM, OnError};
+use crate::prelude::Cog;
+use crate::record::{Key, Map, Merge, Record};
+
+use super::common::{
+    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, find, text,
+    text_owned,
+};
+
+/// Parses `key=value` pairs (logfmt, firewall and audit logs) into string fields.
+///
+/// Pairs are split on `separator` (runs of it count as one), keys from values on the first
+/// `pair`; spaces and tabs around keys and unquoted values are trimmed. A value in double
+/// quotes may hold separators and `pair`, with `\"` and `\\` escapes (any other backslash
+/// is kept as written); an unquoted value runs to the next separator and may contain
+/// `pair` (`url=/a?b=c`). Values are strings (no type guessing); an empty value is `""`.
+/// Duplicate keys: the last value wins, at the first one's position.
+///
+/// Malformed pieces (no `pair`, an empty key, a key that is not UTF-8, an unterminated
+/// quote or text glued after a closing quote) are skipped when `strict = false` (the
+/// default: the well-formed pairs around them are kept) and fail the whole record with
+/// their byte offset when `strict = true`. A record without any pair is not an error.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "kv_parse"
+/// field = "message"     # default
+/// separator = " "       # between pairs
+/// pair = "="            # between key and value
+/// strict = false        # true: malformed pairs send the record to on_error
+/// # target = "kv"
+/// on_error = "keep"
+/// ```
+pub type KvParse<D> = ParseCog<D, KvParser>;
+
+/// The parser of `kv_parse`, with its delimiters.
+#[derive(Debug, Clone)]
+pub struct KvParser {
+    separator: Vec<u8>,
+    pair: Vec<u8>,
+    strict: bool,
+}
+
+impl Default for KvParser {
+    fn default() -> Self {
+        KvParser {
+            separator: b" ".to_vec(),
+            pair: b"=".to_vec(),
+            strict: false,
+        }
+    }
+}
+
+impl KvParser {
+    /// A parser splitting pairs on `separator` and keys from values on `pair` (both
+    /// non-empty); `strict` turns malformed pairs into errors.
+    pub fn new(separator: &str, pair: &str, strict: bool) -> Option<KvParser> {
+        if separator.is_empty() || pair.is_empty() || separator == pair {
+            return None;
+        }
+        Some(KvParser {
+            separator: separator.as_bytes().to_vec(),
+            pair: pair.as_bytes().to_vec(),
+            strict,
+        })
+    }
+
+    /// Parses `input` into `out`; returns the number of malformed pieces skipped.
+    pub fn parse(&self, input: &[u8], out: &mut Map) -> Result<usize, ParseError> {
+        let sep = &self.separator[..];
+        let mut skipped = 0;
+        let mut pos = 0;
+        while pos < input.len() {
+            // Leading separators and blanks: empty pieces are not malformed.
+            if input[pos..].starts_with(sep) {
+                pos += sep.len();
+                continue;
+            }
+            if matches!(input[pos], b' ' | b'\t') {
+                pos += 1;
+                continue;
+            }
+            let start = pos;
+            let piece_end = find(input, pos, sep).unwrap_or(input.len());
+            let eq = find(input, pos, &self.pair).filter(|&e| e < piece_end);
+            let Some(eq) = eq else {
+                self.malformed(start, "no key/value delimiter", &mut skipped)?;
+                pos = piece_end;
+                continue;
+            };
+            let key = trim(&input[start..eq]);
+            let key = match std::str::from_utf8(key) {
+                Ok("") => {
+                    self.malformed(start, "empty key", &mut skipped)?;
+                    None
+                }
+                Ok(k) => Some(k),
+                Err(_) => {
+                    self.malformed(start, "key is not UTF-8", &mut skipped)?;
+                    None
+                }
+            };
+            let vstart = eq + self.pair.len();
+            if input.get(vstart) == Some(&b'"') {
+                match unquote(input, vstart + 1) {
+                    Some((value, after)) => {
+                        // A closing quote must end the piece: `a="x"y` is not a pair.
+                        let rest_end = find(input, after, sep).unwrap_or(input.len());
+                        if trim(&input[after..rest_end]).is_empty() {
+                            if let Some(k) = key {
+                                out.insert(Key::new(k), text_owned(value));
+                            }
+                        } else {
+                            self.malformed(after, "text after closing quote", &mut skipped)?;
+                        }
+                        pos = rest_end;
+                    }
+                    None => {
+                        self.malformed(vstart, "unterminated quote", &mut skipped)?;
+                        pos = input.len();
+                    }
+                }
+            } else {
+                if let Some(k) = key {
+                    out.insert(Key::new(k), text(trim(&input[vstart..piece_end])));
+                }
+                pos = piece_end;
+            }
+        }
+        Ok(skipped)
+    }
+
+    fn malformed(
+        &self,
+        at: usize,
+        why: &'static str,
+        skipped: &mut usize,
+    ) -> Result<(), ParseError> {
+        if self.strict {
+            return Err(ParseError::at(at, why));
+        }
+        *skipped += 1;
+        Ok(())
+    }
+}
+
+/// Decodes a quoted value starting just after its opening quote; returns it and the
+/// position after the closing quote, or `None` if the quote is never closed.
+fn unquote(input: &[u8], from: usize) -> Option<(Vec<u8>, usize)> {
+    let rest = input.get(from..)?;
+    // Fast path: no escapes before the closing quote, one copy.
+    let close = rest.iter().position(|&b| b == b'"' || b == b'\\')?;
+    if rest[close] == b'"' {
+        return Some((rest[..close].to_vec(), from + close + 1));
+    }
+    let mut v = Vec::with_capacity(rest.len());
+    v.extend_from_slice(&rest[..close]);
+    let mut i = close;
+    while i < rest.len() {
+        match rest[i] {
+            b'"' => return Some((v, from + i + 1)),
+            b'\\' => match rest.get(i + 1) {
+                Some(&c @ (b'"' | b'\\')) => {
+                    v.push(c);
+                    i += 2;
+                }
+                _ => {
+                    v.push(b'\\');
+                    i += 1;
+                }
+            },
+            c => {
+                v.push(c);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+impl Parser for KvParser {
+    fn parse(&mut self, input: &[u8], out: &mut Map) -> Result<(), ParseError> {
+        KvParser::parse(self, input, out).map(|_| ())
+    }
+}
+
+/// Parses `input` with the default delimiters (`" "`, `"="`), lenient: a convenience for
+/// fuzzing and programs.
+pub fn parse(input: &[u8], out: &mut Map) -> Result<usize, ParseError> {
+    KvParser::default().parse(input, out)
+}
+
+impl<D: 'static> KvParse<D> {
+    /// A `kv_parse` cog running `parser` on what `input` reads, merging with `output`.
+    pub fn new(
+        parser: KvParser,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Self {
+        ParseCog::with_parser("kv_parse", parser, input, output, on_error)
+    }
+}
+
+/// The descriptor of `kv_parse`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "kv_parse",
+    kind: CogKind::Transform,
+    summary: "parses key=value pairs (quoted values allowed) into string fields",
+    params: &[
+        FIELD_PARAM,
+        TARGET_PARAM,
+        Param::opt(
+            "separator",
+            ParamType::Str,
+            " ",
+            "between pairs (runs count as one)",
+        ),
+        Param::opt("pair", ParamType::Str, "=", "between a key and its value"),
+        Param::opt(
+            "strict",
+            ParamType::Bool,
+            "false",
+            "false: skip malformed pairs; true: send the record to on_error",
+        ),
+        ON_ERROR_PARAM,
+    ],
+    fields: &[("*", "each key, with its value as a string")],
+    build,
+};
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let separator = p.str_or("separator", " ")?;
+    let pair = p.str_or("pair", "=")?;
+    let strict = p.bool_or("strict", false)?;
+    let parser = KvParser::new(separator, pair, strict).ok_or_else(|| {
+        p.cog_error("separator and pair must be non-empty and different from each other")
+    })?;
+    let (input, output, on_error) = common_from_params(p, cx)?;
+    Ok(Box::new(KvParse::new(parser, input, output, on_error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv_with(p: &KvParser, input: &[u8]) -> Result<(String, usize), ParseError> {
+        let mut m = Map::new();
+        let skipped = p.parse(input, &mut m)?;
+        let mut out = Vec::new();
+        m.write_json(&mut out);
+        Ok((String::from_utf8(out).unwrap(), skipped))
+    }
+
+    fn kv(input: &[u8]) -> (String, usize) {
+        kv_with(&KvParser::default(), input).unwrap()
+    }
+
+    #[test]
+    fn logfmt_line() {
+        assert_eq!(
+            kv(br#"ts=2024-01-02T03:04:05Z level=info msg="user logged in" user=bob dur=1.5ms"#),
+            (
+                r#"{"ts":"2024-01-02T03:04:05Z","level":"info","msg":"user logged in","user":"bob","dur":"1.5ms"}"#.into(),
+                0
+            )
+        );
+    }
+
+    #[test]
+    fn fortigate_like_line() {
+        assert_eq!(
+            kv(br#"date=2024-05-01 devname="FG 100" srcip=10.0.0.1 url=/a?b=c&d=e empty= x="""#),
+            (
+                r#"{"date":"2024-05-01","devname":"FG 100","srcip":"10.0.0.1","url":"/a?b=c&d=e","empty":"","x":""}"#.into(),
+                0
+            )
+        );
+    }
+
+    #[test]
+    fn escapes_and_duplicates() {
+        assert_eq!(
+            kv(br#"a=1 q="say \"hi\" \\ \n" a=2"#),
+            (r#"{"a":"2","q":"say \"hi\" \\ \\n"}"#.into(), 0)
+        );
+    }
+
+    #[test]
+    fn custom_delimiters() {
+        let p = KvParser::new(", ", ":", false).unwrap();
+        assert_eq!(
+            kv_with(&p, b"a:1, b: two words , c:\"x, y\"").unwrap(),
+            (r#"{"a":"1","b":"two words","c":"x, y"}"#.into(), 0)
+        );
+        let p = KvParser::new("&", "=", false).unwrap();
+        assert_eq!(
+            kv_with(&p, b"a=1&&b=2&").unwrap(),
+            (r#"{"a":"1","b":"2"}"#.into(), 0)
+        );
+        assert!(KvParser::new("", "=", false).is_none());
+        assert!(KvParser::new("=", "=", false).is_none());
+    }
+
+    #[test]
+    fn malformed_lenient_and_strict() {
+        assert_eq!(
+            kv(br#"junk a=1 =nokey b="x"y c=3"#),
+            (r#"{"a":"1","c":"3"}"#.into(), 3)
+        );
+        assert_eq!(
+            kv(br#"a=1 b="unterminated c=3"#),
+            (r#"{"a":"1"}"#.into(), 1)
+        );
+        assert_eq!(kv(b""), ("{}".into(), 0));
+        assert_eq!(kv(b"   "), ("{}".into(), 0));
+        assert_eq!(kv(b"\xff=1 k=\xfe"), ("{\"k\":\"\u{fffd}\"}".into(), 1));
+        let strict = KvParser::new(" ", "=", true).unwrap();
+        let e = kv_with(&strict, b"a=1 junk").unwrap_err();
+        assert_eq!(e.to_string(), "at byte 4: no key/value delimiter");
+        let e = kv_with(&strict, br#"a="open"#).unwrap_err();
+        assert_eq!(e.offset, 2);
+        assert!(kv_with(&strict, b"a=1 b=2").is_ok());
+    }
+}

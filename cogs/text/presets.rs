@@ -1,0 +1,741 @@
+//! Hand-written parsers behind the `regex` cog's presets (see `docs/presets.md`).
+//!
+//! They produce what a regular expression with named groups would, but walk the line once
+//! with byte searches: the Common Log Format family is the hot path of access-log
+//! pipelines, and a regex with eleven groups costs several times more per line.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::record::{Key, Map, Value};
+use crate::timefmt::parse_clf;
+
+/// The preset names `preset` accepts.
+pub const PRESET_NAMES: &[&str] = &["apache_combined", "apache_common", "nginx_combined", "sshd"];
+
+/// Why a line was not parsed: the reason a failed record carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The input field is absent or not text.
+    Missing(String),
+    /// The line does not have the expected shape; the detail says where, if known.
+    NoMatch(&'static str),
+    /// A field was found but does not convert to its type.
+    Convert {
+        /// The field.
+        field: Key,
+        /// What it should have been ("an int").
+        want: &'static str,
+        /// The text found, lossily decoded.
+        text: String,
+    },
+}
+
+impl Failure {
+    /// A conversion failure of `field`, keeping the offending text for the reason.
+    pub fn convert(field: Key, want: &'static str, text: &[u8]) -> Failure {
+        Failure::Convert {
+            field,
+            want,
+            text: String::from_utf8_lossy(text).into_owned(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Missing(field) => write!(f, "field {field}: missing or not text"),
+            Failure::NoMatch("") => f.write_str("no match"),
+            Failure::NoMatch(detail) => write!(f, "no match: {detail}"),
+            Failure::Convert { field, want, text } => {
+                write!(f, "field {field}: not {want}: {text:?}")
+            }
+        }
+    }
+}
+
+/// A preset: which hand-written parser, with its field keys interned once.
+#[derive(Debug, Clone)]
+pub enum Preset {
+    /// `apache_combined`, `apache_common` and `nginx_combined`.
+    Clf(Clf),
+    /// `sshd`.
+    Sshd(Sshd),
+}
+
+impl Preset {
+    /// The preset called `name`, if there is one.
+    pub fn named(name: &str) -> Option<Preset> {
+        Some(match name {
+            "apache_combined" | "nginx_combined" => Preset::Clf(Clf::new(true)),
+            "apache_common" => Preset::Clf(Clf::new(false)),
+            "sshd" => Preset::Sshd(Sshd::new()),
+            _ => return None,
+        })
+    }
+
+    /// Parses `line` into `out`; on failure `out` may hold some fields, which the caller
+    /// clears.
+    #[inline]
+    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+        match self {
+            Preset::Clf(p) => p.parse(line, out),
+            Preset::Sshd(p) => p.parse(line, out),
+        }
+    }
+}
+
+/// Text as a `Str` when it is UTF-8 (nearly always), else as `Bytes`, which render with
+/// U+FFFD: a stray byte in a user agent must not cost the record.
+#[inline]
+pub fn text_value(b: &[u8]) -> Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => Value::Str(s.to_owned()),
+        Err(_) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// A decimal integer with an optional sign; `None` on anything else or overflow.
+#[inline]
+pub fn parse_int(b: &[u8]) -> Option<i64> {
+    let (neg, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, b),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        // Accumulating negatively reaches i64::MIN without overflowing.
+        n = n.checked_mul(10)?.checked_sub(i64::from(d))?;
+    }
+    if neg { Some(n) } else { n.checked_neg() }
+}
+
+/// Recently seen values of a low-cardinality field (methods, protocols, `-`, user agents)
+/// as shared text: a hit costs a reference count instead of an allocation and a free, and
+/// those were the largest cost of the apache preset. A miss replaces the slot, so a field
+/// with endless distinct values costs one extra compare per line, not memory.
+#[derive(Debug, Clone)]
+struct SharedCache {
+    slots: Vec<Option<Arc<str>>>,
+}
+
+impl SharedCache {
+    const SLOTS: usize = 64;
+    /// Longer values are rarely repeated; they are not worth a slot.
+    const MAX_LEN: usize = 512;
+
+    fn new() -> SharedCache {
+        SharedCache {
+            slots: vec![None; Self::SLOTS],
+        }
+    }
+
+    #[inline]
+    fn value(&mut self, b: &[u8]) -> Value {
+        if b.len() > Self::MAX_LEN {
+            return text_value(b);
+        }
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let (head, tail) = match (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+            (Some(h), Some(t)) => (u64::from_le_bytes(*h), u64::from_le_bytes(*t)),
+            _ => (b.iter().fold(0, |w, &c| w << 8 | u64::from(c)), 0),
+        };
+        let h = ((head ^ b.len() as u64).wrapping_mul(K).rotate_left(29) ^ tail).wrapping_mul(K);
+        let slot = &mut self.slots[(h >> 58) as usize % Self::SLOTS];
+        if let Some(a) = slot
+            && a.as_bytes() == b
+        {
+            return Value::Shared(Arc::clone(a));
+        }
+        match std::str::from_utf8(b) {
+            Ok(s) => {
+                let a: Arc<str> = Arc::from(s);
+                *slot = Some(Arc::clone(&a));
+                Value::Shared(a)
+            }
+            Err(_) => Value::Bytes(b.to_vec()),
+        }
+    }
+}
+
+#[inline]
+fn find(hay: &[u8], b: u8) -> Option<usize> {
+    hay.iter().position(|&c| c == b)
+}
+
+/// The Common Log Format family: `%h %l %u %t "%r" %>s %b`, and for `combined` also
+/// `"%{Referer}i" "%{User-agent}i"`. nginx's `combined` has the same shape.
+#[derive(Debug, Clone)]
+pub struct Clf {
+    combined: bool,
+    client: Key,
+    ident: Key,
+    user: Key,
+    time: Key,
+    method: Key,
+    path: Key,
+    protocol: Key,
+    request: Key,
+    status: Key,
+    bytes: Key,
+    referer: Key,
+    agent: Key,
+    /// Per field, so a field with many values does not evict another's few.
+    caches: Box<[SharedCache; 6]>,
+}
+
+/// Indexes into [`Clf::caches`].
+const C_IDENT: usize = 0;
+const C_USER: usize = 1;
+const C_METHOD: usize = 2;
+const C_PROTOCOL: usize = 3;
+const C_REFERER: usize = 4;
+const C_AGENT: usize = 5;
+
+impl Clf {
+    fn new(combined: bool) -> Clf {
+        Clf {
+            combined,
+            client: Key::new("client"),
+            ident: Key::new("ident"),
+            user: Key::new("user"),
+            time: Key::new("time"),
+            method: Key::new("method"),
+            path: Key::new("path"),
+            protocol: Key::new("protocol"),
+            request: Key::new("request"),
+            status: Key::new("status"),
+            bytes: Key::new("bytes"),
+            referer: Key::new("referer"),
+            agent: Key::new("agent"),
+            caches: Box::new(std::array::from_fn(|_| SharedCache::new())),
+        }
+    }
+
+    /// Parses one line; what follows the last field (extra fields of a custom format) is
+    /// ignored, as a line that merely extends the format is still that format.
+    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+        let sp = find(line, b' ').ok_or(Failure::NoMatch("expected a client address"))?;
+        let (client, rest) = (&line[..sp], &line[sp + 1..]);
+        if client.is_empty() {
+            return Err(Failure::NoMatch("expected a client address"));
+        }
+        let sp = find(rest, b' ').ok_or(Failure::NoMatch("expected an ident"))?;
+        let (ident, rest) = (&rest[..sp], &rest[sp + 1..]);
+        // The user name is taken up to the bracket so a name with a space still parses.
+        let mut br = 0;
+        loop {
+            br += find(&rest[br..], b'[').ok_or(Failure::NoMatch("expected a [time]"))?;
+            if br > 0 && rest[br - 1] == b' ' {
+                break;
+            }
+            br += 1;
+        }
+        let br = br - 1;
+        let (user, rest) = (&rest[..br], &rest[br + 2..]);
+        let end = find(rest, b']').ok_or(Failure::NoMatch("expected a [time]"))?;
+        let (time, rest) = (&rest[..end], &rest[end + 1..]);
+        let time =
+            parse_clf(time).ok_or_else(|| Failure::convert(self.time, "a timestamp", time))?;
+        let rest = rest
+            .strip_prefix(b" \"")
+            .ok_or(Failure::NoMatch("expected a quoted request line"))?;
+        let (request, rest) = quoted(rest).ok_or(Failure::NoMatch("unterminated request line"))?;
+        let rest = rest
+            .strip_prefix(b" ")
+            .ok_or(Failure::NoMatch("expected a status"))?;
+        let sp = find(rest, b' ').unwrap_or(rest.len());
+        let (status, rest) = (&rest[..sp], &rest[sp..]);
+        let status = parse_int(status)
+            .filter(|s| *s >= 0)
+            .ok_or_else(|| Failure::convert(self.status, "an int", status))?;
+        let rest = rest
+            .strip_prefix(b" ")
+            .ok_or(Failure::NoMatch("expected a size"))?;
+        let sp = find(rest, b' ').unwrap_or(rest.len());
+        let (bytes, rest) = (&rest[..sp], &rest[sp..]);
+        let bytes = match bytes {
+            b"-" => Value::Null,
+            b => Value::Int(
+                parse_int(b)
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| Failure::convert(self.bytes, "an int", b))?,
+            ),
+        };
+        let (referer, agent) = if self.combined {
+            let rest = rest
+                .strip_prefix(b" \"")
+                .ok_or(Failure::NoMatch("expected a quoted referer"))?;
+            let (referer, rest) = quoted(rest).ok_or(Failure::NoMatch("unterminated referer"))?;
+            let rest = rest
+                .strip_prefix(b" \"")
+                .ok_or(Failure::NoMatch("expected a quoted user agent"))?;
+            let (agent, _) = quoted(rest).ok_or(Failure::NoMatch("unterminated user agent"))?;
+            (Some(referer), Some(agent))
+        } else {
+            (None, None)
+        };
+
+        out.insert(self.client, text_value(client));
+        out.insert(self.ident, self.caches[C_IDENT].value(ident));
+        out.insert(self.user, self.caches[C_USER].value(user));
+        out.insert(self.time, Value::Time(time));
+        self.request_line(&request, out);
+        out.insert(self.status, Value::Int(status));
+        out.insert(self.bytes, bytes);
+        if let (Some(referer), Some(agent)) = (referer, agent) {
+            out.insert(self.referer, self.text(C_REFERER, referer));
+            out.insert(self.agent, self.text(C_AGENT, agent));
+        }
+        Ok(())
+    }
+
+    /// `METHOD PATH PROTOCOL`, or `METHOD PATH` (HTTP/0.9). Anything else (Apache logs `-`
+    /// when no request line arrived, and scanners send binary) leaves method, path and
+    /// protocol null and keeps the text in `request`, so the line is not lost.
+    fn text(&mut self, cache: usize, t: Text<'_>) -> Value {
+        match t {
+            Text::Raw(b) => self.caches[cache].value(b),
+            t => t.into_value(),
+        }
+    }
+
+    fn request_line(&mut self, request: &Text<'_>, out: &mut Map) {
+        let r = request.bytes();
+        let split = find(r, b' ').and_then(|sp| {
+            let (method, target) = (&r[..sp], &r[sp + 1..]);
+            let method_ok = !method.is_empty()
+                && method
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            if !method_ok {
+                return None;
+            }
+            // A path with a space in it (a broken client) stays whole: the protocol is the
+            // last word, and only when it looks like one.
+            let (path, proto) = match target.iter().rposition(|&b| b == b' ') {
+                Some(sp) if target[sp + 1..].starts_with(b"HTTP/") => {
+                    (&target[..sp], Some(&target[sp + 1..]))
+                }
+                _ => (target, None),
+            };
+            (!path.is_empty() && (proto.is_some() || !path.contains(&b' ')))
+                .then_some((method, path, proto))
+        });
+        match split {
+            Some((method, path, proto)) => {
+                out.insert(self.method, self.caches[C_METHOD].value(method));
+                out.insert(self.path, text_value(path));
+                let proto = match proto {
+                    Some(p) => self.caches[C_PROTOCOL].value(p),
+                    None => Value::Null,
+                };
+                out.insert(self.protocol, proto);
+            }
+            None => {
+                out.insert(self.method, Value::Null);
+                out.insert(self.path, Value::Null);
+                out.insert(self.protocol, Value::Null);
+                out.insert(self.request, text_value(r));
+            }
+        }
+    }
+}
+
+/// The inside of a quoted field: borrowed when it has no escapes, else unescaped.
+enum Text<'a> {
+    Raw(&'a [u8]),
+    Unescaped(Vec<u8>),
+}
+
+impl Text<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Raw(b) => b,
+            Text::Unescaped(v) => v,
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Text::Raw(b) => text_value(b),
+            Text::Unescaped(v) => match String::from_utf8(v) {
+                Ok(s) => Value::Str(s),
+                Err(e) => Value::Bytes(e.into_bytes()),
+            },
+        }
+    }
+}
+
+/// The first `"` or `\\` in `s`, eight bytes at a time: user agents and referers are long
+/// enough that a byte loop was the largest cost of the parse.
+#[inline]
+fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = s.get(i..).and_then(|r| r.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*chunk);
+        let q = w ^ (LO * u64::from(b'"'));
+        let b = w ^ (LO * u64::from(b'\\'));
+        // Zero bytes of q or b are the hits; a borrow can only mark bytes above a true
+        // hit, so the lowest marked byte is exact.
+        let hits = (q.wrapping_sub(LO) & !q | b.wrapping_sub(LO) & !b) & HI;
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    s[i..]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+        .map(|p| i + p)
+}
+
+/// Splits `s` (just past an opening quote) at its closing quote, returning the text and
+/// what follows the quote. Apache writes `"` as `\"` and `\` as `\\`; those two are undone.
+/// `\xhh` escapes of control bytes are kept as written: decoding them would put raw
+/// control bytes (or invalid UTF-8) into the field for no gain.
+#[inline]
+fn quoted(s: &[u8]) -> Option<(Text<'_>, &[u8])> {
+    let stop = find_quote_or_backslash(s)?;
+    if s[stop] == b'"' {
+        return Some((Text::Raw(&s[..stop]), &s[stop + 1..]));
+    }
+    let mut buf = s[..stop].to_vec();
+    let mut i = stop;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return Some((Text::Unescaped(buf), &s[i + 1..])),
+            b'\\' => match s.get(i + 1) {
+                Some(&e @ (b'"' | b'\\')) => {
+                    buf.push(e);
+                    i += 2;
+                }
+                _ => {
+                    buf.push(b'\\');
+                    i += 1;
+                }
+            },
+            _ => {
+                buf.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// OpenSSH's sshd lines as syslog writes them without a priority:
+/// `Dec 10 06:55:46 host sshd[24200]: Failed password for root from 1.2.3.4 port 22 ssh2`.
+#[derive(Debug, Clone)]
+pub struct Sshd {
+    time: Key,
+    host: Key,
+    pid: Key,
+    message: Key,
+    user: Key,
+    client: Key,
+    port: Key,
+}
+
+impl Sshd {
+    fn new() -> Sshd {
+        Sshd {
+            time: Key::new("time"),
+            host: Key::new("host"),
+            pid: Key::new("pid"),
+            message: Key::new("message"),
+            user: Key::new("user"),
+            client: Key::new("client"),
+            port: Key::new("port"),
+        }
+    }
+
+    /// Parses one line; `user`, `client` and `port` are set only when the message names
+    /// them (in the wordings sshd and its PAM module use).
+    pub fn parse(&self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+        // `Mmm dd hh:mm:ss`, the day padded with a space: 15 bytes.
+        let time = line
+            .get(..15)
+            .filter(|t| t[3] == b' ' && t[6] == b' ' && t[9] == b':' && t[12] == b':')
+            .ok_or(Failure::NoMatch("expected a syslog time"))?;
+        let rest = line[15..]
+            .strip_prefix(b" ")
+            .ok_or(Failure::NoMatch("expected a host"))?;
+        let sp = find(rest, b' ').ok_or(Failure::NoMatch("expected a host"))?;
+        let (host, rest) = (&rest[..sp], &rest[sp + 1..]);
+        let rest = rest
+            .strip_prefix(b"sshd[")
+            .ok_or(Failure::NoMatch("not an sshd line"))?;
+        let end = find(rest, b']').ok_or(Failure::NoMatch("expected sshd[pid]"))?;
+        let pid = &rest[..end];
+        let pid = parse_int(pid).ok_or_else(|| Failure::convert(self.pid, "an int", pid))?;
+        let message = rest[end + 1..]
+            .strip_prefix(b": ")
+            .ok_or(Failure::NoMatch("expected ': ' after sshd[pid]"))?;
+
+        out.insert(self.time, text_value(time));
+        out.insert(self.host, text_value(host));
+        out.insert(self.pid, Value::Int(pid));
+        out.insert(self.message, text_value(message));
+        if let Some(user) = sshd_user(message) {
+            out.insert(self.user, text_value(user));
+        }
+        if let Some(client) = sshd_client(message) {
+            out.insert(self.client, text_value(client));
+        }
+        if let Some(port) = after(message, b" port ").and_then(|p| parse_int(word(p))) {
+            out.insert(self.port, Value::Int(port));
+        }
+        Ok(())
+    }
+}
+
+/// What follows the first occurrence of `pat` in `hay`.
+fn after<'a>(hay: &'a [u8], pat: &[u8]) -> Option<&'a [u8]> {
+    hay.windows(pat.len())
+        .position(|w| w == pat)
+        .map(|i| &hay[i + pat.len()..])
+}
+
+/// The text up to the next space.
+fn word(s: &[u8]) -> &[u8] {
+    &s[..find(s, b' ').unwrap_or(s.len())]
+}
+
+fn sshd_user(msg: &[u8]) -> Option<&[u8]> {
+    if let Some(rest) = after(msg, b"nvalid user ") {
+        return Some(word(rest)).filter(|w| !w.is_empty());
+    }
+    // "Failed password for root from ...", "Accepted publickey for git from ...".
+    if let Some(rest) = after(msg, b" for ") {
+        let w = word(rest);
+        if !w.is_empty() && rest[w.len()..].starts_with(b" from ") {
+            return Some(w);
+        }
+    }
+    // pam_unix: "... ruser= rhost=1.2.3.4  user=root".
+    after(msg, b" user=").map(word).filter(|w| !w.is_empty())
+}
+
+fn sshd_client(msg: &[u8]) -> Option<&[u8]> {
+    [&b" from "[..], b" by ", b"rhost=", b" ["]
+        .iter()
+        .filter_map(|pat| after(msg, pat))
+        .map(|rest| {
+            let w = word(rest);
+            w.strip_suffix(b"]").unwrap_or(w)
+        })
+        .find_map(|w| {
+            let ip = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<IpAddr>().ok();
+            if ip(w).is_some() {
+                Some(w)
+            } else {
+                // "Received disconnect from 1.2.3.4: 11: Bye Bye".
+                w.strip_suffix(b":").filter(|w| ip(w).is_some())
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(preset: &str, line: &str) -> Result<String, String> {
+        let mut p = Preset::named(preset).expect("preset");
+        let mut m = Map::new();
+        p.parse(line.as_bytes(), &mut m)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        m.write_json(&mut out);
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    const COMBINED: &str = r#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#;
+
+    #[test]
+    fn apache_combined_real_line() {
+        assert_eq!(
+            parse("apache_combined", COMBINED).as_deref(),
+            Ok(concat!(
+                r#"{"client":"127.0.0.1","ident":"-","user":"frank","time":"2000-10-10T13:55:36-07:00","#,
+                r#""method":"GET","path":"/apache_pb.gif","protocol":"HTTP/1.0","status":200,"bytes":2326,"#,
+                r#""referer":"http://www.example.com/start.html","agent":"Mozilla/4.08 [en] (Win98; I ;Nav)"}"#
+            ))
+        );
+        // Common: the same line stops after the size; extra fields are ignored.
+        assert_eq!(
+            parse("apache_common", COMBINED).as_deref(),
+            Ok(concat!(
+                r#"{"client":"127.0.0.1","ident":"-","user":"frank","time":"2000-10-10T13:55:36-07:00","#,
+                r#""method":"GET","path":"/apache_pb.gif","protocol":"HTTP/1.0","status":200,"bytes":2326}"#
+            ))
+        );
+    }
+
+    #[test]
+    fn apache_combined_edge_cases() {
+        let ipv6 = r#"2001:db8::1 - - [22/Nov/2024:10:00:00 +0000] "HEAD / HTTP/2.0" 304 - "-" "curl/8.4.0""#;
+        assert_eq!(
+            parse("apache_combined", ipv6).as_deref(),
+            Ok(concat!(
+                r#"{"client":"2001:db8::1","ident":"-","user":"-","time":"2024-11-22T10:00:00Z","#,
+                r#""method":"HEAD","path":"/","protocol":"HTTP/2.0","status":304,"bytes":null,"#,
+                r#""referer":"-","agent":"curl/8.4.0"}"#
+            ))
+        );
+        let quotes = r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "GET /q?a=\"b\" HTTP/1.1" 200 5 "-" "Evil \"Agent\" \\o/ \x07""#;
+        let got = parse("apache_combined", quotes).expect("parses");
+        assert!(got.contains(r#""path":"/q?a=\"b\"""#), "{got}");
+        assert!(
+            got.contains(r#""agent":"Evil \"Agent\" \\o/ \\x07"}"#),
+            "{got}"
+        );
+        // No request line (a 408): Apache logs "-".
+        let dash = r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "-" 408 - "-" "-""#;
+        let got = parse("apache_combined", dash).expect("parses");
+        assert!(
+            got.contains(r#""method":null,"path":null,"protocol":null,"request":"-","status":408"#),
+            "{got}"
+        );
+        let garbage =
+            r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "\x16\x03\x01\x02" 400 226 "-" "-""#;
+        let got = parse("apache_combined", garbage).expect("parses");
+        assert!(got.contains(r#""request":"\\x16\\x03\\x01\\x02""#), "{got}");
+        // HTTP/0.9 has no protocol; a path with a space stays whole.
+        let old = r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "GET /" 200 5 "-" "-""#;
+        let got = parse("apache_combined", old).expect("parses");
+        assert!(got.contains(r#""path":"/","protocol":null"#), "{got}");
+        let spaced =
+            r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "GET /a b HTTP/1.1" 200 5 "-" "-""#;
+        let got = parse("apache_combined", spaced).expect("parses");
+        assert!(
+            got.contains(r#""path":"/a b","protocol":"HTTP/1.1""#),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn apache_combined_failures() {
+        let base = r#"10.0.0.1 - - [22/Nov/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "-""#;
+        assert!(parse("apache_combined", base).is_ok());
+        assert_eq!(
+            parse("apache_combined", &base.replace(" 5 ", " x ")),
+            Err(r#"field bytes: not an int: "x""#.into())
+        );
+        assert_eq!(
+            parse("apache_combined", &base.replace(" 200 ", " OK ")),
+            Err(r#"field status: not an int: "OK""#.into())
+        );
+        assert_eq!(
+            parse("apache_combined", &base.replace("Nov", "Foo")),
+            Err(r#"field time: not a timestamp: "22/Foo/2024:10:00:00 +0000""#.into())
+        );
+        // Every truncation fails cleanly (the full line is the only success).
+        for end in 0..base.len() - 1 {
+            let r = parse("apache_combined", &base[..end]);
+            assert!(
+                r.as_ref()
+                    .is_err_and(|e| e.starts_with("no match") || e.starts_with("field")),
+                "{end}: {r:?}"
+            );
+        }
+        assert_eq!(
+            parse("apache_combined", ""),
+            Err("no match: expected a client address".into())
+        );
+    }
+
+    #[test]
+    fn nginx_combined_line() {
+        let line = r#"203.0.113.9 - alice [05/Mar/2024:08:01:02 +0100] "POST /api/v1/items?id=3 HTTP/1.1" 201 0 "https://example.com/" "Mozilla/5.0 \x22quoted\x22""#;
+        let got = parse("nginx_combined", line).expect("parses");
+        assert!(
+            got.contains(r#""user":"alice","time":"2024-03-05T08:01:02+01:00""#),
+            "{got}"
+        );
+        assert!(got.contains(r#""status":201,"bytes":0,"#), "{got}");
+    }
+
+    #[test]
+    fn sshd_lines() {
+        let l = "Dec 10 06:55:48 LabSZ sshd[24200]: Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2";
+        assert_eq!(
+            parse("sshd", l).as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec 10 06:55:48","host":"LabSZ","pid":24200,"#,
+                r#""message":"Failed password for invalid user webmaster from 173.234.31.186 port 38926 ssh2","#,
+                r#""user":"webmaster","client":"173.234.31.186","port":38926}"#
+            ))
+        );
+        let got = parse("sshd", "Dec 10 07:02:47 LabSZ sshd[24203]: Received disconnect from 52.80.34.196: 11: Bye Bye [preauth]").expect("parses");
+        assert!(got.ends_with(r#""client":"52.80.34.196"}"#), "{got}");
+        let got = parse("sshd", "Dec  1 07:08:28 LabSZ sshd[24208]: pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=112.95.230.3  user=root").expect("parses");
+        assert!(
+            got.ends_with(r#""user":"root","client":"112.95.230.3"}"#),
+            "{got}"
+        );
+        let got = parse("sshd", "Dec 10 06:55:46 LabSZ sshd[24200]: reverse mapping checking getaddrinfo for ns.example.com [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!").expect("parses");
+        assert!(got.ends_with(r#""client":"173.234.31.186"}"#), "{got}");
+        assert_eq!(
+            parse("sshd", "Dec 10 06:55:46 LabSZ cron[1]: x"),
+            Err("no match: not an sshd line".into())
+        );
+        assert_eq!(
+            parse("sshd", "Dec 10 06:55:46 LabSZ sshd[x]: y"),
+            Err(r#"field pid: not an int: "x""#.into())
+        );
+        assert!(parse("sshd", "Dec 10").is_err());
+    }
+
+    #[test]
+    fn quote_scan_agrees_with_a_byte_loop() {
+        let naive = |s: &[u8]| s.iter().position(|&b| b == b'"' || b == b'\\');
+        let mut s = vec![b'a'; 40];
+        assert_eq!(find_quote_or_backslash(&s), None);
+        for at in 0..40 {
+            for c in [b'"', b'\\'] {
+                s[at] = c;
+                // A second hit after the first must not win; bytes next to hits (0x21,
+                // 0x5b, 0xff) must not count.
+                if at + 3 < 40 {
+                    s[at + 3] = b'"';
+                }
+                if at > 0 {
+                    s[at - 1] = if at % 2 == 0 { 0x21 } else { 0xff };
+                }
+                for len in 0..=40 {
+                    assert_eq!(
+                        find_quote_or_backslash(&s[..len]),
+                        naive(&s[..len]),
+                        "{at} {len}"
+                    );
+                }
+                s.fill(b'a');
+            }
+        }
+    }
+
+    #[test]
+    fn ints() {
+        assert_eq!(parse_int(b"0"), Some(0));
+        assert_eq!(parse_int(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_int(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_int(b"9223372036854775808"), None);
+        assert_eq!(parse_int(b"+12"), Some(12));
+        for bad in [&b""[..], b"-", b"1x", b" 1", b"1.0"] {
+            assert_eq!(parse_int(bad), None);
+        }
+    }
+}

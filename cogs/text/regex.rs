@@ -1,0 +1,448 @@
+//! `regex`: parses a text field with a regular expression's named groups, or with a preset.
+
+use std::net::IpAddr;
+
+use crate::config::{
+    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, NodeValue, Param, ParamType,
+};
+use crate::getset::Getter;
+use crate::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::prelude::*;
+use crate::record::{self, Key, Map, Merge, Path, Record, Value};
+use crate::timefmt::TimeFormat;
+
+use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
+
+/// Parses a text field into named fields, with a regular expression or a preset.
+///
+/// With `pattern`, every named group `(?P<name>...)` (or `(?<name>...)`) that took part in
+/// the match becomes a field, as a string unless `types` says otherwise; a group that did
+/// not take part is not set. The pattern is searched for anywhere in the text: anchor it
+/// with `^...$` to match whole lines. With `preset`, a hand-written parser yields a fixed
+/// set of fields (see `docs/presets.md`); `apache_combined` gives `client, ident, user,
+/// time, method, path, protocol, status, bytes, referer, agent`.
+///
+/// Fields go to the top level of the record, or into the map at `target`. A line that
+/// does not match, a capture that does not convert, and a record without the input field
+/// are failures, handled per `on_error` with a reason such as `no match` or
+/// `field bytes: not an int: "x"`.
+///
+/// Types: `string` (UTF-8 text; otherwise bytes), `int`, `float`, `bool` (`true`/`false`,
+/// `yes`/`no`, `on`/`off`, `1`/`0`), `ip`, and `timestamp:FORMAT` with a strptime-style
+/// format (see [`crate::timefmt`]).
+///
+/// Built without the `regex` cargo feature, the cog keeps its presets but refuses `pattern`.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "regex"
+/// field = "message"
+/// pattern = '^(?P<client>\S+) \S+ \S+ \[(?P<time>[^\]]+)\] "(?P<method>\S+) (?P<path>\S+)[^"]*" (?P<status>\d+) (?P<bytes>\d+|-)'
+/// types = { status = "int", bytes = "int", time = "timestamp:%d/%b/%Y:%H:%M:%S %z" }
+/// target = "http"
+/// on_error = "train:dead"
+///
+/// [[train.cog]]
+/// type = "regex"
+/// preset = "apache_combined"
+/// ```
+///
+/// From Rust, on any datum: give the getter of the text, a [`Merge`] that stores the
+/// fields, an [`OnError`] and a [`Parser`].
+pub struct Regex<D> {
+    input: Getter<D, [u8]>,
+    input_name: String,
+    output: Merge<D>,
+    on_error: OnError<D>,
+    parser: Parser,
+    /// Reused for every line: captures are collected here, then merged.
+    fields: Map,
+}
+
+/// The descriptor of `regex`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "regex",
+    kind: CogKind::Transform,
+    summary: "parses a text field with a regular expression's named groups or a preset (apache_combined, apache_common, nginx_combined, sshd)",
+    params: &[
+        Param::opt(
+            "field",
+            ParamType::Str,
+            "message",
+            "the field holding the text to parse",
+        ),
+        Param::unset(
+            "pattern",
+            ParamType::Str,
+            "regular expression (Rust `regex` syntax) whose named groups become fields; give this or `preset`",
+        ),
+        Param::unset(
+            "preset",
+            ParamType::Choice(PRESET_NAMES),
+            "a built-in format instead of `pattern` (docs/presets.md)",
+        ),
+        Param::unset(
+            "types",
+            ParamType::Table,
+            "with `pattern`: group = \"int\" | \"float\" | \"bool\" | \"ip\" | \"string\" | \"timestamp:FORMAT\" (strptime-style, e.g. \"timestamp:%d/%b/%Y:%H:%M:%S %z\"); others stay strings",
+        ),
+        Param::unset(
+            "target",
+            ParamType::Str,
+            "dotted path of a map to put the fields in; default: the top level of the record",
+        ),
+        ON_ERROR_PARAM,
+    ],
+    fields: &[
+        (
+            "(groups)",
+            "with `pattern`: each named group that matched, typed per `types`",
+        ),
+        (
+            "client, ident, user",
+            "apache/nginx presets: remote host, identd name, authenticated user, as logged (`-` when absent)",
+        ),
+        (
+            "time",
+            "apache/nginx presets: the request time as a timestamp; sshd: the syslog time as written (it has no year)",
+        ),
+        (
+            "method, path, protocol",
+            "apache/nginx presets: the request line; all null when it is not `METHOD PATH [PROTOCOL]`, the text then being in `request`",
+        ),
+        (
+            "status, bytes",
+            "apache/nginx presets: integers; `bytes` is null for `-`",
+        ),
+        (
+            "referer, agent",
+            "apache_combined, nginx_combined: the quoted headers, `\\\"` and `\\\\` unescaped",
+        ),
+        (
+            "host, pid, message",
+            "sshd: the syslog host, sshd's pid (int) and its message",
+        ),
+        (
+            "user, client, port",
+            "sshd: when the message names them (port as an int)",
+        ),
+    ],
+    build,
+};
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let field = p.str_or("field", "message")?;
+    let input = Path::parse(field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = match p.str("target")? {
+        Some(t) => Some(Path::parse(t).map_err(|e| p.error("target", e.to_string()))?),
+        None => None,
+    };
+    let parser = match (p.str("pattern")?, p.str("preset")?) {
+        (Some(_), Some(_)) => {
+            return Err(p.cog_error("give either `pattern` or `preset`, not both"));
+        }
+        (None, None) => {
+            return Err(p.cog_error(format!(
+                "give a `pattern` with named groups or a `preset` ({})",
+                PRESET_NAMES.join(", ")
+            )));
+        }
+        (Some(pattern), None) => {
+            let types = types_param(p)?;
+            let types: Vec<(&str, &str)> = types
+                .iter()
+                .map(|(g, t)| (g.as_str(), t.as_str()))
+                .collect();
+            Parser::pattern(pattern, &types).map_err(|e| match e {
+                PatternError::Pattern(m) => p.error("pattern", m),
+                PatternError::Types(m) => p.error("types", m),
+            })?
+        }
+        (None, Some(name)) => {
+            if p.node("types").is_some() {
+                return Err(p.error(
+                    "types",
+                    "`types` applies to `pattern`; a preset's fields have fixed types",
+                ));
+            }
+            Parser::preset(name).map_err(|m| p.error("preset", m))?
+        }
+    };
+    let on_error = on_error::from_params(p, cx)?;
+    Ok(Box::new(
+        Regex::new(
+            record::bytes_at(input),
+            record::merge_into(target),
+            on_error,
+            parser,
+        )
+        .with_input_name(field),
+    ))
+}
+
+/// The `types` table as (group, type) pairs.
+fn types_param(p: &CogParams<'_>) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(node) = p.node("types") else {
+        return Ok(Vec::new());
+    };
+    let NodeValue::Table(entries) = &node.value else {
+        return Err(p.error("types", "expected a table such as { status = \"int\" }"));
+    };
+    entries
+        .iter()
+        .map(|(k, v)| match &v.value {
+            NodeValue::Str(t) => Ok((k.get_ref().clone(), t.clone())),
+            other => Err(p.error(
+                "types",
+                format!(
+                    "group {:?}: expected a type name as a string, found {}",
+                    k.get_ref(),
+                    other.type_name()
+                ),
+            )),
+        })
+        .collect()
+}
+
+impl<D: 'static> Regex<D> {
+    /// Parses the text `input` reads with `parser`, stores the fields with `output`, and
+    /// hands failures to `on_error`.
+    pub fn new(
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+        parser: Parser,
+    ) -> Self {
+        Regex {
+            input,
+            input_name: "message".to_string(),
+            output,
+            on_error,
+            parser,
+            fields: Map::with_capacity(16),
+        }
+    }
+
+    /// Names the input in failure reasons (`field NAME: missing or not text`).
+    pub fn with_input_name(mut self, name: &str) -> Self {
+        self.input_name = name.to_string();
+        self
+    }
+}
+
+impl<D: 'static> Cog<D> for Regex<D> {
+    fn name(&self) -> &str {
+        "regex"
+    }
+
+    #[inline]
+    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let res = match self.input.get(&d) {
+            Some(text) => self.parser.parse(text, &mut self.fields),
+            None => Err(Failure::Missing(self.input_name.clone())),
+        };
+        match res {
+            Ok(()) => {
+                self.output.merge(&mut d, &mut self.fields);
+                out.push(d);
+            }
+            Err(why) => {
+                self.fields.clear();
+                self.on_error.fail(d, "regex", &why, out, cx);
+            }
+        }
+    }
+}
+
+/// How the text is taken apart.
+#[derive(Debug)]
+pub enum Parser {
+    /// A regular expression's named groups.
+    #[cfg(feature = "regex")]
+    Pattern(Box<Pattern>),
+    /// A hand-written parser.
+    Preset(Preset),
+}
+
+/// Why [`Parser::pattern`] refused its input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatternError {
+    /// The pattern does not compile or has no named group.
+    Pattern(String),
+    /// A type is unknown or names no group.
+    Types(String),
+}
+
+impl Parser {
+    /// The preset called `name` (`apache_combined`, `apache_common`, `nginx_combined`, `sshd`).
+    pub fn preset(name: &str) -> Result<Parser, String> {
+        Preset::named(name)
+            .map(Parser::Preset)
+            .ok_or_else(|| format!("no preset {name:?} (presets: {})", PRESET_NAMES.join(", ")))
+    }
+
+    /// A regular expression whose named groups become fields, converted per `types`
+    /// (`(group, type)` pairs; see [`Conv::parse`]).
+    pub fn pattern(pattern: &str, types: &[(&str, &str)]) -> Result<Parser, PatternError> {
+        #[cfg(feature = "regex")]
+        {
+            Pattern::new(pattern, types).map(|p| Parser::Pattern(Box::new(p)))
+        }
+        #[cfg(not(feature = "regex"))]
+        {
+            let _ = (pattern, types);
+            Err(PatternError::Pattern(
+                "this build has no regular expressions (cargo feature `regex`); use a preset"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Parses `text` into `out`; on failure `out` may hold some fields.
+    #[inline]
+    pub fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), Failure> {
+        match self {
+            #[cfg(feature = "regex")]
+            Parser::Pattern(p) => p.parse(text, out),
+            Parser::Preset(p) => p.parse(text, out),
+        }
+    }
+}
+
+/// A compiled pattern with its reused capture slots.
+#[cfg(feature = "regex")]
+#[derive(Debug)]
+pub struct Pattern {
+    re: regex::bytes::Regex,
+    locs: regex::bytes::CaptureLocations,
+    groups: Vec<(usize, Key, Conv)>,
+}
+
+#[cfg(feature = "regex")]
+impl Pattern {
+    fn new(pattern: &str, types: &[(&str, &str)]) -> Result<Pattern, PatternError> {
+        let re =
+            regex::bytes::Regex::new(pattern).map_err(|e| PatternError::Pattern(e.to_string()))?;
+        let names: Vec<(usize, &str)> = re
+            .capture_names()
+            .enumerate()
+            .filter_map(|(i, n)| n.map(|n| (i, n)))
+            .collect();
+        if names.is_empty() {
+            return Err(PatternError::Pattern(
+                "the pattern has no named group such as (?P<status>\\d+): it would set no field"
+                    .into(),
+            ));
+        }
+        for (group, _) in types {
+            if !names.iter().any(|(_, n)| n == group) {
+                let known: Vec<&str> = names.iter().map(|(_, n)| *n).collect();
+                return Err(PatternError::Types(format!(
+                    "no group named {group:?} in the pattern (groups: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let mut groups = Vec::with_capacity(names.len());
+        for (i, name) in names {
+            let conv = match types.iter().rev().find(|(g, _)| *g == name) {
+                Some((_, t)) => Conv::parse(t)
+                    .map_err(|m| PatternError::Types(format!("group {name:?}: {m}")))?,
+                None => Conv::Str,
+            };
+            groups.push((i, Key::new(name), conv));
+        }
+        let locs = re.capture_locations();
+        Ok(Pattern { re, locs, groups })
+    }
+
+    #[inline]
+    fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), Failure> {
+        if self.re.captures_read(&mut self.locs, text).is_none() {
+            return Err(Failure::NoMatch(""));
+        }
+        for (i, key, conv) in &self.groups {
+            if let Some((s, e)) = self.locs.get(*i) {
+                out.insert(*key, conv.apply(*key, &text[s..e])?);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a capture is converted to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Conv {
+    /// Text (bytes when not UTF-8).
+    Str,
+    /// A decimal integer.
+    Int,
+    /// A finite decimal number.
+    Float,
+    /// `true`/`false`, `yes`/`no`, `on`/`off`, `1`/`0`, any case.
+    Bool,
+    /// An IPv4 or IPv6 address.
+    Ip,
+    /// A timestamp in a strptime-style format.
+    Time(TimeFormat),
+}
+
+impl Conv {
+    /// `"string"`, `"int"`, `"float"`, `"bool"`, `"ip"` or `"timestamp:FORMAT"`.
+    pub fn parse(spec: &str) -> Result<Conv, String> {
+        Ok(match spec {
+            "string" => Conv::Str,
+            "int" => Conv::Int,
+            "float" => Conv::Float,
+            "bool" => Conv::Bool,
+            "ip" => Conv::Ip,
+            "timestamp" => {
+                return Err("give the format: \"timestamp:%d/%b/%Y:%H:%M:%S %z\", say".into());
+            }
+            other => match other.strip_prefix("timestamp:") {
+                Some(fmt) => Conv::Time(TimeFormat::new(fmt)?),
+                None => {
+                    return Err(format!(
+                        "unknown type {other:?} (types: string, int, float, bool, ip, timestamp:FORMAT)"
+                    ));
+                }
+            },
+        })
+    }
+
+    /// Converts the text captured for `key`.
+    #[inline]
+    pub fn apply(&self, key: Key, b: &[u8]) -> Result<Value, Failure> {
+        match self {
+            Conv::Str => Ok(text_value(b)),
+            Conv::Int => parse_int(b)
+                .map(Value::Int)
+                .ok_or_else(|| Failure::convert(key, "an int", b)),
+            Conv::Float => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|f| f.is_finite())
+                .map(Value::Float)
+                .ok_or_else(|| Failure::convert(key, "a float", b)),
+            Conv::Bool => {
+                let any = |words: [&[u8]; 4]| words.iter().any(|w| w.eq_ignore_ascii_case(b));
+                if any([b"true", b"yes", b"on", b"1"]) {
+                    Ok(Value::Bool(true))
+                } else if any([b"false", b"no", b"off", b"0"]) {
+                    Ok(Value::Bool(false))
+                } else {
+                    Err(Failure::convert(key, "a bool", b))
+                }
+            }
+            Conv::Ip => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<IpAddr>().ok())
+                .map(Value::Ip)
+                .ok_or_else(|| Failure::convert(key, "an IP address", b)),
+            Conv::Time(f) => f
+                .parse(b)
+                .map(Value::Time)
+                .map_err(|_| Failure::convert(key, "a timestamp", b)),
+        }
+    }
+}
