@@ -116,6 +116,10 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         }
 }
 
+/// How many distinct field names the interner accepts from input data
+/// ([`Key::from_input`]); names from configuration are always accepted.
+pub const MAX_INPUT_KEYS: usize = 1 << 16;
+
 impl Key {
     /// Interns `name`, returning the same key for the same name from any thread.
     ///
@@ -177,6 +181,25 @@ impl Key {
         let key = Key(id);
         ids.insert(name, key);
         key
+    }
+
+    /// Interns a name that comes from input data (a JSON object key, a `key=value` pair, a
+    /// syslog structured-data name): like [`Key::new`], but refused (`None`) once the
+    /// interner holds [`MAX_INPUT_KEYS`] names and `name` is not among them. Names are never
+    /// freed, so without this bound a sender inventing new names would grow the daemon's
+    /// memory for as long as it runs.
+    pub fn from_input(name: &str) -> Option<Key> {
+        Key::from_input_within(name, MAX_INPUT_KEYS)
+    }
+
+    fn from_input_within(name: &str, limit: usize) -> Option<Key> {
+        if let Some(k) = Key::try_existing(name) {
+            return Some(k);
+        }
+        if ids().read().unwrap_or_else(|e| e.into_inner()).len() >= limit {
+            return None;
+        }
+        Some(Key::new(name))
     }
 
     /// Returns the key for `name` if it was already interned, without interning it.
@@ -1149,6 +1172,8 @@ const ESCAPE: [u8; 256] = {
     t
 };
 
+const TOO_MANY_KEYS: &str = "too many distinct field names in the input (see MAX_INPUT_KEYS)";
+
 /// Where [`scan`] stopped.
 struct Scan {
     /// Index of the first control character, `"` or `\`, or the length if none.
@@ -1747,10 +1772,15 @@ impl<'a> Parser<'a> {
             Piece::Raw { from, to, .. } => {
                 match Key::cached(self.input.get(from..to).unwrap_or_default()) {
                     Some(k) => Ok(k),
-                    None => self.utf8(from, to).map(Key::new),
+                    None => {
+                        let name = self.utf8(from, to)?;
+                        Key::from_input(name).ok_or_else(|| Parser::err_at(from, TOO_MANY_KEYS))
+                    }
                 }
             }
-            Piece::Decoded(s) => Ok(Key::new(&s)),
+            Piece::Decoded(s) => {
+                Key::from_input(&s).ok_or_else(|| Parser::err_at(self.pos, TOO_MANY_KEYS))
+            }
         }
     }
 
@@ -1950,6 +1980,18 @@ mod tests {
     }
 
     // --- keys -------------------------------------------------------------------------------
+
+    #[test]
+    fn names_from_input_are_refused_once_the_interner_is_full() {
+        let known = Key::new("known-name");
+        assert_eq!(Key::from_input_within("known-name", 0), Some(known));
+        assert_eq!(
+            Key::from_input_within("a-name-nobody-interned-yet", 0),
+            None
+        );
+        assert!(Key::try_existing("a-name-nobody-interned-yet").is_none());
+        assert!(Key::from_input("a-name-nobody-interned-yet").is_some());
+    }
 
     #[test]
     fn merge_into_top_level_and_target() {

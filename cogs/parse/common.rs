@@ -36,6 +36,17 @@ impl ParseError {
     }
 }
 
+/// Interns a field name found in the input, refusing new names once the interner is full
+/// (see [`record::MAX_INPUT_KEYS`]): the record then fails instead of growing memory.
+pub fn input_key(name: &str, offset: usize) -> Result<crate::record::Key, ParseError> {
+    crate::record::Key::from_input(name).ok_or_else(|| {
+        ParseError::at(
+            offset,
+            "too many distinct field names in the input (see MAX_INPUT_KEYS)",
+        )
+    })
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "at byte {}: {}", self.offset, self.msg)

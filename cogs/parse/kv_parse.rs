@@ -4,11 +4,11 @@ use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Par
 use crate::getset::Getter;
 use crate::on_error::{ON_ERROR_PARAM, OnError};
 use crate::prelude::Cog;
-use crate::record::{Key, Map, Merge, Record};
+use crate::record::{Map, Merge, Record};
 
 use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, find, text,
-    text_owned,
+    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, find, input_key,
+    text, text_owned,
 };
 
 /// Parses `key=value` pairs (logfmt, firewall and audit logs) into string fields.
@@ -112,7 +112,7 @@ impl KvParser {
                         let rest_end = find(input, after, sep).unwrap_or(input.len());
                         if trim(&input[after..rest_end]).is_empty() {
                             if let Some(k) = key {
-                                out.insert(Key::new(k), text_owned(value));
+                                out.insert(input_key(k, pos)?, text_owned(value));
                             }
                         } else {
                             self.malformed(after, "text after closing quote", &mut skipped)?;
@@ -126,7 +126,7 @@ impl KvParser {
                 }
             } else {
                 if let Some(k) = key {
-                    out.insert(Key::new(k), text(trim(&input[vstart..piece_end])));
+                    out.insert(input_key(k, pos)?, text(trim(&input[vstart..piece_end])));
                 }
                 pos = piece_end;
             }

@@ -10,7 +10,7 @@ use crate::record::{Key, Map, Merge, Record, Timestamp, Value};
 
 use super::common::{
     FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, days_from_civil,
-    days_in_month, text, text_owned, year_month_from_days,
+    days_in_month, input_key, text, text_owned, year_month_from_days,
 };
 
 /// Parses syslog lines: RFC 5424 (`<165>1 2003-10-11T22:14:15.003Z host app 42 ID47
@@ -279,7 +279,7 @@ fn sd_element(line: &[u8], p: usize, sd: &mut Map) -> Result<usize, ParseError> 
         match line.get(i) {
             None => return Err(ParseError::at(i, "unterminated structured data")),
             Some(b']') => {
-                sd.insert(Key::new(id), Value::Map(params));
+                sd.insert(input_key(id, start)?, Value::Map(params));
                 return Ok(i + 1);
             }
             Some(b' ') => i += 1,
@@ -302,7 +302,7 @@ fn sd_element(line: &[u8], p: usize, sd: &mut Map) -> Result<usize, ParseError> 
         }
         i += 2;
         let (value, after) = sd_value(line, i)?;
-        params.insert(Key::new(name), text_owned(value));
+        params.insert(input_key(name, name_start)?, text_owned(value));
         i = after;
     }
 }
