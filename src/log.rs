@@ -583,20 +583,12 @@ impl Civil {
         let secs = ms.div_euclid(1000);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097); // [0, 146096]
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-        let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        // The remaining casts are of values bounded by the ranges above.
+        let (year, month, day) = crate::timefmt::civil_from_days(days);
+        // Bounded by the ranges above: the casts cannot truncate.
         Civil {
             year,
-            month: month as u32,
-            day: day as u32,
+            month,
+            day,
             hour: (sod / 3600) as u32,
             min: (sod / 60 % 60) as u32,
             sec: (sod % 60) as u32,

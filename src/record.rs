@@ -335,7 +335,7 @@ impl Timestamp {
         let local = self.secs.saturating_add(i64::from(self.offset_min) * 60);
         let days = local.div_euclid(86_400);
         let sod = local.rem_euclid(86_400) as u32;
-        let (y, m, d) = civil_from_days(days);
+        let (y, m, d) = crate::timefmt::civil_from_days(days);
         let (hh, mm, ss) = (sod / 3600, sod / 60 % 60, sod % 60);
         let dash = u64::from(b'-');
         let month_day = dash | pair(m) << 8 | dash << 24 | pair(d) << 32 | u64::from(b'T') << 48;
@@ -423,22 +423,6 @@ impl fmt::Display for Timestamp {
         self.write_rfc3339(&mut buf);
         f.write_str(&String::from_utf8_lossy(&buf))
     }
-}
-
-/// Year, month (1-12) and day (1-31) of a day count since 1970-01-01 in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Shift the epoch to 0000-03-01 so leap days fall at the end of the (March-based) year.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2680,7 +2664,11 @@ mod tests {
         };
         let (mut y, mut m, mut d) = (1600i64, 3u32, 1u32);
         for days in -135_080..157_000 {
-            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            assert_eq!(
+                crate::timefmt::civil_from_days(days),
+                (y, m, d),
+                "day {days}"
+            );
             d += 1;
             if d > month_len(y, m) {
                 d = 1;

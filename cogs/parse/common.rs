@@ -202,41 +202,6 @@ pub(crate) fn find(hay: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Year and month (1..=12) of a day counted from 1970-01-01.
-pub(crate) fn year_month_from_days(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m)
-}
-
-/// Days in month `m` of year `y`.
-pub(crate) fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,19 +213,5 @@ mod tests {
         assert_eq!(find(b"a,", 0, b",,"), None);
         assert_eq!(find(b"ab", 5, b"b"), None);
         assert_eq!(find(b"xxab", 0, b"ab"), Some(2));
-    }
-
-    #[test]
-    fn civil_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        for d in [-800_000, -1, 0, 59, 11_016, 19_000, 2_000_000] {
-            let (y, m) = year_month_from_days(d);
-            let first = days_from_civil(y, m, 1);
-            assert!(
-                first <= d && d < first + i64::from(days_in_month(y, m)),
-                "{d}"
-            );
-        }
     }
 }

@@ -7,10 +7,11 @@ use crate::getset::Getter;
 use crate::on_error::{ON_ERROR_PARAM, OnError};
 use crate::prelude::Cog;
 use crate::record::{Key, Map, Merge, Record, Timestamp, Value};
+use crate::timefmt::{civil_from_days, days_from_civil, month_len as days_in_month};
 
 use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, days_from_civil,
-    days_in_month, input_key, text, text_owned, year_month_from_days,
+    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, input_key, text,
+    text_owned,
 };
 
 /// Parses syslog lines: RFC 5424 (`<165>1 2003-10-11T22:14:15.003Z host app 42 ID47
@@ -58,7 +59,7 @@ pub struct Now {
 impl Now {
     /// The year and month (UTC) of a time in seconds since the epoch.
     pub fn from_secs(secs: i64) -> Now {
-        let (year, month) = year_month_from_days(secs.div_euclid(86_400));
+        let (year, month, _) = civil_from_days(secs.div_euclid(86_400));
         Now { year, month }
     }
 
