@@ -781,6 +781,12 @@ impl Map {
         self.entries.clear();
     }
 
+    /// Makes room for `n` more entries (one allocation instead of several as a parser's
+    /// fields are merged in).
+    pub fn reserve(&mut self, n: usize) {
+        self.entries.reserve(n);
+    }
+
     /// Takes every entry out, in order, keeping the allocation.
     pub fn drain(&mut self) -> impl Iterator<Item = (Key, Value)> + '_ {
         self.entries.drain(..)
@@ -1086,6 +1092,7 @@ impl<D> fmt::Debug for Merge<D> {
 pub fn merge_into(target: Option<Path>) -> Merge<Record> {
     match target {
         None => Merge::new(|r: &mut Record, fields: &mut Map| {
+            r.fields.reserve(fields.len());
             for (k, v) in fields.drain() {
                 r.insert(k, v);
             }
