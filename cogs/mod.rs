@@ -8,6 +8,7 @@ pub mod fields;
 pub mod flow;
 pub mod fs;
 pub mod ip;
+pub mod net;
 pub mod parse;
 pub mod stdio;
 pub mod text;
@@ -29,5 +30,6 @@ pub fn descriptors() -> Vec<CogDescriptor> {
     .chain(parse::descriptors())
     .chain(fields::descriptors())
     .chain(ip::descriptors())
+    .chain(net::descriptors())
     .collect()
 }

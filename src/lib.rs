@@ -20,6 +20,8 @@ pub mod drain;
 pub mod escapement;
 pub mod expr;
 pub mod format;
+pub mod forward;
+pub mod framing;
 pub mod getset;
 pub mod glob;
 pub mod lines;

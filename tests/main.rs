@@ -3,3 +3,4 @@
 mod cogs;
 mod daemon;
 mod engine;
+mod net;

@@ -1,0 +1,534 @@
+//! `tcp_in`: a TCP listener for syslog and plain lines, RFC 6587 framed; and the
+//! connection machinery it shares with `unix_in` in stream mode.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mio::event::Source;
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::framing::{Deframer, Framing};
+use crate::lines::LineSplitter;
+use crate::prelude::*;
+use crate::record::{Key, Record, Timestamp, Value};
+use crate::supply::line_record;
+
+/// Reads per connection and turn; then the connection waits for the next turn so that one
+/// busy sender cannot starve the others.
+const READS_PER_TURN: usize = 8;
+/// Bytes asked for per read.
+const READ_SIZE: usize = 128 << 10;
+/// Connections accepted per turn before the listener yields.
+const ACCEPTS_PER_TURN: usize = 64;
+/// After `accept` fails for lack of resources (EMFILE...), try again after this long:
+/// edge-triggered readiness would not say so again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+const LISTENER: Local = 0;
+const SWEEP: Local = 1;
+const FIRST_CONN: Local = 2;
+
+/// The interned key `peer`.
+pub(crate) fn peer_key() -> Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    *KEY.get_or_init(|| Key::new("peer"))
+}
+
+/// The interned key `received_at`.
+pub(crate) fn received_at_key() -> Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    *KEY.get_or_init(|| Key::new("received_at"))
+}
+
+/// Lines from TCP clients, framed by newlines or by octet counting (RFC 6587), decided per
+/// listener or detected per connection.
+///
+/// Every connection has its own bounded buffer (`max_line_bytes` plus one 128 KiB read)
+/// and gets a bounded share of each loop turn, so a fast sender does not starve the others
+/// and a slow or silent one blocks nobody. Connections beyond `max_connections` are
+/// accepted and closed at once, counted as errors and logged. `idle_timeout` closes
+/// connections silent that long (one sweep timer, not one per connection; `"0s"` never).
+///
+/// Errors are handled per connection: a line (or frame) over `max_line_bytes` is cut,
+/// flagged `truncated = true` and counted; a bad octet count (anything but
+/// `NONZERO-DIGIT *DIGIT SP`) loses the stream's framing, so the connection is closed,
+/// logged and counted; everybody else is served on. When a client disconnects mid-line,
+/// the partial line is emitted as it is (like the last line of a file without a final
+/// newline); a partial octet-counted frame is emitted too, and counted as an error since
+/// the sender promised more.
+///
+/// Backpressure stops reading (and accepting), so TCP senders feel it through their window.
+/// At shutdown the listener closes, buffered partial lines are emitted and connections are
+/// closed. Fields: `message` (raw bytes), `peer` (`"IP:port"`), `received_at` (when the
+/// bytes were read, per read).
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "tcp_in"
+/// listen = "127.0.0.1:5140"
+/// framing = "auto"          # "newline" | "octet_counting" | "auto" (per connection)
+/// max_connections = 1024
+/// max_line_bytes = "64KiB"
+/// idle_timeout = "10m"
+/// ```
+#[derive(Debug)]
+pub struct TcpIn {
+    addr: SocketAddr,
+    server: StreamServer<mio::net::TcpListener>,
+}
+
+/// The descriptor of `tcp_in`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "tcp_in",
+    kind: CogKind::Supply,
+    summary: "TCP listener: newline or octet-counted (RFC 6587) syslog and lines",
+    params: &[
+        Param::req(
+            "listen",
+            ParamType::Str,
+            "address and port, e.g. \"0.0.0.0:514\"",
+        ),
+        FRAMING_PARAM,
+        MAX_CONNECTIONS_PARAM,
+        MAX_LINE_PARAM,
+        IDLE_PARAM,
+    ],
+    fields: STREAM_FIELDS,
+    build,
+};
+
+pub(crate) const FRAMING_PARAM: Param = Param::opt(
+    "framing",
+    ParamType::Choice(Framing::NAMES),
+    "auto",
+    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, a first digit means octet counting",
+);
+pub(crate) const MAX_CONNECTIONS_PARAM: Param = Param::opt(
+    "max_connections",
+    ParamType::Int,
+    "1024",
+    "connections beyond it are accepted and closed at once (counted as errors)",
+);
+pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
+    "max_line_bytes",
+    ParamType::Size,
+    "64KiB",
+    "longer lines and frames are cut, flagged `truncated` and counted",
+);
+pub(crate) const IDLE_PARAM: Param = Param::opt(
+    "idle_timeout",
+    ParamType::Duration,
+    "0s",
+    "close connections silent this long; 0s: never",
+);
+pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
+    ("message", "the message, without framing, as raw bytes"),
+    ("peer", "the sending peer (per connection)"),
+    ("received_at", "when the bytes were read"),
+];
+
+/// Settings shared by stream listeners.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamSettings {
+    pub(crate) framing: Framing,
+    pub(crate) max_connections: usize,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+impl StreamSettings {
+    pub(crate) fn from_params(p: &CogParams<'_>) -> Result<Self, ConfigError> {
+        let framing = p.choice_or("framing", Framing::NAMES, "auto")?;
+        let framing = Framing::parse(framing).unwrap_or(Framing::Auto);
+        let max_connections = match p.int("max_connections")? {
+            None => 1024,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(_) => return Err(p.error("max_connections", "must be within 1..=1000000")),
+        };
+        let max_line_bytes = p.size_or("max_line_bytes", 64 << 10)?;
+        if max_line_bytes == 0 || max_line_bytes > LineSplitter::MAX_READ_SIZE {
+            return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
+        }
+        let idle = p.duration_or("idle_timeout", Duration::ZERO)?;
+        Ok(StreamSettings {
+            framing,
+            max_connections,
+            max_line_bytes,
+            idle_timeout: (!idle.is_zero()).then_some(idle),
+        })
+    }
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let listen = p.required_str("listen")?;
+    let addr: SocketAddr = listen.parse().map_err(|e| {
+        p.error(
+            "listen",
+            format!("expected IP:port, e.g. \"127.0.0.1:5140\": {e}"),
+        )
+    })?;
+    let settings = StreamSettings::from_params(p)?;
+    Ok(Box::new(TcpIn::new(addr, settings)))
+}
+
+impl TcpIn {
+    pub(crate) fn new(addr: SocketAddr, settings: StreamSettings) -> Self {
+        TcpIn {
+            addr,
+            server: StreamServer::new("tcp_in", settings),
+        }
+    }
+}
+
+impl Cog<Record> for TcpIn {
+    fn name(&self) -> &str {
+        "tcp_in"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let l = mio::net::TcpListener::bind(self.addr)
+            .map_err(|e| format!("tcp_in: cannot listen on {}: {e}", self.addr))?;
+        if let Ok(a) = l.local_addr() {
+            slog::info!(cx.logger(), "tcp_in listening"; "address" => %a);
+        }
+        self.server.start(l, cx)?;
+        Ok(())
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.server.wake(local, &why, out, cx);
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        self.server.pause(cx);
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        self.server.resume(cx);
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.server.finish(out, cx);
+    }
+}
+
+/// A listening socket whose connections the [`StreamServer`] reads.
+pub(crate) trait Acceptor: Source {
+    type Conn: io::Read + Source;
+    /// Accepts one connection and names its peer.
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value)>;
+}
+
+impl Acceptor for mio::net::TcpListener {
+    type Conn = mio::net::TcpStream;
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+        let (s, a) = self.accept()?;
+        Ok((s, Value::Shared(Arc::from(a.to_string()))))
+    }
+}
+
+struct Conn<S> {
+    sock: S,
+    peer: Value,
+    deframer: Deframer,
+    last_active: Instant,
+    /// Readiness not yet acted upon (paused, or the turn's share used up).
+    ready: bool,
+}
+
+/// Accepts connections and reads them into records; see [`TcpIn`] for the behaviour.
+pub(crate) struct StreamServer<L: Acceptor> {
+    name: &'static str,
+    settings: StreamSettings,
+    listener: Option<L>,
+    listener_ready: bool,
+    conns: Vec<Option<Conn<L::Conn>>>,
+    free: Vec<usize>,
+    live: usize,
+    paused: bool,
+    refused: u64,
+    refused_logged: Option<Instant>,
+}
+
+impl<L: Acceptor> std::fmt::Debug for StreamServer<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamServer")
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .field("live", &self.live)
+            .field("paused", &self.paused)
+            .finish()
+    }
+}
+
+fn conn_local(i: usize) -> Local {
+    FIRST_CONN + i as Local
+}
+
+impl<L: Acceptor> StreamServer<L> {
+    pub(crate) fn new(name: &'static str, settings: StreamSettings) -> Self {
+        StreamServer {
+            name,
+            settings,
+            listener: None,
+            listener_ready: false,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            paused: false,
+            refused: 0,
+            refused_logged: None,
+        }
+    }
+
+    pub(crate) fn start(&mut self, mut listener: L, cx: &mut Ctx) -> io::Result<()> {
+        cx.register(&mut listener, LISTENER, Interest::READABLE)?;
+        self.listener = Some(listener);
+        if let Some(idle) = self.settings.idle_timeout {
+            // A quarter of the timeout: a silent connection goes at most 25% late.
+            let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+            cx.timer_every(period, SWEEP)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn wake(
+        &mut self,
+        local: Local,
+        why: &Wake<'_>,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
+        if local == SWEEP {
+            if matches!(why, Wake::Timer(_)) {
+                self.sweep(out, cx);
+            }
+            return;
+        }
+        if local == LISTENER {
+            if self.paused {
+                self.listener_ready = true;
+            } else {
+                self.accept_some(out, cx);
+            }
+            return;
+        }
+        let i = (local - FIRST_CONN) as usize;
+        if self.paused {
+            if let Some(Some(c)) = self.conns.get_mut(i) {
+                c.ready = true;
+            }
+            return;
+        }
+        self.read_conn(i, out, cx);
+    }
+
+    fn accept_some(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        for _ in 0..ACCEPTS_PER_TURN {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept_one() {
+                Ok((sock, peer)) => self.admit(sock, peer, out, cx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors or memory: the pending connections stay in the
+                    // backlog; look again a little later.
+                    slog::error!(cx.logger(), "accepting a connection failed; retrying soon";
+                        "cog" => self.name, "error" => %e);
+                    out.count_errors(1);
+                    let _ = cx.timer_after(ACCEPT_RETRY, LISTENER);
+                    return;
+                }
+            }
+        }
+        self.listener_ready = true;
+        cx.enqueue(LISTENER);
+    }
+
+    fn admit(&mut self, mut sock: L::Conn, peer: Value, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.live >= self.settings.max_connections {
+            drop(sock);
+            self.refused += 1;
+            out.count_errors(1);
+            let now = cx.now();
+            // One line a second at most: a client hammering the port must not flood the log.
+            if self
+                .refused_logged
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.refused_logged = Some(now);
+                slog::warn!(cx.logger(), "max_connections reached; connection closed";
+                    "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
+                    "max_connections" => self.settings.max_connections,
+                    "refused_so_far" => self.refused);
+            }
+            return;
+        }
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) = cx.register(&mut sock, conn_local(i), Interest::READABLE) {
+            slog::error!(cx.logger(), "cannot watch a new connection; closing it";
+                "cog" => self.name, "error" => %e);
+            out.count_errors(1);
+            self.free.push(i);
+            return;
+        }
+        let s = &self.settings;
+        self.conns[i] = Some(Conn {
+            sock,
+            peer,
+            deframer: Deframer::new(s.framing, s.max_line_bytes, READ_SIZE),
+            last_active: cx.now(),
+            ready: false,
+        });
+        self.live += 1;
+    }
+
+    fn read_conn(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
+        let name = self.name;
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            match c.deframer.read_from(&mut c.sock) {
+                Ok(0) => return self.close(i, out, cx),
+                Ok(_) => {
+                    c.last_active = cx.now();
+                    let ts = Timestamp::now();
+                    let peer = &c.peer;
+                    let res = c.deframer.for_each_message(|bytes, info| {
+                        let mut r = line_record(bytes, &info, 2, out, cx);
+                        r.insert(peer_key(), peer.clone());
+                        r.insert(received_at_key(), Value::Time(ts));
+                        out.push(r);
+                    });
+                    if let Err(e) = res {
+                        slog::warn!(cx.logger(), "bad framing; closing the connection";
+                            "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
+                        out.count_errors(1);
+                        return self.close(i, out, cx);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.ready = false;
+                    return;
+                }
+                Err(e) => {
+                    slog::warn!(cx.logger(), "reading a connection failed; closing it";
+                        "cog" => name, "peer" => c.peer.as_str().unwrap_or(""), "error" => %e);
+                    out.count_errors(1);
+                    return self.close(i, out, cx);
+                }
+            }
+        }
+        // More may be waiting and edge-triggered readiness will not say so again.
+        c.ready = true;
+        cx.enqueue(conn_local(i));
+    }
+
+    /// Emits what the connection holds and closes it.
+    fn close(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(Some(mut c)) = self.conns.get_mut(i).map(Option::take) else {
+            return;
+        };
+        let _ = cx.deregister(&mut c.sock);
+        cx.dequeue(conn_local(i));
+        let ts = Timestamp::now();
+        let peer = &c.peer;
+        let (_, cut) = c.deframer.finish(|bytes, info| {
+            let mut r = line_record(bytes, &info, 2, out, cx);
+            r.insert(peer_key(), peer.clone());
+            r.insert(received_at_key(), Value::Time(ts));
+            out.push(r);
+        });
+        if cut {
+            out.count_errors(1);
+            slog::warn!(cx.logger(), "connection closed inside an octet-counted frame; kept what arrived";
+                "cog" => self.name, "peer" => peer.as_str().unwrap_or(""));
+        }
+        self.free.push(i);
+        self.live -= 1;
+    }
+
+    fn sweep(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(idle) = self.settings.idle_timeout else {
+            return;
+        };
+        let now = cx.now();
+        for i in 0..self.conns.len() {
+            let silent = match &self.conns[i] {
+                Some(c) => now.saturating_duration_since(c.last_active) >= idle && !c.ready,
+                None => false,
+            };
+            if silent {
+                if let Some(Some(c)) = self.conns.get(i) {
+                    slog::info!(cx.logger(), "idle connection closed";
+                        "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""));
+                }
+                self.close(i, out, cx);
+            }
+        }
+    }
+
+    pub(crate) fn pause(&mut self, cx: &mut Ctx) {
+        self.paused = true;
+        cx.dequeue(LISTENER);
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if let Some(c) = c {
+                // A queued turn of this connection is now owed to it after the pause.
+                c.ready = true;
+                cx.dequeue(conn_local(i));
+            }
+        }
+    }
+
+    pub(crate) fn resume(&mut self, cx: &mut Ctx) {
+        self.paused = false;
+        // Readiness that arrived while paused was not acted on: look again.
+        if self.listener_ready {
+            cx.enqueue(LISTENER);
+        }
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if let Some(c) = c
+                && c.ready
+            {
+                c.last_active = cx.now();
+                cx.enqueue(conn_local(i));
+            }
+        }
+    }
+
+    /// Stops accepting, emits what connections hold and closes them.
+    pub(crate) fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if let Some(mut l) = self.listener.take() {
+            let _ = cx.deregister(&mut l);
+        }
+        for i in 0..self.conns.len() {
+            self.close(i, out, cx);
+        }
+        if self.refused > 0 {
+            slog::warn!(cx.logger(), "connections refused over max_connections";
+                "cog" => self.name, "refused" => self.refused);
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! `tcp_out`: records forwarded over TCP, reconnecting and buffering while the peer is away.
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::forward::{FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target, check_address};
+use crate::prelude::*;
+use crate::record::Record;
+
+/// Forwards each record to a TCP peer (a syslog or line collector), newline-terminated or
+/// octet-counted (RFC 6587 `LEN SP MSG`).
+///
+/// The connection is made without blocking the loop (non-blocking connect, abandoned after
+/// `connect_timeout`); a host name is resolved on a worker thread at every (re)connection,
+/// so a changed DNS record is picked up, and the addresses are tried in turn. When the
+/// peer is down or slow, records wait in a buffer of `buffer_bytes`; a full buffer pauses
+/// the supplies (no record is dropped) until it is back below half. Reconnection backs off
+/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter. Batches are
+/// written with one `writev` per readiness.
+///
+/// **Guarantee.** A record is acknowledged once its whole frame is in the kernel's send
+/// buffer, which is not receipt by the peer: what is in flight when the peer crashes or
+/// resets is lost (syslog over TCP has no application acknowledgement). Records are sent
+/// in order and an acknowledged record is never sent again; a record only partly written
+/// when the connection drops is sent again whole on the next connection (the peer may see
+/// one truncated fragment of it, never a complete duplicate).
+///
+/// At shutdown the drain keeps sending (and reconnecting) for up to `drain_timeout`; what
+/// is left then is logged as unsent (count and bytes) and not acknowledged, so a supply
+/// with a checkpoint reads it again on the next run.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "tcp_out"
+/// address = "collector.example:514"
+/// framing = "octet_counting"     # newline | octet_counting
+/// format = "raw"                 # raw | json | template
+/// buffer_bytes = "8MiB"
+/// reconnect_initial = "100ms"
+/// reconnect_max = "30s"
+/// connect_timeout = "5s"
+/// drain_timeout = "30s"
+/// ```
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "tcp_out",
+    kind: CogKind::Drain,
+    summary: "forwards records over TCP (newline or octet counting); buffers, backpressures and reconnects",
+    params: &PARAMS,
+    fields: &[],
+    build,
+};
+
+const PARAMS: [Param; 9] = [
+    Param::req(
+        "address",
+        ParamType::Str,
+        "\"host:port\"; a host name is resolved (off the loop) at every connection",
+    ),
+    Param::opt(
+        "framing",
+        ParamType::Choice(&["newline", "octet_counting"]),
+        "newline",
+        "newline: each record ends with \\n; octet_counting: RFC 6587 `LEN SP MSG`",
+    ),
+    FORWARD_PARAMS[0],
+    FORWARD_PARAMS[1],
+    FORWARD_PARAMS[2],
+    FORWARD_PARAMS[3],
+    FORWARD_PARAMS[4],
+    FORWARD_PARAMS[5],
+    FORWARD_PARAMS[6],
+];
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let address = p.required_str("address")?;
+    check_address(address).map_err(|m| p.error("address", m))?;
+    let framing = match p.choice_or("framing", &["newline", "octet_counting"], "newline")? {
+        "octet_counting" => Framing::OctetCounting,
+        _ => Framing::Newline,
+    };
+    let opts = ForwardOptions::from_params(p, framing)?;
+    Ok(Box::new(Forward::new(
+        "tcp_out",
+        Target::Tcp(address.to_string()),
+        opts,
+    )))
+}

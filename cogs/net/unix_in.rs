@@ -1,0 +1,347 @@
+//! `unix_in`: a Unix socket listener (a `/dev/log` replacement), datagram or stream.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::lines::LineInfo;
+use crate::prelude::*;
+use crate::record::{Record, Timestamp, Value};
+use crate::supply::line_record;
+
+use super::tcp_in::{
+    Acceptor, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM, STREAM_FIELDS,
+    StreamServer, StreamSettings, received_at_key,
+};
+
+/// Datagrams received per turn before other events get their go.
+const DATAGRAMS_PER_TURN: usize = 256;
+
+/// Messages from a Unix socket: a `/dev/log` replacement.
+///
+/// `mode = "datagram"` (what `syslog(3)` and `logger -u` use) takes one message per
+/// datagram; a trailing LF or NUL is removed and datagrams over `max_line_bytes` are cut,
+/// flagged `truncated` and counted. `mode = "stream"` accepts connections and reads them
+/// exactly as `tcp_in` does (framing, `max_connections`, `idle_timeout`, partial lines at
+/// disconnect, backpressure); `peer` is then the client's credentials,
+/// `"pid=… uid=… gid=…"`.
+///
+/// The socket file gets `permissions` (octal) and is removed at exit. A socket file left
+/// at `path` by a process that is gone is replaced; a live one (something accepts on it)
+/// or anything that is not a socket is an error at start: nothing else is ever deleted.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "unix_in"
+/// path = "/run/deadbeat/log"
+/// mode = "datagram"         # or "stream"
+/// permissions = "0666"
+/// ```
+#[derive(Debug)]
+pub struct UnixIn {
+    path: PathBuf,
+    permissions: u32,
+    inner: Inner,
+    /// Device and inode of the socket file we created, so we remove only that one.
+    created: Option<(u64, u64)>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Stream(StreamServer<mio::net::UnixListener>),
+    Datagram(Datagrams),
+}
+
+/// The descriptor of `unix_in`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "unix_in",
+    kind: CogKind::Supply,
+    summary: "Unix socket listener (datagram or stream): a /dev/log replacement",
+    params: &[
+        Param::req("path", ParamType::Path, "the socket file to create"),
+        Param::opt(
+            "mode",
+            ParamType::Choice(&["datagram", "stream"]),
+            "datagram",
+            "datagram: one message per datagram; stream: connections, framed as in tcp_in",
+        ),
+        Param::opt(
+            "permissions",
+            ParamType::Str,
+            "0666",
+            "octal mode of the socket file",
+        ),
+        FRAMING_PARAM,
+        MAX_CONNECTIONS_PARAM,
+        MAX_LINE_PARAM,
+        IDLE_PARAM,
+    ],
+    fields: STREAM_FIELDS,
+    build,
+};
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let Some(path) = p.path("path")? else {
+        return Err(p.cog_error("missing key \"path\""));
+    };
+    let perm = p.str_or("permissions", "0666")?;
+    let permissions = u32::from_str_radix(perm.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| p.error("permissions", "expected an octal mode such as \"0666\""))?;
+    let settings = StreamSettings::from_params(p)?;
+    let inner = match p.choice_or("mode", &["datagram", "stream"], "datagram")? {
+        "stream" => Inner::Stream(StreamServer::new("unix_in", settings)),
+        _ => {
+            if p.node("framing").is_some() || p.node("max_connections").is_some() {
+                return Err(
+                    p.cog_error("framing and max_connections apply to mode = \"stream\" only")
+                );
+            }
+            Inner::Datagram(Datagrams {
+                sock: None,
+                buf: vec![0; settings.max_line_bytes + 1],
+                max: settings.max_line_bytes,
+                paused: false,
+                ready: false,
+            })
+        }
+    };
+    Ok(Box::new(UnixIn {
+        path,
+        permissions,
+        inner,
+        created: None,
+    }))
+}
+
+/// Makes room for our socket at `path`: nothing there, or a stale socket (removed).
+fn clear_path(path: &Path) -> Result<(), String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(format!(
+            "{} exists and is not a socket; not replacing it",
+            path.display()
+        ));
+    }
+    if socket_in_use(path) {
+        return Err(format!(
+            "{} is a socket another process is listening on",
+            path.display()
+        ));
+    }
+    std::fs::remove_file(path).map_err(|e| format!("removing stale socket {}: {e}", path.display()))
+}
+
+fn socket_in_use(path: &Path) -> bool {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+            std::os::unix::net::UnixDatagram::unbound().is_ok_and(|d| d.connect(path).is_ok())
+        }
+        Err(_) => false,
+    }
+}
+
+fn dev_ino(path: &Path) -> Option<(u64, u64)> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+impl Acceptor for mio::net::UnixListener {
+    type Conn = mio::net::UnixStream;
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+        let (s, _) = self.accept()?;
+        let peer = peer_cred(&s).unwrap_or_else(|| "unknown".to_string());
+        Ok((s, Value::Shared(Arc::from(peer))))
+    }
+}
+
+fn peer_cred(s: &impl AsRawFd) -> Option<String> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, which is that large.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then(|| format!("pid={} uid={} gid={}", cred.pid, cred.uid, cred.gid))
+}
+
+/// The datagram side: one message per datagram.
+#[derive(Debug)]
+struct Datagrams {
+    sock: Option<mio::net::UnixDatagram>,
+    /// One byte over the limit, so that a datagram that does not fit is known to be cut.
+    buf: Vec<u8>,
+    max: usize,
+    paused: bool,
+    ready: bool,
+}
+
+impl Datagrams {
+    fn receive(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(sock) = self.sock.as_ref() else {
+            return;
+        };
+        let mut ts = None;
+        for _ in 0..DATAGRAMS_PER_TURN {
+            match sock.recv(&mut self.buf) {
+                Ok(n) => {
+                    let ts = *ts.get_or_insert_with(Timestamp::now);
+                    let truncated = n > self.max;
+                    let mut m = &self.buf[..n.min(self.max)];
+                    if !truncated {
+                        while let [rest @ .., b'\n' | b'\0' | b'\r'] = m {
+                            m = rest;
+                        }
+                    }
+                    let info = LineInfo {
+                        offset: 0,
+                        truncated,
+                        unterminated: false,
+                    };
+                    let mut r = line_record(m, &info, 1, out, cx);
+                    r.insert(received_at_key(), Value::Time(ts));
+                    out.push(r);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    slog::warn!(cx.logger(), "receiving a datagram failed"; "cog" => "unix_in", "error" => %e);
+                    out.count_errors(1);
+                    break;
+                }
+            }
+        }
+        self.ready = true;
+        cx.enqueue(0);
+    }
+}
+
+impl Cog<Record> for UnixIn {
+    fn name(&self) -> &str {
+        "unix_in"
+    }
+
+    fn is_supply(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        clear_path(&self.path).map_err(|e| format!("unix_in: {e}"))?;
+        let shown = self.path.display().to_string();
+        match &mut self.inner {
+            Inner::Stream(server) => {
+                let l = mio::net::UnixListener::bind(&self.path)
+                    .map_err(|e| format!("unix_in: cannot listen on {shown}: {e}"))?;
+                self.created = dev_ino(&self.path);
+                server.start(l, cx)?;
+            }
+            Inner::Datagram(d) => {
+                let mut s = mio::net::UnixDatagram::bind(&self.path)
+                    .map_err(|e| format!("unix_in: cannot bind {shown}: {e}"))?;
+                self.created = dev_ino(&self.path);
+                cx.register(&mut s, 0, Interest::READABLE)?;
+                d.sock = Some(s);
+            }
+        }
+        std::fs::set_permissions(
+            &self.path,
+            std::fs::Permissions::from_mode(self.permissions),
+        )
+        .map_err(|e| format!("unix_in: setting permissions of {shown}: {e}"))?;
+        slog::info!(cx.logger(), "unix_in listening"; "path" => shown);
+        Ok(())
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        match &mut self.inner {
+            Inner::Stream(server) => server.wake(local, &why, out, cx),
+            Inner::Datagram(d) => {
+                if d.paused {
+                    d.ready = true;
+                } else {
+                    d.receive(out, cx);
+                }
+            }
+        }
+    }
+
+    fn pause(&mut self, cx: &mut Ctx) {
+        match &mut self.inner {
+            Inner::Stream(server) => server.pause(cx),
+            Inner::Datagram(d) => {
+                d.paused = true;
+                // Datagrams that arrive meanwhile wait in the socket buffer (then the
+                // kernel drops or blocks senders, as with any syslog daemon).
+                d.ready = true;
+                cx.dequeue(0);
+            }
+        }
+    }
+
+    fn resume(&mut self, cx: &mut Ctx) {
+        match &mut self.inner {
+            Inner::Stream(server) => server.resume(cx),
+            Inner::Datagram(d) => {
+                d.paused = false;
+                if d.ready {
+                    cx.enqueue(0);
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        match &mut self.inner {
+            Inner::Stream(server) => server.finish(out, cx),
+            Inner::Datagram(d) => {
+                if let Some(mut s) = d.sock.take() {
+                    let _ = cx.deregister(&mut s);
+                }
+            }
+        }
+        self.remove_socket_file(cx);
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.remove_socket_file(cx);
+    }
+}
+
+impl UnixIn {
+    /// Removes the socket file if it is still the one we created (an operator or a second
+    /// instance may have put another there since).
+    fn remove_socket_file(&mut self, cx: &mut Ctx) {
+        let Some(ours) = self.created.take() else {
+            return;
+        };
+        if dev_ino(&self.path) == Some(ours)
+            && let Err(e) = std::fs::remove_file(&self.path)
+        {
+            slog::warn!(cx.logger(), "cannot remove the socket file";
+                "path" => %self.path.display(), "error" => %e);
+        }
+    }
+}

@@ -1,0 +1,910 @@
+//! Forwarding drains over connected sockets (`tcp_out`, `unix_out`): a bounded outbox of
+//! rendered records, non-blocking (re)connection with backoff, vectored writes, and
+//! acknowledgement once a record's last byte is in the kernel.
+//!
+//! **Delivery guarantee.** A record is acknowledged (`event_done`) once every byte of its
+//! frame has been accepted by the kernel (`writev`/`sendmmsg` returned past its end). That
+//! is *not* receipt by the peer: bytes sitting in the local send buffer or the peer's
+//! receive buffer are lost if the peer crashes, resets the connection, or closes it
+//! without reading them. Plain syslog over TCP has no application-level acknowledgement,
+//! so end-to-end at-least-once is impossible without one; what this drain gives is: no
+//! record is dropped while it is buffered here (a full buffer pauses the supplies instead),
+//! records go out in order, and acknowledged records are never sent again.
+//!
+//! A record whose frame was only partly written when the connection was lost is sent again
+//! *whole* on the next connection: the peer may see a truncated fragment of that one record
+//! at the end of the old connection (a newline-framed reader sees an unterminated last
+//! line, an octet-counting reader an incomplete frame), followed by the complete record.
+//! So a connection loss can cause at most one partial duplicate and never a complete one.
+//! Datagrams are sent whole or not at all, so there is nothing to resend in that mode.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use mio::event::Source;
+use mio::net::{TcpStream, UnixDatagram, UnixStream};
+
+use crate::config::{CogParams, ConfigError, Param, ParamType};
+use crate::format::{FORMAT_PARAMS, OutputFormat};
+use crate::prelude::*;
+use crate::record::Record;
+
+const RETRY: Local = 1;
+const CONNECT_TIMEOUT: Local = 2;
+const DRAIN_DEADLINE: Local = 3;
+const NOBUFS: Local = 4;
+/// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
+/// a connection that was just dropped are told apart from the new one's.
+const SOCK_BASE: Local = 1 << 16;
+const GENERATIONS: u32 = 1 << 16;
+
+/// Records are appended to chunks of about this size; a writev covers many of them.
+const CHUNK: usize = 256 << 10;
+/// Slices per `writev` and messages per `sendmmsg`.
+const MAX_IOV: usize = 64;
+/// How long to wait before trying again after ENOBUFS, which brings no readiness event.
+const NOBUFS_WAIT: Duration = Duration::from_millis(10);
+
+/// The keys shared by every forwarding drain (besides its address key and framing).
+pub const FORWARD_PARAMS: [Param; 7] = [
+    FORMAT_PARAMS[0],
+    FORMAT_PARAMS[1],
+    Param::opt(
+        "buffer_bytes",
+        ParamType::Size,
+        "8MiB",
+        "records held while the peer is slow or down; when full the supplies pause (resume below half)",
+    ),
+    Param::opt(
+        "reconnect_initial",
+        ParamType::Duration,
+        "100ms",
+        "first reconnection delay; doubles per failure up to reconnect_max, with jitter",
+    ),
+    Param::opt(
+        "reconnect_max",
+        ParamType::Duration,
+        "30s",
+        "longest reconnection delay",
+    ),
+    Param::opt(
+        "connect_timeout",
+        ParamType::Duration,
+        "5s",
+        "a connection attempt not completed by then is abandoned and retried",
+    ),
+    Param::opt(
+        "drain_timeout",
+        ParamType::Duration,
+        "30s",
+        "at shutdown, how long buffered records may take to go out; the rest is logged as unsent",
+    ),
+];
+
+/// How records are delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Each record followed by `\n`.
+    Newline,
+    /// RFC 6587 octet counting: `LEN SP MSG`, no trailer.
+    OctetCounting,
+    /// One record per datagram, no delimiter.
+    Datagram,
+}
+
+/// Where a forwarding drain connects.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `host:port`; a host name is resolved on a worker thread at every (re)connection.
+    Tcp(String),
+    /// A Unix stream socket.
+    UnixStream(PathBuf),
+    /// A Unix datagram socket.
+    UnixDatagram(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "tcp:{a}"),
+            Target::UnixStream(p) => write!(f, "unix:{}", p.display()),
+            Target::UnixDatagram(p) => write!(f, "unixgram:{}", p.display()),
+        }
+    }
+}
+
+/// Settings common to the forwarding drains.
+#[derive(Debug, Clone)]
+pub struct ForwardOptions {
+    /// Rendering of each record.
+    pub format: OutputFormat,
+    /// Delimiting of records.
+    pub framing: Framing,
+    /// High-water mark of buffered bytes.
+    pub buffer_bytes: usize,
+    /// First reconnection delay.
+    pub reconnect_initial: Duration,
+    /// Longest reconnection delay.
+    pub reconnect_max: Duration,
+    /// Limit of one connection attempt.
+    pub connect_timeout: Duration,
+    /// Limit of the final flush at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl ForwardOptions {
+    /// Reads [`FORWARD_PARAMS`]; `framing` is decided by the caller.
+    pub fn from_params(p: &CogParams<'_>, framing: Framing) -> Result<Self, ConfigError> {
+        let o = ForwardOptions {
+            format: OutputFormat::from_params(p)?,
+            framing,
+            buffer_bytes: p.size_or("buffer_bytes", 8 << 20)?,
+            reconnect_initial: p.duration_or("reconnect_initial", Duration::from_millis(100))?,
+            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(30))?,
+            connect_timeout: p.duration_or("connect_timeout", Duration::from_secs(5))?,
+            drain_timeout: p.duration_or("drain_timeout", Duration::from_secs(30))?,
+        };
+        if o.buffer_bytes == 0 {
+            return Err(p.error("buffer_bytes", "must be above 0"));
+        }
+        if o.reconnect_initial.is_zero() {
+            return Err(p.error("reconnect_initial", "must be above 0"));
+        }
+        if o.reconnect_max < o.reconnect_initial {
+            return Err(p.error("reconnect_max", "must be at least reconnect_initial"));
+        }
+        if o.connect_timeout.is_zero() {
+            return Err(p.error("connect_timeout", "must be above 0"));
+        }
+        Ok(o)
+    }
+}
+
+/// Checks a `host:port` address without resolving it.
+pub fn check_address(a: &str) -> Result<(), String> {
+    if a.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = a.rsplit_once(':') else {
+        return Err(format!("expected \"host:port\", found {a:?}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected \"host:port\", found {a:?}"));
+    }
+    Ok(())
+}
+
+/// Rendered frames waiting to be written, in order, with the ids of their records.
+///
+/// Offsets are global byte counts since the start: `acked ≤ sent ≤ pushed`. Bytes before
+/// `acked` belong to acknowledged records and are released; `sent` goes back to `acked`
+/// when a connection is lost, so a partly written frame is sent again whole.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    chunks: VecDeque<Vec<u8>>,
+    /// Global offset of the first byte of `chunks[0]`.
+    base: u64,
+    /// Each record's id and the global offset just past its frame.
+    recs: VecDeque<(EventId, u64)>,
+    pushed: u64,
+    sent: u64,
+    acked: u64,
+    spare: Option<Vec<u8>>,
+}
+
+impl Outbox {
+    /// Appends one record's frame, written by `render` at the end of the buffer it gets.
+    pub fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
+        let full = self.chunks.back().is_none_or(|c| c.len() >= CHUNK);
+        if full {
+            let c = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+            self.chunks.push_back(c);
+        }
+        if let Some(c) = self.chunks.back_mut() {
+            let before = c.len();
+            render(c);
+            self.pushed += (c.len() - before) as u64;
+        }
+        self.recs.push_back((id, self.pushed));
+    }
+
+    /// Bytes of records not yet acknowledged.
+    pub fn buffered(&self) -> usize {
+        (self.pushed - self.acked) as usize
+    }
+
+    /// Records not yet acknowledged.
+    pub fn records(&self) -> usize {
+        self.recs.len()
+    }
+
+    /// Whether bytes are waiting to be written.
+    pub fn has_unsent(&self) -> bool {
+        self.sent < self.pushed
+    }
+
+    /// Fills `iov` with the unsent bytes, oldest first, at most [`MAX_IOV`] slices.
+    pub fn unsent<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) {
+        iov.clear();
+        let mut g = self.base;
+        for c in &self.chunks {
+            let end = g + c.len() as u64;
+            if end > self.sent {
+                let from = self.sent.saturating_sub(g) as usize;
+                iov.push(IoSlice::new(&c[from..]));
+                if iov.len() == MAX_IOV {
+                    break;
+                }
+            }
+            g = end;
+        }
+    }
+
+    /// The frame of the `i`-th unacknowledged record.
+    pub fn record(&self, i: usize) -> Option<&[u8]> {
+        let end = self.recs.get(i)?.1;
+        let start = match i {
+            0 => self.acked,
+            _ => self.recs.get(i - 1)?.1,
+        };
+        let mut g = self.base;
+        for c in &self.chunks {
+            let cend = g + c.len() as u64;
+            if start >= g && end <= cend {
+                return c.get((start - g) as usize..(end - g) as usize);
+            }
+            g = cend;
+        }
+        None
+    }
+
+    /// `n` more bytes were written; acknowledges every record now complete.
+    pub fn advance(&mut self, n: usize, cx: &mut Ctx) {
+        self.sent = (self.sent + n as u64).min(self.pushed);
+        while let Some(&(id, end)) = self.recs.front() {
+            if end > self.sent {
+                break;
+            }
+            self.recs.pop_front();
+            self.acked = end;
+            cx.event_done(id);
+        }
+        while let Some(c) = self.chunks.front() {
+            let end = self.base + c.len() as u64;
+            if end > self.acked {
+                break;
+            }
+            self.base = end;
+            if let Some(mut c) = self.chunks.pop_front() {
+                // One spare avoids an allocation per chunk in a steady stream; an oversized
+                // one (a huge record) is not worth keeping.
+                if self.spare.is_none() && c.capacity() <= 2 * CHUNK {
+                    c.clear();
+                    self.spare = Some(c);
+                }
+            }
+        }
+    }
+
+    /// The connection is gone: the partly written frame, if any, goes out again whole.
+    /// Returns whether there was one.
+    pub fn rewind(&mut self) -> bool {
+        let partial = self.sent > self.acked;
+        self.sent = self.acked;
+        partial
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
+/// `initial` to `max`, so many senders that lost one peer do not reconnect in lockstep.
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (u64::from(std::process::id()) << 32);
+        Backoff {
+            initial,
+            max,
+            current: initial,
+            rng: seed | 1,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (d * 2).min(self.max);
+        // xorshift64: jitter needs no cryptographic quality.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = d / 2;
+        let extra = half.as_nanos() as u64;
+        let r = if extra == 0 {
+            0
+        } else {
+            self.rng % (extra + 1)
+        };
+        half + Duration::from_nanos(r)
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    Dgram(UnixDatagram),
+}
+
+impl Conn {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Conn::Tcp(s) => s,
+            Conn::Unix(s) => s,
+            Conn::Dgram(s) => s,
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Unix(s) => s.as_raw_fd(),
+            Conn::Dgram(s) => s.as_raw_fd(),
+        }
+    }
+
+    /// Whether a non-blocking connect has completed: `Ok(false)` while in progress.
+    fn connected(&self) -> io::Result<bool> {
+        let (err, peer) = match self {
+            Conn::Tcp(s) => (s.take_error(), s.peer_addr().map(drop)),
+            Conn::Unix(s) => (s.take_error(), s.peer_addr().map(drop)),
+            Conn::Dgram(_) => return Ok(true),
+        };
+        if let Some(e) = err? {
+            return Err(e);
+        }
+        match peer {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_vectored(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(s) => s.write_vectored(iov),
+            Conn::Unix(s) => s.write_vectored(iov),
+            Conn::Dgram(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
+        }
+    }
+
+    /// Reads and discards what the peer sent; `Ok(true)` once it has closed.
+    fn drain_input(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        loop {
+            let r = match self {
+                Conn::Tcp(s) => s.read(buf),
+                Conn::Unix(s) => s.read(buf),
+                Conn::Dgram(_) => return Ok(false),
+            };
+            match r {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+enum State {
+    /// Waiting for the retry timer.
+    Idle,
+    /// A name lookup runs on a worker thread.
+    Resolving,
+    Connecting(Conn),
+    Connected(Conn),
+}
+
+/// The forwarding drain behind `tcp_out` and `unix_out`.
+pub struct Forward {
+    name: &'static str,
+    target: Target,
+    opts: ForwardOptions,
+    outbox: Outbox,
+    scratch: Vec<u8>,
+    state: State,
+    generation: u32,
+    writable: bool,
+    backoff: Backoff,
+    retry_timer: Option<TimerId>,
+    connect_timer: Option<TimerId>,
+    nobufs_timer: Option<TimerId>,
+    paused: bool,
+    lingering: bool,
+    /// Failed attempts since the last connection; only the first of an outage is a warning.
+    failures: u64,
+    next_addr: usize,
+}
+
+impl Forward {
+    /// A drain named `name` (for logs) forwarding to `target`.
+    pub fn new(name: &'static str, target: Target, opts: ForwardOptions) -> Self {
+        let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        Forward {
+            name,
+            target,
+            opts,
+            outbox: Outbox::default(),
+            scratch: Vec::new(),
+            state: State::Idle,
+            generation: 0,
+            writable: false,
+            backoff,
+            retry_timer: None,
+            connect_timer: None,
+            nobufs_timer: None,
+            paused: false,
+            lingering: false,
+            failures: 0,
+            next_addr: 0,
+        }
+    }
+
+    fn sock_local(&self) -> Local {
+        SOCK_BASE + self.generation
+    }
+
+    fn render(&mut self, r: &Record) {
+        let format = &self.opts.format;
+        match self.opts.framing {
+            Framing::Newline => self.outbox.push_with(r.id, |b| format.write(r, b)),
+            Framing::Datagram => self.outbox.push_with(r.id, |b| {
+                format.write(r, b);
+                b.pop();
+            }),
+            Framing::OctetCounting => {
+                let s = &mut self.scratch;
+                s.clear();
+                format.write(r, s);
+                s.pop();
+                self.outbox.push_with(r.id, |b| {
+                    let _ = write!(b, "{} ", s.len());
+                    b.extend_from_slice(s);
+                });
+            }
+        }
+    }
+
+    /// Starts a connection attempt (or a name lookup).
+    fn dial(&mut self, cx: &mut Ctx) {
+        self.retry_timer = None;
+        if !matches!(self.state, State::Idle) {
+            return;
+        }
+        let attempt = match &self.target {
+            Target::Tcp(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => TcpStream::connect(addr).map(Conn::Tcp),
+                Err(_) => {
+                    let a = a.clone();
+                    match cx.submit(move || a.to_socket_addrs().map(Vec::from_iter)) {
+                        Ok(_) => self.state = State::Resolving,
+                        Err(e) => self.failed(&e, cx),
+                    }
+                    return;
+                }
+            },
+            Target::UnixStream(p) => UnixStream::connect(p).map(Conn::Unix),
+            Target::UnixDatagram(p) => {
+                UnixDatagram::unbound().and_then(|s| s.connect(p).map(|()| Conn::Dgram(s)))
+            }
+        };
+        match attempt {
+            Ok(c) => self.connecting(c, cx),
+            Err(e) => self.failed(&e, cx),
+        }
+    }
+
+    fn connecting(&mut self, mut conn: Conn, cx: &mut Ctx) {
+        self.generation = (self.generation + 1) % GENERATIONS;
+        let local = self.sock_local();
+        let interest = match conn {
+            Conn::Dgram(_) => Interest::WRITABLE,
+            _ => Interest::READABLE | Interest::WRITABLE,
+        };
+        if let Err(e) = cx.register(conn.source(), local, interest) {
+            self.failed(&e, cx);
+            return;
+        }
+        if matches!(conn, Conn::Dgram(_)) {
+            self.up(conn, cx);
+            return;
+        }
+        self.connect_timer = cx
+            .timer_after(self.opts.connect_timeout, CONNECT_TIMEOUT)
+            .ok();
+        self.state = State::Connecting(conn);
+    }
+
+    fn up(&mut self, conn: Conn, cx: &mut Ctx) {
+        if let Some(t) = self.connect_timer.take() {
+            cx.cancel_timer(t);
+        }
+        slog::info!(cx.logger(), "connected"; "cog" => self.name, "peer" => %self.target,
+            "failed_attempts" => self.failures, "buffered_records" => self.outbox.records());
+        self.failures = 0;
+        self.backoff.reset();
+        self.state = State::Connected(conn);
+        self.writable = true;
+    }
+
+    /// A connection attempt failed or an established connection was lost.
+    fn failed(&mut self, e: &io::Error, cx: &mut Ctx) {
+        if let Some(t) = self.connect_timer.take() {
+            cx.cancel_timer(t);
+        }
+        if let Some(t) = self.nobufs_timer.take() {
+            cx.cancel_timer(t);
+        }
+        let was_up = matches!(self.state, State::Connected(_));
+        if let State::Connecting(mut c) | State::Connected(mut c) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
+            let _ = cx.deregister(c.source());
+        }
+        self.writable = false;
+        let partial = self.outbox.rewind();
+        let delay = self.backoff.next();
+        if was_up {
+            slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
+                "cog" => self.name, "peer" => %self.target, "error" => %e,
+                "resending_partial_record" => partial,
+                "buffered_records" => self.outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
+        } else if self.failures == 0 {
+            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
+                "cog" => self.name, "peer" => %self.target, "error" => %e,
+                "retry_in_ms" => delay.as_millis() as u64);
+        } else {
+            slog::debug!(cx.logger(), "connection attempt failed";
+                "cog" => self.name, "peer" => %self.target, "error" => %e,
+                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        if !was_up {
+            self.failures += 1;
+        }
+        match cx.timer_after(delay, RETRY) {
+            Ok(t) => self.retry_timer = Some(t),
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => self.name, "error" => %e)
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes, then updates backpressure and the finish.
+    fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.writable && self.outbox.has_unsent() {
+            let r = match self.opts.framing {
+                Framing::Datagram => self.send_datagrams(out, cx),
+                _ => self.write_stream(cx),
+            };
+            if let Err(e) = r {
+                self.failed(&e, cx);
+            }
+        }
+        self.settle(cx);
+    }
+
+    fn write_stream(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let State::Connected(conn) = &mut self.state else {
+            return Ok(());
+        };
+        // A peer that closed (FIN) still accepts writes, then resets: what is written
+        // after its close would be acknowledged and lost. Look for the close first.
+        self.scratch.resize(4096, 0);
+        if conn.drain_input(&mut self.scratch)? {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        loop {
+            let mut iov = Vec::with_capacity(MAX_IOV);
+            self.outbox.unsent(&mut iov);
+            if iov.is_empty() {
+                return Ok(());
+            }
+            let r = conn.write_vectored(&iov);
+            drop(iov);
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.outbox.advance(n, cx),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn send_datagrams(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> io::Result<()> {
+        let State::Connected(conn) = &self.state else {
+            return Ok(());
+        };
+        let fd = conn.fd();
+        loop {
+            let n = self.outbox.records().min(MAX_IOV);
+            if n == 0 {
+                return Ok(());
+            }
+            let mut lens = [0usize; MAX_IOV];
+            // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
+            let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+            let mut msgs: [libc::mmsghdr; MAX_IOV] = unsafe { std::mem::zeroed() };
+            for i in 0..n {
+                let rec = self.outbox.record(i).unwrap_or_default();
+                lens[i] = rec.len();
+                iov[i].iov_base = rec.as_ptr() as *mut libc::c_void;
+                iov[i].iov_len = rec.len();
+                msgs[i].msg_hdr.msg_iov = &mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `msgs` holds `n` headers, each pointing at one iovec that points into
+            // the outbox, which is not touched until the call returns.
+            let rc = unsafe {
+                libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+            };
+            if rc >= 0 {
+                let sent: usize = lens[..rc as usize].iter().sum();
+                self.outbox.advance(sent, cx);
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => {
+                    self.writable = false;
+                    return Ok(());
+                }
+                Some(libc::ENOBUFS) => {
+                    // No readiness event follows ENOBUFS: poll with a short timer.
+                    self.writable = false;
+                    if self.nobufs_timer.is_none() {
+                        self.nobufs_timer = cx.timer_after(NOBUFS_WAIT, NOBUFS).ok();
+                    }
+                    return Ok(());
+                }
+                Some(libc::EMSGSIZE) => {
+                    // The first message is too large for the socket: it can never go out.
+                    let id = self.outbox.recs.front().map_or(0, |r| r.0);
+                    slog::error!(cx.logger(), "record larger than the socket's largest datagram; dropped";
+                        "cog" => self.name, "event" => id, "bytes" => lens[0]);
+                    out.count_errors(1);
+                    out.count_dropped(1);
+                    self.outbox.advance(lens[0], cx);
+                }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Pauses the supplies above the high-water mark, resumes them below half of it, and
+    /// completes a lingering finish once everything is out.
+    fn settle(&mut self, cx: &mut Ctx) {
+        let b = self.outbox.buffered();
+        if !self.paused && b >= self.opts.buffer_bytes {
+            self.paused = true;
+            slog::debug!(cx.logger(), "buffer full: pausing supplies"; "cog" => self.name, "bytes" => b);
+            cx.pause_supplies();
+        } else if self.paused && b <= self.opts.buffer_bytes / 2 {
+            self.paused = false;
+            slog::debug!(cx.logger(), "buffer below low water: resuming supplies"; "cog" => self.name);
+            cx.resume_supplies();
+        }
+        if self.lingering && self.outbox.records() == 0 {
+            self.lingering = false;
+            self.close(cx);
+            cx.finished();
+        }
+    }
+
+    fn close(&mut self, cx: &mut Ctx) {
+        if let State::Connecting(mut c) | State::Connected(mut c) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
+            let _ = cx.deregister(c.source());
+        }
+        for t in [
+            self.retry_timer.take(),
+            self.connect_timer.take(),
+            self.nobufs_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cx.cancel_timer(t);
+        }
+    }
+
+    fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
+        match &mut self.state {
+            State::Connecting(c) => match c.connected() {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let State::Connecting(c) = std::mem::replace(&mut self.state, State::Idle) {
+                        self.up(c, cx);
+                    }
+                }
+                Err(e) => self.failed(&e, cx),
+            },
+            State::Connected(c) => {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.scratch.resize(4096, 0);
+                    let closed = match c.drain_input(&mut self.scratch) {
+                        Ok(true) => Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the peer closed the connection",
+                        )),
+                        Ok(false) => match c.connected() {
+                            Err(e) => Err(e),
+                            Ok(_) => Ok(()),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = closed {
+                        self.failed(&e, cx);
+                        return;
+                    }
+                }
+                if ev.is_writable() {
+                    self.writable = true;
+                }
+            }
+            State::Idle | State::Resolving => {}
+        }
+        self.flush(out, cx);
+    }
+}
+
+impl Cog<Record> for Forward {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        // An unreachable peer at start is not an error: records wait and the drain retries.
+        self.dial(cx);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
+        for r in batch.drain(..) {
+            self.render(&r);
+        }
+        self.flush(out, cx);
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        match (local, why) {
+            (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
+            (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
+                self.connect_timer = None;
+                if matches!(self.state, State::Connecting(_)) {
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
+                    self.failed(&e, cx);
+                }
+            }
+            (NOBUFS, Wake::Timer(t)) if self.nobufs_timer == Some(t) => {
+                self.nobufs_timer = None;
+                self.writable = matches!(self.state, State::Connected(_));
+                self.flush(out, cx);
+            }
+            (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
+                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent";
+                    "cog" => self.name, "peer" => %self.target,
+                    "unsent_records" => self.outbox.records(),
+                    "unsent_bytes" => self.outbox.buffered());
+                self.lingering = false;
+                self.close(cx);
+                cx.finished();
+            }
+            (l, Wake::Ready(ev)) if l == self.sock_local() => self.sock_ready(ev, out, cx),
+            _ => {}
+        }
+    }
+
+    fn job_done(&mut self, _: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        if !matches!(self.state, State::Resolving) {
+            return;
+        }
+        self.state = State::Idle;
+        let looked_up = match result {
+            Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
+                Ok(r) => *r,
+                Err(_) => Err(io::Error::other("unexpected lookup result")),
+            },
+            Err(p) => Err(io::Error::other(p.to_string())),
+        };
+        match looked_up {
+            Ok(addrs) if !addrs.is_empty() => {
+                // Rotating through the addresses lets a reconnect reach another one.
+                let addr = addrs[self.next_addr % addrs.len()];
+                self.next_addr = self.next_addr.wrapping_add(1);
+                match TcpStream::connect(addr) {
+                    Ok(c) => self.connecting(Conn::Tcp(c), cx),
+                    Err(e) => self.failed(&e, cx),
+                }
+            }
+            Ok(_) => self.failed(&io::Error::other("the name has no address"), cx),
+            Err(e) => self.failed(&e, cx),
+        }
+        self.flush(out, cx);
+    }
+
+    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
+        if self.outbox.records() == 0 {
+            self.close(cx);
+            return;
+        }
+        cx.linger();
+        self.lingering = true;
+        if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
+            slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => self.name, "error" => %e);
+        }
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.close(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_max() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(700));
+        let mut top = Duration::from_millis(100);
+        for _ in 0..10 {
+            let d = b.next();
+            assert!(
+                d >= top / 2 && d <= top,
+                "{d:?} outside [{:?}, {top:?}]",
+                top / 2
+            );
+            top = (top * 2).min(Duration::from_millis(700));
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn addresses_are_checked() {
+        assert!(check_address("127.0.0.1:514").is_ok());
+        assert!(check_address("[::1]:514").is_ok());
+        assert!(check_address("logs.example:6514").is_ok());
+        assert!(check_address("logs.example").is_err());
+        assert!(check_address(":514").is_err());
+        assert!(check_address("h:99999").is_err());
+    }
+}

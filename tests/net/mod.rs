@@ -1,0 +1,5 @@
+//! Network cogs against real clients and servers on 127.0.0.1 and Unix sockets.
+
+mod stream_in;
+mod stream_out;
+mod udp;
