@@ -10,7 +10,7 @@
 //! [`Ctx`] that borrows the core only, so cogs bind events without shared ownership.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io;
 use std::path::Path;
@@ -283,6 +283,9 @@ pub struct Core {
     poll: Poll,
     pub(crate) slots: Vec<Vec<Slot>>,
     immediate: VecDeque<(Handle, Local)>,
+    /// What `immediate` holds, so asking twice stays one call without a scan of the queue
+    /// (a listener with thousands of busy connections asks often).
+    immediate_set: HashSet<(Handle, Local)>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_entries: HashMap<u64, TimerEntry>,
     next_timer: u64,
@@ -382,6 +385,7 @@ impl Core {
     /// their events are ignored from now on).
     fn release(&mut self, h: Handle) {
         self.immediate.retain(|(x, _)| *x != h);
+        self.immediate_set.retain(|(x, _)| *x != h);
         self.timer_entries.retain(|_, e| e.h != h);
         self.compact_timers();
         self.signal_subs.retain(|(_, x, _)| *x != h);
@@ -465,7 +469,7 @@ impl<'a> Ctx<'a> {
             return;
         }
         let item = (self.h, local);
-        if !self.core.immediate.contains(&item) {
+        if self.core.immediate_set.insert(item) {
             self.core.immediate.push_back(item);
         }
     }
@@ -487,7 +491,7 @@ impl<'a> Ctx<'a> {
             return;
         };
         let item = (target.0, local);
-        if slot.accepts_bindings() && !self.core.immediate.contains(&item) {
+        if slot.accepts_bindings() && self.core.immediate_set.insert(item) {
             self.core.immediate.push_back(item);
         }
     }
@@ -495,7 +499,9 @@ impl<'a> Ctx<'a> {
     /// Cancels an [`enqueue`](Ctx::enqueue) not yet delivered.
     pub fn dequeue(&mut self, local: Local) {
         let item = (self.h, local);
-        self.core.immediate.retain(|x| *x != item);
+        if self.core.immediate_set.remove(&item) {
+            self.core.immediate.retain(|x| *x != item);
+        }
     }
 
     // --- file descriptors
@@ -855,6 +861,7 @@ impl Escapement {
             poll,
             slots: Vec::new(),
             immediate: VecDeque::new(),
+            immediate_set: HashSet::new(),
             timers: BinaryHeap::new(),
             timer_entries: HashMap::new(),
             next_timer: 0,
@@ -1140,6 +1147,7 @@ impl Escapement {
             let Some((h, local)) = self.core.immediate.pop_front() else {
                 break;
             };
+            self.core.immediate_set.remove(&(h, local));
             if self.is_live(h) {
                 self.trains[h.train as usize].wake(h.cog, local, Wake::Immediate, &mut self.core);
                 self.settle();
