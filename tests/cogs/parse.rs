@@ -111,7 +111,8 @@ fn syslog_parse_rfc5424_and_errors() {
 
 #[test]
 fn syslog_parse_openssh_file() {
-    let data = std::path::Path::new("/work/shared/data/OpenSSH_2k.log");
+    let data =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/OpenSSH_2k.log");
     if !data.exists() {
         eprintln!("skipped: {} is absent", data.display());
         return;
