@@ -4,3 +4,4 @@ mod cogs;
 mod daemon;
 mod engine;
 mod net;
+mod reliability;

@@ -213,6 +213,22 @@ fn check_rendered(path: &[u8], root_len: usize) -> Result<(), &'static str> {
 }
 
 /// Open errors that come from the name itself, so retrying cannot help.
+/// A process killed in the middle of a write can leave its last line without a newline;
+/// ends it, so the first line appended now does not glue onto that fragment.
+fn end_torn_line(file: &mut File) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] != b'\n' {
+        io::Write::write_all(file, b"\n")?;
+    }
+    Ok(())
+}
+
 fn is_path_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -390,16 +406,24 @@ impl FileOut {
     }
 
     fn open_path(&self, path: &Path) -> io::Result<File> {
-        let open = || OpenOptions::new().create(true).append(true).open(path);
-        match open() {
+        let open = || {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .read(true)
+                .open(path)
+        };
+        let mut file = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.create_dirs => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                open()
+                open()?
             }
-            r => r,
-        }
+            r => r?,
+        };
+        end_torn_line(&mut file)?;
+        Ok(file)
     }
 
     /// Opens slot `i`'s file (closing the least recently written one if at the limit)

@@ -86,3 +86,29 @@ fn unwritable_output_is_a_runtime_error_with_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn a_torn_last_line_is_ended_before_appending() {
+    let dir = TempDir::new("torn");
+    std::fs::write(dir.path().join("in.log"), "one\ntwo\n").unwrap();
+    // What a process killed in the middle of a write leaves behind.
+    std::fs::write(dir.path().join("out.log"), "zero\nhalf a li").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+        "zero\nhalf a li\none\ntwo\n"
+    );
+}
