@@ -6,33 +6,120 @@
 
 use std::path::{Path, PathBuf};
 
-/// A compiled name pattern.
+/// A glob on file names: `*` (any run), `?` (one byte), `[...]` (a set of bytes, with
+/// ranges `a-z` and negation by a leading `!` or `^`); `\` escapes the next byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob {
-    pat: Vec<u8>,
-    literal: bool,
+pub struct Glob(Vec<Tok>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Byte(u8),
+    Any,
+    Star,
+    Set { neg: bool, ranges: Vec<(u8, u8)> },
 }
 
 impl Glob {
-    /// Compiles `pat`; malformed brackets are taken literally, as shells do.
-    pub fn new(pat: &str) -> Self {
-        Glob {
-            pat: pat.as_bytes().to_vec(),
-            literal: !has_wildcards(pat),
-        }
-    }
-
     /// Whether the pattern has no wildcard (it names exactly one entry).
     pub fn is_literal(&self) -> bool {
-        self.literal
+        self.0.iter().all(|t| matches!(t, Tok::Byte(_)))
     }
 
-    /// Whether `name` matches the whole pattern.
-    pub fn matches(&self, name: &[u8]) -> bool {
-        if self.literal {
-            return unescape(&self.pat) == name;
+    /// Compiles a pattern; malformed ones (unclosed `[`, backwards range, trailing `\\`)
+    /// are errors saying what is wrong.
+    pub fn new(p: &str) -> Result<Glob, String> {
+        let b = p.as_bytes();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'*' => {
+                    if !matches!(toks.last(), Some(Tok::Star)) {
+                        toks.push(Tok::Star);
+                    }
+                }
+                b'?' => toks.push(Tok::Any),
+                b'\\' => {
+                    i += 1;
+                    let Some(&c) = b.get(i) else {
+                        return Err("the pattern ends with a lone '\\'".into());
+                    };
+                    toks.push(Tok::Byte(c));
+                }
+                b'[' => {
+                    let mut j = i + 1;
+                    let neg = matches!(b.get(j), Some(b'!' | b'^'));
+                    if neg {
+                        j += 1;
+                    }
+                    let mut ranges = Vec::new();
+                    let mut first = true;
+                    loop {
+                        let Some(&c) = b.get(j) else {
+                            return Err(format!("unclosed '[' at byte {i} of the pattern"));
+                        };
+                        // A ']' first in the set is a member, as in fnmatch.
+                        if c == b']' && !first {
+                            break;
+                        }
+                        first = false;
+                        if b.get(j + 1) == Some(&b'-') && b.get(j + 2).is_some_and(|&e| e != b']') {
+                            let e = b[j + 2];
+                            if e < c {
+                                return Err(format!(
+                                    "range '{}-{}' goes backwards in the pattern",
+                                    c as char, e as char
+                                ));
+                            }
+                            ranges.push((c, e));
+                            j += 3;
+                        } else {
+                            ranges.push((c, c));
+                            j += 1;
+                        }
+                    }
+                    toks.push(Tok::Set { neg, ranges });
+                    i = j;
+                }
+                c => toks.push(Tok::Byte(c)),
+            }
+            i += 1;
         }
-        match_bytes(&self.pat, name)
+        Ok(Glob(toks))
+    }
+
+    /// Whether `s` matches the whole pattern.
+    pub fn matches(&self, s: &[u8]) -> bool {
+        let t = &self.0;
+        let (mut ti, mut si) = (0, 0);
+        // Where to resume after the last `*`: (token after it, next byte it may swallow).
+        let mut back: Option<(usize, usize)> = None;
+        while si < s.len() {
+            let ok = match t.get(ti) {
+                Some(Tok::Star) => {
+                    back = Some((ti + 1, si));
+                    ti += 1;
+                    continue;
+                }
+                Some(Tok::Byte(c)) => *c == s[si],
+                Some(Tok::Any) => true,
+                Some(Tok::Set { neg, ranges }) => {
+                    ranges.iter().any(|&(a, z)| (a..=z).contains(&s[si])) != *neg
+                }
+                None => false,
+            };
+            if ok {
+                ti += 1;
+                si += 1;
+            } else if let Some((bt, bs)) = back {
+                ti = bt;
+                si = bs + 1;
+                back = Some((bt, bs + 1));
+            } else {
+                return false;
+            }
+        }
+        t[ti..].iter().all(|x| matches!(x, Tok::Star))
     }
 }
 
@@ -41,123 +128,25 @@ pub fn has_wildcards(s: &str) -> bool {
     s.bytes().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
 }
 
-fn unescape(p: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.len());
-    let mut i = 0;
-    while i < p.len() {
-        if p[i] == b'\\' && i + 1 < p.len() {
-            i += 1;
-        }
-        out.push(p[i]);
-        i += 1;
-    }
-    out
-}
-
 /// Splits a path pattern into its literal directory and the pattern of its last
-/// component; `None` if a directory component holds a wildcard (not supported: the
-/// directory must be watchable as one path) or there is no file name part.
-pub fn split_path(pattern: &Path) -> Option<(PathBuf, Glob)> {
-    let name = pattern.file_name()?.to_str()?;
-    let dir = pattern.parent()?;
+/// component. Wildcards in a directory component are refused (the directory must be
+/// watchable as one path), as are a missing file name and a malformed pattern.
+pub fn split_path(pattern: &Path) -> Result<(PathBuf, Glob), String> {
+    let (Some(name), Some(dir)) = (
+        pattern.file_name().and_then(|n| n.to_str()),
+        pattern.parent(),
+    ) else {
+        return Err("no file name (or not UTF-8)".into());
+    };
     if dir.to_str().is_none_or(has_wildcards) {
-        return None;
+        return Err("wildcards are allowed in the file name only".into());
     }
     let dir = if dir.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
         dir.to_path_buf()
     };
-    Some((dir, Glob::new(name)))
-}
-
-/// Matches with backtracking on the last `*` only: linear for the usual patterns.
-fn match_bytes(p: &[u8], s: &[u8]) -> bool {
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() {
-            match p[pi] {
-                b'*' => {
-                    star = Some((pi, si));
-                    pi += 1;
-                    continue;
-                }
-                b'?' => {
-                    pi += 1;
-                    si += 1;
-                    continue;
-                }
-                b'[' => {
-                    if let Some((ok, next)) = class(&p[pi..], s[si]) {
-                        if ok {
-                            pi += next;
-                            si += 1;
-                            continue;
-                        }
-                    } else if s[si] == b'[' {
-                        pi += 1;
-                        si += 1;
-                        continue;
-                    }
-                }
-                b'\\' if pi + 1 < p.len() => {
-                    if p[pi + 1] == s[si] {
-                        pi += 2;
-                        si += 1;
-                        continue;
-                    }
-                }
-                c => {
-                    if c == s[si] {
-                        pi += 1;
-                        si += 1;
-                        continue;
-                    }
-                }
-            }
-        }
-        match star {
-            Some((sp, ss)) => {
-                pi = sp + 1;
-                si = ss + 1;
-                star = Some((sp, ss + 1));
-            }
-            None => return false,
-        }
-    }
-    p[pi..].iter().all(|&c| c == b'*')
-}
-
-/// Matches `c` against the bracket expression at the start of `p`; returns whether it
-/// matched and the expression's length, or `None` if the bracket is not closed.
-fn class(p: &[u8], c: u8) -> Option<(bool, usize)> {
-    let mut i = 1;
-    let negate = matches!(p.get(i), Some(b'!' | b'^'));
-    if negate {
-        i += 1;
-    }
-    let mut hit = false;
-    let mut first = true;
-    while i < p.len() {
-        if p[i] == b']' && !first {
-            return Some((hit != negate, i + 1));
-        }
-        first = false;
-        let lo = p[i];
-        if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-            if lo <= c && c <= p[i + 2] {
-                hit = true;
-            }
-            i += 3;
-        } else {
-            if lo == c {
-                hit = true;
-            }
-            i += 1;
-        }
-    }
-    None
+    Ok((dir, Glob::new(name)?))
 }
 
 #[cfg(test)]
@@ -166,7 +155,7 @@ mod tests {
 
     #[test]
     fn wildcards() {
-        let m = |p: &str, s: &str| Glob::new(p).matches(s.as_bytes());
+        let m = |p: &str, s: &str| Glob::new(p).is_ok_and(|g| g.matches(s.as_bytes()));
         assert!(m("*.log", "app.log"));
         assert!(m("*.log", ".log"));
         assert!(!m("*.log", "app.log.1"));
@@ -180,7 +169,7 @@ mod tests {
         assert!(!m("*a*b*c", "xxaxxbxx"));
         assert!(m("x\\*", "x*"));
         assert!(!m("x\\*", "xy"));
-        assert!(m("[x", "[x"));
+        assert!(Glob::new("[x").is_err());
         assert!(m("plain", "plain"));
     }
 
@@ -189,6 +178,30 @@ mod tests {
         let (d, g) = split_path(Path::new("/var/log/*.log")).unwrap();
         assert_eq!(d, PathBuf::from("/var/log"));
         assert!(g.matches(b"syslog.log"));
-        assert!(split_path(Path::new("/var/*/x.log")).is_none());
+        assert!(split_path(Path::new("/var/*/x.log")).is_err());
+        assert!(Glob::new("app.log").is_ok_and(|g| g.is_literal()));
+        assert!(!Glob::new("app.*").is_ok_and(|g| g.is_literal()));
+    }
+
+    #[test]
+    fn compiled_patterns() {
+        let m = |p: &str, s: &str| Glob::new(p).is_ok_and(|g| g.matches(s.as_bytes()));
+        assert!(m("*", "a.log"));
+        assert!(m("*", ""));
+        assert!(m("[^ab]*", "c1"));
+        assert!(m("x[0-9][0-9]", "x42"));
+        assert!(!m("x[0-9]", "xa"));
+        assert!(m("[]]", "]"));
+        assert!(m("a*b*c", "aXXbYYc"));
+        assert!(!m("a*b*c", "aXXbYY"));
+        assert!(m("*a*a*a", "aaaa"));
+        assert!(m("[a-]", "-"));
+    }
+
+    #[test]
+    fn malformed_patterns_are_errors() {
+        assert!(Glob::new("[abc").is_err());
+        assert!(Glob::new("x\\").is_err());
+        assert!(Glob::new("[z-a]").is_err());
     }
 }

@@ -12,6 +12,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::ack::AckTracker;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::glob::Glob;
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Record, Value};
@@ -194,7 +195,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     };
     let errors = p.path("errors")?;
     let pattern = p.str_or("pattern", "*")?;
-    let pattern = Glob::new(pattern).map_err(|m| p.error("pattern", m))?;
+    let pattern = build_pattern(pattern).map_err(|m| p.error("pattern", m))?;
     let poll_interval = p.duration_or("poll_interval", Duration::from_secs(1))?;
     if poll_interval.is_zero() {
         return Err(p.error("poll_interval", "must be above 0"));
@@ -676,157 +677,17 @@ impl std::fmt::Debug for Spool {
     }
 }
 
-/// A glob on file names: `*` (any run), `?` (one byte), `[...]` (a set of bytes, with
-/// ranges `a-z` and negation by a leading `!` or `^`); `\` escapes the next byte.
-#[derive(Debug, Clone)]
-struct Glob(Vec<Tok>);
-
-#[derive(Debug, Clone)]
-enum Tok {
-    Byte(u8),
-    Any,
-    Star,
-    Set { neg: bool, ranges: Vec<(u8, u8)> },
-}
-
-impl Glob {
-    fn new(p: &str) -> Result<Glob, String> {
-        if p.contains('/') {
-            return Err("the pattern applies to file names: it cannot contain '/'".into());
-        }
-        let b = p.as_bytes();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'*' => {
-                    if !matches!(toks.last(), Some(Tok::Star)) {
-                        toks.push(Tok::Star);
-                    }
-                }
-                b'?' => toks.push(Tok::Any),
-                b'\\' => {
-                    i += 1;
-                    let Some(&c) = b.get(i) else {
-                        return Err("the pattern ends with a lone '\\'".into());
-                    };
-                    toks.push(Tok::Byte(c));
-                }
-                b'[' => {
-                    let mut j = i + 1;
-                    let neg = matches!(b.get(j), Some(b'!' | b'^'));
-                    if neg {
-                        j += 1;
-                    }
-                    let mut ranges = Vec::new();
-                    let mut first = true;
-                    loop {
-                        let Some(&c) = b.get(j) else {
-                            return Err(format!("unclosed '[' at byte {i} of the pattern"));
-                        };
-                        // A ']' first in the set is a member, as in fnmatch.
-                        if c == b']' && !first {
-                            break;
-                        }
-                        first = false;
-                        if b.get(j + 1) == Some(&b'-') && b.get(j + 2).is_some_and(|&e| e != b']') {
-                            let e = b[j + 2];
-                            if e < c {
-                                return Err(format!(
-                                    "range '{}-{}' goes backwards in the pattern",
-                                    c as char, e as char
-                                ));
-                            }
-                            ranges.push((c, e));
-                            j += 3;
-                        } else {
-                            ranges.push((c, c));
-                            j += 1;
-                        }
-                    }
-                    toks.push(Tok::Set { neg, ranges });
-                    i = j;
-                }
-                c => toks.push(Tok::Byte(c)),
-            }
-            i += 1;
-        }
-        Ok(Glob(toks))
+/// The spool's `pattern`: a name pattern, never a path.
+fn build_pattern(pattern: &str) -> Result<Glob, String> {
+    if pattern.contains('/') {
+        return Err("the pattern applies to file names: it cannot contain '/'".into());
     }
-
-    fn matches(&self, s: &[u8]) -> bool {
-        let t = &self.0;
-        let (mut ti, mut si) = (0, 0);
-        // Where to resume after the last `*`: (token after it, next byte it may swallow).
-        let mut back: Option<(usize, usize)> = None;
-        while si < s.len() {
-            let ok = match t.get(ti) {
-                Some(Tok::Star) => {
-                    back = Some((ti + 1, si));
-                    ti += 1;
-                    continue;
-                }
-                Some(Tok::Byte(c)) => *c == s[si],
-                Some(Tok::Any) => true,
-                Some(Tok::Set { neg, ranges }) => {
-                    ranges.iter().any(|&(a, z)| (a..=z).contains(&s[si])) != *neg
-                }
-                None => false,
-            };
-            if ok {
-                ti += 1;
-                si += 1;
-            } else if let Some((bt, bs)) = back {
-                ti = bt;
-                si = bs + 1;
-                back = Some((bt, bs + 1));
-            } else {
-                return false;
-            }
-        }
-        t[ti..].iter().all(|x| matches!(x, Tok::Star))
-    }
+    Glob::new(pattern)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn m(p: &str, s: &str) -> bool {
-        Glob::new(p)
-            .map(|g| g.matches(s.as_bytes()))
-            .unwrap_or(false)
-    }
-
-    #[test]
-    fn glob_matches_file_names() {
-        assert!(m("*", "a.log"));
-        assert!(m("*", ""));
-        assert!(m("*.log", "a.log"));
-        assert!(!m("*.log", "a.log.1"));
-        assert!(m("a?c", "abc"));
-        assert!(!m("a?c", "ac"));
-        assert!(m("[ab]*", "b1"));
-        assert!(!m("[!ab]*", "b1"));
-        assert!(m("[^ab]*", "c1"));
-        assert!(m("x[0-9][0-9]", "x42"));
-        assert!(!m("x[0-9]", "xa"));
-        assert!(m("[]]", "]"));
-        assert!(m("a*b*c", "aXXbYYc"));
-        assert!(!m("a*b*c", "aXXbYY"));
-        assert!(m("*a*a*a", "aaaa"));
-        assert!(m("\\*", "*"));
-        assert!(!m("\\*", "x"));
-        assert!(m("[a-]", "-"));
-    }
-
-    #[test]
-    fn glob_rejects_bad_patterns() {
-        assert!(Glob::new("[abc").is_err());
-        assert!(Glob::new("a/b").is_err());
-        assert!(Glob::new("x\\").is_err());
-        assert!(Glob::new("[z-a]").is_err());
-    }
 
     #[test]
     fn hidden_and_tmp_names_are_never_wanted() {
@@ -834,12 +695,18 @@ mod tests {
             PathBuf::from("/nonexistent"),
             Done::Delete,
             None,
-            Glob::new("*").unwrap_or(Glob(vec![])),
+            Glob::new("*").expect("`*` is a valid pattern"),
             Duration::from_secs(1),
             1024,
         );
         assert!(s.wanted(OsStr::new("a.log")));
         assert!(!s.wanted(OsStr::new(".a.log")));
         assert!(!s.wanted(OsStr::new("a.log.tmp")));
+    }
+
+    #[test]
+    fn patterns_name_files_only() {
+        assert!(build_pattern("a/b").is_err());
+        assert!(build_pattern("*.log").is_ok());
     }
 }

@@ -251,15 +251,8 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     };
     let mut dirs: Vec<Dir> = Vec::new();
     for path in &paths {
-        let Some((dir, name)) = split_path(path) else {
-            return Err(p.error(
-                "paths",
-                format!(
-                    "{}: wildcards are allowed in the file name only",
-                    path.display()
-                ),
-            ));
-        };
+        let (dir, name) =
+            split_path(path).map_err(|m| p.error("paths", format!("{}: {m}", path.display())))?;
         match dirs.iter_mut().find(|d| d.path == dir) {
             Some(d) => d.names.push(name),
             None => dirs.push(Dir {
@@ -273,8 +266,12 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         .str_list("exclude")?
         .unwrap_or_default()
         .into_iter()
-        .map(|s| (s.contains('/'), Glob::new(s)))
-        .collect();
+        .map(|s| {
+            Glob::new(s)
+                .map(|g| (s.contains('/'), g))
+                .map_err(|m| p.error("exclude", format!("{s:?}: {m}")))
+        })
+        .collect::<Result<_, _>>()?;
     // A stable name: the same config finds its checkpoint again after a restart.
     let mut key = Vec::new();
     for path in &paths {
