@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Reproducible benchmark of workloads W1-W4 (see ../shared/bench/README.md): deadbeat
+# against the floor (cat, socat) and rsyslog as the peer, median of RUNS runs.
+#   bash bench/run.sh            # 1M-line corpora, 3 runs each
+#   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
+# Env: RUNS (3), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
+#      ONLY="w1 w4" (subset), NO_PEER=1 (skip rsyslog), PORT (first TCP port, 40514).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SHARED="$ROOT/../shared/bench"
+DATA="$ROOT/target/bench-data"
+RUNS="${RUNS:-3}"
+ONLY="${ONLY:-w1 w2 w3 w4}"
+PORT="${PORT:-40514}"
+if [[ "${QUICK:-0}" == 1 ]]; then LINES=100000; else LINES=1000000; fi
+
+if [[ ! -f "$SHARED/gen_corpus.py" ]]; then
+  echo "bench/run.sh: $SHARED/gen_corpus.py not found."
+  echo "  The corpus generator lives in the shared folder beside this repository (../shared/bench/)."
+  echo "  Put gen_corpus.py there (or check out the shared folder) and run bash bench/run.sh again."
+  exit 0
+fi
+for tool in python3 socat /usr/bin/time; do
+  command -v "$tool" >/dev/null || { echo "bench/run.sh: $tool is required (apt-get install time socat)"; exit 1; }
+done
+HAVE_RSYSLOG=1
+if [[ "${NO_PEER:-0}" == 1 ]] || ! command -v rsyslogd >/dev/null; then HAVE_RSYSLOG=0; fi
+
+# pinning: the measured receiver on core $CPU, the sender (socat) on another one
+if [[ "${PIN:-1}" == 1 ]] && command -v taskset >/dev/null && [[ "$(nproc)" -ge 2 ]]; then
+  CPU="${CPU:-1}"; SEND_CPU=$(( CPU == 0 ? 1 : 0 ))
+  PIN_RX=(taskset -c "$CPU"); PIN_TX=(taskset -c "$SEND_CPU")
+else
+  PIN_RX=(); PIN_TX=()
+fi
+
+echo "== build"
+cargo build --release --quiet
+BIN="$ROOT/target/release/deadbeat"
+
+echo "== corpora ($LINES lines) in $DATA"
+mkdir -p "$DATA" "$DATA/out"
+for kind in apache syslog; do
+  f="$DATA/$kind-$LINES.log"
+  if [[ ! -s "$f" ]]; then
+    python3 "$SHARED/gen_corpus.py" --kind "$kind" --lines "$LINES" --seed 1 > "$f.tmp"
+    mv "$f.tmp" "$f"
+  fi
+done
+APACHE="$DATA/apache-$LINES.log"
+SYSLOG="$DATA/syslog-$LINES.log"
+# config/bench/*.toml name the 1M corpus (../../target/bench-data/apache-1000000.log);
+# mkconf rewrites that to $DATA and the size of this run (QUICK=1: 100k).
+
+RUNDIR="$(mktemp -d "${TMPDIR:-/tmp}/deadbeat-bench.XXXXXX")"
+cleanup() {
+  local p
+  for p in $(cat "$RUNDIR"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  rm -rf "$RUNDIR"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+lines_of() { if [[ -f "$1" ]]; then wc -l < "$1"; else echo 0; fi; }
+
+# wait_lines FILE N: poll until FILE holds N lines; prints the time the file last grew
+# (the end of the work), so the poll interval does not add to the measured time.
+wait_lines() {
+  local file="$1" want="$2" size=-1 s last t0 deadline
+  t0=$(now); last=$t0; deadline=$(awk -v t="$t0" 'BEGIN{print t+600}')
+  while :; do
+    s=$(stat -c %s "$file" 2>/dev/null || echo 0)
+    if [[ "$s" != "$size" ]]; then size=$s; last=$(now)
+    elif [[ "$(lines_of "$file")" -ge "$want" ]]; then echo "$last"; return 0
+    fi
+    if awk -v a="$(now)" -v b="$deadline" 'BEGIN{exit !(a>b)}'; then
+      echo "timeout waiting for $want lines in $file (have $(lines_of "$file"))" >&2; return 1
+    fi
+    sleep 0.02
+  done
+}
+
+wait_port() {  # wait until something listens on 127.0.0.1:$1
+  local i
+  for i in $(seq 1 500); do
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+    sleep 0.01
+  done
+  echo "nothing listens on port $1" >&2; return 1
+}
+
+# result row for one run: "lines_per_s cpu_s rss_kib" appended to $RUNDIR/NAME.res
+record() {  # NAME T0 T1 TIMEFILE OUTFILE
+  local name="$1" t0="$2" t1="$3" tf="$4" out="$5" got
+  got=$(lines_of "$out")
+  if [[ "$got" -ne "$LINES" ]]; then echo "  warning: $name wrote $got lines, expected $LINES" >&2; fi
+  read -r u s m < <(tail -n 1 "$tf")
+  awk -v n="$LINES" -v t0="$t0" -v t1="$t1" -v u="$u" -v s="$s" -v m="$m" \
+    'BEGIN{printf "%.0f %.2f %d\n", n/(t1-t0), u+s, m}' >> "$RUNDIR/$name.res"
+  printf '  %-18s %s\n' "$name" "$(tail -n 1 "$RUNDIR/$name.res")"
+}
+
+TIMEFMT="%U %S %M"
+
+# deadbeat config for this run: point the relative paths at $DATA and the corpus size
+mkconf() {  # WORKLOAD PORT -> path of the rewritten config
+  local w="$1" port="$2" c="$RUNDIR/$1.toml"
+  sed -e "s|\.\./\.\./target/bench-data/|$DATA/|g" \
+      -e "s|-1000000\.log|-$LINES.log|g" \
+      -e "s|127\.0\.0\.1:40514|127.0.0.1:$port|" \
+      -e "s|$DATA/out/|$RUNDIR/out/|" "config/bench/$w.toml" > "$c"
+  echo "$c"
+}
+
+# rsyslog config for this run
+mkpeer() {  # WORKLOAD INPUT PORT
+  local w="$1" input="$2" port="$3" wd="$RUNDIR/rsyslog-$1"
+  rm -rf "$wd"; mkdir -p "$wd"
+  sed -e "s|@WORKDIR@|$wd|; s|@INPUT@|$input|; s|@OUTPUT@|$RUNDIR/out/peer-$w.out|" \
+      -e "s|@PORT@|$port|; s|@RULEBASE@|$ROOT/bench/peers/apache_combined.rb|" \
+      "bench/peers/rsyslog-$w.conf" > "$wd/rsyslog.conf"
+  echo "$wd"
+}
+
+# a batch process: time from start to exit
+run_batch() {  # NAME OUTFILE CMD...
+  local name="$1" out="$2"; shift 2
+  rm -f "$out"; local tf="$RUNDIR/time.$name"
+  local t0 t1; t0=$(now)
+  /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" "$@"
+  t1=$(now)
+  record "$name" "$t0" "$t1" "$tf" "$out"
+}
+
+# rsyslog reading a file: time from start until the output holds every line, then SIGTERM
+run_rsyslog_file() {  # W INPUT
+  local w="$1" input="$2" name="rsyslog-$1" out="$RUNDIR/out/peer-$1.out" wd t0 t1 tp
+  wd=$(mkpeer "$w" "$input" 0); rm -f "$out"; local tf="$RUNDIR/time.$name"
+  t0=$(now)
+  /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" rsyslogd -n -f "$wd/rsyslog.conf" -i "$wd/rsyslogd.pid" \
+    > "$wd/log" 2>&1 & tp=$!
+  t1=$(wait_lines "$out" "$LINES")
+  stop_daemon "$wd/rsyslogd.pid" "$tp"
+  record "$name" "$t0" "$t1" "$tf" "$out"
+}
+
+stop_daemon() {  # PIDFILE TIMEPID: SIGTERM the daemon (a child of /usr/bin/time), wait for time
+  local pid; pid=$(cat "$1" 2>/dev/null || pgrep -P "$2" || true)
+  [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+  wait "$2" 2>/dev/null || true
+}
+
+# a TCP receiver in the background, socat sending the corpus
+run_tcp() {  # NAME OUTFILE PORT CMD...
+  local name="$1" out="$2" port="$3"; shift 3
+  rm -f "$out"; local tf="$RUNDIR/time.$name" t0 t1 tp pidf="$RUNDIR/$name.pid"
+  /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" "$@" & tp=$!
+  wait_port "$port"
+  echo "$(pgrep -P "$tp" | head -n 1)" > "$pidf"
+  t0=$(now)
+  "${PIN_TX[@]}" socat -u "FILE:$SYSLOG" "TCP:127.0.0.1:$port"
+  t1=$(wait_lines "$out" "$LINES")
+  stop_daemon "$pidf" "$tp"; rm -f "$pidf"
+  record "$name" "$t0" "$t1" "$tf" "$out"
+}
+
+mkdir -p "$RUNDIR/out"
+declare -A SYSTEMS=()
+for w in $ONLY; do
+  echo "== $w"
+  for i in $(seq 1 "$RUNS"); do
+    PORT=$((PORT + 1))
+    case "$w" in
+      w1|w2|w3)
+        conf=$(mkconf "$w" "$PORT")
+        run_batch "deadbeat-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$BIN" run "$conf"
+        if [[ "$w" == w1 ]]; then
+          run_batch "floor-w1" "$RUNDIR/out/floor.log" sh -c 'cat "$1" > "$2"' sh "$APACHE" "$RUNDIR/out/floor.log"
+        fi
+        if [[ "$HAVE_RSYSLOG" == 1 ]]; then run_rsyslog_file "$w" "$APACHE"; fi
+        ;;
+      w4)
+        conf=$(mkconf w4 "$PORT")
+        run_tcp "deadbeat-w4" "$RUNDIR/out/w4.json" "$PORT" "$BIN" run "$conf"
+        PORT=$((PORT + 1))
+        rm -f "$RUNDIR/out/floor.log"
+        run_tcp "floor-w4" "$RUNDIR/out/floor.log" "$PORT" \
+          sh -c 'exec socat -u "TCP-LISTEN:$1,reuseaddr,bind=127.0.0.1" - > "$2"' sh "$PORT" "$RUNDIR/out/floor.log"
+        if [[ "$HAVE_RSYSLOG" == 1 ]]; then
+          PORT=$((PORT + 1)); wd=$(mkpeer w4 - "$PORT")
+          run_tcp "rsyslog-w4" "$RUNDIR/out/peer-w4.out" "$PORT" rsyslogd -n -f "$wd/rsyslog.conf" -i "$wd/rsyslogd.pid"
+        fi
+        ;;
+    esac
+    rm -f "$RUNDIR"/out/*
+  done
+done
+
+median() {  # FILE COLUMN
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
+}
+
+echo
+echo "== results: $LINES lines, median of $RUNS runs$( [[ ${#PIN_RX[@]} -gt 0 ]] && echo ", receiver pinned to CPU $CPU" )"
+printf '| %-3s | %-9s | %12s | %7s | %13s |\n' wl system "lines/s" "CPU s" "peak RSS MiB"
+printf '|-----|-----------|-------------:|--------:|--------------:|\n'
+for w in $ONLY; do
+  for sys in deadbeat floor rsyslog; do
+    f="$RUNDIR/$sys-$w.res"; [[ -f "$f" ]] || continue
+    printf '| %-3s | %-9s | %12s | %7s | %13s |\n' "$w" "$sys" \
+      "$(median "$f" 1 | awk '{printf "%d", $1}')" "$(median "$f" 2)" "$(median "$f" 3 | awk '{printf "%.1f", $1/1024}')"
+  done
+done
+echo
+for w in $ONLY; do
+  d="$RUNDIR/deadbeat-$w.res"; p="$RUNDIR/rsyslog-$w.res"; fl="$RUNDIR/floor-$w.res"
+  line="$w:"
+  [[ -f "$p" ]] && line+=" deadbeat/rsyslog = $(awk -v a="$(median "$d" 1)" -v b="$(median "$p" 1)" 'BEGIN{printf "%.2fx", a/b}')"
+  [[ -f "$fl" ]] && line+="  deadbeat/floor = $(awk -v a="$(median "$d" 1)" -v b="$(median "$fl" 1)" 'BEGIN{printf "%.2fx", a/b}')"
+  echo "$line"
+done
