@@ -1,7 +1,6 @@
 //! `ip` cogs: `anonymise` and `cidr_tag` through the real binary.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::engine::TempDir;
 
@@ -19,32 +18,8 @@ pub(crate) fn run_train(tag: &str, cogs: &str, input: &str) -> (bool, Vec<String
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    writer.join().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let st = child.wait().unwrap();
+    let (st, out, err) = crate::daemon::run_with_stdin(&cfg, input.as_bytes());
+    let out = String::from_utf8_lossy(&out);
     (st.success(), out.lines().map(str::to_string).collect(), err)
 }
 

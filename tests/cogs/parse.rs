@@ -1,7 +1,6 @@
 //! `parse` cogs, through the real binary: stdin or file_in → parser → stdout as JSON.
 
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use deadbeat::record::{Key, Record, Value};
 
@@ -22,34 +21,12 @@ fn run(cogs: &str, input: &[u8]) -> Vec<String> {
 }
 
 fn run_config(config: &std::path::Path, input: &[u8]) -> Vec<String> {
-    let mut child = Command::new(BIN)
-        .args(["run", config.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    writer.join().unwrap();
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let st = child.wait().unwrap();
+    let (st, out, err) = crate::daemon::run_with_stdin(config, input);
     assert!(st.success(), "deadbeat failed: {st}\n{err}");
-    out.lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn check_fails(cogs: &str, what: &str) {

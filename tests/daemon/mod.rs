@@ -81,7 +81,7 @@ fn line_count(p: &Path) -> usize {
 }
 
 /// Runs the binary with `input` on stdin and returns (status, stdout, stderr).
-fn run_with_stdin(config: &Path, input: &[u8]) -> (ExitStatus, Vec<u8>, String) {
+pub(crate) fn run_with_stdin(config: &Path, input: &[u8]) -> (ExitStatus, Vec<u8>, String) {
     let mut child = deadbeat()
         .args(["run", config.to_str().unwrap()])
         .stdin(Stdio::piped())
