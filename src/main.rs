@@ -162,6 +162,9 @@ fn serve(
         d.ready();
     }
     let result = esc.run().map_err(|e| e.to_string());
+    if let Err(e) = &result {
+        slog::error!(logger, "the event loop failed"; "error" => e);
+    }
     for t in esc.metrics() {
         for c in &t.cogs {
             slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.name,
