@@ -79,7 +79,8 @@ pub struct Options {
     pub inotify: bool,
     /// Worker threads for [`Ctx::submit`]; 0 means one per core. Started on first use.
     pub workers: usize,
-    /// Start a graceful shutdown on SIGTERM and SIGINT unless a cog binds them itself.
+    /// Start a graceful shutdown on SIGTERM and SIGINT unless a cog binds them itself; a
+    /// second one during the shutdown stops at once ([`Escapement::run`] returns an error).
     pub shutdown_on_signals: bool,
     /// Broadcast [`Cog::reopen`] on SIGHUP and log every cog's counters on SIGUSR1, unless a
     /// cog binds those signals itself.
@@ -810,6 +811,8 @@ pub struct Escapement {
     /// `(from, to)`: train `from` hands data to train `to`.
     feeds: Vec<(usize, usize)>,
     trains_finished: Vec<bool>,
+    /// A second SIGTERM/SIGINT arrived during the shutdown.
+    forced: bool,
     started: bool,
     ran: bool,
 }
@@ -900,6 +903,7 @@ impl Escapement {
             reopen_hooks: Vec::new(),
             feeds: Vec::new(),
             trains_finished: Vec::new(),
+            forced: false,
             started: false,
             ran: false,
         })
@@ -1058,6 +1062,12 @@ impl Escapement {
             }
             if self.core.shutdown && self.step_shutdown() {
                 return Ok(());
+            }
+            if self.forced {
+                // `run` gives every cog `done`: bindings are released, nothing more flows.
+                return Err("stopped by a second signal before every cog had finished: \
+                            data held by unfinished cogs were not written"
+                    .into());
             }
             self.turn()?;
         }
@@ -1316,7 +1326,13 @@ impl Escapement {
     fn default_signal(&mut self, sig: i32) {
         let opts = &self.core.options;
         if (sig == SIGTERM || sig == SIGINT) && opts.shutdown_on_signals {
-            slog::info!(self.core.logger, "signal received: shutting down"; "signal" => sig);
+            if self.core.shutdown {
+                // The operator insists: a drain may be waiting for a peer that never comes.
+                slog::warn!(self.core.logger, "second signal: stopping without finishing"; "signal" => sig);
+                self.forced = true;
+            } else {
+                slog::info!(self.core.logger, "signal received: shutting down"; "signal" => sig);
+            }
             self.core.shutdown = true;
         } else if sig == SIGHUP && opts.control_signals {
             slog::info!(self.core.logger, "SIGHUP: reopening files");

@@ -596,3 +596,49 @@ fn a_finished_cog_cannot_start_new_jobs() {
         ])
     );
 }
+
+#[test]
+fn a_second_sigterm_stops_a_shutdown_that_cannot_finish() {
+    let _g = signal_lock();
+    let log = Log::default();
+    // A drain whose peer never comes back: it lingers in finish and asks for the second
+    // signal once it is stuck there.
+    let stuck = Probe::<u64>::new("stuck", &log)
+        .on_start(|cx| {
+            cx.enqueue(0);
+            Ok(())
+        })
+        .on_wake(|_, _, _, _| raise(SIGTERM))
+        .on_finish(|_, cx| {
+            cx.linger();
+            let _ = cx.timer_after(Duration::from_millis(20), 1);
+        });
+    let mut esc = Escapement::with_options(Options {
+        shutdown_on_signals: true,
+        ..opts()
+    })
+    .unwrap();
+    esc.add_train(Train::new("t").cog(endless("s", &log)).cog(stuck))
+        .unwrap();
+    add_watchdog(&mut esc, &log);
+    // Without the forced stop this run would never return: abort instead of hanging CI.
+    let (tx, rx) = mpsc::channel::<()>();
+    let backstop = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            eprintln!("a second SIGTERM did not stop the escapement");
+            std::process::abort();
+        }
+    });
+    let result = esc.run();
+    tx.send(()).unwrap();
+    backstop.join().unwrap();
+    let err = result.expect_err("a forced stop is not a clean one");
+    assert!(err.to_string().contains("second signal"), "{err}");
+    let entries = log.only(&["s:", "stuck:", "WATCHDOG"]);
+    assert_eq!(
+        entries,
+        strs(&["s: finish", "stuck: finish", "s: done", "stuck: done"]),
+        "{:#?}",
+        log.entries()
+    );
+}
