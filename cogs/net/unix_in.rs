@@ -251,26 +251,32 @@ impl Cog<Record> for UnixIn {
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         clear_path(&self.path).map_err(|e| format!("unix_in: {e}"))?;
         let shown = self.path.display().to_string();
+        // Bound under a temporary name and renamed into place once listening with its
+        // permissions set: a client never finds a socket it cannot use yet.
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
         match &mut self.inner {
             Inner::Stream(server) => {
-                let l = mio::net::UnixListener::bind(&self.path)
+                let l = mio::net::UnixListener::bind(&tmp)
                     .map_err(|e| format!("unix_in: cannot listen on {shown}: {e}"))?;
-                self.created = dev_ino(&self.path);
                 server.start(l, cx)?;
             }
             Inner::Datagram(d) => {
-                let mut s = mio::net::UnixDatagram::bind(&self.path)
+                let mut s = mio::net::UnixDatagram::bind(&tmp)
                     .map_err(|e| format!("unix_in: cannot bind {shown}: {e}"))?;
-                self.created = dev_ino(&self.path);
                 cx.register(&mut s, 0, Interest::READABLE)?;
                 d.sock = Some(s);
             }
         }
-        std::fs::set_permissions(
-            &self.path,
-            std::fs::Permissions::from_mode(self.permissions),
-        )
-        .map_err(|e| format!("unix_in: setting permissions of {shown}: {e}"))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(self.permissions))
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                format!("unix_in: setting up {shown}: {e}")
+            })?;
+        self.created = dev_ino(&self.path);
         slog::info!(cx.logger(), "unix_in listening"; "path" => shown);
         Ok(())
     }
