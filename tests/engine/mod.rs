@@ -40,17 +40,17 @@ pub fn signal_lock() -> MutexGuard<'static, ()> {
     SIGNAL_LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Sends `sig` to this process. Only with [`signal_lock`] held and once an escapement
-/// has installed its handler (an uncaught SIGUSR1 would kill the test binary).
+/// Sends `sig` to this process, directed at the calling thread. Only with
+/// [`signal_lock`] held and once an escapement has installed its handler (an uncaught
+/// SIGUSR1 would kill the test binary).
+///
+/// Directed at the caller (the escapement's thread, for calls from cogs) so that the other
+/// tests' threads, blocked in reads with timeouts that a signal interrupts with EINTR
+/// even under SA_RESTART, are left alone. The handler is process-wide either way.
 pub fn raise(sig: i32) {
-    // SAFETY: kill(2) with our own pid has no memory-safety preconditions.
-    let rc = unsafe { libc::kill(libc::getpid(), sig) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({sig}) failed: {}",
-        std::io::Error::last_os_error()
-    );
+    // SAFETY: pthread_kill on the calling thread has no memory-safety preconditions.
+    let rc = unsafe { libc::pthread_kill(libc::pthread_self(), sig) };
+    assert_eq!(rc, 0, "pthread_kill({sig}) failed: {rc}");
 }
 
 /// Options for a test escapement: never shut down on SIGTERM/SIGINT, so a test that sends
