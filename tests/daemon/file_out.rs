@@ -11,16 +11,6 @@ fn stdin_config(dir: &Path, engine: &str, cog: &str) -> PathBuf {
     )
 }
 
-fn spawn_stdin(cfg: &Path) -> (Child, std::process::ChildStdin) {
-    let mut child = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
-    (child, stdin)
-}
-
 fn finish(mut child: Child, stdin: std::process::ChildStdin) -> String {
     drop(stdin);
     let st = wait_exit(&mut child);
@@ -40,12 +30,8 @@ fn templated_path_follows_each_input_file() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"b.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out/{path}.copy\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{err}");
     // `path` is absolute: the copies mirror it under out/, never outside.
     let copy = |name: &str| {
         let abs = dir.path().join(name);
@@ -74,12 +60,8 @@ fn refused_rendered_paths_go_to_the_fallback_file() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out/{message}\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{err}");
     let out = dir.path().join("cfg/out");
     let read = |p: &str| std::fs::read(out.join(p)).unwrap();
     assert_eq!(read("web1"), b"web1\nweb1\n");
@@ -118,7 +100,7 @@ fn max_open_files_bounds_descriptors_and_loses_nothing() {
         "path = \"out/{message}.log\"\nmax_open_files = 2\n",
     );
     let out = dir.path().join("out");
-    let (child, mut stdin) = spawn_stdin(&cfg);
+    let (child, mut stdin) = spawn_with_stdin(&cfg);
     let mut input = String::new();
     for i in 0..1_000 {
         input.push_str(&format!("t{}\n", i % 5));
@@ -152,15 +134,7 @@ fn fsync_always_writes_everything() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nfsync = \"always\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    run_ok(&cfg);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
         lines
@@ -176,7 +150,7 @@ fn fsync_interval_writes_everything_while_running_and_at_exit() {
         "path = \"out/{message}.log\"\nfsync = \"interval:50ms\"\nformat = \"json\"\n",
     );
     let out = dir.path().join("out");
-    let (child, mut stdin) = spawn_stdin(&cfg);
+    let (child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"a\nb\na\n").unwrap();
     wait_for("lines written before any sync", || {
         line_count(&out.join("a.log")) == 2 && line_count(&out.join("b.log")) == 1
@@ -202,7 +176,7 @@ fn removed_output_is_recreated(inotify: bool) {
         &format!("path = \"out.log\"\nreopen_check = \"{check}\"\n"),
     );
     let out = dir.path().join("out.log");
-    let (child, mut stdin) = spawn_stdin(&cfg);
+    let (child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"before\n").unwrap();
     wait_for("the first line", || line_count(&out) == 1);
     std::fs::remove_file(&out).unwrap();
@@ -239,7 +213,7 @@ fn renamed_output_is_replaced(inotify: bool) {
     );
     let out = dir.path().join("logs/x");
     let old = dir.path().join("logs/x.1");
-    let (child, mut stdin) = spawn_stdin(&cfg);
+    let (child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"x\nx\n").unwrap();
     wait_for("lines before the rename", || line_count(&out) == 2);
     std::fs::rename(&out, &old).unwrap();
@@ -274,7 +248,7 @@ fn sighup_reopens_templated_files() {
     );
     let a = dir.path().join("out/a.log");
     let rotated = dir.path().join("a.log.1");
-    let (child, mut stdin) = spawn_stdin(&cfg);
+    let (child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"a\n").unwrap();
     wait_for("the first line", || line_count(&a) == 1);
     // Moved out of the watched tree's name: only SIGHUP (or inotify) can tell.

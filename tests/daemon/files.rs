@@ -17,12 +17,8 @@ fn file_in_to_file_out_keeps_every_line_in_order() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"missing.log\", \"b.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{err}");
     let got = std::fs::read_to_string(&out).unwrap();
     assert_eq!(got, format!("{lines}b1\nb2\n"));
     // The missing file is reported and counted, not fatal.
@@ -46,15 +42,7 @@ fn file_out_json_carries_path_and_offset() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out.json\"\nformat = \"json\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    run_ok(&cfg);
     let got = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
     let path = dir.path().join("in.log");
     let path = path.to_str().unwrap();
@@ -98,15 +86,7 @@ fn a_torn_last_line_is_ended_before_appending() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
+    run_ok(&cfg);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
         "zero\nhalf a li\none\ntwo\n"

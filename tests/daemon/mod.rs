@@ -25,6 +25,31 @@ fn deadbeat() -> Command {
     c
 }
 
+/// Runs `deadbeat run CONFIG` to its end and checks it succeeded.
+fn run_ok(config: &Path) -> std::process::Output {
+    let res = deadbeat()
+        .args(["run", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    res
+}
+
+/// Starts `deadbeat run CONFIG` with a pipe on its standard input.
+fn spawn_with_stdin(config: &Path) -> (Child, std::process::ChildStdin) {
+    let mut child = deadbeat()
+        .args(["run", config.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
 /// Writes a config file into `dir`.
 fn write_config(dir: &Path, text: &str) -> PathBuf {
     let p = dir.join("deadbeat.toml");

@@ -14,12 +14,7 @@ fn sigterm_mid_stream_loses_nothing_already_read() {
     let dir = TempDir::new("sigterm");
     let cfg = stdin_to_file(dir.path());
     let out = dir.path().join("out.log");
-    let mut child = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
     let first = numbered(5_000);
     stdin.write_all(first.as_bytes()).unwrap();
     wait_for("the first lines to be written", || {
@@ -44,12 +39,7 @@ fn sighup_reopens_the_output_at_its_path() {
     let cfg = stdin_to_file(dir.path());
     let out = dir.path().join("out.log");
     let rotated = dir.path().join("out.log.1");
-    let mut child = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"before 1\nbefore 2\n").unwrap();
     wait_for("lines before rotation", || line_count(&out) == 2);
     std::fs::rename(&out, &rotated).unwrap();
@@ -137,12 +127,7 @@ fn sigusr1_logs_every_cogs_counters() {
     );
     let log = dir.path().join("deadbeat.log");
     let out = dir.path().join("out.log");
-    let mut child = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"one\ntwo\n").unwrap();
     wait_for("two lines written", || line_count(&out) == 2);
     kill(child.id(), libc::SIGUSR1);
@@ -173,12 +158,7 @@ fn sighup_reopens_the_log_file() {
     );
     let log = dir.path().join("deadbeat.log");
     let rotated = dir.path().join("deadbeat.log.1");
-    let mut child = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdin = child.stdin.take().unwrap();
+    let (mut child, stdin) = spawn_with_stdin(&cfg);
     let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     wait_for("the start to be logged", || {
         read(&log).contains("trains started")

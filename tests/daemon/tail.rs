@@ -348,12 +348,8 @@ fn long_line_is_cut_at_max_line_bytes() {
         true,
         "paths = [\"logs/*.log\"]\nfollow = false\nmax_line_bytes = \"1MiB\"\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{err}");
     let got = std::fs::read(dir.path().join("out.log")).unwrap();
     let parts: Vec<&[u8]> = got.split(|&c| c == b'\n').collect();
     assert_eq!(parts.len(), 4, "{err}");
@@ -433,12 +429,7 @@ fn exclude_and_follow_false_exhaust() {
         false,
         "paths = [\"logs/*.log\"]\nexclude = [\"skip*\"]\nfollow = false\n",
     );
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&res.stderr);
-    assert!(res.status.success(), "{err}");
+    run_ok(&cfg);
     let got = counts(dir.path());
     let mut keys: Vec<&str> = got.keys().map(String::as_str).collect();
     keys.sort();
