@@ -4,21 +4,20 @@
 //! `cargo bench --bench hot_paths` (add a name filter to run some, e.g. `-- parse`).
 //! Under `cargo test --all-targets` divan runs each benchmark once, as a smoke test.
 
-use std::cell::Cell;
 use std::hint::black_box;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadbeat::cogs::flow::pass::Pass;
 use deadbeat::cogs::ip::anonymise::Anonymiser;
 use deadbeat::cogs::text::regex::Parser;
 use deadbeat::lines::LineSplitter;
-use deadbeat::prelude::*;
 use deadbeat::record::{Map, Record, Value};
 use deadbeat::supply::{message_key, offset_key, path_key};
 use divan::Bencher;
 use divan::counter::ItemsCount;
+
+#[path = "support/mod.rs"]
+mod support;
 
 fn main() {
     // At least 0.3 s per benchmark steadies the medians; the whole run stays around 3 s.
@@ -251,69 +250,8 @@ fn anonymise_truncate(bencher: Bencher, addr: &str) {
 fn train_5_cog_pass_through(bencher: Bencher) {
     const N: u64 = 200_000;
     bencher.counter(ItemsCount::new(N)).bench_local(|| {
-        let seen = Rc::new(Cell::new(0));
-        let mut esc = Escapement::with_options(Options {
-            shutdown_on_signals: false,
-            ..Options::default()
-        })
-        .expect("escapement");
-        esc.add_train(
-            Train::new("bench")
-                .cog(Supply {
-                    left: N,
-                    batch: 1024,
-                })
-                .cog(Pass)
-                .cog(Pass)
-                .cog(Pass)
-                .cog(Count(seen.clone())),
-        )
-        .expect("train");
+        let (mut esc, seen) = support::pass_through(N).expect("train");
         esc.run().expect("run");
         assert_eq!(seen.get(), N, "every datum must reach the drain");
     });
-}
-
-struct Supply {
-    left: u64,
-    batch: usize,
-}
-
-impl Cog<Record> for Supply {
-    fn name(&self) -> &str {
-        "supply"
-    }
-    fn is_supply(&self) -> bool {
-        true
-    }
-    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        cx.enqueue(0);
-        Ok(())
-    }
-    fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
-        let n = (self.batch as u64).min(self.left);
-        for i in 0..n {
-            let mut r = Record::new();
-            r.id = self.left - i;
-            out.push(r);
-        }
-        self.left -= n;
-        if self.left == 0 {
-            cx.exhausted();
-        } else {
-            cx.enqueue(0);
-        }
-    }
-}
-
-struct Count(Rc<Cell<u64>>);
-
-impl Cog<Record> for Count {
-    fn name(&self) -> &str {
-        "count"
-    }
-    fn process(&mut self, d: Record, _: &mut Out<Record>, _: &mut Ctx) {
-        self.0.set(self.0.get() + 1);
-        black_box((d.id, d.fields.len()));
-    }
 }
