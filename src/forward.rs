@@ -797,9 +797,10 @@ impl Cog<Record> for Forward {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
-        for r in batch.drain(..) {
-            self.render(&r);
+        for r in batch.iter() {
+            self.render(r);
         }
+        crate::pool::recycle(batch.drain(..));
         self.flush(out, cx);
     }
 

@@ -28,6 +28,7 @@ pub mod lines;
 pub mod log;
 pub mod mailbox;
 pub mod on_error;
+pub mod pool;
 pub mod record;
 pub mod reference;
 pub mod supply;

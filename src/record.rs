@@ -724,6 +724,44 @@ impl Map {
         self.position(key).is_some()
     }
 
+    /// Wraps entries taken from [`crate::pool::entries`] (or anywhere); keys must be
+    /// distinct.
+    pub(crate) fn from_entries(entries: Vec<(Key, Value)>) -> Map {
+        Map { entries }
+    }
+
+    /// The entries, for [`crate::pool::recycle`].
+    pub(crate) fn into_entries(self) -> Vec<(Key, Value)> {
+        self.entries
+    }
+
+    /// Appends `key` without looking for an existing entry: for a parser filling an
+    /// empty map with keys it knows to be distinct. A duplicate key would make the map
+    /// render it twice (checked in debug builds).
+    #[inline]
+    pub fn append_new(&mut self, key: Key, value: Value) {
+        debug_assert!(!self.contains_key(key), "append_new with a present key");
+        self.entries.push((key, value));
+    }
+
+    /// Moves every entry of `other` into this map, as [`Map::insert`] would one by one,
+    /// leaving `other` empty with its allocation. Keys this map cannot hold (by a 64-bit
+    /// summary of its keys) are appended without a search, the common case of parsed
+    /// fields joining a record.
+    pub fn merge_from(&mut self, other: &mut Map) {
+        let bit = |k: Key| 1u64 << (k.0 & 63);
+        let mut present = self.entries.iter().fold(0u64, |m, (k, _)| m | bit(*k));
+        self.entries.reserve(other.len());
+        for (k, v) in other.entries.drain(..) {
+            if present & bit(k) == 0 {
+                self.entries.push((k, v));
+            } else {
+                self.insert(k, v);
+            }
+            present |= bit(k);
+        }
+    }
+
     /// Sets `key` to `value`, returning the old value. A replaced entry keeps its position;
     /// a new one goes last.
     pub fn insert(&mut self, key: Key, value: Value) -> Option<Value> {
@@ -1091,12 +1129,7 @@ impl<D> fmt::Debug for Merge<D> {
 /// (created if missing, replacing a non-map value there).
 pub fn merge_into(target: Option<Path>) -> Merge<Record> {
     match target {
-        None => Merge::new(|r: &mut Record, fields: &mut Map| {
-            r.fields.reserve(fields.len());
-            for (k, v) in fields.drain() {
-                r.insert(k, v);
-            }
-        }),
+        None => Merge::new(|r: &mut Record, fields: &mut Map| r.fields.merge_from(fields)),
         Some(path) => Merge::new(move |r: &mut Record, fields: &mut Map| {
             if !matches!(r.get_path(&path), Some(Value::Map(_))) {
                 r.set_path(&path, Value::Map(Map::with_capacity(fields.len())));

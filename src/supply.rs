@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use crate::cog::Out;
 use crate::escapement::Ctx;
 use crate::lines::{LineInfo, LineSplitter};
-use crate::record::{Key, Record, Value};
+use crate::pool;
+use crate::record::{Key, Map, Record, Value};
 
 macro_rules! well_known_key {
     ($fn:ident, $name:literal) => {
@@ -33,9 +34,12 @@ pub fn line_record(
     out: &mut Out<Record>,
     cx: &mut Ctx<'_>,
 ) -> Record {
-    let mut r = Record::with_capacity(1 + extra_fields + info.truncated as usize);
-    r.id = cx.new_event_id();
-    r.insert(message_key(), Value::Bytes(bytes.to_vec()));
+    let mut fields = pool::entries(1 + extra_fields + info.truncated as usize);
+    fields.push((message_key(), Value::Bytes(pool::bytes(bytes))));
+    let mut r = Record {
+        id: cx.new_event_id(),
+        fields: Map::from_entries(fields),
+    };
     if info.truncated {
         r.insert(truncated_key(), Value::Bool(true));
         out.count_errors(1);

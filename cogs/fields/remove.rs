@@ -59,7 +59,9 @@ impl<D: 'static> Cog<D> for Remove<D> {
 
     fn process(&mut self, mut d: D, out: &mut Out<D>, _cx: &mut Ctx) {
         for f in &self.fields {
-            f.take(&mut d);
+            if let Some(v) = f.take(&mut d) {
+                crate::pool::recycle_value(v);
+            }
         }
         out.push(d);
     }

@@ -682,15 +682,15 @@ impl FileOut {
         i
     }
 
-    fn route_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn route_batch(&mut self, batch: &[Record], out: &mut Out<Record>, cx: &mut Ctx) {
         self.clock += 1;
-        for r in batch.drain(..) {
+        for r in batch.iter() {
             let Some(t) = &self.template else {
                 return;
             };
             self.path_buf.clear();
             self.path_buf.extend_from_slice(&t.base);
-            t.template.write(&r, &mut self.path_buf);
+            t.template.write(r, &mut self.path_buf);
             let i = match self.index.get(self.path_buf.as_slice()) {
                 Some(&i) => i,
                 None => self.route_new(r.id, out, cx),
@@ -698,7 +698,7 @@ impl FileOut {
             let clock = self.clock;
             if let Some(s) = self.slot(i) {
                 s.last_used = clock;
-                s.lines.push(&r);
+                s.lines.push(r);
             }
         }
     }
@@ -799,11 +799,11 @@ impl Cog<Record> for FileOut {
         if self.template.is_some() {
             self.route_batch(batch, out, cx);
         } else if let Some(Some(s)) = self.slots.first_mut() {
-            for r in batch.drain(..) {
-                s.lines.push(&r);
+            for r in batch.iter() {
+                s.lines.push(r);
             }
         }
-        batch.clear();
+        crate::pool::recycle(batch.drain(..));
         if !self.failing {
             self.flush_all(false, cx);
         }

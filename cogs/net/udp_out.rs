@@ -310,6 +310,7 @@ impl Cog<Record> for UdpOut {
             }
             self.bytes.extend_from_slice(&self.scratch);
             self.held.push_back((self.scratch.len(), r.id));
+            crate::pool::recycle([r]);
         }
         if !self.blocked {
             self.pump(cx);

@@ -80,9 +80,10 @@ impl Cog<Record> for Stdout {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, _: &mut Out<Record>, cx: &mut Ctx) {
-        for r in batch.drain(..) {
-            self.lines.push(&r);
+        for r in batch.iter() {
+            self.lines.push(r);
         }
+        crate::pool::recycle(batch.drain(..));
         if !self.failing {
             self.flush(cx);
         }

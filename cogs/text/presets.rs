@@ -92,8 +92,8 @@ impl Preset {
 #[inline]
 pub fn text_value(b: &[u8]) -> Value {
     match std::str::from_utf8(b) {
-        Ok(s) => Value::Str(s.to_owned()),
-        Err(_) => Value::Bytes(b.to_vec()),
+        Ok(s) => Value::Str(crate::pool::text(s)),
+        Err(_) => Value::Bytes(crate::pool::bytes(b)),
     }
 }
 
@@ -286,16 +286,16 @@ impl Clf {
             (None, None)
         };
 
-        out.insert(self.client, text_value(client));
-        out.insert(self.ident, self.caches[C_IDENT].value(ident));
-        out.insert(self.user, self.caches[C_USER].value(user));
-        out.insert(self.time, Value::Time(time));
+        out.append_new(self.client, text_value(client));
+        out.append_new(self.ident, self.caches[C_IDENT].value(ident));
+        out.append_new(self.user, self.caches[C_USER].value(user));
+        out.append_new(self.time, Value::Time(time));
         self.request_line(&request, out);
-        out.insert(self.status, Value::Int(status));
-        out.insert(self.bytes, bytes);
+        out.append_new(self.status, Value::Int(status));
+        out.append_new(self.bytes, bytes);
         if let (Some(referer), Some(agent)) = (referer, agent) {
-            out.insert(self.referer, self.text(C_REFERER, referer));
-            out.insert(self.agent, self.text(C_AGENT, agent));
+            out.append_new(self.referer, self.text(C_REFERER, referer));
+            out.append_new(self.agent, self.text(C_AGENT, agent));
         }
         Ok(())
     }
@@ -334,19 +334,19 @@ impl Clf {
         });
         match split {
             Some((method, path, proto)) => {
-                out.insert(self.method, self.caches[C_METHOD].value(method));
-                out.insert(self.path, text_value(path));
+                out.append_new(self.method, self.caches[C_METHOD].value(method));
+                out.append_new(self.path, text_value(path));
                 let proto = match proto {
                     Some(p) => self.caches[C_PROTOCOL].value(p),
                     None => Value::Null,
                 };
-                out.insert(self.protocol, proto);
+                out.append_new(self.protocol, proto);
             }
             None => {
-                out.insert(self.method, Value::Null);
-                out.insert(self.path, Value::Null);
-                out.insert(self.protocol, Value::Null);
-                out.insert(self.request, text_value(r));
+                out.append_new(self.method, Value::Null);
+                out.append_new(self.path, Value::Null);
+                out.append_new(self.protocol, Value::Null);
+                out.append_new(self.request, text_value(r));
             }
         }
     }

@@ -1,0 +1,227 @@
+//! Reuse of record storage on one thread.
+//!
+//! A line supply builds a record per line and a drain drops it a moment later, a whole
+//! batch at a time. Handed to the allocator, those thousands of frees per batch coalesce
+//! into large free chunks and make glibc sweep its fast bins on every batch; the allocations
+//! of the next batch then miss its per-thread cache. Drains that are done with records give
+//! them back here instead ([`recycle`]), and supplies and parsers take their field vectors
+//! and text buffers from here ([`entries`], [`buffer`], [`text`]), so a steady stream runs
+//! with almost no allocator calls.
+//!
+//! The stash is per thread (the escapement thread; a worker thread keeps its own) and
+//! bounded: beyond [`MAX_SPARES`] spares per kind, or for outsized buffers, storage goes
+//! back to the allocator as usual. Everything here is an optimisation only: a record that
+//! is never recycled is simply freed.
+
+use std::cell::RefCell;
+
+use crate::record::{Key, Record, Value};
+
+/// Field vectors kept.
+pub const MAX_SPARES: usize = 16384;
+/// Bytes of buffers and field vectors kept, over all sizes.
+pub const MAX_STASHED_BYTES: usize = 8 << 20;
+/// Field vectors with more room than this are not kept.
+const MAX_ENTRIES: usize = 64;
+/// Buffers are kept by size class: class `c` holds buffers with room for at least `2^c`
+/// bytes, so any spare of the class a request rounds up to is large enough.
+const MIN_CLASS: u32 = 4;
+const MAX_CLASS: u32 = 14;
+const CLASSES: usize = (MAX_CLASS - MIN_CLASS + 1) as usize;
+
+#[derive(Default)]
+struct Stash {
+    entries: Vec<Vec<(Key, Value)>>,
+    buffers: [Vec<Vec<u8>>; CLASSES],
+    stashed_bytes: usize,
+}
+
+/// The class whose spares all have room for `n` bytes; `None` above the largest.
+#[inline]
+fn class_for(n: usize) -> Option<u32> {
+    let c = n.max(1).next_power_of_two().trailing_zeros().max(MIN_CLASS);
+    (c <= MAX_CLASS).then_some(c)
+}
+
+impl Stash {
+    fn keep_buffer(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if cap < 1 << MIN_CLASS || self.stashed_bytes + cap > MAX_STASHED_BYTES {
+            return;
+        }
+        let class = (usize::BITS - 1 - cap.leading_zeros()).min(MAX_CLASS);
+        buf.clear();
+        self.stashed_bytes += cap;
+        self.buffers[(class - MIN_CLASS) as usize].push(buf);
+    }
+
+    fn take_buffer(&mut self, class: u32) -> Option<Vec<u8>> {
+        let b = self.buffers[(class - MIN_CLASS) as usize].pop()?;
+        self.stashed_bytes -= b.capacity();
+        Some(b)
+    }
+
+    fn keep_value(&mut self, v: Value) {
+        match v {
+            Value::Bytes(b) => self.keep_buffer(b),
+            Value::Str(s) => self.keep_buffer(s.into_bytes()),
+            Value::List(list) => list.into_iter().for_each(|v| self.keep_value(v)),
+            Value::Map(m) => self.keep_entries(m.into_entries()),
+            _ => {}
+        }
+    }
+
+    fn keep_entries(&mut self, mut entries: Vec<(Key, Value)>) {
+        for (_, v) in entries.drain(..) {
+            self.keep_value(v);
+        }
+        let bytes = std::mem::size_of_val(entries.spare_capacity_mut());
+        if entries.capacity() > 0
+            && entries.capacity() <= MAX_ENTRIES
+            && self.entries.len() < MAX_SPARES
+            && self.stashed_bytes + bytes <= MAX_STASHED_BYTES
+        {
+            self.stashed_bytes += bytes;
+            self.entries.push(entries);
+        }
+    }
+}
+
+thread_local! {
+    static STASH: RefCell<Stash> = RefCell::new(Stash::default());
+}
+
+/// Runs `f` on this thread's stash; `None` when it is unavailable (thread teardown, or a
+/// call from inside another stash operation), in which case callers just allocate.
+#[inline]
+fn with_stash<T>(f: impl FnOnce(&mut Stash) -> T) -> Option<T> {
+    STASH
+        .try_with(|s| s.try_borrow_mut().ok().map(|mut s| f(&mut s)))
+        .ok()
+        .flatten()
+}
+
+/// Gives the storage of finished records back for reuse on this thread.
+pub fn recycle(records: impl IntoIterator<Item = Record>) {
+    let mut records = records.into_iter();
+    let kept = with_stash(|s| {
+        for r in records.by_ref() {
+            s.keep_entries(r.fields.into_entries());
+        }
+    });
+    if kept.is_none() {
+        records.for_each(drop);
+    }
+}
+
+/// Gives the storage of one finished value (a removed field, say) back for reuse.
+pub fn recycle_value(v: Value) {
+    if matches!(
+        v,
+        Value::Bytes(_) | Value::Str(_) | Value::List(_) | Value::Map(_)
+    ) {
+        let mut v = Some(v);
+        with_stash(|s| {
+            if let Some(v) = v.take() {
+                s.keep_value(v);
+            }
+        });
+    }
+}
+
+/// An empty field vector with room for at least `n` entries.
+#[inline]
+pub fn entries(n: usize) -> Vec<(Key, Value)> {
+    let spare = with_stash(|s| {
+        let mut v = s.entries.pop()?;
+        s.stashed_bytes -= std::mem::size_of_val(v.spare_capacity_mut());
+        Some(v)
+    });
+    let mut v = spare.flatten().unwrap_or_default();
+    v.reserve(n);
+    v
+}
+
+/// An empty buffer with room for at least `n` bytes.
+#[inline]
+pub fn buffer(n: usize) -> Vec<u8> {
+    let Some(class) = class_for(n) else {
+        return Vec::with_capacity(n);
+    };
+    with_stash(|s| s.take_buffer(class))
+        .flatten()
+        // A new buffer gets the whole class, so it returns to the class it was taken for.
+        .unwrap_or_else(|| Vec::with_capacity(1 << class))
+}
+
+/// A copy of `bytes` in a reused buffer.
+#[inline]
+pub fn bytes(src: &[u8]) -> Vec<u8> {
+    let mut b = buffer(src.len());
+    b.extend_from_slice(src);
+    b
+}
+
+/// A copy of `s` in a reused buffer.
+#[inline]
+pub fn text(s: &str) -> String {
+    // SAFETY: the buffer holds exactly the bytes of `s`, which is UTF-8.
+    unsafe { String::from_utf8_unchecked(bytes(s.as_bytes())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stash_sizes() -> (usize, usize, usize) {
+        with_stash(|s| {
+            let short: usize = s.buffers[..3].iter().map(Vec::len).sum();
+            let long: usize = s.buffers[3..].iter().map(Vec::len).sum();
+            (s.entries.len(), short, long)
+        })
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn recycled_storage_is_reused_and_bounded() {
+        let before = stash_sizes();
+        let k = Key::new("pool_test_message");
+        let mut r = Record::with_capacity(4);
+        r.insert(k, Value::Bytes(vec![b'x'; 300]));
+        r.insert(
+            Key::new("pool_test_client"),
+            Value::Str("10.1.2.3".repeat(2)),
+        );
+        r.insert(Key::new("pool_test_n"), Value::Int(1));
+        recycle([r]);
+        let after = stash_sizes();
+        assert_eq!(after.0, before.0 + 1);
+        assert_eq!(after.1, before.1 + 1);
+        assert_eq!(after.2, before.2 + 1);
+
+        let long = bytes(&[b'y'; 150]);
+        // Not a byte of the recycled record's content is left in the reused buffer.
+        assert_eq!(long.capacity(), 300, "the long buffer came back");
+        assert_eq!(long, vec![b'y'; 150]);
+        let short = text("10.0.0.1");
+        assert_eq!(short, "10.0.0.1");
+        let e = entries(2);
+        assert!(e.is_empty() && e.capacity() >= 4);
+        assert_eq!(stash_sizes(), before);
+
+        // Tiny buffers are not kept, nor more bytes than MAX_STASHED_BYTES.
+        recycle_value(Value::Bytes(Vec::with_capacity(3)));
+        assert_eq!(stash_sizes(), before);
+        for _ in 0..MAX_STASHED_BYTES / 1000 + 10 {
+            recycle_value(Value::Bytes(Vec::with_capacity(1000)));
+        }
+        let stashed = with_stash(|s| s.stashed_bytes).unwrap_or_default();
+        assert!(stashed <= MAX_STASHED_BYTES, "{stashed} bytes stashed");
+        assert!(
+            stashed > MAX_STASHED_BYTES - 2000,
+            "{stashed} bytes stashed"
+        );
+        // A large request is served from a class whose spares all fit it.
+        assert_eq!(buffer(400).capacity(), 1000);
+    }
+}
