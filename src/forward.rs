@@ -374,7 +374,21 @@ impl Conn {
     /// Whether a non-blocking connect has completed: `Ok(false)` while in progress.
     fn connected(&self) -> io::Result<bool> {
         let (err, peer) = match self {
-            Conn::Tcp(s) => (s.take_error(), s.peer_addr().map(drop)),
+            Conn::Tcp(s) => {
+                let peer = s.peer_addr();
+                // With nothing listening on a local port, the kernel may pick that very
+                // port as the source and connect the socket to itself (a TCP simultaneous
+                // open): records "sent" there would be acknowledged and lost.
+                if let (Ok(p), Ok(l)) = (&peer, s.local_addr())
+                    && *p == l
+                {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "connected to itself (nothing listens on the collector's port)",
+                    ));
+                }
+                (s.take_error(), peer.map(drop))
+            }
             Conn::Unix(s) => (s.take_error(), s.peer_addr().map(drop)),
             Conn::Dgram(_) => return Ok(true),
         };
@@ -881,6 +895,36 @@ impl Cog<Record> for Forward {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket bound to a port and connected to that same port: what a connect to a local
+    /// port nobody listens on can turn into when the kernel picks it as the source.
+    #[test]
+    fn a_socket_connected_to_itself_is_refused() {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor owned here, handed to the stream
+        // (which closes it) once connected.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let p = &raw const addr as *const libc::sockaddr;
+            assert_eq!(libc::bind(fd, p, len), 0, "{}", io::Error::last_os_error());
+            let mut bound: libc::sockaddr_in = std::mem::zeroed();
+            let mut blen = len;
+            libc::getsockname(fd, &raw mut bound as *mut libc::sockaddr, &mut blen);
+            let rc = libc::connect(fd, &raw const bound as *const libc::sockaddr, len);
+            assert_eq!(rc, 0, "self-connect: {}", io::Error::last_os_error());
+            TcpStream::from_raw_fd(fd)
+        };
+        assert_eq!(stream.peer_addr().ok(), stream.local_addr().ok());
+        let err = Conn::Tcp(stream)
+            .connected()
+            .expect_err("a self-connection is refused");
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_max() {

@@ -44,6 +44,7 @@ fn class_for(n: usize) -> Option<u32> {
 }
 
 impl Stash {
+    #[inline]
     fn keep_buffer(&mut self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
         if cap < 1 << MIN_CLASS || self.stashed_bytes + cap > MAX_STASHED_BYTES {
@@ -72,9 +73,17 @@ impl Stash {
     }
 
     fn keep_entries(&mut self, mut entries: Vec<(Key, Value)>) {
-        for (_, v) in entries.drain(..) {
-            self.keep_value(v);
+        // Buffers are taken out in place; the rest (shared text, numbers) drops with the
+        // clear, without moving every value out first.
+        for (_, v) in entries.iter_mut() {
+            match v {
+                Value::Bytes(b) => self.keep_buffer(std::mem::take(b)),
+                Value::Str(s) => self.keep_buffer(std::mem::take(s).into_bytes()),
+                Value::List(_) | Value::Map(_) => self.keep_value(std::mem::take(v)),
+                _ => {}
+            }
         }
+        entries.clear();
         let bytes = std::mem::size_of_val(entries.spare_capacity_mut());
         if entries.capacity() > 0
             && entries.capacity() <= MAX_ENTRIES

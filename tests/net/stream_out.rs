@@ -1,7 +1,8 @@
 //! Network tests: stream_out (`tcp_out`, `unix_out`) against collectors in this process.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -70,8 +71,14 @@ impl Daemon {
 
     /// Waits for a log line containing `what`.
     fn wait_log(&mut self, what: &str) {
-        if self.seen.iter().any(|l| l.contains(what)) {
-            return;
+        self.wait_log_from(0, what);
+    }
+
+    /// Waits for a log line containing `what`, from the `from`-th line of the log on;
+    /// returns its index in `seen`.
+    fn wait_log_from(&mut self, from: usize, what: &str) -> usize {
+        if let Some(i) = self.seen.iter().skip(from).position(|l| l.contains(what)) {
+            return from + i;
         }
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -80,13 +87,18 @@ impl Daemon {
                 Ok(l) => {
                     let hit = l.contains(what);
                     self.seen.push(l);
-                    if hit {
-                        return;
+                    if hit && self.seen.len() > from {
+                        return self.seen.len() - 1;
                     }
                 }
                 Err(_) => panic!("no log line with {what:?}; got:\n{}", self.seen.join("\n")),
             }
         }
+    }
+
+    /// Whether the daemon is still running.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     fn write_stdin(&mut self, text: &str) {
@@ -140,10 +152,158 @@ fn listener() -> (TcpListener, u16) {
     (l, port)
 }
 
+/// Waits until `fd` is readable (a listener: a connection is pending), failing after
+/// PATIENCE.
+fn wait_readable(fd: impl AsFd, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no {what} within {PATIENCE:?}");
+        let mut p = libc::pollfd {
+            fd: fd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, 60_000) as libc::c_int;
+        // SAFETY: one pollfd, alive for the call.
+        match unsafe { libc::poll(&mut p, 1, ms) } {
+            1.. => return,
+            0 => {}
+            _ => {
+                let e = io::Error::last_os_error();
+                assert_eq!(e.kind(), io::ErrorKind::Interrupted, "poll: {e}");
+            }
+        }
+    }
+}
+
+/// The next connection to `l`, within PATIENCE.
 fn accept(l: &TcpListener) -> TcpStream {
+    wait_readable(l, "connection");
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s
+}
+
+/// The next connection to `l`, within PATIENCE.
+fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
+    wait_readable(l, "connection");
+    let (s, _) = l.accept().unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// A collector that is down: a TCP socket bound to 127.0.0.1:`port` without listening, so
+/// connections to the port are refused (RST) while no other socket can take the port
+/// meanwhile (another test's listener, or the daemon's own connecting socket choosing it as
+/// its source port: a TCP self-connection). [`DownPort::listen`] brings the collector back
+/// on the same port.
+struct DownPort(OwnedFd);
+
+impl DownPort {
+    fn bind(port: u16) -> DownPort {
+        let err = |what: &str| panic!("{what} 127.0.0.1:{port}: {}", io::Error::last_os_error());
+        // SAFETY: socket(2) returns a new descriptor (or -1), owned here from now on.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            err("socket for");
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // The old connection on this port is in TIME_WAIT: bind like a restarted server.
+        let one: libc::c_int = 1;
+        // SAFETY: the option value is a c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            err("SO_REUSEADDR for");
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(Ipv4Addr::LOCALHOST).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: `sa` is a sockaddr_in of the given size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            err("bind");
+        }
+        DownPort(fd)
+    }
+
+    /// The collector is back: listening on the same port.
+    fn listen(self) -> TcpListener {
+        // SAFETY: listen(2) on a bound socket this value owns.
+        if unsafe { libc::listen(self.0.as_raw_fd(), 128) } != 0 {
+            panic!("listen: {}", io::Error::last_os_error());
+        }
+        TcpListener::from(self.0)
+    }
+}
+
+/// How long the collector stays down in `tcp_out_survives_a_collector_restart`: 10 s, or
+/// `DEADBEAT_COLLECTOR_DOWN_SECS` (seconds, fractions allowed).
+fn collector_down() -> Duration {
+    match std::env::var("DEADBEAT_COLLECTOR_DOWN_SECS") {
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or_else(|| {
+                panic!("DEADBEAT_COLLECTOR_DOWN_SECS={v:?}: not a number of seconds")
+            }),
+        Err(_) => Duration::from_secs(10),
+    }
+}
+
+/// The value of `key=` in a log line.
+fn log_value(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// Asserts that `got` holds the lines of `numbered(0, n)`, each once and in order; on a
+/// mismatch names the first line that differs instead of printing both texts.
+fn assert_numbered(got: &str, n: usize) {
+    let want = numbered(0, n);
+    if got == want {
+        return;
+    }
+    let (g, w): (Vec<&str>, Vec<&str>) = (
+        got.split_inclusive('\n').collect(),
+        want.split_inclusive('\n').collect(),
+    );
+    let at = g
+        .iter()
+        .zip(&w)
+        .position(|(a, b)| a != b)
+        .unwrap_or(g.len().min(w.len()));
+    panic!(
+        "lost, reordered or repeated: {} lines, {} expected; first difference at line {at}: \
+         got {:?}, expected {:?}",
+        g.len(),
+        w.len(),
+        g.get(at),
+        w.get(at)
+    );
 }
 
 /// Reads complete lines until `n` have arrived (no read past the last one is requested,
@@ -223,12 +383,24 @@ fn tcp_out_octet_counting_frames_parse_back() {
     }
 }
 
-/// The collector goes away mid-stream and comes back on the same port: every record
-/// arrives once, in order. The collector closes only after reading all that was sent, so
+/// The downstream collector goes away mid-stream for 10 s and comes back on the same port:
+/// every record arrives once, in order. The input keeps flowing during the outage, so
+/// records queue in the drain's buffer while it retries (refused) connections, at most
+/// every `reconnect_max` = 200 ms, which also bounds how long the reconnection takes once
+/// the collector is back. The collector closes only after reading all that was sent, so
 /// nothing is in flight at the loss: the allowed duplicates (one truncated fragment per
 /// loss, never a whole record) are then zero, which is asserted.
+///
+/// `DEADBEAT_COLLECTOR_DOWN_SECS` sets the outage (seconds, default 10; the test takes
+/// about that long plus half a second).
 #[test]
 fn tcp_out_survives_a_collector_restart() {
+    // Records written per step while the collector is down, and the step's length: about
+    // 20k records (660 KB) in 10 s, well below the drain's 8 MiB buffer, so the supply
+    // is never paused and the writes to its stdin never block.
+    const BATCH: usize = 100;
+    const STEP: Duration = Duration::from_millis(50);
+    let down_for = collector_down();
     let dir = TempDir::new("tcp-out-restart");
     let (l, port) = listener();
     let cfg = config(
@@ -239,25 +411,70 @@ fn tcp_out_survives_a_collector_restart() {
     let mut d = Daemon::start(&cfg, true);
     let mut first = BufReader::new(accept(&l));
     d.write_stdin(&numbered(0, 1000));
-    let mut got = read_lines(&mut first, 1000);
-    drop(first);
+    let mut got = read_lines(&mut first, 1000).concat();
+    // Down: the port refuses connections from now on, then the connection is closed.
     drop(l);
-    d.wait_log("connection lost");
-    // Records arriving while the collector is down wait in the buffer.
-    d.write_stdin(&numbered(1000, 3000));
-    d.wait_log("cannot connect");
-    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let down = DownPort::bind(port);
+    drop(first);
+    let lost = d.wait_log_from(0, "connection lost");
+    // The outage: the input goes on, batch after batch, and the daemon must stay up.
+    let outage = Instant::now();
+    let mut fed = 1000;
+    loop {
+        assert!(
+            d.running(),
+            "deadbeat exited during the outage; log:\n{}",
+            d.seen.join("\n")
+        );
+        d.write_stdin(&numbered(fed, fed + BATCH));
+        fed += BATCH;
+        let left = down_for.saturating_sub(outage.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(STEP.min(left));
+    }
+    d.wait_log_from(lost, "cannot connect");
+    // Back on the same port: the next attempt (within reconnect_max) connects.
+    let l = down.listen();
+    let back = Instant::now();
+    let s = accept(&l);
+    let reconnect = back.elapsed();
+    let line = d.wait_log_from(lost, "connected cog=");
+    let attempts = log_value(&d.seen[line], "failed_attempts");
+    let buffered = log_value(&d.seen[line], "buffered_records");
+    // And the stream goes on live after the reconnection.
+    d.write_stdin(&numbered(fed, fed + 1000));
+    fed += 1000;
     d.close_stdin();
     let mut rest = String::new();
-    accept(&l).read_to_string(&mut rest).unwrap();
+    BufReader::new(s).read_to_string(&mut rest).unwrap();
     let (ok, log) = d.wait();
+    eprintln!(
+        "collector down {:.1} s: {} records fed meanwhile, {buffered} buffered at the \
+         reconnection, {attempts} refused attempts; reconnected {} ms after it was back",
+        down_for.as_secs_f64(),
+        fed - 2000,
+        reconnect.as_millis()
+    );
     assert!(ok, "{log}");
     assert!(rest.ends_with('\n'), "truncated record at the end");
-    got.extend(rest.lines().map(|l| format!("{l}\n")));
-    assert_eq!(
-        got.concat(),
-        numbered(0, 3000),
-        "lost, reordered or repeated"
+    got.push_str(&rest);
+    assert_numbered(&got, fed);
+    assert!(
+        buffered >= 1 && buffered as usize <= fed - 2000,
+        "{buffered} records buffered, {} fed during the outage",
+        fed - 2000
+    );
+    // At least one attempt per second down (200 ms apart at most is 5 per second).
+    let min_attempts = down_for.as_secs().max(1);
+    assert!(
+        attempts >= min_attempts,
+        "{attempts} reconnection attempts in {down_for:?}"
+    );
+    assert!(
+        reconnect < Duration::from_secs(5),
+        "reconnected {reconnect:?} after the collector was back (reconnect_max is 200 ms)"
     );
 }
 
@@ -337,9 +554,7 @@ fn unix_out_stream_reconnects_and_delivers_in_order() {
         &format!("type = \"unix_out\"\npath = {sock:?}\n{FAST_RETRY}"),
     );
     let mut d = Daemon::start(&cfg, true);
-    let (s, _) = l.accept().unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut r = BufReader::new(s);
+    let mut r = BufReader::new(accept_unix(&l));
     d.write_stdin(&numbered(0, 500));
     let mut got = Vec::new();
     let mut line = String::new();
@@ -356,8 +571,7 @@ fn unix_out_stream_reconnects_and_delivers_in_order() {
     d.wait_log("cannot connect");
     let l = UnixListener::bind(&sock).unwrap();
     d.close_stdin();
-    let (mut s, _) = l.accept().unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut s = accept_unix(&l);
     let mut rest = String::new();
     s.read_to_string(&mut rest).unwrap();
     let (ok, log) = d.wait();
