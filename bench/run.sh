@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Reproducible benchmark of workloads W1-W4 (see ../shared/bench/README.md): deadbeat
-# against the floor (cat, socat) and rsyslog as the peer, median of RUNS runs.
+# against the floor and rsyslog as the peer, median of RUNS runs. Floors: W1 cat; W2 and W3
+# examples/w2_floor.rs (only the regex captures and the JSON writing; W3 is W2 plus
+# anonymising `client`, which the floor leaves out, so W3's floor is W2's); W4 socat.
 #   bash bench/run.sh            # 1M-line corpora, 3 runs each
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
 # Env: RUNS (3), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
@@ -39,6 +41,12 @@ fi
 echo "== build"
 cargo build --release --quiet
 BIN="$ROOT/target/release/deadbeat"
+# A separate invocation: an example brings in the dev-dependencies, and building it together
+# with the binary could change the features the binary is built with.
+FLOOR_W2="$ROOT/target/release/examples/w2_floor"
+if [[ " $ONLY " == *" w2 "* || " $ONLY " == *" w3 "* ]]; then
+  cargo build --release --quiet --example w2_floor
+fi
 
 echo "== corpora ($LINES lines) in $DATA"
 mkdir -p "$DATA" "$DATA/out"
@@ -178,6 +186,8 @@ for w in $ONLY; do
         run_batch "deadbeat-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$BIN" run "$conf"
         if [[ "$w" == w1 ]]; then
           run_batch "floor-w1" "$RUNDIR/out/floor.log" sh -c 'cat "$1" > "$2"' sh "$APACHE" "$RUNDIR/out/floor.log"
+        else  # w2, w3: the same floor (it does not anonymise)
+          run_batch "floor-$w" "$RUNDIR/out/floor.json" "$FLOOR_W2" "$APACHE" "$RUNDIR/out/floor.json"
         fi
         if [[ "$HAVE_RSYSLOG" == 1 ]]; then run_rsyslog_file "$w" "$APACHE"; fi
         ;;
@@ -221,3 +231,6 @@ for w in $ONLY; do
   [[ -f "$fl" ]] && line+="  deadbeat/floor = $(awk -v a="$(median "$d" 1)" -v b="$(median "$fl" 1)" 'BEGIN{printf "%.2fx", a/b}')"
   echo "$line"
 done
+if [[ " $ONLY " == *" w3 "* ]]; then
+  echo "(w3's floor is the W2 floor, examples/w2_floor.rs: it does not anonymise client)"
+fi
