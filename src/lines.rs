@@ -130,6 +130,11 @@ impl LineSplitter {
     pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
     /// Default number of bytes [`read_from`](Self::read_from) asks for per read: 64 KiB.
     pub const DEFAULT_READ_SIZE: usize = 64 << 10;
+    /// Read size of the file and stream supplies: one read is one batch through the train,
+    /// and about 1,500 typical lines keep a batch's records in the L2 cache from one cog to
+    /// the next. Measured on the 1M-line apache corpus: 1 MiB reads were 10-15% slower
+    /// (W2 2.19 s against 1.92 s) and doubled the peak RSS; 64 KiB reads gained nothing more.
+    pub const BATCH_READ_SIZE: usize = 256 << 10;
     /// Largest accepted read size: 64 MiB (a typo in a config must not allocate gigabytes).
     pub const MAX_READ_SIZE: usize = 64 << 20;
 

@@ -74,7 +74,8 @@ impl FileIn {
             paths,
             next: 0,
             current: None,
-            splitter: LineSplitter::new(max_line_bytes).with_read_size(1 << 20),
+            splitter: LineSplitter::new(max_line_bytes)
+                .with_read_size(LineSplitter::BATCH_READ_SIZE),
             paused: false,
         }
     }

@@ -32,7 +32,7 @@ const MAX_FILES_IN_FLIGHT: usize = 32;
 /// while a drain is slow). One read may overshoot it by the lines of one chunk.
 const MAX_PENDING_LINES: usize = 100_000;
 /// Bytes asked for per read: one turn hands at most this much down the train.
-const READ_SIZE: usize = 1 << 20;
+const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 
 /// Reads a spool directory: whole files that writers put there complete, as Warden-style
 /// filers do. Each file is read line by line, and once every one of its lines has been

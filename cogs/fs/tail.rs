@@ -27,8 +27,8 @@ const SAVE: Local = 3;
 const ROTATE: Local = 4;
 const WATCH: Local = 5;
 
-/// One read asks for this much; large reads keep the syscall cost per line low.
-const READ_SIZE: usize = 512 << 10;
+/// One read asks for this much (see [`LineSplitter::BATCH_READ_SIZE`]).
+const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 /// Bytes one turn reads before yielding to the other cogs (fairness).
 const TURN_BYTES: usize = 1 << 20;
 /// Head bytes that identify a file besides its inode (inodes are reused).

@@ -57,7 +57,8 @@ impl Stdin {
     pub fn new(max_line_bytes: usize) -> Self {
         Stdin {
             input: None,
-            splitter: LineSplitter::new(max_line_bytes).with_read_size(256 << 10),
+            splitter: LineSplitter::new(max_line_bytes)
+                .with_read_size(LineSplitter::BATCH_READ_SIZE),
             paused: false,
         }
     }
