@@ -1,6 +1,6 @@
 //! `anonymise`: truncates or pseudonymises IP addresses.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
@@ -399,27 +399,23 @@ impl Anonymiser {
         match v {
             Value::Ip(ip) => *ip = self.ip(*ip),
             Value::Str(s) => {
-                let ip = s.parse().map_err(|_| NotAnAddress("string"))?;
-                let mut buf = IpText::default();
-                buf.write(self.ip(ip));
-                s.clear();
-                s.push_str(buf.as_str());
+                let ip = record::parse_ip(s.as_bytes()).ok_or(NotAnAddress("string"))?;
+                let mut text = std::mem::take(s).into_bytes();
+                text.clear();
+                record::write_ip(&mut text, &self.ip(ip));
+                // Only ASCII is written.
+                *s = String::from_utf8(text).unwrap_or_default();
             }
             Value::Shared(s) => {
-                let ip = s.parse().map_err(|_| NotAnAddress("string"))?;
-                let mut buf = IpText::default();
-                buf.write(self.ip(ip));
-                *v = Value::Str(buf.as_str().to_string());
+                let ip = record::parse_ip(s.as_bytes()).ok_or(NotAnAddress("string"))?;
+                let mut text = Vec::with_capacity(s.len());
+                record::write_ip(&mut text, &self.ip(ip));
+                *v = Value::Str(String::from_utf8(text).unwrap_or_default());
             }
             Value::Bytes(b) => {
-                let ip = std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(NotAnAddress("string"))?;
-                let mut buf = IpText::default();
-                buf.write(self.ip(ip));
+                let ip = record::parse_ip(b).ok_or(NotAnAddress("string"))?;
                 b.clear();
-                b.extend_from_slice(buf.as_str().as_bytes());
+                record::write_ip(b, &self.ip(ip));
             }
             other => return Err(NotAnAddress(other.type_name())),
         }
@@ -447,70 +443,6 @@ impl Keyed {
             };
         }
         output
-    }
-}
-
-/// An address rendered as text on the stack (the longest IPv6 form is 45 bytes).
-struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for IpText {
-    fn default() -> Self {
-        IpText {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl IpText {
-    fn write(&mut self, ip: IpAddr) {
-        match ip {
-            // The hot case, done by hand: `fmt` costs several times as much.
-            IpAddr::V4(a) => {
-                for (n, octet) in a.octets().into_iter().enumerate() {
-                    if n > 0 {
-                        self.push(b'.');
-                    }
-                    if octet >= 100 {
-                        self.push(b'0' + octet / 100);
-                    }
-                    if octet >= 10 {
-                        self.push(b'0' + octet / 10 % 10);
-                    }
-                    self.push(b'0' + octet % 10);
-                }
-            }
-            IpAddr::V6(a) => {
-                // Cannot fail: 48 bytes hold any IPv6 text.
-                let _ = write!(self, "{a}");
-            }
-        }
-    }
-
-    #[inline]
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII is ever written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
-    }
-}
-
-impl fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
     }
 }
 

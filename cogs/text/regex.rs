@@ -1,7 +1,5 @@
 //! `regex`: parses a text field with a regular expression's named groups, or with a preset.
 
-use std::net::IpAddr;
-
 use crate::config::{
     BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, NodeValue, Param, ParamType,
 };
@@ -434,9 +432,7 @@ impl Conv {
                     Err(Failure::convert(key, "a bool", b))
                 }
             }
-            Conv::Ip => std::str::from_utf8(b)
-                .ok()
-                .and_then(|s| s.parse::<IpAddr>().ok())
+            Conv::Ip => record::parse_ip(b)
                 .map(Value::Ip)
                 .ok_or_else(|| Failure::convert(key, "an IP address", b)),
             Conv::Time(f) => f
