@@ -65,7 +65,8 @@ SYSLOG="$DATA/syslog-$LINES.log"
 RUNDIR="$(mktemp -d "${TMPDIR:-/tmp}/deadbeat-bench.XXXXXX")"
 cleanup() {
   local p
-  for p in $(cat "$RUNDIR"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  # receivers' pid files, and the peers' own (in their work dirs)
+  for p in $(cat "$RUNDIR"/*.pid "$RUNDIR"/*/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
@@ -75,9 +76,10 @@ lines_of() { if [[ -f "$1" ]]; then wc -l < "$1"; else echo 0; fi; }
 
 # wait_lines FILE N: poll until FILE holds N lines; prints the time the file last grew
 # (the end of the work), so the poll interval does not add to the measured time.
+# (awk prints numbers with 6 significant digits unless told: the deadline needs printf.)
 wait_lines() {
   local file="$1" want="$2" size=-1 s last t0 deadline
-  t0=$(now); last=$t0; deadline=$(awk -v t="$t0" 'BEGIN{print t+600}')
+  t0=$(now); last=$t0; deadline=$(awk -v t="$t0" 'BEGIN{printf "%.3f", t+600}')
   while :; do
     s=$(stat -c %s "$file" 2>/dev/null || echo 0)
     if [[ "$s" != "$size" ]]; then size=$s; last=$(now)

@@ -38,14 +38,53 @@ pub enum ErrorAction<D> {
     Train(String, Rc<Mailbox<D>>),
 }
 
+/// Keeps a stream of warnings about bad input to [`LOG_BURST`] lines a second: a storm of
+/// bad records must not flood the log (or its disk) while each is still counted.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    window_start: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// Whether one more warning may be logged now. Opening a new one-second window first
+    /// logs how many were held back in the last, as `what` (e.g. "failures") from `cog`.
+    pub fn allow(&mut self, what: &str, cog: &str, cx: &mut Ctx<'_>) -> bool {
+        let now = cx.now();
+        let fresh = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if fresh {
+            if self.suppressed > 0 {
+                slog::warn!(cx.logger(), "warnings held back";
+                    "what" => what, "cog" => cog, "count" => self.suppressed);
+            }
+            self.window_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < LOG_BURST {
+            self.logged += 1;
+            true
+        } else {
+            if self.suppressed == 0 {
+                // Said at once: the window's count only comes with the next warning.
+                slog::warn!(cx.logger(), "more warnings held back for a second (all are counted)";
+                    "what" => what, "cog" => cog);
+            }
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 /// Handles data a cog failed on, the same way in every cog.
 pub struct OnError<D> {
     action: ErrorAction<D>,
     id: Getter<D, EventId>,
     reason: Setter<D, String>,
-    window_start: Option<Instant>,
-    logged: u32,
-    suppressed: u64,
+    limiter: LogLimiter,
 }
 
 impl<D> std::fmt::Debug for OnError<D> {
@@ -67,9 +106,7 @@ impl<D: 'static> OnError<D> {
             action,
             id,
             reason,
-            window_start: None,
-            logged: 0,
-            suppressed: 0,
+            limiter: LogLimiter::default(),
         }
     }
 
@@ -102,23 +139,8 @@ impl<D: 'static> OnError<D> {
     }
 
     fn log(&mut self, cog: &str, id: EventId, why: &dyn Display, cx: &mut Ctx<'_>) {
-        let now = cx.now();
-        let fresh = self
-            .window_start
-            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
-        if fresh {
-            if self.suppressed > 0 {
-                slog::warn!(cx.logger(), "more failures were not logged"; "cog" => cog, "count" => self.suppressed);
-            }
-            self.window_start = Some(now);
-            self.logged = 0;
-            self.suppressed = 0;
-        }
-        if self.logged < LOG_BURST {
-            self.logged += 1;
+        if self.limiter.allow("failures", cog, cx) {
             slog::warn!(cx.logger(), "failed on a record"; "cog" => cog, "event" => id, "reason" => %why);
-        } else {
-            self.suppressed += 1;
         }
     }
 }

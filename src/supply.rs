@@ -1,10 +1,12 @@
 //! Shared machinery of line supplies: lines from a [`LineSplitter`] become records.
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use crate::cog::Out;
 use crate::escapement::Ctx;
 use crate::lines::{LineInfo, LineSplitter};
+use crate::on_error::LogLimiter;
 use crate::pool;
 use crate::record::{Key, Map, Record, Value};
 
@@ -25,7 +27,7 @@ well_known_key!(truncated_key, "truncated");
 
 /// Turns one line into a record: a fresh event id and the raw bytes in `message`. Lines
 /// cut at `max_line_bytes` also get `truncated = true`, are counted as errors of the
-/// supply and logged with their event id.
+/// supply and logged with their event id (at most [`crate::on_error::LOG_BURST`] a second).
 #[inline]
 pub fn line_record(
     bytes: &[u8],
@@ -43,8 +45,19 @@ pub fn line_record(
     if info.truncated {
         r.insert(truncated_key(), Value::Bool(true));
         out.count_errors(1);
-        slog::warn!(cx.logger(), "line longer than max_line_bytes cut";
-            "event" => r.id, "offset" => info.offset, "kept_bytes" => bytes.len());
+        // Counted for every line, logged at a bounded rate (one limiter for all the line
+        // supplies of this thread): a storm of long lines must not flood the log.
+        thread_local! {
+            static CUT_LINES: RefCell<LogLimiter> = RefCell::default();
+        }
+        let log = CUT_LINES.with(|l| {
+            l.try_borrow_mut()
+                .map_or(true, |mut l| l.allow("lines cut", "line supplies", cx))
+        });
+        if log {
+            slog::warn!(cx.logger(), "line longer than max_line_bytes cut";
+                "event" => r.id, "offset" => info.offset, "kept_bytes" => bytes.len());
+        }
     }
     r
 }

@@ -202,3 +202,33 @@ fn truncated_and_lying_octet_counted_frames_are_counted() {
     );
     assert_eq!(final_counters(&err, "file_out"), [r, 0, 0, 0], "{err}");
 }
+
+/// A storm of over-long lines: every one is cut, kept with `truncated = true` and counted,
+/// but the log holds a bounded number of warnings plus a count of those held back, so a
+/// storm cannot flood the log.
+#[test]
+fn long_line_storm_is_counted_but_logged_at_a_bounded_rate() {
+    const LINES: usize = 2_000;
+    let dir = TempDir::new("rel-long-storm");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\nmax_line_bytes = 64\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let line = format!("{}\n", "y".repeat(200));
+    let input = line.repeat(LINES).into_bytes();
+    let mut d = Daemon::start(&cfg, Stdio::piped());
+    let mut stdin = d.child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    writer.join().unwrap();
+    let err = d.exit_ok();
+    assert_eq!(line_count(&dir.path().join("out.log")), LINES, "{err}");
+    let n = LINES as u64;
+    assert_eq!(final_counters(&err, "stdin"), [0, n, 0, n], "{err}");
+    let warnings = err.matches("line longer than max_line_bytes cut").count();
+    // At most a burst a second; the run takes well under a few seconds.
+    assert!((1..=50).contains(&warnings), "{warnings} warnings:\n{err}");
+    if warnings < LINES {
+        assert!(err.contains("more warnings held back"), "{err}");
+    }
+}
