@@ -185,7 +185,7 @@ fn split_lines(bencher: Bencher) {
 #[divan::bench]
 fn build_record(bencher: Bencher) {
     let lines = apache_lines();
-    let path: Value = Value::Shared(Arc::from("/var/log/apache2/access.log"));
+    let path: Value = Value::Shared(Arc::<str>::from("/var/log/apache2/access.log").into());
     let (message, path_k, offset_k) = (message_key(), path_key(), offset_key());
     bencher.counter(ItemsCount::new(LINES)).bench_local(|| {
         let mut offset = 0i64;

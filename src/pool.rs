@@ -56,6 +56,12 @@ impl Stash {
         self.buffers[(class - MIN_CLASS) as usize].push(buf);
     }
 
+    fn take_entries(&mut self) -> Option<Vec<(Key, Value)>> {
+        let mut v = self.entries.pop()?;
+        self.stashed_bytes -= std::mem::size_of_val(v.spare_capacity_mut());
+        Some(v)
+    }
+
     fn take_buffer(&mut self, class: u32) -> Option<Vec<u8>> {
         let b = self.buffers[(class - MIN_CLASS) as usize].pop()?;
         self.stashed_bytes -= b.capacity();
@@ -141,14 +147,29 @@ pub fn recycle_value(v: Value) {
 /// An empty field vector with room for at least `n` entries.
 #[inline]
 pub fn entries(n: usize) -> Vec<(Key, Value)> {
-    let spare = with_stash(|s| {
-        let mut v = s.entries.pop()?;
-        s.stashed_bytes -= std::mem::size_of_val(v.spare_capacity_mut());
-        Some(v)
-    });
-    let mut v = spare.flatten().unwrap_or_default();
+    let mut v = with_stash(Stash::take_entries)
+        .flatten()
+        .unwrap_or_default();
     v.reserve(n);
     v
+}
+
+/// The fields of a new line record: `key` holding a copy of `bytes`, with room for `n`
+/// entries in all. One visit to the stash for both the vector and the buffer.
+#[inline]
+pub fn fields_with(key: Key, bytes: &[u8], n: usize) -> Vec<(Key, Value)> {
+    let class = class_for(bytes.len());
+    let (entries, buf) = with_stash(|s| (s.take_entries(), class.and_then(|c| s.take_buffer(c))))
+        .unwrap_or_default();
+    let mut entries = entries.unwrap_or_default();
+    entries.reserve(n.max(1));
+    let mut buf = buf.unwrap_or_else(|| match class {
+        Some(c) => Vec::with_capacity(1 << c),
+        None => Vec::with_capacity(bytes.len()),
+    });
+    buf.extend_from_slice(bytes);
+    entries.push((key, Value::Bytes(buf)));
+    entries
 }
 
 /// An empty buffer with room for at least `n` bytes.

@@ -470,7 +470,7 @@ pub enum Value {
     Str(String),
     /// Text shared by many records (a file's path, a peer's address): cloning it only
     /// counts a reference, so supplies add such fields to every record cheaply.
-    Shared(std::sync::Arc<str>),
+    Shared(SharedStr),
     /// Raw bytes, e.g. an input line not yet parsed; may be invalid UTF-8.
     Bytes(Vec<u8>),
     /// A point in time.
@@ -674,6 +674,7 @@ value_from! {
     i8 => Int, i16 => Int, i32 => Int, i64 => Int, u8 => Int, u16 => Int, u32 => Int,
     f32 => Float, f64 => Float,
     String => Str, &str => Str, Box<str> => Str, std::sync::Arc<str> => Shared,
+    SharedStr => Shared,
     Vec<u8> => Bytes, &[u8] => Bytes,
     Timestamp => Time,
     IpAddr => Ip, Ipv4Addr => Ip, Ipv6Addr => Ip,
@@ -985,6 +986,114 @@ impl fmt::Display for Path {
             f.write_str(k.as_str())?;
         }
         Ok(())
+    }
+}
+
+// SharedStr
+// ---------------------------------------------------------------------------------------------
+
+/// Text shared by many records ([`Value::Shared`]): a reference-counted string, or one
+/// interned for the life of the process ([`SharedStr::interned`]), whose clones and drops
+/// cost nothing, not even the atomic count of an `Arc`. Dereferences to `str`.
+#[derive(Clone)]
+pub enum SharedStr {
+    /// Counted: freed with its last clone.
+    Counted(std::sync::Arc<str>),
+    /// Kept until the process exits.
+    Interned(&'static str),
+}
+
+/// Distinct strings [`SharedStr::interned`] keeps before it hands out counted ones: names
+/// of sources (file paths) are few, but a daemon that runs for years must not grow without
+/// bound if they are not.
+pub const MAX_INTERNED: usize = 4096;
+
+impl SharedStr {
+    /// `s` interned, so that records carrying it (every line of a file carries the file's
+    /// path) clone it for free; counted instead once [`MAX_INTERNED`] strings are kept.
+    pub fn interned(s: &str) -> SharedStr {
+        static TABLE: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+            OnceLock::new();
+        let table = TABLE.get_or_init(Default::default);
+        let mut table = table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&kept) = table.get(s) {
+            return SharedStr::Interned(kept);
+        }
+        if table.len() >= MAX_INTERNED {
+            return SharedStr::Counted(s.into());
+        }
+        let kept: &'static str = Box::leak(s.into());
+        table.insert(kept);
+        SharedStr::Interned(kept)
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match self {
+            SharedStr::Counted(a) => a,
+            SharedStr::Interned(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for SharedStr {
+    fn eq(&self, other: &SharedStr) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h);
+    }
+}
+
+impl fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<std::sync::Arc<str>> for SharedStr {
+    fn from(a: std::sync::Arc<str>) -> SharedStr {
+        SharedStr::Counted(a)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> SharedStr {
+        SharedStr::Counted(s.into())
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> SharedStr {
+        SharedStr::Counted(s.into())
     }
 }
 
@@ -2162,6 +2271,22 @@ impl<'a> Parser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_text_is_kept_once_and_compares_as_text() {
+        let a = SharedStr::interned("/var/log/interned-test.log");
+        let b = SharedStr::interned(&String::from("/var/log/interned-test.log"));
+        match (&a, &b) {
+            (SharedStr::Interned(x), SharedStr::Interned(y)) => assert!(std::ptr::eq(*x, *y)),
+            _ => panic!("not interned: {a:?} {b:?}"),
+        }
+        assert_eq!(a, SharedStr::from("/var/log/interned-test.log"));
+        assert_eq!(
+            Value::Shared(a.clone()),
+            Value::Str("/var/log/interned-test.log".into())
+        );
+        assert_eq!(&*a, "/var/log/interned-test.log");
+    }
 
     #[test]
     fn parse_ip_agrees_with_the_standard_parser() {

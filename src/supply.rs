@@ -36,8 +36,11 @@ pub fn line_record(
     out: &mut Out<Record>,
     cx: &mut Ctx<'_>,
 ) -> Record {
-    let mut fields = pool::entries(1 + extra_fields + info.truncated as usize);
-    fields.push((message_key(), Value::Bytes(pool::bytes(bytes))));
+    let fields = pool::fields_with(
+        message_key(),
+        bytes,
+        1 + extra_fields + info.truncated as usize,
+    );
     let mut r = Record {
         id: cx.new_event_id(),
         fields: Map::from_entries(fields),

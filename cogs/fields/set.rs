@@ -1,13 +1,11 @@
 //! `set`: adds fields, or overwrites them, with constants or templates.
 
-use std::sync::Arc;
-
 use crate::config::{
     BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Node, NodeValue, Param, ParamType,
 };
 use crate::format::Template;
 use crate::prelude::*;
-use crate::record::{self, Map, Record, Value};
+use crate::record::{self, Map, Record, SharedStr, Value};
 
 use super::{flat_table, parse_path};
 
@@ -91,11 +89,11 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
 /// A TOML value as a record value; strings are shared so each record's copy is cheap.
 fn constant(n: &Node) -> Value {
     match &n.value {
-        NodeValue::Str(s) => Value::Shared(Arc::from(s.as_str())),
+        NodeValue::Str(s) => Value::Shared(SharedStr::interned(s)),
         NodeValue::Int(i) => Value::Int(*i),
         NodeValue::Float(f) => Value::Float(*f),
         NodeValue::Bool(b) => Value::Bool(*b),
-        NodeValue::Datetime(d) => Value::Shared(Arc::from(d.as_str())),
+        NodeValue::Datetime(d) => Value::Shared(SharedStr::interned(d.as_str())),
         NodeValue::Array(items) => Value::List(items.iter().map(constant).collect()),
         NodeValue::Table(entries) => Value::Map(
             entries

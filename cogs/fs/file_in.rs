@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
-use crate::record::{Record, Value};
+use crate::record::{Record, SharedStr, Value};
 use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest, offset_key, path_key};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
@@ -99,7 +99,7 @@ impl FileIn {
             match Self::open(path, cx) {
                 Ok(input) => {
                     self.splitter.reset(0);
-                    let name = Value::Shared(path.to_string_lossy().into());
+                    let name = Value::Shared(SharedStr::interned(&path.to_string_lossy()));
                     self.current = Some((input, name));
                     return true;
                 }
@@ -121,8 +121,10 @@ impl FileIn {
             return;
         };
         let fill = |r: &mut Record, info: &crate::lines::LineInfo| {
-            r.insert(path_key(), name.clone());
-            r.insert(offset_key(), Value::Int(info.offset as i64));
+            // A line record holds only `message` (and maybe `truncated`) so far.
+            r.fields.append_new(path_key(), name.clone());
+            r.fields
+                .append_new(offset_key(), Value::Int(info.offset as i64));
         };
         match input.read(&mut self.splitter) {
             Ok(ReadStatus::Data) => {

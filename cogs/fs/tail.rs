@@ -6,7 +6,6 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirEntryExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
@@ -17,7 +16,7 @@ use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Par
 use crate::glob::{Glob, split_path};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
-use crate::record::{Record, Value};
+use crate::record::{Record, SharedStr, Value};
 use crate::supply::{line_record, offset_key, path_key};
 
 const READ: Local = 0;
@@ -442,7 +441,7 @@ impl Tail {
                         self.by_path.remove(&t.path);
                     }
                     t.path = path.to_path_buf();
-                    t.name = Value::Shared(Arc::from(path.to_string_lossy().as_ref()));
+                    t.name = Value::Shared(SharedStr::interned(&path.to_string_lossy()));
                     t.rotated = None;
                     // Renamed back under a followed name after it was read for good.
                     t.gone = false;
@@ -488,7 +487,7 @@ impl Tail {
             fid,
             Tracked {
                 path: path.to_path_buf(),
-                name: Value::Shared(Arc::from(path.to_string_lossy().as_ref())),
+                name: Value::Shared(SharedStr::interned(&path.to_string_lossy())),
                 dev: key.0,
                 ino: key.1,
                 head_len: 0,
@@ -579,7 +578,7 @@ impl Tail {
                 }
                 slog::info!(cx.logger(), "reading the rest of a file rotated while stopped";
                     "path" => %path.display(), "was" => %e.path.display(), "offset" => e.offset);
-                let was = Value::Shared(Arc::from(e.path.to_string_lossy().as_ref()));
+                let was = Value::Shared(SharedStr::interned(&e.path.to_string_lossy()));
                 let fid = self.add(&path, key, e.offset, Some(e), cx);
                 if let Some(t) = self.files.get_mut(&fid) {
                     t.name = was;

@@ -195,7 +195,7 @@ impl<D: 'static> Cog<D> for CidrTag<D> {
             Ok(ip) => {
                 let tags: Vec<Value> = self
                     .matches(ip)
-                    .map(|i| Value::Shared(self.names[i].clone()))
+                    .map(|i| Value::Shared(self.names[i].clone().into()))
                     .collect();
                 if !tags.is_empty() {
                     self.target.set(&mut d, Value::List(tags));

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -229,7 +229,7 @@ impl Acceptor for mio::net::TcpListener {
     type Conn = mio::net::TcpStream;
     fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
         let (s, a) = self.accept()?;
-        Ok((s, Value::Shared(Arc::from(a.to_string()))))
+        Ok((s, Value::Shared(a.to_string().into())))
     }
 }
 

@@ -464,7 +464,7 @@ impl UdpIn {
             r.id = cx.new_event_id();
             r.insert(message_key(), Value::Bytes(bytes.to_vec()));
             let peer_text = self.peers.get(peer);
-            r.insert(peer_key(), Value::Shared(Arc::clone(&peer_text)));
+            r.insert(peer_key(), Value::Shared(Arc::clone(&peer_text).into()));
             r.insert(received_at_key(), now.clone());
             if cut {
                 r.insert(truncated_key(), Value::Bool(true));

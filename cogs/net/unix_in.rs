@@ -4,12 +4,11 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::lines::LineInfo;
 use crate::prelude::*;
-use crate::record::{Record, Timestamp, Value};
+use crate::record::{Record, SharedStr, Timestamp, Value};
 use crate::supply::line_record;
 
 use super::tcp_in::{
@@ -161,7 +160,7 @@ impl Acceptor for mio::net::UnixListener {
     fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
         let (s, _) = self.accept()?;
         let peer = peer_cred(&s).unwrap_or_else(|| "unknown".to_string());
-        Ok((s, Value::Shared(Arc::from(peer))))
+        Ok((s, Value::Shared(SharedStr::from(peer))))
     }
 }
 

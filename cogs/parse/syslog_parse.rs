@@ -168,8 +168,8 @@ pub fn parse(line: &[u8], now: Now, out: &mut Map) -> Result<(), ParseError> {
     if line.first() == Some(&b'<') {
         let (pri, after) = pri(line)?;
         let names = pri_names();
-        out.insert(k.facility, Value::Shared(names.0[pri / 8].clone()));
-        out.insert(k.severity, Value::Shared(names.1[pri % 8].clone()));
+        out.insert(k.facility, Value::Shared(names.0[pri / 8].clone().into()));
+        out.insert(k.severity, Value::Shared(names.1[pri % 8].clone().into()));
         p = after;
         has_pri = true;
     }

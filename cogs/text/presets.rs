@@ -167,13 +167,13 @@ impl SharedCache {
         if let Some(a) = slot
             && a.as_bytes() == b
         {
-            return Value::Shared(Arc::clone(a));
+            return Value::Shared(Arc::clone(a).into());
         }
         match std::str::from_utf8(b) {
             Ok(s) => {
                 let a: Arc<str> = Arc::from(s);
                 *slot = Some(Arc::clone(&a));
-                Value::Shared(a)
+                Value::Shared(a.into())
             }
             Err(_) => Value::Bytes(b.to_vec()),
         }
