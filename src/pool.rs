@@ -163,12 +163,17 @@ pub fn fields_with(key: Key, bytes: &[u8], n: usize) -> Vec<(Key, Value)> {
         .unwrap_or_default();
     let mut entries = entries.unwrap_or_default();
     entries.reserve(n.max(1));
-    let mut buf = buf.unwrap_or_else(|| match class {
+    let buf = buf.unwrap_or_else(|| match class {
         Some(c) => Vec::with_capacity(1 << c),
         None => Vec::with_capacity(bytes.len()),
     });
-    buf.extend_from_slice(bytes);
+    // Filled in place: building the value and then moving it into the vector made the
+    // compiler shuffle the enum through the stack in overlapping pieces, and the reads
+    // stalled on those writes (store forwarding); that was most of a line record's cost.
     entries.push((key, Value::Bytes(buf)));
+    if let Some((_, Value::Bytes(b))) = entries.last_mut() {
+        b.extend_from_slice(bytes);
+    }
     entries
 }
 

@@ -28,7 +28,7 @@ use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest, offset_key, 
 pub struct FileIn {
     paths: Vec<PathBuf>,
     next: usize,
-    current: Option<(StreamInput, Value)>,
+    current: Option<(StreamInput, SharedStr)>,
     splitter: LineSplitter,
     paused: bool,
 }
@@ -99,7 +99,7 @@ impl FileIn {
             match Self::open(path, cx) {
                 Ok(input) => {
                     self.splitter.reset(0);
-                    let name = Value::Shared(SharedStr::interned(&path.to_string_lossy()));
+                    let name = SharedStr::interned(&path.to_string_lossy());
                     self.current = Some((input, name));
                     return true;
                 }
@@ -121,8 +121,9 @@ impl FileIn {
             return;
         };
         let fill = |r: &mut Record, info: &crate::lines::LineInfo| {
-            // A line record holds only `message` (and maybe `truncated`) so far.
-            r.fields.append_new(path_key(), name.clone());
+            // A line record holds only `message` (and maybe `truncated`) so far. The path
+            // is built here from the `SharedStr` (see `tail`'s `emit`).
+            r.fields.append_new(path_key(), Value::Shared(name.clone()));
             r.fields
                 .append_new(offset_key(), Value::Int(info.offset as i64));
         };
@@ -188,7 +189,7 @@ impl Cog<Record> for FileIn {
         if let Some((mut input, name)) = self.current.take() {
             input.unbind(cx);
             emit_rest(&mut self.splitter, 2, out, cx, |r, info| {
-                r.insert(path_key(), name.clone());
+                r.insert(path_key(), Value::Shared(name.clone()));
                 r.insert(offset_key(), Value::Int(info.offset as i64));
             });
         }

@@ -125,7 +125,7 @@ struct Dir {
 
 struct Tracked {
     path: PathBuf,
-    name: Value,
+    name: SharedStr,
     dev: u64,
     ino: u64,
     head_len: u32,
@@ -441,7 +441,7 @@ impl Tail {
                         self.by_path.remove(&t.path);
                     }
                     t.path = path.to_path_buf();
-                    t.name = Value::Shared(SharedStr::interned(&path.to_string_lossy()));
+                    t.name = SharedStr::interned(&path.to_string_lossy());
                     t.rotated = None;
                     // Renamed back under a followed name after it was read for good.
                     t.gone = false;
@@ -487,7 +487,7 @@ impl Tail {
             fid,
             Tracked {
                 path: path.to_path_buf(),
-                name: Value::Shared(SharedStr::interned(&path.to_string_lossy())),
+                name: SharedStr::interned(&path.to_string_lossy()),
                 dev: key.0,
                 ino: key.1,
                 head_len: 0,
@@ -578,7 +578,7 @@ impl Tail {
                 }
                 slog::info!(cx.logger(), "reading the rest of a file rotated while stopped";
                     "path" => %path.display(), "was" => %e.path.display(), "offset" => e.offset);
-                let was = Value::Shared(SharedStr::interned(&e.path.to_string_lossy()));
+                let was = SharedStr::interned(&e.path.to_string_lossy());
                 let fid = self.add(&path, key, e.offset, Some(e), cx);
                 if let Some(t) = self.files.get_mut(&fid) {
                     t.name = was;
@@ -1012,7 +1012,7 @@ impl Tail {
 fn emit(
     sp: &mut LineSplitter,
     fid: u64,
-    name: &Value,
+    name: &SharedStr,
     acks: &mut AckTracker,
     rest: bool,
     out: &mut Out<Record>,
@@ -1024,8 +1024,12 @@ fn emit(
             break;
         };
         let mut r = line_record(line.bytes, &line.info, 2, out, cx);
-        r.insert(path_key(), name.clone());
-        r.insert(offset_key(), Value::Int(line.info.offset as i64));
+        // A line record holds only `message` (and maybe `truncated`) so far. The path is
+        // built here from the `SharedStr`: cloning a whole `Value` was an out-of-line call
+        // whose result the compiler then copied through the stack in stalling pieces.
+        r.fields.append_new(path_key(), Value::Shared(name.clone()));
+        r.fields
+            .append_new(offset_key(), Value::Int(line.info.offset as i64));
         let id = r.id;
         out.push(r);
         acks.sent(fid, id, sp.consumed());
