@@ -96,9 +96,9 @@ impl<D> Out<D> {
     }
 
     /// Emits one datum to the next cog.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, d: D) {
-        self.buf.push(d);
+        crate::pool::push_in_place(&mut self.buf, d);
     }
 
     /// Emits every datum of `it`, in order.

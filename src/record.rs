@@ -762,10 +762,10 @@ impl Map {
     /// Appends `key` without looking for an existing entry: for a parser filling an
     /// empty map with keys it knows to be distinct. A duplicate key would make the map
     /// render it twice (checked in debug builds).
-    #[inline]
+    #[inline(always)]
     pub fn append_new(&mut self, key: Key, value: Value) {
         debug_assert!(!self.contains_key(key), "append_new with a present key");
-        self.entries.push((key, value));
+        crate::pool::push_in_place(&mut self.entries, (key, value));
     }
 
     /// Moves every entry of `other` into this map, as [`Map::insert`] would one by one,
