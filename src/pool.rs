@@ -4,14 +4,16 @@
 //! batch at a time. Handed to the allocator, those thousands of frees per batch coalesce
 //! into large free chunks and make glibc sweep its fast bins on every batch; the allocations
 //! of the next batch then miss its per-thread cache. Drains that are done with records give
-//! them back here instead ([`recycle`]), and supplies and parsers take their field vectors
-//! and text buffers from here ([`entries`], [`buffer`], [`text`]), so a steady stream runs
-//! with almost no allocator calls.
+//! them back here instead ([`recycle`]), and line supplies and parsers take their field
+//! vectors and text buffers from here ([`fields_with`], [`buffer`], [`text`]), so a steady
+//! stream runs with almost no allocator calls.
 //!
 //! The stash is per thread (the escapement thread; a worker thread keeps its own) and
-//! bounded: beyond [`MAX_SPARES`] spares per kind, or for outsized buffers, storage goes
-//! back to the allocator as usual. Everything here is an optimisation only: a record that
-//! is never recycled is simply freed.
+//! bounded: at most [`MAX_SPARES`] field vectors, [`MAX_CLASS_BYTES`] per buffer size class
+//! and [`MAX_STASHED_BYTES`] in all (each spare counted with its bookkeeping); beyond that,
+//! and for buffers above the largest class, storage goes back to the allocator as usual.
+//! Everything here is an optimisation only: a record that is never recycled is simply
+//! freed.
 
 use std::cell::RefCell;
 
@@ -19,20 +21,26 @@ use crate::record::{Key, Record, Value};
 
 /// Field vectors kept.
 pub const MAX_SPARES: usize = 16384;
-/// Bytes of buffers and field vectors kept, over all sizes.
+/// Bytes kept in buffers of one size class: a class nobody takes from (small strings a
+/// parser outside the pool made) cannot crowd out the others.
+pub const MAX_CLASS_BYTES: usize = 2 << 20;
+/// Bytes kept in all, buffers and field vectors.
 pub const MAX_STASHED_BYTES: usize = 8 << 20;
 /// Field vectors with more room than this are not kept.
 const MAX_ENTRIES: usize = 64;
-/// Buffers are kept by size class: class `c` holds buffers with room for at least `2^c`
-/// bytes, so any spare of the class a request rounds up to is large enough.
+/// Buffers are kept by size class: class `c` holds buffers with room for `2^c` to
+/// `2^(c+1) - 1` bytes, so any spare of the class a request rounds up to is large enough.
 const MIN_CLASS: u32 = 4;
 const MAX_CLASS: u32 = 14;
 const CLASSES: usize = (MAX_CLASS - MIN_CLASS + 1) as usize;
+/// What a spare costs beyond its bytes: the `Vec` kept here and the allocator's header.
+const SPARE_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>() + 16;
 
 #[derive(Default)]
 struct Stash {
     entries: Vec<Vec<(Key, Value)>>,
     buffers: [Vec<Vec<u8>>; CLASSES],
+    class_bytes: [usize; CLASSES],
     stashed_bytes: usize,
 }
 
@@ -43,28 +51,43 @@ fn class_for(n: usize) -> Option<u32> {
     (c <= MAX_CLASS).then_some(c)
 }
 
+/// What a stashed field vector counts against [`MAX_STASHED_BYTES`] (it is empty).
+fn entries_cost(v: &mut Vec<(Key, Value)>) -> usize {
+    std::mem::size_of_val(v.spare_capacity_mut()) + SPARE_OVERHEAD
+}
+
 impl Stash {
     #[inline]
     fn keep_buffer(&mut self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
-        if cap < 1 << MIN_CLASS || self.stashed_bytes + cap > MAX_STASHED_BYTES {
+        if !(1 << MIN_CLASS..1 << (MAX_CLASS + 1)).contains(&cap) {
             return;
         }
-        let class = (usize::BITS - 1 - cap.leading_zeros()).min(MAX_CLASS);
+        let class = (usize::BITS - 1 - cap.leading_zeros()) as usize - MIN_CLASS as usize;
+        let cost = cap + SPARE_OVERHEAD;
+        if self.class_bytes[class] + cost > MAX_CLASS_BYTES
+            || self.stashed_bytes + cost > MAX_STASHED_BYTES
+        {
+            return;
+        }
         buf.clear();
-        self.stashed_bytes += cap;
-        self.buffers[(class - MIN_CLASS) as usize].push(buf);
+        self.class_bytes[class] += cost;
+        self.stashed_bytes += cost;
+        self.buffers[class].push(buf);
     }
 
     fn take_entries(&mut self) -> Option<Vec<(Key, Value)>> {
         let mut v = self.entries.pop()?;
-        self.stashed_bytes -= std::mem::size_of_val(v.spare_capacity_mut());
+        self.stashed_bytes -= entries_cost(&mut v);
         Some(v)
     }
 
     fn take_buffer(&mut self, class: u32) -> Option<Vec<u8>> {
-        let b = self.buffers[(class - MIN_CLASS) as usize].pop()?;
-        self.stashed_bytes -= b.capacity();
+        let class = (class - MIN_CLASS) as usize;
+        let b = self.buffers[class].pop()?;
+        let cost = b.capacity() + SPARE_OVERHEAD;
+        self.class_bytes[class] -= cost;
+        self.stashed_bytes -= cost;
         Some(b)
     }
 
@@ -90,13 +113,13 @@ impl Stash {
             }
         }
         entries.clear();
-        let bytes = std::mem::size_of_val(entries.spare_capacity_mut());
+        let cost = entries_cost(&mut entries);
         if entries.capacity() > 0
             && entries.capacity() <= MAX_ENTRIES
             && self.entries.len() < MAX_SPARES
-            && self.stashed_bytes + bytes <= MAX_STASHED_BYTES
+            && self.stashed_bytes + cost <= MAX_STASHED_BYTES
         {
-            self.stashed_bytes += bytes;
+            self.stashed_bytes += cost;
             self.entries.push(entries);
         }
     }
@@ -142,16 +165,6 @@ pub fn recycle_value(v: Value) {
             }
         });
     }
-}
-
-/// An empty field vector with room for at least `n` entries.
-#[inline]
-pub fn entries(n: usize) -> Vec<(Key, Value)> {
-    let mut v = with_stash(Stash::take_entries)
-        .flatten()
-        .unwrap_or_default();
-    v.reserve(n);
-    v
 }
 
 /// The fields of a new line record: `key` holding a copy of `bytes`, with room for `n`
@@ -260,23 +273,49 @@ mod tests {
         assert_eq!(long, vec![b'y'; 150]);
         let short = text("10.0.0.1");
         assert_eq!(short, "10.0.0.1");
-        let e = entries(2);
-        assert!(e.is_empty() && e.capacity() >= 4);
+        let e = fields_with(k, b"z", 2);
+        assert!(
+            e.len() == 1 && e.capacity() >= 4,
+            "the field vector came back"
+        );
         assert_eq!(stash_sizes(), before);
+    }
 
-        // Tiny buffers are not kept, nor more bytes than MAX_STASHED_BYTES.
+    fn class_sizes() -> ([usize; CLASSES], usize) {
+        with_stash(|s| (s.class_bytes, s.stashed_bytes)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_full_class_does_not_crowd_out_the_others() {
+        // Tiny and outsized buffers are not kept.
+        let before = class_sizes();
         recycle_value(Value::Bytes(Vec::with_capacity(3)));
-        assert_eq!(stash_sizes(), before);
-        for _ in 0..MAX_STASHED_BYTES / 1000 + 10 {
+        recycle_value(Value::Bytes(Vec::with_capacity(1 << (MAX_CLASS + 1))));
+        assert_eq!(class_sizes(), before);
+        // One class fills up to its own limit...
+        for _ in 0..MAX_CLASS_BYTES / 1000 + 10 {
             recycle_value(Value::Bytes(Vec::with_capacity(1000)));
         }
-        let stashed = with_stash(|s| s.stashed_bytes).unwrap_or_default();
-        assert!(stashed <= MAX_STASHED_BYTES, "{stashed} bytes stashed");
-        assert!(
-            stashed > MAX_STASHED_BYTES - 2000,
-            "{stashed} bytes stashed"
+        let (classes, _) = class_sizes();
+        let c1000 = 9 - MIN_CLASS as usize;
+        assert!(classes[c1000] <= MAX_CLASS_BYTES, "{classes:?}");
+        assert!(classes[c1000] > MAX_CLASS_BYTES - 1100, "{classes:?}");
+        // ...and another class is still kept.
+        recycle_value(Value::Bytes(Vec::with_capacity(300)));
+        assert_eq!(
+            class_sizes().0[8 - MIN_CLASS as usize],
+            300 + SPARE_OVERHEAD
         );
-        // A large request is served from a class whose spares all fit it.
+        // A request is served from a class whose spares all fit it.
         assert_eq!(buffer(400).capacity(), 1000);
+        // Filling more classes stops at the overall limit.
+        for size in [2000, 4000, 8000, 16000, 30000] {
+            for _ in 0..MAX_CLASS_BYTES / size + 10 {
+                recycle_value(Value::Bytes(Vec::with_capacity(size)));
+            }
+        }
+        let (_, total) = class_sizes();
+        assert!(total <= MAX_STASHED_BYTES, "{total}");
+        assert!(total > MAX_STASHED_BYTES - 40_000, "{total}");
     }
 }

@@ -763,7 +763,7 @@ impl Map {
     /// empty map with keys it knows to be distinct. A duplicate key would make the map
     /// render it twice (checked in debug builds).
     #[inline(always)]
-    pub fn append_new(&mut self, key: Key, value: Value) {
+    pub(crate) fn append_new(&mut self, key: Key, value: Value) {
         debug_assert!(!self.contains_key(key), "append_new with a present key");
         crate::pool::push_in_place(&mut self.entries, (key, value));
     }
@@ -1002,7 +1002,9 @@ pub enum SharedStr {
 
 /// Distinct strings [`SharedStr::interned`] keeps before it hands out counted ones: names
 /// of sources (file paths) are few, but a daemon that runs for years must not grow without
-/// bound if they are not.
+/// bound if they are not. The first names stay: where files get new names forever (dated
+/// rotations, one file per pod), later ones are counted, which costs an atomic count per
+/// record, nothing more.
 pub const MAX_INTERNED: usize = 4096;
 
 impl SharedStr {

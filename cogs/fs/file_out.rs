@@ -685,8 +685,10 @@ impl FileOut {
     fn route_batch(&mut self, batch: &[Record], out: &mut Out<Record>, cx: &mut Ctx) {
         self.clock += 1;
         for r in batch.iter() {
+            // Never `None` here (`process_batch` checks, and nothing in the loop clears it);
+            // borrowed anew per record because `route_new` needs all of `self`.
             let Some(t) = &self.template else {
-                return;
+                continue;
             };
             self.path_buf.clear();
             self.path_buf.extend_from_slice(&t.base);
