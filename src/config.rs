@@ -13,6 +13,7 @@
 //! [engine]
 //! inotify = true            # false: file cogs poll instead
 //! workers = 0               # worker threads for blocking jobs; 0 = one per core
+//! stop_timeout = "30s"      # longest a shutdown may take; unset: wait for every cog
 //!
 //! [[train]]
 //! name = "main"
@@ -811,6 +812,9 @@ pub struct EngineSettings {
     pub inotify: bool,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// Longest a shutdown may take before the daemon stops without finishing; `None`:
+    /// wait for every cog.
+    pub stop_timeout: Option<Duration>,
 }
 
 /// One `[[train]]` as written.
@@ -891,6 +895,7 @@ impl Config {
             engine: EngineSettings {
                 inotify: true,
                 workers: 0,
+                stop_timeout: None,
             },
             trains: Vec::new(),
             src,
@@ -909,18 +914,23 @@ impl Config {
                     }
                 }
                 "engine" => {
-                    for (k, v) in cfg.section(n, "engine", &["inotify", "workers"])? {
+                    let keys = &["inotify", "workers", "stop_timeout"];
+                    for (k, v) in cfg.section(n, "engine", keys)? {
                         match (k.get_ref().as_str(), &v.value) {
                             ("inotify", NodeValue::Bool(b)) => cfg.engine.inotify = *b,
                             ("workers", NodeValue::Int(i)) if (0..=1024).contains(i) => {
                                 cfg.engine.workers = *i as usize
+                            }
+                            ("stop_timeout", NodeValue::Str(t)) if parse_duration(t).is_some() => {
+                                cfg.engine.stop_timeout = parse_duration(t)
                             }
                             (key, _) => {
                                 return Err(cfg.section_error(
                                     v,
                                     "engine",
                                     key,
-                                    "expected inotify = true|false, workers = 0..1024",
+                                    "expected inotify = true|false, workers = 0..1024, \
+                                     stop_timeout = \"30s\"",
                                 ));
                             }
                         }
@@ -1342,6 +1352,17 @@ mod tests {
         assert_eq!(parse_size("10kB"), Some(10_000));
         assert_eq!(parse_size("1 MiB"), Some(1 << 20));
         assert_eq!(parse_size("1XB"), None);
+    }
+
+    #[test]
+    fn engine_stop_timeout() {
+        let train = "[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n";
+        let c = parse(&format!("[engine]\nstop_timeout = \"2.5s\"\n{train}")).unwrap();
+        assert_eq!(c.engine.stop_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(parse(train).unwrap().engine.stop_timeout, None);
+        let e = parse(&format!("[engine]\nstop_timeout = \"soon\"\n{train}")).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("stop_timeout"), "{e}");
+        assert_eq!(e.at.map(|(line, _)| line), Some(2), "{e}");
     }
 
     #[test]

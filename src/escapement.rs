@@ -89,6 +89,10 @@ pub struct Options {
     pub logger: Option<Logger>,
     /// How many readiness events one `poll` call may return.
     pub events_capacity: usize,
+    /// Longest a shutdown may take: once it has run this long, the escapement stops as on
+    /// a second signal ([`Escapement::run`] returns an error; what unfinished cogs held is
+    /// not written). `None` (the default) waits for every cog to finish.
+    pub stop_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -100,6 +104,7 @@ impl Default for Options {
             control_signals: false,
             logger: None,
             events_capacity: 1024,
+            stop_timeout: None,
         }
     }
 }
@@ -813,6 +818,8 @@ pub struct Escapement {
     trains_finished: Vec<bool>,
     /// A second SIGTERM/SIGINT arrived during the shutdown.
     forced: bool,
+    /// When the shutdown must be over, with [`Options::stop_timeout`].
+    stop_deadline: Option<Instant>,
     started: bool,
     ran: bool,
 }
@@ -904,6 +911,7 @@ impl Escapement {
             feeds: Vec::new(),
             trains_finished: Vec::new(),
             forced: false,
+            stop_deadline: None,
             started: false,
             ran: false,
         })
@@ -1063,6 +1071,16 @@ impl Escapement {
             if self.core.shutdown && self.step_shutdown() {
                 return Ok(());
             }
+            if self.core.shutdown && self.stop_deadline.is_none() {
+                self.stop_deadline = self.core.options.stop_timeout.map(|t| Instant::now() + t);
+            }
+            if self.stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                slog::warn!(self.core.logger, "stop_timeout passed: stopping without finishing";
+                    "stop_timeout" => ?self.core.options.stop_timeout);
+                return Err("stop_timeout passed before every cog had finished: \
+                            data held by unfinished cogs were not written"
+                    .into());
+            }
             if self.forced {
                 // `run` gives every cog `done`: bindings are released, nothing more flows.
                 return Err("stopped by a second signal before every cog had finished: \
@@ -1122,7 +1140,11 @@ impl Escapement {
         let timeout = if !self.core.immediate.is_empty() {
             Some(Duration::ZERO)
         } else {
-            self.next_deadline()
+            let timer = self.next_deadline();
+            [timer, self.stop_deadline]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.saturating_duration_since(now))
         };
         self.poll(timeout)?;

@@ -138,6 +138,7 @@ fn serve(
     let mut esc = Escapement::with_options(Options {
         inotify: config.engine.inotify,
         workers: config.engine.workers,
+        stop_timeout: config.engine.stop_timeout,
         shutdown_on_signals: true,
         control_signals: true,
         logger: Some(logger.clone()),

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Condvar, Mutex, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadbeat::inotify::WatchMask;
 use deadbeat::mio::net::TcpListener;
@@ -634,6 +634,56 @@ fn a_second_sigterm_stops_a_shutdown_that_cannot_finish() {
     backstop.join().unwrap();
     let err = result.expect_err("a forced stop is not a clean one");
     assert!(err.to_string().contains("second signal"), "{err}");
+    let entries = log.only(&["s:", "stuck:", "WATCHDOG"]);
+    assert_eq!(
+        entries,
+        strs(&["s: finish", "stuck: finish", "s: done", "stuck: done"]),
+        "{:#?}",
+        log.entries()
+    );
+}
+
+#[test]
+fn stop_timeout_ends_a_shutdown_that_cannot_finish() {
+    let _g = signal_lock();
+    let log = Log::default();
+    // A drain that never finishes (its peer never comes back) and one SIGTERM: with
+    // `stop_timeout` the escapement stops by itself once the timeout has passed.
+    let stuck = Probe::<u64>::new("stuck", &log)
+        .on_start(|cx| {
+            cx.enqueue(0);
+            Ok(())
+        })
+        .on_wake(|_, _, _, cx| {
+            if !cx.is_shutting_down() {
+                raise(SIGTERM);
+            }
+        })
+        .on_finish(|_, cx| cx.linger());
+    let mut esc = Escapement::with_options(Options {
+        shutdown_on_signals: true,
+        stop_timeout: Some(Duration::from_millis(300)),
+        ..opts()
+    })
+    .unwrap();
+    esc.add_train(Train::new("t").cog(endless("s", &log)).cog(stuck))
+        .unwrap();
+    add_watchdog(&mut esc, &log);
+    let (tx, rx) = mpsc::channel::<()>();
+    let backstop = std::thread::spawn(move || {
+        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
+            eprintln!("stop_timeout did not stop the escapement");
+            std::process::abort();
+        }
+    });
+    let started = Instant::now();
+    let result = esc.run();
+    let took = started.elapsed();
+    tx.send(()).unwrap();
+    backstop.join().unwrap();
+    let err = result.expect_err("a timed-out stop is not a clean one");
+    assert!(err.to_string().contains("stop_timeout"), "{err}");
+    assert!(took >= Duration::from_millis(300), "stopped after {took:?}");
     let entries = log.only(&["s:", "stuck:", "WATCHDOG"]);
     assert_eq!(
         entries,
