@@ -597,82 +597,37 @@ fn a_finished_cog_cannot_start_new_jobs() {
     );
 }
 
-#[test]
-fn a_second_sigterm_stops_a_shutdown_that_cannot_finish() {
+/// Runs a train whose drain never finishes (its peer never comes back: it lingers in
+/// `finish`, `stuck_finish` says how) after one SIGTERM, which the drain raises from its
+/// first wake (and again from every wake if `raise_again`). The run must end with an error
+/// by `options`' own means (a backstop aborts after 30 s instead of hanging CI); returns the
+/// error and how long the run took, after checking every cog was finished then done.
+fn run_stuck_shutdown(
+    options: Options,
+    raise_again: bool,
+    stuck_finish: impl Fn(&mut Ctx) + 'static,
+) -> (String, Duration) {
     let _g = signal_lock();
     let log = Log::default();
-    // A drain whose peer never comes back: it lingers in finish and asks for the second
-    // signal once it is stuck there.
     let stuck = Probe::<u64>::new("stuck", &log)
         .on_start(|cx| {
             cx.enqueue(0);
             Ok(())
         })
-        .on_wake(|_, _, _, _| raise(SIGTERM))
-        .on_finish(|_, cx| {
-            cx.linger();
-            let _ = cx.timer_after(Duration::from_millis(20), 1);
-        });
-    let mut esc = Escapement::with_options(Options {
-        shutdown_on_signals: true,
-        ..opts()
-    })
-    .unwrap();
-    esc.add_train(Train::new("t").cog(endless("s", &log)).cog(stuck))
-        .unwrap();
-    add_watchdog(&mut esc, &log);
-    // Without the forced stop this run would never return: abort instead of hanging CI.
-    let (tx, rx) = mpsc::channel::<()>();
-    let backstop = std::thread::spawn(move || {
-        if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            eprintln!("a second SIGTERM did not stop the escapement");
-            std::process::abort();
-        }
-    });
-    let result = esc.run();
-    tx.send(()).unwrap();
-    backstop.join().unwrap();
-    let err = result.expect_err("a forced stop is not a clean one");
-    assert!(err.to_string().contains("second signal"), "{err}");
-    let entries = log.only(&["s:", "stuck:", "WATCHDOG"]);
-    assert_eq!(
-        entries,
-        strs(&["s: finish", "stuck: finish", "s: done", "stuck: done"]),
-        "{:#?}",
-        log.entries()
-    );
-}
-
-#[test]
-fn stop_timeout_ends_a_shutdown_that_cannot_finish() {
-    let _g = signal_lock();
-    let log = Log::default();
-    // A drain that never finishes (its peer never comes back) and one SIGTERM: with
-    // `stop_timeout` the escapement stops by itself once the timeout has passed.
-    let stuck = Probe::<u64>::new("stuck", &log)
-        .on_start(|cx| {
-            cx.enqueue(0);
-            Ok(())
-        })
-        .on_wake(|_, _, _, cx| {
-            if !cx.is_shutting_down() {
+        .on_wake(move |_, _, _, cx| {
+            if raise_again || !cx.is_shutting_down() {
                 raise(SIGTERM);
             }
         })
-        .on_finish(|_, cx| cx.linger());
-    let mut esc = Escapement::with_options(Options {
-        shutdown_on_signals: true,
-        stop_timeout: Some(Duration::from_millis(300)),
-        ..opts()
-    })
-    .unwrap();
+        .on_finish(move |_, cx| stuck_finish(cx));
+    let mut esc = Escapement::with_options(options).unwrap();
     esc.add_train(Train::new("t").cog(endless("s", &log)).cog(stuck))
         .unwrap();
     add_watchdog(&mut esc, &log);
     let (tx, rx) = mpsc::channel::<()>();
     let backstop = std::thread::spawn(move || {
         if rx.recv_timeout(Duration::from_secs(30)).is_err() {
-            eprintln!("stop_timeout did not stop the escapement");
+            eprintln!("the stuck shutdown was never ended");
             std::process::abort();
         }
     });
@@ -681,9 +636,7 @@ fn stop_timeout_ends_a_shutdown_that_cannot_finish() {
     let took = started.elapsed();
     tx.send(()).unwrap();
     backstop.join().unwrap();
-    let err = result.expect_err("a timed-out stop is not a clean one");
-    assert!(err.to_string().contains("stop_timeout"), "{err}");
-    assert!(took >= Duration::from_millis(300), "stopped after {took:?}");
+    let err = result.expect_err("a forced stop is not a clean one");
     let entries = log.only(&["s:", "stuck:", "WATCHDOG"]);
     assert_eq!(
         entries,
@@ -691,4 +644,32 @@ fn stop_timeout_ends_a_shutdown_that_cannot_finish() {
         "{:#?}",
         log.entries()
     );
+    (err.to_string(), took)
+}
+
+#[test]
+fn a_second_sigterm_stops_a_shutdown_that_cannot_finish() {
+    // The stuck drain wakes on a timer in `finish` and raises the second signal.
+    let options = Options {
+        shutdown_on_signals: true,
+        ..opts()
+    };
+    let (err, _) = run_stuck_shutdown(options, true, |cx| {
+        cx.linger();
+        let _ = cx.timer_after(Duration::from_millis(20), 1);
+    });
+    assert!(err.contains("second signal"), "{err}");
+}
+
+#[test]
+fn stop_timeout_ends_a_shutdown_that_cannot_finish() {
+    // One SIGTERM only: the escapement stops by itself once `stop_timeout` has passed.
+    let options = Options {
+        shutdown_on_signals: true,
+        stop_timeout: Some(Duration::from_millis(300)),
+        ..opts()
+    };
+    let (err, took) = run_stuck_shutdown(options, false, |cx| cx.linger());
+    assert!(err.contains("stop_timeout"), "{err}");
+    assert!(took >= Duration::from_millis(300), "stopped after {took:?}");
 }
