@@ -1,23 +1,31 @@
 //! `ip` cogs: `anonymise` and `cidr_tag` through the real binary.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use crate::engine::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 
-/// Runs `cogs` between `stdin` and a JSON `stdout`; returns (success, stdout lines, stderr).
-pub(crate) fn run_train(tag: &str, cogs: &str, input: &str) -> (bool, Vec<String>, String) {
-    let dir = TempDir::new(tag);
+/// Writes `dir/deadbeat.toml`: one train of `stdin`, `cogs`, then `stdout` with `stdout`'s
+/// keys.
+fn write_train(dir: &TempDir, cogs: &str, stdout: &str) -> PathBuf {
     let cfg = dir.path().join("deadbeat.toml");
     std::fs::write(
         &cfg,
         format!(
             "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n{cogs}\n\
-             [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n"
+             [[train.cog]]\ntype = \"stdout\"\n{stdout}"
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// Runs `cogs` between `stdin` and a JSON `stdout`; returns (success, stdout lines, stderr).
+pub(crate) fn run_train(tag: &str, cogs: &str, input: &str) -> (bool, Vec<String>, String) {
+    let dir = TempDir::new(tag);
+    let cfg = write_train(&dir, cogs, "format = \"json\"\n");
     let (st, out, err) = crate::daemon::run_with_stdin(&cfg, input.as_bytes());
     let out = String::from_utf8_lossy(&out);
     (st.success(), out.lines().map(str::to_string).collect(), err)
@@ -26,15 +34,7 @@ pub(crate) fn run_train(tag: &str, cogs: &str, input: &str) -> (bool, Vec<String
 /// Runs `deadbeat check` on a train of `cogs`; returns (success, stderr).
 pub(crate) fn check(tag: &str, cogs: &str) -> (bool, String) {
     let dir = TempDir::new(tag);
-    let cfg = dir.path().join("deadbeat.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n{cogs}\n\
-             [[train.cog]]\ntype = \"stdout\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = write_train(&dir, cogs, "");
     let res = Command::new(BIN)
         .args(["check", cfg.to_str().unwrap()])
         .output()
@@ -110,39 +110,40 @@ fn anonymise_keep_passes_non_addresses_with_a_reason() {
     );
 }
 
+/// `deadbeat check` refuses a train of `cogs`, naming every one of `needles`.
+#[track_caller]
+fn assert_refused(tag: &str, cogs: &str, needles: &[&str]) {
+    let (ok, err) = check(tag, cogs);
+    assert!(!ok && needles.iter().all(|n| err.contains(n)), "{err}");
+}
+
 #[test]
 fn anonymise_config_errors() {
-    let (ok, err) = check(
+    assert_refused(
         "anon-nokey",
         "[[train.cog]]\ntype = \"anonymise\"\nmode = \"keyed\"\n",
+        &["needs one of `key`"],
     );
-    assert!(!ok && err.contains("needs one of `key`"), "{err}");
-    let (ok, err) = check(
+    assert_refused(
         "anon-short",
         "[[train.cog]]\ntype = \"anonymise\"\nmode = \"keyed\"\nkey = \"short\"\n",
+        &["key \"key\"", "at least 16"],
     );
-    assert!(
-        !ok && err.contains("key \"key\"") && err.contains("at least 16"),
-        "{err}"
-    );
-    let (ok, err) = check(
+    assert_refused(
         "anon-trunc-key",
         "[[train.cog]]\ntype = \"anonymise\"\nkey = \"0123456789abcdef\"\n",
+        &["only with mode"],
     );
-    assert!(!ok && err.contains("only with mode"), "{err}");
-    let (ok, err) = check(
+    assert_refused(
         "anon-prefix",
         "[[train.cog]]\ntype = \"anonymise\"\nipv4_prefix = 33\n",
+        &["ipv4_prefix", "0 to 32"],
     );
-    assert!(
-        !ok && err.contains("ipv4_prefix") && err.contains("0 to 32"),
-        "{err}"
-    );
-    let (ok, err) = check(
+    assert_refused(
         "anon-file",
         "[[train.cog]]\ntype = \"anonymise\"\nmode = \"keyed\"\nkey_file = \"nope.key\"\n",
+        &["cannot read"],
     );
-    assert!(!ok && err.contains("cannot read"), "{err}");
 }
 
 #[test]
@@ -197,18 +198,14 @@ fn cidr_tag_names_matching_networks() {
 
 #[test]
 fn cidr_tag_bad_network_is_a_config_error_at_its_key() {
-    let (ok, err) = check(
+    assert_refused(
         "cidr-bad",
         "[[train.cog]]\ntype = \"cidr_tag\"\nnetworks = { ok = \"10.0.0.0/8\", bad = [\"10.1.0.0/8\"] }\n",
+        &["key \"networks.bad\"", "did you mean \"10.0.0.0/8\""],
     );
-    assert!(!ok, "{err}");
-    assert!(
-        err.contains("key \"networks.bad\"") && err.contains("did you mean \"10.0.0.0/8\""),
-        "{err}"
-    );
-    let (ok, err) = check(
+    assert_refused(
         "cidr-bad2",
         "[[train.cog]]\ntype = \"cidr_tag\"\nnetworks = { x = \"10.0.0.0/33\" }\n",
+        &["is not a network"],
     );
-    assert!(!ok && err.contains("is not a network"), "{err}");
 }

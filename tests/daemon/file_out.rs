@@ -11,6 +11,36 @@ fn stdin_config(dir: &Path, engine: &str, cog: &str) -> PathBuf {
     )
 }
 
+/// A train of `file_in` reading `paths` (a TOML array) into `file_out` with `cog`'s keys.
+fn file_in_config(dir: &Path, paths: &str, cog: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = {paths}\n\
+             [[train.cog]]\ntype = \"file_out\"\n{cog}"
+        ),
+    )
+}
+
+/// [`stdin_config`] for a `file_out` that must notice its file moved or removed by one
+/// means only: inotify (`reopen_check` off), or with inotify off, a stat every 50 ms.
+fn reopening_config(dir: &Path, inotify: bool, cog: &str) -> PathBuf {
+    let (engine, reopen) = if inotify {
+        ("", "0s")
+    } else {
+        ("[engine]\ninotify = false\n", "50ms")
+    };
+    stdin_config(dir, engine, &format!("{cog}reopen_check = \"{reopen}\"\n"))
+}
+
+/// `deadbeat check CONFIG`.
+fn check(cfg: &Path) -> std::process::Output {
+    deadbeat()
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
 fn finish(mut child: Child, stdin: std::process::ChildStdin) -> String {
     drop(stdin);
     let st = wait_exit(&mut child);
@@ -25,10 +55,10 @@ fn templated_path_follows_each_input_file() {
     let a = numbered(3_000);
     std::fs::write(dir.path().join("a.log"), &a).unwrap();
     std::fs::write(dir.path().join("b.log"), "b1\nb2\n").unwrap();
-    let cfg = write_config(
+    let cfg = file_in_config(
         dir.path(),
-        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"b.log\"]\n\
-         [[train.cog]]\ntype = \"file_out\"\npath = \"out/{path}.copy\"\n",
+        "[\"a.log\", \"b.log\"]",
+        "path = \"out/{path}.copy\"\n",
     );
     let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
@@ -55,10 +85,10 @@ fn refused_rendered_paths_go_to_the_fallback_file() {
         b"web1\nweb2\n../../escape\n\nsub/dir\nnul\0byte\nweb1\n/abs\n".as_slice(),
     )
     .unwrap();
-    let cfg = write_config(
+    let cfg = file_in_config(
         &dir.path().join("cfg"),
-        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
-         [[train.cog]]\ntype = \"file_out\"\npath = \"out/{message}\"\n",
+        "[\"in.log\"]",
+        "path = \"out/{message}\"\n",
     );
     let res = run_ok(&cfg);
     let err = String::from_utf8_lossy(&res.stderr);
@@ -129,10 +159,10 @@ fn fsync_always_writes_everything() {
     let dir = TempDir::new("fo-fsync-always");
     let lines = numbered(20_000);
     std::fs::write(dir.path().join("in.log"), &lines).unwrap();
-    let cfg = write_config(
+    let cfg = file_in_config(
         dir.path(),
-        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
-         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nfsync = \"always\"\n",
+        "[\"in.log\"]",
+        "path = \"out.log\"\nfsync = \"always\"\n",
     );
     run_ok(&cfg);
     assert_eq!(
@@ -165,16 +195,7 @@ fn fsync_interval_writes_everything_while_running_and_at_exit() {
 
 fn removed_output_is_recreated(inotify: bool) {
     let dir = TempDir::new("fo-removed");
-    let (engine, check) = if inotify {
-        ("", "0s")
-    } else {
-        ("[engine]\ninotify = false\n", "50ms")
-    };
-    let cfg = stdin_config(
-        dir.path(),
-        engine,
-        &format!("path = \"out.log\"\nreopen_check = \"{check}\"\n"),
-    );
+    let cfg = reopening_config(dir.path(), inotify, "path = \"out.log\"\n");
     let out = dir.path().join("out.log");
     let (child, mut stdin) = spawn_with_stdin(&cfg);
     stdin.write_all(b"before\n").unwrap();
@@ -200,16 +221,11 @@ fn removed_output_is_recreated_by_polling() {
 
 fn renamed_output_is_replaced(inotify: bool) {
     let dir = TempDir::new("fo-renamed");
-    let (engine, check) = if inotify {
-        ("", "0s")
-    } else {
-        ("[engine]\ninotify = false\n", "50ms")
-    };
     // A templated path, so rotation is covered for per-record files as well.
-    let cfg = stdin_config(
+    let cfg = reopening_config(
         dir.path(),
-        engine,
-        &format!("path = \"logs/{{message}}\"\nformat = \"json\"\nreopen_check = \"{check}\"\n"),
+        inotify,
+        "path = \"logs/{message}\"\nformat = \"json\"\n",
     );
     let out = dir.path().join("logs/x");
     let old = dir.path().join("logs/x.1");
@@ -275,20 +291,13 @@ fn bad_settings_are_configuration_errors() {
             "",
             &format!("path = \"out/{{message}}\"\n{cog}"),
         );
-        let res = deadbeat()
-            .args(["check", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let res = check(&cfg);
         let err = String::from_utf8_lossy(&res.stderr);
         assert_eq!(res.status.code(), Some(2), "{cog}: {err}");
         assert!(err.contains(needle), "{err}");
     }
     let cfg = stdin_config(dir.path(), "", "path = \"out/{a}/../x\"\n");
-    let res = deadbeat()
-        .args(["check", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(res.status.code(), Some(2));
+    assert_eq!(check(&cfg).status.code(), Some(2));
 }
 
 /// Runs supply → `file_out` in process: three records in one batch, then reports how many

@@ -41,6 +41,13 @@ impl Tailer {
         }
     }
 
+    /// Runs a daemon on `cfg` until `n` lines are in out.log, and stops it cleanly.
+    fn catch_up(dir: &Path, cfg: &Path, n: usize) {
+        let t = Tailer::start(dir, cfg);
+        t.wait_lines(n);
+        t.stop();
+    }
+
     fn wait_lines(&self, n: usize) {
         let out = self.dir.join("out.log");
         wait_for(&format!("{n} lines in out.log"), || line_count(&out) >= n);
@@ -106,12 +113,28 @@ fn logs(dir: &Path) -> PathBuf {
     p
 }
 
+/// A fresh directory tagged `tag`, its `logs/` and the path of `logs/app.log` (not created).
+fn app_log(tag: &str) -> (TempDir, PathBuf, PathBuf) {
+    let dir = TempDir::new(tag);
+    let logs = logs(dir.path());
+    let app = logs.join("app.log");
+    (dir, logs, app)
+}
+
+/// Cuts `p` to length 0 in place, as copytruncate and `> file` do.
+fn truncate(p: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 const FOLLOW: &str = "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\nrotate_wait = \"2s\"\n";
 
 fn rename_rotation(inotify: bool) {
-    let dir = TempDir::new(if inotify { "rot-ino" } else { "rot-poll" });
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log(if inotify { "rot-ino" } else { "rot-poll" });
     append(&app, &lines("a", 0, 1000));
     let cfg = config(
         dir.path(),
@@ -152,30 +175,18 @@ fn rename_rotation_and_discovery_without_inotify() {
 
 #[test]
 fn copytruncate_and_plain_truncate_restart_from_zero() {
-    let dir = TempDir::new("copytrunc");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log("copytrunc");
     append(&app, &lines("a", 0, 1000));
     let cfg = config(dir.path(), true, FOLLOW);
     let t = Tailer::start(dir.path(), &cfg);
     t.wait_lines(1000);
     // copytruncate: the copy is not followed (its name does not match).
     std::fs::copy(&app, logs.join("app.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .open(&app)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&app);
     append(&app, &lines("b", 0, 100));
     t.wait_lines(1100);
     // Plain truncation.
-    OpenOptions::new()
-        .write(true)
-        .open(&app)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    truncate(&app);
     append(&app, &lines("c", 0, 10));
     t.wait_lines(1110);
     t.stop();
@@ -191,28 +202,20 @@ fn copytruncate_and_plain_truncate_restart_from_zero() {
 
 #[test]
 fn rotation_while_stopped_loses_and_repeats_nothing() {
-    let dir = TempDir::new("rot-stopped");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log("rot-stopped");
     append(&app, &lines("a", 0, 500));
     let cfg = config(dir.path(), true, FOLLOW);
-    let t = Tailer::start(dir.path(), &cfg);
-    t.wait_lines(500);
-    t.stop();
+    Tailer::catch_up(dir.path(), &cfg, 500);
     append(&app, &lines("a", 500, 600));
     std::fs::rename(&app, logs.join("app.log.1")).unwrap();
     append(&app, &lines("b", 0, 50));
-    let t = Tailer::start(dir.path(), &cfg);
-    t.wait_lines(650);
-    t.stop();
+    Tailer::catch_up(dir.path(), &cfg, 650);
     assert_exactly_once(dir.path(), &[&lines("a", 0, 600), &lines("b", 0, 50)]);
 }
 
 #[test]
 fn restart_resumes_at_the_acknowledged_checkpoint() {
-    let dir = TempDir::new("restart");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, _, app) = app_log("restart");
     append(&app, &lines("a", 0, 300));
     // No drain acknowledges: the checkpoint stays where it was, everything is sent again.
     let unacked = write_config(
@@ -225,21 +228,15 @@ fn restart_resumes_at_the_acknowledged_checkpoint() {
     t.stop();
     // Same `paths`, same train name: the same checkpoint.
     let cfg = config(dir.path(), true, FOLLOW);
-    let t = Tailer::start(dir.path(), &cfg);
-    t.wait_lines(300);
-    t.stop();
+    Tailer::catch_up(dir.path(), &cfg, 300);
     append(&app, &lines("a", 300, 400));
-    let t = Tailer::start(dir.path(), &cfg);
-    t.wait_lines(400);
-    t.stop();
+    Tailer::catch_up(dir.path(), &cfg, 400);
     assert_exactly_once(dir.path(), &[&lines("a", 0, 400)]);
 }
 
 #[test]
 fn kill_9_mid_stream_loses_nothing() {
-    let dir = TempDir::new("kill9");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, _, app) = app_log("kill9");
     let (chunk, chunks) = (1000, 300);
     let total = chunk * chunks;
     append(&app, &lines("a", 0, chunk));
@@ -364,9 +361,7 @@ fn long_line_is_cut_at_max_line_bytes() {
 
 #[test]
 fn partial_last_line_is_held_then_emitted_once() {
-    let dir = TempDir::new("partial");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log("partial");
     append(&app, "a\nb");
     let cfg = config(dir.path(), true, FOLLOW);
     let t = Tailer::start(dir.path(), &cfg);
@@ -392,9 +387,7 @@ fn partial_last_line_is_held_then_emitted_once() {
 #[test]
 fn start_at_end_skips_what_was_there_and_beginning_reads_it() {
     for (start_at, want) in [("end", 5), ("beginning", 105)] {
-        let dir = TempDir::new(start_at);
-        let logs = logs(dir.path());
-        let app = logs.join("app.log");
+        let (dir, logs, app) = app_log(start_at);
         append(&app, &lines("old", 0, 100));
         let cfg = config(
             dir.path(),
@@ -435,11 +428,7 @@ fn exclude_and_follow_false_exhaust() {
     keys.sort();
     assert_eq!(keys, ["a1", "a2", "b1", "b2"]);
     // Read to the end already: a second run sends nothing.
-    let res = deadbeat()
-        .args(["run", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(res.status.success());
+    run_ok(&cfg);
     assert_eq!(line_count(&dir.path().join("out.log")), 4);
 }
 
@@ -453,15 +442,7 @@ fn corrupt_checkpoint_is_logged_and_ignored() {
         true,
         "paths = [\"logs/*.log\"]\nfollow = false\n",
     );
-    let run = || {
-        let res = deadbeat()
-            .args(["run", cfg.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&res.stderr).into_owned();
-        assert!(res.status.success(), "{err}");
-        err
-    };
+    let run = || String::from_utf8_lossy(&run_ok(&cfg).stderr).into_owned();
     run();
     let mut corrupted = 0;
     for e in std::fs::read_dir(dir.path().join("st")).unwrap().flatten() {
@@ -477,9 +458,7 @@ fn corrupt_checkpoint_is_logged_and_ignored() {
 
 #[test]
 fn rotated_file_partial_line_is_emitted_after_rotate_wait() {
-    let dir = TempDir::new("rot-partial");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log("rot-partial");
     append(&app, "a1\na2");
     let cfg = config(
         dir.path(),
@@ -497,9 +476,7 @@ fn rotated_file_partial_line_is_emitted_after_rotate_wait() {
 
 #[test]
 fn stop_inside_the_rotate_window_finds_the_old_file_again() {
-    let dir = TempDir::new("rot-window");
-    let logs = logs(dir.path());
-    let app = logs.join("app.log");
+    let (dir, logs, app) = app_log("rot-window");
     append(&app, &lines("a", 0, 100));
     let cfg = config(dir.path(), true, FOLLOW);
     let t = Tailer::start(dir.path(), &cfg);
@@ -510,8 +487,6 @@ fn stop_inside_the_rotate_window_finds_the_old_file_again() {
     t.stop();
     // The application wrote on into the old file while the daemon was down.
     append(&logs.join("app.log.1"), &lines("a", 100, 120));
-    let t = Tailer::start(dir.path(), &cfg);
-    t.wait_lines(130);
-    t.stop();
+    Tailer::catch_up(dir.path(), &cfg, 130);
     assert_exactly_once(dir.path(), &[&lines("a", 0, 120), &lines("b", 0, 10)]);
 }

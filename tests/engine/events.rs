@@ -11,7 +11,7 @@ use deadbeat::inotify::{EventMask, WatchDescriptor, WatchMask};
 use deadbeat::mio::net::{TcpListener, TcpStream};
 use deadbeat::prelude::*;
 
-use super::{Log, Probe, TempDir, opts, run, strs};
+use super::{Log, Probe, TempDir, opts, run, run_train, strs};
 
 /// Reads what `s` has until it would block; `None` once the peer has closed.
 fn read_available(s: &mut impl Read, buf: &mut Vec<u8>) -> Option<()> {
@@ -56,9 +56,7 @@ fn immediate_calls_reach_their_cog_and_local_once() {
             Ok(())
         })
         .on_wake(move |local, why, _, _| lb.push(format!("b: {why:?} {local}")));
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(a).cog(b)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(a).cog(b), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -207,10 +205,7 @@ fn fd_readiness_reaches_each_cog_with_its_local() {
     };
     let drain = Probe::drain("drain", &log);
 
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(server).cog(client).cog(drain))
-        .unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(server).cog(client).cog(drain), &log);
 
     // Which readiness events come in one poll, and in what order, is up to the kernel:
     // check what each cog saw rather than one interleaving.
@@ -345,9 +340,7 @@ fn deregistered_fd_gets_no_more_events() {
         conns: Vec::new(),
         clients: Vec::new(),
     };
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -398,9 +391,7 @@ fn one_shot_timers_fire_once_at_their_deadline() {
                 cx.exhausted();
             }
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -413,35 +404,43 @@ fn one_shot_timers_fire_once_at_their_deadline() {
     );
 }
 
-#[test]
-fn timers_fire_earliest_deadline_first() {
-    let log = Log::default();
+/// A supply `t` that sets its timers in `set` and records `"t: <local>"` for each one that
+/// fires, exhausted after the `n`th.
+fn timer_recorder(
+    log: &Log,
+    n: usize,
+    set: impl FnMut(&mut Ctx) -> Result<(), BoxError> + 'static,
+) -> Probe<u64> {
     let l = log.clone();
     let mut fired = 0;
-    let cog = Probe::<u64>::new("t", &log)
+    Probe::new("t", log)
         .supply()
-        .on_start(|cx| {
-            let base = Instant::now();
-            // Set out of order; local = deadline in ms.
-            for ms in [50u32, 10, 40, 20, 30] {
-                cx.timer_at(base + Duration::from_millis(ms.into()), ms)?;
-            }
-            // Equal deadlines keep the order they were set in.
-            let tie = base + Duration::from_millis(25);
-            cx.timer_at(tie, 26)?;
-            cx.timer_at(tie, 25)?;
-            Ok(())
-        })
+        .on_start(set)
         .on_wake(move |local, _, _, cx| {
             l.push(format!("t: {local}"));
             fired += 1;
-            if fired == 7 {
+            if fired == n {
                 cx.exhausted();
             }
-        });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+        })
+}
+
+#[test]
+fn timers_fire_earliest_deadline_first() {
+    let log = Log::default();
+    let cog = timer_recorder(&log, 7, |cx| {
+        let base = Instant::now();
+        // Set out of order; local = deadline in ms.
+        for ms in [50u32, 10, 40, 20, 30] {
+            cx.timer_at(base + Duration::from_millis(ms.into()), ms)?;
+        }
+        // Equal deadlines keep the order they were set in.
+        let tie = base + Duration::from_millis(25);
+        cx.timer_at(tie, 26)?;
+        cx.timer_at(tie, 25)?;
+        Ok(())
+    });
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.only(&["t: "]),
         strs(&[
@@ -490,9 +489,7 @@ fn periodic_timer_ticks_until_cancelled() {
             }
             (local, why) => l.push(format!("t: unexpected {local} {why:?}")),
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -631,9 +628,7 @@ fn unwatch_stops_inotify_events_for_that_cog_only() {
             l.push(line);
         });
 
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(a).cog(b)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(a).cog(b), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -726,10 +721,7 @@ fn a_timer_rearmed_for_now_waits_for_the_next_turn() {
             Ok(())
         })
         .on_wake(move |_, _, _, _| o.set(true));
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(eager).cog(other))
-        .unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(eager).cog(other), &log);
     assert_eq!(
         log.only(&["eager: other"]),
         strs(&["eager: other ran after 2 rounds"])
@@ -739,31 +731,18 @@ fn a_timer_rearmed_for_now_waits_for_the_next_turn() {
 #[test]
 fn many_cancelled_timers_leave_the_live_ones_alone() {
     let log = Log::default();
-    let l = log.clone();
-    let mut fired = 0;
-    let cog = Probe::<u64>::new("t", &log)
-        .supply()
-        .on_start(|cx| {
-            let base = Instant::now() + Duration::from_millis(5);
-            // Far more cancelled than live timers, set in falling order.
-            for i in (0..400u32).rev() {
-                let id = cx.timer_at(base + Duration::from_micros(u64::from(i) * 10), i)?;
-                if i % 100 != 0 {
-                    assert!(cx.cancel_timer(id));
-                }
+    let cog = timer_recorder(&log, 4, |cx| {
+        let base = Instant::now() + Duration::from_millis(5);
+        // Far more cancelled than live timers, set in falling order.
+        for i in (0..400u32).rev() {
+            let id = cx.timer_at(base + Duration::from_micros(u64::from(i) * 10), i)?;
+            if i % 100 != 0 {
+                assert!(cx.cancel_timer(id));
             }
-            Ok(())
-        })
-        .on_wake(move |local, _, _, cx| {
-            l.push(format!("t: {local}"));
-            fired += 1;
-            if fired == 4 {
-                cx.exhausted();
-            }
-        });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+        }
+        Ok(())
+    });
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.only(&["t: "]),
         strs(&["t: 0", "t: 100", "t: 200", "t: 300", "t: finish", "t: done"])
@@ -806,9 +785,7 @@ fn a_watch_the_kernel_drops_ends_with_ignored() {
             }
             other => l.push(format!("w: unexpected {other:?}")),
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.entries(),
         strs(&["w: 4 delete_self", "w: 4 ignored", "w: finish", "w: done"])

@@ -114,6 +114,13 @@ pub fn run(esc: &mut Escapement, log: &Log) {
     run_watched(esc, log);
 }
 
+/// [`run`] for the common case: `train` alone on an escapement with [`opts`].
+pub fn run_train<D: 'static>(train: Train<D>, log: &Log) {
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(train).unwrap();
+    run(&mut esc, log);
+}
+
 /// Adds the train whose timer stops the loop after [`WATCHDOG`].
 pub fn add_watchdog(esc: &mut Escapement, log: &Log) {
     esc.add_train(Train::new("watchdog").cog(Watchdog { log: log.clone() }))
