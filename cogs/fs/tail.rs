@@ -40,6 +40,10 @@ const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 const KEEP_BUFFERS: usize = 32;
 /// How often changed checkpoints are written.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Acknowledged lines after which checkpoints are written at once, not at the next tick:
+/// catching up at millions of lines a second, a crash would otherwise re-send up to a
+/// second of them, and a daemon that keeps crashing re-sends the same stretch each time.
+const SAVE_AFTER_LINES: usize = 200_000;
 
 /// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
 /// was stopped), truncation, and checkpoints committed only once the drains acknowledged
@@ -64,7 +68,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// - **Partial lines.** A last line without newline is held until completed; it is
 ///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
-///   hash of `paths`), written atomically every second when changed and at shutdown.
+///   hash of `paths`), written atomically every second when changed, after every 200,000 acknowledged lines,
+///   and at shutdown.
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
 ///   their end are closed (and reopened when they change). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
@@ -98,6 +103,8 @@ pub struct Tail {
     store: Option<CheckpointStore>,
     saved: HashMap<(u64, u64), Entry>,
     dirty: bool,
+    /// Lines acknowledged since the checkpoints were last written (or tried).
+    acked_unsaved: usize,
     paused: bool,
     blocked: bool,
     scanned: bool,
@@ -339,6 +346,7 @@ impl Tail {
             store,
             saved: HashMap::new(),
             dirty: false,
+            acked_unsaved: 0,
             paused: false,
             blocked: false,
             scanned: false,
@@ -948,6 +956,8 @@ impl Tail {
     // --- checkpoints
 
     fn save(&mut self, cx: &mut Ctx) {
+        // Reset on failure too: the tick retries, and a failing disk is not hammered.
+        self.acked_unsaved = 0;
         let Some(store) = &self.store else {
             return;
         };
@@ -1101,6 +1111,10 @@ impl Cog<Record> for Tail {
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
         if self.acks.done(ids) {
             self.dirty = true;
+            self.acked_unsaved += ids.len();
+            if self.acked_unsaved >= SAVE_AFTER_LINES {
+                self.save(cx);
+            }
         }
         if self.blocked && self.acks.pending() < MAX_PENDING / 2 {
             self.blocked = false;
