@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadbeat::prelude::*;
 
-use super::{Log, Probe, counting_supply, opts, run, strs};
+use super::{Log, Probe, counting_supply, opts, run, run_train, strs};
 
 /// A supply that honours pause: it emits one datum per immediate call and stops asking
 /// for the next call while paused.
@@ -60,15 +60,13 @@ fn pausing_drain(name: &str, log: &Log, after: Duration, pass: bool) -> Probe<u6
 #[test]
 fn drains_pause_and_resume_supplies_once_for_all() {
     let log = Log::default();
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(
+    run_train(
         Train::new("t")
             .cog(pausable_supply(&log, 5))
             .cog(pausing_drain("a", &log, Duration::from_millis(10), true))
             .cog(pausing_drain("b", &log, Duration::from_millis(30), false)),
-    )
-    .unwrap();
-    run(&mut esc, &log);
+        &log,
+    );
     assert_eq!(
         log.entries(),
         strs(&[

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadbeat::prelude::*;
 
-use super::{Log, Probe, opts, run, strs};
+use super::{Log, Probe, opts, run, run_train, strs};
 
 /// How long a job waits for its successor before giving up, so no job can hang a test.
 const JOB_WAIT: Duration = Duration::from_secs(5);
@@ -74,10 +74,7 @@ fn job_results_come_back_in_submission_order() {
                 cx.exhausted();
             }
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog).cog(Probe::drain("d", &log)))
-        .unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog).cog(Probe::drain("d", &log)), &log);
     assert_eq!(*completed.lock().unwrap(), vec![3, 2, 1, 0]);
     assert_eq!(
         log.entries(),
@@ -146,9 +143,7 @@ fn jobs_are_counted_per_cog_and_do_not_block_the_loop() {
                 cv.notify_all();
             }
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(a).cog(b)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(a).cog(b), &log);
     // a's job could only end after b's third tick, on the loop a job never blocks.
     assert_eq!(
         log.only(&["a: job", "b: third"]),

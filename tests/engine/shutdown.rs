@@ -12,8 +12,8 @@ use deadbeat::prelude::*;
 use libc::{SIGINT, SIGTERM, SIGUSR2};
 
 use super::{
-    Log, Probe, TempDir, add_watchdog, counting_supply, opts, raise, run, run_watched, signal_lock,
-    strs,
+    Log, Probe, TempDir, add_watchdog, counting_supply, opts, raise, run, run_train, run_watched,
+    signal_lock, strs,
 };
 
 #[test]
@@ -25,15 +25,13 @@ fn finish_goes_down_the_train_and_what_it_emits_reaches_the_drain() {
     let batcher = Probe::<u64>::new("batch", &log)
         .on_process(move |d, _, _| h.borrow_mut().push(d))
         .on_finish(move |out, _| out.extend(held.borrow_mut().drain(..)));
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(
+    run_train(
         Train::new("t")
             .cog(counting_supply("s", &log, vec![1u64, 2, 3]))
             .cog(batcher)
             .cog(Probe::drain("d", &log)),
-    )
-    .unwrap();
-    run(&mut esc, &log);
+        &log,
+    );
     assert_eq!(
         log.entries(),
         strs(&[
@@ -92,16 +90,14 @@ fn finish_waits_until_upstream_jobs_are_back_and_their_data_went_down() {
             l.push(format!("r: in flight {}", cx.jobs_in_flight()));
             gate.open();
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(
+    run_train(
         Train::new("t")
             .cog(counting_supply("s", &log, vec![1u64, 2, 3]))
             .cog(resolver)
             .cog(Probe::new("p", &log))
             .cog(Probe::drain("d", &log)),
-    )
-    .unwrap();
-    run(&mut esc, &log);
+        &log,
+    );
     assert_eq!(
         log.entries(),
         strs(&[
@@ -237,9 +233,7 @@ fn binding_after_finish_is_refused_without_panic() {
             l2.push(format!("f: submit after done refused {r}"));
             cx.enqueue(8);
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(cog)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(cog), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -438,15 +432,13 @@ fn a_cog_can_shut_the_escapement_down() {
     let seen = Rc::new(Cell::new(0u64));
     let s = Rc::clone(&seen);
     let counter = Probe::<u64>::new("c", &log).on_process(move |_, _, _| s.set(s.get() + 1));
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(
+    run_train(
         Train::new("t")
             .cog(endless("s", &log))
             .cog(stopper)
             .cog(counter),
-    )
-    .unwrap();
-    run(&mut esc, &log);
+        &log,
+    );
     assert_eq!(
         log.entries(),
         strs(&[
@@ -533,15 +525,13 @@ fn a_job_submitted_in_finish_is_waited_for_and_its_data_flow_down() {
             cx.submit(|| 7u64).unwrap();
         })
         .on_job(|_, r, out, _| out.push(*r.unwrap().downcast::<u64>().unwrap()));
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(
+    run_train(
         Train::new("t")
             .cog(counting_supply("s", &log, vec![1u64]))
             .cog(flusher)
             .cog(Probe::drain("d", &log)),
-    )
-    .unwrap();
-    run(&mut esc, &log);
+        &log,
+    );
     assert_eq!(
         log.only(&["f: ", "d: "]),
         strs(&["f: finish", "d: got 7", "d: finish", "f: done", "d: done"])

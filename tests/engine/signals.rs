@@ -6,7 +6,7 @@
 use deadbeat::prelude::*;
 use libc::{SIGHUP, SIGUSR1, SIGUSR2};
 
-use super::{Log, Probe, opts, raise, run, signal_lock, strs};
+use super::{Log, Probe, opts, raise, run, run_train, signal_lock, strs};
 
 #[test]
 fn signals_reach_every_cog_that_bound_them() {
@@ -53,9 +53,7 @@ fn signals_reach_every_cog_that_bound_them() {
             }
             other => l.push(format!("b: unexpected {other:?}")),
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(a).cog(b)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(a).cog(b), &log);
     assert_eq!(
         log.entries(),
         strs(&[
@@ -111,9 +109,7 @@ fn unsignal_stops_delivery_to_that_cog_only() {
             }
             other => l.push(format!("b: unexpected {other:?}")),
         });
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(a).cog(b)).unwrap();
-    run(&mut esc, &log);
+    run_train(Train::new("t").cog(a).cog(b), &log);
     assert_eq!(
         log.entries(),
         strs(&[
