@@ -120,13 +120,7 @@ impl FileIn {
         let Some((input, name)) = self.current.as_mut() else {
             return;
         };
-        let fill = |r: &mut Record, info: &crate::lines::LineInfo| {
-            // A line record holds only `message` (and maybe `truncated`) so far. The path
-            // is built here from the `SharedStr` (see `tail`'s `emit`).
-            r.fields.append_new(path_key(), Value::Shared(name.clone()));
-            r.fields
-                .append_new(offset_key(), Value::Int(info.offset as i64));
-        };
+        let fill = file_fields(name);
         match input.read(&mut self.splitter) {
             Ok(ReadStatus::Data) => {
                 emit_lines(&mut self.splitter, 2, out, cx, fill);
@@ -152,6 +146,17 @@ impl FileIn {
             }
         }
         cx.enqueue(0);
+    }
+}
+
+/// Adds the file's fields, `path` and `offset`, to a line record of the file `name`.
+fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::lines::LineInfo) + '_ {
+    move |r, info| {
+        // A line record holds only `message` (and maybe `truncated`) so far. The path is
+        // built here from the `SharedStr` (see `tail`'s `emit`).
+        r.fields.append_new(path_key(), Value::Shared(name.clone()));
+        r.fields
+            .append_new(offset_key(), Value::Int(info.offset as i64));
     }
 }
 
@@ -188,10 +193,7 @@ impl Cog<Record> for FileIn {
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         if let Some((mut input, name)) = self.current.take() {
             input.unbind(cx);
-            emit_rest(&mut self.splitter, 2, out, cx, |r, info| {
-                r.insert(path_key(), Value::Shared(name.clone()));
-                r.insert(offset_key(), Value::Int(info.offset as i64));
-            });
+            emit_rest(&mut self.splitter, 2, out, cx, file_fields(&name));
         }
     }
 }
