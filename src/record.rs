@@ -778,12 +778,15 @@ impl Map {
         // map are distinct) then move over in one copy. Pushing them one by one cost more:
         // each pair went through the stack in pieces that stalled the copy.
         if other.entries.iter().any(|(k, _)| present & bit(*k) != 0) {
-            other.entries.retain_mut(|(k, v)| match self.get_mut(*k) {
-                Some(slot) => {
-                    *slot = std::mem::take(v);
-                    false
+            other.entries.retain_mut(|(k, v)| {
+                let slot = (present & bit(*k) != 0).then(|| self.get_mut(*k)).flatten();
+                match slot {
+                    Some(slot) => {
+                        *slot = std::mem::take(v);
+                        false
+                    }
+                    None => true,
                 }
-                None => true,
             });
         }
         self.entries.append(&mut other.entries);
@@ -2461,6 +2464,41 @@ mod tests {
             Some(&b"x"[..])
         );
         assert_eq!(bytes_at(Path::parse("status").unwrap()).get(&r), None);
+    }
+
+    #[test]
+    fn merge_from_is_insert_one_by_one() {
+        // 150 keys: ids collide in the 64-bit summary, so both the in-place and the
+        // false-alarm paths run.
+        let keys: Vec<Key> = (0..150)
+            .map(|i| Key::new(&format!("merge-key-{i}")))
+            .collect();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..2_000 {
+            let mut a = Map::new();
+            let mut b = Map::new();
+            for _ in 0..next(12) {
+                a.insert(keys[next(150) as usize], Value::Int(round));
+            }
+            for i in 0..next(12) {
+                b.insert(keys[next(150) as usize], Value::Int(-(i as i64)));
+            }
+            let mut want = a.clone();
+            for (k, v) in b.iter() {
+                want.insert(k, v.clone());
+            }
+            let mut from = b.clone();
+            a.merge_from(&mut from);
+            assert!(from.is_empty());
+            let order = |m: &Map| m.iter().map(|(k, v)| (k, v.clone())).collect::<Vec<_>>();
+            assert_eq!(order(&a), order(&want), "round {round}");
+        }
     }
 
     #[test]
