@@ -139,17 +139,14 @@ fn with_stash<T>(f: impl FnOnce(&mut Stash) -> T) -> Option<T> {
         .flatten()
 }
 
-/// Gives the storage of finished records back for reuse on this thread.
+/// Gives the storage of finished records back for reuse on this thread. (Without a stash,
+/// the records are simply dropped with the closure that would have kept them.)
 pub fn recycle(records: impl IntoIterator<Item = Record>) {
-    let mut records = records.into_iter();
-    let kept = with_stash(|s| {
-        for r in records.by_ref() {
+    with_stash(|s| {
+        for r in records {
             s.keep_entries(r.fields.into_entries());
         }
     });
-    if kept.is_none() {
-        records.for_each(drop);
-    }
 }
 
 /// Gives the storage of one finished value (a removed field, say) back for reuse.
@@ -158,12 +155,7 @@ pub fn recycle_value(v: Value) {
         v,
         Value::Bytes(_) | Value::Str(_) | Value::List(_) | Value::Map(_)
     ) {
-        let mut v = Some(v);
-        with_stash(|s| {
-            if let Some(v) = v.take() {
-                s.keep_value(v);
-            }
-        });
+        with_stash(|s| s.keep_value(v));
     }
 }
 
