@@ -1010,6 +1010,12 @@ pub enum SharedStr {
 /// record, nothing more.
 pub const MAX_INTERNED: usize = 4096;
 
+/// Distinct field values [`SharedStr::interned_value`] keeps.
+pub const MAX_INTERNED_VALUES: usize = 4096;
+
+/// Longest field value [`SharedStr::interned_value`] keeps.
+pub const MAX_INTERNED_VALUE_LEN: usize = 512;
+
 impl SharedStr {
     /// `s` interned, so that records carrying it (every line of a file carries the file's
     /// path) clone it for free; counted instead once [`MAX_INTERNED`] strings are kept.
@@ -1029,6 +1035,31 @@ impl SharedStr {
         let kept: &'static str = Box::leak(s.into());
         table.insert(kept);
         SharedStr::Interned(kept)
+    }
+
+    /// `s` interned like [`SharedStr::interned`], from a separate budget for field values
+    /// (user agents, methods, `-`): at most [`MAX_INTERNED_VALUES`] strings of at most
+    /// [`MAX_INTERNED_VALUE_LEN`] bytes, so the leak is bounded (2 MiB) and file names never
+    /// compete with values. `None` once the budget is spent and `s` is not kept.
+    pub fn interned_value(s: &str) -> Option<SharedStr> {
+        static TABLE: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
+            OnceLock::new();
+        if s.len() > MAX_INTERNED_VALUE_LEN {
+            return None;
+        }
+        let table = TABLE.get_or_init(Default::default);
+        let mut table = table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&kept) = table.get(s) {
+            return Some(SharedStr::Interned(kept));
+        }
+        if table.len() >= MAX_INTERNED_VALUES {
+            return None;
+        }
+        let kept: &'static str = Box::leak(s.into());
+        table.insert(kept);
+        Some(SharedStr::Interned(kept))
     }
 
     /// The text.
@@ -2288,6 +2319,32 @@ mod tests {
             Value::Str("/var/log/interned-test.log".into())
         );
         assert_eq!(&*a, "/var/log/interned-test.log");
+    }
+
+    #[test]
+    fn interned_values_are_bounded_in_count_and_length() {
+        let first = SharedStr::interned_value("Mozilla/5.0 (interned-value-test)");
+        let again = SharedStr::interned_value("Mozilla/5.0 (interned-value-test)");
+        match (&first, &again) {
+            (Some(SharedStr::Interned(x)), Some(SharedStr::Interned(y))) => {
+                assert!(std::ptr::eq(*x, *y))
+            }
+            _ => panic!("not interned: {first:?} {again:?}"),
+        }
+        let long = "x".repeat(MAX_INTERNED_VALUE_LEN + 1);
+        assert!(SharedStr::interned_value(&long).is_none());
+        // Other tests intern values too: count the refusals, not the insertions.
+        let refused = (0..=MAX_INTERNED_VALUES)
+            .filter(|i| SharedStr::interned_value(&format!("budget-test-{i}")).is_none())
+            .count();
+        assert!(
+            refused >= 1,
+            "the budget of {MAX_INTERNED_VALUES} values was not enforced"
+        );
+        assert!(
+            SharedStr::interned_value("Mozilla/5.0 (interned-value-test)").is_some(),
+            "a kept value is still found once the budget is spent"
+        );
     }
 
     #[test]
