@@ -102,17 +102,24 @@ impl Stash {
     }
 
     fn keep_entries(&mut self, mut entries: Vec<(Key, Value)>) {
-        // Buffers are taken out in place; the rest (shared text, numbers) drops with the
-        // clear, without moving every value out first.
-        for (_, v) in entries.iter_mut() {
+        // Every value is moved out and consumed by its arm, so nothing is left for a
+        // generic drop: calling `drop_in_place` on each value was a third of recycling.
+        for (_, v) in entries.drain(..) {
             match v {
-                Value::Bytes(b) => self.keep_buffer(std::mem::take(b)),
-                Value::Str(s) => self.keep_buffer(std::mem::take(s).into_bytes()),
-                Value::List(_) | Value::Map(_) => self.keep_value(std::mem::take(v)),
-                _ => {}
+                Value::Bytes(b) => self.keep_buffer(b),
+                Value::Str(s) => self.keep_buffer(s.into_bytes()),
+                Value::List(_) | Value::Map(_) => self.keep_value(v),
+                Value::Shared(s) => drop(s),
+                // Listed rather than `_`: a new variant that owns memory must get an arm.
+                v @ (Value::Null
+                | Value::Bool(_)
+                | Value::Int(_)
+                | Value::Float(_)
+                | Value::Time(_)
+                | Value::Ip(_)
+                | Value::Net(_)) => std::mem::forget(v),
             }
         }
-        entries.clear();
         let cost = entries_cost(&mut entries);
         if entries.capacity() > 0
             && entries.capacity() <= MAX_ENTRIES
