@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 
-use crate::record::{Key, Record, Value};
+use crate::record::{Key, Record, SharedStr, Value};
 
 /// Field vectors kept.
 pub const MAX_SPARES: usize = 16384;
@@ -109,9 +109,10 @@ impl Stash {
                 Value::Bytes(b) => self.keep_buffer(b),
                 Value::Str(s) => self.keep_buffer(s.into_bytes()),
                 Value::List(_) | Value::Map(_) => self.keep_value(v),
-                Value::Shared(s) => drop(s),
+                Value::Shared(SharedStr::Counted(a)) => drop(a),
                 // Listed rather than `_`: a new variant that owns memory must get an arm.
-                v @ (Value::Null
+                v @ (Value::Shared(SharedStr::Interned(_) | SharedStr::Inline(_))
+                | Value::Null
                 | Value::Bool(_)
                 | Value::Int(_)
                 | Value::Float(_)

@@ -869,6 +869,7 @@ impl Map {
             // Strings are most fields of most records: skip the dispatch for them.
             match v {
                 Value::Str(s) => write_escaped(out, s.as_bytes()),
+                Value::Shared(s) => write_escaped(out, s.as_bytes()),
                 v => v.write_json(out),
             }
         }
@@ -992,15 +993,76 @@ impl fmt::Display for Path {
 // SharedStr
 // ---------------------------------------------------------------------------------------------
 
-/// Text shared by many records ([`Value::Shared`]): a reference-counted string, or one
-/// interned for the life of the process ([`SharedStr::interned`]), whose clones and drops
-/// cost nothing, not even the atomic count of an `Arc`. Dereferences to `str`.
-#[derive(Clone)]
+/// Text that clones cheaply ([`Value::Shared`]): a reference-counted string, one interned
+/// for the life of the process ([`SharedStr::interned`]), or a short one held inline
+/// ([`SharedStr::short`]). Clones and drops of the last two cost nothing, not even the
+/// atomic count of an `Arc`. Dereferences to `str`.
 pub enum SharedStr {
     /// Counted: freed with its last clone.
     Counted(std::sync::Arc<str>),
     /// Kept until the process exits.
     Interned(&'static str),
+    /// Held in the value itself: no allocation at all.
+    Inline(InlineStr),
+}
+
+/// Up to [`InlineStr::CAPACITY`] bytes of UTF-8 held in place: most fields parsed out of a
+/// log line (addresses, methods, `-`, short paths) fit, and then cost neither an
+/// allocation nor a free.
+#[derive(Clone, Copy)]
+pub struct InlineStr {
+    len: u8,
+    bytes: [u8; InlineStr::CAPACITY],
+}
+
+// Inline text must not make every value larger.
+const _: () = assert!(std::mem::size_of::<Value>() == 32);
+
+impl InlineStr {
+    /// The longest text held inline: what fits beside the tags in a 32-byte [`Value`].
+    pub const CAPACITY: usize = 22;
+
+    /// `s` held inline; `None` if it is longer than [`InlineStr::CAPACITY`].
+    #[inline]
+    pub fn new(s: &str) -> Option<InlineStr> {
+        let b = s.as_bytes();
+        let n = b.len();
+        if n > InlineStr::CAPACITY {
+            return None;
+        }
+        // Two overlapping fixed-size copies instead of one of variable length, which would
+        // be a call to `memcpy` costing more than the rest of this.
+        let mut bytes = [0u8; InlineStr::CAPACITY];
+        fn overlap<const W: usize>(to: &mut [u8], from: &[u8]) {
+            let n = from.len();
+            if let (Some(head), Some(tail)) = (from.first_chunk::<W>(), from.last_chunk::<W>()) {
+                to[..W].copy_from_slice(head);
+                to[n - W..n].copy_from_slice(tail);
+            }
+        }
+        match n {
+            16.. => overlap::<16>(&mut bytes, b),
+            8..16 => overlap::<8>(&mut bytes, b),
+            4..8 => overlap::<4>(&mut bytes, b),
+            _ => {
+                for (to, from) in bytes.iter_mut().zip(b) {
+                    *to = *from;
+                }
+            }
+        }
+        Some(InlineStr {
+            len: n as u8,
+            bytes,
+        })
+    }
+
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        let b = &self.bytes[..usize::from(self.len).min(InlineStr::CAPACITY)];
+        // SAFETY: `new` is the only constructor and copies the bytes of a `str`, whole.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
 }
 
 /// Distinct strings [`SharedStr::interned`] keeps before it hands out counted ones: names
@@ -1062,12 +1124,33 @@ impl SharedStr {
         Some(SharedStr::Interned(kept))
     }
 
+    /// `s` held inline if it is short enough ([`InlineStr::CAPACITY`]), else counted.
+    #[inline]
+    pub fn short(s: &str) -> SharedStr {
+        match InlineStr::new(s) {
+            Some(i) => SharedStr::Inline(i),
+            None => SharedStr::Counted(s.into()),
+        }
+    }
+
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {
         match self {
             SharedStr::Counted(a) => a,
             SharedStr::Interned(s) => s,
+            SharedStr::Inline(i) => i.as_str(),
+        }
+    }
+}
+
+impl Clone for SharedStr {
+    #[inline]
+    fn clone(&self) -> SharedStr {
+        match self {
+            SharedStr::Counted(a) => SharedStr::Counted(std::sync::Arc::clone(a)),
+            SharedStr::Interned(s) => SharedStr::Interned(s),
+            SharedStr::Inline(i) => SharedStr::Inline(*i),
         }
     }
 }
@@ -2319,6 +2402,26 @@ mod tests {
             Value::Str("/var/log/interned-test.log".into())
         );
         assert_eq!(&*a, "/var/log/interned-test.log");
+    }
+
+    #[test]
+    fn short_text_is_held_inline_whole() {
+        let text = "ab\u{e9}cd\u{1F600}efghijklmnopqrstuvwxyz0123456789";
+        for end in (0..=text.len()).filter(|&i| text.is_char_boundary(i)) {
+            let s = &text[..end];
+            let shared = SharedStr::short(s);
+            assert_eq!(shared.as_str(), s);
+            assert_eq!(shared.clone().as_str(), s);
+            match (&shared, InlineStr::new(s)) {
+                (SharedStr::Inline(i), Some(_)) => {
+                    assert!(s.len() <= InlineStr::CAPACITY);
+                    assert_eq!(i.as_str(), s);
+                }
+                (SharedStr::Counted(_), None) => assert!(s.len() > InlineStr::CAPACITY),
+                (other, inline) => panic!("{s:?}: {other:?} / inline {:?}", inline.is_some()),
+            }
+            assert_eq!(Value::Shared(shared), Value::Str(s.to_string()));
+        }
     }
 
     #[test]

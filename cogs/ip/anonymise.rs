@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::on_error::{self, ErrorAction, OnError};
 use crate::prelude::*;
-use crate::record::{self, Key, Record, Value};
+use crate::record::{self, InlineStr, Key, Record, SharedStr, Value};
 
 /// Replaces an IP address with an anonymised one, in the representation it came in: text
 /// stays text (`Str`, `Shared` becomes `Str`, `Bytes` stay bytes), an `Ip` stays an `Ip`.
@@ -276,6 +276,8 @@ pub struct Anonymiser {
     v4_prefix: u8,
     v6_prefix: u8,
     keyed: Option<Keyed>,
+    /// Where the text of an address is written before it is stored.
+    scratch: Vec<u8>,
 }
 
 impl fmt::Debug for Anonymiser {
@@ -308,6 +310,7 @@ impl Anonymiser {
             v4_prefix: v4_prefix.min(32),
             v6_prefix: v6_prefix.min(128),
             keyed: None,
+            scratch: Vec::new(),
         }
     }
 
@@ -331,6 +334,7 @@ impl Anonymiser {
                 k1,
                 cache: vec![Slot::default(); CACHE_SLOTS].into_boxed_slice(),
             }),
+            scratch: Vec::new(),
         })
     }
 
@@ -408,9 +412,15 @@ impl Anonymiser {
             }
             Value::Shared(s) => {
                 let ip = record::parse_ip(s.as_bytes()).ok_or(NotAnAddress("string"))?;
-                let mut text = Vec::with_capacity(s.len());
-                record::write_ip(&mut text, &self.ip(ip));
-                *v = Value::Str(String::from_utf8(text).unwrap_or_default());
+                let ip = self.ip(ip);
+                self.scratch.clear();
+                record::write_ip(&mut self.scratch, &ip);
+                // Only ASCII is written.
+                let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
+                *v = match InlineStr::new(text) {
+                    Some(short) => Value::Shared(SharedStr::Inline(short)),
+                    None => Value::Str(crate::pool::text(text)),
+                };
             }
             Value::Bytes(b) => {
                 let ip = record::parse_ip(b).ok_or(NotAnAddress("string"))?;
@@ -563,7 +573,7 @@ mod tests {
         assert!(matches!(&v, Value::Str(s) if s == "10.1.2.0"));
         let mut v = Value::Shared("2001:db8:1:2::3".into());
         a.value(&mut v).unwrap();
-        assert!(matches!(&v, Value::Str(s) if s == "2001:db8:1::"));
+        assert!(matches!(&v, Value::Shared(s) if &**s == "2001:db8:1::"));
         let mut v = Value::Bytes(b"192.0.2.77".to_vec());
         a.value(&mut v).unwrap();
         assert!(matches!(&v, Value::Bytes(b) if b == b"192.0.2.0"));

@@ -12,7 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::record::{Key, Map, SharedStr, Value};
+use crate::record::{InlineStr, Key, Map, SharedStr, Value};
 use crate::timefmt::parse_clf;
 
 /// The preset names `preset` accepts.
@@ -99,9 +99,12 @@ pub fn text_value(b: &[u8]) -> Value {
     // cheaper than `from_utf8`'s setup.
     if b.is_ascii() {
         // SAFETY: ASCII is UTF-8.
-        return Value::Str(crate::pool::text(unsafe {
-            std::str::from_utf8_unchecked(b)
-        }));
+        let s = unsafe { std::str::from_utf8_unchecked(b) };
+        if let Some(short) = InlineStr::new(s) {
+            return Value::Shared(SharedStr::Inline(short));
+        }
+        // SAFETY: ASCII is UTF-8.
+        return Value::Str(crate::pool::text(s));
     }
     match std::str::from_utf8(b) {
         Ok(s) => Value::Str(crate::pool::text(s)),
@@ -160,7 +163,8 @@ impl SharedCache {
 
     #[inline]
     fn value(&mut self, b: &[u8]) -> Value {
-        if b.len() > Self::MAX_LEN {
+        // Short values are cheaper held inline than looked up.
+        if b.len() <= InlineStr::CAPACITY || b.len() > Self::MAX_LEN {
             return text_value(b);
         }
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
