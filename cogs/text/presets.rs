@@ -139,14 +139,23 @@ pub fn parse_int(b: &[u8]) -> Option<i64> {
 /// as shared text: a hit costs no allocation and no free, and those were the largest cost
 /// of the apache preset. Values are interned while the process-wide budget lasts
 /// ([`SharedStr::interned_value`]), so a hit does not even count a reference (12 atomic
-/// operations a line on the apache corpus, 4% of its time); later ones are counted. A miss
-/// replaces the slot, so a field with endless distinct values costs one extra compare per
-/// line, not memory.
+/// operations a line on the apache corpus, 4% of its time); later ones are counted.
+///
+/// A value is admitted to its slot only when it misses twice in a row there: a field with
+/// endless distinct values (referers) then costs a compare per line and plain text, not a
+/// shared copy per line, and its one-off values do not use up the interning budget.
 #[derive(Debug, Clone)]
 struct SharedCache {
-    slots: Vec<Option<SharedStr>>,
+    slots: Vec<CacheSlot>,
     /// The value interner's budget is spent: misses are counted without asking it.
     interner_full: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CacheSlot {
+    kept: Option<SharedStr>,
+    /// Hash of the last value that missed here.
+    candidate: u64,
 }
 
 impl SharedCache {
@@ -156,7 +165,7 @@ impl SharedCache {
 
     fn new() -> SharedCache {
         SharedCache {
-            slots: vec![None; Self::SLOTS],
+            slots: vec![CacheSlot::default(); Self::SLOTS],
             interner_full: false,
         }
     }
@@ -174,18 +183,22 @@ impl SharedCache {
         };
         let h = ((head ^ b.len() as u64).wrapping_mul(K).rotate_left(29) ^ tail).wrapping_mul(K);
         let slot = &mut self.slots[(h >> 58) as usize % Self::SLOTS];
-        if let Some(a) = slot
+        if let Some(a) = &slot.kept
             && a.as_bytes() == b
         {
             return Value::Shared(a.clone());
         }
-        self.miss(b, h)
+        if slot.candidate != h {
+            slot.candidate = h;
+            return text_value(b);
+        }
+        self.admit(b, h)
     }
 
     #[cold]
-    fn miss(&mut self, b: &[u8], h: u64) -> Value {
+    fn admit(&mut self, b: &[u8], h: u64) -> Value {
         let Ok(s) = std::str::from_utf8(b) else {
-            return Value::Bytes(b.to_vec());
+            return text_value(b);
         };
         let kept = match (!self.interner_full).then(|| SharedStr::interned_value(s)) {
             Some(Some(kept)) => kept,
@@ -194,7 +207,7 @@ impl SharedCache {
                 SharedStr::Counted(Arc::from(s))
             }
         };
-        self.slots[(h >> 58) as usize % Self::SLOTS] = Some(kept.clone());
+        self.slots[(h >> 58) as usize % Self::SLOTS].kept = Some(kept.clone());
         Value::Shared(kept)
     }
 }
@@ -731,6 +744,33 @@ mod tests {
             Err(r#"field pid: not an int: "x""#.into())
         );
         assert!(parse("sshd", "Dec 10").is_err());
+    }
+
+    #[test]
+    fn shared_cache_admits_repeated_values_and_returns_every_text_unchanged() {
+        let mut cache = SharedCache::new();
+        let agent = b"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+        let kinds: Vec<bool> = (0..3)
+            .map(|_| {
+                let v = cache.value(agent);
+                assert_eq!(v.as_bytes(), Some(&agent[..]));
+                matches!(v, Value::Shared(_))
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [false, true, true],
+            "admitted on its second miss, then hit"
+        );
+        for i in 0..1000 {
+            let one_off = format!("https://example.com/referer/{i}/with/a/long/path");
+            assert_eq!(cache.value(one_off.as_bytes()).as_str(), Some(&one_off[..]));
+        }
+        let bad = b"agent with an invalid byte \xff here and enough length";
+        for _ in 0..3 {
+            assert_eq!(cache.value(bad).as_bytes(), Some(&bad[..]));
+        }
+        assert_eq!(cache.value(b"-").as_str(), Some("-"));
     }
 
     #[test]
