@@ -768,6 +768,15 @@ impl Map {
         crate::pool::push_in_place(&mut self.entries, (key, value));
     }
 
+    /// [`Map::append_new`] of a null value, returned to be filled in place: a value built
+    /// elsewhere and then moved in can stall on its own copy (store forwarding).
+    #[inline(always)]
+    pub(crate) fn append_slot(&mut self, key: Key) -> Slot<'_> {
+        let i = self.entries.len();
+        self.append_new(key, Value::Null);
+        Slot(&mut self.entries[i].1)
+    }
+
     /// Moves every entry of `other` into this map, as [`Map::insert`] would one by one,
     /// leaving `other` empty with its allocation. Only keys this map may hold (by a 64-bit
     /// summary of its keys) are searched for.
@@ -1015,6 +1024,21 @@ pub struct InlineStr {
     bytes: [u8; InlineStr::CAPACITY],
 }
 
+/// The value of a new entry ([`Map::append_slot`]), still null, to be filled in place.
+pub(crate) struct Slot<'a>(&'a mut Value);
+
+impl<'a> Slot<'a> {
+    /// Stores `x`, returning it in place.
+    #[inline(always)]
+    pub(crate) fn set(self, x: Value) -> &'a mut Value {
+        // SAFETY: `self.0` is a valid, exclusive place. It holds `Value::Null`, which owns
+        // nothing, so overwriting it without a drop leaks nothing; and not reading it first
+        // avoids stalling on the store that just put it there.
+        unsafe { std::ptr::write(self.0, x) };
+        self.0
+    }
+}
+
 // Inline text must not make every value larger.
 const _: () = assert!(std::mem::size_of::<Value>() == 32);
 
@@ -1022,17 +1046,31 @@ impl InlineStr {
     /// The longest text held inline: what fits beside the tags in a 32-byte [`Value`].
     pub const CAPACITY: usize = 22;
 
+    /// No text.
+    pub const EMPTY: InlineStr = InlineStr {
+        len: 0,
+        bytes: [0; InlineStr::CAPACITY],
+    };
+
     /// `s` held inline; `None` if it is longer than [`InlineStr::CAPACITY`].
     #[inline]
     pub fn new(s: &str) -> Option<InlineStr> {
+        let mut i = InlineStr::EMPTY;
+        i.set(s).then_some(i)
+    }
+
+    /// Replaces the text with `s`, in place (a value filled where it lies is not copied
+    /// again); `false`, with the text unchanged, if `s` is longer than
+    /// [`InlineStr::CAPACITY`].
+    #[inline]
+    pub fn set(&mut self, s: &str) -> bool {
         let b = s.as_bytes();
         let n = b.len();
         if n > InlineStr::CAPACITY {
-            return None;
+            return false;
         }
         // Two overlapping fixed-size copies instead of one of variable length, which would
         // be a call to `memcpy` costing more than the rest of this.
-        let mut bytes = [0u8; InlineStr::CAPACITY];
         fn overlap<const W: usize>(to: &mut [u8], from: &[u8]) {
             let n = from.len();
             if let (Some(head), Some(tail)) = (from.first_chunk::<W>(), from.last_chunk::<W>()) {
@@ -1041,26 +1079,25 @@ impl InlineStr {
             }
         }
         match n {
-            16.. => overlap::<16>(&mut bytes, b),
-            8..16 => overlap::<8>(&mut bytes, b),
-            4..8 => overlap::<4>(&mut bytes, b),
+            16.. => overlap::<16>(&mut self.bytes, b),
+            8..16 => overlap::<8>(&mut self.bytes, b),
+            4..8 => overlap::<4>(&mut self.bytes, b),
             _ => {
-                for (to, from) in bytes.iter_mut().zip(b) {
+                for (to, from) in self.bytes.iter_mut().zip(b) {
                     *to = *from;
                 }
             }
         }
-        Some(InlineStr {
-            len: n as u8,
-            bytes,
-        })
+        self.len = n as u8;
+        true
     }
 
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &str {
         let b = &self.bytes[..usize::from(self.len).min(InlineStr::CAPACITY)];
-        // SAFETY: `new` is the only constructor and copies the bytes of a `str`, whole.
+        // SAFETY: `set` is the only writer, and copies the bytes of a `str` whole before it
+        // sets the length; the bytes beyond the length are never read.
         unsafe { std::str::from_utf8_unchecked(b) }
     }
 }
