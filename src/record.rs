@@ -772,9 +772,19 @@ impl Map {
     /// elsewhere and then moved in can stall on its own copy (store forwarding).
     #[inline(always)]
     pub(crate) fn append_slot(&mut self, key: Key) -> Slot<'_> {
-        let i = self.entries.len();
-        self.append_new(key, Value::Null);
-        Slot(&mut self.entries[i].1)
+        debug_assert!(!self.contains_key(key), "append_slot with a present key");
+        self.entries.reserve(1);
+        let len = self.entries.len();
+        // SAFETY: `reserve` made room for one more entry. Its two parts are written where
+        // they lie (a pair built on the stack first was copied out with wide loads that
+        // stalled on its narrow stores) before the length covers it.
+        unsafe {
+            let p = self.entries.as_mut_ptr().add(len);
+            (&raw mut (*p).0).write(key);
+            (&raw mut (*p).1).write(Value::Null);
+            self.entries.set_len(len + 1);
+            Slot(&mut (*p).1)
+        }
     }
 
     /// Moves every entry of `other` into this map, as [`Map::insert`] would one by one,

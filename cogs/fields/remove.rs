@@ -52,17 +52,29 @@ impl<D> Remove<D> {
     }
 }
 
+impl<D> Remove<D> {
+    #[inline]
+    fn strip(&self, d: &mut D) {
+        for f in &self.fields {
+            if let Some(v) = f.take(d) {
+                crate::pool::recycle_value(v);
+            }
+        }
+    }
+}
+
 impl<D: 'static> Cog<D> for Remove<D> {
     fn name(&self) -> &str {
         "remove"
     }
 
     fn process(&mut self, mut d: D, out: &mut Out<D>, _cx: &mut Ctx) {
-        for f in &self.fields {
-            if let Some(v) = f.take(&mut d) {
-                crate::pool::recycle_value(v);
-            }
-        }
+        self.strip(&mut d);
         out.push(d);
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, _cx: &mut Ctx) {
+        batch.iter_mut().for_each(|d| self.strip(d));
+        out.push_all(batch);
     }
 }

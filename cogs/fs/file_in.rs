@@ -154,9 +154,12 @@ fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::lines::LineI
     move |r, info| {
         // A line record holds only `message` (and maybe `truncated`) so far. The path is
         // built here from the `SharedStr` (see `tail`'s `emit`).
-        r.fields.append_new(path_key(), Value::Shared(name.clone()));
         r.fields
-            .append_new(offset_key(), Value::Int(info.offset as i64));
+            .append_slot(path_key())
+            .set(Value::Shared(name.clone()));
+        r.fields
+            .append_slot(offset_key())
+            .set(Value::Int(info.offset as i64));
     }
 }
 

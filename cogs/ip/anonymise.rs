@@ -219,17 +219,40 @@ impl<D: 'static> Cog<D> for Anonymise<D> {
     }
 
     fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        let res = match self.field.get_mut(&mut d) {
-            None | Some(Value::Null) => Ok(()),
-            Some(v) => self.anon.value(v),
-        };
-        match res {
+        match anonymise(&mut d, &self.field, &mut self.anon) {
             Ok(()) => out.push(d),
             Err(e) => {
                 let why = format_args!("field {:?}: {e}", self.field_name);
                 self.on_error.fail(d, "anonymise", &why, out, cx);
             }
         }
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let (field, anon) = (&self.field, &mut self.anon);
+        let (field_name, on_error) = (&self.field_name, &mut self.on_error);
+        out.change_each(
+            batch,
+            |d| anonymise(d, field, anon),
+            |d, e, out| {
+                let why = format_args!("field {field_name:?}: {e}");
+                on_error.fail(d, "anonymise", &why, out, cx);
+            },
+        );
+    }
+}
+
+/// Anonymises the address `field` reaches in `d`, in place; a missing or null one is
+/// left alone.
+#[inline]
+fn anonymise<D>(
+    d: &mut D,
+    field: &MutGetter<D, Value>,
+    anon: &mut Anonymiser,
+) -> Result<(), NotAnAddress> {
+    match field.get_mut(d) {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => anon.value(v),
     }
 }
 

@@ -364,10 +364,10 @@ impl Clf {
         fill_text(out.append_slot(self.client), client);
         self.caches[C_IDENT].fill(out.append_slot(self.ident), ident);
         self.caches[C_USER].fill(out.append_slot(self.user), user);
-        out.append_new(self.time, Value::Time(time));
+        out.append_slot(self.time).set(Value::Time(time));
         self.request_line(&request, out);
-        out.append_new(self.status, Value::Int(status));
-        out.append_new(self.bytes, bytes);
+        out.append_slot(self.status).set(Value::Int(status));
+        out.append_slot(self.bytes).set(bytes);
         if let (Some(referer), Some(agent)) = (referer, agent) {
             self.fill_quoted(out.append_slot(self.referer), C_REFERER, referer);
             self.fill_quoted(out.append_slot(self.agent), C_AGENT, agent);

@@ -235,19 +235,60 @@ impl<D: 'static> Cog<D> for Regex<D> {
 
     #[inline]
     fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        let res = match self.input.get(&d) {
-            Some(text) => self.parser.parse(text, &mut self.fields),
-            None => Err(Failure::Missing(self.input_name.clone())),
-        };
-        match res {
-            Ok(()) => {
-                self.output.merge(&mut d, &mut self.fields);
-                out.push(d);
-            }
-            Err(why) => {
-                self.fields.clear();
-                self.on_error.fail(d, "regex", &why, out, cx);
-            }
+        let parsed = parse_into(
+            &mut d,
+            &self.input,
+            &self.input_name,
+            &mut self.parser,
+            &mut self.fields,
+            &self.output,
+        );
+        match parsed {
+            Ok(()) => out.push(d),
+            Err(why) => self.on_error.fail(d, "regex", &why, out, cx),
+        }
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let on_error = &mut self.on_error;
+        let (input, input_name, parser, fields, output) = (
+            &self.input,
+            &self.input_name,
+            &mut self.parser,
+            &mut self.fields,
+            &self.output,
+        );
+        out.change_each(
+            batch,
+            |d| parse_into(d, input, input_name, parser, fields, output),
+            |d, why, out| on_error.fail(d, "regex", &why, out, cx),
+        );
+    }
+}
+
+/// Parses the datum's text and merges the fields into it; on failure it is unchanged.
+/// Takes the cog's parts, not the cog, so the error path can borrow the rest.
+#[inline]
+fn parse_into<D>(
+    d: &mut D,
+    input: &Getter<D, [u8]>,
+    input_name: &str,
+    parser: &mut Parser,
+    fields: &mut Map,
+    output: &Merge<D>,
+) -> Result<(), Failure> {
+    let res = match input.get(d) {
+        Some(text) => parser.parse(text, fields),
+        None => Err(Failure::Missing(input_name.to_string())),
+    };
+    match res {
+        Ok(()) => {
+            output.merge(d, fields);
+            Ok(())
+        }
+        Err(why) => {
+            fields.clear();
+            Err(why)
         }
     }
 }
