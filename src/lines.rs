@@ -337,7 +337,9 @@ impl LineSplitter {
 
     /// Core of `next_line`/`finish`: returns the line as a range of `buf` plus its info, so
     /// callers can borrow the buffer only after all bookkeeping is done.
-    #[inline]
+    // Always inlined: returned through memory, the line's info was copied out with a wide
+    // load that stalled on the narrow stores that had just written it (store forwarding).
+    #[inline(always)]
     fn advance(&mut self) -> Option<(usize, usize, LineInfo)> {
         if self.skipping {
             match self.next_lf() {

@@ -171,23 +171,56 @@ pub fn recycle_value(v: Value) {
 /// entries in all. One visit to the stash for both the vector and the buffer.
 #[inline]
 pub fn fields_with(key: Key, bytes: &[u8], n: usize) -> Vec<(Key, Value)> {
+    let mut entries = Vec::new();
+    fill_fields(&mut entries, key, bytes, n);
+    entries
+}
+
+/// [`fields_with`] into `entries` (empty), where they lie: a record built elsewhere and
+/// then moved into its batch stalled on the copy (store forwarding).
+#[inline]
+pub fn fill_fields(entries: &mut Vec<(Key, Value)>, key: Key, bytes: &[u8], n: usize) {
+    // Everything is stored where it ends up: a vector or a pair taken or built in one
+    // place and then moved to another was copied with wide loads that stalled on the
+    // narrow stores just made (store forwarding), most of a line record's cost.
+    fn append_empty(entries: &mut Vec<(Key, Value)>, key: Key, n: usize) -> &mut Vec<u8> {
+        entries.reserve(n.max(1));
+        let len = entries.len();
+        // SAFETY: `reserve` made room for one more entry; both parts are written before
+        // the length covers it.
+        unsafe {
+            let p = entries.as_mut_ptr().add(len);
+            (&raw mut (*p).0).write(key);
+            (&raw mut (*p).1).write(Value::Bytes(Vec::new()));
+            entries.set_len(len + 1);
+            match &mut (*p).1 {
+                Value::Bytes(b) => b,
+                _ => unreachable!("just written"),
+            }
+        }
+    }
     let class = class_for(bytes.len());
-    let (entries, buf) = with_stash(|s| (s.take_entries(), class.and_then(|c| s.take_buffer(c))))
-        .unwrap_or_default();
-    let mut entries = entries.unwrap_or_default();
-    entries.reserve(n.max(1));
-    let buf = buf.unwrap_or_else(|| match class {
-        Some(c) => Vec::with_capacity(1 << c),
-        None => Vec::with_capacity(bytes.len()),
+    let stashed = with_stash(|s| {
+        if let Some(kept) = s.take_entries() {
+            *entries = kept;
+        }
+        let buf = append_empty(entries, key, n);
+        if let Some(b) = class.and_then(|c| s.take_buffer(c)) {
+            *buf = b;
+        }
     });
-    // Filled in place: building the value and then moving it into the vector made the
-    // compiler shuffle the enum through the stack in overlapping pieces, and the reads
-    // stalled on those writes (store forwarding); that was most of a line record's cost.
-    entries.push((key, Value::Bytes(buf)));
+    if stashed.is_none() {
+        append_empty(entries, key, n);
+    }
     if let Some((_, Value::Bytes(b))) = entries.last_mut() {
+        if b.capacity() == 0 {
+            *b = match class {
+                Some(c) => Vec::with_capacity(1 << c),
+                None => Vec::with_capacity(bytes.len()),
+            };
+        }
         b.extend_from_slice(bytes);
     }
-    entries
 }
 
 /// An empty buffer with room for at least `n` bytes.

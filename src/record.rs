@@ -748,15 +748,14 @@ impl Map {
         self.position(key).is_some()
     }
 
-    /// Wraps entries taken from [`crate::pool::entries`] (or anywhere); keys must be
-    /// distinct.
-    pub(crate) fn from_entries(entries: Vec<(Key, Value)>) -> Map {
-        Map { entries }
-    }
-
     /// The entries, for [`crate::pool::recycle`].
     pub(crate) fn into_entries(self) -> Vec<(Key, Value)> {
         self.entries
+    }
+
+    /// The entries' vector, for [`crate::pool::fill_fields`]; keys must stay distinct.
+    pub(crate) fn entries_mut(&mut self) -> &mut Vec<(Key, Value)> {
+        &mut self.entries
     }
 
     /// Appends `key` without looking for an existing entry: for a parser filling an

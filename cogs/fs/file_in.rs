@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
-use crate::record::{Record, SharedStr, Value};
-use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest, offset_key, path_key};
+use crate::record::{Record, SharedStr};
+use crate::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
 /// batch-mode supply (the `tail` supply follows files as they grow).
@@ -151,16 +151,8 @@ impl FileIn {
 
 /// Adds the file's fields, `path` and `offset`, to a line record of the file `name`.
 fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::lines::LineInfo) + '_ {
-    move |r, info| {
-        // A line record holds only `message` (and maybe `truncated`) so far. The path is
-        // built here from the `SharedStr` (see `tail`'s `emit`).
-        r.fields
-            .append_slot(path_key())
-            .set(Value::Shared(name.clone()));
-        r.fields
-            .append_slot(offset_key())
-            .set(Value::Int(info.offset as i64));
-    }
+    let fields = FileFields::new(name);
+    move |r, info| fields.add(r, info.offset)
 }
 
 impl Cog<Record> for FileIn {

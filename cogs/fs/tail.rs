@@ -16,8 +16,8 @@ use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Par
 use crate::glob::{Glob, split_path};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
-use crate::record::{Record, SharedStr, Value};
-use crate::supply::{line_record, offset_key, path_key};
+use crate::record::{Record, SharedStr};
+use crate::supply::{FileFields, emit_line_record};
 
 const READ: Local = 0;
 const SCAN: Local = 1;
@@ -1028,20 +1028,15 @@ fn emit(
     out: &mut Out<Record>,
     cx: &mut Ctx,
 ) {
+    let fields = FileFields::new(name);
     loop {
         let line = if rest { sp.finish() } else { sp.next_line() };
         let Some(line) = line else {
             break;
         };
-        let mut r = line_record(line.bytes, &line.info, 2, out, cx);
-        // A line record holds only `message` (and maybe `truncated`) so far. The path is
-        // built here from the `SharedStr`: cloning a whole `Value` was an out-of-line call
-        // whose result the compiler then copied through the stack in stalling pieces.
-        r.fields.append_new(path_key(), Value::Shared(name.clone()));
-        r.fields
-            .append_new(offset_key(), Value::Int(line.info.offset as i64));
+        let r = emit_line_record(line.bytes, &line.info, 2, out, cx);
+        fields.add(r, line.info.offset);
         let id = r.id;
-        out.push(r);
         acks.sent(fid, id, sp.consumed());
     }
 }
