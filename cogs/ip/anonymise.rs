@@ -433,6 +433,19 @@ impl Anonymiser {
                 // Only ASCII is written.
                 *s = String::from_utf8(text).unwrap_or_default();
             }
+            // Short text (nearly every address) is rewritten where it lies.
+            Value::Shared(SharedStr::Inline(short)) => {
+                let ip =
+                    record::parse_ip(short.as_str().as_bytes()).ok_or(NotAnAddress("string"))?;
+                let ip = self.ip(ip);
+                self.scratch.clear();
+                record::write_ip(&mut self.scratch, &ip);
+                // Only ASCII is written.
+                let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
+                if !short.set(text) {
+                    *v = Value::Str(crate::pool::text(text));
+                }
+            }
             Value::Shared(s) => {
                 let ip = record::parse_ip(s.as_bytes()).ok_or(NotAnAddress("string"))?;
                 let ip = self.ip(ip);
