@@ -610,6 +610,9 @@ mod tests {
         let mut v = Value::Shared("2001:db8:1:2::3".into());
         a.value(&mut v).unwrap();
         assert!(matches!(&v, Value::Shared(s) if &**s == "2001:db8:1::"));
+        let mut v = Value::Shared(SharedStr::short("10.1.2.34"));
+        a.value(&mut v).unwrap();
+        assert!(matches!(&v, Value::Shared(SharedStr::Inline(s)) if s.as_str() == "10.1.2.0"));
         let mut v = Value::Bytes(b"192.0.2.77".to_vec());
         a.value(&mut v).unwrap();
         assert!(matches!(&v, Value::Bytes(b) if b == b"192.0.2.0"));
