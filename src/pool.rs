@@ -102,25 +102,29 @@ impl Stash {
     }
 
     fn keep_entries(&mut self, mut entries: Vec<(Key, Value)>) {
-        // Every value is moved out and consumed by its arm, so nothing is left for a
-        // generic drop: calling `drop_in_place` on each value was a third of recycling.
-        for (_, v) in entries.drain(..) {
+        // Storage is taken out where it lies, and the vector is then emptied without a
+        // generic drop per value (a third of recycling) nor a copy of each value out of it.
+        for (_, v) in entries.iter_mut() {
             match v {
-                Value::Bytes(b) => self.keep_buffer(b),
-                Value::Str(s) => self.keep_buffer(s.into_bytes()),
-                Value::List(_) | Value::Map(_) => self.keep_value(v),
-                Value::Shared(SharedStr::Counted(a)) => drop(a),
+                Value::Bytes(b) => self.keep_buffer(std::mem::take(b)),
+                Value::Str(s) => self.keep_buffer(std::mem::take(s).into_bytes()),
+                Value::List(_) | Value::Map(_) => self.keep_value(std::mem::take(v)),
+                Value::Shared(SharedStr::Counted(_)) => *v = Value::Null,
                 // Listed rather than `_`: a new variant that owns memory must get an arm.
-                v @ (Value::Shared(SharedStr::Interned(_) | SharedStr::Inline(_))
+                Value::Shared(SharedStr::Interned(_) | SharedStr::Inline(_))
                 | Value::Null
                 | Value::Bool(_)
                 | Value::Int(_)
                 | Value::Float(_)
                 | Value::Time(_)
                 | Value::Ip(_)
-                | Value::Net(_)) => std::mem::forget(v),
+                | Value::Net(_) => {}
             }
         }
+        // SAFETY: no value left owns memory (the arms above took or dropped all that did,
+        // and emptied vectors and strings hold no allocation), so forgetting them all is
+        // exactly dropping them; and a length of zero is always in bounds.
+        unsafe { entries.set_len(0) };
         let cost = entries_cost(&mut entries);
         if entries.capacity() > 0
             && entries.capacity() <= MAX_ENTRIES
