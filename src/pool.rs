@@ -5,7 +5,7 @@
 //! into large free chunks and make glibc sweep its fast bins on every batch; the allocations
 //! of the next batch then miss its per-thread cache. Drains that are done with records give
 //! them back here instead ([`recycle`]), and line supplies and parsers take their field
-//! vectors and text buffers from here ([`fields_with`], [`buffer`], [`text`]), so a steady
+//! vectors and text buffers from here ([`fill_fields`], [`buffer`], [`text`]), so a steady
 //! stream runs with almost no allocator calls.
 //!
 //! The stash is per thread (the escapement thread; a worker thread keeps its own) and
@@ -171,17 +171,9 @@ pub fn recycle_value(v: Value) {
     }
 }
 
-/// The fields of a new line record: `key` holding a copy of `bytes`, with room for `n`
-/// entries in all. One visit to the stash for both the vector and the buffer.
-#[inline]
-pub fn fields_with(key: Key, bytes: &[u8], n: usize) -> Vec<(Key, Value)> {
-    let mut entries = Vec::new();
-    fill_fields(&mut entries, key, bytes, n);
-    entries
-}
-
-/// [`fields_with`] into `entries` (empty), where they lie: a record built elsewhere and
-/// then moved into its batch stalled on the copy (store forwarding).
+/// Fills `entries` (empty) with the fields of a new line record: `key` holding a copy of
+/// `bytes`, with room for `n` entries in all. One visit to the stash for both the vector
+/// and the buffer.
 #[inline]
 pub fn fill_fields(entries: &mut Vec<(Key, Value)>, key: Key, bytes: &[u8], n: usize) {
     // Everything is stored where it ends up: a vector or a pair taken or built in one
@@ -310,7 +302,8 @@ mod tests {
         assert_eq!(long, vec![b'y'; 150]);
         let short = text("10.0.0.1");
         assert_eq!(short, "10.0.0.1");
-        let e = fields_with(k, b"z", 2);
+        let mut e = Vec::new();
+        fill_fields(&mut e, k, b"z", 2);
         assert!(
             e.len() == 1 && e.capacity() >= 4,
             "the field vector came back"
