@@ -195,6 +195,7 @@ pub fn fill_fields(entries: &mut Vec<(Key, Value)>, key: Key, bytes: &[u8], n: u
             }
         }
     }
+    debug_assert!(entries.is_empty(), "fill_fields into a vector with entries");
     let class = class_for(bytes.len());
     let stashed = with_stash(|s| {
         if let Some(kept) = s.take_entries() {

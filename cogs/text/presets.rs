@@ -169,10 +169,23 @@ struct SharedCache {
     interner_full: bool,
 }
 
+/// A hash of every byte of `b` (at least 8 bytes long), a word at a time.
+#[inline]
+fn whole_hash(b: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let words = b.chunks_exact(8);
+    // The last word overlaps the full ones when the length is not a multiple of 8.
+    let last = b.last_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w));
+    words
+        .map(|w| w.try_into().map_or(0, u64::from_le_bytes))
+        .chain([last, b.len() as u64])
+        .fold(0u64, |h, w| (h ^ w).wrapping_mul(K).rotate_left(31))
+}
+
 #[derive(Debug, Clone, Default)]
 struct CacheSlot {
     kept: Option<SharedStr>,
-    /// Hash of the last value that missed here.
+    /// Hash of every byte of the last value that missed here.
     candidate: u64,
 }
 
@@ -206,8 +219,11 @@ impl SharedCache {
         {
             return Value::Shared(a.clone());
         }
-        if slot.candidate != h {
-            slot.candidate = h;
+        // The slot's hash sees only both ends and the length, which one-off values of a
+        // kind often share (`https://host/…/page`): a candidate is judged on all its bytes.
+        let whole = whole_hash(b);
+        if slot.candidate != whole {
+            slot.candidate = whole;
             return text_value(b);
         }
         self.admit(b, h)
@@ -792,10 +808,15 @@ mod tests {
             [false, true, true],
             "admitted on its second miss, then hit"
         );
+        let mut admitted = 0;
         for i in 0..1000 {
             let one_off = format!("https://example.com/referer/{i}/with/a/long/path");
-            assert_eq!(cache.value(one_off.as_bytes()).as_str(), Some(&one_off[..]));
+            let v = cache.value(one_off.as_bytes());
+            assert_eq!(v.as_str(), Some(&one_off[..]));
+            admitted += usize::from(matches!(v, Value::Shared(_)));
         }
+        // Same ends, same length: only a hash of every byte tells them apart.
+        assert_eq!(admitted, 0, "one-off values were admitted");
         let bad = b"agent with an invalid byte \xff here and enough length";
         for _ in 0..3 {
             assert_eq!(cache.value(bad).as_bytes(), Some(&bad[..]));
