@@ -13,7 +13,7 @@ use crate::framing::{Deframer, Framing};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::supply::line_record;
+use crate::supply::emit_line_record;
 
 /// Reads per connection and turn; then the connection waits for the next turn so that one
 /// busy sender cannot starve the others.
@@ -271,6 +271,13 @@ fn conn_local(i: usize) -> Local {
     FIRST_CONN + i as Local
 }
 
+/// Adds `peer` and `received_at` to a line record just emitted, where it lies.
+#[inline]
+fn add_peer_fields(r: &mut Record, peer: &Value, ts: Timestamp) {
+    r.fields.append_slot(peer_key()).set(peer.clone());
+    r.fields.append_slot(received_at_key()).set(Value::Time(ts));
+}
+
 impl<L: Acceptor> StreamServer<L> {
     pub(crate) fn new(name: &'static str, settings: StreamSettings) -> Self {
         StreamServer {
@@ -417,10 +424,8 @@ impl<L: Acceptor> StreamServer<L> {
                     let ts = Timestamp::now();
                     let peer = &c.peer;
                     let res = c.deframer.for_each_message(|bytes, info| {
-                        let mut r = line_record(bytes, &info, 2, out, cx);
-                        r.insert(peer_key(), peer.clone());
-                        r.insert(received_at_key(), Value::Time(ts));
-                        out.push(r);
+                        let r = emit_line_record(bytes, &info, 2, out, cx);
+                        add_peer_fields(r, peer, ts);
                     });
                     if let Err(e) = res {
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
@@ -456,10 +461,8 @@ impl<L: Acceptor> StreamServer<L> {
         let ts = Timestamp::now();
         let peer = &c.peer;
         let (_, cut) = c.deframer.finish(|bytes, info| {
-            let mut r = line_record(bytes, &info, 2, out, cx);
-            r.insert(peer_key(), peer.clone());
-            r.insert(received_at_key(), Value::Time(ts));
-            out.push(r);
+            let r = emit_line_record(bytes, &info, 2, out, cx);
+            add_peer_fields(r, peer, ts);
         });
         if cut {
             out.count_errors(1);
