@@ -1015,6 +1015,7 @@ impl fmt::Display for Path {
 /// for the life of the process ([`SharedStr::interned`]), or a short one held inline
 /// ([`SharedStr::short`]). Clones and drops of the last two cost nothing, not even the
 /// atomic count of an `Arc`. Dereferences to `str`.
+#[derive(Clone)]
 pub enum SharedStr {
     /// Counted: freed with its last clone.
     Counted(std::sync::Arc<str>),
@@ -1124,25 +1125,42 @@ pub const MAX_INTERNED_VALUES: usize = 4096;
 /// Longest field value [`SharedStr::interned_value`] keeps.
 pub const MAX_INTERNED_VALUE_LEN: usize = 512;
 
+/// Strings kept for the life of the process, each once.
+struct Interner(OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>>);
+
+impl Interner {
+    const fn new() -> Interner {
+        Interner(OnceLock::new())
+    }
+
+    /// The kept copy of `s`, kept now if fewer than `max` strings are; `None` if not.
+    fn intern(&self, s: &str, max: usize) -> Option<&'static str> {
+        let mut table = self
+            .0
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&kept) = table.get(s) {
+            return Some(kept);
+        }
+        if table.len() >= max {
+            return None;
+        }
+        let kept: &'static str = Box::leak(s.into());
+        table.insert(kept);
+        Some(kept)
+    }
+}
+
 impl SharedStr {
     /// `s` interned, so that records carrying it (every line of a file carries the file's
     /// path) clone it for free; counted instead once [`MAX_INTERNED`] strings are kept.
     pub fn interned(s: &str) -> SharedStr {
-        static TABLE: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
-            OnceLock::new();
-        let table = TABLE.get_or_init(Default::default);
-        let mut table = table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(&kept) = table.get(s) {
-            return SharedStr::Interned(kept);
+        static NAMES: Interner = Interner::new();
+        match NAMES.intern(s, MAX_INTERNED) {
+            Some(kept) => SharedStr::Interned(kept),
+            None => SharedStr::Counted(s.into()),
         }
-        if table.len() >= MAX_INTERNED {
-            return SharedStr::Counted(s.into());
-        }
-        let kept: &'static str = Box::leak(s.into());
-        table.insert(kept);
-        SharedStr::Interned(kept)
     }
 
     /// `s` interned like [`SharedStr::interned`], from a separate budget for field values
@@ -1150,24 +1168,13 @@ impl SharedStr {
     /// [`MAX_INTERNED_VALUE_LEN`] bytes, so the leak is bounded (2 MiB) and file names never
     /// compete with values. `None` once the budget is spent and `s` is not kept.
     pub fn interned_value(s: &str) -> Option<SharedStr> {
-        static TABLE: OnceLock<std::sync::Mutex<std::collections::HashSet<&'static str>>> =
-            OnceLock::new();
+        static VALUES: Interner = Interner::new();
         if s.len() > MAX_INTERNED_VALUE_LEN {
             return None;
         }
-        let table = TABLE.get_or_init(Default::default);
-        let mut table = table
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(&kept) = table.get(s) {
-            return Some(SharedStr::Interned(kept));
-        }
-        if table.len() >= MAX_INTERNED_VALUES {
-            return None;
-        }
-        let kept: &'static str = Box::leak(s.into());
-        table.insert(kept);
-        Some(SharedStr::Interned(kept))
+        VALUES
+            .intern(s, MAX_INTERNED_VALUES)
+            .map(SharedStr::Interned)
     }
 
     /// `s` held inline if it is short enough ([`InlineStr::CAPACITY`]), else counted.
@@ -1186,17 +1193,6 @@ impl SharedStr {
             SharedStr::Counted(a) => a,
             SharedStr::Interned(s) => s,
             SharedStr::Inline(i) => i.as_str(),
-        }
-    }
-}
-
-impl Clone for SharedStr {
-    #[inline]
-    fn clone(&self) -> SharedStr {
-        match self {
-            SharedStr::Counted(a) => SharedStr::Counted(std::sync::Arc::clone(a)),
-            SharedStr::Interned(s) => SharedStr::Interned(s),
-            SharedStr::Inline(i) => SharedStr::Inline(*i),
         }
     }
 }
