@@ -435,24 +435,13 @@ impl Anonymiser {
             }
             // Short text (nearly every address) is rewritten where it lies.
             Value::Shared(SharedStr::Inline(short)) => {
-                let ip =
-                    record::parse_ip(short.as_str().as_bytes()).ok_or(NotAnAddress("string"))?;
-                let ip = self.ip(ip);
-                self.scratch.clear();
-                record::write_ip(&mut self.scratch, &ip);
-                // Only ASCII is written.
-                let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
+                let text = self.text_of(short.as_str().as_bytes())?;
                 if !short.set(text) {
                     *v = Value::Str(crate::pool::text(text));
                 }
             }
             Value::Shared(s) => {
-                let ip = record::parse_ip(s.as_bytes()).ok_or(NotAnAddress("string"))?;
-                let ip = self.ip(ip);
-                self.scratch.clear();
-                record::write_ip(&mut self.scratch, &ip);
-                // Only ASCII is written.
-                let text = std::str::from_utf8(&self.scratch).unwrap_or_default();
+                let text = self.text_of(s.as_bytes())?;
                 *v = match InlineStr::new(text) {
                     Some(short) => Value::Shared(SharedStr::Inline(short)),
                     None => Value::Str(crate::pool::text(text)),
@@ -466,6 +455,18 @@ impl Anonymiser {
             other => return Err(NotAnAddress(other.type_name())),
         }
         Ok(())
+    }
+}
+
+impl Anonymiser {
+    /// The anonymised form of the address `text`, written in `scratch`.
+    fn text_of(&mut self, text: &[u8]) -> Result<&str, NotAnAddress> {
+        let ip = record::parse_ip(text).ok_or(NotAnAddress("string"))?;
+        let ip = self.ip(ip);
+        self.scratch.clear();
+        record::write_ip(&mut self.scratch, &ip);
+        // Only ASCII is written.
+        Ok(std::str::from_utf8(&self.scratch).unwrap_or_default())
     }
 }
 
