@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 
-use crate::record::{Key, Record, SharedStr, Value};
+use crate::record::{Key, Map, Record, SharedStr, Value};
 
 /// Field vectors kept.
 pub const MAX_SPARES: usize = 16384;
@@ -171,53 +171,47 @@ pub fn recycle_value(v: Value) {
     }
 }
 
-/// Fills `entries` (empty) with the fields of a new line record: `key` holding a copy of
+/// Fills `fields` (empty) with the fields of a new line record: `key` holding a copy of
 /// `bytes`, with room for `n` entries in all. One visit to the stash for both the vector
 /// and the buffer.
 #[inline]
-pub fn fill_fields(entries: &mut Vec<(Key, Value)>, key: Key, bytes: &[u8], n: usize) {
-    // Everything is stored where it ends up: a vector or a pair taken or built in one
-    // place and then moved to another was copied with wide loads that stalled on the
-    // narrow stores just made (store forwarding), most of a line record's cost.
-    fn append_empty(entries: &mut Vec<(Key, Value)>, key: Key, n: usize) -> &mut Vec<u8> {
-        entries.reserve(n.max(1));
-        let len = entries.len();
-        // SAFETY: `reserve` made room for one more entry; both parts are written before
-        // the length covers it.
-        unsafe {
-            let p = entries.as_mut_ptr().add(len);
-            (&raw mut (*p).0).write(key);
-            (&raw mut (*p).1).write(Value::Bytes(Vec::new()));
-            entries.set_len(len + 1);
-            match &mut (*p).1 {
-                Value::Bytes(b) => b,
-                _ => unreachable!("just written"),
-            }
+pub fn fill_fields(fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
+    // Everything is stored where it ends up (`Map::append_slot`): a vector or a pair taken
+    // or built in one place and then moved to another was copied with wide loads that
+    // stalled on the narrow stores just made (store forwarding), most of a line record's
+    // cost.
+    fn append_empty(fields: &mut Map, key: Key, n: usize) -> &mut Vec<u8> {
+        fields.entries_mut().reserve(n.max(1));
+        match fields.append_slot(key).set(Value::Bytes(Vec::new())) {
+            Value::Bytes(b) => b,
+            _ => unreachable!("just stored"),
         }
     }
-    debug_assert!(entries.is_empty(), "fill_fields into a vector with entries");
+    debug_assert!(fields.is_empty(), "fill_fields into a map with entries");
     let class = class_for(bytes.len());
     let stashed = with_stash(|s| {
         if let Some(kept) = s.take_entries() {
-            *entries = kept;
+            *fields.entries_mut() = kept;
         }
-        let buf = append_empty(entries, key, n);
+        let buf = append_empty(fields, key, n);
         if let Some(b) = class.and_then(|c| s.take_buffer(c)) {
             *buf = b;
         }
     });
-    if stashed.is_none() {
-        append_empty(entries, key, n);
+    let buf = match stashed {
+        Some(()) => match fields.entries_mut().last_mut() {
+            Some((_, Value::Bytes(b))) => b,
+            _ => return,
+        },
+        None => append_empty(fields, key, n),
+    };
+    if buf.capacity() == 0 {
+        *buf = match class {
+            Some(c) => Vec::with_capacity(1 << c),
+            None => Vec::with_capacity(bytes.len()),
+        };
     }
-    if let Some((_, Value::Bytes(b))) = entries.last_mut() {
-        if b.capacity() == 0 {
-            *b = match class {
-                Some(c) => Vec::with_capacity(1 << c),
-                None => Vec::with_capacity(bytes.len()),
-            };
-        }
-        b.extend_from_slice(bytes);
-    }
+    buf.extend_from_slice(bytes);
 }
 
 /// An empty buffer with room for at least `n` bytes.
@@ -303,8 +297,9 @@ mod tests {
         assert_eq!(long, vec![b'y'; 150]);
         let short = text("10.0.0.1");
         assert_eq!(short, "10.0.0.1");
-        let mut e = Vec::new();
-        fill_fields(&mut e, k, b"z", 2);
+        let mut m = Map::new();
+        fill_fields(&mut m, k, b"z", 2);
+        let e = m.into_entries();
         assert!(
             e.len() == 1 && e.capacity() >= 4,
             "the field vector came back"

@@ -753,7 +753,8 @@ impl Map {
         self.entries
     }
 
-    /// The entries' vector, for [`crate::pool::fill_fields`]; keys must stay distinct.
+    /// The entries' vector, for [`crate::pool::fill_fields`] to put a reused one in place
+    /// and reserve room; keys must stay distinct.
     pub(crate) fn entries_mut(&mut self) -> &mut Vec<(Key, Value)> {
         &mut self.entries
     }

@@ -128,7 +128,7 @@ fn fill_line_record(
 ) {
     r.id = cx.new_event_id();
     pool::fill_fields(
-        r.fields.entries_mut(),
+        &mut r.fields,
         message_key(),
         bytes,
         1 + extra_fields + info.truncated as usize,
