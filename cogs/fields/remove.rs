@@ -50,9 +50,7 @@ impl<D> Remove<D> {
     pub fn new(fields: Vec<Taker<D>>) -> Self {
         Remove { fields }
     }
-}
 
-impl<D> Remove<D> {
     #[inline]
     fn strip(&self, d: &mut D) {
         for f in &self.fields {

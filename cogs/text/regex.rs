@@ -48,13 +48,40 @@ use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
 /// From Rust, on any datum: give the getter of the text, a [`Merge`] that stores the
 /// fields, an [`OnError`] and a [`Parser`].
 pub struct Regex<D> {
+    parse: ParseInto<D>,
+    on_error: OnError<D>,
+}
+
+/// What `regex` does to one datum, apart from the cog's error handling (so that the
+/// batch loop can borrow the two at once).
+struct ParseInto<D> {
     input: Getter<D, [u8]>,
     input_name: String,
     output: Merge<D>,
-    on_error: OnError<D>,
     parser: Parser,
     /// Reused for every line: captures are collected here, then merged.
     fields: Map,
+}
+
+impl<D> ParseInto<D> {
+    /// Parses the datum's text and merges the fields into it; on failure it is unchanged.
+    #[inline]
+    fn apply(&mut self, d: &mut D) -> Result<(), Failure> {
+        let res = match self.input.get(d) {
+            Some(text) => self.parser.parse(text, &mut self.fields),
+            None => Err(Failure::Missing(self.input_name.clone())),
+        };
+        match res {
+            Ok(()) => {
+                self.output.merge(d, &mut self.fields);
+                Ok(())
+            }
+            Err(why) => {
+                self.fields.clear();
+                Err(why)
+            }
+        }
+    }
 }
 
 /// The descriptor of `regex`.
@@ -212,18 +239,20 @@ impl<D: 'static> Regex<D> {
         parser: Parser,
     ) -> Self {
         Regex {
-            input,
-            input_name: "message".to_string(),
-            output,
+            parse: ParseInto {
+                input,
+                input_name: "message".to_string(),
+                output,
+                parser,
+                fields: Map::with_capacity(16),
+            },
             on_error,
-            parser,
-            fields: Map::with_capacity(16),
         }
     }
 
     /// Names the input in failure reasons (`field NAME: missing or not text`).
     pub fn with_input_name(mut self, name: &str) -> Self {
-        self.input_name = name.to_string();
+        self.parse.input_name = name.to_string();
         self
     }
 }
@@ -235,61 +264,19 @@ impl<D: 'static> Cog<D> for Regex<D> {
 
     #[inline]
     fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        let parsed = parse_into(
-            &mut d,
-            &self.input,
-            &self.input_name,
-            &mut self.parser,
-            &mut self.fields,
-            &self.output,
-        );
-        match parsed {
+        match self.parse.apply(&mut d) {
             Ok(()) => out.push(d),
             Err(why) => self.on_error.fail(d, "regex", &why, out, cx),
         }
     }
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
-        let on_error = &mut self.on_error;
-        let (input, input_name, parser, fields, output) = (
-            &self.input,
-            &self.input_name,
-            &mut self.parser,
-            &mut self.fields,
-            &self.output,
-        );
+        let (parse, on_error) = (&mut self.parse, &mut self.on_error);
         out.change_each(
             batch,
-            |d| parse_into(d, input, input_name, parser, fields, output),
+            |d| parse.apply(d),
             |d, why, out| on_error.fail(d, "regex", &why, out, cx),
         );
-    }
-}
-
-/// Parses the datum's text and merges the fields into it; on failure it is unchanged.
-/// Takes the cog's parts, not the cog, so the error path can borrow the rest.
-#[inline]
-fn parse_into<D>(
-    d: &mut D,
-    input: &Getter<D, [u8]>,
-    input_name: &str,
-    parser: &mut Parser,
-    fields: &mut Map,
-    output: &Merge<D>,
-) -> Result<(), Failure> {
-    let res = match input.get(d) {
-        Some(text) => parser.parse(text, fields),
-        None => Err(Failure::Missing(input_name.to_string())),
-    };
-    match res {
-        Ok(()) => {
-            output.merge(d, fields);
-            Ok(())
-        }
-        Err(why) => {
-            fields.clear();
-            Err(why)
-        }
     }
 }
 
