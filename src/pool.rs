@@ -9,39 +9,40 @@
 //! stream runs with almost no allocator calls.
 //!
 //! The stash is per thread (the escapement thread; a worker thread keeps its own) and
-//! bounded: at most [`MAX_SPARES`] field vectors, [`MAX_CLASS_BYTES`] per buffer size class
-//! and [`MAX_STASHED_BYTES`] in all (each spare counted with its bookkeeping); beyond that,
-//! and for buffers above the largest class, storage goes back to the allocator as usual.
-//! Everything here is an optimisation only: a record that is never recycled is simply
-//! freed.
+//! bounded by counts, which cost nothing to keep: at most [`MAX_SPARES`] field vectors of
+//! at most `MAX_ENTRIES` entries (5 MiB), and per buffer size class as many buffers as
+//! hold at most [`MAX_CLASS_BYTES`] (so at most 11 MiB over all classes, of which a
+//! workload uses one or two). Beyond that, and for buffers above the largest class, storage
+//! goes back to the allocator as usual. Everything here is an optimisation only: a record
+//! that is never recycled is simply freed.
 
 use std::cell::RefCell;
 
 use crate::record::{Key, Map, Record, SharedStr, Value};
 
-/// Field vectors kept.
-pub const MAX_SPARES: usize = 16384;
-/// Bytes kept in buffers of one size class: a class nobody takes from (small strings a
-/// parser outside the pool made) cannot crowd out the others.
-pub const MAX_CLASS_BYTES: usize = 2 << 20;
-/// Bytes kept in all, buffers and field vectors.
-pub const MAX_STASHED_BYTES: usize = 8 << 20;
+/// Field vectors kept: enough for the records of a large batch.
+pub const MAX_SPARES: usize = 4096;
+/// Bytes kept in buffers of one size class, at most: a class nobody takes from (small
+/// strings a parser outside the pool made) cannot crowd out the others. Counted as buffers,
+/// `MAX_CLASS_BYTES >> (c + 1)` for class `c`, whose buffers are all smaller than `2^(c+1)`.
+pub const MAX_CLASS_BYTES: usize = 1 << 20;
 /// Field vectors with more room than this are not kept.
-const MAX_ENTRIES: usize = 64;
+const MAX_ENTRIES: usize = 32;
 /// Buffers are kept by size class: class `c` holds buffers with room for `2^c` to
 /// `2^(c+1) - 1` bytes, so any spare of the class a request rounds up to is large enough.
 const MIN_CLASS: u32 = 4;
 const MAX_CLASS: u32 = 14;
 const CLASSES: usize = (MAX_CLASS - MIN_CLASS + 1) as usize;
-/// What a spare costs beyond its bytes: the `Vec` kept here and the allocator's header.
-const SPARE_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>() + 16;
+
+/// How many buffers class `c` (counted from [`MIN_CLASS`]) keeps.
+const fn class_spares(c: usize) -> usize {
+    MAX_CLASS_BYTES >> (c + MIN_CLASS as usize + 1)
+}
 
 #[derive(Default)]
 struct Stash {
     entries: Vec<Vec<(Key, Value)>>,
     buffers: [Vec<Vec<u8>>; CLASSES],
-    class_bytes: [usize; CLASSES],
-    stashed_bytes: usize,
 }
 
 /// The class whose spares all have room for `n` bytes; `None` above the largest.
@@ -49,11 +50,6 @@ struct Stash {
 fn class_for(n: usize) -> Option<u32> {
     let c = n.max(1).next_power_of_two().trailing_zeros().max(MIN_CLASS);
     (c <= MAX_CLASS).then_some(c)
-}
-
-/// What a stashed field vector counts against [`MAX_STASHED_BYTES`] (it is empty).
-fn entries_cost(v: &mut Vec<(Key, Value)>) -> usize {
-    std::mem::size_of_val(v.spare_capacity_mut()) + SPARE_OVERHEAD
 }
 
 impl Stash {
@@ -64,31 +60,21 @@ impl Stash {
             return;
         }
         let class = (usize::BITS - 1 - cap.leading_zeros()) as usize - MIN_CLASS as usize;
-        let cost = cap + SPARE_OVERHEAD;
-        if self.class_bytes[class] + cost > MAX_CLASS_BYTES
-            || self.stashed_bytes + cost > MAX_STASHED_BYTES
-        {
-            return;
+        let kept = &mut self.buffers[class];
+        if kept.len() < class_spares(class) {
+            buf.clear();
+            kept.push(buf);
         }
-        buf.clear();
-        self.class_bytes[class] += cost;
-        self.stashed_bytes += cost;
-        self.buffers[class].push(buf);
     }
 
+    #[inline]
     fn take_entries(&mut self) -> Option<Vec<(Key, Value)>> {
-        let mut v = self.entries.pop()?;
-        self.stashed_bytes -= entries_cost(&mut v);
-        Some(v)
+        self.entries.pop()
     }
 
+    #[inline]
     fn take_buffer(&mut self, class: u32) -> Option<Vec<u8>> {
-        let class = (class - MIN_CLASS) as usize;
-        let b = self.buffers[class].pop()?;
-        let cost = b.capacity() + SPARE_OVERHEAD;
-        self.class_bytes[class] -= cost;
-        self.stashed_bytes -= cost;
-        Some(b)
+        self.buffers[(class - MIN_CLASS) as usize].pop()
     }
 
     fn keep_value(&mut self, v: Value) {
@@ -125,13 +111,7 @@ impl Stash {
         // and emptied vectors and strings hold no allocation), so forgetting them all is
         // exactly dropping them; and a length of zero is always in bounds.
         unsafe { entries.set_len(0) };
-        let cost = entries_cost(&mut entries);
-        if entries.capacity() > 0
-            && entries.capacity() <= MAX_ENTRIES
-            && self.entries.len() < MAX_SPARES
-            && self.stashed_bytes + cost <= MAX_STASHED_BYTES
-        {
-            self.stashed_bytes += cost;
+        if (1..=MAX_ENTRIES).contains(&entries.capacity()) && self.entries.len() < MAX_SPARES {
             self.entries.push(entries);
         }
     }
@@ -176,42 +156,61 @@ pub fn recycle_value(v: Value) {
 /// and the buffer.
 #[inline]
 pub fn fill_fields(fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
-    // Everything is stored where it ends up (`Map::append_slot`): a vector or a pair taken
-    // or built in one place and then moved to another was copied with wide loads that
-    // stalled on the narrow stores just made (store forwarding), most of a line record's
-    // cost.
-    fn append_empty(fields: &mut Map, key: Key, n: usize) -> &mut Vec<u8> {
-        fields.entries_mut().reserve(n.max(1));
-        match fields.append_slot(key).set(Value::Bytes(Vec::new())) {
-            Value::Bytes(b) => b,
-            _ => unreachable!("just stored"),
-        }
+    with_stock(|s| s.fill_fields(fields, key, bytes, n));
+}
+
+/// This thread's stash, borrowed once for a whole batch of new line records: taking it per
+/// record (the thread-local lookup and the `RefCell` check) cost as much as the rest of
+/// filling a record. Without a stash (see [`with_stock`]) records are simply allocated.
+pub(crate) struct Stock<'a>(Option<&'a mut Stash>);
+
+/// Runs `f` with this thread's stash borrowed as a [`Stock`]. Pool calls made inside `f`
+/// find the stash taken and allocate, as they do on any thread without one.
+pub(crate) fn with_stock<T>(f: impl FnOnce(&mut Stock<'_>) -> T) -> T {
+    let mut f = Some(f);
+    let ran = STASH.try_with(|s| {
+        let mut stash = s.try_borrow_mut().ok()?;
+        f.take().map(|f| f(&mut Stock(Some(&mut stash))))
+    });
+    if let Ok(Some(t)) = ran {
+        return t;
     }
-    debug_assert!(fields.is_empty(), "fill_fields into a map with entries");
-    let class = class_for(bytes.len());
-    let stashed = with_stash(|s| {
-        if let Some(kept) = s.take_entries() {
+    match f {
+        Some(f) => f(&mut Stock(None)),
+        None => unreachable!("`f` returned a value when it ran"),
+    }
+}
+
+impl Stock<'_> {
+    /// [`fill_fields`], from this stock.
+    #[inline(always)]
+    pub(crate) fn fill_fields(&mut self, fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
+        debug_assert!(fields.is_empty(), "fill_fields into a map with entries");
+        let class = class_for(bytes.len());
+        let mut stash = self.0.as_deref_mut();
+        if let Some(kept) = stash.as_mut().and_then(|s| s.take_entries()) {
             *fields.entries_mut() = kept;
         }
-        let buf = append_empty(fields, key, n);
-        if let Some(b) = class.and_then(|c| s.take_buffer(c)) {
-            *buf = b;
-        }
-    });
-    let buf = match stashed {
-        Some(()) => match fields.entries_mut().last_mut() {
-            Some((_, Value::Bytes(b))) => b,
-            _ => return,
-        },
-        None => append_empty(fields, key, n),
-    };
-    if buf.capacity() == 0 {
-        *buf = match class {
-            Some(c) => Vec::with_capacity(1 << c),
-            None => Vec::with_capacity(bytes.len()),
+        fields.entries_mut().reserve(n.max(1));
+        // Everything is stored where it ends up (`Map::append_slot`), the buffer too: a
+        // vector or pair built in one place and then moved to another was copied with wide
+        // loads that stalled on the narrow stores just made (store forwarding), most of a
+        // line record's cost.
+        let Value::Bytes(buf) = fields.append_slot(key).set(Value::Bytes(Vec::new())) else {
+            unreachable!("just stored")
         };
+        if let Some(b) = stash.and_then(|s| s.take_buffer(class?)) {
+            *buf = b;
+        } else {
+            *buf = match class {
+                // A new buffer gets the whole class, so it returns to the class it was
+                // taken for.
+                Some(c) => Vec::with_capacity(1 << c),
+                None => Vec::with_capacity(bytes.len()),
+            };
+        }
+        buf.extend_from_slice(bytes);
     }
-    buf.extend_from_slice(bytes);
 }
 
 /// An empty buffer with room for at least `n` bytes.
@@ -307,41 +306,67 @@ mod tests {
         assert_eq!(stash_sizes(), before);
     }
 
-    fn class_sizes() -> ([usize; CLASSES], usize) {
-        with_stash(|s| (s.class_bytes, s.stashed_bytes)).unwrap_or_default()
+    fn class_counts() -> [usize; CLASSES] {
+        with_stash(|s| std::array::from_fn(|c| s.buffers[c].len())).unwrap_or_default()
     }
 
     #[test]
     fn a_full_class_does_not_crowd_out_the_others() {
         // Tiny and outsized buffers are not kept.
-        let before = class_sizes();
+        let before = class_counts();
         recycle_value(Value::Bytes(Vec::with_capacity(3)));
         recycle_value(Value::Bytes(Vec::with_capacity(1 << (MAX_CLASS + 1))));
-        assert_eq!(class_sizes(), before);
+        assert_eq!(class_counts(), before);
         // One class fills up to its own limit...
-        for _ in 0..MAX_CLASS_BYTES / 1000 + 10 {
+        let c1000 = 9 - MIN_CLASS as usize;
+        for _ in 0..class_spares(c1000) + 10 {
             recycle_value(Value::Bytes(Vec::with_capacity(1000)));
         }
-        let (classes, _) = class_sizes();
-        let c1000 = 9 - MIN_CLASS as usize;
-        assert!(classes[c1000] <= MAX_CLASS_BYTES, "{classes:?}");
-        assert!(classes[c1000] > MAX_CLASS_BYTES - 1100, "{classes:?}");
-        // ...and another class is still kept.
-        recycle_value(Value::Bytes(Vec::with_capacity(300)));
-        assert_eq!(
-            class_sizes().0[8 - MIN_CLASS as usize],
-            300 + SPARE_OVERHEAD
+        let counts = class_counts();
+        assert_eq!(counts[c1000], class_spares(c1000));
+        assert!(counts[c1000] * 1000 <= MAX_CLASS_BYTES, "{counts:?}");
+        assert!(
+            counts[c1000] * 1000 > MAX_CLASS_BYTES / 2 - 1000,
+            "{counts:?}"
         );
+        // ...and another class is still kept.
+        let c300 = 8 - MIN_CLASS as usize;
+        recycle_value(Value::Bytes(Vec::with_capacity(300)));
+        assert_eq!(class_counts()[c300], counts[c300] + 1);
         // A request is served from a class whose spares all fit it.
         assert_eq!(buffer(400).capacity(), 1000);
-        // Filling more classes stops at the overall limit.
-        for size in [2000, 4000, 8000, 16000, 30000] {
+        // Every class keeps at most MAX_CLASS_BYTES, whatever the sizes in it.
+        for size in [2047, 4095, 8191, 16383, 30000] {
             for _ in 0..MAX_CLASS_BYTES / size + 10 {
                 recycle_value(Value::Bytes(Vec::with_capacity(size)));
             }
         }
-        let (_, total) = class_sizes();
-        assert!(total <= MAX_STASHED_BYTES, "{total}");
-        assert!(total > MAX_STASHED_BYTES - 40_000, "{total}");
+        let kept: usize = with_stash(|s| {
+            s.buffers
+                .iter()
+                .map(|b| {
+                    let bytes = b.iter().map(Vec::capacity).sum::<usize>();
+                    assert!(bytes <= MAX_CLASS_BYTES, "{bytes}");
+                    bytes
+                })
+                .sum()
+        })
+        .unwrap_or_default();
+        assert!(kept <= CLASSES * MAX_CLASS_BYTES, "{kept}");
+    }
+
+    #[test]
+    fn field_vectors_are_kept_up_to_the_limits() {
+        let spare = |cap: usize| {
+            let mut r = Record::with_capacity(cap);
+            r.insert(Key::new("pool_test_spare"), Value::Int(1));
+            r
+        };
+        let count = || with_stash(|s| s.entries.len()).unwrap_or_default();
+        let before = count();
+        recycle([spare(MAX_ENTRIES * 2)]);
+        assert_eq!(count(), before, "an oversized vector is freed");
+        recycle((0..MAX_SPARES + 10).map(|_| spare(4)));
+        assert_eq!(count(), MAX_SPARES);
     }
 }

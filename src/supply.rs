@@ -7,7 +7,7 @@ use crate::cog::Out;
 use crate::escapement::Ctx;
 use crate::lines::{LineInfo, LineSplitter};
 use crate::on_error::LogLimiter;
-use crate::pool;
+use crate::pool::{self, Stock};
 use crate::record::{Key, Map, Record, SharedStr, Slot, Value};
 
 macro_rules! well_known_key {
@@ -30,6 +30,8 @@ pub(crate) struct FileFields<'a> {
     /// The path's text when interned, as it nearly always is.
     interned: Option<&'static str>,
     name: &'a SharedStr,
+    path: Key,
+    offset: Key,
 }
 
 impl<'a> FileFields<'a> {
@@ -39,12 +41,17 @@ impl<'a> FileFields<'a> {
             SharedStr::Interned(s) => Some(*s),
             _ => None,
         };
-        FileFields { interned, name }
+        FileFields {
+            interned,
+            name,
+            path: path_key(),
+            offset: offset_key(),
+        }
     }
 
     /// Adds `path` and `offset` to `r`, a line record (which holds only `message`, and
     /// maybe `truncated`, so far).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add(&self, r: &mut Record, offset: u64) {
         // An interned path is stored from the `&'static str` itself. A clone of the
         // `SharedStr` made the compiler move the bytes of its inline variant in
@@ -54,7 +61,7 @@ impl<'a> FileFields<'a> {
         fn cloned(slot: Slot<'_>, name: &SharedStr) {
             slot.set(Value::Shared(name.clone()));
         }
-        let slot = r.fields.append_slot(path_key());
+        let slot = r.fields.append_slot(self.path);
         match self.interned {
             Some(s) => {
                 slot.set(Value::Shared(SharedStr::Interned(s)));
@@ -62,7 +69,7 @@ impl<'a> FileFields<'a> {
             None => cloned(slot, self.name),
         }
         r.fields
-            .append_slot(offset_key())
+            .append_slot(self.offset)
             .set(Value::Int(offset as i64));
     }
 }
@@ -82,15 +89,33 @@ pub fn line_record(
         out.count_errors(1);
     }
     let mut r = Record::new();
-    fill_line_record(&mut r, bytes, info, extra_fields, cx);
+    pool::with_stock(|stock| {
+        fill_line_record(stock, message_key(), &mut r, bytes, info, extra_fields, cx)
+    });
     r
 }
 
 /// [`line_record`], emitted at once and returned where it lies, to be finished in place:
-/// a record built first and then moved into the batch stalled on its own copy (store
-/// forwarding), which was most of a file supply's own time per line.
+/// the record is built in the batch, not moved there (see [`pool::push_in_place`]).
 #[inline]
 pub fn emit_line_record<'o>(
+    bytes: &[u8],
+    info: &LineInfo,
+    extra_fields: usize,
+    out: &'o mut Out<Record>,
+    cx: &mut Ctx<'_>,
+) -> &'o mut Record {
+    pool::with_stock(move |stock| {
+        emit_from(stock, message_key(), bytes, info, extra_fields, out, cx)
+    })
+}
+
+/// [`emit_line_record`] from a stock already borrowed, with the `message` key already
+/// looked up: the per-line part of a batch.
+#[inline(always)]
+fn emit_from<'o>(
+    stock: &mut Stock<'_>,
+    message: Key,
     bytes: &[u8],
     info: &LineInfo,
     extra_fields: usize,
@@ -113,13 +138,15 @@ pub fn emit_line_record<'o>(
         batch.set_len(len + 1);
         &mut *p
     };
-    fill_line_record(r, bytes, info, extra_fields, cx);
+    fill_line_record(stock, message, r, bytes, info, extra_fields, cx);
     r
 }
 
 /// Fills `r`, an empty record, as [`line_record`] describes (but for the error count).
-#[inline]
+#[inline(always)]
 fn fill_line_record(
+    stock: &mut Stock<'_>,
+    message: Key,
     r: &mut Record,
     bytes: &[u8],
     info: &LineInfo,
@@ -127,27 +154,34 @@ fn fill_line_record(
     cx: &mut Ctx<'_>,
 ) {
     r.id = cx.new_event_id();
-    pool::fill_fields(
+    stock.fill_fields(
         &mut r.fields,
-        message_key(),
+        message,
         bytes,
         1 + extra_fields + info.truncated as usize,
     );
     if info.truncated {
-        r.insert(truncated_key(), Value::Bool(true));
-        // Counted for every line, logged at a bounded rate (one limiter for all the line
-        // supplies of this thread): a storm of long lines must not flood the log.
-        thread_local! {
-            static CUT_LINES: RefCell<LogLimiter> = RefCell::default();
-        }
-        let log = CUT_LINES.with(|l| {
-            l.try_borrow_mut()
-                .map_or(true, |mut l| l.allow("lines cut", "line supplies", cx))
-        });
-        if log {
-            slog::warn!(cx.logger(), "line longer than max_line_bytes cut";
-                "event" => r.id, "offset" => info.offset, "kept_bytes" => bytes.len());
-        }
+        mark_truncated(r, info, bytes.len(), cx);
+    }
+}
+
+/// Flags a cut line and logs it at a bounded rate.
+#[cold]
+#[inline(never)]
+fn mark_truncated(r: &mut Record, info: &LineInfo, kept_bytes: usize, cx: &mut Ctx<'_>) {
+    r.insert(truncated_key(), Value::Bool(true));
+    // Counted for every line, logged at a bounded rate (one limiter for all the line
+    // supplies of this thread): a storm of long lines must not flood the log.
+    thread_local! {
+        static CUT_LINES: RefCell<LogLimiter> = RefCell::default();
+    }
+    let log = CUT_LINES.with(|l| {
+        l.try_borrow_mut()
+            .map_or(true, |mut l| l.allow("lines cut", "line supplies", cx))
+    });
+    if log {
+        slog::warn!(cx.logger(), "line longer than max_line_bytes cut";
+            "event" => r.id, "offset" => info.offset, "kept_bytes" => kept_bytes);
     }
 }
 
@@ -159,9 +193,12 @@ pub fn emit_lines(
     cx: &mut Ctx<'_>,
     mut fill: impl FnMut(&mut Record, &LineInfo),
 ) -> usize {
-    splitter.for_each_line(|bytes, info| {
-        let r = emit_line_record(bytes, &info, extra_fields, out, cx);
-        fill(r, &info);
+    let message = message_key();
+    pool::with_stock(|stock| {
+        splitter.for_each_line(|bytes, info| {
+            let r = emit_from(stock, message, bytes, &info, extra_fields, out, cx);
+            fill(r, &info);
+        })
     })
 }
 
@@ -173,13 +210,24 @@ pub fn emit_rest(
     cx: &mut Ctx<'_>,
     mut fill: impl FnMut(&mut Record, &LineInfo),
 ) -> usize {
-    let mut n = 0;
-    while let Some(line) = splitter.finish() {
-        let r = emit_line_record(line.bytes, &line.info, extra_fields, out, cx);
-        fill(r, &line.info);
-        n += 1;
-    }
-    n
+    let message = message_key();
+    pool::with_stock(|stock| {
+        let mut n = 0;
+        while let Some(line) = splitter.finish() {
+            let r = emit_from(
+                stock,
+                message,
+                line.bytes,
+                &line.info,
+                extra_fields,
+                out,
+                cx,
+            );
+            fill(r, &line.info);
+            n += 1;
+        }
+        n
+    })
 }
 
 /// An input read either through the escapement (pipes, FIFOs, sockets, terminals: set
