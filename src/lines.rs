@@ -414,6 +414,34 @@ impl LineSplitter {
     /// Refills the (empty) LF queue by searching forward from `scan` in 64-byte blocks until
     /// the queue might not fit another block's worth or the buffer is searched to `end`.
     fn index_lfs(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            unsafe { self.index_lfs_avx2() };
+            return;
+        }
+        self.index_lfs_with::<false>();
+    }
+
+    /// [`index_lfs`](Self::index_lfs) compiled for AVX2: a 64-byte block is two compares
+    /// instead of four, about a quarter fewer instructions per line of log data.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn index_lfs_avx2(&mut self) {
+        self.index_lfs_with::<true>();
+    }
+
+    #[inline(always)]
+    fn index_lfs_with<const AVX2: bool>(&mut self) {
+        let mask = |block: &[u8; 64]| {
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: `AVX2` is true only in `index_lfs_avx2`, called once the CPU was
+                // found to have it.
+                return unsafe { lf_mask_avx2(block) };
+            }
+            lf_mask(block)
+        };
         let buf = &self.buf[..self.end];
         let mut scan = self.scan;
         let mut tail = 0;
@@ -422,7 +450,7 @@ impl LineSplitter {
                 break;
             };
             let block: &[u8; 64] = block.try_into().expect("64-byte range");
-            tail = queue_bits(&mut self.lfs, tail, scan, lf_mask(block));
+            tail = queue_bits(&mut self.lfs, tail, scan, mask(block));
             scan += 64;
         }
         if tail + 64 <= LF_QUEUE && scan < buf.len() {
@@ -430,7 +458,7 @@ impl LineSplitter {
             let rest = &buf[scan..];
             let mut block = [0u8; 64];
             block[..rest.len()].copy_from_slice(rest);
-            tail = queue_bits(&mut self.lfs, tail, scan, lf_mask(&block));
+            tail = queue_bits(&mut self.lfs, tail, scan, mask(&block));
             scan = buf.len();
         }
         self.scan = scan;
@@ -585,6 +613,22 @@ fn lf_mask(block: &[u8; 64]) -> u64 {
         };
         m(0) | m(1) << 16 | m(2) << 32 | m(3) << 48
     }
+}
+
+/// Bit `i` is set iff `block[i] == b'\n'`, with two 32-byte compares.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+fn lf_mask_avx2(block: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8,
+    };
+    let nl = _mm256_set1_epi8(b'\n' as i8);
+    let p = block.as_ptr().cast::<__m256i>();
+    // SAFETY: each unaligned load reads 32 bytes at offset 0 or 32 of a 64-byte array.
+    let (lo, hi) = unsafe { (_mm256_loadu_si256(p), _mm256_loadu_si256(p.add(1))) };
+    let m = |v| _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, nl)) as u32 as u64;
+    m(lo) | m(hi) << 32
 }
 
 /// Bit `i` is set iff `block[i] == b'\n'` (portable version).
@@ -1276,6 +1320,43 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn lf_search_is_the_same_with_and_without_avx2() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: this CPU has no AVX2");
+            return;
+        }
+        let mut rng = Rng(7);
+        for round in 0..300 {
+            // Dense and sparse LFs, lengths around the 64-byte blocks and the queue size.
+            let len = rng.below(700);
+            let every = 1 + round % 90;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| if rng.below(every) == 0 { b'\n' } else { b'x' })
+                .collect();
+            let mut s = LineSplitter::new(1 << 20);
+            s.push(&bytes);
+            let mut queued = Vec::new();
+            loop {
+                let (scan, head) = (s.scan, s.lf_head);
+                s.index_lfs_with::<false>();
+                let sse2 = (s.scan, s.lfs[..s.lf_tail].to_vec());
+                (s.scan, s.lf_head) = (scan, head);
+                // SAFETY: the CPU has AVX2 (checked above).
+                unsafe { s.index_lfs_avx2() };
+                assert_eq!((s.scan, s.lfs[..s.lf_tail].to_vec()), sse2, "round {round}");
+                if s.lf_tail == 0 {
+                    break;
+                }
+                queued.extend_from_slice(&s.lfs[..s.lf_tail]);
+                s.lf_head = s.lf_tail;
+            }
+            let expected: Vec<usize> = (0..len).filter(|&i| bytes[i] == b'\n').collect();
+            assert_eq!(queued, expected, "round {round}");
+        }
+    }
+
+    #[test]
     fn lf_mask_matches_naive() {
         let naive =
             |block: &[u8; 64]| (0..64).fold(0u64, |m, i| m | u64::from(block[i] == b'\n') << i);
@@ -1289,6 +1370,11 @@ mod tests {
             }
             assert_eq!(lf_mask(&block), naive(&block));
             assert_eq!(lf_mask_portable(&block), naive(&block));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2.
+                assert_eq!(unsafe { lf_mask_avx2(&block) }, naive(&block));
+            }
         }
         for i in 0..64 {
             let mut block = [b'\n'; 64];
