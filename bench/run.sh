@@ -5,7 +5,7 @@
 # anonymising `client`, which the floor leaves out, so W3's floor is W2's); W4 socat.
 #   bash bench/run.sh            # 1M-line corpora, 3 runs each
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
-# Env: RUNS (3), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
+# Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
 #      ONLY="w1 w4" (subset), NO_PEER=1 (skip rsyslog), PORT (first TCP port, 40514).
 set -euo pipefail
 
@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SHARED="$ROOT/../shared/bench"
 DATA="$ROOT/target/bench-data"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
 ONLY="${ONLY:-w1 w2 w3 w4}"
 PORT="${PORT:-40514}"
 if [[ "${QUICK:-0}" == 1 ]]; then LINES=100000; else LINES=1000000; fi
