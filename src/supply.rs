@@ -96,7 +96,8 @@ pub fn line_record(
 }
 
 /// [`line_record`], emitted at once and returned where it lies, to be finished in place:
-/// the record is built in the batch, not moved there (see [`pool::push_in_place`]).
+/// the record is built in the batch, not moved there (see [`pool::push_in_place`]). A
+/// supply emitting many lines at once does it through [`with_line_emitter`].
 #[inline]
 pub fn emit_line_record<'o>(
     bytes: &[u8],
@@ -105,41 +106,53 @@ pub fn emit_line_record<'o>(
     out: &'o mut Out<Record>,
     cx: &mut Ctx<'_>,
 ) -> &'o mut Record {
-    pool::with_stock(move |stock| {
-        emit_from(stock, message_key(), bytes, info, extra_fields, out, cx)
-    })
+    with_line_emitter(move |em| em.emit(bytes, info, extra_fields, out, cx))
 }
 
-/// [`emit_line_record`] from a stock already borrowed, with the `message` key already
-/// looked up: the per-line part of a batch.
-#[inline(always)]
-fn emit_from<'o>(
-    stock: &mut Stock<'_>,
+/// Builds line records with the record stash borrowed once and the `message` key looked
+/// up once, for a whole batch (see [`with_line_emitter`]).
+pub(crate) struct LineEmitter<'a, 's> {
+    stock: &'a mut Stock<'s>,
     message: Key,
-    bytes: &[u8],
-    info: &LineInfo,
-    extra_fields: usize,
-    out: &'o mut Out<Record>,
-    cx: &mut Ctx<'_>,
-) -> &'o mut Record {
-    if info.truncated {
-        out.count_errors(1);
+}
+
+/// Runs `f` with a [`LineEmitter`]: what a supply emitting a read's lines goes through.
+#[inline]
+pub(crate) fn with_line_emitter<T>(f: impl FnOnce(&mut LineEmitter<'_, '_>) -> T) -> T {
+    let message = message_key();
+    pool::with_stock(move |stock| f(&mut LineEmitter { stock, message }))
+}
+
+impl LineEmitter<'_, '_> {
+    /// [`emit_line_record`].
+    #[inline(always)]
+    pub(crate) fn emit<'o>(
+        &mut self,
+        bytes: &[u8],
+        info: &LineInfo,
+        extra_fields: usize,
+        out: &'o mut Out<Record>,
+        cx: &mut Ctx<'_>,
+    ) -> &'o mut Record {
+        if info.truncated {
+            out.count_errors(1);
+        }
+        let batch = &mut out.buf;
+        batch.reserve(1);
+        let len = batch.len();
+        // SAFETY: `reserve` made room for one more record. Its two fields are written where
+        // they lie (a record built on the stack was copied in with wide loads that stalled
+        // on its narrow stores) before the length covers it.
+        let r = unsafe {
+            let p = batch.as_mut_ptr().add(len);
+            (&raw mut (*p).id).write(0);
+            (&raw mut (*p).fields).write(Map::new());
+            batch.set_len(len + 1);
+            &mut *p
+        };
+        fill_line_record(self.stock, self.message, r, bytes, info, extra_fields, cx);
+        r
     }
-    let batch = &mut out.buf;
-    batch.reserve(1);
-    let len = batch.len();
-    // SAFETY: `reserve` made room for one more record. Its two fields are written where
-    // they lie (a record built on the stack was copied in with wide loads that stalled on
-    // its narrow stores) before the length covers it.
-    let r = unsafe {
-        let p = batch.as_mut_ptr().add(len);
-        (&raw mut (*p).id).write(0);
-        (&raw mut (*p).fields).write(Map::new());
-        batch.set_len(len + 1);
-        &mut *p
-    };
-    fill_line_record(stock, message, r, bytes, info, extra_fields, cx);
-    r
 }
 
 /// Fills `r`, an empty record, as [`line_record`] describes (but for the error count).
@@ -193,10 +206,9 @@ pub fn emit_lines(
     cx: &mut Ctx<'_>,
     mut fill: impl FnMut(&mut Record, &LineInfo),
 ) -> usize {
-    let message = message_key();
-    pool::with_stock(|stock| {
+    with_line_emitter(|em| {
         splitter.for_each_line(|bytes, info| {
-            let r = emit_from(stock, message, bytes, &info, extra_fields, out, cx);
+            let r = em.emit(bytes, &info, extra_fields, out, cx);
             fill(r, &info);
         })
     })
@@ -210,19 +222,10 @@ pub fn emit_rest(
     cx: &mut Ctx<'_>,
     mut fill: impl FnMut(&mut Record, &LineInfo),
 ) -> usize {
-    let message = message_key();
-    pool::with_stock(|stock| {
+    with_line_emitter(|em| {
         let mut n = 0;
         while let Some(line) = splitter.finish() {
-            let r = emit_from(
-                stock,
-                message,
-                line.bytes,
-                &line.info,
-                extra_fields,
-                out,
-                cx,
-            );
+            let r = em.emit(line.bytes, &line.info, extra_fields, out, cx);
             fill(r, &line.info);
             n += 1;
         }

@@ -17,7 +17,7 @@ use crate::glob::{Glob, split_path};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::supply::{FileFields, emit_line_record};
+use crate::supply::{FileFields, with_line_emitter};
 
 const READ: Local = 0;
 const SCAN: Local = 1;
@@ -1029,16 +1029,18 @@ fn emit(
     cx: &mut Ctx,
 ) {
     let fields = FileFields::new(name);
-    loop {
-        let line = if rest { sp.finish() } else { sp.next_line() };
-        let Some(line) = line else {
-            break;
-        };
-        let r = emit_line_record(line.bytes, &line.info, 2, out, cx);
-        fields.add(r, line.info.offset);
-        let id = r.id;
-        acks.sent(fid, id, sp.consumed());
-    }
+    with_line_emitter(|em| {
+        loop {
+            let line = if rest { sp.finish() } else { sp.next_line() };
+            let Some(line) = line else {
+                break;
+            };
+            let r = em.emit(line.bytes, &line.info, 2, out, cx);
+            fields.add(r, line.info.offset);
+            let id = r.id;
+            acks.sent(fid, id, sp.consumed());
+        }
+    })
 }
 
 impl Cog<Record> for Tail {

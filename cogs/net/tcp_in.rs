@@ -13,7 +13,7 @@ use crate::framing::{Deframer, Framing};
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::supply::emit_line_record;
+use crate::supply::with_line_emitter;
 
 /// Reads per connection and turn; then the connection waits for the next turn so that one
 /// busy sender cannot starve the others.
@@ -423,9 +423,11 @@ impl<L: Acceptor> StreamServer<L> {
                     c.last_active = cx.now();
                     let ts = Timestamp::now();
                     let peer = &c.peer;
-                    let res = c.deframer.for_each_message(|bytes, info| {
-                        let r = emit_line_record(bytes, &info, 2, out, cx);
-                        add_peer_fields(r, peer, ts);
+                    let res = with_line_emitter(|em| {
+                        c.deframer.for_each_message(|bytes, info| {
+                            let r = em.emit(bytes, &info, 2, out, cx);
+                            add_peer_fields(r, peer, ts);
+                        })
                     });
                     if let Err(e) = res {
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
@@ -460,9 +462,11 @@ impl<L: Acceptor> StreamServer<L> {
         cx.dequeue(conn_local(i));
         let ts = Timestamp::now();
         let peer = &c.peer;
-        let (_, cut) = c.deframer.finish(|bytes, info| {
-            let r = emit_line_record(bytes, &info, 2, out, cx);
-            add_peer_fields(r, peer, ts);
+        let (_, cut) = with_line_emitter(|em| {
+            c.deframer.finish(|bytes, info| {
+                let r = em.emit(bytes, &info, 2, out, cx);
+                add_peer_fields(r, peer, ts);
+            })
         });
         if cut {
             out.count_errors(1);
