@@ -420,7 +420,8 @@ impl LineSplitter {
             unsafe { self.index_lfs_avx2() };
             return;
         }
-        self.index_lfs_with::<false>();
+        // SAFETY: without AVX2 instructions there is nothing to require.
+        unsafe { self.index_lfs_with::<false>() };
     }
 
     /// [`index_lfs`](Self::index_lfs) compiled for AVX2: a 64-byte block is two compares
@@ -428,16 +429,21 @@ impl LineSplitter {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn index_lfs_avx2(&mut self) {
-        self.index_lfs_with::<true>();
+        // SAFETY: this function runs only on a CPU with AVX2 (its own contract).
+        unsafe { self.index_lfs_with::<true>() };
     }
 
+    /// The search of [`index_lfs`](Self::index_lfs), with AVX2 compares or without.
+    ///
+    /// # Safety
+    ///
+    /// With `AVX2 = true` the CPU must have AVX2.
     #[inline(always)]
-    fn index_lfs_with<const AVX2: bool>(&mut self) {
+    unsafe fn index_lfs_with<const AVX2: bool>(&mut self) {
         let mask = |block: &[u8; 64]| {
             #[cfg(target_arch = "x86_64")]
             if AVX2 {
-                // SAFETY: `AVX2` is true only in `index_lfs_avx2`, called once the CPU was
-                // found to have it.
+                // SAFETY: the caller guarantees AVX2 when `AVX2` is true.
                 return unsafe { lf_mask_avx2(block) };
             }
             lf_mask(block)
@@ -1339,7 +1345,8 @@ mod tests {
             let mut queued = Vec::new();
             loop {
                 let (scan, head) = (s.scan, s.lf_head);
-                s.index_lfs_with::<false>();
+                // SAFETY: the SSE2 path needs nothing beyond x86_64.
+                unsafe { s.index_lfs_with::<false>() };
                 let sse2 = (s.scan, s.lfs[..s.lf_tail].to_vec());
                 (s.scan, s.lf_head) = (scan, head);
                 // SAFETY: the CPU has AVX2 (checked above).

@@ -11,33 +11,50 @@
 //! The stash is per thread (the escapement thread; a worker thread keeps its own) and
 //! bounded by counts, which cost nothing to keep: at most [`MAX_SPARES`] field vectors of
 //! at most `MAX_ENTRIES` entries (5 MiB), and per buffer size class as many buffers as
-//! hold at most [`MAX_CLASS_BYTES`] (so at most 11 MiB over all classes, of which a
-//! workload uses one or two). Beyond that, and for buffers above the largest class, storage
-//! goes back to the allocator as usual. Everything here is an optimisation only: a record
-//! that is never recycled is simply freed.
+//! [`MAX_CLASS_BYTES`] holds with each spare's bookkeeping counted (so at most 11 MiB over
+//! all classes, of which a workload uses one or two). Beyond that, and for buffers above
+//! the largest class, storage goes back to the allocator as usual. Everything here is an
+//! optimisation only: a record that is never recycled is simply freed.
 
 use std::cell::RefCell;
 
 use crate::record::{Key, Map, Record, SharedStr, Value};
 
-/// Field vectors kept: enough for the records of a large batch.
-pub const MAX_SPARES: usize = 4096;
+/// Field vectors kept: the records of one 256 KiB read of lines of 32 bytes or more.
+pub const MAX_SPARES: usize = 8192;
 /// Bytes kept in buffers of one size class, at most: a class nobody takes from (small
-/// strings a parser outside the pool made) cannot crowd out the others. Counted as buffers,
-/// `MAX_CLASS_BYTES >> (c + 1)` for class `c`, whose buffers are all smaller than `2^(c+1)`.
+/// strings a parser outside the pool made) cannot crowd out the others. Counted as buffers
+/// (see `class_spares`): class `c` holds buffers smaller than `2^(c+1)` bytes, each also
+/// costing [`SPARE_OVERHEAD`] of bookkeeping.
 pub const MAX_CLASS_BYTES: usize = 1 << 20;
-/// Field vectors with more room than this are not kept.
-const MAX_ENTRIES: usize = 32;
+/// Field vectors with more room than this are not kept (a parsed apache line needs 14).
+const MAX_ENTRIES: usize = 16;
 /// Buffers are kept by size class: class `c` holds buffers with room for `2^c` to
 /// `2^(c+1) - 1` bytes, so any spare of the class a request rounds up to is large enough.
 const MIN_CLASS: u32 = 4;
 const MAX_CLASS: u32 = 14;
 const CLASSES: usize = (MAX_CLASS - MIN_CLASS + 1) as usize;
 
-/// How many buffers class `c` (counted from [`MIN_CLASS`]) keeps.
+/// What a spare buffer costs beyond its bytes: the `Vec` kept here and the allocator's
+/// header.
+const SPARE_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>() + 16;
+
+/// How many buffers class `c` (counted from [`MIN_CLASS`]) keeps: as many as fit in
+/// [`MAX_CLASS_BYTES`] at their largest, bookkeeping included.
 const fn class_spares(c: usize) -> usize {
-    MAX_CLASS_BYTES >> (c + MIN_CLASS as usize + 1)
+    CLASS_SPARES[c]
 }
+
+/// [`class_spares`], worked out at compile time (no division per buffer kept).
+const CLASS_SPARES: [usize; CLASSES] = {
+    let mut n = [0; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        n[c] = MAX_CLASS_BYTES / ((1 << (c + MIN_CLASS as usize + 1)) + SPARE_OVERHEAD);
+        c += 1;
+    }
+    n
+};
 
 #[derive(Default)]
 struct Stash {
@@ -335,7 +352,8 @@ mod tests {
         assert_eq!(class_counts()[c300], counts[c300] + 1);
         // A request is served from a class whose spares all fit it.
         assert_eq!(buffer(400).capacity(), 1000);
-        // Every class keeps at most MAX_CLASS_BYTES, whatever the sizes in it.
+        // Every class keeps at most MAX_CLASS_BYTES, bookkeeping included, whatever the
+        // sizes in it.
         for size in [2047, 4095, 8191, 16383, 30000] {
             for _ in 0..MAX_CLASS_BYTES / size + 10 {
                 recycle_value(Value::Bytes(Vec::with_capacity(size)));
@@ -345,7 +363,10 @@ mod tests {
             s.buffers
                 .iter()
                 .map(|b| {
-                    let bytes = b.iter().map(Vec::capacity).sum::<usize>();
+                    let bytes = b
+                        .iter()
+                        .map(|b| b.capacity() + SPARE_OVERHEAD)
+                        .sum::<usize>();
                     assert!(bytes <= MAX_CLASS_BYTES, "{bytes}");
                     bytes
                 })

@@ -140,6 +140,11 @@ impl LineEmitter<'_, '_> {
         let batch = &mut out.buf;
         batch.reserve(1);
         let len = batch.len();
+        // Every field of a record is written below: a field added to `Record` must fail to
+        // compile here rather than be left uninitialised.
+        let _ = |r: &Record| {
+            let Record { id: _, fields: _ } = r;
+        };
         // SAFETY: `reserve` made room for one more record. Its two fields are written where
         // they lie (a record built on the stack was copied in with wide loads that stalled
         // on its narrow stores) before the length covers it.
