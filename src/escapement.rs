@@ -82,7 +82,7 @@ pub struct Options {
     /// Start a graceful shutdown on SIGTERM and SIGINT unless a cog binds them itself; a
     /// second one during the shutdown stops at once ([`Escapement::run`] returns an error).
     pub shutdown_on_signals: bool,
-    /// Broadcast [`Cog::reopen`] on SIGHUP and log every cog's counters on SIGUSR1, unless a
+    /// Broadcast [`Cog::reopen`](crate::cog::Cog::reopen) on SIGHUP and log every cog's counters on SIGUSR1, unless a
     /// cog binds those signals itself.
     pub control_signals: bool,
     /// Where the escapement logs; discarded by default.
@@ -664,7 +664,7 @@ impl<'a> Ctx<'a> {
     // --- worker jobs
 
     /// Runs `job` on a worker thread; its result comes back through
-    /// [`Cog::job_done`] with the returned id, in submission order among this cog's jobs.
+    /// [`Cog::job_done`](crate::cog::Cog::job_done) with the returned id, in submission order among this cog's jobs.
     /// Refused once the cog has finished (unless it lingers).
     pub fn submit<F, T>(&mut self, job: F) -> io::Result<JobId>
     where
@@ -716,18 +716,18 @@ impl<'a> Ctx<'a> {
         id
     }
 
-    /// Acknowledges a datum: broadcast as [`Cog::event_done`] to every cog once the
+    /// Acknowledges a datum: broadcast as [`Cog::event_done`](crate::cog::Cog::event_done) to every cog once the
     /// current callback has returned.
     pub fn event_done(&mut self, id: EventId) {
         self.core.notices.push(Notice::Done(id));
     }
 
-    /// Broadcasts [`Cog::event_rename`]: datum `old` travels on as `new`.
+    /// Broadcasts [`Cog::event_rename`](crate::cog::Cog::event_rename): datum `old` travels on as `new`.
     pub fn event_rename(&mut self, old: EventId, new: EventId) {
         self.core.notices.push(Notice::Rename(old, new));
     }
 
-    /// Broadcasts [`Cog::reopen`] to every cog (as SIGHUP does in the daemon).
+    /// Broadcasts [`Cog::reopen`](crate::cog::Cog::reopen) to every cog (as SIGHUP does in the daemon).
     pub fn reopen_all(&mut self) {
         self.core.notices.push(Notice::Reopen);
     }
@@ -772,7 +772,7 @@ impl<'a> Ctx<'a> {
         self.core.shutdown
     }
 
-    /// Called in [`Cog::finish`]: the cog keeps its bindings and completes its finish later
+    /// Called in [`Cog::finish`](crate::cog::Cog::finish): the cog keeps its bindings and completes its finish later
     /// with [`finished`](Ctx::finished) (a drain still flushing to a slow peer, say). Cogs
     /// downstream wait for it. Anywhere else it does nothing: cogs downstream may have
     /// finished already.

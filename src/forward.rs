@@ -230,7 +230,7 @@ impl Outbox {
         self.sent < self.pushed
     }
 
-    /// Fills `iov` with the unsent bytes, oldest first, at most [`MAX_IOV`] slices.
+    /// Fills `iov` with the unsent bytes, oldest first, at most `MAX_IOV` (64) slices.
     pub fn unsent<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) {
         iov.clear();
         let mut g = self.base;

@@ -25,7 +25,7 @@ pub const MAX_SPARES: usize = 8192;
 /// Bytes kept in buffers of one size class, at most: a class nobody takes from (small
 /// strings a parser outside the pool made) cannot crowd out the others. Counted as buffers
 /// (see `class_spares`): class `c` holds buffers smaller than `2^(c+1)` bytes, each also
-/// costing [`SPARE_OVERHEAD`] of bookkeeping.
+/// costing `SPARE_OVERHEAD` (its `Vec` and the allocator's header) of bookkeeping.
 pub const MAX_CLASS_BYTES: usize = 1 << 20;
 /// Field vectors with more room than this are not kept (a parsed apache line needs 14).
 const MAX_ENTRIES: usize = 16;

@@ -95,38 +95,36 @@ pub fn line_record(
     r
 }
 
-/// [`line_record`], emitted at once and returned where it lies, to be finished in place:
-/// the record is built in the batch, not moved there (see [`pool::push_in_place`]). A
-/// supply emitting many lines at once does it through [`with_line_emitter`].
-#[inline]
-pub fn emit_line_record<'o>(
-    bytes: &[u8],
-    info: &LineInfo,
-    extra_fields: usize,
-    out: &'o mut Out<Record>,
-    cx: &mut Ctx<'_>,
-) -> &'o mut Record {
-    with_line_emitter(move |em| em.emit(bytes, info, extra_fields, out, cx))
-}
-
-/// Builds line records with the record stash borrowed once and the `message` key looked
-/// up once, for a whole batch (see [`with_line_emitter`]).
-pub(crate) struct LineEmitter<'a, 's> {
+/// Emits line records into a batch: each is [`line_record`]'s record, but built where it
+/// lies in the batch (a record built first and then moved there stalled on its own copy;
+/// see `pool::push_in_place`), and returned to be finished in place. The record stash is
+/// borrowed and the `message` key looked up once for the whole batch.
+pub struct LineEmitter<'a, 's> {
     stock: &'a mut Stock<'s>,
     message: Key,
 }
 
 /// Runs `f` with a [`LineEmitter`]: what a supply emitting a read's lines goes through.
+///
+/// ```text
+/// with_line_emitter(|em| {
+///     splitter.for_each_line(|bytes, info| {
+///         let r = em.emit(bytes, &info, 0, out, cx);
+///         // add the supply's own fields to `r` here
+///     })
+/// });
+/// ```
 #[inline]
-pub(crate) fn with_line_emitter<T>(f: impl FnOnce(&mut LineEmitter<'_, '_>) -> T) -> T {
+pub fn with_line_emitter<T>(f: impl FnOnce(&mut LineEmitter<'_, '_>) -> T) -> T {
     let message = message_key();
     pool::with_stock(move |stock| f(&mut LineEmitter { stock, message }))
 }
 
 impl LineEmitter<'_, '_> {
-    /// [`emit_line_record`].
+    /// Emits the record of one line (`extra_fields`: how many fields the caller adds, for
+    /// the room reserved) and returns it where it lies in `out`.
     #[inline(always)]
-    pub(crate) fn emit<'o>(
+    pub fn emit<'o>(
         &mut self,
         bytes: &[u8],
         info: &LineInfo,

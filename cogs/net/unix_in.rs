@@ -9,7 +9,7 @@ use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Par
 use crate::lines::LineInfo;
 use crate::prelude::*;
 use crate::record::{Record, SharedStr, Timestamp, Value};
-use crate::supply::line_record;
+use crate::supply::with_line_emitter;
 
 use super::tcp_in::{
     Acceptor, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM, STREAM_FIELDS,
@@ -217,9 +217,10 @@ impl Datagrams {
                         truncated,
                         unterminated: false,
                     };
-                    let mut r = line_record(m, &info, 1, out, cx);
-                    r.insert(received_at_key(), Value::Time(ts));
-                    out.push(r);
+                    with_line_emitter(|em| {
+                        let r = em.emit(m, &info, 1, out, cx);
+                        r.insert(received_at_key(), Value::Time(ts));
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
