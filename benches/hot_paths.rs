@@ -243,6 +243,38 @@ fn anonymise_truncate(bencher: Bencher, addr: &str) {
         .bench_local_refs(|v| anon.value(v).expect("an address"));
 }
 
+/// 5b. `anonymise` in keyed mode (/24 and /48) on addresses held as text: 1,000 distinct
+///     clients (its cache answers) or 262,144 (mostly misses), taken in turn.
+#[divan::bench(
+    sample_size = 1000,
+    args = ["v4, 1000 clients", "v4, 262144 clients", "v6, 1000 clients", "v6, 262144 clients"]
+)]
+fn anonymise_keyed(bencher: Bencher, case: &str) {
+    let count: u32 = if case.contains("262144") {
+        1 << 18
+    } else {
+        1000
+    };
+    let inputs: Vec<String> = (0..count)
+        .map(|i| {
+            if case.starts_with("v6") {
+                let low = i.wrapping_mul(40_503) & 0xffff;
+                format!("2001:db8:{:x}:{:x}::{low:x}", i >> 16, i & 0xffff)
+            } else {
+                std::net::Ipv4Addr::from(0x0a00_0000 ^ i.wrapping_mul(2_654_435_761)).to_string()
+            }
+        })
+        .collect();
+    let mut anon = Anonymiser::keyed(24, 48, b"0123456789abcdef-bench-key").expect("a valid key");
+    let mut next = 0;
+    bencher
+        .with_inputs(|| {
+            next = (next + 1) % inputs.len();
+            Value::Str(inputs[next].clone())
+        })
+        .bench_local_refs(|v| anon.value(v).expect("an address"));
+}
+
 /// 6. The train's per-datum overhead: a supply, three pass-throughs and a counting drain
 ///    over empty `Record`s, as `benches/train_throughput.rs` but with a smaller N (the
 ///    escapement's setup is included and amortised over N).
