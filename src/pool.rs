@@ -24,7 +24,7 @@ use crate::record::{Key, Map, Record, SharedStr, Value};
 pub const MAX_SPARES: usize = 8192;
 /// Bytes kept in buffers of one size class, at most: a class nobody takes from (small
 /// strings a parser outside the pool made) cannot crowd out the others. Counted as buffers
-/// (see `class_spares`): class `c` holds buffers smaller than `2^(c+1)` bytes, each also
+/// (see `CLASS_SPARES`): class `c` holds buffers smaller than `2^(c+1)` bytes, each also
 /// costing `SPARE_OVERHEAD` (its `Vec` and the allocator's header) of bookkeeping.
 pub const MAX_CLASS_BYTES: usize = 1 << 20;
 /// Field vectors with more room than this are not kept (a parsed apache line needs 14).
@@ -39,13 +39,9 @@ const CLASSES: usize = (MAX_CLASS - MIN_CLASS + 1) as usize;
 /// header.
 const SPARE_OVERHEAD: usize = std::mem::size_of::<Vec<u8>>() + 16;
 
-/// How many buffers class `c` (counted from [`MIN_CLASS`]) keeps: as many as fit in
-/// [`MAX_CLASS_BYTES`] at their largest, bookkeeping included.
-const fn class_spares(c: usize) -> usize {
-    CLASS_SPARES[c]
-}
-
-/// [`class_spares`], worked out at compile time (no division per buffer kept).
+/// How many buffers each class (counted from [`MIN_CLASS`]) keeps: as many as fit in
+/// [`MAX_CLASS_BYTES`] at their largest, bookkeeping included. Worked out at compile time
+/// (no division per buffer kept).
 const CLASS_SPARES: [usize; CLASSES] = {
     let mut n = [0; CLASSES];
     let mut c = 0;
@@ -78,7 +74,7 @@ impl Stash {
         }
         let class = (usize::BITS - 1 - cap.leading_zeros()) as usize - MIN_CLASS as usize;
         let kept = &mut self.buffers[class];
-        if kept.len() < class_spares(class) {
+        if kept.len() < CLASS_SPARES[class] {
             buf.clear();
             kept.push(buf);
         }
@@ -185,11 +181,8 @@ pub(crate) struct Stock<'a>(Option<&'a mut Stash>);
 /// find the stash taken and allocate, as they do on any thread without one.
 pub(crate) fn with_stock<T>(f: impl FnOnce(&mut Stock<'_>) -> T) -> T {
     let mut f = Some(f);
-    let ran = STASH.try_with(|s| {
-        let mut stash = s.try_borrow_mut().ok()?;
-        f.take().map(|f| f(&mut Stock(Some(&mut stash))))
-    });
-    if let Ok(Some(t)) = ran {
+    let ran = with_stash(|s| f.take().map(|f| f(&mut Stock(Some(s)))));
+    if let Some(Some(t)) = ran {
         return t;
     }
     match f {
@@ -203,7 +196,6 @@ impl Stock<'_> {
     #[inline(always)]
     pub(crate) fn fill_fields(&mut self, fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
         debug_assert!(fields.is_empty(), "fill_fields into a map with entries");
-        let class = class_for(bytes.len());
         let mut stash = self.0.as_deref_mut();
         if let Some(kept) = stash.as_mut().and_then(|s| s.take_entries()) {
             *fields.entries_mut() = kept;
@@ -216,16 +208,7 @@ impl Stock<'_> {
         let Value::Bytes(buf) = fields.append_slot(key).set(Value::Bytes(Vec::new())) else {
             unreachable!("just stored")
         };
-        if let Some(b) = stash.and_then(|s| s.take_buffer(class?)) {
-            *buf = b;
-        } else {
-            *buf = match class {
-                // A new buffer gets the whole class, so it returns to the class it was
-                // taken for.
-                Some(c) => Vec::with_capacity(1 << c),
-                None => Vec::with_capacity(bytes.len()),
-            };
-        }
+        *buf = buffer_from(stash, bytes.len());
         buf.extend_from_slice(bytes);
     }
 }
@@ -233,11 +216,17 @@ impl Stock<'_> {
 /// An empty buffer with room for at least `n` bytes.
 #[inline]
 pub fn buffer(n: usize) -> Vec<u8> {
+    with_stock(|s| buffer_from(s.0.as_deref_mut(), n))
+}
+
+/// An empty buffer with room for at least `n` bytes, a spare from `stash` if it has one.
+#[inline(always)]
+fn buffer_from(stash: Option<&mut Stash>, n: usize) -> Vec<u8> {
     let Some(class) = class_for(n) else {
         return Vec::with_capacity(n);
     };
-    with_stash(|s| s.take_buffer(class))
-        .flatten()
+    stash
+        .and_then(|s| s.take_buffer(class))
         // A new buffer gets the whole class, so it returns to the class it was taken for.
         .unwrap_or_else(|| Vec::with_capacity(1 << class))
 }
@@ -336,11 +325,11 @@ mod tests {
         assert_eq!(class_counts(), before);
         // One class fills up to its own limit...
         let c1000 = 9 - MIN_CLASS as usize;
-        for _ in 0..class_spares(c1000) + 10 {
+        for _ in 0..CLASS_SPARES[c1000] + 10 {
             recycle_value(Value::Bytes(Vec::with_capacity(1000)));
         }
         let counts = class_counts();
-        assert_eq!(counts[c1000], class_spares(c1000));
+        assert_eq!(counts[c1000], CLASS_SPARES[c1000]);
         assert!(counts[c1000] * 1000 <= MAX_CLASS_BYTES, "{counts:?}");
         assert!(
             counts[c1000] * 1000 > MAX_CLASS_BYTES / 2 - 1000,
