@@ -3,14 +3,24 @@
 //! leaves either the old or the new checkpoint, never a torn one.
 //!
 //! Format: a header line, then one line per file:
-//! `dev ino head_len head_hash offset seen path`, with the path percent-escaped.
+//! `dev ino head_len head_hash offset seen path`, and one line per exactly-once output:
+//! `sink dev ino size path`; paths are percent-escaped.
+//!
+//! A checkpoint may carry a [`Ledger`]: the output sizes of exactly-once file drains fed
+//! by the supply. They are saved in the same write as the supply's offsets, so after a
+//! crash the offsets and the sizes always belong to the same moment: a drain cuts its
+//! output back to the saved size and the supply reads again from the saved offsets.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 const HEADER: &str = "deadbeat-checkpoint 1";
+const SINK: &[u8] = b"sink ";
 
 /// Where reading one file stopped, and how to recognise that file again.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,19 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+/// How much of one output file an exactly-once drain had written and acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    /// Device of the output file.
+    pub dev: u64,
+    /// Inode of the output file.
+    pub ino: u64,
+    /// Bytes written and acknowledged.
+    pub size: u64,
+    /// The output's path.
+    pub path: PathBuf,
+}
+
 /// FNV-1a over `bytes`: a cheap fingerprint of a file's head.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -46,6 +69,7 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 pub struct CheckpointStore {
     path: PathBuf,
     tmp: PathBuf,
+    ledger: Option<Ledger>,
 }
 
 impl CheckpointStore {
@@ -54,7 +78,17 @@ impl CheckpointStore {
         CheckpointStore {
             path: dir.join(name),
             tmp: dir.join(format!(".{name}.tmp")),
+            ledger: None,
         }
+    }
+
+    /// Saves `ledger`'s marks with every checkpoint, and lets the ledger save through this
+    /// store. Fails if the ledger already belongs to another store: one ledger, one
+    /// supply's checkpoint.
+    pub fn with_ledger(mut self, ledger: &Ledger) -> Result<Self, String> {
+        ledger.attach(&self)?;
+        self.ledger = Some(ledger.clone());
+        Ok(self)
     }
 
     /// Where the checkpoint lives.
@@ -65,34 +99,31 @@ impl CheckpointStore {
     /// Reads the checkpoint; a missing one is empty. A malformed one is an
     /// `InvalidData` error: the caller logs it and starts afresh.
     pub fn load(&self) -> io::Result<Vec<Entry>> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        parse(&bytes)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed checkpoint file"))
+        Ok(read(&self.path)?.0)
     }
 
-    /// Replaces the checkpoint with `entries`, atomically and durably.
+    /// Replaces the checkpoint with `entries` (and the ledger's marks), atomically and
+    /// durably.
     pub fn save(&self, entries: &[Entry]) -> io::Result<()> {
         let mut text = Vec::with_capacity(64 + entries.len() * 96);
         text.extend_from_slice(HEADER.as_bytes());
         text.push(b'\n');
         for e in entries {
-            let _ = write!(
-                text,
-                "{} {} {} {} {} {} ",
-                e.dev, e.ino, e.head_len, e.head_hash, e.offset, e.seen
-            );
-            escape(e.path.as_os_str().as_bytes(), &mut text);
-            text.push(b'\n');
+            render_entry(e, &mut text);
         }
+        match &self.ledger {
+            Some(l) => l.save_entries(&text[HEADER.len() + 1..], |all| self.write(all)),
+            None => self.write(&text),
+        }
+    }
+
+    /// Writes `text` as the whole checkpoint, atomically and durably.
+    fn write(&self, text: &[u8]) -> io::Result<()> {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let mut f = File::create(&self.tmp)?;
-        f.write_all(&text)?;
+        f.write_all(text)?;
         f.sync_data()?;
         drop(f);
         std::fs::rename(&self.tmp, &self.path)?;
@@ -102,6 +133,174 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// Output sizes of exactly-once file drains, saved with the checkpoint of the supply that
+/// feeds them (see the module doc). Cloning shares it: the supply's store and the drains
+/// of one train hold the same ledger. Single-threaded, like the escapement.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger(Rc<RefCell<LedgerInner>>);
+
+#[derive(Debug, Default)]
+struct LedgerInner {
+    /// The store that saves the marks (unset until a supply attaches one).
+    store: Option<CheckpointStore>,
+    /// The supply's entry lines as last loaded or saved: kept so a drain can save its
+    /// marks between two saves of the supply.
+    entries: Vec<u8>,
+    /// Marks found in the checkpoint at load.
+    saved: Vec<Mark>,
+    loaded: bool,
+    /// Marks to save, by output path.
+    marks: BTreeMap<PathBuf, Mark>,
+}
+
+impl Ledger {
+    /// An empty ledger, attached to no store yet.
+    pub fn new() -> Self {
+        Ledger::default()
+    }
+
+    /// Whether a supply's checkpoint carries this ledger.
+    pub fn is_attached(&self) -> bool {
+        self.0.borrow().store.is_some()
+    }
+
+    fn attach(&self, store: &CheckpointStore) -> Result<(), String> {
+        let mut inner = self.0.borrow_mut();
+        if let Some(other) = &inner.store {
+            return Err(format!(
+                "the ledger of this train is kept with checkpoint {} already; \
+                 exactly-once output takes one checkpointing supply per train",
+                other.path.display()
+            ));
+        }
+        inner.store = Some(CheckpointStore {
+            ledger: None,
+            ..store.clone()
+        });
+        Ok(())
+    }
+
+    fn ensure_loaded(inner: &mut LedgerInner) -> io::Result<()> {
+        if inner.loaded {
+            return Ok(());
+        }
+        let Some(store) = &inner.store else {
+            return Err(io::Error::other(
+                "no checkpointing supply keeps this ledger",
+            ));
+        };
+        let bytes = match std::fs::read(&store.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let (entries, saved) = if bytes.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            parse(&bytes).ok_or_else(malformed)?
+        };
+        inner.entries.clear();
+        for e in &entries {
+            render_entry(e, &mut inner.entries);
+        }
+        inner.saved = saved;
+        inner.loaded = true;
+        Ok(())
+    }
+
+    /// The mark the previous run saved for the output at `path`, if any.
+    pub fn saved_mark(&self, path: &Path) -> io::Result<Option<Mark>> {
+        let mut inner = self.0.borrow_mut();
+        Self::ensure_loaded(&mut inner)?;
+        Ok(inner.saved.iter().find(|m| m.path == path).cloned())
+    }
+
+    /// Sets the mark of `mark.path`, saved with the supply's next checkpoint.
+    pub fn set_mark(&self, mark: Mark) {
+        let mut inner = self.0.borrow_mut();
+        match inner.marks.get_mut(&mark.path) {
+            Some(m) => *m = mark,
+            None => {
+                inner.marks.insert(mark.path.clone(), mark);
+            }
+        }
+    }
+
+    /// Saves the checkpoint now: the supply's entries as last loaded or saved, and the
+    /// current marks. A drain calls this at start, so its output has a mark before it
+    /// writes anything.
+    pub fn save_now(&self) -> io::Result<()> {
+        let mut inner = self.0.borrow_mut();
+        Self::ensure_loaded(&mut inner)?;
+        let Some(store) = inner.store.clone() else {
+            return Err(io::Error::other(
+                "no checkpointing supply keeps this ledger",
+            ));
+        };
+        let text = Self::render(&inner);
+        store.write(&text)
+    }
+
+    fn save_entries(
+        &self,
+        entries: &[u8],
+        write: impl FnOnce(&[u8]) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut inner = self.0.borrow_mut();
+        inner.entries.clear();
+        inner.entries.extend_from_slice(entries);
+        // The supply has loaded its own entries: what the file held is replaced now.
+        inner.loaded = true;
+        let text = Self::render(&inner);
+        write(&text)
+    }
+
+    fn render(inner: &LedgerInner) -> Vec<u8> {
+        let mut text = Vec::with_capacity(HEADER.len() + 1 + inner.entries.len() + 96);
+        text.extend_from_slice(HEADER.as_bytes());
+        text.push(b'\n');
+        text.extend_from_slice(&inner.entries);
+        for m in inner.marks.values() {
+            let _ = write!(text, "sink {} {} {} ", m.dev, m.ino, m.size);
+            escape(m.path.as_os_str().as_bytes(), &mut text);
+            text.push(b'\n');
+        }
+        // Marks of the previous run whose drain has not set one yet stay, so a drain that
+        // starts late still finds its own.
+        for m in &inner.saved {
+            if !inner.marks.contains_key(&m.path) {
+                let _ = write!(text, "sink {} {} {} ", m.dev, m.ino, m.size);
+                escape(m.path.as_os_str().as_bytes(), &mut text);
+                text.push(b'\n');
+            }
+        }
+        text
+    }
+}
+
+fn malformed() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed checkpoint file")
+}
+
+fn read(path: &Path) -> io::Result<(Vec<Entry>, Vec<Mark>)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(e),
+    };
+    parse(&bytes).ok_or_else(malformed)
+}
+
+fn render_entry(e: &Entry, text: &mut Vec<u8>) {
+    let _ = write!(
+        text,
+        "{} {} {} {} {} {} ",
+        e.dev, e.ino, e.head_len, e.head_hash, e.offset, e.seen
+    );
+    escape(e.path.as_os_str().as_bytes(), text);
+    text.push(b'\n');
 }
 
 fn escape(b: &[u8], out: &mut Vec<u8>) {
@@ -130,56 +329,137 @@ fn unescape(b: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn parse(bytes: &[u8]) -> Option<Vec<Entry>> {
+fn parse(bytes: &[u8]) -> Option<(Vec<Entry>, Vec<Mark>)> {
     let mut lines = bytes.split(|&c| c == b'\n');
     if lines.next()? != HEADER.as_bytes() {
         return None;
     }
-    let mut out = Vec::new();
+    let mut entries = Vec::new();
+    let mut marks = Vec::new();
     for line in lines {
         if line.is_empty() {
             continue;
         }
+        let num = |f: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(f?).ok()?.parse().ok() };
+        let to_path = |b: Vec<u8>| PathBuf::from(std::ffi::OsString::from_vec(b));
+        if let Some(rest) = line.strip_prefix(SINK) {
+            let mut f = rest.splitn(4, |&c| c == b' ');
+            let (dev, ino, size) = (num(f.next())?, num(f.next())?, num(f.next())?);
+            let path = to_path(unescape(f.next()?)?);
+            marks.push(Mark {
+                dev,
+                ino,
+                size,
+                path,
+            });
+            continue;
+        }
         let mut f = line.splitn(7, |&c| c == b' ');
-        let mut num = || -> Option<u64> { std::str::from_utf8(f.next()?).ok()?.parse().ok() };
-        let (dev, ino, head_len, head_hash, offset, seen) =
-            (num()?, num()?, num()?, num()?, num()?, num()?);
+        let (dev, ino, head_len, head_hash, offset, seen) = (
+            num(f.next())?,
+            num(f.next())?,
+            num(f.next())?,
+            num(f.next())?,
+            num(f.next())?,
+            num(f.next())?,
+        );
         let path = unescape(f.next()?)?;
-        out.push(Entry {
+        entries.push(Entry {
             dev,
             ino,
             head_len: u32::try_from(head_len).ok()?,
             head_hash,
             offset,
             seen,
-            path: PathBuf::from(std::ffi::OsString::from_vec(path)),
+            path: to_path(path),
         });
     }
-    Some(out)
+    Some((entries, marks))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips_and_rejects_garbage() {
-        let dir = std::env::temp_dir().join(format!("deadbeat-ckpt-{}", std::process::id()));
-        let store = CheckpointStore::new(&dir, "t.state");
-        assert_eq!(store.load().unwrap(), Vec::new());
-        let e = Entry {
+    fn temp_dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("deadbeat-ckpt-{tag}-{}", std::process::id()))
+    }
+
+    fn entry(offset: u64) -> Entry {
+        Entry {
             dev: 1,
             ino: 2,
             head_len: 256,
             head_hash: fingerprint(b"x"),
-            offset: 99,
+            offset,
             seen: 5,
             path: PathBuf::from("/a dir/100%\nodd.log"),
-        };
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let dir = temp_dir("rt");
+        let store = CheckpointStore::new(&dir, "t.state");
+        assert_eq!(store.load().unwrap(), Vec::new());
+        let e = entry(99);
         store.save(std::slice::from_ref(&e)).unwrap();
         assert_eq!(store.load().unwrap(), vec![e]);
         std::fs::write(store.path(), "deadbeat-checkpoint 1\n1 2 x\n").unwrap();
         assert_eq!(store.load().unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ledger_marks_travel_with_the_entries() {
+        let dir = temp_dir("ledger");
+        let ledger = Ledger::new();
+        assert!(!ledger.is_attached());
+        let store = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&ledger)
+            .unwrap();
+        assert!(ledger.is_attached());
+        // A second supply cannot take the same ledger.
+        assert!(
+            CheckpointStore::new(&dir, "u.state")
+                .with_ledger(&ledger)
+                .is_err()
+        );
+
+        let out = PathBuf::from("/out dir/o.json");
+        assert_eq!(ledger.saved_mark(&out).unwrap(), None);
+        let mark = |size| Mark {
+            dev: 7,
+            ino: 8,
+            size,
+            path: out.clone(),
+        };
+        // The drain saves its first mark before the supply saved anything.
+        ledger.set_mark(mark(10));
+        ledger.save_now().unwrap();
+        assert_eq!(store.load().unwrap(), Vec::new());
+        // The supply's save carries the latest mark.
+        ledger.set_mark(mark(20));
+        store.save(&[entry(5)]).unwrap();
+        // A drain saving between two supply saves keeps the supply's entries.
+        ledger.set_mark(mark(30));
+        ledger.save_now().unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(5)]);
+
+        // The next run sees both from one file.
+        let next = Ledger::new();
+        let store2 = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&next)
+            .unwrap();
+        assert_eq!(next.saved_mark(&out).unwrap(), Some(mark(30)));
+        assert_eq!(store2.load().unwrap(), vec![entry(5)]);
+        // Until its drain sets a new mark, the old one is kept across supply saves.
+        store2.save(&[entry(6)]).unwrap();
+        let third = Ledger::new();
+        let _store3 = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&third)
+            .unwrap();
+        assert_eq!(third.saved_mark(&out).unwrap(), Some(mark(30)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

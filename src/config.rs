@@ -37,6 +37,7 @@ use slog::Logger;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::checkpoint::Ledger;
 use crate::cog::Cog;
 use crate::daemon::DaemonSettings;
 use crate::log::{LogFormat, LogSettings, LogTarget};
@@ -396,6 +397,9 @@ pub struct BuildCx<'a> {
     /// Mailboxes of trains that others send to, by train index.
     mailboxes: RefCell<Vec<Option<Rc<Mailbox<Record>>>>>,
     feeds: RefCell<Vec<(usize, usize)>>,
+    /// Per train: the ledger of exactly-once outputs and how many checkpointing supplies
+    /// asked for it.
+    ledgers: RefCell<Vec<(Ledger, usize)>>,
 }
 
 impl BuildCx<'_> {
@@ -419,6 +423,38 @@ impl BuildCx<'_> {
     /// The names of all trains, for messages.
     pub fn train_names(&self) -> &[&str] {
         &self.train_names
+    }
+
+    /// For a supply that keeps checkpoints: the ledger of the train being built, which its
+    /// checkpoint carries (see [`CheckpointStore::with_ledger`]). Only the train's first
+    /// checkpointing supply gets it.
+    ///
+    /// [`CheckpointStore::with_ledger`]: crate::checkpoint::CheckpointStore::with_ledger
+    pub fn supply_ledger(&self) -> Option<Ledger> {
+        let mut ledgers = self.ledgers.borrow_mut();
+        let (ledger, supplies) = &mut ledgers[self.current_train.get()];
+        *supplies += 1;
+        (*supplies == 1).then(|| ledger.clone())
+    }
+
+    /// For an exactly-once drain: the ledger of the train being built. An error (the
+    /// message for the drain's key) unless exactly one checkpointing supply comes before
+    /// the drain in its train.
+    pub fn drain_ledger(&self) -> Result<Ledger, String> {
+        let ledgers = self.ledgers.borrow();
+        let (ledger, supplies) = &ledgers[self.current_train.get()];
+        match supplies {
+            1 => Ok(ledger.clone()),
+            0 => Err(
+                "exactly-once output needs a supply that keeps checkpoints (tail) \
+                      earlier in the same train"
+                    .into(),
+            ),
+            n => Err(format!(
+                "exactly-once output needs exactly one supply that keeps checkpoints in its \
+                 train; this one has {n}"
+            )),
+        }
     }
 }
 
@@ -1239,6 +1275,7 @@ impl Config {
             current_train: Cell::new(0),
             mailboxes: RefCell::new(vec![None; self.trains.len()]),
             feeds: RefCell::new(Vec::new()),
+            ledgers: RefCell::new(vec![(Ledger::new(), 0); self.trains.len()]),
         };
         let mut cogs = Vec::with_capacity(self.trains.len());
         let mut has_supply = Vec::with_capacity(self.trains.len());

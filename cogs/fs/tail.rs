@@ -290,7 +290,10 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
     let name = format!("tail-{train}-{:016x}.state", fingerprint(&key));
-    let store = CheckpointStore::new(bx.state_dir, &name);
+    let mut store = CheckpointStore::new(bx.state_dir, &name);
+    if let Some(ledger) = bx.supply_ledger() {
+        store = store.with_ledger(&ledger).map_err(|m| p.cog_error(m))?;
+    }
     Ok(Box::new(Tail::new(set, dirs, excludes, Some(store))))
 }
 
