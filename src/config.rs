@@ -13,7 +13,7 @@
 //! [engine]
 //! inotify = true            # false: file cogs poll instead
 //! workers = 0               # worker threads for blocking jobs; 0 = one per core
-//! stop_timeout = "30s"      # longest a shutdown may take; unset: wait for every cog
+//! stop_timeout = "30s"      # longest a shutdown may take (default 30s); "0s": no limit
 //!
 //! [[train]]
 //! name = "main"
@@ -841,6 +841,11 @@ impl Registry {
     }
 }
 
+/// How long a graceful stop may take unless `[engine] stop_timeout` says otherwise: long
+/// enough for a drain to flush to a slow disk or peer, short enough that a stop stuck on an
+/// output that never comes back (a file it may not write) still ends.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Engine settings from `[engine]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
@@ -848,8 +853,8 @@ pub struct EngineSettings {
     pub inotify: bool,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
-    /// Longest a shutdown may take before the daemon stops without finishing; `None`:
-    /// wait for every cog.
+    /// Longest a shutdown may take before the daemon stops without finishing (default
+    /// [`DEFAULT_STOP_TIMEOUT`]); `None` (`stop_timeout = "0s"`): wait for every cog.
     pub stop_timeout: Option<Duration>,
 }
 
@@ -931,7 +936,7 @@ impl Config {
             engine: EngineSettings {
                 inotify: true,
                 workers: 0,
-                stop_timeout: None,
+                stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             },
             trains: Vec::new(),
             src,
@@ -958,7 +963,8 @@ impl Config {
                                 cfg.engine.workers = *i as usize
                             }
                             ("stop_timeout", NodeValue::Str(t)) if parse_duration(t).is_some() => {
-                                cfg.engine.stop_timeout = parse_duration(t)
+                                // "0s" is no limit: a stop then waits for every cog.
+                                cfg.engine.stop_timeout = parse_duration(t).filter(|d| !d.is_zero())
                             }
                             (key, _) => {
                                 return Err(cfg.section_error(
@@ -966,7 +972,7 @@ impl Config {
                                     "engine",
                                     key,
                                     "expected inotify = true|false, workers = 0..1024, \
-                                     stop_timeout = \"30s\"",
+                                     stop_timeout = \"30s\" (\"0s\": no limit)",
                                 ));
                             }
                         }
@@ -1396,7 +1402,12 @@ mod tests {
         let train = "[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n";
         let c = parse(&format!("[engine]\nstop_timeout = \"2.5s\"\n{train}")).unwrap();
         assert_eq!(c.engine.stop_timeout, Some(Duration::from_millis(2500)));
-        assert_eq!(parse(train).unwrap().engine.stop_timeout, None);
+        assert_eq!(
+            parse(train).unwrap().engine.stop_timeout,
+            Some(DEFAULT_STOP_TIMEOUT)
+        );
+        let c = parse(&format!("[engine]\nstop_timeout = \"0s\"\n{train}")).unwrap();
+        assert_eq!(c.engine.stop_timeout, None);
         let e = parse(&format!("[engine]\nstop_timeout = \"soon\"\n{train}")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("stop_timeout"), "{e}");
         assert_eq!(e.at.map(|(line, _)| line), Some(2), "{e}");

@@ -32,6 +32,11 @@ const UNKNOWN: &str = "_unknown_";
 /// stream of hostile field values cannot flood the log.
 const BAD_PATH_LOGS: u32 = 10;
 
+/// First wait before retrying a failed write; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two retries of a failed write.
+const RETRY_MAX: Duration = Duration::from_secs(16);
+
 /// Buffer kept by an idle templated output after a burst.
 const IDLE_BUFFER: usize = 64 << 10;
 
@@ -66,8 +71,12 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// open file that was written to every five seconds and acknowledges records only after the
 /// sync covering them (a supply's checkpoint then trails by up to the interval).
 ///
-/// A failed write or sync (disk full, say) keeps the unwritten data, pauses the supplies,
-/// logs once and retries every second; nothing is dropped.
+/// A failed write or sync (disk full, a file it may not write) keeps the unwritten data,
+/// pauses the supplies, logs once and retries after a second, backing off to every 16 s;
+/// nothing is dropped while the daemon runs. A stop waits for the retries up to `[engine]
+/// stop_timeout` (30 s by default); if that passes, the records still held are logged
+/// (records, bytes, files) and not written: supplies with checkpoints send them again on
+/// the next run.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -96,6 +105,8 @@ pub struct FileOut {
     path_buf: Vec<u8>,
     clock: u64,
     failing: bool,
+    /// Wait before the next retry while failing.
+    retry_delay: Duration,
     bad_logged: u32,
 }
 
@@ -397,6 +408,7 @@ impl FileOut {
             path_buf: Vec::new(),
             clock: 0,
             failing: false,
+            retry_delay: RETRY_FIRST,
             bad_logged: 0,
         }
     }
@@ -607,12 +619,14 @@ impl FileOut {
             }
         }
         if ok {
+            self.retry_delay = RETRY_FIRST;
             if std::mem::take(&mut self.failing) {
                 slog::info!(cx.logger(), "output files writable again");
                 cx.resume_supplies();
             }
         } else {
-            let _ = cx.timer_after(Duration::from_secs(1), RETRY);
+            let _ = cx.timer_after(self.retry_delay, RETRY);
+            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -887,7 +901,23 @@ impl Cog<Record> for FileOut {
         }
     }
 
-    fn done(&mut self, _: &mut Ctx) {
+    fn done(&mut self, cx: &mut Ctx) {
+        // Anything still held here was never written: the stop ended without finishing.
+        let (mut records, mut bytes, mut files) = (0, 0, Vec::new());
+        for s in self.slots.iter().flatten() {
+            if s.lines.pending_records() > 0 || s.lines.pending_bytes() > 0 {
+                records += s.lines.pending_records();
+                bytes += s.lines.pending_bytes();
+                if files.len() < 5 {
+                    files.push(s.path.display().to_string());
+                }
+            }
+        }
+        if records > 0 || bytes > 0 {
+            slog::error!(cx.logger(), "stopped before every output file was written: records not written";
+                "cog" => "file_out", "records" => records, "bytes" => bytes,
+                "files" => files.join(", "));
+        }
         for s in self.slots.iter_mut().flatten() {
             s.file = None;
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
+mod broken_output;
 mod disk_full;
 mod kill9;
 mod malformed;
