@@ -66,6 +66,13 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// `reopen_check` as a safety net) and reopened: lines buffered before a rename still go to
 /// the renamed file, new lines to a fresh file at the path.
 ///
+/// **Symbolic links.** A file is opened with `O_NOFOLLOW`: a symbolic link at the path
+/// (planted there to make the daemon append to another file) is refused and logged. For a
+/// plain path the records are held and retried until the link is gone; for a templated
+/// path the record goes to the fallback file, counted as an error. `follow_symlinks = true`
+/// follows them (a path that is a link on purpose). Only the last component is checked:
+/// directories of the path are trusted.
+///
 /// **Durability.** `fsync = "never"` acknowledges after the write; `"always"` calls
 /// `fdatasync` after each batch's write, before acknowledging; `"interval:5s"` syncs every
 /// open file that was written to every five seconds and acknowledges records only after the
@@ -87,6 +94,7 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// max_open_files = 256
 /// fsync = "interval:5s"           # never | always | interval:DURATION
 /// reopen_check = "1s"             # "0s": only SIGHUP and inotify
+/// follow_symlinks = false         # true: write through a symbolic link at the path
 /// ```
 pub struct FileOut {
     format: OutputFormat,
@@ -95,6 +103,7 @@ pub struct FileOut {
     max_open: usize,
     fsync: Fsync,
     reopen_check: Duration,
+    follow_symlinks: bool,
     /// Outputs by slot; a plain path lives in slot 0 for good.
     slots: Vec<Option<OutFile>>,
     free: Vec<usize>,
@@ -244,8 +253,24 @@ fn is_path_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EISDIR | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP | libc::EINVAL)
-    )
+    ) || e.get_ref().is_some_and(|e| e.is::<SymlinkRefused>())
 }
+
+/// The path of an output is a symbolic link and `follow_symlinks` is off.
+#[derive(Debug)]
+struct SymlinkRefused(PathBuf);
+
+impl std::fmt::Display for SymlinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a symbolic link; refusing to write through it (follow_symlinks = false)",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for SymlinkRefused {}
 
 /// One output file.
 struct OutFile {
@@ -325,6 +350,13 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "how often to stat the path and reopen a file that was moved or removed \
              (besides inotify); \"0s\" turns the check off",
         ),
+        Param::opt(
+            "follow_symlinks",
+            ParamType::Bool,
+            "false",
+            "write through a symbolic link at the path; by default a link there is refused \
+             (logged; the records are held, or go to the fallback file of a template)",
+        ),
     ],
     fields: &[],
     build,
@@ -370,6 +402,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     out.max_open = max_open;
     out.fsync = fsync;
     out.reopen_check = reopen_check;
+    out.follow_symlinks = p.bool_or("follow_symlinks", false)?;
     Ok(Box::new(out))
 }
 
@@ -401,6 +434,7 @@ impl FileOut {
             max_open: 256,
             fsync: Fsync::Never,
             reopen_check: Duration::from_secs(1),
+            follow_symlinks: false,
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -418,12 +452,30 @@ impl FileOut {
     }
 
     fn open_path(&self, path: &Path) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = if self.follow_symlinks {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
         let open = || {
-            OpenOptions::new()
+            let r = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
-                .open(path)
+                .custom_flags(flags)
+                .open(path);
+            match r {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ELOOP)
+                        && !self.follow_symlinks
+                        && std::fs::symlink_metadata(path)
+                            .is_ok_and(|m| m.file_type().is_symlink()) =>
+                {
+                    Err(io::Error::other(SymlinkRefused(path.to_path_buf())))
+                }
+                r => r,
+            }
         };
         let mut file = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.create_dirs => {
@@ -724,7 +776,13 @@ impl FileOut {
         let s = self.slots.get(i)?.as_ref()?;
         let f = s.file.as_ref()?;
         let deleted = f.metadata().is_ok_and(|m| m.nlink() == 0);
-        let moved = match std::fs::metadata(&s.path) {
+        // Without following links, a link planted at the path is a replacement too.
+        let meta = if self.follow_symlinks {
+            std::fs::metadata(&s.path)
+        } else {
+            std::fs::symlink_metadata(&s.path)
+        };
+        let moved = match meta {
             Ok(m) => (m.dev(), m.ino()) != s.identity,
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         };

@@ -366,3 +366,101 @@ fn acknowledgements_wait_for_the_sync_that_covers_them() {
         (0, 3, all)
     );
 }
+
+/// Collects a child's stderr in the background, so a test can wait for a log line while
+/// the daemon runs.
+fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    log
+}
+
+/// A symbolic link planted at the output path while running (`ln -sfn ../victim.txt
+/// out/o.log`) is refused: the victim stays untouched, the records are held and written
+/// once the link is gone.
+fn planted_symlink_is_refused(inotify: bool) {
+    let dir = TempDir::new("fo-symlink");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "victim\n").unwrap();
+    let cfg = reopening_config(dir.path(), inotify, "path = \"out/o.log\"\n");
+    let out = dir.path().join("out/o.log");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    let log = collect_stderr(&mut child);
+    stdin.write_all(b"before\n").unwrap();
+    wait_for("the first line", || line_count(&out) == 1);
+    let tmp = dir.path().join("out/.o.log.tmp");
+    std::os::unix::fs::symlink("../victim.txt", &tmp).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    wait_for("the refused link to be logged", || {
+        log.lock().unwrap().contains("is a symbolic link")
+    });
+    stdin.write_all(b"held 1\nheld 2\n").unwrap();
+    wait_for("the held write to be logged", || {
+        log.lock().unwrap().contains("writing output file failed")
+    });
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    std::fs::remove_file(&out).unwrap();
+    wait_for("the held lines in a fresh file", || line_count(&out) == 2);
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = log.lock().unwrap().clone();
+    assert!(st.success(), "exit {st:?}: {err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "held 1\nheld 2\n");
+}
+
+#[test]
+fn planted_symlink_is_refused_with_inotify() {
+    planted_symlink_is_refused(true);
+}
+
+#[test]
+fn planted_symlink_is_refused_by_polling() {
+    planted_symlink_is_refused(false);
+}
+
+/// `follow_symlinks = true` writes through a link at the path, and a templated path sends
+/// a record whose file is a link to the fallback file instead.
+#[test]
+fn symlinks_are_followed_only_when_asked() {
+    let dir = TempDir::new("fo-symlink-keys");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let target = dir.path().join("target.txt");
+    std::os::unix::fs::symlink("../target.txt", dir.path().join("out/a.log")).unwrap();
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/a.log\"\nfollow_symlinks = true\n",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"through\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "through\n");
+
+    let cfg = stdin_config(dir.path(), "", "path = \"out/{message}.log\"\n");
+    let (st, _, err) = run_with_stdin(&cfg, b"a\nb\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "through\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/_unknown_.log")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/b.log")).unwrap(),
+        "b\n"
+    );
+    assert!(err.contains("is a symbolic link"), "{err}");
+}
