@@ -1,6 +1,6 @@
 //! `file_out`: records appended to a file, or to one file per value of some fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -58,6 +58,12 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// `max_open_files` files are kept open: when a new one is needed the least recently
 /// written is flushed, synced if `fsync` says so, and closed.
 ///
+/// **Existing data.** Each file is appended to (`mode = "append"`, the default): running
+/// the same configuration twice adds the records again. `mode = "truncate"` empties each
+/// file the first time it is opened in a run (not at a reopen after rotation, nor when a
+/// templated file closed for `max_open_files` is opened again). The first open of each
+/// file is logged at info with its path and how many bytes it already held.
+///
 /// A plain path (no placeholder) keeps the single-file behaviour: its directory must exist
 /// unless `create_dirs = true`, and an unopenable file is an error at start.
 ///
@@ -92,6 +98,7 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// format = "json"                 # raw | json | template
 /// create_dirs = true              # default: true for templates, false for a plain path
 /// max_open_files = 256
+/// mode = "append"                 # append | truncate (empty each file at its first open)
 /// fsync = "interval:5s"           # never | always | interval:DURATION
 /// reopen_check = "1s"             # "0s": only SIGHUP and inotify
 /// follow_symlinks = false         # true: write through a symbolic link at the path
@@ -104,6 +111,10 @@ pub struct FileOut {
     fsync: Fsync,
     reopen_check: Duration,
     follow_symlinks: bool,
+    mode: Mode,
+    /// Paths opened in this run: truncated (`mode = "truncate"`) and logged on the first
+    /// open only.
+    opened: HashSet<PathBuf>,
     /// Outputs by slot; a plain path lives in slot 0 for good.
     slots: Vec<Option<OutFile>>,
     free: Vec<usize>,
@@ -117,6 +128,15 @@ pub struct FileOut {
     /// Wait before the next retry while failing.
     retry_delay: Duration,
     bad_logged: u32,
+}
+
+/// What happens to data already in a file when it is first opened in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep it and write after it.
+    Append,
+    /// Empty the file first.
+    Truncate,
 }
 
 /// When written data is made durable.
@@ -351,6 +371,13 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
              (besides inotify); \"0s\" turns the check off",
         ),
         Param::opt(
+            "mode",
+            ParamType::Str,
+            "append",
+            "append: write after what each file holds; truncate: empty each file when it is \
+             first opened in this run",
+        ),
+        Param::opt(
             "follow_symlinks",
             ParamType::Bool,
             "false",
@@ -403,6 +430,16 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     out.fsync = fsync;
     out.reopen_check = reopen_check;
     out.follow_symlinks = p.bool_or("follow_symlinks", false)?;
+    out.mode = match p.str_or("mode", "append")? {
+        "append" => Mode::Append,
+        "truncate" => Mode::Truncate,
+        m => {
+            return Err(p.error(
+                "mode",
+                format!("expected \"append\" or \"truncate\", found {m:?}"),
+            ));
+        }
+    };
     Ok(Box::new(out))
 }
 
@@ -435,6 +472,8 @@ impl FileOut {
             fsync: Fsync::Never,
             reopen_check: Duration::from_secs(1),
             follow_symlinks: false,
+            mode: Mode::Append,
+            opened: HashSet::new(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -477,17 +516,45 @@ impl FileOut {
                 r => r,
             }
         };
-        let mut file = match open() {
+        match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.create_dirs => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                open()?
+                open()
             }
-            r => r?,
-        };
-        end_torn_line(&mut file)?;
-        Ok(file)
+            r => r,
+        }
+    }
+
+    /// Prepares a file just opened at `path` for appending: empties it on its first open
+    /// in this run with `mode = "truncate"`, else ends a torn last line; logs where the
+    /// output goes the first time.
+    fn prepare(&mut self, file: &mut File, path: &Path, cx: &mut Ctx) -> io::Result<()> {
+        let first = !self.opened.contains(path);
+        let existing = file.metadata()?.len();
+        if first && self.mode == Mode::Truncate {
+            file.set_len(0)?;
+        } else {
+            end_torn_line(file)?;
+        }
+        if first {
+            self.opened.insert(path.to_path_buf());
+            let shown = path.display().to_string();
+            match (self.mode, existing) {
+                (Mode::Truncate, n) if n > 0 => {
+                    slog::info!(cx.logger(), "writing to output file, truncated {} existing bytes", n;
+                        "path" => shown, "mode" => "truncate")
+                }
+                (_, 0) => slog::info!(cx.logger(), "writing to output file, new or empty";
+                    "path" => shown),
+                (_, n) => {
+                    slog::info!(cx.logger(), "writing to output file, appending to {} existing bytes", n;
+                        "path" => shown, "mode" => "append")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Opens slot `i`'s file (closing the least recently written one if at the limit)
@@ -497,7 +564,8 @@ impl FileOut {
         let Some(path) = self.slot(i).map(|s| s.path.clone()) else {
             return Ok(());
         };
-        let file = self.open_path(&path)?;
+        let mut file = self.open_path(&path)?;
+        self.prepare(&mut file, &path, cx)?;
         let meta = file.metadata()?;
         let wd = if cx.has_inotify() {
             let local = Local::try_from(i)

@@ -464,3 +464,100 @@ fn symlinks_are_followed_only_when_asked() {
     );
     assert!(err.contains("is a symbolic link"), "{err}");
 }
+
+/// The log says where each file is written and what it already held; the default mode
+/// appends, `mode = "truncate"` empties each file at its first open in a run.
+#[test]
+fn first_open_is_logged_and_mode_decides_what_stays() {
+    let dir = TempDir::new("fo-mode");
+    let out = dir.path().join("out.log");
+    let shown = out.display().to_string();
+    let append = stdin_config(dir.path(), "", "path = \"out.log\"\n");
+    let (st, _, err) = run_with_stdin(&append, b"one\ntwo\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, new or empty") && err.contains(&shown),
+        "{err}"
+    );
+    let (st, _, err) = run_with_stdin(&append, b"three\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, appending to 8 existing bytes"),
+        "{err}"
+    );
+    assert_eq!(err.matches("writing to output file").count(), 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\nthree\n");
+
+    let truncate = stdin_config(dir.path(), "", "path = \"out.log\"\nmode = \"truncate\"\n");
+    let (st, _, err) = run_with_stdin(&truncate, b"four\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, truncated 14 existing bytes"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "four\n");
+
+    let bad = stdin_config(dir.path(), "", "path = \"out.log\"\nmode = \"overwrite\"\n");
+    let res = check(&bad);
+    assert_eq!(res.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("\"mode\""),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// A templated file closed for `max_open_files` and opened again in the same run is not
+/// emptied again by `mode = "truncate"`.
+#[test]
+fn truncate_empties_a_templated_file_once_per_run() {
+    let dir = TempDir::new("fo-mode-tpl");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/a.log"), "old\n").unwrap();
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/{message}.log\"\nmode = \"truncate\"\nmax_open_files = 1\n",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"a\nb\na\nb\na\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/a.log")).unwrap(),
+        "a\na\na\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/b.log")).unwrap(),
+        "b\nb\n"
+    );
+}
+
+/// The bundled quick start, run twice: the log names the output file, and the second run
+/// leaves the same output instead of appending a second copy.
+#[test]
+fn quickstart_twice_says_where_and_writes_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = TempDir::new("fo-quickstart");
+    let out = dir.path().join("out.json");
+    let text = std::fs::read_to_string(root.join("config/quickstart.toml"))
+        .unwrap()
+        .replace("../var/quickstart.json", out.to_str().unwrap())
+        .replace("../var/state", dir.path().join("state").to_str().unwrap())
+        .replace(
+            "data/access.log",
+            root.join("config/data/access.log").to_str().unwrap(),
+        );
+    let cfg = write_config(dir.path(), &text);
+    let first = run_ok(&cfg);
+    let once = std::fs::read(&out).unwrap();
+    let second = run_ok(&cfg);
+    assert_eq!(std::fs::read(&out).unwrap(), once);
+    let shown = out.display().to_string();
+    for res in [first, second] {
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("writing to output file") && l.contains(&shown)),
+            "{err}"
+        );
+    }
+}
