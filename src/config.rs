@@ -400,6 +400,8 @@ pub struct BuildCx<'a> {
     /// Per train: the ledger of exactly-once outputs and how many checkpointing supplies
     /// asked for it.
     ledgers: RefCell<Vec<(Ledger, usize)>>,
+    /// Trains with an exactly-once drain: only the checkpointing supply may feed them.
+    exactly_once: RefCell<Vec<usize>>,
 }
 
 impl BuildCx<'_> {
@@ -444,7 +446,12 @@ impl BuildCx<'_> {
         let ledgers = self.ledgers.borrow();
         let (ledger, supplies) = &ledgers[self.current_train.get()];
         match supplies {
-            1 => Ok(ledger.clone()),
+            1 => {
+                self.exactly_once
+                    .borrow_mut()
+                    .push(self.current_train.get());
+                Ok(ledger.clone())
+            }
             0 => Err(
                 "exactly-once output needs a supply that keeps checkpoints (tail) \
                       earlier in the same train"
@@ -1282,6 +1289,7 @@ impl Config {
             mailboxes: RefCell::new(vec![None; self.trains.len()]),
             feeds: RefCell::new(Vec::new()),
             ledgers: RefCell::new(vec![(Ledger::new(), 0); self.trains.len()]),
+            exactly_once: RefCell::new(Vec::new()),
         };
         let mut cogs = Vec::with_capacity(self.trains.len());
         let mut has_supply = Vec::with_capacity(self.trains.len());
@@ -1289,18 +1297,28 @@ impl Config {
             cx.current_train.set(ti);
             let mut built: Vec<Box<dyn Cog<Record>>> = Vec::with_capacity(t.cogs.len() + 1);
             let mut supply = false;
+            let mut supplies = 0;
             for (i, c) in t.cogs.iter().enumerate() {
                 let params = self.params(&t.name, i, c);
                 let desc = registry
                     .get(&c.ty)
                     .ok_or_else(|| params.cog_error(format!("unknown cog type {:?}", c.ty)))?;
                 supply |= desc.kind == CogKind::Supply;
+                supplies += usize::from(desc.kind == CogKind::Supply);
                 built.push((desc.build)(&params, &cx)?);
+            }
+            if supplies > 1 && cx.exactly_once.borrow().contains(&ti) {
+                return Err(self.error(
+                    Some(t),
+                    "exactly-once output needs its train fed by one checkpointing supply \
+                     only; this train has other supplies, whose records a restart would cut",
+                ));
             }
             cogs.push(built);
             has_supply.push(supply);
         }
         let mailboxes = cx.mailboxes.into_inner();
+        let exactly_once = cx.exactly_once.into_inner();
         let mut trains = Vec::with_capacity(self.trains.len());
         for ((t, built), (mailbox, supply)) in self
             .trains
@@ -1308,6 +1326,13 @@ impl Config {
             .zip(cogs)
             .zip(mailboxes.into_iter().zip(has_supply))
         {
+            if mailbox.is_some() && exactly_once.contains(&trains.len()) {
+                return Err(self.error(
+                    Some(t),
+                    "exactly-once output needs its train fed by one checkpointing supply \
+                     only; other trains send records to this one",
+                ));
+            }
             let mut train = Train::new(t.name.clone());
             match mailbox {
                 Some(m) => train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m))),

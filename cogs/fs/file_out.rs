@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
+use crate::checkpoint::{Ledger, Mark};
 use crate::config::{
     BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType, parse_duration,
 };
@@ -79,6 +80,22 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// follows them (a path that is a link on purpose). Only the last component is checked:
 /// directories of the path are trusted.
 ///
+/// **Exactly-once.** With `exactly_once = true` (a plain path, in a train fed by one
+/// `tail` and nothing else), the file's size is kept in the tail's checkpoint, written in
+/// the same atomic save as the tail's offsets: before acknowledging records, the drain
+/// marks the size they end at (with `fsync`, the synced size). At start the file is cut
+/// back to the marked size if it is the marked file (same device and inode) and longer,
+/// which removes what was written after the last checkpoint, since the tail sends it again
+/// from the saved offsets; the cut is logged. Then the current size is marked and saved
+/// before anything is written. So a crash (`kill -9`) neither loses nor repeats a record.
+/// After a power loss, what the page cache lost is sent again only if it was not yet
+/// acknowledged: use `fsync = "always"` or `"interval:..."` for that promise. Limits:
+/// a file replaced at the path or shorter than its mark is not cut (warned, appended
+/// to), and records acknowledged into a rotated file after the last checkpoint are written
+/// again to the new file after a crash. `exactly_once` is a configuration error with a
+/// template, with `mode = "truncate"`, without a `tail` before the drain, with another
+/// supply in the train, or when other trains send records to it.
+///
 /// **Durability.** `fsync = "never"` acknowledges after the write; `"always"` calls
 /// `fdatasync` after each batch's write, before acknowledging; `"interval:5s"` syncs every
 /// open file that was written to every five seconds and acknowledges records only after the
@@ -102,6 +119,7 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// fsync = "interval:5s"           # never | always | interval:DURATION
 /// reopen_check = "1s"             # "0s": only SIGHUP and inotify
 /// follow_symlinks = false         # true: write through a symbolic link at the path
+/// exactly_once = false            # true: plain path fed by one tail: no loss, no repeat
 /// ```
 pub struct FileOut {
     format: OutputFormat,
@@ -112,6 +130,8 @@ pub struct FileOut {
     reopen_check: Duration,
     follow_symlinks: bool,
     mode: Mode,
+    /// With `exactly_once`: the ledger saved with the feeding supply's checkpoint.
+    ledger: Option<Ledger>,
     /// Paths opened in this run: truncated (`mode = "truncate"`) and logged on the first
     /// open only.
     opened: HashSet<PathBuf>,
@@ -252,7 +272,51 @@ fn check_rendered(path: &[u8], root_len: usize) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Open errors that come from the name itself, so retrying cannot help.
+/// Cuts the file just opened at `path` back to the size the previous run's checkpoint
+/// marked, if it is the file that was marked; returns its length afterwards.
+fn honour_mark(ledger: &Ledger, file: &File, path: &Path, cx: &mut Ctx) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    let len = meta.len();
+    let Some(mark) = ledger.saved_mark(path)? else {
+        return Ok(len);
+    };
+    let shown = path.display().to_string();
+    if (mark.dev, mark.ino) != (meta.dev(), meta.ino()) {
+        slog::warn!(cx.logger(), "exactly-once: the output file is not the one the checkpoint marked (replaced or rotated since); cannot cut it back, appending";
+            "path" => shown, "marked_size" => mark.size);
+        return Ok(len);
+    }
+    if len > mark.size {
+        file.set_len(mark.size)?;
+        slog::info!(cx.logger(), "exactly-once: cut {} bytes written after the last checkpoint", len - mark.size;
+            "path" => shown, "size" => mark.size);
+        return Ok(mark.size);
+    }
+    if len < mark.size {
+        slog::warn!(cx.logger(), "exactly-once: the output file is shorter than the checkpoint marked (cut by someone else?); appending";
+            "path" => shown, "size" => len, "marked_size" => mark.size);
+    }
+    Ok(len)
+}
+
+/// Acknowledges what slot `s` holds once all of it is written; for an exactly-once
+/// output, first marks the size those records end at, so the checkpoint saved when the
+/// supply sees the acknowledgement carries it.
+fn acknowledge(s: &mut OutFile, ledger: Option<&Ledger>, cx: &mut Ctx) {
+    if let Some(ledger) = ledger
+        && s.lines.pending_bytes() == 0
+        && s.lines.pending_records() > 0
+    {
+        ledger.set_mark(Mark {
+            dev: s.identity.0,
+            ino: s.identity.1,
+            size: s.size,
+            path: s.path.clone(),
+        });
+    }
+    s.lines.acknowledge(cx);
+}
+
 /// A process killed in the middle of a write can leave its last line without a newline;
 /// ends it, so the first line appended now does not glue onto that fragment.
 fn end_torn_line(file: &mut File) -> io::Result<()> {
@@ -305,6 +369,8 @@ struct OutFile {
     last_used: u64,
     /// Bytes were written since the last `fdatasync`.
     unsynced: bool,
+    /// Length of the open file: its length when opened plus what was written since.
+    size: u64,
 }
 
 impl OutFile {
@@ -318,6 +384,7 @@ impl OutFile {
             lines,
             last_used: 0,
             unsynced: false,
+            size: 0,
         }
     }
 
@@ -378,6 +445,14 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
              first opened in this run",
         ),
         Param::opt(
+            "exactly_once",
+            ParamType::Bool,
+            "false",
+            "plain path fed by one `tail` in the same train: keep the output's size in the \
+             tail's checkpoint and cut the file back to it at start, so a crash neither \
+             loses nor repeats a record",
+        ),
+        Param::opt(
             "follow_symlinks",
             ParamType::Bool,
             "false",
@@ -389,7 +464,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let raw = p.required_str("path")?;
     let base = if Path::new(raw).is_absolute() {
         Vec::new()
@@ -440,6 +515,22 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
             ));
         }
     };
+    if p.bool_or("exactly_once", false)? {
+        if out.template.is_some() {
+            return Err(p.error(
+                "exactly_once",
+                "exactly-once output takes a plain path, not a template",
+            ));
+        }
+        if out.mode == Mode::Truncate {
+            return Err(p.error(
+                "exactly_once",
+                "mode = \"truncate\" would empty what the checkpoint counts as written; \
+                 exactly-once output appends",
+            ));
+        }
+        out.ledger = Some(bx.drain_ledger().map_err(|m| p.error("exactly_once", m))?);
+    }
     Ok(Box::new(out))
 }
 
@@ -473,6 +564,7 @@ impl FileOut {
             reopen_check: Duration::from_secs(1),
             follow_symlinks: false,
             mode: Mode::Append,
+            ledger: None,
             opened: HashSet::new(),
             slots: Vec::new(),
             free: Vec::new(),
@@ -532,7 +624,10 @@ impl FileOut {
     /// output goes the first time.
     fn prepare(&mut self, file: &mut File, path: &Path, cx: &mut Ctx) -> io::Result<()> {
         let first = !self.opened.contains(path);
-        let existing = file.metadata()?.len();
+        let mut existing = file.metadata()?.len();
+        if first && let Some(ledger) = &self.ledger {
+            existing = honour_mark(ledger, file, path, cx)?;
+        }
         if first && self.mode == Mode::Truncate {
             file.set_len(0)?;
         } else {
@@ -553,6 +648,23 @@ impl FileOut {
                         "path" => shown, "mode" => "append")
                 }
             }
+        }
+        if let Some(ledger) = &self.ledger {
+            // Saved before anything is written, so a crash before the supply's first
+            // checkpoint still finds where this file ended.
+            let meta = file.metadata()?;
+            ledger.set_mark(Mark {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+                path: path.to_path_buf(),
+            });
+            ledger.save_now().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot save the exactly-once mark in the checkpoint: {e}"),
+                )
+            })?;
         }
         Ok(())
     }
@@ -591,6 +703,7 @@ impl FileOut {
                 let was_closed = s.file.is_none();
                 s.file = Some(file);
                 s.identity = (meta.dev(), meta.ino());
+                s.size = meta.len();
                 s.wd = wd;
                 was_closed
             }
@@ -666,14 +779,19 @@ impl FileOut {
                 return Ok(());
             };
             if let Some(f) = &mut s.file {
-                s.lines.write_to(f)?;
-                s.unsynced = true;
+                let before = s.lines.pending_bytes();
+                let r = s.lines.write_to(f);
+                let written = before - s.lines.pending_bytes();
+                s.size += written as u64;
+                s.unsynced |= written > 0;
+                r?;
             }
         }
         let fsync = self.fsync;
-        if let Some(s) = self.slot(i) {
+        let ledger = self.ledger.as_ref();
+        if let Some(Some(s)) = self.slots.get_mut(i) {
             match fsync {
-                Fsync::Never => s.lines.acknowledge(cx),
+                Fsync::Never => acknowledge(s, ledger, cx),
                 Fsync::Always => {
                     if s.unsynced
                         && let Some(f) = &s.file
@@ -681,7 +799,7 @@ impl FileOut {
                         f.sync_data()?;
                         s.unsynced = false;
                     }
-                    s.lines.acknowledge(cx);
+                    acknowledge(s, ledger, cx);
                 }
                 Fsync::Interval(_) => {}
             }
@@ -691,7 +809,8 @@ impl FileOut {
 
     /// Syncs slot `i`'s file if it was written to, then acknowledges what it holds.
     fn sync_slot(&mut self, i: usize, cx: &mut Ctx) -> io::Result<()> {
-        let Some(s) = self.slot(i) else {
+        let ledger = self.ledger.as_ref();
+        let Some(Some(s)) = self.slots.get_mut(i) else {
             return Ok(());
         };
         if s.unsynced
@@ -700,7 +819,7 @@ impl FileOut {
             f.sync_data()?;
             s.unsynced = false;
         }
-        s.lines.acknowledge(cx);
+        acknowledge(s, ledger, cx);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use crate::engine::TempDir;
 
 mod broken_output;
 mod disk_full;
+mod exactly_once;
 mod kill9;
 mod malformed;
 mod sighup;
