@@ -66,7 +66,8 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
 /// then a run to the end: the output is every line once, in order.
 ///
 /// `DEADBEAT_EXACTLY_ONCE_LINES` sets the number of lines (default 1,000,000; at least
-/// 10). `DEADBEAT_EXACTLY_ONCE_FSYNC` sets the drain's `fsync` (default `never`).
+/// 10), `DEADBEAT_EXACTLY_ONCE_FSYNC` the drain's `fsync` (default `never`),
+/// `DEADBEAT_EXACTLY_ONCE_SEED` the seed of the kill points.
 #[test]
 fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
     let started = Instant::now();
@@ -106,7 +107,11 @@ fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
     let out = dir.path().join("out.log");
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
 
-    let mut rng = Rng::new(0x0e0c_e5ee_d000_0001);
+    let seed = std::env::var("DEADBEAT_EXACTLY_ONCE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x0e0c_e5ee_d000_0001);
+    let mut rng = Rng::new(seed);
     let mut points: Vec<usize> = (0..KILLS)
         .map(|_| 1 + rng.below(n as u64 - 1) as usize)
         .collect();
@@ -167,7 +172,7 @@ fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
         );
     }
     eprintln!(
-        "exactly-once, kill -9 x{KILLS} over {n} lines (points {points:?}, fsync {fsync}): \
+        "exactly-once, kill -9 x{KILLS} over {n} lines (seed {seed}, points {points:?}, fsync {fsync}): \
          0 lost, 0 duplicated; {cut_total} bytes cut over the restarts; {:.1} s",
         started.elapsed().as_secs_f64()
     );
