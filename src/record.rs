@@ -1758,6 +1758,22 @@ fn write_escaped_lossy(out: &mut Vec<u8>, b: &[u8]) {
     out.push(b'"');
 }
 
+/// Appends arbitrary bytes as the inside of a JSON string (no quotes): what JSON requires
+/// is escaped and invalid UTF-8 becomes U+FFFD, so text put between two quotes in a
+/// template stays valid JSON whatever the value holds.
+pub fn write_json_str_body(out: &mut Vec<u8>, b: &[u8]) {
+    if std::str::from_utf8(b).is_ok() {
+        write_escaped_body(out, b);
+        return;
+    }
+    for chunk in b.utf8_chunks() {
+        write_escaped_body(out, chunk.valid().as_bytes());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+}
+
 /// `"00" "01" … "99"`, for writing integers two digits at a time.
 const DIGIT_PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
