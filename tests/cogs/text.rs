@@ -131,6 +131,39 @@ target = "p"
     );
 }
 
+/// `%a`: a ctime-style time (`Mon Jan  1 00:00:00 2024`) parses, checked against the date.
+#[cfg(feature = "regex")]
+#[test]
+fn timestamp_with_weekday() {
+    let input = "Mon Jan  1 00:00:00 2024 started\nTuesday Jan  1 00:00:00 2024 wrong day\n";
+    let dir = run(
+        "regex-weekday",
+        input,
+        r#"[[train.cog]]
+type = "regex"
+pattern = '^(?P<at>\S+ \S+ +\S+ \S+ \d+) (?P<what>.*)$'
+types = { at = "timestamp:%a %b %e %T %Y" }
+target = "p"
+"#,
+        "",
+    );
+    let got: Vec<Record> = lines(&dir.path().join("out.json"))
+        .iter()
+        .map(|l| Record::parse_json(l.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].get(Key::new("p")).map(|p| p.to_string()).as_deref(),
+        Some(r#"{"at":"2024-01-01T00:00:00Z","what":"started"}"#)
+    );
+    let err = got[1].get(Key::new("error")).map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("not a timestamp")),
+        "{err:?}"
+    );
+}
+
 const MIXED: &str = "1.2.3.4 - - [22/Nov/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"-\"\n\
                      not an access log line\n\
                      1.2.3.4 - - [22/Nov/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 x \"-\" \"-\"\n\
