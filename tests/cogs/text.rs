@@ -311,3 +311,34 @@ fn sshd_preset_on_real_lines() {
     assert!(with("port") > 20, "{}", with("port"));
     assert_eq!(with("pid"), 200);
 }
+
+/// Auth logs as many hosts write them: a priority in front (`<38>`), and the PAM module in
+/// the tag (`sshd(pam_unix)[pid]`); both parse, beside the plain shape.
+#[test]
+fn sshd_preset_priority_and_module() {
+    let input = "<38>Jan  1 00:00:00 host sshd[1]: Failed password for root from 10.0.0.9 port 4242 ssh2\n\
+                 Jan  1 00:00:01 host sshd(pam_unix)[1234]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4  user=root\n\
+                 Jan  1 00:00:02 host sshd[7]: Connection closed by 10.0.0.9 port 4242 [preauth]\n";
+    let dir = run(
+        "regex-sshd-pri",
+        input,
+        "[[train.cog]]\ntype = \"regex\"\npreset = \"sshd\"\ntarget = \"sshd\"\n",
+        "",
+    );
+    let out: Vec<String> = lines(&dir.path().join("out.json"))
+        .iter()
+        .map(|l| {
+            let r = Record::parse_json(l.as_bytes()).unwrap();
+            assert!(r.get(Key::new("error")).is_none(), "{l}");
+            r.get(Key::new("sshd")).unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            r#"{"facility":"auth","severity":"info","time":"Jan  1 00:00:00","host":"host","pid":1,"message":"Failed password for root from 10.0.0.9 port 4242 ssh2","user":"root","client":"10.0.0.9","port":4242}"#,
+            r#"{"time":"Jan  1 00:00:01","host":"host","module":"pam_unix","pid":1234,"message":"authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4  user=root","user":"root","client":"218.188.2.4"}"#,
+            r#"{"time":"Jan  1 00:00:02","host":"host","pid":7,"message":"Connection closed by 10.0.0.9 port 4242 [preauth]","client":"10.0.0.9","port":4242}"#,
+        ]
+    );
+}
