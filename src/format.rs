@@ -40,7 +40,7 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// Reads `format` and `template` from a drain's parameters.
+    /// Reads `format`, `template` and `escape` from a drain's parameters.
     pub fn from_params(p: &CogParams<'_>) -> Result<OutputFormat, ConfigError> {
         match p.choice_or("format", &["raw", "json", "template"], "raw")? {
             "template" => {
@@ -114,7 +114,7 @@ pub enum Escape {
     #[default]
     None,
     /// Escaped as the inside of a JSON string (`escape = "json"`): a template such as
-    /// `{"msg":"{message}"}` then writes valid JSON whatever the value holds.
+    /// `{{"msg":"{message}"}}` then writes valid JSON whatever the value holds.
     Json,
 }
 
@@ -132,6 +132,7 @@ enum Piece {
 /// A parsed `template`: literal text and `{field.path}` placeholders. Missing fields
 /// render as nothing.
 ///
+/// A `|` in a placeholder starts a filter (so field names cannot hold one), and
 /// `{field|json}` writes the value as a JSON value whatever the escaping: strings and raw
 /// bytes quoted and escaped (invalid UTF-8 as U+FFFD), numbers and booleans bare, maps and
 /// lists as JSON, a missing field as `null`. With [`Escape::Json`] every other placeholder
