@@ -410,6 +410,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ),
         FORMAT_PARAMS[0],
         FORMAT_PARAMS[1],
+        FORMAT_PARAMS[2],
         Param::unset(
             "create_dirs",
             ParamType::Bool,
