@@ -51,10 +51,16 @@ pub(crate) fn received_at_key() -> Key {
 /// accepted and closed at once, counted as errors and logged. `idle_timeout` closes
 /// connections silent that long (one sweep timer, not one per connection; `"0s"` never).
 ///
+/// `framing = "auto"` takes a connection as octet-counted only when it starts with
+/// `LEN SP <PRI>` and `LEN` bytes (a syslog message, as `logger --octet-count` or rsyslog
+/// send it); anything else is lines, so an application log line starting with a date is
+/// never mistaken for a frame.
+///
 /// Errors are handled per connection: a line (or frame) over `max_line_bytes` is cut,
 /// flagged `truncated = true` and counted; a bad octet count (anything but
-/// `NONZERO-DIGIT *DIGIT SP`) loses the stream's framing, so the connection is closed,
-/// logged and counted; everybody else is served on. When a client disconnects mid-line,
+/// `NONZERO-DIGIT *DIGIT SP`) loses the stream's framing: with `framing = "octet_counting"`
+/// the connection is closed, with `"auto"` the rest of it is read as lines; either way
+/// it is logged and counted, and everybody else is served on. When a client disconnects mid-line,
 /// the partial line is emitted as it is (like the last line of a file without a final
 /// newline); a partial octet-counted frame is emitted too, and counted as an error since
 /// the sender promised more.
@@ -103,7 +109,7 @@ pub(crate) const FRAMING_PARAM: Param = Param::opt(
     "framing",
     ParamType::Choice(Framing::NAMES),
     "auto",
-    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, a first digit means octet counting",
+    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, octet counting if it starts `LEN SP <PRI>`, lines otherwise",
 );
 pub(crate) const MAX_CONNECTIONS_PARAM: Param = Param::opt(
     "max_connections",
@@ -430,9 +436,14 @@ impl<L: Acceptor> StreamServer<L> {
                         })
                     });
                     if let Err(e) = res {
+                        out.count_errors(1);
+                        if e.recovered {
+                            slog::warn!(cx.logger(), "bad framing; reading the rest of the connection as lines";
+                                "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
+                            continue;
+                        }
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
                             "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
-                        out.count_errors(1);
                         return self.close(i, out, cx);
                     }
                 }

@@ -335,9 +335,10 @@ fn bad_clients_are_counted_and_others_served() {
             std::thread::sleep(Duration::from_millis(1));
         }
     });
-    // Garbage after a valid frame: the frame is kept, the connection closed.
+    // Garbage after a valid frame: the frame is kept, the rest read as lines (auto
+    // framing), and the silent connection closed by the idle sweep.
     let mut g = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    g.write_all(b"4 okay12x4 junk").unwrap();
+    g.write_all(b"7 <1>okay12x4 junk\n").unwrap();
     let mut rest = Vec::new();
     let _ = g.read_to_end(&mut rest);
     // An over-long line is cut; the client goes on.
@@ -364,9 +365,10 @@ fn bad_clients_are_counted_and_others_served() {
     assert_eq!(n, 0, "idle connection not closed");
     good.join().unwrap();
     drop(long);
-    let got = d.wait_lines(205).join("\n");
+    let got = d.wait_lines(206).join("\n");
     for want in [
-        "\"okay\"",
+        "\"<1>okay\"",
+        "\"12x4 junk\"",
         "\"after long\"",
         "\"complete\"",
         "\"partial li\"",
@@ -382,7 +384,7 @@ fn bad_clients_are_counted_and_others_served() {
     let err = d.stop_err();
     assert!(err.contains("bad framing"), "{err}");
     assert!(
-        err.contains("cog=tcp_in in=0 out=205 dropped=0 errors=2"),
+        err.contains("cog=tcp_in in=0 out=206 dropped=0 errors=2"),
         "{err}"
     );
 }
@@ -413,6 +415,73 @@ fn max_connections_closes_the_surplus() {
     // The readiness probe of Daemon::tcp may count as a refusal too, if it raced.
     assert!(
         err.contains("cog=tcp_in in=0 out=3 dropped=0 errors="),
+        "{err}"
+    );
+}
+
+/// Issue 14 #6: `framing = "auto"` (the default) closed newline-framed connections whose
+/// first line starts with a digit ("bad framing"), losing every line.
+#[test]
+fn auto_framing_keeps_lines_starting_with_digits() {
+    let dir = TempDir::new("tcp-digits");
+    let mut d = Daemon::tcp(&dir, "");
+    let mut expected = 0;
+    // ISO-dated application lines, as `printf ... | socat -u - TCP:...` sends them.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"2026-12-04 10:00 x\n2026-12-04 10:01 y\n42 is a number\n")
+        .unwrap();
+    drop(s);
+    expected += 3;
+    // A line of digits only, split over two writes.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"12").unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    s.write_all(b"345\n").unwrap();
+    drop(s);
+    expected += 1;
+    // Octet-counted frames on the same listener.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"15 <13>framed one\n15 <13>framed two\n")
+        .unwrap();
+    drop(s);
+    expected += 2;
+    let logger_ok = have("logger");
+    if logger_ok {
+        let port = d.port.to_string();
+        let base = ["--tcp", "-n", "127.0.0.1", "-P", &port, "--rfc3164"];
+        logger(
+            &[
+                &base[..],
+                &["--octet-count", "2026-12-04 via logger octets"],
+            ]
+            .concat(),
+        );
+        logger(&[&base[..], &["2026-12-04 via logger lines"]].concat());
+        expected += 2;
+    } else {
+        eprintln!("logger (util-linux) is not installed: its part of the test is skipped");
+    }
+    let got = d.wait_lines(expected).join("\n");
+    for want in [
+        "\"message\":\"2026-12-04 10:00 x\"",
+        "\"message\":\"2026-12-04 10:01 y\"",
+        "\"message\":\"42 is a number\"",
+        "\"message\":\"12345\"",
+        "\"message\":\"<13>framed one\"",
+        "\"message\":\"<13>framed two\"",
+    ] {
+        assert!(got.contains(want), "{want} in {got}");
+    }
+    if logger_ok {
+        assert!(got.contains("2026-12-04 via logger octets\""), "{got}");
+        assert!(got.contains("2026-12-04 via logger lines\""), "{got}");
+    }
+    let err = d.stop_err();
+    assert!(
+        err.contains(&format!(
+            "cog=tcp_in in=0 out={expected} dropped=0 errors=0"
+        )),
         "{err}"
     );
 }
