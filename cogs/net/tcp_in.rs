@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -26,14 +27,29 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// edge-triggered readiness would not say so again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// While draining at a stop: a connection that brought nothing for this long has given
+/// what its kernel held (on a LAN, the sender's queue follows within a few round trips).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+/// How often the drain looks for quiet connections and its deadline.
+const DRAIN_TICK: Duration = Duration::from_millis(25);
+/// Connections taken from the backlog at a stop (their bytes are in our kernel already).
+const BACKLOG_AT_STOP: usize = 4096;
+
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;
-const FIRST_CONN: Local = 2;
+const DRAIN: Local = 2;
+const FIRST_CONN: Local = 3;
 
 /// The interned key `peer`.
 pub(crate) fn peer_key() -> Key {
     static KEY: OnceLock<Key> = OnceLock::new();
     *KEY.get_or_init(|| Key::new("peer"))
+}
+
+/// The interned key `partial`: set on a message the stop (or an error) cut short.
+pub(crate) fn partial_key() -> Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    *KEY.get_or_init(|| Key::new("partial"))
 }
 
 /// The interned key `received_at`.
@@ -66,9 +82,22 @@ pub(crate) fn received_at_key() -> Key {
 /// the sender promised more.
 ///
 /// Backpressure stops reading (and accepting), so TCP senders feel it through their window.
-/// At shutdown the listener closes, buffered partial lines are emitted and connections are
-/// closed. Fields: `message` (raw bytes), `peer` (`"IP:port"`), `received_at` (when the
-/// bytes were read, per read).
+///
+/// **Stopping loses nothing the kernel holds.** At a graceful stop (SIGTERM) the
+/// connections waiting in the backlog are accepted, the listener closes, every connection
+/// is told the stop with a half-close (FIN: a sender that watches its socket stops and
+/// closes) and is read on until the sender closes, or until it has been quiet for 200 ms,
+/// or until `drain_timeout` has passed; only then is it closed. (Closing a socket with
+/// unread bytes sends a reset, which also destroys what the sender's kernel still queued.)
+/// What arrives meanwhile goes down the train as usual, backpressure notwithstanding. A
+/// message the stop cuts short (a line without its newline, a frame without its end) is
+/// emitted flagged `partial = true` and counted as an error, never as if complete; so is
+/// one held when the connection is closed for an error or for being idle. Bytes still
+/// unread at the deadline are logged and counted. A message held when the *sender*
+/// closes is emitted as it is, like the last line of a file without a final newline.
+///
+/// Fields: `message` (raw bytes), `peer` (`"IP:port"`), `received_at` (when the bytes were
+/// read, per read), `partial` (only when true).
 ///
 /// ```toml
 /// [[train.cog]]
@@ -78,6 +107,7 @@ pub(crate) fn received_at_key() -> Key {
 /// max_connections = 1024
 /// max_line_bytes = "64KiB"
 /// idle_timeout = "10m"
+/// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
 #[derive(Debug)]
 pub struct TcpIn {
@@ -100,6 +130,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         MAX_CONNECTIONS_PARAM,
         MAX_LINE_PARAM,
         IDLE_PARAM,
+        DRAIN_PARAM,
     ],
     fields: STREAM_FIELDS,
     build,
@@ -129,10 +160,20 @@ pub(crate) const IDLE_PARAM: Param = Param::opt(
     "0s",
     "close connections silent this long; 0s: never",
 );
+pub(crate) const DRAIN_PARAM: Param = Param::opt(
+    "drain_timeout",
+    ParamType::Duration,
+    "2s",
+    "at a stop, read what connections hold until the senders close or go quiet, at most this long; 0s: close at once",
+);
 pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
     ("message", "the message, without framing, as raw bytes"),
     ("peer", "the sending peer (per connection)"),
     ("received_at", "when the bytes were read"),
+    (
+        "partial",
+        "true on a message cut short by the stop, an error or the idle timeout (absent otherwise)",
+    ),
 ];
 
 /// Settings shared by stream listeners.
@@ -142,6 +183,7 @@ pub(crate) struct StreamSettings {
     pub(crate) max_connections: usize,
     pub(crate) max_line_bytes: usize,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl StreamSettings {
@@ -158,11 +200,13 @@ impl StreamSettings {
             return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
         }
         let idle = p.duration_or("idle_timeout", Duration::ZERO)?;
+        let drain_timeout = p.duration_or("drain_timeout", Duration::from_secs(2))?;
         Ok(StreamSettings {
             framing,
             max_connections,
             max_line_bytes,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            drain_timeout,
         })
     }
 }
@@ -226,7 +270,7 @@ impl Cog<Record> for TcpIn {
 
 /// A listening socket whose connections the [`StreamServer`] reads.
 pub(crate) trait Acceptor: Source {
-    type Conn: io::Read + Source;
+    type Conn: io::Read + Source + AsRawFd;
     /// Accepts one connection and names its peer.
     fn accept_one(&self) -> io::Result<(Self::Conn, Value)>;
 }
@@ -248,6 +292,29 @@ struct Conn<S> {
     ready: bool,
 }
 
+/// Why a connection is closed: the sender closed it, or we do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// End of stream: a held unterminated line is the sender's last word.
+    Eof,
+    /// The stop, an error or the idle timeout: a held message is cut short.
+    Ours,
+}
+
+/// Bytes received by the kernel and not read yet.
+fn unread_bytes(fd: &impl AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer given.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+/// Tells the peer we send nothing more (FIN), keeping the reading side open.
+fn shutdown_write(fd: &impl AsRawFd) {
+    // SAFETY: shutdown on a descriptor we own; failure (already shut, reset) is harmless.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+}
+
 /// Accepts connections and reads them into records; see [`TcpIn`] for the behaviour.
 pub(crate) struct StreamServer<L: Acceptor> {
     name: &'static str,
@@ -260,6 +327,11 @@ pub(crate) struct StreamServer<L: Acceptor> {
     paused: bool,
     refused: u64,
     refused_logged: Option<Instant>,
+    /// Set while draining at a stop: the deadline.
+    draining: Option<Instant>,
+    /// Messages cut short by our side, and bytes left unread at a stop's deadline.
+    cut_short: u64,
+    left_unread: u64,
 }
 
 impl<L: Acceptor> std::fmt::Debug for StreamServer<L> {
@@ -297,6 +369,9 @@ impl<L: Acceptor> StreamServer<L> {
             paused: false,
             refused: 0,
             refused_logged: None,
+            draining: None,
+            cut_short: 0,
+            left_unread: 0,
         }
     }
 
@@ -322,6 +397,10 @@ impl<L: Acceptor> StreamServer<L> {
             if matches!(why, Wake::Timer(_)) {
                 self.sweep(out, cx);
             }
+            return;
+        }
+        if local == DRAIN {
+            self.drain_tick(out, cx);
             return;
         }
         if local == LISTENER {
@@ -424,7 +503,7 @@ impl<L: Acceptor> StreamServer<L> {
         };
         for _ in 0..READS_PER_TURN {
             match c.deframer.read_from(&mut c.sock) {
-                Ok(0) => return self.close(i, out, cx),
+                Ok(0) => return self.close(i, Closing::Eof, out, cx),
                 Ok(_) => {
                     c.last_active = cx.now();
                     let ts = Timestamp::now();
@@ -444,7 +523,7 @@ impl<L: Acceptor> StreamServer<L> {
                         }
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
                             "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
-                        return self.close(i, out, cx);
+                        return self.close(i, Closing::Ours, out, cx);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -455,7 +534,7 @@ impl<L: Acceptor> StreamServer<L> {
                     slog::warn!(cx.logger(), "reading a connection failed; closing it";
                         "cog" => name, "peer" => c.peer.as_str().unwrap_or(""), "error" => %e);
                     out.count_errors(1);
-                    return self.close(i, out, cx);
+                    return self.close(i, Closing::Ours, out, cx);
                 }
             }
         }
@@ -464,25 +543,48 @@ impl<L: Acceptor> StreamServer<L> {
         cx.enqueue(conn_local(i));
     }
 
-    /// Emits what the connection holds and closes it.
-    fn close(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
+    /// Emits what the connection holds and closes it. A message cut short is flagged
+    /// `partial` (always when we close, at end of stream inside an octet-counted frame).
+    fn close(&mut self, i: usize, why: Closing, out: &mut Out<Record>, cx: &mut Ctx) {
         let Some(Some(mut c)) = self.conns.get_mut(i).map(Option::take) else {
             return;
         };
         let _ = cx.deregister(&mut c.sock);
         cx.dequeue(conn_local(i));
+        let unread = if why == Closing::Ours {
+            unread_bytes(&c.sock)
+        } else {
+            0
+        };
         let ts = Timestamp::now();
         let peer = &c.peer;
+        let mut partial = 0;
+        let flag = why == Closing::Ours || c.deframer.framing() == Framing::OctetCounting;
         let (_, cut) = with_line_emitter(|em| {
             c.deframer.finish(|bytes, info| {
-                let r = em.emit(bytes, &info, 2, out, cx);
+                let r = em.emit(bytes, &info, 3, out, cx);
                 add_peer_fields(r, peer, ts);
+                if info.unterminated && flag {
+                    r.fields.append_slot(partial_key()).set(Value::Bool(true));
+                    partial += 1;
+                }
             })
         });
         if cut {
             out.count_errors(1);
-            slog::warn!(cx.logger(), "connection closed inside an octet-counted frame; kept what arrived";
+            slog::warn!(cx.logger(), "connection closed inside an octet-counted frame; kept what arrived, flagged partial";
                 "cog" => self.name, "peer" => peer.as_str().unwrap_or(""));
+        } else if partial > 0 {
+            out.count_errors(partial);
+            self.cut_short += partial;
+        }
+        if unread > 0 {
+            // Closing with unread bytes resets the connection: they are lost, and so is
+            // what the sender's kernel still queued.
+            out.count_errors(1);
+            self.left_unread += unread as u64;
+            slog::warn!(cx.logger(), "connection closed with bytes its kernel received unread";
+                "cog" => self.name, "peer" => peer.as_str().unwrap_or(""), "bytes" => unread);
         }
         self.free.push(i);
         self.live -= 1;
@@ -503,7 +605,7 @@ impl<L: Acceptor> StreamServer<L> {
                     slog::info!(cx.logger(), "idle connection closed";
                         "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""));
                 }
-                self.close(i, out, cx);
+                self.close(i, Closing::Ours, out, cx);
             }
         }
     }
@@ -536,17 +638,92 @@ impl<L: Acceptor> StreamServer<L> {
         }
     }
 
-    /// Stops accepting, emits what connections hold and closes them.
+    /// Stops accepting and drains the connections (see [`TcpIn`]): lingers until each has
+    /// been read to its end, quiet or the deadline, then closes them.
     pub(crate) fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let drain = self.settings.drain_timeout;
+        if !drain.is_zero() {
+            // Lingering first: accepting and reading on need bindings.
+            cx.linger();
+            // Connections in the backlog were acknowledged by our kernel, and so may be
+            // bytes sent on them: take them in before the listener closes.
+            for _ in 0..BACKLOG_AT_STOP {
+                let Some(l) = self.listener.as_ref() else {
+                    break;
+                };
+                match l.accept_one() {
+                    Ok((sock, peer)) => self.admit(sock, peer, out, cx),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
         if let Some(mut l) = self.listener.take() {
             let _ = cx.deregister(&mut l);
         }
-        for i in 0..self.conns.len() {
-            self.close(i, out, cx);
+        let now = cx.now();
+        if drain.is_zero() || self.live == 0 || cx.timer_every(DRAIN_TICK, DRAIN).is_err() {
+            for i in 0..self.conns.len() {
+                self.close(i, Closing::Ours, out, cx);
+            }
+            return self.finished(cx);
         }
+        self.draining = Some(now + drain);
+        // Backpressure no longer applies: what the kernel holds is read now or lost.
+        self.paused = false;
+        self.listener_ready = false;
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if let Some(c) = c {
+                shutdown_write(&c.sock);
+                c.last_active = now;
+                c.ready = true;
+                cx.enqueue(conn_local(i));
+            }
+        }
+        slog::info!(cx.logger(), "stopping: reading what connections hold";
+            "cog" => self.name, "connections" => self.live,
+            "drain_timeout" => ?drain);
+    }
+
+    /// While draining: closes the connections that went quiet; at the deadline, reads each
+    /// one last time and closes them all.
+    fn drain_tick(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(deadline) = self.draining else {
+            return;
+        };
+        let now = cx.now();
+        let over = now >= deadline;
+        let quiet = |c: &Option<Conn<L::Conn>>| match c {
+            Some(c) => {
+                over || (!c.ready && now.saturating_duration_since(c.last_active) >= DRAIN_QUIET)
+            }
+            None => false,
+        };
+        for i in 0..self.conns.len() {
+            if quiet(&self.conns[i]) {
+                // Whatever came since the last turn, then the end (unless it brought more).
+                self.read_conn(i, out, cx);
+                if quiet(&self.conns[i]) {
+                    self.close(i, Closing::Ours, out, cx);
+                }
+            }
+        }
+        if self.live == 0 {
+            self.finished(cx);
+        }
+    }
+
+    /// The end of a stop: what was lost is logged, the finish completed.
+    fn finished(&mut self, cx: &mut Ctx) {
+        self.draining = None;
         if self.refused > 0 {
             slog::warn!(cx.logger(), "connections refused over max_connections";
                 "cog" => self.name, "refused" => self.refused);
         }
+        if self.cut_short > 0 || self.left_unread > 0 {
+            slog::warn!(cx.logger(), "stopped: messages cut short (flagged partial), bytes left unread";
+                "cog" => self.name, "partial" => self.cut_short, "unread_bytes" => self.left_unread);
+        }
+        cx.finished();
     }
 }

@@ -12,12 +12,16 @@ use crate::record::{Record, SharedStr, Timestamp, Value};
 use crate::supply::with_line_emitter;
 
 use super::tcp_in::{
-    Acceptor, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM, STREAM_FIELDS,
-    StreamServer, StreamSettings, received_at_key,
+    Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM,
+    STREAM_FIELDS, StreamServer, StreamSettings, received_at_key,
 };
 
 /// Datagrams received per turn before other events get their go.
 const DATAGRAMS_PER_TURN: usize = 256;
+/// At a stop, datagrams read at most to empty the socket (more than a 32 MiB buffer holds).
+const DATAGRAMS_AT_STOP: usize = 65_536;
+/// At a stop, time spent at most emptying the socket.
+const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Messages from a Unix socket: a `/dev/log` replacement.
 ///
@@ -25,8 +29,9 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// datagram; a trailing LF or NUL is removed and datagrams over `max_line_bytes` are cut,
 /// flagged `truncated` and counted. `mode = "stream"` accepts connections and reads them
 /// exactly as `tcp_in` does (framing, `max_connections`, `idle_timeout`, partial lines at
-/// disconnect, backpressure); `peer` is then the client's credentials,
-/// `"pid=… uid=… gid=…"`.
+/// disconnect, backpressure, reading what connections hold at a stop for up to
+/// `drain_timeout`); `peer` is then the client's credentials, `"pid=… uid=… gid=…"`.
+/// In datagram mode, what the socket holds at a stop is read before it closes.
 ///
 /// The socket file gets `permissions` (octal) and is removed at exit. A socket file left
 /// at `path` by a process that is gone is replaced; a live one (something accepts on it)
@@ -38,6 +43,7 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// path = "/run/deadbeat/log"
 /// mode = "datagram"         # or "stream"
 /// permissions = "0666"
+/// drain_timeout = "2s"      # stream mode: at a stop, read connections for at most this long
 /// ```
 #[derive(Debug)]
 pub struct UnixIn {
@@ -77,6 +83,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         MAX_CONNECTIONS_PARAM,
         MAX_LINE_PARAM,
         IDLE_PARAM,
+        DRAIN_PARAM,
     ],
     fields: STREAM_FIELDS,
     build,
@@ -196,12 +203,25 @@ struct Datagrams {
 }
 
 impl Datagrams {
-    fn receive(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+    /// Reads a turn's share of datagrams; at `stop`, what the socket holds (within bounds).
+    fn receive(&mut self, stop: bool, out: &mut Out<Record>, cx: &mut Ctx) {
         let Some(sock) = self.sock.as_ref() else {
             return;
         };
         let mut ts = None;
-        for _ in 0..DATAGRAMS_PER_TURN {
+        let (count, until) = if stop {
+            (
+                DATAGRAMS_AT_STOP,
+                Some(std::time::Instant::now() + DATAGRAMS_AT_STOP_TIME),
+            )
+        } else {
+            (DATAGRAMS_PER_TURN, None)
+        };
+        for n in 0..count {
+            if n % DATAGRAMS_PER_TURN == 0 && until.is_some_and(|t| std::time::Instant::now() >= t)
+            {
+                break;
+            }
             match sock.recv(&mut self.buf) {
                 Ok(n) => {
                     let ts = *ts.get_or_insert_with(Timestamp::now);
@@ -288,7 +308,7 @@ impl Cog<Record> for UnixIn {
                 if d.paused {
                     d.ready = true;
                 } else {
-                    d.receive(out, cx);
+                    d.receive(false, out, cx);
                 }
             }
         }
@@ -323,6 +343,8 @@ impl Cog<Record> for UnixIn {
         match &mut self.inner {
             Inner::Stream(server) => server.finish(out, cx),
             Inner::Datagram(d) => {
+                // Queued datagrams arrived already: closing would drop them.
+                d.receive(true, out, cx);
                 if let Some(mut s) = d.sock.take() {
                     let _ = cx.deregister(&mut s);
                 }

@@ -114,6 +114,11 @@ impl Daemon {
     fn stop_err(&mut self) -> String {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_err()
+    }
+
+    /// Waits for the exit, and the stderr.
+    fn wait_err(&mut self) -> String {
         let deadline = Instant::now() + PATIENCE;
         while self.child.try_wait().unwrap().is_none() {
             if Instant::now() > deadline {
@@ -482,6 +487,86 @@ fn auto_framing_keeps_lines_starting_with_digits() {
         err.contains(&format!(
             "cog=tcp_in in=0 out={expected} dropped=0 errors=0"
         )),
+        "{err}"
+    );
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, sig) };
+}
+
+/// Issue 14 #1: a stopping `tcp_in` closed its connections without reading what its
+/// kernel held (and the reset destroyed the sender's queue too). The collector is frozen
+/// (SIGSTOP) while a sender fills both kernels' buffers, recording how many bytes its
+/// writes accepted; then SIGTERM. Every complete line accepted must be written, and a
+/// line the stop cut short only flagged `partial`.
+#[test]
+fn sigterm_reads_what_the_kernel_holds() {
+    let dir = TempDir::new("tcp-drain");
+    let mut d = Daemon::tcp(&dir, "");
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    // Wait until the connection is surely accepted, before freezing the collector.
+    s.write_all(b"first line\n").unwrap();
+    d.wait_lines(1);
+    signal(&d.child, libc::SIGSTOP);
+    s.set_nonblocking(true).unwrap();
+    let line = |n: usize| format!("line {n:08} {}\n", "x".repeat(80));
+    let (mut n, mut pending, mut off, mut accepted) = (0usize, line(0), 0usize, 11usize);
+    let mut blocked = 0;
+    // Until the kernels take nothing more for a while (both buffers full).
+    while blocked < 20 {
+        match s.write(&pending.as_bytes()[off..]) {
+            Ok(k) => {
+                blocked = 0;
+                accepted += k;
+                off += k;
+                if off == pending.len() {
+                    n += 1;
+                    pending = line(n);
+                    off = 0;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                blocked += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    eprintln!("the kernels accepted {accepted} bytes: {n} lines and {off} bytes of one more");
+    signal(&d.child, libc::SIGTERM);
+    signal(&d.child, libc::SIGCONT);
+    // The sender keeps its socket open: the collector must not wait for it forever.
+    let err = d.wait_err();
+    drop(s);
+    let got = out_lines(&d.out);
+    assert!(
+        got.len() > n,
+        "{} of {} complete lines written:\n{err}",
+        got.len().saturating_sub(1),
+        n
+    );
+    for (i, l) in got[1..=n].iter().enumerate() {
+        let want = format!("\"message\":\"{}\"", line(i).trim_end());
+        assert!(l.starts_with(&format!("{{{want},")), "line {i}: {l}");
+        assert!(!l.contains("\"partial\""), "{l}");
+    }
+    match &got[n + 1..] {
+        [] => assert_eq!(off, 0, "the partial line accepted is missing:\n{err}"),
+        [last] => {
+            assert!(off > 0, "an extra record: {last}");
+            let want = &line(n)[..off];
+            assert!(
+                last.starts_with(&format!("{{\"message\":\"{want}\","))
+                    && last.contains("\"partial\":true"),
+                "{last}"
+            );
+        }
+        more => panic!("extra records: {more:?}"),
+    }
+    assert!(
+        err.contains("stopping: reading what connections hold"),
         "{err}"
     );
 }
