@@ -1,8 +1,9 @@
 //! `tcp_in`: a TCP listener for syslog and plain lines, RFC 6587 framed; and the
 //! connection machinery it shares with `unix_in` in stream mode.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -32,6 +33,17 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
 /// How often the drain looks for quiet connections and its deadline.
 const DRAIN_TICK: Duration = Duration::from_millis(25);
+/// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
+/// reconnecting after a restart waits in it instead of having its SYNs dropped and
+/// retried a second later (the standard library's 128 filled in a few milliseconds).
+pub(crate) const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Sets the listen backlog of a listening socket (`listen` again only updates it).
+pub(crate) fn set_backlog(l: &impl AsRawFd) {
+    // SAFETY: listen on a socket we own that is already listening; failure keeps 128.
+    unsafe { libc::listen(l.as_raw_fd(), LISTEN_BACKLOG) };
+}
+
 /// Connections taken from the backlog at a stop (their bytes are in our kernel already).
 const BACKLOG_AT_STOP: usize = 4096;
 
@@ -63,9 +75,15 @@ pub(crate) fn received_at_key() -> Key {
 ///
 /// Every connection has its own bounded buffer (`max_line_bytes` plus one 128 KiB read)
 /// and gets a bounded share of each loop turn, so a fast sender does not starve the others
-/// and a slow or silent one blocks nobody. Connections beyond `max_connections` are
-/// accepted and closed at once, counted as errors and logged. `idle_timeout` closes
-/// connections silent that long (one sweep timer, not one per connection; `"0s"` never).
+/// and a slow or silent one blocks nobody.
+///
+/// **Idle clients cannot lock others out.** When `max_connections` are open, or
+/// `max_connections_per_ip` from the new client's address (IPv6: its /64, which one host
+/// usually holds whole), the longest-idle connection (of that address) is closed to make
+/// room, so a new client is always served; only if every one of them has data waiting is
+/// the new one closed instead. Both are counted as errors and logged, one line a second at
+/// most. `idle_timeout` (5 minutes by default) closes connections silent that long (one
+/// sweep timer, not one per connection; `"0s"` never).
 ///
 /// `framing = "auto"` takes a connection as octet-counted only when it starts with
 /// `LEN SP <PRI>` and `LEN` bytes (a syslog message, as `logger --octet-count` or rsyslog
@@ -105,8 +123,9 @@ pub(crate) fn received_at_key() -> Key {
 /// listen = "127.0.0.1:5140"
 /// framing = "auto"          # "newline" | "octet_counting" | "auto" (per connection)
 /// max_connections = 1024
+/// max_connections_per_ip = 256  # 0: no limit per address
 /// max_line_bytes = "64KiB"
-/// idle_timeout = "10m"
+/// idle_timeout = "5m"
 /// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
 #[derive(Debug)]
@@ -128,6 +147,12 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ),
         FRAMING_PARAM,
         MAX_CONNECTIONS_PARAM,
+        Param::opt(
+            "max_connections_per_ip",
+            ParamType::Int,
+            "256",
+            "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
+        ),
         MAX_LINE_PARAM,
         IDLE_PARAM,
         DRAIN_PARAM,
@@ -146,7 +171,7 @@ pub(crate) const MAX_CONNECTIONS_PARAM: Param = Param::opt(
     "max_connections",
     ParamType::Int,
     "1024",
-    "connections beyond it are accepted and closed at once (counted as errors)",
+    "when full, the longest-idle connection is closed for a new one (counted as errors)",
 );
 pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
     "max_line_bytes",
@@ -157,7 +182,7 @@ pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
 pub(crate) const IDLE_PARAM: Param = Param::opt(
     "idle_timeout",
     ParamType::Duration,
-    "0s",
+    "5m",
     "close connections silent this long; 0s: never",
 );
 pub(crate) const DRAIN_PARAM: Param = Param::opt(
@@ -181,6 +206,8 @@ pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
 pub(crate) struct StreamSettings {
     pub(crate) framing: Framing,
     pub(crate) max_connections: usize,
+    /// `usize::MAX`: no limit.
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) max_line_bytes: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) drain_timeout: Duration,
@@ -199,11 +226,25 @@ impl StreamSettings {
         if max_line_bytes == 0 || max_line_bytes > LineSplitter::MAX_READ_SIZE {
             return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
         }
-        let idle = p.duration_or("idle_timeout", Duration::ZERO)?;
+        // A quarter of the default max_connections: no single address (a scanner, a
+        // client leaking connections) can take more than that, while a NAT gateway or a
+        // relay in front of a few hundred hosts still fits.
+        let max_connections_per_ip = match p.int("max_connections_per_ip")? {
+            None => 256,
+            Some(0) => usize::MAX,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(p.error("max_connections_per_ip", "must be within 0..=1000000"));
+            }
+        };
+        // Five minutes: a syslog client that has said nothing that long reconnects
+        // cheaply when it has something again, and its slot serves someone else meanwhile.
+        let idle = p.duration_or("idle_timeout", Duration::from_secs(300))?;
         let drain_timeout = p.duration_or("drain_timeout", Duration::from_secs(2))?;
         Ok(StreamSettings {
             framing,
             max_connections,
+            max_connections_per_ip,
             max_line_bytes,
             idle_timeout: (!idle.is_zero()).then_some(idle),
             drain_timeout,
@@ -244,6 +285,7 @@ impl Cog<Record> for TcpIn {
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let l = mio::net::TcpListener::bind(self.addr)
             .map_err(|e| format!("tcp_in: cannot listen on {}: {e}", self.addr))?;
+        set_backlog(&l);
         if let Ok(a) = l.local_addr() {
             slog::info!(cx.logger(), "tcp_in listening"; "address" => %a);
         }
@@ -271,21 +313,39 @@ impl Cog<Record> for TcpIn {
 /// A listening socket whose connections the [`StreamServer`] reads.
 pub(crate) trait Acceptor: Source {
     type Conn: io::Read + Source + AsRawFd;
-    /// Accepts one connection and names its peer.
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)>;
+    /// Accepts one connection and names its peer, with the address it counts against
+    /// `max_connections_per_ip` (none for local sockets).
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<IpAddr>)>;
 }
 
 impl Acceptor for mio::net::TcpListener {
     type Conn = mio::net::TcpStream;
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<IpAddr>)> {
         let (s, a) = self.accept()?;
-        Ok((s, Value::Shared(a.to_string().into())))
+        Ok((
+            s,
+            Value::Shared(a.to_string().into()),
+            Some(ip_group(a.ip())),
+        ))
+    }
+}
+
+/// The address a connection counts against: IPv4 as it is, IPv6 by its /64 (a host
+/// usually holds a whole /64, so counting single addresses would limit nothing).
+fn ip_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & !0u128 << 64)),
+        },
     }
 }
 
 struct Conn<S> {
     sock: S,
     peer: Value,
+    ip: Option<IpAddr>,
     deframer: Deframer,
     last_active: Instant,
     /// Readiness not yet acted upon (paused, or the turn's share used up).
@@ -327,6 +387,10 @@ pub(crate) struct StreamServer<L: Acceptor> {
     paused: bool,
     refused: u64,
     refused_logged: Option<Instant>,
+    /// Open connections per address group (see `ip_group`).
+    per_ip: HashMap<IpAddr, usize>,
+    evicted: u64,
+    evicted_logged: Option<Instant>,
     /// Set while draining at a stop: the deadline.
     draining: Option<Instant>,
     /// Messages cut short by our side, and bytes left unread at a stop's deadline.
@@ -369,6 +433,9 @@ impl<L: Acceptor> StreamServer<L> {
             paused: false,
             refused: 0,
             refused_logged: None,
+            per_ip: HashMap::new(),
+            evicted: 0,
+            evicted_logged: None,
             draining: None,
             cut_short: 0,
             left_unread: 0,
@@ -427,7 +494,7 @@ impl<L: Acceptor> StreamServer<L> {
                 return;
             };
             match listener.accept_one() {
-                Ok((sock, peer)) => self.admit(sock, peer, out, cx),
+                Ok((sock, peer, ip)) => self.admit(sock, peer, ip, out, cx),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
                     return;
@@ -452,8 +519,78 @@ impl<L: Acceptor> StreamServer<L> {
         cx.enqueue(LISTENER);
     }
 
-    fn admit(&mut self, mut sock: L::Conn, peer: Value, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.live >= self.settings.max_connections {
+    /// The longest-idle connection (from `ip` if given) with no data waiting.
+    fn longest_idle(&self, ip: Option<IpAddr>) -> Option<usize> {
+        let mut best: Option<(usize, Instant)> = None;
+        for (i, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            if c.ready || (ip.is_some() && c.ip != ip) {
+                continue;
+            }
+            if best.is_none_or(|(_, t)| c.last_active < t) {
+                best = Some((i, c.last_active));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Makes room for a connection from `ip` by closing the longest-idle one, if a limit
+    /// is reached; false if none can go (every one has data waiting).
+    fn make_room(
+        &mut self,
+        ip: Option<IpAddr>,
+        peer: &Value,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) -> bool {
+        let from_ip = ip.and_then(|ip| self.per_ip.get(&ip).copied()).unwrap_or(0);
+        let scope = if from_ip >= self.settings.max_connections_per_ip {
+            ip
+        } else if self.live >= self.settings.max_connections {
+            None
+        } else {
+            return true;
+        };
+        let Some(victim) = self.longest_idle(scope) else {
+            return false;
+        };
+        self.evicted += 1;
+        out.count_errors(1);
+        let now = cx.now();
+        // One line a second at most: a client hammering the port must not flood the log.
+        if self
+            .evicted_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.evicted_logged = Some(now);
+            let (limit, value) = match scope {
+                Some(_) => (
+                    "max_connections_per_ip",
+                    self.settings.max_connections_per_ip,
+                ),
+                None => ("max_connections", self.settings.max_connections),
+            };
+            if let Some(Some(c)) = self.conns.get(victim) {
+                slog::warn!(cx.logger(), "connection limit reached; closed the longest-idle connection for a new one";
+                    "cog" => self.name, "limit" => limit, "value" => value,
+                    "closed" => c.peer.as_str().unwrap_or(""),
+                    "idle_ms" => now.saturating_duration_since(c.last_active).as_millis() as u64,
+                    "new" => peer.as_str().unwrap_or(""), "closed_so_far" => self.evicted);
+            }
+        }
+        self.close(victim, Closing::Ours, out, cx);
+        true
+    }
+
+    fn admit(
+        &mut self,
+        mut sock: L::Conn,
+        peer: Value,
+        ip: Option<IpAddr>,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
+        if !self.make_room(ip, &peer, out, cx) {
             drop(sock);
             self.refused += 1;
             out.count_errors(1);
@@ -464,7 +601,7 @@ impl<L: Acceptor> StreamServer<L> {
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
             {
                 self.refused_logged = Some(now);
-                slog::warn!(cx.logger(), "max_connections reached; connection closed";
+                slog::warn!(cx.logger(), "connection limit reached and every connection busy; new connection closed";
                     "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
                     "max_connections" => self.settings.max_connections,
                     "refused_so_far" => self.refused);
@@ -486,9 +623,13 @@ impl<L: Acceptor> StreamServer<L> {
             return;
         }
         let s = &self.settings;
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
         self.conns[i] = Some(Conn {
             sock,
             peer,
+            ip,
             deframer: Deframer::new(s.framing, s.max_line_bytes, READ_SIZE),
             last_active: cx.now(),
             ready: false,
@@ -586,6 +727,14 @@ impl<L: Acceptor> StreamServer<L> {
             slog::warn!(cx.logger(), "connection closed with bytes its kernel received unread";
                 "cog" => self.name, "peer" => peer.as_str().unwrap_or(""), "bytes" => unread);
         }
+        if let Some(ip) = c.ip
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
         self.free.push(i);
         self.live -= 1;
     }
@@ -652,7 +801,7 @@ impl<L: Acceptor> StreamServer<L> {
                     break;
                 };
                 match l.accept_one() {
-                    Ok((sock, peer)) => self.admit(sock, peer, out, cx),
+                    Ok((sock, peer, ip)) => self.admit(sock, peer, ip, out, cx),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break,
                 }
@@ -716,14 +865,29 @@ impl<L: Acceptor> StreamServer<L> {
     /// The end of a stop: what was lost is logged, the finish completed.
     fn finished(&mut self, cx: &mut Ctx) {
         self.draining = None;
-        if self.refused > 0 {
-            slog::warn!(cx.logger(), "connections refused over max_connections";
-                "cog" => self.name, "refused" => self.refused);
+        if self.refused > 0 || self.evicted > 0 {
+            slog::warn!(cx.logger(), "connection limits: new connections refused, idle ones closed for new ones";
+                "cog" => self.name, "refused" => self.refused, "idle_closed" => self.evicted);
         }
         if self.cut_short > 0 || self.left_unread > 0 {
             slog::warn!(cx.logger(), "stopped: messages cut short (flagged partial), bytes left unread";
                 "cog" => self.name, "partial" => self.cut_short, "unread_bytes" => self.left_unread);
         }
         cx.finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_grouped_ipv6_by_64() {
+        let g = |s: &str| ip_group(s.parse().unwrap()).to_string();
+        assert_eq!(g("192.0.2.7"), "192.0.2.7");
+        assert_eq!(g("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(g("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff::9"));
+        assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
     }
 }

@@ -28,7 +28,8 @@ const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_se
 /// `mode = "datagram"` (what `syslog(3)` and `logger -u` use) takes one message per
 /// datagram; a trailing LF or NUL is removed and datagrams over `max_line_bytes` are cut,
 /// flagged `truncated` and counted. `mode = "stream"` accepts connections and reads them
-/// exactly as `tcp_in` does (framing, `max_connections`, `idle_timeout`, partial lines at
+/// exactly as `tcp_in` does (framing, `max_connections` with the longest-idle connection
+/// closed for a new one when full, `idle_timeout`, partial lines at
 /// disconnect, backpressure, reading what connections hold at a stop for up to
 /// `drain_timeout`); `peer` is then the client's credentials, `"pid=… uid=… gid=…"`.
 /// In datagram mode, what the socket holds at a stop is read before it closes.
@@ -56,7 +57,7 @@ pub struct UnixIn {
 
 #[derive(Debug)]
 enum Inner {
-    Stream(StreamServer<mio::net::UnixListener>),
+    Stream(Box<StreamServer<mio::net::UnixListener>>),
     Datagram(Datagrams),
 }
 
@@ -100,7 +101,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
         .ok_or_else(|| p.error("permissions", "expected an octal mode such as \"0666\""))?;
     let settings = StreamSettings::from_params(p)?;
     let inner = match p.choice_or("mode", &["datagram", "stream"], "datagram")? {
-        "stream" => Inner::Stream(StreamServer::new("unix_in", settings)),
+        "stream" => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
         _ => {
             if p.node("framing").is_some() || p.node("max_connections").is_some() {
                 return Err(
@@ -164,10 +165,10 @@ fn dev_ino(path: &Path) -> Option<(u64, u64)> {
 
 impl Acceptor for mio::net::UnixListener {
     type Conn = mio::net::UnixStream;
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<std::net::IpAddr>)> {
         let (s, _) = self.accept()?;
         let peer = peer_cred(&s).unwrap_or_else(|| "unknown".to_string());
-        Ok((s, Value::Shared(SharedStr::from(peer))))
+        Ok((s, Value::Shared(SharedStr::from(peer)), None))
     }
 }
 
@@ -281,6 +282,7 @@ impl Cog<Record> for UnixIn {
             Inner::Stream(server) => {
                 let l = mio::net::UnixListener::bind(&tmp)
                     .map_err(|e| format!("unix_in: cannot listen on {shown}: {e}"))?;
+                super::tcp_in::set_backlog(&l);
                 server.start(l, cx)?;
             }
             Inner::Datagram(d) => {

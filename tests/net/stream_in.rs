@@ -395,7 +395,7 @@ fn bad_clients_are_counted_and_others_served() {
 }
 
 #[test]
-fn max_connections_closes_the_surplus() {
+fn max_connections_closes_the_longest_idle_for_a_new_client() {
     let dir = TempDir::new("tcp-max");
     let mut d = Daemon::tcp(&dir, "max_connections = 2\n");
     // One at a time, so that the readiness probe of Daemon::tcp is surely gone.
@@ -405,23 +405,112 @@ fn max_connections_closes_the_surplus() {
     let mut b = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     b.write_all(b"from b\n").unwrap();
     d.wait_lines(2);
+    // Full: the new client is served, `a` (idle the longest) is closed for it.
     let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"from c\n").unwrap();
+    d.wait_lines(3);
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
     assert!(
-        matches!(c.read(&mut buf), Ok(0) | Err(_)),
-        "surplus connection kept"
+        matches!(a.read(&mut buf), Ok(0) | Err(_)),
+        "the longest-idle connection kept"
     );
-    a.write_all(b"a again\n").unwrap();
-    d.wait_lines(3);
-    drop((a, b));
+    b.write_all(b"b again\n").unwrap();
+    d.wait_lines(4);
+    drop((a, b, c));
     let err = d.stop_err();
-    assert!(err.contains("max_connections reached"), "{err}");
-    // The readiness probe of Daemon::tcp may count as a refusal too, if it raced.
+    assert!(err.contains("closed the longest-idle connection"), "{err}");
+    assert!(err.contains("limit=max_connections "), "{err}");
+    // The readiness probe of Daemon::tcp may count too, if it raced.
     assert!(
-        err.contains("cog=tcp_in in=0 out=3 dropped=0 errors="),
+        err.contains("cog=tcp_in in=0 out=4 dropped=0 errors="),
         "{err}"
     );
+}
+
+/// `unix_in` in stream mode shares the limits: idle connections make room for a client.
+#[test]
+fn unix_stream_idle_connections_make_room() {
+    use std::os::unix::net::UnixStream;
+    let dir = TempDir::new("unix-idle");
+    let sock = dir.path().join("log.sock");
+    let mut d = Daemon::unix(&dir, &sock, "mode = \"stream\"\nmax_connections = 3\n");
+    let idle: Vec<UnixStream> = (0..10)
+        .map(|_| UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut c = UnixStream::connect(&sock).unwrap();
+    c.write_all(b"from the client\n").unwrap();
+    drop(c);
+    let got = d.wait_lines(1).join("\n");
+    assert!(got.contains("\"message\":\"from the client\""), "{got}");
+    let err = d.stop_err();
+    assert!(err.contains("closed the longest-idle connection"), "{err}");
+    drop(idle);
+}
+
+/// Raises this process's descriptor limit towards `want`; returns what it got.
+fn raise_nofile(want: u64) -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return 1024;
+        }
+        if r.rlim_cur < want {
+            r.rlim_cur = want.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+    }
+    r.rlim_cur
+}
+
+/// Issue 14 #3: 1,024 idle connections filled `tcp_in`'s slots and a real client was
+/// closed at once, its lines lost. `DEADBEAT_IDLE_CONNS` (default 2,000) idle connections
+/// first, then a client: all its lines arrive, with the default limits (per address:
+/// every connection here comes from 127.0.0.1) and with the per-address limit off.
+#[test]
+fn idle_connections_cannot_lock_out_a_client() {
+    let mut idle: usize = std::env::var("DEADBEAT_IDLE_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    // The test holds the idle connections, the daemon up to max_connections of them.
+    let got = raise_nofile(idle as u64 + 1_200) as usize;
+    let mut max = String::new();
+    if got < idle + 1_200 {
+        idle = got.saturating_sub(200).max(20);
+        max = format!("max_connections = {}\n", idle / 2);
+        eprintln!("descriptor limit {got}: {idle} idle connections, {max}");
+    }
+    for extra in ["", "max_connections_per_ip = 0\n"] {
+        let dir = TempDir::new("tcp-idle");
+        let mut d = Daemon::tcp(&dir, &format!("{max}{extra}"));
+        let conns: Vec<TcpStream> = (0..idle)
+            .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
+            .collect();
+        let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        for i in 0..1_000 {
+            c.write_all(format!("client line {i}\n").as_bytes())
+                .unwrap_or_else(|e| panic!("the client was closed ({extra}): {e}"));
+        }
+        drop(c);
+        let got = d.wait_lines(1_000);
+        let n = got.iter().filter(|l| l.contains("client line")).count();
+        assert_eq!(n, 1_000, "{extra}");
+        let err = d.stop_err();
+        assert!(err.contains("closed the longest-idle connection"), "{err}");
+        let limit = if extra.is_empty() && max.is_empty() {
+            "limit=max_connections_per_ip "
+        } else {
+            "limit=max_connections "
+        };
+        assert!(err.contains(limit), "{extra}: {err}");
+        drop(conns);
+    }
 }
 
 /// Issue 14 #6: `framing = "auto"` (the default) closed newline-framed connections whose
