@@ -275,6 +275,25 @@ impl Deframer {
         }
     }
 
+    /// Bytes of buffer this deframer holds (its allocations, whatever they hold now).
+    pub fn buffer_bytes(&self) -> usize {
+        self.lines.buffer_bytes() + self.buf.capacity()
+    }
+
+    /// Gives back buffer memory beyond what the held bytes need (an idle connection, a
+    /// listener short of memory); the next read allocates again.
+    pub fn shrink(&mut self) {
+        self.lines.shrink_to_fit();
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        self.buf.shrink_to_fit();
+    }
+
     /// Lines or frames cut to `max_line_bytes` so far.
     pub fn truncated(&self) -> u64 {
         self.lines.truncated_lines() + self.truncated_frames
@@ -623,6 +642,30 @@ mod tests {
             let mut d = Deframer::new(Framing::OctetCounting, 100, 0);
             d.push(bad);
             assert!(all(&mut d).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shrink_keeps_what_is_held() {
+        for framing in [Framing::Newline, Framing::OctetCounting] {
+            let mut d = Deframer::new(framing, 100, 4096);
+            let mut input: &[u8] = match framing {
+                Framing::Newline => b"a\nbcd",
+                _ => b"1 a5 bcd",
+            };
+            d.read_from(&mut input).unwrap();
+            let mut got = Vec::new();
+            d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+            assert!(d.buffer_bytes() >= 4096);
+            d.shrink();
+            assert!(d.buffer_bytes() < 16, "{framing:?}");
+            d.push(b"e\n");
+            if framing == Framing::OctetCounting {
+                d.push(b"2 fg");
+            }
+            d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+            assert_eq!(got[0], b"a");
+            assert_eq!(got[1], b"bcde");
         }
     }
 

@@ -33,6 +33,22 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 const DRAIN_QUIET: Duration = Duration::from_millis(200);
 /// How often the drain looks for quiet connections and its deadline.
 const DRAIN_TICK: Duration = Duration::from_millis(25);
+/// A connection silent this long gives back the read space of its buffer.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+/// Buffer bytes given back since the last trim that make it worth asking the allocator
+/// to return free memory to the system.
+const TRIM_AFTER_BYTES: usize = 1 << 20;
+
+/// Asks the allocator to give free memory back to the system: glibc keeps freed buffers
+/// (and the holes between live ones) resident otherwise.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
 /// reconnecting after a restart waits in it instead of having its SYNs dropped and
 /// retried a second later (the standard library's 128 filled in a few milliseconds).
@@ -101,6 +117,14 @@ pub(crate) fn received_at_key() -> Key {
 ///
 /// Backpressure stops reading (and accepting), so TCP senders feel it through their window.
 ///
+/// **Memory is bounded.** Connections hold at most `max_buffered_bytes` of buffers
+/// together (partial lines waiting for their end, and read space). Under pressure (half
+/// of it) a connection gives back its read space after every turn, and a connection
+/// silent for a second always does; past the limit, the connections holding the largest
+/// partial messages are closed (their partial message emitted flagged `partial = true`),
+/// logged once a second and counted. Buffers of closed connections go back to the
+/// system.
+///
 /// **Stopping loses nothing the kernel holds.** At a graceful stop (SIGTERM) the
 /// connections waiting in the backlog are accepted, the listener closes, every connection
 /// is told the stop with a half-close (FIN: a sender that watches its socket stops and
@@ -125,6 +149,7 @@ pub(crate) fn received_at_key() -> Key {
 /// max_connections = 1024
 /// max_connections_per_ip = 256  # 0: no limit per address
 /// max_line_bytes = "64KiB"
+/// max_buffered_bytes = "64MiB"  # all connections' buffers together
 /// idle_timeout = "5m"
 /// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
@@ -154,6 +179,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
         ),
         MAX_LINE_PARAM,
+        MAX_BUFFERED_PARAM,
         IDLE_PARAM,
         DRAIN_PARAM,
     ],
@@ -178,6 +204,12 @@ pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
     ParamType::Size,
     "64KiB",
     "longer lines and frames are cut, flagged `truncated` and counted",
+);
+pub(crate) const MAX_BUFFERED_PARAM: Param = Param::opt(
+    "max_buffered_bytes",
+    ParamType::Size,
+    "64MiB",
+    "all connections' buffers together; past it the connections holding the largest partial messages are closed",
 );
 pub(crate) const IDLE_PARAM: Param = Param::opt(
     "idle_timeout",
@@ -209,6 +241,7 @@ pub(crate) struct StreamSettings {
     /// `usize::MAX`: no limit.
     pub(crate) max_connections_per_ip: usize,
     pub(crate) max_line_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) drain_timeout: Duration,
 }
@@ -225,6 +258,18 @@ impl StreamSettings {
         let max_line_bytes = p.size_or("max_line_bytes", 64 << 10)?;
         if max_line_bytes == 0 || max_line_bytes > LineSplitter::MAX_READ_SIZE {
             return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
+        }
+        // 64 MiB: a thousand connections each holding a partial line of 64 KiB.
+        let max_buffered_bytes = p.size_or("max_buffered_bytes", 64 << 20)?;
+        let one_conn = max_line_bytes + 1 + READ_SIZE;
+        if max_buffered_bytes < 2 * one_conn {
+            return Err(p.error(
+                "max_buffered_bytes",
+                format!(
+                    "must be at least {} bytes: twice what one connection may hold (max_line_bytes + 128KiB)",
+                    2 * one_conn
+                ),
+            ));
         }
         // A quarter of the default max_connections: no single address (a scanner, a
         // client leaking connections) can take more than that, while a NAT gateway or a
@@ -246,6 +291,7 @@ impl StreamSettings {
             max_connections,
             max_connections_per_ip,
             max_line_bytes,
+            max_buffered_bytes,
             idle_timeout: (!idle.is_zero()).then_some(idle),
             drain_timeout,
         })
@@ -350,6 +396,8 @@ struct Conn<S> {
     last_active: Instant,
     /// Readiness not yet acted upon (paused, or the turn's share used up).
     ready: bool,
+    /// Buffer bytes counted in `StreamServer::buffered` for this connection.
+    held: usize,
 }
 
 /// Why a connection is closed: the sender closed it, or we do.
@@ -389,6 +437,12 @@ pub(crate) struct StreamServer<L: Acceptor> {
     refused_logged: Option<Instant>,
     /// Open connections per address group (see `ip_group`).
     per_ip: HashMap<IpAddr, usize>,
+    /// Buffer bytes of all connections, as last counted.
+    buffered: usize,
+    /// Buffer bytes given back since the last `trim_heap`.
+    released: usize,
+    over_limit: u64,
+    over_limit_logged: Option<Instant>,
     evicted: u64,
     evicted_logged: Option<Instant>,
     /// Set while draining at a stop: the deadline.
@@ -434,6 +488,10 @@ impl<L: Acceptor> StreamServer<L> {
             refused: 0,
             refused_logged: None,
             per_ip: HashMap::new(),
+            buffered: 0,
+            released: 0,
+            over_limit: 0,
+            over_limit_logged: None,
             evicted: 0,
             evicted_logged: None,
             draining: None,
@@ -445,11 +503,13 @@ impl<L: Acceptor> StreamServer<L> {
     pub(crate) fn start(&mut self, mut listener: L, cx: &mut Ctx) -> io::Result<()> {
         cx.register(&mut listener, LISTENER, Interest::READABLE)?;
         self.listener = Some(listener);
-        if let Some(idle) = self.settings.idle_timeout {
-            // A quarter of the timeout: a silent connection goes at most 25% late.
-            let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-            cx.timer_every(period, SWEEP)?;
-        }
+        // A quarter of the idle timeout (a silent connection goes at most 25% late), and at
+        // least every second for buffers to give back.
+        let period = match self.settings.idle_timeout {
+            Some(idle) => (idle / 4).clamp(Duration::from_millis(10), SHRINK_AFTER),
+            None => SHRINK_AFTER,
+        };
+        cx.timer_every(period, SWEEP)?;
         Ok(())
     }
 
@@ -633,18 +693,89 @@ impl<L: Acceptor> StreamServer<L> {
             deframer: Deframer::new(s.framing, s.max_line_bytes, READ_SIZE),
             last_active: cx.now(),
             ready: false,
+            held: 0,
         });
         self.live += 1;
     }
 
+    /// A turn of reading, then the buffer accounting: under pressure the connection gives
+    /// back its read space, past the limit the largest holders are closed.
     fn read_conn(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
-        let name = self.name;
+        if !self.read_turn(i, out, cx) {
+            return;
+        }
+        let limit = self.settings.max_buffered_bytes;
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
+        let mut now_held = c.deframer.buffer_bytes();
+        let others = self.buffered - c.held;
+        if others + now_held > limit / 2 {
+            c.deframer.shrink();
+            let shrunk = c.deframer.buffer_bytes();
+            self.released += now_held.saturating_sub(shrunk);
+            now_held = shrunk;
+        }
+        c.held = now_held;
+        self.buffered = others + now_held;
+        if self.buffered > limit {
+            self.enforce_limit(out, cx);
+        }
+    }
+
+    /// Past `max_buffered_bytes`: every connection gives back its read space, then the
+    /// connections holding the largest partial messages are closed until under it.
+    #[cold]
+    fn enforce_limit(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        for c in self.conns.iter_mut().flatten() {
+            c.deframer.shrink();
+            let now_held = c.deframer.buffer_bytes();
+            self.released += c.held.saturating_sub(now_held);
+            self.buffered = self.buffered - c.held + now_held;
+            c.held = now_held;
+        }
+        let limit = self.settings.max_buffered_bytes;
+        while self.buffered > limit {
+            let Some((i, held)) = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.deframer.pending_len())))
+                .max_by_key(|&(_, n)| n)
+            else {
+                break;
+            };
+            self.over_limit += 1;
+            let now = cx.now();
+            if self
+                .over_limit_logged
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.over_limit_logged = Some(now);
+                if let Some(Some(c)) = self.conns.get(i) {
+                    slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
+                        "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
+                        "held_bytes" => held, "buffered_bytes" => self.buffered,
+                        "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
+                }
+            }
+            // Counted as an error through the partial message it held.
+            self.close(i, Closing::Ours, out, cx);
+        }
+    }
+
+    /// Reads a turn's share of connection `i`; false if it was closed.
+    fn read_turn(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        let name = self.name;
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return false;
+        };
         for _ in 0..READS_PER_TURN {
             match c.deframer.read_from(&mut c.sock) {
-                Ok(0) => return self.close(i, Closing::Eof, out, cx),
+                Ok(0) => {
+                    self.close(i, Closing::Eof, out, cx);
+                    return false;
+                }
                 Ok(_) => {
                     c.last_active = cx.now();
                     let ts = Timestamp::now();
@@ -664,24 +795,27 @@ impl<L: Acceptor> StreamServer<L> {
                         }
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
                             "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
-                        return self.close(i, Closing::Ours, out, cx);
+                        self.close(i, Closing::Ours, out, cx);
+                        return false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.ready = false;
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     slog::warn!(cx.logger(), "reading a connection failed; closing it";
                         "cog" => name, "peer" => c.peer.as_str().unwrap_or(""), "error" => %e);
                     out.count_errors(1);
-                    return self.close(i, Closing::Ours, out, cx);
+                    self.close(i, Closing::Ours, out, cx);
+                    return false;
                 }
             }
         }
         // More may be waiting and edge-triggered readiness will not say so again.
         c.ready = true;
         cx.enqueue(conn_local(i));
+        true
     }
 
     /// Emits what the connection holds and closes it. A message cut short is flagged
@@ -727,6 +861,9 @@ impl<L: Acceptor> StreamServer<L> {
             slog::warn!(cx.logger(), "connection closed with bytes its kernel received unread";
                 "cog" => self.name, "peer" => peer.as_str().unwrap_or(""), "bytes" => unread);
         }
+        self.buffered -= c.held;
+        self.released += c.deframer.buffer_bytes();
+        drop(c.deframer);
         if let Some(ip) = c.ip
             && let Some(n) = self.per_ip.get_mut(&ip)
         {
@@ -739,16 +876,24 @@ impl<L: Acceptor> StreamServer<L> {
         self.live -= 1;
     }
 
+    /// Closes idle connections, takes back the read space of silent ones, and returns
+    /// memory given back to the system.
     fn sweep(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let Some(idle) = self.settings.idle_timeout else {
-            return;
-        };
         let now = cx.now();
+        let idle = self.settings.idle_timeout;
         for i in 0..self.conns.len() {
-            let silent = match &self.conns[i] {
-                Some(c) => now.saturating_duration_since(c.last_active) >= idle && !c.ready,
-                None => false,
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
             };
+            let quiet_for = now.saturating_duration_since(c.last_active);
+            if quiet_for >= SHRINK_AFTER && !c.ready && c.held > c.deframer.pending_len() {
+                c.deframer.shrink();
+                let now_held = c.deframer.buffer_bytes();
+                self.released += c.held.saturating_sub(now_held);
+                self.buffered = self.buffered - c.held + now_held;
+                c.held = now_held;
+            }
+            let silent = idle.is_some_and(|idle| quiet_for >= idle && !c.ready);
             if silent {
                 if let Some(Some(c)) = self.conns.get(i) {
                     slog::info!(cx.logger(), "idle connection closed";
@@ -756,6 +901,10 @@ impl<L: Acceptor> StreamServer<L> {
                 }
                 self.close(i, Closing::Ours, out, cx);
             }
+        }
+        if self.released >= TRIM_AFTER_BYTES {
+            self.released = 0;
+            trim_heap();
         }
     }
 

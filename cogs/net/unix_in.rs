@@ -12,8 +12,8 @@ use crate::record::{Record, SharedStr, Timestamp, Value};
 use crate::supply::with_line_emitter;
 
 use super::tcp_in::{
-    Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM,
-    STREAM_FIELDS, StreamServer, StreamSettings, received_at_key,
+    Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_BUFFERED_PARAM, MAX_CONNECTIONS_PARAM,
+    MAX_LINE_PARAM, STREAM_FIELDS, StreamServer, StreamSettings, received_at_key,
 };
 
 /// Datagrams received per turn before other events get their go.
@@ -29,7 +29,7 @@ const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_se
 /// datagram; a trailing LF or NUL is removed and datagrams over `max_line_bytes` are cut,
 /// flagged `truncated` and counted. `mode = "stream"` accepts connections and reads them
 /// exactly as `tcp_in` does (framing, `max_connections` with the longest-idle connection
-/// closed for a new one when full, `idle_timeout`, partial lines at
+/// closed for a new one when full, `max_buffered_bytes`, `idle_timeout`, partial lines at
 /// disconnect, backpressure, reading what connections hold at a stop for up to
 /// `drain_timeout`); `peer` is then the client's credentials, `"pid=… uid=… gid=…"`.
 /// In datagram mode, what the socket holds at a stop is read before it closes.
@@ -83,6 +83,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         FRAMING_PARAM,
         MAX_CONNECTIONS_PARAM,
         MAX_LINE_PARAM,
+        MAX_BUFFERED_PARAM,
         IDLE_PARAM,
         DRAIN_PARAM,
     ],

@@ -659,3 +659,120 @@ fn sigterm_reads_what_the_kernel_holds() {
         "{err}"
     );
 }
+
+/// A field of `/proc/PID/status`, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Bytes on their way to the listener on `port` (queued in the clients' sockets, or
+/// received by the listener's and not read), and how many connections it has open.
+fn queued_on_port(port: u16) -> (u64, usize) {
+    let t = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let port = format!(":{port:04X}");
+    let (mut bytes, mut n) = (0, 0);
+    for l in t.lines().skip(1) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 5 {
+            continue;
+        }
+        let Some((tx, rx)) = f[4].split_once(':') else {
+            continue;
+        };
+        let hex = |v: &str| u64::from_str_radix(v, 16).unwrap_or(0);
+        if f[1].ends_with(&port) && f[3] != "0A" {
+            // The listener's side of a connection (not the listening socket itself),
+            // counted while open (established, or closed by the client only).
+            n += usize::from(f[3] == "01" || f[3] == "08");
+            bytes += hex(rx);
+        } else if f[2].ends_with(&port) {
+            bytes += hex(tx);
+        }
+    }
+    (bytes, n)
+}
+
+/// Issue 14 #4: 1,000 connections each holding a 60 KiB partial line raised the RSS to
+/// 197 MB, and it stayed at 201 MB after they closed. With `max_buffered_bytes = 16MiB`
+/// the peak RSS (VmHWM) stays under the idle RSS + the limit + 16 MiB of stated overhead
+/// (records of the connections closed over the limit, the read buffer, allocator slack),
+/// and after the clients close it comes back within 8 MiB of the idle RSS.
+/// `DEADBEAT_PARTIAL_CONNS` sets the number of connections.
+#[test]
+fn partial_lines_cannot_pin_memory() {
+    let n: usize = std::env::var("DEADBEAT_PARTIAL_CONNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    raise_nofile(n as u64 + 500);
+    const MIB: u64 = 1 << 20;
+    let limit = 16 * MIB;
+    let dir = TempDir::new("tcp-partial");
+    // The partial lines emitted at close are dropped: the output would be 60 MB.
+    let mut d = Daemon::tcp(
+        &dir,
+        &format!(
+            "max_buffered_bytes = \"16MiB\"\nmax_connections = {}\nmax_connections_per_ip = 0\n\
+             [[train.cog]]\ntype = \"filter\"\nkeep = 'peer == \"nobody\"'\n",
+            n + 10
+        ),
+    );
+    let pid = d.child.id();
+    // The idle size, once a connection has been served.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    s.write_all(b"warm up\n").unwrap();
+    drop(s);
+    wait_for("an idle daemon", || queued_on_port(d.port).0 == 0);
+    std::thread::sleep(Duration::from_millis(50));
+    let idle = proc_status_bytes(pid, "VmRSS");
+    let partial = vec![b'p'; 60 << 10];
+    let conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+            s.write_all(&partial).unwrap();
+            s
+        })
+        .collect();
+    // Everything sent has been read.
+    wait_for("the daemon to read every partial line", || {
+        queued_on_port(d.port).0 == 0
+    });
+    let peak = proc_status_bytes(pid, "VmHWM");
+    let loaded = proc_status_bytes(pid, "VmRSS");
+    drop(conns);
+    wait_for("the connections to close", || queued_on_port(d.port).1 == 0);
+    // Silent buffers are given back within a sweep (a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = proc_status_bytes(pid, "VmRSS");
+    while after > idle + 8 * MIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = proc_status_bytes(pid, "VmRSS");
+    }
+    let err = d.stop_err();
+    eprintln!(
+        "RSS idle {} MiB, loaded {} MiB, peak {} MiB, after close {} MiB",
+        idle / MIB,
+        loaded / MIB,
+        peak / MIB,
+        after / MIB
+    );
+    assert!(
+        peak <= idle + limit + 16 * MIB,
+        "peak RSS {} MiB over idle {} MiB + 16 MiB limit + 16 MiB:\n{err}",
+        peak / MIB,
+        idle / MIB
+    );
+    assert!(
+        after <= idle + 8 * MIB,
+        "RSS {} MiB after the connections closed, idle was {} MiB",
+        after / MIB,
+        idle / MIB
+    );
+    if n * (60 << 10) > limit as usize {
+        assert!(err.contains("max_buffered_bytes reached"), "{err}");
+    }
+}
