@@ -594,12 +594,50 @@ fn signal(child: &Child, sig: i32) {
 fn sigterm_reads_what_the_kernel_holds() {
     let dir = TempDir::new("tcp-drain");
     let mut d = Daemon::tcp(&dir, "");
-    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    fill_then_stop(&mut d, s, |s| s.set_nonblocking(true).unwrap());
+}
+
+/// The same for `unix_in` in stream mode.
+#[test]
+fn sigterm_reads_what_the_kernel_holds_unix() {
+    use std::os::unix::net::UnixStream;
+    let dir = TempDir::new("unix-drain");
+    let sock = dir.path().join("log.sock");
+    let mut d = Daemon::unix(&dir, &sock, "mode = \"stream\"\n");
+    let s = UnixStream::connect(&sock).unwrap();
+    fill_then_stop(&mut d, s, |s| {
+        s.set_nonblocking(true).unwrap();
+        // A Unix socket queues what its send buffer allows (200 KiB by default): more
+        // than a turn's reads (1 MiB) makes the test tell, if allowed (root may force).
+        use std::os::fd::AsRawFd;
+        let size: libc::c_int = 8 << 20;
+        for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+            // SAFETY: setsockopt with a valid int option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const size).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+    });
+}
+
+/// Freezes the collector, fills the kernels through `s` (which stays open), stops the
+/// collector and checks that every line accepted was written.
+fn fill_then_stop<S: Write>(d: &mut Daemon, mut s: S, nonblocking: impl Fn(&S)) {
     // Wait until the connection is surely accepted, before freezing the collector.
     s.write_all(b"first line\n").unwrap();
     d.wait_lines(1);
     signal(&d.child, libc::SIGSTOP);
-    s.set_nonblocking(true).unwrap();
+    nonblocking(&s);
     let line = |n: usize| format!("line {n:08} {}\n", "x".repeat(80));
     let (mut n, mut pending, mut off, mut accepted) = (0usize, line(0), 0usize, 11usize);
     let mut blocked = 0;
