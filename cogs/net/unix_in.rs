@@ -44,6 +44,7 @@ const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_se
 /// path = "/run/deadbeat/log"
 /// mode = "datagram"         # or "stream"
 /// permissions = "0666"
+/// max_buffered_bytes = "64MiB"  # stream mode: all connections' buffers together
 /// drain_timeout = "2s"      # stream mode: at a stop, read connections for at most this long
 /// ```
 #[derive(Debug)]
@@ -104,10 +105,14 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     let inner = match p.choice_or("mode", &["datagram", "stream"], "datagram")? {
         "stream" => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
         _ => {
-            if p.node("framing").is_some() || p.node("max_connections").is_some() {
-                return Err(
-                    p.cog_error("framing and max_connections apply to mode = \"stream\" only")
-                );
+            let stream_only = [
+                "framing",
+                "max_connections",
+                "max_buffered_bytes",
+                "drain_timeout",
+            ];
+            if let Some(k) = stream_only.iter().find(|k| p.node(k).is_some()) {
+                return Err(p.error(k, "applies to mode = \"stream\" only"));
             }
             Inner::Datagram(Datagrams {
                 sock: None,
