@@ -728,6 +728,10 @@ impl<L: Acceptor> StreamServer<L> {
     #[cold]
     fn enforce_limit(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         for c in self.conns.iter_mut().flatten() {
+            if c.held <= c.deframer.pending_len() {
+                // Holds no read space (shrunk before, unchanged since).
+                continue;
+            }
             c.deframer.shrink();
             let now_held = c.deframer.buffer_bytes();
             self.released += c.held.saturating_sub(now_held);
