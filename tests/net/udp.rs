@@ -445,9 +445,7 @@ fn sigterm_reads_what_the_socket_holds() {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no udp_in counters in:\n{log}"));
-    assert_eq!(
-        dropped, 0,
-        "the kernel dropped datagrams; raise rmem_max:\n{log}"
-    );
-    assert_eq!(line_count(&out), count, "{log}");
+    // What the kernel dropped (a receive buffer smaller than asked for) is counted; all
+    // the rest was queued at the stop and must be written.
+    assert_eq!(line_count(&out) + dropped, count, "{log}");
 }
