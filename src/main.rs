@@ -25,6 +25,10 @@ const USAGE: &str = "usage:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(e) = unknown_flag(&args) {
+        eprintln!("deadbeat: {e}\n{USAGE}");
+        return ExitCode::from(2);
+    }
     match args.as_slice() {
         ["run", config] => run(Path::new(config), false),
         ["run", config, "--daemon"] | ["run", "--daemon", config] => run(Path::new(config), true),
@@ -60,6 +64,54 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The options each command takes; the first argument is the command.
+const FLAGS: &[(&str, &[&str])] = &[
+    ("run", &["--daemon"]),
+    ("check", &[]),
+    ("cogs", &["--markdown"]),
+];
+
+/// A message naming the first option the command does not take, with the closest known
+/// option when one is near: a mistyped flag must not read as a generic usage error.
+fn unknown_flag(args: &[&str]) -> Option<String> {
+    let (cmd, rest) = args.split_first()?;
+    let known = FLAGS.iter().find(|(c, _)| c == cmd)?.1;
+    let bad = rest
+        .iter()
+        .find(|a| a.starts_with('-') && a.len() > 1 && !known.contains(a))?;
+    let close = known
+        .iter()
+        .map(|k| (edit_distance(bad, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d);
+    Some(match close {
+        Some((_, k)) => format!("unknown option {bad:?} for `{cmd}` (did you mean {k:?}?)"),
+        None if known.is_empty() => format!("unknown option {bad:?}: `{cmd}` takes no options"),
+        None => format!(
+            "unknown option {bad:?} for `{cmd}` (it takes: {})",
+            known.join(", ")
+        ),
+    })
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn check(path: &Path) -> ExitCode {

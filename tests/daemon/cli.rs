@@ -152,6 +152,42 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn unknown_flags_are_named_with_a_suggestion() {
+    let dir = TempDir::new("flags");
+    let cfg = write_config(dir.path(), STDIN_TO_STDOUT);
+    let cfg = cfg.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", cfg, "--deamon"],
+            "unknown option \"--deamon\" for `run` (did you mean \"--daemon\"?)",
+        ),
+        (
+            &["run", "--daemno", cfg],
+            "unknown option \"--daemno\" for `run` (did you mean \"--daemon\"?)",
+        ),
+        (
+            &["run", cfg, "--verbose"],
+            "unknown option \"--verbose\" for `run` (it takes: --daemon)",
+        ),
+        (
+            &["check", cfg, "--strict"],
+            "unknown option \"--strict\": `check` takes no options",
+        ),
+        (
+            &["cogs", "--markdwon"],
+            "unknown option \"--markdwon\" for `cogs` (did you mean \"--markdown\"?)",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in:\n{err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing runs");
+    }
+}
+
+#[test]
 fn cogs_lists_and_describes() {
     let out = Command::new(BIN).arg("cogs").output().unwrap();
     assert!(out.status.success());
