@@ -1303,16 +1303,22 @@ impl Config {
             .zip(mailboxes.into_iter().zip(has_supply))
         {
             let mut train = Train::new(t.name.clone());
-            match mailbox {
-                Some(m) => train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m))),
-                None if !supply => {
-                    return Err(self.error(
-                        Some(t),
-                        "this train has no supply cog and no other train sends to it: \
-                         no data would ever enter it",
-                    ));
-                }
-                None => {}
+            if mailbox.is_none() && !supply {
+                return Err(self.error(
+                    Some(t),
+                    "this train has no supply cog and no other train sends to it: \
+                     no data would ever enter it",
+                ));
+            }
+            if let Some(e) = self
+                .check_flow(t, mailbox.is_some(), registry)
+                .into_iter()
+                .next()
+            {
+                return Err(e);
+            }
+            if let Some(m) = mailbox {
+                train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m)));
             }
             for c in built {
                 train.push(c);
@@ -1343,6 +1349,67 @@ impl Config {
             }
         }
         Ok(Built { trains, feeds })
+    }
+
+    /// Checks that every record entering train `t` (from its supplies, or from other trains
+    /// when it is `fed`) reaches a drain, and that every cog can receive records: a record
+    /// that leaves the end of a train, or a cog placed where nothing reaches it, is data
+    /// lost without a word. A `route` without `when` sends every record away, so it ends
+    /// the flow as a drain does; a `tee` or a `route` with `when` does not.
+    fn check_flow(&self, t: &TrainConfig, fed: bool, registry: &Registry) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // Where the records flowing at this point come from; `None`: nothing flows here.
+        let mut live = fed.then_some(None::<usize>);
+        // The cog that last ended the flow, for messages.
+        let mut ended_at: Option<usize> = None;
+        for (i, c) in t.cogs.iter().enumerate() {
+            let Some(desc) = registry.get(&c.ty) else {
+                continue;
+            };
+            let params = self.params(&t.name, i, c);
+            if live.is_none() && desc.kind != CogKind::Supply {
+                let why = match ended_at {
+                    Some(j) if t.cogs[j].ty == "route" => format!(
+                        "cog #{} (route) before it sends every record to another train \
+                         (give it a `when`, or move this cog)",
+                        j + 1
+                    ),
+                    Some(j) => format!(
+                        "cog #{} ({}) before it is a drain, which passes nothing on \
+                         (to write records twice, send copies to another train with `tee`)",
+                        j + 1,
+                        t.cogs[j].ty
+                    ),
+                    None => "no supply comes before it".to_string(),
+                };
+                errors.push(params.cog_error(format!("no record ever reaches this cog: {why}")));
+            }
+            match desc.kind {
+                CogKind::Supply => live = Some(Some(i)),
+                CogKind::Drain => {
+                    live = None;
+                    ended_at = Some(i);
+                }
+                CogKind::Transform if c.ty == "route" && params.node("when").is_none() => {
+                    live = None;
+                    ended_at = Some(i);
+                }
+                CogKind::Transform => {}
+            }
+        }
+        if let (Some(from), Some(last)) = (live, t.cogs.len().checked_sub(1)) {
+            let source = match from {
+                Some(j) => format!("records from cog #{} ({})", j + 1, t.cogs[j].ty),
+                None => "records sent from other trains".to_string(),
+            };
+            let params = self.params(&t.name, last, &t.cogs[last]);
+            errors.push(params.cog_error(format!(
+                "{source} reach no drain: they would be discarded after this cog, the last \
+                 of the train; end the train with a drain, or with a `drop` cog to discard \
+                 them on purpose"
+            )));
+        }
+        errors
     }
 
     /// An error about the configuration as a whole, or at a train's name.

@@ -228,8 +228,18 @@ fn a_route_cycle_is_refused_by_check() {
     let dir = TempDir::new("flow-cycle");
     let config = [
         train("a", &[FILE_IN, &cog("route", "train = \"b\"\n")].concat()),
-        train("b", &cog("tee", "train = \"c\"\n")),
-        train("c", &cog("route", "train = \"a\"\nwhen = 'offset > 5'\n")),
+        train(
+            "b",
+            &[cog("tee", "train = \"c\"\n"), cog("drop", "")].concat(),
+        ),
+        train(
+            "c",
+            &[
+                cog("route", "train = \"a\"\nwhen = 'offset > 5'\n"),
+                cog("drop", ""),
+            ]
+            .concat(),
+        ),
     ]
     .concat();
     let (code, err) = check(&dir, &config);

@@ -13,6 +13,7 @@ mod files;
 mod signals;
 mod spool;
 mod tail;
+mod topology;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 

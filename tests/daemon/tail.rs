@@ -221,7 +221,8 @@ fn restart_resumes_at_the_acknowledged_checkpoint() {
     let unacked = write_config(
         dir.path(),
         "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
-         paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n[[train.cog]]\ntype = \"pass\"\n",
+         paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n[[train.cog]]\ntype = \"unix_out\"\n\
+         path = \"nobody-listens.sock\"\ndrain_timeout = \"10ms\"\n",
     );
     let t = Tailer::start(dir.path(), &unacked);
     wait_for("tail to start", || t.stderr().contains("trains started"));
