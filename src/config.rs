@@ -74,6 +74,8 @@ pub struct ConfigErrorDetails {
     pub train: Option<String>,
     /// 1-based index and type of the cog concerned.
     pub cog: Option<(usize, String)>,
+    /// The cog's `name`, when the configuration gives one (else its id is `TYPE#N`).
+    pub cog_name: Option<String>,
     /// The key concerned.
     pub key: Option<String>,
     /// What is wrong, and what would be right.
@@ -90,8 +92,10 @@ impl fmt::Display for ConfigError {
         if let Some(t) = &self.train {
             context.push(format!("train {t:?}"));
         }
-        if let Some((i, ty)) = &self.cog {
-            context.push(format!("cog #{i} ({ty})"));
+        match (&self.cog, &self.cog_name) {
+            (Some((i, ty)), Some(name)) => context.push(format!("cog {name:?} ({ty}#{i})")),
+            (Some((i, ty)), None) => context.push(format!("cog {ty}#{i}")),
+            (None, _) => {}
         }
         if let Some(k) = &self.key {
             context.push(format!("key {k:?}"));
@@ -140,6 +144,7 @@ impl Source {
             at: span.map(|s| self.line_col(s.start)),
             train: None,
             cog: None,
+            cog_name: None,
             key: None,
             msg: msg.into(),
         }))
@@ -488,6 +493,8 @@ pub struct CogParams<'a> {
     train: &'a str,
     index: usize,
     ty: &'a str,
+    id: &'a str,
+    named: bool,
     table_span: Range<usize>,
     entries: &'a [(Spanned<String>, Node)],
     base_dir: &'a Path,
@@ -517,6 +524,7 @@ impl<'a> CogParams<'a> {
         let mut e = self.src.error(Some(span), msg);
         e.train = Some(self.train.to_string());
         e.cog = Some((self.index + 1, self.ty.to_string()));
+        e.cog_name = self.named.then(|| self.id.to_string());
         e.key = key.map(str::to_string);
         e
     }
@@ -524,6 +532,12 @@ impl<'a> CogParams<'a> {
     /// Name of the train the cog is in.
     pub fn train(&self) -> &str {
         self.train
+    }
+
+    /// The cog's id in its train, as logs and counters show it: its `name` key, or
+    /// `TYPE#N` with N its 1-based position in the train.
+    pub fn id(&self) -> &str {
+        self.id
     }
 
     /// The raw value of a key.
@@ -680,7 +694,8 @@ impl<'a> CogParams<'a> {
     fn validate(&self, d: &CogDescriptor) -> Result<(), ConfigError> {
         for (k, n) in self.entries {
             let key = k.get_ref().as_str();
-            if key == "type" {
+            // Keys every cog takes; `parse_trains` checks them.
+            if key == "type" || key == "name" {
                 continue;
             }
             let Some(p) = d.params.iter().find(|p| p.name == key) else {
@@ -865,6 +880,10 @@ pub struct TrainConfig {
 #[derive(Debug, Clone)]
 struct CogConfig {
     ty: String,
+    /// `name`, or `TYPE#N`.
+    id: String,
+    /// Whether `name` was given.
+    named: bool,
     span: Range<usize>,
     entries: Vec<(Spanned<String>, Node)>,
 }
@@ -898,6 +917,7 @@ impl Config {
                 at: None,
                 train: None,
                 cog: None,
+                cog_name: None,
                 key: None,
                 msg: format!("cannot read the configuration: {e}"),
             }))
@@ -1222,8 +1242,42 @@ impl Config {
                         return Err(e);
                     }
                 };
+                let name_node = entries.iter().find(|(k, _)| k.get_ref() == "name");
+                let (id, named) = match name_node {
+                    None => (format!("{ty}#{}", i + 1), false),
+                    Some((_, n)) => match &n.value {
+                        NodeValue::Str(s) if !s.trim().is_empty() => (s.clone(), true),
+                        _ => {
+                            let mut e =
+                                with_train(self.src.error(
+                                    Some(&n.span),
+                                    "a cog's name must be a non-empty string",
+                                ));
+                            e.cog = Some((i + 1, ty.clone()));
+                            e.key = Some("name".into());
+                            return Err(e);
+                        }
+                    },
+                };
+                if let Some(other) = cogs.iter().position(|c: &CogConfig| c.id == id) {
+                    let span = name_node.map_or(c.span.clone(), |(_, n)| n.span.clone());
+                    let mut e = with_train(self.src.error(
+                        Some(&span),
+                        format!(
+                            "cog {}#{} is already named {id:?}: names are unique in a train",
+                            cogs[other].ty,
+                            other + 1
+                        ),
+                    ));
+                    e.cog = Some((i + 1, ty.clone()));
+                    e.cog_name = named.then(|| id.clone());
+                    e.key = name_node.map(|_| "name".into());
+                    return Err(e);
+                }
                 let cc = CogConfig {
                     ty,
+                    id,
+                    named,
                     span: c.span.clone(),
                     entries: entries.clone(),
                 };
@@ -1258,6 +1312,8 @@ impl Config {
             train,
             index,
             ty: &c.ty,
+            id: &c.id,
+            named: c.named,
             table_span: c.span.clone(),
             entries: &c.entries,
             base_dir: &self.base_dir,
@@ -1318,10 +1374,11 @@ impl Config {
                 return Err(e);
             }
             if let Some(m) = mailbox {
-                train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m)));
+                let inbox = crate::cogs::flow::inbox::Inbox::new(m);
+                train.push_with_id(Box::new(inbox), "inbox".into());
             }
-            for c in built {
-                train.push(c);
+            for (c, cc) in built.into_iter().zip(&t.cogs) {
+                train.push_with_id(c, cc.id.clone());
             }
             trains.push(train);
         }
@@ -1370,15 +1427,14 @@ impl Config {
             if live.is_none() && desc.kind != CogKind::Supply {
                 let why = match ended_at {
                     Some(j) if t.cogs[j].ty == "route" => format!(
-                        "cog #{} (route) before it sends every record to another train \
+                        "cog {} before it sends every record to another train \
                          (give it a `when`, or move this cog)",
-                        j + 1
+                        t.cogs[j].id
                     ),
                     Some(j) => format!(
-                        "cog #{} ({}) before it is a drain, which passes nothing on \
+                        "cog {} before it is a drain, which passes nothing on \
                          (to write records twice, send copies to another train with `tee`)",
-                        j + 1,
-                        t.cogs[j].ty
+                        t.cogs[j].id
                     ),
                     None => "no supply comes before it".to_string(),
                 };
@@ -1399,7 +1455,7 @@ impl Config {
         }
         if let (Some(from), Some(last)) = (live, t.cogs.len().checked_sub(1)) {
             let source = match from {
-                Some(j) => format!("records from cog #{} ({})", j + 1, t.cogs[j].ty),
+                Some(j) => format!("records from cog {}", t.cogs[j].id),
                 None => "records sent from other trains".to_string(),
             };
             let params = self.params(&t.name, last, &t.cogs[last]);
@@ -1481,7 +1537,7 @@ mod tests {
         assert_eq!(e.cog, Some((1, "stdin".to_string())));
         let s = e.to_string();
         assert!(
-            s.starts_with("t.toml:5:3: train \"main\", cog #1 (stdin), key \"colour\":"),
+            s.starts_with("t.toml:5:3: train \"main\", cog stdin#1, key \"colour\":"),
             "{s}"
         );
     }

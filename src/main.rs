@@ -220,7 +220,7 @@ fn serve(
     }
     for t in esc.metrics() {
         for c in &t.cogs {
-            slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.name,
+            slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.id,
                 "in" => c.data_in, "out" => c.data_out, "dropped" => c.dropped, "errors" => c.errors);
         }
     }

@@ -27,10 +27,10 @@ fn file_in_to_file_out_keeps_every_line_in_order() {
         "{err}"
     );
     assert!(
-        err.contains("cog=file_in in=0 out=100002 dropped=0 errors=1"),
+        err.contains("cog=file_in#1 in=0 out=100002 dropped=0 errors=1"),
         "{err}"
     );
-    assert!(err.contains("cog=file_out in=100002 out=0"), "{err}");
+    assert!(err.contains("cog=file_out#2 in=100002 out=0"), "{err}");
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::engine::TempDir;
 
 mod cli;
+mod cog_ids;
 mod file_out;
 mod files;
 mod signals;

@@ -270,7 +270,9 @@ fn unreadable_files(inotify: bool, with_errors_dir: bool) {
     );
     assert!(err.contains("bad.log"), "{err}");
     assert!(
-        err.contains(&format!("cog=spool in=0 out=3 dropped=0 errors={failures}")),
+        err.contains(&format!(
+            "cog=spool#1 in=0 out=3 dropped=0 errors={failures}"
+        )),
         "{err}"
     );
     if !with_errors_dir {

@@ -355,7 +355,7 @@ fn long_line_is_cut_at_max_line_bytes() {
     assert_eq!(parts[1].len(), 1 << 20);
     assert_eq!(parts[2], b"after");
     assert!(
-        err.contains("cog=tail in=0 out=3 dropped=0 errors=1"),
+        err.contains("cog=tail#1 in=0 out=3 dropped=0 errors=1"),
         "{err}"
     );
 }

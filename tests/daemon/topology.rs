@@ -41,12 +41,12 @@ fn records_that_reach_no_drain_are_refused() {
         // No drain at all.
         (
             train("t", &[stdin(), cog("pass", "")]),
-            "train \"t\", cog #2 (pass): records from cog #1 (stdin) reach no drain",
+            "train \"t\", cog pass#2: records from cog stdin#1 reach no drain",
         ),
         // Two drains in a row: the second never receives anything.
         (
             train("t", &[stdin(), stdout(), file_out("o.log")]),
-            "train \"t\", cog #3 (file_out): no record ever reaches this cog: cog #2 (stdout) \
+            "train \"t\", cog file_out#3: no record ever reaches this cog: cog stdout#2 \
              before it is a drain",
         ),
         // A supply after the drain: its lines fall off the end.
@@ -55,17 +55,17 @@ fn records_that_reach_no_drain_are_refused() {
                 "t",
                 &[stdin(), stdout(), cog("file_in", "paths = [\"in.log\"]\n")],
             ),
-            "train \"t\", cog #3 (file_in): records from cog #3 (file_in) reach no drain",
+            "train \"t\", cog file_in#3: records from cog file_in#3 reach no drain",
         ),
         // A transform after the drain.
         (
             train("t", &[stdin(), stdout(), cog("pass", "")]),
-            "cog #3 (pass): no record ever reaches this cog",
+            "cog pass#3: no record ever reaches this cog",
         ),
         // A transform before the first supply.
         (
             train("t", &[cog("pass", ""), stdin(), stdout()]),
-            "cog #1 (pass): no record ever reaches this cog: no supply comes before it",
+            "cog pass#1: no record ever reaches this cog: no supply comes before it",
         ),
         // What a conditional route does not send continues, and falls off the end.
         (
@@ -73,24 +73,24 @@ fn records_that_reach_no_drain_are_refused() {
                 "t",
                 &[stdin(), cog("route", "train = \"u\"\nwhen = 'a exists'\n")],
             ) + &train("u", &[stdout()]),
-            "train \"t\", cog #2 (route): records from cog #1 (stdin) reach no drain",
+            "train \"t\", cog route#2: records from cog stdin#1 reach no drain",
         ),
         // A tee's originals continue.
         (
             train("t", &[stdin(), cog("tee", "train = \"u\"\n")]) + &train("u", &[stdout()]),
-            "train \"t\", cog #2 (tee): records from cog #1 (stdin) reach no drain",
+            "train \"t\", cog tee#2: records from cog stdin#1 reach no drain",
         ),
         // A train fed by another must bring what it receives to a drain too.
         (
             train("t", &[stdin(), cog("route", "train = \"u\"\n")])
                 + &train("u", &[cog("pass", "")]),
-            "train \"u\", cog #1 (pass): records sent from other trains reach no drain",
+            "train \"u\", cog pass#1: records sent from other trains reach no drain",
         ),
         // Nothing follows an unconditional route.
         (
             train("t", &[stdin(), cog("route", "train = \"u\"\n"), stdout()])
                 + &train("u", &[stdout()]),
-            "train \"t\", cog #3 (stdout): no record ever reaches this cog: cog #2 (route) \
+            "train \"t\", cog stdout#3: no record ever reaches this cog: cog route#2 \
              before it sends every record to another train",
         ),
     ];
