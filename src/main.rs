@@ -114,10 +114,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Every error of the configuration at `path`, one per line, or `ok`.
 fn check(path: &Path) -> ExitCode {
     let registry = Registry::builtin();
-    let discard = slog::Logger::root(slog::Discard, slog::o!());
-    match Config::load(path, &registry).and_then(|c| c.build(&registry, &discard).map(|_| ())) {
+    match Config::load_unchecked(path, &registry).and_then(|c| c.check(&registry)) {
         Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
@@ -131,19 +131,18 @@ fn check(path: &Path) -> ExitCode {
 
 fn run(path: &Path, detach: bool) -> ExitCode {
     let registry = Registry::builtin();
-    let config = match Config::load(path, &registry) {
+    // Building cogs opens nothing, so configuration errors (all of them, as `check`
+    // reports them) surface before detaching.
+    let config = match Config::load_unchecked(path, &registry).and_then(|c| {
+        c.check(&registry)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    // Building cogs opens nothing, so configuration errors surface before detaching.
-    let discard = slog::Logger::root(slog::Discard, slog::o!());
-    if let Err(e) = config.build(&registry, &discard) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
     let mut detached = None;
     if detach {
         match daemon::detach(&config.daemon) {
@@ -180,12 +179,6 @@ fn serve(
         (Some(p), false) => Some(daemon::Pidfile::acquire(p).map_err(|e| e.to_string())?),
         _ => None,
     };
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}",
-            config.state_dir.display()
-        )
-    })?;
     let built = config.build(registry, &logger).map_err(|e| e.to_string())?;
     let mut esc = Escapement::with_options(Options {
         inotify: config.engine.inotify,

@@ -319,7 +319,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let raw = p.required_str("path")?;
     let base = if Path::new(raw).is_absolute() {
         Vec::new()
@@ -347,6 +347,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
         )
     })?;
     let reopen_check = p.duration_or("reopen_check", Duration::from_secs(1))?;
+    bx.will_write(&p.resolve(raw), "path", create_dirs);
     let mut out = match template {
         Some(t) => FileOut::templated(t, format),
         // Without placeholders `{{` and `}}` still stand for single braces.

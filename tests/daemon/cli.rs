@@ -108,7 +108,7 @@ fn check_rejects_broken_configs_naming_line_and_key() {
         ),
         // wrong type
         (
-            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\nmax_line_bytes = true\n",
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\nmax_line_bytes = true\n[[train.cog]]\ntype = \"stdout\"\n",
             ":5:18: train \"t\", cog stdin#1, key \"max_line_bytes\": expected a size",
         ),
         // bad value
@@ -120,7 +120,7 @@ fn check_rejects_broken_configs_naming_line_and_key() {
         ("[[train]]\nname = \"t\n", ":2:"),
         // missing required key
         (
-            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\n",
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\n[[train.cog]]\ntype = \"stdout\"\n",
             ":3:1: train \"t\", cog file_in#1: missing required key \"paths\"",
         ),
     ];

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
+mod check;
 mod cli;
 mod cog_ids;
 mod file_out;
