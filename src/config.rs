@@ -40,6 +40,7 @@ use toml::de::{DeTable, DeValue};
 use crate::checkpoint::Ledger;
 use crate::cog::Cog;
 use crate::daemon::DaemonSettings;
+use crate::expr::FieldKind;
 use crate::log::{LogFormat, LogSettings, LogTarget};
 use crate::mailbox::Mailbox;
 use crate::record::Record;
@@ -566,6 +567,8 @@ pub struct CogParams<'a> {
     ty: &'a str,
     id: &'a str,
     named: bool,
+    /// Fields whose kind the cogs before this one make known.
+    kinds: Vec<(String, FieldKind)>,
     table_span: Range<usize>,
     entries: &'a [(Spanned<String>, Node)],
     base_dir: &'a Path,
@@ -603,6 +606,13 @@ impl<'a> CogParams<'a> {
     /// Name of the train the cog is in.
     pub fn train(&self) -> &str {
         self.train
+    }
+
+    /// What the field at `path` (dotted) holds when the cogs before this one in its train
+    /// make it known: a `regex` pattern's `types`, a constant of `set`. `None` when it
+    /// cannot be known (most parsers set fields of any kind).
+    pub fn field_kind(&self, path: &str) -> Option<FieldKind> {
+        self.kinds.iter().find(|(p, _)| p == path).map(|(_, k)| *k)
     }
 
     /// The cog's id in its train, as logs and counters show it: its `name` key, or
@@ -1514,6 +1524,7 @@ impl Config {
             ty: &c.ty,
             id: &c.id,
             named: c.named,
+            kinds: Vec::new(),
             table_span: c.span.clone(),
             entries: &c.entries,
             base_dir: &self.base_dir,
@@ -1552,7 +1563,9 @@ impl Config {
                     continue;
                 }
                 cx.current_cog.set(i);
-                match (desc.build)(&self.params(&t.name, i, c), &cx) {
+                let mut params = self.params(&t.name, i, c);
+                params.kinds = field_kinds(&t.cogs[..i], registry);
+                match (desc.build)(&params, &cx) {
                     Ok(cog) => built.push(cog),
                     Err(e) => errors.push(e),
                 }
@@ -1765,6 +1778,60 @@ impl Config {
         e.train = train.map(|t| t.name.clone());
         e
     }
+}
+
+/// The fields whose kind `before` (the cogs before one, in train order) makes known. Kept
+/// conservative: a cog that may set or change fields it does not name makes everything
+/// unknown again.
+fn field_kinds(before: &[CogConfig], registry: &Registry) -> Vec<(String, FieldKind)> {
+    let mut known: Vec<(String, FieldKind)> = Vec::new();
+    for c in before {
+        let node = |key: &str| {
+            c.entries
+                .iter()
+                .find(|(k, _)| k.get_ref() == key)
+                .map(|(_, n)| n)
+        };
+        let table = |key: &str| match node(key).map(|n| &n.value) {
+            Some(NodeValue::Table(t)) => Some(t),
+            _ => None,
+        };
+        match c.ty.as_str() {
+            // They pass records on unchanged (or not at all).
+            "filter" | "route" | "tee" | "pass" | "drop" => {}
+            "set" => {
+                for (k, v) in table("fields").into_iter().flatten() {
+                    let k = k.get_ref();
+                    known.retain(|(p, _)| p != k && !p.starts_with(&format!("{k}.")));
+                    match v.value {
+                        NodeValue::Int(_) | NodeValue::Float(_) => {
+                            known.push((k.clone(), FieldKind::Number))
+                        }
+                        NodeValue::Bool(_) => known.push((k.clone(), FieldKind::Bool)),
+                        _ => {}
+                    }
+                }
+            }
+            "regex" if node("pattern").is_some() && node("target").is_none() => {
+                known.clear();
+                for (k, v) in table("types").into_iter().flatten() {
+                    let kind = match &v.value {
+                        NodeValue::Str(t) if t == "int" || t == "float" => FieldKind::Number,
+                        NodeValue::Str(t) if t == "bool" => FieldKind::Bool,
+                        _ => continue,
+                    };
+                    known.push((k.get_ref().clone(), kind));
+                }
+            }
+            // Supplies add records of their own, drains end them: neither changes the
+            // fields of the records that pass.
+            ty if registry
+                .get(ty)
+                .is_some_and(|d| d.kind != CogKind::Transform) => {}
+            _ => known.clear(),
+        }
+    }
+    known
 }
 
 /// Stands in a message of [`unwritable`] where a hint on creating a missing directory goes.

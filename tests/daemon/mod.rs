@@ -10,6 +10,7 @@ use crate::engine::TempDir;
 mod check;
 mod cli;
 mod cog_ids;
+mod conditions;
 mod file_out;
 mod files;
 mod signals;
