@@ -435,9 +435,19 @@ pub struct CogDescriptor {
     pub build: BuildFn,
 }
 
-/// A file a cog declared it writes ([`BuildCx::will_write`]): train, cog, key, path, and
-/// whether the cog creates missing directories.
-type WillWrite = (usize, usize, &'static str, PathBuf, bool);
+/// A file a cog declared it writes ([`BuildCx::will_write`]), or a directory it writes in
+/// ([`BuildCx::will_write_in`]).
+#[derive(Debug)]
+struct WillWrite {
+    train: usize,
+    cog: usize,
+    key: &'static str,
+    path: PathBuf,
+    /// Whether the cog creates missing directories.
+    create_dirs: bool,
+    /// Whether `path` is the directory itself.
+    dir: bool,
+}
 
 /// What builders may need beyond their parameters.
 #[derive(Debug)]
@@ -492,13 +502,24 @@ impl BuildCx<'_> {
     /// failing once started. In a templated path, the directory before the first `{` is
     /// checked. `create_dirs`: the cog creates missing directories itself.
     pub fn will_write(&self, path: &Path, key: &'static str, create_dirs: bool) {
-        self.writes.borrow_mut().push((
-            self.current_train.get(),
-            self.current_cog.get(),
+        self.declare_write(path, key, create_dirs, false);
+    }
+
+    /// For a cog that creates, moves or deletes files in the directory `dir` (set by its
+    /// key `key`): as [`will_write`](BuildCx::will_write), for the directory itself.
+    pub fn will_write_in(&self, dir: &Path, key: &'static str, create_dirs: bool) {
+        self.declare_write(dir, key, create_dirs, true);
+    }
+
+    fn declare_write(&self, path: &Path, key: &'static str, create_dirs: bool, dir: bool) {
+        self.writes.borrow_mut().push(WillWrite {
+            train: self.current_train.get(),
+            cog: self.current_cog.get(),
             key,
-            path.to_path_buf(),
+            path: path.to_path_buf(),
             create_dirs,
-        ));
+            dir,
+        });
     }
 
     /// For a supply that keeps checkpoints: the ledger of the train being built, which its
@@ -1637,16 +1658,23 @@ impl Config {
                 }
             }
         }
-        for (ti, ci, key, path, create_dirs) in cx.writes.into_inner() {
-            if let Some(why) = unwritable(&path, create_dirs) {
-                let t = &self.trains[ti];
-                let hint = if create_dirs {
+        for w in cx.writes.into_inner() {
+            let why = if w.dir {
+                unwritable_dir(&w.path, w.create_dirs)
+            } else {
+                unwritable(&w.path, w.create_dirs)
+            };
+            if let Some(why) = why {
+                let t = &self.trains[w.train];
+                // Only a file's directory can be left to `create_dirs`.
+                let hint = if w.create_dirs || w.dir {
                     ""
                 } else {
                     " (create it, or set create_dirs = true)"
                 };
                 let why = why.replace(MISSING_DIR_HINT, hint);
-                errors.push(self.params(&t.name, ci, &t.cogs[ci]).error(key, why));
+                let params = self.params(&t.name, w.cog, &t.cogs[w.cog]);
+                errors.push(params.error(w.key, why));
             }
         }
         if let LogTarget::File(p) = &self.log.target

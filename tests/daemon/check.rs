@@ -103,6 +103,22 @@ fn check_finds_output_directories_run_would_fail_on() {
 }
 
 #[test]
+fn check_finds_a_missing_spool_directory() {
+    let dir = TempDir::new("check-spool");
+    let text = "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"spool\"\ndir = \"incoming\"\n\
+                done = \"delete\"\n[[train.cog]]\ntype = \"stdout\"\n";
+    let (code, err) = check_in(dir.path(), text);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(":5:7: train \"t\", cog spool#1, key \"dir\": directory ")
+            && err.ends_with("incoming does not exist\n"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("incoming")).unwrap();
+    assert_eq!(check_in(dir.path(), text), (0, String::new()));
+}
+
+#[test]
 fn check_and_run_find_a_missing_log_directory() {
     let dir = TempDir::new("check-log");
     let text = format!("[log]\ntarget = \"file:logs/deadbeat.log\"\n{STDIN_STDOUT}");

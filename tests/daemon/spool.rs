@@ -311,7 +311,7 @@ fn spool_start_and_config_errors_name_the_culprit() {
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(err.contains("plain/done"), "{err}");
-    // A missing spool directory.
+    // A missing spool directory: found before anything starts, as `check` finds it.
     let cfg = write_config(
         dir.path(),
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"spool\"\ndir = \"nope\"\ndone = \"delete\"\n\
@@ -322,7 +322,7 @@ fn spool_start_and_config_errors_name_the_culprit() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
-    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert_eq!(res.status.code(), Some(2), "{err}");
     assert!(err.contains("nope"), "{err}");
     // Bad `done` and `pattern` values are configuration errors.
     for (keys, key) in [
