@@ -456,7 +456,7 @@ struct Bufs {
     /// The logger's context pairs, formatted.
     context: Vec<u8>,
     /// Keys of the context pairs: a record pair with one of these keys is left out.
-    context_keys: Vec<String>,
+    context_keys: Vec<Key>,
 }
 
 thread_local! {
@@ -697,21 +697,20 @@ struct KvSer<'a> {
 /// What a [`KvSer`] does with the keys it sees.
 enum KeyFilter<'a> {
     /// Notes them (the context's keys).
-    Collect(&'a mut Vec<String>),
+    Collect(&'a mut Vec<Key>),
     /// Leaves out pairs with these keys.
-    Skip(&'a [String]),
+    Skip(&'a [Key]),
 }
 
 impl KvSer<'_> {
     /// Whether the pair with `key` is left out; notes the key when collecting.
     fn skipped(&mut self, key: &Key) -> bool {
-        let key = key_str(key);
         match &mut self.keys {
             KeyFilter::Collect(keys) => {
-                keys.push(key.to_string());
+                keys.push(Key::clone(key));
                 false
             }
-            KeyFilter::Skip(keys) => keys.iter().any(|k| k == key),
+            KeyFilter::Skip(keys) => keys.iter().any(|k| key_str(k) == key_str(key)),
         }
     }
 
