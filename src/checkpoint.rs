@@ -249,10 +249,15 @@ impl Ledger {
         write: impl FnOnce(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut inner = self.0.borrow_mut();
+        // The previous run's marks must survive a supply save that comes before its
+        // drains asked for them. An unreadable checkpoint has none to keep; the supply
+        // reports it when it loads its entries.
+        if Self::ensure_loaded(&mut inner).is_err() {
+            inner.saved.clear();
+            inner.loaded = true;
+        }
         inner.entries.clear();
         inner.entries.extend_from_slice(entries);
-        // The supply has loaded its own entries: what the file held is replaced now.
-        inner.loaded = true;
         let text = Self::render(&inner);
         write(&text)
     }
@@ -460,6 +465,19 @@ mod tests {
             .with_ledger(&third)
             .unwrap();
         assert_eq!(third.saved_mark(&out).unwrap(), Some(mark(30)));
+
+        // A supply that saves before its drain asked for the mark keeps it too.
+        let fourth = Ledger::new();
+        let store4 = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&fourth)
+            .unwrap();
+        store4.save(&[entry(7)]).unwrap();
+        assert_eq!(fourth.saved_mark(&out).unwrap(), Some(mark(30)));
+        let fifth = Ledger::new();
+        let _store5 = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&fifth)
+            .unwrap();
+        assert_eq!(fifth.saved_mark(&out).unwrap(), Some(mark(30)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -13,7 +13,7 @@
 //! [engine]
 //! inotify = true            # false: file cogs poll instead
 //! workers = 0               # worker threads for blocking jobs; 0 = one per core
-//! stop_timeout = "30s"      # longest a shutdown may take; unset: wait for every cog
+//! stop_timeout = "30s"      # longest a shutdown may take (default 30s); "0s": no limit
 //!
 //! [[train]]
 //! name = "main"
@@ -471,6 +471,8 @@ pub struct BuildCx<'a> {
     /// Per train: the ledger of exactly-once outputs and how many checkpointing supplies
     /// asked for it.
     ledgers: RefCell<Vec<(Ledger, usize)>>,
+    /// Trains with an exactly-once drain: only the checkpointing supply may feed them.
+    exactly_once: RefCell<Vec<usize>>,
 }
 
 impl BuildCx<'_> {
@@ -542,7 +544,12 @@ impl BuildCx<'_> {
         let ledgers = self.ledgers.borrow();
         let (ledger, supplies) = &ledgers[self.current_train.get()];
         match supplies {
-            1 => Ok(ledger.clone()),
+            1 => {
+                self.exactly_once
+                    .borrow_mut()
+                    .push(self.current_train.get());
+                Ok(ledger.clone())
+            }
             0 => Err(
                 "exactly-once output needs a supply that keeps checkpoints (tail) \
                       earlier in the same train"
@@ -960,6 +967,11 @@ impl Registry {
     }
 }
 
+/// How long a graceful stop may take unless `[engine] stop_timeout` says otherwise: long
+/// enough for a drain to flush to a slow disk or peer, short enough that a stop stuck on an
+/// output that never comes back (a file it may not write) still ends.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Engine settings from `[engine]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
@@ -967,8 +979,8 @@ pub struct EngineSettings {
     pub inotify: bool,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
-    /// Longest a shutdown may take before the daemon stops without finishing; `None`:
-    /// wait for every cog.
+    /// Longest a shutdown may take before the daemon stops without finishing (default
+    /// [`DEFAULT_STOP_TIMEOUT`]); `None` (`stop_timeout = "0s"`): wait for every cog.
     pub stop_timeout: Option<Duration>,
 }
 
@@ -1103,7 +1115,7 @@ impl Config {
             engine: EngineSettings {
                 inotify: true,
                 workers: 0,
-                stop_timeout: None,
+                stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             },
             trains: Vec::new(),
             errors: RefCell::new(Vec::new()),
@@ -1152,7 +1164,8 @@ impl Config {
                             self.engine.workers = *i as usize
                         }
                         ("stop_timeout", NodeValue::Str(t)) if parse_duration(t).is_some() => {
-                            self.engine.stop_timeout = parse_duration(t)
+                            // "0s" is no limit: a stop then waits for every cog.
+                            self.engine.stop_timeout = parse_duration(t).filter(|d| !d.is_zero())
                         }
                         (key, _) => {
                             return Err(self.section_error(
@@ -1160,7 +1173,7 @@ impl Config {
                                 "engine",
                                 key,
                                 "expected inotify = true|false, workers = 0..1024, \
-                                 stop_timeout = \"30s\"",
+                                 stop_timeout = \"30s\" (\"0s\": no limit)",
                             ));
                         }
                     }
@@ -1568,6 +1581,7 @@ impl Config {
             mailboxes: RefCell::new(vec![None; self.trains.len()]),
             feeds: RefCell::new(Vec::new()),
             ledgers: RefCell::new(vec![(Ledger::new(), 0); self.trains.len()]),
+            exactly_once: RefCell::new(Vec::new()),
         };
         let mut cogs = Vec::with_capacity(self.trains.len());
         let mut has_supply = Vec::with_capacity(self.trains.len());
@@ -1575,11 +1589,13 @@ impl Config {
             cx.current_train.set(ti);
             let mut built: Vec<Box<dyn Cog<Record>>> = Vec::with_capacity(t.cogs.len() + 1);
             let mut supply = false;
+            let mut supplies = 0;
             for (i, c) in t.cogs.iter().enumerate() {
                 let Some(desc) = registry.get(&c.ty) else {
                     continue;
                 };
                 supply |= desc.kind == CogKind::Supply;
+                supplies += usize::from(desc.kind == CogKind::Supply);
                 if !c.valid {
                     continue;
                 }
@@ -1591,11 +1607,19 @@ impl Config {
                     Err(e) => errors.push(e),
                 }
             }
+            if supplies > 1 && cx.exactly_once.borrow().contains(&ti) {
+                errors.push(self.error(
+                    Some(t),
+                    "exactly-once output needs its train fed by one checkpointing supply \
+                     only; this train has other supplies, whose records a restart would cut",
+                ));
+            }
             cogs.push(built);
             has_supply.push(supply);
         }
         let mailboxes = cx.mailboxes.into_inner();
         let named = self.named_as_receivers();
+        let exactly_once = cx.exactly_once.into_inner();
         let mut trains = Vec::with_capacity(self.trains.len());
         for (ti, ((t, built), (mailbox, supply))) in self
             .trains
@@ -1604,6 +1628,13 @@ impl Config {
             .zip(mailboxes.into_iter().zip(has_supply))
             .enumerate()
         {
+            if mailbox.is_some() && exactly_once.contains(&ti) {
+                errors.push(self.error(
+                    Some(t),
+                    "exactly-once output needs its train fed by one checkpointing supply \
+                     only; other trains send records to this one",
+                ));
+            }
             // A cog of unknown type could be anything: checking the flow would only guess.
             if t.cogs.iter().any(|c| registry.get(&c.ty).is_none()) {
                 continue;
@@ -1984,7 +2015,12 @@ mod tests {
         let train = "[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n";
         let c = parse(&format!("[engine]\nstop_timeout = \"2.5s\"\n{train}")).unwrap();
         assert_eq!(c.engine.stop_timeout, Some(Duration::from_millis(2500)));
-        assert_eq!(parse(train).unwrap().engine.stop_timeout, None);
+        assert_eq!(
+            parse(train).unwrap().engine.stop_timeout,
+            Some(DEFAULT_STOP_TIMEOUT)
+        );
+        let c = parse(&format!("[engine]\nstop_timeout = \"0s\"\n{train}")).unwrap();
+        assert_eq!(c.engine.stop_timeout, None);
         let e = parse(&format!("[engine]\nstop_timeout = \"soon\"\n{train}")).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("stop_timeout"), "{e}");
         assert_eq!(e.at.map(|(line, _)| line), Some(2), "{e}");

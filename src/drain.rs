@@ -94,6 +94,16 @@ impl LineBuffer {
         self.ids.clear();
     }
 
+    /// Drops every held line and record without acknowledging them, for a drain whose
+    /// output is gone for good; returns `(records, bytes)` dropped. Unacknowledged records
+    /// are sent again on the next run by supplies that keep checkpoints.
+    pub fn discard(&mut self) -> (usize, usize) {
+        let dropped = (self.ids.len(), self.buf.len());
+        self.buf.clear();
+        self.ids.clear();
+        dropped
+    }
+
     /// Releases the buffer's memory beyond `keep` bytes; a drain with many idle outputs
     /// calls it so that one burst does not pin a large buffer per output.
     pub fn shrink_to(&mut self, keep: usize) {

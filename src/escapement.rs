@@ -91,7 +91,9 @@ pub struct Options {
     pub events_capacity: usize,
     /// Longest a shutdown may take: once it has run this long, the escapement stops as on
     /// a second signal ([`Escapement::run`] returns an error; what unfinished cogs held is
-    /// not written). `None` (the default) waits for every cog to finish.
+    /// not written, and drains log how much in `done`). `None` (the default here) waits for
+    /// every cog to finish; the daemon sets it from `[engine] stop_timeout`, 30 s unless
+    /// configured (`"0s"` there means no limit).
     pub stop_timeout: Option<Duration>,
 }
 
@@ -309,6 +311,8 @@ pub struct Core {
     pub(crate) notices: Vec<Notice>,
     pause_dirty: bool,
     shutdown: bool,
+    /// Why a cog stopped the escapement for good ([`Ctx::fail`]): `run` returns it.
+    failure: Option<String>,
     metrics_requested: bool,
     next_event_id: EventId,
     now: Instant,
@@ -771,6 +775,14 @@ impl<'a> Ctx<'a> {
         self.core.shutdown = true;
     }
 
+    /// Starts the graceful shutdown because this cog cannot go on (its output is closed
+    /// for good, say): the other cogs finish as usual, then [`Escapement::run`] returns
+    /// `reason` as its error (the daemon exits 1). The first reason given is kept.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.core.failure.get_or_insert_with(|| reason.into());
+        self.core.shutdown = true;
+    }
+
     /// Whether the shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         self.core.shutdown
@@ -893,6 +905,7 @@ impl Escapement {
             notices: Vec::new(),
             pause_dirty: false,
             shutdown: false,
+            failure: None,
             metrics_requested: false,
             next_event_id: 1,
             now: Instant::now(),
@@ -1073,7 +1086,10 @@ impl Escapement {
                 self.core.shutdown = true;
             }
             if self.core.shutdown && self.step_shutdown() {
-                return Ok(());
+                return match self.core.failure.take() {
+                    Some(reason) => Err(reason.into()),
+                    None => Ok(()),
+                };
             }
             if self.core.shutdown && self.stop_deadline.is_none() {
                 self.stop_deadline = self.core.options.stop_timeout.map(|t| Instant::now() + t);

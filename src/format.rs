@@ -1,11 +1,11 @@
 //! How drains render a [`Record`] as one line: `raw`, `json` or `template`.
 
 use crate::config::{CogParams, ConfigError, Param, ParamType};
-use crate::record::{Path, Record, Value};
+use crate::record::{Path, Record, Value, write_json_str_body};
 use crate::supply::message_key;
 
-/// The `format` and `template` keys every drain takes.
-pub const FORMAT_PARAMS: [Param; 2] = [
+/// The `format`, `template` and `escape` keys every drain takes.
+pub const FORMAT_PARAMS: [Param; 3] = [
     Param::opt(
         "format",
         ParamType::Choice(&["raw", "json", "template"]),
@@ -15,7 +15,16 @@ pub const FORMAT_PARAMS: [Param; 2] = [
     Param::unset(
         "template",
         ParamType::Str,
-        "with format = \"template\": text with {field} and {a.b} placeholders; {{ and }} are literal braces",
+        "with format = \"template\": text with {field} and {a.b} placeholders; {field|json} \
+         renders the value as JSON (strings quoted and escaped, null when missing); {{ and }} \
+         are literal braces",
+    ),
+    Param::opt(
+        "escape",
+        ParamType::Choice(&["none", "json"]),
+        "none",
+        "with format = \"template\": json escapes every placeholder's text as the inside of a \
+         JSON string (quotes, backslashes, control characters), for templates shaped as JSON",
     ),
 ];
 
@@ -31,26 +40,35 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
-    /// Reads `format` and `template` from a drain's parameters.
+    /// Reads `format`, `template` and `escape` from a drain's parameters.
     pub fn from_params(p: &CogParams<'_>) -> Result<OutputFormat, ConfigError> {
         match p.choice_or("format", &["raw", "json", "template"], "raw")? {
-            "json" => Ok(OutputFormat::Json),
             "template" => {
                 let t = p.str("template")?.ok_or_else(|| {
                     p.error("format", "format = \"template\" needs a `template` key")
                 })?;
+                let escape = match p.choice_or("escape", &["none", "json"], "none")? {
+                    "json" => Escape::Json,
+                    _ => Escape::None,
+                };
                 Template::parse(t)
-                    .map(OutputFormat::Template)
+                    .map(|t| OutputFormat::Template(t.escaped(escape)))
                     .map_err(|m| p.error("template", m))
             }
-            _ => {
-                if p.node("template").is_some() {
-                    return Err(p.error(
-                        "template",
-                        "`template` is used only with format = \"template\"",
-                    ));
+            format => {
+                for key in ["template", "escape"] {
+                    if p.node(key).is_some() {
+                        return Err(p.error(
+                            key,
+                            format!("`{key}` is used only with format = \"template\""),
+                        ));
+                    }
                 }
-                Ok(OutputFormat::Raw)
+                Ok(if format == "json" {
+                    OutputFormat::Json
+                } else {
+                    OutputFormat::Raw
+                })
             }
         }
     }
@@ -89,21 +107,47 @@ fn write_plain(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// How a template writes the text of its placeholders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Escape {
+    /// As it is (`escape = "none"`, the default).
+    #[default]
+    None,
+    /// Escaped as the inside of a JSON string (`escape = "json"`): a template such as
+    /// `{{"msg":"{message}"}}` then writes valid JSON whatever the value holds.
+    Json,
+}
+
 #[derive(Debug, Clone)]
 enum Piece {
     Text(Vec<u8>),
+    /// A field written as text.
     Field(Path),
+    /// A field written as text escaped for the inside of a JSON string.
+    Escaped(Path),
+    /// A field written as a JSON value (`{field|json}`): `null` when missing.
+    Json(Path),
 }
 
 /// A parsed `template`: literal text and `{field.path}` placeholders. Missing fields
 /// render as nothing.
+///
+/// A `|` in a placeholder starts a filter (so field names cannot hold one), and
+/// `{field|json}` writes the value as a JSON value whatever the escaping: strings and raw
+/// bytes quoted and escaped (invalid UTF-8 as U+FFFD), numbers and booleans bare, maps and
+/// lists as JSON, a missing field as `null`. With [`Escape::Json`] every other placeholder
+/// writes its text escaped as the inside of a JSON string (without quotes: the template
+/// has them), non-text values as they render in plain text.
 #[derive(Debug, Clone)]
 pub struct Template {
     pieces: Vec<Piece>,
 }
 
+/// The filters a placeholder may name after `|`.
+const FILTERS: &str = "json";
+
 impl Template {
-    /// Parses a template; the error says which column is wrong.
+    /// Parses a template (with [`Escape::None`]); the error says which column is wrong.
     pub fn parse(s: &str) -> Result<Template, String> {
         let mut pieces = Vec::new();
         let mut text = Vec::new();
@@ -123,14 +167,27 @@ impl Template {
                     let Some(len) = s[i + 1..].find('}') else {
                         return Err(format!("template column {}: `{{` is never closed", i + 1));
                     };
-                    let name = &s[i + 1..i + 1 + len];
+                    let inner = &s[i + 1..i + 1 + len];
+                    let (name, filter) = match inner.rsplit_once('|') {
+                        Some((name, filter)) => (name, Some(filter.trim())),
+                        None => (inner, None),
+                    };
                     let path = Path::parse(name.trim()).map_err(|e| {
                         format!("template column {}: bad field {name:?}: {e}", i + 2)
                     })?;
                     if !text.is_empty() {
                         pieces.push(Piece::Text(std::mem::take(&mut text)));
                     }
-                    pieces.push(Piece::Field(path));
+                    pieces.push(match filter {
+                        None => Piece::Field(path),
+                        Some("json") => Piece::Json(path),
+                        Some(f) => {
+                            return Err(format!(
+                                "template column {}: unknown filter {f:?} (known: {FILTERS})",
+                                i + 3 + name.len()
+                            ));
+                        }
+                    });
                     i += len + 2;
                 }
                 b'}' => {
@@ -151,6 +208,21 @@ impl Template {
         Ok(Template { pieces })
     }
 
+    /// The same template, writing placeholders' text with `escape`.
+    pub fn escaped(mut self, escape: Escape) -> Template {
+        // Decided here once, so that writing a plain placeholder tests nothing more.
+        for p in &mut self.pieces {
+            *p = match std::mem::replace(p, Piece::Text(Vec::new())) {
+                Piece::Field(path) | Piece::Escaped(path) => match escape {
+                    Escape::None => Piece::Field(path),
+                    Escape::Json => Piece::Escaped(path),
+                },
+                other => other,
+            };
+        }
+        self
+    }
+
     /// Appends the rendered template (without newline).
     pub fn write(&self, r: &Record, out: &mut Vec<u8>) {
         for p in &self.pieces {
@@ -161,8 +233,45 @@ impl Template {
                         write_plain(v, out);
                     }
                 }
+                other => write_json_piece(other, r, out),
             }
         }
+    }
+}
+
+/// Writes an escaped or `|json` placeholder. Kept out of line so that plain templates
+/// render as fast as they did before these existed.
+#[inline(never)]
+fn write_json_piece(p: &Piece, r: &Record, out: &mut Vec<u8>) {
+    match p {
+        Piece::Escaped(path) => {
+            if let Some(v) = r.get_path(path) {
+                write_plain_json_escaped(v, out);
+            }
+        }
+        Piece::Json(path) => match r.get_path(path) {
+            Some(v) => v.write_json(out),
+            None => out.extend_from_slice(b"null"),
+        },
+        Piece::Text(_) | Piece::Field(_) => {}
+    }
+}
+
+/// Writes a value's plain text (as [`write_plain`]) escaped as the inside of a JSON string.
+fn write_plain_json_escaped(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Bytes(b) => write_json_str_body(out, b),
+        Value::Str(_) | Value::Shared(_) => {
+            write_json_str_body(out, v.as_bytes().unwrap_or_default())
+        }
+        Value::List(_) | Value::Map(_) => {
+            // Their rendering holds quotes: escape it as a whole.
+            let mut text = Vec::new();
+            v.write_json(&mut text);
+            write_json_str_body(out, &text);
+        }
+        // Numbers, booleans, times and addresses render with nothing to escape.
+        other => write_plain(other, out),
     }
 }
 
@@ -183,6 +292,27 @@ mod tests {
         assert!(Template::parse("{open").is_err());
         assert!(Template::parse("close}").is_err());
         assert!(Template::parse("{a..b}").is_err());
+    }
+
+    #[test]
+    fn json_escape_and_filter() {
+        let mut r = Record::new();
+        r.insert(Key::new("m"), Value::Bytes(b"a\"b\\c\nd\x01\xff".to_vec()));
+        r.insert(Key::new("n"), Value::Int(-3));
+        let render = |t: Template| {
+            let mut out = Vec::new();
+            t.write(&r, &mut out);
+            String::from_utf8(out).unwrap()
+        };
+        let t = Template::parse(r#"{{"m":"{m}","n":{n}}}"#).unwrap();
+        assert_eq!(
+            render(t.escaped(Escape::Json)),
+            "{\"m\":\"a\\\"b\\\\c\\nd\\u0001\u{FFFD}\",\"n\":-3}"
+        );
+        let t = Template::parse("{m|json} {n | json} {x|json}").unwrap();
+        assert_eq!(render(t), "\"a\\\"b\\\\c\\nd\\u0001\u{FFFD}\" -3 null");
+        let e = Template::parse("{m|csv}").unwrap_err();
+        assert!(e.contains("column 4: unknown filter \"csv\""), "{e}");
     }
 
     #[test]

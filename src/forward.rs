@@ -50,7 +50,7 @@ const MAX_IOV: usize = 64;
 const NOBUFS_WAIT: Duration = Duration::from_millis(10);
 
 /// The keys shared by every forwarding drain (besides its address key and framing).
-pub const FORWARD_PARAMS: [Param; 7] = [
+pub const FORWARD_PARAMS: [Param; 8] = [
     FORMAT_PARAMS[0],
     FORMAT_PARAMS[1],
     Param::opt(
@@ -83,6 +83,7 @@ pub const FORWARD_PARAMS: [Param; 7] = [
         "30s",
         "at shutdown, how long buffered records may take to go out; the rest is logged as unsent",
     ),
+    FORMAT_PARAMS[2],
 ];
 
 /// How records are delimited on the wire.

@@ -108,7 +108,7 @@ impl Stash {
                 Value::Bytes(b) => self.keep_buffer(std::mem::take(b)),
                 Value::Str(s) => self.keep_buffer(std::mem::take(s).into_bytes()),
                 Value::List(_) | Value::Map(_) => self.keep_value(std::mem::take(v)),
-                Value::Shared(SharedStr::Counted(_)) => *v = Value::Null,
+                Value::Shared(SharedStr::Counted(_)) | Value::BigInt(_) => *v = Value::Null,
                 // Listed rather than `_`: a new variant that owns memory must get an arm.
                 Value::Shared(SharedStr::Interned(_) | SharedStr::Inline(_))
                 | Value::Null

@@ -10,6 +10,7 @@
 //! | `%y` | two-digit year: 69-99 are 19xx, 00-68 are 20xx (POSIX) |
 //! | `%m` | month, 1 or 2 digits |
 //! | `%b` `%h` `%B` | English month name, abbreviated or full, any case |
+//! | `%a` `%A` | English weekday name, abbreviated or full, any case (see below) |
 //! | `%d` | day of the month, 1 or 2 digits; `%e` also allows a leading space |
 //! | `%j` | day of the year, 1 to 3 digits |
 //! | `%H` `%M` `%S` | hour, minute, second (60 allowed for leap seconds) |
@@ -23,6 +24,12 @@
 //! Other characters must match exactly. Parts the format does not give default to the
 //! epoch's (1970-01-01 00:00:00, UTC), as with strptime; a value with text left over after
 //! the format, or with a field out of range (month 13, 31 April), is an error.
+//!
+//! A weekday (`%a`, `%A`) must agree with the date when the format gives the year (`%Y`,
+//! `%y`, `%F`) or epoch seconds (`%s`, whose date is taken at the value's `%z` offset):
+//! `Tue 2024-01-01` is an error, which catches a value read with the wrong format. Without
+//! a year the weekday cannot be checked and is only read (`%a %b %e %T`, as in some
+//! syslog-style lines).
 //!
 //! ```
 //! use deadbeat::timefmt::TimeFormat;
@@ -44,6 +51,7 @@ enum Item {
     Year2,
     Month,
     MonthName,
+    WeekDay,
     Day { space: bool },
     YearDay,
     Hour,
@@ -104,6 +112,7 @@ impl TimeFormat {
                 'y' => items.push(Item::Year2),
                 'm' => items.push(Item::Month),
                 'b' | 'h' | 'B' => items.push(Item::MonthName),
+                'a' | 'A' => items.push(Item::WeekDay),
                 'd' => items.push(Item::Day { space: false }),
                 'e' => items.push(Item::Day { space: true }),
                 'j' => items.push(Item::YearDay),
@@ -132,7 +141,7 @@ impl TimeFormat {
                 other => {
                     return Err(format!(
                         "time format {format:?}: unsupported conversion %{other} \
-                         (supported: %Y %y %m %b %h %B %d %e %j %H %M %S %f %z %s %T %F %% %n %t)"
+                         (supported: %Y %y %m %b %h %B %a %A %d %e %j %H %M %S %f %z %s %T %F %% %n %t)"
                     ));
                 }
             }
@@ -160,13 +169,18 @@ impl TimeFormat {
                         i += 1;
                     }
                 }
-                Item::Year => p.year = i64::from(digits(s, &mut i, 4, "expected a year")?),
+                Item::Year => {
+                    p.year = i64::from(digits(s, &mut i, 4, "expected a year")?);
+                    p.has_year = true;
+                }
                 Item::Year2 => {
                     let y = i64::from(digits(s, &mut i, 2, "expected a two-digit year")?);
                     p.year = if y < 69 { 2000 + y } else { 1900 + y };
+                    p.has_year = true;
                 }
                 Item::Month => p.month = digits(s, &mut i, 2, "expected a month")?,
                 Item::MonthName => p.month = month_name(s, &mut i)?,
+                Item::WeekDay => p.wday = Some(weekday_name(s, &mut i)?),
                 Item::Day { space } => {
                     if space && s.get(i) == Some(&b' ') {
                         i += 1;
@@ -224,9 +238,12 @@ impl TimeFormat {
 /// What a format read, before it is turned into a timestamp.
 struct Fields {
     year: i64,
+    has_year: bool,
     month: u32,
     day: u32,
     yday: Option<u32>,
+    /// Days since Sunday, when the format reads a weekday.
+    wday: Option<u32>,
     hour: u32,
     minute: u32,
     second: u32,
@@ -239,9 +256,11 @@ impl Default for Fields {
     fn default() -> Self {
         Fields {
             year: 1970,
+            has_year: false,
             month: 1,
             day: 1,
             yday: None,
+            wday: None,
             hour: 0,
             minute: 0,
             second: 0,
@@ -255,6 +274,8 @@ impl Default for Fields {
 impl Fields {
     fn finish(self) -> Result<Timestamp, TimeError> {
         if let Some(secs) = self.epoch {
+            let local = secs.saturating_add(i64::from(self.offset) * 60);
+            check_weekday(self.wday, local.div_euclid(86_400))?;
             return Ok(Timestamp::new(secs, self.nanos, self.offset));
         }
         if self.hour > 23 || self.minute > 59 || self.second > 60 {
@@ -278,6 +299,9 @@ impl Fields {
                 days_from_civil(self.year, self.month, self.day)
             }
         };
+        if self.has_year {
+            check_weekday(self.wday, days)?;
+        }
         let local = days * 86_400 + i64::from(self.hour * 3600 + self.minute * 60 + self.second)
             - i64::from(self.offset) * 60;
         Ok(Timestamp::new(local, self.nanos, self.offset))
@@ -349,6 +373,46 @@ fn month_name(s: &[u8], i: &mut usize) -> Result<u32, TimeError> {
         *i += rest.len();
     }
     Ok(m)
+}
+
+const WEEKDAYS: [&[u8]; 7] = [
+    b"sunday",
+    b"monday",
+    b"tuesday",
+    b"wednesday",
+    b"thursday",
+    b"friday",
+    b"saturday",
+];
+
+/// Reads an abbreviated or full English weekday name, as days since Sunday.
+fn weekday_name(s: &[u8], i: &mut usize) -> Result<u32, TimeError> {
+    const WHAT: TimeError = TimeError("expected a weekday name");
+    let abbr = s.get(*i..*i + 3).ok_or(WHAT)?;
+    let d = WEEKDAYS
+        .iter()
+        .position(|d| d[..3].eq_ignore_ascii_case(abbr))
+        .ok_or(WHAT)?;
+    *i += 3;
+    // The full name is taken when the rest of it follows.
+    let rest = &WEEKDAYS[d][3..];
+    if s.get(*i..*i + rest.len())
+        .is_some_and(|r| r.eq_ignore_ascii_case(rest))
+    {
+        *i += rest.len();
+    }
+    Ok(d as u32)
+}
+
+/// Checks a weekday read from the text against the day it belongs to (days since
+/// 1970-01-01, a Thursday).
+fn check_weekday(wday: Option<u32>, days: i64) -> Result<(), TimeError> {
+    match wday {
+        Some(w) if i64::from(w) != (days + 4).rem_euclid(7) => {
+            Err(TimeError("weekday does not match the date"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads `Z`, `+hh`, `+hhmm` or `+hh:mm` as minutes east of UTC.
@@ -549,6 +613,55 @@ mod tests {
         assert!(ts("%s", "99999999999999999999").is_err());
         assert!(TimeFormat::new("%Q").is_err());
         assert!(TimeFormat::new("abc%").is_err());
+    }
+
+    #[test]
+    fn weekdays() {
+        // ctime / asctime, as in many application logs.
+        let ctime = "%a %b %e %H:%M:%S %Y";
+        assert_eq!(
+            ts(ctime, "Mon Jan  1 00:00:00 2024").as_deref(),
+            Ok("2024-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            ts("%A, %d %B %Y", "thursday, 29 February 2024").as_deref(),
+            Ok("2024-02-29T00:00:00Z")
+        );
+        // %a and %A read either form.
+        assert_eq!(
+            ts("%A %F", "Sat 2000-01-01").as_deref(),
+            Ok("2000-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            ts("%a %F", "SATURDAY 2000-01-01").as_deref(),
+            Ok("2000-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            ts("%a %y%m%d", "Wed 691231").as_deref(),
+            Ok("1969-12-31T00:00:00Z")
+        );
+        // The wrong day for the date is an error.
+        assert_eq!(
+            ts(ctime, "Tue Jan  1 00:00:00 2024"),
+            Err(TimeError("weekday does not match the date"))
+        );
+        assert!(ts("%a", "Mo").is_err());
+        assert!(ts("%a", "Xyz").is_err());
+        // Epoch seconds: the weekday of the local date, at the offset given.
+        assert_eq!(
+            ts("%a %s %z", "Tue 1700000000 +0000").as_deref(),
+            Ok("2023-11-14T22:13:20Z")
+        );
+        assert_eq!(
+            ts("%a %s %z", "Wed 1700000000 +0200").as_deref(),
+            Ok("2023-11-15T00:13:20+02:00")
+        );
+        assert!(ts("%a %s %z", "Tue 1700000000 +0200").is_err());
+        // Without a year the weekday is read, not checked.
+        assert_eq!(
+            ts("%a %b %e %T", "Sun Jan  1 00:00:00").as_deref(),
+            Ok("1970-01-01T00:00:00Z")
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `file_out`: records appended to a file, or to one file per value of some fields.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
+use crate::checkpoint::{Ledger, Mark};
 use crate::config::{
     BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType, parse_duration,
 };
@@ -31,6 +32,11 @@ const UNKNOWN: &str = "_unknown_";
 /// Bad rendered paths logged per `reopen_check` period; the rest are only counted, so a
 /// stream of hostile field values cannot flood the log.
 const BAD_PATH_LOGS: u32 = 10;
+
+/// First wait before retrying a failed write; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two retries of a failed write.
+const RETRY_MAX: Duration = Duration::from_secs(16);
 
 /// Buffer kept by an idle templated output after a burst.
 const IDLE_BUFFER: usize = 64 << 10;
@@ -53,6 +59,12 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// `max_open_files` files are kept open: when a new one is needed the least recently
 /// written is flushed, synced if `fsync` says so, and closed.
 ///
+/// **Existing data.** Each file is appended to (`mode = "append"`, the default): running
+/// the same configuration twice adds the records again. `mode = "truncate"` empties each
+/// file the first time it is opened in a run (not at a reopen after rotation, nor when a
+/// templated file closed for `max_open_files` is opened again). The first open of each
+/// file is logged at info with its path and how many bytes it already held.
+///
 /// A plain path (no placeholder) keeps the single-file behaviour: its directory must exist
 /// unless `create_dirs = true`, and an unopenable file is an error at start.
 ///
@@ -61,13 +73,40 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// `reopen_check` as a safety net) and reopened: lines buffered before a rename still go to
 /// the renamed file, new lines to a fresh file at the path.
 ///
+/// **Symbolic links.** A file is opened with `O_NOFOLLOW`: a symbolic link at the path
+/// (planted there to make the daemon append to another file) is refused and logged. For a
+/// plain path the records are held and retried until the link is gone; for a templated
+/// path the record goes to the fallback file, counted as an error. `follow_symlinks = true`
+/// follows them (a path that is a link on purpose). Only the last component is checked:
+/// directories of the path are trusted.
+///
+/// **Exactly-once.** With `exactly_once = true` (a plain path, in a train fed by one
+/// `tail` and nothing else), the file's size is kept in the tail's checkpoint, written in
+/// the same atomic save as the tail's offsets: before acknowledging records, the drain
+/// marks the size they end at (with `fsync`, the synced size). At start the file is cut
+/// back to the marked size if it is the marked file (same device and inode) and longer,
+/// which removes what was written after the last checkpoint, since the tail sends it again
+/// from the saved offsets; the cut is logged. Then the current size is marked and saved
+/// before anything is written. So a crash (`kill -9`) neither loses nor repeats a record.
+/// After a power loss, what the page cache lost is sent again only if it was not yet
+/// acknowledged: use `fsync = "always"` or `"interval:..."` for that promise. Limits:
+/// a file replaced at the path or shorter than its mark is not cut (warned, appended
+/// to), and records acknowledged into a rotated file after the last checkpoint are written
+/// again to the new file after a crash. `exactly_once` is a configuration error with a
+/// template, with `mode = "truncate"`, without a `tail` before the drain, with another
+/// supply in the train, or when other trains send records to it.
+///
 /// **Durability.** `fsync = "never"` acknowledges after the write; `"always"` calls
 /// `fdatasync` after each batch's write, before acknowledging; `"interval:5s"` syncs every
 /// open file that was written to every five seconds and acknowledges records only after the
 /// sync covering them (a supply's checkpoint then trails by up to the interval).
 ///
-/// A failed write or sync (disk full, say) keeps the unwritten data, pauses the supplies,
-/// logs once and retries every second; nothing is dropped.
+/// A failed write or sync (disk full, a file it may not write) keeps the unwritten data,
+/// pauses the supplies, logs once and retries after a second, backing off to every 16 s;
+/// nothing is dropped while the daemon runs. A stop waits for the retries up to `[engine]
+/// stop_timeout` (30 s by default); if that passes, the records still held are logged
+/// (records, bytes, files) and not written: supplies with checkpoints send them again on
+/// the next run.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -76,8 +115,11 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// format = "json"                 # raw | json | template
 /// create_dirs = true              # default: true for templates, false for a plain path
 /// max_open_files = 256
+/// mode = "append"                 # append | truncate (empty each file at its first open)
 /// fsync = "interval:5s"           # never | always | interval:DURATION
 /// reopen_check = "1s"             # "0s": only SIGHUP and inotify
+/// follow_symlinks = false         # true: write through a symbolic link at the path
+/// exactly_once = false            # true: plain path fed by one tail: no loss, no repeat
 /// ```
 pub struct FileOut {
     format: OutputFormat,
@@ -86,6 +128,13 @@ pub struct FileOut {
     max_open: usize,
     fsync: Fsync,
     reopen_check: Duration,
+    follow_symlinks: bool,
+    mode: Mode,
+    /// With `exactly_once`: the ledger saved with the feeding supply's checkpoint.
+    ledger: Option<Ledger>,
+    /// Paths opened in this run: truncated (`mode = "truncate"`) and logged on the first
+    /// open only.
+    opened: HashSet<PathBuf>,
     /// Outputs by slot; a plain path lives in slot 0 for good.
     slots: Vec<Option<OutFile>>,
     free: Vec<usize>,
@@ -96,7 +145,18 @@ pub struct FileOut {
     path_buf: Vec<u8>,
     clock: u64,
     failing: bool,
+    /// Wait before the next retry while failing.
+    retry_delay: Duration,
     bad_logged: u32,
+}
+
+/// What happens to data already in a file when it is first opened in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Keep it and write after it.
+    Append,
+    /// Empty the file first.
+    Truncate,
 }
 
 /// When written data is made durable.
@@ -212,7 +272,51 @@ fn check_rendered(path: &[u8], root_len: usize) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Open errors that come from the name itself, so retrying cannot help.
+/// Cuts the file just opened at `path` back to the size the previous run's checkpoint
+/// marked, if it is the file that was marked; returns its length afterwards.
+fn honour_mark(ledger: &Ledger, file: &File, path: &Path, cx: &mut Ctx) -> io::Result<u64> {
+    let meta = file.metadata()?;
+    let len = meta.len();
+    let Some(mark) = ledger.saved_mark(path)? else {
+        return Ok(len);
+    };
+    let shown = path.display().to_string();
+    if (mark.dev, mark.ino) != (meta.dev(), meta.ino()) {
+        slog::warn!(cx.logger(), "exactly-once: the output file is not the one the checkpoint marked (replaced or rotated since); cannot cut it back, appending";
+            "path" => shown, "marked_size" => mark.size);
+        return Ok(len);
+    }
+    if len > mark.size {
+        file.set_len(mark.size)?;
+        slog::info!(cx.logger(), "exactly-once: cut {} bytes written after the last checkpoint", len - mark.size;
+            "path" => shown, "size" => mark.size);
+        return Ok(mark.size);
+    }
+    if len < mark.size {
+        slog::warn!(cx.logger(), "exactly-once: the output file is shorter than the checkpoint marked (cut by someone else?); appending";
+            "path" => shown, "size" => len, "marked_size" => mark.size);
+    }
+    Ok(len)
+}
+
+/// Acknowledges what slot `s` holds once all of it is written; for an exactly-once
+/// output, first marks the size those records end at, so the checkpoint saved when the
+/// supply sees the acknowledgement carries it.
+fn acknowledge(s: &mut OutFile, ledger: Option<&Ledger>, cx: &mut Ctx) {
+    if let Some(ledger) = ledger
+        && s.lines.pending_bytes() == 0
+        && s.lines.pending_records() > 0
+    {
+        ledger.set_mark(Mark {
+            dev: s.identity.0,
+            ino: s.identity.1,
+            size: s.size,
+            path: s.path.clone(),
+        });
+    }
+    s.lines.acknowledge(cx);
+}
+
 /// A process killed in the middle of a write can leave its last line without a newline;
 /// ends it, so the first line appended now does not glue onto that fragment.
 fn end_torn_line(file: &mut File) -> io::Result<()> {
@@ -233,8 +337,24 @@ fn is_path_error(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EISDIR | libc::ENOTDIR | libc::ENAMETOOLONG | libc::ELOOP | libc::EINVAL)
-    )
+    ) || e.get_ref().is_some_and(|e| e.is::<SymlinkRefused>())
 }
+
+/// The path of an output is a symbolic link and `follow_symlinks` is off.
+#[derive(Debug)]
+struct SymlinkRefused(PathBuf);
+
+impl std::fmt::Display for SymlinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a symbolic link; refusing to write through it (follow_symlinks = false)",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for SymlinkRefused {}
 
 /// One output file.
 struct OutFile {
@@ -249,6 +369,8 @@ struct OutFile {
     last_used: u64,
     /// Bytes were written since the last `fdatasync`.
     unsynced: bool,
+    /// Length of the open file: its length when opened plus what was written since.
+    size: u64,
 }
 
 impl OutFile {
@@ -262,6 +384,7 @@ impl OutFile {
             lines,
             last_used: 0,
             unsynced: false,
+            size: 0,
         }
     }
 
@@ -287,6 +410,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ),
         FORMAT_PARAMS[0],
         FORMAT_PARAMS[1],
+        FORMAT_PARAMS[2],
         Param::unset(
             "create_dirs",
             ParamType::Bool,
@@ -313,6 +437,28 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "1s",
             "how often to stat the path and reopen a file that was moved or removed \
              (besides inotify); \"0s\" turns the check off",
+        ),
+        Param::opt(
+            "mode",
+            ParamType::Str,
+            "append",
+            "append: write after what each file holds; truncate: empty each file when it is \
+             first opened in this run",
+        ),
+        Param::opt(
+            "exactly_once",
+            ParamType::Bool,
+            "false",
+            "plain path fed by one `tail` in the same train: keep the output's size in the \
+             tail's checkpoint and cut the file back to it at start, so a crash neither \
+             loses nor repeats a record",
+        ),
+        Param::opt(
+            "follow_symlinks",
+            ParamType::Bool,
+            "false",
+            "write through a symbolic link at the path; by default a link there is refused \
+             (logged; the records are held, or go to the fallback file of a template)",
         ),
     ],
     fields: &[],
@@ -360,6 +506,39 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     out.max_open = max_open;
     out.fsync = fsync;
     out.reopen_check = reopen_check;
+    out.follow_symlinks = p.bool_or("follow_symlinks", false)?;
+    out.mode = match p.str_or("mode", "append")? {
+        "append" => Mode::Append,
+        "truncate" => Mode::Truncate,
+        m => {
+            return Err(p.error(
+                "mode",
+                format!("expected \"append\" or \"truncate\", found {m:?}"),
+            ));
+        }
+    };
+    if p.bool_or("exactly_once", false)? {
+        if out.template.is_some() {
+            return Err(p.error(
+                "exactly_once",
+                "exactly-once output takes a plain path, not a template",
+            ));
+        }
+        if out.mode == Mode::Truncate {
+            return Err(p.error(
+                "exactly_once",
+                "mode = \"truncate\" would empty what the checkpoint counts as written; \
+                 exactly-once output appends",
+            ));
+        }
+        let ledger = bx.drain_ledger().map_err(|m| p.error("exactly_once", m))?;
+        // Read the previous run's marks now, before the supply can save a checkpoint of
+        // its own over them; an unreadable checkpoint is reported when the drain starts.
+        if let Some(Some(s)) = out.slots.first() {
+            let _ = ledger.saved_mark(&s.path);
+        }
+        out.ledger = Some(ledger);
+    }
     Ok(Box::new(out))
 }
 
@@ -391,6 +570,10 @@ impl FileOut {
             max_open: 256,
             fsync: Fsync::Never,
             reopen_check: Duration::from_secs(1),
+            follow_symlinks: false,
+            mode: Mode::Append,
+            ledger: None,
+            opened: HashSet::new(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -398,6 +581,7 @@ impl FileOut {
             path_buf: Vec::new(),
             clock: 0,
             failing: false,
+            retry_delay: RETRY_FIRST,
             bad_logged: 0,
         }
     }
@@ -407,24 +591,90 @@ impl FileOut {
     }
 
     fn open_path(&self, path: &Path) -> io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let flags = if self.follow_symlinks {
+            0
+        } else {
+            libc::O_NOFOLLOW
+        };
         let open = || {
-            OpenOptions::new()
+            let r = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .read(true)
-                .open(path)
+                .custom_flags(flags)
+                .open(path);
+            match r {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ELOOP)
+                        && !self.follow_symlinks
+                        && std::fs::symlink_metadata(path)
+                            .is_ok_and(|m| m.file_type().is_symlink()) =>
+                {
+                    Err(io::Error::other(SymlinkRefused(path.to_path_buf())))
+                }
+                r => r,
+            }
         };
-        let mut file = match open() {
+        match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.create_dirs => {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                open()?
+                open()
             }
-            r => r?,
-        };
-        end_torn_line(&mut file)?;
-        Ok(file)
+            r => r,
+        }
+    }
+
+    /// Prepares a file just opened at `path` for appending: empties it on its first open
+    /// in this run with `mode = "truncate"`, else ends a torn last line; logs where the
+    /// output goes the first time.
+    fn prepare(&mut self, file: &mut File, path: &Path, cx: &mut Ctx) -> io::Result<()> {
+        let first = !self.opened.contains(path);
+        let mut existing = file.metadata()?.len();
+        if first && let Some(ledger) = &self.ledger {
+            existing = honour_mark(ledger, file, path, cx)?;
+        }
+        if first && self.mode == Mode::Truncate {
+            file.set_len(0)?;
+        } else {
+            end_torn_line(file)?;
+        }
+        if first {
+            self.opened.insert(path.to_path_buf());
+            let shown = path.display().to_string();
+            match (self.mode, existing) {
+                (Mode::Truncate, n) if n > 0 => {
+                    slog::info!(cx.logger(), "writing to output file, truncated {} existing bytes", n;
+                        "path" => shown, "mode" => "truncate")
+                }
+                (_, 0) => slog::info!(cx.logger(), "writing to output file, new or empty";
+                    "path" => shown),
+                (_, n) => {
+                    slog::info!(cx.logger(), "writing to output file, appending to {} existing bytes", n;
+                        "path" => shown, "mode" => "append")
+                }
+            }
+        }
+        if let Some(ledger) = &self.ledger {
+            // Saved before anything is written, so a crash before the supply's first
+            // checkpoint still finds where this file ended.
+            let meta = file.metadata()?;
+            ledger.set_mark(Mark {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+                path: path.to_path_buf(),
+            });
+            ledger.save_now().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot save the exactly-once mark in the checkpoint: {e}"),
+                )
+            })?;
+        }
+        Ok(())
     }
 
     /// Opens slot `i`'s file (closing the least recently written one if at the limit)
@@ -434,7 +684,8 @@ impl FileOut {
         let Some(path) = self.slot(i).map(|s| s.path.clone()) else {
             return Ok(());
         };
-        let file = self.open_path(&path)?;
+        let mut file = self.open_path(&path)?;
+        self.prepare(&mut file, &path, cx)?;
         let meta = file.metadata()?;
         let wd = if cx.has_inotify() {
             let local = Local::try_from(i)
@@ -460,6 +711,7 @@ impl FileOut {
                 let was_closed = s.file.is_none();
                 s.file = Some(file);
                 s.identity = (meta.dev(), meta.ino());
+                s.size = meta.len();
                 s.wd = wd;
                 was_closed
             }
@@ -535,14 +787,19 @@ impl FileOut {
                 return Ok(());
             };
             if let Some(f) = &mut s.file {
-                s.lines.write_to(f)?;
-                s.unsynced = true;
+                let before = s.lines.pending_bytes();
+                let r = s.lines.write_to(f);
+                let written = before - s.lines.pending_bytes();
+                s.size += written as u64;
+                s.unsynced |= written > 0;
+                r?;
             }
         }
         let fsync = self.fsync;
-        if let Some(s) = self.slot(i) {
+        let ledger = self.ledger.as_ref();
+        if let Some(Some(s)) = self.slots.get_mut(i) {
             match fsync {
-                Fsync::Never => s.lines.acknowledge(cx),
+                Fsync::Never => acknowledge(s, ledger, cx),
                 Fsync::Always => {
                     if s.unsynced
                         && let Some(f) = &s.file
@@ -550,7 +807,7 @@ impl FileOut {
                         f.sync_data()?;
                         s.unsynced = false;
                     }
-                    s.lines.acknowledge(cx);
+                    acknowledge(s, ledger, cx);
                 }
                 Fsync::Interval(_) => {}
             }
@@ -560,7 +817,8 @@ impl FileOut {
 
     /// Syncs slot `i`'s file if it was written to, then acknowledges what it holds.
     fn sync_slot(&mut self, i: usize, cx: &mut Ctx) -> io::Result<()> {
-        let Some(s) = self.slot(i) else {
+        let ledger = self.ledger.as_ref();
+        let Some(Some(s)) = self.slots.get_mut(i) else {
             return Ok(());
         };
         if s.unsynced
@@ -569,7 +827,7 @@ impl FileOut {
             f.sync_data()?;
             s.unsynced = false;
         }
-        s.lines.acknowledge(cx);
+        acknowledge(s, ledger, cx);
         Ok(())
     }
 
@@ -608,12 +866,14 @@ impl FileOut {
             }
         }
         if ok {
+            self.retry_delay = RETRY_FIRST;
             if std::mem::take(&mut self.failing) {
                 slog::info!(cx.logger(), "output files writable again");
                 cx.resume_supplies();
             }
         } else {
-            let _ = cx.timer_after(Duration::from_secs(1), RETRY);
+            let _ = cx.timer_after(self.retry_delay, RETRY);
+            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
         }
     }
 
@@ -711,7 +971,13 @@ impl FileOut {
         let s = self.slots.get(i)?.as_ref()?;
         let f = s.file.as_ref()?;
         let deleted = f.metadata().is_ok_and(|m| m.nlink() == 0);
-        let moved = match std::fs::metadata(&s.path) {
+        // Without following links, a link planted at the path is a replacement too.
+        let meta = if self.follow_symlinks {
+            std::fs::metadata(&s.path)
+        } else {
+            std::fs::symlink_metadata(&s.path)
+        };
+        let moved = match meta {
             Ok(m) => (m.dev(), m.ino()) != s.identity,
             Err(e) => e.kind() == io::ErrorKind::NotFound,
         };
@@ -888,7 +1154,23 @@ impl Cog<Record> for FileOut {
         }
     }
 
-    fn done(&mut self, _: &mut Ctx) {
+    fn done(&mut self, cx: &mut Ctx) {
+        // Anything still held here was never written: the stop ended without finishing.
+        let (mut records, mut bytes, mut files) = (0, 0, Vec::new());
+        for s in self.slots.iter().flatten() {
+            if s.lines.pending_records() > 0 || s.lines.pending_bytes() > 0 {
+                records += s.lines.pending_records();
+                bytes += s.lines.pending_bytes();
+                if files.len() < 5 {
+                    files.push(s.path.display().to_string());
+                }
+            }
+        }
+        if records > 0 || bytes > 0 {
+            slog::error!(cx.logger(), "stopped before every output file was written: records not written";
+                "cog" => "file_out", "records" => records, "bytes" => bytes,
+                "files" => files.join(", "));
+        }
         for s in self.slots.iter_mut().flatten() {
             s.file = None;
         }

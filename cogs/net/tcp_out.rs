@@ -48,7 +48,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 9] = [
+const PARAMS: [Param; 10] = [
     Param::req(
         "address",
         ParamType::Str,
@@ -67,6 +67,7 @@ const PARAMS: [Param; 9] = [
     FORWARD_PARAMS[4],
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
+    FORWARD_PARAMS[7],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

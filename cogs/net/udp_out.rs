@@ -90,6 +90,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ),
         FORMAT_PARAMS[0],
         FORMAT_PARAMS[1],
+        FORMAT_PARAMS[2],
         Param::opt(
             "max_message_bytes",
             ParamType::Size,

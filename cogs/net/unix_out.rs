@@ -35,7 +35,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 10] = [
+const PARAMS: [Param; 11] = [
     Param::req("path", ParamType::Path, "the socket to connect to"),
     Param::opt(
         "mode",
@@ -56,6 +56,7 @@ const PARAMS: [Param; 10] = [
     FORWARD_PARAMS[4],
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
+    FORWARD_PARAMS[7],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

@@ -10,7 +10,8 @@ use super::common::{FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, com
 
 /// Parses a field as one JSON object (RFC 8259) and merges its keys as fields, at the top
 /// level or under `target`. Nested objects become maps, arrays lists, integers that fit
-/// 64 bits integers, other numbers floats.
+/// 64 bits integers, larger integers exact big integers (kept as their digits: they render
+/// back unchanged, and read as floats in comparisons), other numbers floats.
 ///
 /// Only objects are accepted: an array, a string, a number, `true`/`false`/`null` at the
 /// top fail ("expected a JSON object, found ...") as invalid JSON does ("at byte N: ..."),
@@ -65,7 +66,7 @@ fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
-        Value::Int(_) | Value::Float(_) => "a number",
+        Value::Int(_) | Value::BigInt(_) | Value::Float(_) => "a number",
         Value::List(_) => "an array",
         _ => "a string",
     }

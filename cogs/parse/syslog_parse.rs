@@ -148,7 +148,8 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// two small allocations.
 type Names = (Vec<Arc<str>>, Vec<Arc<str>>);
 
-fn pri_names() -> &'static Names {
+/// The facility and severity names, indexed by `PRI / 8` and `PRI % 8`.
+pub(crate) fn pri_names() -> &'static Names {
     static NAMES: OnceLock<Names> = OnceLock::new();
     NAMES.get_or_init(|| {
         (
@@ -181,7 +182,7 @@ pub fn parse(line: &[u8], now: Now, out: &mut Map) -> Result<(), ParseError> {
 }
 
 /// The PRI value and the position after `>`; the line starts with `<`.
-fn pri(line: &[u8]) -> Result<(usize, usize), ParseError> {
+pub(crate) fn pri(line: &[u8]) -> Result<(usize, usize), ParseError> {
     let mut v = 0usize;
     let mut i = 1;
     while let Some(&c @ b'0'..=b'9') = line.get(i) {

@@ -15,8 +15,11 @@ const RETRY: Local = 1;
 /// flushed on finish. Records are acknowledged once written.
 ///
 /// Writes block when the reader is slow: stdout is for pipelines and terminals, where
-/// that is the expected backpressure. A failed write (closed pipe) keeps the data,
-/// pauses the supplies and retries every second.
+/// that is the expected backpressure. A reader that closes the pipe (`| head -1`) is final,
+/// as for `cat`: the daemon stops (exit 1) and logs once how many records were not
+/// written; supplies with checkpoints send them again on the next run. Other write errors
+/// keep the data, pause the supplies and retry every second (until `[engine]
+/// stop_timeout` ends a stop).
 ///
 /// ```toml
 /// [[train.cog]]
@@ -27,6 +30,11 @@ const RETRY: Local = 1;
 pub struct Stdout {
     lines: LineBuffer,
     failing: bool,
+    /// The reader closed the pipe: nothing can be written any more.
+    closed: bool,
+    /// Records and bytes dropped since the pipe closed.
+    lost: (usize, usize),
+    reported: bool,
 }
 
 /// The descriptor of `stdout`.
@@ -49,10 +57,25 @@ impl Stdout {
         Stdout {
             lines: LineBuffer::new(format, 256 << 10),
             failing: false,
+            closed: false,
+            lost: (0, 0),
+            reported: false,
         }
     }
 
-    fn flush(&mut self, cx: &mut Ctx) {
+    /// Drops what is held once the pipe is closed; counts it as errors.
+    fn drop_held(&mut self, out: &mut Out<Record>) {
+        let (records, bytes) = self.lines.discard();
+        out.count_errors(records as u64);
+        self.lost.0 += records;
+        self.lost.1 += bytes;
+    }
+
+    fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.closed {
+            self.drop_held(out);
+            return;
+        }
         let mut w = io::stdout().lock();
         match self.lines.flush(&mut w, cx) {
             Ok(()) => {
@@ -60,6 +83,14 @@ impl Stdout {
                     slog::info!(cx.logger(), "standard output writable again");
                     cx.resume_supplies();
                 }
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                self.drop_held(out);
+                if std::mem::take(&mut self.failing) {
+                    cx.resume_supplies();
+                }
+                cx.fail("standard output was closed by its reader (broken pipe)");
             }
             Err(e) => {
                 if !self.failing {
@@ -72,6 +103,25 @@ impl Stdout {
             }
         }
     }
+
+    /// Logs, once, what was never written: dropped after the pipe closed, or still held
+    /// when a stop ended without finishing.
+    fn report(&mut self, cx: &mut Ctx) {
+        if self.reported {
+            return;
+        }
+        let (held, held_bytes) = (self.lines.pending_records(), self.lines.pending_bytes());
+        let (records, bytes) = (self.lost.0 + held, self.lost.1 + held_bytes);
+        if self.closed {
+            self.reported = true;
+            slog::error!(cx.logger(), "standard output was closed by its reader: records not written";
+                "cog" => "stdout", "records" => records, "bytes" => bytes);
+        } else if records > 0 {
+            self.reported = true;
+            slog::error!(cx.logger(), "stopped before standard output took everything: records not written";
+                "cog" => "stdout", "records" => records, "bytes" => bytes);
+        }
+    }
 }
 
 impl Cog<Record> for Stdout {
@@ -79,30 +129,37 @@ impl Cog<Record> for Stdout {
         "stdout"
     }
 
-    fn process_batch(&mut self, batch: &mut Vec<Record>, _: &mut Out<Record>, cx: &mut Ctx) {
+    fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         for r in batch.iter() {
             self.lines.push(r);
         }
         crate::pool::recycle(batch.drain(..));
         if !self.failing {
-            self.flush(cx);
+            self.flush(out, cx);
         }
     }
 
-    fn wake(&mut self, _: Local, _: Wake<'_>, _: &mut Out<Record>, cx: &mut Ctx) {
-        self.flush(cx);
+    fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.flush(out, cx);
         if !self.failing && cx.is_shutting_down() {
             cx.finished();
         }
     }
 
-    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        if self.lines.pending_bytes() > 0 || self.failing {
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.closed {
+            self.drop_held(out);
+            self.report(cx);
+        } else if self.lines.pending_bytes() > 0 || self.failing {
             cx.linger();
-            self.flush(cx);
+            self.flush(out, cx);
             if !self.failing {
                 cx.finished();
             }
         }
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.report(cx);
     }
 }

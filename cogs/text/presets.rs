@@ -529,12 +529,17 @@ fn quoted(s: &[u8]) -> Option<(Text<'_>, &[u8])> {
     None
 }
 
-/// OpenSSH's sshd lines as syslog writes them without a priority:
-/// `Dec 10 06:55:46 host sshd[24200]: Failed password for root from 1.2.3.4 port 22 ssh2`.
+/// OpenSSH's sshd lines as syslog writes them, with or without a priority:
+/// `Dec 10 06:55:46 host sshd[24200]: Failed password for root from 1.2.3.4 port 22 ssh2`,
+/// `<38>Dec 10 06:55:46 host sshd[24200]: ...`, and `sshd(pam_unix)[24200]: ...` as older
+/// PAM stacks log.
 #[derive(Debug, Clone)]
 pub struct Sshd {
+    facility: Key,
+    severity: Key,
     time: Key,
     host: Key,
+    module: Key,
     pid: Key,
     message: Key,
     user: Key,
@@ -545,8 +550,11 @@ pub struct Sshd {
 impl Sshd {
     fn new() -> Sshd {
         Sshd {
+            facility: Key::new("facility"),
+            severity: Key::new("severity"),
             time: Key::new("time"),
             host: Key::new("host"),
+            module: Key::new("module"),
             pid: Key::new("pid"),
             message: Key::new("message"),
             user: Key::new("user"),
@@ -555,9 +563,19 @@ impl Sshd {
         }
     }
 
-    /// Parses one line; `user`, `client` and `port` are set only when the message names
-    /// them (in the wordings sshd and its PAM module use).
+    /// Parses one line; `facility` and `severity` are set only when the line has a
+    /// priority, `module` only for `sshd(MODULE)[pid]`, and `user`, `client` and `port`
+    /// only when the message names them (in the wordings sshd and its PAM module use).
     pub fn parse(&self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+        let mut pri = None;
+        let mut line = line;
+        if line.first() == Some(&b'<') {
+            // As `syslog_parse` reads it: the same rules, the same names.
+            let (p, after) = crate::cogs::parse::syslog_parse::pri(line)
+                .map_err(|_| Failure::NoMatch("bad priority: expected <0> to <191>"))?;
+            pri = Some(p);
+            line = &line[after..];
+        }
         // `Mmm dd hh:mm:ss`, the day padded with a space: 15 bytes.
         let time = line
             .get(..15)
@@ -569,8 +587,18 @@ impl Sshd {
         let sp = find(rest, b' ').ok_or_else(|| Failure::NoMatch("expected a host"))?;
         let (host, rest) = (&rest[..sp], &rest[sp + 1..]);
         let rest = rest
-            .strip_prefix(b"sshd[")
+            .strip_prefix(b"sshd")
             .ok_or_else(|| Failure::NoMatch("not an sshd line"))?;
+        let (module, rest) = match rest {
+            [b'[', rest @ ..] => (None, rest),
+            [b'(', rest @ ..] => {
+                let close = find(rest, b')')
+                    .filter(|&c| c > 0 && rest.get(c + 1) == Some(&b'['))
+                    .ok_or_else(|| Failure::NoMatch("expected sshd(module)[pid]"))?;
+                (Some(&rest[..close]), &rest[close + 2..])
+            }
+            _ => return Err(Failure::NoMatch("not an sshd line")),
+        };
         let end = find(rest, b']').ok_or_else(|| Failure::NoMatch("expected sshd[pid]"))?;
         let pid = &rest[..end];
         let pid = parse_int(pid).ok_or_else(|| Failure::convert(self.pid, "an int", pid))?;
@@ -578,8 +606,22 @@ impl Sshd {
             .strip_prefix(b": ")
             .ok_or_else(|| Failure::NoMatch("expected ': ' after sshd[pid]"))?;
 
+        if let Some(p) = pri {
+            let (facilities, severities) = crate::cogs::parse::syslog_parse::pri_names();
+            out.insert(
+                self.facility,
+                Value::Shared(facilities[p / 8].clone().into()),
+            );
+            out.insert(
+                self.severity,
+                Value::Shared(severities[p % 8].clone().into()),
+            );
+        }
         out.insert(self.time, text_value(time));
         out.insert(self.host, text_value(host));
+        if let Some(module) = module {
+            out.insert(self.module, text_value(module));
+        }
         out.insert(self.pid, Value::Int(pid));
         out.insert(self.message, text_value(message));
         if let Some(user) = sshd_user(message) {
@@ -790,6 +832,65 @@ mod tests {
             Err(r#"field pid: not an int: "x""#.into())
         );
         assert!(parse("sshd", "Dec 10").is_err());
+    }
+
+    #[test]
+    fn sshd_priority_and_module() {
+        // A priority gives facility and severity, as `syslog_parse` names them.
+        assert_eq!(
+            parse("sshd", "<38>Jan  1 00:00:00 host sshd[1]: Accepted publickey for git from 10.0.0.1 port 2222 ssh2").as_deref(),
+            Ok(concat!(
+                r#"{"facility":"auth","severity":"info","time":"Jan  1 00:00:00","host":"host","pid":1,"#,
+                r#""message":"Accepted publickey for git from 10.0.0.1 port 2222 ssh2","#,
+                r#""user":"git","client":"10.0.0.1","port":2222}"#
+            ))
+        );
+        // `sshd(pam_unix)[pid]`: the part in parentheses is the module.
+        assert_eq!(
+            parse("sshd", "Jan  1 00:00:00 host sshd(pam_unix)[1234]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4").as_deref(),
+            Ok(concat!(
+                r#"{"time":"Jan  1 00:00:00","host":"host","module":"pam_unix","pid":1234,"#,
+                r#""message":"authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4","#,
+                r#""client":"218.188.2.4"}"#
+            ))
+        );
+        let got = parse(
+            "sshd",
+            "<86>Jun 14 15:16:02 combo sshd(pam_unix)[19937]: check pass; user unknown",
+        )
+        .expect("parses");
+        assert!(
+            got.starts_with(r#"{"facility":"authpriv","severity":"info","time":"Jun 14 15:16:02","host":"combo","module":"pam_unix","pid":19937,"#),
+            "{got}"
+        );
+        for (bad, why) in [
+            (
+                "<192>Jan  1 00:00:00 h sshd[1]: x",
+                "no match: bad priority: expected <0> to <191>",
+            ),
+            (
+                "<38 Jan  1 00:00:00 h sshd[1]: x",
+                "no match: bad priority: expected <0> to <191>",
+            ),
+            (
+                "<38>Jan  1 00:00:00 h cron[1]: x",
+                "no match: not an sshd line",
+            ),
+            (
+                "Jan  1 00:00:00 h sshdx[1]: x",
+                "no match: not an sshd line",
+            ),
+            (
+                "Jan  1 00:00:00 h sshd()[1]: x",
+                "no match: expected sshd(module)[pid]",
+            ),
+            (
+                "Jan  1 00:00:00 h sshd(pam_unix): x",
+                "no match: expected sshd(module)[pid]",
+            ),
+        ] {
+            assert_eq!(parse("sshd", bad), Err(why.into()), "{bad}");
+        }
     }
 
     #[test]

@@ -151,6 +151,10 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "user, client, port",
             "sshd: when the message names them (port as an int)",
         ),
+        (
+            "facility, severity, module",
+            "sshd: the names of a `<PRI>` in front, as syslog_parse gives them; MODULE of `sshd(MODULE)[pid]`",
+        ),
     ],
     build,
 };

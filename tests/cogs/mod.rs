@@ -5,4 +5,5 @@ mod flow;
 mod ip;
 mod parse;
 mod pipeline;
+mod template;
 mod text;

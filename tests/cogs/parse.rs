@@ -196,3 +196,28 @@ fn parsers_chain_and_invalid_utf8() {
         ]
     );
 }
+
+#[test]
+fn json_parse_keeps_big_integers_exact() {
+    // Beyond i64 a float would round 18446744073709551615 to 18446744073709552000.0.
+    let line = r#"{"u":18446744073709551615,"i":-9223372036854775809,"h":123456789012345678901234567890,"max":9223372036854775807}"#;
+    let out = run(
+        "[[train.cog]]\ntype = \"json_parse\"\n\n[[train.cog]]\ntype = \"remove\"\nfields = [\"message\"]\n",
+        format!("{line}\n").as_bytes(),
+    );
+    assert_eq!(out, [line]);
+    // A template renders the digits bare too.
+    let dir = TempDir::new("parse-big");
+    let config = dir.path().join("deadbeat.toml");
+    std::fs::write(
+        &config,
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"template\"\ntemplate = \"{u} {h|json}\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        run_config(&config, format!("{line}\n").as_bytes()),
+        ["18446744073709551615 123456789012345678901234567890"]
+    );
+}

@@ -131,6 +131,39 @@ target = "p"
     );
 }
 
+/// `%a`: a ctime-style time (`Mon Jan  1 00:00:00 2024`) parses, checked against the date.
+#[cfg(feature = "regex")]
+#[test]
+fn timestamp_with_weekday() {
+    let input = "Mon Jan  1 00:00:00 2024 started\nTuesday Jan  1 00:00:00 2024 wrong day\n";
+    let dir = run(
+        "regex-weekday",
+        input,
+        r#"[[train.cog]]
+type = "regex"
+pattern = '^(?P<at>\S+ \S+ +\S+ \S+ \d+) (?P<what>.*)$'
+types = { at = "timestamp:%a %b %e %T %Y" }
+target = "p"
+"#,
+        "",
+    );
+    let got: Vec<Record> = lines(&dir.path().join("out.json"))
+        .iter()
+        .map(|l| Record::parse_json(l.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].get(Key::new("p")).map(|p| p.to_string()).as_deref(),
+        Some(r#"{"at":"2024-01-01T00:00:00Z","what":"started"}"#)
+    );
+    let err = got[1].get(Key::new("error")).map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .is_some_and(|e| e.contains("not a timestamp")),
+        "{err:?}"
+    );
+}
+
 const MIXED: &str = "1.2.3.4 - - [22/Nov/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"-\"\n\
                      not an access log line\n\
                      1.2.3.4 - - [22/Nov/2024:10:00:00 +0000] \"GET / HTTP/1.1\" 200 x \"-\" \"-\"\n\
@@ -277,4 +310,35 @@ fn sshd_preset_on_real_lines() {
     assert!(with("user") > 50, "{}", with("user"));
     assert!(with("port") > 20, "{}", with("port"));
     assert_eq!(with("pid"), 200);
+}
+
+/// Auth logs as many hosts write them: a priority in front (`<38>`), and the PAM module in
+/// the tag (`sshd(pam_unix)[pid]`); both parse, beside the plain shape.
+#[test]
+fn sshd_preset_priority_and_module() {
+    let input = "<38>Jan  1 00:00:00 host sshd[1]: Failed password for root from 10.0.0.9 port 4242 ssh2\n\
+                 Jan  1 00:00:01 host sshd(pam_unix)[1234]: authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4  user=root\n\
+                 Jan  1 00:00:02 host sshd[7]: Connection closed by 10.0.0.9 port 4242 [preauth]\n";
+    let dir = run(
+        "regex-sshd-pri",
+        input,
+        "[[train.cog]]\ntype = \"regex\"\npreset = \"sshd\"\ntarget = \"sshd\"\n",
+        "",
+    );
+    let out: Vec<String> = lines(&dir.path().join("out.json"))
+        .iter()
+        .map(|l| {
+            let r = Record::parse_json(l.as_bytes()).unwrap();
+            assert!(r.get(Key::new("error")).is_none(), "{l}");
+            r.get(Key::new("sshd")).unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        out,
+        [
+            r#"{"facility":"auth","severity":"info","time":"Jan  1 00:00:00","host":"host","pid":1,"message":"Failed password for root from 10.0.0.9 port 4242 ssh2","user":"root","client":"10.0.0.9","port":4242}"#,
+            r#"{"time":"Jan  1 00:00:01","host":"host","module":"pam_unix","pid":1234,"message":"authentication failure; logname= uid=0 euid=0 tty=NODEVssh ruser= rhost=218.188.2.4  user=root","user":"root","client":"218.188.2.4"}"#,
+            r#"{"time":"Jan  1 00:00:02","host":"host","pid":7,"message":"Connection closed by 10.0.0.9 port 4242 [preauth]","client":"10.0.0.9","port":4242}"#,
+        ]
+    );
 }

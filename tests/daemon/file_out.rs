@@ -366,3 +366,198 @@ fn acknowledgements_wait_for_the_sync_that_covers_them() {
         (0, 3, all)
     );
 }
+
+/// Collects a child's stderr in the background, so a test can wait for a log line while
+/// the daemon runs.
+fn collect_stderr(child: &mut Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(mut err) = child.stderr.take() {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
+    log
+}
+
+/// A symbolic link planted at the output path while running (`ln -sfn ../victim.txt
+/// out/o.log`) is refused: the victim stays untouched, the records are held and written
+/// once the link is gone.
+fn planted_symlink_is_refused(inotify: bool) {
+    let dir = TempDir::new("fo-symlink");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let victim = dir.path().join("victim.txt");
+    std::fs::write(&victim, "victim\n").unwrap();
+    let cfg = reopening_config(dir.path(), inotify, "path = \"out/o.log\"\n");
+    let out = dir.path().join("out/o.log");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    let log = collect_stderr(&mut child);
+    stdin.write_all(b"before\n").unwrap();
+    wait_for("the first line", || line_count(&out) == 1);
+    let tmp = dir.path().join("out/.o.log.tmp");
+    std::os::unix::fs::symlink("../victim.txt", &tmp).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    wait_for("the refused link to be logged", || {
+        log.lock().unwrap().contains("is a symbolic link")
+    });
+    stdin.write_all(b"held 1\nheld 2\n").unwrap();
+    wait_for("the held write to be logged", || {
+        log.lock().unwrap().contains("writing output file failed")
+    });
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    std::fs::remove_file(&out).unwrap();
+    wait_for("the held lines in a fresh file", || line_count(&out) == 2);
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = log.lock().unwrap().clone();
+    assert!(st.success(), "exit {st:?}: {err}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "victim\n");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "held 1\nheld 2\n");
+}
+
+#[test]
+fn planted_symlink_is_refused_with_inotify() {
+    planted_symlink_is_refused(true);
+}
+
+#[test]
+fn planted_symlink_is_refused_by_polling() {
+    planted_symlink_is_refused(false);
+}
+
+/// `follow_symlinks = true` writes through a link at the path, and a templated path sends
+/// a record whose file is a link to the fallback file instead.
+#[test]
+fn symlinks_are_followed_only_when_asked() {
+    let dir = TempDir::new("fo-symlink-keys");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let target = dir.path().join("target.txt");
+    std::os::unix::fs::symlink("../target.txt", dir.path().join("out/a.log")).unwrap();
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/a.log\"\nfollow_symlinks = true\n",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"through\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "through\n");
+
+    let cfg = stdin_config(dir.path(), "", "path = \"out/{message}.log\"\n");
+    let (st, _, err) = run_with_stdin(&cfg, b"a\nb\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "through\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/_unknown_.log")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/b.log")).unwrap(),
+        "b\n"
+    );
+    assert!(err.contains("is a symbolic link"), "{err}");
+}
+
+/// The log says where each file is written and what it already held; the default mode
+/// appends, `mode = "truncate"` empties each file at its first open in a run.
+#[test]
+fn first_open_is_logged_and_mode_decides_what_stays() {
+    let dir = TempDir::new("fo-mode");
+    let out = dir.path().join("out.log");
+    let shown = out.display().to_string();
+    let append = stdin_config(dir.path(), "", "path = \"out.log\"\n");
+    let (st, _, err) = run_with_stdin(&append, b"one\ntwo\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, new or empty") && err.contains(&shown),
+        "{err}"
+    );
+    let (st, _, err) = run_with_stdin(&append, b"three\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, appending to 8 existing bytes"),
+        "{err}"
+    );
+    assert_eq!(err.matches("writing to output file").count(), 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\nthree\n");
+
+    let truncate = stdin_config(dir.path(), "", "path = \"out.log\"\nmode = \"truncate\"\n");
+    let (st, _, err) = run_with_stdin(&truncate, b"four\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("writing to output file, truncated 14 existing bytes"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "four\n");
+
+    let bad = stdin_config(dir.path(), "", "path = \"out.log\"\nmode = \"overwrite\"\n");
+    let res = check(&bad);
+    assert_eq!(res.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("\"mode\""),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}
+
+/// A templated file closed for `max_open_files` and opened again in the same run is not
+/// emptied again by `mode = "truncate"`.
+#[test]
+fn truncate_empties_a_templated_file_once_per_run() {
+    let dir = TempDir::new("fo-mode-tpl");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(dir.path().join("out/a.log"), "old\n").unwrap();
+    let cfg = stdin_config(
+        dir.path(),
+        "",
+        "path = \"out/{message}.log\"\nmode = \"truncate\"\nmax_open_files = 1\n",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"a\nb\na\nb\na\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/a.log")).unwrap(),
+        "a\na\na\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out/b.log")).unwrap(),
+        "b\nb\n"
+    );
+}
+
+/// The bundled quick start, run twice: the log names the output file, and the second run
+/// leaves the same output instead of appending a second copy.
+#[test]
+fn quickstart_twice_says_where_and_writes_once() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = TempDir::new("fo-quickstart");
+    let out = dir.path().join("out.json");
+    let text = std::fs::read_to_string(root.join("config/quickstart.toml"))
+        .unwrap()
+        .replace("../var/quickstart.json", out.to_str().unwrap())
+        .replace("../var/state", dir.path().join("state").to_str().unwrap())
+        .replace(
+            "data/access.log",
+            root.join("config/data/access.log").to_str().unwrap(),
+        );
+    let cfg = write_config(dir.path(), &text);
+    let first = run_ok(&cfg);
+    let once = std::fs::read(&out).unwrap();
+    let second = run_ok(&cfg);
+    assert_eq!(std::fs::read(&out).unwrap(), once);
+    let shown = out.display().to_string();
+    for res in [first, second] {
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(
+            err.lines()
+                .any(|l| l.contains("writing to output file") && l.contains(&shown)),
+            "{err}"
+        );
+    }
+}

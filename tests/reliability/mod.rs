@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
+mod broken_output;
 mod disk_full;
+mod exactly_once;
 mod kill9;
 mod malformed;
 mod sighup;
