@@ -1167,15 +1167,13 @@ impl Config {
                             // "0s" is no limit: a stop then waits for every cog.
                             self.engine.stop_timeout = parse_duration(t).filter(|d| !d.is_zero())
                         }
-                        (key, _) => {
-                            return Err(self.section_error(
-                                v,
-                                "engine",
-                                key,
-                                "expected inotify = true|false, workers = 0..1024, \
-                                 stop_timeout = \"30s\" (\"0s\": no limit)",
-                            ));
-                        }
+                        (key, _) => self.push(self.section_error(
+                            v,
+                            "engine",
+                            key,
+                            "expected inotify = true|false, workers = 0..1024, \
+                             stop_timeout = \"30s\" (\"0s\": no limit)",
+                        )),
                     }
                 }
             }
@@ -1996,6 +1994,23 @@ mod tests {
         let e = c.build(&Registry::builtin(), &discard).unwrap_err();
         assert_eq!(e.at, Some((2, 8)));
         assert!(e.msg.contains("no supply"), "{}", e.msg);
+    }
+
+    #[test]
+    fn every_error_is_reported_in_file_order() {
+        let e = parse(
+            "[engine]\nworkers = -1\ninotify = 3\n[[train]]\nname = \"m\"\n[[train.cog]]\n\
+             type = \"stdin\"\ncolour = 1\n[[train.cog]]\ntype = \"stdot\"\n",
+        )
+        .unwrap_err();
+        let at: Vec<_> = e.all().iter().map(|e| e.at).collect();
+        assert_eq!(
+            at,
+            [Some((2, 11)), Some((3, 11)), Some((8, 1)), Some((10, 8))],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 4, "{e}");
+        assert_eq!(e.at, Some((2, 11)), "the first, through Deref");
     }
 
     #[test]
