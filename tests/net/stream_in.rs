@@ -170,7 +170,7 @@ fn logger_octet_counted_and_newline_clients_on_auto_framing() {
     assert!(got.contains("\"received_at\":\""), "{got}");
     let err = d.stop_err();
     assert!(
-        err.contains("cog=tcp_in in=0 out=4 dropped=0 errors=0"),
+        err.contains("cog=tcp_in#1 in=0 out=4 dropped=0 errors=0"),
         "{err}"
     );
 }
@@ -201,7 +201,7 @@ fn unix_datagram_and_stream_with_logger() {
     let err = d.stop_err();
     assert!(!sock.exists(), "socket file left behind");
     assert!(
-        err.contains("cog=unix_in in=0 out=2 dropped=0 errors=0"),
+        err.contains("cog=unix_in#1 in=0 out=2 dropped=0 errors=0"),
         "{err}"
     );
 
@@ -382,7 +382,7 @@ fn bad_clients_are_counted_and_others_served() {
     let err = d.stop_err();
     assert!(err.contains("bad framing"), "{err}");
     assert!(
-        err.contains("cog=tcp_in in=0 out=205 dropped=0 errors=2"),
+        err.contains("cog=tcp_in#1 in=0 out=205 dropped=0 errors=2"),
         "{err}"
     );
 }
@@ -412,7 +412,7 @@ fn max_connections_closes_the_surplus() {
     assert!(err.contains("max_connections reached"), "{err}");
     // The readiness probe of Daemon::tcp may count as a refusal too, if it raced.
     assert!(
-        err.contains("cog=tcp_in in=0 out=3 dropped=0 errors="),
+        err.contains("cog=tcp_in#1 in=0 out=3 dropped=0 errors="),
         "{err}"
     );
 }
