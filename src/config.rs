@@ -9,7 +9,7 @@
 //! [daemon]                  # used by `run --daemon`
 //! pidfile = "var/deadbeat.pid"
 //! [state]
-//! dir = "var/state"         # checkpoints; created if missing
+//! dir = "var/state"         # checkpoints; created when a cog first saves one
 //! [engine]
 //! inotify = true            # false: file cogs poll instead
 //! workers = 0               # worker threads for blocking jobs; 0 = one per core
@@ -40,6 +40,7 @@ use toml::de::{DeTable, DeValue};
 use crate::checkpoint::Ledger;
 use crate::cog::Cog;
 use crate::daemon::DaemonSettings;
+use crate::expr::FieldKind;
 use crate::log::{LogFormat, LogSettings, LogTarget};
 use crate::mailbox::Mailbox;
 use crate::record::Record;
@@ -74,6 +75,8 @@ pub struct ConfigErrorDetails {
     pub train: Option<String>,
     /// 1-based index and type of the cog concerned.
     pub cog: Option<(usize, String)>,
+    /// The cog's `name`, when the configuration gives one (else its id is `TYPE#N`).
+    pub cog_name: Option<String>,
     /// The key concerned.
     pub key: Option<String>,
     /// What is wrong, and what would be right.
@@ -90,8 +93,10 @@ impl fmt::Display for ConfigError {
         if let Some(t) = &self.train {
             context.push(format!("train {t:?}"));
         }
-        if let Some((i, ty)) = &self.cog {
-            context.push(format!("cog #{i} ({ty})"));
+        match (&self.cog, &self.cog_name) {
+            (Some((i, ty)), Some(name)) => context.push(format!("cog {name:?} ({ty}#{i})")),
+            (Some((i, ty)), None) => context.push(format!("cog {ty}#{i}")),
+            (None, _) => {}
         }
         if let Some(k) = &self.key {
             context.push(format!("key {k:?}"));
@@ -104,6 +109,52 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Every error found in a configuration, in file order (never empty). It dereferences to
+/// the first; displayed, it is one error per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The errors, in file order.
+    pub fn all(&self) -> &[ConfigError] {
+        &self.0
+    }
+
+    /// Sorted by place in the file (errors without one last), or `None` if there are none.
+    fn from_vec(mut v: Vec<ConfigError>) -> Option<ConfigErrors> {
+        v.sort_by_key(|e| e.at.map_or((usize::MAX, 0), |a| a));
+        v.dedup();
+        (!v.is_empty()).then_some(ConfigErrors(v))
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl std::ops::Deref for ConfigErrors {
+    type Target = ConfigError;
+    fn deref(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 /// The text of a configuration file, to turn byte offsets into lines and columns.
 #[derive(Debug)]
@@ -140,6 +191,7 @@ impl Source {
             at: span.map(|s| self.line_col(s.start)),
             train: None,
             cog: None,
+            cog_name: None,
             key: None,
             msg: msg.into(),
         }))
@@ -383,6 +435,20 @@ pub struct CogDescriptor {
     pub build: BuildFn,
 }
 
+/// A file a cog declared it writes ([`BuildCx::will_write`]), or a directory it writes in
+/// ([`BuildCx::will_write_in`]).
+#[derive(Debug)]
+struct WillWrite {
+    train: usize,
+    cog: usize,
+    key: &'static str,
+    path: PathBuf,
+    /// Whether the cog creates missing directories.
+    create_dirs: bool,
+    /// Whether `path` is the directory itself.
+    dir: bool,
+}
+
 /// What builders may need beyond their parameters.
 #[derive(Debug)]
 pub struct BuildCx<'a> {
@@ -394,6 +460,11 @@ pub struct BuildCx<'a> {
     pub logger: &'a Logger,
     train_names: Vec<&'a str>,
     current_train: Cell<usize>,
+    current_cog: Cell<usize>,
+    /// Files cogs declared they write.
+    writes: RefCell<Vec<WillWrite>>,
+    /// Whether a cog keeps checkpoints in the state directory.
+    state_used: Cell<bool>,
     /// Mailboxes of trains that others send to, by train index.
     mailboxes: RefCell<Vec<Option<Rc<Mailbox<Record>>>>>,
     feeds: RefCell<Vec<(usize, usize)>>,
@@ -427,12 +498,39 @@ impl BuildCx<'_> {
         &self.train_names
     }
 
+    /// For a cog that writes files: declares that it will create or append to `path` (set
+    /// by its key `key`), so that `check` and `run` report at once a directory that is
+    /// missing or not writable, or a file that cannot be written, instead of the cog
+    /// failing once started. In a templated path, the directory before the first `{` is
+    /// checked. `create_dirs`: the cog creates missing directories itself.
+    pub fn will_write(&self, path: &Path, key: &'static str, create_dirs: bool) {
+        self.declare_write(path, key, create_dirs, false);
+    }
+
+    /// For a cog that creates, moves or deletes files in the directory `dir` (set by its
+    /// key `key`): as [`will_write`](BuildCx::will_write), for the directory itself.
+    pub fn will_write_in(&self, dir: &Path, key: &'static str, create_dirs: bool) {
+        self.declare_write(dir, key, create_dirs, true);
+    }
+
+    fn declare_write(&self, path: &Path, key: &'static str, create_dirs: bool, dir: bool) {
+        self.writes.borrow_mut().push(WillWrite {
+            train: self.current_train.get(),
+            cog: self.current_cog.get(),
+            key,
+            path: path.to_path_buf(),
+            create_dirs,
+            dir,
+        });
+    }
+
     /// For a supply that keeps checkpoints: the ledger of the train being built, which its
     /// checkpoint carries (see [`CheckpointStore::with_ledger`]). Only the train's first
     /// checkpointing supply gets it.
     ///
     /// [`CheckpointStore::with_ledger`]: crate::checkpoint::CheckpointStore::with_ledger
     pub fn supply_ledger(&self) -> Option<Ledger> {
+        self.state_used.set(true);
         let mut ledgers = self.ledgers.borrow_mut();
         let (ledger, supplies) = &mut ledgers[self.current_train.get()];
         *supplies += 1;
@@ -495,6 +593,10 @@ pub struct CogParams<'a> {
     train: &'a str,
     index: usize,
     ty: &'a str,
+    id: &'a str,
+    named: bool,
+    /// Fields whose kind the cogs before this one make known.
+    kinds: Vec<(String, FieldKind)>,
     table_span: Range<usize>,
     entries: &'a [(Spanned<String>, Node)],
     base_dir: &'a Path,
@@ -524,6 +626,7 @@ impl<'a> CogParams<'a> {
         let mut e = self.src.error(Some(span), msg);
         e.train = Some(self.train.to_string());
         e.cog = Some((self.index + 1, self.ty.to_string()));
+        e.cog_name = self.named.then(|| self.id.to_string());
         e.key = key.map(str::to_string);
         e
     }
@@ -531,6 +634,19 @@ impl<'a> CogParams<'a> {
     /// Name of the train the cog is in.
     pub fn train(&self) -> &str {
         self.train
+    }
+
+    /// What the field at `path` (dotted) holds when the cogs before this one in its train
+    /// make it known: a `regex` pattern's `types`, a constant of `set`. `None` when it
+    /// cannot be known (most parsers set fields of any kind).
+    pub fn field_kind(&self, path: &str) -> Option<FieldKind> {
+        self.kinds.iter().find(|(p, _)| p == path).map(|(_, k)| *k)
+    }
+
+    /// The cog's id in its train, as logs and counters show it: its `name` key, or
+    /// `TYPE#N` with N its 1-based position in the train.
+    pub fn id(&self) -> &str {
+        self.id
     }
 
     /// The raw value of a key.
@@ -684,10 +800,12 @@ impl<'a> CogParams<'a> {
 
     /// Checks every key against the descriptor: unknown keys, missing required keys and
     /// values of the wrong type are errors.
-    fn validate(&self, d: &CogDescriptor) -> Result<(), ConfigError> {
+    fn validate(&self, d: &CogDescriptor) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
         for (k, n) in self.entries {
             let key = k.get_ref().as_str();
-            if key == "type" {
+            // Keys every cog takes; `parse_trains` checks them.
+            if key == "type" || key == "name" {
                 continue;
             }
             let Some(p) = d.params.iter().find(|p| p.name == key) else {
@@ -697,23 +815,24 @@ impl<'a> CogParams<'a> {
                 } else {
                     format!("known keys: {}", known.join(", "))
                 };
-                return Err(self.error_at(
+                errors.push(self.error_at(
                     &k.span(),
                     Some(key),
                     format!("unknown key for cog {:?} ({hint})", d.name),
                 ));
+                continue;
             };
-            self.check_type(p, n)?;
+            errors.extend(self.check_type(p, n).err());
         }
         for p in d.params.iter().filter(|p| p.required) {
             if self.node(p.name).is_none() {
-                return Err(self.cog_error(format!(
+                errors.push(self.cog_error(format!(
                     "missing required key {:?} ({}: {})",
                     p.name, p.ty, p.help
                 )));
             }
         }
-        Ok(())
+        errors
     }
 
     fn check_type(&self, p: &Param, n: &Node) -> Result<(), ConfigError> {
@@ -877,6 +996,12 @@ pub struct TrainConfig {
 #[derive(Debug, Clone)]
 struct CogConfig {
     ty: String,
+    /// `name`, or `TYPE#N`.
+    id: String,
+    /// Whether `name` was given.
+    named: bool,
+    /// Whether its type, name and keys are valid, so that it can be built.
+    valid: bool,
     span: Range<usize>,
     entries: Vec<(Spanned<String>, Node)>,
 }
@@ -897,19 +1022,25 @@ pub struct Config {
     pub engine: EngineSettings,
     /// The trains, in file order.
     pub trains: Vec<TrainConfig>,
+    /// Errors found while parsing, reported with those of building.
+    errors: RefCell<Vec<ConfigError>>,
+    /// Where `[log] target` and `[state] dir` are written, for errors about those paths.
+    path_spans: Vec<(&'static str, Range<usize>)>,
 }
 
 const TOP_KEYS: &[&str] = &["log", "daemon", "state", "engine", "train"];
 
 impl Config {
-    /// Reads and validates a configuration file (not yet building cogs).
-    pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigError> {
+    /// Reads and validates a configuration file (not yet building cogs); the error lists
+    /// every mistake found.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError(Box::new(ConfigErrorDetails {
                 file: path.to_path_buf(),
                 at: None,
                 train: None,
                 cog: None,
+                cog_name: None,
                 key: None,
                 msg: format!("cannot read the configuration: {e}"),
             }))
@@ -918,14 +1049,55 @@ impl Config {
     }
 
     /// Parses and validates configuration text; `path` names it in errors and anchors
-    /// relative paths.
-    pub fn parse(path: &Path, text: String, registry: &Registry) -> Result<Config, ConfigError> {
+    /// relative paths. The error lists every mistake found.
+    pub fn parse(path: &Path, text: String, registry: &Registry) -> Result<Config, ConfigErrors> {
+        let cfg = Self::parse_all(path, text, registry)?;
+        let errors = cfg.errors.borrow().clone();
+        match ConfigErrors::from_vec(errors) {
+            Some(e) => Err(e),
+            None => Ok(cfg),
+        }
+    }
+
+    /// Reads a configuration file, keeping the errors of its parts for [`Config::check`]
+    /// to report with those of building; an error only when nothing can be checked
+    /// further (unreadable file, invalid TOML).
+    pub fn load_unchecked(path: &Path, registry: &Registry) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(Box::new(ConfigErrorDetails {
+                file: path.to_path_buf(),
+                at: None,
+                train: None,
+                cog: None,
+                cog_name: None,
+                key: None,
+                msg: format!("cannot read the configuration: {e}"),
+            }))
+        })?;
+        Self::parse_all(path, text, registry)
+    }
+
+    /// Builds the trains with a logger that discards, and checks the paths they and the
+    /// daemon will write: every error of the configuration, parsing included, or `Ok`.
+    /// What `check` runs, and `run` before it starts anything.
+    pub fn check(&self, registry: &Registry) -> Result<(), ConfigErrors> {
+        let discard = Logger::root(slog::Discard, slog::o!());
+        self.build(registry, &discard).map(|_| ())
+    }
+
+    fn push(&self, e: ConfigError) {
+        self.errors.borrow_mut().push(e);
+    }
+
+    fn parse_all(path: &Path, text: String, registry: &Registry) -> Result<Config, ConfigErrors> {
         let src = Source::new(path, text);
         let root = match DeTable::parse(&src.text) {
             Ok(t) => t,
             Err(e) => {
                 let msg = e.message().trim().to_string();
-                return Err(src.error(e.span().as_ref(), format!("invalid TOML: {msg}")));
+                return Err(src
+                    .error(e.span().as_ref(), format!("invalid TOML: {msg}"))
+                    .into());
             }
         };
         let root = convert_table(root.get_ref(), &src)?;
@@ -946,62 +1118,77 @@ impl Config {
                 stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             },
             trains: Vec::new(),
+            errors: RefCell::new(Vec::new()),
+            path_spans: Vec::new(),
             src,
         };
         let mut state_dir = "var/state".to_string();
         for (k, n) in &root {
-            let key = k.get_ref().as_str();
-            match key {
-                "log" => cfg.parse_log(n)?,
-                "daemon" => cfg.parse_daemon(n)?,
-                "state" => {
-                    for (k, v) in cfg.section(n, "state", &["dir"])? {
-                        if k.get_ref() == "dir" {
-                            state_dir = cfg.section_str(v, "state", "dir")?.to_string();
-                        }
-                    }
-                }
-                "engine" => {
-                    let keys = &["inotify", "workers", "stop_timeout"];
-                    for (k, v) in cfg.section(n, "engine", keys)? {
-                        match (k.get_ref().as_str(), &v.value) {
-                            ("inotify", NodeValue::Bool(b)) => cfg.engine.inotify = *b,
-                            ("workers", NodeValue::Int(i)) if (0..=1024).contains(i) => {
-                                cfg.engine.workers = *i as usize
-                            }
-                            ("stop_timeout", NodeValue::Str(t)) if parse_duration(t).is_some() => {
-                                // "0s" is no limit: a stop then waits for every cog.
-                                cfg.engine.stop_timeout = parse_duration(t).filter(|d| !d.is_zero())
-                            }
-                            (key, _) => {
-                                return Err(cfg.section_error(
-                                    v,
-                                    "engine",
-                                    key,
-                                    "expected inotify = true|false, workers = 0..1024, \
-                                     stop_timeout = \"30s\" (\"0s\": no limit)",
-                                ));
-                            }
-                        }
-                    }
-                }
-                "train" => cfg.parse_trains(n, registry)?,
-                _ => {
-                    return Err(cfg.src.error(
-                        Some(&k.span()),
-                        format!(
-                            "unknown top-level key {key:?} (known: {})",
-                            TOP_KEYS.join(", ")
-                        ),
-                    ));
-                }
+            if let Err(e) = cfg.top_level(k, n, registry, &mut state_dir) {
+                cfg.push(e);
             }
         }
         cfg.state_dir = resolve(&cfg.base_dir, &state_dir);
-        if cfg.trains.is_empty() {
-            return Err(cfg.src.error(None, "no [[train]] defined: nothing to run"));
+        if cfg.trains.is_empty() && cfg.errors.borrow().is_empty() {
+            cfg.push(cfg.src.error(None, "no [[train]] defined: nothing to run"));
         }
         Ok(cfg)
+    }
+
+    /// One top-level key: a section, or the trains.
+    fn top_level(
+        &mut self,
+        k: &Spanned<String>,
+        n: &Node,
+        registry: &Registry,
+        state_dir: &mut String,
+    ) -> Result<(), ConfigError> {
+        let key = k.get_ref().as_str();
+        match key {
+            "log" => self.parse_log(n)?,
+            "daemon" => self.parse_daemon(n)?,
+            "state" => {
+                for (k, v) in self.section(n, "state", &["dir"])? {
+                    if k.get_ref() == "dir" {
+                        self.path_spans.push(("state", v.span.clone()));
+                        *state_dir = self.section_str(v, "state", "dir")?.to_string();
+                    }
+                }
+            }
+            "engine" => {
+                let keys = &["inotify", "workers", "stop_timeout"];
+                for (k, v) in self.section(n, "engine", keys)? {
+                    match (k.get_ref().as_str(), &v.value) {
+                        ("inotify", NodeValue::Bool(b)) => self.engine.inotify = *b,
+                        ("workers", NodeValue::Int(i)) if (0..=1024).contains(i) => {
+                            self.engine.workers = *i as usize
+                        }
+                        ("stop_timeout", NodeValue::Str(t)) if parse_duration(t).is_some() => {
+                            // "0s" is no limit: a stop then waits for every cog.
+                            self.engine.stop_timeout = parse_duration(t).filter(|d| !d.is_zero())
+                        }
+                        (key, _) => self.push(self.section_error(
+                            v,
+                            "engine",
+                            key,
+                            "expected inotify = true|false, workers = 0..1024, \
+                             stop_timeout = \"30s\" (\"0s\": no limit)",
+                        )),
+                    }
+                }
+            }
+            "train" => self.parse_trains(n, registry),
+            _ => {
+                return Err(self.src.error(
+                    Some(&k.span()),
+                    format!(
+                        "unknown top-level key {key:?} (known: {})",
+                        TOP_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn section<'n>(
@@ -1009,23 +1196,27 @@ impl Config {
         n: &'n Node,
         name: &str,
         keys: &[&str],
-    ) -> Result<&'n [(Spanned<String>, Node)], ConfigError> {
+    ) -> Result<Vec<&'n (Spanned<String>, Node)>, ConfigError> {
         let NodeValue::Table(entries) = &n.value else {
             return Err(self
                 .src
                 .error(Some(&n.span), format!("[{name}] must be a table")));
         };
-        for (k, _) in entries {
-            if !keys.contains(&k.get_ref().as_str()) {
+        let mut known = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let k = &entry.0;
+            if keys.contains(&k.get_ref().as_str()) {
+                known.push(entry);
+            } else {
                 let mut e = self.src.error(
                     Some(&k.span()),
                     format!("unknown key in [{name}] (known: {})", keys.join(", ")),
                 );
                 e.key = Some(k.get_ref().clone());
-                return Err(e);
+                self.push(e);
             }
         }
-        Ok(entries)
+        Ok(known)
     }
 
     fn section_error(
@@ -1061,7 +1252,15 @@ impl Config {
 
     fn parse_log(&mut self, n: &Node) -> Result<(), ConfigError> {
         for (k, v) in self.section(n, "log", &["level", "target", "format"])? {
-            let key = k.get_ref().as_str();
+            if let Err(e) = self.log_key(k.get_ref(), v) {
+                self.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn log_key(&mut self, key: &str, v: &Node) -> Result<(), ConfigError> {
+        {
             let s = self.section_str(v, "log", key)?;
             match key {
                 "level" => {
@@ -1085,6 +1284,7 @@ impl Config {
                             ),
                         )
                     })?;
+                    self.path_spans.push(("log", v.span.clone()));
                     self.log.target = match t {
                         LogTarget::File(p) => {
                             LogTarget::File(resolve(&self.base_dir, &p.to_string_lossy()))
@@ -1110,7 +1310,15 @@ impl Config {
 
     fn parse_daemon(&mut self, n: &Node) -> Result<(), ConfigError> {
         for (k, v) in self.section(n, "daemon", &["pidfile", "user", "group", "umask", "chdir"])? {
-            let key = k.get_ref().as_str();
+            if let Err(e) = self.daemon_key(k.get_ref(), v) {
+                self.push(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn daemon_key(&mut self, key: &str, v: &Node) -> Result<(), ConfigError> {
+        {
             match key {
                 "umask" => {
                     let m = match &v.value {
@@ -1143,126 +1351,201 @@ impl Config {
         Ok(())
     }
 
-    fn parse_trains(&mut self, n: &Node, registry: &Registry) -> Result<(), ConfigError> {
+    fn parse_trains(&mut self, n: &Node, registry: &Registry) {
         let NodeValue::Array(trains) = &n.value else {
-            return Err(self.src.error(
+            self.push(self.src.error(
                 Some(&n.span),
                 "trains are written [[train]] (an array of tables)",
             ));
+            return;
         };
         for t in trains {
-            let NodeValue::Table(entries) = &t.value else {
-                return Err(self.src.error(Some(&t.span), "a [[train]] must be a table"));
-            };
-            let mut name: Option<(String, Range<usize>)> = None;
-            let mut cogs = Vec::new();
-            let mut cog_node = None;
-            for (k, v) in entries {
-                match k.get_ref().as_str() {
-                    "name" => match &v.value {
-                        NodeValue::Str(s) if !s.is_empty() => {
-                            name = Some((s.clone(), v.span.clone()))
-                        }
-                        _ => {
-                            return Err(self.src.error(
-                                Some(&v.span),
-                                "a train's name must be a non-empty string",
-                            ));
-                        }
-                    },
-                    "cog" => cog_node = Some(v),
-                    other => {
-                        return Err(self.src.error(
-                            Some(&k.span()),
-                            format!("unknown key {other:?} in [[train]] (known: name, cog)"),
-                        ));
+            if let Err(e) = self.parse_train(t, registry) {
+                self.push(e);
+            }
+        }
+    }
+
+    /// One `[[train]]`: an error when the train itself is unusable; errors of its cogs
+    /// are collected, and every cog keeps its place (positions name cogs).
+    fn parse_train(&mut self, t: &Node, registry: &Registry) -> Result<(), ConfigError> {
+        let NodeValue::Table(entries) = &t.value else {
+            return Err(self.src.error(Some(&t.span), "a [[train]] must be a table"));
+        };
+        let mut name: Option<(String, Range<usize>)> = None;
+        let mut cog_node = None;
+        for (k, v) in entries {
+            match k.get_ref().as_str() {
+                "name" => match &v.value {
+                    NodeValue::Str(s) if !s.is_empty() => name = Some((s.clone(), v.span.clone())),
+                    _ => {
+                        return Err(self
+                            .src
+                            .error(Some(&v.span), "a train's name must be a non-empty string"));
                     }
+                },
+                "cog" => cog_node = Some(v),
+                other => {
+                    self.push(self.src.error(
+                        Some(&k.span()),
+                        format!("unknown key {other:?} in [[train]] (known: name, cog)"),
+                    ));
                 }
             }
-            let Some((name, name_span)) = name else {
-                return Err(self.src.error(Some(&t.span), "this [[train]] has no name"));
-            };
-            if self.trains.iter().any(|x| x.name == name) {
-                return Err(self.src.error(
-                    Some(&name_span),
-                    format!("a train named {name:?} is defined twice"),
-                ));
-            }
-            let with_train = |mut e: ConfigError| {
-                e.train = Some(name.clone());
-                e
-            };
-            let Some(cog_node) = cog_node else {
-                return Err(with_train(
-                    self.src
-                        .error(Some(&t.span), "this train has no [[train.cog]]"),
-                ));
-            };
-            let NodeValue::Array(items) = &cog_node.value else {
-                return Err(with_train(
-                    self.src
-                        .error(Some(&cog_node.span), "cogs are written [[train.cog]]"),
-                ));
-            };
-            for (i, c) in items.iter().enumerate() {
-                let NodeValue::Table(entries) = &c.value else {
-                    return Err(with_train(
-                        self.src
-                            .error(Some(&c.span), "a [[train.cog]] must be a table"),
-                    ));
-                };
-                let ty = entries.iter().find(|(k, _)| k.get_ref() == "type");
-                let ty = match ty {
-                    Some((
-                        _,
-                        Node {
-                            value: NodeValue::Str(s),
-                            ..
-                        },
-                    )) => s.clone(),
-                    Some((_, other)) => {
-                        let mut e = with_train(
-                            self.src
-                                .error(Some(&other.span), "a cog's type must be a string"),
-                        );
-                        e.cog = Some((i + 1, "?".into()));
-                        return Err(e);
-                    }
-                    None => {
-                        let mut e =
-                            with_train(self.src.error(Some(&c.span), "this cog has no `type`"));
-                        e.cog = Some((i + 1, "?".into()));
-                        return Err(e);
-                    }
-                };
-                let cc = CogConfig {
-                    ty,
-                    span: c.span.clone(),
-                    entries: entries.clone(),
-                };
-                let params = self.params(&name, i, &cc);
-                let Some(desc) = registry.get(&cc.ty) else {
-                    let span = cc
-                        .entries
-                        .iter()
-                        .find(|(k, _)| k.get_ref() == "type")
-                        .map_or(cc.span.clone(), |(_, v)| v.span.clone());
-                    return Err(params.error_at(
-                        &span,
-                        Some("type"),
-                        format!("unknown cog type {:?} (`deadbeat cogs` lists them)", cc.ty),
-                    ));
-                };
-                params.validate(desc)?;
-                cogs.push(cc);
-            }
-            self.trains.push(TrainConfig {
-                name,
-                name_span,
-                cogs,
-            });
         }
+        let Some((name, name_span)) = name else {
+            return Err(self.src.error(Some(&t.span), "this [[train]] has no name"));
+        };
+        if self.trains.iter().any(|x| x.name == name) {
+            return Err(self.src.error(
+                Some(&name_span),
+                format!("a train named {name:?} is defined twice"),
+            ));
+        }
+        let with_train = |mut e: ConfigError| {
+            e.train = Some(name.clone());
+            e
+        };
+        let Some(cog_node) = cog_node else {
+            return Err(with_train(
+                self.src
+                    .error(Some(&t.span), "this train has no [[train.cog]]"),
+            ));
+        };
+        let NodeValue::Array(items) = &cog_node.value else {
+            return Err(with_train(
+                self.src
+                    .error(Some(&cog_node.span), "cogs are written [[train.cog]]"),
+            ));
+        };
+        let mut cogs: Vec<CogConfig> = Vec::with_capacity(items.len());
+        for (i, c) in items.iter().enumerate() {
+            let (cc, errors) = self.parse_cog(&name, i, c, &cogs, registry);
+            for e in errors {
+                self.push(with_train(e));
+            }
+            cogs.push(cc);
+        }
+        self.trains.push(TrainConfig {
+            name,
+            name_span,
+            cogs,
+        });
         Ok(())
+    }
+
+    /// One `[[train.cog]]`, always with its place kept: `valid` is false when it had
+    /// errors (returned, every one found), and it is then not built.
+    fn parse_cog(
+        &self,
+        train: &str,
+        i: usize,
+        c: &Node,
+        before: &[CogConfig],
+        registry: &Registry,
+    ) -> (CogConfig, Vec<ConfigError>) {
+        let mut errors = Vec::new();
+        let mut cc = CogConfig {
+            ty: "?".into(),
+            id: format!("?#{}", i + 1),
+            named: false,
+            valid: false,
+            span: c.span.clone(),
+            entries: Vec::new(),
+        };
+        let at_cog = |e: ConfigError, ty: &str| {
+            let mut e = e;
+            e.cog = Some((i + 1, ty.to_string()));
+            e
+        };
+        let NodeValue::Table(entries) = &c.value else {
+            errors.push(at_cog(
+                self.src
+                    .error(Some(&c.span), "a [[train.cog]] must be a table"),
+                "?",
+            ));
+            return (cc, errors);
+        };
+        cc.entries = entries.clone();
+        match entries.iter().find(|(k, _)| k.get_ref() == "type") {
+            Some((
+                _,
+                Node {
+                    value: NodeValue::Str(s),
+                    ..
+                },
+            )) => cc.ty = s.clone(),
+            Some((_, other)) => {
+                errors.push(at_cog(
+                    self.src
+                        .error(Some(&other.span), "a cog's type must be a string"),
+                    "?",
+                ));
+                return (cc, errors);
+            }
+            None => {
+                errors.push(at_cog(
+                    self.src.error(Some(&c.span), "this cog has no `type`"),
+                    "?",
+                ));
+                return (cc, errors);
+            }
+        }
+        let ty = cc.ty.clone();
+        let name_node = entries.iter().find(|(k, _)| k.get_ref() == "name");
+        cc.id = format!("{ty}#{}", i + 1);
+        if let Some((_, n)) = name_node {
+            match &n.value {
+                NodeValue::Str(s) if !s.trim().is_empty() => {
+                    cc.id = s.clone();
+                    cc.named = true;
+                }
+                _ => {
+                    let mut e = at_cog(
+                        self.src
+                            .error(Some(&n.span), "a cog's name must be a non-empty string"),
+                        &ty,
+                    );
+                    e.key = Some("name".into());
+                    errors.push(e);
+                }
+            }
+        }
+        if let Some(other) = before.iter().position(|c| c.id == cc.id) {
+            let span = name_node.map_or(c.span.clone(), |(_, n)| n.span.clone());
+            let mut e = at_cog(
+                self.src.error(
+                    Some(&span),
+                    format!(
+                        "cog {}#{} is already named {:?}: names are unique in a train",
+                        before[other].ty,
+                        other + 1,
+                        cc.id
+                    ),
+                ),
+                &ty,
+            );
+            e.cog_name = cc.named.then(|| cc.id.clone());
+            e.key = name_node.map(|_| "name".into());
+            errors.push(e);
+        }
+        let params = self.params(train, i, &cc);
+        match registry.get(&ty) {
+            None => {
+                let span = entries
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == "type")
+                    .map_or(c.span.clone(), |(_, v)| v.span.clone());
+                errors.push(params.error_at(
+                    &span,
+                    Some("type"),
+                    format!("unknown cog type {ty:?} (`deadbeat cogs` lists them)"),
+                ));
+            }
+            Some(desc) => errors.extend(params.validate(desc)),
+        }
+        cc.valid = errors.is_empty();
+        (cc, errors)
     }
 
     fn params<'a>(&'a self, train: &'a str, index: usize, c: &'a CogConfig) -> CogParams<'a> {
@@ -1271,6 +1554,9 @@ impl Config {
             train,
             index,
             ty: &c.ty,
+            id: &c.id,
+            named: c.named,
+            kinds: Vec::new(),
             table_span: c.span.clone(),
             entries: &c.entries,
             base_dir: &self.base_dir,
@@ -1279,13 +1565,17 @@ impl Config {
 
     /// Builds every cog of every train (opening nothing yet: cogs bind in `start`). Trains
     /// that other trains send records to get an inbox at their head.
-    pub fn build(&self, registry: &Registry, logger: &Logger) -> Result<Built, ConfigError> {
+    pub fn build(&self, registry: &Registry, logger: &Logger) -> Result<Built, ConfigErrors> {
+        let mut errors = self.errors.borrow().clone();
         let cx = BuildCx {
             base_dir: &self.base_dir,
             state_dir: &self.state_dir,
             logger,
             train_names: self.trains.iter().map(|t| t.name.as_str()).collect(),
             current_train: Cell::new(0),
+            current_cog: Cell::new(0),
+            writes: RefCell::new(Vec::new()),
+            state_used: Cell::new(false),
             mailboxes: RefCell::new(vec![None; self.trains.len()]),
             feeds: RefCell::new(Vec::new()),
             ledgers: RefCell::new(vec![(Ledger::new(), 0); self.trains.len()]),
@@ -1299,16 +1589,24 @@ impl Config {
             let mut supply = false;
             let mut supplies = 0;
             for (i, c) in t.cogs.iter().enumerate() {
-                let params = self.params(&t.name, i, c);
-                let desc = registry
-                    .get(&c.ty)
-                    .ok_or_else(|| params.cog_error(format!("unknown cog type {:?}", c.ty)))?;
+                let Some(desc) = registry.get(&c.ty) else {
+                    continue;
+                };
                 supply |= desc.kind == CogKind::Supply;
                 supplies += usize::from(desc.kind == CogKind::Supply);
-                built.push((desc.build)(&params, &cx)?);
+                if !c.valid {
+                    continue;
+                }
+                cx.current_cog.set(i);
+                let mut params = self.params(&t.name, i, c);
+                params.kinds = field_kinds(&t.cogs[..i], registry);
+                match (desc.build)(&params, &cx) {
+                    Ok(cog) => built.push(cog),
+                    Err(e) => errors.push(e),
+                }
             }
             if supplies > 1 && cx.exactly_once.borrow().contains(&ti) {
-                return Err(self.error(
+                errors.push(self.error(
                     Some(t),
                     "exactly-once output needs its train fed by one checkpointing supply \
                      only; this train has other supplies, whose records a restart would cut",
@@ -1318,62 +1616,217 @@ impl Config {
             has_supply.push(supply);
         }
         let mailboxes = cx.mailboxes.into_inner();
+        let named = self.named_as_receivers();
         let exactly_once = cx.exactly_once.into_inner();
         let mut trains = Vec::with_capacity(self.trains.len());
-        for ((t, built), (mailbox, supply)) in self
+        for (ti, ((t, built), (mailbox, supply))) in self
             .trains
             .iter()
             .zip(cogs)
             .zip(mailboxes.into_iter().zip(has_supply))
+            .enumerate()
         {
-            if mailbox.is_some() && exactly_once.contains(&trains.len()) {
-                return Err(self.error(
+            if mailbox.is_some() && exactly_once.contains(&ti) {
+                errors.push(self.error(
                     Some(t),
                     "exactly-once output needs its train fed by one checkpointing supply \
                      only; other trains send records to this one",
                 ));
             }
-            let mut train = Train::new(t.name.clone());
-            match mailbox {
-                Some(m) => train.push(Box::new(crate::cogs::flow::inbox::Inbox::new(m))),
-                None if !supply => {
-                    return Err(self.error(
-                        Some(t),
-                        "this train has no supply cog and no other train sends to it: \
-                         no data would ever enter it",
-                    ));
-                }
-                None => {}
+            // A cog of unknown type could be anything: checking the flow would only guess.
+            if t.cogs.iter().any(|c| registry.get(&c.ty).is_none()) {
+                continue;
             }
-            for c in built {
-                train.push(c);
+            // A sender that failed to build still names its receiver: no second error.
+            let fed = mailbox.is_some() || named[ti];
+            if !fed && !supply {
+                errors.push(self.error(
+                    Some(t),
+                    "this train has no supply cog and no other train sends to it: \
+                     no data would ever enter it",
+                ));
+                continue;
+            }
+            errors.extend(self.check_flow(t, fed, registry));
+            if built.len() != t.cogs.len() {
+                continue;
+            }
+            let mut train = Train::new(t.name.clone());
+            if let Some(m) = mailbox {
+                let inbox = crate::cogs::flow::inbox::Inbox::new(m);
+                train.push_with_id(Box::new(inbox), "inbox".into());
+            }
+            for (c, cc) in built.into_iter().zip(&t.cogs) {
+                train.push_with_id(c, cc.id.clone());
             }
             trains.push(train);
         }
         let feeds = cx.feeds.into_inner();
         // Reject cycles here, where the error can name the trains.
-        let mut probe = crate::Escapement::with_options(crate::Options {
+        match crate::Escapement::with_options(crate::Options {
             inotify: false,
             shutdown_on_signals: false,
             ..crate::Options::default()
-        })
-        .map_err(|e| self.error(None, format!("cannot check train feeds: {e}")))?;
-        for t in &self.trains {
-            let _ = probe.add_train(Train::<()>::new(t.name.clone()));
-        }
-        for &(from, to) in &feeds {
-            if probe.add_feed(from, to).is_err() {
-                return Err(self.error(
-                    Some(&self.trains[to]),
-                    format!(
-                        "trains {:?} and {:?} send records to each other (directly or through \
-                         others): neither could finish first at shutdown",
-                        self.trains[from].name, self.trains[to].name
-                    ),
-                ));
+        }) {
+            Err(e) => errors.push(self.error(None, format!("cannot check train feeds: {e}"))),
+            Ok(mut probe) => {
+                for t in &self.trains {
+                    let _ = probe.add_train(Train::<()>::new(t.name.clone()));
+                }
+                for &(from, to) in &feeds {
+                    if probe.add_feed(from, to).is_err() {
+                        errors.push(self.error(
+                            Some(&self.trains[to]),
+                            format!(
+                                "trains {:?} and {:?} send records to each other (directly or \
+                                 through others): neither could finish first at shutdown",
+                                self.trains[from].name, self.trains[to].name
+                            ),
+                        ));
+                    }
+                }
             }
         }
-        Ok(Built { trains, feeds })
+        for w in cx.writes.into_inner() {
+            let why = if w.dir {
+                unwritable_dir(&w.path, w.create_dirs)
+            } else {
+                unwritable(&w.path, w.create_dirs)
+            };
+            if let Some(why) = why {
+                let t = &self.trains[w.train];
+                // Only a file's directory can be left to `create_dirs`.
+                let hint = if w.create_dirs || w.dir {
+                    ""
+                } else {
+                    " (create it, or set create_dirs = true)"
+                };
+                let why = why.replace(MISSING_DIR_HINT, hint);
+                let params = self.params(&t.name, w.cog, &t.cogs[w.cog]);
+                errors.push(params.error(w.key, why));
+            }
+        }
+        if let LogTarget::File(p) = &self.log.target
+            && let Some(why) = unwritable(p, false)
+        {
+            errors.push(self.path_error("log", "target", why.replace(MISSING_DIR_HINT, "")));
+        }
+        // Only cogs that keep checkpoints need the state directory, which is created on
+        // the first save.
+        if cx.state_used.get()
+            && let Some(why) = unwritable_dir(&self.state_dir, true)
+        {
+            let why = format!("the state directory (checkpoints): {why}");
+            errors.push(self.path_error("state", "dir", why));
+        }
+        match ConfigErrors::from_vec(errors) {
+            Some(e) => Err(e),
+            None => Ok(Built { trains, feeds }),
+        }
+    }
+
+    /// Per train: whether a cog of another train names it as where records go (`route`,
+    /// `tee`, `on_error = "train:NAME"`), read from the configuration so that it holds
+    /// even when that cog did not build.
+    fn named_as_receivers(&self) -> Vec<bool> {
+        let mut named = vec![false; self.trains.len()];
+        for t in &self.trains {
+            for c in &t.cogs {
+                for (k, n) in &c.entries {
+                    let NodeValue::Str(v) = &n.value else {
+                        continue;
+                    };
+                    let to = match k.get_ref().as_str() {
+                        "train" if matches!(c.ty.as_str(), "route" | "tee") => v.as_str(),
+                        "on_error" => match v.strip_prefix("train:") {
+                            Some(to) => to,
+                            None => continue,
+                        },
+                        _ => continue,
+                    };
+                    if let Some(i) = self
+                        .trains
+                        .iter()
+                        .position(|x| x.name == to && x.name != t.name)
+                    {
+                        named[i] = true;
+                    }
+                }
+            }
+        }
+        named
+    }
+
+    /// An error about a path of a section (`[log] target`, `[state] dir`).
+    fn path_error(&self, section: &'static str, key: &str, why: String) -> ConfigError {
+        let span = self
+            .path_spans
+            .iter()
+            .find(|(s, _)| *s == section)
+            .map(|(_, span)| span);
+        let mut e = self.src.error(span, format!("[{section}] {why}"));
+        e.key = Some(key.to_string());
+        e
+    }
+
+    /// Checks that every record entering train `t` (from its supplies, or from other trains
+    /// when it is `fed`) reaches a drain, and that every cog can receive records: a record
+    /// that leaves the end of a train, or a cog placed where nothing reaches it, is data
+    /// lost without a word. A `route` without `when` sends every record away, so it ends
+    /// the flow as a drain does; a `tee` or a `route` with `when` does not.
+    fn check_flow(&self, t: &TrainConfig, fed: bool, registry: &Registry) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        // Where the records flowing at this point come from; `None`: nothing flows here.
+        let mut live = fed.then_some(None::<usize>);
+        // The cog that last ended the flow, for messages.
+        let mut ended_at: Option<usize> = None;
+        for (i, c) in t.cogs.iter().enumerate() {
+            let Some(desc) = registry.get(&c.ty) else {
+                continue;
+            };
+            let params = self.params(&t.name, i, c);
+            if live.is_none() && desc.kind != CogKind::Supply {
+                let why = match ended_at {
+                    Some(j) if t.cogs[j].ty == "route" => format!(
+                        "cog {} before it sends every record to another train \
+                         (give it a `when`, or move this cog)",
+                        t.cogs[j].id
+                    ),
+                    Some(j) => format!(
+                        "cog {} before it is a drain, which passes nothing on \
+                         (to write records twice, send copies to another train with `tee`)",
+                        t.cogs[j].id
+                    ),
+                    None => "no supply comes before it".to_string(),
+                };
+                errors.push(params.cog_error(format!("no record ever reaches this cog: {why}")));
+            }
+            match desc.kind {
+                CogKind::Supply => live = Some(Some(i)),
+                CogKind::Drain => {
+                    live = None;
+                    ended_at = Some(i);
+                }
+                CogKind::Transform if c.ty == "route" && params.node("when").is_none() => {
+                    live = None;
+                    ended_at = Some(i);
+                }
+                CogKind::Transform => {}
+            }
+        }
+        if let (Some(from), Some(last)) = (live, t.cogs.len().checked_sub(1)) {
+            let source = match from {
+                Some(j) => format!("records from cog {}", t.cogs[j].id),
+                None => "records sent from other trains".to_string(),
+            };
+            let params = self.params(&t.name, last, &t.cogs[last]);
+            errors.push(params.cog_error(format!(
+                "{source} reach no drain: they would be discarded after this cog, the last \
+                 of the train; end the train with a drain, or with a `drop` cog to discard \
+                 them on purpose"
+            )));
+        }
+        errors
     }
 
     /// An error about the configuration as a whole, or at a train's name.
@@ -1381,6 +1834,139 @@ impl Config {
         let mut e = self.src.error(train.map(|t| &t.name_span), msg);
         e.train = train.map(|t| t.name.clone());
         e
+    }
+}
+
+/// The fields whose kind `before` (the cogs before one, in train order) makes known. Kept
+/// conservative: a cog that may set or change fields it does not name makes everything
+/// unknown again.
+fn field_kinds(before: &[CogConfig], registry: &Registry) -> Vec<(String, FieldKind)> {
+    let mut known: Vec<(String, FieldKind)> = Vec::new();
+    for c in before {
+        let node = |key: &str| {
+            c.entries
+                .iter()
+                .find(|(k, _)| k.get_ref() == key)
+                .map(|(_, n)| n)
+        };
+        let table = |key: &str| match node(key).map(|n| &n.value) {
+            Some(NodeValue::Table(t)) => Some(t),
+            _ => None,
+        };
+        match c.ty.as_str() {
+            // They pass records on unchanged (or not at all).
+            "filter" | "route" | "tee" | "pass" | "drop" => {}
+            "set" => {
+                for (k, v) in table("fields").into_iter().flatten() {
+                    let k = k.get_ref();
+                    known.retain(|(p, _)| p != k && !p.starts_with(&format!("{k}.")));
+                    match v.value {
+                        NodeValue::Int(_) | NodeValue::Float(_) => {
+                            known.push((k.clone(), FieldKind::Number))
+                        }
+                        NodeValue::Bool(_) => known.push((k.clone(), FieldKind::Bool)),
+                        _ => {}
+                    }
+                }
+            }
+            "regex" if node("pattern").is_some() && node("target").is_none() => {
+                known.clear();
+                for (k, v) in table("types").into_iter().flatten() {
+                    let kind = match &v.value {
+                        NodeValue::Str(t) if t == "int" || t == "float" => FieldKind::Number,
+                        NodeValue::Str(t) if t == "bool" => FieldKind::Bool,
+                        _ => continue,
+                    };
+                    known.push((k.get_ref().clone(), kind));
+                }
+            }
+            // Supplies add records of their own, drains end them: neither changes the
+            // fields of the records that pass.
+            ty if registry
+                .get(ty)
+                .is_some_and(|d| d.kind != CogKind::Transform) => {}
+            _ => known.clear(),
+        }
+    }
+    known
+}
+
+/// Stands in a message of [`unwritable`] where a hint on creating a missing directory goes.
+const MISSING_DIR_HINT: &str = "\u{0}hint";
+
+/// Why the file `path` cannot be created or appended to, if it cannot: the file, if it
+/// exists, must be writable, and its directory must exist (or be creatable, with
+/// `create_dirs`) and allow creating files. In a templated path the directory before the
+/// first `{` is checked.
+fn unwritable(path: &Path, create_dirs: bool) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let dir = match bytes.iter().position(|&b| b == b'{') {
+        Some(brace) => {
+            let cut = bytes[..brace]
+                .iter()
+                .rposition(|&b| b == b'/')
+                .map_or(0, |i| i + 1);
+            let dir = Path::new(std::ffi::OsStr::from_bytes(&bytes[..cut]));
+            if dir.as_os_str().is_empty() {
+                Path::new(".").to_path_buf()
+            } else {
+                dir.to_path_buf()
+            }
+        }
+        None => {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => return Some(format!("{} is a directory", path.display())),
+                Ok(_) => {
+                    return access(path, libc::W_OK)
+                        .err()
+                        .map(|e| format!("cannot write to {}: {e}", path.display()));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Some(format!("{}: {e}", path.display())),
+            }
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        }
+    };
+    unwritable_dir(&dir, create_dirs)
+}
+
+/// Why files cannot be created in `dir`, if they cannot; a missing directory is fine when
+/// it will be created (`create`) and its nearest existing ancestor allows that.
+fn unwritable_dir(dir: &Path, create: bool) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if !m.is_dir() => Some(format!("{} is not a directory", dir.display())),
+        Ok(_) => access(dir, libc::W_OK | libc::X_OK)
+            .err()
+            .map(|e| format!("cannot create files in {}: {e}", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return Some(format!(
+                    "directory {} does not exist{MISSING_DIR_HINT}",
+                    dir.display()
+                ));
+            }
+            let base = dir.ancestors().skip(1).find(|a| a.exists())?;
+            unwritable_dir(base, false)
+                .map(|why| format!("cannot create directory {}: {why}", dir.display()))
+        }
+        Err(e) => Some(format!("{}: {e}", dir.display())),
+    }
+}
+
+/// `access(2)`: whether this process may use `path` as `mode` says.
+fn access(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -1397,7 +1983,7 @@ fn resolve(base: &Path, p: &str) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, ConfigError> {
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
         Config::parse(Path::new("t.toml"), text.to_string(), &Registry::builtin())
     }
 
@@ -1408,6 +1994,23 @@ mod tests {
         let e = c.build(&Registry::builtin(), &discard).unwrap_err();
         assert_eq!(e.at, Some((2, 8)));
         assert!(e.msg.contains("no supply"), "{}", e.msg);
+    }
+
+    #[test]
+    fn every_error_is_reported_in_file_order() {
+        let e = parse(
+            "[engine]\nworkers = -1\ninotify = 3\n[[train]]\nname = \"m\"\n[[train.cog]]\n\
+             type = \"stdin\"\ncolour = 1\n[[train.cog]]\ntype = \"stdot\"\n",
+        )
+        .unwrap_err();
+        let at: Vec<_> = e.all().iter().map(|e| e.at).collect();
+        assert_eq!(
+            at,
+            [Some((2, 11)), Some((3, 11)), Some((8, 1)), Some((10, 8))],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 4, "{e}");
+        assert_eq!(e.at, Some((2, 11)), "the first, through Deref");
     }
 
     #[test]
@@ -1450,7 +2053,7 @@ mod tests {
         assert_eq!(e.cog, Some((1, "stdin".to_string())));
         let s = e.to_string();
         assert!(
-            s.starts_with("t.toml:5:3: train \"main\", cog #1 (stdin), key \"colour\":"),
+            s.starts_with("t.toml:5:3: train \"main\", cog stdin#1, key \"colour\":"),
             "{s}"
         );
     }

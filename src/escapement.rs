@@ -134,11 +134,14 @@ pub(crate) struct Slot {
     next_job: JobId,
     next_delivery: JobId,
     held: BTreeMap<JobId, JobResult>,
+    /// The escapement's logger with the cog's train and id.
+    logger: Logger,
 }
 
 impl Slot {
-    pub(crate) fn new(supply: bool) -> Self {
+    pub(crate) fn new(supply: bool, logger: Logger) -> Self {
         Slot {
+            logger,
             phase: Phase::Running,
             supply,
             exhausted: false,
@@ -455,9 +458,10 @@ impl<'a> Ctx<'a> {
         self.core.now
     }
 
-    /// The escapement's logger.
+    /// The escapement's logger, naming the calling cog's train and id (`train`, `cog`) on
+    /// every line.
     pub fn logger(&self) -> &Logger {
-        &self.core.logger
+        &self.core.slot(self.h).logger
     }
 
     /// Index of the calling cog's train, in the order trains were added.
@@ -954,7 +958,7 @@ impl Escapement {
         let index = self.trains.len();
         let mut train = train;
         train.attach(index as u16);
-        self.core.slots.push(train.slots());
+        self.core.slots.push(train.slots(&self.core.logger));
         self.trains.push(Box::new(train));
         self.trains_finished.push(false);
         Ok(index)
@@ -1503,9 +1507,9 @@ impl Escapement {
 
     fn log_metrics(&self) {
         for t in self.metrics() {
-            for (i, c) in t.cogs.iter().enumerate() {
+            for c in &t.cogs {
                 slog::info!(self.core.logger, "counters";
-                    "train" => &t.name, "cog" => i, "name" => &c.name,
+                    "train" => &t.name, "cog" => &c.id,
                     "in" => c.data_in, "out" => c.data_out, "dropped" => c.dropped,
                     "errors" => c.errors, "busy_ms" => c.busy.as_millis() as u64);
             }

@@ -25,6 +25,10 @@
 //! an IP address equals a string literal that parses as the same address; booleans with
 //! `true`/`false`. Any other pairing is false.
 //!
+//! A comparison that can never hold given what the configuration says a field holds is
+//! refused by [`Expr::check_kinds`]; one the data make impossible (a number ordered against
+//! a string...) is reported per datum by [`Condition::test_checked`], for the cog to count.
+//!
 //! **A condition on a missing field is false, `!=` included**: `status != 200` does not
 //! keep records without a status. Write `not (status == 200)` to include them.
 //!
@@ -88,7 +92,8 @@ enum Node {
     Or(Vec<Node>),
     And(Vec<Node>),
     Not(Box<Node>),
-    Test(Path, Test),
+    /// A field, its test, and the column of the test's operand.
+    Test(Path, Test, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -169,7 +174,71 @@ impl Expr {
     where
         F: for<'a> Fn(&'a D, &Path) -> Option<&'a Value>,
     {
-        eval(&self.root, d, &get)
+        eval(&self.root, d, &get, &mut None)
+    }
+}
+
+/// What a field holds, when the configuration makes it known (a parser's declared type, a
+/// constant set by `set`), for [`Expr::check_kinds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    /// An integer or a float.
+    Number,
+    /// `true` or `false`.
+    Bool,
+}
+
+impl Expr {
+    /// Refuses comparisons that can never hold given what the fields are known to hold
+    /// (`kind` says, for a field path, or `None` when it cannot be known): a number field
+    /// compared with a string (`status >= "400"`), a boolean with a number or a string.
+    /// The error names the column of the operand.
+    pub fn check_kinds(&self, kind: impl Fn(&Path) -> Option<FieldKind>) -> Result<(), ExprError> {
+        let mut stack = vec![&self.root];
+        while let Some(n) = stack.pop() {
+            match n {
+                Node::Or(v) | Node::And(v) => stack.extend(v.iter()),
+                Node::Not(n) => stack.push(n),
+                Node::Test(path, t, column) => {
+                    let Some(k) = kind(path) else {
+                        continue;
+                    };
+                    let lits: &[Lit] = match t {
+                        Test::Cmp(_, lit) => std::slice::from_ref(lit),
+                        Test::In(lits) => lits,
+                        _ => continue,
+                    };
+                    for lit in lits {
+                        if let Some(why) = kind_mismatch(k, lit) {
+                            return err(*column, format!("`{path}` {why}"));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a field of kind `k` can never equal or be ordered with `lit`, if it cannot.
+fn kind_mismatch(k: FieldKind, lit: &Lit) -> Option<String> {
+    match (k, lit) {
+        (FieldKind::Number, Lit::Str(s, _)) => Some(match s.trim().parse::<f64>() {
+            Ok(_) => format!(
+                "holds numbers here, compared with the string {s:?}: write the number {} \
+                 (without quotes)",
+                s.trim()
+            ),
+            Err(_) => format!("holds numbers here, compared with the string {s:?}: never true"),
+        }),
+        (FieldKind::Number, Lit::Bool(b)) => {
+            Some(format!("holds numbers here, compared with {b}: never true"))
+        }
+        (FieldKind::Bool, Lit::Str(..) | Lit::Int(_) | Lit::Float(_)) => Some(format!(
+            "holds true or false here, compared with {}: never true",
+            lit.kind()
+        )),
+        _ => None,
     }
 }
 
@@ -203,12 +272,43 @@ impl<D> Condition<D> {
     /// Whether `d` satisfies the condition.
     #[inline]
     pub fn test(&self, d: &D) -> bool {
-        eval(&self.expr.root, d, &*self.get)
+        eval(&self.expr.root, d, &*self.get, &mut None)
+    }
+
+    /// Whether `d` satisfies the condition; `mismatch` receives the first field whose
+    /// value could not be compared with its operand (a number with a string, text that is
+    /// no number with a number: see [`Mismatch`]), so that the caller counts and logs it.
+    /// Such a comparison is false, as in [`test`](Condition::test).
+    #[inline]
+    pub fn test_checked<'e>(&'e self, d: &D, mismatch: &mut Option<Mismatch<'e>>) -> bool {
+        eval(&self.expr.root, d, &*self.get, mismatch)
     }
 
     /// The expression.
     pub fn expr(&self) -> &Expr {
         &self.expr
+    }
+}
+
+/// A comparison that could not be made for one datum ([`Condition::test_checked`]): the
+/// field, and what its value was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mismatch<'e> {
+    /// The field.
+    pub field: &'e Path,
+    /// What the field held: `"a number"`, `"text"`, `"a boolean"`...
+    pub found: &'static str,
+    /// What the operand was: `"a string"` or `"a number"`.
+    pub wanted: &'static str,
+}
+
+impl fmt::Display for Mismatch<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` held {}, compared with {}: the comparison is false",
+            self.field, self.found, self.wanted
+        )
     }
 }
 
@@ -229,18 +329,67 @@ impl<D> fmt::Debug for Condition<D> {
 // Evaluation
 // ---------------------------------------------------------------------------------------------
 
-fn eval<D, F>(n: &Node, d: &D, get: &F) -> bool
+fn eval<'e, D, F>(n: &'e Node, d: &D, get: &F, mismatch: &mut Option<Mismatch<'e>>) -> bool
 where
     F: for<'a> Fn(&'a D, &Path) -> Option<&'a Value> + ?Sized,
 {
     match n {
-        Node::Or(v) => v.iter().any(|n| eval(n, d, get)),
-        Node::And(v) => v.iter().all(|n| eval(n, d, get)),
-        Node::Not(n) => !eval(n, d, get),
-        Node::Test(path, t) => match get(d, path) {
+        Node::Or(v) => v.iter().any(|n| eval(n, d, get, mismatch)),
+        Node::And(v) => v.iter().all(|n| eval(n, d, get, mismatch)),
+        Node::Not(n) => !eval(n, d, get, mismatch),
+        Node::Test(path, t, _) => match get(d, path) {
             None => false,
-            Some(v) => test(t, v),
+            Some(v) => {
+                let r = test(t, v);
+                if !r && mismatch.is_none() {
+                    *mismatch = mismatched(t, v).map(|(found, wanted)| Mismatch {
+                        field: path,
+                        found,
+                        wanted,
+                    });
+                }
+                r
+            }
         },
+    }
+}
+
+/// For a comparison that was false: whether it was so because value and operand are of
+/// kinds that do not compare, as `(found, wanted)`. Ordering compares a number with a
+/// string; equality too when the string is written as a number (`status == "404"`), but
+/// not otherwise, so that `bytes != "-"` on a field holding numbers or `-` is no mistake.
+fn mismatched(t: &Test, v: &Value) -> Option<(&'static str, &'static str)> {
+    let is_num = matches!(v, Value::Int(_) | Value::Float(_));
+    let found = || match v {
+        Value::Int(_) | Value::Float(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Ip(_) => "an IP address",
+        Value::List(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Null => "null",
+        _ => "text",
+    };
+    let numeric_str = |s: &str| s.trim().parse::<f64>().is_ok();
+    match t {
+        Test::Cmp(op, lit) => {
+            let ordering = !matches!(op, CmpOp::Eq | CmpOp::Ne);
+            match lit {
+                Lit::Str(s, None) if is_num && (ordering || numeric_str(s)) => {
+                    Some(("a number", "a string"))
+                }
+                Lit::Int(_) | Lit::Float(_)
+                    if ordering && !matches!(v, Value::Null) && number(v).is_none() =>
+                {
+                    Some((found(), "a number"))
+                }
+                _ => None,
+            }
+        }
+        Test::In(lits) if is_num => lits
+            .iter()
+            .any(|l| matches!(l, Lit::Str(s, None) if numeric_str(s)))
+            .then_some(("a number", "a string")),
+        _ => None,
     }
 }
 
@@ -651,8 +800,12 @@ impl Parser {
                     column: column + e.column - 1,
                     message: format!("field path {name:?} has an empty name"),
                 })?;
+                let operand = self
+                    .tokens
+                    .get(self.pos + 1)
+                    .map_or(self.end_column, |t| t.column);
                 let test = self.test(&name)?;
-                Ok(Node::Test(path, test))
+                Ok(Node::Test(path, test, operand))
             }
             _ => err(
                 column,
@@ -1001,6 +1154,72 @@ mod tests {
         assert!(e("c in_cidr \"10.0.0.0/8\"").message.contains("list"));
         assert_eq!(e("m in [1 2]").column, 9);
         assert_eq!(e("m in [1, (]").column, 10);
+    }
+
+    #[test]
+    fn known_kinds_refuse_comparisons_that_never_hold() {
+        let kinds = |p: &Path| match p.to_string().as_str() {
+            "status" => Some(FieldKind::Number),
+            "ok" => Some(FieldKind::Bool),
+            _ => None,
+        };
+        let check = |e: &str| Expr::parse(e).unwrap().check_kinds(kinds);
+        let x = check("method == \"GET\" and status >= \"400\"").unwrap_err();
+        assert_eq!(x.column, 31, "{x}");
+        assert!(x.message.contains("write the number 400"), "{x}");
+        let x = check("not (status in [200, \"404\"])").unwrap_err();
+        assert_eq!(x.column, 16, "{x}");
+        assert!(
+            check("status == \"-\"")
+                .unwrap_err()
+                .message
+                .contains("never true")
+        );
+        assert!(check("ok == 1").is_err());
+        assert!(check("status == true").is_err());
+        assert!(check("status >= 400 and ok == true and other >= \"400\"").is_ok());
+        assert!(check("status exists and status in [1, 2]").is_ok());
+    }
+
+    #[test]
+    fn mismatches_are_reported_per_datum() {
+        let c = Condition::records(Expr::parse("status >= \"400\" or code > 1000").unwrap());
+        let mut r = rec();
+        let mut m = None;
+        assert!(!c.test_checked(&r, &mut m));
+        let m = m.expect("a number compared with a string");
+        assert_eq!(m.field.to_string(), "status");
+        assert_eq!((m.found, m.wanted), ("a number", "a string"));
+        assert!(m.to_string().contains("`status` held a number"), "{m}");
+        // Text that is no number, ordered against a number.
+        let c = Condition::records(Expr::parse("method > 3").unwrap());
+        let mut m = None;
+        assert!(!c.test_checked(&r, &mut m));
+        assert_eq!(m.map(|m| m.found), Some("text"));
+        // Not mismatches: a comparison that merely fails, equality with a non-numeric
+        // string (`bytes != "-"` on a field holding numbers or `-`), a missing field.
+        for e in [
+            "status < 400",
+            "status == \"-\"",
+            "method == 3",
+            "missing > \"a\"",
+            "code > 1000",
+            "nothing > 1",
+        ] {
+            let c = Condition::records(Expr::parse(e).unwrap());
+            let mut m = None;
+            let _ = c.test_checked(&r, &mut m);
+            assert_eq!(m, None, "{e}");
+        }
+        // Equality with a string written as a number is one.
+        let c = Condition::records(Expr::parse("status == \"503\"").unwrap());
+        let mut m = None;
+        assert!(!c.test_checked(&r, &mut m));
+        assert!(m.is_some());
+        r.insert(Key::new("status"), Value::Str("503".into()));
+        let mut m = None;
+        assert!(c.test_checked(&r, &mut m), "text equals the string");
+        assert_eq!(m, None);
     }
 
     #[test]

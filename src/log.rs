@@ -453,6 +453,10 @@ struct Bufs {
     starts: Vec<usize>,
     /// Scratch for values that arrive as `fmt::Arguments`.
     tmp: String,
+    /// The logger's context pairs, formatted.
+    context: Vec<u8>,
+    /// Keys of the context pairs: a record pair with one of these keys is left out.
+    context_keys: Vec<Key>,
 }
 
 thread_local! {
@@ -526,17 +530,30 @@ impl Bufs {
             write_args(line, record.msg(), false);
         }
 
+        // The context (a cog's logger carries `train` and `cog`) goes last but wins: a
+        // record pair with the same key is left out, so every line has one `cog`.
+        self.context.clear();
+        self.context_keys.clear();
         let mut ser = KvSer {
             out: &mut self.kv,
             starts: &mut self.starts,
             tmp: &mut self.tmp,
             json,
+            keys: KeyFilter::Collect(&mut self.context_keys),
         };
         // A KV impl returning an error loses only its own pairs.
+        let _ = values.serialize(record, &mut ser);
+        ser.flush_group(&mut self.context);
+        let mut ser = KvSer {
+            out: &mut self.kv,
+            starts: &mut self.starts,
+            tmp: &mut self.tmp,
+            json,
+            keys: KeyFilter::Skip(&self.context_keys),
+        };
         let _ = record.kv().serialize(record, &mut ser);
         ser.flush_group(&mut self.line);
-        let _ = values.serialize(record, &mut ser);
-        ser.flush_group(&mut self.line);
+        self.line.extend_from_slice(&self.context);
 
         if json {
             self.line.push(b'}');
@@ -674,9 +691,29 @@ struct KvSer<'a> {
     starts: &'a mut Vec<usize>,
     tmp: &'a mut String,
     json: bool,
+    keys: KeyFilter<'a>,
+}
+
+/// What a [`KvSer`] does with the keys it sees.
+enum KeyFilter<'a> {
+    /// Notes them (the context's keys).
+    Collect(&'a mut Vec<Key>),
+    /// Leaves out pairs with these keys.
+    Skip(&'a [Key]),
 }
 
 impl KvSer<'_> {
+    /// Whether the pair with `key` is left out; notes the key when collecting.
+    fn skipped(&mut self, key: &Key) -> bool {
+        match &mut self.keys {
+            KeyFilter::Collect(keys) => {
+                keys.push(Key::clone(key));
+                false
+            }
+            KeyFilter::Skip(keys) => keys.iter().any(|k| key_str(k) == key_str(key)),
+        }
+    }
+
     /// slog hands out each group (record, then each `o!` from the innermost
     /// logger outwards) last pair first; reversing the segments restores
     /// source order within the record and puts context root-first.
@@ -706,12 +743,18 @@ impl KvSer<'_> {
 
     /// A value that is valid bare in both formats (numbers, booleans).
     fn bare(&mut self, key: Key, v: impl fmt::Debug) -> slog::Result {
+        if self.skipped(&key) {
+            return Ok(());
+        }
         self.key(&key);
         let _ = write!(self.out, "{v:?}");
         Ok(())
     }
 
     fn string(&mut self, key: Key, s: &str) -> slog::Result {
+        if self.skipped(&key) {
+            return Ok(());
+        }
         self.key(&key);
         if self.json {
             self.out.push(b'"');
@@ -739,6 +782,9 @@ impl KvSer<'_> {
     }
 
     fn null(&mut self, key: Key, text: &str) -> slog::Result {
+        if self.skipped(&key) {
+            return Ok(());
+        }
         self.key(&key);
         let s = if self.json { "null" } else { text };
         self.out.extend_from_slice(s.as_bytes());
@@ -877,6 +923,30 @@ mod tests {
                 23 => c == b'Z',
                 _ => c.is_ascii_digit(),
             })
+    }
+
+    #[test]
+    fn context_pairs_win_over_record_pairs_with_the_same_key() {
+        let dir = TempDir::new("context");
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let path = dir.path(&format!("{format:?}.log"));
+            let (root, _h) = file_logger(&path, Level::Info, format);
+            let log = root.new(slog::o!("train" => "t", "cog" => "tcp_in#1"));
+            slog::info!(log, "connected"; "cog" => "tcp_in", "peer" => "p");
+            let line = lines(&path).pop().unwrap();
+            match format {
+                LogFormat::Text => {
+                    assert_eq!(
+                        split_text(&line).1,
+                        "INFO connected peer=p train=t cog=tcp_in#1"
+                    )
+                }
+                LogFormat::Json => assert_eq!(
+                    strip_json_ts(&line),
+                    r#"{"ts":"TS","level":"INFO","msg":"connected","peer":"p","train":"t","cog":"tcp_in#1"}"#
+                ),
+            }
+        }
     }
 
     /// Splits a text line into (timestamp, rest).

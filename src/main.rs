@@ -25,6 +25,10 @@ const USAGE: &str = "usage:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let Some(e) = unknown_flag(&args) {
+        eprintln!("deadbeat: {e}\n{USAGE}");
+        return ExitCode::from(2);
+    }
     match args.as_slice() {
         ["run", config] => run(Path::new(config), false),
         ["run", config, "--daemon"] | ["run", "--daemon", config] => run(Path::new(config), true),
@@ -62,10 +66,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// The options each command takes; the first argument is the command.
+const FLAGS: &[(&str, &[&str])] = &[
+    ("run", &["--daemon"]),
+    ("check", &[]),
+    ("cogs", &["--markdown"]),
+];
+
+/// A message naming the first option the command does not take, with the closest known
+/// option when one is near: a mistyped flag must not read as a generic usage error.
+fn unknown_flag(args: &[&str]) -> Option<String> {
+    let (cmd, rest) = args.split_first()?;
+    let known = FLAGS.iter().find(|(c, _)| c == cmd)?.1;
+    let bad = rest
+        .iter()
+        .find(|a| a.starts_with('-') && a.len() > 1 && !known.contains(a))?;
+    let close = known
+        .iter()
+        .map(|k| (edit_distance(bad, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d);
+    Some(match close {
+        Some((_, k)) => format!("unknown option {bad:?} for `{cmd}` (did you mean {k:?}?)"),
+        None if known.is_empty() => format!("unknown option {bad:?}: `{cmd}` takes no options"),
+        None => format!(
+            "unknown option {bad:?} for `{cmd}` (it takes: {})",
+            known.join(", ")
+        ),
+    })
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diag + usize::from(ca != *cb));
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Every error of the configuration at `path`, one per line, or `ok`.
 fn check(path: &Path) -> ExitCode {
     let registry = Registry::builtin();
-    let discard = slog::Logger::root(slog::Discard, slog::o!());
-    match Config::load(path, &registry).and_then(|c| c.build(&registry, &discard).map(|_| ())) {
+    match Config::load_unchecked(path, &registry).and_then(|c| c.check(&registry)) {
         Ok(()) => {
             println!("ok");
             ExitCode::SUCCESS
@@ -79,19 +131,18 @@ fn check(path: &Path) -> ExitCode {
 
 fn run(path: &Path, detach: bool) -> ExitCode {
     let registry = Registry::builtin();
-    let config = match Config::load(path, &registry) {
+    // Building cogs opens nothing, so configuration errors (all of them, as `check`
+    // reports them) surface before detaching.
+    let config = match Config::load_unchecked(path, &registry).and_then(|c| {
+        c.check(&registry)?;
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    // Building cogs opens nothing, so configuration errors surface before detaching.
-    let discard = slog::Logger::root(slog::Discard, slog::o!());
-    if let Err(e) = config.build(&registry, &discard) {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
     let mut detached = None;
     if detach {
         match daemon::detach(&config.daemon) {
@@ -128,12 +179,6 @@ fn serve(
         (Some(p), false) => Some(daemon::Pidfile::acquire(p).map_err(|e| e.to_string())?),
         _ => None,
     };
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        format!(
-            "cannot create the state directory {}: {e}",
-            config.state_dir.display()
-        )
-    })?;
     let built = config.build(registry, &logger).map_err(|e| e.to_string())?;
     let mut esc = Escapement::with_options(Options {
         inotify: config.engine.inotify,
@@ -168,7 +213,7 @@ fn serve(
     }
     for t in esc.metrics() {
         for c in &t.cogs {
-            slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.name,
+            slog::info!(logger, "final counters"; "train" => &t.name, "cog" => &c.id,
                 "in" => c.data_in, "out" => c.data_out, "dropped" => c.dropped, "errors" => c.errors);
         }
     }

@@ -26,6 +26,12 @@ pub fn cog_help(r: &Registry, name: &str) -> Option<String> {
     let c = r.get(name)?;
     let mut s = String::new();
     let _ = writeln!(s, "{} ({}): {}", c.name, c.kind, c.summary);
+    let _ = writeln!(
+        s,
+        "\nevery cog also takes `name`: its id in logs, counters and errors \
+         (default {}#N, N its 1-based place in the train)",
+        c.name
+    );
     if c.params.is_empty() {
         let _ = writeln!(s, "\nparameters: none");
     } else {
@@ -102,6 +108,8 @@ pub fn markdown(r: &Registry) -> String {
         "# Cog reference\n\n\
          Generated from the cogs' descriptors by `deadbeat cogs --markdown`; a test fails when\n\
          this file is stale. Every cog takes `type` plus the keys below; unknown keys are errors.\n\
+         Every cog also takes `name`, its id in logs, counters and errors (default `TYPE#N`, N\n\
+         its 1-based place in the train; unique within a train).\n\
          Durations are written `\"500ms\"`, `\"1s\"`, `\"5m\"`; sizes `\"64KiB\"`, `\"1MiB\"`.\n\n",
     );
     for c in r.all() {

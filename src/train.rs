@@ -8,8 +8,11 @@ use crate::escapement::{Broadcast, Core, Ctx, Handle, Phase, Slot};
 /// Counters the train keeps for one cog.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CogMetrics {
-    /// The cog's name.
+    /// The cog's name ([`Cog::name`], its type in a configuration).
     pub name: String,
+    /// The cog's id in its train: unique there, `NAME#N` (N its 1-based position) unless
+    /// given with [`Train::push_with_id`] (the `name` key of a configured cog).
+    pub id: String,
     /// Data handed to the cog by the previous cog.
     pub data_in: u64,
     /// Data the cog emitted (from `process`, wakes, jobs and `finish`).
@@ -47,6 +50,7 @@ struct Counters {
 pub struct Train<D> {
     name: String,
     cogs: Vec<Box<dyn Cog<D>>>,
+    ids: Vec<String>,
     counters: Vec<Counters>,
     a: Out<D>,
     b: Out<D>,
@@ -71,6 +75,7 @@ impl<D: 'static> Train<D> {
         Train {
             name: name.into(),
             cogs: Vec::new(),
+            ids: Vec::new(),
             counters: Vec::new(),
             a: Out::with_capacity(1024),
             b: Out::with_capacity(1024),
@@ -86,10 +91,23 @@ impl<D: 'static> Train<D> {
         self
     }
 
-    /// Appends a boxed cog.
+    /// Appends a boxed cog, with the id `NAME#N` (N: its 1-based position).
     pub fn push(&mut self, cog: Box<dyn Cog<D>>) {
+        let id = format!("{}#{}", cog.name(), self.cogs.len() + 1);
+        self.push_with_id(cog, id);
+    }
+
+    /// Appends a boxed cog with the id that names it in logs, counters and errors (keep it
+    /// unique in the train: nothing else tells two cogs of one type apart).
+    pub fn push_with_id(&mut self, cog: Box<dyn Cog<D>>, id: String) {
         self.cogs.push(cog);
+        self.ids.push(id);
         self.counters.push(Counters::default());
+    }
+
+    /// The id of cog `i` (0-based index), as logs and counters show it.
+    pub fn cog_id(&self, i: usize) -> Option<&str> {
+        self.ids.get(i).map(String::as_str)
     }
 
     /// The train's name.
@@ -111,8 +129,17 @@ impl<D: 'static> Train<D> {
         self.index = index;
     }
 
-    pub(crate) fn slots(&self) -> Vec<Slot> {
-        self.cogs.iter().map(|c| Slot::new(c.is_supply())).collect()
+    /// The core's view of each cog, with a logger that names train and cog on every line
+    /// the cog logs.
+    pub(crate) fn slots(&self, logger: &slog::Logger) -> Vec<Slot> {
+        self.cogs
+            .iter()
+            .zip(&self.ids)
+            .map(|(c, id)| {
+                let log = logger.new(slog::o!("train" => self.name.clone(), "cog" => id.clone()));
+                Slot::new(c.is_supply(), log)
+            })
+            .collect()
     }
 
     fn handle(&self, cog: usize) -> Handle {
@@ -199,11 +226,8 @@ impl<D: 'static> Driven for Train<D> {
             let mut cx = Ctx::new(core, self.handle(i));
             self.cogs[i].start(&mut cx).map_err(|e| {
                 format!(
-                    "train {:?}, cog {} ({}): start failed: {}",
-                    self.name,
-                    i,
-                    self.cogs[i].name(),
-                    e
+                    "train {:?}, cog {}: start failed: {}",
+                    self.name, self.ids[i], e
                 )
             })?;
         }
@@ -289,9 +313,11 @@ impl<D: 'static> Driven for Train<D> {
             cogs: self
                 .cogs
                 .iter()
+                .zip(&self.ids)
                 .zip(&self.counters)
-                .map(|(cog, c)| CogMetrics {
+                .map(|((cog, id), c)| CogMetrics {
                     name: cog.name().to_string(),
+                    id: id.clone(),
                     data_in: c.data_in,
                     data_out: c.data_out,
                     dropped: c.dropped,

@@ -1,7 +1,8 @@
 //! `filter`: keeps or drops data by a condition.
 
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::expr::{Condition, Expr};
+use crate::expr::{Condition, Expr, Mismatch};
+use crate::on_error::LogLimiter;
 use crate::prelude::*;
 use crate::record::{Record, id_field};
 
@@ -9,8 +10,12 @@ use crate::record::{Record, id_field};
 /// are acknowledged, so the supply that sent them still advances its checkpoint, and
 /// counted as dropped.
 ///
-/// The condition language is described in [`crate::expr`]; it is parsed and checked when
-/// the configuration loads, and a condition on a missing field is false.
+/// The condition language is described in [`crate::expr`] and in the user guide; it is
+/// parsed and checked when the configuration loads, and a condition on a missing field is
+/// false. A comparison of a field known to hold numbers with a string is a configuration
+/// error; one that the data make impossible (a number compared with a string, text that
+/// is no number with a number) is false, counted as an error of the cog and logged with
+/// the event id (at most 10 lines a second).
 ///
 /// ```toml
 /// [[train.cog]]
@@ -41,6 +46,7 @@ pub struct Filter<D> {
     cond: Condition<D>,
     keep: bool,
     id: Getter<D, EventId>,
+    limiter: LogLimiter,
 }
 
 impl<D> Filter<D> {
@@ -50,6 +56,7 @@ impl<D> Filter<D> {
             cond,
             keep: true,
             id,
+            limiter: LogLimiter::default(),
         }
     }
 
@@ -59,6 +66,7 @@ impl<D> Filter<D> {
             cond,
             keep: false,
             id,
+            limiter: LogLimiter::default(),
         }
     }
 }
@@ -70,8 +78,15 @@ impl<D: 'static> Cog<D> for Filter<D> {
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let mut dropped = 0;
+        let mut errors = 0;
         for d in batch.drain(..) {
-            if self.cond.test(&d) == self.keep {
+            let mut mismatch = None;
+            let pass = self.cond.test_checked(&d, &mut mismatch) == self.keep;
+            if let Some(m) = mismatch {
+                errors += 1;
+                mismatch_warning(&mut self.limiter, m, self.id.get(&d).copied(), cx);
+            }
+            if pass {
                 out.push(d);
             } else {
                 if let Some(id) = self.id.get(&d) {
@@ -81,6 +96,7 @@ impl<D: 'static> Cog<D> for Filter<D> {
             }
         }
         out.count_dropped(dropped);
+        out.count_errors(errors);
     }
 }
 
@@ -120,6 +136,19 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     }
 }
 
+/// Logs a comparison the data made impossible, within the limiter's rate.
+pub(crate) fn mismatch_warning(
+    limiter: &mut LogLimiter,
+    m: Mismatch<'_>,
+    event: Option<EventId>,
+    cx: &mut Ctx,
+) {
+    if limiter.allow("condition type mismatches", "", cx) {
+        slog::warn!(cx.logger(), "condition compares values of different kinds";
+            "event" => event, "why" => %m);
+    }
+}
+
 /// Parses the condition under `key`, if given. An error is placed at the key's value and
 /// names the column within the expression; when the value is written without escapes on one
 /// line, the reported file position is that of the offending character itself.
@@ -127,19 +156,25 @@ pub fn expr_param(p: &CogParams<'_>, key: &str) -> Result<Option<Expr>, ConfigEr
     let Some(text) = p.str(key)? else {
         return Ok(None);
     };
-    Expr::parse(text).map(Some).map_err(|e| {
-        let mut err = p.error(
-            key,
-            format!("in the condition at column {}: {}", e.column, e.message),
-        );
-        // Only a plain one-line string is its own text plus two quotes: anything longer
-        // has escapes or is multi-line, and columns no longer map one to one.
-        let plain = p
-            .node(key)
-            .is_some_and(|n| n.span.len() == text.len() + 2 && !text.contains('\n'));
-        if let (true, Some((line, col))) = (plain, err.at) {
-            err.at = Some((line, col + e.column));
-        }
-        err
-    })
+    Expr::parse(text)
+        .and_then(|e| {
+            e.check_kinds(|path| p.field_kind(&path.to_string()))
+                .map(|()| e)
+        })
+        .map(Some)
+        .map_err(|e| {
+            let mut err = p.error(
+                key,
+                format!("in the condition at column {}: {}", e.column, e.message),
+            );
+            // Only a plain one-line string is its own text plus two quotes: anything longer
+            // has escapes or is multi-line, and columns no longer map one to one.
+            let plain = p
+                .node(key)
+                .is_some_and(|n| n.span.len() == text.len() + 2 && !text.contains('\n'));
+            if let (true, Some((line, col))) = (plain, err.at) {
+                err.at = Some((line, col + e.column));
+            }
+            err
+        })
 }

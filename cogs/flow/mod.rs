@@ -1,5 +1,6 @@
 //! Cogs that shape the flow of data: pass it on, filter it, send it to other trains.
 
+pub mod drop;
 pub mod filter;
 pub mod inbox;
 pub mod pass;
@@ -8,7 +9,12 @@ pub mod tee;
 
 use crate::config::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop).
 pub fn descriptors() -> Vec<CogDescriptor> {
-    vec![filter::DESCRIPTOR, route::DESCRIPTOR, tee::DESCRIPTOR]
+    vec![
+        filter::DESCRIPTOR,
+        route::DESCRIPTOR,
+        tee::DESCRIPTOR,
+        drop::DESCRIPTOR,
+    ]
 }

@@ -5,10 +5,11 @@ use std::rc::Rc;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::expr::Condition;
 use crate::mailbox::Mailbox;
+use crate::on_error::LogLimiter;
 use crate::prelude::*;
-use crate::record::Record;
+use crate::record::{Record, id_field};
 
-use super::filter::expr_param;
+use super::filter::{expr_param, mismatch_warning};
 
 /// Sends the data that satisfy `when` (every datum, without it) to the head of another
 /// train; the others continue down this one. A routed datum keeps its event id: the other
@@ -16,7 +17,9 @@ use super::filter::expr_param;
 ///
 /// The receiving train finishes after this one at shutdown, so nothing routed is lost;
 /// two trains routing to each other (directly or through others) are refused by `check`.
-/// A train fed only by routes needs no supply.
+/// A train fed only by routes needs no supply. A comparison in `when` that the data make
+/// impossible (a number compared with a string) is false, counted as an error of the cog
+/// and logged with the event id, as in `filter`.
 ///
 /// ```toml
 /// [[train]]
@@ -42,12 +45,25 @@ use super::filter::expr_param;
 pub struct Route<D> {
     to: Rc<Mailbox<D>>,
     when: Option<Condition<D>>,
+    id: Option<Getter<D, EventId>>,
+    limiter: LogLimiter,
 }
 
 impl<D> Route<D> {
     /// Sends the data that satisfy `when` (all, if `None`) to `to`.
     pub fn new(to: Rc<Mailbox<D>>, when: Option<Condition<D>>) -> Self {
-        Route { to, when }
+        Route {
+            to,
+            when,
+            id: None,
+            limiter: LogLimiter::default(),
+        }
+    }
+
+    /// Reads event ids with `id`, to name the data that `when` could not be tested on.
+    pub fn with_ids(mut self, id: Getter<D, EventId>) -> Self {
+        self.id = Some(id);
+        self
     }
 }
 
@@ -57,13 +73,25 @@ impl<D: 'static> Cog<D> for Route<D> {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let mut errors = 0;
         for d in batch.drain(..) {
-            if self.when.as_ref().is_none_or(|c| c.test(&d)) {
+            let mut mismatch = None;
+            let send = self
+                .when
+                .as_ref()
+                .is_none_or(|c| c.test_checked(&d, &mut mismatch));
+            if let Some(m) = mismatch {
+                errors += 1;
+                let id = self.id.as_ref().and_then(|g| g.get(&d)).copied();
+                mismatch_warning(&mut self.limiter, m, id, cx);
+            }
+            if send {
                 self.to.send(d, cx);
             } else {
                 out.push(d);
             }
         }
+        out.count_errors(errors);
     }
 }
 
@@ -87,7 +115,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let when = expr_param(p, "when")?.map(Condition::records);
     let to = target(p, cx)?;
-    Ok(Box::new(Route::new(to, when)))
+    Ok(Box::new(Route::new(to, when).with_ids(id_field().get)))
 }
 
 /// The mailbox of the train named by `train`, with errors at that key.

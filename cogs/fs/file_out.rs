@@ -493,6 +493,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         )
     })?;
     let reopen_check = p.duration_or("reopen_check", Duration::from_secs(1))?;
+    bx.will_write(&p.resolve(raw), "path", create_dirs);
     let mut out = match template {
         Some(t) => FileOut::templated(t, format),
         // Without placeholders `{{` and `}}` still stand for single braces.

@@ -177,7 +177,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let dir = p
         .path("dir")?
         .ok_or_else(|| p.cog_error("missing key \"dir\""))?;
@@ -193,6 +193,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
             }
         },
     };
+    bx.will_write_in(&dir, "dir", false);
     let errors = p.path("errors")?;
     let pattern = p.str_or("pattern", "*")?;
     let pattern = build_pattern(pattern).map_err(|m| p.error("pattern", m))?;

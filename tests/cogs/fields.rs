@@ -39,7 +39,7 @@ fn rename_copy_remove_with_dotted_paths() {
     );
     // Missing sources are not errors.
     assert!(
-        err.contains("cog=rename in=1 out=1 dropped=0 errors=0"),
+        err.contains("cog=rename#4 in=1 out=1 dropped=0 errors=0"),
         "{err}"
     );
 }

@@ -110,14 +110,14 @@ fn filter_keeps_and_drops_and_counts_what_it_drops() {
     // Counted as dropped (and acknowledged: the run ends, nothing waits for them).
     assert!(
         err.contains(&format!(
-            "cog=filter in=10 out={} dropped={} errors=0",
+            "cog=filter#2 in=10 out={} dropped={} errors=0",
             keep.lines().count(),
             10 - keep.lines().count()
         )),
         "{err}"
     );
     assert!(
-        err.contains("cog=filter in=10 out=6 dropped=4 errors=0"),
+        err.contains("cog=filter#2 in=10 out=6 dropped=4 errors=0"),
         "{err}"
     );
 }
@@ -207,7 +207,10 @@ fn an_unknown_train_is_refused_at_the_key() {
         .concat();
         let (code, err) = check(&dir, &config);
         assert_eq!(code, Some(2), "{err}");
-        assert!(err.contains(":8:9: train \"main\", cog #2 ("), "{err}");
+        assert!(
+            err.contains(&format!(":8:9: train \"main\", cog {ty}#2, ")),
+            "{err}"
+        );
         assert!(err.contains("key \"train\""), "{err}");
         assert!(
             err.contains("no train named \"nope\" (trains: \"main\", \"other\")"),
@@ -228,8 +231,18 @@ fn a_route_cycle_is_refused_by_check() {
     let dir = TempDir::new("flow-cycle");
     let config = [
         train("a", &[FILE_IN, &cog("route", "train = \"b\"\n")].concat()),
-        train("b", &cog("tee", "train = \"c\"\n")),
-        train("c", &cog("route", "train = \"a\"\nwhen = 'offset > 5'\n")),
+        train(
+            "b",
+            &[cog("tee", "train = \"c\"\n"), cog("drop", "")].concat(),
+        ),
+        train(
+            "c",
+            &[
+                cog("route", "train = \"a\"\nwhen = 'offset > 5'\n"),
+                cog("drop", ""),
+            ]
+            .concat(),
+        ),
     ]
     .concat();
     let (code, err) = check(&dir, &config);
@@ -251,7 +264,7 @@ fn check_reports_expression_errors_with_both_columns() {
     // Line 8 of the file; `'` is at column 8, so the second `>` is at column 8 + 9.
     assert!(
         err.contains(
-            "deadbeat.toml:8:17: train \"t\", cog #2 (filter), key \"keep\": in the condition \
+            "deadbeat.toml:8:17: train \"t\", cog filter#2, key \"keep\": in the condition \
              at column 9: expected a string, a number, true or false, found `>`"
         ),
         "{err}"
@@ -270,7 +283,7 @@ fn check_reports_expression_errors_with_both_columns() {
     );
     assert_eq!(code, Some(2), "{err}");
     assert!(
-        err.contains(":9:8: train \"t\", cog #2 (route), key \"when\""),
+        err.contains(":9:8: train \"t\", cog route#2, key \"when\""),
         "{err}"
     );
     assert!(

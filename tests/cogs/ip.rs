@@ -79,7 +79,7 @@ fn anonymise_keyed_preserves_subnets_and_drops_non_addresses() {
     // The bad record is dropped (the default here) and counted, its value not logged.
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(
-        err.contains("cog=anonymise in=4 out=3 dropped=1 errors=1"),
+        err.contains("cog=anonymise#4 in=4 out=3 dropped=1 errors=1"),
         "{err}"
     );
     assert!(!err.contains("not-an-ip"), "{err}");

@@ -51,10 +51,10 @@ fn access_log_to_anonymised_json_with_rejects() {
         )
     );
     assert!(
-        err.contains("cog=regex in=4 out=3 dropped=0 errors=1"),
+        err.contains("cog=regex#2 in=4 out=3 dropped=0 errors=1"),
         "{err}"
     );
-    assert!(err.contains("train=rejects cog=file_out in=1"), "{err}");
+    assert!(err.contains("train=rejects cog=file_out#1 in=1"), "{err}");
 }
 
 #[test]

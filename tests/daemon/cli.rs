@@ -68,7 +68,7 @@ fn over_long_lines_are_cut_counted_and_flagged() {
     );
     assert!(err.contains("line longer than max_line_bytes cut"), "{err}");
     assert!(
-        err.contains("cog=stdin in=0 out=3 dropped=0 errors=1"),
+        err.contains("cog=stdin#1 in=0 out=3 dropped=0 errors=1"),
         "{err}"
     );
 }
@@ -99,29 +99,29 @@ fn check_rejects_broken_configs_naming_line_and_key() {
         // unknown cog
         (
             "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdn\"\n",
-            ":4:8: train \"t\", cog #1 (stdn), key \"type\": unknown cog type \"stdn\"",
+            ":4:8: train \"t\", cog stdn#1, key \"type\": unknown cog type \"stdn\"",
         ),
         // unknown key
         (
             "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"stdout\"\nformt = \"json\"\n",
-            ":7:1: train \"t\", cog #2 (stdout), key \"formt\": unknown key",
+            ":7:1: train \"t\", cog stdout#2, key \"formt\": unknown key",
         ),
         // wrong type
         (
-            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\nmax_line_bytes = true\n",
-            ":5:18: train \"t\", cog #1 (stdin), key \"max_line_bytes\": expected a size",
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\nmax_line_bytes = true\n[[train.cog]]\ntype = \"stdout\"\n",
+            ":5:18: train \"t\", cog stdin#1, key \"max_line_bytes\": expected a size",
         ),
         // bad value
         (
             "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"stdout\"\nformat = \"xml\"\n",
-            ":7:10: train \"t\", cog #2 (stdout), key \"format\": expected one of \"raw\", \"json\", \"template\", found \"xml\"",
+            ":7:10: train \"t\", cog stdout#2, key \"format\": expected one of \"raw\", \"json\", \"template\", found \"xml\"",
         ),
         // bad TOML
         ("[[train]]\nname = \"t\n", ":2:"),
         // missing required key
         (
-            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\n",
-            ":3:1: train \"t\", cog #1 (file_in): missing required key \"paths\"",
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\n[[train.cog]]\ntype = \"stdout\"\n",
+            ":3:1: train \"t\", cog file_in#1: missing required key \"paths\"",
         ),
     ];
     for (text, want) in cases {
@@ -149,6 +149,42 @@ fn usage_errors_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/deadbeat.toml"));
+}
+
+#[test]
+fn unknown_flags_are_named_with_a_suggestion() {
+    let dir = TempDir::new("flags");
+    let cfg = write_config(dir.path(), STDIN_TO_STDOUT);
+    let cfg = cfg.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", cfg, "--deamon"],
+            "unknown option \"--deamon\" for `run` (did you mean \"--daemon\"?)",
+        ),
+        (
+            &["run", "--daemno", cfg],
+            "unknown option \"--daemno\" for `run` (did you mean \"--daemon\"?)",
+        ),
+        (
+            &["run", cfg, "--verbose"],
+            "unknown option \"--verbose\" for `run` (it takes: --daemon)",
+        ),
+        (
+            &["check", cfg, "--strict"],
+            "unknown option \"--strict\": `check` takes no options",
+        ),
+        (
+            &["cogs", "--markdwon"],
+            "unknown option \"--markdwon\" for `cogs` (did you mean \"--markdown\"?)",
+        ),
+    ];
+    for (args, want) in cases {
+        let out = Command::new(BIN).args(*args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: wanted {want:?} in:\n{err}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing runs");
+    }
 }
 
 #[test]

@@ -71,7 +71,7 @@ fn templated_path_follows_each_input_file() {
     assert_eq!(std::fs::read_to_string(copy("a.log")).unwrap(), a);
     assert_eq!(std::fs::read_to_string(copy("b.log")).unwrap(), "b1\nb2\n");
     assert!(
-        err.contains("cog=file_out in=3002 out=0 dropped=0 errors=0"),
+        err.contains("cog=file_out#2 in=3002 out=0 dropped=0 errors=0"),
         "{err}"
     );
 }
@@ -104,7 +104,7 @@ fn refused_rendered_paths_go_to_the_fallback_file() {
     assert!(err.contains("refused rendered output path"), "{err}");
     assert!(err.contains("event="), "{err}");
     assert!(
-        err.contains("cog=file_out in=8 out=0 dropped=0 errors=3"),
+        err.contains("cog=file_out#2 in=8 out=0 dropped=0 errors=3"),
         "{err}"
     );
 }

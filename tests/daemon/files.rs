@@ -27,10 +27,10 @@ fn file_in_to_file_out_keeps_every_line_in_order() {
         "{err}"
     );
     assert!(
-        err.contains("cog=file_in in=0 out=100002 dropped=0 errors=1"),
+        err.contains("cog=file_in#1 in=0 out=100002 dropped=0 errors=1"),
         "{err}"
     );
-    assert!(err.contains("cog=file_out in=100002 out=0"), "{err}");
+    assert!(err.contains("cog=file_out#2 in=100002 out=0"), "{err}");
 }
 
 #[test]
@@ -55,7 +55,7 @@ fn file_out_json_carries_path_and_offset() {
 }
 
 #[test]
-fn unwritable_output_is_a_runtime_error_with_the_path() {
+fn a_missing_output_directory_is_a_config_error_with_the_path() {
     let dir = TempDir::new("unwritable");
     std::fs::write(dir.path().join("in.log"), "x\n").unwrap();
     let cfg = write_config(
@@ -67,10 +67,11 @@ fn unwritable_output_is_a_runtime_error_with_the_path() {
         .args(["run", cfg.to_str().unwrap()])
         .output()
         .unwrap();
-    assert_eq!(res.status.code(), Some(1));
+    // Found before anything starts, as `check` finds it.
+    assert_eq!(res.status.code(), Some(2));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(
-        err.contains("no/such/dir/out.log") && err.contains("file_out"),
+        err.contains("no/such/dir") && err.contains("file_out#2"),
         "{err}"
     );
 }

@@ -7,12 +7,16 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
+mod check;
 mod cli;
+mod cog_ids;
+mod conditions;
 mod file_out;
 mod files;
 mod signals;
 mod spool;
 mod tail;
+mod topology;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 

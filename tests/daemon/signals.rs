@@ -133,17 +133,17 @@ fn sigusr1_logs_every_cogs_counters() {
     kill(child.id(), libc::SIGUSR1);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_for("counters in the log", || {
-        read_log().contains("name=file_out")
+        read_log().contains("cog=file_out#2")
     });
     drop(stdin);
     assert!(wait_exit(&mut child).success());
     let text = read_log();
     assert!(
-        text.contains("counters train=t cog=0 name=stdin in=0 out=2 dropped=0 errors=0"),
+        text.contains("counters train=t cog=stdin#1 in=0 out=2 dropped=0 errors=0"),
         "{text}"
     );
     assert!(
-        text.contains("counters train=t cog=1 name=file_out in=2 out=0 dropped=0 errors=0"),
+        text.contains("counters train=t cog=file_out#2 in=2 out=0 dropped=0 errors=0"),
         "{text}"
     );
 }

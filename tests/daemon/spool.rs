@@ -270,7 +270,9 @@ fn unreadable_files(inotify: bool, with_errors_dir: bool) {
     );
     assert!(err.contains("bad.log"), "{err}");
     assert!(
-        err.contains(&format!("cog=spool in=0 out=3 dropped=0 errors={failures}")),
+        err.contains(&format!(
+            "cog=spool#1 in=0 out=3 dropped=0 errors={failures}"
+        )),
         "{err}"
     );
     if !with_errors_dir {
@@ -309,7 +311,7 @@ fn spool_start_and_config_errors_name_the_culprit() {
     let err = String::from_utf8_lossy(&res.stderr);
     assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(err.contains("plain/done"), "{err}");
-    // A missing spool directory.
+    // A missing spool directory: found before anything starts, as `check` finds it.
     let cfg = write_config(
         dir.path(),
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"spool\"\ndir = \"nope\"\ndone = \"delete\"\n\
@@ -320,7 +322,7 @@ fn spool_start_and_config_errors_name_the_culprit() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
-    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert_eq!(res.status.code(), Some(2), "{err}");
     assert!(err.contains("nope"), "{err}");
     // Bad `done` and `pattern` values are configuration errors.
     for (keys, key) in [

@@ -221,7 +221,8 @@ fn restart_resumes_at_the_acknowledged_checkpoint() {
     let unacked = write_config(
         dir.path(),
         "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
-         paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n[[train.cog]]\ntype = \"pass\"\n",
+         paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n[[train.cog]]\ntype = \"unix_out\"\n\
+         path = \"nobody-listens.sock\"\ndrain_timeout = \"10ms\"\n",
     );
     let t = Tailer::start(dir.path(), &unacked);
     wait_for("tail to start", || t.stderr().contains("trains started"));
@@ -354,7 +355,7 @@ fn long_line_is_cut_at_max_line_bytes() {
     assert_eq!(parts[1].len(), 1 << 20);
     assert_eq!(parts[2], b"after");
     assert!(
-        err.contains("cog=tail in=0 out=3 dropped=0 errors=1"),
+        err.contains("cog=tail#1 in=0 out=3 dropped=0 errors=1"),
         "{err}"
     );
 }

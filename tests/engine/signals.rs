@@ -243,13 +243,13 @@ fn sigusr1_logs_every_cogs_counters_with_control_signals() {
     assert!(
         counters
             .iter()
-            .any(|l| l.contains("train=t") && l.contains("name=s") && l.contains("out=2")),
+            .any(|l| l.contains("train=t") && l.contains("cog=s#1") && l.contains("out=2")),
         "{lines:#?}"
     );
     assert!(
         counters
             .iter()
-            .any(|l| l.contains("train=t") && l.contains("name=d") && l.contains("in=2")),
+            .any(|l| l.contains("train=t") && l.contains("cog=d#2") && l.contains("in=2")),
         "{lines:#?}"
     );
 }

@@ -175,7 +175,7 @@ fn logger_octet_counted_and_newline_clients_on_auto_framing() {
     assert!(got.contains("\"received_at\":\""), "{got}");
     let err = d.stop_err();
     assert!(
-        err.contains("cog=tcp_in in=0 out=4 dropped=0 errors=0"),
+        err.contains("cog=tcp_in#1 in=0 out=4 dropped=0 errors=0"),
         "{err}"
     );
 }
@@ -206,7 +206,7 @@ fn unix_datagram_and_stream_with_logger() {
     let err = d.stop_err();
     assert!(!sock.exists(), "socket file left behind");
     assert!(
-        err.contains("cog=unix_in in=0 out=2 dropped=0 errors=0"),
+        err.contains("cog=unix_in#1 in=0 out=2 dropped=0 errors=0"),
         "{err}"
     );
 
@@ -389,7 +389,7 @@ fn bad_clients_are_counted_and_others_served() {
     let err = d.stop_err();
     assert!(err.contains("bad framing"), "{err}");
     assert!(
-        err.contains("cog=tcp_in in=0 out=206 dropped=0 errors=2"),
+        err.contains("cog=tcp_in#1 in=0 out=206 dropped=0 errors=2"),
         "{err}"
     );
 }
@@ -423,7 +423,7 @@ fn max_connections_closes_the_longest_idle_for_a_new_client() {
     assert!(err.contains("limit=max_connections "), "{err}");
     // The readiness probe of Daemon::tcp may count too, if it raced.
     assert!(
-        err.contains("cog=tcp_in in=0 out=4 dropped=0 errors="),
+        err.contains("cog=tcp_in#1 in=0 out=4 dropped=0 errors="),
         "{err}"
     );
 }
@@ -574,7 +574,7 @@ fn auto_framing_keeps_lines_starting_with_digits() {
     let err = d.stop_err();
     assert!(
         err.contains(&format!(
-            "cog=tcp_in in=0 out={expected} dropped=0 errors=0"
+            "cog=tcp_in#1 in=0 out={expected} dropped=0 errors=0"
         )),
         "{err}"
     );

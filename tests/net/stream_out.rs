@@ -440,7 +440,7 @@ fn tcp_out_survives_a_collector_restart() {
     let back = Instant::now();
     let s = accept(&l);
     let reconnect = back.elapsed();
-    let line = d.wait_log_from(lost, "connected cog=");
+    let line = d.wait_log_from(lost, "INFO connected ");
     let attempts = log_value(&d.seen[line], "failed_attempts");
     let buffered = log_value(&d.seen[line], "buffered_records");
     // And the stream goes on live after the reconnection.

@@ -181,7 +181,7 @@ fn logger_messages_arrive_with_peer_and_time() {
         assert!(!text(r, "message").ends_with('\n'));
     }
     assert!(
-        log.contains("cog=udp_in in=0 out=2 dropped=0 errors=0"),
+        log.contains("cog=udp_in#1 in=0 out=2 dropped=0 errors=0"),
         "{log}"
     );
 }
@@ -225,7 +225,7 @@ fn a_thousand_paced_datagrams_all_arrive_and_oversized_ones_are_cut() {
     assert_eq!(recs[1001].get(Key::new("truncated")), None);
     assert_eq!(text(&recs[1002], "message"), "crlf");
     assert!(
-        log.contains("cog=udp_in in=0 out=1003 dropped=0 errors=1"),
+        log.contains("cog=udp_in#1 in=0 out=1003 dropped=0 errors=1"),
         "{log}"
     );
     assert!(
@@ -304,7 +304,7 @@ fn udp_out_sends_one_datagram_per_record() {
     let got = rx.join().unwrap();
     assert_datagrams(&got, &want, &log);
     assert!(
-        log.contains("cog=udp_out in=302 out=0 dropped=1 errors=1"),
+        log.contains("cog=udp_out#2 in=302 out=0 dropped=1 errors=1"),
         "{log}"
     );
 }
@@ -333,7 +333,7 @@ fn udp_in_to_udp_out_chain() {
     let want: Vec<String> = (0..200).map(|i| format!("{me} m{i}")).collect();
     assert_datagrams(&got, &want, &log);
     assert!(
-        log.contains("cog=udp_out in=200 out=0 dropped=0 errors=0"),
+        log.contains("cog=udp_out#2 in=200 out=0 dropped=0 errors=0"),
         "{log}"
     );
 }
@@ -367,7 +367,7 @@ fn bad_addresses_are_config_errors() {
 fn final_counts(log: &str, cog: &str) -> (u64, u64) {
     let line = log
         .lines()
-        .find(|l| l.contains("final counters") && l.contains(&format!("cog={cog} ")))
+        .find(|l| l.contains("final counters") && l.contains(&format!("cog={cog}#")))
         .unwrap_or_else(|| panic!("no final counters of {cog}:\n{log}"));
     let field = |name: &str| -> u64 {
         line.split_whitespace()
@@ -440,7 +440,7 @@ fn sigterm_reads_what_the_socket_holds() {
     let log = d.wait();
     let dropped: usize = log
         .lines()
-        .find(|l| l.contains("cog=udp_in"))
+        .find(|l| l.contains("final counters") && l.contains("cog=udp_in"))
         .and_then(|l| l.split("dropped=").nth(1))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())

@@ -120,10 +120,6 @@ impl Drop for ReadOnlyDir {
 #[test]
 fn unwritable_templated_output_stops_within_stop_timeout() {
     let dir = TempDir::new("rel-unwritable");
-    let Some(_ro) = ReadOnlyDir::new(&dir.path().join("ro")) else {
-        eprintln!("skipped: cannot make a read-only directory");
-        return;
-    };
     let cfg = write_config(
         dir.path(),
         "[engine]\nstop_timeout = \"1s\"\n[[train]]\nname = \"t\"\n\
@@ -131,6 +127,14 @@ fn unwritable_templated_output_stops_within_stop_timeout() {
          [[train.cog]]\ntype = \"file_out\"\npath = \"ro/{message}.log\"\n",
     );
     let mut d = Daemon::start(&cfg, Stdio::piped());
+    // Read-only only once running: `run` refuses a directory it cannot write at start.
+    wait_for("the daemon to start", || {
+        d.stderr().contains("trains started")
+    });
+    let Some(_ro) = ReadOnlyDir::new(&dir.path().join("ro")) else {
+        eprintln!("skipped: cannot make a read-only directory");
+        return;
+    };
     let mut stdin = d.child.stdin.take().unwrap();
     stdin.write_all(b"a\nb\na\n").unwrap();
     wait_for("the write failure to be logged", || {

@@ -160,7 +160,7 @@ impl Drop for Daemon {
 fn final_counters(log: &str, cog: &str) -> [u64; 4] {
     let line = log
         .lines()
-        .rfind(|l| l.contains("final counters") && l.contains(&format!(" cog={cog} ")))
+        .rfind(|l| l.contains("final counters") && l.contains(&format!(" cog={cog}#")))
         .unwrap_or_else(|| panic!("no final counters of {cog}:\n{log}"));
     let get = |k: &str| -> u64 {
         line.split_whitespace()

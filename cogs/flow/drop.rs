@@ -1,0 +1,60 @@
+//! `drop`: the drain that says records end here on purpose.
+
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError};
+use crate::prelude::*;
+use crate::record::{Record, id_field};
+
+/// Ends every datum that reaches it: acknowledges it (so the supply's checkpoint moves on)
+/// and counts it as dropped. A train must bring every datum to a drain; where records may
+/// legitimately end (the rest of a `route` with a `when`, records kept only for a `tee`),
+/// `drop` says so, instead of records vanishing at the end of the train unseen.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "route"
+/// train = "errors"
+/// when = 'level == "error"'
+/// [[train.cog]]
+/// type = "drop"
+/// ```
+#[derive(Debug)]
+pub struct Discard<D> {
+    id: Getter<D, EventId>,
+}
+
+impl<D> Discard<D> {
+    /// Drops every datum, acknowledging the id `id` reads.
+    pub fn new(id: Getter<D, EventId>) -> Self {
+        Discard { id }
+    }
+}
+
+impl<D: 'static> Cog<D> for Discard<D> {
+    fn name(&self) -> &str {
+        "drop"
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        out.count_dropped(batch.len() as u64);
+        for d in batch.drain(..) {
+            if let Some(id) = self.id.get(&d) {
+                cx.event_done(*id);
+            }
+        }
+    }
+}
+
+/// The descriptor of `drop`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "drop",
+    kind: CogKind::Drain,
+    summary: "ends every record that reaches it on purpose: acknowledged and counted as \
+              dropped",
+    params: &[],
+    fields: &[],
+    build,
+};
+
+fn build(_: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    Ok(Box::new(Discard::new(id_field().get)))
+}
