@@ -336,9 +336,25 @@ impl RelpOut {
         }
     }
 
+    /// Handles the frames read; the records answered are acknowledged even when a later
+    /// frame ends the session (answers followed by `serverclose` are the usual goodbye).
     fn handle_frames(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let r = self.read_frames(cx);
+        let mut bytes = 0;
+        let mut n = 0;
+        while let Some(&(_, true)) = self.inflight.front() {
+            bytes += self.outbox.record(n).map_or(0, <[u8]>::len);
+            n += 1;
+            self.inflight.pop_front();
+        }
+        if n > 0 {
+            self.outbox.advance(bytes, cx);
+        }
+        r
+    }
+
+    fn read_frames(&mut self, cx: &mut Ctx) -> io::Result<()> {
         let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
-        let mut answered = false;
         loop {
             let f = match self.reader.next_frame() {
                 Ok(Some(f)) => f,
@@ -381,7 +397,6 @@ impl RelpOut {
                         return Err(bad(format!("the server answered {text:?}")));
                     }
                     slot.1 = true;
-                    answered = true;
                 }
                 b"serverclose" => {
                     return Err(io::Error::new(
@@ -394,16 +409,6 @@ impl RelpOut {
                     return Err(bad(format!("unexpected command {other:?} from the server")));
                 }
             }
-        }
-        if answered {
-            let mut bytes = 0;
-            let mut n = 0;
-            while let Some(&(_, true)) = self.inflight.front() {
-                bytes += self.outbox.record(n).map_or(0, <[u8]>::len);
-                n += 1;
-                self.inflight.pop_front();
-            }
-            self.outbox.advance(bytes, cx);
         }
         Ok(())
     }
