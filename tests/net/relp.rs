@@ -531,3 +531,177 @@ fn relp_relp_out_into_rsyslog_imrelp() {
     assert_eq!(a.reordered, 0, "{a:?}");
     assert!(!log.contains("ERROR"), "{log}");
 }
+
+// ---- protocol details against a hand-driven peer ----
+
+/// A blocking RELP peer over one connection, for tests.
+struct Peer {
+    sock: TcpStream,
+    reader: deadbeat::cogs::net::relp::FrameReader,
+}
+
+impl Peer {
+    fn new(sock: TcpStream) -> Peer {
+        Peer {
+            sock,
+            reader: deadbeat::cogs::net::relp::FrameReader::new(1 << 20),
+        }
+    }
+
+    /// The next frame as (txnr, command, data); `None` if none came within `wait` (or the
+    /// connection ended).
+    fn frame(&mut self, wait: Duration) -> Option<(u32, String, String)> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(f) = self.reader.next_frame().expect("a valid frame") {
+                return Some((
+                    f.txnr,
+                    String::from_utf8_lossy(f.command).into_owned(),
+                    String::from_utf8_lossy(f.data).into_owned(),
+                ));
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            match self.reader.read_from(&mut self.sock) {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the peer: {e}"),
+            }
+        }
+    }
+
+    fn expect(&mut self, command: &str) -> (u32, String) {
+        match self.frame(PATIENCE) {
+            Some((t, c, d)) if c == command => (t, d),
+            other => panic!("expected {command}, got {other:?}"),
+        }
+    }
+
+    fn send(&mut self, txnr: u32, command: &str, data: &str) {
+        let mut b = Vec::new();
+        deadbeat::cogs::net::relp::write_frame(&mut b, txnr, command, data.as_bytes());
+        self.sock.write_all(&b).unwrap();
+    }
+}
+
+/// relp_out keeps `window_size` commands unanswered, acknowledges on answers, and after a
+/// lost connection opens a new session and sends the unanswered records again, in order,
+/// with new transaction numbers; at the end it closes the session politely.
+#[test]
+fn relp_out_keeps_its_window_and_resends_after_a_reconnection() {
+    let dir = TempDir::new("relp-out-window");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, numbered(30)).unwrap();
+    let tx = Daemon::start(
+        dir.path(),
+        "tx",
+        &format!(
+            "[[train]]\nname = \"tx\"\n\
+             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
+             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+             window_size = 10\nreconnect_initial = \"50ms\"\nreconnect_max = \"200ms\"\n"
+        ),
+    );
+    let name = |i: usize| format!("line {i:07}{TAIL}");
+    let open_ok = "200 OK\nrelp_version=0\ncommands=syslog";
+
+    let mut p = Peer::new(listener.accept().unwrap().0);
+    let (t, offers) = p.expect("open");
+    assert_eq!(t, 1);
+    assert!(offers.contains("commands=syslog"), "{offers}");
+    p.send(1, "rsp", open_ok);
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        let (t, data) = p.expect("syslog");
+        assert_eq!((t, data), (2 + i as u32, name(i)));
+        sent.push(t);
+    }
+    assert_eq!(
+        p.frame(Duration::from_millis(300)),
+        None,
+        "more than the window was sent"
+    );
+    for t in &sent[..5] {
+        p.send(*t, "rsp", "200 OK");
+    }
+    for i in 10..15 {
+        let (t, data) = p.expect("syslog");
+        assert_eq!((t, data), (2 + i as u32, name(i)));
+    }
+    // Lines 5..15 are unanswered when the connection goes.
+    drop(p);
+
+    let mut p = Peer::new(listener.accept().unwrap().0);
+    assert_eq!(p.expect("open").0, 1);
+    p.send(1, "rsp", open_ok);
+    for i in 5..30 {
+        let (t, data) = p.expect("syslog");
+        assert_eq!((t, data), (2 + (i - 5) as u32, name(i)), "resent in order");
+        p.send(t, "rsp", "200 OK");
+    }
+    let (t, _) = p.expect("close");
+    p.send(t, "rsp", "");
+    let mut tx = tx;
+    let st = reap(&mut tx.child, "the sender");
+    let log = tx.log();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("resent=10"), "{log}");
+}
+
+/// relp_in answers a message only once the train's drain acknowledged it: here a tcp_out
+/// whose collector is down at first.
+#[test]
+fn relp_in_answers_only_once_the_drain_acknowledged() {
+    let dir = TempDir::new("relp-in-ack");
+    let port = free_port();
+    let collector = free_port();
+    let rx = Daemon::start(
+        dir.path(),
+        "rx",
+        &format!(
+            "[[train]]\nname = \"rx\"\n\
+             [[train.cog]]\ntype = \"relp_in\"\nlisten = \"127.0.0.1:{port}\"\n\
+             [[train.cog]]\ntype = \"tcp_out\"\naddress = \"127.0.0.1:{collector}\"\n\
+             reconnect_initial = \"50ms\"\nreconnect_max = \"100ms\"\n"
+        ),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let sock = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut p = Peer::new(sock);
+    p.send(1, "open", "relp_version=0\ncommands=syslog");
+    let (t, offers) = p.expect("rsp");
+    assert_eq!(t, 1);
+    assert!(offers.starts_with("200 OK\n"), "{offers}");
+    assert!(offers.contains("commands=syslog"), "{offers}");
+    p.send(2, "syslog", "hello");
+    assert_eq!(
+        p.frame(Duration::from_millis(300)),
+        None,
+        "answered before the drain acknowledged"
+    );
+    let l = TcpListener::bind(("127.0.0.1", collector)).unwrap();
+    let (mut c, _) = l.accept().unwrap();
+    let mut got = [0u8; 6];
+    std::io::Read::read_exact(&mut c, &mut got).unwrap();
+    assert_eq!(&got, b"hello\n");
+    assert_eq!(p.expect("rsp"), (2, "200 OK".to_string()));
+    p.send(3, "close", "");
+    assert_eq!(p.expect("rsp"), (3, String::new()));
+    assert_eq!(p.frame(Duration::from_secs(5)), None, "closed after close");
+    rx.stop();
+}
