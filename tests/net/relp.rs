@@ -710,3 +710,75 @@ fn relp_in_answers_only_once_the_drain_acknowledged() {
     assert_eq!(p.frame(Duration::from_secs(5)), None, "closed after close");
     rx.stop();
 }
+
+/// The relp_in counters line of the latest SIGUSR1 report in `log`, if any.
+fn last_relp_in_counters(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains(" counters ") && l.contains("name=relp_in"))
+        .map(str::to_string)
+}
+
+/// relp_in hands down at most `window_size` unanswered messages per connection: the rest
+/// wait in the socket until answers go out, and then all are answered in order.
+#[test]
+fn relp_in_keeps_a_connection_within_its_window() {
+    let dir = TempDir::new("relp-in-window");
+    let port = free_port();
+    let collector = free_port();
+    let rx = Daemon::start(
+        dir.path(),
+        "rx",
+        &format!(
+            "[[train]]\nname = \"rx\"\n\
+             [[train.cog]]\ntype = \"relp_in\"\nlisten = \"127.0.0.1:{port}\"\nwindow_size = 3\n\
+             [[train.cog]]\ntype = \"tcp_out\"\naddress = \"127.0.0.1:{collector}\"\n\
+             reconnect_initial = \"50ms\"\nreconnect_max = \"100ms\"\n"
+        ),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let sock = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut p = Peer::new(sock);
+    p.send(1, "open", "relp_version=0\ncommands=syslog");
+    assert_eq!(p.expect("rsp").0, 1);
+    for i in 0..10 {
+        p.send(2 + i, "syslog", &format!("m{i}"));
+    }
+    // The collector is down, so nothing is acknowledged: three messages went down the
+    // train, and no more after a while.
+    wait_for("three messages handed down", || {
+        signal(&rx.child, libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(20));
+        last_relp_in_counters(&rx.log()).is_some_and(|l| l.contains(" out=3 "))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let reports = rx.log().matches("name=relp_in").count();
+    signal(&rx.child, libc::SIGUSR1);
+    wait_for("a fresh counters line", || {
+        rx.log().matches("name=relp_in").count() > reports
+    });
+    let l = last_relp_in_counters(&rx.log()).unwrap();
+    assert!(l.contains(" out=3 "), "{l}");
+    let listener = TcpListener::bind(("127.0.0.1", collector)).unwrap();
+    let (mut c, _) = listener.accept().unwrap();
+    let mut got = Vec::new();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    while got.iter().filter(|&&b| b == b'\n').count() < 10 {
+        let mut buf = [0u8; 256];
+        let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+        assert!(n > 0, "the collector's connection ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let want: String = (0..10).map(|i| format!("m{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    for i in 0..10 {
+        assert_eq!(p.expect("rsp"), (2 + i, "200 OK".to_string()));
+    }
+    rx.stop();
+}
