@@ -780,5 +780,12 @@ fn relp_in_keeps_a_connection_within_its_window() {
     for i in 0..10 {
         assert_eq!(p.expect("rsp"), (2 + i, "200 OK".to_string()));
     }
+    // A stopping server says goodbye to the clients it still has.
     rx.stop();
+    assert_eq!(p.expect("serverclose"), (0, String::new()));
+    assert_eq!(
+        p.frame(Duration::from_secs(5)),
+        None,
+        "closed after serverclose"
+    );
 }
