@@ -207,10 +207,9 @@ impl RelpOut {
     }
 
     /// The TCP connection is up: open the RELP session.
-    fn opening(&mut self, s: TcpStream, cx: &mut Ctx) {
-        if let Some(t) = self.connect_timer.take() {
-            cx.cancel_timer(t);
-        }
+    fn opening(&mut self, s: TcpStream) {
+        // The connect timer runs on: a peer that accepts but never answers `open` (not a
+        // RELP server) is given up after connect_timeout too.
         self.reader = FrameReader::new(MAX_RSP);
         self.wbuf.clear();
         self.inflight.clear();
@@ -377,6 +376,9 @@ impl RelpOut {
                         if let State::Opening(s) = std::mem::replace(&mut self.state, State::Idle) {
                             self.state = State::Open(s);
                         }
+                        if let Some(t) = self.connect_timer.take() {
+                            cx.cancel_timer(t);
+                        }
                         self.failures = 0;
                         self.backoff.reset();
                         slog::info!(cx.logger(), "RELP session open"; "cog" => "relp_out",
@@ -436,7 +438,7 @@ impl RelpOut {
                     // Commands trickle out as the window opens: Nagle's algorithm would hold
                     // each small write until the server's delayed ACK.
                     let _ = s.set_nodelay(true);
-                    self.opening(s, cx);
+                    self.opening(s);
                 }
             }
             State::Opening(_) | State::Open(_) => {
@@ -536,10 +538,12 @@ impl Cog<Record> for RelpOut {
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
-                if matches!(self.state, State::Connecting(_)) {
-                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
-                    self.failed(&e, cx);
-                }
+                let what = match self.state {
+                    State::Connecting(_) => "connect_timeout expired",
+                    State::Opening(_) => "no answer to open within connect_timeout",
+                    _ => return,
+                };
+                self.failed(&io::Error::new(io::ErrorKind::TimedOut, what), cx);
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
                 slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";

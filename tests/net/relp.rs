@@ -539,6 +539,25 @@ fn relp_relp_out_into_rsyslog_imrelp() {
 
 // ---- protocol details against a hand-driven peer ----
 
+/// Accepts one connection, failing after PATIENCE rather than blocking for ever.
+fn accept(l: &TcpListener) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "no connection came");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
 /// A blocking RELP peer over one connection, for tests.
 struct Peer {
     sock: TcpStream,
@@ -619,7 +638,7 @@ fn relp_out_keeps_its_window_and_resends_after_a_reconnection() {
     let name = |i: usize| format!("line {i:07}{TAIL}");
     let open_ok = "200 OK\nrelp_version=0\ncommands=syslog";
 
-    let mut p = Peer::new(listener.accept().unwrap().0);
+    let mut p = Peer::new(accept(&listener));
     let (t, offers) = p.expect("open");
     assert_eq!(t, 1);
     assert!(offers.contains("commands=syslog"), "{offers}");
@@ -645,7 +664,7 @@ fn relp_out_keeps_its_window_and_resends_after_a_reconnection() {
     // Lines 5..15 are unanswered when the connection goes.
     drop(p);
 
-    let mut p = Peer::new(listener.accept().unwrap().0);
+    let mut p = Peer::new(accept(&listener));
     assert_eq!(p.expect("open").0, 1);
     p.send(1, "rsp", open_ok);
     for i in 5..30 {
@@ -700,7 +719,7 @@ fn relp_in_answers_only_once_the_drain_acknowledged() {
         "answered before the drain acknowledged"
     );
     let l = TcpListener::bind(("127.0.0.1", collector)).unwrap();
-    let (mut c, _) = l.accept().unwrap();
+    let mut c = accept(&l);
     let mut got = [0u8; 6];
     std::io::Read::read_exact(&mut c, &mut got).unwrap();
     assert_eq!(&got, b"hello\n");
@@ -766,7 +785,7 @@ fn relp_in_keeps_a_connection_within_its_window() {
     let l = last_relp_in_counters(&rx.log()).unwrap();
     assert!(l.contains(" out=3 "), "{l}");
     let listener = TcpListener::bind(("127.0.0.1", collector)).unwrap();
-    let (mut c, _) = listener.accept().unwrap();
+    let mut c = accept(&listener);
     let mut got = Vec::new();
     c.set_read_timeout(Some(PATIENCE)).unwrap();
     while got.iter().filter(|&&b| b == b'\n').count() < 10 {
@@ -787,5 +806,45 @@ fn relp_in_keeps_a_connection_within_its_window() {
         p.frame(Duration::from_secs(5)),
         None,
         "closed after serverclose"
+    );
+}
+
+/// A peer that accepts but never answers `open` (not a RELP server) is given up after
+/// connect_timeout, and the next connection carries the records.
+#[test]
+fn relp_out_gives_up_a_session_never_opened() {
+    let dir = TempDir::new("relp-out-open");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, numbered(3)).unwrap();
+    let mut tx = Daemon::start(
+        dir.path(),
+        "tx",
+        &format!(
+            "[[train]]\nname = \"tx\"\n\
+             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
+             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+             connect_timeout = \"200ms\"\nreconnect_initial = \"50ms\"\n"
+        ),
+    );
+    let mut silent = Peer::new(accept(&listener));
+    silent.expect("open");
+    let mut p = Peer::new(accept(&listener));
+    p.expect("open");
+    p.send(1, "rsp", "200 OK\nrelp_version=0\ncommands=syslog");
+    for i in 0..3 {
+        let (t, data) = p.expect("syslog");
+        assert_eq!(data, format!("line {i:07}{TAIL}"));
+        p.send(t, "rsp", "200 OK");
+    }
+    let (t, _) = p.expect("close");
+    p.send(t, "rsp", "");
+    assert!(reap(&mut tx.child, "the sender").success(), "{}", tx.log());
+    assert!(
+        tx.log()
+            .contains("no answer to open within connect_timeout"),
+        "{}",
+        tx.log()
     );
 }
