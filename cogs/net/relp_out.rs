@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
@@ -15,6 +16,7 @@ use crate::record::Record;
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
+const RSP_TIMEOUT: Local = 4;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so events still queued for a
 /// connection just dropped are told apart from the new one's.
 const SOCK_BASE: Local = 1 << 16;
@@ -35,6 +37,11 @@ const MAX_RSP: usize = 64 << 10;
 /// does, and while the server is away records wait in `buffer_bytes` (a full buffer pauses
 /// the supplies). Each record is rendered by `format` (raw: the `message` field).
 ///
+/// A server that stays connected but answers nothing for `rsp_timeout` while commands
+/// wait (its host vanished, its process hangs) counts as a lost session too. A deadbeat
+/// `relp_in` answers only once its drains wrote, so keep `rsp_timeout` above the longest
+/// stall its outputs may have (each timeout resends the window), or `"0s"` to wait for ever.
+///
 /// At shutdown the drain waits (lingers) until every record is answered, at most
 /// `drain_timeout` (and the engine's `stop_timeout`); what is left is logged and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
@@ -44,6 +51,7 @@ const MAX_RSP: usize = 64 << 10;
 /// type = "relp_out"
 /// address = "collector.example:2514"
 /// window_size = 128
+/// rsp_timeout = "90s"            # a server silent this long while answers are due: reconnect
 /// format = "raw"                 # raw | json | template
 /// buffer_bytes = "8MiB"
 /// reconnect_initial = "100ms"
@@ -60,7 +68,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 10] = [
+const PARAMS: [Param; 11] = [
     Param::req(
         "address",
         ParamType::Str,
@@ -71,6 +79,12 @@ const PARAMS: [Param; 10] = [
         ParamType::Int,
         "128",
         "commands sent and not yet answered, at most",
+    ),
+    Param::opt(
+        "rsp_timeout",
+        ParamType::Duration,
+        "90s",
+        "a session whose server answers nothing for this long while commands wait is dropped and opened again (its unanswered records resent); 0s: wait for ever",
     ),
     FORWARD_PARAMS[0],
     FORWARD_PARAMS[1],
@@ -91,7 +105,10 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
         Some(_) => return Err(p.error("window_size", "must be within 1..=100000")),
     };
     let opts = ForwardOptions::from_params(p, Framing::Newline)?;
-    Ok(Box::new(RelpOut::new(address.to_string(), window, opts)))
+    let mut out = RelpOut::new(address.to_string(), window, opts);
+    let rsp_timeout = p.duration_or("rsp_timeout", Duration::from_secs(90))?;
+    out.rsp_timeout = (!rsp_timeout.is_zero()).then_some(rsp_timeout);
+    Ok(Box::new(out))
 }
 
 enum State {
@@ -125,6 +142,11 @@ pub struct RelpOut {
     backoff: Backoff,
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
+    /// Longest silence of the server while commands wait for answers.
+    rsp_timeout: Option<Duration>,
+    rsp_timer: Option<TimerId>,
+    /// When the server last answered (or the first command of a wait was sent).
+    progress_at: Instant,
     paused: bool,
     lingering: bool,
     failures: u64,
@@ -158,6 +180,9 @@ impl RelpOut {
             backoff,
             retry_timer: None,
             connect_timer: None,
+            rsp_timeout: Some(Duration::from_secs(90)),
+            rsp_timer: None,
+            progress_at: Instant::now(),
             paused: false,
             lingering: false,
             failures: 0,
@@ -231,7 +256,10 @@ impl RelpOut {
             // Stopping with everything answered: the lost session is not missed.
             return self.end_linger(cx);
         }
-        if let Some(t) = self.connect_timer.take() {
+        for t in [self.connect_timer.take(), self.rsp_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             cx.cancel_timer(t);
         }
         let was_up = matches!(self.state, State::Open(_) | State::Opening(_));
@@ -279,9 +307,18 @@ impl RelpOut {
                     break;
                 };
                 let data = rec.strip_suffix(b"\n").unwrap_or(rec);
+                if self.inflight.is_empty() {
+                    self.progress_at = cx.now();
+                }
                 write_frame(&mut self.wbuf, self.next_txnr, "syslog", data);
                 self.inflight.push_back((self.next_txnr, false));
                 self.next_txnr = next_txnr(self.next_txnr);
+            }
+            if let Some(after) = self.rsp_timeout
+                && self.rsp_timer.is_none()
+                && !self.inflight.is_empty()
+            {
+                self.rsp_timer = cx.timer_after(after, RSP_TIMEOUT).ok();
             }
         }
         if !self.writable || self.wbuf.is_empty() {
@@ -347,6 +384,7 @@ impl RelpOut {
             self.inflight.pop_front();
         }
         if n > 0 {
+            self.progress_at = cx.now();
             self.outbox.advance(bytes, cx);
         }
         r
@@ -498,9 +536,13 @@ impl RelpOut {
         {
             let _ = cx.deregister(&mut s);
         }
-        for t in [self.retry_timer.take(), self.connect_timer.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.retry_timer.take(),
+            self.connect_timer.take(),
+            self.rsp_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             cx.cancel_timer(t);
         }
@@ -544,6 +586,25 @@ impl Cog<Record> for RelpOut {
                     _ => return,
                 };
                 self.failed(&io::Error::new(io::ErrorKind::TimedOut, what), cx);
+            }
+            (RSP_TIMEOUT, Wake::Timer(t)) if self.rsp_timer == Some(t) => {
+                self.rsp_timer = None;
+                let (Some(limit), State::Open(_)) = (self.rsp_timeout, &self.state) else {
+                    return;
+                };
+                if self.inflight.is_empty() {
+                    return;
+                }
+                let silent = cx.now().saturating_duration_since(self.progress_at);
+                if silent >= limit {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within rsp_timeout ({} ms)", limit.as_millis()),
+                    );
+                    self.failed(&e, cx);
+                } else {
+                    self.rsp_timer = cx.timer_after(limit - silent, RSP_TIMEOUT).ok();
+                }
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
                 slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";

@@ -848,3 +848,43 @@ fn relp_out_gives_up_a_session_never_opened() {
         tx.log()
     );
 }
+
+/// A server that answers `open` and then nothing is given up after rsp_timeout, and the
+/// unanswered record goes out again on the next session.
+#[test]
+fn relp_out_gives_up_a_silent_server_after_rsp_timeout() {
+    let dir = TempDir::new("relp-out-rsp");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, numbered(1)).unwrap();
+    let mut tx = Daemon::start(
+        dir.path(),
+        "tx",
+        &format!(
+            "[[train]]\nname = \"tx\"\n\
+             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
+             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+             rsp_timeout = \"300ms\"\nreconnect_initial = \"50ms\"\n"
+        ),
+    );
+    let open_ok = "200 OK\nrelp_version=0\ncommands=syslog";
+    let mut silent = Peer::new(accept(&listener));
+    silent.expect("open");
+    silent.send(1, "rsp", open_ok);
+    let (_, first) = silent.expect("syslog");
+    let mut p = Peer::new(accept(&listener));
+    p.expect("open");
+    p.send(1, "rsp", open_ok);
+    let (t, again) = p.expect("syslog");
+    assert_eq!((t, &again), (2, &first));
+    p.send(t, "rsp", "200 OK");
+    let (t, _) = p.expect("close");
+    p.send(t, "rsp", "");
+    assert!(reap(&mut tx.child, "the sender").success(), "{}", tx.log());
+    assert!(
+        tx.log().contains("no answer within rsp_timeout"),
+        "{}",
+        tx.log()
+    );
+}
