@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::relp::{FrameReader, offers_command, write_frame};
 use super::tcp_in::{peer_key, received_at_key};
@@ -66,6 +66,9 @@ pub struct RelpIn {
     serial: u64,
     paused: bool,
     finishing: bool,
+    /// Connections refused over max_connections, and when that was last logged.
+    refused: u64,
+    refused_logged: Option<Instant>,
 }
 
 /// The descriptor of `relp_in`.
@@ -192,6 +195,8 @@ impl RelpIn {
             serial: 0,
             paused: false,
             finishing: false,
+            refused: 0,
+            refused_logged: None,
         }
     }
 
@@ -228,9 +233,19 @@ impl RelpIn {
         cx: &mut Ctx,
     ) {
         if self.live >= self.max_connections {
-            slog::warn!(cx.logger(), "max_connections reached; connection closed";
-                "cog" => "relp_in", "peer" => %peer, "max_connections" => self.max_connections);
+            self.refused += 1;
             out.count_errors(1);
+            // One line a second at most: a client hammering the port must not flood the log.
+            let now = cx.now();
+            if self
+                .refused_logged
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.refused_logged = Some(now);
+                slog::warn!(cx.logger(), "max_connections reached; connection closed";
+                    "cog" => "relp_in", "peer" => %peer, "max_connections" => self.max_connections,
+                    "refused_so_far" => self.refused);
+            }
             return;
         }
         let i = self.free.pop().unwrap_or_else(|| {

@@ -888,3 +888,47 @@ fn relp_out_gives_up_a_silent_server_after_rsp_timeout() {
         tx.log()
     );
 }
+
+/// Connections over max_connections are closed at once and counted; the others go on.
+#[test]
+fn relp_in_refuses_connections_over_max_connections() {
+    let dir = TempDir::new("relp-in-max");
+    let port = free_port();
+    let rx = Daemon::start(
+        dir.path(),
+        "rx",
+        &format!(
+            "[[train]]\nname = \"rx\"\n\
+             [[train.cog]]\ntype = \"relp_in\"\nlisten = \"127.0.0.1:{port}\"\nmax_connections = 1\n\
+             [[train.cog]]\ntype = \"file_out\"\npath = {:?}\n",
+            dir.path().join("out.log").to_str().unwrap()
+        ),
+    );
+    let connect = || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => return s,
+                Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    let mut first = Peer::new(connect());
+    first.send(1, "open", "relp_version=0\ncommands=syslog");
+    assert_eq!(first.expect("rsp").0, 1);
+    let mut second = Peer::new(connect());
+    assert_eq!(
+        second.frame(PATIENCE),
+        None,
+        "the second connection is closed"
+    );
+    first.send(2, "syslog", "still served");
+    assert_eq!(first.expect("rsp"), (2, "200 OK".to_string()));
+    let log = rx.stop();
+    assert!(log.contains("max_connections reached"), "{log}");
+    assert!(
+        log.contains("cog=relp_in in=0 out=1 dropped=0 errors=1"),
+        "{log}"
+    );
+}
