@@ -932,3 +932,51 @@ fn relp_in_refuses_connections_over_max_connections() {
         "{log}"
     );
 }
+
+/// Several relp_out clients into one relp_in: every line arrives once, each client's in
+/// its order (answers follow each connection's own acknowledgements).
+#[test]
+fn relp_in_serves_several_clients_each_in_order() {
+    const CLIENTS: usize = 4;
+    let n = size("DEADBEAT_RELP_LINES") / CLIENTS * CLIENTS;
+    let per = n / CLIENTS;
+    let dir = TempDir::new("relp-clients");
+    let port = free_port();
+    let out = dir.path().join("out.log");
+    let rx = Daemon::start(dir.path(), "rx", &receiver_config(dir.path(), port));
+    let mut senders = Vec::new();
+    for k in 0..CLIENTS {
+        let input = dir.path().join(format!("in{k}.log"));
+        let mut text = String::new();
+        for i in k * per..(k + 1) * per {
+            line(&mut text, i);
+        }
+        std::fs::write(&input, text).unwrap();
+        senders.push(Daemon::start(
+            dir.path(),
+            &format!("tx{k}"),
+            &format!(
+                "[[train]]\nname = \"tx\"\n\
+                 [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
+                 [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+                 reconnect_initial = \"50ms\"\n"
+            ),
+        ));
+    }
+    for mut tx in senders {
+        let st = reap(&mut tx.child, "a sender");
+        assert!(st.success(), "{}", tx.log());
+    }
+    rx.stop();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut next = [0; CLIENTS];
+    let mut count = 0;
+    for l in text.lines() {
+        let i: usize = l[5..12].parse().unwrap();
+        let k = i / per;
+        assert_eq!(i, k * per + next[k], "client {k} out of order or repeated");
+        next[k] += 1;
+        count += 1;
+    }
+    assert_eq!(count, n);
+}
