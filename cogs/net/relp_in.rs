@@ -25,7 +25,8 @@ const ACCEPTS_PER_TURN: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Receives syslog messages over RELP and answers each `syslog` command with `rsp 200 OK`
-/// only once every drain of the train acknowledged the record (`event_done`), so a client
+/// only once the train's drain acknowledged the record (`event_done`; a `tee` copy is
+/// best-effort, as it is for `tail` checkpoints), so a client
 /// that keeps unanswered messages (as librelp and `relp_out` do) loses nothing when either
 /// side crashes: what was not answered is sent again after the reconnection, and at most
 /// the messages in flight (the window) arrive twice.
