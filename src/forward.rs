@@ -306,7 +306,7 @@ impl Outbox {
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
 /// `initial` to `max`, so many senders that lost one peer do not reconnect in lockstep.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -314,7 +314,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -327,7 +327,7 @@ impl Backoff {
         }
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let d = self.current;
         self.current = (d * 2).min(self.max);
         // xorshift64: jitter needs no cryptographic quality.
@@ -344,7 +344,7 @@ impl Backoff {
         half + Duration::from_nanos(r)
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.initial;
     }
 }
