@@ -282,7 +282,7 @@ fn deadbeat_to_deadbeat(fault: Fault) -> Arrival {
     eprintln!("relp {fault:?}: {n} lines, {a:?}");
     assert!(!tx_log.contains("ERROR"), "{tx_log}");
     if matches!(fault, Fault::None) {
-        let counters = format!("cog=relp_in in=0 out={n} dropped=0 errors=0");
+        let counters = format!("cog=relp_in#1 in=0 out={n} dropped=0 errors=0");
         assert!(rx_log.contains(&counters), "{rx_log}");
     }
     assert_eq!(a.reordered, 0, "lines arrived out of order");
@@ -734,7 +734,7 @@ fn relp_in_answers_only_once_the_drain_acknowledged() {
 fn last_relp_in_counters(log: &str) -> Option<String> {
     log.lines()
         .rev()
-        .find(|l| l.contains(" counters ") && l.contains("name=relp_in"))
+        .find(|l| l.contains(" counters ") && l.contains("cog=relp_in#1"))
         .map(str::to_string)
 }
 
@@ -777,10 +777,10 @@ fn relp_in_keeps_a_connection_within_its_window() {
         last_relp_in_counters(&rx.log()).is_some_and(|l| l.contains(" out=3 "))
     });
     std::thread::sleep(Duration::from_millis(200));
-    let reports = rx.log().matches("name=relp_in").count();
+    let reports = rx.log().matches("cog=relp_in#1").count();
     signal(&rx.child, libc::SIGUSR1);
     wait_for("a fresh counters line", || {
-        rx.log().matches("name=relp_in").count() > reports
+        rx.log().matches("cog=relp_in#1").count() > reports
     });
     let l = last_relp_in_counters(&rx.log()).unwrap();
     assert!(l.contains(" out=3 "), "{l}");
@@ -928,7 +928,7 @@ fn relp_in_refuses_connections_over_max_connections() {
     let log = rx.stop();
     assert!(log.contains("max_connections reached"), "{log}");
     assert!(
-        log.contains("cog=relp_in in=0 out=1 dropped=0 errors=1"),
+        log.contains("cog=relp_in#1 in=0 out=1 dropped=0 errors=1"),
         "{log}"
     );
 }
