@@ -12,6 +12,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointStore, Entry, fingerprint};
+use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::glob::{Glob, split_path};
 use crate::lines::LineSplitter;
@@ -65,6 +66,11 @@ const SAVE_AFTER_LINES: usize = 200_000;
 ///   start and `start_at = "end"` (the default when following), from its start when it
 ///   appears later. With `follow = false`, every matched file is read to its end (from its
 ///   checkpoint, or from its start by default), then the supply is exhausted.
+/// - **Missing files.** Following, a pattern that matches no file yet is normal: it is
+///   logged once at info level and the file is waited for. With `follow = false`, a
+///   pattern that matches no file, or a file that cannot be opened, is handled as
+///   `missing` says (as for `file_in`): `"error"` (the default) logs and counts it and
+///   the run fails (exit 1) at its end, `"warn"` logs a warning, `"ignore"` skips it.
 /// - **Partial lines.** A last line without newline is held until completed; it is
 ///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
@@ -88,6 +94,7 @@ const SAVE_AFTER_LINES: usize = 200_000;
 /// idle_close = "5m"
 /// max_open_files = 1024
 /// max_line_bytes = "1MiB"
+/// missing = "error"         # follow = false: or "warn", "ignore"
 /// ```
 pub struct Tail {
     set: Settings,
@@ -122,11 +129,16 @@ struct Settings {
     idle_close: Duration,
     max_line_bytes: usize,
     rotate_wait: Duration,
+    missing: Missing,
 }
 
 struct Dir {
     path: PathBuf,
     names: Vec<Glob>,
+    /// The patterns of `names` as written in `paths`, for messages.
+    patterns: Vec<String>,
+    /// Whether the first scan found a file for each of `names`.
+    matched: Vec<bool>,
     wd: Option<WatchDescriptor>,
 }
 
@@ -214,6 +226,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "5s",
             "how long a renamed or deleted file is still read",
         ),
+        MISSING_PARAM,
     ],
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
@@ -254,16 +267,23 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         idle_close: p.duration_or("idle_close", Duration::from_secs(300))?,
         max_line_bytes,
         rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
+        missing: Missing::from_params(p)?,
     };
     let mut dirs: Vec<Dir> = Vec::new();
     for path in &paths {
         let (dir, name) =
             split_path(path).map_err(|m| p.error("paths", format!("{}: {m}", path.display())))?;
         match dirs.iter_mut().find(|d| d.path == dir) {
-            Some(d) => d.names.push(name),
+            Some(d) => {
+                d.names.push(name);
+                d.patterns.push(path.display().to_string());
+                d.matched.push(false);
+            }
             None => dirs.push(Dir {
                 path: dir,
                 names: vec![name],
+                patterns: vec![path.display().to_string()],
+                matched: vec![false],
                 wd: None,
             }),
         }
@@ -398,6 +418,12 @@ impl Tail {
                         continue;
                     }
                     if self.check_path(&path, initial, cx) {
+                        if initial {
+                            let dir = &mut self.dirs[d];
+                            for (g, m) in dir.names.iter().zip(dir.matched.iter_mut()) {
+                                *m |= g.matches(name.as_bytes());
+                            }
+                        }
                         seen.insert(path);
                     }
                 }
@@ -601,6 +627,20 @@ impl Tail {
         }
     }
 
+    /// After the first scan: patterns that matched no file. Following, that is normal (the
+    /// file is waited for); reading once (`follow = false`), `missing` says what it is.
+    fn report_unmatched(&mut self, cx: &mut Ctx) {
+        for d in &self.dirs {
+            for (pattern, _) in d.patterns.iter().zip(&d.matched).filter(|(_, m)| !**m) {
+                if self.set.follow {
+                    slog::info!(cx.logger(), "no file matches yet; waiting for it"; "path" => pattern);
+                } else if self.set.missing.report("tail", pattern, "no such file", cx) {
+                    self.errors += 1;
+                }
+            }
+        }
+    }
+
     // --- descriptors
 
     /// Opens `fid` if needed; false if it cannot be read now.
@@ -626,9 +666,18 @@ impl Tail {
             Ok(x) => x,
             Err(e) => {
                 if !t.failed {
-                    slog::error!(cx.logger(), "cannot open file"; "path" => %t.path.display(), "error" => %e);
-                    self.errors += 1;
                     t.failed = true;
+                    if self.set.follow {
+                        slog::error!(cx.logger(), "cannot open file"; "path" => %t.path.display(), "error" => %e);
+                        self.errors += 1;
+                    } else if self.set.missing.report(
+                        "tail",
+                        &t.path.display().to_string(),
+                        &e.to_string(),
+                        cx,
+                    ) {
+                        self.errors += 1;
+                    }
                 }
                 t.known_size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
                 return false;
@@ -775,6 +824,9 @@ impl Tail {
                 Err(e) => {
                     slog::error!(cx.logger(), "reading file failed; closing it"; "path" => %t.path.display(), "error" => %e);
                     self.errors += 1;
+                    if !self.set.follow {
+                        cx.fail(format!("tail: reading {} failed: {e}", t.path.display()));
+                    }
                     emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
                     t.resume = sp.consumed();
                     self.close(fid);
@@ -1079,6 +1131,7 @@ impl Cog<Record> for Tail {
                     self.scan_dir(d, true, cx);
                 }
                 self.find_renamed(cx);
+                self.report_unmatched(cx);
                 self.scanned = true;
                 if self.queue.is_empty() && !self.set.follow {
                     cx.exhausted();
