@@ -39,12 +39,9 @@ const MAX_PENDING: usize = 100_000;
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Above this many open files, a file that reached its end gives its read buffer back.
 const KEEP_BUFFERS: usize = 32;
-/// How often changed checkpoints are written.
+/// How often checkpoints are synced to disk (they are written after every acknowledgement
+/// that moved them, and otherwise at this pace when changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// Acknowledged lines after which checkpoints are written at once, not at the next tick:
-/// catching up at millions of lines a second, a crash would otherwise re-send up to a
-/// second of them, and a daemon that keeps crashing re-sends the same stretch each time.
-const SAVE_AFTER_LINES: usize = 200_000;
 
 /// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
 /// was stopped), truncation, and checkpoints committed only once the drains acknowledged
@@ -74,8 +71,10 @@ const SAVE_AFTER_LINES: usize = 200_000;
 /// - **Partial lines.** A last line without newline is held until completed; it is
 ///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
-///   hash of `paths`), written atomically every second when changed, after every 200,000 acknowledged lines,
-///   and at shutdown.
+///   hash of `paths`), written atomically (temporary file and rename) after every
+///   acknowledgement that moved them, so a crash re-sends at most the batch in flight;
+///   synced to disk every second and at shutdown, so a power loss loses at most about a
+///   second of progress (those lines are sent again).
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
 ///   their end are closed (and reopened when they change). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
@@ -110,8 +109,9 @@ pub struct Tail {
     store: Option<CheckpointStore>,
     saved: HashMap<(u64, u64), Entry>,
     dirty: bool,
-    /// Lines acknowledged since the checkpoints were last written (or tried).
-    acked_unsaved: usize,
+    /// The last checkpoint write failed: only the timer tries again (a failing disk is
+    /// not hammered once per batch).
+    save_failing: bool,
     paused: bool,
     blocked: bool,
     scanned: bool,
@@ -369,7 +369,7 @@ impl Tail {
             store,
             saved: HashMap::new(),
             dirty: false,
-            acked_unsaved: 0,
+            save_failing: false,
             paused: false,
             blocked: false,
             scanned: false,
@@ -1011,8 +1011,6 @@ impl Tail {
     // --- checkpoints
 
     fn save(&mut self, cx: &mut Ctx) {
-        // Reset on failure too: the tick retries, and a failing disk is not hammered.
-        self.acked_unsaved = 0;
         let Some(store) = &self.store else {
             return;
         };
@@ -1038,12 +1036,26 @@ impl Tail {
             });
         }
         entries.extend(self.saved.values().cloned());
-        match store.save(&entries) {
+        // A failure leaves `dirty` set: the timer tries again.
+        let saved = store.save(&entries);
+        self.save_failing = saved.is_err();
+        match saved {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 slog::error!(cx.logger(), "cannot write checkpoint"; "path" => %store.path().display(), "error" => %e);
                 self.errors += 1;
             }
+        }
+    }
+
+    /// Makes the last checkpoint written durable (see [`CheckpointStore::sync`]).
+    fn sync(&mut self, cx: &mut Ctx) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Err(e) = store.sync() {
+            slog::error!(cx.logger(), "cannot sync checkpoint"; "path" => %store.path().display(), "error" => %e);
+            self.errors += 1;
         }
     }
 
@@ -1118,8 +1130,8 @@ impl Cog<Record> for Tail {
                 }
             }
             cx.timer_every(self.set.poll_interval, TICK)?;
-            cx.timer_every(SAVE_EVERY, SAVE)?;
         }
+        cx.timer_every(SAVE_EVERY, SAVE)?;
         cx.enqueue(SCAN);
         Ok(())
     }
@@ -1139,7 +1151,12 @@ impl Cog<Record> for Tail {
             }
             (READ, _) => self.read_turn(out, cx),
             (TICK, _) => self.tick(cx),
-            (SAVE, _) if self.dirty => self.save(cx),
+            (SAVE, _) => {
+                if self.dirty {
+                    self.save(cx);
+                }
+                self.sync(cx);
+            }
             (ROTATE, _) => {
                 let now = cx.now();
                 let due: Vec<u64> = self
@@ -1163,9 +1180,10 @@ impl Cog<Record> for Tail {
 
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
         if self.acks.done(ids) {
+            // Written at once (not synced: a process crash keeps it), so a crash re-sends
+            // at most the batch in flight.
             self.dirty = true;
-            self.acked_unsaved += ids.len();
-            if self.acked_unsaved >= SAVE_AFTER_LINES {
+            if !self.save_failing {
                 self.save(cx);
             }
         }
@@ -1214,6 +1232,7 @@ impl Cog<Record> for Tail {
     fn done(&mut self, cx: &mut Ctx) {
         // The drains have finished: every acknowledgement is in.
         self.save(cx);
+        self.sync(cx);
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             self.close(fid);
