@@ -68,8 +68,12 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   pattern that matches no file, or a file that cannot be opened, is handled as
 ///   `missing` says (as for `file_in`): `"error"` (the default) logs and counts it and
 ///   the run fails (exit 1) at its end, `"warn"` logs a warning, `"ignore"` skips it.
-/// - **Partial lines.** A last line without newline is held until completed; it is
-///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
+/// - **Partial lines.** A last line without newline is held until completed. It is
+///   emitted, with `partial = true`, only at the true end of its file: once a file
+///   rotated away has been read to its end (after `rotate_wait`), or read to its end with
+///   `follow = false`. A stop never splits a line: a partial line held at shutdown
+///   (while catching up, paused, or following) is not sent, and the checkpoint stays at
+///   its start, so the next run reads it whole.
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
 ///   hash of `paths`), written atomically (temporary file and rename) after every
 ///   acknowledgement that moved them, so a crash re-sends at most the batch in flight;
@@ -79,7 +83,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   their end are closed (and reopened when they change). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
-/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
+/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
+/// `partial` (true) on a last line that had no newline.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -232,6 +237,10 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ("message", "the line, without its newline, as raw bytes"),
         ("path", "the file the line comes from"),
         ("offset", "byte offset of the line's first byte in the file"),
+        (
+            "partial",
+            "true on a last line emitted without its newline (at the true end of its file)",
+        ),
     ],
     build,
 };
@@ -851,7 +860,7 @@ impl Tail {
         t.at_eof = true;
         t.known_size = sp.received();
         let expired = t.rotated.is_some_and(|until| until <= cx.now());
-        if !self.set.follow || expired || self.finished {
+        if !self.set.follow || expired {
             emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
             t.resume = sp.consumed();
             let rotated = t.rotated.is_some();
@@ -1104,10 +1113,21 @@ fn emit(
             };
             let r = em.emit(line.bytes, &line.info, 2, out, cx);
             fields.add(r, line.info.offset);
+            if line.info.unterminated {
+                mark_partial(r);
+            }
             let id = r.id;
             acks.sent(fid, id, sp.consumed());
         }
     })
+}
+
+/// Flags a last line emitted without its newline (`partial = true`).
+#[cold]
+fn mark_partial(r: &mut Record) {
+    static KEY: std::sync::OnceLock<crate::record::Key> = std::sync::OnceLock::new();
+    let key = *KEY.get_or_init(|| crate::record::Key::new("partial"));
+    r.insert(key, crate::record::Value::Bool(true));
 }
 
 impl Cog<Record> for Tail {
@@ -1209,12 +1229,18 @@ impl Cog<Record> for Tail {
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         self.finished = true;
-        // Held partial lines are emitted once: the checkpoint then covers them.
+        // A held partial line is emitted (flagged `partial`) only if it truly ends its
+        // file: everything was read, and no more is coming (`follow = false`, or the file
+        // was rotated away). Otherwise (catching up, paused, or a writer that may still
+        // end the line) it stays unsent and the checkpoint at its start: the next run
+        // reads it whole.
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             if let Some(t) = self.files.get_mut(&fid)
-                && let Some(sp) = t.splitter.as_mut()
+                && let (Some(f), Some(sp)) = (t.file.as_ref(), t.splitter.as_mut())
                 && sp.pending_len() > 0
+                && (!self.set.follow || t.rotated.is_some())
+                && f.metadata().is_ok_and(|m| m.len() == sp.received())
             {
                 emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
             }

@@ -373,15 +373,81 @@ fn partial_last_line_is_held_then_emitted_once() {
     append(&logs.join("probe.log"), "probe\n");
     t.wait_lines(3);
     t.stop();
-    // Never completed: emitted at shutdown, once.
+    // Not completed before the stop: not sent, the checkpoint stays at its start, and the
+    // next run reads it whole once the writer ends it.
     let t = Tailer::start(dir.path(), &cfg);
     append(&app, "e\n");
-    t.wait_lines(5);
+    t.wait_lines(4);
     t.stop();
     let got = std::fs::read_to_string(dir.path().join("out.log")).unwrap();
     let mut l: Vec<&str> = got.lines().collect();
     l.sort();
-    assert_eq!(l, ["a", "bc", "d", "e", "probe"]);
+    assert_eq!(l, ["a", "bc", "de", "probe"]);
+}
+
+#[test]
+fn partial_line_at_the_true_end_is_flagged() {
+    let (dir, _, app) = app_log("eol-flag");
+    append(&app, "a\nb");
+    let cfg = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
+         paths = [\"logs/*.log\"]\nfollow = false\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.json\"\nformat = \"json\"\n",
+    );
+    run_ok(&cfg);
+    let got = std::fs::read_to_string(dir.path().join("out.json")).unwrap();
+    let l: Vec<&str> = got.lines().collect();
+    assert_eq!(l.len(), 2, "{got}");
+    assert!(!l[0].contains("\"partial\""), "{got}");
+    assert!(
+        l[1].contains("\"message\":\"b\"") && l[1].contains("\"partial\":true"),
+        "{got}"
+    );
+}
+
+/// SIGTERM twice while `tail` catches up with a backlog, then a run to the end: every
+/// line exactly once, none split in two at a stop. `DEADBEAT_BACKLOG_LINES` sets the
+/// backlog (default 300,000 lines, about 12 MB).
+#[test]
+fn stops_while_catching_up_never_split_a_line() {
+    let n: usize = std::env::var("DEADBEAT_BACKLOG_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let (dir, _, app) = app_log("stop-catchup");
+    // Lines of varied lengths: reads end inside lines.
+    let mut text = String::with_capacity(n * 40);
+    for i in 0..n {
+        text.push_str(&format!("line {i:07} {}\n", "x".repeat(i % 23)));
+    }
+    append(&app, &text);
+    let cfg = config(dir.path(), true, FOLLOW);
+    let out = dir.path().join("out.log");
+    let mut stops = 0;
+    for _ in 0..2 {
+        let before = line_count(&out);
+        let t = Tailer::start(dir.path(), &cfg);
+        wait_for("progress", || line_count(&out) > before);
+        t.stop();
+        stops += usize::from(line_count(&out) < n);
+    }
+    Tailer::catch_up(dir.path(), &cfg, n);
+    let got = counts(dir.path());
+    let split: Vec<&String> = got.keys().filter(|l| !l.starts_with("line ")).collect();
+    assert!(
+        split.is_empty(),
+        "split lines: {:?}",
+        &split[..split.len().min(5)]
+    );
+    let dups: Vec<(&String, &usize)> = got.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        dups.is_empty(),
+        "repeated: {:?}",
+        &dups[..dups.len().min(5)]
+    );
+    assert_eq!(got.len(), n, "lines lost or split");
+    eprintln!("{stops} of 2 stops came while catching up with {n} lines");
 }
 
 #[test]
