@@ -52,9 +52,15 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   it is scanned every `poll_interval`. Wildcards (`*`, `?`, `[...]`) are allowed in
 ///   the file name only. `exclude` patterns without a `/` match the file name, others
 ///   the whole path.
-/// - **Identity.** A file is its device, inode and a fingerprint of its first up to 256
-///   bytes. A file smaller than where reading stopped was truncated: it is read again
-///   from its start.
+/// - **Identity.** A file is known by its content first: a fingerprint of its first
+///   256 bytes (all of it while it is shorter), with its device and inode to follow it
+///   across renames. A new file that starts with the whole fingerprinted head of a file
+///   already read is a copy of it (copytruncate, `cp`, a copy matched by the glob, also
+///   while the daemon was stopped): it is read from where that file's reading was, not
+///   again from its start. (So two different files whose first 256 bytes are identical,
+///   or a new file that starts with all of a shorter one, count as one.) An inode reused
+///   by a new file is told apart by its head. A file smaller than where reading stopped,
+///   or whose head changed, was truncated: it is read again from its start.
 /// - **Rotation.** When a file is renamed or deleted, its descriptor stays open and it is
 ///   read to its end until `rotate_wait` has passed (lines the application still
 ///   appends to it are read); its replacement is read from its start. A rotated file
@@ -109,6 +115,8 @@ pub struct Tail {
     by_inode: HashMap<(u64, u64), u64>,
     next_fid: u64,
     queue: VecDeque<u64>,
+    /// See [`Head`]; newest last.
+    heads: VecDeque<Head>,
     open_files: usize,
     acks: AckTracker,
     store: Option<CheckpointStore>,
@@ -169,8 +177,37 @@ struct Tracked {
     queued: bool,
     at_eof: bool,
     failed: bool,
+    /// Taken in at offset 0 without a checkpoint and not read yet: at its first read, it
+    /// may turn out to be a copy of a file already read (copytruncate).
+    fresh: bool,
+    /// A fresh file's head length at its last check: a short head is trusted only once
+    /// it stopped changing (a copy being written is not judged on its first bytes).
+    fresh_len: usize,
     last_data: Instant,
 }
+
+/// The head of a file no longer followed under its identity (truncated, or forgotten),
+/// and how far it was read: a copy of it continues there.
+#[derive(Debug, Clone)]
+struct Head {
+    len: u32,
+    hash: u64,
+    at: u64,
+    path: PathBuf,
+}
+
+/// What to do with a fresh file (see [`Tail::check_copy`]).
+enum Check {
+    /// Read it (from where the check left it).
+    Read,
+    /// Not yet: queue it again.
+    Later,
+    /// Empty: wait for it to change.
+    Empty,
+}
+
+/// Heads of truncated or forgotten files kept for recognising their copies.
+const KEEP_HEADS: usize = 256;
 
 /// The descriptor of `tail`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
@@ -341,6 +378,30 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Remembers the head of content no longer followed under its identity, for its copies.
+fn keep_head(heads: &mut VecDeque<Head>, head: Head) {
+    if head.len > 0 && head.at > 0 {
+        heads.push_back(head);
+        if heads.len() > KEEP_HEADS {
+            heads.pop_front();
+        }
+    }
+}
+
+/// Reads the first bytes of `f` into `buf` (without moving its position); how many.
+fn read_head(f: &File, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
 /// Hash of the first up to `len` bytes of `f`, with how many there were.
 fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
     let mut buf = [0u8; HEAD_BYTES];
@@ -373,6 +434,7 @@ impl Tail {
             by_inode: HashMap::new(),
             next_fid: 0,
             queue: VecDeque::new(),
+            heads: VecDeque::new(),
             open_files: 0,
             acks: AckTracker::new(),
             store,
@@ -473,7 +535,9 @@ impl Tail {
             return false;
         }
         let key = (meta.dev(), meta.ino());
-        if let Some(&fid) = self.by_inode.get(&key) {
+        if let Some(&fid) = self.by_inode.get(&key)
+            && !self.inode_reused(fid, path)
+        {
             let t_path_same = self.files.get(&fid).is_some_and(|t| t.path == path);
             if !t_path_same {
                 // Known under another name (renamed into a followed name): follow it here.
@@ -518,6 +582,26 @@ impl Tail {
         true
     }
 
+    /// Whether the file at `path`, whose inode is that of `fid`, is another file: `fid`
+    /// was deleted or renamed away and its inode given to a new file (copies made by
+    /// copytruncate often get the inode of the copy just deleted). Its head tells. If so,
+    /// `fid` keeps its descriptor but no longer owns the inode.
+    fn inode_reused(&mut self, fid: u64, path: &Path) -> bool {
+        let Some(t) = self.files.get(&fid) else {
+            return false;
+        };
+        if (t.path == path && t.rotated.is_none() && !t.gone) || t.head_len == 0 {
+            return false;
+        }
+        let other = File::open(path)
+            .and_then(|f| head_of(&f, t.head_len as usize))
+            .is_ok_and(|x| x != (t.head_len, t.head_hash));
+        if other {
+            self.by_inode.remove(&(t.dev, t.ino));
+        }
+        other
+    }
+
     fn add(
         &mut self,
         path: &Path,
@@ -528,6 +612,7 @@ impl Tail {
     ) -> u64 {
         let fid = self.next_fid;
         self.next_fid += 1;
+        let fresh = start == 0 && verify.is_none();
         slog::debug!(cx.logger(), "following file"; "path" => %path.display(), "offset" => start);
         self.files.insert(
             fid,
@@ -548,6 +633,8 @@ impl Tail {
                 queued: false,
                 at_eof: false,
                 failed: false,
+                fresh,
+                fresh_len: usize::MAX,
                 last_data: cx.now(),
             },
         );
@@ -710,6 +797,14 @@ impl Tail {
                     "path" => %t.path.display(), "checkpoint" => e.offset, "size" => size);
                 t.resume = 0;
                 self.acks.open(fid, 0);
+                // Its old content may live on in a copy (copytruncate while stopped).
+                let head = Head {
+                    len: e.head_len,
+                    hash: e.head_hash,
+                    at: e.offset,
+                    path: e.path.clone(),
+                };
+                keep_head(&mut self.heads, head);
             }
         } else if size < t.resume {
             slog::info!(cx.logger(), "file truncated while closed; reading it from its start"; "path" => %t.path.display());
@@ -797,16 +892,138 @@ impl Tail {
         }
     }
 
+    /// At the first read of a fresh file: if it starts with the whole head of a file
+    /// already read (its first 256 bytes, or all of it when shorter), it is a copy of that
+    /// file (copytruncate, `cp`): reading continues where that file's reading was, not
+    /// from the start. Content, not the inode, identifies it. An empty file is decided at
+    /// a later read, and so is a copy of a file still being read (the copy continues where
+    /// that file's reading ends).
+    fn check_copy(&mut self, fid: u64, cx: &mut Ctx) -> Check {
+        let Some(t) = self.files.get(&fid) else {
+            return Check::Read;
+        };
+        let Some(f) = t.file.as_ref() else {
+            return Check::Read;
+        };
+        let mut buf = [0u8; HEAD_BYTES];
+        let got = read_head(f, &mut buf);
+        if got == 0 {
+            // Nothing to judge (a copy just created, say): its next change queues it.
+            return Check::Empty;
+        }
+        if got < HEAD_BYTES && got != t.fresh_len {
+            if let Some(t) = self.files.get_mut(&fid) {
+                t.fresh_len = got;
+            }
+            return Check::Later;
+        }
+        // FNV-1a is incremental: the hash of every prefix, for one lookup per candidate.
+        let mut prefix = [0u64; HEAD_BYTES + 1];
+        prefix[0] = fingerprint(&[]);
+        for (i, &b) in buf[..got].iter().enumerate() {
+            prefix[i + 1] = (prefix[i] ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut best: Option<(u32, u64, PathBuf)> = None;
+        let mut busy = false;
+        let mut consider = |len: u32, hash: u64, at: u64, path: &Path| {
+            let fits = len > 0 && (len as usize) <= got && at > 0;
+            if fits
+                && prefix[len as usize] == hash
+                && best.as_ref().is_none_or(|(l, a, _)| (len, at) > (*l, *a))
+            {
+                best = Some((len, at, path.to_path_buf()));
+                true
+            } else {
+                false
+            }
+        };
+        for (&other, o) in &self.files {
+            if other == fid {
+                continue;
+            }
+            match &o.verify {
+                Some(e) => {
+                    consider(e.head_len, e.head_hash, e.offset, &o.path);
+                }
+                None => {
+                    let at = o.splitter.as_ref().map_or(o.resume, |sp| sp.consumed());
+                    // Its reading goes on: where it ends is where the copy continues.
+                    let reading = o.file.is_some() && !o.at_eof && !o.gone;
+                    busy |= consider(o.head_len, o.head_hash, at, &o.path) && reading;
+                }
+            }
+        }
+        if busy {
+            return Check::Later;
+        }
+        for h in &self.heads {
+            consider(h.len, h.hash, h.at, &h.path);
+        }
+        for e in self.saved.values() {
+            consider(e.head_len, e.head_hash, e.offset, &e.path);
+        }
+        slog::debug!(cx.logger(), "checked a new file for a copy"; "path" => %t.path.display(),
+            "head" => got, "copy_of" => ?best);
+        let found = best.map(|(_, at, p)| (at, p));
+        let Some(t) = self.files.get_mut(&fid) else {
+            return Check::Read;
+        };
+        t.fresh = false;
+        let Some((at, of)) = found else {
+            return Check::Read;
+        };
+        let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
+            return Check::Read;
+        };
+        let size = f.metadata().map_or(0, |m| m.len());
+        let at = at.min(size);
+        if f.seek(SeekFrom::Start(at)).is_err() {
+            return Check::Read;
+        }
+        slog::info!(cx.logger(), "file is a copy of one already read; continuing where that one was";
+            "path" => %t.path.display(), "copy_of" => %of.display(), "offset" => at);
+        sp.reset(at);
+        t.resume = at;
+        t.known_size = at;
+        self.acks.open(fid, at);
+        Check::Read
+    }
+
     /// One read of `fid`; returns the bytes read.
     fn read_once(&mut self, fid: u64, out: &mut Out<Record>, cx: &mut Ctx) -> usize {
+        if self.files.get(&fid).is_some_and(|t| t.fresh) {
+            match self.check_copy(fid, cx) {
+                Check::Read => {}
+                Check::Later => {
+                    self.push_queue(fid);
+                    return 0;
+                }
+                Check::Empty => {
+                    if let Some(t) = self.files.get_mut(&fid) {
+                        t.at_eof = true;
+                        t.known_size = 0;
+                    }
+                    return 0;
+                }
+            }
+        }
         let Some(t) = self.files.get_mut(&fid) else {
             return 0;
         };
         let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
             return 0;
         };
+        // Truncated and written again past where reading was (copytruncate, then the
+        // application's next lines): the size does not show it, the head does. Checked
+        // once per wake of a file that had reached its end, not per read.
+        let rewritten = t.at_eof
+            && t.head_len > 0
+            && head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash));
         let mut got = 0;
         loop {
+            if rewritten {
+                break;
+            }
             match sp.read_from(f) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -845,16 +1062,24 @@ impl Tail {
         }
         // End of the file for now: truncated, finished, or waiting for more.
         let size = f.metadata().map_or(u64::MAX, |m| m.len());
-        if size < sp.received() {
+        if rewritten || size < sp.received() {
             slog::info!(cx.logger(), "file truncated; reading it from its start";
                 "path" => %t.path.display(), "size" => size, "was" => sp.received());
             emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+            // A copy of what it held (copytruncate) continues where its reading stopped.
+            let head = Head {
+                len: t.head_len,
+                hash: t.head_hash,
+                at: sp.consumed(),
+                path: t.path.clone(),
+            };
             if f.seek(SeekFrom::Start(0)).is_ok() {
                 sp.reset(0);
                 t.known_size = 0;
                 t.head_len = 0;
                 self.push_queue(fid);
             }
+            keep_head(&mut self.heads, head);
             return got;
         }
         t.at_eof = true;
@@ -940,6 +1165,15 @@ impl Tail {
         }
         for fid in settled {
             if let Some(t) = self.files.remove(&fid) {
+                keep_head(
+                    &mut self.heads,
+                    Head {
+                        len: t.head_len,
+                        hash: t.head_hash,
+                        at: t.resume,
+                        path: t.path.clone(),
+                    },
+                );
                 if self.by_inode.get(&(t.dev, t.ino)) == Some(&fid) {
                     self.by_inode.remove(&(t.dev, t.ino));
                 }

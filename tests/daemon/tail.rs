@@ -560,3 +560,82 @@ fn stop_inside_the_rotate_window_finds_the_old_file_again() {
     Tailer::catch_up(dir.path(), &cfg, 130);
     assert_exactly_once(dir.path(), &[&lines("a", 0, 120), &lines("b", 0, 10)]);
 }
+
+/// Vector's copytruncate case: with `F*` followed, `cp F F0; truncate F` makes `F0` a
+/// copy, which continues where `F` was read: `First line` is written once.
+#[test]
+fn a_copy_continues_where_its_original_was() {
+    let dir = TempDir::new("copy-fp");
+    let logs = logs(dir.path());
+    let f = logs.join("F");
+    append(&f, "First line\n");
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/F*\"]\nstart_at = \"beginning\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1);
+    std::fs::copy(&f, logs.join("F0")).unwrap();
+    truncate(&f);
+    append(&f, "Second line\n");
+    // A line added to the copy shows it was taken in.
+    append(&logs.join("F0"), "Copy line\n");
+    t.wait_lines(3);
+    t.stop();
+    assert_exactly_once(dir.path(), &["First line\nSecond line\nCopy line\n"]);
+    // The same while stopped: the copy is recognised by its content from the checkpoint.
+    append(&f, "Third line\n");
+    std::fs::copy(&f, logs.join("F1")).unwrap();
+    truncate(&f);
+    append(&f, "Fourth line\n");
+    Tailer::catch_up(dir.path(), &cfg, 5);
+    assert_exactly_once(
+        dir.path(),
+        &["First line\nSecond line\nCopy line\nThird line\nFourth line\n"],
+    );
+}
+
+/// Rotation by copy and truncation, with the copies matched by the glob (`app.log*`):
+/// each copy continues where `app.log` was, so no line is read twice.
+/// `DEADBEAT_COPYTRUNC_LINES` sets the lines written (default 40,000).
+#[test]
+fn copytruncate_with_a_glob_reads_every_line_once() {
+    let n: usize = std::env::var("DEADBEAT_COPYTRUNC_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40_000);
+    let (dir, logs, app) = app_log("copytrunc-glob");
+    append(&app, "");
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/app.log*\"]\nstart_at = \"beginning\"\nrotate_wait = \"1s\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    wait_for("tail to start", || t.stderr().contains("trains started"));
+    let chunk = 200;
+    let mut rotations = 0;
+    for (k, from) in (0..n).step_by(chunk).enumerate() {
+        append(&app, &lines("a", from, (from + chunk).min(n)));
+        if k % 10 == 9 {
+            // logrotate's copytruncate, keeping 3 copies.
+            for i in (1..3).rev() {
+                let older = logs.join(format!("app.log.{i}"));
+                if older.exists() {
+                    std::fs::rename(&older, logs.join(format!("app.log.{}", i + 1))).unwrap();
+                }
+            }
+            std::fs::copy(&app, logs.join("app.log.1")).unwrap();
+            truncate(&app);
+            rotations += 1;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    wait_for("every line", || counts(dir.path()).len() >= n);
+    t.stop();
+    let got = counts(dir.path());
+    let dups: usize = got.values().map(|&c| c - 1).sum();
+    eprintln!("{n} lines, {rotations} rotations by copy: {dups} duplicates");
+    assert_exactly_once(dir.path(), &[&lines("a", 0, n)]);
+}
