@@ -26,6 +26,14 @@ const TICK: Local = 2;
 const SAVE: Local = 3;
 const ROTATE: Local = 4;
 const WATCH: Local = 5;
+const RETRY: Local = 6;
+
+/// Descriptors left to the rest of the process (drains, sockets, logs, the event loop)
+/// when `max_open_files` is checked against the process's limit.
+const FD_RESERVE: u64 = 32;
+/// First and longest wait before opening again after running out of descriptors.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One read asks for this much (see [`LineSplitter::BATCH_READ_SIZE`]).
 const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
@@ -86,7 +94,11 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   synced to disk every second and at shutdown, so a power loss loses at most about a
 ///   second of progress (those lines are sent again).
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
-///   their end are closed (and reopened when they change). Reading stops while 100,000
+///   their end are closed (and reopened when they change). At start it is lowered (with
+///   a warning) to the process's descriptor limit (`ulimit -n`) less 32 for the rest of
+///   the process. Running out of descriptors anyway (EMFILE, ENFILE) is transient: the
+///   budget drops to the files open now, logged, and the file is opened again after a
+///   backoff (50 ms doubling to 5 s). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
@@ -131,6 +143,11 @@ pub struct Tail {
     watching: bool,
     finished: bool,
     errors: u64,
+    /// Files whose open ran out of descriptors, opened again when the RETRY timer fires.
+    starved: Vec<u64>,
+    retry_after: Duration,
+    retry_armed: bool,
+    starved_logged: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +194,8 @@ struct Tracked {
     queued: bool,
     at_eof: bool,
     failed: bool,
+    /// Its last open failed for want of descriptors (EMFILE, ENFILE): retried later.
+    starved: bool,
     /// Taken in at offset 0 without a checkpoint and not read yet: at its first read, it
     /// may turn out to be a copy of a file already read (copytruncate).
     fresh: bool,
@@ -447,6 +466,10 @@ impl Tail {
             watching: false,
             finished: false,
             errors: 0,
+            starved: Vec::new(),
+            retry_after: RETRY_FIRST,
+            retry_armed: false,
+            starved_logged: false,
         }
     }
 
@@ -633,6 +656,7 @@ impl Tail {
                 queued: false,
                 at_eof: false,
                 failed: false,
+                starved: false,
                 fresh,
                 fresh_len: usize::MAX,
                 last_data: cx.now(),
@@ -760,6 +784,19 @@ impl Tail {
             .and_then(|f| f.metadata().map(|m| (f, m)));
         let (mut f, meta) = match opened {
             Ok(x) => x,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Transient: descriptors free up. Hold no more files than are open now
+                // (what the process can afford), and open this one again later.
+                let budget = self.open_files.max(1);
+                if !self.starved_logged || budget < self.set.max_open_files {
+                    slog::warn!(cx.logger(), "out of file descriptors; holding fewer files open and retrying";
+                        "path" => %t.path.display(), "error" => %e, "max_open_files" => budget.min(self.set.max_open_files));
+                    self.starved_logged = true;
+                }
+                self.set.max_open_files = budget.min(self.set.max_open_files);
+                t.starved = true;
+                return false;
+            }
             Err(e) => {
                 if !t.failed {
                     t.failed = true;
@@ -788,6 +825,7 @@ impl Tail {
             return false;
         }
         t.failed = false;
+        self.retry_after = RETRY_FIRST;
         let size = meta.len();
         if let Some(e) = t.verify.take() {
             let same = head_of(&f, e.head_len as usize)
@@ -879,16 +917,57 @@ impl Tail {
                 t.queued = false;
             }
             if !self.ensure_open(fid, cx) {
-                if self.files.get(&fid).is_some_and(|t| !t.failed && !t.gone) {
-                    // Waiting for a free descriptor.
-                    self.push_queue(fid);
+                match self.files.get_mut(&fid) {
+                    Some(t) if t.starved => {
+                        t.starved = false;
+                        self.starved.push(fid);
+                        if !self.retry_armed && cx.timer_after(self.retry_after, RETRY).is_ok() {
+                            self.retry_armed = true;
+                        }
+                    }
+                    // Waiting for a free descriptor under `max_open_files`.
+                    Some(t) if !t.failed && !t.gone => self.push_queue(fid),
+                    _ => {}
                 }
                 continue;
             }
             budget = budget.saturating_sub(self.read_once(fid, out, cx));
         }
-        if !self.set.follow && self.scanned && self.queue.is_empty() {
+        if !self.set.follow && self.scanned && self.queue.is_empty() && self.starved.is_empty() {
             cx.exhausted();
+        }
+    }
+
+    /// The RETRY timer: files that ran out of descriptors are queued again, and the next
+    /// wait doubles (up to `RETRY_MAX`) until an open succeeds.
+    fn retry_starved(&mut self) {
+        self.retry_armed = false;
+        self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
+        for fid in std::mem::take(&mut self.starved) {
+            self.push_queue(fid);
+        }
+    }
+
+    /// Lowers `max_open_files` to what the process's descriptor limit allows, with a
+    /// warning: beyond it, opens would fail.
+    fn fit_descriptor_limit(&mut self, cx: &mut Ctx) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+            || lim.rlim_cur == libc::RLIM_INFINITY
+        {
+            return;
+        }
+        let cur: u64 = lim.rlim_cur;
+        let allowed = usize::try_from(cur.saturating_sub(FD_RESERVE).max(cur / 2).max(1))
+            .unwrap_or(usize::MAX);
+        if self.set.max_open_files > allowed {
+            slog::warn!(cx.logger(), "max_open_files is above the process's descriptor limit; lowering it";
+                "max_open_files" => self.set.max_open_files, "limit" => cur, "now" => allowed);
+            self.set.max_open_files = allowed;
         }
     }
 
@@ -1374,6 +1453,7 @@ impl Cog<Record> for Tail {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.fit_descriptor_limit(cx);
         self.load(cx);
         if self.set.follow {
             if cx.has_inotify() {
@@ -1424,6 +1504,7 @@ impl Cog<Record> for Tail {
                 }
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
+            (RETRY, _) => self.retry_starved(),
             _ => {}
         }
         if self.errors > 0 {

@@ -639,3 +639,83 @@ fn copytruncate_with_a_glob_reads_every_line_once() {
     eprintln!("{n} lines, {rotations} rotations by copy: {dups} duplicates");
     assert_exactly_once(dir.path(), &[&lines("a", 0, n)]);
 }
+
+/// `DEADBEAT_FD_FILES` files of 10 lines in `logs/`; returns the number of lines.
+fn many_small_files(logs: &Path) -> usize {
+    let n: usize = std::env::var("DEADBEAT_FD_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    for i in 0..n {
+        append(
+            &logs.join(format!("f{i:05}.log")),
+            &lines(&format!("f{i}"), 0, 10),
+        );
+    }
+    n * 10
+}
+
+/// Started under `ulimit -n 64` with the default `max_open_files = 1024`: the budget is
+/// lowered at start, with a warning, and every line of many files is read.
+#[test]
+fn max_open_files_is_lowered_to_the_descriptor_limit() {
+    let dir = TempDir::new("fd-limit");
+    let logs = logs(dir.path());
+    let total = many_small_files(&logs);
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/*.log\"]\nfollow = false\n",
+    );
+    let res = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n 64 && exec {BIN} run {}", cfg.display()))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.contains("descriptor limit"), "{err}");
+    assert_eq!(counts(dir.path()).len(), total, "{err}");
+}
+
+/// Descriptors run out while running (the limit lowered under the daemon's feet, as by
+/// other cogs holding them): EMFILE is transient, the files are opened again later, and
+/// every line is read.
+#[test]
+fn running_out_of_descriptors_is_retried() {
+    let dir = TempDir::new("fd-emfile");
+    let logs = logs(dir.path());
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    wait_for("tail to start", || t.stderr().contains("trains started"));
+    let pid = t.child.id() as i32;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads, then lowers, the soft limit of the child we started.
+    let rc = unsafe {
+        let got = libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim);
+        lim.rlim_cur = 48;
+        if got == 0 {
+            libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut())
+        } else {
+            got
+        }
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    let total = many_small_files(&logs);
+    t.wait_lines(total);
+    assert!(
+        t.stderr().contains("out of file descriptors"),
+        "{}",
+        t.stderr()
+    );
+    t.stop();
+    assert_eq!(counts(dir.path()).len(), total);
+}
