@@ -27,6 +27,10 @@ const SAVE: Local = 3;
 const ROTATE: Local = 4;
 const WATCH: Local = 5;
 const RETRY: Local = 6;
+const SETTLE: Local = 7;
+
+/// How long a fresh file that may still be being copied is left before it is judged again.
+const SETTLE_WAIT: Duration = Duration::from_millis(50);
 
 /// Descriptors left to the rest of the process (drains, sockets, logs, the event loop)
 /// when `max_open_files` is checked against the process's limit.
@@ -87,10 +91,13 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   rotated away has been read to its end (after `rotate_wait`), or read to its end with
 ///   `follow = false`. A stop never splits a line: a partial line held at shutdown
 ///   (while catching up, paused, or following) is not sent, and the checkpoint stays at
-///   its start, so the next run reads it whole.
+///   its start, so the next run reads it whole. (A file truncated while the writer was
+///   in the middle of a line also sends the part it held, flagged: nothing is lost, and
+///   a copy continues after it.)
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
-///   hash of `paths`), written atomically (temporary file and rename) after every
-///   acknowledgement that moved them, so a crash re-sends at most the batch in flight;
+///   hash of `paths`), written after every acknowledgement that moved them (appended to
+///   a journal beside it, see `deadbeat::checkpoint`), so a crash re-sends at most the
+///   batch in flight;
 ///   synced to disk every second and at shutdown, so a power loss loses at most about a
 ///   second of progress (those lines are sent again).
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
@@ -148,6 +155,9 @@ pub struct Tail {
     retry_after: Duration,
     retry_armed: bool,
     starved_logged: bool,
+    /// Fresh files judged again when the SETTLE timer fires.
+    settling: Vec<u64>,
+    settle_armed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -202,6 +212,9 @@ struct Tracked {
     /// A fresh file's head length at its last check: a short head is trusted only once
     /// it stopped changing (a copy being written is not judged on its first bytes).
     fresh_len: usize,
+    /// A fresh file's size at its last check: a copy shorter than where its original's
+    /// reading was is trusted only once its size stopped changing (still being copied).
+    fresh_size: u64,
     last_data: Instant,
 }
 
@@ -219,7 +232,9 @@ struct Head {
 enum Check {
     /// Read it (from where the check left it).
     Read,
-    /// Not yet: queue it again.
+    /// Its original is still being read: queue it again.
+    Busy,
+    /// It may still be being copied: judge it again after `SETTLE_WAIT`.
     Later,
     /// Empty: wait for it to change.
     Empty,
@@ -470,6 +485,8 @@ impl Tail {
             retry_after: RETRY_FIRST,
             retry_armed: false,
             starved_logged: false,
+            settling: Vec::new(),
+            settle_armed: false,
         }
     }
 
@@ -659,6 +676,7 @@ impl Tail {
                 starved: false,
                 fresh,
                 fresh_len: usize::MAX,
+                fresh_size: u64::MAX,
                 last_data: cx.now(),
             },
         );
@@ -933,7 +951,12 @@ impl Tail {
             }
             budget = budget.saturating_sub(self.read_once(fid, out, cx));
         }
-        if !self.set.follow && self.scanned && self.queue.is_empty() && self.starved.is_empty() {
+        if !self.set.follow
+            && self.scanned
+            && self.queue.is_empty()
+            && self.starved.is_empty()
+            && self.settling.is_empty()
+        {
             cx.exhausted();
         }
     }
@@ -1033,7 +1056,7 @@ impl Tail {
             }
         }
         if busy {
-            return Check::Later;
+            return Check::Busy;
         }
         for h in &self.heads {
             consider(h.len, h.hash, h.at, &h.path);
@@ -1047,6 +1070,18 @@ impl Tail {
         let Some(t) = self.files.get_mut(&fid) else {
             return Check::Read;
         };
+        let size = t
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if let Some((at, _)) = &found
+            && *at > size
+            && size != t.fresh_size
+        {
+            t.fresh_size = size;
+            return Check::Later;
+        }
         t.fresh = false;
         let Some((at, of)) = found else {
             return Check::Read;
@@ -1054,7 +1089,6 @@ impl Tail {
         let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
             return Check::Read;
         };
-        let size = f.metadata().map_or(0, |m| m.len());
         let at = at.min(size);
         if f.seek(SeekFrom::Start(at)).is_err() {
             return Check::Read;
@@ -1073,8 +1107,15 @@ impl Tail {
         if self.files.get(&fid).is_some_and(|t| t.fresh) {
             match self.check_copy(fid, cx) {
                 Check::Read => {}
-                Check::Later => {
+                Check::Busy => {
                     self.push_queue(fid);
+                    return 0;
+                }
+                Check::Later => {
+                    self.settling.push(fid);
+                    if !self.settle_armed && cx.timer_after(SETTLE_WAIT, SETTLE).is_ok() {
+                        self.settle_armed = true;
+                    }
                     return 0;
                 }
                 Check::Empty => {
@@ -1505,6 +1546,12 @@ impl Cog<Record> for Tail {
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
             (RETRY, _) => self.retry_starved(),
+            (SETTLE, _) => {
+                self.settle_armed = false;
+                for fid in std::mem::take(&mut self.settling) {
+                    self.push_queue(fid);
+                }
+            }
             _ => {}
         }
         if self.errors > 0 {
