@@ -97,8 +97,9 @@ fn last_record(j: &[u8]) -> Option<&str> {
     last
 }
 
-/// Lines in one batch: one read of `tail` (256 KiB) at most.
-const BATCH_LINES: usize = (256 << 10) / WIDTH + 1;
+/// Lines in one batch: what one turn of `tail` reads from a file, a 256 KiB read, or a
+/// short read and the read that confirms the end (so less than 512 KiB).
+const BATCH_LINES: usize = (512 << 10) / WIDTH + 1;
 
 /// `kill -9` at 5 seeded points of a 1M-line `tail` → `file_out` run, restarting on the
 /// same state each time: no line is lost, and the duplicates (reported) are at most the
