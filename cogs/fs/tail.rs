@@ -1049,9 +1049,15 @@ impl Tail {
                 }
                 None => {
                     let at = o.splitter.as_ref().map_or(o.resume, |sp| sp.consumed());
-                    // Its reading goes on: where it ends is where the copy continues.
-                    let reading = o.file.is_some() && !o.at_eof && !o.gone;
-                    busy |= consider(o.head_len, o.head_hash, at, &o.path) && reading;
+                    // Its reading goes on (or it grew since it was read to its end): where
+                    // it ends is where the copy continues.
+                    let unread = || match (&o.file, &o.splitter) {
+                        (Some(f), Some(sp)) if !o.gone => {
+                            !o.at_eof || f.metadata().is_ok_and(|m| m.len() > sp.received())
+                        }
+                        _ => false,
+                    };
+                    busy |= consider(o.head_len, o.head_hash, at, &o.path) && unread();
                 }
             }
         }
