@@ -21,7 +21,8 @@ use crate::record::{Record, SharedStr};
 use crate::supply::{FileFields, with_line_emitter};
 
 const READ: Local = 0;
-const SCAN: Local = 1;
+/// The first turn after start, where a `follow = false` supply with nothing to read ends.
+const FIRST_TURN: Local = 1;
 const TICK: Local = 2;
 const SAVE: Local = 3;
 const ROTATE: Local = 4;
@@ -1513,19 +1514,21 @@ impl Cog<Record> for Tail {
             cx.timer_every(self.set.poll_interval, TICK)?;
         }
         cx.timer_every(SAVE_EVERY, SAVE)?;
-        cx.enqueue(SCAN);
+        // The first scan belongs to the start: once the trains have started, a file that
+        // appears is new (read from its start), never taken for one that was there.
+        for d in 0..self.dirs.len() {
+            self.scan_dir(d, true, cx);
+        }
+        self.find_renamed(cx);
+        self.report_unmatched(cx);
+        self.scanned = true;
+        cx.enqueue(FIRST_TURN);
         Ok(())
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
-            (SCAN, _) => {
-                for d in 0..self.dirs.len() {
-                    self.scan_dir(d, true, cx);
-                }
-                self.find_renamed(cx);
-                self.report_unmatched(cx);
-                self.scanned = true;
+            (FIRST_TURN, _) => {
                 if self.queue.is_empty() && !self.set.follow {
                     cx.exhausted();
                 }
