@@ -1528,11 +1528,7 @@ impl Cog<Record> for Tail {
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
-            (FIRST_TURN, _) => {
-                if self.queue.is_empty() && !self.set.follow {
-                    cx.exhausted();
-                }
-            }
+            (FIRST_TURN, _) if self.queue.is_empty() && !self.set.follow => cx.exhausted(),
             (READ, _) => self.read_turn(out, cx),
             (TICK, _) => self.tick(cx),
             (SAVE, _) => {
