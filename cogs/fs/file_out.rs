@@ -531,13 +531,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
                  exactly-once output appends",
             ));
         }
-        let ledger = bx.drain_ledger().map_err(|m| p.error("exactly_once", m))?;
-        // Read the previous run's marks now, before the supply can save a checkpoint of
-        // its own over them; an unreadable checkpoint is reported when the drain starts.
-        if let Some(Some(s)) = out.slots.first() {
-            let _ = ledger.saved_mark(&s.path);
-        }
-        out.ledger = Some(ledger);
+        out.ledger = Some(bx.drain_ledger().map_err(|m| p.error("exactly_once", m))?);
     }
     Ok(Box::new(out))
 }
