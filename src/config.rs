@@ -537,6 +537,12 @@ impl BuildCx<'_> {
         (*supplies == 1).then(|| ledger.clone())
     }
 
+    /// How many supplies that keep checkpoints the train being built has so far: a drain
+    /// that would undo what a restart resumes from (a truncating file) is refused.
+    pub fn checkpointing_supplies(&self) -> usize {
+        self.ledgers.borrow()[self.current_train.get()].1
+    }
+
     /// For an exactly-once drain: the ledger of the train being built. An error (the
     /// message for the drain's key) unless exactly one checkpointing supply comes before
     /// the drain in its train.
@@ -1612,6 +1618,9 @@ impl Config {
                      only; this train has other supplies, whose records a restart would cut",
                 ));
             }
+            if cx.exactly_once.borrow().contains(&ti) {
+                errors.extend(self.exactly_once_leaks(t));
+            }
             cogs.push(built);
             has_supply.push(supply);
         }
@@ -1728,6 +1737,35 @@ impl Config {
     /// Per train: whether a cog of another train names it as where records go (`route`,
     /// `tee`, `on_error = "train:NAME"`), read from the configuration so that it holds
     /// even when that cog did not build.
+    /// Errors for the cogs of an exactly-once train that hand records to another train
+    /// under their own event ids (`route`, `on_error = "train:..."`): the supply's
+    /// checkpoint waits for them there, while the drain's mark moves past them, so a
+    /// restart would cut back to the mark and read them and everything after them again.
+    /// (`tee` sends copies under new ids: the original still reaches the drain.)
+    fn exactly_once_leaks(&self, t: &TrainConfig) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for (i, c) in t.cogs.iter().enumerate() {
+            let params = self.params(&t.name, i, c);
+            if c.ty == "route" {
+                errors.push(params.cog_error(
+                    "this train has an exactly-once output, and route hands records to \
+                     another train: the output could not cut back to what the checkpoint \
+                     covers (write the routed records in their own train, fed by tee)",
+                ));
+            }
+            if let Ok(Some(v)) = params.str("on_error")
+                && v.starts_with("train:")
+            {
+                errors.push(params.error(
+                    "on_error",
+                    "this train has an exactly-once output: records cannot be handed to \
+                     another train here (use \"drop\" or \"keep\")",
+                ));
+            }
+        }
+        errors
+    }
+
     fn named_as_receivers(&self) -> Vec<bool> {
         let mut named = vec![false; self.trains.len()];
         for t in &self.trains {

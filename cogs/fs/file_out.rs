@@ -63,7 +63,10 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// the same configuration twice adds the records again. `mode = "truncate"` empties each
 /// file the first time it is opened in a run (not at a reopen after rotation, nor when a
 /// templated file closed for `max_open_files` is opened again). The first open of each
-/// file is logged at info with its path and how many bytes it already held.
+/// file is logged at info with its path and how many bytes it already held. `truncate`
+/// is a configuration error in a train whose supply keeps checkpoints (`tail`): after a
+/// restart the supply goes on from its checkpoint, so emptying the file would lose what
+/// earlier runs wrote.
 ///
 /// A plain path (no placeholder) keeps the single-file behaviour: its directory must exist
 /// unless `create_dirs = true`, and an unopenable file is an error at start.
@@ -94,7 +97,9 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// to), and records acknowledged into a rotated file after the last checkpoint are written
 /// again to the new file after a crash. `exactly_once` is a configuration error with a
 /// template, with `mode = "truncate"`, without a `tail` before the drain, with another
-/// supply in the train, or when other trains send records to it.
+/// supply in the train, when other trains send records to it, or when records leave the
+/// train under their own ids (`route`, `on_error = "train:..."`): the checkpoint would wait
+/// for them while the mark moved past them.
 ///
 /// **Durability.** `fsync = "never"` acknowledges after the write; `"always"` calls
 /// `fdatasync` after each batch's write, before acknowledging; `"interval:5s"` syncs every
@@ -517,6 +522,13 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
             ));
         }
     };
+    if out.mode == Mode::Truncate && bx.checkpointing_supplies() > 0 {
+        return Err(p.error(
+            "mode",
+            "a supply of this train keeps checkpoints: after a restart it goes on from its \
+             checkpoint, and mode = \"truncate\" would empty what earlier runs wrote",
+        ));
+    }
     if p.bool_or("exactly_once", false)? {
         if out.template.is_some() {
             return Err(p.error(

@@ -561,3 +561,23 @@ fn quickstart_twice_says_where_and_writes_once() {
         );
     }
 }
+
+#[test]
+fn truncate_is_refused_after_a_checkpointing_supply() {
+    // A tail resumes from its checkpoint after a restart: emptying the output at each start
+    // would lose everything earlier runs wrote.
+    let dir = TempDir::new("fo-truncate-tail");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"tail\"\npaths = [\"logs/*.log\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nmode = \"truncate\"\n",
+    );
+    let res = check(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("key \"mode\"") && err.contains("keeps checkpoints"),
+        "{err}"
+    );
+}

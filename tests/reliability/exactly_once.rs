@@ -264,6 +264,24 @@ fn exactly_once_is_refused_where_it_cannot_hold() {
         ),
         "other trains send records to this one",
     );
+    // Records routed to another train keep their ids: the checkpoint waits for them.
+    check(
+        &format!(
+            "[[train]]\nname = \"t\"\n{tail}[[train.cog]]\ntype = \"route\"\n\
+             when = 'message == \"x\"'\ntrain = \"u\"\n{eo}\
+             [[train]]\nname = \"u\"\n[[train.cog]]\ntype = \"stdout\"\n"
+        ),
+        "route hands records to another train",
+    );
+    // Dead letters to another train likewise.
+    check(
+        &format!(
+            "[[train]]\nname = \"t\"\n{tail}[[train.cog]]\ntype = \"json_parse\"\n\
+             on_error = \"train:u\"\n{eo}\
+             [[train]]\nname = \"u\"\n[[train.cog]]\ntype = \"stdout\"\n"
+        ),
+        "records cannot be handed to another train",
+    );
     // The plain case passes.
     let cfg = write_config(dir.path(), &format!("[[train]]\nname = \"t\"\n{tail}{eo}"));
     let res = Command::new(BIN)
