@@ -1,22 +1,25 @@
 //! Forwarding drains over connected sockets (`tcp_out`, `unix_out`): a bounded outbox of
 //! rendered records, non-blocking (re)connection with backoff, vectored writes, and
-//! acknowledgement once a record's last byte is in the kernel.
+//! acknowledgement once the peer has a record's bytes.
 //!
-//! **Delivery guarantee.** A record is acknowledged (`event_done`) once every byte of its
-//! frame has been accepted by the kernel (`writev`/`sendmmsg` returned past its end). That
-//! is *not* receipt by the peer: bytes sitting in the local send buffer or the peer's
-//! receive buffer are lost if the peer crashes, resets the connection, or closes it
-//! without reading them. Plain syslog over TCP has no application-level acknowledgement,
-//! so end-to-end at-least-once is impossible without one; what this drain gives is: no
-//! record is dropped while it is buffered here (a full buffer pauses the supplies instead),
-//! records go out in order, and acknowledged records are never sent again.
+//! **Delivery guarantee.** Over a stream socket a record is acknowledged (`event_done`,
+//! which moves the checkpoints of the supplies) only once the peer acknowledged every
+//! byte of its frame: the bytes the socket still holds unacknowledged are read with the
+//! `SIOCOUTQ` ioctl after each round of writes, and every 20 ms while some wait (no event
+//! announces an acknowledgement). For TCP that is the peer's TCP stack; for a Unix stream
+//! socket, the peer process having read them. Until then the record's bytes stay in the
+//! outbox, which `buffer_bytes` bounds (written and unwritten alike). When a connection is
+//! lost, every record not acknowledged is sent again on the next one, whole, in order and
+//! before newer records; so a collector that stops or resets loses nothing that sat in
+//! this side's socket. What a TCP peer's kernel acknowledged but its process never read
+//! (the peer crashed, or closed without reading) is lost: plain syslog over TCP has no
+//! application acknowledgement.
 //!
-//! A record whose frame was only partly written when the connection was lost is sent again
-//! *whole* on the next connection: the peer may see a truncated fragment of that one record
-//! at the end of the old connection (a newline-framed reader sees an unterminated last
-//! line, an octet-counting reader an incomplete frame), followed by the complete record.
-//! So a connection loss can cause at most one partial duplicate and never a complete one.
-//! Datagrams are sent whole or not at all, so there is nothing to resend in that mode.
+//! Records the peer had received but that were not yet seen acknowledged when the
+//! connection broke are sent again: duplicates are possible, at most what was outstanding
+//! (a record only partly received is sent again whole, after its truncated fragment).
+//! Datagrams are acknowledged once sent (the receiving socket holds them whole); there is
+//! nothing to resend in that mode.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -37,6 +40,7 @@ const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const NOBUFS: Local = 4;
+const ACK_POLL: Local = 5;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
 const SOCK_BASE: Local = 1 << 16;
@@ -48,6 +52,9 @@ const CHUNK: usize = 256 << 10;
 const MAX_IOV: usize = 64;
 /// How long to wait before trying again after ENOBUFS, which brings no readiness event.
 const NOBUFS_WAIT: Duration = Duration::from_millis(10);
+/// How often the peer's acknowledgements are read while written bytes wait for them (no
+/// event announces them). It bounds how late a record is acknowledged once the peer has it.
+const ACK_POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The keys shared by every forwarding drain (besides its address key and framing).
 pub const FORWARD_PARAMS: [Param; 8] = [
@@ -81,7 +88,7 @@ pub const FORWARD_PARAMS: [Param; 8] = [
         "drain_timeout",
         ParamType::Duration,
         "30s",
-        "at shutdown, how long buffered records may take to go out; the rest is logged as unsent",
+        "at shutdown, how long buffered records may take to go out and be acknowledged by the peer; the rest is logged as unsent",
     ),
     FORMAT_PARAMS[2],
 ];
@@ -179,11 +186,14 @@ pub fn check_address(a: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Rendered frames waiting to be written, in order, with the ids of their records.
+/// Rendered frames waiting to be written or acknowledged, in order, with the ids of their
+/// records.
 ///
-/// Offsets are global byte counts since the start: `acked ≤ sent ≤ pushed`. Bytes before
-/// `acked` belong to acknowledged records and are released; `sent` goes back to `acked`
-/// when a connection is lost, so a partly written frame is sent again whole.
+/// Offsets are global byte counts since the start: `acked ≤ sent ≤ pushed`. `sent` is what
+/// the socket took; `acked` is the end of the last record that the peer acknowledged
+/// ([`Outbox::confirm`]). Bytes before `acked` are released; `sent` goes back to `acked`
+/// when a connection is lost, so every record the peer did not acknowledge is sent again,
+/// whole and in order.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Vec<u8>>,
@@ -216,7 +226,7 @@ impl Outbox {
         self.recs.push_back((id, self.pushed));
     }
 
-    /// Bytes of records not yet acknowledged.
+    /// Bytes of records not yet acknowledged (written or not).
     pub fn buffered(&self) -> usize {
         (self.pushed - self.acked) as usize
     }
@@ -229,6 +239,16 @@ impl Outbox {
     /// Whether bytes are waiting to be written.
     pub fn has_unsent(&self) -> bool {
         self.sent < self.pushed
+    }
+
+    /// Whether written bytes wait for the peer's acknowledgement.
+    pub fn has_unconfirmed(&self) -> bool {
+        self.sent > self.acked
+    }
+
+    /// Global offset just past the last byte written.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Fills `iov` with the unsent bytes, oldest first, at most `MAX_IOV` (64) slices.
@@ -266,11 +286,18 @@ impl Outbox {
         None
     }
 
-    /// `n` more bytes were written; acknowledges every record now complete.
-    pub fn advance(&mut self, n: usize, cx: &mut Ctx) {
+    /// `n` more bytes were written.
+    pub fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n as u64).min(self.pushed);
+    }
+
+    /// The peer acknowledged every byte before global offset `upto`: acknowledges the
+    /// records that end there or earlier and releases their bytes. Offsets at or below
+    /// what is already acknowledged change nothing.
+    pub fn confirm(&mut self, upto: u64, cx: &mut Ctx) {
+        let upto = upto.min(self.sent);
         while let Some(&(id, end)) = self.recs.front() {
-            if end > self.sent {
+            if end > upto {
                 break;
             }
             self.recs.pop_front();
@@ -294,12 +321,19 @@ impl Outbox {
         }
     }
 
-    /// The connection is gone: the partly written frame, if any, goes out again whole.
-    /// Returns whether there was one.
-    pub fn rewind(&mut self) -> bool {
-        let partial = self.sent > self.acked;
+    /// The connection is gone: every record written but not acknowledged goes out again,
+    /// whole. Returns how many records and bytes that is.
+    pub fn rewind(&mut self) -> (usize, u64) {
+        let sent = self.sent;
+        let whole = self.recs.partition_point(|r| r.1 <= sent);
+        let start = whole
+            .checked_sub(1)
+            .and_then(|i| self.recs.get(i))
+            .map_or(self.acked, |r| r.1);
+        let partial = usize::from(whole < self.recs.len() && sent > start);
+        let bytes = sent - self.acked;
         self.sent = self.acked;
-        partial
+        (whole + partial, bytes)
     }
 }
 
@@ -411,6 +445,67 @@ impl Conn {
         }
     }
 
+    /// Bytes written to a stream socket that the peer has not acknowledged yet (`SIOCOUTQ`):
+    /// for TCP, those its stack has not acknowledged; for a Unix stream socket, the
+    /// kernel memory of the messages the peer has not read, which counts at least their
+    /// bytes, so the estimate errs on the side of sending again.
+    fn unacked(&self) -> io::Result<u64> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ, same value) writes one c_int to the pointer.
+        let rc = unsafe { libc::ioctl(self.fd(), libc::TIOCOUTQ, &mut n) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// For a Unix stream socket, fails once the peer has closed. A peer that closes
+    /// discards the messages it did not read, which frees their memory on this side: a
+    /// `SIOCOUTQ` read around that moment would count them as read. The peer marks this
+    /// socket shut down before it discards them, so a reading followed by this check
+    /// without an error was taken while the connection stood.
+    fn check_peer(&self) -> io::Result<()> {
+        let Conn::Unix(_) = self else {
+            return Ok(());
+        };
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call; a zero timeout does not block.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// For a Unix stream socket, whether the peer has closed after reading everything: a
+    /// peer that closes with messages unread sets `ECONNRESET` on this socket before it
+    /// marks it shut down, so a full shutdown without that error means nothing was left.
+    /// The caller knows that no earlier read or `SO_ERROR` took that error (it would have
+    /// been the reason of the failure).
+    fn peer_read_all(&self) -> bool {
+        let Conn::Unix(s) = self else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call; a zero timeout does not block.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        rc == 1 && p.revents & libc::POLLHUP != 0 && matches!(s.take_error(), Ok(None))
+    }
+
     /// Reads and discards what the peer sent; `Ok(true)` once it has closed.
     fn drain_input(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         loop {
@@ -453,6 +548,7 @@ pub struct Forward {
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
     nobufs_timer: Option<TimerId>,
+    ack_timer: Option<TimerId>,
     paused: bool,
     lingering: bool,
     /// Failed attempts since the last connection; only the first of an outage is a warning.
@@ -477,6 +573,7 @@ impl Forward {
             retry_timer: None,
             connect_timer: None,
             nobufs_timer: None,
+            ack_timer: None,
             paused: false,
             lingering: false,
             failures: 0,
@@ -579,19 +676,42 @@ impl Forward {
         if let Some(t) = self.nobufs_timer.take() {
             cx.cancel_timer(t);
         }
+        if let Some(t) = self.ack_timer.take() {
+            cx.cancel_timer(t);
+        }
         let was_up = matches!(self.state, State::Connected(_));
-        if let State::Connecting(mut c) | State::Connected(mut c) =
-            std::mem::replace(&mut self.state, State::Idle)
-        {
-            let _ = cx.deregister(c.source());
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Connected(mut c) => {
+                // What the peer acknowledged since the last check is not sent again.
+                match c {
+                    // TCP keeps the acknowledged sequence after a reset.
+                    Conn::Tcp(_) => {
+                        if let Ok(q) = c.unacked() {
+                            self.outbox
+                                .confirm(self.outbox.sent().saturating_sub(q), cx);
+                        }
+                    }
+                    Conn::Unix(_) => {
+                        if e.raw_os_error() != Some(libc::ECONNRESET) && c.peer_read_all() {
+                            self.outbox.confirm(self.outbox.sent(), cx);
+                        }
+                    }
+                    Conn::Dgram(_) => {}
+                }
+                let _ = cx.deregister(c.source());
+            }
+            State::Connecting(mut c) => {
+                let _ = cx.deregister(c.source());
+            }
+            State::Idle | State::Resolving => {}
         }
         self.writable = false;
-        let partial = self.outbox.rewind();
+        let (resend_records, resend_bytes) = self.outbox.rewind();
         let delay = self.backoff.next();
         if was_up {
             slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
                 "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "resending_partial_record" => partial,
+                "resending_records" => resend_records, "resending_bytes" => resend_bytes,
                 "buffered_records" => self.outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
         } else if self.failures == 0 {
             slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
@@ -618,16 +738,47 @@ impl Forward {
         if self.writable && self.outbox.has_unsent() {
             let r = match self.opts.framing {
                 Framing::Datagram => self.send_datagrams(out, cx),
-                _ => self.write_stream(cx),
+                _ => self.write_stream().and_then(|()| self.check_acks(cx)),
             };
             if let Err(e) = r {
                 self.failed(&e, cx);
             }
         }
+        self.watch_acks(cx);
         self.settle(cx);
     }
 
-    fn write_stream(&mut self, cx: &mut Ctx) -> io::Result<()> {
+    /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
+    /// call, made after each round of writes and by the [`ACK_POLL`] timer.
+    fn check_acks(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let State::Connected(conn) = &self.state else {
+            return Ok(());
+        };
+        if !self.outbox.has_unconfirmed() {
+            return Ok(());
+        }
+        let q = conn.unacked()?;
+        conn.check_peer()?;
+        self.outbox
+            .confirm(self.outbox.sent().saturating_sub(q), cx);
+        Ok(())
+    }
+
+    /// Keeps the [`ACK_POLL`] timer set while written bytes wait for the peer's
+    /// acknowledgement, and only then.
+    fn watch_acks(&mut self, cx: &mut Ctx) {
+        let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
+        if waiting && self.ack_timer.is_none() {
+            match cx.timer_after(ACK_POLL_EVERY, ACK_POLL) {
+                Ok(t) => self.ack_timer = Some(t),
+                Err(e) => {
+                    slog::error!(cx.logger(), "cannot set the acknowledgement timer"; "cog" => self.name, "error" => %e)
+                }
+            }
+        }
+    }
+
+    fn write_stream(&mut self) -> io::Result<()> {
         let State::Connected(conn) = &mut self.state else {
             return Ok(());
         };
@@ -650,7 +801,7 @@ impl Forward {
             drop(iov);
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.outbox.advance(n, cx),
+                Ok(n) => self.outbox.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
                     return Ok(());
@@ -689,8 +840,10 @@ impl Forward {
                 libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc >= 0 {
+                // A datagram is whole at the receiving socket once sent: nothing follows.
                 let sent: usize = lens[..rc as usize].iter().sum();
-                self.outbox.advance(sent, cx);
+                self.outbox.advance(sent);
+                self.outbox.confirm(self.outbox.sent(), cx);
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -715,7 +868,8 @@ impl Forward {
                         "cog" => self.name, "event" => id, "bytes" => lens[0]);
                     out.count_errors(1);
                     out.count_dropped(1);
-                    self.outbox.advance(lens[0], cx);
+                    self.outbox.advance(lens[0]);
+                    self.outbox.confirm(self.outbox.sent(), cx);
                 }
                 _ => return Err(e),
             }
@@ -752,6 +906,7 @@ impl Forward {
             self.retry_timer.take(),
             self.connect_timer.take(),
             self.nobufs_timer.take(),
+            self.ack_timer.take(),
         ]
         .into_iter()
         .flatten()
@@ -828,6 +983,13 @@ impl Cog<Record> for Forward {
                     let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
                     self.failed(&e, cx);
                 }
+            }
+            (ACK_POLL, Wake::Timer(t)) if self.ack_timer == Some(t) => {
+                self.ack_timer = None;
+                if let Err(e) = self.check_acks(cx) {
+                    self.failed(&e, cx);
+                }
+                self.flush(out, cx);
             }
             (NOBUFS, Wake::Timer(t)) if self.nobufs_timer == Some(t) => {
                 self.nobufs_timer = None;
@@ -925,6 +1087,27 @@ mod tests {
             .connected()
             .expect_err("a self-connection is refused");
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn rewind_resends_every_record_written_since_the_last_acknowledgement() {
+        let mut o = Outbox::default();
+        for id in 1..=4 {
+            o.push_with(id, |b| b.extend_from_slice(b"abcd\n"));
+        }
+        // Two whole records and part of a third written, none acknowledged.
+        o.advance(12);
+        assert!(o.has_unconfirmed());
+        assert_eq!(o.rewind(), (3, 12));
+        assert_eq!(o.sent(), 0);
+        assert!(!o.has_unconfirmed());
+        assert_eq!(o.buffered(), 20);
+        // Exactly at a record's end: no partial one.
+        o.advance(10);
+        assert_eq!(o.rewind(), (2, 10));
+        o.advance(20);
+        assert_eq!(o.rewind(), (4, 20));
+        assert_eq!(o.rewind(), (0, 0));
     }
 
     #[test]

@@ -10,9 +10,12 @@ use crate::record::Record;
 /// record per datagram, without a newline (as `/dev/log` expects).
 ///
 /// Buffering, backpressure, reconnection, the shutdown deadline and the delivery
-/// guarantee are those of `tcp_out`: a record is acknowledged once the kernel accepted it
-/// (for a datagram: it is queued at the receiving socket), never sent twice whole, in
-/// order. A full receiver (EAGAIN) waits for writability, ENOBUFS is retried after 10 ms,
+/// guarantee are those of `tcp_out`. In stream mode a record is acknowledged only once
+/// the peer process has read it (the socket's unread bytes, `SIOCOUTQ`, are checked after
+/// writes and every 20 ms while some wait); records not read when the connection is lost
+/// are sent again on the next one, in order, so a collector that closes without reading
+/// loses nothing (duplicates are possible). In datagram mode a record is acknowledged
+/// once it is queued at the receiving socket. A full receiver (EAGAIN) waits for writability, ENOBUFS is retried after 10 ms,
 /// a refused or vanished socket is reconnected with backoff. A record larger than the
 /// socket's largest datagram (EMSGSIZE) can never be sent: it is logged with its event id,
 /// counted as an error and dropped (acknowledged). Datagrams go out in batches with

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 /// Longest any condition is waited for; a healthy run takes milliseconds.
-const PATIENCE: Duration = Duration::from_secs(15);
+pub(super) const PATIENCE: Duration = Duration::from_secs(15);
 
-fn numbered(from: usize, to: usize) -> String {
+pub(super) fn numbered(from: usize, to: usize) -> String {
     let mut s = String::new();
     for i in from..to {
         s.push_str(&format!("line {i:07} the quick brown fox\n"));
@@ -23,7 +23,7 @@ fn numbered(from: usize, to: usize) -> String {
     s
 }
 
-fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
+pub(super) fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
     let p = dir.join("deadbeat.toml");
     let text =
         format!("[[train]]\nname = \"fwd\"\n[[train.cog]]\n{supply}\n[[train.cog]]\n{drain}\n");
@@ -31,21 +31,21 @@ fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
     p
 }
 
-fn file_in(dir: &Path, text: &str) -> String {
+pub(super) fn file_in(dir: &Path, text: &str) -> String {
     let p = dir.join("in.log");
     std::fs::write(&p, text).unwrap();
     format!("type = \"file_in\"\npaths = [{:?}]", p.to_str().unwrap())
 }
 
 /// The daemon with its stderr lines forwarded to a channel, so tests wait on log events.
-struct Daemon {
-    child: Child,
+pub(super) struct Daemon {
+    pub(super) child: Child,
     log: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    pub(super) seen: Vec<String>,
 }
 
 impl Daemon {
-    fn start(config: &Path, stdin: bool) -> Daemon {
+    pub(super) fn start(config: &Path, stdin: bool) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["run", config.to_str().unwrap()])
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -70,13 +70,13 @@ impl Daemon {
     }
 
     /// Waits for a log line containing `what`.
-    fn wait_log(&mut self, what: &str) {
+    pub(super) fn wait_log(&mut self, what: &str) {
         self.wait_log_from(0, what);
     }
 
     /// Waits for a log line containing `what`, from the `from`-th line of the log on;
     /// returns its index in `seen`.
-    fn wait_log_from(&mut self, from: usize, what: &str) -> usize {
+    pub(super) fn wait_log_from(&mut self, from: usize, what: &str) -> usize {
         if let Some(i) = self.seen.iter().skip(from).position(|l| l.contains(what)) {
             return from + i;
         }
@@ -97,22 +97,22 @@ impl Daemon {
     }
 
     /// Whether the daemon is still running.
-    fn running(&mut self) -> bool {
+    pub(super) fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
-    fn write_stdin(&mut self, text: &str) {
+    pub(super) fn write_stdin(&mut self, text: &str) {
         let mut w = self.child.stdin.take().unwrap();
         w.write_all(text.as_bytes()).unwrap();
         self.child.stdin = Some(w);
     }
 
-    fn close_stdin(&mut self) {
+    pub(super) fn close_stdin(&mut self) {
         self.child.stdin = None;
     }
 
     /// Waits for the exit; returns success and every log line.
-    fn wait(mut self) -> (bool, String) {
+    pub(super) fn wait(mut self) -> (bool, String) {
         let deadline = Instant::now() + PATIENCE;
         let st = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -130,7 +130,7 @@ impl Daemon {
         (st.success(), self.seen.join("\n"))
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub(super) fn rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -146,7 +146,7 @@ impl Drop for Daemon {
     }
 }
 
-fn listener() -> (TcpListener, u16) {
+pub(super) fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     (l, port)
@@ -154,7 +154,7 @@ fn listener() -> (TcpListener, u16) {
 
 /// Waits until `fd` is readable (a listener: a connection is pending), failing after
 /// PATIENCE.
-fn wait_readable(fd: impl AsFd, what: &str) {
+pub(super) fn wait_readable(fd: impl AsFd, what: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -178,7 +178,7 @@ fn wait_readable(fd: impl AsFd, what: &str) {
 }
 
 /// The next connection to `l`, within PATIENCE.
-fn accept(l: &TcpListener) -> TcpStream {
+pub(super) fn accept(l: &TcpListener) -> TcpStream {
     wait_readable(l, "connection");
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -186,7 +186,7 @@ fn accept(l: &TcpListener) -> TcpStream {
 }
 
 /// The next connection to `l`, within PATIENCE.
-fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
+pub(super) fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
     wait_readable(l, "connection");
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -198,10 +198,10 @@ fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
 /// meanwhile (another test's listener, or the daemon's own connecting socket choosing it as
 /// its source port: a TCP self-connection). [`DownPort::listen`] brings the collector back
 /// on the same port.
-struct DownPort(OwnedFd);
+pub(super) struct DownPort(OwnedFd);
 
 impl DownPort {
-    fn bind(port: u16) -> DownPort {
+    pub(super) fn bind(port: u16) -> DownPort {
         let err = |what: &str| panic!("{what} 127.0.0.1:{port}: {}", io::Error::last_os_error());
         // SAFETY: socket(2) returns a new descriptor (or -1), owned here from now on.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -248,7 +248,7 @@ impl DownPort {
     }
 
     /// The collector is back: listening on the same port.
-    fn listen(self) -> TcpListener {
+    pub(super) fn listen(self) -> TcpListener {
         // SAFETY: listen(2) on a bound socket this value owns.
         if unsafe { libc::listen(self.0.as_raw_fd(), 128) } != 0 {
             panic!("listen: {}", io::Error::last_os_error());
@@ -273,7 +273,7 @@ fn collector_down() -> Duration {
 }
 
 /// The value of `key=` in a log line.
-fn log_value(line: &str, key: &str) -> u64 {
+pub(super) fn log_value(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
@@ -282,7 +282,7 @@ fn log_value(line: &str, key: &str) -> u64 {
 
 /// Asserts that `got` holds the lines of `numbered(0, n)`, each once and in order; on a
 /// mismatch names the first line that differs instead of printing both texts.
-fn assert_numbered(got: &str, n: usize) {
+pub(super) fn assert_numbered(got: &str, n: usize) {
     let want = numbered(0, n);
     if got == want {
         return;
@@ -308,7 +308,7 @@ fn assert_numbered(got: &str, n: usize) {
 
 /// Reads complete lines until `n` have arrived (no read past the last one is requested,
 /// so closing afterwards loses nothing the daemon sent).
-fn read_lines(r: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
+pub(super) fn read_lines(r: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     let mut line = String::new();
     while out.len() < n {
@@ -333,7 +333,7 @@ fn parse_octet_counted(mut b: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-const FAST_RETRY: &str = "reconnect_initial = \"20ms\"\nreconnect_max = \"200ms\"";
+pub(super) const FAST_RETRY: &str = "reconnect_initial = \"20ms\"\nreconnect_max = \"200ms\"";
 
 #[test]
 fn tcp_out_sends_everything_in_order_once() {
