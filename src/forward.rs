@@ -57,7 +57,7 @@ const NOBUFS_WAIT: Duration = Duration::from_millis(10);
 const ACK_POLL_EVERY: Duration = Duration::from_millis(20);
 
 /// The keys shared by every forwarding drain (besides its address key and framing).
-pub const FORWARD_PARAMS: [Param; 8] = [
+pub const FORWARD_PARAMS: [Param; 9] = [
     FORMAT_PARAMS[0],
     FORMAT_PARAMS[1],
     Param::opt(
@@ -75,8 +75,8 @@ pub const FORWARD_PARAMS: [Param; 8] = [
     Param::opt(
         "reconnect_max",
         ParamType::Duration,
-        "30s",
-        "longest reconnection delay",
+        "2s",
+        "longest reconnection delay (after a timeout or a lookup failure)",
     ),
     Param::opt(
         "connect_timeout",
@@ -91,6 +91,12 @@ pub const FORWARD_PARAMS: [Param; 8] = [
         "at shutdown, how long buffered records may take to go out and be acknowledged by the peer; the rest is logged as unsent",
     ),
     FORMAT_PARAMS[2],
+    Param::opt(
+        "reconnect_refused",
+        ParamType::Duration,
+        "250ms",
+        "delay before trying again when a connection is refused (nothing listens: the collector restarts), without backing off; with jitter",
+    ),
 ];
 
 /// How records are delimited on the wire.
@@ -138,6 +144,8 @@ pub struct ForwardOptions {
     pub reconnect_initial: Duration,
     /// Longest reconnection delay.
     pub reconnect_max: Duration,
+    /// Delay after a refused connection (no backoff).
+    pub reconnect_refused: Duration,
     /// Limit of one connection attempt.
     pub connect_timeout: Duration,
     /// Limit of the final flush at shutdown.
@@ -152,7 +160,8 @@ impl ForwardOptions {
             framing,
             buffer_bytes: p.size_or("buffer_bytes", 8 << 20)?,
             reconnect_initial: p.duration_or("reconnect_initial", Duration::from_millis(100))?,
-            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(30))?,
+            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(2))?,
+            reconnect_refused: p.duration_or("reconnect_refused", Duration::from_millis(250))?,
             connect_timeout: p.duration_or("connect_timeout", Duration::from_secs(5))?,
             drain_timeout: p.duration_or("drain_timeout", Duration::from_secs(30))?,
         };
@@ -164,6 +173,9 @@ impl ForwardOptions {
         }
         if o.reconnect_max < o.reconnect_initial {
             return Err(p.error("reconnect_max", "must be at least reconnect_initial"));
+        }
+        if o.reconnect_refused.is_zero() {
+            return Err(p.error("reconnect_refused", "must be above 0"));
         }
         if o.connect_timeout.is_zero() {
             return Err(p.error("connect_timeout", "must be above 0"));
@@ -364,6 +376,11 @@ impl Backoff {
     fn next(&mut self) -> Duration {
         let d = self.current;
         self.current = (d * 2).min(self.max);
+        self.jitter(d)
+    }
+
+    /// A delay drawn from [d/2, d].
+    fn jitter(&mut self, d: Duration) -> Duration {
         // xorshift64: jitter needs no cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -380,6 +397,19 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.current = self.initial;
+    }
+}
+
+/// Whether a connection attempt failed because nothing listens at the address (the port
+/// refuses, or the Unix socket is absent or refuses), rather than timed out or could not
+/// be routed.
+fn is_refusal(e: &io::Error, target: &Target) -> bool {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => true,
+        io::ErrorKind::NotFound => {
+            matches!(target, Target::UnixStream(_) | Target::UnixDatagram(_))
+        }
+        _ => false,
     }
 }
 
@@ -707,7 +737,15 @@ impl Forward {
         }
         self.writable = false;
         let (resend_records, resend_bytes) = self.outbox.rewind();
-        let delay = self.backoff.next();
+        // A refusal comes back at once and costs the peer nothing: it is what a collector
+        // that restarts answers until it listens again, so it is tried again at a short
+        // fixed interval and the backoff (meant for timeouts) does not grow.
+        let refused = !was_up && is_refusal(e, &self.target);
+        let delay = if refused {
+            self.backoff.jitter(self.opts.reconnect_refused)
+        } else {
+            self.backoff.next()
+        };
         if was_up {
             slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
                 "cog" => self.name, "peer" => %self.target, "error" => %e,
@@ -1125,6 +1163,24 @@ mod tests {
         }
         b.reset();
         assert!(b.next() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn refusals_are_told_from_other_failures() {
+        let tcp = Target::Tcp("127.0.0.1:1".into());
+        let unix = Target::UnixStream("/nonexistent".into());
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let absent = io::Error::from_raw_os_error(libc::ENOENT);
+        let timeout = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        let unreachable = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+        assert!(is_refusal(&refused, &tcp) && is_refusal(&refused, &unix));
+        assert!(is_refusal(&absent, &unix) && !is_refusal(&absent, &tcp));
+        assert!(!is_refusal(&timeout, &tcp) && !is_refusal(&unreachable, &tcp));
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        for _ in 0..20 {
+            let d = b.jitter(Duration::from_millis(250));
+            assert!(d >= Duration::from_millis(125) && d <= Duration::from_millis(250));
+        }
     }
 
     #[test]

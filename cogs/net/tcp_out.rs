@@ -12,9 +12,14 @@ use crate::record::Record;
 /// `connect_timeout`); a host name is resolved on a worker thread at every (re)connection,
 /// so a changed DNS record is picked up, and the addresses are tried in turn. When the
 /// peer is down or slow, records wait in a buffer of `buffer_bytes`; a full buffer pauses
-/// the supplies (no record is dropped) until it is back below half. Reconnection backs off
-/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter. Batches are
-/// written with one `writev` per readiness.
+/// the supplies (no record is dropped) until it is back below half. A refused connection
+/// (the collector's host answers but nothing listens yet: it is restarting) is tried again
+/// every `reconnect_refused`, without backing off, so the stream resumes within that
+/// delay of the collector listening again; other failures (timeouts, unreachable hosts,
+/// failed lookups) back off exponentially from `reconnect_initial` to `reconnect_max`
+/// (2 s by default: a collector back from any outage is reached within about 2 s plus a
+/// connection attempt, at the cost of one attempt per 2 s while it is away), with
+/// jitter. Batches are written with one `writev` per readiness.
 ///
 /// **Guarantee.** A record counts as delivered (it is acknowledged, and the checkpoint of
 /// a `tail` or `spool` before it moves past it) only once the peer's TCP stack has
@@ -44,7 +49,8 @@ use crate::record::Record;
 /// format = "raw"                 # raw | json | template
 /// buffer_bytes = "8MiB"
 /// reconnect_initial = "100ms"
-/// reconnect_max = "30s"
+/// reconnect_max = "2s"
+/// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// ```
@@ -57,7 +63,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 10] = [
+const PARAMS: [Param; 11] = [
     Param::req(
         "address",
         ParamType::Str,
@@ -77,6 +83,7 @@ const PARAMS: [Param; 10] = [
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
     FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

@@ -16,7 +16,8 @@ use crate::record::Record;
 /// are sent again on the next one, in order, so a collector that closes without reading
 /// loses nothing (duplicates are possible). In datagram mode a record is acknowledged
 /// once it is queued at the receiving socket. A full receiver (EAGAIN) waits for writability, ENOBUFS is retried after 10 ms,
-/// a refused or vanished socket is reconnected with backoff. A record larger than the
+/// a refused or absent socket is tried again every `reconnect_refused` (the collector is
+/// restarting), other failures with backoff. A record larger than the
 /// socket's largest datagram (EMSGSIZE) can never be sent: it is logged with its event id,
 /// counted as an error and dropped (acknowledged). Datagrams go out in batches with
 /// `sendmmsg`.
@@ -28,6 +29,7 @@ use crate::record::Record;
 /// mode = "datagram"              # stream | datagram
 /// framing = "newline"            # stream only: newline | octet_counting
 /// buffer_bytes = "8MiB"
+/// reconnect_refused = "250ms"
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "unix_out",
@@ -38,7 +40,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 11] = [
+const PARAMS: [Param; 12] = [
     Param::req("path", ParamType::Path, "the socket to connect to"),
     Param::opt(
         "mode",
@@ -60,6 +62,7 @@ const PARAMS: [Param; 11] = [
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
     FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

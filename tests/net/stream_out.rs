@@ -386,10 +386,9 @@ fn tcp_out_octet_counting_frames_parse_back() {
 /// The downstream collector goes away mid-stream for 10 s and comes back on the same port:
 /// every record arrives once, in order. The input keeps flowing during the outage, so
 /// records queue in the drain's buffer while it retries (refused) connections, at most
-/// every `reconnect_max` = 200 ms, which also bounds how long the reconnection takes once
-/// the collector is back. The collector closes only after reading all that was sent, so
-/// nothing is in flight at the loss: the allowed duplicates (one truncated fragment per
-/// loss, never a whole record) are then zero, which is asserted.
+/// every `reconnect_refused` = 250 ms, which also bounds how long the reconnection takes
+/// once the collector is back. The collector closes only after reading all that was sent,
+/// and the drain sees that it was read: nothing is sent twice, which is asserted.
 ///
 /// `DEADBEAT_COLLECTOR_DOWN_SECS` sets the outage (seconds, default 10; the test takes
 /// about that long plus half a second).
@@ -435,7 +434,7 @@ fn tcp_out_survives_a_collector_restart() {
         std::thread::sleep(STEP.min(left));
     }
     d.wait_log_from(lost, "cannot connect");
-    // Back on the same port: the next attempt (within reconnect_max) connects.
+    // Back on the same port: the next attempt (within reconnect_refused) connects.
     let l = down.listen();
     let back = Instant::now();
     let s = accept(&l);
@@ -474,7 +473,77 @@ fn tcp_out_survives_a_collector_restart() {
     );
     assert!(
         reconnect < Duration::from_secs(5),
-        "reconnected {reconnect:?} after the collector was back (reconnect_max is 200 ms)"
+        "reconnected {reconnect:?} after the collector was back (reconnect_refused is 250 ms)"
+    );
+}
+
+/// How long the collector stays down in `tcp_out_reconnects_quickly_after_an_outage`: 5 s,
+/// or `DEADBEAT_OUTAGE_SECS` (seconds, fractions allowed; 30 is the outage).
+fn outage() -> Duration {
+    match std::env::var("DEADBEAT_OUTAGE_SECS") {
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or_else(|| panic!("DEADBEAT_OUTAGE_SECS={v:?}: not a number of seconds")),
+        Err(_) => Duration::from_secs(5),
+    }
+}
+
+/// With the default reconnection settings, a collector that was down (its port refusing
+/// connections) and comes back gets the first buffered line within 2 s: refused attempts
+/// are retried at a short fixed interval instead of backing off.
+#[test]
+fn tcp_out_reconnects_quickly_after_an_outage() {
+    let down_for = outage();
+    let dir = TempDir::new("tcp-out-outage");
+    let (l, port) = listener();
+    let cfg = config(
+        dir.path(),
+        "type = \"stdin\"",
+        &format!("type = \"tcp_out\"\naddress = \"127.0.0.1:{port}\""),
+    );
+    let mut d = Daemon::start(&cfg, true);
+    let mut first = BufReader::new(accept(&l));
+    d.write_stdin(&numbered(0, 10));
+    let mut got = read_lines(&mut first, 10).concat();
+    drop(l);
+    let down = DownPort::bind(port);
+    drop(first);
+    let lost = d.wait_log_from(0, "connection lost");
+    let went_down = Instant::now();
+    d.write_stdin(&numbered(10, 20));
+    std::thread::sleep(down_for.saturating_sub(went_down.elapsed()));
+    let l = down.listen();
+    let back = Instant::now();
+    let mut s = BufReader::new(accept(&l));
+    let mut line = String::new();
+    s.read_line(&mut line).unwrap();
+    let first_line = back.elapsed();
+    got.push_str(&line);
+    let at = d.wait_log_from(lost, "INFO connected ");
+    let attempts = log_value(&d.seen[at], "failed_attempts");
+    d.close_stdin();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    got.push_str(&rest);
+    let (ok, log) = d.wait();
+    eprintln!(
+        "collector down {:.1} s: {attempts} refused attempts; first line {} ms after it was back",
+        down_for.as_secs_f64(),
+        first_line.as_millis()
+    );
+    assert!(ok, "{log}");
+    assert_numbered(&got, 20);
+    assert!(
+        first_line < Duration::from_secs(2),
+        "first line {first_line:?} after the collector was back"
+    );
+    // Refusals are retried at least every 500 ms.
+    let min_attempts = (down_for.as_secs_f64() * 2.0) as u64;
+    assert!(
+        attempts >= min_attempts,
+        "{attempts} attempts in {down_for:?}, expected at least {min_attempts}"
     );
 }
 
