@@ -48,6 +48,9 @@ const GENERATIONS: u32 = 1 << 16;
 
 /// Records are appended to chunks of about this size; a writev covers many of them.
 const CHUNK: usize = 256 << 10;
+/// Released chunks kept for reuse: as many as a full default TCP send buffer (4 MiB)
+/// holds, the bytes a fast stream keeps waiting for acknowledgement.
+const SPARE_CHUNKS: usize = 16;
 /// Slices per `writev` and messages per `sendmmsg`.
 const MAX_IOV: usize = 64;
 /// How long to wait before trying again after ENOBUFS, which brings no readiness event.
@@ -55,6 +58,12 @@ const NOBUFS_WAIT: Duration = Duration::from_millis(10);
 /// How often the peer's acknowledgements are read while written bytes wait for them (no
 /// event announces them). It bounds how late a record is acknowledged once the peer has it.
 const ACK_POLL_EVERY: Duration = Duration::from_millis(20);
+/// The first poll interval while the supplies are paused or the drain finishes: then only
+/// acknowledgements can free the buffer and restart the flow (or end the shutdown), and a
+/// socket drains its send queue in a few milliseconds, so waiting 20 ms would idle the
+/// stream. The interval doubles up to `ACK_POLL_EVERY` while a poll finds no progress (a
+/// stalled peer costs little).
+const ACK_POLL_PAUSED: Duration = Duration::from_millis(1);
 
 /// The keys shared by every forwarding drain (besides its address key and framing).
 pub const FORWARD_PARAMS: [Param; 9] = [
@@ -216,7 +225,8 @@ pub struct Outbox {
     pushed: u64,
     sent: u64,
     acked: u64,
-    spare: Option<Vec<u8>>,
+    /// Released chunks kept for reuse, at most [`SPARE_CHUNKS`].
+    spare: Vec<Vec<u8>>,
 }
 
 impl Outbox {
@@ -226,7 +236,7 @@ impl Outbox {
         if full {
             let c = self
                 .spare
-                .take()
+                .pop()
                 .unwrap_or_else(|| Vec::with_capacity(CHUNK));
             self.chunks.push_back(c);
         }
@@ -323,11 +333,12 @@ impl Outbox {
             }
             self.base = end;
             if let Some(mut c) = self.chunks.pop_front() {
-                // One spare avoids an allocation per chunk in a steady stream; an oversized
+                // Chunks are released in runs, as acknowledgements come: reusing them spares
+                // an allocation and fresh pages per chunk in a steady stream. An oversized
                 // one (a huge record) is not worth keeping.
-                if self.spare.is_none() && c.capacity() <= 2 * CHUNK {
+                if self.spare.len() < SPARE_CHUNKS && c.capacity() <= 2 * CHUNK {
                     c.clear();
-                    self.spare = Some(c);
+                    self.spare.push(c);
                 }
             }
         }
@@ -579,6 +590,8 @@ pub struct Forward {
     connect_timer: Option<TimerId>,
     nobufs_timer: Option<TimerId>,
     ack_timer: Option<TimerId>,
+    /// The next [`ACK_POLL`] interval while the supplies are paused or the drain finishes.
+    ack_poll: Duration,
     paused: bool,
     lingering: bool,
     /// Failed attempts since the last connection; only the first of an outage is a warning.
@@ -604,6 +617,7 @@ impl Forward {
             connect_timer: None,
             nobufs_timer: None,
             ack_timer: None,
+            ack_poll: ACK_POLL_PAUSED,
             paused: false,
             lingering: false,
             failures: 0,
@@ -782,8 +796,8 @@ impl Forward {
                 self.failed(&e, cx);
             }
         }
-        self.watch_acks(cx);
         self.settle(cx);
+        self.watch_acks(cx);
     }
 
     /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
@@ -802,12 +816,26 @@ impl Forward {
         Ok(())
     }
 
+    /// The flow now waits on acknowledgements only: polls them at the paused pace.
+    fn hurry_acks(&mut self, cx: &mut Ctx) {
+        self.ack_poll = ACK_POLL_PAUSED;
+        if let Some(t) = self.ack_timer.take() {
+            cx.cancel_timer(t);
+        }
+        self.watch_acks(cx);
+    }
+
     /// Keeps the [`ACK_POLL`] timer set while written bytes wait for the peer's
     /// acknowledgement, and only then.
     fn watch_acks(&mut self, cx: &mut Ctx) {
         let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
         if waiting && self.ack_timer.is_none() {
-            match cx.timer_after(ACK_POLL_EVERY, ACK_POLL) {
+            let every = if self.paused || self.lingering {
+                self.ack_poll
+            } else {
+                ACK_POLL_EVERY
+            };
+            match cx.timer_after(every, ACK_POLL) {
                 Ok(t) => self.ack_timer = Some(t),
                 Err(e) => {
                     slog::error!(cx.logger(), "cannot set the acknowledgement timer"; "cog" => self.name, "error" => %e)
@@ -920,6 +948,7 @@ impl Forward {
         let b = self.outbox.buffered();
         if !self.paused && b >= self.opts.buffer_bytes {
             self.paused = true;
+            self.hurry_acks(cx);
             slog::debug!(cx.logger(), "buffer full: pausing supplies"; "cog" => self.name, "bytes" => b);
             cx.pause_supplies();
         } else if self.paused && b <= self.opts.buffer_bytes / 2 {
@@ -1024,9 +1053,15 @@ impl Cog<Record> for Forward {
             }
             (ACK_POLL, Wake::Timer(t)) if self.ack_timer == Some(t) => {
                 self.ack_timer = None;
+                let before = self.outbox.buffered();
                 if let Err(e) = self.check_acks(cx) {
                     self.failed(&e, cx);
                 }
+                self.ack_poll = if self.outbox.buffered() < before {
+                    ACK_POLL_PAUSED
+                } else {
+                    (self.ack_poll * 2).min(ACK_POLL_EVERY)
+                };
                 self.flush(out, cx);
             }
             (NOBUFS, Wake::Timer(t)) if self.nobufs_timer == Some(t) => {
@@ -1083,6 +1118,7 @@ impl Cog<Record> for Forward {
         }
         cx.linger();
         self.lingering = true;
+        self.hurry_acks(cx);
         if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => self.name, "error" => %e);
         }
