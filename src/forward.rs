@@ -1070,7 +1070,7 @@ impl Cog<Record> for Forward {
                 self.flush(out, cx);
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
-                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent";
+                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
                     "cog" => self.name, "peer" => %self.target,
                     "unsent_records" => self.outbox.records(),
                     "unsent_bytes" => self.outbox.buffered());
