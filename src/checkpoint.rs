@@ -1,6 +1,17 @@
 //! Checkpoints of file supplies, stored atomically: written to a temporary file in the
-//! same directory, synced, then renamed over the previous one, so a crash at any point
+//! same directory, then renamed over the previous one, so a process crash at any point
 //! leaves either the old or the new checkpoint, never a torn one.
+//!
+//! Saving after every acknowledged batch (so a `kill -9` re-sends at most one batch) must
+//! be cheap, and a process crash does not lose what the process wrote (it is in the page
+//! cache). So a save between two syncs is appended to a journal beside the checkpoint
+//! (`.NAME.live`: records `@ LEN HASH\n` + the checkpoint text, one `write` each), not
+//! synced; [`CheckpointStore::sync`], called on a timer (every second) and at shutdown,
+//! writes the last save durably (temporary file synced, renamed, directory synced) and
+//! empties the journal. Loading takes the journal's last whole record, or the checkpoint
+//! if the journal has none: a record torn by a crash, or lost with the page cache at a
+//! power loss, fails its hash and the previous one counts (at worst the synced
+//! checkpoint, at most about a second old), so the state is never torn, only older.
 //!
 //! Format: a header line, then one line per file:
 //! `dev ino head_len head_hash offset seen path`, and one line per exactly-once output:
@@ -11,7 +22,7 @@
 //! crash the offsets and the sizes always belong to the same moment: a drain cuts its
 //! output back to the saved size and the supply reads again from the saved offsets.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Write};
@@ -69,8 +80,32 @@ pub fn fingerprint(bytes: &[u8]) -> u64 {
 pub struct CheckpointStore {
     path: PathBuf,
     tmp: PathBuf,
+    live: PathBuf,
     ledger: Option<Ledger>,
+    /// Shared by the clones (the ledger's writes go through one), so one `sync` covers
+    /// every write.
+    state: Rc<WriteState>,
 }
+
+#[derive(Debug, Default)]
+struct WriteState {
+    /// The directory exists (created once, not checked on every write).
+    dir_made: Cell<bool>,
+    /// Written since the last sync.
+    unsynced: Cell<bool>,
+    /// The journal, open for appending; `None` until the first write of this process
+    /// (which goes to the checkpoint durably and empties the journal) and after a failed
+    /// append.
+    live: RefCell<Option<File>>,
+    /// Bytes in the journal.
+    live_len: Cell<u64>,
+    /// The last text written, for `sync` to store durably.
+    last: RefCell<Vec<u8>>,
+}
+
+/// Above this, the journal is emptied by a durable write at once.
+const LIVE_MAX: u64 = 8 << 20;
+const LIVE_MARK: &[u8] = b"@ ";
 
 impl CheckpointStore {
     /// The checkpoint `name` in `dir` (created if missing when first saved).
@@ -78,7 +113,9 @@ impl CheckpointStore {
         CheckpointStore {
             path: dir.join(name),
             tmp: dir.join(format!(".{name}.tmp")),
+            live: dir.join(format!(".{name}.live")),
             ledger: None,
+            state: Rc::default(),
         }
     }
 
@@ -99,11 +136,33 @@ impl CheckpointStore {
     /// Reads the checkpoint; a missing one is empty. A malformed one is an
     /// `InvalidData` error: the caller logs it and starts afresh.
     pub fn load(&self) -> io::Result<Vec<Entry>> {
-        Ok(read(&self.path)?.0)
+        match self.current()? {
+            Some(bytes) => Ok(parse(&bytes).ok_or_else(malformed)?.0),
+            None => Ok(Vec::new()),
+        }
     }
 
-    /// Replaces the checkpoint with `entries` (and the ledger's marks), atomically and
-    /// durably.
+    /// The text of the last save that is whole: the journal's last record, else the
+    /// checkpoint file; `None` if there is neither.
+    fn current(&self) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(&self.live) {
+            Ok(journal) => {
+                if let Some(text) = last_record(&journal) {
+                    return Ok(Some(text.to_vec()));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match std::fs::read(&self.path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the checkpoint with `entries` (and the ledger's marks), atomically; durably
+    /// once [`sync`](CheckpointStore::sync) has run.
     pub fn save(&self, entries: &[Entry]) -> io::Result<()> {
         let mut text = Vec::with_capacity(64 + entries.len() * 96);
         text.extend_from_slice(HEADER.as_bytes());
@@ -117,10 +176,44 @@ impl CheckpointStore {
         }
     }
 
-    /// Writes `text` as the whole checkpoint, atomically and durably.
+    /// Writes `text` as the whole checkpoint: appended to the journal, or durably if this
+    /// is the process's first write or the journal is large (see the module doc).
     fn write(&self, text: &[u8]) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
+        let st = &self.state;
+        let fresh = st.live.borrow().is_none() || st.live_len.get() > LIVE_MAX;
+        if fresh {
+            return self.write_durable(text);
+        }
+        let mut rec = Vec::with_capacity(text.len() + 48);
+        let _ = writeln!(rec, "@ {} {}", text.len(), fingerprint(text));
+        rec.extend_from_slice(text);
+        let appended = match st.live.borrow_mut().as_mut() {
+            Some(f) => f.write_all(&rec),
+            None => Ok(()),
+        };
+        if let Err(e) = appended {
+            // A partial record would hide the ones after it: the next write starts a
+            // fresh journal.
+            *st.live.borrow_mut() = None;
+            return Err(e);
+        }
+        st.live_len.set(st.live_len.get() + rec.len() as u64);
+        st.unsynced.set(true);
+        let mut last = st.last.borrow_mut();
+        last.clear();
+        last.extend_from_slice(text);
+        Ok(())
+    }
+
+    /// Writes `text` to the checkpoint file durably (temporary file synced, renamed,
+    /// directory synced), then empties the journal.
+    fn write_durable(&self, text: &[u8]) -> io::Result<()> {
+        let st = &self.state;
+        if !st.dir_made.get() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            st.dir_made.set(true);
         }
         let mut f = File::create(&self.tmp)?;
         f.write_all(text)?;
@@ -131,7 +224,31 @@ impl CheckpointStore {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
+        // Only now may the journal's records go: the checkpoint holds a later state.
+        let live = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.live)?;
+        live.set_len(0)?;
+        *st.live.borrow_mut() = Some(live);
+        st.live_len.set(0);
+        st.unsynced.set(false);
         Ok(())
+    }
+
+    /// Makes the last write durable and empties the journal; does nothing if nothing was
+    /// written since the last sync.
+    pub fn sync(&self) -> io::Result<()> {
+        if !self.state.unsynced.get() {
+            return Ok(());
+        }
+        let text = self.state.last.borrow().clone();
+        self.write_durable(&text)
+    }
+
+    /// Whether something was written since the last [`sync`](CheckpointStore::sync).
+    pub fn is_unsynced(&self) -> bool {
+        self.state.unsynced.get()
     }
 }
 
@@ -191,11 +308,7 @@ impl Ledger {
                 "no checkpointing supply keeps this ledger",
             ));
         };
-        let bytes = match std::fs::read(&store.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e),
-        };
+        let bytes = store.current()?.unwrap_or_default();
         let (entries, saved) = if bytes.is_empty() {
             (Vec::new(), Vec::new())
         } else {
@@ -289,13 +402,37 @@ fn malformed() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, "malformed checkpoint file")
 }
 
-fn read(path: &Path) -> io::Result<(Vec<Entry>, Vec<Mark>)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
-        Err(e) => return Err(e),
-    };
-    parse(&bytes).ok_or_else(malformed)
+/// The text of the last whole record of a journal: records are read in order up to the
+/// first one that is torn or fails its hash.
+fn last_record(journal: &[u8]) -> Option<&[u8]> {
+    let mut last = None;
+    let mut pos = 0;
+    while pos < journal.len() {
+        let rest = &journal[pos..];
+        let Some(nl) = rest.iter().position(|&c| c == b'\n') else {
+            break;
+        };
+        let Some(head) = rest[..nl].strip_prefix(LIVE_MARK) else {
+            break;
+        };
+        let mut f = head.split(|&c| c == b' ');
+        let num = |f: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(f?).ok()?.parse().ok() };
+        let (Some(len), Some(hash)) = (num(f.next()), num(f.next())) else {
+            break;
+        };
+        let Some(text) = usize::try_from(len)
+            .ok()
+            .and_then(|len| rest.get(nl + 1..nl + 1 + len))
+        else {
+            break;
+        };
+        if fingerprint(text) != hash {
+            break;
+        }
+        last = Some(text);
+        pos += nl + 1 + text.len();
+    }
+    last
 }
 
 fn render_entry(e: &Entry, text: &mut Vec<u8>) {
@@ -412,6 +549,48 @@ mod tests {
         assert_eq!(store.load().unwrap(), vec![e]);
         std::fs::write(store.path(), "deadbeat-checkpoint 1\n1 2 x\n").unwrap();
         assert_eq!(store.load().unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn saves_go_to_the_journal_until_synced_and_a_torn_record_falls_back() {
+        let dir = temp_dir("sync");
+        let ledger = Ledger::new();
+        let store = CheckpointStore::new(&dir, "t.state")
+            .with_ledger(&ledger)
+            .unwrap();
+        store.sync().unwrap();
+        // The first save of a process is durable and empties an old journal.
+        store.save(&[entry(1)]).unwrap();
+        assert!(!store.is_unsynced());
+        let on_disk = |p: &Path| parse(&std::fs::read(p).unwrap()).unwrap().0;
+        assert_eq!(on_disk(store.path()), vec![entry(1)]);
+        // Later saves are appended to the journal, which loading prefers.
+        store.save(&[entry(2)]).unwrap();
+        store.save(&[entry(3)]).unwrap();
+        assert!(store.is_unsynced());
+        assert_eq!(on_disk(store.path()), vec![entry(1)]);
+        assert_eq!(store.load().unwrap(), vec![entry(3)]);
+        // A record torn by a crash: the one before it counts.
+        let live = dir.join(".t.state.live");
+        let journal = std::fs::read(&live).unwrap();
+        std::fs::write(&live, &journal[..journal.len() - 3]).unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(2)]);
+        // A journal of garbage (lost at a power loss): the synced checkpoint counts.
+        std::fs::write(&live, b"\0\0\0\0").unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(1)]);
+        std::fs::write(&live, &journal).unwrap();
+        // Syncing writes the last save durably and empties the journal.
+        store.sync().unwrap();
+        assert!(!store.is_unsynced());
+        assert_eq!(on_disk(store.path()), vec![entry(3)]);
+        assert_eq!(std::fs::metadata(&live).unwrap().len(), 0);
+        // A drain's save through the ledger is synced by the supply's store.
+        ledger.save_now().unwrap();
+        assert!(store.is_unsynced());
+        store.sync().unwrap();
+        assert!(!store.is_unsynced());
+        assert_eq!(store.load().unwrap(), vec![entry(3)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -311,8 +311,8 @@ pub struct Core {
     pub(crate) notices: Vec<Notice>,
     pause_dirty: bool,
     shutdown: bool,
-    /// Why a cog stopped the escapement for good ([`Ctx::fail`]): `run` returns it.
-    failure: Option<String>,
+    /// Why the run failed although it ran to its end (see [`Ctx::fail`]).
+    failures: Vec<String>,
     metrics_requested: bool,
     next_event_id: EventId,
     now: Instant,
@@ -770,16 +770,17 @@ impl<'a> Ctx<'a> {
         self.core.slot_mut(h).exhausted = true;
     }
 
-    /// Starts the graceful shutdown of the whole escapement.
-    pub fn shutdown(&mut self) {
-        self.core.shutdown = true;
+    /// Marks the run failed for `reason` (an input that could not be read, say) without
+    /// stopping it: the trains go on, and [`Escapement::run`] returns an error naming every
+    /// reason once they have finished (the daemon exits 1). `reason` says what failed and
+    /// where (cog, path). A cog that cannot go on at all (its output closed for good)
+    /// calls [`shutdown`](Ctx::shutdown) too.
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        self.core.failures.push(reason.into());
     }
 
-    /// Starts the graceful shutdown because this cog cannot go on (its output is closed
-    /// for good, say): the other cogs finish as usual, then [`Escapement::run`] returns
-    /// `reason` as its error (the daemon exits 1). The first reason given is kept.
-    pub fn fail(&mut self, reason: impl Into<String>) {
-        self.core.failure.get_or_insert_with(|| reason.into());
+    /// Starts the graceful shutdown of the whole escapement.
+    pub fn shutdown(&mut self) {
         self.core.shutdown = true;
     }
 
@@ -905,7 +906,7 @@ impl Escapement {
             notices: Vec::new(),
             pause_dirty: false,
             shutdown: false,
-            failure: None,
+            failures: Vec::new(),
             metrics_requested: false,
             next_event_id: 1,
             now: Instant::now(),
@@ -1057,8 +1058,9 @@ impl Escapement {
     }
 
     /// Starts every cog unless [`start`](Escapement::start) did, then runs the loop until
-    /// every train has finished and every cog has received `done`. Returns an error only
-    /// if a cog fails to start or polling fails.
+    /// every train has finished and every cog has received `done`. Returns an error if a
+    /// cog fails to start, polling fails, the stop was forced, or a cog marked the run
+    /// failed ([`Ctx::fail`]).
     pub fn run(&mut self) -> Result<(), BoxError> {
         if self.ran {
             return Err("an escapement runs once".into());
@@ -1067,11 +1069,17 @@ impl Escapement {
             self.start()?;
         }
         self.ran = true;
-        let result = self.turn_until_done();
+        let mut result = self.turn_until_done();
         if result.is_err() {
             for tr in self.trains.iter_mut() {
                 tr.done(&mut self.core);
             }
+        }
+        if result.is_ok() && !self.core.failures.is_empty() {
+            for f in &self.core.failures {
+                slog::error!(self.core.logger, "the run failed"; "reason" => f);
+            }
+            result = Err(self.core.failures.join("; ").into());
         }
         // Join the workers now rather than when the escapement is dropped.
         self.core.pool = None;
@@ -1086,10 +1094,7 @@ impl Escapement {
                 self.core.shutdown = true;
             }
             if self.core.shutdown && self.step_shutdown() {
-                return match self.core.failure.take() {
-                    Some(reason) => Err(reason.into()),
-                    None => Ok(()),
-                };
+                return Ok(());
             }
             if self.core.shutdown && self.stop_deadline.is_none() {
                 self.stop_deadline = self.core.options.stop_timeout.map(|t| Instant::now() + t);

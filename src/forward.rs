@@ -308,6 +308,13 @@ impl Outbox {
         None
     }
 
+    /// `n` more bytes were written and, at once, acknowledged (a datagram, or records a
+    /// protocol answered): acknowledges the records they complete.
+    pub fn advance_acknowledged(&mut self, n: usize, cx: &mut Ctx) {
+        self.advance(n);
+        self.confirm(self.sent, cx);
+    }
+
     /// `n` more bytes were written.
     pub fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n as u64).min(self.pushed);
@@ -363,7 +370,7 @@ impl Outbox {
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
 /// `initial` to `max`, so many senders that lost one peer do not reconnect in lockstep.
 #[derive(Debug)]
-struct Backoff {
+pub(crate) struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -371,7 +378,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -384,14 +391,14 @@ impl Backoff {
         }
     }
 
-    fn next(&mut self) -> Duration {
+    pub(crate) fn next(&mut self) -> Duration {
         let d = self.current;
         self.current = (d * 2).min(self.max);
         self.jitter(d)
     }
 
     /// A delay drawn from [d/2, d].
-    fn jitter(&mut self, d: Duration) -> Duration {
+    pub(crate) fn jitter(&mut self, d: Duration) -> Duration {
         // xorshift64: jitter needs no cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -406,7 +413,7 @@ impl Backoff {
         half + Duration::from_nanos(r)
     }
 
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.current = self.initial;
     }
 }
@@ -414,7 +421,7 @@ impl Backoff {
 /// Whether a connection attempt failed because nothing listens at the address (the port
 /// refuses, or the Unix socket is absent or refuses), rather than timed out or could not
 /// be routed.
-fn is_refusal(e: &io::Error, target: &Target) -> bool {
+pub(crate) fn is_refusal(e: &io::Error, target: &Target) -> bool {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => true,
         io::ErrorKind::NotFound => {
@@ -908,8 +915,7 @@ impl Forward {
             if rc >= 0 {
                 // A datagram is whole at the receiving socket once sent: nothing follows.
                 let sent: usize = lens[..rc as usize].iter().sum();
-                self.outbox.advance(sent);
-                self.outbox.confirm(self.outbox.sent(), cx);
+                self.outbox.advance_acknowledged(sent, cx);
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -934,8 +940,7 @@ impl Forward {
                         "cog" => self.name, "event" => id, "bytes" => lens[0]);
                     out.count_errors(1);
                     out.count_dropped(1);
-                    self.outbox.advance(lens[0]);
-                    self.outbox.confirm(self.outbox.sent(), cx);
+                    self.outbox.advance_acknowledged(lens[0], cx);
                 }
                 _ => return Err(e),
             }

@@ -1,5 +1,5 @@
 //! RFC 6587 framing of syslog (and plain line) streams: newline-terminated messages,
-//! octet counting (`LEN SP MSG`), or auto-detection per connection from its first byte.
+//! octet counting (`LEN SP MSG`), or auto-detection per connection from its first bytes.
 //!
 //! A [`Deframer`] belongs to one connection. Newline framing goes straight through a
 //! [`LineSplitter`] (no extra copy); octet counting keeps its own bounded buffer.
@@ -13,14 +13,28 @@
 //! where a `LEN` is expected is garbage: the framing of the stream is lost, so the
 //! deframer reports a [`FramingError`] and the caller closes the connection.
 //!
+//! Auto-detection never loses data: a stream is octet-counted only when it starts with a
+//! well-formed header followed by a syslog `PRI` (`LEN SP <N>`, e.g. `57 <34>1 ...`) and at
+//! least `LEN` bytes (or `max_line_bytes` of them) have arrived; anything else, such as
+//! an application log line starting with a date (`2026-12-04 10:00 x`), is read as lines.
+//! A detected octet-counted stream that later breaks the rules is read as lines from the
+//! bad header on (the error is still reported, with [`FramingError::recovered`] set).
+//!
 //! ```
 //! use deadbeat::framing::{Deframer, Framing};
 //!
 //! let mut d = Deframer::new(Framing::Auto, 1024, 4096);
-//! d.push(b"5 hello11 hello world\n");
+//! d.push(b"9 <13>hello15 <13>hello world\n");
 //! let mut got = Vec::new();
 //! d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
-//! assert_eq!(got, [b"hello".to_vec(), b"hello world".to_vec()]);
+//! assert_eq!(got, [b"<13>hello".to_vec(), b"<13>hello world".to_vec()]);
+//!
+//! // A line starting with digits is a line.
+//! let mut d = Deframer::new(Framing::Auto, 1024, 4096);
+//! d.push(b"2026-12-04 10:00 x\n");
+//! let mut got = Vec::new();
+//! d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+//! assert_eq!(got, [b"2026-12-04 10:00 x".to_vec()]);
 //! ```
 
 use std::fmt;
@@ -39,9 +53,9 @@ pub enum Framing {
     Newline,
     /// `LEN SP MSG` frames (RFC 6587 §3.4.1).
     OctetCounting,
-    /// Decided per stream from its first byte: a digit means octet counting, anything
-    /// else newline framing (RFC 6587 §3.4.2 senders never start with a digit: a syslog
-    /// message starts with `<`).
+    /// Decided per stream from its first bytes: octet counting when they are `LEN SP`
+    /// followed by a syslog `PRI` (`<N>`) and `LEN` bytes, newline framing otherwise (a
+    /// line of any kind, an ISO-dated application log line included).
     Auto,
 }
 
@@ -69,6 +83,9 @@ pub struct FramingError {
     pub sample: Vec<u8>,
     /// What was wrong.
     pub reason: &'static str,
+    /// The stream was auto-detected as octet-counted: from the bad header on it is read
+    /// as lines, and the connection can stay open.
+    pub recovered: bool,
 }
 
 impl fmt::Display for FramingError {
@@ -109,6 +126,63 @@ pub struct Deframer {
     read_size: usize,
     failed: bool,
     truncated_frames: u64,
+    /// Configured as [`Framing::Auto`]: a broken octet-counted stream falls back to lines.
+    auto: bool,
+}
+
+/// What the first bytes of an auto-framed stream say.
+#[derive(Debug, PartialEq, Eq)]
+enum Guess {
+    Lines,
+    Octets,
+    NeedMore,
+}
+
+/// Whether `held`, the first bytes of a stream, start an octet-counted frame: `LEN SP`
+/// (RFC 6587), then a syslog `PRI` (`<` one to three digits `>`), and at least
+/// `min(LEN, max)` body bytes received.
+fn guess(held: &[u8], max: usize) -> Guess {
+    let mut len: u64 = 0;
+    let mut i = 0;
+    loop {
+        let Some(&b) = held.get(i) else {
+            return Guess::NeedMore;
+        };
+        match b {
+            b'1'..=b'9' if i < MAX_LEN_DIGITS => len = len * 10 + u64::from(b - b'0'),
+            b'0' if i > 0 && i < MAX_LEN_DIGITS => len *= 10,
+            b' ' if i > 0 => break,
+            _ => return Guess::Lines,
+        }
+        i += 1;
+    }
+    let body = &held[i + 1..];
+    // `<` DIGIT{1,3} `>`
+    let mut j = 0;
+    loop {
+        let Some(&b) = body.get(j) else {
+            return Guess::NeedMore;
+        };
+        let ok = match j {
+            0 => b == b'<',
+            1 => b.is_ascii_digit(),
+            2..=4 if b == b'>' => break,
+            2 | 3 => b.is_ascii_digit(),
+            _ => false,
+        };
+        if !ok {
+            return Guess::Lines;
+        }
+        j += 1;
+    }
+    // The frame must hold at least the PRI seen.
+    if len < (j + 1) as u64 {
+        return Guess::Lines;
+    }
+    if (body.len() as u64) < len.min(max as u64) {
+        return Guess::NeedMore;
+    }
+    Guess::Octets
 }
 
 impl Deframer {
@@ -140,6 +214,7 @@ impl Deframer {
             read_size,
             failed: false,
             truncated_frames: 0,
+            auto: framing == Framing::Auto,
         }
     }
 
@@ -200,6 +275,25 @@ impl Deframer {
         }
     }
 
+    /// Bytes of buffer this deframer holds (its allocations, whatever they hold now).
+    pub fn buffer_bytes(&self) -> usize {
+        self.lines.buffer_bytes() + self.buf.capacity()
+    }
+
+    /// Gives back buffer memory beyond what the held bytes need (an idle connection, a
+    /// listener short of memory); the next read allocates again.
+    pub fn shrink(&mut self) {
+        self.lines.shrink_to_fit();
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.base += self.start as u64;
+            self.end -= self.start;
+            self.start = 0;
+        }
+        self.buf.truncate(self.end);
+        self.buf.shrink_to_fit();
+    }
+
     /// Lines or frames cut to `max_line_bytes` so far.
     pub fn truncated(&self) -> u64 {
         self.lines.truncated_lines() + self.truncated_frames
@@ -209,16 +303,22 @@ impl Deframer {
         if self.mode != Mode::Undecided || self.start == self.end {
             return;
         }
-        if self.buf[self.start].is_ascii_digit() {
-            self.mode = Mode::Octets;
-        } else {
-            self.mode = Mode::Lines;
-            self.lines.reset(self.base + self.start as u64);
-            self.lines.push(&self.buf[self.start..self.end]);
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
+        match guess(&self.buf[self.start..self.end], self.max) {
+            Guess::Octets => self.mode = Mode::Octets,
+            Guess::Lines => self.switch_to_lines(),
+            Guess::NeedMore => {}
         }
+    }
+
+    /// Hands the held bytes to the line splitter and reads the rest of the stream as lines.
+    fn switch_to_lines(&mut self) {
+        self.mode = Mode::Lines;
+        self.lines.reset(self.base + self.start as u64);
+        self.lines.push(&self.buf[self.start..self.end]);
+        self.buf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        self.skip = 0;
     }
 
     /// Moves live bytes to the front when that makes room for `more` bytes.
@@ -233,7 +333,9 @@ impl Deframer {
 
     /// Hands every complete message to `f` and returns how many there were. After a
     /// [`FramingError`] (reported once; messages before it were handed out) the stream is
-    /// useless: further calls hand out nothing.
+    /// useless: further calls hand out nothing. Unless the framing was auto-detected: then
+    /// the lines from the bad header on are handed out too, the error says
+    /// [`recovered`](FramingError::recovered), and the stream goes on as lines.
     pub fn for_each_message(
         &mut self,
         mut f: impl FnMut(&[u8], LineInfo),
@@ -253,6 +355,12 @@ impl Deframer {
                             n += 1;
                         }
                         Ok(None) => return Ok(n),
+                        Err(mut err) if self.auto => {
+                            err.recovered = true;
+                            self.switch_to_lines();
+                            self.lines.for_each_line(f);
+                            return Err(err);
+                        }
                         Err(err) => {
                             self.failed = true;
                             return Err(err);
@@ -276,9 +384,18 @@ impl Deframer {
                 }
                 (n, false)
             }
-            Mode::Undecided => (0, false),
+            Mode::Undecided => {
+                // Too few bytes to be a frame: they are a line.
+                self.switch_to_lines();
+                self.finish(f)
+            }
             Mode::Octets => {
-                let mut n = self.for_each_message(&mut f).unwrap_or(0);
+                let mut n = match self.for_each_message(&mut f) {
+                    Ok(n) => n,
+                    // Fell back to lines: what is left is a line's tail.
+                    Err(e) if e.recovered => return self.finish(f),
+                    Err(_) => 0,
+                };
                 let mut cut = self.skip > 0;
                 if !self.failed && self.start < self.end {
                     cut = true;
@@ -381,6 +498,7 @@ impl Deframer {
             offset: self.base + self.start as u64,
             sample: held[..held.len().min(32)].to_vec(),
             reason,
+            recovered: false,
         }
     }
 }
@@ -426,6 +544,81 @@ mod tests {
     }
 
     #[test]
+    fn auto_reads_lines_starting_with_digits_as_lines() {
+        let max = 100;
+        for (input, lines) in [
+            (&b"2026-12-04 10:00 x\n"[..], true),
+            (b"12 hello world\n", true),
+            (b"42\n", true),
+            (b"0 <13>x\n", true),
+            (b"3 <13>x\n", true),
+            (b"8 <13x>abc\n", true),
+            (b"10 <1234>abc\n", true),
+            (b"12345678901 <1>x\n", true),
+            (b"4 <1>a", false),
+            (b"7 <134>ab", false),
+        ] {
+            assert_eq!(guess(input, max) == Guess::Lines, lines, "{input:?}");
+        }
+        // Undecided until the header, the PRI and the frame's bytes are there.
+        assert_eq!(guess(b"12", max), Guess::NeedMore);
+        assert_eq!(guess(b"12 <1", max), Guess::NeedMore);
+        assert_eq!(guess(b"12 <13>abc", max), Guess::NeedMore);
+        assert_eq!(guess(b"12 <13>abcdefgh", max), Guess::Octets);
+        // A frame longer than max_line_bytes is decided once max bytes are there.
+        assert_eq!(guess(b"500 <13>abcdefgh", 8), Guess::Octets);
+
+        // Every byte of a digit-led line stream comes out, split byte by byte too.
+        let s = b"2026-12-04 10:00 x\n2026-12-04 10:01 y\n12 z\n";
+        let mut d = Deframer::new(Framing::Auto, max, 0);
+        for b in s.chunks(1) {
+            d.push(b);
+        }
+        let got: Vec<Vec<u8>> = all(&mut d).unwrap().into_iter().map(|m| m.0).collect();
+        assert_eq!(
+            got,
+            [
+                b"2026-12-04 10:00 x".to_vec(),
+                b"2026-12-04 10:01 y".to_vec(),
+                b"12 z".to_vec()
+            ]
+        );
+        // A stream ending before it could be decided is a line.
+        let mut d = Deframer::new(Framing::Auto, max, 0);
+        d.push(b"12 <1");
+        let mut got = Vec::new();
+        d.finish(|m, i| got.push((m.to_vec(), i.unterminated)));
+        assert_eq!(got, [(b"12 <1".to_vec(), true)]);
+    }
+
+    #[test]
+    fn auto_falls_back_to_lines_after_bad_octet_count() {
+        let mut d = Deframer::new(Framing::Auto, 100, 0);
+        d.push(b"7 <1>okay12x4 junk\nnext line\ntail");
+        let mut got = Vec::new();
+        let err = d.for_each_message(|m, _| got.push(m.to_vec())).unwrap_err();
+        assert!(err.recovered);
+        assert_eq!(
+            got,
+            [
+                b"<1>okay".to_vec(),
+                b"12x4 junk".to_vec(),
+                b"next line".to_vec()
+            ]
+        );
+        assert_eq!(d.framing(), Framing::Newline);
+        d.push(b" end\n");
+        got.clear();
+        d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+        assert_eq!(got, [b"tail end".to_vec()]);
+        // Configured octet counting does not fall back.
+        let mut d = Deframer::new(Framing::OctetCounting, 100, 0);
+        d.push(b"7 <1>okay12x4 junk\n");
+        let err = d.for_each_message(|_, _| {}).unwrap_err();
+        assert!(!err.recovered);
+    }
+
+    #[test]
     fn long_frames_are_cut_and_the_rest_skipped() {
         let mut d = Deframer::new(Framing::OctetCounting, 4, 0);
         d.push(b"10 0123");
@@ -449,6 +642,30 @@ mod tests {
             let mut d = Deframer::new(Framing::OctetCounting, 100, 0);
             d.push(bad);
             assert!(all(&mut d).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shrink_keeps_what_is_held() {
+        for framing in [Framing::Newline, Framing::OctetCounting] {
+            let mut d = Deframer::new(framing, 100, 4096);
+            let mut input: &[u8] = match framing {
+                Framing::Newline => b"a\nbcd",
+                _ => b"1 a5 bcd",
+            };
+            d.read_from(&mut input).unwrap();
+            let mut got = Vec::new();
+            d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+            assert!(d.buffer_bytes() >= 4096);
+            d.shrink();
+            assert!(d.buffer_bytes() < 16, "{framing:?}");
+            d.push(b"e\n");
+            if framing == Framing::OctetCounting {
+                d.push(b"2 fg");
+            }
+            d.for_each_message(|m, _| got.push(m.to_vec())).unwrap();
+            assert_eq!(got[0], b"a");
+            assert_eq!(got[1], b"bcde");
         }
     }
 

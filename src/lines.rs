@@ -327,6 +327,11 @@ impl LineSplitter {
         self.truncated_lines
     }
 
+    /// Bytes of buffer this splitter holds (its allocation, whatever it holds now).
+    pub fn buffer_bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Gives back memory beyond what the held bytes need (e.g. for an idle connection after a
     /// burst of long lines). The next read re-allocates.
     pub fn shrink_to_fit(&mut self) {

@@ -15,14 +15,20 @@ use crate::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
 /// batch-mode supply (the `tail` supply follows files as they grow).
 ///
 /// Reads are large (1 MiB) and each turn hands one read's lines down the train. Named
-/// pipes are read as they are written, until their last writer closes them. A file that
-/// cannot be opened or read is logged and counted as an error; the others are read.
+/// pipes are read as they are written, until their last writer closes them.
+///
+/// A file that cannot be opened (missing, unreadable) is handled as `missing` says:
+/// `"error"` (the default) logs it, counts it as an error, reads the other files, and
+/// makes the run fail (exit 1) at its end; `"warn"` logs a warning and the run succeeds;
+/// `"ignore"` skips it silently. A read that fails in the middle of a file is always an
+/// error that fails the run (the lines before it are delivered).
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
 ///
 /// ```toml
 /// [[train.cog]]
 /// type = "file_in"
 /// paths = ["data/access.log", "data/error.log"]
+/// missing = "error"         # or "warn", "ignore": a file that cannot be opened
 /// max_line_bytes = "1MiB"
 /// ```
 pub struct FileIn {
@@ -31,7 +37,66 @@ pub struct FileIn {
     current: Option<(StreamInput, SharedStr)>,
     splitter: LineSplitter,
     paused: bool,
+    missing: Missing,
 }
+
+/// What a supply does about an input that cannot be opened (`missing` key of `file_in`,
+/// and of `tail` with `follow = false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Logged, counted as an error, and the run fails (exit 1) at its end.
+    Error,
+    /// Logged as a warning; the run succeeds.
+    Warn,
+    /// Skipped without a word (logged at debug level).
+    Ignore,
+}
+
+impl Missing {
+    /// The choices of the `missing` key.
+    pub const CHOICES: [&'static str; 3] = ["error", "warn", "ignore"];
+
+    /// Reads the `missing` key (default `"error"`).
+    pub fn from_params(p: &CogParams<'_>) -> Result<Missing, ConfigError> {
+        Ok(match p.choice_or("missing", &Self::CHOICES, "error")? {
+            "warn" => Missing::Warn,
+            "ignore" => Missing::Ignore,
+            _ => Missing::Error,
+        })
+    }
+
+    /// Reports that input `what` (a path or pattern) of cog `cog` could not be read
+    /// because of `why`; returns whether it counts as an error.
+    pub fn report(self, cog: &str, what: &str, why: &str, cx: &mut Ctx) -> bool {
+        match self {
+            Missing::Error => {
+                slog::error!(cx.logger(), "cannot read input; the run will fail";
+                    "cog" => cog, "path" => what, "error" => why);
+                cx.fail(format!("{cog}: cannot read {what}: {why}"));
+                true
+            }
+            Missing::Warn => {
+                slog::warn!(cx.logger(), "cannot read input; skipping it";
+                    "cog" => cog, "path" => what, "error" => why);
+                false
+            }
+            Missing::Ignore => {
+                slog::debug!(cx.logger(), "cannot read input; skipping it";
+                    "cog" => cog, "path" => what, "error" => why);
+                false
+            }
+        }
+    }
+}
+
+/// The `missing` parameter, shared by `file_in` and `tail`.
+pub const MISSING_PARAM: Param = Param::opt(
+    "missing",
+    ParamType::Str,
+    "error",
+    "an input that cannot be opened: `error` (logged, counted, the run exits 1), `warn` \
+     (logged) or `ignore`",
+);
 
 /// The descriptor of `file_in`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
@@ -40,6 +105,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     summary: "reads whole files once from the start, then is exhausted (batch mode)",
     params: &[
         Param::req("paths", ParamType::PathList, "files to read, in this order"),
+        MISSING_PARAM,
         Param::opt(
             "max_line_bytes",
             ParamType::Size,
@@ -64,7 +130,8 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     if max == 0 {
         return Err(p.error("max_line_bytes", "must be above 0"));
     }
-    Ok(Box::new(FileIn::new(paths, max)))
+    let missing = Missing::from_params(p)?;
+    Ok(Box::new(FileIn::new(paths, max).with_missing(missing)))
 }
 
 impl FileIn {
@@ -77,7 +144,14 @@ impl FileIn {
             splitter: LineSplitter::new(max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
             paused: false,
+            missing: Missing::Error,
         }
+    }
+
+    /// Sets what a file that cannot be opened does (default [`Missing::Error`]).
+    pub fn with_missing(mut self, missing: Missing) -> Self {
+        self.missing = missing;
+        self
     }
 
     fn open(path: &std::path::Path, cx: &mut Ctx) -> std::io::Result<StreamInput> {
@@ -104,8 +178,10 @@ impl FileIn {
                     return true;
                 }
                 Err(e) => {
-                    slog::error!(cx.logger(), "cannot open input file; skipping it"; "path" => %path.display(), "error" => %e);
-                    out.count_errors(1);
+                    let what = path.display().to_string();
+                    if self.missing.report("file_in", &what, &e.to_string(), cx) {
+                        out.count_errors(1);
+                    }
                 }
             }
         }
@@ -138,7 +214,8 @@ impl FileIn {
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
                 slog::error!(cx.logger(), "reading input file failed; going on with the next";
-                    "path" => lost, "offset" => self.splitter.received(), "error" => %e);
+                    "path" => &lost, "offset" => self.splitter.received(), "error" => %e);
+                cx.fail(format!("file_in: reading {lost} failed: {e}"));
                 out.count_errors(1);
                 emit_rest(&mut self.splitter, 2, out, cx, fill);
                 input.unbind(cx);

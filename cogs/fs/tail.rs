@@ -12,6 +12,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::ack::AckTracker;
 use crate::checkpoint::{CheckpointStore, Entry, fingerprint};
+use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::glob::{Glob, split_path};
 use crate::lines::LineSplitter;
@@ -20,11 +21,24 @@ use crate::record::{Record, SharedStr};
 use crate::supply::{FileFields, with_line_emitter};
 
 const READ: Local = 0;
-const SCAN: Local = 1;
+/// The first turn after start, where a `follow = false` supply with nothing to read ends.
+const FIRST_TURN: Local = 1;
 const TICK: Local = 2;
 const SAVE: Local = 3;
 const ROTATE: Local = 4;
 const WATCH: Local = 5;
+const RETRY: Local = 6;
+const SETTLE: Local = 7;
+
+/// How long a fresh file that may still be being copied is left before it is judged again.
+const SETTLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Descriptors left to the rest of the process (drains, sockets, logs, the event loop)
+/// when `max_open_files` is checked against the process's limit.
+const FD_RESERVE: u64 = 32;
+/// First and longest wait before opening again after running out of descriptors.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One read asks for this much (see [`LineSplitter::BATCH_READ_SIZE`]).
 const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
@@ -38,12 +52,9 @@ const MAX_PENDING: usize = 100_000;
 const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Above this many open files, a file that reached its end gives its read buffer back.
 const KEEP_BUFFERS: usize = 32;
-/// How often changed checkpoints are written.
+/// How often checkpoints are synced to disk (they are written after every acknowledgement
+/// that moved them, and otherwise at this pace when changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-/// Acknowledged lines after which checkpoints are written at once, not at the next tick:
-/// catching up at millions of lines a second, a crash would otherwise re-send up to a
-/// second of them, and a daemon that keeps crashing re-sends the same stretch each time.
-const SAVE_AFTER_LINES: usize = 200_000;
 
 /// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
 /// was stopped), truncation, and checkpoints committed only once the drains acknowledged
@@ -54,9 +65,15 @@ const SAVE_AFTER_LINES: usize = 200_000;
 ///   it is scanned every `poll_interval`. Wildcards (`*`, `?`, `[...]`) are allowed in
 ///   the file name only. `exclude` patterns without a `/` match the file name, others
 ///   the whole path.
-/// - **Identity.** A file is its device, inode and a fingerprint of its first up to 256
-///   bytes. A file smaller than where reading stopped was truncated: it is read again
-///   from its start.
+/// - **Identity.** A file is known by its content first: a fingerprint of its first
+///   256 bytes (all of it while it is shorter), with its device and inode to follow it
+///   across renames. A new file that starts with the whole fingerprinted head of a file
+///   already read is a copy of it (copytruncate, `cp`, a copy matched by the glob, also
+///   while the daemon was stopped): it is read from where that file's reading was, not
+///   again from its start. (So two different files whose first 256 bytes are identical,
+///   or a new file that starts with all of a shorter one, count as one.) An inode reused
+///   by a new file is told apart by its head. A file smaller than where reading stopped,
+///   or whose head changed, was truncated: it is read again from its start.
 /// - **Rotation.** When a file is renamed or deleted, its descriptor stays open and it is
 ///   read to its end until `rotate_wait` has passed (lines the application still
 ///   appends to it are read); its replacement is read from its start. A rotated file
@@ -65,16 +82,35 @@ const SAVE_AFTER_LINES: usize = 200_000;
 ///   start and `start_at = "end"` (the default when following), from its start when it
 ///   appears later. With `follow = false`, every matched file is read to its end (from its
 ///   checkpoint, or from its start by default), then the supply is exhausted.
-/// - **Partial lines.** A last line without newline is held until completed; it is
-///   emitted when its file is rotated away, read with `follow = false`, or at shutdown.
+/// - **Missing files.** Following, a pattern that matches no file yet is normal: it is
+///   logged once at info level and the file is waited for. With `follow = false`, a
+///   pattern that matches no file, or a file that cannot be opened, is handled as
+///   `missing` says (as for `file_in`): `"error"` (the default) logs and counts it and
+///   the run fails (exit 1) at its end, `"warn"` logs a warning, `"ignore"` skips it.
+/// - **Partial lines.** A last line without newline is held until completed. It is
+///   emitted, with `partial = true`, only at the true end of its file: once a file
+///   rotated away has been read to its end (after `rotate_wait`), or read to its end with
+///   `follow = false`. A stop never splits a line: a partial line held at shutdown
+///   (while catching up, paused, or following) is not sent, and the checkpoint stays at
+///   its start, so the next run reads it whole. (A file truncated while the writer was
+///   in the middle of a line also sends the part it held, flagged: nothing is lost, and
+///   a copy continues after it.)
 /// - **Checkpoints** go to `[state] dir`, one file per cog (named after the train and a
-///   hash of `paths`), written atomically every second when changed, after every 200,000 acknowledged lines,
-///   and at shutdown.
+///   hash of `paths`), written after every acknowledgement that moved them (appended to
+///   a journal beside it, see `deadbeat::checkpoint`), so a crash re-sends at most the
+///   batch in flight;
+///   synced to disk every second and at shutdown, so a power loss loses at most about a
+///   second of progress (those lines are sent again).
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
-///   their end are closed (and reopened when they change). Reading stops while 100,000
+///   their end are closed (and reopened when they change). At start it is lowered (with
+///   a warning) to the process's descriptor limit (`ulimit -n`) less 32 for the rest of
+///   the process. Running out of descriptors anyway (EMFILE, ENFILE) is transient: the
+///   budget drops to the files open now, logged, and the file is opened again after a
+///   backoff (50 ms doubling to 5 s). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
-/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
+/// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
+/// `partial` (true) on a last line that had no newline.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -88,6 +124,7 @@ const SAVE_AFTER_LINES: usize = 200_000;
 /// idle_close = "5m"
 /// max_open_files = 1024
 /// max_line_bytes = "1MiB"
+/// missing = "error"         # follow = false: or "warn", "ignore"
 /// ```
 pub struct Tail {
     set: Settings,
@@ -98,19 +135,30 @@ pub struct Tail {
     by_inode: HashMap<(u64, u64), u64>,
     next_fid: u64,
     queue: VecDeque<u64>,
+    /// See [`Head`]; newest last.
+    heads: VecDeque<Head>,
     open_files: usize,
     acks: AckTracker,
     store: Option<CheckpointStore>,
     saved: HashMap<(u64, u64), Entry>,
     dirty: bool,
-    /// Lines acknowledged since the checkpoints were last written (or tried).
-    acked_unsaved: usize,
+    /// The last checkpoint write failed: only the timer tries again (a failing disk is
+    /// not hammered once per batch).
+    save_failing: bool,
     paused: bool,
     blocked: bool,
     scanned: bool,
     watching: bool,
     finished: bool,
     errors: u64,
+    /// Files whose open ran out of descriptors, opened again when the RETRY timer fires.
+    starved: Vec<u64>,
+    retry_after: Duration,
+    retry_armed: bool,
+    starved_logged: bool,
+    /// Fresh files judged again when the SETTLE timer fires.
+    settling: Vec<u64>,
+    settle_armed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -122,11 +170,16 @@ struct Settings {
     idle_close: Duration,
     max_line_bytes: usize,
     rotate_wait: Duration,
+    missing: Missing,
 }
 
 struct Dir {
     path: PathBuf,
     names: Vec<Glob>,
+    /// The patterns of `names` as written in `paths`, for messages.
+    patterns: Vec<String>,
+    /// Whether the first scan found a file for each of `names`.
+    matched: Vec<bool>,
     wd: Option<WatchDescriptor>,
 }
 
@@ -152,8 +205,44 @@ struct Tracked {
     queued: bool,
     at_eof: bool,
     failed: bool,
+    /// Its last open failed for want of descriptors (EMFILE, ENFILE): retried later.
+    starved: bool,
+    /// Taken in at offset 0 without a checkpoint and not read yet: at its first read, it
+    /// may turn out to be a copy of a file already read (copytruncate).
+    fresh: bool,
+    /// A fresh file's head length at its last check: a short head is trusted only once
+    /// it stopped changing (a copy being written is not judged on its first bytes).
+    fresh_len: usize,
+    /// A fresh file's size at its last check: a copy shorter than where its original's
+    /// reading was is trusted only once its size stopped changing (still being copied).
+    fresh_size: u64,
     last_data: Instant,
 }
+
+/// The head of a file no longer followed under its identity (truncated, or forgotten),
+/// and how far it was read: a copy of it continues there.
+#[derive(Debug, Clone)]
+struct Head {
+    len: u32,
+    hash: u64,
+    at: u64,
+    path: PathBuf,
+}
+
+/// What to do with a fresh file (see [`Tail::check_copy`]).
+enum Check {
+    /// Read it (from where the check left it).
+    Read,
+    /// Its original is still being read: queue it again.
+    Busy,
+    /// It may still be being copied: judge it again after `SETTLE_WAIT`.
+    Later,
+    /// Empty: wait for it to change.
+    Empty,
+}
+
+/// Heads of truncated or forgotten files kept for recognising their copies.
+const KEEP_HEADS: usize = 256;
 
 /// The descriptor of `tail`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
@@ -214,11 +303,16 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "5s",
             "how long a renamed or deleted file is still read",
         ),
+        MISSING_PARAM,
     ],
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
         ("path", "the file the line comes from"),
         ("offset", "byte offset of the line's first byte in the file"),
+        (
+            "partial",
+            "true on a last line emitted without its newline (at the true end of its file)",
+        ),
     ],
     build,
 };
@@ -254,16 +348,23 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         idle_close: p.duration_or("idle_close", Duration::from_secs(300))?,
         max_line_bytes,
         rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
+        missing: Missing::from_params(p)?,
     };
     let mut dirs: Vec<Dir> = Vec::new();
     for path in &paths {
         let (dir, name) =
             split_path(path).map_err(|m| p.error("paths", format!("{}: {m}", path.display())))?;
         match dirs.iter_mut().find(|d| d.path == dir) {
-            Some(d) => d.names.push(name),
+            Some(d) => {
+                d.names.push(name);
+                d.patterns.push(path.display().to_string());
+                d.matched.push(false);
+            }
             None => dirs.push(Dir {
                 path: dir,
                 names: vec![name],
+                patterns: vec![path.display().to_string()],
+                matched: vec![false],
                 wd: None,
             }),
         }
@@ -312,6 +413,30 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Remembers the head of content no longer followed under its identity, for its copies.
+fn keep_head(heads: &mut VecDeque<Head>, head: Head) {
+    if head.len > 0 && head.at > 0 {
+        heads.push_back(head);
+        if heads.len() > KEEP_HEADS {
+            heads.pop_front();
+        }
+    }
+}
+
+/// Reads the first bytes of `f` into `buf` (without moving its position); how many.
+fn read_head(f: &File, buf: &mut [u8]) -> usize {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    got
+}
+
 /// Hash of the first up to `len` bytes of `f`, with how many there were.
 fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
     let mut buf = [0u8; HEAD_BYTES];
@@ -344,18 +469,25 @@ impl Tail {
             by_inode: HashMap::new(),
             next_fid: 0,
             queue: VecDeque::new(),
+            heads: VecDeque::new(),
             open_files: 0,
             acks: AckTracker::new(),
             store,
             saved: HashMap::new(),
             dirty: false,
-            acked_unsaved: 0,
+            save_failing: false,
             paused: false,
             blocked: false,
             scanned: false,
             watching: false,
             finished: false,
             errors: 0,
+            starved: Vec::new(),
+            retry_after: RETRY_FIRST,
+            retry_armed: false,
+            starved_logged: false,
+            settling: Vec::new(),
+            settle_armed: false,
         }
     }
 
@@ -398,6 +530,12 @@ impl Tail {
                         continue;
                     }
                     if self.check_path(&path, initial, cx) {
+                        if initial {
+                            let dir = &mut self.dirs[d];
+                            for (g, m) in dir.names.iter().zip(dir.matched.iter_mut()) {
+                                *m |= g.matches(name.as_bytes());
+                            }
+                        }
                         seen.insert(path);
                     }
                 }
@@ -438,7 +576,9 @@ impl Tail {
             return false;
         }
         let key = (meta.dev(), meta.ino());
-        if let Some(&fid) = self.by_inode.get(&key) {
+        if let Some(&fid) = self.by_inode.get(&key)
+            && !self.inode_reused(fid, path)
+        {
             let t_path_same = self.files.get(&fid).is_some_and(|t| t.path == path);
             if !t_path_same {
                 // Known under another name (renamed into a followed name): follow it here.
@@ -483,6 +623,26 @@ impl Tail {
         true
     }
 
+    /// Whether the file at `path`, whose inode is that of `fid`, is another file: `fid`
+    /// was deleted or renamed away and its inode given to a new file (copies made by
+    /// copytruncate often get the inode of the copy just deleted). Its head tells. If so,
+    /// `fid` keeps its descriptor but no longer owns the inode.
+    fn inode_reused(&mut self, fid: u64, path: &Path) -> bool {
+        let Some(t) = self.files.get(&fid) else {
+            return false;
+        };
+        if (t.path == path && t.rotated.is_none() && !t.gone) || t.head_len == 0 {
+            return false;
+        }
+        let other = File::open(path)
+            .and_then(|f| head_of(&f, t.head_len as usize))
+            .is_ok_and(|x| x != (t.head_len, t.head_hash));
+        if other {
+            self.by_inode.remove(&(t.dev, t.ino));
+        }
+        other
+    }
+
     fn add(
         &mut self,
         path: &Path,
@@ -493,6 +653,7 @@ impl Tail {
     ) -> u64 {
         let fid = self.next_fid;
         self.next_fid += 1;
+        let fresh = start == 0 && verify.is_none();
         slog::debug!(cx.logger(), "following file"; "path" => %path.display(), "offset" => start);
         self.files.insert(
             fid,
@@ -513,6 +674,10 @@ impl Tail {
                 queued: false,
                 at_eof: false,
                 failed: false,
+                starved: false,
+                fresh,
+                fresh_len: usize::MAX,
+                fresh_size: u64::MAX,
                 last_data: cx.now(),
             },
         );
@@ -601,6 +766,20 @@ impl Tail {
         }
     }
 
+    /// After the first scan: patterns that matched no file. Following, that is normal (the
+    /// file is waited for); reading once (`follow = false`), `missing` says what it is.
+    fn report_unmatched(&mut self, cx: &mut Ctx) {
+        for d in &self.dirs {
+            for (pattern, _) in d.patterns.iter().zip(&d.matched).filter(|(_, m)| !**m) {
+                if self.set.follow {
+                    slog::info!(cx.logger(), "no file matches yet; waiting for it"; "path" => pattern);
+                } else if self.set.missing.report("tail", pattern, "no such file", cx) {
+                    self.errors += 1;
+                }
+            }
+        }
+    }
+
     // --- descriptors
 
     /// Opens `fid` if needed; false if it cannot be read now.
@@ -624,11 +803,33 @@ impl Tail {
             .and_then(|f| f.metadata().map(|m| (f, m)));
         let (mut f, meta) = match opened {
             Ok(x) => x,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Transient: descriptors free up. Hold no more files than are open now
+                // (what the process can afford), and open this one again later.
+                let budget = self.open_files.max(1);
+                if !self.starved_logged || budget < self.set.max_open_files {
+                    slog::warn!(cx.logger(), "out of file descriptors; holding fewer files open and retrying";
+                        "path" => %t.path.display(), "error" => %e, "max_open_files" => budget.min(self.set.max_open_files));
+                    self.starved_logged = true;
+                }
+                self.set.max_open_files = budget.min(self.set.max_open_files);
+                t.starved = true;
+                return false;
+            }
             Err(e) => {
                 if !t.failed {
-                    slog::error!(cx.logger(), "cannot open file"; "path" => %t.path.display(), "error" => %e);
-                    self.errors += 1;
                     t.failed = true;
+                    if self.set.follow {
+                        slog::error!(cx.logger(), "cannot open file"; "path" => %t.path.display(), "error" => %e);
+                        self.errors += 1;
+                    } else if self.set.missing.report(
+                        "tail",
+                        &t.path.display().to_string(),
+                        &e.to_string(),
+                        cx,
+                    ) {
+                        self.errors += 1;
+                    }
                 }
                 t.known_size = std::fs::metadata(&t.path).map_or(0, |m| m.len());
                 return false;
@@ -643,6 +844,7 @@ impl Tail {
             return false;
         }
         t.failed = false;
+        self.retry_after = RETRY_FIRST;
         let size = meta.len();
         if let Some(e) = t.verify.take() {
             let same = head_of(&f, e.head_len as usize)
@@ -652,6 +854,14 @@ impl Tail {
                     "path" => %t.path.display(), "checkpoint" => e.offset, "size" => size);
                 t.resume = 0;
                 self.acks.open(fid, 0);
+                // Its old content may live on in a copy (copytruncate while stopped).
+                let head = Head {
+                    len: e.head_len,
+                    hash: e.head_hash,
+                    at: e.offset,
+                    path: e.path.clone(),
+                };
+                keep_head(&mut self.heads, head);
             }
         } else if size < t.resume {
             slog::info!(cx.logger(), "file truncated while closed; reading it from its start"; "path" => %t.path.display());
@@ -726,29 +936,221 @@ impl Tail {
                 t.queued = false;
             }
             if !self.ensure_open(fid, cx) {
-                if self.files.get(&fid).is_some_and(|t| !t.failed && !t.gone) {
-                    // Waiting for a free descriptor.
-                    self.push_queue(fid);
+                match self.files.get_mut(&fid) {
+                    Some(t) if t.starved => {
+                        t.starved = false;
+                        self.starved.push(fid);
+                        if !self.retry_armed && cx.timer_after(self.retry_after, RETRY).is_ok() {
+                            self.retry_armed = true;
+                        }
+                    }
+                    // Waiting for a free descriptor under `max_open_files`.
+                    Some(t) if !t.failed && !t.gone => self.push_queue(fid),
+                    _ => {}
                 }
                 continue;
             }
             budget = budget.saturating_sub(self.read_once(fid, out, cx));
         }
-        if !self.set.follow && self.scanned && self.queue.is_empty() {
+        if !self.set.follow
+            && self.scanned
+            && self.queue.is_empty()
+            && self.starved.is_empty()
+            && self.settling.is_empty()
+        {
             cx.exhausted();
         }
     }
 
+    /// The RETRY timer: files that ran out of descriptors are queued again, and the next
+    /// wait doubles (up to `RETRY_MAX`) until an open succeeds.
+    fn retry_starved(&mut self) {
+        self.retry_armed = false;
+        self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
+        for fid in std::mem::take(&mut self.starved) {
+            self.push_queue(fid);
+        }
+    }
+
+    /// Lowers `max_open_files` to what the process's descriptor limit allows, with a
+    /// warning: beyond it, opens would fail.
+    fn fit_descriptor_limit(&mut self, cx: &mut Ctx) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we own.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0
+            || lim.rlim_cur == libc::RLIM_INFINITY
+        {
+            return;
+        }
+        let cur: u64 = lim.rlim_cur;
+        let allowed = usize::try_from(cur.saturating_sub(FD_RESERVE).max(cur / 2).max(1))
+            .unwrap_or(usize::MAX);
+        if self.set.max_open_files > allowed {
+            slog::warn!(cx.logger(), "max_open_files is above the process's descriptor limit; lowering it";
+                "max_open_files" => self.set.max_open_files, "limit" => cur, "now" => allowed);
+            self.set.max_open_files = allowed;
+        }
+    }
+
+    /// At the first read of a fresh file: if it starts with the whole head of a file
+    /// already read (its first 256 bytes, or all of it when shorter), it is a copy of that
+    /// file (copytruncate, `cp`): reading continues where that file's reading was, not
+    /// from the start. Content, not the inode, identifies it. An empty file is decided at
+    /// a later read, and so is a copy of a file still being read (the copy continues where
+    /// that file's reading ends).
+    fn check_copy(&mut self, fid: u64, cx: &mut Ctx) -> Check {
+        let Some(t) = self.files.get(&fid) else {
+            return Check::Read;
+        };
+        let Some(f) = t.file.as_ref() else {
+            return Check::Read;
+        };
+        let mut buf = [0u8; HEAD_BYTES];
+        let got = read_head(f, &mut buf);
+        if got == 0 {
+            // Nothing to judge (a copy just created, say): its next change queues it.
+            return Check::Empty;
+        }
+        if got < HEAD_BYTES && got != t.fresh_len {
+            if let Some(t) = self.files.get_mut(&fid) {
+                t.fresh_len = got;
+            }
+            return Check::Later;
+        }
+        // FNV-1a is incremental: the hash of every prefix, for one lookup per candidate.
+        let mut prefix = [0u64; HEAD_BYTES + 1];
+        prefix[0] = fingerprint(&[]);
+        for (i, &b) in buf[..got].iter().enumerate() {
+            prefix[i + 1] = (prefix[i] ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let mut best: Option<(u32, u64, PathBuf)> = None;
+        let mut busy = false;
+        let mut consider = |len: u32, hash: u64, at: u64, path: &Path| {
+            let fits = len > 0 && (len as usize) <= got && at > 0;
+            if fits
+                && prefix[len as usize] == hash
+                && best.as_ref().is_none_or(|(l, a, _)| (len, at) > (*l, *a))
+            {
+                best = Some((len, at, path.to_path_buf()));
+                true
+            } else {
+                false
+            }
+        };
+        for (&other, o) in &self.files {
+            if other == fid {
+                continue;
+            }
+            match &o.verify {
+                Some(e) => {
+                    consider(e.head_len, e.head_hash, e.offset, &o.path);
+                }
+                None => {
+                    let at = o.splitter.as_ref().map_or(o.resume, |sp| sp.consumed());
+                    // Its reading goes on (or it grew since it was read to its end): where
+                    // it ends is where the copy continues.
+                    let unread = || match (&o.file, &o.splitter) {
+                        (Some(f), Some(sp)) if !o.gone => {
+                            !o.at_eof || f.metadata().is_ok_and(|m| m.len() > sp.received())
+                        }
+                        _ => false,
+                    };
+                    busy |= consider(o.head_len, o.head_hash, at, &o.path) && unread();
+                }
+            }
+        }
+        if busy {
+            return Check::Busy;
+        }
+        for h in &self.heads {
+            consider(h.len, h.hash, h.at, &h.path);
+        }
+        for e in self.saved.values() {
+            consider(e.head_len, e.head_hash, e.offset, &e.path);
+        }
+        slog::debug!(cx.logger(), "checked a new file for a copy"; "path" => %t.path.display(),
+            "head" => got, "copy_of" => ?best);
+        let found = best.map(|(_, at, p)| (at, p));
+        let Some(t) = self.files.get_mut(&fid) else {
+            return Check::Read;
+        };
+        let size = t
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if let Some((at, _)) = &found
+            && *at > size
+            && size != t.fresh_size
+        {
+            t.fresh_size = size;
+            return Check::Later;
+        }
+        t.fresh = false;
+        let Some((at, of)) = found else {
+            return Check::Read;
+        };
+        let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
+            return Check::Read;
+        };
+        let at = at.min(size);
+        if f.seek(SeekFrom::Start(at)).is_err() {
+            return Check::Read;
+        }
+        slog::info!(cx.logger(), "file is a copy of one already read; continuing where that one was";
+            "path" => %t.path.display(), "copy_of" => %of.display(), "offset" => at);
+        sp.reset(at);
+        t.resume = at;
+        t.known_size = at;
+        self.acks.open(fid, at);
+        Check::Read
+    }
+
     /// One read of `fid`; returns the bytes read.
     fn read_once(&mut self, fid: u64, out: &mut Out<Record>, cx: &mut Ctx) -> usize {
+        if self.files.get(&fid).is_some_and(|t| t.fresh) {
+            match self.check_copy(fid, cx) {
+                Check::Read => {}
+                Check::Busy => {
+                    self.push_queue(fid);
+                    return 0;
+                }
+                Check::Later => {
+                    self.settling.push(fid);
+                    if !self.settle_armed && cx.timer_after(SETTLE_WAIT, SETTLE).is_ok() {
+                        self.settle_armed = true;
+                    }
+                    return 0;
+                }
+                Check::Empty => {
+                    if let Some(t) = self.files.get_mut(&fid) {
+                        t.at_eof = true;
+                        t.known_size = 0;
+                    }
+                    return 0;
+                }
+            }
+        }
         let Some(t) = self.files.get_mut(&fid) else {
             return 0;
         };
         let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) else {
             return 0;
         };
+        // Truncated and written again past where reading was (copytruncate, then the
+        // application's next lines): the size does not show it, the head does. Checked
+        // once per wake of a file that had reached its end, not per read.
+        let rewritten = t.at_eof
+            && t.head_len > 0
+            && head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash));
         let mut got = 0;
         loop {
+            if rewritten {
+                break;
+            }
             match sp.read_from(f) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -775,6 +1177,9 @@ impl Tail {
                 Err(e) => {
                     slog::error!(cx.logger(), "reading file failed; closing it"; "path" => %t.path.display(), "error" => %e);
                     self.errors += 1;
+                    if !self.set.follow {
+                        cx.fail(format!("tail: reading {} failed: {e}", t.path.display()));
+                    }
                     emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
                     t.resume = sp.consumed();
                     self.close(fid);
@@ -784,22 +1189,30 @@ impl Tail {
         }
         // End of the file for now: truncated, finished, or waiting for more.
         let size = f.metadata().map_or(u64::MAX, |m| m.len());
-        if size < sp.received() {
+        if rewritten || size < sp.received() {
             slog::info!(cx.logger(), "file truncated; reading it from its start";
                 "path" => %t.path.display(), "size" => size, "was" => sp.received());
             emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
+            // A copy of what it held (copytruncate) continues where its reading stopped.
+            let head = Head {
+                len: t.head_len,
+                hash: t.head_hash,
+                at: sp.consumed(),
+                path: t.path.clone(),
+            };
             if f.seek(SeekFrom::Start(0)).is_ok() {
                 sp.reset(0);
                 t.known_size = 0;
                 t.head_len = 0;
                 self.push_queue(fid);
             }
+            keep_head(&mut self.heads, head);
             return got;
         }
         t.at_eof = true;
         t.known_size = sp.received();
         let expired = t.rotated.is_some_and(|until| until <= cx.now());
-        if !self.set.follow || expired || self.finished {
+        if !self.set.follow || expired {
             emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
             t.resume = sp.consumed();
             let rotated = t.rotated.is_some();
@@ -879,6 +1292,15 @@ impl Tail {
         }
         for fid in settled {
             if let Some(t) = self.files.remove(&fid) {
+                keep_head(
+                    &mut self.heads,
+                    Head {
+                        len: t.head_len,
+                        hash: t.head_hash,
+                        at: t.resume,
+                        path: t.path.clone(),
+                    },
+                );
                 if self.by_inode.get(&(t.dev, t.ino)) == Some(&fid) {
                     self.by_inode.remove(&(t.dev, t.ino));
                 }
@@ -959,8 +1381,6 @@ impl Tail {
     // --- checkpoints
 
     fn save(&mut self, cx: &mut Ctx) {
-        // Reset on failure too: the tick retries, and a failing disk is not hammered.
-        self.acked_unsaved = 0;
         let Some(store) = &self.store else {
             return;
         };
@@ -986,12 +1406,26 @@ impl Tail {
             });
         }
         entries.extend(self.saved.values().cloned());
-        match store.save(&entries) {
+        // A failure leaves `dirty` set: the timer tries again.
+        let saved = store.save(&entries);
+        self.save_failing = saved.is_err();
+        match saved {
             Ok(()) => self.dirty = false,
             Err(e) => {
                 slog::error!(cx.logger(), "cannot write checkpoint"; "path" => %store.path().display(), "error" => %e);
                 self.errors += 1;
             }
+        }
+    }
+
+    /// Makes the last checkpoint written durable (see [`CheckpointStore::sync`]).
+    fn sync(&mut self, cx: &mut Ctx) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Err(e) = store.sync() {
+            slog::error!(cx.logger(), "cannot sync checkpoint"; "path" => %store.path().display(), "error" => %e);
+            self.errors += 1;
         }
     }
 
@@ -1040,10 +1474,21 @@ fn emit(
             };
             let r = em.emit(line.bytes, &line.info, 2, out, cx);
             fields.add(r, line.info.offset);
+            if line.info.unterminated {
+                mark_partial(r);
+            }
             let id = r.id;
             acks.sent(fid, id, sp.consumed());
         }
     })
+}
+
+/// Flags a last line emitted without its newline (`partial = true`).
+#[cold]
+fn mark_partial(r: &mut Record) {
+    static KEY: std::sync::OnceLock<crate::record::Key> = std::sync::OnceLock::new();
+    let key = *KEY.get_or_init(|| crate::record::Key::new("partial"));
+    r.insert(key, crate::record::Value::Bool(true));
 }
 
 impl Cog<Record> for Tail {
@@ -1056,6 +1501,7 @@ impl Cog<Record> for Tail {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.fit_descriptor_limit(cx);
         self.load(cx);
         if self.set.follow {
             if cx.has_inotify() {
@@ -1066,27 +1512,31 @@ impl Cog<Record> for Tail {
                 }
             }
             cx.timer_every(self.set.poll_interval, TICK)?;
-            cx.timer_every(SAVE_EVERY, SAVE)?;
         }
-        cx.enqueue(SCAN);
+        cx.timer_every(SAVE_EVERY, SAVE)?;
+        // The first scan belongs to the start: once the trains have started, a file that
+        // appears is new (read from its start), never taken for one that was there.
+        for d in 0..self.dirs.len() {
+            self.scan_dir(d, true, cx);
+        }
+        self.find_renamed(cx);
+        self.report_unmatched(cx);
+        self.scanned = true;
+        cx.enqueue(FIRST_TURN);
         Ok(())
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
-            (SCAN, _) => {
-                for d in 0..self.dirs.len() {
-                    self.scan_dir(d, true, cx);
-                }
-                self.find_renamed(cx);
-                self.scanned = true;
-                if self.queue.is_empty() && !self.set.follow {
-                    cx.exhausted();
-                }
-            }
+            (FIRST_TURN, _) if self.queue.is_empty() && !self.set.follow => cx.exhausted(),
             (READ, _) => self.read_turn(out, cx),
             (TICK, _) => self.tick(cx),
-            (SAVE, _) if self.dirty => self.save(cx),
+            (SAVE, _) => {
+                if self.dirty {
+                    self.save(cx);
+                }
+                self.sync(cx);
+            }
             (ROTATE, _) => {
                 let now = cx.now();
                 let due: Vec<u64> = self
@@ -1100,6 +1550,13 @@ impl Cog<Record> for Tail {
                 }
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
+            (RETRY, _) => self.retry_starved(),
+            (SETTLE, _) => {
+                self.settle_armed = false;
+                for fid in std::mem::take(&mut self.settling) {
+                    self.push_queue(fid);
+                }
+            }
             _ => {}
         }
         if self.errors > 0 {
@@ -1110,9 +1567,10 @@ impl Cog<Record> for Tail {
 
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
         if self.acks.done(ids) {
+            // Written at once (not synced: a process crash keeps it), so a crash re-sends
+            // at most the batch in flight.
             self.dirty = true;
-            self.acked_unsaved += ids.len();
-            if self.acked_unsaved >= SAVE_AFTER_LINES {
+            if !self.save_failing {
                 self.save(cx);
             }
         }
@@ -1138,12 +1596,18 @@ impl Cog<Record> for Tail {
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         self.finished = true;
-        // Held partial lines are emitted once: the checkpoint then covers them.
+        // A held partial line is emitted (flagged `partial`) only if it truly ends its
+        // file: everything was read, and no more is coming (`follow = false`, or the file
+        // was rotated away). Otherwise (catching up, paused, or a writer that may still
+        // end the line) it stays unsent and the checkpoint at its start: the next run
+        // reads it whole.
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             if let Some(t) = self.files.get_mut(&fid)
-                && let Some(sp) = t.splitter.as_mut()
+                && let (Some(f), Some(sp)) = (t.file.as_ref(), t.splitter.as_mut())
                 && sp.pending_len() > 0
+                && (!self.set.follow || t.rotated.is_some())
+                && f.metadata().is_ok_and(|m| m.len() == sp.received())
             {
                 emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
             }
@@ -1161,6 +1625,7 @@ impl Cog<Record> for Tail {
     fn done(&mut self, cx: &mut Ctx) {
         // The drains have finished: every acknowledgement is in.
         self.save(cx);
+        self.sync(cx);
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             self.close(fid);

@@ -2,6 +2,9 @@
 
 use crate::config::CogDescriptor;
 
+pub mod relp;
+pub mod relp_in;
+pub mod relp_out;
 pub mod tcp_in;
 pub mod tcp_out;
 pub mod udp_in;
@@ -18,5 +21,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         tcp_out::DESCRIPTOR,
         udp_out::DESCRIPTOR,
         unix_out::DESCRIPTOR,
+        relp_in::DESCRIPTOR,
+        relp_out::DESCRIPTOR,
     ]
 }

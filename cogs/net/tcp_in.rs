@@ -1,8 +1,10 @@
 //! `tcp_in`: a TCP listener for syslog and plain lines, RFC 6587 framed; and the
 //! connection machinery it shares with `unix_in` in stream mode.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -26,14 +28,56 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// edge-triggered readiness would not say so again.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
+/// While draining at a stop: a connection that brought nothing for this long has given
+/// what its kernel held (on a LAN, the sender's queue follows within a few round trips).
+const DRAIN_QUIET: Duration = Duration::from_millis(200);
+/// How often the drain looks for quiet connections and its deadline.
+const DRAIN_TICK: Duration = Duration::from_millis(25);
+/// A connection silent this long gives back the read space of its buffer.
+const SHRINK_AFTER: Duration = Duration::from_secs(1);
+/// Buffer bytes given back since the last trim that make it worth asking the allocator
+/// to return free memory to the system.
+const TRIM_AFTER_BYTES: usize = 1 << 20;
+
+/// Asks the allocator to give free memory back to the system: glibc keeps freed buffers
+/// (and the holes between live ones) resident otherwise.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
+/// reconnecting after a restart waits in it instead of having its SYNs dropped and
+/// retried a second later (the standard library's 128 filled in a few milliseconds).
+pub(crate) const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Sets the listen backlog of a listening socket (`listen` again only updates it).
+pub(crate) fn set_backlog(l: &impl AsRawFd) {
+    // SAFETY: listen on a socket we own that is already listening; failure keeps 128.
+    unsafe { libc::listen(l.as_raw_fd(), LISTEN_BACKLOG) };
+}
+
+/// Connections taken from the backlog at a stop (their bytes are in our kernel already).
+const BACKLOG_AT_STOP: usize = 4096;
+
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;
-const FIRST_CONN: Local = 2;
+const DRAIN: Local = 2;
+const FIRST_CONN: Local = 3;
 
 /// The interned key `peer`.
 pub(crate) fn peer_key() -> Key {
     static KEY: OnceLock<Key> = OnceLock::new();
     *KEY.get_or_init(|| Key::new("peer"))
+}
+
+/// The interned key `partial`: set on a message the stop (or an error) cut short.
+pub(crate) fn partial_key() -> Key {
+    static KEY: OnceLock<Key> = OnceLock::new();
+    *KEY.get_or_init(|| Key::new("partial"))
 }
 
 /// The interned key `received_at`.
@@ -47,22 +91,55 @@ pub(crate) fn received_at_key() -> Key {
 ///
 /// Every connection has its own bounded buffer (`max_line_bytes` plus one 128 KiB read)
 /// and gets a bounded share of each loop turn, so a fast sender does not starve the others
-/// and a slow or silent one blocks nobody. Connections beyond `max_connections` are
-/// accepted and closed at once, counted as errors and logged. `idle_timeout` closes
-/// connections silent that long (one sweep timer, not one per connection; `"0s"` never).
+/// and a slow or silent one blocks nobody.
+///
+/// **Idle clients cannot lock others out.** When `max_connections` are open, or
+/// `max_connections_per_ip` from the new client's address (IPv6: its /64, which one host
+/// usually holds whole), the longest-idle connection (of that address) is closed to make
+/// room, so a new client is always served; only if every one of them has data waiting is
+/// the new one closed instead. Both are counted as errors and logged, one line a second at
+/// most. `idle_timeout` (5 minutes by default) closes connections silent that long (one
+/// sweep timer, not one per connection; `"0s"` never).
+///
+/// `framing = "auto"` takes a connection as octet-counted only when it starts with
+/// `LEN SP <PRI>` and `LEN` bytes (a syslog message, as `logger --octet-count` or rsyslog
+/// send it); anything else is lines, so an application log line starting with a date is
+/// never mistaken for a frame.
 ///
 /// Errors are handled per connection: a line (or frame) over `max_line_bytes` is cut,
 /// flagged `truncated = true` and counted; a bad octet count (anything but
-/// `NONZERO-DIGIT *DIGIT SP`) loses the stream's framing, so the connection is closed,
-/// logged and counted; everybody else is served on. When a client disconnects mid-line,
+/// `NONZERO-DIGIT *DIGIT SP`) loses the stream's framing: with `framing = "octet_counting"`
+/// the connection is closed, with `"auto"` the rest of it is read as lines; either way
+/// it is logged and counted, and everybody else is served on. When a client disconnects mid-line,
 /// the partial line is emitted as it is (like the last line of a file without a final
 /// newline); a partial octet-counted frame is emitted too, and counted as an error since
 /// the sender promised more.
 ///
 /// Backpressure stops reading (and accepting), so TCP senders feel it through their window.
-/// At shutdown the listener closes, buffered partial lines are emitted and connections are
-/// closed. Fields: `message` (raw bytes), `peer` (`"IP:port"`), `received_at` (when the
-/// bytes were read, per read).
+///
+/// **Memory is bounded.** Connections hold at most `max_buffered_bytes` of buffers
+/// together (partial lines waiting for their end, and read space). Under pressure (half
+/// of it) a connection gives back its read space after every turn, and a connection
+/// silent for a second always does; past the limit, the connections holding the largest
+/// partial messages are closed (their partial message emitted flagged `partial = true`),
+/// logged once a second and counted. Buffers of closed connections go back to the
+/// system.
+///
+/// **Stopping loses nothing the kernel holds.** At a graceful stop (SIGTERM) the
+/// connections waiting in the backlog are accepted, the listener closes, every connection
+/// is told the stop with a half-close (FIN: a sender that watches its socket stops and
+/// closes) and is read on until the sender closes, or until it has been quiet for 200 ms,
+/// or until `drain_timeout` has passed; only then is it closed. (Closing a socket with
+/// unread bytes sends a reset, which also destroys what the sender's kernel still queued.)
+/// What arrives meanwhile goes down the train as usual, backpressure notwithstanding. A
+/// message the stop cuts short (a line without its newline, a frame without its end) is
+/// emitted flagged `partial = true` and counted as an error, never as if complete; so is
+/// one held when the connection is closed for an error or for being idle. Bytes still
+/// unread at the deadline are logged and counted. A message held when the *sender*
+/// closes is emitted as it is, like the last line of a file without a final newline.
+///
+/// Fields: `message` (raw bytes), `peer` (`"IP:port"`), `received_at` (when the bytes were
+/// read, per read), `partial` (only when true).
 ///
 /// ```toml
 /// [[train.cog]]
@@ -70,8 +147,11 @@ pub(crate) fn received_at_key() -> Key {
 /// listen = "127.0.0.1:5140"
 /// framing = "auto"          # "newline" | "octet_counting" | "auto" (per connection)
 /// max_connections = 1024
+/// max_connections_per_ip = 256  # 0: no limit per address
 /// max_line_bytes = "64KiB"
-/// idle_timeout = "10m"
+/// max_buffered_bytes = "64MiB"  # all connections' buffers together
+/// idle_timeout = "5m"
+/// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
 #[derive(Debug)]
 pub struct TcpIn {
@@ -92,8 +172,16 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         ),
         FRAMING_PARAM,
         MAX_CONNECTIONS_PARAM,
+        Param::opt(
+            "max_connections_per_ip",
+            ParamType::Int,
+            "256",
+            "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
+        ),
         MAX_LINE_PARAM,
+        MAX_BUFFERED_PARAM,
         IDLE_PARAM,
+        DRAIN_PARAM,
     ],
     fields: STREAM_FIELDS,
     build,
@@ -103,13 +191,13 @@ pub(crate) const FRAMING_PARAM: Param = Param::opt(
     "framing",
     ParamType::Choice(Framing::NAMES),
     "auto",
-    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, a first digit means octet counting",
+    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, octet counting if it starts `LEN SP <PRI>`, lines otherwise",
 );
 pub(crate) const MAX_CONNECTIONS_PARAM: Param = Param::opt(
     "max_connections",
     ParamType::Int,
     "1024",
-    "connections beyond it are accepted and closed at once (counted as errors)",
+    "when full, the longest-idle connection is closed for a new one (counted as errors)",
 );
 pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
     "max_line_bytes",
@@ -117,16 +205,32 @@ pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
     "64KiB",
     "longer lines and frames are cut, flagged `truncated` and counted",
 );
+pub(crate) const MAX_BUFFERED_PARAM: Param = Param::opt(
+    "max_buffered_bytes",
+    ParamType::Size,
+    "64MiB",
+    "all connections' buffers together; past it the connections holding the largest partial messages are closed",
+);
 pub(crate) const IDLE_PARAM: Param = Param::opt(
     "idle_timeout",
     ParamType::Duration,
-    "0s",
+    "5m",
     "close connections silent this long; 0s: never",
+);
+pub(crate) const DRAIN_PARAM: Param = Param::opt(
+    "drain_timeout",
+    ParamType::Duration,
+    "2s",
+    "at a stop, read what connections hold until the senders close or go quiet, at most this long; 0s: close at once",
 );
 pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
     ("message", "the message, without framing, as raw bytes"),
     ("peer", "the sending peer (per connection)"),
     ("received_at", "when the bytes were read"),
+    (
+        "partial",
+        "true on a message cut short by the stop, an error or the idle timeout (absent otherwise)",
+    ),
 ];
 
 /// Settings shared by stream listeners.
@@ -134,8 +238,12 @@ pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
 pub(crate) struct StreamSettings {
     pub(crate) framing: Framing,
     pub(crate) max_connections: usize,
+    /// `usize::MAX`: no limit.
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) max_line_bytes: usize,
+    pub(crate) max_buffered_bytes: usize,
     pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) drain_timeout: Duration,
 }
 
 impl StreamSettings {
@@ -151,12 +259,41 @@ impl StreamSettings {
         if max_line_bytes == 0 || max_line_bytes > LineSplitter::MAX_READ_SIZE {
             return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
         }
-        let idle = p.duration_or("idle_timeout", Duration::ZERO)?;
+        // 64 MiB: a thousand connections each holding a partial line of 64 KiB.
+        let max_buffered_bytes = p.size_or("max_buffered_bytes", 64 << 20)?;
+        let one_conn = max_line_bytes + 1 + READ_SIZE;
+        if max_buffered_bytes < 2 * one_conn {
+            return Err(p.error(
+                "max_buffered_bytes",
+                format!(
+                    "must be at least {} bytes: twice what one connection may hold (max_line_bytes + 128KiB)",
+                    2 * one_conn
+                ),
+            ));
+        }
+        // A quarter of the default max_connections: no single address (a scanner, a
+        // client leaking connections) can take more than that, while a NAT gateway or a
+        // relay in front of a few hundred hosts still fits.
+        let max_connections_per_ip = match p.int("max_connections_per_ip")? {
+            None => 256,
+            Some(0) => usize::MAX,
+            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(p.error("max_connections_per_ip", "must be within 0..=1000000"));
+            }
+        };
+        // Five minutes: a syslog client that has said nothing that long reconnects
+        // cheaply when it has something again, and its slot serves someone else meanwhile.
+        let idle = p.duration_or("idle_timeout", Duration::from_secs(300))?;
+        let drain_timeout = p.duration_or("drain_timeout", Duration::from_secs(2))?;
         Ok(StreamSettings {
             framing,
             max_connections,
+            max_connections_per_ip,
             max_line_bytes,
+            max_buffered_bytes,
             idle_timeout: (!idle.is_zero()).then_some(idle),
+            drain_timeout,
         })
     }
 }
@@ -194,6 +331,7 @@ impl Cog<Record> for TcpIn {
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let l = mio::net::TcpListener::bind(self.addr)
             .map_err(|e| format!("tcp_in: cannot listen on {}: {e}", self.addr))?;
+        set_backlog(&l);
         if let Ok(a) = l.local_addr() {
             slog::info!(cx.logger(), "tcp_in listening"; "address" => %a);
         }
@@ -220,26 +358,69 @@ impl Cog<Record> for TcpIn {
 
 /// A listening socket whose connections the [`StreamServer`] reads.
 pub(crate) trait Acceptor: Source {
-    type Conn: io::Read + Source;
-    /// Accepts one connection and names its peer.
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)>;
+    type Conn: io::Read + Source + AsRawFd;
+    /// Accepts one connection and names its peer, with the address it counts against
+    /// `max_connections_per_ip` (none for local sockets).
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<IpAddr>)>;
 }
 
 impl Acceptor for mio::net::TcpListener {
     type Conn = mio::net::TcpStream;
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<IpAddr>)> {
         let (s, a) = self.accept()?;
-        Ok((s, Value::Shared(a.to_string().into())))
+        Ok((
+            s,
+            Value::Shared(a.to_string().into()),
+            Some(ip_group(a.ip())),
+        ))
+    }
+}
+
+/// The address a connection counts against: IPv4 as it is, IPv6 by its /64 (a host
+/// usually holds a whole /64, so counting single addresses would limit nothing).
+fn ip_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(a.to_bits() & !0u128 << 64)),
+        },
     }
 }
 
 struct Conn<S> {
     sock: S,
     peer: Value,
+    ip: Option<IpAddr>,
     deframer: Deframer,
     last_active: Instant,
     /// Readiness not yet acted upon (paused, or the turn's share used up).
     ready: bool,
+    /// Buffer bytes counted in `StreamServer::buffered` for this connection.
+    held: usize,
+}
+
+/// Why a connection is closed: the sender closed it, or we do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// End of stream: a held unterminated line is the sender's last word.
+    Eof,
+    /// The stop, an error or the idle timeout: a held message is cut short.
+    Ours,
+}
+
+/// Bytes received by the kernel and not read yet.
+fn unread_bytes(fd: &impl AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer given.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
+    if rc == 0 { n.max(0) as usize } else { 0 }
+}
+
+/// Tells the peer we send nothing more (FIN), keeping the reading side open.
+fn shutdown_write(fd: &impl AsRawFd) {
+    // SAFETY: shutdown on a descriptor we own; failure (already shut, reset) is harmless.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
 }
 
 /// Accepts connections and reads them into records; see [`TcpIn`] for the behaviour.
@@ -254,6 +435,21 @@ pub(crate) struct StreamServer<L: Acceptor> {
     paused: bool,
     refused: u64,
     refused_logged: Option<Instant>,
+    /// Open connections per address group (see `ip_group`).
+    per_ip: HashMap<IpAddr, usize>,
+    /// Buffer bytes of all connections, as last counted.
+    buffered: usize,
+    /// Buffer bytes given back since the last `trim_heap`.
+    released: usize,
+    over_limit: u64,
+    over_limit_logged: Option<Instant>,
+    evicted: u64,
+    evicted_logged: Option<Instant>,
+    /// Set while draining at a stop: the deadline.
+    draining: Option<Instant>,
+    /// Messages cut short by our side, and bytes left unread at a stop's deadline.
+    cut_short: u64,
+    left_unread: u64,
 }
 
 impl<L: Acceptor> std::fmt::Debug for StreamServer<L> {
@@ -291,17 +487,29 @@ impl<L: Acceptor> StreamServer<L> {
             paused: false,
             refused: 0,
             refused_logged: None,
+            per_ip: HashMap::new(),
+            buffered: 0,
+            released: 0,
+            over_limit: 0,
+            over_limit_logged: None,
+            evicted: 0,
+            evicted_logged: None,
+            draining: None,
+            cut_short: 0,
+            left_unread: 0,
         }
     }
 
     pub(crate) fn start(&mut self, mut listener: L, cx: &mut Ctx) -> io::Result<()> {
         cx.register(&mut listener, LISTENER, Interest::READABLE)?;
         self.listener = Some(listener);
-        if let Some(idle) = self.settings.idle_timeout {
-            // A quarter of the timeout: a silent connection goes at most 25% late.
-            let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-            cx.timer_every(period, SWEEP)?;
-        }
+        // A quarter of the idle timeout (a silent connection goes at most 25% late), and at
+        // least every second for buffers to give back.
+        let period = match self.settings.idle_timeout {
+            Some(idle) => (idle / 4).clamp(Duration::from_millis(10), SHRINK_AFTER),
+            None => SHRINK_AFTER,
+        };
+        cx.timer_every(period, SWEEP)?;
         Ok(())
     }
 
@@ -316,6 +524,10 @@ impl<L: Acceptor> StreamServer<L> {
             if matches!(why, Wake::Timer(_)) {
                 self.sweep(out, cx);
             }
+            return;
+        }
+        if local == DRAIN {
+            self.drain_tick(out, cx);
             return;
         }
         if local == LISTENER {
@@ -342,7 +554,7 @@ impl<L: Acceptor> StreamServer<L> {
                 return;
             };
             match listener.accept_one() {
-                Ok((sock, peer)) => self.admit(sock, peer, out, cx),
+                Ok((sock, peer, ip)) => self.admit(sock, peer, ip, out, cx),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.listener_ready = false;
                     return;
@@ -367,8 +579,78 @@ impl<L: Acceptor> StreamServer<L> {
         cx.enqueue(LISTENER);
     }
 
-    fn admit(&mut self, mut sock: L::Conn, peer: Value, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.live >= self.settings.max_connections {
+    /// The longest-idle connection (from `ip` if given) with no data waiting.
+    fn longest_idle(&self, ip: Option<IpAddr>) -> Option<usize> {
+        let mut best: Option<(usize, Instant)> = None;
+        for (i, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            if c.ready || (ip.is_some() && c.ip != ip) {
+                continue;
+            }
+            if best.is_none_or(|(_, t)| c.last_active < t) {
+                best = Some((i, c.last_active));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Makes room for a connection from `ip` by closing the longest-idle one, if a limit
+    /// is reached; false if none can go (every one has data waiting).
+    fn make_room(
+        &mut self,
+        ip: Option<IpAddr>,
+        peer: &Value,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) -> bool {
+        let from_ip = ip.and_then(|ip| self.per_ip.get(&ip).copied()).unwrap_or(0);
+        let scope = if from_ip >= self.settings.max_connections_per_ip {
+            ip
+        } else if self.live >= self.settings.max_connections {
+            None
+        } else {
+            return true;
+        };
+        let Some(victim) = self.longest_idle(scope) else {
+            return false;
+        };
+        self.evicted += 1;
+        out.count_errors(1);
+        let now = cx.now();
+        // One line a second at most: a client hammering the port must not flood the log.
+        if self
+            .evicted_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.evicted_logged = Some(now);
+            let (limit, value) = match scope {
+                Some(_) => (
+                    "max_connections_per_ip",
+                    self.settings.max_connections_per_ip,
+                ),
+                None => ("max_connections", self.settings.max_connections),
+            };
+            if let Some(Some(c)) = self.conns.get(victim) {
+                slog::warn!(cx.logger(), "connection limit reached; closed the longest-idle connection for a new one";
+                    "cog" => self.name, "limit" => limit, "value" => value,
+                    "closed" => c.peer.as_str().unwrap_or(""),
+                    "idle_ms" => now.saturating_duration_since(c.last_active).as_millis() as u64,
+                    "new" => peer.as_str().unwrap_or(""), "closed_so_far" => self.evicted);
+            }
+        }
+        self.close(victim, Closing::Ours, out, cx);
+        true
+    }
+
+    fn admit(
+        &mut self,
+        mut sock: L::Conn,
+        peer: Value,
+        ip: Option<IpAddr>,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
+        if !self.make_room(ip, &peer, out, cx) {
             drop(sock);
             self.refused += 1;
             out.count_errors(1);
@@ -379,7 +661,7 @@ impl<L: Acceptor> StreamServer<L> {
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
             {
                 self.refused_logged = Some(now);
-                slog::warn!(cx.logger(), "max_connections reached; connection closed";
+                slog::warn!(cx.logger(), "connection limit reached and every connection busy; new connection closed";
                     "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
                     "max_connections" => self.settings.max_connections,
                     "refused_so_far" => self.refused);
@@ -401,24 +683,103 @@ impl<L: Acceptor> StreamServer<L> {
             return;
         }
         let s = &self.settings;
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
         self.conns[i] = Some(Conn {
             sock,
             peer,
+            ip,
             deframer: Deframer::new(s.framing, s.max_line_bytes, READ_SIZE),
             last_active: cx.now(),
             ready: false,
+            held: 0,
         });
         self.live += 1;
     }
 
+    /// A turn of reading, then the buffer accounting: under pressure the connection gives
+    /// back its read space, past the limit the largest holders are closed.
     fn read_conn(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
-        let name = self.name;
+        if !self.read_turn(i, out, cx) {
+            return;
+        }
+        let limit = self.settings.max_buffered_bytes;
         let Some(Some(c)) = self.conns.get_mut(i) else {
             return;
         };
+        let mut now_held = c.deframer.buffer_bytes();
+        let others = self.buffered - c.held;
+        if others + now_held > limit / 2 {
+            c.deframer.shrink();
+            let shrunk = c.deframer.buffer_bytes();
+            self.released += now_held.saturating_sub(shrunk);
+            now_held = shrunk;
+        }
+        c.held = now_held;
+        self.buffered = others + now_held;
+        if self.buffered > limit {
+            self.enforce_limit(out, cx);
+        }
+    }
+
+    /// Past `max_buffered_bytes`: every connection gives back its read space, then the
+    /// connections holding the largest partial messages are closed until under it.
+    #[cold]
+    fn enforce_limit(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        for c in self.conns.iter_mut().flatten() {
+            if c.held <= c.deframer.pending_len() {
+                // Holds no read space (shrunk before, unchanged since).
+                continue;
+            }
+            c.deframer.shrink();
+            let now_held = c.deframer.buffer_bytes();
+            self.released += c.held.saturating_sub(now_held);
+            self.buffered = self.buffered - c.held + now_held;
+            c.held = now_held;
+        }
+        let limit = self.settings.max_buffered_bytes;
+        while self.buffered > limit {
+            let Some((i, held)) = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().map(|c| (i, c.deframer.pending_len())))
+                .max_by_key(|&(_, n)| n)
+            else {
+                break;
+            };
+            self.over_limit += 1;
+            let now = cx.now();
+            if self
+                .over_limit_logged
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                self.over_limit_logged = Some(now);
+                if let Some(Some(c)) = self.conns.get(i) {
+                    slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
+                        "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
+                        "held_bytes" => held, "buffered_bytes" => self.buffered,
+                        "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
+                }
+            }
+            // Counted as an error through the partial message it held.
+            self.close(i, Closing::Ours, out, cx);
+        }
+    }
+
+    /// Reads a turn's share of connection `i`; false if it was closed.
+    fn read_turn(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        let name = self.name;
+        let Some(Some(c)) = self.conns.get_mut(i) else {
+            return false;
+        };
         for _ in 0..READS_PER_TURN {
             match c.deframer.read_from(&mut c.sock) {
-                Ok(0) => return self.close(i, out, cx),
+                Ok(0) => {
+                    self.close(i, Closing::Eof, out, cx);
+                    return false;
+                }
                 Ok(_) => {
                     c.last_active = cx.now();
                     let ts = Timestamp::now();
@@ -430,70 +791,124 @@ impl<L: Acceptor> StreamServer<L> {
                         })
                     });
                     if let Err(e) = res {
+                        out.count_errors(1);
+                        if e.recovered {
+                            slog::warn!(cx.logger(), "bad framing; reading the rest of the connection as lines";
+                                "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
+                            continue;
+                        }
                         slog::warn!(cx.logger(), "bad framing; closing the connection";
                             "cog" => name, "peer" => peer.as_str().unwrap_or(""), "error" => %e);
-                        out.count_errors(1);
-                        return self.close(i, out, cx);
+                        self.close(i, Closing::Ours, out, cx);
+                        return false;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     c.ready = false;
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     slog::warn!(cx.logger(), "reading a connection failed; closing it";
                         "cog" => name, "peer" => c.peer.as_str().unwrap_or(""), "error" => %e);
                     out.count_errors(1);
-                    return self.close(i, out, cx);
+                    self.close(i, Closing::Ours, out, cx);
+                    return false;
                 }
             }
         }
         // More may be waiting and edge-triggered readiness will not say so again.
         c.ready = true;
         cx.enqueue(conn_local(i));
+        true
     }
 
-    /// Emits what the connection holds and closes it.
-    fn close(&mut self, i: usize, out: &mut Out<Record>, cx: &mut Ctx) {
+    /// Emits what the connection holds and closes it. A message cut short is flagged
+    /// `partial` (always when we close, at end of stream inside an octet-counted frame).
+    fn close(&mut self, i: usize, why: Closing, out: &mut Out<Record>, cx: &mut Ctx) {
         let Some(Some(mut c)) = self.conns.get_mut(i).map(Option::take) else {
             return;
         };
         let _ = cx.deregister(&mut c.sock);
         cx.dequeue(conn_local(i));
+        let unread = if why == Closing::Ours {
+            unread_bytes(&c.sock)
+        } else {
+            0
+        };
         let ts = Timestamp::now();
         let peer = &c.peer;
+        let mut partial = 0;
+        let flag = why == Closing::Ours || c.deframer.framing() == Framing::OctetCounting;
         let (_, cut) = with_line_emitter(|em| {
             c.deframer.finish(|bytes, info| {
-                let r = em.emit(bytes, &info, 2, out, cx);
+                let r = em.emit(bytes, &info, 3, out, cx);
                 add_peer_fields(r, peer, ts);
+                if info.unterminated && flag {
+                    r.fields.append_slot(partial_key()).set(Value::Bool(true));
+                    partial += 1;
+                }
             })
         });
         if cut {
             out.count_errors(1);
-            slog::warn!(cx.logger(), "connection closed inside an octet-counted frame; kept what arrived";
+            slog::warn!(cx.logger(), "connection closed inside an octet-counted frame; kept what arrived, flagged partial";
                 "cog" => self.name, "peer" => peer.as_str().unwrap_or(""));
+        } else if partial > 0 {
+            out.count_errors(partial);
+            self.cut_short += partial;
+        }
+        if unread > 0 {
+            // Closing with unread bytes resets the connection: they are lost, and so is
+            // what the sender's kernel still queued.
+            out.count_errors(1);
+            self.left_unread += unread as u64;
+            slog::warn!(cx.logger(), "connection closed with bytes its kernel received unread";
+                "cog" => self.name, "peer" => peer.as_str().unwrap_or(""), "bytes" => unread);
+        }
+        self.buffered -= c.held;
+        self.released += c.deframer.buffer_bytes();
+        drop(c.deframer);
+        if let Some(ip) = c.ip
+            && let Some(n) = self.per_ip.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
         }
         self.free.push(i);
         self.live -= 1;
     }
 
+    /// Closes idle connections, takes back the read space of silent ones, and returns
+    /// memory given back to the system.
     fn sweep(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let Some(idle) = self.settings.idle_timeout else {
-            return;
-        };
         let now = cx.now();
+        let idle = self.settings.idle_timeout;
         for i in 0..self.conns.len() {
-            let silent = match &self.conns[i] {
-                Some(c) => now.saturating_duration_since(c.last_active) >= idle && !c.ready,
-                None => false,
+            let Some(Some(c)) = self.conns.get_mut(i) else {
+                continue;
             };
+            let quiet_for = now.saturating_duration_since(c.last_active);
+            if quiet_for >= SHRINK_AFTER && !c.ready && c.held > c.deframer.pending_len() {
+                c.deframer.shrink();
+                let now_held = c.deframer.buffer_bytes();
+                self.released += c.held.saturating_sub(now_held);
+                self.buffered = self.buffered - c.held + now_held;
+                c.held = now_held;
+            }
+            let silent = idle.is_some_and(|idle| quiet_for >= idle && !c.ready);
             if silent {
                 if let Some(Some(c)) = self.conns.get(i) {
                     slog::info!(cx.logger(), "idle connection closed";
                         "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""));
                 }
-                self.close(i, out, cx);
+                self.close(i, Closing::Ours, out, cx);
             }
+        }
+        if self.released >= TRIM_AFTER_BYTES {
+            self.released = 0;
+            trim_heap();
         }
     }
 
@@ -525,17 +940,107 @@ impl<L: Acceptor> StreamServer<L> {
         }
     }
 
-    /// Stops accepting, emits what connections hold and closes them.
+    /// Stops accepting and drains the connections (see [`TcpIn`]): lingers until each has
+    /// been read to its end, quiet or the deadline, then closes them.
     pub(crate) fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let drain = self.settings.drain_timeout;
+        if !drain.is_zero() {
+            // Lingering first: accepting and reading on need bindings.
+            cx.linger();
+            // Connections in the backlog were acknowledged by our kernel, and so may be
+            // bytes sent on them: take them in before the listener closes.
+            for _ in 0..BACKLOG_AT_STOP {
+                let Some(l) = self.listener.as_ref() else {
+                    break;
+                };
+                match l.accept_one() {
+                    Ok((sock, peer, ip)) => self.admit(sock, peer, ip, out, cx),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
         if let Some(mut l) = self.listener.take() {
             let _ = cx.deregister(&mut l);
         }
+        let now = cx.now();
+        if drain.is_zero() || self.live == 0 || cx.timer_every(DRAIN_TICK, DRAIN).is_err() {
+            for i in 0..self.conns.len() {
+                self.close(i, Closing::Ours, out, cx);
+            }
+            return self.finished(cx);
+        }
+        self.draining = Some(now + drain);
+        // Backpressure no longer applies: what the kernel holds is read now or lost.
+        self.paused = false;
+        self.listener_ready = false;
+        for (i, c) in self.conns.iter_mut().enumerate() {
+            if let Some(c) = c {
+                shutdown_write(&c.sock);
+                c.last_active = now;
+                c.ready = true;
+                cx.enqueue(conn_local(i));
+            }
+        }
+        slog::info!(cx.logger(), "stopping: reading what connections hold";
+            "cog" => self.name, "connections" => self.live,
+            "drain_timeout" => ?drain);
+    }
+
+    /// While draining: closes the connections that went quiet; at the deadline, reads each
+    /// one last time and closes them all.
+    fn drain_tick(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(deadline) = self.draining else {
+            return;
+        };
+        let now = cx.now();
+        let over = now >= deadline;
+        let quiet = |c: &Option<Conn<L::Conn>>| match c {
+            Some(c) => {
+                over || (!c.ready && now.saturating_duration_since(c.last_active) >= DRAIN_QUIET)
+            }
+            None => false,
+        };
         for i in 0..self.conns.len() {
-            self.close(i, out, cx);
+            if quiet(&self.conns[i]) {
+                // Whatever came since the last turn, then the end (unless it brought more).
+                self.read_conn(i, out, cx);
+                if quiet(&self.conns[i]) {
+                    self.close(i, Closing::Ours, out, cx);
+                }
+            }
         }
-        if self.refused > 0 {
-            slog::warn!(cx.logger(), "connections refused over max_connections";
-                "cog" => self.name, "refused" => self.refused);
+        if self.live == 0 {
+            self.finished(cx);
         }
+    }
+
+    /// The end of a stop: what was lost is logged, the finish completed.
+    fn finished(&mut self, cx: &mut Ctx) {
+        self.draining = None;
+        if self.refused > 0 || self.evicted > 0 {
+            slog::warn!(cx.logger(), "connection limits: new connections refused, idle ones closed for new ones";
+                "cog" => self.name, "refused" => self.refused, "idle_closed" => self.evicted);
+        }
+        if self.cut_short > 0 || self.left_unread > 0 {
+            slog::warn!(cx.logger(), "stopped: messages cut short (flagged partial), bytes left unread";
+                "cog" => self.name, "partial" => self.cut_short, "unread_bytes" => self.left_unread);
+        }
+        cx.finished();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_grouped_ipv6_by_64() {
+        let g = |s: &str| ip_group(s.parse().unwrap()).to_string();
+        assert_eq!(g("192.0.2.7"), "192.0.2.7");
+        assert_eq!(g("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(g("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:2::1"), g("2001:db8:1:2:ffff::9"));
+        assert_ne!(g("2001:db8:1:2::1"), g("2001:db8:1:3::1"));
     }
 }

@@ -12,21 +12,27 @@ use crate::record::{Record, SharedStr, Timestamp, Value};
 use crate::supply::with_line_emitter;
 
 use super::tcp_in::{
-    Acceptor, FRAMING_PARAM, IDLE_PARAM, MAX_CONNECTIONS_PARAM, MAX_LINE_PARAM, STREAM_FIELDS,
-    StreamServer, StreamSettings, received_at_key,
+    Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_BUFFERED_PARAM, MAX_CONNECTIONS_PARAM,
+    MAX_LINE_PARAM, STREAM_FIELDS, StreamServer, StreamSettings, received_at_key,
 };
 
 /// Datagrams received per turn before other events get their go.
 const DATAGRAMS_PER_TURN: usize = 256;
+/// At a stop, datagrams read at most to empty the socket (more than a 32 MiB buffer holds).
+const DATAGRAMS_AT_STOP: usize = 65_536;
+/// At a stop, time spent at most emptying the socket.
+const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Messages from a Unix socket: a `/dev/log` replacement.
 ///
 /// `mode = "datagram"` (what `syslog(3)` and `logger -u` use) takes one message per
 /// datagram; a trailing LF or NUL is removed and datagrams over `max_line_bytes` are cut,
 /// flagged `truncated` and counted. `mode = "stream"` accepts connections and reads them
-/// exactly as `tcp_in` does (framing, `max_connections`, `idle_timeout`, partial lines at
-/// disconnect, backpressure); `peer` is then the client's credentials,
-/// `"pid=… uid=… gid=…"`.
+/// exactly as `tcp_in` does (framing, `max_connections` with the longest-idle connection
+/// closed for a new one when full, `max_buffered_bytes`, `idle_timeout`, partial lines at
+/// disconnect, backpressure, reading what connections hold at a stop for up to
+/// `drain_timeout`); `peer` is then the client's credentials, `"pid=… uid=… gid=…"`.
+/// In datagram mode, what the socket holds at a stop is read before it closes.
 ///
 /// The socket file gets `permissions` (octal) and is removed at exit. A socket file left
 /// at `path` by a process that is gone is replaced; a live one (something accepts on it)
@@ -38,6 +44,8 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// path = "/run/deadbeat/log"
 /// mode = "datagram"         # or "stream"
 /// permissions = "0666"
+/// max_buffered_bytes = "64MiB"  # stream mode: all connections' buffers together
+/// drain_timeout = "2s"      # stream mode: at a stop, read connections for at most this long
 /// ```
 #[derive(Debug)]
 pub struct UnixIn {
@@ -50,7 +58,7 @@ pub struct UnixIn {
 
 #[derive(Debug)]
 enum Inner {
-    Stream(StreamServer<mio::net::UnixListener>),
+    Stream(Box<StreamServer<mio::net::UnixListener>>),
     Datagram(Datagrams),
 }
 
@@ -76,7 +84,9 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
         FRAMING_PARAM,
         MAX_CONNECTIONS_PARAM,
         MAX_LINE_PARAM,
+        MAX_BUFFERED_PARAM,
         IDLE_PARAM,
+        DRAIN_PARAM,
     ],
     fields: STREAM_FIELDS,
     build,
@@ -93,12 +103,16 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
         .ok_or_else(|| p.error("permissions", "expected an octal mode such as \"0666\""))?;
     let settings = StreamSettings::from_params(p)?;
     let inner = match p.choice_or("mode", &["datagram", "stream"], "datagram")? {
-        "stream" => Inner::Stream(StreamServer::new("unix_in", settings)),
+        "stream" => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
         _ => {
-            if p.node("framing").is_some() || p.node("max_connections").is_some() {
-                return Err(
-                    p.cog_error("framing and max_connections apply to mode = \"stream\" only")
-                );
+            let stream_only = [
+                "framing",
+                "max_connections",
+                "max_buffered_bytes",
+                "drain_timeout",
+            ];
+            if let Some(k) = stream_only.iter().find(|k| p.node(k).is_some()) {
+                return Err(p.error(k, "applies to mode = \"stream\" only"));
             }
             Inner::Datagram(Datagrams {
                 sock: None,
@@ -157,10 +171,10 @@ fn dev_ino(path: &Path) -> Option<(u64, u64)> {
 
 impl Acceptor for mio::net::UnixListener {
     type Conn = mio::net::UnixStream;
-    fn accept_one(&self) -> io::Result<(Self::Conn, Value)> {
+    fn accept_one(&self) -> io::Result<(Self::Conn, Value, Option<std::net::IpAddr>)> {
         let (s, _) = self.accept()?;
         let peer = peer_cred(&s).unwrap_or_else(|| "unknown".to_string());
-        Ok((s, Value::Shared(SharedStr::from(peer))))
+        Ok((s, Value::Shared(SharedStr::from(peer)), None))
     }
 }
 
@@ -196,12 +210,25 @@ struct Datagrams {
 }
 
 impl Datagrams {
-    fn receive(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+    /// Reads a turn's share of datagrams; at `stop`, what the socket holds (within bounds).
+    fn receive(&mut self, stop: bool, out: &mut Out<Record>, cx: &mut Ctx) {
         let Some(sock) = self.sock.as_ref() else {
             return;
         };
         let mut ts = None;
-        for _ in 0..DATAGRAMS_PER_TURN {
+        let (count, until) = if stop {
+            (
+                DATAGRAMS_AT_STOP,
+                Some(std::time::Instant::now() + DATAGRAMS_AT_STOP_TIME),
+            )
+        } else {
+            (DATAGRAMS_PER_TURN, None)
+        };
+        for n in 0..count {
+            if n % DATAGRAMS_PER_TURN == 0 && until.is_some_and(|t| std::time::Instant::now() >= t)
+            {
+                break;
+            }
             match sock.recv(&mut self.buf) {
                 Ok(n) => {
                     let ts = *ts.get_or_insert_with(Timestamp::now);
@@ -261,6 +288,7 @@ impl Cog<Record> for UnixIn {
             Inner::Stream(server) => {
                 let l = mio::net::UnixListener::bind(&tmp)
                     .map_err(|e| format!("unix_in: cannot listen on {shown}: {e}"))?;
+                super::tcp_in::set_backlog(&l);
                 server.start(l, cx)?;
             }
             Inner::Datagram(d) => {
@@ -288,7 +316,7 @@ impl Cog<Record> for UnixIn {
                 if d.paused {
                     d.ready = true;
                 } else {
-                    d.receive(out, cx);
+                    d.receive(false, out, cx);
                 }
             }
         }
@@ -323,6 +351,8 @@ impl Cog<Record> for UnixIn {
         match &mut self.inner {
             Inner::Stream(server) => server.finish(out, cx),
             Inner::Datagram(d) => {
+                // Queued datagrams arrived already: closing would drop them.
+                d.receive(true, out, cx);
                 if let Some(mut s) = d.sock.take() {
                     let _ = cx.deregister(&mut s);
                 }

@@ -91,6 +91,7 @@ impl Stdout {
                     cx.resume_supplies();
                 }
                 cx.fail("standard output was closed by its reader (broken pipe)");
+                cx.shutdown();
             }
             Err(e) => {
                 if !self.failing {

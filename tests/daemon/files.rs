@@ -17,13 +17,17 @@ fn file_in_to_file_out_keeps_every_line_in_order() {
         "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"a.log\", \"missing.log\", \"b.log\"]\n\
          [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
     );
-    let res = run_ok(&cfg);
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
     let got = std::fs::read_to_string(&out).unwrap();
     assert_eq!(got, format!("{lines}b1\nb2\n"));
-    // The missing file is reported and counted, not fatal.
+    // The missing file is reported and counted; the others are read, and the run fails.
+    assert_eq!(res.status.code(), Some(1), "{err}");
     assert!(
-        err.contains("cannot open input file") && err.contains("missing.log"),
+        err.contains("cannot read input") && err.contains("missing.log"),
         "{err}"
     );
     assert!(
@@ -91,5 +95,113 @@ fn a_torn_last_line_is_ended_before_appending() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
         "zero\nhalf a li\none\ntwo\n"
+    );
+}
+
+/// A `file_in` config reading `paths` (TOML array items) with `keys`, into out.log.
+fn file_in_config(dir: &Path, paths: &str, keys: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [{paths}]\n{keys}\n\
+             [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
+        ),
+    )
+}
+
+#[test]
+fn missing_input_fails_the_run_unless_told_otherwise() {
+    let dir = TempDir::new("missing-in");
+    // Every input missing or unreadable: exit 1, naming them.
+    std::fs::create_dir(dir.path().join("a_dir")).unwrap();
+    let cfg = file_in_config(dir.path(), "\"nope.log\", \"a_dir/nope2.log\"", "");
+    let res = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("nope.log") && err.contains("nope2.log") && err.contains("the run failed"),
+        "{err}"
+    );
+    // `warn`: logged, the run succeeds.
+    std::fs::write(dir.path().join("here.log"), "x\n").unwrap();
+    let cfg = file_in_config(
+        dir.path(),
+        "\"nope.log\", \"here.log\"",
+        "missing = \"warn\"",
+    );
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("WARN") && err.contains("nope.log"), "{err}");
+    // `ignore`: not a word at the default level.
+    let cfg = file_in_config(
+        dir.path(),
+        "\"nope.log\", \"here.log\"",
+        "missing = \"ignore\"",
+    );
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!err.contains("nope.log"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+        "x\nx\n"
+    );
+}
+
+#[test]
+fn tail_without_follow_applies_missing_and_with_follow_waits() {
+    let dir = TempDir::new("missing-tail");
+    std::fs::create_dir(dir.path().join("logs")).unwrap();
+    std::fs::write(dir.path().join("logs/here.log"), "x\n").unwrap();
+    let cfg = |keys: &str| {
+        // Each run its own state: no checkpoint of a previous run.
+        let state = keys.len();
+        write_config(
+            dir.path(),
+            &format!(
+                "[state]\ndir = \"st{state}\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
+                 paths = [\"logs/here.log\", \"logs/nope.log\", \"nodir/*.log\"]\n{keys}\n\
+                 [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
+            ),
+        )
+    };
+    let res = deadbeat()
+        .args(["run", cfg("follow = false").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("logs/nope.log") && err.contains("nodir/*.log"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+        "x\n"
+    );
+    let res = run_ok(&cfg("follow = false\nmissing = \"warn\""));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        err.contains("WARN") && err.contains("logs/nope.log"),
+        "{err}"
+    );
+    // Following, a missing file is waited for: said once, at info level.
+    std::fs::remove_file(dir.path().join("out.log")).unwrap();
+    let mut child = deadbeat()
+        .args(["run", cfg("start_at = \"beginning\"").to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let out = dir.path().join("out.log");
+    wait_for("the present file", || line_count(&out) >= 1);
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "{err}");
+    assert_eq!(err.matches("waiting for it").count(), 2, "{err}");
+    assert!(
+        err.contains("logs/nope.log") && !err.contains("ERRO"),
+        "{err}"
     );
 }

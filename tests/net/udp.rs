@@ -404,3 +404,48 @@ fn kernel_drops_are_counted() {
     assert!(dropped > 0, "{log}");
     assert!(log.contains("the kernel dropped UDP datagrams"), "{log}");
 }
+
+/// Issue 14 #1 (udp): at a stop, `udp_in` read at most 2,048 datagrams, and nothing if a
+/// drain had paused it, before closing its socket: the rest, received already, was lost.
+#[test]
+fn sigterm_reads_what_the_socket_holds() {
+    let count: usize = std::env::var("DEADBEAT_UDP_STOP_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6_000);
+    let dir = crate::engine::TempDir::new("udp-stop");
+    let out = dir.path().join("out.json");
+    let port = free_port();
+    let mut d = Daemon::start(
+        dir.path(),
+        &format!(
+            "{}{}",
+            udp_in(port, "recv_buffer = \"16MiB\"\n"),
+            file_out(&out)
+        ),
+        false,
+    );
+    // SAFETY: signalling a child we started.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGSTOP) };
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..count {
+        s.send_to(format!("datagram {i}").as_bytes(), ("127.0.0.1", port))
+            .unwrap();
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(d.child.id() as i32, libc::SIGTERM);
+        libc::kill(d.child.id() as i32, libc::SIGCONT);
+    }
+    let log = d.wait();
+    let dropped: usize = log
+        .lines()
+        .find(|l| l.contains("final counters") && l.contains("cog=udp_in"))
+        .and_then(|l| l.split("dropped=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no udp_in counters in:\n{log}"));
+    // What the kernel dropped (a receive buffer smaller than asked for) is counted; all
+    // the rest was queued at the stop and must be written.
+    assert_eq!(line_count(&out) + dropped, count, "{log}");
+}

@@ -50,22 +50,61 @@ fn last_id(out: &Path) -> Option<usize> {
     line_id(&tail[start..end], usize::MAX)
 }
 
-/// The offset of the first file in the checkpoint, 0 while there is none.
+/// The offset of the first file in the checkpoint, 0 while there is none: the last whole
+/// record of the journal (`.NAME.live`, records `@ LEN HASH` + text) if it has one, else
+/// the synced checkpoint file.
 fn checkpoint_offset(dir: &Path) -> u64 {
     let Ok(rd) = std::fs::read_dir(dir.join("st")) else {
         return 0;
     };
-    rd.flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".state"))
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .filter_map(|t| t.lines().nth(1)?.split(' ').nth(4)?.parse().ok())
-        .next()
-        .unwrap_or(0)
+    let offset = |t: &str| -> Option<u64> { t.lines().nth(1)?.split(' ').nth(4)?.parse().ok() };
+    let (mut journal, mut synced) = (None, None);
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if name.ends_with(".live") {
+            journal = last_record(&bytes).and_then(offset);
+        } else if name.ends_with(".state") {
+            synced = offset(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    journal.or(synced).unwrap_or(0)
 }
+
+/// The text of the last whole record of a checkpoint journal.
+fn last_record(j: &[u8]) -> Option<&str> {
+    let mut last = None;
+    let mut pos = 0;
+    while let Some(nl) = j[pos..].iter().position(|&c| c == b'\n') {
+        let head = std::str::from_utf8(&j[pos..pos + nl]).ok()?;
+        let mut f = head.strip_prefix("@ ")?.split(' ');
+        let len: usize = f.next()?.parse().ok()?;
+        let hash: u64 = f.next()?.parse().ok()?;
+        let text = j.get(pos + nl + 1..pos + nl + 1 + len)?;
+        // FNV-1a, as the checkpoint computes it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in text {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        if h != hash {
+            break;
+        }
+        last = std::str::from_utf8(text).ok();
+        pos += nl + 1 + len;
+    }
+    last
+}
+
+/// Lines in one batch: what one turn of `tail` reads from a file, a 256 KiB read, or a
+/// short read and the read that confirms the end (so less than 512 KiB).
+const BATCH_LINES: usize = (512 << 10) / WIDTH + 1;
 
 /// `kill -9` at 5 seeded points of a 1M-line `tail` → `file_out` run, restarting on the
 /// same state each time: no line is lost, and the duplicates (reported) are at most the
-/// lines that were out but not yet acknowledged in the checkpoint at each kill.
+/// lines that were out but not yet acknowledged in the checkpoint at each kill, and at
+/// most one batch per kill (the checkpoint is saved after every acknowledged batch).
 ///
 /// `DEADBEAT_RELIABILITY_LINES` sets the number of lines (default 1,000,000: about 8 s on
 /// 2 cores, against the debug binary; at least 10).
@@ -120,6 +159,8 @@ fn kill_9_at_seeded_points_loses_nothing() {
     points.sort_unstable();
 
     let mut unacked_total = 0;
+    // Per kill: the output's size after it, and the lines out by then.
+    let mut at_kill: Vec<(usize, usize)> = Vec::new();
     for (k, &p) in points.iter().enumerate() {
         let before = size(&out);
         let mut d = Daemon::start(&cfg, Stdio::null());
@@ -140,6 +181,7 @@ fn kill_9_at_seeded_points_loses_nothing() {
             "checkpoint {acked} past the output {written}"
         );
         unacked_total += written - acked;
+        at_kill.push((size(&out) as usize, written));
         eprintln!(
             "kill {k}: at line {p}, {written} lines out, {acked} acknowledged in the checkpoint, \
              {} to send again",
@@ -192,6 +234,25 @@ fn kill_9_at_seeded_points_loses_nothing() {
         &lost[..lost.len().min(5)]
     );
     let dups = exact - n;
+    // Per kill: the restart's first whole line says how far back it went.
+    for (k, &(at, written)) in at_kill.iter().enumerate() {
+        // A torn last line is ended by a newline before the restart appends.
+        let from = if at == 0 || got[at - 1] == b'\n' {
+            at
+        } else {
+            at + got[at..].iter().position(|&c| c == b'\n').unwrap() + 1
+        };
+        let first = got
+            .get(from..from + WIDTH - 1)
+            .and_then(|l| line_id(l, n))
+            .unwrap_or_else(|| panic!("kill {k}: no whole line at {from}"));
+        let again = written.saturating_sub(first);
+        eprintln!("kill {k}: the restart sent again from line {first}: {again} duplicates");
+        assert!(
+            again <= BATCH_LINES,
+            "kill {k}: {again} lines sent again, more than one batch ({BATCH_LINES})"
+        );
+    }
     eprintln!(
         "kill -9 x{KILLS} over {n} lines (points {points:?}): {dups} duplicates, \
          {unacked_total} unacknowledged at the kills, {} torn lines; {:.1} s",

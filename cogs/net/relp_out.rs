@@ -1,0 +1,685 @@
+//! `relp_out`: records forwarded over RELP, acknowledged only once the server answered.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, write_frame};
+use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::forward::{
+    Backoff, FORWARD_PARAMS, ForwardOptions, Framing, Outbox, Target, check_address, is_refusal,
+};
+use crate::prelude::*;
+use crate::record::Record;
+
+const RETRY: Local = 1;
+const CONNECT_TIMEOUT: Local = 2;
+const DRAIN_DEADLINE: Local = 3;
+const RSP_TIMEOUT: Local = 4;
+/// Socket readiness arrives with `SOCK_BASE + generation`, so events still queued for a
+/// connection just dropped are told apart from the new one's.
+const SOCK_BASE: Local = 1 << 16;
+const GENERATIONS: u32 = 1 << 16;
+/// Largest answer accepted from the server (an `open` answer lists its offers).
+const MAX_RSP: usize = 64 << 10;
+
+/// Forwards each record as a RELP `syslog` command (to rsyslog `imrelp`, deadbeat
+/// `relp_in`, any librelp server) and acknowledges it to its supply only when the server
+/// answered `rsp 200`: with a checkpointing supply (`tail`), a crash of this daemon or of
+/// the server loses nothing.
+///
+/// Up to `window_size` commands are in flight unanswered. When the connection is lost (or
+/// the server sends `serverclose`, or answers anything but 200), every unanswered record is
+/// sent again, in order and with new transaction numbers, once the session is open again;
+/// the server may so see the window's records twice, never fewer. Reconnection backs off
+/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter (a refused
+/// connection is tried again every `reconnect_refused`), as `tcp_out` does, and while the server is away records wait in `buffer_bytes` (a full buffer pauses
+/// the supplies). Each record is rendered by `format` (raw: the `message` field).
+///
+/// A server that stays connected but answers nothing for `rsp_timeout` while commands
+/// wait (its host vanished, its process hangs) counts as a lost session too. A deadbeat
+/// `relp_in` answers only once its drains wrote, so keep `rsp_timeout` above the longest
+/// stall its outputs may have (each timeout resends the window), or `"0s"` to wait for ever.
+///
+/// At shutdown the drain waits (lingers) until every record is answered, at most
+/// `drain_timeout` (and the engine's `stop_timeout`); what is left is logged and not
+/// acknowledged, so a supply with a checkpoint sends it again on the next run.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "relp_out"
+/// address = "collector.example:2514"
+/// window_size = 128
+/// rsp_timeout = "90s"            # a server silent this long while answers are due: reconnect
+/// format = "raw"                 # raw | json | template
+/// buffer_bytes = "8MiB"
+/// reconnect_initial = "100ms"
+/// reconnect_max = "2s"
+/// reconnect_refused = "250ms"
+/// connect_timeout = "5s"
+/// drain_timeout = "30s"
+/// ```
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "relp_out",
+    kind: CogKind::Drain,
+    summary: "forwards records over RELP; acknowledges each once the server answered, resends the unanswered after a reconnection",
+    params: &PARAMS,
+    fields: &[],
+    build,
+};
+
+const PARAMS: [Param; 12] = [
+    Param::req(
+        "address",
+        ParamType::Str,
+        "\"host:port\" of the RELP server; a host name is resolved (off the loop) at every connection",
+    ),
+    Param::opt(
+        "window_size",
+        ParamType::Int,
+        "128",
+        "commands sent and not yet answered, at most",
+    ),
+    Param::opt(
+        "rsp_timeout",
+        ParamType::Duration,
+        "90s",
+        "a session whose server answers nothing for this long while commands wait is dropped and opened again (its unanswered records resent); 0s: wait for ever",
+    ),
+    FORWARD_PARAMS[0],
+    FORWARD_PARAMS[1],
+    FORWARD_PARAMS[2],
+    FORWARD_PARAMS[3],
+    FORWARD_PARAMS[4],
+    FORWARD_PARAMS[5],
+    FORWARD_PARAMS[6],
+    FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
+];
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let address = p.required_str("address")?;
+    check_address(address).map_err(|m| p.error("address", m))?;
+    let window = match p.int("window_size")? {
+        None => 128,
+        Some(n) if (1..=100_000).contains(&n) => n as usize,
+        Some(_) => return Err(p.error("window_size", "must be within 1..=100000")),
+    };
+    let opts = ForwardOptions::from_params(p, Framing::Newline)?;
+    let mut out = RelpOut::new(address.to_string(), window, opts);
+    let rsp_timeout = p.duration_or("rsp_timeout", Duration::from_secs(90))?;
+    out.rsp_timeout = (!rsp_timeout.is_zero()).then_some(rsp_timeout);
+    Ok(Box::new(out))
+}
+
+enum State {
+    /// Waiting for the retry timer.
+    Idle,
+    /// A name lookup runs on a worker thread.
+    Resolving,
+    Connecting(TcpStream),
+    /// `open` sent, its answer awaited.
+    Opening(TcpStream),
+    Open(TcpStream),
+}
+
+/// The RELP client drain; see the descriptor's documentation for the behaviour.
+pub struct RelpOut {
+    address: String,
+    window: usize,
+    opts: ForwardOptions,
+    /// Unanswered records, oldest first, each rendered with its trailing LF (so none is
+    /// empty; the LF is not sent).
+    outbox: Outbox,
+    /// Transaction numbers of the records sent on this connection (the first
+    /// `inflight.len()` of the outbox) and whether each was answered.
+    inflight: VecDeque<(u32, bool)>,
+    next_txnr: u32,
+    reader: FrameReader,
+    wbuf: Vec<u8>,
+    writable: bool,
+    state: State,
+    generation: u32,
+    backoff: Backoff,
+    retry_timer: Option<TimerId>,
+    connect_timer: Option<TimerId>,
+    /// Longest silence of the server while commands wait for answers.
+    rsp_timeout: Option<Duration>,
+    rsp_timer: Option<TimerId>,
+    /// When the server last answered (or the first command of a wait was sent).
+    progress_at: Instant,
+    paused: bool,
+    lingering: bool,
+    failures: u64,
+    next_addr: usize,
+    /// Records sent again after a reconnection, over the run.
+    resent: u64,
+    /// Records a lost session had sent unanswered, which the next one sends again.
+    lost_inflight: u64,
+    /// The transaction number of the `close` sent at shutdown once all was answered.
+    close_txnr: Option<u32>,
+    /// The server answered that `close`.
+    close_answered: bool,
+}
+
+impl RelpOut {
+    /// A drain sending to `address` (`host:port`).
+    pub fn new(address: String, window: usize, opts: ForwardOptions) -> Self {
+        let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        RelpOut {
+            address,
+            window,
+            opts,
+            outbox: Outbox::default(),
+            inflight: VecDeque::new(),
+            next_txnr: 1,
+            reader: FrameReader::new(MAX_RSP),
+            wbuf: Vec::new(),
+            writable: false,
+            state: State::Idle,
+            generation: 0,
+            backoff,
+            retry_timer: None,
+            connect_timer: None,
+            rsp_timeout: Some(Duration::from_secs(90)),
+            rsp_timer: None,
+            progress_at: Instant::now(),
+            paused: false,
+            lingering: false,
+            failures: 0,
+            next_addr: 0,
+            resent: 0,
+            lost_inflight: 0,
+            close_txnr: None,
+            close_answered: false,
+        }
+    }
+
+    fn sock_local(&self) -> Local {
+        SOCK_BASE + self.generation
+    }
+
+    fn dial(&mut self, cx: &mut Ctx) {
+        self.retry_timer = None;
+        if !matches!(self.state, State::Idle) {
+            return;
+        }
+        match self.address.parse::<SocketAddr>() {
+            Ok(addr) => self.connect(addr, cx),
+            Err(_) => {
+                let a = self.address.clone();
+                match cx.submit(move || a.to_socket_addrs().map(Vec::from_iter)) {
+                    Ok(_) => self.state = State::Resolving,
+                    Err(e) => self.failed(&e, cx),
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, addr: SocketAddr, cx: &mut Ctx) {
+        let mut s = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => return self.failed(&e, cx),
+        };
+        self.generation = (self.generation + 1) % GENERATIONS;
+        let local = self.sock_local();
+        if let Err(e) = cx.register(&mut s, local, Interest::READABLE | Interest::WRITABLE) {
+            return self.failed(&e, cx);
+        }
+        self.connect_timer = cx
+            .timer_after(self.opts.connect_timeout, CONNECT_TIMEOUT)
+            .ok();
+        self.state = State::Connecting(s);
+    }
+
+    /// The TCP connection is up: open the RELP session.
+    fn opening(&mut self, s: TcpStream) {
+        // The connect timer runs on: a peer that accepts but never answers `open` (not a
+        // RELP server) is given up after connect_timeout too.
+        self.reader = FrameReader::new(MAX_RSP);
+        self.wbuf.clear();
+        self.inflight.clear();
+        self.next_txnr = 1;
+        let offers = format!(
+            "relp_version=0\nrelp_software=deadbeat,{},-\ncommands=syslog",
+            env!("CARGO_PKG_VERSION")
+        );
+        write_frame(&mut self.wbuf, self.next_txnr, "open", offers.as_bytes());
+        self.next_txnr = next_txnr(self.next_txnr);
+        self.state = State::Opening(s);
+        self.writable = true;
+    }
+
+    /// A connection attempt failed or a session was lost: everything unanswered is sent
+    /// again on the next session.
+    fn failed(&mut self, e: &io::Error, cx: &mut Ctx) {
+        if self.lingering && self.outbox.records() == 0 {
+            // Stopping with everything answered: the lost session is not missed.
+            return self.end_linger(cx);
+        }
+        for t in [self.connect_timer.take(), self.rsp_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            cx.cancel_timer(t);
+        }
+        let was_up = matches!(self.state, State::Open(_) | State::Opening(_));
+        if let State::Connecting(mut s) | State::Opening(mut s) | State::Open(mut s) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
+            let _ = cx.deregister(&mut s);
+        }
+        self.writable = false;
+        self.wbuf.clear();
+        let unanswered = self.inflight.len();
+        self.lost_inflight = self.lost_inflight.max(unanswered as u64);
+        self.inflight.clear();
+        // A refusal (the server restarting) is retried at a fixed short interval, as tcp_out does.
+        let delay = if !was_up && is_refusal(e, &Target::Tcp(String::new())) {
+            self.backoff.jitter(self.opts.reconnect_refused)
+        } else {
+            self.backoff.next()
+        };
+        if was_up {
+            slog::warn!(cx.logger(), "RELP session lost; resending the unanswered records after reconnecting";
+                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
+                "unanswered" => unanswered, "buffered_records" => self.outbox.records(),
+                "retry_in_ms" => delay.as_millis() as u64);
+        } else if self.failures == 0 {
+            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
+                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
+                "retry_in_ms" => delay.as_millis() as u64);
+        } else {
+            slog::debug!(cx.logger(), "connection attempt failed";
+                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
+                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        if !was_up {
+            self.failures += 1;
+        }
+        match cx.timer_after(delay, RETRY) {
+            Ok(t) => self.retry_timer = Some(t),
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => "relp_out", "error" => %e)
+            }
+        }
+    }
+
+    /// Frames the records the window allows and writes what the socket takes.
+    fn pump(&mut self, cx: &mut Ctx) {
+        if let State::Open(_) = self.state {
+            while self.inflight.len() < self.window && self.inflight.len() < self.outbox.records() {
+                let Some(rec) = self.outbox.record(self.inflight.len()) else {
+                    break;
+                };
+                let data = rec.strip_suffix(b"\n").unwrap_or(rec);
+                if self.inflight.is_empty() {
+                    self.progress_at = cx.now();
+                }
+                write_frame(&mut self.wbuf, self.next_txnr, "syslog", data);
+                self.inflight.push_back((self.next_txnr, false));
+                self.next_txnr = next_txnr(self.next_txnr);
+            }
+            if let Some(after) = self.rsp_timeout
+                && self.rsp_timer.is_none()
+                && !self.inflight.is_empty()
+            {
+                self.rsp_timer = cx.timer_after(after, RSP_TIMEOUT).ok();
+            }
+        }
+        if !self.writable || self.wbuf.is_empty() {
+            return;
+        }
+        let s = match &mut self.state {
+            State::Opening(s) | State::Open(s) => s,
+            _ => return,
+        };
+        let mut done = 0;
+        let r = loop {
+            if done == self.wbuf.len() {
+                break Ok(());
+            }
+            match s.write(&self.wbuf[done..]) {
+                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.writable = false;
+                    break Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.wbuf.drain(..done);
+        if let Err(e) = r {
+            self.failed(&e, cx);
+        }
+    }
+
+    /// Reads the server's answers; returns an error when the session must end.
+    fn read_answers(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        loop {
+            let s = match &mut self.state {
+                State::Opening(s) | State::Open(s) => s,
+                _ => return Ok(()),
+            };
+            match self.reader.read_from(s) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the server closed the connection",
+                    ));
+                }
+                Ok(_) => self.handle_frames(cx)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Handles the frames read; the records answered are acknowledged even when a later
+    /// frame ends the session (answers followed by `serverclose` are the usual goodbye).
+    fn handle_frames(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let r = self.read_frames(cx);
+        let mut bytes = 0;
+        let mut n = 0;
+        while let Some(&(_, true)) = self.inflight.front() {
+            bytes += self.outbox.record(n).map_or(0, <[u8]>::len);
+            n += 1;
+            self.inflight.pop_front();
+        }
+        if n > 0 {
+            self.progress_at = cx.now();
+            self.outbox.advance_acknowledged(bytes, cx);
+        }
+        r
+    }
+
+    fn read_frames(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+        loop {
+            let f = match self.reader.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(bad(format!("bad frame from the server: {e}"))),
+            };
+            match f.command {
+                b"rsp" => {
+                    let code = rsp_code(f.data);
+                    if let State::Opening(_) = self.state {
+                        if f.txnr != 1 || code != Some(200) {
+                            return Err(bad(format!(
+                                "the server refused the session: {}",
+                                String::from_utf8_lossy(f.data)
+                            )));
+                        }
+                        if !offers_command(f.data, "syslog") {
+                            return Err(bad("the server does not offer the syslog command".into()));
+                        }
+                        if let State::Opening(s) = std::mem::replace(&mut self.state, State::Idle) {
+                            self.state = State::Open(s);
+                        }
+                        if let Some(t) = self.connect_timer.take() {
+                            cx.cancel_timer(t);
+                        }
+                        self.failures = 0;
+                        self.backoff.reset();
+                        slog::info!(cx.logger(), "RELP session open"; "cog" => "relp_out",
+                            "peer" => &self.address, "buffered_records" => self.outbox.records(),
+                            "resending" => self.lost_inflight);
+                        self.resent += std::mem::take(&mut self.lost_inflight);
+                        continue;
+                    }
+                    if self.close_txnr == Some(f.txnr) {
+                        self.close_answered = true;
+                        continue;
+                    }
+                    let Some(slot) = self.inflight.iter_mut().find(|(t, _)| *t == f.txnr) else {
+                        return Err(bad(format!("answer to unknown transaction {}", f.txnr)));
+                    };
+                    if code != Some(200) {
+                        let text = String::from_utf8_lossy(f.data).into_owned();
+                        return Err(bad(format!("the server answered {text:?}")));
+                    }
+                    slot.1 = true;
+                }
+                b"serverclose" => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the server closed the session (serverclose)",
+                    ));
+                }
+                other => {
+                    let other = String::from_utf8_lossy(other).into_owned();
+                    return Err(bad(format!("unexpected command {other:?} from the server")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn sock_ready(&mut self, ev: &mio::event::Event, cx: &mut Ctx) {
+        match &mut self.state {
+            State::Connecting(s) => {
+                let peer = s.peer_addr();
+                let err = match (s.take_error(), &peer) {
+                    (Ok(Some(e)), _) | (Err(e), _) => Some(e),
+                    (Ok(None), Ok(p)) if s.local_addr().is_ok_and(|l| l == *p) => {
+                        Some(io::Error::new(
+                            io::ErrorKind::ConnectionRefused,
+                            "connected to itself (nothing listens on the server's port)",
+                        ))
+                    }
+                    (Ok(None), Ok(_)) => None,
+                    (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => return,
+                    (Ok(None), Err(e)) => Some(io::Error::new(e.kind(), e.to_string())),
+                };
+                if let Some(e) = err {
+                    return self.failed(&e, cx);
+                }
+                if let State::Connecting(s) = std::mem::replace(&mut self.state, State::Idle) {
+                    // Commands trickle out as the window opens: Nagle's algorithm would hold
+                    // each small write until the server's delayed ACK.
+                    let _ = s.set_nodelay(true);
+                    self.opening(s);
+                }
+            }
+            State::Opening(_) | State::Open(_) => {
+                if ev.is_writable() {
+                    self.writable = true;
+                }
+                if (ev.is_readable() || ev.is_read_closed() || ev.is_error())
+                    && let Err(e) = self.read_answers(cx)
+                {
+                    return self.failed(&e, cx);
+                }
+            }
+            State::Idle | State::Resolving => {}
+        }
+        self.pump(cx);
+        self.settle(cx);
+    }
+
+    /// Pauses the supplies above the high-water mark, resumes them below half of it, and
+    /// completes a lingering finish once everything is answered.
+    fn settle(&mut self, cx: &mut Ctx) {
+        let b = self.outbox.buffered();
+        if !self.paused && b >= self.opts.buffer_bytes {
+            self.paused = true;
+            cx.pause_supplies();
+        } else if self.paused && b <= self.opts.buffer_bytes / 2 {
+            self.paused = false;
+            cx.resume_supplies();
+        }
+        if !self.lingering || self.outbox.records() > 0 {
+            return;
+        }
+        // Everything is answered: end the session politely (`close`, answered by the
+        // server) before stopping; without a session there is nothing to wait for.
+        match (&self.state, self.close_txnr) {
+            (State::Open(_), None) => {
+                let t = self.next_txnr;
+                self.next_txnr = next_txnr(t);
+                write_frame(&mut self.wbuf, t, "close", b"");
+                self.close_txnr = Some(t);
+                self.pump(cx);
+            }
+            (State::Open(_), Some(_)) if !self.close_answered => {}
+            _ => self.end_linger(cx),
+        }
+    }
+
+    fn end_linger(&mut self, cx: &mut Ctx) {
+        self.lingering = false;
+        self.close(cx);
+        cx.finished();
+    }
+
+    fn close(&mut self, cx: &mut Ctx) {
+        if let State::Connecting(mut s) | State::Opening(mut s) | State::Open(mut s) =
+            std::mem::replace(&mut self.state, State::Idle)
+        {
+            let _ = cx.deregister(&mut s);
+        }
+        for t in [
+            self.retry_timer.take(),
+            self.connect_timer.take(),
+            self.rsp_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cx.cancel_timer(t);
+        }
+    }
+}
+
+impl Cog<Record> for RelpOut {
+    fn name(&self) -> &str {
+        "relp_out"
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        // An unreachable server at start is not an error: records wait and the drain retries.
+        self.dial(cx);
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<Record>, _: &mut Out<Record>, cx: &mut Ctx) {
+        let format = &self.opts.format;
+        for r in batch.iter() {
+            self.outbox.push_with(r.id, |b| {
+                format.write(r, b);
+                if b.last() != Some(&b'\n') {
+                    b.push(b'\n');
+                }
+            });
+        }
+        crate::pool::recycle(batch.drain(..));
+        self.pump(cx);
+        self.settle(cx);
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, _: &mut Out<Record>, cx: &mut Ctx) {
+        match (local, why) {
+            (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
+            (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
+                self.connect_timer = None;
+                let what = match self.state {
+                    State::Connecting(_) => "connect_timeout expired",
+                    State::Opening(_) => "no answer to open within connect_timeout",
+                    _ => return,
+                };
+                self.failed(&io::Error::new(io::ErrorKind::TimedOut, what), cx);
+            }
+            (RSP_TIMEOUT, Wake::Timer(t)) if self.rsp_timer == Some(t) => {
+                self.rsp_timer = None;
+                let (Some(limit), State::Open(_)) = (self.rsp_timeout, &self.state) else {
+                    return;
+                };
+                if self.inflight.is_empty() {
+                    return;
+                }
+                let silent = cx.now().saturating_duration_since(self.progress_at);
+                if silent >= limit {
+                    let e = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer within rsp_timeout ({} ms)", limit.as_millis()),
+                    );
+                    self.failed(&e, cx);
+                } else {
+                    self.rsp_timer = cx.timer_after(limit - silent, RSP_TIMEOUT).ok();
+                }
+            }
+            (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
+                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";
+                    "cog" => "relp_out", "peer" => &self.address,
+                    "unanswered_records" => self.outbox.records(),
+                    "unanswered_bytes" => self.outbox.buffered());
+                self.end_linger(cx);
+            }
+            (l, Wake::Ready(ev)) if l == self.sock_local() => self.sock_ready(ev, cx),
+            _ => {}
+        }
+    }
+
+    fn job_done(&mut self, _: JobId, result: JobResult, _: &mut Out<Record>, cx: &mut Ctx) {
+        if !matches!(self.state, State::Resolving) {
+            return;
+        }
+        self.state = State::Idle;
+        let looked_up = match result {
+            Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
+                Ok(r) => *r,
+                Err(_) => Err(io::Error::other("unexpected lookup result")),
+            },
+            Err(p) => Err(io::Error::other(p.to_string())),
+        };
+        match looked_up {
+            Ok(addrs) if !addrs.is_empty() => {
+                let addr = addrs[self.next_addr % addrs.len()];
+                self.next_addr = self.next_addr.wrapping_add(1);
+                self.connect(addr, cx);
+            }
+            Ok(_) => self.failed(&io::Error::other("the name has no address"), cx),
+            Err(e) => self.failed(&e, cx),
+        }
+    }
+
+    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
+        cx.linger();
+        self.lingering = true;
+        if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
+            slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => "relp_out", "error" => %e);
+        }
+        self.settle(cx);
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        if self.outbox.records() > 0 {
+            slog::warn!(cx.logger(), "stopped with unanswered records; not acknowledged";
+                "cog" => "relp_out", "records" => self.outbox.records(),
+                "bytes" => self.outbox.buffered());
+        }
+        if self.resent > 0 {
+            slog::info!(cx.logger(), "records sent again after reconnections";
+                "cog" => "relp_out", "resent" => self.resent);
+        }
+        self.close(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_checked_like_tcp_out() {
+        assert!(check_address("127.0.0.1:2514").is_ok());
+        assert!(check_address("relp").is_err());
+    }
+}
