@@ -1,11 +1,14 @@
 //! A collector (deadbeat `tcp_in` → `file_out`) restarted three times during a stream
-//! from `tail` → `tcp_out`: with SIGTERM nothing is lost; with kill -9 what the
-//! collector's kernel held may be, which is measured.
+//! from `tail` → `tcp_out`: with SIGTERM nothing is lost (`tcp_in` reads what its kernel
+//! holds before closing, `tcp_out` sends again what it did not see acknowledged); with
+//! kill -9 what the collector's kernel acknowledged may be lost, which is measured.
+//! Each stop comes once the collector wrote a further quarter of the input and the sender
+//! is connected again; the counts are printed (`--nocapture`).
 
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::stream_out::{Daemon, listener, numbered};
@@ -14,8 +17,9 @@ use crate::engine::TempDir;
 /// Bytes of each line of `numbered`.
 const LINE: usize = 33;
 const RESTARTS: usize = 3;
-/// How long the input takes to be written, whatever its size: the restarts fall inside.
-const STREAM_FOR: Duration = Duration::from_secs(4);
+/// How long the input takes to be written, whatever its size: faster than the collector
+/// writes it, so that a backlog waits in the sender's socket at each restart.
+const STREAM_FOR: Duration = Duration::from_millis(500);
 /// Longest wait for the collector to have everything after the input is complete.
 const CATCH_UP: Duration = Duration::from_secs(60);
 
@@ -29,12 +33,14 @@ fn lines() -> usize {
     }
 }
 
+/// The collector; `fsync = "always"` makes it slower than the sender, so that a backlog
+/// waits in the sender's socket when it stops.
 fn collector(dir: &Path, port: u16) -> Daemon {
     let cfg = dir.join("collector.toml");
     let text = format!(
         "[[train]]\nname = \"collect\"\n[[train.cog]]\ntype = \"tcp_in\"\n\
          listen = \"127.0.0.1:{port}\"\nframing = \"newline\"\n[[train.cog]]\n\
-         type = \"file_out\"\npath = {:?}\n",
+         type = \"file_out\"\npath = {:?}\nfsync = \"always\"\n",
         dir.join("out.log")
     );
     std::fs::write(&cfg, text).unwrap();
@@ -90,12 +96,11 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
     )
     .unwrap();
     let mut sender = Daemon::start(&cfg, false);
-    sender.wait_log("trains started");
+    let mut connected = sender.wait_log_from(0, "INFO connected ");
     // The input grows at a steady pace over STREAM_FOR.
-    let written = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (written, stop, input) = (written.clone(), stop.clone(), input.clone());
+        let (stop, input) = (stop.clone(), input.clone());
         std::thread::spawn(move || {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -108,18 +113,18 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
                 let to = (i + per).min(n);
                 f.write_all(numbered(i, to).as_bytes()).unwrap();
                 i = to;
-                written.store(i, Ordering::Relaxed);
                 std::thread::sleep(STREAM_FOR / steps as u32);
             }
         })
     };
     let started = Instant::now();
+    let out = dir.path().join("out.log");
     for k in 1..=RESTARTS {
-        // Evenly inside the stream, once the input got that far.
-        let at = n * k / (RESTARTS + 1);
-        let deadline = started + STREAM_FOR * 3;
-        while written.load(Ordering::Relaxed) < at {
-            assert!(Instant::now() < deadline, "the input writer stalled");
+        // Evenly inside the stream, once the collector got that far.
+        let at = (n * k / (RESTARTS + 1) * LINE) as u64;
+        let deadline = started + CATCH_UP;
+        while std::fs::metadata(&out).map_or(0, |m| m.len()) < at {
+            assert!(Instant::now() < deadline, "the collector stalled");
             std::thread::sleep(Duration::from_millis(5));
         }
         signal(&c, sig);
@@ -129,11 +134,12 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
             "the collector failed to stop:\n{log}"
         );
         c = collector(dir.path(), port);
+        // The next stop must find the sender connected again.
+        connected = sender.wait_log_from(connected + 1, "INFO connected ");
     }
     writer.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     // Everything written must arrive (the last line last).
-    let out = dir.path().join("out.log");
     let deadline = Instant::now() + CATCH_UP;
     let want = numbered(n - 1, n);
     loop {
@@ -151,6 +157,9 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
     signal(&sender, libc::SIGTERM);
     let (ok, slog) = sender.wait();
     assert!(ok, "{slog}");
+    for l in slog.lines().filter(|l| l.contains("connection lost")) {
+        eprintln!("{l}");
+    }
     signal(&c, libc::SIGTERM);
     let (ok, clog) = c.wait();
     assert!(ok, "{clog}");
