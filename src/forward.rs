@@ -1,22 +1,25 @@
 //! Forwarding drains over connected sockets (`tcp_out`, `unix_out`): a bounded outbox of
 //! rendered records, non-blocking (re)connection with backoff, vectored writes, and
-//! acknowledgement once a record's last byte is in the kernel.
+//! acknowledgement once the peer has a record's bytes.
 //!
-//! **Delivery guarantee.** A record is acknowledged (`event_done`) once every byte of its
-//! frame has been accepted by the kernel (`writev`/`sendmmsg` returned past its end). That
-//! is *not* receipt by the peer: bytes sitting in the local send buffer or the peer's
-//! receive buffer are lost if the peer crashes, resets the connection, or closes it
-//! without reading them. Plain syslog over TCP has no application-level acknowledgement,
-//! so end-to-end at-least-once is impossible without one; what this drain gives is: no
-//! record is dropped while it is buffered here (a full buffer pauses the supplies instead),
-//! records go out in order, and acknowledged records are never sent again.
+//! **Delivery guarantee.** Over a stream socket a record is acknowledged (`event_done`,
+//! which moves the checkpoints of the supplies) only once the peer acknowledged every
+//! byte of its frame: the bytes the socket still holds unacknowledged are read with the
+//! `SIOCOUTQ` ioctl after each round of writes, and every 20 ms while some wait (no event
+//! announces an acknowledgement). For TCP that is the peer's TCP stack; for a Unix stream
+//! socket, the peer process having read them. Until then the record's bytes stay in the
+//! outbox, which `buffer_bytes` bounds (written and unwritten alike). When a connection is
+//! lost, every record not acknowledged is sent again on the next one, whole, in order and
+//! before newer records; so a collector that stops or resets loses nothing that sat in
+//! this side's socket. What a TCP peer's kernel acknowledged but its process never read
+//! (the peer crashed, or closed without reading) is lost: plain syslog over TCP has no
+//! application acknowledgement.
 //!
-//! A record whose frame was only partly written when the connection was lost is sent again
-//! *whole* on the next connection: the peer may see a truncated fragment of that one record
-//! at the end of the old connection (a newline-framed reader sees an unterminated last
-//! line, an octet-counting reader an incomplete frame), followed by the complete record.
-//! So a connection loss can cause at most one partial duplicate and never a complete one.
-//! Datagrams are sent whole or not at all, so there is nothing to resend in that mode.
+//! Records the peer had received but that were not yet seen acknowledged when the
+//! connection broke are sent again: duplicates are possible, at most what was outstanding
+//! (a record only partly received is sent again whole, after its truncated fragment).
+//! Datagrams are acknowledged once sent (the receiving socket holds them whole); there is
+//! nothing to resend in that mode.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
@@ -37,6 +40,7 @@ const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const NOBUFS: Local = 4;
+const ACK_POLL: Local = 5;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
 const SOCK_BASE: Local = 1 << 16;
@@ -44,13 +48,25 @@ const GENERATIONS: u32 = 1 << 16;
 
 /// Records are appended to chunks of about this size; a writev covers many of them.
 const CHUNK: usize = 256 << 10;
+/// Released chunks kept for reuse: as many as a full default TCP send buffer (4 MiB)
+/// holds, the bytes a fast stream keeps waiting for acknowledgement.
+const SPARE_CHUNKS: usize = 16;
 /// Slices per `writev` and messages per `sendmmsg`.
 const MAX_IOV: usize = 64;
 /// How long to wait before trying again after ENOBUFS, which brings no readiness event.
 const NOBUFS_WAIT: Duration = Duration::from_millis(10);
+/// How often the peer's acknowledgements are read while written bytes wait for them (no
+/// event announces them). It bounds how late a record is acknowledged once the peer has it.
+const ACK_POLL_EVERY: Duration = Duration::from_millis(20);
+/// The first poll interval while the supplies are paused or the drain finishes: then only
+/// acknowledgements can free the buffer and restart the flow (or end the shutdown), and a
+/// socket drains its send queue in a few milliseconds, so waiting 20 ms would idle the
+/// stream. The interval doubles up to `ACK_POLL_EVERY` while a poll finds no progress (a
+/// stalled peer costs little).
+const ACK_POLL_PAUSED: Duration = Duration::from_millis(1);
 
 /// The keys shared by every forwarding drain (besides its address key and framing).
-pub const FORWARD_PARAMS: [Param; 8] = [
+pub const FORWARD_PARAMS: [Param; 9] = [
     FORMAT_PARAMS[0],
     FORMAT_PARAMS[1],
     Param::opt(
@@ -68,8 +84,8 @@ pub const FORWARD_PARAMS: [Param; 8] = [
     Param::opt(
         "reconnect_max",
         ParamType::Duration,
-        "30s",
-        "longest reconnection delay",
+        "2s",
+        "longest reconnection delay (after a timeout or a lookup failure)",
     ),
     Param::opt(
         "connect_timeout",
@@ -81,9 +97,15 @@ pub const FORWARD_PARAMS: [Param; 8] = [
         "drain_timeout",
         ParamType::Duration,
         "30s",
-        "at shutdown, how long buffered records may take to go out; the rest is logged as unsent",
+        "at shutdown, how long buffered records may take to go out and be acknowledged by the peer; the rest is logged as unsent",
     ),
     FORMAT_PARAMS[2],
+    Param::opt(
+        "reconnect_refused",
+        ParamType::Duration,
+        "250ms",
+        "delay before trying again when a connection is refused (nothing listens: the collector restarts), without backing off; with jitter",
+    ),
 ];
 
 /// How records are delimited on the wire.
@@ -131,6 +153,8 @@ pub struct ForwardOptions {
     pub reconnect_initial: Duration,
     /// Longest reconnection delay.
     pub reconnect_max: Duration,
+    /// Delay after a refused connection (no backoff).
+    pub reconnect_refused: Duration,
     /// Limit of one connection attempt.
     pub connect_timeout: Duration,
     /// Limit of the final flush at shutdown.
@@ -145,7 +169,8 @@ impl ForwardOptions {
             framing,
             buffer_bytes: p.size_or("buffer_bytes", 8 << 20)?,
             reconnect_initial: p.duration_or("reconnect_initial", Duration::from_millis(100))?,
-            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(30))?,
+            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(2))?,
+            reconnect_refused: p.duration_or("reconnect_refused", Duration::from_millis(250))?,
             connect_timeout: p.duration_or("connect_timeout", Duration::from_secs(5))?,
             drain_timeout: p.duration_or("drain_timeout", Duration::from_secs(30))?,
         };
@@ -157,6 +182,9 @@ impl ForwardOptions {
         }
         if o.reconnect_max < o.reconnect_initial {
             return Err(p.error("reconnect_max", "must be at least reconnect_initial"));
+        }
+        if o.reconnect_refused.is_zero() {
+            return Err(p.error("reconnect_refused", "must be above 0"));
         }
         if o.connect_timeout.is_zero() {
             return Err(p.error("connect_timeout", "must be above 0"));
@@ -179,11 +207,14 @@ pub fn check_address(a: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Rendered frames waiting to be written, in order, with the ids of their records.
+/// Rendered frames waiting to be written or acknowledged, in order, with the ids of their
+/// records.
 ///
-/// Offsets are global byte counts since the start: `acked ≤ sent ≤ pushed`. Bytes before
-/// `acked` belong to acknowledged records and are released; `sent` goes back to `acked`
-/// when a connection is lost, so a partly written frame is sent again whole.
+/// Offsets are global byte counts since the start: `acked ≤ sent ≤ pushed`. `sent` is what
+/// the socket took; `acked` is the end of the last record that the peer acknowledged
+/// ([`Outbox::confirm`]). Bytes before `acked` are released; `sent` goes back to `acked`
+/// when a connection is lost, so every record the peer did not acknowledge is sent again,
+/// whole and in order.
 #[derive(Debug, Default)]
 pub struct Outbox {
     chunks: VecDeque<Vec<u8>>,
@@ -194,7 +225,8 @@ pub struct Outbox {
     pushed: u64,
     sent: u64,
     acked: u64,
-    spare: Option<Vec<u8>>,
+    /// Released chunks kept for reuse, at most [`SPARE_CHUNKS`].
+    spare: Vec<Vec<u8>>,
 }
 
 impl Outbox {
@@ -204,7 +236,7 @@ impl Outbox {
         if full {
             let c = self
                 .spare
-                .take()
+                .pop()
                 .unwrap_or_else(|| Vec::with_capacity(CHUNK));
             self.chunks.push_back(c);
         }
@@ -216,7 +248,7 @@ impl Outbox {
         self.recs.push_back((id, self.pushed));
     }
 
-    /// Bytes of records not yet acknowledged.
+    /// Bytes of records not yet acknowledged (written or not).
     pub fn buffered(&self) -> usize {
         (self.pushed - self.acked) as usize
     }
@@ -229,6 +261,16 @@ impl Outbox {
     /// Whether bytes are waiting to be written.
     pub fn has_unsent(&self) -> bool {
         self.sent < self.pushed
+    }
+
+    /// Whether written bytes wait for the peer's acknowledgement.
+    pub fn has_unconfirmed(&self) -> bool {
+        self.sent > self.acked
+    }
+
+    /// Global offset just past the last byte written.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Fills `iov` with the unsent bytes, oldest first, at most `MAX_IOV` (64) slices.
@@ -266,11 +308,25 @@ impl Outbox {
         None
     }
 
-    /// `n` more bytes were written; acknowledges every record now complete.
-    pub fn advance(&mut self, n: usize, cx: &mut Ctx) {
+    /// `n` more bytes were written and, at once, acknowledged (a datagram, or records a
+    /// protocol answered): acknowledges the records they complete.
+    pub fn advance_acknowledged(&mut self, n: usize, cx: &mut Ctx) {
+        self.advance(n);
+        self.confirm(self.sent, cx);
+    }
+
+    /// `n` more bytes were written.
+    pub fn advance(&mut self, n: usize) {
         self.sent = (self.sent + n as u64).min(self.pushed);
+    }
+
+    /// The peer acknowledged every byte before global offset `upto`: acknowledges the
+    /// records that end there or earlier and releases their bytes. Offsets at or below
+    /// what is already acknowledged change nothing.
+    pub fn confirm(&mut self, upto: u64, cx: &mut Ctx) {
+        let upto = upto.min(self.sent);
         while let Some(&(id, end)) = self.recs.front() {
-            if end > self.sent {
+            if end > upto {
                 break;
             }
             self.recs.pop_front();
@@ -284,22 +340,30 @@ impl Outbox {
             }
             self.base = end;
             if let Some(mut c) = self.chunks.pop_front() {
-                // One spare avoids an allocation per chunk in a steady stream; an oversized
+                // Chunks are released in runs, as acknowledgements come: reusing them spares
+                // an allocation and fresh pages per chunk in a steady stream. An oversized
                 // one (a huge record) is not worth keeping.
-                if self.spare.is_none() && c.capacity() <= 2 * CHUNK {
+                if self.spare.len() < SPARE_CHUNKS && c.capacity() <= 2 * CHUNK {
                     c.clear();
-                    self.spare = Some(c);
+                    self.spare.push(c);
                 }
             }
         }
     }
 
-    /// The connection is gone: the partly written frame, if any, goes out again whole.
-    /// Returns whether there was one.
-    pub fn rewind(&mut self) -> bool {
-        let partial = self.sent > self.acked;
+    /// The connection is gone: every record written but not acknowledged goes out again,
+    /// whole. Returns how many records and bytes that is.
+    pub fn rewind(&mut self) -> (usize, u64) {
+        let sent = self.sent;
+        let whole = self.recs.partition_point(|r| r.1 <= sent);
+        let start = whole
+            .checked_sub(1)
+            .and_then(|i| self.recs.get(i))
+            .map_or(self.acked, |r| r.1);
+        let partial = usize::from(whole < self.recs.len() && sent > start);
+        let bytes = sent - self.acked;
         self.sent = self.acked;
-        partial
+        (whole + partial, bytes)
     }
 }
 
@@ -330,6 +394,11 @@ impl Backoff {
     pub(crate) fn next(&mut self) -> Duration {
         let d = self.current;
         self.current = (d * 2).min(self.max);
+        self.jitter(d)
+    }
+
+    /// A delay drawn from [d/2, d].
+    pub(crate) fn jitter(&mut self, d: Duration) -> Duration {
         // xorshift64: jitter needs no cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -346,6 +415,19 @@ impl Backoff {
 
     pub(crate) fn reset(&mut self) {
         self.current = self.initial;
+    }
+}
+
+/// Whether a connection attempt failed because nothing listens at the address (the port
+/// refuses, or the Unix socket is absent or refuses), rather than timed out or could not
+/// be routed.
+pub(crate) fn is_refusal(e: &io::Error, target: &Target) -> bool {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => true,
+        io::ErrorKind::NotFound => {
+            matches!(target, Target::UnixStream(_) | Target::UnixDatagram(_))
+        }
+        _ => false,
     }
 }
 
@@ -411,6 +493,67 @@ impl Conn {
         }
     }
 
+    /// Bytes written to a stream socket that the peer has not acknowledged yet (`SIOCOUTQ`):
+    /// for TCP, those its stack has not acknowledged; for a Unix stream socket, the
+    /// kernel memory of the messages the peer has not read, which counts at least their
+    /// bytes, so the estimate errs on the side of sending again.
+    fn unacked(&self) -> io::Result<u64> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ, same value) writes one c_int to the pointer.
+        let rc = unsafe { libc::ioctl(self.fd(), libc::TIOCOUTQ, &mut n) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// For a Unix stream socket, fails once the peer has closed. A peer that closes
+    /// discards the messages it did not read, which frees their memory on this side: a
+    /// `SIOCOUTQ` read around that moment would count them as read. The peer marks this
+    /// socket shut down before it discards them, so a reading followed by this check
+    /// without an error was taken while the connection stood.
+    fn check_peer(&self) -> io::Result<()> {
+        let Conn::Unix(_) = self else {
+            return Ok(());
+        };
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call; a zero timeout does not block.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the peer closed the connection",
+            ));
+        }
+        Ok(())
+    }
+
+    /// For a Unix stream socket, whether the peer has closed after reading everything: a
+    /// peer that closes with messages unread sets `ECONNRESET` on this socket before it
+    /// marks it shut down, so a full shutdown without that error means nothing was left.
+    /// The caller knows that no earlier read or `SO_ERROR` took that error (it would have
+    /// been the reason of the failure).
+    fn peer_read_all(&self) -> bool {
+        let Conn::Unix(s) = self else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, alive for the call; a zero timeout does not block.
+        let rc = unsafe { libc::poll(&mut p, 1, 0) };
+        rc == 1 && p.revents & libc::POLLHUP != 0 && matches!(s.take_error(), Ok(None))
+    }
+
     /// Reads and discards what the peer sent; `Ok(true)` once it has closed.
     fn drain_input(&mut self, buf: &mut [u8]) -> io::Result<bool> {
         loop {
@@ -453,6 +596,9 @@ pub struct Forward {
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
     nobufs_timer: Option<TimerId>,
+    ack_timer: Option<TimerId>,
+    /// The next [`ACK_POLL`] interval while the supplies are paused or the drain finishes.
+    ack_poll: Duration,
     paused: bool,
     lingering: bool,
     /// Failed attempts since the last connection; only the first of an outage is a warning.
@@ -477,6 +623,8 @@ impl Forward {
             retry_timer: None,
             connect_timer: None,
             nobufs_timer: None,
+            ack_timer: None,
+            ack_poll: ACK_POLL_PAUSED,
             paused: false,
             lingering: false,
             failures: 0,
@@ -579,19 +727,50 @@ impl Forward {
         if let Some(t) = self.nobufs_timer.take() {
             cx.cancel_timer(t);
         }
+        if let Some(t) = self.ack_timer.take() {
+            cx.cancel_timer(t);
+        }
         let was_up = matches!(self.state, State::Connected(_));
-        if let State::Connecting(mut c) | State::Connected(mut c) =
-            std::mem::replace(&mut self.state, State::Idle)
-        {
-            let _ = cx.deregister(c.source());
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Connected(mut c) => {
+                // What the peer acknowledged since the last check is not sent again.
+                match c {
+                    // TCP keeps the acknowledged sequence after a reset.
+                    Conn::Tcp(_) => {
+                        if let Ok(q) = c.unacked() {
+                            self.outbox
+                                .confirm(self.outbox.sent().saturating_sub(q), cx);
+                        }
+                    }
+                    Conn::Unix(_) => {
+                        if e.raw_os_error() != Some(libc::ECONNRESET) && c.peer_read_all() {
+                            self.outbox.confirm(self.outbox.sent(), cx);
+                        }
+                    }
+                    Conn::Dgram(_) => {}
+                }
+                let _ = cx.deregister(c.source());
+            }
+            State::Connecting(mut c) => {
+                let _ = cx.deregister(c.source());
+            }
+            State::Idle | State::Resolving => {}
         }
         self.writable = false;
-        let partial = self.outbox.rewind();
-        let delay = self.backoff.next();
+        let (resend_records, resend_bytes) = self.outbox.rewind();
+        // A refusal comes back at once and costs the peer nothing: it is what a collector
+        // that restarts answers until it listens again, so it is tried again at a short
+        // fixed interval and the backoff (meant for timeouts) does not grow.
+        let refused = !was_up && is_refusal(e, &self.target);
+        let delay = if refused {
+            self.backoff.jitter(self.opts.reconnect_refused)
+        } else {
+            self.backoff.next()
+        };
         if was_up {
             slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
                 "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "resending_partial_record" => partial,
+                "resending_records" => resend_records, "resending_bytes" => resend_bytes,
                 "buffered_records" => self.outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
         } else if self.failures == 0 {
             slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
@@ -618,16 +797,61 @@ impl Forward {
         if self.writable && self.outbox.has_unsent() {
             let r = match self.opts.framing {
                 Framing::Datagram => self.send_datagrams(out, cx),
-                _ => self.write_stream(cx),
+                _ => self.write_stream().and_then(|()| self.check_acks(cx)),
             };
             if let Err(e) = r {
                 self.failed(&e, cx);
             }
         }
         self.settle(cx);
+        self.watch_acks(cx);
     }
 
-    fn write_stream(&mut self, cx: &mut Ctx) -> io::Result<()> {
+    /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
+    /// call, made after each round of writes and by the [`ACK_POLL`] timer.
+    fn check_acks(&mut self, cx: &mut Ctx) -> io::Result<()> {
+        let State::Connected(conn) = &self.state else {
+            return Ok(());
+        };
+        if !self.outbox.has_unconfirmed() {
+            return Ok(());
+        }
+        let q = conn.unacked()?;
+        conn.check_peer()?;
+        self.outbox
+            .confirm(self.outbox.sent().saturating_sub(q), cx);
+        Ok(())
+    }
+
+    /// The flow now waits on acknowledgements only: polls them at the paused pace.
+    fn hurry_acks(&mut self, cx: &mut Ctx) {
+        self.ack_poll = ACK_POLL_PAUSED;
+        if let Some(t) = self.ack_timer.take() {
+            cx.cancel_timer(t);
+        }
+        self.watch_acks(cx);
+    }
+
+    /// Keeps the [`ACK_POLL`] timer set while written bytes wait for the peer's
+    /// acknowledgement, and only then.
+    fn watch_acks(&mut self, cx: &mut Ctx) {
+        let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
+        if waiting && self.ack_timer.is_none() {
+            let every = if self.paused || self.lingering {
+                self.ack_poll
+            } else {
+                ACK_POLL_EVERY
+            };
+            match cx.timer_after(every, ACK_POLL) {
+                Ok(t) => self.ack_timer = Some(t),
+                Err(e) => {
+                    slog::error!(cx.logger(), "cannot set the acknowledgement timer"; "cog" => self.name, "error" => %e)
+                }
+            }
+        }
+    }
+
+    fn write_stream(&mut self) -> io::Result<()> {
         let State::Connected(conn) = &mut self.state else {
             return Ok(());
         };
@@ -650,7 +874,7 @@ impl Forward {
             drop(iov);
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.outbox.advance(n, cx),
+                Ok(n) => self.outbox.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;
                     return Ok(());
@@ -689,8 +913,9 @@ impl Forward {
                 libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
             };
             if rc >= 0 {
+                // A datagram is whole at the receiving socket once sent: nothing follows.
                 let sent: usize = lens[..rc as usize].iter().sum();
-                self.outbox.advance(sent, cx);
+                self.outbox.advance_acknowledged(sent, cx);
                 continue;
             }
             let e = io::Error::last_os_error();
@@ -715,7 +940,7 @@ impl Forward {
                         "cog" => self.name, "event" => id, "bytes" => lens[0]);
                     out.count_errors(1);
                     out.count_dropped(1);
-                    self.outbox.advance(lens[0], cx);
+                    self.outbox.advance_acknowledged(lens[0], cx);
                 }
                 _ => return Err(e),
             }
@@ -728,6 +953,7 @@ impl Forward {
         let b = self.outbox.buffered();
         if !self.paused && b >= self.opts.buffer_bytes {
             self.paused = true;
+            self.hurry_acks(cx);
             slog::debug!(cx.logger(), "buffer full: pausing supplies"; "cog" => self.name, "bytes" => b);
             cx.pause_supplies();
         } else if self.paused && b <= self.opts.buffer_bytes / 2 {
@@ -752,6 +978,7 @@ impl Forward {
             self.retry_timer.take(),
             self.connect_timer.take(),
             self.nobufs_timer.take(),
+            self.ack_timer.take(),
         ]
         .into_iter()
         .flatten()
@@ -829,13 +1056,26 @@ impl Cog<Record> for Forward {
                     self.failed(&e, cx);
                 }
             }
+            (ACK_POLL, Wake::Timer(t)) if self.ack_timer == Some(t) => {
+                self.ack_timer = None;
+                let before = self.outbox.buffered();
+                if let Err(e) = self.check_acks(cx) {
+                    self.failed(&e, cx);
+                }
+                self.ack_poll = if self.outbox.buffered() < before {
+                    ACK_POLL_PAUSED
+                } else {
+                    (self.ack_poll * 2).min(ACK_POLL_EVERY)
+                };
+                self.flush(out, cx);
+            }
             (NOBUFS, Wake::Timer(t)) if self.nobufs_timer == Some(t) => {
                 self.nobufs_timer = None;
                 self.writable = matches!(self.state, State::Connected(_));
                 self.flush(out, cx);
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
-                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent";
+                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
                     "cog" => self.name, "peer" => %self.target,
                     "unsent_records" => self.outbox.records(),
                     "unsent_bytes" => self.outbox.buffered());
@@ -883,6 +1123,7 @@ impl Cog<Record> for Forward {
         }
         cx.linger();
         self.lingering = true;
+        self.hurry_acks(cx);
         if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => self.name, "error" => %e);
         }
@@ -928,6 +1169,27 @@ mod tests {
     }
 
     #[test]
+    fn rewind_resends_every_record_written_since_the_last_acknowledgement() {
+        let mut o = Outbox::default();
+        for id in 1..=4 {
+            o.push_with(id, |b| b.extend_from_slice(b"abcd\n"));
+        }
+        // Two whole records and part of a third written, none acknowledged.
+        o.advance(12);
+        assert!(o.has_unconfirmed());
+        assert_eq!(o.rewind(), (3, 12));
+        assert_eq!(o.sent(), 0);
+        assert!(!o.has_unconfirmed());
+        assert_eq!(o.buffered(), 20);
+        // Exactly at a record's end: no partial one.
+        o.advance(10);
+        assert_eq!(o.rewind(), (2, 10));
+        o.advance(20);
+        assert_eq!(o.rewind(), (4, 20));
+        assert_eq!(o.rewind(), (0, 0));
+    }
+
+    #[test]
     fn backoff_doubles_with_jitter_up_to_max() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(700));
         let mut top = Duration::from_millis(100);
@@ -942,6 +1204,24 @@ mod tests {
         }
         b.reset();
         assert!(b.next() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn refusals_are_told_from_other_failures() {
+        let tcp = Target::Tcp("127.0.0.1:1".into());
+        let unix = Target::UnixStream("/nonexistent".into());
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let absent = io::Error::from_raw_os_error(libc::ENOENT);
+        let timeout = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        let unreachable = io::Error::from_raw_os_error(libc::EHOSTUNREACH);
+        assert!(is_refusal(&refused, &tcp) && is_refusal(&refused, &unix));
+        assert!(is_refusal(&absent, &unix) && !is_refusal(&absent, &tcp));
+        assert!(!is_refusal(&timeout, &tcp) && !is_refusal(&unreachable, &tcp));
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        for _ in 0..20 {
+            let d = b.jitter(Duration::from_millis(250));
+            assert!(d >= Duration::from_millis(125) && d <= Duration::from_millis(250));
+        }
     }
 
     #[test]

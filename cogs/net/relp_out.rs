@@ -9,7 +9,9 @@ use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, write_frame};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::forward::{Backoff, FORWARD_PARAMS, ForwardOptions, Framing, Outbox, check_address};
+use crate::forward::{
+    Backoff, FORWARD_PARAMS, ForwardOptions, Framing, Outbox, Target, check_address, is_refusal,
+};
 use crate::prelude::*;
 use crate::record::Record;
 
@@ -33,8 +35,8 @@ const MAX_RSP: usize = 64 << 10;
 /// the server sends `serverclose`, or answers anything but 200), every unanswered record is
 /// sent again, in order and with new transaction numbers, once the session is open again;
 /// the server may so see the window's records twice, never fewer. Reconnection backs off
-/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter, as `tcp_out`
-/// does, and while the server is away records wait in `buffer_bytes` (a full buffer pauses
+/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter (a refused
+/// connection is tried again every `reconnect_refused`), as `tcp_out` does, and while the server is away records wait in `buffer_bytes` (a full buffer pauses
 /// the supplies). Each record is rendered by `format` (raw: the `message` field).
 ///
 /// A server that stays connected but answers nothing for `rsp_timeout` while commands
@@ -55,7 +57,8 @@ const MAX_RSP: usize = 64 << 10;
 /// format = "raw"                 # raw | json | template
 /// buffer_bytes = "8MiB"
 /// reconnect_initial = "100ms"
-/// reconnect_max = "30s"
+/// reconnect_max = "2s"
+/// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// ```
@@ -68,7 +71,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 11] = [
+const PARAMS: [Param; 12] = [
     Param::req(
         "address",
         ParamType::Str,
@@ -94,6 +97,7 @@ const PARAMS: [Param; 11] = [
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
     FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
@@ -273,7 +277,12 @@ impl RelpOut {
         let unanswered = self.inflight.len();
         self.lost_inflight = self.lost_inflight.max(unanswered as u64);
         self.inflight.clear();
-        let delay = self.backoff.next();
+        // A refusal (the server restarting) is retried at a fixed short interval, as tcp_out does.
+        let delay = if !was_up && is_refusal(e, &Target::Tcp(String::new())) {
+            self.backoff.jitter(self.opts.reconnect_refused)
+        } else {
+            self.backoff.next()
+        };
         if was_up {
             slog::warn!(cx.logger(), "RELP session lost; resending the unanswered records after reconnecting";
                 "cog" => "relp_out", "peer" => &self.address, "error" => %e,
@@ -385,7 +394,7 @@ impl RelpOut {
         }
         if n > 0 {
             self.progress_at = cx.now();
-            self.outbox.advance(bytes, cx);
+            self.outbox.advance_acknowledged(bytes, cx);
         }
         r
     }

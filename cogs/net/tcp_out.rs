@@ -12,20 +12,34 @@ use crate::record::Record;
 /// `connect_timeout`); a host name is resolved on a worker thread at every (re)connection,
 /// so a changed DNS record is picked up, and the addresses are tried in turn. When the
 /// peer is down or slow, records wait in a buffer of `buffer_bytes`; a full buffer pauses
-/// the supplies (no record is dropped) until it is back below half. Reconnection backs off
-/// exponentially from `reconnect_initial` to `reconnect_max`, with jitter. Batches are
-/// written with one `writev` per readiness.
+/// the supplies (no record is dropped) until it is back below half. A refused connection
+/// (the collector's host answers but nothing listens yet: it is restarting) is tried again
+/// every `reconnect_refused`, without backing off, so the stream resumes within that
+/// delay of the collector listening again; other failures (timeouts, unreachable hosts,
+/// failed lookups) back off exponentially from `reconnect_initial` to `reconnect_max`
+/// (2 s by default: a collector back from any outage is reached within about 2 s plus a
+/// connection attempt, at the cost of one attempt per 2 s while it is away), with
+/// jitter. Batches are written with one `writev` per readiness.
 ///
-/// **Guarantee.** A record is acknowledged once its whole frame is in the kernel's send
-/// buffer, which is not receipt by the peer: what is in flight when the peer crashes or
-/// resets is lost (syslog over TCP has no application acknowledgement). Records are sent
-/// in order and an acknowledged record is never sent again; a record only partly written
-/// when the connection drops is sent again whole on the next connection (the peer may see
-/// one truncated fragment of it, never a complete duplicate).
+/// **Guarantee.** A record counts as delivered (it is acknowledged, and the checkpoint of
+/// a `tail` or `spool` before it moves past it) only once the peer's TCP stack has
+/// acknowledged every byte of it: the drain reads what its socket still holds
+/// unacknowledged (`SIOCOUTQ`) after each round of writes and every 20 ms while some
+/// bytes wait. When the connection is lost (the collector stops, resets or dies), every
+/// record not acknowledged is sent again on the next connection, whole, in order, before
+/// newer ones: the megabytes a socket's send queue holds are not lost. Duplicates are
+/// possible (what the peer had received but not yet acknowledged when the connection
+/// broke; a record cut by the loss arrives as a truncated fragment, then whole). What
+/// the collector's kernel acknowledged but its process never read (a crash, or a close
+/// without reading) is lost: syslog over TCP has no application acknowledgement, so only
+/// a collector that reads what it holds before closing (deadbeat's `tcp_in` on a
+/// graceful stop) closes that gap. The bytes awaiting acknowledgement count in
+/// `buffer_bytes`.
 ///
-/// At shutdown the drain keeps sending (and reconnecting) for up to `drain_timeout`; what
-/// is left then is logged as unsent (count and bytes) and not acknowledged, so a supply
-/// with a checkpoint reads it again on the next run.
+/// At shutdown the drain keeps sending (and reconnecting) until the peer acknowledged
+/// everything, for up to `drain_timeout`; what is left then is logged as unsent (count
+/// and bytes) and not acknowledged, so a supply with a checkpoint reads it again on the
+/// next run.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -35,7 +49,8 @@ use crate::record::Record;
 /// format = "raw"                 # raw | json | template
 /// buffer_bytes = "8MiB"
 /// reconnect_initial = "100ms"
-/// reconnect_max = "30s"
+/// reconnect_max = "2s"
+/// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// ```
@@ -48,7 +63,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 10] = [
+const PARAMS: [Param; 11] = [
     Param::req(
         "address",
         ParamType::Str,
@@ -68,6 +83,7 @@ const PARAMS: [Param; 10] = [
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
     FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

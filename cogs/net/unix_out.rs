@@ -10,10 +10,14 @@ use crate::record::Record;
 /// record per datagram, without a newline (as `/dev/log` expects).
 ///
 /// Buffering, backpressure, reconnection, the shutdown deadline and the delivery
-/// guarantee are those of `tcp_out`: a record is acknowledged once the kernel accepted it
-/// (for a datagram: it is queued at the receiving socket), never sent twice whole, in
-/// order. A full receiver (EAGAIN) waits for writability, ENOBUFS is retried after 10 ms,
-/// a refused or vanished socket is reconnected with backoff. A record larger than the
+/// guarantee are those of `tcp_out`. In stream mode a record is acknowledged only once
+/// the peer process has read it (the socket's unread bytes, `SIOCOUTQ`, are checked after
+/// writes and every 20 ms while some wait); records not read when the connection is lost
+/// are sent again on the next one, in order, so a collector that closes without reading
+/// loses nothing (duplicates are possible). In datagram mode a record is acknowledged
+/// once it is queued at the receiving socket. A full receiver (EAGAIN) waits for writability, ENOBUFS is retried after 10 ms,
+/// a refused or absent socket is tried again every `reconnect_refused` (the collector is
+/// restarting), other failures with backoff. A record larger than the
 /// socket's largest datagram (EMSGSIZE) can never be sent: it is logged with its event id,
 /// counted as an error and dropped (acknowledged). Datagrams go out in batches with
 /// `sendmmsg`.
@@ -25,6 +29,7 @@ use crate::record::Record;
 /// mode = "datagram"              # stream | datagram
 /// framing = "newline"            # stream only: newline | octet_counting
 /// buffer_bytes = "8MiB"
+/// reconnect_refused = "250ms"
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "unix_out",
@@ -35,7 +40,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-const PARAMS: [Param; 11] = [
+const PARAMS: [Param; 12] = [
     Param::req("path", ParamType::Path, "the socket to connect to"),
     Param::opt(
         "mode",
@@ -57,6 +62,7 @@ const PARAMS: [Param; 11] = [
     FORWARD_PARAMS[5],
     FORWARD_PARAMS[6],
     FORWARD_PARAMS[7],
+    FORWARD_PARAMS[8],
 ];
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

@@ -1,5 +1,7 @@
 //! Network cogs against real clients and servers on 127.0.0.1 and Unix sockets.
 
+mod collector_restart;
+mod peer_ack;
 mod relp;
 mod stream_in;
 mod stream_out;

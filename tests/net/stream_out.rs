@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use crate::engine::TempDir;
 
-const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
+pub(super) const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 /// Longest any condition is waited for; a healthy run takes milliseconds.
-const PATIENCE: Duration = Duration::from_secs(15);
+pub(super) const PATIENCE: Duration = Duration::from_secs(15);
 
-fn numbered(from: usize, to: usize) -> String {
+pub(super) fn numbered(from: usize, to: usize) -> String {
     let mut s = String::new();
     for i in from..to {
         s.push_str(&format!("line {i:07} the quick brown fox\n"));
@@ -23,7 +23,7 @@ fn numbered(from: usize, to: usize) -> String {
     s
 }
 
-fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
+pub(super) fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
     let p = dir.join("deadbeat.toml");
     let text =
         format!("[[train]]\nname = \"fwd\"\n[[train.cog]]\n{supply}\n[[train.cog]]\n{drain}\n");
@@ -31,21 +31,21 @@ fn config(dir: &Path, supply: &str, drain: &str) -> PathBuf {
     p
 }
 
-fn file_in(dir: &Path, text: &str) -> String {
+pub(super) fn file_in(dir: &Path, text: &str) -> String {
     let p = dir.join("in.log");
     std::fs::write(&p, text).unwrap();
     format!("type = \"file_in\"\npaths = [{:?}]", p.to_str().unwrap())
 }
 
 /// The daemon with its stderr lines forwarded to a channel, so tests wait on log events.
-struct Daemon {
-    child: Child,
+pub(super) struct Daemon {
+    pub(super) child: Child,
     log: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    pub(super) seen: Vec<String>,
 }
 
 impl Daemon {
-    fn start(config: &Path, stdin: bool) -> Daemon {
+    pub(super) fn start(config: &Path, stdin: bool) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["run", config.to_str().unwrap()])
             .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -70,13 +70,13 @@ impl Daemon {
     }
 
     /// Waits for a log line containing `what`.
-    fn wait_log(&mut self, what: &str) {
+    pub(super) fn wait_log(&mut self, what: &str) {
         self.wait_log_from(0, what);
     }
 
     /// Waits for a log line containing `what`, from the `from`-th line of the log on;
     /// returns its index in `seen`.
-    fn wait_log_from(&mut self, from: usize, what: &str) -> usize {
+    pub(super) fn wait_log_from(&mut self, from: usize, what: &str) -> usize {
         if let Some(i) = self.seen.iter().skip(from).position(|l| l.contains(what)) {
             return from + i;
         }
@@ -97,22 +97,22 @@ impl Daemon {
     }
 
     /// Whether the daemon is still running.
-    fn running(&mut self) -> bool {
+    pub(super) fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
-    fn write_stdin(&mut self, text: &str) {
+    pub(super) fn write_stdin(&mut self, text: &str) {
         let mut w = self.child.stdin.take().unwrap();
         w.write_all(text.as_bytes()).unwrap();
         self.child.stdin = Some(w);
     }
 
-    fn close_stdin(&mut self) {
+    pub(super) fn close_stdin(&mut self) {
         self.child.stdin = None;
     }
 
     /// Waits for the exit; returns success and every log line.
-    fn wait(mut self) -> (bool, String) {
+    pub(super) fn wait(mut self) -> (bool, String) {
         let deadline = Instant::now() + PATIENCE;
         let st = loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -130,7 +130,7 @@ impl Daemon {
         (st.success(), self.seen.join("\n"))
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub(super) fn rss_kib(&self) -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -146,7 +146,7 @@ impl Drop for Daemon {
     }
 }
 
-fn listener() -> (TcpListener, u16) {
+pub(super) fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     (l, port)
@@ -154,7 +154,7 @@ fn listener() -> (TcpListener, u16) {
 
 /// Waits until `fd` is readable (a listener: a connection is pending), failing after
 /// PATIENCE.
-fn wait_readable(fd: impl AsFd, what: &str) {
+pub(super) fn wait_readable(fd: impl AsFd, what: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -178,7 +178,7 @@ fn wait_readable(fd: impl AsFd, what: &str) {
 }
 
 /// The next connection to `l`, within PATIENCE.
-fn accept(l: &TcpListener) -> TcpStream {
+pub(super) fn accept(l: &TcpListener) -> TcpStream {
     wait_readable(l, "connection");
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -186,7 +186,7 @@ fn accept(l: &TcpListener) -> TcpStream {
 }
 
 /// The next connection to `l`, within PATIENCE.
-fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
+pub(super) fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
     wait_readable(l, "connection");
     let (s, _) = l.accept().unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -198,10 +198,10 @@ fn accept_unix(l: &UnixListener) -> std::os::unix::net::UnixStream {
 /// meanwhile (another test's listener, or the daemon's own connecting socket choosing it as
 /// its source port: a TCP self-connection). [`DownPort::listen`] brings the collector back
 /// on the same port.
-struct DownPort(OwnedFd);
+pub(super) struct DownPort(OwnedFd);
 
 impl DownPort {
-    fn bind(port: u16) -> DownPort {
+    pub(super) fn bind(port: u16) -> DownPort {
         let err = |what: &str| panic!("{what} 127.0.0.1:{port}: {}", io::Error::last_os_error());
         // SAFETY: socket(2) returns a new descriptor (or -1), owned here from now on.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
@@ -248,7 +248,7 @@ impl DownPort {
     }
 
     /// The collector is back: listening on the same port.
-    fn listen(self) -> TcpListener {
+    pub(super) fn listen(self) -> TcpListener {
         // SAFETY: listen(2) on a bound socket this value owns.
         if unsafe { libc::listen(self.0.as_raw_fd(), 128) } != 0 {
             panic!("listen: {}", io::Error::last_os_error());
@@ -273,7 +273,7 @@ fn collector_down() -> Duration {
 }
 
 /// The value of `key=` in a log line.
-fn log_value(line: &str, key: &str) -> u64 {
+pub(super) fn log_value(line: &str, key: &str) -> u64 {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
@@ -282,7 +282,7 @@ fn log_value(line: &str, key: &str) -> u64 {
 
 /// Asserts that `got` holds the lines of `numbered(0, n)`, each once and in order; on a
 /// mismatch names the first line that differs instead of printing both texts.
-fn assert_numbered(got: &str, n: usize) {
+pub(super) fn assert_numbered(got: &str, n: usize) {
     let want = numbered(0, n);
     if got == want {
         return;
@@ -308,7 +308,7 @@ fn assert_numbered(got: &str, n: usize) {
 
 /// Reads complete lines until `n` have arrived (no read past the last one is requested,
 /// so closing afterwards loses nothing the daemon sent).
-fn read_lines(r: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
+pub(super) fn read_lines(r: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     let mut line = String::new();
     while out.len() < n {
@@ -333,7 +333,7 @@ fn parse_octet_counted(mut b: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-const FAST_RETRY: &str = "reconnect_initial = \"20ms\"\nreconnect_max = \"200ms\"";
+pub(super) const FAST_RETRY: &str = "reconnect_initial = \"20ms\"\nreconnect_max = \"200ms\"";
 
 #[test]
 fn tcp_out_sends_everything_in_order_once() {
@@ -386,10 +386,9 @@ fn tcp_out_octet_counting_frames_parse_back() {
 /// The downstream collector goes away mid-stream for 10 s and comes back on the same port:
 /// every record arrives once, in order. The input keeps flowing during the outage, so
 /// records queue in the drain's buffer while it retries (refused) connections, at most
-/// every `reconnect_max` = 200 ms, which also bounds how long the reconnection takes once
-/// the collector is back. The collector closes only after reading all that was sent, so
-/// nothing is in flight at the loss: the allowed duplicates (one truncated fragment per
-/// loss, never a whole record) are then zero, which is asserted.
+/// every `reconnect_refused` = 250 ms, which also bounds how long the reconnection takes
+/// once the collector is back. The collector closes only after reading all that was sent,
+/// and the drain sees that it was read: nothing is sent twice, which is asserted.
 ///
 /// `DEADBEAT_COLLECTOR_DOWN_SECS` sets the outage (seconds, default 10; the test takes
 /// about that long plus half a second).
@@ -435,7 +434,7 @@ fn tcp_out_survives_a_collector_restart() {
         std::thread::sleep(STEP.min(left));
     }
     d.wait_log_from(lost, "cannot connect");
-    // Back on the same port: the next attempt (within reconnect_max) connects.
+    // Back on the same port: the next attempt (within reconnect_refused) connects.
     let l = down.listen();
     let back = Instant::now();
     let s = accept(&l);
@@ -474,7 +473,77 @@ fn tcp_out_survives_a_collector_restart() {
     );
     assert!(
         reconnect < Duration::from_secs(5),
-        "reconnected {reconnect:?} after the collector was back (reconnect_max is 200 ms)"
+        "reconnected {reconnect:?} after the collector was back (reconnect_refused is 250 ms)"
+    );
+}
+
+/// How long the collector stays down in `tcp_out_reconnects_quickly_after_an_outage`: 5 s,
+/// or `DEADBEAT_OUTAGE_SECS` (seconds, fractions allowed; 30 is the outage).
+fn outage() -> Duration {
+    match std::env::var("DEADBEAT_OUTAGE_SECS") {
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or_else(|| panic!("DEADBEAT_OUTAGE_SECS={v:?}: not a number of seconds")),
+        Err(_) => Duration::from_secs(5),
+    }
+}
+
+/// With the default reconnection settings, a collector that was down (its port refusing
+/// connections) and comes back gets the first buffered line within 2 s: refused attempts
+/// are retried at a short fixed interval instead of backing off.
+#[test]
+fn tcp_out_reconnects_quickly_after_an_outage() {
+    let down_for = outage();
+    let dir = TempDir::new("tcp-out-outage");
+    let (l, port) = listener();
+    let cfg = config(
+        dir.path(),
+        "type = \"stdin\"",
+        &format!("type = \"tcp_out\"\naddress = \"127.0.0.1:{port}\""),
+    );
+    let mut d = Daemon::start(&cfg, true);
+    let mut first = BufReader::new(accept(&l));
+    d.write_stdin(&numbered(0, 10));
+    let mut got = read_lines(&mut first, 10).concat();
+    drop(l);
+    let down = DownPort::bind(port);
+    drop(first);
+    let lost = d.wait_log_from(0, "connection lost");
+    let went_down = Instant::now();
+    d.write_stdin(&numbered(10, 20));
+    std::thread::sleep(down_for.saturating_sub(went_down.elapsed()));
+    let l = down.listen();
+    let back = Instant::now();
+    let mut s = BufReader::new(accept(&l));
+    let mut line = String::new();
+    s.read_line(&mut line).unwrap();
+    let first_line = back.elapsed();
+    got.push_str(&line);
+    let at = d.wait_log_from(lost, "INFO connected ");
+    let attempts = log_value(&d.seen[at], "failed_attempts");
+    d.close_stdin();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).unwrap();
+    got.push_str(&rest);
+    let (ok, log) = d.wait();
+    eprintln!(
+        "collector down {:.1} s: {attempts} refused attempts; first line {} ms after it was back",
+        down_for.as_secs_f64(),
+        first_line.as_millis()
+    );
+    assert!(ok, "{log}");
+    assert_numbered(&got, 20);
+    assert!(
+        first_line < Duration::from_secs(2),
+        "first line {first_line:?} after the collector was back"
+    );
+    // Refusals are retried at least every 500 ms.
+    let min_attempts = (down_for.as_secs_f64() * 2.0) as u64;
+    assert!(
+        attempts >= min_attempts,
+        "{attempts} attempts in {down_for:?}, expected at least {min_attempts}"
     );
 }
 
