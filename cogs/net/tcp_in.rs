@@ -49,6 +49,11 @@ fn trim_heap() {
     }
 }
 
+/// A connection active more recently than this is never closed to make room: a client
+/// that just connected (or just sent) is about to send, and one address reconnecting in a
+/// loop cannot churn through the others' connections faster than this.
+const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
 /// reconnecting after a restart waits in it instead of having its SYNs dropped and
 /// retried a second later (the standard library's 128 filled in a few milliseconds).
@@ -96,8 +101,9 @@ pub(crate) fn received_at_key() -> Key {
 /// **Idle clients cannot lock others out.** When `max_connections` are open, or
 /// `max_connections_per_ip` from the new client's address (IPv6: its /64, which one host
 /// usually holds whole), the longest-idle connection (of that address) is closed to make
-/// room, so a new client is always served; only if every one of them has data waiting is
-/// the new one closed instead. Both are counted as errors and logged, one line a second at
+/// room, so a new client is served; a connection that has data waiting (read or not yet)
+/// or was active in the last second is never closed for it, and if every one is like
+/// that, the new one is closed instead. Both are counted as errors and logged, one line a second at
 /// most. `idle_timeout` (5 minutes by default) closes connections silent that long (one
 /// sweep timer, not one per connection; `"0s"` never).
 ///
@@ -579,23 +585,35 @@ impl<L: Acceptor> StreamServer<L> {
         cx.enqueue(LISTENER);
     }
 
-    /// The longest-idle connection (from `ip` if given) with no data waiting.
-    fn longest_idle(&self, ip: Option<IpAddr>) -> Option<usize> {
-        let mut best: Option<(usize, Instant)> = None;
-        for (i, c) in self.conns.iter().enumerate() {
-            let Some(c) = c else { continue };
-            if c.ready || (ip.is_some() && c.ip != ip) {
-                continue;
-            }
-            if best.is_none_or(|(_, t)| c.last_active < t) {
-                best = Some((i, c.last_active));
-            }
-        }
-        best.map(|(i, _)| i)
+    /// The longest-idle connection (from `ip` if given) that can go: quiet for at least
+    /// [`EVICT_MIN_IDLE`], no readiness pending and nothing unread in its kernel (its
+    /// readable event may come after the listener's in the same poll batch; closing it
+    /// would reset it and lose those bytes and what its sender still queues). Only called
+    /// when a limit is reached, so the `FIONREAD`s cost nothing in normal operation.
+    fn longest_idle(&self, ip: Option<IpAddr>, now: Instant) -> Option<usize> {
+        let mut candidates: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let eligible = !c.ready
+                    && (ip.is_none() || c.ip == ip)
+                    && now.saturating_duration_since(c.last_active) >= EVICT_MIN_IDLE;
+                eligible.then_some((c.last_active, i))
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.into_iter().map(|(_, i)| i).find(|&i| {
+            self.conns
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| unread_bytes(&c.sock) == 0)
+        })
     }
 
     /// Makes room for a connection from `ip` by closing the longest-idle one, if a limit
-    /// is reached; false if none can go (every one has data waiting).
+    /// is reached; false if none can go (every one is busy or was active just now).
     fn make_room(
         &mut self,
         ip: Option<IpAddr>,
@@ -611,12 +629,12 @@ impl<L: Acceptor> StreamServer<L> {
         } else {
             return true;
         };
-        let Some(victim) = self.longest_idle(scope) else {
+        let now = cx.now();
+        let Some(victim) = self.longest_idle(scope, now) else {
             return false;
         };
         self.evicted += 1;
         out.count_errors(1);
-        let now = cx.now();
         // One line a second at most: a client hammering the port must not flood the log.
         if self
             .evicted_logged
@@ -661,7 +679,7 @@ impl<L: Acceptor> StreamServer<L> {
                 .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
             {
                 self.refused_logged = Some(now);
-                slog::warn!(cx.logger(), "connection limit reached and every connection busy; new connection closed";
+                slog::warn!(cx.logger(), "connection limit reached and every connection busy or active within a second; new connection closed";
                     "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
                     "max_connections" => self.settings.max_connections,
                     "refused_so_far" => self.refused);
