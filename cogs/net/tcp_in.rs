@@ -52,7 +52,7 @@ fn trim_heap() {
 /// A connection active more recently than this is never closed to make room: a client
 /// that just connected (or just sent) is about to send, and one address reconnecting in a
 /// loop cannot churn through the others' connections faster than this.
-const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
 /// reconnecting after a restart waits in it instead of having its SYNs dropped and
@@ -384,7 +384,7 @@ impl Acceptor for mio::net::TcpListener {
 
 /// The address a connection counts against: IPv4 as it is, IPv6 by its /64 (a host
 /// usually holds a whole /64, so counting single addresses would limit nothing).
-fn ip_group(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_group(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
@@ -416,7 +416,7 @@ enum Closing {
 }
 
 /// Bytes received by the kernel and not read yet.
-fn unread_bytes(fd: &impl AsRawFd) -> usize {
+pub(crate) fn unread_bytes(fd: &impl AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int through the pointer given.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
