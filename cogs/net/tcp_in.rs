@@ -13,6 +13,7 @@ use mio::event::Source;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::framing::{Deframer, Framing};
 use crate::lines::LineSplitter;
+use crate::on_error::LogLimiter;
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
 use crate::supply::with_line_emitter;
@@ -103,8 +104,7 @@ pub(crate) fn received_at_key() -> Key {
 /// usually holds whole), the longest-idle connection (of that address) is closed to make
 /// room, so a new client is served; a connection that has data waiting (read or not yet)
 /// or was active in the last second is never closed for it, and if every one is like
-/// that, the new one is closed instead. Both are counted as errors and logged, one line a second at
-/// most. `idle_timeout` (5 minutes by default) closes connections silent that long (one
+/// that, the new one is closed instead. Both are counted as errors and logged at a bounded rate. `idle_timeout` (5 minutes by default) closes connections silent that long (one
 /// sweep timer, not one per connection; `"0s"` never).
 ///
 /// `framing = "auto"` takes a connection as octet-counted only when it starts with
@@ -128,7 +128,7 @@ pub(crate) fn received_at_key() -> Key {
 /// of it) a connection gives back its read space after every turn, and a connection
 /// silent for a second always does; past the limit, the connections holding the largest
 /// partial messages are closed (their partial message emitted flagged `partial = true`),
-/// logged once a second and counted. Buffers of closed connections go back to the
+/// logged at a bounded rate and counted. Buffers of closed connections go back to the
 /// system.
 ///
 /// **Stopping loses nothing the kernel holds.** At a graceful stop (SIGTERM) the
@@ -440,7 +440,8 @@ pub(crate) struct StreamServer<L: Acceptor> {
     live: usize,
     paused: bool,
     refused: u64,
-    refused_logged: Option<Instant>,
+    /// Warnings about refused and evicted connections, at a bounded rate.
+    limits_log: LogLimiter,
     /// Open connections per address group (see `ip_group`).
     per_ip: HashMap<IpAddr, usize>,
     /// Buffer bytes of all connections, as last counted.
@@ -448,9 +449,9 @@ pub(crate) struct StreamServer<L: Acceptor> {
     /// Buffer bytes given back since the last `trim_heap`.
     released: usize,
     over_limit: u64,
-    over_limit_logged: Option<Instant>,
+    /// Warnings about connections closed at `max_buffered_bytes`, at a bounded rate.
+    over_limit_log: LogLimiter,
     evicted: u64,
-    evicted_logged: Option<Instant>,
     /// Set while draining at a stop: the deadline.
     draining: Option<Instant>,
     /// Messages cut short by our side, and bytes left unread at a stop's deadline.
@@ -492,14 +493,13 @@ impl<L: Acceptor> StreamServer<L> {
             live: 0,
             paused: false,
             refused: 0,
-            refused_logged: None,
+            limits_log: LogLimiter::default(),
             per_ip: HashMap::new(),
             buffered: 0,
             released: 0,
             over_limit: 0,
-            over_limit_logged: None,
+            over_limit_log: LogLimiter::default(),
             evicted: 0,
-            evicted_logged: None,
             draining: None,
             cut_short: 0,
             left_unread: 0,
@@ -635,12 +635,8 @@ impl<L: Acceptor> StreamServer<L> {
         };
         self.evicted += 1;
         out.count_errors(1);
-        // One line a second at most: a client hammering the port must not flood the log.
-        if self
-            .evicted_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.evicted_logged = Some(now);
+        // At a bounded rate: a client hammering the port must not flood the log.
+        if self.limits_log.allow("connection limits", self.name, cx) {
             let (limit, value) = match scope {
                 Some(_) => (
                     "max_connections_per_ip",
@@ -672,13 +668,8 @@ impl<L: Acceptor> StreamServer<L> {
             drop(sock);
             self.refused += 1;
             out.count_errors(1);
-            let now = cx.now();
-            // One line a second at most: a client hammering the port must not flood the log.
-            if self
-                .refused_logged
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                self.refused_logged = Some(now);
+            // At a bounded rate: a client hammering the port must not flood the log.
+            if self.limits_log.allow("connection limits", self.name, cx) {
                 slog::warn!(cx.logger(), "connection limit reached and every connection busy or active within a second; new connection closed";
                     "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
                     "max_connections" => self.settings.max_connections,
@@ -768,18 +759,15 @@ impl<L: Acceptor> StreamServer<L> {
                 break;
             };
             self.over_limit += 1;
-            let now = cx.now();
             if self
-                .over_limit_logged
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                .over_limit_log
+                .allow("connections closed at max_buffered_bytes", self.name, cx)
+                && let Some(Some(c)) = self.conns.get(i)
             {
-                self.over_limit_logged = Some(now);
-                if let Some(Some(c)) = self.conns.get(i) {
-                    slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
-                        "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
-                        "held_bytes" => held, "buffered_bytes" => self.buffered,
-                        "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
-                }
+                slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
+                    "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
+                    "held_bytes" => held, "buffered_bytes" => self.buffered,
+                    "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
             }
             // Counted as an error through the partial message it held.
             self.close(i, Closing::Ours, out, cx);
