@@ -1101,3 +1101,33 @@ fn relp_client_that_never_reads_answers_is_not_read_on() {
     drop(s);
     rx.stop();
 }
+
+/// Review of issue 14 #2: relp_in had no idle timeout. A connection silent for
+/// `idle_timeout` with nothing in flight is closed, and new clients are served on.
+#[test]
+fn relp_in_closes_idle_connections() {
+    let dir = TempDir::new("relp-idle-timeout");
+    let port = free_port();
+    let config = receiver_config(dir.path(), port)
+        .replace("window_size = ", "idle_timeout = \"300ms\"\nwindow_size = ");
+    let rx = Daemon::start(dir.path(), "rx", &config);
+    let mut silent = relp_connect(port);
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(std::io::Read::read(&mut silent, &mut buf), Ok(0) | Err(_)),
+        "the silent connection was answered"
+    );
+    assert!(
+        started.elapsed() < PATIENCE,
+        "the silent connection stayed open"
+    );
+    let mut p = Peer::new(relp_connect(port));
+    p.send(1, "open", "relp_version=0\ncommands=syslog");
+    assert_eq!(p.expect("rsp").0, 1);
+    p.send(2, "syslog", "still served");
+    assert_eq!(p.expect("rsp"), (2, "200 OK".to_string()));
+    let log = rx.stop();
+    assert!(log.contains("idle connection closed"), "{log}");
+}
