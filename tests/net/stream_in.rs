@@ -472,6 +472,35 @@ fn a_connection_active_just_now_is_not_closed_for_a_new_one() {
     assert!(err.contains("closed the longest-idle connection"), "{err}");
 }
 
+/// Review of issue 14 #1: when the listener's event came before a connection's readable
+/// event in the same poll batch, that connection (idle until then) was closed for the
+/// newcomer with its bytes unread: the reset lost them. The daemon is frozen (SIGSTOP)
+/// while the newcomer connects and then the idle connection sends, so both events wait
+/// in that order; the line sent must arrive and the newcomer be refused.
+#[test]
+fn a_connection_with_unread_bytes_is_not_closed_for_a_new_one() {
+    let dir = TempDir::new("tcp-unread");
+    let mut d = Daemon::tcp(&dir, "max_connections = 1\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    a.write_all(b"a 1\n").unwrap();
+    d.wait_lines(1);
+    // Connections active within the last second are never closed to make room.
+    std::thread::sleep(EVICT_MIN_IDLE);
+    signal(&d.child, libc::SIGSTOP);
+    let b = TcpStream::connect(("127.0.0.1", d.port));
+    a.write_all(b"a 2\n").unwrap();
+    // Both in the frozen daemon's kernel before it runs on.
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&d.child, libc::SIGCONT);
+    let got = d.wait_lines(2).join("\n");
+    assert!(got.contains("\"message\":\"a 2\""), "{got}");
+    drop((a, b));
+    let err = d.stop_err();
+    assert!(!err.contains("bytes its kernel received unread"), "{err}");
+    assert!(err.contains("every connection busy"), "{err}");
+}
+
 /// `unix_in` in stream mode shares the limits: idle connections make room for a client.
 #[test]
 fn unix_stream_idle_connections_make_room() {
