@@ -1,5 +1,7 @@
 //! Sockets: syslog and line listeners over TCP, UDP and Unix sockets; forwarding drains.
 
+use std::time::{Duration, Instant};
+
 use crate::config::CogDescriptor;
 
 pub mod relp;
@@ -24,4 +26,23 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         relp_in::DESCRIPTOR,
         relp_out::DESCRIPTOR,
     ]
+}
+
+/// At a stop, datagrams read at most to empty a socket: more than a 32 MiB receive buffer
+/// holds (each datagram costs the kernel at least 512 bytes).
+const DATAGRAMS_AT_STOP: usize = 65_536;
+/// At a stop, time spent at most emptying a datagram socket.
+const DATAGRAMS_AT_STOP_TIME: Duration = Duration::from_secs(1);
+
+/// At a stop, reads what a datagram socket holds (it arrived already: closing the socket
+/// would drop it), backpressure notwithstanding, within bounds so that a flood cannot hold
+/// the shutdown back. `turn` reads up to `per_turn` datagrams and says whether more may
+/// be waiting.
+pub(crate) fn read_datagrams_at_stop(per_turn: usize, mut turn: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DATAGRAMS_AT_STOP_TIME;
+    for _ in 0..DATAGRAMS_AT_STOP.div_ceil(per_turn.max(1)) {
+        if Instant::now() >= deadline || !turn() {
+            break;
+        }
+    }
 }

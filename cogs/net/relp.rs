@@ -24,6 +24,16 @@ pub fn next_txnr(t: u32) -> u32 {
     if t >= MAX_TXNR { 1 } else { t + 1 }
 }
 
+/// How many [`next_txnr`] steps lead from `from` to `to` (across the wrap from
+/// 999,999,999 to 1).
+pub fn txnr_distance(from: u32, to: u32) -> u32 {
+    if to >= from {
+        to - from
+    } else {
+        MAX_TXNR - from + to
+    }
+}
+
 /// One frame, borrowed from the reader's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -194,8 +204,10 @@ pub fn offers_command(data: &[u8], command: &str) -> bool {
 /// Frames read from a byte stream: a buffer that grows to one frame at most.
 #[derive(Debug)]
 pub struct FrameReader {
+    /// Zero-filled once as it grows; `start..end` holds the bytes not consumed yet.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max_data: usize,
 }
 
@@ -205,37 +217,45 @@ impl FrameReader {
         FrameReader {
             buf: Vec::new(),
             start: 0,
+            end: 0,
             max_data,
+        }
+    }
+
+    /// Room for `n` more bytes after `end`: consumed bytes are dropped first, then the
+    /// buffer grows (zero-filled only when it grows, not before every read).
+    fn make_room(&mut self, n: usize) {
+        if self.start > 0 && (self.start == self.end || self.start >= self.end / 2) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < n {
+            self.buf.resize(self.end + n, 0);
         }
     }
 
     /// One read from `src` appended to the buffer; `Ok(0)` at end of stream.
     pub fn read_from<R: Read + ?Sized>(&mut self, src: &mut R) -> io::Result<usize> {
-        if self.start > 0 && (self.start == self.buf.len() || self.start >= self.buf.len() / 2) {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_SIZE, 0);
-        let r = src.read(&mut self.buf[len..]);
-        self.buf.truncate(len + *r.as_ref().unwrap_or(&0));
-        r
+        self.make_room(READ_SIZE);
+        let n = src.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
     }
 
     /// Appends bytes as if read (tests, fuzzing).
     pub fn feed(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
+        self.make_room(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
     }
 
     /// The next complete frame, `Ok(None)` when the buffer holds none yet.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
-        match parse(&self.buf[self.start..], self.max_data)? {
-            Some((_, used)) => {
-                let at = self.start;
+        match parse(&self.buf[self.start..self.end], self.max_data)? {
+            Some((f, used)) => {
                 self.start += used;
-                // Parsed again on the consumed range: the borrow checker cannot see that
-                // the first result's slices stay valid while `start` moves.
-                Ok(parse(&self.buf[at..at + used], self.max_data)?.map(|(f, _)| f))
+                Ok(Some(f))
             }
             None => Ok(None),
         }
@@ -243,7 +263,7 @@ impl FrameReader {
 
     /// Bytes held that are not a complete frame yet.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Frees the buffer once it is empty (an idle connection keeps no 64 KiB).
@@ -251,6 +271,7 @@ impl FrameReader {
         if self.pending() == 0 {
             self.buf = Vec::new();
             self.start = 0;
+            self.end = 0;
         }
     }
 }
@@ -258,6 +279,37 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn txnr_distance_follows_next_txnr_across_the_wrap() {
+        for from in [1, 2, 500, MAX_TXNR - 3, MAX_TXNR] {
+            let mut t = from;
+            for steps in 0..10 {
+                assert_eq!(txnr_distance(from, t), steps, "{from} -> {t}");
+                t = next_txnr(t);
+            }
+        }
+    }
+
+    #[test]
+    fn frames_split_across_feeds_and_buffer_reuse() {
+        let mut all = Vec::new();
+        for t in 1..=200u32 {
+            write_frame(&mut all, t, "syslog", format!("message {t}").as_bytes());
+        }
+        let mut r = FrameReader::new(1 << 10);
+        let mut next = 1;
+        for chunk in all.chunks(7) {
+            r.feed(chunk);
+            while let Some(f) = r.next_frame().unwrap() {
+                assert_eq!(f.txnr, next);
+                assert_eq!(f.data, format!("message {next}").as_bytes());
+                next += 1;
+            }
+        }
+        assert_eq!(next, 201);
+        assert_eq!(r.pending(), 0);
+    }
 
     fn all(bytes: &[u8], max: usize) -> Result<Vec<(u32, String, Vec<u8>)>, FrameError> {
         let mut r = FrameReader::new(max);

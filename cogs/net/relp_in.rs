@@ -1,22 +1,29 @@
 //! `relp_in`: a RELP server (rsyslog `omrelp`, librelp clients, deadbeat `relp_out`) that
 //! answers each message only once the train's drains acknowledged it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::relp::{FrameReader, offers_command, write_frame};
-use super::tcp_in::{peer_key, received_at_key};
+use super::tcp_in::{
+    EVICT_MIN_IDLE, IDLE_PARAM, ip_group, peer_key, received_at_key, set_backlog, unread_bytes,
+};
 use crate::ack::AckTracker;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::lines::LineInfo;
+use crate::on_error::LogLimiter;
 use crate::prelude::*;
 use crate::record::{Record, Timestamp, Value};
 use crate::supply::with_line_emitter;
 
 const LISTENER: Local = 0;
-const FIRST_CONN: Local = 1;
+const SWEEP: Local = 1;
+const FIRST_CONN: Local = 2;
+/// Answer bytes the socket has not taken yet beyond which a connection is no longer read:
+/// a client that sends but never reads its answers cannot make them pile up.
+const MAX_UNWRITTEN: usize = 64 << 10;
 /// Reads per connection and turn, so one busy client cannot starve the others.
 const READS_PER_TURN: usize = 8;
 /// Connections accepted per turn before the listener yields.
@@ -35,9 +42,20 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// is answered with this server's offers (`commands=syslog`); `close` is answered once the
 /// messages before it are, then the connection is closed; a client's `rsp` is ignored.
 /// Answers go out in the order of the commands. A connection stops being read while
-/// `window_size` of its messages are unanswered (and while the train is paused). A bad
+/// `window_size` of its messages are unanswered, while 64 KiB of answers wait for the
+/// client to read them (a client that never reads cannot pile them up in memory), and
+/// while the train is paused. A bad
 /// frame (bad number, unknown command, over `max_frame_bytes`, no trailer) closes the
 /// connection with a counted, logged error; other clients are served on.
+///
+/// **Idle clients cannot lock others out**, as with `tcp_in`: when `max_connections` are
+/// open, or `max_connections_per_ip` from the new client's address (IPv6: its /64), the
+/// longest-idle connection (of that address) is closed for the new one; a connection
+/// with messages unanswered, answers unwritten, bytes unread or activity in the last
+/// second is never closed for it (the new one is, if no other can go). Both are counted
+/// as errors and logged at a bounded rate. `idle_timeout` closes connections that have
+/// nothing in flight and were silent that long, and those whose client has not read an
+/// answer for that long. The listen backlog is 4096.
 ///
 /// At shutdown the listener closes and the connections are no longer read; answers are
 /// sent for whatever the drains acknowledge while they finish, then each client gets
@@ -51,6 +69,8 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// window_size = 128         # unanswered messages per connection before reading stops
 /// max_frame_bytes = "128KiB"
 /// max_connections = 1024
+/// max_connections_per_ip = 256  # 0: no limit per address
+/// idle_timeout = "5m"       # 0s: never
 /// ```
 #[derive(Debug)]
 pub struct RelpIn {
@@ -58,6 +78,9 @@ pub struct RelpIn {
     window: usize,
     max_frame: usize,
     max_connections: usize,
+    /// `usize::MAX`: no limit.
+    max_connections_per_ip: usize,
+    idle_timeout: Option<Duration>,
     listener: Option<mio::net::TcpListener>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -67,9 +90,12 @@ pub struct RelpIn {
     serial: u64,
     paused: bool,
     finishing: bool,
-    /// Connections refused over max_connections, and when that was last logged.
+    /// Open connections per address group (see `ip_group`).
+    per_ip: HashMap<IpAddr, usize>,
+    /// Connections refused at a limit, and idle ones closed for new ones.
     refused: u64,
-    refused_logged: Option<Instant>,
+    evicted: u64,
+    limits_log: LogLimiter,
 }
 
 /// The descriptor of `relp_in`.
@@ -99,8 +125,15 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "max_connections",
             ParamType::Int,
             "1024",
-            "connections beyond it are accepted and closed at once (counted as errors)",
+            "when full, the longest-idle connection is closed for a new one (counted as errors)",
         ),
+        Param::opt(
+            "max_connections_per_ip",
+            ParamType::Int,
+            "256",
+            "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
+        ),
+        IDLE_PARAM,
     ],
     fields: &[
         ("message", "the syslog message, as raw bytes"),
@@ -132,12 +165,17 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
         Some(n) if (1..=1_000_000).contains(&n) => n as usize,
         Some(_) => return Err(p.error("max_connections", "must be within 1..=1000000")),
     };
-    Ok(Box::new(RelpIn::new(
-        addr,
-        window,
-        max_frame,
-        max_connections,
-    )))
+    let max_connections_per_ip = match p.int("max_connections_per_ip")? {
+        None => 256,
+        Some(0) => usize::MAX,
+        Some(n) if (1..=1_000_000).contains(&n) => n as usize,
+        Some(_) => return Err(p.error("max_connections_per_ip", "must be within 0..=1000000")),
+    };
+    let idle = p.duration_or("idle_timeout", Duration::from_secs(300))?;
+    let mut r = RelpIn::new(addr, window, max_frame, max_connections);
+    r.max_connections_per_ip = max_connections_per_ip;
+    r.idle_timeout = (!idle.is_zero()).then_some(idle);
+    Ok(Box::new(r))
 }
 
 /// An answer owed, in command order.
@@ -153,6 +191,9 @@ enum Owed {
 struct Conn {
     sock: mio::net::TcpStream,
     peer: Value,
+    ip: IpAddr,
+    /// When bytes were last read or answers last written.
+    last_active: Instant,
     serial: u64,
     reader: FrameReader,
     opened: bool,
@@ -174,6 +215,12 @@ impl Conn {
     fn unanswered(&self) -> usize {
         (self.handed - self.answered) as usize
     }
+
+    /// Whether reading waits: for answers (the window), for the client to read them, or
+    /// for the session's end.
+    fn held_back(&self, window: usize) -> bool {
+        self.unanswered() >= window || self.wbuf.len() >= MAX_UNWRITTEN || self.closing
+    }
 }
 
 fn conn_local(i: usize) -> Local {
@@ -181,13 +228,16 @@ fn conn_local(i: usize) -> Local {
 }
 
 impl RelpIn {
-    /// A server on `addr`.
+    /// A server on `addr` (256 connections per address at most, idle ones closed after
+    /// five minutes).
     pub fn new(addr: SocketAddr, window: usize, max_frame: usize, max_connections: usize) -> Self {
         RelpIn {
             addr,
             window,
             max_frame,
             max_connections,
+            max_connections_per_ip: 256,
+            idle_timeout: Some(Duration::from_secs(300)),
             listener: None,
             conns: Vec::new(),
             free: Vec::new(),
@@ -196,8 +246,113 @@ impl RelpIn {
             serial: 0,
             paused: false,
             finishing: false,
+            per_ip: HashMap::new(),
             refused: 0,
-            refused_logged: None,
+            evicted: 0,
+            limits_log: LogLimiter::default(),
+        }
+    }
+
+    /// The longest-idle connection (from `ip` if given) that can go: nothing in flight
+    /// (no message unanswered, no answer unwritten, no byte unread in its kernel), no
+    /// readiness pending, quiet for at least [`EVICT_MIN_IDLE`].
+    fn longest_idle(&self, ip: Option<IpAddr>, now: Instant) -> Option<usize> {
+        let mut candidates: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let eligible = !c.ready
+                    && c.unanswered() == 0
+                    && c.owed.is_empty()
+                    && c.wbuf.is_empty()
+                    && !c.closing
+                    && ip.is_none_or(|ip| c.ip == ip)
+                    && now.saturating_duration_since(c.last_active) >= EVICT_MIN_IDLE;
+                eligible.then_some((c.last_active, i))
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.into_iter().map(|(_, i)| i).find(|&i| {
+            self.conns
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.reader.pending() == 0 && unread_bytes(&c.sock) == 0)
+        })
+    }
+
+    /// Makes room for a connection from `ip` by closing the longest-idle one if a limit is
+    /// reached; false if none can go.
+    fn make_room(
+        &mut self,
+        ip: IpAddr,
+        peer: SocketAddr,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) -> bool {
+        let from_ip = self.per_ip.get(&ip).copied().unwrap_or(0);
+        let (scope, limit, value) = if from_ip >= self.max_connections_per_ip {
+            (
+                Some(ip),
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+            )
+        } else if self.live >= self.max_connections {
+            (None, "max_connections", self.max_connections)
+        } else {
+            return true;
+        };
+        let now = cx.now();
+        let Some(victim) = self.longest_idle(scope, now) else {
+            self.refused += 1;
+            out.count_errors(1);
+            if self.limits_log.allow("connection limits", "relp_in", cx) {
+                slog::warn!(cx.logger(), "connection limit reached and every connection busy or active within a second; new connection closed";
+                    "cog" => "relp_in", "peer" => %peer, "limit" => limit, "value" => value,
+                    "refused_so_far" => self.refused);
+            }
+            return false;
+        };
+        self.evicted += 1;
+        if self.limits_log.allow("connection limits", "relp_in", cx)
+            && let Some(Some(c)) = self.conns.get(victim)
+        {
+            slog::warn!(cx.logger(), "connection limit reached; closed the longest-idle connection for a new one";
+                "cog" => "relp_in", "limit" => limit, "value" => value,
+                "closed" => c.peer.as_str().unwrap_or(""),
+                "idle_ms" => now.saturating_duration_since(c.last_active).as_millis() as u64,
+                "new" => %peer, "closed_so_far" => self.evicted);
+        }
+        self.drop_conn(victim, "", true, out, cx);
+        true
+    }
+
+    /// Closes connections silent for `idle_timeout` with nothing in flight, and those
+    /// whose client has not taken an answer for that long.
+    fn sweep(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(idle) = self.idle_timeout else {
+            return;
+        };
+        let now = cx.now();
+        for i in 0..self.conns.len() {
+            let Some(Some(c)) = self.conns.get(i) else {
+                continue;
+            };
+            if now.saturating_duration_since(c.last_active) < idle {
+                continue;
+            }
+            if !c.wbuf.is_empty() {
+                let e = format!(
+                    "the client has read no answer for {idle:?} ({} bytes waiting)",
+                    c.wbuf.len()
+                );
+                self.drop_conn(i, &e, true, out, cx);
+            } else if !c.ready && c.unanswered() == 0 && c.owed.is_empty() {
+                slog::info!(cx.logger(), "idle connection closed";
+                    "cog" => "relp_in", "peer" => c.peer.as_str().unwrap_or(""));
+                self.drop_conn(i, "", false, out, cx);
+            }
         }
     }
 
@@ -233,20 +388,8 @@ impl RelpIn {
         out: &mut Out<Record>,
         cx: &mut Ctx,
     ) {
-        if self.live >= self.max_connections {
-            self.refused += 1;
-            out.count_errors(1);
-            // One line a second at most: a client hammering the port must not flood the log.
-            let now = cx.now();
-            if self
-                .refused_logged
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                self.refused_logged = Some(now);
-                slog::warn!(cx.logger(), "max_connections reached; connection closed";
-                    "cog" => "relp_in", "peer" => %peer, "max_connections" => self.max_connections,
-                    "refused_so_far" => self.refused);
-            }
+        let ip = ip_group(peer.ip());
+        if !self.make_room(ip, peer, out, cx) {
             return;
         }
         let i = self.free.pop().unwrap_or_else(|| {
@@ -269,10 +412,13 @@ impl RelpIn {
         let _ = sock.set_nodelay(true);
         self.serial += 1;
         self.tracker.open(self.serial, 0);
+        *self.per_ip.entry(ip).or_insert(0) += 1;
         slog::debug!(cx.logger(), "RELP client connected"; "cog" => "relp_in", "peer" => %peer);
         self.conns[i] = Some(Conn {
             sock,
             peer: Value::Shared(peer.to_string().into()),
+            ip,
+            last_active: cx.now(),
             serial: self.serial,
             reader: FrameReader::new(self.max_frame),
             opened: false,
@@ -305,7 +451,7 @@ impl RelpIn {
             return self.drop_conn(i, &e, true, out, cx);
         }
         for _ in 0..READS_PER_TURN {
-            if c.unanswered() >= window || c.closing {
+            if c.held_back(window) {
                 c.ready = true;
                 return;
             }
@@ -320,6 +466,7 @@ impl RelpIn {
                     return self.drop_conn(i, &e, held > 0, out, cx);
                 }
                 Ok(_) => {
+                    c.last_active = cx.now();
                     if let Err(e) = handle_frames(c, window, &mut self.tracker, out, cx) {
                         return self.drop_conn(i, &e, true, out, cx);
                     }
@@ -365,6 +512,12 @@ impl RelpIn {
         // Records of this connection already handed down still go out; their client sends
         // them again after reconnecting (the window's duplicates).
         self.tracker.close(c.serial);
+        if let Some(n) = self.per_ip.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
         self.free.push(i);
         self.live -= 1;
     }
@@ -382,7 +535,7 @@ impl RelpIn {
             return;
         };
         let acked = self.tracker.committed(c.serial).unwrap_or(0);
-        let before = c.unanswered();
+        let before = c.held_back(self.window);
         while let Some(&owed) = c.owed.front() {
             match owed {
                 Owed::Syslog(txnr) if c.answered < acked => {
@@ -397,8 +550,13 @@ impl RelpIn {
             }
             c.owed.pop_front();
         }
-        let reopened = before >= self.window && c.unanswered() < self.window && c.ready;
-        match write_out(c) {
+        let unwritten = c.wbuf.len();
+        let written = write_out(c);
+        if c.wbuf.len() < unwritten {
+            c.last_active = cx.now();
+        }
+        let reopened = before && !c.held_back(self.window) && c.ready;
+        match written {
             Ok(()) if c.closing && c.wbuf.is_empty() => {
                 slog::debug!(cx.logger(), "RELP client closed the session";
                     "cog" => "relp_in", "peer" => c.peer.as_str().unwrap_or(""));
@@ -447,7 +605,7 @@ fn handle_frames(
     let ts = Timestamp::now();
     let mut answers = false;
     let r = with_line_emitter(|em| {
-        while c.unanswered() < window && !c.closing {
+        while !c.held_back(window) {
             let f = match c.reader.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => return Ok(()),
@@ -535,15 +693,27 @@ impl Cog<Record> for RelpIn {
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let mut l = mio::net::TcpListener::bind(self.addr)
             .map_err(|e| format!("relp_in: cannot listen on {}: {e}", self.addr))?;
+        set_backlog(&l);
         if let Ok(a) = l.local_addr() {
             slog::info!(cx.logger(), "relp_in listening"; "address" => %a);
         }
         cx.register(&mut l, LISTENER, Interest::READABLE)?;
         self.listener = Some(l);
+        if let Some(idle) = self.idle_timeout {
+            // A quarter of the timeout: a silent connection goes at most 25% late.
+            let period = (idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(60));
+            cx.timer_every(period, SWEEP)?;
+        }
         Ok(())
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        if local == SWEEP {
+            if matches!(why, Wake::Timer(_)) && !self.finishing {
+                self.sweep(out, cx);
+            }
+            return;
+        }
         if local == LISTENER {
             if !self.paused && !self.finishing {
                 self.accept_some(out, cx);
@@ -622,6 +792,10 @@ impl Cog<Record> for RelpIn {
             write_frame(&mut c.wbuf, 0, "serverclose", b"");
             let _ = write_out(c);
             self.drop_conn(i, "", false, &mut out, cx);
+        }
+        if self.refused > 0 || self.evicted > 0 {
+            slog::warn!(cx.logger(), "connection limits: new connections refused, idle ones closed for new ones";
+                "cog" => "relp_in", "refused" => self.refused, "idle_closed" => self.evicted);
         }
         if unanswered > 0 {
             slog::info!(cx.logger(), "stopped with unanswered messages; their clients send them again";

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, write_frame};
+use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::forward::{
     Backoff, FORWARD_PARAMS, ForwardOptions, Framing, Outbox, Target, check_address, is_refusal,
@@ -438,7 +438,18 @@ impl RelpOut {
                         self.close_answered = true;
                         continue;
                     }
-                    let Some(slot) = self.inflight.iter_mut().find(|(t, _)| *t == f.txnr) else {
+                    // Commands go out with consecutive numbers: the answer's slot is at
+                    // its distance from the oldest (a window of 100,000 searched per
+                    // answer was quadratic).
+                    let at = self
+                        .inflight
+                        .front()
+                        .map_or(0, |&(t, _)| txnr_distance(t, f.txnr) as usize);
+                    let slot = match self.inflight.get(at) {
+                        Some(&(t, _)) if t == f.txnr => self.inflight.get_mut(at),
+                        _ => self.inflight.iter_mut().find(|(t, _)| *t == f.txnr),
+                    };
+                    let Some(slot) = slot else {
                         return Err(bad(format!("answer to unknown transaction {}", f.txnr)));
                     };
                     if code != Some(200) {

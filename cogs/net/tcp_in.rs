@@ -13,6 +13,7 @@ use mio::event::Source;
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::framing::{Deframer, Framing};
 use crate::lines::LineSplitter;
+use crate::on_error::LogLimiter;
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
 use crate::supply::with_line_emitter;
@@ -48,6 +49,11 @@ fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// A connection active more recently than this is never closed to make room: a client
+/// that just connected (or just sent) is about to send, and one address reconnecting in a
+/// loop cannot churn through the others' connections faster than this.
+pub(crate) const EVICT_MIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Listen backlog (the kernel caps it at `net.core.somaxconn`): a burst of clients
 /// reconnecting after a restart waits in it instead of having its SYNs dropped and
@@ -96,9 +102,9 @@ pub(crate) fn received_at_key() -> Key {
 /// **Idle clients cannot lock others out.** When `max_connections` are open, or
 /// `max_connections_per_ip` from the new client's address (IPv6: its /64, which one host
 /// usually holds whole), the longest-idle connection (of that address) is closed to make
-/// room, so a new client is always served; only if every one of them has data waiting is
-/// the new one closed instead. Both are counted as errors and logged, one line a second at
-/// most. `idle_timeout` (5 minutes by default) closes connections silent that long (one
+/// room, so a new client is served; a connection that has data waiting (read or not yet)
+/// or was active in the last second is never closed for it, and if every one is like
+/// that, the new one is closed instead. Both are counted as errors and logged at a bounded rate. `idle_timeout` (5 minutes by default) closes connections silent that long (one
 /// sweep timer, not one per connection; `"0s"` never).
 ///
 /// `framing = "auto"` takes a connection as octet-counted only when it starts with
@@ -122,7 +128,7 @@ pub(crate) fn received_at_key() -> Key {
 /// of it) a connection gives back its read space after every turn, and a connection
 /// silent for a second always does; past the limit, the connections holding the largest
 /// partial messages are closed (their partial message emitted flagged `partial = true`),
-/// logged once a second and counted. Buffers of closed connections go back to the
+/// logged at a bounded rate and counted. Buffers of closed connections go back to the
 /// system.
 ///
 /// **Stopping loses nothing the kernel holds.** At a graceful stop (SIGTERM) the
@@ -378,7 +384,7 @@ impl Acceptor for mio::net::TcpListener {
 
 /// The address a connection counts against: IPv4 as it is, IPv6 by its /64 (a host
 /// usually holds a whole /64, so counting single addresses would limit nothing).
-fn ip_group(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_group(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(a) => match a.to_ipv4_mapped() {
@@ -410,7 +416,7 @@ enum Closing {
 }
 
 /// Bytes received by the kernel and not read yet.
-fn unread_bytes(fd: &impl AsRawFd) -> usize {
+pub(crate) fn unread_bytes(fd: &impl AsRawFd) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int through the pointer given.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
@@ -434,7 +440,8 @@ pub(crate) struct StreamServer<L: Acceptor> {
     live: usize,
     paused: bool,
     refused: u64,
-    refused_logged: Option<Instant>,
+    /// Warnings about refused and evicted connections, at a bounded rate.
+    limits_log: LogLimiter,
     /// Open connections per address group (see `ip_group`).
     per_ip: HashMap<IpAddr, usize>,
     /// Buffer bytes of all connections, as last counted.
@@ -442,9 +449,9 @@ pub(crate) struct StreamServer<L: Acceptor> {
     /// Buffer bytes given back since the last `trim_heap`.
     released: usize,
     over_limit: u64,
-    over_limit_logged: Option<Instant>,
+    /// Warnings about connections closed at `max_buffered_bytes`, at a bounded rate.
+    over_limit_log: LogLimiter,
     evicted: u64,
-    evicted_logged: Option<Instant>,
     /// Set while draining at a stop: the deadline.
     draining: Option<Instant>,
     /// Messages cut short by our side, and bytes left unread at a stop's deadline.
@@ -486,14 +493,13 @@ impl<L: Acceptor> StreamServer<L> {
             live: 0,
             paused: false,
             refused: 0,
-            refused_logged: None,
+            limits_log: LogLimiter::default(),
             per_ip: HashMap::new(),
             buffered: 0,
             released: 0,
             over_limit: 0,
-            over_limit_logged: None,
+            over_limit_log: LogLimiter::default(),
             evicted: 0,
-            evicted_logged: None,
             draining: None,
             cut_short: 0,
             left_unread: 0,
@@ -579,23 +585,35 @@ impl<L: Acceptor> StreamServer<L> {
         cx.enqueue(LISTENER);
     }
 
-    /// The longest-idle connection (from `ip` if given) with no data waiting.
-    fn longest_idle(&self, ip: Option<IpAddr>) -> Option<usize> {
-        let mut best: Option<(usize, Instant)> = None;
-        for (i, c) in self.conns.iter().enumerate() {
-            let Some(c) = c else { continue };
-            if c.ready || (ip.is_some() && c.ip != ip) {
-                continue;
-            }
-            if best.is_none_or(|(_, t)| c.last_active < t) {
-                best = Some((i, c.last_active));
-            }
-        }
-        best.map(|(i, _)| i)
+    /// The longest-idle connection (from `ip` if given) that can go: quiet for at least
+    /// [`EVICT_MIN_IDLE`], no readiness pending and nothing unread in its kernel (its
+    /// readable event may come after the listener's in the same poll batch; closing it
+    /// would reset it and lose those bytes and what its sender still queues). Only called
+    /// when a limit is reached, so the `FIONREAD`s cost nothing in normal operation.
+    fn longest_idle(&self, ip: Option<IpAddr>, now: Instant) -> Option<usize> {
+        let mut candidates: Vec<(Instant, usize)> = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let eligible = !c.ready
+                    && (ip.is_none() || c.ip == ip)
+                    && now.saturating_duration_since(c.last_active) >= EVICT_MIN_IDLE;
+                eligible.then_some((c.last_active, i))
+            })
+            .collect();
+        candidates.sort_unstable();
+        candidates.into_iter().map(|(_, i)| i).find(|&i| {
+            self.conns
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| unread_bytes(&c.sock) == 0)
+        })
     }
 
     /// Makes room for a connection from `ip` by closing the longest-idle one, if a limit
-    /// is reached; false if none can go (every one has data waiting).
+    /// is reached; false if none can go (every one is busy or was active just now).
     fn make_room(
         &mut self,
         ip: Option<IpAddr>,
@@ -611,18 +629,14 @@ impl<L: Acceptor> StreamServer<L> {
         } else {
             return true;
         };
-        let Some(victim) = self.longest_idle(scope) else {
+        let now = cx.now();
+        let Some(victim) = self.longest_idle(scope, now) else {
             return false;
         };
         self.evicted += 1;
         out.count_errors(1);
-        let now = cx.now();
-        // One line a second at most: a client hammering the port must not flood the log.
-        if self
-            .evicted_logged
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.evicted_logged = Some(now);
+        // At a bounded rate: a client hammering the port must not flood the log.
+        if self.limits_log.allow("connection limits", self.name, cx) {
             let (limit, value) = match scope {
                 Some(_) => (
                     "max_connections_per_ip",
@@ -654,14 +668,9 @@ impl<L: Acceptor> StreamServer<L> {
             drop(sock);
             self.refused += 1;
             out.count_errors(1);
-            let now = cx.now();
-            // One line a second at most: a client hammering the port must not flood the log.
-            if self
-                .refused_logged
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-            {
-                self.refused_logged = Some(now);
-                slog::warn!(cx.logger(), "connection limit reached and every connection busy; new connection closed";
+            // At a bounded rate: a client hammering the port must not flood the log.
+            if self.limits_log.allow("connection limits", self.name, cx) {
+                slog::warn!(cx.logger(), "connection limit reached and every connection busy or active within a second; new connection closed";
                     "cog" => self.name, "peer" => peer.as_str().unwrap_or(""),
                     "max_connections" => self.settings.max_connections,
                     "refused_so_far" => self.refused);
@@ -750,18 +759,15 @@ impl<L: Acceptor> StreamServer<L> {
                 break;
             };
             self.over_limit += 1;
-            let now = cx.now();
             if self
-                .over_limit_logged
-                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+                .over_limit_log
+                .allow("connections closed at max_buffered_bytes", self.name, cx)
+                && let Some(Some(c)) = self.conns.get(i)
             {
-                self.over_limit_logged = Some(now);
-                if let Some(Some(c)) = self.conns.get(i) {
-                    slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
-                        "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
-                        "held_bytes" => held, "buffered_bytes" => self.buffered,
-                        "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
-                }
+                slog::warn!(cx.logger(), "max_buffered_bytes reached; closed the connection holding the largest partial message";
+                    "cog" => self.name, "peer" => c.peer.as_str().unwrap_or(""),
+                    "held_bytes" => held, "buffered_bytes" => self.buffered,
+                    "max_buffered_bytes" => limit, "closed_so_far" => self.over_limit);
             }
             // Counted as an error through the partial message it held.
             self.close(i, Closing::Ours, out, cx);

@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::net::UdpSocket;
 
@@ -22,11 +22,6 @@ const BATCH: usize = 32;
 /// `recvmmsg` calls per wake before other events get a turn (fairness); more is read in
 /// the next turn.
 const CALLS_PER_TURN: usize = 16;
-/// At a stop, `recvmmsg` calls at most to empty the socket: 65,536 datagrams, more than a
-/// receive buffer of 32 MiB holds (each datagram costs the kernel at least 512 bytes).
-const FINISH_READ_CALLS: usize = 65_536 / BATCH;
-/// At a stop, time spent at most emptying the socket.
-const FINISH_READ_TIME: Duration = Duration::from_secs(1);
 /// Peers whose rendered address is kept, so a busy sender costs no formatting.
 const PEER_CACHE: usize = 8;
 /// How often the kernel's drop counter is read from `/proc` when no datagram brought it.
@@ -610,17 +605,9 @@ impl Cog<Record> for UdpIn {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        // What is queued in the socket already arrived: hand it all on, backpressure
-        // notwithstanding (closing the socket would drop it), within bounds so a flood
-        // cannot hold the shutdown back.
-        let deadline = Instant::now() + FINISH_READ_TIME;
-        let mut calls = 0;
-        while calls < FINISH_READ_CALLS && Instant::now() < deadline {
-            calls += CALLS_PER_TURN;
-            if !self.read(CALLS_PER_TURN, out, cx) {
-                break;
-            }
-        }
+        super::read_datagrams_at_stop(CALLS_PER_TURN * BATCH, || {
+            self.read(CALLS_PER_TURN, out, cx)
+        });
         self.check_proc_drops(out);
         self.log_drops(cx);
         self.close(cx);

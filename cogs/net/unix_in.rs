@@ -18,10 +18,6 @@ use super::tcp_in::{
 
 /// Datagrams received per turn before other events get their go.
 const DATAGRAMS_PER_TURN: usize = 256;
-/// At a stop, datagrams read at most to empty the socket (more than a 32 MiB buffer holds).
-const DATAGRAMS_AT_STOP: usize = 65_536;
-/// At a stop, time spent at most emptying the socket.
-const DATAGRAMS_AT_STOP_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Messages from a Unix socket: a `/dev/log` replacement.
 ///
@@ -210,25 +206,23 @@ struct Datagrams {
 }
 
 impl Datagrams {
-    /// Reads a turn's share of datagrams; at `stop`, what the socket holds (within bounds).
-    fn receive(&mut self, stop: bool, out: &mut Out<Record>, cx: &mut Ctx) {
+    /// Reads a turn's share of datagrams, and has the next turn queued if more may wait.
+    fn receive(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        // After an error too: the next turn tries again.
+        if self.receive_some(out, cx) != Ok(false) {
+            self.ready = true;
+            cx.enqueue(0);
+        }
+    }
+
+    /// Reads up to [`DATAGRAMS_PER_TURN`] datagrams: whether more may wait; `Err` after a
+    /// failure (logged and counted).
+    fn receive_some(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> Result<bool, ()> {
         let Some(sock) = self.sock.as_ref() else {
-            return;
+            return Ok(false);
         };
         let mut ts = None;
-        let (count, until) = if stop {
-            (
-                DATAGRAMS_AT_STOP,
-                Some(std::time::Instant::now() + DATAGRAMS_AT_STOP_TIME),
-            )
-        } else {
-            (DATAGRAMS_PER_TURN, None)
-        };
-        for n in 0..count {
-            if n % DATAGRAMS_PER_TURN == 0 && until.is_some_and(|t| std::time::Instant::now() >= t)
-            {
-                break;
-            }
+        for _ in 0..DATAGRAMS_PER_TURN {
             match sock.recv(&mut self.buf) {
                 Ok(n) => {
                     let ts = *ts.get_or_insert_with(Timestamp::now);
@@ -251,18 +245,17 @@ impl Datagrams {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.ready = false;
-                    return;
+                    return Ok(false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     slog::warn!(cx.logger(), "receiving a datagram failed"; "cog" => "unix_in", "error" => %e);
                     out.count_errors(1);
-                    break;
+                    return Err(());
                 }
             }
         }
-        self.ready = true;
-        cx.enqueue(0);
+        Ok(true)
     }
 }
 
@@ -316,7 +309,7 @@ impl Cog<Record> for UnixIn {
                 if d.paused {
                     d.ready = true;
                 } else {
-                    d.receive(false, out, cx);
+                    d.receive(out, cx);
                 }
             }
         }
@@ -351,8 +344,9 @@ impl Cog<Record> for UnixIn {
         match &mut self.inner {
             Inner::Stream(server) => server.finish(out, cx),
             Inner::Datagram(d) => {
-                // Queued datagrams arrived already: closing would drop them.
-                d.receive(true, out, cx);
+                super::read_datagrams_at_stop(DATAGRAMS_PER_TURN, || {
+                    d.receive_some(out, cx) == Ok(true)
+                });
                 if let Some(mut s) = d.sock.take() {
                     let _ = cx.deregister(&mut s);
                 }

@@ -926,7 +926,7 @@ fn relp_in_refuses_connections_over_max_connections() {
     first.send(2, "syslog", "still served");
     assert_eq!(first.expect("rsp"), (2, "200 OK".to_string()));
     let log = rx.stop();
-    assert!(log.contains("max_connections reached"), "{log}");
+    assert!(log.contains("connection limit reached"), "{log}");
     assert!(
         log.contains("cog=relp_in#1 in=0 out=1 dropped=0 errors=1"),
         "{log}"
@@ -979,4 +979,155 @@ fn relp_in_serves_several_clients_each_in_order() {
         count += 1;
     }
     assert_eq!(count, n);
+}
+
+/// Connects to relp_in on `port`, waiting for it to listen.
+fn relp_connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Review of issue 14 #2: relp_in refused every new client once `max_connections` idle
+/// connections were open. Now the longest-idle one (quiet for over a second, nothing in
+/// flight) is closed for a real client, which is served.
+#[test]
+fn relp_idle_connections_cannot_lock_out_a_client() {
+    let dir = TempDir::new("relp-idle");
+    let port = free_port();
+    let config = receiver_config(dir.path(), port).replace(
+        "window_size = ",
+        "max_connections = 5\nidle_timeout = \"1h\"\nwindow_size = ",
+    );
+    let rx = Daemon::start(dir.path(), "rx", &config);
+    let idle: Vec<TcpStream> = (0..10).map(|_| relp_connect(port)).collect();
+    // Connections active within the last second are never closed for a new one.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let mut p = Peer::new(relp_connect(port));
+    p.send(1, "open", "relp_version=0\ncommands=syslog");
+    assert_eq!(p.expect("rsp").0, 1);
+    p.send(2, "syslog", "from the client");
+    assert_eq!(p.expect("rsp"), (2, "200 OK".to_string()));
+    p.send(3, "close", "");
+    assert_eq!(p.expect("rsp"), (3, String::new()));
+    let log = rx.stop();
+    assert!(
+        log.contains("closed the longest-idle connection for a new one"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.log")).unwrap(),
+        "from the client\n"
+    );
+    drop(idle);
+}
+
+/// Review of issue 14 #2: answers counted as given once queued, so a client that sends
+/// but never reads its answers had relp_in read on and queue answers without bound. Now
+/// relp_in stops reading it once 64 KiB of answers wait: the client's writes stall and
+/// only part of `DEADBEAT_RELP_NOREAD` (default 1,000,000) messages is taken in (the
+/// kernels buffer some MiB of answers and messages: the default is well above).
+#[test]
+fn relp_client_that_never_reads_answers_is_not_read_on() {
+    let n: usize = std::env::var("DEADBEAT_RELP_NOREAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = TempDir::new("relp-noread");
+    let port = free_port();
+    let rx = Daemon::start(dir.path(), "rx", &receiver_config(dir.path(), port));
+    let mut s = relp_connect(port);
+    // A small receive buffer (set after connect, it disables autotuning): the answers
+    // back up in relp_in instead of in this kernel.
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on our own socket with an int option.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&s),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const small).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    s.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut b = Vec::new();
+    deadbeat::cogs::net::relp::write_frame(&mut b, 1, "open", b"relp_version=0\ncommands=syslog");
+    s.write_all(&b).unwrap();
+    let mut sent = 0;
+    let mut stalled = false;
+    while sent < n && !stalled {
+        b.clear();
+        for i in sent..(sent + 1_000).min(n) {
+            let msg = format!("<13>no reader message {i}");
+            deadbeat::cogs::net::relp::write_frame(&mut b, i as u32 + 2, "syslog", msg.as_bytes());
+        }
+        match s.write_all(&b) {
+            Ok(()) => sent = (sent + 1_000).min(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                stalled = true
+            }
+            Err(e) => panic!("writing to relp_in: {e}\n{}", rx.log()),
+        }
+    }
+    // What relp_in took in: the count once it stops growing.
+    let out = dir.path().join("out.log");
+    let mut taken = line_count(&out);
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = line_count(&out);
+        if now != taken {
+            (taken, since) = (now, Instant::now());
+        }
+    }
+    eprintln!("{taken} of {n} messages taken in, writes stalled: {stalled}");
+    // The answers of what was taken in fill 64 KiB in relp_in and the kernels' buffers
+    // between (a few MiB at most): far fewer than half of the messages.
+    assert!(
+        stalled && taken < n / 2,
+        "relp_in took in {taken} of {n} messages of a client that reads no answer"
+    );
+    drop(s);
+    rx.stop();
+}
+
+/// Review of issue 14 #2: relp_in had no idle timeout. A connection silent for
+/// `idle_timeout` with nothing in flight is closed, and new clients are served on.
+#[test]
+fn relp_in_closes_idle_connections() {
+    let dir = TempDir::new("relp-idle-timeout");
+    let port = free_port();
+    let config = receiver_config(dir.path(), port)
+        .replace("window_size = ", "idle_timeout = \"300ms\"\nwindow_size = ");
+    let rx = Daemon::start(dir.path(), "rx", &config);
+    let mut silent = relp_connect(port);
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(std::io::Read::read(&mut silent, &mut buf), Ok(0) | Err(_)),
+        "the silent connection was answered"
+    );
+    assert!(
+        started.elapsed() < PATIENCE,
+        "the silent connection stayed open"
+    );
+    let mut p = Peer::new(relp_connect(port));
+    p.send(1, "open", "relp_version=0\ncommands=syslog");
+    assert_eq!(p.expect("rsp").0, 1);
+    p.send(2, "syslog", "still served");
+    assert_eq!(p.expect("rsp"), (2, "200 OK".to_string()));
+    let log = rx.stop();
+    assert!(log.contains("idle connection closed"), "{log}");
 }

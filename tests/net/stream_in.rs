@@ -10,6 +10,9 @@ use crate::engine::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a connection must have been quiet before it may be closed to make room
+/// (tcp_in's `EVICT_MIN_IDLE`, with a margin).
+const EVICT_MIN_IDLE: Duration = Duration::from_millis(1_200);
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + PATIENCE;
@@ -405,6 +408,8 @@ fn max_connections_closes_the_longest_idle_for_a_new_client() {
     let mut b = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     b.write_all(b"from b\n").unwrap();
     d.wait_lines(2);
+    // Connections active within the last second are never closed to make room.
+    std::thread::sleep(EVICT_MIN_IDLE);
     // Full: the new client is served, `a` (idle the longest) is closed for it.
     let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     c.write_all(b"from c\n").unwrap();
@@ -428,6 +433,74 @@ fn max_connections_closes_the_longest_idle_for_a_new_client() {
     );
 }
 
+/// Review of issue 14 #1: the longest-idle connection was closed for a newcomer even when
+/// it had just been active (its data possibly still unread in its kernel). A connection
+/// active within the last second stays; the newcomer is refused instead, and once the
+/// first has been quiet long enough a newcomer takes its place.
+#[test]
+fn a_connection_active_just_now_is_not_closed_for_a_new_one() {
+    let dir = TempDir::new("tcp-recent");
+    let mut d = Daemon::tcp(
+        &dir,
+        "max_connections = 1
+",
+    );
+    // Let the readiness probe of Daemon::tcp go.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    a.write_all(b"a 1\n").unwrap();
+    d.wait_lines(1);
+    // `a` was active just now: the newcomer is refused, `a` keeps working.
+    let mut b = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(b.read(&mut buf), Ok(0) | Err(_)),
+        "the newcomer was kept"
+    );
+    a.write_all(b"a 2\n").unwrap();
+    let got = d.wait_lines(2).join("\n");
+    assert!(got.contains("\"message\":\"a 2\""), "{got}");
+    // Connections active within the last second are never closed to make room.
+    std::thread::sleep(EVICT_MIN_IDLE);
+    let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    c.write_all(b"c 1\n").unwrap();
+    d.wait_lines(3);
+    drop((a, b, c));
+    let err = d.stop_err();
+    assert!(err.contains("every connection busy"), "{err}");
+    assert!(err.contains("closed the longest-idle connection"), "{err}");
+}
+
+/// Review of issue 14 #1: when the listener's event came before a connection's readable
+/// event in the same poll batch, that connection (idle until then) was closed for the
+/// newcomer with its bytes unread: the reset lost them. The daemon is frozen (SIGSTOP)
+/// while the newcomer connects and then the idle connection sends, so both events wait
+/// in that order; the line sent must arrive and the newcomer be refused.
+#[test]
+fn a_connection_with_unread_bytes_is_not_closed_for_a_new_one() {
+    let dir = TempDir::new("tcp-unread");
+    let mut d = Daemon::tcp(&dir, "max_connections = 1\n");
+    std::thread::sleep(Duration::from_millis(100));
+    let mut a = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    a.write_all(b"a 1\n").unwrap();
+    d.wait_lines(1);
+    // Connections active within the last second are never closed to make room.
+    std::thread::sleep(EVICT_MIN_IDLE);
+    signal(&d.child, libc::SIGSTOP);
+    let b = TcpStream::connect(("127.0.0.1", d.port));
+    a.write_all(b"a 2\n").unwrap();
+    // Both in the frozen daemon's kernel before it runs on.
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&d.child, libc::SIGCONT);
+    let got = d.wait_lines(2).join("\n");
+    assert!(got.contains("\"message\":\"a 2\""), "{got}");
+    drop((a, b));
+    let err = d.stop_err();
+    assert!(!err.contains("bytes its kernel received unread"), "{err}");
+    assert!(err.contains("every connection busy"), "{err}");
+}
+
 /// `unix_in` in stream mode shares the limits: idle connections make room for a client.
 #[test]
 fn unix_stream_idle_connections_make_room() {
@@ -438,6 +511,8 @@ fn unix_stream_idle_connections_make_room() {
     let idle: Vec<UnixStream> = (0..10)
         .map(|_| UnixStream::connect(&sock).unwrap())
         .collect();
+    // Connections active within the last second are never closed to make room.
+    std::thread::sleep(EVICT_MIN_IDLE);
     let mut c = UnixStream::connect(&sock).unwrap();
     c.write_all(b"from the client\n").unwrap();
     drop(c);
@@ -492,6 +567,8 @@ fn idle_connections_cannot_lock_out_a_client() {
         let conns: Vec<TcpStream> = (0..idle)
             .map(|_| TcpStream::connect(("127.0.0.1", d.port)).unwrap())
             .collect();
+        // Connections active within the last second are never closed to make room.
+        std::thread::sleep(EVICT_MIN_IDLE);
         let mut c = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
         for i in 0..1_000 {
             c.write_all(format!("client line {i}\n").as_bytes())

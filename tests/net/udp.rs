@@ -447,5 +447,22 @@ fn sigterm_reads_what_the_socket_holds() {
         .unwrap_or_else(|| panic!("no udp_in counters in:\n{log}"));
     // What the kernel dropped (a receive buffer smaller than asked for) is counted; all
     // the rest was queued at the stop and must be written.
-    assert_eq!(line_count(&out) + dropped, count, "{log}");
+    let written = line_count(&out);
+    assert_eq!(written + dropped, count, "{log}");
+    // The old code read 2,048 datagrams at a stop: the test tells it apart only when the
+    // socket held more. Without root the buffer is capped at net.core.rmem_max, which may
+    // hold fewer; as root (CI) SO_RCVBUFFORCE grants the 16 MiB asked for.
+    if written <= 2_048 {
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert!(
+            !root,
+            "as root the socket held only {written} datagrams (2,048 or fewer):\n{log}"
+        );
+        eprintln!(
+            "sigterm_reads_what_the_socket_holds: SKIPPED, the receive buffer held only \
+             {written} datagrams (not root: capped at net.core.rmem_max), no more than the \
+             2,048 the old code read at a stop"
+        );
+    }
 }
