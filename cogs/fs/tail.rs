@@ -1387,6 +1387,11 @@ impl Tail {
         let seen = unix_now();
         let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
         for (&fid, t) in &self.files {
+            if t.fresh {
+                // Not judged yet (it may be a copy): nothing of it was sent, and an entry
+                // at offset 0 would make the next run read it whole, copy or not.
+                continue;
+            }
             if let Some(e) = &t.verify {
                 // Never opened since start: its checkpoint stands as it was.
                 entries.push(Entry { seen, ..e.clone() });

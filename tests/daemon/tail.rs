@@ -720,3 +720,30 @@ fn running_out_of_descriptors_is_retried() {
     t.stop();
     assert_eq!(counts(dir.path()).len(), total);
 }
+
+/// A copy not judged yet when the daemon stops (empty: `cp` has created it, not written
+/// it) is not saved in the checkpoint (nothing of it was sent), so the next run
+/// recognises it as a copy and does not read it again from its start.
+#[test]
+fn a_copy_stopped_before_it_was_judged_is_not_read_again() {
+    let (dir, logs, app) = app_log("copy-undecided");
+    let text = lines("a", 0, 1000);
+    append(&app, &text);
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/app.log*\"]\nstart_at = \"beginning\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1000);
+    let copy = logs.join("app.log.1");
+    append(&copy, "");
+    // Events come in order: once this line is in, the empty copy was taken in.
+    append(&app, "b 1\n");
+    t.wait_lines(1001);
+    t.stop();
+    append(&copy, &text);
+    append(&app, "b 2\n");
+    Tailer::catch_up(dir.path(), &cfg, 1002);
+    assert_exactly_once(dir.path(), &[&text, "b 1\nb 2\n"]);
+}
