@@ -66,12 +66,14 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   the file name only. `exclude` patterns without a `/` match the file name, others
 ///   the whole path.
 /// - **Identity.** A file is known by its content first: a fingerprint of its first
-///   256 bytes (all of it while it is shorter), with its device and inode to follow it
-///   across renames. A new file that starts with the whole fingerprinted head of a file
-///   already read is a copy of it (copytruncate, `cp`, a copy matched by the glob, also
-///   while the daemon was stopped): it is read from where that file's reading was, not
-///   again from its start. (So two different files whose first 256 bytes are identical,
-///   or a new file that starts with all of a shorter one, count as one.) An inode reused
+///   256 bytes, with its device and inode to follow it across renames. A new file whose
+///   first 256 bytes are those of a file already read is a copy of it (copytruncate,
+///   `cp`, a copy matched by the glob, also while the daemon was stopped): it is read
+///   from where that file's reading was, not again from its start. A file shorter than
+///   256 bytes is known by its device and inode only (a short head, one line, starts
+///   too many different files). Files whose first 256 bytes are the same (a long
+///   common header) count as one: set `fingerprint = "inode"` to know every file by its
+///   device and inode only (copies are then read whole). An inode reused
 ///   by a new file is told apart by its head. A file smaller than where reading stopped,
 ///   or whose head changed, was truncated: it is read again from its start.
 /// - **Rotation.** When a file is renamed or deleted, its descriptor stays open and it is
@@ -125,6 +127,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// max_open_files = 1024
 /// max_line_bytes = "1MiB"
 /// missing = "error"         # follow = false: or "warn", "ignore"
+/// fingerprint = "content"   # or "inode": copies are not recognised
 /// ```
 pub struct Tail {
     set: Settings,
@@ -171,6 +174,8 @@ struct Settings {
     max_line_bytes: usize,
     rotate_wait: Duration,
     missing: Missing,
+    /// `fingerprint = "content"`: a new file may be a copy of one already read.
+    by_content: bool,
 }
 
 struct Dir {
@@ -304,6 +309,14 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "how long a renamed or deleted file is still read",
         ),
         MISSING_PARAM,
+        Param::opt(
+            "fingerprint",
+            ParamType::Str,
+            "content",
+            "`content`: a new file starting with the 256 first bytes of a file already read \
+             is a copy of it, read from where that one was; `inode`: files are known by \
+             device and inode only (files sharing a long header)",
+        ),
     ],
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
@@ -349,6 +362,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         max_line_bytes,
         rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
         missing: Missing::from_params(p)?,
+        by_content: p.choice_or("fingerprint", &["content", "inode"], "content")? == "content",
     };
     let mut dirs: Vec<Dir> = Vec::new();
     for path in &paths {
@@ -653,7 +667,7 @@ impl Tail {
     ) -> u64 {
         let fid = self.next_fid;
         self.next_fid += 1;
-        let fresh = start == 0 && verify.is_none();
+        let fresh = self.set.by_content && start == 0 && verify.is_none();
         slog::debug!(cx.logger(), "following file"; "path" => %path.display(), "offset" => start);
         self.files.insert(
             fid,
@@ -1014,25 +1028,28 @@ impl Tail {
             // Nothing to judge (a copy just created, say): its next change queues it.
             return Check::Empty;
         }
-        if got < HEAD_BYTES && got != t.fresh_len {
-            if let Some(t) = self.files.get_mut(&fid) {
+        if got < HEAD_BYTES {
+            let Some(t) = self.files.get_mut(&fid) else {
+                return Check::Read;
+            };
+            if got != t.fresh_len {
                 t.fresh_len = got;
+                return Check::Later;
             }
-            return Check::Later;
+            // A short head says too little (a one-line file's line starts many files):
+            // the file is known by its device and inode only, a new one read from its start.
+            t.fresh = false;
+            return Check::Read;
         }
-        // FNV-1a is incremental: the hash of every prefix, for one lookup per candidate.
-        let mut prefix = [0u64; HEAD_BYTES + 1];
-        prefix[0] = fingerprint(&[]);
-        for (i, &b) in buf[..got].iter().enumerate() {
-            prefix[i + 1] = (prefix[i] ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let whole = fingerprint(&buf);
         let mut best: Option<(u32, u64, PathBuf)> = None;
         let mut busy = false;
         let mut consider = |len: u32, hash: u64, at: u64, path: &Path| {
-            let fits = len > 0 && (len as usize) <= got && at > 0;
-            if fits
-                && prefix[len as usize] == hash
-                && best.as_ref().is_none_or(|(l, a, _)| (len, at) > (*l, *a))
+            // Only a whole head identifies content (see the short head above).
+            if len as usize == HEAD_BYTES
+                && at > 0
+                && hash == whole
+                && best.as_ref().is_none_or(|(_, a, _)| at > *a)
             {
                 best = Some((len, at, path.to_path_buf()));
                 true

@@ -563,13 +563,15 @@ fn stop_inside_the_rotate_window_finds_the_old_file_again() {
 }
 
 /// Vector's copytruncate case: with `F*` followed, `cp F F0; truncate F` makes `F0` a
-/// copy, which continues where `F` was read: `First line` is written once.
+/// copy, which continues where `F` was read: `First line` is written once. (Its first
+/// lines are longer than 256 bytes: a shorter head does not identify content.)
 #[test]
 fn a_copy_continues_where_its_original_was() {
     let dir = TempDir::new("copy-fp");
     let logs = logs(dir.path());
     let f = logs.join("F");
-    append(&f, "First line\n");
+    let first = format!("First line {}\n", "x".repeat(260));
+    append(&f, &first);
     let cfg = config(
         dir.path(),
         true,
@@ -579,12 +581,13 @@ fn a_copy_continues_where_its_original_was() {
     t.wait_lines(1);
     std::fs::copy(&f, logs.join("F0")).unwrap();
     truncate(&f);
-    append(&f, "Second line\n");
+    let second = format!("Second line {}\n", "y".repeat(260));
+    append(&f, &second);
     // A line added to the copy shows it was taken in.
     append(&logs.join("F0"), "Copy line\n");
     t.wait_lines(3);
     t.stop();
-    assert_exactly_once(dir.path(), &["First line\nSecond line\nCopy line\n"]);
+    assert_exactly_once(dir.path(), &[&first, &second, "Copy line\n"]);
     // The same while stopped: the copy is recognised by its content from the checkpoint.
     append(&f, "Third line\n");
     std::fs::copy(&f, logs.join("F1")).unwrap();
@@ -593,7 +596,7 @@ fn a_copy_continues_where_its_original_was() {
     Tailer::catch_up(dir.path(), &cfg, 5);
     assert_exactly_once(
         dir.path(),
-        &["First line\nSecond line\nCopy line\nThird line\nFourth line\n"],
+        &[&first, &second, "Copy line\nThird line\nFourth line\n"],
     );
 }
 
@@ -746,4 +749,54 @@ fn a_copy_stopped_before_it_was_judged_is_not_read_again() {
     append(&app, "b 2\n");
     Tailer::catch_up(dir.path(), &cfg, 1002);
     assert_exactly_once(dir.path(), &[&text, "b 1\nb 2\n"]);
+}
+
+/// A head shorter than 256 bytes identifies nothing: a new file that starts with all of
+/// a short file already read (`starting`) is its own file, read from its start.
+#[test]
+fn a_short_head_does_not_make_a_new_file_a_copy() {
+    let (dir, logs, app) = app_log("short-head");
+    append(&app, "starting\n");
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1);
+    append(&logs.join("other.log"), "starting\nsecond\n");
+    t.wait_lines(3);
+    t.stop();
+    let got = counts(dir.path());
+    assert_eq!(got.get("starting"), Some(&2), "{got:?}");
+    assert_eq!(got.get("second"), Some(&1), "{got:?}");
+}
+
+/// Daily files sharing a 300-byte header: `fingerprint = "inode"` knows them apart by
+/// device and inode, so every line of the second day arrives.
+#[test]
+fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
+    let (dir, logs, _) = app_log("shared-header");
+    let header: String = (0..10)
+        .map(|i| format!("# header line {i:02} {}\n", "=".repeat(12)))
+        .collect();
+    assert!(header.len() >= 300, "{}", header.len());
+    append(
+        &logs.join("day1.log"),
+        &format!("{header}{}", lines("d1", 0, 50)),
+    );
+    let cfg = config(
+        dir.path(),
+        true,
+        &format!("{FOLLOW}fingerprint = \"inode\"\n"),
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(60);
+    append(
+        &logs.join("day2.log"),
+        &format!("{header}{}", lines("d2", 0, 50)),
+    );
+    t.wait_lines(120);
+    t.stop();
+    let got = counts(dir.path());
+    for l in header.lines() {
+        assert_eq!(got.get(l), Some(&2), "{l:?}");
+    }
+    assert_eq!(got.len(), 10 + 100);
 }
