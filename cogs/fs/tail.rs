@@ -39,6 +39,9 @@ const FD_RESERVE: u64 = 32;
 /// First and longest wait before opening again after running out of descriptors.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After running out of descriptors, the budget doubles back towards `max_open_files`
+/// at most this often.
+const RAISE_EVERY: Duration = Duration::from_millis(250);
 
 /// One read asks for this much (see [`LineSplitter::BATCH_READ_SIZE`]).
 const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
@@ -108,7 +111,8 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   a warning) to the process's descriptor limit (`ulimit -n`) less 32 for the rest of
 ///   the process. Running out of descriptors anyway (EMFILE, ENFILE) is transient: the
 ///   budget drops to the files open now, logged, and the file is opened again after a
-///   backoff (50 ms doubling to 5 s). Reading stops while 100,000
+///   backoff (50 ms doubling to 5 s); the budget then doubles back to
+///   `max_open_files` every 250 ms (logged when it is back). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
@@ -159,6 +163,11 @@ pub struct Tail {
     retry_after: Duration,
     retry_armed: bool,
     starved_logged: bool,
+    /// `max_open_files` as configured (and fitted to the descriptor limit):
+    /// `set.max_open_files` is the budget now, cut by EMFILE and raised back to this.
+    open_limit: usize,
+    /// Not before this is the cut budget raised again.
+    raise_at: Option<Instant>,
     /// Fresh files judged again when the SETTLE timer fires.
     settling: Vec<u64>,
     settle_armed: bool,
@@ -475,6 +484,8 @@ impl Tail {
         store: Option<CheckpointStore>,
     ) -> Self {
         Tail {
+            open_limit: set.max_open_files,
+            raise_at: None,
             set,
             dirs,
             excludes,
@@ -827,6 +838,7 @@ impl Tail {
                     self.starved_logged = true;
                 }
                 self.set.max_open_files = budget.min(self.set.max_open_files);
+                self.raise_at = Some(cx.now() + RAISE_EVERY);
                 t.starved = true;
                 return false;
             }
@@ -899,6 +911,7 @@ impl Tail {
         t.file = Some(f);
         t.at_eof = false;
         self.open_files += 1;
+        self.raise_budget(cx);
         true
     }
 
@@ -978,7 +991,8 @@ impl Tail {
 
     /// The RETRY timer: files that ran out of descriptors are queued again, and the next
     /// wait doubles (up to `RETRY_MAX`) until an open succeeds.
-    fn retry_starved(&mut self) {
+    fn retry_starved(&mut self, cx: &mut Ctx) {
+        self.raise_budget(cx);
         self.retry_armed = false;
         self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
         for fid in std::mem::take(&mut self.starved) {
@@ -1006,6 +1020,30 @@ impl Tail {
             slog::warn!(cx.logger(), "max_open_files is above the process's descriptor limit; lowering it";
                 "max_open_files" => self.set.max_open_files, "limit" => cur, "now" => allowed);
             self.set.max_open_files = allowed;
+        }
+        self.open_limit = self.set.max_open_files;
+    }
+
+    /// After running out of descriptors: doubles the budget back towards
+    /// `max_open_files`, at most every `RAISE_EVERY` (a descriptor shortage passes; if
+    /// it has not, the next EMFILE cuts the budget again).
+    fn raise_budget(&mut self, cx: &mut Ctx) {
+        let Some(at) = self.raise_at else {
+            return;
+        };
+        let now = cx.now();
+        if now < at {
+            return;
+        }
+        self.set.max_open_files = (self.set.max_open_files * 2).min(self.open_limit);
+        if self.set.max_open_files >= self.open_limit {
+            self.raise_at = None;
+            self.starved_logged = false;
+            slog::info!(cx.logger(), "file descriptors available again; open-file budget back to max_open_files";
+                "max_open_files" => self.open_limit);
+        } else {
+            self.raise_at = Some(now + RAISE_EVERY);
+            slog::debug!(cx.logger(), "raising the open-file budget"; "now" => self.set.max_open_files);
         }
     }
 
@@ -1257,6 +1295,7 @@ impl Tail {
     // --- periodic work
 
     fn tick(&mut self, cx: &mut Ctx) {
+        self.raise_budget(cx);
         let now = cx.now();
         if self.watching {
             for d in 0..self.dirs.len() {
@@ -1572,7 +1611,7 @@ impl Cog<Record> for Tail {
                 }
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
-            (RETRY, _) => self.retry_starved(),
+            (RETRY, _) => self.retry_starved(cx),
             (SETTLE, _) => {
                 self.settle_armed = false;
                 for fid in std::mem::take(&mut self.settling) {

@@ -685,7 +685,7 @@ fn max_open_files_is_lowered_to_the_descriptor_limit() {
 
 /// Descriptors run out while running (the limit lowered under the daemon's feet, as by
 /// other cogs holding them): EMFILE is transient, the files are opened again later, and
-/// every line is read.
+/// every line is read. Once the limit is back, so is the open-file budget.
 #[test]
 fn running_out_of_descriptors_is_retried() {
     let dir = TempDir::new("fd-emfile");
@@ -702,9 +702,11 @@ fn running_out_of_descriptors_is_retried() {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    let orig;
     // SAFETY: reads, then lowers, the soft limit of the child we started.
     let rc = unsafe {
         let got = libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut lim);
+        orig = lim.rlim_cur;
         lim.rlim_cur = 48;
         if got == 0 {
             libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut())
@@ -720,6 +722,14 @@ fn running_out_of_descriptors_is_retried() {
         "{}",
         t.stderr()
     );
+    lim.rlim_cur = orig;
+    // SAFETY: gives the child we started its soft limit back.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lim, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    wait_for("the open-file budget back", || {
+        t.stderr()
+            .contains("open-file budget back to max_open_files")
+    });
     t.stop();
     assert_eq!(counts(dir.path()).len(), total);
 }
