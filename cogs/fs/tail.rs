@@ -1662,12 +1662,14 @@ impl Cog<Record> for Tail {
         // was rotated away). Otherwise (catching up, paused, or a writer that may still
         // end the line) it stays unsent and the checkpoint at its start: the next run
         // reads it whole.
+        // (Inside its `rotate_wait`, a rotated file's writer may still end the line.)
+        let now = cx.now();
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             if let Some(t) = self.files.get_mut(&fid)
                 && let (Some(f), Some(sp)) = (t.file.as_ref(), t.splitter.as_mut())
                 && sp.pending_len() > 0
-                && (!self.set.follow || t.rotated.is_some())
+                && (!self.set.follow || t.rotated.is_some_and(|until| until <= now))
                 && f.metadata().is_ok_and(|m| m.len() == sp.received())
             {
                 emit(sp, fid, &t.name, &mut self.acks, true, out, cx);

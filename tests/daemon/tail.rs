@@ -545,6 +545,28 @@ fn rotated_file_partial_line_is_emitted_after_rotate_wait() {
     assert_exactly_once(dir.path(), &["a1\na2\nb1\n"]);
 }
 
+/// A stop inside the rotate window leaves a rotated file's partial line unsent (the
+/// writer may still end it): the next run reads the line whole.
+#[test]
+fn stop_inside_the_rotate_window_keeps_a_partial_line_whole() {
+    let (dir, logs, app) = app_log("rot-window-partial");
+    append(&app, "a1\nhal");
+    let cfg = config(dir.path(), true, FOLLOW);
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(1);
+    std::fs::rename(&app, logs.join("app.log.1")).unwrap();
+    append(&app, "b1\n");
+    t.wait_lines(2);
+    t.stop();
+    append(&logs.join("app.log.1"), "f done\n");
+    let t = Tailer::start(dir.path(), &cfg);
+    wait_for("the end of the line", || {
+        std::fs::read_to_string(dir.path().join("out.log")).is_ok_and(|s| s.contains("done\n"))
+    });
+    t.stop();
+    assert_exactly_once(dir.path(), &["a1\nhalf done\nb1\n"]);
+}
+
 #[test]
 fn stop_inside_the_rotate_window_finds_the_old_file_again() {
     let (dir, logs, app) = app_log("rot-window");
