@@ -231,6 +231,8 @@ struct Tracked {
     /// reading was is trusted only once its size stopped changing (still being copied).
     fresh_size: u64,
     last_data: Instant,
+    /// Not before this is the head read again to see whether the file was rewritten.
+    head_due: Instant,
 }
 
 /// The head of a file no longer followed under its identity (truncated, or forgotten),
@@ -704,6 +706,7 @@ impl Tail {
                 fresh_len: usize::MAX,
                 fresh_size: u64::MAX,
                 last_data: cx.now(),
+                head_due: cx.now(),
             },
         );
         self.by_inode.insert(key, fid);
@@ -1197,10 +1200,14 @@ impl Tail {
         };
         // Truncated and written again past where reading was (copytruncate, then the
         // application's next lines): the size does not show it, the head does. Checked
-        // once per wake of a file that had reached its end, not per read.
-        let rewritten = t.at_eof
-            && t.head_len > 0
-            && head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash));
+        // at a wake of a file that had reached its end, at most once per
+        // `poll_interval` (not one more syscall per wake of a slowly written file; a
+        // truncation the size shows is caught after the read below).
+        let now = cx.now();
+        let rewritten = t.at_eof && t.head_len > 0 && now >= t.head_due && {
+            t.head_due = now + self.set.poll_interval;
+            head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash))
+        };
         let mut got = 0;
         loop {
             if rewritten {
