@@ -449,6 +449,8 @@ fn stops_while_catching_up_never_split_a_line() {
     );
     assert_eq!(got.len(), n, "lines lost or split");
     eprintln!("{stops} of 2 stops came while catching up with {n} lines");
+    // Otherwise the test checked nothing about a stop while catching up.
+    assert!(stops >= 1, "no stop came while catching up with {n} lines");
 }
 
 #[test]
