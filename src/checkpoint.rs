@@ -58,6 +58,54 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+/// An [`Entry`] by reference, rendered straight into a checkpoint's text (see
+/// [`CheckpointStore::save_lines`]): saving many files clones no path.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    /// See [`Entry::dev`].
+    pub dev: u64,
+    /// See [`Entry::ino`].
+    pub ino: u64,
+    /// See [`Entry::head_len`].
+    pub head_len: u32,
+    /// See [`Entry::head_hash`].
+    pub head_hash: u64,
+    /// See [`Entry::offset`].
+    pub offset: u64,
+    /// See [`Entry::seen`].
+    pub seen: u64,
+    /// See [`Entry::path`].
+    pub path: &'a Path,
+}
+
+impl EntryRef<'_> {
+    /// Appends this entry's line to `text`.
+    pub fn render(&self, text: &mut Vec<u8>) {
+        let _ = write!(
+            text,
+            "{} {} {} {} {} {} ",
+            self.dev, self.ino, self.head_len, self.head_hash, self.offset, self.seen
+        );
+        escape(self.path.as_os_str().as_bytes(), text);
+        text.push(b'\n');
+    }
+}
+
+impl Entry {
+    /// This entry by reference.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            dev: self.dev,
+            ino: self.ino,
+            head_len: self.head_len,
+            head_hash: self.head_hash,
+            offset: self.offset,
+            seen: self.seen,
+            path: &self.path,
+        }
+    }
+}
+
 /// How much of one output file an exactly-once drain had written and acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -128,8 +176,10 @@ struct WriteState {
     live: RefCell<Option<File>>,
     /// Bytes in the journal.
     live_len: Cell<u64>,
-    /// The last text written, for `sync` to store durably.
+    /// The last journal record written; its text, from `last_at`, is for `sync` to store
+    /// durably.
     last: RefCell<Vec<u8>>,
+    last_at: Cell<usize>,
     /// The generation of the last write; `None` until read from disk at the first write.
     generation: Cell<Option<u64>>,
 }
@@ -203,16 +253,22 @@ impl CheckpointStore {
         for e in entries {
             render_entry(e, &mut text);
         }
+        self.save_lines(&text)
+    }
+
+    /// Like [`save`](CheckpointStore::save), with the entries already rendered (one
+    /// [`EntryRef::render`] each) into `lines`.
+    pub fn save_lines(&self, lines: &[u8]) -> io::Result<()> {
         match &self.ledger {
-            Some(l) => l.save_entries(&text, |all| self.write(all)),
-            None => self.write(&text),
+            Some(l) => l.save_entries(lines, |parts| self.write(parts)),
+            None => self.write(&[lines]),
         }
     }
 
     /// Writes `body` (the lines after the header) as the whole checkpoint, under the next
     /// generation: appended to the journal, or durably if this is the process's first
     /// write or the journal is large (see the module doc).
-    fn write(&self, body: &[u8]) -> io::Result<()> {
+    fn write(&self, body: &[&[u8]]) -> io::Result<()> {
         let st = &self.state;
         let generation = match st.generation.get() {
             Some(g) => g + 1,
@@ -228,32 +284,40 @@ impl CheckpointStore {
         let fresh = st.live.borrow().is_none() || st.live_len.get() > LIVE_MAX;
         if fresh {
             let mut text = head;
-            text.extend_from_slice(body);
+            for part in body {
+                text.extend_from_slice(part);
+            }
             return self.write_durable(&text);
         }
-        let len = head.len() + body.len();
-        let hash = fingerprint_more(fingerprint(&head), body);
-        let mut rec = Vec::with_capacity(len + 48);
+        let len = head.len() + body.iter().map(|p| p.len()).sum::<usize>();
+        let hash = body
+            .iter()
+            .fold(fingerprint(&head), |h, part| fingerprint_more(h, part));
+        // The record is built in the buffer of the previous one and kept as the last
+        // write for `sync`: no allocation, no second copy.
+        let mut rec = std::mem::take(&mut *st.last.borrow_mut());
+        rec.clear();
+        rec.reserve(len + 48);
         let _ = writeln!(rec, "@ {len} {hash}");
-        let text_at = rec.len();
+        st.last_at.set(rec.len());
         rec.extend_from_slice(&head);
-        rec.extend_from_slice(body);
-        let text = &rec[text_at..];
+        for part in body {
+            rec.extend_from_slice(part);
+        }
         let appended = match st.live.borrow_mut().as_mut() {
             Some(f) => f.write_all(&rec),
             None => Ok(()),
         };
+        let rec_len = rec.len() as u64;
+        *st.last.borrow_mut() = rec;
         if let Err(e) = appended {
             // A partial record would hide the ones after it: the next write starts a
             // fresh journal.
             *st.live.borrow_mut() = None;
             return Err(e);
         }
-        st.live_len.set(st.live_len.get() + rec.len() as u64);
+        st.live_len.set(st.live_len.get() + rec_len);
         st.unsynced.set(true);
-        let mut last = st.last.borrow_mut();
-        last.clear();
-        last.extend_from_slice(text);
         Ok(())
     }
 
@@ -294,8 +358,9 @@ impl CheckpointStore {
         if !self.state.unsynced.get() {
             return Ok(());
         }
-        let text = self.state.last.borrow().clone();
-        self.write_durable(&text)
+        let last = self.state.last.borrow();
+        let text = last.get(self.state.last_at.get()..).unwrap_or_default();
+        self.write_durable(text)
     }
 
     /// Whether something was written since the last [`sync`](CheckpointStore::sync).
@@ -404,14 +469,14 @@ impl Ledger {
                 "no checkpointing supply keeps this ledger",
             ));
         };
-        let text = Self::render(&inner);
-        store.write(&text)
+        let marks = Self::render_marks(&inner);
+        store.write(&[&inner.entries, &marks])
     }
 
     fn save_entries(
         &self,
         entries: &[u8],
-        write: impl FnOnce(&[u8]) -> io::Result<()>,
+        write: impl FnOnce(&[&[u8]]) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut inner = self.0.borrow_mut();
         // The previous run's marks must survive a supply save that comes before its
@@ -423,14 +488,13 @@ impl Ledger {
         }
         inner.entries.clear();
         inner.entries.extend_from_slice(entries);
-        let text = Self::render(&inner);
-        write(&text)
+        let marks = Self::render_marks(&inner);
+        write(&[&inner.entries, &marks])
     }
 
-    /// The checkpoint's lines after its header.
-    fn render(inner: &LedgerInner) -> Vec<u8> {
-        let mut text = Vec::with_capacity(inner.entries.len() + 96);
-        text.extend_from_slice(&inner.entries);
+    /// The checkpoint's lines of the marks.
+    fn render_marks(inner: &LedgerInner) -> Vec<u8> {
+        let mut text = Vec::with_capacity(96);
         for m in inner.marks.values() {
             let _ = write!(text, "sink {} {} {} ", m.dev, m.ino, m.size);
             escape(m.path.as_os_str().as_bytes(), &mut text);
@@ -489,13 +553,7 @@ fn last_record(journal: &[u8]) -> Option<&[u8]> {
 }
 
 fn render_entry(e: &Entry, text: &mut Vec<u8>) {
-    let _ = write!(
-        text,
-        "{} {} {} {} {} {} ",
-        e.dev, e.ino, e.head_len, e.head_hash, e.offset, e.seen
-    );
-    escape(e.path.as_os_str().as_bytes(), text);
-    text.push(b'\n');
+    e.as_ref().render(text);
 }
 
 fn escape(b: &[u8], out: &mut Vec<u8>) {

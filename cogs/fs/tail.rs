@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::ack::AckTracker;
-use crate::checkpoint::{CheckpointStore, Entry, fingerprint};
+use crate::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::glob::{Glob, split_path};
@@ -29,6 +29,7 @@ const ROTATE: Local = 4;
 const WATCH: Local = 5;
 const RETRY: Local = 6;
 const SETTLE: Local = 7;
+const SAVE_SOON: Local = 8;
 
 /// How long a fresh file that may still be being copied is left before it is judged again.
 const SETTLE_WAIT: Duration = Duration::from_millis(50);
@@ -58,6 +59,10 @@ const KEEP_BUFFERS: usize = 32;
 /// How often checkpoints are synced to disk (they are written after every acknowledgement
 /// that moved them, and otherwise at this pace when changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Above this many checkpoint entries, saves after acknowledgements come at most once
+/// per `SAVE_GAP` (a save writes every entry).
+const HEAVY_SAVE: usize = 64;
+const SAVE_GAP: Duration = Duration::from_millis(10);
 
 /// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
 /// was stopped), truncation, and checkpoints committed only once the drains acknowledged
@@ -152,6 +157,10 @@ pub struct Tail {
     /// The last checkpoint write failed: only the timer tries again (a failing disk is
     /// not hammered once per batch).
     save_failing: bool,
+    /// The checkpoint's text, rendered again at each save (its buffer kept).
+    save_buf: Vec<u8>,
+    last_save: Option<Instant>,
+    save_soon_armed: bool,
     paused: bool,
     blocked: bool,
     scanned: bool,
@@ -503,6 +512,9 @@ impl Tail {
             saved: HashMap::new(),
             dirty: false,
             save_failing: false,
+            save_buf: Vec::new(),
+            last_save: None,
+            save_soon_armed: false,
             paused: false,
             blocked: false,
             scanned: false,
@@ -1447,8 +1459,11 @@ impl Tail {
         let Some(store) = &self.store else {
             return;
         };
+        self.last_save = Some(cx.now());
         let seen = unix_now();
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
+        // Rendered straight from the tracked files: no entry or path is cloned.
+        let mut text = std::mem::take(&mut self.save_buf);
+        text.clear();
         for (&fid, t) in &self.files {
             if t.fresh {
                 // Not judged yet (it may be a copy): nothing of it was sent, and an entry
@@ -1457,25 +1472,29 @@ impl Tail {
             }
             if let Some(e) = &t.verify {
                 // Never opened since start: its checkpoint stands as it was.
-                entries.push(Entry { seen, ..e.clone() });
+                EntryRef { seen, ..e.as_ref() }.render(&mut text);
                 continue;
             }
             let Some(offset) = self.acks.committed(fid) else {
                 continue;
             };
-            entries.push(Entry {
+            EntryRef {
                 dev: t.dev,
                 ino: t.ino,
                 head_len: t.head_len,
                 head_hash: t.head_hash,
                 offset,
                 seen,
-                path: t.path.clone(),
-            });
+                path: &t.path,
+            }
+            .render(&mut text);
         }
-        entries.extend(self.saved.values().cloned());
+        for e in self.saved.values() {
+            e.as_ref().render(&mut text);
+        }
         // A failure leaves `dirty` set: the timer tries again.
-        let saved = store.save(&entries);
+        let saved = store.save_lines(&text);
+        self.save_buf = text;
         self.save_failing = saved.is_err();
         match saved {
             Ok(()) => self.dirty = false,
@@ -1619,6 +1638,12 @@ impl Cog<Record> for Tail {
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
             (RETRY, _) => self.retry_starved(cx),
+            (SAVE_SOON, _) => {
+                self.save_soon_armed = false;
+                if self.dirty && !self.save_failing {
+                    self.save(cx);
+                }
+            }
             (SETTLE, _) => {
                 self.settle_armed = false;
                 for fid in std::mem::take(&mut self.settling) {
@@ -1638,7 +1663,17 @@ impl Cog<Record> for Tail {
             // Written at once (not synced: a process crash keeps it), so a crash re-sends
             // at most the batch in flight.
             self.dirty = true;
-            if !self.save_failing {
+            let now = cx.now();
+            let due = self.last_save.map_or(now, |t| t + SAVE_GAP);
+            if self.save_failing {
+                // Only the SAVE timer tries again.
+            } else if self.files.len() + self.saved.len() > HEAVY_SAVE && now < due {
+                // Many files make a save heavy: while acknowledgements keep coming, one
+                // save per SAVE_GAP (a kill -9 still re-sends only a few batches).
+                if !self.save_soon_armed && cx.timer_at(due, SAVE_SOON).is_ok() {
+                    self.save_soon_armed = true;
+                }
+            } else {
                 self.save(cx);
             }
         }
