@@ -110,7 +110,10 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 ///   a journal beside it, see `deadbeat::checkpoint`), so a crash re-sends at most the
 ///   batch in flight;
 ///   synced to disk every second and at shutdown, so a power loss loses at most about a
-///   second of progress (those lines are sent again).
+///   second of progress (those lines are sent again). They also keep the heads of the
+///   last 256 files truncated or read for good (for a day), so a copy of one that appears
+///   after a restart still continues where its reading was. A file not judged yet (a new one that may be
+///   a copy) is not saved.
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
 ///   their end are closed (and reopened when they change). At start it is lowered (with
 ///   a warning) to the process's descriptor limit (`ulimit -n`) less 32 for the rest of
@@ -252,7 +255,14 @@ struct Head {
     hash: u64,
     at: u64,
     path: PathBuf,
+    /// When it was kept (Unix seconds): heads are forgotten after `FORGET_AFTER`.
+    seen: u64,
 }
+
+/// Heads are saved in the checkpoint as entries of this device and inode (no file has
+/// inode 0), so a copy that appears after a restart is still recognised; older versions
+/// read them as entries of a file that is never found.
+const HEAD_KEY: (u64, u64) = (0, 0);
 
 /// What to do with a fresh file (see [`Tail::check_copy`]).
 enum Check {
@@ -901,6 +911,7 @@ impl Tail {
                     hash: e.head_hash,
                     at: e.offset,
                     path: e.path.clone(),
+                    seen: unix_now(),
                 };
                 keep_head(&mut self.heads, head);
             }
@@ -1273,6 +1284,7 @@ impl Tail {
                 hash: t.head_hash,
                 at: sp.consumed(),
                 path: t.path.clone(),
+                seen: unix_now(),
             };
             if f.seek(SeekFrom::Start(0)).is_ok() {
                 sp.reset(0);
@@ -1374,6 +1386,7 @@ impl Tail {
                         hash: t.head_hash,
                         at: t.resume,
                         path: t.path.clone(),
+                        seen: unix_now(),
                     },
                 );
                 if self.by_inode.get(&(t.dev, t.ino)) == Some(&fid) {
@@ -1389,7 +1402,9 @@ impl Tail {
         let oldest = unix_now().saturating_sub(FORGET_AFTER.as_secs());
         let before = self.saved.len();
         self.saved.retain(|_, e| e.seen >= oldest);
-        self.dirty |= self.saved.len() != before;
+        let heads = self.heads.len();
+        self.heads.retain(|h| h.seen >= oldest);
+        self.dirty |= self.saved.len() != before || self.heads.len() != heads;
     }
 
     fn watch_dir(&mut self, d: usize, cx: &mut Ctx) {
@@ -1492,6 +1507,18 @@ impl Tail {
         for e in self.saved.values() {
             e.as_ref().render(&mut text);
         }
+        for h in &self.heads {
+            EntryRef {
+                dev: HEAD_KEY.0,
+                ino: HEAD_KEY.1,
+                head_len: h.len,
+                head_hash: h.hash,
+                offset: h.at,
+                seen: h.seen,
+                path: &h.path,
+            }
+            .render(&mut text);
+        }
         // A failure leaves `dirty` set: the timer tries again.
         let saved = store.save_lines(&text);
         self.save_buf = text;
@@ -1523,7 +1550,18 @@ impl Tail {
         match store.load() {
             Ok(entries) => {
                 for e in entries {
-                    self.saved.insert((e.dev, e.ino), e);
+                    if (e.dev, e.ino) == HEAD_KEY {
+                        let head = Head {
+                            len: e.head_len,
+                            hash: e.head_hash,
+                            at: e.offset,
+                            path: e.path,
+                            seen: e.seen,
+                        };
+                        keep_head(&mut self.heads, head);
+                    } else {
+                        self.saved.insert((e.dev, e.ino), e);
+                    }
                 }
             }
             Err(e) => {

@@ -834,3 +834,29 @@ fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
     }
     assert_eq!(got.len(), 10 + 100);
 }
+
+/// The heads of truncated files live in the checkpoint: a copy of a file truncated
+/// before a stop, which appears after it (copied under a name not followed, then
+/// renamed in), continues where the file's reading was.
+#[test]
+fn a_copy_appearing_after_a_restart_continues_where_its_truncated_original_was() {
+    let (dir, logs, app) = app_log("copy-after-restart");
+    let text = lines(&"a".repeat(300), 0, 20);
+    append(&app, &text);
+    let cfg = config(
+        dir.path(),
+        true,
+        "paths = [\"logs/app.log*\"]\nstart_at = \"beginning\"\n",
+    );
+    let t = Tailer::start(dir.path(), &cfg);
+    t.wait_lines(20);
+    std::fs::copy(&app, logs.join("tmp-copy")).unwrap();
+    truncate(&app);
+    append(&app, "b 1\n");
+    t.wait_lines(21);
+    t.stop();
+    std::fs::rename(logs.join("tmp-copy"), logs.join("app.log.1")).unwrap();
+    append(&app, "b 2\n");
+    Tailer::catch_up(dir.path(), &cfg, 22);
+    assert_exactly_once(dir.path(), &[&text, "b 1\nb 2\n"]);
+}
