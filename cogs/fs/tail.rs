@@ -79,8 +79,11 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 ///   `cp`, a copy matched by the glob, also while the daemon was stopped): it is read
 ///   from where that file's reading was, not again from its start. A file shorter than
 ///   256 bytes is known by its device and inode only (a short head, one line, starts
-///   too many different files). Files whose first 256 bytes are the same (a long
-///   common header) count as one: set `fingerprint = "inode"` to know every file by its
+///   too many different files). While the original still holds its content, a copy
+///   must also hold the same 256 bytes just before where the original's reading was, so
+///   files sharing a long header (daily files) are told apart. Once the original is
+///   gone or truncated, the head alone decides, and a new file starting with the same
+///   256 bytes counts as its copy: set `fingerprint = "inode"` to know every file by its
 ///   device and inode only (copies are then read whole). An inode reused
 ///   by a new file is told apart by its head. A file smaller than where reading stopped,
 ///   or whose head changed, was truncated: it is read again from its start.
@@ -479,6 +482,34 @@ fn read_head(f: &File, buf: &mut [u8]) -> usize {
         }
     }
     got
+}
+
+/// Whether `copy` holds the same bytes as the file at `original` just before `at` (the
+/// 256 bytes before it), when that file still holds the content whose head `head` is
+/// (a file that starts like another, a long common header, is not taken for its copy).
+/// When the original can no longer tell (gone, truncated, rewritten), the head decides.
+fn same_before(copy: &File, original: &Path, head: u64, at: u64) -> bool {
+    if at <= HEAD_BYTES as u64 {
+        // The heads, already equal, cover it.
+        return true;
+    }
+    let Ok(o) = File::open(original) else {
+        return true;
+    };
+    let intact = o.metadata().is_ok_and(|m| m.len() >= at)
+        && head_of(&o, HEAD_BYTES).is_ok_and(|x| x == (HEAD_BYTES as u32, head));
+    if !intact {
+        return true;
+    }
+    let (mut a, mut b) = ([0u8; HEAD_BYTES], [0u8; HEAD_BYTES]);
+    let from = at - HEAD_BYTES as u64;
+    match (
+        copy.read_exact_at(&mut a, from),
+        o.read_exact_at(&mut b, from),
+    ) {
+        (Ok(()), Ok(())) => a == b,
+        _ => true,
+    }
 }
 
 /// Hash of the first up to `len` bytes of `f`, with how many there were.
@@ -1178,6 +1209,11 @@ impl Tail {
             return Check::Read;
         };
         let at = at.min(size);
+        if !same_before(f, &of, whole, at) {
+            slog::debug!(cx.logger(), "a new file starts like one already read but differs before where that one's reading was; reading it from its start";
+                "path" => %t.path.display(), "like" => %of.display(), "offset" => at);
+            return Check::Read;
+        }
         if f.seek(SeekFrom::Start(at)).is_err() {
             return Check::Read;
         }

@@ -802,11 +802,11 @@ fn a_short_head_does_not_make_a_new_file_a_copy() {
     assert_eq!(got.get("second"), Some(&1), "{got:?}");
 }
 
-/// Daily files sharing a 300-byte header: `fingerprint = "inode"` knows them apart by
-/// device and inode, so every line of the second day arrives.
-#[test]
-fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
-    let (dir, logs, _) = app_log("shared-header");
+/// Daily files sharing a 300-byte header: every line of the second day arrives, known
+/// apart by what comes after the header (`fingerprint = "content"`, the default), or by
+/// device and inode (`fingerprint = "inode"`).
+fn shared_long_header(tag: &str, keys: &str) {
+    let (dir, logs, _) = app_log(tag);
     let header: String = (0..10)
         .map(|i| format!("# header line {i:02} {}\n", "=".repeat(12)))
         .collect();
@@ -815,11 +815,7 @@ fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
         &logs.join("day1.log"),
         &format!("{header}{}", lines("d1", 0, 50)),
     );
-    let cfg = config(
-        dir.path(),
-        true,
-        &format!("{FOLLOW}fingerprint = \"inode\"\n"),
-    );
+    let cfg = config(dir.path(), true, &format!("{FOLLOW}{keys}"));
     let t = Tailer::start(dir.path(), &cfg);
     t.wait_lines(60);
     append(
@@ -833,6 +829,16 @@ fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
         assert_eq!(got.get(l), Some(&2), "{l:?}");
     }
     assert_eq!(got.len(), 10 + 100);
+}
+
+#[test]
+fn files_with_a_shared_long_header_and_inode_fingerprint_are_all_read() {
+    shared_long_header("shared-header-inode", "fingerprint = \"inode\"\n");
+}
+
+#[test]
+fn files_with_a_shared_long_header_are_told_apart_by_what_follows() {
+    shared_long_header("shared-header-content", "");
 }
 
 /// The heads of truncated files live in the checkpoint: a copy of a file truncated
