@@ -13,6 +13,12 @@
 //! power loss, fails its hash and the previous one counts (at worst the synced
 //! checkpoint, at most about a second old), so the state is never torn, only older.
 //!
+//! Every write carries a generation number in its header (`deadbeat-checkpoint 1 gen N`,
+//! counting up across runs): loading takes the newer of the journal's last record and
+//! the checkpoint file, so a journal left behind by a failed emptying (after its state
+//! was renamed in as the checkpoint) never wins over a later checkpoint. A header
+//! without a generation (older versions) counts as generation 0.
+//!
 //! Format: a header line, then one line per file:
 //! `dev ino head_len head_hash offset seen path`, and one line per exactly-once output:
 //! `sink dev ino size path`; paths are percent-escaped.
@@ -52,6 +58,54 @@ pub struct Entry {
     pub path: PathBuf,
 }
 
+/// An [`Entry`] by reference, rendered straight into a checkpoint's text (see
+/// [`CheckpointStore::save_lines`]): saving many files clones no path.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    /// See [`Entry::dev`].
+    pub dev: u64,
+    /// See [`Entry::ino`].
+    pub ino: u64,
+    /// See [`Entry::head_len`].
+    pub head_len: u32,
+    /// See [`Entry::head_hash`].
+    pub head_hash: u64,
+    /// See [`Entry::offset`].
+    pub offset: u64,
+    /// See [`Entry::seen`].
+    pub seen: u64,
+    /// See [`Entry::path`].
+    pub path: &'a Path,
+}
+
+impl EntryRef<'_> {
+    /// Appends this entry's line to `text`.
+    pub fn render(&self, text: &mut Vec<u8>) {
+        let _ = write!(
+            text,
+            "{} {} {} {} {} {} ",
+            self.dev, self.ino, self.head_len, self.head_hash, self.offset, self.seen
+        );
+        escape(self.path.as_os_str().as_bytes(), text);
+        text.push(b'\n');
+    }
+}
+
+impl Entry {
+    /// This entry by reference.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            dev: self.dev,
+            ino: self.ino,
+            head_len: self.head_len,
+            head_hash: self.head_hash,
+            offset: self.offset,
+            seen: self.seen,
+            path: &self.path,
+        }
+    }
+}
+
 /// How much of one output file an exactly-once drain had written and acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -67,12 +121,35 @@ pub struct Mark {
 
 /// FNV-1a over `bytes`: a cheap fingerprint of a file's head.
 pub fn fingerprint(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    fingerprint_more(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// The [`fingerprint`] of what `h` covers followed by `bytes`.
+fn fingerprint_more(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// The header of generation `generation`.
+fn header(generation: u64, out: &mut Vec<u8>) {
+    let _ = writeln!(out, "{HEADER} gen {generation}");
+}
+
+/// The generation in a checkpoint text's header: 0 if it has none (older versions),
+/// `None` if the header is not one.
+fn generation_of(text: &[u8]) -> Option<u64> {
+    let first = text.split(|&c| c == b'\n').next()?;
+    let rest = first.strip_prefix(HEADER.as_bytes())?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    std::str::from_utf8(rest.strip_prefix(b" gen ")?)
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// One checkpoint file.
@@ -99,8 +176,12 @@ struct WriteState {
     live: RefCell<Option<File>>,
     /// Bytes in the journal.
     live_len: Cell<u64>,
-    /// The last text written, for `sync` to store durably.
+    /// The last journal record written; its text, from `last_at`, is for `sync` to store
+    /// durably.
     last: RefCell<Vec<u8>>,
+    last_at: Cell<usize>,
+    /// The generation of the last write; `None` until read from disk at the first write.
+    generation: Cell<Option<u64>>,
 }
 
 /// Above this, the journal is emptied by a durable write at once.
@@ -142,66 +223,101 @@ impl CheckpointStore {
         }
     }
 
-    /// The text of the last save that is whole: the journal's last record, else the
-    /// checkpoint file; `None` if there is neither.
+    /// The text of the last save that is whole: of the journal's last record and the
+    /// checkpoint file, the one of the newer generation (the journal's on a tie); `None`
+    /// if there is neither.
     fn current(&self) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(&self.live) {
-            Ok(journal) => {
-                if let Some(text) = last_record(&journal) {
-                    return Ok(Some(text.to_vec()));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        let journal = match std::fs::read(&self.live) {
+            Ok(journal) => last_record(&journal).map(<[u8]>::to_vec),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
-        }
-        match std::fs::read(&self.path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        };
+        let file = match std::fs::read(&self.path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(match (journal, file) {
+            (Some(j), Some(f)) => {
+                let newer = generation_of(&f).unwrap_or(0) > generation_of(&j).unwrap_or(0);
+                Some(if newer { f } else { j })
+            }
+            (j, f) => j.or(f),
+        })
     }
 
     /// Replaces the checkpoint with `entries` (and the ledger's marks), atomically; durably
     /// once [`sync`](CheckpointStore::sync) has run.
     pub fn save(&self, entries: &[Entry]) -> io::Result<()> {
-        let mut text = Vec::with_capacity(64 + entries.len() * 96);
-        text.extend_from_slice(HEADER.as_bytes());
-        text.push(b'\n');
+        let mut text = Vec::with_capacity(entries.len() * 96);
         for e in entries {
             render_entry(e, &mut text);
         }
+        self.save_lines(&text)
+    }
+
+    /// Like [`save`](CheckpointStore::save), with the entries already rendered (one
+    /// [`EntryRef::render`] each) into `lines`.
+    pub fn save_lines(&self, lines: &[u8]) -> io::Result<()> {
         match &self.ledger {
-            Some(l) => l.save_entries(&text[HEADER.len() + 1..], |all| self.write(all)),
-            None => self.write(&text),
+            Some(l) => l.save_entries(lines, |parts| self.write(parts)),
+            None => self.write(&[lines]),
         }
     }
 
-    /// Writes `text` as the whole checkpoint: appended to the journal, or durably if this
-    /// is the process's first write or the journal is large (see the module doc).
-    fn write(&self, text: &[u8]) -> io::Result<()> {
+    /// Writes `body` (the lines after the header) as the whole checkpoint, under the next
+    /// generation: appended to the journal, or durably if this is the process's first
+    /// write or the journal is large (see the module doc).
+    fn write(&self, body: &[&[u8]]) -> io::Result<()> {
         let st = &self.state;
+        let generation = match st.generation.get() {
+            Some(g) => g + 1,
+            // The first write of this process counts on from what is on disk.
+            None => {
+                let on_disk = self.current().ok().flatten();
+                on_disk.and_then(|t| generation_of(&t)).unwrap_or(0) + 1
+            }
+        };
+        st.generation.set(Some(generation));
+        let mut head = Vec::with_capacity(48);
+        header(generation, &mut head);
         let fresh = st.live.borrow().is_none() || st.live_len.get() > LIVE_MAX;
         if fresh {
-            return self.write_durable(text);
+            let mut text = head;
+            for part in body {
+                text.extend_from_slice(part);
+            }
+            return self.write_durable(&text);
         }
-        let mut rec = Vec::with_capacity(text.len() + 48);
-        let _ = writeln!(rec, "@ {} {}", text.len(), fingerprint(text));
-        rec.extend_from_slice(text);
+        let len = head.len() + body.iter().map(|p| p.len()).sum::<usize>();
+        let hash = body
+            .iter()
+            .fold(fingerprint(&head), |h, part| fingerprint_more(h, part));
+        // The record is built in the buffer of the previous one and kept as the last
+        // write for `sync`: no allocation, no second copy.
+        let mut rec = std::mem::take(&mut *st.last.borrow_mut());
+        rec.clear();
+        rec.reserve(len + 48);
+        let _ = writeln!(rec, "@ {len} {hash}");
+        st.last_at.set(rec.len());
+        rec.extend_from_slice(&head);
+        for part in body {
+            rec.extend_from_slice(part);
+        }
         let appended = match st.live.borrow_mut().as_mut() {
             Some(f) => f.write_all(&rec),
             None => Ok(()),
         };
+        let rec_len = rec.len() as u64;
+        *st.last.borrow_mut() = rec;
         if let Err(e) = appended {
             // A partial record would hide the ones after it: the next write starts a
             // fresh journal.
             *st.live.borrow_mut() = None;
             return Err(e);
         }
-        st.live_len.set(st.live_len.get() + rec.len() as u64);
+        st.live_len.set(st.live_len.get() + rec_len);
         st.unsynced.set(true);
-        let mut last = st.last.borrow_mut();
-        last.clear();
-        last.extend_from_slice(text);
         Ok(())
     }
 
@@ -242,8 +358,9 @@ impl CheckpointStore {
         if !self.state.unsynced.get() {
             return Ok(());
         }
-        let text = self.state.last.borrow().clone();
-        self.write_durable(&text)
+        let last = self.state.last.borrow();
+        let text = last.get(self.state.last_at.get()..).unwrap_or_default();
+        self.write_durable(text)
     }
 
     /// Whether something was written since the last [`sync`](CheckpointStore::sync).
@@ -352,14 +469,14 @@ impl Ledger {
                 "no checkpointing supply keeps this ledger",
             ));
         };
-        let text = Self::render(&inner);
-        store.write(&text)
+        let marks = Self::render_marks(&inner);
+        store.write(&[&inner.entries, &marks])
     }
 
     fn save_entries(
         &self,
         entries: &[u8],
-        write: impl FnOnce(&[u8]) -> io::Result<()>,
+        write: impl FnOnce(&[&[u8]]) -> io::Result<()>,
     ) -> io::Result<()> {
         let mut inner = self.0.borrow_mut();
         // The previous run's marks must survive a supply save that comes before its
@@ -371,15 +488,13 @@ impl Ledger {
         }
         inner.entries.clear();
         inner.entries.extend_from_slice(entries);
-        let text = Self::render(&inner);
-        write(&text)
+        let marks = Self::render_marks(&inner);
+        write(&[&inner.entries, &marks])
     }
 
-    fn render(inner: &LedgerInner) -> Vec<u8> {
-        let mut text = Vec::with_capacity(HEADER.len() + 1 + inner.entries.len() + 96);
-        text.extend_from_slice(HEADER.as_bytes());
-        text.push(b'\n');
-        text.extend_from_slice(&inner.entries);
+    /// The checkpoint's lines of the marks.
+    fn render_marks(inner: &LedgerInner) -> Vec<u8> {
+        let mut text = Vec::with_capacity(96);
         for m in inner.marks.values() {
             let _ = write!(text, "sink {} {} {} ", m.dev, m.ino, m.size);
             escape(m.path.as_os_str().as_bytes(), &mut text);
@@ -420,9 +535,11 @@ fn last_record(journal: &[u8]) -> Option<&[u8]> {
         let (Some(len), Some(hash)) = (num(f.next()), num(f.next())) else {
             break;
         };
+        // The length is read from disk: a corrupt one must not overflow.
         let Some(text) = usize::try_from(len)
             .ok()
-            .and_then(|len| rest.get(nl + 1..nl + 1 + len))
+            .and_then(|len| (nl + 1).checked_add(len))
+            .and_then(|end| rest.get(nl + 1..end))
         else {
             break;
         };
@@ -436,13 +553,7 @@ fn last_record(journal: &[u8]) -> Option<&[u8]> {
 }
 
 fn render_entry(e: &Entry, text: &mut Vec<u8>) {
-    let _ = write!(
-        text,
-        "{} {} {} {} {} {} ",
-        e.dev, e.ino, e.head_len, e.head_hash, e.offset, e.seen
-    );
-    escape(e.path.as_os_str().as_bytes(), text);
-    text.push(b'\n');
+    e.as_ref().render(text);
 }
 
 fn escape(b: &[u8], out: &mut Vec<u8>) {
@@ -472,10 +583,9 @@ fn unescape(b: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn parse(bytes: &[u8]) -> Option<(Vec<Entry>, Vec<Mark>)> {
+    generation_of(bytes)?;
     let mut lines = bytes.split(|&c| c == b'\n');
-    if lines.next()? != HEADER.as_bytes() {
-        return None;
-    }
+    lines.next()?;
     let mut entries = Vec::new();
     let mut marks = Vec::new();
     for line in lines {
@@ -591,6 +701,53 @@ mod tests {
         store.sync().unwrap();
         assert!(!store.is_unsynced());
         assert_eq!(store.load().unwrap(), vec![entry(3)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_corrupt_journal_length_falls_back_without_overflow() {
+        let dir = temp_dir("overflow");
+        let store = CheckpointStore::new(&dir, "t.state");
+        store.save(&[entry(1)]).unwrap();
+        let live = dir.join(".t.state.live");
+        std::fs::write(&live, format!("@ {} 0\nxyz", u64::MAX)).unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(1)]);
+        std::fs::write(&live, format!("@ {} 0\nxyz", usize::MAX - 2)).unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(1)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_newer_generation_wins_and_old_headers_load() {
+        let dir = temp_dir("gen");
+        let store = CheckpointStore::new(&dir, "t.state");
+        store.save(&[entry(1)]).unwrap();
+        store.save(&[entry(2)]).unwrap();
+        let live = dir.join(".t.state.live");
+        let journal = std::fs::read(&live).unwrap();
+        // The journal was not emptied after a later durable write: the checkpoint wins.
+        store.sync().unwrap();
+        store.save(&[entry(3)]).unwrap();
+        store.sync().unwrap();
+        std::fs::write(&live, &journal).unwrap();
+        assert_eq!(store.load().unwrap(), vec![entry(3)]);
+        // A new process counts on from the generation on disk.
+        let next = CheckpointStore::new(&dir, "t.state");
+        next.save(&[entry(4)]).unwrap();
+        next.save(&[entry(5)]).unwrap();
+        assert_eq!(next.load().unwrap(), vec![entry(5)]);
+        let text = std::fs::read(next.path()).unwrap();
+        assert!(
+            generation_of(&text).unwrap() > 3,
+            "{}",
+            String::from_utf8_lossy(&text)
+        );
+        // A checkpoint of an older version (no generation) loads.
+        std::fs::remove_file(&live).unwrap();
+        let mut old = b"deadbeat-checkpoint 1\n".to_vec();
+        render_entry(&entry(6), &mut old);
+        std::fs::write(next.path(), &old).unwrap();
+        assert_eq!(next.load().unwrap(), vec![entry(6)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

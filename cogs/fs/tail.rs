@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::ack::AckTracker;
-use crate::checkpoint::{CheckpointStore, Entry, fingerprint};
+use crate::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::glob::{Glob, split_path};
@@ -29,6 +29,7 @@ const ROTATE: Local = 4;
 const WATCH: Local = 5;
 const RETRY: Local = 6;
 const SETTLE: Local = 7;
+const SAVE_SOON: Local = 8;
 
 /// How long a fresh file that may still be being copied is left before it is judged again.
 const SETTLE_WAIT: Duration = Duration::from_millis(50);
@@ -39,6 +40,9 @@ const FD_RESERVE: u64 = 32;
 /// First and longest wait before opening again after running out of descriptors.
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+/// After running out of descriptors, the budget doubles back towards `max_open_files`
+/// at most this often.
+const RAISE_EVERY: Duration = Duration::from_millis(250);
 
 /// One read asks for this much (see [`LineSplitter::BATCH_READ_SIZE`]).
 const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
@@ -55,6 +59,10 @@ const KEEP_BUFFERS: usize = 32;
 /// How often checkpoints are synced to disk (they are written after every acknowledgement
 /// that moved them, and otherwise at this pace when changed).
 const SAVE_EVERY: Duration = Duration::from_secs(1);
+/// Above this many checkpoint entries, saves after acknowledgements come at most once
+/// per `SAVE_GAP` (a save writes every entry).
+const HEAVY_SAVE: usize = 64;
+const SAVE_GAP: Duration = Duration::from_millis(10);
 
 /// Follows files as they grow: globs, rotation (rename, copytruncate, or while the daemon
 /// was stopped), truncation, and checkpoints committed only once the drains acknowledged
@@ -66,12 +74,17 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   the file name only. `exclude` patterns without a `/` match the file name, others
 ///   the whole path.
 /// - **Identity.** A file is known by its content first: a fingerprint of its first
-///   256 bytes (all of it while it is shorter), with its device and inode to follow it
-///   across renames. A new file that starts with the whole fingerprinted head of a file
-///   already read is a copy of it (copytruncate, `cp`, a copy matched by the glob, also
-///   while the daemon was stopped): it is read from where that file's reading was, not
-///   again from its start. (So two different files whose first 256 bytes are identical,
-///   or a new file that starts with all of a shorter one, count as one.) An inode reused
+///   256 bytes, with its device and inode to follow it across renames. A new file whose
+///   first 256 bytes are those of a file already read is a copy of it (copytruncate,
+///   `cp`, a copy matched by the glob, also while the daemon was stopped): it is read
+///   from where that file's reading was, not again from its start. A file shorter than
+///   256 bytes is known by its device and inode only (a short head, one line, starts
+///   too many different files). While the original still holds its content, a copy
+///   must also hold the same 256 bytes just before where the original's reading was, so
+///   files sharing a long header (daily files) are told apart. Once the original is
+///   gone or truncated, the head alone decides, and a new file starting with the same
+///   256 bytes counts as its copy: set `fingerprint = "inode"` to know every file by its
+///   device and inode only (copies are then read whole). An inode reused
 ///   by a new file is told apart by its head. A file smaller than where reading stopped,
 ///   or whose head changed, was truncated: it is read again from its start.
 /// - **Rotation.** When a file is renamed or deleted, its descriptor stays open and it is
@@ -100,13 +113,17 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 ///   a journal beside it, see `deadbeat::checkpoint`), so a crash re-sends at most the
 ///   batch in flight;
 ///   synced to disk every second and at shutdown, so a power loss loses at most about a
-///   second of progress (those lines are sent again).
+///   second of progress (those lines are sent again). They also keep the heads of the
+///   last 256 files truncated or read for good (for a day), so a copy of one that appears
+///   after a restart still continues where its reading was. A file not judged yet (a new one that may be
+///   a copy) is not saved.
 /// - **Limits.** At most `max_open_files` descriptors: beyond it, files that reached
 ///   their end are closed (and reopened when they change). At start it is lowered (with
 ///   a warning) to the process's descriptor limit (`ulimit -n`) less 32 for the rest of
 ///   the process. Running out of descriptors anyway (EMFILE, ENFILE) is transient: the
 ///   budget drops to the files open now, logged, and the file is opened again after a
-///   backoff (50 ms doubling to 5 s). Reading stops while 100,000
+///   backoff (50 ms doubling to 5 s); the budget then doubles back to
+///   `max_open_files` every 250 ms (logged when it is back). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
@@ -125,6 +142,7 @@ const SAVE_EVERY: Duration = Duration::from_secs(1);
 /// max_open_files = 1024
 /// max_line_bytes = "1MiB"
 /// missing = "error"         # follow = false: or "warn", "ignore"
+/// fingerprint = "content"   # or "inode": copies are not recognised
 /// ```
 pub struct Tail {
     set: Settings,
@@ -145,6 +163,10 @@ pub struct Tail {
     /// The last checkpoint write failed: only the timer tries again (a failing disk is
     /// not hammered once per batch).
     save_failing: bool,
+    /// The checkpoint's text, rendered again at each save (its buffer kept).
+    save_buf: Vec<u8>,
+    last_save: Option<Instant>,
+    save_soon_armed: bool,
     paused: bool,
     blocked: bool,
     scanned: bool,
@@ -156,6 +178,11 @@ pub struct Tail {
     retry_after: Duration,
     retry_armed: bool,
     starved_logged: bool,
+    /// `max_open_files` as configured (and fitted to the descriptor limit):
+    /// `set.max_open_files` is the budget now, cut by EMFILE and raised back to this.
+    open_limit: usize,
+    /// Not before this is the cut budget raised again.
+    raise_at: Option<Instant>,
     /// Fresh files judged again when the SETTLE timer fires.
     settling: Vec<u64>,
     settle_armed: bool,
@@ -171,6 +198,8 @@ struct Settings {
     max_line_bytes: usize,
     rotate_wait: Duration,
     missing: Missing,
+    /// `fingerprint = "content"`: a new file may be a copy of one already read.
+    by_content: bool,
 }
 
 struct Dir {
@@ -217,6 +246,8 @@ struct Tracked {
     /// reading was is trusted only once its size stopped changing (still being copied).
     fresh_size: u64,
     last_data: Instant,
+    /// Not before this is the head read again to see whether the file was rewritten.
+    head_due: Instant,
 }
 
 /// The head of a file no longer followed under its identity (truncated, or forgotten),
@@ -227,7 +258,14 @@ struct Head {
     hash: u64,
     at: u64,
     path: PathBuf,
+    /// When it was kept (Unix seconds): heads are forgotten after `FORGET_AFTER`.
+    seen: u64,
 }
+
+/// Heads are saved in the checkpoint as entries of this device and inode (no file has
+/// inode 0), so a copy that appears after a restart is still recognised; older versions
+/// read them as entries of a file that is never found.
+const HEAD_KEY: (u64, u64) = (0, 0);
 
 /// What to do with a fresh file (see [`Tail::check_copy`]).
 enum Check {
@@ -304,6 +342,14 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
             "how long a renamed or deleted file is still read",
         ),
         MISSING_PARAM,
+        Param::opt(
+            "fingerprint",
+            ParamType::Str,
+            "content",
+            "`content`: a new file starting with the 256 first bytes of a file already read \
+             is a copy of it, read from where that one was; `inode`: files are known by \
+             device and inode only (files sharing a long header)",
+        ),
     ],
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
@@ -349,6 +395,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         max_line_bytes,
         rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
         missing: Missing::from_params(p)?,
+        by_content: p.choice_or("fingerprint", &["content", "inode"], "content")? == "content",
     };
     let mut dirs: Vec<Dir> = Vec::new();
     for path in &paths {
@@ -437,6 +484,34 @@ fn read_head(f: &File, buf: &mut [u8]) -> usize {
     got
 }
 
+/// Whether `copy` holds the same bytes as the file at `original` just before `at` (the
+/// 256 bytes before it), when that file still holds the content whose head `head` is
+/// (a file that starts like another, a long common header, is not taken for its copy).
+/// When the original can no longer tell (gone, truncated, rewritten), the head decides.
+fn same_before(copy: &File, original: &Path, head: u64, at: u64) -> bool {
+    if at <= HEAD_BYTES as u64 {
+        // The heads, already equal, cover it.
+        return true;
+    }
+    let Ok(o) = File::open(original) else {
+        return true;
+    };
+    let intact = o.metadata().is_ok_and(|m| m.len() >= at)
+        && head_of(&o, HEAD_BYTES).is_ok_and(|x| x == (HEAD_BYTES as u32, head));
+    if !intact {
+        return true;
+    }
+    let (mut a, mut b) = ([0u8; HEAD_BYTES], [0u8; HEAD_BYTES]);
+    let from = at - HEAD_BYTES as u64;
+    match (
+        copy.read_exact_at(&mut a, from),
+        o.read_exact_at(&mut b, from),
+    ) {
+        (Ok(()), Ok(())) => a == b,
+        _ => true,
+    }
+}
+
 /// Hash of the first up to `len` bytes of `f`, with how many there were.
 fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
     let mut buf = [0u8; HEAD_BYTES];
@@ -461,6 +536,8 @@ impl Tail {
         store: Option<CheckpointStore>,
     ) -> Self {
         Tail {
+            open_limit: set.max_open_files,
+            raise_at: None,
             set,
             dirs,
             excludes,
@@ -476,6 +553,9 @@ impl Tail {
             saved: HashMap::new(),
             dirty: false,
             save_failing: false,
+            save_buf: Vec::new(),
+            last_save: None,
+            save_soon_armed: false,
             paused: false,
             blocked: false,
             scanned: false,
@@ -653,7 +733,7 @@ impl Tail {
     ) -> u64 {
         let fid = self.next_fid;
         self.next_fid += 1;
-        let fresh = start == 0 && verify.is_none();
+        let fresh = self.set.by_content && start == 0 && verify.is_none();
         slog::debug!(cx.logger(), "following file"; "path" => %path.display(), "offset" => start);
         self.files.insert(
             fid,
@@ -679,6 +759,7 @@ impl Tail {
                 fresh_len: usize::MAX,
                 fresh_size: u64::MAX,
                 last_data: cx.now(),
+                head_due: cx.now(),
             },
         );
         self.by_inode.insert(key, fid);
@@ -813,6 +894,7 @@ impl Tail {
                     self.starved_logged = true;
                 }
                 self.set.max_open_files = budget.min(self.set.max_open_files);
+                self.raise_at = Some(cx.now() + RAISE_EVERY);
                 t.starved = true;
                 return false;
             }
@@ -860,6 +942,7 @@ impl Tail {
                     hash: e.head_hash,
                     at: e.offset,
                     path: e.path.clone(),
+                    seen: unix_now(),
                 };
                 keep_head(&mut self.heads, head);
             }
@@ -885,6 +968,7 @@ impl Tail {
         t.file = Some(f);
         t.at_eof = false;
         self.open_files += 1;
+        self.raise_budget(cx);
         true
     }
 
@@ -964,7 +1048,8 @@ impl Tail {
 
     /// The RETRY timer: files that ran out of descriptors are queued again, and the next
     /// wait doubles (up to `RETRY_MAX`) until an open succeeds.
-    fn retry_starved(&mut self) {
+    fn retry_starved(&mut self, cx: &mut Ctx) {
+        self.raise_budget(cx);
         self.retry_armed = false;
         self.retry_after = (self.retry_after * 2).min(RETRY_MAX);
         for fid in std::mem::take(&mut self.starved) {
@@ -993,6 +1078,30 @@ impl Tail {
                 "max_open_files" => self.set.max_open_files, "limit" => cur, "now" => allowed);
             self.set.max_open_files = allowed;
         }
+        self.open_limit = self.set.max_open_files;
+    }
+
+    /// After running out of descriptors: doubles the budget back towards
+    /// `max_open_files`, at most every `RAISE_EVERY` (a descriptor shortage passes; if
+    /// it has not, the next EMFILE cuts the budget again).
+    fn raise_budget(&mut self, cx: &mut Ctx) {
+        let Some(at) = self.raise_at else {
+            return;
+        };
+        let now = cx.now();
+        if now < at {
+            return;
+        }
+        self.set.max_open_files = (self.set.max_open_files * 2).min(self.open_limit);
+        if self.set.max_open_files >= self.open_limit {
+            self.raise_at = None;
+            self.starved_logged = false;
+            slog::info!(cx.logger(), "file descriptors available again; open-file budget back to max_open_files";
+                "max_open_files" => self.open_limit);
+        } else {
+            self.raise_at = Some(now + RAISE_EVERY);
+            slog::debug!(cx.logger(), "raising the open-file budget"; "now" => self.set.max_open_files);
+        }
     }
 
     /// At the first read of a fresh file: if it starts with the whole head of a file
@@ -1014,25 +1123,28 @@ impl Tail {
             // Nothing to judge (a copy just created, say): its next change queues it.
             return Check::Empty;
         }
-        if got < HEAD_BYTES && got != t.fresh_len {
-            if let Some(t) = self.files.get_mut(&fid) {
+        if got < HEAD_BYTES {
+            let Some(t) = self.files.get_mut(&fid) else {
+                return Check::Read;
+            };
+            if got != t.fresh_len {
                 t.fresh_len = got;
+                return Check::Later;
             }
-            return Check::Later;
+            // A short head says too little (a one-line file's line starts many files):
+            // the file is known by its device and inode only, a new one read from its start.
+            t.fresh = false;
+            return Check::Read;
         }
-        // FNV-1a is incremental: the hash of every prefix, for one lookup per candidate.
-        let mut prefix = [0u64; HEAD_BYTES + 1];
-        prefix[0] = fingerprint(&[]);
-        for (i, &b) in buf[..got].iter().enumerate() {
-            prefix[i + 1] = (prefix[i] ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        let whole = fingerprint(&buf);
         let mut best: Option<(u32, u64, PathBuf)> = None;
         let mut busy = false;
         let mut consider = |len: u32, hash: u64, at: u64, path: &Path| {
-            let fits = len > 0 && (len as usize) <= got && at > 0;
-            if fits
-                && prefix[len as usize] == hash
-                && best.as_ref().is_none_or(|(l, a, _)| (len, at) > (*l, *a))
+            // Only a whole head identifies content (see the short head above).
+            if len as usize == HEAD_BYTES
+                && at > 0
+                && hash == whole
+                && best.as_ref().is_none_or(|(_, a, _)| at > *a)
             {
                 best = Some((len, at, path.to_path_buf()));
                 true
@@ -1097,6 +1209,11 @@ impl Tail {
             return Check::Read;
         };
         let at = at.min(size);
+        if !same_before(f, &of, whole, at) {
+            slog::debug!(cx.logger(), "a new file starts like one already read but differs before where that one's reading was; reading it from its start";
+                "path" => %t.path.display(), "like" => %of.display(), "offset" => at);
+            return Check::Read;
+        }
         if f.seek(SeekFrom::Start(at)).is_err() {
             return Check::Read;
         }
@@ -1142,10 +1259,14 @@ impl Tail {
         };
         // Truncated and written again past where reading was (copytruncate, then the
         // application's next lines): the size does not show it, the head does. Checked
-        // once per wake of a file that had reached its end, not per read.
-        let rewritten = t.at_eof
-            && t.head_len > 0
-            && head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash));
+        // at a wake of a file that had reached its end, at most once per
+        // `poll_interval` (not one more syscall per wake of a slowly written file; a
+        // truncation the size shows is caught after the read below).
+        let now = cx.now();
+        let rewritten = t.at_eof && t.head_len > 0 && now >= t.head_due && {
+            t.head_due = now + self.set.poll_interval;
+            head_of(f, t.head_len as usize).is_ok_and(|x| x != (t.head_len, t.head_hash))
+        };
         let mut got = 0;
         loop {
             if rewritten {
@@ -1199,6 +1320,7 @@ impl Tail {
                 hash: t.head_hash,
                 at: sp.consumed(),
                 path: t.path.clone(),
+                seen: unix_now(),
             };
             if f.seek(SeekFrom::Start(0)).is_ok() {
                 sp.reset(0);
@@ -1240,6 +1362,7 @@ impl Tail {
     // --- periodic work
 
     fn tick(&mut self, cx: &mut Ctx) {
+        self.raise_budget(cx);
         let now = cx.now();
         if self.watching {
             for d in 0..self.dirs.len() {
@@ -1299,6 +1422,7 @@ impl Tail {
                         hash: t.head_hash,
                         at: t.resume,
                         path: t.path.clone(),
+                        seen: unix_now(),
                     },
                 );
                 if self.by_inode.get(&(t.dev, t.ino)) == Some(&fid) {
@@ -1314,7 +1438,9 @@ impl Tail {
         let oldest = unix_now().saturating_sub(FORGET_AFTER.as_secs());
         let before = self.saved.len();
         self.saved.retain(|_, e| e.seen >= oldest);
-        self.dirty |= self.saved.len() != before;
+        let heads = self.heads.len();
+        self.heads.retain(|h| h.seen >= oldest);
+        self.dirty |= self.saved.len() != before || self.heads.len() != heads;
     }
 
     fn watch_dir(&mut self, d: usize, cx: &mut Ctx) {
@@ -1384,30 +1510,54 @@ impl Tail {
         let Some(store) = &self.store else {
             return;
         };
+        self.last_save = Some(cx.now());
         let seen = unix_now();
-        let mut entries: Vec<Entry> = Vec::with_capacity(self.files.len() + self.saved.len());
+        // Rendered straight from the tracked files: no entry or path is cloned.
+        let mut text = std::mem::take(&mut self.save_buf);
+        text.clear();
         for (&fid, t) in &self.files {
+            if t.fresh {
+                // Not judged yet (it may be a copy): nothing of it was sent, and an entry
+                // at offset 0 would make the next run read it whole, copy or not.
+                continue;
+            }
             if let Some(e) = &t.verify {
                 // Never opened since start: its checkpoint stands as it was.
-                entries.push(Entry { seen, ..e.clone() });
+                EntryRef { seen, ..e.as_ref() }.render(&mut text);
                 continue;
             }
             let Some(offset) = self.acks.committed(fid) else {
                 continue;
             };
-            entries.push(Entry {
+            EntryRef {
                 dev: t.dev,
                 ino: t.ino,
                 head_len: t.head_len,
                 head_hash: t.head_hash,
                 offset,
                 seen,
-                path: t.path.clone(),
-            });
+                path: &t.path,
+            }
+            .render(&mut text);
         }
-        entries.extend(self.saved.values().cloned());
+        for e in self.saved.values() {
+            e.as_ref().render(&mut text);
+        }
+        for h in &self.heads {
+            EntryRef {
+                dev: HEAD_KEY.0,
+                ino: HEAD_KEY.1,
+                head_len: h.len,
+                head_hash: h.hash,
+                offset: h.at,
+                seen: h.seen,
+                path: &h.path,
+            }
+            .render(&mut text);
+        }
         // A failure leaves `dirty` set: the timer tries again.
-        let saved = store.save(&entries);
+        let saved = store.save_lines(&text);
+        self.save_buf = text;
         self.save_failing = saved.is_err();
         match saved {
             Ok(()) => self.dirty = false,
@@ -1436,7 +1586,18 @@ impl Tail {
         match store.load() {
             Ok(entries) => {
                 for e in entries {
-                    self.saved.insert((e.dev, e.ino), e);
+                    if (e.dev, e.ino) == HEAD_KEY {
+                        let head = Head {
+                            len: e.head_len,
+                            hash: e.head_hash,
+                            at: e.offset,
+                            path: e.path,
+                            seen: e.seen,
+                        };
+                        keep_head(&mut self.heads, head);
+                    } else {
+                        self.saved.insert((e.dev, e.ino), e);
+                    }
                 }
             }
             Err(e) => {
@@ -1550,7 +1711,13 @@ impl Cog<Record> for Tail {
                 }
             }
             (WATCH, Wake::Inotify(ev)) => self.on_inotify(&ev, cx),
-            (RETRY, _) => self.retry_starved(),
+            (RETRY, _) => self.retry_starved(cx),
+            (SAVE_SOON, _) => {
+                self.save_soon_armed = false;
+                if self.dirty && !self.save_failing {
+                    self.save(cx);
+                }
+            }
             (SETTLE, _) => {
                 self.settle_armed = false;
                 for fid in std::mem::take(&mut self.settling) {
@@ -1570,7 +1737,17 @@ impl Cog<Record> for Tail {
             // Written at once (not synced: a process crash keeps it), so a crash re-sends
             // at most the batch in flight.
             self.dirty = true;
-            if !self.save_failing {
+            let now = cx.now();
+            let due = self.last_save.map_or(now, |t| t + SAVE_GAP);
+            if self.save_failing {
+                // Only the SAVE timer tries again.
+            } else if self.files.len() + self.saved.len() > HEAVY_SAVE && now < due {
+                // Many files make a save heavy: while acknowledgements keep coming, one
+                // save per SAVE_GAP (a kill -9 still re-sends only a few batches).
+                if !self.save_soon_armed && cx.timer_at(due, SAVE_SOON).is_ok() {
+                    self.save_soon_armed = true;
+                }
+            } else {
                 self.save(cx);
             }
         }
@@ -1601,12 +1778,14 @@ impl Cog<Record> for Tail {
         // was rotated away). Otherwise (catching up, paused, or a writer that may still
         // end the line) it stays unsent and the checkpoint at its start: the next run
         // reads it whole.
+        // (Inside its `rotate_wait`, a rotated file's writer may still end the line.)
+        let now = cx.now();
         let fids: Vec<u64> = self.files.keys().copied().collect();
         for fid in fids {
             if let Some(t) = self.files.get_mut(&fid)
                 && let (Some(f), Some(sp)) = (t.file.as_ref(), t.splitter.as_mut())
                 && sp.pending_len() > 0
-                && (!self.set.follow || t.rotated.is_some())
+                && (!self.set.follow || t.rotated.is_some_and(|until| until <= now))
                 && f.metadata().is_ok_and(|m| m.len() == sp.received())
             {
                 emit(sp, fid, &t.name, &mut self.acks, true, out, cx);
