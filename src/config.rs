@@ -1040,28 +1040,21 @@ impl Config {
     /// Reads and validates a configuration file (not yet building cogs); the error lists
     /// every mistake found.
     pub fn load(path: &Path, registry: &Registry) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(Box::new(ConfigErrorDetails {
-                file: path.to_path_buf(),
-                at: None,
-                train: None,
-                cog: None,
-                cog_name: None,
-                key: None,
-                msg: format!("cannot read the configuration: {e}"),
-            }))
-        })?;
-        Self::parse(path, text, registry)
+        Self::load_unchecked(path, registry)?.checked()
     }
 
     /// Parses and validates configuration text; `path` names it in errors and anchors
     /// relative paths. The error lists every mistake found.
     pub fn parse(path: &Path, text: String, registry: &Registry) -> Result<Config, ConfigErrors> {
-        let cfg = Self::parse_all(path, text, registry)?;
-        let errors = cfg.errors.borrow().clone();
+        Self::parse_all(path, text, registry)?.checked()
+    }
+
+    /// The configuration, or every error its parts had.
+    fn checked(self) -> Result<Config, ConfigErrors> {
+        let errors = self.errors.borrow().clone();
         match ConfigErrors::from_vec(errors) {
             Some(e) => Err(e),
-            None => Ok(cfg),
+            None => Ok(self),
         }
     }
 

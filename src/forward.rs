@@ -1093,14 +1093,7 @@ impl Cog<Record> for Forward {
             return;
         }
         self.state = State::Idle;
-        let looked_up = match result {
-            Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
-                Ok(r) => *r,
-                Err(_) => Err(io::Error::other("unexpected lookup result")),
-            },
-            Err(p) => Err(io::Error::other(p.to_string())),
-        };
-        match looked_up {
+        match lookup_result(result) {
             Ok(addrs) if !addrs.is_empty() => {
                 // Rotating through the addresses lets a reconnect reach another one.
                 let addr = addrs[self.next_addr % addrs.len()];
@@ -1131,6 +1124,17 @@ impl Cog<Record> for Forward {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.close(cx);
+    }
+}
+
+/// The addresses a name lookup job (run on a worker thread) found, or why it failed.
+pub(crate) fn lookup_result(result: JobResult) -> io::Result<Vec<SocketAddr>> {
+    match result {
+        Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
+            Ok(r) => *r,
+            Err(_) => Err(io::Error::other("unexpected lookup result")),
+        },
+        Err(p) => Err(io::Error::other(p.to_string())),
     }
 }
 

@@ -643,14 +643,7 @@ impl Cog<Record> for RelpOut {
             return;
         }
         self.state = State::Idle;
-        let looked_up = match result {
-            Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
-                Ok(r) => *r,
-                Err(_) => Err(io::Error::other("unexpected lookup result")),
-            },
-            Err(p) => Err(io::Error::other(p.to_string())),
-        };
-        match looked_up {
+        match crate::forward::lookup_result(result) {
             Ok(addrs) if !addrs.is_empty() => {
                 let addr = addrs[self.next_addr % addrs.len()];
                 self.next_addr = self.next_addr.wrapping_add(1);
