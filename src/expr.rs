@@ -406,6 +406,8 @@ fn number(v: &Value) -> Option<Num> {
     match v {
         Value::Int(i) => Some(Num::Int(*i)),
         Value::Float(f) => Some(Num::Float(*f)),
+        // Beyond i64: compared by its nearest float, exact enough to order it.
+        Value::BigInt(s) => s.parse().ok().map(Num::Float),
         _ => {
             // Parsers often leave numbers as text (a regex capture, say): compare them as
             // numbers all the same, which is what `status >= 400` means.
@@ -1004,6 +1006,10 @@ mod tests {
         r.insert(Key::new("ok"), Value::Bool(false));
         r.insert(Key::new("nothing"), Value::Null);
         r.insert(
+            Key::new("big"),
+            Value::BigInt("18446744073709551615".into()),
+        );
+        r.insert(
             Key::new("tags"),
             Value::List(vec![Value::Str("a".into()), Value::Str("b".into())]),
         );
@@ -1049,6 +1055,12 @@ mod tests {
         assert!(t("ok == false and not ok == true"));
         assert!(t("client == \"10.1.2.3\" and client != \"10.1.2.4\""));
         assert!(t("src.port == 443 and src.ip == \"192.168.1.9\""));
+    }
+
+    #[test]
+    fn integers_beyond_i64_are_numbers() {
+        assert!(t("big > 5 and big >= 9223372036854775807 and big > 1e19"));
+        assert!(!t("big < 0"));
     }
 
     #[test]
