@@ -589,6 +589,8 @@ impl Sshd {
         let rest = rest
             .strip_prefix(b"sshd")
             .ok_or_else(|| Failure::NoMatch("not an sshd line"))?;
+        // OpenSSH 9.8 and later log each session from its own `sshd-session` process.
+        let rest = rest.strip_prefix(b"-session").unwrap_or(rest);
         let (module, rest) = match rest {
             [b'[', rest @ ..] => (None, rest),
             [b'(', rest @ ..] => {
@@ -832,6 +834,19 @@ mod tests {
             Err(r#"field pid: not an int: "x""#.into())
         );
         assert!(parse("sshd", "Dec 10").is_err());
+    }
+
+    #[test]
+    fn sshd_session_processes() {
+        assert_eq!(
+            parse("sshd", "Dec  4 10:00:00 host sshd-session[77]: Failed password for root from 10.0.0.9 port 22 ssh2").as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec  4 10:00:00","host":"host","pid":77,"#,
+                r#""message":"Failed password for root from 10.0.0.9 port 22 ssh2","#,
+                r#""user":"root","client":"10.0.0.9","port":22}"#
+            ))
+        );
+        assert!(parse("sshd", "Dec  4 10:00:00 host sshd-other[77]: x").is_err());
     }
 
     #[test]
