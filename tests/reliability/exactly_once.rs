@@ -2,53 +2,12 @@
 //! output's size in the tail's checkpoint and cuts the output back to it at start, so a
 //! `kill -9` anywhere neither loses nor repeats a line.
 
-use std::fmt::Write as _;
-use std::io::{Read as _, Seek as _, SeekFrom};
-
+use super::numbered::{WIDTH, last_id, line_id, live_app_log, push_line};
 use super::*;
 
-/// Every line is `r NNNNNNN` and this tail.
-const TAIL: &str = " the quick brown fox jumps";
-/// Every line has this many bytes, newline included.
-const WIDTH: usize = 2 + 7 + TAIL.len() + 1;
 const KILLS: usize = 5;
 /// Lines of the run unless `DEADBEAT_EXACTLY_ONCE_LINES` says otherwise.
 const DEFAULT_LINES: usize = 1_000_000;
-
-fn push_line(buf: &mut String, i: usize) {
-    let _ = writeln!(buf, "r {i:07}{TAIL}");
-}
-
-/// The number of `l` (a line without its newline) if it is a well-formed line.
-fn line_id(l: &[u8]) -> Option<usize> {
-    if l.len() != WIDTH - 1 || !l.starts_with(b"r ") || !l.ends_with(TAIL.as_bytes()) {
-        return None;
-    }
-    let mut i = 0;
-    for &d in &l[2..9] {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        i = i * 10 + usize::from(d - b'0');
-    }
-    Some(i)
-}
-
-/// The number of the last complete line of `out`, if any.
-fn last_id(out: &Path) -> Option<usize> {
-    let mut f = std::fs::File::open(out).ok()?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(2 * WIDTH as u64)))
-        .ok()?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail).ok()?;
-    let end = tail.iter().rposition(|&c| c == b'\n')?;
-    let start = tail[..end]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |p| p + 1);
-    line_id(&tail[start..end])
-}
 
 fn config(dir: &Path, extra: &str) -> PathBuf {
     write_config(
@@ -80,29 +39,8 @@ fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
     let fsync = std::env::var("DEADBEAT_EXACTLY_ONCE_FSYNC").unwrap_or_else(|_| "never".into());
     let patience = PATIENCE + Duration::from_millis(n as u64 / 10);
     let dir = TempDir::new("rel-exactly-once");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    let mut first = String::new();
-    push_line(&mut first, 0);
-    std::fs::write(&app, first).unwrap();
-    // The application writes on through the crashes, in 200 chunks over about 4 s.
-    let chunk = n.div_ceil(200);
-    let writer = {
-        let app = app.clone();
-        std::thread::spawn(move || {
-            let mut text = String::with_capacity(chunk * WIDTH);
-            let mut i = 1;
-            while i < n {
-                let end = (i + chunk).min(n);
-                text.clear();
-                (i..end).for_each(|j| push_line(&mut text, j));
-                append(&app, text.as_bytes());
-                i = end;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    // The application writes on through the crashes.
+    let writer = live_app_log(dir.path(), n);
     let cfg = config(dir.path(), &format!("fsync = \"{fsync}\"\n"));
     let out = dir.path().join("out.log");
     let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
@@ -152,7 +90,7 @@ fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
         let mut seen = vec![0u32; n];
         let (mut foreign, mut disorder, mut prev) = (0, 0, None);
         for l in got.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
-            match line_id(l).filter(|&i| i < n) {
+            match line_id(l, n) {
                 Some(i) => {
                     seen[i] += 1;
                     if prev.is_some_and(|p| i <= p) {

@@ -1,54 +1,11 @@
 //! `kill -9` at seeded points of a `tail` → `file_out` run, restarting on the same state.
 
-use std::fmt::Write as _;
-use std::io::{Read as _, Seek as _, SeekFrom};
-
+use super::numbered::{WIDTH, last_id, line_id, live_app_log};
 use super::*;
 
-/// Every line is `r NNNNNNN` and this tail.
-const TAIL: &str = " the quick brown fox jumps";
-/// Every line has this many bytes, newline included, so offsets convert to line numbers.
-const WIDTH: usize = 2 + 7 + TAIL.len() + 1;
 const KILLS: usize = 5;
 /// Lines of the run unless `DEADBEAT_RELIABILITY_LINES` says otherwise.
 const DEFAULT_LINES: usize = 1_000_000;
-
-/// Appends line `i` to `buf`.
-fn push_line(buf: &mut String, i: usize) {
-    let _ = writeln!(buf, "r {i:07}{TAIL}");
-}
-
-/// The number of `l` (a line without its newline) if it is exactly line `i < n`.
-fn line_id(l: &[u8], n: usize) -> Option<usize> {
-    if l.len() != WIDTH - 1 || !l.starts_with(b"r ") || !l.ends_with(TAIL.as_bytes()) {
-        return None;
-    }
-    // A plain loop: the test binary is not optimised, and this runs for every line.
-    let mut i = 0;
-    for &d in &l[2..9] {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        i = i * 10 + usize::from(d - b'0');
-    }
-    (i < n).then_some(i)
-}
-
-/// The number of the last complete line of `out`, if any.
-fn last_id(out: &Path) -> Option<usize> {
-    let mut f = std::fs::File::open(out).ok()?;
-    let len = f.metadata().ok()?.len();
-    let from = len.saturating_sub(2 * WIDTH as u64);
-    f.seek(SeekFrom::Start(from)).ok()?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail).ok()?;
-    let end = tail.iter().rposition(|&c| c == b'\n')?;
-    let start = tail[..end]
-        .iter()
-        .rposition(|&c| c == b'\n')
-        .map_or(0, |p| p + 1);
-    line_id(&tail[start..end], usize::MAX)
-}
 
 /// The offset of the first file in the checkpoint, 0 while there is none: the last whole
 /// record of the journal (`.NAME.live`, records `@ LEN HASH` + text) if it has one, else
@@ -119,30 +76,8 @@ fn kill_9_at_seeded_points_loses_nothing() {
     assert!(n <= 10_000_000, "line numbers have 7 digits");
     let patience = PATIENCE + Duration::from_millis(n as u64 / 10);
     let dir = TempDir::new("rel-kill9");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let app = logs.join("app.log");
-    let mut first = String::new();
-    push_line(&mut first, 0);
-    std::fs::write(&app, first).unwrap();
-    // The application writes on through the crashes, in 200 chunks over about 4 s, so
-    // checkpoints (written every second) advance between the kills.
-    let chunk = n.div_ceil(200);
-    let writer = {
-        let app = app.clone();
-        std::thread::spawn(move || {
-            let mut text = String::with_capacity(chunk * WIDTH);
-            let mut i = 1;
-            while i < n {
-                let end = (i + chunk).min(n);
-                text.clear();
-                (i..end).for_each(|j| push_line(&mut text, j));
-                append(&app, text.as_bytes());
-                i = end;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
+    // The application writes on through the crashes.
+    let writer = live_app_log(dir.path(), n);
     let cfg = write_config(
         dir.path(),
         "[state]\ndir = \"st\"\n[engine]\ninotify = true\n[[train]]\nname = \"t\"\n\
