@@ -43,8 +43,9 @@ const NOBUFS: Local = 4;
 const ACK_POLL: Local = 5;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
-const SOCK_BASE: Local = 1 << 16;
-const GENERATIONS: u32 = 1 << 16;
+pub(crate) const SOCK_BASE: Local = 1 << 16;
+/// Connection generations before the numbering wraps.
+pub(crate) const GENERATIONS: u32 = 1 << 16;
 
 /// Records are appended to chunks of about this size; a writev covers many of them.
 const CHUNK: usize = 256 << 10;

@@ -10,7 +10,8 @@ use mio::net::TcpStream;
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::forward::{
-    Backoff, FORWARD_PARAMS, ForwardOptions, Framing, Outbox, Target, check_address, is_refusal,
+    Backoff, FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, SOCK_BASE, Target,
+    check_address, is_refusal,
 };
 use crate::prelude::*;
 use crate::record::Record;
@@ -19,10 +20,6 @@ const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const RSP_TIMEOUT: Local = 4;
-/// Socket readiness arrives with `SOCK_BASE + generation`, so events still queued for a
-/// connection just dropped are told apart from the new one's.
-const SOCK_BASE: Local = 1 << 16;
-const GENERATIONS: u32 = 1 << 16;
 /// Largest answer accepted from the server (an `open` answer lists its offers).
 const MAX_RSP: usize = 64 << 10;
 
