@@ -144,13 +144,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 };
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let listen = p.required_str("listen")?;
-    let addr: SocketAddr = listen.parse().map_err(|e| {
-        p.error(
-            "listen",
-            format!("expected IP:port, e.g. \"127.0.0.1:2514\": {e}"),
-        )
-    })?;
+    let addr = super::tcp_in::listen_addr(p, "127.0.0.1:2514")?;
     let window = match p.int("window_size")? {
         None => 128,
         Some(n) if (1..=100_000).contains(&n) => n as usize,

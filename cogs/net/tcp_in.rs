@@ -304,14 +304,18 @@ impl StreamSettings {
     }
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let listen = p.required_str("listen")?;
-    let addr: SocketAddr = listen.parse().map_err(|e| {
+/// The socket address of the `listen` key; `example` shows a right one in the error.
+pub(crate) fn listen_addr(p: &CogParams<'_>, example: &str) -> Result<SocketAddr, ConfigError> {
+    p.required_str("listen")?.parse().map_err(|e| {
         p.error(
             "listen",
-            format!("expected IP:port, e.g. \"127.0.0.1:5140\": {e}"),
+            format!("expected IP:port, e.g. \"{example}\": {e}"),
         )
-    })?;
+    })
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let addr = listen_addr(p, "127.0.0.1:5140")?;
     let settings = StreamSettings::from_params(p)?;
     Ok(Box::new(TcpIn::new(addr, settings)))
 }
