@@ -2,7 +2,7 @@
 //! output's size in the tail's checkpoint and cuts the output back to it at start, so a
 //! `kill -9` anywhere neither loses nor repeats a line.
 
-use super::numbered::{WIDTH, last_id, line_id, live_app_log, push_line};
+use super::numbered::{WIDTH, last_id, line_id, lines_from_env, live_app_log, push_line};
 use super::*;
 
 const KILLS: usize = 5;
@@ -30,12 +30,7 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
 #[test]
 fn kill_9_at_seeded_points_neither_loses_nor_repeats() {
     let started = Instant::now();
-    let n: usize = std::env::var("DEADBEAT_EXACTLY_ONCE_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_LINES);
-    assert!(n >= 10, "DEADBEAT_EXACTLY_ONCE_LINES must be at least 10");
-    assert!(n <= 10_000_000, "line numbers have 7 digits");
+    let n = lines_from_env("DEADBEAT_EXACTLY_ONCE_LINES", DEFAULT_LINES);
     let fsync = std::env::var("DEADBEAT_EXACTLY_ONCE_FSYNC").unwrap_or_else(|_| "never".into());
     let patience = PATIENCE + Duration::from_millis(n as u64 / 10);
     let dir = TempDir::new("rel-exactly-once");

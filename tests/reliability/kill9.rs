@@ -1,6 +1,6 @@
 //! `kill -9` at seeded points of a `tail` → `file_out` run, restarting on the same state.
 
-use super::numbered::{WIDTH, last_id, line_id, live_app_log};
+use super::numbered::{WIDTH, last_id, line_id, lines_from_env, live_app_log};
 use super::*;
 
 const KILLS: usize = 5;
@@ -68,12 +68,7 @@ const BATCH_LINES: usize = (512 << 10) / WIDTH + 1;
 #[test]
 fn kill_9_at_seeded_points_loses_nothing() {
     let started = Instant::now();
-    let n: usize = std::env::var("DEADBEAT_RELIABILITY_LINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_LINES);
-    assert!(n >= 10, "DEADBEAT_RELIABILITY_LINES must be at least 10");
-    assert!(n <= 10_000_000, "line numbers have 7 digits");
+    let n = lines_from_env("DEADBEAT_RELIABILITY_LINES", DEFAULT_LINES);
     let patience = PATIENCE + Duration::from_millis(n as u64 / 10);
     let dir = TempDir::new("rel-kill9");
     // The application writes on through the crashes.

@@ -51,6 +51,18 @@ pub(super) fn last_id(out: &Path) -> Option<usize> {
     line_id(&tail[start..end], usize::MAX)
 }
 
+/// The number of lines a run takes from `var`, `default` when unset: at least 10 (the
+/// kills need room), at most 10,000,000 (line numbers have 7 digits).
+pub(super) fn lines_from_env(var: &str, default: usize) -> usize {
+    let n = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    assert!(n >= 10, "{var} must be at least 10");
+    assert!(n <= 10_000_000, "{var}: line numbers have 7 digits");
+    n
+}
+
 /// `logs/app.log` in `dir` holding line 0, and a thread that appends lines 1 to `n - 1`
 /// in 200 chunks over about 4 s, so checkpoints advance between the kills.
 pub(super) fn live_app_log(dir: &Path, n: usize) -> std::thread::JoinHandle<()> {
