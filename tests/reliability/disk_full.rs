@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::process::Command;
 
+use super::numbered::{WIDTH, last_id, push_line};
 use super::*;
 
 /// A tmpfs mounted for the test, unmounted when dropped (on failure too).
@@ -104,4 +105,58 @@ fn disk_full_holds_pauses_and_resumes_without_loss() {
     let [cin, _, dropped, _] = final_counters(&err, "file_out");
     assert_eq!((cin, dropped), (n as u64, 0), "{err}");
     eprintln!("disk full: {held} bytes held at the failure, all {n} lines after the remount");
+}
+
+/// An exactly-once output whose disk fills: the drain holds what it could not write, a
+/// kill -9 comes while the disk is full (the last write may have gone in part), and after
+/// making room the restart cuts the output back to its mark and finishes it: every line
+/// once, in order.
+#[test]
+fn exactly_once_survives_a_full_disk_and_a_kill() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped exactly_once disk full: not running as root, cannot mount a tmpfs");
+        return;
+    }
+    let dir = TempDir::new("rel-diskfull-eo");
+    let mnt = dir.path().join("mnt");
+    let fs = match Tmpfs::mount(&mnt, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipped exactly_once disk full: {e}");
+            return;
+        }
+    };
+    let n = 100_000;
+    let mut input = String::with_capacity(n * WIDTH);
+    (0..n).for_each(|i| push_line(&mut input, i));
+    assert!(input.len() > 3 << 20);
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    std::fs::write(dir.path().join("logs/app.log"), &input).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"tail\"\npaths = [\"logs/*.log\"]\nstart_at = \"beginning\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"mnt/out.log\"\nexactly_once = true\n",
+    );
+    let out = mnt.join("out.log");
+    let mut d = Daemon::start(&cfg, Stdio::null());
+    wait_for("the write failure to be logged", || {
+        d.stderr().contains("writing output file failed")
+    });
+    let held = std::fs::metadata(&out).map_or(0, |m| m.len());
+    kill(d.id(), libc::SIGKILL);
+    assert!(!d.wait_exit().success(), "kill -9 did not kill");
+    fs.resize("64m");
+    let d = Daemon::start(&cfg, Stdio::null());
+    wait_for("the last line", || last_id(&out) == Some(n - 1));
+    let log = d.stop();
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == input.as_bytes(),
+        "output differs from the input ({} of {} bytes)\n{log}",
+        got.len(),
+        input.len()
+    );
+    eprintln!("exactly-once disk full: {held} bytes on disk at the kill, all {n} lines after");
 }
