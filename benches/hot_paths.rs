@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use deadbeat::cogs::ip::anonymise::Anonymiser;
 use deadbeat::cogs::text::regex::Parser;
-use deadbeat::lines::LineSplitter;
+use deadbeat::kit::lines::LineSplitter;
+use deadbeat::kit::supply::{message_key, offset_key, path_key};
 use deadbeat::record::{Map, Record, Value};
-use deadbeat::supply::{message_key, offset_key, path_key};
 use divan::Bencher;
 use divan::counter::ItemsCount;
 

@@ -2,7 +2,7 @@
 //!
 //! Cogs here use the crate's public API only, as a cog written in another crate would.
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 pub mod fields;
 pub mod flow;
@@ -10,10 +10,13 @@ pub mod fs;
 pub mod ip;
 pub mod net;
 pub mod parse;
+pub mod registry;
 pub mod stdio;
 pub mod text;
 
-/// Descriptors of every supplied cog, for the [`Registry`](crate::config::Registry).
+pub use registry::Registry;
+
+/// Descriptors of every supplied cog, for the [`Registry`](crate::cogs::Registry).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         stdio::stdin::DESCRIPTOR,

@@ -11,50 +11,35 @@
 
 #![warn(missing_docs)]
 
-pub mod ack;
-pub mod checkpoint;
-pub mod cog;
-pub mod config;
-pub mod daemon;
-pub mod drain;
-pub mod escapement;
-pub mod expr;
-pub mod format;
-pub mod forward;
-pub mod framing;
-pub mod getset;
-pub mod glob;
-pub mod lines;
-pub mod log;
-pub mod mailbox;
-pub mod on_error;
-pub mod pool;
-pub mod record;
-pub mod reference;
-pub mod supply;
-pub mod timefmt;
-pub mod train;
-
+// The layers, lowest first. Each imports only the layers above it in this list
+// (tests/layers.rs checks it).
 #[path = "../cogs/mod.rs"]
 pub mod cogs;
+pub mod daemon;
+pub mod engine;
+pub mod kit;
+pub mod record;
+pub mod schema;
 
-pub use cog::{
+pub use engine::cog::{
     BoxError, Cog, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local, Out, Wake,
 };
-pub use escapement::{CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId};
-pub use train::{CogMetrics, Train, TrainMetrics};
+pub use engine::escapement::{CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId};
+pub use engine::train::{CogMetrics, Train, TrainMetrics};
 
 /// Re-exported so cogs name the same versions the escapement uses.
 pub use {inotify, mio, slog};
 
 /// Everything a cog or an embedding program usually needs.
 pub mod prelude {
-    pub use crate::cog::{
+    pub use crate::engine::cog::{
         BoxError, Cog, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local, Out,
         Wake,
     };
-    pub use crate::escapement::{CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId};
-    pub use crate::getset::{Field, Getter, MutGetter, Setter};
-    pub use crate::train::{CogMetrics, Train, TrainMetrics};
+    pub use crate::engine::escapement::{
+        CogRef, Ctx, Escapement, Options, ShutdownHandle, TimerId,
+    };
+    pub use crate::engine::getset::{Field, Getter, MutGetter, Setter};
+    pub use crate::engine::train::{CogMetrics, Train, TrainMetrics};
     pub use mio::Interest;
 }

@@ -10,10 +10,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use deadbeat::config::{Config, Registry};
-use deadbeat::daemon::{self, Detached};
+use deadbeat::cogs::Registry;
+use deadbeat::daemon::config::Config;
+use deadbeat::daemon::process::{self, Detached};
+use deadbeat::daemon::{log, reference};
 use deadbeat::prelude::*;
-use deadbeat::{log, reference};
 
 const USAGE: &str = "usage:
   deadbeat run CONFIG [--daemon]   run the trains until they finish or a signal stops them
@@ -145,7 +146,7 @@ fn run(path: &Path, detach: bool) -> ExitCode {
     };
     let mut detached = None;
     if detach {
-        match daemon::detach(&config.daemon) {
+        match process::detach(&config.daemon) {
             Ok(d) => detached = Some(d),
             Err(e) => {
                 eprintln!("deadbeat: cannot become a daemon: {e}");
@@ -176,7 +177,7 @@ fn serve(
         .map_err(|e| format!("cannot set up logging ({:?}): {e}", config.log.target))?;
     let _pidfile = match (&config.daemon.pidfile, detached.is_some()) {
         // Detaching already took the pidfile, holding the final pid.
-        (Some(p), false) => Some(daemon::Pidfile::acquire(p).map_err(|e| e.to_string())?),
+        (Some(p), false) => Some(process::Pidfile::acquire(p).map_err(|e| e.to_string())?),
         _ => None,
     };
     let built = config.build(registry, &logger).map_err(|e| e.to_string())?;
@@ -197,7 +198,7 @@ fn serve(
     });
     built.install(&mut esc).map_err(|e| e.to_string())?;
     esc.start().map_err(|e| e.to_string())?;
-    daemon::drop_privileges(
+    process::drop_privileges(
         config.daemon.user.as_deref(),
         config.daemon.group.as_deref(),
     )

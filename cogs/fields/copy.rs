@@ -1,8 +1,9 @@
 //! `copy`: duplicates fields under new names.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Value};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::path_pairs;
 

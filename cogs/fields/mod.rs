@@ -6,8 +6,9 @@
 
 use std::fmt;
 
-use crate::config::{CogDescriptor, CogParams, ConfigError, Node, NodeValue};
+use crate::kit::CogDescriptor;
 use crate::record::{Path, Record, Value};
+use crate::schema::{CogParams, ConfigError, Node, NodeValue};
 
 pub mod copy;
 pub mod remove;
@@ -27,7 +28,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
 type TakeFn<D> = dyn Fn(&mut D) -> Option<Value>;
 
 /// Removes a piece of a datum and hands it over: what `rename` and `remove` need beyond
-/// a [`Setter`](crate::getset::Setter).
+/// a [`Setter`](crate::engine::getset::Setter).
 pub struct Taker<D> {
     f: Box<TakeFn<D>>,
 }

@@ -1,8 +1,9 @@
 //! `remove`: deletes fields.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::{Taker, parse_path, take_at};
 
@@ -55,7 +56,7 @@ impl<D> Remove<D> {
     fn strip(&self, d: &mut D) {
         for f in &self.fields {
             if let Some(v) = f.take(d) {
-                crate::pool::recycle_value(v);
+                crate::record::pool::recycle_value(v);
             }
         }
     }

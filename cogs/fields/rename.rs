@@ -1,8 +1,9 @@
 //! `rename`: moves fields to new names.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Value};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::{Taker, path_pairs, take_at};
 

@@ -1,11 +1,10 @@
 //! `set`: adds fields, or overwrites them, with constants or templates.
 
-use crate::config::{
-    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Node, NodeValue, Param, ParamType,
-};
-use crate::format::Template;
+use crate::kit::format::Template;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{self, Map, Record, SharedStr, Value};
+use crate::schema::{CogParams, ConfigError, Node, NodeValue, Param, ParamType};
 
 use super::{flat_table, parse_path};
 

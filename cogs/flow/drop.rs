@@ -1,8 +1,9 @@
 //! `drop`: the drain that says records end here on purpose.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, id_field};
+use crate::schema::{CogParams, ConfigError};
 
 /// Ends every datum that reaches it: acknowledges it (so the supply's checkpoint moves on)
 /// and counts it as dropped. A train must bring every datum to a drain; where records may

@@ -1,10 +1,11 @@
 //! `filter`: keeps or drops data by a condition.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::expr::{Condition, Expr, Mismatch};
-use crate::on_error::LogLimiter;
+use crate::kit::on_error::LogLimiter;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
+use crate::record::expr::{Condition, Expr, Mismatch};
 use crate::record::{Record, id_field};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Keeps the data that satisfy a condition (`keep`), or drops them (`drop`). Dropped data
 /// are acknowledged, so the supply that sent them still advances its checkpoint, and
@@ -31,7 +32,7 @@ use crate::record::{Record, id_field};
 ///
 /// ```
 /// use deadbeat::cogs::flow::filter::Filter;
-/// use deadbeat::expr::{Condition, Expr};
+/// use deadbeat::record::expr::{Condition, Expr};
 /// use deadbeat::prelude::*;
 /// use deadbeat::record::{Path, Value};
 /// struct Hit { id: EventId, status: Value }

@@ -2,7 +2,7 @@
 
 use std::rc::Rc;
 
-use crate::mailbox::Mailbox;
+use crate::engine::mailbox::Mailbox;
 use crate::prelude::*;
 
 /// Emits what other trains sent to this train through its [`Mailbox`]. The config builder

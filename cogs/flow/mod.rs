@@ -7,7 +7,7 @@ pub mod pass;
 pub mod route;
 pub mod tee;
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 /// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop).
 pub fn descriptors() -> Vec<CogDescriptor> {

@@ -23,9 +23,9 @@ impl<D: 'static> Cog<D> for Pass {
 }
 
 /// The descriptor of `pass`.
-pub const DESCRIPTOR: crate::config::CogDescriptor = crate::config::CogDescriptor {
+pub const DESCRIPTOR: crate::kit::CogDescriptor = crate::kit::CogDescriptor {
     name: "pass",
-    kind: crate::config::CogKind::Transform,
+    kind: crate::kit::CogKind::Transform,
     summary: "hands every record on unchanged",
     params: &[],
     fields: &[],

@@ -2,11 +2,12 @@
 
 use std::rc::Rc;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::expr::Condition;
-use crate::mailbox::Mailbox;
+use crate::engine::mailbox::Mailbox;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
+use crate::record::expr::Condition;
 use crate::record::{Record, id_field};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::filter::expr_param;
 use super::route::target;

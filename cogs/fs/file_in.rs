@@ -5,11 +5,12 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use std::path::PathBuf;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::lines::LineSplitter;
+use crate::kit::lines::LineSplitter;
+use crate::kit::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
 /// batch-mode supply (the `tail` supply follows files as they grow).
@@ -227,7 +228,7 @@ impl FileIn {
 }
 
 /// Adds the file's fields, `path` and `offset`, to a line record of the file `name`.
-fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::lines::LineInfo) + '_ {
+fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::kit::lines::LineInfo) + '_ {
     let fields = FileFields::new(name);
     move |r, info| fields.add(r, info.offset)
 }

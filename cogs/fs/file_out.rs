@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
-use crate::checkpoint::{Ledger, Mark};
-use crate::config::{
-    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType, parse_duration,
-};
-use crate::drain::LineBuffer;
-use crate::format::{FORMAT_PARAMS, OutputFormat, Template};
+use crate::kit::checkpoint::{Ledger, Mark};
+use crate::kit::drain::LineBuffer;
+use crate::kit::format::{FORMAT_PARAMS, OutputFormat, Template};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType, parse_duration};
 
 const RETRY: Local = 1;
 const CHECK: Local = 2;
@@ -1078,7 +1077,7 @@ impl Cog<Record> for FileOut {
                 s.lines.push(r);
             }
         }
-        crate::pool::recycle(batch.drain(..));
+        crate::record::pool::recycle(batch.drain(..));
         if !self.failing {
             self.flush_all(false, cx);
         }

@@ -10,13 +10,14 @@ use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
-use crate::ack::AckTracker;
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::glob::Glob;
-use crate::lines::LineSplitter;
+use crate::kit::ack::AckTracker;
+use crate::kit::glob::Glob;
+use crate::kit::lines::LineSplitter;
+use crate::kit::supply::{emit_lines, emit_rest, offset_key, path_key};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Value};
-use crate::supply::{emit_lines, emit_rest, offset_key, path_key};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Local token of the reading turns (immediate calls).
 const STEP: Local = 0;
@@ -353,7 +354,7 @@ impl Spool {
         };
         let path = fl.path.clone();
         let tracker = &mut self.tracker;
-        let mut fill = |r: &mut Record, info: &crate::lines::LineInfo| {
+        let mut fill = |r: &mut Record, info: &crate::kit::lines::LineInfo| {
             r.insert(path_key(), path.clone());
             r.insert(offset_key(), Value::Int(info.offset as i64));
             tracker.sent(id, r.id, info.offset);

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
-use crate::ack::AckTracker;
-use crate::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::glob::{Glob, split_path};
-use crate::lines::LineSplitter;
+use crate::kit::ack::AckTracker;
+use crate::kit::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
+use crate::kit::glob::{Glob, split_path};
+use crate::kit::lines::LineSplitter;
+use crate::kit::supply::{FileFields, with_line_emitter};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::supply::{FileFields, with_line_emitter};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const READ: Local = 0;
 /// The first turn after start, where a `follow = false` supply with nothing to read ends.
@@ -1456,7 +1457,7 @@ impl Tail {
         }
     }
 
-    fn on_inotify(&mut self, ev: &crate::cog::InotifyEvent<'_>, cx: &mut Ctx) {
+    fn on_inotify(&mut self, ev: &crate::engine::cog::InotifyEvent<'_>, cx: &mut Ctx) {
         if ev.mask.contains(EventMask::Q_OVERFLOW) {
             slog::warn!(cx.logger(), "inotify queue overflowed; rescanning");
             for d in 0..self.dirs.len() {

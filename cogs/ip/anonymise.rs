@@ -3,10 +3,11 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::on_error::{self, ErrorAction, OnError};
+use crate::kit::on_error::{self, ErrorAction, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{self, InlineStr, Key, Record, SharedStr, Value};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Replaces an IP address with an anonymised one, in the representation it came in: text
 /// stays text (`Str`, `Shared` becomes `Str`, `Bytes` stay bytes), an `Ip` stays an `Ip`.
@@ -437,14 +438,14 @@ impl Anonymiser {
             Value::Shared(SharedStr::Inline(short)) => {
                 let text = self.text_of(short.as_str().as_bytes())?;
                 if !short.set(text) {
-                    *v = Value::Str(crate::pool::text(text));
+                    *v = Value::Str(crate::record::pool::text(text));
                 }
             }
             Value::Shared(s) => {
                 let text = self.text_of(s.as_bytes())?;
                 *v = match InlineStr::new(text) {
                     Some(short) => Value::Shared(SharedStr::Inline(short)),
-                    None => Value::Str(crate::pool::text(text)),
+                    None => Value::Str(crate::record::pool::text(text)),
                 };
             }
             Value::Bytes(b) => {

@@ -6,12 +6,11 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::config::{
-    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, NodeValue, Param, ParamType,
-};
-use crate::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{self, Record, Value};
+use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
 
 /// Writes into `target` the names of the networks the address in `field` belongs to, as
 /// a list of strings in the order the names are written (each name once). When no network

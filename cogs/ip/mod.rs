@@ -1,6 +1,6 @@
 //! IP addresses: anonymisation, network tagging.
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 pub mod anonymise;
 pub mod cidr_tag;

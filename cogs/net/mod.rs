@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 pub mod relp;
 pub mod relp_in;

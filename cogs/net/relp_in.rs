@@ -10,13 +10,14 @@ use super::relp::{FrameReader, offers_command, write_frame};
 use super::tcp_in::{
     EVICT_MIN_IDLE, IDLE_PARAM, ip_group, peer_key, received_at_key, set_backlog, unread_bytes,
 };
-use crate::ack::AckTracker;
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::lines::LineInfo;
-use crate::on_error::LogLimiter;
+use crate::kit::ack::AckTracker;
+use crate::kit::lines::LineInfo;
+use crate::kit::on_error::LogLimiter;
+use crate::kit::supply::with_line_emitter;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Timestamp, Value};
-use crate::supply::with_line_emitter;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;

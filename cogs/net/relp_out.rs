@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::forward::{
+use crate::kit::forward::{
     Backoff, FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, SOCK_BASE, Target,
     check_address, is_refusal,
 };
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
@@ -587,7 +588,7 @@ impl Cog<Record> for RelpOut {
                 }
             });
         }
-        crate::pool::recycle(batch.drain(..));
+        crate::record::pool::recycle(batch.drain(..));
         self.pump(cx);
         self.settle(cx);
     }
@@ -640,7 +641,7 @@ impl Cog<Record> for RelpOut {
             return;
         }
         self.state = State::Idle;
-        match crate::forward::lookup_result(result) {
+        match crate::kit::forward::lookup_result(result) {
             Ok(addrs) if !addrs.is_empty() => {
                 let addr = addrs[self.next_addr % addrs.len()];
                 self.next_addr = self.next_addr.wrapping_add(1);

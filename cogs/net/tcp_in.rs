@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use mio::event::Source;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::framing::{Deframer, Framing};
-use crate::lines::LineSplitter;
-use crate::on_error::LogLimiter;
+use crate::kit::framing::{Deframer, Framing};
+use crate::kit::lines::LineSplitter;
+use crate::kit::on_error::LogLimiter;
+use crate::kit::supply::with_line_emitter;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::supply::with_line_emitter;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Reads per connection and turn; then the connection waits for the next turn so that one
 /// busy sender cannot starve the others.

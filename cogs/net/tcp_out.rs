@@ -1,9 +1,12 @@
 //! `tcp_out`: records forwarded over TCP, reconnecting and buffering while the peer is away.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::forward::{FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target, check_address};
+use crate::kit::forward::{
+    FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target, check_address,
+};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Forwards each record to a TCP peer (a syslog or line collector), newline-terminated or
 /// octet-counted (RFC 6587 `LEN SP MSG`).

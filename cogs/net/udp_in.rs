@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use mio::net::UdpSocket;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
+use crate::kit::supply::{message_key, truncated_key};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::supply::{message_key, truncated_key};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const SOCKET: Local = 0;
 const DROP_CHECK: Local = 1;

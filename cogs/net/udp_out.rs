@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::format::{FORMAT_PARAMS, OutputFormat};
-use crate::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const SOCKET: Local = 0;
 const RETRY: Local = 1;
@@ -363,7 +364,7 @@ impl Cog<Record> for UdpOut {
             }
             self.bytes.extend_from_slice(&self.scratch);
             self.held.push_back((self.scratch.len(), r.id));
-            crate::pool::recycle([r]);
+            crate::record::pool::recycle([r]);
         }
         if !self.blocked {
             self.pump(cx);

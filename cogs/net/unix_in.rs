@@ -5,11 +5,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::lines::LineInfo;
+use crate::kit::lines::LineInfo;
+use crate::kit::supply::with_line_emitter;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr, Timestamp, Value};
-use crate::supply::with_line_emitter;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::tcp_in::{
     Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_BUFFERED_PARAM, MAX_CONNECTIONS_PARAM,

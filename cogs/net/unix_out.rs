@@ -1,9 +1,10 @@
 //! `unix_out`: records forwarded to a Unix socket (stream or datagram).
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::forward::{FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target};
+use crate::kit::forward::{FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Forwards each record to a Unix socket: `mode = "stream"` writes newline-terminated (or
 /// octet-counted) records to a connected stream socket; `mode = "datagram"` sends one

@@ -4,10 +4,11 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use crate::config::{BuildCx, CogParams, ConfigError, Param, ParamType};
-use crate::on_error::{self, OnError};
+use crate::kit::BuildCx;
+use crate::kit::on_error::{self, OnError};
 use crate::prelude::*;
 use crate::record::{self, Map, Merge, Path, Record, Value};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Why a line did not parse, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]

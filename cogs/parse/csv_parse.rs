@@ -1,10 +1,11 @@
 //! `csv_parse`: one CSV record becomes named fields.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::getset::Getter;
-use crate::on_error::{ON_ERROR_PARAM, OnError};
+use crate::engine::getset::Getter;
+use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Key, Map, Merge, Record};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::common::{
     FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, text, text_owned,

@@ -1,10 +1,11 @@
 //! `json_parse`: a field holding a JSON object becomes fields.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError};
-use crate::getset::Getter;
-use crate::on_error::{ON_ERROR_PARAM, OnError};
+use crate::engine::getset::Getter;
+use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Map, Merge, Record, Value};
+use crate::schema::{CogParams, ConfigError};
 
 use super::common::{FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params};
 

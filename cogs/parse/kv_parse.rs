@@ -1,10 +1,11 @@
 //! `kv_parse`: `key=value key2="quoted value"` lines become fields.
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::getset::Getter;
-use crate::on_error::{ON_ERROR_PARAM, OnError};
+use crate::engine::getset::Getter;
+use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Map, Merge, Record};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 use super::common::{
     FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, find, input_key,

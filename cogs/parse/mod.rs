@@ -4,7 +4,7 @@
 //! functions too (`json_parse::parse`, `syslog_parse::parse`, ...) for programs and fuzz
 //! targets that call them directly.
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 pub mod common;
 pub mod csv_parse;

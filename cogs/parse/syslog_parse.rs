@@ -2,12 +2,13 @@
 
 use std::sync::{Arc, OnceLock};
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError};
-use crate::getset::Getter;
-use crate::on_error::{ON_ERROR_PARAM, OnError};
+use crate::engine::getset::Getter;
+use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
+use crate::record::timefmt::{civil_from_days, days_from_civil, month_len as days_in_month};
 use crate::record::{Key, Map, Merge, Record, Timestamp, Value};
-use crate::timefmt::{civil_from_days, days_from_civil, month_len as days_in_month};
+use crate::schema::{CogParams, ConfigError};
 
 use super::common::{
     FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, input_key, text,

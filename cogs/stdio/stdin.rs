@@ -3,11 +3,12 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
-use crate::lines::LineSplitter;
+use crate::kit::lines::LineSplitter;
+use crate::kit::supply::{ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::supply::{ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Reads at most this many times per turn before letting other events in.
 const READS_PER_TURN: usize = 16;

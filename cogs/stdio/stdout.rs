@@ -3,11 +3,12 @@
 use std::io;
 use std::time::Duration;
 
-use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError};
-use crate::drain::LineBuffer;
-use crate::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::drain::LineBuffer;
+use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError};
 
 const RETRY: Local = 1;
 
@@ -134,7 +135,7 @@ impl Cog<Record> for Stdout {
         for r in batch.iter() {
             self.lines.push(r);
         }
-        crate::pool::recycle(batch.drain(..));
+        crate::record::pool::recycle(batch.drain(..));
         if !self.failing {
             self.flush(out, cx);
         }

@@ -4,7 +4,7 @@
 //! `pattern` needs the `regex` cargo feature (on by default); without it a `pattern` is a
 //! configuration error that says so.
 
-use crate::config::CogDescriptor;
+use crate::kit::CogDescriptor;
 
 pub mod presets;
 pub mod regex;

@@ -12,8 +12,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::record::timefmt::parse_clf;
 use crate::record::{InlineStr, Key, Map, SharedStr, Slot, Value};
-use crate::timefmt::parse_clf;
 
 /// The preset names `preset` accepts.
 pub const PRESET_NAMES: &[&str] = &["apache_combined", "apache_common", "nginx_combined", "sshd"];
@@ -104,11 +104,11 @@ pub fn text_value(b: &[u8]) -> Value {
             return Value::Shared(SharedStr::Inline(short));
         }
         // SAFETY: ASCII is UTF-8.
-        return Value::Str(crate::pool::text(s));
+        return Value::Str(crate::record::pool::text(s));
     }
     match std::str::from_utf8(b) {
-        Ok(s) => Value::Str(crate::pool::text(s)),
-        Err(_) => Value::Bytes(crate::pool::bytes(b)),
+        Ok(s) => Value::Str(crate::record::pool::text(s)),
+        Err(_) => Value::Bytes(crate::record::pool::bytes(b)),
     }
 }
 

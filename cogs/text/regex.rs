@@ -1,13 +1,12 @@
 //! `regex`: parses a text field with a regular expression's named groups, or with a preset.
 
-use crate::config::{
-    BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, NodeValue, Param, ParamType,
-};
-use crate::getset::Getter;
-use crate::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::engine::getset::Getter;
+use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
+use crate::record::timefmt::TimeFormat;
 use crate::record::{self, Key, Map, Merge, Path, Record, Value};
-use crate::timefmt::TimeFormat;
+use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
 
 use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
 

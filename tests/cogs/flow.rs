@@ -320,9 +320,9 @@ fn filter_and_tee_on_any_datum_acknowledge_correctly() {
     use deadbeat::cogs::flow::filter::Filter;
     use deadbeat::cogs::flow::inbox::Inbox;
     use deadbeat::cogs::flow::tee::Tee;
-    use deadbeat::expr::{Condition, Expr};
-    use deadbeat::mailbox::Mailbox;
+    use deadbeat::engine::mailbox::Mailbox;
     use deadbeat::prelude::*;
+    use deadbeat::record::expr::{Condition, Expr};
     use deadbeat::record::{Path as FieldPath, Value};
 
     use crate::engine::{Log, Probe, counting_supply, opts, run};

@@ -308,7 +308,7 @@ fn acks_over_time(fsync: deadbeat::cogs::fs::file_out::Fsync) -> (usize, usize, 
 
     use crate::engine::{Log, Probe, opts, run};
     use deadbeat::cogs::fs::file_out::FileOut;
-    use deadbeat::format::OutputFormat;
+    use deadbeat::kit::format::OutputFormat;
     use deadbeat::prelude::*;
     use deadbeat::record::{Key, Record, Value};
 

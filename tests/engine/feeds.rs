@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use deadbeat::cogs::flow::inbox::Inbox;
-use deadbeat::mailbox::Mailbox;
+use deadbeat::engine::mailbox::Mailbox;
 use deadbeat::prelude::*;
 
 use super::{Log, opts, run};

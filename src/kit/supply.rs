@@ -3,11 +3,11 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use crate::cog::Out;
-use crate::escapement::Ctx;
-use crate::lines::{LineInfo, LineSplitter};
-use crate::on_error::LogLimiter;
-use crate::pool::{self, Stock};
+use crate::engine::cog::Out;
+use crate::engine::escapement::Ctx;
+use crate::kit::lines::{LineInfo, LineSplitter};
+use crate::kit::on_error::LogLimiter;
+use crate::record::pool::{self, Stock};
 use crate::record::{Key, Map, Record, SharedStr, Slot, Value};
 
 macro_rules! well_known_key {
@@ -76,7 +76,7 @@ impl<'a> FileFields<'a> {
 
 /// Turns one line into a record: a fresh event id and the raw bytes in `message`. Lines
 /// cut at `max_line_bytes` also get `truncated = true`, are counted as errors of the
-/// supply and logged with their event id (at most [`crate::on_error::LOG_BURST`] a second).
+/// supply and logged with their event id (at most [`crate::kit::on_error::LOG_BURST`] a second).
 #[inline]
 pub fn line_record(
     bytes: &[u8],
@@ -97,7 +97,7 @@ pub fn line_record(
 
 /// Emits line records into a batch: each is [`line_record`]'s record, but built where it
 /// lies in the batch (a record built first and then moved there stalled on its own copy;
-/// see `pool::push_in_place`), and returned to be finished in place. The record stash is
+/// see `engine::cog::push_in_place`), and returned to be finished in place. The record stash is
 /// borrowed and the `message` key looked up once for the whole batch.
 pub struct LineEmitter<'a, 's> {
     stock: &'a mut Stock<'s>,
@@ -268,7 +268,11 @@ impl StreamInput {
     }
 
     /// Registers the input for readiness with `local` when it can be polled.
-    pub fn bind(&mut self, cx: &mut Ctx<'_>, local: crate::cog::Local) -> std::io::Result<()> {
+    pub fn bind(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        local: crate::engine::cog::Local,
+    ) -> std::io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = self.file.as_raw_fd();
         let meta = self.file.metadata()?;

@@ -1,8 +1,8 @@
 //! How drains render a [`Record`] as one line: `raw`, `json` or `template`.
 
-use crate::config::{CogParams, ConfigError, Param, ParamType};
+use crate::kit::supply::message_key;
 use crate::record::{Path, Record, Value, write_json_str_body};
-use crate::supply::message_key;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// The `format`, `template` and `escape` keys every drain takes.
 pub const FORMAT_PARAMS: [Param; 3] = [

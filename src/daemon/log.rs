@@ -600,7 +600,7 @@ impl Civil {
         let secs = ms.div_euclid(1000);
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
-        let (year, month, day) = crate::timefmt::civil_from_days(days);
+        let (year, month, day) = crate::record::timefmt::civil_from_days(days);
         // Bounded by the ranges above: the casts cannot truncate.
         Civil {
             year,

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
-use crate::escapement::{CogRef, Ctx};
+use crate::engine::escapement::{CogRef, Ctx};
 
 /// A queue into the head of another train on the same escapement.
 ///
@@ -54,7 +54,7 @@ impl<D> Mailbox<D> {
     }
 
     /// Moves everything waiting into `out`.
-    pub fn drain_into(&self, out: &mut crate::cog::Out<D>) -> usize {
+    pub fn drain_into(&self, out: &mut crate::engine::cog::Out<D>) -> usize {
         let mut inner = self.inner.borrow_mut();
         let n = inner.queue.len();
         out.extend(inner.queue.drain(..));

@@ -31,10 +31,10 @@ use std::time::{Duration, SystemTime};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
-use crate::config::{CogParams, ConfigError, Param, ParamType};
-use crate::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
@@ -1043,7 +1043,7 @@ impl Cog<Record> for Forward {
         for r in batch.iter() {
             self.render(r);
         }
-        crate::pool::recycle(batch.drain(..));
+        crate::record::pool::recycle(batch.drain(..));
         self.flush(out, cx);
     }
 

@@ -16,6 +16,10 @@
 //! assert_eq!(Record::parse_json(&line).unwrap(), rec);
 //! ```
 
+pub mod expr;
+pub mod pool;
+pub mod timefmt;
+
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -28,7 +32,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 
 use crate::EventId;
-use crate::getset::{Field, Getter, MutGetter, Setter};
+use crate::engine::getset::{Field, Getter, MutGetter, Setter};
 
 // ---------------------------------------------------------------------------------------------
 // Key interner
@@ -358,7 +362,7 @@ impl Timestamp {
         let local = self.secs.saturating_add(i64::from(self.offset_min) * 60);
         let days = local.div_euclid(86_400);
         let sod = local.rem_euclid(86_400) as u32;
-        let (y, m, d) = crate::timefmt::civil_from_days(days);
+        let (y, m, d) = crate::record::timefmt::civil_from_days(days);
         let (hh, mm, ss) = (sod / 3600, sod / 60 % 60, sod % 60);
         let dash = u64::from(b'-');
         let month_day = dash | pair(m) << 8 | dash << 24 | pair(d) << 32 | u64::from(b'T') << 48;
@@ -759,12 +763,12 @@ impl Map {
         self.position(key).is_some()
     }
 
-    /// The entries, for [`crate::pool::recycle`].
+    /// The entries, for [`crate::record::pool::recycle`].
     pub(crate) fn into_entries(self) -> Vec<(Key, Value)> {
         self.entries
     }
 
-    /// The entries' vector, for [`crate::pool::fill_fields`] to put a reused one in place
+    /// The entries' vector, for [`crate::record::pool::fill_fields`] to put a reused one in place
     /// and reserve room; keys must stay distinct.
     pub(crate) fn entries_mut(&mut self) -> &mut Vec<(Key, Value)> {
         &mut self.entries
@@ -776,7 +780,7 @@ impl Map {
     #[inline(always)]
     pub(crate) fn append_new(&mut self, key: Key, value: Value) {
         debug_assert!(!self.contains_key(key), "append_new with a present key");
-        crate::pool::push_in_place(&mut self.entries, (key, value));
+        crate::engine::cog::push_in_place(&mut self.entries, (key, value));
     }
 
     /// [`Map::append_new`] of a null value, returned to be filled in place: a value built
@@ -3406,7 +3410,7 @@ mod tests {
         let (mut y, mut m, mut d) = (1600i64, 3u32, 1u32);
         for days in -135_080..157_000 {
             assert_eq!(
-                crate::timefmt::civil_from_days(days),
+                crate::record::timefmt::civil_from_days(days),
                 (y, m, d),
                 "day {days}"
             );

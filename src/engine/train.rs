@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cog::{BoxError, Cog, JobId, JobResult, Local, Out, Wake};
-use crate::escapement::{Broadcast, Core, Ctx, Handle, Phase, Slot};
+use crate::engine::cog::{BoxError, Cog, JobId, JobResult, Local, Out, Wake};
+use crate::engine::escapement::{Broadcast, Core, Ctx, Handle, Phase, Slot};
 
 /// Counters the train keeps for one cog.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

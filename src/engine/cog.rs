@@ -3,7 +3,7 @@
 use std::any::Any;
 use std::ffi::OsStr;
 
-use crate::escapement::{Ctx, TimerId};
+use crate::engine::escapement::{Ctx, TimerId};
 
 /// Identity a supply gives each datum, so drains can acknowledge it ([`Cog::event_done`]).
 pub type EventId = u64;
@@ -98,7 +98,7 @@ impl<D> Out<D> {
     /// Emits one datum to the next cog.
     #[inline(always)]
     pub fn push(&mut self, d: D) {
-        crate::pool::push_in_place(&mut self.buf, d);
+        push_in_place(&mut self.buf, d);
     }
 
     /// Emits every datum of `it`, in order.
@@ -279,6 +279,26 @@ pub trait Cog<D>: 'static {
 impl<D: 'static> std::fmt::Debug for dyn Cog<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Cog({})", self.name())
+    }
+}
+
+/// `v.push(x)`, but stored straight into place when there is room. With `push`, the
+/// possible call to grow the vector comes between building `x` and storing it, so the
+/// compiler builds `x` on the stack with narrow stores and copies it with wide loads,
+/// which stall: the CPU cannot forward a load from several smaller stores. On the line
+/// supplies that stall was the largest single cost of building a record.
+#[inline(always)]
+pub(crate) fn push_in_place<T>(v: &mut Vec<T>, x: T) {
+    let len = v.len();
+    if len < v.capacity() {
+        // SAFETY: there is room for one more element; it is written before the length
+        // covers it, and nothing in between can panic.
+        unsafe {
+            v.as_mut_ptr().add(len).write(x);
+            v.set_len(len + 1);
+        }
+    } else {
+        v.push(x);
     }
 }
 

@@ -21,7 +21,7 @@
 //!   [`LineInfo::unterminated`].
 //!
 //! ```
-//! use deadbeat::lines::LineSplitter;
+//! use deadbeat::kit::lines::LineSplitter;
 //!
 //! let mut input: &[u8] = b"GET / 200\r\nPOST /login 302\npartial";
 //! let mut splitter = LineSplitter::default();
@@ -83,7 +83,7 @@ pub struct Line<'a> {
 /// early for backpressure is fine as long as the rest is drained before the next read.
 ///
 /// ```
-/// use deadbeat::lines::LineSplitter;
+/// use deadbeat::kit::lines::LineSplitter;
 ///
 /// let mut s = LineSplitter::new(8).with_read_size(64 * 1024);
 /// s.push(b"short\nthis line is too long\nok\r\n");

@@ -246,26 +246,6 @@ pub fn text(s: &str) -> String {
     unsafe { String::from_utf8_unchecked(bytes(s.as_bytes())) }
 }
 
-/// `v.push(x)`, but stored straight into place when there is room. With `push`, the
-/// possible call to grow the vector comes between building `x` and storing it, so the
-/// compiler builds `x` on the stack with narrow stores and copies it with wide loads,
-/// which stall: the CPU cannot forward a load from several smaller stores. On the line
-/// supplies that stall was the largest single cost of building a record.
-#[inline(always)]
-pub(crate) fn push_in_place<T>(v: &mut Vec<T>, x: T) {
-    let len = v.len();
-    if len < v.capacity() {
-        // SAFETY: there is room for one more element; it is written before the length
-        // covers it, and nothing in between can panic.
-        unsafe {
-            v.as_mut_ptr().add(len).write(x);
-            v.set_len(len + 1);
-        }
-    } else {
-        v.push(x);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,12 +8,13 @@ use std::fmt::Display;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::cog::{EventId, Out};
-use crate::config::{BuildCx, CogParams, ConfigError, Param, ParamType};
-use crate::escapement::Ctx;
-use crate::getset::{Getter, Setter};
-use crate::mailbox::Mailbox;
+use crate::engine::cog::{EventId, Out};
+use crate::engine::escapement::Ctx;
+use crate::engine::getset::{Getter, Setter};
+use crate::engine::mailbox::Mailbox;
+use crate::kit::BuildCx;
 use crate::record::{Key, Record, Value};
+use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
 /// Failures logged per second and cog before the rest are only counted.
 pub const LOG_BURST: u32 = 10;

@@ -6,7 +6,7 @@
 //! them; for a program's own struct, plain closures do:
 //!
 //! ```
-//! use deadbeat::getset::{Getter, Setter};
+//! use deadbeat::engine::getset::{Getter, Setter};
 //! struct Hit { client: String, status: u16 }
 //! let status = Getter::new(|h: &Hit| Some(&h.status));
 //! let client = Setter::new(|h: &mut Hit, v: String| h.client = v);

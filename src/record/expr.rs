@@ -69,7 +69,7 @@ impl std::error::Error for ExprError {}
 /// A parsed, checked condition; see the [module documentation](self) for the language.
 ///
 /// ```
-/// use deadbeat::expr::Expr;
+/// use deadbeat::record::expr::Expr;
 /// use deadbeat::record::{Key, Record, Value};
 /// let e = Expr::parse(r#"status >= 400 and client in_cidr ["10.0.0.0/8"]"#).unwrap();
 /// let mut r = Record::new();

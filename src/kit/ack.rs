@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::cog::EventId;
+use crate::engine::cog::EventId;
 
 #[derive(Debug, Clone, Copy)]
 struct Sent {

@@ -26,9 +26,11 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slog::{Logger, o};
 
-use crate::cog::Wake;
-use crate::cog::{BoxError, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local};
-use crate::train::{Driven, Train, TrainMetrics};
+use crate::engine::cog::Wake;
+use crate::engine::cog::{
+    BoxError, EventId, InotifyEvent, JobId, JobOutput, JobPanic, JobResult, Local,
+};
+use crate::engine::train::{Driven, Train, TrainMetrics};
 
 const _: () = assert!(
     usize::BITS == 64,
@@ -82,7 +84,7 @@ pub struct Options {
     /// Start a graceful shutdown on SIGTERM and SIGINT unless a cog binds them itself; a
     /// second one during the shutdown stops at once ([`Escapement::run`] returns an error).
     pub shutdown_on_signals: bool,
-    /// Broadcast [`Cog::reopen`](crate::cog::Cog::reopen) on SIGHUP and log every cog's counters on SIGUSR1, unless a
+    /// Broadcast [`Cog::reopen`](crate::engine::cog::Cog::reopen) on SIGHUP and log every cog's counters on SIGUSR1, unless a
     /// cog binds those signals itself.
     pub control_signals: bool,
     /// Where the escapement logs; discarded by default.
@@ -672,7 +674,7 @@ impl<'a> Ctx<'a> {
     // --- worker jobs
 
     /// Runs `job` on a worker thread; its result comes back through
-    /// [`Cog::job_done`](crate::cog::Cog::job_done) with the returned id, in submission order among this cog's jobs.
+    /// [`Cog::job_done`](crate::engine::cog::Cog::job_done) with the returned id, in submission order among this cog's jobs.
     /// Refused once the cog has finished (unless it lingers).
     pub fn submit<F, T>(&mut self, job: F) -> io::Result<JobId>
     where
@@ -724,18 +726,18 @@ impl<'a> Ctx<'a> {
         id
     }
 
-    /// Acknowledges a datum: broadcast as [`Cog::event_done`](crate::cog::Cog::event_done) to every cog once the
+    /// Acknowledges a datum: broadcast as [`Cog::event_done`](crate::engine::cog::Cog::event_done) to every cog once the
     /// current callback has returned.
     pub fn event_done(&mut self, id: EventId) {
         self.core.notices.push(Notice::Done(id));
     }
 
-    /// Broadcasts [`Cog::event_rename`](crate::cog::Cog::event_rename): datum `old` travels on as `new`.
+    /// Broadcasts [`Cog::event_rename`](crate::engine::cog::Cog::event_rename): datum `old` travels on as `new`.
     pub fn event_rename(&mut self, old: EventId, new: EventId) {
         self.core.notices.push(Notice::Rename(old, new));
     }
 
-    /// Broadcasts [`Cog::reopen`](crate::cog::Cog::reopen) to every cog (as SIGHUP does in the daemon).
+    /// Broadcasts [`Cog::reopen`](crate::engine::cog::Cog::reopen) to every cog (as SIGHUP does in the daemon).
     pub fn reopen_all(&mut self) {
         self.core.notices.push(Notice::Reopen);
     }
@@ -789,7 +791,7 @@ impl<'a> Ctx<'a> {
         self.core.shutdown
     }
 
-    /// Called in [`Cog::finish`](crate::cog::Cog::finish): the cog keeps its bindings and completes its finish later
+    /// Called in [`Cog::finish`](crate::engine::cog::Cog::finish): the cog keeps its bindings and completes its finish later
     /// with [`finished`](Ctx::finished) (a drain still flushing to a slow peer, say). Cogs
     /// downstream wait for it. Anywhere else it does nothing: cogs downstream may have
     /// finished already.
@@ -966,7 +968,7 @@ impl Escapement {
     }
 
     /// Declares that train `from` hands data to train `to` (through a
-    /// [`Mailbox`](crate::mailbox::Mailbox)): `to` starts finishing only after `from` has
+    /// [`Mailbox`](crate::engine::mailbox::Mailbox)): `to` starts finishing only after `from` has
     /// finished. Feeds may not form a cycle, or neither train could finish first.
     pub fn add_feed(&mut self, from: usize, to: usize) -> Result<(), BoxError> {
         let n = self.trains.len();

@@ -3,9 +3,9 @@
 
 use std::io::{self, Write};
 
-use crate::cog::EventId;
-use crate::escapement::Ctx;
-use crate::format::OutputFormat;
+use crate::engine::cog::EventId;
+use crate::engine::escapement::Ctx;
+use crate::kit::format::OutputFormat;
 use crate::record::Record;
 
 /// Rendered lines waiting to be written, with the ids of the records they came from.

@@ -32,7 +32,7 @@
 //! syslog-style lines).
 //!
 //! ```
-//! use deadbeat::timefmt::TimeFormat;
+//! use deadbeat::record::timefmt::TimeFormat;
 //! let f = TimeFormat::new("%d/%b/%Y:%H:%M:%S %z").unwrap();
 //! let t = f.parse(b"10/Oct/2000:13:55:36 -0700").unwrap();
 //! assert_eq!(t.to_string(), "2000-10-10T13:55:36-07:00");

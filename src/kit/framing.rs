@@ -21,7 +21,7 @@
 //! bad header on (the error is still reported, with [`FramingError::recovered`] set).
 //!
 //! ```
-//! use deadbeat::framing::{Deframer, Framing};
+//! use deadbeat::kit::framing::{Deframer, Framing};
 //!
 //! let mut d = Deframer::new(Framing::Auto, 1024, 4096);
 //! d.push(b"9 <13>hello15 <13>hello world\n");
@@ -40,7 +40,7 @@
 use std::fmt;
 use std::io::{self, Read};
 
-use crate::lines::{LineInfo, LineSplitter};
+use crate::kit::lines::{LineInfo, LineSplitter};
 
 /// Longest accepted `LEN` of an octet-counted frame, in digits (up to 9 999 999 999 bytes,
 /// of which at most `max_line_bytes` are kept).

@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::config::{CogDescriptor, Registry};
+use crate::cogs::Registry;
+use crate::kit::CogDescriptor;
 
 /// One line per cog: name, role and summary.
 pub fn cog_list(r: &Registry) -> String {

@@ -1,0 +1,9 @@
+//! The daemon: configuration files loaded and assembled into trains, the process around
+//! them (detach, pidfile, privileges), its log, and the generated cog reference.
+
+pub mod config;
+pub mod log;
+pub mod process;
+pub mod reference;
+
+pub use config::Config;

@@ -1,0 +1,18 @@
+//! The cog kit: what supplied cogs share and what a cog written in another crate uses to
+//! match them — line splitting and framing, supply and drain helpers, output formats,
+//! `on_error` routing, acknowledgements and checkpoints, globs, the forwarding buffer, and
+//! the descriptors and build context through which cogs are built from configuration.
+
+pub mod ack;
+mod build;
+pub mod checkpoint;
+pub mod drain;
+pub mod format;
+pub mod forward;
+pub mod framing;
+pub mod glob;
+pub mod lines;
+pub mod on_error;
+pub mod supply;
+
+pub use build::{BuildCx, BuildFn, Built, CogDescriptor, CogKind};
