@@ -202,9 +202,15 @@ fn layer_of_file(rel: &Path) -> Option<usize> {
     LAYERS.iter().position(|(_, dir)| rel.starts_with(dir))
 }
 
+/// Macros exported at the crate root, with the layer they belong to.
+const ROOT_MACROS: &[(&str, &str)] = &[("settings", "schema"), ("choice", "schema")];
+
 fn layer_of_path(segment: &str) -> Option<usize> {
     if ROOT_ENGINE.contains(&segment) {
         return Some(0);
+    }
+    if let Some((_, layer)) = ROOT_MACROS.iter().find(|(m, _)| *m == segment) {
+        return LAYERS.iter().position(|(name, _)| name == layer);
     }
     LAYERS.iter().position(|(name, _)| *name == segment)
 }

@@ -1,12 +1,12 @@
 //! `tcp_out`: records forwarded over TCP, reconnecting and buffering while the peer is away.
 
 use crate::kit::forward::{
-    FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target, check_address,
+    Forward, ForwardOptions, ForwardSettings, Framing, Target, check_address,
 };
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 /// Forwards each record to a TCP peer (a syslog or line collector), newline-terminated or
 /// octet-counted (RFC 6587 `LEN SP MSG`).
@@ -61,45 +61,51 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tcp_out",
     kind: CogKind::Drain,
     summary: "forwards records over TCP (newline or octet counting); buffers, backpressures and reconnects",
-    params: &PARAMS,
+    params: TcpOutSettings::PARAMS,
     fields: &[],
     build,
 };
 
-const PARAMS: [Param; 11] = [
-    Param::req(
-        "address",
-        ParamType::Str,
-        "\"host:port\"; a host name is resolved (off the loop) at every connection",
-    ),
-    Param::opt(
-        "framing",
-        ParamType::Choice(&["newline", "octet_counting"]),
-        "newline",
-        "newline: each record ends with \\n; octet_counting: RFC 6587 `LEN SP MSG`",
-    ),
-    FORWARD_PARAMS[0],
-    FORWARD_PARAMS[1],
-    FORWARD_PARAMS[2],
-    FORWARD_PARAMS[3],
-    FORWARD_PARAMS[4],
-    FORWARD_PARAMS[5],
-    FORWARD_PARAMS[6],
-    FORWARD_PARAMS[7],
-    FORWARD_PARAMS[8],
-];
+crate::choice! {
+    /// How records are delimited on a stream.
+    pub enum StreamFraming { Newline = "newline", OctetCounting = "octet_counting" }
+}
+
+impl From<StreamFraming> for Framing {
+    fn from(f: StreamFraming) -> Framing {
+        match f {
+            StreamFraming::Newline => Framing::Newline,
+            StreamFraming::OctetCounting => Framing::OctetCounting,
+        }
+    }
+}
+
+crate::settings! {
+    /// Settings of `tcp_out`.
+    pub struct TcpOutSettings {
+        /// "host:port"; a host name is resolved (off the loop) at every connection
+        #[setting(required)]
+        address: String,
+        /// newline: each record ends with \n; octet_counting: RFC 6587 `LEN SP MSG`
+        framing: StreamFraming = "newline",
+        /// Rendering, buffering and reconnection.
+        #[setting(flatten)]
+        forward: ForwardSettings,
+    }
+}
+
+/// A `tcp_out` drain made from its settings, without a configuration file.
+pub fn new(s: &TcpOutSettings) -> Result<Forward, SettingError> {
+    check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
+    let opts = ForwardOptions::new(&s.forward, s.framing.into())?;
+    Ok(Forward::new(
+        "tcp_out",
+        Target::Tcp(s.address.clone()),
+        opts,
+    ))
+}
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let address = p.required_str("address")?;
-    check_address(address).map_err(|m| p.error("address", m))?;
-    let framing = match p.choice_or("framing", &["newline", "octet_counting"], "newline")? {
-        "octet_counting" => Framing::OctetCounting,
-        _ => Framing::Newline,
-    };
-    let opts = ForwardOptions::from_params(p, framing)?;
-    Ok(Box::new(Forward::new(
-        "tcp_out",
-        Target::Tcp(address.to_string()),
-        opts,
-    )))
+    let s: TcpOutSettings = p.settings()?;
+    Ok(Box::new(new(&s).map_err(|e| p.setting_error(e))?))
 }

@@ -43,7 +43,7 @@ pub fn cog_help(r: &Registry, name: &str) -> Option<String> {
                 (false, Some(d)) => format!("default {d}"),
                 (false, None) => "unset by default".to_string(),
             };
-            let _ = writeln!(s, "  {} ({}, {}): {}", p.name, p.ty, default, p.help);
+            let _ = writeln!(s, "  {} ({}, {}): {}", p.name, p.ty, default, p.help_line());
         }
     }
     if !c.fields.is_empty() {
@@ -83,7 +83,7 @@ fn markdown_cog(s: &mut String, c: &CogDescriptor) {
                 p.name,
                 ty,
                 default,
-                p.help.replace('|', "\\|")
+                p.help_line().replace('|', "\\|")
             );
         }
         s.push('\n');

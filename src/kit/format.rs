@@ -2,31 +2,31 @@
 
 use crate::kit::supply::message_key;
 use crate::record::{Path, Record, Value, write_json_str_body};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError};
 
-/// The `format`, `template` and `escape` keys every drain takes.
-pub const FORMAT_PARAMS: [Param; 3] = [
-    Param::opt(
-        "format",
-        ParamType::Choice(&["raw", "json", "template"]),
-        "raw",
-        "raw: the `message` field as it came in; json: the whole record; template: see `template`",
-    ),
-    Param::unset(
-        "template",
-        ParamType::Str,
-        "with format = \"template\": text with {field} and {a.b} placeholders; {field|json} \
-         renders the value as JSON (strings quoted and escaped, null when missing); {{ and }} \
-         are literal braces",
-    ),
-    Param::opt(
-        "escape",
-        ParamType::Choice(&["none", "json"]),
-        "none",
-        "with format = \"template\": json escapes every placeholder's text as the inside of a \
-         JSON string (quotes, backslashes, control characters), for templates shaped as JSON",
-    ),
-];
+crate::choice! {
+    /// How a drain renders each record (`format`).
+    pub enum Format { Raw = "raw", Json = "json", Template = "template" }
+}
+
+crate::settings! {
+    /// The `format`, `template` and `escape` keys every drain takes.
+    pub struct FormatSettings {
+        /// raw: the `message` field as it came in; json: the whole record; template: see `template`
+        format: Format = "raw",
+        /// with format = "template": text with {field} and {a.b} placeholders; {field|json}
+        /// renders the value as JSON (strings quoted and escaped, null when missing); {{ and }}
+        /// are literal braces
+        template: Option<String>,
+        /// with format = "template": json escapes every placeholder's text as the inside of a
+        /// JSON string (quotes, backslashes, control characters), for templates shaped as JSON
+        escape: Escape = "none",
+    }
+}
+
+/// The keys of [`FormatSettings`], for descriptors not yet written with typed settings.
+pub const FORMAT_PARAMS: &[crate::schema::Param] =
+    <FormatSettings as crate::schema::Settings>::PARAMS;
 
 /// One line per record, in one of three renderings.
 #[derive(Debug, Clone)]
@@ -42,29 +42,35 @@ pub enum OutputFormat {
 impl OutputFormat {
     /// Reads `format`, `template` and `escape` from a drain's parameters.
     pub fn from_params(p: &CogParams<'_>) -> Result<OutputFormat, ConfigError> {
-        match p.choice_or("format", &["raw", "json", "template"], "raw")? {
-            "template" => {
-                let t = p.str("template")?.ok_or_else(|| {
-                    p.error("format", "format = \"template\" needs a `template` key")
+        let s: FormatSettings = p.group()?;
+        OutputFormat::new(&s).map_err(|e| p.setting_error(e))
+    }
+
+    /// The rendering `s` describes.
+    pub fn new(s: &FormatSettings) -> Result<OutputFormat, SettingError> {
+        match s.format {
+            Format::Template => {
+                let t = s.template.as_deref().ok_or_else(|| {
+                    SettingError::new("format", "format = \"template\" needs a `template` key")
                 })?;
-                let escape = match p.choice_or("escape", &["none", "json"], "none")? {
-                    "json" => Escape::Json,
-                    _ => Escape::None,
-                };
                 Template::parse(t)
-                    .map(|t| OutputFormat::Template(t.escaped(escape)))
-                    .map_err(|m| p.error("template", m))
+                    .map(|t| OutputFormat::Template(t.escaped(s.escape)))
+                    .map_err(|m| SettingError::new("template", m))
             }
             format => {
-                for key in ["template", "escape"] {
-                    if p.node(key).is_some() {
-                        return Err(p.error(
-                            key,
-                            format!("`{key}` is used only with format = \"template\""),
-                        ));
-                    }
+                if s.template.is_some() {
+                    return Err(SettingError::new(
+                        "template",
+                        "`template` is used only with format = \"template\"",
+                    ));
                 }
-                Ok(if format == "json" {
+                if s.escape != Escape::None {
+                    return Err(SettingError::new(
+                        "escape",
+                        "`escape` is used only with format = \"template\"",
+                    ));
+                }
+                Ok(if format == Format::Json {
                     OutputFormat::Json
                 } else {
                     OutputFormat::Raw
@@ -107,15 +113,11 @@ fn write_plain(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// How a template writes the text of its placeholders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Escape {
-    /// As it is (`escape = "none"`, the default).
-    #[default]
-    None,
-    /// Escaped as the inside of a JSON string (`escape = "json"`): a template such as
-    /// `{{"msg":"{message}"}}` then writes valid JSON whatever the value holds.
-    Json,
+crate::choice! {
+    /// How a template writes the text of its placeholders: as it is (`none`), or escaped as
+    /// the inside of a JSON string (`json`), so a template such as `{{"msg":"{message}"}}`
+    /// writes valid JSON whatever the value holds.
+    pub enum Escape { None = "none", Json = "json" }
 }
 
 #[derive(Debug, Clone)]

@@ -31,10 +31,10 @@ use std::time::{Duration, SystemTime};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
-use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, Param, SettingError};
 
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
@@ -66,48 +66,32 @@ const ACK_POLL_EVERY: Duration = Duration::from_millis(20);
 /// stalled peer costs little).
 const ACK_POLL_PAUSED: Duration = Duration::from_millis(1);
 
-/// The keys shared by every forwarding drain (besides its address key and framing).
-pub const FORWARD_PARAMS: [Param; 9] = [
-    FORMAT_PARAMS[0],
-    FORMAT_PARAMS[1],
-    Param::opt(
-        "buffer_bytes",
-        ParamType::Size,
-        "8MiB",
-        "records held while the peer is slow or down; when full the supplies pause (resume below half)",
-    ),
-    Param::opt(
-        "reconnect_initial",
-        ParamType::Duration,
-        "100ms",
-        "first reconnection delay; doubles per failure up to reconnect_max, with jitter",
-    ),
-    Param::opt(
-        "reconnect_max",
-        ParamType::Duration,
-        "2s",
-        "longest reconnection delay (after a timeout or a lookup failure)",
-    ),
-    Param::opt(
-        "connect_timeout",
-        ParamType::Duration,
-        "5s",
-        "a connection attempt not completed by then is abandoned and retried",
-    ),
-    Param::opt(
-        "drain_timeout",
-        ParamType::Duration,
-        "30s",
-        "at shutdown, how long buffered records may take to go out and be acknowledged by the peer; the rest is logged as unsent",
-    ),
-    FORMAT_PARAMS[2],
-    Param::opt(
-        "reconnect_refused",
-        ParamType::Duration,
-        "250ms",
-        "delay before trying again when a connection is refused (nothing listens: the collector restarts), without backing off; with jitter",
-    ),
-];
+crate::settings! {
+    /// The keys shared by every forwarding drain (besides its address key and framing).
+    pub struct ForwardSettings {
+        /// How each record is rendered.
+        #[setting(flatten)]
+        format: FormatSettings,
+        /// records held while the peer is slow or down; when full the supplies pause (resume below half)
+        #[setting(size)]
+        buffer_bytes: usize = "8MiB",
+        /// first reconnection delay; doubles per failure up to reconnect_max, with jitter
+        reconnect_initial: Duration = "100ms",
+        /// longest reconnection delay (after a timeout or a lookup failure)
+        reconnect_max: Duration = "2s",
+        /// a connection attempt not completed by then is abandoned and retried
+        connect_timeout: Duration = "5s",
+        /// at shutdown, how long buffered records may take to go out and be acknowledged by
+        /// the peer; the rest is logged as unsent
+        drain_timeout: Duration = "30s",
+        /// delay before trying again when a connection is refused (nothing listens: the
+        /// collector restarts), without backing off; with jitter
+        reconnect_refused: Duration = "250ms",
+    }
+}
+
+/// The keys of [`ForwardSettings`], for descriptors not yet written with typed settings.
+pub const FORWARD_PARAMS: &[Param] = <ForwardSettings as crate::schema::Settings>::PARAMS;
 
 /// How records are delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,32 +147,42 @@ pub struct ForwardOptions {
 }
 
 impl ForwardOptions {
-    /// Reads [`FORWARD_PARAMS`]; `framing` is decided by the caller.
+    /// Reads [`ForwardSettings`]; `framing` is decided by the caller.
     pub fn from_params(p: &CogParams<'_>, framing: Framing) -> Result<Self, ConfigError> {
+        let s: ForwardSettings = p.group()?;
+        ForwardOptions::new(&s, framing).map_err(|e| p.setting_error(e))
+    }
+
+    /// The options `s` describes, checked.
+    pub fn new(s: &ForwardSettings, framing: Framing) -> Result<Self, SettingError> {
         let o = ForwardOptions {
-            format: OutputFormat::from_params(p)?,
+            format: OutputFormat::new(&s.format)?,
             framing,
-            buffer_bytes: p.size_or("buffer_bytes", 8 << 20)?,
-            reconnect_initial: p.duration_or("reconnect_initial", Duration::from_millis(100))?,
-            reconnect_max: p.duration_or("reconnect_max", Duration::from_secs(2))?,
-            reconnect_refused: p.duration_or("reconnect_refused", Duration::from_millis(250))?,
-            connect_timeout: p.duration_or("connect_timeout", Duration::from_secs(5))?,
-            drain_timeout: p.duration_or("drain_timeout", Duration::from_secs(30))?,
+            buffer_bytes: s.buffer_bytes,
+            reconnect_initial: s.reconnect_initial,
+            reconnect_max: s.reconnect_max,
+            reconnect_refused: s.reconnect_refused,
+            connect_timeout: s.connect_timeout,
+            drain_timeout: s.drain_timeout,
         };
+        let above_zero = |key| Err(SettingError::new(key, "must be above 0"));
         if o.buffer_bytes == 0 {
-            return Err(p.error("buffer_bytes", "must be above 0"));
+            return above_zero("buffer_bytes");
         }
         if o.reconnect_initial.is_zero() {
-            return Err(p.error("reconnect_initial", "must be above 0"));
+            return above_zero("reconnect_initial");
         }
         if o.reconnect_max < o.reconnect_initial {
-            return Err(p.error("reconnect_max", "must be at least reconnect_initial"));
+            return Err(SettingError::new(
+                "reconnect_max",
+                "must be at least reconnect_initial",
+            ));
         }
         if o.reconnect_refused.is_zero() {
-            return Err(p.error("reconnect_refused", "must be above 0"));
+            return above_zero("reconnect_refused");
         }
         if o.connect_timeout.is_zero() {
-            return Err(p.error("connect_timeout", "must be above 0"));
+            return above_zero("connect_timeout");
         }
         Ok(o)
     }

@@ -112,3 +112,32 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// A setting whose value is wrong for a reason its type does not catch (a bound, a
+/// combination of keys), found when a cog is made from its typed settings. Built from
+/// configuration, it becomes a [`ConfigError`] at the key (`CogParams::setting_error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The key at fault.
+    pub key: &'static str,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl SettingError {
+    /// An error about `key`.
+    pub fn new(key: &'static str, msg: impl Into<String>) -> Self {
+        SettingError {
+            key,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.msg)
+    }
+}
+
+impl std::error::Error for SettingError {}

@@ -66,6 +66,20 @@ pub struct Param {
 }
 
 impl Param {
+    /// The help as one line: typed settings keep each doc line of a field apart.
+    pub fn help_line(&self) -> std::borrow::Cow<'static, str> {
+        if !self.help.contains('\n') && !self.help.starts_with(' ') {
+            return self.help.into();
+        }
+        let words: Vec<&str> = self
+            .help
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        words.join(" ").into()
+    }
+
     /// An optional parameter with a default.
     pub const fn opt(
         name: &'static str,

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::ConfigError;
+use super::de::TableDe;
+use super::error::{ConfigError, SettingError};
 use super::node::{Node, NodeValue, Source};
 use super::param::{Param, ParamType};
+use super::settings::Settings;
 use crate::record::expr::FieldKind;
 
 /// The parameters of one cog in a train, with what is needed to report errors precisely.
@@ -55,6 +57,35 @@ impl<'a> CogParams<'a> {
         e.cog_name = self.named.then(|| self.id.to_string());
         e.key = key.map(str::to_string);
         e
+    }
+
+    /// The cog's typed settings, read from its keys (see [`settings!`](crate::settings)).
+    /// Errors point at the value and name the key, as validation's do.
+    pub fn settings<T: Settings>(&self) -> Result<T, ConfigError> {
+        self.read_settings(None)
+    }
+
+    /// A group of the cog's settings (an output format, forwarding), read on its own: the
+    /// cog's other keys are left to it.
+    pub fn group<T: Settings>(&self) -> Result<T, ConfigError> {
+        self.read_settings(Some(T::PARAMS))
+    }
+
+    fn read_settings<T: Settings>(&self, only: Option<&[Param]>) -> Result<T, ConfigError> {
+        let d = TableDe {
+            entries: self.entries,
+            skip: &["type", "name"],
+            only,
+        };
+        T::from_map(d).map_err(|e| {
+            let span = e.span.clone().unwrap_or_else(|| self.table_span.clone());
+            self.error_at(&span, e.key.as_deref(), e.msg)
+        })
+    }
+
+    /// A [`SettingError`] found in this cog's settings, at its key.
+    pub fn setting_error(&self, e: SettingError) -> ConfigError {
+        self.error(e.key, e.msg)
     }
 
     /// Name of the train the cog is in.
@@ -254,7 +285,9 @@ impl<'a> CogParams<'a> {
             if self.node(p.name).is_none() {
                 errors.push(self.cog_error(format!(
                     "missing required key {:?} ({}: {})",
-                    p.name, p.ty, p.help
+                    p.name,
+                    p.ty,
+                    p.help_line()
                 )));
             }
         }
