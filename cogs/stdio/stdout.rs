@@ -43,7 +43,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "stdout",
     kind: CogKind::Drain,
     summary: "writes records to standard output (raw, json or template), flushed per batch",
-    params: &FORMAT_PARAMS,
+    params: FORMAT_PARAMS,
     fields: &[],
     build,
 };
