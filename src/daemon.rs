@@ -1251,6 +1251,49 @@ mod tests {
     }
 
     #[test]
+    fn daemon_descriptors_are_set_up_in_a_forked_child() -> TestResult {
+        let status = in_forked_child(|| {
+            let null_at = |fd: RawFd| {
+                fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .is_ok_and(|p| p == Path::new("/dev/null"))
+            };
+            // A launcher started with stdin closed (`<&-`).
+            // SAFETY: fd 0 is open (std's runtime opens /dev/null there if it was not)
+            // and nothing in this child uses stdin before `open_std_fds` fills the hole.
+            drop(unsafe { OwnedFd::from_raw_fd(0) });
+            if open_std_fds().is_err() || !null_at(0) {
+                return 10;
+            }
+            if redirect_stdio().is_err() || !(null_at(1) && null_at(2)) {
+                return 11;
+            }
+            // One descriptor inherited without close-on-exec, one of ours with it.
+            let (Ok(inherited), Ok(ours)) = (File::open("/dev/null"), File::open("/dev/null"))
+            else {
+                return 12;
+            };
+            if fcntl(&inherited, FcntlArg::F_SETFD(FdFlag::empty())).is_err() {
+                return 12;
+            }
+            let inherited = inherited.into_raw_fd();
+            close_inherited_fds();
+            if Path::new(&format!("/proc/self/fd/{inherited}")).exists() {
+                return 13;
+            }
+            if fcntl(&ours, FcntlArg::F_GETFD).is_err() {
+                return 14;
+            }
+            0
+        })?;
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "{status:?}: 10 = stdin hole, 11 = stdio not /dev/null, 12 = setup, \
+             13 = inherited descriptor kept, 14 = close-on-exec descriptor closed"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn drop_privileges_to_nobody_in_forked_child() -> TestResult {
         if !is_root() {
             eprintln!("skipped: drop_privileges needs root");
