@@ -1068,14 +1068,11 @@ fn unwritable_dir(dir: &Path, create: bool) -> Option<String> {
 /// `access(2)`: whether this process may use `path` as `mode` says.
 fn access(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
+    // Converted here, so a path with a NUL byte reads "invalid input parameter".
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
-    if unsafe { libc::access(c.as_ptr(), mode) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    let mode = nix::unistd::AccessFlags::from_bits_truncate(mode);
+    nix::unistd::access(c.as_c_str(), mode).map_err(std::io::Error::from)
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {

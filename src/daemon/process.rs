@@ -18,20 +18,29 @@
 
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, send};
+use nix::sys::stat::{Mode, umask};
+use nix::sys::wait::waitpid;
+use nix::unistd::{self, ForkResult, Gid, Pid, Uid};
 
 /// How long the launching process waits for [`Detached::ready`] or [`Detached::fail`].
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const NOT_READY: &str = "daemon exited before it was ready";
-/// Keeps a failure report within PIPE_BUF, so it is written in one piece.
+/// Keeps a failure report small enough to be sent in one piece into the empty socket.
 const MAX_REPORT: usize = 4000;
 const STATUS_READY: u8 = 0;
 const STATUS_FAILED: u8 = 1;
@@ -78,8 +87,8 @@ impl DaemonError {
         }
     }
 
-    fn last_os(context: impl Into<String>) -> Self {
-        Self::os(context, io::Error::last_os_error())
+    fn errno(context: impl Into<String>, err: Errno) -> Self {
+        Self::os(context, io::Error::from(err))
     }
 
     fn msg(context: impl Into<String>, detail: impl Into<String>) -> Self {
@@ -180,17 +189,18 @@ pub fn detach(s: &DaemonSettings) -> Result<Detached, DaemonError> {
     open_std_fds()?;
     // Buffered output would otherwise be lost by the launcher's _exit.
     let _ = io::stdout().flush();
-    let (rd, wr) = pipe()?;
+    let (rd, wr) = channel()?;
 
     // SAFETY: the process is single-threaded (checked above where /proc allows), so the
-    // child is a consistent copy of this one.
-    match unsafe { libc::fork() } {
-        -1 => Err(DaemonError::last_os("fork")),
-        0 => {
+    // child is a consistent copy of this one: no lock is held by a thread that the fork
+    // leaves behind, and the child may allocate and use std freely.
+    match unsafe { unistd::fork() } {
+        Err(e) => Err(DaemonError::errno("fork", e)),
+        Ok(ForkResult::Child) => {
             drop(rd);
             Ok(daemon_side(s, pidfile, wr))
         }
-        child => {
+        Ok(ForkResult::Parent { child }) => {
             drop(wr);
             launcher_side(rd, child)
         }
@@ -198,22 +208,22 @@ pub fn detach(s: &DaemonSettings) -> Result<Detached, DaemonError> {
 }
 
 /// Runs in the first child; returns only in the grandchild, which is the daemon.
-fn daemon_side(s: &DaemonSettings, pidfile: Option<PathBuf>, wr: File) -> Detached {
-    // SAFETY: setsid has no preconditions; we are not a group leader after fork.
-    if unsafe { libc::setsid() } == -1 {
-        abort_child(&wr, &DaemonError::last_os("setsid"));
+fn daemon_side(s: &DaemonSettings, pidfile: Option<PathBuf>, wr: UnixStream) -> Detached {
+    // We are not a process group leader after the fork, so setsid can succeed.
+    if let Err(e) = unistd::setsid() {
+        abort_child(&wr, &DaemonError::errno("setsid", e));
     }
     // SAFETY: still single-threaded, see `detach`.
-    match unsafe { libc::fork() } {
-        -1 => abort_child(&wr, &DaemonError::last_os("second fork")),
-        0 => {}
-        // SAFETY: _exit skips the atexit handlers and destructors that belong to the
-        // daemon, which lives on in the grandchild.
-        _ => unsafe { libc::_exit(0) },
+    match unsafe { unistd::fork() } {
+        Err(e) => abort_child(&wr, &DaemonError::errno("second fork", e)),
+        Ok(ForkResult::Child) => {}
+        // The atexit handlers and destructors belong to the daemon, which lives on in
+        // the grandchild.
+        Ok(ForkResult::Parent { .. }) => exit_now(0),
     }
     if let Some(mask) = s.umask {
-        // SAFETY: umask cannot fail; the value was validated in `detach`.
-        unsafe { libc::umask(mask as libc::mode_t) };
+        // The value was validated in `detach` (at most 0o777), so no bit is dropped.
+        umask(Mode::from_bits_truncate(mask as libc::mode_t));
     }
     if let Some(dir) = &s.chdir
         && let Err(e) = std::env::set_current_dir(dir)
@@ -234,22 +244,25 @@ fn daemon_side(s: &DaemonSettings, pidfile: Option<PathBuf>, wr: File) -> Detach
     }
 }
 
-fn abort_child(wr: &File, err: &DaemonError) -> ! {
+fn abort_child(wr: &UnixStream, err: &DaemonError) -> ! {
     send_status(wr, &encode_failure(&err.to_string()));
-    // SAFETY: see the intermediate's _exit in `daemon_side`.
-    unsafe { libc::_exit(1) }
+    exit_now(1)
+}
+
+/// `_exit`: ends the process without running atexit handlers or destructors, which
+/// belong to the daemon: it carries this program's state on in the grandchild.
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it ends the process without touching any
+    // Rust state.
+    unsafe { libc::_exit(code) }
 }
 
 /// The launching process: report the daemon's startup outcome and exit.
-fn launcher_side(rd: File, child: libc::pid_t) -> ! {
+fn launcher_side(rd: UnixStream, child: Pid) -> ! {
     let report = wait_for_report(&rd, READY_TIMEOUT);
     // The intermediate exits right after the second fork; reaping it leaves no zombie
     // to whoever inherits it after we exit.
-    let mut status = 0;
-    // SAFETY: `child` is our own child; `status` is a valid out-pointer.
-    while unsafe { libc::waitpid(child, &mut status, 0) } == -1
-        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-    {}
+    while waitpid(child, None) == Err(Errno::EINTR) {}
     let (code, msg) = match report {
         Report::Ready => (0, None),
         Report::Failed(m) => (1, Some(m)),
@@ -266,8 +279,7 @@ fn launcher_side(rd: File, child: libc::pid_t) -> ! {
     if let Some(m) = msg {
         let _ = writeln!(io::stderr(), "{m}");
     }
-    // SAFETY: see the intermediate's _exit in `daemon_side`.
-    unsafe { libc::_exit(code) }
+    exit_now(code)
 }
 
 #[derive(Debug, PartialEq)]
@@ -314,7 +326,7 @@ fn parse_report(buf: &[u8]) -> Option<Report> {
 
 /// Waits for a complete report rather than EOF, so a write end leaked into some other
 /// process cannot keep the launcher hanging.
-fn wait_for_report(rd: &File, timeout: Duration) -> Report {
+fn wait_for_report(rd: &UnixStream, timeout: Duration) -> Report {
     let deadline = Instant::now() + timeout;
     let mut buf = Vec::new();
     loop {
@@ -326,26 +338,11 @@ fn wait_for_report(rd: &File, timeout: Duration) -> Report {
             return Report::TimedOut;
         }
         // Rounded up so a sub-millisecond remainder does not become a busy loop.
-        let ms = left
-            .as_micros()
-            .div_ceil(1000)
-            .min(libc::c_int::MAX as u128) as libc::c_int;
-        let mut pfd = libc::pollfd {
-            fd: rd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, and its count is 1.
-        match unsafe { libc::poll(&mut pfd, 1, ms) } {
-            -1 => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Report::Io(e.to_string());
-                }
-                continue;
-            }
-            0 => continue,
-            _ => {}
+        let ms = PollTimeout::try_from(left.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(rd.as_fd(), PollFlags::POLLIN)], ms) {
+            Err(Errno::EINTR) | Ok(0) => continue,
+            Err(e) => return Report::Io(io::Error::from(e).to_string()),
+            Ok(_) => {}
         }
         let mut chunk = [0u8; 512];
         match (&*rd).read(&mut chunk) {
@@ -357,33 +354,17 @@ fn wait_for_report(rd: &File, timeout: Duration) -> Report {
     }
 }
 
-fn send_status(wr: &File, bytes: &[u8]) {
-    // A launcher that timed out is gone: the write must fail with EPIPE, not kill the
-    // daemon, even if the program restored SIGPIPE's default action.
-    let _guard = SigpipeIgnored::new();
-    let _ = (&*wr).write_all(bytes);
-}
-
-struct SigpipeIgnored(Option<libc::sigaction>);
-
-impl SigpipeIgnored {
-    fn new() -> Self {
-        // SAFETY: an all-zero sigaction is valid (no flags, empty mask, SIG_DFL).
-        let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
-        ignore.sa_sigaction = libc::SIG_IGN;
-        // SAFETY: as above.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers refer to live sigaction structs.
-        let ok = unsafe { libc::sigaction(libc::SIGPIPE, &ignore, &mut old) } == 0;
-        SigpipeIgnored(ok.then_some(old))
-    }
-}
-
-impl Drop for SigpipeIgnored {
-    fn drop(&mut self) {
-        if let Some(old) = &self.0 {
-            // SAFETY: `old` is the disposition the kernel gave us back.
-            unsafe { libc::sigaction(libc::SIGPIPE, old, std::ptr::null_mut()) };
+/// Best effort: a launcher that is gone (timed out) has nobody to tell.
+fn send_status(wr: &UnixStream, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // MSG_NOSIGNAL: a launcher that timed out is gone, and the send must fail with
+        // EPIPE rather than kill the daemon, even if the program restored SIGPIPE's
+        // default action.
+        match send(wr.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(_) => return,
         }
     }
 }
@@ -392,7 +373,7 @@ impl Drop for SigpipeIgnored {
 /// the pidfile.
 #[derive(Debug)]
 pub struct Detached {
-    notify: Option<File>,
+    notify: Option<UnixStream>,
     pidfile: Option<Pidfile>,
 }
 
@@ -469,8 +450,10 @@ impl Pidfile {
             if !meta.is_file() {
                 return Err(DaemonError::msg(ctx(), "not a regular file"));
             }
-            if !try_flock(&file, libc::LOCK_EX).map_err(|e| DaemonError::os(ctx(), e))? {
-                return Err(locked_error(ctx(), &file));
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) => return Err(locked_error(ctx(), &file)),
+                Err(TryLockError::Error(e)) => return Err(DaemonError::os(ctx(), e)),
             }
             match fs::symlink_metadata(&path) {
                 Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {}
@@ -538,22 +521,6 @@ fn locked_error(ctx: String, file: &File) -> DaemonError {
     }
 }
 
-/// `Ok(false)` when someone else holds a conflicting lock.
-fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
-    loop {
-        // SAFETY: flock only reads the descriptor number, which `file` keeps open.
-        if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => {}
-            Some(libc::EWOULDBLOCK) => return Ok(false),
-            _ => return Err(e),
-        }
-    }
-}
-
 /// The pre-fork check. A shared lock detects an exclusive holder without excluding
 /// another instance's concurrent check; the race with a concurrent start is settled by
 /// `acquire` in the daemon, whose failure the launcher reports.
@@ -564,13 +531,11 @@ fn ensure_unlocked(path: &Path) -> Result<(), DaemonError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
     {
-        Ok(file) => {
-            if try_flock(&file, libc::LOCK_SH).map_err(|e| DaemonError::os(ctx(), e))? {
-                Ok(())
-            } else {
-                Err(locked_error(ctx(), &file))
-            }
-        }
+        Ok(file) => match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(TryLockError::WouldBlock) => Err(locked_error(ctx(), &file)),
+            Err(TryLockError::Error(e)) => Err(DaemonError::os(ctx(), e)),
+        },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let dir = path.parent().unwrap_or(Path::new("/"));
             match fs::metadata(dir) {
@@ -594,12 +559,18 @@ fn thread_count() -> Option<usize> {
     fs::read_dir("/proc/self/task").ok().map(|d| d.count())
 }
 
-/// With 0, 1 or 2 closed, the pipe or the pidfile could land there and be clobbered by
+/// With 0, 1 or 2 closed, the socket or the pidfile could land there and be clobbered by
 /// the redirection to /dev/null, so fill the holes first.
 fn open_std_fds() -> Result<(), DaemonError> {
-    for fd in 0..=2 {
-        // SAFETY: F_GETFD only queries the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+    // F_GETFD fails (EBADF) on a closed descriptor.
+    let closed = |fd: BorrowedFd<'_>| fcntl(fd, FcntlArg::F_GETFD).is_err();
+    let holes = [
+        closed(io::stdin().as_fd()),
+        closed(io::stdout().as_fd()),
+        closed(io::stderr().as_fd()),
+    ];
+    for hole in holes {
+        if hole {
             let null = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -618,12 +589,18 @@ fn redirect_stdio() -> Result<(), DaemonError> {
         .write(true)
         .open("/dev/null")
         .map_err(|e| DaemonError::os("/dev/null", e))?;
-    for fd in 0..=2 {
-        // SAFETY: both descriptors are open; dup2 replaces `fd` atomically.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } == -1 {
-            return Err(DaemonError::last_os(format!(
-                "redirect fd {fd} to /dev/null"
-            )));
+    let dups: [fn(&File) -> nix::Result<()>; 3] = [
+        |f| unistd::dup2_stdin(f),
+        |f| unistd::dup2_stdout(f),
+        |f| unistd::dup2_stderr(f),
+    ];
+    for (fd, dup) in dups.into_iter().enumerate() {
+        // dup2 replaces the descriptor atomically, so it is never closed in between.
+        if let Err(e) = dup(&null) {
+            return Err(DaemonError::errno(
+                format!("redirect fd {fd} to /dev/null"),
+                e,
+            ));
         }
     }
     if null.as_raw_fd() <= 2 {
@@ -635,35 +612,40 @@ fn redirect_stdio() -> Result<(), DaemonError> {
 
 /// Best effort: without /proc the daemon just keeps them.
 fn close_inherited_fds() {
-    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+    let Ok(mut dir) = fs::read_dir("/proc/self/fd") else {
         return;
     };
-    let fds: Vec<libc::c_int> = dir
+    let listed: Vec<RawFd> = dir
+        .by_ref()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&fd| fd > 2)
         .collect();
-    for fd in fds {
-        // SAFETY: F_GETFD only queries; the directory's own descriptor, listed too, is
-        // closed by now and fails harmlessly.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags != -1 && flags & libc::FD_CLOEXEC == 0 {
-            // SAFETY: no Rust object owns a descriptor without close-on-exec at this
-            // point: std sets it on everything it opens, and the pipe and pidfile have it.
-            unsafe { libc::close(fd) };
-        }
+    // Checked while `dir` is open, so every listed descriptor (the directory's own
+    // among them, with close-on-exec) is still open.
+    let inherited: Vec<RawFd> = listed
+        .into_iter()
+        .filter(|&fd| {
+            // SAFETY: `fd` is open: /proc listed it, the process is single-threaded (see
+            // `detach`) and nothing has closed a descriptor since; the borrow ends here.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            fcntl(fd, FcntlArg::F_GETFD)
+                .is_ok_and(|f| !FdFlag::from_bits_truncate(f).contains(FdFlag::FD_CLOEXEC))
+        })
+        .collect();
+    drop(dir);
+    for fd in inherited {
+        // SAFETY: `fd` is open (see above) and no Rust object owns a descriptor without
+        // close-on-exec at this point (std sets it on everything it opens, the status
+        // socket included), so this is its one owner, which closes it on drop.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
     }
 }
 
-fn pipe() -> Result<(File, File), DaemonError> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes. Close-on-exec keeps
-    // the write end out of programs the daemon spawns, which would delay EOF.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
-        return Err(DaemonError::last_os("pipe"));
-    }
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((File::from(rd), File::from(wr)))
+/// The status channel from the daemon to the launcher. A socket rather than a pipe, so
+/// `send_status` can refuse SIGPIPE per call (MSG_NOSIGNAL). Close-on-exec (set by std)
+/// keeps the daemon's end out of programs it spawns, which would delay EOF.
+fn channel() -> Result<(UnixStream, UnixStream), DaemonError> {
+    UnixStream::pair().map_err(|e| DaemonError::os("socketpair", e))
 }
 
 // ---- credentials ----
@@ -685,8 +667,7 @@ struct Credentials {
 }
 
 fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    unistd::geteuid().is_root()
 }
 
 /// Switches to `user` and `group` for good; call after binding privileged ports.
@@ -705,32 +686,19 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Da
     }
     if let Some(gid) = target.gid {
         match target.user.as_ref().and_then(|u| u.name.as_ref()) {
-            Some(name) => {
-                // SAFETY: `name` is a valid NUL-terminated string.
-                if unsafe { libc::initgroups(name.as_ptr(), gid) } == -1 {
-                    return Err(DaemonError::last_os(format!(
-                        "initgroups {}",
-                        name.to_string_lossy()
-                    )));
-                }
-            }
-            None => {
-                // SAFETY: one gid is read from a live variable.
-                if unsafe { libc::setgroups(1, &gid) } == -1 {
-                    return Err(DaemonError::last_os(format!("setgroups {gid}")));
-                }
-            }
+            Some(name) => unistd::initgroups(name, Gid::from_raw(gid)).map_err(|e| {
+                DaemonError::errno(format!("initgroups {}", name.to_string_lossy()), e)
+            })?,
+            None => unistd::setgroups(&[Gid::from_raw(gid)])
+                .map_err(|e| DaemonError::errno(format!("setgroups {gid}"), e))?,
         }
-        // SAFETY: plain syscall wrapper; glibc applies it to every thread.
-        if unsafe { libc::setgid(gid) } == -1 {
-            return Err(DaemonError::last_os(format!("setgid {gid}")));
-        }
+        // glibc's setgid applies to every thread of the process.
+        unistd::setgid(Gid::from_raw(gid))
+            .map_err(|e| DaemonError::errno(format!("setgid {gid}"), e))?;
     }
     if let Some(u) = &target.user {
-        // SAFETY: as for setgid.
-        if unsafe { libc::setuid(u.uid) } == -1 {
-            return Err(DaemonError::last_os(format!("setuid {}", u.uid)));
-        }
+        unistd::setuid(Uid::from_raw(u.uid))
+            .map_err(|e| DaemonError::errno(format!("setuid {}", u.uid), e))?;
         verify_dropped(u.uid, target.gid)?;
     }
     Ok(())
@@ -738,11 +706,12 @@ pub fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), Da
 
 fn verify_dropped(uid: libc::uid_t, gid: Option<libc::gid_t>) -> Result<(), DaemonError> {
     let ctx = "drop privileges";
-    let (mut r, mut e, mut s) = (0, 0, 0);
-    // SAFETY: three valid out-pointers.
-    if unsafe { libc::getresuid(&mut r, &mut e, &mut s) } == -1 {
-        return Err(DaemonError::last_os(ctx));
-    }
+    let ids = unistd::getresuid().map_err(|e| DaemonError::errno(ctx, e))?;
+    let (r, e, s) = (
+        ids.real.as_raw(),
+        ids.effective.as_raw(),
+        ids.saved.as_raw(),
+    );
     if (r, e, s) != (uid, uid, uid) {
         return Err(DaemonError::msg(
             ctx,
@@ -750,11 +719,12 @@ fn verify_dropped(uid: libc::uid_t, gid: Option<libc::gid_t>) -> Result<(), Daem
         ));
     }
     if let Some(gid) = gid {
-        let (mut r, mut e, mut s) = (0, 0, 0);
-        // SAFETY: three valid out-pointers.
-        if unsafe { libc::getresgid(&mut r, &mut e, &mut s) } == -1 {
-            return Err(DaemonError::last_os(ctx));
-        }
+        let ids = unistd::getresgid().map_err(|e| DaemonError::errno(ctx, e))?;
+        let (r, e, s) = (
+            ids.real.as_raw(),
+            ids.effective.as_raw(),
+            ids.saved.as_raw(),
+        );
         if (r, e, s) != (gid, gid, gid) {
             return Err(DaemonError::msg(
                 ctx,
@@ -763,21 +733,18 @@ fn verify_dropped(uid: libc::uid_t, gid: Option<libc::gid_t>) -> Result<(), Daem
         }
     }
     if uid != 0 {
-        // SAFETY: plain syscall wrapper; it must fail now.
-        if unsafe { libc::setuid(0) } == 0 {
+        // Regaining root must fail now.
+        if unistd::setuid(Uid::from_raw(0)).is_ok() {
             return Err(DaemonError::msg(
                 ctx,
                 format!("setuid(0) still succeeds after switching to uid {uid}"),
             ));
         }
-        if gid.is_some_and(|g| g != 0) {
-            // SAFETY: as above.
-            if unsafe { libc::setgid(0) } == 0 {
-                return Err(DaemonError::msg(
-                    ctx,
-                    "setgid(0) still succeeds after dropping privileges",
-                ));
-            }
+        if gid.is_some_and(|g| g != 0) && unistd::setgid(Gid::from_raw(0)).is_ok() {
+            return Err(DaemonError::msg(
+                ctx,
+                "setgid(0) still succeeds after dropping privileges",
+            ));
         }
     }
     Ok(())
@@ -785,15 +752,12 @@ fn verify_dropped(uid: libc::uid_t, gid: Option<libc::gid_t>) -> Result<(), Daem
 
 /// For a non-root process: the request is fine only if it asks for what we already are.
 fn ensure_already(t: &Credentials) -> Result<(), DaemonError> {
-    // SAFETY: these getters cannot fail.
-    let (uid, euid, gid, egid) = unsafe {
-        (
-            libc::getuid(),
-            libc::geteuid(),
-            libc::getgid(),
-            libc::getegid(),
-        )
-    };
+    let (uid, euid, gid, egid) = (
+        unistd::getuid().as_raw(),
+        unistd::geteuid().as_raw(),
+        unistd::getgid().as_raw(),
+        unistd::getegid().as_raw(),
+    );
     let user_ok = t
         .user
         .as_ref()
@@ -836,138 +800,82 @@ fn plan_credentials(
     Ok(Credentials { user, gid, label })
 }
 
-fn c_name(kind: &str, spec: &str) -> Result<CString, DaemonError> {
+/// Refuses what the C lookup functions cannot take, with our own messages (the lookups
+/// would treat a NUL byte as "not found").
+fn check_name(kind: &str, spec: &str) -> Result<(), DaemonError> {
     if spec.is_empty() {
         return Err(DaemonError::msg(kind, "empty name"));
     }
-    CString::new(spec)
-        .map_err(|_| DaemonError::msg(format!("{kind} {spec:?}"), "contains a NUL byte"))
+    if spec.contains('\0') {
+        return Err(DaemonError::msg(
+            format!("{kind} {spec:?}"),
+            "contains a NUL byte",
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_user(spec: &str) -> Result<User, DaemonError> {
     let ctx = || format!("user {spec}");
-    let name = c_name("user", spec)?;
-    if let Some(u) = getpw(PwKey::Name(&name)).map_err(|e| DaemonError::os(ctx(), e))? {
-        return Ok(u);
+    check_name("user", spec)?;
+    if let Some(u) =
+        nss_lookup(|| unistd::User::from_name(spec)).map_err(|e| DaemonError::errno(ctx(), e))?
+    {
+        return Ok(from_passwd(u));
     }
     let Ok(uid) = spec.parse::<libc::uid_t>() else {
         return Err(DaemonError::msg(ctx(), "no such user"));
     };
-    Ok(getpw(PwKey::Uid(uid))
-        .map_err(|e| DaemonError::os(ctx(), e))?
-        .unwrap_or(User {
-            name: None,
-            uid,
-            gid: None,
-        }))
+    Ok(nss_lookup(|| unistd::User::from_uid(Uid::from_raw(uid)))
+        .map_err(|e| DaemonError::errno(ctx(), e))?
+        .map_or(
+            User {
+                name: None,
+                uid,
+                gid: None,
+            },
+            from_passwd,
+        ))
+}
+
+fn from_passwd(u: unistd::User) -> User {
+    User {
+        // A passwd name holds no NUL byte.
+        name: CString::new(u.name).ok(),
+        uid: u.uid.as_raw(),
+        gid: Some(u.gid.as_raw()),
+    }
 }
 
 fn resolve_group(spec: &str) -> Result<libc::gid_t, DaemonError> {
     let ctx = || format!("group {spec}");
-    let name = c_name("group", spec)?;
-    if let Some(gid) = getgr(&name).map_err(|e| DaemonError::os(ctx(), e))? {
-        return Ok(gid);
+    check_name("group", spec)?;
+    if let Some(g) =
+        nss_lookup(|| unistd::Group::from_name(spec)).map_err(|e| DaemonError::errno(ctx(), e))?
+    {
+        return Ok(g.gid.as_raw());
     }
     spec.parse::<libc::gid_t>()
         .map_err(|_| DaemonError::msg(ctx(), "no such group"))
 }
 
-enum PwKey<'a> {
-    Name(&'a CStr),
-    Uid(libc::uid_t),
-}
-
-fn initial_buf_len(which: libc::c_int) -> usize {
-    // SAFETY: sysconf only reads a configuration value.
-    match unsafe { libc::sysconf(which) } {
-        n if n > 0 => n as usize,
-        _ => 16 * 1024,
-    }
-}
-
-const MAX_NSS_BUF: usize = 1 << 20;
-
-/// Calls a `get*_r` function, growing the buffer on ERANGE; `Ok(None)` when not found.
-fn with_nss_buf<T>(
-    which: libc::c_int,
-    mut call: impl FnMut(&mut [libc::c_char]) -> (libc::c_int, Option<T>),
-) -> io::Result<Option<T>> {
-    let mut len = initial_buf_len(which);
+/// A passwd or group lookup, retried when interrupted; `Ok(None)` when not found.
+fn nss_lookup<T>(mut call: impl FnMut() -> nix::Result<Option<T>>) -> nix::Result<Option<T>> {
     loop {
-        let mut buf = vec![0 as libc::c_char; len];
-        match call(&mut buf) {
-            (0, found) => return Ok(found),
-            (libc::ERANGE, _) if len < MAX_NSS_BUF => len *= 2,
-            (libc::EINTR, _) => {}
+        match call() {
+            Err(Errno::EINTR) => {}
             // Some NSS modules report "not found" as an error code.
-            (libc::ENOENT | libc::ESRCH, _) => return Ok(None),
-            (rc, _) => return Err(io::Error::from_raw_os_error(rc)),
+            Err(Errno::ENOENT | Errno::ESRCH) => return Ok(None),
+            r => return r,
         }
     }
-}
-
-fn getpw(key: PwKey<'_>) -> io::Result<Option<User>> {
-    with_nss_buf(libc::_SC_GETPW_R_SIZE_MAX, |buf| {
-        // SAFETY: an all-zero passwd (integers and null pointers) is valid.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live storage of the stated size; the strings
-        // the call stores in `buf` are copied out before `buf` goes away.
-        let rc = unsafe {
-            match key {
-                PwKey::Name(n) => libc::getpwnam_r(
-                    n.as_ptr(),
-                    &mut pwd,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut result,
-                ),
-                PwKey::Uid(u) => {
-                    libc::getpwuid_r(u, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result)
-                }
-            }
-        };
-        if rc != 0 || result.is_null() {
-            return (rc, None);
-        }
-        // SAFETY: on success pw_name points to a NUL-terminated string inside `buf`.
-        let name = unsafe { CStr::from_ptr(pwd.pw_name) }.to_owned();
-        (
-            0,
-            Some(User {
-                name: Some(name),
-                uid: pwd.pw_uid,
-                gid: Some(pwd.pw_gid),
-            }),
-        )
-    })
-}
-
-fn getgr(name: &CStr) -> io::Result<Option<libc::gid_t>> {
-    with_nss_buf(libc::_SC_GETGR_R_SIZE_MAX, |buf| {
-        // SAFETY: an all-zero group (integers and null pointers) is valid.
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live storage of the stated size.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                name.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc != 0 || result.is_null() {
-            return (rc, None);
-        }
-        (0, Some(grp.gr_gid))
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::signal::{SigHandler, Signal, kill, signal};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
@@ -1152,22 +1060,22 @@ mod tests {
 
     #[test]
     fn wait_for_report_outcomes() -> TestResult {
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = channel()?;
         send_status(&wr, &[STATUS_READY]);
         assert_eq!(wait_for_report(&rd, Duration::from_secs(5)), Report::Ready);
 
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = channel()?;
         send_status(&wr, &encode_failure("boom"));
         assert_eq!(
             wait_for_report(&rd, Duration::from_secs(5)),
             Report::Failed("boom".into())
         );
 
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = channel()?;
         drop(wr);
         assert_eq!(wait_for_report(&rd, Duration::from_secs(5)), Report::Died);
 
-        let (rd, _wr) = pipe()?;
+        let (rd, _wr) = channel()?;
         let start = Instant::now();
         assert_eq!(
             wait_for_report(&rd, Duration::from_millis(50)),
@@ -1181,7 +1089,7 @@ mod tests {
     fn detached_drop_reports_not_ready_and_releases_pidfile() -> TestResult {
         let dir = TempDir::new("detached")?;
         let path = dir.join("d.pid");
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = channel()?;
         drop(Detached {
             notify: Some(wr),
             pidfile: Some(Pidfile::acquire(&path)?),
@@ -1192,7 +1100,7 @@ mod tests {
         );
         assert!(!path.exists());
 
-        let (rd, wr) = pipe()?;
+        let (rd, wr) = channel()?;
         let mut d = Detached {
             notify: Some(wr),
             pidfile: Some(Pidfile::acquire(&path)?),
@@ -1288,56 +1196,124 @@ mod tests {
         Ok(())
     }
 
+    /// Runs `child` in a forked copy of this multithreaded test process and returns how
+    /// it ended: `Exited` with `child`'s value, 101 if it panicked. Keep `child` to plain
+    /// syscall wrappers and code whose libraries are loaded before the fork.
+    fn in_forked_child(
+        child: impl FnOnce() -> i32,
+    ) -> Result<WaitStatus, Box<dyn std::error::Error>> {
+        // SAFETY: the child runs only `child`, which the callers keep to plain syscall
+        // wrappers (glibc keeps malloc usable in the child of a multithreaded fork),
+        // and then leaves by _exit, never returning into the copy of the harness.
+        let pid = match unsafe { unistd::fork() }? {
+            ForkResult::Parent { child } => child,
+            ForkResult::Child => {
+                let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
+                exit_now(code.unwrap_or(101))
+            }
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG))? {
+                WaitStatus::StillAlive if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                WaitStatus::StillAlive => {
+                    let _ = kill(pid, Signal::SIGKILL);
+                    let _ = waitpid(pid, None);
+                    return Err("forked child hung".into());
+                }
+                status => return Ok(status),
+            }
+        }
+    }
+
+    #[test]
+    fn status_to_a_launcher_that_is_gone_does_not_kill_the_daemon() -> TestResult {
+        let status = in_forked_child(|| {
+            let Ok((rd, wr)) = channel() else {
+                return 10;
+            };
+            drop(rd);
+            // The daemon must survive even a program that restored SIGPIPE's default.
+            // SAFETY: SIG_DFL installs no handler code; this child exits right after.
+            if unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.is_err() {
+                return 11;
+            }
+            send_status(&wr, &encode_failure("nobody listens"));
+            0
+        })?;
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "{status:?}: 10 = no socket, 11 = no SIG_DFL"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn daemon_descriptors_are_set_up_in_a_forked_child() -> TestResult {
+        let status = in_forked_child(|| {
+            let null_at = |fd: RawFd| {
+                fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .is_ok_and(|p| p == Path::new("/dev/null"))
+            };
+            // A launcher started with stdin closed (`<&-`).
+            // SAFETY: fd 0 is open (std's runtime opens /dev/null there if it was not)
+            // and nothing in this child uses stdin before `open_std_fds` fills the hole.
+            drop(unsafe { OwnedFd::from_raw_fd(0) });
+            if open_std_fds().is_err() || !null_at(0) {
+                return 10;
+            }
+            if redirect_stdio().is_err() || !(null_at(1) && null_at(2)) {
+                return 11;
+            }
+            // One descriptor inherited without close-on-exec, one of ours with it.
+            let (Ok(inherited), Ok(ours)) = (File::open("/dev/null"), File::open("/dev/null"))
+            else {
+                return 12;
+            };
+            if fcntl(&inherited, FcntlArg::F_SETFD(FdFlag::empty())).is_err() {
+                return 12;
+            }
+            let inherited = inherited.into_raw_fd();
+            close_inherited_fds();
+            if Path::new(&format!("/proc/self/fd/{inherited}")).exists() {
+                return 13;
+            }
+            if fcntl(&ours, FcntlArg::F_GETFD).is_err() {
+                return 14;
+            }
+            0
+        })?;
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "{status:?}: 10 = stdin hole, 11 = stdio not /dev/null, 12 = setup, \
+             13 = inherited descriptor kept, 14 = close-on-exec descriptor closed"
+        );
+        Ok(())
+    }
+
     #[test]
     fn drop_privileges_to_nobody_in_forked_child() -> TestResult {
         if !is_root() {
             eprintln!("skipped: drop_privileges needs root");
             return Ok(());
         }
-        let Some(nobody) = getpw(PwKey::Name(c"nobody"))? else {
+        let Some(nobody) = unistd::User::from_name("nobody")? else {
             eprintln!("skipped: no user nobody");
             return Ok(());
         };
         // The lookup above also loads the NSS modules before the fork, so the child
         // of this multithreaded harness does not have to.
-        // SAFETY: the child only runs drop_privileges and raw syscalls, then _exits;
-        // glibc keeps malloc usable in the child of a multithreaded fork.
-        let pid = unsafe { libc::fork() };
-        if pid == -1 {
-            return Err(io::Error::last_os_error().into());
-        }
-        if pid == 0 {
-            let code = match drop_privileges(Some("nobody"), None) {
-                Err(_) => 10,
-                // SAFETY: plain syscall wrappers.
-                Ok(()) if unsafe { libc::getuid() } != nobody.uid => 11,
-                // SAFETY: as above.
-                Ok(()) if unsafe { libc::setuid(0) } != -1 => 12,
-                Ok(()) => 0,
-            };
-            // SAFETY: leave without running the harness's atexit handlers.
-            unsafe { libc::_exit(code) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut status = 0;
-        loop {
-            // SAFETY: `pid` is our child; `status` is a valid out-pointer.
-            match unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } {
-                0 if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
-                0 => {
-                    // SAFETY: our own child.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    return Err("child hung while dropping privileges".into());
-                }
-                -1 => return Err(io::Error::last_os_error().into()),
-                _ => break,
-            }
-        }
-        assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
-        assert_eq!(
-            libc::WEXITSTATUS(status),
-            0,
-            "10 = drop failed, 11 = wrong uid, 12 = regained root"
+        let status = in_forked_child(|| match drop_privileges(Some("nobody"), None) {
+            Err(_) => 10,
+            Ok(()) if unistd::getuid() != nobody.uid => 11,
+            Ok(()) if unistd::setuid(Uid::from_raw(0)).is_ok() => 12,
+            Ok(()) => 0,
+        })?;
+        assert!(
+            matches!(status, WaitStatus::Exited(_, 0)),
+            "{status:?}: 10 = drop failed, 11 = wrong uid, 12 = regained root"
         );
         assert!(is_root(), "the test process itself kept root");
         Ok(())
