@@ -1,9 +1,11 @@
 //! The daemon: configuration files loaded and assembled into trains, the process around
 //! them (detach, pidfile, privileges), its log, and the generated cog reference.
 
+pub mod cli;
 pub mod config;
 pub mod log;
 pub mod process;
 pub mod reference;
 
+pub use cli::main;
 pub use config::Config;

@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod cog_ids;
 mod conditions;
+mod custom_daemon;
 mod file_out;
 mod files;
 mod signals;
