@@ -100,7 +100,16 @@ fn parse_ipv4(text: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(octets))
 }
 
-/// Appends the text of `ip`, as its `Display` writes it.
+/// Appends the text of `ip`, exactly as its `Display` writes it (RFC 5952 for IPv6), with
+/// no formatter in between: for cogs that render addresses per record.
+///
+/// ```
+/// use deadbeat::record::{parse_ip, write_ip};
+/// let mut out = b"addr=".to_vec();
+/// let ip = parse_ip(b"2001:db8:0:0:0:0:0:1").unwrap();
+/// write_ip(&mut out, &ip);
+/// assert_eq!(out, b"addr=2001:db8::1");
+/// ```
 pub fn write_ip(out: &mut Vec<u8>, ip: &IpAddr) {
     match ip {
         // IPv4 is the common case in logs and cheap to do by hand.

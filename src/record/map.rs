@@ -64,25 +64,61 @@ impl Map {
         &mut self.entries
     }
 
-    /// Appends `key` without looking for an existing entry: for a parser filling an
-    /// empty map with keys it knows to be distinct. A duplicate key would make the map
-    /// render it twice (checked in debug builds).
+    /// Appends `key` with `value` without looking for an existing entry: for a parser or
+    /// supply filling a map with keys it knows to be distinct, where [`Map::insert`] would
+    /// scan the entries first.
+    ///
+    /// # Contract
+    ///
+    /// `key` must not be in the map. Debug builds panic if it is; release builds do not
+    /// check (the check is the scan this method exists to skip). A duplicate never makes
+    /// memory unsafe, but it leaves the map with two entries for `key`: [`Map::get`],
+    /// [`Map::insert`] and [`Map::remove`] see only the first, [`Map::write_json`] renders
+    /// both, and comparisons with another map can be wrong. Where the key may be present,
+    /// use [`Map::insert`].
+    ///
+    /// ```
+    /// use deadbeat::record::{Key, Map, Value};
+    /// let mut m = Map::with_capacity(2);
+    /// m.append_new(Key::new("method"), Value::from("GET"));
+    /// m.append_new(Key::new("status"), Value::Int(200));
+    /// let mut json = Vec::new();
+    /// m.write_json(&mut json);
+    /// assert_eq!(json, br#"{"method":"GET","status":200}"#);
+    /// ```
     #[inline(always)]
-    pub(crate) fn append_new(&mut self, key: Key, value: Value) {
+    pub fn append_new(&mut self, key: Key, value: Value) {
         debug_assert!(!self.contains_key(key), "append_new with a present key");
         crate::engine::cog::push_in_place(&mut self.entries, (key, value));
     }
 
-    /// [`Map::append_new`] of a null value, returned to be filled in place: a value built
-    /// elsewhere and then moved in can stall on its own copy (store forwarding).
+    /// Appends a null entry for `key` and returns its value as a [`Slot`] to fill in place
+    /// with [`Slot::set`]: the fastest way to add a field, since the value is written where
+    /// it lies instead of being built elsewhere and copied in (see
+    /// docs/architecture.md#store-forwarding). A slot dropped unfilled leaves `Null`.
+    ///
+    /// # Contract
+    ///
+    /// As for [`Map::append_new`]: `key` must not be in the map, checked in debug builds
+    /// only; a duplicate leaves two entries for `key` (never memory unsafety).
+    ///
+    /// ```
+    /// use deadbeat::record::{Key, Map, Value};
+    /// let (status, bytes) = (Key::new("status"), Key::new("bytes"));
+    /// let mut m = Map::with_capacity(2);
+    /// m.append_slot(status).set(Value::Int(404));
+    /// let v = m.append_slot(bytes).set(Value::Int(0));
+    /// *v = Value::Int(512); // `set` returns the value where it lies
+    /// assert_eq!(m.get(status), Some(&Value::Int(404)));
+    /// assert_eq!(m.get(bytes), Some(&Value::Int(512)));
+    /// ```
     #[inline(always)]
-    pub(crate) fn append_slot(&mut self, key: Key) -> Slot<'_> {
+    pub fn append_slot(&mut self, key: Key) -> Slot<'_> {
         debug_assert!(!self.contains_key(key), "append_slot with a present key");
         self.entries.reserve(1);
         let len = self.entries.len();
         // SAFETY: `reserve` made room for one more entry. Its two parts are written where
-        // they lie (a pair built on the stack first was copied out with wide loads that
-        // stalled on its narrow stores) before the length covers it.
+        // they lie before the length covers it (docs/architecture.md#store-forwarding).
         unsafe {
             let p = self.entries.as_mut_ptr().add(len);
             (&raw mut (*p).0).write(key);
@@ -99,8 +135,8 @@ impl Map {
         let bit = |k: Key| 1u64 << (k.0 & 63);
         let present = self.entries.iter().fold(0u64, |s, (k, _)| s | bit(*k));
         // Keys this map may hold replace their values in place; the rest (the keys of one
-        // map are distinct) then move over in one copy. Pushing them one by one cost more:
-        // each pair went through the stack in pieces that stalled the copy.
+        // map are distinct) then move over in one copy rather than a push per pair, which
+        // moves each pair through the stack (docs/architecture.md#store-forwarding).
         if other.entries.iter().any(|(k, _)| present & bit(*k) != 0) {
             other.entries.retain_mut(|(k, v)| {
                 let slot = (present & bit(*k) != 0).then(|| self.get_mut(*k)).flatten();
@@ -231,16 +267,19 @@ impl IntoIterator for Map {
     }
 }
 
-/// The value of a new entry ([`Map::append_slot`]), still null, to be filled in place.
+/// The value of a new entry ([`Map::append_slot`]), still `Null`, to be filled in place
+/// with [`Slot::set`]. It borrows the map until it is filled or dropped.
 pub struct Slot<'a>(&'a mut Value);
 
 impl<'a> Slot<'a> {
-    /// Stores `x`, returning it in place.
+    /// Stores `x` in the entry and returns it where it lies, to be finished in place. The
+    /// `Null` it replaces is not read or dropped (it owns nothing).
     #[inline(always)]
     pub fn set(self, x: Value) -> &'a mut Value {
         // SAFETY: `self.0` is a valid, exclusive place. It holds `Value::Null`, which owns
         // nothing, so overwriting it without a drop leaks nothing; and not reading it first
-        // avoids stalling on the store that just put it there.
+        // avoids waiting on the store that just put it there
+        // (docs/architecture.md#store-forwarding).
         unsafe { std::ptr::write(self.0, x) };
         self.0
     }

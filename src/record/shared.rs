@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 /// for the life of the process ([`SharedStr::interned`]), or a short one held inline
 /// ([`SharedStr::short`]). Clones and drops of the last two cost nothing, not even the
 /// atomic count of an `Arc`. Dereferences to `str`.
+///
+/// [`Value::Shared`]: super::Value::Shared
 #[derive(Clone)]
 pub enum SharedStr {
     /// Counted: freed with its last clone.
@@ -27,7 +29,8 @@ pub struct InlineStr {
 }
 
 impl InlineStr {
-    /// The longest text held inline: what fits beside the tags in a 32-byte [`Value`].
+    /// The longest text held inline: what fits beside the tags in a 32-byte
+    /// [`Value`](super::Value).
     pub const CAPACITY: usize = 22;
 
     /// No text.

@@ -79,8 +79,8 @@ impl Timestamp {
 
     fn write_rfc3339_uncached(&self, out: &mut Vec<u8>) {
         // Assembled a word at a time in registers and stored whole: byte-by-byte pushes each
-        // check the Vec's capacity, and a stack buffer read back as vectors stalls on store
-        // forwarding; either costs more than the date arithmetic.
+        // check the Vec's capacity, and a stack buffer read back as vectors stalls
+        // (docs/architecture.md#store-forwarding); either costs more than the date arithmetic.
         let local = self.secs.saturating_add(i64::from(self.offset_min) * 60);
         let days = local.div_euclid(86_400);
         let sod = local.rem_euclid(86_400) as u32;

@@ -29,8 +29,9 @@ pub enum Value {
     /// An integer beyond `i64` (a JSON number such as `18446744073709551615`), kept as its
     /// decimal text so that it renders back exactly. It reads as a float
     /// ([`Value::as_f64`]), never as an `i64`.
-    // A box rather than a `SharedStr`: a second `SharedStr` variant cost `Shared` the niche
-    // that holds the value's tag, and rendering a template of plain fields took 20% longer.
+    // A box rather than a `SharedStr`: a second `SharedStr` variant would take from `Shared`
+    // the niche that holds the value's tag, and telling variants apart, which rendering
+    // does per field, would cost more.
     BigInt(Box<str>),
     /// Text.
     Str(String),
