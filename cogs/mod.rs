@@ -1,6 +1,9 @@
 //! Supplied cogs, one per file, grouped by what they touch.
 //!
-//! Cogs here use the crate's public API only, as a cog written in another crate would.
+//! Cogs here use only the public API of the layers below them, as a cog written in another
+//! crate would: the fast paths they take (`Map::append_slot`, `pool::with_stock`,
+//! `kit::supply::FileFields`, `record::write_ip`...) are public and documented. What they
+//! share among themselves (the socket server code of `net`, say) stays crate-private.
 
 use crate::kit::CogDescriptor;
 

@@ -43,9 +43,9 @@ const NOBUFS: Local = 4;
 const ACK_POLL: Local = 5;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
-pub(crate) const SOCK_BASE: Local = 1 << 16;
+pub const SOCK_BASE: Local = 1 << 16;
 /// Connection generations before the numbering wraps.
-pub(crate) const GENERATIONS: u32 = 1 << 16;
+pub const GENERATIONS: u32 = 1 << 16;
 
 /// Records are appended to chunks of about this size; a writev covers many of them.
 const CHUNK: usize = 256 << 10;
@@ -365,7 +365,7 @@ impl Outbox {
 /// Exponential backoff with jitter: each delay is drawn from [d/2, d], d doubling from
 /// `initial` to `max`, so many senders that lost one peer do not reconnect in lockstep.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     initial: Duration,
     max: Duration,
     current: Duration,
@@ -373,7 +373,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+    /// Delays from `initial`, doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -386,14 +387,19 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn next(&mut self) -> Duration {
+    /// The next delay, jittered; the one after it is twice as long, up to `max`.
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "never ends: not an iterator to chain"
+    )]
+    pub fn next(&mut self) -> Duration {
         let d = self.current;
         self.current = (d * 2).min(self.max);
         self.jitter(d)
     }
 
     /// A delay drawn from [d/2, d].
-    pub(crate) fn jitter(&mut self, d: Duration) -> Duration {
+    pub fn jitter(&mut self, d: Duration) -> Duration {
         // xorshift64: jitter needs no cryptographic quality.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -408,7 +414,8 @@ impl Backoff {
         half + Duration::from_nanos(r)
     }
 
-    pub(crate) fn reset(&mut self) {
+    /// Starts again from `initial` (after a success).
+    pub fn reset(&mut self) {
         self.current = self.initial;
     }
 }
@@ -416,7 +423,7 @@ impl Backoff {
 /// Whether a connection attempt failed because nothing listens at the address (the port
 /// refuses, or the Unix socket is absent or refuses), rather than timed out or could not
 /// be routed.
-pub(crate) fn is_refusal(e: &io::Error, target: &Target) -> bool {
+pub fn is_refusal(e: &io::Error, target: &Target) -> bool {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => true,
         io::ErrorKind::NotFound => {
@@ -1123,7 +1130,7 @@ impl Cog<Record> for Forward {
 }
 
 /// The addresses a name lookup job (run on a worker thread) found, or why it failed.
-pub(crate) fn lookup_result(result: JobResult) -> io::Result<Vec<SocketAddr>> {
+pub fn lookup_result(result: JobResult) -> io::Result<Vec<SocketAddr>> {
     match result {
         Ok(v) => match v.downcast::<io::Result<Vec<SocketAddr>>>() {
             Ok(r) => *r,

@@ -25,8 +25,21 @@ well_known_key!(path_key, "path");
 well_known_key!(offset_key, "offset");
 well_known_key!(truncated_key, "truncated");
 
-/// The fields every line record of a file gets, `path` and `offset`, added in place.
-pub(crate) struct FileFields<'a> {
+/// The fields every line record of a file gets, `path` (the file's name) and `offset`
+/// (where the line starts), added in place: made once per file or read, applied to each
+/// line record.
+///
+/// ```
+/// use deadbeat::kit::supply::{FileFields, offset_key, path_key};
+/// use deadbeat::record::{Record, SharedStr, Value};
+/// let name = SharedStr::interned("/var/log/app.log");
+/// let fields = FileFields::new(&name);
+/// let mut r = Record::new();
+/// fields.add(&mut r, 4096);
+/// assert_eq!(r.get(path_key()), Some(&Value::from("/var/log/app.log")));
+/// assert_eq!(r.get(offset_key()), Some(&Value::Int(4096)));
+/// ```
+pub struct FileFields<'a> {
     /// The path's text when interned, as it nearly always is.
     interned: Option<&'static str>,
     name: &'a SharedStr,
@@ -35,8 +48,9 @@ pub(crate) struct FileFields<'a> {
 }
 
 impl<'a> FileFields<'a> {
-    /// The fields of the file `name`.
-    pub(crate) fn new(name: &'a SharedStr) -> FileFields<'a> {
+    /// The fields of the file `name`. A name from [`SharedStr::interned`] (as file supplies
+    /// make them) is stored in each record at no cost; any other is cloned per record.
+    pub fn new(name: &'a SharedStr) -> FileFields<'a> {
         let interned = match name {
             SharedStr::Interned(s) => Some(*s),
             _ => None,
@@ -51,12 +65,14 @@ impl<'a> FileFields<'a> {
 
     /// Adds `path` and `offset` to `r`, a line record (which holds only `message`, and
     /// maybe `truncated`, so far).
+    ///
+    /// `r` must not hold `path` or `offset` yet: they are appended unchecked, with the
+    /// contract of [`Map::append_slot`].
     #[inline(always)]
-    pub(crate) fn add(&self, r: &mut Record, offset: u64) {
-        // An interned path is stored from the `&'static str` itself. A clone of the
-        // `SharedStr` made the compiler move the bytes of its inline variant in
-        // overlapping pieces through the stack, and reloading those stalled on every line
-        // (the largest cost of a file supply after the kernel's copies).
+    pub fn add(&self, r: &mut Record, offset: u64) {
+        // An interned path is stored from the `&'static str` itself: a clone of the
+        // `SharedStr` moves the bytes of its inline variant through the stack in
+        // overlapping pieces on every line (docs/architecture.md#store-forwarding).
         #[inline(never)]
         fn cloned(slot: Slot<'_>, name: &SharedStr) {
             slot.set(Value::Shared(name.clone()));
@@ -96,9 +112,9 @@ pub fn line_record(
 }
 
 /// Emits line records into a batch: each is [`line_record`]'s record, but built where it
-/// lies in the batch (a record built first and then moved there stalled on its own copy;
-/// see `engine::cog::push_in_place`), and returned to be finished in place. The record stash is
-/// borrowed and the `message` key looked up once for the whole batch.
+/// lies in the batch rather than built first and moved there
+/// (docs/architecture.md#store-forwarding), and returned to be finished in place. The
+/// record stash is borrowed and the `message` key looked up once for the whole batch.
 pub struct LineEmitter<'a, 's> {
     stock: &'a mut Stock<'s>,
     message: Key,
@@ -144,8 +160,7 @@ impl LineEmitter<'_, '_> {
             let Record { id: _, fields: _ } = r;
         };
         // SAFETY: `reserve` made room for one more record. Its two fields are written where
-        // they lie (a record built on the stack was copied in with wide loads that stalled
-        // on its narrow stores) before the length covers it.
+        // they lie before the length covers it (docs/architecture.md#store-forwarding).
         let r = unsafe {
             let p = batch.as_mut_ptr().add(len);
             (&raw mut (*p).id).write(0);

@@ -172,14 +172,34 @@ pub fn fill_fields(fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
     with_stock(|s| s.fill_fields(fields, key, bytes, n));
 }
 
-/// This thread's stash, borrowed once for a whole batch of new line records: taking it per
-/// record (the thread-local lookup and the `RefCell` check) cost as much as the rest of
-/// filling a record. Without a stash (see [`with_stock`]) records are simply allocated.
-pub(crate) struct Stock<'a>(Option<&'a mut Stash>);
+/// This thread's stash, borrowed once for a whole batch of new records, from
+/// [`with_stock`]: taking it per record (a thread-local lookup and a `RefCell` check) costs
+/// as much as the rest of filling a line record. Without a stash (thread teardown, or a
+/// stock already taken further up the stack) records are simply allocated.
+///
+/// ```
+/// use deadbeat::record::pool::with_stock;
+/// use deadbeat::record::{Key, Record, Value};
+/// let message = Key::new("message");
+/// let records: Vec<Record> = with_stock(|stock| {
+///     ["first line", "second line"]
+///         .iter()
+///         .map(|line| {
+///             let mut r = Record::new();
+///             stock.fill_fields(&mut r.fields, message, line.as_bytes(), 1);
+///             r
+///         })
+///         .collect()
+/// });
+/// assert_eq!(records[1].get(message), Some(&Value::Bytes(b"second line".to_vec())));
+/// ```
+pub struct Stock<'a>(Option<&'a mut Stash>);
 
-/// Runs `f` with this thread's stash borrowed as a [`Stock`]. Pool calls made inside `f`
-/// find the stash taken and allocate, as they do on any thread without one.
-pub(crate) fn with_stock<T>(f: impl FnOnce(&mut Stock<'_>) -> T) -> T {
+/// Runs `f` with this thread's stash borrowed as a [`Stock`]: what a supply building a
+/// batch of records goes through. Other pool calls made inside `f` ([`buffer`],
+/// [`recycle`]...) find the stash taken and allocate or free as usual, so take what the
+/// batch needs from the stock itself.
+pub fn with_stock<T>(f: impl FnOnce(&mut Stock<'_>) -> T) -> T {
     let mut f = Some(f);
     let ran = with_stash(|s| f.take().map(|f| f(&mut Stock(Some(s)))));
     if let Some(Some(t)) = ran {
@@ -192,19 +212,21 @@ pub(crate) fn with_stock<T>(f: impl FnOnce(&mut Stock<'_>) -> T) -> T {
 }
 
 impl Stock<'_> {
-    /// [`fill_fields`], from this stock.
+    /// [`fill_fields`], from this stock: `fields` gets one entry, `key` holding a copy
+    /// of `bytes` as [`Value::Bytes`], and room for `n` entries in all.
+    ///
+    /// `fields` must be empty (checked in debug builds): a reused vector replaces its
+    /// entries.
     #[inline(always)]
-    pub(crate) fn fill_fields(&mut self, fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
+    pub fn fill_fields(&mut self, fields: &mut Map, key: Key, bytes: &[u8], n: usize) {
         debug_assert!(fields.is_empty(), "fill_fields into a map with entries");
         let mut stash = self.0.as_deref_mut();
         if let Some(kept) = stash.as_mut().and_then(|s| s.take_entries()) {
             *fields.entries_mut() = kept;
         }
         fields.entries_mut().reserve(n.max(1));
-        // Everything is stored where it ends up (`Map::append_slot`), the buffer too: a
-        // vector or pair built in one place and then moved to another was copied with wide
-        // loads that stalled on the narrow stores just made (store forwarding), most of a
-        // line record's cost.
+        // Everything is stored where it ends up (`Map::append_slot`), the buffer too
+        // (docs/architecture.md#store-forwarding).
         let Value::Bytes(buf) = fields.append_slot(key).set(Value::Bytes(Vec::new())) else {
             unreachable!("just stored")
         };
