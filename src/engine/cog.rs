@@ -120,8 +120,9 @@ impl<D> Out<D> {
 
     /// The batch loop of a cog that changes data in place: `change` runs on each datum
     /// where it lies, and while it succeeds the batch is passed on whole ([`Out::push_all`]).
-    /// Moving each datum into the output right after changing it cost a stall per datum
-    /// (the copy reloads what was just stored). A datum `change` fails on goes to
+    /// Moving each datum into the output right after changing it costs a stall per datum
+    /// (the copy reloads what was just stored; see "Store forwarding" in
+    /// `docs/architecture.md`). A datum `change` fails on goes to
     /// `failed` with the error; from there on data are moved one by one, in order.
     #[inline]
     pub fn change_each<E>(
@@ -285,8 +286,8 @@ impl<D: 'static> std::fmt::Debug for dyn Cog<D> {
 /// `v.push(x)`, but stored straight into place when there is room. With `push`, the
 /// possible call to grow the vector comes between building `x` and storing it, so the
 /// compiler builds `x` on the stack with narrow stores and copies it with wide loads,
-/// which stall: the CPU cannot forward a load from several smaller stores. On the line
-/// supplies that stall was the largest single cost of building a record.
+/// which stall: the CPU cannot forward a load from several smaller stores (see "Store
+/// forwarding" in `docs/architecture.md`).
 #[inline(always)]
 pub(crate) fn push_in_place<T>(v: &mut Vec<T>, x: T) {
     let len = v.len();
