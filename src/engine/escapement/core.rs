@@ -85,7 +85,7 @@ pub(crate) enum Broadcast<'a> {
     Reopen,
 }
 
-/// Everything the escapement owns but the cogs: what a [`Ctx`] borrows.
+/// Everything the escapement owns but the cogs: what a [`Ctx`](super::Ctx) borrows.
 pub struct Core {
     pub(super) poll: Poll,
     pub(crate) slots: Vec<Vec<Slot>>,

@@ -140,13 +140,114 @@ impl std::fmt::Debug for ShutdownHandle {
 
 /// The event loop: owns the trains and drives them until they have all finished.
 ///
-/// ```no_run
-/// use deadbeat::prelude::*;
-/// # struct Lines; impl Cog<String> for Lines { fn name(&self) -> &str { "lines" } }
-/// let mut esc = Escapement::new().unwrap();
-/// esc.add_train(Train::new("main").cog(Lines)).unwrap();
-/// esc.run().unwrap();
+/// # Contract
+///
+/// An escapement is built ([`new`](Escapement::new), [`with_options`](Escapement::with_options)),
+/// given its trains ([`add_train`](Escapement::add_train)) and the feeds between them
+/// ([`add_feed`](Escapement::add_feed)), then run once ([`run`](Escapement::run)). `run`
+/// calls every cog's `start` (unless [`start`](Escapement::start) did, so a daemon can
+/// bind its sockets and then drop privileges), then turns the loop on the calling thread
+/// until every train has finished and every cog has received `done`.
+///
+/// One turn waits for events (not at all when immediate calls are queued; at most until
+/// the next timer), then delivers, in this order: readiness events as the kernel reported
+/// them, with worker results, signals and inotify events among them; due timers; the
+/// immediate calls queued before that step (calls queued during it wait a turn, so a busy
+/// cog cannot starve the others). After every callback the escapement carries what the
+/// cog emitted down its train and then delivers the broadcasts and pause changes it asked
+/// for.
+///
+/// The shutdown starts on SIGTERM or SIGINT (with [`Options::shutdown_on_signals`], unless
+/// a cog binds them), from a [`ShutdownHandle`], from [`Ctx::shutdown`], or once every
+/// supply of every train has called [`Ctx::exhausted`]. Each train then finishes its cogs
+/// in order (see [`Cog::finish`](crate::Cog::finish)); a train fed by others starts
+/// finishing once they all have. `run` returns `Ok` when everything finished and no cog
+/// marked the run failed ([`Ctx::fail`]); it returns an error when a cog failed to start,
+/// polling failed, a second signal or [`Options::stop_timeout`] stopped the shutdown, or
+/// a cog marked the run failed.
+///
+/// # Example
+///
+/// Two trains on one loop: each counts to three and sums what it counted; the run ends
+/// when both supplies are exhausted, and the counters show what went through each cog.
+///
 /// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+///
+/// use deadbeat::prelude::*;
+///
+/// struct Count(u64);
+///
+/// impl Cog<u64> for Count {
+///     fn name(&self) -> &str {
+///         "count"
+///     }
+///     fn is_supply(&self) -> bool {
+///         true
+///     }
+///     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+///         cx.enqueue(0);
+///         Ok(())
+///     }
+///     fn wake(&mut self, _local: Local, _why: Wake<'_>, out: &mut Out<u64>, cx: &mut Ctx) {
+///         self.0 += 1;
+///         out.push(self.0);
+///         if self.0 == 3 {
+///             cx.exhausted();
+///         } else {
+///             cx.enqueue(0);
+///         }
+///     }
+/// }
+///
+/// struct Sum(Rc<Cell<u64>>);
+///
+/// impl Cog<u64> for Sum {
+///     fn name(&self) -> &str {
+///         "sum"
+///     }
+///     fn process(&mut self, n: u64, _out: &mut Out<u64>, _cx: &mut Ctx) {
+///         self.0.set(self.0.get() + n);
+///     }
+/// }
+///
+/// let (a, b) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+/// let mut esc = Escapement::with_options(Options {
+///     shutdown_on_signals: false, // this program keeps SIGTERM's default
+///     ..Options::default()
+/// })?;
+/// esc.add_train(Train::new("a").cog(Count(0)).cog(Sum(Rc::clone(&a))))?;
+/// esc.add_train(Train::new("b").cog(Count(0)).cog(Sum(Rc::clone(&b))))?;
+/// esc.run()?;
+/// assert_eq!((a.get(), b.get()), (6, 6));
+/// let metrics = esc.metrics();
+/// assert_eq!(metrics[1].cogs[1].id, "sum#2");
+/// assert_eq!(metrics[1].cogs[1].data_in, 3);
+/// # Ok::<(), BoxError>(())
+/// ```
+///
+/// # Pitfalls
+///
+/// - **No supply, no end.** Exhaustion ends a run only when there is at least one
+///   supply ([`Cog::is_supply`](crate::Cog::is_supply)); a loop of cogs that are not
+///   supplies runs until something shuts it down.
+/// - **A shutdown that never ends.** A cog that lingers for a peer that never comes
+///   back holds the shutdown; [`Options::stop_timeout`] is `None` by default, so set it
+///   (the daemon does) or keep a [`ShutdownHandle`] and a second signal in mind.
+/// - **Undeclared feeds.** A train that hands data to another through a
+///   [`Mailbox`](crate::engine::mailbox::Mailbox) must be declared with
+///   [`add_feed`](Escapement::add_feed), or the receiving train may finish before what
+///   the sender emits while finishing reaches it.
+/// - **Process-wide signals.** Signal handlers belong to the process: with the defaults,
+///   starting an escapement catches SIGTERM and SIGINT (and SIGHUP and SIGUSR1 with
+///   [`Options::control_signals`]) for the whole process, and a handler cannot be
+///   uninstalled safely (see [`Ctx::unsignal`]). A library or test that keeps the
+///   program's own handling sets [`Options::shutdown_on_signals`] to `false`.
+/// - **One thread.** The escapement and its cogs stay on the thread that built them
+///   (it is not `Send`); other threads reach it through a [`ShutdownHandle`], cogs'
+///   worker jobs through [`Ctx::submit`].
+/// - **Once.** Trains are added before the start; `start` and `run` each succeed once.
 pub struct Escapement {
     core: Core,
     trains: Vec<Box<dyn Driven>>,
