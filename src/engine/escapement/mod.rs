@@ -8,6 +8,11 @@
 //! The escapement owns the trains (and through them the cogs) and a separate [`Core`]
 //! with the registry, timers, signals, watches and jobs. A cog's callback receives a
 //! [`Ctx`] that borrows the core only, so cogs bind events without shared ownership.
+//!
+//! The files follow those parts: this one holds the [`Escapement`] (trains, feeds, the run
+//! loop, shutdown) and the token layout; `core` the [`Core`] and what it keeps per cog;
+//! `ctx` the [`Ctx`]; `timers`, `signals`, `inotify` and `jobs` one kind of event each:
+//! the `Ctx` methods that bind it, the core's bookkeeping and the loop's delivery.
 
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
