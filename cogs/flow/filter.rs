@@ -11,9 +11,9 @@ use crate::schema::{CogParams, ConfigError, Param, ParamType};
 /// are acknowledged, so the supply that sent them still advances its checkpoint, and
 /// counted as dropped.
 ///
-/// The condition language is described in [`crate::expr`] and in the user guide; it is
-/// parsed and checked when the configuration loads, and a condition on a missing field is
-/// false. A comparison of a field known to hold numbers with a string is a configuration
+/// The condition language is described in [`crate::record::expr`] and in the user guide;
+/// it is parsed and checked when the configuration loads, and a condition on a missing
+/// field is false. A comparison of a field known to hold numbers with a string is a configuration
 /// error; one that the data make impossible (a number compared with a string, text that
 /// is no number with a number) is false, counted as an error of the cog and logged with
 /// the event id (at most 10 lines a second).

@@ -437,8 +437,8 @@ impl RelpOut {
                         continue;
                     }
                     // Commands go out with consecutive numbers: the answer's slot is at
-                    // its distance from the oldest (a window of 100,000 searched per
-                    // answer was quadratic).
+                    // its distance from the oldest (searching a window of 100,000 for
+                    // each answer would be quadratic).
                     let at = self
                         .inflight
                         .front()

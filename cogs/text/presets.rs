@@ -5,7 +5,7 @@
 //! pipelines, and a regex with eleven groups costs several times more per line.
 
 // `Failure` has owned variants, so an eager `ok_or(Failure::…)` builds and drops one at
-// every successful step of a parse: about 80 instructions a line on the apache preset.
+// every successful step of a parse, a cost paid on every line of the hot path.
 #![allow(clippy::unnecessary_lazy_evaluations)]
 
 use std::fmt;
@@ -113,8 +113,8 @@ pub fn text_value(b: &[u8]) -> Value {
 }
 
 /// Fills `slot` with [`text_value`]`(b)`, short text in place: built elsewhere and then
-/// moved in, the inline bytes stalled on their own copy (store forwarding), which made
-/// this a twentieth of the apache preset's time.
+/// moved in, the inline bytes stall on their own copy (see "Store forwarding" in
+/// `docs/architecture.md`).
 #[inline]
 fn fill_text(slot: Slot<'_>, b: &[u8]) {
     if b.len() <= InlineStr::CAPACITY && b.is_ascii() {
@@ -154,10 +154,10 @@ pub fn parse_int(b: &[u8]) -> Option<i64> {
 }
 
 /// Recently seen values of a low-cardinality field (methods, protocols, `-`, user agents)
-/// as shared text: a hit costs no allocation and no free, and those were the largest cost
-/// of the apache preset. Values are interned while the process-wide budget lasts
-/// ([`SharedStr::interned_value`]), so a hit does not even count a reference (12 atomic
-/// operations a line on the apache corpus, 4% of its time); later ones are counted.
+/// as shared text: a hit costs no allocation and no free, which would otherwise be the
+/// largest cost of the apache preset. Values are interned while the process-wide budget
+/// lasts ([`SharedStr::interned_value`]), so a hit does not even count a reference
+/// (atomic operations on every line otherwise); later ones are counted.
 ///
 /// A value is admitted to its slot only when it misses twice in a row there: a field with
 /// endless distinct values (referers) then costs a compare per line and plain text, not a
@@ -471,7 +471,7 @@ impl Text<'_> {
 }
 
 /// The first `"` or `\\` in `s`, eight bytes at a time: user agents and referers are long
-/// enough that a byte loop was the largest cost of the parse.
+/// enough that a byte loop would be the largest cost of the parse.
 #[inline]
 fn find_quote_or_backslash(s: &[u8]) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;

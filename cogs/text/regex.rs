@@ -26,7 +26,7 @@ use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
 ///
 /// Types: `string` (UTF-8 text; otherwise bytes), `int`, `float`, `bool` (`true`/`false`,
 /// `yes`/`no`, `on`/`off`, `1`/`0`), `ip`, and `timestamp:FORMAT` with a strptime-style
-/// format (see [`crate::timefmt`]).
+/// format (see [`crate::record::timefmt`]).
 ///
 /// Built without the `regex` cargo feature, the cog keeps its presets but refuses `pattern`.
 ///

@@ -120,8 +120,9 @@ impl<D> Out<D> {
 
     /// The batch loop of a cog that changes data in place: `change` runs on each datum
     /// where it lies, and while it succeeds the batch is passed on whole ([`Out::push_all`]).
-    /// Moving each datum into the output right after changing it cost a stall per datum
-    /// (the copy reloads what was just stored). A datum `change` fails on goes to
+    /// Moving each datum into the output right after changing it costs a stall per datum
+    /// (the copy reloads what was just stored; see "Store forwarding" in
+    /// `docs/architecture.md`). A datum `change` fails on goes to
     /// `failed` with the error; from there on data are moved one by one, in order.
     #[inline]
     pub fn change_each<E>(
@@ -194,6 +195,148 @@ impl<D> Out<D> {
 ///
 /// Calls come from the one escapement thread and never overlap: a cog is never re-entered.
 /// Anything a cog pushes into `out` flows to the next cog of its train.
+///
+/// # Contract
+///
+/// **When each method is called.** [`start`](Cog::start) once, for every cog of every
+/// train in train order, before the loop runs. Then, until the shutdown reaches the cog:
+/// [`process_batch`](Cog::process_batch) (by default [`process`](Cog::process) per datum)
+/// whenever the previous cog emitted something, so the first cog of a train never gets
+/// data this way; [`wake`](Cog::wake) when one of its bindings fires (immediate call, fd
+/// readiness, timer, inotify watch, signal), with the [`Local`] it chose when binding;
+/// [`job_done`](Cog::job_done) for each [`Ctx::submit`] result, in submission order.
+/// Whatever the cog pushes into `out` from any of these (and from `finish`) goes down the
+/// train as one batch before the loop does anything else.
+///
+/// **What a cog may do from a callback.** Everything [`Ctx`] offers: bind and unbind
+/// events, submit jobs, acknowledge data, ask for a pause or the shutdown. It may not
+/// block: the loop, every train and every timer wait while a callback runs. It cannot
+/// reach other cogs except through the escapement ([`Ctx::enqueue_cog`], a
+/// [`Mailbox`](crate::engine::mailbox::Mailbox)) and broadcasts.
+///
+/// **Event ids and acknowledgement.** A supply that wants to know when its data are
+/// written out gives each datum an id from [`Ctx::new_event_id`]. The cog that ends a
+/// datum's journey calls [`Ctx::event_done`] with it: a drain once its bytes are written,
+/// a filter that drops it for good. Once the callback has returned, the escapement
+/// broadcasts [`event_done`](Cog::event_done) to every cog of every train (runs of ids as
+/// one slice), so each cog checks the ids it owns. A cog that merges or splits data
+/// says so with [`Ctx::event_rename`], broadcast as [`event_rename`](Cog::event_rename).
+///
+/// **Pause and resume.** A cog that cannot keep up calls [`Ctx::pause_supplies`]; the
+/// supplies of its train ([`is_supply`](Cog::is_supply) true, not yet finishing) get
+/// [`pause`](Cog::pause) once, and [`resume`](Cog::resume) once no cog of the train wants
+/// a pause any more. Both are requests to stop and restart injecting: data already in
+/// the train keep flowing, and what a paused supply still emits is still processed.
+///
+/// **Shutdown: `finish`, then `done`.** When the escapement shuts down (signal,
+/// [`Ctx::shutdown`], [`ShutdownHandle`](crate::ShutdownHandle), or every supply
+/// [`exhausted`](Ctx::exhausted)), each train calls [`finish`](Cog::finish) on its cogs in
+/// order, cog *k* only once every cog before it has finished and has no job in flight,
+/// so what an upstream cog emits while finishing still reaches it. After `finish`
+/// returns, the escapement releases the cog's timers, immediate calls, watches and
+/// signals, drops its events and refuses new bindings and jobs; broadcasts and results of
+/// jobs already submitted still arrive. A cog that needs longer (a drain flushing to a
+/// slow peer) calls [`Ctx::linger`] in `finish`, keeps its bindings and calls
+/// [`Ctx::finished`] later; the cogs after it wait. Once every train has finished, every
+/// cog gets [`done`](Cog::done): the last call. A cog that fails to start, a forced stop
+/// (second signal, [`Options::stop_timeout`](crate::Options::stop_timeout)) and a failed
+/// poll skip `finish` and go straight to `done`.
+///
+/// # Example
+///
+/// A supply that counts to five, one datum per turn of the loop, and a drain that sums
+/// what reaches it and acknowledges each datum; the supply hears every acknowledgement,
+/// then the run ends because its only supply is exhausted.
+///
+/// ```
+/// use std::cell::{Cell, RefCell};
+/// use std::rc::Rc;
+///
+/// use deadbeat::prelude::*;
+///
+/// type D = (EventId, u64);
+///
+/// struct Count {
+///     next: u64,
+///     last: u64,
+///     acked: Rc<RefCell<Vec<EventId>>>,
+/// }
+///
+/// impl Cog<D> for Count {
+///     fn name(&self) -> &str {
+///         "count"
+///     }
+///     fn is_supply(&self) -> bool {
+///         true
+///     }
+///     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+///         cx.enqueue(0); // first call in the loop's first turn
+///         Ok(())
+///     }
+///     fn wake(&mut self, _local: Local, _why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
+///         out.push((cx.new_event_id(), self.next));
+///         self.next += 1;
+///         if self.next > self.last {
+///             cx.exhausted(); // nothing more: the run ends once the data are through
+///         } else {
+///             cx.enqueue(0);
+///         }
+///     }
+///     fn event_done(&mut self, ids: &[EventId], _cx: &mut Ctx) {
+///         self.acked.borrow_mut().extend_from_slice(ids);
+///     }
+/// }
+///
+/// struct Sum(Rc<Cell<u64>>);
+///
+/// impl Cog<D> for Sum {
+///     fn name(&self) -> &str {
+///         "sum"
+///     }
+///     fn process(&mut self, (id, n): D, _out: &mut Out<D>, cx: &mut Ctx) {
+///         self.0.set(self.0.get() + n);
+///         cx.event_done(id); // written out for good: the supply may forget it
+///     }
+/// }
+///
+/// let acked = Rc::new(RefCell::new(Vec::new()));
+/// let total = Rc::new(Cell::new(0));
+/// let mut esc = Escapement::new()?;
+/// let count = Count { next: 1, last: 5, acked: Rc::clone(&acked) };
+/// esc.add_train(Train::new("main").cog(count).cog(Sum(Rc::clone(&total))))?;
+/// esc.run()?;
+/// assert_eq!(total.get(), 15);
+/// assert_eq!(acked.borrow().len(), 5);
+/// # Ok::<(), BoxError>(())
+/// ```
+///
+/// # Pitfalls
+///
+/// - **Blocking.** A callback that blocks (a blocking read or write, `sleep`, a lock held
+///   by another thread, a slow computation) stops every train on the escapement. Register
+///   non-blocking sources ([`Ctx::register`]) and move slow work to [`Ctx::submit`].
+/// - **Readiness is edge-triggered.** After [`Wake::Ready`], read or write until
+///   `WouldBlock`, or no further wake comes for what is left. A cog that stops early (to
+///   share the loop) asks for a [`Wake::Immediate`] with [`Ctx::enqueue`] to go on.
+/// - **Holding data across `finish`.** What a cog still holds when `finish` returns is
+///   never emitted: emit it in `finish` (or linger and emit it later). Its wakes stop after
+///   `finish`, so a timer meant to flush it later does not fire.
+/// - **Forgetting to acknowledge.** A cog that drops a datum for good and does not call
+///   [`Ctx::event_done`] with its id makes the supply that sent it wait for it: a
+///   checkpointing supply then holds its checkpoint back forever. Count it with
+///   [`Out::count_dropped`] too.
+/// - **Forgetting to release bindings.** The escapement releases timers, immediate calls,
+///   watches and signals after `finish`, but file descriptors are the cog's: deregister
+///   and close them in `finish` or `done`, or they stay open (their events are ignored).
+/// - **Leaving data in a batch.** An overridden [`process_batch`](Cog::process_batch)
+///   must drain `batch`: the train clears it afterwards, and what is left is lost
+///   without being counted.
+/// - **Binding or submitting late.** New bindings are refused (an error, no panic) from
+///   `finish` on, jobs once `finish` has returned, both in `done`; a cog that called
+///   [`Ctx::linger`] may still do both until [`Ctx::finished`]. Handle the `Err` instead
+///   of unwrapping it.
+/// - **Treating every `event_done` id as one's own.** Acknowledgements are broadcast to
+///   every cog: ignore ids you did not hand out.
 pub trait Cog<D>: 'static {
     /// Name used in logs, errors and counters (e.g. the config's cog type).
     fn name(&self) -> &str;
@@ -285,8 +428,8 @@ impl<D: 'static> std::fmt::Debug for dyn Cog<D> {
 /// `v.push(x)`, but stored straight into place when there is room. With `push`, the
 /// possible call to grow the vector comes between building `x` and storing it, so the
 /// compiler builds `x` on the stack with narrow stores and copies it with wide loads,
-/// which stall: the CPU cannot forward a load from several smaller stores. On the line
-/// supplies that stall was the largest single cost of building a record.
+/// which stall: the CPU cannot forward a load from several smaller stores (see "Store
+/// forwarding" in `docs/architecture.md`).
 #[inline(always)]
 pub(crate) fn push_in_place<T>(v: &mut Vec<T>, x: T) {
     let len = v.len();

@@ -47,6 +47,112 @@ struct Counters {
 ///
 /// Data move stage by stage through two swapped buffers, so a warmed-up train allocates
 /// nothing per datum. What the last cog emits is discarded (a drain emits nothing).
+///
+/// # Contract
+///
+/// A train is built with its cogs in order ([`cog`](Train::cog), [`push`](Train::push),
+/// [`push_with_id`](Train::push_with_id)) and handed to an
+/// [`Escapement`](crate::Escapement), which owns and drives it; many trains, of different
+/// datum types, share one escapement.
+///
+/// When a cog emits (from a wake, a job result, `finish`), the whole batch moves down one
+/// stage at a time: the next cog's [`process_batch`](Cog::process_batch) takes all of it
+/// before the cog after that sees any, and so on to the end of the train, before the loop
+/// does anything else. Data thus keep their order within a train, and a cog sees each
+/// batch once. The train counts, per cog, the data in and out, what the cog counted as
+/// dropped or failed ([`Out::count_dropped`], [`Out::count_errors`]) and the time spent in
+/// its callbacks ([`CogMetrics`], from [`Escapement::metrics`](crate::Escapement::metrics)).
+///
+/// Backpressure and shutdown work per train: a [`Ctx::pause_supplies`] pauses the
+/// supplies of the caller's own train, and a train finishes its cogs in order, each once
+/// everything before it is idle (see [`Cog::finish`]).
+///
+/// # Example
+///
+/// A supply of words, a cog that drops the short ones (and says so), and a drain; the
+/// counters show what each stage saw.
+///
+/// ```
+/// use std::cell::RefCell;
+/// use std::rc::Rc;
+///
+/// use deadbeat::prelude::*;
+///
+/// struct Words(Vec<&'static str>);
+///
+/// impl Cog<String> for Words {
+///     fn name(&self) -> &str {
+///         "words"
+///     }
+///     fn is_supply(&self) -> bool {
+///         true
+///     }
+///     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+///         cx.enqueue(0);
+///         Ok(())
+///     }
+///     fn wake(&mut self, _local: Local, _why: Wake<'_>, out: &mut Out<String>, cx: &mut Ctx) {
+///         // One batch: the next cogs see all four words in one process_batch call.
+///         out.extend(self.0.drain(..).map(String::from));
+///         cx.exhausted();
+///     }
+/// }
+///
+/// struct Long(usize);
+///
+/// impl Cog<String> for Long {
+///     fn name(&self) -> &str {
+///         "long"
+///     }
+///     fn process(&mut self, w: String, out: &mut Out<String>, _cx: &mut Ctx) {
+///         if w.len() >= self.0 {
+///             out.push(w);
+///         } else {
+///             out.count_dropped(1);
+///         }
+///     }
+/// }
+///
+/// struct Keep(Rc<RefCell<Vec<String>>>);
+///
+/// impl Cog<String> for Keep {
+///     fn name(&self) -> &str {
+///         "keep"
+///     }
+///     fn process(&mut self, w: String, _out: &mut Out<String>, _cx: &mut Ctx) {
+///         self.0.borrow_mut().push(w);
+///     }
+/// }
+///
+/// let kept = Rc::new(RefCell::new(Vec::new()));
+/// let mut train = Train::new("words")
+///     .cog(Words(vec!["a", "cog", "in", "motion"]))
+///     .cog(Long(3));
+/// train.push_with_id(Box::new(Keep(Rc::clone(&kept))), "out".to_string());
+/// assert_eq!(train.cog_id(1), Some("long#2"));
+///
+/// let mut esc = Escapement::new()?;
+/// esc.add_train(train)?;
+/// esc.run()?;
+/// assert_eq!(*kept.borrow(), ["cog", "motion"]);
+/// let long = &esc.metrics()[0].cogs[1];
+/// assert_eq!((long.data_in, long.data_out, long.dropped), (4, 2, 2));
+/// # Ok::<(), BoxError>(())
+/// ```
+///
+/// # Pitfalls
+///
+/// - **Data past the last cog.** What the last cog emits is discarded (counted only as
+///   its data out): end a train with a drain, which writes data out and emits nothing.
+/// - **A supply's position.** Data enter a train only where a cog emits them; a cog gets
+///   [`process`](Cog::process) calls only from the cogs before it, so the first cog never
+///   gets any.
+/// - **Ids.** Cog ids name cogs in logs, counters and errors; ids given with
+///   [`push_with_id`](Train::push_with_id) are not checked, so keep them unique in the
+///   train.
+/// - **Long trains of short batches.** The per-batch cost (a virtual call and a clock
+///   read per stage) is paid per batch, not per datum: a supply that emits one datum per
+///   wake pays it for every datum; emit what is at hand as one batch.
 pub struct Train<D> {
     name: String,
     cogs: Vec<Box<dyn Cog<D>>>,

@@ -132,8 +132,8 @@ impl LineSplitter {
     pub const DEFAULT_READ_SIZE: usize = 64 << 10;
     /// Read size of the file and stream supplies: one read is one batch through the train,
     /// and about 1,500 typical lines keep a batch's records in the L2 cache from one cog to
-    /// the next. Measured on the 1M-line apache corpus: 1 MiB reads were 10-15% slower
-    /// (W2 2.19 s against 1.92 s) and doubled the peak RSS; 64 KiB reads gained nothing more.
+    /// the next. Larger reads overflow that cache and raise the peak RSS; smaller ones add
+    /// system calls without a gain (figures in `docs/performance.md`).
     pub const BATCH_READ_SIZE: usize = 256 << 10;
     /// Largest accepted read size: 64 MiB (a typo in a config must not allocate gigabytes).
     pub const MAX_READ_SIZE: usize = 64 << 20;
@@ -342,8 +342,9 @@ impl LineSplitter {
 
     /// Core of `next_line`/`finish`: returns the line as a range of `buf` plus its info, so
     /// callers can borrow the buffer only after all bookkeeping is done.
-    // Always inlined: returned through memory, the line's info was copied out with a wide
-    // load that stalled on the narrow stores that had just written it (store forwarding).
+    // Always inlined: returned through memory, the line's info is copied out with a wide
+    // load that stalls on the narrow stores that just wrote it (see "Store forwarding" in
+    // docs/architecture.md).
     #[inline(always)]
     fn advance(&mut self) -> Option<(usize, usize, LineInfo)> {
         if self.skipping {
@@ -430,7 +431,7 @@ impl LineSplitter {
     }
 
     /// [`index_lfs`](Self::index_lfs) compiled for AVX2: a 64-byte block is two compares
-    /// instead of four, about a quarter fewer instructions per line of log data.
+    /// instead of four, so fewer instructions per line of log data.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn index_lfs_avx2(&mut self) {
@@ -613,9 +614,8 @@ fn lf_mask(block: &[u8; 64]) -> u64 {
     };
     // SAFETY: SSE2 is statically enabled (cfg above; it is part of the x86_64 baseline), so
     // the intrinsics are available. Each unaligned load reads 16 bytes at offsets 0, 16, 32
-    // and 48 of a 64-byte array. Measured: this is what makes splitting cheaper than the
-    // kernel's read copy (see the module's benchmark notes); the safe fallback below is
-    // about 2x slower per byte.
+    // and 48 of a 64-byte array. The intrinsics keep splitting cheaper than the kernel's
+    // read copy, which the safe fallback below does not (figures in docs/performance.md).
     unsafe {
         let nl = _mm_set1_epi8(b'\n' as i8);
         let p = block.as_ptr().cast::<__m128i>();
@@ -647,7 +647,7 @@ fn lf_mask_avx2(block: &[u8; 64]) -> u64 {
 #[inline(always)]
 fn lf_mask_portable(block: &[u8; 64]) -> u64 {
     // The byte-wise compare auto-vectorises; packing its 0/1 bytes with a multiply is the
-    // fastest safe form measured (about 2.5x slower than SSE2, 10x faster than a bit loop).
+    // fastest safe form, far ahead of a bit loop (figures in docs/performance.md).
     let mut eq = [0u8; 64];
     for (e, &b) in eq.iter_mut().zip(block) {
         *e = u8::from(b == b'\n');
