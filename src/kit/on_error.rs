@@ -14,19 +14,22 @@ use crate::engine::getset::{Getter, Setter};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::BuildCx;
 use crate::record::{Key, Record, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, Param};
 
 /// Failures logged per second and cog before the rest are only counted.
 pub const LOG_BURST: u32 = 10;
 
-/// The `on_error` key every failing cog takes.
-pub const ON_ERROR_PARAM: Param = Param::opt(
-    "on_error",
-    ParamType::Str,
-    "keep",
-    "drop: acknowledge and drop; keep: pass the record on unchanged with the reason in `error`; \
-     train:NAME: send it, with the reason in `error`, to the dead-letter train NAME",
-);
+crate::settings! {
+    /// The `on_error` key every failing cog takes (flatten it into a cog's settings).
+    pub struct OnErrorSettings {
+        /// drop: acknowledge and drop; keep: pass the record on unchanged with the reason in
+        /// `error`; train:NAME: send it, with the reason in `error`, to the dead-letter train NAME
+        on_error: String = "keep",
+    }
+}
+
+/// The `on_error` key, for descriptors not yet written with typed settings.
+pub const ON_ERROR_PARAM: Param = <OnErrorSettings as crate::schema::Settings>::PARAMS[0];
 
 /// Where a failed datum goes.
 #[derive(Debug)]
@@ -153,7 +156,17 @@ fn error_key() -> Key {
 
 /// Reads `on_error` for a cog over `Record`: the reason goes in the field `error`.
 pub fn from_params(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<OnError<Record>, ConfigError> {
-    let action = match p.str_or("on_error", "keep")? {
+    let s: OnErrorSettings = p.group()?;
+    from_settings(&s, p, cx)
+}
+
+/// Builds what `on_error` says from a cog's typed settings; errors point at the cog's key.
+pub fn from_settings(
+    s: &OnErrorSettings,
+    p: &CogParams<'_>,
+    cx: &BuildCx<'_>,
+) -> Result<OnError<Record>, ConfigError> {
+    let action = match s.on_error.as_str() {
         "drop" => ErrorAction::Drop,
         "keep" => ErrorAction::Keep,
         other => match other.strip_prefix("train:") {
