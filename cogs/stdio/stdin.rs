@@ -8,7 +8,7 @@ use crate::kit::supply::{ReadStatus, StreamInput, emit_lines, emit_rest};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 /// Reads at most this many times per turn before letting other events in.
 const READS_PER_TURN: usize = 16;
@@ -23,6 +23,8 @@ const READS_PER_TURN: usize = 16;
 /// type = "stdin"
 /// max_line_bytes = "1MiB"   # longer lines are cut, flagged `truncated` and counted
 /// ```
+///
+/// From Rust: `Stdin::new(StdinSettings { max_line_bytes: 4096, ..Default::default() })`.
 #[derive(Debug)]
 pub struct Stdin {
     input: Option<StreamInput>,
@@ -35,27 +37,36 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "stdin",
     kind: CogKind::Supply,
     summary: "lines from standard input; exhausted at end of input",
-    params: &[Param::opt(
-        "max_line_bytes",
-        ParamType::Size,
-        "1MiB",
-        "longer lines are cut, flagged `truncated` and counted",
-    )],
+    params: StdinSettings::PARAMS,
     fields: &[("message", "the line, without its newline, as raw bytes")],
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
-    if max == 0 {
-        return Err(p.error("max_line_bytes", "must be above 0"));
+crate::settings! {
+    /// Settings of `stdin`.
+    pub struct StdinSettings {
+        /// longer lines are cut, flagged `truncated` and counted
+        #[setting(size)]
+        max_line_bytes: usize = "1MiB",
     }
-    Ok(Box::new(Stdin::new(max)))
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: StdinSettings = p.settings()?;
+    Ok(Box::new(Stdin::new(s).map_err(|e| p.setting_error(e))?))
 }
 
 impl Stdin {
-    /// Reads standard input, cutting lines at `max_line_bytes`.
-    pub fn new(max_line_bytes: usize) -> Self {
+    /// A `stdin` supply made from its settings, without a configuration file.
+    pub fn new(s: StdinSettings) -> Result<Self, SettingError> {
+        if s.max_line_bytes == 0 {
+            return Err(SettingError::new("max_line_bytes", "must be above 0"));
+        }
+        Ok(Stdin::with_max_line(s.max_line_bytes))
+    }
+
+    /// Reads standard input, cutting lines at `max_line_bytes` (above 0).
+    fn with_max_line(max_line_bytes: usize) -> Self {
         Stdin {
             input: None,
             splitter: LineSplitter::new(max_line_bytes)

@@ -4,11 +4,11 @@ use std::io;
 use std::time::Duration;
 
 use crate::kit::drain::LineBuffer;
-use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const RETRY: Local = 1;
 
@@ -28,6 +28,9 @@ const RETRY: Local = 1;
 /// format = "json"            # raw | json | template
 /// # template = "{host} {message}"
 /// ```
+///
+/// From Rust: `Stdout::new(StdoutSettings { format: FormatSettings { format: Format::Json,
+/// ..Default::default() } })`.
 pub struct Stdout {
     lines: LineBuffer,
     failing: bool,
@@ -43,18 +46,33 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "stdout",
     kind: CogKind::Drain,
     summary: "writes records to standard output (raw, json or template), flushed per batch",
-    params: FORMAT_PARAMS,
+    params: StdoutSettings::PARAMS,
     fields: &[],
     build,
 };
 
+crate::settings! {
+    /// Settings of `stdout`.
+    pub struct StdoutSettings {
+        /// How each record is rendered.
+        #[setting(flatten)]
+        format: FormatSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    Ok(Box::new(Stdout::new(OutputFormat::from_params(p)?)))
+    let s: StdoutSettings = p.settings()?;
+    Ok(Box::new(Stdout::new(s).map_err(|e| p.setting_error(e))?))
 }
 
 impl Stdout {
+    /// A `stdout` drain made from its settings, without a configuration file.
+    pub fn new(s: StdoutSettings) -> Result<Self, SettingError> {
+        Ok(Stdout::with_format(OutputFormat::new(&s.format)?))
+    }
+
     /// Writes in `format`.
-    pub fn new(format: OutputFormat) -> Self {
+    pub fn with_format(format: OutputFormat) -> Self {
         Stdout {
             lines: LineBuffer::new(format, 256 << 10),
             failing: false,
