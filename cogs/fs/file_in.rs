@@ -10,7 +10,7 @@ use crate::kit::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_r
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, Param, SettingError, Settings};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
 /// batch-mode supply (the `tail` supply follows files as they grow).
@@ -32,6 +32,9 @@ use crate::schema::{CogParams, ConfigError, Param, ParamType};
 /// missing = "error"         # or "warn", "ignore": a file that cannot be opened
 /// max_line_bytes = "1MiB"
 /// ```
+///
+/// From Rust: `FileIn::new(FileInSettings { paths: vec!["access.log".into()],
+/// ..Default::default() })` (relative paths are relative to the working directory).
 pub struct FileIn {
     paths: Vec<PathBuf>,
     next: usize,
@@ -41,29 +44,19 @@ pub struct FileIn {
     missing: Missing,
 }
 
-/// What a supply does about an input that cannot be opened (`missing` key of `file_in`,
-/// and of `tail` with `follow = false`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
-    /// Logged, counted as an error, and the run fails (exit 1) at its end.
-    Error,
-    /// Logged as a warning; the run succeeds.
-    Warn,
-    /// Skipped without a word (logged at debug level).
-    Ignore,
+crate::choice! {
+    /// What a supply does about an input that cannot be opened (`missing` key of `file_in`,
+    /// and of `tail` with `follow = false`): `Error` logs it, counts it as an error and
+    /// makes the run fail (exit 1) at its end; `Warn` logs a warning and the run
+    /// succeeds; `Ignore` skips it without a word (logged at debug level).
+    pub enum Missing { Error = "error", Warn = "warn", Ignore = "ignore" }
 }
 
 impl Missing {
-    /// The choices of the `missing` key.
-    pub const CHOICES: [&'static str; 3] = ["error", "warn", "ignore"];
-
     /// Reads the `missing` key (default `"error"`).
     pub fn from_params(p: &CogParams<'_>) -> Result<Missing, ConfigError> {
-        Ok(match p.choice_or("missing", &Self::CHOICES, "error")? {
-            "warn" => Missing::Warn,
-            "ignore" => Missing::Ignore,
-            _ => Missing::Error,
-        })
+        let name = p.choice_or("missing", Missing::NAMES, "error")?;
+        Ok(Missing::from_name(name).unwrap_or_default())
     }
 
     /// Reports that input `what` (a path or pattern) of cog `cog` could not be read
@@ -90,30 +83,30 @@ impl Missing {
     }
 }
 
+crate::settings! {
+    /// Settings of `file_in`.
+    pub struct FileInSettings {
+        /// files to read, in this order
+        #[setting(required)]
+        paths: Vec<PathBuf>,
+        /// an input that cannot be opened: `error` (logged, counted, the run exits 1), `warn`
+        /// (logged) or `ignore`
+        missing: Missing = "error",
+        /// longer lines are cut, flagged `truncated` and counted
+        #[setting(size)]
+        max_line_bytes: usize = "1MiB",
+    }
+}
+
 /// The `missing` parameter, shared by `file_in` and `tail`.
-pub const MISSING_PARAM: Param = Param::opt(
-    "missing",
-    ParamType::Str,
-    "error",
-    "an input that cannot be opened: `error` (logged, counted, the run exits 1), `warn` \
-     (logged) or `ignore`",
-);
+pub const MISSING_PARAM: Param = FileInSettings::PARAMS[1];
 
 /// The descriptor of `file_in`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "file_in",
     kind: CogKind::Supply,
     summary: "reads whole files once from the start, then is exhausted (batch mode)",
-    params: &[
-        Param::req("paths", ParamType::PathList, "files to read, in this order"),
-        MISSING_PARAM,
-        Param::opt(
-            "max_line_bytes",
-            ParamType::Size,
-            "1MiB",
-            "longer lines are cut, flagged `truncated` and counted",
-        ),
-    ],
+    params: FileInSettings::PARAMS,
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
         ("path", "the file the line comes from"),
@@ -123,21 +116,25 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 };
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let paths = p.path_list("paths")?.unwrap_or_default();
-    if paths.is_empty() {
-        return Err(p.error("paths", "give at least one file"));
-    }
-    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
-    if max == 0 {
-        return Err(p.error("max_line_bytes", "must be above 0"));
-    }
-    let missing = Missing::from_params(p)?;
-    Ok(Box::new(FileIn::new(paths, max).with_missing(missing)))
+    let mut s: FileInSettings = p.settings()?;
+    s.paths = s.paths.iter().map(|f| super::resolve(p, f)).collect();
+    Ok(Box::new(FileIn::new(s).map_err(|e| p.setting_error(e))?))
 }
 
 impl FileIn {
-    /// Reads `paths` in order, cutting lines at `max_line_bytes`.
-    pub fn new(paths: Vec<PathBuf>, max_line_bytes: usize) -> Self {
+    /// A `file_in` supply made from its settings, without a configuration file.
+    pub fn new(s: FileInSettings) -> Result<Self, SettingError> {
+        if s.paths.is_empty() {
+            return Err(SettingError::new("paths", "give at least one file"));
+        }
+        if s.max_line_bytes == 0 {
+            return Err(SettingError::new("max_line_bytes", "must be above 0"));
+        }
+        Ok(FileIn::reading(s.paths, s.max_line_bytes).with_missing(s.missing))
+    }
+
+    /// Reads `paths` in order, cutting lines at `max_line_bytes` (above 0).
+    fn reading(paths: Vec<PathBuf>, max_line_bytes: usize) -> Self {
         FileIn {
             paths,
             next: 0,
@@ -150,7 +147,7 @@ impl FileIn {
     }
 
     /// Sets what a file that cannot be opened does (default [`Missing::Error`]).
-    pub fn with_missing(mut self, missing: Missing) -> Self {
+    fn with_missing(mut self, missing: Missing) -> Self {
         self.missing = missing;
         self
     }
