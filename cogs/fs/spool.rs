@@ -17,7 +17,8 @@ use crate::kit::supply::{emit_lines, emit_rest, offset_key, path_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::settings::{de, serde};
+use crate::schema::{CogParams, ConfigError, ParamType, SettingError, SettingValue, Settings};
 
 /// Local token of the reading turns (immediate calls).
 const STEP: Local = 0;
@@ -88,6 +89,9 @@ const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 /// poll_interval = "1s"
 /// max_line_bytes = "1MiB"
 /// ```
+///
+/// From Rust: `Spool::new(SpoolSettings { dir: "spool".into(), done: Done::Delete,
+/// ..Default::default() })` (relative paths are relative to the working directory).
 pub struct Spool {
     dir: PathBuf,
     done: Done,
@@ -113,10 +117,42 @@ pub struct Spool {
     finishing: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Done {
+/// What becomes of a spool file once all its lines are acknowledged (`done`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Done {
+    /// `"delete"`: it is removed.
+    #[default]
     Delete,
+    /// `"move:DIR"`: it is renamed into this directory.
     Move(PathBuf),
+}
+
+impl Done {
+    /// Reads `"delete"` or `"move:DIR"`.
+    pub fn parse(s: &str) -> Option<Done> {
+        match s {
+            "delete" => Some(Done::Delete),
+            s => match s.strip_prefix("move:") {
+                Some(d) if !d.is_empty() => Some(Done::Move(PathBuf::from(d))),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl SettingValue for Done {
+    const TYPE: ParamType = ParamType::Str;
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Done::parse(&s).ok_or_else(|| {
+            <D::Error as de::Error>::custom(format!(
+                "expected \"delete\" or \"move:DIR\", found {s:?}"
+            ))
+        })
+    }
+    fn from_default(text: &str) -> Option<Self> {
+        Done::parse(text)
+    }
 }
 
 #[derive(Debug)]
@@ -132,41 +168,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "spool",
     kind: CogKind::Supply,
     summary: "reads whole files put into a directory, then deletes or moves each once all its lines are acknowledged",
-    params: &[
-        Param::req(
-            "dir",
-            ParamType::Path,
-            "the spool directory; must exist (only its own entries are read, not subdirectories)",
-        ),
-        Param::req(
-            "done",
-            ParamType::Str,
-            "\"delete\", or \"move:DIR\" (same filesystem as dir, created if missing; a clashing name gets a .N suffix)",
-        ),
-        Param::unset(
-            "errors",
-            ParamType::Path,
-            "directory unreadable files are moved to (same filesystem as dir, created if missing); unset: they stay, logged once",
-        ),
-        Param::opt(
-            "pattern",
-            ParamType::Str,
-            "*",
-            "glob on file names (* ? [a-z] [!a-z]); hidden files and names ending in .tmp are never taken",
-        ),
-        Param::opt(
-            "poll_interval",
-            ParamType::Duration,
-            "1s",
-            "rescan period: the way files are found without inotify, and a safety net with it",
-        ),
-        Param::opt(
-            "max_line_bytes",
-            ParamType::Size,
-            "1MiB",
-            "longer lines are cut, flagged `truncated` and counted",
-        ),
-    ],
+    params: SpoolSettings::PARAMS,
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
         (
@@ -178,46 +180,64 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::settings! {
+    /// Settings of `spool`.
+    pub struct SpoolSettings {
+        /// the spool directory; must exist (only its own entries are read, not
+        /// subdirectories)
+        #[setting(required)]
+        dir: PathBuf,
+        /// "delete", or "move:DIR" (same filesystem as dir, created if missing; a clashing
+        /// name gets a .N suffix)
+        #[setting(required)]
+        done: Done,
+        /// directory unreadable files are moved to (same filesystem as dir, created if
+        /// missing); unset: they stay, logged once
+        errors: Option<PathBuf>,
+        /// glob on file names (* ? [a-z] [!a-z]); hidden files and names ending in .tmp are
+        /// never taken
+        pattern: String = "*",
+        /// rescan period: the way files are found without inotify, and a safety net with
+        /// it
+        poll_interval: Duration = "1s",
+        /// longer lines are cut, flagged `truncated` and counted
+        #[setting(size)]
+        max_line_bytes: usize = "1MiB",
+    }
+}
+
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let dir = p
-        .path("dir")?
-        .ok_or_else(|| p.cog_error("missing key \"dir\""))?;
-    let done = match p.required_str("done")? {
-        "delete" => Done::Delete,
-        s => match s.strip_prefix("move:") {
-            Some(d) if !d.is_empty() => Done::Move(p.resolve(d)),
-            _ => {
-                return Err(p.error(
-                    "done",
-                    format!("expected \"delete\" or \"move:DIR\", found {s:?}"),
-                ));
-            }
-        },
-    };
-    bx.will_write_in(&dir, "dir", false);
-    let errors = p.path("errors")?;
-    let pattern = p.str_or("pattern", "*")?;
-    let pattern = build_pattern(pattern).map_err(|m| p.error("pattern", m))?;
-    let poll_interval = p.duration_or("poll_interval", Duration::from_secs(1))?;
-    if poll_interval.is_zero() {
-        return Err(p.error("poll_interval", "must be above 0"));
+    let mut s: SpoolSettings = p.settings()?;
+    s.dir = super::resolve(p, &s.dir);
+    if let Done::Move(to) = &mut s.done {
+        *to = super::resolve(p, to);
     }
-    let max = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
-    if max == 0 {
-        return Err(p.error("max_line_bytes", "must be above 0"));
-    }
-    Ok(Box::new(Spool::new(
-        dir,
-        done,
-        errors,
-        pattern,
-        poll_interval,
-        max,
-    )))
+    s.errors = s.errors.map(|e| super::resolve(p, &e));
+    bx.will_write_in(&s.dir, "dir", false);
+    Ok(Box::new(Spool::new(s).map_err(|e| p.setting_error(e))?))
 }
 
 impl Spool {
-    fn new(
+    /// A `spool` supply made from its settings, without a configuration file.
+    pub fn new(s: SpoolSettings) -> Result<Self, SettingError> {
+        let pattern = build_pattern(&s.pattern).map_err(|m| SettingError::new("pattern", m))?;
+        if s.poll_interval.is_zero() {
+            return Err(SettingError::new("poll_interval", "must be above 0"));
+        }
+        if s.max_line_bytes == 0 {
+            return Err(SettingError::new("max_line_bytes", "must be above 0"));
+        }
+        Ok(Spool::reading(
+            s.dir,
+            s.done,
+            s.errors,
+            pattern,
+            s.poll_interval,
+            s.max_line_bytes,
+        ))
+    }
+
+    fn reading(
         dir: PathBuf,
         done: Done,
         errors: Option<PathBuf>,
@@ -693,7 +713,7 @@ mod tests {
 
     #[test]
     fn hidden_and_tmp_names_are_never_wanted() {
-        let s = Spool::new(
+        let s = Spool::reading(
             PathBuf::from("/nonexistent"),
             Done::Delete,
             None,
