@@ -13,11 +13,14 @@ use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::kit::checkpoint::{Ledger, Mark};
 use crate::kit::drain::LineBuffer;
-use crate::kit::format::{FORMAT_PARAMS, OutputFormat, Template};
+use crate::kit::format::{FormatSettings, OutputFormat, Template};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType, parse_duration};
+use crate::schema::settings::{de, serde};
+use crate::schema::{
+    CogParams, ConfigError, ParamType, SettingError, SettingValue, Settings, parse_duration,
+};
 
 const RETRY: Local = 1;
 const CHECK: Local = 2;
@@ -125,6 +128,9 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// follow_symlinks = false         # true: write through a symbolic link at the path
 /// exactly_once = false            # true: plain path fed by one tail: no loss, no repeat
 /// ```
+///
+/// From Rust: `FileOut::from_settings(FileOutSettings { path: "out.log".into(),
+/// ..Default::default() }, None)` (a relative path is relative to the working directory).
 pub struct FileOut {
     format: OutputFormat,
     template: Option<PathTemplate>,
@@ -154,13 +160,10 @@ pub struct FileOut {
     bad_logged: u32,
 }
 
-/// What happens to data already in a file when it is first opened in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Keep it and write after it.
-    Append,
-    /// Empty the file first.
-    Truncate,
+crate::choice! {
+    /// What happens to data already in a file when it is first opened in a run: `Append`
+    /// keeps it and writes after it, `Truncate` empties the file first.
+    pub enum Mode { Append = "append", Truncate = "truncate" }
 }
 
 /// When written data is made durable.
@@ -185,6 +188,21 @@ impl Fsync {
                 (!d.is_zero()).then_some(Fsync::Interval(d))
             }
         }
+    }
+}
+
+impl SettingValue for Fsync {
+    const TYPE: ParamType = ParamType::Str;
+    fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Fsync::parse(&s).ok_or_else(|| {
+            <D::Error as de::Error>::custom(format!(
+                "expected \"never\", \"always\" or \"interval:DURATION\" (e.g. \"interval:5s\"), found {s:?}"
+            ))
+        })
+    }
+    fn from_default(text: &str) -> Option<Self> {
+        Fsync::parse(text)
     }
 }
 
@@ -404,150 +422,138 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     kind: CogKind::Drain,
     summary: "appends records to a file or per-record templated files (raw, json or template); \
               reopens on SIGHUP and when the file is moved or removed",
-    params: &[
-        Param::req(
-            "path",
-            ParamType::Path,
-            "the file to append to; {field} placeholders make one file per value (refused \
-             renderings, with `..`, NUL or no file name, go to the path with `_unknown_` in \
-             every placeholder)",
-        ),
-        FORMAT_PARAMS[0],
-        FORMAT_PARAMS[1],
-        FORMAT_PARAMS[2],
-        Param::unset(
-            "create_dirs",
-            ParamType::Bool,
-            "create missing directories of the path; default true for a templated path, \
-             false for a plain one (whose directory must then exist)",
-        ),
-        Param::opt(
-            "max_open_files",
-            ParamType::Int,
-            "256",
-            "templated paths: files kept open; the least recently written is closed first",
-        ),
-        Param::opt(
-            "fsync",
-            ParamType::Str,
-            "never",
-            "never: acknowledge once written; always: fdatasync each batch before \
-             acknowledging; interval:DURATION (e.g. \"interval:5s\"): fdatasync every \
-             period and acknowledge on the sync",
-        ),
-        Param::opt(
-            "reopen_check",
-            ParamType::Duration,
-            "1s",
-            "how often to stat the path and reopen a file that was moved or removed \
-             (besides inotify); \"0s\" turns the check off",
-        ),
-        Param::opt(
-            "mode",
-            ParamType::Str,
-            "append",
-            "append: write after what each file holds; truncate: empty each file when it is \
-             first opened in this run",
-        ),
-        Param::opt(
-            "exactly_once",
-            ParamType::Bool,
-            "false",
-            "plain path fed by one `tail` in the same train: keep the output's size in the \
-             tail's checkpoint and cut the file back to it at start, so a crash neither \
-             loses nor repeats a record",
-        ),
-        Param::opt(
-            "follow_symlinks",
-            ParamType::Bool,
-            "false",
-            "write through a symbolic link at the path; by default a link there is refused \
-             (logged; the records are held, or go to the fallback file of a template)",
-        ),
-    ],
+    params: FileOutSettings::PARAMS,
     fields: &[],
     build,
 };
 
+crate::settings! {
+    /// Settings of `file_out`.
+    pub struct FileOutSettings {
+        /// the file to append to; {field} placeholders make one file per value (refused
+        /// renderings, with `..`, NUL or no file name, go to the path with `_unknown_` in
+        /// every placeholder)
+        #[setting(required)]
+        path: PathBuf,
+        /// How each record is rendered.
+        #[setting(flatten)]
+        format: FormatSettings,
+        /// create missing directories of the path; default true for a templated path,
+        /// false for a plain one (whose directory must then exist)
+        create_dirs: Option<bool>,
+        /// templated paths: files kept open; the least recently written is closed first
+        max_open_files: usize = "256",
+        /// never: acknowledge once written; always: fdatasync each batch before
+        /// acknowledging; interval:DURATION (e.g. "interval:5s"): fdatasync every period and
+        /// acknowledge on the sync
+        fsync: Fsync = "never",
+        /// how often to stat the path and reopen a file that was moved or removed (besides
+        /// inotify); "0s" turns the check off
+        reopen_check: Duration = "1s",
+        /// append: write after what each file holds; truncate: empty each file when it is
+        /// first opened in this run
+        mode: Mode = "append",
+        /// plain path fed by one `tail` in the same train: keep the output's size in the
+        /// tail's checkpoint and cut the file back to it at start, so a crash neither loses
+        /// nor repeats a record
+        exactly_once: bool = "false",
+        /// write through a symbolic link at the path; by default a link there is refused
+        /// (logged; the records are held, or go to the fallback file of a template)
+        follow_symlinks: bool = "false",
+    }
+}
+
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let raw = p.required_str("path")?;
-    let base = if Path::new(raw).is_absolute() {
+    let s: FileOutSettings = p.settings()?;
+    let raw = s.path.to_string_lossy().into_owned();
+    let base = if s.path.is_absolute() {
         Vec::new()
     } else {
         p.resolve("").into_os_string().into_encoded_bytes()
     };
-    let template = PathTemplate::parse(raw, base).map_err(|m| p.error("path", m))?;
-    let format = OutputFormat::from_params(p)?;
-    let create_dirs = match p.node("create_dirs") {
-        None => template.is_some(),
-        Some(_) => p.bool_or("create_dirs", false)?,
-    };
-    let max_open = match p.int("max_open_files")? {
-        None => 256,
-        Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
-        Some(_) => return Err(p.error("max_open_files", "must be at least 1")),
-    };
-    let fsync_text = p.str_or("fsync", "never")?;
-    let fsync = Fsync::parse(fsync_text).ok_or_else(|| {
-        p.error(
-            "fsync",
-            format!(
-                "expected \"never\", \"always\" or \"interval:DURATION\" (e.g. \"interval:5s\"), found {fsync_text:?}"
-            ),
-        )
-    })?;
-    let reopen_check = p.duration_or("reopen_check", Duration::from_secs(1))?;
-    bx.will_write(&p.resolve(raw), "path", create_dirs);
-    let mut out = match template {
-        Some(t) => FileOut::templated(t, format),
-        // Without placeholders `{{` and `}}` still stand for single braces.
-        None => FileOut::new(
-            p.resolve(&raw.replace("{{", "{").replace("}}", "}")),
-            format,
-        ),
-    };
-    out.create_dirs = create_dirs;
-    out.max_open = max_open;
-    out.fsync = fsync;
-    out.reopen_check = reopen_check;
-    out.follow_symlinks = p.bool_or("follow_symlinks", false)?;
-    out.mode = match p.str_or("mode", "append")? {
-        "append" => Mode::Append,
-        "truncate" => Mode::Truncate,
-        m => {
-            return Err(p.error(
-                "mode",
-                format!("expected \"append\" or \"truncate\", found {m:?}"),
-            ));
-        }
-    };
-    if out.mode == Mode::Truncate && bx.checkpointing_supplies() > 0 {
+    if s.mode == Mode::Truncate && bx.checkpointing_supplies() > 0 {
         return Err(p.error(
             "mode",
             "a supply of this train keeps checkpoints: after a restart it goes on from its \
              checkpoint, and mode = \"truncate\" would empty what earlier runs wrote",
         ));
     }
-    if p.bool_or("exactly_once", false)? {
-        if out.template.is_some() {
-            return Err(p.error(
-                "exactly_once",
-                "exactly-once output takes a plain path, not a template",
-            ));
-        }
-        if out.mode == Mode::Truncate {
-            return Err(p.error(
-                "exactly_once",
-                "mode = \"truncate\" would empty what the checkpoint counts as written; \
-                 exactly-once output appends",
-            ));
-        }
-        out.ledger = Some(bx.drain_ledger().map_err(|m| p.error("exactly_once", m))?);
-    }
+    let out = FileOut::configured(s, base, || bx.drain_ledger()).map_err(|e| p.setting_error(e))?;
+    bx.will_write(&p.resolve(&raw), "path", out.create_dirs);
     Ok(Box::new(out))
 }
 
 impl FileOut {
+    /// A `file_out` drain made from its settings, without a configuration file. `ledger`:
+    /// with `exactly_once`, the ledger the checkpoint of the feeding supply carries
+    /// ([`CheckpointStore::with_ledger`](crate::kit::checkpoint::CheckpointStore::with_ledger)).
+    pub fn from_settings(s: FileOutSettings, ledger: Option<Ledger>) -> Result<Self, SettingError> {
+        FileOut::configured(s, Vec::new(), || {
+            ledger.ok_or_else(|| {
+                "exactly-once output needs the ledger of the checkpointing supply that feeds it"
+                    .to_string()
+            })
+        })
+    }
+
+    /// The drain `s` describes; a relative path is taken after `base` (the configuration's
+    /// directory, with its trailing `/`). `ledger` is asked for only with `exactly_once`,
+    /// once the other checks passed.
+    fn configured(
+        s: FileOutSettings,
+        base: Vec<u8>,
+        ledger: impl FnOnce() -> Result<Ledger, String>,
+    ) -> Result<Self, SettingError> {
+        let Some(raw) = s.path.to_str() else {
+            return Err(SettingError::new("path", "must be valid UTF-8"));
+        };
+        let template =
+            PathTemplate::parse(raw, base.clone()).map_err(|m| SettingError::new("path", m))?;
+        let format = OutputFormat::new(&s.format)?;
+        if s.max_open_files == 0 {
+            return Err(SettingError::new("max_open_files", "must be at least 1"));
+        }
+        if s.fsync == Fsync::Interval(Duration::ZERO) {
+            return Err(SettingError::new("fsync", "the interval must be above 0"));
+        }
+        let ledger = if s.exactly_once {
+            if template.is_some() {
+                return Err(SettingError::new(
+                    "exactly_once",
+                    "exactly-once output takes a plain path, not a template",
+                ));
+            }
+            if s.mode == Mode::Truncate {
+                return Err(SettingError::new(
+                    "exactly_once",
+                    "mode = \"truncate\" would empty what the checkpoint counts as written; \
+                     exactly-once output appends",
+                ));
+            }
+            Some(ledger().map_err(|m| SettingError::new("exactly_once", m))?)
+        } else {
+            None
+        };
+        let mut out = match template {
+            Some(t) => FileOut::templated(t, format),
+            None => {
+                use std::os::unix::ffi::OsStringExt;
+                // Without placeholders `{{` and `}}` still stand for single braces.
+                let mut path = base;
+                path.extend_from_slice(raw.replace("{{", "{").replace("}}", "}").as_bytes());
+                FileOut::new(PathBuf::from(std::ffi::OsString::from_vec(path)), format)
+            }
+        };
+        out.create_dirs = s.create_dirs.unwrap_or(out.template.is_some());
+        out.max_open = s.max_open_files;
+        out.fsync = s.fsync;
+        out.reopen_check = s.reopen_check;
+        out.follow_symlinks = s.follow_symlinks;
+        out.mode = s.mode;
+        out.ledger = ledger;
+        Ok(out)
+    }
+
     /// Appends to the plain path `path` in `format`, with the defaults of the other keys.
     pub fn new(path: PathBuf, format: OutputFormat) -> Self {
         let mut out = FileOut::empty(format, None);
@@ -568,15 +574,16 @@ impl FileOut {
     }
 
     fn empty(format: OutputFormat, template: Option<PathTemplate>) -> Self {
+        let d = FileOutSettings::default();
         FileOut {
             create_dirs: template.is_some(),
             format,
             template,
-            max_open: 256,
-            fsync: Fsync::Never,
-            reopen_check: Duration::from_secs(1),
-            follow_symlinks: false,
-            mode: Mode::Append,
+            max_open: d.max_open_files,
+            fsync: d.fsync,
+            reopen_check: d.reopen_check,
+            follow_symlinks: d.follow_symlinks,
+            mode: d.mode,
             ledger: None,
             opened: HashSet::new(),
             slots: Vec::new(),
