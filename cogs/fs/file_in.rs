@@ -10,7 +10,7 @@ use crate::kit::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_r
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::schema::{CogParams, ConfigError, Param, SettingError, Settings};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
 /// batch-mode supply (the `tail` supply follows files as they grow).
@@ -53,12 +53,6 @@ crate::choice! {
 }
 
 impl Missing {
-    /// Reads the `missing` key (default `"error"`).
-    pub fn from_params(p: &CogParams<'_>) -> Result<Missing, ConfigError> {
-        let name = p.choice_or("missing", Missing::NAMES, "error")?;
-        Ok(Missing::from_name(name).unwrap_or_default())
-    }
-
     /// Reports that input `what` (a path or pattern) of cog `cog` could not be read
     /// because of `why`; returns whether it counts as an error.
     pub fn report(self, cog: &str, what: &str, why: &str, cx: &mut Ctx) -> bool {
@@ -97,9 +91,6 @@ crate::settings! {
         max_line_bytes: usize = "1MiB",
     }
 }
-
-/// The `missing` parameter, shared by `file_in` and `tail`.
-pub const MISSING_PARAM: Param = FileInSettings::PARAMS[1];
 
 /// The descriptor of `file_in`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {

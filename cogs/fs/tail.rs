@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
-use crate::cogs::fs::file_in::{MISSING_PARAM, Missing};
+use crate::cogs::fs::file_in::Missing;
 use crate::kit::ack::AckTracker;
 use crate::kit::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::kit::glob::{Glob, split_path};
@@ -19,7 +19,8 @@ use crate::kit::supply::{FileFields, with_line_emitter};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::Settings as _;
+use crate::schema::{CogParams, ConfigError, SettingError};
 
 const READ: Local = 0;
 /// The first turn after start, where a `follow = false` supply with nothing to read ends.
@@ -145,6 +146,11 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 /// missing = "error"         # follow = false: or "warn", "ignore"
 /// fingerprint = "content"   # or "inode": copies are not recognised
 /// ```
+///
+/// From Rust: `Tail::new(TailSettings { paths: vec!["app.log".into()], follow: false,
+/// ..Default::default() }, None)`, with a
+/// [`CheckpointStore`](crate::kit::checkpoint::CheckpointStore) to keep checkpoints
+/// (relative paths are relative to the working directory).
 pub struct Tail {
     set: Settings,
     dirs: Vec<Dir>,
@@ -288,70 +294,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tail",
     kind: CogKind::Supply,
     summary: "follows files as they grow (globs, rotation, truncation), with acknowledged checkpoints",
-    params: &[
-        Param::req(
-            "paths",
-            ParamType::PathList,
-            "files to follow; wildcards `*`, `?`, `[...]` in the file name",
-        ),
-        Param::unset(
-            "exclude",
-            ParamType::StrList,
-            "patterns of files not to follow (without `/`: matched against the file name)",
-        ),
-        Param::opt(
-            "start_at",
-            ParamType::Str,
-            "end",
-            "`end` or `beginning`: where to start files without a checkpoint found at start \
-             (files appearing later are read from their start); `beginning` if follow = false",
-        ),
-        Param::opt(
-            "follow",
-            ParamType::Bool,
-            "true",
-            "false: read every matched file to its end, then be exhausted",
-        ),
-        Param::opt(
-            "poll_interval",
-            ParamType::Duration,
-            "1s",
-            "how often files are checked without inotify (and as a safety net with it)",
-        ),
-        Param::opt(
-            "max_open_files",
-            ParamType::Int,
-            "1024",
-            "most descriptors held; files beyond it are read in turn",
-        ),
-        Param::opt(
-            "idle_close",
-            ParamType::Duration,
-            "5m",
-            "close a file not written for this long (it is reopened when it changes)",
-        ),
-        Param::opt(
-            "max_line_bytes",
-            ParamType::Size,
-            "1MiB",
-            "longer lines are cut, flagged `truncated` and counted",
-        ),
-        Param::opt(
-            "rotate_wait",
-            ParamType::Duration,
-            "5s",
-            "how long a renamed or deleted file is still read",
-        ),
-        MISSING_PARAM,
-        Param::opt(
-            "fingerprint",
-            ParamType::Str,
-            "content",
-            "`content`: a new file starting with the 256 first bytes of a file already read \
-             is a copy of it, read from where that one was; `inode`: files are known by \
-             device and inode only (files sharing a long header)",
-        ),
-    ],
+    params: TailSettings::PARAMS,
     fields: &[
         ("message", "the line, without its newline, as raw bytes"),
         ("path", "the file the line comes from"),
@@ -364,75 +307,62 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::choice! {
+    /// Where `tail` starts a file without a checkpoint that was there at start (`start_at`).
+    pub enum StartAt { End = "end", Beginning = "beginning" }
+}
+
+crate::choice! {
+    /// How `tail` knows a file (`fingerprint`): by the content of its head, then device and
+    /// inode (`Content`), or by device and inode only (`Inode`).
+    pub enum Fingerprint { Content = "content", Inode = "inode" }
+}
+
+crate::settings! {
+    /// Settings of `tail`.
+    pub struct TailSettings {
+        /// files to follow; wildcards `*`, `?`, `[...]` in the file name
+        #[setting(required)]
+        paths: Vec<PathBuf>,
+        /// patterns of files not to follow (without `/`: matched against the file name)
+        exclude: Vec<String>,
+        /// `end` or `beginning`: where to start files without a checkpoint found at start
+        /// (files appearing later are read from their start); unset: `end`, or `beginning`
+        /// if follow = false
+        start_at: Option<StartAt>,
+        /// false: read every matched file to its end, then be exhausted
+        follow: bool = "true",
+        /// how often files are checked without inotify (and as a safety net with it)
+        poll_interval: Duration = "1s",
+        /// most descriptors held; files beyond it are read in turn
+        max_open_files: usize = "1024",
+        /// close a file not written for this long (it is reopened when it changes)
+        idle_close: Duration = "5m",
+        /// longer lines are cut, flagged `truncated` and counted
+        #[setting(size)]
+        max_line_bytes: usize = "1MiB",
+        /// how long a renamed or deleted file is still read
+        rotate_wait: Duration = "5s",
+        /// an input that cannot be opened: `error` (logged, counted, the run exits 1), `warn`
+        /// (logged) or `ignore`
+        missing: Missing = "error",
+        /// `content`: a new file starting with the 256 first bytes of a file already read is
+        /// a copy of it, read from where that one was; `inode`: files are known by device
+        /// and inode only (files sharing a long header)
+        fingerprint: Fingerprint = "content",
+    }
+}
+
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let paths = p.path_list("paths")?.unwrap_or_default();
-    if paths.is_empty() {
-        return Err(p.error("paths", "give at least one file or pattern"));
-    }
-    let follow = p.bool_or("follow", true)?;
-    let start_at = p.choice_or(
-        "start_at",
-        &["end", "beginning"],
-        if follow { "end" } else { "beginning" },
-    )?;
-    let max_open = p.int("max_open_files")?.unwrap_or(1024);
-    if !(1..=1_000_000).contains(&max_open) {
-        return Err(p.error("max_open_files", "must be between 1 and 1000000"));
-    }
-    let poll_interval = p.duration_or("poll_interval", Duration::from_secs(1))?;
-    if poll_interval.is_zero() {
-        return Err(p.error("poll_interval", "must be above 0"));
-    }
-    let max_line_bytes = p.size_or("max_line_bytes", LineSplitter::DEFAULT_MAX_LINE_BYTES)?;
-    if max_line_bytes == 0 {
-        return Err(p.error("max_line_bytes", "must be above 0"));
-    }
-    let set = Settings {
-        start_at_end: start_at == "end",
-        follow,
-        poll_interval,
-        max_open_files: max_open as usize,
-        idle_close: p.duration_or("idle_close", Duration::from_secs(300))?,
-        max_line_bytes,
-        rotate_wait: p.duration_or("rotate_wait", Duration::from_secs(5))?,
-        missing: Missing::from_params(p)?,
-        by_content: p.choice_or("fingerprint", &["content", "inode"], "content")? == "content",
-    };
-    let mut dirs: Vec<Dir> = Vec::new();
-    for path in &paths {
-        let (dir, name) =
-            split_path(path).map_err(|m| p.error("paths", format!("{}: {m}", path.display())))?;
-        match dirs.iter_mut().find(|d| d.path == dir) {
-            Some(d) => {
-                d.names.push(name);
-                d.patterns.push(path.display().to_string());
-                d.matched.push(false);
-            }
-            None => dirs.push(Dir {
-                path: dir,
-                names: vec![name],
-                patterns: vec![path.display().to_string()],
-                matched: vec![false],
-                wd: None,
-            }),
-        }
-    }
-    let excludes = p
-        .str_list("exclude")?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|s| {
-            Glob::new(s)
-                .map(|g| (s.contains('/'), g))
-                .map_err(|m| p.error("exclude", format!("{s:?}: {m}")))
-        })
-        .collect::<Result<_, _>>()?;
+    let mut s: TailSettings = p.settings()?;
+    s.paths = s.paths.iter().map(|f| super::resolve(p, f)).collect();
     // A stable name: the same config finds its checkpoint again after a restart.
     let mut key = Vec::new();
-    for path in &paths {
+    for path in &s.paths {
         key.extend_from_slice(path.as_os_str().as_bytes());
         key.push(0);
     }
+    let mut tail = Tail::new(s, None).map_err(|e| p.setting_error(e))?;
     let train: String = p
         .train()
         .chars()
@@ -443,7 +373,8 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     if let Some(ledger) = bx.supply_ledger() {
         store = store.with_ledger(&ledger).map_err(|m| p.cog_error(m))?;
     }
-    Ok(Box::new(Tail::new(set, dirs, excludes, Some(store))))
+    tail.store = Some(store);
+    Ok(Box::new(tail))
 }
 
 /// The entry of `was`'s directory with inode `(dev, ino)`: where a rotated file went.
@@ -530,7 +461,75 @@ fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
 }
 
 impl Tail {
-    fn new(
+    /// A `tail` supply made from its settings, without a configuration file; `store`
+    /// keeps its checkpoints (`None`: every run starts as the first).
+    pub fn new(s: TailSettings, store: Option<CheckpointStore>) -> Result<Self, SettingError> {
+        if s.paths.is_empty() {
+            return Err(SettingError::new(
+                "paths",
+                "give at least one file or pattern",
+            ));
+        }
+        if !(1..=1_000_000).contains(&s.max_open_files) {
+            return Err(SettingError::new(
+                "max_open_files",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if s.poll_interval.is_zero() {
+            return Err(SettingError::new("poll_interval", "must be above 0"));
+        }
+        if s.max_line_bytes == 0 {
+            return Err(SettingError::new("max_line_bytes", "must be above 0"));
+        }
+        let start_at = s.start_at.unwrap_or(if s.follow {
+            StartAt::End
+        } else {
+            StartAt::Beginning
+        });
+        let set = Settings {
+            start_at_end: start_at == StartAt::End,
+            follow: s.follow,
+            poll_interval: s.poll_interval,
+            max_open_files: s.max_open_files,
+            idle_close: s.idle_close,
+            max_line_bytes: s.max_line_bytes,
+            rotate_wait: s.rotate_wait,
+            missing: s.missing,
+            by_content: s.fingerprint == Fingerprint::Content,
+        };
+        let mut dirs: Vec<Dir> = Vec::new();
+        for path in &s.paths {
+            let (dir, name) = split_path(path)
+                .map_err(|m| SettingError::new("paths", format!("{}: {m}", path.display())))?;
+            match dirs.iter_mut().find(|d| d.path == dir) {
+                Some(d) => {
+                    d.names.push(name);
+                    d.patterns.push(path.display().to_string());
+                    d.matched.push(false);
+                }
+                None => dirs.push(Dir {
+                    path: dir,
+                    names: vec![name],
+                    patterns: vec![path.display().to_string()],
+                    matched: vec![false],
+                    wd: None,
+                }),
+            }
+        }
+        let excludes = s
+            .exclude
+            .iter()
+            .map(|x| {
+                Glob::new(x)
+                    .map(|g| (x.contains('/'), g))
+                    .map_err(|m| SettingError::new("exclude", format!("{x:?}: {m}")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Tail::assembled(set, dirs, excludes, store))
+    }
+
+    fn assembled(
         set: Settings,
         dirs: Vec<Dir>,
         excludes: Vec<(bool, Glob)>,
