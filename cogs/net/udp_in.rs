@@ -178,6 +178,7 @@ impl RecvBuffers {
         // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which all-zero
         // bytes are a valid value.
         let zero_name = unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        // SAFETY: as above, all-zero bytes are a valid mmsghdr.
         let zero_hdr = unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() };
         RecvBuffers {
             slot,

@@ -298,6 +298,7 @@ fn send_many(
     use std::os::fd::AsRawFd;
     // SAFETY: all-zero `iovec`s and `mmsghdr`s are valid (null pointers, zero lengths).
     let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     let mut at = 0;
     let mut n = 0;

@@ -900,6 +900,7 @@ impl Forward {
             let mut lens = [0usize; MAX_IOV];
             // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
             let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
             let mut msgs: [libc::mmsghdr; MAX_IOV] = unsafe { std::mem::zeroed() };
             for i in 0..n {
                 let rec = self.outbox.record(i).unwrap_or_default();

@@ -296,7 +296,11 @@ impl StreamInput {
         }
         // SAFETY: fcntl on a descriptor this struct owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
+        if flags < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above; F_SETFL only changes the descriptor's status flags.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
         self.saved_flags = Some(flags);
