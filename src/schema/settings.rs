@@ -1,4 +1,4 @@
-//! Typed settings: each cog declares its keys once, as a struct written with [`settings!`]
+//! Typed settings: each cog declares its keys once, as a struct written with [`settings!`](crate::settings!)
 //! (a default and one line of help beside each field), and everything else comes from
 //! that declaration: the [`Param`] table behind validation, `deadbeat cogs` and
 //! `docs/cogs.md`; the serde deserialisation a configuration goes through; and the
@@ -53,7 +53,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use super::param::{Param, ParamType};
 use super::params::{parse_duration, parse_size};
 
-/// A struct of typed settings, declared with [`settings!`].
+/// A struct of typed settings, declared with [`settings!`](crate::settings!).
 pub trait Settings: Default {
     /// Every key, the flattened groups' included, in declaration order.
     const PARAMS: &'static [Param];
