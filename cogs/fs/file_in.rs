@@ -9,7 +9,7 @@ use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Par
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
-use crate::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::supply::{FileFields, PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest};
 
 /// Reads files in the order given, each from its start to its end, then is exhausted: the
 /// batch-mode supply (the `tail` supply follows files as they grow).
@@ -36,7 +36,7 @@ pub struct FileIn {
     next: usize,
     current: Option<(StreamInput, SharedStr)>,
     splitter: LineSplitter,
-    paused: bool,
+    gate: PauseGate,
     missing: Missing,
 }
 
@@ -143,7 +143,7 @@ impl FileIn {
             current: None,
             splitter: LineSplitter::new(max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
-            paused: false,
+            gate: PauseGate::new(0),
             missing: Missing::Error,
         }
     }
@@ -247,19 +247,17 @@ impl Cog<Record> for FileIn {
     }
 
     fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
-        if !self.paused {
+        if self.gate.is_open() {
             self.step(out, cx);
         }
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(0);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        cx.enqueue(0);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {

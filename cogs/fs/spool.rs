@@ -16,7 +16,7 @@ use crate::glob::Glob;
 use crate::lines::LineSplitter;
 use crate::prelude::*;
 use crate::record::{Record, Value};
-use crate::supply::{emit_lines, emit_rest, offset_key, path_key};
+use crate::supply::{PauseGate, emit_lines, emit_rest, offset_key, path_key};
 
 /// Local token of the reading turns (immediate calls).
 const STEP: Local = 0;
@@ -108,7 +108,7 @@ pub struct Spool {
     tracker: AckTracker,
     next_source: u64,
     watch: Option<WatchDescriptor>,
-    paused: bool,
+    gate: PauseGate,
     finishing: bool,
 }
 
@@ -239,7 +239,7 @@ impl Spool {
             tracker: AckTracker::new(),
             next_source: 0,
             watch: None,
-            paused: false,
+            gate: PauseGate::new(STEP),
             finishing: false,
         }
     }
@@ -295,7 +295,7 @@ impl Spool {
     }
 
     fn may_read(&self) -> bool {
-        !self.paused && !self.finishing && self.tracker.pending() < MAX_PENDING_LINES
+        self.gate.is_open() && !self.finishing && self.tracker.pending() < MAX_PENDING_LINES
     }
 
     /// Opens the next queued file that can be read; false when none can be now.
@@ -646,13 +646,11 @@ impl Cog<Record> for Spool {
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(STEP);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        cx.enqueue(STEP);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
