@@ -15,7 +15,7 @@ use crate::checkpoint::{Ledger, Mark};
 use crate::config::{
     BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType, parse_duration,
 };
-use crate::drain::LineBuffer;
+use crate::drain::{HoldRetry, LineBuffer};
 use crate::format::{FORMAT_PARAMS, OutputFormat, Template};
 use crate::prelude::*;
 use crate::record::Record;
@@ -149,9 +149,7 @@ pub struct FileOut {
     open_count: usize,
     path_buf: Vec<u8>,
     clock: u64,
-    failing: bool,
-    /// Wait before the next retry while failing.
-    retry_delay: Duration,
+    hold: HoldRetry,
     bad_logged: u32,
 }
 
@@ -586,8 +584,7 @@ impl FileOut {
             open_count: 0,
             path_buf: Vec::new(),
             clock: 0,
-            failing: false,
-            retry_delay: RETRY_FIRST,
+            hold: HoldRetry::new(RETRY, RETRY_FIRST, RETRY_MAX),
             bad_logged: 0,
         }
     }
@@ -838,16 +835,15 @@ impl FileOut {
     }
 
     fn note_failure(&mut self, i: usize, e: &io::Error, cx: &mut Ctx) {
-        if !self.failing {
-            let (path, pending) = match self.slots.get(i) {
+        let slots = &self.slots;
+        self.hold.failed(cx, |cx| {
+            let (path, pending) = match slots.get(i) {
                 Some(Some(s)) => (s.path.display().to_string(), s.lines.pending_records()),
                 _ => (String::new(), 0),
             };
             slog::error!(cx.logger(), "writing output file failed; holding data, pausing supplies, retrying";
                 "path" => path, "error" => %e, "pending_records" => pending);
-            self.failing = true;
-            cx.pause_supplies();
-        }
+        });
     }
 
     /// Writes (and, with `sync`, syncs) every output holding data; enters or leaves the
@@ -872,14 +868,11 @@ impl FileOut {
             }
         }
         if ok {
-            self.retry_delay = RETRY_FIRST;
-            if std::mem::take(&mut self.failing) {
+            self.hold.succeeded(cx, |cx| {
                 slog::info!(cx.logger(), "output files writable again");
-                cx.resume_supplies();
-            }
+            });
         } else {
-            let _ = cx.timer_after(self.retry_delay, RETRY);
-            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            self.hold.retry_later(cx);
         }
     }
 
@@ -1079,7 +1072,7 @@ impl Cog<Record> for FileOut {
             }
         }
         crate::pool::recycle(batch.drain(..));
-        if !self.failing {
+        if !self.hold.is_failing() {
             self.flush_all(false, cx);
         }
     }
@@ -1089,7 +1082,7 @@ impl Cog<Record> for FileOut {
             RETRY => {
                 let sync = self.sync_on_flush();
                 self.flush_all(sync, cx);
-                if !self.failing && cx.is_shutting_down() {
+                if !self.hold.is_failing() && cx.is_shutting_down() {
                     cx.finished();
                 }
             }
@@ -1103,7 +1096,7 @@ impl Cog<Record> for FileOut {
                 }
             }
             // While failing, RETRY syncs too.
-            SYNC if !self.failing => self.flush_all(true, cx),
+            SYNC if !self.hold.is_failing() => self.flush_all(true, cx),
             l if l >= WATCH_BASE => {
                 let Wake::Inotify(ev) = why else {
                     return;
@@ -1122,7 +1115,7 @@ impl Cog<Record> for FileOut {
             _ => {}
         }
         // A reopen may have moved held lines to a new file.
-        if !self.failing
+        if !self.hold.is_failing()
             && self
                 .slots
                 .iter()
@@ -1144,7 +1137,7 @@ impl Cog<Record> for FileOut {
     }
 
     fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        let busy = self.failing
+        let busy = self.hold.is_failing()
             || self
                 .slots
                 .iter()
@@ -1154,7 +1147,7 @@ impl Cog<Record> for FileOut {
             cx.linger();
             let sync = self.sync_on_flush();
             self.flush_all(sync, cx);
-            if !self.failing {
+            if !self.hold.is_failing() {
                 cx.finished();
             }
         }
