@@ -11,7 +11,7 @@ use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distanc
 use crate::config::{BuildCx, CogDescriptor, CogKind, CogParams, ConfigError, Param, ParamType};
 use crate::forward::{
     Backoff, FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, SOCK_BASE, Target,
-    check_address, is_refusal,
+    Watermark, check_address, is_refusal,
 };
 use crate::prelude::*;
 use crate::record::Record;
@@ -148,7 +148,7 @@ pub struct RelpOut {
     rsp_timer: Option<TimerId>,
     /// When the server last answered (or the first command of a wait was sent).
     progress_at: Instant,
-    paused: bool,
+    watermark: Watermark,
     lingering: bool,
     failures: u64,
     next_addr: usize,
@@ -166,6 +166,7 @@ impl RelpOut {
     /// A drain sending to `address` (`host:port`).
     pub fn new(address: String, window: usize, opts: ForwardOptions) -> Self {
         let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        let watermark = Watermark::new(opts.buffer_bytes);
         RelpOut {
             address,
             window,
@@ -184,7 +185,7 @@ impl RelpOut {
             rsp_timeout: Some(Duration::from_secs(90)),
             rsp_timer: None,
             progress_at: Instant::now(),
-            paused: false,
+            watermark,
             lingering: false,
             failures: 0,
             next_addr: 0,
@@ -515,14 +516,7 @@ impl RelpOut {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is answered.
     fn settle(&mut self, cx: &mut Ctx) {
-        let b = self.outbox.buffered();
-        if !self.paused && b >= self.opts.buffer_bytes {
-            self.paused = true;
-            cx.pause_supplies();
-        } else if self.paused && b <= self.opts.buffer_bytes / 2 {
-            self.paused = false;
-            cx.resume_supplies();
-        }
+        self.watermark.settle(self.outbox.buffered(), cx);
         if !self.lingering || self.outbox.records() > 0 {
             return;
         }
