@@ -419,6 +419,85 @@ impl Backoff {
     }
 }
 
+/// When a forwarding drain connects again, and what it says about it: a refused attempt
+/// is tried again at a short fixed interval, other failures and lost connections after a
+/// backoff; the first failed attempt of an outage is a warning, later ones are debug.
+#[derive(Debug)]
+pub(crate) struct Redial {
+    backoff: Backoff,
+    refused_wait: Duration,
+    /// Failed attempts since the last connection.
+    failures: u64,
+}
+
+impl Redial {
+    /// The schedule `opts` sets (`reconnect_initial`, `reconnect_max`, `reconnect_refused`).
+    pub(crate) fn new(opts: &ForwardOptions) -> Self {
+        Redial {
+            backoff: Backoff::new(opts.reconnect_initial, opts.reconnect_max),
+            refused_wait: opts.reconnect_refused,
+            failures: 0,
+        }
+    }
+
+    /// Failed attempts since the last connection.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// A connection is up: the next outage starts afresh.
+    pub(crate) fn connected(&mut self) {
+        self.failures = 0;
+        self.backoff.reset();
+    }
+
+    /// A connection attempt failed with `e` (or, `was_up`, a connection was lost: `lost`
+    /// logs that with the wait): logs it and sets the timer `local` of the next attempt,
+    /// returned unless it cannot be set (logged). `refused`: the attempt was refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn schedule(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        local: Local,
+        cog: &str,
+        peer: &dyn std::fmt::Display,
+        e: &io::Error,
+        was_up: bool,
+        refused: bool,
+        lost: impl FnOnce(&mut Ctx<'_>, Duration),
+    ) -> Option<TimerId> {
+        // A refusal comes back at once and costs the peer nothing: it is what a collector
+        // that restarts answers until it listens again, so it is tried again at a short
+        // fixed interval and the backoff (meant for timeouts) does not grow.
+        let delay = if !was_up && refused {
+            self.backoff.jitter(self.refused_wait)
+        } else {
+            self.backoff.next()
+        };
+        if was_up {
+            lost(cx, delay);
+        } else if self.failures == 0 {
+            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
+                "cog" => cog, "peer" => %peer, "error" => %e,
+                "retry_in_ms" => delay.as_millis() as u64);
+        } else {
+            slog::debug!(cx.logger(), "connection attempt failed";
+                "cog" => cog, "peer" => %peer, "error" => %e,
+                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        if !was_up {
+            self.failures += 1;
+        }
+        match cx.timer_after(delay, local) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => cog, "error" => %e);
+                None
+            }
+        }
+    }
+}
+
 /// Backpressure over a drain's buffer: the supplies are paused once it holds `high` bytes
 /// and resumed once it is down to half of that, so that they do not flap around one size.
 #[derive(Debug)]
@@ -686,7 +765,7 @@ pub struct Forward {
     state: State,
     generation: u32,
     writable: bool,
-    backoff: Backoff,
+    redial: Redial,
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
     nobufs_timer: Option<TimerId>,
@@ -695,15 +774,13 @@ pub struct Forward {
     ack_poll: Duration,
     watermark: Watermark,
     lingering: bool,
-    /// Failed attempts since the last connection; only the first of an outage is a warning.
-    failures: u64,
     next_addr: usize,
 }
 
 impl Forward {
     /// A drain named `name` (for logs) forwarding to `target`.
     pub fn new(name: &'static str, target: Target, opts: ForwardOptions) -> Self {
-        let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        let redial = Redial::new(&opts);
         let watermark = Watermark::new(opts.buffer_bytes);
         Forward {
             name,
@@ -714,7 +791,7 @@ impl Forward {
             state: State::Idle,
             generation: 0,
             writable: false,
-            backoff,
+            redial,
             retry_timer: None,
             connect_timer: None,
             nobufs_timer: None,
@@ -722,7 +799,6 @@ impl Forward {
             ack_poll: ACK_POLL_PAUSED,
             watermark,
             lingering: false,
-            failures: 0,
             next_addr: 0,
         }
     }
@@ -807,9 +883,8 @@ impl Forward {
             cx.cancel_timer(t);
         }
         slog::info!(cx.logger(), "connected"; "cog" => self.name, "peer" => %self.target,
-            "failed_attempts" => self.failures, "buffered_records" => self.outbox.records());
-        self.failures = 0;
-        self.backoff.reset();
+            "failed_attempts" => self.redial.failures(), "buffered_records" => self.outbox.records());
+        self.redial.connected();
         self.state = State::Connected(conn);
         self.writable = true;
     }
@@ -853,37 +928,25 @@ impl Forward {
         }
         self.writable = false;
         let (resend_records, resend_bytes) = self.outbox.rewind();
-        // A refusal comes back at once and costs the peer nothing: it is what a collector
-        // that restarts answers until it listens again, so it is tried again at a short
-        // fixed interval and the backoff (meant for timeouts) does not grow.
-        let refused = !was_up && is_refusal(e, &self.target);
-        let delay = if refused {
-            self.backoff.jitter(self.opts.reconnect_refused)
-        } else {
-            self.backoff.next()
-        };
-        if was_up {
-            slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "resending_records" => resend_records, "resending_bytes" => resend_bytes,
-                "buffered_records" => self.outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
-        } else if self.failures == 0 {
-            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "retry_in_ms" => delay.as_millis() as u64);
-        } else {
-            slog::debug!(cx.logger(), "connection attempt failed";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
-        }
-        if !was_up {
-            self.failures += 1;
-        }
-        match cx.timer_after(delay, RETRY) {
-            Ok(t) => self.retry_timer = Some(t),
-            Err(e) => {
-                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => self.name, "error" => %e)
-            }
+        let refused = is_refusal(e, &self.target);
+        let (name, target, outbox) = (self.name, &self.target, &self.outbox);
+        let timer = self.redial.schedule(
+            cx,
+            RETRY,
+            name,
+            target,
+            e,
+            was_up,
+            refused,
+            |cx, delay| {
+                slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
+                    "cog" => name, "peer" => %target, "error" => %e,
+                    "resending_records" => resend_records, "resending_bytes" => resend_bytes,
+                    "buffered_records" => outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
+            },
+        );
+        if timer.is_some() {
+            self.retry_timer = timer;
         }
     }
 
