@@ -243,7 +243,7 @@ pub fn emit_rest(
 /// The supply calls [`pause`](PauseGate::pause) and [`resume`](PauseGate::resume) from
 /// [`Cog::pause`](crate::cog::Cog::pause) and [`Cog::resume`](crate::cog::Cog::resume),
 /// and reads only while [`is_open`](PauseGate::is_open).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct PauseGate {
     local: Local,
     paused: bool,

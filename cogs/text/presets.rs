@@ -4,8 +4,9 @@
 //! with byte searches: the Common Log Format family is the hot path of access-log
 //! pipelines, and a regex with eleven groups costs several times more per line.
 
-// `ParseError` has owned variants, so an eager `ok_or(ParseError::…)` builds and drops one at
-// every successful step of a parse: about 80 instructions a line on the apache preset.
+// `ParseError` has owned variants, so an eager `ok_or(ParseError::…)` builds and drops
+// one at every successful step of a parse: about 80 instructions a line on the apache
+// preset.
 #![allow(clippy::unnecessary_lazy_evaluations)]
 
 use std::net::IpAddr;
