@@ -5,10 +5,9 @@ use crate::getset::Getter;
 use crate::on_error::{ON_ERROR_PARAM, OnError};
 use crate::prelude::Cog;
 use crate::record::{Key, Map, Merge, Record};
-use csv_core::{ReadFieldResult, Reader, ReaderBuilder, Terminator};
 
 use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, text,
+    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, text, text_owned,
 };
 
 /// Parses a field as one CSV record (RFC 4180) into string fields named by `columns`.
@@ -37,11 +36,6 @@ pub type CsvParse<D> = ParseCog<D, CsvParser>;
 pub struct CsvParser {
     columns: Vec<Key>,
     delimiter: u8,
-    /// The `csv-core` state machine, reset for each record.
-    reader: Reader,
-    /// Where the reader decodes a field; as long as the longest record seen, so one call
-    /// decodes a whole field.
-    buf: Vec<u8>,
 }
 
 impl CsvParser {
@@ -51,36 +45,16 @@ impl CsvParser {
         if columns.is_empty() || matches!(delimiter, b'"' | b'\r' | b'\n') {
             return None;
         }
-        // The terminator is the delimiter itself, which wins over it in every state a
-        // record passes once primed: no byte of the field ends the record, so newlines
-        // and `\r` inside unquoted fields stay data, as RFC 4180 records from a line
-        // supply need.
-        let reader = ReaderBuilder::new()
-            .delimiter(delimiter)
-            .terminator(Terminator::Any(delimiter))
-            .build();
         Some(CsvParser {
             columns: columns.iter().map(|c| Key::new(c)).collect(),
             delimiter,
-            reader,
-            buf: Vec::new(),
         })
     }
 
     /// Parses `input` into `out`.
-    pub fn parse(&mut self, input: &[u8], out: &mut Map) -> Result<(), ParseError> {
+    pub fn parse(&self, input: &[u8], out: &mut Map) -> Result<(), ParseError> {
         let input = input.strip_suffix(b"\r").unwrap_or(input);
-        // One byte at least: priming the reader writes one.
-        let room = input.len().max(1);
-        if self.buf.len() < room {
-            self.buf.resize(room, 0);
-        }
-        self.reader.reset();
-        // A fresh reader skips terminators at the start of a record (empty lines); one
-        // throwaway field moves it past that state, so a leading delimiter is an empty
-        // first field.
         let d = self.delimiter;
-        let _ = self.reader.read_field(&[b'x', d], &mut self.buf);
         let mut pos = 0;
         let mut n = 0;
         loop {
@@ -90,36 +64,21 @@ impl CsvParser {
                     format!("too many fields: expected {} columns", self.columns.len()),
                 ));
             };
-            let (mut nin, mut nout) = (0, 0);
-            // Whether the field ends the record (the input) rather than at a delimiter.
-            let last = loop {
-                let (r, i, o) = self
-                    .reader
-                    .read_field(&input[pos + nin..], &mut self.buf[nout..]);
-                nin += i;
-                nout += o;
-                match r {
-                    ReadFieldResult::Field { record_end } => break record_end,
-                    ReadFieldResult::End => break true,
-                    // The rest of the input is in: the next call, on an empty slice, tells
-                    // the reader the record ends.
-                    ReadFieldResult::InputEmpty => {}
-                    ReadFieldResult::OutputFull => self.buf.resize(self.buf.len() * 2 + 64, 0),
-                }
-            };
-            // A delimiter that ends the field is consumed with it.
-            let end = if last { pos + nin } else { pos + nin - 1 };
+            let end;
             if input.get(pos) == Some(&b'"') {
-                // The reader is lenient: it takes text after a closing quote and an
-                // unclosed quote as data. A well-formed field is two quotes around the
-                // decoded text with each quote in it doubled.
-                let value = &self.buf[..nout];
-                let quotes = value.iter().filter(|&&c| c == b'"').count();
-                if end - pos != 2 + nout + quotes || input[end - 1] != b'"' {
-                    return Err(quote_error(input, pos));
+                let (value, after) = unquote(input, pos + 1)
+                    .ok_or_else(|| ParseError::at(pos, "unterminated quote"))?;
+                match input.get(after) {
+                    None => end = after,
+                    Some(&c) if c == d => end = after,
+                    Some(_) => return Err(ParseError::at(after, "text after closing quote")),
                 }
-                out.insert(key, text(value));
+                out.insert(key, text_owned(value));
             } else {
+                end = input[pos..]
+                    .iter()
+                    .position(|&c| c == d)
+                    .map_or(input.len(), |i| pos + i);
                 out.insert(key, text(&input[pos..end]));
             }
             n += 1;
@@ -141,18 +100,21 @@ impl CsvParser {
     }
 }
 
-/// The error of a malformed quoted field starting at `from`: no closing quote, or text
-/// between the closing quote and the delimiter.
-fn quote_error(input: &[u8], from: usize) -> ParseError {
-    let mut i = from + 1;
+/// Decodes a quoted field starting just after its opening quote; returns it and the
+/// position after the closing quote, or `None` if the quote is never closed.
+fn unquote(input: &[u8], from: usize) -> Option<(Vec<u8>, usize)> {
+    let rest = input.get(from..)?;
+    let mut v = Vec::new();
+    let mut i = 0;
     loop {
-        match input
-            .get(i..)
-            .and_then(|r| r.iter().position(|&c| c == b'"'))
-        {
-            None => return ParseError::at(from, "unterminated quote"),
-            Some(q) if input.get(i + q + 1) == Some(&b'"') => i += q + 2,
-            Some(q) => return ParseError::at(i + q + 1, "text after closing quote"),
+        // Copy runs between quotes whole rather than byte by byte.
+        let q = rest.get(i..)?.iter().position(|&c| c == b'"')? + i;
+        v.extend_from_slice(&rest[i..q]);
+        if rest.get(q + 1) == Some(&b'"') {
+            v.push(b'"');
+            i = q + 2;
+        } else {
+            return Some((v, from + q + 1));
         }
     }
 }
@@ -172,7 +134,7 @@ pub fn parse(
     out: &mut Map,
 ) -> Result<(), ParseError> {
     match CsvParser::new(columns, delimiter) {
-        Some(mut p) => p.parse(input, out),
+        Some(p) => p.parse(input, out),
         None => Err(ParseError::at(0, "no columns or bad delimiter")),
     }
 }
