@@ -5,6 +5,7 @@
 # anonymising `client`, which the floor leaves out, so W3's floor is W2's); W4 socat.
 #   bash bench/run.sh            # 1M-line corpora, 3 runs each
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
+#   OLD_BIN=path/to/old/deadbeat bash bench/run.sh   # also runs an older binary, side by side
 # Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
 #      ONLY="w1 w4" (subset), NO_PEER=1 (skip rsyslog), PORT (first TCP port, 40514).
 set -euo pipefail
@@ -190,6 +191,9 @@ for w in $ONLY; do
       w1|w2|w3)
         conf=$(mkconf "$w" "$PORT")
         run_batch "deadbeat-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$BIN" run "$conf"
+        if [[ -n "${OLD_BIN:-}" ]]; then
+          run_batch "before-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$OLD_BIN" run "$conf"
+        fi
         if [[ "$w" == w1 ]]; then
           run_batch "floor-w1" "$RUNDIR/out/floor.log" sh -c 'cat "$1" > "$2"' sh "$APACHE" "$RUNDIR/out/floor.log"
         else  # w2, w3: the same floor (it does not anonymise)
@@ -200,6 +204,10 @@ for w in $ONLY; do
       w4)
         conf=$(mkconf w4 "$PORT")
         run_tcp "deadbeat-w4" "$RUNDIR/out/w4.json" "$PORT" "$BIN" run "$conf"
+        if [[ -n "${OLD_BIN:-}" ]]; then
+          PORT=$((PORT + 1)); conf=$(mkconf w4 "$PORT")
+          run_tcp "before-w4" "$RUNDIR/out/w4.json" "$PORT" "$OLD_BIN" run "$conf"
+        fi
         PORT=$((PORT + 1))
         rm -f "$RUNDIR/out/floor.log"
         run_tcp "floor-w4" "$RUNDIR/out/floor.log" "$PORT" \
@@ -223,7 +231,7 @@ echo "== results: $LINES lines, median of $RUNS runs$( [[ ${#PIN_RX[@]} -gt 0 ]]
 printf '| %-3s | %-9s | %12s | %7s | %13s |\n' wl system "lines/s" "CPU s" "peak RSS MiB"
 printf '|-----|-----------|-------------:|--------:|--------------:|\n'
 for w in $ONLY; do
-  for sys in deadbeat floor rsyslog; do
+  for sys in deadbeat before floor rsyslog; do
     f="$RUNDIR/$sys-$w.res"; [[ -f "$f" ]] || continue
     printf '| %-3s | %-9s | %12s | %7s | %13s |\n' "$w" "$sys" \
       "$(median "$f" 1 | awk '{printf "%d", $1}')" "$(median "$f" 2)" "$(median "$f" 3 | awk '{printf "%.1f", $1/1024}')"
@@ -233,6 +241,8 @@ echo
 for w in $ONLY; do
   d="$RUNDIR/deadbeat-$w.res"; p="$RUNDIR/rsyslog-$w.res"; fl="$RUNDIR/floor-$w.res"
   line="$w:"
+  b="$RUNDIR/before-$w.res"
+  [[ -f "$b" ]] && line+=" deadbeat/before = $(awk -v a="$(median "$d" 1)" -v b="$(median "$b" 1)" 'BEGIN{printf "%.3fx", a/b}')"
   [[ -f "$p" ]] && line+=" deadbeat/rsyslog = $(awk -v a="$(median "$d" 1)" -v b="$(median "$p" 1)" 'BEGIN{printf "%.2fx", a/b}')"
   [[ -f "$fl" ]] && line+="  deadbeat/floor = $(awk -v a="$(median "$d" 1)" -v b="$(median "$fl" 1)" 'BEGIN{printf "%.2fx", a/b}')"
   echo "$line"

@@ -19,7 +19,7 @@ pub mod text;
 
 pub use registry::Registry;
 
-/// Descriptors of every supplied cog, for the [`Registry`](crate::cogs::Registry).
+/// Descriptors of every supplied cog, for the [`Registry`].
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         stdio::stdin::DESCRIPTOR,

@@ -15,7 +15,7 @@ use deadbeat::cogs::Registry;
 use deadbeat::kit::{BuildCx, CogDescriptor, CogKind};
 use deadbeat::prelude::*;
 use deadbeat::record::{self, Record, Value};
-use deadbeat::schema::{CogParams, ConfigError, Param, ParamType};
+use deadbeat::schema::{CogParams, ConfigError, Settings};
 
 fn main() -> ExitCode {
     let mut registry = Registry::builtin();
@@ -35,25 +35,29 @@ struct Upper {
     field: MutGetter<Record, Value>,
 }
 
-/// What validation, `cogs upper` and `cogs --markdown` know of `upper`.
+deadbeat::settings! {
+    /// The settings of `upper`, declared once: validation, `cogs upper`, `cogs --markdown`
+    /// and the struct a program fills in all come from here.
+    struct UpperSettings {
+        /// dotted path of the field to upper-case
+        field: String = "message",
+    }
+}
+
+/// What the registry knows of `upper`.
 const UPPER: CogDescriptor = CogDescriptor {
     name: "upper",
     kind: CogKind::Transform,
     summary: "upper-cases the ASCII letters of a text field",
-    params: &[Param::opt(
-        "field",
-        ParamType::Str,
-        "message",
-        "dotted path of the field to upper-case",
-    )],
+    params: UpperSettings::PARAMS,
     fields: &[],
     build: build_upper,
 };
 
-/// Builds `upper` from its parameters, already checked against `UPPER.params`.
+/// Builds `upper` from its settings, already checked against `UpperSettings::PARAMS`.
 fn build_upper(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let name = p.str_or("field", "message")?;
-    let field = record::field_mut(name).map_err(|e| p.error("field", e.to_string()))?;
+    let s: UpperSettings = p.settings()?;
+    let field = record::field_mut(&s.field).map_err(|e| p.error("field", e.to_string()))?;
     Ok(Box::new(Upper { field }))
 }
 

@@ -4,10 +4,22 @@
 //! [`Cog`]s. A supply cog binds itself to events (file descriptors, timers, inotify,
 //! signals) and injects data; each cog takes one datum and emits none, one or many; drains
 //! write data out and acknowledge it. Cogs reach the pieces of a datum through
-//! [`getset`] closures, so the same cogs work on the daemon's dynamic records and on a
-//! program's own structs.
+//! [`getset`](engine::getset) closures, so the same cogs work on the daemon's dynamic
+//! records and on a program's own structs.
 //!
-//! Start with [`prelude`], the examples in `examples/`, and `docs/` for the user guide.
+//! The crate is six layers, each a module; a layer uses only the ones before it:
+//!
+//! | layer | what it holds |
+//! |---|---|
+//! | [`engine`] | the escapement, the `Cog` trait, trains, mailboxes, getters/setters; any datum |
+//! | [`record`] | the daemon's datum: `Record`, `Value`, keys, paths, time, JSON, conditions |
+//! | [`schema`] | configuration values with their place in the file; typed settings ([`settings!`]) |
+//! | [`kit`] | what cogs share: lines, framing, supply and drain helpers, formats, `on_error`, checkpoints, forwarding |
+//! | [`cogs`] | the supplied cogs and their [`Registry`](cogs::Registry) |
+//! | [`daemon`] | configuration files into trains, the command line ([`daemon::main`]), the process |
+//!
+//! Start with [`prelude`], the examples in `examples/`, and `docs/` for the user guide
+//! (`docs/architecture.md` draws the layers).
 
 #![warn(missing_docs)]
 

@@ -18,7 +18,7 @@ use super::path_pairs;
 /// fields = { client = "client_raw", "src.ip" = "geo.ip" }
 /// ```
 #[derive(Debug)]
-pub struct Copy<D> {
+pub struct CopyField<D> {
     copies: Vec<(Getter<D, Value>, Setter<D, Value>)>,
 }
 
@@ -46,13 +46,13 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
             )
         })
         .collect();
-    Ok(Box::new(Copy::new(copies)))
+    Ok(Box::new(CopyField::new(copies)))
 }
 
-impl<D> Copy<D> {
+impl<D> CopyField<D> {
     /// Copies what each getter reads into its setter, in order.
     pub fn new(copies: Vec<(Getter<D, Value>, Setter<D, Value>)>) -> Self {
-        Copy { copies }
+        CopyField { copies }
     }
 
     /// Applies every copy to `d`.
@@ -65,7 +65,7 @@ impl<D> Copy<D> {
     }
 }
 
-impl<D: 'static> Cog<D> for Copy<D> {
+impl<D: 'static> Cog<D> for CopyField<D> {
     fn name(&self) -> &str {
         "copy"
     }

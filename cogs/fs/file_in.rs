@@ -6,7 +6,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{FileFields, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::supply::{FileFields, PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
@@ -40,7 +40,7 @@ pub struct FileIn {
     next: usize,
     current: Option<(StreamInput, SharedStr)>,
     splitter: LineSplitter,
-    paused: bool,
+    gate: PauseGate,
     missing: Missing,
 }
 
@@ -132,7 +132,7 @@ impl FileIn {
             current: None,
             splitter: LineSplitter::new(max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
-            paused: false,
+            gate: PauseGate::new(0),
             missing: Missing::Error,
         }
     }
@@ -236,19 +236,17 @@ impl Cog<Record> for FileIn {
     }
 
     fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
-        if !self.paused {
+        if self.gate.is_open() {
             self.step(out, cx);
         }
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(0);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        cx.enqueue(0);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {

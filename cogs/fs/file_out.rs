@@ -12,7 +12,7 @@ use std::time::Duration;
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::kit::checkpoint::{Ledger, Mark};
-use crate::kit::drain::LineBuffer;
+use crate::kit::drain::{HoldRetry, LineBuffer};
 use crate::kit::format::{FormatSettings, OutputFormat, Template};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -154,9 +154,7 @@ pub struct FileOut {
     open_count: usize,
     path_buf: Vec<u8>,
     clock: u64,
-    failing: bool,
-    /// Wait before the next retry while failing.
-    retry_delay: Duration,
+    hold: HoldRetry,
     bad_logged: u32,
 }
 
@@ -592,8 +590,7 @@ impl FileOut {
             open_count: 0,
             path_buf: Vec::new(),
             clock: 0,
-            failing: false,
-            retry_delay: RETRY_FIRST,
+            hold: HoldRetry::new(RETRY, RETRY_FIRST, RETRY_MAX),
             bad_logged: 0,
         }
     }
@@ -844,16 +841,15 @@ impl FileOut {
     }
 
     fn note_failure(&mut self, i: usize, e: &io::Error, cx: &mut Ctx) {
-        if !self.failing {
-            let (path, pending) = match self.slots.get(i) {
+        let slots = &self.slots;
+        self.hold.failed(cx, |cx| {
+            let (path, pending) = match slots.get(i) {
                 Some(Some(s)) => (s.path.display().to_string(), s.lines.pending_records()),
                 _ => (String::new(), 0),
             };
             slog::error!(cx.logger(), "writing output file failed; holding data, pausing supplies, retrying";
                 "path" => path, "error" => %e, "pending_records" => pending);
-            self.failing = true;
-            cx.pause_supplies();
-        }
+        });
     }
 
     /// Writes (and, with `sync`, syncs) every output holding data; enters or leaves the
@@ -878,14 +874,11 @@ impl FileOut {
             }
         }
         if ok {
-            self.retry_delay = RETRY_FIRST;
-            if std::mem::take(&mut self.failing) {
+            self.hold.succeeded(cx, |cx| {
                 slog::info!(cx.logger(), "output files writable again");
-                cx.resume_supplies();
-            }
+            });
         } else {
-            let _ = cx.timer_after(self.retry_delay, RETRY);
-            self.retry_delay = (self.retry_delay * 2).min(RETRY_MAX);
+            self.hold.retry_later(cx);
         }
     }
 
@@ -1085,7 +1078,7 @@ impl Cog<Record> for FileOut {
             }
         }
         crate::record::pool::recycle(batch.drain(..));
-        if !self.failing {
+        if !self.hold.is_failing() {
             self.flush_all(false, cx);
         }
     }
@@ -1095,7 +1088,7 @@ impl Cog<Record> for FileOut {
             RETRY => {
                 let sync = self.sync_on_flush();
                 self.flush_all(sync, cx);
-                if !self.failing && cx.is_shutting_down() {
+                if !self.hold.is_failing() && cx.is_shutting_down() {
                     cx.finished();
                 }
             }
@@ -1109,7 +1102,7 @@ impl Cog<Record> for FileOut {
                 }
             }
             // While failing, RETRY syncs too.
-            SYNC if !self.failing => self.flush_all(true, cx),
+            SYNC if !self.hold.is_failing() => self.flush_all(true, cx),
             l if l >= WATCH_BASE => {
                 let Wake::Inotify(ev) = why else {
                     return;
@@ -1128,7 +1121,7 @@ impl Cog<Record> for FileOut {
             _ => {}
         }
         // A reopen may have moved held lines to a new file.
-        if !self.failing
+        if !self.hold.is_failing()
             && self
                 .slots
                 .iter()
@@ -1150,7 +1143,7 @@ impl Cog<Record> for FileOut {
     }
 
     fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        let busy = self.failing
+        let busy = self.hold.is_failing()
             || self
                 .slots
                 .iter()
@@ -1160,7 +1153,7 @@ impl Cog<Record> for FileOut {
             cx.linger();
             let sync = self.sync_on_flush();
             self.flush_all(sync, cx);
-            if !self.failing {
+            if !self.hold.is_failing() {
                 cx.finished();
             }
         }

@@ -13,7 +13,7 @@ use inotify::{EventMask, WatchDescriptor, WatchMask};
 use crate::kit::ack::AckTracker;
 use crate::kit::glob::Glob;
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{emit_lines, emit_rest, offset_key, path_key};
+use crate::kit::supply::{PauseGate, emit_lines, emit_rest, offset_key, path_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Value};
@@ -113,7 +113,7 @@ pub struct Spool {
     tracker: AckTracker,
     next_source: u64,
     watch: Option<WatchDescriptor>,
-    paused: bool,
+    gate: PauseGate,
     finishing: bool,
 }
 
@@ -260,7 +260,7 @@ impl Spool {
             tracker: AckTracker::new(),
             next_source: 0,
             watch: None,
-            paused: false,
+            gate: PauseGate::new(STEP),
             finishing: false,
         }
     }
@@ -316,7 +316,7 @@ impl Spool {
     }
 
     fn may_read(&self) -> bool {
-        !self.paused && !self.finishing && self.tracker.pending() < MAX_PENDING_LINES
+        self.gate.is_open() && !self.finishing && self.tracker.pending() < MAX_PENDING_LINES
     }
 
     /// Opens the next queued file that can be read; false when none can be now.
@@ -667,13 +667,11 @@ impl Cog<Record> for Spool {
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(STEP);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        cx.enqueue(STEP);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {

@@ -15,7 +15,7 @@ use crate::kit::ack::AckTracker;
 use crate::kit::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::kit::glob::{Glob, split_path};
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{FileFields, with_line_emitter};
+use crate::kit::supply::{FileFields, PauseGate, with_line_emitter};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
@@ -174,7 +174,7 @@ pub struct Tail {
     save_buf: Vec<u8>,
     last_save: Option<Instant>,
     save_soon_armed: bool,
-    paused: bool,
+    gate: PauseGate,
     blocked: bool,
     scanned: bool,
     watching: bool,
@@ -556,7 +556,7 @@ impl Tail {
             save_buf: Vec::new(),
             last_save: None,
             save_soon_armed: false,
-            paused: false,
+            gate: PauseGate::new(READ),
             blocked: false,
             scanned: false,
             watching: false,
@@ -1007,7 +1007,7 @@ impl Tail {
     fn read_turn(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         let mut budget = TURN_BYTES;
         let mut tries = self.queue.len();
-        while budget > 0 && tries > 0 && !self.paused {
+        while budget > 0 && tries > 0 && self.gate.is_open() {
             if self.acks.pending() >= MAX_PENDING {
                 self.blocked = true;
                 break;
@@ -1609,7 +1609,7 @@ impl Tail {
     }
 
     fn kick(&mut self, cx: &mut Ctx) {
-        if !self.queue.is_empty() && !self.paused && !self.blocked {
+        if !self.queue.is_empty() && self.gate.is_open() && !self.blocked {
             cx.enqueue(READ);
         }
     }
@@ -1762,12 +1762,12 @@ impl Cog<Record> for Tail {
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(READ);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
+        // A turn is queued only if there is something to read.
+        self.gate.open();
         self.kick(cx);
     }
 

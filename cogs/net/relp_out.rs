@@ -9,8 +9,8 @@ use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
 use crate::kit::forward::{
-    Backoff, FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, SOCK_BASE, Target,
-    check_address, is_refusal,
+    FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, Redial, SOCK_BASE, Target,
+    Watermark, check_address, is_refusal,
 };
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -141,7 +141,7 @@ pub struct RelpOut {
     writable: bool,
     state: State,
     generation: u32,
-    backoff: Backoff,
+    redial: Redial,
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
     /// Longest silence of the server while commands wait for answers.
@@ -149,9 +149,8 @@ pub struct RelpOut {
     rsp_timer: Option<TimerId>,
     /// When the server last answered (or the first command of a wait was sent).
     progress_at: Instant,
-    paused: bool,
+    watermark: Watermark,
     lingering: bool,
-    failures: u64,
     next_addr: usize,
     /// Records sent again after a reconnection, over the run.
     resent: u64,
@@ -166,7 +165,8 @@ pub struct RelpOut {
 impl RelpOut {
     /// A drain sending to `address` (`host:port`).
     pub fn new(address: String, window: usize, opts: ForwardOptions) -> Self {
-        let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        let redial = Redial::new(&opts);
+        let watermark = Watermark::new(opts.buffer_bytes);
         RelpOut {
             address,
             window,
@@ -179,15 +179,14 @@ impl RelpOut {
             writable: false,
             state: State::Idle,
             generation: 0,
-            backoff,
+            redial,
             retry_timer: None,
             connect_timer: None,
             rsp_timeout: Some(Duration::from_secs(90)),
             rsp_timer: None,
             progress_at: Instant::now(),
-            paused: false,
+            watermark,
             lingering: false,
-            failures: 0,
             next_addr: 0,
             resent: 0,
             lost_inflight: 0,
@@ -276,33 +275,25 @@ impl RelpOut {
         self.lost_inflight = self.lost_inflight.max(unanswered as u64);
         self.inflight.clear();
         // A refusal (the server restarting) is retried at a fixed short interval, as tcp_out does.
-        let delay = if !was_up && is_refusal(e, &Target::Tcp(String::new())) {
-            self.backoff.jitter(self.opts.reconnect_refused)
-        } else {
-            self.backoff.next()
-        };
-        if was_up {
-            slog::warn!(cx.logger(), "RELP session lost; resending the unanswered records after reconnecting";
-                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
-                "unanswered" => unanswered, "buffered_records" => self.outbox.records(),
-                "retry_in_ms" => delay.as_millis() as u64);
-        } else if self.failures == 0 {
-            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
-                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
-                "retry_in_ms" => delay.as_millis() as u64);
-        } else {
-            slog::debug!(cx.logger(), "connection attempt failed";
-                "cog" => "relp_out", "peer" => &self.address, "error" => %e,
-                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
-        }
-        if !was_up {
-            self.failures += 1;
-        }
-        match cx.timer_after(delay, RETRY) {
-            Ok(t) => self.retry_timer = Some(t),
-            Err(e) => {
-                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => "relp_out", "error" => %e)
-            }
+        let refused = is_refusal(e, &Target::Tcp(String::new()));
+        let (address, outbox) = (&self.address, &self.outbox);
+        let timer = self.redial.schedule(
+            cx,
+            RETRY,
+            "relp_out",
+            address,
+            e,
+            was_up,
+            refused,
+            |cx, delay| {
+                slog::warn!(cx.logger(), "RELP session lost; resending the unanswered records after reconnecting";
+                    "cog" => "relp_out", "peer" => address, "error" => %e,
+                    "unanswered" => unanswered, "buffered_records" => outbox.records(),
+                    "retry_in_ms" => delay.as_millis() as u64);
+            },
+        );
+        if timer.is_some() {
+            self.retry_timer = timer;
         }
     }
 
@@ -424,8 +415,7 @@ impl RelpOut {
                         if let Some(t) = self.connect_timer.take() {
                             cx.cancel_timer(t);
                         }
-                        self.failures = 0;
-                        self.backoff.reset();
+                        self.redial.connected();
                         slog::info!(cx.logger(), "RELP session open"; "cog" => "relp_out",
                             "peer" => &self.address, "buffered_records" => self.outbox.records(),
                             "resending" => self.lost_inflight);
@@ -516,14 +506,7 @@ impl RelpOut {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is answered.
     fn settle(&mut self, cx: &mut Ctx) {
-        let b = self.outbox.buffered();
-        if !self.paused && b >= self.opts.buffer_bytes {
-            self.paused = true;
-            cx.pause_supplies();
-        } else if self.paused && b <= self.opts.buffer_bytes / 2 {
-            self.paused = false;
-            cx.resume_supplies();
-        }
+        self.watermark.settle(self.outbox.buffered(), cx);
         if !self.lingering || self.outbox.records() > 0 {
             return;
         }

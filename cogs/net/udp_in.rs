@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mio::net::UdpSocket;
 
-use crate::kit::supply::{message_key, truncated_key};
+use crate::kit::supply::{PauseGate, message_key, truncated_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
@@ -80,7 +80,7 @@ pub struct UdpIn {
     recv_buffer: Option<usize>,
     max: usize,
     socket: Option<UdpSocket>,
-    paused: bool,
+    gate: PauseGate,
     bufs: RecvBuffers,
     peers: PeerCache,
     /// Highest value of the kernel's drop counter seen, and how much of it is counted.
@@ -178,6 +178,7 @@ impl RecvBuffers {
         // SAFETY: sockaddr_storage and mmsghdr are plain C structs for which all-zero
         // bytes are a valid value.
         let zero_name = unsafe { MaybeUninit::<libc::sockaddr_storage>::zeroed().assume_init() };
+        // SAFETY: as above, all-zero bytes are a valid mmsghdr.
         let zero_hdr = unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() };
         RecvBuffers {
             slot,
@@ -400,7 +401,7 @@ impl UdpIn {
             recv_buffer: None,
             max: max_message_bytes,
             socket: None,
-            paused: false,
+            gate: PauseGate::new(SOCKET),
             bufs: RecvBuffers::new(max_message_bytes),
             peers: PeerCache::new(),
             kernel_drops: 0,
@@ -585,7 +586,7 @@ impl Cog<Record> for UdpIn {
                 }
                 self.log_drops(cx);
             }
-            _ if self.paused => {}
+            _ if !self.gate.is_open() => {}
             _ => {
                 if self.read(CALLS_PER_TURN, out, cx) {
                     // Edge-triggered readiness will not fire again for what is queued.
@@ -596,13 +597,11 @@ impl Cog<Record> for UdpIn {
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(SOCKET);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        cx.enqueue(SOCKET);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 
 use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::forward::send_many;
 use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -200,7 +201,7 @@ impl UdpOut {
         };
         let mut refused_retry = false;
         while let Some(&(len, id)) = self.held.front() {
-            match send_many(socket, &self.bytes[self.start..], &self.held) {
+            match send_held_batch(socket, &self.bytes[self.start..], &self.held) {
                 Ok(sent) => {
                     refused_retry = false;
                     for (len, id) in self.held.drain(..sent) {
@@ -284,55 +285,27 @@ impl UdpOut {
     }
 }
 
-/// Datagrams handed to the kernel per system call.
-const SEND_BATCH: usize = 64;
-
 /// Sends the first datagrams of `held` (their bytes back to back at the start of `bytes`)
-/// with one `sendmmsg` call, up to [`SEND_BATCH`]; returns how many went out, at least
-/// one. An error is the first datagram's: none of them was sent.
-fn send_many(
+/// with one [`send_many`] call; returns how many went out, at least one. An error is the
+/// first datagram's: none of them was sent.
+fn send_held_batch(
     socket: &UdpSocket,
     bytes: &[u8],
     held: &VecDeque<(usize, EventId)>,
 ) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    // SAFETY: all-zero `iovec`s and `mmsghdr`s are valid (null pointers, zero lengths).
-    let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { std::mem::zeroed() };
-    let mut msgs: [libc::mmsghdr; SEND_BATCH] = unsafe { std::mem::zeroed() };
     let mut at = 0;
-    let mut n = 0;
-    for (&(len, _), (iov, msg)) in held.iter().zip(iovs.iter_mut().zip(msgs.iter_mut())) {
-        let Some(dgram) = bytes.get(at..at + len) else {
-            break;
-        };
-        // The kernel only reads through `iov_base` (sendmmsg sends, it does not write).
-        iov.iov_base = dgram.as_ptr().cast_mut().cast();
-        iov.iov_len = len;
-        msg.msg_hdr.msg_iov = iov;
-        msg.msg_hdr.msg_iovlen = 1;
+    let datagrams = held.iter().map_while(|&(len, _)| {
+        let dgram = bytes.get(at..at + len)?;
         at += len;
-        n += 1;
-    }
-    if n == 0 {
+        Some(dgram)
+    });
+    match send_many(socket.as_raw_fd(), datagrams, 0)? {
         // Cannot happen (every held datagram has its bytes); never loop on it.
-        return Err(io::Error::other(
+        0 => Err(io::Error::other(
             "held datagrams out of step with their bytes",
-        ));
-    }
-    loop {
-        // SAFETY: `msgs[..n]` point at `iovs[..n]`, which point into `bytes`; all outlive
-        // the call. The socket is connected, so no addresses are needed.
-        let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
-        match usize::try_from(sent) {
-            Ok(k) if (1..=n).contains(&k) => return Ok(k),
-            Ok(_) => return Err(io::Error::other("sendmmsg sent no datagram")),
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+        )),
+        k => Ok(k),
     }
 }
 

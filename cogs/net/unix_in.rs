@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::kit::lines::LineInfo;
-use crate::kit::supply::with_line_emitter;
+use crate::kit::supply::{PauseGate, with_line_emitter};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr, Timestamp, Value};
@@ -115,8 +115,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
                 sock: None,
                 buf: vec![0; settings.max_line_bytes + 1],
                 max: settings.max_line_bytes,
-                paused: false,
-                ready: false,
+                gate: PauseGate::new(0),
             })
         }
     };
@@ -202,8 +201,7 @@ struct Datagrams {
     /// One byte over the limit, so that a datagram that does not fit is known to be cut.
     buf: Vec<u8>,
     max: usize,
-    paused: bool,
-    ready: bool,
+    gate: PauseGate,
 }
 
 impl Datagrams {
@@ -211,7 +209,6 @@ impl Datagrams {
     fn receive(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         // After an error too: the next turn tries again.
         if self.receive_some(out, cx) != Ok(false) {
-            self.ready = true;
             cx.enqueue(0);
         }
     }
@@ -244,10 +241,7 @@ impl Datagrams {
                         r.insert(received_at_key(), Value::Time(ts));
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.ready = false;
-                    return Ok(false);
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     slog::warn!(cx.logger(), "receiving a datagram failed"; "cog" => "unix_in", "error" => %e);
@@ -307,9 +301,7 @@ impl Cog<Record> for UnixIn {
         match &mut self.inner {
             Inner::Stream(server) => server.wake(local, &why, out, cx),
             Inner::Datagram(d) => {
-                if d.paused {
-                    d.ready = true;
-                } else {
+                if d.gate.is_open() {
                     d.receive(out, cx);
                 }
             }
@@ -319,25 +311,16 @@ impl Cog<Record> for UnixIn {
     fn pause(&mut self, cx: &mut Ctx) {
         match &mut self.inner {
             Inner::Stream(server) => server.pause(cx),
-            Inner::Datagram(d) => {
-                d.paused = true;
-                // Datagrams that arrive meanwhile wait in the socket buffer (then the
-                // kernel drops or blocks senders, as with any syslog daemon).
-                d.ready = true;
-                cx.dequeue(0);
-            }
+            // Datagrams that arrive meanwhile wait in the socket buffer (then the kernel
+            // drops or blocks senders, as with any syslog daemon).
+            Inner::Datagram(d) => d.gate.pause(cx),
         }
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
         match &mut self.inner {
             Inner::Stream(server) => server.resume(cx),
-            Inner::Datagram(d) => {
-                d.paused = false;
-                if d.ready {
-                    cx.enqueue(0);
-                }
-            }
+            Inner::Datagram(d) => d.gate.resume(cx),
         }
     }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::supply::{PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
@@ -29,7 +29,7 @@ const READS_PER_TURN: usize = 16;
 pub struct Stdin {
     input: Option<StreamInput>,
     splitter: LineSplitter,
-    paused: bool,
+    gate: PauseGate,
 }
 
 /// The descriptor of `stdin`.
@@ -71,7 +71,7 @@ impl Stdin {
             input: None,
             splitter: LineSplitter::new(max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
-            paused: false,
+            gate: PauseGate::new(0),
         }
     }
 
@@ -133,20 +133,17 @@ impl Cog<Record> for Stdin {
     }
 
     fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
-        if !self.paused {
+        if self.gate.is_open() {
             self.read_some(out, cx);
         }
     }
 
     fn pause(&mut self, cx: &mut Ctx) {
-        self.paused = true;
-        cx.dequeue(0);
+        self.gate.pause(cx);
     }
 
     fn resume(&mut self, cx: &mut Ctx) {
-        self.paused = false;
-        // Readiness that arrived while paused was not acted on: look again.
-        cx.enqueue(0);
+        self.gate.resume(cx);
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {

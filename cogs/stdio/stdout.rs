@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use crate::kit::drain::LineBuffer;
+use crate::kit::drain::{HoldRetry, LineBuffer};
 use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -11,6 +11,8 @@ use crate::record::Record;
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const RETRY: Local = 1;
+/// Wait between attempts while writes fail.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Writes each record to standard output in the chosen format, one write per batch,
 /// flushed on finish. Records are acknowledged once written.
@@ -33,7 +35,7 @@ const RETRY: Local = 1;
 /// ..Default::default() } })`.
 pub struct Stdout {
     lines: LineBuffer,
-    failing: bool,
+    hold: HoldRetry,
     /// The reader closed the pipe: nothing can be written any more.
     closed: bool,
     /// Records and bytes dropped since the pipe closed.
@@ -75,7 +77,7 @@ impl Stdout {
     pub fn with_format(format: OutputFormat) -> Self {
         Stdout {
             lines: LineBuffer::new(format, 256 << 10),
-            failing: false,
+            hold: HoldRetry::new(RETRY, RETRY_EVERY, RETRY_EVERY),
             closed: false,
             lost: (0, 0),
             reported: false,
@@ -97,29 +99,23 @@ impl Stdout {
         }
         let mut w = io::stdout().lock();
         match self.lines.flush(&mut w, cx) {
-            Ok(()) => {
-                if std::mem::take(&mut self.failing) {
-                    slog::info!(cx.logger(), "standard output writable again");
-                    cx.resume_supplies();
-                }
-            }
+            Ok(()) => self.hold.succeeded(cx, |cx| {
+                slog::info!(cx.logger(), "standard output writable again");
+            }),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
                 self.closed = true;
                 self.drop_held(out);
-                if std::mem::take(&mut self.failing) {
-                    cx.resume_supplies();
-                }
+                self.hold.give_up(cx);
                 cx.fail("standard output was closed by its reader (broken pipe)");
                 cx.shutdown();
             }
             Err(e) => {
-                if !self.failing {
+                let pending = self.lines.pending_records();
+                self.hold.failed(cx, |cx| {
                     slog::error!(cx.logger(), "writing standard output failed; holding data and retrying";
-                        "error" => %e, "pending_records" => self.lines.pending_records());
-                    self.failing = true;
-                    cx.pause_supplies();
-                }
-                let _ = cx.timer_after(Duration::from_secs(1), RETRY);
+                        "error" => %e, "pending_records" => pending);
+                });
+                self.hold.retry_later(cx);
             }
         }
     }
@@ -154,14 +150,14 @@ impl Cog<Record> for Stdout {
             self.lines.push(r);
         }
         crate::record::pool::recycle(batch.drain(..));
-        if !self.failing {
+        if !self.hold.is_failing() {
             self.flush(out, cx);
         }
     }
 
     fn wake(&mut self, _: Local, _: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         self.flush(out, cx);
-        if !self.failing && cx.is_shutting_down() {
+        if !self.hold.is_failing() && cx.is_shutting_down() {
             cx.finished();
         }
     }
@@ -170,10 +166,10 @@ impl Cog<Record> for Stdout {
         if self.closed {
             self.drop_held(out);
             self.report(cx);
-        } else if self.lines.pending_bytes() > 0 || self.failing {
+        } else if self.lines.pending_bytes() > 0 || self.hold.is_failing() {
             cx.linger();
             self.flush(out, cx);
-            if !self.failing {
+            if !self.hold.is_failing() {
                 cx.finished();
             }
         }

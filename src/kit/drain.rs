@@ -2,8 +2,9 @@
 //! system calls as possible, acknowledge only what was written.
 
 use std::io::{self, Write};
+use std::time::Duration;
 
-use crate::engine::cog::EventId;
+use crate::engine::cog::{EventId, Local};
 use crate::engine::escapement::Ctx;
 use crate::kit::format::OutputFormat;
 use crate::record::Record;
@@ -112,6 +113,75 @@ impl LineBuffer {
         }
         if self.ids.is_empty() {
             self.ids.shrink_to(keep / 64);
+        }
+    }
+}
+
+/// Hold-and-retry for a drain whose writes fail: the data stay held, the supplies are
+/// paused while failing, and a timer on `local` brings the next attempt, after a wait
+/// that doubles from `first` up to `max`.
+///
+/// The drain calls [`failed`](HoldRetry::failed) for each failed write and
+/// [`retry_later`](HoldRetry::retry_later) once per failed attempt, and
+/// [`succeeded`](HoldRetry::succeeded) when everything held was written.
+#[derive(Debug)]
+pub struct HoldRetry {
+    local: Local,
+    first: Duration,
+    max: Duration,
+    /// The wait before the next attempt.
+    delay: Duration,
+    failing: bool,
+}
+
+impl HoldRetry {
+    /// Retries on the timer `local`, first after `first`, then doubling up to `max`.
+    pub fn new(local: Local, first: Duration, max: Duration) -> Self {
+        HoldRetry {
+            local,
+            first,
+            max,
+            delay: first,
+            failing: false,
+        }
+    }
+
+    /// Whether writes are failing (data held, supplies paused).
+    pub fn is_failing(&self) -> bool {
+        self.failing
+    }
+
+    /// A write failed. The first failure of a run is reported by `log` (only called then:
+    /// once per outage, however many writes fail) and pauses the supplies.
+    pub fn failed(&mut self, cx: &mut Ctx<'_>, log: impl FnOnce(&mut Ctx<'_>)) {
+        if !self.failing {
+            log(cx);
+            self.failing = true;
+            cx.pause_supplies();
+        }
+    }
+
+    /// Sets the timer of the next attempt; each one waits twice as long, up to `max`.
+    pub fn retry_later(&mut self, cx: &mut Ctx<'_>) {
+        let _ = cx.timer_after(self.delay, self.local);
+        self.delay = (self.delay * 2).min(self.max);
+    }
+
+    /// Everything held was written: the waits start over and, after an outage, `log` says
+    /// so and the supplies resume.
+    pub fn succeeded(&mut self, cx: &mut Ctx<'_>, log: impl FnOnce(&mut Ctx<'_>)) {
+        self.delay = self.first;
+        if self.failing {
+            log(cx);
+        }
+        self.give_up(cx);
+    }
+
+    /// Leaves the failing state without having written (the output is gone for good): the
+    /// supplies resume.
+    pub fn give_up(&mut self, cx: &mut Ctx<'_>) {
+        if std::mem::take(&mut self.failing) {
+            cx.resume_supplies();
         }
     }
 }

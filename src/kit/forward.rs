@@ -420,6 +420,133 @@ impl Backoff {
     }
 }
 
+/// When a forwarding drain connects again, and what it says about it: a refused attempt
+/// is tried again at a short fixed interval, other failures and lost connections after a
+/// backoff; the first failed attempt of an outage is a warning, later ones are debug.
+#[derive(Debug)]
+pub(crate) struct Redial {
+    backoff: Backoff,
+    refused_wait: Duration,
+    /// Failed attempts since the last connection.
+    failures: u64,
+}
+
+impl Redial {
+    /// The schedule `opts` sets (`reconnect_initial`, `reconnect_max`, `reconnect_refused`).
+    pub(crate) fn new(opts: &ForwardOptions) -> Self {
+        Redial {
+            backoff: Backoff::new(opts.reconnect_initial, opts.reconnect_max),
+            refused_wait: opts.reconnect_refused,
+            failures: 0,
+        }
+    }
+
+    /// Failed attempts since the last connection.
+    pub(crate) fn failures(&self) -> u64 {
+        self.failures
+    }
+
+    /// A connection is up: the next outage starts afresh.
+    pub(crate) fn connected(&mut self) {
+        self.failures = 0;
+        self.backoff.reset();
+    }
+
+    /// A connection attempt failed with `e` (or, `was_up`, a connection was lost: `lost`
+    /// logs that with the wait): logs it and sets the timer `local` of the next attempt,
+    /// returned unless it cannot be set (logged). `refused`: the attempt was refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn schedule(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        local: Local,
+        cog: &str,
+        peer: &dyn std::fmt::Display,
+        e: &io::Error,
+        was_up: bool,
+        refused: bool,
+        lost: impl FnOnce(&mut Ctx<'_>, Duration),
+    ) -> Option<TimerId> {
+        // A refusal comes back at once and costs the peer nothing: it is what a collector
+        // that restarts answers until it listens again, so it is tried again at a short
+        // fixed interval and the backoff (meant for timeouts) does not grow.
+        let delay = if !was_up && refused {
+            self.backoff.jitter(self.refused_wait)
+        } else {
+            self.backoff.next()
+        };
+        if was_up {
+            lost(cx, delay);
+        } else if self.failures == 0 {
+            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
+                "cog" => cog, "peer" => %peer, "error" => %e,
+                "retry_in_ms" => delay.as_millis() as u64);
+        } else {
+            slog::debug!(cx.logger(), "connection attempt failed";
+                "cog" => cog, "peer" => %peer, "error" => %e,
+                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        if !was_up {
+            self.failures += 1;
+        }
+        match cx.timer_after(delay, local) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => cog, "error" => %e);
+                None
+            }
+        }
+    }
+}
+
+/// Backpressure over a drain's buffer: the supplies are paused once it holds `high` bytes
+/// and resumed once it is down to half of that, so that they do not flap around one size.
+#[derive(Debug)]
+pub struct Watermark {
+    high: usize,
+    paused: bool,
+}
+
+/// A change [`Watermark::settle`] made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// The buffer reached the high mark: the supplies were asked to pause.
+    Paused,
+    /// The buffer went down to half the high mark: the supplies may resume.
+    Resumed,
+}
+
+impl Watermark {
+    /// Marks for a buffer of at most `high` bytes.
+    pub fn new(high: usize) -> Self {
+        Watermark {
+            high,
+            paused: false,
+        }
+    }
+
+    /// Whether this drain holds the supplies paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses or resumes the supplies for a buffer now holding `held` bytes; returns the
+    /// change made, if any.
+    pub fn settle(&mut self, held: usize, cx: &mut Ctx<'_>) -> Option<Backpressure> {
+        if !self.paused && held >= self.high {
+            self.paused = true;
+            cx.pause_supplies();
+            Some(Backpressure::Paused)
+        } else if self.paused && held <= self.high / 2 {
+            self.paused = false;
+            cx.resume_supplies();
+            Some(Backpressure::Resumed)
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether a connection attempt failed because nothing listens at the address (the port
 /// refuses, or the Unix socket is absent or refuses), rather than timed out or could not
 /// be routed.
@@ -575,6 +702,52 @@ impl Conn {
     }
 }
 
+/// Sends the first datagrams of `datagrams`, up to 64, on the connected socket `fd` with
+/// one `sendmmsg(2)` call (`flags` as for `send(2)`), repeated if interrupted. Returns how
+/// many went out: at least one, or 0 when `datagrams` is empty. An error is the first
+/// datagram's: none of them was sent.
+pub fn send_many<'a>(
+    fd: RawFd,
+    datagrams: impl IntoIterator<Item = &'a [u8]>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid (null
+    // pointers, zero lengths).
+    let mut iovs: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; MAX_IOV] = unsafe { std::mem::zeroed() };
+    let mut n = 0;
+    for (dgram, (iov, msg)) in datagrams
+        .into_iter()
+        .zip(iovs.iter_mut().zip(msgs.iter_mut()))
+    {
+        // The kernel only reads through `iov_base` (sendmmsg sends, it does not write).
+        iov.iov_base = dgram.as_ptr().cast_mut().cast();
+        iov.iov_len = dgram.len();
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+        n += 1;
+    }
+    if n == 0 {
+        return Ok(0);
+    }
+    loop {
+        // SAFETY: `msgs[..n]` point at `iovs[..n]`, which point into the datagrams; all
+        // outlive the call. The socket is connected, so no addresses are needed.
+        let sent = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, flags) };
+        match usize::try_from(sent) {
+            Ok(k) if (1..=n).contains(&k) => return Ok(k),
+            Ok(_) => return Err(io::Error::other("sendmmsg sent no datagram")),
+            Err(_) => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 enum State {
     /// Waiting for the retry timer.
     Idle,
@@ -594,24 +767,23 @@ pub struct Forward {
     state: State,
     generation: u32,
     writable: bool,
-    backoff: Backoff,
+    redial: Redial,
     retry_timer: Option<TimerId>,
     connect_timer: Option<TimerId>,
     nobufs_timer: Option<TimerId>,
     ack_timer: Option<TimerId>,
     /// The next [`ACK_POLL`] interval while the supplies are paused or the drain finishes.
     ack_poll: Duration,
-    paused: bool,
+    watermark: Watermark,
     lingering: bool,
-    /// Failed attempts since the last connection; only the first of an outage is a warning.
-    failures: u64,
     next_addr: usize,
 }
 
 impl Forward {
     /// A drain named `name` (for logs) forwarding to `target`.
     pub fn new(name: &'static str, target: Target, opts: ForwardOptions) -> Self {
-        let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
+        let redial = Redial::new(&opts);
+        let watermark = Watermark::new(opts.buffer_bytes);
         Forward {
             name,
             target,
@@ -621,15 +793,14 @@ impl Forward {
             state: State::Idle,
             generation: 0,
             writable: false,
-            backoff,
+            redial,
             retry_timer: None,
             connect_timer: None,
             nobufs_timer: None,
             ack_timer: None,
             ack_poll: ACK_POLL_PAUSED,
-            paused: false,
+            watermark,
             lingering: false,
-            failures: 0,
             next_addr: 0,
         }
     }
@@ -714,9 +885,8 @@ impl Forward {
             cx.cancel_timer(t);
         }
         slog::info!(cx.logger(), "connected"; "cog" => self.name, "peer" => %self.target,
-            "failed_attempts" => self.failures, "buffered_records" => self.outbox.records());
-        self.failures = 0;
-        self.backoff.reset();
+            "failed_attempts" => self.redial.failures(), "buffered_records" => self.outbox.records());
+        self.redial.connected();
         self.state = State::Connected(conn);
         self.writable = true;
     }
@@ -760,37 +930,25 @@ impl Forward {
         }
         self.writable = false;
         let (resend_records, resend_bytes) = self.outbox.rewind();
-        // A refusal comes back at once and costs the peer nothing: it is what a collector
-        // that restarts answers until it listens again, so it is tried again at a short
-        // fixed interval and the backoff (meant for timeouts) does not grow.
-        let refused = !was_up && is_refusal(e, &self.target);
-        let delay = if refused {
-            self.backoff.jitter(self.opts.reconnect_refused)
-        } else {
-            self.backoff.next()
-        };
-        if was_up {
-            slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "resending_records" => resend_records, "resending_bytes" => resend_bytes,
-                "buffered_records" => self.outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
-        } else if self.failures == 0 {
-            slog::warn!(cx.logger(), "cannot connect; buffering and retrying";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "retry_in_ms" => delay.as_millis() as u64);
-        } else {
-            slog::debug!(cx.logger(), "connection attempt failed";
-                "cog" => self.name, "peer" => %self.target, "error" => %e,
-                "attempt" => self.failures + 1, "retry_in_ms" => delay.as_millis() as u64);
-        }
-        if !was_up {
-            self.failures += 1;
-        }
-        match cx.timer_after(delay, RETRY) {
-            Ok(t) => self.retry_timer = Some(t),
-            Err(e) => {
-                slog::error!(cx.logger(), "cannot set the reconnection timer"; "cog" => self.name, "error" => %e)
-            }
+        let refused = is_refusal(e, &self.target);
+        let (name, target, outbox) = (self.name, &self.target, &self.outbox);
+        let timer = self.redial.schedule(
+            cx,
+            RETRY,
+            name,
+            target,
+            e,
+            was_up,
+            refused,
+            |cx, delay| {
+                slog::warn!(cx.logger(), "connection lost; buffering and reconnecting";
+                    "cog" => name, "peer" => %target, "error" => %e,
+                    "resending_records" => resend_records, "resending_bytes" => resend_bytes,
+                    "buffered_records" => outbox.records(), "retry_in_ms" => delay.as_millis() as u64);
+            },
+        );
+        if timer.is_some() {
+            self.retry_timer = timer;
         }
     }
 
@@ -839,7 +997,7 @@ impl Forward {
     fn watch_acks(&mut self, cx: &mut Ctx) {
         let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
         if waiting && self.ack_timer.is_none() {
-            let every = if self.paused || self.lingering {
+            let every = if self.watermark.is_paused() || self.lingering {
                 self.ack_poll
             } else {
                 ACK_POLL_EVERY
@@ -898,31 +1056,22 @@ impl Forward {
                 return Ok(());
             }
             let mut lens = [0usize; MAX_IOV];
-            // SAFETY: iovec and mmsghdr are plain C structs for which all-zero is valid.
-            let mut iov: [libc::iovec; MAX_IOV] = unsafe { std::mem::zeroed() };
-            let mut msgs: [libc::mmsghdr; MAX_IOV] = unsafe { std::mem::zeroed() };
-            for i in 0..n {
-                let rec = self.outbox.record(i).unwrap_or_default();
+            let outbox = &self.outbox;
+            let records = (0..n).map(|i| {
+                let rec = outbox.record(i).unwrap_or_default();
                 lens[i] = rec.len();
-                iov[i].iov_base = rec.as_ptr() as *mut libc::c_void;
-                iov[i].iov_len = rec.len();
-                msgs[i].msg_hdr.msg_iov = &mut iov[i];
-                msgs[i].msg_hdr.msg_iovlen = 1;
-            }
-            // SAFETY: `msgs` holds `n` headers, each pointing at one iovec that points into
-            // the outbox, which is not touched until the call returns.
-            let rc = unsafe {
-                libc::sendmmsg(fd, msgs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+                rec
+            });
+            let e = match send_many(fd, records, libc::MSG_DONTWAIT) {
+                Ok(k) => {
+                    // A datagram is whole at the receiving socket once sent: nothing follows.
+                    let sent: usize = lens[..k].iter().sum();
+                    self.outbox.advance_acknowledged(sent, cx);
+                    continue;
+                }
+                Err(e) => e,
             };
-            if rc >= 0 {
-                // A datagram is whole at the receiving socket once sent: nothing follows.
-                let sent: usize = lens[..rc as usize].iter().sum();
-                self.outbox.advance_acknowledged(sent, cx);
-                continue;
-            }
-            let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::EINTR) => {}
                 Some(libc::EAGAIN) => {
                     self.writable = false;
                     return Ok(());
@@ -953,15 +1102,15 @@ impl Forward {
     /// completes a lingering finish once everything is out.
     fn settle(&mut self, cx: &mut Ctx) {
         let b = self.outbox.buffered();
-        if !self.paused && b >= self.opts.buffer_bytes {
-            self.paused = true;
-            self.hurry_acks(cx);
-            slog::debug!(cx.logger(), "buffer full: pausing supplies"; "cog" => self.name, "bytes" => b);
-            cx.pause_supplies();
-        } else if self.paused && b <= self.opts.buffer_bytes / 2 {
-            self.paused = false;
-            slog::debug!(cx.logger(), "buffer below low water: resuming supplies"; "cog" => self.name);
-            cx.resume_supplies();
+        match self.watermark.settle(b, cx) {
+            Some(Backpressure::Paused) => {
+                self.hurry_acks(cx);
+                slog::debug!(cx.logger(), "buffer full: pausing supplies"; "cog" => self.name, "bytes" => b);
+            }
+            Some(Backpressure::Resumed) => {
+                slog::debug!(cx.logger(), "buffer below low water: resuming supplies"; "cog" => self.name);
+            }
+            None => {}
         }
         if self.lingering && self.outbox.records() == 0 {
             self.lingering = false;

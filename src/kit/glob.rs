@@ -1,129 +1,82 @@
-//! Shell-style file name patterns: `*`, `?`, `[abc]`, `[a-z]`, `[!x]` and `\` escapes.
+//! Shell-style file name patterns: `*`, `?`, `[abc]`, `[a-z]`, `[!x]`, `{a,b}` and `\`
+//! escapes, matched by the `globset` crate.
 //!
-//! Patterns match one path component at a time (`*` never crosses a `/`), which is what
-//! directory watches need: [`split_path`] separates the literal directory of a pattern,
-//! the one to watch, from the name pattern its entries are matched against.
+//! Patterns match one path component at a time, which is what directory watches need:
+//! [`split_path`] separates the literal directory of a pattern, the one to watch, from the
+//! name pattern its entries are matched against.
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-/// A glob on file names: `*` (any run), `?` (one byte), `[...]` (a set of bytes, with
-/// ranges `a-z` and negation by a leading `!` or `^`); `\` escapes the next byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Glob(Vec<Tok>);
+use globset::{Candidate, ErrorKind, GlobBuilder, GlobMatcher};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    Byte(u8),
-    Any,
-    Star,
-    Set { neg: bool, ranges: Vec<(u8, u8)> },
+/// A glob on file names: `*` (any run), `?` (one byte), `[...]` (a set, with ranges `a-z`,
+/// negation by a leading `!` or `^`, and a `]` first in the set as a member), `{a,b}`
+/// (either alternative); `\` escapes the next character.
+///
+/// Matching is on bytes, so names that are not UTF-8 match too. `*` and `?` also match a
+/// `/`, so a pattern holding a `/` matches a whole path.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    matcher: GlobMatcher,
+    literal: bool,
 }
 
+impl PartialEq for Glob {
+    fn eq(&self, other: &Glob) -> bool {
+        self.matcher.glob() == other.matcher.glob()
+    }
+}
+
+impl Eq for Glob {}
+
 impl Glob {
-    /// Whether the pattern has no wildcard (it names exactly one entry).
+    /// Whether the pattern has no wildcard (it names exactly one entry). An escaped
+    /// wildcard counts as one: the answer errs towards "not literal".
     pub fn is_literal(&self) -> bool {
-        self.0.iter().all(|t| matches!(t, Tok::Byte(_)))
+        self.literal
     }
 
-    /// Compiles a pattern; malformed ones (unclosed `[`, backwards range, trailing `\\`)
-    /// are errors saying what is wrong.
+    /// Compiles a pattern; malformed ones (unclosed `[` or `{`, backwards range, trailing
+    /// `\\`) are errors saying what is wrong.
     pub fn new(p: &str) -> Result<Glob, String> {
-        let b = p.as_bytes();
-        let mut toks = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            match b[i] {
-                b'*' => {
-                    if !matches!(toks.last(), Some(Tok::Star)) {
-                        toks.push(Tok::Star);
-                    }
-                }
-                b'?' => toks.push(Tok::Any),
-                b'\\' => {
-                    i += 1;
-                    let Some(&c) = b.get(i) else {
-                        return Err("the pattern ends with a lone '\\'".into());
-                    };
-                    toks.push(Tok::Byte(c));
-                }
-                b'[' => {
-                    let mut j = i + 1;
-                    let neg = matches!(b.get(j), Some(b'!' | b'^'));
-                    if neg {
-                        j += 1;
-                    }
-                    let mut ranges = Vec::new();
-                    let mut first = true;
-                    loop {
-                        let Some(&c) = b.get(j) else {
-                            return Err(format!("unclosed '[' at byte {i} of the pattern"));
-                        };
-                        // A ']' first in the set is a member, as in fnmatch.
-                        if c == b']' && !first {
-                            break;
-                        }
-                        first = false;
-                        if b.get(j + 1) == Some(&b'-') && b.get(j + 2).is_some_and(|&e| e != b']') {
-                            let e = b[j + 2];
-                            if e < c {
-                                return Err(format!(
-                                    "range '{}-{}' goes backwards in the pattern",
-                                    c as char, e as char
-                                ));
-                            }
-                            ranges.push((c, e));
-                            j += 3;
-                        } else {
-                            ranges.push((c, c));
-                            j += 1;
-                        }
-                    }
-                    toks.push(Tok::Set { neg, ranges });
-                    i = j;
-                }
-                c => toks.push(Tok::Byte(c)),
-            }
-            i += 1;
-        }
-        Ok(Glob(toks))
+        let glob = GlobBuilder::new(p)
+            // `*` and `?` match any byte: excludes holding a `/` match whole paths.
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| describe(e.kind()))?;
+        Ok(Glob {
+            matcher: glob.compile_matcher(),
+            literal: !has_wildcards(p) && !p.contains('{'),
+        })
     }
 
     /// Whether `s` matches the whole pattern.
     pub fn matches(&self, s: &[u8]) -> bool {
-        let t = &self.0;
-        let (mut ti, mut si) = (0, 0);
-        // Where to resume after the last `*`: (token after it, next byte it may swallow).
-        let mut back: Option<(usize, usize)> = None;
-        while si < s.len() {
-            let ok = match t.get(ti) {
-                Some(Tok::Star) => {
-                    back = Some((ti + 1, si));
-                    ti += 1;
-                    continue;
-                }
-                Some(Tok::Byte(c)) => *c == s[si],
-                Some(Tok::Any) => true,
-                Some(Tok::Set { neg, ranges }) => {
-                    ranges.iter().any(|&(a, z)| (a..=z).contains(&s[si])) != *neg
-                }
-                None => false,
-            };
-            if ok {
-                ti += 1;
-                si += 1;
-            } else if let Some((bt, bs)) = back {
-                ti = bt;
-                si = bs + 1;
-                back = Some((bt, bs + 1));
-            } else {
-                return false;
-            }
-        }
-        t[ti..].iter().all(|x| matches!(x, Tok::Star))
+        self.matcher
+            .is_match_candidate(&Candidate::new(Path::new(OsStr::from_bytes(s))))
     }
 }
 
-/// Whether `s` holds a wildcard character.
+/// Our wording of a pattern error (the crate's names its own internals).
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::UnclosedClass => "unclosed '[' in the pattern".into(),
+        ErrorKind::InvalidRange(a, z) => format!("range '{a}-{z}' goes backwards in the pattern"),
+        ErrorKind::DanglingEscape => "the pattern ends with a lone '\\'".into(),
+        ErrorKind::UnclosedAlternates => "unclosed '{' in the pattern".into(),
+        ErrorKind::UnopenedAlternates => "'}' without an opening '{' in the pattern".into(),
+        ErrorKind::NestedAlternates | ErrorKind::TooManyNestedAlternates => {
+            "'{' inside '{...}' in the pattern".into()
+        }
+        other => format!("bad pattern: {other}"),
+    }
+}
+
+/// Whether `s` holds a wildcard character (braces aside: a directory named with them
+/// stays usable, as it always was).
 pub fn has_wildcards(s: &str) -> bool {
     s.bytes().any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
 }
@@ -200,8 +153,27 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_errors() {
-        assert!(Glob::new("[abc").is_err());
-        assert!(Glob::new("x\\").is_err());
-        assert!(Glob::new("[z-a]").is_err());
+        let err = |p: &str| Glob::new(p).unwrap_err();
+        assert_eq!(err("[abc"), "unclosed '[' in the pattern");
+        assert_eq!(err("x\\"), "the pattern ends with a lone '\\'");
+        assert_eq!(err("[z-a]"), "range 'z-a' goes backwards in the pattern");
+        assert_eq!(err("app.{log"), "unclosed '{' in the pattern");
+        assert_eq!(err("app.log}"), "'}' without an opening '{' in the pattern");
+    }
+
+    #[test]
+    fn alternatives_bytes_and_whole_paths() {
+        let m = |p: &str, s: &[u8]| Glob::new(p).is_ok_and(|g| g.matches(s));
+        assert!(m("app.{log,txt}", b"app.txt"));
+        assert!(!m("app.{log,txt}", b"app.gz"));
+        assert!(m("app\\{1\\}", b"app{1}"));
+        // Names that are not UTF-8 match byte by byte.
+        assert!(m("?.log", b"\xff.log"));
+        assert!(m("*.log", b"\xfe\xff.log"));
+        // A pattern holding a '/' (tail's exclude) matches a whole path, `*` across '/'.
+        assert!(m("/var/log/*.gz", b"/var/log/a/b.gz"));
+        assert!(m("[!a]", b"/"));
+        assert!(m("é?.log", "éa.log".as_bytes()));
+        assert!(!Glob::new("a{b,c}").is_ok_and(|g| g.is_literal()));
     }
 }

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use crate::engine::cog::Out;
+use crate::engine::cog::{Local, Out};
 use crate::engine::escapement::Ctx;
 use crate::kit::lines::{LineInfo, LineSplitter};
 use crate::kit::on_error::LogLimiter;
@@ -251,6 +251,53 @@ pub fn emit_rest(
     })
 }
 
+/// The backpressure gate of a supply that reads in turns queued on one local: while
+/// paused its queued turn is withdrawn; on resume a turn is queued, since readiness that
+/// arrived meanwhile was not acted on (edge-triggered events do not come again).
+///
+/// The supply calls [`pause`](PauseGate::pause) and [`resume`](PauseGate::resume) from
+/// [`Cog::pause`](crate::cog::Cog::pause) and [`Cog::resume`](crate::cog::Cog::resume),
+/// and reads only while [`is_open`](PauseGate::is_open).
+#[derive(Debug)]
+pub struct PauseGate {
+    local: Local,
+    paused: bool,
+}
+
+impl PauseGate {
+    /// An open gate over the turns queued on `local`.
+    pub const fn new(local: Local) -> Self {
+        PauseGate {
+            local,
+            paused: false,
+        }
+    }
+
+    /// Whether the supply may read.
+    #[inline]
+    pub fn is_open(&self) -> bool {
+        !self.paused
+    }
+
+    /// Closes the gate and withdraws the queued turn.
+    pub fn pause(&mut self, cx: &mut Ctx<'_>) {
+        self.paused = true;
+        cx.dequeue(self.local);
+    }
+
+    /// Opens the gate and queues a turn.
+    pub fn resume(&mut self, cx: &mut Ctx<'_>) {
+        self.open();
+        cx.enqueue(self.local);
+    }
+
+    /// Opens the gate without queuing a turn, for a supply that queues its own only when
+    /// it has something to read.
+    pub fn open(&mut self) {
+        self.paused = false;
+    }
+}
+
 /// An input read either through the escapement (pipes, FIFOs, sockets, terminals: set
 /// non-blocking and registered for readiness) or in turns (regular files and devices
 /// epoll refuses, which never block for long).
@@ -296,7 +343,11 @@ impl StreamInput {
         }
         // SAFETY: fcntl on a descriptor this struct owns.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
+        if flags < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above; F_SETFL only changes the descriptor's status flags.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
         self.saved_flags = Some(flags);

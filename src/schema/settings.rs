@@ -1,4 +1,4 @@
-//! Typed settings: each cog declares its keys once, as a struct written with [`settings!`]
+//! Typed settings: each cog declares its keys once, as a struct written with [`settings!`](crate::settings!)
 //! (a default and one line of help beside each field), and everything else comes from
 //! that declaration: the [`Param`] table behind validation, `deadbeat cogs` and
 //! `docs/cogs.md`; the serde deserialisation a configuration goes through; and the
@@ -53,7 +53,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use super::param::{Param, ParamType};
 use super::params::{parse_duration, parse_size};
 
-/// A struct of typed settings, declared with [`settings!`].
+/// A struct of typed settings, declared with [`settings!`](crate::settings!).
 pub trait Settings: Default {
     /// Every key, the flattened groups' included, in declaration order.
     const PARAMS: &'static [Param];
@@ -79,16 +79,31 @@ pub trait Settings: Default {
                 while let Some(key) = map.next_key::<String>()? {
                     if !s.set_field(&key, &mut map)? {
                         let known: Vec<&str> = S::PARAMS.iter().map(|p| p.name).collect();
-                        return Err(de::Error::custom(format!(
+                        // Read through the value so the error is placed at it, under its key.
+                        let refused = map.next_value_seed(Refuse(format!(
                             "unknown key {key:?} (known keys: {})",
                             known.join(", ")
                         )));
+                        return match refused {
+                            Err(e) => Err(e),
+                            Ok(never) => match never {},
+                        };
                     }
                 }
                 Ok(s)
             }
         }
         d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// A value that is an error whatever it holds (the value of an unknown key).
+struct Refuse(String);
+
+impl<'de> DeserializeSeed<'de> for Refuse {
+    type Value = std::convert::Infallible;
+    fn deserialize<D: Deserializer<'de>>(self, _: D) -> Result<Self::Value, D::Error> {
+        Err(de::Error::custom(self.0))
     }
 }
 
@@ -559,3 +574,151 @@ macro_rules! choice {
 
 /// Re-exported for the macros.
 pub use serde;
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use toml::de::DeTable;
+
+    use super::Settings;
+    use crate::schema::de::{DeError, TableDe};
+    use crate::schema::node::{Source, convert_table};
+
+    crate::choice! {
+        /// A choice for the tests.
+        enum Mode { Fast = "fast", Safe = "safe" }
+    }
+
+    crate::settings! {
+        /// A group flattened into [`Outer`].
+        struct Inner {
+            /// how long
+            wait: Duration = "2s",
+            /// how much
+            #[setting(size)]
+            room: usize = "1KiB",
+        }
+    }
+
+    crate::settings! {
+        /// Settings with one of everything.
+        struct Outer {
+            /// a required name
+            #[setting(required)]
+            name_key: String,
+            /// a mode
+            mode: Mode = "safe",
+            /// the group
+            #[setting(flatten)]
+            inner: Inner,
+            /// a list
+            tags: Vec<String>,
+            /// a number, unset
+            limit: Option<u64>,
+        }
+    }
+
+    fn read<T: Settings>(text: &str) -> (Result<T, DeError>, Source) {
+        let src = Source::new(Path::new("t.toml"), text.to_string());
+        let entries = match DeTable::parse(text) {
+            Ok(t) => convert_table(t.get_ref(), &src).unwrap_or_default(),
+            Err(e) => panic!("bad test TOML: {e}"),
+        };
+        let r = T::from_map(TableDe {
+            entries: &entries,
+            skip: &[],
+            only: None,
+        });
+        (r, src)
+    }
+
+    #[test]
+    fn defaults_come_from_the_declaration() {
+        let o = Outer::default();
+        assert_eq!(o.mode, Mode::Safe);
+        assert_eq!(o.inner.wait, Duration::from_secs(2));
+        assert_eq!(o.inner.room, 1024);
+        assert!(o.tags.is_empty() && o.limit.is_none() && o.name_key.is_empty());
+    }
+
+    #[test]
+    fn params_list_every_key_with_groups_in_place() {
+        let names: Vec<&str> = Outer::PARAMS.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["name_key", "mode", "wait", "room", "tags", "limit"]);
+        let by = |n: &str| Outer::PARAMS.iter().find(|p| p.name == n).copied();
+        let name = by("name_key").map(|p| (p.required, p.default));
+        assert_eq!(name, Some((true, None)));
+        assert_eq!(
+            by("room").map(|p| p.ty.to_string()).as_deref(),
+            Some("size")
+        );
+        assert_eq!(
+            by("mode").map(|p| p.ty.to_string()).as_deref(),
+            Some("\"fast\" | \"safe\"")
+        );
+        assert_eq!(
+            by("wait").map(|p| p.help_line()).as_deref(),
+            Some("how long")
+        );
+    }
+
+    #[test]
+    fn values_reach_their_fields_and_groups() {
+        let (r, _) = read::<Outer>(
+            "name_key = \"x\"\nmode = \"fast\"\nwait = \"250ms\"\nroom = \"2MiB\"\n\
+             tags = \"one\"\nlimit = 7\n",
+        );
+        let o = r.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.name_key, "x");
+        assert_eq!(o.mode, Mode::Fast);
+        assert_eq!(o.inner.wait, Duration::from_millis(250));
+        assert_eq!(o.inner.room, 2 << 20);
+        assert_eq!(o.tags, ["one"]);
+        assert_eq!(o.limit, Some(7));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_point_at_the_value() {
+        for (text, key, line, msg) in [
+            (
+                "name_key = \"x\"\nwait = \"soon\"\n",
+                "wait",
+                2,
+                "expected a duration",
+            ),
+            (
+                "name_key = \"x\"\n\nroom = -1\n",
+                "room",
+                3,
+                "expected a size",
+            ),
+            (
+                "mode = \"slow\"\n",
+                "mode",
+                1,
+                "expected one of \"fast\", \"safe\"",
+            ),
+            ("tags = [\"a\", 3]\n", "tags", 1, "invalid type"),
+            ("limit = \"many\"\n", "limit", 1, "invalid type"),
+            ("nope = 1\n", "nope", 1, "unknown key \"nope\""),
+        ] {
+            let (r, src) = read::<Outer>(text);
+            let e = r.expect_err(text);
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e:?}");
+            let at = e.span.as_ref().map(|s| src.line_col(s.start).0);
+            assert_eq!(at, Some(line), "{text}: {e:?}");
+            assert!(e.msg.contains(msg), "{text}: {}", e.msg);
+        }
+    }
+
+    #[test]
+    fn an_element_of_a_list_is_pointed_at() {
+        let (r, src) = read::<Outer>("tags = [\n  \"a\",\n  3,\n]\n");
+        let e = r.expect_err("a number in a list of strings");
+        let at = e.span.as_ref().map(|s| src.line_col(s.start));
+        assert_eq!(at, Some((3, 3)), "{e:?}");
+        assert_eq!(e.key.as_deref(), Some("tags"));
+    }
+}

@@ -93,11 +93,8 @@ fn daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm() {
         .parse()
         .unwrap();
     // SAFETY: signal 0 only checks that the process exists.
-    assert_eq!(
-        unsafe { libc::kill(pid, 0) },
-        0,
-        "daemon {pid} is not running"
-    );
+    let alive = unsafe { libc::kill(pid, 0) };
+    assert_eq!(alive, 0, "daemon {pid} is not running");
     writer.write_all(b"through the daemon\n").unwrap();
     let out = dir.path().join("out.log");
     wait_for("the daemon to write", || line_count(&out) == 1);

@@ -99,8 +99,9 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
     let mut connected = sender.wait_log_from(0, "INFO connected ");
     // The input grows at a steady pace over STREAM_FOR.
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (stop, input) = (stop.clone(), input.clone());
+        let (stop, written, input) = (stop.clone(), written.clone(), input.clone());
         std::thread::spawn(move || {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -117,6 +118,7 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
                 i = to;
                 std::thread::sleep(STREAM_FOR / steps as u32);
             }
+            written.store(true, Ordering::Relaxed);
         })
     };
     let started = Instant::now();
@@ -125,7 +127,19 @@ fn restarts(name: &str, sig: libc::c_int) -> (usize, usize, usize) {
         // Evenly inside the stream, once the collector got that far.
         let at = (n * k / (RESTARTS + 1) * LINE) as u64;
         let deadline = started + CATCH_UP;
-        while std::fs::metadata(&out).map_or(0, |m| m.len()) < at {
+        // A killed collector loses what its kernel held, so the output may never reach
+        // `at`: once everything is written and the output stops growing, stop it anyway.
+        let mut last = (0, Instant::now());
+        loop {
+            let len = std::fs::metadata(&out).map_or(0, |m| m.len());
+            if len >= at {
+                break;
+            }
+            if len != last.0 {
+                last = (len, Instant::now());
+            } else if written.load(Ordering::Relaxed) && last.1.elapsed() > Duration::from_secs(2) {
+                break;
+            }
             assert!(Instant::now() < deadline, "the collector stalled");
             std::thread::sleep(Duration::from_millis(5));
         }

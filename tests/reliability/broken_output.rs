@@ -162,3 +162,70 @@ fn unwritable_templated_output_stops_within_stop_timeout() {
     );
     drop(stdin);
 }
+
+/// A standard output that refuses writes (`/dev/full`) holds the records, says so once
+/// however many attempts fail (the first write, the timer's retries, the one at the
+/// stop), and SIGTERM still ends the run within `stop_timeout`, saying what was not
+/// written.
+#[test]
+fn full_stdout_holds_logs_once_and_stops_within_stop_timeout() {
+    let dir = TempDir::new("rel-full-stdout");
+    let cfg = write_config(
+        dir.path(),
+        "[engine]\nstop_timeout = \"1s\"\n[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"stdout\"\n",
+    );
+    let err = dir.path().join("err.log");
+    let Ok(full) = OpenOptions::new().write(true).open("/dev/full") else {
+        eprintln!("skipped: no /dev/full");
+        return;
+    };
+    let mut child = Command::new(BIN)
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(full)
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&err).unwrap_or_default();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"a\nb\n").unwrap();
+    wait_for("the write failure to be logged", || {
+        log().contains("writing standard output failed; holding data and retrying")
+    });
+    let stopping = Instant::now();
+    kill(child.id(), libc::SIGTERM);
+    let deadline = Instant::now() + PATIENCE;
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("deadbeat did not exit in time; stderr:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let took = stopping.elapsed();
+    let log = log();
+    assert_eq!(st.code(), Some(1), "{log}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "the stop took {took:?}:\n{log}"
+    );
+    assert_eq!(
+        log.matches("writing standard output failed").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("writable again"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped before standard output took everything"))
+        .unwrap_or_else(|| panic!("no account of the unwritten records:\n{log}"));
+    assert!(
+        line.contains("records=2") && line.contains("bytes=4"),
+        "{line}"
+    );
+    drop(stdin);
+}
