@@ -148,9 +148,8 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 /// ```
 ///
 /// From Rust: `Tail::new(TailSettings { paths: vec!["app.log".into()], follow: false,
-/// ..Default::default() }, None)`, with a
-/// [`CheckpointStore`](crate::kit::checkpoint::CheckpointStore) to keep checkpoints
-/// (relative paths are relative to the working directory).
+/// ..Default::default() }, None)`, with a [`CheckpointStore`] instead of `None` to keep
+/// checkpoints (relative paths are relative to the working directory).
 pub struct Tail {
     set: Settings,
     dirs: Vec<Dir>,
