@@ -121,26 +121,15 @@ impl FileIn {
         if s.max_line_bytes == 0 {
             return Err(SettingError::new("max_line_bytes", "must be above 0"));
         }
-        Ok(FileIn::reading(s.paths, s.max_line_bytes).with_missing(s.missing))
-    }
-
-    /// Reads `paths` in order, cutting lines at `max_line_bytes` (above 0).
-    fn reading(paths: Vec<PathBuf>, max_line_bytes: usize) -> Self {
-        FileIn {
-            paths,
+        Ok(FileIn {
+            paths: s.paths,
             next: 0,
             current: None,
-            splitter: LineSplitter::new(max_line_bytes)
+            splitter: LineSplitter::new(s.max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
             gate: PauseGate::new(0),
-            missing: Missing::Error,
-        }
-    }
-
-    /// Sets what a file that cannot be opened does (default [`Missing::Error`]).
-    fn with_missing(mut self, missing: Missing) -> Self {
-        self.missing = missing;
-        self
+            missing: s.missing,
+        })
     }
 
     fn open(path: &std::path::Path, cx: &mut Ctx) -> std::io::Result<StreamInput> {

@@ -227,31 +227,13 @@ impl Spool {
         if s.max_line_bytes == 0 {
             return Err(SettingError::new("max_line_bytes", "must be above 0"));
         }
-        Ok(Spool::reading(
-            s.dir,
-            s.done,
-            s.errors,
+        Ok(Spool {
+            dir: s.dir,
+            done: s.done,
+            errors: s.errors,
             pattern,
-            s.poll_interval,
-            s.max_line_bytes,
-        ))
-    }
-
-    fn reading(
-        dir: PathBuf,
-        done: Done,
-        errors: Option<PathBuf>,
-        pattern: Glob,
-        poll_interval: Duration,
-        max_line_bytes: usize,
-    ) -> Self {
-        Spool {
-            dir,
-            done,
-            errors,
-            pattern,
-            poll_interval,
-            splitter: LineSplitter::new(max_line_bytes).with_read_size(READ_SIZE),
+            poll_interval: s.poll_interval,
+            splitter: LineSplitter::new(s.max_line_bytes).with_read_size(READ_SIZE),
             queue: BTreeSet::new(),
             taken: HashSet::new(),
             seen: HashMap::new(),
@@ -262,7 +244,7 @@ impl Spool {
             watch: None,
             gate: PauseGate::new(STEP),
             finishing: false,
-        }
+        })
     }
 
     /// Whether a name is one the spool takes at all.
@@ -711,14 +693,11 @@ mod tests {
 
     #[test]
     fn hidden_and_tmp_names_are_never_wanted() {
-        let s = Spool::reading(
-            PathBuf::from("/nonexistent"),
-            Done::Delete,
-            None,
-            Glob::new("*").expect("`*` is a valid pattern"),
-            Duration::from_secs(1),
-            1024,
-        );
+        let s = Spool::new(SpoolSettings {
+            dir: PathBuf::from("/nonexistent"),
+            ..Default::default()
+        })
+        .expect("the default settings are valid");
         assert!(s.wanted(OsStr::new("a.log")));
         assert!(!s.wanted(OsStr::new(".a.log")));
         assert!(!s.wanted(OsStr::new("a.log.tmp")));

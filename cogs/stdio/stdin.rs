@@ -62,17 +62,12 @@ impl Stdin {
         if s.max_line_bytes == 0 {
             return Err(SettingError::new("max_line_bytes", "must be above 0"));
         }
-        Ok(Stdin::with_max_line(s.max_line_bytes))
-    }
-
-    /// Reads standard input, cutting lines at `max_line_bytes` (above 0).
-    fn with_max_line(max_line_bytes: usize) -> Self {
-        Stdin {
+        Ok(Stdin {
             input: None,
-            splitter: LineSplitter::new(max_line_bytes)
+            splitter: LineSplitter::new(s.max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
             gate: PauseGate::new(0),
-        }
+        })
     }
 
     fn read_some(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
