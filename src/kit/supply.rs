@@ -256,7 +256,7 @@ pub fn emit_rest(
 /// arrived meanwhile was not acted on (edge-triggered events do not come again).
 ///
 /// The supply calls [`pause`](PauseGate::pause) and [`resume`](PauseGate::resume) from
-/// [`Cog::pause`](crate::cog::Cog::pause) and [`Cog::resume`](crate::cog::Cog::resume),
+/// [`Cog::pause`](crate::Cog::pause) and [`Cog::resume`](crate::Cog::resume),
 /// and reads only while [`is_open`](PauseGate::is_open).
 #[derive(Debug)]
 pub struct PauseGate {
