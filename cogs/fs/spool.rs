@@ -43,7 +43,8 @@ const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 ///
 /// **Which files.** Regular files of `dir` itself (not of subdirectories, which are
 /// ignored, so `done` and `errors` may live inside `dir`) whose name matches `pattern`
-/// (`*`, `?`, `[abc]`, `[a-z]`, `[!a-z]` on the file name). Hidden files (name starting
+/// (`*`, `?`, `[abc]`, `[a-z]`, `[!a-z]`, `{a,b}` on the file name; a literal brace is
+/// written `\{`). Hidden files (name starting
 /// with `.`) and names ending in `.tmp` are never taken, whatever the pattern: writers
 /// create files under such names and rename them into place when complete.
 ///

@@ -72,8 +72,8 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 ///
 /// - **Discovery.** The directory of each pattern is watched with inotify (new, renamed,
 ///   deleted and written files); without inotify (or with `[engine] inotify = false`),
-///   it is scanned every `poll_interval`. Wildcards (`*`, `?`, `[...]`) are allowed in
-///   the file name only. `exclude` patterns without a `/` match the file name, others
+///   it is scanned every `poll_interval`. Wildcards (`*`, `?`, `[...]`, `{a,b}`) are
+///   allowed in the file name only (a literal brace is written `\{`). `exclude` patterns without a `/` match the file name, others
 ///   the whole path.
 /// - **Identity.** A file is known by its content first: a fingerprint of its first
 ///   256 bytes, with its device and inode to follow it across renames. A new file whose
@@ -320,7 +320,7 @@ crate::choice! {
 crate::settings! {
     /// Settings of `tail`.
     pub struct TailSettings {
-        /// files to follow; wildcards `*`, `?`, `[...]` in the file name
+        /// files to follow; wildcards `*`, `?`, `[...]`, `{a,b}` in the file name
         #[setting(required)]
         paths: Vec<PathBuf>,
         /// patterns of files not to follow (without `/`: matched against the file name)
