@@ -7,3 +7,4 @@ mod parse;
 mod pipeline;
 mod template;
 mod text;
+mod typed;
