@@ -118,3 +118,102 @@ fn flow_settings_checked_without_toml() {
     let err = Filter::from_settings(&bad, status, id()).unwrap_err();
     assert!(err.msg.starts_with("in the condition at column"), "{err}");
 }
+
+/// set → copy → rename → remove over records, each from its typed settings: fields apply in
+/// the order given, a nested table names dotted paths, templates render from the record.
+#[test]
+fn fields_cogs_from_typed_settings() {
+    use deadbeat::cogs::fields::copy::{Copy, CopySettings};
+    use deadbeat::cogs::fields::remove::{Remove, RemoveSettings};
+    use deadbeat::cogs::fields::rename::{Rename, RenameSettings};
+    use deadbeat::cogs::fields::set::{Set, SetSettings};
+    use deadbeat::cogs::fields::{FieldTable, take_at};
+    use deadbeat::record::{Key, Record};
+
+    let set_at = |p: FieldPath| Setter::new(move |r: &mut Record, v: Value| r.set_path(&p, v));
+    let mut geo = toml::Table::new();
+    geo.insert("country".into(), "FR".into());
+    let set = Set::from_settings(
+        &SetSettings {
+            fields: FieldTable(vec![
+                ("seen".into(), "{host}/{app}".into()),
+                ("env".into(), "prod".into()),
+                ("n".into(), 3.into()),
+                ("geo".into(), toml::Value::Table(geo)),
+            ]),
+        },
+        set_at,
+        |t| Box::new(move |r: &Record, out: &mut Vec<u8>| t.write(r, out)),
+    )
+    .unwrap();
+    let copy = Copy::from_settings(
+        &CopySettings {
+            fields: [("host", "client_raw")].into_iter().collect(),
+        },
+        |p| Getter::new(move |r: &Record| r.get_path(&p)),
+        set_at,
+    )
+    .unwrap();
+    let rename = Rename::from_settings(
+        &RenameSettings {
+            fields: [("app", "service.name")].into_iter().collect(),
+        },
+        take_at,
+        set_at,
+    )
+    .unwrap();
+    let remove = Remove::from_settings(
+        &RemoveSettings {
+            fields: vec!["offset".into(), "missing".into()],
+        },
+        take_at,
+    )
+    .unwrap();
+
+    let mut r = Record::new();
+    r.id = 7;
+    r.insert(Key::new("host"), Value::from("web1"));
+    r.insert(Key::new("app"), Value::from("api"));
+    r.insert(Key::new("offset"), Value::Int(40));
+    let log = Log::default();
+    let l = log.clone();
+    let train = Train::new("t")
+        .cog(counting_supply("supply", &log, vec![r]))
+        .cog(set)
+        .cog(copy)
+        .cog(rename)
+        .cog(remove)
+        .cog(
+            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
+                let mut json = Vec::new();
+                r.write_json(&mut json);
+                l.push(format!("out {}", String::from_utf8_lossy(&json)));
+                cx.event_done(r.id);
+            }),
+        );
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(train).unwrap();
+    run(&mut esc, &log);
+    assert_eq!(
+        log.only(&["out "]),
+        [
+            r#"out {"host":"web1","seen":"web1/api","env":"prod","n":3,"geo":{"country":"FR"},"client_raw":"web1","service":{"name":"api"}}"#
+        ]
+    );
+
+    let err = Remove::from_settings(&RemoveSettings::default(), take_at).unwrap_err();
+    assert_eq!(err.to_string(), "fields: give at least one field");
+    let err = Copy::from_settings(
+        &CopySettings {
+            fields: [("a", 1)].into_iter().collect(),
+        },
+        |p| Getter::new(move |r: &Record| r.get_path(&p)),
+        set_at,
+    )
+    .unwrap_err();
+    assert!(
+        err.msg
+            .starts_with("expected a field path (a string) for \"a\""),
+        "{err}"
+    );
+}
