@@ -217,3 +217,111 @@ fn fields_cogs_from_typed_settings() {
         "{err}"
     );
 }
+
+/// anonymise → cidr_tag over records, from typed settings, with `on_error` read for any
+/// datum by `on_error_from`: a value that is no address is dropped (and acknowledged).
+#[test]
+fn ip_cogs_from_typed_settings() {
+    use deadbeat::cogs::ip::anonymise::{Anonymise, AnonymiseMode, AnonymiseSettings};
+    use deadbeat::cogs::ip::cidr_tag::{CidrTag, CidrTagSettings, Networks};
+    use deadbeat::cogs::ip::on_error_from;
+    use deadbeat::record::{self, Key, Record};
+
+    let id = || Getter::new(|r: &Record| Some(&r.id));
+    let reason = || {
+        Setter::new(|r: &mut Record, why: String| {
+            r.insert(Key::new("error"), Value::Str(why));
+        })
+    };
+    let s = AnonymiseSettings {
+        ipv4_prefix: 16,
+        ..Default::default()
+    };
+    let drop = on_error_from(&s.on_error, |_| None, id(), reason()).unwrap();
+    let anon = Anonymise::from_settings(&s, record::field_mut(&s.field).unwrap(), drop).unwrap();
+    let t = CidrTagSettings {
+        networks: Networks(vec![
+            ("lan".into(), vec!["10.1.0.0/16".into()]),
+            ("any4".into(), vec!["0.0.0.0/0".into()]),
+        ]),
+        ..Default::default()
+    };
+    let keep = on_error_from(&t.on_error.on_error, |_| None, id(), reason()).unwrap();
+    let tag = CidrTag::from_settings(
+        &t,
+        record::field(&t.field).unwrap().get,
+        record::field(&t.target).unwrap().set,
+        keep,
+    )
+    .unwrap();
+
+    let data: Vec<Record> = ["10.1.2.3", "not an address", "192.0.2.77"]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut r = Record::new();
+            r.id = 50 + i as EventId;
+            r.insert(Key::new("client"), Value::from(*c));
+            r
+        })
+        .collect();
+    let log = Log::default();
+    let acked = Rc::new(std::cell::RefCell::new(Vec::<EventId>::new()));
+    let a = acked.clone();
+    let l = log.clone();
+    let train = Train::new("t")
+        .cog(
+            counting_supply("supply", &log, data)
+                .on_event_done(move |ids, _| a.borrow_mut().extend(ids)),
+        )
+        .cog(anon)
+        .cog(tag)
+        .cog(
+            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
+                let mut json = Vec::new();
+                r.write_json(&mut json);
+                l.push(format!("out {}", String::from_utf8_lossy(&json)));
+                cx.event_done(r.id);
+            }),
+        );
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(train).unwrap();
+    run(&mut esc, &log);
+    assert_eq!(
+        log.only(&["out "]),
+        [
+            r#"out {"client":"10.1.0.0","tags":["lan","any4"]}"#,
+            r#"out {"client":"192.0.0.0","tags":["any4"]}"#,
+        ]
+    );
+    let mut all = acked.borrow().clone();
+    all.sort();
+    assert_eq!(all, [50, 51, 52], "the dropped one is acknowledged too");
+
+    // What a type cannot check comes back at its key.
+    let bad = AnonymiseSettings {
+        ipv6_prefix: 129,
+        ..Default::default()
+    };
+    let err = deadbeat::cogs::ip::anonymise::Anonymiser::from_settings(&bad).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "ipv6_prefix: expected 0 to 128 bits, found 129"
+    );
+    let keyed = AnonymiseSettings {
+        mode: AnonymiseMode::Keyed,
+        key: Some("short".into()),
+        ..Default::default()
+    };
+    let err = deadbeat::cogs::ip::anonymise::Anonymiser::from_settings(&keyed).unwrap_err();
+    assert_eq!(err.key, "key");
+    assert!(err.msg.contains("at least 16"), "{err}");
+    let err = CidrTag::from_settings(
+        &CidrTagSettings::default(),
+        record::field("client").unwrap().get,
+        record::field("tags").unwrap().set,
+        on_error_from("keep", |_| None, id(), reason()).unwrap(),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "networks: give at least one network");
+}
