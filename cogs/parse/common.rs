@@ -1,5 +1,6 @@
-//! What the parsing cogs share: the error type, the generic cog around a parser, the
-//! common keys (`field`, `target`, `on_error`) and small byte helpers.
+//! What the parsing cogs share (the structured formats here, and `regex` with its
+//! presets): the failure type, the generic cog around a parser, the common keys (`field`,
+//! `target`, `on_error`) and small byte helpers.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -7,22 +8,38 @@ use std::fmt;
 use crate::kit::BuildCx;
 use crate::kit::on_error::{self, OnError};
 use crate::prelude::*;
-use crate::record::{self, Map, Merge, Path, Record, Value};
+use crate::record::{self, Key, Map, Merge, Path, Record, Value};
 use crate::schema::{CogParams, ConfigError, Param, ParamType};
 
-/// Why a line did not parse, and where.
+/// Why a datum did not parse: the reason a failed record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
-    /// Byte offset into the input where the problem was found.
-    pub offset: usize,
-    /// What was wrong.
-    pub msg: Cow<'static, str>,
+pub enum ParseError {
+    /// A structured format is broken at byte `offset` of the input.
+    At {
+        /// Byte offset into the input where the problem was found.
+        offset: usize,
+        /// What was wrong.
+        msg: Cow<'static, str>,
+    },
+    /// The input field (named here) is absent or not text.
+    Missing(String),
+    /// The line does not have the expected shape; the detail says where, if known.
+    NoMatch(&'static str),
+    /// A field was found but does not convert to its type.
+    Convert {
+        /// The field.
+        field: Key,
+        /// What it should have been ("an int").
+        want: &'static str,
+        /// The text found, lossily decoded.
+        text: String,
+    },
 }
 
 impl ParseError {
     /// An error at `offset` with a fixed message.
     pub fn at(offset: usize, msg: &'static str) -> ParseError {
-        ParseError {
+        ParseError::At {
             offset,
             msg: Cow::Borrowed(msg),
         }
@@ -30,9 +47,26 @@ impl ParseError {
 
     /// An error at `offset` with a composed message (only built on failure).
     pub fn owned(offset: usize, msg: String) -> ParseError {
-        ParseError {
+        ParseError::At {
             offset,
             msg: Cow::Owned(msg),
+        }
+    }
+
+    /// A conversion failure of `field`, keeping the offending text for the reason.
+    pub fn convert(field: Key, want: &'static str, text: &[u8]) -> ParseError {
+        ParseError::Convert {
+            field,
+            want,
+            text: String::from_utf8_lossy(text).into_owned(),
+        }
+    }
+
+    /// The byte offset of an [`At`](ParseError::At) error.
+    pub fn offset(&self) -> Option<usize> {
+        match self {
+            ParseError::At { offset, .. } => Some(*offset),
+            _ => None,
         }
     }
 }
@@ -50,13 +84,21 @@ pub fn input_key(name: &str, offset: usize) -> Result<crate::record::Key, ParseE
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "at byte {}: {}", self.offset, self.msg)
+        match self {
+            ParseError::At { offset, msg } => write!(f, "at byte {offset}: {msg}"),
+            ParseError::Missing(field) => write!(f, "field {field}: missing or not text"),
+            ParseError::NoMatch("") => f.write_str("no match"),
+            ParseError::NoMatch(detail) => write!(f, "no match: {detail}"),
+            ParseError::Convert { field, want, text } => {
+                write!(f, "field {field}: not {want}: {text:?}")
+            }
+        }
     }
 }
 
 impl std::error::Error for ParseError {}
 
-/// One structured format: turns the bytes of a field into named values.
+/// One format: turns the bytes of a field into named values.
 pub trait Parser: 'static {
     /// Parses `input`, adding fields to `out` (empty on entry). On error `out` may hold
     /// some fields; the cog discards them.
@@ -64,16 +106,45 @@ pub trait Parser: 'static {
 }
 
 /// A parsing cog: reads bytes with a getter, parses them, merges the fields into the
-/// datum, and hands failures to `on_error`. The four structured-format cogs are this
-/// struct with their own [`Parser`].
+/// datum, and hands failures to `on_error`. The structured-format cogs and `regex` are
+/// this struct with their own [`Parser`].
 pub struct ParseCog<D, P> {
     name: &'static str,
-    parser: P,
+    parse: ParseInto<D, P>,
+    on_error: OnError<D>,
+}
+
+/// What a parsing cog does to one datum, apart from its error handling (so that the batch
+/// loop can borrow the two at once).
+struct ParseInto<D, P> {
     input: Getter<D, [u8]>,
     output: Merge<D>,
-    on_error: OnError<D>,
-    // Reused for every datum so that parsing allocates only the values themselves.
-    scratch: Map,
+    parser: P,
+    /// The reason given for a datum without the input.
+    missing: ParseError,
+    /// Reused for every datum so that parsing allocates only the values themselves.
+    fields: Map,
+}
+
+impl<D, P: Parser> ParseInto<D, P> {
+    /// Parses the datum's text and merges the fields into it; on failure it is unchanged.
+    #[inline]
+    fn apply(&mut self, d: &mut D) -> Result<(), ParseError> {
+        let res = match self.input.get(d) {
+            Some(text) => self.parser.parse(text, &mut self.fields),
+            None => Err(self.missing.clone()),
+        };
+        match res {
+            Ok(()) => {
+                self.output.merge(d, &mut self.fields);
+                Ok(())
+            }
+            Err(why) => {
+                self.fields.clear();
+                Err(why)
+            }
+        }
+    }
 }
 
 impl<D: 'static, P: Parser> ParseCog<D, P> {
@@ -87,12 +158,22 @@ impl<D: 'static, P: Parser> ParseCog<D, P> {
     ) -> Self {
         ParseCog {
             name,
-            parser,
-            input,
-            output,
+            parse: ParseInto {
+                input,
+                output,
+                parser,
+                missing: ParseError::at(0, "input field missing or not text"),
+                fields: Map::with_capacity(16),
+            },
             on_error,
-            scratch: Map::new(),
         }
+    }
+
+    /// Sets the reason given for a datum without the input (by default
+    /// `at byte 0: input field missing or not text`).
+    pub fn with_missing_reason(mut self, why: ParseError) -> Self {
+        self.parse.missing = why;
+        self
     }
 }
 
@@ -110,21 +191,21 @@ impl<D: 'static, P: Parser> Cog<D> for ParseCog<D, P> {
         self.name
     }
 
+    #[inline]
     fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        let result = match self.input.get(&d) {
-            Some(bytes) => self.parser.parse(bytes, &mut self.scratch),
-            None => Err(ParseError::at(0, "input field missing or not text")),
-        };
-        match result {
-            Ok(()) => {
-                self.output.merge(&mut d, &mut self.scratch);
-                out.push(d);
-            }
-            Err(e) => {
-                self.scratch.clear();
-                self.on_error.fail(d, self.name, &e, out, cx);
-            }
+        match self.parse.apply(&mut d) {
+            Ok(()) => out.push(d),
+            Err(why) => self.on_error.fail(d, self.name, &why, out, cx),
         }
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let (parse, on_error, name) = (&mut self.parse, &mut self.on_error, self.name);
+        out.change_each(
+            batch,
+            |d| parse.apply(d),
+            |d, why, out| on_error.fail(d, name, &why, out, cx),
+        );
     }
 }
 

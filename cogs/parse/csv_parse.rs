@@ -258,7 +258,12 @@ mod tests {
             e.to_string(),
             "at byte 3: too few fields: expected 3 columns, found 2"
         );
-        assert!(csv(ABC, b',', b"").unwrap_err().msg.contains("found 1"));
+        assert!(
+            csv(ABC, b',', b"")
+                .unwrap_err()
+                .to_string()
+                .contains("found 1")
+        );
     }
 
     #[test]

@@ -137,7 +137,7 @@ mod tests {
     #[test]
     fn failures_carry_offsets() {
         let e = json(br#"{"a":1,"#).unwrap_err();
-        assert_eq!(e.offset, 7);
+        assert_eq!(e.offset(), Some(7));
         assert!(json(b"").is_err());
         assert!(json(br#"{"a":"unterminated}"#).is_err());
         assert!(json(b"{\"a\":\"\xff\"}").is_err());
@@ -147,7 +147,12 @@ mod tests {
             e.to_string(),
             "at byte 2: expected a JSON object, found an array"
         );
-        assert!(json(b"\"str\"").unwrap_err().msg.contains("a string"));
+        assert!(
+            json(b"\"str\"")
+                .unwrap_err()
+                .to_string()
+                .contains("a string")
+        );
         assert!(json(b"42").is_err());
         assert!(json(b"null").is_err());
     }

@@ -334,7 +334,7 @@ mod tests {
         let e = kv_with(&strict, b"a=1 junk").unwrap_err();
         assert_eq!(e.to_string(), "at byte 4: no key/value delimiter");
         let e = kv_with(&strict, br#"a="open"#).unwrap_err();
-        assert_eq!(e.offset, 2);
+        assert_eq!(e.offset(), Some(2));
         assert!(kv_with(&strict, b"a=1 b=2").is_ok());
     }
 }

@@ -758,13 +758,18 @@ mod tests {
         ] {
             let e = sys(line).expect_err(&String::from_utf8_lossy(line));
             assert_eq!(
-                e.offset,
-                offset,
+                e.offset(),
+                Some(offset),
                 "{e} for {:?}",
                 String::from_utf8_lossy(line)
             );
         }
-        assert!(sys(b"<999>x").unwrap_err().msg.contains("above 191"));
+        assert!(
+            sys(b"<999>x")
+                .unwrap_err()
+                .to_string()
+                .contains("above 191")
+        );
     }
 
     #[test]

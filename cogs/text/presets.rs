@@ -4,61 +4,19 @@
 //! with byte searches: the Common Log Format family is the hot path of access-log
 //! pipelines, and a regex with eleven groups costs several times more per line.
 
-// `Failure` has owned variants, so an eager `ok_or(Failure::…)` builds and drops one at
-// every successful step of a parse, a cost paid on every line of the hot path.
+// `ParseError` has owned variants, so an eager `ok_or(ParseError::…)` builds and drops one
+// at every successful step of a parse, a cost paid on every line of the hot path.
 #![allow(clippy::unnecessary_lazy_evaluations)]
 
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::cogs::parse::ParseError;
 use crate::record::timefmt::parse_clf;
 use crate::record::{InlineStr, Key, Map, SharedStr, Slot, Value};
 
 /// The preset names `preset` accepts.
 pub const PRESET_NAMES: &[&str] = &["apache_combined", "apache_common", "nginx_combined", "sshd"];
-
-/// Why a line was not parsed: the reason a failed record carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// The input field is absent or not text.
-    Missing(String),
-    /// The line does not have the expected shape; the detail says where, if known.
-    NoMatch(&'static str),
-    /// A field was found but does not convert to its type.
-    Convert {
-        /// The field.
-        field: Key,
-        /// What it should have been ("an int").
-        want: &'static str,
-        /// The text found, lossily decoded.
-        text: String,
-    },
-}
-
-impl Failure {
-    /// A conversion failure of `field`, keeping the offending text for the reason.
-    pub fn convert(field: Key, want: &'static str, text: &[u8]) -> Failure {
-        Failure::Convert {
-            field,
-            want,
-            text: String::from_utf8_lossy(text).into_owned(),
-        }
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::Missing(field) => write!(f, "field {field}: missing or not text"),
-            Failure::NoMatch("") => f.write_str("no match"),
-            Failure::NoMatch(detail) => write!(f, "no match: {detail}"),
-            Failure::Convert { field, want, text } => {
-                write!(f, "field {field}: not {want}: {text:?}")
-            }
-        }
-    }
-}
 
 /// A preset: which hand-written parser, with its field keys interned once.
 #[derive(Debug, Clone)]
@@ -83,7 +41,7 @@ impl Preset {
     /// Parses `line` into `out`; on failure `out` may hold some fields, which the caller
     /// clears.
     #[inline]
-    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), ParseError> {
         match self {
             Preset::Clf(p) => p.parse(line, out),
             Preset::Sshd(p) => p.parse(line, out),
@@ -312,18 +270,20 @@ impl Clf {
 
     /// Parses one line; what follows the last field (extra fields of a custom format) is
     /// ignored, as a line that merely extends the format is still that format.
-    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
-        let sp = find(line, b' ').ok_or_else(|| Failure::NoMatch("expected a client address"))?;
+    pub fn parse(&mut self, line: &[u8], out: &mut Map) -> Result<(), ParseError> {
+        let sp =
+            find(line, b' ').ok_or_else(|| ParseError::NoMatch("expected a client address"))?;
         let (client, rest) = (&line[..sp], &line[sp + 1..]);
         if client.is_empty() {
-            return Err(Failure::NoMatch("expected a client address"));
+            return Err(ParseError::NoMatch("expected a client address"));
         }
-        let sp = find(rest, b' ').ok_or_else(|| Failure::NoMatch("expected an ident"))?;
+        let sp = find(rest, b' ').ok_or_else(|| ParseError::NoMatch("expected an ident"))?;
         let (ident, rest) = (&rest[..sp], &rest[sp + 1..]);
         // The user name is taken up to the bracket so a name with a space still parses.
         let mut br = 0;
         loop {
-            br += find(&rest[br..], b'[').ok_or_else(|| Failure::NoMatch("expected a [time]"))?;
+            br +=
+                find(&rest[br..], b'[').ok_or_else(|| ParseError::NoMatch("expected a [time]"))?;
             if br > 0 && rest[br - 1] == b' ' {
                 break;
             }
@@ -331,26 +291,26 @@ impl Clf {
         }
         let br = br - 1;
         let (user, rest) = (&rest[..br], &rest[br + 2..]);
-        let end = find(rest, b']').ok_or_else(|| Failure::NoMatch("expected a [time]"))?;
+        let end = find(rest, b']').ok_or_else(|| ParseError::NoMatch("expected a [time]"))?;
         let (time, rest) = (&rest[..end], &rest[end + 1..]);
         let time =
-            parse_clf(time).ok_or_else(|| Failure::convert(self.time, "a timestamp", time))?;
+            parse_clf(time).ok_or_else(|| ParseError::convert(self.time, "a timestamp", time))?;
         let rest = rest
             .strip_prefix(b" \"")
-            .ok_or_else(|| Failure::NoMatch("expected a quoted request line"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected a quoted request line"))?;
         let (request, rest) =
-            quoted(rest).ok_or_else(|| Failure::NoMatch("unterminated request line"))?;
+            quoted(rest).ok_or_else(|| ParseError::NoMatch("unterminated request line"))?;
         let rest = rest
             .strip_prefix(b" ")
-            .ok_or_else(|| Failure::NoMatch("expected a status"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected a status"))?;
         let sp = find(rest, b' ').unwrap_or(rest.len());
         let (status, rest) = (&rest[..sp], &rest[sp..]);
         let status = parse_int(status)
             .filter(|s| *s >= 0)
-            .ok_or_else(|| Failure::convert(self.status, "an int", status))?;
+            .ok_or_else(|| ParseError::convert(self.status, "an int", status))?;
         let rest = rest
             .strip_prefix(b" ")
-            .ok_or_else(|| Failure::NoMatch("expected a size"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected a size"))?;
         let sp = find(rest, b' ').unwrap_or(rest.len());
         let (bytes, rest) = (&rest[..sp], &rest[sp..]);
         let bytes = match bytes {
@@ -358,20 +318,20 @@ impl Clf {
             b => Value::Int(
                 parse_int(b)
                     .filter(|n| *n >= 0)
-                    .ok_or_else(|| Failure::convert(self.bytes, "an int", b))?,
+                    .ok_or_else(|| ParseError::convert(self.bytes, "an int", b))?,
             ),
         };
         let (referer, agent) = if self.combined {
             let rest = rest
                 .strip_prefix(b" \"")
-                .ok_or_else(|| Failure::NoMatch("expected a quoted referer"))?;
+                .ok_or_else(|| ParseError::NoMatch("expected a quoted referer"))?;
             let (referer, rest) =
-                quoted(rest).ok_or_else(|| Failure::NoMatch("unterminated referer"))?;
+                quoted(rest).ok_or_else(|| ParseError::NoMatch("unterminated referer"))?;
             let rest = rest
                 .strip_prefix(b" \"")
-                .ok_or_else(|| Failure::NoMatch("expected a quoted user agent"))?;
+                .ok_or_else(|| ParseError::NoMatch("expected a quoted user agent"))?;
             let (agent, _) =
-                quoted(rest).ok_or_else(|| Failure::NoMatch("unterminated user agent"))?;
+                quoted(rest).ok_or_else(|| ParseError::NoMatch("unterminated user agent"))?;
             (Some(referer), Some(agent))
         } else {
             (None, None)
@@ -566,13 +526,13 @@ impl Sshd {
     /// Parses one line; `facility` and `severity` are set only when the line has a
     /// priority, `module` only for `sshd(MODULE)[pid]`, and `user`, `client` and `port`
     /// only when the message names them (in the wordings sshd and its PAM module use).
-    pub fn parse(&self, line: &[u8], out: &mut Map) -> Result<(), Failure> {
+    pub fn parse(&self, line: &[u8], out: &mut Map) -> Result<(), ParseError> {
         let mut pri = None;
         let mut line = line;
         if line.first() == Some(&b'<') {
             // As `syslog_parse` reads it: the same rules, the same names.
             let (p, after) = crate::cogs::parse::syslog_parse::pri(line)
-                .map_err(|_| Failure::NoMatch("bad priority: expected <0> to <191>"))?;
+                .map_err(|_| ParseError::NoMatch("bad priority: expected <0> to <191>"))?;
             pri = Some(p);
             line = &line[after..];
         }
@@ -580,15 +540,15 @@ impl Sshd {
         let time = line
             .get(..15)
             .filter(|t| t[3] == b' ' && t[6] == b' ' && t[9] == b':' && t[12] == b':')
-            .ok_or_else(|| Failure::NoMatch("expected a syslog time"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected a syslog time"))?;
         let rest = line[15..]
             .strip_prefix(b" ")
-            .ok_or_else(|| Failure::NoMatch("expected a host"))?;
-        let sp = find(rest, b' ').ok_or_else(|| Failure::NoMatch("expected a host"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected a host"))?;
+        let sp = find(rest, b' ').ok_or_else(|| ParseError::NoMatch("expected a host"))?;
         let (host, rest) = (&rest[..sp], &rest[sp + 1..]);
         let rest = rest
             .strip_prefix(b"sshd")
-            .ok_or_else(|| Failure::NoMatch("not an sshd line"))?;
+            .ok_or_else(|| ParseError::NoMatch("not an sshd line"))?;
         // OpenSSH 9.8 and later log each session from its own `sshd-session` process.
         let rest = rest.strip_prefix(b"-session").unwrap_or(rest);
         let (module, rest) = match rest {
@@ -596,17 +556,17 @@ impl Sshd {
             [b'(', rest @ ..] => {
                 let close = find(rest, b')')
                     .filter(|&c| c > 0 && rest.get(c + 1) == Some(&b'['))
-                    .ok_or_else(|| Failure::NoMatch("expected sshd(module)[pid]"))?;
+                    .ok_or_else(|| ParseError::NoMatch("expected sshd(module)[pid]"))?;
                 (Some(&rest[..close]), &rest[close + 2..])
             }
-            _ => return Err(Failure::NoMatch("not an sshd line")),
+            _ => return Err(ParseError::NoMatch("not an sshd line")),
         };
-        let end = find(rest, b']').ok_or_else(|| Failure::NoMatch("expected sshd[pid]"))?;
+        let end = find(rest, b']').ok_or_else(|| ParseError::NoMatch("expected sshd[pid]"))?;
         let pid = &rest[..end];
-        let pid = parse_int(pid).ok_or_else(|| Failure::convert(self.pid, "an int", pid))?;
+        let pid = parse_int(pid).ok_or_else(|| ParseError::convert(self.pid, "an int", pid))?;
         let message = rest[end + 1..]
             .strip_prefix(b": ")
-            .ok_or_else(|| Failure::NoMatch("expected ': ' after sshd[pid]"))?;
+            .ok_or_else(|| ParseError::NoMatch("expected ': ' after sshd[pid]"))?;
 
         if let Some(p) = pri {
             let (facilities, severities) = crate::cogs::parse::syslog_parse::pri_names();

@@ -1,5 +1,6 @@
 //! `regex`: parses a text field with a regular expression's named groups, or with a preset.
 
+use crate::cogs::parse::common::{self, ParseCog, ParseError};
 use crate::engine::getset::Getter;
 use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -8,7 +9,7 @@ use crate::record::timefmt::TimeFormat;
 use crate::record::{self, Key, Map, Merge, Path, Record, Value};
 use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
 
-use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
+use super::presets::{PRESET_NAMES, Preset, parse_int, text_value};
 
 /// Parses a text field into named fields, with a regular expression or a preset.
 ///
@@ -46,42 +47,7 @@ use super::presets::{Failure, PRESET_NAMES, Preset, parse_int, text_value};
 ///
 /// From Rust, on any datum: give the getter of the text, a [`Merge`] that stores the
 /// fields, an [`OnError`] and a [`Parser`].
-pub struct Regex<D> {
-    parse: ParseInto<D>,
-    on_error: OnError<D>,
-}
-
-/// What `regex` does to one datum, apart from the cog's error handling (so that the
-/// batch loop can borrow the two at once).
-struct ParseInto<D> {
-    input: Getter<D, [u8]>,
-    input_name: String,
-    output: Merge<D>,
-    parser: Parser,
-    /// Reused for every line: captures are collected here, then merged.
-    fields: Map,
-}
-
-impl<D> ParseInto<D> {
-    /// Parses the datum's text and merges the fields into it; on failure it is unchanged.
-    #[inline]
-    fn apply(&mut self, d: &mut D) -> Result<(), Failure> {
-        let res = match self.input.get(d) {
-            Some(text) => self.parser.parse(text, &mut self.fields),
-            None => Err(Failure::Missing(self.input_name.clone())),
-        };
-        match res {
-            Ok(()) => {
-                self.output.merge(d, &mut self.fields);
-                Ok(())
-            }
-            Err(why) => {
-                self.fields.clear();
-                Err(why)
-            }
-        }
-    }
-}
+pub type Regex<D> = ParseCog<D, Parser>;
 
 /// The descriptor of `regex`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
@@ -241,45 +207,12 @@ impl<D: 'static> Regex<D> {
         on_error: OnError<D>,
         parser: Parser,
     ) -> Self {
-        Regex {
-            parse: ParseInto {
-                input,
-                input_name: "message".to_string(),
-                output,
-                parser,
-                fields: Map::with_capacity(16),
-            },
-            on_error,
-        }
+        ParseCog::with_parser("regex", parser, input, output, on_error).with_input_name("message")
     }
 
     /// Names the input in failure reasons (`field NAME: missing or not text`).
-    pub fn with_input_name(mut self, name: &str) -> Self {
-        self.parse.input_name = name.to_string();
-        self
-    }
-}
-
-impl<D: 'static> Cog<D> for Regex<D> {
-    fn name(&self) -> &str {
-        "regex"
-    }
-
-    #[inline]
-    fn process(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        match self.parse.apply(&mut d) {
-            Ok(()) => out.push(d),
-            Err(why) => self.on_error.fail(d, "regex", &why, out, cx),
-        }
-    }
-
-    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
-        let (parse, on_error) = (&mut self.parse, &mut self.on_error);
-        out.change_each(
-            batch,
-            |d| parse.apply(d),
-            |d, why, out| on_error.fail(d, "regex", &why, out, cx),
-        );
+    pub fn with_input_name(self, name: &str) -> Self {
+        self.with_missing_reason(ParseError::Missing(name.to_string()))
     }
 }
 
@@ -329,12 +262,19 @@ impl Parser {
 
     /// Parses `text` into `out`; on failure `out` may hold some fields.
     #[inline]
-    pub fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), Failure> {
+    pub fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), ParseError> {
         match self {
             #[cfg(feature = "regex")]
             Parser::Pattern(p) => p.parse(text, out),
             Parser::Preset(p) => p.parse(text, out),
         }
+    }
+}
+
+impl common::Parser for Parser {
+    #[inline]
+    fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), ParseError> {
+        Parser::parse(self, text, out)
     }
 }
 
@@ -386,9 +326,9 @@ impl Pattern {
     }
 
     #[inline]
-    fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), Failure> {
+    fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), ParseError> {
         if self.re.captures_read(&mut self.locs, text).is_none() {
-            return Err(Failure::NoMatch(""));
+            return Err(ParseError::NoMatch(""));
         }
         for (i, key, conv) in &self.groups {
             if let Some((s, e)) = self.locs.get(*i) {
@@ -441,18 +381,18 @@ impl Conv {
 
     /// Converts the text captured for `key`.
     #[inline]
-    pub fn apply(&self, key: Key, b: &[u8]) -> Result<Value, Failure> {
+    pub fn apply(&self, key: Key, b: &[u8]) -> Result<Value, ParseError> {
         match self {
             Conv::Str => Ok(text_value(b)),
             Conv::Int => parse_int(b)
                 .map(Value::Int)
-                .ok_or_else(|| Failure::convert(key, "an int", b)),
+                .ok_or_else(|| ParseError::convert(key, "an int", b)),
             Conv::Float => std::str::from_utf8(b)
                 .ok()
                 .and_then(|s| s.parse::<f64>().ok())
                 .filter(|f| f.is_finite())
                 .map(Value::Float)
-                .ok_or_else(|| Failure::convert(key, "a float", b)),
+                .ok_or_else(|| ParseError::convert(key, "a float", b)),
             Conv::Bool => {
                 let any = |words: [&[u8]; 4]| words.iter().any(|w| w.eq_ignore_ascii_case(b));
                 if any([b"true", b"yes", b"on", b"1"]) {
@@ -460,16 +400,16 @@ impl Conv {
                 } else if any([b"false", b"no", b"off", b"0"]) {
                     Ok(Value::Bool(false))
                 } else {
-                    Err(Failure::convert(key, "a bool", b))
+                    Err(ParseError::convert(key, "a bool", b))
                 }
             }
             Conv::Ip => record::parse_ip(b)
                 .map(Value::Ip)
-                .ok_or_else(|| Failure::convert(key, "an IP address", b)),
+                .ok_or_else(|| ParseError::convert(key, "an IP address", b)),
             Conv::Time(f) => f
                 .parse(b)
                 .map(Value::Time)
-                .map_err(|_| Failure::convert(key, "a timestamp", b)),
+                .map_err(|_| ParseError::convert(key, "a timestamp", b)),
         }
     }
 }

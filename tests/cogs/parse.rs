@@ -46,6 +46,22 @@ fn check_fails(cogs: &str, what: &str) {
     assert!(err.contains(what), "expected {what:?} in:\n{err}");
 }
 
+/// A record without the field to parse fails with the parsers' own reason (`regex` names
+/// the field instead), and goes on with the reason under `keep`.
+#[test]
+fn missing_input_field_is_a_failure_of_every_parser() {
+    for cog in ["json_parse", "kv_parse", "syslog_parse"] {
+        assert_eq!(
+            run(
+                &format!("[[train.cog]]\ntype = \"{cog}\"\nfield = \"nope\"\n"),
+                b"x\n"
+            ),
+            [r#"{"message":"x","error":"at byte 0: input field missing or not text"}"#],
+            "{cog}"
+        );
+    }
+}
+
 #[test]
 fn json_parse_top_level_and_target() {
     let input = b"{\"level\":\"info\",\"n\":3,\"wrapped\":\"{\\\"a\\\":1}\"}\nnot json\n[1]\n";
