@@ -14,7 +14,8 @@ use std::rc::Rc;
 use deadbeat::cogs::flow::filter::{Filter, FilterSettings};
 use deadbeat::cogs::ip::anonymise::{Anonymise, AnonymiseSettings};
 use deadbeat::cogs::ip::on_error_from;
-use deadbeat::cogs::text::regex::{Parser, Regex};
+use deadbeat::cogs::text::presets::PresetName;
+use deadbeat::cogs::text::regex::{Regex, RegexSettings};
 use deadbeat::kit::on_error::{ErrorAction, OnError};
 use deadbeat::prelude::*;
 use deadbeat::record::{Map, Merge, Path, Value};
@@ -122,13 +123,16 @@ fn main() -> Result<(), BoxError> {
     let id = || Getter::new(|h: &Hit| Some(&h.id));
     let reason = || Setter::new(|h: &mut Hit, why: String| h.error = Some(why));
 
-    let regex = Regex::new(
+    let regex = Regex::from_settings(
+        &RegexSettings {
+            field: "line".into(),
+            preset: Some(PresetName::ApacheCombined),
+            ..Default::default()
+        },
         Getter::new(|h: &Hit| Some(h.line.as_bytes())),
         Merge::new(store),
         OnError::new(ErrorAction::Drop, id(), reason()),
-        Parser::preset("apache_combined")?,
-    )
-    .with_input_name("line");
+    )?;
 
     let anon_settings = AnonymiseSettings {
         ipv4_prefix: 16,

@@ -325,3 +325,105 @@ fn ip_cogs_from_typed_settings() {
     .unwrap_err();
     assert_eq!(err.to_string(), "networks: give at least one network");
 }
+
+/// regex (a pattern with types) → csv_parse over records, from typed settings: fields are
+/// typed and merged, a line that does not match follows `on_error`.
+#[test]
+fn parse_cogs_from_typed_settings() {
+    use deadbeat::cogs::parse::csv_parse::{CsvParse, CsvParseSettings};
+    use deadbeat::cogs::text::presets::PresetName;
+    use deadbeat::cogs::text::regex::{GroupTypes, Parser, Regex, RegexSettings};
+    use deadbeat::kit::on_error::{ErrorAction, OnError};
+    use deadbeat::record::{self, Key, Record};
+
+    let on_error = |a| {
+        OnError::new(
+            a,
+            Getter::new(|r: &Record| Some(&r.id)),
+            Setter::new(|r: &mut Record, why: String| {
+                r.insert(Key::new("error"), Value::Str(why));
+            }),
+        )
+    };
+    let message = || record::bytes_at(FieldPath::parse("message").unwrap());
+    let regex = Regex::from_settings(
+        &RegexSettings {
+            pattern: Some(r"^(?P<n>\d+) (?P<rest>.*)$".into()),
+            types: Some(GroupTypes(vec![("n".into(), "int".into())])),
+            ..Default::default()
+        },
+        message(),
+        record::merge_into(None),
+        on_error(ErrorAction::Keep),
+    )
+    .unwrap();
+    let csv = CsvParse::from_settings(
+        &CsvParseSettings {
+            columns: vec!["a".into(), "b".into()],
+            delimiter: ";".into(),
+            input: deadbeat::cogs::parse::common::InputSettings {
+                field: "rest".into(),
+                target: Some("csv".into()),
+            },
+            ..Default::default()
+        },
+        record::bytes_at(FieldPath::parse("rest").unwrap()),
+        record::merge_into(Some(FieldPath::parse("csv").unwrap())),
+        on_error(ErrorAction::Drop),
+    )
+    .unwrap();
+
+    let data: Vec<Record> = ["7 x;y", "no number"]
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut r = Record::new();
+            r.id = 10 + i as EventId;
+            r.insert(Key::new("message"), Value::from(*m));
+            r
+        })
+        .collect();
+    let log = Log::default();
+    let l = log.clone();
+    let train = Train::new("t")
+        .cog(counting_supply("supply", &log, data))
+        .cog(regex)
+        .cog(csv)
+        .cog(
+            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
+                let mut json = Vec::new();
+                r.write_json(&mut json);
+                l.push(format!("out {}", String::from_utf8_lossy(&json)));
+                cx.event_done(r.id);
+            }),
+        );
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(train).unwrap();
+    run(&mut esc, &log);
+    // The second line keeps its regex failure, then has no `rest` for csv_parse: dropped.
+    assert_eq!(
+        log.only(&["out "]),
+        [r#"out {"message":"7 x;y","n":7,"rest":"x;y","csv":{"a":"x","b":"y"}}"#]
+    );
+
+    // What a type cannot check comes back as an error; about the whole, with no key.
+    let err = Parser::from_settings(&RegexSettings::default()).unwrap_err();
+    assert_eq!(err.key, "");
+    assert!(
+        err.msg
+            .starts_with("give a `pattern` with named groups or a `preset`")
+    );
+    let both = RegexSettings {
+        preset: Some(PresetName::Sshd),
+        types: Some(GroupTypes(vec![("n".into(), "int".into())])),
+        ..Default::default()
+    };
+    assert_eq!(Parser::from_settings(&both).unwrap_err().key, "types");
+    let err = deadbeat::cogs::parse::csv_parse::CsvParser::from_settings(&CsvParseSettings {
+        columns: vec!["a".into()],
+        delimiter: "\"".into(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.to_string(), r"delimiter: must not be a quote, \r or \n");
+}
