@@ -8,7 +8,12 @@ use std::fmt;
 
 use crate::kit::CogDescriptor;
 use crate::record::{Path, Record, Value};
-use crate::schema::{CogParams, ConfigError, Node, NodeValue};
+use crate::schema::settings::de::{
+    self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
+};
+use crate::schema::{
+    CogParams, ConfigError, Node, NodeValue, ParamType, SettingError, SettingValue,
+};
 
 pub mod copy;
 pub mod remove;
@@ -125,4 +130,158 @@ pub(crate) fn path_pairs(p: &CogParams<'_>, key: &str) -> Result<Vec<(Path, Path
             Ok((parse_path(p, key, &from)?, parse_path(p, key, to)?))
         })
         .collect()
+}
+
+/// The `fields` table of `set`, `copy` and `rename`: dotted field paths with their values,
+/// in the order written. A nested table is read as dotted paths (`{ geo = { country =
+/// "FR" } }` names `geo.country`, as `{ "geo.country" = "FR" }` does); an empty one is kept
+/// as a value. From Rust: `[("client", "client_raw")].into_iter().collect()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldTable(pub Vec<(String, toml::Value)>);
+
+impl<K: Into<String>, V: Into<toml::Value>> FromIterator<(K, V)> for FieldTable {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        FieldTable(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+}
+
+impl FieldTable {
+    /// The entries with their paths parsed; none is an error.
+    pub(crate) fn paths(&self) -> Result<Vec<(Path, &toml::Value)>, SettingError> {
+        if self.0.is_empty() {
+            return Err(SettingError::new("fields", "give at least one field"));
+        }
+        self.0
+            .iter()
+            .map(|(name, v)| Ok((setting_path(name)?, v)))
+            .collect()
+    }
+
+    /// The entries as `source path → destination path` pairs (`rename`, `copy`).
+    pub(crate) fn path_pairs(&self) -> Result<Vec<(Path, Path)>, SettingError> {
+        self.paths()?
+            .into_iter()
+            .map(|(from, v)| {
+                let toml::Value::String(to) = v else {
+                    return Err(SettingError::new(
+                        "fields",
+                        format!(
+                            "expected a field path (a string) for {:?}, found {}",
+                            from.to_string(),
+                            v.type_str()
+                        ),
+                    ));
+                };
+                Ok((from, setting_path(to)?))
+            })
+            .collect()
+    }
+}
+
+/// Parses a field path given in settings.
+pub(crate) fn setting_path(path: &str) -> Result<Path, SettingError> {
+    Path::parse(path)
+        .map_err(|e| SettingError::new("fields", format!("bad field path {path:?}: {e}")))
+}
+
+impl SettingValue for FieldTable {
+    const TYPE: ParamType = ParamType::Table;
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Entries {
+            prefix: String::new(),
+            out: &mut out,
+        })?;
+        Ok(FieldTable(out))
+    }
+
+    fn from_default(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+/// Reads the value under `prefix` into `out`: a non-empty table as more dotted paths, any
+/// other value (an empty table included) as itself.
+struct Entries<'o> {
+    prefix: String,
+    out: &'o mut Vec<(String, toml::Value)>,
+}
+
+impl Entries<'_> {
+    fn leaf<E>(self, v: toml::Value) -> Result<(), E> {
+        self.out.push((self.prefix, v));
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Entries<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of dotted field paths")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut any = false;
+        while let Some(k) = map.next_key::<String>()? {
+            any = true;
+            let prefix = if self.prefix.is_empty() {
+                k
+            } else {
+                format!("{}.{k}", self.prefix)
+            };
+            map.next_value_seed(Entries {
+                prefix,
+                out: &mut *self.out,
+            })?;
+        }
+        if !any && !self.prefix.is_empty() {
+            self.out
+                .push((self.prefix, toml::Value::Table(toml::Table::new())));
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element::<toml::Value>()? {
+            items.push(v);
+        }
+        self.leaf(toml::Value::Array(items))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        self.leaf(toml::Value::String(s.to_string()))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.leaf(toml::Value::Integer(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        match i64::try_from(v) {
+            Ok(i) => self.leaf(toml::Value::Integer(i)),
+            Err(_) => Err(E::custom(format!("integer {v} is too large"))),
+        }
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.leaf(toml::Value::Float(v))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.leaf(toml::Value::Boolean(v))
+    }
 }

@@ -2,10 +2,10 @@
 
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Record, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::record::{Path, Record, Value};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::{Taker, path_pairs, take_at};
+use super::{FieldTable, Taker, path_pairs, take_at};
 
 /// Moves fields to new names, in the order written: `old = "new"`. The new field is
 /// overwritten if it exists; missing intermediate maps are created. A field that is
@@ -17,6 +17,9 @@ use super::{Taker, path_pairs, take_at};
 /// type = "rename"
 /// fields = { host = "source.host", "http.status" = "status" }
 /// ```
+///
+/// From Rust, over any datum, with a taker and a setter for each path:
+/// `Rename::from_settings(&RenameSettings { fields: [("host", "source.host")].into_iter().collect() }, take_at, set_at)`.
 #[derive(Debug)]
 pub struct Rename<D> {
     moves: Vec<(Taker<D>, Setter<D, Value>)>,
@@ -27,30 +30,51 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "rename",
     kind: CogKind::Transform,
     summary: "moves fields to new names (dotted paths); missing fields are skipped",
-    params: &[Param::req(
-        "fields",
-        ParamType::Table,
-        "old dotted path = \"new dotted path\", applied in order",
-    )],
+    params: RenameSettings::PARAMS,
     fields: &[],
     build,
 };
 
+crate::settings! {
+    /// Settings of `rename`.
+    pub struct RenameSettings {
+        /// old dotted path = "new dotted path", applied in order
+        #[setting(required)]
+        fields: FieldTable,
+    }
+}
+
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let moves = path_pairs(p, "fields")?
-        .into_iter()
-        .map(|(from, to)| {
-            let set = Setter::new(move |r: &mut Record, v: Value| r.set_path(&to, v));
-            (take_at(from), set)
-        })
-        .collect();
-    Ok(Box::new(Rename::new(moves)))
+    // Checked on the configuration first: its errors name the entry and its place.
+    path_pairs(p, "fields")?;
+    let s: RenameSettings = p.settings()?;
+    let rename = Rename::from_settings(&s, take_at, |to| {
+        Setter::new(move |r: &mut Record, v: Value| r.set_path(&to, v))
+    })
+    .map_err(|e| p.setting_error(e))?;
+    Ok(Box::new(rename))
 }
 
 impl<D> Rename<D> {
     /// Moves each piece taken by a [`Taker`] into its setter, in order.
     pub fn new(moves: Vec<(Taker<D>, Setter<D, Value>)>) -> Self {
         Rename { moves }
+    }
+
+    /// A `rename` made from its settings: `take_at` removes the field at a path,
+    /// `set_at` stores one.
+    pub fn from_settings(
+        s: &RenameSettings,
+        take_at: impl Fn(Path) -> Taker<D>,
+        set_at: impl Fn(Path) -> Setter<D, Value>,
+    ) -> Result<Self, SettingError> {
+        let moves = s
+            .fields
+            .path_pairs()?
+            .into_iter()
+            .map(|(from, to)| (take_at(from), set_at(to)))
+            .collect();
+        Ok(Rename::new(moves))
     }
 
     /// Applies every move to `d`.

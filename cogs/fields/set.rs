@@ -3,12 +3,13 @@
 use crate::kit::format::Template;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{self, Map, Record, SharedStr, Value};
-use crate::schema::{CogParams, ConfigError, Node, NodeValue, Param, ParamType};
+use crate::record::{self, Map, Path, Record, SharedStr, Value};
+use crate::schema::{CogParams, ConfigError, NodeValue, SettingError, Settings};
 
-use super::{flat_table, parse_path};
+use super::{FieldTable, flat_table, parse_path};
 
-type RenderFn<D> = dyn Fn(&D, &mut Vec<u8>);
+/// Renders text from a datum (a template's).
+pub type RenderFn<D> = dyn Fn(&D, &mut Vec<u8>);
 
 /// What `set` stores in one field.
 pub enum SetValue<D> {
@@ -43,6 +44,10 @@ impl<D> std::fmt::Debug for SetValue<D> {
 /// type = "set"
 /// fields = { env = "prod", seen = "{host}/{app}", "src.port" = 443, sampled = true }
 /// ```
+///
+/// From Rust, over any datum, with a setter for each path and a way to render a
+/// [`Template`] from the datum:
+/// `Set::from_settings(&SetSettings { fields: [("env", "prod")].into_iter().collect() }, set_at, render)`.
 #[derive(Debug)]
 pub struct Set<D> {
     fields: Vec<(Setter<D, Value>, SetValue<D>)>,
@@ -53,51 +58,57 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "set",
     kind: CogKind::Transform,
     summary: "sets fields to constants or templates such as \"{host}/{app}\"",
-    params: &[Param::req(
-        "fields",
-        ParamType::Table,
-        "dotted field path = value; strings are templates with {field} placeholders, other TOML values stay typed",
-    )],
+    params: SetSettings::PARAMS,
     fields: &[],
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let mut fields = Vec::new();
-    for (name, node) in flat_table(p, "fields")? {
-        let path = parse_path(p, "fields", &name)?;
-        let value = match &node.value {
-            NodeValue::Str(s) if s.contains(['{', '}']) => {
-                let t = Template::parse(s).map_err(|m| {
-                    let mut e = p.error("fields", m);
-                    e.key = Some(format!("fields.{name}"));
-                    e
-                })?;
-                SetValue::Render(Box::new(move |r: &Record, out: &mut Vec<u8>| {
-                    t.write(r, out)
-                }))
-            }
-            _ => SetValue::Const(constant(node)),
-        };
-        let setter = Setter::new(move |r: &mut Record, v: Value| r.set_path(&path, v));
-        fields.push((setter, value));
+crate::settings! {
+    /// Settings of `set`.
+    pub struct SetSettings {
+        /// dotted field path = value; strings are templates with {field} placeholders, other TOML values stay typed
+        #[setting(required)]
+        fields: FieldTable,
     }
-    Ok(Box::new(Set::new(fields)))
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    // Checked on the configuration first: its errors name the entry and its place.
+    for (name, node) in flat_table(p, "fields")? {
+        parse_path(p, "fields", &name)?;
+        if let NodeValue::Str(s) = &node.value
+            && s.contains(['{', '}'])
+        {
+            Template::parse(s).map_err(|m| {
+                let mut e = p.error("fields", m);
+                e.key = Some(format!("fields.{name}"));
+                e
+            })?;
+        }
+    }
+    let s: SetSettings = p.settings()?;
+    let set = Set::from_settings(
+        &s,
+        |path| Setter::new(move |r: &mut Record, v: Value| r.set_path(&path, v)),
+        |t| Box::new(move |r: &Record, out: &mut Vec<u8>| t.write(r, out)),
+    )
+    .map_err(|e| p.setting_error(e))?;
+    Ok(Box::new(set))
 }
 
 /// A TOML value as a record value; strings are shared so each record's copy is cheap.
-fn constant(n: &Node) -> Value {
-    match &n.value {
-        NodeValue::Str(s) => Value::Shared(SharedStr::interned(s)),
-        NodeValue::Int(i) => Value::Int(*i),
-        NodeValue::Float(f) => Value::Float(*f),
-        NodeValue::Bool(b) => Value::Bool(*b),
-        NodeValue::Datetime(d) => Value::Shared(SharedStr::interned(d.as_str())),
-        NodeValue::Array(items) => Value::List(items.iter().map(constant).collect()),
-        NodeValue::Table(entries) => Value::Map(
+fn constant(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::Shared(SharedStr::interned(s)),
+        toml::Value::Integer(i) => Value::Int(*i),
+        toml::Value::Float(f) => Value::Float(*f),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::Shared(SharedStr::interned(&d.to_string())),
+        toml::Value::Array(items) => Value::List(items.iter().map(constant).collect()),
+        toml::Value::Table(entries) => Value::Map(
             entries
                 .iter()
-                .map(|(k, v)| (record::Key::new(k.get_ref()), constant(v)))
+                .map(|(k, v)| (record::Key::new(k), constant(v)))
                 .collect::<Map>(),
         ),
     }
@@ -107,6 +118,26 @@ impl<D> Set<D> {
     /// Sets each field with its setter, in order.
     pub fn new(fields: Vec<(Setter<D, Value>, SetValue<D>)>) -> Self {
         Set { fields }
+    }
+
+    /// A `set` made from its settings: `set_at` stores the field at a path, `render`
+    /// turns a template (a string with placeholders) into text rendered from the datum.
+    pub fn from_settings(
+        s: &SetSettings,
+        set_at: impl Fn(Path) -> Setter<D, Value>,
+        render: impl Fn(Template) -> Box<RenderFn<D>>,
+    ) -> Result<Self, SettingError> {
+        let mut fields = Vec::new();
+        for (path, v) in s.fields.paths()? {
+            let value = match v {
+                toml::Value::String(t) if t.contains(['{', '}']) => SetValue::Render(render(
+                    Template::parse(t).map_err(|m| SettingError::new("fields", m))?,
+                )),
+                v => SetValue::Const(constant(v)),
+            };
+            fields.push((set_at(path), value));
+        }
+        Ok(Set::new(fields))
     }
 
     /// Applies every field to `d`.

@@ -3,7 +3,7 @@
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, id_field};
-use crate::schema::{CogParams, ConfigError};
+use crate::schema::{CogParams, ConfigError, Settings};
 
 /// Ends every datum that reaches it: acknowledges it (so the supply's checkpoint moves on)
 /// and counts it as dropped. A train must bring every datum to a drain; where records may
@@ -18,6 +18,8 @@ use crate::schema::{CogParams, ConfigError};
 /// [[train.cog]]
 /// type = "drop"
 /// ```
+///
+/// From Rust: `Discard::from_settings(&DropSettings::default(), id)` (it has no keys).
 #[derive(Debug)]
 pub struct Discard<D> {
     id: Getter<D, EventId>,
@@ -27,6 +29,28 @@ impl<D> Discard<D> {
     /// Drops every datum, acknowledging the id `id` reads.
     pub fn new(id: Getter<D, EventId>) -> Self {
         Discard { id }
+    }
+
+    /// A `drop` made from its settings (it has none beyond `name`).
+    pub fn from_settings(_: &DropSettings, id: Getter<D, EventId>) -> Self {
+        Discard::new(id)
+    }
+}
+
+/// Settings of `drop`: it has no keys. (Written out: `settings!` does not take a struct
+/// without fields.)
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DropSettings {}
+
+impl crate::schema::Settings for DropSettings {
+    const PARAMS: &'static [crate::schema::Param] = &[];
+
+    fn set_field<'de, A: crate::schema::settings::de::MapAccess<'de>>(
+        &mut self,
+        _: &str,
+        _: &mut A,
+    ) -> Result<bool, A::Error> {
+        Ok(false)
     }
 }
 
@@ -51,11 +75,12 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     kind: CogKind::Drain,
     summary: "ends every record that reaches it on purpose: acknowledged and counted as \
               dropped",
-    params: &[],
+    params: DropSettings::PARAMS,
     fields: &[],
     build,
 };
 
-fn build(_: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    Ok(Box::new(Discard::new(id_field().get)))
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: DropSettings = p.settings()?;
+    Ok(Box::new(Discard::from_settings(&s, id_field().get)))
 }

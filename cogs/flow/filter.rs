@@ -4,8 +4,10 @@ use crate::kit::on_error::LogLimiter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::expr::{Condition, Expr, Mismatch};
-use crate::record::{Record, id_field};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::record::{Path, Record, Value, id_field};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+use super::setting_error;
 
 /// Keeps the data that satisfy a condition (`keep`), or drops them (`drop`). Dropped data
 /// are acknowledged, so the supply that sent them still advances its checkpoint, and
@@ -42,6 +44,9 @@ use crate::schema::{CogParams, ConfigError, Param, ParamType};
 /// let cond = Condition::new(Expr::parse("status >= 500").unwrap(), get);
 /// let _errors_only = Filter::keep(cond, Getter::new(|h: &Hit| Some(&h.id)));
 /// ```
+///
+/// From its typed settings, without TOML:
+/// `Filter::from_settings(&FilterSettings { keep: Some("status >= 500".into()), ..Default::default() }, get, id)`.
 #[derive(Debug)]
 pub struct Filter<D> {
     cond: Condition<D>,
@@ -70,6 +75,47 @@ impl<D> Filter<D> {
             limiter: LogLimiter::default(),
         }
     }
+
+    /// A `filter` made from its settings: `get` reads the fields the condition names,
+    /// `id` the id to acknowledge dropped data with. Exactly one of `keep` and `drop`
+    /// must be given.
+    pub fn from_settings<F>(
+        s: &FilterSettings,
+        get: F,
+        id: Getter<D, EventId>,
+    ) -> Result<Self, SettingError>
+    where
+        F: for<'a> Fn(&'a D, &Path) -> Option<&'a Value> + 'static,
+    {
+        match (&s.keep, &s.drop) {
+            (Some(e), None) => Ok(Filter::keep(
+                Condition::new(parse_condition("keep", e)?, get),
+                id,
+            )),
+            (None, Some(e)) => Ok(Filter::drop(
+                Condition::new(parse_condition("drop", e)?, get),
+                id,
+            )),
+            (Some(_), Some(_)) => Err(SettingError::new(
+                "drop",
+                "give either `keep` or `drop`, not both",
+            )),
+            (None, None) => Err(SettingError::new(
+                "keep",
+                "give a condition in `keep` (records to pass on) or `drop` (records to drop)",
+            )),
+        }
+    }
+}
+
+/// Parses the condition given under `key`.
+pub(crate) fn parse_condition(key: &'static str, text: &str) -> Result<Expr, SettingError> {
+    Expr::parse(text).map_err(|e| {
+        SettingError::new(
+            key,
+            format!("in the condition at column {}: {}", e.column, e.message),
+        )
+    })
 }
 
 impl<D: 'static> Cog<D> for Filter<D> {
@@ -107,34 +153,30 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     kind: CogKind::Transform,
     summary: "keeps (keep) or drops (drop) records by a condition; dropped records are \
               acknowledged",
-    params: &[
-        Param::unset(
-            "keep",
-            ParamType::Str,
-            "condition: pass on only the records that satisfy it (give keep or drop)",
-        ),
-        Param::unset(
-            "drop",
-            ParamType::Str,
-            "condition: drop the records that satisfy it (give keep or drop)",
-        ),
-    ],
+    params: FilterSettings::PARAMS,
     fields: &[],
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let keep = expr_param(p, "keep")?;
-    let drop = expr_param(p, "drop")?;
-    let id = id_field().get;
-    match (keep, drop) {
-        (Some(e), None) => Ok(Box::new(Filter::keep(Condition::records(e), id))),
-        (None, Some(e)) => Ok(Box::new(Filter::drop(Condition::records(e), id))),
-        (Some(_), Some(_)) => Err(p.error("drop", "give either `keep` or `drop`, not both")),
-        (None, None) => Err(p.cog_error(
-            "give a condition in `keep` (records to pass on) or `drop` (records to drop)",
-        )),
+crate::settings! {
+    /// Settings of `filter`.
+    pub struct FilterSettings {
+        /// condition: pass on only the records that satisfy it (give keep or drop)
+        keep: Option<String>,
+        /// condition: drop the records that satisfy it (give keep or drop)
+        drop: Option<String>,
     }
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: FilterSettings = p.settings()?;
+    // Checked here first: only the configuration knows where a mistake sits in the file
+    // and what the cogs before this one put in each field.
+    expr_param(p, "keep")?;
+    expr_param(p, "drop")?;
+    let filter = Filter::from_settings(&s, |r: &Record, p: &Path| r.get_path(p), id_field().get)
+        .map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(filter))
 }
 
 /// Logs a comparison the data made impossible, within the limiter's rate.

@@ -18,3 +18,17 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         drop::DESCRIPTOR,
     ]
 }
+
+/// A [`SettingError`](crate::schema::SettingError) as a configuration error: at its key
+/// when the configuration gives that key, else about the cog as a whole (a key left out is
+/// the cog's mistake; the message says which keys to give).
+pub(crate) fn setting_error(
+    p: &crate::schema::CogParams<'_>,
+    e: crate::schema::SettingError,
+) -> crate::schema::ConfigError {
+    if p.node(e.key).is_some() {
+        p.setting_error(e)
+    } else {
+        p.cog_error(e.msg)
+    }
+}

@@ -9,8 +9,34 @@ use crate::prelude::*;
 /// [[train.cog]]
 /// type = "pass"
 /// ```
+///
+/// From Rust: `Pass`, or `Pass::from_settings(&PassSettings::default())` (it has no keys).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pass;
+
+/// Settings of `pass`: it has no keys. (Written out: `settings!` does not take a struct
+/// without fields.)
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassSettings {}
+
+impl crate::schema::Settings for PassSettings {
+    const PARAMS: &'static [crate::schema::Param] = &[];
+
+    fn set_field<'de, A: crate::schema::settings::de::MapAccess<'de>>(
+        &mut self,
+        _: &str,
+        _: &mut A,
+    ) -> Result<bool, A::Error> {
+        Ok(false)
+    }
+}
+
+impl Pass {
+    /// A `pass` made from its settings (it has none beyond `name`).
+    pub fn from_settings(_: &PassSettings) -> Self {
+        Pass
+    }
+}
 
 impl<D: 'static> Cog<D> for Pass {
     fn name(&self) -> &str {
@@ -27,7 +53,10 @@ pub const DESCRIPTOR: crate::kit::CogDescriptor = crate::kit::CogDescriptor {
     name: "pass",
     kind: crate::kit::CogKind::Transform,
     summary: "hands every record on unchanged",
-    params: &[],
+    params: <PassSettings as crate::schema::Settings>::PARAMS,
     fields: &[],
-    build: |_, _| Ok(Box::new(Pass)),
+    build: |p, _| {
+        let s: PassSettings = p.settings()?;
+        Ok(Box::new(Pass::from_settings(&s)))
+    },
 };

@@ -7,10 +7,11 @@ use crate::kit::on_error::LogLimiter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::expr::Condition;
-use crate::record::{Record, id_field};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::record::{Path, Record, Value, id_field};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::filter::{expr_param, mismatch_warning};
+use super::filter::{expr_param, mismatch_warning, parse_condition};
+use super::setting_error;
 
 /// Sends the data that satisfy `when` (every datum, without it) to the head of another
 /// train; the others continue down this one. A routed datum keeps its event id: the other
@@ -42,6 +43,9 @@ use super::filter::{expr_param, mismatch_warning};
 ///   type = "file_out"
 ///   path = "out/errors.log"
 /// ```
+///
+/// From its typed settings, without TOML, with the receiving train's mailbox at hand:
+/// `Route::from_settings(&RouteSettings { train: "errors".into(), when: Some(..), ..Default::default() }, mailbox, get, id)`.
 #[derive(Debug)]
 pub struct Route<D> {
     to: Rc<Mailbox<D>>,
@@ -65,6 +69,24 @@ impl<D> Route<D> {
     pub fn with_ids(mut self, id: Getter<D, EventId>) -> Self {
         self.id = Some(id);
         self
+    }
+
+    /// A `route` made from its settings: `to` is the mailbox of the train `s.train`
+    /// names, `get` reads the fields `when` names, `id` the event ids.
+    pub fn from_settings<F>(
+        s: &RouteSettings,
+        to: Rc<Mailbox<D>>,
+        get: F,
+        id: Getter<D, EventId>,
+    ) -> Result<Self, SettingError>
+    where
+        F: for<'a> Fn(&'a D, &Path) -> Option<&'a Value> + 'static,
+    {
+        let when = match &s.when {
+            Some(text) => Some(Condition::new(parse_condition("when", text)?, get)),
+            None => None,
+        };
+        Ok(Route::new(to, when).with_ids(id))
     }
 }
 
@@ -101,30 +123,38 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "route",
     kind: CogKind::Transform,
     summary: "sends records that satisfy a condition to another train; the others continue",
-    params: &[
-        Param::req("train", ParamType::Str, "the train to send records to"),
-        Param::unset(
-            "when",
-            ParamType::Str,
-            "condition: send only the records that satisfy it (default: every record)",
-        ),
-    ],
+    params: RouteSettings::PARAMS,
     fields: &[],
     build,
 };
 
-fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let when = expr_param(p, "when")?.map(Condition::records);
-    let to = target(p, cx)?;
-    Ok(Box::new(Route::new(to, when).with_ids(id_field().get)))
+crate::settings! {
+    /// Settings of `route`.
+    pub struct RouteSettings {
+        /// the train to send records to
+        #[setting(required)]
+        train: String,
+        /// condition: send only the records that satisfy it (default: every record)
+        when: Option<String>,
+    }
 }
 
-/// The mailbox of the train named by `train`, with errors at that key.
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: RouteSettings = p.settings()?;
+    // Checked here first, where the position in the file and the fields' kinds are known.
+    expr_param(p, "when")?;
+    let to = target(p, cx, &s.train)?;
+    let route = Route::from_settings(&s, to, |r: &Record, p: &Path| r.get_path(p), id_field().get)
+        .map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(route))
+}
+
+/// The mailbox of the train `name` (the value of `train`), with errors at that key.
 pub(crate) fn target(
     p: &CogParams<'_>,
     cx: &BuildCx<'_>,
+    name: &str,
 ) -> Result<Rc<Mailbox<Record>>, ConfigError> {
-    let name = p.required_str("train")?;
     if name == p.train() {
         return Err(p.error(
             "train",

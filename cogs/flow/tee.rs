@@ -6,11 +6,12 @@ use crate::engine::mailbox::Mailbox;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::expr::Condition;
-use crate::record::{Record, id_field};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::record::{Path, Record, Value, id_field};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::filter::expr_param;
+use super::filter::{expr_param, parse_condition};
 use super::route::target;
+use super::setting_error;
 
 /// Sends a copy of each datum that satisfies `when` (every datum, without it) to the head
 /// of another train; the original continues down this one.
@@ -27,6 +28,9 @@ use super::route::target;
 /// train = "audit"
 /// when = 'path contains "auth"'
 /// ```
+///
+/// From its typed settings, without TOML, with the receiving train's mailbox at hand:
+/// `Tee::from_settings(&TeeSettings { train: "audit".into(), ..Default::default() }, mailbox, get, set_id)`.
 #[derive(Debug)]
 pub struct Tee<D> {
     to: Rc<Mailbox<D>>,
@@ -39,6 +43,24 @@ impl<D> Tee<D> {
     /// gives each copy its fresh id.
     pub fn new(to: Rc<Mailbox<D>>, when: Option<Condition<D>>, set_id: Setter<D, EventId>) -> Self {
         Tee { to, when, set_id }
+    }
+
+    /// A `tee` made from its settings: `to` is the mailbox of the train `s.train` names,
+    /// `get` reads the fields `when` names, `set_id` gives each copy its fresh id.
+    pub fn from_settings<F>(
+        s: &TeeSettings,
+        to: Rc<Mailbox<D>>,
+        get: F,
+        set_id: Setter<D, EventId>,
+    ) -> Result<Self, SettingError>
+    where
+        F: for<'a> Fn(&'a D, &Path) -> Option<&'a Value> + 'static,
+    {
+        let when = match &s.when {
+            Some(text) => Some(Condition::new(parse_condition("when", text)?, get)),
+            None => None,
+        };
+        Ok(Tee::new(to, when, set_id))
     }
 }
 
@@ -65,20 +87,28 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     kind: CogKind::Transform,
     summary: "sends a copy of records that satisfy a condition to another train (best-effort \
               with respect to checkpoints); the originals continue",
-    params: &[
-        Param::req("train", ParamType::Str, "the train to send copies to"),
-        Param::unset(
-            "when",
-            ParamType::Str,
-            "condition: copy only the records that satisfy it (default: every record)",
-        ),
-    ],
+    params: TeeSettings::PARAMS,
     fields: &[],
     build,
 };
 
+crate::settings! {
+    /// Settings of `tee`.
+    pub struct TeeSettings {
+        /// the train to send copies to
+        #[setting(required)]
+        train: String,
+        /// condition: copy only the records that satisfy it (default: every record)
+        when: Option<String>,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let when = expr_param(p, "when")?.map(Condition::records);
-    let to = target(p, cx)?;
-    Ok(Box::new(Tee::new(to, when, id_field().set)))
+    let s: TeeSettings = p.settings()?;
+    // Checked here first, where the position in the file and the fields' kinds are known.
+    expr_param(p, "when")?;
+    let to = target(p, cx, &s.train)?;
+    let tee = Tee::from_settings(&s, to, |r: &Record, p: &Path| r.get_path(p), id_field().set)
+        .map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(tee))
 }

@@ -2,12 +2,15 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
 
-use crate::kit::on_error::{self, ErrorAction, OnError};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{self, InlineStr, Key, Record, SharedStr, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::record::{self, InlineStr, Record, SharedStr, Value};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+use super::setting_error;
 
 /// Replaces an IP address with an anonymised one, in the representation it came in: text
 /// stays text (`Str`, `Shared` becomes `Str`, `Bytes` stay bytes), an `Ip` stays an `Ip`.
@@ -50,6 +53,10 @@ use crate::schema::{CogParams, ConfigError, Param, ParamType};
 /// ipv4_prefix = 16
 /// ipv6_prefix = 32
 /// ```
+///
+/// From Rust, over any datum, with a getter of the address and an [`OnError`]
+/// ([`super::on_error_from`] reads `on_error` for any datum):
+/// `Anonymise::from_settings(&AnonymiseSettings { mode: AnonymiseMode::Keyed, key: Some(secret), ..Default::default() }, field, on_error)`.
 pub struct Anonymise<D> {
     field: MutGetter<D, Value>,
     anon: Anonymiser,
@@ -62,53 +69,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "anonymise",
     kind: CogKind::Transform,
     summary: "truncates or pseudonymises (keyed, prefix-preserving) the IP address in a field",
-    params: &[
-        Param::opt(
-            "field",
-            ParamType::Str,
-            "client",
-            "dotted path of the address (text or ip)",
-        ),
-        Param::opt(
-            "mode",
-            ParamType::Choice(&["truncate", "keyed"]),
-            "truncate",
-            "truncate: zero the bits after the prefix; keyed: pseudonymise them with `key`, prefix-preserving",
-        ),
-        Param::opt(
-            "ipv4_prefix",
-            ParamType::Int,
-            "24",
-            "leading bits of IPv4 addresses kept as they are (0-32)",
-        ),
-        Param::opt(
-            "ipv6_prefix",
-            ParamType::Int,
-            "48",
-            "leading bits of IPv6 addresses kept as they are (0-128)",
-        ),
-        Param::unset(
-            "key",
-            ParamType::Str,
-            "keyed mode: the secret, at least 16 bytes",
-        ),
-        Param::unset(
-            "key_file",
-            ParamType::Path,
-            "keyed mode: file holding the secret (a final newline is ignored)",
-        ),
-        Param::unset(
-            "key_env",
-            ParamType::Str,
-            "keyed mode: environment variable holding the secret",
-        ),
-        Param::opt(
-            "on_error",
-            ParamType::Str,
-            "drop",
-            "value that is not an IP address: drop | keep (passes it on in clear, reason in `error`) | train:NAME",
-        ),
-    ],
+    params: AnonymiseSettings::PARAMS,
     fields: &[(
         "error",
         "why the value could not be anonymised (on_error = keep or train:NAME)",
@@ -116,37 +77,100 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::choice! {
+    /// How `anonymise` changes the bits after the prefix.
+    pub enum AnonymiseMode { Truncate = "truncate", Keyed = "keyed" }
+}
+
+crate::settings! {
+    /// Settings of `anonymise`.
+    pub struct AnonymiseSettings {
+        /// dotted path of the address (text or ip)
+        field: String = "client",
+        /// truncate: zero the bits after the prefix; keyed: pseudonymise them with `key`, prefix-preserving
+        mode: AnonymiseMode = "truncate",
+        /// leading bits of IPv4 addresses kept as they are (0-32)
+        ipv4_prefix: i64 = "24",
+        /// leading bits of IPv6 addresses kept as they are (0-128)
+        ipv6_prefix: i64 = "48",
+        /// keyed mode: the secret, at least 16 bytes
+        key: Option<String>,
+        /// keyed mode: file holding the secret (a final newline is ignored)
+        key_file: Option<PathBuf>,
+        /// keyed mode: environment variable holding the secret
+        key_env: Option<String>,
+        /// value that is not an IP address: drop | keep (passes it on in clear, reason in `error`) | train:NAME
+        on_error: String = "drop",
+    }
+}
+
 /// Shortest secret accepted: below 128 bits a key could be searched for.
 pub const MIN_KEY_BYTES: usize = 16;
 
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let field_name = p.str_or("field", "client")?;
-    let field = record::field_mut(field_name).map_err(|e| p.error("field", e.to_string()))?;
-    let v4 = prefix(p, "ipv4_prefix", 24, 32)?;
-    let v6 = prefix(p, "ipv6_prefix", 48, 128)?;
-    let sources = ["key", "key_file", "key_env"];
-    let given: Vec<&str> = sources
-        .into_iter()
-        .filter(|k| p.node(k).is_some())
-        .collect();
-    let anon = match p.choice_or("mode", &["truncate", "keyed"], "truncate")? {
-        "keyed" => {
-            let at = match given.as_slice() {
-                [] => {
-                    return Err(p.cog_error(
-                        "mode = \"keyed\" needs one of `key`, `key_file` or `key_env`",
-                    ));
-                }
-                [one] => *one,
-                [_, second, ..] => {
-                    return Err(p.error(second, "give only one of `key`, `key_file` and `key_env`"));
-                }
-            };
-            let key = match at {
-                "key_file" => {
-                    let path = p.path("key_file")?.unwrap_or_default();
-                    let mut k = std::fs::read(&path).map_err(|e| {
-                        p.error("key_file", format!("cannot read {}: {e}", path.display()))
+    let mut s: AnonymiseSettings = p.settings()?;
+    let field = record::field_mut(&s.field).map_err(|e| p.error("field", e.to_string()))?;
+    // A key file is named relative to the configuration.
+    s.key_file = s
+        .key_file
+        .as_deref()
+        .map(|f| p.resolve(&f.to_string_lossy()));
+    let anon = Anonymiser::from_settings(&s).map_err(|e| setting_error(p, e))?;
+    let on_error = on_error::from_settings(
+        &OnErrorSettings {
+            on_error: s.on_error.clone(),
+        },
+        p,
+        cx,
+    )?;
+    Ok(Box::new(Anonymise::new(field, anon, on_error, &s.field)))
+}
+
+/// A prefix length given under `key`, at most `max` bits.
+fn prefix(key: &'static str, n: i64, max: u8) -> Result<u8, SettingError> {
+    match u8::try_from(n) {
+        Ok(bits) if bits <= max => Ok(bits),
+        _ => Err(SettingError::new(
+            key,
+            format!("expected 0 to {max} bits, found {n}"),
+        )),
+    }
+}
+
+/// The secret of keyed mode, from the one source given.
+fn secret(s: &AnonymiseSettings) -> Result<(&'static str, Vec<u8>), SettingError> {
+    let given: Vec<&'static str> = [
+        ("key", s.key.is_some()),
+        ("key_file", s.key_file.is_some()),
+        ("key_env", s.key_env.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, on)| on.then_some(k))
+    .collect();
+    match (given.as_slice(), s.mode) {
+        ([], AnonymiseMode::Keyed) => Err(SettingError::new(
+            // None of the three is given: the configuration reports it about the cog.
+            "key",
+            "mode = \"keyed\" needs one of `key`, `key_file` or `key_env`",
+        )),
+        ([_, second, ..], AnonymiseMode::Keyed) => Err(SettingError::new(
+            second,
+            "give only one of `key`, `key_file` and `key_env`",
+        )),
+        ([first, ..], AnonymiseMode::Truncate) => Err(SettingError::new(
+            first,
+            "a key is used only with mode = \"keyed\"",
+        )),
+        (_, AnonymiseMode::Truncate) => Ok(("", Vec::new())),
+        ([one], AnonymiseMode::Keyed) => {
+            let key = match (&s.key, &s.key_file, &s.key_env) {
+                (Some(k), _, _) => k.as_bytes().to_vec(),
+                (_, Some(path), _) => {
+                    let mut k = std::fs::read(path).map_err(|e| {
+                        SettingError::new(
+                            "key_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
                     })?;
                     if k.last() == Some(&b'\n') {
                         k.pop();
@@ -156,47 +180,34 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
                     }
                     k
                 }
-                "key_env" => {
-                    let var = p.required_str("key_env")?;
-                    std::env::var_os(var)
-                        .ok_or_else(|| {
-                            p.error("key_env", format!("environment variable {var} is not set"))
-                        })?
-                        .into_encoded_bytes()
-                }
-                _ => p.required_str("key")?.as_bytes().to_vec(),
+                (_, _, Some(var)) => std::env::var_os(var)
+                    .ok_or_else(|| {
+                        SettingError::new(
+                            "key_env",
+                            format!("environment variable {var} is not set"),
+                        )
+                    })?
+                    .into_encoded_bytes(),
+                (None, None, None) => Vec::new(),
             };
-            Anonymiser::keyed(v4, v6, &key).map_err(|m| p.error(at, m))?
+            Ok((one, key))
         }
-        _ => {
-            if let Some(k) = given.first() {
-                return Err(p.error(k, "a key is used only with mode = \"keyed\""));
-            }
-            Anonymiser::truncate(v4, v6)
-        }
-    };
-    let on_error = match p.node("on_error") {
-        Some(_) => on_error::from_params(p, cx)?,
-        None => OnError::new(
-            ErrorAction::Drop,
-            Getter::new(|r: &Record| Some(&r.id)),
-            Setter::new(|r: &mut Record, why: String| {
-                r.insert(Key::new("error"), Value::Str(why));
-            }),
-        ),
-    };
-    Ok(Box::new(Anonymise::new(field, anon, on_error, field_name)))
-}
-
-fn prefix(p: &CogParams<'_>, key: &str, default: u8, max: u8) -> Result<u8, ConfigError> {
-    match p.int(key)? {
-        None => Ok(default),
-        Some(n) if (0..=i64::from(max)).contains(&n) => Ok(n as u8),
-        Some(n) => Err(p.error(key, format!("expected 0 to {max} bits, found {n}"))),
     }
 }
 
 impl<D: 'static> Anonymise<D> {
+    /// An `anonymise` made from its settings: `field` reaches the address, failures go to
+    /// `on_error` (which `s.on_error` describes: see [`super::on_error_from`]). A
+    /// relative `key_file` is read from the current directory.
+    pub fn from_settings(
+        s: &AnonymiseSettings,
+        field: MutGetter<D, Value>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        let anon = Anonymiser::from_settings(s)?;
+        Ok(Anonymise::new(field, anon, on_error, &s.field))
+    }
+
     /// Anonymises the value `field` reaches; failures go to `on_error`, and
     /// `field_name` names the field in their reasons.
     pub fn new(
@@ -328,6 +339,19 @@ fn mask128(bits: u8) -> u128 {
 }
 
 impl Anonymiser {
+    /// The transformation `s` describes (mode, prefixes, key); `on_error` and `field`
+    /// are the cog's.
+    pub fn from_settings(s: &AnonymiseSettings) -> Result<Anonymiser, SettingError> {
+        let v4 = prefix("ipv4_prefix", s.ipv4_prefix, 32)?;
+        let v6 = prefix("ipv6_prefix", s.ipv6_prefix, 128)?;
+        match secret(s)? {
+            (at, key) if s.mode == AnonymiseMode::Keyed => {
+                Anonymiser::keyed(v4, v6, &key).map_err(|m| SettingError::new(at, m))
+            }
+            _ => Ok(Anonymiser::truncate(v4, v6)),
+        }
+    }
+
     /// Zeroes all but the first `v4_prefix` (at most 32) / `v6_prefix` (at most 128) bits.
     pub fn truncate(v4_prefix: u8, v6_prefix: u8) -> Anonymiser {
         Anonymiser {

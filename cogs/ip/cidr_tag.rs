@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{self, Record, Value};
-use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
+use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
+use crate::schema::{
+    CogParams, ConfigError, NodeValue, ParamType, SettingError, SettingValue, Settings,
+};
 
 /// Writes into `target` the names of the networks the address in `field` belongs to, as
 /// a list of strings in the order the names are written (each name once). When no network
@@ -32,6 +35,10 @@ use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
 /// target = "tags"
 /// networks = { internal = ["10.0.0.0/8", "fd00::/8"], dmz = "192.0.2.0/24" }
 /// ```
+///
+/// From Rust, over any datum, with a getter of the address, a setter of the tags and an
+/// [`OnError`] ([`super::on_error_from`] reads `on_error` for any datum):
+/// `CidrTag::from_settings(&CidrTagSettings { networks: Networks(vec![("internal".into(), vec!["10.0.0.0/8".into()])]), ..Default::default() }, get, set, on_error)`.
 pub struct CidrTag<D> {
     get: Getter<D, Value>,
     target: Setter<D, Value>,
@@ -47,26 +54,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "cidr_tag",
     kind: CogKind::Transform,
     summary: "writes the names of the networks (CIDR) an IP address belongs to",
-    params: &[
-        Param::opt(
-            "field",
-            ParamType::Str,
-            "client",
-            "dotted path of the address (text or ip)",
-        ),
-        Param::req(
-            "networks",
-            ParamType::Table,
-            "name = \"CIDR\" or [\"CIDR\", ...], e.g. { internal = [\"10.0.0.0/8\", \"fd00::/8\"] }",
-        ),
-        Param::opt(
-            "target",
-            ParamType::Str,
-            "tags",
-            "dotted path receiving the list of matching names",
-        ),
-        ON_ERROR_PARAM,
-    ],
+    params: CidrTagSettings::PARAMS,
     fields: &[(
         "tags",
         "(`target`) names of the matching networks; untouched when none match",
@@ -74,11 +62,93 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::settings! {
+    /// Settings of `cidr_tag`.
+    pub struct CidrTagSettings {
+        /// dotted path of the address (text or ip)
+        field: String = "client",
+        /// name = "CIDR" or ["CIDR", ...], e.g. { internal = ["10.0.0.0/8", "fd00::/8"] }
+        #[setting(required)]
+        networks: Networks,
+        /// dotted path receiving the list of matching names
+        target: String = "tags",
+        /// What to do with a value that is not an address.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
+/// The `networks` of `cidr_tag`: each name with its networks, in the order written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Networks(pub Vec<(String, Vec<String>)>);
+
+impl SettingValue for Networks {
+    const TYPE: ParamType = ParamType::Table;
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Networks;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of names and networks")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Networks, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    let nets = map
+                        .next_value_seed(crate::schema::settings::Seed::<Vec<String>>::default())?;
+                    out.push((name, nets));
+                }
+                Ok(Networks(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    fn from_default(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+/// Networks with the index of their name.
+type NetsByName = Vec<(IpNet, usize)>;
+
+impl Networks {
+    /// The networks with the index of their name, and the names.
+    fn parse(&self) -> Result<(NetsByName, Vec<Arc<str>>), SettingError> {
+        let mut nets = Vec::new();
+        let mut names = Vec::new();
+        for (name, texts) in &self.0 {
+            let at = |m: String| SettingError::new("networks", format!("{name}: {m}"));
+            if texts.is_empty() {
+                return Err(at("give at least one network".into()));
+            }
+            for t in texts {
+                nets.push((parse_net(t).map_err(at)?, names.len()));
+            }
+            names.push(Arc::from(name.as_str()));
+        }
+        if names.is_empty() {
+            return Err(SettingError::new("networks", "give at least one network"));
+        }
+        Ok((nets, names))
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let field_name = p.str_or("field", "client")?;
-    let field = record::field(field_name).map_err(|e| p.error("field", e.to_string()))?;
-    let target =
-        record::field(p.str_or("target", "tags")?).map_err(|e| p.error("target", e.to_string()))?;
+    check_networks(p)?;
+    let s: CidrTagSettings = p.settings()?;
+    let field = record::field(&s.field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = record::field(&s.target).map_err(|e| p.error("target", e.to_string()))?;
+    let on_error = on_error::from_settings(&s.on_error, p, cx)?;
+    let tag = CidrTag::from_settings(&s, field.get, target.set, on_error)
+        .map_err(|e| p.setting_error(e))?;
+    Ok(Box::new(tag))
+}
+
+/// Checks `networks` on the configuration, whose errors name the entry (`networks.NAME`)
+/// and its place in the file.
+fn check_networks(p: &CogParams<'_>) -> Result<(), ConfigError> {
     let Some(NodeValue::Table(entries)) = p.node("networks").map(|n| &n.value) else {
         return Err(p.cog_error("missing key \"networks\""));
     };
@@ -87,8 +157,6 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         e.key = Some(format!("networks.{name}"));
         e
     };
-    let mut nets = Vec::new();
-    let mut names = Vec::new();
     for (name, node) in entries {
         let name = name.get_ref();
         let texts: Vec<&NodeValue> = match &node.value {
@@ -108,18 +176,13 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
                     ),
                 ));
             };
-            let net = parse_net(s).map_err(|m| at(name, m))?;
-            nets.push((net, names.len()));
+            parse_net(s).map_err(|m| at(name, m))?;
         }
-        names.push(Arc::from(name.as_str()));
     }
-    if names.is_empty() {
+    if entries.is_empty() {
         return Err(p.error("networks", "give at least one network"));
     }
-    let on_error = on_error::from_params(p, cx)?;
-    Ok(Box::new(CidrTag::new(
-        field.get, target.set, nets, names, on_error, field_name,
-    )))
+    Ok(())
 }
 
 /// Parses a network or a single address; host bits set are refused.
@@ -140,6 +203,19 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 }
 
 impl<D: 'static> CidrTag<D> {
+    /// A `cidr_tag` made from its settings: `get` reads the address, `target` stores the
+    /// tags, failures go to `on_error` (which `s.on_error` describes: see
+    /// [`super::on_error_from`]).
+    pub fn from_settings(
+        s: &CidrTagSettings,
+        get: Getter<D, Value>,
+        target: Setter<D, Value>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        let (nets, names) = s.networks.parse()?;
+        Ok(CidrTag::new(get, target, nets, names, on_error, &s.field))
+    }
+
     /// Tags with `names[i]` the addresses inside a network `(net, i)` of `nets`.
     pub fn new(
         get: Getter<D, Value>,

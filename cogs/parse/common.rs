@@ -6,10 +6,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use crate::kit::BuildCx;
-use crate::kit::on_error::{self, OnError};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::prelude::*;
 use crate::record::{self, Key, Map, Merge, Path, Record, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, Param};
 
 /// Why a datum did not parse: the reason a failed record carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,39 +209,52 @@ impl<D: 'static, P: Parser> Cog<D> for ParseCog<D, P> {
     }
 }
 
-/// `field`: where the input is read.
-pub const FIELD_PARAM: Param = Param::opt(
-    "field",
-    ParamType::Str,
-    "message",
-    "dotted path of the text to parse",
-);
+crate::settings! {
+    /// Where a parsing cog reads its input and puts the fields (flatten it into a parsing
+    /// cog's settings; with `on_error`, what a structured-format cog takes).
+    pub struct InputSettings {
+        /// dotted path of the text to parse
+        field: String = "message",
+        /// dotted path of a map to put the parsed fields in (created if missing); by default they go at the top level, replacing fields of the same name
+        target: Option<String>,
+    }
+}
 
-/// `target`: where the parsed fields go.
-pub const TARGET_PARAM: Param = Param::unset(
-    "target",
-    ParamType::Str,
-    "dotted path of a map to put the parsed fields in (created if missing); \
-     by default they go at the top level, replacing fields of the same name",
-);
+/// `field`: where the input is read (for descriptors not written with typed settings).
+pub const FIELD_PARAM: Param = <InputSettings as crate::schema::Settings>::PARAMS[0];
+
+/// `target`: where the parsed fields go (for descriptors not written with typed settings).
+pub const TARGET_PARAM: Param = <InputSettings as crate::schema::Settings>::PARAMS[1];
 
 /// What every parsing cog over `Record` is built from: its input, output and failure
 /// handling.
 pub type RecordParts = (Getter<Record, [u8]>, Merge<Record>, OnError<Record>);
 
-/// Reads `field`, `target` and `on_error` for a parsing cog over `Record`.
-pub fn common_from_params(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<RecordParts, ConfigError> {
-    let field = p.str_or("field", "message")?;
-    let field = Path::parse(field).map_err(|e| p.error("field", e.to_string()))?;
-    let target = match p.str("target")? {
+/// The input, output and failure handling that `input` and `on_error` say, for a parsing
+/// cog over `Record`; errors point at the cog's keys.
+pub fn record_parts(
+    input: &InputSettings,
+    on_error: &OnErrorSettings,
+    p: &CogParams<'_>,
+    cx: &BuildCx<'_>,
+) -> Result<RecordParts, ConfigError> {
+    let field = Path::parse(&input.field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = match &input.target {
         Some(t) => Some(Path::parse(t).map_err(|e| p.error("target", e.to_string()))?),
         None => None,
     };
     Ok((
         record::bytes_at(field),
         record::merge_into(target),
-        on_error::from_params(p, cx)?,
+        on_error::from_settings(on_error, p, cx)?,
     ))
+}
+
+/// Reads `field`, `target` and `on_error` for a parsing cog over `Record`.
+pub fn common_from_params(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<RecordParts, ConfigError> {
+    let input: InputSettings = p.group()?;
+    let on_error: OnErrorSettings = p.group()?;
+    record_parts(&input, &on_error, p, cx)
 }
 
 /// Text as a `Str` when it is valid UTF-8, else the raw bytes (rendered with U+FFFD):

@@ -1,15 +1,13 @@
 //! `csv_parse`: one CSV record becomes named fields.
 
 use crate::engine::getset::Getter;
-use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Key, Map, Merge, Record};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, text, text_owned,
-};
+use super::common::{InputSettings, ParseCog, ParseError, Parser, record_parts, text, text_owned};
 
 /// Parses a field as one CSV record (RFC 4180) into string fields named by `columns`.
 ///
@@ -30,6 +28,10 @@ use super::common::{
 /// # target = "csv"
 /// on_error = "keep"
 /// ```
+///
+/// From Rust, on any datum, with the getter of the text, a [`Merge`] storing the fields
+/// and an [`OnError`]:
+/// `CsvParse::from_settings(&CsvParseSettings { columns: vec!["a".into()], ..Default::default() }, input, output, on_error)`.
 pub type CsvParse<D> = ParseCog<D, CsvParser>;
 
 /// The parser of `csv_parse`, with its columns.
@@ -50,6 +52,31 @@ impl CsvParser {
             columns: columns.iter().map(|c| Key::new(c)).collect(),
             delimiter,
         })
+    }
+
+    /// The parser `s` describes (`columns`, `delimiter`).
+    pub fn from_settings(s: &CsvParseSettings) -> Result<CsvParser, SettingError> {
+        if s.columns.is_empty() {
+            return Err(SettingError::new("columns", "give at least one column"));
+        }
+        if let Some(c) = s.columns.iter().find(|c| c.is_empty()) {
+            return Err(SettingError::new(
+                "columns",
+                format!("column names must not be empty: {c:?}"),
+            ));
+        }
+        let delimiter = match s.delimiter.as_bytes() {
+            &[b] if b.is_ascii() => b,
+            _ => {
+                return Err(SettingError::new(
+                    "delimiter",
+                    "must be exactly one ASCII character",
+                ));
+            }
+        };
+        let columns: Vec<&str> = s.columns.iter().map(String::as_str).collect();
+        CsvParser::new(&columns, delimiter)
+            .ok_or_else(|| SettingError::new("delimiter", "must not be a quote, \\r or \\n"))
     }
 
     /// Parses `input` into `out`.
@@ -150,6 +177,22 @@ impl<D: 'static> CsvParse<D> {
     ) -> Self {
         ParseCog::with_parser("csv_parse", parser, input, output, on_error)
     }
+
+    /// A `csv_parse` made from its settings: `input` reads the text (what `field` names),
+    /// `output` stores the fields (what `target` says), failures go to `on_error`.
+    pub fn from_settings(
+        s: &CsvParseSettings,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        Ok(CsvParse::new(
+            CsvParser::from_settings(s)?,
+            input,
+            output,
+            on_error,
+        ))
+    }
 }
 
 /// The descriptor of `csv_parse`.
@@ -157,43 +200,32 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "csv_parse",
     kind: CogKind::Transform,
     summary: "parses a CSV record (RFC 4180 quoting) into fields named by columns",
-    params: &[
-        Param::req(
-            "columns",
-            ParamType::StrList,
-            "names of the fields, in order",
-        ),
-        Param::opt(
-            "delimiter",
-            ParamType::Str,
-            ",",
-            "one ASCII character between fields (not a quote or newline)",
-        ),
-        FIELD_PARAM,
-        TARGET_PARAM,
-        ON_ERROR_PARAM,
-    ],
+    params: CsvParseSettings::PARAMS,
     fields: &[("<columns>", "one string per column")],
     build,
 };
 
+crate::settings! {
+    /// Settings of `csv_parse`.
+    pub struct CsvParseSettings {
+        /// names of the fields, in order
+        #[setting(required)]
+        columns: Vec<String>,
+        /// one ASCII character between fields (not a quote or newline)
+        delimiter: String = ",",
+        /// Where the text is read and the fields go.
+        #[setting(flatten)]
+        input: InputSettings,
+        /// What to do with a line that does not parse.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let columns = p
-        .str_list("columns")?
-        .ok_or_else(|| p.cog_error("missing key \"columns\""))?;
-    if columns.is_empty() {
-        return Err(p.error("columns", "give at least one column"));
-    }
-    if let Some(c) = columns.iter().find(|c| c.is_empty()) {
-        return Err(p.error("columns", format!("column names must not be empty: {c:?}")));
-    }
-    let delimiter = match p.str_or("delimiter", ",")?.as_bytes() {
-        &[b] if b.is_ascii() => b,
-        _ => return Err(p.error("delimiter", "must be exactly one ASCII character")),
-    };
-    let parser = CsvParser::new(&columns, delimiter)
-        .ok_or_else(|| p.error("delimiter", "must not be a quote, \\r or \\n"))?;
-    let (input, output, on_error) = common_from_params(p, cx)?;
+    let s: CsvParseSettings = p.settings()?;
+    let parser = CsvParser::from_settings(&s).map_err(|e| p.setting_error(e))?;
+    let (input, output, on_error) = record_parts(&s.input, &s.on_error, p, cx)?;
     Ok(Box::new(CsvParse::new(parser, input, output, on_error)))
 }
 

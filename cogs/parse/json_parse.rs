@@ -1,13 +1,13 @@
 //! `json_parse`: a field holding a JSON object becomes fields.
 
 use crate::engine::getset::Getter;
-use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Map, Merge, Record, Value};
-use crate::schema::{CogParams, ConfigError};
+use crate::schema::{CogParams, ConfigError, Settings};
 
-use super::common::{FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params};
+use super::common::{InputSettings, ParseCog, ParseError, Parser, record_parts};
 
 /// Parses a field as one JSON object (RFC 8259) and merges its keys as fields, at the top
 /// level or under `target`. Nested objects become maps, arrays lists, integers that fit
@@ -27,6 +27,10 @@ use super::common::{FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, com
 /// # target = "json"        # default: top level
 /// on_error = "keep"        # drop | keep | train:NAME
 /// ```
+///
+/// From Rust, on any datum, with the getter of the text, a [`Merge`] storing the fields
+/// and an [`OnError`]:
+/// `JsonParse::from_settings(&JsonParseSettings { ..Default::default() }, input, output, on_error)`.
 pub type JsonParse<D> = ParseCog<D, JsonParser>;
 
 /// The parser of `json_parse`.
@@ -74,6 +78,18 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 impl<D: 'static> JsonParse<D> {
+    /// A `json_parse` made from its settings: `input` reads the text (what `field` names),
+    /// `output` stores the fields (what `target` says), failures go to `on_error` (what
+    /// `on_error` says); the format itself has no settings.
+    pub fn from_settings(
+        _: &JsonParseSettings,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Self {
+        JsonParse::new(input, output, on_error)
+    }
+
     /// A `json_parse` cog reading `input`, merging with `output`.
     pub fn new(input: Getter<D, [u8]>, output: Merge<D>, on_error: OnError<D>) -> Self {
         ParseCog::with_parser("json_parse", JsonParser, input, output, on_error)
@@ -85,14 +101,29 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "json_parse",
     kind: CogKind::Transform,
     summary: "parses a field holding a JSON object into fields",
-    params: &[FIELD_PARAM, TARGET_PARAM, ON_ERROR_PARAM],
+    params: JsonParseSettings::PARAMS,
     fields: &[("*", "every key of the object, with its JSON type")],
     build,
 };
 
+crate::settings! {
+    /// Settings of `json_parse`.
+    pub struct JsonParseSettings {
+        /// Where the text is read and the fields go.
+        #[setting(flatten)]
+        input: InputSettings,
+        /// What to do with a line that does not parse.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let (input, output, on_error) = common_from_params(p, cx)?;
-    Ok(Box::new(JsonParse::new(input, output, on_error)))
+    let s: JsonParseSettings = p.settings()?;
+    let (input, output, on_error) = record_parts(&s.input, &s.on_error, p, cx)?;
+    Ok(Box::new(JsonParse::from_settings(
+        &s, input, output, on_error,
+    )))
 }
 
 #[cfg(test)]

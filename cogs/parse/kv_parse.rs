@@ -1,15 +1,14 @@
 //! `kv_parse`: `key=value key2="quoted value"` lines become fields.
 
 use crate::engine::getset::Getter;
-use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::{Map, Merge, Record};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, find, input_key,
-    text, text_owned,
+    InputSettings, ParseCog, ParseError, Parser, find, input_key, record_parts, text, text_owned,
 };
 
 /// Parses `key=value` pairs (logfmt, firewall and audit logs) into string fields.
@@ -36,6 +35,10 @@ use super::common::{
 /// # target = "kv"
 /// on_error = "keep"
 /// ```
+///
+/// From Rust, on any datum, with the getter of the text, a [`Merge`] storing the fields
+/// and an [`OnError`]:
+/// `KvParse::from_settings(&KvParseSettings { separator: ",".into(), ..Default::default() }, input, output, on_error)`.
 pub type KvParse<D> = ParseCog<D, KvParser>;
 
 /// The parser of `kv_parse`, with its delimiters.
@@ -67,6 +70,16 @@ impl KvParser {
             separator: separator.as_bytes().to_vec(),
             pair: pair.as_bytes().to_vec(),
             strict,
+        })
+    }
+
+    /// The parser `s` describes (`separator`, `pair`, `strict`).
+    pub fn from_settings(s: &KvParseSettings) -> Result<KvParser, SettingError> {
+        KvParser::new(&s.separator, &s.pair, s.strict).ok_or_else(|| {
+            SettingError::new(
+                "separator",
+                "separator and pair must be non-empty and different from each other",
+            )
         })
     }
 
@@ -215,6 +228,22 @@ impl<D: 'static> KvParse<D> {
     ) -> Self {
         ParseCog::with_parser("kv_parse", parser, input, output, on_error)
     }
+
+    /// A `kv_parse` made from its settings: `input` reads the text (what `field` names),
+    /// `output` stores the fields (what `target` says), failures go to `on_error`.
+    pub fn from_settings(
+        s: &KvParseSettings,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        Ok(KvParse::new(
+            KvParser::from_settings(s)?,
+            input,
+            output,
+            on_error,
+        ))
+    }
 }
 
 /// The descriptor of `kv_parse`.
@@ -222,36 +251,33 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "kv_parse",
     kind: CogKind::Transform,
     summary: "parses key=value pairs (quoted values allowed) into string fields",
-    params: &[
-        FIELD_PARAM,
-        TARGET_PARAM,
-        Param::opt(
-            "separator",
-            ParamType::Str,
-            " ",
-            "between pairs (runs count as one)",
-        ),
-        Param::opt("pair", ParamType::Str, "=", "between a key and its value"),
-        Param::opt(
-            "strict",
-            ParamType::Bool,
-            "false",
-            "false: skip malformed pairs; true: send the record to on_error",
-        ),
-        ON_ERROR_PARAM,
-    ],
+    params: KvParseSettings::PARAMS,
     fields: &[("*", "each key, with its value as a string")],
     build,
 };
 
+crate::settings! {
+    /// Settings of `kv_parse`.
+    pub struct KvParseSettings {
+        /// Where the text is read and the fields go.
+        #[setting(flatten)]
+        input: InputSettings,
+        /// between pairs (runs count as one)
+        separator: String = " ",
+        /// between a key and its value
+        pair: String = "=",
+        /// false: skip malformed pairs; true: send the record to on_error
+        strict: bool = "false",
+        /// What to do with a line that does not parse.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let separator = p.str_or("separator", " ")?;
-    let pair = p.str_or("pair", "=")?;
-    let strict = p.bool_or("strict", false)?;
-    let parser = KvParser::new(separator, pair, strict).ok_or_else(|| {
-        p.cog_error("separator and pair must be non-empty and different from each other")
-    })?;
-    let (input, output, on_error) = common_from_params(p, cx)?;
+    let s: KvParseSettings = p.settings()?;
+    let parser = KvParser::from_settings(&s).map_err(|e| p.cog_error(e.msg))?;
+    let (input, output, on_error) = record_parts(&s.input, &s.on_error, p, cx)?;
     Ok(Box::new(KvParse::new(parser, input, output, on_error)))
 }
 

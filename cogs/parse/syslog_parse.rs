@@ -3,16 +3,15 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::engine::getset::Getter;
-use crate::kit::on_error::{ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::Cog;
 use crate::record::timefmt::{civil_from_days, days_from_civil, month_len as days_in_month};
 use crate::record::{Key, Map, Merge, Record, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError};
+use crate::schema::{CogParams, ConfigError, Settings};
 
 use super::common::{
-    FIELD_PARAM, ParseCog, ParseError, Parser, TARGET_PARAM, common_from_params, input_key, text,
-    text_owned,
+    InputSettings, ParseCog, ParseError, Parser, input_key, record_parts, text, text_owned,
 };
 
 /// Parses syslog lines: RFC 5424 (`<165>1 2003-10-11T22:14:15.003Z host app 42 ID47
@@ -46,6 +45,10 @@ use super::common::{
 /// # target = "syslog"      # default: top level
 /// on_error = "keep"
 /// ```
+///
+/// From Rust, on any datum, with the getter of the text, a [`Merge`] storing the fields
+/// and an [`OnError`]:
+/// `SyslogParse::from_settings(&SyslogParseSettings { ..Default::default() }, input, output, on_error)`.
 pub type SyslogParse<D> = ParseCog<D, SyslogParser>;
 
 /// The current year and month, for RFC 3164 timestamps.
@@ -560,6 +563,18 @@ pub fn rfc3339(b: &[u8]) -> Option<Timestamp> {
 }
 
 impl<D: 'static> SyslogParse<D> {
+    /// A `syslog_parse` made from its settings: `input` reads the text (what `field` names),
+    /// `output` stores the fields (what `target` says), failures go to `on_error` (what
+    /// `on_error` says); the format itself has no settings.
+    pub fn from_settings(
+        _: &SyslogParseSettings,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Self {
+        SyslogParse::new(input, output, on_error)
+    }
+
     /// A `syslog_parse` cog reading `input`, merging with `output`.
     pub fn new(input: Getter<D, [u8]>, output: Merge<D>, on_error: OnError<D>) -> Self {
         ParseCog::with_parser(
@@ -577,7 +592,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "syslog_parse",
     kind: CogKind::Transform,
     summary: "parses RFC 3164 / RFC 5424 syslog lines (PRI optional) into fields",
-    params: &[FIELD_PARAM, TARGET_PARAM, ON_ERROR_PARAM],
+    params: SyslogParseSettings::PARAMS,
     fields: &[
         (
             "facility",
@@ -604,9 +619,24 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::settings! {
+    /// Settings of `syslog_parse`.
+    pub struct SyslogParseSettings {
+        /// Where the text is read and the fields go.
+        #[setting(flatten)]
+        input: InputSettings,
+        /// What to do with a line that does not parse.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let (input, output, on_error) = common_from_params(p, cx)?;
-    Ok(Box::new(SyslogParse::new(input, output, on_error)))
+    let s: SyslogParseSettings = p.settings()?;
+    let (input, output, on_error) = record_parts(&s.input, &s.on_error, p, cx)?;
+    Ok(Box::new(SyslogParse::from_settings(
+        &s, input, output, on_error,
+    )))
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 //! with byte searches: the Common Log Format family is the hot path of access-log
 //! pipelines, and a regex with eleven groups costs several times more per line.
 
-// `ParseError` has owned variants, so an eager `ok_or(ParseError::…)` builds and drops
-// one at every successful step of a parse, a cost paid on every line of the hot path.
+// `ParseError` has owned variants, so an eager `ok_or(ParseError::…)` builds and drops one
+// at every successful step of a parse, a cost paid on every line of the hot path.
 #![allow(clippy::unnecessary_lazy_evaluations)]
 
 use std::net::IpAddr;
@@ -15,8 +15,18 @@ use crate::cogs::parse::ParseError;
 use crate::record::timefmt::parse_clf;
 use crate::record::{InlineStr, Key, Map, SharedStr, Slot, Value};
 
+crate::choice! {
+    /// A preset of `regex`, by name.
+    pub enum PresetName {
+        ApacheCombined = "apache_combined",
+        ApacheCommon = "apache_common",
+        NginxCombined = "nginx_combined",
+        Sshd = "sshd",
+    }
+}
+
 /// The preset names `preset` accepts.
-pub const PRESET_NAMES: &[&str] = &["apache_combined", "apache_common", "nginx_combined", "sshd"];
+pub const PRESET_NAMES: &[&str] = PresetName::NAMES;
 
 /// A preset: which hand-written parser, with its field keys interned once.
 #[derive(Debug, Clone)]

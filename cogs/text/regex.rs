@@ -2,14 +2,17 @@
 
 use crate::cogs::parse::common::{self, ParseCog, ParseError};
 use crate::engine::getset::Getter;
-use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::timefmt::TimeFormat;
 use crate::record::{self, Key, Map, Merge, Path, Record, Value};
-use crate::schema::{CogParams, ConfigError, NodeValue, Param, ParamType};
+use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
+use crate::schema::{
+    CogParams, ConfigError, NodeValue, ParamType, SettingError, SettingValue, Settings,
+};
 
-use super::presets::{PRESET_NAMES, Preset, parse_int, text_value};
+use super::presets::{PRESET_NAMES, Preset, PresetName, parse_int, text_value};
 
 /// Parses a text field into named fields, with a regular expression or a preset.
 ///
@@ -46,7 +49,8 @@ use super::presets::{PRESET_NAMES, Preset, parse_int, text_value};
 /// ```
 ///
 /// From Rust, on any datum: give the getter of the text, a [`Merge`] that stores the
-/// fields, an [`OnError`] and a [`Parser`].
+/// fields, an [`OnError`] and a [`Parser`]; or the typed settings with the same three:
+/// `Regex::from_settings(&RegexSettings { preset: Some(PresetName::ApacheCombined), ..Default::default() }, input, output, on_error)`.
 pub type Regex<D> = ParseCog<D, Parser>;
 
 /// The descriptor of `regex`.
@@ -54,35 +58,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "regex",
     kind: CogKind::Transform,
     summary: "parses a text field with a regular expression's named groups or a preset (apache_combined, apache_common, nginx_combined, sshd)",
-    params: &[
-        Param::opt(
-            "field",
-            ParamType::Str,
-            "message",
-            "the field holding the text to parse",
-        ),
-        Param::unset(
-            "pattern",
-            ParamType::Str,
-            "regular expression (Rust `regex` syntax) whose named groups become fields; give this or `preset`",
-        ),
-        Param::unset(
-            "preset",
-            ParamType::Choice(PRESET_NAMES),
-            "a built-in format instead of `pattern` (docs/presets.md)",
-        ),
-        Param::unset(
-            "types",
-            ParamType::Table,
-            "with `pattern`: group = \"int\" | \"float\" | \"bool\" | \"ip\" | \"string\" | \"timestamp:FORMAT\" (strptime-style, e.g. \"timestamp:%d/%b/%Y:%H:%M:%S %z\"); others stay strings",
-        ),
-        Param::unset(
-            "target",
-            ParamType::Str,
-            "dotted path of a map to put the fields in; default: the top level of the record",
-        ),
-        ON_ERROR_PARAM,
-    ],
+    params: RegexSettings::PARAMS,
     fields: &[
         (
             "(groups)",
@@ -124,45 +100,72 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
+crate::settings! {
+    /// Settings of `regex`.
+    pub struct RegexSettings {
+        /// the field holding the text to parse
+        field: String = "message",
+        /// regular expression (Rust `regex` syntax) whose named groups become fields; give this or `preset`
+        pattern: Option<String>,
+        /// a built-in format instead of `pattern` (docs/presets.md)
+        preset: Option<PresetName>,
+        /// with `pattern`: group = "int" | "float" | "bool" | "ip" | "string" | "timestamp:FORMAT" (strptime-style, e.g. "timestamp:%d/%b/%Y:%H:%M:%S %z"); others stay strings
+        types: Option<GroupTypes>,
+        /// dotted path of a map to put the fields in; default: the top level of the record
+        target: Option<String>,
+        /// What to do with a line that does not match.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
+/// The `types` of `regex`: each group with its type name, in the order written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GroupTypes(pub Vec<(String, String)>);
+
+impl SettingValue for GroupTypes {
+    const TYPE: ParamType = ParamType::Table;
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GroupTypes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table such as { status = \"int\" }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GroupTypes, A::Error> {
+                let mut out = Vec::new();
+                while let Some(group) = map.next_key::<String>()? {
+                    out.push((group, map.next_value::<String>()?));
+                }
+                Ok(GroupTypes(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    fn from_default(_: &str) -> Option<Self> {
+        None
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let field = p.str_or("field", "message")?;
-    let input = Path::parse(field).map_err(|e| p.error("field", e.to_string()))?;
-    let target = match p.str("target")? {
+    // `types` is checked on the configuration first: its errors name the group.
+    types_param(p)?;
+    let s: RegexSettings = p.settings()?;
+    let input = Path::parse(&s.field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = match &s.target {
         Some(t) => Some(Path::parse(t).map_err(|e| p.error("target", e.to_string()))?),
         None => None,
     };
-    let parser = match (p.str("pattern")?, p.str("preset")?) {
-        (Some(_), Some(_)) => {
-            return Err(p.cog_error("give either `pattern` or `preset`, not both"));
+    let parser = Parser::from_settings(&s).map_err(|e| {
+        if e.key.is_empty() {
+            p.cog_error(e.msg)
+        } else {
+            p.setting_error(e)
         }
-        (None, None) => {
-            return Err(p.cog_error(format!(
-                "give a `pattern` with named groups or a `preset` ({})",
-                PRESET_NAMES.join(", ")
-            )));
-        }
-        (Some(pattern), None) => {
-            let types = types_param(p)?;
-            let types: Vec<(&str, &str)> = types
-                .iter()
-                .map(|(g, t)| (g.as_str(), t.as_str()))
-                .collect();
-            Parser::pattern(pattern, &types).map_err(|e| match e {
-                PatternError::Pattern(m) => p.error("pattern", m),
-                PatternError::Types(m) => p.error("types", m),
-            })?
-        }
-        (None, Some(name)) => {
-            if p.node("types").is_some() {
-                return Err(p.error(
-                    "types",
-                    "`types` applies to `pattern`; a preset's fields have fixed types",
-                ));
-            }
-            Parser::preset(name).map_err(|m| p.error("preset", m))?
-        }
-    };
-    let on_error = on_error::from_params(p, cx)?;
+    })?;
+    let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     Ok(Box::new(
         Regex::new(
             record::bytes_at(input),
@@ -170,7 +173,7 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
             on_error,
             parser,
         )
-        .with_input_name(field),
+        .with_input_name(&s.field),
     ))
 }
 
@@ -210,6 +213,19 @@ impl<D: 'static> Regex<D> {
         ParseCog::with_parser("regex", parser, input, output, on_error).with_input_name("message")
     }
 
+    /// A `regex` made from its settings: `input` reads the text (what `field` names, which
+    /// failure reasons name too), `output` stores the fields (what `target` says), failures
+    /// go to `on_error`.
+    pub fn from_settings(
+        s: &RegexSettings,
+        input: Getter<D, [u8]>,
+        output: Merge<D>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        let parser = Parser::from_settings(s)?;
+        Ok(Regex::new(input, output, on_error, parser).with_input_name(&s.field))
+    }
+
     /// Names the input in failure reasons (`field NAME: missing or not text`).
     pub fn with_input_name(self, name: &str) -> Self {
         self.with_missing_reason(ParseError::Missing(name.to_string()))
@@ -236,6 +252,45 @@ pub enum PatternError {
 }
 
 impl Parser {
+    /// The parser `s` describes: its `pattern` with `types`, or its `preset`. An error
+    /// about the settings as a whole (neither or both given) has an empty key.
+    pub fn from_settings(s: &RegexSettings) -> Result<Parser, SettingError> {
+        match (&s.pattern, s.preset) {
+            (Some(_), Some(_)) => Err(SettingError::new(
+                "",
+                "give either `pattern` or `preset`, not both",
+            )),
+            (None, None) => Err(SettingError::new(
+                "",
+                format!(
+                    "give a `pattern` with named groups or a `preset` ({})",
+                    PRESET_NAMES.join(", ")
+                ),
+            )),
+            (Some(pattern), None) => {
+                let types: Vec<(&str, &str)> = s
+                    .types
+                    .iter()
+                    .flat_map(|t| &t.0)
+                    .map(|(g, t)| (g.as_str(), t.as_str()))
+                    .collect();
+                Parser::pattern(pattern, &types).map_err(|e| match e {
+                    PatternError::Pattern(m) => SettingError::new("pattern", m),
+                    PatternError::Types(m) => SettingError::new("types", m),
+                })
+            }
+            (None, Some(name)) => {
+                if s.types.is_some() {
+                    return Err(SettingError::new(
+                        "types",
+                        "`types` applies to `pattern`; a preset's fields have fixed types",
+                    ));
+                }
+                Parser::preset(name.as_str()).map_err(|m| SettingError::new("preset", m))
+            }
+        }
+    }
+
     /// The preset called `name` (`apache_combined`, `apache_common`, `nginx_combined`, `sshd`).
     pub fn preset(name: &str) -> Result<Parser, String> {
         Preset::named(name)

@@ -7,4 +7,5 @@ mod parse;
 mod pipeline;
 mod template;
 mod text;
+mod typed;
 mod typed_fs;
