@@ -37,21 +37,9 @@ impl<D> Discard<D> {
     }
 }
 
-/// Settings of `drop`: it has no keys. (Written out: `settings!` does not take a struct
-/// without fields.)
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DropSettings {}
-
-impl crate::schema::Settings for DropSettings {
-    const PARAMS: &'static [crate::schema::Param] = &[];
-
-    fn set_field<'de, A: crate::schema::settings::de::MapAccess<'de>>(
-        &mut self,
-        _: &str,
-        _: &mut A,
-    ) -> Result<bool, A::Error> {
-        Ok(false)
-    }
+crate::settings! {
+    /// Settings of `drop`: it has no keys.
+    pub struct DropSettings {}
 }
 
 impl<D: 'static> Cog<D> for Discard<D> {

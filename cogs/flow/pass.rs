@@ -14,21 +14,9 @@ use crate::prelude::*;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pass;
 
-/// Settings of `pass`: it has no keys. (Written out: `settings!` does not take a struct
-/// without fields.)
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PassSettings {}
-
-impl crate::schema::Settings for PassSettings {
-    const PARAMS: &'static [crate::schema::Param] = &[];
-
-    fn set_field<'de, A: crate::schema::settings::de::MapAccess<'de>>(
-        &mut self,
-        _: &str,
-        _: &mut A,
-    ) -> Result<bool, A::Error> {
-        Ok(false)
-    }
+crate::settings! {
+    /// Settings of `pass`: it has no keys.
+    pub struct PassSettings {}
 }
 
 impl Pass {

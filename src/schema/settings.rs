@@ -430,6 +430,8 @@ macro_rules! settings {
                 key: &str,
                 map: &mut A,
             ) -> ::core::result::Result<bool, A::Error> {
+                // Read by the field arms; a struct without fields reads neither.
+                let _ = (key, &map);
                 $( $crate::settings!(@set self key map [$($mark)*] $f $ty); )*
                 Ok(false)
             }
@@ -618,6 +620,19 @@ mod tests {
             /// a number, unset
             limit: Option<u64>,
         }
+    }
+
+    crate::settings! {
+        /// A cog without keys.
+        struct Nothing {}
+    }
+
+    #[test]
+    fn a_struct_without_fields_takes_no_keys() {
+        assert!(Nothing::PARAMS.is_empty());
+        assert_eq!(read::<Nothing>("").0, Ok(Nothing {}));
+        let e = read::<Nothing>("x = 1\n").0.expect_err("no keys");
+        assert_eq!(e.key.as_deref(), Some("x"));
     }
 
     fn read<T: Settings>(text: &str) -> (Result<T, DeError>, Source) {
