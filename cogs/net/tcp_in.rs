@@ -196,12 +196,7 @@ crate::settings! {
     }
 }
 
-// The keys of the listeners not yet written with typed settings.
-pub(crate) const FRAMING_PARAM: Param = StreamServerSettings::PARAMS[0];
-pub(crate) const MAX_LINE_PARAM: Param = StreamServerSettings::PARAMS[1];
-pub(crate) const MAX_BUFFERED_PARAM: Param = StreamServerSettings::PARAMS[2];
-pub(crate) const DRAIN_PARAM: Param = StreamServerSettings::PARAMS[3];
-pub(crate) const MAX_CONNECTIONS_PARAM: Param = ConnectionSettings::PARAMS[0];
+/// The `idle_timeout` key, for `relp_in` (transitional).
 pub(crate) const IDLE_PARAM: Param = ConnectionSettings::PARAMS[1];
 pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
     ("message", "the message, without framing, as raw bytes"),
@@ -259,15 +254,6 @@ impl StreamSettings {
             idle_timeout: s.connections.idle_timeout(),
             drain_timeout: s.drain_timeout,
         })
-    }
-
-    /// Reads the stream keys of a cog without a per-address limit (transitional).
-    pub(crate) fn from_params(p: &CogParams<'_>) -> Result<Self, ConfigError> {
-        let s: StreamServerSettings = p.group()?;
-        let unlimited = PerIpSettings {
-            max_connections_per_ip: 0,
-        };
-        StreamSettings::new(&s, &unlimited).map_err(|e| p.setting_error(e))
     }
 }
 

@@ -4,19 +4,24 @@
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::TcpListener;
+use std::process::Command;
 use std::rc::Rc;
+use std::time::Duration;
 
 use deadbeat::cogs::net::server_settings::{
     ConnectionSettings, ListenFraming, StreamServerSettings,
 };
 use deadbeat::cogs::net::tcp_in::{TcpIn, TcpInSettings};
 use deadbeat::cogs::net::tcp_out::{self, StreamFraming, TcpOutSettings};
+use deadbeat::cogs::net::unix_in::{UnixIn, UnixInMode, UnixInSettings};
 use deadbeat::kit::forward::ForwardSettings;
 use deadbeat::kit::supply::message_key;
 use deadbeat::prelude::*;
 use deadbeat::record::{Record, Value};
 
-use crate::engine::{Log, Probe, opts, run};
+use crate::engine::{Log, Probe, TempDir, opts, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 
 /// Lines sent through the pair.
 const LINES: usize = 500;
@@ -97,7 +102,7 @@ fn tcp_out_to_tcp_in_built_from_typed_settings() {
         address: format!("127.0.0.1:{port}"),
         framing: StreamFraming::OctetCounting,
         forward: ForwardSettings {
-            reconnect_refused: std::time::Duration::from_millis(20),
+            reconnect_refused: Duration::from_millis(20),
             ..Default::default()
         },
     })
@@ -169,4 +174,65 @@ fn typed_settings_are_checked_at_construction() {
         panic!("tcp_out took an address without a port");
     };
     assert_eq!(bad_address.key, "address");
+}
+
+/// `unix_in` in datagram mode refuses the keys of stream mode: from Rust when a value
+/// differs from its default, from a configuration when the key is given at all.
+#[test]
+fn unix_in_datagram_mode_refuses_stream_keys() {
+    let Err(e) = UnixIn::new(&UnixInSettings {
+        path: "/tmp/unused.sock".into(),
+        server: StreamServerSettings {
+            drain_timeout: Duration::ZERO,
+            ..Default::default()
+        },
+        ..Default::default()
+    }) else {
+        panic!("unix_in took drain_timeout in datagram mode");
+    };
+    assert_eq!(
+        (e.key, e.msg.as_str()),
+        ("drain_timeout", "applies to mode = \"stream\" only")
+    );
+    let Err(e) = UnixIn::new(&UnixInSettings {
+        path: "/tmp/unused.sock".into(),
+        permissions: "0999".into(),
+        ..Default::default()
+    }) else {
+        panic!("unix_in took permissions 0999");
+    };
+    assert_eq!(e.key, "permissions");
+    assert!(
+        UnixIn::new(&UnixInSettings {
+            path: "/tmp/unused.sock".into(),
+            mode: UnixInMode::Stream,
+            server: StreamServerSettings {
+                drain_timeout: Duration::ZERO,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .is_ok()
+    );
+
+    let dir = TempDir::new("typed-unix-in");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"unix_in\"\npath = \"s.sock\"\n\
+         framing = \"auto\"\n[[train.cog]]\ntype = \"stdout\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            ":6:11: train \"t\", cog unix_in#1, key \"framing\": applies to mode = \"stream\" only"
+        ),
+        "{err}"
+    );
 }
