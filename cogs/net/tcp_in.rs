@@ -17,9 +17,9 @@ use crate::kit::supply::with_line_emitter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError, Param, SettingError, Settings};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::server_settings::{self, ConnectionSettings, PerIpSettings, StreamServerSettings};
+use super::server_settings::{self, PerIpSettings, StreamServerSettings};
 
 /// Reads per connection and turn; then the connection waits for the next turn so that one
 /// busy sender cannot starve the others.
@@ -196,8 +196,6 @@ crate::settings! {
     }
 }
 
-/// The `idle_timeout` key, for `relp_in` (transitional).
-pub(crate) const IDLE_PARAM: Param = ConnectionSettings::PARAMS[1];
 pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
     ("message", "the message, without framing, as raw bytes"),
     ("peer", "the sending peer (per connection)"),
@@ -255,11 +253,6 @@ impl StreamSettings {
             drain_timeout: s.drain_timeout,
         })
     }
-}
-
-/// The socket address of the `listen` key; `example` shows a right one in the error.
-pub(crate) fn listen_addr(p: &CogParams<'_>, example: &str) -> Result<SocketAddr, ConfigError> {
-    server_settings::listen_addr(p.required_str("listen")?, example).map_err(|e| p.setting_error(e))
 }
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
