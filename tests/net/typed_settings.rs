@@ -8,13 +8,19 @@ use std::process::Command;
 use std::rc::Rc;
 use std::time::Duration;
 
+use deadbeat::cogs::net::relp_in::{RelpIn, RelpInSettings};
+use deadbeat::cogs::net::relp_out::{RelpOut, RelpOutSettings};
 use deadbeat::cogs::net::server_settings::{
-    ConnectionSettings, ListenFraming, StreamServerSettings,
+    ConnectionSettings, ListenFraming, PerIpSettings, StreamServerSettings,
 };
 use deadbeat::cogs::net::tcp_in::{TcpIn, TcpInSettings};
 use deadbeat::cogs::net::tcp_out::{self, StreamFraming, TcpOutSettings};
+use deadbeat::cogs::net::udp_in::{UdpIn, UdpInSettings};
+use deadbeat::cogs::net::udp_out::{UdpOut, UdpOutSettings};
 use deadbeat::cogs::net::unix_in::{UnixIn, UnixInMode, UnixInSettings};
+use deadbeat::cogs::net::unix_out::{self, SocketMode, UnixOutSettings};
 use deadbeat::kit::forward::ForwardSettings;
+use deadbeat::kit::on_error::{ErrorAction, OnError};
 use deadbeat::kit::supply::message_key;
 use deadbeat::prelude::*;
 use deadbeat::record::{Record, Value};
@@ -23,8 +29,10 @@ use crate::engine::{Log, Probe, TempDir, opts, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 
-/// Lines sent through the pair.
+/// Lines sent through a stream pair (datagrams: fewer, so that the receive buffer's
+/// default size holds them all whatever the scheduling).
 const LINES: usize = 500;
+const DATAGRAMS: usize = 50;
 
 fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -33,7 +41,7 @@ fn free_port() -> u16 {
 
 /// A supply of `LINES` records, which counts the acknowledgements of its own records
 /// (every cog hears of every acknowledgement, the collector's of `tcp_in`'s records too).
-fn lines(log: &Log, acked: &Rc<RefCell<usize>>) -> Probe<Record> {
+fn lines(log: &Log, n: usize, acked: &Rc<RefCell<usize>>) -> Probe<Record> {
     let acked = Rc::clone(acked);
     let ours = Rc::new(RefCell::new(HashSet::new()));
     let ours_w = Rc::clone(&ours);
@@ -44,7 +52,7 @@ fn lines(log: &Log, acked: &Rc<RefCell<usize>>) -> Probe<Record> {
             Ok(())
         })
         .on_wake(move |_, _, out, cx| {
-            for i in 0..LINES {
+            for i in 0..n {
                 let mut r = Record::new();
                 r.id = cx.new_event_id();
                 ours_w.borrow_mut().insert(r.id);
@@ -63,7 +71,7 @@ fn lines(log: &Log, acked: &Rc<RefCell<usize>>) -> Probe<Record> {
 }
 
 /// A drain keeping each record's `message`; it stops the loop once all have come.
-fn collector(log: &Log, got: &Rc<RefCell<Vec<String>>>) -> Probe<Record> {
+fn collector(log: &Log, n: usize, got: &Rc<RefCell<Vec<String>>>) -> Probe<Record> {
     let got = Rc::clone(got);
     Probe::new("collect", log).on_process(move |r: Record, _, cx| {
         let m = r
@@ -73,10 +81,38 @@ fn collector(log: &Log, got: &Rc<RefCell<Vec<String>>>) -> Probe<Record> {
         got.borrow_mut()
             .push(String::from_utf8_lossy(m).into_owned());
         cx.event_done(r.id);
-        if got.borrow().len() == LINES {
+        if got.borrow().len() == n {
             cx.shutdown();
         }
     })
+}
+
+/// Runs `n` lines from a supply through `drain`, over the network, into `supply` and a
+/// collector, all on one escapement; the messages received, and how many of the lines
+/// `drain` acknowledged.
+fn send_through(
+    n: usize,
+    supply: impl Cog<Record>,
+    drain: impl Cog<Record>,
+) -> (Vec<String>, usize) {
+    let log = Log::default();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let acked = Rc::new(RefCell::new(0));
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(Train::new("in").cog(supply).cog(collector(&log, n, &got)))
+        .unwrap();
+    esc.add_train(Train::new("out").cog(lines(&log, n, &acked)).cog(drain))
+        .unwrap();
+    run(&mut esc, &log);
+    let got = got.borrow().clone();
+    let acked = *acked.borrow();
+    (got, acked)
+}
+
+fn numbered(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("<13>line {i} of typed settings"))
+        .collect()
 }
 
 /// `tcp_out` → `tcp_in` on 127.0.0.1, both octet-counted, both made from settings structs:
@@ -84,10 +120,6 @@ fn collector(log: &Log, got: &Rc<RefCell<Vec<String>>>) -> Probe<Record> {
 #[test]
 fn tcp_out_to_tcp_in_built_from_typed_settings() {
     let port = free_port();
-    let log = Log::default();
-    let got = Rc::new(RefCell::new(Vec::new()));
-    let acked = Rc::new(RefCell::new(0));
-
     let tcp_in = TcpIn::new(&TcpInSettings {
         listen: format!("127.0.0.1:{port}"),
         server: StreamServerSettings {
@@ -107,19 +139,70 @@ fn tcp_out_to_tcp_in_built_from_typed_settings() {
         },
     })
     .unwrap();
+    let (got, acked) = send_through(LINES, tcp_in, tcp_out);
+    assert_eq!(got, numbered(LINES));
+    assert_eq!(acked, LINES);
+}
 
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("in").cog(tcp_in).cog(collector(&log, &got)))
-        .unwrap();
-    esc.add_train(Train::new("out").cog(lines(&log, &acked)).cog(tcp_out))
-        .unwrap();
-    run(&mut esc, &log);
+/// `relp_out` → `relp_in` made from settings structs: every line arrives once, in order,
+/// and is acknowledged once the server answered.
+#[test]
+fn relp_out_to_relp_in_built_from_typed_settings() {
+    let port = free_port();
+    let relp_in = RelpIn::new(&RelpInSettings {
+        listen: format!("127.0.0.1:{port}"),
+        window_size: 16,
+        ..Default::default()
+    })
+    .unwrap();
+    let relp_out = RelpOut::new(&RelpOutSettings {
+        address: format!("127.0.0.1:{port}"),
+        window_size: 16,
+        forward: ForwardSettings {
+            reconnect_refused: Duration::from_millis(20),
+            // On one loop `relp_in` reads no more at the stop and says goodbye only once
+            // every cog is done, so the `close` `relp_out` sends with everything answered
+            // waits for an answer until this deadline.
+            drain_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let (got, acked) = send_through(LINES, relp_in, relp_out);
+    assert_eq!(got, numbered(LINES));
+    assert_eq!(acked, LINES);
+}
 
-    let want: Vec<String> = (0..LINES)
-        .map(|i| format!("<13>line {i} of typed settings"))
-        .collect();
-    assert_eq!(*got.borrow(), want);
-    assert_eq!(*acked.borrow(), LINES, "{log:?}");
+/// `udp_out` → `udp_in` made from settings structs, `udp_out`'s `on_error` given as an
+/// [`OnError`] over records.
+#[test]
+fn udp_out_to_udp_in_built_from_typed_settings() {
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let udp_in = UdpIn::new(&UdpInSettings {
+        listen: format!("127.0.0.1:{port}"),
+        ..Default::default()
+    })
+    .unwrap();
+    let on_error = OnError::new(
+        ErrorAction::Drop,
+        Getter::new(|r: &Record| Some(&r.id)),
+        Setter::new(|_: &mut Record, _: String| {}),
+    );
+    let udp_out = UdpOut::new(
+        &UdpOutSettings {
+            address: format!("127.0.0.1:{port}"),
+            ..Default::default()
+        },
+        on_error,
+    )
+    .unwrap();
+    let (got, acked) = send_through(DATAGRAMS, udp_in, udp_out);
+    assert_eq!(got, numbered(DATAGRAMS));
+    assert_eq!(acked, DATAGRAMS);
 }
 
 /// What a type cannot say is checked by the constructors, at the key, with the messages a
@@ -234,5 +317,85 @@ fn unix_in_datagram_mode_refuses_stream_keys() {
             ":6:11: train \"t\", cog unix_in#1, key \"framing\": applies to mode = \"stream\" only"
         ),
         "{err}"
+    );
+}
+
+/// Each constructor checks what its settings' types cannot, at the key.
+#[test]
+fn socket_cog_constructors_refuse_bad_settings() {
+    let key = |r: Result<(), deadbeat::schema::SettingError>| r.unwrap_err().key;
+    assert_eq!(
+        key(RelpIn::new(&RelpInSettings {
+            listen: "127.0.0.1:2514".into(),
+            window_size: 0,
+            ..Default::default()
+        })
+        .map(drop)),
+        "window_size"
+    );
+    assert_eq!(
+        key(RelpIn::new(&RelpInSettings {
+            listen: "127.0.0.1:2514".into(),
+            per_ip: PerIpSettings {
+                max_connections_per_ip: 2_000_000,
+            },
+            ..Default::default()
+        })
+        .map(drop)),
+        "max_connections_per_ip"
+    );
+    assert_eq!(
+        key(RelpOut::new(&RelpOutSettings {
+            address: "relp".into(),
+            ..Default::default()
+        })
+        .map(drop)),
+        "address"
+    );
+    assert_eq!(
+        key(UdpIn::new(&UdpInSettings {
+            listen: "127.0.0.1:5514".into(),
+            recv_buffer: Some(0),
+            ..Default::default()
+        })
+        .map(drop)),
+        "recv_buffer"
+    );
+    let on_error = OnError::new(
+        ErrorAction::Drop,
+        Getter::new(|r: &Record| Some(&r.id)),
+        Setter::new(|_: &mut Record, _: String| {}),
+    );
+    assert_eq!(
+        key(UdpOut::new(
+            &UdpOutSettings {
+                address: "127.0.0.1:5514".into(),
+                max_message_bytes: 0,
+                ..Default::default()
+            },
+            on_error
+        )
+        .map(drop)),
+        "max_message_bytes"
+    );
+    let e = unix_out::new(&UnixOutSettings {
+        path: "/tmp/unused.sock".into(),
+        mode: SocketMode::Datagram,
+        framing: StreamFraming::OctetCounting,
+        ..Default::default()
+    })
+    .map(drop)
+    .unwrap_err();
+    assert_eq!(
+        (e.key, e.msg.as_str()),
+        ("framing", "datagrams carry one record each: no framing")
+    );
+    assert!(
+        unix_out::new(&UnixOutSettings {
+            path: "/tmp/unused.sock".into(),
+            mode: SocketMode::Datagram,
+            ..Default::default()
+        })
+        .is_ok()
     );
 }
