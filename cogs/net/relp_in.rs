@@ -124,7 +124,7 @@ crate::settings! {
         #[setting(required)]
         listen: String,
         /// unanswered messages per connection before it is no longer read
-        window_size: usize = "128",
+        window_size: i64 = "128",
         /// largest data of a frame; a larger frame closes the connection (counted as an error)
         #[setting(size)]
         max_frame_bytes: usize = "128KiB",
@@ -209,7 +209,7 @@ impl RelpIn {
         }
         let r = RelpIn {
             addr,
-            window: s.window_size,
+            window: s.window_size as usize,
             max_frame: s.max_frame_bytes,
             max_connections: s.connections.max_connections()?,
             max_connections_per_ip: s.per_ip.limit()?,

@@ -79,7 +79,7 @@ crate::settings! {
         #[setting(required)]
         address: String,
         /// commands sent and not yet answered, at most
-        window_size: usize = "128",
+        window_size: i64 = "128",
         /// a session whose server answers nothing for this long while commands wait is dropped and opened again (its unanswered records resent); 0s: wait for ever
         rsp_timeout: Duration = "90s",
         /// Rendering, buffering and reconnection.
@@ -157,7 +157,7 @@ impl RelpOut {
         let backoff = Backoff::new(opts.reconnect_initial, opts.reconnect_max);
         let out = RelpOut {
             address: s.address.clone(),
-            window: s.window_size,
+            window: s.window_size as usize,
             opts,
             outbox: Outbox::default(),
             inflight: VecDeque::new(),

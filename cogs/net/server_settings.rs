@@ -9,7 +9,8 @@ use crate::kit::framing::Framing;
 use crate::schema::SettingError;
 
 /// Connections a limit may allow at most (`max_connections`, `max_connections_per_ip`).
-const MAX_LIMIT: usize = 1_000_000;
+/// The counts are `i64`, TOML's integers, so that a negative one is told the range too.
+const MAX_LIMIT: i64 = 1_000_000;
 
 crate::choice! {
     /// How a listener cuts its streams into messages (`framing`).
@@ -31,7 +32,7 @@ crate::settings! {
     /// (`tcp_in`, `unix_in` in stream mode, `relp_in`).
     pub struct ConnectionSettings {
         /// when full, the longest-idle connection is closed for a new one (counted as errors)
-        max_connections: usize = "1024",
+        max_connections: i64 = "1024",
         // Five minutes: a syslog client that has said nothing that long reconnects
         // cheaply when it has something again, and its slot serves someone else meanwhile.
         /// close connections silent this long; 0s: never
@@ -43,7 +44,7 @@ impl ConnectionSettings {
     /// `max_connections`, checked.
     pub fn max_connections(&self) -> Result<usize, SettingError> {
         if (1..=MAX_LIMIT).contains(&self.max_connections) {
-            Ok(self.max_connections)
+            Ok(self.max_connections as usize)
         } else {
             Err(SettingError::new(
                 "max_connections",
@@ -65,7 +66,7 @@ crate::settings! {
         // client leaking connections) can take more than that, while a NAT gateway or a
         // relay in front of a few hundred hosts still fits.
         /// connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit
-        max_connections_per_ip: usize = "256",
+        max_connections_per_ip: i64 = "256",
     }
 }
 
@@ -74,7 +75,7 @@ impl PerIpSettings {
     pub fn limit(&self) -> Result<usize, SettingError> {
         match self.max_connections_per_ip {
             0 => Ok(usize::MAX),
-            n if n <= MAX_LIMIT => Ok(n),
+            n if (1..=MAX_LIMIT).contains(&n) => Ok(n as usize),
             _ => Err(SettingError::new(
                 "max_connections_per_ip",
                 "must be within 0..=1000000",
