@@ -134,27 +134,27 @@ impl UnixIn {
             max_connections_per_ip: 0,
         };
         let settings = StreamSettings::new(&s.server, &none)?;
+        if s.mode == UnixInMode::Datagram {
+            let d = StreamServerSettings::default();
+            let changed = [
+                s.server.framing != d.framing,
+                s.server.connections.max_connections != d.connections.max_connections,
+                s.server.max_buffered_bytes != d.max_buffered_bytes,
+                s.server.drain_timeout != d.drain_timeout,
+            ];
+            if let Some(i) = changed.iter().position(|c| *c) {
+                return Err(SettingError::new(STREAM_ONLY[i], STREAM_ONLY_MSG));
+            }
+        }
         let inner = match s.mode {
             UnixInMode::Stream => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
-            UnixInMode::Datagram => {
-                let d = StreamServerSettings::default();
-                let changed = [
-                    s.server.framing != d.framing,
-                    s.server.connections.max_connections != d.connections.max_connections,
-                    s.server.max_buffered_bytes != d.max_buffered_bytes,
-                    s.server.drain_timeout != d.drain_timeout,
-                ];
-                if let Some(i) = changed.iter().position(|c| *c) {
-                    return Err(SettingError::new(STREAM_ONLY[i], STREAM_ONLY_MSG));
-                }
-                Inner::Datagram(Datagrams {
-                    sock: None,
-                    buf: vec![0; settings.max_line_bytes + 1],
-                    max: settings.max_line_bytes,
-                    paused: false,
-                    ready: false,
-                })
-            }
+            UnixInMode::Datagram => Inner::Datagram(Datagrams {
+                sock: None,
+                buf: vec![0; settings.max_line_bytes + 1],
+                max: settings.max_line_bytes,
+                paused: false,
+                ready: false,
+            }),
         };
         Ok(UnixIn {
             path: s.path.clone(),
