@@ -13,7 +13,9 @@ use crate::schema::SettingError;
 const MAX_LIMIT: i64 = 1_000_000;
 
 crate::choice! {
-    /// How a listener cuts its streams into messages (`framing`).
+    /// How a listener cuts its streams into messages (`framing`). The setting defaults to
+    /// `auto`; the names keep the order errors and the reference list them in, so the
+    /// enum's own `Default` (its first variant) is `newline`.
     pub enum ListenFraming { Newline = "newline", OctetCounting = "octet_counting", Auto = "auto" }
 }
 
