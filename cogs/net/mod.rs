@@ -7,6 +7,7 @@ use crate::kit::CogDescriptor;
 pub mod relp;
 pub mod relp_in;
 pub mod relp_out;
+pub mod server_settings;
 pub mod tcp_in;
 pub mod tcp_out;
 pub mod udp_in;

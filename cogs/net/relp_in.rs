@@ -7,8 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::relp::{FrameReader, offers_command, write_frame};
+use super::server_settings::{self, ConnectionSettings, PerIpSettings};
 use super::tcp_in::{
-    EVICT_MIN_IDLE, IDLE_PARAM, ip_group, peer_key, received_at_key, set_backlog, unread_bytes,
+    EVICT_MIN_IDLE, ip_group, peer_key, received_at_key, set_backlog, unread_bytes,
 };
 use crate::kit::ack::AckTracker;
 use crate::kit::lines::LineInfo;
@@ -17,7 +18,7 @@ use crate::kit::supply::with_line_emitter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;
@@ -73,6 +74,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// max_connections_per_ip = 256  # 0: no limit per address
 /// idle_timeout = "5m"       # 0s: never
 /// ```
+///
+/// From Rust: `RelpIn::new(&RelpInSettings { listen: "0.0.0.0:2514".into(),
+/// ..Default::default() })`.
 #[derive(Debug)]
 pub struct RelpIn {
     addr: SocketAddr,
@@ -104,38 +108,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "relp_in",
     kind: CogKind::Supply,
     summary: "RELP server: syslog messages answered once the drains acknowledged them (rsyslog omrelp, relp_out)",
-    params: &[
-        Param::req(
-            "listen",
-            ParamType::Str,
-            "address and port, e.g. \"0.0.0.0:2514\"",
-        ),
-        Param::opt(
-            "window_size",
-            ParamType::Int,
-            "128",
-            "unanswered messages per connection before it is no longer read",
-        ),
-        Param::opt(
-            "max_frame_bytes",
-            ParamType::Size,
-            "128KiB",
-            "largest data of a frame; a larger frame closes the connection (counted as an error)",
-        ),
-        Param::opt(
-            "max_connections",
-            ParamType::Int,
-            "1024",
-            "when full, the longest-idle connection is closed for a new one (counted as errors)",
-        ),
-        Param::opt(
-            "max_connections_per_ip",
-            ParamType::Int,
-            "256",
-            "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
-        ),
-        IDLE_PARAM,
-    ],
+    params: RelpInSettings::PARAMS,
     fields: &[
         ("message", "the syslog message, as raw bytes"),
         ("peer", "the sending peer (per connection)"),
@@ -144,33 +117,29 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let addr = super::tcp_in::listen_addr(p, "127.0.0.1:2514")?;
-    let window = match p.int("window_size")? {
-        None => 128,
-        Some(n) if (1..=100_000).contains(&n) => n as usize,
-        Some(_) => return Err(p.error("window_size", "must be within 1..=100000")),
-    };
-    let max_frame = p.size_or("max_frame_bytes", 128 << 10)?;
-    if max_frame == 0 || max_frame > 64 << 20 {
-        return Err(p.error("max_frame_bytes", "must be within 1 byte..64MiB"));
+crate::settings! {
+    /// Settings of `relp_in`.
+    pub struct RelpInSettings {
+        /// address and port, e.g. "0.0.0.0:2514"
+        #[setting(required)]
+        listen: String,
+        /// unanswered messages per connection before it is no longer read
+        window_size: i64 = "128",
+        /// largest data of a frame; a larger frame closes the connection (counted as an error)
+        #[setting(size)]
+        max_frame_bytes: usize = "128KiB",
+        /// How many connections, and for how long.
+        #[setting(flatten)]
+        connections: ConnectionSettings,
+        /// The limit per client address.
+        #[setting(flatten)]
+        per_ip: PerIpSettings,
     }
-    let max_connections = match p.int("max_connections")? {
-        None => 1024,
-        Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-        Some(_) => return Err(p.error("max_connections", "must be within 1..=1000000")),
-    };
-    let max_connections_per_ip = match p.int("max_connections_per_ip")? {
-        None => 256,
-        Some(0) => usize::MAX,
-        Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-        Some(_) => return Err(p.error("max_connections_per_ip", "must be within 0..=1000000")),
-    };
-    let idle = p.duration_or("idle_timeout", Duration::from_secs(300))?;
-    let mut r = RelpIn::new(addr, window, max_frame, max_connections);
-    r.max_connections_per_ip = max_connections_per_ip;
-    r.idle_timeout = (!idle.is_zero()).then_some(idle);
-    Ok(Box::new(r))
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: RelpInSettings = p.settings()?;
+    Ok(Box::new(RelpIn::new(&s).map_err(|e| p.setting_error(e))?))
 }
 
 /// An answer owed, in command order.
@@ -223,16 +192,28 @@ fn conn_local(i: usize) -> Local {
 }
 
 impl RelpIn {
-    /// A server on `addr` (256 connections per address at most, idle ones closed after
-    /// five minutes).
-    pub fn new(addr: SocketAddr, window: usize, max_frame: usize, max_connections: usize) -> Self {
-        RelpIn {
+    /// A server made from its settings, without a configuration file.
+    pub fn new(s: &RelpInSettings) -> Result<Self, SettingError> {
+        let addr = server_settings::listen_addr(&s.listen, "127.0.0.1:2514")?;
+        if !(1..=100_000).contains(&s.window_size) {
+            return Err(SettingError::new(
+                "window_size",
+                "must be within 1..=100000",
+            ));
+        }
+        if s.max_frame_bytes == 0 || s.max_frame_bytes > 64 << 20 {
+            return Err(SettingError::new(
+                "max_frame_bytes",
+                "must be within 1 byte..64MiB",
+            ));
+        }
+        let r = RelpIn {
             addr,
-            window,
-            max_frame,
-            max_connections,
-            max_connections_per_ip: 256,
-            idle_timeout: Some(Duration::from_secs(300)),
+            window: s.window_size as usize,
+            max_frame: s.max_frame_bytes,
+            max_connections: s.connections.max_connections()?,
+            max_connections_per_ip: s.per_ip.limit()?,
+            idle_timeout: s.connections.idle_timeout(),
             listener: None,
             conns: Vec::new(),
             free: Vec::new(),
@@ -245,7 +226,8 @@ impl RelpIn {
             refused: 0,
             evicted: 0,
             limits_log: LogLimiter::default(),
-        }
+        };
+        Ok(r)
     }
 
     /// The longest-idle connection (from `ip` if given) that can go: nothing in flight

@@ -9,13 +9,13 @@ use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
 use crate::kit::forward::{
-    FORWARD_PARAMS, ForwardOptions, Framing, GENERATIONS, Outbox, Redial, SOCK_BASE, Target,
+    ForwardOptions, ForwardSettings, Framing, GENERATIONS, Outbox, Redial, SOCK_BASE, Target,
     Watermark, check_address, is_refusal,
 };
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
@@ -60,57 +60,37 @@ const MAX_RSP: usize = 64 << 10;
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// ```
+///
+/// From Rust: `RelpOut::new(&RelpOutSettings { address: "collector.example:2514".into(),
+/// ..Default::default() })`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "relp_out",
     kind: CogKind::Drain,
     summary: "forwards records over RELP; acknowledges each once the server answered, resends the unanswered after a reconnection",
-    params: &PARAMS,
+    params: RelpOutSettings::PARAMS,
     fields: &[],
     build,
 };
 
-const PARAMS: [Param; 12] = [
-    Param::req(
-        "address",
-        ParamType::Str,
-        "\"host:port\" of the RELP server; a host name is resolved (off the loop) at every connection",
-    ),
-    Param::opt(
-        "window_size",
-        ParamType::Int,
-        "128",
-        "commands sent and not yet answered, at most",
-    ),
-    Param::opt(
-        "rsp_timeout",
-        ParamType::Duration,
-        "90s",
-        "a session whose server answers nothing for this long while commands wait is dropped and opened again (its unanswered records resent); 0s: wait for ever",
-    ),
-    FORWARD_PARAMS[0],
-    FORWARD_PARAMS[1],
-    FORWARD_PARAMS[2],
-    FORWARD_PARAMS[3],
-    FORWARD_PARAMS[4],
-    FORWARD_PARAMS[5],
-    FORWARD_PARAMS[6],
-    FORWARD_PARAMS[7],
-    FORWARD_PARAMS[8],
-];
+crate::settings! {
+    /// Settings of `relp_out`.
+    pub struct RelpOutSettings {
+        /// "host:port" of the RELP server; a host name is resolved (off the loop) at every connection
+        #[setting(required)]
+        address: String,
+        /// commands sent and not yet answered, at most
+        window_size: i64 = "128",
+        /// a session whose server answers nothing for this long while commands wait is dropped and opened again (its unanswered records resent); 0s: wait for ever
+        rsp_timeout: Duration = "90s",
+        /// Rendering, buffering and reconnection.
+        #[setting(flatten)]
+        forward: ForwardSettings,
+    }
+}
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let address = p.required_str("address")?;
-    check_address(address).map_err(|m| p.error("address", m))?;
-    let window = match p.int("window_size")? {
-        None => 128,
-        Some(n) if (1..=100_000).contains(&n) => n as usize,
-        Some(_) => return Err(p.error("window_size", "must be within 1..=100000")),
-    };
-    let opts = ForwardOptions::from_params(p, Framing::Newline)?;
-    let mut out = RelpOut::new(address.to_string(), window, opts);
-    let rsp_timeout = p.duration_or("rsp_timeout", Duration::from_secs(90))?;
-    out.rsp_timeout = (!rsp_timeout.is_zero()).then_some(rsp_timeout);
-    Ok(Box::new(out))
+    let s: RelpOutSettings = p.settings()?;
+    Ok(Box::new(RelpOut::new(&s).map_err(|e| p.setting_error(e))?))
 }
 
 enum State {
@@ -163,13 +143,21 @@ pub struct RelpOut {
 }
 
 impl RelpOut {
-    /// A drain sending to `address` (`host:port`).
-    pub fn new(address: String, window: usize, opts: ForwardOptions) -> Self {
+    /// A drain made from its settings, without a configuration file.
+    pub fn new(s: &RelpOutSettings) -> Result<Self, SettingError> {
+        check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
+        if !(1..=100_000).contains(&s.window_size) {
+            return Err(SettingError::new(
+                "window_size",
+                "must be within 1..=100000",
+            ));
+        }
+        let opts = ForwardOptions::new(&s.forward, Framing::Newline)?;
         let redial = Redial::new(&opts);
         let watermark = Watermark::new(opts.buffer_bytes);
-        RelpOut {
-            address,
-            window,
+        let out = RelpOut {
+            address: s.address.clone(),
+            window: s.window_size as usize,
             opts,
             outbox: Outbox::default(),
             inflight: VecDeque::new(),
@@ -182,7 +170,7 @@ impl RelpOut {
             redial,
             retry_timer: None,
             connect_timer: None,
-            rsp_timeout: Some(Duration::from_secs(90)),
+            rsp_timeout: (!s.rsp_timeout.is_zero()).then_some(s.rsp_timeout),
             rsp_timer: None,
             progress_at: Instant::now(),
             watermark,
@@ -192,7 +180,8 @@ impl RelpOut {
             lost_inflight: 0,
             close_txnr: None,
             close_answered: false,
-        }
+        };
+        Ok(out)
     }
 
     fn sock_local(&self) -> Local {

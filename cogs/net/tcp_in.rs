@@ -17,7 +17,9 @@ use crate::kit::supply::with_line_emitter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+use super::server_settings::{self, PerIpSettings, StreamServerSettings};
 
 /// Reads per connection and turn; then the connection waits for the next turn so that one
 /// busy sender cannot starve the others.
@@ -160,6 +162,9 @@ pub(crate) fn received_at_key() -> Key {
 /// idle_timeout = "5m"
 /// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
+///
+/// From Rust: `TcpIn::new(&TcpInSettings { listen: "127.0.0.1:5140".into(),
+/// ..Default::default() })`.
 #[derive(Debug)]
 pub struct TcpIn {
     addr: SocketAddr,
@@ -171,65 +176,26 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tcp_in",
     kind: CogKind::Supply,
     summary: "TCP listener: newline or octet-counted (RFC 6587) syslog and lines",
-    params: &[
-        Param::req(
-            "listen",
-            ParamType::Str,
-            "address and port, e.g. \"0.0.0.0:514\"",
-        ),
-        FRAMING_PARAM,
-        MAX_CONNECTIONS_PARAM,
-        Param::opt(
-            "max_connections_per_ip",
-            ParamType::Int,
-            "256",
-            "connections from one address (IPv6: one /64) beyond it close that address's longest-idle one; 0: no limit",
-        ),
-        MAX_LINE_PARAM,
-        MAX_BUFFERED_PARAM,
-        IDLE_PARAM,
-        DRAIN_PARAM,
-    ],
+    params: TcpInSettings::PARAMS,
     fields: STREAM_FIELDS,
     build,
 };
 
-pub(crate) const FRAMING_PARAM: Param = Param::opt(
-    "framing",
-    ParamType::Choice(Framing::NAMES),
-    "auto",
-    "newline, octet_counting (`LEN SP MSG`), or auto: per connection, octet counting if it starts `LEN SP <PRI>`, lines otherwise",
-);
-pub(crate) const MAX_CONNECTIONS_PARAM: Param = Param::opt(
-    "max_connections",
-    ParamType::Int,
-    "1024",
-    "when full, the longest-idle connection is closed for a new one (counted as errors)",
-);
-pub(crate) const MAX_LINE_PARAM: Param = Param::opt(
-    "max_line_bytes",
-    ParamType::Size,
-    "64KiB",
-    "longer lines and frames are cut, flagged `truncated` and counted",
-);
-pub(crate) const MAX_BUFFERED_PARAM: Param = Param::opt(
-    "max_buffered_bytes",
-    ParamType::Size,
-    "64MiB",
-    "all connections' buffers together; past it the connections holding the largest partial messages are closed",
-);
-pub(crate) const IDLE_PARAM: Param = Param::opt(
-    "idle_timeout",
-    ParamType::Duration,
-    "5m",
-    "close connections silent this long; 0s: never",
-);
-pub(crate) const DRAIN_PARAM: Param = Param::opt(
-    "drain_timeout",
-    ParamType::Duration,
-    "2s",
-    "at a stop, read what connections hold until the senders close or go quiet, at most this long; 0s: close at once",
-);
+crate::settings! {
+    /// Settings of `tcp_in`.
+    pub struct TcpInSettings {
+        /// address and port, e.g. "0.0.0.0:514"
+        #[setting(required)]
+        listen: String,
+        /// Framing, buffers, the stop and connection limits.
+        #[setting(flatten)]
+        server: StreamServerSettings,
+        /// The limit per client address.
+        #[setting(flatten)]
+        per_ip: PerIpSettings,
+    }
+}
+
 pub(crate) const STREAM_FIELDS: &[(&str, &str)] = &[
     ("message", "the message, without framing, as raw bytes"),
     ("peer", "the sending peer (per connection)"),
@@ -254,23 +220,22 @@ pub(crate) struct StreamSettings {
 }
 
 impl StreamSettings {
-    pub(crate) fn from_params(p: &CogParams<'_>) -> Result<Self, ConfigError> {
-        let framing = p.choice_or("framing", Framing::NAMES, "auto")?;
-        let framing = Framing::parse(framing).unwrap_or(Framing::Auto);
-        let max_connections = match p.int("max_connections")? {
-            None => 1024,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(_) => return Err(p.error("max_connections", "must be within 1..=1000000")),
-        };
-        let max_line_bytes = p.size_or("max_line_bytes", 64 << 10)?;
+    /// The settings `s` and `per_ip` describe, checked.
+    pub(crate) fn new(
+        s: &StreamServerSettings,
+        per_ip: &PerIpSettings,
+    ) -> Result<Self, SettingError> {
+        let max_connections = s.connections.max_connections()?;
+        let max_line_bytes = s.max_line_bytes;
         if max_line_bytes == 0 || max_line_bytes > LineSplitter::MAX_READ_SIZE {
-            return Err(p.error("max_line_bytes", "must be within 1 byte..64MiB"));
+            return Err(SettingError::new(
+                "max_line_bytes",
+                "must be within 1 byte..64MiB",
+            ));
         }
-        // 64 MiB: a thousand connections each holding a partial line of 64 KiB.
-        let max_buffered_bytes = p.size_or("max_buffered_bytes", 64 << 20)?;
         let one_conn = max_line_bytes + 1 + READ_SIZE;
-        if max_buffered_bytes < 2 * one_conn {
-            return Err(p.error(
+        if s.max_buffered_bytes < 2 * one_conn {
+            return Err(SettingError::new(
                 "max_buffered_bytes",
                 format!(
                     "must be at least {} bytes: twice what one connection may hold (max_line_bytes + 128KiB)",
@@ -278,55 +243,32 @@ impl StreamSettings {
                 ),
             ));
         }
-        // A quarter of the default max_connections: no single address (a scanner, a
-        // client leaking connections) can take more than that, while a NAT gateway or a
-        // relay in front of a few hundred hosts still fits.
-        let max_connections_per_ip = match p.int("max_connections_per_ip")? {
-            None => 256,
-            Some(0) => usize::MAX,
-            Some(n) if (1..=1_000_000).contains(&n) => n as usize,
-            Some(_) => {
-                return Err(p.error("max_connections_per_ip", "must be within 0..=1000000"));
-            }
-        };
-        // Five minutes: a syslog client that has said nothing that long reconnects
-        // cheaply when it has something again, and its slot serves someone else meanwhile.
-        let idle = p.duration_or("idle_timeout", Duration::from_secs(300))?;
-        let drain_timeout = p.duration_or("drain_timeout", Duration::from_secs(2))?;
         Ok(StreamSettings {
-            framing,
+            framing: s.framing.into(),
             max_connections,
-            max_connections_per_ip,
+            max_connections_per_ip: per_ip.limit()?,
             max_line_bytes,
-            max_buffered_bytes,
-            idle_timeout: (!idle.is_zero()).then_some(idle),
-            drain_timeout,
+            max_buffered_bytes: s.max_buffered_bytes,
+            idle_timeout: s.connections.idle_timeout(),
+            drain_timeout: s.drain_timeout,
         })
     }
 }
 
-/// The socket address of the `listen` key; `example` shows a right one in the error.
-pub(crate) fn listen_addr(p: &CogParams<'_>, example: &str) -> Result<SocketAddr, ConfigError> {
-    p.required_str("listen")?.parse().map_err(|e| {
-        p.error(
-            "listen",
-            format!("expected IP:port, e.g. \"{example}\": {e}"),
-        )
-    })
-}
-
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let addr = listen_addr(p, "127.0.0.1:5140")?;
-    let settings = StreamSettings::from_params(p)?;
-    Ok(Box::new(TcpIn::new(addr, settings)))
+    let s: TcpInSettings = p.settings()?;
+    Ok(Box::new(TcpIn::new(&s).map_err(|e| p.setting_error(e))?))
 }
 
 impl TcpIn {
-    pub(crate) fn new(addr: SocketAddr, settings: StreamSettings) -> Self {
-        TcpIn {
+    /// A listener made from its settings, without a configuration file.
+    pub fn new(s: &TcpInSettings) -> Result<Self, SettingError> {
+        let addr = server_settings::listen_addr(&s.listen, "127.0.0.1:5140")?;
+        let settings = StreamSettings::new(&s.server, &s.per_ip)?;
+        Ok(TcpIn {
             addr,
             server: StreamServer::new("tcp_in", settings),
-        }
+        })
     }
 }
 

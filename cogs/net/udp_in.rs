@@ -13,7 +13,7 @@ use crate::kit::supply::{PauseGate, message_key, truncated_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const SOCKET: Local = 0;
 const DROP_CHECK: Local = 1;
@@ -75,6 +75,9 @@ fn received_at_key() -> Key {
 /// recv_buffer = "4MiB"          # SO_RCVBUF; default: the system's
 /// max_message_bytes = "64KiB"   # longer datagrams are cut, flagged and counted
 /// ```
+///
+/// From Rust: `UdpIn::new(&UdpInSettings { listen: "127.0.0.1:5514".into(),
+/// ..Default::default() })`.
 pub struct UdpIn {
     listen: SocketAddr,
     recv_buffer: Option<usize>,
@@ -98,24 +101,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "udp_in",
     kind: CogKind::Supply,
     summary: "one record per UDP datagram; kernel drops are counted",
-    params: &[
-        Param::req(
-            "listen",
-            ParamType::Str,
-            "address and port to bind, e.g. \"127.0.0.1:5514\" or \"[::]:514\"",
-        ),
-        Param::unset(
-            "recv_buffer",
-            ParamType::Size,
-            "SO_RCVBUF size, e.g. \"4MiB\"; capped by net.core.rmem_max, the granted size is logged",
-        ),
-        Param::opt(
-            "max_message_bytes",
-            ParamType::Size,
-            "64KiB",
-            "longer datagrams are cut, flagged `truncated` and counted",
-        ),
-    ],
+    params: UdpInSettings::PARAMS,
     fields: &[
         (
             "message",
@@ -131,33 +117,24 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let listen_text = p.required_str("listen")?;
-    let listen: SocketAddr = listen_text.parse().map_err(|_| {
-        p.error(
-            "listen",
-            format!(
-                "expected IP:PORT (e.g. \"127.0.0.1:5514\" or \"[::]:514\"), found {listen_text:?}"
-            ),
-        )
-    })?;
-    let recv_buffer = match p.node("recv_buffer") {
-        None => None,
-        Some(_) => {
-            let n = p.size_or("recv_buffer", 0)?;
-            if n == 0 || n > i32::MAX as usize {
-                return Err(p.error("recv_buffer", "must be between 1 byte and 2GiB"));
-            }
-            Some(n)
-        }
-    };
-    let max = p.size_or("max_message_bytes", 64 << 10)?;
-    if max == 0 || max > 1 << 24 {
-        return Err(p.error("max_message_bytes", "must be between 1 byte and 16MiB"));
+crate::settings! {
+    /// Settings of `udp_in`.
+    pub struct UdpInSettings {
+        /// address and port to bind, e.g. `"127.0.0.1:5514"` or `"[::]:514"`
+        #[setting(required)]
+        listen: String,
+        /// SO_RCVBUF size, e.g. "4MiB"; capped by net.core.rmem_max, the granted size is logged
+        #[setting(size)]
+        recv_buffer: Option<usize>,
+        /// longer datagrams are cut, flagged `truncated` and counted
+        #[setting(size)]
+        max_message_bytes: usize = "64KiB",
     }
-    let mut cog = UdpIn::new(listen, max);
-    cog.recv_buffer = recv_buffer;
-    Ok(Box::new(cog))
+}
+
+fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: UdpInSettings = p.settings()?;
+    Ok(Box::new(UdpIn::new(&s).map_err(|e| p.setting_error(e))?))
 }
 
 /// The `recvmmsg` buffers: one slot of `max + 1` bytes per datagram (the extra byte tells a
@@ -394,8 +371,39 @@ fn strip_newline(b: &[u8]) -> &[u8] {
 }
 
 impl UdpIn {
+    /// A listener made from its settings, without a configuration file.
+    pub fn new(s: &UdpInSettings) -> Result<Self, SettingError> {
+        let listen: SocketAddr = s.listen.parse().map_err(|_| {
+            SettingError::new(
+                "listen",
+                format!(
+                    "expected IP:PORT (e.g. \"127.0.0.1:5514\" or \"[::]:514\"), found {:?}",
+                    s.listen
+                ),
+            )
+        })?;
+        if s.recv_buffer
+            .is_some_and(|n| n == 0 || n > i32::MAX as usize)
+        {
+            return Err(SettingError::new(
+                "recv_buffer",
+                "must be between 1 byte and 2GiB",
+            ));
+        }
+        let max = s.max_message_bytes;
+        if max == 0 || max > 1 << 24 {
+            return Err(SettingError::new(
+                "max_message_bytes",
+                "must be between 1 byte and 16MiB",
+            ));
+        }
+        let mut cog = UdpIn::listening(listen, max);
+        cog.recv_buffer = s.recv_buffer;
+        Ok(cog)
+    }
+
     /// Listens on `listen`, cutting datagrams at `max_message_bytes`.
-    pub fn new(listen: SocketAddr, max_message_bytes: usize) -> Self {
+    fn listening(listen: SocketAddr, max_message_bytes: usize) -> Self {
         UdpIn {
             listen,
             recv_buffer: None,
@@ -411,12 +419,6 @@ impl UdpIn {
             inode: None,
             truncated_logged: 0,
         }
-    }
-
-    /// Sets `SO_RCVBUF` to `bytes` before binding.
-    pub fn with_recv_buffer(mut self, bytes: usize) -> Self {
-        self.recv_buffer = Some(bytes);
-        self
     }
 
     /// The address actually bound (the port the kernel chose for port 0), once started.

@@ -7,19 +7,17 @@ use std::time::{Duration, Instant};
 
 use mio::net::UdpSocket;
 
-use crate::kit::format::{FORMAT_PARAMS, OutputFormat};
+use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::kit::forward::send_many;
-use crate::kit::on_error::{self, ON_ERROR_PARAM, OnError};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const SOCKET: Local = 0;
 const RETRY: Local = 1;
 
-/// Largest payload of one IPv4 UDP datagram.
-const MAX_UDP_PAYLOAD: usize = 65_507;
 /// Wait after `ENOBUFS` (the interface queue is full; no readiness event says when it
 /// drains).
 const NOBUFS_WAIT: Duration = Duration::from_millis(5);
@@ -56,6 +54,9 @@ const FINISH_PATIENCE: Duration = Duration::from_secs(5);
 /// buffer_bytes = "4MiB"          # held datagrams beyond this pause the supplies
 /// on_error = "keep"              # drop | keep | train:NAME
 /// ```
+///
+/// From Rust: `UdpOut::new(&UdpOutSettings { address: "127.0.0.1:5514".into(),
+/// ..Default::default() }, on_error)`, `on_error` an [`OnError`] over records.
 pub struct UdpOut {
     address: String,
     format: OutputFormat,
@@ -84,59 +85,38 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     kind: CogKind::Drain,
     summary: "sends each record as one UDP datagram (raw, json or template); acknowledged \
               once sent, with no delivery guarantee",
-    params: &[
-        Param::req(
-            "address",
-            ParamType::Str,
-            "HOST:PORT to send to, e.g. \"127.0.0.1:5514\"; names are resolved at start",
-        ),
-        FORMAT_PARAMS[0],
-        FORMAT_PARAMS[1],
-        FORMAT_PARAMS[2],
-        Param::opt(
-            "max_message_bytes",
-            ParamType::Size,
-            "65507",
-            "longer renderings are not sent but handled per on_error",
-        ),
-        Param::opt(
-            "buffer_bytes",
-            ParamType::Size,
-            "4MiB",
-            "datagrams held while the socket cannot send; beyond this the supplies pause",
-        ),
-        ON_ERROR_PARAM,
-    ],
+    params: UdpOutSettings::PARAMS,
     fields: &[],
     build,
 };
 
+crate::settings! {
+    /// Settings of `udp_out`.
+    pub struct UdpOutSettings {
+        /// HOST:PORT to send to, e.g. "127.0.0.1:5514"; names are resolved at start
+        #[setting(required)]
+        address: String,
+        /// How each record is rendered.
+        #[setting(flatten)]
+        format: FormatSettings,
+        /// longer renderings are not sent but handled per on_error
+        #[setting(size)]
+        max_message_bytes: usize = "65507",
+        /// datagrams held while the socket cannot send; beyond this the supplies pause
+        #[setting(size)]
+        buffer_bytes: usize = "4MiB",
+        /// What becomes of a record that cannot be sent.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let address = p.required_str("address")?;
-    let valid = address.parse::<SocketAddr>().is_ok()
-        || address
-            .rsplit_once(':')
-            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
-    if !valid {
-        return Err(p.error(
-            "address",
-            format!("expected HOST:PORT (e.g. \"127.0.0.1:5514\"), found {address:?}"),
-        ));
-    }
-    let format = OutputFormat::from_params(p)?;
-    let max = p.size_or("max_message_bytes", MAX_UDP_PAYLOAD)?;
-    if max == 0 {
-        return Err(p.error("max_message_bytes", "must be above 0"));
-    }
-    let buffer_bytes = p.size_or("buffer_bytes", 4 << 20)?;
-    if buffer_bytes == 0 {
-        return Err(p.error("buffer_bytes", "must be above 0"));
-    }
-    let on_error = on_error::from_params(p, cx)?;
-    let mut out = UdpOut::new(address.to_string(), format, on_error);
-    out.max = max;
-    out.buffer_bytes = buffer_bytes;
-    Ok(Box::new(out))
+    let s: UdpOutSettings = p.settings()?;
+    let on_error = on_error::from_settings(&s.on_error, p, cx)?;
+    Ok(Box::new(
+        UdpOut::new(&s, on_error).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 /// What one attempt to send the held datagrams ended with.
@@ -148,13 +128,33 @@ enum Sent {
 }
 
 impl UdpOut {
-    /// Sends to `address` (`HOST:PORT`) in `format`; failures follow `on_error`.
-    pub fn new(address: String, format: OutputFormat, on_error: OnError<Record>) -> Self {
-        UdpOut {
-            address,
+    /// Sends to `s.address` (`HOST:PORT`) as its settings say, without a configuration
+    /// file; records that fail go to `on_error` (which `s.on_error` describes when the cog
+    /// is built from configuration).
+    pub fn new(s: &UdpOutSettings, on_error: OnError<Record>) -> Result<Self, SettingError> {
+        let address = &s.address;
+        let valid = address.parse::<SocketAddr>().is_ok()
+            || address
+                .rsplit_once(':')
+                .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            return Err(SettingError::new(
+                "address",
+                format!("expected HOST:PORT (e.g. \"127.0.0.1:5514\"), found {address:?}"),
+            ));
+        }
+        let format = OutputFormat::new(&s.format)?;
+        if s.max_message_bytes == 0 {
+            return Err(SettingError::new("max_message_bytes", "must be above 0"));
+        }
+        if s.buffer_bytes == 0 {
+            return Err(SettingError::new("buffer_bytes", "must be above 0"));
+        }
+        let out = UdpOut {
+            address: address.clone(),
             format,
-            max: MAX_UDP_PAYLOAD,
-            buffer_bytes: 4 << 20,
+            max: s.max_message_bytes,
+            buffer_bytes: s.buffer_bytes,
             on_error,
             socket: None,
             peer: None,
@@ -167,7 +167,8 @@ impl UdpOut {
             paused_supplies: false,
             finish_deadline: None,
             late_errors: 0,
-        }
+        };
+        Ok(out)
     }
 
     fn open(&mut self, cx: &mut Ctx) -> io::Result<()> {

@@ -10,12 +10,10 @@ use crate::kit::supply::{PauseGate, with_line_emitter};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr, Timestamp, Value};
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::tcp_in::{
-    Acceptor, DRAIN_PARAM, FRAMING_PARAM, IDLE_PARAM, MAX_BUFFERED_PARAM, MAX_CONNECTIONS_PARAM,
-    MAX_LINE_PARAM, STREAM_FIELDS, StreamServer, StreamSettings, received_at_key,
-};
+use super::server_settings::{PerIpSettings, StreamServerSettings};
+use super::tcp_in::{Acceptor, STREAM_FIELDS, StreamServer, StreamSettings, received_at_key};
 
 /// Datagrams received per turn before other events get their go.
 const DATAGRAMS_PER_TURN: usize = 256;
@@ -44,6 +42,9 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// max_buffered_bytes = "64MiB"  # stream mode: all connections' buffers together
 /// drain_timeout = "2s"      # stream mode: at a stop, read connections for at most this long
 /// ```
+///
+/// From Rust: `UnixIn::new(&UnixInSettings { path: "/run/deadbeat/log".into(),
+/// ..Default::default() })`.
 #[derive(Debug)]
 pub struct UnixIn {
     path: PathBuf,
@@ -64,67 +65,103 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "unix_in",
     kind: CogKind::Supply,
     summary: "Unix socket listener (datagram or stream): a /dev/log replacement",
-    params: &[
-        Param::req("path", ParamType::Path, "the socket file to create"),
-        Param::opt(
-            "mode",
-            ParamType::Choice(&["datagram", "stream"]),
-            "datagram",
-            "datagram: one message per datagram; stream: connections, framed as in tcp_in",
-        ),
-        Param::opt(
-            "permissions",
-            ParamType::Str,
-            "0666",
-            "octal mode of the socket file",
-        ),
-        FRAMING_PARAM,
-        MAX_CONNECTIONS_PARAM,
-        MAX_LINE_PARAM,
-        MAX_BUFFERED_PARAM,
-        IDLE_PARAM,
-        DRAIN_PARAM,
-    ],
+    params: UnixInSettings::PARAMS,
     fields: STREAM_FIELDS,
     build,
 };
 
+crate::choice! {
+    /// What kind of socket `unix_in` listens on.
+    pub enum UnixInMode { Datagram = "datagram", Stream = "stream" }
+}
+
+crate::settings! {
+    /// Settings of `unix_in`.
+    pub struct UnixInSettings {
+        /// the socket file to create
+        #[setting(required)]
+        path: PathBuf,
+        /// datagram: one message per datagram; stream: connections, framed as in tcp_in
+        mode: UnixInMode = "datagram",
+        /// octal mode of the socket file
+        permissions: String = "0666",
+        /// Stream mode: framing, buffers, the stop and connection limits (`max_line_bytes`
+        /// applies to datagrams too).
+        #[setting(flatten)]
+        server: StreamServerSettings,
+    }
+}
+
+/// The keys that mean something only in stream mode.
+const STREAM_ONLY: [&str; 4] = [
+    "framing",
+    "max_connections",
+    "max_buffered_bytes",
+    "drain_timeout",
+];
+
+const STREAM_ONLY_MSG: &str = "applies to mode = \"stream\" only";
+
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let Some(path) = p.path("path")? else {
-        return Err(p.cog_error("missing key \"path\""));
-    };
-    let perm = p.str_or("permissions", "0666")?;
-    let permissions = u32::from_str_radix(perm.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| p.error("permissions", "expected an octal mode such as \"0666\""))?;
-    let settings = StreamSettings::from_params(p)?;
-    let inner = match p.choice_or("mode", &["datagram", "stream"], "datagram")? {
-        "stream" => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
-        _ => {
-            let stream_only = [
-                "framing",
-                "max_connections",
-                "max_buffered_bytes",
-                "drain_timeout",
+    let mut s: UnixInSettings = p.settings()?;
+    if let Some(path) = s.path.to_str() {
+        s.path = p.resolve(path);
+    }
+    let cog = UnixIn::new(&s).map_err(|e| p.setting_error(e))?;
+    // Given at all, even with its default value, a stream key says stream mode was meant.
+    if s.mode == UnixInMode::Datagram
+        && let Some(k) = STREAM_ONLY.iter().find(|k| p.node(k).is_some())
+    {
+        return Err(p.error(k, STREAM_ONLY_MSG));
+    }
+    Ok(Box::new(cog))
+}
+
+impl UnixIn {
+    /// A listener made from its settings, without a configuration file (a relative `path`
+    /// is taken from the working directory).
+    pub fn new(s: &UnixInSettings) -> Result<Self, SettingError> {
+        if s.path.as_os_str().is_empty() {
+            return Err(SettingError::new("path", "give the socket file's path"));
+        }
+        let permissions = u32::from_str_radix(s.permissions.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+            .ok_or_else(|| {
+                SettingError::new("permissions", "expected an octal mode such as \"0666\"")
+            })?;
+        let none = PerIpSettings {
+            max_connections_per_ip: 0,
+        };
+        let settings = StreamSettings::new(&s.server, &none)?;
+        if s.mode == UnixInMode::Datagram {
+            let d = StreamServerSettings::default();
+            let changed = [
+                s.server.framing != d.framing,
+                s.server.connections.max_connections != d.connections.max_connections,
+                s.server.max_buffered_bytes != d.max_buffered_bytes,
+                s.server.drain_timeout != d.drain_timeout,
             ];
-            if let Some(k) = stream_only.iter().find(|k| p.node(k).is_some()) {
-                return Err(p.error(k, "applies to mode = \"stream\" only"));
+            if let Some(i) = changed.iter().position(|c| *c) {
+                return Err(SettingError::new(STREAM_ONLY[i], STREAM_ONLY_MSG));
             }
-            Inner::Datagram(Datagrams {
+        }
+        let inner = match s.mode {
+            UnixInMode::Stream => Inner::Stream(Box::new(StreamServer::new("unix_in", settings))),
+            UnixInMode::Datagram => Inner::Datagram(Datagrams {
                 sock: None,
                 buf: vec![0; settings.max_line_bytes + 1],
                 max: settings.max_line_bytes,
                 gate: PauseGate::new(0),
-            })
-        }
-    };
-    Ok(Box::new(UnixIn {
-        path,
-        permissions,
-        inner,
-        created: None,
-    }))
+            }),
+        };
+        Ok(UnixIn {
+            path: s.path.clone(),
+            permissions,
+            inner,
+            created: None,
+        })
+    }
 }
 
 /// Makes room for our socket at `path`: nothing there, or a stale socket (removed).

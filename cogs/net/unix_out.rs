@@ -1,10 +1,13 @@
 //! `unix_out`: records forwarded to a Unix socket (stream or datagram).
 
-use crate::kit::forward::{FORWARD_PARAMS, Forward, ForwardOptions, Framing, Target};
+use std::path::PathBuf;
+
+use super::tcp_out::StreamFraming;
+use crate::kit::forward::{Forward, ForwardOptions, ForwardSettings, Framing, Target};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, ParamType};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 /// Forwards each record to a Unix socket: `mode = "stream"` writes newline-terminated (or
 /// octet-counted) records to a connected stream socket; `mode = "datagram"` sends one
@@ -32,60 +35,68 @@ use crate::schema::{CogParams, ConfigError, Param, ParamType};
 /// buffer_bytes = "8MiB"
 /// reconnect_refused = "250ms"
 /// ```
+///
+/// From Rust: `unix_out::new(&UnixOutSettings { path: "/run/collector.sock".into(), mode:
+/// SocketMode::Datagram, ..Default::default() })`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "unix_out",
     kind: CogKind::Drain,
     summary: "forwards records to a Unix stream or datagram socket; buffers, backpressures and reconnects",
-    params: &PARAMS,
+    params: UnixOutSettings::PARAMS,
     fields: &[],
     build,
 };
 
-const PARAMS: [Param; 12] = [
-    Param::req("path", ParamType::Path, "the socket to connect to"),
-    Param::opt(
-        "mode",
-        ParamType::Choice(&["stream", "datagram"]),
-        "stream",
-        "stream: a connected byte stream; datagram: one record per datagram, no newline",
-    ),
-    Param::opt(
-        "framing",
-        ParamType::Choice(&["newline", "octet_counting"]),
-        "newline",
-        "stream mode: newline or RFC 6587 octet counting",
-    ),
-    FORWARD_PARAMS[0],
-    FORWARD_PARAMS[1],
-    FORWARD_PARAMS[2],
-    FORWARD_PARAMS[3],
-    FORWARD_PARAMS[4],
-    FORWARD_PARAMS[5],
-    FORWARD_PARAMS[6],
-    FORWARD_PARAMS[7],
-    FORWARD_PARAMS[8],
-];
+crate::choice! {
+    /// What kind of Unix socket `unix_out` connects to.
+    pub enum SocketMode { Stream = "stream", Datagram = "datagram" }
+}
+
+crate::settings! {
+    /// Settings of `unix_out`.
+    pub struct UnixOutSettings {
+        /// the socket to connect to
+        #[setting(required)]
+        path: PathBuf,
+        /// stream: a connected byte stream; datagram: one record per datagram, no newline
+        mode: SocketMode = "stream",
+        /// stream mode: newline or RFC 6587 octet counting
+        framing: StreamFraming = "newline",
+        /// Rendering, buffering and reconnection.
+        #[setting(flatten)]
+        forward: ForwardSettings,
+    }
+}
+
+const NO_FRAMING: &str = "datagrams carry one record each: no framing";
+
+/// A `unix_out` drain made from its settings, without a configuration file (a relative
+/// `path` is taken from the working directory).
+pub fn new(s: &UnixOutSettings) -> Result<Forward, SettingError> {
+    if s.path.as_os_str().is_empty() {
+        return Err(SettingError::new("path", "give the socket's path"));
+    }
+    let (target, framing) = match s.mode {
+        SocketMode::Stream => (Target::UnixStream(s.path.clone()), s.framing.into()),
+        SocketMode::Datagram => {
+            if s.framing != StreamFraming::Newline {
+                return Err(SettingError::new("framing", NO_FRAMING));
+            }
+            (Target::UnixDatagram(s.path.clone()), Framing::Datagram)
+        }
+    };
+    let opts = ForwardOptions::new(&s.forward, framing)?;
+    Ok(Forward::new("unix_out", target, opts))
+}
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let Some(path) = p.path("path")? else {
-        return Err(p.error("path", "give the socket's path"));
-    };
-    let datagram = p.choice_or("mode", &["stream", "datagram"], "stream")? == "datagram";
-    let framing = match p.choice_or("framing", &["newline", "octet_counting"], "newline")? {
-        _ if datagram => {
-            if p.node("framing").is_some() {
-                return Err(p.error("framing", "datagrams carry one record each: no framing"));
-            }
-            Framing::Datagram
-        }
-        "octet_counting" => Framing::OctetCounting,
-        _ => Framing::Newline,
-    };
-    let opts = ForwardOptions::from_params(p, framing)?;
-    let target = if datagram {
-        Target::UnixDatagram(path)
-    } else {
-        Target::UnixStream(path)
-    };
-    Ok(Box::new(Forward::new("unix_out", target, opts)))
+    let mut s: UnixOutSettings = p.settings()?;
+    // Given at all, even as its default, `framing` says the writer expects a stream.
+    if s.mode == SocketMode::Datagram && p.node("framing").is_some() {
+        return Err(p.error("framing", NO_FRAMING));
+    }
+    if let Some(path) = s.path.to_str() {
+        s.path = p.resolve(path);
+    }
+    Ok(Box::new(new(&s).map_err(|e| p.setting_error(e))?))
 }

@@ -5,4 +5,5 @@ mod peer_ack;
 mod relp;
 mod stream_in;
 mod stream_out;
+mod typed_settings;
 mod udp;
