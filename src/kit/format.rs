@@ -24,10 +24,6 @@ crate::settings! {
     }
 }
 
-/// The keys of [`FormatSettings`], for descriptors not yet written with typed settings.
-pub const FORMAT_PARAMS: &[crate::schema::Param] =
-    <FormatSettings as crate::schema::Settings>::PARAMS;
-
 /// One line per record, in one of three renderings.
 #[derive(Debug, Clone)]
 pub enum OutputFormat {

@@ -34,7 +34,7 @@ use mio::net::{TcpStream, UnixDatagram, UnixStream};
 use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::prelude::*;
 use crate::record::Record;
-use crate::schema::{CogParams, ConfigError, Param, SettingError};
+use crate::schema::{CogParams, ConfigError, SettingError};
 
 const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
@@ -89,9 +89,6 @@ crate::settings! {
         reconnect_refused: Duration = "250ms",
     }
 }
-
-/// The keys of [`ForwardSettings`], for descriptors not yet written with typed settings.
-pub const FORWARD_PARAMS: &[Param] = <ForwardSettings as crate::schema::Settings>::PARAMS;
 
 /// How records are delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

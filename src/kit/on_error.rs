@@ -14,7 +14,7 @@ use crate::engine::getset::{Getter, Setter};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::BuildCx;
 use crate::record::{Key, Record, Value};
-use crate::schema::{CogParams, ConfigError, Param};
+use crate::schema::{CogParams, ConfigError};
 
 /// Failures logged per second and cog before the rest are only counted.
 pub const LOG_BURST: u32 = 10;
@@ -27,9 +27,6 @@ crate::settings! {
         on_error: String = "keep",
     }
 }
-
-/// The `on_error` key, for descriptors not yet written with typed settings.
-pub const ON_ERROR_PARAM: Param = <OnErrorSettings as crate::schema::Settings>::PARAMS[0];
 
 /// Where a failed datum goes.
 #[derive(Debug)]
