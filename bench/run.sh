@@ -190,10 +190,12 @@ for w in $ONLY; do
     case "$w" in
       w1|w2|w3)
         conf=$(mkconf "$w" "$PORT")
-        run_batch "deadbeat-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$BIN" run "$conf"
-        if [[ -n "${OLD_BIN:-}" ]]; then
-          run_batch "before-$w" "$(grep -o "$RUNDIR/out/[^\"]*" "$conf")" "$OLD_BIN" run "$conf"
-        fi
+        out=$(grep -o "$RUNDIR/out/[^\"]*" "$conf")
+        # With an older binary, the two take turns going first: the first run after the
+        # previous workload's output was synced is not the same as the second.
+        if [[ -n "${OLD_BIN:-}" && $((i % 2)) == 0 ]]; then run_batch "before-$w" "$out" "$OLD_BIN" run "$conf"; fi
+        run_batch "deadbeat-$w" "$out" "$BIN" run "$conf"
+        if [[ -n "${OLD_BIN:-}" && $((i % 2)) == 1 ]]; then run_batch "before-$w" "$out" "$OLD_BIN" run "$conf"; fi
         if [[ "$w" == w1 ]]; then
           run_batch "floor-w1" "$RUNDIR/out/floor.log" sh -c 'cat "$1" > "$2"' sh "$APACHE" "$RUNDIR/out/floor.log"
         else  # w2, w3: the same floor (it does not anonymise)
@@ -203,8 +205,12 @@ for w in $ONLY; do
         ;;
       w4)
         conf=$(mkconf w4 "$PORT")
+        if [[ -n "${OLD_BIN:-}" && $((i % 2)) == 0 ]]; then
+          run_tcp "before-w4" "$RUNDIR/out/w4.json" "$PORT" "$OLD_BIN" run "$conf"
+          PORT=$((PORT + 1)); conf=$(mkconf w4 "$PORT")
+        fi
         run_tcp "deadbeat-w4" "$RUNDIR/out/w4.json" "$PORT" "$BIN" run "$conf"
-        if [[ -n "${OLD_BIN:-}" ]]; then
+        if [[ -n "${OLD_BIN:-}" && $((i % 2)) == 1 ]]; then
           PORT=$((PORT + 1)); conf=$(mkconf w4 "$PORT")
           run_tcp "before-w4" "$RUNDIR/out/w4.json" "$PORT" "$OLD_BIN" run "$conf"
         fi
