@@ -13,9 +13,9 @@ use std::rc::Rc;
 
 use deadbeat::cogs::flow::filter::{Filter, FilterSettings};
 use deadbeat::cogs::ip::anonymise::{Anonymise, AnonymiseSettings};
-use deadbeat::cogs::ip::on_error_from;
 use deadbeat::cogs::text::presets::PresetName;
 use deadbeat::cogs::text::regex::{Regex, RegexSettings};
+use deadbeat::kit::on_error;
 use deadbeat::kit::on_error::{ErrorAction, OnError};
 use deadbeat::prelude::*;
 use deadbeat::record::{Map, Merge, Path, Value};
@@ -141,7 +141,7 @@ fn main() -> Result<(), BoxError> {
     let anonymise = Anonymise::from_settings(
         &anon_settings,
         MutGetter::new(|h: &mut Hit| Some(&mut h.client)),
-        on_error_from(&anon_settings.on_error, |_| None, id(), reason())?,
+        on_error::for_datum(&anon_settings.on_error, |_| None, id(), reason())?,
     )?;
 
     let filter = Filter::from_settings(

@@ -55,7 +55,7 @@ use super::setting_error;
 /// ```
 ///
 /// From Rust, over any datum, with a getter of the address and an [`OnError`]
-/// ([`super::on_error_from`] reads `on_error` for any datum):
+/// ([`on_error::for_datum`] reads `on_error` for any datum):
 /// `Anonymise::from_settings(&AnonymiseSettings { mode: AnonymiseMode::Keyed, key: Some(secret), ..Default::default() }, field, on_error)`.
 pub struct Anonymise<D> {
     field: MutGetter<D, Value>,
@@ -197,7 +197,7 @@ fn secret(s: &AnonymiseSettings) -> Result<(&'static str, Vec<u8>), SettingError
 
 impl<D: 'static> Anonymise<D> {
     /// An `anonymise` made from its settings: `field` reaches the address, failures go to
-    /// `on_error` (which `s.on_error` describes: see [`super::on_error_from`]). A
+    /// `on_error` (which `s.on_error` describes: see [`on_error::for_datum`]). A
     /// relative `key_file` is read from the current directory.
     pub fn from_settings(
         s: &AnonymiseSettings,

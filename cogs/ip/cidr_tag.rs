@@ -37,7 +37,7 @@ use crate::schema::{
 /// ```
 ///
 /// From Rust, over any datum, with a getter of the address, a setter of the tags and an
-/// [`OnError`] ([`super::on_error_from`] reads `on_error` for any datum):
+/// [`OnError`] ([`on_error::for_datum`] reads `on_error` for any datum):
 /// `CidrTag::from_settings(&CidrTagSettings { networks: Networks(vec![("internal".into(), vec!["10.0.0.0/8".into()])]), ..Default::default() }, get, set, on_error)`.
 pub struct CidrTag<D> {
     get: Getter<D, Value>,
@@ -205,7 +205,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
 impl<D: 'static> CidrTag<D> {
     /// A `cidr_tag` made from its settings: `get` reads the address, `target` stores the
     /// tags, failures go to `on_error` (which `s.on_error` describes: see
-    /// [`super::on_error_from`]).
+    /// [`on_error::for_datum`]).
     pub fn from_settings(
         s: &CidrTagSettings,
         get: Getter<D, Value>,

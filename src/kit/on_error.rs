@@ -14,7 +14,7 @@ use crate::engine::getset::{Getter, Setter};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::BuildCx;
 use crate::record::{Key, Record, Value};
-use crate::schema::{CogParams, ConfigError};
+use crate::schema::{CogParams, ConfigError, SettingError};
 
 /// Failures logged per second and cog before the rest are only counted.
 pub const LOG_BURST: u32 = 10;
@@ -163,35 +163,58 @@ pub fn from_settings(
     p: &CogParams<'_>,
     cx: &BuildCx<'_>,
 ) -> Result<OnError<Record>, ConfigError> {
-    let action = match s.on_error.as_str() {
+    if let Some(name) = s.on_error.strip_prefix("train:")
+        && cx.mailbox(name).is_none()
+    {
+        return Err(p.error(
+            "on_error",
+            format!(
+                "no train named {name:?} (trains: {})",
+                cx.train_names().join(", ")
+            ),
+        ));
+    }
+    for_datum(
+        &s.on_error,
+        |name| cx.mailbox(name),
+        Getter::new(|r: &Record| Some(&r.id)),
+        Setter::new(|r: &mut Record, why: String| {
+            r.insert(error_key(), Value::Str(why));
+        }),
+    )
+    .map_err(|e| p.setting_error(e))
+}
+
+/// The [`OnError`] an `on_error` setting names, over any datum: `"drop"`, `"keep"`, or
+/// `"train:NAME"` with `train` giving the mailbox of the train NAME. `id` reads a datum's
+/// event id, `reason` stores why it failed. (What the configuration builds for records is
+/// [`from_settings`], on top of this.)
+pub fn for_datum<D: 'static>(
+    setting: &str,
+    train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
+    id: Getter<D, EventId>,
+    reason: Setter<D, String>,
+) -> Result<OnError<D>, SettingError> {
+    let action = match setting {
         "drop" => ErrorAction::Drop,
         "keep" => ErrorAction::Keep,
         other => match other.strip_prefix("train:") {
-            Some(name) => match cx.mailbox(name) {
+            Some(name) => match train(name) {
                 Some(m) => ErrorAction::Train(name.to_string(), m),
                 None => {
-                    return Err(p.error(
+                    return Err(SettingError::new(
                         "on_error",
-                        format!(
-                            "no train named {name:?} (trains: {})",
-                            cx.train_names().join(", ")
-                        ),
+                        format!("no train named {name:?}"),
                     ));
                 }
             },
             None => {
-                return Err(p.error(
+                return Err(SettingError::new(
                     "on_error",
                     format!("expected \"drop\", \"keep\" or \"train:NAME\", found {other:?}"),
                 ));
             }
         },
     };
-    Ok(OnError::new(
-        action,
-        Getter::new(|r: &Record| Some(&r.id)),
-        Setter::new(|r: &mut Record, why: String| {
-            r.insert(error_key(), Value::Str(why));
-        }),
-    ))
+    Ok(OnError::new(action, id, reason))
 }

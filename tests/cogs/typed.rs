@@ -219,12 +219,12 @@ fn fields_cogs_from_typed_settings() {
 }
 
 /// anonymise → cidr_tag over records, from typed settings, with `on_error` read for any
-/// datum by `on_error_from`: a value that is no address is dropped (and acknowledged).
+/// datum by `on_error::for_datum`: a value that is no address is dropped (and acknowledged).
 #[test]
 fn ip_cogs_from_typed_settings() {
     use deadbeat::cogs::ip::anonymise::{Anonymise, AnonymiseMode, AnonymiseSettings};
     use deadbeat::cogs::ip::cidr_tag::{CidrTag, CidrTagSettings, Networks};
-    use deadbeat::cogs::ip::on_error_from;
+    use deadbeat::kit::on_error;
     use deadbeat::record::{self, Key, Record};
 
     let id = || Getter::new(|r: &Record| Some(&r.id));
@@ -237,7 +237,7 @@ fn ip_cogs_from_typed_settings() {
         ipv4_prefix: 16,
         ..Default::default()
     };
-    let drop = on_error_from(&s.on_error, |_| None, id(), reason()).unwrap();
+    let drop = on_error::for_datum(&s.on_error, |_| None, id(), reason()).unwrap();
     let anon = Anonymise::from_settings(&s, record::field_mut(&s.field).unwrap(), drop).unwrap();
     let t = CidrTagSettings {
         networks: Networks(vec![
@@ -246,7 +246,7 @@ fn ip_cogs_from_typed_settings() {
         ]),
         ..Default::default()
     };
-    let keep = on_error_from(&t.on_error.on_error, |_| None, id(), reason()).unwrap();
+    let keep = on_error::for_datum(&t.on_error.on_error, |_| None, id(), reason()).unwrap();
     let tag = CidrTag::from_settings(
         &t,
         record::field(&t.field).unwrap().get,
@@ -320,7 +320,7 @@ fn ip_cogs_from_typed_settings() {
         &CidrTagSettings::default(),
         record::field("client").unwrap().get,
         record::field("tags").unwrap().set,
-        on_error_from("keep", |_| None, id(), reason()).unwrap(),
+        on_error::for_datum("keep", |_| None, id(), reason()).unwrap(),
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "networks: give at least one network");
