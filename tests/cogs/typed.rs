@@ -6,7 +6,7 @@ use std::rc::Rc;
 use deadbeat::Escapement;
 use deadbeat::engine::mailbox::Mailbox;
 use deadbeat::prelude::*;
-use deadbeat::record::{Path as FieldPath, Value};
+use deadbeat::record::{Path as FieldPath, Record, Value};
 
 use crate::engine::{Log, Probe, counting_supply, opts, run};
 
@@ -15,6 +15,17 @@ use crate::engine::{Log, Probe, counting_supply, opts, run};
 struct Hit {
     id: EventId,
     status: Value,
+}
+
+/// A drain that logs each record as `out JSON` and acknowledges it.
+fn json_drain(log: &Log) -> Probe<Record> {
+    let l = log.clone();
+    Probe::new("drain", log).on_process(move |r: Record, _, cx| {
+        let mut json = Vec::new();
+        r.write_json(&mut json);
+        l.push(format!("out {}", String::from_utf8_lossy(&json)));
+        cx.event_done(r.id);
+    })
 }
 
 fn status<'a>(h: &'a Hit, p: &FieldPath) -> Option<&'a Value> {
@@ -176,21 +187,13 @@ fn fields_cogs_from_typed_settings() {
     r.insert(Key::new("app"), Value::from("api"));
     r.insert(Key::new("offset"), Value::Int(40));
     let log = Log::default();
-    let l = log.clone();
     let train = Train::new("t")
         .cog(counting_supply("supply", &log, vec![r]))
         .cog(set)
         .cog(copy)
         .cog(rename)
         .cog(remove)
-        .cog(
-            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
-                let mut json = Vec::new();
-                r.write_json(&mut json);
-                l.push(format!("out {}", String::from_utf8_lossy(&json)));
-                cx.event_done(r.id);
-            }),
-        );
+        .cog(json_drain(&log));
     let mut esc = Escapement::with_options(opts()).unwrap();
     esc.add_train(train).unwrap();
     run(&mut esc, &log);
@@ -268,7 +271,6 @@ fn ip_cogs_from_typed_settings() {
     let log = Log::default();
     let acked = Rc::new(std::cell::RefCell::new(Vec::<EventId>::new()));
     let a = acked.clone();
-    let l = log.clone();
     let train = Train::new("t")
         .cog(
             counting_supply("supply", &log, data)
@@ -276,14 +278,7 @@ fn ip_cogs_from_typed_settings() {
         )
         .cog(anon)
         .cog(tag)
-        .cog(
-            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
-                let mut json = Vec::new();
-                r.write_json(&mut json);
-                l.push(format!("out {}", String::from_utf8_lossy(&json)));
-                cx.event_done(r.id);
-            }),
-        );
+        .cog(json_drain(&log));
     let mut esc = Escapement::with_options(opts()).unwrap();
     esc.add_train(train).unwrap();
     run(&mut esc, &log);
@@ -384,19 +379,11 @@ fn parse_cogs_from_typed_settings() {
         })
         .collect();
     let log = Log::default();
-    let l = log.clone();
     let train = Train::new("t")
         .cog(counting_supply("supply", &log, data))
         .cog(regex)
         .cog(csv)
-        .cog(
-            Probe::new("drain", &log).on_process(move |r: Record, _, cx| {
-                let mut json = Vec::new();
-                r.write_json(&mut json);
-                l.push(format!("out {}", String::from_utf8_lossy(&json)));
-                cx.event_done(r.id);
-            }),
-        );
+        .cog(json_drain(&log));
     let mut esc = Escapement::with_options(opts()).unwrap();
     esc.add_train(train).unwrap();
     run(&mut esc, &log);
