@@ -33,7 +33,7 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// max_line_bytes = "1MiB"
 /// ```
 ///
-/// From Rust: `FileIn::new(FileInSettings { paths: vec!["access.log".into()],
+/// From Rust: `FileIn::from_settings(&FileInSettings { paths: vec!["access.log".into()],
 /// ..Default::default() })` (relative paths are relative to the working directory).
 pub struct FileIn {
     paths: Vec<PathBuf>,
@@ -109,12 +109,15 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let mut s: FileInSettings = p.settings()?;
     s.paths = s.paths.iter().map(|f| super::resolve(p, f)).collect();
-    Ok(Box::new(FileIn::new(s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        FileIn::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 impl FileIn {
     /// A `file_in` supply made from its settings, without a configuration file.
-    pub fn new(s: FileInSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &FileInSettings) -> Result<Self, SettingError> {
+        let s = s.clone();
         if s.paths.is_empty() {
             return Err(SettingError::new("paths", "give at least one file"));
         }

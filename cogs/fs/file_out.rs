@@ -129,7 +129,7 @@ const IDLE_BUFFER: usize = 64 << 10;
 /// exactly_once = false            # true: plain path fed by one tail: no loss, no repeat
 /// ```
 ///
-/// From Rust: `FileOut::from_settings(FileOutSettings { path: "out.log".into(),
+/// From Rust: `FileOut::from_settings(&FileOutSettings { path: "out.log".into(),
 /// ..Default::default() }, None)` (a relative path is relative to the working directory).
 pub struct FileOut {
     format: OutputFormat,
@@ -485,7 +485,11 @@ impl FileOut {
     /// A `file_out` drain made from its settings, without a configuration file. `ledger`:
     /// with `exactly_once`, the ledger the checkpoint of the feeding supply carries
     /// ([`CheckpointStore::with_ledger`](crate::kit::checkpoint::CheckpointStore::with_ledger)).
-    pub fn from_settings(s: FileOutSettings, ledger: Option<Ledger>) -> Result<Self, SettingError> {
+    pub fn from_settings(
+        s: &FileOutSettings,
+        ledger: Option<Ledger>,
+    ) -> Result<Self, SettingError> {
+        let s = s.clone();
         FileOut::configured(s, Vec::new(), || {
             ledger.ok_or_else(|| {
                 "exactly-once output needs the ledger of the checkpointing supply that feeds it"

@@ -91,7 +91,7 @@ const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 /// max_line_bytes = "1MiB"
 /// ```
 ///
-/// From Rust: `Spool::new(SpoolSettings { dir: "spool".into(), done: Done::Delete,
+/// From Rust: `Spool::from_settings(&SpoolSettings { dir: "spool".into(), done: Done::Delete,
 /// ..Default::default() })` (relative paths are relative to the working directory).
 pub struct Spool {
     dir: PathBuf,
@@ -215,12 +215,15 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     }
     s.errors = s.errors.map(|e| super::resolve(p, &e));
     bx.will_write_in(&s.dir, "dir", false);
-    Ok(Box::new(Spool::new(s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        Spool::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 impl Spool {
     /// A `spool` supply made from its settings, without a configuration file.
-    pub fn new(s: SpoolSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &SpoolSettings) -> Result<Self, SettingError> {
+        let s = s.clone();
         let pattern = build_pattern(&s.pattern).map_err(|m| SettingError::new("pattern", m))?;
         if s.poll_interval.is_zero() {
             return Err(SettingError::new("poll_interval", "must be above 0"));
@@ -694,7 +697,7 @@ mod tests {
 
     #[test]
     fn hidden_and_tmp_names_are_never_wanted() {
-        let s = Spool::new(SpoolSettings {
+        let s = Spool::from_settings(&SpoolSettings {
             dir: PathBuf::from("/nonexistent"),
             ..Default::default()
         })

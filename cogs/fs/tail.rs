@@ -147,7 +147,7 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 /// fingerprint = "content"   # or "inode": copies are not recognised
 /// ```
 ///
-/// From Rust: `Tail::new(TailSettings { paths: vec!["app.log".into()], follow: false,
+/// From Rust: `Tail::from_settings(&TailSettings { paths: vec!["app.log".into()], follow: false,
 /// ..Default::default() }, None)`, with a [`CheckpointStore`] instead of `None` to keep
 /// checkpoints (relative paths are relative to the working directory).
 pub struct Tail {
@@ -361,7 +361,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         key.extend_from_slice(path.as_os_str().as_bytes());
         key.push(0);
     }
-    let mut tail = Tail::new(s, None).map_err(|e| p.setting_error(e))?;
+    let mut tail = Tail::from_settings(&s, None).map_err(|e| p.setting_error(e))?;
     let train: String = p
         .train()
         .chars()
@@ -462,7 +462,10 @@ fn head_of(f: &File, len: usize) -> std::io::Result<(u32, u64)> {
 impl Tail {
     /// A `tail` supply made from its settings, without a configuration file; `store`
     /// keeps its checkpoints (`None`: every run starts as the first).
-    pub fn new(s: TailSettings, store: Option<CheckpointStore>) -> Result<Self, SettingError> {
+    pub fn from_settings(
+        s: &TailSettings,
+        store: Option<CheckpointStore>,
+    ) -> Result<Self, SettingError> {
         if s.paths.is_empty() {
             return Err(SettingError::new(
                 "paths",

@@ -75,7 +75,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// idle_timeout = "5m"       # 0s: never
 /// ```
 ///
-/// From Rust: `RelpIn::new(&RelpInSettings { listen: "0.0.0.0:2514".into(),
+/// From Rust: `RelpIn::from_settings(&RelpInSettings { listen: "0.0.0.0:2514".into(),
 /// ..Default::default() })`.
 #[derive(Debug)]
 pub struct RelpIn {
@@ -139,7 +139,9 @@ crate::settings! {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: RelpInSettings = p.settings()?;
-    Ok(Box::new(RelpIn::new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        RelpIn::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 /// An answer owed, in command order.
@@ -193,7 +195,7 @@ fn conn_local(i: usize) -> Local {
 
 impl RelpIn {
     /// A server made from its settings, without a configuration file.
-    pub fn new(s: &RelpInSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &RelpInSettings) -> Result<Self, SettingError> {
         let addr = server_settings::listen_addr(&s.listen, "127.0.0.1:2514")?;
         if !(1..=100_000).contains(&s.window_size) {
             return Err(SettingError::new(

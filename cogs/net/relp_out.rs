@@ -61,7 +61,7 @@ const MAX_RSP: usize = 64 << 10;
 /// drain_timeout = "30s"
 /// ```
 ///
-/// From Rust: `RelpOut::new(&RelpOutSettings { address: "collector.example:2514".into(),
+/// From Rust: `RelpOut::from_settings(&RelpOutSettings { address: "collector.example:2514".into(),
 /// ..Default::default() })`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "relp_out",
@@ -90,7 +90,9 @@ crate::settings! {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: RelpOutSettings = p.settings()?;
-    Ok(Box::new(RelpOut::new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        RelpOut::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 enum State {
@@ -144,7 +146,7 @@ pub struct RelpOut {
 
 impl RelpOut {
     /// A drain made from its settings, without a configuration file.
-    pub fn new(s: &RelpOutSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &RelpOutSettings) -> Result<Self, SettingError> {
         check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
         if !(1..=100_000).contains(&s.window_size) {
             return Err(SettingError::new(

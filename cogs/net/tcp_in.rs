@@ -163,7 +163,7 @@ pub(crate) fn received_at_key() -> Key {
 /// drain_timeout = "2s"      # at a stop, read what connections hold for at most this long
 /// ```
 ///
-/// From Rust: `TcpIn::new(&TcpInSettings { listen: "127.0.0.1:5140".into(),
+/// From Rust: `TcpIn::from_settings(&TcpInSettings { listen: "127.0.0.1:5140".into(),
 /// ..Default::default() })`.
 #[derive(Debug)]
 pub struct TcpIn {
@@ -257,12 +257,14 @@ impl StreamSettings {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: TcpInSettings = p.settings()?;
-    Ok(Box::new(TcpIn::new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        TcpIn::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 impl TcpIn {
     /// A listener made from its settings, without a configuration file.
-    pub fn new(s: &TcpInSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &TcpInSettings) -> Result<Self, SettingError> {
         let addr = server_settings::listen_addr(&s.listen, "127.0.0.1:5140")?;
         let settings = StreamSettings::new(&s.server, &s.per_ip)?;
         Ok(TcpIn {

@@ -95,7 +95,7 @@ crate::settings! {
 }
 
 /// A `tcp_out` drain made from its settings, without a configuration file.
-pub fn new(s: &TcpOutSettings) -> Result<Forward, SettingError> {
+pub fn from_settings(s: &TcpOutSettings) -> Result<Forward, SettingError> {
     check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
     let opts = ForwardOptions::new(&s.forward, s.framing.into())?;
     Ok(Forward::new(
@@ -107,5 +107,5 @@ pub fn new(s: &TcpOutSettings) -> Result<Forward, SettingError> {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: TcpOutSettings = p.settings()?;
-    Ok(Box::new(new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(from_settings(&s).map_err(|e| p.setting_error(e))?))
 }

@@ -76,7 +76,7 @@ fn received_at_key() -> Key {
 /// max_message_bytes = "64KiB"   # longer datagrams are cut, flagged and counted
 /// ```
 ///
-/// From Rust: `UdpIn::new(&UdpInSettings { listen: "127.0.0.1:5514".into(),
+/// From Rust: `UdpIn::from_settings(&UdpInSettings { listen: "127.0.0.1:5514".into(),
 /// ..Default::default() })`.
 pub struct UdpIn {
     listen: SocketAddr,
@@ -134,7 +134,9 @@ crate::settings! {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: UdpInSettings = p.settings()?;
-    Ok(Box::new(UdpIn::new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        UdpIn::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 /// The `recvmmsg` buffers: one slot of `max + 1` bytes per datagram (the extra byte tells a
@@ -372,7 +374,7 @@ fn strip_newline(b: &[u8]) -> &[u8] {
 
 impl UdpIn {
     /// A listener made from its settings, without a configuration file.
-    pub fn new(s: &UdpInSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &UdpInSettings) -> Result<Self, SettingError> {
         let listen: SocketAddr = s.listen.parse().map_err(|_| {
             SettingError::new(
                 "listen",

@@ -55,7 +55,7 @@ const FINISH_PATIENCE: Duration = Duration::from_secs(5);
 /// on_error = "keep"              # drop | keep | train:NAME
 /// ```
 ///
-/// From Rust: `UdpOut::new(&UdpOutSettings { address: "127.0.0.1:5514".into(),
+/// From Rust: `UdpOut::from_settings(&UdpOutSettings { address: "127.0.0.1:5514".into(),
 /// ..Default::default() }, on_error)`, `on_error` an [`OnError`] over records.
 pub struct UdpOut {
     address: String,
@@ -115,7 +115,7 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let s: UdpOutSettings = p.settings()?;
     let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     Ok(Box::new(
-        UdpOut::new(&s, on_error).map_err(|e| p.setting_error(e))?,
+        UdpOut::from_settings(&s, on_error).map_err(|e| p.setting_error(e))?,
     ))
 }
 
@@ -131,7 +131,10 @@ impl UdpOut {
     /// Sends to `s.address` (`HOST:PORT`) as its settings say, without a configuration
     /// file; records that fail go to `on_error` (which `s.on_error` describes when the cog
     /// is built from configuration).
-    pub fn new(s: &UdpOutSettings, on_error: OnError<Record>) -> Result<Self, SettingError> {
+    pub fn from_settings(
+        s: &UdpOutSettings,
+        on_error: OnError<Record>,
+    ) -> Result<Self, SettingError> {
         let address = &s.address;
         let valid = address.parse::<SocketAddr>().is_ok()
             || address

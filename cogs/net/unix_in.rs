@@ -43,7 +43,7 @@ const DATAGRAMS_PER_TURN: usize = 256;
 /// drain_timeout = "2s"      # stream mode: at a stop, read connections for at most this long
 /// ```
 ///
-/// From Rust: `UnixIn::new(&UnixInSettings { path: "/run/deadbeat/log".into(),
+/// From Rust: `UnixIn::from_settings(&UnixInSettings { path: "/run/deadbeat/log".into(),
 /// ..Default::default() })`.
 #[derive(Debug)]
 pub struct UnixIn {
@@ -107,7 +107,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     if let Some(path) = s.path.to_str() {
         s.path = p.resolve(path);
     }
-    let cog = UnixIn::new(&s).map_err(|e| p.setting_error(e))?;
+    let cog = UnixIn::from_settings(&s).map_err(|e| p.setting_error(e))?;
     // Given at all, even with its default value, a stream key says stream mode was meant.
     if s.mode == UnixInMode::Datagram
         && let Some(k) = STREAM_ONLY.iter().find(|k| p.node(k).is_some())
@@ -120,7 +120,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
 impl UnixIn {
     /// A listener made from its settings, without a configuration file (a relative `path`
     /// is taken from the working directory).
-    pub fn new(s: &UnixInSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &UnixInSettings) -> Result<Self, SettingError> {
         if s.path.as_os_str().is_empty() {
             return Err(SettingError::new("path", "give the socket file's path"));
         }

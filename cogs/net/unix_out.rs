@@ -36,7 +36,7 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// reconnect_refused = "250ms"
 /// ```
 ///
-/// From Rust: `unix_out::new(&UnixOutSettings { path: "/run/collector.sock".into(), mode:
+/// From Rust: `unix_out::from_settings(&UnixOutSettings { path: "/run/collector.sock".into(), mode:
 /// SocketMode::Datagram, ..Default::default() })`.
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "unix_out",
@@ -72,7 +72,7 @@ const NO_FRAMING: &str = "datagrams carry one record each: no framing";
 
 /// A `unix_out` drain made from its settings, without a configuration file (a relative
 /// `path` is taken from the working directory).
-pub fn new(s: &UnixOutSettings) -> Result<Forward, SettingError> {
+pub fn from_settings(s: &UnixOutSettings) -> Result<Forward, SettingError> {
     if s.path.as_os_str().is_empty() {
         return Err(SettingError::new("path", "give the socket's path"));
     }
@@ -98,5 +98,5 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
     if let Some(path) = s.path.to_str() {
         s.path = p.resolve(path);
     }
-    Ok(Box::new(new(&s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(from_settings(&s).map_err(|e| p.setting_error(e))?))
 }

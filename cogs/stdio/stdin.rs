@@ -24,7 +24,7 @@ const READS_PER_TURN: usize = 16;
 /// max_line_bytes = "1MiB"   # longer lines are cut, flagged `truncated` and counted
 /// ```
 ///
-/// From Rust: `Stdin::new(StdinSettings { max_line_bytes: 4096, ..Default::default() })`.
+/// From Rust: `Stdin::from_settings(&StdinSettings { max_line_bytes: 4096, ..Default::default() })`.
 #[derive(Debug)]
 pub struct Stdin {
     input: Option<StreamInput>,
@@ -53,12 +53,14 @@ crate::settings! {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: StdinSettings = p.settings()?;
-    Ok(Box::new(Stdin::new(s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        Stdin::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 impl Stdin {
     /// A `stdin` supply made from its settings, without a configuration file.
-    pub fn new(s: StdinSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &StdinSettings) -> Result<Self, SettingError> {
         if s.max_line_bytes == 0 {
             return Err(SettingError::new("max_line_bytes", "must be above 0"));
         }

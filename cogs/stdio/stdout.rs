@@ -31,7 +31,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 /// # template = "{host} {message}"
 /// ```
 ///
-/// From Rust: `Stdout::new(StdoutSettings { format: FormatSettings { format: Format::Json,
+/// From Rust: `Stdout::from_settings(&StdoutSettings { format: FormatSettings { format: Format::Json,
 /// ..Default::default() } })`.
 pub struct Stdout {
     lines: LineBuffer,
@@ -64,12 +64,14 @@ crate::settings! {
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: StdoutSettings = p.settings()?;
-    Ok(Box::new(Stdout::new(s).map_err(|e| p.setting_error(e))?))
+    Ok(Box::new(
+        Stdout::from_settings(&s).map_err(|e| p.setting_error(e))?,
+    ))
 }
 
 impl Stdout {
     /// A `stdout` drain made from its settings, without a configuration file.
-    pub fn new(s: StdoutSettings) -> Result<Self, SettingError> {
+    pub fn from_settings(s: &StdoutSettings) -> Result<Self, SettingError> {
         Ok(Stdout::with_format(OutputFormat::new(&s.format)?))
     }
 

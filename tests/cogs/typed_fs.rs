@@ -24,7 +24,7 @@ fn file_in_to_file_out_from_typed_settings() {
     std::fs::write(&a, "one\ntwo\n").unwrap();
     std::fs::write(&b, "three\nno newline").unwrap();
     let out = dir.path().join("sub/out.log");
-    let supply = FileIn::new(FileInSettings {
+    let supply = FileIn::from_settings(&FileInSettings {
         // A missing file between two readable ones, skipped with a warning.
         paths: vec![a, dir.path().join("missing.log"), b],
         missing: Missing::Warn,
@@ -32,7 +32,7 @@ fn file_in_to_file_out_from_typed_settings() {
     })
     .unwrap();
     let drain = FileOut::from_settings(
-        FileOutSettings {
+        &FileOutSettings {
             path: out.clone(),
             create_dirs: Some(true),
             fsync: Fsync::Always,
@@ -67,9 +67,9 @@ fn tail_without_follow_to_templated_file_out_keeps_its_checkpoint() {
     let out_template = dir.path().join("out/{message}.json");
     let run = |settings: &TailSettings| {
         let store = CheckpointStore::new(&state, "typed.state");
-        let tail = Tail::new(settings.clone(), Some(store)).unwrap();
+        let tail = Tail::from_settings(&settings.clone(), Some(store)).unwrap();
         let drain = FileOut::from_settings(
-            FileOutSettings {
+            &FileOutSettings {
                 path: out_template.clone(),
                 format: FormatSettings {
                     format: Format::Json,
@@ -109,7 +109,7 @@ fn tail_without_follow_to_templated_file_out_keeps_its_checkpoint() {
 fn typed_settings_are_checked_without_toml() {
     let key = |r: Result<(), deadbeat::schema::SettingError>| r.unwrap_err().key;
     assert_eq!(
-        key(FileIn::new(FileInSettings::default()).map(drop)),
+        key(FileIn::from_settings(&FileInSettings::default()).map(drop)),
         "paths"
     );
     let no_lines = FileInSettings {
@@ -117,7 +117,10 @@ fn typed_settings_are_checked_without_toml() {
         max_line_bytes: 0,
         ..Default::default()
     };
-    assert_eq!(key(FileIn::new(no_lines).map(drop)), "max_line_bytes");
+    assert_eq!(
+        key(FileIn::from_settings(&no_lines).map(drop)),
+        "max_line_bytes"
+    );
     // Exactly-once output needs the ledger a checkpointing supply carries.
     let eo = FileOutSettings {
         path: "out.log".into(),
@@ -125,7 +128,7 @@ fn typed_settings_are_checked_without_toml() {
         ..Default::default()
     };
     assert_eq!(
-        key(FileOut::from_settings(eo, None).map(drop)),
+        key(FileOut::from_settings(&eo, None).map(drop)),
         "exactly_once"
     );
     let bad_template = FileOutSettings {
@@ -133,10 +136,10 @@ fn typed_settings_are_checked_without_toml() {
         ..Default::default()
     };
     assert_eq!(
-        key(FileOut::from_settings(bad_template, None).map(drop)),
+        key(FileOut::from_settings(&bad_template, None).map(drop)),
         "path"
     );
-    let tail = |s: TailSettings| key(Tail::new(s, None).map(drop));
+    let tail = |s: TailSettings| key(Tail::from_settings(&s, None).map(drop));
     let paths = vec!["x.log".into()];
     assert_eq!(tail(TailSettings::default()), "paths");
     assert_eq!(

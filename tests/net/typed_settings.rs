@@ -120,7 +120,7 @@ fn numbered(n: usize) -> Vec<String> {
 #[test]
 fn tcp_out_to_tcp_in_built_from_typed_settings() {
     let port = free_port();
-    let tcp_in = TcpIn::new(&TcpInSettings {
+    let tcp_in = TcpIn::from_settings(&TcpInSettings {
         listen: format!("127.0.0.1:{port}"),
         server: StreamServerSettings {
             framing: ListenFraming::OctetCounting,
@@ -130,7 +130,7 @@ fn tcp_out_to_tcp_in_built_from_typed_settings() {
         ..Default::default()
     })
     .unwrap();
-    let tcp_out = tcp_out::new(&TcpOutSettings {
+    let tcp_out = tcp_out::from_settings(&TcpOutSettings {
         address: format!("127.0.0.1:{port}"),
         framing: StreamFraming::OctetCounting,
         forward: ForwardSettings {
@@ -149,13 +149,13 @@ fn tcp_out_to_tcp_in_built_from_typed_settings() {
 #[test]
 fn relp_out_to_relp_in_built_from_typed_settings() {
     let port = free_port();
-    let relp_in = RelpIn::new(&RelpInSettings {
+    let relp_in = RelpIn::from_settings(&RelpInSettings {
         listen: format!("127.0.0.1:{port}"),
         window_size: 16,
         ..Default::default()
     })
     .unwrap();
-    let relp_out = RelpOut::new(&RelpOutSettings {
+    let relp_out = RelpOut::from_settings(&RelpOutSettings {
         address: format!("127.0.0.1:{port}"),
         window_size: 16,
         forward: ForwardSettings {
@@ -182,7 +182,7 @@ fn udp_out_to_udp_in_built_from_typed_settings() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         s.local_addr().unwrap().port()
     };
-    let udp_in = UdpIn::new(&UdpInSettings {
+    let udp_in = UdpIn::from_settings(&UdpInSettings {
         listen: format!("127.0.0.1:{port}"),
         ..Default::default()
     })
@@ -192,7 +192,7 @@ fn udp_out_to_udp_in_built_from_typed_settings() {
         Getter::new(|r: &Record| Some(&r.id)),
         Setter::new(|_: &mut Record, _: String| {}),
     );
-    let udp_out = UdpOut::new(
+    let udp_out = UdpOut::from_settings(
         &UdpOutSettings {
             address: format!("127.0.0.1:{port}"),
             ..Default::default()
@@ -209,7 +209,7 @@ fn udp_out_to_udp_in_built_from_typed_settings() {
 /// configuration gets.
 #[test]
 fn typed_settings_are_checked_at_construction() {
-    let bad_listen = TcpIn::new(&TcpInSettings {
+    let bad_listen = TcpIn::from_settings(&TcpInSettings {
         listen: "localhost".into(),
         ..Default::default()
     })
@@ -222,7 +222,7 @@ fn typed_settings_are_checked_at_construction() {
         "{bad_listen}"
     );
 
-    let no_line = TcpIn::new(&TcpInSettings {
+    let no_line = TcpIn::from_settings(&TcpInSettings {
         listen: "127.0.0.1:5140".into(),
         server: StreamServerSettings {
             max_line_bytes: 0,
@@ -236,7 +236,7 @@ fn typed_settings_are_checked_at_construction() {
         ("max_line_bytes", "must be within 1 byte..64MiB")
     );
 
-    let no_conn = TcpIn::new(&TcpInSettings {
+    let no_conn = TcpIn::from_settings(&TcpInSettings {
         listen: "127.0.0.1:5140".into(),
         server: StreamServerSettings {
             connections: ConnectionSettings {
@@ -250,7 +250,7 @@ fn typed_settings_are_checked_at_construction() {
     .unwrap_err();
     assert_eq!(no_conn.key, "max_connections");
 
-    let Err(bad_address) = tcp_out::new(&TcpOutSettings {
+    let Err(bad_address) = tcp_out::from_settings(&TcpOutSettings {
         address: "no port".into(),
         ..Default::default()
     }) else {
@@ -263,7 +263,7 @@ fn typed_settings_are_checked_at_construction() {
 /// differs from its default, from a configuration when the key is given at all.
 #[test]
 fn unix_in_datagram_mode_refuses_stream_keys() {
-    let Err(e) = UnixIn::new(&UnixInSettings {
+    let Err(e) = UnixIn::from_settings(&UnixInSettings {
         path: "/tmp/unused.sock".into(),
         server: StreamServerSettings {
             drain_timeout: Duration::ZERO,
@@ -277,7 +277,7 @@ fn unix_in_datagram_mode_refuses_stream_keys() {
         (e.key, e.msg.as_str()),
         ("drain_timeout", "applies to mode = \"stream\" only")
     );
-    let Err(e) = UnixIn::new(&UnixInSettings {
+    let Err(e) = UnixIn::from_settings(&UnixInSettings {
         path: "/tmp/unused.sock".into(),
         permissions: "0999".into(),
         ..Default::default()
@@ -286,7 +286,7 @@ fn unix_in_datagram_mode_refuses_stream_keys() {
     };
     assert_eq!(e.key, "permissions");
     assert!(
-        UnixIn::new(&UnixInSettings {
+        UnixIn::from_settings(&UnixInSettings {
             path: "/tmp/unused.sock".into(),
             mode: UnixInMode::Stream,
             server: StreamServerSettings {
@@ -325,7 +325,7 @@ fn unix_in_datagram_mode_refuses_stream_keys() {
 fn socket_cog_constructors_refuse_bad_settings() {
     let key = |r: Result<(), deadbeat::schema::SettingError>| r.unwrap_err().key;
     assert_eq!(
-        key(RelpIn::new(&RelpInSettings {
+        key(RelpIn::from_settings(&RelpInSettings {
             listen: "127.0.0.1:2514".into(),
             window_size: 0,
             ..Default::default()
@@ -334,7 +334,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         "window_size"
     );
     assert_eq!(
-        key(RelpIn::new(&RelpInSettings {
+        key(RelpIn::from_settings(&RelpInSettings {
             listen: "127.0.0.1:2514".into(),
             per_ip: PerIpSettings {
                 max_connections_per_ip: 2_000_000,
@@ -345,7 +345,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         "max_connections_per_ip"
     );
     assert_eq!(
-        key(RelpOut::new(&RelpOutSettings {
+        key(RelpOut::from_settings(&RelpOutSettings {
             address: "relp".into(),
             ..Default::default()
         })
@@ -353,7 +353,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         "address"
     );
     assert_eq!(
-        key(UdpIn::new(&UdpInSettings {
+        key(UdpIn::from_settings(&UdpInSettings {
             listen: "127.0.0.1:5514".into(),
             recv_buffer: Some(0),
             ..Default::default()
@@ -367,7 +367,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         Setter::new(|_: &mut Record, _: String| {}),
     );
     assert_eq!(
-        key(UdpOut::new(
+        key(UdpOut::from_settings(
             &UdpOutSettings {
                 address: "127.0.0.1:5514".into(),
                 max_message_bytes: 0,
@@ -378,7 +378,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         .map(drop)),
         "max_message_bytes"
     );
-    let e = unix_out::new(&UnixOutSettings {
+    let e = unix_out::from_settings(&UnixOutSettings {
         path: "/tmp/unused.sock".into(),
         mode: SocketMode::Datagram,
         framing: StreamFraming::OctetCounting,
@@ -391,7 +391,7 @@ fn socket_cog_constructors_refuse_bad_settings() {
         ("framing", "datagrams carry one record each: no framing")
     );
     assert!(
-        unix_out::new(&UnixOutSettings {
+        unix_out::from_settings(&UnixOutSettings {
             path: "/tmp/unused.sock".into(),
             mode: SocketMode::Datagram,
             ..Default::default()
