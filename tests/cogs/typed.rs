@@ -6,7 +6,7 @@ use std::rc::Rc;
 use deadbeat::Escapement;
 use deadbeat::engine::mailbox::Mailbox;
 use deadbeat::prelude::*;
-use deadbeat::record::{Path as FieldPath, Record, Value};
+use deadbeat::record::{Key, Path as FieldPath, Record, Value};
 
 use crate::engine::{Log, Probe, counting_supply, opts, run};
 
@@ -26,6 +26,20 @@ fn json_drain(log: &Log) -> Probe<Record> {
         l.push(format!("out {}", String::from_utf8_lossy(&json)));
         cx.event_done(r.id);
     })
+}
+
+/// Records with one text field `key`, numbered from `first`.
+fn records(key: &str, first: EventId, values: &[&str]) -> Vec<Record> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut r = Record::new();
+            r.id = first + i as EventId;
+            r.insert(Key::new(key), Value::from(*v));
+            r
+        })
+        .collect()
 }
 
 fn status<'a>(h: &'a Hit, p: &FieldPath) -> Option<&'a Value> {
@@ -258,16 +272,7 @@ fn ip_cogs_from_typed_settings() {
     )
     .unwrap();
 
-    let data: Vec<Record> = ["10.1.2.3", "not an address", "192.0.2.77"]
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let mut r = Record::new();
-            r.id = 50 + i as EventId;
-            r.insert(Key::new("client"), Value::from(*c));
-            r
-        })
-        .collect();
+    let data = records("client", 50, &["10.1.2.3", "not an address", "192.0.2.77"]);
     let log = Log::default();
     let acked = Rc::new(std::cell::RefCell::new(Vec::<EventId>::new()));
     let a = acked.clone();
@@ -368,16 +373,7 @@ fn parse_cogs_from_typed_settings() {
     )
     .unwrap();
 
-    let data: Vec<Record> = ["7 x;y", "no number"]
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let mut r = Record::new();
-            r.id = 10 + i as EventId;
-            r.insert(Key::new("message"), Value::from(*m));
-            r
-        })
-        .collect();
+    let data = records("message", 10, &["7 x;y", "no number"]);
     let log = Log::default();
     let train = Train::new("t")
         .cog(counting_supply("supply", &log, data))
