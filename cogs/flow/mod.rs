@@ -1,5 +1,6 @@
 //! Cogs that shape the flow of data: pass it on, filter it, send it to other trains.
 
+pub mod dedup;
 pub mod drop;
 pub mod filter;
 pub mod inbox;
@@ -9,13 +10,14 @@ pub mod tee;
 
 use crate::kit::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,
         route::DESCRIPTOR,
         tee::DESCRIPTOR,
         drop::DESCRIPTOR,
+        dedup::DESCRIPTOR,
     ]
 }
 

@@ -12,6 +12,7 @@ mod cli;
 mod cog_ids;
 mod conditions;
 mod custom_daemon;
+mod dedup;
 mod file_out;
 mod files;
 mod signals;
