@@ -7,10 +7,11 @@ pub mod inbox;
 pub mod pass;
 pub mod route;
 pub mod tee;
+pub mod throttle;
 
 use crate::kit::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,
@@ -18,6 +19,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         tee::DESCRIPTOR,
         drop::DESCRIPTOR,
         dedup::DESCRIPTOR,
+        throttle::DESCRIPTOR,
     ]
 }
 

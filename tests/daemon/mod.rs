@@ -18,6 +18,7 @@ mod files;
 mod signals;
 mod spool;
 mod tail;
+mod throttle;
 mod topology;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
