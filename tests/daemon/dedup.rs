@@ -206,3 +206,36 @@ fn bad_settings_are_configuration_errors() {
         assert!(err.contains(want), "{keys}: {err}");
     }
 }
+
+#[test]
+fn the_bound_holds_evictions_are_logged_at_a_bounded_rate() {
+    let dir = TempDir::new("dedup-bound");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"dedup\"\nmax_keys = 10\n\
+         [[train.cog]]\ntype = \"stdout\"\n",
+    );
+    let n: usize = std::env::var("DEADBEAT_DEDUP_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let mut input = String::new();
+    for i in 0..n {
+        input.push_str(&format!("k{i}\n"));
+    }
+    // The newest ten are still known; the first was forgotten long ago.
+    input.push_str(&format!("k{}\nk0\n", n - 1));
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let lines = String::from_utf8_lossy(&stdout).lines().count();
+    assert_eq!(lines, n + 1, "{err}");
+    assert!(
+        err.contains(&format!("cog=dedup#2 in={} out={} dropped=1", n + 2, n + 1)),
+        "{err}"
+    );
+    let logged = err.matches("state full: oldest keys evicted").count();
+    assert!(logged >= 1, "{err}");
+    // One line per batch at most, and at most 10 a second whatever the input.
+    assert!(logged <= 100, "{logged} eviction lines");
+}
