@@ -3,6 +3,7 @@
 mod fields;
 mod flow;
 mod ip;
+mod keyed;
 mod parse;
 mod pipeline;
 mod template;

@@ -12,11 +12,13 @@ mod cli;
 mod cog_ids;
 mod conditions;
 mod custom_daemon;
+mod dedup;
 mod file_out;
 mod files;
 mod signals;
 mod spool;
 mod tail;
+mod throttle;
 mod topology;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");

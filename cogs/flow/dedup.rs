@@ -1,0 +1,286 @@
+//! `dedup`: drops a datum whose key was seen a short while ago.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::kit::checkpoint::fingerprint;
+use crate::kit::keyed::Keyed;
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
+use crate::prelude::*;
+use crate::record::{Path, Record, Value, id_field};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+use super::setting_error;
+
+/// The format name and version of `dedup`'s state file.
+const FORMAT: &str = "dedup";
+const VERSION: u32 = 1;
+
+/// Writes a datum's key into the buffer; `false` when the datum has no key (it passes).
+pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
+
+/// Drops a datum whose key was seen within `within`: of the data with one key, one passes,
+/// the repeats arriving less than `within` after it are dropped, and the first to arrive
+/// later passes and starts a new `within`. Time is the arrival time (the event loop's
+/// clock). The key is made of the fields in `fields` (dotted paths; a datum lacking one of
+/// them is not deduplicated and passes), or of the whole record (its fields rendered as
+/// JSON, the event id left out) when `fields` is empty; the whole record includes what the
+/// supply adds (`tail`'s `offset` differs on every line: name the fields then).
+///
+/// Dropped data are acknowledged, so the supply's checkpoint moves past them, and counted as
+/// dropped. At most `max_keys` keys are remembered: when full, the key that passed longest
+/// ago is forgotten first (it is the one whose `within` ends first); evictions are counted
+/// and logged (at most 10 lines a second). With `persist = true` the remembered keys are
+/// saved under `[state] dir` at shutdown (file `dedup-TRAIN-COG-HASH.state`, named after
+/// the train and the cog's id: give the cog a `name` to keep it across edits of the train)
+/// and loaded at start, so a repeat arriving after a restart is still dropped; wall-clock
+/// time is saved, so the time the daemon was stopped counts towards `within`. A state file
+/// that cannot be read (corrupt, cut short, of another format) is logged and ignored.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "dedup"
+/// fields = ["host", "message"]
+/// within = "10m"
+/// max_keys = 100000
+/// persist = true
+/// ```
+///
+/// From its typed settings, without TOML, on any datum (a key writer and an id getter):
+/// `Dedup::new(&DedupSettings { within: Duration::from_secs(60), ..Default::default() }, key, id, None)`.
+pub struct Dedup<D> {
+    key: KeyFn<D>,
+    id: Getter<D, EventId>,
+    within_ms: u64,
+    seen: Keyed<Rc<[u8]>, u64>,
+    state_file: Option<PathBuf>,
+    /// The loop's clock and the wall clock at one moment: arrival times are kept as Unix
+    /// milliseconds (so they survive a restart) computed from the loop's clock.
+    anchor: Option<(Instant, u64)>,
+    buf: Vec<u8>,
+}
+
+impl<D> std::fmt::Debug for Dedup<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup")
+            .field("within_ms", &self.within_ms)
+            .field("keys", &self.seen.len())
+            .field("state_file", &self.state_file)
+            .finish()
+    }
+}
+
+impl<D> Dedup<D> {
+    /// A `dedup` made from its settings: `key` writes a datum's key, `id` reads the id to
+    /// acknowledge dropped data with, `state_file` is where the keys are saved and loaded
+    /// (`None`: not kept across runs, whatever `s.persist` says).
+    pub fn new(
+        s: &DedupSettings,
+        key: KeyFn<D>,
+        id: Getter<D, EventId>,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, SettingError> {
+        if s.within.is_zero() {
+            return Err(SettingError::new(
+                "within",
+                "must be longer than 0s (0s would keep nothing)",
+            ));
+        }
+        if s.max_keys == 0 {
+            return Err(SettingError::new("max_keys", "must be at least 1"));
+        }
+        Ok(Dedup {
+            key,
+            id,
+            within_ms: u64::try_from(s.within.as_millis()).unwrap_or(u64::MAX),
+            seen: Keyed::new(s.max_keys),
+            state_file,
+            anchor: None,
+            buf: Vec::new(),
+        })
+    }
+
+    /// How many keys were forgotten to stay within `max_keys`.
+    pub fn evictions(&self) -> u64 {
+        self.seen.evictions()
+    }
+
+    /// `now` of the loop as Unix milliseconds.
+    fn unix_ms(&mut self, now: Instant) -> u64 {
+        let (at, ms) = *self.anchor.get_or_insert_with(|| (now, wall_ms()));
+        ms.saturating_add(u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0))
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl<D: 'static> Cog<D> for Dedup<D> {
+    fn name(&self) -> &str {
+        "dedup"
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let now = cx.now();
+        self.anchor = Some((now, wall_ms()));
+        if let Some(path) = &self.state_file {
+            match self.seen.load(path, FORMAT, VERSION) {
+                Ok(n) => {
+                    if n > 0 {
+                        slog::info!(cx.logger(), "dedup state loaded";
+                            "file" => %path.display(), "keys" => n);
+                    }
+                }
+                Err(e) => {
+                    slog::warn!(cx.logger(), "dedup state ignored, starting empty";
+                        "reason" => %e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let now = self.unix_ms(cx.now());
+        let within = self.within_ms;
+        // Keys are written in arrival order, so those past `within` are all at the old end.
+        self.seen
+            .expire_oldest(|&at| now.saturating_sub(at) >= within);
+        let mut dropped = 0;
+        for d in batch.drain(..) {
+            self.buf.clear();
+            if !(self.key)(&d, &mut self.buf) {
+                out.push(d);
+                continue;
+            }
+            let repeat = self
+                .seen
+                .get(&self.buf[..])
+                .is_some_and(|&at| now.saturating_sub(at) < within);
+            if repeat {
+                if let Some(id) = self.id.get(&d) {
+                    cx.event_done(*id);
+                }
+                dropped += 1;
+            } else {
+                self.seen.insert(Rc::from(&self.buf[..]), now);
+                out.push(d);
+            }
+        }
+        out.count_dropped(dropped);
+        self.seen.report_evictions("dedup", cx);
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.seen.report_evictions("dedup", cx);
+        let now = self.unix_ms(cx.now());
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let within = self.within_ms;
+        self.seen
+            .expire_oldest(|&at| now.saturating_sub(at) >= within);
+        match self.seen.save(path, FORMAT, VERSION) {
+            Ok(()) => slog::info!(cx.logger(), "dedup state saved";
+                "file" => %path.display(), "keys" => self.seen.len()),
+            Err(e) => slog::error!(cx.logger(), "dedup state not saved"; "reason" => %e),
+        }
+    }
+}
+
+/// The descriptor of `dedup`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "dedup",
+    kind: CogKind::Transform,
+    summary: "drops records whose key (some fields, or the whole record) was seen within a \
+              time; dropped records are acknowledged",
+    params: DedupSettings::PARAMS,
+    fields: &[],
+    build,
+};
+
+crate::settings! {
+    /// Settings of `dedup`.
+    pub struct DedupSettings {
+        /// dotted paths of the fields making the key; empty: the whole record
+        fields: Vec<String>,
+        /// a repeat of a key arriving less than this after it passed is dropped
+        within: Duration = "10m",
+        /// most keys remembered; beyond it the oldest are forgotten (counted, logged)
+        max_keys: usize = "100000",
+        /// save the remembered keys under [state] dir at shutdown and load them at start
+        persist: bool = "false",
+    }
+}
+
+/// Appends the key of `r` made of the fields at `paths` (the whole record if none);
+/// `false` if a field is missing.
+pub fn record_key(paths: &[Path], r: &Record, out: &mut Vec<u8>) -> bool {
+    if paths.is_empty() {
+        r.write_json(out);
+        return true;
+    }
+    for p in paths {
+        let Some(v) = r.get_path(p) else {
+            return false;
+        };
+        key_part(v, out);
+    }
+    true
+}
+
+/// One field's part of a key, unambiguous whatever the field holds: text and bytes with
+/// their length before them, other values as JSON (which has no raw NUL) ended by a NUL.
+fn key_part(v: &Value, out: &mut Vec<u8>) {
+    match v.as_bytes() {
+        Some(b) => {
+            out.push(b's');
+            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => {
+            out.push(b'v');
+            v.write_json(out);
+            out.push(0);
+        }
+    }
+}
+
+/// The state file of the cog `p` under `state_dir`: named after its train and id, with a
+/// hash of both so that names differing only in characters replaced here stay apart.
+fn state_file(p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let mut both = p.train().as_bytes().to_vec();
+    both.push(0);
+    both.extend_from_slice(p.id().as_bytes());
+    state_dir.join(format!(
+        "dedup-{}-{}-{:08x}.state",
+        clean(p.train()),
+        clean(p.id()),
+        fingerprint(&both) as u32
+    ))
+}
+
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: DedupSettings = p.settings()?;
+    let mut paths = Vec::with_capacity(s.fields.len());
+    for f in &s.fields {
+        paths.push(Path::parse(f).map_err(|e| p.error("fields", format!("{f:?}: {e}")))?);
+    }
+    let state = s.persist.then(|| {
+        // The configuration check then makes sure the state directory can be written.
+        bx.state_used.set(true);
+        state_file(p, bx.state_dir)
+    });
+    let key: KeyFn<Record> = Box::new(move |r, out| record_key(&paths, r, out));
+    let dedup = Dedup::new(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(dedup))
+}

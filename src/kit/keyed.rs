@@ -1,0 +1,671 @@
+//! Bounded per-key state, shared by the cogs that remember data (`dedup`, `throttle`, and
+//! the windows of issue 16): a map from a key to a cog-defined value that never holds more
+//! than `max_keys` entries, counts what it evicts, logs evictions at a bounded rate, and
+//! can be saved to and loaded from a file.
+//!
+//! **Eviction order.** When full, the entry that was *written* (inserted, or given a new
+//! value with [`Keyed::insert`]) longest ago goes first. Reading does not reorder: for
+//! `dedup` the entry written longest ago is the one whose `within` ends first, so it is the
+//! one that matters least. A cog whose hot keys must stay (a token bucket read on every
+//! datum) calls [`Keyed::touch`] on use, which makes the order last-use order for it.
+//! Moving an entry to the newest end costs O(1): the order is a queue of `(sequence, key)`
+//! in which an entry's older places are left behind as stale and skipped, and the queue
+//! is compacted once stale places outnumber live ones.
+//!
+//! **Persistence.** [`Keyed::save`] writes, atomically (temporary file in the same
+//! directory, fsync, rename, directory fsync), a header line `deadbeat-state FORMAT
+//! VERSION`, one line per entry `KEY VALUE` (percent-escaped, oldest first) and a trailer
+//! `end COUNT HASH` over the entry lines. [`Keyed::load`] checks all of it before
+//! changing anything: a foreign, corrupt or truncated file is a [`StateError`] (the cog
+//! logs it and starts empty), never a panic. Keys and values are written through the
+//! [`StateCodec`] trait.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::fs::File;
+use std::hash::Hash;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::engine::escapement::Ctx;
+use crate::kit::checkpoint::fingerprint;
+use crate::kit::on_error::LogLimiter;
+
+/// The first word of every state file's header.
+const MAGIC: &str = "deadbeat-state";
+
+/// How a key or a value is written to a state file and read back. The bytes may be any:
+/// the file escapes them.
+pub trait StateCodec: Sized {
+    /// Appends this key or value's bytes.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads one back; `None` if the bytes are not one.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl StateCodec for Rc<[u8]> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Rc::from(bytes))
+    }
+}
+
+impl StateCodec for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(bytes.to_vec())
+    }
+}
+
+impl StateCodec for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+macro_rules! number_codec {
+    ($($t:ty),*) => {$(
+        impl StateCodec for $t {
+            fn encode(&self, out: &mut Vec<u8>) {
+                let _ = write!(out, "{self}");
+            }
+            fn decode(bytes: &[u8]) -> Option<Self> {
+                std::str::from_utf8(bytes).ok()?.parse().ok()
+            }
+        }
+    )*};
+}
+number_codec!(u64, i64, u32, f64);
+
+/// Why a state file was not loaded (or not saved); the cog logs it and goes on without it.
+#[derive(Debug)]
+pub enum StateError {
+    /// The file could not be read or written.
+    Io(PathBuf, io::Error),
+    /// The file is not a state file of this kind (another format, or not ours at all).
+    Foreign(PathBuf, String),
+    /// The file is of this kind but of a version this build does not read.
+    Version(PathBuf, String),
+    /// The file is damaged: a line that does not parse, or a count or hash that does not
+    /// match its entries.
+    Corrupt(PathBuf, String),
+    /// The file ends before its trailer: cut short.
+    Truncated(PathBuf),
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            StateError::Foreign(p, why) => {
+                write!(f, "{}: not a state file of this cog ({why})", p.display())
+            }
+            StateError::Version(p, why) => {
+                write!(f, "{}: unsupported state version ({why})", p.display())
+            }
+            StateError::Corrupt(p, why) => write!(f, "{}: corrupt state file ({why})", p.display()),
+            StateError::Truncated(p) => {
+                write!(f, "{}: truncated state file (no trailer)", p.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+#[derive(Debug)]
+struct Slot<V> {
+    value: V,
+    /// The sequence number of this entry's live place in the order queue.
+    seq: u64,
+}
+
+/// A map from keys to values holding at most `max_keys` entries; see the module doc for
+/// the eviction order and the file format.
+#[derive(Debug)]
+pub struct Keyed<K, V> {
+    map: HashMap<K, Slot<V>>,
+    /// Oldest first; places whose sequence no longer matches their entry's are stale.
+    order: VecDeque<(u64, K)>,
+    next_seq: u64,
+    max_keys: usize,
+    evictions: u64,
+    /// Evictions not yet reported by [`Keyed::report_evictions`].
+    unreported: u64,
+    limiter: LogLimiter,
+}
+
+impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
+    /// An empty map holding at most `max_keys` entries (at least one).
+    pub fn new(max_keys: usize) -> Self {
+        Keyed {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max_keys: max_keys.max(1),
+            evictions: 0,
+            unreported: 0,
+            limiter: LogLimiter::default(),
+        }
+    }
+
+    /// The value of `key`, if held. Reading does not change the eviction order.
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key).map(|s| &s.value)
+    }
+
+    /// The value of `key` to change in place, if held (the eviction order stays).
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_mut(key).map(|s| &mut s.value)
+    }
+
+    /// Moves `key` to the newest end of the eviction order (for last-use order).
+    pub fn touch<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let Some((k, _)) = self.map.get_key_value(key) else {
+            return;
+        };
+        let k = k.clone();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(slot) = self.map.get_mut(key) {
+            slot.seq = seq;
+        }
+        self.order.push_back((seq, k));
+        self.compact();
+    }
+
+    /// Sets the value of `key`, which becomes the newest entry; returns the value it had.
+    /// A new key in a full map first evicts the oldest entry (counted).
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(slot) = self.map.get_mut(&key) {
+            slot.seq = seq;
+            let old = std::mem::replace(&mut slot.value, value);
+            self.order.push_back((seq, key));
+            self.compact();
+            return Some(old);
+        }
+        while self.map.len() >= self.max_keys {
+            if self.pop_oldest().is_none() {
+                break;
+            }
+            self.evictions += 1;
+            self.unreported += 1;
+        }
+        self.order.push_back((seq, key.clone()));
+        self.map.insert(key, Slot { value, seq });
+        None
+    }
+
+    /// Removes `key`; returns its value.
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let v = self.map.remove(key).map(|s| s.value);
+        self.compact();
+        v
+    }
+
+    /// Removes entries from the oldest end as long as `expired` says so (not counted as
+    /// evictions); returns how many. For state whose write order is time order (`dedup`),
+    /// this drops what has run out without walking the rest.
+    pub fn expire_oldest(&mut self, mut expired: impl FnMut(&V) -> bool) -> usize {
+        let mut n = 0;
+        while let Some((seq, key)) = self.order.front() {
+            match self.map.get(key) {
+                Some(slot) if slot.seq == *seq => {
+                    if !expired(&slot.value) {
+                        break;
+                    }
+                    self.map.remove(key);
+                    n += 1;
+                }
+                _ => {}
+            }
+            self.order.pop_front();
+        }
+        n
+    }
+
+    /// Removes and returns the oldest entry.
+    pub fn pop_oldest(&mut self) -> Option<(K, V)> {
+        while let Some((seq, key)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|s| s.seq == seq)
+                && let Some(slot) = self.map.remove(&key)
+            {
+                return Some((key, slot.value));
+            }
+        }
+        None
+    }
+
+    /// The entries, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.order.iter().filter_map(|(seq, key)| {
+            let slot = self.map.get(key)?;
+            (slot.seq == *seq).then_some((key, &slot.value))
+        })
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The bound on entries.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// How many entries were evicted to keep the bound, since creation.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Logs the evictions since the last report, if any, at most
+    /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second (what is held back is
+    /// reported by the next line that passes). `cog` names the cog in the line.
+    pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
+        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "state full: oldest keys evicted";
+            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
+            "max_keys" => self.max_keys);
+        self.unreported = 0;
+    }
+
+    /// Drops stale places once they outnumber the live ones, so the queue stays within
+    /// twice the entries (plus a little) and each write costs O(1) amortised.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(seq, key)| map.get(key).is_some_and(|s| s.seq == *seq));
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone + StateCodec, V: StateCodec> Keyed<K, V> {
+    /// Writes the entries to `path` atomically (creating its directory), under the header
+    /// `deadbeat-state FORMAT VERSION`.
+    pub fn save(&self, path: &Path, format: &str, version: u32) -> Result<(), StateError> {
+        let io_err = |e| StateError::Io(path.to_path_buf(), e);
+        let mut text = Vec::with_capacity(64 + 32 * self.map.len());
+        let _ = writeln!(text, "{MAGIC} {format} {version}");
+        let body_start = text.len();
+        let mut buf = Vec::new();
+        let mut count = 0u64;
+        for (k, v) in self.iter() {
+            buf.clear();
+            k.encode(&mut buf);
+            escape(&buf, &mut text);
+            text.push(b' ');
+            buf.clear();
+            v.encode(&mut buf);
+            escape(&buf, &mut text);
+            text.push(b'\n');
+            count += 1;
+        }
+        let hash = fingerprint(&text[body_start..]);
+        let _ = writeln!(text, "end {count} {hash:016x}");
+
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
+        let mut f = File::create(&tmp).map_err(io_err)?;
+        f.write_all(&text).map_err(io_err)?;
+        f.sync_data().map_err(io_err)?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io_err)?;
+        // The rename itself is durable only once the directory is synced.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        Ok(())
+    }
+
+    /// Reads the entries saved in `path` by [`save`](Keyed::save) with the same `format`
+    /// and `version`, and inserts them (oldest first, so the order and the bound hold).
+    /// Returns how many were read: 0 when the file does not exist. Nothing is inserted
+    /// unless the whole file checks out.
+    pub fn load(&mut self, path: &Path, format: &str, version: u32) -> Result<usize, StateError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(StateError::Io(path.to_path_buf(), e)),
+        };
+        let entries = parse::<K, V>(&bytes, format, version).map_err(|e| e.at(path))?;
+        let n = entries.len();
+        for (k, v) in entries {
+            self.insert(k, v);
+        }
+        Ok(n)
+    }
+}
+
+/// A [`StateError`] before it knows its path.
+enum ParseError {
+    Foreign(String),
+    Version(String),
+    Corrupt(String),
+    Truncated,
+}
+
+impl ParseError {
+    fn at(self, path: &Path) -> StateError {
+        let p = path.to_path_buf();
+        match self {
+            ParseError::Foreign(w) => StateError::Foreign(p, w),
+            ParseError::Version(w) => StateError::Version(p, w),
+            ParseError::Corrupt(w) => StateError::Corrupt(p, w),
+            ParseError::Truncated => StateError::Truncated(p),
+        }
+    }
+}
+
+fn parse<K: StateCodec, V: StateCodec>(
+    bytes: &[u8],
+    format: &str,
+    version: u32,
+) -> Result<Vec<(K, V)>, ParseError> {
+    let Some(nl) = bytes.iter().position(|&b| b == b'\n') else {
+        return Err(if bytes.starts_with(MAGIC.as_bytes()) {
+            ParseError::Truncated
+        } else {
+            ParseError::Foreign("no header line".into())
+        });
+    };
+    let header = String::from_utf8_lossy(&bytes[..nl]);
+    let mut words = header.split(' ');
+    if words.next() != Some(MAGIC) {
+        return Err(ParseError::Foreign(format!(
+            "header {:?}",
+            header.chars().take(60).collect::<String>()
+        )));
+    }
+    let (found_format, found_version) = (words.next(), words.next());
+    if found_format != Some(format) || words.next().is_some() {
+        return Err(ParseError::Foreign(format!(
+            "format {:?}, expected {format:?}",
+            found_format.unwrap_or("")
+        )));
+    }
+    if found_version != Some(version.to_string().as_str()) {
+        return Err(ParseError::Version(format!(
+            "version {:?}, this build reads {version}",
+            found_version.unwrap_or("")
+        )));
+    }
+    let body = &bytes[nl + 1..];
+    // The trailer is the last whole line; anything after it, or no trailer at all, means
+    // the file was cut or added to.
+    let Some(body) = body.strip_suffix(b"\n") else {
+        return Err(ParseError::Truncated);
+    };
+    let trailer_at = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let trailer = &body[trailer_at..];
+    let Some(trailer) = trailer.strip_prefix(b"end ") else {
+        return Err(ParseError::Truncated);
+    };
+    let trailer = std::str::from_utf8(trailer)
+        .map_err(|_| ParseError::Corrupt("trailer is not text".into()))?;
+    let (count, hash) = trailer
+        .split_once(' ')
+        .and_then(|(c, h)| Some((c.parse::<u64>().ok()?, u64::from_str_radix(h, 16).ok()?)))
+        .ok_or_else(|| ParseError::Corrupt(format!("trailer {trailer:?}")))?;
+    let lines = &bytes[nl + 1..nl + 1 + trailer_at];
+    if fingerprint(lines) != hash {
+        return Err(ParseError::Corrupt(
+            "entries do not match their hash".into(),
+        ));
+    }
+    let mut entries = Vec::new();
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    for (i, line) in lines.split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let lineno = i + 2;
+        let bad = |what: &str| ParseError::Corrupt(format!("line {lineno}: {what}"));
+        let (k, v) = line
+            .iter()
+            .position(|&b| b == b' ')
+            .map(|at| (&line[..at], &line[at + 1..]))
+            .ok_or_else(|| bad("no value"))?;
+        key.clear();
+        value.clear();
+        if !unescape(k, &mut key) || !unescape(v, &mut value) {
+            return Err(bad("bad escape"));
+        }
+        let k = K::decode(&key).ok_or_else(|| bad("bad key"))?;
+        let v = V::decode(&value).ok_or_else(|| bad("bad value"))?;
+        entries.push((k, v));
+    }
+    if entries.len() as u64 != count {
+        return Err(ParseError::Corrupt(format!(
+            "{} entries, trailer says {count}",
+            entries.len()
+        )));
+    }
+    Ok(entries)
+}
+
+/// Percent-escapes what would break a line of `KEY VALUE`: `%`, spaces, control bytes.
+fn escape(b: &[u8], out: &mut Vec<u8>) {
+    for &c in b {
+        if c == b'%' || c == b' ' || c < 0x20 || c == 0x7f {
+            let _ = write!(out, "%{c:02x}");
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+fn unescape(b: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let Some(hex) = b.get(i + 1..i + 3) else {
+                return false;
+            };
+            let Some(c) = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            else {
+                return false;
+            };
+            out.push(c);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("deadbeat-keyed-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn key(i: u64) -> Rc<[u8]> {
+        Rc::from(format!("key {i}\n%").as_bytes())
+    }
+
+    #[test]
+    fn the_bound_holds_and_evictions_are_counted() {
+        let n: u64 = std::env::var("DEADBEAT_KEYED_KEYS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let mut k: Keyed<u64, u64> = Keyed::new(10_000);
+        for i in 0..n {
+            k.insert(i, i);
+            assert!(k.len() <= 10_000);
+        }
+        assert_eq!(k.len(), 10_000);
+        assert_eq!(k.evictions(), n - 10_000);
+        // The newest stay, oldest first.
+        let kept: Vec<u64> = k.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kept, (n - 10_000..n).collect::<Vec<_>>());
+        // The order queue stays bounded too.
+        assert!(k.order.len() <= 2 * k.len() + 64);
+    }
+
+    #[test]
+    fn writes_and_touches_reorder_reads_do_not() {
+        let mut k: Keyed<u64, &str> = Keyed::new(3);
+        k.insert(1, "a");
+        k.insert(2, "b");
+        k.insert(3, "c");
+        assert_eq!(k.get(&1), Some(&"a"));
+        k.insert(2, "B"); // rewritten: newest
+        k.insert(4, "d"); // evicts 1, the oldest write
+        assert_eq!(k.get(&1), None);
+        k.touch(&3); // used: newest
+        k.insert(5, "e"); // evicts 2
+        assert_eq!(k.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![4, 3, 5]);
+        assert_eq!(k.evictions(), 2);
+        // Many rewrites of one key leave the queue bounded.
+        for i in 0..10_000 {
+            k.insert(5, if i % 2 == 0 { "x" } else { "y" });
+        }
+        assert!(k.order.len() <= 2 * k.len() + 64);
+        assert_eq!(k.len(), 3);
+        assert_eq!(k.remove(&4), Some("d"));
+        assert_eq!(k.pop_oldest(), Some((3, "c")));
+    }
+
+    #[test]
+    fn expiry_takes_from_the_oldest_end_only() {
+        let mut k: Keyed<u64, u64> = Keyed::new(10);
+        for i in 0..6 {
+            k.insert(i, i * 10);
+        }
+        assert_eq!(k.expire_oldest(|v| *v < 30), 3);
+        assert_eq!(k.len(), 3);
+        assert_eq!(k.evictions(), 0);
+        assert_eq!(k.expire_oldest(|v| *v < 30), 0);
+    }
+
+    #[test]
+    fn save_and_load_round_trip_in_order() {
+        let dir = temp_dir("round");
+        let path = dir.join("sub/state");
+        let mut k: Keyed<Rc<[u8]>, u64> = Keyed::new(100);
+        for i in 0..50 {
+            k.insert(key(i), i * 7);
+        }
+        k.insert(key(3), 1); // moves to the end
+        k.save(&path, "test", 1).unwrap();
+        let mut back: Keyed<Rc<[u8]>, u64> = Keyed::new(100);
+        assert_eq!(back.load(&path, "test", 1).unwrap(), 50);
+        let a: Vec<_> = k.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let b: Vec<_> = back.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(a, b);
+        // Loaded into a smaller map, the newest stay.
+        let mut small: Keyed<Rc<[u8]>, u64> = Keyed::new(10);
+        assert_eq!(small.load(&path, "test", 1).unwrap(), 50);
+        assert_eq!(small.len(), 10);
+        assert_eq!(small.get(&key(3)[..]), Some(&1));
+        // No temporary file is left behind; a missing file is nothing to load.
+        assert_eq!(std::fs::read_dir(dir.join("sub")).unwrap().count(), 1);
+        assert_eq!(back.load(&dir.join("none"), "test", 1).unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn foreign_corrupt_and_truncated_files_are_errors_and_change_nothing() {
+        let dir = temp_dir("bad");
+        let path = dir.join("state");
+        let mut k: Keyed<Rc<[u8]>, u64> = Keyed::new(100);
+        for i in 0..20 {
+            k.insert(key(i), i);
+        }
+        k.save(&path, "test", 1).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        let mut fresh: Keyed<Rc<[u8]>, u64> = Keyed::new(100);
+
+        let check = |bytes: &[u8], want: &str| {
+            let mut fresh: Keyed<Rc<[u8]>, u64> = Keyed::new(100);
+            std::fs::write(&path, bytes).unwrap();
+            let err = fresh.load(&path, "test", 1).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(want), "{want:?} not in {text:?}");
+            assert!(text.contains("state"), "{text}");
+            assert!(fresh.is_empty());
+        };
+        // Cut anywhere: truncated or corrupt, never loaded.
+        for cut in [0, 5, 20, good.len() / 2, good.len() - 1] {
+            std::fs::write(&path, &good[..cut]).unwrap();
+            let e = fresh.load(&path, "test", 1).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    StateError::Truncated(_) | StateError::Corrupt(..) | StateError::Foreign(..)
+                ),
+                "cut at {cut}: {e}"
+            );
+            assert!(fresh.is_empty());
+        }
+        let mut flipped = good.clone();
+        let at = good.len() / 2;
+        flipped[at] = if flipped[at] == b'1' { b'2' } else { b'1' };
+        check(&flipped, "corrupt");
+        check(b"deadbeat-checkpoint 1 gen 4\n1 2 3\n", "not a state file");
+        check(b"\x00\x01\x02 binary garbage\n\xff", "not a state file");
+        let other = String::from_utf8_lossy(&good).replacen("test", "other", 1);
+        check(other.as_bytes(), "not a state file");
+        let newer = String::from_utf8_lossy(&good).replacen("test 1", "test 2", 1);
+        check(newer.as_bytes(), "unsupported state version");
+        // A bad value (not a number) with a matching hash is still refused.
+        let mut forged = b"deadbeat-state test 1\n".to_vec();
+        let lines = b"k notanumber\n";
+        forged.extend_from_slice(lines);
+        forged.extend_from_slice(format!("end 1 {:016x}\n", fingerprint(lines)).as_bytes());
+        check(&forged, "bad value");
+        // An unreadable path (a directory) is an I/O error.
+        let e = fresh.load(&dir, "test", 1).unwrap_err();
+        assert!(matches!(e, StateError::Io(..)), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

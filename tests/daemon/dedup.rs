@@ -1,0 +1,241 @@
+//! `dedup` in the daemon: repeats dropped within `within`, passed after it, remembered
+//! across a restart with `persist`, a bad state file ignored, dropped lines acknowledged.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{
+    PATIENCE, deadbeat, kill, line_count, run_ok, run_with_stdin, spawn_with_stdin, stderr_of,
+    wait_exit, wait_for, write_config,
+};
+use crate::engine::TempDir;
+
+/// stdin → dedup (with `keys`) → file_out out.log, state in `st/`.
+fn config(dir: &Path, keys: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"dedup\"\n{keys}\n\
+             [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
+        ),
+    )
+}
+
+fn out(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("out.log")).unwrap_or_default()
+}
+
+fn state_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir.join("st"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("dedup-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn repeats_within_the_time_are_dropped_and_the_rest_pass_in_order() {
+    let dir = TempDir::new("dedup-basic");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"dedup\"\nfields = [\"host\", \"n\"]\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n",
+    );
+    let input = concat!(
+        "{\"host\":\"a\",\"n\":1,\"x\":1}\n",
+        "{\"host\":\"a\",\"n\":2,\"x\":2}\n",
+        "{\"host\":\"a\",\"n\":1,\"x\":3}\n", // repeat of the first, other fields differ
+        "{\"host\":\"b\",\"n\":1,\"x\":4}\n",
+        "{\"host\":\"a1\",\"n\":1,\"x\":5}\n", // no confusion of a+"1" with a1
+        "{\"host\":\"b\",\"x\":6}\n",          // lacks n: passes
+        "{\"host\":\"b\",\"x\":7}\n",          // lacks n: passes
+        "{\"host\":\"a\",\"n\":2,\"x\":8}\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let xs: Vec<String> = String::from_utf8_lossy(&stdout)
+        .lines()
+        .map(|l| {
+            let at = l.find("\"x\":").unwrap() + 4;
+            l[at..].trim_end_matches('}').to_string()
+        })
+        .collect();
+    assert_eq!(xs, ["1", "2", "4", "5", "6", "7"], "{err}");
+    assert!(
+        err.contains("cog=dedup#3 in=8 out=6 dropped=2 errors=0"),
+        "{err}"
+    );
+
+    // Without fields, the whole record is the key.
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"dedup\"\n\
+         [[train.cog]]\ntype = \"stdout\"\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&cfg, b"a\nb\na\nc\nb\na\nd\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&stdout), "a\nb\nc\nd\n", "{err}");
+    assert!(err.contains("cog=dedup#2 in=7 out=4 dropped=3"), "{err}");
+}
+
+#[test]
+fn a_repeat_after_the_time_passes() {
+    let dir = TempDir::new("dedup-within");
+    let cfg = config(dir.path(), "within = \"300ms\"");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    stdin.write_all(b"a\nb\na\n").unwrap();
+    wait_for("the first two lines", || {
+        line_count(&dir.path().join("out.log")) == 2
+    });
+    let since = Instant::now();
+    // The point of the test is time passing: wait out `within`, bounded.
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(since.elapsed() < PATIENCE);
+    stdin.write_all(b"a\na\nb\n").unwrap();
+    wait_for("the repeats after within", || {
+        line_count(&dir.path().join("out.log")) == 4
+    });
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "{err}");
+    assert_eq!(out(dir.path()), "a\nb\na\nb\n", "{err}");
+    assert!(err.contains("cog=dedup#2 in=6 out=4 dropped=2"), "{err}");
+}
+
+#[test]
+fn persisted_keys_survive_a_sigterm_restart_and_a_bad_state_file_is_ignored() {
+    let dir = TempDir::new("dedup-persist");
+    let cfg = config(dir.path(), "persist = true\nname = \"seen\"");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    stdin.write_all(b"x\ny\nx\n").unwrap();
+    wait_for("two lines", || line_count(&dir.path().join("out.log")) == 2);
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "{err}");
+    drop(stdin);
+    assert!(err.contains("dedup state saved"), "{err}");
+    let files = state_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    let saved = std::fs::read(&files[0]).unwrap();
+    assert!(saved.starts_with(b"deadbeat-state dedup 1\n"));
+
+    // Restarted: x and y are still known.
+    let (st, _, err) = run_with_stdin(&cfg, b"x\nz\ny\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("dedup state loaded"), "{err}");
+    assert_eq!(out(dir.path()), "x\ny\nz\n", "{err}");
+    assert!(err.contains("cog=seen in=3 out=1 dropped=2"), "{err}");
+
+    // A corrupt, then a cut, state file: logged, ignored, the run works and remembers
+    // nothing of it (x passes again).
+    let good = std::fs::read(&files[0]).unwrap();
+    let mut corrupt = good.clone();
+    let at = good.len() / 2;
+    corrupt[at] ^= 0x01;
+    for (what, bytes) in [
+        ("corrupt", corrupt),
+        ("truncated", good[..good.len() - 3].to_vec()),
+        ("not a state file", b"\x7fELF\x02\x01\x01 garbage".to_vec()),
+    ] {
+        std::fs::write(dir.path().join("out.log"), "").unwrap();
+        std::fs::write(&files[0], &bytes).unwrap();
+        let (st, _, err) = run_with_stdin(&cfg, b"x\nx\n");
+        assert!(st.success(), "{what}: {err}");
+        assert!(err.contains("dedup state ignored, starting empty"), "{err}");
+        assert!(err.contains(what), "{what}: {err}");
+        assert_eq!(out(dir.path()), "x\n", "{what}: {err}");
+        // The state is saved again at the end, whole.
+        let again = std::fs::read(&files[0]).unwrap();
+        assert!(again.starts_with(b"deadbeat-state dedup 1\n"), "{what}");
+    }
+}
+
+#[test]
+fn dropped_lines_are_acknowledged_so_the_checkpoint_moves_past_them() {
+    let dir = TempDir::new("dedup-ack");
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    // The file ends with repeats: if they were not acknowledged, the checkpoint would
+    // stay before them and the next run would read them again (and, with a fresh cache,
+    // pass them).
+    std::fs::write(dir.path().join("logs/app.log"), "a\nb\na\nb\na\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
+         paths = [\"logs/*.log\"]\nfollow = false\n\
+         [[train.cog]]\ntype = \"dedup\"\nfields = [\"message\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(out(dir.path()), "a\nb\n", "{err}");
+    assert!(err.contains("cog=dedup#2 in=5 out=2 dropped=3"), "{err}");
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(out(dir.path()), "a\nb\n", "second run: {err}");
+    assert!(err.contains("cog=dedup#2 in=0 out=0 dropped=0"), "{err}");
+}
+
+#[test]
+fn bad_settings_are_configuration_errors() {
+    let dir = TempDir::new("dedup-check");
+    for (keys, want) in [
+        ("within = \"0s\"", "key \"within\": must be longer than 0s"),
+        ("max_keys = 0", "key \"max_keys\": must be at least 1"),
+        ("fields = [\"a..b\"]", "key \"fields\": \"a..b\""),
+    ] {
+        let cfg = config(dir.path(), keys);
+        let res = deadbeat()
+            .args(["check", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "{keys}");
+        assert!(err.contains(want), "{keys}: {err}");
+    }
+}
+
+#[test]
+fn the_bound_holds_evictions_are_logged_at_a_bounded_rate() {
+    let dir = TempDir::new("dedup-bound");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"dedup\"\nmax_keys = 10\n\
+         [[train.cog]]\ntype = \"stdout\"\n",
+    );
+    let n: usize = std::env::var("DEADBEAT_DEDUP_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let mut input = String::new();
+    for i in 0..n {
+        input.push_str(&format!("k{i}\n"));
+    }
+    // The newest ten are still known; the first was forgotten long ago.
+    input.push_str(&format!("k{}\nk0\n", n - 1));
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let lines = String::from_utf8_lossy(&stdout).lines().count();
+    assert_eq!(lines, n + 1, "{err}");
+    assert!(
+        err.contains(&format!("cog=dedup#2 in={} out={} dropped=1", n + 2, n + 1)),
+        "{err}"
+    );
+    let logged = err.matches("state full: oldest keys evicted").count();
+    assert!(logged >= 1, "{err}");
+    // One line per batch at most, and at most 10 a second whatever the input.
+    assert!(logged <= 100, "{logged} eviction lines");
+}

@@ -1,0 +1,168 @@
+//! `throttle` in the daemon: a deterministic burst per key, excess dropped (acknowledged,
+//! counted) or sent to another train, tokens coming back with time.
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::{
+    line_count, run_ok, run_with_stdin, spawn_with_stdin, stderr_of, wait_exit, wait_for,
+    write_config,
+};
+use crate::engine::TempDir;
+
+/// Ten lines of host a and two of host b, interleaved, numbered by `x`.
+fn burst_input() -> String {
+    let hosts = ["a", "a", "b", "a", "a", "a", "b", "a", "a", "a", "a", "a"];
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| format!("{{\"host\":\"{h}\",\"x\":{i}}}\n"))
+        .collect()
+}
+
+fn xs(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let at = l.find("\"x\":").unwrap() + 4;
+            l[at..].trim_end_matches('}').to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_per_key_passes_and_the_excess_is_dropped() {
+    let dir = TempDir::new("throttle-drop");
+    // A rate so low that no token comes back during the test: the burst alone decides.
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nfields = [\"host\"]\nrate = 0.001\nburst = 3\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&cfg, burst_input().as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        xs(&String::from_utf8_lossy(&stdout)),
+        ["0", "1", "2", "3", "6"],
+        "{err}"
+    );
+    assert!(
+        err.contains("cog=throttle#3 in=12 out=5 dropped=7 errors=0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_excess_goes_to_another_train() {
+    let dir = TempDir::new("throttle-route");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nfields = [\"host\"]\nrate = 0.001\nburst = 3\n\
+         on_excess = \"train:excess\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.json\"\nformat = \"json\"\n\
+         [[train]]\nname = \"excess\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"excess.json\"\nformat = \"json\"\n",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, burst_input().as_bytes());
+    assert!(st.success(), "{err}");
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+    assert_eq!(xs(&read("out.json")), ["0", "1", "2", "3", "6"], "{err}");
+    assert_eq!(
+        xs(&read("excess.json")),
+        ["4", "5", "7", "8", "9", "10", "11"],
+        "{err}"
+    );
+    assert!(
+        err.contains("cog=throttle#3 in=12 out=5 dropped=0"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tokens_come_back_with_time_and_dropped_lines_are_acknowledged() {
+    let dir = TempDir::new("throttle-refill");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nrate = 20\nburst = 1\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    );
+    let out = dir.path().join("out.log");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    // Written at once, the two lines arrive together: the second finds no token.
+    stdin.write_all(b"a\nb\n").unwrap();
+    wait_for("the first line", || line_count(&out) == 1);
+    // A token comes back every 50 ms; the point of the test is time passing (bounded).
+    std::thread::sleep(Duration::from_millis(150));
+    stdin.write_all(b"c\n").unwrap();
+    wait_for("the line after the refill", || line_count(&out) == 2);
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "a\nc\n", "{err}");
+    assert!(err.contains("cog=throttle#2 in=3 out=2 dropped=1"), "{err}");
+
+    // With tail, the dropped lines are acknowledged: a second run reads nothing again.
+    std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+    std::fs::write(dir.path().join("logs/app.log"), "1\n2\n3\n4\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tail\"\n\
+         paths = [\"logs/*.log\"]\nfollow = false\n\
+         [[train.cog]]\ntype = \"throttle\"\nrate = 0.001\nburst = 2\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"tail.log\"\n",
+    );
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("cog=throttle#2 in=4 out=2 dropped=2"), "{err}");
+    let res = run_ok(&cfg);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("cog=throttle#2 in=0 out=0 dropped=0"), "{err}");
+    let got = std::fs::read_to_string(dir.path().join("tail.log")).unwrap();
+    assert_eq!(got, "1\n2\n", "{err}");
+}
+
+#[test]
+fn bad_settings_are_configuration_errors() {
+    let dir = TempDir::new("throttle-check");
+    for (keys, want) in [
+        (
+            "rate = 0.0",
+            "key \"rate\": must be a number of data per second above 0",
+        ),
+        ("rate = 1.0\nburst = 0", "key \"burst\": must be at least 1"),
+        (
+            "rate = 1.0\non_excess = \"nope\"",
+            "expected \"drop\" or \"train:NAME\"",
+        ),
+        (
+            "rate = 1.0\non_excess = \"train:none\"",
+            "no train named \"none\"",
+        ),
+        (
+            "rate = 1.0\non_excess = \"train:t\"",
+            "cannot send records to itself",
+        ),
+        ("burst = 2", "rate"),
+    ] {
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+                 [[train.cog]]\ntype = \"throttle\"\n{keys}\n\
+                 [[train.cog]]\ntype = \"stdout\"\n"
+            ),
+        );
+        let res = super::deadbeat()
+            .args(["check", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "{keys}");
+        assert!(err.contains(want), "{keys}: {err}");
+    }
+}
