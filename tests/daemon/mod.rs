@@ -14,6 +14,7 @@ mod conditions;
 mod custom_daemon;
 mod file_out;
 mod files;
+mod multiline;
 mod signals;
 mod spool;
 mod tail;
