@@ -25,9 +25,9 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 ///   it, the exception line closing it, and chained tracebacks (`During handling of the
 ///   above exception...`, `The above exception was the direct cause...`, blank lines
 ///   between them); otherwise indented lines;
-///   `"go"`: after a `panic: ` or `fatal error: ` line, blank lines, indented lines,
-///   `goroutine N [...]:`, `[signal ...`, `created by ...`, `exit status N` and frame
-///   lines (`pkg.func(...)`); otherwise indented lines.
+///   `"go"`: a `panic: ` or `fatal error: ` line starts an event, continued by blank
+///   lines, indented lines, `goroutine N [...]:`, `[signal ...`, `created by ...`,
+///   `exit status N` and frame lines (`pkg.func(...)`); otherwise indented lines continue.
 ///
 /// `start` and `continues` need the `regex` cargo feature (on by default); `indent` and
 /// the presets are written without it and work in every build.
@@ -235,8 +235,8 @@ impl Rule {
                         || line.starts_with(b"exit status ")
                         || go_frame(line)
                 } else if go_panic(line) {
-                    *state = State::Panic;
-                    true
+                    // A panic is the runtime's report, not a part of the log line before it.
+                    false
                 } else {
                     indented(line)
                 }

@@ -3,6 +3,7 @@
 mod fields;
 mod flow;
 mod ip;
+mod multiline;
 mod parse;
 mod pipeline;
 mod template;
