@@ -40,6 +40,10 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// emitted as it is, cut, with `truncated = true`; the lines after the cut start the next
 /// event (nothing is dropped). Cuts are counted and logged (at most 10 lines a second).
 ///
+/// **Sources.** At most `max_keys` sources hold an open event; a line of one more source
+/// first emits the event of the source quiet the longest (counted and logged), so memory
+/// stays bounded whatever the number of files or peers.
+///
 /// **Timeout.** The last event of a source stays open until a line that starts another
 /// comes; when its source has been quiet for `timeout` it is emitted by a timer. At
 /// shutdown (`finish`) every open event is emitted, never dropped.
@@ -63,6 +67,7 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// timeout = "1s"
 /// max_lines = 500
 /// max_bytes = "1MiB"
+/// max_keys = 10000
 /// ```
 ///
 /// From its typed settings, without TOML, on any datum (getters and setters in
@@ -84,6 +89,8 @@ pub struct Multiline<D> {
     /// Joined datum's id → the ids of the lines joined to it, acknowledged with it.
     held: HashMap<EventId, Vec<EventId>>,
     timer_armed: bool,
+    max_keys: usize,
+    evictions: u64,
     cuts: u64,
     limiter: LogLimiter,
 }
@@ -319,6 +326,9 @@ impl<D: 'static> Multiline<D> {
         if s.max_lines == 0 {
             return Err(SettingError::new("max_lines", "must be at least 1"));
         }
+        if s.max_keys == 0 {
+            return Err(SettingError::new("max_keys", "must be at least 1"));
+        }
         if s.max_bytes == 0 {
             return Err(SettingError::new("max_bytes", "must be at least 1"));
         }
@@ -333,6 +343,8 @@ impl<D: 'static> Multiline<D> {
             others: HashMap::new(),
             held: HashMap::new(),
             timer_armed: false,
+            max_keys: s.max_keys,
+            evictions: 0,
             cuts: 0,
             limiter: LogLimiter::default(),
         })
@@ -376,13 +388,46 @@ impl<D: 'static> Multiline<D> {
     }
 
     /// Makes the source `key` the current one.
-    fn switch(&mut self, key: &[u8]) {
+    /// Makes the source `key` the current one. A source's key is copied once, when its
+    /// event opens, and then moves between `cur_key` and the map.
+    fn switch(&mut self, key: &[u8], out: &mut Out<D>, cx: &mut Ctx) {
         if let Some(p) = self.cur.take() {
             self.others.insert(std::mem::take(&mut self.cur_key), p);
         }
-        self.cur = self.others.remove(key);
-        self.cur_key.clear();
-        self.cur_key.extend_from_slice(key);
+        match self.others.remove_entry(key) {
+            Some((k, p)) => {
+                self.cur_key = k;
+                self.cur = Some(p);
+            }
+            None => {
+                self.cur_key = key.to_vec();
+                if self.others.len() >= self.max_keys {
+                    self.evict(out, cx);
+                }
+            }
+        }
+    }
+
+    /// Emits the event of the source quiet the longest, to keep open events within
+    /// `max_keys` (counted and logged).
+    fn evict(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        let Some(k) = self
+            .others
+            .iter()
+            .min_by_key(|(_, p)| p.last)
+            .map(|(k, _)| k.clone())
+        else {
+            return;
+        };
+        if let Some(p) = self.others.remove(&k) {
+            self.evictions += 1;
+            if self.limiter.allow("evictions", "multiline", cx) {
+                slog::warn!(cx.logger(), "too many sources with an open event; the quietest emitted early";
+                    "cog" => "multiline", "source" => %String::from_utf8_lossy(&k),
+                    "max_keys" => self.max_keys, "evictions_so_far" => self.evictions);
+            }
+            self.emit(p, false, out, cx);
+        }
     }
 
     fn line(&mut self, d: D, out: &mut Out<D>, cx: &mut Ctx) {
@@ -398,8 +443,7 @@ impl<D: 'static> Multiline<D> {
         };
         let key = self.fields.source.get(&d).unwrap_or(b"");
         if key != self.cur_key.as_slice() {
-            let key = key.to_vec();
-            self.switch(&key);
+            self.switch(key, out, cx);
         }
         let now = cx.now();
         let Some(mut p) = self.cur.take() else {
@@ -564,9 +608,9 @@ impl<D: 'static> Cog<D> for Multiline<D> {
         for p in others {
             self.emit(p, false, out, cx);
         }
-        if self.cuts > 0 {
-            slog::info!(cx.logger(), "events cut at max_lines / max_bytes";
-                "cog" => "multiline", "count" => self.cuts);
+        if self.cuts > 0 || self.evictions > 0 {
+            slog::info!(cx.logger(), "events cut at max_lines / max_bytes, or emitted early at max_keys";
+                "cog" => "multiline", "cuts" => self.cuts, "evictions" => self.evictions);
         }
     }
 }
@@ -602,6 +646,8 @@ crate::settings! {
         /// bytes of an event's text at most; beyond, it is emitted cut with truncated = true
         #[setting(size)]
         max_bytes: usize = "1MiB",
+        /// sources with an open event at most; beyond, the event of the source quiet the longest is emitted early (counted, logged)
+        max_keys: usize = "10000",
     }
 }
 

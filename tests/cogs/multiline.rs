@@ -236,3 +236,38 @@ fn settings_are_checked() {
         "max_lines"
     );
 }
+
+/// With `max_keys = 2`, a third source with an open event first emits the event of the
+/// source quiet the longest; every line still comes out, once.
+#[test]
+fn max_keys_emits_the_quietest_event_early() {
+    let s = MultilineSettings {
+        indent: true,
+        max_keys: 2,
+        ..Default::default()
+    };
+    let a = lines("a", 1, "a1\n  a1.1\n  a1.2\n");
+    let b = lines("b", 10, "b1\n  b1.1\n");
+    let c = lines("c", 20, "c1\n");
+    let input = vec![
+        a[0].clone(),
+        b[0].clone(),
+        a[1].clone(),
+        b[1].clone(),
+        c[0].clone(),
+        a[2].clone(),
+    ];
+    let (out, ids) = run_lines(s, input, true);
+    assert_eq!(
+        out,
+        [
+            // `a` was heard from before `b`'s last line: `a` is the quietest.
+            "[a] a1\n  a1.1",
+            // Its last line then opens an event of its own, evicting `b`.
+            "[b] b1\n  b1.1",
+            "[a]   a1.2",
+            "[c] c1",
+        ]
+    );
+    assert_eq!(ids, [1, 2, 3, 10, 11, 20]);
+}
