@@ -386,3 +386,71 @@ fn kill_9_mid_stream_loses_no_event_and_splits_none() {
     // Duplicates are events out but unacknowledged at a kill: at most a few batches.
     assert!(dups <= n / 2, "{dups} duplicates");
 }
+
+/// `tcp_in` → `multiline` with `source = "peer"`: two connections writing by turns, each
+/// leaving an event open while the other writes, are joined per connection.
+#[test]
+fn connections_are_joined_per_peer() {
+    use std::net::{TcpListener, TcpStream};
+    let dir = TempDir::new("ml-tcp");
+    let mut tries = 0;
+    let (mut child, port) = loop {
+        tries += 1;
+        assert!(tries <= 10, "no free port found");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"tcp_in\"\n\
+                 listen = \"127.0.0.1:{port}\"\n\
+                 [[train.cog]]\ntype = \"multiline\"\nindent = true\nsource = \"peer\"\n\
+                 timeout = \"0s\"\n\
+                 [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n\
+                 format = \"template\"\ntemplate = \"{{peer|json}} {{message|json}}\"\n"
+            ),
+        );
+        let mut child = start(dir.path(), &cfg);
+        let up = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        if up {
+            break (child, port);
+        }
+        // The port was taken between choosing and binding it: another one.
+        let _ = wait_exit(&mut child);
+    };
+    let mut a = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut b = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (pa, pb) = (
+        json_str(&a.local_addr().unwrap().to_string()),
+        json_str(&b.local_addr().unwrap().to_string()),
+    );
+    a.write_all(b"a1\n  a1.1\n").unwrap();
+    b.write_all(b"b1\n  b1.1\n").unwrap();
+    a.write_all(b"  a1.2\na2\n").unwrap();
+    wait_for("a1 out", || !out_lines(dir.path()).is_empty());
+    b.write_all(b"  b1.2\nb2\n").unwrap();
+    wait_for("b1 out", || out_lines(dir.path()).len() >= 2);
+    kill(child.id(), libc::SIGTERM);
+    assert!(wait_exit(&mut child).success());
+    let mut got = out_lines(dir.path());
+    got.sort();
+    let mut want = vec![
+        format!("{pa} {}", json_str("a1\n  a1.1\n  a1.2")),
+        format!("{pa} {}", json_str("a2")),
+        format!("{pb} {}", json_str("b1\n  b1.1\n  b1.2")),
+        format!("{pb} {}", json_str("b2")),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}
