@@ -48,7 +48,7 @@ pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
 /// ```
 ///
 /// From its typed settings, without TOML, on any datum (a key writer and an id getter):
-/// `Dedup::new(&DedupSettings { within: Duration::from_secs(60), ..Default::default() }, key, id, None)`.
+/// `Dedup::from_settings(&DedupSettings { within: Duration::from_secs(60), ..Default::default() }, key, id, None)`.
 pub struct Dedup<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
@@ -75,7 +75,7 @@ impl<D> Dedup<D> {
     /// A `dedup` made from its settings: `key` writes a datum's key, `id` reads the id to
     /// acknowledge dropped data with, `state_file` is where the keys are saved and loaded
     /// (`None`: not kept across runs, whatever `s.persist` says).
-    pub fn new(
+    pub fn from_settings(
         s: &DedupSettings,
         key: KeyFn<D>,
         id: Getter<D, EventId>,
@@ -281,6 +281,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         state_file(p, bx.state_dir)
     });
     let key: KeyFn<Record> = Box::new(move |r, out| record_key(&paths, r, out));
-    let dedup = Dedup::new(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
+    let dedup =
+        Dedup::from_settings(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
     Ok(Box::new(dedup))
 }

@@ -36,7 +36,7 @@ use super::setting_error;
 ///
 /// From its typed settings, without TOML, on any datum (a key writer, an id getter, and the
 /// mailbox of the train excess goes to, if any):
-/// `Throttle::new(&ThrottleSettings { rate: 5.0, burst: Some(10), ..Default::default() }, key, id, None)`.
+/// `Throttle::from_settings(&ThrottleSettings { rate: 5.0, burst: Some(10), ..Default::default() }, key, id, None)`.
 pub struct Throttle<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
@@ -69,7 +69,7 @@ impl<D> Throttle<D> {
     /// A `throttle` made from its settings: `key` writes a datum's key, `id` reads the id to
     /// acknowledge dropped data with, `excess` is the mailbox of the train that
     /// `on_excess = "train:NAME"` names (`None` for `"drop"`).
-    pub fn new(
+    pub fn from_settings(
         s: &ThrottleSettings,
         key: KeyFn<D>,
         id: Getter<D, EventId>,
@@ -239,7 +239,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     };
     // Without fields, every record has the same (empty) key: one bucket.
     let key: KeyFn<Record> = Box::new(move |r, out| paths.is_empty() || record_key(&paths, r, out));
-    let throttle =
-        Throttle::new(&s, key, id_field().get, excess).map_err(|e| setting_error(p, e))?;
+    let throttle = Throttle::from_settings(&s, key, id_field().get, excess)
+        .map_err(|e| setting_error(p, e))?;
     Ok(Box::new(throttle))
 }

@@ -6,10 +6,11 @@
 
 use crate::kit::CogDescriptor;
 
+pub mod multiline;
 pub mod presets;
 pub mod regex;
 
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
-    vec![regex::DESCRIPTOR]
+    vec![regex::DESCRIPTOR, multiline::DESCRIPTOR]
 }

@@ -25,7 +25,7 @@ fn dedup_from_typed_settings_on_own_struct() {
         out.extend_from_slice(&l.user.to_le_bytes());
         true
     });
-    let dedup = Dedup::new(
+    let dedup = Dedup::from_settings(
         &DedupSettings {
             within: Duration::from_secs(600),
             max_keys: 2,
@@ -97,13 +97,13 @@ fn dedup_settings_checked_without_toml() {
         within: Duration::ZERO,
         ..Default::default()
     };
-    let err = Dedup::new(&zero, key(), id(), None).unwrap_err();
+    let err = Dedup::from_settings(&zero, key(), id(), None).unwrap_err();
     assert_eq!(err.key, "within");
     let none = DedupSettings {
         max_keys: 0,
         ..Default::default()
     };
-    let err = Dedup::new(&none, key(), id(), None).unwrap_err();
+    let err = Dedup::from_settings(&none, key(), id(), None).unwrap_err();
     assert_eq!(err.key, "max_keys");
 }
 
@@ -118,7 +118,7 @@ fn throttle_from_typed_settings_on_own_struct() {
         out.extend_from_slice(&l.user.to_le_bytes());
         true
     });
-    let throttle = Throttle::new(
+    let throttle = Throttle::from_settings(
         &ThrottleSettings {
             rate: 0.001,
             burst: Some(2),
