@@ -212,7 +212,7 @@ crate::settings! {
         within: Duration = "10m",
         /// most keys remembered; beyond it the oldest are forgotten (counted, logged)
         max_keys: usize = "100000",
-        /// save the remembered keys under [state] dir at shutdown and load them at start
+        /// save the remembered keys under `[state] dir` at shutdown and load them at start
         persist: bool = "false",
     }
 }
