@@ -8,6 +8,7 @@ pub mod pass;
 pub mod route;
 pub mod tee;
 pub mod throttle;
+pub mod window;
 
 use crate::kit::CogDescriptor;
 
@@ -20,6 +21,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         drop::DESCRIPTOR,
         dedup::DESCRIPTOR,
         throttle::DESCRIPTOR,
+        window::DESCRIPTOR,
     ]
 }
 

@@ -263,6 +263,16 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         None
     }
 
+    /// Removes and returns the oldest entry, counted as an eviction (for a cog that must
+    /// see what it evicts, e.g. to emit a window early), and reported by
+    /// [`Keyed::report_evictions`].
+    pub fn evict_oldest(&mut self) -> Option<(K, V)> {
+        let e = self.pop_oldest()?;
+        self.evictions += 1;
+        self.unreported += 1;
+        Some(e)
+    }
+
     /// The entries, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.order.iter().filter_map(|(seq, key)| {

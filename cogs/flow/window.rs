@@ -1,0 +1,523 @@
+//! `window`: aggregates data per key over tumbling, hopping or session windows of event
+//! time, and emits one record per closed window.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::engine::mailbox::Mailbox;
+use crate::kit::checkpoint::fingerprint;
+use crate::kit::on_error::{self, LogLimiter, OnError};
+use crate::kit::window::{Added, CloseWhy, Closed, Lookup, WindowSettings, Windows};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
+use crate::prelude::*;
+use crate::record::{Path, Record, Value};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+use super::setting_error;
+
+/// The format name of `window`'s state file.
+const FORMAT: &str = "window";
+
+/// Consumed inputs whose acknowledgement is held at most (over all windows). A
+/// checkpointing supply stops reading at 100,000 unacknowledged data (`tail`); beyond this
+/// bound inputs are acknowledged when counted (a crash may then lose them from their
+/// window), counted and logged.
+pub const MAX_HELD: usize = 50_000;
+
+/// Builds an output datum from an event id and its fields (in order; drained).
+pub type MakeFn<D> = Box<dyn Fn(EventId, &mut Vec<(Path, Value)>) -> D>;
+/// Sets a field of a datum.
+pub type SetFn<D> = Rc<dyn Fn(&mut D, &Path, Value)>;
+
+/// How [`Window`] reads and writes a datum.
+pub struct WindowFields<D> {
+    /// Reads a field (key, time, aggregate inputs, conditions).
+    pub get: Lookup<D>,
+    /// The datum's event id (shared with `on_error`).
+    pub id: Rc<Getter<D, EventId>>,
+    /// Builds a window's output datum.
+    pub make: MakeFn<D>,
+    /// Sets a field (the `late` flag, the `error` reason).
+    pub set: SetFn<D>,
+}
+
+impl<D> std::fmt::Debug for WindowFields<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WindowFields")
+    }
+}
+
+/// The fields of records: `Record::get_path`, `Record::set_path`.
+pub fn record_fields() -> WindowFields<Record> {
+    WindowFields {
+        get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
+        id: Rc::new(crate::record::id_field().get),
+        make: Box::new(|id, fields| {
+            let mut r = Record::with_capacity(fields.len());
+            r.id = id;
+            for (p, v) in fields.drain(..) {
+                r.set_path(&p, v);
+            }
+            r
+        }),
+        set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
+    }
+}
+
+/// Where late data go.
+#[derive(Debug)]
+pub enum Late<D> {
+    /// Acknowledged and dropped (counted).
+    Drop,
+    /// Passed on flagged `late = true`.
+    Emit,
+    /// Sent flagged `late = true` to another train.
+    Train(Rc<Mailbox<D>>),
+}
+
+/// Parses `on_late`; `train` finds the mailbox of a train by name.
+pub fn late_from<D>(
+    setting: &str,
+    train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
+) -> Result<Late<D>, SettingError> {
+    match setting {
+        "drop" => Ok(Late::Drop),
+        "emit" => Ok(Late::Emit),
+        other => match other.strip_prefix("train:") {
+            Some(name) => train(name)
+                .map(Late::Train)
+                .ok_or_else(|| SettingError::new("on_late", format!("no train named {name:?}"))),
+            None => Err(SettingError::new(
+                "on_late",
+                format!("expected \"drop\", \"emit\" or \"train:NAME\", found {other:?}"),
+            )),
+        },
+    }
+}
+
+/// Aggregates data per key over windows of their own time (or of their arrival), and emits
+/// one record per window when it closes: `window_start`, `window_end` (timestamps), the
+/// key fields, then the aggregates in the order written.
+///
+/// **Windows.** `tumbling`: `[k·size, (k+1)·size)`; `hopping`: windows of `size` starting
+/// every `step` (a datum counts in each it falls in); `session`: per key, from its first
+/// datum until `gap` passes without one (a datum after the gap ends the session and
+/// starts the next).
+///
+/// **Event time.** The watermark is the greatest time seen; a window closes when it
+/// reaches the window's end plus `lateness`. A datum whose windows have all closed is late
+/// (time going backwards, a clock reset): counted, and dropped (acknowledged), passed on
+/// (`emit`) or sent to a train, flagged `late = true`. Closing follows the data alone, so
+/// a file replayed at full speed gives the windows that reading it live gave. With
+/// `time = "arrival"` the wall clock is the time and windows close by timer. A datum with
+/// no time, or one that does not parse, goes per `on_error` (counted, logged with its id).
+///
+/// **Aggregates.** `count`, `count(CONDITION)` (the filter language), `sum(F)` (null and
+/// missing count 0; integers stay integers), `min(F)`, `max(F)`, `mean(F)` (skip null and
+/// missing), `first(F)`, `last(F)`, `count_distinct(F)` (exact, on 64-bit hashes, up to
+/// `distinct_exact` values, then a HyperLogLog estimate with `F_estimated = true`, where F
+/// is the output name), `values(F)` (at most `max_values`, then `F_truncated = true`).
+///
+/// **Inputs** are consumed (counted as dropped) unless `pass = true`. A consumed input is
+/// acknowledged only once the record of its window is (a drain wrote it): a checkpointing
+/// supply (`tail`) never commits past an input still in an open window, so a kill -9
+/// re-reads the open windows' inputs. At most [`MAX_HELD`] acknowledgements are held;
+/// beyond, inputs are acknowledged at once (counted, logged).
+///
+/// **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
+/// and values; beyond, the oldest window is emitted early flagged `evicted = true`
+/// (counted, logged at most 10 lines a second).
+///
+/// **Shutdown.** Open windows are emitted flagged `partial = true`; with `persist = true`
+/// (or `at_finish = "persist"`) they are saved under `[state] dir` instead (file
+/// `window-TRAIN-COG-HASH.state`) with the watermark, their inputs acknowledged, and loaded
+/// at start, so a restart mid-window continues the same counts. A state file that cannot be
+/// read is logged and ignored.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "window"
+/// key = ["client"]
+/// time = "time"
+/// kind = "tumbling"   # hopping (size + step) | session (gap)
+/// size = "60s"
+/// lateness = "0s"
+/// on_late = "drop"
+/// aggregate = { requests = "count", bytes = "sum(bytes)", errors = "count(status >= 400)" }
+/// ```
+///
+/// From its typed settings, without TOML, on any datum (see [`WindowFields`]):
+/// `Window::from_settings(&WindowSettings { key: vec!["client".into()], aggregate: Aggregates(vec![("n".into(), "count".into())]), ..Default::default() }, fields, |_| None, None)`.
+#[derive(Debug)]
+pub struct Window<D> {
+    w: Windows<D>,
+    fields: WindowFields<D>,
+    pass: bool,
+    late: Late<D>,
+    on_error: OnError<D>,
+    state_file: Option<PathBuf>,
+    /// Output id → ids of the inputs it counts, acknowledged with it.
+    held: HashMap<EventId, Vec<EventId>>,
+    held_total: usize,
+    early_acks: u64,
+    anchor: Option<(Instant, i64)>,
+    armed: Option<i64>,
+    limiter: LogLimiter,
+    late_path: Path,
+    partial_path: Path,
+    evicted_path: Path,
+    out_buf: Vec<(Path, Value)>,
+    closed_buf: Vec<Closed>,
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn fixed(name: &str) -> Path {
+    Path::parse(name).unwrap_or_else(|_| Path::from(crate::record::Key::new(name)))
+}
+
+impl<D: 'static> Window<D> {
+    /// A `window` made from its settings: `fields` reads and writes the datum, `train`
+    /// finds the mailbox of a train named by `on_late` / `on_error`, `state_file` is where
+    /// open windows are kept across runs (`None`: not kept, whatever the settings say).
+    pub fn from_settings(
+        s: &WindowSettings,
+        fields: WindowFields<D>,
+        train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, SettingError> {
+        let w = Windows::from_settings(s, fields.get.clone(), &[])?;
+        let late = late_from(&s.on_late, &train)?;
+        let set = fields.set.clone();
+        let error_path = fixed("error");
+        let on_error = on_error::for_datum(
+            &s.on_error.on_error,
+            &train,
+            Getter::new({
+                let id = fields.id.clone();
+                move |d: &D| id.get(d)
+            }),
+            Setter::new(move |d: &mut D, why: String| set(d, &error_path, Value::Str(why))),
+        )?;
+        Ok(Window {
+            w,
+            fields,
+            pass: s.pass,
+            late,
+            on_error,
+            state_file: state_file.filter(|_| s.persists()),
+            held: HashMap::new(),
+            held_total: 0,
+            early_acks: 0,
+            anchor: None,
+            armed: None,
+            limiter: LogLimiter::default(),
+            late_path: fixed("late"),
+            partial_path: fixed("partial"),
+            evicted_path: fixed("evicted"),
+            out_buf: Vec::new(),
+            closed_buf: Vec::new(),
+        })
+    }
+
+    /// Late data seen so far.
+    pub fn late(&self) -> u64 {
+        self.w.late
+    }
+
+    /// Windows emitted early to stay within max_keys / max_bytes.
+    pub fn evictions(&self) -> u64 {
+        self.w.states().evictions()
+    }
+
+    fn now_ms(&mut self, now: Instant) -> i64 {
+        let (at, ms) = *self.anchor.get_or_insert_with(|| (now, wall_ms()));
+        ms.saturating_add(i64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0))
+    }
+
+    /// Emits the windows handed out so far.
+    fn emit_closed(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        if self.w.closed.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut self.closed_buf, &mut self.w.closed);
+        let mut closed = std::mem::take(&mut self.closed_buf);
+        for c in closed.drain(..) {
+            let id = cx.new_event_id();
+            self.w.output(&c.state, &mut self.out_buf);
+            match c.why {
+                CloseWhy::Closed => {}
+                CloseWhy::Evicted => self
+                    .out_buf
+                    .push((self.evicted_path.clone(), Value::Bool(true))),
+                CloseWhy::Partial => self
+                    .out_buf
+                    .push((self.partial_path.clone(), Value::Bool(true))),
+            }
+            let d = (self.fields.make)(id, &mut self.out_buf);
+            self.out_buf.clear();
+            if !c.state.held.is_empty() {
+                self.held.insert(id, c.state.held);
+            }
+            out.push(d);
+        }
+        self.closed_buf = closed;
+        self.w.states_mut().report_evictions("window", cx);
+    }
+
+    fn one(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let t = match self.w.time_of(&d) {
+            Ok(t) => t,
+            Err(e) => {
+                self.on_error.fail(d, "window", &e, out, cx);
+                return;
+            }
+        };
+        let id = self.fields.id.get(&d).copied().unwrap_or(0);
+        let mut hold = !self.pass && id != 0;
+        if hold && self.held_total >= MAX_HELD {
+            hold = false;
+        }
+        let added = self.w.add(&d, t, id, hold);
+        self.emit_closed(out, cx);
+        match added {
+            Added::Counted => {
+                if hold {
+                    self.held_total += 1;
+                } else if !self.pass {
+                    if id != 0 {
+                        self.early_acks += 1;
+                        if self.limiter.allow("early acknowledgements", "window", cx) {
+                            slog::warn!(cx.logger(), "too many inputs held in open windows; acknowledged at once (a crash may lose them from their window)";
+                                "cog" => "window", "event" => id, "max_held" => MAX_HELD, "so_far" => self.early_acks);
+                        }
+                    }
+                    cx.event_done(id);
+                }
+                if self.pass {
+                    out.push(d);
+                } else {
+                    out.count_dropped(1);
+                }
+            }
+            Added::Late => {
+                if self.limiter.allow("late data", "window", cx) {
+                    slog::info!(cx.logger(), "late datum: its windows have closed";
+                        "cog" => "window", "event" => id, "late_so_far" => self.w.late);
+                }
+                match &self.late {
+                    Late::Drop => {
+                        cx.event_done(id);
+                        out.count_dropped(1);
+                    }
+                    Late::Emit => {
+                        (self.fields.set)(&mut d, &self.late_path, Value::Bool(true));
+                        out.push(d);
+                    }
+                    Late::Train(m) => {
+                        (self.fields.set)(&mut d, &self.late_path, Value::Bool(true));
+                        m.send(d, cx);
+                    }
+                }
+            }
+        }
+    }
+
+    /// With arrival time: arms the timer for the next window to close.
+    fn arm(&mut self, cx: &mut Ctx) {
+        if !self.w.is_arrival() {
+            return;
+        }
+        let Some(at) = self.w.next_close() else {
+            return;
+        };
+        if self.armed.is_some_and(|a| a <= at) {
+            return;
+        }
+        let Some((i, ms)) = self.anchor else {
+            return;
+        };
+        let when = i + Duration::from_millis(u64::try_from(at.saturating_sub(ms)).unwrap_or(0));
+        match cx.timer_at(when, 0) {
+            Ok(_) => self.armed = Some(at),
+            Err(e) => {
+                if self.limiter.allow("timer failures", "window", cx) {
+                    slog::warn!(cx.logger(), "cannot arm the window timer; windows close with the next data or at shutdown";
+                        "cog" => "window", "error" => %e);
+                }
+            }
+        }
+    }
+}
+
+impl<D: 'static> Cog<D> for Window<D> {
+    fn name(&self) -> &str {
+        "window"
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let now = cx.now();
+        self.anchor = Some((now, wall_ms()));
+        if let Some(path) = &self.state_file {
+            match self.w.load(path, FORMAT) {
+                Ok(n) => {
+                    if n > 0 {
+                        slog::info!(cx.logger(), "window state loaded";
+                            "file" => %path.display(), "windows" => n);
+                    }
+                }
+                Err(e) => {
+                    slog::warn!(cx.logger(), "window state ignored, starting empty";
+                        "reason" => %e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let now = self.now_ms(cx.now());
+        self.w.set_now(now);
+        if self.w.is_arrival() {
+            self.w.advance(now);
+            self.emit_closed(out, cx);
+        }
+        for d in batch.drain(..) {
+            self.one(d, out, cx);
+        }
+        self.arm(cx);
+    }
+
+    fn wake(&mut self, _: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
+        if let Wake::Timer(_) = why {
+            self.armed = None;
+            let now = self.now_ms(cx.now());
+            self.w.set_now(now);
+            self.w.advance(now);
+            self.emit_closed(out, cx);
+            self.arm(cx);
+        }
+    }
+
+    fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
+        if self.held.is_empty() {
+            return;
+        }
+        for id in ids {
+            if let Some(rest) = self.held.remove(id) {
+                self.held_total = self.held_total.saturating_sub(rest.len());
+                for r in rest {
+                    cx.event_done(r);
+                }
+            }
+        }
+    }
+
+    fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
+        if let Some(rest) = self.held.remove(&old) {
+            self.held.entry(new).or_default().extend(rest);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        if let Some(path) = self.state_file.clone() {
+            match self.w.save(&path, FORMAT) {
+                Ok(n) => {
+                    slog::info!(cx.logger(), "window state saved";
+                        "file" => %path.display(), "windows" => n);
+                    // Saved: their inputs are done with (a restart continues the counts).
+                    self.w.close_all(CloseWhy::Partial);
+                    for c in self.w.closed.drain(..) {
+                        for id in c.state.held {
+                            cx.event_done(id);
+                        }
+                    }
+                    self.held_total = self.held.values().map(Vec::len).sum();
+                    return;
+                }
+                Err(e) => {
+                    slog::error!(cx.logger(), "window state not saved; open windows emitted partial";
+                        "reason" => %e);
+                }
+            }
+        }
+        self.w.close_all(CloseWhy::Partial);
+        self.emit_closed(out, cx);
+        if self.w.late > 0 || self.evictions() > 0 || self.early_acks > 0 {
+            slog::info!(cx.logger(), "window totals";
+                "cog" => "window", "late" => self.w.late, "evictions" => self.evictions(),
+                "early_acks" => self.early_acks);
+        }
+    }
+}
+
+crate::settings! {
+    /// Settings of `window`: the shared window keys.
+    pub struct WindowCogSettings {
+        /// The window keys shared with `threshold`.
+        #[setting(flatten)]
+        window: WindowSettings,
+    }
+}
+
+/// The descriptor of `window`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "window",
+    kind: CogKind::Transform,
+    summary: "aggregates records per key over tumbling, hopping or session windows of event \
+              time (or arrival); one record per closed window",
+    params: WindowCogSettings::PARAMS,
+    fields: &[
+        ("window_start", "the window's start (timestamp)"),
+        ("window_end", "the window's end (timestamp)"),
+        ("partial", "true on windows emitted open at shutdown"),
+        (
+            "evicted",
+            "true on windows emitted early at max_keys / max_bytes",
+        ),
+        (
+            "late",
+            "true on late data passed on (on_late = \"emit\" or a train)",
+        ),
+    ],
+    build,
+};
+
+/// The state file of the cog `p` under `state_dir`: named after its kind, train and id,
+/// with a hash of both so that names differing only in characters replaced here stay
+/// apart.
+pub(crate) fn state_file(kind: &str, p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let mut both = p.train().as_bytes().to_vec();
+    both.push(0);
+    both.extend_from_slice(p.id().as_bytes());
+    state_dir.join(format!(
+        "{kind}-{}-{}-{:08x}.state",
+        clean(p.train()),
+        clean(p.id()),
+        fingerprint(&both) as u32
+    ))
+}
+
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: WindowCogSettings = p.settings()?;
+    let s = s.window;
+    on_error::from_settings(&s.on_error, p, bx)?;
+    let state = s.persists().then(|| {
+        bx.state_used.set(true);
+        state_file("window", p, bx.state_dir)
+    });
+    let cog = Window::from_settings(&s, record_fields(), |name| bx.mailbox(name), state)
+        .map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(cog))
+}
