@@ -1,7 +1,6 @@
 //! `window`: aggregates data per key over tumbling, hopping or session windows of event
 //! time, and emits one record per closed window.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::checkpoint::fingerprint;
 use crate::kit::on_error::{self, LogLimiter, OnError};
-use crate::kit::window::{Added, CloseWhy, Closed, Lookup, WindowSettings, Windows};
+use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value};
@@ -26,8 +25,11 @@ const FORMAT: &str = "window";
 /// window), counted and logged.
 pub const MAX_HELD: usize = 50_000;
 
-/// Builds an output datum from an event id and its fields (in order; drained).
-pub type MakeFn<D> = Box<dyn Fn(EventId, &mut Vec<(Path, Value)>) -> D>;
+/// Builds an output datum from an event id and its fields, in order (indexes into the
+/// names, with their values; drained).
+pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
+/// Takes consumed inputs back (a record pool), leaving the vector empty.
+pub type RecycleFn<D> = Box<dyn Fn(&mut Vec<D>)>;
 /// Sets a field of a datum.
 pub type SetFn<D> = Rc<dyn Fn(&mut D, &Path, Value)>;
 
@@ -41,6 +43,8 @@ pub struct WindowFields<D> {
     pub make: MakeFn<D>,
     /// Sets a field (the `late` flag, the `error` reason).
     pub set: SetFn<D>,
+    /// Takes consumed inputs back for reuse; `None`: they are dropped.
+    pub recycle: Option<RecycleFn<D>>,
 }
 
 impl<D> std::fmt::Debug for WindowFields<D> {
@@ -54,15 +58,20 @@ pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
         get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
         id: Rc::new(crate::record::id_field().get),
-        make: Box::new(|id, fields| {
+        make: Box::new(|id, names, fields| {
             let mut r = Record::with_capacity(fields.len());
             r.id = id;
-            for (p, v) in fields.drain(..) {
-                r.set_path(&p, v);
+            for (i, v) in fields.drain(..) {
+                if let Some(p) = names.get(i) {
+                    r.set_path(p, v);
+                }
             }
             r
         }),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
+        recycle: Some(Box::new(|spent| {
+            crate::record::pool::recycle(spent.drain(..))
+        })),
     }
 }
 
@@ -159,16 +168,19 @@ pub struct Window<D> {
     on_error: OnError<D>,
     state_file: Option<PathBuf>,
     /// Output id → ids of the inputs it counts, acknowledged with it.
-    held: HashMap<EventId, Vec<EventId>>,
-    held_total: usize,
+    held: Held,
+    /// Inputs held by open windows.
+    open_held: usize,
+    /// Consumed inputs of this batch, for `recycle`.
+    spent: Vec<D>,
     early_acks: u64,
     anchor: Option<(Instant, i64)>,
     armed: Option<i64>,
     limiter: LogLimiter,
     late_path: Path,
-    partial_path: Path,
-    evicted_path: Path,
-    out_buf: Vec<(Path, Value)>,
+    partial_ix: usize,
+    evicted_ix: usize,
+    out_buf: Vec<(usize, Value)>,
     closed_buf: Vec<Closed>,
 }
 
@@ -192,7 +204,9 @@ impl<D: 'static> Window<D> {
         train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
         state_file: Option<PathBuf>,
     ) -> Result<Self, SettingError> {
-        let w = Windows::from_settings(s, fields.get.clone(), &[])?;
+        let mut w = Windows::from_settings(s, fields.get.clone(), &[])?;
+        let partial_ix = w.add_name(fixed("partial"));
+        let evicted_ix = w.add_name(fixed("evicted"));
         let late = late_from(&s.on_late, &train)?;
         let set = fields.set.clone();
         let error_path = fixed("error");
@@ -212,15 +226,16 @@ impl<D: 'static> Window<D> {
             late,
             on_error,
             state_file: state_file.filter(|_| s.persists()),
-            held: HashMap::new(),
-            held_total: 0,
+            held: Held::default(),
+            open_held: 0,
+            spent: Vec::new(),
             early_acks: 0,
             anchor: None,
             armed: None,
             limiter: LogLimiter::default(),
             late_path: fixed("late"),
-            partial_path: fixed("partial"),
-            evicted_path: fixed("evicted"),
+            partial_ix,
+            evicted_ix,
             out_buf: Vec::new(),
             closed_buf: Vec::new(),
         })
@@ -253,18 +268,13 @@ impl<D: 'static> Window<D> {
             self.w.output(&c.state, &mut self.out_buf);
             match c.why {
                 CloseWhy::Closed => {}
-                CloseWhy::Evicted => self
-                    .out_buf
-                    .push((self.evicted_path.clone(), Value::Bool(true))),
-                CloseWhy::Partial => self
-                    .out_buf
-                    .push((self.partial_path.clone(), Value::Bool(true))),
+                CloseWhy::Evicted => self.out_buf.push((self.evicted_ix, Value::Bool(true))),
+                CloseWhy::Partial => self.out_buf.push((self.partial_ix, Value::Bool(true))),
             }
-            let d = (self.fields.make)(id, &mut self.out_buf);
+            let d = (self.fields.make)(id, self.w.names(), &mut self.out_buf);
             self.out_buf.clear();
-            if !c.state.held.is_empty() {
-                self.held.insert(id, c.state.held);
-            }
+            self.open_held = self.open_held.saturating_sub(c.state.held.len());
+            self.held.hold(id, c.state.held);
             out.push(d);
         }
         self.closed_buf = closed;
@@ -281,7 +291,7 @@ impl<D: 'static> Window<D> {
         };
         let id = self.fields.id.get(&d).copied().unwrap_or(0);
         let mut hold = !self.pass && id != 0;
-        if hold && self.held_total >= MAX_HELD {
+        if hold && self.held.total() + self.open_held >= MAX_HELD {
             hold = false;
         }
         let added = self.w.add(&d, t, id, hold);
@@ -289,7 +299,7 @@ impl<D: 'static> Window<D> {
         match added {
             Added::Counted => {
                 if hold {
-                    self.held_total += 1;
+                    self.open_held += 1;
                 } else if !self.pass {
                     if id != 0 {
                         self.early_acks += 1;
@@ -304,6 +314,7 @@ impl<D: 'static> Window<D> {
                     out.push(d);
                 } else {
                     out.count_dropped(1);
+                    self.spent.push(d);
                 }
             }
             Added::Late => {
@@ -315,6 +326,7 @@ impl<D: 'static> Window<D> {
                     Late::Drop => {
                         cx.event_done(id);
                         out.count_dropped(1);
+                        self.spent.push(d);
                     }
                     Late::Emit => {
                         (self.fields.set)(&mut d, &self.late_path, Value::Bool(true));
@@ -391,6 +403,10 @@ impl<D: 'static> Cog<D> for Window<D> {
         for d in batch.drain(..) {
             self.one(d, out, cx);
         }
+        if let Some(recycle) = &self.fields.recycle {
+            recycle(&mut self.spent);
+        }
+        self.spent.clear();
         self.arm(cx);
     }
 
@@ -406,23 +422,11 @@ impl<D: 'static> Cog<D> for Window<D> {
     }
 
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
-        if self.held.is_empty() {
-            return;
-        }
-        for id in ids {
-            if let Some(rest) = self.held.remove(id) {
-                self.held_total = self.held_total.saturating_sub(rest.len());
-                for r in rest {
-                    cx.event_done(r);
-                }
-            }
-        }
+        self.held.done(ids, cx);
     }
 
     fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
-        if let Some(rest) = self.held.remove(&old) {
-            self.held.entry(new).or_default().extend(rest);
-        }
+        self.held.rename(old, new);
     }
 
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
@@ -434,11 +438,11 @@ impl<D: 'static> Cog<D> for Window<D> {
                     // Saved: their inputs are done with (a restart continues the counts).
                     self.w.close_all(CloseWhy::Partial);
                     for c in self.w.closed.drain(..) {
-                        for id in c.state.held {
+                        for id in c.state.held.iter() {
                             cx.event_done(id);
                         }
                     }
-                    self.held_total = self.held.values().map(Vec::len).sum();
+                    self.open_held = 0;
                     return;
                 }
                 Err(e) => {

@@ -167,6 +167,15 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         self.map.get(key).map(|s| &s.value)
     }
 
+    /// The held key equal to `key`, and its value.
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_key_value(key).map(|(k, s)| (k, &s.value))
+    }
+
     /// The value of `key` to change in place, if held (the eviction order stays).
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where

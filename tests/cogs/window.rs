@@ -30,15 +30,19 @@ fn fields() -> WindowFields<Ev> {
     WindowFields {
         get: Rc::new(get),
         id: Rc::new(Getter::new(|e: &Ev| Some(&e.id))),
-        make: Box::new(|id, fields| Ev {
+        make: Box::new(|id, names, fields| Ev {
             id,
-            f: fields.drain(..).map(|(p, v)| (p.to_string(), v)).collect(),
+            f: fields
+                .drain(..)
+                .map(|(i, v)| (names[i].to_string(), v))
+                .collect(),
         }),
         set: Rc::new(|e: &mut Ev, p: &Path, v: Value| {
             let name = p.to_string();
             e.f.retain(|(k, _)| *k != name);
             e.f.push((name, v));
         }),
+        recycle: None,
     }
 }
 
