@@ -21,6 +21,7 @@
 //! [`StateCodec`] trait.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
@@ -234,9 +235,50 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let v = self.map.remove(key).map(|s| s.value);
-        self.compact();
-        v
+        let slot = self.map.remove(key)?;
+        self.forget_place(slot.seq);
+        Some(slot.value)
+    }
+
+    /// Removes `key` if `pred` holds for its value, with one hash of the key; returns the
+    /// value.
+    pub fn remove_if(&mut self, key: K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+        match self.map.entry(key) {
+            Entry::Occupied(e) if pred(&e.get().value) => {
+                let slot = e.remove();
+                self.forget_place(slot.seq);
+                Some(slot.value)
+            }
+            _ => None,
+        }
+    }
+
+    /// Inserts `key`, which the caller knows is not held (one hash of the key instead of
+    /// two), as the newest entry; a full map first evicts the oldest (counted).
+    pub fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(!self.map.contains_key(&key), "insert_new of a held key");
+        while self.map.len() >= self.max_keys {
+            if self.pop_oldest().is_none() {
+                break;
+            }
+            self.evictions += 1;
+            self.unreported += 1;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.push_back((seq, key.clone()));
+        self.map.insert(key, Slot { value, seq });
+    }
+
+    /// The place `seq` of a removed entry is stale: taken at once when it is the oldest
+    /// (state removed in the order it was written, as windows close), else left for
+    /// [`compact`](Keyed::compact).
+    fn forget_place(&mut self, seq: u64) {
+        if self.order.front().is_some_and(|(s, _)| *s == seq) {
+            self.order.pop_front();
+        } else {
+            self.compact();
+        }
     }
 
     /// Removes entries from the oldest end as long as `expired` says so (not counted as

@@ -697,6 +697,8 @@ pub struct Windows<D> {
     names: Vec<Path>,
     /// Windows handed out, for the cog to take.
     pub closed: Vec<Closed>,
+    /// Vectors of released states, reused by new ones (no allocation per window).
+    spare: Vec<(Vec<Value>, Vec<Agg>)>,
     /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
     pub touched: Vec<Rc<[u8]>>,
     track: bool,
@@ -1029,6 +1031,7 @@ impl<D: 'static> Windows<D> {
             now_ms: 0,
             buf: Vec::new(),
             closed: Vec::new(),
+            spare: Vec::new(),
             touched: Vec::new(),
             track: false,
             late: 0,
@@ -1254,13 +1257,24 @@ impl<D: 'static> Windows<D> {
         }
     }
 
+    /// Gives back a window handed out and done with: its vectors serve the next ones.
+    pub fn release(&mut self, mut s: WinState) {
+        if self.spare.len() < 1024 {
+            s.key.clear();
+            s.aggs.clear();
+            self.spare.push((s.key, s.aggs));
+        }
+    }
+
     /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
     fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
-        let key_vals: Vec<Value> = self
-            .keys
-            .iter()
-            .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null))
-            .collect();
+        let (mut key_vals, mut aggs) = self.spare.pop().unwrap_or_default();
+        key_vals.extend(
+            self.keys
+                .iter()
+                .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
+        );
+        aggs.extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
         let bytes = 2 * self.buf.len() + 96 + 48 * self.spec.aggs.len() + 32 * key_vals.len();
         while !self.states.is_empty()
             && (self.states.len() >= self.states.max_keys() || self.bytes + bytes > self.max_bytes)
@@ -1274,7 +1288,7 @@ impl<D: 'static> Windows<D> {
             end,
             generation,
             key: key_vals,
-            aggs: self.spec.aggs.iter().map(|a| Agg::new(a.func)).collect(),
+            aggs,
             first_id: 0,
             last_id: 0,
             evidence: Vec::new(),
@@ -1295,7 +1309,7 @@ impl<D: 'static> Windows<D> {
         if self.track {
             self.touched.push(key.clone());
         }
-        self.states.insert(key, state);
+        self.states.insert_new(key, state);
         if self.heap.len() > 2 * self.states.len() + 1024 {
             self.compact_heap();
         }
@@ -1348,19 +1362,19 @@ impl<D: 'static> Windows<D> {
             let Some(Reverse((at, generation, key))) = self.heap.pop() else {
                 break;
             };
-            let Some(s) = self.states.get(&key[..]) else {
-                continue;
-            };
-            if s.generation != generation {
-                continue;
+            if self.kind == WindowKind::Session {
+                let Some(s) = self.states.get(&key[..]) else {
+                    continue;
+                };
+                let close_at = s.end.saturating_add(self.lateness);
+                if s.generation == generation && close_at > at {
+                    // A session that grew since: back in at its new end.
+                    self.heap.push(Reverse((close_at, generation, key)));
+                    continue;
+                }
             }
-            let close_at = s.end.saturating_add(self.lateness);
-            if close_at > at {
-                // A session that grew since: back in at its new end.
-                self.heap.push(Reverse((close_at, generation, key)));
-                continue;
-            }
-            if let Some(s) = self.states.remove(&key[..]) {
+            // A place left by an evicted window is skipped: its generation differs.
+            if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
                 self.bytes = self.bytes.saturating_sub(s.bytes);
                 self.closed.push(Closed {
                     state: s,
@@ -1397,11 +1411,12 @@ impl<D: 'static> Windows<D> {
     /// Appends the output fields of a window, as indexes into [`Windows::names`] with
     /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
     /// order written (with their flags when set).
-    pub fn output(&self, s: &WinState, out: &mut Vec<(usize, Value)>) {
+    /// The key values are moved out of `s`.
+    pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
         out.push((0, Value::Time(ms_ts(s.start))));
         out.push((1, Value::Time(ms_ts(s.end))));
-        for (i, v) in s.key.iter().enumerate() {
-            out.push((2 + i, v.clone()));
+        for (i, v) in s.key.iter_mut().enumerate() {
+            out.push((2 + i, std::mem::take(v)));
         }
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             let (v, flag) = agg.output();
