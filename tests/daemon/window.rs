@@ -241,3 +241,83 @@ fn a_sigterm_restart_mid_window_continues_the_same_counts() {
     );
     assert!(err.contains("corrupt"), "{err}");
 }
+
+/// stdin → json_parse → threshold (with `keys`) → stdout json.
+fn threshold_config(dir: &Path, keys: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"json_parse\"\n\
+             [[train.cog]]\ntype = \"threshold\"\nkey = [\"src_ip\"]\ntime = \"time\"\n\
+             time_format = \"%b %e %H:%M:%S\"\nsize = \"10m\"\n\
+             aggregate = {{ failures = \"count\" }}\n{keys}\n\
+             [[train.cog]]\ntype = \"remove\"\nfields = [\"first_id\", \"last_id\"]\n\
+             [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n"
+        ),
+    )
+}
+
+#[test]
+fn threshold_alerts_per_address_on_syslog_times_without_a_year() {
+    let dir = TempDir::new("threshold");
+    let cfg = threshold_config(
+        dir.path(),
+        "when = \"failures >= 3\"\nfire = \"close\"\nevidence = [\"user\"]",
+    );
+    let mut input = String::new();
+    // 10.0.0.1 fails 4 times in the 10:00 window, 10.0.0.2 twice; one line has no time.
+    for (ip, user, at) in [
+        ("10.0.0.1", "root", "Mar  5 10:01:00"),
+        ("10.0.0.2", "bob", "Mar  5 10:02:00"),
+        ("10.0.0.1", "admin", "Mar  5 10:03:00"),
+        ("10.0.0.1", "oracle", "Mar  5 10:04:00"),
+        ("10.0.0.2", "bob", "Mar  5 10:05:00"),
+        ("10.0.0.1", "test", "Mar  5 10:09:59"),
+        ("10.0.0.3", "x", "Mar  5 10:30:00"),
+    ] {
+        input.push_str(&format!(
+            "{{\"src_ip\":\"{ip}\",\"user\":\"{user}\",\"time\":\"{at}\"}}\n"
+        ));
+    }
+    input.push_str("{\"src_ip\":\"10.0.0.1\",\"time\":\"yesterday\"}\n");
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let out = String::from_utf8_lossy(&stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    // The year is the wall clock's (or the one before): only month, day and time are
+    // checked here.
+    assert_eq!(lines.len(), 2, "{out}\n{err}");
+    assert!(lines[0].contains("-03-05T10:00:00Z\""), "{out}");
+    assert!(
+        lines[0].contains(
+            "\"src_ip\":\"10.0.0.1\",\"failures\":4,\"first_user\":\"root\",\"last_user\":\"test\"}"
+        ),
+        "{out}"
+    );
+    // The line without a usable time goes per on_error (keep: on, with the reason).
+    assert!(
+        lines[1].contains("\"error\":\"time field `time` is not a time"),
+        "{out}"
+    );
+    assert!(err.contains("cog=threshold#3 in=8"), "{err}");
+
+    // Errors name the key.
+    for (keys, want) in [
+        ("fire = \"close\"", "missing required key \"when\""),
+        (
+            "when = \"failures >=\"",
+            "key \"when\": in the condition at column",
+        ),
+        ("when = \"failures >= 3\"\nfire = \"later\"", "key \"fire\""),
+    ] {
+        let cfg = threshold_config(dir.path(), keys);
+        let res = deadbeat()
+            .args(["check", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success(), "{keys}");
+        assert!(err.contains(want), "{keys}: {err}");
+    }
+}
