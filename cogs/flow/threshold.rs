@@ -116,6 +116,9 @@ impl<D: 'static> Threshold<D> {
         if s.fire == Fire::Crossing {
             core.w.track_touched();
         }
+        if s.rearm {
+            core.w.track_groups();
+        }
         let first_id_ix = core.w.add_name(fixed("first_id"));
         let last_id_ix = core.w.add_name(fixed("last_id"));
         let mut evidence_ix = Vec::new();

@@ -270,6 +270,24 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         self.map.insert(key, Slot { value, seq });
     }
 
+    /// The value of `key`, with one hash of the key: `value` is inserted as the newest
+    /// entry when the key is not held, else handed back beside the held one. `None` (and
+    /// nothing done) when the map is full: the caller evicts first.
+    pub fn get_or_insert(&mut self, key: K, value: V) -> Option<(&mut V, Option<V>)> {
+        if self.map.len() >= self.max_keys {
+            return None;
+        }
+        match self.map.entry(key) {
+            Entry::Occupied(e) => Some((&mut e.into_mut().value, Some(value))),
+            Entry::Vacant(e) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.order.push_back((seq, e.key().clone()));
+                Some((&mut e.insert(Slot { value, seq }).value, None))
+            }
+        }
+    }
+
     /// The place `seq` of a removed entry is stale: taken at once when it is the oldest
     /// (state removed in the order it was written, as windows close), else left for
     /// [`compact`](Keyed::compact).

@@ -14,17 +14,17 @@
 //! follows the data, never the batches they come in, so replaying a file at full speed
 //! gives the windows that reading it live gives.
 //!
-//! **Closing is cheap.** Each open window has one place in a min-heap ordered by the time
-//! it closes; advancing the watermark pops what closes and touches nothing else. A
-//! session's end moves as data come; its heap place is left as it was and put back with
-//! the new end when it comes up.
+//! **Closing is cheap.** Each open window has one place in a map from the time windows
+//! close to the windows closing then, in the order they opened (tumbling windows of one
+//! period share one entry); advancing the watermark takes the entries it passes and
+//! touches nothing else. A session's end moves as data come; its place is left as it was
+//! and put back at the new end when it comes up.
 //!
 //! **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
 //! and values: beyond, the oldest window is closed early ([`CloseWhy::Evicted`], counted
 //! and logged rate-limited by [`Keyed`]).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::path::Path as FsPath;
@@ -655,8 +655,8 @@ pub enum Added {
     Late,
 }
 
-/// A window's place in the closing order: when it closes, its generation, its key.
-type Place = (i64, u64, Rc<[u8]>);
+/// A window's place in the closing order: its generation and key.
+type Place = (u64, Rc<[u8]>);
 
 /// A field lookup over the datum.
 pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
@@ -686,7 +686,10 @@ pub struct Windows<D> {
     spec: Spec<D>,
     max_bytes: usize,
     states: Keyed<Rc<[u8]>, WinState>,
-    heap: BinaryHeap<Reverse<Place>>,
+    /// Close time → (generation, key) of the windows closing then, oldest first.
+    order: BTreeMap<i64, Vec<Place>>,
+    /// Places in `order`, stale ones included.
+    places: usize,
     watermark: i64,
     next_generation: u64,
     bytes: usize,
@@ -702,6 +705,9 @@ pub struct Windows<D> {
     /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
     pub touched: Vec<Rc<[u8]>>,
     track: bool,
+    track_groups: bool,
+    /// The last datum's window was not open: expect new windows.
+    missed: bool,
     /// Late data seen.
     pub late: u64,
 }
@@ -1024,7 +1030,8 @@ impl<D: 'static> Windows<D> {
             },
             max_bytes: s.max_bytes.max(1),
             states: Keyed::new(s.max_keys),
-            heap: BinaryHeap::new(),
+            order: BTreeMap::new(),
+            places: 0,
             watermark: i64::MIN,
             next_generation: 1,
             bytes: 0,
@@ -1034,6 +1041,8 @@ impl<D: 'static> Windows<D> {
             spare: Vec::new(),
             touched: Vec::new(),
             track: false,
+            track_groups: false,
+            missed: false,
             late: 0,
         })
     }
@@ -1042,6 +1051,12 @@ impl<D: 'static> Windows<D> {
     /// `threshold` evaluates when it fires on crossing).
     pub fn track_touched(&mut self) {
         self.track = true;
+    }
+
+    /// Makes each window remember a hash of its group-by key ([`WinState::group`]), for
+    /// what is remembered per key across windows (`threshold`'s `rearm`).
+    pub fn track_groups(&mut self) {
+        self.track_groups = true;
     }
 
     /// Whether time is the wall clock at arrival.
@@ -1196,11 +1211,18 @@ impl<D: 'static> Windows<D> {
     fn count_in(&mut self, d: &D, start: i64, end: i64, key_len: usize, id: EventId, hold: bool) {
         self.buf.truncate(key_len);
         self.buf.extend_from_slice(&start.to_be_bytes());
-        // One hash lookup for a window already open; a new one is counted before it is
-        // stored.
+        if self.missed {
+            // The last datum opened a window: this one likely does too (keys seen once, as
+            // most clients of a web log are), so the key is made first and looked up and
+            // inserted with one hash.
+            self.count_in_new(d, start, end, id, hold);
+            return;
+        }
+        // One hash lookup for a window already open.
         let grew = match self.states.get_mut(&self.buf[..]) {
             Some(s) => self.spec.update(s, d, id, hold),
             None => {
+                self.missed = true;
                 self.open_state(d, start, end, id, hold);
                 return;
             }
@@ -1211,6 +1233,51 @@ impl<D: 'static> Windows<D> {
             self.touched.push(k.clone());
         }
         self.grew(grew);
+    }
+
+    /// [`count_in`](Windows::count_in) when windows are mostly new.
+    fn count_in_new(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        if self.states.len() >= self.states.max_keys() {
+            // Full: the usual path, which evicts first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let state = self.new_state(d, start, end);
+        if self.bytes + state.bytes > self.max_bytes {
+            self.release(state);
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
+        let Some((s, unused)) = self.states.get_or_insert(key.clone(), state) else {
+            // Full: evictions first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        };
+        let grew = self.spec.update(s, d, id, hold);
+        let generation = s.generation;
+        match unused {
+            Some(unused) => {
+                self.missed = false;
+                self.release(unused);
+                self.grew(grew);
+            }
+            None => {
+                s.bytes += grew;
+                self.bytes += s.bytes;
+                self.place(end.saturating_add(self.lateness), generation, key.clone());
+                if self.places > 2 * self.states.len() + 1024 {
+                    self.compact_order();
+                }
+                self.grew(0);
+            }
+        }
+        if self.track {
+            self.touched.push(key);
+        }
     }
 
     fn count_session(&mut self, d: &D, t: i64, id: EventId, hold: bool) {
@@ -1266,8 +1333,8 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
-    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+    /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
+    fn new_state(&mut self, d: &D, start: i64, end: i64) -> WinState {
         let (mut key_vals, mut aggs) = self.spare.pop().unwrap_or_default();
         key_vals.extend(
             self.keys
@@ -1276,14 +1343,9 @@ impl<D: 'static> Windows<D> {
         );
         aggs.extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
         let bytes = 2 * self.buf.len() + 96 + 48 * self.spec.aggs.len() + 32 * key_vals.len();
-        while !self.states.is_empty()
-            && (self.states.len() >= self.states.max_keys() || self.bytes + bytes > self.max_bytes)
-        {
-            self.evict_one();
-        }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let mut state = WinState {
+        WinState {
             start,
             end,
             generation,
@@ -1295,23 +1357,35 @@ impl<D: 'static> Windows<D> {
             held: Ids::default(),
             bytes,
             alert: 0,
-            group: fingerprint(&self.buf[..self.key_len()]),
-        };
+            group: if self.track_groups {
+                fingerprint(&self.buf[..self.key_len()])
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
+    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        let mut state = self.new_state(d, start, end);
+        while !self.states.is_empty()
+            && (self.states.len() >= self.states.max_keys()
+                || self.bytes + state.bytes > self.max_bytes)
+        {
+            self.evict_one();
+        }
+        let generation = state.generation;
         let grew = self.spec.update(&mut state, d, id, hold);
         state.bytes += grew;
         self.bytes += state.bytes;
         let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        self.heap.push(Reverse((
-            end.saturating_add(self.lateness),
-            generation,
-            key.clone(),
-        )));
+        self.place(end.saturating_add(self.lateness), generation, key.clone());
         if self.track {
             self.touched.push(key.clone());
         }
         self.states.insert_new(key, state);
-        if self.heap.len() > 2 * self.states.len() + 1024 {
-            self.compact_heap();
+        if self.places > 2 * self.states.len() + 1024 {
+            self.compact_order();
         }
         self.grew(0);
         while self.bytes > self.max_bytes && self.states.len() > 1 {
@@ -1339,15 +1413,27 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// Drops heap places whose state is gone.
-    fn compact_heap(&mut self) {
+    /// Puts a window in the closing order.
+    #[inline]
+    fn place(&mut self, close_at: i64, generation: u64, key: Rc<[u8]>) {
+        self.order
+            .entry(close_at)
+            .or_default()
+            .push((generation, key));
+        self.places += 1;
+    }
+
+    /// Drops places whose window is gone (evicted), so that a flood of keys with a
+    /// watermark standing still keeps the order within the bound too.
+    fn compact_order(&mut self) {
         let states = &self.states;
-        let heap = std::mem::take(&mut self.heap);
-        self.heap = heap
-            .into_vec()
-            .into_iter()
-            .filter(|Reverse((_, g, k))| states.get(&k[..]).is_some_and(|s| s.generation == *g))
-            .collect();
+        let mut places = 0;
+        self.order.retain(|_, v| {
+            v.retain(|(g, k)| states.get(&k[..]).is_some_and(|s| s.generation == *g));
+            places += v.len();
+            !v.is_empty()
+        });
+        self.places = places;
     }
 
     /// Moves the watermark to `wm` (never back) and closes what it passes.
@@ -1355,48 +1441,40 @@ impl<D: 'static> Windows<D> {
         if wm > self.watermark {
             self.watermark = wm;
         }
-        while let Some(Reverse((at, _, _))) = self.heap.peek() {
-            if *at > self.watermark {
+        while let Some(entry) = self.order.first_entry() {
+            if *entry.key() > self.watermark {
                 break;
             }
-            let Some(Reverse((at, generation, key))) = self.heap.pop() else {
-                break;
-            };
-            if self.kind == WindowKind::Session {
-                let Some(s) = self.states.get(&key[..]) else {
-                    continue;
-                };
-                let close_at = s.end.saturating_add(self.lateness);
-                if s.generation == generation && close_at > at {
-                    // A session that grew since: back in at its new end.
-                    self.heap.push(Reverse((close_at, generation, key)));
-                    continue;
+            let (at, places) = entry.remove_entry();
+            self.places = self.places.saturating_sub(places.len());
+            for (generation, key) in places {
+                if self.kind == WindowKind::Session {
+                    let Some(s) = self.states.get(&key[..]) else {
+                        continue;
+                    };
+                    let close_at = s.end.saturating_add(self.lateness);
+                    if s.generation == generation && close_at > at {
+                        // A session that grew since: back in at its new end.
+                        self.place(close_at, generation, key);
+                        continue;
+                    }
                 }
-            }
-            // A place left by an evicted window is skipped: its generation differs.
-            if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
-                self.bytes = self.bytes.saturating_sub(s.bytes);
-                self.closed.push(Closed {
-                    state: s,
-                    why: CloseWhy::Closed,
-                });
+                // A place left by an evicted window is skipped: its generation differs.
+                if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
+                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                    self.closed.push(Closed {
+                        state: s,
+                        why: CloseWhy::Closed,
+                    });
+                }
             }
         }
     }
 
-    /// When the next window closes (milliseconds), if one is open.
-    pub fn next_close(&mut self) -> Option<i64> {
-        loop {
-            let Reverse((at, generation, key)) = self.heap.peek()?;
-            match self.states.get(&key[..]) {
-                Some(s) if s.generation == *generation => {
-                    return Some((*at).max(s.end.saturating_add(self.lateness)));
-                }
-                _ => {
-                    self.heap.pop();
-                }
-            }
-        }
+    /// When the next window closes (milliseconds), if one is open (perhaps earlier: a
+    /// session may have grown since).
+    pub fn next_close(&self) -> Option<i64> {
+        self.order.keys().next().copied()
     }
 
     /// Hands out every open window, oldest first, as `why`.
@@ -1404,7 +1482,8 @@ impl<D: 'static> Windows<D> {
         while let Some((_, s)) = self.states.pop_oldest() {
             self.closed.push(Closed { state: s, why });
         }
-        self.heap.clear();
+        self.order.clear();
+        self.places = 0;
         self.bytes = 0;
     }
 
@@ -1496,11 +1575,11 @@ impl<D: 'static> Windows<D> {
                     self.next_generation += 1;
                     self.bytes += s.bytes;
                     let key: Rc<[u8]> = Rc::from(k);
-                    self.heap.push(Reverse((
+                    self.place(
                         s.end.saturating_add(self.lateness),
                         s.generation,
                         key.clone(),
-                    )));
+                    );
                     self.states.insert(key, s);
                     n += 1;
                 }

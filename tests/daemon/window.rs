@@ -321,3 +321,43 @@ fn threshold_alerts_per_address_on_syslog_times_without_a_year() {
         assert!(err.contains(want), "{keys}: {err}");
     }
 }
+
+#[test]
+fn arrival_time_windows_close_by_timer_while_input_waits() {
+    let dir = TempDir::new("window-arrival");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"window\"\ntime = \"arrival\"\nsize = \"200ms\"\n\
+         aggregate = { n = \"count\" }\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"json\"\n",
+    );
+    let (mut child, mut stdin) = super::spawn_with_stdin(&cfg);
+    std::io::Write::write_all(&mut stdin, b"a\nb\nc\n").unwrap();
+    let out = dir.path().join("out.log");
+    // The three lines fall in one window or, at a boundary, two.
+    let total = |text: &str| -> i64 {
+        text.lines()
+            .filter_map(|l| {
+                let at = l.find("\"n\":")? + 4;
+                l[at..]
+                    .trim_end_matches('}')
+                    .split(',')
+                    .next()?
+                    .parse::<i64>()
+                    .ok()
+            })
+            .sum()
+    };
+    // Emitted by the timer: stdin is still open and nothing else comes.
+    wait_for("the windows closed by their timer", || {
+        total(&std::fs::read_to_string(&out).unwrap_or_default()) == 3
+    });
+    drop(stdin);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(total(&text), 3, "{text}");
+    assert!(!text.contains("partial"), "{text}");
+}
