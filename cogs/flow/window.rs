@@ -59,8 +59,13 @@ pub fn record_fields() -> WindowFields<Record> {
             let mut r = crate::record::pool::record(fields.len());
             r.id = id;
             for (i, v) in fields.drain(..) {
-                if let Some(p) = names.get(i) {
-                    r.set_path(p, v);
+                match names.get(i).map(|p| (p, p.keys())) {
+                    // Top-level names (the usual) skip the walk through parent maps.
+                    Some((_, [k])) => {
+                        r.fields.insert(*k, v);
+                    }
+                    Some((p, _)) => r.set_path(p, v),
+                    None => {}
                 }
             }
             r
