@@ -7,6 +7,7 @@ pub mod inbox;
 pub mod pass;
 pub mod route;
 pub mod tee;
+pub mod threshold;
 pub mod throttle;
 pub mod window;
 
@@ -22,6 +23,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         dedup::DESCRIPTOR,
         throttle::DESCRIPTOR,
         window::DESCRIPTOR,
+        threshold::DESCRIPTOR,
     ]
 }
 

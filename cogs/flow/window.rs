@@ -1,7 +1,6 @@
 //! `window`: aggregates data per key over tumbling, hopping or session windows of event
 //! time, and emits one record per closed window.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -9,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::checkpoint::fingerprint;
 use crate::kit::on_error::{self, LogLimiter, OnError};
-use crate::kit::window::{Added, CloseWhy, Closed, Lookup, WindowSettings, Windows};
+use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value};
@@ -17,17 +16,17 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
 
-/// The format name of `window`'s state file.
-const FORMAT: &str = "window";
-
 /// Consumed inputs whose acknowledgement is held at most (over all windows). A
 /// checkpointing supply stops reading at 100,000 unacknowledged data (`tail`); beyond this
 /// bound inputs are acknowledged when counted (a crash may then lose them from their
 /// window), counted and logged.
 pub const MAX_HELD: usize = 50_000;
 
-/// Builds an output datum from an event id and its fields (in order; drained).
-pub type MakeFn<D> = Box<dyn Fn(EventId, &mut Vec<(Path, Value)>) -> D>;
+/// Builds an output datum from an event id and its fields, in order (indexes into the
+/// names, with their values; drained).
+pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
+/// Takes consumed inputs back (a record pool), leaving the vector empty.
+pub type RecycleFn<D> = Box<dyn Fn(&mut Vec<D>)>;
 /// Sets a field of a datum.
 pub type SetFn<D> = Rc<dyn Fn(&mut D, &Path, Value)>;
 
@@ -41,6 +40,8 @@ pub struct WindowFields<D> {
     pub make: MakeFn<D>,
     /// Sets a field (the `late` flag, the `error` reason).
     pub set: SetFn<D>,
+    /// Takes consumed inputs back for reuse; `None`: they are dropped.
+    pub recycle: Option<RecycleFn<D>>,
 }
 
 impl<D> std::fmt::Debug for WindowFields<D> {
@@ -54,15 +55,25 @@ pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
         get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
         id: Rc::new(crate::record::id_field().get),
-        make: Box::new(|id, fields| {
-            let mut r = Record::with_capacity(fields.len());
+        make: Box::new(|id, names, fields| {
+            let mut r = crate::record::pool::record(fields.len());
             r.id = id;
-            for (p, v) in fields.drain(..) {
-                r.set_path(&p, v);
+            for (i, v) in fields.drain(..) {
+                match names.get(i).map(|p| (p, p.keys())) {
+                    // Top-level names (the usual) skip the walk through parent maps.
+                    Some((_, [k])) => {
+                        r.fields.insert(*k, v);
+                    }
+                    Some((p, _)) => r.set_path(p, v),
+                    None => {}
+                }
             }
             r
         }),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
+        recycle: Some(Box::new(|spent| {
+            crate::record::pool::recycle(spent.drain(..))
+        })),
     }
 }
 
@@ -150,26 +161,84 @@ pub fn late_from<D>(
 ///
 /// From its typed settings, without TOML, on any datum (see [`WindowFields`]):
 /// `Window::from_settings(&WindowSettings { key: vec!["client".into()], aggregate: Aggregates(vec![("n".into(), "count".into())]), ..Default::default() }, fields, |_| None, None)`.
+pub type Window<D> = Windowed<D, EmitWindows>;
+
+/// What a cog on [`Windowed`] does with windows: `window` emits each, `threshold` alerts.
+pub trait Handler<D>: 'static {
+    /// The cog's name.
+    const NAME: &'static str;
+
+    /// A window handed out by the bookkeeping: the handler emits what it emits, gives the
+    /// window's held ids to [`Core::hold_or_ack`], and the state back with
+    /// [`Windows::release`].
+    fn closed(&mut self, core: &mut Core<D>, c: Closed, out: &mut Out<D>, cx: &mut Ctx);
+
+    /// A datum was counted (its windows are in `core.w.touched` when tracked).
+    fn counted(&mut self, _core: &mut Core<D>, _out: &mut Out<D>, _cx: &mut Ctx) {}
+
+    /// Outputs acknowledged downstream.
+    fn event_done(&mut self, _ids: &[EventId]) {}
+}
+
+/// `window`'s handler: one record per window.
 #[derive(Debug)]
-pub struct Window<D> {
-    w: Windows<D>,
-    fields: WindowFields<D>,
+pub struct EmitWindows {
+    partial_ix: usize,
+    evicted_ix: usize,
+}
+
+impl<D: 'static> Handler<D> for EmitWindows {
+    const NAME: &'static str = "window";
+
+    fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
+        let id = cx.new_event_id();
+        core.w.output(&mut c.state, &mut core.out_buf);
+        match c.why {
+            CloseWhy::Closed => {}
+            CloseWhy::Evicted => core.out_buf.push((self.evicted_ix, Value::Bool(true))),
+            CloseWhy::Partial => core.out_buf.push((self.partial_ix, Value::Bool(true))),
+        }
+        let d = (core.fields.make)(id, core.w.names(), &mut core.out_buf);
+        core.out_buf.clear();
+        core.hold_or_ack(Some(id), &mut c, cx);
+        core.w.release(c.state);
+        out.push(d);
+    }
+}
+
+/// What `window` and `threshold` share around [`Windows`]: the datum's fields, where
+/// late and failed data go, the held acknowledgements, the clock.
+#[derive(Debug)]
+pub struct Core<D> {
+    /// The windows.
+    pub w: Windows<D>,
+    /// How the datum is read and made.
+    pub fields: WindowFields<D>,
     pass: bool,
     late: Late<D>,
     on_error: OnError<D>,
     state_file: Option<PathBuf>,
     /// Output id → ids of the inputs it counts, acknowledged with it.
-    held: HashMap<EventId, Vec<EventId>>,
-    held_total: usize,
+    held: Held,
+    /// Inputs held by open windows.
+    open_held: usize,
+    /// Consumed inputs of this batch, for `recycle`.
+    spent: Vec<D>,
     early_acks: u64,
     anchor: Option<(Instant, i64)>,
     armed: Option<i64>,
     limiter: LogLimiter,
     late_path: Path,
-    partial_path: Path,
-    evicted_path: Path,
-    out_buf: Vec<(Path, Value)>,
+    /// Reused output fields.
+    pub out_buf: Vec<(usize, Value)>,
     closed_buf: Vec<Closed>,
+}
+
+/// A cog keeping windows, with a [`Handler`] for what closes.
+#[derive(Debug)]
+pub struct Windowed<D, H> {
+    core: Core<D>,
+    handler: H,
 }
 
 fn wall_ms() -> i64 {
@@ -178,7 +247,8 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn fixed(name: &str) -> Path {
+/// A one-segment output path.
+pub(crate) fn fixed(name: &str) -> Path {
     Path::parse(name).unwrap_or_else(|_| Path::from(crate::record::Key::new(name)))
 }
 
@@ -192,7 +262,47 @@ impl<D: 'static> Window<D> {
         train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
         state_file: Option<PathBuf>,
     ) -> Result<Self, SettingError> {
-        let w = Windows::from_settings(s, fields.get.clone(), &[])?;
+        let mut core = Core::from_settings(s, fields, &[], train, state_file)?;
+        let partial_ix = core.w.add_name(fixed("partial"));
+        let evicted_ix = core.w.add_name(fixed("evicted"));
+        Ok(Windowed {
+            core,
+            handler: EmitWindows {
+                partial_ix,
+                evicted_ix,
+            },
+        })
+    }
+}
+
+impl<D: 'static, H> Windowed<D, H> {
+    /// Makes the cog from its core and handler.
+    pub fn new(core: Core<D>, handler: H) -> Self {
+        Windowed { core, handler }
+    }
+
+    /// Late data seen so far.
+    pub fn late(&self) -> u64 {
+        self.core.w.late
+    }
+
+    /// Windows emitted early to stay within max_keys / max_bytes.
+    pub fn evictions(&self) -> u64 {
+        self.core.w.states().evictions()
+    }
+}
+
+impl<D: 'static> Core<D> {
+    /// The shared part made from the window settings; `evidence` names fields of the
+    /// first and last datum kept per window.
+    pub fn from_settings(
+        s: &WindowSettings,
+        fields: WindowFields<D>,
+        evidence: &[String],
+        train: impl Fn(&str) -> Option<Rc<Mailbox<D>>>,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, SettingError> {
+        let w = Windows::from_settings(s, fields.get.clone(), evidence)?;
         let late = late_from(&s.on_late, &train)?;
         let set = fields.set.clone();
         let error_path = fixed("error");
@@ -205,35 +315,39 @@ impl<D: 'static> Window<D> {
             }),
             Setter::new(move |d: &mut D, why: String| set(d, &error_path, Value::Str(why))),
         )?;
-        Ok(Window {
+        Ok(Core {
             w,
             fields,
             pass: s.pass,
             late,
             on_error,
             state_file: state_file.filter(|_| s.persists()),
-            held: HashMap::new(),
-            held_total: 0,
+            held: Held::default(),
+            open_held: 0,
+            spent: Vec::new(),
             early_acks: 0,
             anchor: None,
             armed: None,
             limiter: LogLimiter::default(),
             late_path: fixed("late"),
-            partial_path: fixed("partial"),
-            evicted_path: fixed("evicted"),
             out_buf: Vec::new(),
             closed_buf: Vec::new(),
         })
     }
 
-    /// Late data seen so far.
-    pub fn late(&self) -> u64 {
-        self.w.late
-    }
-
-    /// Windows emitted early to stay within max_keys / max_bytes.
-    pub fn evictions(&self) -> u64 {
-        self.w.states().evictions()
+    /// The held ids of a window handed out: held until `out` (its output) is
+    /// acknowledged, or acknowledged now when it has none.
+    pub fn hold_or_ack(&mut self, out: Option<EventId>, c: &mut Closed, cx: &mut Ctx) {
+        let ids = std::mem::take(&mut c.state.held);
+        self.open_held = self.open_held.saturating_sub(ids.len());
+        match out {
+            Some(id) => self.held.hold(id, ids),
+            None => {
+                for i in ids.iter() {
+                    cx.event_done(i);
+                }
+            }
+        }
     }
 
     fn now_ms(&mut self, now: Instant) -> i64 {
@@ -241,96 +355,8 @@ impl<D: 'static> Window<D> {
         ms.saturating_add(i64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0))
     }
 
-    /// Emits the windows handed out so far.
-    fn emit_closed(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
-        if self.w.closed.is_empty() {
-            return;
-        }
-        std::mem::swap(&mut self.closed_buf, &mut self.w.closed);
-        let mut closed = std::mem::take(&mut self.closed_buf);
-        for c in closed.drain(..) {
-            let id = cx.new_event_id();
-            self.w.output(&c.state, &mut self.out_buf);
-            match c.why {
-                CloseWhy::Closed => {}
-                CloseWhy::Evicted => self
-                    .out_buf
-                    .push((self.evicted_path.clone(), Value::Bool(true))),
-                CloseWhy::Partial => self
-                    .out_buf
-                    .push((self.partial_path.clone(), Value::Bool(true))),
-            }
-            let d = (self.fields.make)(id, &mut self.out_buf);
-            self.out_buf.clear();
-            if !c.state.held.is_empty() {
-                self.held.insert(id, c.state.held);
-            }
-            out.push(d);
-        }
-        self.closed_buf = closed;
-        self.w.states_mut().report_evictions("window", cx);
-    }
-
-    fn one(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
-        let t = match self.w.time_of(&d) {
-            Ok(t) => t,
-            Err(e) => {
-                self.on_error.fail(d, "window", &e, out, cx);
-                return;
-            }
-        };
-        let id = self.fields.id.get(&d).copied().unwrap_or(0);
-        let mut hold = !self.pass && id != 0;
-        if hold && self.held_total >= MAX_HELD {
-            hold = false;
-        }
-        let added = self.w.add(&d, t, id, hold);
-        self.emit_closed(out, cx);
-        match added {
-            Added::Counted => {
-                if hold {
-                    self.held_total += 1;
-                } else if !self.pass {
-                    if id != 0 {
-                        self.early_acks += 1;
-                        if self.limiter.allow("early acknowledgements", "window", cx) {
-                            slog::warn!(cx.logger(), "too many inputs held in open windows; acknowledged at once (a crash may lose them from their window)";
-                                "cog" => "window", "event" => id, "max_held" => MAX_HELD, "so_far" => self.early_acks);
-                        }
-                    }
-                    cx.event_done(id);
-                }
-                if self.pass {
-                    out.push(d);
-                } else {
-                    out.count_dropped(1);
-                }
-            }
-            Added::Late => {
-                if self.limiter.allow("late data", "window", cx) {
-                    slog::info!(cx.logger(), "late datum: its windows have closed";
-                        "cog" => "window", "event" => id, "late_so_far" => self.w.late);
-                }
-                match &self.late {
-                    Late::Drop => {
-                        cx.event_done(id);
-                        out.count_dropped(1);
-                    }
-                    Late::Emit => {
-                        (self.fields.set)(&mut d, &self.late_path, Value::Bool(true));
-                        out.push(d);
-                    }
-                    Late::Train(m) => {
-                        (self.fields.set)(&mut d, &self.late_path, Value::Bool(true));
-                        m.send(d, cx);
-                    }
-                }
-            }
-        }
-    }
-
     /// With arrival time: arms the timer for the next window to close.
-    fn arm(&mut self, cx: &mut Ctx) {
+    fn arm(&mut self, name: &str, cx: &mut Ctx) {
         if !self.w.is_arrival() {
             return;
         }
@@ -347,34 +373,113 @@ impl<D: 'static> Window<D> {
         match cx.timer_at(when, 0) {
             Ok(_) => self.armed = Some(at),
             Err(e) => {
-                if self.limiter.allow("timer failures", "window", cx) {
+                if self.limiter.allow("timer failures", name, cx) {
                     slog::warn!(cx.logger(), "cannot arm the window timer; windows close with the next data or at shutdown";
-                        "cog" => "window", "error" => %e);
+                        "cog" => name, "error" => %e);
                 }
             }
         }
     }
 }
 
-impl<D: 'static> Cog<D> for Window<D> {
+impl<D: 'static, H: Handler<D>> Windowed<D, H> {
+    /// Hands the windows closed so far to the handler.
+    fn emit_closed(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        let core = &mut self.core;
+        if core.w.closed.is_empty() {
+            return;
+        }
+        std::mem::swap(&mut core.closed_buf, &mut core.w.closed);
+        let mut closed = std::mem::take(&mut core.closed_buf);
+        for c in closed.drain(..) {
+            self.handler.closed(core, c, out, cx);
+        }
+        core.closed_buf = closed;
+        core.w.states_mut().report_evictions(H::NAME, cx);
+    }
+
+    fn one(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
+        let core = &mut self.core;
+        let t = match core.w.time_of(&d) {
+            Ok(t) => t,
+            Err(e) => {
+                core.on_error.fail(d, H::NAME, &e, out, cx);
+                return;
+            }
+        };
+        let id = core.fields.id.get(&d).copied().unwrap_or(0);
+        let mut hold = !core.pass && id != 0;
+        if hold && core.held.total() + core.open_held >= MAX_HELD {
+            hold = false;
+        }
+        let added = core.w.add(&d, t, id, hold);
+        self.emit_closed(out, cx);
+        let core = &mut self.core;
+        match added {
+            Added::Counted => {
+                if hold {
+                    core.open_held += 1;
+                } else if !core.pass && id != 0 {
+                    core.early_acks += 1;
+                    if core.limiter.allow("early acknowledgements", H::NAME, cx) {
+                        slog::warn!(cx.logger(), "too many inputs held in open windows; acknowledged at once (a crash may lose them from their window)";
+                            "cog" => H::NAME, "event" => id, "max_held" => MAX_HELD, "so_far" => core.early_acks);
+                    }
+                    cx.event_done(id);
+                }
+                if core.pass {
+                    out.push(d);
+                } else {
+                    out.count_dropped(1);
+                    core.spent.push(d);
+                }
+                self.handler.counted(&mut self.core, out, cx);
+            }
+            Added::Late => {
+                if core.limiter.allow("late data", H::NAME, cx) {
+                    slog::info!(cx.logger(), "late datum: its windows have closed";
+                        "cog" => H::NAME, "event" => id, "late_so_far" => core.w.late);
+                }
+                match &core.late {
+                    Late::Drop => {
+                        cx.event_done(id);
+                        out.count_dropped(1);
+                        core.spent.push(d);
+                    }
+                    Late::Emit => {
+                        (core.fields.set)(&mut d, &core.late_path, Value::Bool(true));
+                        out.push(d);
+                    }
+                    Late::Train(m) => {
+                        (core.fields.set)(&mut d, &core.late_path, Value::Bool(true));
+                        m.send(d, cx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
     fn name(&self) -> &str {
-        "window"
+        H::NAME
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let core = &mut self.core;
         let now = cx.now();
-        self.anchor = Some((now, wall_ms()));
-        if let Some(path) = &self.state_file {
-            match self.w.load(path, FORMAT) {
+        core.anchor = Some((now, wall_ms()));
+        if let Some(path) = &core.state_file {
+            match core.w.load(path, H::NAME) {
                 Ok(n) => {
                     if n > 0 {
                         slog::info!(cx.logger(), "window state loaded";
-                            "file" => %path.display(), "windows" => n);
+                            "cog" => H::NAME, "file" => %path.display(), "windows" => n);
                     }
                 }
                 Err(e) => {
                     slog::warn!(cx.logger(), "window state ignored, starting empty";
-                        "reason" => %e);
+                        "cog" => H::NAME, "reason" => %e);
                 }
             }
         }
@@ -382,77 +487,71 @@ impl<D: 'static> Cog<D> for Window<D> {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
-        let now = self.now_ms(cx.now());
-        self.w.set_now(now);
-        if self.w.is_arrival() {
-            self.w.advance(now);
+        let now = self.core.now_ms(cx.now());
+        self.core.w.set_now(now);
+        if self.core.w.is_arrival() {
+            self.core.w.advance(now);
             self.emit_closed(out, cx);
         }
         for d in batch.drain(..) {
             self.one(d, out, cx);
         }
-        self.arm(cx);
+        let core = &mut self.core;
+        if let Some(recycle) = &core.fields.recycle {
+            recycle(&mut core.spent);
+        }
+        core.spent.clear();
+        core.arm(H::NAME, cx);
     }
 
     fn wake(&mut self, _: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
         if let Wake::Timer(_) = why {
-            self.armed = None;
-            let now = self.now_ms(cx.now());
-            self.w.set_now(now);
-            self.w.advance(now);
+            self.core.armed = None;
+            let now = self.core.now_ms(cx.now());
+            self.core.w.set_now(now);
+            self.core.w.advance(now);
             self.emit_closed(out, cx);
-            self.arm(cx);
+            self.core.arm(H::NAME, cx);
         }
     }
 
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
-        if self.held.is_empty() {
-            return;
-        }
-        for id in ids {
-            if let Some(rest) = self.held.remove(id) {
-                self.held_total = self.held_total.saturating_sub(rest.len());
-                for r in rest {
-                    cx.event_done(r);
-                }
-            }
-        }
+        self.handler.event_done(ids);
+        self.core.held.done(ids, cx);
     }
 
     fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
-        if let Some(rest) = self.held.remove(&old) {
-            self.held.entry(new).or_default().extend(rest);
-        }
+        self.core.held.rename(old, new);
     }
 
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
-        if let Some(path) = self.state_file.clone() {
-            match self.w.save(&path, FORMAT) {
+        let core = &mut self.core;
+        if let Some(path) = core.state_file.clone() {
+            match core.w.save(&path, H::NAME) {
                 Ok(n) => {
                     slog::info!(cx.logger(), "window state saved";
-                        "file" => %path.display(), "windows" => n);
+                        "cog" => H::NAME, "file" => %path.display(), "windows" => n);
                     // Saved: their inputs are done with (a restart continues the counts).
-                    self.w.close_all(CloseWhy::Partial);
-                    for c in self.w.closed.drain(..) {
-                        for id in c.state.held {
-                            cx.event_done(id);
-                        }
+                    core.w.close_all(CloseWhy::Partial);
+                    let mut closed = std::mem::take(&mut core.w.closed);
+                    for mut c in closed.drain(..) {
+                        core.hold_or_ack(None, &mut c, cx);
                     }
-                    self.held_total = self.held.values().map(Vec::len).sum();
                     return;
                 }
                 Err(e) => {
                     slog::error!(cx.logger(), "window state not saved; open windows emitted partial";
-                        "reason" => %e);
+                        "cog" => H::NAME, "reason" => %e);
                 }
             }
         }
-        self.w.close_all(CloseWhy::Partial);
+        core.w.close_all(CloseWhy::Partial);
         self.emit_closed(out, cx);
-        if self.w.late > 0 || self.evictions() > 0 || self.early_acks > 0 {
+        let core = &self.core;
+        if core.w.late > 0 || self.evictions() > 0 || core.early_acks > 0 {
             slog::info!(cx.logger(), "window totals";
-                "cog" => "window", "late" => self.w.late, "evictions" => self.evictions(),
-                "early_acks" => self.early_acks);
+                "cog" => H::NAME, "late" => core.w.late, "evictions" => self.evictions(),
+                "early_acks" => core.early_acks);
         }
     }
 }

@@ -14,17 +14,17 @@
 //! follows the data, never the batches they come in, so replaying a file at full speed
 //! gives the windows that reading it live gives.
 //!
-//! **Closing is cheap.** Each open window has one place in a min-heap ordered by the time
-//! it closes; advancing the watermark pops what closes and touches nothing else. A
-//! session's end moves as data come; its heap place is left as it was and put back with
-//! the new end when it comes up.
+//! **Closing is cheap.** Each open window has one place in a map from the time windows
+//! close to the windows closing then, in the order they opened (tumbling windows of one
+//! period share one entry); advancing the watermark takes the entries it passes and
+//! touches nothing else. A session's end moves as data come; its place is left as it was
+//! and put back at the new end when it comes up.
 //!
 //! **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
 //! and values: beyond, the oldest window is closed early ([`CloseWhy::Evicted`], counted
 //! and logged rate-limited by [`Keyed`]).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io::Write;
 use std::path::Path as FsPath;
@@ -32,6 +32,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use crate::engine::cog::EventId;
+use crate::engine::escapement::Ctx;
 use crate::kit::checkpoint::fingerprint;
 use crate::kit::keyed::{Keyed, StateCodec, StateError};
 use crate::kit::on_error::OnErrorSettings;
@@ -267,6 +268,9 @@ enum Func {
 struct AggSpec {
     name: String,
     out: Path,
+    /// Index of `out` and of the flag in the output names (0: no flag).
+    out_ix: usize,
+    flag_ix: usize,
     func: Func,
     field: Option<Path>,
     /// For count(CONDITION): its index in the conditions.
@@ -497,11 +501,129 @@ pub struct WinState {
     /// Evidence fields of the first datum, then of the last.
     pub evidence: Vec<Value>,
     /// Ids of consumed inputs, acknowledged once the window's output is.
-    pub held: Vec<EventId>,
+    pub held: Ids,
     /// Bytes counted against max_bytes.
     bytes: usize,
     /// `threshold`: the id of the alert this window fired (0: none).
     pub alert: EventId,
+    /// A hash of the group-by key alone (without the window), to remember per key.
+    pub group: u64,
+}
+
+/// Event ids held by a window: the first two inline, since most windows count few data
+/// (no allocation for them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ids {
+    inline: [EventId; 2],
+    n: u8,
+    more: Vec<EventId>,
+}
+
+impl Ids {
+    /// Adds an id.
+    #[inline]
+    pub fn push(&mut self, id: EventId) {
+        match self.n {
+            0 | 1 => {
+                self.inline[usize::from(self.n)] = id;
+                self.n += 1;
+            }
+            _ => self.more.push(id),
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.n) + self.more.len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The ids, in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.inline[..usize::from(self.n)]
+            .iter()
+            .chain(self.more.iter())
+            .copied()
+    }
+
+    /// Adds every id of `other`.
+    pub fn append(&mut self, other: Ids) {
+        for id in other.iter() {
+            self.push(id);
+        }
+    }
+}
+
+/// Acknowledgements held until an output is acknowledged: output id → the ids of the
+/// inputs it counts. Output ids come from `Ctx::new_event_id`, which only grows, and drains
+/// acknowledge in order, so the outputs wait in a queue in id order and an
+/// acknowledgement mostly takes the front: no hashing per output.
+#[derive(Debug, Default)]
+pub struct Held {
+    queue: VecDeque<(EventId, Ids)>,
+    /// Outputs renamed downstream, or held out of order.
+    others: HashMap<EventId, Ids>,
+    total: usize,
+}
+
+impl Held {
+    /// Holds `ids` until `out` is acknowledged.
+    pub fn hold(&mut self, out: EventId, ids: Ids) {
+        if ids.is_empty() {
+            return;
+        }
+        self.total += ids.len();
+        match self.queue.back() {
+            Some((last, _)) if *last >= out => self.others.entry(out).or_default().append(ids),
+            _ => self.queue.push_back((out, ids)),
+        }
+    }
+
+    /// Inputs held, over all outputs.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Outputs acknowledged: acknowledges what they held.
+    pub fn done(&mut self, ids: &[EventId], cx: &mut Ctx<'_>) {
+        if self.total == 0 {
+            return;
+        }
+        for id in ids {
+            let ids = match self.queue.front() {
+                Some((first, _)) if first == id => self.queue.pop_front().map(|(_, ids)| ids),
+                _ => match self.queue.binary_search_by_key(id, |(o, _)| *o) {
+                    // Left empty in place; the front is cleared below.
+                    Ok(i) => self.queue.get_mut(i).map(|(_, ids)| std::mem::take(ids)),
+                    Err(_) => self.others.remove(id),
+                },
+            };
+            if let Some(ids) = ids {
+                self.total = self.total.saturating_sub(ids.len());
+                for i in ids.iter() {
+                    cx.event_done(i);
+                }
+            }
+        }
+        while self.queue.front().is_some_and(|(_, ids)| ids.is_empty()) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// An output renamed downstream: what it held moves with it.
+    pub fn rename(&mut self, old: EventId, new: EventId) {
+        let ids = match self.queue.binary_search_by_key(&old, |(o, _)| *o) {
+            Ok(i) => self.queue.get_mut(i).map(|(_, ids)| std::mem::take(ids)),
+            Err(_) => self.others.remove(&old),
+        };
+        if let Some(ids) = ids {
+            self.others.entry(new).or_default().append(ids);
+        }
+    }
 }
 
 /// Why a window was handed out.
@@ -533,11 +655,22 @@ pub enum Added {
     Late,
 }
 
-/// A window's place in the closing order: when it closes, its generation, its key.
-type Place = (i64, u64, Rc<[u8]>);
+/// A window's place in the closing order: its generation and key.
+type Place = (u64, Rc<[u8]>);
 
 /// A field lookup over the datum.
 pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
+
+/// What counting a datum into a window reads: the aggregates and the evidence.
+struct Spec<D> {
+    get: Lookup<D>,
+    aggs: Vec<AggSpec>,
+    conds: Vec<Condition<D>>,
+    evidence: Vec<Path>,
+    distinct_exact: usize,
+    max_values: usize,
+    hash_buf: Vec<u8>,
+}
 
 /// The bookkeeping of windows over any datum: see the module doc.
 pub struct Windows<D> {
@@ -550,25 +683,31 @@ pub struct Windows<D> {
     step: i64,
     gap: i64,
     lateness: i64,
-    aggs: Vec<AggSpec>,
-    conds: Vec<Condition<D>>,
-    evidence: Vec<Path>,
-    distinct_exact: usize,
-    max_values: usize,
+    spec: Spec<D>,
     max_bytes: usize,
     states: Keyed<Rc<[u8]>, WinState>,
-    heap: BinaryHeap<Reverse<Place>>,
+    /// Close time → (generation, key) of the windows closing then, oldest first.
+    order: BTreeMap<i64, Vec<Place>>,
+    /// Places in `order`, stale ones included.
+    places: usize,
     watermark: i64,
     next_generation: u64,
     bytes: usize,
     /// The wall clock as Unix milliseconds, set by the cog per batch.
     now_ms: i64,
     buf: Vec<u8>,
-    hash_buf: Vec<u8>,
-    start_path: Path,
-    end_path: Path,
+    /// Output field names, indexed by [`Windows::output`].
+    names: Vec<Path>,
     /// Windows handed out, for the cog to take.
     pub closed: Vec<Closed>,
+    /// Vectors of released states, reused by new ones (no allocation per window).
+    spare: Vec<(Vec<Value>, Vec<Agg>)>,
+    /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
+    pub touched: Vec<Rc<[u8]>>,
+    track: bool,
+    track_groups: bool,
+    /// The last datum's window was not open: expect new windows.
+    missed: bool,
     /// Late data seen.
     pub late: u64,
 }
@@ -589,6 +728,111 @@ fn ms(d: Duration) -> i64 {
 
 fn path(key: &'static str, p: &str) -> Result<Path, SettingError> {
     Path::parse(p).map_err(|e| SettingError::new(key, format!("{p:?}: {e}")))
+}
+
+impl<D> Spec<D> {
+    /// Counts `d` into `s`; returns how many bytes it grew by.
+    #[inline]
+    fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
+        let mut grew = 0usize;
+        for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
+            let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
+            match agg {
+                Agg::Count(n) => {
+                    if spec.func == Func::Count
+                        || self.conds.get(spec.cond).is_some_and(|c| c.test(d))
+                    {
+                        *n += 1;
+                    }
+                }
+                Agg::Sum(sum) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        *sum = match (*sum, x) {
+                            (Num::Int(a), Num::Int(b)) => a
+                                .checked_add(b)
+                                .map_or(Num::Float(a as f64 + b as f64), Num::Int),
+                            (a, b) => Num::Float(a.f() + b.f()),
+                        };
+                    }
+                }
+                Agg::Extreme(cur) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        let better = match *cur {
+                            None => true,
+                            Some(c) if spec.func == Func::Min => x.less(c),
+                            Some(c) => c.less(x),
+                        };
+                        if better {
+                            *cur = Some(x);
+                        }
+                    }
+                }
+                Agg::Mean(sum, n) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        *sum += x.f();
+                        *n += 1;
+                    }
+                }
+                Agg::One(cur) => {
+                    if let Some(x) = v
+                        && (spec.func == Func::Last || cur.is_none())
+                    {
+                        *cur = Some(x.clone());
+                    }
+                }
+                Agg::Exact(set) => {
+                    if let Some(x) = v {
+                        let h = value_hash(x, &mut self.hash_buf);
+                        if set.insert(h) {
+                            grew += 12;
+                            if set.len() > self.distinct_exact {
+                                let mut regs = vec![0u8; HLL_M].into_boxed_slice();
+                                for &h in set.iter() {
+                                    hll_add(&mut regs, h);
+                                }
+                                grew += HLL_M;
+                                *agg = Agg::Hll(regs);
+                            }
+                        }
+                    }
+                }
+                Agg::Hll(regs) => {
+                    if let Some(x) = v {
+                        hll_add(regs, value_hash(x, &mut self.hash_buf));
+                    }
+                }
+                Agg::Values(list, cut) => {
+                    if let Some(x) = v {
+                        if list.len() < self.max_values {
+                            grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
+                            list.push(x.clone());
+                        } else {
+                            *cut = true;
+                        }
+                    }
+                }
+            }
+        }
+        if s.first_id == 0 {
+            s.first_id = id;
+            for p in &self.evidence {
+                s.evidence
+                    .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+            }
+            s.evidence.extend_from_within(..);
+        } else if !self.evidence.is_empty() {
+            let n = self.evidence.len();
+            for (i, p) in self.evidence.iter().enumerate() {
+                s.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+            }
+        }
+        s.last_id = id;
+        if hold && id != 0 {
+            s.held.push(id);
+        }
+        s.bytes += grew;
+        grew
+    }
 }
 
 impl<D: 'static> Windows<D> {
@@ -712,6 +956,8 @@ impl<D: 'static> Windows<D> {
             let mut spec = AggSpec {
                 name: name.clone(),
                 out,
+                out_ix: 0,
+                flag_ix: 0,
                 func,
                 field: None,
                 cond: 0,
@@ -751,8 +997,20 @@ impl<D: 'static> Windows<D> {
             .map(|e| path("evidence", e))
             .collect::<Result<Vec<_>, _>>()?;
         let fixed = |p: &str| path("key", p);
+        // The output names: window_start, window_end, the keys, each aggregate and its flag.
+        let mut names = vec![fixed("window_start")?, fixed("window_end")?];
+        names.extend(keys.iter().cloned());
+        for a in &mut aggs {
+            a.out_ix = names.len();
+            names.push(a.out.clone());
+            if let Some(f) = &a.flag {
+                a.flag_ix = names.len();
+                names.push(f.clone());
+            }
+        }
         Ok(Windows {
-            get,
+            names,
+            get: get.clone(),
             key_names: s.key.clone(),
             keys,
             time,
@@ -761,25 +1019,44 @@ impl<D: 'static> Windows<D> {
             step,
             gap,
             lateness: ms(s.lateness),
-            aggs,
-            conds,
-            evidence,
-            distinct_exact: s.distinct_exact,
-            max_values: s.max_values,
+            spec: Spec {
+                get,
+                aggs,
+                conds,
+                evidence,
+                distinct_exact: s.distinct_exact,
+                max_values: s.max_values,
+                hash_buf: Vec::new(),
+            },
             max_bytes: s.max_bytes.max(1),
             states: Keyed::new(s.max_keys),
-            heap: BinaryHeap::new(),
+            order: BTreeMap::new(),
+            places: 0,
             watermark: i64::MIN,
             next_generation: 1,
             bytes: 0,
             now_ms: 0,
             buf: Vec::new(),
-            hash_buf: Vec::new(),
-            start_path: fixed("window_start")?,
-            end_path: fixed("window_end")?,
             closed: Vec::new(),
+            spare: Vec::new(),
+            touched: Vec::new(),
+            track: false,
+            track_groups: false,
+            missed: false,
             late: 0,
         })
+    }
+
+    /// Makes [`Windows::add`] list in `touched` the windows each datum counted in (what
+    /// `threshold` evaluates when it fires on crossing).
+    pub fn track_touched(&mut self) {
+        self.track = true;
+    }
+
+    /// Makes each window remember a hash of its group-by key ([`WinState::group`]), for
+    /// what is remembered per key across windows (`threshold`'s `rearm`).
+    pub fn track_groups(&mut self) {
+        self.track_groups = true;
     }
 
     /// Whether time is the wall clock at arrival.
@@ -876,6 +1153,9 @@ impl<D: 'static> Windows<D> {
     /// it passes into `closed`). `id` is held by the window when `hold` (a consumed
     /// input; with hopping windows, by the first window it falls in).
     pub fn add(&mut self, d: &D, t: i64, id: EventId, hold: bool) -> Added {
+        if self.track {
+            self.touched.clear();
+        }
         if !self.is_arrival() && t > self.watermark {
             self.advance(t);
         }
@@ -931,10 +1211,73 @@ impl<D: 'static> Windows<D> {
     fn count_in(&mut self, d: &D, start: i64, end: i64, key_len: usize, id: EventId, hold: bool) {
         self.buf.truncate(key_len);
         self.buf.extend_from_slice(&start.to_be_bytes());
-        if self.states.get(&self.buf[..]).is_none() {
-            self.open_state(d, start, end);
+        if self.missed {
+            // The last datum opened a window: this one likely does too (keys seen once, as
+            // most clients of a web log are), so the key is made first and looked up and
+            // inserted with one hash.
+            self.count_in_new(d, start, end, id, hold);
+            return;
         }
-        self.update(d, id, hold);
+        // One hash lookup for a window already open.
+        let grew = match self.states.get_mut(&self.buf[..]) {
+            Some(s) => self.spec.update(s, d, id, hold),
+            None => {
+                self.missed = true;
+                self.open_state(d, start, end, id, hold);
+                return;
+            }
+        };
+        if self.track
+            && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
+        {
+            self.touched.push(k.clone());
+        }
+        self.grew(grew);
+    }
+
+    /// [`count_in`](Windows::count_in) when windows are mostly new.
+    fn count_in_new(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        if self.states.len() >= self.states.max_keys() {
+            // Full: the usual path, which evicts first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let state = self.new_state(d, start, end);
+        if self.bytes + state.bytes > self.max_bytes {
+            self.release(state);
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
+        let Some((s, unused)) = self.states.get_or_insert(key.clone(), state) else {
+            // Full: evictions first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        };
+        let grew = self.spec.update(s, d, id, hold);
+        let generation = s.generation;
+        match unused {
+            Some(unused) => {
+                self.missed = false;
+                self.release(unused);
+                self.grew(grew);
+            }
+            None => {
+                s.bytes += grew;
+                self.bytes += s.bytes;
+                self.place(end.saturating_add(self.lateness), generation, key.clone());
+                if self.places > 2 * self.states.len() + 1024 {
+                    self.compact_order();
+                }
+                self.grew(0);
+            }
+        }
+        if self.track {
+            self.touched.push(key);
+        }
     }
 
     fn count_session(&mut self, d: &D, t: i64, id: EventId, hold: bool) {
@@ -942,10 +1285,18 @@ impl<D: 'static> Windows<D> {
         let open = self.states.get(&self.buf[..]).map(|s| (s.start, s.end));
         match open {
             Some((start, end)) if t < end && t >= start - gap => {
-                if let Some(s) = self.states.get_mut(&self.buf[..]) {
-                    s.start = s.start.min(t);
-                    s.end = s.end.max(t + gap);
+                let Some(s) = self.states.get_mut(&self.buf[..]) else {
+                    return;
+                };
+                s.start = s.start.min(t);
+                s.end = s.end.max(t + gap);
+                let grew = self.spec.update(s, d, id, hold);
+                if self.track
+                    && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
+                {
+                    self.touched.push(k.clone());
                 }
+                self.grew(grew);
             }
             Some(_) => {
                 // The datum falls outside the key's session: that one ends here.
@@ -956,51 +1307,98 @@ impl<D: 'static> Windows<D> {
                         why: CloseWhy::Closed,
                     });
                 }
-                self.open_state(d, t, t + gap);
+                self.open_state(d, t, t + gap, id, hold);
             }
-            None => self.open_state(d, t, t + gap),
+            None => self.open_state(d, t, t + gap, id, hold),
         }
-        self.update(d, id, hold);
     }
 
-    /// Opens the state of key `self.buf` for the window `[start, end)`.
-    fn open_state(&mut self, d: &D, start: i64, end: i64) {
-        let key_vals: Vec<Value> = self
-            .keys
-            .iter()
-            .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null))
-            .collect();
-        let bytes = 2 * self.buf.len() + 96 + 48 * self.aggs.len() + 32 * key_vals.len();
-        while !self.states.is_empty()
-            && (self.states.len() >= self.states.max_keys() || self.bytes + bytes > self.max_bytes)
-        {
-            self.evict_one();
+    /// Bytes grown by an update: beyond max_bytes, the oldest windows close early.
+    #[inline]
+    fn grew(&mut self, grew: usize) {
+        if grew > 0 {
+            self.bytes += grew;
+            while self.bytes > self.max_bytes && self.states.len() > 1 {
+                self.evict_one();
+            }
         }
+    }
+
+    /// Gives back a window handed out and done with: its vectors serve the next ones.
+    pub fn release(&mut self, mut s: WinState) {
+        if self.spare.len() < 1024 {
+            s.key.clear();
+            s.aggs.clear();
+            self.spare.push((s.key, s.aggs));
+        }
+    }
+
+    /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
+    fn new_state(&mut self, d: &D, start: i64, end: i64) -> WinState {
+        let (mut key_vals, mut aggs) = self.spare.pop().unwrap_or_default();
+        key_vals.extend(
+            self.keys
+                .iter()
+                .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
+        );
+        aggs.extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        let bytes = 2 * self.buf.len() + 96 + 48 * self.spec.aggs.len() + 32 * key_vals.len();
         let generation = self.next_generation;
         self.next_generation += 1;
-        let state = WinState {
+        WinState {
             start,
             end,
             generation,
             key: key_vals,
-            aggs: self.aggs.iter().map(|a| Agg::new(a.func)).collect(),
+            aggs,
             first_id: 0,
             last_id: 0,
             evidence: Vec::new(),
-            held: Vec::new(),
+            held: Ids::default(),
             bytes,
             alert: 0,
-        };
-        self.bytes += bytes;
+            group: if self.track_groups {
+                fingerprint(&self.buf[..self.key_len()])
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
+    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        let mut state = self.new_state(d, start, end);
+        while !self.states.is_empty()
+            && (self.states.len() >= self.states.max_keys()
+                || self.bytes + state.bytes > self.max_bytes)
+        {
+            self.evict_one();
+        }
+        let generation = state.generation;
+        let grew = self.spec.update(&mut state, d, id, hold);
+        state.bytes += grew;
+        self.bytes += state.bytes;
         let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        self.heap.push(Reverse((
-            end.saturating_add(self.lateness),
-            generation,
-            key.clone(),
-        )));
-        self.states.insert(key, state);
-        if self.heap.len() > 2 * self.states.len() + 1024 {
-            self.compact_heap();
+        self.place(end.saturating_add(self.lateness), generation, key.clone());
+        if self.track {
+            self.touched.push(key.clone());
+        }
+        self.states.insert_new(key, state);
+        if self.places > 2 * self.states.len() + 1024 {
+            self.compact_order();
+        }
+        self.grew(0);
+        while self.bytes > self.max_bytes && self.states.len() > 1 {
+            self.evict_one();
+        }
+    }
+
+    /// The length of the group-by key in `self.buf` (tumbling and hopping keys end with
+    /// the window's start).
+    fn key_len(&self) -> usize {
+        match self.kind {
+            WindowKind::Session => self.buf.len(),
+            _ => self.buf.len().saturating_sub(8),
         }
     }
 
@@ -1015,126 +1413,27 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// Drops heap places whose state is gone.
-    fn compact_heap(&mut self) {
-        let states = &self.states;
-        let heap = std::mem::take(&mut self.heap);
-        self.heap = heap
-            .into_vec()
-            .into_iter()
-            .filter(|Reverse((_, g, k))| states.get(&k[..]).is_some_and(|s| s.generation == *g))
-            .collect();
+    /// Puts a window in the closing order.
+    #[inline]
+    fn place(&mut self, close_at: i64, generation: u64, key: Rc<[u8]>) {
+        self.order
+            .entry(close_at)
+            .or_default()
+            .push((generation, key));
+        self.places += 1;
     }
 
-    /// Counts `d` into the state of key `self.buf`.
-    #[inline]
-    fn update(&mut self, d: &D, id: EventId, hold: bool) {
-        let Some(s) = self.states.get_mut(&self.buf[..]) else {
-            return;
-        };
-        let mut grew = 0usize;
-        for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
-            let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
-            match agg {
-                Agg::Count(n) => {
-                    if spec.func == Func::Count
-                        || self.conds.get(spec.cond).is_some_and(|c| c.test(d))
-                    {
-                        *n += 1;
-                    }
-                }
-                Agg::Sum(sum) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        *sum = match (*sum, x) {
-                            (Num::Int(a), Num::Int(b)) => a
-                                .checked_add(b)
-                                .map_or(Num::Float(a as f64 + b as f64), Num::Int),
-                            (a, b) => Num::Float(a.f() + b.f()),
-                        };
-                    }
-                }
-                Agg::Extreme(cur) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        let better = match *cur {
-                            None => true,
-                            Some(c) if spec.func == Func::Min => x.less(c),
-                            Some(c) => c.less(x),
-                        };
-                        if better {
-                            *cur = Some(x);
-                        }
-                    }
-                }
-                Agg::Mean(sum, n) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        *sum += x.f();
-                        *n += 1;
-                    }
-                }
-                Agg::One(cur) => {
-                    if let Some(x) = v
-                        && (spec.func == Func::Last || cur.is_none())
-                    {
-                        *cur = Some(x.clone());
-                    }
-                }
-                Agg::Exact(set) => {
-                    if let Some(x) = v {
-                        let h = value_hash(x, &mut self.hash_buf);
-                        if set.insert(h) {
-                            grew += 12;
-                            if set.len() > self.distinct_exact {
-                                let mut regs = vec![0u8; HLL_M].into_boxed_slice();
-                                for &h in set.iter() {
-                                    hll_add(&mut regs, h);
-                                }
-                                grew += HLL_M;
-                                *agg = Agg::Hll(regs);
-                            }
-                        }
-                    }
-                }
-                Agg::Hll(regs) => {
-                    if let Some(x) = v {
-                        hll_add(regs, value_hash(x, &mut self.hash_buf));
-                    }
-                }
-                Agg::Values(list, cut) => {
-                    if let Some(x) = v {
-                        if list.len() < self.max_values {
-                            grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
-                            list.push(x.clone());
-                        } else {
-                            *cut = true;
-                        }
-                    }
-                }
-            }
-        }
-        if s.first_id == 0 {
-            s.first_id = id;
-            for p in &self.evidence {
-                s.evidence
-                    .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
-            }
-            s.evidence.extend_from_within(..);
-        } else if !self.evidence.is_empty() {
-            let n = self.evidence.len();
-            for (i, p) in self.evidence.iter().enumerate() {
-                s.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
-            }
-        }
-        s.last_id = id;
-        if hold && id != 0 {
-            s.held.push(id);
-        }
-        if grew > 0 {
-            s.bytes += grew;
-            self.bytes += grew;
-            while self.bytes > self.max_bytes && self.states.len() > 1 {
-                self.evict_one();
-            }
-        }
+    /// Drops places whose window is gone (evicted), so that a flood of keys with a
+    /// watermark standing still keeps the order within the bound too.
+    fn compact_order(&mut self) {
+        let states = &self.states;
+        let mut places = 0;
+        self.order.retain(|_, v| {
+            v.retain(|(g, k)| states.get(&k[..]).is_some_and(|s| s.generation == *g));
+            places += v.len();
+            !v.is_empty()
+        });
+        self.places = places;
     }
 
     /// Moves the watermark to `wm` (never back) and closes what it passes.
@@ -1142,48 +1441,40 @@ impl<D: 'static> Windows<D> {
         if wm > self.watermark {
             self.watermark = wm;
         }
-        while let Some(Reverse((at, _, _))) = self.heap.peek() {
-            if *at > self.watermark {
+        while let Some(entry) = self.order.first_entry() {
+            if *entry.key() > self.watermark {
                 break;
             }
-            let Some(Reverse((at, generation, key))) = self.heap.pop() else {
-                break;
-            };
-            let Some(s) = self.states.get(&key[..]) else {
-                continue;
-            };
-            if s.generation != generation {
-                continue;
-            }
-            let close_at = s.end.saturating_add(self.lateness);
-            if close_at > at {
-                // A session that grew since: back in at its new end.
-                self.heap.push(Reverse((close_at, generation, key)));
-                continue;
-            }
-            if let Some(s) = self.states.remove(&key[..]) {
-                self.bytes = self.bytes.saturating_sub(s.bytes);
-                self.closed.push(Closed {
-                    state: s,
-                    why: CloseWhy::Closed,
-                });
+            let (at, places) = entry.remove_entry();
+            self.places = self.places.saturating_sub(places.len());
+            for (generation, key) in places {
+                if self.kind == WindowKind::Session {
+                    let Some(s) = self.states.get(&key[..]) else {
+                        continue;
+                    };
+                    let close_at = s.end.saturating_add(self.lateness);
+                    if s.generation == generation && close_at > at {
+                        // A session that grew since: back in at its new end.
+                        self.place(close_at, generation, key);
+                        continue;
+                    }
+                }
+                // A place left by an evicted window is skipped: its generation differs.
+                if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
+                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                    self.closed.push(Closed {
+                        state: s,
+                        why: CloseWhy::Closed,
+                    });
+                }
             }
         }
     }
 
-    /// When the next window closes (milliseconds), if one is open.
-    pub fn next_close(&mut self) -> Option<i64> {
-        loop {
-            let Reverse((at, generation, key)) = self.heap.peek()?;
-            match self.states.get(&key[..]) {
-                Some(s) if s.generation == *generation => {
-                    return Some((*at).max(s.end.saturating_add(self.lateness)));
-                }
-                _ => {
-                    self.heap.pop();
-                }
-            }
-        }
+    /// When the next window closes (milliseconds), if one is open (perhaps earlier: a
+    /// session may have grown since).
+    pub fn next_close(&self) -> Option<i64> {
+        self.order.keys().next().copied()
     }
 
     /// Hands out every open window, oldest first, as `why`.
@@ -1191,25 +1482,39 @@ impl<D: 'static> Windows<D> {
         while let Some((_, s)) = self.states.pop_oldest() {
             self.closed.push(Closed { state: s, why });
         }
-        self.heap.clear();
+        self.order.clear();
+        self.places = 0;
         self.bytes = 0;
     }
 
-    /// Appends the output fields of a window: `window_start`, `window_end`, the key
-    /// fields, the aggregates in the order written (with their flags when set).
-    pub fn output(&self, s: &WinState, out: &mut Vec<(Path, Value)>) {
-        out.push((self.start_path.clone(), Value::Time(ms_ts(s.start))));
-        out.push((self.end_path.clone(), Value::Time(ms_ts(s.end))));
-        for (p, v) in self.keys.iter().zip(&s.key) {
-            out.push((p.clone(), v.clone()));
+    /// Appends the output fields of a window, as indexes into [`Windows::names`] with
+    /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
+    /// order written (with their flags when set).
+    /// The key values are moved out of `s`.
+    pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
+        out.push((0, Value::Time(ms_ts(s.start))));
+        out.push((1, Value::Time(ms_ts(s.end))));
+        for (i, v) in s.key.iter_mut().enumerate() {
+            out.push((2 + i, std::mem::take(v)));
         }
-        for (spec, agg) in self.aggs.iter().zip(&s.aggs) {
+        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             let (v, flag) = agg.output();
-            out.push((spec.out.clone(), v));
-            if flag && let Some(f) = &spec.flag {
-                out.push((f.clone(), Value::Bool(true)));
+            out.push((spec.out_ix, v));
+            if flag && spec.flag_ix != 0 {
+                out.push((spec.flag_ix, Value::Bool(true)));
             }
         }
+    }
+
+    /// The output field names [`Windows::output`] indexes.
+    pub fn names(&self) -> &[Path] {
+        &self.names
+    }
+
+    /// Adds an output name of the cog's own (a flag, evidence); returns its index.
+    pub fn add_name(&mut self, p: Path) -> usize {
+        self.names.push(p);
+        self.names.len() - 1
     }
 
     /// The aggregates of `s` by output name (what `threshold`'s condition reads), with the
@@ -1219,7 +1524,7 @@ impl<D: 'static> Windows<D> {
         for (p, v) in self.keys.iter().zip(&s.key) {
             r.set_path(p, v.clone());
         }
-        for (spec, agg) in self.aggs.iter().zip(&s.aggs) {
+        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             r.set_path(&spec.out, agg.output().0);
         }
         r
@@ -1227,7 +1532,7 @@ impl<D: 'static> Windows<D> {
 
     /// The evidence paths.
     pub fn evidence_paths(&self) -> &[Path] {
-        &self.evidence
+        &self.spec.evidence
     }
 
     /// The key field names, as configured.
@@ -1237,7 +1542,7 @@ impl<D: 'static> Windows<D> {
 
     /// The aggregate output names, in order.
     pub fn aggregate_names(&self) -> impl Iterator<Item = &str> {
-        self.aggs.iter().map(|a| a.name.as_str())
+        self.spec.aggs.iter().map(|a| a.name.as_str())
     }
 
     /// Saves the open windows and the watermark to `path`, in the format `format`, and
@@ -1263,18 +1568,18 @@ impl<D: 'static> Windows<D> {
             match v {
                 Saved::Watermark(wm) => self.watermark = self.watermark.max(wm),
                 Saved::Window(mut s) => {
-                    if s.aggs.len() != self.aggs.len() {
+                    if s.aggs.len() != self.spec.aggs.len() {
                         continue;
                     }
                     s.generation = self.next_generation;
                     self.next_generation += 1;
                     self.bytes += s.bytes;
                     let key: Rc<[u8]> = Rc::from(k);
-                    self.heap.push(Reverse((
+                    self.place(
                         s.end.saturating_add(self.lateness),
                         s.generation,
                         key.clone(),
-                    )));
+                    );
                     self.states.insert(key, s);
                     n += 1;
                 }
@@ -1380,6 +1685,7 @@ impl WinState {
             Value::List(self.evidence.clone()),
             Value::Int(self.bytes as i64),
             Value::Int(self.alert as i64),
+            Value::Int(self.group as i64),
         ])
     }
 
@@ -1453,9 +1759,10 @@ impl WinState {
             first_id: u64::try_from(int(4)?).ok()?,
             last_id: u64::try_from(int(5)?).ok()?,
             evidence: list(6)?.clone(),
-            held: Vec::new(),
+            held: Ids::default(),
             bytes: usize::try_from(int(7)?).ok()?,
             alert: u64::try_from(int(8)?).ok()?,
+            group: int(9)? as u64,
         })
     }
 }
@@ -1553,9 +1860,10 @@ mod tests {
             first_id: 5,
             last_id: 9,
             evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
-            held: vec![],
+            held: Ids::default(),
             bytes: 400,
             alert: 0,
+            group: u64::MAX,
         };
         let mut text = Vec::new();
         Saved::Window(s.clone()).encode(&mut text);

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use deadbeat::Escapement;
+use deadbeat::cogs::flow::threshold::{Fire, Threshold, ThresholdSettings};
 use deadbeat::cogs::flow::window::{Window, WindowFields};
 use deadbeat::kit::window::{Aggregates, WindowKind, WindowSettings};
 use deadbeat::prelude::*;
@@ -30,15 +31,19 @@ fn fields() -> WindowFields<Ev> {
     WindowFields {
         get: Rc::new(get),
         id: Rc::new(Getter::new(|e: &Ev| Some(&e.id))),
-        make: Box::new(|id, fields| Ev {
+        make: Box::new(|id, names, fields| Ev {
             id,
-            f: fields.drain(..).map(|(p, v)| (p.to_string(), v)).collect(),
+            f: fields
+                .drain(..)
+                .map(|(i, v)| (names[i].to_string(), v))
+                .collect(),
         }),
         set: Rc::new(|e: &mut Ev, p: &Path, v: Value| {
             let name = p.to_string();
             e.f.retain(|(k, _)| *k != name);
             e.f.push((name, v));
         }),
+        recycle: None,
     }
 }
 
@@ -109,6 +114,17 @@ fn run_window(
     batch: usize,
     ack: bool,
 ) -> (Vec<String>, Vec<EventId>) {
+    let w = Window::from_settings(s, fields(), |_| None, None).unwrap();
+    run_cog(w, input, batch, ack)
+}
+
+/// [`run_window`] with any cog.
+fn run_cog(
+    cog: impl Cog<Ev>,
+    input: Vec<Ev>,
+    batch: usize,
+    ack: bool,
+) -> (Vec<String>, Vec<EventId>) {
     let log = Log::default();
     let acked = Rc::new(RefCell::new(Vec::new()));
     let a = acked.clone();
@@ -143,9 +159,8 @@ fn run_window(
             cx.event_done(d.id);
         }
     });
-    let w = Window::from_settings(s, fields(), |_| None, None).unwrap();
     let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(Train::new("t").cog(supply).cog(w).cog(drain))
+    esc.add_train(Train::new("t").cog(supply).cog(cog).cog(drain))
         .unwrap();
     run(&mut esc, &log);
     let out = log
@@ -385,4 +400,127 @@ fn settings_checks_name_their_key() {
     let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
     s.on_late = "later".into();
     bad(s, "on_late");
+}
+
+/// The fields `names` of a line out, in that order.
+fn pick(line: &str, names: &[&str]) -> String {
+    names
+        .iter()
+        .filter_map(|n| {
+            line.split(' ')
+                .find(|f| f.split('=').next() == Some(n))
+                .map(str::to_string)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn threshold(s: WindowSettings, when: &str, fire: Fire, rearm: bool) -> Threshold<Ev> {
+    Threshold::from_settings(
+        &ThresholdSettings {
+            window: s,
+            when: when.into(),
+            fire,
+            rearm,
+            evidence: vec!["u".into()],
+        },
+        fields(),
+        |_| None,
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn threshold_fires_on_crossing_once_per_key_and_window_with_evidence() {
+    let s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    let input = vec![
+        ev(1, "a", 1, None, Some("root")),
+        ev(2, "a", 2, None, Some("admin")),
+        ev(3, "b", 2, None, Some("x")),
+        ev(4, "a", 3, None, Some("guest")),
+        ev(5, "a", 4, None, Some("oracle")),
+        ev(6, "a", 12, None, Some("u1")),
+        ev(7, "a", 13, None, Some("u2")),
+        ev(8, "a", 14, None, Some("u3")),
+    ];
+    let t = threshold(s, "c >= 3", Fire::Crossing, false);
+    let (out, ids) = run_cog(t, input, 3, true);
+    let names = [
+        "window_start",
+        "k",
+        "c",
+        "first_id",
+        "last_id",
+        "first_u",
+        "last_u",
+    ];
+    let got: Vec<String> = out.iter().map(|l| pick(l, &names)).collect();
+    let id = |i: u64| i + INPUT_IDS;
+    assert_eq!(
+        got,
+        [
+            format!(
+                r#"window_start=0 k="a" c=3 first_id={} last_id={} first_u="root" last_u="guest""#,
+                id(1),
+                id(4)
+            ),
+            format!(
+                r#"window_start=10 k="a" c=3 first_id={} last_id={} first_u="u1" last_u="u3""#,
+                id(6),
+                id(8)
+            ),
+        ]
+    );
+    // Every input is acknowledged: with its window's alert, or when its window closed
+    // without one.
+    assert_eq!(ids, ids_of(&[1, 2, 3, 4, 5, 6, 7, 8]));
+}
+
+#[test]
+fn threshold_on_close_alerts_with_final_values_and_rearm_quiets_a_key() {
+    let mut s = settings(WindowKind::Hopping, &[("c", "count")]);
+    s.step = Some(Duration::from_secs(5));
+    let mut input = Vec::new();
+    for t in 0..10 {
+        input.push(ev(t as u64 + 1, "a", t, None, None));
+    }
+    input.push(ev(20, "a", 30, None, None)); // a quiet spell: `when` false
+    for t in 50..55 {
+        input.push(ev(t as u64, "a", t, None, None));
+    }
+    let names = ["window_start", "c", "partial"];
+    let t = threshold(s.clone(), "c >= 3", Fire::Close, true);
+    let (out, ids) = run_cog(t, input.clone(), 4, true);
+    let got: Vec<String> = out.iter().map(|l| pick(l, &names)).collect();
+    assert_eq!(
+        got,
+        ["window_start=-5 c=5", "window_start=45 c=5 partial=true"]
+    );
+    assert_eq!(ids.len(), input.len());
+    // Without rearm: one alert per window where `when` holds.
+    let t = threshold(s, "c >= 3", Fire::Close, false);
+    let (out, _) = run_cog(t, input, 4, true);
+    let got: Vec<String> = out.iter().map(|l| pick(l, &names)).collect();
+    assert_eq!(
+        got,
+        [
+            "window_start=-5 c=5",
+            "window_start=0 c=10",
+            "window_start=5 c=5",
+            "window_start=45 c=5 partial=true",
+            "window_start=50 c=5 partial=true",
+        ]
+    );
+}
+
+#[test]
+fn threshold_settings_name_their_key() {
+    let s = ThresholdSettings {
+        window: settings(WindowKind::Tumbling, &[("c", "count")]),
+        when: "c >=".into(),
+        ..Default::default()
+    };
+    let e = Threshold::from_settings(&s, fields(), |_| None, None).unwrap_err();
+    assert_eq!(e.key, "when", "{}", e.msg);
 }

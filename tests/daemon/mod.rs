@@ -21,6 +21,7 @@ mod spool;
 mod tail;
 mod throttle;
 mod topology;
+mod window;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 
