@@ -18,6 +18,7 @@ mod files;
 mod multiline;
 mod signals;
 mod spool;
+mod sshd_bruteforce;
 mod tail;
 mod throttle;
 mod topology;
