@@ -91,7 +91,8 @@ trait Workload {
     /// `agg(time, key)` returns. `Err(())` for a line that does not parse; `Ok(false)` for
     /// one that does not count.
     fn line(&mut self, line: &[u8], windows: &mut Windows<Self::Agg>) -> Result<bool, ()>;
-    fn write(out: &mut Vec<u8>, start: i64, key: &[u8], agg: &Self::Agg);
+    /// Writes one window's record; `start` is its start, already rendered as JSON.
+    fn write(out: &mut Vec<u8>, start: &[u8], key: &[u8], agg: &Self::Agg);
 }
 
 /// One window's aggregates by key.
@@ -116,10 +117,11 @@ impl<A: Default> Windows<A> {
         }
         let map = self.open.entry(start).or_default();
         // Looked up by the borrowed slice; the key is copied only for a new entry.
-        if !map.contains_key(key) {
-            map.insert(key.into(), A::default());
+        if map.contains_key(key) {
+            map.get_mut(key)
+        } else {
+            Some(map.entry(key.into()).or_default())
         }
-        map.get_mut(key)
     }
 }
 
@@ -205,8 +207,10 @@ fn close<W: Workload>(windows: &mut Windows<W::Agg>, time: i64, out: &mut Vec<u8
         if start.saturating_add(W::SIZE) > time {
             break;
         }
+        let mut rendered = Vec::with_capacity(24);
+        write_time(&mut rendered, start);
         for (key, agg) in entry.remove() {
-            W::write(out, start, &key, &agg);
+            W::write(out, &rendered, &key, &agg);
         }
         windows.closed_before = start + W::SIZE;
     }
@@ -256,9 +260,9 @@ impl Workload for W5 {
         Ok(true)
     }
 
-    fn write(out: &mut Vec<u8>, start: i64, key: &[u8], a: &W5Agg) {
+    fn write(out: &mut Vec<u8>, start: &[u8], key: &[u8], a: &W5Agg) {
         out.extend_from_slice(b"{\"window_start\":");
-        write_time(out, start);
+        out.extend_from_slice(start);
         out.extend_from_slice(b",\"client\":");
         write_str(out, key);
         out.extend_from_slice(b",\"requests\":");
@@ -325,12 +329,12 @@ impl Workload for W6 {
         Ok(true)
     }
 
-    fn write(out: &mut Vec<u8>, start: i64, key: &[u8], n: &u64) {
+    fn write(out: &mut Vec<u8>, start: &[u8], key: &[u8], n: &u64) {
         if *n < 10 {
             return;
         }
         out.extend_from_slice(b"{\"window_start\":");
-        write_time(out, start);
+        out.extend_from_slice(start);
         out.extend_from_slice(b",\"src_ip\":");
         write_str(out, key);
         out.extend_from_slice(b",\"failures\":");
@@ -438,13 +442,29 @@ fn int(digits: &[u8]) -> Option<u64> {
 }
 
 #[inline]
-fn write_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}");
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
-/// `s` as a JSON string; keys are addresses, escaped only for safety.
+/// `s` as a JSON string; keys are addresses, copied as they are unless they need escaping.
+#[inline]
 fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
+    if s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        out.extend_from_slice(s);
+        out.push(b'"');
+        return;
+    }
     for c in String::from_utf8_lossy(s).chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
