@@ -532,9 +532,7 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
                     slog::info!(cx.logger(), "window state saved";
                         "cog" => H::NAME, "file" => %path.display(), "windows" => n);
                     // Saved: their inputs are done with (a restart continues the counts).
-                    core.w.close_all(CloseWhy::Partial);
-                    let mut closed = std::mem::take(&mut core.w.closed);
-                    for mut c in closed.drain(..) {
+                    while let Some(mut c) = core.w.pop_oldest(CloseWhy::Partial) {
                         core.hold_or_ack(None, &mut c, cx);
                     }
                     return;
@@ -545,7 +543,10 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
                 }
             }
         }
-        core.w.close_all(CloseWhy::Partial);
+        // Emitted one at a time as they are taken out.
+        while let Some(c) = self.core.w.pop_oldest(CloseWhy::Partial) {
+            self.handler.closed(&mut self.core, c, out, cx);
+        }
         self.emit_closed(out, cx);
         let core = &self.core;
         if core.w.late > 0 || self.evictions() > 0 || core.early_acks > 0 {
