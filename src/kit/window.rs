@@ -1156,7 +1156,7 @@ impl<D: 'static> Windows<D> {
 
     /// Counts `d` at time `t` in its windows, advancing the watermark first (closing what
     /// it passes into `closed`). `id` is held by the window when `hold` (a consumed
-    /// input; with hopping windows, by the first window it falls in).
+    /// input; with hopping windows, by the last window it falls in, which closes last).
     pub fn add(&mut self, d: &D, t: i64, id: EventId, hold: bool) -> Added {
         if self.track {
             self.touched.clear();
@@ -1180,12 +1180,13 @@ impl<D: 'static> Windows<D> {
                 let last = t.div_euclid(self.step) * self.step;
                 let mut start = last - (self.size - 1).div_euclid(self.step) * self.step;
                 let mut counted = false;
-                let mut held = !hold;
                 while start <= last {
                     let end = start + self.size;
                     if t < end && !self.closed_at(end) {
-                        self.count_in(d, start, end, key_len, id, !held);
-                        held = true;
+                        // The id is held by the window that closes last (the one starting
+                        // at `last`: open whenever any is), so it is acknowledged only once
+                        // every window counting it is written.
+                        self.count_in(d, start, end, key_len, id, hold && start == last);
                         counted = true;
                     }
                     start += self.step;
