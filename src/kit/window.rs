@@ -191,6 +191,9 @@ enum TimeSource {
         format: Option<TimeFormat>,
         /// The format gives no year: the wall clock's is taken.
         yearless: bool,
+        /// A yearless format read with a leap year before it (`%Y ` + format), so that
+        /// February 29 parses (the format alone reads the date in 1970).
+        leap: Option<TimeFormat>,
     },
 }
 
@@ -870,10 +873,16 @@ impl<D: 'static> Windows<D> {
                     SettingError::new("time_format", format!("{:?}: {e}", s.time_format))
                 })?)
             };
+            let yearless = format.is_some() && !format_has_year(&s.time_format);
+            // A weekday would be checked against the year put before: not for those.
+            let leap = (yearless && !s.time_format.contains("%a") && !s.time_format.contains("%A"))
+                .then(|| TimeFormat::new(&format!("%Y {}", s.time_format)).ok())
+                .flatten();
             TimeSource::Field {
                 path: path("time", &s.time)?,
                 name: s.time.clone(),
-                yearless: format.is_some() && !format_has_year(&s.time_format),
+                yearless,
+                leap,
                 format,
             }
         };
@@ -1098,14 +1107,15 @@ impl<D: 'static> Windows<D> {
     /// The event time of `d`, milliseconds.
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
-        let (path, name, format, yearless) = match &self.time {
+        let (path, name, format, yearless, leap) = match &self.time {
             TimeSource::Arrival => return Ok(self.now_ms),
             TimeSource::Field {
                 path,
                 name,
                 format,
                 yearless,
-            } => (path, name, format, *yearless),
+                leap,
+            } => (path, name, format, *yearless, leap),
         };
         let Some(v) = (self.get)(d, path) else {
             return Err(TimeError::Missing(name.clone()));
@@ -1121,7 +1131,16 @@ impl<D: 'static> Windows<D> {
                 };
                 match format {
                     Some(f) => {
-                        let t = f.parse(text).map_err(|e| {
+                        let mut with_year = [0u8; 128];
+                        let parsed = match leap {
+                            Some(l) if text.len() + 5 <= with_year.len() => {
+                                with_year[..5].copy_from_slice(b"2000 ");
+                                with_year[5..5 + text.len()].copy_from_slice(text);
+                                l.parse(&with_year[..5 + text.len()])
+                            }
+                            _ => f.parse(text),
+                        };
+                        let t = parsed.map_err(|e| {
                             bad(&format!(
                                 "{:?} does not match time_format: {e}",
                                 String::from_utf8_lossy(text)
@@ -1822,6 +1841,14 @@ mod tests {
         assert_eq!(
             ms_ts(infer_year(t, now)).to_string(),
             "2026-12-31T23:59:59Z"
+        );
+        // February 29 of a leap year (a yearless format is read in a leap year).
+        let l = TimeFormat::new("%Y %b %e %H:%M:%S").unwrap();
+        let t = ts_ms(&l.parse(b"2000 Feb 29 12:00:00").unwrap());
+        let now = days_from_civil(2028, 3, 1) * 86_400_000;
+        assert_eq!(
+            ms_ts(infer_year(t, now)).to_string(),
+            "2028-02-29T12:00:00Z"
         );
         assert!(!format_has_year("%b %e %H:%M:%S"));
         assert!(format_has_year("%d/%b/%Y:%H:%M:%S %z"));

@@ -552,3 +552,15 @@ fn threshold_settings_name_their_key() {
     let e = Threshold::from_settings(&s, fields(), |_| None, None).unwrap_err();
     assert_eq!(e.key, "when", "{}", e.msg);
 }
+
+#[test]
+fn a_yearless_time_format_reads_february_29() {
+    let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    s.time_format = "%b %e %H:%M:%S".into();
+    let mut e = ev(1, "a", 0, None, None);
+    e.f[1].1 = Value::Str("Feb 29 10:00:00".into());
+    let (out, _) = run_window(&s, vec![e], 1, true);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("c=1 partial=true"), "{out:?}");
+    assert!(!out[0].contains("error"), "{out:?}");
+}
