@@ -129,6 +129,19 @@ fn the_bound_holds_and_evicted_windows_are_emitted_flagged() {
     let logged = err.matches("state full: oldest keys evicted").count();
     assert!(logged >= 1, "{err}");
     assert!(logged <= 100, "{logged} eviction lines");
+
+    // Within the bound, every window is open at the end: emitted partial over several
+    // turns (a few thousand at a time), none lost.
+    let cfg = stdin_config(dir.path(), "key = [\"k\"]\naggregate = { n = \"count\" }");
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let out = String::from_utf8_lossy(&stdout);
+    assert_eq!(out.lines().count(), n, "{err}");
+    assert_eq!(out.matches("\"partial\":true").count(), n);
+    assert!(
+        err.contains(&format!("cog=window#3 in={n} out={n}")),
+        "{err}"
+    );
 }
 
 /// Lines `{"k":K,"t":T,"b":B}` for times `from..to`, three keys by turns.
