@@ -161,6 +161,13 @@ pub fn ms_ts(ms: i64) -> Timestamp {
     )
 }
 
+/// The earliest event time taken: 0001-01-01T00:00:00Z, in milliseconds.
+const MIN_TIME: i64 = -62_135_596_800_000;
+/// The latest: 9999-12-31T23:59:59.999Z.
+const MAX_TIME: i64 = 253_402_300_799_999;
+/// The longest size, step, gap or lateness: 100 years.
+const MAX_SPAN: i64 = 100 * 366 * 86_400_000;
+
 /// Why a datum has no event time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeError {
@@ -949,6 +956,16 @@ impl<D: 'static> Windows<D> {
                 (0, 0, ms(gap))
             }
         };
+        for (key, span) in [
+            ("size", ms(s.size)),
+            ("step", s.step.map_or(0, ms)),
+            ("gap", s.gap.map_or(0, ms)),
+            ("lateness", ms(s.lateness)),
+        ] {
+            if span > MAX_SPAN {
+                return Err(SettingError::new(key, "must be at most 100 years"));
+            }
+        }
         if s.kind != WindowKind::Session && size < 1 {
             return Err(SettingError::new("size", "must be at least 1ms"));
         }
@@ -1104,9 +1121,26 @@ impl<D: 'static> Windows<D> {
         &mut self.states
     }
 
-    /// The event time of `d`, milliseconds.
+    /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
+    /// refused, so that window arithmetic never overflows).
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
+        let t = self.time_of_any(d)?;
+        if (MIN_TIME..=MAX_TIME).contains(&t) {
+            Ok(t)
+        } else {
+            let name = match &self.time {
+                TimeSource::Field { name, .. } => name.clone(),
+                TimeSource::Arrival => "arrival".to_string(),
+            };
+            Err(TimeError::Unparsable(
+                name,
+                "out of range (years 1 to 9999)".to_string(),
+            ))
+        }
+    }
+
+    fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
         let (path, name, format, yearless, leap) = match &self.time {
             TimeSource::Arrival => return Ok(self.now_ms),
             TimeSource::Field {

@@ -428,6 +428,9 @@ fn settings_checks_name_their_key() {
     let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
     s.on_late = "later".into();
     bad(s, "on_late");
+    let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    s.size = Duration::from_secs(1000 * 366 * 86_400);
+    bad(s, "size");
 }
 
 /// The fields `names` of a line out, in that order.

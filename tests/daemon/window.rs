@@ -87,6 +87,8 @@ fn data_without_a_time_go_per_on_error_and_are_counted() {
         "{\"k\":\"a\",\"t\":\"yesterday\"}\n",
         "{\"k\":\"a\",\"t\":\"1970-01-01T00:00:03Z\"}\n",
         "{\"k\":\"a\",\"t\":12.5}\n",
+        "{\"k\":\"a\",\"t\":9223372036854775807}\n",
+        "{\"k\":\"a\",\"t\":-1e300}\n",
     );
     let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
     assert!(st.success(), "{err}");
@@ -96,12 +98,13 @@ fn data_without_a_time_go_per_on_error_and_are_counted() {
          {\"window_start\":\"1970-01-01T00:00:10Z\",\"window_end\":\"1970-01-01T00:00:20Z\",\"k\":\"a\",\"n\":1,\"partial\":true}\n",
         "{err}"
     );
-    assert!(err.contains("cog=window#3 in=5 out=2"), "{err}");
-    assert!(err.contains("errors=2"), "{err}");
+    assert!(err.contains("cog=window#3 in=7 out=2"), "{err}");
+    assert!(err.contains("errors=4"), "{err}");
+    assert!(err.contains("out of range (years 1 to 9999)"), "{err}");
     assert!(err.contains("no time field `t`"), "{err}");
     assert!(err.contains("is no RFC 3339 time"), "{err}");
     let dead = std::fs::read_to_string(dir.path().join("dead.log")).unwrap();
-    assert_eq!(dead.lines().count(), 2, "{dead}");
+    assert_eq!(dead.lines().count(), 4, "{dead}");
     assert!(dead.contains("\"error\":\"no time field `t`\""), "{dead}");
 }
 
