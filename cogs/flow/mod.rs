@@ -13,7 +13,8 @@ pub mod window;
 
 use crate::kit::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle,
+/// window, threshold).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,

@@ -231,6 +231,8 @@ pub struct Core<D> {
     late_path: Path,
     /// Reused output fields.
     pub out_buf: Vec<(usize, Value)>,
+    /// `finish` began: open windows are being emitted.
+    finishing: bool,
     closed_buf: Vec<Closed>,
 }
 
@@ -331,6 +333,7 @@ impl<D: 'static> Core<D> {
             limiter: LogLimiter::default(),
             late_path: fixed("late"),
             out_buf: Vec::new(),
+            finishing: false,
             closed_buf: Vec::new(),
         })
     }
@@ -504,7 +507,18 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
         core.arm(H::NAME, cx);
     }
 
-    fn wake(&mut self, _: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
+        if self.core.finishing {
+            if local == FINISH_CHUNK && matches!(why, Wake::Immediate) {
+                if self.emit_open(out, cx) {
+                    self.totals(cx);
+                    cx.finished();
+                } else {
+                    cx.enqueue(FINISH_CHUNK);
+                }
+            }
+            return;
+        }
         if let Wake::Timer(_) = why {
             self.core.armed = None;
             let now = self.core.now_ms(cx.now());
@@ -532,9 +546,7 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
                     slog::info!(cx.logger(), "window state saved";
                         "cog" => H::NAME, "file" => %path.display(), "windows" => n);
                     // Saved: their inputs are done with (a restart continues the counts).
-                    core.w.close_all(CloseWhy::Partial);
-                    let mut closed = std::mem::take(&mut core.w.closed);
-                    for mut c in closed.drain(..) {
+                    while let Some(mut c) = core.w.pop_oldest(CloseWhy::Partial) {
                         core.hold_or_ack(None, &mut c, cx);
                     }
                     return;
@@ -545,8 +557,39 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
                 }
             }
         }
-        core.w.close_all(CloseWhy::Partial);
         self.emit_closed(out, cx);
+        self.core.finishing = true;
+        if self.emit_open(out, cx) {
+            self.totals(cx);
+        } else {
+            // The rest in later turns: the records of one chunk are written (and their
+            // storage reused) before the next is made.
+            cx.linger();
+            cx.enqueue(FINISH_CHUNK);
+        }
+    }
+}
+
+/// The immediate call emitting the next open windows at shutdown.
+const FINISH_CHUNK: Local = 1;
+
+/// Open windows emitted per turn at shutdown.
+const FINISH_WINDOWS: usize = 4096;
+
+impl<D: 'static, H: Handler<D>> Windowed<D, H> {
+    /// Emits up to [`FINISH_WINDOWS`] open windows, flagged partial; true when none is
+    /// left.
+    fn emit_open(&mut self, out: &mut Out<D>, cx: &mut Ctx) -> bool {
+        for _ in 0..FINISH_WINDOWS {
+            let Some(c) = self.core.w.pop_oldest(CloseWhy::Partial) else {
+                return true;
+            };
+            self.handler.closed(&mut self.core, c, out, cx);
+        }
+        self.core.w.open() == 0
+    }
+
+    fn totals(&self, cx: &mut Ctx) {
         let core = &self.core;
         if core.w.late > 0 || self.evictions() > 0 || core.early_acks > 0 {
             slog::info!(cx.logger(), "window totals";

@@ -161,6 +161,13 @@ pub fn ms_ts(ms: i64) -> Timestamp {
     )
 }
 
+/// The earliest event time taken: 0001-01-01T00:00:00Z, in milliseconds.
+const MIN_TIME: i64 = -62_135_596_800_000;
+/// The latest: 9999-12-31T23:59:59.999Z.
+const MAX_TIME: i64 = 253_402_300_799_999;
+/// The longest size, step, gap or lateness: 100 years.
+const MAX_SPAN: i64 = 100 * 366 * 86_400_000;
+
 /// Why a datum has no event time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimeError {
@@ -191,6 +198,9 @@ enum TimeSource {
         format: Option<TimeFormat>,
         /// The format gives no year: the wall clock's is taken.
         yearless: bool,
+        /// A yearless format read with a leap year before it (`%Y ` + format), so that
+        /// February 29 parses (the format alone reads the date in 1970).
+        leap: Option<TimeFormat>,
     },
 }
 
@@ -339,13 +349,13 @@ pub enum Agg {
     /// mean: sum and count.
     Mean(f64, u64),
     /// first or last.
-    One(Option<Value>),
+    One(Option<Box<Value>>),
     /// count_distinct: hashes of the values while exact.
-    Exact(HashSet<u64>),
+    Exact(Box<HashSet<u64>>),
     /// count_distinct beyond distinct_exact.
     Hll(Box<[u8]>),
     /// values: the values, and whether some were left out.
-    Values(Vec<Value>, bool),
+    Values(Box<(Vec<Value>, bool)>),
 }
 
 impl Agg {
@@ -356,8 +366,8 @@ impl Agg {
             Func::Min | Func::Max => Agg::Extreme(None),
             Func::Mean => Agg::Mean(0.0, 0),
             Func::First | Func::Last => Agg::One(None),
-            Func::CountDistinct => Agg::Exact(HashSet::new()),
-            Func::Values => Agg::Values(Vec::new(), false),
+            Func::CountDistinct => Agg::Exact(Box::default()),
+            Func::Values => Agg::Values(Box::default()),
         }
     }
 
@@ -375,10 +385,10 @@ impl Agg {
                 },
                 false,
             ),
-            Agg::One(v) => (v.clone().unwrap_or(Value::Null), false),
+            Agg::One(v) => (v.as_deref().cloned().unwrap_or(Value::Null), false),
             Agg::Exact(set) => (Value::Int(set.len() as i64), false),
             Agg::Hll(regs) => (Value::Int(hll_estimate(regs) as i64), true),
-            Agg::Values(v, cut) => (Value::List(v.clone()), *cut),
+            Agg::Values(v) => (Value::List(v.0.clone()), v.1),
         }
     }
 }
@@ -641,7 +651,7 @@ pub enum CloseWhy {
 #[derive(Debug)]
 pub struct Closed {
     /// Its state.
-    pub state: WinState,
+    pub state: Box<WinState>,
     /// Why.
     pub why: CloseWhy,
 }
@@ -685,7 +695,9 @@ pub struct Windows<D> {
     lateness: i64,
     spec: Spec<D>,
     max_bytes: usize,
-    states: Keyed<Rc<[u8]>, WinState>,
+    /// Boxed: a window moves (into the map, out when it closes) as one pointer, and the
+    /// table holds pointers, not states.
+    states: Keyed<Rc<[u8]>, Box<WinState>>,
     /// Close time → (generation, key) of the windows closing then, oldest first.
     order: BTreeMap<i64, Vec<Place>>,
     /// Places in `order`, stale ones included.
@@ -701,7 +713,10 @@ pub struct Windows<D> {
     /// Windows handed out, for the cog to take.
     pub closed: Vec<Closed>,
     /// Vectors of released states, reused by new ones (no allocation per window).
-    spare: Vec<(Vec<Value>, Vec<Agg>)>,
+    // Boxed on purpose: a state moves in and out of the map as a pointer, and a spare one
+    // keeps its vectors' room.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<WinState>>,
     /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
     pub touched: Vec<Rc<[u8]>>,
     track: bool,
@@ -777,7 +792,7 @@ impl<D> Spec<D> {
                     if let Some(x) = v
                         && (spec.func == Func::Last || cur.is_none())
                     {
-                        *cur = Some(x.clone());
+                        *cur = Some(Box::new(x.clone()));
                     }
                 }
                 Agg::Exact(set) => {
@@ -801,13 +816,13 @@ impl<D> Spec<D> {
                         hll_add(regs, value_hash(x, &mut self.hash_buf));
                     }
                 }
-                Agg::Values(list, cut) => {
+                Agg::Values(vals) => {
                     if let Some(x) = v {
-                        if list.len() < self.max_values {
+                        if vals.0.len() < self.max_values {
                             grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
-                            list.push(x.clone());
+                            vals.0.push(x.clone());
                         } else {
-                            *cut = true;
+                            vals.1 = true;
                         }
                     }
                 }
@@ -865,10 +880,16 @@ impl<D: 'static> Windows<D> {
                     SettingError::new("time_format", format!("{:?}: {e}", s.time_format))
                 })?)
             };
+            let yearless = format.is_some() && !format_has_year(&s.time_format);
+            // A weekday would be checked against the year put before: not for those.
+            let leap = (yearless && !s.time_format.contains("%a") && !s.time_format.contains("%A"))
+                .then(|| TimeFormat::new(&format!("%Y {}", s.time_format)).ok())
+                .flatten();
             TimeSource::Field {
                 path: path("time", &s.time)?,
                 name: s.time.clone(),
-                yearless: format.is_some() && !format_has_year(&s.time_format),
+                yearless,
+                leap,
                 format,
             }
         };
@@ -935,6 +956,16 @@ impl<D: 'static> Windows<D> {
                 (0, 0, ms(gap))
             }
         };
+        for (key, span) in [
+            ("size", ms(s.size)),
+            ("step", s.step.map_or(0, ms)),
+            ("gap", s.gap.map_or(0, ms)),
+            ("lateness", ms(s.lateness)),
+        ] {
+            if span > MAX_SPAN {
+                return Err(SettingError::new(key, "must be at most 100 years"));
+            }
+        }
         if s.kind != WindowKind::Session && size < 1 {
             return Err(SettingError::new("size", "must be at least 1ms"));
         }
@@ -1081,26 +1112,44 @@ impl<D: 'static> Windows<D> {
     }
 
     /// The states (for tests and for `threshold`'s evaluations).
-    pub fn states(&self) -> &Keyed<Rc<[u8]>, WinState> {
+    pub fn states(&self) -> &Keyed<Rc<[u8]>, Box<WinState>> {
         &self.states
     }
 
     /// The state store, for eviction reports.
-    pub fn states_mut(&mut self) -> &mut Keyed<Rc<[u8]>, WinState> {
+    pub fn states_mut(&mut self) -> &mut Keyed<Rc<[u8]>, Box<WinState>> {
         &mut self.states
     }
 
-    /// The event time of `d`, milliseconds.
+    /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
+    /// refused, so that window arithmetic never overflows).
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
-        let (path, name, format, yearless) = match &self.time {
+        let t = self.time_of_any(d)?;
+        if (MIN_TIME..=MAX_TIME).contains(&t) {
+            Ok(t)
+        } else {
+            let name = match &self.time {
+                TimeSource::Field { name, .. } => name.clone(),
+                TimeSource::Arrival => "arrival".to_string(),
+            };
+            Err(TimeError::Unparsable(
+                name,
+                "out of range (years 1 to 9999)".to_string(),
+            ))
+        }
+    }
+
+    fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
+        let (path, name, format, yearless, leap) = match &self.time {
             TimeSource::Arrival => return Ok(self.now_ms),
             TimeSource::Field {
                 path,
                 name,
                 format,
                 yearless,
-            } => (path, name, format, *yearless),
+                leap,
+            } => (path, name, format, *yearless, leap),
         };
         let Some(v) = (self.get)(d, path) else {
             return Err(TimeError::Missing(name.clone()));
@@ -1116,7 +1165,16 @@ impl<D: 'static> Windows<D> {
                 };
                 match format {
                     Some(f) => {
-                        let t = f.parse(text).map_err(|e| {
+                        let mut with_year = [0u8; 128];
+                        let parsed = match leap {
+                            Some(l) if text.len() + 5 <= with_year.len() => {
+                                with_year[..5].copy_from_slice(b"2000 ");
+                                with_year[5..5 + text.len()].copy_from_slice(text);
+                                l.parse(&with_year[..5 + text.len()])
+                            }
+                            _ => f.parse(text),
+                        };
+                        let t = parsed.map_err(|e| {
                             bad(&format!(
                                 "{:?} does not match time_format: {e}",
                                 String::from_utf8_lossy(text)
@@ -1151,7 +1209,7 @@ impl<D: 'static> Windows<D> {
 
     /// Counts `d` at time `t` in its windows, advancing the watermark first (closing what
     /// it passes into `closed`). `id` is held by the window when `hold` (a consumed
-    /// input; with hopping windows, by the first window it falls in).
+    /// input; with hopping windows, by the last window it falls in, which closes last).
     pub fn add(&mut self, d: &D, t: i64, id: EventId, hold: bool) -> Added {
         if self.track {
             self.touched.clear();
@@ -1175,12 +1233,13 @@ impl<D: 'static> Windows<D> {
                 let last = t.div_euclid(self.step) * self.step;
                 let mut start = last - (self.size - 1).div_euclid(self.step) * self.step;
                 let mut counted = false;
-                let mut held = !hold;
                 while start <= last {
                     let end = start + self.size;
                     if t < end && !self.closed_at(end) {
-                        self.count_in(d, start, end, key_len, id, !held);
-                        held = true;
+                        // The id is held by the window that closes last (the one starting
+                        // at `last`: open whenever any is), so it is acknowledged only once
+                        // every window counting it is written.
+                        self.count_in(d, start, end, key_len, id, hold && start == last);
                         counted = true;
                     }
                     start += self.step;
@@ -1325,44 +1384,60 @@ impl<D: 'static> Windows<D> {
     }
 
     /// Gives back a window handed out and done with: its vectors serve the next ones.
-    pub fn release(&mut self, mut s: WinState) {
+    pub fn release(&mut self, mut s: Box<WinState>) {
         if self.spare.len() < 1024 {
             s.key.clear();
             s.aggs.clear();
-            self.spare.push((s.key, s.aggs));
+            s.evidence.clear();
+            self.spare.push(s);
         }
     }
 
     /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
-    fn new_state(&mut self, d: &D, start: i64, end: i64) -> WinState {
-        let (mut key_vals, mut aggs) = self.spare.pop().unwrap_or_default();
-        key_vals.extend(
+    fn new_state(&mut self, d: &D, start: i64, end: i64) -> Box<WinState> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let group = if self.track_groups {
+            fingerprint(&self.buf[..self.key_len()])
+        } else {
+            0
+        };
+        let mut s = match self.spare.pop() {
+            Some(mut s) => {
+                s.start = start;
+                s.end = end;
+                s.generation = generation;
+                s.first_id = 0;
+                s.last_id = 0;
+                s.held = Ids::default();
+                s.alert = 0;
+                s.group = group;
+                s
+            }
+            None => Box::new(WinState {
+                start,
+                end,
+                generation,
+                key: Vec::new(),
+                aggs: Vec::new(),
+                first_id: 0,
+                last_id: 0,
+                evidence: Vec::new(),
+                held: Ids::default(),
+                bytes: 0,
+                alert: 0,
+                group,
+            }),
+        };
+        s.key.extend(
             self.keys
                 .iter()
                 .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
         );
-        aggs.extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
-        let bytes = 2 * self.buf.len() + 96 + 48 * self.spec.aggs.len() + 32 * key_vals.len();
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        WinState {
-            start,
-            end,
-            generation,
-            key: key_vals,
-            aggs,
-            first_id: 0,
-            last_id: 0,
-            evidence: Vec::new(),
-            held: Ids::default(),
-            bytes,
-            alert: 0,
-            group: if self.track_groups {
-                fingerprint(&self.buf[..self.key_len()])
-            } else {
-                0
-            },
-        }
+        s.aggs
+            .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        s.bytes = 2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len();
+        s
     }
 
     /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
@@ -1477,6 +1552,19 @@ impl<D: 'static> Windows<D> {
         self.order.keys().next().copied()
     }
 
+    /// Takes the oldest open window out, as `why` (one at a time, so shutdown does not
+    /// hold every window twice).
+    pub fn pop_oldest(&mut self, why: CloseWhy) -> Option<Closed> {
+        let Some((_, s)) = self.states.pop_oldest() else {
+            self.order.clear();
+            self.places = 0;
+            self.bytes = 0;
+            return None;
+        };
+        self.bytes = self.bytes.saturating_sub(s.bytes);
+        Some(Closed { state: s, why })
+    }
+
     /// Hands out every open window, oldest first, as `why`.
     pub fn close_all(&mut self, why: CloseWhy) {
         while let Some((_, s)) = self.states.pop_oldest() {
@@ -1553,7 +1641,7 @@ impl<D: 'static> Windows<D> {
         file.insert(WATERMARK_KEY.to_vec(), Saved::Watermark(self.watermark));
         let n = self.states.len();
         for (k, s) in self.states.iter() {
-            file.insert(k.to_vec(), Saved::Window(s.clone()));
+            file.insert(k.to_vec(), Saved::Window((**s).clone()));
         }
         file.save(path, format, STATE_VERSION)?;
         Ok(n)
@@ -1580,7 +1668,7 @@ impl<D: 'static> Windows<D> {
                         s.generation,
                         key.clone(),
                     );
-                    self.states.insert(key, s);
+                    self.states.insert(key, Box::new(s));
                     n += 1;
                 }
             }
@@ -1658,9 +1746,11 @@ impl WinState {
                         Value::Int(s.to_bits() as i64),
                         Value::Int(*n as i64),
                     ],
-                    Agg::One(v) => vec![tag("o"), v.clone().unwrap_or(Value::Null), {
-                        Value::Bool(v.is_some())
-                    }],
+                    Agg::One(v) => vec![
+                        tag("o"),
+                        v.as_deref().cloned().unwrap_or(Value::Null),
+                        Value::Bool(v.is_some()),
+                    ],
                     Agg::Exact(set) => vec![
                         tag("e"),
                         Value::List(set.iter().map(|&h| Value::Int(h as i64)).collect()),
@@ -1669,9 +1759,7 @@ impl WinState {
                         tag("h"),
                         Value::Str(regs.iter().map(|r| char::from(b'a' + r.min(&60))).collect()),
                     ],
-                    Agg::Values(v, cut) => {
-                        vec![tag("v"), Value::List(v.clone()), Value::Bool(*cut)]
-                    }
+                    Agg::Values(v) => vec![tag("v"), Value::List(v.0.clone()), Value::Bool(v.1)],
                 })
             })
             .collect();
@@ -1715,7 +1803,7 @@ impl WinState {
                 }),
                 "m" => Agg::Mean(f64::from_bits(n(1)? as u64), u64::try_from(n(2)?).ok()?),
                 "o" => Agg::One(match a.get(2)? {
-                    Value::Bool(true) => Some(a.get(1)?.clone()),
+                    Value::Bool(true) => Some(Box::new(a.get(1)?.clone())),
                     _ => None,
                 }),
                 "e" => {
@@ -1727,7 +1815,7 @@ impl WinState {
                         let Value::Int(h) = h else { return None };
                         set.insert(*h as u64);
                     }
-                    Agg::Exact(set)
+                    Agg::Exact(Box::new(set))
                 }
                 "h" => {
                     let regs: Box<[u8]> = a
@@ -1745,7 +1833,7 @@ impl WinState {
                     let Value::List(v) = a.get(1)? else {
                         return None;
                     };
-                    Agg::Values(v.clone(), a.get(2)?.as_bool()?)
+                    Agg::Values(Box::new((v.clone(), a.get(2)?.as_bool()?)))
                 }
                 _ => return None,
             });
@@ -1787,6 +1875,14 @@ mod tests {
         assert_eq!(
             ms_ts(infer_year(t, now)).to_string(),
             "2026-12-31T23:59:59Z"
+        );
+        // February 29 of a leap year (a yearless format is read in a leap year).
+        let l = TimeFormat::new("%Y %b %e %H:%M:%S").unwrap();
+        let t = ts_ms(&l.parse(b"2000 Feb 29 12:00:00").unwrap());
+        let now = days_from_civil(2028, 3, 1) * 86_400_000;
+        assert_eq!(
+            ms_ts(infer_year(t, now)).to_string(),
+            "2028-02-29T12:00:00Z"
         );
         assert!(!format_has_year("%b %e %H:%M:%S"));
         assert!(format_has_year("%d/%b/%Y:%H:%M:%S %z"));
@@ -1851,11 +1947,11 @@ mod tests {
                 Agg::Extreme(Some(Num::Int(-3))),
                 Agg::Extreme(None),
                 Agg::Mean(2.5, 2),
-                Agg::One(Some(Value::Str("x".into()))),
+                Agg::One(Some(Box::new(Value::Str("x".into())))),
                 Agg::One(None),
-                Agg::Exact([1u64, u64::MAX].into_iter().collect()),
+                Agg::Exact(Box::new([1u64, u64::MAX].into_iter().collect())),
                 Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
-                Agg::Values(vec![Value::Int(1)], true),
+                Agg::Values(Box::new((vec![Value::Int(1)], true))),
             ],
             first_id: 5,
             last_id: 9,

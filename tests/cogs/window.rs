@@ -125,6 +125,16 @@ fn run_cog(
     batch: usize,
     ack: bool,
 ) -> (Vec<String>, Vec<EventId>) {
+    run_acking(cog, input, batch, move |_| ack)
+}
+
+/// [`run_cog`] with a drain acknowledging the data `ack` says.
+fn run_acking(
+    cog: impl Cog<Ev>,
+    input: Vec<Ev>,
+    batch: usize,
+    ack: impl Fn(&Ev) -> bool + 'static,
+) -> (Vec<String>, Vec<EventId>) {
     let log = Log::default();
     let acked = Rc::new(RefCell::new(Vec::new()));
     let a = acked.clone();
@@ -155,7 +165,7 @@ fn run_cog(
     let l = log.clone();
     let drain = Probe::new("drain", &log).on_process(move |d: Ev, _, cx| {
         l.push(format!("out {}", render(&d)));
-        if ack {
+        if ack(&d) {
             cx.event_done(d.id);
         }
     });
@@ -265,6 +275,24 @@ fn hopping_windows_count_a_datum_in_each_window_it_falls_in() {
     );
     // Each input is held by one window and acknowledged once.
     assert_eq!(ids, ids_of(&[1, 2, 3]));
+}
+
+#[test]
+fn an_input_of_several_hopping_windows_is_acknowledged_with_the_last() {
+    let mut s = settings(WindowKind::Hopping, &[("c", "count")]);
+    s.step = Some(Duration::from_secs(5));
+    // 1 falls in [-5, 5) and [0, 10); 7 closes [-5, 5).
+    let input = vec![ev(1, "a", 1, None, None), ev(2, "a", 7, None, None)];
+    let w = Window::from_settings(&s, fields(), |_| None, None).unwrap();
+    // Only the record of [-5, 5) is written (acknowledged).
+    let first = |e: &Ev| {
+        e.f.iter()
+            .any(|(k, v)| k == "window_start" && matches!(v, Value::Time(t) if t.secs == -5))
+    };
+    let (out, ids) = run_acking(w, input, 1, first);
+    assert_eq!(out[0], r#"window_start=-5 window_end=5 k="a" c=1"#);
+    // 1 is still counted in [0, 10), not written: not acknowledged.
+    assert!(ids.is_empty(), "{ids:?}");
 }
 
 #[test]
@@ -400,6 +428,9 @@ fn settings_checks_name_their_key() {
     let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
     s.on_late = "later".into();
     bad(s, "on_late");
+    let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    s.size = Duration::from_secs(1000 * 366 * 86_400);
+    bad(s, "size");
 }
 
 /// The fields `names` of a line out, in that order.
@@ -523,4 +554,16 @@ fn threshold_settings_name_their_key() {
     };
     let e = Threshold::from_settings(&s, fields(), |_| None, None).unwrap_err();
     assert_eq!(e.key, "when", "{}", e.msg);
+}
+
+#[test]
+fn a_yearless_time_format_reads_february_29() {
+    let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    s.time_format = "%b %e %H:%M:%S".into();
+    let mut e = ev(1, "a", 0, None, None);
+    e.f[1].1 = Value::Str("Feb 29 10:00:00".into());
+    let (out, _) = run_window(&s, vec![e], 1, true);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert!(out[0].contains("c=1 partial=true"), "{out:?}");
+    assert!(!out[0].contains("error"), "{out:?}");
 }
