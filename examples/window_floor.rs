@@ -460,7 +460,9 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 #[inline]
 fn write_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
-    if s.iter().all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+    if s.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
         out.extend_from_slice(s);
         out.push(b'"');
         return;
