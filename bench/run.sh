@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Reproducible benchmark of workloads W1-W4 (see ../shared/bench/README.md): deadbeat
+# Reproducible benchmark of workloads W1-W7 (see ../shared/bench/README.md): deadbeat
 # against the floor and rsyslog as the peer, median of RUNS runs. Floors: W1 cat; W2 and W3
 # examples/w2_floor.rs (only the regex captures and the JSON writing; W3 is W2 plus
-# anonymising `client`, which the floor leaves out, so W3's floor is W2's); W4 socat.
+# anonymising `client`, which the floor leaves out, so W3's floor is W2's); W4 socat;
+# W5 and W6 examples/window_floor.rs (parse + a hash map per window). W7 has no floor; its
+# peer is rsyslog (imfile startmsg.regex), as W1-W4's. W5-W7's outputs are checked against
+# the references bench/reference/w5.py, w6.py, w7.py after every run (deadbeat's and the
+# floor's; the peer's on the fields it writes alike): a mismatch stops the run, exit 1.
 #   bash bench/run.sh            # 1M-line corpora, 3 runs each
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
 #   OLD_BIN=path/to/old/deadbeat bash bench/run.sh   # also runs an older binary, side by side
 # Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
-#      ONLY="w1 w4" (subset), NO_PEER=1 (skip rsyslog), PORT (first TCP port, 40514).
+#      ONLY="w1 w4" (subset, default w1 to w7), NO_PEER=1 (skip rsyslog), PORT (first TCP
+#      port, 40514). OLD_BIN applies to W1-W4.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +20,7 @@ cd "$ROOT"
 SHARED="$ROOT/../shared/bench"
 DATA="$ROOT/target/bench-data"
 RUNS="${RUNS:-5}"
-ONLY="${ONLY:-w1 w2 w3 w4}"
+ONLY="${ONLY:-w1 w2 w3 w4 w5 w6 w7}"
 PORT="${PORT:-40514}"
 if [[ "${QUICK:-0}" == 1 ]]; then LINES=100000; else LINES=1000000; fi
 
@@ -48,10 +53,20 @@ FLOOR_W2="$ROOT/target/release/examples/w2_floor"
 if [[ " $ONLY " == *" w2 "* || " $ONLY " == *" w3 "* ]]; then
   cargo build --release --quiet --example w2_floor
 fi
+FLOOR_WINDOW="$ROOT/target/release/examples/window_floor"
+if [[ " $ONLY " == *" w5 "* || " $ONLY " == *" w6 "* ]]; then
+  cargo build --release --quiet --example window_floor
+fi
+has() { [[ " $ONLY " == *" $1 "* ]]; }
 
 echo "== corpora ($LINES lines) in $DATA"
 mkdir -p "$DATA" "$DATA/out"
-for kind in apache syslog; do
+KINDS=""
+if has w1 || has w2 || has w3 || has w5; then KINDS+=" apache"; fi
+if has w4; then KINDS+=" syslog"; fi
+if has w6; then KINDS+=" sshd"; fi
+if has w7; then KINDS+=" java"; fi
+for kind in $KINDS; do
   f="$DATA/$kind-$LINES.log"
   if [[ ! -s "$f" ]]; then
     python3 "$SHARED/gen_corpus.py" --kind "$kind" --lines "$LINES" --seed 1 > "$f.tmp"
@@ -60,6 +75,8 @@ for kind in apache syslog; do
 done
 APACHE="$DATA/apache-$LINES.log"
 SYSLOG="$DATA/syslog-$LINES.log"
+SSHD="$DATA/sshd-$LINES.log"
+JAVA="$DATA/java-$LINES.log"
 # config/bench/*.toml name the 1M corpus (../../target/bench-data/apache-1000000.log);
 # mkconf rewrites that to $DATA and the size of this run (QUICK=1: 100k).
 
@@ -71,6 +88,38 @@ cleanup() {
   rm -rf "$RUNDIR"
 }
 trap cleanup EXIT
+
+# W5-W7: the expected output, from the Python references (written from the README, not
+# from deadbeat), computed once per run of this script. W6's reference takes the year of
+# the syslog times as deadbeat does (the wall clock's).
+declare -A EXPECTED=() INPUT=()
+INPUT[w5]="$APACHE"; INPUT[w6]="$SSHD"; INPUT[w7]="$JAVA"
+for w in w5 w6 w7; do
+  has "$w" || continue
+  ref="$ROOT/bench/reference/$w.py"
+  if [[ ! -f "$ref" ]]; then
+    echo "bench/run.sh: $ref is missing: $w cannot be checked (is the window branch merged?)" >&2
+    exit 1
+  fi
+  EXPECTED[$w]="$RUNDIR/expected-$w.json"
+  echo "== reference $w: python3 bench/reference/$w.py ${INPUT[$w]}"
+  python3 "$ref" "${INPUT[$w]}" > "${EXPECTED[$w]}"
+  echo "   $(wc -l < "${EXPECTED[$w]}") records expected"
+done
+
+# check_output NAME WORKLOAD OUTFILE [compare.py options]: the output against the reference,
+# sorted; a mismatch ends the whole run, loudly.
+check_output() {
+  local name="$1" w="$2" out="$3"; shift 3
+  if ! python3 "$ROOT/bench/reference/compare.py" "${EXPECTED[$w]}" "$out" "$@"; then
+    echo "bench/run.sh: MISMATCH: $name's output ($out) differs from bench/reference/$w.py's" >&2
+    echo "  (kept: $DATA/mismatch-$name.json and $DATA/expected-$w.json)" >&2
+    cp "$out" "$DATA/mismatch-$name.json" 2>/dev/null || true
+    cp "${EXPECTED[$w]}" "$DATA/expected-$w.json"
+    exit 1
+  fi
+  echo "  $name: output checked against the reference"
+}
 
 now() { date +%s.%N; }
 # Before every timed run: the previous run's output must not still be written back to
@@ -106,11 +155,13 @@ wait_port() {  # wait until something listens on 127.0.0.1:$1
   echo "nothing listens on port $1" >&2; return 1
 }
 
-# result row for one run: "lines_per_s cpu_s rss_kib" appended to $RUNDIR/NAME.res
+# result row for one run: "lines_per_s cpu_s rss_kib" appended to $RUNDIR/NAME.res; lines/s
+# counts input lines. WANT: the output lines expected (W1-W4 one per input line).
+WANT=$LINES
 record() {  # NAME T0 T1 TIMEFILE OUTFILE
   local name="$1" t0="$2" t1="$3" tf="$4" out="$5" got
   got=$(lines_of "$out")
-  if [[ "$got" -ne "$LINES" ]]; then echo "  warning: $name wrote $got lines, expected $LINES" >&2; fi
+  if [[ "$got" -ne "$WANT" ]]; then echo "  warning: $name wrote $got lines, expected $WANT" >&2; fi
   read -r u s m < <(tail -n 1 "$tf")
   awk -v n="$LINES" -v t0="$t0" -v t1="$t1" -v u="$u" -v s="$s" -v m="$m" \
     'BEGIN{printf "%.0f %.2f %d\n", n/(t1-t0), u+s, m}' >> "$RUNDIR/$name.res"
@@ -135,6 +186,7 @@ mkpeer() {  # WORKLOAD INPUT PORT
   rm -rf "$wd"; mkdir -p "$wd"
   sed -e "s|@WORKDIR@|$wd|; s|@INPUT@|$input|; s|@OUTPUT@|$RUNDIR/out/peer-$w.out|" \
       -e "s|@PORT@|$port|; s|@RULEBASE@|$ROOT/bench/peers/apache_combined.rb|" \
+      -e "s|@JAVA_RULEBASE@|$ROOT/bench/peers/java_header.rb|" \
       "bench/peers/rsyslog-$w.conf" > "$wd/rsyslog.conf"
   echo "$wd"
 }
@@ -149,14 +201,17 @@ run_batch() {  # NAME OUTFILE CMD...
   record "$name" "$t0" "$t1" "$tf" "$out"
 }
 
-# rsyslog reading a file: time from start until the output holds every line, then SIGTERM
+# rsyslog reading a file: time from start until the output holds every line (WAIT_FOR,
+# default WANT), then SIGTERM
 run_rsyslog_file() {  # W INPUT
   local w="$1" input="$2" name="rsyslog-$1" out="$RUNDIR/out/peer-$1.out" wd t0 t1 tp
   wd=$(mkpeer "$w" "$input" 0); settle "$out"; local tf="$RUNDIR/time.$name"
   t0=$(now)
   /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" rsyslogd -n -f "$wd/rsyslog.conf" -i "$wd/rsyslogd.pid" \
     > "$wd/log" 2>&1 & tp=$!
-  t1=$(wait_lines "$out" "$LINES")
+  t1=$(wait_lines "$out" "${WAIT_FOR:-$WANT}")
+  # the rest (W7: the last event, after imfile's readTimeout) comes untimed
+  if [[ "${WAIT_FOR:-$WANT}" -lt "$WANT" ]]; then wait_lines "$out" "$WANT" > /dev/null || true; fi
   stop_daemon "$wd/rsyslogd.pid" "$tp"
   record "$name" "$t0" "$t1" "$tf" "$out"
 }
@@ -185,6 +240,8 @@ mkdir -p "$RUNDIR/out"
 declare -A SYSTEMS=()
 for w in $ONLY; do
   echo "== $w"
+  WANT=$LINES
+  if [[ -n "${EXPECTED[$w]:-}" ]]; then WANT=$(wc -l < "${EXPECTED[$w]}"); fi
   for i in $(seq 1 "$RUNS"); do
     PORT=$((PORT + 1))
     case "$w" in
@@ -221,6 +278,21 @@ for w in $ONLY; do
         if [[ "$HAVE_RSYSLOG" == 1 ]]; then
           PORT=$((PORT + 1)); wd=$(mkpeer w4 - "$PORT")
           run_tcp "rsyslog-w4" "$RUNDIR/out/peer-w4.out" "$PORT" rsyslogd -n -f "$wd/rsyslog.conf" -i "$wd/rsyslogd.pid"
+        fi
+        ;;
+      w5|w6|w7)
+        conf=$(mkconf "$w" "$PORT")
+        out=$(grep -o "$RUNDIR/out/[^\"]*" "$conf")
+        run_batch "deadbeat-$w" "$out" "$BIN" run "$conf"
+        check_output "deadbeat-$w" "$w" "$out"
+        if [[ "$w" != w7 ]]; then
+          run_batch "floor-$w" "$RUNDIR/out/floor.json" "$FLOOR_WINDOW" "$w" "${INPUT[$w]}" "$RUNDIR/out/floor.json"
+          check_output "floor-$w" "$w" "$RUNDIR/out/floor.json"
+        elif [[ "$HAVE_RSYSLOG" == 1 ]]; then
+          # imfile holds the last event until readTimeout (1 s) passes without a new line:
+          # timed until every other event is out, then the last one is waited for untimed.
+          WAIT_FOR=$((WANT - 1)) run_rsyslog_file w7 "$JAVA"
+          check_output "rsyslog-w7" w7 "$RUNDIR/out/peer-w7.out" --fields=message,level,thread,logger
         fi
         ;;
     esac

@@ -7,11 +7,14 @@ pub mod inbox;
 pub mod pass;
 pub mod route;
 pub mod tee;
+pub mod threshold;
 pub mod throttle;
+pub mod window;
 
 use crate::kit::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle,
+/// window, threshold).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,
@@ -20,6 +23,8 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         drop::DESCRIPTOR,
         dedup::DESCRIPTOR,
         throttle::DESCRIPTOR,
+        window::DESCRIPTOR,
+        threshold::DESCRIPTOR,
     ]
 }
 

@@ -21,6 +21,7 @@
 //! [`StateCodec`] trait.
 
 use std::borrow::Borrow;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
@@ -167,6 +168,15 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         self.map.get(key).map(|s| &s.value)
     }
 
+    /// The held key equal to `key`, and its value.
+    pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get_key_value(key).map(|(k, s)| (k, &s.value))
+    }
+
     /// The value of `key` to change in place, if held (the eviction order stays).
     pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where
@@ -225,9 +235,68 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let v = self.map.remove(key).map(|s| s.value);
-        self.compact();
-        v
+        let slot = self.map.remove(key)?;
+        self.forget_place(slot.seq);
+        Some(slot.value)
+    }
+
+    /// Removes `key` if `pred` holds for its value, with one hash of the key; returns the
+    /// value.
+    pub fn remove_if(&mut self, key: K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
+        match self.map.entry(key) {
+            Entry::Occupied(e) if pred(&e.get().value) => {
+                let slot = e.remove();
+                self.forget_place(slot.seq);
+                Some(slot.value)
+            }
+            _ => None,
+        }
+    }
+
+    /// Inserts `key`, which the caller knows is not held (one hash of the key instead of
+    /// two), as the newest entry; a full map first evicts the oldest (counted).
+    pub fn insert_new(&mut self, key: K, value: V) {
+        debug_assert!(!self.map.contains_key(&key), "insert_new of a held key");
+        while self.map.len() >= self.max_keys {
+            if self.pop_oldest().is_none() {
+                break;
+            }
+            self.evictions += 1;
+            self.unreported += 1;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.push_back((seq, key.clone()));
+        self.map.insert(key, Slot { value, seq });
+    }
+
+    /// The value of `key`, with one hash of the key: `value` is inserted as the newest
+    /// entry when the key is not held, else handed back beside the held one. `None` (and
+    /// nothing done) when the map is full: the caller evicts first.
+    pub fn get_or_insert(&mut self, key: K, value: V) -> Option<(&mut V, Option<V>)> {
+        if self.map.len() >= self.max_keys {
+            return None;
+        }
+        match self.map.entry(key) {
+            Entry::Occupied(e) => Some((&mut e.into_mut().value, Some(value))),
+            Entry::Vacant(e) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.order.push_back((seq, e.key().clone()));
+                Some((&mut e.insert(Slot { value, seq }).value, None))
+            }
+        }
+    }
+
+    /// The place `seq` of a removed entry is stale: taken at once when it is the oldest
+    /// (state removed in the order it was written, as windows close), else left for
+    /// [`compact`](Keyed::compact).
+    fn forget_place(&mut self, seq: u64) {
+        if self.order.front().is_some_and(|(s, _)| *s == seq) {
+            self.order.pop_front();
+        } else {
+            self.compact();
+        }
     }
 
     /// Removes entries from the oldest end as long as `expired` says so (not counted as
@@ -261,6 +330,16 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             }
         }
         None
+    }
+
+    /// Removes and returns the oldest entry, counted as an eviction (for a cog that must
+    /// see what it evicts, e.g. to emit a window early), and reported by
+    /// [`Keyed::report_evictions`].
+    pub fn evict_oldest(&mut self) -> Option<(K, V)> {
+        let e = self.pop_oldest()?;
+        self.evictions += 1;
+        self.unreported += 1;
+        Some(e)
     }
 
     /// The entries, oldest first.

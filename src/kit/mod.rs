@@ -15,5 +15,6 @@ pub mod keyed;
 pub mod lines;
 pub mod on_error;
 pub mod supply;
+pub mod window;
 
 pub use build::{BuildCx, BuildFn, Built, CogDescriptor, CogKind};

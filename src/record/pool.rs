@@ -154,6 +154,17 @@ pub fn recycle(records: impl IntoIterator<Item = Record>) {
     });
 }
 
+/// An empty record with room for `n` fields, its field vector taken from this thread's
+/// stash when one is kept (what a cog building new records, such as `window`, uses).
+pub fn record(n: usize) -> Record {
+    let mut r = Record::new();
+    if let Some(Some(kept)) = with_stash(|s| s.take_entries()) {
+        *r.fields.entries_mut() = kept;
+    }
+    r.fields.entries_mut().reserve(n);
+    r
+}
+
 /// Gives the storage of one finished value (a removed field, say) back for reuse.
 pub fn recycle_value(v: Value) {
     if matches!(

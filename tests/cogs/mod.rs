@@ -11,3 +11,4 @@ mod template;
 mod text;
 mod typed;
 mod typed_fs;
+mod window;

@@ -18,9 +18,11 @@ mod files;
 mod multiline;
 mod signals;
 mod spool;
+mod sshd_bruteforce;
 mod tail;
 mod throttle;
 mod topology;
+mod window;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 

@@ -1,0 +1,1972 @@
+//! Windows over event time, shared by `window` and `threshold`: the event time of a datum,
+//! window assignment (tumbling, hopping, session), the watermark with its lateness, bounded
+//! per-(key, window) state on [`Keyed`], the aggregators, and the state file.
+//!
+//! **Time.** A datum's time is read from the `time` field: a timestamp, epoch seconds (an
+//! integer or a float), RFC 3339 text, or text in `time_format` (a strftime format, see
+//! [`crate::record::timefmt`]; a format without a year takes the wall clock's year, or the
+//! year before when that would put the time more than a day ahead). `time = "arrival"`
+//! takes the wall clock when the datum arrives. Times are kept as Unix milliseconds.
+//!
+//! **Watermark.** The watermark is the greatest event time seen. A window `[start, end)`
+//! closes once the watermark reaches `end + lateness`; a datum whose every window has
+//! closed is late (time going backwards beyond the lateness is late too). Closing only
+//! follows the data, never the batches they come in, so replaying a file at full speed
+//! gives the windows that reading it live gives.
+//!
+//! **Closing is cheap.** Each open window has one place in a map from the time windows
+//! close to the windows closing then, in the order they opened (tumbling windows of one
+//! period share one entry); advancing the watermark takes the entries it passes and
+//! touches nothing else. A session's end moves as data come; its place is left as it was
+//! and put back at the new end when it comes up.
+//!
+//! **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
+//! and values: beyond, the oldest window is closed early ([`CloseWhy::Evicted`], counted
+//! and logged rate-limited by [`Keyed`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::io::Write;
+use std::path::Path as FsPath;
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::engine::cog::EventId;
+use crate::engine::escapement::Ctx;
+use crate::kit::checkpoint::fingerprint;
+use crate::kit::keyed::{Keyed, StateCodec, StateError};
+use crate::kit::on_error::OnErrorSettings;
+use crate::record::expr::{Condition, Expr};
+use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
+use crate::record::{Path, Timestamp, Value};
+use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
+use crate::schema::{ParamType, SettingError, SettingValue};
+
+crate::choice! {
+    /// How `window` and `threshold` cut time into windows.
+    pub enum WindowKind {
+        Tumbling = "tumbling",
+        Hopping = "hopping",
+        Session = "session",
+    }
+}
+
+crate::choice! {
+    /// What happens to open windows at shutdown.
+    pub enum AtFinish {
+        Emit = "emit",
+        Persist = "persist",
+    }
+}
+
+crate::settings! {
+    /// The keys `window` and `threshold` share (flattened into both).
+    pub struct WindowSettings {
+        /// group-by fields (dotted paths); empty: one group for everything
+        key: Vec<String>,
+        /// the field holding the event time (timestamp, epoch seconds, RFC 3339 or time_format text), or "arrival" (the wall clock)
+        time: String = "time",
+        /// strftime format of a text time field; empty: timestamp, epoch seconds or RFC 3339. A format without a year takes the wall clock's (the one before if that puts the time more than a day ahead)
+        time_format: String = "",
+        /// tumbling | hopping | session
+        kind: WindowKind = "tumbling",
+        /// tumbling and hopping: the window's length
+        size: Duration = "60s",
+        /// hopping: how far each window starts after the one before
+        step: Option<Duration>,
+        /// session: a key's session ends after this long without data
+        gap: Option<Duration>,
+        /// a window closes when the event time seen passes its end plus this
+        lateness: Duration = "0s",
+        /// late data: drop | emit (passed on flagged late = true) | train:NAME
+        on_late: String = "drop",
+        /// true: the inputs go on too (after the window's bookkeeping)
+        pass: bool = "false",
+        /// emit: open windows are emitted at shutdown flagged partial = true; persist: saved under [state] dir and loaded at start
+        at_finish: AtFinish = "emit",
+        /// save open windows under [state] dir at shutdown and load them at start (as at_finish = "persist")
+        persist: bool = "false",
+        /// open (key, window) states at most; beyond, the oldest is closed early (flagged evicted, counted, logged)
+        max_keys: usize = "100000",
+        /// bound on the bytes of keys and values held (value lists, count_distinct sets); beyond, the oldest window is closed early
+        #[setting(size)]
+        max_bytes: usize = "64MiB",
+        /// output field = function, in the order written: count | count(CONDITION) | sum(F) | min(F) | max(F) | mean(F) | first(F) | last(F) | count_distinct(F) | values(F)
+        aggregate: Aggregates,
+        /// count_distinct is exact up to this many values, then a HyperLogLog estimate (OUT_estimated = true)
+        distinct_exact: usize = "10000",
+        /// values(F) keeps at most this many values (OUT_truncated = true beyond)
+        max_values: usize = "100",
+        /// What to do with a datum whose time is missing or unparsable.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
+impl WindowSettings {
+    /// Whether open windows are saved at shutdown and loaded at start.
+    pub fn persists(&self) -> bool {
+        self.persist || self.at_finish == AtFinish::Persist
+    }
+}
+
+/// The `aggregate` table: output field and function text, in the order written. From Rust:
+/// `Aggregates(vec![("requests".into(), "count".into())])`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Aggregates(pub Vec<(String, String)>);
+
+impl SettingValue for Aggregates {
+    const TYPE: ParamType = ParamType::Table;
+
+    fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Aggregates;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table such as { requests = \"count\", bytes = \"sum(bytes)\" }")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Aggregates, A::Error> {
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    out.push((name, map.next_value::<String>()?));
+                }
+                Ok(Aggregates(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+
+    fn from_default(_: &str) -> Option<Self> {
+        None
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+/// Milliseconds of a timestamp.
+pub fn ts_ms(t: &Timestamp) -> i64 {
+    t.secs
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
+/// A timestamp (UTC) of milliseconds.
+pub fn ms_ts(ms: i64) -> Timestamp {
+    Timestamp::new(
+        ms.div_euclid(1000),
+        (ms.rem_euclid(1000) as u32) * 1_000_000,
+        0,
+    )
+}
+
+/// The earliest event time taken: 0001-01-01T00:00:00Z, in milliseconds.
+const MIN_TIME: i64 = -62_135_596_800_000;
+/// The latest: 9999-12-31T23:59:59.999Z.
+const MAX_TIME: i64 = 253_402_300_799_999;
+/// The longest size, step, gap or lateness: 100 years.
+const MAX_SPAN: i64 = 100 * 366 * 86_400_000;
+
+/// Why a datum has no event time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeError {
+    /// The time field is missing.
+    Missing(String),
+    /// The time field holds what is not a time.
+    Unparsable(String, String),
+}
+
+impl fmt::Display for TimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TimeError::Missing(field) => write!(f, "no time field `{field}`"),
+            TimeError::Unparsable(field, why) => {
+                write!(f, "time field `{field}` is not a time: {why}")
+            }
+        }
+    }
+}
+
+/// How the event time is read.
+#[derive(Debug)]
+enum TimeSource {
+    Arrival,
+    Field {
+        path: Path,
+        name: String,
+        format: Option<TimeFormat>,
+        /// The format gives no year: the wall clock's is taken.
+        yearless: bool,
+        /// A yearless format read with a leap year before it (`%Y ` + format), so that
+        /// February 29 parses (the format alone reads the date in 1970).
+        leap: Option<TimeFormat>,
+    },
+}
+
+/// RFC 3339 with and without a fraction, `T` or a space between date and time.
+struct Rfc3339 {
+    forms: [TimeFormat; 4],
+}
+
+fn rfc3339() -> &'static Rfc3339 {
+    static R: std::sync::OnceLock<Option<Rfc3339>> = std::sync::OnceLock::new();
+    R.get_or_init(|| {
+        Some(Rfc3339 {
+            forms: [
+                TimeFormat::new("%Y-%m-%dT%H:%M:%S%z").ok()?,
+                TimeFormat::new("%Y-%m-%dT%H:%M:%S.%f%z").ok()?,
+                TimeFormat::new("%Y-%m-%d %H:%M:%S%z").ok()?,
+                TimeFormat::new("%Y-%m-%d %H:%M:%S.%f%z").ok()?,
+            ],
+        })
+    })
+    .as_ref()
+    .unwrap_or_else(|| unreachable!("the RFC 3339 formats are valid"))
+}
+
+fn parse_rfc3339(s: &[u8]) -> Option<Timestamp> {
+    let r = rfc3339();
+    let t = s.get(10).copied();
+    let frac = s.contains(&b'.');
+    let i = usize::from(t == Some(b' ')) * 2 + usize::from(frac);
+    r.forms[i].parse(s).ok()
+}
+
+/// Whether a strftime format gives the year (or the whole date, as epoch seconds do).
+fn format_has_year(f: &str) -> bool {
+    ["%Y", "%y", "%F", "%s"].iter().any(|x| f.contains(x))
+}
+
+/// Moves a time parsed without a year (so in 1970) to the year of `now_ms`, or the year
+/// before when that puts it more than a day after `now_ms`.
+fn infer_year(ms: i64, now_ms: i64) -> i64 {
+    const DAY: i64 = 86_400_000;
+    let (days, rest) = (ms.div_euclid(DAY), ms.rem_euclid(DAY));
+    let (_, m, d) = civil_from_days(days);
+    let (year, _, _) = civil_from_days(now_ms.div_euclid(DAY));
+    let at = |y: i64| days_from_civil(y, m, d) * DAY + rest;
+    let this = at(year);
+    if this > now_ms + DAY {
+        at(year - 1)
+    } else {
+        this
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregators
+// ---------------------------------------------------------------------------------------------
+
+/// An aggregate function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Func {
+    Count,
+    CountIf,
+    Sum,
+    Min,
+    Max,
+    Mean,
+    First,
+    Last,
+    CountDistinct,
+    Values,
+}
+
+/// One aggregate: its output field, function, input field (or condition).
+#[derive(Debug)]
+struct AggSpec {
+    name: String,
+    out: Path,
+    /// Index of `out` and of the flag in the output names (0: no flag).
+    out_ix: usize,
+    flag_ix: usize,
+    func: Func,
+    field: Option<Path>,
+    /// For count(CONDITION): its index in the conditions.
+    cond: usize,
+    /// The flag field (`NAME_estimated`, `NAME_truncated`).
+    flag: Option<Path>,
+}
+
+/// A number kept by sum, min, max.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    /// While every number was an integer (and the sum fits).
+    Int(i64),
+    /// Otherwise.
+    Float(f64),
+}
+
+impl Num {
+    fn of(v: &Value) -> Option<Num> {
+        match v {
+            Value::Int(i) => Some(Num::Int(*i)),
+            Value::Float(f) => Some(Num::Float(*f)),
+            Value::Bool(_) | Value::Null => None,
+            other => {
+                let s = other.as_str()?.trim();
+                s.parse::<i64>()
+                    .map(Num::Int)
+                    .ok()
+                    .or_else(|| s.parse::<f64>().ok().map(Num::Float))
+            }
+        }
+    }
+    fn f(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+    fn value(self) -> Value {
+        match self {
+            Num::Int(i) => Value::Int(i),
+            Num::Float(f) => Value::Float(f),
+        }
+    }
+    fn less(self, o: Num) -> bool {
+        match (self, o) {
+            (Num::Int(a), Num::Int(b)) => a < b,
+            (a, b) => a.f() < b.f(),
+        }
+    }
+}
+
+/// HyperLogLog registers (2^12): about 1.6% standard error.
+const HLL_BITS: u32 = 12;
+const HLL_M: usize = 1 << HLL_BITS;
+
+/// The state of one aggregate in one window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// count, count(CONDITION).
+    Count(u64),
+    /// sum: integers while they fit, then a float.
+    Sum(Num),
+    /// min or max.
+    Extreme(Option<Num>),
+    /// mean: sum and count.
+    Mean(f64, u64),
+    /// first or last.
+    One(Option<Box<Value>>),
+    /// count_distinct: hashes of the values while exact.
+    Exact(Box<HashSet<u64>>),
+    /// count_distinct beyond distinct_exact.
+    Hll(Box<[u8]>),
+    /// values: the values, and whether some were left out.
+    Values(Box<(Vec<Value>, bool)>),
+}
+
+impl Agg {
+    fn new(f: Func) -> Agg {
+        match f {
+            Func::Count | Func::CountIf => Agg::Count(0),
+            Func::Sum => Agg::Sum(Num::Int(0)),
+            Func::Min | Func::Max => Agg::Extreme(None),
+            Func::Mean => Agg::Mean(0.0, 0),
+            Func::First | Func::Last => Agg::One(None),
+            Func::CountDistinct => Agg::Exact(Box::default()),
+            Func::Values => Agg::Values(Box::default()),
+        }
+    }
+
+    /// The output value and whether its flag is set.
+    fn output(&self) -> (Value, bool) {
+        match self {
+            Agg::Count(n) => (Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)), false),
+            Agg::Sum(n) => (n.value(), false),
+            Agg::Extreme(n) => (n.map_or(Value::Null, Num::value), false),
+            Agg::Mean(s, n) => (
+                if *n == 0 {
+                    Value::Null
+                } else {
+                    Value::Float(s / *n as f64)
+                },
+                false,
+            ),
+            Agg::One(v) => (v.as_deref().cloned().unwrap_or(Value::Null), false),
+            Agg::Exact(set) => (Value::Int(set.len() as i64), false),
+            Agg::Hll(regs) => (Value::Int(hll_estimate(regs) as i64), true),
+            Agg::Values(v) => (Value::List(v.0.clone()), v.1),
+        }
+    }
+}
+
+fn hll_add(regs: &mut [u8], h: u64) {
+    let idx = (h >> (64 - HLL_BITS)) as usize;
+    let rank = ((h << HLL_BITS) | (1 << (HLL_BITS - 1))).leading_zeros() + 1;
+    if let Some(r) = regs.get_mut(idx) {
+        *r = (*r).max(rank as u8);
+    }
+}
+
+fn hll_estimate(regs: &[u8]) -> u64 {
+    let m = regs.len() as f64;
+    let sum: f64 = regs.iter().map(|&r| 2f64.powi(-i32::from(r))).sum();
+    let alpha = 0.7213 / (1.0 + 1.079 / m);
+    let e = alpha * m * m / sum;
+    let zeros = regs.iter().filter(|&&r| r == 0).count();
+    if e <= 2.5 * m && zeros > 0 {
+        (m * (m / zeros as f64).ln()).round() as u64
+    } else {
+        e.round() as u64
+    }
+}
+
+/// A stable 64-bit hash of a value (the state file keeps hashes across runs).
+fn value_hash(v: &Value, buf: &mut Vec<u8>) -> u64 {
+    buf.clear();
+    key_part(v, buf);
+    // Mixed so that the high bits (the HyperLogLog register) depend on every byte.
+    let mut h = fingerprint(buf);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// One field's part of a key, unambiguous whatever it holds: text and bytes with their
+/// length first, other values as JSON ended by a NUL.
+fn key_part(v: &Value, out: &mut Vec<u8>) {
+    match v.as_bytes() {
+        Some(b) => {
+            out.push(b's');
+            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => {
+            out.push(b'v');
+            v.write_json(out);
+            out.push(0);
+        }
+    }
+}
+
+/// Parses `count`, `count(CONDITION)`, `sum(F)`... into a function and its argument.
+fn parse_func(text: &str) -> Result<(Func, Option<&str>), String> {
+    let t = text.trim();
+    let (name, arg) = match t.find('(') {
+        None => (t, None),
+        Some(open) => {
+            let Some(inner) = t[open + 1..].strip_suffix(')') else {
+                return Err(format!(
+                    "{text:?}: expected FUNCTION(FIELD), with a closing `)`"
+                ));
+            };
+            (t[..open].trim(), Some(inner.trim()))
+        }
+    };
+    let func = match name {
+        "count" => {
+            if arg.is_some() {
+                Func::CountIf
+            } else {
+                Func::Count
+            }
+        }
+        "sum" => Func::Sum,
+        "min" => Func::Min,
+        "max" => Func::Max,
+        "mean" => Func::Mean,
+        "first" => Func::First,
+        "last" => Func::Last,
+        "count_distinct" => Func::CountDistinct,
+        "values" => Func::Values,
+        other => {
+            return Err(format!(
+                "unknown function {other:?} (functions: count, count(CONDITION), sum, min, max, \
+                 mean, first, last, count_distinct, values)"
+            ));
+        }
+    };
+    if func != Func::Count && arg.is_none_or(str::is_empty) {
+        return Err(format!("{name} needs a field: {name}(FIELD)"));
+    }
+    Ok((func, arg))
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+/// The state of one (key, window).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WinState {
+    /// Window start and end, Unix milliseconds (a session's end is its last time + gap).
+    pub start: i64,
+    /// See `start`.
+    pub end: i64,
+    /// Tells this state's heap place from a place left by an evicted state of the same key.
+    generation: u64,
+    /// The key fields' values.
+    pub key: Vec<Value>,
+    /// The aggregates, in the order written.
+    pub aggs: Vec<Agg>,
+    /// Event ids of the first and last datum counted.
+    pub first_id: EventId,
+    /// See `first_id`.
+    pub last_id: EventId,
+    /// Evidence fields of the first datum, then of the last.
+    pub evidence: Vec<Value>,
+    /// Ids of consumed inputs, acknowledged once the window's output is.
+    pub held: Ids,
+    /// Bytes counted against max_bytes.
+    bytes: usize,
+    /// `threshold`: the id of the alert this window fired (0: none).
+    pub alert: EventId,
+    /// A hash of the group-by key alone (without the window), to remember per key.
+    pub group: u64,
+}
+
+/// Event ids held by a window: the first two inline, since most windows count few data
+/// (no allocation for them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ids {
+    inline: [EventId; 2],
+    n: u8,
+    more: Vec<EventId>,
+}
+
+impl Ids {
+    /// Adds an id.
+    #[inline]
+    pub fn push(&mut self, id: EventId) {
+        match self.n {
+            0 | 1 => {
+                self.inline[usize::from(self.n)] = id;
+                self.n += 1;
+            }
+            _ => self.more.push(id),
+        }
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        usize::from(self.n) + self.more.len()
+    }
+
+    /// Whether none.
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// The ids, in the order added.
+    pub fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
+        self.inline[..usize::from(self.n)]
+            .iter()
+            .chain(self.more.iter())
+            .copied()
+    }
+
+    /// Adds every id of `other`.
+    pub fn append(&mut self, other: Ids) {
+        for id in other.iter() {
+            self.push(id);
+        }
+    }
+}
+
+/// Acknowledgements held until an output is acknowledged: output id → the ids of the
+/// inputs it counts. Output ids come from `Ctx::new_event_id`, which only grows, and drains
+/// acknowledge in order, so the outputs wait in a queue in id order and an
+/// acknowledgement mostly takes the front: no hashing per output.
+#[derive(Debug, Default)]
+pub struct Held {
+    queue: VecDeque<(EventId, Ids)>,
+    /// Outputs renamed downstream, or held out of order.
+    others: HashMap<EventId, Ids>,
+    total: usize,
+}
+
+impl Held {
+    /// Holds `ids` until `out` is acknowledged.
+    pub fn hold(&mut self, out: EventId, ids: Ids) {
+        if ids.is_empty() {
+            return;
+        }
+        self.total += ids.len();
+        match self.queue.back() {
+            Some((last, _)) if *last >= out => self.others.entry(out).or_default().append(ids),
+            _ => self.queue.push_back((out, ids)),
+        }
+    }
+
+    /// Inputs held, over all outputs.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Outputs acknowledged: acknowledges what they held.
+    pub fn done(&mut self, ids: &[EventId], cx: &mut Ctx<'_>) {
+        if self.total == 0 {
+            return;
+        }
+        for id in ids {
+            let ids = match self.queue.front() {
+                Some((first, _)) if first == id => self.queue.pop_front().map(|(_, ids)| ids),
+                _ => match self.queue.binary_search_by_key(id, |(o, _)| *o) {
+                    // Left empty in place; the front is cleared below.
+                    Ok(i) => self.queue.get_mut(i).map(|(_, ids)| std::mem::take(ids)),
+                    Err(_) => self.others.remove(id),
+                },
+            };
+            if let Some(ids) = ids {
+                self.total = self.total.saturating_sub(ids.len());
+                for i in ids.iter() {
+                    cx.event_done(i);
+                }
+            }
+        }
+        while self.queue.front().is_some_and(|(_, ids)| ids.is_empty()) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// An output renamed downstream: what it held moves with it.
+    pub fn rename(&mut self, old: EventId, new: EventId) {
+        let ids = match self.queue.binary_search_by_key(&old, |(o, _)| *o) {
+            Ok(i) => self.queue.get_mut(i).map(|(_, ids)| std::mem::take(ids)),
+            Err(_) => self.others.remove(&old),
+        };
+        if let Some(ids) = ids {
+            self.others.entry(new).or_default().append(ids);
+        }
+    }
+}
+
+/// Why a window was handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseWhy {
+    /// The watermark passed its end plus the lateness (or the timer, on arrival time).
+    Closed,
+    /// Closed early to stay within max_keys / max_bytes.
+    Evicted,
+    /// Open at shutdown.
+    Partial,
+}
+
+/// A window handed out by [`Windows`].
+#[derive(Debug)]
+pub struct Closed {
+    /// Its state.
+    pub state: Box<WinState>,
+    /// Why.
+    pub why: CloseWhy,
+}
+
+/// What became of a datum given to [`Windows::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// Counted in at least one window.
+    Counted,
+    /// Every window it falls in has closed.
+    Late,
+}
+
+/// A window's place in the closing order: its generation and key.
+type Place = (u64, Rc<[u8]>);
+
+/// A field lookup over the datum.
+pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
+
+/// What counting a datum into a window reads: the aggregates and the evidence.
+struct Spec<D> {
+    get: Lookup<D>,
+    aggs: Vec<AggSpec>,
+    conds: Vec<Condition<D>>,
+    evidence: Vec<Path>,
+    distinct_exact: usize,
+    max_values: usize,
+    hash_buf: Vec<u8>,
+}
+
+/// The bookkeeping of windows over any datum: see the module doc.
+pub struct Windows<D> {
+    get: Lookup<D>,
+    keys: Vec<Path>,
+    key_names: Vec<String>,
+    time: TimeSource,
+    kind: WindowKind,
+    size: i64,
+    step: i64,
+    gap: i64,
+    lateness: i64,
+    spec: Spec<D>,
+    max_bytes: usize,
+    /// Boxed: a window moves (into the map, out when it closes) as one pointer, and the
+    /// table holds pointers, not states.
+    states: Keyed<Rc<[u8]>, Box<WinState>>,
+    /// Close time → (generation, key) of the windows closing then, oldest first.
+    order: BTreeMap<i64, Vec<Place>>,
+    /// Places in `order`, stale ones included.
+    places: usize,
+    watermark: i64,
+    next_generation: u64,
+    bytes: usize,
+    /// The wall clock as Unix milliseconds, set by the cog per batch.
+    now_ms: i64,
+    buf: Vec<u8>,
+    /// Output field names, indexed by [`Windows::output`].
+    names: Vec<Path>,
+    /// Windows handed out, for the cog to take.
+    pub closed: Vec<Closed>,
+    /// Vectors of released states, reused by new ones (no allocation per window).
+    // Boxed on purpose: a state moves in and out of the map as a pointer, and a spare one
+    // keeps its vectors' room.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<WinState>>,
+    /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
+    pub touched: Vec<Rc<[u8]>>,
+    track: bool,
+    track_groups: bool,
+    /// The last datum's window was not open: expect new windows.
+    missed: bool,
+    /// Late data seen.
+    pub late: u64,
+}
+
+impl<D> fmt::Debug for Windows<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Windows")
+            .field("kind", &self.kind)
+            .field("open", &self.states.len())
+            .field("watermark", &self.watermark)
+            .finish()
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn path(key: &'static str, p: &str) -> Result<Path, SettingError> {
+    Path::parse(p).map_err(|e| SettingError::new(key, format!("{p:?}: {e}")))
+}
+
+impl<D> Spec<D> {
+    /// Counts `d` into `s`; returns how many bytes it grew by.
+    #[inline]
+    fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
+        let mut grew = 0usize;
+        for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
+            let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
+            match agg {
+                Agg::Count(n) => {
+                    if spec.func == Func::Count
+                        || self.conds.get(spec.cond).is_some_and(|c| c.test(d))
+                    {
+                        *n += 1;
+                    }
+                }
+                Agg::Sum(sum) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        *sum = match (*sum, x) {
+                            (Num::Int(a), Num::Int(b)) => a
+                                .checked_add(b)
+                                .map_or(Num::Float(a as f64 + b as f64), Num::Int),
+                            (a, b) => Num::Float(a.f() + b.f()),
+                        };
+                    }
+                }
+                Agg::Extreme(cur) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        let better = match *cur {
+                            None => true,
+                            Some(c) if spec.func == Func::Min => x.less(c),
+                            Some(c) => c.less(x),
+                        };
+                        if better {
+                            *cur = Some(x);
+                        }
+                    }
+                }
+                Agg::Mean(sum, n) => {
+                    if let Some(x) = v.and_then(Num::of) {
+                        *sum += x.f();
+                        *n += 1;
+                    }
+                }
+                Agg::One(cur) => {
+                    if let Some(x) = v
+                        && (spec.func == Func::Last || cur.is_none())
+                    {
+                        *cur = Some(Box::new(x.clone()));
+                    }
+                }
+                Agg::Exact(set) => {
+                    if let Some(x) = v {
+                        let h = value_hash(x, &mut self.hash_buf);
+                        if set.insert(h) {
+                            grew += 12;
+                            if set.len() > self.distinct_exact {
+                                let mut regs = vec![0u8; HLL_M].into_boxed_slice();
+                                for &h in set.iter() {
+                                    hll_add(&mut regs, h);
+                                }
+                                grew += HLL_M;
+                                *agg = Agg::Hll(regs);
+                            }
+                        }
+                    }
+                }
+                Agg::Hll(regs) => {
+                    if let Some(x) = v {
+                        hll_add(regs, value_hash(x, &mut self.hash_buf));
+                    }
+                }
+                Agg::Values(vals) => {
+                    if let Some(x) = v {
+                        if vals.0.len() < self.max_values {
+                            grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
+                            vals.0.push(x.clone());
+                        } else {
+                            vals.1 = true;
+                        }
+                    }
+                }
+            }
+        }
+        if s.first_id == 0 {
+            s.first_id = id;
+            for p in &self.evidence {
+                s.evidence
+                    .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+            }
+            s.evidence.extend_from_within(..);
+        } else if !self.evidence.is_empty() {
+            let n = self.evidence.len();
+            for (i, p) in self.evidence.iter().enumerate() {
+                s.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+            }
+        }
+        s.last_id = id;
+        if hold && id != 0 {
+            s.held.push(id);
+        }
+        s.bytes += grew;
+        grew
+    }
+}
+
+impl<D: 'static> Windows<D> {
+    /// Windows made from their settings; `get` reads a datum's fields (key, time,
+    /// aggregate inputs and conditions), `evidence` names fields of the first and last
+    /// datum kept per window (`threshold`).
+    pub fn from_settings(
+        s: &WindowSettings,
+        get: Lookup<D>,
+        evidence: &[String],
+    ) -> Result<Self, SettingError> {
+        let keys = s
+            .key
+            .iter()
+            .map(|k| path("key", k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let time = if s.time == "arrival" {
+            if !s.time_format.is_empty() {
+                return Err(SettingError::new(
+                    "time_format",
+                    "time = \"arrival\" takes the wall clock: no time_format",
+                ));
+            }
+            TimeSource::Arrival
+        } else {
+            let format = if s.time_format.is_empty() {
+                None
+            } else {
+                Some(TimeFormat::new(&s.time_format).map_err(|e| {
+                    SettingError::new("time_format", format!("{:?}: {e}", s.time_format))
+                })?)
+            };
+            let yearless = format.is_some() && !format_has_year(&s.time_format);
+            // A weekday would be checked against the year put before: not for those.
+            let leap = (yearless && !s.time_format.contains("%a") && !s.time_format.contains("%A"))
+                .then(|| TimeFormat::new(&format!("%Y {}", s.time_format)).ok())
+                .flatten();
+            TimeSource::Field {
+                path: path("time", &s.time)?,
+                name: s.time.clone(),
+                yearless,
+                leap,
+                format,
+            }
+        };
+        let (size, step, gap) = match s.kind {
+            WindowKind::Tumbling => {
+                if s.step.is_some() {
+                    return Err(SettingError::new(
+                        "step",
+                        "only kind = \"hopping\" takes a step (tumbling windows follow each other)",
+                    ));
+                }
+                if s.gap.is_some() {
+                    return Err(SettingError::new(
+                        "gap",
+                        "only kind = \"session\" takes a gap",
+                    ));
+                }
+                (ms(s.size), ms(s.size), 0)
+            }
+            WindowKind::Hopping => {
+                if s.gap.is_some() {
+                    return Err(SettingError::new(
+                        "gap",
+                        "only kind = \"session\" takes a gap",
+                    ));
+                }
+                let Some(step) = s.step else {
+                    return Err(SettingError::new(
+                        "step",
+                        "kind = \"hopping\" needs a step (how far each window starts after the one before)",
+                    ));
+                };
+                let step = ms(step);
+                if step <= 0 || step > ms(s.size) {
+                    return Err(SettingError::new(
+                        "step",
+                        "must be at least 1ms and at most the size",
+                    ));
+                }
+                if ms(s.size) / step > 1000 {
+                    return Err(SettingError::new(
+                        "step",
+                        "more than 1000 windows per datum (size / step): take a longer step",
+                    ));
+                }
+                (ms(s.size), step, 0)
+            }
+            WindowKind::Session => {
+                if s.step.is_some() {
+                    return Err(SettingError::new(
+                        "step",
+                        "only kind = \"hopping\" takes a step",
+                    ));
+                }
+                let Some(gap) = s.gap else {
+                    return Err(SettingError::new(
+                        "gap",
+                        "kind = \"session\" needs a gap (a key's session ends after this long without data)",
+                    ));
+                };
+                if gap.is_zero() {
+                    return Err(SettingError::new("gap", "must be longer than 0s"));
+                }
+                (0, 0, ms(gap))
+            }
+        };
+        for (key, span) in [
+            ("size", ms(s.size)),
+            ("step", s.step.map_or(0, ms)),
+            ("gap", s.gap.map_or(0, ms)),
+            ("lateness", ms(s.lateness)),
+        ] {
+            if span > MAX_SPAN {
+                return Err(SettingError::new(key, "must be at most 100 years"));
+            }
+        }
+        if s.kind != WindowKind::Session && size < 1 {
+            return Err(SettingError::new("size", "must be at least 1ms"));
+        }
+        if s.max_keys == 0 {
+            return Err(SettingError::new("max_keys", "must be at least 1"));
+        }
+        if s.aggregate.0.is_empty() {
+            return Err(SettingError::new(
+                "aggregate",
+                "give at least one aggregate, e.g. { requests = \"count\" }",
+            ));
+        }
+        let mut aggs = Vec::new();
+        let mut conds = Vec::new();
+        for (name, text) in &s.aggregate.0 {
+            let err = |msg: String| SettingError::new("aggregate", format!("{name}: {msg}"));
+            let (func, arg) = parse_func(text).map_err(err)?;
+            let out = Path::parse(name).map_err(|e| err(format!("bad field name: {e}")))?;
+            let mut spec = AggSpec {
+                name: name.clone(),
+                out,
+                out_ix: 0,
+                flag_ix: 0,
+                func,
+                field: None,
+                cond: 0,
+                flag: None,
+            };
+            match (func, arg) {
+                (Func::CountIf, Some(c)) => {
+                    let expr = Expr::parse(c).map_err(|e| {
+                        err(format!(
+                            "in the condition at column {}: {}",
+                            e.column, e.message
+                        ))
+                    })?;
+                    let g = get.clone();
+                    spec.cond = conds.len();
+                    conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p)));
+                }
+                (_, Some(f)) => {
+                    spec.field = Some(
+                        Path::parse(f)
+                            .map_err(|e| err(format!("{f:?} is not a field path ({e})")))?,
+                    );
+                }
+                _ => {}
+            }
+            spec.flag = match func {
+                Func::CountDistinct => Some(Path::parse(&format!("{name}_estimated"))),
+                Func::Values => Some(Path::parse(&format!("{name}_truncated"))),
+                _ => None,
+            }
+            .transpose()
+            .map_err(|e| err(e.to_string()))?;
+            aggs.push(spec);
+        }
+        let evidence = evidence
+            .iter()
+            .map(|e| path("evidence", e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fixed = |p: &str| path("key", p);
+        // The output names: window_start, window_end, the keys, each aggregate and its flag.
+        let mut names = vec![fixed("window_start")?, fixed("window_end")?];
+        names.extend(keys.iter().cloned());
+        for a in &mut aggs {
+            a.out_ix = names.len();
+            names.push(a.out.clone());
+            if let Some(f) = &a.flag {
+                a.flag_ix = names.len();
+                names.push(f.clone());
+            }
+        }
+        Ok(Windows {
+            names,
+            get: get.clone(),
+            key_names: s.key.clone(),
+            keys,
+            time,
+            kind: s.kind,
+            size,
+            step,
+            gap,
+            lateness: ms(s.lateness),
+            spec: Spec {
+                get,
+                aggs,
+                conds,
+                evidence,
+                distinct_exact: s.distinct_exact,
+                max_values: s.max_values,
+                hash_buf: Vec::new(),
+            },
+            max_bytes: s.max_bytes.max(1),
+            states: Keyed::new(s.max_keys),
+            order: BTreeMap::new(),
+            places: 0,
+            watermark: i64::MIN,
+            next_generation: 1,
+            bytes: 0,
+            now_ms: 0,
+            buf: Vec::new(),
+            closed: Vec::new(),
+            spare: Vec::new(),
+            touched: Vec::new(),
+            track: false,
+            track_groups: false,
+            missed: false,
+            late: 0,
+        })
+    }
+
+    /// Makes [`Windows::add`] list in `touched` the windows each datum counted in (what
+    /// `threshold` evaluates when it fires on crossing).
+    pub fn track_touched(&mut self) {
+        self.track = true;
+    }
+
+    /// Makes each window remember a hash of its group-by key ([`WinState::group`]), for
+    /// what is remembered per key across windows (`threshold`'s `rearm`).
+    pub fn track_groups(&mut self) {
+        self.track_groups = true;
+    }
+
+    /// Whether time is the wall clock at arrival.
+    pub fn is_arrival(&self) -> bool {
+        matches!(self.time, TimeSource::Arrival)
+    }
+
+    /// Sets the wall clock (Unix milliseconds): the arrival time, and the year of
+    /// yearless formats.
+    pub fn set_now(&mut self, now_ms: i64) {
+        self.now_ms = now_ms;
+    }
+
+    /// The greatest event time seen (milliseconds; `i64::MIN` before any).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Open (key, window) states.
+    pub fn open(&self) -> usize {
+        self.states.len()
+    }
+
+    /// The states (for tests and for `threshold`'s evaluations).
+    pub fn states(&self) -> &Keyed<Rc<[u8]>, Box<WinState>> {
+        &self.states
+    }
+
+    /// The state store, for eviction reports.
+    pub fn states_mut(&mut self) -> &mut Keyed<Rc<[u8]>, Box<WinState>> {
+        &mut self.states
+    }
+
+    /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
+    /// refused, so that window arithmetic never overflows).
+    #[inline]
+    pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
+        let t = self.time_of_any(d)?;
+        if (MIN_TIME..=MAX_TIME).contains(&t) {
+            Ok(t)
+        } else {
+            let name = match &self.time {
+                TimeSource::Field { name, .. } => name.clone(),
+                TimeSource::Arrival => "arrival".to_string(),
+            };
+            Err(TimeError::Unparsable(
+                name,
+                "out of range (years 1 to 9999)".to_string(),
+            ))
+        }
+    }
+
+    fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
+        let (path, name, format, yearless, leap) = match &self.time {
+            TimeSource::Arrival => return Ok(self.now_ms),
+            TimeSource::Field {
+                path,
+                name,
+                format,
+                yearless,
+                leap,
+            } => (path, name, format, *yearless, leap),
+        };
+        let Some(v) = (self.get)(d, path) else {
+            return Err(TimeError::Missing(name.clone()));
+        };
+        let bad = |why: &str| TimeError::Unparsable(name.clone(), why.to_string());
+        match v {
+            Value::Time(t) => Ok(ts_ms(t)),
+            Value::Int(i) => Ok(i.saturating_mul(1000)),
+            Value::Float(f) if f.is_finite() => Ok((f * 1000.0) as i64),
+            other => {
+                let Some(text) = other.as_bytes() else {
+                    return Err(bad(&format!("it holds {}", other.type_name())));
+                };
+                match format {
+                    Some(f) => {
+                        let mut with_year = [0u8; 128];
+                        let parsed = match leap {
+                            Some(l) if text.len() + 5 <= with_year.len() => {
+                                with_year[..5].copy_from_slice(b"2000 ");
+                                with_year[5..5 + text.len()].copy_from_slice(text);
+                                l.parse(&with_year[..5 + text.len()])
+                            }
+                            _ => f.parse(text),
+                        };
+                        let t = parsed.map_err(|e| {
+                            bad(&format!(
+                                "{:?} does not match time_format: {e}",
+                                String::from_utf8_lossy(text)
+                            ))
+                        })?;
+                        let t = ts_ms(&t);
+                        Ok(if yearless {
+                            infer_year(t, self.now_ms)
+                        } else {
+                            t
+                        })
+                    }
+                    None => parse_rfc3339(text).map(|t| ts_ms(&t)).ok_or_else(|| {
+                        bad(&format!(
+                            "{:?} is no RFC 3339 time (give time_format)",
+                            String::from_utf8_lossy(text)
+                        ))
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Writes the key of `d` into `self.buf`.
+    #[inline]
+    fn write_key(&mut self, d: &D) {
+        self.buf.clear();
+        for p in &self.keys {
+            key_part((self.get)(d, p).unwrap_or(&Value::Null), &mut self.buf);
+        }
+    }
+
+    /// Counts `d` at time `t` in its windows, advancing the watermark first (closing what
+    /// it passes into `closed`). `id` is held by the window when `hold` (a consumed
+    /// input; with hopping windows, by the last window it falls in, which closes last).
+    pub fn add(&mut self, d: &D, t: i64, id: EventId, hold: bool) -> Added {
+        if self.track {
+            self.touched.clear();
+        }
+        if !self.is_arrival() && t > self.watermark {
+            self.advance(t);
+        }
+        self.write_key(d);
+        let key_len = self.buf.len();
+        match self.kind {
+            WindowKind::Tumbling => {
+                let start = t.div_euclid(self.size) * self.size;
+                if self.closed_at(start + self.size) {
+                    self.late += 1;
+                    return Added::Late;
+                }
+                self.count_in(d, start, start + self.size, key_len, id, hold);
+            }
+            WindowKind::Hopping => {
+                // Windows starting at multiples of step within (t - size, t].
+                let last = t.div_euclid(self.step) * self.step;
+                let mut start = last - (self.size - 1).div_euclid(self.step) * self.step;
+                let mut counted = false;
+                while start <= last {
+                    let end = start + self.size;
+                    if t < end && !self.closed_at(end) {
+                        // The id is held by the window that closes last (the one starting
+                        // at `last`: open whenever any is), so it is acknowledged only once
+                        // every window counting it is written.
+                        self.count_in(d, start, end, key_len, id, hold && start == last);
+                        counted = true;
+                    }
+                    start += self.step;
+                }
+                if !counted {
+                    self.late += 1;
+                    return Added::Late;
+                }
+            }
+            WindowKind::Session => {
+                if self.closed_at(t + self.gap) {
+                    self.late += 1;
+                    return Added::Late;
+                }
+                self.count_session(d, t, id, hold);
+            }
+        }
+        Added::Counted
+    }
+
+    /// Whether a window ending at `end` has closed.
+    #[inline]
+    fn closed_at(&self, end: i64) -> bool {
+        end.saturating_add(self.lateness) <= self.watermark
+    }
+
+    #[inline]
+    fn count_in(&mut self, d: &D, start: i64, end: i64, key_len: usize, id: EventId, hold: bool) {
+        self.buf.truncate(key_len);
+        self.buf.extend_from_slice(&start.to_be_bytes());
+        if self.missed {
+            // The last datum opened a window: this one likely does too (keys seen once, as
+            // most clients of a web log are), so the key is made first and looked up and
+            // inserted with one hash.
+            self.count_in_new(d, start, end, id, hold);
+            return;
+        }
+        // One hash lookup for a window already open.
+        let grew = match self.states.get_mut(&self.buf[..]) {
+            Some(s) => self.spec.update(s, d, id, hold),
+            None => {
+                self.missed = true;
+                self.open_state(d, start, end, id, hold);
+                return;
+            }
+        };
+        if self.track
+            && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
+        {
+            self.touched.push(k.clone());
+        }
+        self.grew(grew);
+    }
+
+    /// [`count_in`](Windows::count_in) when windows are mostly new.
+    fn count_in_new(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        if self.states.len() >= self.states.max_keys() {
+            // Full: the usual path, which evicts first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let state = self.new_state(d, start, end);
+        if self.bytes + state.bytes > self.max_bytes {
+            self.release(state);
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        }
+        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
+        let Some((s, unused)) = self.states.get_or_insert(key.clone(), state) else {
+            // Full: evictions first.
+            self.missed = false;
+            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
+            return;
+        };
+        let grew = self.spec.update(s, d, id, hold);
+        let generation = s.generation;
+        match unused {
+            Some(unused) => {
+                self.missed = false;
+                self.release(unused);
+                self.grew(grew);
+            }
+            None => {
+                s.bytes += grew;
+                self.bytes += s.bytes;
+                self.place(end.saturating_add(self.lateness), generation, key.clone());
+                if self.places > 2 * self.states.len() + 1024 {
+                    self.compact_order();
+                }
+                self.grew(0);
+            }
+        }
+        if self.track {
+            self.touched.push(key);
+        }
+    }
+
+    fn count_session(&mut self, d: &D, t: i64, id: EventId, hold: bool) {
+        let gap = self.gap;
+        let open = self.states.get(&self.buf[..]).map(|s| (s.start, s.end));
+        match open {
+            Some((start, end)) if t < end && t >= start - gap => {
+                let Some(s) = self.states.get_mut(&self.buf[..]) else {
+                    return;
+                };
+                s.start = s.start.min(t);
+                s.end = s.end.max(t + gap);
+                let grew = self.spec.update(s, d, id, hold);
+                if self.track
+                    && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
+                {
+                    self.touched.push(k.clone());
+                }
+                self.grew(grew);
+            }
+            Some(_) => {
+                // The datum falls outside the key's session: that one ends here.
+                if let Some(s) = self.states.remove(&self.buf[..]) {
+                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                    self.closed.push(Closed {
+                        state: s,
+                        why: CloseWhy::Closed,
+                    });
+                }
+                self.open_state(d, t, t + gap, id, hold);
+            }
+            None => self.open_state(d, t, t + gap, id, hold),
+        }
+    }
+
+    /// Bytes grown by an update: beyond max_bytes, the oldest windows close early.
+    #[inline]
+    fn grew(&mut self, grew: usize) {
+        if grew > 0 {
+            self.bytes += grew;
+            while self.bytes > self.max_bytes && self.states.len() > 1 {
+                self.evict_one();
+            }
+        }
+    }
+
+    /// Gives back a window handed out and done with: its vectors serve the next ones.
+    pub fn release(&mut self, mut s: Box<WinState>) {
+        if self.spare.len() < 1024 {
+            s.key.clear();
+            s.aggs.clear();
+            s.evidence.clear();
+            self.spare.push(s);
+        }
+    }
+
+    /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
+    fn new_state(&mut self, d: &D, start: i64, end: i64) -> Box<WinState> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let group = if self.track_groups {
+            fingerprint(&self.buf[..self.key_len()])
+        } else {
+            0
+        };
+        let mut s = match self.spare.pop() {
+            Some(mut s) => {
+                s.start = start;
+                s.end = end;
+                s.generation = generation;
+                s.first_id = 0;
+                s.last_id = 0;
+                s.held = Ids::default();
+                s.alert = 0;
+                s.group = group;
+                s
+            }
+            None => Box::new(WinState {
+                start,
+                end,
+                generation,
+                key: Vec::new(),
+                aggs: Vec::new(),
+                first_id: 0,
+                last_id: 0,
+                evidence: Vec::new(),
+                held: Ids::default(),
+                bytes: 0,
+                alert: 0,
+                group,
+            }),
+        };
+        s.key.extend(
+            self.keys
+                .iter()
+                .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
+        );
+        s.aggs
+            .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        s.bytes = 2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len();
+        s
+    }
+
+    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
+    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
+        let mut state = self.new_state(d, start, end);
+        while !self.states.is_empty()
+            && (self.states.len() >= self.states.max_keys()
+                || self.bytes + state.bytes > self.max_bytes)
+        {
+            self.evict_one();
+        }
+        let generation = state.generation;
+        let grew = self.spec.update(&mut state, d, id, hold);
+        state.bytes += grew;
+        self.bytes += state.bytes;
+        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
+        self.place(end.saturating_add(self.lateness), generation, key.clone());
+        if self.track {
+            self.touched.push(key.clone());
+        }
+        self.states.insert_new(key, state);
+        if self.places > 2 * self.states.len() + 1024 {
+            self.compact_order();
+        }
+        self.grew(0);
+        while self.bytes > self.max_bytes && self.states.len() > 1 {
+            self.evict_one();
+        }
+    }
+
+    /// The length of the group-by key in `self.buf` (tumbling and hopping keys end with
+    /// the window's start).
+    fn key_len(&self) -> usize {
+        match self.kind {
+            WindowKind::Session => self.buf.len(),
+            _ => self.buf.len().saturating_sub(8),
+        }
+    }
+
+    /// Closes the oldest window early.
+    fn evict_one(&mut self) {
+        if let Some((_, s)) = self.states.evict_oldest() {
+            self.bytes = self.bytes.saturating_sub(s.bytes);
+            self.closed.push(Closed {
+                state: s,
+                why: CloseWhy::Evicted,
+            });
+        }
+    }
+
+    /// Puts a window in the closing order.
+    #[inline]
+    fn place(&mut self, close_at: i64, generation: u64, key: Rc<[u8]>) {
+        self.order
+            .entry(close_at)
+            .or_default()
+            .push((generation, key));
+        self.places += 1;
+    }
+
+    /// Drops places whose window is gone (evicted), so that a flood of keys with a
+    /// watermark standing still keeps the order within the bound too.
+    fn compact_order(&mut self) {
+        let states = &self.states;
+        let mut places = 0;
+        self.order.retain(|_, v| {
+            v.retain(|(g, k)| states.get(&k[..]).is_some_and(|s| s.generation == *g));
+            places += v.len();
+            !v.is_empty()
+        });
+        self.places = places;
+    }
+
+    /// Moves the watermark to `wm` (never back) and closes what it passes.
+    pub fn advance(&mut self, wm: i64) {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        while let Some(entry) = self.order.first_entry() {
+            if *entry.key() > self.watermark {
+                break;
+            }
+            let (at, places) = entry.remove_entry();
+            self.places = self.places.saturating_sub(places.len());
+            for (generation, key) in places {
+                if self.kind == WindowKind::Session {
+                    let Some(s) = self.states.get(&key[..]) else {
+                        continue;
+                    };
+                    let close_at = s.end.saturating_add(self.lateness);
+                    if s.generation == generation && close_at > at {
+                        // A session that grew since: back in at its new end.
+                        self.place(close_at, generation, key);
+                        continue;
+                    }
+                }
+                // A place left by an evicted window is skipped: its generation differs.
+                if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
+                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                    self.closed.push(Closed {
+                        state: s,
+                        why: CloseWhy::Closed,
+                    });
+                }
+            }
+        }
+    }
+
+    /// When the next window closes (milliseconds), if one is open (perhaps earlier: a
+    /// session may have grown since).
+    pub fn next_close(&self) -> Option<i64> {
+        self.order.keys().next().copied()
+    }
+
+    /// Takes the oldest open window out, as `why` (one at a time, so shutdown does not
+    /// hold every window twice).
+    pub fn pop_oldest(&mut self, why: CloseWhy) -> Option<Closed> {
+        let Some((_, s)) = self.states.pop_oldest() else {
+            self.order.clear();
+            self.places = 0;
+            self.bytes = 0;
+            return None;
+        };
+        self.bytes = self.bytes.saturating_sub(s.bytes);
+        Some(Closed { state: s, why })
+    }
+
+    /// Hands out every open window, oldest first, as `why`.
+    pub fn close_all(&mut self, why: CloseWhy) {
+        while let Some((_, s)) = self.states.pop_oldest() {
+            self.closed.push(Closed { state: s, why });
+        }
+        self.order.clear();
+        self.places = 0;
+        self.bytes = 0;
+    }
+
+    /// Appends the output fields of a window, as indexes into [`Windows::names`] with
+    /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
+    /// order written (with their flags when set).
+    /// The key values are moved out of `s`.
+    pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
+        out.push((0, Value::Time(ms_ts(s.start))));
+        out.push((1, Value::Time(ms_ts(s.end))));
+        for (i, v) in s.key.iter_mut().enumerate() {
+            out.push((2 + i, std::mem::take(v)));
+        }
+        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
+            let (v, flag) = agg.output();
+            out.push((spec.out_ix, v));
+            if flag && spec.flag_ix != 0 {
+                out.push((spec.flag_ix, Value::Bool(true)));
+            }
+        }
+    }
+
+    /// The output field names [`Windows::output`] indexes.
+    pub fn names(&self) -> &[Path] {
+        &self.names
+    }
+
+    /// Adds an output name of the cog's own (a flag, evidence); returns its index.
+    pub fn add_name(&mut self, p: Path) -> usize {
+        self.names.push(p);
+        self.names.len() - 1
+    }
+
+    /// The aggregates of `s` by output name (what `threshold`'s condition reads), with the
+    /// key fields.
+    pub fn values(&self, s: &WinState) -> crate::record::Record {
+        let mut r = crate::record::Record::new();
+        for (p, v) in self.keys.iter().zip(&s.key) {
+            r.set_path(p, v.clone());
+        }
+        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
+            r.set_path(&spec.out, agg.output().0);
+        }
+        r
+    }
+
+    /// The evidence paths.
+    pub fn evidence_paths(&self) -> &[Path] {
+        &self.spec.evidence
+    }
+
+    /// The key field names, as configured.
+    pub fn key_names(&self) -> &[String] {
+        &self.key_names
+    }
+
+    /// The aggregate output names, in order.
+    pub fn aggregate_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.aggs.iter().map(|a| a.name.as_str())
+    }
+
+    /// Saves the open windows and the watermark to `path`, in the format `format`, and
+    /// empties them. The held ids are left in the states for the caller to acknowledge
+    /// first (they are not saved).
+    pub fn save(&mut self, path: &FsPath, format: &str) -> Result<usize, StateError> {
+        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len() + 1);
+        file.insert(WATERMARK_KEY.to_vec(), Saved::Watermark(self.watermark));
+        let n = self.states.len();
+        for (k, s) in self.states.iter() {
+            file.insert(k.to_vec(), Saved::Window((**s).clone()));
+        }
+        file.save(path, format, STATE_VERSION)?;
+        Ok(n)
+    }
+
+    /// Loads windows saved by [`save`](Windows::save); the watermark is restored.
+    pub fn load(&mut self, path: &FsPath, format: &str) -> Result<usize, StateError> {
+        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(usize::MAX / 2);
+        file.load(path, format, STATE_VERSION)?;
+        let mut n = 0;
+        while let Some((k, v)) = file.pop_oldest() {
+            match v {
+                Saved::Watermark(wm) => self.watermark = self.watermark.max(wm),
+                Saved::Window(mut s) => {
+                    if s.aggs.len() != self.spec.aggs.len() {
+                        continue;
+                    }
+                    s.generation = self.next_generation;
+                    self.next_generation += 1;
+                    self.bytes += s.bytes;
+                    let key: Rc<[u8]> = Rc::from(k);
+                    self.place(
+                        s.end.saturating_add(self.lateness),
+                        s.generation,
+                        key.clone(),
+                    );
+                    self.states.insert(key, Box::new(s));
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The version of the windows' state file.
+const STATE_VERSION: u32 = 1;
+/// The entry holding the watermark: no window key is this (keys are empty, 8 bytes of
+/// start, or begin with `s` or `v`).
+const WATERMARK_KEY: &[u8] = b"\0watermark";
+
+/// An entry of the state file.
+enum Saved {
+    Watermark(i64),
+    Window(WinState),
+}
+
+impl StateCodec for Saved {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Saved::Watermark(wm) => {
+                let _ = write!(out, "w {wm}");
+            }
+            Saved::Window(s) => {
+                out.extend_from_slice(b"s ");
+                s.to_json().write_json(out);
+            }
+        }
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        if let Some(rest) = bytes.strip_prefix(b"w ") {
+            return std::str::from_utf8(rest)
+                .ok()?
+                .parse()
+                .ok()
+                .map(Saved::Watermark);
+        }
+        let rest = bytes.strip_prefix(b"s ")?;
+        WinState::from_json(&Value::parse_json(rest).ok()?).map(Saved::Window)
+    }
+}
+
+fn num_json(n: Num) -> Value {
+    match n {
+        Num::Int(i) => Value::List(vec![Value::Str("i".into()), Value::Int(i)]),
+        Num::Float(f) => Value::List(vec![Value::Str("f".into()), Value::Int(f.to_bits() as i64)]),
+    }
+}
+
+fn json_num(v: &Value) -> Option<Num> {
+    let Value::List(l) = v else { return None };
+    match (l.first()?.as_str()?, l.get(1)?) {
+        ("i", Value::Int(i)) => Some(Num::Int(*i)),
+        ("f", Value::Int(b)) => Some(Num::Float(f64::from_bits(*b as u64))),
+        _ => None,
+    }
+}
+
+impl WinState {
+    fn to_json(&self) -> Value {
+        let tag = |t: &str| Value::Str(t.into());
+        let aggs = self
+            .aggs
+            .iter()
+            .map(|a| {
+                Value::List(match a {
+                    Agg::Count(n) => vec![tag("c"), Value::Int(*n as i64)],
+                    Agg::Sum(n) => vec![tag("s"), num_json(*n)],
+                    Agg::Extreme(n) => vec![tag("x"), n.map_or(Value::Null, num_json)],
+                    Agg::Mean(s, n) => vec![
+                        tag("m"),
+                        Value::Int(s.to_bits() as i64),
+                        Value::Int(*n as i64),
+                    ],
+                    Agg::One(v) => vec![
+                        tag("o"),
+                        v.as_deref().cloned().unwrap_or(Value::Null),
+                        Value::Bool(v.is_some()),
+                    ],
+                    Agg::Exact(set) => vec![
+                        tag("e"),
+                        Value::List(set.iter().map(|&h| Value::Int(h as i64)).collect()),
+                    ],
+                    Agg::Hll(regs) => vec![
+                        tag("h"),
+                        Value::Str(regs.iter().map(|r| char::from(b'a' + r.min(&60))).collect()),
+                    ],
+                    Agg::Values(v) => vec![tag("v"), Value::List(v.0.clone()), Value::Bool(v.1)],
+                })
+            })
+            .collect();
+        Value::List(vec![
+            Value::Int(self.start),
+            Value::Int(self.end),
+            Value::List(self.key.clone()),
+            Value::List(aggs),
+            Value::Int(self.first_id as i64),
+            Value::Int(self.last_id as i64),
+            Value::List(self.evidence.clone()),
+            Value::Int(self.bytes as i64),
+            Value::Int(self.alert as i64),
+            Value::Int(self.group as i64),
+        ])
+    }
+
+    fn from_json(v: &Value) -> Option<WinState> {
+        let Value::List(l) = v else { return None };
+        let int = |i: usize| match l.get(i) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        let list = |i: usize| match l.get(i) {
+            Some(Value::List(v)) => Some(v),
+            _ => None,
+        };
+        let mut aggs = Vec::new();
+        for a in list(3)? {
+            let Value::List(a) = a else { return None };
+            let n = |i: usize| match a.get(i) {
+                Some(Value::Int(n)) => Some(*n),
+                _ => None,
+            };
+            aggs.push(match a.first()?.as_str()? {
+                "c" => Agg::Count(u64::try_from(n(1)?).ok()?),
+                "s" => Agg::Sum(json_num(a.get(1)?)?),
+                "x" => Agg::Extreme(match a.get(1)? {
+                    Value::Null => None,
+                    v => Some(json_num(v)?),
+                }),
+                "m" => Agg::Mean(f64::from_bits(n(1)? as u64), u64::try_from(n(2)?).ok()?),
+                "o" => Agg::One(match a.get(2)? {
+                    Value::Bool(true) => Some(Box::new(a.get(1)?.clone())),
+                    _ => None,
+                }),
+                "e" => {
+                    let Value::List(hs) = a.get(1)? else {
+                        return None;
+                    };
+                    let mut set = HashSet::with_capacity(hs.len());
+                    for h in hs {
+                        let Value::Int(h) = h else { return None };
+                        set.insert(*h as u64);
+                    }
+                    Agg::Exact(Box::new(set))
+                }
+                "h" => {
+                    let regs: Box<[u8]> = a
+                        .get(1)?
+                        .as_str()?
+                        .bytes()
+                        .map(|b| b.wrapping_sub(b'a'))
+                        .collect();
+                    if regs.len() != HLL_M || regs.iter().any(|&r| r > 60) {
+                        return None;
+                    }
+                    Agg::Hll(regs)
+                }
+                "v" => {
+                    let Value::List(v) = a.get(1)? else {
+                        return None;
+                    };
+                    Agg::Values(Box::new((v.clone(), a.get(2)?.as_bool()?)))
+                }
+                _ => return None,
+            });
+        }
+        Some(WinState {
+            start: int(0)?,
+            end: int(1)?,
+            generation: 0,
+            key: list(2)?.clone(),
+            aggs,
+            first_id: u64::try_from(int(4)?).ok()?,
+            last_id: u64::try_from(int(5)?).ok()?,
+            evidence: list(6)?.clone(),
+            held: Ids::default(),
+            bytes: usize::try_from(int(7)?).ok()?,
+            alert: u64::try_from(int(8)?).ok()?,
+            group: int(9)? as u64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yearless_times_take_the_wall_clock_year_or_the_one_before() {
+        let f = TimeFormat::new("%b %e %H:%M:%S").unwrap();
+        let t = ts_ms(&f.parse(b"Mar  5 10:00:00").unwrap());
+        // Now: 2026-06-01.
+        let now = days_from_civil(2026, 6, 1) * 86_400_000;
+        assert_eq!(
+            ms_ts(infer_year(t, now)).to_string(),
+            "2026-03-05T10:00:00Z"
+        );
+        // December seen in January: last year's.
+        let t = ts_ms(&f.parse(b"Dec 31 23:59:59").unwrap());
+        let now = days_from_civil(2027, 1, 1) * 86_400_000;
+        assert_eq!(
+            ms_ts(infer_year(t, now)).to_string(),
+            "2026-12-31T23:59:59Z"
+        );
+        // February 29 of a leap year (a yearless format is read in a leap year).
+        let l = TimeFormat::new("%Y %b %e %H:%M:%S").unwrap();
+        let t = ts_ms(&l.parse(b"2000 Feb 29 12:00:00").unwrap());
+        let now = days_from_civil(2028, 3, 1) * 86_400_000;
+        assert_eq!(
+            ms_ts(infer_year(t, now)).to_string(),
+            "2028-02-29T12:00:00Z"
+        );
+        assert!(!format_has_year("%b %e %H:%M:%S"));
+        assert!(format_has_year("%d/%b/%Y:%H:%M:%S %z"));
+    }
+
+    #[test]
+    fn rfc3339_text_parses_with_or_without_fraction() {
+        for (s, want) in [
+            ("2024-11-22T10:00:00Z", "2024-11-22T10:00:00Z"),
+            (
+                "2024-11-22T10:00:00.250+01:00",
+                "2024-11-22T10:00:00.250+01:00",
+            ),
+            ("2024-11-22 10:00:00Z", "2024-11-22T10:00:00Z"),
+        ] {
+            assert_eq!(parse_rfc3339(s.as_bytes()).unwrap().to_string(), want);
+        }
+        assert!(parse_rfc3339(b"yesterday").is_none());
+    }
+
+    #[test]
+    fn hyperloglog_estimates_within_a_few_percent() {
+        let mut regs = vec![0u8; HLL_M];
+        let mut buf = Vec::new();
+        for i in 0..100_000i64 {
+            hll_add(&mut regs, value_hash(&Value::Int(i), &mut buf));
+        }
+        let e = hll_estimate(&regs) as f64;
+        assert!((e - 100_000.0).abs() / 100_000.0 < 0.05, "{e}");
+    }
+
+    #[test]
+    fn functions_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_func("count").unwrap(), (Func::Count, None));
+        assert_eq!(
+            parse_func("count(status >= 400)").unwrap(),
+            (Func::CountIf, Some("status >= 400"))
+        );
+        assert_eq!(
+            parse_func(" sum( bytes ) ").unwrap(),
+            (Func::Sum, Some("bytes"))
+        );
+        assert!(
+            parse_func("summ(bytes)")
+                .unwrap_err()
+                .contains("unknown function")
+        );
+        assert!(parse_func("sum").unwrap_err().contains("needs a field"));
+        assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
+    }
+
+    #[test]
+    fn state_round_trips_through_its_text() {
+        let s = WinState {
+            start: 60_000,
+            end: 120_000,
+            generation: 3,
+            key: vec![Value::Str("10.0.0.1".into())],
+            aggs: vec![
+                Agg::Count(4),
+                Agg::Sum(Num::Float(1.5)),
+                Agg::Extreme(Some(Num::Int(-3))),
+                Agg::Extreme(None),
+                Agg::Mean(2.5, 2),
+                Agg::One(Some(Box::new(Value::Str("x".into())))),
+                Agg::One(None),
+                Agg::Exact(Box::new([1u64, u64::MAX].into_iter().collect())),
+                Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
+                Agg::Values(Box::new((vec![Value::Int(1)], true))),
+            ],
+            first_id: 5,
+            last_id: 9,
+            evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
+            held: Ids::default(),
+            bytes: 400,
+            alert: 0,
+            group: u64::MAX,
+        };
+        let mut text = Vec::new();
+        Saved::Window(s.clone()).encode(&mut text);
+        let Some(Saved::Window(mut back)) = Saved::decode(&text) else {
+            panic!("not decoded: {}", String::from_utf8_lossy(&text));
+        };
+        back.generation = 3;
+        assert_eq!(back, s);
+    }
+}
