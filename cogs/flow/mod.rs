@@ -4,6 +4,7 @@ pub mod dedup;
 pub mod drop;
 pub mod filter;
 pub mod inbox;
+pub mod merge;
 pub mod pass;
 pub mod route;
 pub mod tee;
@@ -11,7 +12,7 @@ pub mod throttle;
 
 use crate::kit::CogDescriptor;
 
-/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle).
+/// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle, merge).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,
@@ -20,6 +21,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         drop::DESCRIPTOR,
         dedup::DESCRIPTOR,
         throttle::DESCRIPTOR,
+        merge::DESCRIPTOR,
     ]
 }
 
