@@ -52,13 +52,16 @@ pub type StoreFn<D> = dyn Fn(&mut D, &Path, Value);
 /// **Keys.** At most `max_keys` groups are open; a datum of one more key first emits the
 /// group quiet the longest (counted and logged, at most 10 lines a second).
 ///
-/// **Acknowledgement.** The merged datum keeps the id of the group's first datum; the ids
-/// of the others are held ([`Held`]) and acknowledged when the merged datum's is, that is
-/// once a drain has written it (or a filter dropped it); a downstream `event_rename` of the
-/// merged datum moves them with it. So a checkpointing supply (`tail`) never commits past a
-/// datum held in an open group, and a crash re-reads the group from its first datum:
-/// nothing is lost. The data merged away are counted as dropped, so the train's counts add
-/// up.
+/// **Acknowledgement.** A merged datum of two data or more travels under a new event id;
+/// the ids of every datum of its group are held ([`Held`]) and acknowledged together, in
+/// one acknowledgement, when the merged datum's is, that is once a drain has written it
+/// (or a filter dropped it); a downstream `event_rename` of the merged datum moves them
+/// with it. So a checkpointing supply (`tail`) never commits past a datum held in an open
+/// group, and a crash re-reads the group from its first datum: nothing is lost, and a
+/// group is never split across a restart. (Were the first datum's id kept, the supply
+/// would hear it acknowledged before the others and could save a checkpoint inside the
+/// group.) A group of one datum keeps its id. The data merged away are counted as dropped,
+/// so the train's counts add up.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -111,13 +114,13 @@ pub struct MergeFields<D> {
     pub get: Rc<LookupFn<D>>,
     /// Stores a field by path: the merged values, `count_field`, `truncated`.
     pub set: Box<StoreFn<D>>,
-    /// The datum's event id.
-    pub id: Getter<D, EventId>,
+    /// Reads the datum's event id, and gives the merged datum its own.
+    pub id: Field<D, EventId>,
 }
 
 impl<D> MergeFields<D> {
     /// The fields from a lookup, a store and an id getter.
-    pub fn new<G, S>(get: G, set: S, id: Getter<D, EventId>) -> Self
+    pub fn new<G, S>(get: G, set: S, id: Field<D, EventId>) -> Self
     where
         G: for<'a> Fn(&'a D, &Path) -> Option<&'a Value> + 'static,
         S: Fn(&mut D, &Path, Value) + 'static,
@@ -165,7 +168,7 @@ fn fold<D>(
             if limiter.allow("values not merged", "merge", cx) {
                 slog::warn!(cx.logger(), "value cannot be merged with its strategy; left out";
                     "cog" => "merge", "field" => %p, "value" => v.map_or("null", Value::type_name),
-                    "strategy" => s.as_str(), "event" => fields.id.get(d).copied());
+                    "strategy" => s.as_str(), "event" => fields.id.get.get(d).copied());
             }
         }
     }
@@ -179,8 +182,8 @@ struct Group<D> {
     count: usize,
     /// Bytes of merged text and lists so far.
     bytes: usize,
-    /// The ids of the data merged into `first`.
-    rest: Vec<EventId>,
+    /// The ids of the data of the group, the first's included.
+    ids: Vec<EventId>,
     /// When its last datum came.
     last: Instant,
 }
@@ -469,6 +472,10 @@ impl<D: 'static> Merge<D> {
         out: &mut Out<D>,
         cx: &mut Ctx,
     ) -> Group<D> {
+        let ids = match self.fields.id.get.get(&d) {
+            Some(&id) if id != 0 => vec![id],
+            _ => Vec::new(),
+        };
         let mut accs: Vec<Acc> = self.strategies.iter().map(|(_, s)| Acc::new(*s)).collect();
         fold(
             &self.strategies,
@@ -485,7 +492,7 @@ impl<D: 'static> Merge<D> {
             accs,
             count: 1,
             bytes: size,
-            rest: Vec::new(),
+            ids,
             last: now,
         }
     }
@@ -505,8 +512,13 @@ impl<D: 'static> Merge<D> {
         if truncated {
             (self.fields.set)(&mut d, &self.truncated, Value::Bool(true));
         }
-        let carrier = self.fields.id.get(&d).copied();
-        self.held.hold(carrier, g.rest, "merge", cx);
+        if g.count > 1 {
+            // A fresh id, whose acknowledgement releases every datum of the group in one
+            // piece (see the type's doc).
+            let id = cx.new_event_id();
+            self.fields.id.set.set(&mut d, id);
+            self.held.hold(Some(id), g.ids, "merge", cx);
+        }
         out.push(d);
     }
 
@@ -518,7 +530,12 @@ impl<D: 'static> Merge<D> {
                 let e = c.test_checked(&d, &mut mismatch);
                 if let Some(m) = mismatch {
                     out.count_errors(1);
-                    mismatch_warning(&mut self.limiter, m, self.fields.id.get(&d).copied(), cx);
+                    mismatch_warning(
+                        &mut self.limiter,
+                        m,
+                        self.fields.id.get.get(&d).copied(),
+                        cx,
+                    );
                 }
                 e
             }
@@ -546,8 +563,10 @@ impl<D: 'static> Merge<D> {
                 g.count += 1;
                 g.bytes += size;
                 g.last = now;
-                if let Some(&id) = self.fields.id.get(&d) {
-                    g.rest.push(id);
+                if let Some(&id) = self.fields.id.get.get(&d)
+                    && id != 0
+                {
+                    g.ids.push(id);
                 }
                 found = Some(if ends || g.count >= self.max_events {
                     Found::Complete
@@ -575,7 +594,7 @@ impl<D: 'static> Merge<D> {
                     self.cuts += 1;
                     if self.limiter.allow("cut groups", "merge", cx) {
                         slog::warn!(cx.logger(), "group cut at max_bytes; emitted flagged truncated";
-                            "cog" => "merge", "event" => self.fields.id.get(&g.first).copied(),
+                            "cog" => "merge", "event" => self.fields.id.get.get(&g.first).copied(),
                             "data" => g.count, "bytes" => g.bytes, "cuts_so_far" => self.cuts);
                     }
                     self.emit(g, true, out, cx);
@@ -794,7 +813,7 @@ pub fn record_fields() -> MergeFields<Record> {
     MergeFields::new(
         |r: &Record, p: &Path| r.get_path(p),
         |r: &mut Record, p: &Path, v: Value| r.set_path(p, v),
-        id_field().get,
+        id_field(),
     )
 }
 

@@ -8,6 +8,12 @@
 //! acknowledged. So a checkpointing supply (`tail`) never commits past a datum folded into
 //! a datum not yet written, and a crash re-reads it.
 //!
+//! Give the carrier a fresh id (`Ctx::new_event_id`) and hold every constituent's id, the
+//! first's included: the supply then hears the whole group acknowledged in one
+//! broadcast. Were the carrier to keep its first datum's id, the supply would hear that
+//! one acknowledged first and could save a checkpoint inside the group for a moment; a
+//! crash at that moment splits the group across the restart.
+//!
 //! This holds the acknowledgements rather than broadcasting `event_rename` for each
 //! folded datum because a rename only helps a supply that follows renames; holding works
 //! with every supply. When a cog downstream renames the carrier, [`Held::rename`] moves
