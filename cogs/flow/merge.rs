@@ -622,12 +622,12 @@ impl<D: 'static> Merge<D> {
             self.emit(g, false, out, cx);
         } else {
             if self.groups.len() >= self.groups.max_keys()
-                && let Some((k, old)) = self.groups.pop_oldest()
+                && let Some((_, old)) = self.groups.pop_oldest()
             {
                 self.evictions += 1;
                 if self.limiter.allow("evictions", "merge", cx) {
                     slog::warn!(cx.logger(), "too many open groups; the quietest emitted early";
-                        "cog" => "merge", "key" => %String::from_utf8_lossy(&k),
+                        "cog" => "merge", "event" => self.fields.id.get.get(&old.first).copied(),
                         "max_keys" => self.groups.max_keys(), "evictions_so_far" => self.evictions);
                 }
                 self.emit(old, false, out, cx);
