@@ -214,3 +214,46 @@ fn kill_9_mid_stream_loses_nothing() {
     // Groups sent again were out but not yet acknowledged at a kill: a few batches.
     assert!(dups <= want.len() / 2, "{dups} duplicate groups");
 }
+
+/// `max_keys` holds over many distinct keys: every record comes out once (the groups
+/// emitted early are whole), and eviction lines stay few whatever the input.
+#[test]
+fn max_keys_bounds_open_groups_and_logs_evictions_at_a_bounded_rate() {
+    let dir = TempDir::new("merge-keys");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"merge\"\nkey = [\"message\"]\nmax_keys = 10\n\
+         count_field = \"n\"\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"template\"\ntemplate = \"{message} {n}\"\n",
+    );
+    let n: usize = std::env::var("DEADBEAT_MERGE_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let mut input = String::new();
+    for i in 0..n {
+        // Each key twice in a row, then never again.
+        input.push_str(&format!("k{i}\nk{i}\n"));
+    }
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    let out = String::from_utf8_lossy(&stdout);
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = (0..n).map(|i| format!("k{i} 2")).collect();
+    want.sort_unstable();
+    assert_eq!(got, want);
+    assert!(
+        err.contains(&format!("cog=merge#2 in={} out={n} dropped={n}", 2 * n)),
+        "{err}"
+    );
+    let logged = err.matches("too many open groups").count();
+    assert!(logged >= 1, "{err}");
+    assert!(logged <= 100, "{logged} eviction lines");
+    assert!(
+        err.contains(&format!("evictions={}", n - 10)),
+        "{}",
+        err.lines().rev().take(8).collect::<Vec<_>>().join("\n")
+    );
+}
