@@ -235,7 +235,7 @@ pub fn record_key(paths: &[Path], r: &Record, out: &mut Vec<u8>) -> bool {
 
 /// One field's part of a key, unambiguous whatever the field holds: text and bytes with
 /// their length before them, other values as JSON (which has no raw NUL) ended by a NUL.
-fn key_part(v: &Value, out: &mut Vec<u8>) {
+pub(crate) fn key_part(v: &Value, out: &mut Vec<u8>) {
     match v.as_bytes() {
         Some(b) => {
             out.push(b's');

@@ -4,6 +4,7 @@ pub mod dedup;
 pub mod drop;
 pub mod filter;
 pub mod inbox;
+pub mod merge;
 pub mod pass;
 pub mod route;
 pub mod tee;
@@ -14,7 +15,7 @@ pub mod window;
 use crate::kit::CogDescriptor;
 
 /// Descriptors of the flow cogs beyond `pass` (filter, route, tee, drop, dedup, throttle,
-/// window, threshold).
+/// window, threshold, merge).
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
         filter::DESCRIPTOR,
@@ -25,6 +26,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         throttle::DESCRIPTOR,
         window::DESCRIPTOR,
         threshold::DESCRIPTOR,
+        merge::DESCRIPTOR,
     ]
 }
 

@@ -11,6 +11,7 @@ pub mod format;
 pub mod forward;
 pub mod framing;
 pub mod glob;
+pub mod held;
 pub mod keyed;
 pub mod lines;
 pub mod on_error;

@@ -4,6 +4,7 @@ mod fields;
 mod flow;
 mod ip;
 mod keyed;
+mod merge;
 mod multiline;
 mod parse;
 mod pipeline;

@@ -15,6 +15,7 @@ mod custom_daemon;
 mod dedup;
 mod file_out;
 mod files;
+mod merge;
 mod multiline;
 mod signals;
 mod spool;

@@ -14,7 +14,7 @@ mod disk_full;
 mod exactly_once;
 mod kill9;
 mod malformed;
-mod numbered;
+pub(crate) mod numbered;
 mod sighup;
 mod wrapped_json;
 

@@ -10,17 +10,17 @@ use std::time::Duration;
 use super::append;
 
 /// Every line is `r NNNNNNN` and this tail.
-pub(super) const TAIL: &str = " the quick brown fox jumps";
+pub(crate) const TAIL: &str = " the quick brown fox jumps";
 /// Every line has this many bytes, newline included, so offsets convert to line numbers.
-pub(super) const WIDTH: usize = 2 + 7 + TAIL.len() + 1;
+pub(crate) const WIDTH: usize = 2 + 7 + TAIL.len() + 1;
 
 /// Appends line `i` to `buf`.
-pub(super) fn push_line(buf: &mut String, i: usize) {
+pub(crate) fn push_line(buf: &mut String, i: usize) {
     let _ = writeln!(buf, "r {i:07}{TAIL}");
 }
 
 /// The number of `l` (a line without its newline) if it is exactly line `i < n`.
-pub(super) fn line_id(l: &[u8], n: usize) -> Option<usize> {
+pub(crate) fn line_id(l: &[u8], n: usize) -> Option<usize> {
     if l.len() != WIDTH - 1 || !l.starts_with(b"r ") || !l.ends_with(TAIL.as_bytes()) {
         return None;
     }
@@ -36,7 +36,7 @@ pub(super) fn line_id(l: &[u8], n: usize) -> Option<usize> {
 }
 
 /// The number of the last complete line of `out`, if any.
-pub(super) fn last_id(out: &Path) -> Option<usize> {
+pub(crate) fn last_id(out: &Path) -> Option<usize> {
     let mut f = std::fs::File::open(out).ok()?;
     let len = f.metadata().ok()?.len();
     f.seek(SeekFrom::Start(len.saturating_sub(2 * WIDTH as u64)))
@@ -53,7 +53,7 @@ pub(super) fn last_id(out: &Path) -> Option<usize> {
 
 /// The number of lines a run takes from `var`, `default` when unset: at least 10 (the
 /// kills need room), at most 10,000,000 (line numbers have 7 digits).
-pub(super) fn lines_from_env(var: &str, default: usize) -> usize {
+pub(crate) fn lines_from_env(var: &str, default: usize) -> usize {
     let n = std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -65,7 +65,7 @@ pub(super) fn lines_from_env(var: &str, default: usize) -> usize {
 
 /// `logs/app.log` in `dir` holding line 0, and a thread that appends lines 1 to `n - 1`
 /// in 200 chunks over about 4 s, so checkpoints advance between the kills.
-pub(super) fn live_app_log(dir: &Path, n: usize) -> std::thread::JoinHandle<()> {
+pub(crate) fn live_app_log(dir: &Path, n: usize) -> std::thread::JoinHandle<()> {
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let app = logs.join("app.log");
