@@ -29,9 +29,64 @@ pub struct SimplePattern {
 #[derive(Debug, Clone)]
 enum Item {
     Lit(Box<[u8]>),
-    Rep { set: Set, min: u32, max: u32 },
+    Rep {
+        set: Set,
+        min: u32,
+        max: u32,
+    },
     Open(usize),
     Close(usize),
+    /// A shortcut over the `skip` items after it, all of fixed width (literals and
+    /// repetitions with `min == max`): when each byte of the text is a one-byte step of its
+    /// position's table, they all match and take `tables.len()` bytes; otherwise the items
+    /// themselves decide (a non-ASCII character, a mismatch).
+    Fixed {
+        tables: Box<[[bool; 256]]>,
+        skip: usize,
+    },
+}
+
+/// Puts a [`Item::Fixed`] shortcut before every run of two or more fixed-width items.
+fn add_shortcuts(items: Vec<Item>) -> Vec<Item> {
+    let fixed = |it: &Item| match it {
+        Item::Lit(_) => true,
+        Item::Rep { min, max, .. } => min == max && *min <= 64,
+        _ => false,
+    };
+    let mut out = Vec::with_capacity(items.len() + 2);
+    let mut i = 0;
+    while i < items.len() {
+        let run = items[i..].iter().take_while(|it| fixed(it)).count();
+        if run >= 2 {
+            let mut tables = Vec::new();
+            for it in &items[i..i + run] {
+                match it {
+                    Item::Lit(l) => {
+                        for &b in l.iter() {
+                            let mut t = [false; 256];
+                            t[b as usize] = true;
+                            tables.push(t);
+                        }
+                    }
+                    Item::Rep { set, min, .. } => {
+                        let t = set.table.map(|x| x == ONE);
+                        for _ in 0..*min {
+                            tables.push(t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(Item::Fixed {
+                tables: tables.into(),
+                skip: run,
+            });
+        }
+        let n = run.max(1);
+        out.extend(items[i..i + n].iter().cloned());
+        i += n;
+    }
+    out
 }
 
 /// What one step of a repetition matches: per first byte, `NO`, `ONE` (that byte alone
@@ -262,7 +317,11 @@ impl SimplePattern {
                 return None;
             }
         }
-        Some(SimplePattern { items, slots, end })
+        Some(SimplePattern {
+            items: add_shortcuts(items),
+            slots,
+            end,
+        })
     }
 
     /// The number of capture slots [`SimplePattern::captures`] fills: two per group.
@@ -296,8 +355,20 @@ impl SimplePattern {
     #[inline]
     fn run(&self, text: &[u8], slots: &mut [usize]) -> Option<usize> {
         let mut pos = 0;
-        for it in &self.items {
+        let mut at = 0;
+        while let Some(it) = self.items.get(at) {
+            at += 1;
             match it {
+                Item::Fixed { tables, skip } => {
+                    if let Some(t) = text.get(pos..pos + tables.len())
+                        && t.iter()
+                            .zip(tables.iter())
+                            .all(|(&b, table)| table[b as usize])
+                    {
+                        pos += tables.len();
+                        at += skip;
+                    }
+                }
                 Item::Lit(l) => {
                     // Short literals: a loop beats a call to memcmp.
                     let end = pos + l.len();
