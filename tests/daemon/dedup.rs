@@ -355,3 +355,58 @@ fn peak_rss_stays_bounded_over_many_distinct_keys() {
         "peak RSS {peak} KiB over {RSS_BOUND_MIB} MiB with {n} keys"
     );
 }
+
+/// FNV-1a, as the state file's trailer hashes its entry lines.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A key saved with a time ahead of the clock (the wall clock was set back while the
+/// daemon was stopped) counts as seen at start: it is dropped within `within` and passes
+/// once `within` has gone by, not only after the saved time.
+#[test]
+fn a_saved_time_ahead_of_the_clock_counts_as_now() {
+    let dir = TempDir::new("dedup-clock-back");
+    let cfg = config(
+        dir.path(),
+        "fields = [\"message\"]\nwithin = \"1s\"\npersist = true\nname = \"seen\"",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"x\n");
+    assert!(st.success(), "{err}");
+    let files = state_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    // Move the saved time ten days ahead, with a trailer that matches.
+    let text = std::fs::read(&files[0]).unwrap();
+    let lines: Vec<&[u8]> = text.split(|&c| c == b'\n').collect();
+    assert!(lines[0].starts_with(b"deadbeat-state dedup 1"));
+    let entry = lines[1];
+    let space = entry.iter().rposition(|&c| c == b' ').unwrap();
+    let ms: u64 = std::str::from_utf8(&entry[space + 1..])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = entry[..space + 1].to_vec();
+    body.extend_from_slice(format!("{}\n", ms + 10 * 86_400_000).as_bytes());
+    let mut edited = lines[0].to_vec();
+    edited.push(b'\n');
+    edited.extend_from_slice(&body);
+    edited.extend_from_slice(format!("end 1 {:016x}\n", fnv1a(&body)).as_bytes());
+    std::fs::write(&files[0], &edited).unwrap();
+
+    let (st, _, err) = run_with_stdin(&cfg, b"x\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("dedup state loaded"), "{err}");
+    assert!(err.contains("cog=seen in=1 out=0 dropped=1"), "{err}");
+    // Once `within` has gone by, x passes again (it would not for ten days if the saved
+    // time were kept).
+    wait_for("x to pass again", || {
+        std::thread::sleep(Duration::from_millis(100));
+        let (st, _, _) = run_with_stdin(&cfg, b"x\n");
+        st.success() && out(dir.path()) == "x\nx\n"
+    });
+}
