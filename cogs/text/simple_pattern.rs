@@ -541,4 +541,110 @@ mod tests {
             );
         }
     }
+
+    /// Patterns made at random from pieces (classes, literals, repetitions, groups, some
+    /// overlapping what follows them): every one accepted matches as the regex crate does
+    /// on random texts, and enough of them are accepted and refused to mean something.
+    #[test]
+    fn random_patterns_accepted_agree_with_the_regex_crate() {
+        let parts = [
+            r"\d",
+            r"\d{2}",
+            r"\d+",
+            r"\d*",
+            r"[a-c]+",
+            r"[a-c]{1,2}",
+            r"\S+",
+            r" ",
+            r"-",
+            r"x*",
+            r"x?",
+            r"\w{1,3}",
+            r"[^\]]+",
+            r"\]",
+            r".",
+            r"é",
+            r"é+",
+            r"\s+",
+            r"[^ ]*",
+            r"(?i:k)",
+            r"[0-9a-f]{2,}",
+            r"(?-u:[\x80-\xff])+",
+            r"(?:ab)+",
+            r"a|b",
+        ];
+        let alphabet: [&[u8]; 16] = [
+            b"0",
+            b"7",
+            b"a",
+            b"b",
+            b"c",
+            b"x",
+            b"k",
+            b"K",
+            b" ",
+            b"-",
+            b"]",
+            b"\t",
+            "é".as_bytes(),
+            "٣".as_bytes(),
+            "\u{212a}".as_bytes(),
+            b"\xff",
+        ];
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let (mut accepted, mut refused, mut matched) = (0, 0, 0);
+        for _ in 0..3_000 {
+            let mut pat = String::from("^");
+            let mut groups = 0;
+            for _ in 0..1 + rng.next() % 5 {
+                let part = parts[(rng.next() % parts.len() as u64) as usize];
+                if rng.next() % 3 == 0 {
+                    groups += 1;
+                    pat.push_str(&format!("(?P<g{groups}>{part})"));
+                } else {
+                    pat.push_str(part);
+                }
+            }
+            if rng.next() % 4 == 0 {
+                pat.push('$');
+            }
+            let Ok(re) = regex::bytes::Regex::new(&pat) else {
+                continue;
+            };
+            let Some(simple) = SimplePattern::new(&pat) else {
+                refused += 1;
+                continue;
+            };
+            accepted += 1;
+            let mut locs = re.capture_locations();
+            let mut slots = vec![usize::MAX; simple.slots()];
+            for _ in 0..200 {
+                let mut text = Vec::new();
+                for _ in 0..rng.next() % 10 {
+                    text.extend_from_slice(alphabet[(rng.next() % alphabet.len() as u64) as usize]);
+                }
+                let want = re.captures_read(&mut locs, &text).is_some();
+                slots.fill(usize::MAX);
+                assert_eq!(
+                    simple.captures(&text, &mut slots),
+                    want,
+                    "{pat} on {text:?}"
+                );
+                if want {
+                    matched += 1;
+                    for g in 0..locs.len() {
+                        let have = (slots.get(2 * g) != Some(&usize::MAX))
+                            .then(|| (slots[2 * g], slots[2 * g + 1]));
+                        assert_eq!(have, locs.get(g), "{pat} group {g} on {text:?}");
+                    }
+                }
+            }
+        }
+        eprintln!("{accepted} accepted, {refused} refused, {matched} matches");
+        assert!(
+            accepted > 500 && refused > 500,
+            "{accepted} accepted, {refused} refused"
+        );
+        assert!(matched > 20_000, "{matched} matches");
+    }
 }
