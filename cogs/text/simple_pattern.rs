@@ -598,14 +598,14 @@ mod tests {
             let mut groups = 0;
             for _ in 0..1 + rng.next() % 5 {
                 let part = parts[(rng.next() % parts.len() as u64) as usize];
-                if rng.next() % 3 == 0 {
+                if rng.next().is_multiple_of(3) {
                     groups += 1;
                     pat.push_str(&format!("(?P<g{groups}>{part})"));
                 } else {
                     pat.push_str(part);
                 }
             }
-            if rng.next() % 4 == 0 {
+            if rng.next().is_multiple_of(4) {
                 pat.push('$');
             }
             let Ok(re) = regex::bytes::Regex::new(&pat) else {
