@@ -111,7 +111,7 @@ pub struct Multiline<D> {
 /// acknowledged datum: ids are numbers chosen by the supplies, not by the input, so a
 /// multiplication spreads them well enough, at a fraction of SipHash's cost.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
