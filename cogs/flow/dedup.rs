@@ -5,7 +5,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::kit::checkpoint::fingerprint;
-use crate::kit::keyed::Keyed;
+use crate::kit::keyed::{KEY_CAP, Keyed, cap_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value, id_field};
@@ -37,6 +37,16 @@ pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
 /// and loaded at start, so a repeat arriving after a restart is still dropped; wall-clock
 /// time is saved, so the time the daemon was stopped counts towards `within`. A state file
 /// that cannot be read (corrupt, cut short, of another format) is logged and ignored.
+/// Keys saved with a time ahead of the clock (the wall clock was set back while the daemon
+/// was stopped) count as seen now, so they are not kept longer than `within`.
+///
+/// **Memory.** Besides `max_keys`, the remembered keys' bytes are bounded by `max_bytes`
+/// in total (when a new key does not fit, the oldest are forgotten, counted as
+/// evictions). A key longer than 256 bytes (a huge field, the whole record) is remembered
+/// as its first 241 bytes and a 128-bit digest of all of it, so one key costs at most 257
+/// bytes: two long keys are told apart by their digests (not cryptographic: input crafted
+/// to collide could get one repeat dropped), where cutting them would confuse every pair
+/// with the same head. Keys are bytes: invalid UTF-8 is kept as it is.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -44,6 +54,7 @@ pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
 /// fields = ["host", "message"]
 /// within = "10m"
 /// max_keys = 100000
+/// max_bytes = "8MiB"
 /// persist = true
 /// ```
 ///
@@ -90,20 +101,26 @@ impl<D> Dedup<D> {
         if s.max_keys == 0 {
             return Err(SettingError::new("max_keys", "must be at least 1"));
         }
+        check_max_bytes(s.max_bytes)?;
         Ok(Dedup {
             key,
             id,
             within_ms: u64::try_from(s.within.as_millis()).unwrap_or(u64::MAX),
-            seen: Keyed::new(s.max_keys),
+            seen: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
             state_file,
             anchor: None,
             buf: Vec::new(),
         })
     }
 
-    /// How many keys were forgotten to stay within `max_keys`.
+    /// How many keys were forgotten to stay within `max_keys` or `max_bytes`.
     pub fn evictions(&self) -> u64 {
         self.seen.evictions()
+    }
+
+    /// How many keys are remembered, and their bytes in total.
+    pub fn held(&self) -> (usize, usize) {
+        (self.seen.len(), self.seen.bytes())
     }
 
     /// `now` of the loop as Unix milliseconds.
@@ -111,6 +128,25 @@ impl<D> Dedup<D> {
         let (at, ms) = *self.anchor.get_or_insert_with(|| (now, wall_ms()));
         ms.saturating_add(u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0))
     }
+}
+
+/// The bytes a key counts towards `max_bytes`.
+pub(super) fn key_len(k: &Rc<[u8]>) -> usize {
+    k.len()
+}
+
+/// `max_bytes` must hold one key at its longest.
+pub(super) fn check_max_bytes(max_bytes: usize) -> Result<(), SettingError> {
+    if max_bytes <= KEY_CAP {
+        return Err(SettingError::new(
+            "max_bytes",
+            format!(
+                "must be at least {} bytes (one key at its longest)",
+                KEY_CAP + 1
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn wall_ms() -> u64 {
@@ -127,10 +163,16 @@ impl<D: 'static> Cog<D> for Dedup<D> {
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
+        let now_ms = self.unix_ms(now);
         if let Some(path) = &self.state_file {
             match self.seen.load(path, FORMAT, VERSION) {
                 Ok(n) => {
                     if n > 0 {
+                        // A time ahead of now (the wall clock went back while stopped)
+                        // counts as now: the key is not kept beyond `within`.
+                        for at in self.seen.values_mut() {
+                            *at = (*at).min(now_ms);
+                        }
                         slog::info!(cx.logger(), "dedup state loaded";
                             "file" => %path.display(), "keys" => n);
                     }
@@ -157,6 +199,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
                 out.push(d);
                 continue;
             }
+            cap_key(&mut self.buf);
             let repeat = self
                 .seen
                 .get(&self.buf[..])
@@ -212,6 +255,9 @@ crate::settings! {
         within: Duration = "10m",
         /// most keys remembered; beyond it the oldest are forgotten (counted, logged)
         max_keys: usize = "100000",
+        /// most bytes of keys remembered in total (a key longer than 256 bytes counts 257: its head and a digest); beyond it the oldest are forgotten (counted, logged)
+        #[setting(size)]
+        max_bytes: usize = "8MiB",
         /// save the remembered keys under `[state] dir` at shutdown and load them at start
         persist: bool = "false",
     }
@@ -252,7 +298,7 @@ pub(crate) fn key_part(v: &Value, out: &mut Vec<u8>) {
 
 /// The state file of the cog `p` under `state_dir`: named after its train and id, with a
 /// hash of both so that names differing only in characters replaced here stay apart.
-fn state_file(p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
+pub(super) fn state_file(kind: &str, p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -262,7 +308,7 @@ fn state_file(p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
     both.push(0);
     both.extend_from_slice(p.id().as_bytes());
     state_dir.join(format!(
-        "dedup-{}-{}-{:08x}.state",
+        "{kind}-{}-{}-{:08x}.state",
         clean(p.train()),
         clean(p.id()),
         fingerprint(&both) as u32
@@ -278,7 +324,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let state = s.persist.then(|| {
         // The configuration check then makes sure the state directory can be written.
         bx.state_used.set(true);
-        state_file(p, bx.state_dir)
+        state_file("dedup", p, bx.state_dir)
     });
     let key: KeyFn<Record> = Box::new(move |r, out| record_key(&paths, r, out));
     let dedup =

@@ -1,16 +1,17 @@
 //! `throttle`: lets at most `rate` data a second per key through, with bursts.
 
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::keyed::Keyed;
+use crate::kit::keyed::{Keyed, StateCodec, cap_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::dedup::{KeyFn, record_key};
+use super::dedup::{KeyFn, check_max_bytes, key_len, record_key, state_file};
 use super::setting_error;
 
 /// A token bucket per key: each key's bucket holds up to `burst` tokens and fills at `rate`
@@ -23,7 +24,16 @@ use super::setting_error;
 ///
 /// At most `max_keys` buckets are kept: when full, the bucket used longest ago is forgotten
 /// (counted and logged, at most 10 lines a second); a forgotten key starts again with a
-/// full bucket.
+/// full bucket. The keys' bytes are bounded by `max_bytes` in total, a key longer than 256
+/// bytes counting 257 (its head and a 128-bit digest of all of it, as `dedup` does).
+///
+/// With `persist = true` every bucket (its tokens and the wall-clock time of its last
+/// refill) is saved under `[state] dir` at shutdown (file `throttle-TRAIN-COG-HASH.state`)
+/// and loaded at start, refilled for the time the daemon was stopped: a restart does not
+/// hand every key a full bucket. A bucket saved with a time ahead of the clock (the wall
+/// clock was set back) gets no tokens for it; the loop's clock never runs back, and a
+/// bucket never refills for time before its last refill, so no clock mints tokens. A state
+/// file that cannot be read is logged and ignored.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -31,6 +41,9 @@ use super::setting_error;
 /// fields = ["src_ip"]
 /// rate = 10.0      # per second
 /// burst = 50
+/// max_keys = 100000
+/// max_bytes = "8MiB"
+/// persist = true
 /// on_excess = "train:excess"
 /// ```
 ///
@@ -45,13 +58,80 @@ pub struct Throttle<D> {
     excess: Option<Rc<Mailbox<D>>>,
     buckets: Keyed<Rc<[u8]>, Bucket>,
     buf: Vec<u8>,
+    state_file: Option<PathBuf>,
+    /// The loop's clock and the wall clock at start, to save refill times as wall-clock
+    /// milliseconds.
+    anchor: Option<(Instant, u64)>,
 }
 
-/// One key's tokens, as of `at`.
+/// The format name and version of `throttle`'s state file.
+const FORMAT: &str = "throttle";
+const VERSION: u32 = 1;
+
+/// One key's tokens, as of `at` (its last refill).
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+impl Bucket {
+    /// A bucket holding `tokens`, last refilled at `at`.
+    pub fn new(tokens: f64, at: Instant) -> Bucket {
+        Bucket { tokens, at }
+    }
+
+    /// The tokens held as of the last refill.
+    pub fn tokens(&self) -> f64 {
+        self.tokens
+    }
+
+    /// Refills for the time from the last refill to `now` (none if `now` is not later: a
+    /// time before the last refill has been paid for already) at `rate` a second up to
+    /// `burst`, then takes a token if there is one.
+    pub fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        if now > self.at {
+            let elapsed = now.duration_since(self.at).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * rate).min(burst);
+            self.at = now;
+        }
+        let pass = self.tokens >= 1.0;
+        if pass {
+            self.tokens -= 1.0;
+        }
+        pass
+    }
+}
+
+/// A bucket as saved: tokens and the wall-clock time of its last refill (Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Saved {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl StateCodec for Saved {
+    fn encode(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(out, "{} {}", self.tokens, self.at_ms);
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (tokens, at) = text.split_once(' ')?;
+        let tokens: f64 = tokens.parse().ok()?;
+        // A count that is not a finite number is damage, not a bucket.
+        (tokens.is_finite() && tokens >= 0.0).then_some(())?;
+        Some(Saved {
+            tokens,
+            at_ms: at.parse().ok()?,
+        })
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl<D> std::fmt::Debug for Throttle<D> {
@@ -89,6 +169,7 @@ impl<D> Throttle<D> {
         if s.max_keys == 0 {
             return Err(SettingError::new("max_keys", "must be at least 1"));
         }
+        check_max_bytes(s.max_bytes)?;
         match (s.on_excess.as_str(), &excess) {
             ("drop", None) => {}
             ("drop", Some(_)) => {
@@ -117,27 +198,83 @@ impl<D> Throttle<D> {
             rate: s.rate,
             burst,
             excess,
-            buckets: Keyed::new(s.max_keys),
+            buckets: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
             buf: Vec::new(),
+            state_file: None,
+            anchor: None,
         })
     }
 
-    /// How many buckets were forgotten to stay within `max_keys`.
+    /// Saves the buckets to `state_file` at shutdown and loads them at start (`None`: not
+    /// kept across runs). The daemon passes the file under `[state] dir` when
+    /// `persist = true`.
+    pub fn with_state_file(mut self, state_file: Option<PathBuf>) -> Self {
+        self.state_file = state_file;
+        self
+    }
+
+    /// How many keys have a bucket, and their bytes in total.
+    pub fn held(&self) -> (usize, usize) {
+        (self.buckets.len(), self.buckets.bytes())
+    }
+
+    /// The tokens in the bucket of `key` as of its last refill, if it has one.
+    pub fn tokens(&self, key: &[u8]) -> Option<f64> {
+        self.buckets.get(key).map(Bucket::tokens)
+    }
+
+    /// Loads the saved buckets, refilled for the wall-clock time since they were saved
+    /// (none if the clock went back), as of `now`.
+    fn load(
+        &mut self,
+        path: &std::path::Path,
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<usize, crate::kit::keyed::StateError> {
+        let mut saved: Keyed<Rc<[u8]>, Saved> = Keyed::new(self.buckets.max_keys());
+        let n = saved.load(path, FORMAT, VERSION)?;
+        while let Some((k, s)) = saved.pop_oldest() {
+            let elapsed = now_ms.saturating_sub(s.at_ms) as f64 / 1000.0;
+            let tokens = (s.tokens + elapsed * self.rate).min(self.burst);
+            self.buckets.insert(k, Bucket::new(tokens, now));
+        }
+        Ok(n)
+    }
+
+    /// Saves the buckets, oldest first, with their refill times as wall-clock ms.
+    fn save(
+        &self,
+        path: &std::path::Path,
+        now: Instant,
+        now_ms: u64,
+    ) -> Result<usize, crate::kit::keyed::StateError> {
+        let mut saved: Keyed<Rc<[u8]>, Saved> = Keyed::new(self.buckets.len().max(1));
+        for (k, b) in self.buckets.iter() {
+            let ago =
+                u64::try_from(now.saturating_duration_since(b.at).as_millis()).unwrap_or(u64::MAX);
+            saved.insert(
+                k.clone(),
+                Saved {
+                    tokens: b.tokens,
+                    at_ms: now_ms.saturating_sub(ago),
+                },
+            );
+        }
+        saved.save(path, FORMAT, VERSION)?;
+        Ok(saved.len())
+    }
+
+    /// How many buckets were forgotten to stay within `max_keys` or `max_bytes`.
     pub fn evictions(&self) -> u64 {
         self.buckets.evictions()
     }
 
     /// Whether the datum with the key in `self.buf` may pass now (taking a token).
     fn take(&mut self, now: Instant) -> bool {
+        cap_key(&mut self.buf);
         let key = &self.buf[..];
         if let Some(b) = self.buckets.get_mut(key) {
-            let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-            b.tokens = (b.tokens + elapsed * self.rate).min(self.burst);
-            b.at = now;
-            let pass = b.tokens >= 1.0;
-            if pass {
-                b.tokens -= 1.0;
-            }
+            let pass = b.take(now, self.rate, self.burst);
             // Last-use order: a busy key's bucket is the last to be forgotten.
             self.buckets.touch(key);
             pass
@@ -182,8 +319,39 @@ impl<D: 'static> Cog<D> for Throttle<D> {
         self.buckets.report_evictions("throttle", cx);
     }
 
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let (now, now_ms) = (cx.now(), wall_ms());
+        self.anchor = Some((now, now_ms));
+        if let Some(path) = self.state_file.clone() {
+            match self.load(&path, now, now_ms) {
+                Ok(0) => {}
+                Ok(n) => slog::info!(cx.logger(), "throttle state loaded";
+                    "file" => %path.display(), "keys" => n),
+                Err(e) => slog::warn!(cx.logger(), "throttle state ignored, starting empty";
+                    "reason" => %e),
+            }
+        }
+        Ok(())
+    }
+
     fn done(&mut self, cx: &mut Ctx) {
         self.buckets.report_evictions("throttle", cx);
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let now = cx.now();
+        // The wall clock as the loop's clock says, from the moment taken at start.
+        let now_ms = match self.anchor {
+            Some((at, ms)) => ms.saturating_add(
+                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0),
+            ),
+            None => wall_ms(),
+        };
+        match self.save(path, now, now_ms) {
+            Ok(n) => slog::info!(cx.logger(), "throttle state saved";
+                "file" => %path.display(), "keys" => n),
+            Err(e) => slog::error!(cx.logger(), "throttle state not saved"; "reason" => %e),
+        }
     }
 }
 
@@ -210,6 +378,11 @@ crate::settings! {
         burst: Option<u64>,
         /// most keys kept; beyond it the bucket used longest ago is forgotten (counted, logged)
         max_keys: usize = "100000",
+        /// most bytes of keys kept in total (a key longer than 256 bytes counts 257: its head and a digest); beyond it the bucket used longest ago is forgotten (counted, logged)
+        #[setting(size)]
+        max_bytes: usize = "8MiB",
+        /// save the buckets (tokens, last refill) under `[state] dir` at shutdown and load them at start
+        persist: bool = "false",
         /// drop: acknowledge, count and drop the excess; train:NAME: send it to train NAME
         on_excess: String = "drop",
     }
@@ -239,7 +412,135 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     };
     // Without fields, every record has the same (empty) key: one bucket.
     let key: KeyFn<Record> = Box::new(move |r, out| paths.is_empty() || record_key(&paths, r, out));
+    let state = s.persist.then(|| {
+        // The configuration check then makes sure the state directory can be written.
+        bx.state_used.set(true);
+        state_file("throttle", p, bx.state_dir)
+    });
     let throttle = Throttle::from_settings(&s, key, id_field().get, excess)
-        .map_err(|e| setting_error(p, e))?;
+        .map_err(|e| setting_error(p, e))?
+        .with_state_file(state);
     Ok(Box::new(throttle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A clock that runs back neither panics nor mints tokens: the time before the last
+    /// refill is not paid twice.
+    #[test]
+    fn a_clock_running_back_mints_no_tokens() {
+        let t0 = Instant::now();
+        let (rate, burst) = (1.0, 10.0);
+        let mut b = Bucket::new(0.0, t0 + Duration::from_secs(10));
+        // Back by 5 s: nothing refilled, nothing to take.
+        assert!(!b.take(t0 + Duration::from_secs(5), rate, burst));
+        assert_eq!(b.tokens(), 0.0);
+        // Forward to where it was: still nothing (those 5 s were not new time).
+        assert!(!b.take(t0 + Duration::from_secs(10), rate, burst));
+        assert_eq!(b.tokens(), 0.0);
+        // Two seconds on: two tokens, one taken.
+        assert!(b.take(t0 + Duration::from_secs(12), rate, burst));
+        assert!((b.tokens() - 1.0).abs() < 1e-9, "{}", b.tokens());
+        // Far back (before any refill): no panic, no token.
+        assert!(b.take(t0, rate, burst));
+        assert!(!b.take(t0, rate, burst));
+    }
+
+    fn throttle(rate: f64, burst: u64) -> Throttle<()> {
+        Throttle::from_settings(
+            &ThrottleSettings {
+                rate,
+                burst: Some(burst),
+                ..Default::default()
+            },
+            Box::new(|_, _| true),
+            Getter::new(|_: &()| None),
+            None,
+        )
+        .unwrap()
+    }
+
+    /// Saved buckets come back refilled for the wall-clock time since the save, and not at
+    /// all when the wall clock is now behind the save.
+    #[test]
+    fn loaded_buckets_refill_for_the_time_stopped_and_never_for_a_clock_set_back() {
+        let dir = std::env::temp_dir().join(format!("deadbeat-throttle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("t.state");
+        let now = Instant::now();
+        let mut t = throttle(1.0, 5);
+        t.buckets.insert(Rc::from(&b"a"[..]), Bucket::new(0.0, now));
+        t.buckets.insert(Rc::from(&b"b"[..]), Bucket::new(2.5, now));
+        t.save(&path, now, 1_000_000).unwrap();
+
+        let mut later = throttle(1.0, 5);
+        assert_eq!(later.load(&path, now, 1_002_000).unwrap(), 2);
+        assert_eq!(later.tokens(b"a"), Some(2.0));
+        assert_eq!(later.tokens(b"b"), Some(4.5));
+
+        let mut back = throttle(1.0, 5);
+        back.load(&path, now, 990_000).unwrap();
+        assert_eq!(back.tokens(b"a"), Some(0.0));
+        assert_eq!(back.tokens(b"b"), Some(2.5));
+
+        let mut long = throttle(1.0, 5);
+        long.load(&path, now, 9_000_000).unwrap();
+        assert_eq!(
+            long.tokens(b"a"),
+            Some(5.0),
+            "refilled up to burst, not beyond"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Huge keys are capped and their bytes bounded by `max_bytes`; evictions counted.
+    #[test]
+    fn huge_keys_stay_within_max_bytes() {
+        let mut t = Throttle::<()>::from_settings(
+            &ThrottleSettings {
+                rate: 1.0,
+                max_bytes: 1024,
+                ..Default::default()
+            },
+            Box::new(|_, _| true),
+            Getter::new(|_: &()| None),
+            None,
+        )
+        .unwrap();
+        let now = Instant::now();
+        for i in 0..100u32 {
+            t.buf.clear();
+            t.buf.resize(50_000, 0xff);
+            t.buf.extend_from_slice(&i.to_le_bytes());
+            assert!(t.take(now), "a new key has a full bucket");
+            let (_, bytes) = t.held();
+            assert!(bytes <= 1024, "{bytes}");
+        }
+        assert_eq!(t.held(), (3, 3 * 257));
+        assert_eq!(t.evictions(), 97);
+        // The same huge key again finds its bucket (burst 1, spent).
+        t.buf.clear();
+        t.buf.resize(50_000, 0xff);
+        t.buf.extend_from_slice(&99u32.to_le_bytes());
+        assert!(!t.take(now));
+    }
+
+    /// Token counts that are not finite, non-negative numbers are damage.
+    #[test]
+    fn saved_buckets_decode_only_sane_counts() {
+        assert_eq!(
+            Saved::decode(b"1.5 42"),
+            Some(Saved {
+                tokens: 1.5,
+                at_ms: 42
+            })
+        );
+        for bad in [&b"NaN 1"[..], b"inf 1", b"-1 1", b"1", b"1 x", b"\xff 1"] {
+            assert_eq!(Saved::decode(bad), None, "{bad:?}");
+        }
+    }
 }

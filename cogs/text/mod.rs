@@ -9,6 +9,8 @@ use crate::kit::CogDescriptor;
 pub mod multiline;
 pub mod presets;
 pub mod regex;
+#[cfg(feature = "regex")]
+pub mod simple_pattern;
 
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {

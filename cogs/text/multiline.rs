@@ -1,6 +1,8 @@
 //! `multiline`: joins continuation lines to the line that starts an event, per source.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use crate::engine::getset::{Getter, Setter};
@@ -84,15 +86,47 @@ pub struct Multiline<D> {
     /// from one source, so most lines cost a comparison, not a hash lookup.
     cur_key: Vec<u8>,
     cur: Option<Pending<D>>,
+    /// The joined text of `cur` (when it has more than one line): one buffer reused from
+    /// event to event, so joining costs no allocation per line; an emitted event takes an
+    /// exact copy. (The events in `others` keep theirs in `Pending::joined`.) Its room
+    /// stays within `max_bytes`.
+    buf: Vec<u8>,
+    /// Continuation lines done with in this batch, handed to `recycle` at its end.
+    spent: Vec<D>,
+    /// Gives the storage of spent continuation lines back for reuse (records go back to
+    /// the record pool); without it they are dropped.
+    recycle: Option<fn(&mut Vec<D>)>,
     /// The open events of the other sources.
     others: HashMap<Vec<u8>, Pending<D>>,
     /// Joined datum's id → the ids of the lines joined to it, acknowledged with it.
-    held: HashMap<EventId, Vec<EventId>>,
+    held: HashMap<EventId, Vec<EventId>, BuildHasherDefault<IdHasher>>,
     timer_armed: bool,
     max_keys: usize,
     evictions: u64,
     cuts: u64,
     limiter: LogLimiter,
+}
+
+/// Hashes event ids for the map of held acknowledgements, looked up once per
+/// acknowledged datum: ids are numbers chosen by the supplies, not by the input, so a
+/// multiplication spreads them well enough, at a fraction of SipHash's cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// How [`Multiline`] reads and writes a datum.
@@ -120,7 +154,8 @@ impl<D> std::fmt::Debug for MultilineFields<D> {
 #[derive(Debug)]
 struct Pending<D> {
     first: D,
-    /// The joined text; empty while the event has one line (its datum is then untouched).
+    /// The joined text while the event is not the current one (see `Multiline::buf`);
+    /// empty while the event has one line (its datum is then untouched).
     joined: Vec<u8>,
     lines: usize,
     bytes: usize,
@@ -146,13 +181,34 @@ enum State {
 #[derive(Debug)]
 enum Rule {
     #[cfg(feature = "regex")]
-    Start(regex::bytes::Regex),
+    Start(Matcher),
     #[cfg(feature = "regex")]
-    Continues(regex::bytes::Regex),
+    Continues(Matcher),
     Indent,
     Java,
     Python,
     Go,
+}
+
+/// A `start` or `continues` expression: its one-pass form when it has one (an anchored
+/// sequence such as `^\d{4}-\d{2}-\d{2} `, matched at a few instructions a line), the
+/// regex engine otherwise.
+#[cfg(feature = "regex")]
+#[derive(Debug)]
+enum Matcher {
+    Simple(super::simple_pattern::SimplePattern),
+    Regex(regex::bytes::Regex),
+}
+
+#[cfg(feature = "regex")]
+impl Matcher {
+    #[inline]
+    fn is_match(&self, line: &[u8]) -> bool {
+        match self {
+            Matcher::Simple(p) => p.is_match(line),
+            Matcher::Regex(re) => re.is_match(line),
+        }
+    }
 }
 
 fn indented(line: &[u8]) -> bool {
@@ -343,8 +399,11 @@ impl<D: 'static> Multiline<D> {
             max_bytes: s.max_bytes,
             cur_key: Vec::new(),
             cur: None,
+            buf: Vec::new(),
+            spent: Vec::new(),
+            recycle: None,
             others: HashMap::new(),
-            held: HashMap::new(),
+            held: HashMap::default(),
             timer_armed: false,
             max_keys: s.max_keys,
             evictions: 0,
@@ -353,11 +412,34 @@ impl<D: 'static> Multiline<D> {
         })
     }
 
-    /// Emits an event: its joined text into the first datum, its flag, its held ids.
-    fn emit(&mut self, p: Pending<D>, truncated: bool, out: &mut Out<D>, cx: &mut Ctx) {
+    /// Gives the storage of continuation lines back with `recycle` (for records:
+    /// `|v| deadbeat::record::pool::recycle(v.drain(..))`) instead of dropping them, once a
+    /// batch.
+    pub fn with_recycle(mut self, recycle: fn(&mut Vec<D>)) -> Self {
+        self.recycle = Some(recycle);
+        self
+    }
+
+    /// Emits an event: its joined text into the first datum, its flag, its held ids. `cur`
+    /// says whether it is the current source's, whose text is in `buf`.
+    fn emit(
+        &mut self,
+        mut p: Pending<D>,
+        cur: bool,
+        truncated: bool,
+        out: &mut Out<D>,
+        cx: &mut Ctx,
+    ) {
         let mut d = p.first;
         if p.lines > 1 {
-            self.fields.set_message.set(&mut d, p.joined);
+            let text = if cur {
+                let t = self.buf.as_slice().to_vec();
+                self.buf.clear();
+                t
+            } else {
+                std::mem::take(&mut p.joined)
+            };
+            self.fields.set_message.set(&mut d, text);
         }
         if truncated {
             self.fields.set_truncated.set(&mut d, true);
@@ -371,7 +453,14 @@ impl<D: 'static> Multiline<D> {
                         cx.event_done(id);
                     }
                 }
-                Some(id) => self.held.entry(id).or_default().extend(p.rest),
+                // The ids move in whole; a second event under the same id (a downstream
+                // cog reusing ids) adds to them.
+                Some(id) => match self.held.entry(id) {
+                    Entry::Vacant(v) => {
+                        v.insert(p.rest);
+                    }
+                    Entry::Occupied(o) => o.into_mut().extend(p.rest),
+                },
             }
         }
         out.push(d);
@@ -394,12 +483,18 @@ impl<D: 'static> Multiline<D> {
     /// Makes the source `key` the current one. A source's key is copied once, when its
     /// event opens, and then moves between `cur_key` and the map.
     fn switch(&mut self, key: &[u8], out: &mut Out<D>, cx: &mut Ctx) {
-        if let Some(p) = self.cur.take() {
+        if let Some(mut p) = self.cur.take() {
+            if p.lines > 1 {
+                p.joined = std::mem::take(&mut self.buf);
+            }
             self.others.insert(std::mem::take(&mut self.cur_key), p);
         }
         match self.others.remove_entry(key) {
-            Some((k, p)) => {
+            Some((k, mut p)) => {
                 self.cur_key = k;
+                if p.lines > 1 {
+                    self.buf = std::mem::take(&mut p.joined);
+                }
                 self.cur = Some(p);
             }
             None => {
@@ -429,7 +524,7 @@ impl<D: 'static> Multiline<D> {
                     "cog" => "multiline", "source" => %String::from_utf8_lossy(&k),
                     "max_keys" => self.max_keys, "evictions_so_far" => self.evictions);
             }
-            self.emit(p, false, out, cx);
+            self.emit(p, false, false, out, cx);
         }
     }
 
@@ -456,7 +551,7 @@ impl<D: 'static> Multiline<D> {
         };
         if !self.rule.continues(line, &mut p.state) {
             let (state, len) = (self.rule.first_state(line), line.len());
-            self.emit(p, false, out, cx);
+            self.emit(p, true, false, out, cx);
             self.cur = Some(self.open(d, state, len, now));
             return;
         }
@@ -468,18 +563,18 @@ impl<D: 'static> Multiline<D> {
                     "lines" => p.lines, "bytes" => p.bytes, "cuts_so_far" => self.cuts);
             }
             let len = line.len();
-            self.emit(p, true, out, cx);
+            self.emit(p, true, true, out, cx);
             // The rest of the event goes on as an event of its own: nothing is dropped.
             self.cur = Some(self.open(d, State::Plain, len, now));
             return;
         }
-        if p.joined.is_empty() {
-            let first = self.fields.message.get(&p.first).unwrap_or(b"");
-            p.joined.reserve(first.len() + 1 + line.len());
-            p.joined.extend_from_slice(first);
+        if p.lines == 1 {
+            self.buf.clear();
+            self.buf
+                .extend_from_slice(self.fields.message.get(&p.first).unwrap_or(b""));
         }
-        p.joined.push(b'\n');
-        p.joined.extend_from_slice(line);
+        self.buf.push(b'\n');
+        self.buf.extend_from_slice(line);
         p.lines += 1;
         p.bytes += 1 + line.len();
         p.last = now;
@@ -488,6 +583,9 @@ impl<D: 'static> Multiline<D> {
         }
         out.count_dropped(1);
         self.cur = Some(p);
+        if self.recycle.is_some() {
+            self.spent.push(d);
+        }
     }
 
     /// Arms the timeout timer if an event is open and none is armed.
@@ -514,7 +612,7 @@ impl<D: 'static> Multiline<D> {
         if self.cur.as_ref().is_some_and(quiet)
             && let Some(p) = self.cur.take()
         {
-            self.emit(p, false, out, cx);
+            self.emit(p, true, false, out, cx);
         }
         if !self.others.is_empty() {
             let keys: Vec<Vec<u8>> = self
@@ -525,7 +623,7 @@ impl<D: 'static> Multiline<D> {
                 .collect();
             for k in keys {
                 if let Some(p) = self.others.remove(&k) {
-                    self.emit(p, false, out, cx);
+                    self.emit(p, false, false, out, cx);
                 }
             }
         }
@@ -544,8 +642,12 @@ impl<D: 'static> Multiline<D> {
 /// The rule of `start` or `continues` (`key`) with the expression `re`.
 #[cfg(feature = "regex")]
 fn regex_rule(key: &'static str, re: &str) -> Result<Rule, SettingError> {
-    let re = regex::bytes::Regex::new(re)
+    let compiled = regex::bytes::Regex::new(re)
         .map_err(|e| SettingError::new(key, format!("not a valid regular expression: {e}")))?;
+    let re = match super::simple_pattern::SimplePattern::new(re) {
+        Some(p) => Matcher::Simple(p),
+        None => Matcher::Regex(compiled),
+    };
     Ok(if key == "start" {
         Rule::Start(re)
     } else {
@@ -570,6 +672,12 @@ impl<D: 'static> Cog<D> for Multiline<D> {
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         for d in batch.drain(..) {
             self.line(d, out, cx);
+        }
+        if let Some(recycle) = self.recycle
+            && !self.spent.is_empty()
+        {
+            recycle(&mut self.spent);
+            self.spent.clear();
         }
         if !self.timer_armed && (self.cur.is_some() || !self.others.is_empty()) {
             let at = cx.now() + self.timeout;
@@ -605,11 +713,11 @@ impl<D: 'static> Cog<D> for Multiline<D> {
 
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
         if let Some(p) = self.cur.take() {
-            self.emit(p, false, out, cx);
+            self.emit(p, true, false, out, cx);
         }
         let others: Vec<Pending<D>> = self.others.drain().map(|(_, p)| p).collect();
         for p in others {
-            self.emit(p, false, out, cx);
+            self.emit(p, false, false, out, cx);
         }
         if self.cuts > 0 || self.evictions > 0 {
             slog::info!(cx.logger(), "events cut at max_lines / max_bytes, or emitted early at max_keys";
@@ -711,5 +819,7 @@ fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Con
             p.cog_error(e.msg)
         }
     })?;
-    Ok(Box::new(cog))
+    Ok(Box::new(
+        cog.with_recycle(|v| record::pool::recycle(v.drain(..))),
+    ))
 }

@@ -340,6 +340,9 @@ pub struct Pattern {
     re: regex::bytes::Regex,
     locs: regex::bytes::CaptureLocations,
     groups: Vec<(usize, Key, Conv)>,
+    /// The one-pass form of an anchored pattern that has one (see
+    /// [`super::simple_pattern`]), with its capture slots; the regex engine otherwise.
+    simple: Option<(super::simple_pattern::SimplePattern, Vec<usize>)>,
 }
 
 #[cfg(feature = "regex")]
@@ -377,11 +380,33 @@ impl Pattern {
             groups.push((i, Key::new(name), conv));
         }
         let locs = re.capture_locations();
-        Ok(Pattern { re, locs, groups })
+        let simple = super::simple_pattern::SimplePattern::new(pattern).map(|sp| {
+            let slots = vec![0; sp.slots()];
+            (sp, slots)
+        });
+        Ok(Pattern {
+            re,
+            locs,
+            groups,
+            simple,
+        })
     }
 
     #[inline]
     fn parse(&mut self, text: &[u8], out: &mut Map) -> Result<(), ParseError> {
+        if let Some((sp, slots)) = &mut self.simple {
+            // Every group of a one-pass pattern takes part in its match.
+            if !sp.captures(text, slots) {
+                return Err(ParseError::NoMatch(""));
+            }
+            for (i, key, conv) in &self.groups {
+                out.insert(
+                    *key,
+                    conv.apply(*key, &text[slots[2 * i]..slots[2 * i + 1]])?,
+                );
+            }
+            return Ok(());
+        }
         if self.re.captures_read(&mut self.locs, text).is_none() {
             return Err(ParseError::NoMatch(""));
         }

@@ -12,6 +12,13 @@
 //! in which an entry's older places are left behind as stale and skipped, and the queue
 //! is compacted once stale places outnumber live ones.
 //!
+//! **Bytes.** [`Keyed::with_max_bytes`] bounds, besides the count, the bytes of the keys
+//! held in total (as a given function measures them): a new key first evicts, oldest
+//! first, until it fits (counted as evictions like the others). Memory is then at most
+//! `max_keys` entries' bookkeeping plus `max_bytes` of keys, whatever the input. Keys
+//! made from input are first brought within [`KEY_CAP`] bytes with [`cap_key`], so that
+//! one huge value cannot take the whole budget either.
+//!
 //! **Persistence.** [`Keyed::save`] writes, atomically (temporary file in the same
 //! directory, fsync, rename, directory fsync), a header line `deadbeat-state FORMAT
 //! VERSION`, one line per entry `KEY VALUE` (percent-escaped, oldest first) and a trailer
@@ -123,6 +130,73 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
+/// The longest key kept as it is by [`cap_key`]; a longer one is kept as its first
+/// `KEY_CAP + 1 - 16` bytes followed by a 128-bit digest of all of it (`KEY_CAP + 1`
+/// bytes, so never equal to a key kept as it is).
+pub const KEY_CAP: usize = 256;
+
+/// Brings a key made from input within `KEY_CAP + 1` bytes: a longer one becomes its
+/// head followed by a 128-bit digest of the whole key. Two long keys are then told apart
+/// by their digests: they could be taken for one only if the digests collide (about one
+/// chance in 2^128 for a pair; the digest is not cryptographic, so input crafted against
+/// it could make two keys collide, which at worst makes `dedup` drop one repeat or
+/// `throttle` share a bucket). Cutting instead would make every pair of long keys with
+/// the same head one key.
+pub fn cap_key(key: &mut Vec<u8>) {
+    if key.len() <= KEY_CAP {
+        return;
+    }
+    let d = digest128(key);
+    key.truncate(KEY_CAP + 1 - 16);
+    key.extend_from_slice(&d);
+}
+
+/// A 128-bit digest: two 64-bit lanes over the 8-byte words, each word multiplied and
+/// rotated in, the length folded in, both lanes finished with the avalanche of
+/// MurmurHash3's `fmix64`. Stable across builds and runs (keys are saved to files).
+fn digest128(b: &[u8]) -> [u8; 16] {
+    const K1: u64 = 0x87c3_7b91_1142_53d5;
+    const K2: u64 = 0x4cf5_ad43_2745_937f;
+    fn fmix(mut h: u64) -> u64 {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+    let (mut a, mut c) = (0x9e37_79b9_7f4a_7c15u64, 0x6a09_e667_f3bc_c909u64);
+    let mut chunks = b.chunks_exact(8);
+    for w in &mut chunks {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(w);
+        let w = u64::from_le_bytes(x);
+        a = (a ^ w.wrapping_mul(K1).rotate_left(31))
+            .rotate_left(27)
+            .wrapping_mul(5)
+            .wrapping_add(0x52dc_e729);
+        c = (c ^ w.wrapping_mul(K2).rotate_left(33))
+            .rotate_left(31)
+            .wrapping_mul(5)
+            .wrapping_add(0x3849_5ab5);
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    let w = u64::from_le_bytes(tail);
+    a ^= w.wrapping_mul(K1).rotate_left(31) ^ b.len() as u64;
+    c ^= w.wrapping_mul(K2).rotate_left(33) ^ (b.len() as u64).rotate_left(32);
+    a = a.wrapping_add(c);
+    c = c.wrapping_add(a);
+    let (a, c) = (fmix(a), fmix(c));
+    let (a, c) = (a.wrapping_add(c), c.wrapping_add(a.wrapping_add(c)));
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&a.to_le_bytes());
+    out[8..].copy_from_slice(&c.to_le_bytes());
+    out
+}
+
+/// How many bytes a key counts towards a byte bound.
+pub type KeySize<K> = fn(&K) -> usize;
+
 #[derive(Debug)]
 struct Slot<V> {
     value: V,
@@ -139,6 +213,10 @@ pub struct Keyed<K, V> {
     order: VecDeque<(u64, K)>,
     next_seq: u64,
     max_keys: usize,
+    /// The bound on the keys' bytes in total and how a key's bytes are counted, if set.
+    max_bytes: Option<(usize, KeySize<K>)>,
+    /// The keys' bytes held, counted when `max_bytes` is set.
+    bytes: usize,
     evictions: u64,
     /// Evictions not yet reported by [`Keyed::report_evictions`].
     unreported: u64,
@@ -153,9 +231,31 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             order: VecDeque::new(),
             next_seq: 0,
             max_keys: max_keys.max(1),
+            max_bytes: None,
+            bytes: 0,
             evictions: 0,
             unreported: 0,
             limiter: LogLimiter::default(),
+        }
+    }
+
+    /// Bounds the keys' bytes in total too, each key counting `size(key)`: a new key first
+    /// evicts the oldest entries until it fits (it is kept even if it alone is over).
+    pub fn with_max_bytes(mut self, max_bytes: usize, size: KeySize<K>) -> Self {
+        self.bytes = self.map.keys().map(size).sum();
+        self.max_bytes = Some((max_bytes, size));
+        self
+    }
+
+    /// The keys' bytes held, as counted for `with_max_bytes` (0 without it).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Counts `key` out of the bytes held.
+    fn forget_bytes(&mut self, key: &K) {
+        if let Some((_, size)) = self.max_bytes {
+            self.bytes = self.bytes.saturating_sub(size(key));
         }
     }
 
@@ -217,6 +317,15 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             self.compact();
             return Some(old);
         }
+        self.make_room(&key);
+        self.order.push_back((seq, key.clone()));
+        self.map.insert(key, Slot { value, seq });
+        None
+    }
+
+    /// Evicts the oldest entries (counted) until a new `key` fits the bounds on count and
+    /// bytes, and counts its bytes in.
+    fn make_room(&mut self, key: &K) {
         while self.map.len() >= self.max_keys {
             if self.pop_oldest().is_none() {
                 break;
@@ -224,9 +333,17 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             self.evictions += 1;
             self.unreported += 1;
         }
-        self.order.push_back((seq, key.clone()));
-        self.map.insert(key, Slot { value, seq });
-        None
+        if let Some((max, size)) = self.max_bytes {
+            let need = size(key);
+            while !self.map.is_empty() && self.bytes + need > max {
+                if self.pop_oldest().is_none() {
+                    break;
+                }
+                self.evictions += 1;
+                self.unreported += 1;
+            }
+            self.bytes += need;
+        }
     }
 
     /// Removes `key`; returns its value.
@@ -235,7 +352,8 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.map.remove(key)?;
+        let (k, slot) = self.map.remove_entry(key)?;
+        self.forget_bytes(&k);
         self.forget_place(slot.seq);
         Some(slot.value)
     }
@@ -245,7 +363,8 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
     pub fn remove_if(&mut self, key: K, pred: impl FnOnce(&V) -> bool) -> Option<V> {
         match self.map.entry(key) {
             Entry::Occupied(e) if pred(&e.get().value) => {
-                let slot = e.remove();
+                let (k, slot) = e.remove_entry();
+                self.forget_bytes(&k);
                 self.forget_place(slot.seq);
                 Some(slot.value)
             }
@@ -257,13 +376,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
     /// two), as the newest entry; a full map first evicts the oldest (counted).
     pub fn insert_new(&mut self, key: K, value: V) {
         debug_assert!(!self.map.contains_key(&key), "insert_new of a held key");
-        while self.map.len() >= self.max_keys {
-            if self.pop_oldest().is_none() {
-                break;
-            }
-            self.evictions += 1;
-            self.unreported += 1;
-        }
+        self.make_room(&key);
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.push_back((seq, key.clone()));
@@ -272,14 +385,25 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
 
     /// The value of `key`, with one hash of the key: `value` is inserted as the newest
     /// entry when the key is not held, else handed back beside the held one. `None` (and
-    /// nothing done) when the map is full: the caller evicts first.
+    /// nothing done) when the map is full, by count or by bytes: the caller evicts first.
     pub fn get_or_insert(&mut self, key: K, value: V) -> Option<(&mut V, Option<V>)> {
         if self.map.len() >= self.max_keys {
             return None;
         }
+        let need = match self.max_bytes {
+            Some((max, size)) => {
+                let need = size(&key);
+                if self.bytes + need > max && !self.map.contains_key(&key) {
+                    return None;
+                }
+                need
+            }
+            None => 0,
+        };
         match self.map.entry(key) {
             Entry::Occupied(e) => Some((&mut e.into_mut().value, Some(value))),
             Entry::Vacant(e) => {
+                self.bytes += need;
                 let seq = self.next_seq;
                 self.next_seq += 1;
                 self.order.push_back((seq, e.key().clone()));
@@ -311,6 +435,9 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
                         break;
                     }
                     self.map.remove(key);
+                    if let Some((_, size)) = self.max_bytes {
+                        self.bytes = self.bytes.saturating_sub(size(key));
+                    }
                     n += 1;
                 }
                 _ => {}
@@ -326,6 +453,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             if self.map.get(&key).is_some_and(|s| s.seq == seq)
                 && let Some(slot) = self.map.remove(&key)
             {
+                self.forget_bytes(&key);
                 return Some((key, slot.value));
             }
         }
@@ -340,6 +468,11 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
         self.evictions += 1;
         self.unreported += 1;
         Some(e)
+    }
+
+    /// Changes every value in place (the order stays): to correct what was loaded.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.map.values_mut().map(|s| &mut s.value)
     }
 
     /// The entries, oldest first.
@@ -664,6 +797,74 @@ mod tests {
         assert_eq!(k.len(), 3);
         assert_eq!(k.evictions(), 0);
         assert_eq!(k.expire_oldest(|v| *v < 30), 0);
+    }
+
+    /// The keys' bytes stay within `max_bytes` whatever their sizes, evictions are
+    /// counted, and every way out (remove, expiry, pop) gives the bytes back.
+    #[test]
+    fn the_byte_bound_holds_and_is_counted_back() {
+        fn size(k: &Rc<[u8]>) -> usize {
+            k.len()
+        }
+        let mut k: Keyed<Rc<[u8]>, u64> = Keyed::new(1000).with_max_bytes(100, size);
+        let held = |k: &Keyed<Rc<[u8]>, u64>| k.iter().map(|(k, _)| k.len()).sum::<usize>();
+        for i in 0..200u64 {
+            let key: Rc<[u8]> = Rc::from(vec![b'x'; 1 + (i as usize * 7) % 40].as_slice());
+            let mut key = key.to_vec();
+            key.extend_from_slice(&i.to_le_bytes());
+            k.insert(Rc::from(key), i);
+            assert!(k.bytes() <= 100, "{} bytes after {i}", k.bytes());
+            assert_eq!(k.bytes(), held(&k));
+        }
+        assert!(k.evictions() > 150, "{}", k.evictions());
+        assert!(k.len() < 10);
+        // A replaced value keeps its key's bytes counted once.
+        let (first, _) = k.iter().next().map(|(a, b)| (a.clone(), *b)).unwrap();
+        k.insert(first.clone(), 7);
+        assert_eq!(k.bytes(), held(&k));
+        k.remove(&first[..]);
+        assert_eq!(k.bytes(), held(&k));
+        k.expire_oldest(|_| true);
+        assert_eq!((k.bytes(), k.len()), (0, 0));
+        k.insert(Rc::from(&b"abc"[..]), 1);
+        k.pop_oldest();
+        assert_eq!(k.bytes(), 0);
+    }
+
+    /// Long keys become `KEY_CAP + 1` bytes, told apart by their digests even with the
+    /// same head, never equal to a key kept as it is; short keys (invalid UTF-8 too) stay.
+    #[test]
+    fn long_keys_are_capped_by_digest() {
+        let mut short = vec![0xff, 0xfe, b'a'];
+        cap_key(&mut short);
+        assert_eq!(short, [0xff, 0xfe, b'a']);
+        let mut at_cap = vec![b'k'; KEY_CAP];
+        cap_key(&mut at_cap);
+        assert_eq!(at_cap.len(), KEY_CAP);
+
+        let long = |tail: &[u8]| {
+            let mut k = vec![0xffu8; 100_000];
+            k.extend_from_slice(tail);
+            cap_key(&mut k);
+            k
+        };
+        let (a, b, a2) = (long(b"a"), long(b"b"), long(b"a"));
+        assert_eq!(a.len(), KEY_CAP + 1);
+        assert_eq!(a, a2, "the same key, the same capped key");
+        assert_ne!(a, b, "same head, other tail: other keys");
+        // Lengths differing only by a zero byte are other keys too.
+        let (mut z1, mut z2) = (vec![0u8; 1000], vec![0u8; 1001]);
+        cap_key(&mut z1);
+        cap_key(&mut z2);
+        assert_ne!(z1, z2);
+        // No two of many long keys collide.
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..20_000u32 {
+            let mut k = vec![b'x'; 300];
+            k.extend_from_slice(&i.to_le_bytes());
+            cap_key(&mut k);
+            assert!(seen.insert(k), "collision at {i}");
+        }
     }
 
     #[test]

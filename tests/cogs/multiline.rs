@@ -271,3 +271,63 @@ fn max_keys_emits_the_quietest_event_early() {
     );
     assert_eq!(ids, [1, 2, 3, 10, 11, 20]);
 }
+
+/// `start` and `continues` give the same events whether the expression has a one-pass
+/// form (an anchored sequence) or goes to the regex engine (an alternation), with
+/// non-ASCII digits (which `\d` matches) and invalid UTF-8 in the lines; the joined
+/// events of two sources interleaved stay apart.
+#[test]
+fn one_pass_and_regex_engine_expressions_join_alike() {
+    let text = "\
+2024-01-01 a
+\tat x
+ at y
+٢٠٢٤-01-01 arabic digits start an event too
+\tat z
+x2024-01-01 continues
+2024-01-01 b
+";
+    let mut input = lines("s", 1, text);
+    let mut other = lines("o", 100, "2024-02-02 other\n\tat o1\n");
+    // Interleave the other source, and an invalid UTF-8 continuation.
+    input.insert(2, other.remove(0));
+    input.insert(4, other.remove(0));
+    input.push(Line {
+        id: 200,
+        src: "s",
+        text: b"\xff\xfe not UTF-8".to_vec(),
+        cut: false,
+    });
+    let run_with = |start: Option<&str>, continues: Option<&str>| {
+        run_lines(
+            MultilineSettings {
+                start: start.map(String::from),
+                continues: continues.map(String::from),
+                ..Default::default()
+            },
+            input.clone(),
+            true,
+        )
+    };
+    let want = vec![
+        "[o] 2024-02-02 other\n\tat o1".to_string(),
+        "[s] 2024-01-01 a\n\tat x\n at y".to_string(),
+        "[s] ٢٠٢٤-01-01 arabic digits start an event too\n\tat z\nx2024-01-01 continues"
+            .to_string(),
+        "[s] 2024-01-01 b\n\u{fffd}\u{fffd} not UTF-8".to_string(),
+    ];
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let one_pass = run_with(Some(r"^\d{4}-\d{2}-\d{2} "), None);
+    assert_eq!(sorted(one_pass.0.clone()), sorted(want));
+    let engine = run_with(Some(r"^(\d{4}-\d{2}-\d{2}|never) "), None);
+    assert_eq!(engine, one_pass);
+    assert_eq!(one_pass.1.len(), input.len(), "every line acknowledged");
+    // `^\s` does not continue `x2024...` nor the invalid line: they start events.
+    let cont_one_pass = run_with(None, Some(r"^\s"));
+    let cont_engine = run_with(None, Some(r"^(\s|never)"));
+    assert_eq!(cont_one_pass.0.len(), 6, "{:?}", cont_one_pass.0);
+    assert_eq!(cont_engine, cont_one_pass);
+}

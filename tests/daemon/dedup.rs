@@ -194,6 +194,10 @@ fn bad_settings_are_configuration_errors() {
     for (keys, want) in [
         ("within = \"0s\"", "key \"within\": must be longer than 0s"),
         ("max_keys = 0", "key \"max_keys\": must be at least 1"),
+        (
+            "max_bytes = 256",
+            "key \"max_bytes\": must be at least 257 bytes",
+        ),
         ("fields = [\"a..b\"]", "key \"fields\": \"a..b\""),
     ] {
         let cfg = config(dir.path(), keys);
@@ -238,4 +242,171 @@ fn the_bound_holds_evictions_are_logged_at_a_bounded_rate() {
     assert!(logged >= 1, "{err}");
     // One line per batch at most, and at most 10 a second whatever the input.
     assert!(logged <= 100, "{logged} eviction lines");
+}
+
+/// Keys of any size, and invalid UTF-8, stay within `max_bytes`: 40 keys of 20 KB sharing
+/// their head are told apart (each remembered as 257 bytes), a repeat of a recent one is
+/// dropped, and the oldest, evicted for bytes (about 15 fit in 4 KiB), passes again.
+#[test]
+fn long_and_invalid_utf8_keys_stay_within_max_bytes() {
+    let dir = TempDir::new("dedup-bytes");
+    let cfg = config(dir.path(), "fields = [\"message\"]\nmax_bytes = \"4KiB\"");
+    let head = "h".repeat(20_000);
+    let mut input = Vec::new();
+    for i in 0..40 {
+        input.extend_from_slice(format!("{head}-{i}\n").as_bytes());
+    }
+    input.extend_from_slice(b"\xff\xfeA\n\xff\xfeA\n");
+    input.extend_from_slice(format!("{head}-39\n{head}-0\n").as_bytes());
+    let (st, _, err) = run_with_stdin(&cfg, &input);
+    assert!(st.success(), "{err}");
+    let text = std::fs::read(dir.path().join("out.log")).unwrap();
+    let lines: Vec<&[u8]> = text
+        .split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 42, "{err}");
+    assert_eq!(lines[40], b"\xff\xfeA");
+    assert_eq!(lines[41], format!("{head}-0").as_bytes());
+    assert!(err.contains("cog=dedup#2 in=44 out=42 dropped=2"), "{err}");
+    assert!(err.contains("state full: oldest keys evicted"), "{err}");
+}
+
+/// VmHWM (peak resident set) of a process, in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The peak RSS bound of the test below (and of docs/performance.md): 100,000 keys
+/// remembered of any number of distinct ones.
+const RSS_BOUND_MIB: u64 = 64;
+
+/// Memory is bounded whatever the input: DEADBEAT_DEDUP_RSS_KEYS distinct keys (300,000 by
+/// default; the figure is 10,000,000, run in release) through `dedup` with
+/// `max_keys = 100000` keep the daemon's peak RSS under RSS_BOUND_MIB. The peak is read
+/// from /proc while the daemon still runs, once the last line is written.
+#[test]
+fn peak_rss_stays_bounded_over_many_distinct_keys() {
+    let n: u64 = std::env::var("DEADBEAT_DEDUP_RSS_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300_000);
+    let dir = TempDir::new("dedup-rss");
+    let cfg = config(dir.path(), "fields = [\"message\"]\nmax_keys = 100000");
+    let err_log = std::fs::File::create(dir.path().join("err.log")).unwrap();
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stderr(err_log)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut chunk = Vec::with_capacity(1 << 16);
+        for i in 0..n {
+            writeln!(chunk, "k{i:09}").unwrap();
+            if chunk.len() > 60_000 {
+                stdin.write_all(&chunk).unwrap();
+                chunk.clear();
+            }
+        }
+        chunk.extend_from_slice(b"END\n");
+        stdin.write_all(&chunk).unwrap();
+        // Kept open: the daemon stays up until the peak is read.
+        stdin
+    });
+    let out = dir.path().join("out.log");
+    let ends = || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut tail = [0u8; 4];
+        std::fs::File::open(&out)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::End(-4))?;
+                f.read_exact(&mut tail)
+            })
+            .is_ok_and(|()| &tail == b"END\n")
+    };
+    // Scaled to the input: a debug build passes some 100,000 lines a second.
+    let deadline = Instant::now() + PATIENCE + Duration::from_micros(20 * n);
+    while !ends() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the last line"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peak = peak_rss_kib(child.id()).expect("VmHWM of the daemon");
+    drop(writer.join().unwrap());
+    let st = wait_exit(&mut child);
+    let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+    assert!(st.success(), "{err}");
+    assert_eq!(line_count(&out) as u64, n + 1, "{err}");
+    if n > 100_000 {
+        assert!(err.contains("state full: oldest keys evicted"), "{err}");
+    }
+    eprintln!(
+        "dedup: {n} distinct keys, max_keys 100000: peak RSS {} KiB",
+        peak
+    );
+    assert!(
+        peak <= RSS_BOUND_MIB * 1024,
+        "peak RSS {peak} KiB over {RSS_BOUND_MIB} MiB with {n} keys"
+    );
+}
+
+/// FNV-1a, as the state file's trailer hashes its entry lines.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A key saved with a time ahead of the clock (the wall clock was set back while the
+/// daemon was stopped) counts as seen at start: it is dropped within `within` and passes
+/// once `within` has gone by, not only after the saved time.
+#[test]
+fn a_saved_time_ahead_of_the_clock_counts_as_now() {
+    let dir = TempDir::new("dedup-clock-back");
+    let cfg = config(
+        dir.path(),
+        "fields = [\"message\"]\nwithin = \"1s\"\npersist = true\nname = \"seen\"",
+    );
+    let (st, _, err) = run_with_stdin(&cfg, b"x\n");
+    assert!(st.success(), "{err}");
+    let files = state_files(dir.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+    // Move the saved time ten days ahead, with a trailer that matches.
+    let text = std::fs::read(&files[0]).unwrap();
+    let lines: Vec<&[u8]> = text.split(|&c| c == b'\n').collect();
+    assert!(lines[0].starts_with(b"deadbeat-state dedup 1"));
+    let entry = lines[1];
+    let space = entry.iter().rposition(|&c| c == b' ').unwrap();
+    let ms: u64 = std::str::from_utf8(&entry[space + 1..])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = entry[..space + 1].to_vec();
+    body.extend_from_slice(format!("{}\n", ms + 10 * 86_400_000).as_bytes());
+    let mut edited = lines[0].to_vec();
+    edited.push(b'\n');
+    edited.extend_from_slice(&body);
+    edited.extend_from_slice(format!("end 1 {:016x}\n", fnv1a(&body)).as_bytes());
+    std::fs::write(&files[0], &edited).unwrap();
+
+    let (st, _, err) = run_with_stdin(&cfg, b"x\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("dedup state loaded"), "{err}");
+    assert!(err.contains("cog=seen in=1 out=0 dropped=1"), "{err}");
+    // Once `within` has gone by, x passes again (it would not for ten days if the saved
+    // time were kept).
+    wait_for("x to pass again", || {
+        std::thread::sleep(Duration::from_millis(100));
+        let (st, _, _) = run_with_stdin(&cfg, b"x\n");
+        st.success() && out(dir.path()) == "x\nx\n"
+    });
 }

@@ -365,16 +365,32 @@ fn kill_9_mid_stream_loses_no_event_and_splits_none() {
     stop(dir.path(), child);
     let got = out_lines(dir.path());
     let mut seen: HashMap<usize, usize> = HashMap::new();
+    let mut torn = Vec::new();
     for l in &got {
         // `null "E0000042 start\n\tat E0000042 frame 0..."`: whole, and of one event.
-        let num: usize = l
-            .get(7..14)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("not an event line: {l}"));
-        let want = event_line(&numbered_event(num).lines().collect::<Vec<_>>(), false);
-        assert_eq!(l, &want, "event {num} split or mangled");
-        *seen.entry(num).or_insert(0) += 1;
+        let num: Option<usize> = l.get(7..14).and_then(|s| s.parse().ok());
+        let want = num.map(|n| event_line(&numbered_event(n).lines().collect::<Vec<_>>(), false));
+        match (num, want) {
+            (Some(n), Some(want)) if *l == want => *seen.entry(n).or_insert(0) += 1,
+            (_, want) => {
+                // `file_out` killed in the middle of a write leaves its last line cut
+                // (ended by the next run): a head of an event's line, at most one a kill.
+                // The event itself must still be out whole (checked below).
+                let head_of_one = match want {
+                    Some(want) => want.starts_with(l.as_str()),
+                    None => l.chars().enumerate().all(|(i, c)| {
+                        "null \"E"
+                            .chars()
+                            .nth(i)
+                            .map_or(c.is_ascii_digit(), |h| h == c)
+                    }),
+                };
+                assert!(head_of_one, "not an event line, nor one cut at a kill: {l}");
+                torn.push(l.clone());
+            }
+        }
     }
+    assert!(torn.len() <= 2, "more lines cut than kills: {torn:?}");
     assert!(
         got.iter().any(|l| l.starts_with(last)),
         "last event missing"

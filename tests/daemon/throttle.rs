@@ -166,3 +166,61 @@ fn bad_settings_are_configuration_errors() {
         assert!(err.contains(want), "{keys}: {err}");
     }
 }
+
+/// stdin → throttle (one bucket per line text, 3 tokens, next to no refill, persisted) →
+/// file_out out.log, state in `st/`.
+fn persist_config(dir: &std::path::Path) -> std::path::PathBuf {
+    write_config(
+        dir,
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nname = \"gate\"\nfields = [\"message\"]\n\
+         rate = 0.001\nburst = 3\npersist = true\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+    )
+}
+
+/// With `persist = true` a restart does not refill the buckets: what a key spent before it
+/// stays spent. A damaged state file is logged and ignored (the buckets start full).
+#[test]
+fn persisted_buckets_survive_a_restart_and_a_bad_state_file_is_ignored() {
+    let dir = TempDir::new("throttle-persist");
+    let cfg = persist_config(dir.path());
+    let out = |d: &std::path::Path| std::fs::read_to_string(d.join("out.log")).unwrap_or_default();
+    let (st, _, err) = run_with_stdin(&cfg, b"a\na\na\na\nb\n");
+    assert!(st.success(), "{err}");
+    assert_eq!(out(dir.path()), "a\na\na\nb\n", "{err}");
+    assert!(err.contains("throttle state saved"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("st"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("throttle-t-gate-"))
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(
+        std::fs::read(&files[0])
+            .unwrap()
+            .starts_with(b"deadbeat-state throttle 1\n")
+    );
+
+    // a spent its three tokens; b has two left.
+    let (st, _, err) = run_with_stdin(&cfg, b"a\na\nb\nb\nb\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("throttle state loaded"), "{err}");
+    assert_eq!(out(dir.path()), "a\na\na\nb\nb\nb\n", "{err}");
+    assert!(err.contains("cog=gate in=5 out=2 dropped=3"), "{err}");
+
+    // A damaged file: ignored, a full bucket again.
+    std::fs::write(&files[0], b"deadbeat-state throttle 1\ngarbage").unwrap();
+    std::fs::write(dir.path().join("out.log"), "").unwrap();
+    let (st, _, err) = run_with_stdin(&cfg, b"a\na\na\na\n");
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("throttle state ignored, starting empty"),
+        "{err}"
+    );
+    assert_eq!(out(dir.path()), "a\na\na\n", "{err}");
+}
