@@ -73,7 +73,7 @@ crate::settings! {
 /// ```
 ///
 /// From its typed settings, without TOML, on any datum (see
-/// [`WindowFields`](super::window::WindowFields)):
+/// [`WindowFields`]):
 /// `Threshold::from_settings(&ThresholdSettings { when: "n >= 10".into(), window: WindowSettings { aggregate: Aggregates(vec![("n".into(), "count".into())]), ..Default::default() }, ..Default::default() }, fields, |_| None, None)`.
 pub type Threshold<D> = Windowed<D, Alerts>;
 

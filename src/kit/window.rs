@@ -82,9 +82,9 @@ crate::settings! {
         on_late: String = "drop",
         /// true: the inputs go on too (after the window's bookkeeping)
         pass: bool = "false",
-        /// emit: open windows are emitted at shutdown flagged partial = true; persist: saved under [state] dir and loaded at start
+        /// emit: open windows are emitted at shutdown flagged partial = true; persist: saved under `[state] dir` and loaded at start
         at_finish: AtFinish = "emit",
-        /// save open windows under [state] dir at shutdown and load them at start (as at_finish = "persist")
+        /// save open windows under `[state] dir` at shutdown and load them at start (as at_finish = "persist")
         persist: bool = "false",
         /// open (key, window) states at most; beyond, the oldest is closed early (flagged evicted, counted, logged)
         max_keys: usize = "100000",
