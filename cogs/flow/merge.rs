@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 
-use crate::kit::held::Held;
+use crate::kit::held::{Held, MAX_HELD_IDS};
 use crate::kit::keyed::Keyed;
 use crate::kit::on_error::LogLimiter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -19,9 +19,6 @@ use crate::schema::{CogParams, ConfigError, ParamType, SettingError, SettingValu
 use super::dedup::key_part;
 use super::filter::{expr_param, mismatch_warning, parse_condition};
 use super::setting_error;
-
-/// Ids held for merged data not yet acknowledged, at most (see [`Held`]).
-pub const MAX_HELD_IDS: usize = 1 << 20;
 
 /// Reads a field of a datum by its path.
 pub type LookupFn<D> = dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>;

@@ -1,11 +1,10 @@
 //! `multiline`: joins continuation lines to the line that starts an event, per source.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
-use crate::engine::getset::{Getter, Setter};
+use crate::engine::getset::{Field, Getter, Setter};
+use crate::kit::held::{Held, MAX_HELD_IDS};
 use crate::kit::on_error::LogLimiter;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -50,15 +49,17 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// comes; when its source has been quiet for `timeout` it is emitted by a timer. At
 /// shutdown (`finish`) every open event is emitted, never dropped.
 ///
-/// **Acknowledgement.** The joined datum keeps the id of its first line; the ids of the
-/// lines joined to it are held by this cog and acknowledged (`Ctx::event_done`) when the
-/// joined datum's id is, that is once a drain has written it (or a filter dropped it). So
-/// a checkpointing supply (`tail`) never commits past a line held here, and a crash
-/// re-reads an open event from its first line: no event is split across a restart. This
-/// holds the acknowledgements rather than broadcasting `event_rename` because a rename
-/// only helps a supply that follows renames (`relp_in` does, `tail` and `file_in` do not:
-/// their trackers would wait for the old ids forever); holding works with every supply.
-/// A downstream rename of the joined datum moves what is held with it. Continuation lines
+/// **Acknowledgement.** A joined datum travels under a fresh event id; the ids of all its
+/// lines are held by this cog ([`Held`]) and acknowledged together (`Ctx::event_done`)
+/// when the joined datum's id is, that is once a drain has written it (or a filter
+/// dropped it). So a checkpointing supply (`tail`) never commits past a line held here,
+/// not even past the first line of a joined event for a moment, and a crash re-reads an
+/// open event from its first line: no event is split across a restart. This holds the
+/// acknowledgements rather than broadcasting `event_rename` because a rename only helps
+/// a supply that follows renames (`relp_in` does, `tail` and `file_in` do not: their
+/// trackers would wait for the old ids forever); holding works with every supply. A
+/// downstream rename of the joined datum moves what is held with it. A one-line event
+/// keeps its id. Continuation lines
 /// are counted as dropped (merged away), so the train's counts add up.
 ///
 /// ```toml
@@ -98,35 +99,13 @@ pub struct Multiline<D> {
     recycle: Option<fn(&mut Vec<D>)>,
     /// The open events of the other sources.
     others: HashMap<Vec<u8>, Pending<D>>,
-    /// Joined datum's id → the ids of the lines joined to it, acknowledged with it.
-    held: HashMap<EventId, Vec<EventId>, BuildHasherDefault<IdHasher>>,
+    /// Joined datum's id → the ids of its lines, acknowledged with it.
+    held: Held,
     timer_armed: bool,
     max_keys: usize,
     evictions: u64,
     cuts: u64,
     limiter: LogLimiter,
-}
-
-/// Hashes event ids for the map of held acknowledgements, looked up once per
-/// acknowledged datum: ids are numbers chosen by the supplies, not by the input, so a
-/// multiplication spreads them well enough, at a fraction of SipHash's cost.
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
 }
 
 /// How [`Multiline`] reads and writes a datum.
@@ -138,8 +117,8 @@ pub struct MultilineFields<D> {
     /// The source the line comes from (a file path, a peer); lines without one share a
     /// source.
     pub source: Getter<D, [u8]>,
-    /// The datum's event id.
-    pub id: Getter<D, EventId>,
+    /// The datum's event id; a joined datum gets a fresh one.
+    pub id: Field<D, EventId>,
     /// Flags a datum cut at `max_lines` / `max_bytes`.
     pub set_truncated: Setter<D, bool>,
 }
@@ -403,7 +382,7 @@ impl<D: 'static> Multiline<D> {
             spent: Vec::new(),
             recycle: None,
             others: HashMap::new(),
-            held: HashMap::default(),
+            held: Held::new(MAX_HELD_IDS),
             timer_armed: false,
             max_keys: s.max_keys,
             evictions: 0,
@@ -445,7 +424,7 @@ impl<D: 'static> Multiline<D> {
             self.fields.set_truncated.set(&mut d, true);
         }
         if !p.rest.is_empty() {
-            match self.fields.id.get(&d).copied() {
+            match self.fields.id.get.get(&d).copied() {
                 // Without an id nobody acknowledges the joined datum: its lines are done
                 // with here.
                 None | Some(0) => {
@@ -453,14 +432,15 @@ impl<D: 'static> Multiline<D> {
                         cx.event_done(id);
                     }
                 }
-                // The ids move in whole; a second event under the same id (a downstream
-                // cog reusing ids) adds to them.
-                Some(id) => match self.held.entry(id) {
-                    Entry::Vacant(v) => {
-                        v.insert(p.rest);
-                    }
-                    Entry::Occupied(o) => o.into_mut().extend(p.rest),
-                },
+                // A fresh id, whose acknowledgement releases every line of the event in
+                // one piece (see the type's doc).
+                Some(first) => {
+                    let mut ids = p.rest;
+                    ids.insert(0, first);
+                    let id = cx.new_event_id();
+                    self.fields.id.set.set(&mut d, id);
+                    self.held.hold(Some(id), ids, "multiline", cx);
+                }
             }
         }
         out.push(d);
@@ -534,7 +514,7 @@ impl<D: 'static> Multiline<D> {
             out.count_errors(1);
             if self.limiter.allow("data without text", "multiline", cx) {
                 slog::warn!(cx.logger(), "datum without text to join; passed on as it is";
-                    "cog" => "multiline", "event" => self.fields.id.get(&d).copied());
+                    "cog" => "multiline", "event" => self.fields.id.get.get(&d).copied());
             }
             out.push(d);
             return;
@@ -559,7 +539,7 @@ impl<D: 'static> Multiline<D> {
             self.cuts += 1;
             if self.limiter.allow("cut events", "multiline", cx) {
                 slog::warn!(cx.logger(), "event cut at its bound; emitted flagged truncated";
-                    "cog" => "multiline", "event" => self.fields.id.get(&p.first).copied(),
+                    "cog" => "multiline", "event" => self.fields.id.get.get(&p.first).copied(),
                     "lines" => p.lines, "bytes" => p.bytes, "cuts_so_far" => self.cuts);
             }
             let len = line.len();
@@ -578,7 +558,7 @@ impl<D: 'static> Multiline<D> {
         p.lines += 1;
         p.bytes += 1 + line.len();
         p.last = now;
-        if let Some(&id) = self.fields.id.get(&d) {
+        if let Some(&id) = self.fields.id.get.get(&d) {
             p.rest.push(id);
         }
         out.count_dropped(1);
@@ -693,22 +673,11 @@ impl<D: 'static> Cog<D> for Multiline<D> {
     }
 
     fn event_done(&mut self, ids: &[EventId], cx: &mut Ctx) {
-        if self.held.is_empty() {
-            return;
-        }
-        for id in ids {
-            if let Some(rest) = self.held.remove(id) {
-                for r in rest {
-                    cx.event_done(r);
-                }
-            }
-        }
+        self.held.done(ids, cx);
     }
 
     fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
-        if let Some(rest) = self.held.remove(&old) {
-            self.held.entry(new).or_default().extend(rest);
-        }
+        self.held.rename(old, new);
     }
 
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
@@ -802,7 +771,7 @@ pub fn record_fields(
             r.set_path(&set_path, v);
         }),
         source: record::bytes_at(source),
-        id: id_field().get,
+        id: id_field(),
         set_truncated: Setter::new(move |r: &mut Record, v: bool| {
             r.set_path(&flag, Value::Bool(v))
         }),

@@ -25,15 +25,51 @@
 //! past data not yet written: at-least-once weakens to at-most-once for them); such early
 //! releases are counted and logged at a bounded rate.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
 use crate::engine::cog::EventId;
 use crate::engine::escapement::Ctx;
-use crate::kit::keyed::Keyed;
 use crate::kit::on_error::LogLimiter;
 
+/// Hashes event ids: they are numbers the engine hands out, not input, so one
+/// multiplication spreads them well enough, at a fraction of SipHash's cost (a map of
+/// held ids is looked up once per acknowledged datum).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// Ids a folding cog holds for data not yet acknowledged, at most: about 8 MiB of ids
+/// and their carriers' entries.
+pub const MAX_HELD_IDS: usize = 1 << 20;
+
+/// A map keyed by event ids, hashed with [`IdHasher`].
+pub type IdMap<V> = HashMap<EventId, V, BuildHasherDefault<IdHasher>>;
+
 /// Carrier id → the ids it stands for, acknowledged with it; see the module doc.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Held {
-    map: Keyed<EventId, Vec<EventId>>,
+    map: IdMap<Vec<EventId>>,
+    /// Carriers in the order they were first held, for releasing the oldest at the bound;
+    /// places of carriers already acknowledged are skipped (and dropped from the front as
+    /// acknowledgements come, mostly in order).
+    order: VecDeque<EventId>,
     /// Ids held, over every carrier.
     ids: usize,
     max_ids: usize,
@@ -45,11 +81,8 @@ impl Held {
     /// Holds at most `max_ids` ids (at least 1).
     pub fn new(max_ids: usize) -> Self {
         Held {
-            map: Keyed::new(usize::MAX),
-            ids: 0,
             max_ids: max_ids.max(1),
-            released_early: 0,
-            limiter: LogLimiter::default(),
+            ..Held::default()
         }
     }
 
@@ -76,13 +109,38 @@ impl Held {
             Some(c) => c,
         };
         self.ids += ids.len();
-        match self.map.get_mut(&carrier) {
-            Some(held) => held.extend(ids),
-            None => {
-                self.map.insert(carrier, ids);
+        self.add(carrier, ids);
+        self.bound(cog, cx);
+    }
+
+    /// Adds `ids` to what `carrier` holds.
+    fn add(&mut self, carrier: EventId, ids: Vec<EventId>) {
+        match self.map.entry(carrier) {
+            Entry::Occupied(o) => o.into_mut().extend(ids),
+            Entry::Vacant(v) => {
+                v.insert(ids);
+                self.order.push_back(carrier);
+                self.tidy();
             }
         }
-        self.bound(cog, cx);
+    }
+
+    /// Drops the places of acknowledged carriers from the front of the order, and
+    /// rebuilds it when stale places outnumber live ones (a carrier never acknowledged
+    /// at the front).
+    fn tidy(&mut self) {
+        while let Some(front) = self.order.front() {
+            if self.map.contains_key(front) {
+                break;
+            }
+            self.order.pop_front();
+        }
+        if self.order.len() > 2 * self.map.len() + 1024 {
+            let map = &self.map;
+            let mut seen = IdMap::<()>::default();
+            self.order
+                .retain(|c| map.contains_key(c) && seen.insert(*c, ()).is_none());
+        }
     }
 
     /// Acknowledges what the acknowledged `ids` stand for (from `Cog::event_done`).
@@ -107,14 +165,8 @@ impl Held {
         if old == new {
             return;
         }
-        let Some(held) = self.map.remove(&old) else {
-            return;
-        };
-        match self.map.get_mut(&new) {
-            Some(h) => h.extend(held),
-            None => {
-                self.map.insert(new, held);
-            }
+        if let Some(held) = self.map.remove(&old) {
+            self.add(new, held);
         }
     }
 
@@ -142,8 +194,11 @@ impl Held {
     fn bound(&mut self, cog: &str, cx: &mut Ctx<'_>) {
         let mut released = 0;
         while self.ids > self.max_ids {
-            let Some((_, held)) = self.map.pop_oldest() else {
+            let Some(c) = self.order.pop_front() else {
                 break;
+            };
+            let Some(held) = self.map.remove(&c) else {
+                continue;
             };
             self.ids -= held.len();
             released += held.len() as u64;
@@ -159,5 +214,30 @@ impl Held {
                     "max_held" => self.max_ids);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A carrier never acknowledged at the front does not let the order grow with every
+    /// carrier acknowledged behind it; a renamed carrier keeps one live place.
+    #[test]
+    fn order_stays_bounded_behind_a_carrier_never_acknowledged() {
+        let mut h = Held::new(usize::MAX);
+        h.add(1, vec![100]);
+        for c in 2..10_000 {
+            h.add(c, vec![c * 10]);
+            h.map.remove(&c);
+        }
+        assert!(h.order.len() <= 2 * h.map.len() + 1025, "{}", h.order.len());
+        assert_eq!(h.order.front(), Some(&1));
+        h.rename(1, 7);
+        h.add(8, vec![80]);
+        assert_eq!(h.map.get(&7), Some(&vec![100]));
+        h.map.remove(&8);
+        h.tidy();
+        assert_eq!(h.order.iter().filter(|c| h.map.contains_key(c)).count(), 1);
     }
 }

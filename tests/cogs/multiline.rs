@@ -25,7 +25,10 @@ fn fields() -> MultilineFields<Line> {
         message: Getter::new(|l: &Line| Some(l.text.as_slice())),
         set_message: Setter::new(|l: &mut Line, v: Vec<u8>| l.text = v),
         source: Getter::new(|l: &Line| Some(l.src.as_bytes())),
-        id: Getter::new(|l: &Line| Some(&l.id)),
+        id: Field::new(
+            Getter::new(|l: &Line| Some(&l.id)),
+            Setter::new(|l: &mut Line, v: EventId| l.id = v),
+        ),
         set_truncated: Setter::new(|l: &mut Line, v: bool| l.cut = v),
     }
 }
@@ -42,6 +45,9 @@ fn lines(src: &'static str, first_id: EventId, text: &str) -> Vec<Line> {
         .collect()
 }
 
+/// Where the test lines' ids start in `run_lines`.
+const LINE_IDS: EventId = 1 << 40;
+
 /// Runs `input` through `multiline` with `s`; the drain acknowledges what it gets when
 /// `ack` is set. Returns the events out (`[src] text`, `CUT` when flagged) and the ids the
 /// supply heard acknowledged, sorted.
@@ -49,6 +55,14 @@ fn run_lines(s: MultilineSettings, input: Vec<Line>, ack: bool) -> (Vec<String>,
     let log = Log::default();
     let acked = Rc::new(RefCell::new(Vec::new()));
     let a = acked.clone();
+    // The lines' ids are moved far above the engine's own, which the joined data get.
+    let input: Vec<Line> = input
+        .into_iter()
+        .map(|l| Line {
+            id: l.id + LINE_IDS,
+            ..l
+        })
+        .collect();
     let supply = counting_supply("supply", &log, input)
         .on_event_done(move |ids, _| a.borrow_mut().extend_from_slice(ids));
     let l = log.clone();
@@ -73,7 +87,12 @@ fn run_lines(s: MultilineSettings, input: Vec<Line>, ack: bool) -> (Vec<String>,
         .into_iter()
         .map(|s| s["out ".len()..].to_string())
         .collect();
-    let mut ids = acked.borrow().clone();
+    // The supply hears the joined data's own (fresh) ids too: only its lines' count.
+    let mut ids: Vec<EventId> = acked
+        .borrow()
+        .iter()
+        .filter_map(|id| id.checked_sub(LINE_IDS))
+        .collect();
     ids.sort_unstable();
     (out, ids)
 }
@@ -192,6 +211,54 @@ fn joined_lines_wait_for_the_joined_datum() {
     assert!(ids.is_empty(), "acknowledged without the drain: {ids:?}");
     let (_, ids) = run_lines(s, lines("a", 1, "a\n  b\n  c\nd\n"), true);
     assert_eq!(ids, [1, 2, 3, 4]);
+}
+
+/// A joined datum travels under a fresh id, and the supply hears all of its lines
+/// acknowledged in one broadcast (never the first alone, which would let `tail` save a
+/// checkpoint inside the event); a one-line event keeps its id.
+#[test]
+fn joined_datum_gets_a_fresh_id_and_its_lines_are_acknowledged_together() {
+    let log = Log::default();
+    let batches = Rc::new(RefCell::new(Vec::<Vec<EventId>>::new()));
+    let b = batches.clone();
+    let supply = counting_supply("supply", &log, lines("a", 10, "a\n  b\n  c\nd\n"))
+        .on_event_done(move |ids, _| b.borrow_mut().push(ids.to_vec()));
+    let out_ids = Rc::new(RefCell::new(Vec::new()));
+    let o = out_ids.clone();
+    let drain = Probe::new("drain", &log).on_process(move |d: Line, _, cx| {
+        o.borrow_mut().push(d.id);
+        cx.event_done(d.id);
+    });
+    let ml = Multiline::from_settings(
+        &MultilineSettings {
+            indent: true,
+            ..Default::default()
+        },
+        fields(),
+    )
+    .unwrap();
+    let mut esc = Escapement::with_options(opts()).unwrap();
+    esc.add_train(Train::new("t").cog(supply).cog(ml).cog(drain))
+        .unwrap();
+    run(&mut esc, &log);
+    let out_ids = out_ids.borrow().clone();
+    assert_eq!(out_ids.len(), 2);
+    assert!(
+        ![10, 11, 12].contains(&out_ids[0]),
+        "the joined datum kept a line's id: {out_ids:?}"
+    );
+    assert_eq!(out_ids[1], 13, "a one-line event keeps its id");
+    let batches = batches.borrow();
+    let with_first = batches
+        .iter()
+        .find(|b| b.contains(&10))
+        .expect("line 10 acknowledged");
+    for id in [11, 12] {
+        assert!(
+            with_first.contains(&id),
+            "line {id} not acknowledged with line 10: {batches:?}"
+        );
+    }
 }
 
 /// `max_bytes` cuts an event at a line boundary and flags it; the rest goes on.
