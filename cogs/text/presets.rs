@@ -11,6 +11,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use memchr::memmem;
+
 use crate::cogs::parse::ParseError;
 use crate::record::timefmt::parse_clf;
 use crate::record::{InlineStr, Key, Map, SharedStr, Slot, Value};
@@ -515,6 +517,9 @@ pub struct Sshd {
     user: Key,
     client: Key,
     port: Key,
+    /// `rhost=`, the one wording [`Marks::of`] does not find; searched for only when the
+    /// others name no client.
+    rhost: Box<memmem::Finder<'static>>,
 }
 
 impl Sshd {
@@ -530,11 +535,13 @@ impl Sshd {
             user: Key::new("user"),
             client: Key::new("client"),
             port: Key::new("port"),
+            rhost: Box::new(memmem::Finder::new(b"rhost=").into_owned()),
         }
     }
 
-    /// Parses one line; `facility` and `severity` are set only when the line has a
-    /// priority, `module` only for `sshd(MODULE)[pid]`, and `user`, `client` and `port`
+    /// Parses one line into `out`, which holds none of this preset's fields (the parse
+    /// cog's map starts empty); `facility` and `severity` are set only when the line has
+    /// a priority, `module` only for `sshd(MODULE)[pid]`, and `user`, `client` and `port`
     /// only when the message names them (in the wordings sshd and its PAM module use).
     pub fn parse(&self, line: &[u8], out: &mut Map) -> Result<(), ParseError> {
         let mut pri = None;
@@ -580,79 +587,161 @@ impl Sshd {
 
         if let Some(p) = pri {
             let (facilities, severities) = crate::cogs::parse::syslog_parse::pri_names();
-            out.insert(
+            out.append_new(
                 self.facility,
                 Value::Shared(facilities[p / 8].clone().into()),
             );
-            out.insert(
+            out.append_new(
                 self.severity,
                 Value::Shared(severities[p % 8].clone().into()),
             );
         }
-        out.insert(self.time, text_value(time));
-        out.insert(self.host, text_value(host));
+        fill_text(out.append_slot(self.time), time);
+        fill_text(out.append_slot(self.host), host);
         if let Some(module) = module {
-            out.insert(self.module, text_value(module));
+            fill_text(out.append_slot(self.module), module);
         }
-        out.insert(self.pid, Value::Int(pid));
-        out.insert(self.message, text_value(message));
-        if let Some(user) = sshd_user(message) {
-            out.insert(self.user, text_value(user));
+        out.append_slot(self.pid).set(Value::Int(pid));
+        fill_text(out.append_slot(self.message), message);
+        let marks = Marks::of(message);
+        if let Some(user) = marks.user(message) {
+            fill_text(out.append_slot(self.user), user);
         }
-        if let Some(client) = sshd_client(message) {
-            out.insert(self.client, text_value(client));
+        if let Some(client) = marks.client(message, &self.rhost) {
+            fill_text(out.append_slot(self.client), client);
         }
-        if let Some(port) = after(message, b" port ").and_then(|p| parse_int(word(p))) {
-            out.insert(self.port, Value::Int(port));
+        if let Some(port) = marks.port(message) {
+            out.append_slot(self.port).set(Value::Int(port));
         }
         Ok(())
     }
 }
 
-/// What follows the first occurrence of `pat` in `hay`.
-fn after<'a>(hay: &'a [u8], pat: &[u8]) -> Option<&'a [u8]> {
-    hay.windows(pat.len())
-        .position(|w| w == pat)
-        .map(|i| &hay[i + pat.len()..])
+/// Where, in an sshd message, the first occurrence of each wording that `user`, `client`
+/// and `port` follow ends (`rhost=` aside): the offset of what follows it.
+#[derive(Debug, Default, PartialEq)]
+struct Marks {
+    /// `nvalid user ` (`Invalid user x from …`, `… for invalid user x from …`).
+    invalid_user: Option<usize>,
+    /// ` for `.
+    for_: Option<usize>,
+    /// ` user=` (pam_unix).
+    user_eq: Option<usize>,
+    /// ` from `.
+    from: Option<usize>,
+    /// ` by `.
+    by: Option<usize>,
+    /// ` [`.
+    bracket: Option<usize>,
+    /// ` port `.
+    port: Option<usize>,
 }
 
-/// The text up to the next space.
-fn word(s: &[u8]) -> &[u8] {
-    &s[..find(s, b' ').unwrap_or(s.len())]
-}
-
-fn sshd_user(msg: &[u8]) -> Option<&[u8]> {
-    if let Some(rest) = after(msg, b"nvalid user ") {
-        return Some(word(rest)).filter(|w| !w.is_empty());
+/// Sets `slot` to the end of `pat` at `at` when `hay` starts with it there and `slot` is
+/// still empty; whether it did.
+#[inline]
+fn mark(slot: &mut Option<usize>, hay: &[u8], at: usize, pat: &[u8]) -> bool {
+    let hit = slot.is_none() && hay[at..].starts_with(pat);
+    if hit {
+        *slot = Some(at + pat.len());
     }
-    // "Failed password for root from ...", "Accepted publickey for git from ...".
-    if let Some(rest) = after(msg, b" for ") {
-        let w = word(rest);
-        if !w.is_empty() && rest[w.len()..].starts_with(b" from ") {
-            return Some(w);
+    hit
+}
+
+impl Marks {
+    /// One walk over the spaces of `msg`. Every wording but `nvalid user ` starts with a
+    /// space, and that one holds a space six bytes in: each occurrence sits at one space,
+    /// so the first space a wording is found at is its first occurrence. A search per
+    /// wording would read the message up to eight times.
+    #[inline]
+    fn of(msg: &[u8]) -> Marks {
+        let mut m = Marks::default();
+        for sp in memchr::memchr_iter(b' ', msg) {
+            let at = sp + 1;
+            match msg.get(at) {
+                Some(b'f') => {
+                    let _ =
+                        mark(&mut m.for_, msg, at, b"for ") || mark(&mut m.from, msg, at, b"from ");
+                }
+                Some(b'b') => {
+                    mark(&mut m.by, msg, at, b"by ");
+                }
+                Some(b'[') => {
+                    m.bracket.get_or_insert(at + 1);
+                }
+                Some(b'p') => {
+                    mark(&mut m.port, msg, at, b"port ");
+                }
+                Some(b'u') => {
+                    let invalid = !mark(&mut m.user_eq, msg, at, b"user=")
+                        && m.invalid_user.is_none()
+                        && msg[at..].starts_with(b"user ")
+                        && msg[..sp].ends_with(b"nvalid");
+                    if invalid {
+                        m.invalid_user = Some(at + 5);
+                    }
+                }
+                _ => {}
+            }
         }
+        m
     }
-    // pam_unix: "... ruser= rhost=1.2.3.4  user=root".
-    after(msg, b" user=").map(word).filter(|w| !w.is_empty())
-}
 
-fn sshd_client(msg: &[u8]) -> Option<&[u8]> {
-    [&b" from "[..], b" by ", b"rhost=", b" ["]
-        .iter()
-        .filter_map(|pat| after(msg, pat))
-        .map(|rest| {
+    /// The user name: after `invalid user`, else `for NAME from`, else pam_unix's `user=`.
+    fn user<'a>(&self, msg: &'a [u8]) -> Option<&'a [u8]> {
+        if let Some(at) = self.invalid_user {
+            return Some(word(&msg[at..])).filter(|w| !w.is_empty());
+        }
+        // "Failed password for root from ...", "Accepted publickey for git from ...".
+        if let Some(at) = self.for_ {
+            let rest = &msg[at..];
             let w = word(rest);
-            w.strip_suffix(b"]").unwrap_or(w)
-        })
-        .find_map(|w| {
-            let ip = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<IpAddr>().ok();
-            if ip(w).is_some() {
+            if !w.is_empty() && rest[w.len()..].starts_with(b" from ") {
+                return Some(w);
+            }
+        }
+        // pam_unix: "... ruser= rhost=1.2.3.4  user=root".
+        self.user_eq
+            .map(|at| word(&msg[at..]))
+            .filter(|w| !w.is_empty())
+    }
+
+    /// The client address: the first of ` from `, ` by `, `rhost=` and ` [` followed by an
+    /// IP address (in brackets, or before a colon, as some wordings write it).
+    fn client<'a>(&self, msg: &'a [u8], rhost: &memmem::Finder<'_>) -> Option<&'a [u8]> {
+        let ip_at = |at: usize| {
+            let w = word(&msg[at..]);
+            let w = w.strip_suffix(b"]").unwrap_or(w);
+            if is_ip(w) {
                 Some(w)
             } else {
                 // "Received disconnect from 1.2.3.4: 11: Bye Bye".
-                w.strip_suffix(b":").filter(|w| ip(w).is_some())
+                w.strip_suffix(b":").filter(|w| is_ip(w))
             }
-        })
+        };
+        self.from
+            .and_then(ip_at)
+            .or_else(|| self.by.and_then(ip_at))
+            .or_else(|| rhost.find(msg).and_then(|i| ip_at(i + b"rhost=".len())))
+            .or_else(|| self.bracket.and_then(ip_at))
+    }
+
+    /// The number after ` port `, when it is one.
+    fn port(&self, msg: &[u8]) -> Option<i64> {
+        self.port.and_then(|at| parse_int(word(&msg[at..])))
+    }
+}
+
+/// Whether `b` is an IPv4 or IPv6 address as the standard library reads them.
+#[inline]
+fn is_ip(b: &[u8]) -> bool {
+    std::str::from_utf8(b).is_ok_and(|s| s.parse::<IpAddr>().is_ok())
+}
+
+/// The text up to the next space.
+#[inline]
+fn word(s: &[u8]) -> &[u8] {
+    &s[..find(s, b' ').unwrap_or(s.len())]
 }
 
 #[cfg(test)]
@@ -876,6 +965,241 @@ mod tests {
         ] {
             assert_eq!(parse("sshd", bad), Err(why.into()), "{bad}");
         }
+    }
+
+    /// The sshd preset's user, client and port as they were read before the one-pass walk
+    /// ([`Marks`]): a search per wording, in the order of preference. The reference the
+    /// walk is checked against.
+    mod searched {
+        use super::*;
+
+        fn after<'a>(hay: &'a [u8], pat: &[u8]) -> Option<&'a [u8]> {
+            hay.windows(pat.len())
+                .position(|w| w == pat)
+                .map(|i| &hay[i + pat.len()..])
+        }
+
+        pub fn user(msg: &[u8]) -> Option<&[u8]> {
+            if let Some(rest) = after(msg, b"nvalid user ") {
+                return Some(word(rest)).filter(|w| !w.is_empty());
+            }
+            if let Some(rest) = after(msg, b" for ") {
+                let w = word(rest);
+                if !w.is_empty() && rest[w.len()..].starts_with(b" from ") {
+                    return Some(w);
+                }
+            }
+            after(msg, b" user=").map(word).filter(|w| !w.is_empty())
+        }
+
+        pub fn client(msg: &[u8]) -> Option<&[u8]> {
+            [&b" from "[..], b" by ", b"rhost=", b" ["]
+                .iter()
+                .filter_map(|pat| after(msg, pat))
+                .map(|rest| {
+                    let w = word(rest);
+                    w.strip_suffix(b"]").unwrap_or(w)
+                })
+                .find_map(|w| {
+                    let ip = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<IpAddr>().ok();
+                    if ip(w).is_some() {
+                        Some(w)
+                    } else {
+                        w.strip_suffix(b":").filter(|w| ip(w).is_some())
+                    }
+                })
+        }
+
+        pub fn port(msg: &[u8]) -> Option<i64> {
+            after(msg, b" port ").and_then(|p| parse_int(word(p)))
+        }
+    }
+
+    fn agrees_with_searches(msg: &[u8], rhost: &memmem::Finder<'_>) {
+        let m = Marks::of(msg);
+        let shown = String::from_utf8_lossy(msg);
+        assert_eq!(m.user(msg), searched::user(msg), "user of {shown:?}");
+        assert_eq!(
+            m.client(msg, rhost),
+            searched::client(msg),
+            "client of {shown:?}"
+        );
+        assert_eq!(m.port(msg), searched::port(msg), "port of {shown:?}");
+    }
+
+    #[test]
+    fn sshd_walk_agrees_with_a_search_per_wording() {
+        let rhost = memmem::Finder::new(b"rhost=");
+        // Real wordings, and odd ones.
+        for msg in [
+            "Failed password for root from 1.2.3.4 port 22 ssh2",
+            "Failed password for invalid user admin from 1.2.3.4 port 22 ssh2",
+            "Invalid user test from 10.0.0.1 port 4242",
+            "Invalid user  from 10.0.0.1 port 4242",
+            "Invalid user oracle from 10.0.0.1",
+            "input_userauth_request: invalid user test [preauth]",
+            "Accepted publickey for git from 2001:db8::1 port 2222 ssh2: ED25519 SHA256:x",
+            "Received disconnect from 52.80.34.196: 11: Bye Bye [preauth]",
+            "Received disconnect from 1.2.3.4 port 8946:11: disconnected by user",
+            "Connection closed by 192.97.155.73 port 56480 [preauth]",
+            "Connection closed by ::1 port 22",
+            "Disconnected from user bob 1.2.3.4 port 22",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=112.95.230.3  user=root",
+            "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= rhost=host.example  user=",
+            "pam_unix(sshd:session): session opened for user bob by (uid=0)",
+            "pam_unix(sshd:session): session closed for user bob",
+            "reverse mapping checking getaddrinfo for ns.example.com [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!",
+            "Address 1.2.3.4 maps to x, but this does not map back to the address [preauth]",
+            "Did not receive identification string from 1.2.3.4",
+            "error: connect from fe80::1%eth0 port x",
+            "Failed password for ünïcødé from 10.0.0.1 port 65536 ssh2",
+            "Failed password for root from 10.0.0.256 port -1 ssh2",
+            "for root from 1.2.3.4",
+            " for  from 1.2.3.4 port  port 7",
+            "nvalid user x",
+            "port 22",
+            "",
+            " ",
+            "[1.2.3.4]",
+            " [1.2.3.4]",
+            " by 1.2.3.4:",
+            "xrhost=1.2.3.4 from 5.6.7.8 by 9.9.9.9",
+            "from nothing by nothing rhost=nothing [1.1.1.1] rhost=2.2.2.2",
+        ] {
+            agrees_with_searches(msg.as_bytes(), &rhost);
+        }
+        // Invalid UTF-8 around the wordings.
+        for msg in [
+            &b"Failed password for \xff\xfe from 1.2.3.4 port 22 ssh2"[..],
+            b"Invalid user \xc3 from 1.2.3.4 port 22",
+            b"Received disconnect from 1.2.3.\xff port 22",
+            b"\xffnvalid user a from \xff",
+        ] {
+            agrees_with_searches(msg, &rhost);
+        }
+        // Random messages from the wordings' pieces, joined with and without spaces: a
+        // small xorshift generator, so every run checks the same messages.
+        let pieces: &[&[u8]] = &[
+            b"for",
+            b"from",
+            b"by",
+            b"port",
+            b"user",
+            b"user=",
+            b"rhost=",
+            b"[",
+            b"]",
+            b"Invalid",
+            b"invalid",
+            b"nvalid",
+            b"1.2.3.4",
+            b"1.2.3.4:",
+            b"[::1]",
+            b"2001:db8::2",
+            b"22",
+            b"-3",
+            b"root",
+            b"x",
+            b"",
+            b"\xff",
+            b"\xc3\xbc",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let mut msg = Vec::new();
+        for _ in 0..20_000 {
+            msg.clear();
+            for _ in 0..next(12) {
+                msg.extend_from_slice(pieces[next(pieces.len())]);
+                if next(4) != 0 {
+                    msg.push(b' ');
+                }
+            }
+            agrees_with_searches(&msg, &rhost);
+        }
+    }
+
+    #[test]
+    fn sshd_odd_lines() {
+        // No user.
+        assert_eq!(
+            parse(
+                "sshd",
+                "Dec 10 07:02:47 h sshd[1]: Connection closed by 10.0.0.1 port 22 [preauth]"
+            )
+            .as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec 10 07:02:47","host":"h","pid":1,"#,
+                r#""message":"Connection closed by 10.0.0.1 port 22 [preauth]","client":"10.0.0.1","port":22}"#
+            ))
+        );
+        // An IPv6 client.
+        assert_eq!(
+            parse("sshd", "Dec 10 07:02:47 h sshd[1]: Failed password for root from 2001:db8::17 port 2200 ssh2").as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec 10 07:02:47","host":"h","pid":1,"#,
+                r#""message":"Failed password for root from 2001:db8::17 port 2200 ssh2","user":"root","client":"2001:db8::17","port":2200}"#
+            ))
+        );
+        // `Invalid user` without a port; and with no name.
+        assert_eq!(
+            parse(
+                "sshd",
+                "Dec 10 07:02:47 h sshd[1]: Invalid user oracle from 10.1.2.3"
+            )
+            .as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec 10 07:02:47","host":"h","pid":1,"#,
+                r#""message":"Invalid user oracle from 10.1.2.3","user":"oracle","client":"10.1.2.3"}"#
+            ))
+        );
+        assert_eq!(
+            parse(
+                "sshd",
+                "Dec 10 07:02:47 h sshd[1]: Invalid user  from 10.1.2.3 port 5"
+            )
+            .as_deref(),
+            Ok(concat!(
+                r#"{"time":"Dec 10 07:02:47","host":"h","pid":1,"#,
+                r#""message":"Invalid user  from 10.1.2.3 port 5","client":"10.1.2.3","port":5}"#
+            ))
+        );
+        // No address where one is expected, and a port that is not a number.
+        let got = parse(
+            "sshd",
+            "Dec 10 07:02:47 h sshd[1]: Disconnected from user bob 10.0.0.1 port 22:11: x",
+        )
+        .expect("parses");
+        assert!(
+            got.ends_with(r#""message":"Disconnected from user bob 10.0.0.1 port 22:11: x"}"#),
+            "{got}"
+        );
+        // Invalid UTF-8: the message and the user as bytes (rendered with U+FFFD), the
+        // rest as usual.
+        let mut m = Map::new();
+        Sshd::new()
+            .parse(
+                b"Dec 10 07:02:47 h sshd[1]: Failed password for r\xffot from 10.0.0.1 port 22 ssh2",
+                &mut m,
+            )
+            .expect("parses");
+        let bytes = |k: &str| {
+            m.get(Key::new(k))
+                .and_then(Value::as_bytes)
+                .map(<[u8]>::to_vec)
+        };
+        assert_eq!(bytes("user").as_deref(), Some(&b"r\xffot"[..]));
+        assert!(matches!(m.get(Key::new("message")), Some(Value::Bytes(_))));
+        assert_eq!(
+            m.get(Key::new("client")).and_then(Value::as_str),
+            Some("10.0.0.1")
+        );
+        assert_eq!(m.get(Key::new("port")), Some(&Value::Int(22)));
     }
 
     #[test]
