@@ -52,7 +52,8 @@ crate::settings! {
 /// holds for its final aggregates (windows emitted early or at shutdown too, flagged
 /// `evicted` / `partial`). With `rearm = true`, after an alert the key stays quiet until
 /// one of its windows ends with `when` false: hopping windows over one attack then give
-/// one alert, not one per hop.
+/// one alert, not one per hop. With `persist = true` the quiet keys are saved with the
+/// open windows, so a restart between an alert and the re-arm does not alert again.
 ///
 /// An alert holds `window_start`, `window_end`, the key fields, the aggregates, `first_id`
 /// and `last_id` (event ids of the first and last datum counted) and, for each `evidence`
@@ -248,6 +249,18 @@ impl<D: 'static> Handler<D> for Alerts {
         }
         core.hold_or_ack(alert, &mut c, cx);
         core.w.release(c.state);
+    }
+
+    fn groups(&self) -> Vec<u64> {
+        self.quiet.iter().map(|(g, ())| *g).collect()
+    }
+
+    fn restore_groups(&mut self, groups: Vec<u64>) {
+        if self.rearm {
+            for g in groups {
+                self.quiet.insert(g, ());
+            }
+        }
     }
 
     fn event_done(&mut self, ids: &[EventId]) {

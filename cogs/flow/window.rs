@@ -178,6 +178,15 @@ pub trait Handler<D>: 'static {
 
     /// Outputs acknowledged downstream.
     fn event_done(&mut self, _ids: &[EventId]) {}
+
+    /// What the handler remembers per group-by key across windows (hashes, oldest first),
+    /// saved with the windows by `persist`.
+    fn groups(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
+    /// The groups saved by a previous run, given back at start.
+    fn restore_groups(&mut self, _groups: Vec<u64>) {}
 }
 
 /// `window`'s handler: one record per window.
@@ -474,7 +483,8 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
         core.anchor = Some((now, wall_ms()));
         if let Some(path) = &core.state_file {
             match core.w.load(path, H::NAME) {
-                Ok(n) => {
+                Ok((n, groups)) => {
+                    self.handler.restore_groups(groups);
                     if n > 0 {
                         slog::info!(cx.logger(), "window state loaded";
                             "cog" => H::NAME, "file" => %path.display(), "windows" => n);
@@ -541,7 +551,8 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
     fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
         let core = &mut self.core;
         if let Some(path) = core.state_file.clone() {
-            match core.w.save(&path, H::NAME) {
+            let groups = self.handler.groups();
+            match core.w.save(&path, H::NAME, &groups) {
                 Ok(n) => {
                     slog::info!(cx.logger(), "window state saved";
                         "cog" => H::NAME, "file" => %path.display(), "windows" => n);

@@ -1633,12 +1633,23 @@ impl<D: 'static> Windows<D> {
         self.spec.aggs.iter().map(|a| a.name.as_str())
     }
 
-    /// Saves the open windows and the watermark to `path`, in the format `format`, and
-    /// empties them. The held ids are left in the states for the caller to acknowledge
-    /// first (they are not saved).
-    pub fn save(&mut self, path: &FsPath, format: &str) -> Result<usize, StateError> {
-        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len() + 1);
+    /// Saves the open windows, the watermark and `groups` (what the cog remembers per
+    /// group-by key across windows: `threshold`'s keys quiet since their alert) to `path`,
+    /// in the format `format`, and empties the windows. The held ids are left in the
+    /// states for the caller to acknowledge first (they are not saved).
+    pub fn save(
+        &mut self,
+        path: &FsPath,
+        format: &str,
+        groups: &[u64],
+    ) -> Result<usize, StateError> {
+        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len() + groups.len() + 1);
         file.insert(WATERMARK_KEY.to_vec(), Saved::Watermark(self.watermark));
+        for &g in groups {
+            let mut k = QUIET_KEY.to_vec();
+            k.extend_from_slice(&g.to_be_bytes());
+            file.insert(k, Saved::Group(g));
+        }
         let n = self.states.len();
         for (k, s) in self.states.iter() {
             file.insert(k.to_vec(), Saved::Window((**s).clone()));
@@ -1647,14 +1658,28 @@ impl<D: 'static> Windows<D> {
         Ok(n)
     }
 
-    /// Loads windows saved by [`save`](Windows::save); the watermark is restored.
-    pub fn load(&mut self, path: &FsPath, format: &str) -> Result<usize, StateError> {
+    /// Loads windows saved by [`save`](Windows::save); the watermark is restored. Returns
+    /// how many windows were loaded and the groups saved with them, oldest first. A file
+    /// of version 1 (before the groups were saved) loads too, with no groups.
+    pub fn load(&mut self, path: &FsPath, format: &str) -> Result<(usize, Vec<u64>), StateError> {
         let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(usize::MAX / 2);
-        file.load(path, format, STATE_VERSION)?;
+        match file.load(path, format, STATE_VERSION) {
+            Ok(_) => {}
+            // Version 1 differs only by having no groups: its entries read the same.
+            Err(e @ StateError::Version(..)) => match file.load(path, format, 1) {
+                Ok(_) => {}
+                // Neither: the error names the version this build writes.
+                Err(StateError::Version(..)) => return Err(e),
+                Err(other) => return Err(other),
+            },
+            Err(e) => return Err(e),
+        }
         let mut n = 0;
+        let mut groups = Vec::new();
         while let Some((k, v)) = file.pop_oldest() {
             match v {
                 Saved::Watermark(wm) => self.watermark = self.watermark.max(wm),
+                Saved::Group(g) => groups.push(g),
                 Saved::Window(mut s) => {
                     if s.aggs.len() != self.spec.aggs.len() {
                         continue;
@@ -1673,19 +1698,25 @@ impl<D: 'static> Windows<D> {
                 }
             }
         }
-        Ok(n)
+        Ok((n, groups))
     }
 }
 
-/// The version of the windows' state file.
-const STATE_VERSION: u32 = 1;
+/// The version of the windows' state file: 2 adds the groups (`threshold`'s quiet keys);
+/// version 1 files still load.
+const STATE_VERSION: u32 = 2;
 /// The entry holding the watermark: no window key is this (keys are empty, 8 bytes of
 /// start, or begin with `s` or `v`).
 const WATERMARK_KEY: &[u8] = b"\0watermark";
+/// The entries holding groups: this, then the group's 8 bytes (no window key begins with
+/// a NUL either).
+const QUIET_KEY: &[u8] = b"\0group";
 
 /// An entry of the state file.
 enum Saved {
     Watermark(i64),
+    /// A group-by key remembered across windows (its hash).
+    Group(u64),
     Window(WinState),
 }
 
@@ -1694,6 +1725,9 @@ impl StateCodec for Saved {
         match self {
             Saved::Watermark(wm) => {
                 let _ = write!(out, "w {wm}");
+            }
+            Saved::Group(g) => {
+                let _ = write!(out, "g {g}");
             }
             Saved::Window(s) => {
                 out.extend_from_slice(b"s ");
@@ -1708,6 +1742,13 @@ impl StateCodec for Saved {
                 .parse()
                 .ok()
                 .map(Saved::Watermark);
+        }
+        if let Some(rest) = bytes.strip_prefix(b"g ") {
+            return std::str::from_utf8(rest)
+                .ok()?
+                .parse()
+                .ok()
+                .map(Saved::Group);
         }
         let rest = bytes.strip_prefix(b"s ")?;
         WinState::from_json(&Value::parse_json(rest).ok()?).map(Saved::Window)
@@ -1932,6 +1973,52 @@ mod tests {
         );
         assert!(parse_func("sum").unwrap_err().contains("needs a field"));
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
+    }
+
+    /// Groups round-trip with the windows; a version 1 file (no groups) still loads; a
+    /// later version is refused and changes nothing.
+    #[test]
+    fn groups_are_saved_and_version_1_files_still_load() {
+        use crate::record::Record;
+        let settings = WindowSettings {
+            key: vec!["k".into()],
+            time: "t".into(),
+            aggregate: Aggregates(vec![("n".into(), "count".into())]),
+            ..Default::default()
+        };
+        let make = || {
+            let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+            Windows::from_settings(&settings, get, &[]).unwrap()
+        };
+        let mut w = make();
+        let mut r = Record::new();
+        r.set_path(&Path::parse("k").unwrap(), Value::Str("a".into()));
+        w.add(&r, 1_000, 1, false);
+        let dir = std::env::temp_dir().join(format!("deadbeat-winstate-{}", std::process::id()));
+        let path = dir.join("state");
+        assert_eq!(w.save(&path, "window", &[7, u64::MAX]).unwrap(), 1);
+        let mut back = make();
+        assert_eq!(back.load(&path, "window").unwrap(), (1, vec![7, u64::MAX]));
+        assert_eq!(back.open(), 1);
+        assert_eq!(back.watermark(), 1_000);
+
+        let mut w = make();
+        w.add(&r, 2_000, 1, false);
+        w.save(&path, "window", &[]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let v1 = text.replacen("deadbeat-state window 2", "deadbeat-state window 1", 1);
+        assert_ne!(v1, text);
+        std::fs::write(&path, &v1).unwrap();
+        let mut back = make();
+        assert_eq!(back.load(&path, "window").unwrap(), (1, vec![]));
+        assert_eq!(back.watermark(), 2_000);
+        let v3 = text.replacen("deadbeat-state window 2", "deadbeat-state window 3", 1);
+        std::fs::write(&path, &v3).unwrap();
+        let mut back = make();
+        let e = back.load(&path, "window").unwrap_err();
+        assert!(e.to_string().contains("unsupported state version"), "{e}");
+        assert_eq!(back.open(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
