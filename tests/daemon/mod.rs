@@ -9,6 +9,7 @@ use crate::engine::TempDir;
 
 mod check;
 mod cli;
+mod cli_graph;
 mod cog_ids;
 mod conditions;
 mod custom_daemon;
