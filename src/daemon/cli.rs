@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use crate::cogs::Registry;
 use crate::daemon::config::Config;
 use crate::daemon::process::{self, Detached};
-use crate::daemon::{graph, log, reference};
+use crate::daemon::{graph, log, reference, trial};
 use crate::prelude::*;
 
 const USAGE: &str = "usage:
@@ -82,10 +82,15 @@ pub fn main_from(args: impl IntoIterator<Item = String>, registry: Registry) -> 
                     }
                 }
             }
-            _ => {
-                eprintln!("deadbeat: `test` is not available yet");
-                ExitCode::from(2)
-            }
+            _ => match opts.value("--input") {
+                Some(input) => {
+                    trial::main(config, Path::new(input), opts.value("--train"), &registry)
+                }
+                None => {
+                    eprintln!("deadbeat: `test` needs --input FILE\n{USAGE}");
+                    ExitCode::from(2)
+                }
+            },
         };
     }
     match args.as_slice() {

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod log;
 pub mod process;
 pub mod reference;
+pub mod trial;
 
 pub use cli::main;
 pub use config::Config;
