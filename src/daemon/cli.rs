@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use crate::cogs::Registry;
 use crate::daemon::config::Config;
 use crate::daemon::process::{self, Detached};
-use crate::daemon::{graph, log, reference, trial};
+use crate::daemon::{graph, log, progress, reference, trial};
 use crate::prelude::*;
 
 const USAGE: &str = "usage:
@@ -69,7 +69,12 @@ pub fn main_from(args: impl IntoIterator<Item = String>, registry: Registry) -> 
         };
         let config = Path::new(opts.config);
         return match *cmd {
-            "run" => run(config, opts.flag("--daemon"), &registry),
+            "run" => run(
+                config,
+                opts.flag("--daemon"),
+                opts.flag("--quiet"),
+                &registry,
+            ),
             "graph" => {
                 let format = opts.value("--format").unwrap_or("dot");
                 match graph::Format::parse(format) {
@@ -263,8 +268,11 @@ fn graph_cmd(path: &Path, format: graph::Format, registry: &Registry) -> ExitCod
     }
 }
 
-/// Loads and checks the configuration at `path`, detaches if asked, and serves it.
-fn run(path: &Path, detach: bool, registry: &Registry) -> ExitCode {
+/// Loads and checks the configuration at `path`, detaches if asked, and serves it; the
+/// progress bar of batch runs shows unless detached, `quiet`, or stderr is no terminal.
+fn run(path: &Path, detach: bool, quiet: bool, registry: &Registry) -> ExitCode {
+    use std::io::IsTerminal;
+    let bar = !detach && !quiet && std::io::stderr().is_terminal();
     // Building cogs opens nothing, so configuration errors (all of them, as `check`
     // reports them) surface before detaching.
     let config = match Config::load_unchecked(path, registry).and_then(|c| {
@@ -287,7 +295,7 @@ fn run(path: &Path, detach: bool, registry: &Registry) -> ExitCode {
             }
         }
     }
-    match serve(path, &config, registry, detached.as_mut()) {
+    match serve(path, &config, registry, detached.as_mut(), bar) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(d) = detached.as_mut() {
@@ -305,6 +313,7 @@ fn serve(
     config: &Config,
     registry: &Registry,
     detached: Option<&mut Detached>,
+    bar: bool,
 ) -> Result<(), String> {
     let (logger, log_handle) = log::build(&config.log)
         .map_err(|e| format!("cannot set up logging ({:?}): {e}", config.log.target))?;
@@ -341,7 +350,18 @@ fn serve(
     if let Some(d) = detached {
         d.ready();
     }
+    // Supplies said what they will read as they started.
+    let bar = if bar {
+        progress::Bar::start()
+            .map_err(|e| slog::warn!(logger, "no progress bar"; "error" => %e))
+            .ok()
+    } else {
+        None
+    };
     let result = esc.run().map_err(|e| e.to_string());
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     if let Err(e) = &result {
         slog::error!(logger, "the event loop failed"; "error" => e);
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod graph;
 pub mod log;
 pub mod process;
+pub mod progress;
 pub mod reference;
 pub mod trial;
 

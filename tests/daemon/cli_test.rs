@@ -346,3 +346,232 @@ fn usage_and_config_errors_exit_2() {
         "{err}"
     );
 }
+
+// The progress bar of batch runs (`run` on a terminal).
+
+/// A tmux server of its own (`tmux -L`), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(tag: &str, command: &str) -> Option<Tmux> {
+        let ok = Command::new("tmux")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: tmux is not installed (Debian package tmux)");
+            return None;
+        }
+        let t = Tmux {
+            socket: format!("deadbeat-{tag}-{}", std::process::id()),
+        };
+        let st = t
+            .cmd()
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "main",
+                "-x",
+                "150",
+                "-y",
+                "40",
+                command,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "tmux new-session failed");
+        Some(t)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]).env_remove("TMUX");
+        c
+    }
+
+    /// The visible text of the pane.
+    fn pane(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "main"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Polls the pane until `cond` holds on it; the pane then.
+    fn wait(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            last = self.pane();
+            if cond(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out waiting for {what}; pane:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").stderr(Stdio::null()).status();
+    }
+}
+
+/// A 12 MB input, far more than a pipe and a read hold, so that a run writing to a pipe
+/// nobody reads stops early with most of it unread.
+fn big_input(dir: &Path) -> (PathBuf, u64) {
+    let p = dir.join("big.log");
+    let mut s = String::with_capacity(12 << 20);
+    let mut i = 0u64;
+    while s.len() < 12 << 20 {
+        s.push_str(&format!(
+            "line {i:09} the quick brown fox jumps over the lazy dog\n"
+        ));
+        i += 1;
+    }
+    std::fs::write(&p, &s).unwrap();
+    (p, s.len() as u64)
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that lives through the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", p.display());
+}
+
+/// Opens the FIFO `p` for reading in a thread (which lets the writer's open go through),
+/// holds it unread until told, then reads it to its end: the byte count.
+fn hold_fifo(p: &Path) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<u64>) {
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let p = p.to_path_buf();
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::open(&p).unwrap();
+        let _ = wait.recv();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match f.read(&mut buf).unwrap() {
+                0 => return n,
+                k => n += k as u64,
+            }
+        }
+    });
+    (go, reader)
+}
+
+const BAR_CONFIG: &str = "[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"file_in\"\n\
+                          paths = [\"big.log\"]\n[[train.cog]]\ntype = \"stdout\"\n";
+
+const STDIN_CONFIG: &str =
+    "[[train]]\nname = \"m\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"stdout\"\n";
+
+/// The bar's line on the pane, if one is there.
+fn bar_line(pane: &str) -> Option<&str> {
+    pane.lines().find(|l| l.contains("lines/s"))
+}
+
+#[test]
+fn a_batch_run_on_a_terminal_shows_progress_then_clears_it() {
+    let dir = TempDir::new("progress-tty");
+    let (_, size) = big_input(dir.path());
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    for (config, redirect) in [(BAR_CONFIG, ""), (STDIN_CONFIG, " < big.log")] {
+        let cfg = write_config(dir.path(), config);
+        let (go, reader) = hold_fifo(&fifo);
+        let command = format!(
+            "cd {:?} && {BIN:?} run {:?}{redirect} > {:?}; echo EXIT=$?; sleep 60",
+            dir.path(),
+            cfg,
+            fifo
+        );
+        let Some(tmux) = Tmux::start("progress", &command) else {
+            return;
+        };
+        // The run blocks on the full pipe: the bar stays on, with bytes of the total.
+        let pane = tmux.wait("the progress bar", |p| bar_line(p).is_some());
+        let line = bar_line(&pane).unwrap();
+        assert!(line.contains(" / 11.") || line.contains(" / 12."), "{line}");
+        assert!(line.contains("MiB ["), "{line}");
+        assert!(line.contains("%") && line.contains("ETA"), "{line}");
+        go.send(()).unwrap();
+        let pane = tmux.wait("the end of the run", |p| p.contains("EXIT="));
+        assert_eq!(reader.join().unwrap(), size);
+        assert!(pane.contains("EXIT=0"), "{pane}");
+        assert!(
+            bar_line(&pane).is_none(),
+            "the bar is cleared at the end:\n{pane}"
+        );
+        // Log lines start at the left margin, never after a bar's remains.
+        for l in pane.lines().filter(|l| l.contains(" INFO ")) {
+            assert!(l.starts_with("20"), "{l:?} in:\n{pane}");
+        }
+    }
+}
+
+#[test]
+fn quiet_hides_the_bar_on_a_terminal() {
+    let dir = TempDir::new("progress-quiet");
+    let (_, size) = big_input(dir.path());
+    let fifo = dir.path().join("out.fifo");
+    mkfifo(&fifo);
+    let cfg = write_config(dir.path(), BAR_CONFIG);
+    let (go, reader) = hold_fifo(&fifo);
+    let command = format!(
+        "cd {:?} && {BIN:?} run --quiet {:?} > {:?}; echo EXIT=$?; sleep 60",
+        dir.path(),
+        cfg,
+        fifo
+    );
+    let Some(tmux) = Tmux::start("quiet", &command) else {
+        return;
+    };
+    tmux.wait("the run to start", |p| p.contains("trains started"));
+    // The run is blocked on the full pipe; a bar would be drawn four times a second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let pane = tmux.pane();
+    assert!(bar_line(&pane).is_none(), "{pane}");
+    go.send(()).unwrap();
+    let pane = tmux.wait("the end of the run", |p| p.contains("EXIT="));
+    assert!(pane.contains("EXIT=0"), "{pane}");
+    assert_eq!(reader.join().unwrap(), size);
+}
+
+#[test]
+fn no_bar_when_stderr_is_no_terminal() {
+    let dir = TempDir::new("progress-pipe");
+    let (input, size) = big_input(dir.path());
+    let cfg = write_config(dir.path(), BAR_CONFIG);
+    let mut child = Command::new(BIN)
+        .args(["run", cfg.to_str().unwrap()])
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Blocked on its full stdout for a while: a bar would have been drawn meanwhile.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut out = child.stdout.take().unwrap();
+    let mut n = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match out.read(&mut buf).unwrap() {
+            0 => break,
+            k => n += k as u64,
+        }
+    }
+    let err = stderr_of(&mut child);
+    assert!(wait_exit(&mut child).success(), "{err}");
+    assert_eq!(n, size);
+    assert!(!err.contains('\r') && !err.contains("lines/s"), "{err}");
+    assert!(err.contains("trains started"), "{err}");
+}
