@@ -178,13 +178,17 @@ impl FileIn {
             return;
         };
         let fill = file_fields(name);
+        let before = self.splitter.received();
         match input.read(&mut self.splitter) {
             Ok(ReadStatus::Data) => {
-                emit_lines(&mut self.splitter, 2, out, cx, fill);
+                let lines = emit_lines(&mut self.splitter, 2, out, cx, fill);
+                let bytes = self.splitter.received() - before;
+                crate::kit::progress::batch().advance(bytes, lines as u64);
             }
             Ok(ReadStatus::Wait) => return,
             Ok(ReadStatus::Eof) => {
-                emit_rest(&mut self.splitter, 2, out, cx, fill);
+                let lines = emit_rest(&mut self.splitter, 2, out, cx, fill);
+                crate::kit::progress::batch().advance(0, lines as u64);
                 input.unbind(cx);
                 self.current = None;
             }
@@ -223,6 +227,10 @@ impl Cog<Record> for FileIn {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        // The sizes now, for the progress bar of batch runs (a named pipe has none).
+        let sizes = self.paths.iter().filter_map(|p| std::fs::metadata(p).ok());
+        let total = sizes.filter(|m| m.is_file()).map(|m| m.len()).sum();
+        crate::kit::progress::batch().expect(total);
         cx.enqueue(0);
         Ok(())
     }

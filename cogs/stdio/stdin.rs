@@ -30,6 +30,8 @@ pub struct Stdin {
     input: Option<StreamInput>,
     splitter: LineSplitter,
     gate: PauseGate,
+    /// Standard input is a regular file: its reads count in the batch progress.
+    counted: bool,
 }
 
 /// The descriptor of `stdin`.
@@ -69,6 +71,7 @@ impl Stdin {
             splitter: LineSplitter::new(s.max_line_bytes)
                 .with_read_size(LineSplitter::BATCH_READ_SIZE),
             gate: PauseGate::new(0),
+            counted: false,
         })
     }
 
@@ -77,9 +80,14 @@ impl Stdin {
             return;
         };
         for _ in 0..READS_PER_TURN {
+            let before = self.splitter.received();
             match input.read(&mut self.splitter) {
                 Ok(ReadStatus::Data) => {
-                    emit_lines(&mut self.splitter, 0, out, cx, |_, _| {});
+                    let lines = emit_lines(&mut self.splitter, 0, out, cx, |_, _| {});
+                    if self.counted {
+                        let bytes = self.splitter.received() - before;
+                        crate::kit::progress::batch().advance(bytes, lines as u64);
+                    }
                 }
                 Ok(ReadStatus::Wait) => return,
                 Ok(ReadStatus::Eof) => return self.end(out, cx),
@@ -119,7 +127,12 @@ impl Cog<Record> for Stdin {
             .as_fd()
             .try_clone_to_owned()
             .map_err(|e| format!("standard input: {e}"))?;
-        let mut input = StreamInput::new(fd.into());
+        let file = std::fs::File::from(fd);
+        if let Some(size) = crate::kit::progress::remaining_size(&file) {
+            crate::kit::progress::batch().expect(size);
+            self.counted = true;
+        }
+        let mut input = StreamInput::new(file);
         input
             .bind(cx, 0)
             .map_err(|e| format!("standard input: {e}"))?;

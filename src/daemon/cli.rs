@@ -2,9 +2,12 @@
 //! own is a complete daemon in a few lines (see `examples/custom_daemon.rs`).
 //!
 //! ```text
-//! deadbeat run CONFIG [--daemon]   run the trains until they finish or a signal stops them
-//! deadbeat check CONFIG            validate the configuration; prints `ok` or the errors
-//! deadbeat cogs [NAME]             list the cogs, or one cog's parameters
+//! deadbeat run CONFIG [--daemon] [--quiet]      run the trains until they finish or a signal stops them
+//! deadbeat check CONFIG                          validate the configuration; prints `ok` or the errors
+//! deadbeat graph CONFIG [--format dot|mermaid]   the trains, their cogs and the edges between trains
+//! deadbeat test CONFIG --input FILE [--train NAME]
+//!                                                a train run on FILE's lines, drains printed to stdout
+//! deadbeat cogs [NAME]                           list the cogs, or one cog's parameters
 //! ```
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
 
@@ -14,14 +17,18 @@ use std::process::ExitCode;
 use crate::cogs::Registry;
 use crate::daemon::config::Config;
 use crate::daemon::process::{self, Detached};
-use crate::daemon::{log, reference};
+use crate::daemon::{graph, log, progress, reference, trial};
 use crate::prelude::*;
 
 const USAGE: &str = "usage:
-  deadbeat run CONFIG [--daemon]   run the trains until they finish or a signal stops them
-  deadbeat check CONFIG            validate the configuration; prints `ok` or the errors
-  deadbeat cogs [NAME]             list the cogs, or one cog's parameters
-  deadbeat cogs --markdown         the cog reference (docs/cogs.md)
+  deadbeat run CONFIG [--daemon] [--quiet]   run the trains until they finish or a signal stops them
+  deadbeat check CONFIG                      validate the configuration; prints `ok` or the errors
+  deadbeat graph CONFIG [--format dot|mermaid]
+                                             the trains, their cogs and the edges between trains
+  deadbeat test CONFIG --input FILE [--train NAME]
+                                             run a train on FILE's lines, printing what its drains would write
+  deadbeat cogs [NAME]                       list the cogs, or one cog's parameters
+  deadbeat cogs --markdown                   the cog reference (docs/cogs.md)
   deadbeat --version";
 
 /// Runs the command line of `std::env::args()` with the cog types of `registry`: the
@@ -52,11 +59,46 @@ pub fn main_from(args: impl IntoIterator<Item = String>, registry: Registry) -> 
         eprintln!("deadbeat: {e}\n{USAGE}");
         return ExitCode::from(2);
     }
+    if let [cmd @ ("run" | "graph" | "test"), rest @ ..] = args.as_slice() {
+        let opts = match Opts::parse(cmd, rest) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("deadbeat: {e}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        let config = Path::new(opts.config);
+        return match *cmd {
+            "run" => run(
+                config,
+                opts.flag("--daemon"),
+                opts.flag("--quiet"),
+                &registry,
+            ),
+            "graph" => {
+                let format = opts.value("--format").unwrap_or("dot");
+                match graph::Format::parse(format) {
+                    Some(f) => graph_cmd(config, f, &registry),
+                    None => {
+                        eprintln!(
+                            "deadbeat: unknown graph format {format:?} (dot or mermaid)\n{USAGE}"
+                        );
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            _ => match opts.value("--input") {
+                Some(input) => {
+                    trial::main(config, Path::new(input), opts.value("--train"), &registry)
+                }
+                None => {
+                    eprintln!("deadbeat: `test` needs --input FILE\n{USAGE}");
+                    ExitCode::from(2)
+                }
+            },
+        };
+    }
     match args.as_slice() {
-        ["run", config] => run(Path::new(config), false, &registry),
-        ["run", config, "--daemon"] | ["run", "--daemon", config] => {
-            run(Path::new(config), true, &registry)
-        }
         ["check", config] => check(Path::new(config), &registry),
         ["cogs"] => {
             print!("{}", reference::cog_list(&registry));
@@ -93,10 +135,63 @@ pub fn main_from(args: impl IntoIterator<Item = String>, registry: Registry) -> 
 
 /// The options each command takes; the first argument is the command.
 const FLAGS: &[(&str, &[&str])] = &[
-    ("run", &["--daemon"]),
+    ("run", &["--daemon", "--quiet"]),
     ("check", &[]),
+    ("graph", &["--format"]),
+    ("test", &["--input", "--train"]),
     ("cogs", &["--markdown"]),
 ];
+
+/// The options of [`FLAGS`] that take a value (`--format dot`).
+const VALUED: &[&str] = &["--format", "--input", "--train"];
+
+/// The arguments of `run`, `graph` and `test`: one configuration path and options, in
+/// any order.
+#[derive(Debug)]
+struct Opts<'a> {
+    config: &'a str,
+    given: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Opts<'a> {
+    /// Parses `rest` (the arguments after the command `cmd`), whose options are known to
+    /// be those of `cmd` ([`unknown_flag`] ran first).
+    fn parse(cmd: &str, rest: &[&'a str]) -> Result<Opts<'a>, String> {
+        let mut config = None;
+        let mut given: Vec<(&'a str, Option<&'a str>)> = Vec::new();
+        let mut it = rest.iter();
+        while let Some(&a) = it.next() {
+            if a.starts_with('-') && a.len() > 1 {
+                if given.iter().any(|(g, _)| *g == a) {
+                    return Err(format!("{a} is given twice"));
+                }
+                if VALUED.contains(&a) {
+                    match it.next() {
+                        Some(v) => given.push((a, Some(v))),
+                        None => return Err(format!("{a} needs a value")),
+                    }
+                } else {
+                    given.push((a, None));
+                }
+            } else if config.replace(a).is_some() {
+                return Err(format!("`{cmd}` takes one configuration file"));
+            }
+        }
+        let config = config.ok_or_else(|| format!("`{cmd}` needs a configuration file"))?;
+        Ok(Opts { config, given })
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.given.iter().any(|(g, _)| *g == name)
+    }
+
+    fn value(&self, name: &str) -> Option<&'a str> {
+        self.given
+            .iter()
+            .find(|(g, _)| *g == name)
+            .and_then(|g| g.1)
+    }
+}
 
 /// A message naming the first option the command does not take, with the closest known
 /// option when one is near: a mistyped flag must not read as a generic usage error.
@@ -153,8 +248,31 @@ fn check(path: &Path, registry: &Registry) -> ExitCode {
     }
 }
 
-/// Loads and checks the configuration at `path`, detaches if asked, and serves it.
-fn run(path: &Path, detach: bool, registry: &Registry) -> ExitCode {
+/// Prints the graph of the configuration at `path` in `format`; a configuration with
+/// errors gets those of `check` (exit 2).
+fn graph_cmd(path: &Path, format: graph::Format, registry: &Registry) -> ExitCode {
+    let discard = slog::Logger::root(slog::Discard, slog::o!());
+    let graph = Config::load_unchecked(path, registry).and_then(|c| {
+        let built = c.build(registry, &discard)?;
+        Ok(graph::Graph::of(&c, registry, &built.feeds))
+    });
+    match graph {
+        Ok(g) => {
+            print!("{}", g.render(format));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads and checks the configuration at `path`, detaches if asked, and serves it; the
+/// progress bar of batch runs shows unless detached, `quiet`, or stderr is no terminal.
+fn run(path: &Path, detach: bool, quiet: bool, registry: &Registry) -> ExitCode {
+    use std::io::IsTerminal;
+    let bar = !detach && !quiet && std::io::stderr().is_terminal();
     // Building cogs opens nothing, so configuration errors (all of them, as `check`
     // reports them) surface before detaching.
     let config = match Config::load_unchecked(path, registry).and_then(|c| {
@@ -177,7 +295,7 @@ fn run(path: &Path, detach: bool, registry: &Registry) -> ExitCode {
             }
         }
     }
-    match serve(path, &config, registry, detached.as_mut()) {
+    match serve(path, &config, registry, detached.as_mut(), bar) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(d) = detached.as_mut() {
@@ -195,6 +313,7 @@ fn serve(
     config: &Config,
     registry: &Registry,
     detached: Option<&mut Detached>,
+    bar: bool,
 ) -> Result<(), String> {
     let (logger, log_handle) = log::build(&config.log)
         .map_err(|e| format!("cannot set up logging ({:?}): {e}", config.log.target))?;
@@ -231,7 +350,18 @@ fn serve(
     if let Some(d) = detached {
         d.ready();
     }
+    // Supplies said what they will read as they started.
+    let bar = if bar {
+        progress::Bar::start()
+            .map_err(|e| slog::warn!(logger, "no progress bar"; "error" => %e))
+            .ok()
+    } else {
+        None
+    };
     let result = esc.run().map_err(|e| e.to_string());
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     if let Err(e) = &result {
         slog::error!(logger, "the event loop failed"; "error" => e);
     }

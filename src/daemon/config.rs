@@ -73,20 +73,21 @@ pub struct TrainConfig {
     /// Its name.
     pub name: String,
     name_span: Range<usize>,
-    cogs: Vec<CogConfig>,
+    /// Its cogs, in order (read by `graph` and `test`, and rewritten by `test`).
+    pub(crate) cogs: Vec<CogConfig>,
 }
 
 #[derive(Debug, Clone)]
-struct CogConfig {
-    ty: String,
+pub(crate) struct CogConfig {
+    pub(crate) ty: String,
     /// `name`, or `TYPE#N`.
-    id: String,
+    pub(crate) id: String,
     /// Whether `name` was given.
-    named: bool,
+    pub(crate) named: bool,
     /// Whether its type, name and keys are valid, so that it can be built.
-    valid: bool,
-    span: Range<usize>,
-    entries: Vec<(Spanned<String>, Node)>,
+    pub(crate) valid: bool,
+    pub(crate) span: Range<usize>,
+    pub(crate) entries: Vec<(Spanned<String>, Node)>,
 }
 
 /// A parsed, validated configuration file.

@@ -315,6 +315,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Writes a record with one `write(2)`; only a short write (disk nearly
 /// full, signal) is completed with further calls, because leaving half a
 /// line would corrupt the next record too.
+/// Writes a record to stderr, clearing the progress bar of batch runs first if it is shown.
+fn to_stderr(buf: &[u8]) -> io::Result<()> {
+    crate::daemon::progress::around_stderr(|| write_record(&mut io::stderr(), buf))
+}
+
 fn write_record<W: Write>(w: &mut W, buf: &[u8]) -> io::Result<()> {
     let mut off = 0;
     let mut tries = 0;
@@ -359,7 +364,7 @@ impl Inner {
         with_bufs(|b| match &self.out {
             Output::Stderr => {
                 b.format(self.format, None, now, record, values);
-                self.count(write_record(&mut io::stderr(), &b.line));
+                self.count(to_stderr(&b.line));
             }
             Output::File(m) => {
                 // Format before locking: values' Display impls may be slow
@@ -381,7 +386,7 @@ impl Inner {
                         self.warn_syslog_fallback(b, now, values, m, &e);
                     }
                     b.format(self.format, None, now, record, values);
-                    self.count(write_record(&mut io::stderr(), &b.line));
+                    self.count(to_stderr(&b.line));
                 }
             }
         });
@@ -410,7 +415,7 @@ impl Inner {
             values,
         );
         // Not a record of the daemon's, so not counted if it is lost.
-        let _ = write_record(&mut io::stderr(), &b.line);
+        let _ = to_stderr(&b.line);
     }
 
     fn count(&self, r: io::Result<()>) {

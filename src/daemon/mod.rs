@@ -3,9 +3,12 @@
 
 pub mod cli;
 pub mod config;
+pub mod graph;
 pub mod log;
 pub mod process;
+pub mod progress;
 pub mod reference;
+pub mod trial;
 
 pub use cli::main;
 pub use config::Config;

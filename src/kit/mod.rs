@@ -15,6 +15,7 @@ pub mod held;
 pub mod keyed;
 pub mod lines;
 pub mod on_error;
+pub mod progress;
 pub mod supply;
 pub mod window;
 

@@ -167,7 +167,7 @@ fn unknown_flags_are_named_with_a_suggestion() {
         ),
         (
             &["run", cfg, "--verbose"],
-            "unknown option \"--verbose\" for `run` (it takes: --daemon)",
+            "unknown option \"--verbose\" for `run` (it takes: --daemon, --quiet)",
         ),
         (
             &["check", cfg, "--strict"],

@@ -9,6 +9,8 @@ use crate::engine::TempDir;
 
 mod check;
 mod cli;
+mod cli_graph;
+mod cli_test;
 mod cog_ids;
 mod conditions;
 mod custom_daemon;
