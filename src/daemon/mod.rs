@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod log;
 pub mod process;
 pub mod reference;
