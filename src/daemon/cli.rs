@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use crate::cogs::Registry;
 use crate::daemon::config::Config;
 use crate::daemon::process::{self, Detached};
-use crate::daemon::{graph, log, progress, reference, trial};
+use crate::daemon::{graph, http, log, progress, reference, trial};
 use crate::prelude::*;
 
 const USAGE: &str = "usage:
@@ -339,6 +339,12 @@ fn serve(
         }
     });
     built.install(&mut esc).map_err(|e| e.to_string())?;
+    if let Some(http) = &config.http {
+        let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let server = http::Server::new(http.clone(), shown.display().to_string())?;
+        esc.set_service(Box::new(server))
+            .map_err(|e| e.to_string())?;
+    }
     esc.start().map_err(|e| e.to_string())?;
     process::drop_privileges(
         config.daemon.user.as_deref(),

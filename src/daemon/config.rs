@@ -14,6 +14,11 @@
 //! inotify = true            # false: file cogs poll instead
 //! workers = 0               # worker threads for blocking jobs; 0 = one per core
 //! stop_timeout = "30s"      # longest a shutdown may take (default 30s); "0s": no limit
+//! [http]                    # the control server; off unless configured
+//! listen = "127.0.0.1:8686" # or "unix:PATH"; not loopback: token_file required
+//! token_file = "var/http.token"
+//! max_connections = 64
+//! idle_timeout = "10s"
 //!
 //! [[train]]
 //! name = "main"
@@ -36,6 +41,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::cogs::Registry;
+use crate::daemon::http::{HttpSettings, Listen};
 use crate::daemon::log::{LogFormat, LogSettings, LogTarget};
 use crate::daemon::process::DaemonSettings;
 use crate::engine::cog::Cog;
@@ -104,6 +110,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// `[engine]`.
     pub engine: EngineSettings,
+    /// `[http]`: the control server, when configured.
+    pub http: Option<HttpSettings>,
     /// The trains, in file order.
     pub trains: Vec<TrainConfig>,
     /// Errors found while parsing, reported with those of building.
@@ -112,7 +120,7 @@ pub struct Config {
     path_spans: Vec<(&'static str, Range<usize>)>,
 }
 
-const TOP_KEYS: &[&str] = &["log", "daemon", "state", "engine", "train"];
+const TOP_KEYS: &[&str] = &["log", "daemon", "state", "engine", "http", "train"];
 
 impl Config {
     /// Reads and validates a configuration file (not yet building cogs); the error lists
@@ -194,6 +202,7 @@ impl Config {
                 workers: 0,
                 stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             },
+            http: None,
             trains: Vec::new(),
             errors: RefCell::new(Vec::new()),
             path_spans: Vec::new(),
@@ -254,6 +263,7 @@ impl Config {
                     }
                 }
             }
+            "http" => self.parse_http(n)?,
             "train" => self.parse_trains(n, registry),
             _ => {
                 return Err(self.src.error(
@@ -381,6 +391,78 @@ impl Config {
                     debug_assert!(matches!(self.log.format, LogFormat::Text | LogFormat::Json));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `[http]`: a listen address is required; one that is not loopback needs a token.
+    fn parse_http(&mut self, n: &Node) -> Result<(), ConfigError> {
+        let keys = &["listen", "token_file", "max_connections", "idle_timeout"];
+        let entries = self.section(n, "http", keys)?;
+        let mut settings = HttpSettings::new(Listen::Unix(PathBuf::new()));
+        let mut listen_node = None;
+        for (k, v) in entries {
+            let key = k.get_ref().as_str();
+            match (key, &v.value) {
+                ("listen", NodeValue::Str(s)) => {
+                    listen_node = Some(v);
+                    if let Some(path) = s.strip_prefix("unix:").filter(|p| !p.is_empty()) {
+                        settings.listen = Listen::Unix(resolve(&self.base_dir, path));
+                    } else if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+                        settings.listen = Listen::Tcp(a);
+                    } else {
+                        self.push(self.section_error(
+                            v,
+                            "http",
+                            key,
+                            "listen: expected \"IP:PORT\" (such as \"127.0.0.1:8686\") or \
+                             \"unix:PATH\"",
+                        ));
+                    }
+                }
+                ("token_file", NodeValue::Str(s)) => {
+                    let p = resolve(&self.base_dir, s);
+                    if let Err(why) = crate::daemon::http::read_token(&p) {
+                        self.push(self.section_error(v, "http", key, why));
+                    }
+                    settings.token_file = Some(p);
+                }
+                ("max_connections", NodeValue::Int(i)) if (1..=10_000).contains(i) => {
+                    settings.max_connections = *i as usize
+                }
+                ("idle_timeout", NodeValue::Str(t))
+                    if parse_duration(t).is_some_and(|d| !d.is_zero()) =>
+                {
+                    settings.idle_timeout = parse_duration(t).unwrap_or(settings.idle_timeout)
+                }
+                (key, _) => self.push(self.section_error(
+                    v,
+                    "http",
+                    key,
+                    "expected listen = \"IP:PORT\" | \"unix:PATH\", token_file = \"PATH\", \
+                     max_connections = 1..10000, idle_timeout = \"10s\"",
+                )),
+            }
+        }
+        let Some(listen_node) = listen_node else {
+            let mut e = self.src.error(
+                Some(&n.span),
+                "[http] needs listen = \"IP:PORT\" or \"unix:PATH\"",
+            );
+            e.key = Some("listen".into());
+            return Err(e);
+        };
+        if !settings.listen.is_local() && settings.token_file.is_none() {
+            return Err(self.section_error(
+                listen_node,
+                "http",
+                "listen",
+                "listen is not a loopback address: others can reach it, so set token_file \
+                 (a file holding the token that control requests must send)",
+            ));
+        }
+        if settings.listen != Listen::Unix(PathBuf::new()) {
+            self.http = Some(settings);
         }
         Ok(())
     }

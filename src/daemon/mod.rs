@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod graph;
+pub mod http;
 pub mod log;
 pub mod process;
 pub mod progress;

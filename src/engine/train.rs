@@ -161,7 +161,8 @@ pub struct Train<D> {
     a: Out<D>,
     b: Out<D>,
     index: u16,
-    paused: bool,
+    /// Per cog: whether it was last told to pause (supplies only).
+    paused: Vec<bool>,
     /// Next cog to receive `finish`.
     finish_cursor: usize,
 }
@@ -186,7 +187,7 @@ impl<D: 'static> Train<D> {
             a: Out::with_capacity(1024),
             b: Out::with_capacity(1024),
             index: 0,
-            paused: false,
+            paused: Vec::new(),
             finish_cursor: 0,
         }
     }
@@ -209,6 +210,7 @@ impl<D: 'static> Train<D> {
         self.cogs.push(cog);
         self.ids.push(id);
         self.counters.push(Counters::default());
+        self.paused.push(false);
     }
 
     /// The id of cog `i` (0-based index), as logs and counters show it.
@@ -320,6 +322,8 @@ pub(crate) trait Driven {
     fn job_done(&mut self, cog: u16, job: JobId, result: JobResult, core: &mut Core);
     fn broadcast(&mut self, b: &Broadcast<'_>, core: &mut Core);
     fn set_paused(&mut self, paused: bool, core: &mut Core);
+    /// Whether cog `cog` was last told to pause.
+    fn is_paused(&self, cog: usize) -> bool;
     /// Calls `finish` on every cog whose upstream is idle; true once all have finished.
     fn finish_step(&mut self, core: &mut Core) -> bool;
     fn done(&mut self, core: &mut Core);
@@ -361,23 +365,26 @@ impl<D: 'static> Driven for Train<D> {
     }
 
     fn set_paused(&mut self, paused: bool, core: &mut Core) {
-        if paused == self.paused {
-            return;
-        }
-        self.paused = paused;
         for i in 0..self.cogs.len() {
             let h = self.handle(i);
             let slot = &core.slots[h.train as usize][i];
-            if !slot.supply || slot.phase != Phase::Running {
+            // A supply held by the service stays paused whatever backpressure wants.
+            let want = paused || slot.service_hold;
+            if !slot.supply || slot.phase != Phase::Running || want == self.paused[i] {
                 continue;
             }
+            self.paused[i] = want;
             let mut cx = Ctx::new(core, h);
-            if paused {
+            if want {
                 self.cogs[i].pause(&mut cx);
             } else {
                 self.cogs[i].resume(&mut cx);
             }
         }
+    }
+
+    fn is_paused(&self, cog: usize) -> bool {
+        self.paused.get(cog).copied().unwrap_or(false)
     }
 
     fn finish_step(&mut self, core: &mut Core) -> bool {

@@ -17,6 +17,7 @@ mod custom_daemon;
 mod dedup;
 mod file_out;
 mod files;
+mod http_control;
 mod merge;
 mod multiline;
 mod signals;

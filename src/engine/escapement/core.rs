@@ -39,6 +39,8 @@ pub(crate) struct Slot {
     pub(crate) supply: bool,
     pub(super) exhausted: bool,
     pub(crate) wants_pause: bool,
+    /// A supply held paused by the escapement's [`Service`](super::Service).
+    pub(crate) service_hold: bool,
     pub(super) next_job: JobId,
     pub(super) next_delivery: JobId,
     pub(super) held: BTreeMap<JobId, JobResult>,
@@ -54,6 +56,7 @@ impl Slot {
             supply,
             exhausted: false,
             wants_pause: false,
+            service_hold: false,
             next_job: 0,
             next_delivery: 0,
             held: BTreeMap::new(),
@@ -105,7 +108,7 @@ pub struct Core {
     pub(super) waker: Arc<Waker>,
     pub(super) shared: Arc<Shared>,
     pub(crate) notices: Vec<Notice>,
-    pub(super) pause_dirty: bool,
+    pub(crate) pause_dirty: bool,
     pub(super) shutdown: bool,
     /// Why the run failed although it ran to its end (see [`Ctx::fail`]).
     pub(super) failures: Vec<String>,

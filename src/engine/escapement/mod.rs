@@ -34,12 +34,14 @@ mod core;
 mod ctx;
 mod inotify;
 mod jobs;
+mod service;
 mod signals;
 mod timers;
 
 pub use self::core::Core;
 pub(crate) use self::core::{Broadcast, Phase, Slot};
 pub use self::ctx::Ctx;
+pub use self::service::{CogState, Service, ServiceCx};
 pub use self::timers::TimerId;
 
 use self::core::Notice;
@@ -265,6 +267,10 @@ pub struct Escapement {
     job_buf: Vec<(Handle, JobId, JobResult)>,
     due_timers: Vec<(Instant, u64)>,
     reopen_hooks: Vec<Box<dyn FnMut()>>,
+    /// Driven beside the trains (see [`Escapement::set_service`]).
+    service: Option<Box<dyn Service>>,
+    /// When the service asked for its next [`Service::tick`].
+    service_wake: Option<Instant>,
     /// `(from, to)`: train `from` hands data to train `to`.
     feeds: Vec<(usize, usize)>,
     trains_finished: Vec<bool>,
@@ -361,6 +367,8 @@ impl Escapement {
             job_buf: Vec::new(),
             due_timers: Vec::new(),
             reopen_hooks: Vec::new(),
+            service: None,
+            service_wake: None,
             feeds: Vec::new(),
             trains_finished: Vec::new(),
             forced: false,
@@ -454,6 +462,31 @@ impl Escapement {
         self.reopen_hooks.push(Box::new(f));
     }
 
+    /// Installs the [`Service`] driven beside the trains (a control server, say),
+    /// replacing an earlier one; before the start only.
+    pub fn set_service(&mut self, service: Box<dyn Service>) -> Result<(), BoxError> {
+        if self.started {
+            return Err("a service cannot be set on a running escapement".into());
+        }
+        self.service = Some(service);
+        Ok(())
+    }
+
+    /// Calls the service, if any, with a [`ServiceCx`], then delivers the pause changes
+    /// it asked for.
+    fn with_service(&mut self, f: impl FnOnce(&mut dyn Service, &mut ServiceCx<'_>)) {
+        let Some(service) = self.service.as_mut() else {
+            return;
+        };
+        let mut cx = ServiceCx {
+            core: &mut self.core,
+            trains: &self.trains,
+            wake: &mut self.service_wake,
+        };
+        f(service.as_mut(), &mut cx);
+        self.settle();
+    }
+
     /// Starts every cog (they bind sockets, timers, watches) without running the loop yet;
     /// a daemon drops privileges between this and [`run`](Escapement::run). On error every
     /// cog receives `done`.
@@ -480,6 +513,14 @@ impl Escapement {
         if self.core.options.control_signals {
             self.core.ensure_signals(SIGHUP)?;
             self.core.ensure_signals(SIGUSR1)?;
+        }
+        if let Some(service) = self.service.as_mut() {
+            let mut cx = ServiceCx {
+                core: &mut self.core,
+                trains: &self.trains,
+                wake: &mut self.service_wake,
+            };
+            service.start(&mut cx)?;
         }
         for t in 0..self.trains.len() {
             if let Err(e) = self.trains[t].start(&mut self.core) {
@@ -601,7 +642,7 @@ impl Escapement {
             Some(Duration::ZERO)
         } else {
             let timer = self.next_deadline();
-            [timer, self.stop_deadline]
+            [timer, self.stop_deadline, self.service_wake]
                 .into_iter()
                 .flatten()
                 .min()
@@ -626,6 +667,8 @@ impl Escapement {
                             &mut self.core,
                         );
                         self.settle();
+                    } else if service::is_service(h) {
+                        self.with_service(|s, cx| s.ready(local, ev, cx));
                     }
                 }
             }
@@ -634,6 +677,10 @@ impl Escapement {
         self.events = events;
 
         self.fire_timers();
+        if self.service_wake.is_some_and(|at| at <= self.core.now) {
+            self.service_wake = None;
+            self.with_service(|s, cx| s.tick(cx));
+        }
         let n = self.core.immediate.len();
         for _ in 0..n {
             let Some((h, local)) = self.core.immediate.pop_front() else {
