@@ -4,6 +4,7 @@ mod fields;
 mod flow;
 mod ip;
 mod keyed;
+mod lookup;
 mod merge;
 mod multiline;
 mod parse;
