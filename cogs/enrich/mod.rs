@@ -3,12 +3,18 @@
 use crate::kit::CogDescriptor;
 use crate::schema::{CogParams, ConfigError, SettingError};
 
+#[cfg(feature = "geoip")]
+pub mod geoip;
 pub mod lookup;
 pub mod reload;
 
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
-    vec![lookup::DESCRIPTOR]
+    vec![
+        #[cfg(feature = "geoip")]
+        geoip::DESCRIPTOR,
+        lookup::DESCRIPTOR,
+    ]
 }
 
 /// A [`SettingError`] as a configuration error: at its key when the configuration gives

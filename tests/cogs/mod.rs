@@ -2,6 +2,8 @@
 
 mod fields;
 mod flow;
+#[cfg(feature = "geoip")]
+mod geoip;
 mod ip;
 mod keyed;
 mod lookup;
