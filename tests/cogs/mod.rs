@@ -2,8 +2,11 @@
 
 mod fields;
 mod flow;
+#[cfg(feature = "geoip")]
+mod geoip;
 mod ip;
 mod keyed;
+mod lookup;
 mod merge;
 mod multiline;
 mod parse;

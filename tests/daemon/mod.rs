@@ -15,6 +15,7 @@ mod cog_ids;
 mod conditions;
 mod custom_daemon;
 mod dedup;
+mod enrich;
 mod file_out;
 mod files;
 mod http_control;
@@ -130,7 +131,15 @@ pub(crate) fn run_with_stdin(config: &Path, input: &[u8]) -> (ExitStatus, Vec<u8
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
-        stdin.write_all(&input).unwrap();
+        // A daemon that refuses its config exits before reading: a broken pipe is its
+        // answer, which the caller checks through the exit status and stderr.
+        if let Err(e) = stdin.write_all(&input) {
+            assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "writing stdin: {e}"
+            );
+        }
     });
     let mut out = Vec::new();
     child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
