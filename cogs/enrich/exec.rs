@@ -250,6 +250,8 @@ const FINISH: Local = TIMER | 4;
 const MAX_LINE: usize = 64 << 20;
 /// Bytes read per system call.
 const READ_CHUNK: usize = 256 << 10;
+/// How long `done` waits for the program to end by itself, then after SIGTERM.
+const GRACE: Duration = Duration::from_millis(500);
 /// Longest stderr line logged; longer ones are cut.
 const MAX_ERR_LINE: usize = 4096;
 
@@ -1016,6 +1018,7 @@ impl<D: 'static> Exec<D> {
             "no answer from the program within {:?} at shutdown",
             self.s.timeout
         );
+        self.count(|s| s.timeouts += n as u64);
         let held: Vec<D> = self
             .run
             .drain(..)
@@ -1369,15 +1372,17 @@ impl<D: 'static> Cog<D> for Exec<D> {
             self.flush_errbuf(cx);
             self.reaping.push(p.child);
         }
-        // A program that does not end on its input's end gets SIGTERM, then SIGKILL.
-        let deadline = Instant::now() + Duration::from_millis(500);
+        // The program had its input closed: it gets a moment to end by itself (its last
+        // words on stderr are logged above), then SIGTERM, then SIGKILL.
+        let start = Instant::now();
         let mut termed = false;
         loop {
             self.reap();
             if self.reaping.is_empty() {
                 break;
             }
-            if !termed {
+            let waited = start.elapsed();
+            if !termed && waited >= GRACE {
                 for c in &self.reaping {
                     if let Ok(pid) = i32::try_from(c.id()) {
                         let _ = nix::sys::signal::kill(
@@ -1388,7 +1393,7 @@ impl<D: 'static> Cog<D> for Exec<D> {
                 }
                 termed = true;
             }
-            if Instant::now() >= deadline {
+            if waited >= 2 * GRACE {
                 for c in &mut self.reaping {
                     let _ = c.kill();
                     let _ = c.wait();
@@ -1396,7 +1401,7 @@ impl<D: 'static> Cog<D> for Exec<D> {
                 self.reaping.clear();
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         }
         let st = self.stats.get();
         slog::info!(cx.logger(), "exec totals";

@@ -257,7 +257,8 @@ fn no_answer_within_timeout_goes_to_on_error() {
     let prog = program(
         dir.path(),
         "silent.py",
-        "import sys\nfor l in sys.stdin:\n    pass\n",
+        // Reads everything, answers nothing, and stays (its input's end included).
+        "import sys, time\nfor l in sys.stdin:\n    pass\ntime.sleep(30)\n",
     );
     let cfg = config(
         dir.path(),
