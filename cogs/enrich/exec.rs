@@ -190,6 +190,7 @@ pub struct Exec<D> {
     outbuf: Vec<u8>,
     out_pos: usize,
     inbuf: Vec<u8>,
+    scratch: Option<Box<[u8]>>,
     errbuf: Vec<u8>,
     paused: bool,
     timeout_timer: Option<TimerId>,
@@ -368,6 +369,7 @@ impl<D: 'static> Exec<D> {
             outbuf: Vec::new(),
             out_pos: 0,
             inbuf: Vec::new(),
+            scratch: None,
             errbuf: Vec::new(),
             paused: false,
             timeout_timer: None,
@@ -755,13 +757,16 @@ impl<D: 'static> Exec<D> {
             let Some(stdout) = self.proc.as_mut().and_then(|p| p.stdout.as_mut()) else {
                 return;
             };
+            // Read into a buffer zeroed once: growing `inbuf` to read into it would zero
+            // its spare room at every read.
             let len = self.inbuf.len();
-            if self.inbuf.capacity() - len < READ_CHUNK {
-                self.inbuf.reserve(READ_CHUNK);
+            let scratch = self
+                .scratch
+                .get_or_insert_with(|| vec![0; READ_CHUNK].into_boxed_slice());
+            let r = stdout.read(scratch);
+            if let Ok(n) = r {
+                self.inbuf.extend_from_slice(&scratch[..n]);
             }
-            let spare = self.inbuf.capacity() - len;
-            self.inbuf.resize(len + spare, 0);
-            let r = stdout.read(&mut self.inbuf[len..]);
             match r {
                 Ok(0) => {
                     self.inbuf.truncate(len);

@@ -156,8 +156,6 @@ fn cat_keeps_order_and_ids_over_100k_records() {
     assert_eq!(seen.acked.len(), 100_000);
     assert_eq!(seen.stats.restarts, 0);
     assert_eq!(seen.stats.runs, 1);
-    // 100k records against 1,000 in flight: the supply had to wait.
-    assert!(seen.pauses > 0);
 }
 
 #[test]
