@@ -1,8 +1,11 @@
-//! Enrichment: fields added from tables and databases kept outside the daemon.
+//! Enrichment and offload: fields added from tables and databases kept outside the daemon,
+//! and records handed to something slower than the loop (an external program, a DNS server)
+//! and brought back in order.
 
 use crate::kit::CogDescriptor;
 use crate::schema::{CogParams, ConfigError, SettingError};
 
+pub mod exec;
 #[cfg(feature = "geoip")]
 pub mod geoip;
 pub mod lookup;
@@ -11,6 +14,7 @@ pub mod reload;
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
+        exec::DESCRIPTOR,
         #[cfg(feature = "geoip")]
         geoip::DESCRIPTOR,
         lookup::DESCRIPTOR,

@@ -1,5 +1,6 @@
 //! Supplied cogs: parsing, fields, filtering and routing, IP, driven through TOML trains.
 
+mod exec;
 mod fields;
 mod flow;
 #[cfg(feature = "geoip")]

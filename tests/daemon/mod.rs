@@ -16,6 +16,7 @@ mod conditions;
 mod custom_daemon;
 mod dedup;
 mod enrich;
+mod exec;
 mod file_out;
 mod files;
 mod http_control;
