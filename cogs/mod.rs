@@ -7,6 +7,7 @@
 
 use crate::kit::CogDescriptor;
 
+pub mod enrich;
 pub mod fields;
 pub mod flow;
 pub mod fs;
@@ -37,5 +38,6 @@ pub fn descriptors() -> Vec<CogDescriptor> {
     .chain(fields::descriptors())
     .chain(ip::descriptors())
     .chain(net::descriptors())
+    .chain(enrich::descriptors())
     .collect()
 }
