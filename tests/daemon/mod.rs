@@ -13,6 +13,7 @@ mod cog_ids;
 mod conditions;
 mod custom_daemon;
 mod dedup;
+mod dns_reverse;
 mod file_out;
 mod files;
 mod merge;
