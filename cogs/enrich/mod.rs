@@ -5,6 +5,7 @@
 use crate::kit::CogDescriptor;
 use crate::schema::{CogParams, ConfigError, SettingError};
 
+pub mod dns_reverse;
 pub mod exec;
 #[cfg(feature = "geoip")]
 pub mod geoip;
@@ -14,6 +15,7 @@ pub mod reload;
 /// Descriptors of the cogs in this folder.
 pub fn descriptors() -> Vec<CogDescriptor> {
     vec![
+        dns_reverse::DESCRIPTOR,
         exec::DESCRIPTOR,
         #[cfg(feature = "geoip")]
         geoip::DESCRIPTOR,

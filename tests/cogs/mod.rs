@@ -1,5 +1,6 @@
 //! Supplied cogs: parsing, fields, filtering and routing, IP, driven through TOML trains.
 
+pub(crate) mod dns_reverse;
 mod exec;
 mod fields;
 mod flow;

@@ -15,6 +15,7 @@ mod cog_ids;
 mod conditions;
 mod custom_daemon;
 mod dedup;
+mod dns_reverse;
 mod enrich;
 mod exec;
 mod file_out;

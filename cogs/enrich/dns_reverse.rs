@@ -1,0 +1,1352 @@
+//! `dns_reverse`: the host name of an address, from PTR lookups that never block the loop.
+
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path as FsPath, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::UdpSocket;
+
+use crate::kit::checkpoint::fingerprint;
+use crate::kit::keyed::{Keyed, StateCodec};
+use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
+use crate::prelude::*;
+use crate::record::{self, Record, SharedStr, Value};
+use crate::schema::{CogParams, ConfigError, SettingError, Settings};
+
+/// The format name and version of the cache's state file.
+const FORMAT: &str = "dns_reverse";
+const VERSION: u32 = 1;
+
+/// Locals: the sockets are 0..n (the server's index); these are above any.
+const TIMEOUTS: Local = 0xFFFF_0000;
+const FINISH: Local = 0xFFFF_0001;
+
+/// The most servers taken from `/etc/resolv.conf` (as the C library does).
+const MAX_RESOLV_SERVERS: usize = 3;
+/// The bound on `max_in_flight`: query ids are 16 bits and each lookup in flight holds one.
+const MAX_IN_FLIGHT: usize = 16_384;
+/// The largest answer read: a PTR answer over UDP without EDNS is at most 512 bytes, but
+/// servers that add records may send more; longer datagrams are cut and then fail to parse.
+const MAX_ANSWER: usize = 4096;
+
+/// Writes into `target` the host name of the address in `field`, from a reverse (PTR)
+/// lookup: `10.1.2.3` is asked as `3.2.1.10.in-addr.arpa`, an IPv6 address as its 32
+/// nibbles under `ip6.arpa`. An address without a name (NXDOMAIN, no PTR record), or whose
+/// lookup failed (SERVFAIL, no answer after `retries`), is passed on with `target`
+/// untouched; so is a datum whose `field` is absent or null. A `field` holding anything
+/// else than an address follows `on_error` (counted as an error).
+///
+/// **Non-blocking, in order.** Queries go out on UDP sockets registered with the event
+/// loop (one per server, connected, on a port the kernel picks at random); answers are
+/// read as they come, and the loop goes on meanwhile. Data leave in the order they came:
+/// a datum waits only for the answers of the data ahead of it in this cog. The cog holds
+/// at most `max_in_flight` data waiting; when full it pauses the train's supplies (data
+/// already on their way are still taken) and resumes them once half are out. An address
+/// whose lookup is in flight is not asked again: the data wanting it wait for the one
+/// answer.
+///
+/// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
+/// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. At most `max_entries`
+/// addresses are kept; when full, the one cached longest ago is forgotten. With
+/// `persist = true` the cache is saved under `` `[state]` `` `dir` at shutdown (file
+/// `dns_reverse-TRAIN-COG-HASH.state`) and loaded at start, so a restart does not ask
+/// again for what is still fresh; a file that cannot be read is logged and ignored.
+///
+/// **Answers** are taken only from the server asked, with the query's id (random per
+/// query) and its question; anything else (a spoofed or late answer, garbage) is ignored
+/// and counted. A CNAME chain (classless delegation, RFC 2317) is followed inside the
+/// answer; the first PTR record gives the name, written without its final dot. Each query
+/// waits `timeout`, then is sent again, to the next server, up to `retries` times.
+///
+/// **Shutdown.** Data still waiting for answers are held up to `timeout`, then passed on
+/// without a host name (counted): nothing is lost.
+///
+/// Servers are `servers` (`"IP"` or `"IP:PORT"`, port 53 by default), else the
+/// `nameserver` lines of `/etc/resolv.conf` (at most 3), else `127.0.0.1:53`. The counts
+/// (answers, cache hits, failures, ignored answers...) are logged at shutdown.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "dns_reverse"
+/// field = "client"
+/// target = "hostname"
+/// servers = ["127.0.0.1:5353"]   # default: /etc/resolv.conf
+/// timeout = "2s"
+/// retries = 2
+/// max_in_flight = 1000
+/// max_entries = 100000
+/// cache_max_ttl = "1h"
+/// negative_ttl = "5m"
+/// persist = false
+/// on_error = "keep"               # for a field that is not an address
+/// ```
+///
+/// From Rust, over any datum, with a getter of the address, a setter of the name, an
+/// [`OnError`] and the state file (or `None`):
+/// `DnsReverse::from_settings(&DnsReverseSettings { servers: vec!["127.0.0.1:5353".into()], ..Default::default() }, get, set, on_error, None)`.
+pub struct DnsReverse<D> {
+    get: Getter<D, Value>,
+    set: Setter<D, Value>,
+    on_error: OnError<D>,
+    field_name: String,
+    /// Servers as configured; empty: from `/etc/resolv.conf` at start.
+    configured: Vec<SocketAddr>,
+    servers: Vec<Server>,
+    timeout: Duration,
+    retries: u32,
+    max_in_flight: usize,
+    cache_max_ttl_ms: u64,
+    negative_ttl_ms: u64,
+    cache: Keyed<Addr, Cached>,
+    /// Lookups in flight or answered while data still wait for them.
+    lookups: HashMap<IpAddr, Lookup>,
+    /// Query id → the address asked, for lookups in flight.
+    by_id: HashMap<u16, IpAddr>,
+    /// Data in input order, each with the address whose answer it waits for.
+    held: VecDeque<(D, Option<IpAddr>)>,
+    /// When each query sent gives up, in sending order (`timeout` is the same for all).
+    deadlines: VecDeque<(Instant, IpAddr, u16)>,
+    timer: Option<TimerId>,
+    paused: bool,
+    finish_deadline: Option<Instant>,
+    state_file: Option<PathBuf>,
+    /// The loop's clock and the wall clock at one moment: expiry times are Unix
+    /// milliseconds (so they survive a restart) computed from the loop's clock.
+    anchor: Option<(Instant, u64)>,
+    ids: IdSource,
+    query: Vec<u8>,
+    recv_buf: Vec<u8>,
+    stats: Rc<DnsStats>,
+    ignored_log: LogLimiter,
+}
+
+/// One server and the socket connected to it.
+struct Server {
+    addr: SocketAddr,
+    socket: Option<UdpSocket>,
+}
+
+/// A lookup: in flight (`answer` is `None`) or answered while data still wait for it.
+struct Lookup {
+    answer: Option<Option<SharedStr>>,
+    /// Held data waiting for this answer.
+    waiting: usize,
+    id: u16,
+    server: usize,
+    tries: u32,
+    /// The question, in wire form.
+    qname: Vec<u8>,
+}
+
+/// A cached answer: the name (`None`: none, a failure) and when it expires (Unix ms).
+#[derive(Debug, Clone)]
+struct Cached {
+    name: Option<SharedStr>,
+    expires: u64,
+}
+
+/// The cache's key: an address, written as text in the state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Addr(IpAddr);
+
+impl StateCodec for Addr {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.to_string().as_bytes());
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok()?.parse().ok().map(Addr)
+    }
+}
+
+impl StateCodec for Cached {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.expires.to_string().as_bytes());
+        match &self.name {
+            Some(n) => {
+                out.push(b'+');
+                out.extend_from_slice(n.as_str().as_bytes());
+            }
+            None => out.push(b'-'),
+        }
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let at = bytes.iter().position(|b| !b.is_ascii_digit())?;
+        let expires = std::str::from_utf8(&bytes[..at]).ok()?.parse().ok()?;
+        let name = match (bytes[at], &bytes[at + 1..]) {
+            (b'-', []) => None,
+            (b'+', n) if !n.is_empty() => Some(SharedStr::short(std::str::from_utf8(n).ok()?)),
+            _ => return None,
+        };
+        Some(Cached { name, expires })
+    }
+}
+
+/// What `dns_reverse` counted; read with [`DnsReverse::stats`], logged at shutdown.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// Queries sent (retries included).
+    pub queries: Cell<u64>,
+    /// Answers giving a name.
+    pub names: Cell<u64>,
+    /// Lookups that failed: NXDOMAIN, no PTR record, SERVFAIL, refused, no answer.
+    pub failures: Cell<u64>,
+    /// Of those, lookups that got no answer after `retries`.
+    pub timeouts: Cell<u64>,
+    /// Data answered from the cache (names and failures).
+    pub cache_hits: Cell<u64>,
+    /// Data that joined a lookup already in flight.
+    pub joined: Cell<u64>,
+    /// Datagrams ignored: wrong id, wrong question, late, malformed.
+    pub ignored: Cell<u64>,
+    /// Queries the socket refused to send (retried after `timeout`).
+    pub send_errors: Cell<u64>,
+    /// Data passed on without a name because the shutdown did not wait longer.
+    pub unanswered_at_shutdown: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+impl<D> fmt::Debug for DnsReverse<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsReverse")
+            .field("field", &self.field_name)
+            .field("servers", &self.configured)
+            .field("held", &self.held.len())
+            .field("lookups", &self.lookups.len())
+            .field("cached", &self.cache.len())
+            .finish()
+    }
+}
+
+/// The descriptor of `dns_reverse`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "dns_reverse",
+    kind: CogKind::Transform,
+    summary: "writes the host name of an address from a reverse DNS (PTR) lookup; \
+              non-blocking, in order, cached",
+    params: DnsReverseSettings::PARAMS,
+    fields: &[(
+        "hostname",
+        "(`target`) the address's name; untouched when it has none",
+    )],
+    build,
+};
+
+crate::settings! {
+    /// Settings of `dns_reverse`.
+    pub struct DnsReverseSettings {
+        /// dotted path of the address (text or ip)
+        field: String = "client",
+        /// dotted path receiving the host name
+        target: String = "hostname",
+        /// DNS servers, "IP" or "IP:PORT" (port 53 by default); empty: the nameservers of /etc/resolv.conf
+        servers: Vec<String>,
+        /// how long a query waits for its answer before it is sent again (or given up)
+        timeout: Duration = "2s",
+        /// how many times a query without an answer is sent again (to the next server)
+        retries: u32 = "2",
+        /// most data held waiting for answers; when reached the supplies pause
+        max_in_flight: usize = "1000",
+        /// most addresses cached; beyond it the one cached longest ago is forgotten
+        max_entries: usize = "100000",
+        /// longest an answer is cached, whatever its TTL
+        cache_max_ttl: Duration = "1h",
+        /// how long a failure (NXDOMAIN, no PTR, SERVFAIL, no answer) is cached
+        negative_ttl: Duration = "5m",
+        /// save the cache under `[state] dir` at shutdown and load it at start
+        persist: bool = "false",
+        /// What to do with a value that is not an address.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
+    }
+}
+
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: DnsReverseSettings = p.settings()?;
+    let field = record::field(&s.field).map_err(|e| p.error("field", e.to_string()))?;
+    let target = record::field(&s.target).map_err(|e| p.error("target", e.to_string()))?;
+    let on_error = on_error::from_settings(&s.on_error, p, bx)?;
+    let state = s.persist.then(|| {
+        // The configuration check then makes sure the state directory can be written.
+        bx.state_used.set(true);
+        state_file(p, bx.state_dir)
+    });
+    let cog = DnsReverse::from_settings(&s, field.get, target.set, on_error, state)
+        .map_err(|e| p.setting_error(e))?;
+    Ok(Box::new(cog))
+}
+
+/// The state file of the cog `p` under `state_dir`: named after its train and id, with a
+/// hash of both so that names differing only in characters replaced here stay apart.
+fn state_file(p: &CogParams<'_>, state_dir: &FsPath) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let mut both = p.train().as_bytes().to_vec();
+    both.push(0);
+    both.extend_from_slice(p.id().as_bytes());
+    state_dir.join(format!(
+        "dns_reverse-{}-{}-{:08x}.state",
+        clean(p.train()),
+        clean(p.id()),
+        fingerprint(&both) as u32
+    ))
+}
+
+/// Parses a server: `IP:PORT`, `[IPv6]:PORT` or a bare address (port 53).
+pub fn parse_server(s: &str) -> Option<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Some(a);
+    }
+    s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// The `nameserver` addresses of a resolv.conf text, port 53, at most 3 (as the C library
+/// takes). Addresses with a zone (`fe80::1%eth0`) are skipped: a socket address without
+/// the interface would not reach them.
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            words.next()?.parse::<IpAddr>().ok()
+        })
+        .map(|ip| SocketAddr::new(ip, 53))
+        .take(MAX_RESOLV_SERVERS)
+        .collect()
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl<D: 'static> DnsReverse<D> {
+    /// A `dns_reverse` made from its settings: `get` reads the address, `set` stores the
+    /// name, a value that is not an address goes to `on_error`, the cache is saved to and
+    /// loaded from `state_file` (`None`: not kept across runs, whatever `s.persist` says).
+    pub fn from_settings(
+        s: &DnsReverseSettings,
+        get: Getter<D, Value>,
+        set: Setter<D, Value>,
+        on_error: OnError<D>,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, SettingError> {
+        let mut configured = Vec::with_capacity(s.servers.len());
+        for t in &s.servers {
+            let a = parse_server(t).ok_or_else(|| {
+                SettingError::new(
+                    "servers",
+                    format!("{t:?} is not an address such as \"127.0.0.1\" or \"[::1]:5353\""),
+                )
+            })?;
+            if a.port() == 0 {
+                return Err(SettingError::new("servers", format!("{t:?}: port 0")));
+            }
+            configured.push(a);
+        }
+        if s.timeout.is_zero() {
+            return Err(SettingError::new("timeout", "must be longer than 0s"));
+        }
+        if s.max_in_flight == 0 || s.max_in_flight > MAX_IN_FLIGHT {
+            return Err(SettingError::new(
+                "max_in_flight",
+                format!("must be between 1 and {MAX_IN_FLIGHT}"),
+            ));
+        }
+        if s.max_entries == 0 {
+            return Err(SettingError::new("max_entries", "must be at least 1"));
+        }
+        Ok(DnsReverse {
+            get,
+            set,
+            on_error,
+            field_name: s.field.clone(),
+            configured,
+            servers: Vec::new(),
+            timeout: s.timeout,
+            retries: s.retries,
+            max_in_flight: s.max_in_flight,
+            cache_max_ttl_ms: millis(s.cache_max_ttl),
+            negative_ttl_ms: millis(s.negative_ttl),
+            cache: Keyed::new(s.max_entries),
+            lookups: HashMap::new(),
+            by_id: HashMap::new(),
+            held: VecDeque::new(),
+            deadlines: VecDeque::new(),
+            timer: None,
+            paused: false,
+            finish_deadline: None,
+            state_file,
+            anchor: None,
+            ids: IdSource::default(),
+            query: Vec::with_capacity(128),
+            recv_buf: vec![0; MAX_ANSWER],
+            stats: Rc::new(DnsStats::default()),
+            ignored_log: LogLimiter::default(),
+        })
+    }
+
+    /// The counts of this cog, shared: keep the handle to read them while it runs.
+    pub fn stats(&self) -> Rc<DnsStats> {
+        Rc::clone(&self.stats)
+    }
+
+    /// `now` of the loop as Unix milliseconds.
+    fn unix_ms(&mut self, now: Instant) -> u64 {
+        let (at, ms) = *self.anchor.get_or_insert_with(|| (now, wall_ms()));
+        ms.saturating_add(millis(now.saturating_duration_since(at)))
+    }
+
+    fn open(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let addrs = if self.configured.is_empty() {
+            let from_file = std::fs::read_to_string("/etc/resolv.conf")
+                .map(|t| resolv_conf_servers(&t))
+                .unwrap_or_default();
+            if from_file.is_empty() {
+                slog::warn!(
+                    cx.logger(),
+                    "dns_reverse: no nameserver in /etc/resolv.conf, asking 127.0.0.1:53"
+                );
+                vec![SocketAddr::from(([127, 0, 0, 1], 53))]
+            } else {
+                from_file
+            }
+        } else {
+            self.configured.clone()
+        };
+        let mut opened = 0;
+        for (i, addr) in addrs.iter().enumerate() {
+            let socket = match open_socket(*addr, i, cx) {
+                Ok(s) => {
+                    opened += 1;
+                    Some(s)
+                }
+                Err(e) => {
+                    slog::error!(cx.logger(), "dns_reverse: cannot open a socket to the server";
+                        "server" => %addr, "error" => %e);
+                    None
+                }
+            };
+            self.servers.push(Server {
+                addr: *addr,
+                socket,
+            });
+        }
+        if opened == 0 {
+            return Err(format!("dns_reverse: no server reachable among {addrs:?}").into());
+        }
+        Ok(())
+    }
+
+    /// Takes one datum: passes it on at once when nothing is held and its answer is
+    /// known, else holds it behind the others.
+    fn take(&mut self, mut d: D, now_ms: u64, out: &mut Out<D>, cx: &mut Ctx) {
+        let ip = match self.get.get(&d) {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_ip() {
+                Some(ip) => Some(ip),
+                None => {
+                    let why = format!(
+                        "field {:?}: not an IP address (a {} value)",
+                        self.field_name,
+                        v.type_name()
+                    );
+                    self.fail(d, &why, out, cx);
+                    return;
+                }
+            },
+        };
+        let Some(ip) = ip else {
+            self.pass(d, None, out);
+            return;
+        };
+        if let Some(c) = self.cache.get(&Addr(ip))
+            && c.expires > now_ms
+        {
+            bump(&self.stats.cache_hits);
+            if let Some(name) = &c.name {
+                self.set.set(&mut d, Value::Shared(name.clone()));
+            }
+            self.pass(d, None, out);
+            return;
+        }
+        if let Some(l) = self.lookups.get_mut(&ip) {
+            l.waiting += 1;
+            bump(&self.stats.joined);
+            self.held.push_back((d, Some(ip)));
+            return;
+        }
+        let mut qname = Vec::with_capacity(80);
+        reverse_name(ip, &mut qname);
+        let server = self.first_server();
+        let mut l = Lookup {
+            answer: None,
+            waiting: 1,
+            id: 0,
+            server,
+            tries: 0,
+            qname,
+        };
+        self.send(ip, &mut l, cx);
+        self.lookups.insert(ip, l);
+        self.held.push_back((d, Some(ip)));
+    }
+
+    /// Passes on a datum that waits for nothing: at once if nothing is held before it.
+    fn pass(&mut self, d: D, wait: Option<IpAddr>, out: &mut Out<D>) {
+        if self.held.is_empty() && wait.is_none() {
+            out.push(d);
+        } else {
+            self.held.push_back((d, wait));
+        }
+    }
+
+    /// Sends a value that is not an address to `on_error`, keeping its place in the order.
+    fn fail(&mut self, d: D, why: &str, out: &mut Out<D>, cx: &mut Ctx) {
+        if self.held.is_empty() {
+            self.on_error.fail(d, "dns_reverse", &why, out, cx);
+            return;
+        }
+        let mut aside = Out::default();
+        self.on_error.fail(d, "dns_reverse", &why, &mut aside, cx);
+        let (dropped, errors) = aside.counts();
+        out.count_dropped(dropped);
+        out.count_errors(errors);
+        for d in aside.take() {
+            self.held.push_back((d, None));
+        }
+    }
+
+    /// The first server with a socket.
+    fn first_server(&self) -> usize {
+        self.servers
+            .iter()
+            .position(|s| s.socket.is_some())
+            .unwrap_or(0)
+    }
+
+    /// The next server with a socket after `i`, round the list.
+    fn next_server(&self, i: usize) -> usize {
+        let n = self.servers.len().max(1);
+        (1..=n)
+            .map(|k| (i + k) % n)
+            .find(|&j| self.servers.get(j).is_some_and(|s| s.socket.is_some()))
+            .unwrap_or(i)
+    }
+
+    /// Sends the query of `l` (for `ip`) under a fresh id to its server and schedules its
+    /// deadline. A query the socket refuses is left to time out and be sent again.
+    fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) {
+        if self.by_id.get(&l.id) == Some(&ip) {
+            self.by_id.remove(&l.id);
+        }
+        let Some(id) = self.ids.fresh(&self.by_id) else {
+            // Every id is taken (cannot happen within MAX_IN_FLIGHT): try again later.
+            self.schedule(cx.now(), ip, 0, cx);
+            return;
+        };
+        l.id = id;
+        self.by_id.insert(id, ip);
+        self.query.clear();
+        write_query(id, &l.qname, &mut self.query);
+        let sent = match self.servers.get(l.server).and_then(|s| s.socket.as_ref()) {
+            Some(sock) => sock.send(&self.query).map(|_| ()),
+            None => Err(io::Error::other("no socket")),
+        };
+        match sent {
+            Ok(()) => bump(&self.stats.queries),
+            Err(e) => {
+                bump(&self.stats.send_errors);
+                if self.ignored_log.allow("send errors", "dns_reverse", cx) {
+                    slog::warn!(cx.logger(), "dns_reverse: a query was not sent; it is sent again after timeout";
+                        "server" => %self.servers.get(l.server).map_or_else(String::new, |s| s.addr.to_string()),
+                        "error" => %e);
+                }
+            }
+        }
+        self.schedule(cx.now(), ip, id, cx);
+    }
+
+    /// Records the deadline of the query `id` for `ip` sent at `now`; arms the timer if
+    /// none is armed.
+    fn schedule(&mut self, now: Instant, ip: IpAddr, id: u16, cx: &mut Ctx) {
+        let at = now + self.timeout;
+        self.deadlines.push_back((at, ip, id));
+        if self.timer.is_none() {
+            self.timer = cx.timer_at(at, TIMEOUTS).ok();
+        }
+    }
+
+    /// Handles the queries whose time is up: sends them again or gives them up.
+    fn expire(&mut self, cx: &mut Ctx) {
+        self.timer = None;
+        let now = cx.now();
+        let now_ms = self.unix_ms(now);
+        while let Some(&(at, ip, id)) = self.deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_front();
+            let Some(mut l) = self.lookups.remove(&ip) else {
+                continue;
+            };
+            if l.answer.is_some() || l.id != id {
+                // Answered, or sent again since: this deadline is stale.
+                self.lookups.insert(ip, l);
+                continue;
+            }
+            if l.tries < self.retries {
+                l.tries += 1;
+                l.server = self.next_server(l.server);
+                self.send(ip, &mut l, cx);
+                self.lookups.insert(ip, l);
+            } else {
+                bump(&self.stats.timeouts);
+                self.lookups.insert(ip, l);
+                self.resolve(ip, None, 0, now_ms);
+            }
+        }
+        if let Some(&(at, _, _)) = self.deadlines.front() {
+            self.timer = cx.timer_at(at, TIMEOUTS).ok();
+        }
+    }
+
+    /// Records the answer for `ip` (`None`: a failure) with its TTL in seconds.
+    fn resolve(&mut self, ip: IpAddr, name: Option<SharedStr>, ttl: u32, now_ms: u64) {
+        let keep_ms = match name {
+            Some(_) => {
+                bump(&self.stats.names);
+                (u64::from(ttl) * 1000).min(self.cache_max_ttl_ms)
+            }
+            None => {
+                bump(&self.stats.failures);
+                self.negative_ttl_ms
+            }
+        };
+        if keep_ms > 0 {
+            self.cache.insert(
+                Addr(ip),
+                Cached {
+                    name: name.clone(),
+                    expires: now_ms.saturating_add(keep_ms),
+                },
+            );
+        }
+        if let Some(l) = self.lookups.get_mut(&ip) {
+            if self.by_id.get(&l.id) == Some(&ip) {
+                self.by_id.remove(&l.id);
+            }
+            l.answer = Some(name);
+        }
+    }
+
+    /// Reads every datagram waiting on the socket of server `server`.
+    fn receive(&mut self, server: usize, cx: &mut Ctx) {
+        let now_ms = self.unix_ms(cx.now());
+        loop {
+            let got = match self.servers.get(server).and_then(|s| s.socket.as_ref()) {
+                Some(sock) => sock.recv(&mut self.recv_buf),
+                None => return,
+            };
+            let n = match got {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // An ICMP error for an earlier query (port unreachable): its retry covers it.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => {
+                    slog::warn!(cx.logger(), "dns_reverse: reading answers failed";
+                        "server" => %self.servers[server].addr, "error" => %e);
+                    return;
+                }
+            };
+            let msg = &self.recv_buf[..n];
+            let Some(id) = msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+                self.ignore("shorter than a header", cx);
+                continue;
+            };
+            let Some(&ip) = self.by_id.get(&id) else {
+                self.ignore("an id not in flight (late or spoofed)", cx);
+                continue;
+            };
+            let Some(l) = self.lookups.get(&ip) else {
+                self.ignore("an id not in flight (late or spoofed)", cx);
+                continue;
+            };
+            if l.server != server || l.answer.is_some() {
+                self.ignore("an id not asked of this server", cx);
+                continue;
+            }
+            match parse_reply(msg, id, &l.qname) {
+                Ok(Reply::Name(name, ttl)) => {
+                    let name = SharedStr::short(&name);
+                    self.resolve(ip, Some(name), ttl, now_ms);
+                }
+                Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
+                Ok(Reply::Fail(_)) => {
+                    let tries = l.tries;
+                    let next = self.next_server(server);
+                    if tries < self.retries && next != server {
+                        if let Some(mut l) = self.lookups.remove(&ip) {
+                            l.tries += 1;
+                            l.server = next;
+                            self.send(ip, &mut l, cx);
+                            self.lookups.insert(ip, l);
+                        }
+                    } else {
+                        self.resolve(ip, None, 0, now_ms);
+                    }
+                }
+                Err(why) => self.ignore(why, cx),
+            }
+        }
+    }
+
+    fn ignore(&mut self, why: &str, cx: &mut Ctx) {
+        bump(&self.stats.ignored);
+        if self.ignored_log.allow("ignored answers", "dns_reverse", cx) {
+            slog::warn!(cx.logger(), "dns_reverse: answer ignored"; "reason" => why);
+        }
+    }
+
+    /// Emits the held data whose answers are known, in order, and sets the backpressure.
+    fn flush(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        while let Some((_, wait)) = self.held.front() {
+            if let Some(ip) = *wait {
+                let Some(l) = self.lookups.get_mut(&ip) else {
+                    // Cannot happen: a waiting datum keeps its lookup. Pass it on as it is.
+                    if let Some((d, _)) = self.held.pop_front() {
+                        out.push(d);
+                    }
+                    continue;
+                };
+                let Some(answer) = &l.answer else {
+                    break;
+                };
+                let name = answer.clone();
+                l.waiting -= 1;
+                if l.waiting == 0 {
+                    self.lookups.remove(&ip);
+                }
+                if let Some((mut d, _)) = self.held.pop_front() {
+                    if let Some(name) = name {
+                        self.set.set(&mut d, Value::Shared(name));
+                    }
+                    out.push(d);
+                }
+            } else if let Some((d, _)) = self.held.pop_front() {
+                out.push(d);
+            }
+        }
+        if self.held.len() >= self.max_in_flight && !self.paused {
+            self.paused = true;
+            cx.pause_supplies();
+        } else if self.paused && self.held.len() <= self.max_in_flight / 2 {
+            self.paused = false;
+            cx.resume_supplies();
+        }
+        if self.finish_deadline.is_some() {
+            if self.held.is_empty() {
+                self.finish_deadline = None;
+                cx.finished();
+            } else if self.finish_deadline.is_some_and(|at| cx.now() >= at) {
+                self.give_up(out, cx);
+            }
+        }
+    }
+
+    /// The shutdown waited `timeout`: passes on every held datum, those still waiting
+    /// without a name (counted), and completes the finish.
+    fn give_up(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        let mut unanswered = 0;
+        while let Some((mut d, wait)) = self.held.pop_front() {
+            if let Some(ip) = wait
+                && let Some(l) = self.lookups.get(&ip)
+            {
+                match &l.answer {
+                    Some(Some(name)) => self.set.set(&mut d, Value::Shared(name.clone())),
+                    Some(None) => {}
+                    None => unanswered += 1,
+                }
+            }
+            out.push(d);
+        }
+        self.lookups.clear();
+        self.by_id.clear();
+        self.deadlines.clear();
+        self.stats
+            .unanswered_at_shutdown
+            .set(self.stats.unanswered_at_shutdown.get() + unanswered);
+        slog::warn!(cx.logger(), "dns_reverse: shut down with lookups unanswered; data passed on without a name";
+            "data" => unanswered);
+        self.finish_deadline = None;
+        cx.finished();
+    }
+
+    fn close(&mut self, cx: &mut Ctx) {
+        for s in &mut self.servers {
+            if let Some(mut sock) = s.socket.take() {
+                let _ = cx.deregister(&mut sock);
+            }
+        }
+    }
+}
+
+fn open_socket(addr: SocketAddr, local: usize, cx: &mut Ctx) -> io::Result<UdpSocket> {
+    let any: SocketAddr = if addr.is_ipv6() {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    };
+    // Port 0: the kernel picks a random free port.
+    let mut socket = UdpSocket::bind(any)?;
+    // Connected: the kernel drops datagrams from any other address and port.
+    socket.connect(addr)?;
+    let local = Local::try_from(local).map_err(io::Error::other)?;
+    cx.register(&mut socket, local, Interest::READABLE)?;
+    Ok(socket)
+}
+
+impl<D: 'static> Cog<D> for DnsReverse<D> {
+    fn name(&self) -> &str {
+        "dns_reverse"
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        let now = cx.now();
+        self.anchor = Some((now, wall_ms()));
+        self.open(cx)?;
+        if let Some(path) = &self.state_file {
+            match self.cache.load(path, FORMAT, VERSION) {
+                Ok(n) => {
+                    if n > 0 {
+                        slog::info!(cx.logger(), "dns_reverse cache loaded";
+                            "file" => %path.display(), "entries" => n);
+                    }
+                }
+                Err(e) => {
+                    slog::warn!(cx.logger(), "dns_reverse cache ignored, starting empty";
+                        "reason" => %e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let now_ms = self.unix_ms(cx.now());
+        for d in batch.drain(..) {
+            self.take(d, now_ms, out, cx);
+        }
+        self.flush(out, cx);
+        self.cache.report_evictions("dns_reverse", cx);
+    }
+
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
+        match (local, why) {
+            (TIMEOUTS, Wake::Timer(_)) => self.expire(cx),
+            (FINISH, Wake::Timer(_)) => {}
+            (i, Wake::Ready(_)) => self.receive(i as usize, cx),
+            _ => {}
+        }
+        self.flush(out, cx);
+    }
+
+    fn finish(&mut self, out: &mut Out<D>, cx: &mut Ctx) {
+        self.flush(out, cx);
+        if self.held.is_empty() {
+            return;
+        }
+        cx.linger();
+        let at = cx.now() + self.timeout;
+        self.finish_deadline = Some(at);
+        if cx.timer_at(at, FINISH).is_err() {
+            self.give_up(out, cx);
+        }
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.close(cx);
+        let s = &self.stats;
+        slog::info!(cx.logger(), "dns_reverse counts";
+            "queries" => s.queries.get(), "names" => s.names.get(),
+            "failures" => s.failures.get(), "timeouts" => s.timeouts.get(),
+            "cache_hits" => s.cache_hits.get(), "joined" => s.joined.get(),
+            "ignored" => s.ignored.get(), "send_errors" => s.send_errors.get(),
+            "unanswered_at_shutdown" => s.unanswered_at_shutdown.get());
+        self.cache.report_evictions("dns_reverse", cx);
+        let now_ms = self.unix_ms(cx.now());
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        // What has expired is not worth a line of the file; the rest keeps its order.
+        let mut fresh = Keyed::new(self.cache.max_keys());
+        for (k, v) in self.cache.iter() {
+            if v.expires > now_ms {
+                fresh.insert(*k, v.clone());
+            }
+        }
+        match fresh.save(path, FORMAT, VERSION) {
+            Ok(()) => slog::info!(cx.logger(), "dns_reverse cache saved";
+                "file" => %path.display(), "entries" => fresh.len()),
+            Err(e) => slog::error!(cx.logger(), "dns_reverse cache not saved"; "reason" => %e),
+        }
+    }
+}
+
+/// Random query ids, from the kernel's random source in blocks.
+#[derive(Default)]
+struct IdSource {
+    buf: Vec<u8>,
+    fallback: u64,
+}
+
+impl IdSource {
+    fn next(&mut self) -> u16 {
+        if self.buf.len() < 2 {
+            let mut block = [0u8; 256];
+            // SAFETY: the pointer and length describe `block`, which the call writes into.
+            let n = unsafe { libc::getrandom(block.as_mut_ptr().cast(), block.len(), 0) };
+            if n >= 2 {
+                self.buf.extend_from_slice(&block[..n as usize]);
+            } else {
+                // No getrandom (old kernel): a xorshift seeded from the clock is still
+                // better than counting, though not unpredictable.
+                if self.fallback == 0 {
+                    self.fallback = wall_ms() | 1;
+                }
+                let mut x = self.fallback;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.fallback = x;
+                return x as u16;
+            }
+        }
+        let b = [self.buf[self.buf.len() - 2], self.buf[self.buf.len() - 1]];
+        self.buf.truncate(self.buf.len() - 2);
+        u16::from_be_bytes(b)
+    }
+
+    /// An id not in `taken`, or `None` if 64 draws all were.
+    fn fresh<V>(&mut self, taken: &HashMap<u16, V>) -> Option<u16> {
+        (0..64)
+            .map(|_| self.next())
+            .find(|id| !taken.contains_key(id))
+    }
+}
+
+// --- The wire format: a PTR question, and the parts of an answer it needs.
+
+const TYPE_CNAME: u16 = 5;
+const TYPE_PTR: u16 = 12;
+const CLASS_IN: u16 = 1;
+/// The longest name in wire form (RFC 1035).
+const MAX_NAME: usize = 255;
+
+/// Appends the reverse name of `ip` in wire form, lower case: `3.2.1.10.in-addr.arpa.`
+/// for 10.1.2.3, the 32 nibbles under `ip6.arpa.` for IPv6.
+pub fn reverse_name(ip: IpAddr, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ip {
+        IpAddr::V4(a) => {
+            for o in a.octets().iter().rev() {
+                let mut digits = [0u8; 3];
+                let mut n = 0;
+                let mut v = *o;
+                loop {
+                    digits[n] = b'0' + v % 10;
+                    n += 1;
+                    v /= 10;
+                    if v == 0 {
+                        break;
+                    }
+                }
+                out.push(n as u8);
+                out.extend(digits[..n].iter().rev());
+            }
+            out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+        }
+        IpAddr::V6(a) => {
+            for o in a.octets().iter().rev() {
+                out.extend_from_slice(&[1, HEX[usize::from(o & 15)], 1, HEX[usize::from(o >> 4)]]);
+            }
+            out.extend_from_slice(b"\x03ip6\x04arpa\x00");
+        }
+    }
+}
+
+/// Appends a recursive PTR query for `qname` (wire form) under `id`.
+pub fn write_query(id: u16, qname: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&id.to_be_bytes());
+    // Flags: a standard query, recursion desired; one question.
+    out.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(qname);
+    out.extend_from_slice(&TYPE_PTR.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+}
+
+/// What an answer to a PTR question says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The name (without its final dot) and its TTL in seconds (the least along a CNAME
+    /// chain).
+    Name(String, u32),
+    /// No name: NXDOMAIN, or no PTR record.
+    NoName,
+    /// The server failed (SERVFAIL, REFUSED, another code, or a truncated answer): the code.
+    Fail(u8),
+}
+
+fn be16(msg: &[u8], at: usize) -> Result<u16, &'static str> {
+    msg.get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or("cut short")
+}
+
+fn be32(msg: &[u8], at: usize) -> Result<u32, &'static str> {
+    msg.get(at..at + 4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or("cut short")
+}
+
+/// Reads the name at `at` into `out` in wire form (ASCII lower case when `lower`),
+/// following compression pointers, which must point backwards (so reading ends);
+/// returns where the name ends in place.
+fn read_name(
+    msg: &[u8],
+    mut at: usize,
+    lower: bool,
+    out: &mut Vec<u8>,
+) -> Result<usize, &'static str> {
+    out.clear();
+    let mut end = None;
+    // A pointer must go before the start of the labels that led to it.
+    let mut limit = at;
+    loop {
+        let len = *msg.get(at).ok_or("cut short in a name")?;
+        match len & 0xC0 {
+            0x00 => {
+                let len = usize::from(len);
+                if len == 0 {
+                    out.push(0);
+                    if out.len() > MAX_NAME {
+                        return Err("name too long");
+                    }
+                    return Ok(end.unwrap_or(at + 1));
+                }
+                let label = msg
+                    .get(at + 1..at + 1 + len)
+                    .ok_or("cut short in a label")?;
+                out.push(len as u8);
+                if lower {
+                    out.extend(label.iter().map(u8::to_ascii_lowercase));
+                } else {
+                    out.extend_from_slice(label);
+                }
+                if out.len() > MAX_NAME {
+                    return Err("name too long");
+                }
+                at += 1 + len;
+            }
+            0xC0 => {
+                let target = usize::from(be16(msg, at)? & 0x3FFF);
+                if target >= limit {
+                    return Err("compression pointer not backwards");
+                }
+                end.get_or_insert(at + 2);
+                at = target;
+                limit = target;
+            }
+            _ => return Err("unknown label type"),
+        }
+    }
+}
+
+/// A name in wire form as text, without the final dot; bytes other than letters,
+/// digits, `-` and `_` are written `\DDD` (as in zone files).
+fn name_text(wire: &[u8]) -> String {
+    let mut s = String::with_capacity(wire.len());
+    let mut at = 0;
+    while let Some(&len) = wire.get(at) {
+        if len == 0 {
+            break;
+        }
+        if at > 0 {
+            s.push('.');
+        }
+        for &b in wire.get(at + 1..at + 1 + usize::from(len)).unwrap_or(&[]) {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                s.push(char::from(b));
+            } else {
+                s.push_str(&format!("\\{b:03}"));
+            }
+        }
+        at += 1 + usize::from(len);
+    }
+    s
+}
+
+/// Parses an answer to the PTR question `qname` (wire form, lower case) asked under `id`.
+/// An error is a datagram that is not that answer (wrong id or question, malformed): it
+/// is to be ignored.
+pub fn parse_reply(msg: &[u8], id: u16, qname: &[u8]) -> Result<Reply, &'static str> {
+    if msg.len() < 12 {
+        return Err("shorter than a header");
+    }
+    if be16(msg, 0)? != id {
+        return Err("another id");
+    }
+    let flags = be16(msg, 2)?;
+    if flags & 0x8000 == 0 {
+        return Err("not a response");
+    }
+    if (flags >> 11) & 0xF != 0 {
+        return Err("not a standard query's response");
+    }
+    if be16(msg, 4)? != 1 {
+        return Err("not one question");
+    }
+    let ancount = be16(msg, 6)?;
+    let mut name = Vec::with_capacity(64);
+    let mut at = read_name(msg, 12, true, &mut name)?;
+    if name != qname {
+        return Err("another question");
+    }
+    if be16(msg, at)? != TYPE_PTR || be16(msg, at + 2)? != CLASS_IN {
+        return Err("another question type or class");
+    }
+    at += 4;
+    let rcode = (flags & 0xF) as u8;
+    if flags & 0x0200 != 0 {
+        // Truncated: the answer is not whole.
+        return Ok(Reply::Fail(rcode));
+    }
+    match rcode {
+        0 => {}
+        3 => return Ok(Reply::NoName),
+        code => return Ok(Reply::Fail(code)),
+    }
+    let mut current = qname.to_vec();
+    let mut ttl = u32::MAX;
+    let mut target = Vec::with_capacity(64);
+    for _ in 0..ancount {
+        at = read_name(msg, at, true, &mut name)?;
+        let rtype = be16(msg, at)?;
+        let class = be16(msg, at + 2)?;
+        let rttl = be32(msg, at + 4)?;
+        let rdlen = usize::from(be16(msg, at + 8)?);
+        let rdata = at + 10;
+        if msg.len() < rdata + rdlen {
+            return Err("record cut short");
+        }
+        at = rdata + rdlen;
+        if class != CLASS_IN || name != current {
+            continue;
+        }
+        // A TTL with its top bit set counts as 0 (RFC 2181).
+        let rttl = if rttl > i32::MAX as u32 { 0 } else { rttl };
+        match rtype {
+            TYPE_CNAME => {
+                let end = read_name(msg, rdata, true, &mut target)?;
+                if end != at {
+                    return Err("CNAME data of a wrong length");
+                }
+                ttl = ttl.min(rttl);
+                std::mem::swap(&mut current, &mut target);
+            }
+            TYPE_PTR => {
+                let end = read_name(msg, rdata, false, &mut target)?;
+                if end != at {
+                    return Err("PTR data of a wrong length");
+                }
+                let text = name_text(&target);
+                if text.is_empty() {
+                    return Ok(Reply::NoName);
+                }
+                return Ok(Reply::Name(text, ttl.min(rttl)));
+            }
+            _ => {}
+        }
+    }
+    Ok(Reply::NoName)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(id: u16, qname: &[u8], rcode: u16, records: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&id.to_be_bytes());
+        m.extend_from_slice(&(0x8180u16 | rcode).to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&(records.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        m.extend_from_slice(qname);
+        m.extend_from_slice(&[0, 12, 0, 1]);
+        for (ty, ttl, rdata) in records {
+            m.extend_from_slice(&[0xC0, 12]);
+            m.extend_from_slice(&ty.to_be_bytes());
+            m.extend_from_slice(&[0, 1]);
+            m.extend_from_slice(&ttl.to_be_bytes());
+            m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            m.extend_from_slice(rdata);
+        }
+        m
+    }
+
+    fn qname(ip: &str) -> Vec<u8> {
+        let mut q = Vec::new();
+        reverse_name(ip.parse().unwrap(), &mut q);
+        q
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            qname("10.1.2.3"),
+            b"\x013\x012\x011\x0210\x07in-addr\x04arpa\x00"
+        );
+        assert_eq!(name_text(&qname("192.0.2.255")), "255.2.0.192.in-addr.arpa");
+        let v6 = name_text(&qname("2001:db8::1"));
+        assert!(v6.starts_with("1.0.0.0.0.0.0.0"), "{v6}");
+        assert!(v6.ends_with("8.b.d.0.1.0.0.2.ip6.arpa"), "{v6}");
+        assert_eq!(v6.len(), 32 * 2 + "ip6.arpa".len());
+    }
+
+    #[test]
+    fn answers_are_checked_against_id_and_question() {
+        let q = qname("10.1.2.3");
+        let ptr = b"\x04host\x07example\x00".to_vec();
+        let a = answer(7, &q, 0, &[(TYPE_PTR, 60, ptr.clone())]);
+        assert_eq!(
+            parse_reply(&a, 7, &q),
+            Ok(Reply::Name("host.example".into(), 60))
+        );
+        assert_eq!(parse_reply(&a, 8, &q), Err("another id"));
+        assert_eq!(
+            parse_reply(&a, 7, &qname("10.1.2.4")),
+            Err("another question")
+        );
+        assert_eq!(
+            parse_reply(&answer(7, &q, 3, &[]), 7, &q),
+            Ok(Reply::NoName)
+        );
+        assert_eq!(
+            parse_reply(&answer(7, &q, 2, &[]), 7, &q),
+            Ok(Reply::Fail(2))
+        );
+        assert_eq!(
+            parse_reply(&answer(7, &q, 0, &[]), 7, &q),
+            Ok(Reply::NoName)
+        );
+        // Every cut of the answer is refused or read, never a panic.
+        for n in 0..a.len() {
+            let _ = parse_reply(&a[..n], 7, &q);
+            assert!(parse_reply(&a[..n], 7, &q).is_err(), "cut at {n}");
+        }
+    }
+
+    #[test]
+    fn cname_chains_and_pointer_loops() {
+        let q = qname("10.1.2.3");
+        // 3.2.1.10... CNAME 3.0-25.2.1.10... (spelled out), then its PTR.
+        let mut alias = b"\x013\x040-25".to_vec();
+        alias.extend_from_slice(&q[2..]);
+        let mut a = answer(1, &q, 0, &[(TYPE_CNAME, 30, alias.clone())]);
+        // The PTR of the alias: "h" and a pointer to the question's name.
+        a.extend_from_slice(&alias);
+        a.extend_from_slice(&TYPE_PTR.to_be_bytes());
+        a.extend_from_slice(&[0, 1, 0, 0, 0, 90, 0, 4, 1, b'h', 0xC0, 12]);
+        a[7] = 2;
+        let got = parse_reply(&a, 1, &q);
+        assert_eq!(
+            got,
+            Ok(Reply::Name("h.3.2.1.10.in-addr.arpa".into(), 30)),
+            "{a:?}"
+        );
+        // A pointer to itself is refused.
+        let mut l = answer(1, &q, 0, &[(TYPE_PTR, 5, vec![0xC0, 0])]);
+        let at = l.len() - 2;
+        l[at + 1] = at as u8;
+        assert!(parse_reply(&l, 1, &q).is_err());
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let q = qname("10.1.2.3");
+        let mut x: u32 = 12345;
+        for len in 0..300 {
+            let mut m = answer(9, &q, 0, &[]);
+            m.truncate(12 + q.len() + 4);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                m.push(x as u8);
+            }
+            m[7] = (x >> 8) as u8;
+            let _ = parse_reply(&m, 9, &q);
+        }
+    }
+
+    #[test]
+    fn cache_entries_round_trip() {
+        let c = Cached {
+            name: Some(SharedStr::short("a.b")),
+            expires: 42,
+        };
+        let mut b = Vec::new();
+        c.encode(&mut b);
+        let d = Cached::decode(&b).unwrap();
+        assert_eq!((d.name.unwrap().as_str(), d.expires), ("a.b", 42));
+        let mut b = Vec::new();
+        Cached {
+            name: None,
+            expires: 7,
+        }
+        .encode(&mut b);
+        assert!(Cached::decode(&b).unwrap().name.is_none());
+        assert!(Cached::decode(b"x").is_none());
+        assert!(Cached::decode(b"12").is_none());
+        assert!(Cached::decode(b"12+").is_none());
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let t = "# c\nsearch x\nnameserver 10.0.0.1\nnameserver fe80::1%eth0\n\
+                 nameserver ::1\nnameserver 1.1.1.1\nnameserver 8.8.8.8\n";
+        let s = resolv_conf_servers(t);
+        assert_eq!(
+            s,
+            [
+                "10.0.0.1:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap(),
+                "1.1.1.1:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(parse_server("::1"), Some("[::1]:53".parse().unwrap()));
+        assert_eq!(
+            parse_server("127.0.0.1:5353"),
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(parse_server("localhost"), None);
+    }
+}
