@@ -6,7 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{FileFields, PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::supply::{
+    FileFields, PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest, emit_rest_at_stop,
+};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Record, SharedStr};
@@ -22,7 +24,8 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// `"error"` (the default) logs it, counts it as an error, reads the other files, and
 /// makes the run fail (exit 1) at its end; `"warn"` logs a warning and the run succeeds;
 /// `"ignore"` skips it silently. A read that fails in the middle of a file is always an
-/// error that fails the run (the lines before it are delivered).
+/// error that fails the run (the lines before it are delivered). A stop in the middle of
+/// a file reads the rest of the line under way, so that no line is cut in two.
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
 ///
 /// ```toml
@@ -251,8 +254,16 @@ impl Cog<Record> for FileIn {
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         if let Some((mut input, name)) = self.current.take() {
+            emit_rest_at_stop(
+                &mut input,
+                &mut self.splitter,
+                2,
+                name.as_str(),
+                out,
+                cx,
+                file_fields(&name),
+            );
             input.unbind(cx);
-            emit_rest(&mut self.splitter, 2, out, cx, file_fields(&name));
         }
     }
 }

@@ -83,12 +83,6 @@ pub(crate) fn peer_key() -> Key {
     *KEY.get_or_init(|| Key::new("peer"))
 }
 
-/// The interned key `partial`: set on a message the stop (or an error) cut short.
-pub(crate) fn partial_key() -> Key {
-    static KEY: OnceLock<Key> = OnceLock::new();
-    *KEY.get_or_init(|| Key::new("partial"))
-}
-
 /// The interned key `received_at`.
 pub(crate) fn received_at_key() -> Key {
     static KEY: OnceLock<Key> = OnceLock::new();
@@ -799,7 +793,9 @@ impl<L: Acceptor> StreamServer<L> {
                 let r = em.emit(bytes, &info, 3, out, cx);
                 add_peer_fields(r, peer, ts);
                 if info.unterminated && flag {
-                    r.fields.append_slot(partial_key()).set(Value::Bool(true));
+                    r.fields
+                        .append_slot(crate::kit::supply::partial_key())
+                        .set(Value::Bool(true));
                     partial += 1;
                 }
             })

@@ -4,7 +4,9 @@ use std::io;
 use std::os::fd::AsFd;
 
 use crate::kit::lines::LineSplitter;
-use crate::kit::supply::{PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest};
+use crate::kit::supply::{
+    PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest, emit_rest_at_stop,
+};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
@@ -17,6 +19,9 @@ const READS_PER_TURN: usize = 16;
 ///
 /// Pipes, sockets and terminals are read without blocking through the escapement; a
 /// regular file redirected to stdin is read in turns. Fields: `message` (the raw line).
+/// A stop in the middle of a line reads the rest of that line when it has arrived (and
+/// nothing after it); a line still unfinished is emitted flagged `partial = true` and
+/// counted as an error.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -157,9 +162,18 @@ impl Cog<Record> for Stdin {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        // Lines already read are handed on; nothing more is read.
-        emit_rest(&mut self.splitter, 0, out, cx, |_, _| {});
+        // Lines already read are handed on; nothing more is read but the rest of a line
+        // begun.
         if let Some(mut input) = self.input.take() {
+            emit_rest_at_stop(
+                &mut input,
+                &mut self.splitter,
+                0,
+                "standard input",
+                out,
+                cx,
+                |_, _| {},
+            );
             input.unbind(cx);
         }
     }

@@ -24,6 +24,7 @@ well_known_key!(message_key, "message");
 well_known_key!(path_key, "path");
 well_known_key!(offset_key, "offset");
 well_known_key!(truncated_key, "truncated");
+well_known_key!(partial_key, "partial");
 
 /// The fields every line record of a file gets, `path` (the file's name) and `offset`
 /// (where the line starts), added in place: made once per file or read, applied to each
@@ -391,6 +392,39 @@ impl StreamInput {
         self.polled
     }
 
+    /// Reads the rest of the line `splitter` holds part of, a byte at a time, so that the
+    /// bytes after its newline stay unread for whoever reads the input next: a stop that
+    /// comes between two reads cuts no line in two. Gives up after `limit` bytes, or when
+    /// a polled input has nothing more now.
+    pub fn complete_line(
+        &mut self,
+        splitter: &mut LineSplitter,
+        limit: usize,
+    ) -> std::io::Result<LineCompletion> {
+        use std::io::Read;
+        if splitter.pending_len() == 0 {
+            return Ok(LineCompletion::Complete);
+        }
+        let mut byte = [0u8; 1];
+        let mut read = 0;
+        while read < limit {
+            match self.file.read(&mut byte) {
+                Ok(0) => return Ok(LineCompletion::Ended),
+                Ok(_) => {
+                    splitter.push(&byte);
+                    read += 1;
+                    if byte[0] == b'\n' {
+                        return Ok(LineCompletion::Complete);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(LineCompletion::Unfinished)
+    }
+
     /// One read into `splitter`.
     pub fn read(&mut self, splitter: &mut LineSplitter) -> std::io::Result<ReadStatus> {
         match splitter.read_from(&mut self.file) {
@@ -400,6 +434,59 @@ impl StreamInput {
             Err(e) => Err(e),
         }
     }
+}
+
+/// What [`StreamInput::complete_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LineCompletion {
+    /// The line is whole (or none was started).
+    Complete,
+    /// The input ended first: what arrived is its last line.
+    Ended,
+    /// The rest of the line has not arrived (or is longer than the limit).
+    Unfinished,
+}
+
+/// Bytes [`StreamInput::complete_line`] reads at a stop, a byte a read, before it gives
+/// up on finishing a line.
+pub const COMPLETION_LIMIT: usize = 64 * 1024;
+
+/// At a stop, hands on the lines `splitter` holds, the line it holds part of completed
+/// from `input` when its rest is there already; one that stays unfinished is emitted
+/// flagged `partial = true`, counted as an error and logged with `what` (the input's
+/// name), never passed on as if whole. Returns the records emitted.
+pub fn emit_rest_at_stop(
+    input: &mut StreamInput,
+    splitter: &mut LineSplitter,
+    extra_fields: usize,
+    what: &str,
+    out: &mut Out<Record>,
+    cx: &mut Ctx<'_>,
+    mut fill: impl FnMut(&mut Record, &LineInfo),
+) -> usize {
+    let held = splitter.pending_len();
+    let unfinished = match input.complete_line(splitter, COMPLETION_LIMIT) {
+        Ok(LineCompletion::Complete | LineCompletion::Ended) => false,
+        Ok(LineCompletion::Unfinished) => true,
+        Err(e) => {
+            slog::warn!(cx.logger(), "reading the rest of a line at the stop failed"; "input" => what, "error" => %e);
+            true
+        }
+    };
+    if !unfinished {
+        return emit_rest(splitter, extra_fields, out, cx, fill);
+    }
+    let complete = emit_lines(splitter, extra_fields, out, cx, &mut fill);
+    let partial = emit_rest(splitter, extra_fields + 1, out, cx, |r, info| {
+        fill(r, info);
+        r.fields.append_slot(partial_key()).set(Value::Bool(true));
+    });
+    if partial > 0 {
+        out.count_errors(partial as u64);
+        slog::warn!(cx.logger(), "stopped in the middle of a line whose rest has not arrived: emitted flagged partial";
+            "input" => what, "bytes" => held);
+    }
+    complete + partial
 }
 
 impl Drop for StreamInput {

@@ -462,7 +462,7 @@ fn sigterm_mid_stream_loses_nothing() {
     let got: Vec<&str> = got.lines().collect();
     assert_eq!(got.len(), read, "{err}");
     for (i, l) in got.iter().enumerate() {
-        assert_eq!(*l, format!("{{\"message\":\"{i}\"}}"));
+        assert_eq!(*l, format!("{{\"message\":\"{i}\"}}"), "{err}");
     }
     assert!(err.contains("errors=0"), "{err}");
 }

@@ -31,6 +31,77 @@ fn sigterm_mid_stream_loses_nothing_already_read() {
     drop(stdin);
     let got = std::fs::read_to_string(&out).unwrap();
     assert_eq!(got, format!("{first}complete\npartial\n"));
+    // The unfinished line is not passed on as if whole: flagged in the log and counted.
+    assert!(err.contains("stopped in the middle of a line"), "{err}");
+    assert!(
+        err.contains("cog=stdin#1 in=0 out=5002 dropped=0 errors=1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_line_flags_it_partial() {
+    let dir = TempDir::new("sigterm-partial");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"json\"\n",
+    );
+    let out = dir.path().join("out.log");
+    let (mut child, mut stdin) = spawn_with_stdin(&cfg);
+    stdin.write_all(b"whole\nhalf a li").unwrap();
+    wait_for("the whole line", || line_count(&out) == 1);
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "exit {st:?}: {err}");
+    drop(stdin);
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        got, "{\"message\":\"whole\"}\n{\"message\":\"half a li\",\"partial\":true}\n",
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_batch_file_cuts_no_line_in_two() {
+    // file_in reads large blocks: a stop between two blocks lands inside a line, whose
+    // rest is in the file already and is read before the line is handed on.
+    let dir = TempDir::new("sigterm-file-in");
+    let input = dir.path().join("in.log");
+    let lines = 1_000_000;
+    std::fs::write(&input, numbered(lines)).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"file_in\"\npaths = [\"in.log\"]\n\
+         [[train.cog]]\ntype = \"exec\"\ncommand = [\"cat\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"json\"\n",
+    );
+    let out = dir.path().join("out.log");
+    let mut child = deadbeat()
+        .args(["run", cfg.to_str().unwrap(), "--quiet"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("some lines written", || line_count(&out) >= 1_000);
+    kill(child.id(), libc::SIGTERM);
+    let st = wait_exit(&mut child);
+    let err = stderr_of(&mut child);
+    assert!(st.success(), "exit {st:?}: {err}");
+    let got = std::fs::read_to_string(&out).unwrap();
+    let want: Vec<String> = numbered(lines).lines().map(str::to_string).collect();
+    let got: Vec<&str> = got.lines().collect();
+    assert!(
+        got.len() < lines,
+        "the stop came after the end: {} lines",
+        got.len()
+    );
+    for (i, l) in got.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["message"], want[i].as_str(), "line {i}: {err}");
+        assert!(v.get("partial").is_none(), "line {i}: {l}");
+    }
 }
 
 #[test]
