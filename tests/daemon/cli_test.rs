@@ -366,8 +366,11 @@ impl Tmux {
             eprintln!("skipped: tmux is not installed (Debian package tmux)");
             return None;
         }
+        // A server of its own each time: one just killed may still hold its socket.
+        static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = Tmux {
-            socket: format!("deadbeat-{tag}-{}", std::process::id()),
+            socket: format!("deadbeat-{tag}-{}-{serial}", std::process::id()),
         };
         let st = t
             .cmd()
@@ -382,9 +385,13 @@ impl Tmux {
                 "40",
                 command,
             ])
-            .status()
+            .output()
             .unwrap();
-        assert!(st.success(), "tmux new-session failed");
+        assert!(
+            st.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         Some(t)
     }
 

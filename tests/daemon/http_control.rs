@@ -426,7 +426,8 @@ fn a_slow_client_stalls_nothing_and_is_closed_when_idle() {
     let started = Instant::now();
     assert!(
         closed_by_server(&mut slow),
-        "the slow client was not closed"
+        "the slow client was not closed: {}",
+        std::fs::read_to_string(d.dir.path().join("d.log")).unwrap_or_default()
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     d.stop();
