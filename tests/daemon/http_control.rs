@@ -21,12 +21,18 @@ impl Daemon {
     }
 
     fn start_listening(tag: &str, listen: &str, http_extra: &str) -> Daemon {
+        Self::start_with(tag, listen, http_extra, "")
+    }
+
+    /// Starts the daemon with `supplies` (TOML of more cogs) between `stdin` and the drain.
+    fn start_with(tag: &str, listen: &str, http_extra: &str, supplies: &str) -> Daemon {
         let dir = TempDir::new(tag);
         let cfg = write_config(
             dir.path(),
             &format!(
                 "[log]\ntarget = \"file:d.log\"\n[http]\nlisten = \"{listen}\"\n{http_extra}\n\
-                 [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+                 [state]\ndir = \"state\"\n\
+                 [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n{supplies}\n\
                  [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
             ),
         );
@@ -80,9 +86,27 @@ impl Daemon {
 
     /// The `in` counter of the drain, from `/status`.
     fn written(&self) -> u64 {
-        self.status()["trains"][0]["cogs"][1]["in"]
-            .as_u64()
-            .unwrap()
+        let st = self.status();
+        let cogs = st["trains"][0]["cogs"].as_array().unwrap();
+        let drain = cogs.iter().find(|c| c["type"] == "file_out").unwrap();
+        drain["in"].as_u64().unwrap()
+    }
+
+    /// Checks that every supply of the train is in `state` (and the drain running).
+    fn assert_supplies(&self, state: &str) {
+        let st = self.status();
+        let cogs = st["trains"][0]["cogs"].as_array().unwrap();
+        let mut supplies = 0;
+        for c in cogs {
+            if c["supply"] == true {
+                supplies += 1;
+                assert_eq!(c["state"], state, "{st}");
+            } else {
+                assert_eq!(c["state"], "running", "{st}");
+            }
+        }
+        assert!(supplies > 0, "{st}");
+        assert_eq!(st["trains"][0]["state"], state, "{st}");
     }
 
     fn feed(&mut self, text: &str) {
@@ -100,6 +124,15 @@ impl Daemon {
     /// Closes stdin and checks the daemon ends well.
     fn stop(mut self) {
         drop(self.stdin.take());
+        let st = wait_exit(&mut self.child);
+        assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
+    }
+
+    /// Stops the daemon with SIGTERM (supplies that follow files never end by themselves)
+    /// and checks it ends well.
+    fn terminate(mut self) {
+        drop(self.stdin.take());
+        kill(self.child.id(), libc::SIGTERM);
         let st = wait_exit(&mut self.child);
         assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
     }
@@ -297,7 +330,15 @@ fn wrong_requests_get_their_status_over_a_socket() {
 
 #[test]
 fn pause_and_resume_hold_the_supply() {
-    let mut d = Daemon::start("http-pause", "");
+    // Two supplies: a train-wide pause holds both, and the status says so at once.
+    let dir = TempDir::new("http-pause-in");
+    let tailed = dir.path().join("in.log");
+    std::fs::write(&tailed, "").unwrap();
+    let tail = format!(
+        "[[train.cog]]\ntype = \"tail\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n",
+        tailed.display()
+    );
+    let mut d = Daemon::start_with("http-pause", "127.0.0.1:0", "", &tail);
     d.feed("one\n");
     wait_for("the first line", || d.written() == 1);
     let port = d.port;
@@ -311,8 +352,14 @@ fn pause_and_resume_hold_the_supply() {
     };
     let (code, _, body) = post("/trains/t/pause");
     assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("stdin#1") && body.contains("tail#2"),
+        "{body}"
+    );
     assert_eq!(d.status()["trains"][0]["cogs"][0]["held"], true);
+    d.assert_supplies("paused");
     d.feed("two\nthree\n");
+    std::fs::write(&tailed, "four\n").unwrap();
     // Held: nothing moves. A short look is the only way to see that nothing happens.
     let until = Instant::now() + Duration::from_millis(300);
     while Instant::now() < until {
@@ -321,8 +368,8 @@ fn pause_and_resume_hold_the_supply() {
     }
     let (code, _, _) = post("/trains/t/resume");
     assert_eq!(code, 200);
-    wait_for("the lines held back", || d.written() == 3);
-    assert_eq!(d.status()["trains"][0]["state"], "running");
+    d.assert_supplies("running");
+    wait_for("the lines held back", || d.written() == 4);
 
     // One supply, named by its type (unique in the train) or its id.
     assert_eq!(post("/trains/t/cogs/stdin/pause").0, 200);
@@ -332,9 +379,9 @@ fn pause_and_resume_hold_the_supply() {
     assert_eq!(post("/trains/t/cogs/file_out/pause").0, 409);
     assert_eq!(post("/trains/t/cogs/nope/pause").0, 404);
     assert_eq!(post("/trains/nope/pause").0, 404);
-    d.feed("four\n");
-    wait_for("the line after resuming", || d.written() == 4);
-    d.stop();
+    d.feed("five\n");
+    wait_for("the line after resuming", || d.written() == 5);
+    d.terminate();
 }
 
 #[test]
@@ -364,6 +411,7 @@ fn control_requests_need_the_token_when_one_is_set() {
     assert_eq!(d.get("/status").0, 200);
     assert_eq!(post("Authorization: Bearer s3cret\r\n").0, 200);
     assert_eq!(d.status()["trains"][0]["cogs"][0]["held"], true);
+    d.assert_supplies("paused");
     let mut s = d.connect();
     let resume = "POST /trains/t/resume HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
     assert_eq!(request(&mut s, resume).0, 200);

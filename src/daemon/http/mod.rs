@@ -350,9 +350,20 @@ impl Server {
             return (404, error_json("no such train"));
         };
         let cogs: Vec<usize> = match cog.map(percent_decode) {
-            None => (0..metrics[t].cogs.len())
-                .filter(|&c| cx.is_supply(t, c))
-                .collect(),
+            None => {
+                let all: Vec<usize> = (0..metrics[t].cogs.len())
+                    .filter(|&c| cx.is_supply(t, c))
+                    .collect();
+                if all.is_empty() {
+                    return (
+                        409,
+                        error_json(
+                            "the train has no supply of its own: pause the trains that feed it",
+                        ),
+                    );
+                }
+                all
+            }
             Some(name) => {
                 let cogs = &metrics[t].cogs;
                 let by_id: Vec<usize> = (0..cogs.len()).filter(|&c| cogs[c].id == name).collect();
