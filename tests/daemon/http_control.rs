@@ -37,27 +37,7 @@ impl Daemon {
             ),
         );
         let (child, stdin) = spawn_with_stdin(&cfg);
-        let log = dir.path().join("d.log");
-        let mut port = 0;
-        wait_for("the control server to listen", || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let Some(line) = text
-                .lines()
-                .find(|l| l.contains("control server listening"))
-            else {
-                return false;
-            };
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("listen="))
-                .unwrap_or("");
-            port = addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            true
-        });
+        let port = listening_port(&dir.path().join("d.log"));
         Daemon {
             child,
             stdin: Some(stdin),
@@ -147,13 +127,38 @@ impl Drop for Daemon {
     }
 }
 
+/// Waits for the daemon logging to `log` to say where its control server listens; the port.
+pub(super) fn listening_port(log: &Path) -> u16 {
+    let mut port = 0;
+    wait_for("the control server to listen", || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let Some(line) = text
+            .lines()
+            .find(|l| l.contains("control server listening"))
+        else {
+            return false;
+        };
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or("");
+        port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        true
+    });
+    port
+}
+
 /// Sends `raw` and reads one response: (status, head, body).
-fn request<S: Read + Write>(s: &mut S, raw: &str) -> (u16, String, String) {
+pub(super) fn request<S: Read + Write>(s: &mut S, raw: &str) -> (u16, String, String) {
     s.write_all(raw.as_bytes()).unwrap();
     read_response(s)
 }
 
-fn read_response<S: Read>(s: &mut S) -> (u16, String, String) {
+pub(super) fn read_response<S: Read>(s: &mut S) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -186,6 +191,32 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
             std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
         ),
     }
+}
+
+/// Checks a metrics exposition with `promtool check metrics` (skipped, said so, when
+/// promtool is not installed).
+pub(super) fn promtool_check(body: &str) {
+    if !have("promtool") {
+        eprintln!(
+            "skipping promtool check metrics: promtool is not installed (Debian: prometheus)"
+        );
+        return;
+    }
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn have(program: &str) -> bool {
@@ -244,27 +275,7 @@ fn status_and_metrics_show_counters_rising() {
     assert_eq!(code, 200);
     serde_json::from_str::<serde_json::Value>(&status).unwrap();
 
-    if have("promtool") {
-        let mut p = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}\n{body}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!(
-            "skipping promtool check metrics: promtool is not installed (Debian: prometheus)"
-        );
-    }
+    promtool_check(&body);
     if have("curl") {
         let out = Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{}/status", d.port)])
