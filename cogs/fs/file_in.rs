@@ -26,6 +26,8 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// makes the run fail (exit 1) at its end; `"warn"` logs a warning and the run succeeds;
 /// `"ignore"` skips it silently. A read that fails in the middle of a file is always an
 /// error that fails the run (the lines before it are delivered).
+/// The control server's `rewind` makes it read on from an offset or a line of any of its
+/// files ([`Cog::rewind`]), the files after it following.
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
 ///
 /// ```toml

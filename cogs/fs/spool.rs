@@ -80,6 +80,9 @@ const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 /// Backpressure: paused supplies stop reading; at most 32 files are read and awaiting
 /// acknowledgement at once, and reading stops while 100000 lines are unacknowledged.
 ///
+/// The control server's `rewind` makes a file being read, or read and not yet all
+/// acknowledged, read again from an offset or a line ([`Cog::rewind`]).
+///
 /// Fields: `message` (the raw line), `path` (the file's path in `dir` when it was read),
 /// `offset` (of the line's first byte).
 ///

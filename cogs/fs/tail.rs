@@ -130,6 +130,10 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 ///   `max_open_files` every 250 ms (logged when it is back). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
 ///
+/// - **Rewind.** The control server's `rewind` makes a followed file read again from an
+///   offset or a line ([`Cog::rewind`]); its checkpoint goes back there at once and moves
+///   on as the lines read again are acknowledged.
+///
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
 /// `partial` (true) on a last line that had no newline.
 ///

@@ -10,10 +10,14 @@ use crate::engine::control::{Position, RewindError};
 /// Bytes read at a time when counting lines.
 const CHUNK: usize = 64 * 1024;
 
-/// Whether `source`, as a rewind names it, is the file `path` (compared by components, so
-/// `a//b` and `a/b` are one).
+/// Whether `source`, as a rewind names it, is the file `path`: the same path (compared by
+/// components, so `a//b` and `a/b` are one), or both lead to the same file once `..`,
+/// `.` and symbolic links are resolved (`/etc/../var/log/a.log` for `/var/log/a.log`).
 pub fn names(path: &Path, source: &str) -> bool {
-    path == Path::new(source)
+    let source = Path::new(source);
+    path == source
+        || std::fs::canonicalize(source)
+            .is_ok_and(|s| std::fs::canonicalize(path).is_ok_and(|p| p == s))
 }
 
 /// The byte offset of `to` in `file` (`shown`: its path, for messages; `supply`: the
@@ -195,5 +199,12 @@ mod tests {
     fn sources_are_named_by_path() {
         assert!(names(Path::new("/var/log/a.log"), "/var/log//a.log"));
         assert!(!names(Path::new("/var/log/a.log"), "/var/log/b.log"));
+        let d = tempfile_path::Dir::new();
+        std::fs::create_dir(d.0.join("sub")).unwrap();
+        std::fs::write(d.0.join("a.log"), "x\n").unwrap();
+        std::fs::write(d.0.join("b.log"), "x\n").unwrap();
+        let dotted = d.0.join("sub/../a.log");
+        assert!(names(&dotted, &d.0.join("a.log").display().to_string()));
+        assert!(!names(&dotted, &d.0.join("b.log").display().to_string()));
     }
 }

@@ -379,3 +379,45 @@ fn spool_reads_a_file_in_flight_again_and_keeps_it_until_all_is_acknowledged() {
     assert_eq!(code, 404);
     d.terminate();
 }
+
+#[test]
+fn a_fed_train_has_no_supply_to_pause_and_shows_its_inbox() {
+    let dir = TempDir::new("http-fed-train");
+    let trains = "[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"tee\"\ntrain = \"copy\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"raw\"\n\
+         [[train]]\nname = \"copy\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"copy.log\"\nformat = \"raw\"\n";
+    let mut d = Daemon::start(dir.path(), "", trains);
+    let (code, body) = d.post("/trains/copy/pause", "");
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("no supply of its own"), "{body}");
+    let st = d.status();
+    let copy = st["trains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "copy")
+        .unwrap();
+    assert_eq!(copy["state"], "running", "{st}");
+    let inbox = copy["cogs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "inbox")
+        .unwrap();
+    assert_eq!(inbox["buffers"][0]["name"], "queued", "{st}");
+    assert_eq!(inbox["buffers"][0]["fill"], 0, "{st}");
+    assert!(inbox["buffers"][0]["limit"].is_null(), "{st}");
+    let (code, _) = d.post(
+        "/trains/copy/cogs/inbox/rewind",
+        "{\"source\": \"x\", \"offset\": 0}",
+    );
+    assert_eq!(code, 409);
+    d.stdin.as_mut().unwrap().write_all(b"one\n").unwrap();
+    drop(d.stdin.take());
+    let st = wait_exit(&mut d.child);
+    assert!(st.success(), "exit {st:?}; log:\n{}", d.log());
+    assert_eq!(lines_of(&dir.path().join("copy.log")), ["one"]);
+}
