@@ -421,3 +421,42 @@ fn a_fed_train_has_no_supply_to_pause_and_shows_its_inbox() {
     assert!(st.success(), "exit {st:?}; log:\n{}", d.log());
     assert_eq!(lines_of(&dir.path().join("copy.log")), ["one"]);
 }
+
+#[test]
+fn stateful_cogs_show_the_keys_they_hold() {
+    let dir = TempDir::new("http-keys");
+    let trains = "[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"dedup\"\nfields = [\"message\"]\nmax_keys = 1000\n\
+         [[train.cog]]\ntype = \"throttle\"\nfields = [\"message\"]\nrate = 1000.0\nburst = 10\n\
+         [[train.cog]]\ntype = \"merge\"\nkey = [\"message\"]\nidle = \"1h\"\nmax_keys = 50\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"raw\"\n";
+    let mut d = Daemon::start(dir.path(), "", trains);
+    d.stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"a\nb\nc\na\n")
+        .unwrap();
+    wait_for("the lines counted", || d.cog("merge")["in"] == 3);
+    for (ty, keys, max) in [
+        ("dedup", 3, 1000),
+        ("throttle", 3, 100_000),
+        ("merge", 3, 50),
+    ] {
+        let c = d.cog(ty);
+        assert_eq!(
+            (&c["keys"], &c["max_keys"]),
+            (&keys.into(), &max.into()),
+            "{c}"
+        );
+    }
+    let (_, _, metrics) = d.send("GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(
+        metrics.contains("deadbeat_cog_keys{train=\"t\",cog=\"merge#4\",type=\"merge\"} 3\n"),
+        "{metrics}"
+    );
+    // Merge emits its groups at the end; the run ends well.
+    drop(d.stdin.take());
+    let st = wait_exit(&mut d.child);
+    assert!(st.success(), "exit {st:?}; log:\n{}", d.log());
+}
