@@ -460,3 +460,40 @@ fn stateful_cogs_show_the_keys_they_hold() {
     let st = wait_exit(&mut d.child);
     assert!(st.success(), "exit {st:?}; log:\n{}", d.log());
 }
+
+/// Whether process `pid` holds `path` open.
+fn holds_open(pid: u32, path: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+}
+
+#[test]
+fn tail_rewinds_a_file_it_closed_while_idle() {
+    let dir = TempDir::new("http-rewind-idle");
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, "a\nb\nc\n").unwrap();
+    let trains = format!(
+        "[[train]]\nname = \"t\"\n\
+         [[train.cog]]\ntype = \"tail\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n\
+         poll_interval = \"50ms\"\nidle_close = \"50ms\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"raw\"\n",
+        input.display()
+    );
+    let d = Daemon::start(dir.path(), "", &trains);
+    let out = dir.path().join("out.log");
+    wait_for("the file", || lines_of(&out).len() == 3);
+    let pid = d.child.id();
+    let input = std::fs::canonicalize(&input).unwrap();
+    wait_for("the idle file closed", || !holds_open(pid, &input));
+    let (code, body) = d.rewind(
+        "tail",
+        &format!("{{\"source\": {}, \"line\": 2}}", json_path(&input)),
+    );
+    assert_eq!(code, 200, "{body}");
+    wait_for("b and c again", || lines_of(&out).len() == 5);
+    assert_eq!(lines_of(&out), ["a", "b", "c", "b", "c"]);
+    d.terminate();
+}
