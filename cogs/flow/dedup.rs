@@ -160,6 +160,10 @@ impl<D: 'static> Cog<D> for Dedup<D> {
         "dedup"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.keys(self.seen.len(), Some(self.seen.max_keys()));
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));

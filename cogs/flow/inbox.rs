@@ -25,6 +25,10 @@ impl<D: 'static> Cog<D> for Inbox<D> {
         "inbox"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.buffer("queued", self.mailbox.len(), None);
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         self.mailbox.set_owner(cx.me());
         Ok(())

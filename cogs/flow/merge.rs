@@ -673,6 +673,10 @@ impl<D: 'static> Cog<D> for Merge<D> {
         "merge"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.keys(self.groups.len(), Some(self.groups.max_keys()));
+    }
+
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = cx.now();
         for d in batch.drain(..) {

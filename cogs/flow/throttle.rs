@@ -296,6 +296,10 @@ impl<D: 'static> Cog<D> for Throttle<D> {
         "throttle"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.keys(self.buckets.len(), Some(self.buckets.max_keys()));
+    }
+
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = cx.now();
         let mut dropped = 0;

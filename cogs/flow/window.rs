@@ -477,6 +477,11 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
         H::NAME
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        let states = self.core.w.states();
+        into.keys(states.len(), Some(states.max_keys()));
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         let core = &mut self.core;
         let now = cx.now();

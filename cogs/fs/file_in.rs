@@ -1,11 +1,14 @@
 //! `file_in`: whole files read once from the start (batch mode).
 
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 
 use std::path::PathBuf;
 
+use crate::engine::control::{Inspection, Rewind, RewindError};
 use crate::kit::lines::LineSplitter;
+use crate::kit::rewind::{names, offset_in};
 use crate::kit::supply::{
     FileFields, PauseGate, ReadStatus, StreamInput, emit_lines, emit_rest, emit_rest_at_stop,
 };
@@ -26,6 +29,8 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// `"ignore"` skips it silently. A read that fails in the middle of a file is always an
 /// error that fails the run (the lines before it are delivered). A stop in the middle of
 /// a file reads the rest of the line under way, so that no line is cut in two.
+/// The control server's `rewind` makes it read on from an offset or a line of any of its
+/// files ([`Cog::rewind`]), the files after it following.
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte).
 ///
 /// ```toml
@@ -214,6 +219,48 @@ impl FileIn {
     }
 }
 
+impl FileIn {
+    /// Makes the supply read on from `to`: the file it is reading, or any other of its
+    /// files (opened anew; the files after it in `paths` follow, as in a first run).
+    fn rewind_to(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        let Some(i) = self.paths.iter().position(|p| names(p, &to.source)) else {
+            return Err(RewindError::NoSource(
+                "file_in reads no file of that path".into(),
+            ));
+        };
+        let path = self.paths[i].clone();
+        let shown = path.display().to_string();
+        let from = self.splitter.consumed();
+        if self.next == i + 1
+            && let Some((input, _)) = self.current.as_mut()
+        {
+            let offset = offset_in(input.file(), &shown, &to.to, "file_in")?;
+            let mut f = input.file();
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| RewindError::Unsupported(format!("{shown}: cannot seek: {e}")))?;
+            self.splitter.reset(offset);
+            slog::info!(cx.logger(), "rewound: reading the file again";
+                "path" => &shown, "from" => from, "to" => offset);
+            return Ok(offset);
+        }
+        let input = Self::open(&path, cx)
+            .map_err(|e| RewindError::Unsupported(format!("cannot open {shown}: {e}")))?;
+        let offset = offset_in(input.file(), &shown, &to.to, "file_in")?;
+        let mut f = input.file();
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| RewindError::Unsupported(format!("{shown}: cannot seek: {e}")))?;
+        if let Some((mut old, _)) = self.current.take() {
+            old.unbind(cx);
+        }
+        self.splitter.reset(offset);
+        self.current = Some((input, SharedStr::interned(&path.to_string_lossy())));
+        self.next = i + 1;
+        slog::info!(cx.logger(), "rewound: reading the file again";
+            "path" => &shown, "to" => offset);
+        Ok(offset)
+    }
+}
+
 /// Adds the file's fields, `path` and `offset`, to a line record of the file `name`.
 fn file_fields(name: &SharedStr) -> impl FnMut(&mut Record, &crate::kit::lines::LineInfo) + '_ {
     let fields = FileFields::new(name);
@@ -242,6 +289,16 @@ impl Cog<Record> for FileIn {
         if self.gate.is_open() {
             self.step(out, cx);
         }
+    }
+
+    fn inspect(&self, into: &mut Inspection) {
+        if let Some((_, name)) = &self.current {
+            into.source(name.as_str(), self.splitter.consumed(), None);
+        }
+    }
+
+    fn rewind(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        self.rewind_to(to, cx)
     }
 
     fn pause(&mut self, cx: &mut Ctx) {

@@ -3,6 +3,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use std::time::{Duration, SystemTime};
 
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
+use crate::engine::control::{Inspection, Rewind, RewindError};
 use crate::kit::ack::AckTracker;
 use crate::kit::glob::Glob;
 use crate::kit::lines::LineSplitter;
+use crate::kit::rewind::{names, offset_in};
 use crate::kit::supply::{PauseGate, emit_lines, emit_rest, offset_key, path_key};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -76,6 +79,9 @@ const READ_SIZE: usize = LineSplitter::BATCH_READ_SIZE;
 ///
 /// Backpressure: paused supplies stop reading; at most 32 files are read and awaiting
 /// acknowledgement at once, and reading stops while 100000 lines are unacknowledged.
+///
+/// The control server's `rewind` makes a file being read, or read and not yet all
+/// acknowledged, read again from an offset or a line ([`Cog::rewind`]).
 ///
 /// Fields: `message` (the raw line), `path` (the file's path in `dir` when it was read),
 /// `offset` (of the line's first byte).
@@ -162,6 +168,8 @@ struct InFlight {
     path: Value,
     /// Every line of the file has been handed out.
     read_all: bool,
+    /// Where reading ended, once `read_all`.
+    read_to: u64,
 }
 
 /// The descriptor of `spool`.
@@ -326,6 +334,7 @@ impl Spool {
                             name,
                             path: Value::Str(path.to_string_lossy().into_owned()),
                             read_all: false,
+                            read_to: 0,
                         },
                     );
                     self.current = Some((id, f));
@@ -371,6 +380,7 @@ impl Spool {
                 self.current = None;
                 if let Some(fl) = self.files.get_mut(&id) {
                     fl.read_all = true;
+                    fl.read_to = self.splitter.consumed();
                 }
                 let errs = self.settle(cx);
                 out.count_errors(errs);
@@ -477,6 +487,68 @@ impl Spool {
             self.offer(name.to_os_string());
             cx.enqueue(STEP);
         }
+    }
+}
+
+impl Spool {
+    /// Makes the spool read a file in flight (being read, or read and not yet all
+    /// acknowledged) again from `to`; the file leaves `dir` only once what is read again
+    /// is acknowledged too.
+    fn rewind_to(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        let found = self
+            .files
+            .iter()
+            .find(|(_, f)| names(&self.dir.join(&f.name), &to.source))
+            .map(|(&id, _)| id);
+        let Some(id) = found else {
+            let queued = self
+                .queue
+                .iter()
+                .any(|n| names(&self.dir.join(n), &to.source));
+            return Err(if queued {
+                RewindError::Unsupported(
+                    "the file is not read yet: it will be read from its start".into(),
+                )
+            } else {
+                RewindError::NoSource(
+                    "the spool is reading no file of that path (done files are gone)".into(),
+                )
+            });
+        };
+        let path = self.dir.join(&self.files[&id].name);
+        let shown = path.display().to_string();
+        match self.current.as_mut() {
+            Some((cur, f)) if *cur == id => {
+                let offset = offset_in(f, &shown, &to.to, "spool")?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| RewindError::Unsupported(format!("{shown}: cannot seek: {e}")))?;
+                self.splitter.reset(offset);
+                self.tracker.rewind(id, offset);
+                slog::info!(cx.logger(), "rewound: reading the spool file again";
+                    "path" => &shown, "to" => offset);
+                return Ok(offset);
+            }
+            Some(_) => {
+                return Err(RewindError::Unsupported(
+                    "the spool is reading another file now: rewind once it is read".into(),
+                ));
+            }
+            None => {}
+        }
+        let mut f = open_regular(&path)
+            .map_err(|e| RewindError::Unsupported(format!("cannot open {shown}: {e}")))?;
+        let offset = offset_in(&f, &shown, &to.to, "spool")?;
+        f.seek(SeekFrom::Start(offset))
+            .map_err(|e| RewindError::Unsupported(format!("{shown}: cannot seek: {e}")))?;
+        if let Some(fl) = self.files.get_mut(&id) {
+            fl.read_all = false;
+        }
+        self.splitter.reset(offset);
+        self.tracker.rewind(id, offset);
+        self.current = Some((id, f));
+        slog::info!(cx.logger(), "rewound: reading the spool file again";
+            "path" => &shown, "to" => offset);
+        Ok(offset)
     }
 }
 
@@ -650,6 +722,42 @@ impl Cog<Record> for Spool {
 
     fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
         self.tracker.rename(old, new);
+    }
+
+    fn inspect(&self, into: &mut Inspection) {
+        let mut ids: Vec<u64> = self.files.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(fl) = self.files.get(&id) else {
+                continue;
+            };
+            let read = match &self.current {
+                Some((cur, _)) if *cur == id => self.splitter.consumed(),
+                _ => fl.read_to,
+            };
+            // The tracker holds each line's start: the oldest line not acknowledged
+            // starts where the acknowledged ones end.
+            let acked = self.tracker.oldest_pending(id).unwrap_or(read);
+            into.source(self.dir.join(&fl.name).to_string_lossy(), read, Some(acked));
+        }
+        into.buffer(
+            "unacknowledged",
+            self.tracker.pending(),
+            Some(MAX_PENDING_LINES),
+        );
+        into.buffer(
+            "files_in_flight",
+            self.files.len(),
+            Some(MAX_FILES_IN_FLIGHT),
+        );
+        into.buffer("queued_files", self.queue.len(), None);
+    }
+
+    fn rewind(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        if self.finishing {
+            return Err(RewindError::Unsupported("the spool is stopping".into()));
+        }
+        self.rewind_to(to, cx)
     }
 
     fn pause(&mut self, cx: &mut Ctx) {

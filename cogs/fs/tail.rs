@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use inotify::{EventMask, WatchDescriptor, WatchMask};
 
 use crate::cogs::fs::file_in::Missing;
+use crate::engine::control::{Inspection, Position, Rewind, RewindError};
 use crate::kit::ack::AckTracker;
 use crate::kit::checkpoint::{CheckpointStore, Entry, EntryRef, fingerprint};
 use crate::kit::glob::{Glob, split_path};
 use crate::kit::lines::LineSplitter;
+use crate::kit::rewind::{names, offset_in};
 use crate::kit::supply::{FileFields, PauseGate, with_line_emitter};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -127,6 +129,10 @@ const SAVE_GAP: Duration = Duration::from_millis(10);
 ///   backoff (50 ms doubling to 5 s); the budget then doubles back to
 ///   `max_open_files` every 250 ms (logged when it is back). Reading stops while 100,000
 ///   lines wait for acknowledgement and when the train pauses the supplies.
+///
+/// - **Rewind.** The control server's `rewind` makes a followed file read again from an
+///   offset or a line ([`Cog::rewind`]); its checkpoint goes back there at once and moves
+///   on as the lines read again are acknowledged.
 ///
 /// Fields: `message` (the raw line), `path`, `offset` (of the line's first byte), and
 /// `partial` (true) on a last line that had no newline.
@@ -1617,6 +1623,91 @@ impl Tail {
     }
 }
 
+impl Tail {
+    // --- rollback
+
+    /// The file a rewind names: by its path now, else by the name its lines carry.
+    fn find_source(&self, source: &str) -> Result<u64, RewindError> {
+        if let Some(&fid) = self.by_path.get(Path::new(source)) {
+            return Ok(fid);
+        }
+        let mut found: Vec<u64> = self
+            .files
+            .iter()
+            .filter(|(_, t)| names(&t.path, source) || t.name.as_str() == source)
+            .map(|(&fid, _)| fid)
+            .collect();
+        found.sort_unstable();
+        // The newest file of that name that is still read, if any.
+        match found
+            .iter()
+            .rev()
+            .find(|f| self.files.get(f).is_some_and(|t| !t.gone))
+        {
+            Some(&fid) => Ok(fid),
+            None if found.is_empty() => Err(RewindError::NoSource(
+                "tail follows no file of that path".into(),
+            )),
+            None => Err(RewindError::Unsupported(
+                "the file was read to its end for good (rotated away or follow = false): \
+                 it is no longer followed"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Makes `fid` read again from `to`: the position is checked against the file, the
+    /// reading moves there, and the acknowledgements and checkpoint follow.
+    fn rewind_to(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        let fid = self.find_source(&to.source)?;
+        let Some(t) = self.files.get_mut(&fid) else {
+            return Err(RewindError::NoSource(
+                "tail follows no file of that path".into(),
+            ));
+        };
+        let shown = t.path.display().to_string();
+        let opened;
+        let file = match t.file.as_ref() {
+            Some(f) => f,
+            None => {
+                let f = File::open(&t.path)
+                    .map_err(|e| RewindError::Unsupported(format!("{shown}: {e}")))?;
+                let same = f
+                    .metadata()
+                    .is_ok_and(|m| (m.dev(), m.ino()) == (t.dev, t.ino));
+                if !same {
+                    return Err(RewindError::Unsupported(format!(
+                        "{shown} is no longer the file followed under that name"
+                    )));
+                }
+                opened = f;
+                &opened
+            }
+        };
+        let offset = offset_in(file, &shown, &to.to, "tail")?;
+        let was = t.splitter.as_ref().map_or(t.resume, LineSplitter::consumed);
+        if let (Some(f), Some(sp)) = (t.file.as_mut(), t.splitter.as_mut()) {
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| RewindError::Unsupported(format!("{shown}: cannot seek: {e}")))?;
+            sp.reset(offset);
+        }
+        // Whatever the checkpoint or a copy check would have said, the reader decided.
+        t.verify = None;
+        t.fresh = false;
+        t.failed = false;
+        t.resume = offset;
+        t.at_eof = false;
+        t.known_size = u64::MAX;
+        self.acks.rewind(fid, offset);
+        self.dirty = true;
+        self.save(cx);
+        self.push_queue(fid);
+        slog::info!(cx.logger(), "rewound: reading the file again";
+            "path" => &shown, "from" => was, "to" => offset);
+        Ok(offset)
+    }
+}
+
 /// Emits the complete lines `sp` holds (and its unterminated tail if `rest`), recording
 /// each line's end for the acknowledgements.
 fn emit(
@@ -1761,6 +1852,39 @@ impl Cog<Record> for Tail {
 
     fn event_rename(&mut self, old: EventId, new: EventId, _: &mut Ctx) {
         self.acks.rename(old, new);
+    }
+
+    fn inspect(&self, into: &mut Inspection) {
+        let mut fids: Vec<u64> = self.files.keys().copied().collect();
+        fids.sort_unstable();
+        for fid in fids {
+            let Some(t) = self.files.get(&fid) else {
+                continue;
+            };
+            if t.gone && self.acks.is_settled(fid) {
+                continue;
+            }
+            let read = t.splitter.as_ref().map_or(t.resume, LineSplitter::consumed);
+            let acked = match &t.verify {
+                Some(e) => Some(e.offset),
+                None if t.fresh => None,
+                None => self.acks.committed(fid),
+            };
+            into.source(t.path.to_string_lossy(), read, acked);
+        }
+        into.buffer("unacknowledged", self.acks.pending(), Some(MAX_PENDING));
+    }
+
+    fn rewind(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        if self.finished {
+            return Err(RewindError::Unsupported("tail is stopping".into()));
+        }
+        if let Position::Time(_) = to.to {
+            return Err(RewindError::Unsupported(
+                "tail cannot seek by time: give \"offset\" or \"line\"".into(),
+            ));
+        }
+        self.rewind_to(to, cx)
     }
 
     fn pause(&mut self, cx: &mut Ctx) {

@@ -546,6 +546,15 @@ impl Cog<Record> for RelpOut {
         "relp_out"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.buffer(
+            "bytes",
+            self.outbox.buffered(),
+            Some(self.opts.buffer_bytes),
+        );
+        into.buffer("in_flight", self.inflight.len(), Some(self.window));
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         // An unreachable server at start is not an error: records wait and the drain retries.
         self.dial(cx);
@@ -657,5 +666,26 @@ mod tests {
     fn addresses_are_checked_like_tcp_out() {
         assert!(check_address("127.0.0.1:2514").is_ok());
         assert!(check_address("relp").is_err());
+    }
+
+    #[test]
+    fn its_buffers_are_inspected_with_their_bounds() {
+        let r = RelpOut::from_settings(&RelpOutSettings {
+            address: "127.0.0.1:2514".into(),
+            window_size: 64,
+            ..Default::default()
+        })
+        .expect("valid settings");
+        let mut ins = crate::engine::control::Inspection::default();
+        r.inspect(&mut ins);
+        let got: Vec<_> = ins
+            .buffers
+            .iter()
+            .map(|b| (b.name, b.fill, b.limit))
+            .collect();
+        assert_eq!(
+            got,
+            [("bytes", 0, Some(8 << 20)), ("in_flight", 0, Some(64))]
+        );
     }
 }

@@ -649,6 +649,14 @@ impl<D: 'static> Cog<D> for Multiline<D> {
         "multiline"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        // Sources with an open event: the one seen last, and the others.
+        into.keys(
+            self.others.len() + usize::from(self.cur.is_some()),
+            Some(self.max_keys),
+        );
+    }
+
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         for d in batch.drain(..) {
             self.line(d, out, cx);

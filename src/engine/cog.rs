@@ -3,6 +3,7 @@
 use std::any::Any;
 use std::ffi::OsStr;
 
+use crate::engine::control::{Inspection, Rewind, RewindError};
 use crate::engine::escapement::{Ctx, TimerId};
 
 /// Identity a supply gives each datum, so drains can acknowledge it ([`Cog::event_done`]).
@@ -416,6 +417,25 @@ pub trait Cog<D>: 'static {
     /// Last call, after every cog of every train has finished: release everything.
     fn done(&mut self, cx: &mut Ctx) {
         let _ = cx;
+    }
+
+    /// Reports what a status shows beyond the counters: a supply's sources with their
+    /// offsets, the keys a stateful cog holds, bounded buffers. Called only when a status
+    /// is asked for, never per datum; the default reports nothing.
+    fn inspect(&self, into: &mut Inspection) {
+        let _ = into;
+    }
+
+    /// Rollback: makes a supply read `to.source` again from `to.to`, returning the byte
+    /// offset reading resumes at. Called with the supply paused (it is resumed after the
+    /// call); what was handed out before still gets acknowledged, and a checkpoint follows
+    /// the new position once it is acknowledged. The default refuses.
+    fn rewind(&mut self, to: &Rewind, cx: &mut Ctx) -> Result<u64, RewindError> {
+        let _ = (to, cx);
+        Err(RewindError::Unsupported(format!(
+            "{} cannot read its input again",
+            self.name()
+        )))
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`Cog`]: cog::Cog
 
 pub mod cog;
+pub mod control;
 pub mod escapement;
 pub mod getset;
 pub mod mailbox;

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::cog::{BoxError, Cog, JobId, JobResult, Local, Out, Wake};
+use crate::engine::control::{Inspection, Rewind, RewindError};
 use crate::engine::escapement::{Broadcast, Core, Ctx, Handle, Phase, Slot};
 
 /// Counters the train keeps for one cog.
@@ -324,6 +325,10 @@ pub(crate) trait Driven {
     fn set_paused(&mut self, paused: bool, core: &mut Core);
     /// Whether cog `cog` was last told to pause.
     fn is_paused(&self, cog: usize) -> bool;
+    /// What cog `cog` reports of itself ([`Cog::inspect`]).
+    fn inspect(&self, cog: usize, into: &mut Inspection);
+    /// Rolls supply `cog` back ([`Cog::rewind`]).
+    fn rewind(&mut self, cog: usize, to: &Rewind, core: &mut Core) -> Result<u64, RewindError>;
     /// Calls `finish` on every cog whose upstream is idle; true once all have finished.
     fn finish_step(&mut self, core: &mut Core) -> bool;
     fn done(&mut self, core: &mut Core);
@@ -385,6 +390,20 @@ impl<D: 'static> Driven for Train<D> {
 
     fn is_paused(&self, cog: usize) -> bool {
         self.paused.get(cog).copied().unwrap_or(false)
+    }
+
+    fn inspect(&self, cog: usize, into: &mut Inspection) {
+        if let Some(c) = self.cogs.get(cog) {
+            c.inspect(into);
+        }
+    }
+
+    fn rewind(&mut self, cog: usize, to: &Rewind, core: &mut Core) -> Result<u64, RewindError> {
+        if cog >= self.cogs.len() {
+            return Err(RewindError::NoSource(format!("no cog {cog}")));
+        }
+        let mut cx = Ctx::new(core, self.handle(cog));
+        self.cogs[cog].rewind(to, &mut cx)
     }
 
     fn finish_step(&mut self, core: &mut Core) -> bool {

@@ -172,6 +172,29 @@ impl AckTracker {
         self.renamed.entry(new).or_default().extend(olds);
     }
 
+    /// `source` is read again from `offset` (a rollback): its committed offset goes back
+    /// to `offset` at once if it was past it, and data handed out before and still
+    /// unacknowledged no longer carry it past `offset` once acknowledged (they are still
+    /// followed and counted). Data sent from now on move it on as usual.
+    pub fn rewind(&mut self, source: u64, offset: u64) {
+        let i = self.slot(source);
+        let s = &mut self.sources[i];
+        s.committed = s.committed.min(offset);
+        for e in s.queue.iter_mut() {
+            e.end = e.end.min(offset);
+        }
+    }
+
+    /// The offset recorded with the oldest datum of `source` not yet acknowledged.
+    pub fn oldest_pending(&self, source: u64) -> Option<u64> {
+        let i = *self.index.get(&source)?;
+        self.sources[i]
+            .queue
+            .iter()
+            .find(|e| !e.done)
+            .map(|e| e.end)
+    }
+
     /// The offset up to which every datum of `source` was acknowledged.
     pub fn committed(&self, source: u64) -> Option<u64> {
         self.index.get(&source).map(|&i| self.sources[i].committed)
@@ -250,6 +273,45 @@ mod tests {
         for f in (0..50u64).filter(|f| *f != 3) {
             assert_eq!(t.committed(f), Some(40), "source {f}");
         }
+    }
+
+    #[test]
+    fn a_rewind_commits_its_offset_and_in_flight_data_never_pass_it() {
+        let mut t = AckTracker::new();
+        t.open(1, 0);
+        t.sent(1, 1, 10);
+        t.sent(1, 2, 20);
+        t.sent(1, 3, 30);
+        t.done(&[1, 2]);
+        assert_eq!(t.committed(1), Some(20));
+        // Back to 5: the checkpoint says 5 at once, and the datum still in flight (3)
+        // does not carry it to 30 when it is acknowledged.
+        t.rewind(1, 5);
+        assert_eq!(t.committed(1), Some(5));
+        assert_eq!(t.oldest_pending(1), Some(5));
+        t.sent(1, 4, 10);
+        t.sent(1, 5, 20);
+        t.done(&[4]);
+        assert_eq!(t.committed(1), Some(5), "3 is still in flight");
+        t.done(&[3]);
+        assert_eq!(t.committed(1), Some(10));
+        t.done(&[5]);
+        assert_eq!(t.committed(1), Some(20));
+        assert_eq!(t.pending(), 0);
+        assert_eq!(t.oldest_pending(1), None);
+    }
+
+    #[test]
+    fn a_rewind_forward_keeps_what_is_in_flight_behind_it() {
+        let mut t = AckTracker::new();
+        t.sent(1, 1, 10);
+        t.sent(1, 2, 20);
+        t.rewind(1, 100);
+        t.sent(1, 3, 110);
+        t.done(&[3]);
+        assert_eq!(t.committed(1), Some(0));
+        t.done(&[1, 2]);
+        assert_eq!(t.committed(1), Some(110));
     }
 
     #[test]

@@ -1180,6 +1180,14 @@ impl Cog<Record> for Forward {
         self.name
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.buffer(
+            "bytes",
+            self.outbox.buffered(),
+            Some(self.opts.buffer_bytes),
+        );
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         // An unreachable peer at start is not an error: records wait and the drain retries.
         self.dial(cx);

@@ -16,6 +16,7 @@ pub mod keyed;
 pub mod lines;
 pub mod on_error;
 pub mod progress;
+pub mod rewind;
 pub mod supply;
 pub mod window;
 

@@ -387,6 +387,11 @@ impl StreamInput {
         }
     }
 
+    /// The file or descriptor read.
+    pub fn file(&self) -> &std::fs::File {
+        &self.file
+    }
+
     /// Whether readiness events drive the reads.
     pub fn is_polled(&self) -> bool {
         self.polled

@@ -21,37 +21,23 @@ impl Daemon {
     }
 
     fn start_listening(tag: &str, listen: &str, http_extra: &str) -> Daemon {
+        Self::start_with(tag, listen, http_extra, "")
+    }
+
+    /// Starts the daemon with `supplies` (TOML of more cogs) between `stdin` and the drain.
+    fn start_with(tag: &str, listen: &str, http_extra: &str, supplies: &str) -> Daemon {
         let dir = TempDir::new(tag);
         let cfg = write_config(
             dir.path(),
             &format!(
                 "[log]\ntarget = \"file:d.log\"\n[http]\nlisten = \"{listen}\"\n{http_extra}\n\
-                 [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+                 [state]\ndir = \"state\"\n\
+                 [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n{supplies}\n\
                  [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n"
             ),
         );
         let (child, stdin) = spawn_with_stdin(&cfg);
-        let log = dir.path().join("d.log");
-        let mut port = 0;
-        wait_for("the control server to listen", || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let Some(line) = text
-                .lines()
-                .find(|l| l.contains("control server listening"))
-            else {
-                return false;
-            };
-            let addr = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("listen="))
-                .unwrap_or("");
-            port = addr
-                .rsplit(':')
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            true
-        });
+        let port = listening_port(&dir.path().join("d.log"));
         Daemon {
             child,
             stdin: Some(stdin),
@@ -80,9 +66,27 @@ impl Daemon {
 
     /// The `in` counter of the drain, from `/status`.
     fn written(&self) -> u64 {
-        self.status()["trains"][0]["cogs"][1]["in"]
-            .as_u64()
-            .unwrap()
+        let st = self.status();
+        let cogs = st["trains"][0]["cogs"].as_array().unwrap();
+        let drain = cogs.iter().find(|c| c["type"] == "file_out").unwrap();
+        drain["in"].as_u64().unwrap()
+    }
+
+    /// Checks that every supply of the train is in `state` (and the drain running).
+    fn assert_supplies(&self, state: &str) {
+        let st = self.status();
+        let cogs = st["trains"][0]["cogs"].as_array().unwrap();
+        let mut supplies = 0;
+        for c in cogs {
+            if c["supply"] == true {
+                supplies += 1;
+                assert_eq!(c["state"], state, "{st}");
+            } else {
+                assert_eq!(c["state"], "running", "{st}");
+            }
+        }
+        assert!(supplies > 0, "{st}");
+        assert_eq!(st["trains"][0]["state"], state, "{st}");
     }
 
     fn feed(&mut self, text: &str) {
@@ -103,6 +107,15 @@ impl Daemon {
         let st = wait_exit(&mut self.child);
         assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
     }
+
+    /// Stops the daemon with SIGTERM (supplies that follow files never end by themselves)
+    /// and checks it ends well.
+    fn terminate(mut self) {
+        drop(self.stdin.take());
+        kill(self.child.id(), libc::SIGTERM);
+        let st = wait_exit(&mut self.child);
+        assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
+    }
 }
 
 impl Drop for Daemon {
@@ -114,13 +127,38 @@ impl Drop for Daemon {
     }
 }
 
+/// Waits for the daemon logging to `log` to say where its control server listens; the port.
+pub(super) fn listening_port(log: &Path) -> u16 {
+    let mut port = 0;
+    wait_for("the control server to listen", || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let Some(line) = text
+            .lines()
+            .find(|l| l.contains("control server listening"))
+        else {
+            return false;
+        };
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("listen="))
+            .unwrap_or("");
+        port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        true
+    });
+    port
+}
+
 /// Sends `raw` and reads one response: (status, head, body).
-fn request<S: Read + Write>(s: &mut S, raw: &str) -> (u16, String, String) {
+pub(super) fn request<S: Read + Write>(s: &mut S, raw: &str) -> (u16, String, String) {
     s.write_all(raw.as_bytes()).unwrap();
     read_response(s)
 }
 
-fn read_response<S: Read>(s: &mut S) -> (u16, String, String) {
+pub(super) fn read_response<S: Read>(s: &mut S) -> (u16, String, String) {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -153,6 +191,32 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
             std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
         ),
     }
+}
+
+/// Checks a metrics exposition with `promtool check metrics` (skipped, said so, when
+/// promtool is not installed).
+pub(super) fn promtool_check(body: &str) {
+    if !have("promtool") {
+        eprintln!(
+            "skipping promtool check metrics: promtool is not installed (Debian: prometheus)"
+        );
+        return;
+    }
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn have(program: &str) -> bool {
@@ -211,27 +275,7 @@ fn status_and_metrics_show_counters_rising() {
     assert_eq!(code, 200);
     serde_json::from_str::<serde_json::Value>(&status).unwrap();
 
-    if have("promtool") {
-        let mut p = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-        let out = p.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}\n{body}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!(
-            "skipping promtool check metrics: promtool is not installed (Debian: prometheus)"
-        );
-    }
+    promtool_check(&body);
     if have("curl") {
         let out = Command::new("curl")
             .args(["-sf", &format!("http://127.0.0.1:{}/status", d.port)])
@@ -297,7 +341,15 @@ fn wrong_requests_get_their_status_over_a_socket() {
 
 #[test]
 fn pause_and_resume_hold_the_supply() {
-    let mut d = Daemon::start("http-pause", "");
+    // Two supplies: a train-wide pause holds both, and the status says so at once.
+    let dir = TempDir::new("http-pause-in");
+    let tailed = dir.path().join("in.log");
+    std::fs::write(&tailed, "").unwrap();
+    let tail = format!(
+        "[[train.cog]]\ntype = \"tail\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n",
+        tailed.display()
+    );
+    let mut d = Daemon::start_with("http-pause", "127.0.0.1:0", "", &tail);
     d.feed("one\n");
     wait_for("the first line", || d.written() == 1);
     let port = d.port;
@@ -311,8 +363,14 @@ fn pause_and_resume_hold_the_supply() {
     };
     let (code, _, body) = post("/trains/t/pause");
     assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("stdin#1") && body.contains("tail#2"),
+        "{body}"
+    );
     assert_eq!(d.status()["trains"][0]["cogs"][0]["held"], true);
+    d.assert_supplies("paused");
     d.feed("two\nthree\n");
+    std::fs::write(&tailed, "four\n").unwrap();
     // Held: nothing moves. A short look is the only way to see that nothing happens.
     let until = Instant::now() + Duration::from_millis(300);
     while Instant::now() < until {
@@ -321,8 +379,8 @@ fn pause_and_resume_hold_the_supply() {
     }
     let (code, _, _) = post("/trains/t/resume");
     assert_eq!(code, 200);
-    wait_for("the lines held back", || d.written() == 3);
-    assert_eq!(d.status()["trains"][0]["state"], "running");
+    d.assert_supplies("running");
+    wait_for("the lines held back", || d.written() == 4);
 
     // One supply, named by its type (unique in the train) or its id.
     assert_eq!(post("/trains/t/cogs/stdin/pause").0, 200);
@@ -332,9 +390,9 @@ fn pause_and_resume_hold_the_supply() {
     assert_eq!(post("/trains/t/cogs/file_out/pause").0, 409);
     assert_eq!(post("/trains/t/cogs/nope/pause").0, 404);
     assert_eq!(post("/trains/nope/pause").0, 404);
-    d.feed("four\n");
-    wait_for("the line after resuming", || d.written() == 4);
-    d.stop();
+    d.feed("five\n");
+    wait_for("the line after resuming", || d.written() == 5);
+    d.terminate();
 }
 
 #[test]
@@ -364,6 +422,7 @@ fn control_requests_need_the_token_when_one_is_set() {
     assert_eq!(d.get("/status").0, 200);
     assert_eq!(post("Authorization: Bearer s3cret\r\n").0, 200);
     assert_eq!(d.status()["trains"][0]["cogs"][0]["held"], true);
+    d.assert_supplies("paused");
     let mut s = d.connect();
     let resume = "POST /trains/t/resume HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
     assert_eq!(request(&mut s, resume).0, 200);

@@ -22,6 +22,7 @@ mod events;
 mod feeds;
 mod flow;
 mod jobs;
+mod service;
 mod shutdown;
 mod signals;
 

@@ -183,6 +183,8 @@ pub(super) struct Request {
     pub(super) method: String,
     pub(super) path: String,
     pub(super) authorization: Option<String>,
+    /// The body (at most the body bound).
+    pub(super) body: Vec<u8>,
     /// The client asked to close after the response (or speaks HTTP/1.0 without
     /// keep-alive).
     pub(super) close: bool,
@@ -258,6 +260,7 @@ pub(super) fn parse(buf: &[u8], max_head: usize, max_body: usize) -> Parsed {
         method: req.method.unwrap_or("").to_string(),
         path: req.path.unwrap_or("").to_string(),
         authorization,
+        body: buf[head..head + body].to_vec(),
         close,
     })
 }
@@ -358,6 +361,11 @@ mod tests {
         assert!(matches!(parse(body, 1024, 16), Parsed::Bad(413, _)));
         let body = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nab";
         assert!(matches!(parse(body, 1024, 16), Parsed::Partial));
+        let body = b"POST /x HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcdGET";
+        let Parsed::Request(r) = parse(body, 1024, 16) else {
+            panic!("a whole request")
+        };
+        assert_eq!((r.body.as_slice(), r.len), (&b"abcd"[..], 43));
         let bad = b"POST /x HTTP/1.1\r\nContent-Length: x\r\n\r\n";
         assert!(matches!(parse(bad, 1024, 16), Parsed::Bad(400, _)));
     }

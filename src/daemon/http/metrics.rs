@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
+use crate::engine::control::Inspection;
 use crate::engine::escapement::{CogState, ServiceCx};
+use crate::engine::train::TrainMetrics;
 
 use super::Server;
 
@@ -173,6 +175,7 @@ pub(super) fn render(server: &Server, cx: &ServiceCx<'_>) -> String {
             i += 1;
         }
     }
+    inspections(&mut o, cx, &metrics, &labels);
     header(
         &mut o,
         "deadbeat_http_connections",
@@ -242,6 +245,118 @@ pub(super) fn render(server: &Server, cx: &ServiceCx<'_>) -> String {
         let _ = writeln!(o, "process_open_fds {v}");
     }
     o
+}
+
+/// What cogs report of themselves ([`Inspection`]): sources' offsets, keys held, buffers;
+/// a family is written only when some cog reports it. `labels` are the cogs' label sets,
+/// in order.
+fn inspections(o: &mut String, cx: &ServiceCx<'_>, metrics: &[TrainMetrics], labels: &[String]) {
+    let mut all: Vec<(usize, Inspection)> = Vec::new();
+    let mut i = 0;
+    for (t, train) in metrics.iter().enumerate() {
+        for c in 0..train.cogs.len() {
+            let ins = cx.inspect(t, c);
+            if !ins.is_empty() {
+                all.push((i, ins));
+            }
+            i += 1;
+        }
+    }
+    // `{train=..,cog=..,type=..}` with one more label.
+    let with = |l: &str, name: &str, value: &str| {
+        let mut s = l[..l.len() - 1].to_string();
+        s.push(',');
+        s.push_str(name);
+        s.push('=');
+        label(&mut s, value);
+        s.push('}');
+        s
+    };
+    let sources = || {
+        all.iter()
+            .flat_map(|(i, ins)| ins.sources.iter().map(move |s| (*i, s)))
+    };
+    if sources().next().is_some() {
+        header(
+            o,
+            "deadbeat_source_read_offset_bytes",
+            "gauge",
+            "Byte offset reading has reached in a source of a supply.",
+        );
+        for (i, s) in sources() {
+            let l = with(&labels[i], "source", &s.path);
+            let _ = writeln!(o, "deadbeat_source_read_offset_bytes{l} {}", s.read);
+        }
+    }
+    if sources().any(|(_, s)| s.acknowledged.is_some()) {
+        header(
+            o,
+            "deadbeat_source_acknowledged_offset_bytes",
+            "gauge",
+            "Byte offset up to which everything read from a source was acknowledged.",
+        );
+        for (i, s) in sources() {
+            if let Some(a) = s.acknowledged {
+                let l = with(&labels[i], "source", &s.path);
+                let _ = writeln!(o, "deadbeat_source_acknowledged_offset_bytes{l} {a}");
+            }
+        }
+    }
+    let keyed = || all.iter().filter_map(|(i, ins)| ins.keys.map(|k| (*i, k)));
+    if keyed().next().is_some() {
+        header(
+            o,
+            "deadbeat_cog_keys",
+            "gauge",
+            "Keys a stateful cog holds.",
+        );
+        for (i, (held, _)) in keyed() {
+            let _ = writeln!(o, "deadbeat_cog_keys{} {held}", labels[i]);
+        }
+    }
+    if keyed().any(|(_, (_, l))| l.is_some()) {
+        header(
+            o,
+            "deadbeat_cog_max_keys",
+            "gauge",
+            "The bound on the keys a stateful cog holds.",
+        );
+        for (i, (_, limit)) in keyed() {
+            if let Some(limit) = limit {
+                let _ = writeln!(o, "deadbeat_cog_max_keys{} {limit}", labels[i]);
+            }
+        }
+    }
+    let buffers = || {
+        all.iter()
+            .flat_map(|(i, ins)| ins.buffers.iter().map(move |b| (*i, b)))
+    };
+    if buffers().next().is_some() {
+        header(
+            o,
+            "deadbeat_cog_buffer_fill",
+            "gauge",
+            "What a buffer of a cog holds (records, lines, files or bytes, by buffer).",
+        );
+        for (i, b) in buffers() {
+            let l = with(&labels[i], "buffer", b.name);
+            let _ = writeln!(o, "deadbeat_cog_buffer_fill{l} {}", b.fill);
+        }
+    }
+    if buffers().any(|(_, b)| b.limit.is_some()) {
+        header(
+            o,
+            "deadbeat_cog_buffer_limit",
+            "gauge",
+            "The bound on a buffer of a cog.",
+        );
+        for (i, b) in buffers() {
+            if let Some(limit) = b.limit {
+                let l = with(&labels[i], "buffer", b.name);
+                let _ = writeln!(o, "deadbeat_cog_buffer_limit{l} {limit}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! The control server of `[http]`: `GET /status` (JSON), `GET /metrics` (Prometheus text)
-//! and `POST` pause/resume of trains and supplies, served from the escapement's own loop
-//! as its [`Service`], over non-blocking sockets.
+//! The control server of `[http]`: `GET /status` (JSON), `GET /metrics` (Prometheus text),
+//! `POST` pause/resume of trains and supplies and rewind of supplies, served from the
+//! escapement's own loop as its [`Service`], over non-blocking sockets.
 //!
 //! ```toml
 //! [http]
@@ -18,6 +18,7 @@
 
 mod conn;
 mod metrics;
+mod rewind;
 mod status;
 
 use std::collections::VecDeque;
@@ -30,6 +31,7 @@ use mio::Interest;
 use mio::event::Event;
 
 use crate::engine::cog::{BoxError, Local};
+use crate::engine::control::RewindError;
 use crate::engine::escapement::{CogState, Service, ServiceCx};
 
 use self::conn::{Conn, Listener, Parsed};
@@ -280,7 +282,8 @@ impl Server {
                     "",
                 )
             }
-            ["trains", _, "pause" | "resume"] | ["trains", _, "cogs", _, "pause" | "resume"]
+            ["trains", _, "pause" | "resume"]
+            | ["trains", _, "cogs", _, "pause" | "resume" | "rewind"]
                 if req.method != "POST" =>
             {
                 conn::respond_error_allow(out, "POST", close)
@@ -294,6 +297,12 @@ impl Server {
             ["trains", train, "cogs", cog, action @ ("pause" | "resume")] => {
                 if self.authorized(req, peer, out, cx) {
                     let (status, body) = self.hold(cx, train, Some(cog), *action == "pause");
+                    conn::respond(out, status, "application/json", body.as_bytes(), close, "");
+                }
+            }
+            ["trains", train, "cogs", cog, "rewind"] => {
+                if self.authorized(req, peer, out, cx) {
+                    let (status, body) = self.rewind(cx, train, cog, &req.body, peer);
                     conn::respond(out, status, "application/json", body.as_bytes(), close, "");
                 }
             }
@@ -350,31 +359,27 @@ impl Server {
             return (404, error_json("no such train"));
         };
         let cogs: Vec<usize> = match cog.map(percent_decode) {
-            None => (0..metrics[t].cogs.len())
-                .filter(|&c| cx.is_supply(t, c))
-                .collect(),
-            Some(name) => {
-                let cogs = &metrics[t].cogs;
-                let by_id: Vec<usize> = (0..cogs.len()).filter(|&c| cogs[c].id == name).collect();
-                let found = if by_id.is_empty() {
-                    (0..cogs.len()).filter(|&c| cogs[c].name == name).collect()
-                } else {
-                    by_id
-                };
-                match found.as_slice() {
-                    [] => return (404, error_json("no such cog in the train")),
-                    [c] if !cx.is_supply(t, *c) => {
-                        return (409, error_json("only a supply can be paused"));
-                    }
-                    [c] => vec![*c],
-                    _ => {
-                        return (
-                            409,
-                            error_json("more than one cog of that type: name the cog by its id"),
-                        );
-                    }
+            None => {
+                let all: Vec<usize> = (0..metrics[t].cogs.len())
+                    .filter(|&c| cx.is_supply(t, c))
+                    .collect();
+                if all.is_empty() {
+                    return (
+                        409,
+                        error_json(
+                            "the train has no supply of its own: pause the trains that feed it",
+                        ),
+                    );
                 }
+                all
             }
+            Some(name) => match find_cog(&metrics[t], &name) {
+                Err(e) => return e,
+                Ok(c) if !cx.is_supply(t, c) => {
+                    return (409, error_json("only a supply can be paused"));
+                }
+                Ok(c) => vec![c],
+            },
         };
         if cogs
             .iter()
@@ -405,6 +410,62 @@ impl Server {
         }
         body.push_str("]}\n");
         (200, body)
+    }
+
+    /// Rolls a supply back to where the body says, pausing and resuming its train.
+    /// Returns the status and a JSON body.
+    fn rewind(
+        &self,
+        cx: &mut ServiceCx<'_>,
+        train: &str,
+        cog: &str,
+        body: &[u8],
+        peer: &str,
+    ) -> (u16, String) {
+        let metrics = cx.metrics();
+        let train = percent_decode(train);
+        let Some(t) = metrics.iter().position(|m| m.name == train) else {
+            return (404, error_json("no such train"));
+        };
+        let c = match find_cog(&metrics[t], &percent_decode(cog)) {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if !cx.is_supply(t, c) {
+            return (409, error_json("only a supply can be rewound"));
+        }
+        let to = match rewind::parse(body) {
+            Ok(r) => r,
+            Err(why) => return (400, error_json(why)),
+        };
+        if cx.is_shutting_down() {
+            return (409, error_json("the train is stopping"));
+        }
+        let id = &metrics[t].cogs[c].id;
+        match cx.rewind(t, c, &to) {
+            Ok(offset) => {
+                slog::info!(cx.logger(), "http: supply rewound"; "train" => &metrics[t].name,
+                    "cog" => id, "source" => &to.source, "offset" => offset, "peer" => peer);
+                let mut body = String::from("{\"train\":");
+                status::json_str(&mut body, &metrics[t].name);
+                body.push_str(",\"cog\":");
+                status::json_str(&mut body, id);
+                body.push_str(",\"source\":");
+                status::json_str(&mut body, &to.source);
+                body.push_str(&format!(",\"offset\":{offset}}}\n"));
+                (200, body)
+            }
+            Err(e) => {
+                let status = match e {
+                    RewindError::NoSource(_) => 404,
+                    RewindError::Invalid(_) => 400,
+                    RewindError::Unsupported(_) => 409,
+                };
+                slog::info!(cx.logger(), "http: rewind refused"; "train" => &metrics[t].name,
+                    "cog" => id, "status" => status, "reason" => %e, "peer" => peer);
+                (status, error_json(&e.to_string()))
+            }
+        }
     }
 
     /// Samples the counters for rates; keeps the samples of the last [`RATE_SPAN`].
@@ -520,6 +581,29 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cog of `train` named `name`: its id, or its type when that is unique in the train;
+/// a 404 or 409 answer otherwise.
+fn find_cog(
+    train: &crate::engine::train::TrainMetrics,
+    name: &str,
+) -> Result<usize, (u16, String)> {
+    let cogs = &train.cogs;
+    let by_id: Vec<usize> = (0..cogs.len()).filter(|&c| cogs[c].id == name).collect();
+    let found = if by_id.is_empty() {
+        (0..cogs.len()).filter(|&c| cogs[c].name == name).collect()
+    } else {
+        by_id
+    };
+    match found.as_slice() {
+        [] => Err((404, error_json("no such cog in the train"))),
+        [c] => Ok(*c),
+        _ => Err((
+            409,
+            error_json("more than one cog of that type: name the cog by its id"),
+        )),
+    }
 }
 
 fn error_json(msg: &str) -> String {

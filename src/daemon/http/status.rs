@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use crate::engine::control::Inspection;
 use crate::engine::escapement::{CogState, ServiceCx};
 
 use super::Server;
@@ -124,6 +125,7 @@ pub(super) fn render(server: &Server, cx: &ServiceCx<'_>) -> String {
             num(&mut o, rate(cog.data_in, b_in));
             o.push_str(",\"rate_out\":");
             num(&mut o, rate(cog.data_out, b_out));
+            inspection(&mut o, &cx.inspect(t, c));
             o.push('}');
             flat += 1;
         }
@@ -131,6 +133,53 @@ pub(super) fn render(server: &Server, cx: &ServiceCx<'_>) -> String {
     }
     o.push_str("]}\n");
     o
+}
+
+/// What a cog reports of itself ([`Inspection`]), as fields of its object: `sources`
+/// (with `sources_omitted` when some were left out), `keys` and `max_keys`, `buffers`.
+/// Nothing when it reports nothing.
+fn inspection(o: &mut String, ins: &Inspection) {
+    let opt = |o: &mut String, v: Option<u64>| match v {
+        Some(v) => {
+            let _ = write!(o, "{v}");
+        }
+        None => o.push_str("null"),
+    };
+    if !ins.sources.is_empty() || ins.sources_omitted > 0 {
+        o.push_str(",\"sources\":[");
+        for (i, s) in ins.sources.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str("{\"path\":");
+            json_str(o, &s.path);
+            let _ = write!(o, ",\"read\":{},\"acknowledged\":", s.read);
+            opt(o, s.acknowledged);
+            o.push('}');
+        }
+        o.push(']');
+        if ins.sources_omitted > 0 {
+            let _ = write!(o, ",\"sources_omitted\":{}", ins.sources_omitted);
+        }
+    }
+    if let Some((held, limit)) = ins.keys {
+        let _ = write!(o, ",\"keys\":{held},\"max_keys\":");
+        opt(o, limit);
+    }
+    if !ins.buffers.is_empty() {
+        o.push_str(",\"buffers\":[");
+        for (i, b) in ins.buffers.iter().enumerate() {
+            if i > 0 {
+                o.push(',');
+            }
+            o.push_str("{\"name\":");
+            json_str(o, b.name);
+            let _ = write!(o, ",\"fill\":{},\"limit\":", b.fill);
+            opt(o, b.limit);
+            o.push('}');
+        }
+        o.push(']');
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +191,24 @@ mod tests {
         let mut s = String::new();
         json_str(&mut s, "a\"b\\c\nd\u{1}</script>é");
         assert_eq!(s, "\"a\\\"b\\\\c\\nd\\u0001\\u003c/script>é\"");
+    }
+
+    #[test]
+    fn inspections_render_as_fields() {
+        let mut o = String::new();
+        inspection(&mut o, &Inspection::default());
+        assert_eq!(o, "");
+        let mut ins = Inspection::default();
+        ins.source("/a\"b", 10, Some(4));
+        ins.source("/c", 3, None);
+        ins.keys(7, None);
+        ins.buffer("unacknowledged", 6, Some(100));
+        inspection(&mut o, &ins);
+        assert_eq!(
+            o,
+            ",\"sources\":[{\"path\":\"/a\\\"b\",\"read\":10,\"acknowledged\":4},\
+             {\"path\":\"/c\",\"read\":3,\"acknowledged\":null}],\"keys\":7,\"max_keys\":null,\
+             \"buffers\":[{\"name\":\"unacknowledged\",\"fill\":6,\"limit\":100}]"
+        );
     }
 }

@@ -480,7 +480,7 @@ impl Escapement {
         };
         let mut cx = ServiceCx {
             core: &mut self.core,
-            trains: &self.trains,
+            trains: &mut self.trains,
             wake: &mut self.service_wake,
         };
         f(service.as_mut(), &mut cx);
@@ -517,7 +517,7 @@ impl Escapement {
         if let Some(service) = self.service.as_mut() {
             let mut cx = ServiceCx {
                 core: &mut self.core,
-                trains: &self.trains,
+                trains: &mut self.trains,
                 wake: &mut self.service_wake,
             };
             service.start(&mut cx)?;

@@ -9,6 +9,7 @@ use mio::event::{Event, Source};
 use slog::Logger;
 
 use crate::engine::cog::{BoxError, Local};
+use crate::engine::control::{Inspection, Rewind, RewindError};
 use crate::engine::train::{Driven, TrainMetrics};
 
 use super::core::{Core, Phase};
@@ -76,7 +77,7 @@ pub trait Service {
 /// and states, hold and release supplies.
 pub struct ServiceCx<'a> {
     pub(super) core: &'a mut Core,
-    pub(super) trains: &'a [Box<dyn Driven>],
+    pub(super) trains: &'a mut [Box<dyn Driven>],
     pub(super) wake: &'a mut Option<Instant>,
 }
 
@@ -157,10 +158,11 @@ impl ServiceCx<'_> {
     }
 
     /// Holds (pauses) or releases the supply `cog` of train `train`, as backpressure
-    /// does: the supply's [`Cog::pause`](crate::Cog::pause) and
-    /// [`Cog::resume`](crate::Cog::resume) are called once the callback has returned. A
-    /// released supply stays paused while a cog of its train asks for backpressure. An
-    /// error when the cog is not a supply.
+    /// does: the supply's [`Cog::pause`](crate::Cog::pause) or
+    /// [`Cog::resume`](crate::Cog::resume) is called at once, so what the service reads
+    /// next ([`cog_state`](ServiceCx::cog_state)) already shows it. A released supply
+    /// stays paused while a cog of its train asks for backpressure. An error when the cog
+    /// is not a supply.
     pub fn hold(&mut self, train: usize, cog: usize, held: bool) -> Result<(), String> {
         let Some(slot) = self.core.slots.get_mut(train).and_then(|t| t.get_mut(cog)) else {
             return Err(format!("no cog {cog} in train {train}"));
@@ -170,9 +172,68 @@ impl ServiceCx<'_> {
         }
         if slot.service_hold != held {
             slot.service_hold = held;
-            self.core.pause_dirty = true;
+            self.apply_pause(train);
         }
         Ok(())
+    }
+
+    /// Tells the supplies of `train` to pause or resume as their holds and the train's
+    /// backpressure now say. Done here rather than when the callback has returned: a
+    /// service may answer another request in the same callback (a client that pauses and
+    /// at once asks for the status), and it must see the supplies as they now are.
+    fn apply_pause(&mut self, train: usize) {
+        let want = self.core.slots[train].iter().any(|s| s.wants_pause);
+        self.trains[train].set_paused(want, self.core);
+    }
+
+    /// What cog `cog` of train `train` reports of itself beyond its counters
+    /// ([`Cog::inspect`](crate::Cog::inspect)); empty for no such cog.
+    pub fn inspect(&self, train: usize, cog: usize) -> Inspection {
+        let mut into = Inspection::default();
+        if let Some(t) = self.trains.get(train) {
+            t.inspect(cog, &mut into);
+        }
+        into
+    }
+
+    /// Rolls the supply `cog` of train `train` back ([`Cog::rewind`](crate::Cog::rewind)):
+    /// every supply of the train is paused, the supply rewound, and the supplies resumed
+    /// (those held before stay held). Returns the byte offset reading resumes at. A supply
+    /// that had said it was exhausted reads again, so the run does not end under it.
+    pub fn rewind(&mut self, train: usize, cog: usize, to: &Rewind) -> Result<u64, RewindError> {
+        let Some(slots) = self.core.slots.get(train) else {
+            return Err(RewindError::NoSource(format!("no train {train}")));
+        };
+        match slots.get(cog) {
+            None => {
+                return Err(RewindError::NoSource(format!(
+                    "no cog {cog} in train {train}"
+                )));
+            }
+            Some(s) if !s.supply => {
+                return Err(RewindError::Unsupported(
+                    "only a supply can be rewound".into(),
+                ));
+            }
+            Some(s) if s.phase != Phase::Running || self.core.shutdown => {
+                return Err(RewindError::Unsupported("the train is stopping".into()));
+            }
+            Some(_) => {}
+        }
+        let before: Vec<bool> = slots.iter().map(|s| s.service_hold).collect();
+        for s in self.core.slots[train].iter_mut().filter(|s| s.supply) {
+            s.service_hold = true;
+        }
+        self.apply_pause(train);
+        let result = self.trains[train].rewind(cog, to, self.core);
+        for (s, held) in self.core.slots[train].iter_mut().zip(before) {
+            s.service_hold = held;
+        }
+        if result.is_ok() {
+            self.core.slots[train][cog].exhausted = false;
+        }
+        self.apply_pause(train);
+        result
     }
 
     /// Whether the shutdown has started.
