@@ -338,10 +338,19 @@ fn serve(
             eprintln!("deadbeat: reopening the log failed: {e}");
         }
     });
+    // The live page draws the edges between trains: taken from the build before the
+    // trains move into the escapement.
+    let drawn = config
+        .http
+        .is_some()
+        .then(|| graph::Graph::of(config, registry, &built.feeds));
     built.install(&mut esc).map_err(|e| e.to_string())?;
     if let Some(http) = &config.http {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let server = http::Server::new(http.clone(), shown.display().to_string())?;
+        let mut server = http::Server::new(http.clone(), shown.display().to_string())?;
+        if let Some(g) = &drawn {
+            server.set_graph(g);
+        }
         esc.set_service(Box::new(server))
             .map_err(|e| e.to_string())?;
     }

@@ -21,6 +21,7 @@ mod exec;
 mod file_out;
 mod files;
 mod http_control;
+mod http_page;
 mod merge;
 mod multiline;
 mod signals;
