@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod cli_graph;
 mod cli_test;
+mod cli_top;
 mod cog_ids;
 mod conditions;
 mod custom_daemon;
