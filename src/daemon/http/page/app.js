@@ -224,12 +224,26 @@
 
   // Edges ----------------------------------------------------------------------------
 
-  // One width for every cog box, as wide as lets the longest train fit on one row.
+  // One width for every cog box, as wide as lets the longest train fit on one row: a
+  // narrower, compact box (no sparkline, counters in a column) before wrapping a train.
+  // The space below each train leaves room for the edges that leave it.
   function layout() {
     const most = Math.max(1, ...views.map((v) => v.cogs.length));
     const room = $("trains").clientWidth - 34; // a train's padding and borders
-    const w = Math.max(150, Math.min(220, Math.floor((room - (most - 1) * 26) / most)));
-    document.documentElement.style.setProperty("--cog-w", w + "px");
+    const fit = Math.floor((room - (most - 1) * 26) / most);
+    const compact = fit < 150 && fit >= 112;
+    const w = compact ? fit : Math.max(150, Math.min(220, fit));
+    const root = document.documentElement.style;
+    root.setProperty("--cog-w", w + "px");
+    document.body.classList.toggle("compact", compact);
+    const leaving = new Map();
+    if (graph && Array.isArray(graph.edges)) {
+      for (const e of graph.edges) leaving.set(e.from, (leaving.get(e.from) || 0) + 1);
+    }
+    views.forEach((v, t) => {
+      const extra = Math.max(0, 22 + (leaving.get(t) || 0) * 7 - 34);
+      v.section.style.marginBottom = extra + "px";
+    });
     drawEdges();
   }
 
@@ -412,6 +426,7 @@
     setText($("version"), status.version ? "v" + status.version : "");
     setText($("config"), status.config ? String(status.config) : "");
     setText($("pid"), status.pid ? "pid " + status.pid : "");
+    $("pid-sep").hidden = !(status.config && status.pid);
     document.title = "deadbeat \u00b7 " + si(totalIn) + "/s" + (totalErrors > 0 ? " \u00b7 " + count(totalErrors) + " errors" : "");
   }
 
