@@ -150,7 +150,12 @@
     const base = String(cog.name).replace(/#\d+$/, "");
     const role = ROLE[kind] || kind;
     const meta = el("div", "ctype");
-    meta.appendChild(el("span", "role", base === cog.type ? role : cog.type + " \u00b7 " + role));
+    // A cog named by its type shows its role; one with a name of its own, its type (its
+    // role is its colour).
+    const shown = base === cog.type ? role : String(cog.type);
+    const label = el("span", "role", shown);
+    label.title = cog.type + " \u00b7 " + role;
+    meta.appendChild(label);
     const busy = el("span", "busy", "");
     busy.title = "share of the time spent in this cog";
     meta.appendChild(busy);
