@@ -229,6 +229,24 @@ fn top_without_a_terminal_prints_one_view() {
 }
 
 #[test]
+fn top_reads_a_unix_socket() {
+    let d = LiveDaemon::start_listening("cli-top-unix", "unix:ctl.sock");
+    let url = format!("unix:{}", d.dir().join("ctl.sock").display());
+    let out = deadbeat()
+        .args(["top", "--url", &url])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows = cog_rows(&text);
+    for cog in ["json_parse#2", "tee#3", "inbox"] {
+        assert!(rows.iter().any(|r| r.0 == cog), "{cog}:\n{text}");
+    }
+    d.stop();
+}
+
+#[test]
 fn top_on_an_unreachable_url_fails_clearly() {
     // A port nobody listens on: bound, then let go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

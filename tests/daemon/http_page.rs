@@ -26,11 +26,17 @@ pub(super) struct LiveDaemon {
 
 impl LiveDaemon {
     pub(super) fn start(tag: &str) -> LiveDaemon {
+        Self::start_listening(tag, "127.0.0.1:0")
+    }
+
+    /// The same daemon with `[http] listen = LISTEN`; `unix:ctl.sock` is a socket in its
+    /// directory.
+    pub(super) fn start_listening(tag: &str, listen: &str) -> LiveDaemon {
         let dir = TempDir::new(tag);
         let cfg = write_config(
             dir.path(),
             &format!(
-                "[log]\ntarget = \"file:d.log\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+                "[log]\ntarget = \"file:d.log\"\n[http]\nlisten = \"{listen}\"\n\
                  [[train]]\nname = \"main\"\n\
                  [[train.cog]]\ntype = \"stdin\"\nname = \"{}\"\n\
                  [[train.cog]]\ntype = \"json_parse\"\non_error = \"train:rejects\"\n\
@@ -69,14 +75,19 @@ impl LiveDaemon {
         let mut port = 0;
         wait_for("the control server to listen", || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            port = text
+            let Some(line) = text
                 .lines()
                 .find(|l| l.contains("control server listening"))
-                .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("listen=")))
+            else {
+                return false;
+            };
+            port = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("listen="))
                 .and_then(|a| a.rsplit(':').next())
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(0);
-            port != 0
+            true
         });
         LiveDaemon {
             child,
@@ -85,6 +96,10 @@ impl LiveDaemon {
             stop,
             feeder: Some(feeder),
         }
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub(super) fn url(&self) -> String {
