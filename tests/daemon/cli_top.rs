@@ -103,9 +103,10 @@ impl Drop for Tmux {
     }
 }
 
-/// The pane's command: `top` on `url`, then its exit code and the terminal's modes.
+/// The pane's command: `top` on `url`, then its exit code and the terminal's modes, then
+/// `END`.
 fn top_then_stty(url: &str) -> String {
-    format!("'{BIN}' top --url '{url}'; echo EXIT=$?; stty -a; exec sleep 600")
+    format!("'{BIN}' top --url '{url}'; echo EXIT=$?; stty -a; echo END; exec sleep 600")
 }
 
 /// The rows of `screen` that show a cog: `(name, rate, errors, state)`.
@@ -181,7 +182,7 @@ fn top_shows_the_live_status_and_quits_on_q() {
     drop(d);
     tmux.wait_screen("the lost daemon", |s| s.contains("no answer since"));
     tmux.keys("q");
-    let screen = tmux.wait_screen("top to exit", |s| s.contains("EXIT="));
+    let screen = tmux.wait_screen("top to exit", |s| s.lines().any(|l| l == "END"));
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(terminal_restored(&screen), "{screen}");
     assert_eq!(tmux.pane("#{alternate_on}"), "0");
@@ -200,7 +201,7 @@ fn top_gives_the_terminal_back_on_sigterm() {
     };
     tmux.wait_screen("the view", |s| s.contains("json_parse#2"));
     kill(tmux.child_pid(), libc::SIGTERM);
-    let screen = tmux.wait_screen("top to exit", |s| s.contains("EXIT="));
+    let screen = tmux.wait_screen("top to exit", |s| s.lines().any(|l| l == "END"));
     assert!(screen.contains("EXIT=0"), "{screen}");
     assert!(terminal_restored(&screen), "{screen}");
     assert_eq!(tmux.pane("#{alternate_on}"), "0");
