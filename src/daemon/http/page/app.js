@@ -8,6 +8,7 @@
   const POLL_MS = 1000;
   const TIMEOUT_MS = 2500;
   const HISTORY = 60; // sparkline points: the last minute
+  const ERROR_MEMORY_MS = 60000; // how long a cog stays red after its last error
   const SVG = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -191,7 +192,7 @@
 
     return {
       box, kind, pill, rate, n, busy, area, stroke, buffer,
-      dIn, dOut, dDropped, dErrors, history: [], errors: null,
+      dIn, dOut, dDropped, dErrors, history: [], errors: null, errorAt: -Infinity,
     };
   }
 
@@ -336,7 +337,7 @@
     dd.className = n > 0 ? (bad ? "bad" : "") : "zero";
   }
 
-  function updateCog(v, cog, busyShare) {
+  function updateCog(v, cog, busyShare, now) {
     const rate = headline(cog, v.kind);
     setText(v.n, si(rate));
     v.rate.classList.toggle("idle", rate === 0);
@@ -359,9 +360,15 @@
     setCount(v.dDropped, num(cog.dropped), false);
     setCount(v.dErrors, num(cog.errors), true);
 
+    // A cog is red while it failed on records within the last minute (errors seen at the
+    // first look count as recent), and glows in the second its errors grew; its count
+    // stays red.
     const errors = num(cog.errors);
-    v.box.classList.toggle("has-errors", errors > 0);
-    v.box.classList.toggle("new-errors", v.errors !== null && errors > v.errors);
+    const grew = v.errors !== null && errors > v.errors;
+    if (grew || (v.errors === null && errors > 0)) v.errorAt = now;
+    const recent = now - v.errorAt < ERROR_MEMORY_MS;
+    v.box.classList.toggle("has-errors", recent);
+    v.box.classList.toggle("new-errors", grew);
     v.errors = errors;
 
     const state = cog.held ? "held" : cog.state && cog.state !== "running" ? String(cog.state) : "";
@@ -377,6 +384,7 @@
       v.buffer.classList.toggle("full", share >= 0.9);
       v.buffer.title = b ? "buffer " + count(b.fill) + " of " + count(b.limit) : "";
     }
+    return recent;
   }
 
   function update(status) {
@@ -394,6 +402,7 @@
       let tin = 0;
       let tout = 0;
       let terr = 0;
+      let recent = false;
       (train.cogs || []).forEach((cog, c) => {
         const v = view.cogs[c];
         if (!v) return;
@@ -401,7 +410,7 @@
         if (dt > 0.2 && lastBusy && lastBusy.busy[t] && lastBusy.busy[t][c] !== undefined) {
           share = Math.max(0, Math.min(1, (busyNow[t][c] - lastBusy.busy[t][c]) / dt));
         }
-        updateCog(v, cog, share);
+        if (updateCog(v, cog, share, now)) recent = true;
         if (v.kind === "supply" || v.kind === "inbox") tin += num(cog.rate_out);
         if (v.kind === "supply") totalIn += num(cog.rate_out);
         if (v.kind === "drain") tout += num(cog.rate_in);
@@ -415,7 +424,7 @@
         document.createTextNode("/s"),
       );
       setText(view.err, terr > 0 ? count(terr) + " errors" : "");
-      view.section.classList.toggle("has-errors", terr > 0);
+      view.section.classList.toggle("has-errors", recent);
       const state = train.state && train.state !== "running" ? String(train.state) : "";
       setText(view.pill, state);
       view.pill.hidden = state === "";
