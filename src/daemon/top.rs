@@ -1,6 +1,7 @@
 //! `deadbeat top [--url URL]`: a terminal view of a running daemon's `GET /status` (its
 //! trains, cogs, rates, counters, errors and held supplies), redrawn in place once a
-//! second until `q` is pressed.
+//! second until `q` is pressed. A table taller than the terminal scrolls (`j`/`k`, the
+//! arrows, space/`b`, PgDn/PgUp, `g`/`G`, Home/End).
 //!
 //! `URL` is the daemon's `[http] listen` address: `http://HOST:PORT` (default
 //! `http://127.0.0.1:8686`, a path prefix allowed for a proxy in front) or `unix:PATH`.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::record::{Key, Value};
+use crate::record::{Key as FieldKey, Value};
 
 /// The address `top` asks unless given `--url`: the example `[http] listen`.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8686";
@@ -244,9 +245,10 @@ pub fn main(url: &str) -> ExitCode {
             color: false,
             clock: None,
             trouble: None,
+            scroll: 0,
         };
         let mut out = std::io::stdout().lock();
-        for line in view.lines(&first) {
+        for line in view.frame(&first).0 {
             let _ = writeln!(out, "{line}");
         }
         return ExitCode::SUCCESS;
@@ -341,8 +343,51 @@ fn terminal_size() -> (usize, usize) {
     }
 }
 
-/// Waits up to `timeout` for keys on stdin; `true` when one of them quits.
-fn quit_pressed(timeout: Duration) -> Result<bool, String> {
+/// What a key asks of the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Quit,
+    /// Scroll the table by this many rows.
+    Scroll(i32),
+    PageDown,
+    PageUp,
+    Home,
+    End,
+}
+
+/// The keys in `bytes`: `q`, `Q`, Ctrl-C and Ctrl-D quit; `j`/`k` and the arrows scroll a
+/// row, space/`b` and PgDn/PgUp a page, `g`/`G` and Home/End to an end.
+fn keys(bytes: &[u8]) -> Vec<Key> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        let (key, len) = match rest {
+            [b'q' | b'Q' | 3 | 4, ..] => (Some(Key::Quit), 1),
+            [0x1b, b'[' | b'O', b'A', ..] => (Some(Key::Scroll(-1)), 3),
+            [0x1b, b'[' | b'O', b'B', ..] => (Some(Key::Scroll(1)), 3),
+            [0x1b, b'[' | b'O', b'H', ..] => (Some(Key::Home), 3),
+            [0x1b, b'[' | b'O', b'F', ..] => (Some(Key::End), 3),
+            [0x1b, b'[', b'5', b'~', ..] => (Some(Key::PageUp), 4),
+            [0x1b, b'[', b'6', b'~', ..] => (Some(Key::PageDown), 4),
+            [0x1b, b'[', b'1' | b'7', b'~', ..] => (Some(Key::Home), 4),
+            [0x1b, b'[', b'4' | b'8', b'~', ..] => (Some(Key::End), 4),
+            [b'j', ..] => (Some(Key::Scroll(1)), 1),
+            [b'k', ..] => (Some(Key::Scroll(-1)), 1),
+            [b' ', ..] => (Some(Key::PageDown), 1),
+            [b'b', ..] => (Some(Key::PageUp), 1),
+            [b'g', ..] => (Some(Key::Home), 1),
+            [b'G', ..] => (Some(Key::End), 1),
+            _ => (None, 1),
+        };
+        out.extend(key);
+        i += len;
+    }
+    out
+}
+
+/// Waits up to `timeout` for keys on stdin and returns them (none when the time passed).
+fn read_keys(timeout: Duration) -> Result<Vec<Key>, String> {
     let mut fds = libc::pollfd {
         fd: libc::STDIN_FILENO,
         events: libc::POLLIN,
@@ -354,24 +399,23 @@ fn quit_pressed(timeout: Duration) -> Result<bool, String> {
     if n < 0 {
         let e = std::io::Error::last_os_error();
         return if e.kind() == std::io::ErrorKind::Interrupted {
-            Ok(false)
+            Ok(Vec::new())
         } else {
             Err(format!("cannot wait for keys: {e}"))
         };
     }
     if n == 0 {
-        return Ok(false);
+        return Ok(Vec::new());
     }
     if fds.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
         && fds.revents & libc::POLLIN == 0
     {
-        return Ok(true); // the terminal is gone: nobody is left to press `q`
+        return Ok(vec![Key::Quit]); // the terminal is gone: nobody is left to press `q`
     }
     let mut buf = [0u8; 64];
     match std::io::stdin().lock().read(&mut buf) {
-        // q, Q, Ctrl-C, Ctrl-D.
-        Ok(n) => Ok(buf[..n].iter().any(|b| matches!(b, b'q' | b'Q' | 3 | 4))),
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(false),
+        Ok(n) => Ok(keys(&buf[..n])),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(Vec::new()),
         Err(e) => Err(format!("cannot read keys: {e}")),
     }
 }
@@ -392,6 +436,8 @@ fn interactive(target: &Target, url: &str, first: Value) -> Result<(), String> {
     let mut last_ok = std::time::SystemTime::now();
     let mut trouble: Option<String> = None;
     let mut out = std::io::stdout();
+    let mut scroll = 0usize;
+    let mut next_fetch = Instant::now() + REFRESH;
     loop {
         let (width, height) = terminal_size();
         let view = View {
@@ -401,9 +447,12 @@ fn interactive(target: &Target, url: &str, first: Value) -> Result<(), String> {
             color,
             clock: Some(clock(std::time::SystemTime::now())),
             trouble: trouble.as_deref(),
+            scroll,
         };
+        let (lines, shown) = view.frame(&status);
+        scroll = shown.first;
         let mut frame = String::from("\x1b[H");
-        for line in view.lines(&status) {
+        for line in lines {
             frame.push_str(&line);
             frame.push_str("\x1b[K\r\n");
         }
@@ -416,20 +465,34 @@ fn interactive(target: &Target, url: &str, first: Value) -> Result<(), String> {
             .and_then(|()| out.flush())
             .map_err(|e| format!("cannot write to the terminal: {e}"))?;
 
-        let next = Instant::now() + REFRESH;
-        loop {
+        // Until the next status is due: keys redraw at once, signals end the view.
+        let mut moved = false;
+        while !moved {
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let left = next.saturating_duration_since(Instant::now());
+            let left = next_fetch.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             // Short waits, so that a signal is seen promptly.
-            if quit_pressed(left.min(Duration::from_millis(200)))? {
-                return Ok(());
+            for key in read_keys(left.min(Duration::from_millis(200)))? {
+                let page = shown.room.max(1);
+                scroll = match key {
+                    Key::Quit => return Ok(()),
+                    Key::Scroll(n) => scroll.saturating_add_signed(n as isize),
+                    Key::PageDown => scroll.saturating_add(page),
+                    Key::PageUp => scroll.saturating_sub(page),
+                    Key::Home => 0,
+                    Key::End => usize::MAX,
+                };
+                moved = true;
             }
         }
+        if moved {
+            continue;
+        }
+        next_fetch = Instant::now() + REFRESH;
         match fetch(target) {
             Ok(s) => {
                 status = s;
@@ -471,6 +534,19 @@ struct View<'a> {
     clock: Option<String>,
     /// Why the status shown is not fresh.
     trouble: Option<&'a str>,
+    /// The first row of the table shown (clamped to the rows there are).
+    scroll: usize,
+}
+
+/// Which rows of the table a frame shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shown {
+    /// The first row shown, the scroll clamped.
+    first: usize,
+    /// How many rows fit.
+    room: usize,
+    /// How many rows there are.
+    total: usize,
 }
 
 /// Colours of text (SGR parameters).
@@ -582,7 +658,7 @@ fn fit(s: &str, width: usize) -> String {
 
 fn get<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
     match v {
-        Value::Map(m) => m.get(Key::try_existing(name)?),
+        Value::Map(m) => m.get(FieldKey::try_existing(name)?),
         _ => None,
     }
 }
@@ -674,22 +750,29 @@ fn buffer(cog: &Value) -> Option<(f64, f64)> {
     Some((fill.as_f64()?, limit.as_f64()?))
 }
 
-/// Column widths of the table after the name column.
+/// Column widths of the table after the name column; the errors come early, so that a
+/// narrow terminal still shows them.
 const COLS: [(&str, usize); 9] = [
     ("TYPE", 11),
     ("STATE", 9),
     ("RATE/s", 8),
+    ("ERRORS", 8),
     ("IN", 10),
     ("OUT", 10),
     ("DROPPED", 9),
-    ("ERRORS", 8),
     ("BUSY", 6),
     ("BUFFER", 13),
 ];
 
 impl View<'_> {
     /// The frame's lines, cut to the width and height.
+    #[cfg(test)]
     fn lines(&self, st: &Value) -> Vec<String> {
+        self.frame(st).0
+    }
+
+    /// The frame's lines, cut to the width and height, and the rows of the table shown.
+    fn frame(&self, st: &Value) -> (Vec<String>, Shown) {
         let width = self.width;
         let trains = list(st, "trains");
         let mut out = Vec::new();
@@ -810,37 +893,41 @@ impl View<'_> {
             l.push("no trains", Ink::Dim);
             rows.push(l);
         }
-        let room = self.height.saturating_sub(out.len() + 1);
-        let hidden = rows.len().saturating_sub(room);
-        let shown = if hidden > 0 {
-            room.saturating_sub(1)
+        // Rows between the heading and the last line (none without a terminal, where
+        // every row is printed).
+        let room = if self.clock.is_some() {
+            self.height.saturating_sub(out.len() + 1)
         } else {
             rows.len()
         };
-        for l in rows.iter().take(shown) {
+        let first = self.scroll.min(rows.len().saturating_sub(room));
+        for l in rows.iter().skip(first).take(room) {
             out.push(l.render(width, self.color));
         }
-        if hidden > 0 {
-            let mut l = Line::default();
-            l.push(
-                format!("… {} more rows: enlarge the terminal", rows.len() - shown),
-                Ink::Dim,
-            );
-            out.push(l.render(width, self.color));
-        }
-        // The last line: how to leave, and what is watched.
+        let shown = Shown {
+            first,
+            room,
+            total: rows.len(),
+        };
+        // The last line: how to leave, what is watched, where the table is scrolled.
         if self.clock.is_some() {
             while out.len() + 1 < self.height {
                 out.push(String::new());
             }
             let mut l = Line::default();
-            l.push(" q ", Ink::Reverse)
-                .push(" quit   ", Ink::Plain)
-                .push(clean(self.url, 200), Ink::Dim)
+            l.push(" q ", Ink::Reverse).push(" quit  ", Ink::Plain);
+            if rows.len() > room {
+                let last = (first + room).min(rows.len());
+                l.push(" \u{2191}\u{2193} ", Ink::Reverse).push(
+                    format!(" rows {}-{last} of {}  ", first + 1, rows.len()),
+                    Ink::Plain,
+                );
+            }
+            l.push(clean(self.url, 200), Ink::Dim)
                 .push("   every 1 s", Ink::Dim);
             out.push(l.render(width, self.color));
         }
-        out
+        (out, shown)
     }
 
     /// One cog's row; `up` is the daemon's uptime in seconds.
@@ -866,6 +953,12 @@ impl View<'_> {
             true,
             if rate > 0.0 { Ink::Cyan } else { Ink::Dim },
         );
+        l.push(" ", Ink::Plain).cell(
+            &count(errors),
+            8,
+            true,
+            if errors > 0.0 { Ink::BoldRed } else { Ink::Dim },
+        );
         l.push(" ", Ink::Plain)
             .cell(&count(num(c, "in")), 10, true, Ink::Plain);
         l.push(" ", Ink::Plain)
@@ -876,12 +969,6 @@ impl View<'_> {
             9,
             true,
             if dropped > 0.0 { Ink::Plain } else { Ink::Dim },
-        );
-        l.push(" ", Ink::Plain).cell(
-            &count(errors),
-            8,
-            true,
-            if errors > 0.0 { Ink::BoldRed } else { Ink::Dim },
         );
         // The share of the daemon's run spent in the cog.
         let busy = match get(c, "busy_s").and_then(Value::as_f64) {
@@ -989,6 +1076,31 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_read() {
+        assert_eq!(
+            keys(b"jk\x1b[A\x1b[B\x1bOB \x1b[6~b\x1b[5~gG\x1b[H\x1b[Fxq"),
+            [
+                Key::Scroll(1),
+                Key::Scroll(-1),
+                Key::Scroll(-1),
+                Key::Scroll(1),
+                Key::Scroll(1),
+                Key::PageDown,
+                Key::PageDown,
+                Key::PageUp,
+                Key::PageUp,
+                Key::Home,
+                Key::End,
+                Key::Home,
+                Key::End,
+                Key::Quit
+            ]
+        );
+        assert_eq!(keys(b"\x03"), [Key::Quit]);
+        assert_eq!(keys(b"\x1b"), []);
+    }
+
+    #[test]
     fn numbers_are_short() {
         let cases = [
             (0.0, "0"),
@@ -1032,6 +1144,7 @@ mod tests {
             color: false,
             clock: Some("12:00:00".into()),
             trouble: None,
+            scroll: 0,
         };
         let lines = view.lines(&status());
         let text = lines.join("\n");
@@ -1049,10 +1162,10 @@ mod tests {
                 "json_parse",
                 "running",
                 "50",
+                "10",
                 "500",
                 "490",
                 "0",
-                "10",
                 "0.1%"
             ]
         );
@@ -1078,11 +1191,30 @@ mod tests {
             color: true,
             clock: Some("12:00:00".into()),
             trouble: Some("no answer since 11:59:58: refused; retrying"),
+            scroll: 0,
         };
         let lines = view.lines(&status());
         assert_eq!(lines.len(), 6);
         assert!(lines[2].contains("no answer since"), "{lines:?}");
-        assert!(lines[4].contains("… 3 more rows"), "{lines:?}");
+        assert!(lines[4].contains("web"), "{lines:?}");
+        assert!(lines[5].contains("rows 1-1 of 3"), "{lines:?}");
+        // Scrolled past the end: the last row.
+        let end = View {
+            scroll: 99,
+            color: false,
+            ..view
+        };
+        let (lines, shown) = end.frame(&status());
+        assert_eq!(
+            shown,
+            Shown {
+                first: 2,
+                room: 1,
+                total: 3
+            }
+        );
+        assert!(lines[4].contains("json_parse#2"), "{lines:?}");
+        assert!(lines[5].contains("rows 3-3 of 3"), "{lines:?}");
         for l in &lines {
             // Visible width, without the colour sequences.
             let mut visible = 0;

@@ -120,7 +120,7 @@ fn cog_rows(screen: &str) -> Vec<(String, String, String, String)> {
                 (
                     w[0].to_string(),
                     w[3].to_string(),
-                    w[7].to_string(),
+                    w[4].to_string(),
                     w[2].to_string(),
                 )
             })
@@ -196,12 +196,28 @@ fn top_shows_the_live_status_and_quits_on_q() {
 }
 
 #[test]
-fn top_gives_the_terminal_back_on_sigterm() {
+fn top_scrolls_and_gives_the_terminal_back_on_sigterm() {
     let d = LiveDaemon::start("cli-top-term");
     let Some(tmux) = Tmux::start("cli-top-term-tmux", &top_then_stty(&d.url())) else {
         return;
     };
     tmux.wait_screen("the view", |s| s.contains("json_parse#2"));
+    // A terminal too small for the table scrolls it: 11 rows (3 trains, 8 cogs), 5 shown.
+    tmux.run(&["resize-window", "-t", "top", "-x", "100", "-y", "10"]);
+    tmux.wait_screen("the table cut", |s| s.contains("rows 1-5 of 11"));
+    tmux.keys("End");
+    let screen = tmux.wait_screen("the end of the table", |s| s.contains("rows 7-11 of 11"));
+    assert!(screen.lines().any(|l| l.starts_with("copies")), "{screen}");
+    assert!(!screen.contains("json_parse#2"), "{screen}");
+    tmux.keys("k");
+    tmux.wait_screen("a row up", |s| s.contains("rows 6-10 of 11"));
+    tmux.keys("Home");
+    tmux.wait_screen("the top of the table", |s| {
+        s.contains("rows 1-5 of 11") && s.contains("json_parse#2")
+    });
+    // Room again for what the shell prints after `top`.
+    tmux.run(&["resize-window", "-t", "top", "-x", "132", "-y", "40"]);
+    tmux.wait_screen("the whole table", |s| !s.contains("of 11"));
     kill(tmux.child_pid(), libc::SIGTERM);
     let screen = tmux.wait_screen("top to exit", |s| s.lines().any(|l| l == "END"));
     assert!(screen.contains("EXIT=0"), "{screen}");
