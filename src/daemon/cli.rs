@@ -7,6 +7,7 @@
 //! deadbeat graph CONFIG [--format dot|mermaid]   the trains, their cogs and the edges between trains
 //! deadbeat test CONFIG --input FILE [--train NAME]
 //!                                                a train run on FILE's lines, drains printed to stdout
+//! deadbeat top [--url URL]                       a running daemon's trains, rates and errors, live
 //! deadbeat cogs [NAME]                           list the cogs, or one cog's parameters
 //! ```
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 usage or configuration error.
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 use crate::cogs::Registry;
 use crate::daemon::config::Config;
 use crate::daemon::process::{self, Detached};
-use crate::daemon::{graph, http, log, progress, reference, trial};
+use crate::daemon::{graph, http, log, progress, reference, top, trial};
 use crate::prelude::*;
 
 const USAGE: &str = "usage:
@@ -27,6 +28,8 @@ const USAGE: &str = "usage:
                                              the trains, their cogs and the edges between trains
   deadbeat test CONFIG --input FILE [--train NAME]
                                              run a train on FILE's lines, printing what its drains would write
+  deadbeat top [--url URL]                   a running daemon's trains, rates and errors, live (q quits;
+                                             URL: its [http] listen, default http://127.0.0.1:8686, or unix:PATH)
   deadbeat cogs [NAME]                       list the cogs, or one cog's parameters
   deadbeat cogs --markdown                   the cog reference (docs/cogs.md)
   deadbeat --version";
@@ -100,6 +103,8 @@ pub fn main_from(args: impl IntoIterator<Item = String>, registry: Registry) -> 
     }
     match args.as_slice() {
         ["check", config] => check(Path::new(config), &registry),
+        ["top"] => top::main(top::DEFAULT_URL),
+        ["top", "--url", url] => top::main(url),
         ["cogs"] => {
             print!("{}", reference::cog_list(&registry));
             ExitCode::SUCCESS
@@ -140,10 +145,11 @@ const FLAGS: &[(&str, &[&str])] = &[
     ("graph", &["--format"]),
     ("test", &["--input", "--train"]),
     ("cogs", &["--markdown"]),
+    ("top", &["--url"]),
 ];
 
 /// The options of [`FLAGS`] that take a value (`--format dot`).
-const VALUED: &[&str] = &["--format", "--input", "--train"];
+const VALUED: &[&str] = &["--format", "--input", "--train", "--url"];
 
 /// The arguments of `run`, `graph` and `test`: one configuration path and options, in
 /// any order.
@@ -338,10 +344,19 @@ fn serve(
             eprintln!("deadbeat: reopening the log failed: {e}");
         }
     });
+    // The live page draws the edges between trains: taken from the build before the
+    // trains move into the escapement.
+    let drawn = config
+        .http
+        .is_some()
+        .then(|| graph::Graph::of(config, registry, &built.feeds));
     built.install(&mut esc).map_err(|e| e.to_string())?;
     if let Some(http) = &config.http {
         let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let server = http::Server::new(http.clone(), shown.display().to_string())?;
+        let mut server = http::Server::new(http.clone(), shown.display().to_string())?;
+        if let Some(g) = &drawn {
+            server.set_graph(g);
+        }
         esc.set_service(Box::new(server))
             .map_err(|e| e.to_string())?;
     }

@@ -9,6 +9,7 @@ pub mod log;
 pub mod process;
 pub mod progress;
 pub mod reference;
+pub mod top;
 pub mod trial;
 
 pub use cli::main;

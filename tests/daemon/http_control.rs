@@ -294,7 +294,7 @@ fn status_and_metrics_show_counters_rising() {
 fn wrong_requests_get_their_status_over_a_socket() {
     let d = Daemon::start("http-errors", "");
     assert_eq!(d.get("/nothing").0, 404);
-    assert_eq!(d.get("/").0, 404);
+    assert_eq!(d.get("/trains").0, 404);
     let (code, head, _) = d.get("/trains/t/pause");
     assert_eq!(code, 405);
     assert!(head.contains("Allow: POST"), "{head}");

@@ -18,6 +18,7 @@
 
 mod conn;
 mod metrics;
+mod page;
 mod rewind;
 mod status;
 
@@ -122,6 +123,8 @@ pub struct Server {
     /// Counters of the server itself: requests answered, connections refused for the bound.
     requests: u64,
     refused: u64,
+    /// The JSON of `GET /graph`, when the daemon gave its graph.
+    graph: Option<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -152,6 +155,7 @@ impl Server {
             samples: VecDeque::new(),
             requests: 0,
             refused: 0,
+            graph: None,
         })
     }
 
@@ -306,6 +310,7 @@ impl Server {
                     conn::respond(out, status, "application/json", body.as_bytes(), close, "");
                 }
             }
+            p if page::serves(p) => page::answer(self, p[0], &req.method, close, out, cx),
             _ => conn::respond_error(out, 404, "no such resource", close),
         }
     }
