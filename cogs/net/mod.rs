@@ -7,6 +7,8 @@ use crate::kit::CogDescriptor;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
+pub mod redis_in;
+#[cfg(feature = "redis")]
 pub mod redis_out;
 pub mod relp;
 pub mod relp_in;
@@ -30,6 +32,8 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         unix_out::DESCRIPTOR,
         relp_in::DESCRIPTOR,
         relp_out::DESCRIPTOR,
+        #[cfg(feature = "redis")]
+        redis_in::DESCRIPTOR,
         #[cfg(feature = "redis")]
         redis_out::DESCRIPTOR,
     ]
