@@ -348,6 +348,9 @@ impl RedisIn {
         for _ in 0..self.hello.push(&mut self.wbuf, &mut self.frames) {
             self.due.push_back(Cmd::Hello);
         }
+        // Acknowledgements lost with the last connection go before the read of the own
+        // pending entries, which would hand them out again.
+        self.send_acks();
         self.open_group();
     }
 

@@ -341,6 +341,11 @@ impl RedisOut {
         self.hello_buf.clear();
         self.hello_sent = 0;
         self.hello_due = self.hello.push(&mut self.hello_buf, &mut self.frames);
+        // Records wait for the answer to a PING: a server still loading its data answers
+        // LOADING to it, and to the records after it, until some point in the pipeline;
+        // those it took after that point would be added ahead of the ones it refused.
+        redis::push_command(&mut self.hello_buf, &mut self.frames, [&b"PING"[..]]);
+        self.hello_due += 1;
     }
 
     /// Writes what the socket takes: the opening commands, then the records' commands.
@@ -352,6 +357,9 @@ impl RedisOut {
                     if self.hello_sent < self.hello_buf.len() {
                         return Ok(());
                     }
+                }
+                if self.hello_due > 0 {
+                    return Ok(());
                 }
                 let n = self.link.write(self.pipe.unsent())?;
                 self.pipe.sent += n as u64;
@@ -385,7 +393,7 @@ impl RedisOut {
                 self.hello_due -= 1;
                 if let Some(e) = err {
                     return Err(io::Error::other(format!(
-                        "the server refused AUTH or SELECT: {e}"
+                        "the server refused the opening commands (AUTH, SELECT, PING): {e}"
                     )));
                 }
                 continue;

@@ -2,6 +2,8 @@
 
 mod collector_restart;
 mod peer_ack;
+#[cfg(feature = "redis")]
+mod redis;
 mod relp;
 mod stream_in;
 mod stream_out;
