@@ -560,3 +560,100 @@ fn redis_restarted_mid_stream_loses_nothing() {
     assert!(wlog.contains("connected"), "{wlog}");
     assert!(rlog.contains("connection lost"), "{rlog}");
 }
+
+#[test]
+fn redis_three_workers_share_a_stream_exactly_once() {
+    let Some(bin) = redis_server() else { return };
+    let dir = TempDir::new("redis-scale");
+    let redis = Redis::start(bin, dir.path(), false);
+    let n = 300_000;
+    let input = dir.path().join("in.log");
+    std::fs::write(&input, numbered(0..n)).unwrap();
+    Daemon::start(
+        dir.path(),
+        "writer",
+        &writer_config(&file_in(&input), &redis.address(), "logs"),
+        Stdio::null(),
+    )
+    .wait();
+    let outs: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("w{i}.log")))
+        .collect();
+    let workers: Vec<Daemon> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            let conf = reader_config(&redis.address(), "logs", &format!("w{i}"), "", out);
+            Daemon::start(dir.path(), &format!("w{i}"), &conf, Stdio::null())
+        })
+        .collect();
+    wait_for("every entry written", || {
+        outs.iter().map(|o| line_count(o)).sum::<usize>() >= n
+    });
+    wait_for("nothing pending", || {
+        redis.pending("logs", "workers").is_empty()
+    });
+    for w in workers {
+        w.stop();
+    }
+    let paths: Vec<&Path> = outs.iter().map(PathBuf::as_path).collect();
+    let (duplicates, _) = arrival(&paths, n);
+    assert_eq!(duplicates, 0);
+    let shares: Vec<usize> = outs.iter().map(|o| line_count(o)).collect();
+    assert_eq!(shares.iter().sum::<usize>(), n, "{shares:?}");
+    assert!(
+        shares.iter().all(|&s| s > 0),
+        "every worker took a share: {shares:?}"
+    );
+}
+
+#[test]
+fn redis_entries_delivered_too_often_go_to_the_dead_letter_train() {
+    let Some(bin) = redis_server() else { return };
+    let dir = TempDir::new("redis-dead");
+    let redis = Redis::start(bin, dir.path(), false);
+    for i in 0..10 {
+        redis.cmd(&["XADD", "logs", "*", "message", &format!("poison {i}")]);
+    }
+    // Worker a takes the ten entries and dies before acknowledging them.
+    let out_a = dir.path().join("a.log");
+    let a_conf = reader_config(
+        &redis.address(),
+        "logs",
+        "a",
+        "claim_idle = \"0s\"\n",
+        &out_a,
+    ) + "fsync = \"interval:30s\"\n";
+    let a = Daemon::start(dir.path(), "a", &a_conf, Stdio::null());
+    wait_for("worker a to write", || line_count(&out_a) >= 10);
+    a.kill9();
+
+    let out_b = dir.path().join("b.log");
+    let dead = dir.path().join("dead.json");
+    let b_extra = "claim_idle = \"300ms\"\nclaim_interval = \"100ms\"\nmax_deliveries = 1\n\
+                   on_error = \"train:dead\"\n";
+    let b_conf = reader_config(&redis.address(), "logs", "b", b_extra, &out_b)
+        + &format!(
+            "[[train]]\nname = \"dead\"\n[[train.cog]]\ntype = \"file_out\"\npath = {:?}\nformat = \"json\"\n",
+            dead.to_str().unwrap()
+        );
+    let b = Daemon::start(dir.path(), "b", &b_conf, Stdio::null());
+    wait_for("the dead letters", || line_count(&dead) >= 10);
+    wait_for("nothing pending", || {
+        redis.pending("logs", "workers").is_empty()
+    });
+    let log = b.stop();
+    assert_eq!(
+        line_count(&out_b),
+        0,
+        "not claimed as ordinary entries: {log}"
+    );
+    let text = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(
+        text.matches("delivered 1 times (max_deliveries = 1)")
+            .count(),
+        10,
+        "{text}"
+    );
+    assert!(log.contains("dead_lettered=10"), "{log}");
+}
