@@ -72,41 +72,57 @@ pub(crate) fn num(n: u64) -> Vec<u8> {
     n.to_string().into_bytes()
 }
 
-/// Replies read from the server and not yet decoded.
+/// Replies read from the server and not yet decoded: `buf[start..end]`. The buffer keeps
+/// its length (zeroed once, when it grows), so a read does not clear its room first.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl Replies {
     /// Forgets everything (a new connection).
     pub(crate) fn clear(&mut self) {
-        self.buf.clear();
         self.start = 0;
+        self.end = 0;
+    }
+
+    #[cfg(test)]
+    fn push(&mut self, b: &[u8]) {
+        self.buf.truncate(self.end);
+        self.buf.extend_from_slice(b);
+        self.end = self.buf.len();
     }
 
     /// Reads what the socket holds, until it would block. `Err` when the server closed the
     /// connection or the read failed.
     pub(crate) fn fill(&mut self, s: &mut TcpStream) -> io::Result<()> {
-        if self.start > 0 && self.start == self.buf.len() {
+        if self.start == self.end {
             self.clear();
         }
         loop {
-            if self.buf.len() - self.start > MAX_REPLY {
+            if self.end - self.start > MAX_REPLY {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a reply larger than 512 MiB",
                 ));
             }
-            let at = self.buf.len();
-            self.buf.resize(at + READ_SIZE, 0);
-            let r = s.read(&mut self.buf[at..]);
-            let n = match &r {
-                Ok(n) => *n,
-                Err(_) => 0,
-            };
-            self.buf.truncate(at + n);
+            if self.buf.len() - self.end < READ_SIZE {
+                if self.start > 0 {
+                    // Move the incomplete reply to the front rather than grow.
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
+                if self.buf.len() - self.end < READ_SIZE {
+                    self.buf.resize(self.end + READ_SIZE, 0);
+                }
+            }
+            let r = s.read(&mut self.buf[self.end..]);
+            if let Ok(n) = &r {
+                self.end += n;
+            }
             match r {
                 Ok(0) => {
                     return Err(io::Error::new(
@@ -125,7 +141,7 @@ impl Replies {
     /// The next whole reply: its frame, with ranges into the bytes returned beside it.
     /// `Ok(None)` until one is complete; `Err` when the bytes are not RESP.
     pub(crate) fn next(&mut self) -> io::Result<Option<(RangeFrame, &[u8])>> {
-        let rest = &self.buf[self.start..];
+        let rest = &self.buf[self.start..self.end];
         if rest.is_empty() {
             return Ok(None);
         }
@@ -135,14 +151,7 @@ impl Replies {
                 self.start += n;
                 Ok(Some((frame, bytes)))
             }
-            Ok(None) => {
-                // Keep the buffer small: move the incomplete reply to its front.
-                if self.start > 0 {
-                    self.buf.drain(..self.start);
-                    self.start = 0;
-                }
-                Ok(None)
-            }
+            Ok(None) => Ok(None),
             Err(e) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("the server's reply is not RESP: {e}"),
@@ -206,6 +215,63 @@ impl StreamId {
         Some(StreamId(ms.parse().ok()?, seq.parse().ok()?))
     }
 }
+
+impl StreamId {
+    /// Appends `ms-seq` (without going through `fmt`, which costs more than the rest of an
+    /// entry's bookkeeping).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        push_u64(out, self.0);
+        out.push(b'-');
+        push_u64(out, self.1);
+    }
+
+    /// `ms-seq` as bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(24);
+        self.write(&mut v);
+        v
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// A hasher for event and stream ids: they are not chosen by an adversary (the process
+/// numbers the one, Redis the other), so a multiply-and-fold is enough, where SipHash cost
+/// as much as the rest of an entry's bookkeeping.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let x = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = x ^ (x >> 29);
+    }
+}
+
+/// `HashMap`/`HashSet` state for [`IdHasher`].
+pub(crate) type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 impl std::fmt::Display for StreamId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -512,9 +578,7 @@ mod tests {
     #[test]
     fn replies_are_decoded_whole_and_in_order() {
         let mut r = Replies::default();
-        r.buf.extend_from_slice(
-            b"$3\r\n1-1\r\n-WRONGTYPE Operation\r\n*2\r\n$1\r\na\r\n$-1\r\n*1\r\n$2",
-        );
+        r.push(b"$3\r\n1-1\r\n-WRONGTYPE Operation\r\n*2\r\n$1\r\na\r\n$-1\r\n*1\r\n$2");
         let (f, b) = r.next().unwrap().unwrap();
         assert_eq!(text(&f, b), Some(&b"1-1"[..]));
         let (f, b) = r.next().unwrap().unwrap();
@@ -524,10 +588,10 @@ mod tests {
         assert_eq!(text(&a[0], b), Some(&b"a"[..]));
         assert!(matches!(a[1], RangeFrame::Null));
         assert!(r.next().unwrap().is_none());
-        r.buf.extend_from_slice(b"\r\nxy\r\n");
+        r.push(b"\r\nxy\r\n");
         let (f, b) = r.next().unwrap().unwrap();
         assert_eq!(text(&array(&f).unwrap()[0], b), Some(&b"xy"[..]));
-        r.buf.extend_from_slice(b"?bad\r\n");
+        r.push(b"?bad\r\n");
         assert!(r.next().is_err());
     }
 
@@ -537,6 +601,8 @@ mod tests {
         let b = StreamId::parse(b"1700000000001-0").unwrap();
         assert!(a < b);
         assert_eq!(a.to_string(), "1700000000000-5");
+        assert_eq!(a.to_bytes(), b"1700000000000-5");
+        assert_eq!(StreamId(0, 0).to_bytes(), b"0-0");
         assert!(StreamId::parse(b"x-1").is_none());
         assert!(is_transient(
             "LOADING Redis is loading the dataset in memory"

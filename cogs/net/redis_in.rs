@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use redis_protocol::resp2::decode::decode_range;
 use redis_protocol::resp2::types::RangeFrame;
 
-use super::redis::{self, FrameScratch, Hello, Link, Replies, StreamId};
+use super::redis::{self, FrameScratch, Hello, IdHash, Link, Replies, StreamId};
 use crate::kit::forward::{ForwardOptions, ForwardSettings, Framing};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Key, Record, Value};
+use crate::record::{Key, Record, SharedStr, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const CLAIM: Local = 10;
@@ -212,13 +212,17 @@ pub struct RedisIn {
     due: VecDeque<Cmd>,
     replies: Replies,
     frames: FrameScratch,
-    reading: bool,
+    /// Reads sent and not yet answered.
+    reads: usize,
+    /// The last read of new entries brought some: a second read goes out before the first
+    /// is answered, so the server fills one while this side handles the other.
+    flowing: bool,
     claiming: bool,
     paused: bool,
     finishing: bool,
     /// Records out and not yet acknowledged: their stream ids.
-    out_ids: HashMap<EventId, StreamId>,
-    out_entries: HashSet<StreamId>,
+    out_ids: HashMap<EventId, StreamId, IdHash>,
+    out_entries: HashSet<StreamId, IdHash>,
     to_ack: Vec<StreamId>,
     claim_timer: Option<TimerId>,
     group_timer: Option<TimerId>,
@@ -317,12 +321,13 @@ impl RedisIn {
             due: VecDeque::new(),
             replies: Replies::default(),
             frames: FrameScratch::default(),
-            reading: false,
+            reads: 0,
+            flowing: false,
             claiming: false,
             paused: false,
             finishing: false,
-            out_ids: HashMap::new(),
-            out_entries: HashSet::new(),
+            out_ids: HashMap::default(),
+            out_entries: HashSet::default(),
             to_ack: Vec::new(),
             claim_timer: None,
             group_timer: None,
@@ -372,21 +377,26 @@ impl RedisIn {
             ],
         );
         self.phase = Phase::History(StreamId(0, 0));
-        self.reading = false;
+        self.flowing = false;
         self.maybe_read();
     }
 
     /// Sends the next read when nothing holds it back.
     fn maybe_read(&mut self) {
-        let room = self.max_pending.saturating_sub(self.out_ids.len());
-        if !self.link.is_up() || self.reading || self.paused || self.finishing || room == 0 {
-            return;
-        }
         let (history, from) = match self.phase {
-            Phase::History(id) => (true, id.to_string().into_bytes()),
+            Phase::History(id) => (true, id.to_bytes()),
             Phase::Live => (false, b">".to_vec()),
             Phase::Opening | Phase::Waiting => return,
         };
+        // The own pending entries are read one batch after the other (each read starts
+        // after the last id of the one before).
+        let limit = if !history && self.flowing { 2 } else { 1 };
+        let room = self
+            .max_pending
+            .saturating_sub(self.out_ids.len() + self.reads * self.count);
+        if !self.link.is_up() || self.reads >= limit || self.paused || self.finishing || room == 0 {
+            return;
+        }
         let count = redis::num(self.count.min(room) as u64);
         let (group, consumer, stream, block) = (
             self.group.clone(),
@@ -402,7 +412,7 @@ impl RedisIn {
             Cmd::Read { history },
             head.into_iter().chain(wait.iter().copied()).chain(tail),
         );
-        self.reading = true;
+        self.reads += 1;
     }
 
     /// Sends the acknowledgements due, in batches.
@@ -413,7 +423,7 @@ impl RedisIn {
         let ids = std::mem::take(&mut self.to_ack);
         let (stream, group) = (self.stream.clone(), self.group.clone());
         for chunk in ids.chunks(ACKS_PER_COMMAND) {
-            let text: Vec<Vec<u8>> = chunk.iter().map(|i| i.to_string().into_bytes()).collect();
+            let text: Vec<Vec<u8>> = chunk.iter().map(StreamId::to_bytes).collect();
             let head: [&[u8]; 3] = [b"XACK", &stream, &group];
             redis::push_command(
                 &mut self.wbuf,
@@ -508,7 +518,8 @@ impl RedisIn {
         self.wbuf.clear();
         self.wsent = 0;
         self.replies.clear();
-        self.reading = false;
+        self.reads = 0;
+        self.flowing = false;
         self.claiming = false;
         self.phase = Phase::Opening;
         let (address, out) = (self.link.address().to_string(), self.out_ids.len());
@@ -577,7 +588,7 @@ impl RedisIn {
                     _ => {}
                 },
                 Cmd::Read { history } => {
-                    self.reading = false;
+                    self.reads = self.reads.saturating_sub(1);
                     match err {
                         Some(_) if self.phase == Phase::Waiting => {}
                         Some(e) if e.starts_with("NOGROUP") => {
@@ -644,6 +655,9 @@ impl RedisIn {
             .and_then(|s| s.get(1))
             .and_then(redis::array)
             .unwrap_or_default();
+        if !history {
+            self.flowing = !entries.is_empty();
+        }
         if history {
             match entries.last().and_then(|e| entry_id(e, b)) {
                 Some(last) => self.phase = Phase::History(last),
@@ -707,7 +721,7 @@ impl RedisIn {
                 && k == name.as_slice()
             {
                 has_field = true;
-                r.insert(*key, Value::Bytes(v.to_vec()));
+                r.insert(*key, Value::Bytes(crate::record::pool::bytes(v)));
                 continue;
             }
             let Some(key) = std::str::from_utf8(k).ok().and_then(Key::from_input) else {
@@ -728,7 +742,13 @@ impl RedisIn {
             };
         }
         if let Some(k) = self.id_key {
-            r.insert(k, Value::Str(sid.to_string()));
+            // The id as Redis wrote it; up to 22 bytes it is held inline, unallocated.
+            let text = redis::array(e)
+                .and_then(|a| a.first())
+                .and_then(|f| redis::text(f, b))
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or_default();
+            r.insert(k, Value::Shared(SharedStr::short(text)));
         }
         self.out_ids.insert(r.id, sid);
         self.out_entries.insert(sid);
@@ -769,7 +789,7 @@ impl RedisIn {
         }
         let Some(idle) = self.claim_idle else { return };
         let idle = redis::num(idle.as_millis() as u64);
-        let ids: Vec<Vec<u8>> = dead.keys().map(|i| i.to_string().into_bytes()).collect();
+        let ids: Vec<Vec<u8>> = dead.keys().map(StreamId::to_bytes).collect();
         let (stream, group, consumer) = (
             self.stream.clone(),
             self.group.clone(),
@@ -879,7 +899,7 @@ impl RedisIn {
         let mut due = self.hello.push(&mut buf, &mut self.frames);
         let ids = std::mem::take(&mut self.to_ack);
         for chunk in ids.chunks(ACKS_PER_COMMAND) {
-            let text: Vec<Vec<u8>> = chunk.iter().map(|i| i.to_string().into_bytes()).collect();
+            let text: Vec<Vec<u8>> = chunk.iter().map(StreamId::to_bytes).collect();
             let head: [&[u8]; 3] = [b"XACK", &self.stream, &self.group];
             redis::push_command(
                 &mut buf,
