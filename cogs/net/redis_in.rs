@@ -43,10 +43,11 @@ const FINAL_ACK_TIME: Duration = Duration::from_secs(2);
 ///
 /// **Claims.** Every `claim_interval`, entries pending for longer than `claim_idle` in any
 /// consumer of the group (a worker killed or gone) are claimed (`XAUTOCLAIM`) and emitted
-/// here; claims are counted and logged. With `max_deliveries`, an entry already delivered
-/// that many times (`XPENDING` counts) is not claimed again but sent per `on_error` with
-/// the reason (a dead-letter train, which may end in a `redis_out` to a dead-letter
-/// stream), and acknowledged once that is written: a poison entry cannot loop for ever.
+/// here; claims are counted and logged. With `max_deliveries`, the entries to claim are
+/// listed with their delivery counts (`XPENDING`) and claimed by id (`XCLAIM`): one
+/// already delivered that many times is sent per `on_error` with the reason (a
+/// dead-letter train, which may end in a `redis_out` to a dead-letter stream), and
+/// acknowledged once that is written: a poison entry cannot loop for ever.
 ///
 /// Records carry the entry's fields (`field`, by default `message`, as raw bytes like a
 /// line of a file; the others as text) and its stream id in `id_field`. An entry without
@@ -163,6 +164,7 @@ enum Cmd {
     Ack(Vec<StreamId>),
     Pending,
     ClaimDead(HashMap<StreamId, u64>),
+    Claim,
     AutoClaim,
 }
 
@@ -218,6 +220,10 @@ pub struct RedisIn {
     /// is answered, so the server fills one while this side handles the other.
     flowing: bool,
     claiming: bool,
+    /// `XCLAIM`s of a claim cycle still unanswered.
+    claims_due: usize,
+    /// The last claim cycle found entries: the next starts when it ends.
+    claim_more: bool,
     paused: bool,
     finishing: bool,
     /// Records out and not yet acknowledged: their stream ids.
@@ -324,6 +330,8 @@ impl RedisIn {
             reads: 0,
             flowing: false,
             claiming: false,
+            claims_due: 0,
+            claim_more: false,
             paused: false,
             finishing: false,
             out_ids: HashMap::default(),
@@ -520,6 +528,7 @@ impl RedisIn {
         self.replies.clear();
         self.reads = 0;
         self.flowing = false;
+        self.claims_due = 0;
         self.claiming = false;
         self.phase = Phase::Opening;
         let (address, out) = (self.link.address().to_string(), self.out_ids.len());
@@ -549,6 +558,10 @@ impl RedisIn {
         let mut replies = std::mem::take(&mut self.replies);
         let r = self.answer_all(&mut replies, out, cx);
         self.replies = replies;
+        if self.claim_more && !self.claiming {
+            self.claim_more = false;
+            self.claim();
+        }
         r
     }
 
@@ -616,12 +629,20 @@ impl RedisIn {
                     if err.is_none() {
                         self.pending_reply(&frame, bytes);
                     }
-                    self.autoclaim();
+                    self.claiming = self.claims_due > 0;
                 }
                 Cmd::ClaimDead(counts) => {
                     if err.is_none() {
                         self.dead_reply(&frame, bytes, &counts, out, cx);
                     }
+                    self.claim_answered();
+                }
+                Cmd::Claim => {
+                    if err.is_none() {
+                        let entries = redis::array(&frame).unwrap_or_default();
+                        self.claimed_entries(entries, bytes, out, cx);
+                    }
+                    self.claim_answered();
                 }
                 Cmd::AutoClaim => {
                     self.claiming = false;
@@ -763,10 +784,19 @@ impl RedisIn {
         }
     }
 
-    /// `XPENDING` with IDLE: `[[id, consumer, idle, deliveries], ...]`; the entries
-    /// delivered too often are claimed here to be sent to `on_error`.
+    fn claim_answered(&mut self) {
+        self.claims_due = self.claims_due.saturating_sub(1);
+        self.claiming = self.claims_due > 0;
+    }
+
+    /// `XPENDING` with IDLE: `[[id, consumer, idle, deliveries], ...]`. With
+    /// `max_deliveries` the entries to claim are claimed by id (`XCLAIM`, with the same
+    /// idle time), not by `XAUTOCLAIM`: an entry crossing the idle time between the two
+    /// commands would be claimed without its delivery count being looked at. Those
+    /// delivered too often are sent to `on_error`, the others emitted.
     fn pending_reply(&mut self, frame: &RangeFrame, b: &[u8]) {
         let mut dead = HashMap::new();
+        let mut live = Vec::new();
         for p in redis::array(frame).unwrap_or_default() {
             let Some(p) = redis::array(p) else { continue };
             let id = p
@@ -777,19 +807,30 @@ impl RedisIn {
                 Some(RangeFrame::Integer(n)) => *n as u64,
                 _ => 0,
             };
-            if let Some(id) = id
-                && n >= self.max_deliveries
-                && !self.out_entries.contains(&id)
-            {
-                dead.insert(id, n);
+            match id {
+                Some(id) if self.out_entries.contains(&id) => {}
+                Some(id) if n >= self.max_deliveries => {
+                    dead.insert(id, n);
+                }
+                Some(id) => live.push(id),
+                None => {}
             }
         }
-        if dead.is_empty() {
-            return;
+        let room = self.max_pending.saturating_sub(self.out_ids.len());
+        live.truncate(room.max(1));
+        if !dead.is_empty() {
+            let ids: Vec<StreamId> = dead.keys().copied().collect();
+            self.xclaim(&ids, Cmd::ClaimDead(dead));
         }
+        if !live.is_empty() {
+            self.xclaim(&live, Cmd::Claim);
+        }
+    }
+
+    fn xclaim(&mut self, ids: &[StreamId], cmd: Cmd) {
         let Some(idle) = self.claim_idle else { return };
         let idle = redis::num(idle.as_millis() as u64);
-        let ids: Vec<Vec<u8>> = dead.keys().map(StreamId::to_bytes).collect();
+        let ids: Vec<Vec<u8>> = ids.iter().map(StreamId::to_bytes).collect();
         let (stream, group, consumer) = (
             self.stream.clone(),
             self.group.clone(),
@@ -801,7 +842,8 @@ impl RedisIn {
             &mut self.frames,
             head.into_iter().chain(ids.iter().map(Vec::as_slice)),
         );
-        self.due.push_back(Cmd::ClaimDead(dead));
+        self.due.push_back(cmd);
+        self.claims_due += 1;
     }
 
     fn dead_reply(
@@ -842,6 +884,17 @@ impl RedisIn {
     ) {
         let parts = redis::array(frame).unwrap_or_default();
         let entries = parts.get(1).and_then(redis::array).unwrap_or_default();
+        self.claimed_entries(entries, b, out, cx);
+    }
+
+    /// Emits claimed entries; when there were some, looks for more at once.
+    fn claimed_entries(
+        &mut self,
+        entries: &[RangeFrame],
+        b: &[u8],
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
         let before = self.emitted;
         for e in entries {
             self.emit(e, b, out, cx);
@@ -851,8 +904,9 @@ impl RedisIn {
             self.claimed += n;
             slog::warn!(cx.logger(), "claimed entries left pending by another consumer";
                 "cog" => "redis_in", "entries" => n, "claimed_total" => self.claimed);
-            // More may wait: look again at once rather than after claim_interval.
-            self.claim();
+            // More may wait: look again at once rather than after claim_interval (once
+            // this cycle's answers are all in).
+            self.claim_more = true;
         }
     }
 
