@@ -92,16 +92,23 @@ struct Redis {
     dir: PathBuf,
     port: u16,
     aof: bool,
+    /// `requirepass`: the test's client authenticates first.
+    password: Option<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     fn start(bin: PathBuf, dir: &Path, aof: bool) -> Redis {
+        Redis::start_with(bin, dir, aof, None)
+    }
+
+    fn start_with(bin: PathBuf, dir: &Path, aof: bool, password: Option<&str>) -> Redis {
         let mut r = Redis {
             bin,
             dir: dir.join("redis"),
             port: free_port(),
             aof,
+            password: password.map(str::to_string),
             child: None,
         };
         std::fs::create_dir_all(&r.dir).unwrap();
@@ -120,6 +127,11 @@ impl Redis {
             .args(["--dir", self.dir.to_str().unwrap(), "--save", ""])
             .args(["--appendonly", if self.aof { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -151,17 +163,31 @@ impl Redis {
     fn try_cmd_raw(&self, args: &[&[u8]]) -> std::io::Result<OwnedFrame> {
         let mut s = TcpStream::connect(self.address())?;
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
+        let mut buf = Vec::new();
+        let mut skip = 0;
+        let encode = |buf: &mut Vec<u8>, args: &[&[u8]]| {
+            buf.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                buf.extend_from_slice(a);
+                buf.extend_from_slice(b"\r\n");
+            }
+        };
+        if let Some(p) = &self.password {
+            encode(&mut buf, &[b"AUTH", p.as_bytes()]);
+            skip = 1;
         }
+        encode(&mut buf, args);
         s.write_all(&buf)?;
         let mut got = Vec::new();
         let mut chunk = [0u8; 65536];
         loop {
-            if let Some((f, _)) = decode(&got).map_err(std::io::Error::other)? {
+            if let Some((f, n)) = decode(&got).map_err(std::io::Error::other)? {
+                if skip > 0 {
+                    skip -= 1;
+                    got.drain(..n);
+                    continue;
+                }
                 return Ok(f);
             }
             let n = s.read(&mut chunk)?;
@@ -656,4 +682,56 @@ fn redis_entries_delivered_too_often_go_to_the_dead_letter_train() {
         "{text}"
     );
     assert!(log.contains("dead_lettered=10"), "{log}");
+}
+
+#[test]
+fn redis_fields_templates_trimming_auth_and_databases() {
+    let Some(bin) = redis_server() else { return };
+    let dir = TempDir::new("redis-fields");
+    let redis = Redis::start_with(bin, dir.path(), false, Some("s3cret"));
+    let input = dir.path().join("in.json");
+    let mut text = String::new();
+    for i in 0..1000 {
+        let _ = writeln!(text, r#"{{"host":"a","n":{i},"msg":"x {i}"}}"#);
+    }
+    text.push_str(r#"{"host":"b","n":7,"msg":"only b"}"#);
+    text.push('\n');
+    std::fs::write(&input, text).unwrap();
+    let conf = format!(
+        "[[train]]\nname = \"tx\"\n{input}\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"remove\"\nfields = [\"message\", \"path\", \"offset\"]\n\
+         [[train.cog]]\ntype = \"redis_out\"\naddress = \"{a}\"\nstream = \"logs:{{host}}\"\n\
+         entry = \"fields\"\nmaxlen = 100\npassword = \"s3cret\"\ndb = 2\n",
+        input = file_in(&input),
+        a = redis.address(),
+    );
+    let log = Daemon::start(dir.path(), "writer", &conf, Stdio::null()).wait();
+    assert!(log.contains("in=1001 out=0 dropped=0 errors=0"), "{log}");
+    // Nothing in database 0; trimmed (approximately) in database 2.
+    assert_eq!(redis.int(&["EXISTS", "logs:a"]), 0);
+    let OwnedFrame::Array(r) = redis.cmd(&["EVAL", "redis.call('SELECT', 2); return {redis.call('XLEN', 'logs:a'), redis.call('XLEN', 'logs:b')}", "0"]) else {
+        panic!("EVAL");
+    };
+    let (OwnedFrame::Integer(a), OwnedFrame::Integer(b)) = (&r[0], &r[1]) else {
+        panic!("{r:?}");
+    };
+    assert!(
+        (100..1000).contains(a),
+        "logs:a holds {a} entries, trimmed to about 100"
+    );
+    assert_eq!(*b, 1);
+
+    // Read back, with the password and the database, no field required.
+    let out = dir.path().join("b.json");
+    let extra = "password = \"s3cret\"\ndb = 2\nfield = \"\"\n";
+    let rconf = reader_config(&redis.address(), "logs:b", "r", extra, &out) + "format = \"json\"\n";
+    let r = Daemon::start(dir.path(), "reader", &rconf, Stdio::null());
+    wait_for("the entry of b", || line_count(&out) == 1);
+    r.stop();
+    let got = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        got.starts_with(r#"{"host":"b","n":"7","msg":"only b","_redis_id":""#),
+        "{got}"
+    );
 }
