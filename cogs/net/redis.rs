@@ -59,6 +59,8 @@ impl FrameScratch {
     fn with<'a, R>(&mut self, f: impl FnOnce(&mut Vec<BorrowedFrame<'a>>) -> R) -> R {
         let mut stored = std::mem::take(&mut self.0);
         stored.clear();
+        // Both vectors are empty when mapped: the closures never run; only the allocation
+        // changes hands (frames borrow the command's arguments, which live shorter).
         let mut v: Vec<BorrowedFrame<'a>> = stored.into_iter().map(|_| unreachable!()).collect();
         let r = f(&mut v);
         v.clear();
