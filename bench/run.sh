@@ -13,6 +13,10 @@
 # Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
 #      ONLY="w1 w4" (subset, default w1 to w7), NO_PEER=1 (skip rsyslog), PORT (first TCP
 #      port, 40514). OLD_BIN applies to W1-W4.
+# W8 (Redis Streams; needs redis-server and redis-cli) runs when named: ONLY=w8. Loading:
+# deadbeat `redis_out` against the floor `redis-cli --pipe` sending the same XADD commands;
+# then W2 in a consumer group of 1 and of 2 `redis_in` workers. The server's own CPU (INFO
+# cpu) is reported beside each system's.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,7 +66,7 @@ has() { [[ " $ONLY " == *" $1 "* ]]; }
 echo "== corpora ($LINES lines) in $DATA"
 mkdir -p "$DATA" "$DATA/out"
 KINDS=""
-if has w1 || has w2 || has w3 || has w5; then KINDS+=" apache"; fi
+if has w1 || has w2 || has w3 || has w5 || has w8; then KINDS+=" apache"; fi
 if has w4; then KINDS+=" syslog"; fi
 if has w6; then KINDS+=" sshd"; fi
 if has w7; then KINDS+=" java"; fi
@@ -236,6 +240,125 @@ run_tcp() {  # NAME OUTFILE PORT CMD...
   record "$name" "$t0" "$t1" "$tf" "$out"
 }
 
+# --- W8: Redis Streams. One redis-server (unpinned, no persistence) for the whole workload;
+# every run starts from an empty database (load) or a fresh consumer group (workers).
+W8_PORT=$((PORT + 500))
+W8_DIR="$RUNDIR/redis-w8"
+w8_cli() { redis-cli -p "$W8_PORT" "$@"; }
+w8_cpu() { w8_cli INFO cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/{s+=$2} END{printf "%.2f", s}'; }
+w8_start() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    echo "bench/run.sh: w8 needs redis-server and redis-cli (apt-get install redis-server redis-tools)" >&2
+    exit 1
+  fi
+  mkdir -p "$W8_DIR"
+  redis-server --port "$W8_PORT" --bind 127.0.0.1 --dir "$W8_DIR" --save '' --appendonly no \
+    --daemonize yes --pidfile "$W8_DIR/redis.pid" --logfile "$W8_DIR/redis.log"
+  local i; for i in $(seq 1 500); do w8_cli PING 2>/dev/null | grep -q PONG && break; sleep 0.01; done
+  # the floor's input: the corpus as RESP XADD commands, made once, untimed
+  python3 - "$APACHE" "$RUNDIR/w8.resp" <<'PY'
+import sys
+with open(sys.argv[1], 'rb') as f, open(sys.argv[2], 'wb') as out:
+    for line in f:
+        line = line.rstrip(b'\n')
+        out.write(b'*5\r\n$4\r\nXADD\r\n$3\r\nw8s\r\n$1\r\n*\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n' % (len(line), line))
+PY
+  cat > "$RUNDIR/w8-out.toml" <<TOML
+[log]
+level = "warn"
+[[train]]
+name = "w8load"
+  [[train.cog]]
+  type = "file_in"
+  paths = ["$APACHE"]
+  [[train.cog]]
+  type = "redis_out"
+  address = "127.0.0.1:$W8_PORT"
+  stream = "w8s"
+TOML
+}
+w8_stop() { if [[ -f "$W8_DIR/redis.pid" ]]; then kill "$(cat "$W8_DIR/redis.pid")" 2>/dev/null || true; fi; }
+# w8_worker_conf GROUP CONSUMER OUT: W2 (as config/bench/w2.toml) behind redis_in
+w8_worker_conf() {
+  local c="$RUNDIR/w8-$2.toml"
+  cat > "$c" <<TOML
+[log]
+level = "warn"
+[[train]]
+name = "w8"
+  [[train.cog]]
+  type = "redis_in"
+  address = "127.0.0.1:$W8_PORT"
+  stream = "w8s"
+  group = "$1"
+  consumer = "$2"
+  block = "100ms"
+  [[train.cog]]
+  type = "regex"
+  preset = "apache_combined"
+  [[train.cog]]
+  type = "remove"
+  fields = ["message", "_redis_id"]
+  [[train.cog]]
+  type = "file_out"
+  path = "$3"
+  format = "json"
+TOML
+  echo "$c"
+}
+# w8_record NAME T0 T1 CPU_S RSS_KIB REDIS_CPU_S: "lines/s cpu_s rss_kib redis_cpu_s"
+w8_record() {
+  awk -v n="$LINES" -v t0="$2" -v t1="$3" -v c="$4" -v m="$5" -v r="$6" \
+    'BEGIN{printf "%.0f %.2f %d %.2f\n", n/(t1-t0), c, m, r}' >> "$RUNDIR/$1.res"
+  printf '  %-18s %s\n' "$1" "$(tail -n 1 "$RUNDIR/$1.res")"
+}
+w8_check_len() {
+  local got; got=$(w8_cli XLEN w8s)
+  [[ "$got" -eq "$LINES" ]] || { echo "bench/run.sh: w8: the stream holds $got entries, expected $LINES" >&2; exit 1; }
+}
+w8_load() {  # the stream loaded by redis_out, then by redis-cli --pipe (the floor)
+  local tf="$RUNDIR/time.w8load" t0 t1 c0 c1 u s m
+  w8_cli FLUSHALL > /dev/null; c0=$(w8_cpu); t0=$(now)
+  /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" "$BIN" run "$RUNDIR/w8-out.toml"
+  t1=$(now); c1=$(w8_cpu); w8_check_len
+  read -r u s m < <(tail -n 1 "$tf")
+  w8_record deadbeat-w8load "$t0" "$t1" "$(awk -v u="$u" -v s="$s" 'BEGIN{print u+s}')" "$m" \
+    "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')"
+  w8_cli FLUSHALL > /dev/null; c0=$(w8_cpu); t0=$(now)
+  /usr/bin/time -f "$TIMEFMT" -o "$tf" "${PIN_RX[@]}" redis-cli -p "$W8_PORT" --pipe < "$RUNDIR/w8.resp" > /dev/null
+  t1=$(now); c1=$(w8_cpu); w8_check_len
+  read -r u s m < <(tail -n 1 "$tf")
+  w8_record floor-w8load "$t0" "$t1" "$(awk -v u="$u" -v s="$s" 'BEGIN{print u+s}')" "$m" \
+    "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')"
+}
+w8_workers() {  # RUN K: W2 in a group of K workers (worker j pinned to core CPU+j-1 when pinning)
+  local run="$1" k="$2" name="deadbeat-w8w$2" group="g$1-$2" j t0 t1 c0 c1 total out conf tp
+  local cpu=0 rss=0 u s m
+  local -a tps=() outs=() pin=()
+  c0=$(w8_cpu); t0=$(now)
+  for j in $(seq 1 "$k"); do
+    out="$RUNDIR/out/w8-$k-$j.json"; outs+=("$out")
+    conf=$(w8_worker_conf "$group" "w$j" "$out")
+    pin=(); if [[ ${#PIN_RX[@]} -gt 0 ]]; then pin=(taskset -c $(( (CPU + j - 1) % $(nproc) ))); fi
+    /usr/bin/time -f "$TIMEFMT" -o "$RUNDIR/time.w8-$j" "${pin[@]}" "$BIN" run "$conf" & tps+=($!)
+  done
+  while :; do
+    total=0; for out in "${outs[@]}"; do total=$((total + $(lines_of "$out"))); done
+    [[ "$total" -ge "$LINES" ]] && break
+    sleep 0.02
+  done
+  t1=$(now); c1=$(w8_cpu)
+  for tp in "${tps[@]}"; do kill -TERM "$(pgrep -P "$tp")" 2>/dev/null || true; wait "$tp" || true; done
+  total=0; for out in "${outs[@]}"; do total=$((total + $(lines_of "$out"))); done
+  [[ "$total" -eq "$LINES" ]] || { echo "bench/run.sh: w8: $total lines out of $LINES entries" >&2; exit 1; }
+  for j in $(seq 1 "$k"); do
+    read -r u s m < <(tail -n 1 "$RUNDIR/time.w8-$j")
+    cpu=$(awk -v a="$cpu" -v u="$u" -v s="$s" 'BEGIN{print a+u+s}'); rss=$(( m > rss ? m : rss ))
+  done
+  w8_record "$name" "$t0" "$t1" "$cpu" "$rss" "$(awk -v a="$c0" -v b="$c1" 'BEGIN{print b-a}')"
+}
+if has w8; then w8_start; trap 'w8_stop; cleanup' EXIT; fi
+
 mkdir -p "$RUNDIR/out"
 declare -A SYSTEMS=()
 for w in $ONLY; do
@@ -295,6 +418,11 @@ for w in $ONLY; do
           check_output "rsyslog-w7" w7 "$RUNDIR/out/peer-w7.out" --fields=message,level,thread,logger
         fi
         ;;
+      w8)
+        w8_load
+        w8_workers "$i" 1
+        w8_workers "$i" 2
+        ;;
     esac
     rm -f "$RUNDIR"/out/*
   done
@@ -327,4 +455,15 @@ for w in $ONLY; do
 done
 if [[ " $ONLY " == *" w3 "* ]]; then
   echo "(w3's floor is the W2 floor, examples/w2_floor.rs: it does not anonymise client)"
+fi
+if has w8; then
+  echo
+  echo "== w8 (Redis Streams), median of $RUNS: lines/s, CPU s of the process(es), peak RSS MiB, redis-server CPU s"
+  for sys in deadbeat-w8load floor-w8load deadbeat-w8w1 deadbeat-w8w2; do
+    f="$RUNDIR/$sys.res"; [[ -f "$f" ]] || continue
+    printf '| %-15s | %10s | %6s | %6s | %6s |\n' "$sys" "$(median "$f" 1 | awk '{printf "%d", $1}')" \
+      "$(median "$f" 2)" "$(median "$f" 3 | awk '{printf "%.1f", $1/1024}')" "$(median "$f" 4)"
+  done
+  echo "w8: redis_out/floor = $(awk -v a="$(median "$RUNDIR/deadbeat-w8load.res" 1)" -v b="$(median "$RUNDIR/floor-w8load.res" 1)" 'BEGIN{printf "%.2fx", a/b}')," \
+    "2 workers/1 worker = $(awk -v a="$(median "$RUNDIR/deadbeat-w8w2.res" 1)" -v b="$(median "$RUNDIR/deadbeat-w8w1.res" 1)" 'BEGIN{printf "%.2fx", a/b}')"
 fi

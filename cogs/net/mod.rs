@@ -4,6 +4,12 @@ use std::time::{Duration, Instant};
 
 use crate::kit::CogDescriptor;
 
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+pub mod redis_in;
+#[cfg(feature = "redis")]
+pub mod redis_out;
 pub mod relp;
 pub mod relp_in;
 pub mod relp_out;
@@ -26,6 +32,10 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         unix_out::DESCRIPTOR,
         relp_in::DESCRIPTOR,
         relp_out::DESCRIPTOR,
+        #[cfg(feature = "redis")]
+        redis_in::DESCRIPTOR,
+        #[cfg(feature = "redis")]
+        redis_out::DESCRIPTOR,
     ]
 }
 

@@ -2,8 +2,14 @@
 //! the stream keys of `tcp_in` and `unix_in` (stream mode), and the connection limits
 //! those and `relp_in` apply alike.
 
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
+
+use nix::sys::socket::{
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, sockopt,
+};
 
 use crate::kit::framing::Framing;
 use crate::schema::SettingError;
@@ -115,4 +121,37 @@ pub fn listen_addr(text: &str, example: &str) -> Result<SocketAddr, SettingError
             format!("expected IP:port, e.g. \"{example}\": {e}"),
         )
     })
+}
+
+/// A non-blocking socket bound to `addr` with `SO_REUSEPORT` (`reuse_port = true`): several
+/// processes may bind the same address and port, and the kernel spreads connections (or
+/// datagrams, by source) over them, which gives a listener one process per core. A
+/// stream socket is also listening.
+pub(crate) fn bind_reuse_port(addr: SocketAddr, stream: bool) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let ty = if stream {
+        SockType::Stream
+    } else {
+        SockType::Datagram
+    };
+    let fd = socket_with(family, ty)?;
+    if stream {
+        // As the standard library's listener does: a restarted daemon rebinds at once.
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+    if stream {
+        listen(&fd, Backlog::MAXCONN)?;
+    }
+    Ok(fd)
+}
+
+fn socket_with(family: AddressFamily, ty: SockType) -> io::Result<OwnedFd> {
+    let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+    Ok(nix::sys::socket::socket(family, ty, flags, None)?)
 }

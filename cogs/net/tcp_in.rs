@@ -148,6 +148,7 @@ pub(crate) fn received_at_key() -> Key {
 /// [[train.cog]]
 /// type = "tcp_in"
 /// listen = "127.0.0.1:5140"
+/// reuse_port = false        # true: share the port with other processes (one per core)
 /// framing = "auto"          # "newline" | "octet_counting" | "auto" (per connection)
 /// max_connections = 1024
 /// max_connections_per_ip = 256  # 0: no limit per address
@@ -162,6 +163,7 @@ pub(crate) fn received_at_key() -> Key {
 #[derive(Debug)]
 pub struct TcpIn {
     addr: SocketAddr,
+    reuse_port: bool,
     server: StreamServer<mio::net::TcpListener>,
 }
 
@@ -181,6 +183,8 @@ crate::settings! {
         /// address and port, e.g. "0.0.0.0:514"
         #[setting(required)]
         listen: String,
+        /// SO_REUSEPORT: several processes listen on the same port, the kernel spreads the connections over them (one process per core)
+        reuse_port: bool = "false",
         /// Framing, buffers, the stop and connection limits.
         #[setting(flatten)]
         server: StreamServerSettings,
@@ -263,6 +267,7 @@ impl TcpIn {
         let settings = StreamSettings::new(&s.server, &s.per_ip)?;
         Ok(TcpIn {
             addr,
+            reuse_port: s.reuse_port,
             server: StreamServer::new("tcp_in", settings),
         })
     }
@@ -278,8 +283,13 @@ impl Cog<Record> for TcpIn {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        let l = mio::net::TcpListener::bind(self.addr)
-            .map_err(|e| format!("tcp_in: cannot listen on {}: {e}", self.addr))?;
+        let l = if self.reuse_port {
+            server_settings::bind_reuse_port(self.addr, true)
+                .map(|fd| mio::net::TcpListener::from_std(std::net::TcpListener::from(fd)))
+        } else {
+            mio::net::TcpListener::bind(self.addr)
+        }
+        .map_err(|e| format!("tcp_in: cannot listen on {}: {e}", self.addr))?;
         set_backlog(&l);
         if let Ok(a) = l.local_addr() {
             slog::info!(cx.logger(), "tcp_in listening"; "address" => %a);

@@ -72,6 +72,7 @@ fn received_at_key() -> Key {
 /// [[train.cog]]
 /// type = "udp_in"
 /// listen = "127.0.0.1:5514"     # or "[::]:514"
+/// reuse_port = false            # true: share the port with other processes (one per core)
 /// recv_buffer = "4MiB"          # SO_RCVBUF; default: the system's
 /// max_message_bytes = "64KiB"   # longer datagrams are cut, flagged and counted
 /// ```
@@ -80,6 +81,7 @@ fn received_at_key() -> Key {
 /// ..Default::default() })`.
 pub struct UdpIn {
     listen: SocketAddr,
+    reuse_port: bool,
     recv_buffer: Option<usize>,
     max: usize,
     socket: Option<UdpSocket>,
@@ -123,6 +125,8 @@ crate::settings! {
         /// address and port to bind, e.g. `"127.0.0.1:5514"` or `"[::]:514"`
         #[setting(required)]
         listen: String,
+        /// SO_REUSEPORT: several processes bind the same port, the kernel spreads the datagrams over them by sender (one process per core)
+        reuse_port: bool = "false",
         /// SO_RCVBUF size, e.g. "4MiB"; capped by net.core.rmem_max, the granted size is logged
         #[setting(size)]
         recv_buffer: Option<usize>,
@@ -401,6 +405,7 @@ impl UdpIn {
         }
         let mut cog = UdpIn::listening(listen, max);
         cog.recv_buffer = s.recv_buffer;
+        cog.reuse_port = s.reuse_port;
         Ok(cog)
     }
 
@@ -408,6 +413,7 @@ impl UdpIn {
     fn listening(listen: SocketAddr, max_message_bytes: usize) -> Self {
         UdpIn {
             listen,
+            reuse_port: false,
             recv_buffer: None,
             max: max_message_bytes,
             socket: None,
@@ -523,7 +529,12 @@ impl UdpIn {
     }
 
     fn open(&mut self, cx: &mut Ctx) -> io::Result<()> {
-        let socket = UdpSocket::bind(self.listen)?;
+        let socket = if self.reuse_port {
+            let fd = super::server_settings::bind_reuse_port(self.listen, false)?;
+            UdpSocket::from_std(std::net::UdpSocket::from(fd))
+        } else {
+            UdpSocket::bind(self.listen)?
+        };
         let fd = socket.as_raw_fd();
         if let Some(want) = self.recv_buffer {
             let want_i = i32::try_from(want).unwrap_or(i32::MAX);

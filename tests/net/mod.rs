@@ -2,7 +2,10 @@
 
 mod collector_restart;
 mod peer_ack;
+#[cfg(feature = "redis")]
+mod redis;
 mod relp;
+mod reuse_port;
 mod stream_in;
 mod stream_out;
 mod typed_settings;
