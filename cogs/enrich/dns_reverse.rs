@@ -29,8 +29,16 @@ const FINISH: Local = 0xFFFF_0001;
 
 /// The most servers taken from `/etc/resolv.conf` (as the C library does).
 const MAX_RESOLV_SERVERS: usize = 3;
-/// The bound on `max_in_flight`: query ids are 16 bits and each lookup in flight holds one.
+/// The bound on `max_in_flight`.
 const MAX_IN_FLIGHT: usize = 16_384;
+/// The bound on `max_queries`: query ids are 16 bits and each query on the wire holds one.
+const MAX_QUERIES: usize = 4096;
+/// The window a server starts with, and the least it shrinks to.
+const FIRST_WINDOW: usize = 16;
+const MIN_WINDOW: usize = 2;
+/// The receive buffer asked for each socket (the kernel caps it at `net.core.rmem_max`):
+/// room for late answers besides the window's.
+const RECV_BUFFER: i32 = 1 << 20;
 /// The largest answer read: a PTR answer over UDP without EDNS is at most 512 bytes, but
 /// servers that add records may send more; longer datagrams are cut and then fail to parse.
 const MAX_ANSWER: usize = 4096;
@@ -50,6 +58,13 @@ const MAX_ANSWER: usize = 4096;
 /// already on their way are still taken) and resumes them once half are out. An address
 /// whose lookup is in flight is not asked again: the data wanting it wait for the one
 /// answer.
+///
+/// **Paced.** At most a window of queries is on the wire to a server at once; the others
+/// wait their turn (in order, retries first). The window starts at 16, grows by one per
+/// answer up to `max_queries`, and halves (at least 2) when a query times out, at most
+/// once per `timeout`: a burst larger than the server reads at once would overflow its
+/// receive buffer and be lost, each loss costing a `timeout`. Each socket asks for a
+/// receive buffer of 1 MiB (capped by `net.core.rmem_max`).
 ///
 /// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
 /// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. At most `max_entries`
@@ -80,6 +95,7 @@ const MAX_ANSWER: usize = 4096;
 /// timeout = "2s"
 /// retries = 2
 /// max_in_flight = 1000
+/// max_queries = 128               # on the wire to one server at once
 /// max_entries = 100000
 /// cache_max_ttl = "1h"
 /// negative_ttl = "5m"
@@ -101,12 +117,13 @@ pub struct DnsReverse<D> {
     timeout: Duration,
     retries: u32,
     max_in_flight: usize,
+    max_queries: usize,
     cache_max_ttl_ms: u64,
     negative_ttl_ms: u64,
     cache: Keyed<Addr, Cached>,
     /// Lookups in flight or answered while data still wait for them.
     lookups: HashMap<IpAddr, Lookup>,
-    /// Query id → the address asked, for lookups in flight.
+    /// Query id → the address asked, for queries on the wire.
     by_id: HashMap<u16, IpAddr>,
     /// Data in input order, each with the address whose answer it waits for.
     held: VecDeque<(D, Option<IpAddr>)>,
@@ -126,10 +143,33 @@ pub struct DnsReverse<D> {
     ignored_log: LogLimiter,
 }
 
-/// One server and the socket connected to it.
+/// One server, the socket connected to it and its window of queries on the wire.
 struct Server {
     addr: SocketAddr,
     socket: Option<UdpSocket>,
+    /// Queries sent and neither answered nor timed out.
+    on_wire: usize,
+    /// How many queries may be on the wire at once: one more per answer, up to
+    /// `max_queries`; halved by a timeout (at most once per `timeout`). A burst larger than
+    /// the server reads at once would overflow its receive buffer and be lost.
+    window: usize,
+    /// When the window was last halved.
+    last_cut: Option<Instant>,
+    /// Lookups waiting for room in the window, in order (retries first).
+    pending: VecDeque<IpAddr>,
+}
+
+impl Server {
+    fn new(addr: SocketAddr, socket: Option<UdpSocket>) -> Self {
+        Server {
+            addr,
+            socket,
+            on_wire: 0,
+            window: FIRST_WINDOW,
+            last_cut: None,
+            pending: VecDeque::new(),
+        }
+    }
 }
 
 /// A lookup: in flight (`answer` is `None`) or answered while data still wait for it.
@@ -138,6 +178,9 @@ struct Lookup {
     /// Held data waiting for this answer.
     waiting: usize,
     id: u16,
+    /// Whether the query is on the wire (sent under `id`), else waiting in its server's
+    /// `pending` (or answered).
+    on_wire: bool,
     server: usize,
     tries: u32,
     /// The question, in wire form.
@@ -255,6 +298,8 @@ crate::settings! {
         retries: u32 = "2",
         /// most data held waiting for answers; when reached the supplies pause
         max_in_flight: usize = "1000",
+        /// most queries on the wire to one server at once; the window adapts below it
+        max_queries: usize = "128",
         /// most addresses cached; beyond it the one cached longest ago is forgotten
         max_entries: usize = "100000",
         /// longest an answer is cached, whatever its TTL
@@ -369,6 +414,12 @@ impl<D: 'static> DnsReverse<D> {
                 format!("must be between 1 and {MAX_IN_FLIGHT}"),
             ));
         }
+        if s.max_queries == 0 || s.max_queries > MAX_QUERIES {
+            return Err(SettingError::new(
+                "max_queries",
+                format!("must be between 1 and {MAX_QUERIES}"),
+            ));
+        }
         if s.max_entries == 0 {
             return Err(SettingError::new("max_entries", "must be at least 1"));
         }
@@ -382,6 +433,7 @@ impl<D: 'static> DnsReverse<D> {
             timeout: s.timeout,
             retries: s.retries,
             max_in_flight: s.max_in_flight,
+            max_queries: s.max_queries,
             cache_max_ttl_ms: millis(s.cache_max_ttl),
             negative_ttl_ms: millis(s.negative_ttl),
             cache: Keyed::new(s.max_entries),
@@ -443,10 +495,7 @@ impl<D: 'static> DnsReverse<D> {
                     None
                 }
             };
-            self.servers.push(Server {
-                addr: *addr,
-                socket,
-            });
+            self.servers.push(Server::new(*addr, socket));
         }
         if opened == 0 {
             return Err(format!("dns_reverse: no server reachable among {addrs:?}").into());
@@ -495,17 +544,21 @@ impl<D: 'static> DnsReverse<D> {
         let mut qname = Vec::with_capacity(80);
         reverse_name(ip, &mut qname);
         let server = self.first_server();
-        let mut l = Lookup {
+        let l = Lookup {
             answer: None,
             waiting: 1,
             id: 0,
+            on_wire: false,
             server,
             tries: 0,
             qname,
         };
-        self.send(ip, &mut l, cx);
         self.lookups.insert(ip, l);
         self.held.push_back((d, Some(ip)));
+        if let Some(s) = self.servers.get_mut(server) {
+            s.pending.push_back(ip);
+        }
+        self.pump(server, cx);
     }
 
     /// Passes on a datum that waits for nothing: at once if nothing is held before it.
@@ -550,24 +603,85 @@ impl<D: 'static> DnsReverse<D> {
             .unwrap_or(i)
     }
 
-    /// Sends the query of `l` (for `ip`) under a fresh id to its server and schedules its
-    /// deadline. A query the socket refuses is left to time out and be sent again.
-    fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) {
-        if self.by_id.get(&l.id) == Some(&ip) {
-            self.by_id.remove(&l.id);
+    /// Sends queries waiting for server `server` while its window has room.
+    fn pump(&mut self, server: usize, cx: &mut Ctx) {
+        loop {
+            let Some(s) = self.servers.get_mut(server) else {
+                return;
+            };
+            if s.on_wire >= s.window {
+                return;
+            }
+            let Some(ip) = s.pending.pop_front() else {
+                return;
+            };
+            let Some(mut l) = self.lookups.remove(&ip) else {
+                continue;
+            };
+            let sent = l.answer.is_some() || l.on_wire || l.server != server || {
+                self.send(ip, &mut l, cx)
+            };
+            self.lookups.insert(ip, l);
+            if !sent {
+                // No id free: it waits for an answer or a timeout to free one.
+                if let Some(s) = self.servers.get_mut(server) {
+                    s.pending.push_front(ip);
+                }
+                return;
+            }
         }
-        let Some(id) = self.ids.fresh(&self.by_id) else {
-            // Every id is taken (cannot happen within MAX_IN_FLIGHT): try again later.
-            self.schedule(cx.now(), ip, 0, cx);
+    }
+
+    /// Sends waiting queries to every server whose window has room.
+    fn pump_all(&mut self, cx: &mut Ctx) {
+        for i in 0..self.servers.len() {
+            self.pump(i, cx);
+        }
+    }
+
+    /// Queues the lookup of `ip` again, first in line, for its next server: a retry.
+    fn requeue(&mut self, ip: IpAddr, l: &mut Lookup) {
+        l.tries += 1;
+        l.server = self.next_server(l.server);
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.pending.push_front(ip);
+        }
+    }
+
+    /// Takes the query of `l` off the wire of its server (answered or timed out).
+    fn off_wire(&mut self, l: &mut Lookup) {
+        if !l.on_wire {
             return;
+        }
+        l.on_wire = false;
+        // The id is this query's while it is on the wire.
+        self.by_id.remove(&l.id);
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.on_wire = s.on_wire.saturating_sub(1);
+        }
+    }
+
+    /// Sends the query of `l` (for `ip`) under a fresh id to its server and schedules its
+    /// deadline; false if no id is free (64 random draws were all in use). A query the
+    /// socket refuses is left to time out and be sent again.
+    fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) -> bool {
+        let Some(id) = self.ids.fresh(&self.by_id) else {
+            return false;
         };
         l.id = id;
+        l.on_wire = true;
         self.by_id.insert(id, ip);
         self.query.clear();
         write_query(id, &l.qname, &mut self.query);
-        let sent = match self.servers.get(l.server).and_then(|s| s.socket.as_ref()) {
-            Some(sock) => sock.send(&self.query).map(|_| ()),
-            None => Err(io::Error::other("no socket")),
+        let sent = match self.servers.get_mut(l.server) {
+            Some(s) => {
+                s.on_wire += 1;
+                match &s.socket {
+                    Some(sock) => sock.send(&self.query).map(|_| ()),
+                    None => Err(io::Error::other("no socket")),
+                }
+            }
+            None => Err(io::Error::other("no server")),
         };
         match sent {
             Ok(()) => bump(&self.stats.queries),
@@ -580,17 +694,12 @@ impl<D: 'static> DnsReverse<D> {
                 }
             }
         }
-        self.schedule(cx.now(), ip, id, cx);
-    }
-
-    /// Records the deadline of the query `id` for `ip` sent at `now`; arms the timer if
-    /// none is armed.
-    fn schedule(&mut self, now: Instant, ip: IpAddr, id: u16, cx: &mut Ctx) {
-        let at = now + self.timeout;
+        let at = cx.now() + self.timeout;
         self.deadlines.push_back((at, ip, id));
         if self.timer.is_none() {
             self.timer = cx.timer_at(at, TIMEOUTS).ok();
         }
+        true
     }
 
     /// Handles the queries whose time is up: sends them again or gives them up.
@@ -606,15 +715,22 @@ impl<D: 'static> DnsReverse<D> {
             let Some(mut l) = self.lookups.remove(&ip) else {
                 continue;
             };
-            if l.answer.is_some() || l.id != id {
+            if !l.on_wire || l.id != id {
                 // Answered, or sent again since: this deadline is stale.
                 self.lookups.insert(ip, l);
                 continue;
             }
+            self.off_wire(&mut l);
+            if let Some(s) = self.servers.get_mut(l.server)
+                && s.last_cut.is_none_or(|t| now >= t + self.timeout)
+            {
+                // The server lost a query, or is slow to answer: fewer at once. Once per
+                // `timeout`, as the queries lost in one burst time out together.
+                s.window = (s.window / 2).max(MIN_WINDOW);
+                s.last_cut = Some(now);
+            }
             if l.tries < self.retries {
-                l.tries += 1;
-                l.server = self.next_server(l.server);
-                self.send(ip, &mut l, cx);
+                self.requeue(ip, &mut l);
                 self.lookups.insert(ip, l);
             } else {
                 bump(&self.stats.timeouts);
@@ -622,8 +738,25 @@ impl<D: 'static> DnsReverse<D> {
                 self.resolve(ip, None, 0, now_ms);
             }
         }
-        if let Some(&(at, _, _)) = self.deadlines.front() {
-            self.timer = cx.timer_at(at, TIMEOUTS).ok();
+        self.pump_all(cx);
+        self.arm_timeouts(cx);
+    }
+
+    /// Arms the timer for the first deadline of a query still on the wire; the deadlines
+    /// of queries answered since are dropped (they would only wake the loop).
+    fn arm_timeouts(&mut self, cx: &mut Ctx) {
+        while let Some(&(at, ip, id)) = self.deadlines.front() {
+            let live = self
+                .lookups
+                .get(&ip)
+                .is_some_and(|l| l.on_wire && l.id == id);
+            if live {
+                if self.timer.is_none() {
+                    self.timer = cx.timer_at(at, TIMEOUTS).ok();
+                }
+                return;
+            }
+            self.deadlines.pop_front();
         }
     }
 
@@ -648,32 +781,29 @@ impl<D: 'static> DnsReverse<D> {
                 },
             );
         }
-        if let Some(l) = self.lookups.get_mut(&ip) {
-            if self.by_id.get(&l.id) == Some(&ip) {
-                self.by_id.remove(&l.id);
-            }
+        if let Some(mut l) = self.lookups.remove(&ip) {
+            self.off_wire(&mut l);
             l.answer = Some(name);
+            self.lookups.insert(ip, l);
         }
     }
 
     /// Reads every datagram waiting on the socket of server `server`.
     fn receive(&mut self, server: usize, cx: &mut Ctx) {
-        let now_ms = self.unix_ms(cx.now());
-        loop {
-            let got = match self.servers.get(server).and_then(|s| s.socket.as_ref()) {
-                Some(sock) => sock.recv(&mut self.recv_buf),
-                None => return,
-            };
+        let now = cx.now();
+        let now_ms = self.unix_ms(now);
+        while let Some(sock) = self.servers.get(server).and_then(|s| s.socket.as_ref()) {
+            let got = sock.recv(&mut self.recv_buf);
             let n = match got {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier query (port unreachable): its retry covers it.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => {
                     slog::warn!(cx.logger(), "dns_reverse: reading answers failed";
                         "server" => %self.servers[server].addr, "error" => %e);
-                    return;
+                    break;
                 }
             };
             let msg = &self.recv_buf[..n];
@@ -689,33 +819,42 @@ impl<D: 'static> DnsReverse<D> {
                 self.ignore("an id not in flight (late or spoofed)", cx);
                 continue;
             };
-            if l.server != server || l.answer.is_some() {
+            if l.server != server || !l.on_wire {
                 self.ignore("an id not asked of this server", cx);
                 continue;
             }
-            match parse_reply(msg, id, &l.qname) {
+            let reply = parse_reply(msg, id, &l.qname);
+            if reply.is_ok()
+                && let Some(s) = self.servers.get_mut(server)
+                && s.window < self.max_queries
+            {
+                s.window += 1;
+            }
+            match reply {
                 Ok(Reply::Name(name, ttl)) => {
                     let name = SharedStr::short(&name);
                     self.resolve(ip, Some(name), ttl, now_ms);
                 }
                 Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
                 Ok(Reply::Fail(_)) => {
-                    let tries = l.tries;
                     let next = self.next_server(server);
-                    if tries < self.retries && next != server {
-                        if let Some(mut l) = self.lookups.remove(&ip) {
-                            l.tries += 1;
-                            l.server = next;
-                            self.send(ip, &mut l, cx);
+                    match self.lookups.remove(&ip) {
+                        Some(mut l) if l.tries < self.retries && next != server => {
+                            self.off_wire(&mut l);
+                            self.requeue(ip, &mut l);
                             self.lookups.insert(ip, l);
                         }
-                    } else {
-                        self.resolve(ip, None, 0, now_ms);
+                        Some(l) => {
+                            self.lookups.insert(ip, l);
+                            self.resolve(ip, None, 0, now_ms);
+                        }
+                        None => {}
                     }
                 }
                 Err(why) => self.ignore(why, cx),
             }
         }
+        self.pump_all(cx);
     }
 
     fn ignore(&mut self, why: &str, cx: &mut Ctx) {
@@ -790,6 +929,10 @@ impl<D: 'static> DnsReverse<D> {
         self.lookups.clear();
         self.by_id.clear();
         self.deadlines.clear();
+        for s in &mut self.servers {
+            s.pending.clear();
+            s.on_wire = 0;
+        }
         self.stats
             .unanswered_at_shutdown
             .set(self.stats.unanswered_at_shutdown.get() + unanswered);
@@ -818,9 +961,31 @@ fn open_socket(addr: SocketAddr, local: usize, cx: &mut Ctx) -> io::Result<UdpSo
     let mut socket = UdpSocket::bind(any)?;
     // Connected: the kernel drops datagrams from any other address and port.
     socket.connect(addr)?;
+    // Best effort: the default buffer still holds a full window of answers.
+    let _ = set_recv_buffer(&socket, RECV_BUFFER);
     let local = Local::try_from(local).map_err(io::Error::other)?;
     cx.register(&mut socket, local, Interest::READABLE)?;
     Ok(socket)
+}
+
+/// Asks for a receive buffer of `bytes` (the kernel caps it at `net.core.rmem_max`).
+fn set_recv_buffer(socket: &UdpSocket, bytes: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on an open socket with a pointer to a live int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl<D: 'static> Cog<D> for DnsReverse<D> {
