@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
@@ -120,11 +121,11 @@ pub struct DnsReverse<D> {
     max_queries: usize,
     cache_max_ttl_ms: u64,
     negative_ttl_ms: u64,
-    cache: Keyed<Addr, Cached>,
+    cache: Cache,
     /// Lookups in flight or answered while data still wait for them.
-    lookups: HashMap<IpAddr, Lookup>,
+    lookups: HashMap<IpAddr, Lookup, Seeded>,
     /// Query id → the address asked, for queries on the wire.
-    by_id: HashMap<u16, IpAddr>,
+    by_id: HashMap<u16, IpAddr, Seeded>,
     /// Data in input order, each with the address whose answer it waits for.
     held: VecDeque<(D, Option<IpAddr>)>,
     /// When each query sent gives up, in sending order (`timeout` is the same for all).
@@ -141,6 +142,7 @@ pub struct DnsReverse<D> {
     recv_buf: Vec<u8>,
     stats: Rc<DnsStats>,
     ignored_log: LogLimiter,
+    evictions_reported: u64,
 }
 
 /// One server, the socket connected to it and its window of queries on the wire.
@@ -172,9 +174,23 @@ impl Server {
     }
 }
 
+/// What the cache said about a datum.
+enum Probe {
+    /// No address (the field is absent or null): passed on as it is.
+    Pass,
+    /// A fresh answer: the name, or none.
+    Hit(Option<SharedStr>),
+    /// Not cached, or expired: the address, and the key to cache its answer under.
+    Miss(IpAddr, Option<Box<[u8]>>),
+    /// Not an address: a value of this type.
+    NotAddress(&'static str),
+}
+
 /// A lookup: in flight (`answer` is `None`) or answered while data still wait for it.
 struct Lookup {
     answer: Option<Option<SharedStr>>,
+    /// When the answer expires from the cache (Unix ms), once answered and cached.
+    expires: Option<u64>,
     /// Held data waiting for this answer.
     waiting: usize,
     id: u16,
@@ -185,6 +201,8 @@ struct Lookup {
     tries: u32,
     /// The question, in wire form.
     qname: Vec<u8>,
+    /// The cache keys the answer goes under: the address as each datum asking held it.
+    keys: Vec<Box<[u8]>>,
 }
 
 /// A cached answer: the name (`None`: none, a failure) and when it expires (Unix ms).
@@ -194,16 +212,17 @@ struct Cached {
     expires: u64,
 }
 
-/// The cache's key: an address, written as text in the state file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Addr(IpAddr);
+/// A key of the state file: an address as text (checked to be one when read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TextKey(Vec<u8>);
 
-impl StateCodec for Addr {
+impl StateCodec for TextKey {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.to_string().as_bytes());
+        out.extend_from_slice(&self.0);
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        std::str::from_utf8(bytes).ok()?.parse().ok().map(Addr)
+        let _: IpAddr = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+        Some(TextKey(bytes.to_vec()))
     }
 }
 
@@ -227,6 +246,178 @@ impl StateCodec for Cached {
             _ => return None,
         };
         Some(Cached { name, expires })
+    }
+}
+
+/// The cache: answers keyed by the address as the datum holds it (its text, or the octets
+/// of an `ip` value after a tag byte no text starts with), so a hit neither parses the
+/// address nor allocates: one cheap hash of a few bytes (seeded at random, so that the
+/// keys an attacker picks do not collide by design), one probe, one compare. Two spellings
+/// of one address (`::1`, `0::1`) are two keys, each cached when asked for. When
+/// `max_entries` are held, a new key forgets the one cached longest ago.
+struct Cache {
+    map: HashMap<Rc<[u8]>, Entry, Seeded>,
+    /// Keys oldest first, with the sequence of their entry; places whose sequence no
+    /// longer matches were cached again since and are stale.
+    order: VecDeque<(u64, Rc<[u8]>)>,
+    next_seq: u64,
+    max: usize,
+    evictions: u64,
+}
+
+/// A cached answer and its place in the order.
+struct Entry {
+    answer: Cached,
+    seq: u64,
+}
+
+/// The tag before the octets of an `ip` value's key: no address text starts with it.
+const IP_KEY_TAG: u8 = 0xFF;
+/// The longest key: the tag and 16 octets, or the longest address text the standard
+/// parser takes (45 bytes, `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`, with room).
+const MAX_KEY: usize = 64;
+
+/// The key of an `ip` value, in `buf`.
+fn ip_key(ip: IpAddr, buf: &mut [u8; 17]) -> &[u8] {
+    buf[0] = IP_KEY_TAG;
+    match ip {
+        IpAddr::V4(a) => {
+            buf[1..5].copy_from_slice(&a.octets());
+            &buf[..5]
+        }
+        IpAddr::V6(a) => {
+            buf[1..17].copy_from_slice(&a.octets());
+            &buf[..17]
+        }
+    }
+}
+
+/// A key as address text, for the state file (`None`: not an address).
+fn key_text(key: &[u8]) -> Option<Vec<u8>> {
+    match key {
+        [IP_KEY_TAG, o @ ..] => {
+            let ip = match o.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(o).ok()?),
+                16 => IpAddr::from(<[u8; 16]>::try_from(o).ok()?),
+                _ => return None,
+            };
+            Some(ip.to_string().into_bytes())
+        }
+        text => Some(text.to_vec()),
+    }
+}
+
+impl Cache {
+    fn new(max: usize, seed: u64) -> Self {
+        Cache {
+            map: HashMap::with_hasher(Seeded(seed)),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max: max.max(1),
+            evictions: 0,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Cached> {
+        self.map.get(key).map(|e| &e.answer)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Caches `answer` under `key`, now the newest; a new key in a full cache first
+    /// forgets the oldest.
+    fn insert(&mut self, key: &[u8], answer: Cached) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(k) = self.map.get_key_value(key).map(|(k, _)| Rc::clone(k)) {
+            if let Some(e) = self.map.get_mut(key) {
+                *e = Entry { answer, seq };
+            }
+            self.order.push_back((seq, k));
+            self.compact();
+            return;
+        }
+        while self.map.len() >= self.max {
+            let Some((old_seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|e| e.seq == old_seq) {
+                self.map.remove(&old);
+                self.evictions += 1;
+            }
+        }
+        let k: Rc<[u8]> = Rc::from(key);
+        self.order.push_back((seq, Rc::clone(&k)));
+        self.map.insert(k, Entry { answer, seq });
+    }
+
+    /// Drops stale places once they outnumber the live ones (O(1) amortised a write).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(seq, k)| map.get(k).is_some_and(|e| e.seq == *seq));
+        }
+    }
+
+    /// The entries, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Cached)> {
+        self.order.iter().filter_map(|(seq, k)| {
+            let e = self.map.get(k)?;
+            (e.seq == *seq).then_some((&k[..], &e.answer))
+        })
+    }
+}
+
+/// Builds the cache's hasher from its seed.
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl BuildHasher for Seeded {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// A multiply-rotate hash over 8 bytes at a time with a final mix: a few instructions for
+/// an address's 7 to 45 bytes. Not a cryptographic hash: the random seed keeps the
+/// buckets of given keys unpredictable from outside, which is what the cache needs.
+struct KeyHasher(u64);
+
+const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl KeyHasher {
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(23) ^ w).wrapping_mul(MUL);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 32;
+        h = h.wrapping_mul(MUL);
+        h ^ (h >> 29)
     }
 }
 
@@ -436,9 +627,9 @@ impl<D: 'static> DnsReverse<D> {
             max_queries: s.max_queries,
             cache_max_ttl_ms: millis(s.cache_max_ttl),
             negative_ttl_ms: millis(s.negative_ttl),
-            cache: Keyed::new(s.max_entries),
-            lookups: HashMap::new(),
-            by_id: HashMap::new(),
+            cache: Cache::new(s.max_entries, 0),
+            lookups: HashMap::with_hasher(Seeded(0)),
+            by_id: HashMap::with_hasher(Seeded(0)),
             held: VecDeque::new(),
             deadlines: VecDeque::new(),
             timer: None,
@@ -451,6 +642,7 @@ impl<D: 'static> DnsReverse<D> {
             recv_buf: vec![0; MAX_ANSWER],
             stats: Rc::new(DnsStats::default()),
             ignored_log: LogLimiter::default(),
+            evictions_reported: 0,
         })
     }
 
@@ -506,38 +698,69 @@ impl<D: 'static> DnsReverse<D> {
     /// Takes one datum: passes it on at once when nothing is held and its answer is
     /// known, else holds it behind the others.
     fn take(&mut self, mut d: D, now_ms: u64, out: &mut Out<D>, cx: &mut Ctx) {
-        let ip = match self.get.get(&d) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_ip() {
-                Some(ip) => Some(ip),
-                None => {
-                    let why = format!(
-                        "field {:?}: not an IP address (a {} value)",
-                        self.field_name,
-                        v.type_name()
-                    );
-                    self.fail(d, &why, out, cx);
-                    return;
+        let mut ip_buf = [0u8; 17];
+        // The cache first, keyed by the address as the datum holds it: a hit parses
+        // nothing and allocates nothing.
+        let probe = match self.get.get(&d) {
+            None | Some(Value::Null) => Probe::Pass,
+            Some(v) => {
+                let key: Option<&[u8]> = match v {
+                    Value::Ip(ip) => Some(ip_key(*ip, &mut ip_buf)),
+                    _ => v
+                        .as_str()
+                        .map(str::as_bytes)
+                        .filter(|k| k.len() <= MAX_KEY && k.first() != Some(&IP_KEY_TAG)),
+                };
+                match key.and_then(|k| self.cache.get(k)) {
+                    Some(c) if c.expires > now_ms => Probe::Hit(c.name.clone()),
+                    _ => match v.as_ip() {
+                        Some(ip) => Probe::Miss(ip, key.map(Box::from)),
+                        None => Probe::NotAddress(v.type_name()),
+                    },
                 }
-            },
-        };
-        let Some(ip) = ip else {
-            self.pass(d, None, out);
-            return;
-        };
-        if let Some(c) = self.cache.get(&Addr(ip))
-            && c.expires > now_ms
-        {
-            bump(&self.stats.cache_hits);
-            if let Some(name) = &c.name {
-                self.set.set(&mut d, Value::Shared(name.clone()));
             }
-            self.pass(d, None, out);
-            return;
+        };
+        match probe {
+            Probe::Pass => self.pass(d, None, out),
+            Probe::Hit(name) => {
+                bump(&self.stats.cache_hits);
+                if let Some(name) = name {
+                    self.set.set(&mut d, Value::Shared(name));
+                }
+                self.pass(d, None, out);
+            }
+            Probe::NotAddress(type_name) => {
+                let why = format!(
+                    "field {:?}: not an IP address (a {type_name} value)",
+                    self.field_name
+                );
+                self.fail(d, &why, out, cx);
+            }
+            Probe::Miss(ip, key) => self.ask(d, ip, key, cx),
         }
+    }
+
+    /// Holds `d` for the answer about `ip`: joins the lookup in flight, or starts one.
+    /// `key` is the cache key the answer is also to be kept under.
+    fn ask(&mut self, d: D, ip: IpAddr, key: Option<Box<[u8]>>, cx: &mut Ctx) {
         if let Some(l) = self.lookups.get_mut(&ip) {
             l.waiting += 1;
             bump(&self.stats.joined);
+            if let Some(k) = key
+                && !l.keys.contains(&k)
+            {
+                match (&l.answer, l.expires) {
+                    // Answered already (the data before still wait): cached at once.
+                    (Some(name), Some(expires)) => self.cache.insert(
+                        &k,
+                        Cached {
+                            name: name.clone(),
+                            expires,
+                        },
+                    ),
+                    _ => l.keys.push(k),
+                }
+            }
             self.held.push_back((d, Some(ip)));
             return;
         }
@@ -546,12 +769,14 @@ impl<D: 'static> DnsReverse<D> {
         let server = self.first_server();
         let l = Lookup {
             answer: None,
+            expires: None,
             waiting: 1,
             id: 0,
             on_wire: false,
             server,
             tries: 0,
             qname,
+            keys: key.into_iter().collect(),
         };
         self.lookups.insert(ip, l);
         self.held.push_back((d, Some(ip)));
@@ -760,7 +985,8 @@ impl<D: 'static> DnsReverse<D> {
         }
     }
 
-    /// Records the answer for `ip` (`None`: a failure) with its TTL in seconds.
+    /// Records the answer for `ip` (`None`: a failure) with its TTL in seconds, and caches
+    /// it under the keys of its lookup.
     fn resolve(&mut self, ip: IpAddr, name: Option<SharedStr>, ttl: u32, now_ms: u64) {
         let keep_ms = match name {
             Some(_) => {
@@ -772,20 +998,25 @@ impl<D: 'static> DnsReverse<D> {
                 self.negative_ttl_ms
             }
         };
+        let Some(mut l) = self.lookups.remove(&ip) else {
+            return;
+        };
+        self.off_wire(&mut l);
         if keep_ms > 0 {
-            self.cache.insert(
-                Addr(ip),
-                Cached {
-                    name: name.clone(),
-                    expires: now_ms.saturating_add(keep_ms),
-                },
-            );
+            let expires = now_ms.saturating_add(keep_ms);
+            for k in &l.keys {
+                self.cache.insert(
+                    k,
+                    Cached {
+                        name: name.clone(),
+                        expires,
+                    },
+                );
+            }
+            l.expires = Some(expires);
         }
-        if let Some(mut l) = self.lookups.remove(&ip) {
-            self.off_wire(&mut l);
-            l.answer = Some(name);
-            self.lookups.insert(ip, l);
-        }
+        l.answer = Some(name);
+        self.lookups.insert(ip, l);
     }
 
     /// Reads every datagram waiting on the socket of server `server`.
@@ -942,6 +1173,17 @@ impl<D: 'static> DnsReverse<D> {
         cx.finished();
     }
 
+    /// Logs the cache's evictions since the last report, if any (rate-limited).
+    fn report_evictions(&mut self, cx: &mut Ctx) {
+        let n = self.cache.evictions - self.evictions_reported;
+        if n == 0 || !self.ignored_log.allow("evictions", "dns_reverse", cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "dns_reverse: cache full, oldest answers forgotten";
+            "evicted" => n, "total" => self.cache.evictions, "max_entries" => self.cache.max);
+        self.evictions_reported = self.cache.evictions;
+    }
+
     fn close(&mut self, cx: &mut Ctx) {
         for s in &mut self.servers {
             if let Some(mut sock) = s.socket.take() {
@@ -997,9 +1239,18 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         self.open(cx)?;
+        let seed = (0..4).fold(0u64, |acc, _| acc << 16 | u64::from(self.ids.next()));
+        self.cache = Cache::new(self.cache.max, seed);
+        // Empty still: the seed costs no rehashing.
+        self.lookups = HashMap::with_hasher(Seeded(seed.rotate_left(17)));
+        self.by_id = HashMap::with_hasher(Seeded(seed.rotate_left(41)));
         if let Some(path) = &self.state_file {
-            match self.cache.load(path, FORMAT, VERSION) {
+            let mut saved = Keyed::<TextKey, Cached>::new(self.cache.max);
+            match saved.load(path, FORMAT, VERSION) {
                 Ok(n) => {
+                    for (k, v) in saved.iter() {
+                        self.cache.insert(&k.0, v.clone());
+                    }
                     if n > 0 {
                         slog::info!(cx.logger(), "dns_reverse cache loaded";
                             "file" => %path.display(), "entries" => n);
@@ -1020,7 +1271,7 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
             self.take(d, now_ms, out, cx);
         }
         self.flush(out, cx);
-        self.cache.report_evictions("dns_reverse", cx);
+        self.report_evictions(cx);
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
@@ -1054,17 +1305,19 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
             "failures" => s.failures.get(), "timeouts" => s.timeouts.get(),
             "cache_hits" => s.cache_hits.get(), "joined" => s.joined.get(),
             "ignored" => s.ignored.get(), "send_errors" => s.send_errors.get(),
-            "unanswered_at_shutdown" => s.unanswered_at_shutdown.get());
-        self.cache.report_evictions("dns_reverse", cx);
+            "unanswered_at_shutdown" => s.unanswered_at_shutdown.get(),
+            "cached" => self.cache.len(), "evicted" => self.cache.evictions);
         let now_ms = self.unix_ms(cx.now());
         let Some(path) = &self.state_file else {
             return;
         };
         // What has expired is not worth a line of the file; the rest keeps its order.
-        let mut fresh = Keyed::new(self.cache.max_keys());
+        let mut fresh = Keyed::new(self.cache.max);
         for (k, v) in self.cache.iter() {
-            if v.expires > now_ms {
-                fresh.insert(*k, v.clone());
+            if v.expires > now_ms
+                && let Some(text) = key_text(k)
+            {
+                fresh.insert(TextKey(text), v.clone());
             }
         }
         match fresh.save(path, FORMAT, VERSION) {
@@ -1110,7 +1363,7 @@ impl IdSource {
     }
 
     /// An id not in `taken`, or `None` if 64 draws all were.
-    fn fresh<V>(&mut self, taken: &HashMap<u16, V>) -> Option<u16> {
+    fn fresh<V, S: BuildHasher>(&mut self, taken: &HashMap<u16, V, S>) -> Option<u16> {
         (0..64)
             .map(|_| self.next())
             .find(|id| !taken.contains_key(id))
