@@ -43,6 +43,8 @@ const RECV_BUFFER: i32 = 1 << 20;
 /// The largest answer read: a PTR answer over UDP without EDNS is at most 512 bytes, but
 /// servers that add records may send more; longer datagrams are cut and then fail to parse.
 const MAX_ANSWER: usize = 4096;
+/// Datagrams sent or read in one system call (`sendmmsg`, `recvmmsg`).
+const BATCH: usize = 32;
 
 /// Writes into `target` the host name of the address in `field`, from a reverse (PTR)
 /// lookup: `10.1.2.3` is asked as `3.2.1.10.in-addr.arpa`, an IPv6 address as its 32
@@ -138,7 +140,6 @@ pub struct DnsReverse<D> {
     /// milliseconds (so they survive a restart) computed from the loop's clock.
     anchor: Option<(Instant, u64)>,
     ids: IdSource,
-    query: Vec<u8>,
     recv_buf: Vec<u8>,
     stats: Rc<DnsStats>,
     ignored_log: LogLimiter,
@@ -159,6 +160,10 @@ struct Server {
     last_cut: Option<Instant>,
     /// Lookups waiting for room in the window, in order (retries first).
     pending: VecDeque<IpAddr>,
+    /// Queries written but not yet sent, back to back, and where each ends: they go out
+    /// together, `BATCH` a system call, once the datum or event at hand is handled.
+    out: Vec<u8>,
+    out_ends: Vec<usize>,
 }
 
 impl Server {
@@ -170,6 +175,8 @@ impl Server {
             window: FIRST_WINDOW,
             last_cut: None,
             pending: VecDeque::new(),
+            out: Vec::new(),
+            out_ends: Vec::new(),
         }
     }
 }
@@ -638,8 +645,7 @@ impl<D: 'static> DnsReverse<D> {
             state_file,
             anchor: None,
             ids: IdSource::default(),
-            query: Vec::with_capacity(128),
-            recv_buf: vec![0; MAX_ANSWER],
+            recv_buf: vec![0; MAX_ANSWER * BATCH],
             stats: Rc::new(DnsStats::default()),
             ignored_log: LogLimiter::default(),
             evictions_reported: 0,
@@ -886,9 +892,9 @@ impl<D: 'static> DnsReverse<D> {
         }
     }
 
-    /// Sends the query of `l` (for `ip`) under a fresh id to its server and schedules its
-    /// deadline; false if no id is free (64 random draws were all in use). A query the
-    /// socket refuses is left to time out and be sent again.
+    /// Writes the query of `l` (for `ip`) under a fresh id for its server (sent by
+    /// [`transmit`](Self::transmit)) and schedules its deadline; false if no id is free (64
+    /// random draws were all in use).
     fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) -> bool {
         let Some(id) = self.ids.fresh(&self.by_id) else {
             return false;
@@ -896,28 +902,10 @@ impl<D: 'static> DnsReverse<D> {
         l.id = id;
         l.on_wire = true;
         self.by_id.insert(id, ip);
-        self.query.clear();
-        write_query(id, &l.qname, &mut self.query);
-        let sent = match self.servers.get_mut(l.server) {
-            Some(s) => {
-                s.on_wire += 1;
-                match &s.socket {
-                    Some(sock) => sock.send(&self.query).map(|_| ()),
-                    None => Err(io::Error::other("no socket")),
-                }
-            }
-            None => Err(io::Error::other("no server")),
-        };
-        match sent {
-            Ok(()) => bump(&self.stats.queries),
-            Err(e) => {
-                bump(&self.stats.send_errors);
-                if self.ignored_log.allow("send errors", "dns_reverse", cx) {
-                    slog::warn!(cx.logger(), "dns_reverse: a query was not sent; it is sent again after timeout";
-                        "server" => %self.servers.get(l.server).map_or_else(String::new, |s| s.addr.to_string()),
-                        "error" => %e);
-                }
-            }
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.on_wire += 1;
+            write_query(id, &l.qname, &mut s.out);
+            s.out_ends.push(s.out.len());
         }
         let at = cx.now() + self.timeout;
         self.deadlines.push_back((at, ip, id));
@@ -965,6 +953,51 @@ impl<D: 'static> DnsReverse<D> {
         }
         self.pump_all(cx);
         self.arm_timeouts(cx);
+    }
+
+    /// Sends the queries written for every server. A query the socket refuses is left to
+    /// time out and be sent again (counted).
+    fn transmit(&mut self, cx: &mut Ctx) {
+        for i in 0..self.servers.len() {
+            let s = &mut self.servers[i];
+            if s.out_ends.is_empty() {
+                continue;
+            }
+            let (mut sent, mut refused, mut error) = (0u64, 0u64, None);
+            let mut next = 0;
+            while next < s.out_ends.len() {
+                let start = if next == 0 { 0 } else { s.out_ends[next - 1] };
+                let got = match &s.socket {
+                    Some(sock) => send_batch(sock, &s.out, start, &s.out_ends[next..]),
+                    None => Err(io::Error::other("no socket")),
+                };
+                match got {
+                    Ok(n) => {
+                        sent += n as u64;
+                        next += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // This query is lost (it times out); the next ones are tried.
+                        refused += 1;
+                        next += 1;
+                        error = Some(e);
+                    }
+                }
+            }
+            s.out.clear();
+            s.out_ends.clear();
+            self.stats.queries.set(self.stats.queries.get() + sent);
+            if let Some(e) = error {
+                self.stats
+                    .send_errors
+                    .set(self.stats.send_errors.get() + refused);
+                if self.ignored_log.allow("send errors", "dns_reverse", cx) {
+                    slog::warn!(cx.logger(), "dns_reverse: queries not sent; they are sent again after timeout";
+                        "server" => %self.servers[i].addr, "queries" => refused, "error" => %e);
+                }
+            }
+        }
     }
 
     /// Arms the timer for the first deadline of a query still on the wire; the deadlines
@@ -1019,13 +1052,14 @@ impl<D: 'static> DnsReverse<D> {
         self.lookups.insert(ip, l);
     }
 
-    /// Reads every datagram waiting on the socket of server `server`.
+    /// Reads every datagram waiting on the socket of server `server`, `BATCH` a system
+    /// call.
     fn receive(&mut self, server: usize, cx: &mut Ctx) {
-        let now = cx.now();
-        let now_ms = self.unix_ms(now);
+        let now_ms = self.unix_ms(cx.now());
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut lens = [0usize; BATCH];
         while let Some(sock) = self.servers.get(server).and_then(|s| s.socket.as_ref()) {
-            let got = sock.recv(&mut self.recv_buf);
-            let n = match got {
+            let n = match recv_batch(sock, &mut buf, &mut lens) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1037,55 +1071,63 @@ impl<D: 'static> DnsReverse<D> {
                     break;
                 }
             };
-            let msg = &self.recv_buf[..n];
-            let Some(id) = msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-                self.ignore("shorter than a header", cx);
-                continue;
-            };
-            let Some(&ip) = self.by_id.get(&id) else {
-                self.ignore("an id not in flight (late or spoofed)", cx);
-                continue;
-            };
-            let Some(l) = self.lookups.get(&ip) else {
-                self.ignore("an id not in flight (late or spoofed)", cx);
-                continue;
-            };
-            if l.server != server || !l.on_wire {
-                self.ignore("an id not asked of this server", cx);
-                continue;
-            }
-            let reply = parse_reply(msg, id, &l.qname);
-            if reply.is_ok()
-                && let Some(s) = self.servers.get_mut(server)
-                && s.window < self.max_queries
-            {
-                s.window += 1;
-            }
-            match reply {
-                Ok(Reply::Name(name, ttl)) => {
-                    let name = SharedStr::short(&name);
-                    self.resolve(ip, Some(name), ttl, now_ms);
-                }
-                Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
-                Ok(Reply::Fail(_)) => {
-                    let next = self.next_server(server);
-                    match self.lookups.remove(&ip) {
-                        Some(mut l) if l.tries < self.retries && next != server => {
-                            self.off_wire(&mut l);
-                            self.requeue(ip, &mut l);
-                            self.lookups.insert(ip, l);
-                        }
-                        Some(l) => {
-                            self.lookups.insert(ip, l);
-                            self.resolve(ip, None, 0, now_ms);
-                        }
-                        None => {}
-                    }
-                }
-                Err(why) => self.ignore(why, cx),
+            for (i, &len) in lens.iter().enumerate().take(n) {
+                let at = i * MAX_ANSWER;
+                self.answer(server, &buf[at..at + len], now_ms, cx);
             }
         }
+        self.recv_buf = buf;
         self.pump_all(cx);
+    }
+
+    /// Handles one datagram from server `server`.
+    fn answer(&mut self, server: usize, msg: &[u8], now_ms: u64, cx: &mut Ctx) {
+        let Some(id) = msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            self.ignore("shorter than a header", cx);
+            return;
+        };
+        let Some(&ip) = self.by_id.get(&id) else {
+            self.ignore("an id not in flight (late or spoofed)", cx);
+            return;
+        };
+        let Some(l) = self.lookups.get(&ip) else {
+            self.ignore("an id not in flight (late or spoofed)", cx);
+            return;
+        };
+        if l.server != server || !l.on_wire {
+            self.ignore("an id not asked of this server", cx);
+            return;
+        }
+        let reply = parse_reply(msg, id, &l.qname);
+        if reply.is_ok()
+            && let Some(s) = self.servers.get_mut(server)
+            && s.window < self.max_queries
+        {
+            s.window += 1;
+        }
+        match reply {
+            Ok(Reply::Name(name, ttl)) => {
+                let name = SharedStr::short(&name);
+                self.resolve(ip, Some(name), ttl, now_ms);
+            }
+            Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
+            Ok(Reply::Fail(_)) => {
+                let next = self.next_server(server);
+                match self.lookups.remove(&ip) {
+                    Some(mut l) if l.tries < self.retries && next != server => {
+                        self.off_wire(&mut l);
+                        self.requeue(ip, &mut l);
+                        self.lookups.insert(ip, l);
+                    }
+                    Some(l) => {
+                        self.lookups.insert(ip, l);
+                        self.resolve(ip, None, 0, now_ms);
+                    }
+                    None => {}
+                }
+            }
+            Err(why) => self.ignore(why, cx),
+        }
     }
 
     fn ignore(&mut self, why: &str, cx: &mut Ctx) {
@@ -1163,6 +1205,8 @@ impl<D: 'static> DnsReverse<D> {
         for s in &mut self.servers {
             s.pending.clear();
             s.on_wire = 0;
+            s.out.clear();
+            s.out_ends.clear();
         }
         self.stats
             .unanswered_at_shutdown
@@ -1208,6 +1252,78 @@ fn open_socket(addr: SocketAddr, local: usize, cx: &mut Ctx) -> io::Result<UdpSo
     let local = Local::try_from(local).map_err(io::Error::other)?;
     cx.register(&mut socket, local, Interest::READABLE)?;
     Ok(socket)
+}
+
+/// Sends the datagrams of `buf` ending at `ends` (the first starting at `start`), at most
+/// `BATCH`, with one `sendmmsg`: how many went, or the error of the first.
+fn send_batch(sock: &UdpSocket, buf: &[u8], start: usize, ends: &[usize]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = ends.len().min(BATCH);
+    // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut from = start;
+    for i in 0..n {
+        let Some(d) = buf.get(from..ends[i]) else {
+            return Err(io::Error::other("query buffer out of order"));
+        };
+        iov[i] = libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        };
+        hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        from = ends[i];
+    }
+    // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point into `buf`: all live for the
+    // call; the socket is connected, so no address is given; the kernel only reads them.
+    let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Reads up to `BATCH` datagrams with one `recvmmsg`, the i-th into
+/// `buf[i * MAX_ANSWER..]` (cut at `MAX_ANSWER`) with its length in `lens[i]`: how many.
+fn recv_batch(sock: &UdpSocket, buf: &mut [u8], lens: &mut [usize; BATCH]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.len() < BATCH * MAX_ANSWER {
+        return Err(io::Error::other("receive buffer too small"));
+    }
+    // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in buf.chunks_exact_mut(MAX_ANSWER).take(BATCH).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: MAX_ANSWER,
+        };
+        hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `hdrs` point at `iov`, which point at disjoint MAX_ANSWER-byte chunks of
+    // `buf`, all live and writable for the call; no timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = rc as usize;
+    for (len, h) in lens.iter_mut().zip(&hdrs).take(n) {
+        *len = (h.msg_len as usize).min(MAX_ANSWER);
+    }
+    Ok(n)
 }
 
 /// Asks for a receive buffer of `bytes` (the kernel caps it at `net.core.rmem_max`).
@@ -1270,6 +1386,7 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         for d in batch.drain(..) {
             self.take(d, now_ms, out, cx);
         }
+        self.transmit(cx);
         self.flush(out, cx);
         self.report_evictions(cx);
     }
@@ -1281,6 +1398,7 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
             (i, Wake::Ready(_)) => self.receive(i as usize, cx),
             _ => {}
         }
+        self.transmit(cx);
         self.flush(out, cx);
     }
 
