@@ -63,14 +63,18 @@ const BATCH: usize = 32;
 /// answer.
 ///
 /// **Paced.** At most a window of queries is on the wire to a server at once; the others
-/// wait their turn (in order, retries first). The window starts at 16, grows by one per
-/// answer up to `max_queries`, and halves (at least 2) when a query times out, at most
-/// once per `timeout`: a burst larger than the server reads at once would overflow its
-/// receive buffer and be lost, each loss costing a `timeout`. Each socket asks for a
-/// receive buffer of 1 MiB (capped by `net.core.rmem_max`).
+/// wait their turn (in order, retries first). The window starts at 16 (at most
+/// `max_queries`), grows by one per answer up to `max_queries`, and halves (at least 2)
+/// when a query times out, at most once per `timeout`: a burst larger than the server
+/// reads at once would overflow its receive buffer and be lost, each loss costing a
+/// `timeout`. Queries go out 32 a system call (`sendmmsg`), answers are read likewise
+/// (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
+/// `net.core.rmem_max`).
 ///
 /// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
-/// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. At most `max_entries`
+/// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. The cache is keyed by the
+/// address as the datum holds it, so a hit costs a hash of a few bytes and no parsing;
+/// two spellings of one address (`::1`, `0::1`) are cached apart. At most `max_entries`
 /// addresses are kept; when full, the one cached longest ago is forgotten. With
 /// `persist = true` the cache is saved under `` `[state]` `` `dir` at shutdown (file
 /// `dns_reverse-TRAIN-COG-HASH.state`) and loaded at start, so a restart does not ask
@@ -167,12 +171,12 @@ struct Server {
 }
 
 impl Server {
-    fn new(addr: SocketAddr, socket: Option<UdpSocket>) -> Self {
+    fn new(addr: SocketAddr, socket: Option<UdpSocket>, max_queries: usize) -> Self {
         Server {
             addr,
             socket,
             on_wire: 0,
-            window: FIRST_WINDOW,
+            window: FIRST_WINDOW.min(max_queries),
             last_cut: None,
             pending: VecDeque::new(),
             out: Vec::new(),
@@ -693,7 +697,8 @@ impl<D: 'static> DnsReverse<D> {
                     None
                 }
             };
-            self.servers.push(Server::new(*addr, socket));
+            self.servers
+                .push(Server::new(*addr, socket, self.max_queries));
         }
         if opened == 0 {
             return Err(format!("dns_reverse: no server reachable among {addrs:?}").into());
@@ -939,7 +944,7 @@ impl<D: 'static> DnsReverse<D> {
             {
                 // The server lost a query, or is slow to answer: fewer at once. Once per
                 // `timeout`, as the queries lost in one burst time out together.
-                s.window = (s.window / 2).max(MIN_WINDOW);
+                s.window = (s.window / 2).max(MIN_WINDOW).min(self.max_queries);
                 s.last_cut = Some(now);
             }
             if l.tries < self.retries {
