@@ -1848,6 +1848,48 @@ mod tests {
         }
     }
 
+    fn cached(n: u64) -> Cached {
+        Cached {
+            name: None,
+            expires: n,
+        }
+    }
+
+    #[test]
+    fn the_cache_forgets_the_entry_cached_longest_ago() {
+        let mut c = Cache::new(3, 42);
+        for k in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            c.insert(k.as_bytes(), cached(1));
+        }
+        // Cached again: now the newest, so 10.0.0.2 goes first.
+        c.insert(b"10.0.0.1", cached(2));
+        c.insert(b"10.0.0.4", cached(3));
+        assert!(c.get(b"10.0.0.2").is_none());
+        assert_eq!(c.get(b"10.0.0.1").map(|e| e.expires), Some(2));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.evictions, 1);
+        let order: Vec<&[u8]> = c.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, [&b"10.0.0.3"[..], b"10.0.0.1", b"10.0.0.4"]);
+        // Many re-insertions of one key keep the order queue bounded.
+        for i in 0..10_000 {
+            c.insert(b"10.0.0.4", cached(i));
+        }
+        assert!(c.order.len() <= 2 * c.len() + 64, "{}", c.order.len());
+    }
+
+    #[test]
+    fn ip_value_keys_are_saved_as_text() {
+        let mut buf = [0u8; 17];
+        let k = ip_key("10.1.2.3".parse().unwrap(), &mut buf).to_vec();
+        assert_eq!(key_text(&k), Some(b"10.1.2.3".to_vec()));
+        let k = ip_key("2001:db8::1".parse().unwrap(), &mut buf).to_vec();
+        assert_eq!(key_text(&k), Some(b"2001:db8::1".to_vec()));
+        assert_eq!(key_text(&[IP_KEY_TAG, 1, 2]), None);
+        assert_eq!(key_text(b"::1"), Some(b"::1".to_vec()));
+        assert!(TextKey::decode(b"not-an-ip").is_none());
+        assert!(TextKey::decode(b"10.0.0.1").is_some());
+    }
+
     #[test]
     fn cache_entries_round_trip() {
         let c = Cached {
