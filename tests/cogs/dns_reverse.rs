@@ -678,6 +678,12 @@ fn bad_settings_are_refused_with_their_key() {
     let mut s = settings(&[]);
     s.max_entries = 0;
     bad(s, "max_entries");
+    let mut s = settings(&[]);
+    s.max_queries = 0;
+    bad(s, "max_queries");
+    let mut s = settings(&[]);
+    s.max_queries = 5000;
+    bad(s, "max_queries");
 }
 
 /// What a test responder does with a question (the reverse name's first label, the last
