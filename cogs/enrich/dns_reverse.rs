@@ -977,6 +977,13 @@ impl<D: 'static> DnsReverse<D> {
                     None => Err(io::Error::other("no socket")),
                 };
                 match got {
+                    Ok(0) => {
+                        // Nothing went and nothing failed: counted as refused, so the loop
+                        // always moves on.
+                        refused += 1;
+                        next += 1;
+                        error = Some(io::Error::other("sendmmsg sent nothing"));
+                    }
                     Ok(n) => {
                         sent += n as u64;
                         next += n;
