@@ -11,8 +11,13 @@
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
 #   OLD_BIN=path/to/old/deadbeat bash bench/run.sh   # also runs an older binary, side by side
 # Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
-#      ONLY="w1 w4" (subset, default w1 to w7), NO_PEER=1 (skip rsyslog), PORT (first TCP
-#      port, 40514). OLD_BIN applies to W1-W4.
+#      ONLY="w1 w4" (subset, default w1 to w7 and dns), NO_PEER=1 (skip rsyslog), PORT (first
+#      TCP port, 40514), DNS_PORT (dnsmasq's, 40553). OLD_BIN applies to W1-W4.
+# dns (issue 18): W2 + dns_reverse (config/bench/w2_dns.toml) against a local dnsmasq that
+# synthesises a PTR name for every address (--synth-domain; skipped without dnsmasq):
+# cold on W2's corpus (all clients distinct), warm on apache-dns95 (one line in 20 brings
+# a new client, the others reuse one already seen: 95% of lines hit the cache), with W2 on
+# the same corpus for the difference.
 # W8 (Redis Streams; needs redis-server and redis-cli) runs when named: ONLY=w8. Loading:
 # deadbeat `redis_out` against the floor `redis-cli --pipe` sending the same XADD commands;
 # then W2 in a consumer group of 1 and of 2 `redis_in` workers. The server's own CPU (INFO
@@ -24,7 +29,8 @@ cd "$ROOT"
 SHARED="$ROOT/../shared/bench"
 DATA="$ROOT/target/bench-data"
 RUNS="${RUNS:-5}"
-ONLY="${ONLY:-w1 w2 w3 w4 w5 w6 w7}"
+ONLY="${ONLY:-w1 w2 w3 w4 w5 w6 w7 dns}"
+DNS_PORT="${DNS_PORT:-40553}"
 PORT="${PORT:-40514}"
 if [[ "${QUICK:-0}" == 1 ]]; then LINES=100000; else LINES=1000000; fi
 
@@ -66,7 +72,7 @@ has() { [[ " $ONLY " == *" $1 "* ]]; }
 echo "== corpora ($LINES lines) in $DATA"
 mkdir -p "$DATA" "$DATA/out"
 KINDS=""
-if has w1 || has w2 || has w3 || has w5 || has w8; then KINDS+=" apache"; fi
+if has w1 || has w2 || has w3 || has w5 || has w8 || has dns; then KINDS+=" apache"; fi
 if has w4; then KINDS+=" syslog"; fi
 if has w6; then KINDS+=" sshd"; fi
 if has w7; then KINDS+=" java"; fi
@@ -81,6 +87,28 @@ APACHE="$DATA/apache-$LINES.log"
 SYSLOG="$DATA/syslog-$LINES.log"
 SSHD="$DATA/sshd-$LINES.log"
 JAVA="$DATA/java-$LINES.log"
+if has dns && ! command -v dnsmasq >/dev/null && [[ ! -x /usr/sbin/dnsmasq ]]; then
+  echo "== dns: skipped (dnsmasq is not installed: apt-get install dnsmasq)"
+  ONLY="${ONLY//dns/}"
+fi
+APACHE95="$DATA/apache-dns95-$LINES.log"
+if has dns && [[ ! -s "$APACHE95" ]]; then
+  # One line in 20 keeps its own client (a cache miss); the others take a client already
+  # seen (a hit, or a join while its lookup is in flight).
+  python3 - "$DATA/apache-$LINES.log" "$APACHE95.tmp" <<'PY'
+import sys
+seen = []
+with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
+    for i, line in enumerate(src):
+        client, rest = line.split(" ", 1)
+        if i % 20 == 0:
+            seen.append(client)
+        else:
+            client = seen[(i * 7919) % len(seen)]
+        dst.write(client + " " + rest)
+PY
+  mv "$APACHE95.tmp" "$APACHE95"
+fi
 # config/bench/*.toml name the 1M corpus (../../target/bench-data/apache-1000000.log);
 # mkconf rewrites that to $DATA and the size of this run (QUICK=1: 100k).
 
@@ -360,6 +388,19 @@ w8_workers() {  # RUN K: W2 in a group of K workers (worker j pinned to core CPU
 if has w8; then w8_start; trap 'w8_stop; cleanup' EXIT; fi
 
 mkdir -p "$RUNDIR/out"
+if has dns; then
+  DNSMASQ="$(command -v dnsmasq || echo /usr/sbin/dnsmasq)"
+  # Names for every address, computed (a hosts file of 1M records would make each PTR
+  # answer a scan of dnsmasq's whole cache); TTL 1 h; nothing forwarded.
+  # On the sender's core, as socat for W4: the measured process keeps its own.
+  "${PIN_TX[@]}" "$DNSMASQ" --no-daemon --port="$DNS_PORT" --listen-address=127.0.0.1 --bind-interfaces \
+    --no-resolv --no-hosts --conf-file=/dev/null --local-ttl=3600 \
+    --local=/in-addr.arpa/ --local=/ip6.arpa/ --synth-domain=bench.test,0.0.0.0/1,h- \
+    --synth-domain=bench.test,128.0.0.0/1,h- --synth-domain=bench.test,::/0,h- \
+    > "$RUNDIR/dnsmasq.log" 2>&1 &
+  echo $! > "$RUNDIR/dnsmasq.pid"
+  for i in $(seq 1 100); do ss -Hlun "sport = :$DNS_PORT" 2>/dev/null | grep -q . && break; sleep 0.05; done
+fi
 declare -A SYSTEMS=()
 for w in $ONLY; do
   echo "== $w"
@@ -403,6 +444,19 @@ for w in $ONLY; do
           run_tcp "rsyslog-w4" "$RUNDIR/out/peer-w4.out" "$PORT" rsyslogd -n -f "$wd/rsyslog.conf" -i "$wd/rsyslogd.pid"
         fi
         ;;
+      dns)
+        base=$(mkconf w2 "$PORT"); sed -i "s|apache-$LINES\.log|apache-dns95-$LINES.log|" "$base"
+        warm="$RUNDIR/w2_dns_warm.toml"; cold=$(mkconf w2_dns "$PORT")
+        sed -i "s|127\.0\.0\.1:40553|127.0.0.1:$DNS_PORT|; s|level = \"warn\"|level = \"info\"|" "$cold"
+        sed "s|apache-$LINES\.log|apache-dns95-$LINES.log|" "$cold" > "$warm"
+        out=$(grep -o "$RUNDIR/out/[^\"]*" "$base")
+        run_batch "dns-w2" "$out" "$BIN" run "$base"
+        out=$(grep -o "$RUNDIR/out/[^\"]*" "$warm")
+        run_batch "dns-warm" "$out" "$BIN" run "$warm" 2> "$RUNDIR/dns-warm.log"
+        grep -o "dns_reverse counts.*" "$RUNDIR/dns-warm.log" | sed 's/^/    /'
+        run_batch "dns-cold" "$out" "$BIN" run "$cold" 2> "$RUNDIR/dns-cold.log"
+        grep -o "dns_reverse counts.*" "$RUNDIR/dns-cold.log" | sed 's/^/    /'
+        ;;
       w5|w6|w7)
         conf=$(mkconf "$w" "$PORT")
         out=$(grep -o "$RUNDIR/out/[^\"]*" "$conf")
@@ -445,6 +499,7 @@ for w in $ONLY; do
 done
 echo
 for w in $ONLY; do
+  [[ "$w" == dns ]] && continue
   d="$RUNDIR/deadbeat-$w.res"; p="$RUNDIR/rsyslog-$w.res"; fl="$RUNDIR/floor-$w.res"
   line="$w:"
   b="$RUNDIR/before-$w.res"
@@ -466,4 +521,16 @@ if has w8; then
   done
   echo "w8: redis_out/floor = $(awk -v a="$(median "$RUNDIR/deadbeat-w8load.res" 1)" -v b="$(median "$RUNDIR/floor-w8load.res" 1)" 'BEGIN{printf "%.2fx", a/b}')," \
     "2 workers/1 worker = $(awk -v a="$(median "$RUNDIR/deadbeat-w8w2.res" 1)" -v b="$(median "$RUNDIR/deadbeat-w8w1.res" 1)" 'BEGIN{printf "%.2fx", a/b}')"
+fi
+if has dns && [[ -f "$RUNDIR/dns-cold.res" ]]; then
+  echo
+  echo "== dns (median of $RUNS; CPU best of $RUNS): lines/s, CPU s"
+  for r in dns-w2 dns-warm dns-cold; do
+    printf '  %-9s %10s lines/s  CPU median %s s, best %s s\n' "$r" "$(median "$RUNDIR/$r.res" 1 | awk '{printf "%d", $1}')" \
+      "$(median "$RUNDIR/$r.res" 2)" "$(awk '{print $2}' "$RUNDIR/$r.res" | sort -g | head -n 1)"
+  done
+  awk -v n="$LINES" -v a="$(awk '{print $2}' "$RUNDIR/dns-warm.res" | sort -g | head -n 1)" \
+      -v b="$(awk '{print $2}' "$RUNDIR/dns-w2.res" | sort -g | head -n 1)" \
+    'BEGIN{printf "  dns_reverse at 95%% hits adds %.0f ns of CPU a line to W2 (best against best; target <= 150)\n", (a-b)/n*1e9}'
+  echo "  cold: lines/s of dns-cold = distinct addresses looked up a second (target >= 20,000)"
 fi

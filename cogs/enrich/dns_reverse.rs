@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path as FsPath, PathBuf};
@@ -29,11 +30,21 @@ const FINISH: Local = 0xFFFF_0001;
 
 /// The most servers taken from `/etc/resolv.conf` (as the C library does).
 const MAX_RESOLV_SERVERS: usize = 3;
-/// The bound on `max_in_flight`: query ids are 16 bits and each lookup in flight holds one.
+/// The bound on `max_in_flight`.
 const MAX_IN_FLIGHT: usize = 16_384;
+/// The bound on `max_queries`: query ids are 16 bits and each query on the wire holds one.
+const MAX_QUERIES: usize = 4096;
+/// The window a server starts with, and the least it shrinks to.
+const FIRST_WINDOW: usize = 16;
+const MIN_WINDOW: usize = 2;
+/// The receive buffer asked for each socket (the kernel caps it at `net.core.rmem_max`):
+/// room for late answers besides the window's.
+const RECV_BUFFER: i32 = 1 << 20;
 /// The largest answer read: a PTR answer over UDP without EDNS is at most 512 bytes, but
 /// servers that add records may send more; longer datagrams are cut and then fail to parse.
 const MAX_ANSWER: usize = 4096;
+/// Datagrams sent or read in one system call (`sendmmsg`, `recvmmsg`).
+const BATCH: usize = 32;
 
 /// Writes into `target` the host name of the address in `field`, from a reverse (PTR)
 /// lookup: `10.1.2.3` is asked as `3.2.1.10.in-addr.arpa`, an IPv6 address as its 32
@@ -51,8 +62,19 @@ const MAX_ANSWER: usize = 4096;
 /// whose lookup is in flight is not asked again: the data wanting it wait for the one
 /// answer.
 ///
+/// **Paced.** At most a window of queries is on the wire to a server at once; the others
+/// wait their turn (in order, retries first). The window starts at 16 (at most
+/// `max_queries`), grows by one per answer up to `max_queries`, and halves (at least 2)
+/// when a query times out, at most once per `timeout`: a burst larger than the server
+/// reads at once would overflow its receive buffer and be lost, each loss costing a
+/// `timeout`. Queries go out 32 a system call (`sendmmsg`), answers are read likewise
+/// (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
+/// `net.core.rmem_max`).
+///
 /// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
-/// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. At most `max_entries`
+/// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. The cache is keyed by the
+/// address as the datum holds it, so a hit costs a hash of a few bytes and no parsing;
+/// two spellings of one address (`::1`, `0::1`) are cached apart. At most `max_entries`
 /// addresses are kept; when full, the one cached longest ago is forgotten. With
 /// `persist = true` the cache is saved under `` `[state]` `` `dir` at shutdown (file
 /// `dns_reverse-TRAIN-COG-HASH.state`) and loaded at start, so a restart does not ask
@@ -80,6 +102,7 @@ const MAX_ANSWER: usize = 4096;
 /// timeout = "2s"
 /// retries = 2
 /// max_in_flight = 1000
+/// max_queries = 128               # on the wire to one server at once
 /// max_entries = 100000
 /// cache_max_ttl = "1h"
 /// negative_ttl = "5m"
@@ -101,13 +124,14 @@ pub struct DnsReverse<D> {
     timeout: Duration,
     retries: u32,
     max_in_flight: usize,
+    max_queries: usize,
     cache_max_ttl_ms: u64,
     negative_ttl_ms: u64,
-    cache: Keyed<Addr, Cached>,
+    cache: Cache,
     /// Lookups in flight or answered while data still wait for them.
-    lookups: HashMap<IpAddr, Lookup>,
-    /// Query id → the address asked, for lookups in flight.
-    by_id: HashMap<u16, IpAddr>,
+    lookups: HashMap<IpAddr, Lookup, Seeded>,
+    /// Query id → the address asked, for queries on the wire.
+    by_id: HashMap<u16, IpAddr, Seeded>,
     /// Data in input order, each with the address whose answer it waits for.
     held: VecDeque<(D, Option<IpAddr>)>,
     /// When each query sent gives up, in sending order (`timeout` is the same for all).
@@ -120,28 +144,76 @@ pub struct DnsReverse<D> {
     /// milliseconds (so they survive a restart) computed from the loop's clock.
     anchor: Option<(Instant, u64)>,
     ids: IdSource,
-    query: Vec<u8>,
     recv_buf: Vec<u8>,
     stats: Rc<DnsStats>,
     ignored_log: LogLimiter,
+    evictions_reported: u64,
 }
 
-/// One server and the socket connected to it.
+/// One server, the socket connected to it and its window of queries on the wire.
 struct Server {
     addr: SocketAddr,
     socket: Option<UdpSocket>,
+    /// Queries sent and neither answered nor timed out.
+    on_wire: usize,
+    /// How many queries may be on the wire at once: one more per answer, up to
+    /// `max_queries`; halved by a timeout (at most once per `timeout`). A burst larger than
+    /// the server reads at once would overflow its receive buffer and be lost.
+    window: usize,
+    /// When the window was last halved.
+    last_cut: Option<Instant>,
+    /// Lookups waiting for room in the window, in order (retries first).
+    pending: VecDeque<IpAddr>,
+    /// Queries written but not yet sent, back to back, and where each ends: they go out
+    /// together, `BATCH` a system call, once the datum or event at hand is handled.
+    out: Vec<u8>,
+    out_ends: Vec<usize>,
+}
+
+impl Server {
+    fn new(addr: SocketAddr, socket: Option<UdpSocket>, max_queries: usize) -> Self {
+        Server {
+            addr,
+            socket,
+            on_wire: 0,
+            window: FIRST_WINDOW.min(max_queries),
+            last_cut: None,
+            pending: VecDeque::new(),
+            out: Vec::new(),
+            out_ends: Vec::new(),
+        }
+    }
+}
+
+/// What the cache said about a datum.
+enum Probe {
+    /// No address (the field is absent or null): passed on as it is.
+    Pass,
+    /// A fresh answer: the name, or none.
+    Hit(Option<SharedStr>),
+    /// Not cached, or expired: the address, and the key to cache its answer under.
+    Miss(IpAddr, Option<Box<[u8]>>),
+    /// Not an address: a value of this type.
+    NotAddress(&'static str),
 }
 
 /// A lookup: in flight (`answer` is `None`) or answered while data still wait for it.
 struct Lookup {
     answer: Option<Option<SharedStr>>,
+    /// When the answer expires from the cache (Unix ms), once answered and cached.
+    expires: Option<u64>,
     /// Held data waiting for this answer.
     waiting: usize,
     id: u16,
+    /// Whether the query is on the wire (sent under `id`), else waiting in its server's
+    /// `pending` (or answered).
+    on_wire: bool,
     server: usize,
     tries: u32,
     /// The question, in wire form.
     qname: Vec<u8>,
+    /// The cache keys the answer goes under: the address as each datum asking held it.
+    keys: Vec<Box<[u8]>>,
 }
 
 /// A cached answer: the name (`None`: none, a failure) and when it expires (Unix ms).
@@ -151,16 +223,17 @@ struct Cached {
     expires: u64,
 }
 
-/// The cache's key: an address, written as text in the state file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Addr(IpAddr);
+/// A key of the state file: an address as text (checked to be one when read).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TextKey(Vec<u8>);
 
-impl StateCodec for Addr {
+impl StateCodec for TextKey {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.0.to_string().as_bytes());
+        out.extend_from_slice(&self.0);
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        std::str::from_utf8(bytes).ok()?.parse().ok().map(Addr)
+        let _: IpAddr = std::str::from_utf8(bytes).ok()?.parse().ok()?;
+        Some(TextKey(bytes.to_vec()))
     }
 }
 
@@ -184,6 +257,178 @@ impl StateCodec for Cached {
             _ => return None,
         };
         Some(Cached { name, expires })
+    }
+}
+
+/// The cache: answers keyed by the address as the datum holds it (its text, or the octets
+/// of an `ip` value after a tag byte no text starts with), so a hit neither parses the
+/// address nor allocates: one cheap hash of a few bytes (seeded at random, so that the
+/// keys an attacker picks do not collide by design), one probe, one compare. Two spellings
+/// of one address (`::1`, `0::1`) are two keys, each cached when asked for. When
+/// `max_entries` are held, a new key forgets the one cached longest ago.
+struct Cache {
+    map: HashMap<Rc<[u8]>, Entry, Seeded>,
+    /// Keys oldest first, with the sequence of their entry; places whose sequence no
+    /// longer matches were cached again since and are stale.
+    order: VecDeque<(u64, Rc<[u8]>)>,
+    next_seq: u64,
+    max: usize,
+    evictions: u64,
+}
+
+/// A cached answer and its place in the order.
+struct Entry {
+    answer: Cached,
+    seq: u64,
+}
+
+/// The tag before the octets of an `ip` value's key: no address text starts with it.
+const IP_KEY_TAG: u8 = 0xFF;
+/// The longest key: the tag and 16 octets, or the longest address text the standard
+/// parser takes (45 bytes, `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`, with room).
+const MAX_KEY: usize = 64;
+
+/// The key of an `ip` value, in `buf`.
+fn ip_key(ip: IpAddr, buf: &mut [u8; 17]) -> &[u8] {
+    buf[0] = IP_KEY_TAG;
+    match ip {
+        IpAddr::V4(a) => {
+            buf[1..5].copy_from_slice(&a.octets());
+            &buf[..5]
+        }
+        IpAddr::V6(a) => {
+            buf[1..17].copy_from_slice(&a.octets());
+            &buf[..17]
+        }
+    }
+}
+
+/// A key as address text, for the state file (`None`: not an address).
+fn key_text(key: &[u8]) -> Option<Vec<u8>> {
+    match key {
+        [IP_KEY_TAG, o @ ..] => {
+            let ip = match o.len() {
+                4 => IpAddr::from(<[u8; 4]>::try_from(o).ok()?),
+                16 => IpAddr::from(<[u8; 16]>::try_from(o).ok()?),
+                _ => return None,
+            };
+            Some(ip.to_string().into_bytes())
+        }
+        text => Some(text.to_vec()),
+    }
+}
+
+impl Cache {
+    fn new(max: usize, seed: u64) -> Self {
+        Cache {
+            map: HashMap::with_hasher(Seeded(seed)),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max: max.max(1),
+            evictions: 0,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Cached> {
+        self.map.get(key).map(|e| &e.answer)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Caches `answer` under `key`, now the newest; a new key in a full cache first
+    /// forgets the oldest.
+    fn insert(&mut self, key: &[u8], answer: Cached) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if let Some(k) = self.map.get_key_value(key).map(|(k, _)| Rc::clone(k)) {
+            if let Some(e) = self.map.get_mut(key) {
+                *e = Entry { answer, seq };
+            }
+            self.order.push_back((seq, k));
+            self.compact();
+            return;
+        }
+        while self.map.len() >= self.max {
+            let Some((old_seq, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self.map.get(&old).is_some_and(|e| e.seq == old_seq) {
+                self.map.remove(&old);
+                self.evictions += 1;
+            }
+        }
+        let k: Rc<[u8]> = Rc::from(key);
+        self.order.push_back((seq, Rc::clone(&k)));
+        self.map.insert(k, Entry { answer, seq });
+    }
+
+    /// Drops stale places once they outnumber the live ones (O(1) amortised a write).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 64 {
+            let map = &self.map;
+            self.order
+                .retain(|(seq, k)| map.get(k).is_some_and(|e| e.seq == *seq));
+        }
+    }
+
+    /// The entries, oldest first.
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &Cached)> {
+        self.order.iter().filter_map(|(seq, k)| {
+            let e = self.map.get(k)?;
+            (e.seq == *seq).then_some((&k[..], &e.answer))
+        })
+    }
+}
+
+/// Builds the cache's hasher from its seed.
+#[derive(Clone, Copy)]
+struct Seeded(u64);
+
+impl BuildHasher for Seeded {
+    type Hasher = KeyHasher;
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(self.0)
+    }
+}
+
+/// A multiply-rotate hash over 8 bytes at a time with a final mix: a few instructions for
+/// an address's 7 to 45 bytes. Not a cryptographic hash: the random seed keeps the
+/// buckets of given keys unpredictable from outside, which is what the cache needs.
+struct KeyHasher(u64);
+
+const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl KeyHasher {
+    fn mix(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(23) ^ w).wrapping_mul(MUL);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.mix(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 32;
+        h = h.wrapping_mul(MUL);
+        h ^ (h >> 29)
     }
 }
 
@@ -255,6 +500,8 @@ crate::settings! {
         retries: u32 = "2",
         /// most data held waiting for answers; when reached the supplies pause
         max_in_flight: usize = "1000",
+        /// most queries on the wire to one server at once; the window adapts below it
+        max_queries: usize = "128",
         /// most addresses cached; beyond it the one cached longest ago is forgotten
         max_entries: usize = "100000",
         /// longest an answer is cached, whatever its TTL
@@ -369,6 +616,12 @@ impl<D: 'static> DnsReverse<D> {
                 format!("must be between 1 and {MAX_IN_FLIGHT}"),
             ));
         }
+        if s.max_queries == 0 || s.max_queries > MAX_QUERIES {
+            return Err(SettingError::new(
+                "max_queries",
+                format!("must be between 1 and {MAX_QUERIES}"),
+            ));
+        }
         if s.max_entries == 0 {
             return Err(SettingError::new("max_entries", "must be at least 1"));
         }
@@ -382,11 +635,12 @@ impl<D: 'static> DnsReverse<D> {
             timeout: s.timeout,
             retries: s.retries,
             max_in_flight: s.max_in_flight,
+            max_queries: s.max_queries,
             cache_max_ttl_ms: millis(s.cache_max_ttl),
             negative_ttl_ms: millis(s.negative_ttl),
-            cache: Keyed::new(s.max_entries),
-            lookups: HashMap::new(),
-            by_id: HashMap::new(),
+            cache: Cache::new(s.max_entries, 0),
+            lookups: HashMap::with_hasher(Seeded(0)),
+            by_id: HashMap::with_hasher(Seeded(0)),
             held: VecDeque::new(),
             deadlines: VecDeque::new(),
             timer: None,
@@ -395,10 +649,10 @@ impl<D: 'static> DnsReverse<D> {
             state_file,
             anchor: None,
             ids: IdSource::default(),
-            query: Vec::with_capacity(128),
-            recv_buf: vec![0; MAX_ANSWER],
+            recv_buf: vec![0; MAX_ANSWER * BATCH],
             stats: Rc::new(DnsStats::default()),
             ignored_log: LogLimiter::default(),
+            evictions_reported: 0,
         })
     }
 
@@ -443,10 +697,8 @@ impl<D: 'static> DnsReverse<D> {
                     None
                 }
             };
-            self.servers.push(Server {
-                addr: *addr,
-                socket,
-            });
+            self.servers
+                .push(Server::new(*addr, socket, self.max_queries));
         }
         if opened == 0 {
             return Err(format!("dns_reverse: no server reachable among {addrs:?}").into());
@@ -457,55 +709,92 @@ impl<D: 'static> DnsReverse<D> {
     /// Takes one datum: passes it on at once when nothing is held and its answer is
     /// known, else holds it behind the others.
     fn take(&mut self, mut d: D, now_ms: u64, out: &mut Out<D>, cx: &mut Ctx) {
-        let ip = match self.get.get(&d) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_ip() {
-                Some(ip) => Some(ip),
-                None => {
-                    let why = format!(
-                        "field {:?}: not an IP address (a {} value)",
-                        self.field_name,
-                        v.type_name()
-                    );
-                    self.fail(d, &why, out, cx);
-                    return;
+        let mut ip_buf = [0u8; 17];
+        // The cache first, keyed by the address as the datum holds it: a hit parses
+        // nothing and allocates nothing.
+        let probe = match self.get.get(&d) {
+            None | Some(Value::Null) => Probe::Pass,
+            Some(v) => {
+                let key: Option<&[u8]> = match v {
+                    Value::Ip(ip) => Some(ip_key(*ip, &mut ip_buf)),
+                    _ => v
+                        .as_str()
+                        .map(str::as_bytes)
+                        .filter(|k| k.len() <= MAX_KEY && k.first() != Some(&IP_KEY_TAG)),
+                };
+                match key.and_then(|k| self.cache.get(k)) {
+                    Some(c) if c.expires > now_ms => Probe::Hit(c.name.clone()),
+                    _ => match v.as_ip() {
+                        Some(ip) => Probe::Miss(ip, key.map(Box::from)),
+                        None => Probe::NotAddress(v.type_name()),
+                    },
                 }
-            },
-        };
-        let Some(ip) = ip else {
-            self.pass(d, None, out);
-            return;
-        };
-        if let Some(c) = self.cache.get(&Addr(ip))
-            && c.expires > now_ms
-        {
-            bump(&self.stats.cache_hits);
-            if let Some(name) = &c.name {
-                self.set.set(&mut d, Value::Shared(name.clone()));
             }
-            self.pass(d, None, out);
-            return;
+        };
+        match probe {
+            Probe::Pass => self.pass(d, None, out),
+            Probe::Hit(name) => {
+                bump(&self.stats.cache_hits);
+                if let Some(name) = name {
+                    self.set.set(&mut d, Value::Shared(name));
+                }
+                self.pass(d, None, out);
+            }
+            Probe::NotAddress(type_name) => {
+                let why = format!(
+                    "field {:?}: not an IP address (a {type_name} value)",
+                    self.field_name
+                );
+                self.fail(d, &why, out, cx);
+            }
+            Probe::Miss(ip, key) => self.ask(d, ip, key, cx),
         }
+    }
+
+    /// Holds `d` for the answer about `ip`: joins the lookup in flight, or starts one.
+    /// `key` is the cache key the answer is also to be kept under.
+    fn ask(&mut self, d: D, ip: IpAddr, key: Option<Box<[u8]>>, cx: &mut Ctx) {
         if let Some(l) = self.lookups.get_mut(&ip) {
             l.waiting += 1;
             bump(&self.stats.joined);
+            if let Some(k) = key
+                && !l.keys.contains(&k)
+            {
+                match (&l.answer, l.expires) {
+                    // Answered already (the data before still wait): cached at once.
+                    (Some(name), Some(expires)) => self.cache.insert(
+                        &k,
+                        Cached {
+                            name: name.clone(),
+                            expires,
+                        },
+                    ),
+                    _ => l.keys.push(k),
+                }
+            }
             self.held.push_back((d, Some(ip)));
             return;
         }
         let mut qname = Vec::with_capacity(80);
         reverse_name(ip, &mut qname);
         let server = self.first_server();
-        let mut l = Lookup {
+        let l = Lookup {
             answer: None,
+            expires: None,
             waiting: 1,
             id: 0,
+            on_wire: false,
             server,
             tries: 0,
             qname,
+            keys: key.into_iter().collect(),
         };
-        self.send(ip, &mut l, cx);
         self.lookups.insert(ip, l);
         self.held.push_back((d, Some(ip)));
+        if let Some(s) = self.servers.get_mut(server) {
+            s.pending.push_back(ip);
+        }
+        self.pump(server, cx);
     }
 
     /// Passes on a datum that waits for nothing: at once if nothing is held before it.
@@ -550,47 +839,85 @@ impl<D: 'static> DnsReverse<D> {
             .unwrap_or(i)
     }
 
-    /// Sends the query of `l` (for `ip`) under a fresh id to its server and schedules its
-    /// deadline. A query the socket refuses is left to time out and be sent again.
-    fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) {
-        if self.by_id.get(&l.id) == Some(&ip) {
-            self.by_id.remove(&l.id);
-        }
-        let Some(id) = self.ids.fresh(&self.by_id) else {
-            // Every id is taken (cannot happen within MAX_IN_FLIGHT): try again later.
-            self.schedule(cx.now(), ip, 0, cx);
-            return;
-        };
-        l.id = id;
-        self.by_id.insert(id, ip);
-        self.query.clear();
-        write_query(id, &l.qname, &mut self.query);
-        let sent = match self.servers.get(l.server).and_then(|s| s.socket.as_ref()) {
-            Some(sock) => sock.send(&self.query).map(|_| ()),
-            None => Err(io::Error::other("no socket")),
-        };
-        match sent {
-            Ok(()) => bump(&self.stats.queries),
-            Err(e) => {
-                bump(&self.stats.send_errors);
-                if self.ignored_log.allow("send errors", "dns_reverse", cx) {
-                    slog::warn!(cx.logger(), "dns_reverse: a query was not sent; it is sent again after timeout";
-                        "server" => %self.servers.get(l.server).map_or_else(String::new, |s| s.addr.to_string()),
-                        "error" => %e);
+    /// Sends queries waiting for server `server` while its window has room.
+    fn pump(&mut self, server: usize, cx: &mut Ctx) {
+        loop {
+            let Some(s) = self.servers.get_mut(server) else {
+                return;
+            };
+            if s.on_wire >= s.window {
+                return;
+            }
+            let Some(ip) = s.pending.pop_front() else {
+                return;
+            };
+            let Some(mut l) = self.lookups.remove(&ip) else {
+                continue;
+            };
+            let sent = l.answer.is_some() || l.on_wire || l.server != server || {
+                self.send(ip, &mut l, cx)
+            };
+            self.lookups.insert(ip, l);
+            if !sent {
+                // No id free: it waits for an answer or a timeout to free one.
+                if let Some(s) = self.servers.get_mut(server) {
+                    s.pending.push_front(ip);
                 }
+                return;
             }
         }
-        self.schedule(cx.now(), ip, id, cx);
     }
 
-    /// Records the deadline of the query `id` for `ip` sent at `now`; arms the timer if
-    /// none is armed.
-    fn schedule(&mut self, now: Instant, ip: IpAddr, id: u16, cx: &mut Ctx) {
-        let at = now + self.timeout;
+    /// Sends waiting queries to every server whose window has room.
+    fn pump_all(&mut self, cx: &mut Ctx) {
+        for i in 0..self.servers.len() {
+            self.pump(i, cx);
+        }
+    }
+
+    /// Queues the lookup of `ip` again, first in line, for its next server: a retry.
+    fn requeue(&mut self, ip: IpAddr, l: &mut Lookup) {
+        l.tries += 1;
+        l.server = self.next_server(l.server);
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.pending.push_front(ip);
+        }
+    }
+
+    /// Takes the query of `l` off the wire of its server (answered or timed out).
+    fn off_wire(&mut self, l: &mut Lookup) {
+        if !l.on_wire {
+            return;
+        }
+        l.on_wire = false;
+        // The id is this query's while it is on the wire.
+        self.by_id.remove(&l.id);
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.on_wire = s.on_wire.saturating_sub(1);
+        }
+    }
+
+    /// Writes the query of `l` (for `ip`) under a fresh id for its server (sent by
+    /// [`transmit`](Self::transmit)) and schedules its deadline; false if no id is free (64
+    /// random draws were all in use).
+    fn send(&mut self, ip: IpAddr, l: &mut Lookup, cx: &mut Ctx) -> bool {
+        let Some(id) = self.ids.fresh(&self.by_id) else {
+            return false;
+        };
+        l.id = id;
+        l.on_wire = true;
+        self.by_id.insert(id, ip);
+        if let Some(s) = self.servers.get_mut(l.server) {
+            s.on_wire += 1;
+            write_query(id, &l.qname, &mut s.out);
+            s.out_ends.push(s.out.len());
+        }
+        let at = cx.now() + self.timeout;
         self.deadlines.push_back((at, ip, id));
         if self.timer.is_none() {
             self.timer = cx.timer_at(at, TIMEOUTS).ok();
         }
+        true
     }
 
     /// Handles the queries whose time is up: sends them again or gives them up.
@@ -606,15 +933,22 @@ impl<D: 'static> DnsReverse<D> {
             let Some(mut l) = self.lookups.remove(&ip) else {
                 continue;
             };
-            if l.answer.is_some() || l.id != id {
+            if !l.on_wire || l.id != id {
                 // Answered, or sent again since: this deadline is stale.
                 self.lookups.insert(ip, l);
                 continue;
             }
+            self.off_wire(&mut l);
+            if let Some(s) = self.servers.get_mut(l.server)
+                && s.last_cut.is_none_or(|t| now >= t + self.timeout)
+            {
+                // The server lost a query, or is slow to answer: fewer at once. Once per
+                // `timeout`, as the queries lost in one burst time out together.
+                s.window = (s.window / 2).max(MIN_WINDOW).min(self.max_queries);
+                s.last_cut = Some(now);
+            }
             if l.tries < self.retries {
-                l.tries += 1;
-                l.server = self.next_server(l.server);
-                self.send(ip, &mut l, cx);
+                self.requeue(ip, &mut l);
                 self.lookups.insert(ip, l);
             } else {
                 bump(&self.stats.timeouts);
@@ -622,12 +956,82 @@ impl<D: 'static> DnsReverse<D> {
                 self.resolve(ip, None, 0, now_ms);
             }
         }
-        if let Some(&(at, _, _)) = self.deadlines.front() {
-            self.timer = cx.timer_at(at, TIMEOUTS).ok();
+        self.pump_all(cx);
+        self.arm_timeouts(cx);
+    }
+
+    /// Sends the queries written for every server. A query the socket refuses is left to
+    /// time out and be sent again (counted).
+    fn transmit(&mut self, cx: &mut Ctx) {
+        for i in 0..self.servers.len() {
+            let s = &mut self.servers[i];
+            if s.out_ends.is_empty() {
+                continue;
+            }
+            let (mut sent, mut refused, mut error) = (0u64, 0u64, None);
+            let mut next = 0;
+            while next < s.out_ends.len() {
+                let start = if next == 0 { 0 } else { s.out_ends[next - 1] };
+                let got = match &s.socket {
+                    Some(sock) => send_batch(sock, &s.out, start, &s.out_ends[next..]),
+                    None => Err(io::Error::other("no socket")),
+                };
+                match got {
+                    Ok(0) => {
+                        // Nothing went and nothing failed: counted as refused, so the loop
+                        // always moves on.
+                        refused += 1;
+                        next += 1;
+                        error = Some(io::Error::other("sendmmsg sent nothing"));
+                    }
+                    Ok(n) => {
+                        sent += n as u64;
+                        next += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        // This query is lost (it times out); the next ones are tried.
+                        refused += 1;
+                        next += 1;
+                        error = Some(e);
+                    }
+                }
+            }
+            s.out.clear();
+            s.out_ends.clear();
+            self.stats.queries.set(self.stats.queries.get() + sent);
+            if let Some(e) = error {
+                self.stats
+                    .send_errors
+                    .set(self.stats.send_errors.get() + refused);
+                if self.ignored_log.allow("send errors", "dns_reverse", cx) {
+                    slog::warn!(cx.logger(), "dns_reverse: queries not sent; they are sent again after timeout";
+                        "server" => %self.servers[i].addr, "queries" => refused, "error" => %e);
+                }
+            }
         }
     }
 
-    /// Records the answer for `ip` (`None`: a failure) with its TTL in seconds.
+    /// Arms the timer for the first deadline of a query still on the wire; the deadlines
+    /// of queries answered since are dropped (they would only wake the loop).
+    fn arm_timeouts(&mut self, cx: &mut Ctx) {
+        while let Some(&(at, ip, id)) = self.deadlines.front() {
+            let live = self
+                .lookups
+                .get(&ip)
+                .is_some_and(|l| l.on_wire && l.id == id);
+            if live {
+                if self.timer.is_none() {
+                    self.timer = cx.timer_at(at, TIMEOUTS).ok();
+                }
+                return;
+            }
+            self.deadlines.pop_front();
+        }
+    }
+
+    /// Records the answer for `ip` (`None`: a failure) with its TTL in seconds, and caches
+    /// it under the keys of its lookup.
     fn resolve(&mut self, ip: IpAddr, name: Option<SharedStr>, ttl: u32, now_ms: u64) {
         let keep_ms = match name {
             Some(_) => {
@@ -639,82 +1043,102 @@ impl<D: 'static> DnsReverse<D> {
                 self.negative_ttl_ms
             }
         };
+        let Some(mut l) = self.lookups.remove(&ip) else {
+            return;
+        };
+        self.off_wire(&mut l);
         if keep_ms > 0 {
-            self.cache.insert(
-                Addr(ip),
-                Cached {
-                    name: name.clone(),
-                    expires: now_ms.saturating_add(keep_ms),
-                },
-            );
-        }
-        if let Some(l) = self.lookups.get_mut(&ip) {
-            if self.by_id.get(&l.id) == Some(&ip) {
-                self.by_id.remove(&l.id);
+            let expires = now_ms.saturating_add(keep_ms);
+            for k in &l.keys {
+                self.cache.insert(
+                    k,
+                    Cached {
+                        name: name.clone(),
+                        expires,
+                    },
+                );
             }
-            l.answer = Some(name);
+            l.expires = Some(expires);
         }
+        l.answer = Some(name);
+        self.lookups.insert(ip, l);
     }
 
-    /// Reads every datagram waiting on the socket of server `server`.
+    /// Reads every datagram waiting on the socket of server `server`, `BATCH` a system
+    /// call.
     fn receive(&mut self, server: usize, cx: &mut Ctx) {
         let now_ms = self.unix_ms(cx.now());
-        loop {
-            let got = match self.servers.get(server).and_then(|s| s.socket.as_ref()) {
-                Some(sock) => sock.recv(&mut self.recv_buf),
-                None => return,
-            };
-            let n = match got {
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut lens = [0usize; BATCH];
+        while let Some(sock) = self.servers.get(server).and_then(|s| s.socket.as_ref()) {
+            let n = match recv_batch(sock, &mut buf, &mut lens) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // An ICMP error for an earlier query (port unreachable): its retry covers it.
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
                 Err(e) => {
                     slog::warn!(cx.logger(), "dns_reverse: reading answers failed";
                         "server" => %self.servers[server].addr, "error" => %e);
-                    return;
+                    break;
                 }
             };
-            let msg = &self.recv_buf[..n];
-            let Some(id) = msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
-                self.ignore("shorter than a header", cx);
-                continue;
-            };
-            let Some(&ip) = self.by_id.get(&id) else {
-                self.ignore("an id not in flight (late or spoofed)", cx);
-                continue;
-            };
-            let Some(l) = self.lookups.get(&ip) else {
-                self.ignore("an id not in flight (late or spoofed)", cx);
-                continue;
-            };
-            if l.server != server || l.answer.is_some() {
-                self.ignore("an id not asked of this server", cx);
-                continue;
+            for (i, &len) in lens.iter().enumerate().take(n) {
+                let at = i * MAX_ANSWER;
+                self.answer(server, &buf[at..at + len], now_ms, cx);
             }
-            match parse_reply(msg, id, &l.qname) {
-                Ok(Reply::Name(name, ttl)) => {
-                    let name = SharedStr::short(&name);
-                    self.resolve(ip, Some(name), ttl, now_ms);
-                }
-                Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
-                Ok(Reply::Fail(_)) => {
-                    let tries = l.tries;
-                    let next = self.next_server(server);
-                    if tries < self.retries && next != server {
-                        if let Some(mut l) = self.lookups.remove(&ip) {
-                            l.tries += 1;
-                            l.server = next;
-                            self.send(ip, &mut l, cx);
-                            self.lookups.insert(ip, l);
-                        }
-                    } else {
+        }
+        self.recv_buf = buf;
+        self.pump_all(cx);
+    }
+
+    /// Handles one datagram from server `server`.
+    fn answer(&mut self, server: usize, msg: &[u8], now_ms: u64, cx: &mut Ctx) {
+        let Some(id) = msg.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            self.ignore("shorter than a header", cx);
+            return;
+        };
+        let Some(&ip) = self.by_id.get(&id) else {
+            self.ignore("an id not in flight (late or spoofed)", cx);
+            return;
+        };
+        let Some(l) = self.lookups.get(&ip) else {
+            self.ignore("an id not in flight (late or spoofed)", cx);
+            return;
+        };
+        if l.server != server || !l.on_wire {
+            self.ignore("an id not asked of this server", cx);
+            return;
+        }
+        let reply = parse_reply(msg, id, &l.qname);
+        if reply.is_ok()
+            && let Some(s) = self.servers.get_mut(server)
+            && s.window < self.max_queries
+        {
+            s.window += 1;
+        }
+        match reply {
+            Ok(Reply::Name(name, ttl)) => {
+                let name = SharedStr::short(&name);
+                self.resolve(ip, Some(name), ttl, now_ms);
+            }
+            Ok(Reply::NoName) => self.resolve(ip, None, 0, now_ms),
+            Ok(Reply::Fail(_)) => {
+                let next = self.next_server(server);
+                match self.lookups.remove(&ip) {
+                    Some(mut l) if l.tries < self.retries && next != server => {
+                        self.off_wire(&mut l);
+                        self.requeue(ip, &mut l);
+                        self.lookups.insert(ip, l);
+                    }
+                    Some(l) => {
+                        self.lookups.insert(ip, l);
                         self.resolve(ip, None, 0, now_ms);
                     }
+                    None => {}
                 }
-                Err(why) => self.ignore(why, cx),
             }
+            Err(why) => self.ignore(why, cx),
         }
     }
 
@@ -790,6 +1214,12 @@ impl<D: 'static> DnsReverse<D> {
         self.lookups.clear();
         self.by_id.clear();
         self.deadlines.clear();
+        for s in &mut self.servers {
+            s.pending.clear();
+            s.on_wire = 0;
+            s.out.clear();
+            s.out_ends.clear();
+        }
         self.stats
             .unanswered_at_shutdown
             .set(self.stats.unanswered_at_shutdown.get() + unanswered);
@@ -797,6 +1227,17 @@ impl<D: 'static> DnsReverse<D> {
             "data" => unanswered);
         self.finish_deadline = None;
         cx.finished();
+    }
+
+    /// Logs the cache's evictions since the last report, if any (rate-limited).
+    fn report_evictions(&mut self, cx: &mut Ctx) {
+        let n = self.cache.evictions - self.evictions_reported;
+        if n == 0 || !self.ignored_log.allow("evictions", "dns_reverse", cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "dns_reverse: cache full, oldest answers forgotten";
+            "evicted" => n, "total" => self.cache.evictions, "max_entries" => self.cache.max);
+        self.evictions_reported = self.cache.evictions;
     }
 
     fn close(&mut self, cx: &mut Ctx) {
@@ -818,9 +1259,103 @@ fn open_socket(addr: SocketAddr, local: usize, cx: &mut Ctx) -> io::Result<UdpSo
     let mut socket = UdpSocket::bind(any)?;
     // Connected: the kernel drops datagrams from any other address and port.
     socket.connect(addr)?;
+    // Best effort: the default buffer still holds a full window of answers.
+    let _ = set_recv_buffer(&socket, RECV_BUFFER);
     let local = Local::try_from(local).map_err(io::Error::other)?;
     cx.register(&mut socket, local, Interest::READABLE)?;
     Ok(socket)
+}
+
+/// Sends the datagrams of `buf` ending at `ends` (the first starting at `start`), at most
+/// `BATCH`, with one `sendmmsg`: how many went, or the error of the first.
+fn send_batch(sock: &UdpSocket, buf: &[u8], start: usize, ends: &[usize]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let n = ends.len().min(BATCH);
+    // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut from = start;
+    for i in 0..n {
+        let Some(d) = buf.get(from..ends[i]) else {
+            return Err(io::Error::other("query buffer out of order"));
+        };
+        iov[i] = libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        };
+        hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+        from = ends[i];
+    }
+    // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point into `buf`: all live for the
+    // call; the socket is connected, so no address is given; the kernel only reads them.
+    let rc = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Reads up to `BATCH` datagrams with one `recvmmsg`, the i-th into
+/// `buf[i * MAX_ANSWER..]` (cut at `MAX_ANSWER`) with its length in `lens[i]`: how many.
+fn recv_batch(sock: &UdpSocket, buf: &mut [u8], lens: &mut [usize; BATCH]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    if buf.len() < BATCH * MAX_ANSWER {
+        return Err(io::Error::other("receive buffer too small"));
+    }
+    // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
+    let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, chunk) in buf.chunks_exact_mut(MAX_ANSWER).take(BATCH).enumerate() {
+        iov[i] = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: MAX_ANSWER,
+        };
+        hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `hdrs` point at `iov`, which point at disjoint MAX_ANSWER-byte chunks of
+    // `buf`, all live and writable for the call; no timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            sock.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = rc as usize;
+    for (len, h) in lens.iter_mut().zip(&hdrs).take(n) {
+        *len = (h.msg_len as usize).min(MAX_ANSWER);
+    }
+    Ok(n)
+}
+
+/// Asks for a receive buffer of `bytes` (the kernel caps it at `net.core.rmem_max`).
+fn set_recv_buffer(socket: &UdpSocket, bytes: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on an open socket with a pointer to a live int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl<D: 'static> Cog<D> for DnsReverse<D> {
@@ -832,9 +1367,18 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         self.open(cx)?;
+        let seed = (0..4).fold(0u64, |acc, _| acc << 16 | u64::from(self.ids.next()));
+        self.cache = Cache::new(self.cache.max, seed);
+        // Empty still: the seed costs no rehashing.
+        self.lookups = HashMap::with_hasher(Seeded(seed.rotate_left(17)));
+        self.by_id = HashMap::with_hasher(Seeded(seed.rotate_left(41)));
         if let Some(path) = &self.state_file {
-            match self.cache.load(path, FORMAT, VERSION) {
+            let mut saved = Keyed::<TextKey, Cached>::new(self.cache.max);
+            match saved.load(path, FORMAT, VERSION) {
                 Ok(n) => {
+                    for (k, v) in saved.iter() {
+                        self.cache.insert(&k.0, v.clone());
+                    }
                     if n > 0 {
                         slog::info!(cx.logger(), "dns_reverse cache loaded";
                             "file" => %path.display(), "entries" => n);
@@ -854,8 +1398,9 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         for d in batch.drain(..) {
             self.take(d, now_ms, out, cx);
         }
+        self.transmit(cx);
         self.flush(out, cx);
-        self.cache.report_evictions("dns_reverse", cx);
+        self.report_evictions(cx);
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
@@ -865,6 +1410,7 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
             (i, Wake::Ready(_)) => self.receive(i as usize, cx),
             _ => {}
         }
+        self.transmit(cx);
         self.flush(out, cx);
     }
 
@@ -889,17 +1435,19 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
             "failures" => s.failures.get(), "timeouts" => s.timeouts.get(),
             "cache_hits" => s.cache_hits.get(), "joined" => s.joined.get(),
             "ignored" => s.ignored.get(), "send_errors" => s.send_errors.get(),
-            "unanswered_at_shutdown" => s.unanswered_at_shutdown.get());
-        self.cache.report_evictions("dns_reverse", cx);
+            "unanswered_at_shutdown" => s.unanswered_at_shutdown.get(),
+            "cached" => self.cache.len(), "evicted" => self.cache.evictions);
         let now_ms = self.unix_ms(cx.now());
         let Some(path) = &self.state_file else {
             return;
         };
         // What has expired is not worth a line of the file; the rest keeps its order.
-        let mut fresh = Keyed::new(self.cache.max_keys());
+        let mut fresh = Keyed::new(self.cache.max);
         for (k, v) in self.cache.iter() {
-            if v.expires > now_ms {
-                fresh.insert(*k, v.clone());
+            if v.expires > now_ms
+                && let Some(text) = key_text(k)
+            {
+                fresh.insert(TextKey(text), v.clone());
             }
         }
         match fresh.save(path, FORMAT, VERSION) {
@@ -945,7 +1493,7 @@ impl IdSource {
     }
 
     /// An id not in `taken`, or `None` if 64 draws all were.
-    fn fresh<V>(&mut self, taken: &HashMap<u16, V>) -> Option<u16> {
+    fn fresh<V, S: BuildHasher>(&mut self, taken: &HashMap<u16, V, S>) -> Option<u16> {
         (0..64)
             .map(|_| self.next())
             .find(|id| !taken.contains_key(id))
@@ -1305,6 +1853,48 @@ mod tests {
             m[7] = (x >> 8) as u8;
             let _ = parse_reply(&m, 9, &q);
         }
+    }
+
+    fn cached(n: u64) -> Cached {
+        Cached {
+            name: None,
+            expires: n,
+        }
+    }
+
+    #[test]
+    fn the_cache_forgets_the_entry_cached_longest_ago() {
+        let mut c = Cache::new(3, 42);
+        for k in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+            c.insert(k.as_bytes(), cached(1));
+        }
+        // Cached again: now the newest, so 10.0.0.2 goes first.
+        c.insert(b"10.0.0.1", cached(2));
+        c.insert(b"10.0.0.4", cached(3));
+        assert!(c.get(b"10.0.0.2").is_none());
+        assert_eq!(c.get(b"10.0.0.1").map(|e| e.expires), Some(2));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.evictions, 1);
+        let order: Vec<&[u8]> = c.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, [&b"10.0.0.3"[..], b"10.0.0.1", b"10.0.0.4"]);
+        // Many re-insertions of one key keep the order queue bounded.
+        for i in 0..10_000 {
+            c.insert(b"10.0.0.4", cached(i));
+        }
+        assert!(c.order.len() <= 2 * c.len() + 64, "{}", c.order.len());
+    }
+
+    #[test]
+    fn ip_value_keys_are_saved_as_text() {
+        let mut buf = [0u8; 17];
+        let k = ip_key("10.1.2.3".parse().unwrap(), &mut buf).to_vec();
+        assert_eq!(key_text(&k), Some(b"10.1.2.3".to_vec()));
+        let k = ip_key("2001:db8::1".parse().unwrap(), &mut buf).to_vec();
+        assert_eq!(key_text(&k), Some(b"2001:db8::1".to_vec()));
+        assert_eq!(key_text(&[IP_KEY_TAG, 1, 2]), None);
+        assert_eq!(key_text(b"::1"), Some(b"::1".to_vec()));
+        assert!(TextKey::decode(b"not-an-ip").is_none());
+        assert!(TextKey::decode(b"10.0.0.1").is_some());
     }
 
     #[test]

@@ -678,4 +678,218 @@ fn bad_settings_are_refused_with_their_key() {
     let mut s = settings(&[]);
     s.max_entries = 0;
     bad(s, "max_entries");
+    let mut s = settings(&[]);
+    s.max_queries = 0;
+    bad(s, "max_queries");
+    let mut s = settings(&[]);
+    s.max_queries = 5000;
+    bad(s, "max_queries");
+}
+
+/// What a test responder does with a question (the reverse name's first label, the last
+/// octet of an IPv4 address, tells which).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// A PTR record "host-LABEL.test", TTL 60.
+    Name,
+    /// SERVFAIL.
+    ServFail,
+    /// Nothing.
+    Silent,
+}
+
+/// What a test responder saw: queries per first label, and the most queries it held
+/// unanswered at once.
+#[derive(Debug, Default)]
+struct Seen {
+    queries: std::collections::HashMap<String, usize>,
+    most_outstanding: usize,
+}
+
+/// A responder on `sock` that decides per question with `act`; with `hold`, it answers
+/// only once no query came for `hold` (so the queries a client keeps on the wire pile up
+/// and are counted). Ends after 1.5 s without a query.
+fn responder(
+    sock: UdpSocket,
+    act: fn(&str) -> Act,
+    hold: Option<Duration>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let tick = hold.unwrap_or(Duration::from_millis(100));
+        sock.set_read_timeout(Some(tick.min(Duration::from_millis(100))))
+            .unwrap();
+        let mut seen = Seen::default();
+        let mut held: Vec<(Vec<u8>, SocketAddr)> = Vec::new();
+        let mut buf = [0u8; 512];
+        let mut last = Instant::now();
+        while last.elapsed() < Duration::from_millis(1500) {
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    last = Instant::now();
+                    let q = buf[..n].to_vec();
+                    let label =
+                        String::from_utf8_lossy(&q[13..13 + usize::from(q[12])]).into_owned();
+                    *seen.queries.entry(label).or_default() += 1;
+                    held.push((q, from));
+                    seen.most_outstanding = seen.most_outstanding.max(held.len());
+                    if hold.is_some() {
+                        continue;
+                    }
+                }
+                Err(_) if hold.is_some_and(|h| last.elapsed() < h) => continue,
+                Err(_) => {}
+            }
+            for (q, from) in held.drain(..) {
+                let question = &q[12..];
+                let label = String::from_utf8_lossy(&q[13..13 + usize::from(q[12])]);
+                let mut r = Vec::new();
+                r.extend_from_slice(&q[..2]);
+                match act(&label) {
+                    Act::Silent => continue,
+                    Act::ServFail => {
+                        r.extend_from_slice(&[0x81, 0x82, 0, 1, 0, 0, 0, 0, 0, 0]);
+                        r.extend_from_slice(question);
+                    }
+                    Act::Name => {
+                        r.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+                        r.extend_from_slice(question);
+                        r.extend_from_slice(&[0xC0, 12, 0, 12, 0, 1, 0, 0, 0, 60]);
+                        let target = host_of(question);
+                        r.extend_from_slice(&(target.len() as u16).to_be_bytes());
+                        r.extend_from_slice(&target);
+                    }
+                }
+                sock.send_to(&r, from).unwrap();
+            }
+        }
+        seen
+    })
+}
+
+/// SERVFAIL and no answer are failures like NXDOMAIN: cached for `negative_ttl` (not asked
+/// again meanwhile), asked again after it.
+#[test]
+fn servfail_and_timeouts_are_cached_for_negative_ttl() {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let seen = responder(
+        sock,
+        |label| match label {
+            "1" => Act::ServFail,
+            "2" => Act::Silent,
+            _ => Act::Name,
+        },
+        None,
+    );
+    let mut s = settings(&[addr]);
+    s.retries = 0;
+    s.timeout = Duration::from_millis(150);
+    s.negative_ttl = Duration::from_millis(800);
+    let (dns, stats) = cog(&s, None);
+    let log = Log::default();
+    let at = Duration::from_millis;
+    let got = run_through(
+        dns,
+        vec![
+            (at(0), vec![hit(1, "10.0.0.1"), hit(2, "10.0.0.2")]),
+            // Both failed by now (the timeout after 150 ms): from the cache.
+            (
+                at(400),
+                vec![hit(3, "10.0.0.1"), hit(4, "10.0.0.2"), hit(5, "10.0.0.3")],
+            ),
+            // negative_ttl has passed: asked again.
+            (at(1300), vec![hit(6, "10.0.0.1")]),
+        ],
+        10,
+        &log,
+    );
+    let hosts: Vec<Option<&str>> = got.iter().map(|h| h.host.as_deref()).collect();
+    assert_eq!(hosts, [None, None, None, None, Some("host-3.test"), None]);
+    let seen = seen.join().unwrap();
+    assert_eq!(seen.queries.get("1"), Some(&2), "{seen:?}");
+    assert_eq!(seen.queries.get("2"), Some(&1), "{seen:?}");
+    assert_eq!(stats.cache_hits.get(), 2, "{stats:?}");
+    assert_eq!(stats.failures.get(), 3, "{stats:?}");
+    assert_eq!(stats.timeouts.get(), 1, "{stats:?}");
+}
+
+/// A server that answers only when the queries stop coming: it sees at most
+/// `max_queries` at once, every address gets its name, none is lost; data asking for an
+/// address in flight join its lookup.
+#[test]
+fn queries_on_the_wire_stay_within_max_queries() {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap().to_string();
+    let seen = responder(sock, |_| Act::Name, Some(Duration::from_millis(30)));
+    let mut s = settings(&[addr]);
+    s.timeout = Duration::from_secs(5);
+    s.max_queries = 8;
+    s.max_in_flight = 4096;
+    let (dns, stats) = cog(&s, None);
+    let mut input = Vec::new();
+    for i in 0..100u64 {
+        let a = format!("10.1.{}.{}", i / 10, 10 + i % 10);
+        input.push(hit(2 * i + 1, &a));
+        input.push(hit(2 * i + 2, &a));
+    }
+    let log = Log::default();
+    let got = run_through(dns, vec![(Duration::ZERO, input)], 200, &log);
+    assert_eq!(got.len(), 200);
+    for h in &got {
+        let last = h
+            .addr
+            .as_str()
+            .unwrap()
+            .rsplit('.')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(h.host, Some(format!("host-{last}.test")), "{h:?}");
+    }
+    let seen = seen.join().unwrap();
+    assert!(
+        seen.most_outstanding <= 8,
+        "at most max_queries on the wire: {seen:?}"
+    );
+    assert!(seen.most_outstanding >= 2, "{seen:?}");
+    assert_eq!(stats.queries.get(), 100, "{stats:?}");
+    assert_eq!(stats.joined.get(), 100, "{stats:?}");
+    assert_eq!(stats.timeouts.get(), 0, "{stats:?}");
+}
+
+/// The failure the pacing fixes: thousands of distinct addresses at once against dnsmasq
+/// (names synthesised for the whole range). Sent all at once they overflowed dnsmasq's
+/// receive buffer and most timed out; paced, every one is named, none times out.
+#[test]
+fn a_burst_of_distinct_addresses_against_dnsmasq_is_paced_not_lost() {
+    let Some(bin) = dnsmasq_bin() else { return };
+    let dir = TempDir::new("dns-burst");
+    let dnsmasq = Dnsmasq::start(
+        &bin,
+        dir.path(),
+        "10.50.0.1 probe.test\n",
+        "10.50.0.1",
+        &[
+            "--synth-domain=burst.test,10.60.0.0/16,h-".into(),
+            "--local-ttl=600".into(),
+        ],
+    );
+    let mut s = settings(&[dnsmasq.addr()]);
+    s.timeout = Duration::from_secs(1);
+    s.retries = 0;
+    s.max_in_flight = 16_384;
+    let (dns, stats) = cog(&s, None);
+    let input: Vec<Hit> = (0..6000u64)
+        .map(|i| hit(i + 1, &format!("10.60.{}.{}", i / 250, 1 + i % 250)))
+        .collect();
+    let log = Log::default();
+    let started = Instant::now();
+    let got = run_through(dns, vec![(Duration::ZERO, input)], 6000, &log);
+    let took = started.elapsed();
+    assert_eq!(got.len(), 6000);
+    assert_eq!(got[5999].host.as_deref(), Some("h-10-60-23-250.burst.test"));
+    assert!(got.iter().all(|h| h.host.is_some()), "{stats:?}");
+    assert_eq!(stats.timeouts.get(), 0, "{stats:?}");
+    assert_eq!(stats.queries.get(), 6000, "{stats:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

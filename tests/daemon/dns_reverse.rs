@@ -116,6 +116,7 @@ fn check_refuses_bad_servers_and_bounds() {
     for (keys, want) in [
         ("servers = [\"dns.example\"]", "key \"servers\""),
         ("max_in_flight = 0", "key \"max_in_flight\""),
+        ("max_queries = 5000", "key \"max_queries\""),
         ("timeout = \"0s\"", "key \"timeout\""),
         ("field = \"a..b\"", "key \"field\""),
     ] {
