@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::keyed::Keyed;
+use crate::kit::keyed::{Keyed, state_file};
 use crate::kit::on_error;
 use crate::kit::window::{CloseWhy, Closed, WinState, WindowSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -15,7 +15,7 @@ use crate::record::{Record, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
-use super::window::{Core, Handler, WindowFields, Windowed, fixed, record_fields, state_file};
+use super::window::{Core, Handler, WindowFields, Windowed, fixed, record_fields};
 
 crate::choice! {
     /// When `threshold` alerts.
@@ -153,15 +153,17 @@ impl<D: 'static> Threshold<D> {
 
 impl Alerts {
     /// Whether `when` holds for the aggregates of `s`.
-    fn holds<D: 'static>(&self, core: &Core<D>, s: &WinState) -> bool {
-        self.when.eval(&core.w.values(s))
+    fn holds<D: 'static>(&self, core: &Core<D>, key: &[u8], s: &WinState) -> bool {
+        self.when.eval(&core.w.values(key, s))
     }
 
     /// Emits the alert of `s` (its key values cloned when `keep`, for a window that stays
     /// open); returns its id.
+    #[allow(clippy::too_many_arguments)]
     fn alert<D: 'static>(
         &mut self,
         core: &mut Core<D>,
+        key: &[u8],
         s: &mut WinState,
         why: CloseWhy,
         keep: bool,
@@ -171,9 +173,9 @@ impl Alerts {
         let id = cx.new_event_id();
         if keep {
             let mut copy = s.clone();
-            core.w.output(&mut copy, &mut core.out_buf);
+            core.w.output(key, &mut copy, &mut core.out_buf);
         } else {
-            core.w.output(s, &mut core.out_buf);
+            core.w.output(key, s, &mut core.out_buf);
         }
         let ids = [s.first_id, s.last_id];
         core.out_buf
@@ -216,11 +218,11 @@ impl<D: 'static> Handler<D> for Alerts {
             let Some(s) = core.w.states().get(&key[..]) else {
                 continue;
             };
-            if s.alert != 0 || self.is_quiet(s.group) || !self.holds(core, s) {
+            if s.alert != 0 || self.is_quiet(s.group) || !self.holds(core, key, s) {
                 continue;
             }
             let mut s = s.clone();
-            let id = self.alert(core, &mut s, CloseWhy::Closed, true, out, cx);
+            let id = self.alert(core, key, &mut s, CloseWhy::Closed, true, out, cx);
             if let Some(s) = core.w.states_mut().get_mut(&key[..]) {
                 s.alert = id;
             }
@@ -229,12 +231,12 @@ impl<D: 'static> Handler<D> for Alerts {
     }
 
     fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
-        let holds = self.holds(core, &c.state);
+        let holds = self.holds(core, &c.key, &c.state);
         let mut alert = None;
         match self.fire {
             Fire::Close => {
                 if holds && !self.is_quiet(c.state.group) {
-                    alert = Some(self.alert(core, &mut c.state, c.why, false, out, cx));
+                    alert = Some(self.alert(core, &c.key, &mut c.state, c.why, false, out, cx));
                 }
             }
             Fire::Crossing => {

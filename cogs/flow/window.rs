@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::checkpoint::fingerprint;
+use crate::kit::keyed::state_file;
 use crate::kit::on_error::{self, LogLimiter, OnError};
 use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -201,7 +201,7 @@ impl<D: 'static> Handler<D> for EmitWindows {
 
     fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
         let id = cx.new_event_id();
-        core.w.output(&mut c.state, &mut core.out_buf);
+        core.w.output(&c.key, &mut c.state, &mut core.out_buf);
         match c.why {
             CloseWhy::Closed => {}
             CloseWhy::Evicted => core.out_buf.push((self.evicted_ix, Value::Bool(true))),
@@ -641,26 +641,6 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     ],
     build,
 };
-
-/// The state file of the cog `p` under `state_dir`: named after its kind, train and id,
-/// with a hash of both so that names differing only in characters replaced here stay
-/// apart.
-pub(crate) fn state_file(kind: &str, p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
-    let mut both = p.train().as_bytes().to_vec();
-    both.push(0);
-    both.extend_from_slice(p.id().as_bytes());
-    state_dir.join(format!(
-        "{kind}-{}-{}-{:08x}.state",
-        clean(p.train()),
-        clean(p.id()),
-        fingerprint(&both) as u32
-    ))
-}
 
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: WindowCogSettings = p.settings()?;

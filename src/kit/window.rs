@@ -38,7 +38,7 @@ use crate::kit::keyed::{Keyed, StateCodec, StateError};
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{Path, Timestamp, Value};
+use crate::record::{InlineStr, Path, SharedStr, Timestamp, Value};
 use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
 use crate::schema::{ParamType, SettingError, SettingValue};
 
@@ -444,6 +444,22 @@ fn key_part(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// A text key value read back from a window's key bytes: short ASCII text (an address, a
+/// name) held inline (no allocation), other UTF-8 as text, the rest as bytes.
+#[inline]
+fn text_key_value(b: &[u8]) -> Value {
+    if b.is_ascii()
+        // SAFETY: ASCII is UTF-8.
+        && let Some(short) = InlineStr::new(unsafe { std::str::from_utf8_unchecked(b) })
+    {
+        return Value::Shared(SharedStr::Inline(short));
+    }
+    match std::str::from_utf8(b) {
+        Ok(t) => Value::Str(t.to_string()),
+        Err(_) => Value::Bytes(b.to_vec()),
+    }
+}
+
 /// Parses `count`, `count(CONDITION)`, `sum(F)`... into a function and its argument.
 fn parse_func(text: &str) -> Result<(Func, Option<&str>), String> {
     let t = text.trim();
@@ -500,7 +516,9 @@ pub struct WinState {
     pub end: i64,
     /// Tells this state's heap place from a place left by an evicted state of the same key.
     generation: u64,
-    /// The key fields' values.
+    /// The key fields' values that are not text, in order: text ones (the usual key, an
+    /// address or a name) are read back from the window's key bytes, which hold them
+    /// anyway, so that a window keeps no copy of them.
     pub key: Vec<Value>,
     /// The aggregates, in the order written.
     pub aggs: Vec<Agg>,
@@ -520,44 +538,47 @@ pub struct WinState {
     pub group: u64,
 }
 
-/// Event ids held by a window: the first two inline, since most windows count few data
-/// (no allocation for them).
+/// Event ids held by a window: the first inline, since most windows hold one or few
+/// (no allocation for one), the rest in a boxed vector (16 bytes in all).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ids {
-    inline: [EventId; 2],
-    n: u8,
-    more: Vec<EventId>,
+    /// The first id; 0: none (event ids held are never 0).
+    one: EventId,
+    // Boxed on purpose: 8 bytes per window instead of 24 while it holds one id.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<EventId>>>,
 }
 
 impl Ids {
-    /// Adds an id.
+    /// Adds an id (0 is not held).
     #[inline]
     pub fn push(&mut self, id: EventId) {
-        match self.n {
-            0 | 1 => {
-                self.inline[usize::from(self.n)] = id;
-                self.n += 1;
-            }
-            _ => self.more.push(id),
+        if id == 0 {
+            return;
+        }
+        if self.one == 0 {
+            self.one = id;
+        } else {
+            self.more.get_or_insert_with(Box::default).push(id);
         }
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        usize::from(self.n) + self.more.len()
+        usize::from(self.one != 0) + self.more.as_ref().map_or(0, |m| m.len())
     }
 
     /// Whether none.
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.one == 0
     }
 
     /// The ids, in the order added.
     pub fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.inline[..usize::from(self.n)]
-            .iter()
-            .chain(self.more.iter())
-            .copied()
+        (self.one != 0)
+            .then_some(self.one)
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
     }
 
     /// Adds every id of `other`.
@@ -650,6 +671,8 @@ pub enum CloseWhy {
 /// A window handed out by [`Windows`].
 #[derive(Debug)]
 pub struct Closed {
+    /// Its key bytes (the key fields, and the start for tumbling and hopping windows).
+    pub key: Rc<[u8]>,
     /// Its state.
     pub state: Box<WinState>,
     /// Why.
@@ -1362,6 +1385,7 @@ impl<D: 'static> Windows<D> {
                 if let Some(s) = self.states.remove(&self.buf[..]) {
                     self.bytes = self.bytes.saturating_sub(s.bytes);
                     self.closed.push(Closed {
+                        key: Rc::from(&self.buf[..]),
                         state: s,
                         why: CloseWhy::Closed,
                     });
@@ -1429,11 +1453,13 @@ impl<D: 'static> Windows<D> {
                 group,
             }),
         };
-        s.key.extend(
-            self.keys
-                .iter()
-                .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
-        );
+        // Text values are in the key bytes already (see `WinState::key`).
+        for p in &self.keys {
+            let v = (self.get)(d, p).unwrap_or(&Value::Null);
+            if v.as_bytes().is_none() {
+                s.key.push(v.clone());
+            }
+        }
         s.aggs
             .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
         s.bytes = 2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len();
@@ -1479,9 +1505,10 @@ impl<D: 'static> Windows<D> {
 
     /// Closes the oldest window early.
     fn evict_one(&mut self) {
-        if let Some((_, s)) = self.states.evict_oldest() {
+        if let Some((key, s)) = self.states.evict_oldest() {
             self.bytes = self.bytes.saturating_sub(s.bytes);
             self.closed.push(Closed {
+                key,
                 state: s,
                 why: CloseWhy::Evicted,
             });
@@ -1535,9 +1562,13 @@ impl<D: 'static> Windows<D> {
                     }
                 }
                 // A place left by an evicted window is skipped: its generation differs.
-                if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
+                if let Some(s) = self
+                    .states
+                    .remove_if(key.clone(), |s| s.generation == generation)
+                {
                     self.bytes = self.bytes.saturating_sub(s.bytes);
                     self.closed.push(Closed {
+                        key,
                         state: s,
                         why: CloseWhy::Closed,
                     });
@@ -1555,20 +1586,20 @@ impl<D: 'static> Windows<D> {
     /// Takes the oldest open window out, as `why` (one at a time, so shutdown does not
     /// hold every window twice).
     pub fn pop_oldest(&mut self, why: CloseWhy) -> Option<Closed> {
-        let Some((_, s)) = self.states.pop_oldest() else {
+        let Some((key, s)) = self.states.pop_oldest() else {
             self.order.clear();
             self.places = 0;
             self.bytes = 0;
             return None;
         };
         self.bytes = self.bytes.saturating_sub(s.bytes);
-        Some(Closed { state: s, why })
+        Some(Closed { key, state: s, why })
     }
 
     /// Hands out every open window, oldest first, as `why`.
     pub fn close_all(&mut self, why: CloseWhy) {
-        while let Some((_, s)) = self.states.pop_oldest() {
-            self.closed.push(Closed { state: s, why });
+        while let Some((key, s)) = self.states.pop_oldest() {
+            self.closed.push(Closed { key, state: s, why });
         }
         self.order.clear();
         self.places = 0;
@@ -1578,18 +1609,50 @@ impl<D: 'static> Windows<D> {
     /// Appends the output fields of a window, as indexes into [`Windows::names`] with
     /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
     /// order written (with their flags when set).
-    /// The key values are moved out of `s`.
-    pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
+    /// `key` is the window's key bytes ([`Closed::key`]); the key values that are not
+    /// text are moved out of `s`.
+    pub fn output(&self, key: &[u8], s: &mut WinState, out: &mut Vec<(usize, Value)>) {
         out.push((0, Value::Time(ms_ts(s.start))));
         out.push((1, Value::Time(ms_ts(s.end))));
-        for (i, v) in s.key.iter_mut().enumerate() {
-            out.push((2 + i, std::mem::take(v)));
-        }
+        let mut others = s.key.iter_mut();
+        self.key_values(
+            key,
+            || others.next().map(std::mem::take).unwrap_or_default(),
+            |i, v| out.push((2 + i, v)),
+        );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             let (v, flag) = agg.output();
             out.push((spec.out_ix, v));
             if flag && spec.flag_ix != 0 {
                 out.push((spec.flag_ix, Value::Bool(true)));
+            }
+        }
+    }
+
+    /// The key fields' values of a window, by index, from its key bytes (text values, as
+    /// text when valid UTF-8, else bytes) and `other` (the others, in order).
+    fn key_values(
+        &self,
+        key: &[u8],
+        mut other: impl FnMut() -> Value,
+        mut f: impl FnMut(usize, Value),
+    ) {
+        let mut rest = key;
+        for i in 0..self.keys.len() {
+            match rest.split_first() {
+                Some((b's', r)) if r.len() >= 4 => {
+                    let n = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+                    let text = r.get(4..4 + n).unwrap_or(&r[4..]);
+                    rest = &r[(4 + text.len()).min(r.len())..];
+                    f(i, text_key_value(text));
+                }
+                Some((_, r)) => {
+                    // A value as JSON ended by a NUL (JSON text holds no raw NUL).
+                    let end = r.iter().position(|&b| b == 0).map_or(r.len(), |e| e + 1);
+                    rest = &r[end..];
+                    f(i, other());
+                }
+                None => f(i, Value::Null),
             }
         }
     }
@@ -1607,11 +1670,18 @@ impl<D: 'static> Windows<D> {
 
     /// The aggregates of `s` by output name (what `threshold`'s condition reads), with the
     /// key fields.
-    pub fn values(&self, s: &WinState) -> crate::record::Record {
+    pub fn values(&self, key: &[u8], s: &WinState) -> crate::record::Record {
         let mut r = crate::record::Record::new();
-        for (p, v) in self.keys.iter().zip(&s.key) {
-            r.set_path(p, v.clone());
-        }
+        let mut others = s.key.iter();
+        self.key_values(
+            key,
+            || others.next().cloned().unwrap_or_default(),
+            |i, v| {
+                if let Some(p) = self.keys.get(i) {
+                    r.set_path(p, v);
+                }
+            },
+        );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             r.set_path(&spec.out, agg.output().0);
         }
@@ -1684,6 +1754,8 @@ impl<D: 'static> Windows<D> {
                     if s.aggs.len() != self.spec.aggs.len() {
                         continue;
                     }
+                    // Version 1 kept every key value: the text ones are in the key.
+                    s.key.retain(|v| v.as_bytes().is_none());
                     s.generation = self.next_generation;
                     self.next_generation += 1;
                     self.bytes += s.bytes;
@@ -1973,6 +2045,53 @@ mod tests {
         );
         assert!(parse_func("sum").unwrap_err().contains("needs a field"));
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
+    }
+
+    /// Key values come back whole from a closed window, text ones read from the key bytes
+    /// (invalid UTF-8 as bytes), the others as they were (an integer, an address, a
+    /// missing field as null), in the key's order.
+    #[test]
+    fn key_values_come_back_whatever_their_type() {
+        use crate::record::Record;
+        let settings = WindowSettings {
+            key: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
+            time: "t".into(),
+            aggregate: Aggregates(vec![("n".into(), "count".into())]),
+            ..Default::default()
+        };
+        let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+        let mut w = Windows::from_settings(&settings, get, &[]).unwrap();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mut r = Record::new();
+        r.set_path(&Path::parse("a").unwrap(), Value::Int(5));
+        r.set_path(&Path::parse("b").unwrap(), Value::Str("x y".into()));
+        r.set_path(&Path::parse("d").unwrap(), Value::Bytes(vec![0xff, 0]));
+        r.set_path(&Path::parse("e").unwrap(), Value::Ip(ip));
+        w.add(&r, 1_000, 1, false);
+        assert_eq!(
+            w.values(
+                &w.states().iter().next().unwrap().0[..],
+                w.states().iter().next().unwrap().1
+            )
+            .get_path(&Path::parse("e").unwrap()),
+            Some(&Value::Ip(ip))
+        );
+        w.close_all(CloseWhy::Partial);
+        let mut c = w.closed.pop().unwrap();
+        let mut out = Vec::new();
+        w.output(&c.key.clone(), &mut c.state, &mut out);
+        let keys: Vec<Value> = out[2..7].iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                Value::Int(5),
+                Value::Str("x y".into()),
+                Value::Null,
+                Value::Bytes(vec![0xff, 0]),
+                Value::Ip(ip),
+            ]
+        );
+        assert_eq!(out[7], (7, Value::Int(1)));
     }
 
     /// Groups round-trip with the windows; a version 1 file (no groups) still loads; a
