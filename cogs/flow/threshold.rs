@@ -153,17 +153,15 @@ impl<D: 'static> Threshold<D> {
 
 impl Alerts {
     /// Whether `when` holds for the aggregates of `s`.
-    fn holds<D: 'static>(&self, core: &Core<D>, key: &[u8], s: &WinState) -> bool {
-        self.when.eval(&core.w.values(key, s))
+    fn holds<D: 'static>(&self, core: &Core<D>, s: &WinState) -> bool {
+        self.when.eval(&core.w.values(s))
     }
 
     /// Emits the alert of `s` (its key values cloned when `keep`, for a window that stays
     /// open); returns its id.
-    #[allow(clippy::too_many_arguments)]
     fn alert<D: 'static>(
         &mut self,
         core: &mut Core<D>,
-        key: &[u8],
         s: &mut WinState,
         why: CloseWhy,
         keep: bool,
@@ -173,9 +171,9 @@ impl Alerts {
         let id = cx.new_event_id();
         if keep {
             let mut copy = s.clone();
-            core.w.output(key, &mut copy, &mut core.out_buf);
+            core.w.output(&mut copy, &mut core.out_buf);
         } else {
-            core.w.output(key, s, &mut core.out_buf);
+            core.w.output(s, &mut core.out_buf);
         }
         let ids = [s.first_id, s.last_id];
         core.out_buf
@@ -214,16 +212,16 @@ impl<D: 'static> Handler<D> for Alerts {
             return;
         }
         let touched = std::mem::take(&mut core.w.touched);
-        for key in &touched {
-            let Some(s) = core.w.states().get(&key[..]) else {
+        for &ix in &touched {
+            let Some(s) = core.w.state(ix) else {
                 continue;
             };
-            if s.alert != 0 || self.is_quiet(s.group) || !self.holds(core, key, s) {
+            if s.alert != 0 || self.is_quiet(s.group) || !self.holds(core, s) {
                 continue;
             }
             let mut s = s.clone();
-            let id = self.alert(core, key, &mut s, CloseWhy::Closed, true, out, cx);
-            if let Some(s) = core.w.states_mut().get_mut(&key[..]) {
+            let id = self.alert(core, &mut s, CloseWhy::Closed, true, out, cx);
+            if let Some(s) = core.w.state_mut(ix) {
                 s.alert = id;
             }
         }
@@ -231,12 +229,12 @@ impl<D: 'static> Handler<D> for Alerts {
     }
 
     fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
-        let holds = self.holds(core, &c.key, &c.state);
+        let holds = self.holds(core, &c.state);
         let mut alert = None;
         match self.fire {
             Fire::Close => {
                 if holds && !self.is_quiet(c.state.group) {
-                    alert = Some(self.alert(core, &c.key, &mut c.state, c.why, false, out, cx));
+                    alert = Some(self.alert(core, &mut c.state, c.why, false, out, cx));
                 }
             }
             Fire::Crossing => {

@@ -138,7 +138,7 @@ pub fn late_from<D>(
 /// beyond, inputs are acknowledged at once (counted, logged).
 ///
 /// **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
-/// and values; beyond, the oldest window is emitted early flagged `evicted = true`
+/// and values; beyond, the window closing soonest is emitted early flagged `evicted = true`
 /// (counted, logged at most 10 lines a second).
 ///
 /// **Shutdown.** Open windows are emitted flagged `partial = true`; with `persist = true`
@@ -201,7 +201,7 @@ impl<D: 'static> Handler<D> for EmitWindows {
 
     fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
         let id = cx.new_event_id();
-        core.w.output(&c.key, &mut c.state, &mut core.out_buf);
+        core.w.output(&mut c.state, &mut core.out_buf);
         match c.why {
             CloseWhy::Closed => {}
             CloseWhy::Evicted => core.out_buf.push((self.evicted_ix, Value::Bool(true))),
@@ -299,7 +299,7 @@ impl<D: 'static, H> Windowed<D, H> {
 
     /// Windows emitted early to stay within max_keys / max_bytes.
     pub fn evictions(&self) -> u64 {
-        self.core.w.states().evictions()
+        self.core.w.evictions()
     }
 }
 
@@ -407,7 +407,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
             self.handler.closed(core, c, out, cx);
         }
         core.closed_buf = closed;
-        core.w.states_mut().report_evictions(H::NAME, cx);
+        core.w.report_evictions(H::NAME, cx);
     }
 
     fn one(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {

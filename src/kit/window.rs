@@ -1,6 +1,6 @@
 //! Windows over event time, shared by `window` and `threshold`: the event time of a datum,
 //! window assignment (tumbling, hopping, session), the watermark with its lateness, bounded
-//! per-(key, window) state on [`Keyed`], the aggregators, and the state file.
+//! per-(key, window) state, the aggregators, and the state file (written with [`Keyed`]).
 //!
 //! **Time.** A datum's time is read from the `time` field: a timestamp, epoch seconds (an
 //! integer or a float), RFC 3339 text, or text in `time_format` (a strftime format, see
@@ -21,11 +21,18 @@
 //! and put back at the new end when it comes up.
 //!
 //! **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
-//! and values: beyond, the oldest window is closed early ([`CloseWhy::Evicted`], counted
-//! and logged rate-limited by [`Keyed`]).
+//! and values: beyond, the window closing soonest (the oldest, but for a session that
+//! grew) is closed early ([`CloseWhy::Evicted`], counted and logged rate-limited).
+//!
+//! **Memory.** The open windows are boxed states in a slab, found through an
+//! open-addressing table of slab indexes keyed by the window's key bytes, which the state
+//! holds (one hash per datum, no key made to look one up); the closing order names
+//! windows by index. An open window with a `count` and a short key takes about 330 bytes
+//! of peak RSS in all (tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path as FsPath;
 use std::rc::Rc;
@@ -34,7 +41,8 @@ use std::time::Duration;
 use crate::engine::cog::EventId;
 use crate::engine::escapement::Ctx;
 use crate::kit::checkpoint::fingerprint;
-use crate::kit::keyed::{Keyed, StateCodec, StateError};
+use crate::kit::keyed::{FastState, Keyed, StateCodec, StateError};
+use crate::kit::on_error::LogLimiter;
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
@@ -514,8 +522,14 @@ pub struct WinState {
     pub start: i64,
     /// See `start`.
     pub end: i64,
-    /// Tells this state's heap place from a place left by an evicted state of the same key.
+    /// Tells this state's place in the closing order from a place left by a state closed
+    /// or evicted before (its store index reused).
     generation: u64,
+    /// The window's key bytes: the key fields (see `key_part`), then the start for
+    /// tumbling and hopping windows.
+    kb: Vec<u8>,
+    /// The low half of the key bytes' hash: the window's place in the store's table.
+    hash: u32,
     /// The key fields' values that are not text, in order: text ones (the usual key, an
     /// address or a name) are read back from the window's key bytes, which hold them
     /// anyway, so that a window keeps no copy of them.
@@ -671,8 +685,6 @@ pub enum CloseWhy {
 /// A window handed out by [`Windows`].
 #[derive(Debug)]
 pub struct Closed {
-    /// Its key bytes (the key fields, and the start for tumbling and hopping windows).
-    pub key: Rc<[u8]>,
     /// Its state.
     pub state: Box<WinState>,
     /// Why.
@@ -688,8 +700,161 @@ pub enum Added {
     Late,
 }
 
-/// A window's place in the closing order: its generation and key.
-type Place = (u64, Rc<[u8]>);
+/// A window's place in the closing order: its generation and its index in the store.
+type Place = (u64, u32);
+
+/// The open windows: boxed states in a slab, found by key through an open-addressing
+/// table of slab indexes. The key is hashed once per datum, looked up by its bytes
+/// (no key made to look up), and kept once, in its state; a closing place names a
+/// window by index. Each open window costs its box, 8 bytes of slab and 8 to 16 of
+/// table, where a general map keyed by shared key bytes cost a key allocation, a map
+/// entry and an eviction queue beside.
+#[derive(Debug, Default)]
+struct Store {
+    #[allow(clippy::vec_box)]
+    slab: Vec<Option<Box<WinState>>>,
+    /// Free slab indexes.
+    free: Vec<u32>,
+    /// Linear probing, a power of two long, at most half full: 0 is empty, else the low
+    /// half of the key's hash << 32 | (slab index + 1).
+    table: Vec<u64>,
+    len: usize,
+    hasher: FastState,
+}
+
+impl Store {
+    /// The hash of key bytes (the low half is kept).
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u32 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        h.finish() as u32
+    }
+
+    /// The slab index of the window with key `key` (hash `h`), if open.
+    #[inline]
+    fn find(&self, h: u32, key: &[u8]) -> Option<u32> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let e = *self.table.get(i)?;
+            if e == 0 {
+                return None;
+            }
+            if (e >> 32) as u32 == h {
+                let ix = (e as u32).wrapping_sub(1);
+                if let Some(Some(s)) = self.slab.get(ix as usize)
+                    && s.kb[..] == *key
+                {
+                    return Some(ix);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn get(&self, ix: u32) -> Option<&WinState> {
+        self.slab.get(ix as usize)?.as_deref()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, ix: u32) -> Option<&mut WinState> {
+        self.slab.get_mut(ix as usize)?.as_deref_mut()
+    }
+
+    /// Adds a window whose key (`s.kb`, hash `s.hash`) is not open; returns its index.
+    fn insert(&mut self, s: Box<WinState>) -> u32 {
+        if (self.len + 1) * 2 > self.table.len() {
+            self.grow();
+        }
+        let h = s.hash;
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                self.slab[ix as usize] = Some(s);
+                ix
+            }
+            None => {
+                self.slab.push(Some(s));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.put((u64::from(h) << 32) | (u64::from(ix) + 1));
+        self.len += 1;
+        ix
+    }
+
+    /// Puts a table entry in the first empty slot from its hash's.
+    #[inline]
+    fn put(&mut self, e: u64) {
+        let mask = self.table.len() - 1;
+        let mut i = (e >> 32) as usize & mask;
+        while self.table[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.table[i] = e;
+    }
+
+    fn grow(&mut self) {
+        let n = (self.table.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.table, vec![0; n]);
+        for e in old {
+            if e != 0 {
+                self.put(e);
+            }
+        }
+    }
+
+    /// Takes the window at `ix` out.
+    fn remove(&mut self, ix: u32) -> Option<Box<WinState>> {
+        let s = self.slab.get_mut(ix as usize)?.take()?;
+        self.free.push(ix);
+        self.len -= 1;
+        let mask = self.table.len() - 1;
+        let want = (u64::from(s.hash) << 32) | (u64::from(ix) + 1);
+        let mut i = s.hash as usize & mask;
+        while self.table[i] != want {
+            if self.table[i] == 0 {
+                return Some(s);
+            }
+            i = (i + 1) & mask;
+        }
+        // Backward shift: an entry after the hole moves into it when the hole lies on
+        // its probe path (from its hash's slot to where it is), so that no probe stops
+        // early at the hole.
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.table[j];
+            if e == 0 {
+                break;
+            }
+            let home = (e >> 32) as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+                self.table[i] = e;
+                i = j;
+            }
+        }
+        self.table[i] = 0;
+        Some(s)
+    }
+
+    /// Any open window, taken out.
+    fn pop_any(&mut self) -> Option<Box<WinState>> {
+        let ix = self.slab.iter().position(Option::is_some)?;
+        self.remove(ix as u32)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &WinState)> {
+        self.slab
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.as_deref()?)))
+    }
+}
 
 /// A field lookup over the datum.
 pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
@@ -718,11 +883,17 @@ pub struct Windows<D> {
     lateness: i64,
     spec: Spec<D>,
     max_bytes: usize,
-    /// Boxed: a window moves (into the map, out when it closes) as one pointer, and the
-    /// table holds pointers, not states.
-    states: Keyed<Rc<[u8]>, Box<WinState>>,
-    /// Close time → (generation, key) of the windows closing then, oldest first.
-    order: BTreeMap<i64, Vec<Place>>,
+    /// The open windows.
+    states: Store,
+    max_keys: usize,
+    /// Windows closed early to stay within max_keys / max_bytes, since creation.
+    evictions: u64,
+    /// Evictions not yet logged.
+    unreported: u64,
+    limiter: LogLimiter,
+    /// Close time → (generation, index) of the windows closing then, oldest first. It is
+    /// the eviction order too: the window closing soonest goes first.
+    order: BTreeMap<i64, VecDeque<Place>>,
     /// Places in `order`, stale ones included.
     places: usize,
     watermark: i64,
@@ -740,12 +911,11 @@ pub struct Windows<D> {
     // keeps its vectors' room.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<WinState>>,
-    /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
-    pub touched: Vec<Rc<[u8]>>,
+    /// With [`Windows::track_touched`]: the windows the last datum counted in (see
+    /// [`Windows::state`]).
+    pub touched: Vec<u32>,
     track: bool,
     track_groups: bool,
-    /// The last datum's window was not open: expect new windows.
-    missed: bool,
     /// Late data seen.
     pub late: u64,
 }
@@ -754,7 +924,7 @@ impl<D> fmt::Debug for Windows<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Windows")
             .field("kind", &self.kind)
-            .field("open", &self.states.len())
+            .field("open", &self.states.len)
             .field("watermark", &self.watermark)
             .finish()
     }
@@ -1083,7 +1253,11 @@ impl<D: 'static> Windows<D> {
                 hash_buf: Vec::new(),
             },
             max_bytes: s.max_bytes.max(1),
-            states: Keyed::new(s.max_keys),
+            states: Store::default(),
+            max_keys: s.max_keys,
+            evictions: 0,
+            unreported: 0,
+            limiter: LogLimiter::default(),
             order: BTreeMap::new(),
             places: 0,
             watermark: i64::MIN,
@@ -1096,7 +1270,6 @@ impl<D: 'static> Windows<D> {
             touched: Vec::new(),
             track: false,
             track_groups: false,
-            missed: false,
             late: 0,
         })
     }
@@ -1131,17 +1304,39 @@ impl<D: 'static> Windows<D> {
 
     /// Open (key, window) states.
     pub fn open(&self) -> usize {
-        self.states.len()
+        self.states.len
     }
 
-    /// The states (for tests and for `threshold`'s evaluations).
-    pub fn states(&self) -> &Keyed<Rc<[u8]>, Box<WinState>> {
-        &self.states
+    /// The open window at index `ix` (from [`Windows::touched`]), if still open.
+    pub fn state(&self, ix: u32) -> Option<&WinState> {
+        self.states.get(ix)
     }
 
-    /// The state store, for eviction reports.
-    pub fn states_mut(&mut self) -> &mut Keyed<Rc<[u8]>, Box<WinState>> {
-        &mut self.states
+    /// See [`Windows::state`].
+    pub fn state_mut(&mut self, ix: u32) -> Option<&mut WinState> {
+        self.states.get_mut(ix)
+    }
+
+    /// The open windows, in no particular order.
+    pub fn states(&self) -> impl Iterator<Item = &WinState> {
+        self.states.iter().map(|(_, s)| s)
+    }
+
+    /// Windows closed early to stay within max_keys / max_bytes, since creation.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Logs the evictions since the last report, if any, at most
+    /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second. `cog` names the cog.
+    pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
+        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "state full: oldest keys evicted";
+            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
+            "max_keys" => self.max_keys);
+        self.unreported = 0;
     }
 
     /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
@@ -1293,107 +1488,63 @@ impl<D: 'static> Windows<D> {
     fn count_in(&mut self, d: &D, start: i64, end: i64, key_len: usize, id: EventId, hold: bool) {
         self.buf.truncate(key_len);
         self.buf.extend_from_slice(&start.to_be_bytes());
-        if self.missed {
-            // The last datum opened a window: this one likely does too (keys seen once, as
-            // most clients of a web log are), so the key is made first and looked up and
-            // inserted with one hash.
-            self.count_in_new(d, start, end, id, hold);
-            return;
-        }
-        // One hash lookup for a window already open.
-        let grew = match self.states.get_mut(&self.buf[..]) {
-            Some(s) => self.spec.update(s, d, id, hold),
-            None => {
-                self.missed = true;
-                self.open_state(d, start, end, id, hold);
-                return;
-            }
-        };
-        if self.track
-            && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
-        {
-            self.touched.push(k.clone());
-        }
-        self.grew(grew);
-    }
-
-    /// [`count_in`](Windows::count_in) when windows are mostly new.
-    fn count_in_new(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
-        if self.states.len() >= self.states.max_keys() {
-            // Full: the usual path, which evicts first.
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        }
-        let state = self.new_state(d, start, end);
-        if self.bytes + state.bytes > self.max_bytes {
-            self.release(state);
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        }
-        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        let Some((s, unused)) = self.states.get_or_insert(key.clone(), state) else {
-            // Full: evictions first.
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        };
-        let grew = self.spec.update(s, d, id, hold);
-        let generation = s.generation;
-        match unused {
-            Some(unused) => {
-                self.missed = false;
-                self.release(unused);
+        // One hash of the key, looked up by its bytes; a new window is made only when none
+        // is open.
+        let h = self.states.hash(&self.buf);
+        match self.states.find(h, &self.buf) {
+            Some(ix) => {
+                let Some(s) = self.states.get_mut(ix) else {
+                    return;
+                };
+                let grew = self.spec.update(s, d, id, hold);
+                if self.track {
+                    self.touched.push(ix);
+                }
                 self.grew(grew);
             }
-            None => {
-                s.bytes += grew;
-                self.bytes += s.bytes;
-                self.place(end.saturating_add(self.lateness), generation, key.clone());
-                if self.places > 2 * self.states.len() + 1024 {
-                    self.compact_order();
-                }
-                self.grew(0);
-            }
-        }
-        if self.track {
-            self.touched.push(key);
+            None => self.open_state(d, h, start, end, id, hold),
         }
     }
 
     fn count_session(&mut self, d: &D, t: i64, id: EventId, hold: bool) {
         let gap = self.gap;
-        let open = self.states.get(&self.buf[..]).map(|s| (s.start, s.end));
+        let h = self.states.hash(&self.buf);
+        let open = self
+            .states
+            .find(h, &self.buf)
+            .and_then(|ix| self.states.get(ix).map(|s| (ix, s.start, s.end)));
         match open {
-            Some((start, end)) if t < end && t >= start - gap => {
-                let Some(s) = self.states.get_mut(&self.buf[..]) else {
+            Some((ix, start, end)) if t < end && t >= start - gap => {
+                let Some(s) = self.states.get_mut(ix) else {
                     return;
                 };
                 s.start = s.start.min(t);
                 s.end = s.end.max(t + gap);
                 let grew = self.spec.update(s, d, id, hold);
-                if self.track
-                    && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
-                {
-                    self.touched.push(k.clone());
+                if self.track {
+                    self.touched.push(ix);
                 }
                 self.grew(grew);
             }
-            Some(_) => {
+            Some((ix, ..)) => {
                 // The datum falls outside the key's session: that one ends here.
-                if let Some(s) = self.states.remove(&self.buf[..]) {
-                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                if let Some(s) = self.take(ix) {
                     self.closed.push(Closed {
-                        key: Rc::from(&self.buf[..]),
                         state: s,
                         why: CloseWhy::Closed,
                     });
                 }
-                self.open_state(d, t, t + gap, id, hold);
+                self.open_state(d, h, t, t + gap, id, hold);
             }
-            None => self.open_state(d, t, t + gap, id, hold),
+            None => self.open_state(d, h, t, t + gap, id, hold),
         }
+    }
+
+    /// Takes the window at `ix` out, its bytes counted out.
+    fn take(&mut self, ix: u32) -> Option<Box<WinState>> {
+        let s = self.states.remove(ix)?;
+        self.bytes = self.bytes.saturating_sub(s.bytes);
+        Some(s)
     }
 
     /// Bytes grown by an update: beyond max_bytes, the oldest windows close early.
@@ -1401,9 +1552,7 @@ impl<D: 'static> Windows<D> {
     fn grew(&mut self, grew: usize) {
         if grew > 0 {
             self.bytes += grew;
-            while self.bytes > self.max_bytes && self.states.len() > 1 {
-                self.evict_one();
-            }
+            while self.bytes > self.max_bytes && self.states.len > 1 && self.evict_one() {}
         }
     }
 
@@ -1417,8 +1566,9 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
-    fn new_state(&mut self, d: &D, start: i64, end: i64) -> Box<WinState> {
+    /// A new state for key `self.buf` (hash `h`) and the window `[start, end)`, from
+    /// spare vectors.
+    fn new_state(&mut self, d: &D, h: u32, start: i64, end: i64) -> Box<WinState> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let group = if self.track_groups {
@@ -1442,6 +1592,8 @@ impl<D: 'static> Windows<D> {
                 start,
                 end,
                 generation,
+                kb: Vec::new(),
+                hash: 0,
                 key: Vec::new(),
                 aggs: Vec::new(),
                 first_id: 0,
@@ -1453,6 +1605,9 @@ impl<D: 'static> Windows<D> {
                 group,
             }),
         };
+        s.kb.clear();
+        s.kb.extend_from_slice(&self.buf);
+        s.hash = h;
         // Text values are in the key bytes already (see `WinState::key`).
         for p in &self.keys {
             let v = (self.get)(d, p).unwrap_or(&Value::Null);
@@ -1466,32 +1621,27 @@ impl<D: 'static> Windows<D> {
         s
     }
 
-    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
-    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
-        let mut state = self.new_state(d, start, end);
-        while !self.states.is_empty()
-            && (self.states.len() >= self.states.max_keys()
-                || self.bytes + state.bytes > self.max_bytes)
-        {
-            self.evict_one();
-        }
+    /// Opens the state of key `self.buf` (hash `h`) for the window `[start, end)`,
+    /// counting `d`.
+    fn open_state(&mut self, d: &D, h: u32, start: i64, end: i64, id: EventId, hold: bool) {
+        let mut state = self.new_state(d, h, start, end);
+        while self.states.len > 0
+            && (self.states.len >= self.max_keys || self.bytes + state.bytes > self.max_bytes)
+            && self.evict_one()
+        {}
         let generation = state.generation;
         let grew = self.spec.update(&mut state, d, id, hold);
         state.bytes += grew;
         self.bytes += state.bytes;
-        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        self.place(end.saturating_add(self.lateness), generation, key.clone());
+        let ix = self.states.insert(state);
+        self.place(end.saturating_add(self.lateness), generation, ix);
         if self.track {
-            self.touched.push(key.clone());
+            self.touched.push(ix);
         }
-        self.states.insert_new(key, state);
-        if self.places > 2 * self.states.len() + 1024 {
+        if self.places > 2 * self.states.len + 1024 {
             self.compact_order();
         }
-        self.grew(0);
-        while self.bytes > self.max_bytes && self.states.len() > 1 {
-            self.evict_one();
-        }
+        while self.bytes > self.max_bytes && self.states.len > 1 && self.evict_one() {}
     }
 
     /// The length of the group-by key in `self.buf` (tumbling and hopping keys end with
@@ -1503,35 +1653,72 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// Closes the oldest window early.
-    fn evict_one(&mut self) {
-        if let Some((key, s)) = self.states.evict_oldest() {
-            self.bytes = self.bytes.saturating_sub(s.bytes);
-            self.closed.push(Closed {
-                key,
-                state: s,
-                why: CloseWhy::Evicted,
-            });
+    /// The next live window in the closing order, taken out with its place; a session
+    /// that grew since its place was made is put back at its new end (when `replace`).
+    /// `None` when no window is open.
+    fn take_first(&mut self, replace: bool) -> Option<Box<WinState>> {
+        while let Some(mut entry) = self.order.first_entry() {
+            let at = *entry.key();
+            let place = entry.get_mut().pop_front();
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+            let Some((generation, ix)) = place else {
+                continue;
+            };
+            self.places = self.places.saturating_sub(1);
+            let Some(s) = self.states.get(ix) else {
+                continue;
+            };
+            if s.generation != generation {
+                continue;
+            }
+            if replace && self.kind == WindowKind::Session {
+                let close_at = s.end.saturating_add(self.lateness);
+                if close_at > at {
+                    self.place(close_at, generation, ix);
+                    continue;
+                }
+            }
+            return self.take(ix);
         }
+        // Every open window has a place; this only empties a store that lost one.
+        let s = self.states.pop_any()?;
+        self.bytes = self.bytes.saturating_sub(s.bytes);
+        Some(s)
+    }
+
+    /// Closes the window closing soonest early (counted); false when none is open.
+    fn evict_one(&mut self) -> bool {
+        let Some(s) = self.take_first(true) else {
+            return false;
+        };
+        self.evictions += 1;
+        self.unreported += 1;
+        self.closed.push(Closed {
+            state: s,
+            why: CloseWhy::Evicted,
+        });
+        true
     }
 
     /// Puts a window in the closing order.
     #[inline]
-    fn place(&mut self, close_at: i64, generation: u64, key: Rc<[u8]>) {
+    fn place(&mut self, close_at: i64, generation: u64, ix: u32) {
         self.order
             .entry(close_at)
             .or_default()
-            .push((generation, key));
+            .push_back((generation, ix));
         self.places += 1;
     }
 
-    /// Drops places whose window is gone (evicted), so that a flood of keys with a
+    /// Drops places whose window is gone (closed early), so that a flood of keys with a
     /// watermark standing still keeps the order within the bound too.
     fn compact_order(&mut self) {
         let states = &self.states;
         let mut places = 0;
         self.order.retain(|_, v| {
-            v.retain(|(g, k)| states.get(&k[..]).is_some_and(|s| s.generation == *g));
+            v.retain(|&(g, ix)| states.get(ix).is_some_and(|s| s.generation == g));
             places += v.len();
             !v.is_empty()
         });
@@ -1549,26 +1736,24 @@ impl<D: 'static> Windows<D> {
             }
             let (at, places) = entry.remove_entry();
             self.places = self.places.saturating_sub(places.len());
-            for (generation, key) in places {
+            for (generation, ix) in places {
+                let Some(s) = self.states.get(ix) else {
+                    continue;
+                };
+                // A place left by a window closed before is skipped: its generation differs.
+                if s.generation != generation {
+                    continue;
+                }
                 if self.kind == WindowKind::Session {
-                    let Some(s) = self.states.get(&key[..]) else {
-                        continue;
-                    };
                     let close_at = s.end.saturating_add(self.lateness);
-                    if s.generation == generation && close_at > at {
+                    if close_at > at {
                         // A session that grew since: back in at its new end.
-                        self.place(close_at, generation, key);
+                        self.place(close_at, generation, ix);
                         continue;
                     }
                 }
-                // A place left by an evicted window is skipped: its generation differs.
-                if let Some(s) = self
-                    .states
-                    .remove_if(key.clone(), |s| s.generation == generation)
-                {
-                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                if let Some(s) = self.take(ix) {
                     self.closed.push(Closed {
-                        key,
                         state: s,
                         why: CloseWhy::Closed,
                     });
@@ -1583,40 +1768,35 @@ impl<D: 'static> Windows<D> {
         self.order.keys().next().copied()
     }
 
-    /// Takes the oldest open window out, as `why` (one at a time, so shutdown does not
-    /// hold every window twice).
+    /// Takes the open window closing soonest out, as `why` (one at a time, so shutdown
+    /// does not hold every window twice).
     pub fn pop_oldest(&mut self, why: CloseWhy) -> Option<Closed> {
-        let Some((key, s)) = self.states.pop_oldest() else {
+        let Some(s) = self.take_first(false) else {
             self.order.clear();
             self.places = 0;
             self.bytes = 0;
             return None;
         };
-        self.bytes = self.bytes.saturating_sub(s.bytes);
-        Some(Closed { key, state: s, why })
+        Some(Closed { state: s, why })
     }
 
-    /// Hands out every open window, oldest first, as `why`.
+    /// Hands out every open window, closing soonest first, as `why`.
     pub fn close_all(&mut self, why: CloseWhy) {
-        while let Some((key, s)) = self.states.pop_oldest() {
-            self.closed.push(Closed { key, state: s, why });
+        while let Some(c) = self.pop_oldest(why) {
+            self.closed.push(c);
         }
-        self.order.clear();
-        self.places = 0;
-        self.bytes = 0;
     }
 
     /// Appends the output fields of a window, as indexes into [`Windows::names`] with
     /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
     /// order written (with their flags when set).
-    /// `key` is the window's key bytes ([`Closed::key`]); the key values that are not
-    /// text are moved out of `s`.
-    pub fn output(&self, key: &[u8], s: &mut WinState, out: &mut Vec<(usize, Value)>) {
+    /// The key values that are not text are moved out of `s`.
+    pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
         out.push((0, Value::Time(ms_ts(s.start))));
         out.push((1, Value::Time(ms_ts(s.end))));
         let mut others = s.key.iter_mut();
         self.key_values(
-            key,
+            &s.kb,
             || others.next().map(std::mem::take).unwrap_or_default(),
             |i, v| out.push((2 + i, v)),
         );
@@ -1670,11 +1850,11 @@ impl<D: 'static> Windows<D> {
 
     /// The aggregates of `s` by output name (what `threshold`'s condition reads), with the
     /// key fields.
-    pub fn values(&self, key: &[u8], s: &WinState) -> crate::record::Record {
+    pub fn values(&self, s: &WinState) -> crate::record::Record {
         let mut r = crate::record::Record::new();
         let mut others = s.key.iter();
         self.key_values(
-            key,
+            &s.kb,
             || others.next().cloned().unwrap_or_default(),
             |i, v| {
                 if let Some(p) = self.keys.get(i) {
@@ -1713,16 +1893,23 @@ impl<D: 'static> Windows<D> {
         format: &str,
         groups: &[u64],
     ) -> Result<usize, StateError> {
-        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len() + groups.len() + 1);
+        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len + groups.len() + 1);
         file.insert(WATERMARK_KEY.to_vec(), Saved::Watermark(self.watermark));
         for &g in groups {
             let mut k = QUIET_KEY.to_vec();
             k.extend_from_slice(&g.to_be_bytes());
             file.insert(k, Saved::Group(g));
         }
-        let n = self.states.len();
-        for (k, s) in self.states.iter() {
-            file.insert(k.to_vec(), Saved::Window((**s).clone()));
+        let n = self.states.len;
+        // In the closing order (each open window has one live place).
+        for places in self.order.values() {
+            for &(g, ix) in places {
+                if let Some(s) = self.states.get(ix)
+                    && s.generation == g
+                {
+                    file.insert(s.kb.clone(), Saved::Window(s.clone()));
+                }
+            }
         }
         file.save(path, format, STATE_VERSION)?;
         Ok(n)
@@ -1754,18 +1941,22 @@ impl<D: 'static> Windows<D> {
                     if s.aggs.len() != self.spec.aggs.len() {
                         continue;
                     }
+                    let h = self.states.hash(&k);
+                    if self.states.find(h, &k).is_some() {
+                        continue;
+                    }
+                    while self.states.len >= self.max_keys && self.evict_one() {}
                     // Version 1 kept every key value: the text ones are in the key.
                     s.key.retain(|v| v.as_bytes().is_none());
                     s.generation = self.next_generation;
                     self.next_generation += 1;
                     self.bytes += s.bytes;
-                    let key: Rc<[u8]> = Rc::from(k);
-                    self.place(
-                        s.end.saturating_add(self.lateness),
-                        s.generation,
-                        key.clone(),
-                    );
-                    self.states.insert(key, Box::new(s));
+                    s.kb = k;
+                    s.hash = h;
+                    let (close_at, generation) =
+                        (s.end.saturating_add(self.lateness), s.generation);
+                    let ix = self.states.insert(Box::new(s));
+                    self.place(close_at, generation, ix);
                     n += 1;
                 }
             }
@@ -1955,6 +2146,8 @@ impl WinState {
             start: int(0)?,
             end: int(1)?,
             generation: 0,
+            kb: Vec::new(),
+            hash: 0,
             key: list(2)?.clone(),
             aggs,
             first_id: u64::try_from(int(4)?).ok()?,
@@ -2047,6 +2240,68 @@ mod tests {
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
     }
 
+    /// The store finds every open key by its bytes and none of the removed ones, through
+    /// growth and removals in any order (the backward shift keeps probe paths whole).
+    #[test]
+    fn store_finds_what_it_holds_through_growth_and_removals() {
+        let mut st = Store::default();
+        let mut held: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let state = |kb: Vec<u8>, hash: u32| {
+            Box::new(WinState {
+                start: 0,
+                end: 0,
+                generation: 0,
+                kb,
+                hash,
+                key: Vec::new(),
+                aggs: Vec::new(),
+                first_id: 0,
+                last_id: 0,
+                evidence: Vec::new(),
+                held: Ids::default(),
+                bytes: 0,
+                alert: 0,
+                group: 0,
+            })
+        };
+        for round in 0..20_000u32 {
+            let k = format!("k{}", next() % 3000).into_bytes();
+            let h = st.hash(&k);
+            match (st.find(h, &k), held.get(&k)) {
+                (Some(ix), Some(&want)) => {
+                    assert_eq!(ix, want);
+                    if round % 3 != 0 {
+                        assert_eq!(st.remove(ix).unwrap().kb, k);
+                        held.remove(&k);
+                    }
+                }
+                (None, None) => {
+                    let ix = st.insert(state(k.clone(), h));
+                    held.insert(k, ix);
+                }
+                other => panic!(
+                    "round {round}: store {:?}, reference {:?}",
+                    other.0, other.1
+                ),
+            }
+            assert_eq!(st.len, held.len());
+        }
+        for (k, &ix) in &held {
+            assert_eq!(st.find(st.hash(k), k), Some(ix));
+        }
+        assert!(st.find(st.hash(b"absent"), b"absent").is_none());
+        while st.pop_any().is_some() {}
+        assert_eq!(st.len, 0);
+        assert!(st.table.iter().all(|&e| e == 0));
+    }
+
     /// Key values come back whole from a closed window, text ones read from the key bytes
     /// (invalid UTF-8 as bytes), the others as they were (an integer, an address, a
     /// missing field as null), in the key's order.
@@ -2069,17 +2324,14 @@ mod tests {
         r.set_path(&Path::parse("e").unwrap(), Value::Ip(ip));
         w.add(&r, 1_000, 1, false);
         assert_eq!(
-            w.values(
-                &w.states().iter().next().unwrap().0[..],
-                w.states().iter().next().unwrap().1
-            )
-            .get_path(&Path::parse("e").unwrap()),
+            w.values(w.states().next().unwrap())
+                .get_path(&Path::parse("e").unwrap()),
             Some(&Value::Ip(ip))
         );
         w.close_all(CloseWhy::Partial);
         let mut c = w.closed.pop().unwrap();
         let mut out = Vec::new();
-        w.output(&c.key.clone(), &mut c.state, &mut out);
+        w.output(&mut c.state, &mut out);
         let keys: Vec<Value> = out[2..7].iter().map(|(_, v)| v.clone()).collect();
         assert_eq!(
             keys,
@@ -2146,6 +2398,8 @@ mod tests {
             start: 60_000,
             end: 120_000,
             generation: 3,
+            kb: Vec::new(),
+            hash: 0,
             key: vec![Value::Str("10.0.0.1".into())],
             aggs: vec![
                 Agg::Count(4),
