@@ -27,7 +27,7 @@
 //! **Memory.** The open windows are boxed states in a slab, found through an
 //! open-addressing table of slab indexes keyed by the window's key bytes, which the state
 //! holds (one hash per datum, no key made to look one up); the closing order names
-//! windows by index. An open window with a `count` and a short key takes about 330 bytes
+//! windows by index. An open window with a `count` and a short key takes about 290 bytes
 //! of peak RSS in all (tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -530,26 +530,62 @@ pub struct WinState {
     kb: Vec<u8>,
     /// The low half of the key bytes' hash: the window's place in the store's table.
     hash: u32,
+    /// Bytes counted against max_bytes (beside `hash`: 8 bytes for both).
+    bytes: u32,
     /// The key fields' values that are not text, in order: text ones (the usual key, an
     /// address or a name) are read back from the window's key bytes, which hold them
     /// anyway, so that a window keeps no copy of them.
-    pub key: Vec<Value>,
+    pub key: Box<[Value]>,
     /// The aggregates, in the order written.
     pub aggs: Vec<Agg>,
+    /// Ids of consumed inputs, acknowledged once the window's output is.
+    pub held: Ids,
+    /// What `threshold` keeps per window (see [`Windows::keep_extra`]); `None` for
+    /// `window`, which needs none of it: 8 bytes a window instead of 56.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a window keeps for `threshold` beside its aggregates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
     /// Event ids of the first and last datum counted.
     pub first_id: EventId,
     /// See `first_id`.
     pub last_id: EventId,
     /// Evidence fields of the first datum, then of the last.
     pub evidence: Vec<Value>,
-    /// Ids of consumed inputs, acknowledged once the window's output is.
-    pub held: Ids,
-    /// Bytes counted against max_bytes.
-    bytes: usize,
-    /// `threshold`: the id of the alert this window fired (0: none).
+    /// The id of the alert this window fired (0: none).
     pub alert: EventId,
     /// A hash of the group-by key alone (without the window), to remember per key.
     pub group: u64,
+}
+
+impl WinState {
+    /// The id of the alert this window fired (0: none, or not kept).
+    pub fn alert(&self) -> EventId {
+        self.extra.as_ref().map_or(0, |x| x.alert)
+    }
+
+    /// The hash of the group-by key (0 when not kept).
+    pub fn group(&self) -> u64 {
+        self.extra.as_ref().map_or(0, |x| x.group)
+    }
+
+    /// The `threshold` bookkeeping, zeros when not kept.
+    fn extra_or_default(&self) -> Extra {
+        self.extra.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// The bytes counted against max_bytes.
+    fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+
+    fn add_bytes(&mut self, n: usize) {
+        self.bytes = self
+            .bytes
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
 }
 
 /// Event ids held by a window: the first inline, since most windows hold one or few
@@ -916,6 +952,8 @@ pub struct Windows<D> {
     pub touched: Vec<u32>,
     track: bool,
     track_groups: bool,
+    /// Windows keep [`Extra`] (`threshold`).
+    extra: bool,
     /// Late data seen.
     pub late: u64,
 }
@@ -1021,24 +1059,26 @@ impl<D> Spec<D> {
                 }
             }
         }
-        if s.first_id == 0 {
-            s.first_id = id;
-            for p in &self.evidence {
-                s.evidence
-                    .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+        if let Some(x) = s.extra.as_deref_mut() {
+            if x.first_id == 0 {
+                x.first_id = id;
+                for p in &self.evidence {
+                    x.evidence
+                        .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+                }
+                x.evidence.extend_from_within(..);
+            } else if !self.evidence.is_empty() {
+                let n = self.evidence.len();
+                for (i, p) in self.evidence.iter().enumerate() {
+                    x.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+                }
             }
-            s.evidence.extend_from_within(..);
-        } else if !self.evidence.is_empty() {
-            let n = self.evidence.len();
-            for (i, p) in self.evidence.iter().enumerate() {
-                s.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
-            }
+            x.last_id = id;
         }
-        s.last_id = id;
         if hold && id != 0 {
             s.held.push(id);
         }
-        s.bytes += grew;
+        s.add_bytes(grew);
         grew
     }
 }
@@ -1270,6 +1310,7 @@ impl<D: 'static> Windows<D> {
             touched: Vec::new(),
             track: false,
             track_groups: false,
+            extra: false,
             late: 0,
         })
     }
@@ -1284,6 +1325,12 @@ impl<D: 'static> Windows<D> {
     /// what is remembered per key across windows (`threshold`'s `rearm`).
     pub fn track_groups(&mut self) {
         self.track_groups = true;
+    }
+
+    /// Makes each window keep [`Extra`]: the first and last event ids, the evidence, the
+    /// alert fired and the group (what `threshold` reads).
+    pub fn keep_extra(&mut self) {
+        self.extra = true;
     }
 
     /// Whether time is the wall clock at arrival.
@@ -1543,7 +1590,7 @@ impl<D: 'static> Windows<D> {
     /// Takes the window at `ix` out, its bytes counted out.
     fn take(&mut self, ix: u32) -> Option<Box<WinState>> {
         let s = self.states.remove(ix)?;
-        self.bytes = self.bytes.saturating_sub(s.bytes);
+        self.bytes = self.bytes.saturating_sub(s.bytes());
         Some(s)
     }
 
@@ -1559,9 +1606,11 @@ impl<D: 'static> Windows<D> {
     /// Gives back a window handed out and done with: its vectors serve the next ones.
     pub fn release(&mut self, mut s: Box<WinState>) {
         if self.spare.len() < 1024 {
-            s.key.clear();
+            s.key = Box::default();
             s.aggs.clear();
-            s.evidence.clear();
+            if let Some(x) = s.extra.as_deref_mut() {
+                x.evidence.clear();
+            }
             self.spare.push(s);
         }
     }
@@ -1581,11 +1630,7 @@ impl<D: 'static> Windows<D> {
                 s.start = start;
                 s.end = end;
                 s.generation = generation;
-                s.first_id = 0;
-                s.last_id = 0;
                 s.held = Ids::default();
-                s.alert = 0;
-                s.group = group;
                 s
             }
             None => Box::new(WinState {
@@ -1594,30 +1639,40 @@ impl<D: 'static> Windows<D> {
                 generation,
                 kb: Vec::new(),
                 hash: 0,
-                key: Vec::new(),
-                aggs: Vec::new(),
-                first_id: 0,
-                last_id: 0,
-                evidence: Vec::new(),
-                held: Ids::default(),
                 bytes: 0,
-                alert: 0,
-                group,
+                key: Box::default(),
+                aggs: Vec::new(),
+                held: Ids::default(),
+                extra: None,
             }),
         };
+        if self.extra {
+            let x = s.extra.get_or_insert_with(Box::default);
+            x.first_id = 0;
+            x.last_id = 0;
+            x.evidence.clear();
+            x.alert = 0;
+            x.group = group;
+        } else {
+            s.extra = None;
+        }
         s.kb.clear();
         s.kb.extend_from_slice(&self.buf);
         s.hash = h;
-        // Text values are in the key bytes already (see `WinState::key`).
+        // Text values are in the key bytes already (see `WinState::key`): most keys
+        // allocate nothing here.
+        let mut others = Vec::new();
         for p in &self.keys {
             let v = (self.get)(d, p).unwrap_or(&Value::Null);
             if v.as_bytes().is_none() {
-                s.key.push(v.clone());
+                others.push(v.clone());
             }
         }
+        s.key = others.into_boxed_slice();
         s.aggs
             .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
-        s.bytes = 2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len();
+        s.bytes = 0;
+        s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len());
         s
     }
 
@@ -1626,13 +1681,13 @@ impl<D: 'static> Windows<D> {
     fn open_state(&mut self, d: &D, h: u32, start: i64, end: i64, id: EventId, hold: bool) {
         let mut state = self.new_state(d, h, start, end);
         while self.states.len > 0
-            && (self.states.len >= self.max_keys || self.bytes + state.bytes > self.max_bytes)
+            && (self.states.len >= self.max_keys || self.bytes + state.bytes() > self.max_bytes)
             && self.evict_one()
         {}
         let generation = state.generation;
         let grew = self.spec.update(&mut state, d, id, hold);
-        state.bytes += grew;
-        self.bytes += state.bytes;
+        state.add_bytes(grew);
+        self.bytes += state.bytes();
         let ix = self.states.insert(state);
         self.place(end.saturating_add(self.lateness), generation, ix);
         if self.track {
@@ -1684,7 +1739,7 @@ impl<D: 'static> Windows<D> {
         }
         // Every open window has a place; this only empties a store that lost one.
         let s = self.states.pop_any()?;
-        self.bytes = self.bytes.saturating_sub(s.bytes);
+        self.bytes = self.bytes.saturating_sub(s.bytes());
         Some(s)
     }
 
@@ -1947,10 +2002,17 @@ impl<D: 'static> Windows<D> {
                     }
                     while self.states.len >= self.max_keys && self.evict_one() {}
                     // Version 1 kept every key value: the text ones are in the key.
-                    s.key.retain(|v| v.as_bytes().is_none());
+                    let mut others = std::mem::take(&mut s.key).into_vec();
+                    others.retain(|v| v.as_bytes().is_none());
+                    s.key = others.into_boxed_slice();
+                    if self.extra {
+                        s.extra.get_or_insert_with(Box::default);
+                    } else {
+                        s.extra = None;
+                    }
                     s.generation = self.next_generation;
                     self.next_generation += 1;
-                    self.bytes += s.bytes;
+                    self.bytes += s.bytes();
                     s.kb = k;
                     s.hash = h;
                     let (close_at, generation) =
@@ -2067,17 +2129,18 @@ impl WinState {
                 })
             })
             .collect();
+        let x = self.extra_or_default();
         Value::List(vec![
             Value::Int(self.start),
             Value::Int(self.end),
-            Value::List(self.key.clone()),
+            Value::List(self.key.to_vec()),
             Value::List(aggs),
-            Value::Int(self.first_id as i64),
-            Value::Int(self.last_id as i64),
-            Value::List(self.evidence.clone()),
-            Value::Int(self.bytes as i64),
-            Value::Int(self.alert as i64),
-            Value::Int(self.group as i64),
+            Value::Int(x.first_id as i64),
+            Value::Int(x.last_id as i64),
+            Value::List(x.evidence),
+            Value::Int(i64::from(self.bytes)),
+            Value::Int(x.alert as i64),
+            Value::Int(x.group as i64),
         ])
     }
 
@@ -2148,15 +2211,17 @@ impl WinState {
             generation: 0,
             kb: Vec::new(),
             hash: 0,
-            key: list(2)?.clone(),
+            key: list(2)?.clone().into_boxed_slice(),
             aggs,
-            first_id: u64::try_from(int(4)?).ok()?,
-            last_id: u64::try_from(int(5)?).ok()?,
-            evidence: list(6)?.clone(),
             held: Ids::default(),
-            bytes: usize::try_from(int(7)?).ok()?,
-            alert: u64::try_from(int(8)?).ok()?,
-            group: int(9)? as u64,
+            bytes: u32::try_from(usize::try_from(int(7)?).ok()?).unwrap_or(u32::MAX),
+            extra: Some(Box::new(Extra {
+                first_id: u64::try_from(int(4)?).ok()?,
+                last_id: u64::try_from(int(5)?).ok()?,
+                evidence: list(6)?.clone(),
+                alert: u64::try_from(int(8)?).ok()?,
+                group: int(9)? as u64,
+            })),
         })
     }
 }
@@ -2240,6 +2305,17 @@ mod tests {
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
     }
 
+    /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
+    /// memory per window counts on it.
+    #[test]
+    fn a_window_state_stays_small() {
+        assert!(
+            std::mem::size_of::<WinState>() <= 120,
+            "{}",
+            std::mem::size_of::<WinState>()
+        );
+    }
+
     /// The store finds every open key by its bytes and none of the removed ones, through
     /// growth and removals in any order (the backward shift keeps probe paths whole).
     #[test]
@@ -2260,15 +2336,11 @@ mod tests {
                 generation: 0,
                 kb,
                 hash,
-                key: Vec::new(),
-                aggs: Vec::new(),
-                first_id: 0,
-                last_id: 0,
-                evidence: Vec::new(),
-                held: Ids::default(),
                 bytes: 0,
-                alert: 0,
-                group: 0,
+                key: Box::default(),
+                aggs: Vec::new(),
+                held: Ids::default(),
+                extra: None,
             })
         };
         for round in 0..20_000u32 {
@@ -2400,7 +2472,7 @@ mod tests {
             generation: 3,
             kb: Vec::new(),
             hash: 0,
-            key: vec![Value::Str("10.0.0.1".into())],
+            key: vec![Value::Str("10.0.0.1".into())].into(),
             aggs: vec![
                 Agg::Count(4),
                 Agg::Sum(Num::Float(1.5)),
@@ -2413,13 +2485,15 @@ mod tests {
                 Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
                 Agg::Values(Box::new((vec![Value::Int(1)], true))),
             ],
-            first_id: 5,
-            last_id: 9,
-            evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
             held: Ids::default(),
             bytes: 400,
-            alert: 0,
-            group: u64::MAX,
+            extra: Some(Box::new(Extra {
+                first_id: 5,
+                last_id: 9,
+                evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
+                alert: 0,
+                group: u64::MAX,
+            })),
         };
         let mut text = Vec::new();
         Saved::Window(s.clone()).encode(&mut text);
