@@ -468,6 +468,78 @@ fn text_key_value(b: &[u8]) -> Value {
     }
 }
 
+/// A condition that is one comparison of a field with an integer (`status >= 400`, the
+/// usual `count(CONDITION)`), tested directly when the field holds an integer: the same
+/// answer as the expression's, for a tenth of the work. Any other value (a float, text,
+/// none) goes to the expression, so its rules (numbers in text, mismatches) stay whole.
+#[derive(Debug, Clone)]
+struct IntCmp {
+    path: Path,
+    n: i64,
+    /// Whether it holds when the value is less than, equal to, greater than `n`.
+    when: [bool; 3],
+}
+
+impl IntCmp {
+    /// The comparison `text` is, if it is `FIELD OP DIGITS` exactly (a dotted field of
+    /// letters, digits and `_`, not a word of the language; OP one of `==`, `!=`, `<`,
+    /// `<=`, `>`, `>=`).
+    fn of(text: &str) -> Option<IntCmp> {
+        let t = text.trim();
+        let field_end = t
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(t.len());
+        let (field, rest) = t.split_at(field_end);
+        let words_ok = !field.is_empty()
+            && field.split('.').all(|w| {
+                w.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && !matches!(
+                        w,
+                        "and"
+                            | "or"
+                            | "not"
+                            | "exists"
+                            | "contains"
+                            | "matches"
+                            | "in"
+                            | "true"
+                            | "false"
+                            | "null"
+                    )
+            });
+        if !words_ok {
+            return None;
+        }
+        let rest = rest.trim_start();
+        let (when, digits) = [
+            ("==", [false, true, false]),
+            ("!=", [true, false, true]),
+            ("<=", [true, true, false]),
+            (">=", [false, true, true]),
+            ("<", [true, false, false]),
+            (">", [false, false, true]),
+        ]
+        .iter()
+        .find_map(|(op, when)| Some((*when, rest.strip_prefix(op)?)))?;
+        let digits = digits.trim();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(IntCmp {
+            path: Path::parse(field).ok()?,
+            n: digits.parse().ok()?,
+            when,
+        })
+    }
+
+    #[inline]
+    fn holds(&self, i: i64) -> bool {
+        self.when[(i.cmp(&self.n) as i8 + 1) as usize]
+    }
+}
+
 /// Parses `count`, `count(CONDITION)`, `sum(F)`... into a function and its argument.
 fn parse_func(text: &str) -> Result<(Func, Option<&str>), String> {
     let t = text.trim();
@@ -900,6 +972,8 @@ struct Spec<D> {
     get: Lookup<D>,
     aggs: Vec<AggSpec>,
     conds: Vec<Condition<D>>,
+    /// Per condition: its integer comparison, when it is one (see [`IntCmp`]).
+    fast: Vec<Option<IntCmp>>,
     evidence: Vec<Path>,
     distinct_exact: usize,
     max_values: usize,
@@ -985,9 +1059,16 @@ impl<D> Spec<D> {
             let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
             match agg {
                 Agg::Count(n) => {
-                    if spec.func == Func::Count
-                        || self.conds.get(spec.cond).is_some_and(|c| c.test(d))
-                    {
+                    let hit = spec.func == Func::Count
+                        || match self.fast.get(spec.cond) {
+                            // An integer field compared with an integer: no evaluator.
+                            Some(Some(f)) => match (self.get)(d, &f.path) {
+                                Some(Value::Int(i)) => f.holds(*i),
+                                _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                            },
+                            _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                        };
+                    if hit {
                         *n += 1;
                     }
                 }
@@ -1286,6 +1367,10 @@ impl<D: 'static> Windows<D> {
             spec: Spec {
                 get,
                 aggs,
+                fast: conds
+                    .iter()
+                    .map(|c| IntCmp::of(c.expr().as_str()))
+                    .collect(),
                 conds,
                 evidence,
                 distinct_exact: s.distinct_exact,
@@ -2303,6 +2388,44 @@ mod tests {
         );
         assert!(parse_func("sum").unwrap_err().contains("needs a field"));
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
+    }
+
+    /// An integer comparison answers as the expression does for every integer, and only
+    /// plain `FIELD OP DIGITS` conditions are taken as one.
+    #[test]
+    fn integer_comparisons_agree_with_the_expression() {
+        use crate::record::Record;
+        let texts = [
+            "status >= 400",
+            " status>400 ",
+            "status < 0",
+            "status <= 7",
+            "status == 404",
+            "status != 404",
+            "a.b_c >= 10",
+        ];
+        let values = [i64::MIN, -1, 0, 7, 8, 10, 399, 400, 401, 404, i64::MAX];
+        for text in texts {
+            let f = IntCmp::of(text).unwrap_or_else(|| panic!("{text:?} not taken"));
+            let expr = Expr::parse(text).unwrap();
+            for v in values {
+                let mut r = Record::new();
+                r.set_path(&f.path, Value::Int(v));
+                assert_eq!(f.holds(v), expr.eval(&r), "{text:?} on {v}");
+            }
+        }
+        for text in [
+            "status >= 4.5",
+            "status >= -1",
+            "status >= \"400\"",
+            "not >= 3",
+            "status >= 400 and x == 1",
+            "status exists",
+            "9a >= 1",
+            "status >= 99999999999999999999",
+        ] {
+            assert!(IntCmp::of(text).is_none(), "{text:?} taken");
+        }
     }
 
     /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
