@@ -379,6 +379,26 @@ impl Agg {
         }
     }
 
+    /// Whether it holds memory of its own (values, sets, registers).
+    fn holds_memory(&self) -> bool {
+        matches!(
+            self,
+            Agg::One(Some(_)) | Agg::Exact(_) | Agg::Hll(_) | Agg::Values(_)
+        )
+    }
+
+    /// Back to `Agg::new(f)`, in place when it is already of that kind.
+    #[inline]
+    fn reset(&mut self, f: Func) {
+        match (&mut *self, f) {
+            (Agg::Count(n), Func::Count | Func::CountIf) => *n = 0,
+            (Agg::Sum(x), Func::Sum) => *x = Num::Int(0),
+            (Agg::Extreme(x), Func::Min | Func::Max) => *x = None,
+            (Agg::Mean(a, n), Func::Mean) => (*a, *n) = (0.0, 0),
+            _ => *self = Agg::new(f),
+        }
+    }
+
     /// The output value and whether its flag is set.
     fn output(&self) -> (Value, bool) {
         match self {
@@ -1692,7 +1712,10 @@ impl<D: 'static> Windows<D> {
     pub fn release(&mut self, mut s: Box<WinState>) {
         if self.spare.len() < 1024 {
             s.key = Box::default();
-            s.aggs.clear();
+            // Numbers stay for new_state to reset in place; what holds memory goes now.
+            if s.aggs.iter().any(Agg::holds_memory) {
+                s.aggs.clear();
+            }
             if let Some(x) = s.extra.as_deref_mut() {
                 x.evidence.clear();
             }
@@ -1754,8 +1777,15 @@ impl<D: 'static> Windows<D> {
             }
         }
         s.key = others.into_boxed_slice();
-        s.aggs
-            .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        if s.aggs.len() == self.spec.aggs.len() {
+            for (a, spec) in s.aggs.iter_mut().zip(&self.spec.aggs) {
+                a.reset(spec.func);
+            }
+        } else {
+            s.aggs.clear();
+            s.aggs
+                .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        }
         s.bytes = 0;
         s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len());
         s
