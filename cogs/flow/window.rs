@@ -55,20 +55,34 @@ pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
         get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
         id: Rc::new(crate::record::id_field().get),
-        make: Box::new(|id, names, fields| {
-            let mut r = crate::record::pool::record(fields.len());
-            r.id = id;
-            for (i, v) in fields.drain(..) {
-                match names.get(i).map(|p| (p, p.keys())) {
-                    // Top-level names (the usual) skip the walk through parent maps.
-                    Some((_, [k])) => {
-                        r.fields.insert(*k, v);
-                    }
-                    Some((p, _)) => r.set_path(p, v),
-                    None => {}
+        make: Box::new({
+            // Whether the names (a cog's output names, fixed once built) are distinct
+            // top-level fields, found once per list: then each field is appended without
+            // looking for it first.
+            let distinct = std::cell::Cell::new((std::ptr::null::<Path>(), 0usize, false));
+            move |id, names, fields| {
+                let (ptr, len, mut plain) = distinct.get();
+                if ptr != names.as_ptr() || len != names.len() {
+                    plain = names.iter().enumerate().all(|(i, p)| {
+                        p.keys().len() == 1 && names[..i].iter().all(|q| q.keys() != p.keys())
+                    });
+                    distinct.set((names.as_ptr(), names.len(), plain));
                 }
+                let mut r = crate::record::pool::record(fields.len());
+                r.id = id;
+                for (i, v) in fields.drain(..) {
+                    match names.get(i).map(|p| (p, p.keys())) {
+                        // Top-level names (the usual) skip the walk through parent maps.
+                        Some((_, [k])) if plain => r.fields.append_new(*k, v),
+                        Some((_, [k])) => {
+                            r.fields.insert(*k, v);
+                        }
+                        Some((p, _)) => r.set_path(p, v),
+                        None => {}
+                    }
+                }
+                r
             }
-            r
         }),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
         recycle: Some(Box::new(|spent| {
