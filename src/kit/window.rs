@@ -1032,6 +1032,8 @@ pub struct Windows<D> {
     /// The wall clock as Unix milliseconds, set by the cog per batch.
     now_ms: i64,
     buf: Vec<u8>,
+    /// Every key field of the datum whose key is in `buf` is text (none to keep apart).
+    key_text: bool,
     /// Output field names, indexed by [`Windows::output`].
     names: Vec<Path>,
     /// Windows handed out, for the cog to take.
@@ -1410,6 +1412,7 @@ impl<D: 'static> Windows<D> {
             bytes: 0,
             now_ms: 0,
             buf: Vec::new(),
+            key_text: true,
             closed: Vec::new(),
             spare: Vec::new(),
             touched: Vec::new(),
@@ -1572,8 +1575,11 @@ impl<D: 'static> Windows<D> {
     #[inline]
     fn write_key(&mut self, d: &D) {
         self.buf.clear();
+        self.key_text = true;
         for p in &self.keys {
-            key_part((self.get)(d, p).unwrap_or(&Value::Null), &mut self.buf);
+            let v = (self.get)(d, p).unwrap_or(&Value::Null);
+            self.key_text &= v.as_bytes().is_some();
+            key_part(v, &mut self.buf);
         }
     }
 
@@ -1769,14 +1775,16 @@ impl<D: 'static> Windows<D> {
         s.hash = h;
         // Text values are in the key bytes already (see `WinState::key`): most keys
         // allocate nothing here.
-        let mut others = Vec::new();
-        for p in &self.keys {
-            let v = (self.get)(d, p).unwrap_or(&Value::Null);
-            if v.as_bytes().is_none() {
-                others.push(v.clone());
+        if !self.key_text {
+            let mut others = Vec::new();
+            for p in &self.keys {
+                let v = (self.get)(d, p).unwrap_or(&Value::Null);
+                if v.as_bytes().is_none() {
+                    others.push(v.clone());
+                }
             }
+            s.key = others.into_boxed_slice();
         }
-        s.key = others.into_boxed_slice();
         if s.aggs.len() == self.spec.aggs.len() {
             for (a, spec) in s.aggs.iter_mut().zip(&self.spec.aggs) {
                 a.reset(spec.func);
