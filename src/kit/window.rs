@@ -27,8 +27,8 @@
 //! **Memory.** The open windows are boxed states in a slab, found through an
 //! open-addressing table of slab indexes keyed by the window's key bytes, which the state
 //! holds (one hash per datum, no key made to look one up); the closing order names
-//! windows by index. An open window with a `count` and a short key takes about 290 bytes
-//! of peak RSS in all (tests/daemon/window.rs, `open_windows_take_little_memory_each`).
+//! windows by index (what an open window costs: docs/performance.md, and the bound of
+//! tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
