@@ -4,8 +4,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kit::checkpoint::fingerprint;
-use crate::kit::keyed::{KEY_CAP, Keyed, cap_key};
+use crate::kit::keyed::{KEY_CAP, Keyed, cap_key, state_file};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value, id_field};
@@ -298,25 +297,6 @@ pub(crate) fn key_part(v: &Value, out: &mut Vec<u8>) {
             out.push(0);
         }
     }
-}
-
-/// The state file of the cog `p` under `state_dir`: named after its train and id, with a
-/// hash of both so that names differing only in characters replaced here stay apart.
-pub(super) fn state_file(kind: &str, p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
-    let mut both = p.train().as_bytes().to_vec();
-    both.push(0);
-    both.extend_from_slice(p.id().as_bytes());
-    state_dir.join(format!(
-        "{kind}-{}-{}-{:08x}.state",
-        clean(p.train()),
-        clean(p.id()),
-        fingerprint(&both) as u32
-    ))
 }
 
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::keyed::Keyed;
+use crate::kit::keyed::{Keyed, state_file};
 use crate::kit::on_error;
 use crate::kit::window::{CloseWhy, Closed, WinState, WindowSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -15,7 +15,7 @@ use crate::record::{Record, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
-use super::window::{Core, Handler, WindowFields, Windowed, fixed, record_fields, state_file};
+use super::window::{Core, Handler, WindowFields, Windowed, fixed, record_fields};
 
 crate::choice! {
     /// When `threshold` alerts.
@@ -114,6 +114,7 @@ impl<D: 'static> Threshold<D> {
             )
         })?;
         let mut core = Core::from_settings(&s.window, fields, &s.evidence, train, state_file)?;
+        core.w.keep_extra();
         if s.fire == Fire::Crossing {
             core.w.track_touched();
         }
@@ -175,12 +176,14 @@ impl Alerts {
         } else {
             core.w.output(s, &mut core.out_buf);
         }
-        let ids = [s.first_id, s.last_id];
+        let x = s.extra.as_deref();
+        let ids = x.map_or([0, 0], |x| [x.first_id, x.last_id]);
         core.out_buf
             .push((self.first_id_ix, Value::Int(ids[0] as i64)));
         core.out_buf
             .push((self.last_id_ix, Value::Int(ids[1] as i64)));
-        for (ix, v) in self.evidence_ix.iter().zip(&s.evidence) {
+        let evidence = x.map_or(&[][..], |x| &x.evidence[..]);
+        for (ix, v) in self.evidence_ix.iter().zip(evidence) {
             core.out_buf.push((*ix, v.clone()));
         }
         match why {
@@ -194,7 +197,7 @@ impl Alerts {
         self.alerts += 1;
         self.outstanding.insert(id);
         if self.rearm {
-            self.quiet.insert(s.group, ());
+            self.quiet.insert(s.group(), ());
         }
         id
     }
@@ -212,17 +215,17 @@ impl<D: 'static> Handler<D> for Alerts {
             return;
         }
         let touched = std::mem::take(&mut core.w.touched);
-        for key in &touched {
-            let Some(s) = core.w.states().get(&key[..]) else {
+        for &ix in &touched {
+            let Some(s) = core.w.state(ix) else {
                 continue;
             };
-            if s.alert != 0 || self.is_quiet(s.group) || !self.holds(core, s) {
+            if s.alert() != 0 || self.is_quiet(s.group()) || !self.holds(core, s) {
                 continue;
             }
             let mut s = s.clone();
             let id = self.alert(core, &mut s, CloseWhy::Closed, true, out, cx);
-            if let Some(s) = core.w.states_mut().get_mut(&key[..]) {
-                s.alert = id;
+            if let Some(x) = core.w.state_mut(ix).and_then(|s| s.extra.as_deref_mut()) {
+                x.alert = id;
             }
         }
         core.w.touched = touched;
@@ -233,19 +236,19 @@ impl<D: 'static> Handler<D> for Alerts {
         let mut alert = None;
         match self.fire {
             Fire::Close => {
-                if holds && !self.is_quiet(c.state.group) {
+                if holds && !self.is_quiet(c.state.group()) {
                     alert = Some(self.alert(core, &mut c.state, c.why, false, out, cx));
                 }
             }
             Fire::Crossing => {
-                let id = c.state.alert;
+                let id = c.state.alert();
                 if id != 0 && self.outstanding.contains(&id) {
                     alert = Some(id);
                 }
             }
         }
         if self.rearm && !holds {
-            self.quiet.remove(&c.state.group);
+            self.quiet.remove(&c.state.group());
         }
         core.hold_or_ack(alert, &mut c, cx);
         core.w.release(c.state);

@@ -5,13 +5,13 @@ use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::keyed::{Keyed, StateCodec, cap_key};
+use crate::kit::keyed::{Keyed, StateCodec, cap_key, state_file};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
-use super::dedup::{KeyFn, check_max_bytes, key_len, record_key, state_file};
+use super::dedup::{KeyFn, check_max_bytes, key_len, record_key};
 use super::setting_error;
 
 /// A token bucket per key: each key's bucket holds up to `burst` tokens and fills at `rate`

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::mailbox::Mailbox;
-use crate::kit::checkpoint::fingerprint;
+use crate::kit::keyed::state_file;
 use crate::kit::on_error::{self, LogLimiter, OnError};
 use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -55,20 +55,34 @@ pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
         get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
         id: Rc::new(crate::record::id_field().get),
-        make: Box::new(|id, names, fields| {
-            let mut r = crate::record::pool::record(fields.len());
-            r.id = id;
-            for (i, v) in fields.drain(..) {
-                match names.get(i).map(|p| (p, p.keys())) {
-                    // Top-level names (the usual) skip the walk through parent maps.
-                    Some((_, [k])) => {
-                        r.fields.insert(*k, v);
-                    }
-                    Some((p, _)) => r.set_path(p, v),
-                    None => {}
+        make: Box::new({
+            // Whether the names (a cog's output names, fixed once built) are distinct
+            // top-level fields, found once per list: then each field is appended without
+            // looking for it first.
+            let distinct = std::cell::Cell::new((std::ptr::null::<Path>(), 0usize, false));
+            move |id, names, fields| {
+                let (ptr, len, mut plain) = distinct.get();
+                if ptr != names.as_ptr() || len != names.len() {
+                    plain = names.iter().enumerate().all(|(i, p)| {
+                        p.keys().len() == 1 && names[..i].iter().all(|q| q.keys() != p.keys())
+                    });
+                    distinct.set((names.as_ptr(), names.len(), plain));
                 }
+                let mut r = crate::record::pool::record(fields.len());
+                r.id = id;
+                for (i, v) in fields.drain(..) {
+                    match names.get(i).map(|p| (p, p.keys())) {
+                        // Top-level names (the usual) skip the walk through parent maps.
+                        Some((_, [k])) if plain => r.fields.append_new(*k, v),
+                        Some((_, [k])) => {
+                            r.fields.insert(*k, v);
+                        }
+                        Some((p, _)) => r.set_path(p, v),
+                        None => {}
+                    }
+                }
+                r
             }
-            r
         }),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
         recycle: Some(Box::new(|spent| {
@@ -138,7 +152,7 @@ pub fn late_from<D>(
 /// beyond, inputs are acknowledged at once (counted, logged).
 ///
 /// **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
-/// and values; beyond, the oldest window is emitted early flagged `evicted = true`
+/// and values; beyond, the window closing soonest is emitted early flagged `evicted = true`
 /// (counted, logged at most 10 lines a second).
 ///
 /// **Shutdown.** Open windows are emitted flagged `partial = true`; with `persist = true`
@@ -299,7 +313,7 @@ impl<D: 'static, H> Windowed<D, H> {
 
     /// Windows emitted early to stay within max_keys / max_bytes.
     pub fn evictions(&self) -> u64 {
-        self.core.w.states().evictions()
+        self.core.w.evictions()
     }
 }
 
@@ -407,7 +421,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
             self.handler.closed(core, c, out, cx);
         }
         core.closed_buf = closed;
-        core.w.states_mut().report_evictions(H::NAME, cx);
+        core.w.report_evictions(H::NAME, cx);
     }
 
     fn one(&mut self, mut d: D, out: &mut Out<D>, cx: &mut Ctx) {
@@ -646,26 +660,6 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     ],
     build,
 };
-
-/// The state file of the cog `p` under `state_dir`: named after its kind, train and id,
-/// with a hash of both so that names differing only in characters replaced here stay
-/// apart.
-pub(crate) fn state_file(kind: &str, p: &CogParams<'_>, state_dir: &std::path::Path) -> PathBuf {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
-    let mut both = p.train().as_bytes().to_vec();
-    both.push(0);
-    both.extend_from_slice(p.id().as_bytes());
-    state_dir.join(format!(
-        "{kind}-{}-{}-{:08x}.state",
-        clean(p.train()),
-        clean(p.id()),
-        fingerprint(&both) as u32
-    ))
-}
 
 fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let s: WindowCogSettings = p.settings()?;

@@ -32,7 +32,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -194,6 +194,116 @@ fn digest128(b: &[u8]) -> [u8; 16] {
     out
 }
 
+/// The hasher of the maps of per-key state ([`Keyed`], the windows' sets): a
+/// multiply-and-fold hash over 8-byte words, seeded per map from the standard library's
+/// random keys. Several times cheaper than the standard SipHash on the short keys these
+/// maps hold (a client address, a window's key); not a cryptographic function, so input
+/// crafted against it could make keys collide, which the per-process seed makes hard to
+/// aim and which costs time, never correctness.
+#[derive(Debug, Clone, Copy)]
+pub struct FastState {
+    seed: u64,
+}
+
+impl Default for FastState {
+    fn default() -> Self {
+        FastState {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for FastState {
+    type Hasher = FastHasher;
+    #[inline]
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher { h: self.seed }
+    }
+}
+
+/// The hasher of [`FastState`].
+#[derive(Debug, Clone, Copy)]
+pub struct FastHasher {
+    h: u64,
+}
+
+/// The multiplier of [`FastHasher`] (an odd constant with well-spread bits).
+const FAST_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl FastHasher {
+    #[inline]
+    fn mix(&mut self, w: u64) {
+        // A folded 64x64 multiply: every input bit reaches both halves of the result.
+        let p = u128::from(self.h ^ w) * u128::from(FAST_K);
+        self.h = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
+
+impl Hasher for FastHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // The length tells `ab` from `ab\0`.
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.h
+    }
+}
+
+/// A hash map with [`FastState`].
+pub type FastMap<K, V> = HashMap<K, V, FastState>;
+/// A hash set with [`FastState`].
+pub type FastSet<K> = std::collections::HashSet<K, FastState>;
+
+/// The state file of a cog under `state_dir` (`[state] dir`): named after its kind
+/// (`dedup`, `window`...), train and id, with a hash of train and id so that names
+/// differing only in the characters replaced here (anything but ASCII letters and digits)
+/// stay apart. Every cog keeping state across runs names its file so.
+pub fn state_file(kind: &str, p: &crate::schema::CogParams<'_>, state_dir: &Path) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect()
+    };
+    let mut both = p.train().as_bytes().to_vec();
+    both.push(0);
+    both.extend_from_slice(p.id().as_bytes());
+    state_dir.join(format!(
+        "{kind}-{}-{}-{:08x}.state",
+        clean(p.train()),
+        clean(p.id()),
+        fingerprint(&both) as u32
+    ))
+}
+
 /// How many bytes a key counts towards a byte bound.
 pub type KeySize<K> = fn(&K) -> usize;
 
@@ -208,7 +318,7 @@ struct Slot<V> {
 /// the eviction order and the file format.
 #[derive(Debug)]
 pub struct Keyed<K, V> {
-    map: HashMap<K, Slot<V>>,
+    map: FastMap<K, Slot<V>>,
     /// Oldest first; places whose sequence no longer matches their entry's are stale.
     order: VecDeque<(u64, K)>,
     next_seq: u64,
@@ -227,7 +337,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
     /// An empty map holding at most `max_keys` entries (at least one).
     pub fn new(max_keys: usize) -> Self {
         Keyed {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             next_seq: 0,
             max_keys: max_keys.max(1),

@@ -1,6 +1,6 @@
 //! Windows over event time, shared by `window` and `threshold`: the event time of a datum,
 //! window assignment (tumbling, hopping, session), the watermark with its lateness, bounded
-//! per-(key, window) state on [`Keyed`], the aggregators, and the state file.
+//! per-(key, window) state, the aggregators, and the state file (written with [`Keyed`]).
 //!
 //! **Time.** A datum's time is read from the `time` field: a timestamp, epoch seconds (an
 //! integer or a float), RFC 3339 text, or text in `time_format` (a strftime format, see
@@ -21,11 +21,18 @@
 //! and put back at the new end when it comes up.
 //!
 //! **Bounds.** At most `max_keys` open (key, window) states and about `max_bytes` of keys
-//! and values: beyond, the oldest window is closed early ([`CloseWhy::Evicted`], counted
-//! and logged rate-limited by [`Keyed`]).
+//! and values: beyond, the window closing soonest (the oldest, but for a session that
+//! grew) is closed early ([`CloseWhy::Evicted`], counted and logged rate-limited).
+//!
+//! **Memory.** The open windows are boxed states in a slab, found through an
+//! open-addressing table of slab indexes keyed by the window's key bytes, which the state
+//! holds (one hash per datum, no key made to look one up); the closing order names
+//! windows by index (what an open window costs: docs/performance.md, and the bound of
+//! tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path as FsPath;
 use std::rc::Rc;
@@ -34,11 +41,12 @@ use std::time::Duration;
 use crate::engine::cog::EventId;
 use crate::engine::escapement::Ctx;
 use crate::kit::checkpoint::fingerprint;
-use crate::kit::keyed::{Keyed, StateCodec, StateError};
+use crate::kit::keyed::{FastState, Keyed, StateCodec, StateError};
+use crate::kit::on_error::LogLimiter;
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{Path, Timestamp, Value};
+use crate::record::{InlineStr, Path, SharedStr, Timestamp, Value};
 use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
 use crate::schema::{ParamType, SettingError, SettingValue};
 
@@ -371,6 +379,26 @@ impl Agg {
         }
     }
 
+    /// Whether it holds memory of its own (values, sets, registers).
+    fn holds_memory(&self) -> bool {
+        matches!(
+            self,
+            Agg::One(Some(_)) | Agg::Exact(_) | Agg::Hll(_) | Agg::Values(_)
+        )
+    }
+
+    /// Back to `Agg::new(f)`, in place when it is already of that kind.
+    #[inline]
+    fn reset(&mut self, f: Func) {
+        match (&mut *self, f) {
+            (Agg::Count(n), Func::Count | Func::CountIf) => *n = 0,
+            (Agg::Sum(x), Func::Sum) => *x = Num::Int(0),
+            (Agg::Extreme(x), Func::Min | Func::Max) => *x = None,
+            (Agg::Mean(a, n), Func::Mean) => (*a, *n) = (0.0, 0),
+            _ => *self = Agg::new(f),
+        }
+    }
+
     /// The output value and whether its flag is set.
     fn output(&self) -> (Value, bool) {
         match self {
@@ -444,6 +472,94 @@ fn key_part(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// A text key value read back from a window's key bytes: short ASCII text (an address, a
+/// name) held inline (no allocation), other UTF-8 as text, the rest as bytes.
+#[inline]
+fn text_key_value(b: &[u8]) -> Value {
+    if b.is_ascii()
+        // SAFETY: ASCII is UTF-8.
+        && let Some(short) = InlineStr::new(unsafe { std::str::from_utf8_unchecked(b) })
+    {
+        return Value::Shared(SharedStr::Inline(short));
+    }
+    match std::str::from_utf8(b) {
+        Ok(t) => Value::Str(t.to_string()),
+        Err(_) => Value::Bytes(b.to_vec()),
+    }
+}
+
+/// A condition that is one comparison of a field with an integer (`status >= 400`, the
+/// usual `count(CONDITION)`), tested directly when the field holds an integer: the same
+/// answer as the expression's, for a tenth of the work. Any other value (a float, text,
+/// none) goes to the expression, so its rules (numbers in text, mismatches) stay whole.
+#[derive(Debug, Clone)]
+struct IntCmp {
+    path: Path,
+    n: i64,
+    /// Whether it holds when the value is less than, equal to, greater than `n`.
+    when: [bool; 3],
+}
+
+impl IntCmp {
+    /// The comparison `text` is, if it is `FIELD OP DIGITS` exactly (a dotted field of
+    /// letters, digits and `_`, not a word of the language; OP one of `==`, `!=`, `<`,
+    /// `<=`, `>`, `>=`).
+    fn of(text: &str) -> Option<IntCmp> {
+        let t = text.trim();
+        let field_end = t
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(t.len());
+        let (field, rest) = t.split_at(field_end);
+        let words_ok = !field.is_empty()
+            && field.split('.').all(|w| {
+                w.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && !matches!(
+                        w,
+                        "and"
+                            | "or"
+                            | "not"
+                            | "exists"
+                            | "contains"
+                            | "matches"
+                            | "in"
+                            | "true"
+                            | "false"
+                            | "null"
+                    )
+            });
+        if !words_ok {
+            return None;
+        }
+        let rest = rest.trim_start();
+        let (when, digits) = [
+            ("==", [false, true, false]),
+            ("!=", [true, false, true]),
+            ("<=", [true, true, false]),
+            (">=", [false, true, true]),
+            ("<", [true, false, false]),
+            (">", [false, false, true]),
+        ]
+        .iter()
+        .find_map(|(op, when)| Some((*when, rest.strip_prefix(op)?)))?;
+        let digits = digits.trim();
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(IntCmp {
+            path: Path::parse(field).ok()?,
+            n: digits.parse().ok()?,
+            when,
+        })
+    }
+
+    #[inline]
+    fn holds(&self, i: i64) -> bool {
+        self.when[(i.cmp(&self.n) as i8 + 1) as usize]
+    }
+}
+
 /// Parses `count`, `count(CONDITION)`, `sum(F)`... into a function and its argument.
 fn parse_func(text: &str) -> Result<(Func, Option<&str>), String> {
     let t = text.trim();
@@ -498,66 +614,113 @@ pub struct WinState {
     pub start: i64,
     /// See `start`.
     pub end: i64,
-    /// Tells this state's heap place from a place left by an evicted state of the same key.
+    /// Tells this state's place in the closing order from a place left by a state closed
+    /// or evicted before (its store index reused).
     generation: u64,
-    /// The key fields' values.
-    pub key: Vec<Value>,
+    /// The window's key bytes: the key fields (see `key_part`), then the start for
+    /// tumbling and hopping windows.
+    kb: Vec<u8>,
+    /// The low half of the key bytes' hash: the window's place in the store's table.
+    hash: u32,
+    /// Bytes counted against max_bytes (beside `hash`: 8 bytes for both).
+    bytes: u32,
+    /// The key fields' values that are not text, in order: text ones (the usual key, an
+    /// address or a name) are read back from the window's key bytes, which hold them
+    /// anyway, so that a window keeps no copy of them.
+    pub key: Box<[Value]>,
     /// The aggregates, in the order written.
     pub aggs: Vec<Agg>,
+    /// Ids of consumed inputs, acknowledged once the window's output is.
+    pub held: Ids,
+    /// What `threshold` keeps per window (see [`Windows::keep_extra`]); `None` for
+    /// `window`, which needs none of it: 8 bytes a window instead of 56.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// What a window keeps for `threshold` beside its aggregates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
     /// Event ids of the first and last datum counted.
     pub first_id: EventId,
     /// See `first_id`.
     pub last_id: EventId,
     /// Evidence fields of the first datum, then of the last.
     pub evidence: Vec<Value>,
-    /// Ids of consumed inputs, acknowledged once the window's output is.
-    pub held: Ids,
-    /// Bytes counted against max_bytes.
-    bytes: usize,
-    /// `threshold`: the id of the alert this window fired (0: none).
+    /// The id of the alert this window fired (0: none).
     pub alert: EventId,
     /// A hash of the group-by key alone (without the window), to remember per key.
     pub group: u64,
 }
 
-/// Event ids held by a window: the first two inline, since most windows count few data
-/// (no allocation for them).
+impl WinState {
+    /// The id of the alert this window fired (0: none, or not kept).
+    pub fn alert(&self) -> EventId {
+        self.extra.as_ref().map_or(0, |x| x.alert)
+    }
+
+    /// The hash of the group-by key (0 when not kept).
+    pub fn group(&self) -> u64 {
+        self.extra.as_ref().map_or(0, |x| x.group)
+    }
+
+    /// The `threshold` bookkeeping, zeros when not kept.
+    fn extra_or_default(&self) -> Extra {
+        self.extra.as_deref().cloned().unwrap_or_default()
+    }
+
+    /// The bytes counted against max_bytes.
+    fn bytes(&self) -> usize {
+        self.bytes as usize
+    }
+
+    fn add_bytes(&mut self, n: usize) {
+        self.bytes = self
+            .bytes
+            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+}
+
+/// Event ids held by a window: the first inline, since most windows hold one or few
+/// (no allocation for one), the rest in a boxed vector (16 bytes in all).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ids {
-    inline: [EventId; 2],
-    n: u8,
-    more: Vec<EventId>,
+    /// The first id; 0: none (event ids held are never 0).
+    one: EventId,
+    // Boxed on purpose: 8 bytes per window instead of 24 while it holds one id.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<EventId>>>,
 }
 
 impl Ids {
-    /// Adds an id.
+    /// Adds an id (0 is not held).
     #[inline]
     pub fn push(&mut self, id: EventId) {
-        match self.n {
-            0 | 1 => {
-                self.inline[usize::from(self.n)] = id;
-                self.n += 1;
-            }
-            _ => self.more.push(id),
+        if id == 0 {
+            return;
+        }
+        if self.one == 0 {
+            self.one = id;
+        } else {
+            self.more.get_or_insert_with(Box::default).push(id);
         }
     }
 
     /// How many.
     pub fn len(&self) -> usize {
-        usize::from(self.n) + self.more.len()
+        usize::from(self.one != 0) + self.more.as_ref().map_or(0, |m| m.len())
     }
 
     /// Whether none.
     pub fn is_empty(&self) -> bool {
-        self.n == 0
+        self.one == 0
     }
 
     /// The ids, in the order added.
     pub fn iter(&self) -> impl Iterator<Item = EventId> + '_ {
-        self.inline[..usize::from(self.n)]
-            .iter()
-            .chain(self.more.iter())
-            .copied()
+        (self.one != 0)
+            .then_some(self.one)
+            .into_iter()
+            .chain(self.more.iter().flat_map(|m| m.iter().copied()))
     }
 
     /// Adds every id of `other`.
@@ -665,8 +828,161 @@ pub enum Added {
     Late,
 }
 
-/// A window's place in the closing order: its generation and key.
-type Place = (u64, Rc<[u8]>);
+/// A window's place in the closing order: its generation and its index in the store.
+type Place = (u64, u32);
+
+/// The open windows: boxed states in a slab, found by key through an open-addressing
+/// table of slab indexes. The key is hashed once per datum, looked up by its bytes
+/// (no key made to look up), and kept once, in its state; a closing place names a
+/// window by index. Each open window costs its box, 8 bytes of slab and 8 to 16 of
+/// table, where a general map keyed by shared key bytes cost a key allocation, a map
+/// entry and an eviction queue beside.
+#[derive(Debug, Default)]
+struct Store {
+    #[allow(clippy::vec_box)]
+    slab: Vec<Option<Box<WinState>>>,
+    /// Free slab indexes.
+    free: Vec<u32>,
+    /// Linear probing, a power of two long, at most half full: 0 is empty, else the low
+    /// half of the key's hash << 32 | (slab index + 1).
+    table: Vec<u64>,
+    len: usize,
+    hasher: FastState,
+}
+
+impl Store {
+    /// The hash of key bytes (the low half is kept).
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u32 {
+        let mut h = self.hasher.build_hasher();
+        h.write(key);
+        h.finish() as u32
+    }
+
+    /// The slab index of the window with key `key` (hash `h`), if open.
+    #[inline]
+    fn find(&self, h: u32, key: &[u8]) -> Option<u32> {
+        if self.table.is_empty() {
+            return None;
+        }
+        let mask = self.table.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            let e = *self.table.get(i)?;
+            if e == 0 {
+                return None;
+            }
+            if (e >> 32) as u32 == h {
+                let ix = (e as u32).wrapping_sub(1);
+                if let Some(Some(s)) = self.slab.get(ix as usize)
+                    && s.kb[..] == *key
+                {
+                    return Some(ix);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn get(&self, ix: u32) -> Option<&WinState> {
+        self.slab.get(ix as usize)?.as_deref()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, ix: u32) -> Option<&mut WinState> {
+        self.slab.get_mut(ix as usize)?.as_deref_mut()
+    }
+
+    /// Adds a window whose key (`s.kb`, hash `s.hash`) is not open; returns its index.
+    fn insert(&mut self, s: Box<WinState>) -> u32 {
+        if (self.len + 1) * 2 > self.table.len() {
+            self.grow();
+        }
+        let h = s.hash;
+        let ix = match self.free.pop() {
+            Some(ix) => {
+                self.slab[ix as usize] = Some(s);
+                ix
+            }
+            None => {
+                self.slab.push(Some(s));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.put((u64::from(h) << 32) | (u64::from(ix) + 1));
+        self.len += 1;
+        ix
+    }
+
+    /// Puts a table entry in the first empty slot from its hash's.
+    #[inline]
+    fn put(&mut self, e: u64) {
+        let mask = self.table.len() - 1;
+        let mut i = (e >> 32) as usize & mask;
+        while self.table[i] != 0 {
+            i = (i + 1) & mask;
+        }
+        self.table[i] = e;
+    }
+
+    fn grow(&mut self) {
+        let n = (self.table.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.table, vec![0; n]);
+        for e in old {
+            if e != 0 {
+                self.put(e);
+            }
+        }
+    }
+
+    /// Takes the window at `ix` out.
+    fn remove(&mut self, ix: u32) -> Option<Box<WinState>> {
+        let s = self.slab.get_mut(ix as usize)?.take()?;
+        self.free.push(ix);
+        self.len -= 1;
+        let mask = self.table.len() - 1;
+        let want = (u64::from(s.hash) << 32) | (u64::from(ix) + 1);
+        let mut i = s.hash as usize & mask;
+        while self.table[i] != want {
+            if self.table[i] == 0 {
+                return Some(s);
+            }
+            i = (i + 1) & mask;
+        }
+        // Backward shift: an entry after the hole moves into it when the hole lies on
+        // its probe path (from its hash's slot to where it is), so that no probe stops
+        // early at the hole.
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.table[j];
+            if e == 0 {
+                break;
+            }
+            let home = (e >> 32) as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(i) & mask) {
+                self.table[i] = e;
+                i = j;
+            }
+        }
+        self.table[i] = 0;
+        Some(s)
+    }
+
+    /// Any open window, taken out.
+    fn pop_any(&mut self) -> Option<Box<WinState>> {
+        let ix = self.slab.iter().position(Option::is_some)?;
+        self.remove(ix as u32)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &WinState)> {
+        self.slab
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u32, s.as_deref()?)))
+    }
+}
 
 /// A field lookup over the datum.
 pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
@@ -676,6 +992,8 @@ struct Spec<D> {
     get: Lookup<D>,
     aggs: Vec<AggSpec>,
     conds: Vec<Condition<D>>,
+    /// Per condition: its integer comparison, when it is one (see [`IntCmp`]).
+    fast: Vec<Option<IntCmp>>,
     evidence: Vec<Path>,
     distinct_exact: usize,
     max_values: usize,
@@ -695,11 +1013,17 @@ pub struct Windows<D> {
     lateness: i64,
     spec: Spec<D>,
     max_bytes: usize,
-    /// Boxed: a window moves (into the map, out when it closes) as one pointer, and the
-    /// table holds pointers, not states.
-    states: Keyed<Rc<[u8]>, Box<WinState>>,
-    /// Close time → (generation, key) of the windows closing then, oldest first.
-    order: BTreeMap<i64, Vec<Place>>,
+    /// The open windows.
+    states: Store,
+    max_keys: usize,
+    /// Windows closed early to stay within max_keys / max_bytes, since creation.
+    evictions: u64,
+    /// Evictions not yet logged.
+    unreported: u64,
+    limiter: LogLimiter,
+    /// Close time → (generation, index) of the windows closing then, oldest first. It is
+    /// the eviction order too: the window closing soonest goes first.
+    order: BTreeMap<i64, VecDeque<Place>>,
     /// Places in `order`, stale ones included.
     places: usize,
     watermark: i64,
@@ -708,6 +1032,8 @@ pub struct Windows<D> {
     /// The wall clock as Unix milliseconds, set by the cog per batch.
     now_ms: i64,
     buf: Vec<u8>,
+    /// Every key field of the datum whose key is in `buf` is text (none to keep apart).
+    key_text: bool,
     /// Output field names, indexed by [`Windows::output`].
     names: Vec<Path>,
     /// Windows handed out, for the cog to take.
@@ -717,12 +1043,13 @@ pub struct Windows<D> {
     // keeps its vectors' room.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<WinState>>,
-    /// With [`Windows::track_touched`]: the keys of the windows the last datum counted in.
-    pub touched: Vec<Rc<[u8]>>,
+    /// With [`Windows::track_touched`]: the windows the last datum counted in (see
+    /// [`Windows::state`]).
+    pub touched: Vec<u32>,
     track: bool,
     track_groups: bool,
-    /// The last datum's window was not open: expect new windows.
-    missed: bool,
+    /// Windows keep [`Extra`] (`threshold`).
+    extra: bool,
     /// Late data seen.
     pub late: u64,
 }
@@ -731,7 +1058,7 @@ impl<D> fmt::Debug for Windows<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Windows")
             .field("kind", &self.kind)
-            .field("open", &self.states.len())
+            .field("open", &self.states.len)
             .field("watermark", &self.watermark)
             .finish()
     }
@@ -754,9 +1081,16 @@ impl<D> Spec<D> {
             let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
             match agg {
                 Agg::Count(n) => {
-                    if spec.func == Func::Count
-                        || self.conds.get(spec.cond).is_some_and(|c| c.test(d))
-                    {
+                    let hit = spec.func == Func::Count
+                        || match self.fast.get(spec.cond) {
+                            // An integer field compared with an integer: no evaluator.
+                            Some(Some(f)) => match (self.get)(d, &f.path) {
+                                Some(Value::Int(i)) => f.holds(*i),
+                                _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                            },
+                            _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                        };
+                    if hit {
                         *n += 1;
                     }
                 }
@@ -828,24 +1162,26 @@ impl<D> Spec<D> {
                 }
             }
         }
-        if s.first_id == 0 {
-            s.first_id = id;
-            for p in &self.evidence {
-                s.evidence
-                    .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+        if let Some(x) = s.extra.as_deref_mut() {
+            if x.first_id == 0 {
+                x.first_id = id;
+                for p in &self.evidence {
+                    x.evidence
+                        .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+                }
+                x.evidence.extend_from_within(..);
+            } else if !self.evidence.is_empty() {
+                let n = self.evidence.len();
+                for (i, p) in self.evidence.iter().enumerate() {
+                    x.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+                }
             }
-            s.evidence.extend_from_within(..);
-        } else if !self.evidence.is_empty() {
-            let n = self.evidence.len();
-            for (i, p) in self.evidence.iter().enumerate() {
-                s.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
-            }
+            x.last_id = id;
         }
-        s.last_id = id;
         if hold && id != 0 {
             s.held.push(id);
         }
-        s.bytes += grew;
+        s.add_bytes(grew);
         grew
     }
 }
@@ -1053,6 +1389,10 @@ impl<D: 'static> Windows<D> {
             spec: Spec {
                 get,
                 aggs,
+                fast: conds
+                    .iter()
+                    .map(|c| IntCmp::of(c.expr().as_str()))
+                    .collect(),
                 conds,
                 evidence,
                 distinct_exact: s.distinct_exact,
@@ -1060,7 +1400,11 @@ impl<D: 'static> Windows<D> {
                 hash_buf: Vec::new(),
             },
             max_bytes: s.max_bytes.max(1),
-            states: Keyed::new(s.max_keys),
+            states: Store::default(),
+            max_keys: s.max_keys,
+            evictions: 0,
+            unreported: 0,
+            limiter: LogLimiter::default(),
             order: BTreeMap::new(),
             places: 0,
             watermark: i64::MIN,
@@ -1068,12 +1412,13 @@ impl<D: 'static> Windows<D> {
             bytes: 0,
             now_ms: 0,
             buf: Vec::new(),
+            key_text: true,
             closed: Vec::new(),
             spare: Vec::new(),
             touched: Vec::new(),
             track: false,
             track_groups: false,
-            missed: false,
+            extra: false,
             late: 0,
         })
     }
@@ -1088,6 +1433,12 @@ impl<D: 'static> Windows<D> {
     /// what is remembered per key across windows (`threshold`'s `rearm`).
     pub fn track_groups(&mut self) {
         self.track_groups = true;
+    }
+
+    /// Makes each window keep [`Extra`]: the first and last event ids, the evidence, the
+    /// alert fired and the group (what `threshold` reads).
+    pub fn keep_extra(&mut self) {
+        self.extra = true;
     }
 
     /// Whether time is the wall clock at arrival.
@@ -1108,17 +1459,39 @@ impl<D: 'static> Windows<D> {
 
     /// Open (key, window) states.
     pub fn open(&self) -> usize {
-        self.states.len()
+        self.states.len
     }
 
-    /// The states (for tests and for `threshold`'s evaluations).
-    pub fn states(&self) -> &Keyed<Rc<[u8]>, Box<WinState>> {
-        &self.states
+    /// The open window at index `ix` (from [`Windows::touched`]), if still open.
+    pub fn state(&self, ix: u32) -> Option<&WinState> {
+        self.states.get(ix)
     }
 
-    /// The state store, for eviction reports.
-    pub fn states_mut(&mut self) -> &mut Keyed<Rc<[u8]>, Box<WinState>> {
-        &mut self.states
+    /// See [`Windows::state`].
+    pub fn state_mut(&mut self, ix: u32) -> Option<&mut WinState> {
+        self.states.get_mut(ix)
+    }
+
+    /// The open windows, in no particular order.
+    pub fn states(&self) -> impl Iterator<Item = &WinState> {
+        self.states.iter().map(|(_, s)| s)
+    }
+
+    /// Windows closed early to stay within max_keys / max_bytes, since creation.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Logs the evictions since the last report, if any, at most
+    /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second. `cog` names the cog.
+    pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
+        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "state full: oldest keys evicted";
+            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
+            "max_keys" => self.max_keys);
+        self.unreported = 0;
     }
 
     /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
@@ -1202,8 +1575,11 @@ impl<D: 'static> Windows<D> {
     #[inline]
     fn write_key(&mut self, d: &D) {
         self.buf.clear();
+        self.key_text = true;
         for p in &self.keys {
-            key_part((self.get)(d, p).unwrap_or(&Value::Null), &mut self.buf);
+            let v = (self.get)(d, p).unwrap_or(&Value::Null);
+            self.key_text &= v.as_bytes().is_some();
+            key_part(v, &mut self.buf);
         }
     }
 
@@ -1270,106 +1646,63 @@ impl<D: 'static> Windows<D> {
     fn count_in(&mut self, d: &D, start: i64, end: i64, key_len: usize, id: EventId, hold: bool) {
         self.buf.truncate(key_len);
         self.buf.extend_from_slice(&start.to_be_bytes());
-        if self.missed {
-            // The last datum opened a window: this one likely does too (keys seen once, as
-            // most clients of a web log are), so the key is made first and looked up and
-            // inserted with one hash.
-            self.count_in_new(d, start, end, id, hold);
-            return;
-        }
-        // One hash lookup for a window already open.
-        let grew = match self.states.get_mut(&self.buf[..]) {
-            Some(s) => self.spec.update(s, d, id, hold),
-            None => {
-                self.missed = true;
-                self.open_state(d, start, end, id, hold);
-                return;
-            }
-        };
-        if self.track
-            && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
-        {
-            self.touched.push(k.clone());
-        }
-        self.grew(grew);
-    }
-
-    /// [`count_in`](Windows::count_in) when windows are mostly new.
-    fn count_in_new(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
-        if self.states.len() >= self.states.max_keys() {
-            // Full: the usual path, which evicts first.
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        }
-        let state = self.new_state(d, start, end);
-        if self.bytes + state.bytes > self.max_bytes {
-            self.release(state);
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        }
-        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        let Some((s, unused)) = self.states.get_or_insert(key.clone(), state) else {
-            // Full: evictions first.
-            self.missed = false;
-            self.count_in(d, start, end, self.buf.len() - 8, id, hold);
-            return;
-        };
-        let grew = self.spec.update(s, d, id, hold);
-        let generation = s.generation;
-        match unused {
-            Some(unused) => {
-                self.missed = false;
-                self.release(unused);
+        // One hash of the key, looked up by its bytes; a new window is made only when none
+        // is open.
+        let h = self.states.hash(&self.buf);
+        match self.states.find(h, &self.buf) {
+            Some(ix) => {
+                let Some(s) = self.states.get_mut(ix) else {
+                    return;
+                };
+                let grew = self.spec.update(s, d, id, hold);
+                if self.track {
+                    self.touched.push(ix);
+                }
                 self.grew(grew);
             }
-            None => {
-                s.bytes += grew;
-                self.bytes += s.bytes;
-                self.place(end.saturating_add(self.lateness), generation, key.clone());
-                if self.places > 2 * self.states.len() + 1024 {
-                    self.compact_order();
-                }
-                self.grew(0);
-            }
-        }
-        if self.track {
-            self.touched.push(key);
+            None => self.open_state(d, h, start, end, id, hold),
         }
     }
 
     fn count_session(&mut self, d: &D, t: i64, id: EventId, hold: bool) {
         let gap = self.gap;
-        let open = self.states.get(&self.buf[..]).map(|s| (s.start, s.end));
+        let h = self.states.hash(&self.buf);
+        let open = self
+            .states
+            .find(h, &self.buf)
+            .and_then(|ix| self.states.get(ix).map(|s| (ix, s.start, s.end)));
         match open {
-            Some((start, end)) if t < end && t >= start - gap => {
-                let Some(s) = self.states.get_mut(&self.buf[..]) else {
+            Some((ix, start, end)) if t < end && t >= start - gap => {
+                let Some(s) = self.states.get_mut(ix) else {
                     return;
                 };
                 s.start = s.start.min(t);
                 s.end = s.end.max(t + gap);
                 let grew = self.spec.update(s, d, id, hold);
-                if self.track
-                    && let Some((k, _)) = self.states.get_key_value(&self.buf[..])
-                {
-                    self.touched.push(k.clone());
+                if self.track {
+                    self.touched.push(ix);
                 }
                 self.grew(grew);
             }
-            Some(_) => {
+            Some((ix, ..)) => {
                 // The datum falls outside the key's session: that one ends here.
-                if let Some(s) = self.states.remove(&self.buf[..]) {
-                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                if let Some(s) = self.take(ix) {
                     self.closed.push(Closed {
                         state: s,
                         why: CloseWhy::Closed,
                     });
                 }
-                self.open_state(d, t, t + gap, id, hold);
+                self.open_state(d, h, t, t + gap, id, hold);
             }
-            None => self.open_state(d, t, t + gap, id, hold),
+            None => self.open_state(d, h, t, t + gap, id, hold),
         }
+    }
+
+    /// Takes the window at `ix` out, its bytes counted out.
+    fn take(&mut self, ix: u32) -> Option<Box<WinState>> {
+        let s = self.states.remove(ix)?;
+        self.bytes = self.bytes.saturating_sub(s.bytes());
+        Some(s)
     }
 
     /// Bytes grown by an update: beyond max_bytes, the oldest windows close early.
@@ -1377,24 +1710,28 @@ impl<D: 'static> Windows<D> {
     fn grew(&mut self, grew: usize) {
         if grew > 0 {
             self.bytes += grew;
-            while self.bytes > self.max_bytes && self.states.len() > 1 {
-                self.evict_one();
-            }
+            while self.bytes > self.max_bytes && self.states.len > 1 && self.evict_one() {}
         }
     }
 
     /// Gives back a window handed out and done with: its vectors serve the next ones.
     pub fn release(&mut self, mut s: Box<WinState>) {
         if self.spare.len() < 1024 {
-            s.key.clear();
-            s.aggs.clear();
-            s.evidence.clear();
+            s.key = Box::default();
+            // Numbers stay for new_state to reset in place; what holds memory goes now.
+            if s.aggs.iter().any(Agg::holds_memory) {
+                s.aggs.clear();
+            }
+            if let Some(x) = s.extra.as_deref_mut() {
+                x.evidence.clear();
+            }
             self.spare.push(s);
         }
     }
 
-    /// A new state for key `self.buf` and the window `[start, end)`, from spare vectors.
-    fn new_state(&mut self, d: &D, start: i64, end: i64) -> Box<WinState> {
+    /// A new state for key `self.buf` (hash `h`) and the window `[start, end)`, from
+    /// spare vectors.
+    fn new_state(&mut self, d: &D, h: u32, start: i64, end: i64) -> Box<WinState> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let group = if self.track_groups {
@@ -1407,65 +1744,82 @@ impl<D: 'static> Windows<D> {
                 s.start = start;
                 s.end = end;
                 s.generation = generation;
-                s.first_id = 0;
-                s.last_id = 0;
                 s.held = Ids::default();
-                s.alert = 0;
-                s.group = group;
                 s
             }
             None => Box::new(WinState {
                 start,
                 end,
                 generation,
-                key: Vec::new(),
-                aggs: Vec::new(),
-                first_id: 0,
-                last_id: 0,
-                evidence: Vec::new(),
-                held: Ids::default(),
+                kb: Vec::new(),
+                hash: 0,
                 bytes: 0,
-                alert: 0,
-                group,
+                key: Box::default(),
+                aggs: Vec::new(),
+                held: Ids::default(),
+                extra: None,
             }),
         };
-        s.key.extend(
-            self.keys
-                .iter()
-                .map(|p| (self.get)(d, p).cloned().unwrap_or(Value::Null)),
-        );
-        s.aggs
-            .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
-        s.bytes = 2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len();
+        if self.extra {
+            let x = s.extra.get_or_insert_with(Box::default);
+            x.first_id = 0;
+            x.last_id = 0;
+            x.evidence.clear();
+            x.alert = 0;
+            x.group = group;
+        } else {
+            s.extra = None;
+        }
+        s.kb.clear();
+        s.kb.extend_from_slice(&self.buf);
+        s.hash = h;
+        // Text values are in the key bytes already (see `WinState::key`): most keys
+        // allocate nothing here.
+        if !self.key_text {
+            let mut others = Vec::new();
+            for p in &self.keys {
+                let v = (self.get)(d, p).unwrap_or(&Value::Null);
+                if v.as_bytes().is_none() {
+                    others.push(v.clone());
+                }
+            }
+            s.key = others.into_boxed_slice();
+        }
+        if s.aggs.len() == self.spec.aggs.len() {
+            for (a, spec) in s.aggs.iter_mut().zip(&self.spec.aggs) {
+                a.reset(spec.func);
+            }
+        } else {
+            s.aggs.clear();
+            s.aggs
+                .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+        }
+        s.bytes = 0;
+        s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len());
         s
     }
 
-    /// Opens the state of key `self.buf` for the window `[start, end)`, counting `d`.
-    fn open_state(&mut self, d: &D, start: i64, end: i64, id: EventId, hold: bool) {
-        let mut state = self.new_state(d, start, end);
-        while !self.states.is_empty()
-            && (self.states.len() >= self.states.max_keys()
-                || self.bytes + state.bytes > self.max_bytes)
-        {
-            self.evict_one();
-        }
+    /// Opens the state of key `self.buf` (hash `h`) for the window `[start, end)`,
+    /// counting `d`.
+    fn open_state(&mut self, d: &D, h: u32, start: i64, end: i64, id: EventId, hold: bool) {
+        let mut state = self.new_state(d, h, start, end);
+        while self.states.len > 0
+            && (self.states.len >= self.max_keys || self.bytes + state.bytes() > self.max_bytes)
+            && self.evict_one()
+        {}
         let generation = state.generation;
         let grew = self.spec.update(&mut state, d, id, hold);
-        state.bytes += grew;
-        self.bytes += state.bytes;
-        let key: Rc<[u8]> = Rc::from(&self.buf[..]);
-        self.place(end.saturating_add(self.lateness), generation, key.clone());
+        state.add_bytes(grew);
+        self.bytes += state.bytes();
+        let ix = self.states.insert(state);
+        self.place(end.saturating_add(self.lateness), generation, ix);
         if self.track {
-            self.touched.push(key.clone());
+            self.touched.push(ix);
         }
-        self.states.insert_new(key, state);
-        if self.places > 2 * self.states.len() + 1024 {
+        if self.places > 2 * self.states.len + 1024 {
             self.compact_order();
         }
-        self.grew(0);
-        while self.bytes > self.max_bytes && self.states.len() > 1 {
-            self.evict_one();
-        }
+        while self.bytes > self.max_bytes && self.states.len > 1 && self.evict_one() {}
     }
 
     /// The length of the group-by key in `self.buf` (tumbling and hopping keys end with
@@ -1477,34 +1831,72 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// Closes the oldest window early.
-    fn evict_one(&mut self) {
-        if let Some((_, s)) = self.states.evict_oldest() {
-            self.bytes = self.bytes.saturating_sub(s.bytes);
-            self.closed.push(Closed {
-                state: s,
-                why: CloseWhy::Evicted,
-            });
+    /// The next live window in the closing order, taken out with its place; a session
+    /// that grew since its place was made is put back at its new end (when `replace`).
+    /// `None` when no window is open.
+    fn take_first(&mut self, replace: bool) -> Option<Box<WinState>> {
+        while let Some(mut entry) = self.order.first_entry() {
+            let at = *entry.key();
+            let place = entry.get_mut().pop_front();
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+            let Some((generation, ix)) = place else {
+                continue;
+            };
+            self.places = self.places.saturating_sub(1);
+            let Some(s) = self.states.get(ix) else {
+                continue;
+            };
+            if s.generation != generation {
+                continue;
+            }
+            if replace && self.kind == WindowKind::Session {
+                let close_at = s.end.saturating_add(self.lateness);
+                if close_at > at {
+                    self.place(close_at, generation, ix);
+                    continue;
+                }
+            }
+            return self.take(ix);
         }
+        // Every open window has a place; this only empties a store that lost one.
+        let s = self.states.pop_any()?;
+        self.bytes = self.bytes.saturating_sub(s.bytes());
+        Some(s)
+    }
+
+    /// Closes the window closing soonest early (counted); false when none is open.
+    fn evict_one(&mut self) -> bool {
+        let Some(s) = self.take_first(true) else {
+            return false;
+        };
+        self.evictions += 1;
+        self.unreported += 1;
+        self.closed.push(Closed {
+            state: s,
+            why: CloseWhy::Evicted,
+        });
+        true
     }
 
     /// Puts a window in the closing order.
     #[inline]
-    fn place(&mut self, close_at: i64, generation: u64, key: Rc<[u8]>) {
+    fn place(&mut self, close_at: i64, generation: u64, ix: u32) {
         self.order
             .entry(close_at)
             .or_default()
-            .push((generation, key));
+            .push_back((generation, ix));
         self.places += 1;
     }
 
-    /// Drops places whose window is gone (evicted), so that a flood of keys with a
+    /// Drops places whose window is gone (closed early), so that a flood of keys with a
     /// watermark standing still keeps the order within the bound too.
     fn compact_order(&mut self) {
         let states = &self.states;
         let mut places = 0;
         self.order.retain(|_, v| {
-            v.retain(|(g, k)| states.get(&k[..]).is_some_and(|s| s.generation == *g));
+            v.retain(|&(g, ix)| states.get(ix).is_some_and(|s| s.generation == g));
             places += v.len();
             !v.is_empty()
         });
@@ -1522,21 +1914,23 @@ impl<D: 'static> Windows<D> {
             }
             let (at, places) = entry.remove_entry();
             self.places = self.places.saturating_sub(places.len());
-            for (generation, key) in places {
+            for (generation, ix) in places {
+                let Some(s) = self.states.get(ix) else {
+                    continue;
+                };
+                // A place left by a window closed before is skipped: its generation differs.
+                if s.generation != generation {
+                    continue;
+                }
                 if self.kind == WindowKind::Session {
-                    let Some(s) = self.states.get(&key[..]) else {
-                        continue;
-                    };
                     let close_at = s.end.saturating_add(self.lateness);
-                    if s.generation == generation && close_at > at {
+                    if close_at > at {
                         // A session that grew since: back in at its new end.
-                        self.place(close_at, generation, key);
+                        self.place(close_at, generation, ix);
                         continue;
                     }
                 }
-                // A place left by an evicted window is skipped: its generation differs.
-                if let Some(s) = self.states.remove_if(key, |s| s.generation == generation) {
-                    self.bytes = self.bytes.saturating_sub(s.bytes);
+                if let Some(s) = self.take(ix) {
                     self.closed.push(Closed {
                         state: s,
                         why: CloseWhy::Closed,
@@ -1552,44 +1946,71 @@ impl<D: 'static> Windows<D> {
         self.order.keys().next().copied()
     }
 
-    /// Takes the oldest open window out, as `why` (one at a time, so shutdown does not
-    /// hold every window twice).
+    /// Takes the open window closing soonest out, as `why` (one at a time, so shutdown
+    /// does not hold every window twice).
     pub fn pop_oldest(&mut self, why: CloseWhy) -> Option<Closed> {
-        let Some((_, s)) = self.states.pop_oldest() else {
+        let Some(s) = self.take_first(false) else {
             self.order.clear();
             self.places = 0;
             self.bytes = 0;
             return None;
         };
-        self.bytes = self.bytes.saturating_sub(s.bytes);
         Some(Closed { state: s, why })
     }
 
-    /// Hands out every open window, oldest first, as `why`.
+    /// Hands out every open window, closing soonest first, as `why`.
     pub fn close_all(&mut self, why: CloseWhy) {
-        while let Some((_, s)) = self.states.pop_oldest() {
-            self.closed.push(Closed { state: s, why });
+        while let Some(c) = self.pop_oldest(why) {
+            self.closed.push(c);
         }
-        self.order.clear();
-        self.places = 0;
-        self.bytes = 0;
     }
 
     /// Appends the output fields of a window, as indexes into [`Windows::names`] with
     /// their values: `window_start`, `window_end`, the key fields, the aggregates in the
     /// order written (with their flags when set).
-    /// The key values are moved out of `s`.
+    /// The key values that are not text are moved out of `s`.
     pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
         out.push((0, Value::Time(ms_ts(s.start))));
         out.push((1, Value::Time(ms_ts(s.end))));
-        for (i, v) in s.key.iter_mut().enumerate() {
-            out.push((2 + i, std::mem::take(v)));
-        }
+        let mut others = s.key.iter_mut();
+        self.key_values(
+            &s.kb,
+            || others.next().map(std::mem::take).unwrap_or_default(),
+            |i, v| out.push((2 + i, v)),
+        );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             let (v, flag) = agg.output();
             out.push((spec.out_ix, v));
             if flag && spec.flag_ix != 0 {
                 out.push((spec.flag_ix, Value::Bool(true)));
+            }
+        }
+    }
+
+    /// The key fields' values of a window, by index, from its key bytes (text values, as
+    /// text when valid UTF-8, else bytes) and `other` (the others, in order).
+    fn key_values(
+        &self,
+        key: &[u8],
+        mut other: impl FnMut() -> Value,
+        mut f: impl FnMut(usize, Value),
+    ) {
+        let mut rest = key;
+        for i in 0..self.keys.len() {
+            match rest.split_first() {
+                Some((b's', r)) if r.len() >= 4 => {
+                    let n = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+                    let text = r.get(4..4 + n).unwrap_or(&r[4..]);
+                    rest = &r[(4 + text.len()).min(r.len())..];
+                    f(i, text_key_value(text));
+                }
+                Some((_, r)) => {
+                    // A value as JSON ended by a NUL (JSON text holds no raw NUL).
+                    let end = r.iter().position(|&b| b == 0).map_or(r.len(), |e| e + 1);
+                    rest = &r[end..];
+                    f(i, other());
+                }
+                None => f(i, Value::Null),
             }
         }
     }
@@ -1609,9 +2030,16 @@ impl<D: 'static> Windows<D> {
     /// key fields.
     pub fn values(&self, s: &WinState) -> crate::record::Record {
         let mut r = crate::record::Record::new();
-        for (p, v) in self.keys.iter().zip(&s.key) {
-            r.set_path(p, v.clone());
-        }
+        let mut others = s.key.iter();
+        self.key_values(
+            &s.kb,
+            || others.next().cloned().unwrap_or_default(),
+            |i, v| {
+                if let Some(p) = self.keys.get(i) {
+                    r.set_path(p, v);
+                }
+            },
+        );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             r.set_path(&spec.out, agg.output().0);
         }
@@ -1643,16 +2071,23 @@ impl<D: 'static> Windows<D> {
         format: &str,
         groups: &[u64],
     ) -> Result<usize, StateError> {
-        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len() + groups.len() + 1);
+        let mut file: Keyed<Vec<u8>, Saved> = Keyed::new(self.states.len + groups.len() + 1);
         file.insert(WATERMARK_KEY.to_vec(), Saved::Watermark(self.watermark));
         for &g in groups {
             let mut k = QUIET_KEY.to_vec();
             k.extend_from_slice(&g.to_be_bytes());
             file.insert(k, Saved::Group(g));
         }
-        let n = self.states.len();
-        for (k, s) in self.states.iter() {
-            file.insert(k.to_vec(), Saved::Window((**s).clone()));
+        let n = self.states.len;
+        // In the closing order (each open window has one live place).
+        for places in self.order.values() {
+            for &(g, ix) in places {
+                if let Some(s) = self.states.get(ix)
+                    && s.generation == g
+                {
+                    file.insert(s.kb.clone(), Saved::Window(s.clone()));
+                }
+            }
         }
         file.save(path, format, STATE_VERSION)?;
         Ok(n)
@@ -1684,16 +2119,29 @@ impl<D: 'static> Windows<D> {
                     if s.aggs.len() != self.spec.aggs.len() {
                         continue;
                     }
+                    let h = self.states.hash(&k);
+                    if self.states.find(h, &k).is_some() {
+                        continue;
+                    }
+                    while self.states.len >= self.max_keys && self.evict_one() {}
+                    // Version 1 kept every key value: the text ones are in the key.
+                    let mut others = std::mem::take(&mut s.key).into_vec();
+                    others.retain(|v| v.as_bytes().is_none());
+                    s.key = others.into_boxed_slice();
+                    if self.extra {
+                        s.extra.get_or_insert_with(Box::default);
+                    } else {
+                        s.extra = None;
+                    }
                     s.generation = self.next_generation;
                     self.next_generation += 1;
-                    self.bytes += s.bytes;
-                    let key: Rc<[u8]> = Rc::from(k);
-                    self.place(
-                        s.end.saturating_add(self.lateness),
-                        s.generation,
-                        key.clone(),
-                    );
-                    self.states.insert(key, Box::new(s));
+                    self.bytes += s.bytes();
+                    s.kb = k;
+                    s.hash = h;
+                    let (close_at, generation) =
+                        (s.end.saturating_add(self.lateness), s.generation);
+                    let ix = self.states.insert(Box::new(s));
+                    self.place(close_at, generation, ix);
                     n += 1;
                 }
             }
@@ -1804,17 +2252,18 @@ impl WinState {
                 })
             })
             .collect();
+        let x = self.extra_or_default();
         Value::List(vec![
             Value::Int(self.start),
             Value::Int(self.end),
-            Value::List(self.key.clone()),
+            Value::List(self.key.to_vec()),
             Value::List(aggs),
-            Value::Int(self.first_id as i64),
-            Value::Int(self.last_id as i64),
-            Value::List(self.evidence.clone()),
-            Value::Int(self.bytes as i64),
-            Value::Int(self.alert as i64),
-            Value::Int(self.group as i64),
+            Value::Int(x.first_id as i64),
+            Value::Int(x.last_id as i64),
+            Value::List(x.evidence),
+            Value::Int(i64::from(self.bytes)),
+            Value::Int(x.alert as i64),
+            Value::Int(x.group as i64),
         ])
     }
 
@@ -1883,15 +2332,19 @@ impl WinState {
             start: int(0)?,
             end: int(1)?,
             generation: 0,
-            key: list(2)?.clone(),
+            kb: Vec::new(),
+            hash: 0,
+            key: list(2)?.clone().into_boxed_slice(),
             aggs,
-            first_id: u64::try_from(int(4)?).ok()?,
-            last_id: u64::try_from(int(5)?).ok()?,
-            evidence: list(6)?.clone(),
             held: Ids::default(),
-            bytes: usize::try_from(int(7)?).ok()?,
-            alert: u64::try_from(int(8)?).ok()?,
-            group: int(9)? as u64,
+            bytes: u32::try_from(usize::try_from(int(7)?).ok()?).unwrap_or(u32::MAX),
+            extra: Some(Box::new(Extra {
+                first_id: u64::try_from(int(4)?).ok()?,
+                last_id: u64::try_from(int(5)?).ok()?,
+                evidence: list(6)?.clone(),
+                alert: u64::try_from(int(8)?).ok()?,
+                group: int(9)? as u64,
+            })),
         })
     }
 }
@@ -1975,6 +2428,157 @@ mod tests {
         assert!(parse_func("sum(bytes").unwrap_err().contains("closing"));
     }
 
+    /// An integer comparison answers as the expression does for every integer, and only
+    /// plain `FIELD OP DIGITS` conditions are taken as one.
+    #[test]
+    fn integer_comparisons_agree_with_the_expression() {
+        use crate::record::Record;
+        let texts = [
+            "status >= 400",
+            " status>400 ",
+            "status < 0",
+            "status <= 7",
+            "status == 404",
+            "status != 404",
+            "a.b_c >= 10",
+        ];
+        let values = [i64::MIN, -1, 0, 7, 8, 10, 399, 400, 401, 404, i64::MAX];
+        for text in texts {
+            let f = IntCmp::of(text).unwrap_or_else(|| panic!("{text:?} not taken"));
+            let expr = Expr::parse(text).unwrap();
+            for v in values {
+                let mut r = Record::new();
+                r.set_path(&f.path, Value::Int(v));
+                assert_eq!(f.holds(v), expr.eval(&r), "{text:?} on {v}");
+            }
+        }
+        for text in [
+            "status >= 4.5",
+            "status >= -1",
+            "status >= \"400\"",
+            "not >= 3",
+            "status >= 400 and x == 1",
+            "status exists",
+            "9a >= 1",
+            "status >= 99999999999999999999",
+        ] {
+            assert!(IntCmp::of(text).is_none(), "{text:?} taken");
+        }
+    }
+
+    /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
+    /// memory per window counts on it.
+    #[test]
+    fn a_window_state_stays_small() {
+        assert!(
+            std::mem::size_of::<WinState>() <= 120,
+            "{}",
+            std::mem::size_of::<WinState>()
+        );
+    }
+
+    /// The store finds every open key by its bytes and none of the removed ones, through
+    /// growth and removals in any order (the backward shift keeps probe paths whole).
+    #[test]
+    fn store_finds_what_it_holds_through_growth_and_removals() {
+        let mut st = Store::default();
+        let mut held: HashMap<Vec<u8>, u32> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let state = |kb: Vec<u8>, hash: u32| {
+            Box::new(WinState {
+                start: 0,
+                end: 0,
+                generation: 0,
+                kb,
+                hash,
+                bytes: 0,
+                key: Box::default(),
+                aggs: Vec::new(),
+                held: Ids::default(),
+                extra: None,
+            })
+        };
+        for round in 0..20_000u32 {
+            let k = format!("k{}", next() % 3000).into_bytes();
+            let h = st.hash(&k);
+            match (st.find(h, &k), held.get(&k)) {
+                (Some(ix), Some(&want)) => {
+                    assert_eq!(ix, want);
+                    if round % 3 != 0 {
+                        assert_eq!(st.remove(ix).unwrap().kb, k);
+                        held.remove(&k);
+                    }
+                }
+                (None, None) => {
+                    let ix = st.insert(state(k.clone(), h));
+                    held.insert(k, ix);
+                }
+                other => panic!(
+                    "round {round}: store {:?}, reference {:?}",
+                    other.0, other.1
+                ),
+            }
+            assert_eq!(st.len, held.len());
+        }
+        for (k, &ix) in &held {
+            assert_eq!(st.find(st.hash(k), k), Some(ix));
+        }
+        assert!(st.find(st.hash(b"absent"), b"absent").is_none());
+        while st.pop_any().is_some() {}
+        assert_eq!(st.len, 0);
+        assert!(st.table.iter().all(|&e| e == 0));
+    }
+
+    /// Key values come back whole from a closed window, text ones read from the key bytes
+    /// (invalid UTF-8 as bytes), the others as they were (an integer, an address, a
+    /// missing field as null), in the key's order.
+    #[test]
+    fn key_values_come_back_whatever_their_type() {
+        use crate::record::Record;
+        let settings = WindowSettings {
+            key: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
+            time: "t".into(),
+            aggregate: Aggregates(vec![("n".into(), "count".into())]),
+            ..Default::default()
+        };
+        let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+        let mut w = Windows::from_settings(&settings, get, &[]).unwrap();
+        let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mut r = Record::new();
+        r.set_path(&Path::parse("a").unwrap(), Value::Int(5));
+        r.set_path(&Path::parse("b").unwrap(), Value::Str("x y".into()));
+        r.set_path(&Path::parse("d").unwrap(), Value::Bytes(vec![0xff, 0]));
+        r.set_path(&Path::parse("e").unwrap(), Value::Ip(ip));
+        w.add(&r, 1_000, 1, false);
+        assert_eq!(
+            w.values(w.states().next().unwrap())
+                .get_path(&Path::parse("e").unwrap()),
+            Some(&Value::Ip(ip))
+        );
+        w.close_all(CloseWhy::Partial);
+        let mut c = w.closed.pop().unwrap();
+        let mut out = Vec::new();
+        w.output(&mut c.state, &mut out);
+        let keys: Vec<Value> = out[2..7].iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(
+            keys,
+            [
+                Value::Int(5),
+                Value::Str("x y".into()),
+                Value::Null,
+                Value::Bytes(vec![0xff, 0]),
+                Value::Ip(ip),
+            ]
+        );
+        assert_eq!(out[7], (7, Value::Int(1)));
+    }
+
     /// Groups round-trip with the windows; a version 1 file (no groups) still loads; a
     /// later version is refused and changes nothing.
     #[test]
@@ -2027,7 +2631,9 @@ mod tests {
             start: 60_000,
             end: 120_000,
             generation: 3,
-            key: vec![Value::Str("10.0.0.1".into())],
+            kb: Vec::new(),
+            hash: 0,
+            key: vec![Value::Str("10.0.0.1".into())].into(),
             aggs: vec![
                 Agg::Count(4),
                 Agg::Sum(Num::Float(1.5)),
@@ -2040,13 +2646,15 @@ mod tests {
                 Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
                 Agg::Values(Box::new((vec![Value::Int(1)], true))),
             ],
-            first_id: 5,
-            last_id: 9,
-            evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
             held: Ids::default(),
             bytes: 400,
-            alert: 0,
-            group: u64::MAX,
+            extra: Some(Box::new(Extra {
+                first_id: 5,
+                last_id: 9,
+                evidence: vec![Value::Str("root".into()), Value::Str("admin".into())],
+                alert: 0,
+                group: u64::MAX,
+            })),
         };
         let mut text = Vec::new();
         Saved::Window(s.clone()).encode(&mut text);
