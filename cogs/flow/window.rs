@@ -492,8 +492,8 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
     }
 
     fn inspect(&self, into: &mut crate::engine::control::Inspection) {
-        let states = self.core.w.states();
-        into.keys(states.len(), Some(states.max_keys()));
+        let w = &self.core.w;
+        into.keys(w.open(), Some(w.max_keys()));
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {

@@ -1462,6 +1462,11 @@ impl<D: 'static> Windows<D> {
         self.states.len
     }
 
+    /// The bound on open (key, window) states.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
     /// The open window at index `ix` (from [`Windows::touched`]), if still open.
     pub fn state(&self, ix: u32) -> Option<&WinState> {
         self.states.get(ix)
