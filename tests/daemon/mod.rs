@@ -23,6 +23,7 @@ mod files;
 mod http_control;
 mod merge;
 mod multiline;
+mod parallel;
 mod signals;
 mod spool;
 mod sshd_bruteforce;
