@@ -76,6 +76,8 @@ pub struct Parallel<D: Send + 'static> {
     paused: bool,
     /// The sub-train's counters, summed over the workers that finished.
     totals: Option<TrainMetrics>,
+    /// CPU time of the workers that finished.
+    worker_cpu: Duration,
 }
 
 /// Builds one instance of a `parallel` sub-train; called once on each worker thread.
@@ -145,8 +147,8 @@ struct Ran<D> {
     effects: Effects,
     /// The panic that lost the batch.
     panic: Option<String>,
-    /// The worker's sub-train counters, with its last result.
-    metrics: Option<TrainMetrics>,
+    /// The worker's sub-train counters and CPU time, with its last result.
+    metrics: Option<(TrainMetrics, Duration)>,
 }
 
 impl<D: Send + 'static> Parallel<D> {
@@ -183,6 +185,7 @@ impl<D: Send + 'static> Parallel<D> {
             stop: Arc::new(AtomicBool::new(false)),
             paused: false,
             totals: None,
+            worker_cpu: Duration::ZERO,
         })
     }
 
@@ -217,7 +220,8 @@ impl<D: Send + 'static> Parallel<D> {
         }
     }
 
-    fn add_metrics(&mut self, m: TrainMetrics) {
+    fn add_metrics(&mut self, m: TrainMetrics, cpu: Duration) {
+        self.worker_cpu += cpu;
         match &mut self.totals {
             None => self.totals = Some(m),
             Some(t) => {
@@ -350,8 +354,8 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
         if effects.shutdown {
             cx.shutdown();
         }
-        if let Some(m) = metrics {
-            self.add_metrics(m);
+        if let Some((m, cpu)) = metrics {
+            self.add_metrics(m, cpu);
         }
         if self.paused && cx.jobs_in_flight() <= self.max_in_flight / 2 {
             self.paused = false;
@@ -381,6 +385,10 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.stop_workers();
+        // What the workers and the loop's thread cost, to see which one bounds the rate.
+        slog::debug!(cx.logger(), "parallel: CPU time";
+            "workers_ms" => self.worker_cpu.as_millis() as u64,
+            "loop_thread_ms" => thread_cpu().as_millis() as u64);
         if let Some(t) = &self.totals {
             for c in &t.cogs {
                 slog::debug!(cx.logger(), "sub-train counters, all workers";
@@ -462,7 +470,7 @@ fn worker<D: Send + 'static>(
                     errors: 0,
                     effects,
                     panic: ran.err().map(|p| panic_text(p.as_ref())),
-                    metrics: Some(sub.metrics()),
+                    metrics: Some((sub.metrics(), thread_cpu())),
                 });
                 return;
             }
@@ -489,6 +497,20 @@ fn one_arena() {
             }
         });
     }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
