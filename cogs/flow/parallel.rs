@@ -63,6 +63,11 @@ use super::setting_error;
 /// "train:NAME"`) or that bind events (`dns_reverse`, `exec`, `geoip`, `lookup`) are refused
 /// when the configuration loads, naming the key.
 ///
+/// Records cross threads both ways, so once a `parallel` starts, glibc is kept to one
+/// malloc arena for the threads started after it (see `one_arena`). At debug level, `done`
+/// logs the CPU time of the workers and of the loop's thread: which of the two bounds the
+/// rate.
+///
 /// From Rust, with a function that builds the sub-train (called on each worker thread):
 /// `Parallel::from_settings(&ParallelSettings { workers: 2, ..Default::default() }, || Ok(Train::new("sub").cog(MyCog)))`.
 pub struct Parallel<D: Send + 'static> {
