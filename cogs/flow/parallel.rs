@@ -1,9 +1,10 @@
 //! `parallel`: runs a chain of transforms on worker threads, batch by batch, in order.
 
+use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,7 @@ pub struct Parallel<D: Send + 'static> {
     batch: usize,
     max_in_flight: u64,
     factory: SubTrainFactory<D>,
-    tx: Option<mpsc::Sender<Msg<D>>>,
+    queue: Arc<Queue<D>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     paused: bool,
@@ -144,6 +145,65 @@ enum Msg<D> {
     Finish(Completion),
 }
 
+/// The batches waiting for a worker. A mutex and a condition variable: a worker waiting
+/// for work sleeps at once, where a channel spins a while first, and with the loop's
+/// thread and the workers sharing the cores a spinning worker takes time from the others.
+struct Queue<D> {
+    state: Mutex<QueueState<D>>,
+    ready: Condvar,
+}
+
+struct QueueState<D> {
+    msgs: VecDeque<Msg<D>>,
+    closed: bool,
+}
+
+impl<D> Default for Queue<D> {
+    fn default() -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                msgs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<D> Queue<D> {
+    /// Queues `m` for a worker; `false` (and `m` dropped) once closed.
+    fn push(&self, m: Msg<D>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.closed {
+            return false;
+        }
+        s.msgs.push_back(m);
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<Msg<D>> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(m) = s.msgs.pop_front() {
+                return Some(m);
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// No more messages: workers end once the queue is empty.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
 /// From a worker: a batch through the sub-train (or what `finish` emitted).
 struct Ran<D> {
     data: Vec<D>,
@@ -185,7 +245,7 @@ impl<D: Send + 'static> Parallel<D> {
             batch: s.batch,
             max_in_flight: max_in_flight as u64,
             factory: Arc::new(factory),
-            tx: None,
+            queue: Arc::new(Queue::default()),
             threads: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             paused: false,
@@ -198,10 +258,7 @@ impl<D: Send + 'static> Parallel<D> {
     fn send(&mut self, chunk: Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let n = chunk.len() as u64;
         let sent = match cx.reserve_job() {
-            Ok(completion) => match &self.tx {
-                Some(tx) => tx.send(Msg::Batch(chunk, completion)).is_ok(),
-                None => false,
-            },
+            Ok(completion) => self.queue.push(Msg::Batch(chunk, completion)),
             Err(_) => false,
         };
         if !sent {
@@ -219,7 +276,7 @@ impl<D: Send + 'static> Parallel<D> {
     /// Stops the workers (what they have not started is dropped) and waits for them.
     fn stop_workers(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.tx = None;
+        self.queue.close();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -255,17 +312,15 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
         one_arena();
-        let (tx, rx) = mpsc::channel::<Msg<D>>();
-        let rx = Arc::new(Mutex::new(rx));
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        self.tx = Some(tx);
         for i in 0..self.workers {
-            let (rx, ready, stop) = (Arc::clone(&rx), ready_tx.clone(), Arc::clone(&self.stop));
+            let (queue, ready) = (Arc::clone(&self.queue), ready_tx.clone());
+            let stop = Arc::clone(&self.stop);
             let factory = Arc::clone(&self.factory);
             let logger = cx.logger().new(slog::o!("worker" => i));
             let spawned = std::thread::Builder::new()
                 .name(format!("deadbeat-par-{i}"))
-                .spawn(move || worker(&*factory, &logger, &rx, &ready, &stop));
+                .spawn(move || worker(&*factory, &logger, &queue, &ready, &stop));
             match spawned {
                 Ok(t) => self.threads.push(t),
                 Err(e) => {
@@ -378,14 +433,13 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
         for _ in 0..self.threads.len() {
             match cx.reserve_job() {
                 Ok(c) => {
-                    if let Some(tx) = &self.tx {
-                        let _ = tx.send(Msg::Finish(c));
-                    }
+                    self.queue.push(Msg::Finish(c));
                 }
                 Err(e) => slog::error!(cx.logger(), "cannot finish a worker"; "error" => %e),
             }
         }
-        self.tx = None;
+        // What is queued is still taken; a worker finding the queue empty and closed ends.
+        self.queue.close();
     }
 
     fn done(&mut self, cx: &mut Ctx) {
@@ -406,11 +460,11 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
 }
 
 /// One worker thread: builds its sub-train, says so on `ready`, then runs what comes on
-/// `rx` until its `Finish`, the end of the channel or `stop`.
+/// `queue` until its `Finish`, the queue's end or `stop`.
 fn worker<D: Send + 'static>(
     factory: &(dyn Fn() -> Result<Train<D>, BoxError> + Send + Sync),
     logger: &slog::Logger,
-    rx: &Mutex<mpsc::Receiver<Msg<D>>>,
+    queue: &Queue<D>,
     ready: &mpsc::Sender<Result<(), String>>,
     stop: &AtomicBool,
 ) {
@@ -428,9 +482,8 @@ fn worker<D: Send + 'static>(
     };
     let _ = ready.send(Ok(()));
     loop {
-        let msg = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         // A stop drops what is left: the cog is done and hears no more results.
-        let Ok(msg) = msg else { break };
+        let Some(msg) = queue.pop() else { break };
         if stop.load(Ordering::SeqCst) {
             break;
         }
