@@ -5,6 +5,7 @@ pub mod drop;
 pub mod filter;
 pub mod inbox;
 pub mod merge;
+pub mod parallel;
 pub mod pass;
 pub mod route;
 pub mod tee;
@@ -27,6 +28,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         window::DESCRIPTOR,
         threshold::DESCRIPTOR,
         merge::DESCRIPTOR,
+        parallel::DESCRIPTOR,
     ]
 }
 

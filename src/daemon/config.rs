@@ -713,12 +713,13 @@ impl Config {
             train,
             index,
             ty: &c.ty,
-            id: &c.id,
+            id: std::borrow::Cow::Borrowed(&c.id),
             named: c.named,
             kinds: Vec::new(),
             table_span: c.span.clone(),
             entries: &c.entries,
             base_dir: &self.base_dir,
+            outer: None,
         }
     }
 

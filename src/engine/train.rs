@@ -265,6 +265,19 @@ impl<D: 'static> Train<D> {
         core: &mut Core,
         f: impl FnOnce(&mut dyn Cog<D>, &mut Out<D>, &mut Ctx<'_>),
     ) {
+        let t1 = self.call(i, core, f);
+        self.flow(i + 1, core, t1);
+    }
+
+    /// Calls cog `i` with the output buffer `a` and counts what it emitted; returns when
+    /// the call ended.
+    #[inline]
+    fn call(
+        &mut self,
+        i: usize,
+        core: &mut Core,
+        f: impl FnOnce(&mut dyn Cog<D>, &mut Out<D>, &mut Ctx<'_>),
+    ) -> Instant {
         let t0 = Instant::now();
         {
             let mut cx = Ctx::new(core, self.handle(i));
@@ -276,11 +289,20 @@ impl<D: 'static> Train<D> {
         c.data_out += self.a.buf.len() as u64;
         c.dropped += std::mem::take(&mut self.a.dropped);
         c.errors += std::mem::take(&mut self.a.errors);
-        self.flow(i + 1, core, t1);
+        t1
     }
 
-    /// Moves the batch in `a` through cogs `from..`, one whole stage at a time.
-    fn flow(&mut self, from: usize, core: &mut Core, mut t: Instant) {
+    /// Moves the batch in `a` through cogs `from..`, one whole stage at a time; what the
+    /// last cog emits is discarded.
+    fn flow(&mut self, from: usize, core: &mut Core, t: Instant) {
+        self.flow_on(from, core, t);
+        self.a.buf.clear();
+    }
+
+    /// Moves the batch in `a` through cogs `from..`, leaving what the last cog emitted in
+    /// `a`.
+    #[inline]
+    fn flow_on(&mut self, from: usize, core: &mut Core, mut t: Instant) {
         let mut j = from;
         while j < self.cogs.len() && !self.a.buf.is_empty() {
             let n = self.a.buf.len() as u64;
@@ -300,7 +322,50 @@ impl<D: 'static> Train<D> {
             std::mem::swap(&mut self.a, &mut self.b);
             j += 1;
         }
+    }
+
+    /// For a [`Detached`](crate::engine::escapement::Detached) train: moves `batch` through
+    /// every cog and leaves in it what the last cog emitted; returns the data the cogs
+    /// said they dropped and failed on.
+    pub(crate) fn pass_through(&mut self, batch: &mut Vec<D>, core: &mut Core) -> (u64, u64) {
+        let before = self.dropped_and_errors();
+        // What a panicking cog left behind belongs to no batch.
         self.a.buf.clear();
+        self.b.buf.clear();
+        std::mem::swap(&mut self.a.buf, batch);
+        self.flow_on(0, core, Instant::now());
+        std::mem::swap(&mut self.a.buf, batch);
+        let after = self.dropped_and_errors();
+        (after.0 - before.0, after.1 - before.1)
+    }
+
+    /// For a [`Detached`](crate::engine::escapement::Detached) train: `finish` to every cog
+    /// in order, what each emits carried down the rest of the train and appended to `out`.
+    pub(crate) fn finish_through(&mut self, out: &mut Vec<D>, core: &mut Core) {
+        for i in 0..self.cogs.len() {
+            let h = self.handle(i);
+            core.slots[h.train as usize][i].phase = Phase::Finishing;
+            let t1 = self.call(i, core, |c, out, cx| c.finish(out, cx));
+            self.flow_on(i + 1, core, t1);
+            out.append(&mut self.a.buf);
+            core.set_phase(h, Phase::Finished);
+        }
+    }
+
+    /// The core's view of each cog of a [`Detached`](crate::engine::escapement::Detached)
+    /// train: its logger names the cog as `sub_cog`, beside what `logger` names.
+    pub(crate) fn detached_slots(&self, logger: &slog::Logger) -> Vec<Slot> {
+        self.cogs
+            .iter()
+            .zip(&self.ids)
+            .map(|(c, id)| Slot::new(c.is_supply(), logger.new(slog::o!("sub_cog" => id.clone()))))
+            .collect()
+    }
+
+    fn dropped_and_errors(&self) -> (u64, u64) {
+        self.counters
+            .iter()
+            .fold((0, 0), |(d, e), c| (d + c.dropped, e + c.errors))
     }
 
     /// Calls every cog that has not had `done` yet: a finished supply still wants to hear

@@ -96,7 +96,28 @@ pub struct BuildCx<'a> {
     pub(crate) exactly_once: RefCell<Vec<usize>>,
 }
 
-impl BuildCx<'_> {
+impl<'a> BuildCx<'a> {
+    /// A context for building cogs outside a configuration's trains: the sub-train of
+    /// `parallel`, built again on each worker thread. It knows no trains
+    /// ([`mailbox`](BuildCx::mailbox) finds none) and its declarations (files written,
+    /// checkpoints) are checked by nobody, so only cogs that need neither belong here.
+    pub fn detached(base_dir: &'a Path, state_dir: &'a Path, logger: &'a Logger) -> Self {
+        BuildCx {
+            base_dir,
+            state_dir,
+            logger,
+            train_names: Vec::new(),
+            current_train: Cell::new(0),
+            current_cog: Cell::new(0),
+            writes: RefCell::new(Vec::new()),
+            state_used: Cell::new(false),
+            mailboxes: RefCell::new(Vec::new()),
+            feeds: RefCell::new(Vec::new()),
+            ledgers: RefCell::new(vec![(Ledger::new(), 0)]),
+            exactly_once: RefCell::new(Vec::new()),
+        }
+    }
+
     /// The mailbox of the train named `train`, for a cog that sends records there (route,
     /// tee, dead letters); `None` if there is no such train. The train being built then
     /// feeds that one: it finishes first at shutdown.

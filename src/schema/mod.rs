@@ -12,5 +12,5 @@ pub use error::{ConfigError, ConfigErrorDetails, ConfigErrors, SettingError};
 pub use node::{Node, NodeValue};
 pub(crate) use node::{Source, convert_table};
 pub use param::{Param, ParamType};
-pub use params::{CogParams, parse_duration, parse_size};
+pub use params::{CogParams, OwnedParams, parse_duration, parse_size};
 pub use settings::{SettingValue, Settings};

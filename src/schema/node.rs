@@ -7,7 +7,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{ConfigError, ConfigErrorDetails};
 
 /// The text of a configuration file, to turn byte offsets into lines and columns.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Source {
     pub(crate) path: PathBuf,
     pub(crate) line_starts: Vec<usize>,

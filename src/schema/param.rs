@@ -25,6 +25,9 @@ pub enum ParamType {
     PathList,
     /// A table whose keys the cog defines.
     Table,
+    /// Cogs declared inside this one, each a table with its `type` (written
+    /// `[[train.cog.KEY]]`, in order): the sub-train of `parallel`.
+    Cogs,
     /// One of the listed strings.
     Choice(&'static [&'static str]),
 }
@@ -42,6 +45,7 @@ impl fmt::Display for ParamType {
             ParamType::StrList => f.write_str("list of strings"),
             ParamType::PathList => f.write_str("list of paths"),
             ParamType::Table => f.write_str("table"),
+            ParamType::Cogs => f.write_str("cog tables"),
             ParamType::Choice(c) => {
                 let quoted: Vec<String> = c.iter().map(|s| format!("{s:?}")).collect();
                 write!(f, "{}", quoted.join(" | "))

@@ -1,8 +1,10 @@
 //! The parameters of one cog as written in a configuration, read with errors that point
 //! at the key.
 
+use std::borrow::Cow;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -21,13 +23,63 @@ pub struct CogParams<'a> {
     pub(crate) train: &'a str,
     pub(crate) index: usize,
     pub(crate) ty: &'a str,
-    pub(crate) id: &'a str,
+    pub(crate) id: Cow<'a, str>,
     pub(crate) named: bool,
     /// Fields whose kind the cogs before this one make known.
     pub(crate) kinds: Vec<(String, FieldKind)>,
     pub(crate) table_span: Range<usize>,
     pub(crate) entries: &'a [(Spanned<String>, Node)],
     pub(crate) base_dir: &'a Path,
+    /// The cog this one is declared in ([`CogParams::nested_cogs`]), which errors name.
+    pub(crate) outer: Option<Outer>,
+}
+
+/// The cog a nested cog is declared in (a cog of `parallel`'s sub-train): errors about the
+/// nested cog name it, its key and the nested cog's id.
+#[derive(Debug, Clone)]
+pub(crate) struct Outer {
+    index: usize,
+    ty: String,
+    id: String,
+    named: bool,
+}
+
+/// A cog's parameters detached from the configuration they were read from: owned and
+/// `Send`, so the cog can be built again on another thread (`parallel` builds its
+/// sub-train on each of its workers). [`OwnedParams::params`] lends them out again, with
+/// errors that still point into the file.
+#[derive(Debug, Clone)]
+pub struct OwnedParams {
+    src: Arc<Source>,
+    train: String,
+    index: usize,
+    ty: String,
+    id: String,
+    named: bool,
+    kinds: Vec<(String, FieldKind)>,
+    table_span: Range<usize>,
+    entries: Vec<(Spanned<String>, Node)>,
+    base_dir: PathBuf,
+    outer: Option<Outer>,
+}
+
+impl OwnedParams {
+    /// The parameters, as the cog's builder takes them.
+    pub fn params(&self) -> CogParams<'_> {
+        CogParams {
+            src: &self.src,
+            train: &self.train,
+            index: self.index,
+            ty: &self.ty,
+            id: Cow::Borrowed(&self.id),
+            named: self.named,
+            kinds: self.kinds.clone(),
+            table_span: self.table_span.clone(),
+            entries: &self.entries,
+            base_dir: &self.base_dir,
+            outer: self.outer.clone(),
+        }
+    }
 }
 
 impl<'a> CogParams<'a> {
@@ -53,10 +105,143 @@ impl<'a> CogParams<'a> {
     ) -> ConfigError {
         let mut e = self.src.error(Some(span), msg);
         e.train = Some(self.train.to_string());
-        e.cog = Some((self.index + 1, self.ty.to_string()));
-        e.cog_name = self.named.then(|| self.id.to_string());
+        match &self.outer {
+            None => {
+                e.cog = Some((self.index + 1, self.ty.to_string()));
+                e.cog_name = self.named.then(|| self.id.to_string());
+            }
+            Some(o) => {
+                e.cog = Some((o.index + 1, o.ty.clone()));
+                e.cog_name = o.named.then(|| o.id.clone());
+                e.msg = format!("in its cog {}: {}", self.id, e.msg);
+            }
+        }
         e.key = key.map(str::to_string);
         e
+    }
+
+    /// The type of this cog (its `type` key).
+    pub fn cog_type(&self) -> &str {
+        self.ty
+    }
+
+    /// The cogs declared inside this one under `key` (`[[train.cog.KEY]]` tables, in
+    /// order), each with its parameters: errors about them name this cog, the nested
+    /// cog's id (its `name`, or `TYPE#N` with N its 1-based place in the list) and the key.
+    /// An error when `key` is not a list of tables, a table has no string `type`, or two
+    /// share a name. Their keys are not checked yet: see [`CogParams::validate`].
+    pub fn nested_cogs(&self, key: &str) -> Result<Vec<CogParams<'a>>, ConfigError> {
+        let items = match self.node(key) {
+            None => return Ok(Vec::new()),
+            Some(Node {
+                value: NodeValue::Array(items),
+                ..
+            }) => items,
+            Some(n) => return Err(self.wrong_type(key, "cog tables", n)),
+        };
+        let outer = Outer {
+            index: self.index,
+            ty: self.ty.to_string(),
+            id: self.id.to_string(),
+            named: self.named,
+        };
+        let mut cogs: Vec<CogParams<'a>> = Vec::with_capacity(items.len());
+        for (i, n) in items.iter().enumerate() {
+            let NodeValue::Table(entries) = &n.value else {
+                return Err(self.error_at(
+                    &n.span,
+                    Some(key),
+                    format!("expected a cog table, found a {}", n.value.type_name()),
+                ));
+            };
+            let find = |k: &str| entries.iter().find(|(x, _)| x.get_ref() == k);
+            let ty = match find("type") {
+                Some((
+                    _,
+                    Node {
+                        value: NodeValue::Str(s),
+                        ..
+                    },
+                )) => s.as_str(),
+                Some((_, other)) => {
+                    return Err(self.error_at(
+                        &other.span,
+                        Some(key),
+                        format!("cog {} of `{key}`: its type must be a string", i + 1),
+                    ));
+                }
+                None => {
+                    return Err(self.error_at(
+                        &n.span,
+                        Some(key),
+                        format!("cog {} of `{key}` has no `type`", i + 1),
+                    ));
+                }
+            };
+            let (id, named) = match find("name") {
+                Some((
+                    _,
+                    Node {
+                        value: NodeValue::Str(s),
+                        ..
+                    },
+                )) if !s.trim().is_empty() => (s.as_str(), true),
+                Some((_, other)) => {
+                    return Err(self.error_at(
+                        &other.span,
+                        Some(key),
+                        format!(
+                            "cog {} of `{key}`: a cog's name must be a non-empty string",
+                            i + 1
+                        ),
+                    ));
+                }
+                None => ("", false),
+            };
+            let id: Cow<'a, str> = if named {
+                Cow::Borrowed(id)
+            } else {
+                Cow::Owned(format!("{ty}#{}", i + 1))
+            };
+            if cogs.iter().any(|c| c.id == id) {
+                return Err(self.error_at(
+                    &n.span,
+                    Some(key),
+                    format!("two cogs of `{key}` are named {id:?}: names are unique"),
+                ));
+            }
+            cogs.push(CogParams {
+                src: self.src,
+                train: self.train,
+                index: i,
+                ty,
+                id,
+                named,
+                kinds: Vec::new(),
+                table_span: n.span.clone(),
+                entries,
+                base_dir: self.base_dir,
+                outer: Some(outer.clone()),
+            });
+        }
+        Ok(cogs)
+    }
+
+    /// These parameters, owned: see [`OwnedParams`].
+    pub fn to_owned_params(&self) -> OwnedParams {
+        OwnedParams {
+            src: Arc::new(self.src.clone()),
+            train: self.train.to_string(),
+            index: self.index,
+            ty: self.ty.to_string(),
+            id: self.id.to_string(),
+            named: self.named,
+            kinds: self.kinds.clone(),
+            table_span: self.table_span.clone(),
+            entries: self.entries.to_vec(),
+            base_dir: self.base_dir.to_path_buf(),
+            outer: self.outer.clone(),
+        }
     }
 
     /// The cog's typed settings, read from its keys (see [`settings!`](crate::settings)).
@@ -103,7 +288,7 @@ impl<'a> CogParams<'a> {
     /// The cog's id in its train, as logs and counters show it: its `name` key, or
     /// `TYPE#N` with N its 1-based position in the train.
     pub fn id(&self) -> &str {
-        self.id
+        &self.id
     }
 
     /// The raw value of a key.
@@ -256,8 +441,10 @@ impl<'a> CogParams<'a> {
     }
 
     /// Checks every key against the parameters cog type `cog` declares: unknown keys,
-    /// missing required keys and values of the wrong type are errors.
-    pub(crate) fn validate(&self, cog: &str, params: &[Param]) -> Vec<ConfigError> {
+    /// missing required keys and values of the wrong type are errors. The configuration
+    /// runs it on every cog of a train; a cog that declares cogs inside it
+    /// ([`CogParams::nested_cogs`]) runs it on those.
+    pub fn validate(&self, cog: &str, params: &[Param]) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         for (k, n) in self.entries {
             let key = k.get_ref().as_str();
@@ -313,6 +500,23 @@ impl<'a> CogParams<'a> {
                 return self.str_list(p.name).map(|_| ());
             }
             (ParamType::Table, NodeValue::Table(_)) => true,
+            (ParamType::Cogs, NodeValue::Array(items)) => {
+                return match items
+                    .iter()
+                    .find(|n| !matches!(n.value, NodeValue::Table(_)))
+                {
+                    None => Ok(()),
+                    Some(n) => Err(self.error_at(
+                        &n.span,
+                        Some(p.name),
+                        format!(
+                            "expected cog tables ([[train.cog.{}]]), found a {} in the list",
+                            p.name,
+                            n.value.type_name()
+                        ),
+                    )),
+                };
+            }
             (ParamType::Choice(c), NodeValue::Str(_)) => {
                 return self.choice_or(p.name, c, "").map(|_| ());
             }
@@ -323,6 +527,7 @@ impl<'a> CogParams<'a> {
         } else {
             let want = match p.ty {
                 ParamType::Choice(_) => format!("one of {}", p.ty),
+                ParamType::Cogs => format!("cog tables ([[train.cog.{}]])", p.name),
                 ty => format!("a {ty}"),
             };
             Err(self.wrong_type(p.name, &want, n))

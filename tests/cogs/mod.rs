@@ -11,6 +11,7 @@ mod keyed;
 mod lookup;
 mod merge;
 mod multiline;
+mod parallel;
 mod parse;
 mod pipeline;
 mod template;

@@ -26,6 +26,7 @@ mod http_page;
 mod http_rewind;
 mod merge;
 mod multiline;
+mod parallel;
 mod signals;
 mod spool;
 mod sshd_bruteforce;

@@ -19,6 +19,10 @@ use super::jobs::{Pool, Shared};
 use super::timers::TimerEntry;
 use super::{Handle, Options};
 
+/// Why a cog of a [`Detached`](super::Detached) train cannot bind an event or submit a job.
+pub(super) const DETACHED_REFUSES: &str =
+    "a cog run on a worker thread (inside `parallel`) cannot bind events or submit jobs";
+
 /// Where a cog is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -72,11 +76,15 @@ impl Slot {
     }
 }
 
-/// A broadcast waiting to be delivered to every cog of every train.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Notice {
+/// A broadcast a cog asked for, waiting to be delivered to every cog of every train; a
+/// [`Detached`](super::Detached) train hands its cogs' notices back as these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// [`Ctx::event_done`](super::Ctx::event_done).
     Done(EventId),
+    /// [`Ctx::event_rename`](super::Ctx::event_rename): old, new.
     Rename(EventId, EventId),
+    /// [`Ctx::reopen_all`](super::Ctx::reopen_all).
     Reopen,
 }
 
@@ -117,6 +125,9 @@ pub struct Core {
     pub(super) now: Instant,
     pub(super) logger: Logger,
     pub(super) options: Options,
+    /// The core of a [`Detached`](super::Detached) train: nothing it binds would ever be
+    /// delivered, so it refuses bindings and jobs.
+    pub(super) detached: bool,
 }
 
 impl std::fmt::Debug for Core {
@@ -139,7 +150,9 @@ impl Core {
     }
 
     pub(super) fn check_binding(&self, h: Handle) -> io::Result<()> {
-        if self.slot(h).accepts_bindings() {
+        if self.detached {
+            Err(io::Error::other(DETACHED_REFUSES))
+        } else if self.slot(h).accepts_bindings() {
             Ok(())
         } else {
             Err(io::Error::other(

@@ -10,7 +10,7 @@ use mio::Waker;
 
 use crate::engine::cog::{JobId, JobOutput, JobPanic, JobResult};
 
-use super::core::Phase;
+use super::core::{DETACHED_REFUSES, Phase};
 use super::ctx::Ctx;
 use super::{Escapement, Handle};
 
@@ -107,6 +107,9 @@ impl Ctx<'_> {
         if matches!(self.core.slot(self.h).phase, Phase::Finished | Phase::Done) {
             return Err(io::Error::other("the cog has finished: no new jobs"));
         }
+        if self.core.detached {
+            return Err(io::Error::other(DETACHED_REFUSES));
+        }
         if self.core.pool.is_none() {
             let n = match self.core.workers {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -133,9 +136,88 @@ impl Ctx<'_> {
         Ok(seq)
     }
 
+    /// Reserves the next job id for work the cog runs elsewhere than the pool (on threads
+    /// of its own): the returned [`Completion`] hands the result back through the same
+    /// path as [`submit`](Ctx::submit)'s jobs, so it reaches
+    /// [`Cog::job_done`](crate::engine::cog::Cog::job_done) in order among this cog's jobs
+    /// and counts as in flight until then (cogs downstream finish after it). A completion
+    /// dropped without a result comes back as a [`JobPanic`], so the order never stalls.
+    /// Refused once the cog has finished (unless it lingers).
+    pub fn reserve_job(&mut self) -> io::Result<Completion> {
+        if matches!(self.core.slot(self.h).phase, Phase::Finished | Phase::Done) {
+            return Err(io::Error::other("the cog has finished: no new jobs"));
+        }
+        if self.core.detached {
+            return Err(io::Error::other(DETACHED_REFUSES));
+        }
+        let h = self.h;
+        let slot = self.core.slot_mut(h);
+        let seq = slot.next_job;
+        slot.next_job += 1;
+        Ok(Completion {
+            shared: Arc::clone(&self.core.shared),
+            waker: Arc::clone(&self.core.waker),
+            h,
+            seq,
+            sent: false,
+        })
+    }
+
     /// Jobs of this cog submitted and not yet handed back.
     pub fn jobs_in_flight(&self) -> u64 {
         self.core.slot(self.h).jobs_in_flight()
+    }
+}
+
+/// A job reserved with [`Ctx::reserve_job`]: `Send`, so the thread that does the work hands
+/// the result back with [`complete`](Completion::complete); the escapement delivers it to
+/// the cog's [`job_done`](crate::engine::cog::Cog::job_done) in submission order.
+pub struct Completion {
+    shared: Arc<Shared>,
+    waker: Arc<Waker>,
+    h: Handle,
+    seq: JobId,
+    sent: bool,
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("job", &self.seq)
+            .finish()
+    }
+}
+
+impl Completion {
+    /// The job's id, as `job_done` will name it.
+    pub fn id(&self) -> JobId {
+        self.seq
+    }
+
+    /// Hands the job's result back to the loop.
+    pub fn complete<T: Send + 'static>(mut self, output: T) {
+        self.send(Ok(Box::new(output)));
+    }
+
+    fn send(&mut self, result: JobResult) {
+        self.sent = true;
+        self.shared
+            .finished_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((self.h, self.seq, result));
+        // A failed wake only delays delivery until the loop's next wakeup.
+        let _ = self.waker.wake();
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.send(Err(JobPanic(
+                "the job was dropped without a result".to_string(),
+            )));
+        }
     }
 }
 

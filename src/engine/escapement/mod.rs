@@ -32,19 +32,21 @@ use crate::engine::train::{Driven, Train, TrainMetrics};
 
 mod core;
 mod ctx;
+mod detached;
 mod inotify;
 mod jobs;
 mod service;
 mod signals;
 mod timers;
 
-pub use self::core::Core;
 pub(crate) use self::core::{Broadcast, Phase, Slot};
+pub use self::core::{Core, Notice};
 pub use self::ctx::Ctx;
+pub use self::detached::{Detached, Effects};
+pub use self::jobs::Completion;
 pub use self::service::{CogState, Service, ServiceCx};
 pub use self::timers::TimerId;
 
-use self::core::Notice;
 use self::jobs::Shared;
 
 const _: () = assert!(
@@ -353,6 +355,7 @@ impl Escapement {
             now: Instant::now(),
             logger,
             options,
+            detached: false,
         };
         let cap = core.options.events_capacity.max(16);
         Ok(Escapement {

@@ -1,0 +1,673 @@
+//! `parallel`: runs a chain of transforms on worker threads, batch by batch, in order.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::escapement::{Completion, Detached, Effects, Notice};
+use crate::kit::{BuildCx, CogDescriptor, CogKind};
+use crate::prelude::*;
+use crate::record::Record;
+use crate::schema::{
+    CogParams, ConfigError, OwnedParams, Param, ParamType, SettingError, Settings,
+};
+
+use super::setting_error;
+
+/// Runs a chain of transforms (its sub-train, declared inside it) on worker threads, batch
+/// by batch, and hands the results on in their original order: a CPU-heavy stage (keyed
+/// anonymisation, a heavy regex) uses the other cores while the escapement stays
+/// single-threaded. What the train sees is what it would see with the sub-train's cogs in
+/// its place: the same records in the same order, the same acknowledgements.
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "parallel"
+/// workers = 2                # default: one per core
+/// batch = 1024               # most records per batch handed to a worker
+///
+///   [[train.cog.cog]]        # the sub-train, in order, written as a train's cogs
+///   type = "regex"
+///   preset = "apache_combined"
+///
+///   [[train.cog.cog]]
+///   type = "anonymise"
+///   field = "client"
+///   mode = "keyed"
+///   key_file = "/etc/deadbeat/anon.key"
+/// ```
+///
+/// Each worker builds its own instance of the sub-train, on its own thread, from the same
+/// configuration. An incoming batch is cut into batches of at most `batch` records, which
+/// go out at once (nothing waits to fill a batch); whichever worker is free takes the next
+/// one. Results come back through the escapement's job completions and are emitted in the
+/// order the batches went out. At most `max_in_flight` batches are out at a time: beyond,
+/// the train's supplies are paused until half of them are back.
+///
+/// Acknowledgements and renames the sub-train's cogs make on a worker (a `filter` dropping
+/// a record, an `anonymise` dropping an address it cannot read) are replayed on the loop's
+/// thread when their batch comes back, so supplies and checkpoints hear of them as usual;
+/// what the sub-cogs drop or fail on counts as this cog's dropped and errors. A worker that
+/// panics on a batch loses it: its records are counted as errors, logged and not
+/// acknowledged (a checkpointing supply sends them again after a restart). At shutdown the
+/// batches out are waited for, then every worker finishes its sub-train.
+///
+/// Only pure transforms run on workers: cogs that need nothing but their records (`pass`,
+/// `filter`, `set`, `copy`, `rename`, `remove`, `regex`, `simple_pattern`, the `*_parse`
+/// cogs, `anonymise`, `cidr_tag`). Supplies and drains, cogs that keep state across
+/// records (each worker would keep its own: `dedup`, `throttle`, `merge`, `multiline`,
+/// `window`, `threshold`), that reach other trains (`route`, `tee`, `on_error =
+/// "train:NAME"`) or that bind events (`dns_reverse`, `exec`, `geoip`, `lookup`) are refused
+/// when the configuration loads, naming the key.
+///
+/// Records cross threads both ways, so once a `parallel` starts, glibc is kept to one
+/// malloc arena for the threads started after it (see `one_arena`). At debug level, `done`
+/// logs the CPU time of the workers and of the loop's thread: which of the two bounds the
+/// rate.
+///
+/// From Rust, with a function that builds the sub-train (called on each worker thread):
+/// `Parallel::from_settings(&ParallelSettings { workers: 2, ..Default::default() }, || Ok(Train::new("sub").cog(MyCog)))`.
+pub struct Parallel<D: Send + 'static> {
+    workers: usize,
+    batch: usize,
+    max_in_flight: u64,
+    factory: SubTrainFactory<D>,
+    queue: Arc<Queue<D>>,
+    threads: Vec<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    paused: bool,
+    /// The sub-train's counters, summed over the workers that finished.
+    totals: Option<TrainMetrics>,
+    /// CPU time of the workers that finished.
+    worker_cpu: Duration,
+}
+
+/// Builds one instance of a `parallel` sub-train; called once on each worker thread.
+pub type SubTrainFactory<D> = Arc<dyn Fn() -> Result<Train<D>, BoxError> + Send + Sync>;
+
+impl<D: Send + 'static> std::fmt::Debug for Parallel<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parallel")
+            .field("workers", &self.workers)
+            .field("batch", &self.batch)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+crate::settings! {
+    /// Settings of `parallel`, beside its sub-train (`cog`).
+    pub struct ParallelSettings {
+        /// worker threads, each running its own instance of the sub-train; 0: one per core
+        workers: usize = "0",
+        /// most records per batch handed to a worker (a smaller batch goes out at once)
+        batch: usize = "1024",
+        /// most batches out on the workers before the train's supplies are paused; 0: four per worker
+        max_in_flight: usize = "0",
+    }
+}
+
+/// Most workers a `parallel` takes.
+pub const MAX_WORKERS: usize = 1024;
+
+/// How long `start` waits for the workers to build their sub-trains.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+const PARAMS_LEN: usize = ParallelSettings::PARAMS.len() + 1;
+static PARAMS: [Param; PARAMS_LEN] = crate::schema::settings::concat_params(&[
+    ParallelSettings::PARAMS,
+    &[Param::req(
+        "cog",
+        ParamType::Cogs,
+        "the sub-train run on the workers: [[train.cog.cog]] tables, in order, each with its \
+         type and keys as in a train (pure transforms only)",
+    )],
+]);
+
+/// The descriptor of `parallel`.
+pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
+    name: "parallel",
+    kind: CogKind::Transform,
+    summary: "runs a sub-train of transforms ([[train.cog.cog]]) on worker threads, batch by \
+              batch; order and acknowledgements kept",
+    params: &PARAMS,
+    fields: &[],
+    build,
+};
+
+/// To a worker: a batch to run through the sub-train, or the end.
+enum Msg<D> {
+    Batch(Vec<D>, Completion),
+    Finish(Completion),
+}
+
+/// The batches waiting for a worker. A mutex and a condition variable: a worker waiting
+/// for work sleeps at once, where a channel spins a while first, and with the loop's
+/// thread and the workers sharing the cores a spinning worker takes time from the others.
+struct Queue<D> {
+    state: Mutex<QueueState<D>>,
+    ready: Condvar,
+}
+
+struct QueueState<D> {
+    msgs: VecDeque<Msg<D>>,
+    closed: bool,
+}
+
+impl<D> Default for Queue<D> {
+    fn default() -> Self {
+        Queue {
+            state: Mutex::new(QueueState {
+                msgs: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+        }
+    }
+}
+
+impl<D> Queue<D> {
+    /// Queues `m` for a worker; `false` (and `m` dropped) once closed.
+    fn push(&self, m: Msg<D>) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.closed {
+            return false;
+        }
+        s.msgs.push_back(m);
+        drop(s);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next message, waiting for one; `None` once closed and empty.
+    fn pop(&self) -> Option<Msg<D>> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(m) = s.msgs.pop_front() {
+                return Some(m);
+            }
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// No more messages: workers end once the queue is empty.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// From a worker: a batch through the sub-train (or what `finish` emitted).
+struct Ran<D> {
+    data: Vec<D>,
+    dropped: u64,
+    errors: u64,
+    effects: Effects,
+    /// The panic that lost the batch.
+    panic: Option<String>,
+    /// The worker's sub-train counters and CPU time, with its last result.
+    metrics: Option<(TrainMetrics, Duration)>,
+}
+
+impl<D: Send + 'static> Parallel<D> {
+    /// A `parallel` made from its settings: `factory` builds the sub-train, once on each
+    /// worker thread (so its cogs need not be `Send`); the workers start with the cog.
+    pub fn from_settings<F>(s: &ParallelSettings, factory: F) -> Result<Self, SettingError>
+    where
+        F: Fn() -> Result<Train<D>, BoxError> + Send + Sync + 'static,
+    {
+        if s.workers > MAX_WORKERS {
+            return Err(SettingError::new(
+                "workers",
+                format!("expected at most {MAX_WORKERS} workers (0: one per core)"),
+            ));
+        }
+        if s.batch == 0 {
+            return Err(SettingError::new("batch", "expected at least 1 record"));
+        }
+        let workers = match s.workers {
+            0 => std::thread::available_parallelism().map_or(2, NonZeroUsize::get),
+            n => n,
+        };
+        let max_in_flight = match s.max_in_flight {
+            0 => 4 * workers,
+            n => n,
+        };
+        Ok(Parallel {
+            workers,
+            batch: s.batch,
+            max_in_flight: max_in_flight as u64,
+            factory: Arc::new(factory),
+            queue: Arc::new(Queue::default()),
+            threads: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            paused: false,
+            totals: None,
+            worker_cpu: Duration::ZERO,
+        })
+    }
+
+    /// Hands `chunk` to the workers.
+    fn send(&mut self, chunk: Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        let n = chunk.len() as u64;
+        let sent = match cx.reserve_job() {
+            Ok(completion) => self.queue.push(Msg::Batch(chunk, completion)),
+            Err(_) => false,
+        };
+        if !sent {
+            // Not acknowledged: a checkpointing supply sends them again after a restart.
+            out.count_errors(n);
+            slog::error!(cx.logger(), "the workers are gone: records lost"; "records" => n);
+            return;
+        }
+        if !self.paused && cx.jobs_in_flight() >= self.max_in_flight {
+            self.paused = true;
+            cx.pause_supplies();
+        }
+    }
+
+    /// Stops the workers (what they have not started is dropped) and waits for them.
+    fn stop_workers(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.queue.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn add_metrics(&mut self, m: TrainMetrics, cpu: Duration) {
+        self.worker_cpu += cpu;
+        match &mut self.totals {
+            None => self.totals = Some(m),
+            Some(t) => {
+                for (sum, c) in t.cogs.iter_mut().zip(m.cogs) {
+                    sum.data_in += c.data_in;
+                    sum.data_out += c.data_out;
+                    sum.dropped += c.dropped;
+                    sum.errors += c.errors;
+                    sum.busy += c.busy;
+                }
+            }
+        }
+    }
+}
+
+impl<D: Send + 'static> Drop for Parallel<D> {
+    fn drop(&mut self) {
+        self.stop_workers();
+    }
+}
+
+impl<D: Send + 'static> Cog<D> for Parallel<D> {
+    fn name(&self) -> &str {
+        "parallel"
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        one_arena();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        for i in 0..self.workers {
+            let (queue, ready) = (Arc::clone(&self.queue), ready_tx.clone());
+            let stop = Arc::clone(&self.stop);
+            let factory = Arc::clone(&self.factory);
+            let logger = cx.logger().new(slog::o!("worker" => i));
+            let spawned = std::thread::Builder::new()
+                .name(format!("deadbeat-par-{i}"))
+                .spawn(move || worker(&*factory, &logger, &queue, &ready, &stop));
+            match spawned {
+                Ok(t) => self.threads.push(t),
+                Err(e) => {
+                    self.stop_workers();
+                    return Err(format!("cannot start worker thread {i}: {e}").into());
+                }
+            }
+        }
+        drop(ready_tx);
+        let deadline = Instant::now() + BUILD_TIMEOUT;
+        for _ in 0..self.workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let why = match ready_rx.recv_timeout(left) {
+                Ok(Ok(())) => continue,
+                Ok(Err(why)) => why,
+                Err(mpsc::RecvTimeoutError::Timeout) => format!(
+                    "the workers did not build their sub-train within {}s",
+                    BUILD_TIMEOUT.as_secs()
+                ),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    "a worker ended before building its sub-train".to_string()
+                }
+            };
+            self.stop_workers();
+            return Err(why.into());
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+        if batch.len() <= self.batch {
+            if !batch.is_empty() {
+                // The train keeps its buffer's room; the batch travels as it is.
+                let chunk = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
+                self.send(chunk, out, cx);
+            }
+            return;
+        }
+        let mut rest = std::mem::take(batch).into_iter();
+        loop {
+            let chunk: Vec<D> = rest.by_ref().take(self.batch).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            self.send(chunk, out, cx);
+        }
+    }
+
+    fn job_done(&mut self, _job: JobId, result: JobResult, out: &mut Out<D>, cx: &mut Ctx) {
+        let ran = match result.map(|r| r.downcast::<Ran<D>>()) {
+            Ok(Ok(ran)) => *ran,
+            Ok(Err(_)) => {
+                slog::error!(
+                    cx.logger(),
+                    "a worker answered with something else than a batch"
+                );
+                return;
+            }
+            Err(e) => {
+                slog::error!(cx.logger(), "a batch was lost on its way back"; "error" => %e);
+                return;
+            }
+        };
+        let Ran {
+            mut data,
+            dropped,
+            errors,
+            effects,
+            panic,
+            metrics,
+        } = ran;
+        out.push_all(&mut data);
+        out.count_dropped(dropped);
+        out.count_errors(errors);
+        if let Some(why) = panic {
+            slog::error!(cx.logger(),
+                "a worker panicked on a batch: its records are lost (counted as errors, not \
+                 acknowledged)";
+                "records" => errors, "panic" => why);
+        }
+        for n in effects.notices {
+            match n {
+                Notice::Done(id) => cx.event_done(id),
+                Notice::Rename(old, new) => cx.event_rename(old, new),
+                Notice::Reopen => cx.reopen_all(),
+            }
+        }
+        for f in effects.failures {
+            cx.fail(f);
+        }
+        if effects.shutdown {
+            cx.shutdown();
+        }
+        if let Some((m, cpu)) = metrics {
+            self.add_metrics(m, cpu);
+        }
+        if self.paused && cx.jobs_in_flight() <= self.max_in_flight / 2 {
+            self.paused = false;
+            cx.resume_supplies();
+        }
+    }
+
+    fn finish(&mut self, _out: &mut Out<D>, cx: &mut Ctx) {
+        if self.paused {
+            self.paused = false;
+            cx.resume_supplies();
+        }
+        // Behind every batch already out: each worker takes one and stops, so each
+        // finishes its own sub-train once the batches before are taken.
+        for _ in 0..self.threads.len() {
+            match cx.reserve_job() {
+                Ok(c) => {
+                    self.queue.push(Msg::Finish(c));
+                }
+                Err(e) => slog::error!(cx.logger(), "cannot finish a worker"; "error" => %e),
+            }
+        }
+        // What is queued is still taken; a worker finding the queue empty and closed ends.
+        self.queue.close();
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        self.stop_workers();
+        // What the workers and the loop's thread cost, to see which one bounds the rate.
+        slog::debug!(cx.logger(), "parallel: CPU time";
+            "workers_ms" => self.worker_cpu.as_millis() as u64,
+            "loop_thread_ms" => thread_cpu().as_millis() as u64);
+        if let Some(t) = &self.totals {
+            for c in &t.cogs {
+                slog::debug!(cx.logger(), "sub-train counters, all workers";
+                    "sub_cog" => &c.id, "in" => c.data_in, "out" => c.data_out,
+                    "dropped" => c.dropped, "errors" => c.errors,
+                    "busy_ms" => c.busy.as_millis() as u64);
+            }
+        }
+    }
+}
+
+/// One worker thread: builds its sub-train, says so on `ready`, then runs what comes on
+/// `queue` until its `Finish`, the queue's end or `stop`.
+fn worker<D: Send + 'static>(
+    factory: &(dyn Fn() -> Result<Train<D>, BoxError> + Send + Sync),
+    logger: &slog::Logger,
+    queue: &Queue<D>,
+    ready: &mpsc::Sender<Result<(), String>>,
+    stop: &AtomicBool,
+) {
+    let built = factory().and_then(|train| {
+        let mut t = Detached::new(train, logger)?;
+        t.start()?;
+        Ok(t)
+    });
+    let mut sub = match built {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = ready.send(Err(e.to_string()));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    loop {
+        // A stop drops what is left: the cog is done and hears no more results.
+        let Some(msg) = queue.pop() else { break };
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match msg {
+            Msg::Batch(mut data, completion) => {
+                let n = data.len() as u64;
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sub.process(&mut data)
+                }));
+                let mut effects = Effects::default();
+                sub.take_effects(&mut effects);
+                completion.complete(match ran {
+                    Ok((dropped, errors)) => Ran {
+                        data,
+                        dropped,
+                        errors,
+                        effects,
+                        panic: None,
+                        metrics: None,
+                    },
+                    Err(p) => Ran {
+                        data: Vec::new(),
+                        dropped: 0,
+                        errors: n,
+                        effects,
+                        panic: Some(panic_text(p.as_ref())),
+                        metrics: None,
+                    },
+                });
+            }
+            Msg::Finish(completion) => {
+                let mut data = Vec::new();
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sub.finish(&mut data);
+                    sub.done();
+                }));
+                let mut effects = Effects::default();
+                sub.take_effects(&mut effects);
+                completion.complete(Ran {
+                    data,
+                    dropped: 0,
+                    errors: 0,
+                    effects,
+                    panic: ran.err().map(|p| panic_text(p.as_ref())),
+                    metrics: Some((sub.metrics(), thread_cpu())),
+                });
+                return;
+            }
+        }
+    }
+    sub.done();
+}
+
+/// Keeps glibc to one malloc arena for the threads started from now on. With an arena per
+/// thread, what a worker allocates (the text it parses out) is freed on the loop's thread
+/// and what the loop allocates (the lines read) on a worker: each such free goes back to
+/// the other thread's arena, under its lock, and in batches of thousands, which cost W3k
+/// (`bench/run.sh`) a third more CPU time than with one arena, where every thread's own
+/// cache takes them (see "Issue 18: parallel" in `docs/performance.md`).
+fn one_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: mallopt only sets a parameter of the allocator, under its own lock;
+            // threads already running keep the arena they have.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
+        });
+    }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill; the clock id is a constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Why cog type `d` cannot run on a worker, if it cannot.
+fn refused(d: &CogDescriptor) -> Option<String> {
+    let name = d.name;
+    let why = match name {
+        "pass" | "filter" | "set" | "copy" | "rename" | "remove" | "regex" | "simple_pattern"
+        | "csv_parse" | "json_parse" | "kv_parse" | "syslog_parse" | "anonymise" | "cidr_tag" => {
+            return None;
+        }
+        "parallel" => "parallel cannot be nested".to_string(),
+        _ if d.kind != CogKind::Transform => format!(
+            "{name} is a {}: only transforms run inside parallel (put it before or after)",
+            d.kind
+        ),
+        "dedup" | "throttle" | "merge" | "multiline" | "window" | "threshold" => format!(
+            "{name} keeps state across records, and each worker would keep its own: put it \
+             before or after parallel"
+        ),
+        "route" | "tee" => format!(
+            "{name} hands records to another train, which a worker thread cannot reach: put \
+             it before or after parallel"
+        ),
+        _ => format!(
+            "{name} binds events or runs jobs on the loop (sockets, watches, programs), which a \
+             worker thread cannot: put it before or after parallel"
+        ),
+    };
+    Some(why)
+}
+
+/// The cog types that run inside `parallel`, for messages.
+const ALLOWED: &str = "pass, filter, set, copy, rename, remove, regex, simple_pattern, \
+                       csv_parse, json_parse, kv_parse, syslog_parse, anonymise, cidr_tag";
+
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let s: ParallelSettings = p.group()?;
+    let subs = p.nested_cogs("cog")?;
+    if subs.is_empty() {
+        return Err(p.error(
+            "cog",
+            "parallel runs the cogs declared in it: give at least one [[train.cog.cog]]",
+        ));
+    }
+    let supplied = crate::cogs::descriptors();
+    let mut specs: Vec<(CogDescriptor, OwnedParams)> = Vec::with_capacity(subs.len());
+    for sub in &subs {
+        let ty = sub.cog_type();
+        let Some(desc) = supplied.iter().find(|d| d.name == ty) else {
+            return Err(sub.error(
+                "type",
+                format!("unknown cog type {ty:?} (inside parallel: {ALLOWED})"),
+            ));
+        };
+        if let Some(why) = refused(desc) {
+            return Err(sub.error("type", why));
+        }
+        if let Some(e) = sub.validate(desc.name, desc.params).into_iter().next() {
+            return Err(e);
+        }
+        if let Ok(Some(to)) = sub.str("on_error")
+            && to.starts_with("train:")
+        {
+            return Err(sub.error(
+                "on_error",
+                "a worker thread cannot hand records to another train: use \"drop\" or \
+                 \"keep\" inside parallel (or put the cog after it)",
+            ));
+        }
+        // Built once here, and dropped: every mistake shows when the configuration loads,
+        // not when a worker starts.
+        let here = BuildCx::detached(cx.base_dir, cx.state_dir, cx.logger);
+        (desc.build)(sub, &here)?;
+        specs.push((*desc, sub.to_owned_params()));
+    }
+    let (base_dir, state_dir): (PathBuf, PathBuf) =
+        (cx.base_dir.to_path_buf(), cx.state_dir.to_path_buf());
+    let logger = cx.logger.clone();
+    let name = p.id().to_string();
+    let factory = move || -> Result<Train<Record>, BoxError> {
+        let bcx = BuildCx::detached(&base_dir, &state_dir, &logger);
+        let mut train = Train::new(name.clone());
+        for (desc, owned) in &specs {
+            let params = owned.params();
+            let cog = (desc.build)(&params, &bcx).map_err(|e| e.to_string())?;
+            train.push_with_id(cog, params.id().to_string());
+        }
+        Ok(train)
+    };
+    let cog = Parallel::from_settings(&s, factory).map_err(|e| setting_error(p, e))?;
+    Ok(Box::new(cog))
+}
