@@ -6,13 +6,12 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
 
-use crate::kit::checkpoint::fingerprint;
 use crate::kit::keyed::{Keyed, StateCodec};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
@@ -524,30 +523,11 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let state = s.persist.then(|| {
         // The configuration check then makes sure the state directory can be written.
         bx.state_used.set(true);
-        state_file(p, bx.state_dir)
+        crate::kit::keyed::state_file("dns_reverse", p, bx.state_dir)
     });
     let cog = DnsReverse::from_settings(&s, field.get, target.set, on_error, state)
         .map_err(|e| p.setting_error(e))?;
     Ok(Box::new(cog))
-}
-
-/// The state file of the cog `p` under `state_dir`: named after its train and id, with a
-/// hash of both so that names differing only in characters replaced here stay apart.
-fn state_file(p: &CogParams<'_>, state_dir: &FsPath) -> PathBuf {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect()
-    };
-    let mut both = p.train().as_bytes().to_vec();
-    both.push(0);
-    both.extend_from_slice(p.id().as_bytes());
-    state_dir.join(format!(
-        "dns_reverse-{}-{}-{:08x}.state",
-        clean(p.train()),
-        clean(p.id()),
-        fingerprint(&both) as u32
-    ))
 }
 
 /// Parses a server: `IP:PORT`, `[IPv6]:PORT` or a bare address (port 53).
