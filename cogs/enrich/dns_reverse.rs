@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
 
-use crate::kit::keyed::{Keyed, StateCodec};
+use crate::kit::keyed::{FastMap, Keyed, StateCodec};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -128,9 +128,9 @@ pub struct DnsReverse<D> {
     negative_ttl_ms: u64,
     cache: Cache,
     /// Lookups in flight or answered while data still wait for them.
-    lookups: HashMap<IpAddr, Lookup, Seeded>,
+    lookups: FastMap<IpAddr, Lookup>,
     /// Query id → the address asked, for queries on the wire.
-    by_id: HashMap<u16, IpAddr, Seeded>,
+    by_id: FastMap<u16, IpAddr>,
     /// Data in input order, each with the address whose answer it waits for.
     held: VecDeque<(D, Option<IpAddr>)>,
     /// When each query sent gives up, in sending order (`timeout` is the same for all).
@@ -266,7 +266,7 @@ impl StateCodec for Cached {
 /// of one address (`::1`, `0::1`) are two keys, each cached when asked for. When
 /// `max_entries` are held, a new key forgets the one cached longest ago.
 struct Cache {
-    map: HashMap<Rc<[u8]>, Entry, Seeded>,
+    map: FastMap<Rc<[u8]>, Entry>,
     /// Keys oldest first, with the sequence of their entry; places whose sequence no
     /// longer matches were cached again since and are stale.
     order: VecDeque<(u64, Rc<[u8]>)>,
@@ -318,9 +318,9 @@ fn key_text(key: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Cache {
-    fn new(max: usize, seed: u64) -> Self {
+    fn new(max: usize) -> Self {
         Cache {
-            map: HashMap::with_hasher(Seeded(seed)),
+            map: FastMap::default(),
             order: VecDeque::new(),
             next_seq: 0,
             max: max.max(1),
@@ -378,56 +378,6 @@ impl Cache {
             let e = self.map.get(k)?;
             (e.seq == *seq).then_some((&k[..], &e.answer))
         })
-    }
-}
-
-/// Builds the cache's hasher from its seed.
-#[derive(Clone, Copy)]
-struct Seeded(u64);
-
-impl BuildHasher for Seeded {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(self.0)
-    }
-}
-
-/// A multiply-rotate hash over 8 bytes at a time with a final mix: a few instructions for
-/// an address's 7 to 45 bytes. Not a cryptographic hash: the random seed keeps the
-/// buckets of given keys unpredictable from outside, which is what the cache needs.
-struct KeyHasher(u64);
-
-const MUL: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl KeyHasher {
-    fn mix(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(23) ^ w).wrapping_mul(MUL);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-    fn write_usize(&mut self, n: usize) {
-        self.mix(n as u64);
-    }
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 32;
-        h = h.wrapping_mul(MUL);
-        h ^ (h >> 29)
     }
 }
 
@@ -618,9 +568,9 @@ impl<D: 'static> DnsReverse<D> {
             max_queries: s.max_queries,
             cache_max_ttl_ms: millis(s.cache_max_ttl),
             negative_ttl_ms: millis(s.negative_ttl),
-            cache: Cache::new(s.max_entries, 0),
-            lookups: HashMap::with_hasher(Seeded(0)),
-            by_id: HashMap::with_hasher(Seeded(0)),
+            cache: Cache::new(s.max_entries),
+            lookups: FastMap::default(),
+            by_id: FastMap::default(),
             held: VecDeque::new(),
             deadlines: VecDeque::new(),
             timer: None,
@@ -1347,11 +1297,7 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         self.open(cx)?;
-        let seed = (0..4).fold(0u64, |acc, _| acc << 16 | u64::from(self.ids.next()));
-        self.cache = Cache::new(self.cache.max, seed);
-        // Empty still: the seed costs no rehashing.
-        self.lookups = HashMap::with_hasher(Seeded(seed.rotate_left(17)));
-        self.by_id = HashMap::with_hasher(Seeded(seed.rotate_left(41)));
+        self.cache = Cache::new(self.cache.max);
         if let Some(path) = &self.state_file {
             let mut saved = Keyed::<TextKey, Cached>::new(self.cache.max);
             match saved.load(path, FORMAT, VERSION) {
@@ -1844,7 +1790,7 @@ mod tests {
 
     #[test]
     fn the_cache_forgets_the_entry_cached_longest_ago() {
-        let mut c = Cache::new(3, 42);
+        let mut c = Cache::new(3);
         for k in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
             c.insert(k.as_bytes(), cached(1));
         }
