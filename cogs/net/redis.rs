@@ -17,6 +17,7 @@ use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
 
 use crate::kit::forward::{ForwardOptions, GENERATIONS, Redial, SOCK_BASE, Target, is_refusal};
 use crate::prelude::*;
+use crate::schema::SettingError;
 
 /// Timer of the next connection attempt.
 pub(crate) const RETRY: Local = 1;
@@ -555,14 +556,131 @@ impl Link {
     }
 }
 
-/// Checks a `host:port` address.
-pub(crate) fn check_address(a: &str) -> Result<(), String> {
-    crate::kit::forward::check_address(a)
+/// The server's `host:port` and the connection's `AUTH`/`SELECT`, from the `address` key
+/// (`host:port`, or a URL `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]`, port 6379 by
+/// default) and the `username`, `password` and `db` keys. A URL part and its key may not
+/// both be given. `rediss://` (TLS) is recognised and refused until TLS is supported.
+pub(crate) fn endpoint(
+    address: &str,
+    username: &Option<String>,
+    password: &Option<String>,
+    db: i64,
+) -> Result<(String, Hello), SettingError> {
+    let bad = |m: String| SettingError::new("address", m);
+    let mut hello = Hello {
+        username: username.clone(),
+        password: password.clone(),
+        db: u32::try_from(db).map_err(|_| SettingError::new("db", "must be 0 or more"))?,
+    };
+    let host_port = if address.starts_with("rediss://") {
+        return Err(bad(
+            "rediss:// (Redis over TLS) is not supported yet: use redis:// or host:port".into(),
+        ));
+    } else if let Some(rest) = address.strip_prefix("redis://") {
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((a, r)) => (Some(a), r),
+            None => (None, rest),
+        };
+        let (host, path) = match rest.split_once('/') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        if let Some(auth) = auth {
+            let (user, pass) = match auth.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (auth, None),
+            };
+            if !user.is_empty() {
+                if username.is_some() {
+                    return Err(bad(
+                        "gives a user name, and so does `username`: keep one".into()
+                    ));
+                }
+                hello.username = Some(user.to_string());
+            }
+            if let Some(pass) = pass.filter(|p| !p.is_empty()) {
+                if password.is_some() {
+                    return Err(bad(
+                        "gives a password, and so does `password`: keep one".into()
+                    ));
+                }
+                hello.password = Some(pass.to_string());
+            }
+        }
+        if let Some(path) = path.filter(|p| !p.is_empty()) {
+            let n: u32 = path
+                .parse()
+                .map_err(|_| bad(format!("the database {path:?} is not a number")))?;
+            if db != 0 {
+                return Err(bad("gives a database, and so does `db`: keep one".into()));
+            }
+            hello.db = n;
+        }
+        let has_port = match host.rsplit_once(':') {
+            // An IPv6 address in brackets: its colons are not the port's.
+            Some((h, _)) => !h.starts_with('[') || h.ends_with(']'),
+            None => false,
+        };
+        if has_port {
+            host.to_string()
+        } else {
+            format!("{host}:6379")
+        }
+    } else if address.contains("://") {
+        return Err(bad(format!(
+            "{address:?}: the scheme is not redis:// (or give host:port)"
+        )));
+    } else {
+        address.to_string()
+    };
+    crate::kit::forward::check_address(&host_port).map_err(bad)?;
+    if hello.username.is_some() && hello.password.is_none() {
+        return Err(SettingError::new("username", "needs a password"));
+    }
+    Ok((host_port, hello))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_is_host_port_or_a_redis_url() {
+        let none = None;
+        let (a, h) = endpoint("127.0.0.1:7000", &none, &none, 2).unwrap();
+        assert_eq!(
+            (a.as_str(), h.username, h.password, h.db),
+            ("127.0.0.1:7000", None, None, 2)
+        );
+        let (a, h) = endpoint("redis://app:s3cret@127.0.0.1:7001/3", &none, &none, 0).unwrap();
+        assert_eq!(a, "127.0.0.1:7001");
+        assert_eq!(h.username.as_deref(), Some("app"));
+        assert_eq!(h.password.as_deref(), Some("s3cret"));
+        assert_eq!(h.db, 3);
+        let (a, h) = endpoint("redis://:pw@localhost", &none, &none, 0).unwrap();
+        assert_eq!(
+            (a.as_str(), h.username, h.password.as_deref()),
+            ("localhost:6379", None, Some("pw"))
+        );
+        let (a, _) = endpoint("redis://[::1]", &none, &none, 0).unwrap();
+        assert_eq!(a, "[::1]:6379");
+        let (a, _) = endpoint("redis://[::1]:7002/", &none, &none, 0).unwrap();
+        assert_eq!(a, "[::1]:7002");
+        let pw = Some("other".to_string());
+        for (addr, pass, db, key, says) in [
+            ("rediss://h:6380", &none, 0, "address", "TLS"),
+            ("http://h:80", &none, 0, "address", "scheme"),
+            ("redis://:pw@h", &pw, 0, "address", "password"),
+            ("redis://h/1", &none, 2, "address", "database"),
+            ("redis://h/x", &none, 0, "address", "not a number"),
+            ("redis://u@h", &none, 0, "username", "needs a password"),
+            ("h:1", &none, -1, "db", "0 or more"),
+        ] {
+            let e = endpoint(addr, &none, pass, db).unwrap_err();
+            assert_eq!(e.key, key, "{addr}");
+            assert!(e.msg.contains(says), "{addr}: {}", e.msg);
+        }
+    }
 
     #[test]
     fn commands_are_arrays_of_bulk_strings() {

@@ -99,7 +99,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 crate::settings! {
     /// Settings of `redis_in`.
     pub struct RedisInSettings {
-        /// "host:port" of the Redis server; a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or "redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]"; a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key
@@ -255,7 +255,7 @@ impl RedisIn {
         s: &RedisInSettings,
         on_error: OnError<Record>,
     ) -> Result<Self, SettingError> {
-        redis::check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
+        let (address, hello) = redis::endpoint(&s.address, &s.username, &s.password, s.db)?;
         for (key, v) in [
             ("stream", &s.stream),
             ("group", &s.group),
@@ -280,10 +280,6 @@ impl RedisIn {
         if s.claim_interval.is_zero() {
             return Err(SettingError::new("claim_interval", "must be above 0"));
         }
-        let db = u32::try_from(s.db).map_err(|_| SettingError::new("db", "must be 0 or more"))?;
-        if s.username.is_some() && s.password.is_none() {
-            return Err(SettingError::new("username", "needs a password"));
-        }
         // The reconnection schedule is the forwarding drains' one.
         let fwd = ForwardSettings {
             reconnect_initial: s.reconnect_initial,
@@ -301,12 +297,8 @@ impl RedisIn {
         let field =
             (!s.field.is_empty()).then(|| (Key::new(&s.field), s.field.as_bytes().to_vec()));
         Ok(RedisIn {
-            link: Link::new("redis_in", &s.address, &opts),
-            hello: Hello {
-                username: s.username.clone(),
-                password: s.password.clone(),
-                db,
-            },
+            link: Link::new("redis_in", &address, &opts),
+            hello,
             stream: s.stream.as_bytes().to_vec(),
             group: s.group.as_bytes().to_vec(),
             consumer: consumer.into_bytes(),

@@ -83,7 +83,7 @@ crate::choice! {
 crate::settings! {
     /// Settings of `redis_out`.
     pub struct RedisOutSettings {
-        /// "host:port" of the Redis server; a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or "redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]"; a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key; may be a template with {field} placeholders ("logs:{host}")
@@ -228,7 +228,7 @@ impl RedisOut {
         s: &RedisOutSettings,
         on_error: OnError<Record>,
     ) -> Result<Self, SettingError> {
-        redis::check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
+        let (address, hello) = redis::endpoint(&s.address, &s.username, &s.password, s.db)?;
         let opts = ForwardOptions::new(&s.forward, Framing::Newline)?;
         let stream = if s.stream.contains('{') {
             StreamKey::Template(
@@ -245,23 +245,15 @@ impl RedisOut {
         if s.maxlen < 0 {
             return Err(SettingError::new("maxlen", "must be 0 or more"));
         }
-        let db = u32::try_from(s.db).map_err(|_| SettingError::new("db", "must be 0 or more"))?;
-        if s.username.is_some() && s.password.is_none() {
-            return Err(SettingError::new("username", "needs a password"));
-        }
         Ok(RedisOut {
-            link: Link::new("redis_out", &s.address, &opts),
+            link: Link::new("redis_out", &address, &opts),
             watermark: Watermark::new(opts.buffer_bytes),
             opts,
             stream,
             entry: s.entry,
             field: s.field.as_bytes().to_vec(),
             maxlen: (s.maxlen > 0).then(|| redis::num(s.maxlen as u64)),
-            hello: Hello {
-                username: s.username.clone(),
-                password: s.password.clone(),
-                db,
-            },
+            hello,
             on_error,
             pipe: Pipeline::default(),
             hello_buf: Vec::new(),

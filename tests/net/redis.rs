@@ -701,8 +701,8 @@ fn redis_fields_templates_trimming_auth_and_databases() {
         "[[train]]\nname = \"tx\"\n{input}\
          [[train.cog]]\ntype = \"json_parse\"\n\
          [[train.cog]]\ntype = \"remove\"\nfields = [\"message\", \"path\", \"offset\"]\n\
-         [[train.cog]]\ntype = \"redis_out\"\naddress = \"{a}\"\nstream = \"logs:{{host}}\"\n\
-         entry = \"fields\"\nmaxlen = 100\npassword = \"s3cret\"\ndb = 2\n",
+         [[train.cog]]\ntype = \"redis_out\"\naddress = \"redis://:s3cret@{a}/2\"\n\
+         stream = \"logs:{{host}}\"\nentry = \"fields\"\nmaxlen = 100\n",
         input = file_in(&input),
         a = redis.address(),
     );
@@ -722,7 +722,8 @@ fn redis_fields_templates_trimming_auth_and_databases() {
     );
     assert_eq!(*b, 1);
 
-    // Read back, with the password and the database, no field required.
+    // Written with the password and the database in a redis:// URL; read back with them
+    // as keys, no field required.
     let out = dir.path().join("b.json");
     let extra = "password = \"s3cret\"\ndb = 2\nfield = \"\"\n";
     let rconf = reader_config(&redis.address(), "logs:b", "r", extra, &out) + "format = \"json\"\n";
