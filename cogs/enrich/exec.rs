@@ -1006,6 +1006,31 @@ impl<D: 'static> Exec<D> {
         cx.finished();
     }
 
+    /// What the program wrote after the last answer the cog waited for (it has ended, so
+    /// the pipe holds all of it): lines for no record, counted and logged, never given to
+    /// one.
+    fn count_late_lines(&mut self, out: &mut Receiver, cx: &mut Ctx) {
+        let mut late = std::mem::take(&mut self.inbuf);
+        let mut buf = [0u8; 4096];
+        while late.len() <= MAX_LINE {
+            match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => late.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let lines = late
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .count() as u64;
+        if lines > 0 {
+            self.count(|s| s.extra_lines += lines);
+            slog::warn!(cx.logger(), "exec: the program wrote lines after its last answer; they belong to no record and are dropped";
+                "cog" => "exec", "lines" => lines, "command" => self.command_line());
+        }
+    }
+
     fn close_input(&mut self, cx: &mut Ctx) {
         if let Some(p) = self.proc.as_mut()
             && let Some(mut s) = p.stdin.take()
@@ -1366,9 +1391,11 @@ impl<D: 'static> Cog<D> for Exec<D> {
                 "cog" => "exec", "records" => held);
         }
         self.close_input(cx);
+        let mut late_out = None;
         if let Some(mut p) = self.proc.take() {
             if let Some(mut s) = p.stdout.take() {
                 let _ = cx.deregister(&mut s);
+                late_out = Some(s);
             }
             if let Some(mut s) = p.stderr.take() {
                 self.read_stderr_from(&mut s, cx);
@@ -1407,6 +1434,11 @@ impl<D: 'static> Cog<D> for Exec<D> {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(mut out) = late_out
+            && self.s.mode == ExecMode::Stream
+        {
+            self.count_late_lines(&mut out, cx);
         }
         let st = self.stats.get();
         slog::info!(cx.logger(), "exec totals";

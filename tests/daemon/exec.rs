@@ -234,10 +234,10 @@ fn two_lines_for_one_record_shift_nothing() {
     let prog = program(
         dir.path(),
         "two_fresh.py",
-        // Both lines in one write: a line the program writes after its last answer, once
-        // the input has ended, may come after the cog finished and is not looked at.
-        "import sys\nfor l in sys.stdin:\n    sys.stdout.write('{\"x\": 1}\\n{\"x\": 2}\\n')\n    \
-         sys.stdout.flush()\n",
+        // Two writes: the second line may come while the answer is handled, or only after
+        // the input ended and the cog finished; it is counted either way.
+        "import sys\nfor l in sys.stdin:\n    print('{\"x\": 1}', flush=True)\n    \
+         print('{\"x\": 2}', flush=True)\n",
     );
     let cfg = config(
         dir.path(),
@@ -250,6 +250,29 @@ fn two_lines_for_one_record_shift_nothing() {
     assert!(st.success(), "{err}");
     assert_eq!(lines(&out), [r#"{"message":"only","x":1}"#], "{err}");
     assert_eq!(counter(&err, "extra_lines"), 1, "{err}");
+}
+
+#[test]
+fn lines_written_after_the_last_answer_are_counted() {
+    let Some(py) = python() else { return };
+    let dir = TempDir::new("exec-late");
+    // Answers every record, then, a moment after its input has ended, one more line: the
+    // daemon is stopping by then (the program gets a grace period to end), and the line
+    // is counted as extra, given to no record.
+    let prog = program(
+        dir.path(),
+        "late.py",
+        "import sys, time\nfor l in sys.stdin:\n    sys.stdout.write(l)\n    sys.stdout.flush()\n\
+         time.sleep(0.2)\nprint('{\"late\": 1}', flush=True)\n",
+    );
+    let cfg = config(dir.path(), &py_command(py, &prog));
+    let (st, out, err) = run_with_stdin(&cfg, input(20).as_bytes());
+    assert!(st.success(), "{err}");
+    let got = lines(&out);
+    assert_eq!(got.len(), 20, "{err}");
+    assert_eq!(got[19], r#"{"message":"19"}"#, "{err}");
+    assert_eq!(counter(&err, "extra_lines"), 1, "{err}");
+    assert!(err.contains("after its last answer"), "{err}");
 }
 
 #[test]
