@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
-use crate::kit::format::OutputFormat;
+use crate::kit::format::{Escape, OutputFormat, Template};
 use crate::kit::forward::{
     Backoff, ForwardOptions, Framing, GENERATIONS, Redial, SOCK_BASE, Target, Watermark,
     check_address, is_refusal, lookup_result,
@@ -39,7 +39,18 @@ const READ_CHUNK: usize = 16 << 10;
 /// Each record is rendered as one JSON object per line (`format = "ndjson"`, sent with
 /// `Content-Type: application/x-ndjson`). A batch is closed when it holds `batch_records`
 /// records or `batch_bytes` bytes, or `linger` after its first record, whichever comes
-/// first. Only `http://` URLs are taken for now (`http://host:port/path`, port 80 by
+/// first.
+///
+/// With `format = "es_bulk"` the body is an Elasticsearch/OpenSearch `_bulk` request (point
+/// `url` at `.../_bulk`): each record is preceded by the action line
+/// `{"index":{"_index":"…"}}`, the index rendered from `index` (a template: `{field}`
+/// placeholders take text from the record, escaped as JSON). A 2xx answer is read per
+/// item: a written item (2xx) acknowledges its record, a `429` or `5xx` item sends its
+/// record again (the failed items together, as the next request, after the backoff), any
+/// other item sends its record to `on_error` with the item's error type and reason. An
+/// answer with `"errors": false` acknowledges the whole batch.
+///
+/// Only `http://` URLs are taken for now (`http://host:port/path`, port 80 by
 /// default); a host name is resolved off the loop at every connection.
 ///
 /// A connection error, a `429` or a `5xx` answer, or no answer within `response_timeout`
@@ -74,10 +85,21 @@ const READ_CHUNK: usize = 16 << 10;
 /// shutdown_timeout = "30s"
 /// on_error = "keep"              # drop | keep | train:NAME (records of a 4xx batch)
 /// ```
+///
+/// To Elasticsearch or OpenSearch:
+///
+/// ```toml
+/// [[train.cog]]
+/// type = "http_out"
+/// url = "http://elastic.example:9200/_bulk"
+/// format = "es_bulk"
+/// index = "logs-{service}"
+/// on_error = "train:dead"        # items refused (mapping errors), whole batches refused
+/// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "http_out",
     kind: CogKind::Drain,
-    summary: "POSTs records in NDJSON batches over HTTP; retries 5xx/429 with backoff, acknowledges on 2xx",
+    summary: "POSTs records in NDJSON or Elasticsearch _bulk batches over HTTP; retries 5xx/429 with backoff, acknowledges on 2xx",
     params: HttpOutSettings::PARAMS,
     fields: &[],
     build,
@@ -85,7 +107,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 
 crate::choice! {
     /// How `http_out` writes a batch.
-    pub enum HttpFormat { Ndjson = "ndjson" }
+    pub enum HttpFormat { Ndjson = "ndjson", EsBulk = "es_bulk" }
 }
 
 crate::settings! {
@@ -94,8 +116,10 @@ crate::settings! {
         /// "http://host:port/path" the batches are POSTed to (port 80 by default)
         #[setting(required)]
         url: String,
-        /// ndjson: one JSON object per record and line
+        /// ndjson: one JSON object per record and line; es_bulk: the Elasticsearch/OpenSearch `_bulk` body (an `index` action line, then the record)
         format: HttpFormat = "ndjson",
+        /// with format = "es_bulk": the index each record goes to; {field} placeholders take it from the record (e.g. "logs-{service}")
+        index: Option<String>,
         /// a batch is sent once it holds this many records
         batch_records: i64 = "5000",
         /// a batch is sent once its body holds this many bytes
@@ -202,6 +226,10 @@ pub enum Response {
         consumed: usize,
         /// The connection is not kept alive.
         close: bool,
+        /// Bytes of the head (the body follows).
+        head: usize,
+        /// The body is chunked.
+        chunked: bool,
     },
     /// Not HTTP, or beyond the limits.
     Bad(String),
@@ -249,6 +277,8 @@ pub fn parse_response(buf: &[u8]) -> Response {
             status,
             consumed: head,
             close,
+            head,
+            chunked: false,
         };
     }
     if chunked {
@@ -257,6 +287,8 @@ pub fn parse_response(buf: &[u8]) -> Response {
                 status,
                 consumed: head + n,
                 close,
+                head,
+                chunked: true,
             },
             Ok(None) => Response::Partial,
             Err(e) => Response::Bad(e),
@@ -267,6 +299,8 @@ pub fn parse_response(buf: &[u8]) -> Response {
             status,
             consumed: head + n,
             close,
+            head,
+            chunked: false,
         },
         Some(_) => Response::Partial,
         // The body lasts until the close: the status is all that matters.
@@ -274,6 +308,8 @@ pub fn parse_response(buf: &[u8]) -> Response {
             status,
             consumed: buf.len(),
             close: true,
+            head,
+            chunked: false,
         },
     }
 }
@@ -315,6 +351,106 @@ fn chunked_len(buf: &[u8]) -> Result<Option<usize>, String> {
     }
 }
 
+/// Each record's bytes in a batch body (`lines` lines per record, each ending in `\n`),
+/// as start and end offsets.
+fn record_spans(body: &[u8], lines: usize) -> Vec<(usize, usize)> {
+    let mut spans = Vec::new();
+    let (mut start, mut n) = (0, 0);
+    for end in memchr::memchr_iter(b'\n', body) {
+        n += 1;
+        if n == lines {
+            spans.push((start, end + 1));
+            start = end + 1;
+            n = 0;
+        }
+    }
+    spans
+}
+
+/// The last line of a record's span (its document), without the newline.
+fn doc_line(span: &[u8]) -> &[u8] {
+    let span = span.strip_suffix(b"\n").unwrap_or(span);
+    match memchr::memrchr(b'\n', span) {
+        Some(i) => &span[i + 1..],
+        None => span,
+    }
+}
+
+/// What a 2xx `_bulk` answer says of its items.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BulkItems {
+    /// `"errors": false`: every item was written.
+    AllOk,
+    /// Each item's status and, when it failed, its error's type and reason.
+    Each(Vec<(u16, String)>),
+}
+
+/// Reads a `_bulk` answer; `None` when it is not one.
+pub fn bulk_items(body: &[u8]) -> Option<BulkItems> {
+    let Ok(crate::record::Value::Map(m)) = crate::record::Value::parse_json(body) else {
+        return None;
+    };
+    let key = crate::record::Key::new;
+    if matches!(
+        m.get(key("errors")),
+        Some(crate::record::Value::Bool(false))
+    ) {
+        return Some(BulkItems::AllOk);
+    }
+    let Some(crate::record::Value::List(items)) = m.get(key("items")) else {
+        return None;
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        // Each item is {"index": {...}} (or create, update, delete).
+        let crate::record::Value::Map(item) = item else {
+            return None;
+        };
+        let Some((_, crate::record::Value::Map(result))) = item.iter().next() else {
+            return None;
+        };
+        let status = result.get(key("status")).and_then(|v| v.as_i64())?;
+        let why = match result.get(key("error")) {
+            Some(crate::record::Value::Map(e)) => {
+                let text = |k| e.get(key(k)).and_then(|v| v.as_str()).unwrap_or("");
+                format!("{}: {}", text("type"), text("reason"))
+            }
+            Some(other) => {
+                let mut b = Vec::new();
+                other.write_json(&mut b);
+                String::from_utf8_lossy(&b).into_owned()
+            }
+            None => String::new(),
+        };
+        out.push((u16::try_from(status).unwrap_or(0), why));
+    }
+    Some(BulkItems::Each(out))
+}
+
+/// The body of a response: `raw` as received, decoded when `chunked`.
+fn response_body(raw: &[u8], chunked: bool) -> Vec<u8> {
+    if !chunked {
+        return raw.to_vec();
+    }
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Ok(httparse::Status::Complete((n, size))) = httparse::parse_chunk_size(&raw[pos..]) {
+        let Ok(size) = usize::try_from(size) else {
+            break;
+        };
+        let start = pos + n;
+        if size == 0 || start + size > raw.len() {
+            break;
+        }
+        out.extend_from_slice(&raw[start..start + size]);
+        pos = start + size + 2;
+        if pos > raw.len() {
+            break;
+        }
+    }
+    out
+}
+
 enum State {
     /// Waiting for work or for the retry timer.
     Idle,
@@ -333,6 +469,8 @@ pub struct HttpOut {
     batch_bytes: usize,
     linger: Duration,
     response_timeout: Duration,
+    /// With `es_bulk`: the index of each record (placeholders escaped as JSON text).
+    index: Option<Template>,
     on_error: OnError<Record>,
     /// The batch being filled.
     open: Batch,
@@ -400,6 +538,34 @@ impl HttpOut {
         if s.connect_timeout.is_zero() {
             return above_zero("connect_timeout");
         }
+        let index = match (s.format, &s.index) {
+            (HttpFormat::EsBulk, Some(t)) => {
+                // Index names hold no quotes or backslashes; placeholders are escaped.
+                if t.bytes()
+                    .any(|b| b == b'"' || b == b'\\' || b.is_ascii_control())
+                {
+                    return Err(SettingError::new(
+                        "index",
+                        "holds a quote, a backslash or a control character",
+                    ));
+                }
+                let t = Template::parse(t).map_err(|m| SettingError::new("index", m))?;
+                Some(t.escaped(Escape::Json))
+            }
+            (HttpFormat::EsBulk, None) => {
+                return Err(SettingError::new(
+                    "index",
+                    "format = \"es_bulk\" needs an `index`",
+                ));
+            }
+            (HttpFormat::Ndjson, Some(_)) => {
+                return Err(SettingError::new(
+                    "index",
+                    "`index` is used only with format = \"es_bulk\"",
+                ));
+            }
+            (HttpFormat::Ndjson, None) => None,
+        };
         let opts = ForwardOptions {
             format: OutputFormat::Json,
             framing: Framing::Newline,
@@ -423,6 +589,7 @@ impl HttpOut {
             batch_bytes: s.batch_bytes,
             linger: s.linger,
             response_timeout: s.response_timeout,
+            index,
             on_error,
             open: Batch::default(),
             batches: VecDeque::new(),
@@ -666,12 +833,17 @@ impl HttpOut {
                     status,
                     consumed,
                     close,
+                    head,
+                    chunked,
                 } => {
+                    // Only a `_bulk` answer's body matters (its per-item results).
+                    let body = (self.index.is_some() && (200..300).contains(&status))
+                        .then(|| response_body(&self.rbuf[head..consumed], chunked));
                     self.rbuf.drain(..consumed);
                     if (100..200).contains(&status) {
                         continue;
                     }
-                    self.answered(status, out, cx);
+                    self.answered(status, body, out, cx);
                     if close {
                         self.drop_conn(cx);
                         return;
@@ -702,28 +874,21 @@ impl HttpOut {
     }
 
     /// The request in flight was answered `status`.
-    fn answered(&mut self, status: u16, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn answered(
+        &mut self,
+        status: u16,
+        body: Option<Vec<u8>>,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
         self.in_flight = false;
         self.written = 0;
         if let Some(t) = self.rsp_timer.take() {
             cx.cancel_timer(t);
         }
         if status == 429 || (500..600).contains(&status) {
-            let delay = self.retry_backoff.next();
-            if self.limiter.allow("retries", "http_out", cx) {
-                slog::warn!(cx.logger(), "the server asks to retry; sending the batch again";
-                    "cog" => "http_out", "peer" => %self.target, "status" => status,
-                    "records" => self.batches.front().map_or(0, |b| b.ids.len()),
-                    "retry_in_ms" => delay.as_millis() as u64);
-            }
-            self.holding = true;
-            match cx.timer_after(delay, HOLD) {
-                Ok(t) => self.hold_timer = Some(t),
-                Err(e) => {
-                    slog::error!(cx.logger(), "cannot set the retry timer"; "cog" => "http_out", "error" => %e);
-                    self.holding = false;
-                }
-            }
+            let records = self.batches.front().map_or(0, |b| b.ids.len());
+            self.hold(status, records, cx);
             return;
         }
         let Some(b) = self.batches.pop_front() else {
@@ -731,18 +896,94 @@ impl HttpOut {
         };
         self.buffered -= b.body.len();
         if (200..300).contains(&status) {
-            self.retry_backoff.reset();
-            for id in b.ids {
-                cx.event_done(id);
+            match body.map(|body| bulk_items(&body)) {
+                Some(Some(BulkItems::Each(items))) => self.bulk_result(b, &items, out, cx),
+                Some(None) => {
+                    slog::warn!(cx.logger(), "unreadable _bulk answer to a 2xx; its records count as written";
+                        "cog" => "http_out", "peer" => %self.target, "records" => b.ids.len());
+                    self.retry_backoff.reset();
+                    b.ids.into_iter().for_each(|id| cx.event_done(id));
+                }
+                _ => {
+                    self.retry_backoff.reset();
+                    b.ids.into_iter().for_each(|id| cx.event_done(id));
+                }
             }
             return;
         }
         let why = format!("the server answered {status} to the batch (not retried)");
-        for (line, id) in b.body.split(|&c| c == b'\n').zip(b.ids) {
-            let mut r = Record::parse_json(line).unwrap_or_else(|_| Record::new());
-            r.id = id;
-            self.on_error.fail(r, "http_out", &why, out, cx);
+        let lines = if self.index.is_some() { 2 } else { 1 };
+        for ((start, end), id) in record_spans(&b.body, lines).into_iter().zip(b.ids) {
+            self.reject(doc_line(&b.body[start..end]), id, &why, out, cx);
         }
+    }
+
+    /// The server asks to try again later (`status`): the front batch is held back for the
+    /// next backoff delay.
+    fn hold(&mut self, status: u16, records: usize, cx: &mut Ctx) {
+        let delay = self.retry_backoff.next();
+        if self.limiter.allow("retries", "http_out", cx) {
+            slog::warn!(cx.logger(), "the server asks to retry; sending the records again";
+                "cog" => "http_out", "peer" => %self.target, "status" => status,
+                "records" => records, "retry_in_ms" => delay.as_millis() as u64);
+        }
+        self.holding = true;
+        match cx.timer_after(delay, HOLD) {
+            Ok(t) => self.hold_timer = Some(t),
+            Err(e) => {
+                slog::error!(cx.logger(), "cannot set the retry timer"; "cog" => "http_out", "error" => %e);
+                self.holding = false;
+            }
+        }
+    }
+
+    /// Hands the record rendered as `doc` (its JSON) to `on_error`.
+    fn reject(
+        &mut self,
+        doc: &[u8],
+        id: EventId,
+        why: &dyn std::fmt::Display,
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
+        let mut r = Record::parse_json(doc).unwrap_or_else(|_| Record::new());
+        r.id = id;
+        self.on_error.fail(r, "http_out", why, out, cx);
+    }
+
+    /// A `_bulk` request was answered 2xx with per-item results: each record is
+    /// acknowledged, sent again (429, 5xx, or no result) in a batch of its own ahead of
+    /// newer ones, or handed to `on_error`.
+    fn bulk_result(
+        &mut self,
+        b: Batch,
+        items: &[(u16, String)],
+        out: &mut Out<Record>,
+        cx: &mut Ctx,
+    ) {
+        let mut retry = Batch::default();
+        let mut retry_status = 0;
+        for (i, ((start, end), id)) in record_spans(&b.body, 2).into_iter().zip(b.ids).enumerate() {
+            let (status, why) = items.get(i).map_or((503, ""), |(s, w)| (*s, w.as_str()));
+            if (200..300).contains(&status) {
+                cx.event_done(id);
+            } else if status == 429 || (500..600).contains(&status) {
+                retry.body.extend_from_slice(&b.body[start..end]);
+                retry.ids.push(id);
+                retry_status = status;
+            } else {
+                let why = format!("_bulk item status {status}: {why}");
+                self.reject(doc_line(&b.body[start..end]), id, &why, out, cx);
+            }
+        }
+        if retry.ids.is_empty() {
+            self.retry_backoff.reset();
+            return;
+        }
+        let records = retry.ids.len();
+        self.buffered += retry.body.len();
+        self.batches.push_front(retry);
+        self.hold(retry_status, records, cx);
     }
 
     fn settle(&mut self, _out: &mut Out<Record>, cx: &mut Ctx) {
@@ -831,6 +1072,13 @@ impl Cog<Record> for HttpOut {
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         for r in batch.iter() {
             let before = self.open.body.len();
+            if let Some(t) = &self.index {
+                self.open
+                    .body
+                    .extend_from_slice(b"{\"index\":{\"_index\":\"");
+                t.write(r, &mut self.open.body);
+                self.open.body.extend_from_slice(b"\"}}\n");
+            }
             r.write_json(&mut self.open.body);
             self.open.body.push(b'\n');
             self.buffered += self.open.body.len() - before;
@@ -961,53 +1209,74 @@ mod tests {
         assert!(HttpUrl::parse("http://h/a b").is_err());
     }
 
+    /// Status, consumed bytes and close of a complete response.
+    fn done(buf: &[u8]) -> Option<(u16, usize, bool)> {
+        match parse_response(buf) {
+            Response::Done {
+                status,
+                consumed,
+                close,
+                ..
+            } => Some((status, consumed, close)),
+            _ => None,
+        }
+    }
+
     #[test]
     fn responses_are_framed() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 503";
-        assert_eq!(
-            parse_response(ok),
-            Response::Done {
-                status: 200,
-                consumed: 40,
-                close: false
-            }
-        );
+        assert_eq!(done(ok), Some((200, 40, false)));
         assert_eq!(parse_response(&ok[..39]), Response::Partial);
         let chunked =
-            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked),
-            Response::Done {
-                status: 400,
-                consumed: chunked.len(),
-                close: false
-            }
-        );
+            b"HTTP/1.1 400 Bad\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert_eq!(done(chunked), Some((400, chunked.len(), false)));
+        let Response::Done { head, .. } = parse_response(chunked) else {
+            panic!("complete");
+        };
+        assert_eq!(response_body(&chunked[head..], true), b"abcde");
         assert_eq!(
             parse_response(&chunked[..chunked.len() - 1]),
             Response::Partial
         );
         let closing = b"HTTP/1.0 204 No Content\r\n\r\n";
-        assert_eq!(
-            parse_response(closing),
-            Response::Done {
-                status: 204,
-                consumed: 27,
-                close: true
-            }
-        );
+        assert_eq!(done(closing), Some((204, 27, true)));
         assert!(matches!(
             parse_response(b"SSH-2.0-x\r\n\r\n"),
             Response::Bad(_)
         ));
         let open = b"HTTP/1.1 500 x\r\nConnection: close\r\n\r\npartial body";
+        assert_eq!(done(open), Some((500, open.len(), true)));
+    }
+
+    #[test]
+    fn bulk_answers_are_read_per_item() {
         assert_eq!(
-            parse_response(open),
-            Response::Done {
-                status: 500,
-                consumed: open.len(),
-                close: true
-            }
+            bulk_items(br#"{"took":3,"errors":false,"items":[]}"#),
+            Some(BulkItems::AllOk)
         );
+        let mixed = br#"{"took":3,"errors":true,"items":[
+            {"index":{"_index":"a","status":201}},
+            {"index":{"_index":"a","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad field"}}},
+            {"create":{"_index":"a","status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}]}"#;
+        assert_eq!(
+            bulk_items(mixed),
+            Some(BulkItems::Each(vec![
+                (201, String::new()),
+                (400, "mapper_parsing_exception: bad field".into()),
+                (429, "es_rejected_execution_exception: queue full".into()),
+            ]))
+        );
+        assert_eq!(bulk_items(b"<html>"), None);
+        assert_eq!(bulk_items(br#"{"errors":true}"#), None);
+    }
+
+    #[test]
+    fn batch_bodies_split_per_record() {
+        let body = b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{}}\n{\"a\":2}\n";
+        let spans = record_spans(body, 2);
+        assert_eq!(spans, vec![(0, 21), (21, 42)]);
+        assert_eq!(doc_line(&body[21..42]), b"{\"a\":2}");
+        assert_eq!(record_spans(b"x\ny\n", 1), vec![(0, 2), (2, 4)]);
+        assert_eq!(doc_line(b"x\n"), b"x");
     }
 }

@@ -26,6 +26,9 @@ enum Answer {
     /// Closes the connection and the listener without answering, and listens again after
     /// this long.
     Down(Duration),
+    /// Answers 200 with `_bulk` results per record: 400 for lines ending in 3, 429 the
+    /// first time a line ending in 7 comes, 201 otherwise.
+    Bulk,
 }
 
 /// One request the server read: the numbers of its lines and the status it answered
@@ -34,6 +37,8 @@ enum Answer {
 struct Seen {
     lines: Vec<usize>,
     status: Option<u16>,
+    /// With [`Answer::Bulk`], each line's item status.
+    items: Vec<u16>,
 }
 
 struct Server {
@@ -75,7 +80,13 @@ impl Server {
         self.seen()
             .iter()
             .filter(|s| s.status.is_some_and(|c| (200..300).contains(&c)))
-            .flat_map(|s| s.lines.iter().copied())
+            .flat_map(|s| {
+                s.lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| s.items.get(*i).is_none_or(|c| (200..300).contains(c)))
+                    .map(|(_, l)| *l)
+            })
             .collect()
     }
 }
@@ -99,6 +110,7 @@ fn serve(
     stop: &AtomicBool,
 ) {
     let mut listener = Some(listener);
+    let mut refused_once = std::collections::HashSet::new();
     while !stop.load(Ordering::Relaxed) {
         let Some(l) = &listener else {
             return;
@@ -125,6 +137,22 @@ fn serve(
                 bad_heads.lock().unwrap().push(head.clone());
             }
             let lines = numbers(&body);
+            let actions: Vec<&str> = std::str::from_utf8(&body)
+                .unwrap_or("")
+                .lines()
+                .filter(|l| l.starts_with("{\"index\""))
+                .collect();
+            if !actions.is_empty()
+                && (actions.len() != lines.len()
+                    || actions
+                        .iter()
+                        .any(|a| *a != r#"{"index":{"_index":"logs-test"}}"#))
+            {
+                bad_heads
+                    .lock()
+                    .unwrap()
+                    .push(format!("bulk actions: {actions:?}"));
+            }
             let n = seen.lock().unwrap().len();
             match script(n) {
                 Answer::Status(code) => {
@@ -132,8 +160,46 @@ fn serve(
                     seen.lock().unwrap().push(Seen {
                         lines,
                         status: Some(code),
+                        items: Vec::new(),
                     });
                     let rsp = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
+                    if conn.write_all(rsp.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                Answer::Bulk => {
+                    let items: Vec<u16> = lines
+                        .iter()
+                        .map(|&l| match l % 10 {
+                            3 => 400,
+                            7 if refused_once.insert(l) => 429,
+                            _ => 201,
+                        })
+                        .collect();
+                    let results: Vec<String> = items
+                        .iter()
+                        .map(|c| match c {
+                            201 => r#"{"index":{"_index":"logs-test","status":201}}"#.to_string(),
+                            c => format!(
+                                r#"{{"index":{{"_index":"logs-test","status":{c},"error":{{"type":"t{c}","reason":"r{c}"}}}}}}"#
+                            ),
+                        })
+                        .collect();
+                    let errors = items.iter().any(|c| *c != 201);
+                    let json = format!(
+                        r#"{{"took":1,"errors":{errors},"items":[{}]}}"#,
+                        results.join(",")
+                    );
+                    seen.lock().unwrap().push(Seen {
+                        lines,
+                        status: Some(200),
+                        items,
+                    });
+                    // Chunked, as a server may send it.
+                    let rsp = format!(
+                        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{json}\r\n0\r\n\r\n",
+                        json.len()
+                    );
                     if conn.write_all(rsp.as_bytes()).is_err() {
                         break;
                     }
@@ -142,6 +208,7 @@ fn serve(
                     seen.lock().unwrap().push(Seen {
                         lines,
                         status: None,
+                        items: Vec::new(),
                     });
                     drop(listener.take());
                     drop(conn);
@@ -202,6 +269,7 @@ fn next_request(
 fn numbers(body: &[u8]) -> Vec<usize> {
     String::from_utf8_lossy(body)
         .lines()
+        .filter(|l| !l.starts_with("{\"index\""))
         .map(|l| {
             let i = l.find("line ").expect("a numbered line") + 5;
             l[i..i + 7].parse().expect("seven digits")
@@ -461,4 +529,65 @@ fn a_stop_acknowledges_only_what_was_answered_2xx() {
         "resumed at {resumed}, {} answered",
         first.len()
     );
+}
+
+#[test]
+fn es_bulk_items_are_acknowledged_resent_or_refused_one_by_one() {
+    let dir = TempDir::new("http-out-bulk");
+    let n = 1_000;
+    write_input(dir.path(), n);
+    let server = Server::start(|_| Answer::Bulk, Duration::ZERO);
+    let dead = dir.path().join("dead.log");
+    let extra = format!(
+        "format = \"es_bulk\"\nindex = \"logs-test\"\non_error = \"train:dead\"\n\
+         [[train]]\nname = \"dead\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = {dead:?}\nformat = \"json\"\n",
+        dead = dead.to_str().unwrap()
+    );
+    let d = Daemon::start(dir.path(), "tx", &config(dir.path(), server.port, &extra));
+    let dead_count = || {
+        std::fs::read_to_string(&dead)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for("every record answered", &d, || {
+        server.accepted().len() + dead_count() >= n
+    });
+    let log = d.stop();
+    assert!(
+        server.bad_heads.lock().unwrap().is_empty(),
+        "{:?}",
+        server.bad_heads
+    );
+    let text = std::fs::read_to_string(&dead).unwrap();
+    let refused: Vec<usize> = (0..n).filter(|i| i % 10 == 3).collect();
+    assert_eq!(numbers(text.as_bytes()), refused, "{log}");
+    assert!(text.lines().all(|l| l.contains("t400: r400")), "{text}");
+    let mut accepted = server.accepted();
+    accepted.sort_unstable();
+    let expected: Vec<usize> = (0..n).filter(|i| i % 10 != 3).collect();
+    assert_eq!(accepted, expected, "each written record once");
+    // Only the 429 items came twice; each came back before any newer record.
+    let sent: Vec<usize> = server.seen().iter().flat_map(|s| s.lines.clone()).collect();
+    let mut count = vec![0; n];
+    for &l in &sent {
+        count[l] += 1;
+    }
+    for (l, c) in count.iter().enumerate() {
+        assert_eq!(*c, if l % 10 == 7 { 2 } else { 1 }, "line {l}");
+    }
+    let seen = server.seen();
+    for w in seen.windows(2) {
+        let retried: Vec<usize> = w[0]
+            .lines
+            .iter()
+            .zip(&w[0].items)
+            .filter(|(_, c)| **c == 429)
+            .map(|(l, _)| *l)
+            .collect();
+        if !retried.is_empty() {
+            assert_eq!(w[1].lines, retried, "the 429 items, alone, next");
+        }
+    }
 }
