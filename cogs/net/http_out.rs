@@ -27,8 +27,11 @@ const HOLD: Local = 5;
 const RSP_TIMEOUT: Local = 6;
 /// Largest response head accepted; a longer one is a broken server.
 const MAX_HEAD: usize = 64 << 10;
-/// Largest response body kept in memory while it is skipped (only its end matters).
+/// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 << 10;
+/// Largest response accepted (a `_bulk` answer for a large batch with many failed items
+/// stays far below); a longer one is a broken server, and the connection is dropped.
+const MAX_RESPONSE: usize = 64 << 20;
 
 /// POSTs records in batches to an HTTP collector (Loki's or Vector's HTTP source, Fluent
 /// Bit's `http` input, any endpoint taking newline-delimited JSON), one request in flight
@@ -817,9 +820,17 @@ impl HttpOut {
                     }
                 }
             }
-            if self.rbuf.len() > MAX_HEAD && !self.in_flight {
+            if self.rbuf.len() > MAX_RESPONSE || (self.rbuf.len() > MAX_HEAD && !self.in_flight) {
                 break;
             }
+        }
+        if self.rbuf.len() > MAX_RESPONSE {
+            let e = io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("response longer than {MAX_RESPONSE} bytes"),
+            );
+            self.failed(&e, cx);
+            return;
         }
         while self.in_flight && !self.rbuf.is_empty() {
             let parsed = parse_response(&self.rbuf);
