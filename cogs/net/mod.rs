@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::kit::CogDescriptor;
 
+pub mod http_out;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "redis")]
@@ -32,6 +33,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         unix_out::DESCRIPTOR,
         relp_in::DESCRIPTOR,
         relp_out::DESCRIPTOR,
+        http_out::DESCRIPTOR,
         #[cfg(feature = "redis")]
         redis_in::DESCRIPTOR,
         #[cfg(feature = "redis")]
