@@ -2562,6 +2562,32 @@ mod tests {
     }
 
     #[test]
+    fn a_place_is_a_windows_own_only_with_its_generation_and_close_time() {
+        let s = WinState {
+            start: 0,
+            end: 10_000,
+            generation: 7,
+            kb: KeyBytes::new(b"k"),
+            hash: 0,
+            bytes: 0,
+            key: Box::default(),
+            aggs: Box::default(),
+            held: Ids::default(),
+            extra: None,
+        };
+        for kind in [WindowKind::Tumbling, WindowKind::Hopping] {
+            assert!(owns_place(kind, 500, &s, 7, 10_500));
+            assert!(!owns_place(kind, 500, &s, 6, 10_500));
+            // A place of the same generation (its index reused 2^32 times) at another
+            // time is a stale one.
+            assert!(!owns_place(kind, 500, &s, 7, 3_000));
+        }
+        // A session's place may lie before its close time (it grew since): put back.
+        assert!(owns_place(WindowKind::Session, 500, &s, 7, 3_000));
+        assert!(!owns_place(WindowKind::Session, 500, &s, 8, 10_500));
+    }
+
+    #[test]
     fn a_window_state_stays_small() {
         assert!(
             std::mem::size_of::<WinState>() <= 120,
