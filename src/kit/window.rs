@@ -615,11 +615,13 @@ pub struct WinState {
     /// See `start`.
     pub end: i64,
     /// Tells this state's place in the closing order from a place left by a state closed
-    /// or evicted before (its store index reused).
-    generation: u64,
+    /// or evicted before (its store index reused). 32 bits, wrapping: a stale place is
+    /// taken for a live one only if its index was reused a multiple of 2^32 times while it
+    /// waited, and then, for tumbling and hopping windows, at the window's own close time.
+    generation: u32,
     /// The window's key bytes: the key fields (see `key_part`), then the start for
-    /// tumbling and hopping windows.
-    kb: Vec<u8>,
+    /// tumbling and hopping windows; inline when short.
+    kb: KeyBytes,
     /// The low half of the key bytes' hash: the window's place in the store's table.
     hash: u32,
     /// Bytes counted against max_bytes (beside `hash`: 8 bytes for both).
@@ -628,13 +630,69 @@ pub struct WinState {
     /// address or a name) are read back from the window's key bytes, which hold them
     /// anyway, so that a window keeps no copy of them.
     pub key: Box<[Value]>,
-    /// The aggregates, in the order written.
-    pub aggs: Vec<Agg>,
+    /// The aggregates, in the order written (a boxed slice: 8 bytes less than a vector,
+    /// room for the key bytes inline).
+    pub aggs: Box<[Agg]>,
     /// Ids of consumed inputs, acknowledged once the window's output is.
     pub held: Ids,
     /// What `threshold` keeps per window (see [`Windows::keep_extra`]); `None` for
     /// `window`, which needs none of it: 8 bytes a window instead of 56.
     pub extra: Option<Box<Extra>>,
+}
+
+/// Key bytes held inline up to this length: a text key of up to 17 bytes (a name, an
+/// IPv4 address) with its 5-byte prefix and a window's 8-byte start.
+const KEY_INLINE: usize = 30;
+
+/// A window's key bytes: inline when short (32 bytes in all, no allocation: most keys),
+/// else boxed. Made by [`KeyBytes::new`] alone, so that equal bytes are always held the
+/// same way.
+#[derive(Clone)]
+enum KeyBytes {
+    Inline(u8, [u8; KEY_INLINE]),
+    Boxed(Box<[u8]>),
+}
+
+impl KeyBytes {
+    #[inline]
+    fn new(b: &[u8]) -> KeyBytes {
+        if b.len() <= KEY_INLINE {
+            let mut a = [0; KEY_INLINE];
+            a[..b.len()].copy_from_slice(b);
+            KeyBytes::Inline(b.len() as u8, a)
+        } else {
+            KeyBytes::Boxed(b.into())
+        }
+    }
+}
+
+impl Default for KeyBytes {
+    fn default() -> Self {
+        KeyBytes::Inline(0, [0; KEY_INLINE])
+    }
+}
+
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline(n, a) => &a[..usize::from(*n)],
+            KeyBytes::Boxed(b) => b,
+        }
+    }
+}
+
+impl PartialEq for KeyBytes {
+    fn eq(&self, o: &KeyBytes) -> bool {
+        **self == **o
+    }
+}
+
+impl fmt::Debug for KeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
 }
 
 /// What a window keeps for `threshold` beside its aggregates.
@@ -828,8 +886,18 @@ pub enum Added {
     Late,
 }
 
-/// A window's place in the closing order: its generation and its index in the store.
-type Place = (u64, u32);
+/// A window's place in the closing order: its generation and its index in the store
+/// (8 bytes: with 100,000 windows open, the order's queues hold some 200,000 places).
+type Place = (u32, u32);
+
+/// Whether the place (`generation`, at close time `at`) is window `s`'s own: its
+/// generation, and for tumbling and hopping windows its close time too (fixed for them),
+/// so that a place whose index was reused 2^32 times passes only at the same time.
+#[inline]
+fn owns_place(kind: WindowKind, lateness: i64, s: &WinState, generation: u32, at: i64) -> bool {
+    s.generation == generation
+        && (kind == WindowKind::Session || s.end.saturating_add(lateness) == at)
+}
 
 /// The open windows: boxed states in a slab, found by key through an open-addressing
 /// table of slab indexes. The key is hashed once per datum, looked up by its bytes
@@ -1027,7 +1095,7 @@ pub struct Windows<D> {
     /// Places in `order`, stale ones included.
     places: usize,
     watermark: i64,
-    next_generation: u64,
+    next_generation: u32,
     bytes: usize,
     /// The wall clock as Unix milliseconds, set by the cog per batch.
     now_ms: i64,
@@ -1725,7 +1793,7 @@ impl<D: 'static> Windows<D> {
             s.key = Box::default();
             // Numbers stay for new_state to reset in place; what holds memory goes now.
             if s.aggs.iter().any(Agg::holds_memory) {
-                s.aggs.clear();
+                s.aggs = Box::default();
             }
             if let Some(x) = s.extra.as_deref_mut() {
                 x.evidence.clear();
@@ -1738,7 +1806,7 @@ impl<D: 'static> Windows<D> {
     /// spare vectors.
     fn new_state(&mut self, d: &D, h: u32, start: i64, end: i64) -> Box<WinState> {
         let generation = self.next_generation;
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         let group = if self.track_groups {
             fingerprint(&self.buf[..self.key_len()])
         } else {
@@ -1756,11 +1824,11 @@ impl<D: 'static> Windows<D> {
                 start,
                 end,
                 generation,
-                kb: Vec::new(),
+                kb: KeyBytes::default(),
                 hash: 0,
                 bytes: 0,
                 key: Box::default(),
-                aggs: Vec::new(),
+                aggs: Box::default(),
                 held: Ids::default(),
                 extra: None,
             }),
@@ -1775,8 +1843,7 @@ impl<D: 'static> Windows<D> {
         } else {
             s.extra = None;
         }
-        s.kb.clear();
-        s.kb.extend_from_slice(&self.buf);
+        s.kb = KeyBytes::new(&self.buf);
         s.hash = h;
         // Text values are in the key bytes already (see `WinState::key`): most keys
         // allocate nothing here.
@@ -1795,9 +1862,7 @@ impl<D: 'static> Windows<D> {
                 a.reset(spec.func);
             }
         } else {
-            s.aggs.clear();
-            s.aggs
-                .extend(self.spec.aggs.iter().map(|a| Agg::new(a.func)));
+            s.aggs = self.spec.aggs.iter().map(|a| Agg::new(a.func)).collect();
         }
         s.bytes = 0;
         s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len());
@@ -1853,7 +1918,7 @@ impl<D: 'static> Windows<D> {
             let Some(s) = self.states.get(ix) else {
                 continue;
             };
-            if s.generation != generation {
+            if !owns_place(self.kind, self.lateness, s, generation, at) {
                 continue;
             }
             if replace && self.kind == WindowKind::Session {
@@ -1887,7 +1952,7 @@ impl<D: 'static> Windows<D> {
 
     /// Puts a window in the closing order.
     #[inline]
-    fn place(&mut self, close_at: i64, generation: u64, ix: u32) {
+    fn place(&mut self, close_at: i64, generation: u32, ix: u32) {
         self.order
             .entry(close_at)
             .or_default()
@@ -1898,10 +1963,14 @@ impl<D: 'static> Windows<D> {
     /// Drops places whose window is gone (closed early), so that a flood of keys with a
     /// watermark standing still keeps the order within the bound too.
     fn compact_order(&mut self) {
-        let states = &self.states;
+        let (states, kind, lateness) = (&self.states, self.kind, self.lateness);
         let mut places = 0;
-        self.order.retain(|_, v| {
-            v.retain(|&(g, ix)| states.get(ix).is_some_and(|s| s.generation == g));
+        self.order.retain(|&at, v| {
+            v.retain(|&(g, ix)| {
+                states
+                    .get(ix)
+                    .is_some_and(|s| owns_place(kind, lateness, s, g, at))
+            });
             places += v.len();
             !v.is_empty()
         });
@@ -1924,7 +1993,7 @@ impl<D: 'static> Windows<D> {
                     continue;
                 };
                 // A place left by a window closed before is skipped: its generation differs.
-                if s.generation != generation {
+                if !owns_place(self.kind, self.lateness, s, generation, at) {
                     continue;
                 }
                 if self.kind == WindowKind::Session {
@@ -2085,12 +2154,12 @@ impl<D: 'static> Windows<D> {
         }
         let n = self.states.len;
         // In the closing order (each open window has one live place).
-        for places in self.order.values() {
+        for (&at, places) in &self.order {
             for &(g, ix) in places {
                 if let Some(s) = self.states.get(ix)
-                    && s.generation == g
+                    && owns_place(self.kind, self.lateness, s, g, at)
                 {
-                    file.insert(s.kb.clone(), Saved::Window(s.clone()));
+                    file.insert(s.kb.to_vec(), Saved::Window(s.clone()));
                 }
             }
         }
@@ -2139,9 +2208,9 @@ impl<D: 'static> Windows<D> {
                         s.extra = None;
                     }
                     s.generation = self.next_generation;
-                    self.next_generation += 1;
+                    self.next_generation = self.next_generation.wrapping_add(1);
                     self.bytes += s.bytes();
-                    s.kb = k;
+                    s.kb = KeyBytes::new(&k);
                     s.hash = h;
                     let (close_at, generation) =
                         (s.end.saturating_add(self.lateness), s.generation);
@@ -2337,10 +2406,10 @@ impl WinState {
             start: int(0)?,
             end: int(1)?,
             generation: 0,
-            kb: Vec::new(),
+            kb: KeyBytes::default(),
             hash: 0,
             key: list(2)?.clone().into_boxed_slice(),
-            aggs,
+            aggs: aggs.into_boxed_slice(),
             held: Ids::default(),
             bytes: u32::try_from(usize::try_from(int(7)?).ok()?).unwrap_or(u32::MAX),
             extra: Some(Box::new(Extra {
@@ -2474,6 +2543,51 @@ mod tests {
     /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
     /// memory per window counts on it.
     #[test]
+    fn key_bytes_hold_short_keys_inline_and_long_ones_boxed() {
+        for len in [0, 1, KEY_INLINE - 1, KEY_INLINE, KEY_INLINE + 1, 200] {
+            let b: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5a).collect();
+            let k = KeyBytes::new(&b);
+            assert_eq!(k[..], b[..], "{len}");
+            assert_eq!(
+                matches!(k, KeyBytes::Inline(..)),
+                len <= KEY_INLINE,
+                "{len}"
+            );
+            assert_eq!(k.clone(), KeyBytes::new(&b));
+            let mut other = b.clone();
+            other.push(1);
+            assert_ne!(k, KeyBytes::new(&other), "{len}");
+        }
+        assert_eq!(std::mem::size_of::<KeyBytes>(), 32);
+    }
+
+    #[test]
+    fn a_place_is_a_windows_own_only_with_its_generation_and_close_time() {
+        let s = WinState {
+            start: 0,
+            end: 10_000,
+            generation: 7,
+            kb: KeyBytes::new(b"k"),
+            hash: 0,
+            bytes: 0,
+            key: Box::default(),
+            aggs: Box::default(),
+            held: Ids::default(),
+            extra: None,
+        };
+        for kind in [WindowKind::Tumbling, WindowKind::Hopping] {
+            assert!(owns_place(kind, 500, &s, 7, 10_500));
+            assert!(!owns_place(kind, 500, &s, 6, 10_500));
+            // A place of the same generation (its index reused 2^32 times) at another
+            // time is a stale one.
+            assert!(!owns_place(kind, 500, &s, 7, 3_000));
+        }
+        // A session's place may lie before its close time (it grew since): put back.
+        assert!(owns_place(WindowKind::Session, 500, &s, 7, 3_000));
+        assert!(!owns_place(WindowKind::Session, 500, &s, 8, 10_500));
+    }
+
+    #[test]
     fn a_window_state_stays_small() {
         assert!(
             std::mem::size_of::<WinState>() <= 120,
@@ -2500,23 +2614,33 @@ mod tests {
                 start: 0,
                 end: 0,
                 generation: 0,
-                kb,
+                kb: KeyBytes::new(&kb),
                 hash,
                 bytes: 0,
                 key: Box::default(),
-                aggs: Vec::new(),
+                aggs: Box::default(),
                 held: Ids::default(),
                 extra: None,
             })
         };
         for round in 0..20_000u32 {
-            let k = format!("k{}", next() % 3000).into_bytes();
+            // Every seventh key too long to be held inline.
+            let n = next() % 3000;
+            let k = format!(
+                "k{n}{}",
+                if n % 7 == 0 {
+                    "-".repeat(40)
+                } else {
+                    String::new()
+                }
+            )
+            .into_bytes();
             let h = st.hash(&k);
             match (st.find(h, &k), held.get(&k)) {
                 (Some(ix), Some(&want)) => {
                     assert_eq!(ix, want);
                     if round % 3 != 0 {
-                        assert_eq!(st.remove(ix).unwrap().kb, k);
+                        assert_eq!(st.remove(ix).unwrap().kb[..], k[..]);
                         held.remove(&k);
                     }
                 }
@@ -2636,10 +2760,10 @@ mod tests {
             start: 60_000,
             end: 120_000,
             generation: 3,
-            kb: Vec::new(),
+            kb: KeyBytes::default(),
             hash: 0,
             key: vec![Value::Str("10.0.0.1".into())].into(),
-            aggs: vec![
+            aggs: Box::new([
                 Agg::Count(4),
                 Agg::Sum(Num::Float(1.5)),
                 Agg::Extreme(Some(Num::Int(-3))),
@@ -2650,7 +2774,7 @@ mod tests {
                 Agg::Exact(Box::new([1u64, u64::MAX].into_iter().collect())),
                 Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
                 Agg::Values(Box::new((vec![Value::Int(1)], true))),
-            ],
+            ]),
             held: Ids::default(),
             bytes: 400,
             extra: Some(Box::new(Extra {

@@ -450,11 +450,10 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The bound on the peak RSS an open window adds (a `count` aggregate, a short key):
-/// the window's 128-byte box, its key bytes and aggregates, its table, slab and closing
-/// places, with room for the spread of the train's own peak, which varies with how far
-/// the pipe floods it (figures in docs/performance.md); 100,000 of them then add at most
-/// 38 MiB.
-const WINDOW_BYTES_BOUND: u64 = 400;
+/// the window's 128-byte box (its key bytes inline), its aggregates, its table, slab and
+/// closing places, with room for the spread of the train's own peak (figures in
+/// docs/performance.md); 100,000 of them then add at most 23 MiB.
+const WINDOW_BYTES_BOUND: u64 = 240;
 
 /// Runs `stdin → json_parse → MIDDLE → file_out` on `n` lines `{"k":"kNNNNNNNNN","t":15}`
 /// between a first line `{"k":"w","t":15}` and a last, late one `{"k":"END","t":5}`
