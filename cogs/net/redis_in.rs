@@ -99,7 +99,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 crate::settings! {
     /// Settings of `redis_in`.
     pub struct RedisInSettings {
-        /// "host:port" of the Redis server, or "redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]"; a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional); a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key

@@ -83,7 +83,7 @@ crate::choice! {
 crate::settings! {
     /// Settings of `redis_out`.
     pub struct RedisOutSettings {
-        /// "host:port" of the Redis server, or "redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]"; a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional); a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key; may be a template with {field} placeholders ("logs:{host}")
