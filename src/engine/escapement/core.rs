@@ -4,7 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ::inotify::{Inotify, WatchDescriptor};
@@ -141,6 +142,49 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
+    /// A core with nothing bound yet; the escapement and a detached train differ only in
+    /// what they pass here.
+    pub(super) fn new(
+        poll: Poll,
+        waker: Arc<Waker>,
+        inotify: Option<Inotify>,
+        next_event_id: EventId,
+        logger: Logger,
+        options: Options,
+        detached: bool,
+    ) -> Self {
+        Core {
+            poll,
+            slots: Vec::new(),
+            immediate: VecDeque::new(),
+            immediate_set: HashSet::new(),
+            timers: BinaryHeap::new(),
+            timer_entries: HashMap::new(),
+            next_timer: 0,
+            signals: None,
+            signal_subs: Vec::new(),
+            inotify,
+            watch_subs: HashMap::new(),
+            workers: if detached { 0 } else { options.workers },
+            pool: None,
+            waker,
+            shared: Arc::new(Shared {
+                finished_jobs: Mutex::new(Vec::new()),
+                stop: AtomicBool::new(false),
+            }),
+            notices: Vec::new(),
+            pause_dirty: false,
+            shutdown: false,
+            failures: Vec::new(),
+            metrics_requested: false,
+            next_event_id,
+            now: Instant::now(),
+            logger,
+            options,
+            detached,
+        }
+    }
+
     pub(super) fn slot(&self, h: Handle) -> &Slot {
         &self.slots[h.train as usize][h.cog as usize]
     }

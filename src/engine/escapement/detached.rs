@@ -1,10 +1,9 @@
 //! [`Detached`]: a train run outside the escapement, on a thread of its caller's choosing,
 //! with a core of its own that binds nothing and delivers nothing.
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use mio::{Poll, Waker};
@@ -14,7 +13,6 @@ use crate::engine::cog::{BoxError, EventId};
 use crate::engine::train::{Driven, Train, TrainMetrics};
 
 use super::core::{Core, Notice};
-use super::jobs::Shared;
 use super::{Options, WAKER};
 
 /// Event ids handed out by detached trains come in blocks of this many, far above the ids
@@ -108,40 +106,14 @@ impl<D: 'static> Detached<D> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let block = NEXT_BLOCK.fetch_add(1, Ordering::Relaxed);
-        let core = Core {
-            poll,
-            slots: vec![train.detached_slots(logger)],
-            immediate: VecDeque::new(),
-            immediate_set: HashSet::new(),
-            timers: BinaryHeap::new(),
-            timer_entries: HashMap::new(),
-            next_timer: 0,
-            signals: None,
-            signal_subs: Vec::new(),
-            inotify: None,
-            watch_subs: HashMap::new(),
-            workers: 0,
-            pool: None,
-            waker,
-            shared: Arc::new(Shared {
-                finished_jobs: Mutex::new(Vec::new()),
-                stop: AtomicBool::new(false),
-            }),
-            notices: Vec::new(),
-            pause_dirty: false,
-            shutdown: false,
-            failures: Vec::new(),
-            metrics_requested: false,
-            next_event_id: FIRST_ID.saturating_add(block.saturating_mul(ID_BLOCK)),
-            now: Instant::now(),
-            logger: logger.clone(),
-            options: Options {
-                inotify: false,
-                shutdown_on_signals: false,
-                ..Options::default()
-            },
-            detached: true,
+        let options = Options {
+            inotify: false,
+            shutdown_on_signals: false,
+            ..Options::default()
         };
+        let first_id = FIRST_ID.saturating_add(block.saturating_mul(ID_BLOCK));
+        let mut core = Core::new(poll, waker, None, first_id, logger.clone(), options, true);
+        core.slots.push(train.detached_slots(logger));
         Ok(Detached { train, core })
     }
 

@@ -14,11 +14,10 @@
 //! `ctx` the [`Ctx`]; `timers`, `signals`, `inotify` and `jobs` one kind of event each:
 //! the `Ctx` methods that bind it, the core's bookkeeping and the loop's delivery.
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ::inotify::{EventMask, Inotify, WatchDescriptor};
@@ -327,36 +326,7 @@ impl Escapement {
         } else {
             None
         };
-        let core = Core {
-            poll,
-            slots: Vec::new(),
-            immediate: VecDeque::new(),
-            immediate_set: HashSet::new(),
-            timers: BinaryHeap::new(),
-            timer_entries: HashMap::new(),
-            next_timer: 0,
-            signals: None,
-            signal_subs: Vec::new(),
-            inotify,
-            watch_subs: HashMap::new(),
-            workers: options.workers,
-            pool: None,
-            waker,
-            shared: Arc::new(Shared {
-                finished_jobs: Mutex::new(Vec::new()),
-                stop: AtomicBool::new(false),
-            }),
-            notices: Vec::new(),
-            pause_dirty: false,
-            shutdown: false,
-            failures: Vec::new(),
-            metrics_requested: false,
-            next_event_id: 1,
-            now: Instant::now(),
-            logger,
-            options,
-            detached: false,
-        };
+        let core = Core::new(poll, waker, inotify, 1, logger, options, false);
         let cap = core.options.events_capacity.max(16);
         Ok(Escapement {
             core,
