@@ -1,7 +1,8 @@
 //! The cog kit: what supplied cogs share and what a cog written in another crate uses to
 //! match them — line splitting and framing, supply and drain helpers, output formats,
-//! `on_error` routing, acknowledgements and checkpoints, globs, the forwarding buffer, and
-//! the descriptors and build context through which cogs are built from configuration.
+//! `on_error` routing, acknowledgements and checkpoints, globs, the forwarding buffer,
+//! HTTP request framing, and the descriptors and build context through which cogs are
+//! built from configuration.
 
 pub mod ack;
 mod build;
@@ -11,6 +12,7 @@ pub mod format;
 pub mod forward;
 pub mod framing;
 pub mod glob;
+pub mod http;
 pub mod held;
 pub mod keyed;
 pub mod lines;
