@@ -244,7 +244,11 @@ impl ChunkedDecoder {
                         return Err("trailer line too long");
                     }
                     pos += i + 1;
-                    if rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]).is_empty() {
+                    if rest[..i]
+                        .strip_suffix(b"\r")
+                        .unwrap_or(&rest[..i])
+                        .is_empty()
+                    {
                         self.state = ChunkState::Done;
                     }
                 }
@@ -314,11 +318,15 @@ mod tests {
         assert_eq!(h.header("content-type"), Some("text/plain"));
         assert_eq!(h.len, 79);
         assert!(!h.close);
-        let h = head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
+        let h =
+            head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n");
         assert_eq!(h.body, BodyLength::Chunked);
         assert!(h.expect_continue);
         assert!(head(b"GET / HTTP/1.0\r\n\r\n").close);
-        assert!(matches!(parse_head(b"GET / HTTP/1.1\r\n", 1024), Head::Partial));
+        assert!(matches!(
+            parse_head(b"GET / HTTP/1.1\r\n", 1024),
+            Head::Partial
+        ));
         let bad = |b: &[u8]| match parse_head(b, 1024) {
             Head::Bad(s, _) => s,
             other => panic!("{other:?}"),
@@ -333,7 +341,10 @@ mod tests {
             bad(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
             400
         );
-        assert_eq!(bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"), 400);
+        assert_eq!(
+            bad(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            400
+        );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(2000));
         assert_eq!(bad(big.as_bytes()), 431);
     }
