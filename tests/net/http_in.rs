@@ -734,3 +734,30 @@ fn a_stop_answers_503_to_requests_whose_records_were_not_written() {
     let (_, log) = d.wait_exit();
     assert!(log.contains("answered 503"), "{log}");
 }
+
+#[test]
+fn the_example_config_runs_as_shipped() {
+    let dir = TempDir::new("http-in-example");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/http_in.toml")).unwrap();
+    assert!(text.contains("\"127.0.0.1:8080\"") && text.contains("\"../var/"));
+    let var = format!("\"{}/", dir.path().join("var").to_str().unwrap());
+    let text = text
+        .replace("\"127.0.0.1:8080\"", "\"127.0.0.1:0\"")
+        .replace("\"../var/", &var);
+    let d = Daemon::start(dir.path(), "example", &text);
+    let body = format!("{}not json\n", ndjson(0, 100, "example"));
+    let r = post(d.port, "/ingest", NDJSON, body.as_bytes());
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "{\"accepted\":100,\"refused\":1}\n")
+    );
+    // Answered once written (ack = "written"): the files hold everything already.
+    let out = lines_of(&dir.path().join("var/http_in.json"));
+    assert_eq!(out.len(), 100);
+    assert!(out.iter().all(|l| l.contains("\"path\":\"/ingest\"")));
+    let rejected = lines_of(&dir.path().join("var/http_in.rejected.json"));
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(post(d.port, "/other", NDJSON, b"{}\n").status, 404);
+    d.stop();
+}
