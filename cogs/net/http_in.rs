@@ -1325,6 +1325,10 @@ impl Cog<Record> for HttpIn {
         Ok(())
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.buffer("bytes", self.buffered, Some(self.max_buffered));
+    }
+
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match local {
             SWEEP => {

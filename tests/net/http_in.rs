@@ -361,6 +361,24 @@ fn limits_token_paths_and_bad_json() {
         (ok.status, ok.body.as_str()),
         (200, "{\"accepted\":10,\"refused\":0}\n")
     );
+    // Expect: 100-continue is answered before the body is sent.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let body = ndjson(0, 3, "continue");
+    let head = format!(
+        "POST /in HTTP/1.1\r\nHost: x\r\n{auth}Expect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut interim = [0u8; 25];
+    s.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let r = read_reply(&mut s).expect("an answer");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "{\"accepted\":3,\"refused\":0}\n")
+    );
     // The token: missing, wrong.
     let r = post(d.port, "/in", NDJSON, b"{}\n");
     assert_eq!(r.status, 401, "{r:?}");
@@ -408,7 +426,7 @@ fn limits_token_paths_and_bad_json() {
     wait_for(
         "good lines written",
         || d.log(),
-        || lines_of(&out).len() >= 12,
+        || lines_of(&out).len() >= 15,
     );
     let log = d.stop();
     let dead = lines_of(&dead);
@@ -425,7 +443,7 @@ fn limits_token_paths_and_bad_json() {
     );
     assert_eq!(
         lines_of(&out).len(),
-        12,
+        15,
         "nothing of a refused request is written"
     );
     assert!(
