@@ -779,3 +779,61 @@ fn the_example_config_runs_as_shipped() {
     assert_eq!(post(d.port, "/other", NDJSON, b"{}\n").status, 404);
     d.stop();
 }
+
+#[test]
+fn keep_alive_pipelining_limits_and_idle_connections() {
+    let dir = TempDir::new("http-in-conns");
+    let extra = "idle_timeout = \"300ms\"\nmax_connections = 2\n";
+    let d = Daemon::start(dir.path(), "in", &file_config(dir.path(), extra));
+    // Two requests in one write, answered in order on the kept-alive connection; then an
+    // HTTP/1.0 one, answered and closed.
+    let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let req = |tag: &str, n: usize, version: &str| {
+        let body = ndjson(0, n, tag);
+        format!(
+            "POST /p HTTP/{version}\r\nHost: x\r\n{NDJSON}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let two = format!("{}{}", req("one", 2, "1.1"), req("two", 3, "1.1"));
+    s.write_all(two.as_bytes()).unwrap();
+    let a = read_reply(&mut s).expect("first answer");
+    let b = read_reply(&mut s).expect("second answer");
+    assert_eq!(a.body, "{\"accepted\":2,\"refused\":0}\n");
+    assert_eq!(b.body, "{\"accepted\":3,\"refused\":0}\n");
+    assert!(a.head.contains("Connection: keep-alive"), "{a:?}");
+    s.write_all(req("three", 1, "1.0").as_bytes()).unwrap();
+    let c = read_reply(&mut s).expect("third answer");
+    assert!(c.head.contains("Connection: close"), "{c:?}");
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed after HTTP/1.0"
+    );
+    // A body that stops coming: the connection is closed after idle_timeout, counted.
+    let mut stalled = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let head = format!("POST /p HTTP/1.1\r\nHost: x\r\n{NDJSON}Content-Length: 100\r\n\r\n{{\"a\"");
+    stalled.write_all(head.as_bytes()).unwrap();
+    stalled.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // At max_connections (2), a third connection is closed at once.
+    let _a = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let _b = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    let mut third = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut rest = Vec::new();
+    let closed = matches!(third.read_to_end(&mut rest), Ok(0) | Err(_));
+    assert!(closed && rest.is_empty());
+    let log = d.stop();
+    assert!(
+        log.contains("idle_timeout passed inside a request body"),
+        "{log}"
+    );
+    assert!(log.contains("max_connections reached"), "{log}");
+}
