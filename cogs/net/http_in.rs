@@ -835,6 +835,11 @@ impl HttpIn {
             match c.read_some(limit) {
                 Ok(None) => {
                     c.ready = false;
+                    if c.rbuf.is_empty() {
+                        // Between requests a connection holds no read space: a thousand
+                        // idle keep-alive clients must not pin 64 KiB each.
+                        c.rbuf = Vec::new();
+                    }
                     return;
                 }
                 Ok(Some(0)) => {
