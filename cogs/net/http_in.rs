@@ -311,7 +311,14 @@ struct Request {
 
 /// A body being read.
 enum Framing {
-    Length(usize),
+    /// `Content-Length: total`, of which `filled` bytes came. The body's buffer is made
+    /// `total` bytes long (zeroed) once, when the body starts, and filled in place: a
+    /// buffer grown per read would be zeroed again for every read, most of which bring
+    /// far less than they ask for.
+    Length {
+        total: usize,
+        filled: usize,
+    },
     Chunked(ChunkedDecoder),
 }
 
@@ -391,6 +398,41 @@ impl Conn {
         self.wbuf.clear();
         self.wpos = 0;
         Ok(true)
+    }
+
+    /// Reads a `Content-Length` body straight into its buffer once the read buffer is
+    /// empty, saving a copy of every body byte; `None` when the connection is not there
+    /// (then [`read_some`](Conn::read_some) reads). Answers as `read_some` does.
+    fn read_some_into_body(&mut self) -> Option<io::Result<Option<usize>>> {
+        let Phase::Body {
+            framing: Framing::Length { total, filled },
+            body,
+            ..
+        } = &mut self.phase
+        else {
+            return None;
+        };
+        // The buffer is whole (made so by `take_body` before any read).
+        if *filled == *total || !self.rbuf.is_empty() || body.len() != *total {
+            return None;
+        }
+        let end = (*filled + READ_SIZE).min(*total);
+        loop {
+            match self.io.read(&mut body[*filled..end]) {
+                Ok(n) => {
+                    *filled += n;
+                    return Some(Ok(Some(n)));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Some(if e.kind() == io::ErrorKind::WouldBlock {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    });
+                }
+            }
+        }
     }
 
     /// Reads once into `rbuf` (at most `limit` bytes held); `Ok(None)` when nothing is
@@ -731,7 +773,10 @@ impl HttpIn {
             BodyLength::Length(n) if n > self.max_body => {
                 return refuse(413, "the body is larger than max_body_bytes");
             }
-            BodyLength::Length(n) => Framing::Length(n),
+            BodyLength::Length(n) => Framing::Length {
+                total: n,
+                filled: 0,
+            },
             BodyLength::Chunked => Framing::Chunked(ChunkedDecoder::new()),
         };
         let retry = format!("Retry-After: {}\r\n", self.retry_after);
@@ -739,7 +784,7 @@ impl HttpIn {
             return Verdict::Refuse(503, "backpressure: try again later".into(), retry);
         }
         let announced = match framing {
-            Framing::Length(n) => n,
+            Framing::Length { total, .. } => total,
             Framing::Chunked(_) => 0,
         };
         if self.buffered + announced > self.max_buffered {
@@ -832,7 +877,10 @@ impl HttpIn {
                 Phase::Head => MAX_HEAD + READ_SIZE,
                 _ => usize::MAX,
             };
-            match c.read_some(limit) {
+            match c
+                .read_some_into_body()
+                .unwrap_or_else(|| c.read_some(limit))
+            {
                 Ok(None) => {
                     c.ready = false;
                     if c.rbuf.is_empty() {
@@ -918,21 +966,21 @@ impl HttpIn {
         };
         let before = body.capacity();
         let result: Result<bool, (u16, &'static str)> = match framing {
-            Framing::Length(left) => {
-                let take = (*left).min(c.rbuf.len());
-                if body.is_empty() && take == *left {
+            Framing::Length { total, filled } => {
+                let take = (*total - *filled).min(c.rbuf.len());
+                if *filled == 0 && take == *total {
                     // The whole body is in the buffer: take it without a copy.
                     let rest = c.rbuf.split_off(take);
                     *body = std::mem::replace(&mut c.rbuf, rest);
                 } else {
-                    if body.capacity() == 0 {
-                        body.reserve_exact(*left);
+                    if body.len() != *total {
+                        body.resize(*total, 0);
                     }
-                    body.extend_from_slice(&c.rbuf[..take]);
+                    body[*filled..*filled + take].copy_from_slice(&c.rbuf[..take]);
                     c.rbuf.drain(..take);
                 }
-                *left -= take;
-                Ok(*left == 0)
+                *filled += take;
+                Ok(*filled == *total)
             }
             Framing::Chunked(d) => match d.decode(&c.rbuf, body) {
                 Ok(n) => {
