@@ -18,7 +18,7 @@ use crate::record::{Key, Record, Timestamp, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::server_settings::{self, ConnectionSettings};
-use super::tcp_in::{peer_key, received_at_key, set_backlog};
+use super::tcp_in::{EVICT_MIN_IDLE, peer_key, received_at_key, set_backlog};
 
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;
@@ -69,8 +69,9 @@ crate::choice! {
 /// gzip bomb), is answered `413`; so is a chunked body once it grows past it. Heads are
 /// at most 16 KiB (431 beyond). Bodies being received or emitted hold at most
 /// `max_buffered_bytes` together: a request arriving beyond it is answered `503` with
-/// `Retry-After`. Connections are bounded (`max_connections`; one beyond is closed at
-/// once, counted and logged), and closed once idle for `idle_timeout` (also mid-request:
+/// `Retry-After`. Connections are bounded (`max_connections`: beyond, the longest-idle
+/// connection between requests, quiet for a second, is closed for the new one, else the
+/// new one is; counted and logged), and closed once idle for `idle_timeout` (also mid-request:
 /// counted as an error). Requests on a connection are served one after the other
 /// (keep-alive and pipelining work; HTTP/1.0 and `Connection: close` close after the
 /// answer).
@@ -203,7 +204,7 @@ crate::settings! {
         max_buffered_bytes: usize = "64MiB",
         /// bearer token requests must carry (Authorization: Bearer TOKEN); else 401
         token: Option<String>,
-        /// file whose first line is the token (instead of token)
+        /// file whose first line is the token (instead of token; relative to the configuration file)
         token_file: Option<String>,
         /// received: answer once the records are handed on; written: once the drains acknowledged every one
         ack: AckMode = "received",
@@ -596,7 +597,7 @@ impl HttpIn {
         out: &mut Out<Record>,
         cx: &mut Ctx,
     ) {
-        if self.live >= self.max_connections {
+        if self.live >= self.max_connections && !self.evict_idle(peer, out, cx) {
             self.refused_conns += 1;
             out.count_errors(1);
             if self.limits_log.allow("connection limits", "http_in", cx) {
@@ -639,6 +640,38 @@ impl HttpIn {
         self.live += 1;
         // Data may have come with the connection; readiness for it may not come again.
         cx.enqueue(conn_local(i));
+    }
+
+    /// At `max_connections`: closes the longest-idle connection between requests (nothing
+    /// read of a next one, quiet for at least a second) for `peer`; false if none can go.
+    fn evict_idle(&mut self, peer: SocketAddr, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        let now = cx.now();
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let c = c.as_ref()?;
+                let idle = matches!(c.phase, Phase::Head)
+                    && c.rbuf.is_empty()
+                    && !c.ready
+                    && now.saturating_duration_since(c.last_active) >= EVICT_MIN_IDLE;
+                idle.then_some((c.last_active, i))
+            })
+            .min();
+        let Some((_, i)) = victim else {
+            return false;
+        };
+        out.count_errors(1);
+        if self.limits_log.allow("connection limits", "http_in", cx)
+            && let Some(Some(c)) = self.conns.get(i)
+        {
+            slog::warn!(cx.logger(), "max_connections reached; closed the longest-idle connection for a new one";
+                "cog" => "http_in", "closed" => c.peer(), "new" => %peer,
+                "max_connections" => self.max_connections);
+        }
+        self.close(i, cx);
+        true
     }
 
     /// Closes connection `i`, giving back what it held.
