@@ -29,6 +29,9 @@ const RSP_TIMEOUT: Local = 6;
 const MAX_HEAD: usize = 64 << 10;
 /// Bytes read from the socket per call.
 const READ_CHUNK: usize = 16 << 10;
+/// Longest `Retry-After` obeyed (unless `backoff_max` is longer): a server asking for
+/// more is asked again then.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 /// Largest response accepted (a `_bulk` answer for a large batch with many failed items
 /// stays far below); a longer one is a broken server, and the connection is dropped.
 const MAX_RESPONSE: usize = 64 << 20;
@@ -59,7 +62,16 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// A connection error, a `429` or a `5xx` answer, or no answer within `response_timeout`
 /// sends the same batch again, unchanged and before any newer one (order is kept), after
 /// a delay growing from `backoff_initial` to `backoff_max` (with jitter); a refused
-/// connection is tried again every `backoff_initial`. Any other answer that is not 2xx
+/// connection is tried again every `backoff_initial`. A `429` or `5xx` answer with
+/// `Retry-After: SECONDS` is obeyed instead (at least `backoff_initial`, at most 5
+/// minutes or `backoff_max` if longer; the HTTP-date form is not read, the backoff
+/// applies).
+///
+/// `compression = "gzip"` sends bodies gzip-compressed (`Content-Encoding: gzip`, the
+/// fastest level; a batch is compressed once, when first sent). `headers` adds request
+/// headers (a `Content-Type` or `User-Agent` given there replaces the drain's; the
+/// framing headers, `Host` and `Authorization` cannot be set); `auth` gives credentials:
+/// `{ bearer = "TOKEN" }` or `{ user = "U", password = "P" }` (HTTP basic). Any other answer that is not 2xx
 /// (`4xx`, `3xx`) is final: the batch's records are counted as errors and handled per
 /// `on_error` (`keep` passes them on with the reason in `error`, `train:NAME` sends them
 /// to a dead-letter train, `drop` acknowledges and drops them), each rebuilt from the JSON
@@ -86,6 +98,9 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// connect_timeout = "5s"
 /// response_timeout = "30s"
 /// shutdown_timeout = "30s"
+/// compression = "none"           # "gzip": Content-Encoding: gzip
+/// headers = { "X-Scope-OrgID" = "tenant-1" }
+/// auth = { bearer = "TOKEN" }    # or { user = "U", password = "P" }
 /// on_error = "keep"              # drop | keep | train:NAME (records of a 4xx batch)
 /// ```
 ///
@@ -113,6 +128,11 @@ crate::choice! {
     pub enum HttpFormat { Ndjson = "ndjson", EsBulk = "es_bulk" }
 }
 
+crate::choice! {
+    /// Whether `http_out` compresses its request bodies.
+    pub enum HttpCompression { None = "none", Gzip = "gzip" }
+}
+
 crate::settings! {
     /// Settings of `http_out`.
     pub struct HttpOutSettings {
@@ -123,6 +143,12 @@ crate::settings! {
         format: HttpFormat = "ndjson",
         /// with format = "es_bulk": the index each record goes to; {field} placeholders take it from the record (e.g. "logs-{service}")
         index: Option<String>,
+        /// none, or gzip: bodies are compressed (fastest level) and sent with Content-Encoding: gzip
+        compression: HttpCompression = "none",
+        /// more request headers, e.g. { "X-Scope-OrgID" = "tenant" }; Content-Type and User-Agent may be replaced, the framing headers not
+        headers: toml::Table,
+        /// credentials: { bearer = "TOKEN" } (Authorization: Bearer), or { user = "U", password = "P" } (HTTP basic)
+        auth: toml::Table,
         /// a batch is sent once it holds this many records
         batch_records: i64 = "5000",
         /// a batch is sent once its body holds this many bytes
@@ -213,6 +239,9 @@ impl HttpUrl {
 struct Batch {
     body: Vec<u8>,
     ids: Vec<EventId>,
+    /// With `compression = "gzip"`: the body compressed, made when first sent and kept
+    /// for the attempts after.
+    gz: Option<Vec<u8>>,
 }
 
 /// What a response read from the connection's input says.
@@ -233,6 +262,8 @@ pub enum Response {
         head: usize,
         /// The body is chunked.
         chunked: bool,
+        /// `Retry-After`, when given in seconds.
+        retry_after: Option<Duration>,
     },
     /// Not HTTP, or beyond the limits.
     Bad(String),
@@ -254,6 +285,7 @@ pub fn parse_response(buf: &[u8]) -> Response {
     let mut close = rsp.version == Some(0);
     let mut length = None;
     let mut chunked = false;
+    let mut retry_after = None;
     for h in rsp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             match std::str::from_utf8(h.value)
@@ -265,6 +297,12 @@ pub fn parse_response(buf: &[u8]) -> Response {
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
+        } else if h.name.eq_ignore_ascii_case("retry-after") {
+            // Seconds; the HTTP-date form is not read (the backoff applies then).
+            retry_after = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = h.value.to_ascii_lowercase();
             if v.windows(5).any(|w| w == b"close") {
@@ -282,6 +320,7 @@ pub fn parse_response(buf: &[u8]) -> Response {
             close,
             head,
             chunked: false,
+            retry_after,
         };
     }
     if chunked {
@@ -292,6 +331,7 @@ pub fn parse_response(buf: &[u8]) -> Response {
                 close,
                 head,
                 chunked: true,
+                retry_after,
             },
             Ok(None) => Response::Partial,
             Err(e) => Response::Bad(e),
@@ -304,6 +344,7 @@ pub fn parse_response(buf: &[u8]) -> Response {
             close,
             head,
             chunked: false,
+            retry_after,
         },
         Some(_) => Response::Partial,
         // The body lasts until the close: the status is all that matters.
@@ -313,6 +354,7 @@ pub fn parse_response(buf: &[u8]) -> Response {
             close: true,
             head,
             chunked: false,
+            retry_after,
         },
     }
 }
@@ -454,6 +496,145 @@ fn response_body(raw: &[u8], chunked: bool) -> Vec<u8> {
     out
 }
 
+/// A body compressed with gzip, at the fastest level: the body is text that compresses
+/// well even so, and the drain's loop is the one thread of every train.
+fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
+    // Writing to a vector cannot fail.
+    let _ = e.write_all(body);
+    e.finish().unwrap_or_default()
+}
+
+/// `data` in base64 (RFC 4648, padded), for HTTP basic credentials.
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Headers the drain writes itself: a `headers` entry may not name them.
+const OWN_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "content-encoding",
+    "authorization",
+];
+
+/// Whether `text` may stand in a header line (no CR, LF or other control character).
+fn header_text_ok(text: &str) -> bool {
+    !text.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
+
+/// The header lines of every request, from `compression`, `headers` and `auth`.
+fn request_headers(s: &HttpOutSettings) -> Result<String, SettingError> {
+    let mut lines = String::new();
+    let mut own_type = true;
+    let mut own_agent = true;
+    for (name, value) in &s.headers {
+        let toml::Value::String(value) = value else {
+            return Err(SettingError::new(
+                "headers",
+                format!("the value of {name:?} must be a string"),
+            ));
+        };
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            return Err(SettingError::new(
+                "headers",
+                format!("{name:?} is not a header name"),
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if OWN_HEADERS.contains(&lower.as_str()) {
+            return Err(SettingError::new(
+                "headers",
+                format!("{name:?} is set by the drain (credentials go in `auth`)"),
+            ));
+        }
+        if !header_text_ok(value) {
+            return Err(SettingError::new(
+                "headers",
+                format!("the value of {name:?} holds a control character"),
+            ));
+        }
+        own_type &= lower != "content-type";
+        own_agent &= lower != "user-agent";
+        lines.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let mut fixed = String::new();
+    if own_agent {
+        fixed.push_str("User-Agent: deadbeat\r\n");
+    }
+    if own_type {
+        fixed.push_str("Content-Type: application/x-ndjson\r\n");
+    }
+    if s.compression == HttpCompression::Gzip {
+        fixed.push_str("Content-Encoding: gzip\r\n");
+    }
+    let text = |key: &str| -> Result<Option<String>, SettingError> {
+        match s.auth.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(v)) if header_text_ok(v) => Ok(Some(v.clone())),
+            Some(_) => Err(SettingError::new(
+                "auth",
+                format!("`{key}` must be a string without control characters"),
+            )),
+        }
+    };
+    if let Some(k) = s
+        .auth
+        .keys()
+        .find(|k| !["bearer", "user", "password"].contains(&k.as_str()))
+    {
+        return Err(SettingError::new(
+            "auth",
+            format!("unknown key {k:?} (bearer, or user and password)"),
+        ));
+    }
+    match (text("bearer")?, text("user")?, text("password")?) {
+        (None, None, None) => {}
+        (Some(token), None, None) => fixed.push_str(&format!("Authorization: Bearer {token}\r\n")),
+        (None, Some(user), Some(password)) => {
+            if user.contains(':') {
+                return Err(SettingError::new("auth", "`user` may not hold a colon"));
+            }
+            let b = base64(format!("{user}:{password}").as_bytes());
+            fixed.push_str(&format!("Authorization: Basic {b}\r\n"));
+        }
+        _ => {
+            return Err(SettingError::new(
+                "auth",
+                "give `bearer`, or `user` and `password`",
+            ));
+        }
+    }
+    fixed.push_str(&lines);
+    Ok(fixed)
+}
+
 enum State {
     /// Waiting for work or for the retry timer.
     Idle,
@@ -483,6 +664,11 @@ pub struct HttpOut {
     buffered: usize,
     /// The head of the request in flight.
     head: Vec<u8>,
+    /// The header lines every request carries beyond Host and Content-Length (type,
+    /// agent, encoding, credentials, `headers`), each ending in CRLF.
+    headers: String,
+    /// `compression = "gzip"`.
+    gzip: bool,
     /// Bytes of the request in flight written (head, then body).
     written: usize,
     in_flight: bool,
@@ -569,6 +755,7 @@ impl HttpOut {
             }
             (HttpFormat::Ndjson, None) => None,
         };
+        let headers = request_headers(s)?;
         let opts = ForwardOptions {
             format: OutputFormat::Json,
             framing: Framing::Newline,
@@ -598,6 +785,8 @@ impl HttpOut {
             batches: VecDeque::new(),
             buffered: 0,
             head,
+            headers,
+            gzip: s.compression == HttpCompression::Gzip,
             written: 0,
             in_flight: false,
             rbuf: Vec::new(),
@@ -638,6 +827,7 @@ impl HttpOut {
             let next = Batch {
                 body: Vec::with_capacity(cap),
                 ids: Vec::with_capacity(self.open.ids.len()),
+                gz: None,
             };
             self.batches
                 .push_back(std::mem::replace(&mut self.open, next));
@@ -741,16 +931,18 @@ impl HttpOut {
     }
 
     fn begin(&mut self, cx: &mut Ctx) {
-        let Some(b) = self.batches.front() else {
+        let Some(b) = self.batches.front_mut() else {
             return;
         };
+        if self.gzip && b.gz.is_none() {
+            b.gz = Some(gzip(&b.body));
+        }
+        let len = b.gz.as_ref().map_or(b.body.len(), Vec::len);
         self.head.clear();
         let _ = write!(
             self.head,
-            "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: deadbeat\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
-            self.url.path,
-            self.url.host,
-            b.body.len()
+            "POST {} HTTP/1.1\r\nHost: {}\r\n{}Content-Length: {len}\r\n\r\n",
+            self.url.path, self.url.host, self.headers,
         );
         self.written = 0;
         self.in_flight = true;
@@ -761,18 +953,16 @@ impl HttpOut {
         let (State::Connected(conn), Some(b)) = (&mut self.state, self.batches.front()) else {
             return Ok(());
         };
-        let total = self.head.len() + b.body.len();
+        let body: &[u8] = b.gz.as_deref().unwrap_or(&b.body);
+        let total = self.head.len() + body.len();
         while self.written < total {
             let iov: [IoSlice<'_>; 2];
             let slices: &[IoSlice<'_>] = if self.written < self.head.len() {
-                iov = [
-                    IoSlice::new(&self.head[self.written..]),
-                    IoSlice::new(&b.body),
-                ];
+                iov = [IoSlice::new(&self.head[self.written..]), IoSlice::new(body)];
                 &iov
             } else {
                 iov = [
-                    IoSlice::new(&b.body[self.written - self.head.len()..]),
+                    IoSlice::new(&body[self.written - self.head.len()..]),
                     IoSlice::new(&[]),
                 ];
                 &iov[..1]
@@ -846,6 +1036,7 @@ impl HttpOut {
                     close,
                     head,
                     chunked,
+                    retry_after,
                 } => {
                     // Only a `_bulk` answer's body matters (its per-item results).
                     let body = (self.index.is_some() && (200..300).contains(&status))
@@ -854,7 +1045,7 @@ impl HttpOut {
                     if (100..200).contains(&status) {
                         continue;
                     }
-                    self.answered(status, body, out, cx);
+                    self.answered(status, body, retry_after, out, cx);
                     if close {
                         self.drop_conn(cx);
                         return;
@@ -889,6 +1080,7 @@ impl HttpOut {
         &mut self,
         status: u16,
         body: Option<Vec<u8>>,
+        retry_after: Option<Duration>,
         out: &mut Out<Record>,
         cx: &mut Ctx,
     ) {
@@ -899,7 +1091,7 @@ impl HttpOut {
         }
         if status == 429 || (500..600).contains(&status) {
             let records = self.batches.front().map_or(0, |b| b.ids.len());
-            self.hold(status, records, cx);
+            self.hold(status, records, retry_after, cx);
             return;
         }
         let Some(b) = self.batches.pop_front() else {
@@ -930,9 +1122,17 @@ impl HttpOut {
     }
 
     /// The server asks to try again later (`status`): the front batch is held back for the
-    /// next backoff delay.
-    fn hold(&mut self, status: u16, records: usize, cx: &mut Ctx) {
-        let delay = self.retry_backoff.next();
+    /// next backoff delay, or as long as the server's `Retry-After` says (at least
+    /// `backoff_initial`, at most [`RETRY_AFTER_MAX`] or `backoff_max` if longer).
+    fn hold(&mut self, status: u16, records: usize, retry_after: Option<Duration>, cx: &mut Ctx) {
+        let backoff = self.retry_backoff.next();
+        let delay = match retry_after {
+            Some(d) => d.clamp(
+                self.opts.reconnect_initial,
+                RETRY_AFTER_MAX.max(self.opts.reconnect_max),
+            ),
+            None => backoff,
+        };
         if self.limiter.allow("retries", "http_out", cx) {
             slog::warn!(cx.logger(), "the server asks to retry; sending the records again";
                 "cog" => "http_out", "peer" => %self.target, "status" => status,
@@ -994,7 +1194,7 @@ impl HttpOut {
         let records = retry.ids.len();
         self.buffered += retry.body.len();
         self.batches.push_front(retry);
-        self.hold(retry_status, records, cx);
+        self.hold(retry_status, records, None, cx);
     }
 
     fn settle(&mut self, _out: &mut Out<Record>, cx: &mut Ctx) {
@@ -1257,6 +1457,102 @@ mod tests {
         ));
         let open = b"HTTP/1.1 500 x\r\nConnection: close\r\n\r\npartial body";
         assert_eq!(done(open), Some((500, open.len(), true)));
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds() {
+        let r = parse_response(b"HTTP/1.1 503 x\r\nRetry-After: 7\r\nContent-Length: 0\r\n\r\n");
+        let Response::Done { retry_after, .. } = r else {
+            panic!("{r:?}");
+        };
+        assert_eq!(retry_after, Some(Duration::from_secs(7)));
+        let r = parse_response(
+            b"HTTP/1.1 503 x\r\nRetry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(
+            matches!(
+                r,
+                Response::Done {
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{r:?}"
+        );
+    }
+
+    fn headers_of(toml_text: &str) -> Result<String, SettingError> {
+        let mut s = HttpOutSettings {
+            url: "http://127.0.0.1:9/".into(),
+            ..Default::default()
+        };
+        let t: toml::Table = toml::from_str(toml_text).unwrap();
+        if let Some(toml::Value::Table(h)) = t.get("headers") {
+            s.headers = h.clone();
+        }
+        if let Some(toml::Value::Table(a)) = t.get("auth") {
+            s.auth = a.clone();
+        }
+        if t.get("gzip").is_some() {
+            s.compression = HttpCompression::Gzip;
+        }
+        request_headers(&s)
+    }
+
+    #[test]
+    fn headers_and_credentials_are_checked() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(
+            base64(b"Aladdin:open sesame"),
+            "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+        );
+        assert_eq!(
+            headers_of("").unwrap(),
+            "User-Agent: deadbeat\r\nContent-Type: application/x-ndjson\r\n"
+        );
+        let h = headers_of(
+            "gzip = true\nheaders = { \"Content-Type\" = \"application/json\", X-A = \"1\" }\nauth = { bearer = \"t0k\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            h,
+            "User-Agent: deadbeat\r\nContent-Encoding: gzip\r\nAuthorization: Bearer t0k\r\n\
+             Content-Type: application/json\r\nX-A: 1\r\n"
+        );
+        assert!(
+            headers_of("auth = { user = \"u\", password = \"p\" }")
+                .unwrap()
+                .contains("Authorization: Basic dTpw\r\n")
+        );
+        for bad in [
+            "headers = { Host = \"x\" }",
+            "headers = { \"Bad Name\" = \"x\" }",
+            "headers = { X-A = \"a\\r\\nX-B: b\" }",
+            "headers = { X-A = 1 }",
+            "headers = { Authorization = \"Bearer x\" }",
+            "auth = { user = \"u\" }",
+            "auth = { bearer = \"t\", user = \"u\", password = \"p\" }",
+            "auth = { token = \"t\" }",
+            "auth = { user = \"a:b\", password = \"p\" }",
+        ] {
+            assert!(headers_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gzip_bodies_decode_to_the_batch() {
+        use std::io::Read as _;
+        let body = b"{\"a\":1}\n".repeat(1000);
+        let z = gzip(&body);
+        assert!(z.len() < body.len() / 10);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&z[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, body);
     }
 
     #[test]

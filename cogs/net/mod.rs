@@ -1,9 +1,11 @@
-//! Sockets: syslog and line listeners over TCP, UDP and Unix sockets; forwarding drains.
+//! Sockets: syslog and line listeners over TCP, UDP and Unix sockets, an HTTP server for
+//! posted records; forwarding drains.
 
 use std::time::{Duration, Instant};
 
 use crate::kit::CogDescriptor;
 
+pub mod http_in;
 pub mod http_out;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -33,6 +35,7 @@ pub fn descriptors() -> Vec<CogDescriptor> {
         unix_out::DESCRIPTOR,
         relp_in::DESCRIPTOR,
         relp_out::DESCRIPTOR,
+        http_in::DESCRIPTOR,
         http_out::DESCRIPTOR,
         #[cfg(feature = "redis")]
         redis_in::DESCRIPTOR,

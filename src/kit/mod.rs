@@ -1,7 +1,8 @@
 //! The cog kit: what supplied cogs share and what a cog written in another crate uses to
 //! match them — line splitting and framing, supply and drain helpers, output formats,
-//! `on_error` routing, acknowledgements and checkpoints, globs, the forwarding buffer, and
-//! the descriptors and build context through which cogs are built from configuration.
+//! `on_error` routing, acknowledgements and checkpoints, globs, the forwarding buffer,
+//! HTTP request framing, and the descriptors and build context through which cogs are
+//! built from configuration.
 
 pub mod ack;
 mod build;
@@ -12,6 +13,7 @@ pub mod forward;
 pub mod framing;
 pub mod glob;
 pub mod held;
+pub mod http;
 pub mod keyed;
 pub mod lines;
 pub mod on_error;

@@ -23,6 +23,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 enum Answer {
     /// Answers this status after the server's delay.
     Status(u16),
+    /// Answers this status with `Retry-After: N` (seconds).
+    RetryAfter(u16, u64),
     /// Closes the connection and the listener without answering, and listens again after
     /// this long.
     Down(Duration),
@@ -39,6 +41,10 @@ struct Seen {
     status: Option<u16>,
     /// With [`Answer::Bulk`], each line's item status.
     items: Vec<u16>,
+    /// The request's head.
+    head: String,
+    /// When the request was read whole.
+    at: Instant,
 }
 
 struct Server {
@@ -129,6 +135,22 @@ fn serve(
         let mut conn = conn;
         let mut buf = Vec::new();
         while let Some((head, body)) = next_request(&mut conn, &mut buf, stop) {
+            let at = Instant::now();
+            let body = if head
+                .to_ascii_lowercase()
+                .contains("content-encoding: gzip\r\n")
+            {
+                let mut plain = Vec::new();
+                if flate2::read::MultiGzDecoder::new(&body[..])
+                    .read_to_end(&mut plain)
+                    .is_err()
+                {
+                    bad_heads.lock().unwrap().push(format!("bad gzip: {head}"));
+                }
+                plain
+            } else {
+                body
+            };
             if !head.starts_with("POST /ingest HTTP/1.1\r\n")
                 || !head
                     .to_ascii_lowercase()
@@ -161,8 +183,25 @@ fn serve(
                         lines,
                         status: Some(code),
                         items: Vec::new(),
+                        head,
+                        at,
                     });
                     let rsp = format!("HTTP/1.1 {code} X\r\nContent-Length: 2\r\n\r\nok");
+                    if conn.write_all(rsp.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                Answer::RetryAfter(code, secs) => {
+                    seen.lock().unwrap().push(Seen {
+                        lines,
+                        status: Some(code),
+                        items: Vec::new(),
+                        head,
+                        at,
+                    });
+                    let rsp = format!(
+                        "HTTP/1.1 {code} X\r\nRetry-After: {secs}\r\nContent-Length: 2\r\n\r\nok"
+                    );
                     if conn.write_all(rsp.as_bytes()).is_err() {
                         break;
                     }
@@ -194,6 +233,8 @@ fn serve(
                         lines,
                         status: Some(200),
                         items,
+                        head,
+                        at,
                     });
                     // Chunked, as a server may send it.
                     let rsp = format!(
@@ -209,6 +250,8 @@ fn serve(
                         lines,
                         status: None,
                         items: Vec::new(),
+                        head,
+                        at,
                     });
                     drop(listener.take());
                     drop(conn);
@@ -404,16 +447,27 @@ fn every_record_arrives_once_in_order_across_batches() {
     );
 }
 
+/// A knob of the environment: `name` as a number, else `default`.
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 #[test]
 fn failures_and_an_outage_lose_nothing_and_resend_only_what_failed() {
     let dir = TempDir::new("http-out-503");
-    let n = 20_000;
+    // The issue's outage is 10 s; DEADBEAT_HTTP_OUTAGE_SECS and DEADBEAT_HTTP_OUT_RECORDS
+    // make the run shorter or larger.
+    let n = knob("DEADBEAT_HTTP_OUT_RECORDS", 20_000) as usize;
+    let outage = Duration::from_secs(knob("DEADBEAT_HTTP_OUTAGE_SECS", 10));
     write_input(dir.path(), n);
     // 30% of requests answered 503 (a fixed pseudo-random pattern), and the server away
-    // for a second at the 40th request.
-    let script = |i: usize| {
+    // for `outage` at the 40th request.
+    let script = move |i: usize| {
         if i == 40 {
-            Answer::Down(Duration::from_secs(1))
+            Answer::Down(outage)
         } else if (i.wrapping_mul(2_654_435_761) >> 7) % 10 < 3 {
             Answer::Status(503)
         } else {
@@ -434,6 +488,12 @@ fn failures_and_an_outage_lose_nothing_and_resend_only_what_failed() {
     assert!(
         seen.iter().any(|s| s.status.is_none()),
         "no outage happened"
+    );
+    let down = seen.iter().position(|s| s.status.is_none()).unwrap();
+    let away = seen[down + 1].at - seen[down].at;
+    assert!(
+        away >= outage,
+        "the server was away {away:?}, not {outage:?}"
     );
     assert_eq!(server.accepted(), (0..n).collect::<Vec<_>>(), "{log}");
     assert_failed_batches_resent(&seen);
@@ -621,4 +681,77 @@ fn a_slow_server_pauses_the_supply_within_max_buffered_bytes() {
     // Measured: about 18 MB with backpressure, 36 MB without.
     assert!(peak < 26 << 10, "peak RSS {peak} KiB\n{log}");
     assert!(server.accepted().len() < n / 10, "the server was not slow");
+}
+
+#[test]
+fn gzip_headers_and_basic_credentials_reach_the_server() {
+    let dir = TempDir::new("http-out-gzip");
+    let n = 5_000;
+    write_input(dir.path(), n);
+    let server = Server::start(|_| Answer::Status(200), Duration::ZERO);
+    let extra = "compression = \"gzip\"\n\
+                 headers = { \"X-Scope-OrgID\" = \"tenant-1\" }\n\
+                 auth = { user = \"u\", password = \"p\" }\n";
+    let d = Daemon::start(dir.path(), "tx", &config(dir.path(), server.port, extra));
+    wait_for("every record answered", &d, || server.accepted().len() >= n);
+    d.stop();
+    assert_eq!(server.accepted(), (0..n).collect::<Vec<_>>());
+    // Every body was gzip (the server decoded each, or said so).
+    assert!(
+        server.bad_heads.lock().unwrap().is_empty(),
+        "{:?}",
+        server.bad_heads
+    );
+    for s in server.seen() {
+        for want in [
+            "Content-Encoding: gzip\r\n",
+            "X-Scope-OrgID: tenant-1\r\n",
+            // base64("u:p")
+            "Authorization: Basic dTpw\r\n",
+            "Content-Type: application/x-ndjson\r\n",
+        ] {
+            assert!(s.head.contains(want), "{want:?} missing in {}", s.head);
+        }
+        let len: usize = s
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let plain: usize =
+            s.lines.len() * "{\"message\":\"line 0000000 the quick brown fox\"}\n".len();
+        assert!(
+            len * 3 < plain,
+            "{len} bytes for {plain} plain: not compressed"
+        );
+    }
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let dir = TempDir::new("http-out-retry-after");
+    let n = 1_000;
+    write_input(dir.path(), n);
+    // The third request is answered 503 with Retry-After: 2 (backoff_max is 200 ms).
+    let server = Server::start(
+        |i| {
+            if i == 2 {
+                Answer::RetryAfter(503, 2)
+            } else {
+                Answer::Status(200)
+            }
+        },
+        Duration::ZERO,
+    );
+    let d = Daemon::start(dir.path(), "tx", &config(dir.path(), server.port, ""));
+    wait_for("every record answered", &d, || server.accepted().len() >= n);
+    d.stop();
+    assert_eq!(server.accepted(), (0..n).collect::<Vec<_>>());
+    let seen = server.seen();
+    assert_eq!(seen[3].lines, seen[2].lines, "the same batch again");
+    let waited = seen[3].at - seen[2].at;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "sent again after {waited:?}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Network cogs against real clients and servers on 127.0.0.1 and Unix sockets.
 
 mod collector_restart;
+mod http_in;
 mod http_out;
 mod peer_ack;
 #[cfg(feature = "redis")]

@@ -9,6 +9,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::engine::cog::Local;
 use crate::engine::escapement::ServiceCx;
+use crate::kit::http::{self, BodyLength, Head};
 
 use super::Listen;
 
@@ -200,83 +201,37 @@ pub(super) enum Parsed {
     Bad(u16, &'static str),
 }
 
-/// Parses the request at the start of `buf`.
+/// Parses the request at the start of `buf` (the head through the shared
+/// [`crate::kit::http::parse_head`]); control requests carry a `Content-Length` body.
 pub(super) fn parse(buf: &[u8], max_head: usize, max_body: usize) -> Parsed {
-    if buf.is_empty() {
-        return Parsed::Partial;
-    }
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let head = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
-        Ok(httparse::Status::Complete(_)) => {
-            return Parsed::Bad(431, "the request head is too large");
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= max_head => {
-            return Parsed::Bad(431, "the request head is too large");
-        }
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Bad(431, "too many request headers");
-        }
-        Err(_) => return Parsed::Bad(400, "malformed request"),
+    let head = match http::parse_head(buf, max_head) {
+        Head::Complete(h) => h,
+        Head::Partial => return Parsed::Partial,
+        Head::Bad(status, why) => return Parsed::Bad(status, why),
     };
-    let mut body = 0usize;
-    let mut authorization = None;
-    let mut close = req.version == Some(0);
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-            {
-                Some(n) => body = n,
-                None => return Parsed::Bad(400, "invalid Content-Length"),
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+    let body = match head.body {
+        BodyLength::Length(n) => n,
+        BodyLength::Chunked => {
             return Parsed::Bad(
                 400,
                 "Transfer-Encoding is not accepted: send Content-Length",
             );
-        } else if h.name.eq_ignore_ascii_case("authorization") {
-            authorization = std::str::from_utf8(h.value).ok().map(str::to_string);
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.contains("close") {
-                close = true;
-            } else if v.contains("keep-alive") {
-                close = false;
-            }
         }
-    }
+    };
     if body > max_body {
         return Parsed::Bad(413, "the request body is too large");
     }
-    if buf.len() < head + body {
+    if buf.len() < head.len + body {
         return Parsed::Partial;
     }
     Parsed::Request(Request {
-        len: head + body,
-        method: req.method.unwrap_or("").to_string(),
-        path: req.path.unwrap_or("").to_string(),
-        authorization,
-        body: buf[head..head + body].to_vec(),
-        close,
+        len: head.len + body,
+        authorization: head.header("authorization").map(str::to_string),
+        body: buf[head.len..head.len + body].to_vec(),
+        close: head.close,
+        method: head.method,
+        path: head.target,
     })
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    }
 }
 
 /// Appends a whole response; `extra` holds further header lines, each ending in CRLF.
@@ -288,20 +243,12 @@ pub(super) fn respond(
     close: bool,
     extra: &str,
 ) {
-    let conn = if close { "close" } else { "keep-alive" };
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: {conn}\r\n{extra}\r\n",
-        reason(status),
-        body.len()
-    );
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
+    http::respond(out, status, content_type, body, close, extra);
 }
 
 /// An error response with a fixed text (never what the request said).
 pub(super) fn respond_error(out: &mut Vec<u8>, status: u16, why: &str, close: bool) {
-    let body = format!("{status} {}: {why}\n", reason(status));
+    let body = format!("{status} {}: {why}\n", http::reason(status));
     respond(
         out,
         status,
