@@ -828,6 +828,11 @@ impl HttpOut {
                 Err(e) => return Err(e),
             }
         }
+        // TLS: the ciphertext of the request's end may still wait for the socket.
+        match conn.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+            r => r?,
+        }
         Ok(())
     }
 

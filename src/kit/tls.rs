@@ -389,6 +389,9 @@ mod imp {
         eof: bool,
         /// A failure met after plaintext was returned: reported by the next read.
         failed: Option<io::Error>,
+        /// Over a blocking socket: a read returns once it has plaintext (it would wait
+        /// for more otherwise).
+        blocking: bool,
     }
 
     impl<S> std::fmt::Debug for TlsStream<S> {
@@ -455,10 +458,28 @@ mod imp {
                 marks: VecDeque::new(),
                 eof: false,
                 failed: None,
+                blocking: false,
             };
             // A client's hello, queued at once (sent on the first flush).
             s.encrypt();
             s
+        }
+
+        /// For a blocking socket (with timeouts): completes the handshake now, and makes
+        /// each read return as soon as it has plaintext.
+        pub fn handshake_blocking(&mut self) -> io::Result<()> {
+            self.blocking = true;
+            while self.conn.is_handshaking() {
+                self.flush_out()?;
+                if self.eof {
+                    return Err(tls_error(
+                        "the peer closed the connection during the handshake",
+                    ));
+                }
+                self.pull()?;
+            }
+            self.flush_out()?;
+            Ok(())
         }
 
         /// Moves what rustls has to send into the outgoing ciphertext.
@@ -524,6 +545,9 @@ mod imp {
                     Ok(k) => {
                         n += k;
                         continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && self.blocking && n > 0 => {
+                        return Ok(n);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {

@@ -754,3 +754,133 @@ fn http_out_posts_over_https_and_refuses_an_unknown_ca() {
     assert!(errors_of(&log, "http_out") >= 1, "{log}");
     assert!(lines(&bodies).is_empty());
 }
+
+/// A redis-server with TLS only (`tls-port`), requiring client certificates from the CA.
+fn redis_tls(dir: &Path, pki: &Pki) -> Option<(Child, u16)> {
+    if !have("redis-server") {
+        eprintln!("skipped: redis-server is not installed");
+        return None;
+    }
+    let port = free_port();
+    let data = dir.join("redis");
+    std::fs::create_dir_all(&data).unwrap();
+    let c = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args(["--tls-cert-file", &pki.path("server.pem")])
+        .args(["--tls-key-file", &pki.path("server.key")])
+        .args([
+            "--tls-ca-cert-file",
+            &pki.path("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ])
+        .args([
+            "--dir",
+            data.to_str().unwrap(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("redis-server listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Some((c, port))
+}
+
+/// `redis-cli` over TLS with the client certificate.
+fn redis_cli(pki: &Pki, port: u16, args: &[&str]) -> Option<String> {
+    if !have("redis-cli") {
+        return None;
+    }
+    let out = Command::new("redis-cli")
+        .args([
+            "--tls",
+            "--cacert",
+            &pki.path("ca.pem"),
+            "--cert",
+            &pki.path("client.pem"),
+        ])
+        .args(["--key", &pki.path("client.key"), "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn redis_out_and_redis_in_over_rediss_with_a_client_certificate() {
+    let dir = TempDir::new("tls-redis");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    let Some((mut redis, port)) = redis_tls(dir.path(), &pki) else {
+        return;
+    };
+    let tls = format!(
+        "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}",
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key")
+    );
+    let n = 5_000;
+    let drain = format!(
+        "type = \"redis_out\"\naddress = \"rediss://localhost:{port}\"\nstream = \"logs\"\n{tls}"
+    );
+    let send = dir.path().join("send");
+    std::fs::create_dir_all(&send).unwrap();
+    let (ok, log) = Daemon::start(
+        &config(&send, &file_in(&send, &numbered(0, n)), &drain),
+        false,
+    )
+    .wait();
+    assert!(ok, "{log}");
+    assert_eq!(errors_of(&log, "redis_out"), 0, "{log}");
+    if let Some(len) = redis_cli(&pki, port, &["XLEN", "logs"]) {
+        assert_eq!(len, n.to_string());
+    }
+    let recv = dir.path().join("recv");
+    std::fs::create_dir_all(&recv).unwrap();
+    let out = recv.join("out.txt");
+    let supply = format!(
+        "type = \"redis_in\"\naddress = \"rediss://localhost:{port}\"\nstream = \"logs\"\n\
+         group = \"g\"\nblock = \"100ms\"\n{tls}"
+    );
+    let drain = format!("type = \"file_out\"\npath = {out:?}");
+    let d = Daemon::start(&config(&recv, &supply, &drain), false);
+    wait_for("every entry read back", || lines(&out).len() >= n);
+    sigterm(&d);
+    let (ok, log) = d.wait();
+    assert!(ok, "{log}");
+    assert_eq!(errors_of(&log, "redis_in"), 0, "{log}");
+    let want: Vec<String> = numbered(0, n).lines().map(str::to_string).collect();
+    assert_eq!(lines(&out), want);
+    // Every entry acknowledged, the last ones on the stop's own TLS connection.
+    if let Some(p) = redis_cli(&pki, port, &["XPENDING", "logs", "g"]) {
+        assert!(p.starts_with('0'), "pending: {p}");
+    }
+    // A server from a CA not trusted: refused with the reason.
+    let drain = format!(
+        "type = \"redis_out\"\naddress = \"rediss://localhost:{port}\"\nstream = \"other\"\n\
+         drain_timeout = \"1s\"\ntls = {{ ca = {:?} }}",
+        pki.path("other-ca.pem")
+    );
+    let mut d = Daemon::start(&config(&send, &file_in(&send, "refused\n"), &drain), false);
+    let i = d.wait_log_from(0, "cannot connect");
+    assert!(d.seen[i].contains("UnknownIssuer"), "{}", d.seen[i]);
+    let (_, log) = d.wait();
+    assert!(errors_of(&log, "redis_out") >= 1, "{log}");
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
