@@ -44,6 +44,11 @@ pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 #[cfg(feature = "tls")]
 const OUT_HIGH: usize = 1 << 20;
 
+/// Ciphertext read from the socket per `read` (rustls itself asks for 4 KiB at a time):
+/// a busy stream costs a read per 64 KiB, as a plain one costs one per 128 KiB.
+#[cfg(feature = "tls")]
+const IN_SIZE: usize = 64 << 10;
+
 crate::settings! {
     /// The `tls` table of a socket cog. See [the module](crate::kit::tls).
     pub struct TlsSettings {
@@ -374,6 +379,11 @@ mod imp {
     pub struct TlsStream<S> {
         sock: S,
         conn: rustls::Connection,
+        /// Ciphertext read from the socket and not yet given to rustls: `inbuf[in_pos..in_end]`
+        /// (released while the socket has nothing more).
+        inbuf: Vec<u8>,
+        in_pos: usize,
+        in_end: usize,
         /// Ciphertext waiting for the socket, from `out_pos`.
         out: Vec<u8>,
         out_pos: usize,
@@ -449,6 +459,9 @@ mod imp {
             let mut s = TlsStream {
                 sock,
                 conn,
+                inbuf: Vec::new(),
+                in_pos: 0,
+                in_end: 0,
                 out: Vec::new(),
                 out_pos: 0,
                 made: 0,
@@ -512,14 +525,36 @@ mod imp {
             Ok(true)
         }
 
-        /// Reads ciphertext from the socket once and processes it.
+        /// Gives rustls ciphertext (read from the socket when none is left) and processes
+        /// it; `WouldBlock` when the socket has nothing.
         fn pull(&mut self) -> io::Result<()> {
-            if !self.eof {
-                match self.conn.read_tls(&mut self.sock) {
-                    Ok(0) => self.eof = true,
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
+            if self.in_pos == self.in_end && !self.eof {
+                if self.inbuf.is_empty() {
+                    self.inbuf.resize(IN_SIZE, 0);
                 }
+                match self.sock.read(&mut self.inbuf) {
+                    Ok(0) => {
+                        self.eof = true;
+                        // rustls learns of the end from a read of nothing.
+                        self.conn.read_tls(&mut &[][..])?;
+                    }
+                    Ok(n) => {
+                        self.in_pos = 0;
+                        self.in_end = n;
+                    }
+                    Err(e) => {
+                        if e.kind() == io::ErrorKind::WouldBlock {
+                            // An idle connection holds no read buffer.
+                            self.inbuf = Vec::new();
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            if self.in_pos < self.in_end {
+                let mut rest = &self.inbuf[self.in_pos..self.in_end];
+                let n = self.conn.read_tls(&mut rest)?;
+                self.in_pos += n;
             }
             if let Err(e) = self.conn.process_new_packets() {
                 // The alert that tells the peer why, best effort.
