@@ -970,3 +970,40 @@ fn tcp_out_over_tls_resends_what_a_restarted_collector_missed() {
     let dups = seen.iter().filter(|&&c| c > 1).count();
     eprintln!("restart over TLS: {n} lines, none lost, {dups} sent twice");
 }
+
+#[test]
+fn verify_false_takes_any_certificate_and_no_ca_means_the_system_store() {
+    let dir = TempDir::new("tls-verify");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    // verify = false: a certificate from an unknown CA is taken (tests only).
+    let got = dir.path().join("received-any.txt");
+    let (mut server, port) = s_server(&pki, "rogue", &[], &got);
+    let drain =
+        format!("type = \"tcp_out\"\naddress = \"127.0.0.1:{port}\"\ntls = {{ verify = false }}");
+    let cfg = config(dir.path(), &file_in(dir.path(), "taken anyway\n"), &drain);
+    let (ok, log) = Daemon::start(&cfg, false).wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ok, "{log}");
+    assert_eq!(lines(&got), ["taken anyway"]);
+    // No `ca`: the system store, which does not know the test's CA.
+    if !Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        eprintln!("skipped the system store half: /etc/ssl/certs/ca-certificates.crt is absent");
+        return;
+    }
+    let got = dir.path().join("received-system.txt");
+    let (mut server, port) = s_server(&pki, "server", &[], &got);
+    let drain = format!(
+        "type = \"tcp_out\"\naddress = \"127.0.0.1:{port}\"\ndrain_timeout = \"1s\"\ntls = {{ }}"
+    );
+    let cfg = config(dir.path(), &file_in(dir.path(), "not trusted\n"), &drain);
+    let mut d = Daemon::start(&cfg, false);
+    let i = d.wait_log_from(0, "cannot connect");
+    assert!(d.seen[i].contains("UnknownIssuer"), "{}", d.seen[i]);
+    let _ = d.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(lines(&got).is_empty());
+}
