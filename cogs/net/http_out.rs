@@ -14,6 +14,7 @@ use crate::kit::forward::{
     check_address, is_refusal, lookup_result,
 };
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
+use crate::kit::tls::{self, Stream, TlsClient, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
@@ -56,8 +57,13 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// other item sends its record to `on_error` with the item's error type and reason. An
 /// answer with `"errors": false` acknowledges the whole batch.
 ///
-/// Only `http://` URLs are taken for now (`http://host:port/path`, port 80 by
-/// default); a host name is resolved off the loop at every connection.
+/// URLs are `http://host:port/path` (port 80 by default) or `https://host:port/path`
+/// (TLS, port 443 by default); a host name is resolved off the loop at every connection.
+/// With `https://` the server's certificate is verified against `tls.ca`, or the system
+/// store (`/etc/ssl/certs/ca-certificates.crt`) without a `tls` table or `ca`, and must
+/// name the URL's host (or `tls.server_name`, also sent as SNI); `tls.cert` and `tls.key`
+/// present a client certificate. A failed handshake is logged with rustls' reason,
+/// counted as an error, and retried like a failed connection.
 ///
 /// A connection error, a `429` or a `5xx` answer, or no answer within `response_timeout`
 /// sends the same batch again, unchanged and before any newer one (order is kept), after
@@ -113,6 +119,7 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// format = "es_bulk"
 /// index = "logs-{service}"
 /// on_error = "train:dead"        # items refused (mapping errors), whole batches refused
+/// # with url = "https://...": tls = { ca = "ca.pem", cert = "client.pem", key = "client.key" }
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "http_out",
@@ -136,7 +143,7 @@ crate::choice! {
 crate::settings! {
     /// Settings of `http_out`.
     pub struct HttpOutSettings {
-        /// "http://host:port/path" the batches are POSTed to (port 80 by default)
+        /// "http://host:port/path" the batches are POSTed to (port 80 by default), or "https://..." (TLS, port 443 by default)
         #[setting(required)]
         url: String,
         /// ndjson: one JSON object per record and line; es_bulk: the Elasticsearch/OpenSearch `_bulk` body (an `index` action line, then the record)
@@ -172,6 +179,8 @@ crate::settings! {
         /// What becomes of the records of a batch the server refused (4xx but 429).
         #[setting(flatten)]
         on_error: OnErrorSettings,
+        /// with an https:// url: { ca (default: the system store), verify = true, server_name (default: the url's host), cert and key (client certificate) }
+        tls: Option<TlsSettings>,
     }
 }
 
@@ -192,14 +201,23 @@ pub struct HttpUrl {
     pub host: String,
     /// The request target (`/` when the URL has none).
     pub path: String,
+    /// `https://`: TLS.
+    pub https: bool,
 }
 
 impl HttpUrl {
-    /// Reads `http://host[:port][/path]`.
+    /// Reads `http://host[:port][/path]` or `https://host[:port][/path]`.
     pub fn parse(url: &str) -> Result<HttpUrl, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            format!("expected \"http://host:port/path\", found {url:?} (only http:// is supported)")
-        })?;
+        let (rest, https, port) = match url.strip_prefix("https://") {
+            Some(rest) => (rest, true, 443),
+            None => (
+                url.strip_prefix("http://").ok_or_else(|| {
+                    format!("expected \"http://host:port/path\" or \"https://...\", found {url:?}")
+                })?,
+                false,
+                80,
+            ),
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -215,7 +233,7 @@ impl HttpUrl {
         let address = if has_port {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{port}")
         };
         check_address(&address).map_err(|m| format!("{m} in {url:?}"))?;
         if path
@@ -230,6 +248,7 @@ impl HttpUrl {
             address,
             host: authority.to_string(),
             path: path.to_string(),
+            https,
         })
     }
 }
@@ -641,7 +660,7 @@ enum State {
     /// A name lookup runs on a worker thread.
     Resolving,
     Connecting(TcpStream),
-    Connected(TcpStream),
+    Connected(Stream<TcpStream>),
 }
 
 /// The `http_out` drain; see the descriptor's documentation for the behaviour.
@@ -689,6 +708,8 @@ pub struct HttpOut {
     lingering: bool,
     next_addr: usize,
     limiter: LogLimiter,
+    /// With an `https://` URL.
+    tls: Option<TlsClient>,
 }
 
 impl HttpOut {
@@ -699,6 +720,19 @@ impl HttpOut {
         on_error: OnError<Record>,
     ) -> Result<Self, SettingError> {
         let url = HttpUrl::parse(&s.url).map_err(|m| SettingError::new("url", m))?;
+        let tls = match (url.https, &s.tls) {
+            (true, t) => Some(TlsClient::new(
+                &t.clone().unwrap_or_default(),
+                &url.address,
+            )?),
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(SettingError::new(
+                    "tls",
+                    "applies to https:// URLs only (the url is http://)",
+                ));
+            }
+        };
         if !(1..=10_000_000).contains(&s.batch_records) {
             return Err(SettingError::new(
                 "batch_records",
@@ -802,6 +836,7 @@ impl HttpOut {
             lingering: false,
             next_addr: 0,
             limiter: LogLimiter::default(),
+            tls,
         })
     }
 
@@ -875,10 +910,14 @@ impl HttpOut {
         {
             cx.cancel_timer(t);
         }
-        if let State::Connecting(mut c) | State::Connected(mut c) =
-            std::mem::replace(&mut self.state, State::Idle)
-        {
-            let _ = cx.deregister(&mut c);
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Connecting(mut c) => {
+                let _ = cx.deregister(&mut c);
+            }
+            State::Connected(mut c) => {
+                let _ = cx.deregister(&mut c);
+            }
+            State::Idle | State::Resolving => {}
         }
         self.in_flight = false;
         self.written = 0;
@@ -888,7 +927,8 @@ impl HttpOut {
 
     /// A connection attempt failed or a connection was lost (or gave no answer in time).
     fn failed(&mut self, e: &io::Error, cx: &mut Ctx) {
-        let was_up = matches!(self.state, State::Connected(_));
+        // A TLS handshake that fails is a failed attempt, not a lost connection.
+        let was_up = matches!(&self.state, State::Connected(c) if !c.is_handshaking());
         let resending = usize::from(self.in_flight);
         self.drop_conn(cx);
         let refused = is_refusal(e, &self.target);
@@ -978,6 +1018,11 @@ impl HttpOut {
                 Err(e) => return Err(e),
             }
         }
+        // TLS: the ciphertext of the request's end may still wait for the socket.
+        match conn.flush() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+            r => r?,
+        }
         Ok(())
     }
 
@@ -1054,6 +1099,9 @@ impl HttpOut {
             }
         }
         if let Some(e) = err {
+            if tls::is_tls_error(&e) {
+                out.count_errors(1);
+            }
             self.failed(&e, cx);
         } else if eof {
             if self.in_flight {
@@ -1220,6 +1268,14 @@ impl HttpOut {
         }
     }
 
+    /// The connection carries requests now (over TLS: the handshake is done).
+    fn established(&mut self, cx: &mut Ctx) {
+        slog::info!(cx.logger(), "connected"; "cog" => "http_out", "peer" => %self.target,
+            "tls" => self.tls.is_some(),
+            "failed_attempts" => self.redial.failures(), "buffered_records" => self.records_held());
+        self.redial.connected();
+    }
+
     fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
         match &self.state {
             State::Connecting(c) => {
@@ -1244,11 +1300,20 @@ impl HttpOut {
                         if let State::Connecting(c) =
                             std::mem::replace(&mut self.state, State::Idle)
                         {
-                            slog::info!(cx.logger(), "connected"; "cog" => "http_out", "peer" => %self.target,
-                                "failed_attempts" => self.redial.failures(), "buffered_records" => self.records_held());
-                            self.redial.connected();
-                            self.state = State::Connected(c);
-                            self.writable = true;
+                            match Stream::connected(c, self.tls.as_ref()) {
+                                Ok(c) => {
+                                    let handshaking = c.is_handshaking();
+                                    self.state = State::Connected(c);
+                                    self.writable = true;
+                                    if !handshaking {
+                                        self.established(cx);
+                                    }
+                                }
+                                Err(e) => {
+                                    self.failed(&e, cx);
+                                    return;
+                                }
+                            }
                         }
                     }
                     Err(e) => {
@@ -1257,12 +1322,19 @@ impl HttpOut {
                     }
                 }
             }
-            State::Connected(_) => {
+            State::Connected(c) => {
+                let handshaking = c.is_handshaking();
                 if ev.is_writable() {
                     self.writable = true;
                 }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.read(out, cx);
+                }
+                if handshaking && matches!(&self.state, State::Connected(c) if !c.is_handshaking())
+                {
+                    // The request waited for the handshake; the socket is writable.
+                    self.writable = true;
+                    self.established(cx);
                 }
             }
             State::Idle | State::Resolving => {}
@@ -1414,7 +1486,10 @@ mod tests {
         assert_eq!(u.address, "[::1]:80");
         let u = HttpUrl::parse("http://[::1]:9/x").unwrap();
         assert_eq!(u.address, "[::1]:9");
-        assert!(HttpUrl::parse("https://logs.example/").is_err());
+        let u = HttpUrl::parse("https://logs.example/x").unwrap();
+        assert_eq!((u.address.as_str(), u.https), ("logs.example:443", true));
+        assert!(!HttpUrl::parse("http://logs.example/").unwrap().https);
+        assert!(HttpUrl::parse("ftp://logs.example/").is_err());
         assert!(HttpUrl::parse("http:///x").is_err());
         assert!(HttpUrl::parse("http://h:99999/").is_err());
         assert!(HttpUrl::parse("http://h/a b").is_err());

@@ -16,6 +16,7 @@ use redis_protocol::resp2::encode::encode_borrowed;
 use redis_protocol::resp2::types::{BorrowedFrame, RangeFrame};
 
 use crate::kit::forward::{ForwardOptions, GENERATIONS, Redial, SOCK_BASE, Target, is_refusal};
+use crate::kit::tls::{Stream, TlsClient, TlsSettings};
 use crate::prelude::*;
 use crate::schema::SettingError;
 
@@ -100,7 +101,7 @@ impl Replies {
 
     /// Reads what the socket holds, until it would block. `Err` when the server closed the
     /// connection or the read failed.
-    pub(crate) fn fill(&mut self, s: &mut TcpStream) -> io::Result<()> {
+    pub(crate) fn fill(&mut self, s: &mut impl Read) -> io::Result<()> {
         if self.start == self.end {
             self.clear();
         }
@@ -317,7 +318,8 @@ enum State {
     Idle,
     Resolving,
     Connecting(TcpStream),
-    Up(TcpStream),
+    /// Connected (over TLS, possibly still in the handshake).
+    Up(Stream<TcpStream>),
 }
 
 /// What a readiness event brought.
@@ -340,6 +342,7 @@ pub(crate) struct Link {
     connect_timer: Option<TimerId>,
     writable: bool,
     next_addr: usize,
+    tls: Option<TlsClient>,
 }
 
 impl Link {
@@ -356,7 +359,19 @@ impl Link {
             connect_timer: None,
             writable: false,
             next_addr: 0,
+            tls: None,
         }
+    }
+
+    /// The same link speaking TLS (`rediss://` or a `tls` table).
+    pub(crate) fn with_tls(mut self, tls: Option<TlsClient>) -> Link {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS of the link, if any.
+    pub(crate) fn tls(&self) -> Option<&TlsClient> {
+        self.tls.as_ref()
     }
 
     /// The address, for logs.
@@ -369,9 +384,9 @@ impl Link {
         SOCK_BASE + self.generation
     }
 
-    /// Whether the connection is up.
+    /// Whether the connection is up (over TLS: the handshake is done).
     pub(crate) fn is_up(&self) -> bool {
-        matches!(self.state, State::Up(_))
+        matches!(&self.state, State::Up(s) if !s.is_handshaking())
     }
 
     /// Whether writes may go on (the socket took everything so far).
@@ -439,10 +454,15 @@ impl Link {
             }
             CONNECT_TIMEOUT if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
-                if matches!(self.state, State::Connecting(_)) {
-                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
-                    self.failed(&e, cx, |_, _| {});
-                }
+                let e = match &self.state {
+                    State::Connecting(_) => "connect_timeout expired",
+                    State::Up(s) if s.is_handshaking() => {
+                        "TLS handshake not done within connect_timeout"
+                    }
+                    _ => return true,
+                };
+                let e = io::Error::new(io::ErrorKind::TimedOut, e);
+                self.failed(&e, cx, |_, _| {});
                 true
             }
             _ => false,
@@ -478,27 +498,48 @@ impl Link {
                 (Ok(None), Err(e)) => return Err(io::Error::new(e.kind(), e.to_string())),
             }
             if let State::Connecting(s) = std::mem::replace(&mut self.state, State::Idle) {
-                if let Some(t) = self.connect_timer.take() {
-                    cx.cancel_timer(t);
-                }
                 // Small commands (an XACK, a read) must not wait for a delayed ACK.
                 let _ = s.set_nodelay(true);
-                slog::info!(cx.logger(), "connected"; "cog" => self.cog, "peer" => &self.address,
-                    "failed_attempts" => self.redial.failures());
-                self.redial.connected();
-                self.state = State::Up(s);
+                let mut s = Stream::connected(s, self.tls.as_ref())?;
                 self.writable = true;
                 replies.clear();
-                up = true;
+                if s.is_handshaking() {
+                    // The client's hello; the handshake goes on as the server answers.
+                    match s.flush() {
+                        Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                        _ => {}
+                    }
+                } else {
+                    up = true;
+                }
+                self.state = State::Up(s);
             }
         }
         if let State::Up(s) = &mut self.state {
+            let handshaking = s.is_handshaking();
             if ev.is_writable() {
                 self.writable = true;
+                // TLS: ciphertext of earlier writes may wait for the socket.
+                match s.flush() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.writable = false,
+                    r => r?,
+                }
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                 replies.fill(s)?;
             }
+            if handshaking && !s.is_handshaking() {
+                self.writable = true;
+                up = true;
+            }
+        }
+        if up {
+            if let Some(t) = self.connect_timer.take() {
+                cx.cancel_timer(t);
+            }
+            slog::info!(cx.logger(), "connected"; "cog" => self.cog, "peer" => &self.address,
+                "tls" => self.tls.is_some(), "failed_attempts" => self.redial.failures());
+            self.redial.connected();
         }
         Ok(Ready { up })
     }
@@ -541,10 +582,14 @@ impl Link {
 
     /// Closes the connection and cancels the timers.
     pub(crate) fn close(&mut self, cx: &mut Ctx) {
-        if let State::Connecting(mut s) | State::Up(mut s) =
-            std::mem::replace(&mut self.state, State::Idle)
-        {
-            let _ = cx.deregister(&mut s);
+        match std::mem::replace(&mut self.state, State::Idle) {
+            State::Connecting(mut s) => {
+                let _ = cx.deregister(&mut s);
+            }
+            State::Up(mut s) => {
+                let _ = cx.deregister(&mut s);
+            }
+            State::Idle | State::Resolving => {}
         }
         self.writable = false;
         for t in [self.retry_timer.take(), self.connect_timer.take()]
@@ -556,10 +601,29 @@ impl Link {
     }
 }
 
+/// Whether `address` asks for TLS (`rediss://`).
+pub(crate) fn wants_tls(address: &str) -> bool {
+    address.starts_with("rediss://")
+}
+
+/// The TLS of a link to `host_port`: with a `rediss://` address or a `tls` table (the
+/// defaults when only the scheme asks for it).
+pub(crate) fn link_tls(
+    address: &str,
+    host_port: &str,
+    tls: &Option<TlsSettings>,
+) -> Result<Option<TlsClient>, SettingError> {
+    match (wants_tls(address), tls) {
+        (_, Some(t)) => TlsClient::new(t, host_port).map(Some),
+        (true, None) => TlsClient::new(&TlsSettings::default(), host_port).map(Some),
+        (false, None) => Ok(None),
+    }
+}
+
 /// The server's `host:port` and the connection's `AUTH`/`SELECT`, from the `address` key
 /// (`host:port`, or a URL `redis://[USER[:PASSWORD]@]HOST[:PORT][/DB]`, port 6379 by
 /// default) and the `username`, `password` and `db` keys. A URL part and its key may not
-/// both be given. `rediss://` (TLS) is recognised and refused until TLS is supported.
+/// both be given. `rediss://` is the same URL for Redis over TLS (see [`wants_tls`]).
 pub(crate) fn endpoint(
     address: &str,
     username: &Option<String>,
@@ -572,11 +636,10 @@ pub(crate) fn endpoint(
         password: password.clone(),
         db: u32::try_from(db).map_err(|_| SettingError::new("db", "must be 0 or more"))?,
     };
-    let host_port = if address.starts_with("rediss://") {
-        return Err(bad(
-            "rediss:// (Redis over TLS) is not supported yet: use redis:// or host:port".into(),
-        ));
-    } else if let Some(rest) = address.strip_prefix("redis://") {
+    let url = address
+        .strip_prefix("redis://")
+        .or_else(|| address.strip_prefix("rediss://"));
+    let host_port = if let Some(rest) = url {
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (Some(a), r),
             None => (None, rest),
@@ -628,7 +691,7 @@ pub(crate) fn endpoint(
         }
     } else if address.contains("://") {
         return Err(bad(format!(
-            "{address:?}: the scheme is not redis:// (or give host:port)"
+            "{address:?}: the scheme is not redis:// or rediss:// (or give host:port)"
         )));
     } else {
         address.to_string()
@@ -666,9 +729,14 @@ mod tests {
         assert_eq!(a, "[::1]:6379");
         let (a, _) = endpoint("redis://[::1]:7002/", &none, &none, 0).unwrap();
         assert_eq!(a, "[::1]:7002");
+        let (a, h) = endpoint("rediss://:pw@cache.example:6380/1", &none, &none, 0).unwrap();
+        assert_eq!(
+            (a.as_str(), h.password.as_deref(), h.db),
+            ("cache.example:6380", Some("pw"), 1)
+        );
+        assert!(wants_tls("rediss://h") && !wants_tls("redis://h") && !wants_tls("h:1"));
         let pw = Some("other".to_string());
         for (addr, pass, db, key, says) in [
-            ("rediss://h:6380", &none, 0, "address", "TLS"),
             ("http://h:80", &none, 0, "address", "scheme"),
             ("redis://:pw@h", &pw, 0, "address", "password"),
             ("redis://h/1", &none, 2, "address", "database"),

@@ -13,6 +13,7 @@ use redis_protocol::resp2::types::RangeFrame;
 use super::redis::{self, FrameScratch, Hello, IdHash, Link, Replies, StreamId};
 use crate::kit::forward::{ForwardOptions, ForwardSettings, Framing};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
+use crate::kit::tls::{self, Stream, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, SharedStr, Value};
@@ -80,6 +81,7 @@ const FINAL_ACK_TIME: Duration = Duration::from_secs(2);
 /// field = "message"              # the field every entry must have (raw bytes); "": none
 /// id_field = "_redis_id"
 /// on_error = "keep"              # drop | keep | train:NAME
+/// # tls = { ca = "ca.pem" }      # TLS (or address = "rediss://..."); cert and key: a client certificate
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "redis_in",
@@ -99,7 +101,7 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
 crate::settings! {
     /// Settings of `redis_in`.
     pub struct RedisInSettings {
-        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional); a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional; "rediss://": TLS); a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key
@@ -145,6 +147,8 @@ crate::settings! {
         /// Where bad entries and entries delivered too often go.
         #[setting(flatten)]
         on_error: OnErrorSettings,
+        /// TLS (also implied by a rediss:// address): { ca (default: the system store), verify = true, server_name (default: the address's host), cert and key (client certificate) }
+        tls: Option<TlsSettings>,
     }
 }
 
@@ -256,6 +260,7 @@ impl RedisIn {
         on_error: OnError<Record>,
     ) -> Result<Self, SettingError> {
         let (address, hello) = redis::endpoint(&s.address, &s.username, &s.password, s.db)?;
+        let tls = redis::link_tls(&s.address, &address, &s.tls)?;
         for (key, v) in [
             ("stream", &s.stream),
             ("group", &s.group),
@@ -297,7 +302,7 @@ impl RedisIn {
         let field =
             (!s.field.is_empty()).then(|| (Key::new(&s.field), s.field.as_bytes().to_vec()));
         Ok(RedisIn {
-            link: Link::new("redis_in", &address, &opts),
+            link: Link::new("redis_in", &address, &opts).with_tls(tls),
             hello,
             stream: s.stream.as_bytes().to_vec(),
             group: s.group.as_bytes().to_vec(),
@@ -934,13 +939,18 @@ impl RedisIn {
             .to_socket_addrs()?
             .next()
             .ok_or_else(|| io::Error::other("the name has no address"))?;
-        let mut s = std::net::TcpStream::connect_timeout(&addr, FINAL_ACK_TIME)?;
+        let s = std::net::TcpStream::connect_timeout(&addr, FINAL_ACK_TIME)?;
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
         s.set_write_timeout(Some(left()))?;
+        s.set_read_timeout(Some(left()))?;
+        let mut s = Stream::connected(s, self.link.tls())?;
+        if let Stream::Tls(t) = &mut s {
+            t.handshake_blocking()?;
+        }
         let mut buf = Vec::new();
         let mut due = self.hello.push(&mut buf, &mut self.frames);
         let ids = std::mem::take(&mut self.to_ack);
@@ -963,7 +973,7 @@ impl RedisIn {
             if Instant::now() >= deadline {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            s.set_read_timeout(Some(left()))?;
+            s.get_ref().set_read_timeout(Some(left()))?;
             let n = s.read(&mut chunk)?;
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
@@ -1041,6 +1051,9 @@ impl Cog<Record> for RedisIn {
                     self.answers(out, cx)
                 });
                 if let Err(e) = r {
+                    if tls::is_tls_error(&e) {
+                        out.count_errors(1);
+                    }
                     self.lost(&e, cx);
                 }
             }

@@ -8,6 +8,7 @@ use super::redis::{self, FrameScratch, Hello, Link, Replies};
 use crate::kit::format::Template;
 use crate::kit::forward::{ForwardOptions, ForwardSettings, Framing, Watermark};
 use crate::kit::on_error::{self, OnError, OnErrorSettings};
+use crate::kit::tls::{self, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Value};
@@ -62,6 +63,7 @@ const DRAIN_DEADLINE: Local = 10;
 /// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
+/// # tls = { ca = "ca.pem" }      # TLS (or address = "rediss://..."); cert and key: a client certificate
 /// ```
 ///
 /// From Rust: `RedisOut::from_settings(&RedisOutSettings { address: "127.0.0.1:6379".into(),
@@ -83,7 +85,7 @@ crate::choice! {
 crate::settings! {
     /// Settings of `redis_out`.
     pub struct RedisOutSettings {
-        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional); a host name is resolved (off the loop) at every connection
+        /// "host:port" of the Redis server, or a URL "redis://USER:PASSWORD@HOST:PORT/DB" (all but HOST optional; "rediss://": TLS); a host name is resolved (off the loop) at every connection
         #[setting(required)]
         address: String,
         /// the stream's key; may be a template with {field} placeholders ("logs:{host}")
@@ -107,6 +109,8 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// TLS (also implied by a rediss:// address): { ca (default: the system store), verify = true, server_name (default: the address's host), cert and key (client certificate) }
+        tls: Option<TlsSettings>,
     }
 }
 
@@ -229,6 +233,7 @@ impl RedisOut {
         on_error: OnError<Record>,
     ) -> Result<Self, SettingError> {
         let (address, hello) = redis::endpoint(&s.address, &s.username, &s.password, s.db)?;
+        let tls = redis::link_tls(&s.address, &address, &s.tls)?;
         let opts = ForwardOptions::new(&s.forward, Framing::Newline)?;
         let stream = if s.stream.contains('{') {
             StreamKey::Template(
@@ -246,7 +251,7 @@ impl RedisOut {
             return Err(SettingError::new("maxlen", "must be 0 or more"));
         }
         Ok(RedisOut {
-            link: Link::new("redis_out", &address, &opts),
+            link: Link::new("redis_out", &address, &opts).with_tls(tls),
             watermark: Watermark::new(opts.buffer_bytes),
             opts,
             stream,
@@ -561,6 +566,9 @@ impl Cog<Record> for RedisOut {
                     self.answers(out, cx)
                 });
                 if let Err(e) = r {
+                    if tls::is_tls_error(&e) {
+                        out.count_errors(1);
+                    }
                     self.lost(&e, cx);
                 }
                 self.flush(out, cx);

@@ -3,6 +3,7 @@
 use crate::kit::forward::{
     Forward, ForwardOptions, ForwardSettings, Framing, Target, check_address,
 };
+use crate::kit::tls::{self, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
@@ -39,6 +40,17 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// graceful stop) closes that gap. The bytes awaiting acknowledgement count in
 /// `buffer_bytes`.
 ///
+/// **TLS** (syslog over TLS, RFC 5425): with a `tls` table the connection is TLS
+/// (rustls). The server's certificate is verified against `tls.ca` (or the system store,
+/// `/etc/ssl/certs/ca-certificates.crt`, when no `ca` is given) and must name the host of
+/// `address`, or `tls.server_name` when set (also sent as SNI); `tls.verify = false`
+/// takes any certificate (tests only). `tls.cert` and `tls.key` present a client
+/// certificate (mutual TLS). Records wait for the handshake, which `connect_timeout`
+/// bounds too; a failed handshake (unknown CA, expired certificate, wrong name) is logged
+/// with rustls' reason, counted as an error, and retried with the backoff of a failed
+/// connection. Acknowledgement stays at the TCP level: a record is acknowledged once the
+/// peer's TCP stack acknowledged the whole TLS record carrying its end.
+///
 /// At shutdown the drain keeps sending (and reconnecting) until the peer acknowledged
 /// everything, for up to `drain_timeout`; what is left then is logged as unsent (count
 /// and bytes) and not acknowledged, so a supply with a checkpoint reads it again on the
@@ -56,6 +68,7 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
+/// # tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", server_name = "collector.example" }
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tcp_out",
@@ -91,6 +104,8 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// TLS: { ca (default: the system store), verify = true, server_name (default: the host of address), cert and key (client certificate, mutual TLS) }
+        tls: Option<TlsSettings>,
     }
 }
 
@@ -98,11 +113,8 @@ crate::settings! {
 pub fn from_settings(s: &TcpOutSettings) -> Result<Forward, SettingError> {
     check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
     let opts = ForwardOptions::new(&s.forward, s.framing.into())?;
-    Ok(Forward::new(
-        "tcp_out",
-        Target::Tcp(s.address.clone()),
-        opts,
-    ))
+    let tls = tls::client(s.tls.as_ref(), &s.address)?;
+    Ok(Forward::new("tcp_out", Target::Tcp(s.address.clone()), opts).with_tls(tls))
 }
 
 fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {

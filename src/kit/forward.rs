@@ -32,6 +32,7 @@ use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
 use crate::kit::format::{FormatSettings, OutputFormat};
+use crate::kit::tls::{self, TlsClient, TlsStream};
 use crate::prelude::*;
 use crate::record::Record;
 use crate::schema::{CogParams, ConfigError, SettingError};
@@ -559,6 +560,8 @@ pub fn is_refusal(e: &io::Error, target: &Target) -> bool {
 
 enum Conn {
     Tcp(TcpStream),
+    /// TLS over TCP, with the outbox offset its plaintext count starts at.
+    Tls(Box<TlsStream<TcpStream>>, u64),
     Unix(UnixStream),
     Dgram(UnixDatagram),
 }
@@ -567,6 +570,7 @@ impl Conn {
     fn source(&mut self) -> &mut dyn Source {
         match self {
             Conn::Tcp(s) => s,
+            Conn::Tls(s, _) => s.get_mut(),
             Conn::Unix(s) => s,
             Conn::Dgram(s) => s,
         }
@@ -575,6 +579,7 @@ impl Conn {
     fn fd(&self) -> RawFd {
         match self {
             Conn::Tcp(s) => s.as_raw_fd(),
+            Conn::Tls(s, _) => s.get_ref().as_raw_fd(),
             Conn::Unix(s) => s.as_raw_fd(),
             Conn::Dgram(s) => s.as_raw_fd(),
         }
@@ -582,8 +587,13 @@ impl Conn {
 
     /// Whether a non-blocking connect has completed: `Ok(false)` while in progress.
     fn connected(&self) -> io::Result<bool> {
-        let (err, peer) = match self {
-            Conn::Tcp(s) => {
+        let tcp = match self {
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(s, _) => Some(s.get_ref()),
+            _ => None,
+        };
+        let (err, peer) = match (self, tcp) {
+            (_, Some(s)) => {
                 let peer = s.peer_addr();
                 // With nothing listening on a local port, the kernel may pick that very
                 // port as the source and connect the socket to itself (a TCP simultaneous
@@ -598,8 +608,8 @@ impl Conn {
                 }
                 (s.take_error(), peer.map(drop))
             }
-            Conn::Unix(s) => (s.take_error(), s.peer_addr().map(drop)),
-            Conn::Dgram(_) => return Ok(true),
+            (Conn::Unix(s), _) => (s.take_error(), s.peer_addr().map(drop)),
+            _ => return Ok(true),
         };
         if let Some(e) = err? {
             return Err(e);
@@ -614,6 +624,7 @@ impl Conn {
     fn write_vectored(&mut self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Conn::Tcp(s) => s.write_vectored(iov),
+            Conn::Tls(s, _) => s.write_vectored(iov),
             Conn::Unix(s) => s.write_vectored(iov),
             Conn::Dgram(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
@@ -631,6 +642,27 @@ impl Conn {
             return Err(io::Error::last_os_error());
         }
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The outbox offset the peer acknowledged, given `sent` (the outbox offset written):
+    /// over TLS, the end of the plaintext whose ciphertext the peer's TCP stack
+    /// acknowledged.
+    fn acked(&mut self, sent: u64) -> io::Result<u64> {
+        let q = self.unacked()?;
+        Ok(match self {
+            Conn::Tls(s, base) => *base + s.plain_acked(q),
+            _ => sent.saturating_sub(q),
+        })
+    }
+
+    /// Whether written bytes wait in this process (TLS ciphertext not yet on the socket).
+    fn has_pending_output(&self) -> bool {
+        matches!(self, Conn::Tls(s, _) if s.has_pending_output())
+    }
+
+    /// Whether a TLS handshake is under way.
+    fn is_handshaking(&self) -> bool {
+        matches!(self, Conn::Tls(s, _) if s.is_handshaking())
     }
 
     /// For a Unix stream socket, fails once the peer has closed. A peer that closes
@@ -685,6 +717,7 @@ impl Conn {
         loop {
             let r = match self {
                 Conn::Tcp(s) => s.read(buf),
+                Conn::Tls(s, _) => s.read(buf),
                 Conn::Unix(s) => s.read(buf),
                 Conn::Dgram(_) => return Ok(false),
             };
@@ -774,6 +807,8 @@ pub struct Forward {
     watermark: Watermark,
     lingering: bool,
     next_addr: usize,
+    /// TLS on TCP connections, if configured.
+    tls: Option<TlsClient>,
 }
 
 impl Forward {
@@ -799,6 +834,21 @@ impl Forward {
             watermark,
             lingering: false,
             next_addr: 0,
+            tls: None,
+        }
+    }
+
+    /// The same drain speaking TLS over its TCP connections (`tcp_out`'s `tls` table).
+    pub fn with_tls(mut self, tls: Option<TlsClient>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// A connection over `s`, with TLS when configured.
+    fn tcp_conn(&self, s: TcpStream) -> io::Result<Conn> {
+        match &self.tls {
+            Some(t) => Ok(Conn::Tls(Box::new(t.connect(s)?), self.outbox.sent())),
+            None => Ok(Conn::Tcp(s)),
         }
     }
 
@@ -835,7 +885,7 @@ impl Forward {
         }
         let attempt = match &self.target {
             Target::Tcp(a) => match a.parse::<SocketAddr>() {
-                Ok(addr) => TcpStream::connect(addr).map(Conn::Tcp),
+                Ok(addr) => TcpStream::connect(addr).and_then(|s| self.tcp_conn(s)),
                 Err(_) => {
                     let a = a.clone();
                     match cx.submit(move || a.to_socket_addrs().map(Vec::from_iter)) {
@@ -878,14 +928,23 @@ impl Forward {
     }
 
     fn up(&mut self, conn: Conn, cx: &mut Ctx) {
+        let handshaking = conn.is_handshaking();
+        self.state = State::Connected(conn);
+        self.writable = true;
+        if !handshaking {
+            self.established(cx);
+        }
+    }
+
+    /// The connection carries records now (over TLS: the handshake is done).
+    fn established(&mut self, cx: &mut Ctx) {
         if let Some(t) = self.connect_timer.take() {
             cx.cancel_timer(t);
         }
         slog::info!(cx.logger(), "connected"; "cog" => self.name, "peer" => %self.target,
+            "tls" => self.tls.is_some(),
             "failed_attempts" => self.redial.failures(), "buffered_records" => self.outbox.records());
         self.redial.connected();
-        self.state = State::Connected(conn);
-        self.writable = true;
     }
 
     /// A connection attempt failed or an established connection was lost.
@@ -899,16 +958,16 @@ impl Forward {
         if let Some(t) = self.ack_timer.take() {
             cx.cancel_timer(t);
         }
-        let was_up = matches!(self.state, State::Connected(_));
+        // A TLS handshake that fails is a failed attempt, not a lost connection.
+        let was_up = matches!(&self.state, State::Connected(c) if !c.is_handshaking());
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Connected(mut c) => {
                 // What the peer acknowledged since the last check is not sent again.
                 match c {
                     // TCP keeps the acknowledged sequence after a reset.
-                    Conn::Tcp(_) => {
-                        if let Ok(q) = c.unacked() {
-                            self.outbox
-                                .confirm(self.outbox.sent().saturating_sub(q), cx);
+                    Conn::Tcp(_) | Conn::Tls(..) => {
+                        if let Ok(upto) = c.acked(self.outbox.sent()) {
+                            self.outbox.confirm(upto, cx);
                         }
                     }
                     Conn::Unix(_) => {
@@ -951,12 +1010,16 @@ impl Forward {
 
     /// Writes as much as the socket takes, then updates backpressure and the finish.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.writable && self.outbox.has_unsent() {
+        let pending = matches!(&self.state, State::Connected(c) if c.has_pending_output());
+        if self.writable && (self.outbox.has_unsent() || pending) {
             let r = match self.opts.framing {
                 Framing::Datagram => self.send_datagrams(out, cx),
                 _ => self.write_stream().and_then(|()| self.check_acks(cx)),
             };
             if let Err(e) = r {
+                if tls::is_tls_error(&e) {
+                    out.count_errors(1);
+                }
                 self.failed(&e, cx);
             }
         }
@@ -967,16 +1030,15 @@ impl Forward {
     /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
     /// call, made after each round of writes and by the [`ACK_POLL`] timer.
     fn check_acks(&mut self, cx: &mut Ctx) -> io::Result<()> {
-        let State::Connected(conn) = &self.state else {
+        let State::Connected(conn) = &mut self.state else {
             return Ok(());
         };
         if !self.outbox.has_unconfirmed() {
             return Ok(());
         }
-        let q = conn.unacked()?;
+        let upto = conn.acked(self.outbox.sent())?;
         conn.check_peer()?;
-        self.outbox
-            .confirm(self.outbox.sent().saturating_sub(q), cx);
+        self.outbox.confirm(upto, cx);
         Ok(())
     }
 
@@ -1025,6 +1087,12 @@ impl Forward {
             let mut iov = Vec::with_capacity(MAX_IOV);
             self.outbox.unsent(&mut iov);
             if iov.is_empty() {
+                // TLS: the ciphertext of what was taken may still wait for the socket.
+                if let Conn::Tls(s, _) = conn
+                    && !s.flush_out()?
+                {
+                    self.writable = false;
+                }
                 return Ok(());
             }
             let r = conn.write_vectored(&iov);
@@ -1148,6 +1216,7 @@ impl Forward {
             },
             State::Connected(c) => {
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    let handshaking = c.is_handshaking();
                     self.scratch.resize(4096, 0);
                     let closed = match c.drain_input(&mut self.scratch) {
                         Ok(true) => Err(io::Error::new(
@@ -1161,8 +1230,16 @@ impl Forward {
                         Err(e) => Err(e),
                     };
                     if let Err(e) = closed {
+                        if tls::is_tls_error(&e) {
+                            out.count_errors(1);
+                        }
                         self.failed(&e, cx);
                         return;
+                    }
+                    if handshaking && !c.is_handshaking() {
+                        // Records waited for the handshake; the socket is writable.
+                        self.writable = true;
+                        self.established(cx);
                     }
                 }
                 if ev.is_writable() {
@@ -1207,9 +1284,20 @@ impl Cog<Record> for Forward {
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
-                if matches!(self.state, State::Connecting(_)) {
-                    let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
-                    self.failed(&e, cx);
+                match &self.state {
+                    State::Connecting(_) => {
+                        let e = io::Error::new(io::ErrorKind::TimedOut, "connect_timeout expired");
+                        self.failed(&e, cx);
+                    }
+                    State::Connected(c) if c.is_handshaking() => {
+                        let e = io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "TLS handshake not done within connect_timeout",
+                        );
+                        out.count_errors(1);
+                        self.failed(&e, cx);
+                    }
+                    _ => {}
                 }
             }
             (ACK_POLL, Wake::Timer(t)) if self.ack_timer == Some(t) => {
@@ -1254,8 +1342,8 @@ impl Cog<Record> for Forward {
                 // Rotating through the addresses lets a reconnect reach another one.
                 let addr = addrs[self.next_addr % addrs.len()];
                 self.next_addr = self.next_addr.wrapping_add(1);
-                match TcpStream::connect(addr) {
-                    Ok(c) => self.connecting(Conn::Tcp(c), cx),
+                match TcpStream::connect(addr).and_then(|s| self.tcp_conn(s)) {
+                    Ok(c) => self.connecting(c, cx),
                     Err(e) => self.failed(&e, cx),
                 }
             }

@@ -20,6 +20,7 @@ pub mod on_error;
 pub mod progress;
 pub mod rewind;
 pub mod supply;
+pub mod tls;
 pub mod window;
 
 pub use build::{BuildCx, BuildFn, Built, CogDescriptor, CogKind};
