@@ -15,6 +15,11 @@
 //! all classes, of which a workload uses one or two). Beyond that, and for buffers above
 //! the largest class, storage goes back to the allocator as usual. Everything here is an
 //! optimisation only: a record that is never recycled is simply freed.
+//!
+//! When records are made on one thread and finished on another (`parallel`), each
+//! thread's surplus goes to the other with the batches ([`take_spares`], [`give_spares`]);
+//! what a thread is given may take a class to four times its limit, so that results
+//! coming back together do not overflow it.
 
 use std::cell::RefCell;
 
