@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use crate::engine::escapement::{Completion, Detached, Effects, Notice};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::Record;
+use crate::record::pool::{self, Spares};
+use crate::record::{Record, Value};
 use crate::schema::{
     CogParams, ConfigError, OwnedParams, Param, ParamType, SettingError, Settings,
 };
@@ -29,6 +30,7 @@ use super::setting_error;
 /// type = "parallel"
 /// workers = 2                # default: one per core
 /// batch = 1024               # most records per batch handed to a worker
+/// render = "none"            # "json": the workers also render each record (see below)
 ///
 ///   [[train.cog.cog]]        # the sub-train, in order, written as a train's cogs
 ///   type = "regex"
@@ -48,6 +50,12 @@ use super::setting_error;
 /// order the batches went out. At most `max_in_flight` batches are out at a time: beyond,
 /// the train's supplies are paused until half of them are back.
 ///
+/// With `render = "json"`, the workers also render each record as one JSON object (the
+/// bytes a drain's `format = "json"` writes) into its `message` field, which becomes its
+/// only field: a drain with `format = "raw"` after `parallel` then writes the same lines,
+/// and the loop's thread only copies bytes instead of rendering fields made on another
+/// core (see [`RenderJson`]).
+///
 /// Acknowledgements and renames the sub-train's cogs make on a worker (a `filter` dropping
 /// a record, an `anonymise` dropping an address it cannot read) are replayed on the loop's
 /// thread when their batch comes back, so supplies and checkpoints hear of them as usual;
@@ -64,8 +72,12 @@ use super::setting_error;
 /// "train:NAME"`) or that bind events (`dns_reverse`, `exec`, `geoip`, `lookup`) are refused
 /// when the configuration loads, naming the key.
 ///
-/// Records cross threads both ways, so once a `parallel` starts, glibc is kept to one
-/// malloc arena for the threads started after it (see `one_arena`). At debug level, `done`
+/// Records cross threads both ways, and so would their storage: the loop's thread recycles
+/// the text the workers parsed, a worker the lines the loop's thread read. Each batch
+/// therefore carries the spare buffers of the thread that sends it to the thread that
+/// takes that kind (`record::pool::take_spares`), and the allocator sees few buffers
+/// freed on another thread than the one that allocated them; for those, glibc is kept to
+/// one malloc arena once a `parallel` starts (see `one_arena`). At debug level, `done`
 /// logs the CPU time of the workers and of the loop's thread: which of the two bounds the
 /// rate.
 ///
@@ -84,6 +96,9 @@ pub struct Parallel<D: Send + 'static> {
     totals: Option<TrainMetrics>,
     /// CPU time of the workers that finished.
     worker_cpu: Duration,
+    /// Spares this thread recycled, taken before each result goes on (so that results
+    /// coming back together do not overflow the stash), for the next batch out.
+    spares: Spares,
 }
 
 /// Builds one instance of a `parallel` sub-train; called once on each worker thread.
@@ -99,6 +114,11 @@ impl<D: Send + 'static> std::fmt::Debug for Parallel<D> {
     }
 }
 
+crate::choice! {
+    /// What the workers hand back (`render`).
+    pub enum Render { Records = "none", Json = "json" }
+}
+
 crate::settings! {
     /// Settings of `parallel`, beside its sub-train (`cog`).
     pub struct ParallelSettings {
@@ -108,6 +128,10 @@ crate::settings! {
         batch: usize = "1024",
         /// most batches out on the workers before the train's supplies are paused; 0: four per worker
         max_in_flight: usize = "0",
+        /// none: the records as the sub-train leaves them; json: the workers also render each
+        /// record as one JSON object (as a drain's format = "json" writes it) into its
+        /// `message` field, its only field, for a drain with format = "raw" after parallel
+        render: Render = "none",
     }
 }
 
@@ -139,9 +163,10 @@ pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     build,
 };
 
-/// To a worker: a batch to run through the sub-train, or the end.
+/// To a worker: a batch to run through the sub-train (with spare buffers from the loop's
+/// thread), or the end.
 enum Msg<D> {
-    Batch(Vec<D>, Completion),
+    Batch(Vec<D>, Completion, Box<Spares>),
     Finish(Completion),
 }
 
@@ -214,6 +239,8 @@ struct Ran<D> {
     panic: Option<String>,
     /// The worker's sub-train counters and CPU time, with its last result.
     metrics: Option<(TrainMetrics, Duration)>,
+    /// Spare buffers from the worker's stash, for the loop's thread.
+    spares: Spares,
 }
 
 impl<D: Send + 'static> Parallel<D> {
@@ -251,14 +278,17 @@ impl<D: Send + 'static> Parallel<D> {
             paused: false,
             totals: None,
             worker_cpu: Duration::ZERO,
+            spares: Spares::default(),
         })
     }
 
     /// Hands `chunk` to the workers.
-    fn send(&mut self, chunk: Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
+    fn send(&mut self, chunk: Vec<D>, spares: Spares, out: &mut Out<D>, cx: &mut Ctx) {
         let n = chunk.len() as u64;
         let sent = match cx.reserve_job() {
-            Ok(completion) => self.queue.push(Msg::Batch(chunk, completion)),
+            Ok(completion) => self
+                .queue
+                .push(Msg::Batch(chunk, completion, Box::new(spares))),
             Err(_) => false,
         };
         if !sent {
@@ -351,21 +381,27 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
-        if batch.len() <= self.batch {
-            if !batch.is_empty() {
-                // The train keeps its buffer's room; the batch travels as it is.
-                let chunk = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
-                self.send(chunk, out, cx);
-            }
+        if batch.is_empty() {
             return;
         }
+        // What this thread recycled since (the text the workers parsed out, say) goes to
+        // the workers, which take buffers of that kind; each part of the batch carries its
+        // share.
+        let mut spares = std::mem::take(&mut self.spares);
+        spares.append(pool::take_spares());
+        if batch.len() <= self.batch {
+            // The train keeps its buffer's room; the batch travels as it is.
+            let chunk = std::mem::replace(batch, Vec::with_capacity(batch.capacity()));
+            self.send(chunk, spares, out, cx);
+            return;
+        }
+        let mut left = batch.len();
         let mut rest = std::mem::take(batch).into_iter();
-        loop {
+        while left > 0 {
             let chunk: Vec<D> = rest.by_ref().take(self.batch).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            self.send(chunk, out, cx);
+            let share = spares.split(chunk.len(), left);
+            left -= chunk.len();
+            self.send(chunk, share, out, cx);
         }
     }
 
@@ -391,7 +427,11 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
             effects,
             panic,
             metrics,
+            spares,
         } = ran;
+        pool::give_spares(spares);
+        // What the drain recycled of the result before this one.
+        self.spares.append(pool::take_spares());
         out.push_all(&mut data);
         out.count_dropped(dropped);
         out.count_errors(errors);
@@ -488,13 +528,17 @@ fn worker<D: Send + 'static>(
             break;
         }
         match msg {
-            Msg::Batch(mut data, completion) => {
-                let n = data.len() as u64;
+            Msg::Batch(mut data, completion, given) => {
+                let n = data.len();
+                pool::give_spares(*given);
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     sub.process(&mut data)
                 }));
                 let mut effects = Effects::default();
                 sub.take_effects(&mut effects);
+                // What the sub-train recycled (the lines it parsed, say) goes to the loop's
+                // thread, which takes buffers of that kind for the next lines it reads.
+                let spares = pool::take_spares();
                 completion.complete(match ran {
                     Ok((dropped, errors)) => Ran {
                         data,
@@ -503,14 +547,16 @@ fn worker<D: Send + 'static>(
                         effects,
                         panic: None,
                         metrics: None,
+                        spares,
                     },
                     Err(p) => Ran {
                         data: Vec::new(),
                         dropped: 0,
-                        errors: n,
+                        errors: n as u64,
                         effects,
                         panic: Some(panic_text(p.as_ref())),
                         metrics: None,
+                        spares,
                     },
                 });
             }
@@ -529,6 +575,7 @@ fn worker<D: Send + 'static>(
                     effects,
                     panic: ran.err().map(|p| panic_text(p.as_ref())),
                     metrics: Some((sub.metrics(), thread_cpu())),
+                    spares: Spares::default(),
                 });
                 return;
             }
@@ -578,6 +625,40 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    }
+}
+
+/// The last cog of a sub-train with `render = "json"`: replaces each record's fields with
+/// one, `message`, holding the record rendered as a JSON object (the bytes a drain's
+/// `format = "json"` writes, without the newline). The rendering then happens on the
+/// worker, where the fields were just made, and the storage of the fields stays on the
+/// worker's thread for its next records; the loop's thread only copies bytes out.
+///
+/// From Rust, the last cog of the factory's sub-train:
+/// `Train::new("sub").cog(MyParser).cog(RenderJson::default())`.
+#[derive(Debug, Default)]
+pub struct RenderJson {
+    /// Where each record is rendered before it is copied into a buffer of its size: a
+    /// buffer of the size class of the line (rather than of the longest line) goes back to
+    /// the class lines of its size are taken from, and more of them are kept.
+    scratch: Vec<u8>,
+}
+
+impl Cog<Record> for RenderJson {
+    fn name(&self) -> &str {
+        "render"
+    }
+
+    fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, _: &mut Ctx) {
+        let message = crate::kit::supply::message_key();
+        for r in batch.iter_mut() {
+            self.scratch.clear();
+            r.write_json(&mut self.scratch);
+            pool::clear_fields(&mut r.fields);
+            r.fields
+                .append_new(message, Value::Bytes(pool::bytes(&self.scratch)));
+        }
+        out.extend(batch.drain(..));
     }
 }
 
@@ -658,6 +739,7 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         (cx.base_dir.to_path_buf(), cx.state_dir.to_path_buf());
     let logger = cx.logger.clone();
     let name = p.id().to_string();
+    let render = s.render;
     let factory = move || -> Result<Train<Record>, BoxError> {
         let bcx = BuildCx::detached(&base_dir, &state_dir, &logger);
         let mut train = Train::new(name.clone());
@@ -665,6 +747,9 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
             let params = owned.params();
             let cog = (desc.build)(&params, &bcx).map_err(|e| e.to_string())?;
             train.push_with_id(cog, params.id().to_string());
+        }
+        if render == Render::Json {
+            train.push_with_id(Box::new(RenderJson::default()), format!("{name}.render"));
         }
         Ok(train)
     };

@@ -15,6 +15,11 @@
 //! all classes, of which a workload uses one or two). Beyond that, and for buffers above
 //! the largest class, storage goes back to the allocator as usual. Everything here is an
 //! optimisation only: a record that is never recycled is simply freed.
+//!
+//! When records are made on one thread and finished on another (`parallel`), each
+//! thread's surplus goes to the other with the batches ([`take_spares`], [`give_spares`]);
+//! what a thread is given may take a class to four times its limit, so that results
+//! coming back together do not overflow it.
 
 use std::cell::RefCell;
 
@@ -56,6 +61,10 @@ const CLASS_SPARES: [usize; CLASSES] = {
 struct Stash {
     entries: Vec<Vec<(Key, Value)>>,
     buffers: [Vec<Vec<u8>>; CLASSES],
+    /// Per class, the buffers the stash would hold had this thread taken as many as its
+    /// own recycling kept: what lies beyond is recycling no take used, what lacks is takes
+    /// no recycling made up (see [`Spares`]).
+    marks: [usize; CLASSES],
 }
 
 /// The class whose spares all have room for `n` bytes; `None` above the largest.
@@ -87,7 +96,13 @@ impl Stash {
 
     #[inline]
     fn take_buffer(&mut self, class: u32) -> Option<Vec<u8>> {
-        self.buffers[(class - MIN_CLASS) as usize].pop()
+        let c = (class - MIN_CLASS) as usize;
+        let taken = self.buffers[c].pop();
+        if taken.is_none() {
+            // A take the stash could not serve is a take all the same (see `marks`).
+            self.marks[c] += 1;
+        }
+        taken
     }
 
     fn keep_value(&mut self, v: Value) {
@@ -101,6 +116,15 @@ impl Stash {
     }
 
     fn keep_entries(&mut self, mut entries: Vec<(Key, Value)>) {
+        self.empty_entries(&mut entries);
+        if (1..=MAX_ENTRIES).contains(&entries.capacity()) && self.entries.len() < MAX_SPARES {
+            self.entries.push(entries);
+        }
+    }
+
+    /// Keeps the storage of every value in `entries` and leaves it empty, with its room.
+    #[inline(always)]
+    fn empty_entries(&mut self, entries: &mut Vec<(Key, Value)>) {
         // Storage is taken out where it lies, and the vector is then emptied without a
         // generic drop per value (a third of recycling) nor a copy of each value out of it.
         for (_, v) in entries.iter_mut() {
@@ -124,9 +148,6 @@ impl Stash {
         // and emptied vectors and strings hold no allocation), so forgetting them all is
         // exactly dropping them; and a length of zero is always in bounds.
         unsafe { entries.set_len(0) };
-        if (1..=MAX_ENTRIES).contains(&entries.capacity()) && self.entries.len() < MAX_SPARES {
-            self.entries.push(entries);
-        }
     }
 }
 
@@ -152,6 +173,15 @@ pub fn recycle(records: impl IntoIterator<Item = Record>) {
             s.keep_entries(r.fields.into_entries());
         }
     });
+}
+
+/// Empties `fields`, giving the storage of its values back for reuse on this thread; the
+/// map keeps its room (what a cog replacing all of a record's fields uses).
+pub fn clear_fields(fields: &mut Map) {
+    let entries = fields.entries_mut();
+    if with_stash(|s| s.empty_entries(entries)).is_none() {
+        entries.clear();
+    }
 }
 
 /// An empty record with room for `n` fields, its field vector taken from this thread's
@@ -279,6 +309,124 @@ pub fn text(s: &str) -> String {
     unsafe { String::from_utf8_unchecked(bytes(s.as_bytes())) }
 }
 
+/// Spare buffers on their way from one thread's stash to another's ([`take_spares`],
+/// [`give_spares`]).
+///
+/// When records are built on one thread and finished on another, each stash fills with
+/// buffers only the other thread takes: the thread that reads lines recycles the text
+/// parsed out of them, the thread that parses recycles the lines. Handed to the allocator,
+/// those buffers cross threads one by one, each a call under the arena's lock; carried
+/// with the records' batches, they cross a size class at a time.
+///
+/// What goes, class by class, is what this thread's own recycling kept beyond what it took:
+/// a class it takes more of than it keeps stays (what it took beyond is counted, up to a
+/// class's limit, and later recycling makes up for it first), so a thread never gives away
+/// what it uses itself, even when the two alternate from one call to the next; and what
+/// another thread gave it counts as supply, not as recycling. Dropping a `Spares` frees
+/// what it holds.
+#[derive(Default)]
+pub struct Spares {
+    buffers: [Vec<Vec<u8>>; CLASSES],
+}
+
+impl std::fmt::Debug for Spares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spares")
+            .field("buffers", &self.len())
+            .finish()
+    }
+}
+
+impl Spares {
+    /// How many buffers are held.
+    pub fn len(&self) -> usize {
+        self.buffers.iter().map(Vec::len).sum()
+    }
+
+    /// Whether no buffer is held.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.iter().all(Vec::is_empty)
+    }
+
+    /// Adds the buffers of `other`.
+    pub fn append(&mut self, mut other: Spares) {
+        for (held, more) in self.buffers.iter_mut().zip(other.buffers.iter_mut()) {
+            if held.is_empty() {
+                std::mem::swap(held, more);
+            } else {
+                held.append(more);
+            }
+        }
+    }
+
+    /// Splits off `part / of` of the buffers of each class (rounded up; all of them when
+    /// `part >= of`): the share of one batch's spares that goes with a part of the batch.
+    pub fn split(&mut self, part: usize, of: usize) -> Spares {
+        let mut out = Spares::default();
+        for (held, taken) in self.buffers.iter_mut().zip(out.buffers.iter_mut()) {
+            let n = if part >= of {
+                held.len()
+            } else {
+                (held.len() * part).div_ceil(of.max(1))
+            };
+            if n > 0 {
+                taken.extend(held.drain(held.len() - n..));
+            }
+        }
+        out
+    }
+}
+
+/// Takes the buffers this thread's own recycling kept in its stash beyond what it took,
+/// class by class, for another thread: see [`Spares`]. Empty when the stash is
+/// unavailable.
+pub fn take_spares() -> Spares {
+    let mut out = Spares::default();
+    with_stash(|s| {
+        let Stash { buffers, marks, .. } = s;
+        for (c, ((kept, mark), taken)) in buffers
+            .iter_mut()
+            .zip(marks)
+            .zip(&mut out.buffers)
+            .enumerate()
+        {
+            if kept.len() > *mark {
+                taken.extend(kept.drain(*mark..));
+            } else {
+                // Takes beyond recycling are remembered up to the class's limit: a thread
+                // that stops taking a class soon gives its recycling of it away again.
+                *mark = (*mark).min(kept.len() + CLASS_SPARES[c]);
+            }
+        }
+    });
+    out
+}
+
+/// How many times its usual limit a class may hold with what other threads gave: results
+/// coming back from several batches at once bring more than one batch's worth, which the
+/// next batches take.
+const GIVEN_FACTOR: usize = 4;
+
+/// Puts `spares` (from another thread's [`take_spares`]) into this thread's stash, up to
+/// four times its usual limits (results of several batches can come back at once); the
+/// rest is freed.
+pub fn give_spares(mut spares: Spares) {
+    with_stash(|s| {
+        let Stash { buffers, marks, .. } = s;
+        for (c, ((kept, mark), given)) in buffers
+            .iter_mut()
+            .zip(marks)
+            .zip(&mut spares.buffers)
+            .enumerate()
+        {
+            let room = (GIVEN_FACTOR * CLASS_SPARES[c]).saturating_sub(kept.len());
+            let n = given.len().min(room);
+            kept.extend(given.drain(..n));
+            *mark += n;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +524,68 @@ mod tests {
         })
         .unwrap_or_default();
         assert!(kept <= CLASSES * MAX_CLASS_BYTES, "{kept}");
+    }
+
+    #[test]
+    fn spares_are_what_this_thread_recycled_and_cross_to_another() {
+        // A thread of its own: a fresh stash, and the other thread's is another one.
+        std::thread::spawn(|| {
+            let c300 = 8 - MIN_CLASS as usize;
+            let c16 = 4 - MIN_CLASS as usize;
+            let _ = take_spares();
+            // Recycling (the "lines" this thread parsed) is handed on...
+            for _ in 0..5 {
+                recycle_value(Value::Bytes(Vec::with_capacity(300)));
+            }
+            let mut spares = take_spares();
+            assert_eq!(spares.len(), 5);
+            assert_eq!(spares.buffers[c300].len(), 5);
+            assert_eq!(class_counts()[c300], 0, "nothing recycled stays");
+            // ...once: a second call finds nothing new.
+            assert!(take_spares().is_empty());
+            // A share for a part of a batch: 2 of 5 records take ceil(5 * 2 / 5) = 2.
+            let share = spares.split(2, 5);
+            assert_eq!((share.len(), spares.len()), (2, 3));
+            assert_eq!(spares.split(3, 3).len(), 3);
+            assert!(spares.is_empty());
+
+            // What another thread gives is this thread's supply, not its recycling: it is
+            // not handed back, and what is taken of it does not count against recycling.
+            let other = std::thread::spawn(|| {
+                for _ in 0..4 {
+                    recycle_value(Value::Bytes(Vec::with_capacity(16)));
+                }
+                take_spares()
+            })
+            .join()
+            .unwrap_or_default();
+            assert_eq!(other.buffers[c16].len(), 4);
+            give_spares(other);
+            assert_eq!(class_counts()[c16], 4);
+            assert!(take_spares().is_empty(), "given spares are not handed back");
+            let taken = buffer(16);
+            assert_eq!(taken.capacity(), 16, "a given buffer serves a take");
+            recycle_value(Value::Bytes(Vec::with_capacity(300)));
+            let back = take_spares();
+            assert_eq!((back.len(), back.buffers[c300].len()), (1, 1));
+            assert_eq!(class_counts()[c16], 3);
+        })
+        .join()
+        .expect("the test thread");
+    }
+
+    #[test]
+    fn given_spares_are_bounded() {
+        std::thread::spawn(|| {
+            let c = 6 - MIN_CLASS as usize;
+            let mut many = Spares::default();
+            let n = GIVEN_FACTOR * CLASS_SPARES[c] + 10;
+            many.buffers[c] = (0..n).map(|_| Vec::with_capacity(64)).collect();
+            give_spares(many);
+            assert_eq!(class_counts()[c], GIVEN_FACTOR * CLASS_SPARES[c]);
+        })
+        .join()
+        .expect("the test thread");
     }
 
     #[test]

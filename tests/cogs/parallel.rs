@@ -163,6 +163,7 @@ fn settings(workers: usize, batch: usize, max_in_flight: usize) -> ParallelSetti
         workers,
         batch,
         max_in_flight,
+        ..Default::default()
     }
 }
 

@@ -1,7 +1,8 @@
 //! `parallel` through the daemon: the same bytes as the train without it over 200k lines
 //! (with drops and failures inside the sub-train), `tail` stopped mid-stream and restarted
 //! (nothing lost, nothing repeated: the checkpoint hears of what the workers dropped), and
-//! `check` naming file, line and key of a bad sub-cog.
+//! `check` naming file, line and key of a bad sub-cog; with `render = "json"`, the same
+//! bytes through a raw drain.
 
 use std::fs::OpenOptions;
 
@@ -99,6 +100,46 @@ fn output_is_byte_identical_to_the_train_without_parallel() {
     let text = String::from_utf8_lossy(&b);
     assert!(!text.contains("\"client\":\"10.1.1.1\""));
     assert!(text.lines().all(|l| l.contains("\"client\":\"")));
+}
+
+/// `render = "json"`: the workers render each record, the drain after `parallel` writes
+/// `message` as it is (`format = "raw"`), and the bytes are those of the train without
+/// `parallel` writing JSON itself. A value `render` does not know is refused by `check`.
+#[test]
+fn rendered_on_the_workers_the_output_is_the_same_bytes() {
+    let n = 50_000;
+    let dir = TempDir::new("parallel-render");
+    std::fs::write(dir.path().join("in.log"), access_lines(n)).unwrap();
+    let plain = config(dir.path(), "plain.toml", FILE_IN, None, "plain.json");
+    run_ok(&plain);
+    let par = config(dir.path(), "par.toml", FILE_IN, Some(2), "par.json");
+    let text = std::fs::read_to_string(&par).unwrap();
+    let rendered = text
+        .replace(
+            "max_in_flight = 4\n",
+            "max_in_flight = 4\nrender = \"json\"\n",
+        )
+        .replace("format = \"json\"", "format = \"raw\"");
+    assert!(rendered.contains("render = \"json\"") && rendered.contains("format = \"raw\""));
+    std::fs::write(&par, &rendered).unwrap();
+    run_ok(&par);
+    let a = std::fs::read(dir.path().join("plain.json")).unwrap();
+    let b = std::fs::read(dir.path().join("par.json")).unwrap();
+    assert_eq!(line_count(&dir.path().join("par.json")), kept(n));
+    assert!(a == b, "outputs differ ({} and {} bytes)", a.len(), b.len());
+
+    std::fs::write(
+        &par,
+        rendered.replace("render = \"json\"", "render = \"yaml\""),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", par.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("render"), "{err}");
 }
 
 /// A daemon running a config, killed if the test fails before stopping it.
