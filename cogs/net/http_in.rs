@@ -12,6 +12,7 @@ use crate::kit::http::{self, BodyLength, ChunkedDecoder, Head, RequestHead};
 use crate::kit::lines::LineInfo;
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
 use crate::kit::supply::{message_key, with_line_emitter};
+use crate::kit::tls::{self, Stream, TlsServer, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Record, Timestamp, Value};
@@ -100,6 +101,10 @@ crate::choice! {
 /// a body already received is handed on whole first. A client that sees its connection
 /// close without an answer cannot know: it must send again.
 ///
+/// **TLS** (HTTPS): with a `tls` table (`cert`, `key`; `ca` requires client
+/// certificates, as on `tcp_in`) every connection is TLS (rustls) on the loop; a failed
+/// handshake is logged with the peer and the reason, counted, and the connection closed.
+///
 /// **Bad input.** A line that is not a JSON object (invalid JSON, not UTF-8, an array
 /// element that is not an object) is counted as an error, logged with its event id and
 /// the peer (at a bounded rate), and goes per `on_error` as a record holding the line in
@@ -123,6 +128,7 @@ crate::choice! {
 /// retry_after = "1s"           # Retry-After of a 503
 /// max_connections = 1024
 /// idle_timeout = "5m"
+/// # tls = { cert = "server.pem", key = "server.key" }  # HTTPS; with ca = "...": mutual TLS
 /// on_error = "keep"            # drop | keep | train:NAME (lines that are not JSON objects)
 /// ```
 ///
@@ -141,6 +147,7 @@ pub struct HttpIn {
     max_connections: usize,
     idle_timeout: Option<Duration>,
     on_error: OnError<Record>,
+    tls: Option<TlsServer>,
     listener: Option<mio::net::TcpListener>,
     listener_ready: bool,
     conns: Vec<Option<Conn>>,
@@ -212,6 +219,8 @@ crate::settings! {
         ack_timeout: Duration = "30s",
         /// the Retry-After of a 503 (whole seconds, at least 1)
         retry_after: Duration = "1s",
+        /// TLS (HTTPS): cert and key required; ca: clients must present a certificate chaining to it (mutual TLS)
+        tls: Option<TlsSettings>,
         /// How many connections, and for how long.
         #[setting(flatten)]
         connections: ConnectionSettings,
@@ -222,7 +231,10 @@ crate::settings! {
 }
 
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: HttpInSettings = p.settings()?;
+    let mut s: HttpInSettings = p.settings()?;
+    if let Some(t) = s.tls.as_mut() {
+        t.resolve(cx.base_dir);
+    }
     let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     let token = match (&s.token, &s.token_file) {
         (Some(_), Some(_)) => {
@@ -278,7 +290,7 @@ impl BodyKind {
 /// The byte stream of one connection. Reading and writing go through here only, so that
 /// a TLS session can wrap the socket in this one place.
 struct Io {
-    sock: mio::net::TcpStream,
+    sock: Stream<mio::net::TcpStream>,
 }
 
 impl Io {
@@ -290,13 +302,22 @@ impl Io {
         self.sock.write(buf)
     }
 
+    /// Sends what a TLS session still holds; `Ok(false)` while the socket takes no more.
+    fn flush(&mut self) -> io::Result<bool> {
+        match self.sock.flush() {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Tells the client nothing more comes (FIN), keeping the reading side open.
     fn shutdown_write(&self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+        let _ = self.sock.get_ref().shutdown(std::net::Shutdown::Write);
     }
 
     fn source(&mut self) -> &mut mio::net::TcpStream {
-        &mut self.sock
+        self.sock.get_mut()
     }
 }
 
@@ -395,6 +416,9 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        if !self.io.flush()? {
+            return Ok(false);
         }
         self.wbuf.clear();
         self.wpos = 0;
@@ -545,6 +569,7 @@ impl HttpIn {
             max_connections: s.connections.max_connections()?,
             idle_timeout: s.connections.idle_timeout(),
             on_error,
+            tls: tls::server(s.tls.as_ref())?,
             listener: None,
             listener_ready: false,
             conns: Vec::new(),
@@ -611,7 +636,19 @@ impl HttpIn {
             self.conns.push(None);
             self.conns.len() - 1
         });
-        let mut io = Io { sock };
+        // Answers are small writes after a read: without this, Nagle's algorithm holds
+        // them until the client's delayed ACK.
+        let _ = sock.set_nodelay(true);
+        let mut io = match Stream::accepted(sock, self.tls.as_ref()) {
+            Ok(sock) => Io { sock },
+            Err(e) => {
+                slog::warn!(cx.logger(), "cannot start TLS on a new connection; closing it";
+                    "cog" => "http_in", "peer" => %peer, "error" => %e);
+                out.count_errors(1);
+                self.free.push(i);
+                return;
+            }
+        };
         if let Err(e) = cx.register(
             io.source(),
             conn_local(i),
@@ -623,9 +660,6 @@ impl HttpIn {
             self.free.push(i);
             return;
         }
-        // Answers are small writes after a read: without this, Nagle's algorithm holds
-        // them until the client's delayed ACK.
-        let _ = io.sock.set_nodelay(true);
         self.conns[i] = Some(Conn {
             io,
             peer: Value::Shared(peer.to_string().into()),
@@ -938,6 +972,13 @@ impl HttpIn {
                     return;
                 }
                 Ok(Some(_)) => c.last_active = cx.now(),
+                Err(e) if tls::is_tls_error(&e) => {
+                    slog::warn!(cx.logger(), "TLS failed; closing the connection";
+                        "cog" => "http_in", "peer" => c.peer(), "error" => %e);
+                    out.count_errors(1);
+                    self.close(i, cx);
+                    return;
+                }
                 Err(e) => {
                     slog::debug!(cx.logger(), "reading a connection failed; closing it";
                         "cog" => "http_in", "peer" => c.peer(), "error" => %e);
@@ -1403,7 +1444,7 @@ impl Cog<Record> for HttpIn {
             .map_err(|e| format!("http_in: cannot listen on {}: {e}", self.addr))?;
         set_backlog(&l);
         if let Ok(a) = l.local_addr() {
-            slog::info!(cx.logger(), "http_in listening"; "address" => %a);
+            slog::info!(cx.logger(), "http_in listening"; "address" => %a, "tls" => self.tls.is_some());
         }
         cx.register(&mut l, LISTENER, Interest::READABLE)?;
         self.listener = Some(l);

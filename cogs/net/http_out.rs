@@ -185,7 +185,10 @@ crate::settings! {
 }
 
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: HttpOutSettings = p.settings()?;
+    let mut s: HttpOutSettings = p.settings()?;
+    if let Some(t) = s.tls.as_mut() {
+        t.resolve(cx.base_dir);
+    }
     let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     Ok(Box::new(
         HttpOut::from_settings(&s, on_error).map_err(|e| p.setting_error(e))?,

@@ -266,8 +266,11 @@ impl StreamSettings {
     }
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: TcpInSettings = p.settings()?;
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let mut s: TcpInSettings = p.settings()?;
+    if let Some(t) = s.tls.as_mut() {
+        t.resolve(cx.base_dir);
+    }
     Ok(Box::new(
         TcpIn::from_settings(&s).map_err(|e| p.setting_error(e))?,
     ))

@@ -117,7 +117,10 @@ pub fn from_settings(s: &TcpOutSettings) -> Result<Forward, SettingError> {
     Ok(Forward::new("tcp_out", Target::Tcp(s.address.clone()), opts).with_tls(tls))
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: TcpOutSettings = p.settings()?;
+fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let mut s: TcpOutSettings = p.settings()?;
+    if let Some(t) = s.tls.as_mut() {
+        t.resolve(cx.base_dir);
+    }
     Ok(Box::new(from_settings(&s).map_err(|e| p.setting_error(e))?))
 }

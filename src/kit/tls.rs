@@ -27,7 +27,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mio::event::Source;
 use mio::{Interest, Registry, Token};
@@ -62,6 +62,21 @@ crate::settings! {
         verify: bool = "true",
         /// client: the name the server's certificate must hold, also sent as SNI (default: the host of the address)
         server_name: Option<String>,
+    }
+}
+
+impl TlsSettings {
+    /// Makes relative file names relative to `base`, the configuration file's directory
+    /// (as every other file a configuration names).
+    pub fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.cert, &mut self.key, &mut self.ca]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
 }
 

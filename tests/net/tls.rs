@@ -1007,3 +1007,85 @@ fn verify_false_takes_any_certificate_and_no_ca_means_the_system_store() {
     let _ = server.wait();
     assert!(lines(&got).is_empty());
 }
+
+#[test]
+fn http_in_serves_https_to_curl_and_refuses_plaintext() {
+    let dir = TempDir::new("tls-http-in");
+    let Some(pki) = Pki::new(dir.path()) else {
+        return;
+    };
+    if !have("curl") {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let port = free_port();
+    let out = dir.path().join("out.json");
+    // The files named relative to the configuration file's directory.
+    let supply = format!(
+        "type = \"http_in\"\nlisten = \"127.0.0.1:{port}\"\n\
+         tls = {{ cert = \"pki/server.pem\", key = \"pki/server.key\" }}"
+    );
+    let drain = format!("type = \"file_out\"\npath = {out:?}\nformat = \"json\"");
+    let mut d = Daemon::start(&config(dir.path(), &supply, &drain), false);
+    d.wait_log("http_in listening");
+    let body: String = (0..500).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    let url = format!("https://localhost:{port}/ingest");
+    let curl = |ca: &str| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "--cacert",
+                ca,
+                "-o",
+                "-",
+                "-w",
+                " %{http_code}",
+            ])
+            .args([
+                "-H",
+                "Content-Type: application/x-ndjson",
+                "--data-binary",
+                "@-",
+            ])
+            .arg(&url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                let _ = c.stdin.take().unwrap().write_all(body.as_bytes());
+                c.wait_with_output()
+            })
+            .unwrap()
+    };
+    let ok = curl(&pki.path("ca.pem"));
+    let said = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        said.ends_with(" 200"),
+        "{said} {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(said.contains("\"accepted\":500"), "{said}");
+    wait_for("500 records", || lines(&out).len() >= 500);
+    // A client that does not trust the server's CA refuses it; the server logs why.
+    let from = d.seen.len();
+    let bad = curl(&pki.path("other-ca.pem"));
+    assert!(!bad.status.success(), "curl trusted an unknown CA");
+    d.wait_log_from(from, "TLS failed; closing the connection");
+    // Plain HTTP on the HTTPS port: refused, nothing emitted.
+    let from = d.seen.len();
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .write_all(b"POST /ingest HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nplain\n")
+        .unwrap();
+    d.wait_log_from(from, "TLS failed; closing the connection");
+    drop(plain);
+    sigterm(&d);
+    let (ok, log) = d.wait();
+    assert!(ok, "{log}");
+    assert_eq!(lines(&out).len(), 500);
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("plain"));
+    assert_eq!(errors_of(&log, "http_in"), 2, "{log}");
+}
