@@ -53,7 +53,7 @@ impl<D> std::fmt::Debug for WindowFields<D> {
 /// The fields of records: `Record::get_path`, `Record::set_path`.
 pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
-        get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
+        get: Rc::new(crate::kit::window::record_get),
         id: Rc::new(crate::record::id_field().get),
         make: Box::new({
             // Whether the names (a cog's output names, fixed once built) are distinct

@@ -30,6 +30,7 @@
 //! windows by index (what an open window costs: docs/performance.md, and the bound of
 //! tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -46,7 +47,7 @@ use crate::kit::on_error::LogLimiter;
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{InlineStr, Path, SharedStr, Timestamp, Value};
+use crate::record::{InlineStr, Path, Record, SharedStr, Timestamp, Value};
 use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
 use crate::schema::{ParamType, SettingError, SettingValue};
 
@@ -202,6 +203,8 @@ enum TimeSource {
     Arrival,
     Field {
         path: Path,
+        /// The lookup's hint for `path` (see [`Lookup`]).
+        hint: Cell<u32>,
         name: String,
         format: Option<TimeFormat>,
         /// The format gives no year: the wall clock's is taken.
@@ -291,6 +294,8 @@ struct AggSpec {
     flag_ix: usize,
     func: Func,
     field: Option<Path>,
+    /// The lookup's hint for `field` (see [`Lookup`]).
+    hint: Cell<u32>,
     /// For count(CONDITION): its index in the conditions.
     cond: usize,
     /// The flag field (`NAME_estimated`, `NAME_truncated`).
@@ -495,6 +500,8 @@ fn text_key_value(b: &[u8]) -> Value {
 #[derive(Debug, Clone)]
 struct IntCmp {
     path: Path,
+    /// The lookup's hint for `path` (see [`Lookup`]).
+    hint: Cell<u32>,
     n: i64,
     /// Whether it holds when the value is less than, equal to, greater than `n`.
     when: [bool; 3],
@@ -549,6 +556,7 @@ impl IntCmp {
         }
         Some(IntCmp {
             path: Path::parse(field).ok()?,
+            hint: Cell::new(0),
             n: digits.parse().ok()?,
             when,
         })
@@ -1052,8 +1060,34 @@ impl Store {
     }
 }
 
-/// A field lookup over the datum.
-pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
+/// The [`Lookup`] of records: a top-level field is looked for first where the hint says
+/// (one comparison when records keep one shape), then by the usual search, which moves the
+/// hint; deeper paths are walked as [`Record::get_path`] walks them.
+#[inline]
+pub fn record_get<'a>(r: &'a Record, p: &Path, hint: &Cell<u32>) -> Option<&'a Value> {
+    let [k] = p.keys() else {
+        return r.get_path(p);
+    };
+    let mut fields = r.fields.iter();
+    if let Some((at, v)) = fields.nth(hint.get() as usize)
+        && at == *k
+    {
+        return Some(v);
+    }
+    let (i, v) = r
+        .fields
+        .iter()
+        .enumerate()
+        .find_map(|(i, (at, v))| (at == *k).then_some((i, v)))?;
+    hint.set(i as u32);
+    Some(v)
+}
+
+/// A field lookup over the datum: the datum, the field's path, and a hint the lookup may
+/// keep for that field (where it was found: a position among a record's fields) and try
+/// first the next time, since data of one train mostly have one shape. A datum without
+/// positions ignores it.
+pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path, &Cell<u32>) -> Option<&'a Value>>;
 
 /// What counting a datum into a window reads: the aggregates and the evidence.
 struct Spec<D> {
@@ -1063,6 +1097,8 @@ struct Spec<D> {
     /// Per condition: its integer comparison, when it is one (see [`IntCmp`]).
     fast: Vec<Option<IntCmp>>,
     evidence: Vec<Path>,
+    /// The lookup's hints for `evidence`.
+    evidence_hints: Vec<Cell<u32>>,
     distinct_exact: usize,
     max_values: usize,
     hash_buf: Vec<u8>,
@@ -1072,6 +1108,8 @@ struct Spec<D> {
 pub struct Windows<D> {
     get: Lookup<D>,
     keys: Vec<Path>,
+    /// The lookup's hints for `keys`.
+    key_hints: Vec<Cell<u32>>,
     key_names: Vec<String>,
     time: TimeSource,
     kind: WindowKind,
@@ -1146,13 +1184,16 @@ impl<D> Spec<D> {
     fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
         let mut grew = 0usize;
         for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
-            let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
+            let v = spec
+                .field
+                .as_ref()
+                .and_then(|p| (self.get)(d, p, &spec.hint));
             match agg {
                 Agg::Count(n) => {
                     let hit = spec.func == Func::Count
                         || match self.fast.get(spec.cond) {
                             // An integer field compared with an integer: no evaluator.
-                            Some(Some(f)) => match (self.get)(d, &f.path) {
+                            Some(Some(f)) => match (self.get)(d, &f.path, &f.hint) {
                                 Some(Value::Int(i)) => f.holds(*i),
                                 _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
                             },
@@ -1233,15 +1274,15 @@ impl<D> Spec<D> {
         if let Some(x) = s.extra.as_deref_mut() {
             if x.first_id == 0 {
                 x.first_id = id;
-                for p in &self.evidence {
+                for (p, h) in self.evidence.iter().zip(&self.evidence_hints) {
                     x.evidence
-                        .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+                        .push((self.get)(d, p, h).cloned().unwrap_or(Value::Null));
                 }
                 x.evidence.extend_from_within(..);
             } else if !self.evidence.is_empty() {
                 let n = self.evidence.len();
-                for (i, p) in self.evidence.iter().enumerate() {
-                    x.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+                for (i, (p, h)) in self.evidence.iter().zip(&self.evidence_hints).enumerate() {
+                    x.evidence[n + i] = (self.get)(d, p, h).cloned().unwrap_or(Value::Null);
                 }
             }
             x.last_id = id;
@@ -1291,6 +1332,7 @@ impl<D: 'static> Windows<D> {
                 .flatten();
             TimeSource::Field {
                 path: path("time", &s.time)?,
+                hint: Cell::new(0),
                 name: s.time.clone(),
                 yearless,
                 leap,
@@ -1395,6 +1437,7 @@ impl<D: 'static> Windows<D> {
                 flag_ix: 0,
                 func,
                 field: None,
+                hint: Cell::new(0),
                 cond: 0,
                 flag: None,
             };
@@ -1408,7 +1451,9 @@ impl<D: 'static> Windows<D> {
                     })?;
                     let g = get.clone();
                     spec.cond = conds.len();
-                    conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p)));
+                    // The evaluator reads any fields: one hint for them all.
+                    let hint = Cell::new(0);
+                    conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p, &hint)));
                 }
                 (_, Some(f)) => {
                     spec.field = Some(
@@ -1447,6 +1492,7 @@ impl<D: 'static> Windows<D> {
             names,
             get: get.clone(),
             key_names: s.key.clone(),
+            key_hints: keys.iter().map(|_| Cell::new(0)).collect(),
             keys,
             time,
             kind: s.kind,
@@ -1462,6 +1508,7 @@ impl<D: 'static> Windows<D> {
                     .map(|c| IntCmp::of(c.expr().as_str()))
                     .collect(),
                 conds,
+                evidence_hints: evidence.iter().map(|_| Cell::new(0)).collect(),
                 evidence,
                 distinct_exact: s.distinct_exact,
                 max_values: s.max_values,
@@ -1587,17 +1634,18 @@ impl<D: 'static> Windows<D> {
     }
 
     fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
-        let (path, name, format, yearless, leap) = match &self.time {
+        let (path, hint, name, format, yearless, leap) = match &self.time {
             TimeSource::Arrival => return Ok(self.now_ms),
             TimeSource::Field {
                 path,
+                hint,
                 name,
                 format,
                 yearless,
                 leap,
-            } => (path, name, format, *yearless, leap),
+            } => (path, hint, name, format, *yearless, leap),
         };
-        let Some(v) = (self.get)(d, path) else {
+        let Some(v) = (self.get)(d, path, hint) else {
             return Err(TimeError::Missing(name.clone()));
         };
         let bad = |why: &str| TimeError::Unparsable(name.clone(), why.to_string());
@@ -1649,8 +1697,8 @@ impl<D: 'static> Windows<D> {
     fn write_key(&mut self, d: &D) {
         self.buf.clear();
         self.key_text = true;
-        for p in &self.keys {
-            let v = (self.get)(d, p).unwrap_or(&Value::Null);
+        for (p, h) in self.keys.iter().zip(&self.key_hints) {
+            let v = (self.get)(d, p, h).unwrap_or(&Value::Null);
             self.key_text &= v.as_bytes().is_some();
             key_part(v, &mut self.buf);
         }
@@ -1849,8 +1897,8 @@ impl<D: 'static> Windows<D> {
         // allocate nothing here.
         if !self.key_text {
             let mut others = Vec::new();
-            for p in &self.keys {
-                let v = (self.get)(d, p).unwrap_or(&Value::Null);
+            for (p, h) in self.keys.iter().zip(&self.key_hints) {
+                let v = (self.get)(d, p, h).unwrap_or(&Value::Null);
                 if v.as_bytes().is_none() {
                     others.push(v.clone());
                 }
@@ -2428,6 +2476,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn record_lookups_follow_their_hint_and_move_it_when_the_shape_changes() {
+        use crate::record::Key;
+        let (a, b, c) = (Key::new("a"), Key::new("b"), Key::new("c"));
+        let mut one = Record::new();
+        one.insert(a, Value::Int(1));
+        one.insert(b, Value::Int(2));
+        one.insert(c, Value::Int(3));
+        let mut other = Record::new();
+        other.insert(c, Value::Int(30));
+        other.insert(a, Value::Int(10));
+        let (pb, pc) = (Path::from(b), Path::from(c));
+        let hint = Cell::new(0);
+        assert_eq!(record_get(&one, &pc, &hint), Some(&Value::Int(3)));
+        assert_eq!(hint.get(), 2);
+        assert_eq!(record_get(&one, &pc, &hint), Some(&Value::Int(3)));
+        // Where the hint points at another field, or past the end, the search finds it.
+        assert_eq!(record_get(&other, &pc, &hint), Some(&Value::Int(30)));
+        assert_eq!(hint.get(), 0);
+        assert_eq!(record_get(&other, &pb, &hint), None);
+        assert_eq!(hint.get(), 0, "a missing field leaves the hint");
+        hint.set(7);
+        assert_eq!(record_get(&one, &pb, &hint), Some(&Value::Int(2)));
+        assert_eq!(hint.get(), 1);
+        // Deeper paths are walked.
+        let mut nested = Record::new();
+        nested.set_path(&Path::parse("x.y").unwrap(), Value::Int(5));
+        let h = Cell::new(0);
+        assert_eq!(
+            record_get(&nested, &Path::parse("x.y").unwrap(), &h),
+            Some(&Value::Int(5))
+        );
+        assert_eq!(record_get(&nested, &Path::parse("x.z").unwrap(), &h), None);
+    }
+
+    #[test]
     fn yearless_times_take_the_wall_clock_year_or_the_one_before() {
         let f = TimeFormat::new("%b %e %H:%M:%S").unwrap();
         let t = ts_ms(&f.parse(b"Mar  5 10:00:00").unwrap());
@@ -2676,7 +2759,7 @@ mod tests {
             aggregate: Aggregates(vec![("n".into(), "count".into())]),
             ..Default::default()
         };
-        let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+        let get: Lookup<Record> = Rc::new(record_get);
         let mut w = Windows::from_settings(&settings, get, &[]).unwrap();
         let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         let mut r = Record::new();
@@ -2720,7 +2803,7 @@ mod tests {
             ..Default::default()
         };
         let make = || {
-            let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+            let get: Lookup<Record> = Rc::new(record_get);
             Windows::from_settings(&settings, get, &[]).unwrap()
         };
         let mut w = make();
