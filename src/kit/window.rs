@@ -298,6 +298,9 @@ struct AggSpec {
     hint: Cell<u32>,
     /// For count(CONDITION): its index in the conditions.
     cond: usize,
+    /// For count(CONDITION): the condition as an integer comparison, when it is one (see
+    /// [`IntCmp`]).
+    fast: Option<IntCmp>,
     /// The flag field (`NAME_estimated`, `NAME_truncated`).
     flag: Option<Path>,
 }
@@ -1094,14 +1097,16 @@ struct Spec<D> {
     get: Lookup<D>,
     aggs: Vec<AggSpec>,
     conds: Vec<Condition<D>>,
-    /// Per condition: its integer comparison, when it is one (see [`IntCmp`]).
-    fast: Vec<Option<IntCmp>>,
     evidence: Vec<Path>,
     /// The lookup's hints for `evidence`.
     evidence_hints: Vec<Cell<u32>>,
     distinct_exact: usize,
     max_values: usize,
     hash_buf: Vec<u8>,
+    /// Some aggregate may hold memory of its own (first, last, count_distinct, values).
+    may_hold_memory: bool,
+    /// Aggregates with a flag field (count_distinct, values).
+    flags: usize,
 }
 
 /// The bookkeeping of windows over any datum: see the module doc.
@@ -1178,32 +1183,105 @@ fn path(key: &'static str, p: &str) -> Result<Path, SettingError> {
     Path::parse(p).map_err(|e| SettingError::new(key, format!("{p:?}: {e}")))
 }
 
+/// Counts value `v` into an aggregate other than a count or a sum (kept apart from the
+/// usual ones); returns how many bytes it grew by.
+fn update_other(
+    spec: &AggSpec,
+    agg: &mut Agg,
+    v: Option<&Value>,
+    hash_buf: &mut Vec<u8>,
+    distinct_exact: usize,
+    max_values: usize,
+) -> usize {
+    let mut grew = 0;
+    match agg {
+        Agg::Count(_) | Agg::Sum(_) => {}
+        Agg::Extreme(cur) => {
+            if let Some(x) = v.and_then(Num::of) {
+                let better = match *cur {
+                    None => true,
+                    Some(c) if spec.func == Func::Min => x.less(c),
+                    Some(c) => c.less(x),
+                };
+                if better {
+                    *cur = Some(x);
+                }
+            }
+        }
+        Agg::Mean(sum, n) => {
+            if let Some(x) = v.and_then(Num::of) {
+                *sum += x.f();
+                *n += 1;
+            }
+        }
+        Agg::One(cur) => {
+            if let Some(x) = v
+                && (spec.func == Func::Last || cur.is_none())
+            {
+                *cur = Some(Box::new(x.clone()));
+            }
+        }
+        Agg::Exact(set) => {
+            if let Some(x) = v {
+                let h = value_hash(x, hash_buf);
+                if set.insert(h) {
+                    grew += 12;
+                    if set.len() > distinct_exact {
+                        let mut regs = vec![0u8; HLL_M].into_boxed_slice();
+                        for &h in set.iter() {
+                            hll_add(&mut regs, h);
+                        }
+                        grew += HLL_M;
+                        *agg = Agg::Hll(regs);
+                    }
+                }
+            }
+        }
+        Agg::Hll(regs) => {
+            if let Some(x) = v {
+                hll_add(regs, value_hash(x, hash_buf));
+            }
+        }
+        Agg::Values(vals) => {
+            if let Some(x) = v {
+                if vals.0.len() < max_values {
+                    grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
+                    vals.0.push(x.clone());
+                } else {
+                    vals.1 = true;
+                }
+            }
+        }
+    }
+    grew
+}
+
 impl<D> Spec<D> {
     /// Counts `d` into `s`; returns how many bytes it grew by.
     #[inline]
     fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
         let mut grew = 0usize;
         for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
-            let v = spec
-                .field
-                .as_ref()
-                .and_then(|p| (self.get)(d, p, &spec.hint));
             match agg {
                 Agg::Count(n) => {
                     let hit = spec.func == Func::Count
-                        || match self.fast.get(spec.cond) {
+                        || match &spec.fast {
                             // An integer field compared with an integer: no evaluator.
-                            Some(Some(f)) => match (self.get)(d, &f.path, &f.hint) {
+                            Some(f) => match (self.get)(d, &f.path, &f.hint) {
                                 Some(Value::Int(i)) => f.holds(*i),
                                 _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
                             },
-                            _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                            None => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
                         };
                     if hit {
                         *n += 1;
                     }
                 }
                 Agg::Sum(sum) => {
+                    let v = spec
+                        .field
+                        .as_ref()
+                        .and_then(|p| (self.get)(d, p, &spec.hint));
                     if let Some(x) = v.and_then(Num::of) {
                         *sum = match (*sum, x) {
                             (Num::Int(a), Num::Int(b)) => a
@@ -1213,61 +1291,19 @@ impl<D> Spec<D> {
                         };
                     }
                 }
-                Agg::Extreme(cur) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        let better = match *cur {
-                            None => true,
-                            Some(c) if spec.func == Func::Min => x.less(c),
-                            Some(c) => c.less(x),
-                        };
-                        if better {
-                            *cur = Some(x);
-                        }
-                    }
-                }
-                Agg::Mean(sum, n) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        *sum += x.f();
-                        *n += 1;
-                    }
-                }
-                Agg::One(cur) => {
-                    if let Some(x) = v
-                        && (spec.func == Func::Last || cur.is_none())
-                    {
-                        *cur = Some(Box::new(x.clone()));
-                    }
-                }
-                Agg::Exact(set) => {
-                    if let Some(x) = v {
-                        let h = value_hash(x, &mut self.hash_buf);
-                        if set.insert(h) {
-                            grew += 12;
-                            if set.len() > self.distinct_exact {
-                                let mut regs = vec![0u8; HLL_M].into_boxed_slice();
-                                for &h in set.iter() {
-                                    hll_add(&mut regs, h);
-                                }
-                                grew += HLL_M;
-                                *agg = Agg::Hll(regs);
-                            }
-                        }
-                    }
-                }
-                Agg::Hll(regs) => {
-                    if let Some(x) = v {
-                        hll_add(regs, value_hash(x, &mut self.hash_buf));
-                    }
-                }
-                Agg::Values(vals) => {
-                    if let Some(x) = v {
-                        if vals.0.len() < self.max_values {
-                            grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
-                            vals.0.push(x.clone());
-                        } else {
-                            vals.1 = true;
-                        }
-                    }
+                _ => {
+                    let v = spec
+                        .field
+                        .as_ref()
+                        .and_then(|p| (self.get)(d, p, &spec.hint));
+                    grew += update_other(
+                        spec,
+                        agg,
+                        v,
+                        &mut self.hash_buf,
+                        self.distinct_exact,
+                        self.max_values,
+                    );
                 }
             }
         }
@@ -1439,6 +1475,7 @@ impl<D: 'static> Windows<D> {
                 field: None,
                 hint: Cell::new(0),
                 cond: 0,
+                fast: None,
                 flag: None,
             };
             match (func, arg) {
@@ -1451,6 +1488,7 @@ impl<D: 'static> Windows<D> {
                     })?;
                     let g = get.clone();
                     spec.cond = conds.len();
+                    spec.fast = IntCmp::of(expr.as_str());
                     // The evaluator reads any fields: one hint for them all.
                     let hint = Cell::new(0);
                     conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p, &hint)));
@@ -1488,6 +1526,13 @@ impl<D: 'static> Windows<D> {
                 names.push(f.clone());
             }
         }
+        let flags = aggs.iter().filter(|a| a.flag.is_some()).count();
+        let may_hold_memory = aggs.iter().any(|a| {
+            !matches!(
+                a.func,
+                Func::Count | Func::CountIf | Func::Sum | Func::Min | Func::Max | Func::Mean
+            )
+        });
         Ok(Windows {
             names,
             get: get.clone(),
@@ -1503,16 +1548,14 @@ impl<D: 'static> Windows<D> {
             spec: Spec {
                 get,
                 aggs,
-                fast: conds
-                    .iter()
-                    .map(|c| IntCmp::of(c.expr().as_str()))
-                    .collect(),
                 conds,
                 evidence_hints: evidence.iter().map(|_| Cell::new(0)).collect(),
                 evidence,
                 distinct_exact: s.distinct_exact,
                 max_values: s.max_values,
                 hash_buf: Vec::new(),
+                may_hold_memory,
+                flags,
             },
             max_bytes: s.max_bytes.max(1),
             states: Store::default(),
@@ -1838,9 +1881,11 @@ impl<D: 'static> Windows<D> {
     /// Gives back a window handed out and done with: its vectors serve the next ones.
     pub fn release(&mut self, mut s: Box<WinState>) {
         if self.spare.len() < 1024 {
-            s.key = Box::default();
+            if !s.key.is_empty() {
+                s.key = Box::default();
+            }
             // Numbers stay for new_state to reset in place; what holds memory goes now.
-            if s.aggs.iter().any(Agg::holds_memory) {
+            if self.spec.may_hold_memory && s.aggs.iter().any(Agg::holds_memory) {
                 s.aggs = Box::default();
             }
             if let Some(x) = s.extra.as_deref_mut() {
@@ -2001,10 +2046,16 @@ impl<D: 'static> Windows<D> {
     /// Puts a window in the closing order.
     #[inline]
     fn place(&mut self, close_at: i64, generation: u32, ix: u32) {
-        self.order
-            .entry(close_at)
-            .or_default()
-            .push_back((generation, ix));
+        // Most windows close when the last one placed does (tumbling windows of one
+        // period): its queue is the map's last, found without a search.
+        match self.order.last_entry() {
+            Some(mut last) if *last.key() == close_at => last.get_mut().push_back((generation, ix)),
+            _ => self
+                .order
+                .entry(close_at)
+                .or_default()
+                .push_back((generation, ix)),
+        }
         self.places += 1;
     }
 
@@ -2092,19 +2143,43 @@ impl<D: 'static> Windows<D> {
     /// order written (with their flags when set).
     /// The key values that are not text are moved out of `s`.
     pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
-        out.push((0, Value::Time(ms_ts(s.start))));
-        out.push((1, Value::Time(ms_ts(s.end))));
+        out.reserve(self.output_len());
+        self.output_to(s, |i, v| out.push((i, v)));
+    }
+
+    /// How many fields [`Windows::output`] gives at most (flags included): exactly, since
+    /// reused field vectors are often made for that many.
+    pub fn output_len(&self) -> usize {
+        2 + self.keys.len() + self.spec.aggs.len() + self.spec.flags
+    }
+
+    /// The output fields of a window as [`Windows::output`] gives them, each handed to
+    /// `put` (index into [`Windows::names`], value) instead of collected.
+    #[inline]
+    pub fn output_to(&self, s: &mut WinState, mut put: impl FnMut(usize, Value)) {
+        put(0, Value::Time(ms_ts(s.start)));
+        put(1, Value::Time(ms_ts(s.end)));
         let mut others = s.key.iter_mut();
         self.key_values(
             &s.kb,
             || others.next().map(std::mem::take).unwrap_or_default(),
-            |i, v| out.push((2 + i, v)),
+            |i, v| put(2 + i, v),
         );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
-            let (v, flag) = agg.output();
-            out.push((spec.out_ix, v));
-            if flag && spec.flag_ix != 0 {
-                out.push((spec.flag_ix, Value::Bool(true)));
+            // Counts and sums (most aggregates, never flagged) without the general call.
+            match agg {
+                Agg::Count(n) => put(
+                    spec.out_ix,
+                    Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+                ),
+                Agg::Sum(n) => put(spec.out_ix, n.value()),
+                _ => {
+                    let (v, flag) = agg.output();
+                    put(spec.out_ix, v);
+                    if flag && spec.flag_ix != 0 {
+                        put(spec.flag_ix, Value::Bool(true));
+                    }
+                }
             }
         }
     }

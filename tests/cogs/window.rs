@@ -43,6 +43,7 @@ fn fields() -> WindowFields<Ev> {
             e.f.retain(|(k, _)| *k != name);
             e.f.push((name, v));
         }),
+        fill: None,
         recycle: None,
     }
 }
