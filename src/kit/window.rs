@@ -468,8 +468,9 @@ fn value_hash(v: &Value, buf: &mut Vec<u8>) -> u64 {
 fn key_part(v: &Value, out: &mut Vec<u8>) {
     match v.as_bytes() {
         Some(b) => {
-            out.push(b's');
-            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            let n = u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+            out.reserve(5 + b.len());
+            out.extend_from_slice(&[b's', n[0], n[1], n[2], n[3]]);
             out.extend_from_slice(b);
         }
         None => {
@@ -480,11 +481,39 @@ fn key_part(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Whether short bytes (at most [`InlineStr::CAPACITY`]) are ASCII: a few overlapping word
+/// reads, where the general check goes byte by byte up to its word alignment.
+#[inline]
+fn short_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    debug_assert!(n <= 24, "short_ascii reads three words at most");
+    let word = |i: usize| {
+        b.get(i..i + 8)
+            .and_then(|w| w.try_into().ok())
+            .map_or(HIGH, u64::from_le_bytes)
+    };
+    match n {
+        // Up to three words, the last one ending at the end (overlapping the others).
+        8.. => (word(0) | word(n.min(16).saturating_sub(8)) | word(n - 8)) & HIGH == 0,
+        4..8 => {
+            let half = |i: usize| {
+                b.get(i..i + 4)
+                    .and_then(|w| w.try_into().ok())
+                    .map_or(0x8080_8080, u32::from_le_bytes)
+            };
+            (half(0) | half(n - 4)) & 0x8080_8080 == 0
+        }
+        _ => b.iter().all(u8::is_ascii),
+    }
+}
+
 /// A text key value read back from a window's key bytes: short ASCII text (an address, a
 /// name) held inline (no allocation), other UTF-8 as text, the rest as bytes.
 #[inline]
 fn text_key_value(b: &[u8]) -> Value {
-    if b.is_ascii()
+    if b.len() <= InlineStr::CAPACITY
+        && short_ascii(b)
         // SAFETY: ASCII is UTF-8.
         && let Some(short) = InlineStr::new(unsafe { std::str::from_utf8_unchecked(b) })
     {
@@ -656,23 +685,72 @@ pub struct WinState {
 const KEY_INLINE: usize = 30;
 
 /// A window's key bytes: inline when short (32 bytes in all, no allocation: most keys),
-/// else boxed. Made by [`KeyBytes::new`] alone, so that equal bytes are always held the
+/// else in a vector of their own (kept by a spare state for the next long key). Made by
+/// [`KeyBytes::new`] and [`KeyBytes::set`] alone, so that equal bytes are always held the
 /// same way.
 #[derive(Clone)]
 enum KeyBytes {
     Inline(u8, [u8; KEY_INLINE]),
-    Boxed(Box<[u8]>),
+    Boxed(Vec<u8>),
 }
 
 impl KeyBytes {
     #[inline]
     fn new(b: &[u8]) -> KeyBytes {
-        if b.len() <= KEY_INLINE {
-            let mut a = [0; KEY_INLINE];
-            a[..b.len()].copy_from_slice(b);
-            KeyBytes::Inline(b.len() as u8, a)
-        } else {
-            KeyBytes::Boxed(b.into())
+        let mut k = KeyBytes::default();
+        k.set(b);
+        k
+    }
+
+    /// Holds `b` instead, in the room already there when it fits: inline, or a long key's
+    /// vector when it is at most twice as long as needed (a spare's room never grows a
+    /// window much).
+    #[inline]
+    fn set(&mut self, b: &[u8]) {
+        let n = b.len();
+        match self {
+            KeyBytes::Inline(len, a) if n <= KEY_INLINE => {
+                copy_short(a, b);
+                *len = n as u8;
+            }
+            KeyBytes::Boxed(v) if n > KEY_INLINE && v.capacity() <= 2 * n => {
+                v.clear();
+                v.extend_from_slice(b);
+            }
+            _ if n <= KEY_INLINE => {
+                let mut a = [0; KEY_INLINE];
+                copy_short(&mut a, b);
+                *self = KeyBytes::Inline(n as u8, a);
+            }
+            _ => *self = KeyBytes::Boxed(b.to_vec()),
+        }
+    }
+
+    fn is_long(&self) -> bool {
+        matches!(self, KeyBytes::Boxed(_))
+    }
+}
+
+/// Copies up to [`KEY_INLINE`] bytes to the start of `to` with two overlapping fixed-size
+/// copies, where one of variable length is a call to `memcpy` costing more than the rest.
+#[inline]
+fn copy_short(to: &mut [u8; KEY_INLINE], from: &[u8]) {
+    fn overlap<const W: usize>(to: &mut [u8], from: &[u8]) {
+        let n = from.len();
+        if let (Some(head), Some(tail)) = (from.first_chunk::<W>(), from.last_chunk::<W>()) {
+            to[..W].copy_from_slice(head);
+            to[n - W..n].copy_from_slice(tail);
+        }
+    }
+    match from.len() {
+        31.. => {}
+        16.. => overlap::<16>(to, from),
+        8..16 => overlap::<8>(to, from),
+        4..8 => overlap::<4>(to, from),
+        _ => {
+            for (t, f) in to.iter_mut().zip(from) {
+                *t = *f;
+            }
         }
     }
 }
@@ -1154,6 +1232,10 @@ pub struct Windows<D> {
     // keeps its vectors' room.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<WinState>>,
+    /// The same, of states whose key bytes are long (`KeyBytes::Boxed`): their vectors
+    /// serve the next long keys.
+    #[allow(clippy::vec_box)]
+    spare_long: Vec<Box<WinState>>,
     /// With [`Windows::track_touched`]: the windows the last datum counted in (see
     /// [`Windows::state`]).
     pub touched: Vec<u32>,
@@ -1282,7 +1364,12 @@ impl<D> Spec<D> {
                         .field
                         .as_ref()
                         .and_then(|p| (self.get)(d, p, &spec.hint));
-                    if let Some(x) = v.and_then(Num::of) {
+                    // An integer (the usual) read without the general conversion.
+                    let x = match v {
+                        Some(Value::Int(i)) => Some(Num::Int(*i)),
+                        v => v.and_then(Num::of),
+                    };
+                    if let Some(x) = x {
                         *sum = match (*sum, x) {
                             (Num::Int(a), Num::Int(b)) => a
                                 .checked_add(b)
@@ -1573,6 +1660,7 @@ impl<D: 'static> Windows<D> {
             key_text: true,
             closed: Vec::new(),
             spare: Vec::new(),
+            spare_long: Vec::new(),
             touched: Vec::new(),
             track: false,
             track_groups: false,
@@ -1661,6 +1749,13 @@ impl<D: 'static> Windows<D> {
     /// refused, so that window arithmetic never overflows).
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
+        // A timestamp (what parsers make of a time) taken at once; the rest below.
+        if let TimeSource::Field { path, hint, .. } = &self.time
+            && let Some(Value::Time(t)) = (self.get)(d, path, hint)
+            && (MIN_TIME..=MAX_TIME).contains(&ts_ms(t))
+        {
+            return Ok(ts_ms(t));
+        }
         let t = self.time_of_any(d)?;
         if (MIN_TIME..=MAX_TIME).contains(&t) {
             Ok(t)
@@ -1880,7 +1975,7 @@ impl<D: 'static> Windows<D> {
 
     /// Gives back a window handed out and done with: its vectors serve the next ones.
     pub fn release(&mut self, mut s: Box<WinState>) {
-        if self.spare.len() < 1024 {
+        if self.spare.len() + self.spare_long.len() < 1024 {
             if !s.key.is_empty() {
                 s.key = Box::default();
             }
@@ -1891,7 +1986,11 @@ impl<D: 'static> Windows<D> {
             if let Some(x) = s.extra.as_deref_mut() {
                 x.evidence.clear();
             }
-            self.spare.push(s);
+            if s.kb.is_long() {
+                self.spare_long.push(s);
+            } else {
+                self.spare.push(s);
+            }
         }
     }
 
@@ -1905,7 +2004,13 @@ impl<D: 'static> Windows<D> {
         } else {
             0
         };
-        let mut s = match self.spare.pop() {
+        // A long key takes a spare whose key room is long too (no allocation).
+        let spare = if self.buf.len() > KEY_INLINE {
+            self.spare_long.pop().or_else(|| self.spare.pop())
+        } else {
+            self.spare.pop().or_else(|| self.spare_long.pop())
+        };
+        let mut s = match spare {
             Some(mut s) => {
                 s.start = start;
                 s.end = end;
@@ -1936,7 +2041,7 @@ impl<D: 'static> Windows<D> {
         } else {
             s.extra = None;
         }
-        s.kb = KeyBytes::new(&self.buf);
+        s.kb.set(&self.buf);
         s.hash = h;
         // Text values are in the key bytes already (see `WinState::key`): most keys
         // allocate nothing here.
@@ -2046,16 +2151,10 @@ impl<D: 'static> Windows<D> {
     /// Puts a window in the closing order.
     #[inline]
     fn place(&mut self, close_at: i64, generation: u32, ix: u32) {
-        // Most windows close when the last one placed does (tumbling windows of one
-        // period): its queue is the map's last, found without a search.
-        match self.order.last_entry() {
-            Some(mut last) if *last.key() == close_at => last.get_mut().push_back((generation, ix)),
-            _ => self
-                .order
-                .entry(close_at)
-                .or_default()
-                .push_back((generation, ix)),
-        }
+        self.order
+            .entry(close_at)
+            .or_default()
+            .push_back((generation, ix));
         self.places += 1;
     }
 
@@ -2551,6 +2650,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn short_ascii_finds_a_high_byte_wherever_it_is() {
+        for n in 0..=InlineStr::CAPACITY {
+            let mut b = vec![b'a'; n];
+            assert!(short_ascii(&b), "{n} ASCII bytes");
+            for i in 0..n {
+                b[i] = 0xc3;
+                assert!(!short_ascii(&b), "{n} bytes, byte {i} high");
+                assert_eq!(short_ascii(&b), b.is_ascii());
+                b[i] = b'a';
+            }
+        }
+        assert_eq!(text_key_value(b"10.1.2.3"), Value::from("10.1.2.3"));
+        assert_eq!(
+            text_key_value("caf\u{e9}".as_bytes()),
+            Value::Str("caf\u{e9}".into())
+        );
+        assert_eq!(text_key_value(b"\xff"), Value::Bytes(vec![0xff]));
+    }
+
+    #[test]
     fn record_lookups_follow_their_hint_and_move_it_when_the_shape_changes() {
         use crate::record::Key;
         let (a, b, c) = (Key::new("a"), Key::new("b"), Key::new("c"));
@@ -2717,6 +2836,48 @@ mod tests {
             assert_ne!(k, KeyBytes::new(&other), "{len}");
         }
         assert_eq!(std::mem::size_of::<KeyBytes>(), 32);
+    }
+
+    #[test]
+    fn key_bytes_set_anew_hold_what_new_holds_reusing_room_that_fits() {
+        let lens = [
+            0,
+            3,
+            4,
+            7,
+            8,
+            15,
+            16,
+            17,
+            KEY_INLINE,
+            KEY_INLINE + 1,
+            45,
+            100,
+            200,
+        ];
+        for from in lens {
+            for to in lens {
+                let a: Vec<u8> = (0..from).map(|i| i as u8 ^ 0x5a).collect();
+                let b: Vec<u8> = (0..to).map(|i| i as u8 ^ 0xa5).collect();
+                let mut k = KeyBytes::new(&a);
+                k.set(&b);
+                assert_eq!(k[..], b[..], "{from} -> {to}");
+                assert_eq!(k, KeyBytes::new(&b), "{from} -> {to}");
+                assert_eq!(k.is_long(), to > KEY_INLINE, "{from} -> {to}");
+                if let KeyBytes::Boxed(v) = &k {
+                    assert!(
+                        v.capacity() <= 2 * to,
+                        "{from} -> {to}: room {}",
+                        v.capacity()
+                    );
+                }
+            }
+        }
+        // A long key's room serves the next long key that fits it.
+        let mut k = KeyBytes::new(&[1; 45]);
+        let at = k.as_ptr();
+        k.set(&[2; 40]);
+        assert_eq!(k.as_ptr(), at);
     }
 
     #[test]
