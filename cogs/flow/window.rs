@@ -11,7 +11,7 @@ use crate::kit::on_error::{self, LogLimiter, OnError};
 use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Path, Record, Value};
+use crate::record::{Key, Path, Record, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
@@ -25,6 +25,12 @@ pub const MAX_HELD: usize = 50_000;
 /// Builds an output datum from an event id and its fields, in order (indexes into the
 /// names, with their values; drained).
 pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
+/// Builds an output datum in place: from an event id, the names, how many fields it gets
+/// at most, and a filler that hands each field (an index into the names, its value) to the
+/// function it is given, in order.
+pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut Put<'_>)) -> D>;
+/// Takes one output field: its index into the names, its value.
+pub type Put<'a> = dyn FnMut(usize, Value) + 'a;
 /// Takes consumed inputs back (a record pool), leaving the vector empty.
 pub type RecycleFn<D> = Box<dyn Fn(&mut Vec<D>)>;
 /// Sets a field of a datum.
@@ -38,6 +44,9 @@ pub struct WindowFields<D> {
     pub id: Rc<Getter<D, EventId>>,
     /// Builds a window's output datum.
     pub make: MakeFn<D>,
+    /// Builds a window's output datum in place, its fields handed over one by one (no
+    /// vector between): used by `window` instead of `make` when given.
+    pub fill: Option<FillFn<D>>,
     /// Sets a field (the `late` flag, the `error` reason).
     pub set: SetFn<D>,
     /// Takes consumed inputs back for reuse; `None`: they are dropped.
@@ -53,41 +62,87 @@ impl<D> std::fmt::Debug for WindowFields<D> {
 /// The fields of records: `Record::get_path`, `Record::set_path`.
 pub fn record_fields() -> WindowFields<Record> {
     WindowFields {
-        get: Rc::new(|r: &Record, p: &Path| r.get_path(p)),
+        get: Rc::new(crate::kit::window::record_get),
         id: Rc::new(crate::record::id_field().get),
         make: Box::new({
-            // Whether the names (a cog's output names, fixed once built) are distinct
-            // top-level fields, found once per list: then each field is appended without
-            // looking for it first.
-            let distinct = std::cell::Cell::new((std::ptr::null::<Path>(), 0usize, false));
+            let plain = PlainKeys::default();
             move |id, names, fields| {
-                let (ptr, len, mut plain) = distinct.get();
-                if ptr != names.as_ptr() || len != names.len() {
-                    plain = names.iter().enumerate().all(|(i, p)| {
-                        p.keys().len() == 1 && names[..i].iter().all(|q| q.keys() != p.keys())
-                    });
-                    distinct.set((names.as_ptr(), names.len(), plain));
-                }
                 let mut r = crate::record::pool::record(fields.len());
                 r.id = id;
-                for (i, v) in fields.drain(..) {
-                    match names.get(i).map(|p| (p, p.keys())) {
-                        // Top-level names (the usual) skip the walk through parent maps.
-                        Some((_, [k])) if plain => r.fields.append_new(*k, v),
-                        Some((_, [k])) => {
-                            r.fields.insert(*k, v);
+                plain.with(names, |keys| match keys {
+                    Some(keys) => {
+                        for (i, v) in fields.drain(..) {
+                            if let Some(k) = keys.get(i) {
+                                r.fields.append_new(*k, v);
+                            }
                         }
-                        Some((p, _)) => r.set_path(p, v),
-                        None => {}
                     }
-                }
+                    None => {
+                        for (i, v) in fields.drain(..) {
+                            set_named(&mut r, names, i, v);
+                        }
+                    }
+                });
                 r
             }
         }),
+        fill: Some(Box::new({
+            let plain = PlainKeys::default();
+            move |id, names, n, fill| {
+                let mut r = crate::record::pool::record(n);
+                r.id = id;
+                plain.with(names, |keys| match keys {
+                    Some(keys) => fill(&mut |i, v| {
+                        if let Some(k) = keys.get(i) {
+                            r.fields.append_new(*k, v);
+                        }
+                    }),
+                    None => fill(&mut |i, v| set_named(&mut r, names, i, v)),
+                });
+                r
+            }
+        })),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
         recycle: Some(Box::new(|spent| {
             crate::record::pool::recycle(spent.drain(..))
         })),
+    }
+}
+
+/// The keys of a cog's output names when they are distinct top-level fields (its names,
+/// fixed once built), worked out once per list of names: each field is then appended by
+/// index, without looking for it first.
+#[derive(Default)]
+struct PlainKeys(std::cell::RefCell<(*const Path, usize, Option<Vec<Key>>)>);
+
+impl PlainKeys {
+    #[inline]
+    fn with<T>(&self, names: &[Path], f: impl FnOnce(Option<&[Key]>) -> T) -> T {
+        let mut plain = self.0.borrow_mut();
+        if plain.0 != names.as_ptr() || plain.1 != names.len() {
+            let distinct = names.iter().enumerate().all(|(i, p)| {
+                p.keys().len() == 1 && names[..i].iter().all(|q| q.keys() != p.keys())
+            });
+            let keys = distinct.then(|| {
+                names
+                    .iter()
+                    .filter_map(|p| p.keys().first().copied())
+                    .collect()
+            });
+            *plain = (names.as_ptr(), names.len(), keys);
+        }
+        f(plain.2.as_deref())
+    }
+}
+
+/// Sets output field `i` (an index into `names`) of a record, wherever its name leads.
+fn set_named(r: &mut Record, names: &[Path], i: usize, v: Value) {
+    match names.get(i).map(|p| (p, p.keys())) {
+        Some((_, [k])) => {
+            r.fields.insert(*k, v);
+        }
+        Some((p, _)) => r.set_path(p, v),
+        None => {}
     }
 }
 
@@ -215,14 +270,36 @@ impl<D: 'static> Handler<D> for EmitWindows {
 
     fn closed(&mut self, core: &mut Core<D>, mut c: Closed, out: &mut Out<D>, cx: &mut Ctx) {
         let id = cx.new_event_id();
-        core.w.output(&mut c.state, &mut core.out_buf);
-        match c.why {
-            CloseWhy::Closed => {}
-            CloseWhy::Evicted => core.out_buf.push((self.evicted_ix, Value::Bool(true))),
-            CloseWhy::Partial => core.out_buf.push((self.partial_ix, Value::Bool(true))),
-        }
-        let d = (core.fields.make)(id, core.w.names(), &mut core.out_buf);
-        core.out_buf.clear();
+        let flag = match c.why {
+            CloseWhy::Closed => None,
+            CloseWhy::Evicted => Some(self.evicted_ix),
+            CloseWhy::Partial => Some(self.partial_ix),
+        };
+        let d = match &core.fields.fill {
+            Some(fill) => {
+                let (w, state) = (&core.w, &mut c.state);
+                fill(
+                    id,
+                    w.names(),
+                    w.output_len() + usize::from(flag.is_some()),
+                    &mut |put| {
+                        w.output_to(state, &mut *put);
+                        if let Some(ix) = flag {
+                            put(ix, Value::Bool(true));
+                        }
+                    },
+                )
+            }
+            None => {
+                core.w.output(&mut c.state, &mut core.out_buf);
+                if let Some(ix) = flag {
+                    core.out_buf.push((ix, Value::Bool(true)));
+                }
+                let d = (core.fields.make)(id, core.w.names(), &mut core.out_buf);
+                core.out_buf.clear();
+                d
+            }
+        };
         core.hold_or_ack(Some(id), &mut c, cx);
         core.w.release(c.state);
         out.push(d);

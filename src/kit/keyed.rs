@@ -249,12 +249,23 @@ impl Hasher for FastHasher {
             self.mix(u64::from_le_bytes(w));
         }
         let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            // The length tells `ab` from `ab\0`.
-            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        let n = rest.len();
+        if n == 0 {
+            return;
         }
+        // The last bytes as one word, read without a copy of variable length (a call to
+        // `memcpy` costing more than the rest): the last eight bytes when there are that
+        // many (overlapping the words before), else two overlapping halves or the bytes
+        // one by one.
+        let w = if let Some(last) = bytes.last_chunk::<8>() {
+            u64::from_le_bytes(*last)
+        } else if let (Some(lo), Some(hi)) = (rest.first_chunk::<4>(), rest.last_chunk::<4>()) {
+            u64::from(u32::from_le_bytes(*lo)) | (u64::from(u32::from_le_bytes(*hi)) << 32)
+        } else {
+            rest.iter().fold(0, |w, &b| (w << 8) | u64::from(b))
+        };
+        // The length tells `ab` from `ab\0`.
+        self.mix(w ^ ((n as u64) << 59));
     }
     #[inline]
     fn write_u8(&mut self, i: u8) {
@@ -842,6 +853,31 @@ fn unescape(b: &[u8], out: &mut Vec<u8>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fast_hash_tells_apart_prefixes_trailing_zeros_and_each_byte() {
+        let state = FastState::default();
+        let hash = |b: &[u8]| {
+            let mut h = state.build_hasher();
+            h.write(b);
+            h.finish()
+        };
+        let text: Vec<u8> = (1..=40u8).collect();
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..=text.len() {
+            assert!(seen.insert(hash(&text[..n])), "prefix of {n} bytes");
+            let mut zero = text[..n].to_vec();
+            zero.push(0);
+            assert!(seen.insert(hash(&zero)), "{n} bytes and a NUL");
+            // Every byte counts, whatever the length (the tail word overlaps the others).
+            for i in 0..n {
+                let mut other = text[..n].to_vec();
+                other[i] ^= 0x80;
+                assert_ne!(hash(&other), hash(&text[..n]), "{n} bytes, byte {i}");
+            }
+        }
+        assert_eq!(hash(b"same key"), hash(b"same key"));
+    }
 
     fn temp_dir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("deadbeat-keyed-{tag}-{}", std::process::id()));

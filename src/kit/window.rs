@@ -30,6 +30,7 @@
 //! windows by index (what an open window costs: docs/performance.md, and the bound of
 //! tests/daemon/window.rs, `open_windows_take_little_memory_each`).
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -46,7 +47,7 @@ use crate::kit::on_error::LogLimiter;
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{InlineStr, Path, SharedStr, Timestamp, Value};
+use crate::record::{InlineStr, Path, Record, SharedStr, Timestamp, Value};
 use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
 use crate::schema::{ParamType, SettingError, SettingValue};
 
@@ -202,6 +203,8 @@ enum TimeSource {
     Arrival,
     Field {
         path: Path,
+        /// The lookup's hint for `path` (see [`Lookup`]).
+        hint: Cell<u32>,
         name: String,
         format: Option<TimeFormat>,
         /// The format gives no year: the wall clock's is taken.
@@ -291,8 +294,13 @@ struct AggSpec {
     flag_ix: usize,
     func: Func,
     field: Option<Path>,
+    /// The lookup's hint for `field` (see [`Lookup`]).
+    hint: Cell<u32>,
     /// For count(CONDITION): its index in the conditions.
     cond: usize,
+    /// For count(CONDITION): the condition as an integer comparison, when it is one (see
+    /// [`IntCmp`]).
+    fast: Option<IntCmp>,
     /// The flag field (`NAME_estimated`, `NAME_truncated`).
     flag: Option<Path>,
 }
@@ -460,8 +468,9 @@ fn value_hash(v: &Value, buf: &mut Vec<u8>) -> u64 {
 fn key_part(v: &Value, out: &mut Vec<u8>) {
     match v.as_bytes() {
         Some(b) => {
-            out.push(b's');
-            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            let n = u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+            out.reserve(5 + b.len());
+            out.extend_from_slice(&[b's', n[0], n[1], n[2], n[3]]);
             out.extend_from_slice(b);
         }
         None => {
@@ -472,11 +481,39 @@ fn key_part(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Whether short bytes (at most [`InlineStr::CAPACITY`]) are ASCII: a few overlapping word
+/// reads, where the general check goes byte by byte up to its word alignment.
+#[inline]
+fn short_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    debug_assert!(n <= 24, "short_ascii reads three words at most");
+    let word = |i: usize| {
+        b.get(i..i + 8)
+            .and_then(|w| w.try_into().ok())
+            .map_or(HIGH, u64::from_le_bytes)
+    };
+    match n {
+        // Up to three words, the last one ending at the end (overlapping the others).
+        8.. => (word(0) | word(n.min(16).saturating_sub(8)) | word(n - 8)) & HIGH == 0,
+        4..8 => {
+            let half = |i: usize| {
+                b.get(i..i + 4)
+                    .and_then(|w| w.try_into().ok())
+                    .map_or(0x8080_8080, u32::from_le_bytes)
+            };
+            (half(0) | half(n - 4)) & 0x8080_8080 == 0
+        }
+        _ => b.iter().all(u8::is_ascii),
+    }
+}
+
 /// A text key value read back from a window's key bytes: short ASCII text (an address, a
 /// name) held inline (no allocation), other UTF-8 as text, the rest as bytes.
 #[inline]
 fn text_key_value(b: &[u8]) -> Value {
-    if b.is_ascii()
+    if b.len() <= InlineStr::CAPACITY
+        && short_ascii(b)
         // SAFETY: ASCII is UTF-8.
         && let Some(short) = InlineStr::new(unsafe { std::str::from_utf8_unchecked(b) })
     {
@@ -495,6 +532,8 @@ fn text_key_value(b: &[u8]) -> Value {
 #[derive(Debug, Clone)]
 struct IntCmp {
     path: Path,
+    /// The lookup's hint for `path` (see [`Lookup`]).
+    hint: Cell<u32>,
     n: i64,
     /// Whether it holds when the value is less than, equal to, greater than `n`.
     when: [bool; 3],
@@ -549,6 +588,7 @@ impl IntCmp {
         }
         Some(IntCmp {
             path: Path::parse(field).ok()?,
+            hint: Cell::new(0),
             n: digits.parse().ok()?,
             when,
         })
@@ -645,23 +685,72 @@ pub struct WinState {
 const KEY_INLINE: usize = 30;
 
 /// A window's key bytes: inline when short (32 bytes in all, no allocation: most keys),
-/// else boxed. Made by [`KeyBytes::new`] alone, so that equal bytes are always held the
+/// else in a vector of their own (kept by a spare state for the next long key). Made by
+/// [`KeyBytes::new`] and [`KeyBytes::set`] alone, so that equal bytes are always held the
 /// same way.
 #[derive(Clone)]
 enum KeyBytes {
     Inline(u8, [u8; KEY_INLINE]),
-    Boxed(Box<[u8]>),
+    Boxed(Vec<u8>),
 }
 
 impl KeyBytes {
     #[inline]
     fn new(b: &[u8]) -> KeyBytes {
-        if b.len() <= KEY_INLINE {
-            let mut a = [0; KEY_INLINE];
-            a[..b.len()].copy_from_slice(b);
-            KeyBytes::Inline(b.len() as u8, a)
-        } else {
-            KeyBytes::Boxed(b.into())
+        let mut k = KeyBytes::default();
+        k.set(b);
+        k
+    }
+
+    /// Holds `b` instead, in the room already there when it fits: inline, or a long key's
+    /// vector when it is at most twice as long as needed (a spare's room never grows a
+    /// window much).
+    #[inline]
+    fn set(&mut self, b: &[u8]) {
+        let n = b.len();
+        match self {
+            KeyBytes::Inline(len, a) if n <= KEY_INLINE => {
+                copy_short(a, b);
+                *len = n as u8;
+            }
+            KeyBytes::Boxed(v) if n > KEY_INLINE && v.capacity() <= 2 * n => {
+                v.clear();
+                v.extend_from_slice(b);
+            }
+            _ if n <= KEY_INLINE => {
+                let mut a = [0; KEY_INLINE];
+                copy_short(&mut a, b);
+                *self = KeyBytes::Inline(n as u8, a);
+            }
+            _ => *self = KeyBytes::Boxed(b.to_vec()),
+        }
+    }
+
+    fn is_long(&self) -> bool {
+        matches!(self, KeyBytes::Boxed(_))
+    }
+}
+
+/// Copies up to [`KEY_INLINE`] bytes to the start of `to` with two overlapping fixed-size
+/// copies, where one of variable length is a call to `memcpy` costing more than the rest.
+#[inline]
+fn copy_short(to: &mut [u8; KEY_INLINE], from: &[u8]) {
+    fn overlap<const W: usize>(to: &mut [u8], from: &[u8]) {
+        let n = from.len();
+        if let (Some(head), Some(tail)) = (from.first_chunk::<W>(), from.last_chunk::<W>()) {
+            to[..W].copy_from_slice(head);
+            to[n - W..n].copy_from_slice(tail);
+        }
+    }
+    match from.len() {
+        31.. => {}
+        16.. => overlap::<16>(to, from),
+        8..16 => overlap::<8>(to, from),
+        4..8 => overlap::<4>(to, from),
+        _ => {
+            for (t, f) in to.iter_mut().zip(from) {
+                *t = *f;
+            }
         }
     }
 }
@@ -1052,26 +1141,58 @@ impl Store {
     }
 }
 
-/// A field lookup over the datum.
-pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path) -> Option<&'a Value>>;
+/// The [`Lookup`] of records: a top-level field is looked for first where the hint says
+/// (one comparison when records keep one shape), then by the usual search, which moves the
+/// hint; deeper paths are walked as [`Record::get_path`] walks them.
+#[inline]
+pub fn record_get<'a>(r: &'a Record, p: &Path, hint: &Cell<u32>) -> Option<&'a Value> {
+    let [k] = p.keys() else {
+        return r.get_path(p);
+    };
+    let mut fields = r.fields.iter();
+    if let Some((at, v)) = fields.nth(hint.get() as usize)
+        && at == *k
+    {
+        return Some(v);
+    }
+    let (i, v) = r
+        .fields
+        .iter()
+        .enumerate()
+        .find_map(|(i, (at, v))| (at == *k).then_some((i, v)))?;
+    hint.set(i as u32);
+    Some(v)
+}
+
+/// A field lookup over the datum: the datum, the field's path, and a hint the lookup may
+/// keep for that field (where it was found: a position among a record's fields) and try
+/// first the next time, since data of one train mostly have one shape. A datum without
+/// positions ignores it.
+pub type Lookup<D> = Rc<dyn for<'a> Fn(&'a D, &Path, &Cell<u32>) -> Option<&'a Value>>;
 
 /// What counting a datum into a window reads: the aggregates and the evidence.
 struct Spec<D> {
     get: Lookup<D>,
     aggs: Vec<AggSpec>,
     conds: Vec<Condition<D>>,
-    /// Per condition: its integer comparison, when it is one (see [`IntCmp`]).
-    fast: Vec<Option<IntCmp>>,
     evidence: Vec<Path>,
+    /// The lookup's hints for `evidence`.
+    evidence_hints: Vec<Cell<u32>>,
     distinct_exact: usize,
     max_values: usize,
     hash_buf: Vec<u8>,
+    /// Some aggregate may hold memory of its own (first, last, count_distinct, values).
+    may_hold_memory: bool,
+    /// Aggregates with a flag field (count_distinct, values).
+    flags: usize,
 }
 
 /// The bookkeeping of windows over any datum: see the module doc.
 pub struct Windows<D> {
     get: Lookup<D>,
     keys: Vec<Path>,
+    /// The lookup's hints for `keys`.
+    key_hints: Vec<Cell<u32>>,
     key_names: Vec<String>,
     time: TimeSource,
     kind: WindowKind,
@@ -1111,6 +1232,10 @@ pub struct Windows<D> {
     // keeps its vectors' room.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<WinState>>,
+    /// The same, of states whose key bytes are long (`KeyBytes::Boxed`): their vectors
+    /// serve the next long keys.
+    #[allow(clippy::vec_box)]
+    spare_long: Vec<Box<WinState>>,
     /// With [`Windows::track_touched`]: the windows the last datum counted in (see
     /// [`Windows::state`]).
     pub touched: Vec<u32>,
@@ -1140,30 +1265,111 @@ fn path(key: &'static str, p: &str) -> Result<Path, SettingError> {
     Path::parse(p).map_err(|e| SettingError::new(key, format!("{p:?}: {e}")))
 }
 
+/// Counts value `v` into an aggregate other than a count or a sum (kept apart from the
+/// usual ones); returns how many bytes it grew by.
+fn update_other(
+    spec: &AggSpec,
+    agg: &mut Agg,
+    v: Option<&Value>,
+    hash_buf: &mut Vec<u8>,
+    distinct_exact: usize,
+    max_values: usize,
+) -> usize {
+    let mut grew = 0;
+    match agg {
+        Agg::Count(_) | Agg::Sum(_) => {}
+        Agg::Extreme(cur) => {
+            if let Some(x) = v.and_then(Num::of) {
+                let better = match *cur {
+                    None => true,
+                    Some(c) if spec.func == Func::Min => x.less(c),
+                    Some(c) => c.less(x),
+                };
+                if better {
+                    *cur = Some(x);
+                }
+            }
+        }
+        Agg::Mean(sum, n) => {
+            if let Some(x) = v.and_then(Num::of) {
+                *sum += x.f();
+                *n += 1;
+            }
+        }
+        Agg::One(cur) => {
+            if let Some(x) = v
+                && (spec.func == Func::Last || cur.is_none())
+            {
+                *cur = Some(Box::new(x.clone()));
+            }
+        }
+        Agg::Exact(set) => {
+            if let Some(x) = v {
+                let h = value_hash(x, hash_buf);
+                if set.insert(h) {
+                    grew += 12;
+                    if set.len() > distinct_exact {
+                        let mut regs = vec![0u8; HLL_M].into_boxed_slice();
+                        for &h in set.iter() {
+                            hll_add(&mut regs, h);
+                        }
+                        grew += HLL_M;
+                        *agg = Agg::Hll(regs);
+                    }
+                }
+            }
+        }
+        Agg::Hll(regs) => {
+            if let Some(x) = v {
+                hll_add(regs, value_hash(x, hash_buf));
+            }
+        }
+        Agg::Values(vals) => {
+            if let Some(x) = v {
+                if vals.0.len() < max_values {
+                    grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
+                    vals.0.push(x.clone());
+                } else {
+                    vals.1 = true;
+                }
+            }
+        }
+    }
+    grew
+}
+
 impl<D> Spec<D> {
     /// Counts `d` into `s`; returns how many bytes it grew by.
     #[inline]
     fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
         let mut grew = 0usize;
         for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
-            let v = spec.field.as_ref().and_then(|p| (self.get)(d, p));
             match agg {
                 Agg::Count(n) => {
                     let hit = spec.func == Func::Count
-                        || match self.fast.get(spec.cond) {
+                        || match &spec.fast {
                             // An integer field compared with an integer: no evaluator.
-                            Some(Some(f)) => match (self.get)(d, &f.path) {
+                            Some(f) => match (self.get)(d, &f.path, &f.hint) {
                                 Some(Value::Int(i)) => f.holds(*i),
                                 _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
                             },
-                            _ => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
+                            None => self.conds.get(spec.cond).is_some_and(|c| c.test(d)),
                         };
                     if hit {
                         *n += 1;
                     }
                 }
                 Agg::Sum(sum) => {
-                    if let Some(x) = v.and_then(Num::of) {
+                    let v = spec
+                        .field
+                        .as_ref()
+                        .and_then(|p| (self.get)(d, p, &spec.hint));
+                    // An integer (the usual) read without the general conversion.
+                    let x = match v {
+                        Some(Value::Int(i)) => Some(Num::Int(*i)),
+                        v => v.and_then(Num::of),
+                    };
+                    if let Some(x) = x {
                         *sum = match (*sum, x) {
                             (Num::Int(a), Num::Int(b)) => a
                                 .checked_add(b)
@@ -1172,76 +1378,34 @@ impl<D> Spec<D> {
                         };
                     }
                 }
-                Agg::Extreme(cur) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        let better = match *cur {
-                            None => true,
-                            Some(c) if spec.func == Func::Min => x.less(c),
-                            Some(c) => c.less(x),
-                        };
-                        if better {
-                            *cur = Some(x);
-                        }
-                    }
-                }
-                Agg::Mean(sum, n) => {
-                    if let Some(x) = v.and_then(Num::of) {
-                        *sum += x.f();
-                        *n += 1;
-                    }
-                }
-                Agg::One(cur) => {
-                    if let Some(x) = v
-                        && (spec.func == Func::Last || cur.is_none())
-                    {
-                        *cur = Some(Box::new(x.clone()));
-                    }
-                }
-                Agg::Exact(set) => {
-                    if let Some(x) = v {
-                        let h = value_hash(x, &mut self.hash_buf);
-                        if set.insert(h) {
-                            grew += 12;
-                            if set.len() > self.distinct_exact {
-                                let mut regs = vec![0u8; HLL_M].into_boxed_slice();
-                                for &h in set.iter() {
-                                    hll_add(&mut regs, h);
-                                }
-                                grew += HLL_M;
-                                *agg = Agg::Hll(regs);
-                            }
-                        }
-                    }
-                }
-                Agg::Hll(regs) => {
-                    if let Some(x) = v {
-                        hll_add(regs, value_hash(x, &mut self.hash_buf));
-                    }
-                }
-                Agg::Values(vals) => {
-                    if let Some(x) = v {
-                        if vals.0.len() < self.max_values {
-                            grew += 32 + x.as_bytes().map_or(0, <[u8]>::len);
-                            vals.0.push(x.clone());
-                        } else {
-                            vals.1 = true;
-                        }
-                    }
+                _ => {
+                    let v = spec
+                        .field
+                        .as_ref()
+                        .and_then(|p| (self.get)(d, p, &spec.hint));
+                    grew += update_other(
+                        spec,
+                        agg,
+                        v,
+                        &mut self.hash_buf,
+                        self.distinct_exact,
+                        self.max_values,
+                    );
                 }
             }
         }
         if let Some(x) = s.extra.as_deref_mut() {
             if x.first_id == 0 {
                 x.first_id = id;
-                for p in &self.evidence {
+                for (p, h) in self.evidence.iter().zip(&self.evidence_hints) {
                     x.evidence
-                        .push((self.get)(d, p).cloned().unwrap_or(Value::Null));
+                        .push((self.get)(d, p, h).cloned().unwrap_or(Value::Null));
                 }
                 x.evidence.extend_from_within(..);
             } else if !self.evidence.is_empty() {
                 let n = self.evidence.len();
-                for (i, p) in self.evidence.iter().enumerate() {
-                    x.evidence[n + i] = (self.get)(d, p).cloned().unwrap_or(Value::Null);
+                for (i, (p, h)) in self.evidence.iter().zip(&self.evidence_hints).enumerate() {
+                    x.evidence[n + i] = (self.get)(d, p, h).cloned().unwrap_or(Value::Null);
                 }
             }
             x.last_id = id;
@@ -1291,6 +1455,7 @@ impl<D: 'static> Windows<D> {
                 .flatten();
             TimeSource::Field {
                 path: path("time", &s.time)?,
+                hint: Cell::new(0),
                 name: s.time.clone(),
                 yearless,
                 leap,
@@ -1395,7 +1560,9 @@ impl<D: 'static> Windows<D> {
                 flag_ix: 0,
                 func,
                 field: None,
+                hint: Cell::new(0),
                 cond: 0,
+                fast: None,
                 flag: None,
             };
             match (func, arg) {
@@ -1408,7 +1575,10 @@ impl<D: 'static> Windows<D> {
                     })?;
                     let g = get.clone();
                     spec.cond = conds.len();
-                    conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p)));
+                    spec.fast = IntCmp::of(expr.as_str());
+                    // The evaluator reads any fields: one hint for them all.
+                    let hint = Cell::new(0);
+                    conds.push(Condition::new(expr, move |d: &D, p: &Path| g(d, p, &hint)));
                 }
                 (_, Some(f)) => {
                     spec.field = Some(
@@ -1443,10 +1613,18 @@ impl<D: 'static> Windows<D> {
                 names.push(f.clone());
             }
         }
+        let flags = aggs.iter().filter(|a| a.flag.is_some()).count();
+        let may_hold_memory = aggs.iter().any(|a| {
+            !matches!(
+                a.func,
+                Func::Count | Func::CountIf | Func::Sum | Func::Min | Func::Max | Func::Mean
+            )
+        });
         Ok(Windows {
             names,
             get: get.clone(),
             key_names: s.key.clone(),
+            key_hints: keys.iter().map(|_| Cell::new(0)).collect(),
             keys,
             time,
             kind: s.kind,
@@ -1457,15 +1635,14 @@ impl<D: 'static> Windows<D> {
             spec: Spec {
                 get,
                 aggs,
-                fast: conds
-                    .iter()
-                    .map(|c| IntCmp::of(c.expr().as_str()))
-                    .collect(),
                 conds,
+                evidence_hints: evidence.iter().map(|_| Cell::new(0)).collect(),
                 evidence,
                 distinct_exact: s.distinct_exact,
                 max_values: s.max_values,
                 hash_buf: Vec::new(),
+                may_hold_memory,
+                flags,
             },
             max_bytes: s.max_bytes.max(1),
             states: Store::default(),
@@ -1483,6 +1660,7 @@ impl<D: 'static> Windows<D> {
             key_text: true,
             closed: Vec::new(),
             spare: Vec::new(),
+            spare_long: Vec::new(),
             touched: Vec::new(),
             track: false,
             track_groups: false,
@@ -1571,6 +1749,13 @@ impl<D: 'static> Windows<D> {
     /// refused, so that window arithmetic never overflows).
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
+        // A timestamp (what parsers make of a time) taken at once; the rest below.
+        if let TimeSource::Field { path, hint, .. } = &self.time
+            && let Some(Value::Time(t)) = (self.get)(d, path, hint)
+            && (MIN_TIME..=MAX_TIME).contains(&ts_ms(t))
+        {
+            return Ok(ts_ms(t));
+        }
         let t = self.time_of_any(d)?;
         if (MIN_TIME..=MAX_TIME).contains(&t) {
             Ok(t)
@@ -1587,17 +1772,18 @@ impl<D: 'static> Windows<D> {
     }
 
     fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
-        let (path, name, format, yearless, leap) = match &self.time {
+        let (path, hint, name, format, yearless, leap) = match &self.time {
             TimeSource::Arrival => return Ok(self.now_ms),
             TimeSource::Field {
                 path,
+                hint,
                 name,
                 format,
                 yearless,
                 leap,
-            } => (path, name, format, *yearless, leap),
+            } => (path, hint, name, format, *yearless, leap),
         };
-        let Some(v) = (self.get)(d, path) else {
+        let Some(v) = (self.get)(d, path, hint) else {
             return Err(TimeError::Missing(name.clone()));
         };
         let bad = |why: &str| TimeError::Unparsable(name.clone(), why.to_string());
@@ -1649,8 +1835,8 @@ impl<D: 'static> Windows<D> {
     fn write_key(&mut self, d: &D) {
         self.buf.clear();
         self.key_text = true;
-        for p in &self.keys {
-            let v = (self.get)(d, p).unwrap_or(&Value::Null);
+        for (p, h) in self.keys.iter().zip(&self.key_hints) {
+            let v = (self.get)(d, p, h).unwrap_or(&Value::Null);
             self.key_text &= v.as_bytes().is_some();
             key_part(v, &mut self.buf);
         }
@@ -1789,16 +1975,22 @@ impl<D: 'static> Windows<D> {
 
     /// Gives back a window handed out and done with: its vectors serve the next ones.
     pub fn release(&mut self, mut s: Box<WinState>) {
-        if self.spare.len() < 1024 {
-            s.key = Box::default();
+        if self.spare.len() + self.spare_long.len() < 1024 {
+            if !s.key.is_empty() {
+                s.key = Box::default();
+            }
             // Numbers stay for new_state to reset in place; what holds memory goes now.
-            if s.aggs.iter().any(Agg::holds_memory) {
+            if self.spec.may_hold_memory && s.aggs.iter().any(Agg::holds_memory) {
                 s.aggs = Box::default();
             }
             if let Some(x) = s.extra.as_deref_mut() {
                 x.evidence.clear();
             }
-            self.spare.push(s);
+            if s.kb.is_long() {
+                self.spare_long.push(s);
+            } else {
+                self.spare.push(s);
+            }
         }
     }
 
@@ -1812,7 +2004,13 @@ impl<D: 'static> Windows<D> {
         } else {
             0
         };
-        let mut s = match self.spare.pop() {
+        // A long key takes a spare whose key room is long too (no allocation).
+        let spare = if self.buf.len() > KEY_INLINE {
+            self.spare_long.pop().or_else(|| self.spare.pop())
+        } else {
+            self.spare.pop().or_else(|| self.spare_long.pop())
+        };
+        let mut s = match spare {
             Some(mut s) => {
                 s.start = start;
                 s.end = end;
@@ -1843,14 +2041,14 @@ impl<D: 'static> Windows<D> {
         } else {
             s.extra = None;
         }
-        s.kb = KeyBytes::new(&self.buf);
+        s.kb.set(&self.buf);
         s.hash = h;
         // Text values are in the key bytes already (see `WinState::key`): most keys
         // allocate nothing here.
         if !self.key_text {
             let mut others = Vec::new();
-            for p in &self.keys {
-                let v = (self.get)(d, p).unwrap_or(&Value::Null);
+            for (p, h) in self.keys.iter().zip(&self.key_hints) {
+                let v = (self.get)(d, p, h).unwrap_or(&Value::Null);
                 if v.as_bytes().is_none() {
                     others.push(v.clone());
                 }
@@ -2044,19 +2242,43 @@ impl<D: 'static> Windows<D> {
     /// order written (with their flags when set).
     /// The key values that are not text are moved out of `s`.
     pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
-        out.push((0, Value::Time(ms_ts(s.start))));
-        out.push((1, Value::Time(ms_ts(s.end))));
+        out.reserve(self.output_len());
+        self.output_to(s, |i, v| out.push((i, v)));
+    }
+
+    /// How many fields [`Windows::output`] gives at most (flags included): exactly, since
+    /// reused field vectors are often made for that many.
+    pub fn output_len(&self) -> usize {
+        2 + self.keys.len() + self.spec.aggs.len() + self.spec.flags
+    }
+
+    /// The output fields of a window as [`Windows::output`] gives them, each handed to
+    /// `put` (index into [`Windows::names`], value) instead of collected.
+    #[inline]
+    pub fn output_to(&self, s: &mut WinState, mut put: impl FnMut(usize, Value)) {
+        put(0, Value::Time(ms_ts(s.start)));
+        put(1, Value::Time(ms_ts(s.end)));
         let mut others = s.key.iter_mut();
         self.key_values(
             &s.kb,
             || others.next().map(std::mem::take).unwrap_or_default(),
-            |i, v| out.push((2 + i, v)),
+            |i, v| put(2 + i, v),
         );
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
-            let (v, flag) = agg.output();
-            out.push((spec.out_ix, v));
-            if flag && spec.flag_ix != 0 {
-                out.push((spec.flag_ix, Value::Bool(true)));
+            // Counts and sums (most aggregates, never flagged) without the general call.
+            match agg {
+                Agg::Count(n) => put(
+                    spec.out_ix,
+                    Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
+                ),
+                Agg::Sum(n) => put(spec.out_ix, n.value()),
+                _ => {
+                    let (v, flag) = agg.output();
+                    put(spec.out_ix, v);
+                    if flag && spec.flag_ix != 0 {
+                        put(spec.flag_ix, Value::Bool(true));
+                    }
+                }
             }
         }
     }
@@ -2428,6 +2650,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn short_ascii_finds_a_high_byte_wherever_it_is() {
+        for n in 0..=InlineStr::CAPACITY {
+            let mut b = vec![b'a'; n];
+            assert!(short_ascii(&b), "{n} ASCII bytes");
+            for i in 0..n {
+                b[i] = 0xc3;
+                assert!(!short_ascii(&b), "{n} bytes, byte {i} high");
+                assert_eq!(short_ascii(&b), b.is_ascii());
+                b[i] = b'a';
+            }
+        }
+        assert_eq!(text_key_value(b"10.1.2.3"), Value::from("10.1.2.3"));
+        assert_eq!(
+            text_key_value("caf\u{e9}".as_bytes()),
+            Value::Str("caf\u{e9}".into())
+        );
+        assert_eq!(text_key_value(b"\xff"), Value::Bytes(vec![0xff]));
+    }
+
+    #[test]
+    fn record_lookups_follow_their_hint_and_move_it_when_the_shape_changes() {
+        use crate::record::Key;
+        let (a, b, c) = (Key::new("a"), Key::new("b"), Key::new("c"));
+        let mut one = Record::new();
+        one.insert(a, Value::Int(1));
+        one.insert(b, Value::Int(2));
+        one.insert(c, Value::Int(3));
+        let mut other = Record::new();
+        other.insert(c, Value::Int(30));
+        other.insert(a, Value::Int(10));
+        let (pb, pc) = (Path::from(b), Path::from(c));
+        let hint = Cell::new(0);
+        assert_eq!(record_get(&one, &pc, &hint), Some(&Value::Int(3)));
+        assert_eq!(hint.get(), 2);
+        assert_eq!(record_get(&one, &pc, &hint), Some(&Value::Int(3)));
+        // Where the hint points at another field, or past the end, the search finds it.
+        assert_eq!(record_get(&other, &pc, &hint), Some(&Value::Int(30)));
+        assert_eq!(hint.get(), 0);
+        assert_eq!(record_get(&other, &pb, &hint), None);
+        assert_eq!(hint.get(), 0, "a missing field leaves the hint");
+        hint.set(7);
+        assert_eq!(record_get(&one, &pb, &hint), Some(&Value::Int(2)));
+        assert_eq!(hint.get(), 1);
+        // Deeper paths are walked.
+        let mut nested = Record::new();
+        nested.set_path(&Path::parse("x.y").unwrap(), Value::Int(5));
+        let h = Cell::new(0);
+        assert_eq!(
+            record_get(&nested, &Path::parse("x.y").unwrap(), &h),
+            Some(&Value::Int(5))
+        );
+        assert_eq!(record_get(&nested, &Path::parse("x.z").unwrap(), &h), None);
+    }
+
+    #[test]
     fn yearless_times_take_the_wall_clock_year_or_the_one_before() {
         let f = TimeFormat::new("%b %e %H:%M:%S").unwrap();
         let t = ts_ms(&f.parse(b"Mar  5 10:00:00").unwrap());
@@ -2562,6 +2839,48 @@ mod tests {
     }
 
     #[test]
+    fn key_bytes_set_anew_hold_what_new_holds_reusing_room_that_fits() {
+        let lens = [
+            0,
+            3,
+            4,
+            7,
+            8,
+            15,
+            16,
+            17,
+            KEY_INLINE,
+            KEY_INLINE + 1,
+            45,
+            100,
+            200,
+        ];
+        for from in lens {
+            for to in lens {
+                let a: Vec<u8> = (0..from).map(|i| i as u8 ^ 0x5a).collect();
+                let b: Vec<u8> = (0..to).map(|i| i as u8 ^ 0xa5).collect();
+                let mut k = KeyBytes::new(&a);
+                k.set(&b);
+                assert_eq!(k[..], b[..], "{from} -> {to}");
+                assert_eq!(k, KeyBytes::new(&b), "{from} -> {to}");
+                assert_eq!(k.is_long(), to > KEY_INLINE, "{from} -> {to}");
+                if let KeyBytes::Boxed(v) = &k {
+                    assert!(
+                        v.capacity() <= 2 * to,
+                        "{from} -> {to}: room {}",
+                        v.capacity()
+                    );
+                }
+            }
+        }
+        // A long key's room serves the next long key that fits it.
+        let mut k = KeyBytes::new(&[1; 45]);
+        let at = k.as_ptr();
+        k.set(&[2; 40]);
+        assert_eq!(k.as_ptr(), at);
+    }
+
+    #[test]
     fn a_place_is_a_windows_own_only_with_its_generation_and_close_time() {
         let s = WinState {
             start: 0,
@@ -2676,7 +2995,7 @@ mod tests {
             aggregate: Aggregates(vec![("n".into(), "count".into())]),
             ..Default::default()
         };
-        let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+        let get: Lookup<Record> = Rc::new(record_get);
         let mut w = Windows::from_settings(&settings, get, &[]).unwrap();
         let ip: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         let mut r = Record::new();
@@ -2720,7 +3039,7 @@ mod tests {
             ..Default::default()
         };
         let make = || {
-            let get: Lookup<Record> = Rc::new(|r: &Record, p: &Path| r.get_path(p));
+            let get: Lookup<Record> = Rc::new(record_get);
             Windows::from_settings(&settings, get, &[]).unwrap()
         };
         let mut w = make();

@@ -22,7 +22,7 @@ struct Ev {
     f: Vec<(String, Value)>,
 }
 
-fn get<'a>(e: &'a Ev, p: &Path) -> Option<&'a Value> {
+fn get<'a>(e: &'a Ev, p: &Path, _hint: &std::cell::Cell<u32>) -> Option<&'a Value> {
     let name = p.to_string();
     e.f.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
 }
@@ -43,6 +43,7 @@ fn fields() -> WindowFields<Ev> {
             e.f.retain(|(k, _)| *k != name);
             e.f.push((name, v));
         }),
+        fill: None,
         recycle: None,
     }
 }
