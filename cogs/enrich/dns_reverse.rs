@@ -66,8 +66,9 @@ const BATCH: usize = 32;
 /// `max_queries`), grows by one per answer up to `max_queries`, and halves (at least 2)
 /// when a query times out, at most once per `timeout`: a burst larger than the server
 /// reads at once would overflow its receive buffer and be lost, each loss costing a
-/// `timeout`. Queries go out 32 a system call (`sendmmsg`), answers are read likewise
-/// (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
+/// `timeout`. Queries of one length go out together as one segmented send
+/// (`UDP_SEGMENT`, one datagram a query; else 32 a `sendmmsg`), answers are read 32 a
+/// system call (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
 /// `net.core.rmem_max`).
 ///
 /// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
