@@ -12,11 +12,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::net::UdpSocket;
 
-use crate::kit::keyed::{FastMap, Keyed, StateCodec};
+use crate::kit::keyed::{FastMap, FastState, Keyed, StateCodec};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{self, Record, SharedStr, Value};
+use crate::record::{self, Record, SharedStr, Value, parse_ip, write_ip};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 /// The format name and version of the cache's state file.
@@ -66,14 +66,15 @@ const BATCH: usize = 32;
 /// `max_queries`), grows by one per answer up to `max_queries`, and halves (at least 2)
 /// when a query times out, at most once per `timeout`: a burst larger than the server
 /// reads at once would overflow its receive buffer and be lost, each loss costing a
-/// `timeout`. Queries go out 32 a system call (`sendmmsg`), answers are read likewise
-/// (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
+/// `timeout`. Queries of one length go out together as one segmented send
+/// (`UDP_SEGMENT`, one datagram a query; else 32 a `sendmmsg`), answers are read 32 a
+/// system call (`recvmmsg`); each socket asks for a receive buffer of 1 MiB (capped by
 /// `net.core.rmem_max`).
 ///
 /// **Cache.** Answers are kept for their TTL, at most `cache_max_ttl`; failures (NXDOMAIN,
 /// no PTR, SERVFAIL, refused, no answer) for `negative_ttl`. The cache is keyed by the
-/// address as the datum holds it, so a hit costs a hash of a few bytes and no parsing;
-/// two spellings of one address (`::1`, `0::1`) are cached apart. At most `max_entries`
+/// address itself (its text is read straight into the 4 or 16 octets), so two spellings
+/// of one address (`::1`, `0::1`) share an entry. At most `max_entries`
 /// addresses are kept; when full, the one cached longest ago is forgotten. With
 /// `persist = true` the cache is saved under `` `[state]` `` `dir` at shutdown (file
 /// `dns_reverse-TRAIN-COG-HASH.state`) and loaded at start, so a restart does not ask
@@ -144,6 +145,9 @@ pub struct DnsReverse<D> {
     anchor: Option<(Instant, u64)>,
     ids: IdSource,
     recv_buf: Vec<u8>,
+    /// What the cache said of each datum of the batch at hand, with the hash of its
+    /// address (kept for its allocation).
+    probes: Vec<(Probe, u64)>,
     stats: Rc<DnsStats>,
     ignored_log: LogLimiter,
     evictions_reported: u64,
@@ -163,10 +167,13 @@ struct Server {
     last_cut: Option<Instant>,
     /// Lookups waiting for room in the window, in order (retries first).
     pending: VecDeque<IpAddr>,
-    /// Queries written but not yet sent, back to back, and where each ends: they go out
-    /// together, `BATCH` a system call, once the datum or event at hand is handled.
+    /// Queries written but not yet sent, back to back, and where each starts and ends:
+    /// they go out together once the datum or event at hand is handled.
     out: Vec<u8>,
-    out_ends: Vec<usize>,
+    spans: Vec<(usize, usize)>,
+    /// Whether queries of one length go out as one segmented send (`UDP_SEGMENT`); false
+    /// once the kernel refuses it, then `BATCH` a `sendmmsg`.
+    gso: bool,
 }
 
 impl Server {
@@ -179,19 +186,21 @@ impl Server {
             last_cut: None,
             pending: VecDeque::new(),
             out: Vec::new(),
-            out_ends: Vec::new(),
+            spans: Vec::new(),
+            gso: true,
         }
     }
 }
 
 /// What the cache said about a datum.
+#[derive(Clone, Copy)]
 enum Probe {
     /// No address (the field is absent or null): passed on as it is.
     Pass,
-    /// A fresh answer: the name, or none.
-    Hit(Option<SharedStr>),
-    /// Not cached, or expired: the address, and the key to cache its answer under.
-    Miss(IpAddr, Option<Box<[u8]>>),
+    /// A fresh answer is cached for the address.
+    Hit(IpAddr),
+    /// Not cached, or expired: the address.
+    Miss(IpAddr),
     /// Not an address: a value of this type.
     NotAddress(&'static str),
 }
@@ -199,8 +208,6 @@ enum Probe {
 /// A lookup: in flight (`answer` is `None`) or answered while data still wait for it.
 struct Lookup {
     answer: Option<Option<SharedStr>>,
-    /// When the answer expires from the cache (Unix ms), once answered and cached.
-    expires: Option<u64>,
     /// Held data waiting for this answer.
     waiting: usize,
     id: u16,
@@ -211,8 +218,6 @@ struct Lookup {
     tries: u32,
     /// The question, in wire form.
     qname: Vec<u8>,
-    /// The cache keys the answer goes under: the address as each datum asking held it.
-    keys: Vec<Box<[u8]>>,
 }
 
 /// A cached answer: the name (`None`: none, a failure) and when it expires (Unix ms).
@@ -222,17 +227,16 @@ struct Cached {
     expires: u64,
 }
 
-/// A key of the state file: an address as text (checked to be one when read).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct TextKey(Vec<u8>);
+/// A key of the state file: an address, written as its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct AddrKey(IpAddr);
 
-impl StateCodec for TextKey {
+impl StateCodec for AddrKey {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
+        write_ip(out, &self.0);
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let _: IpAddr = std::str::from_utf8(bytes).ok()?.parse().ok()?;
-        Some(TextKey(bytes.to_vec()))
+        parse_ip(bytes).map(AddrKey)
     }
 }
 
@@ -259,17 +263,17 @@ impl StateCodec for Cached {
     }
 }
 
-/// The cache: answers keyed by the address as the datum holds it (its text, or the octets
-/// of an `ip` value after a tag byte no text starts with), so a hit neither parses the
-/// address nor allocates: one cheap hash of a few bytes (seeded at random, so that the
-/// keys an attacker picks do not collide by design), one probe, one compare. Two spellings
-/// of one address (`::1`, `0::1`) are two keys, each cached when asked for. When
-/// `max_entries` are held, a new key forgets the one cached longest ago.
+/// The cache: answers keyed by the address. A hit is one hash of the 4 or 16 octets, one
+/// probe and one compare, reading a single bucket that holds the key and the answer side
+/// by side (no pointer to follow to a key held elsewhere: with tens of thousands of
+/// addresses cached, each such pointer is a cache miss). The hash is seeded at random, so
+/// that the addresses an attacker picks do not collide by design. When `max_entries` are
+/// held, a new address forgets the one cached longest ago.
 struct Cache {
-    map: FastMap<Rc<[u8]>, Entry>,
-    /// Keys oldest first, with the sequence of their entry; places whose sequence no
+    map: Table,
+    /// Addresses oldest first, with the sequence of their entry; places whose sequence no
     /// longer matches were cached again since and are stale.
-    order: VecDeque<(u64, Rc<[u8]>)>,
+    order: VecDeque<(u64, IpAddr)>,
     next_seq: u64,
     max: usize,
     evictions: u64,
@@ -281,46 +285,170 @@ struct Entry {
     seq: u64,
 }
 
-/// The tag before the octets of an `ip` value's key: no address text starts with it.
-const IP_KEY_TAG: u8 = 0xFF;
-/// The longest key: the tag and 16 octets, or the longest address text the standard
-/// parser takes (45 bytes, `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`, with room).
-const MAX_KEY: usize = 64;
+/// Asks the CPU to start reading the memory of a counted name's `Arc` (its counts lie
+/// just before the text at `p`).
+#[inline]
+fn prefetch(p: *const u8) {
+    prefetch_line(p.wrapping_sub(16));
+}
 
-/// The key of an `ip` value, in `buf`.
-fn ip_key(ip: IpAddr, buf: &mut [u8; 17]) -> &[u8] {
-    buf[0] = IP_KEY_TAG;
-    match ip {
-        IpAddr::V4(a) => {
-            buf[1..5].copy_from_slice(&a.octets());
-            &buf[..5]
-        }
-        IpAddr::V6(a) => {
-            buf[1..17].copy_from_slice(&a.octets());
-            &buf[..17]
-        }
+/// Asks the CPU to start reading the cache line at `p` (a hint: no effect where there is
+/// no such instruction).
+#[inline]
+fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes nothing the program sees, whatever the
+    // address; SSE, its instruction set, is part of every x86_64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// The address a value holds: an `ip` value, or text (a string, or bytes) read as one.
+#[inline]
+fn address_of(v: &Value) -> Option<IpAddr> {
+    match v {
+        Value::Ip(ip) => Some(*ip),
+        Value::Shared(s) => parse_ip(s.as_bytes()),
+        Value::Str(s) => parse_ip(s.as_bytes()),
+        Value::Bytes(b) => parse_ip(b),
+        _ => None,
     }
 }
 
-/// A key as address text, for the state file (`None`: not an address).
-fn key_text(key: &[u8]) -> Option<Vec<u8>> {
-    match key {
-        [IP_KEY_TAG, o @ ..] => {
-            let ip = match o.len() {
-                4 => IpAddr::from(<[u8; 4]>::try_from(o).ok()?),
-                16 => IpAddr::from(<[u8; 16]>::try_from(o).ok()?),
-                _ => return None,
-            };
-            Some(ip.to_string().into_bytes())
+/// The cache's hash table: open addressing with linear probing, each bucket holding the
+/// address and its entry (64 bytes, a cache line), at most three quarters full. Written
+/// here rather than taken from `std` for one thing `std` does not offer: the bucket of a
+/// hash is known before the lookup, so a batch prefetches all of its buckets first
+/// ([`Table::prefetch`]) and the CPU fetches them together.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Option<(IpAddr, Entry)>>,
+    len: usize,
+    hasher: FastState,
+}
+
+impl Table {
+    #[inline]
+    fn hash(&self, ip: &IpAddr) -> u64 {
+        self.hasher.hash_one(ip)
+    }
+
+    /// The bucket a hash starts its probe at (the table has at least one).
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash as usize) & (self.slots.len() - 1)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Starts reading the bucket where the lookup of `hash` begins.
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            prefetch_line(std::ptr::from_ref(&self.slots[self.home(hash)]).cast());
         }
-        text => Some(text.to_vec()),
+    }
+
+    /// The bucket holding `ip`, if any.
+    #[inline]
+    fn find(&self, ip: &IpAddr, hash: u64) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        // Never full (at most three quarters), so an empty bucket ends every probe.
+        loop {
+            match &self.slots[i] {
+                None => return None,
+                Some((k, _)) if k == ip => return Some(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    #[inline]
+    fn get(&self, ip: &IpAddr) -> Option<&Entry> {
+        self.get_hashed(ip, self.hash(ip))
+    }
+
+    #[inline]
+    fn get_hashed(&self, ip: &IpAddr, hash: u64) -> Option<&Entry> {
+        let i = self.find(ip, hash)?;
+        self.slots[i].as_ref().map(|(_, e)| e)
+    }
+
+    fn get_mut(&mut self, ip: &IpAddr) -> Option<&mut Entry> {
+        let i = self.find(ip, self.hash(ip))?;
+        self.slots[i].as_mut().map(|(_, e)| e)
+    }
+
+    /// Inserts or replaces the entry of `ip`.
+    fn insert(&mut self, ip: IpAddr, e: Entry) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(self.hash(&ip));
+        loop {
+            match &mut self.slots[i] {
+                Some((k, old)) if *k == ip => {
+                    *old = e;
+                    return;
+                }
+                Some(_) => i = (i + 1) & mask,
+                empty @ None => {
+                    *empty = Some((ip, e));
+                    self.len += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Removes the entry of `ip`, moving back the entries after it that probed past it.
+    fn remove(&mut self, ip: &IpAddr) {
+        let Some(mut hole) = self.find(ip, self.hash(ip)) else {
+            return;
+        };
+        let mask = self.slots.len() - 1;
+        self.slots[hole] = None;
+        self.len -= 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some((k, _)) = &self.slots[j] else {
+                return;
+            };
+            let home = self.home(self.hash(k));
+            // The entry at `j` may fill the hole if its probe passed through it.
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = self.slots[j].take();
+                hole = j;
+            }
+        }
+    }
+
+    /// Doubles the buckets (16 at first) and places every entry again.
+    fn grow(&mut self) {
+        let n = (self.slots.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.slots, (0..n).map(|_| None).collect());
+        self.len = 0;
+        for (ip, e) in old.into_iter().flatten() {
+            self.insert(ip, e);
+        }
     }
 }
 
 impl Cache {
     fn new(max: usize) -> Self {
         Cache {
-            map: FastMap::default(),
+            map: Table::default(),
             order: VecDeque::new(),
             next_seq: 0,
             max: max.max(1),
@@ -328,24 +456,29 @@ impl Cache {
         }
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Cached> {
-        self.map.get(key).map(|e| &e.answer)
+    #[cfg(test)]
+    fn get(&self, ip: &IpAddr) -> Option<&Cached> {
+        self.map.get(ip).map(|e| &e.answer)
+    }
+
+    /// [`get`](Self::get) with the address's hash ([`Table::hash`]) computed already.
+    #[inline]
+    fn get_hashed(&self, ip: &IpAddr, hash: u64) -> Option<&Cached> {
+        self.map.get_hashed(ip, hash).map(|e| &e.answer)
     }
 
     fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// Caches `answer` under `key`, now the newest; a new key in a full cache first
+    /// Caches `answer` for `ip`, now the newest; a new address in a full cache first
     /// forgets the oldest.
-    fn insert(&mut self, key: &[u8], answer: Cached) {
+    fn insert(&mut self, ip: IpAddr, answer: Cached) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(k) = self.map.get_key_value(key).map(|(k, _)| Rc::clone(k)) {
-            if let Some(e) = self.map.get_mut(key) {
-                *e = Entry { answer, seq };
-            }
-            self.order.push_back((seq, k));
+        if let Some(e) = self.map.get_mut(&ip) {
+            *e = Entry { answer, seq };
+            self.order.push_back((seq, ip));
             self.compact();
             return;
         }
@@ -358,9 +491,8 @@ impl Cache {
                 self.evictions += 1;
             }
         }
-        let k: Rc<[u8]> = Rc::from(key);
-        self.order.push_back((seq, Rc::clone(&k)));
-        self.map.insert(k, Entry { answer, seq });
+        self.order.push_back((seq, ip));
+        self.map.insert(ip, Entry { answer, seq });
     }
 
     /// Drops stale places once they outnumber the live ones (O(1) amortised a write).
@@ -373,10 +505,10 @@ impl Cache {
     }
 
     /// The entries, oldest first.
-    fn iter(&self) -> impl Iterator<Item = (&[u8], &Cached)> {
-        self.order.iter().filter_map(|(seq, k)| {
-            let e = self.map.get(k)?;
-            (e.seq == *seq).then_some((&k[..], &e.answer))
+    fn iter(&self) -> impl Iterator<Item = (IpAddr, &Cached)> {
+        self.order.iter().filter_map(|(seq, ip)| {
+            let e = self.map.get(ip)?;
+            (e.seq == *seq).then_some((*ip, &e.answer))
         })
     }
 }
@@ -580,6 +712,7 @@ impl<D: 'static> DnsReverse<D> {
             anchor: None,
             ids: IdSource::default(),
             recv_buf: vec![0; MAX_ANSWER * BATCH],
+            probes: Vec::new(),
             stats: Rc::new(DnsStats::default()),
             ignored_log: LogLimiter::default(),
             evictions_reported: 0,
@@ -636,36 +769,58 @@ impl<D: 'static> DnsReverse<D> {
         Ok(())
     }
 
-    /// Takes one datum: passes it on at once when nothing is held and its answer is
-    /// known, else holds it behind the others.
-    fn take(&mut self, mut d: D, now_ms: u64, out: &mut Out<D>, cx: &mut Ctx) {
-        let mut ip_buf = [0u8; 17];
-        // The cache first, keyed by the address as the datum holds it: a hit parses
-        // nothing and allocates nothing.
-        let probe = match self.get.get(&d) {
-            None | Some(Value::Null) => Probe::Pass,
-            Some(v) => {
-                let key: Option<&[u8]> = match v {
-                    Value::Ip(ip) => Some(ip_key(*ip, &mut ip_buf)),
-                    _ => v
-                        .as_str()
-                        .map(str::as_bytes)
-                        .filter(|k| k.len() <= MAX_KEY && k.first() != Some(&IP_KEY_TAG)),
-                };
-                match key.and_then(|k| self.cache.get(k)) {
-                    Some(c) if c.expires > now_ms => Probe::Hit(c.name.clone()),
-                    _ => match v.as_ip() {
-                        Some(ip) => Probe::Miss(ip, key.map(Box::from)),
-                        None => Probe::NotAddress(v.type_name()),
-                    },
+    /// The address of one datum (as a miss, until [`look`](Self::look)) and its hash;
+    /// starts reading the cache bucket it falls in.
+    ///
+    /// The address is read from the field's bytes into its octets (no text kept, no
+    /// allocation).
+    #[inline]
+    fn address(&self, d: &D) -> (Probe, u64) {
+        match self.get.get(d) {
+            None | Some(Value::Null) => (Probe::Pass, 0),
+            Some(v) => match address_of(v) {
+                Some(ip) => {
+                    let hash = self.cache.map.hash(&ip);
+                    self.cache.map.prefetch(hash);
+                    (Probe::Miss(ip), hash)
                 }
-            }
+                None => (Probe::NotAddress(v.type_name()), 0),
+            },
+        }
+    }
+
+    /// What the cache says of an address found by [`address`](Self::address); for a hit
+    /// whose name is counted, starts reading the name's memory.
+    #[inline]
+    fn look(&self, probe: Probe, hash: u64, now_ms: u64) -> Probe {
+        let Probe::Miss(ip) = probe else {
+            return probe;
         };
+        match self.cache.get_hashed(&ip, hash) {
+            Some(c) if c.expires > now_ms => {
+                if let Some(SharedStr::Counted(name)) = &c.name {
+                    prefetch(name.as_ptr());
+                }
+                Probe::Hit(ip)
+            }
+            _ => probe,
+        }
+    }
+
+    /// Takes one datum, with what [`look`](Self::look) said of it (`hash` is its
+    /// address's): passes it on at once when nothing is held and its answer is known,
+    /// else holds it behind the others.
+    fn take(&mut self, mut d: D, probe: Probe, hash: u64, out: &mut Out<D>, cx: &mut Ctx) {
         match probe {
             Probe::Pass => self.pass(d, None, out),
-            Probe::Hit(name) => {
+            Probe::Hit(ip) => {
                 bump(&self.stats.cache_hits);
-                if let Some(name) = name {
+                // Nothing changes the cache between the passes: the entry is there.
+                if let Some(name) = self
+                    .cache
+                    .get_hashed(&ip, hash)
+                    .and_then(|c| c.name.clone())
+                {
                     self.set.set(&mut d, Value::Shared(name));
                 }
                 self.pass(d, None, out);
@@ -677,31 +832,15 @@ impl<D: 'static> DnsReverse<D> {
                 );
                 self.fail(d, &why, out, cx);
             }
-            Probe::Miss(ip, key) => self.ask(d, ip, key, cx),
+            Probe::Miss(ip) => self.ask(d, ip, cx),
         }
     }
 
     /// Holds `d` for the answer about `ip`: joins the lookup in flight, or starts one.
-    /// `key` is the cache key the answer is also to be kept under.
-    fn ask(&mut self, d: D, ip: IpAddr, key: Option<Box<[u8]>>, cx: &mut Ctx) {
+    fn ask(&mut self, d: D, ip: IpAddr, cx: &mut Ctx) {
         if let Some(l) = self.lookups.get_mut(&ip) {
             l.waiting += 1;
             bump(&self.stats.joined);
-            if let Some(k) = key
-                && !l.keys.contains(&k)
-            {
-                match (&l.answer, l.expires) {
-                    // Answered already (the data before still wait): cached at once.
-                    (Some(name), Some(expires)) => self.cache.insert(
-                        &k,
-                        Cached {
-                            name: name.clone(),
-                            expires,
-                        },
-                    ),
-                    _ => l.keys.push(k),
-                }
-            }
             self.held.push_back((d, Some(ip)));
             return;
         }
@@ -710,14 +849,12 @@ impl<D: 'static> DnsReverse<D> {
         let server = self.first_server();
         let l = Lookup {
             answer: None,
-            expires: None,
             waiting: 1,
             id: 0,
             on_wire: false,
             server,
             tries: 0,
             qname,
-            keys: key.into_iter().collect(),
         };
         self.lookups.insert(ip, l);
         self.held.push_back((d, Some(ip)));
@@ -839,8 +976,9 @@ impl<D: 'static> DnsReverse<D> {
         self.by_id.insert(id, ip);
         if let Some(s) = self.servers.get_mut(l.server) {
             s.on_wire += 1;
+            let start = s.out.len();
             write_query(id, &l.qname, &mut s.out);
-            s.out_ends.push(s.out.len());
+            s.spans.push((start, s.out.len()));
         }
         let at = cx.now() + self.timeout;
         self.deadlines.push_back((at, ip, id));
@@ -892,19 +1030,50 @@ impl<D: 'static> DnsReverse<D> {
 
     /// Sends the queries written for every server. A query the socket refuses is left to
     /// time out and be sent again (counted).
+    ///
+    /// Queries of one length go out in one `sendmsg` with `UDP_SEGMENT`, which the kernel
+    /// cuts into one datagram each: the server's socket gets them all at once, so a
+    /// server that sleeps between queries (a local dnsmasq) is woken once for the lot,
+    /// not once for each (`sendmmsg` offers the CPU to the woken reader between
+    /// datagrams: on a machine with few cores, a switch to the server and back for every
+    /// query). PTR questions come in few lengths (one for all IPv6 addresses, nine for
+    /// IPv4), so a turn's queries take a few calls. Where the kernel refuses it,
+    /// `sendmmsg`, `BATCH` queries a call.
     fn transmit(&mut self, cx: &mut Ctx) {
         for i in 0..self.servers.len() {
             let s = &mut self.servers[i];
-            if s.out_ends.is_empty() {
+            if s.spans.is_empty() {
                 continue;
             }
             let (mut sent, mut refused, mut error) = (0u64, 0u64, None);
+            if s.gso {
+                // Stable: queries of one length keep their order.
+                s.spans.sort_by_key(|&(a, b)| b - a);
+            }
             let mut next = 0;
-            while next < s.out_ends.len() {
-                let start = if next == 0 { 0 } else { s.out_ends[next - 1] };
+            while next < s.spans.len() {
+                let rest = &s.spans[next..];
                 let got = match &s.socket {
-                    Some(sock) => send_batch(sock, &s.out, start, &s.out_ends[next..]),
                     None => Err(io::Error::other("no socket")),
+                    Some(sock) if s.gso => {
+                        let seg = rest[0].1 - rest[0].0;
+                        let mut n = 0;
+                        while n < rest.len().min(GSO_SEGMENTS)
+                            && rest[n].1 - rest[n].0 == seg
+                            && (n + 1) * seg <= GSO_BYTES
+                        {
+                            n += 1;
+                        }
+                        match send_segmented(sock, &s.out, &rest[..n], seg) {
+                            Err(e) if gso_refused(&e) => {
+                                // Not offered by this kernel: one query a datagram from now on.
+                                s.gso = false;
+                                continue;
+                            }
+                            got => got.map(|()| n),
+                        }
+                    }
+                    Some(sock) => send_batch(sock, &s.out, rest),
                 };
                 match got {
                     Ok(0) => {
@@ -928,7 +1097,7 @@ impl<D: 'static> DnsReverse<D> {
                 }
             }
             s.out.clear();
-            s.out_ends.clear();
+            s.spans.clear();
             self.stats.queries.set(self.stats.queries.get() + sent);
             if let Some(e) = error {
                 self.stats
@@ -979,16 +1148,13 @@ impl<D: 'static> DnsReverse<D> {
         self.off_wire(&mut l);
         if keep_ms > 0 {
             let expires = now_ms.saturating_add(keep_ms);
-            for k in &l.keys {
-                self.cache.insert(
-                    k,
-                    Cached {
-                        name: name.clone(),
-                        expires,
-                    },
-                );
-            }
-            l.expires = Some(expires);
+            self.cache.insert(
+                ip,
+                Cached {
+                    name: name.clone(),
+                    expires,
+                },
+            );
         }
         l.answer = Some(name);
         self.lookups.insert(ip, l);
@@ -1148,7 +1314,7 @@ impl<D: 'static> DnsReverse<D> {
             s.pending.clear();
             s.on_wire = 0;
             s.out.clear();
-            s.out_ends.clear();
+            s.spans.clear();
         }
         self.stats
             .unanswered_at_shutdown
@@ -1196,18 +1362,17 @@ fn open_socket(addr: SocketAddr, local: usize, cx: &mut Ctx) -> io::Result<UdpSo
     Ok(socket)
 }
 
-/// Sends the datagrams of `buf` ending at `ends` (the first starting at `start`), at most
-/// `BATCH`, with one `sendmmsg`: how many went, or the error of the first.
-fn send_batch(sock: &UdpSocket, buf: &[u8], start: usize, ends: &[usize]) -> io::Result<usize> {
+/// Sends the datagrams of `buf` at `spans`, at most `BATCH`, with one `sendmmsg`: how many
+/// went, or the error of the first.
+fn send_batch(sock: &UdpSocket, buf: &[u8], spans: &[(usize, usize)]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
-    let n = ends.len().min(BATCH);
+    let n = spans.len().min(BATCH);
     // SAFETY: all-zero iovec and mmsghdr are valid values (null pointers, zero lengths).
     let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-    let mut from = start;
     for i in 0..n {
-        let Some(d) = buf.get(from..ends[i]) else {
+        let Some(d) = buf.get(spans[i].0..spans[i].1) else {
             return Err(io::Error::other("query buffer out of order"));
         };
         iov[i] = libc::iovec {
@@ -1216,7 +1381,6 @@ fn send_batch(sock: &UdpSocket, buf: &[u8], start: usize, ends: &[usize]) -> io:
         };
         hdrs[i].msg_hdr.msg_iov = &raw mut iov[i];
         hdrs[i].msg_hdr.msg_iovlen = 1;
-        from = ends[i];
     }
     // SAFETY: `hdrs[..n]` point at `iov[..n]`, which point into `buf`: all live for the
     // call; the socket is connected, so no address is given; the kernel only reads them.
@@ -1225,6 +1389,79 @@ fn send_batch(sock: &UdpSocket, buf: &[u8], start: usize, ends: &[usize]) -> io:
         Err(io::Error::last_os_error())
     } else {
         Ok(rc as usize)
+    }
+}
+
+/// `UDP_SEGMENT` (Linux 4.18): the size the kernel cuts a send into datagrams of.
+const UDP_SEGMENT: libc::c_int = 103;
+/// The most datagrams of one segmented send (the kernel's bound, `UDP_MAX_SEGMENTS`, is 64
+/// on older kernels), and the most bytes (one IP datagram's payload, with room).
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 60_000;
+
+/// Whether a segmented send failed because the kernel or the route does not offer it
+/// (then plain datagrams are sent instead).
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
+/// Sends the datagrams of `buf` at `spans`, each `seg` bytes long, as one `sendmsg` that
+/// the kernel cuts into `seg`-byte datagrams (`UDP_SEGMENT`): all go, or none.
+fn send_segmented(
+    sock: &UdpSocket,
+    buf: &[u8],
+    spans: &[(usize, usize)],
+    seg: usize,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let n = spans.len().min(GSO_SEGMENTS);
+    let seg = u16::try_from(seg).map_err(io::Error::other)?;
+    // SAFETY: an all-zero iovec is a valid value (a null pointer, zero length).
+    let mut iov: [libc::iovec; GSO_SEGMENTS] = unsafe { std::mem::zeroed() };
+    for (v, &(a, b)) in iov.iter_mut().zip(&spans[..n]) {
+        let Some(d) = buf.get(a..b) else {
+            return Err(io::Error::other("query buffer out of order"));
+        };
+        *v = libc::iovec {
+            iov_base: d.as_ptr().cast_mut().cast(),
+            iov_len: d.len(),
+        };
+    }
+    // Room for one control message holding a u16, aligned as a cmsghdr.
+    let mut control = [0u64; 4];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
+    if space > std::mem::size_of_val(&control) {
+        return Err(io::Error::other("control buffer too small"));
+    }
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = n as _;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `msg` points at `control`, `space` bytes long and aligned for a cmsghdr, so
+    // CMSG_FIRSTHDR is that buffer and CMSG_DATA has room for the u16 written.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        if c.is_null() {
+            return Err(io::Error::other("no room for the control message"));
+        }
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), seg);
+    }
+    // SAFETY: `msg` points at `iov[..n]` (into `buf`) and `control`, all live for the call;
+    // the socket is connected, so no address is given; the kernel only reads them.
+    let rc = unsafe { libc::sendmsg(sock.as_raw_fd(), &raw const msg, 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
@@ -1299,11 +1536,11 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         self.open(cx)?;
         self.cache = Cache::new(self.cache.max);
         if let Some(path) = &self.state_file {
-            let mut saved = Keyed::<TextKey, Cached>::new(self.cache.max);
+            let mut saved = Keyed::<AddrKey, Cached>::new(self.cache.max);
             match saved.load(path, FORMAT, VERSION) {
                 Ok(n) => {
                     for (k, v) in saved.iter() {
-                        self.cache.insert(&k.0, v.clone());
+                        self.cache.insert(k.0, v.clone());
                     }
                     if n > 0 {
                         slog::info!(cx.logger(), "dns_reverse cache loaded";
@@ -1321,10 +1558,34 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now_ms = self.unix_ms(cx.now());
-        for d in batch.drain(..) {
-            self.take(d, now_ms, out, cx);
+        // Three passes: every datum's address, its bucket prefetched; then every lookup,
+        // the names of hits prefetched; then the data in order, their buckets and names
+        // at hand. With tens of thousands of addresses cached, each bucket and each name
+        // is a cache miss; one after the other they cost more than all the rest, fetched
+        // together little. No counted name is cloned before the last pass: the atomic
+        // count would make the reads after it wait.
+        let mut probes = std::mem::take(&mut self.probes);
+        probes.clear();
+        probes.extend(batch.iter().map(|d| self.address(d)));
+        for (p, hash) in &mut probes {
+            *p = self.look(*p, *hash, now_ms);
         }
+        for (d, (p, hash)) in batch.drain(..).zip(probes.iter()) {
+            self.take(d, *p, *hash, out, cx);
+        }
+        self.probes = probes;
         self.transmit(cx);
+        if !self.held.is_empty() {
+            // A server on this machine often answers before the send returns (it runs as
+            // soon as it is woken): the data held for it then leave in this turn, while
+            // they are still in the CPU's caches, instead of in a later one, by when the
+            // batches read since have pushed them out (rendering them then costs more
+            // than the lookups). One read that finds nothing otherwise.
+            for i in 0..self.servers.len() {
+                self.receive(i, cx);
+            }
+            self.transmit(cx);
+        }
         self.flush(out, cx);
         self.report_evictions(cx);
     }
@@ -1369,11 +1630,9 @@ impl<D: 'static> Cog<D> for DnsReverse<D> {
         };
         // What has expired is not worth a line of the file; the rest keeps its order.
         let mut fresh = Keyed::new(self.cache.max);
-        for (k, v) in self.cache.iter() {
-            if v.expires > now_ms
-                && let Some(text) = key_text(k)
-            {
-                fresh.insert(TextKey(text), v.clone());
+        for (ip, v) in self.cache.iter() {
+            if v.expires > now_ms {
+                fresh.insert(AddrKey(ip), v.clone());
             }
         }
         match fresh.save(path, FORMAT, VERSION) {
@@ -1666,6 +1925,51 @@ pub fn parse_reply(msg: &[u8], id: u16, qname: &[u8]) -> Result<Reply, &'static 
 mod tests {
     use super::*;
 
+    /// A socket on 127.0.0.1 receiving with a deadline, and a mio socket connected to it.
+    fn socket_pair() -> (std::net::UdpSocket, UdpSocket) {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        (rx, tx)
+    }
+
+    fn received(rx: &std::net::UdpSocket, n: usize) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 512];
+        (0..n)
+            .map(|_| {
+                let len = rx.recv(&mut buf).unwrap();
+                buf[..len].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn segmented_and_batched_sends_deliver_one_datagram_a_query() {
+        let (rx, tx) = socket_pair();
+        let mut out = Vec::new();
+        let mut spans = Vec::new();
+        for (id, ip) in [(1, "10.0.0.1"), (2, "10.0.0.2"), (3, "10.0.0.3")] {
+            let mut q = Vec::new();
+            reverse_name(ip.parse().unwrap(), &mut q);
+            let start = out.len();
+            write_query(id, &q, &mut out);
+            spans.push((start, out.len()));
+        }
+        let seg = spans[0].1 - spans[0].0;
+        let want: Vec<Vec<u8>> = spans.iter().map(|&(a, b)| out[a..b].to_vec()).collect();
+        match send_segmented(&tx, &out, &spans, seg) {
+            Ok(()) => assert_eq!(received(&rx, 3), want),
+            // A kernel without UDP_SEGMENT: transmit falls back to sendmmsg.
+            Err(e) => assert!(gso_refused(&e), "{e}"),
+        }
+        assert_eq!(send_batch(&tx, &out, &spans).unwrap(), 3);
+        assert_eq!(received(&rx, 3), want);
+        // A span outside the buffer is refused, never read.
+        assert!(send_batch(&tx, &out, &[(0, out.len() + 1)]).is_err());
+        assert!(send_segmented(&tx, &out, &[(0, out.len() + 1)], seg).is_err());
+    }
+
     fn answer(id: u16, qname: &[u8], rcode: u16, records: &[(u16, u32, Vec<u8>)]) -> Vec<u8> {
         let mut m = Vec::new();
         m.extend_from_slice(&id.to_be_bytes());
@@ -1788,39 +2092,102 @@ mod tests {
         }
     }
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn the_cache_forgets_the_entry_cached_longest_ago() {
         let mut c = Cache::new(3);
         for k in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
-            c.insert(k.as_bytes(), cached(1));
+            c.insert(ip(k), cached(1));
         }
         // Cached again: now the newest, so 10.0.0.2 goes first.
-        c.insert(b"10.0.0.1", cached(2));
-        c.insert(b"10.0.0.4", cached(3));
-        assert!(c.get(b"10.0.0.2").is_none());
-        assert_eq!(c.get(b"10.0.0.1").map(|e| e.expires), Some(2));
+        c.insert(ip("10.0.0.1"), cached(2));
+        c.insert(ip("10.0.0.4"), cached(3));
+        assert!(c.get(&ip("10.0.0.2")).is_none());
+        assert_eq!(c.get(&ip("10.0.0.1")).map(|e| e.expires), Some(2));
         assert_eq!(c.len(), 3);
         assert_eq!(c.evictions, 1);
-        let order: Vec<&[u8]> = c.iter().map(|(k, _)| k).collect();
-        assert_eq!(order, [&b"10.0.0.3"[..], b"10.0.0.1", b"10.0.0.4"]);
+        let order: Vec<IpAddr> = c.iter().map(|(k, _)| k).collect();
+        assert_eq!(order, [ip("10.0.0.3"), ip("10.0.0.1"), ip("10.0.0.4")]);
         // Many re-insertions of one key keep the order queue bounded.
         for i in 0..10_000 {
-            c.insert(b"10.0.0.4", cached(i));
+            c.insert(ip("10.0.0.4"), cached(i));
         }
         assert!(c.order.len() <= 2 * c.len() + 64, "{}", c.order.len());
     }
 
     #[test]
-    fn ip_value_keys_are_saved_as_text() {
-        let mut buf = [0u8; 17];
-        let k = ip_key("10.1.2.3".parse().unwrap(), &mut buf).to_vec();
-        assert_eq!(key_text(&k), Some(b"10.1.2.3".to_vec()));
-        let k = ip_key("2001:db8::1".parse().unwrap(), &mut buf).to_vec();
-        assert_eq!(key_text(&k), Some(b"2001:db8::1".to_vec()));
-        assert_eq!(key_text(&[IP_KEY_TAG, 1, 2]), None);
-        assert_eq!(key_text(b"::1"), Some(b"::1".to_vec()));
-        assert!(TextKey::decode(b"not-an-ip").is_none());
-        assert!(TextKey::decode(b"10.0.0.1").is_some());
+    fn the_table_agrees_with_a_hash_map_through_inserts_removals_and_growth() {
+        // Few distinct keys, many operations: probes wrap, collide and shift back.
+        let mut t = Table::default();
+        let mut m = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x >> 8) % 300;
+            let ip = if k.is_multiple_of(3) {
+                IpAddr::from(u128::from(k).to_be_bytes())
+            } else {
+                IpAddr::from([10, 0, (k >> 8) as u8, k as u8])
+            };
+            if x.is_multiple_of(3) {
+                t.remove(&ip);
+                m.remove(&ip);
+            } else {
+                t.insert(
+                    ip,
+                    Entry {
+                        answer: cached(n),
+                        seq: n,
+                    },
+                );
+                m.insert(ip, n);
+            }
+            assert_eq!(t.len(), m.len());
+        }
+        for k in 0..300u64 {
+            let ip = IpAddr::from([10, 0, (k >> 8) as u8, k as u8]);
+            assert_eq!(t.get(&ip).map(|e| e.seq), m.get(&ip).copied(), "{ip}");
+        }
+        for (ip, n) in &m {
+            assert_eq!(t.get(ip).map(|e| e.answer.expires), Some(*n), "{ip}");
+        }
+        // At most three quarters full: an empty bucket ends every probe.
+        assert!(t.len() * 4 <= t.slots.len() * 3);
+    }
+
+    #[test]
+    fn addresses_are_read_from_any_text_form_and_saved_as_text() {
+        let v4 = ip("10.1.2.3");
+        assert_eq!(address_of(&Value::Ip(v4)), Some(v4));
+        assert_eq!(address_of(&Value::Str("10.1.2.3".into())), Some(v4));
+        assert_eq!(
+            address_of(&Value::Shared(SharedStr::short("10.1.2.3"))),
+            Some(v4)
+        );
+        assert_eq!(address_of(&Value::Bytes(b"10.1.2.3".to_vec())), Some(v4));
+        // Two spellings of one address are one key.
+        assert_eq!(
+            address_of(&Value::Str("0::1".into())),
+            address_of(&Value::Str("::1".into()))
+        );
+        for bad in ["10.1.2", "10.1.2.256", "010.1.2.3", "host", "", "::1::2"] {
+            assert_eq!(address_of(&Value::Str(bad.into())), None, "{bad:?}");
+        }
+        assert_eq!(address_of(&Value::Int(1)), None);
+        let mut out = Vec::new();
+        AddrKey(ip("2001:db8::1")).encode(&mut out);
+        assert_eq!(out, b"2001:db8::1");
+        assert_eq!(
+            AddrKey::decode(b"2001:db8::1"),
+            Some(AddrKey(ip("2001:db8::1")))
+        );
+        assert!(AddrKey::decode(b"not-an-ip").is_none());
+        assert!(AddrKey::decode(b"10.0.0.1").is_some());
     }
 
     #[test]
