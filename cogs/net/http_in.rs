@@ -19,7 +19,7 @@ use crate::record::{Key, Record, Timestamp, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::server_settings::{self, ConnectionSettings};
-use super::tcp_in::{EVICT_MIN_IDLE, peer_key, received_at_key, set_backlog};
+use super::tcp_in::{EVICT_MIN_IDLE, peer_key, received_at_key};
 
 const LISTENER: Local = 0;
 const SWEEP: Local = 1;
@@ -1440,13 +1440,8 @@ impl Cog<Record> for HttpIn {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        let mut l = mio::net::TcpListener::bind(self.addr)
-            .map_err(|e| format!("http_in: cannot listen on {}: {e}", self.addr))?;
-        set_backlog(&l);
-        if let Ok(a) = l.local_addr() {
-            slog::info!(cx.logger(), "http_in listening"; "address" => %a, "tls" => self.tls.is_some());
-        }
-        cx.register(&mut l, LISTENER, Interest::READABLE)?;
+        let l =
+            server_settings::listen_tcp("http_in", self.addr, LISTENER, self.tls.is_some(), cx)?;
         self.listener = Some(l);
         cx.timer_every(SWEEP_EVERY, SWEEP)?;
         Ok(())

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::relp::{FrameReader, offers_command, write_frame};
 use super::server_settings::{self, ConnectionSettings, PerIpSettings};
-use super::tcp_in::{
-    EVICT_MIN_IDLE, ip_group, peer_key, received_at_key, set_backlog, unread_bytes,
-};
+use super::tcp_in::{EVICT_MIN_IDLE, ip_group, peer_key, received_at_key, unread_bytes};
 use crate::kit::ack::AckTracker;
 use crate::kit::lines::LineInfo;
 use crate::kit::on_error::LogLimiter;
@@ -670,13 +668,7 @@ impl Cog<Record> for RelpIn {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        let mut l = mio::net::TcpListener::bind(self.addr)
-            .map_err(|e| format!("relp_in: cannot listen on {}: {e}", self.addr))?;
-        set_backlog(&l);
-        if let Ok(a) = l.local_addr() {
-            slog::info!(cx.logger(), "relp_in listening"; "address" => %a);
-        }
-        cx.register(&mut l, LISTENER, Interest::READABLE)?;
+        let l = server_settings::listen_tcp("relp_in", self.addr, LISTENER, false, cx)?;
         self.listener = Some(l);
         if let Some(idle) = self.idle_timeout {
             // A quarter of the timeout: a silent connection goes at most 25% late.

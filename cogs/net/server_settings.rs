@@ -155,3 +155,22 @@ fn socket_with(family: AddressFamily, ty: SockType) -> io::Result<OwnedFd> {
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
     Ok(nix::sys::socket::socket(family, ty, flags, None)?)
 }
+
+/// Binds a TCP listener on `addr` for the cog `name`, with the long backlog, logs where it
+/// listens and registers it for reading as `local`: how a TCP server cog starts.
+pub(crate) fn listen_tcp(
+    name: &str,
+    addr: SocketAddr,
+    local: crate::engine::cog::Local,
+    tls: bool,
+    cx: &mut crate::prelude::Ctx,
+) -> Result<mio::net::TcpListener, crate::engine::cog::BoxError> {
+    let mut l = mio::net::TcpListener::bind(addr)
+        .map_err(|e| format!("{name}: cannot listen on {addr}: {e}"))?;
+    super::tcp_in::set_backlog(&l);
+    if let Ok(a) = l.local_addr() {
+        slog::info!(cx.logger(), "{} listening", name; "address" => %a, "tls" => tls);
+    }
+    cx.register(&mut l, local, mio::Interest::READABLE)?;
+    Ok(l)
+}
