@@ -1,5 +1,6 @@
 //! `tcp_out`: records forwarded over TCP, reconnecting and buffering while the peer is away.
 
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions};
 use crate::kit::forward::{
     Forward, ForwardOptions, ForwardSettings, Framing, Target, check_address,
 };
@@ -91,6 +92,9 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -98,14 +102,12 @@ crate::settings! {
 pub fn from_settings(s: &TcpOutSettings) -> Result<Forward, SettingError> {
     check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
     let opts = ForwardOptions::new(&s.forward, s.framing.into())?;
-    Ok(Forward::new(
-        "tcp_out",
-        Target::Tcp(s.address.clone()),
-        opts,
-    ))
+    let disk = DiskOptions::new(&s.buffer)?;
+    Ok(Forward::new("tcp_out", Target::Tcp(s.address.clone()), opts).with_disk(disk))
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: TcpOutSettings = p.settings()?;
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let mut s: TcpOutSettings = p.settings()?;
+    DiskOptions::resolve(&mut s.buffer, p, bx);
     Ok(Box::new(from_settings(&s).map_err(|e| p.setting_error(e))?))
 }

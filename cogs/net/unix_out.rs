@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::tcp_out::StreamFraming;
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions};
 use crate::kit::forward::{Forward, ForwardOptions, ForwardSettings, Framing, Target};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -65,6 +66,9 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -86,11 +90,13 @@ pub fn from_settings(s: &UnixOutSettings) -> Result<Forward, SettingError> {
         }
     };
     let opts = ForwardOptions::new(&s.forward, framing)?;
-    Ok(Forward::new("unix_out", target, opts))
+    let disk = DiskOptions::new(&s.buffer)?;
+    Ok(Forward::new("unix_out", target, opts).with_disk(disk))
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let mut s: UnixOutSettings = p.settings()?;
+    DiskOptions::resolve(&mut s.buffer, p, bx);
     // Given at all, even as its default, `framing` says the writer expects a stream.
     if s.mode == SocketMode::Datagram && p.node("framing").is_some() {
         return Err(p.error("framing", NO_FRAMING));

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
+use crate::kit::disk_buffer::{DiskBuffer, DiskOptions, FrameSink, REPLAYED};
 use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::prelude::*;
 use crate::record::Record;
@@ -41,6 +42,10 @@ const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const NOBUFS: Local = 4;
 const ACK_POLL: Local = 5;
+const DISK_RETRY: Local = 6;
+const REFILL: Local = 7;
+/// How long after a failed write to the disk buffer it is tried again.
+const DISK_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
 pub const SOCK_BASE: Local = 1 << 16;
@@ -219,6 +224,16 @@ pub struct Outbox {
     acked: u64,
     /// Released chunks kept for reuse, at most [`SPARE_CHUNKS`].
     spare: Vec<Vec<u8>>,
+    /// Records read back from a disk buffer ([`REPLAYED`]) confirmed since the last
+    /// [`take_replayed`](Outbox::take_replayed).
+    replayed: u64,
+}
+
+impl FrameSink for Outbox {
+    #[inline]
+    fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
+        Outbox::push_with(self, id, render);
+    }
 }
 
 impl Outbox {
@@ -323,7 +338,12 @@ impl Outbox {
             }
             self.recs.pop_front();
             self.acked = end;
-            cx.event_done(id);
+            // A record read back from the disk buffer was acknowledged when it was written.
+            if id == REPLAYED {
+                self.replayed += 1;
+            } else {
+                cx.event_done(id);
+            }
         }
         while let Some(c) = self.chunks.front() {
             let end = self.base + c.len() as u64;
@@ -341,6 +361,11 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// Records read back from a disk buffer that the peer confirmed since the last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        std::mem::take(&mut self.replayed)
     }
 
     /// The connection is gone: every record written but not acknowledged goes out again,
@@ -774,6 +799,35 @@ pub struct Forward {
     watermark: Watermark,
     lingering: bool,
     next_addr: usize,
+    /// The disk buffer's options until `start` opens it, then the buffer.
+    disk_opts: Option<DiskOptions>,
+    disk: Option<DiskBuffer>,
+    /// The running `fdatasync` of the disk buffer.
+    sync_job: Option<JobId>,
+    disk_retry: Option<TimerId>,
+}
+
+/// Renders `r` as one frame into `sink` (the memory outbox or the disk buffer).
+#[inline(always)]
+fn render_to<S: FrameSink>(opts: &ForwardOptions, scratch: &mut Vec<u8>, sink: &mut S, r: &Record) {
+    let format = &opts.format;
+    match opts.framing {
+        Framing::Newline => sink.push_with(r.id, |b| format.write(r, b)),
+        Framing::Datagram => sink.push_with(r.id, |b| {
+            format.write(r, b);
+            b.pop();
+        }),
+        Framing::OctetCounting => {
+            let s = scratch;
+            s.clear();
+            format.write(r, s);
+            s.pop();
+            sink.push_with(r.id, |b| {
+                let _ = write!(b, "{} ", s.len());
+                b.extend_from_slice(s);
+            });
+        }
+    }
 }
 
 impl Forward {
@@ -799,7 +853,102 @@ impl Forward {
             watermark,
             lingering: false,
             next_addr: 0,
+            disk_opts: None,
+            disk: None,
+            sync_job: None,
+            disk_retry: None,
         }
+    }
+
+    /// With a disk buffer (`Some`): records beyond `buffer_bytes` spill to it, and the
+    /// supplies pause only when it is full (`when_full = "block"`). It is opened by
+    /// `start`.
+    pub fn with_disk(mut self, disk: Option<DiskOptions>) -> Self {
+        if let Some(d) = &disk {
+            self.watermark = Watermark::new(usize::try_from(d.max_bytes).unwrap_or(usize::MAX));
+        }
+        self.disk_opts = disk;
+        self
+    }
+
+    /// Writes the frames gathered for the disk buffer; logs a failure, counts what
+    /// `drop_oldest` dropped.
+    fn disk_write(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        let log = cx.logger().clone();
+        match disk.write_pending(self.name, &log) {
+            Ok(dropped) => {
+                if dropped > 0 {
+                    out.count_dropped(dropped);
+                }
+            }
+            Err(e) => {
+                if self.disk_retry.is_none() {
+                    slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
+                        "cog" => self.name, "error" => %e,
+                        "retry_in_ms" => DISK_RETRY_AFTER.as_millis() as u64);
+                    self.disk_retry = cx.timer_after(DISK_RETRY_AFTER, DISK_RETRY).ok();
+                }
+            }
+        }
+    }
+
+    /// Starts the sync of what was written to the disk buffer, unless one runs.
+    fn disk_sync(&mut self, cx: &mut Ctx) {
+        if self.sync_job.is_some() {
+            return;
+        }
+        let Some(job) = self.disk.as_mut().and_then(DiskBuffer::sync_job) else {
+            return;
+        };
+        // The sync runs on a worker thread: the loop goes on receiving meanwhile.
+        match cx.submit(move || job.run()) {
+            Ok(id) => self.sync_job = Some(id),
+            Err(e) => self.disk_synced(Err(e), cx),
+        }
+    }
+
+    fn disk_synced(&mut self, r: io::Result<()>, cx: &mut Ctx) {
+        let Some(disk) = self.disk.as_mut() else {
+            return;
+        };
+        if let Err(e) = disk.synced(r, cx) {
+            slog::error!(cx.logger(), "cannot sync the disk buffer; its records stay unacknowledged";
+                "cog" => self.name, "dir" => %disk.options().dir.display(), "error" => %e);
+        }
+    }
+
+    /// Before writing to the socket: writes and syncs what spilled, and refills the
+    /// outbox from the disk buffer, oldest first, while the peer is connected.
+    fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.disk.is_none() {
+            return;
+        }
+        self.disk_write(out, cx);
+        self.disk_sync(cx);
+        let high = self.opts.buffer_bytes;
+        let b = self.outbox.buffered();
+        if let (Some(disk), State::Connected(_)) = (self.disk.as_mut(), &self.state)
+            && b < high / 2
+        {
+            let outbox = &mut self.outbox;
+            let log = cx.logger().clone();
+            disk.load(high - b, self.name, &log, |frame| {
+                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
+            });
+        }
+    }
+
+    /// Whether nothing is left to send: the outbox is empty and so is the disk buffer
+    /// (what is written there but not yet synced included).
+    fn drained(&self) -> bool {
+        self.outbox.records() == 0
+            && self
+                .disk
+                .as_ref()
+                .is_none_or(|d| !d.has_unloaded() && !d.has_pending())
     }
 
     fn sock_local(&self) -> Local {
@@ -807,24 +956,7 @@ impl Forward {
     }
 
     fn render(&mut self, r: &Record) {
-        let format = &self.opts.format;
-        match self.opts.framing {
-            Framing::Newline => self.outbox.push_with(r.id, |b| format.write(r, b)),
-            Framing::Datagram => self.outbox.push_with(r.id, |b| {
-                format.write(r, b);
-                b.pop();
-            }),
-            Framing::OctetCounting => {
-                let s = &mut self.scratch;
-                s.clear();
-                format.write(r, s);
-                s.pop();
-                self.outbox.push_with(r.id, |b| {
-                    let _ = write!(b, "{} ", s.len());
-                    b.extend_from_slice(s);
-                });
-            }
-        }
+        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
     }
 
     /// Starts a connection attempt (or a name lookup).
@@ -951,6 +1083,7 @@ impl Forward {
 
     /// Writes as much as the socket takes, then updates backpressure and the finish.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.disk_step(out, cx);
         if self.writable && self.outbox.has_unsent() {
             let r = match self.opts.framing {
                 Framing::Datagram => self.send_datagrams(out, cx),
@@ -962,6 +1095,18 @@ impl Forward {
         }
         self.settle(cx);
         self.watch_acks(cx);
+        // Records wait on disk and the outbox has room: go on in the next turn (other
+        // events are served in between), as no readiness or timer would come.
+        if self.replaying() && self.writable && self.outbox.buffered() < self.opts.buffer_bytes / 2
+        {
+            cx.enqueue(REFILL);
+        }
+    }
+
+    /// Whether the disk buffer holds records to hand back and the peer is connected.
+    fn replaying(&self) -> bool {
+        matches!(self.state, State::Connected(_))
+            && self.disk.as_ref().is_some_and(DiskBuffer::has_unloaded)
     }
 
     /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
@@ -994,7 +1139,7 @@ impl Forward {
     fn watch_acks(&mut self, cx: &mut Ctx) {
         let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
         if waiting && self.ack_timer.is_none() {
-            let every = if self.watermark.is_paused() || self.lingering {
+            let every = if self.watermark.is_paused() || self.lingering || self.replaying() {
                 self.ack_poll
             } else {
                 ACK_POLL_EVERY
@@ -1098,7 +1243,13 @@ impl Forward {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is out.
     fn settle(&mut self, cx: &mut Ctx) {
-        let b = self.outbox.buffered();
+        let b = match self.disk.as_mut() {
+            None => self.outbox.buffered(),
+            Some(d) => {
+                d.confirm(self.outbox.take_replayed());
+                d.pressure()
+            }
+        };
         match self.watermark.settle(b, cx) {
             Some(Backpressure::Paused) => {
                 self.hurry_acks(cx);
@@ -1109,7 +1260,7 @@ impl Forward {
             }
             None => {}
         }
-        if self.lingering && self.outbox.records() == 0 {
+        if self.lingering && self.drained() {
             self.lingering = false;
             self.close(cx);
             cx.finished();
@@ -1127,6 +1278,7 @@ impl Forward {
             self.connect_timer.take(),
             self.nobufs_timer.take(),
             self.ack_timer.take(),
+            self.disk_retry.take(),
         ]
         .into_iter()
         .flatten()
@@ -1186,17 +1338,60 @@ impl Cog<Record> for Forward {
             self.outbox.buffered(),
             Some(self.opts.buffer_bytes),
         );
+        if let Some(d) = &self.disk {
+            let max = usize::try_from(d.options().max_bytes).ok();
+            into.buffer("disk_bytes", d.bytes() as usize, max);
+            into.buffer("disk_records", d.records() as usize, None);
+        }
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        if let Some(opts) = self.disk_opts.take() {
+            let dir = opts.dir.clone();
+            let (disk, found) = DiskBuffer::open(opts, self.name, cx.logger())
+                .map_err(|e| format!("{}: disk buffer {}: {e}", self.name, dir.display()))?;
+            if found.records > 0 {
+                slog::info!(cx.logger(), "disk buffer holds records of an earlier run; they go first";
+                    "cog" => self.name, "dir" => %dir.display(), "records" => found.records,
+                    "segments" => found.segments, "torn_segments" => found.torn_segments,
+                    "torn_bytes" => found.torn_bytes, "skipped_files" => found.skipped);
+            }
+            self.disk = Some(disk);
+        }
         // An unreachable peer at start is not an error: records wait and the drain retries.
         self.dial(cx);
         Ok(())
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
-        for r in batch.iter() {
-            self.render(r);
+        match self.disk.as_mut() {
+            None => {
+                for r in batch.iter() {
+                    self.render(r);
+                }
+            }
+            Some(disk) => {
+                // Beyond buffer_bytes, and for as long as spilled records wait, records go
+                // to the disk: what follows a spilled record never overtakes it.
+                let high = self.opts.buffer_bytes;
+                for r in batch.iter() {
+                    if disk.has_unloaded() || self.outbox.buffered() >= high {
+                        render_to(&self.opts, &mut self.scratch, disk, r);
+                        // Large batches are written a MiB at a time (and segments closed
+                        // on time); a failure is reported by the flush below.
+                        if disk.should_write() && !disk.is_failing() {
+                            let log = cx.logger().clone();
+                            if let Ok(dropped) = disk.write_pending(self.name, &log)
+                                && dropped > 0
+                            {
+                                out.count_dropped(dropped);
+                            }
+                        }
+                    } else {
+                        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
+                    }
+                }
+            }
         }
         crate::record::pool::recycle(batch.drain(..));
         self.flush(out, cx);
@@ -1204,6 +1399,11 @@ impl Cog<Record> for Forward {
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
+            (REFILL, Wake::Immediate) => self.flush(out, cx),
+            (DISK_RETRY, Wake::Timer(t)) if self.disk_retry == Some(t) => {
+                self.disk_retry = None;
+                self.flush(out, cx);
+            }
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
@@ -1234,7 +1434,8 @@ impl Cog<Record> for Forward {
                 slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
                     "cog" => self.name, "peer" => %self.target,
                     "unsent_records" => self.outbox.records(),
-                    "unsent_bytes" => self.outbox.buffered());
+                    "unsent_bytes" => self.outbox.buffered(),
+                    "disk_buffer_records" => self.disk.as_ref().map_or(0, DiskBuffer::records));
                 self.lingering = false;
                 self.close(cx);
                 cx.finished();
@@ -1244,7 +1445,19 @@ impl Cog<Record> for Forward {
         }
     }
 
-    fn job_done(&mut self, _: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.sync_job == Some(job) {
+            self.sync_job = None;
+            let r = match result {
+                Ok(v) => v
+                    .downcast::<io::Result<()>>()
+                    .map_or_else(|_| Err(io::Error::other("unexpected sync result")), |r| *r),
+                Err(p) => Err(io::Error::other(p.to_string())),
+            };
+            self.disk_synced(r, cx);
+            self.flush(out, cx);
+            return;
+        }
         if !matches!(self.state, State::Resolving) {
             return;
         }
@@ -1265,8 +1478,15 @@ impl Cog<Record> for Forward {
         self.flush(out, cx);
     }
 
-    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        if self.outbox.records() == 0 {
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.disk_write(out, cx);
+        if self.sync_job.is_none()
+            && let Some(d) = self.disk.as_mut()
+            && let Err(e) = d.sync_now(self.name, cx)
+        {
+            slog::error!(cx.logger(), "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
+        }
+        if self.drained() {
             self.close(cx);
             return;
         }
@@ -1280,6 +1500,20 @@ impl Cog<Record> for Forward {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.close(cx);
+        if let Some(d) = self.disk.as_mut() {
+            // Frames still gathered are written: they survive the stop.
+            let log = cx.logger().clone();
+            if let Err(e) = d
+                .write_pending(self.name, &log)
+                .and_then(|_| d.sync_now(self.name, cx))
+            {
+                slog::error!(log, "cannot write the disk buffer at the stop"; "cog" => self.name, "error" => %e);
+            }
+            if d.records() > 0 {
+                slog::info!(log, "records left in the disk buffer for the next run";
+                    "cog" => self.name, "records" => d.records(), "bytes" => d.bytes());
+            }
+        }
     }
 }
 

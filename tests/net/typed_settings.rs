@@ -137,6 +137,7 @@ fn tcp_out_to_tcp_in_built_from_typed_settings() {
             reconnect_refused: Duration::from_millis(20),
             ..Default::default()
         },
+        ..Default::default()
     })
     .unwrap();
     let (got, acked) = send_through(LINES, tcp_in, tcp_out);
