@@ -45,6 +45,14 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// and bytes) and not acknowledged, so a supply with a checkpoint reads it again on the
 /// next run.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
+/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
+/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9 (a torn last record is cut and logged), and are sent in order, before newer
+/// records, once the peer is back. `max_bytes` bounds the files; at that bound
+/// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
+/// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "tcp_out"
@@ -57,6 +65,10 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
+/// buffer = "memory"             # memory | disk
+/// buffer_dir = "/var/spool/deadbeat/fwd"  # buffer = "disk": default under [state] dir
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tcp_out",

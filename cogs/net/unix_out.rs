@@ -27,6 +27,14 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// counted as an error and dropped (acknowledged). Datagrams go out in batches with
 /// `sendmmsg`.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
+/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
+/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9 (a torn last record is cut and logged), and are sent in order, before newer
+/// records, once the peer is back. `max_bytes` bounds the files; at that bound
+/// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
+/// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "unix_out"
@@ -35,6 +43,9 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// framing = "newline"            # stream only: newline | octet_counting
 /// buffer_bytes = "8MiB"
 /// reconnect_refused = "250ms"
+/// buffer = "disk"               # memory | disk
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 ///
 /// From Rust: `unix_out::from_settings(&UnixOutSettings { path: "/run/collector.sock".into(), mode:
