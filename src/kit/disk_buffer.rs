@@ -768,6 +768,214 @@ impl DiskBuffer {
     }
 }
 
+/// How long after a failed write to a disk buffer it is tried again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A drain's disk buffer with its plumbing on the loop: opened by `start`, writes retried
+/// after a failure, syncs on a worker thread and the acknowledgements they bring, status,
+/// and the stop. Without options (`buffer = "memory"`) every call does nothing.
+#[derive(Debug)]
+pub struct Spill {
+    name: &'static str,
+    opts: Option<DiskOptions>,
+    buf: Option<DiskBuffer>,
+    sync_job: Option<JobId>,
+    retry: Option<TimerId>,
+    retry_local: Local,
+}
+
+impl Spill {
+    /// The disk buffer of the drain `name` (for logs), if `opts` asks for one; a failed
+    /// write is retried with a timer of `retry_local`.
+    pub fn new(name: &'static str, opts: Option<DiskOptions>, retry_local: Local) -> Self {
+        Spill {
+            name,
+            opts,
+            buf: None,
+            sync_job: None,
+            retry: None,
+            retry_local,
+        }
+    }
+
+    /// The bound of the files, with a disk buffer.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.opts
+            .as_ref()
+            .or(self.buf.as_ref().map(DiskBuffer::options))
+            .map(|o| o.max_bytes)
+    }
+
+    /// The buffer, once opened.
+    pub fn buffer(&self) -> Option<&DiskBuffer> {
+        self.buf.as_ref()
+    }
+
+    /// The buffer, once opened.
+    pub fn buffer_mut(&mut self) -> Option<&mut DiskBuffer> {
+        self.buf.as_mut()
+    }
+
+    /// Opens the buffer (for the drain's `start`); logs what an earlier run left.
+    pub fn start(&mut self, cx: &mut Ctx<'_>) -> Result<(), BoxError> {
+        let Some(opts) = self.opts.take() else {
+            return Ok(());
+        };
+        let dir = opts.dir.clone();
+        let (buf, found) = DiskBuffer::open(opts, self.name, cx.logger())
+            .map_err(|e| format!("{}: disk buffer {}: {e}", self.name, dir.display()))?;
+        if found.records > 0 {
+            slog::info!(cx.logger(), "disk buffer holds records of an earlier run; they go first";
+                "cog" => self.name, "dir" => %dir.display(), "records" => found.records,
+                "segments" => found.segments, "torn_segments" => found.torn_segments,
+                "torn_bytes" => found.torn_bytes, "skipped_files" => found.skipped);
+        }
+        self.buf = Some(buf);
+        Ok(())
+    }
+
+    /// Writes the frames gathered and starts a sync; returns the records `drop_oldest`
+    /// dropped (for the drain's counters). A failed write is logged once and tried again
+    /// after a second.
+    pub fn step(&mut self, cx: &mut Ctx<'_>) -> u64 {
+        let Some(buf) = self.buf.as_mut() else {
+            return 0;
+        };
+        let log = cx.logger().clone();
+        let dropped = match buf.write_pending(self.name, &log) {
+            Ok(d) => d,
+            Err(e) => {
+                if self.retry.is_none() {
+                    slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
+                        "cog" => self.name, "error" => %e,
+                        "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
+                    self.retry = cx.timer_after(RETRY_AFTER, self.retry_local).ok();
+                }
+                0
+            }
+        };
+        if self.sync_job.is_none()
+            && let Some(job) = buf.sync_job()
+        {
+            // The sync runs on a worker thread: the loop goes on receiving meanwhile.
+            match cx.submit(move || job.run()) {
+                Ok(id) => self.sync_job = Some(id),
+                Err(e) => self.synced(Err(e), cx),
+            }
+        }
+        dropped
+    }
+
+    fn synced(&mut self, r: io::Result<()>, cx: &mut Ctx<'_>) {
+        let Some(buf) = self.buf.as_mut() else {
+            return;
+        };
+        if let Err(e) = buf.synced(r, cx) {
+            slog::error!(cx.logger(), "cannot sync the disk buffer; its records stay unacknowledged";
+                "cog" => self.name, "dir" => %buf.options().dir.display(), "error" => %e);
+        }
+    }
+
+    /// A job came back: if it is this buffer's sync, acknowledges what it covered and
+    /// returns `None`; else gives the result back.
+    pub fn job_done(
+        &mut self,
+        job: JobId,
+        result: JobResult,
+        cx: &mut Ctx<'_>,
+    ) -> Option<JobResult> {
+        if self.sync_job != Some(job) {
+            return Some(result);
+        }
+        self.sync_job = None;
+        let r = match result {
+            Ok(v) => v
+                .downcast::<io::Result<()>>()
+                .map_or_else(|_| Err(io::Error::other("unexpected sync result")), |r| *r),
+            Err(p) => Err(io::Error::other(p.to_string())),
+        };
+        self.synced(r, cx);
+        None
+    }
+
+    /// Whether timer `t` is the retry of a failed write (the drain then flushes again).
+    pub fn is_retry(&mut self, t: TimerId) -> bool {
+        if self.retry == Some(t) {
+            self.retry = None;
+            return true;
+        }
+        false
+    }
+
+    /// The timer of a retry, to cancel when the drain closes.
+    pub fn take_retry(&mut self) -> Option<TimerId> {
+        self.retry.take()
+    }
+
+    /// The peer confirmed `n` more records read back from the buffer.
+    pub fn confirm(&mut self, n: u64) {
+        if let Some(b) = self.buf.as_mut()
+            && n > 0
+        {
+            b.confirm(n);
+        }
+    }
+
+    /// Whether records wait on disk to be handed back.
+    pub fn has_unloaded(&self) -> bool {
+        self.buf.as_ref().is_some_and(DiskBuffer::has_unloaded)
+    }
+
+    /// Whether nothing waits on disk, to be handed back or synced.
+    pub fn is_drained(&self) -> bool {
+        self.buf
+            .as_ref()
+            .is_none_or(|b| !b.has_unloaded() && !b.has_pending())
+    }
+
+    /// Records on disk not yet confirmed.
+    pub fn records(&self) -> u64 {
+        self.buf.as_ref().map_or(0, DiskBuffer::records)
+    }
+
+    /// Reports `disk_bytes` (limit `max_bytes`) and `disk_records`.
+    pub fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        if let Some(b) = &self.buf {
+            let max = usize::try_from(b.options().max_bytes).ok();
+            into.buffer("disk_bytes", b.bytes() as usize, max);
+            into.buffer("disk_records", b.records() as usize, None);
+        }
+    }
+
+    /// At the drain's `finish`: writes and syncs what spilled, on this thread unless a
+    /// sync runs. Returns the records `drop_oldest` dropped.
+    pub fn finish(&mut self, cx: &mut Ctx<'_>) -> u64 {
+        let dropped = self.step(cx);
+        if self.sync_job.is_none()
+            && let Some(b) = self.buf.as_mut()
+            && let Err(e) = b.sync_now(self.name, cx)
+        {
+            slog::error!(cx.logger(), "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
+        }
+        dropped
+    }
+
+    /// At the drain's `done`: frames still gathered are written (they survive the stop),
+    /// and what is left for the next run is logged.
+    pub fn done(&mut self, cx: &mut Ctx<'_>) {
+        let Some(b) = self.buf.as_mut() else {
+            return;
+        };
+        if let Err(e) = b.sync_now(self.name, cx) {
+            slog::error!(cx.logger(), "cannot write the disk buffer at the stop"; "cog" => self.name, "error" => %e);
+        }
+        if b.records() > 0 {
+            slog::info!(cx.logger(), "records left in the disk buffer for the next run";
+                "cog" => self.name, "records" => b.records(), "bytes" => b.bytes());
+        }
+    }
+}
+
 fn lose_rest(s: &mut Segment, held: &mut u64, unloaded: &mut u64, dropped: &mut u64) {
     let lost = s.records - s.loaded;
     s.records = s.loaded;

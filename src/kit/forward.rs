@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
-use crate::kit::disk_buffer::{DiskBuffer, DiskOptions, FrameSink, REPLAYED};
+use crate::kit::disk_buffer::{DiskOptions, FrameSink, REPLAYED, Spill};
 use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::prelude::*;
 use crate::record::Record;
@@ -44,8 +44,6 @@ const NOBUFS: Local = 4;
 const ACK_POLL: Local = 5;
 const DISK_RETRY: Local = 6;
 const REFILL: Local = 7;
-/// How long after a failed write to the disk buffer it is tried again.
-const DISK_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
 pub const SOCK_BASE: Local = 1 << 16;
@@ -799,12 +797,8 @@ pub struct Forward {
     watermark: Watermark,
     lingering: bool,
     next_addr: usize,
-    /// The disk buffer's options until `start` opens it, then the buffer.
-    disk_opts: Option<DiskOptions>,
-    disk: Option<DiskBuffer>,
-    /// The running `fdatasync` of the disk buffer.
-    sync_job: Option<JobId>,
-    disk_retry: Option<TimerId>,
+    /// The disk buffer (`buffer = "disk"`), if any.
+    disk: Spill,
 }
 
 /// Renders `r` as one frame into `sink` (the memory outbox or the disk buffer).
@@ -853,10 +847,7 @@ impl Forward {
             watermark,
             lingering: false,
             next_addr: 0,
-            disk_opts: None,
-            disk: None,
-            sync_job: None,
-            disk_retry: None,
+            disk: Spill::new(name, None, DISK_RETRY),
         }
     }
 
@@ -867,70 +858,23 @@ impl Forward {
         if let Some(d) = &disk {
             self.watermark = Watermark::new(usize::try_from(d.max_bytes).unwrap_or(usize::MAX));
         }
-        self.disk_opts = disk;
+        self.disk = Spill::new(self.name, disk, DISK_RETRY);
         self
-    }
-
-    /// Writes the frames gathered for the disk buffer; logs a failure, counts what
-    /// `drop_oldest` dropped.
-    fn disk_write(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let Some(disk) = self.disk.as_mut() else {
-            return;
-        };
-        let log = cx.logger().clone();
-        match disk.write_pending(self.name, &log) {
-            Ok(dropped) => {
-                if dropped > 0 {
-                    out.count_dropped(dropped);
-                }
-            }
-            Err(e) => {
-                if self.disk_retry.is_none() {
-                    slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
-                        "cog" => self.name, "error" => %e,
-                        "retry_in_ms" => DISK_RETRY_AFTER.as_millis() as u64);
-                    self.disk_retry = cx.timer_after(DISK_RETRY_AFTER, DISK_RETRY).ok();
-                }
-            }
-        }
-    }
-
-    /// Starts the sync of what was written to the disk buffer, unless one runs.
-    fn disk_sync(&mut self, cx: &mut Ctx) {
-        if self.sync_job.is_some() {
-            return;
-        }
-        let Some(job) = self.disk.as_mut().and_then(DiskBuffer::sync_job) else {
-            return;
-        };
-        // The sync runs on a worker thread: the loop goes on receiving meanwhile.
-        match cx.submit(move || job.run()) {
-            Ok(id) => self.sync_job = Some(id),
-            Err(e) => self.disk_synced(Err(e), cx),
-        }
-    }
-
-    fn disk_synced(&mut self, r: io::Result<()>, cx: &mut Ctx) {
-        let Some(disk) = self.disk.as_mut() else {
-            return;
-        };
-        if let Err(e) = disk.synced(r, cx) {
-            slog::error!(cx.logger(), "cannot sync the disk buffer; its records stay unacknowledged";
-                "cog" => self.name, "dir" => %disk.options().dir.display(), "error" => %e);
-        }
     }
 
     /// Before writing to the socket: writes and syncs what spilled, and refills the
     /// outbox from the disk buffer, oldest first, while the peer is connected.
     fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.disk.is_none() {
+        if self.disk.buffer().is_none() {
             return;
         }
-        self.disk_write(out, cx);
-        self.disk_sync(cx);
+        let dropped = self.disk.step(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
         let high = self.opts.buffer_bytes;
         let b = self.outbox.buffered();
-        if let (Some(disk), State::Connected(_)) = (self.disk.as_mut(), &self.state)
+        if let (Some(disk), State::Connected(_)) = (self.disk.buffer_mut(), &self.state)
             && b < high / 2
         {
             let outbox = &mut self.outbox;
@@ -944,11 +888,7 @@ impl Forward {
     /// Whether nothing is left to send: the outbox is empty and so is the disk buffer
     /// (what is written there but not yet synced included).
     fn drained(&self) -> bool {
-        self.outbox.records() == 0
-            && self
-                .disk
-                .as_ref()
-                .is_none_or(|d| !d.has_unloaded() && !d.has_pending())
+        self.outbox.records() == 0 && self.disk.is_drained()
     }
 
     fn sock_local(&self) -> Local {
@@ -1105,8 +1045,7 @@ impl Forward {
 
     /// Whether the disk buffer holds records to hand back and the peer is connected.
     fn replaying(&self) -> bool {
-        matches!(self.state, State::Connected(_))
-            && self.disk.as_ref().is_some_and(DiskBuffer::has_unloaded)
+        matches!(self.state, State::Connected(_)) && self.disk.has_unloaded()
     }
 
     /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
@@ -1243,7 +1182,7 @@ impl Forward {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is out.
     fn settle(&mut self, cx: &mut Ctx) {
-        let b = match self.disk.as_mut() {
+        let b = match self.disk.buffer_mut() {
             None => self.outbox.buffered(),
             Some(d) => {
                 d.confirm(self.outbox.take_replayed());
@@ -1278,7 +1217,7 @@ impl Forward {
             self.connect_timer.take(),
             self.nobufs_timer.take(),
             self.ack_timer.take(),
-            self.disk_retry.take(),
+            self.disk.take_retry(),
         ]
         .into_iter()
         .flatten()
@@ -1338,33 +1277,18 @@ impl Cog<Record> for Forward {
             self.outbox.buffered(),
             Some(self.opts.buffer_bytes),
         );
-        if let Some(d) = &self.disk {
-            let max = usize::try_from(d.options().max_bytes).ok();
-            into.buffer("disk_bytes", d.bytes() as usize, max);
-            into.buffer("disk_records", d.records() as usize, None);
-        }
+        self.disk.inspect(into);
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        if let Some(opts) = self.disk_opts.take() {
-            let dir = opts.dir.clone();
-            let (disk, found) = DiskBuffer::open(opts, self.name, cx.logger())
-                .map_err(|e| format!("{}: disk buffer {}: {e}", self.name, dir.display()))?;
-            if found.records > 0 {
-                slog::info!(cx.logger(), "disk buffer holds records of an earlier run; they go first";
-                    "cog" => self.name, "dir" => %dir.display(), "records" => found.records,
-                    "segments" => found.segments, "torn_segments" => found.torn_segments,
-                    "torn_bytes" => found.torn_bytes, "skipped_files" => found.skipped);
-            }
-            self.disk = Some(disk);
-        }
+        self.disk.start(cx)?;
         // An unreachable peer at start is not an error: records wait and the drain retries.
         self.dial(cx);
         Ok(())
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
-        match self.disk.as_mut() {
+        match self.disk.buffer_mut() {
             None => {
                 for r in batch.iter() {
                     self.render(r);
@@ -1400,10 +1324,7 @@ impl Cog<Record> for Forward {
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
             (REFILL, Wake::Immediate) => self.flush(out, cx),
-            (DISK_RETRY, Wake::Timer(t)) if self.disk_retry == Some(t) => {
-                self.disk_retry = None;
-                self.flush(out, cx);
-            }
+            (DISK_RETRY, Wake::Timer(t)) if self.disk.is_retry(t) => self.flush(out, cx),
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
@@ -1435,7 +1356,7 @@ impl Cog<Record> for Forward {
                     "cog" => self.name, "peer" => %self.target,
                     "unsent_records" => self.outbox.records(),
                     "unsent_bytes" => self.outbox.buffered(),
-                    "disk_buffer_records" => self.disk.as_ref().map_or(0, DiskBuffer::records));
+                    "disk_buffer_records" => self.disk.records());
                 self.lingering = false;
                 self.close(cx);
                 cx.finished();
@@ -1446,18 +1367,10 @@ impl Cog<Record> for Forward {
     }
 
     fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.sync_job == Some(job) {
-            self.sync_job = None;
-            let r = match result {
-                Ok(v) => v
-                    .downcast::<io::Result<()>>()
-                    .map_or_else(|_| Err(io::Error::other("unexpected sync result")), |r| *r),
-                Err(p) => Err(io::Error::other(p.to_string())),
-            };
-            self.disk_synced(r, cx);
+        let Some(result) = self.disk.job_done(job, result, cx) else {
             self.flush(out, cx);
             return;
-        }
+        };
         if !matches!(self.state, State::Resolving) {
             return;
         }
@@ -1479,12 +1392,9 @@ impl Cog<Record> for Forward {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.disk_write(out, cx);
-        if self.sync_job.is_none()
-            && let Some(d) = self.disk.as_mut()
-            && let Err(e) = d.sync_now(self.name, cx)
-        {
-            slog::error!(cx.logger(), "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
         }
         if self.drained() {
             self.close(cx);
@@ -1500,20 +1410,7 @@ impl Cog<Record> for Forward {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.close(cx);
-        if let Some(d) = self.disk.as_mut() {
-            // Frames still gathered are written: they survive the stop.
-            let log = cx.logger().clone();
-            if let Err(e) = d
-                .write_pending(self.name, &log)
-                .and_then(|_| d.sync_now(self.name, cx))
-            {
-                slog::error!(log, "cannot write the disk buffer at the stop"; "cog" => self.name, "error" => %e);
-            }
-            if d.records() > 0 {
-                slog::info!(log, "records left in the disk buffer for the next run";
-                    "cog" => self.name, "records" => d.records(), "bytes" => d.bytes());
-            }
-        }
+        self.disk.done(cx);
     }
 }
 
