@@ -487,3 +487,61 @@ fn a_bad_disk_buffer_setting_names_its_key() {
     .expect("refused");
     assert_eq!(e.key, "buffer_dir");
 }
+
+#[test]
+fn relp_out_spills_to_disk_and_sends_it_all_in_order_once_the_server_listens() {
+    let dir = TempDir::new("disk-buffer-relp");
+    let relp = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 30_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"relp_out\"\n\
+             address = \"127.0.0.1:{relp}\"\nbuffer = \"disk\"\nbuffer_bytes = \"64KiB\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    // Every line reaches the drain although the server is away: the disk takes them.
+    wait_for("relp_out to take every line", || {
+        s.cog("relp_out")["in"].as_u64() == Some(lines)
+    });
+    let relp_cog = s.cog("relp_out");
+    assert!(
+        Sender::buffer(&relp_cog, "disk_records") > lines / 2,
+        "{relp_cog}"
+    );
+    // The collector: relp_in → file_out.
+    let cdir = dir.path().join("collector");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let out = cdir.join("out.log");
+    let ccfg = write_config(
+        &cdir,
+        &format!(
+            "[[train]]\nname = \"c\"\n[[train.cog]]\ntype = \"relp_in\"\n\
+             listen = \"127.0.0.1:{relp}\"\n[[train.cog]]\ntype = \"file_out\"\npath = {out:?}\n"
+        ),
+    );
+    let c = Daemon::start(&ccfg, Stdio::null());
+    wait_within("the collector to write every line", PATIENCE * 2, || {
+        line_count(&out) as u64 >= lines
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("relp_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    c.stop();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
