@@ -24,9 +24,10 @@
 //! each record's length and CRC, and truncates a segment at its first bad record (a torn
 //! write from a kill -9 or a crash during a write): the cut is counted and logged, never a
 //! crash. A file without the magic is reported and skipped. What is left is handed back
-//! first, before any newer record. A segment that was partly confirmed before the stop
-//! is sent again whole (duplicates, at most one segment's worth: delivery is at least
-//! once).
+//! first, before any newer record. A graceful stop records in a `cursor` file where the
+//! oldest segment's confirmed records end, and the next run starts there; after a crash
+//! a segment that was partly confirmed is sent again whole (duplicates, at most one
+//! segment's worth: delivery is at least once).
 //!
 //! **Bound.** `max_bytes` bounds the segment files. With `when_full = "block"`, the drain
 //! pauses its supplies while the files hold that much ([`DiskBuffer::pressure`]); with
@@ -50,6 +51,8 @@ use slog::Logger;
 /// ([`DiskBuffer::confirm`]) instead. Event ids count from 1: 0 is never a record's.
 pub const REPLAYED: EventId = 0;
 
+/// The file naming the oldest segment's confirmed prefix at a graceful stop.
+const CURSOR: &str = "cursor";
 /// The first bytes of every segment file.
 const MAGIC: &[u8; 8] = b"DBTBUF1\n";
 /// Length and CRC before each frame.
@@ -186,6 +189,10 @@ struct Segment {
     read_off: u64,
     /// Handed-back records the peer confirmed.
     confirmed: u64,
+    /// The end offsets of the records handed back and not yet confirmed, oldest first.
+    ends: VecDeque<u64>,
+    /// File offset just past the last confirmed record.
+    confirmed_off: u64,
     /// Deleted by `drop_oldest` before every record was handed back.
     dropped: bool,
 }
@@ -305,7 +312,7 @@ impl DiskBuffer {
             let entry = entry.map_err(|e| ctx("cannot list", &opts.dir, e))?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if name == "lock" {
+            if name == "lock" || name == CURSOR {
                 continue;
             }
             let seq = name
@@ -366,6 +373,8 @@ impl DiskBuffer {
                         loaded: 0,
                         read_off: MAGIC.len() as u64,
                         confirmed: 0,
+                        ends: VecDeque::new(),
+                        confirmed_off: MAGIC.len() as u64,
                         dropped: false,
                     });
                 }
@@ -374,6 +383,26 @@ impl DiskBuffer {
                     slog::error!(log, "cannot read a segment of the disk buffer; skipped";
                         "cog" => cog, "file" => %path.display(), "error" => %e);
                 }
+            }
+        }
+        // The confirmed prefix a graceful stop recorded: read once, then removed (a crash
+        // later must not skip records the new run hands out).
+        let cursor_path = opts.dir.join(CURSOR);
+        if let Ok(text) = std::fs::read_to_string(&cursor_path) {
+            let _ = std::fs::remove_file(&cursor_path);
+            let mut f = text.split_whitespace().map(str::parse::<u64>);
+            if let (Some(Ok(seq)), Some(Ok(off)), Some(Ok(n))) = (f.next(), f.next(), f.next())
+                && let Some(s) = segments.front_mut().filter(|s| s.seq == seq)
+                && n < s.records
+                && off < s.len
+                && scan_count(&s.path, off).is_ok_and(|c| c == Some(n))
+            {
+                s.read_off = off;
+                s.loaded = n;
+                s.confirmed = n;
+                s.confirmed_off = off;
+                held -= n;
+                rec.records -= n;
             }
         }
         let buf = DiskBuffer {
@@ -513,6 +542,8 @@ impl DiskBuffer {
             loaded: 0,
             read_off: MAGIC.len() as u64,
             confirmed: 0,
+            ends: VecDeque::new(),
+            confirmed_off: MAGIC.len() as u64,
             dropped: false,
         });
         self.writer = Some(f);
@@ -686,6 +717,7 @@ impl DiskBuffer {
             push(frame);
             given += frame.len();
             s.read_off += need as u64;
+            s.ends.push_back(s.read_off);
             s.loaded += 1;
             self.unloaded -= 1;
             n += 1;
@@ -702,6 +734,11 @@ impl DiskBuffer {
             };
             let k = n.min(s.loaded - s.confirmed);
             s.confirmed += k;
+            for _ in 0..k {
+                if let Some(e) = s.ends.pop_front() {
+                    s.confirmed_off = e;
+                }
+            }
             self.held -= k;
             n -= k;
         }
@@ -714,6 +751,29 @@ impl DiskBuffer {
             && std::mem::take(&mut self.writer_dirty)
         {
             self.dirty.push(w);
+        }
+    }
+
+    /// Writes the `cursor` file: where the oldest segment's confirmed records end, so
+    /// that the next run does not send them again (at a graceful stop; a crash sends the
+    /// segment again whole).
+    pub fn save_cursor(&self) -> io::Result<()> {
+        let path = self.opts.dir.join(CURSOR);
+        match self
+            .segments
+            .front()
+            .filter(|s| !s.dropped && s.confirmed > 0)
+        {
+            Some(s) => {
+                let text = format!("{} {} {}\n", s.seq, s.confirmed_off, s.confirmed);
+                let tmp = self.opts.dir.join("cursor.tmp");
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)
+            }
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -969,6 +1029,10 @@ impl Spill {
         if let Err(e) = b.sync_now(self.name, cx) {
             slog::error!(cx.logger(), "cannot write the disk buffer at the stop"; "cog" => self.name, "error" => %e);
         }
+        if let Err(e) = b.save_cursor() {
+            slog::warn!(cx.logger(), "cannot save the disk buffer's cursor; confirmed records may be sent again";
+                "cog" => self.name, "error" => %e);
+        }
         if b.records() > 0 {
             slog::info!(cx.logger(), "records left in the disk buffer for the next run";
                 "cog" => self.name, "records" => b.records(), "bytes" => b.bytes());
@@ -989,6 +1053,20 @@ enum Scan {
     Foreign,
     /// The valid prefix: its length, its records and the bytes after it.
     Valid { len: u64, records: u64, cut: u64 },
+}
+
+/// How many records of a segment end exactly at `off` (`None` if none ends there).
+fn scan_count(path: &Path, off: u64) -> io::Result<Option<u64>> {
+    let f = File::open(path)?;
+    let mut at = MAGIC.len() as u64;
+    let mut n = 0;
+    let mut h = [0u8; 4];
+    while at < off {
+        f.read_exact_at(&mut h, at)?;
+        at += (HEADER + u32::from_le_bytes(h) as usize) as u64;
+        n += 1;
+    }
+    Ok((at == off).then_some(n))
 }
 
 /// Reads a segment, checking each record's length and CRC.
@@ -1201,6 +1279,27 @@ mod tests {
             take(&mut b, usize::MAX),
             vec!["record 000100\n".to_string()]
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_graceful_stop_keeps_the_confirmed_prefix_out_of_the_next_run() {
+        let d = dir("cursor");
+        {
+            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            fill(&mut b, 0, 1000);
+            assert_eq!(take(&mut b, 140).len(), 10);
+            b.confirm(7);
+            b.save_cursor().unwrap();
+        }
+        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        assert_eq!(found.records, 993);
+        assert_eq!(b.records(), 993);
+        let got = take(&mut b, usize::MAX);
+        assert_eq!(got.len(), 993);
+        assert_eq!(got[0], "record 000007\n");
+        // Read once: a crash of this run sends from the segment's start again.
+        assert!(!d.join(CURSOR).exists());
         let _ = std::fs::remove_dir_all(&d);
     }
 
