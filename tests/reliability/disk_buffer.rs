@@ -545,3 +545,92 @@ fn relp_out_spills_to_disk_and_sends_it_all_in_order_once_the_server_listens() {
     let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
     assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
 }
+
+/// `redis-server` and `redis-cli` on the PATH, or why the test skips.
+fn redis_bins() -> Option<(PathBuf, PathBuf)> {
+    let path = std::env::var_os("PATH")?;
+    let find = |name: &str| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    };
+    match (find("redis-server"), find("redis-cli")) {
+        (Some(s), Some(c)) => Some((s, c)),
+        _ => {
+            eprintln!(
+                "skipped: redis-server or redis-cli is not installed (apt-get install redis-server)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
+    let Some((server, cli)) = redis_bins() else {
+        return;
+    };
+    let dir = TempDir::new("disk-buffer-redis");
+    let port = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 20_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"redis_out\"\n\
+             address = \"127.0.0.1:{port}\"\nstream = \"s\"\nbuffer = \"disk\"\n\
+             buffer_bytes = \"64KiB\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    wait_for("redis_out to take every line", || {
+        s.cog("redis_out")["in"].as_u64() == Some(lines)
+    });
+    let cog = s.cog("redis_out");
+    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    let mut redis = Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli_out = |args: &[&str]| -> String {
+        let o = Command::new(&cli)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_within("redis to hold every line", PATIENCE * 2, || {
+        cli_out(&["XLEN", "s"]).trim().parse::<u64>().ok() == Some(lines)
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("redis_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    let seqs: Vec<u64> = cli_out(&["XRANGE", "s", "-", "+"])
+        .lines()
+        .filter_map(seq_of)
+        .collect();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
