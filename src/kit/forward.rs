@@ -228,7 +228,8 @@ pub struct Outbox {
 }
 
 impl FrameSink for Outbox {
-    #[inline]
+    // The memory path renders through this: inlined, it costs what a direct call does.
+    #[inline(always)]
     fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
         Outbox::push_with(self, id, render);
     }
@@ -236,6 +237,9 @@ impl FrameSink for Outbox {
 
 impl Outbox {
     /// Appends one record's frame, written by `render` at the end of the buffer it gets.
+    // Inlined into each caller (the render loops), as the single call site it was before
+    // the disk buffer added more: out of line it costs a call per record.
+    #[inline(always)]
     pub fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
         let full = self.chunks.back().is_none_or(|c| c.len() >= CHUNK);
         if full {
