@@ -634,3 +634,98 @@ fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
     let _ = redis.wait();
     assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
 }
+
+/// A minimal HTTP/1.1 server on `port`: every body line it was POSTed, in order; answers
+/// `200` to each request.
+fn http_collector(port: u16) -> Arc<Mutex<Vec<String>>> {
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let got = lines.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            loop {
+                let mut len = None;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse::<usize>().ok();
+                    }
+                }
+                let Some(len) = len else { break };
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&body).into_owned();
+                got.lock().unwrap().extend(text.lines().map(str::to_string));
+                if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    lines
+}
+
+#[test]
+fn http_out_spills_to_disk_and_posts_it_all_in_order_once_the_server_listens() {
+    let dir = TempDir::new("disk-buffer-http");
+    let port = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 30_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"http_out\"\n\
+             url = \"http://127.0.0.1:{port}/ingest\"\nbuffer = \"disk\"\n\
+             max_buffered_bytes = \"256KiB\"\nbatch_bytes = \"64KiB\"\nbackoff_max = \"200ms\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    wait_for("http_out to take every line", || {
+        s.cog("http_out")["in"].as_u64() == Some(lines)
+    });
+    let cog = s.cog("http_out");
+    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    let got = http_collector(port);
+    wait_within("the server to have every line", PATIENCE * 2, || {
+        got.lock().unwrap().len() as u64 >= lines
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("http_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    let seqs: Vec<u64> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l.find("seq ")
+                .and_then(|i| seq_of(&l[i..]))
+                .unwrap_or_else(|| panic!("line {l:?}"))
+        })
+        .collect();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
