@@ -1175,10 +1175,13 @@ impl Cog<Record> for HttpOut {
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         let high = self.opts.buffer_bytes;
+        // Tested once per batch: without a disk buffer the loop is as before.
+        let spill = self.disk.buffer().is_some();
         for r in batch.iter() {
             // Beyond max_buffered_bytes, and for as long as spilled records wait, records
             // go to the disk: what follows a spilled record never overtakes it.
-            if let Some(d) = self.disk.buffer_mut()
+            if spill
+                && let Some(d) = self.disk.buffer_mut()
                 && (d.has_unloaded() || self.buffered >= high)
             {
                 let index = &self.index;

@@ -599,13 +599,16 @@ impl Cog<Record> for RedisOut {
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         let mut failed = Vec::new();
         let high = self.opts.buffer_bytes;
+        // Tested once per batch: without a disk buffer the loop is as before.
+        let spill = self.disk.buffer().is_some();
         for (i, r) in batch.iter().enumerate() {
             // Beyond buffer_bytes, and for as long as spilled records wait, records go to
             // the disk: what follows a spilled record never overtakes it.
-            let to_disk = self
-                .disk
-                .buffer()
-                .is_some_and(|d| d.has_unloaded() || self.pipe.buffered() >= high);
+            let to_disk = spill
+                && self
+                    .disk
+                    .buffer()
+                    .is_some_and(|d| d.has_unloaded() || self.pipe.buffered() >= high);
             if let Err(why) = self.render(r, to_disk) {
                 failed.push((i, why));
             }
