@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mio::net::TcpStream;
 
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions, FrameSink, REPLAYED, Spill};
 use crate::kit::format::{Escape, OutputFormat, Template};
 use crate::kit::forward::{
     Backoff, ForwardOptions, Framing, GENERATIONS, Redial, SOCK_BASE, Target, Watermark,
@@ -26,6 +27,7 @@ const DRAIN_DEADLINE: Local = 3;
 const LINGER: Local = 4;
 const HOLD: Local = 5;
 const RSP_TIMEOUT: Local = 6;
+const DISK_RETRY: Local = 7;
 /// Largest response head accepted; a longer one is a broken server.
 const MAX_HEAD: usize = 64 << 10;
 /// Bytes read from the socket per call.
@@ -90,6 +92,12 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// most `shutdown_timeout`; what is left is logged (records and bytes) and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `max_buffered_bytes` spill to
+/// segment files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead
+/// of pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9, and are posted in order, before newer records, once the server answers again;
+/// `max_bytes` and `when_full` as for `tcp_out`.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "http_out"
@@ -108,6 +116,9 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// headers = { "X-Scope-OrgID" = "tenant-1" }
 /// auth = { bearer = "TOKEN" }    # or { user = "U", password = "P" }
 /// on_error = "keep"              # drop | keep | train:NAME (records of a 4xx batch)
+/// buffer = "memory"              # memory | disk
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 ///
 /// To Elasticsearch or OpenSearch:
@@ -181,6 +192,9 @@ crate::settings! {
         on_error: OnErrorSettings,
         /// with an https:// url: { ca (default: the system store), verify = true, server_name (default: the url's host), cert and key (client certificate) }
         tls: Option<TlsSettings>,
+        /// The disk buffer (beyond max_buffered_bytes).
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -189,6 +203,7 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     if let Some(t) = s.tls.as_mut() {
         t.resolve(cx.base_dir);
     }
+    DiskOptions::resolve(&mut s.buffer, p, cx);
     let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     Ok(Box::new(
         HttpOut::from_settings(&s, on_error).map_err(|e| p.setting_error(e))?,
@@ -713,6 +728,10 @@ pub struct HttpOut {
     limiter: LogLimiter,
     /// With an `https://` URL.
     tls: Option<TlsClient>,
+    /// The disk buffer (`buffer = "disk"`), if any.
+    disk: Spill,
+    /// Records read back from the disk buffer answered since the last settle.
+    replayed: u64,
 }
 
 impl HttpOut {
@@ -736,6 +755,7 @@ impl HttpOut {
                 ));
             }
         };
+        let disk = DiskOptions::new(&s.buffer)?;
         if !(1..=10_000_000).contains(&s.batch_records) {
             return Err(SettingError::new(
                 "batch_records",
@@ -810,7 +830,11 @@ impl HttpOut {
             url,
             redial: Redial::new(&opts),
             retry_backoff: Backoff::new(s.backoff_initial, s.backoff_max),
-            watermark: Watermark::new(s.max_buffered_bytes),
+            watermark: Watermark::new(disk.as_ref().map_or(s.max_buffered_bytes, |d| {
+                usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
+            })),
+            disk: Spill::new("http_out", disk, DISK_RETRY),
+            replayed: 0,
             opts,
             batch_records: s.batch_records as usize,
             batch_bytes: s.batch_bytes,
@@ -957,7 +981,8 @@ impl HttpOut {
     /// Sends the next batch when the connection is free, connecting first when needed,
     /// then writes what the socket takes; updates backpressure and a lingering finish.
     fn pump(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        if !self.batches.is_empty() {
+        self.disk_step(out, cx);
+        if !self.batches.is_empty() || self.disk.has_unloaded() {
             match self.state {
                 State::Idle => self.dial(cx),
                 State::Connected(_) if !self.in_flight && !self.holding => self.begin(cx),
@@ -1126,6 +1151,51 @@ impl HttpOut {
         }
     }
 
+    /// The server took the record `id`: acknowledged, or, read back from the disk buffer
+    /// (acknowledged when written there), counted for the buffer.
+    fn ack(&mut self, id: EventId, cx: &mut Ctx) {
+        if id == REPLAYED {
+            self.replayed += 1;
+        } else {
+            cx.event_done(id);
+        }
+    }
+
+    /// Before sending: writes and syncs what spilled, and, connected, moves records from
+    /// the disk buffer into batches, oldest first, while there is room.
+    fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let dropped = self.disk.step(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        let high = self.opts.buffer_bytes;
+        if self.buffered >= high / 2 || !matches!(self.state, State::Connected(_)) {
+            return;
+        }
+        let budget = high - self.buffered;
+        let log = cx.logger().clone();
+        let (batch_records, batch_bytes) = (self.batch_records, self.batch_bytes);
+        let mut loaded = Vec::new();
+        if let Some(disk) = self.disk.buffer_mut() {
+            let open = &mut self.open;
+            let buffered = &mut self.buffered;
+            disk.load(budget, "http_out", &log, |frame| {
+                open.body.extend_from_slice(frame);
+                open.ids.push(REPLAYED);
+                *buffered += frame.len();
+                if open.ids.len() >= batch_records || open.body.len() >= batch_bytes {
+                    loaded.push(std::mem::take(open));
+                }
+            });
+        }
+        self.batches.extend(loaded);
+        // What was read back goes out at once: it waited long enough.
+        self.seal(cx);
+    }
+
     /// The request in flight was answered `status`.
     fn answered(
         &mut self,
@@ -1156,11 +1226,11 @@ impl HttpOut {
                     slog::warn!(cx.logger(), "unreadable _bulk answer to a 2xx; its records count as written";
                         "cog" => "http_out", "peer" => %self.target, "records" => b.ids.len());
                     self.retry_backoff.reset();
-                    b.ids.into_iter().for_each(|id| cx.event_done(id));
+                    b.ids.into_iter().for_each(|id| self.ack(id, cx));
                 }
                 _ => {
                     self.retry_backoff.reset();
-                    b.ids.into_iter().for_each(|id| cx.event_done(id));
+                    b.ids.into_iter().for_each(|id| self.ack(id, cx));
                 }
             }
             return;
@@ -1210,6 +1280,8 @@ impl HttpOut {
     ) {
         let mut r = Record::parse_json(doc).unwrap_or_else(|_| Record::new());
         r.id = id;
+        // A record read back from the disk buffer is done with here too.
+        self.replayed += u64::from(id == REPLAYED);
         self.on_error.fail(r, "http_out", why, out, cx);
     }
 
@@ -1228,7 +1300,7 @@ impl HttpOut {
         for (i, ((start, end), id)) in record_spans(&b.body, 2).into_iter().zip(b.ids).enumerate() {
             let (status, why) = items.get(i).map_or((503, ""), |(s, w)| (*s, w.as_str()));
             if (200..300).contains(&status) {
-                cx.event_done(id);
+                self.ack(id, cx);
             } else if status == 429 || (500..600).contains(&status) {
                 retry.body.extend_from_slice(&b.body[start..end]);
                 retry.ids.push(id);
@@ -1249,8 +1321,19 @@ impl HttpOut {
     }
 
     fn settle(&mut self, _out: &mut Out<Record>, cx: &mut Ctx) {
-        let _ = self.watermark.settle(self.buffered, cx);
-        if self.lingering && self.batches.is_empty() && self.open.ids.is_empty() {
+        let held = match self.disk.buffer_mut() {
+            None => self.buffered,
+            Some(d) => {
+                d.confirm(std::mem::take(&mut self.replayed));
+                d.pressure()
+            }
+        };
+        let _ = self.watermark.settle(held, cx);
+        if self.lingering
+            && self.batches.is_empty()
+            && self.open.ids.is_empty()
+            && self.disk.is_drained()
+        {
             self.lingering = false;
             self.close(cx);
             cx.finished();
@@ -1353,20 +1436,43 @@ impl Cog<Record> for HttpOut {
 
     fn inspect(&self, into: &mut crate::engine::control::Inspection) {
         into.buffer("bytes", self.buffered, Some(self.opts.buffer_bytes));
+        self.disk.inspect(into);
+    }
+
+    fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.disk.start(cx)?;
+        if self.disk.has_unloaded() {
+            // Records of an earlier run wait on disk: connect for them.
+            self.dial(cx);
+        }
+        Ok(())
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
+        let high = self.opts.buffer_bytes;
+        // Tested once per batch: without a disk buffer the loop is as before.
+        let spill = self.disk.buffer().is_some();
         for r in batch.iter() {
-            let before = self.open.body.len();
-            if let Some(t) = &self.index {
-                self.open
-                    .body
-                    .extend_from_slice(b"{\"index\":{\"_index\":\"");
-                t.write(r, &mut self.open.body);
-                self.open.body.extend_from_slice(b"\"}}\n");
+            // Beyond max_buffered_bytes, and for as long as spilled records wait, records
+            // go to the disk: what follows a spilled record never overtakes it.
+            if spill
+                && let Some(d) = self.disk.buffer_mut()
+                && (d.has_unloaded() || self.buffered >= high)
+            {
+                let index = &self.index;
+                d.push_with(r.id, |b| render(index, r, b));
+                if d.should_write() && !d.is_failing() {
+                    let log = cx.logger().clone();
+                    if let Ok(dropped) = d.write_pending("http_out", &log)
+                        && dropped > 0
+                    {
+                        out.count_dropped(dropped);
+                    }
+                }
+                continue;
             }
-            r.write_json(&mut self.open.body);
-            self.open.body.push(b'\n');
+            let before = self.open.body.len();
+            render(&self.index, r, &mut self.open.body);
             self.buffered += self.open.body.len() - before;
             self.open.ids.push(r.id);
             if self.open.ids.len() >= self.batch_records || self.open.body.len() >= self.batch_bytes
@@ -1389,6 +1495,7 @@ impl Cog<Record> for HttpOut {
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
+            (DISK_RETRY, Wake::Timer(t)) if self.disk.is_retry(t) => {}
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => {
                 self.retry_timer = None;
                 self.dial(cx);
@@ -1431,7 +1538,11 @@ impl Cog<Record> for HttpOut {
         self.pump(out, cx);
     }
 
-    fn job_done(&mut self, _: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(result) = self.disk.job_done(job, result, cx) else {
+            self.pump(out, cx);
+            return;
+        };
         if !matches!(self.state, State::Resolving) {
             return;
         }
@@ -1452,8 +1563,12 @@ impl Cog<Record> for HttpOut {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
         self.seal(cx);
-        if self.batches.is_empty() {
+        if self.batches.is_empty() && self.disk.is_drained() {
             self.close(cx);
             return;
         }
@@ -1467,7 +1582,24 @@ impl Cog<Record> for HttpOut {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.close(cx);
+        if let Some(t) = self.disk.take_retry() {
+            cx.cancel_timer(t);
+        }
+        self.disk.done(cx);
     }
+}
+
+/// Renders the body lines of `r`: with an index (`es_bulk`), its action line, then its
+/// JSON line.
+#[inline(always)]
+fn render(index: &Option<Template>, r: &Record, body: &mut Vec<u8>) {
+    if let Some(t) = index {
+        body.extend_from_slice(b"{\"index\":{\"_index\":\"");
+        t.write(r, body);
+        body.extend_from_slice(b"\"}}\n");
+    }
+    r.write_json(body);
+    body.push(b'\n');
 }
 
 #[cfg(test)]

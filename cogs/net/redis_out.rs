@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::io;
 
 use super::redis::{self, FrameScratch, Hello, Link, Replies};
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions, FrameSink, REPLAYED, Spill};
 use crate::kit::format::Template;
 use crate::kit::forward::{ForwardOptions, ForwardSettings, Framing, Watermark};
 use crate::kit::on_error::{self, OnError, OnErrorSettings};
@@ -15,6 +16,7 @@ use crate::record::{Key, Record, Value};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const DRAIN_DEADLINE: Local = 10;
+const DISK_RETRY: Local = 11;
 
 /// Appends each record to a Redis stream (`XADD`), either as one field (`entry = "field"`:
 /// the record rendered by `format` into the field `field`; with the default raw format a
@@ -37,7 +39,12 @@ const DRAIN_DEADLINE: Local = 10;
 /// buffer pauses the supplies until it is back below half. Reconnection is as `tcp_out`'s:
 /// a refused connection (Redis restarting) is tried every `reconnect_refused`, other
 /// failures back off from `reconnect_initial` to `reconnect_max`, with jitter; `AUTH`
-/// (with `username` when set) and `SELECT db` open every connection.
+/// (with `username` when set) and `SELECT db` open every connection. With
+/// `buffer = "disk"`, encoded commands beyond `buffer_bytes` spill to segment files in
+/// `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the
+/// supplies, are acknowledged once synced to disk, survive a restart or a kill -9, and are
+/// sent in order, before newer records, once Redis is back; `max_bytes` and `when_full` as
+/// for `tcp_out`.
 ///
 /// **Guarantee.** At least once: when a connection is lost, the commands Redis had not
 /// answered are sent again on the next one, so an entry Redis added just before the loss
@@ -64,6 +71,9 @@ const DRAIN_DEADLINE: Local = 10;
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// # tls = { ca = "ca.pem" }      # TLS (or address = "rediss://..."); cert and key: a client certificate
+/// buffer = "memory"              # memory | disk
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 ///
 /// From Rust: `RedisOut::from_settings(&RedisOutSettings { address: "127.0.0.1:6379".into(),
@@ -111,6 +121,9 @@ crate::settings! {
         forward: ForwardSettings,
         /// TLS (also implied by a rediss:// address): { ca (default: the system store), verify = true, server_name (default: the address's host), cert and key (client certificate) }
         tls: Option<TlsSettings>,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -119,6 +132,7 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     if let Some(t) = s.tls.as_mut() {
         t.resolve(cx.base_dir);
     }
+    DiskOptions::resolve(&mut s.buffer, p, cx);
     let on_error = on_error::from_settings(&s.on_error, p, cx)?;
     Ok(Box::new(
         RedisOut::from_settings(&s, on_error).map_err(|e| p.setting_error(e))?,
@@ -226,6 +240,10 @@ pub struct RedisOut {
     deadline: Option<TimerId>,
     /// Records sent again after reconnections, over the run.
     resent: u64,
+    /// The disk buffer (`buffer = "disk"`), if any.
+    disk: Spill,
+    /// Commands read back from the disk buffer answered since the last settle.
+    replayed: u64,
 }
 
 impl RedisOut {
@@ -253,9 +271,13 @@ impl RedisOut {
         if s.maxlen < 0 {
             return Err(SettingError::new("maxlen", "must be 0 or more"));
         }
+        let disk = DiskOptions::new(&s.buffer)?;
+        let high = disk.as_ref().map_or(opts.buffer_bytes, |d| {
+            usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
+        });
         Ok(RedisOut {
             link: Link::new("redis_out", &address, &opts).with_tls(tls),
-            watermark: Watermark::new(opts.buffer_bytes),
+            watermark: Watermark::new(high),
             opts,
             stream,
             entry: s.entry,
@@ -275,11 +297,14 @@ impl RedisOut {
             lingering: false,
             deadline: None,
             resent: 0,
+            disk: Spill::new("redis_out", disk, DISK_RETRY),
+            replayed: 0,
         })
     }
 
-    /// Encodes the record's `XADD`; `Err` with the reason when it cannot be made.
-    fn render(&mut self, r: &Record) -> Result<(), &'static str> {
+    /// Encodes the record's `XADD` into the pipeline, or (`to_disk`) into the disk buffer;
+    /// `Err` with the reason when it cannot be made.
+    fn render(&mut self, r: &Record, to_disk: bool) -> Result<(), &'static str> {
         self.key_buf.clear();
         match &self.stream {
             StreamKey::Fixed(k) => self.key_buf.extend_from_slice(k),
@@ -331,8 +356,16 @@ impl RedisOut {
             .chain(trim.iter().copied())
             .chain([&b"*"[..]])
             .chain(fields.iter().flatten().copied());
-        redis::push_command(&mut self.pipe.buf, &mut self.frames, args);
-        self.pipe.push(r.id);
+        let frames = &mut self.frames;
+        match self.disk.buffer_mut() {
+            Some(disk) if to_disk => {
+                disk.push_with(r.id, |b| redis::push_command(b, frames, args));
+            }
+            _ => {
+                redis::push_command(&mut self.pipe.buf, frames, args);
+                self.pipe.push(r.id);
+            }
+        }
         Ok(())
     }
 
@@ -350,6 +383,7 @@ impl RedisOut {
 
     /// Writes what the socket takes: the opening commands, then the records' commands.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.disk_step(out, cx);
         if self.link.writable() {
             let r = (|| {
                 if self.hello_sent < self.hello_buf.len() {
@@ -407,7 +441,13 @@ impl RedisOut {
             match err {
                 None => {
                     if let Some((id, _)) = self.pipe.pop() {
-                        cx.event_done(id);
+                        // A command read back from the disk buffer was acknowledged when
+                        // it was written there.
+                        if id == REPLAYED {
+                            self.replayed += 1;
+                        } else {
+                            cx.event_done(id);
+                        }
                     }
                 }
                 Some(e) if redis::is_transient(e) => {
@@ -418,6 +458,7 @@ impl RedisOut {
                 Some(e) => {
                     let why = format!("Redis refused the entry: {e}");
                     if let Some((id, cmd)) = self.pipe.pop() {
+                        self.replayed += u64::from(id == REPLAYED);
                         let r = record_of_command(id, cmd);
                         self.on_error.fail(r, "redis_out", &why, out, cx);
                     }
@@ -443,9 +484,42 @@ impl RedisOut {
     }
 
     fn settle(&mut self, _out: &mut Out<Record>, cx: &mut Ctx) {
-        self.watermark.settle(self.pipe.buffered(), cx);
-        if self.lingering && self.pipe.cmds.is_empty() {
+        let held = match self.disk.buffer_mut() {
+            None => self.pipe.buffered(),
+            Some(d) => {
+                d.confirm(std::mem::take(&mut self.replayed));
+                d.pressure()
+            }
+        };
+        self.watermark.settle(held, cx);
+        if self.lingering && self.pipe.cmds.is_empty() && self.disk.is_drained() {
             self.end_linger(cx);
+        }
+    }
+
+    /// Writes and syncs what spilled, and refills the pipeline from the disk buffer,
+    /// oldest first, while connected.
+    fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let dropped = self.disk.step(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        let high = self.opts.buffer_bytes;
+        let b = self.pipe.buffered();
+        let up = self.link.is_up();
+        if let Some(disk) = self.disk.buffer_mut()
+            && up
+            && b < high / 2
+        {
+            let pipe = &mut self.pipe;
+            let log = cx.logger().clone();
+            disk.load(high - b, "redis_out", &log, |frame| {
+                pipe.buf.extend_from_slice(frame);
+                pipe.push(REPLAYED);
+            });
         }
     }
 
@@ -518,7 +592,13 @@ impl Cog<Record> for RedisOut {
         "redis_out"
     }
 
+    fn inspect(&self, into: &mut crate::engine::control::Inspection) {
+        into.buffer("bytes", self.pipe.buffered(), Some(self.opts.buffer_bytes));
+        self.disk.inspect(into);
+    }
+
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.disk.start(cx)?;
         // A server down at start is not an error: records wait and the drain retries.
         self.link.dial(cx);
         Ok(())
@@ -526,9 +606,31 @@ impl Cog<Record> for RedisOut {
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         let mut failed = Vec::new();
+        let high = self.opts.buffer_bytes;
+        // Tested once per batch: without a disk buffer the loop is as before.
+        let spill = self.disk.buffer().is_some();
         for (i, r) in batch.iter().enumerate() {
-            if let Err(why) = self.render(r) {
+            // Beyond buffer_bytes, and for as long as spilled records wait, records go to
+            // the disk: what follows a spilled record never overtakes it.
+            let to_disk = spill
+                && self
+                    .disk
+                    .buffer()
+                    .is_some_and(|d| d.has_unloaded() || self.pipe.buffered() >= high);
+            if let Err(why) = self.render(r, to_disk) {
                 failed.push((i, why));
+            }
+            if to_disk
+                && let Some(d) = self.disk.buffer_mut()
+                && d.should_write()
+                && !d.is_failing()
+            {
+                let log = cx.logger().clone();
+                if let Ok(dropped) = d.write_pending("redis_out", &log)
+                    && dropped > 0
+                {
+                    out.count_dropped(dropped);
+                }
             }
         }
         if !failed.is_empty() {
@@ -552,6 +654,7 @@ impl Cog<Record> for RedisOut {
                     "unanswered_bytes" => self.pipe.buffered());
                 self.end_linger(cx);
             }
+            Wake::Timer(t) if local == DISK_RETRY && self.disk.is_retry(t) => self.flush(out, cx),
             Wake::Timer(t) => {
                 self.link.timer(local, t, cx);
                 self.flush(out, cx);
@@ -580,14 +683,22 @@ impl Cog<Record> for RedisOut {
         }
     }
 
-    fn job_done(&mut self, _: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(result) = self.disk.job_done(job, result, cx) else {
+            self.flush(out, cx);
+            return;
+        };
         if self.link.job_done(result, cx) {
             self.flush(out, cx);
         }
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        if self.pipe.cmds.is_empty() {
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        if self.pipe.cmds.is_empty() && self.disk.is_drained() {
             self.link.close(cx);
             return;
         }
@@ -613,6 +724,10 @@ impl Cog<Record> for RedisOut {
                 "cog" => "redis_out", "resent" => self.resent);
         }
         self.link.close(cx);
+        if let Some(t) = self.disk.take_retry() {
+            cx.cancel_timer(t);
+        }
+        self.disk.done(cx);
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions, FrameSink, REPLAYED, Spill};
 use crate::kit::forward::{
     ForwardOptions, ForwardSettings, Framing, GENERATIONS, Outbox, Redial, SOCK_BASE, Target,
     Watermark, check_address, is_refusal,
@@ -21,6 +22,7 @@ const RETRY: Local = 1;
 const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const RSP_TIMEOUT: Local = 4;
+const DISK_RETRY: Local = 5;
 /// Largest answer accepted from the server (an `open` answer lists its offers).
 const MAX_RSP: usize = 64 << 10;
 
@@ -46,6 +48,12 @@ const MAX_RSP: usize = 64 << 10;
 /// `drain_timeout` (and the engine's `stop_timeout`); what is left is logged and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
+/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
+/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9, and are sent in order, before newer records, once a session is open again;
+/// `max_bytes` and `when_full` as for `tcp_out`.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "relp_out"
@@ -59,6 +67,9 @@ const MAX_RSP: usize = 64 << 10;
 /// reconnect_refused = "250ms"
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
+/// buffer = "memory"              # memory | disk
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 ///
 /// From Rust: `RelpOut::from_settings(&RelpOutSettings { address: "collector.example:2514".into(),
@@ -85,11 +96,15 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
-    let s: RelpOutSettings = p.settings()?;
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+    let mut s: RelpOutSettings = p.settings()?;
+    DiskOptions::resolve(&mut s.buffer, p, bx);
     Ok(Box::new(
         RelpOut::from_settings(&s).map_err(|e| p.setting_error(e))?,
     ))
@@ -142,6 +157,8 @@ pub struct RelpOut {
     close_txnr: Option<u32>,
     /// The server answered that `close`.
     close_answered: bool,
+    /// The disk buffer (`buffer = "disk"`), if any.
+    disk: Spill,
 }
 
 impl RelpOut {
@@ -156,7 +173,11 @@ impl RelpOut {
         }
         let opts = ForwardOptions::new(&s.forward, Framing::Newline)?;
         let redial = Redial::new(&opts);
-        let watermark = Watermark::new(opts.buffer_bytes);
+        let disk = DiskOptions::new(&s.buffer)?;
+        let high = disk.as_ref().map_or(opts.buffer_bytes, |d| {
+            usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
+        });
+        let watermark = Watermark::new(high);
         let out = RelpOut {
             address: s.address.clone(),
             window: s.window_size as usize,
@@ -182,6 +203,7 @@ impl RelpOut {
             lost_inflight: 0,
             close_txnr: None,
             close_answered: false,
+            disk: Spill::new("relp_out", disk, DISK_RETRY),
         };
         Ok(out)
     }
@@ -244,7 +266,7 @@ impl RelpOut {
     /// A connection attempt failed or a session was lost: everything unanswered is sent
     /// again on the next session.
     fn failed(&mut self, e: &io::Error, cx: &mut Ctx) {
-        if self.lingering && self.outbox.records() == 0 {
+        if self.lingering && self.outbox.records() == 0 && self.disk.is_drained() {
             // Stopping with everything answered: the lost session is not missed.
             return self.end_linger(cx);
         }
@@ -497,8 +519,15 @@ impl RelpOut {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is answered.
     fn settle(&mut self, cx: &mut Ctx) {
-        self.watermark.settle(self.outbox.buffered(), cx);
-        if !self.lingering || self.outbox.records() > 0 {
+        let held = match self.disk.buffer_mut() {
+            None => self.outbox.buffered(),
+            Some(d) => {
+                d.confirm(self.outbox.take_replayed());
+                d.pressure()
+            }
+        };
+        self.watermark.settle(held, cx);
+        if !self.lingering || self.outbox.records() > 0 || !self.disk.is_drained() {
             return;
         }
         // Everything is answered: end the session politely (`close`, answered by the
@@ -514,6 +543,31 @@ impl RelpOut {
             (State::Open(_), Some(_)) if !self.close_answered => {}
             _ => self.end_linger(cx),
         }
+    }
+
+    /// Writes and syncs what spilled, and refills the outbox from the disk buffer,
+    /// oldest first, while a session is open; then sends what the window allows.
+    fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let dropped = self.disk.step(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        let high = self.opts.buffer_bytes;
+        let b = self.outbox.buffered();
+        if let (Some(disk), State::Open(_)) = (self.disk.buffer_mut(), &self.state)
+            && b < high / 2
+        {
+            let outbox = &mut self.outbox;
+            let log = cx.logger().clone();
+            disk.load(high - b, "relp_out", &log, |frame| {
+                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
+            });
+        }
+        self.pump(cx);
+        self.settle(cx);
     }
 
     fn end_linger(&mut self, cx: &mut Ctx) {
@@ -532,6 +586,7 @@ impl RelpOut {
             self.retry_timer.take(),
             self.connect_timer.take(),
             self.rsp_timer.take(),
+            self.disk.take_retry(),
         ]
         .into_iter()
         .flatten()
@@ -553,31 +608,109 @@ impl Cog<Record> for RelpOut {
             Some(self.opts.buffer_bytes),
         );
         into.buffer("in_flight", self.inflight.len(), Some(self.window));
+        self.disk.inspect(into);
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.disk.start(cx)?;
         // An unreachable server at start is not an error: records wait and the drain retries.
         self.dial(cx);
         Ok(())
     }
 
-    fn process_batch(&mut self, batch: &mut Vec<Record>, _: &mut Out<Record>, cx: &mut Ctx) {
+    fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
         let format = &self.opts.format;
-        for r in batch.iter() {
-            self.outbox.push_with(r.id, |b| {
-                format.write(r, b);
-                if b.last() != Some(&b'\n') {
-                    b.push(b'\n');
+        match self.disk.buffer_mut() {
+            None => {
+                for r in batch.iter() {
+                    render(&mut self.outbox, format, r);
                 }
-            });
+            }
+            Some(disk) => {
+                // Beyond buffer_bytes, and for as long as spilled records wait, records go
+                // to the disk: what follows a spilled record never overtakes it.
+                let high = self.opts.buffer_bytes;
+                for r in batch.iter() {
+                    if disk.has_unloaded() || self.outbox.buffered() >= high {
+                        render(disk, format, r);
+                        if disk.should_write() && !disk.is_failing() {
+                            let log = cx.logger().clone();
+                            if let Ok(dropped) = disk.write_pending("relp_out", &log)
+                                && dropped > 0
+                            {
+                                out.count_dropped(dropped);
+                            }
+                        }
+                    } else {
+                        render(&mut self.outbox, format, r);
+                    }
+                }
+            }
         }
         crate::record::pool::recycle(batch.drain(..));
+        self.disk_step(out, cx);
         self.pump(cx);
         self.settle(cx);
     }
 
-    fn wake(&mut self, local: Local, why: Wake<'_>, _: &mut Out<Record>, cx: &mut Ctx) {
+    fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.wake_inner(local, why, cx);
+        // Answers free room in the outbox: spilled records follow.
+        self.disk_step(out, cx);
+    }
+
+    fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(result) = self.disk.job_done(job, result, cx) else {
+            self.disk_step(out, cx);
+            return;
+        };
+        self.lookup_done(result, cx);
+    }
+
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        cx.linger();
+        self.lingering = true;
+        if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
+            slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => "relp_out", "error" => %e);
+        }
+        self.settle(cx);
+    }
+
+    fn done(&mut self, cx: &mut Ctx) {
+        if self.outbox.records() > 0 {
+            slog::warn!(cx.logger(), "stopped with unanswered records; not acknowledged";
+                "cog" => "relp_out", "records" => self.outbox.records(),
+                "bytes" => self.outbox.buffered());
+        }
+        if self.resent > 0 {
+            slog::info!(cx.logger(), "records sent again after reconnections";
+                "cog" => "relp_out", "resent" => self.resent);
+        }
+        self.close(cx);
+        self.disk.done(cx);
+    }
+}
+
+/// Renders `r` as one frame, with its trailing LF (not sent), into the outbox or the
+/// disk buffer.
+#[inline(always)]
+fn render<S: FrameSink>(sink: &mut S, format: &crate::kit::format::OutputFormat, r: &Record) {
+    sink.push_with(r.id, |b| {
+        format.write(r, b);
+        if b.last() != Some(&b'\n') {
+            b.push(b'\n');
+        }
+    });
+}
+
+impl RelpOut {
+    fn wake_inner(&mut self, local: Local, why: Wake<'_>, cx: &mut Ctx) {
         match (local, why) {
+            (DISK_RETRY, Wake::Timer(t)) if self.disk.is_retry(t) => {}
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
@@ -611,7 +744,8 @@ impl Cog<Record> for RelpOut {
                 slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";
                     "cog" => "relp_out", "peer" => &self.address,
                     "unanswered_records" => self.outbox.records(),
-                    "unanswered_bytes" => self.outbox.buffered());
+                    "unanswered_bytes" => self.outbox.buffered(),
+                    "disk_buffer_records" => self.disk.records());
                 self.end_linger(cx);
             }
             (l, Wake::Ready(ev)) if l == self.sock_local() => self.sock_ready(ev, cx),
@@ -619,7 +753,7 @@ impl Cog<Record> for RelpOut {
         }
     }
 
-    fn job_done(&mut self, _: JobId, result: JobResult, _: &mut Out<Record>, cx: &mut Ctx) {
+    fn lookup_done(&mut self, result: JobResult, cx: &mut Ctx) {
         if !matches!(self.state, State::Resolving) {
             return;
         }
@@ -633,28 +767,6 @@ impl Cog<Record> for RelpOut {
             Ok(_) => self.failed(&io::Error::other("the name has no address"), cx),
             Err(e) => self.failed(&e, cx),
         }
-    }
-
-    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        cx.linger();
-        self.lingering = true;
-        if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
-            slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => "relp_out", "error" => %e);
-        }
-        self.settle(cx);
-    }
-
-    fn done(&mut self, cx: &mut Ctx) {
-        if self.outbox.records() > 0 {
-            slog::warn!(cx.logger(), "stopped with unanswered records; not acknowledged";
-                "cog" => "relp_out", "records" => self.outbox.records(),
-                "bytes" => self.outbox.buffered());
-        }
-        if self.resent > 0 {
-            slog::info!(cx.logger(), "records sent again after reconnections";
-                "cog" => "relp_out", "resent" => self.resent);
-        }
-        self.close(cx);
     }
 }
 

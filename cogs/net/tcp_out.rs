@@ -1,5 +1,6 @@
 //! `tcp_out`: records forwarded over TCP, reconnecting and buffering while the peer is away.
 
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions};
 use crate::kit::forward::{
     Forward, ForwardOptions, ForwardSettings, Framing, Target, check_address,
 };
@@ -56,6 +57,14 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// and bytes) and not acknowledged, so a supply with a checkpoint reads it again on the
 /// next run.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
+/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
+/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9 (a torn last record is cut and logged), and are sent in order, before newer
+/// records, once the peer is back. `max_bytes` bounds the files; at that bound
+/// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
+/// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "tcp_out"
@@ -69,6 +78,10 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// connect_timeout = "5s"
 /// drain_timeout = "30s"
 /// # tls = { ca = "ca.pem", cert = "client.pem", key = "client.key", server_name = "collector.example" }
+/// buffer = "memory"             # memory | disk
+/// buffer_dir = "/var/spool/deadbeat/fwd"  # buffer = "disk": default under [state] dir
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 pub const DESCRIPTOR: CogDescriptor = CogDescriptor {
     name: "tcp_out",
@@ -106,6 +119,9 @@ crate::settings! {
         forward: ForwardSettings,
         /// TLS: { ca (default: the system store), verify = true, server_name (default: the host of address), cert and key (client certificate, mutual TLS) }
         tls: Option<TlsSettings>,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -114,7 +130,12 @@ pub fn from_settings(s: &TcpOutSettings) -> Result<Forward, SettingError> {
     check_address(&s.address).map_err(|m| SettingError::new("address", m))?;
     let opts = ForwardOptions::new(&s.forward, s.framing.into())?;
     let tls = tls::client(s.tls.as_ref(), &s.address)?;
-    Ok(Forward::new("tcp_out", Target::Tcp(s.address.clone()), opts).with_tls(tls))
+    let disk = DiskOptions::new(&s.buffer)?;
+    Ok(
+        Forward::new("tcp_out", Target::Tcp(s.address.clone()), opts)
+            .with_tls(tls)
+            .with_disk(disk),
+    )
 }
 
 fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
@@ -122,5 +143,6 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     if let Some(t) = s.tls.as_mut() {
         t.resolve(cx.base_dir);
     }
+    DiskOptions::resolve(&mut s.buffer, p, cx);
     Ok(Box::new(from_settings(&s).map_err(|e| p.setting_error(e))?))
 }

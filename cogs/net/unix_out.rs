@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::tcp_out::StreamFraming;
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions};
 use crate::kit::forward::{Forward, ForwardOptions, ForwardSettings, Framing, Target};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -26,6 +27,14 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// counted as an error and dropped (acknowledged). Datagrams go out in batches with
 /// `sendmmsg`.
 ///
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
+/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
+/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
+/// kill -9 (a torn last record is cut and logged), and are sent in order, before newer
+/// records, once the peer is back. `max_bytes` bounds the files; at that bound
+/// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
+/// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
+///
 /// ```toml
 /// [[train.cog]]
 /// type = "unix_out"
@@ -34,6 +43,9 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// framing = "newline"            # stream only: newline | octet_counting
 /// buffer_bytes = "8MiB"
 /// reconnect_refused = "250ms"
+/// buffer = "disk"               # memory | disk
+/// max_bytes = "1GiB"             # the most the disk buffer holds
+/// when_full = "block"            # block | drop_oldest
 /// ```
 ///
 /// From Rust: `unix_out::from_settings(&UnixOutSettings { path: "/run/collector.sock".into(), mode:
@@ -65,6 +77,9 @@ crate::settings! {
         /// Rendering, buffering and reconnection.
         #[setting(flatten)]
         forward: ForwardSettings,
+        /// The disk buffer.
+        #[setting(flatten)]
+        buffer: BufferSettings,
     }
 }
 
@@ -86,11 +101,13 @@ pub fn from_settings(s: &UnixOutSettings) -> Result<Forward, SettingError> {
         }
     };
     let opts = ForwardOptions::new(&s.forward, framing)?;
-    Ok(Forward::new("unix_out", target, opts))
+    let disk = DiskOptions::new(&s.buffer)?;
+    Ok(Forward::new("unix_out", target, opts).with_disk(disk))
 }
 
-fn build(p: &CogParams<'_>, _: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
+fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, ConfigError> {
     let mut s: UnixOutSettings = p.settings()?;
+    DiskOptions::resolve(&mut s.buffer, p, bx);
     // Given at all, even as its default, `framing` says the writer expects a stream.
     if s.mode == SocketMode::Datagram && p.node("framing").is_some() {
         return Err(p.error("framing", NO_FRAMING));

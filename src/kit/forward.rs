@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixDatagram, UnixStream};
 
+use crate::kit::disk_buffer::{DiskOptions, FrameSink, REPLAYED, Spill};
 use crate::kit::format::{FormatSettings, OutputFormat};
 use crate::kit::tls::{self, TlsClient, TlsStream};
 use crate::prelude::*;
@@ -42,6 +43,8 @@ const CONNECT_TIMEOUT: Local = 2;
 const DRAIN_DEADLINE: Local = 3;
 const NOBUFS: Local = 4;
 const ACK_POLL: Local = 5;
+const DISK_RETRY: Local = 6;
+const REFILL: Local = 7;
 /// Socket readiness arrives with `SOCK_BASE + generation`, so that events still queued for
 /// a connection that was just dropped are told apart from the new one's.
 pub const SOCK_BASE: Local = 1 << 16;
@@ -220,10 +223,24 @@ pub struct Outbox {
     acked: u64,
     /// Released chunks kept for reuse, at most [`SPARE_CHUNKS`].
     spare: Vec<Vec<u8>>,
+    /// Records read back from a disk buffer ([`REPLAYED`]) confirmed since the last
+    /// [`take_replayed`](Outbox::take_replayed).
+    replayed: u64,
+}
+
+impl FrameSink for Outbox {
+    // The memory path renders through this: inlined, it costs what a direct call does.
+    #[inline(always)]
+    fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
+        Outbox::push_with(self, id, render);
+    }
 }
 
 impl Outbox {
     /// Appends one record's frame, written by `render` at the end of the buffer it gets.
+    // Inlined into each caller (the render loops), as the single call site it was before
+    // the disk buffer added more: out of line it costs a call per record.
+    #[inline(always)]
     pub fn push_with(&mut self, id: EventId, render: impl FnOnce(&mut Vec<u8>)) {
         let full = self.chunks.back().is_none_or(|c| c.len() >= CHUNK);
         if full {
@@ -324,7 +341,12 @@ impl Outbox {
             }
             self.recs.pop_front();
             self.acked = end;
-            cx.event_done(id);
+            // A record read back from the disk buffer was acknowledged when it was written.
+            if id == REPLAYED {
+                self.replayed += 1;
+            } else {
+                cx.event_done(id);
+            }
         }
         while let Some(c) = self.chunks.front() {
             let end = self.base + c.len() as u64;
@@ -342,6 +364,11 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// Records read back from a disk buffer that the peer confirmed since the last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        std::mem::take(&mut self.replayed)
     }
 
     /// The connection is gone: every record written but not acknowledged goes out again,
@@ -809,6 +836,31 @@ pub struct Forward {
     next_addr: usize,
     /// TLS on TCP connections, if configured.
     tls: Option<TlsClient>,
+    /// The disk buffer (`buffer = "disk"`), if any.
+    disk: Spill,
+}
+
+/// Renders `r` as one frame into `sink` (the memory outbox or the disk buffer).
+#[inline(always)]
+fn render_to<S: FrameSink>(opts: &ForwardOptions, scratch: &mut Vec<u8>, sink: &mut S, r: &Record) {
+    let format = &opts.format;
+    match opts.framing {
+        Framing::Newline => sink.push_with(r.id, |b| format.write(r, b)),
+        Framing::Datagram => sink.push_with(r.id, |b| {
+            format.write(r, b);
+            b.pop();
+        }),
+        Framing::OctetCounting => {
+            let s = scratch;
+            s.clear();
+            format.write(r, s);
+            s.pop();
+            sink.push_with(r.id, |b| {
+                let _ = write!(b, "{} ", s.len());
+                b.extend_from_slice(s);
+            });
+        }
+    }
 }
 
 impl Forward {
@@ -835,6 +887,7 @@ impl Forward {
             lingering: false,
             next_addr: 0,
             tls: None,
+            disk: Spill::new(name, None, DISK_RETRY),
         }
     }
 
@@ -852,29 +905,52 @@ impl Forward {
         }
     }
 
+    /// With a disk buffer (`Some`): records beyond `buffer_bytes` spill to it, and the
+    /// supplies pause only when it is full (`when_full = "block"`). It is opened by
+    /// `start`.
+    pub fn with_disk(mut self, disk: Option<DiskOptions>) -> Self {
+        if let Some(d) = &disk {
+            self.watermark = Watermark::new(usize::try_from(d.max_bytes).unwrap_or(usize::MAX));
+        }
+        self.disk = Spill::new(self.name, disk, DISK_RETRY);
+        self
+    }
+
+    /// Before writing to the socket: writes and syncs what spilled, and refills the
+    /// outbox from the disk buffer, oldest first, while the peer is connected.
+    fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let dropped = self.disk.step(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        let high = self.opts.buffer_bytes;
+        let b = self.outbox.buffered();
+        if let (Some(disk), State::Connected(_)) = (self.disk.buffer_mut(), &self.state)
+            && b < high / 2
+        {
+            let outbox = &mut self.outbox;
+            let log = cx.logger().clone();
+            disk.load(high - b, self.name, &log, |frame| {
+                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
+            });
+        }
+    }
+
+    /// Whether nothing is left to send: the outbox is empty and so is the disk buffer
+    /// (what is written there but not yet synced included).
+    fn drained(&self) -> bool {
+        self.outbox.records() == 0 && self.disk.is_drained()
+    }
+
     fn sock_local(&self) -> Local {
         SOCK_BASE + self.generation
     }
 
     fn render(&mut self, r: &Record) {
-        let format = &self.opts.format;
-        match self.opts.framing {
-            Framing::Newline => self.outbox.push_with(r.id, |b| format.write(r, b)),
-            Framing::Datagram => self.outbox.push_with(r.id, |b| {
-                format.write(r, b);
-                b.pop();
-            }),
-            Framing::OctetCounting => {
-                let s = &mut self.scratch;
-                s.clear();
-                format.write(r, s);
-                s.pop();
-                self.outbox.push_with(r.id, |b| {
-                    let _ = write!(b, "{} ", s.len());
-                    b.extend_from_slice(s);
-                });
-            }
-        }
+        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
     }
 
     /// Starts a connection attempt (or a name lookup).
@@ -1010,6 +1086,7 @@ impl Forward {
 
     /// Writes as much as the socket takes, then updates backpressure and the finish.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.disk_step(out, cx);
         let pending = matches!(&self.state, State::Connected(c) if c.has_pending_output());
         if self.writable && (self.outbox.has_unsent() || pending) {
             let r = match self.opts.framing {
@@ -1025,6 +1102,17 @@ impl Forward {
         }
         self.settle(cx);
         self.watch_acks(cx);
+        // Records wait on disk and the outbox has room: go on in the next turn (other
+        // events are served in between), as no readiness or timer would come.
+        if self.replaying() && self.writable && self.outbox.buffered() < self.opts.buffer_bytes / 2
+        {
+            cx.enqueue(REFILL);
+        }
+    }
+
+    /// Whether the disk buffer holds records to hand back and the peer is connected.
+    fn replaying(&self) -> bool {
+        matches!(self.state, State::Connected(_)) && self.disk.has_unloaded()
     }
 
     /// Acknowledges the records whose bytes the peer has acknowledged: one `ioctl` per
@@ -1056,7 +1144,7 @@ impl Forward {
     fn watch_acks(&mut self, cx: &mut Ctx) {
         let waiting = matches!(self.state, State::Connected(_)) && self.outbox.has_unconfirmed();
         if waiting && self.ack_timer.is_none() {
-            let every = if self.watermark.is_paused() || self.lingering {
+            let every = if self.watermark.is_paused() || self.lingering || self.replaying() {
                 self.ack_poll
             } else {
                 ACK_POLL_EVERY
@@ -1166,7 +1254,13 @@ impl Forward {
     /// Pauses the supplies above the high-water mark, resumes them below half of it, and
     /// completes a lingering finish once everything is out.
     fn settle(&mut self, cx: &mut Ctx) {
-        let b = self.outbox.buffered();
+        let b = match self.disk.buffer_mut() {
+            None => self.outbox.buffered(),
+            Some(d) => {
+                d.confirm(self.outbox.take_replayed());
+                d.pressure()
+            }
+        };
         match self.watermark.settle(b, cx) {
             Some(Backpressure::Paused) => {
                 self.hurry_acks(cx);
@@ -1177,7 +1271,7 @@ impl Forward {
             }
             None => {}
         }
-        if self.lingering && self.outbox.records() == 0 {
+        if self.lingering && self.drained() {
             self.lingering = false;
             self.close(cx);
             cx.finished();
@@ -1195,6 +1289,7 @@ impl Forward {
             self.connect_timer.take(),
             self.nobufs_timer.take(),
             self.ack_timer.take(),
+            self.disk.take_retry(),
         ]
         .into_iter()
         .flatten()
@@ -1263,17 +1358,45 @@ impl Cog<Record> for Forward {
             self.outbox.buffered(),
             Some(self.opts.buffer_bytes),
         );
+        self.disk.inspect(into);
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        self.disk.start(cx)?;
         // An unreachable peer at start is not an error: records wait and the drain retries.
         self.dial(cx);
         Ok(())
     }
 
     fn process_batch(&mut self, batch: &mut Vec<Record>, out: &mut Out<Record>, cx: &mut Ctx) {
-        for r in batch.iter() {
-            self.render(r);
+        match self.disk.buffer_mut() {
+            None => {
+                for r in batch.iter() {
+                    self.render(r);
+                }
+            }
+            Some(disk) => {
+                // Beyond buffer_bytes, and for as long as spilled records wait, records go
+                // to the disk: what follows a spilled record never overtakes it.
+                let high = self.opts.buffer_bytes;
+                for r in batch.iter() {
+                    if disk.has_unloaded() || self.outbox.buffered() >= high {
+                        render_to(&self.opts, &mut self.scratch, disk, r);
+                        // Large batches are written a MiB at a time (and segments closed
+                        // on time); a failure is reported by the flush below.
+                        if disk.should_write() && !disk.is_failing() {
+                            let log = cx.logger().clone();
+                            if let Ok(dropped) = disk.write_pending(self.name, &log)
+                                && dropped > 0
+                            {
+                                out.count_dropped(dropped);
+                            }
+                        }
+                    } else {
+                        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
+                    }
+                }
+            }
         }
         crate::record::pool::recycle(batch.drain(..));
         self.flush(out, cx);
@@ -1281,6 +1404,8 @@ impl Cog<Record> for Forward {
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
+            (REFILL, Wake::Immediate) => self.flush(out, cx),
+            (DISK_RETRY, Wake::Timer(t)) if self.disk.is_retry(t) => self.flush(out, cx),
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
             (CONNECT_TIMEOUT, Wake::Timer(t)) if self.connect_timer == Some(t) => {
                 self.connect_timer = None;
@@ -1322,7 +1447,8 @@ impl Cog<Record> for Forward {
                 slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
                     "cog" => self.name, "peer" => %self.target,
                     "unsent_records" => self.outbox.records(),
-                    "unsent_bytes" => self.outbox.buffered());
+                    "unsent_bytes" => self.outbox.buffered(),
+                    "disk_buffer_records" => self.disk.records());
                 self.lingering = false;
                 self.close(cx);
                 cx.finished();
@@ -1332,7 +1458,11 @@ impl Cog<Record> for Forward {
         }
     }
 
-    fn job_done(&mut self, _: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+    fn job_done(&mut self, job: JobId, result: JobResult, out: &mut Out<Record>, cx: &mut Ctx) {
+        let Some(result) = self.disk.job_done(job, result, cx) else {
+            self.flush(out, cx);
+            return;
+        };
         if !matches!(self.state, State::Resolving) {
             return;
         }
@@ -1353,8 +1483,12 @@ impl Cog<Record> for Forward {
         self.flush(out, cx);
     }
 
-    fn finish(&mut self, _: &mut Out<Record>, cx: &mut Ctx) {
-        if self.outbox.records() == 0 {
+    fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        if self.drained() {
             self.close(cx);
             return;
         }
@@ -1368,6 +1502,7 @@ impl Cog<Record> for Forward {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.close(cx);
+        self.disk.done(cx);
     }
 }
 

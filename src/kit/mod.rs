@@ -7,6 +7,7 @@
 pub mod ack;
 mod build;
 pub mod checkpoint;
+pub mod disk_buffer;
 pub mod drain;
 pub mod format;
 pub mod forward;

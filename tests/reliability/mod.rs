@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::engine::TempDir;
 
 mod broken_output;
+mod disk_buffer;
 mod disk_full;
 mod exactly_once;
 mod kill9;

@@ -1,0 +1,731 @@
+//! The disk buffer of `tcp_out` (issue 20): `udp_in` → `tcp_out` with `buffer = "disk"`
+//! while the collector (a test listener) is down. Every datagram `udp_in` received is
+//! delivered, in order, once the collector listens; across a kill -9 what was on disk is
+//! delivered first after the restart (a torn last record cut, a foreign file skipped);
+//! `drop_oldest` drops and counts; `block` pauses the supplies.
+//!
+//! Sizes: `DEADBEAT_DISK_DATAGRAMS` datagrams (default 200,000) over
+//! `DEADBEAT_DISK_OUTAGE_S` seconds (default 4); `DEADBEAT_HEAVY=1` makes them the issue's
+//! 1,000,000 over 60 s. The peak RSS is printed (`--nocapture`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+/// Bytes of each datagram: `seq NNNNNNNNN ` and padding.
+const DATAGRAM: usize = 100;
+
+fn heavy() -> bool {
+    std::env::var("DEADBEAT_HEAVY").is_ok_and(|v| v == "1")
+}
+
+fn env_num(key: &str, default: u64) -> u64 {
+    match std::env::var(key) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{key}={v:?}: not a number")),
+        Err(_) => default,
+    }
+}
+
+fn datagram(i: u64) -> Vec<u8> {
+    let mut d = format!("seq {i:09} ").into_bytes();
+    d.resize(DATAGRAM, b'x');
+    d
+}
+
+fn seq_of(line: &str) -> Option<u64> {
+    line.strip_prefix("seq ")?.get(..9)?.parse().ok()
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+fn udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// A daemon `udp_in` → `tcp_out` (`tcp_extra` added to the drain), with `[http]` status.
+struct Sender {
+    d: Daemon,
+    dir: PathBuf,
+    udp: u16,
+    http: u16,
+}
+
+fn config(dir: &Path, udp: u16, collector: u16, tcp_extra: &str) -> PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"udp_in\"\n\
+             listen = \"127.0.0.1:{udp}\"\nrecv_buffer = \"16MiB\"\n\
+             [[train.cog]]\ntype = \"tcp_out\"\naddress = \"127.0.0.1:{collector}\"\n\
+             buffer = \"disk\"\ndrain_timeout = \"5s\"\n{tcp_extra}\n"
+        ),
+    )
+}
+
+impl Sender {
+    fn start(dir: &Path, cfg: &Path, udp: u16) -> Sender {
+        let from = std::fs::read_to_string(dir.join("err.log"))
+            .unwrap_or_default()
+            .len();
+        let d = Daemon::start(cfg, Stdio::null());
+        let mut http = 0;
+        wait_for("the daemon to start", || {
+            let log = d.stderr();
+            let log = &log[from.min(log.len())..];
+            if let Some(l) = log.lines().find(|l| l.contains("control server listening")) {
+                http = l
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("listen="))
+                    .and_then(|a| a.rsplit(':').next()?.parse().ok())
+                    .unwrap_or(0);
+            }
+            http != 0 && log.contains("trains started")
+        });
+        Sender {
+            d,
+            dir: dir.to_path_buf(),
+            udp,
+            http,
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let body = text.split_once("\r\n\r\n").map_or("", |b| b.1);
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// The status entry of the cog of type `ty`.
+    fn cog(&self, ty: &str) -> serde_json::Value {
+        let st = self.status();
+        st["trains"][0]["cogs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == ty)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {ty} in {st}"))
+    }
+
+    fn buffer(cog: &serde_json::Value, name: &str) -> u64 {
+        cog["buffers"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == name))
+            .and_then(|b| b["fill"].as_u64())
+            .unwrap_or_else(|| panic!("no buffer {name} in {cog}"))
+    }
+
+    /// Sends datagrams `from..to` paced over `over`.
+    fn send(&self, from: u64, to: u64, over: Duration) {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect(("127.0.0.1", self.udp)).unwrap();
+        let start = Instant::now();
+        let n = (to - from).max(1);
+        for i in from..to {
+            s.send(&datagram(i)).unwrap();
+            if i % 500 == 0 {
+                // Paced: datagram i goes out at its share of `over`.
+                let due = over.mul_f64((i - from) as f64 / n as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+    }
+
+    /// Waits until the drain has every record `udp_in` received (stable for 300 ms); that
+    /// count.
+    fn settled(&self) -> u64 {
+        let mut last = (u64::MAX, Instant::now());
+        let mut received = 0;
+        wait_within(
+            "tcp_out to take every received datagram",
+            PATIENCE * 4,
+            || {
+                let st = self.status();
+                let cogs = st["trains"][0]["cogs"].as_array().unwrap().clone();
+                let get = |ty: &str, k: &str| {
+                    cogs.iter()
+                        .find(|c| c["type"] == ty)
+                        .and_then(|c| c[k].as_u64())
+                        .unwrap_or(0)
+                };
+                received = get("udp_in", "out");
+                if received != get("tcp_out", "in") {
+                    return false;
+                }
+                if received != last.0 {
+                    last = (received, Instant::now());
+                }
+                last.1.elapsed() > Duration::from_millis(300)
+            },
+        );
+        received
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.d.id())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn buffer_dir(&self) -> PathBuf {
+        let state = self.dir.join("state");
+        std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("buffer-fwd-"))
+            })
+            .unwrap_or_else(|| panic!("no disk buffer directory under {}", state.display()))
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The sequence numbers of the records in the segment files, read as the format says
+/// (magic, then length, CRC, frame per record), up to a record cut short.
+fn on_disk(dir: &Path) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for p in segments(dir) {
+        let b = std::fs::read(&p).unwrap();
+        assert_eq!(&b[..8], b"DBTBUF1\n", "{}", p.display());
+        let mut at = 8;
+        while at + 8 <= b.len() {
+            let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+            if at + 8 + len > b.len() {
+                break;
+            }
+            let frame = String::from_utf8_lossy(&b[at + 8..at + 8 + len]);
+            seqs.push(seq_of(&frame).unwrap_or_else(|| panic!("frame {frame:?}")));
+            at += 8 + len;
+        }
+    }
+    seqs
+}
+
+/// A collector on `port`: every line it reads, in order.
+struct Collector {
+    lines: Arc<Mutex<Vec<String>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Collector {
+    fn start(port: u16) -> Collector {
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let count = Arc::new(AtomicUsize::new(0));
+        let (lines2, count2) = (lines.clone(), count.clone());
+        std::thread::spawn(move || {
+            // Each connection is read to its end before the next is taken: a drain
+            // reconnecting resends on a new one.
+            for c in l.incoming() {
+                let Ok(c) = c else { return };
+                for line in BufReader::with_capacity(1 << 20, c).lines() {
+                    let Ok(line) = line else { break };
+                    lines2.lock().unwrap().push(line);
+                    count2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Collector { lines, count }
+    }
+
+    fn wait_for(&self, n: usize, patience: Duration) {
+        wait_within(
+            &format!("the collector to have {n} lines"),
+            patience,
+            || self.count.load(Ordering::Relaxed) >= n,
+        );
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| seq_of(l).unwrap_or_else(|| panic!("line {l:?}")))
+            .collect()
+    }
+}
+
+fn assert_increasing(seqs: &[u64]) {
+    if let Some(w) = seqs.windows(2).find(|w| w[1] <= w[0]) {
+        panic!("out of order or repeated: {} then {}", w[0], w[1]);
+    }
+}
+
+#[test]
+fn an_outage_spills_to_disk_and_every_received_datagram_arrives_in_order() {
+    let (n, outage) = if heavy() {
+        (1_000_000, 60)
+    } else {
+        (
+            env_num("DEADBEAT_DISK_DATAGRAMS", 200_000),
+            env_num("DEADBEAT_DISK_OUTAGE_S", 4),
+        )
+    };
+    let dir = TempDir::new("disk-buffer-outage");
+    let (udp, collector) = (udp_port(), free_port());
+    let cfg = config(dir.path(), udp, collector, "buffer_bytes = \"1MiB\"\n");
+    let s = Sender::start(dir.path(), &cfg, udp);
+    let started = Instant::now();
+    s.send(0, n, Duration::from_secs(outage));
+    let received = s.settled();
+    let tcp = s.cog("tcp_out");
+    let (disk_records, disk_bytes) = (
+        Sender::buffer(&tcp, "disk_records"),
+        Sender::buffer(&tcp, "disk_bytes"),
+    );
+    let bdir = s.buffer_dir();
+    assert!(
+        received > disk_records && disk_records > received / 2,
+        "most records spilled: {disk_records} of {received}"
+    );
+    assert!(!segments(&bdir).is_empty());
+    let rss_outage = s.peak_rss_kib();
+    let c = Collector::start(collector);
+    c.wait_for(received as usize, PATIENCE * 4);
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("tcp_out"), "disk_records") == 0 && segments(&bdir).is_empty()
+    });
+    let rss = s.peak_rss_kib();
+    let err = s.d.stop();
+    let [_, got, _, _] = final_counters(&err, "udp_in");
+    assert_eq!(got, received, "{err}");
+    let seqs = c.seqs();
+    assert_eq!(seqs.len() as u64, received, "delivered once each");
+    assert_increasing(&seqs);
+    println!(
+        "disk buffer: {n} datagrams sent over {outage} s, {received} received, \
+         {disk_records} records ({disk_bytes} bytes) on disk at the end of the outage, all \
+         delivered in order {:.1} s after the start; peak RSS {rss_outage} KiB during the \
+         outage, {rss} KiB after the replay",
+        started.elapsed().as_secs_f64()
+    );
+    // Bounded: the records held in memory are `buffer_bytes`, not the outage.
+    assert!(rss < 64 * 1024, "peak RSS {rss} KiB");
+}
+
+#[test]
+fn after_a_kill_9_what_was_on_disk_goes_first_and_a_torn_record_is_cut() {
+    let n = env_num("DEADBEAT_DISK_KILL_DATAGRAMS", 50_000);
+    let dir = TempDir::new("disk-buffer-kill9");
+    let (udp, collector) = (udp_port(), free_port());
+    let cfg = config(dir.path(), udp, collector, "buffer_bytes = \"64KiB\"\n");
+    let mut s = Sender::start(dir.path(), &cfg, udp);
+    s.send(0, n, Duration::from_secs(1));
+    s.settled();
+    let bdir = s.buffer_dir();
+    kill(s.d.id(), libc::SIGKILL);
+    s.d.wait_exit();
+    let kept = on_disk(&bdir);
+    assert!(kept.len() > 1000, "{} records on disk", kept.len());
+    assert_increasing(&kept);
+    // A write cut by the kill: a header announcing 200 bytes and only 20 of them.
+    let last = segments(&bdir).pop().unwrap();
+    let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+    f.write_all(&200u32.to_le_bytes()).unwrap();
+    f.write_all(&[0x55; 24]).unwrap();
+    drop(f);
+    std::fs::write(bdir.join("README"), "a foreign file").unwrap();
+    let c = Collector::start(collector);
+    let s = Sender::start(dir.path(), &cfg, udp);
+    let err = s.d.stderr();
+    assert!(err.contains("torn or corrupt record"), "{err}");
+    assert!(err.contains("not a segment"), "{err}");
+    // Newer datagrams follow what the disk held.
+    s.send(n, n + 1000, Duration::from_millis(100));
+    let received = s.settled();
+    c.wait_for(kept.len() + received as usize, PATIENCE);
+    let err = s.d.stop();
+    let seqs = c.seqs();
+    assert_eq!(
+        &seqs[..kept.len()],
+        &kept[..],
+        "the disk's records first, in order"
+    );
+    assert_eq!(seqs.len(), kept.len() + received as usize, "{err}");
+    assert_increasing(&seqs);
+    assert!(seqs[kept.len()..].iter().all(|&q| q >= n));
+    println!(
+        "kill -9: {} records on disk delivered after the restart, then {received} new",
+        kept.len()
+    );
+}
+
+#[test]
+fn drop_oldest_drops_whole_segments_and_counts_them() {
+    let dir = TempDir::new("disk-buffer-drop");
+    let (udp, collector) = (udp_port(), free_port());
+    let cfg = config(
+        dir.path(),
+        udp,
+        collector,
+        "buffer_bytes = \"64KiB\"\nmax_bytes = \"1MiB\"\nwhen_full = \"drop_oldest\"\n",
+    );
+    let s = Sender::start(dir.path(), &cfg, udp);
+    s.send(0, 40_000, Duration::from_secs(1));
+    let received = s.settled();
+    let tcp = s.cog("tcp_out");
+    let dropped = tcp["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "{tcp}");
+    assert!(Sender::buffer(&tcp, "disk_bytes") <= 1 << 20, "{tcp}");
+    let c = Collector::start(collector);
+    c.wait_for((received - dropped) as usize, PATIENCE);
+    let err = s.d.stop();
+    assert!(err.contains("oldest segment dropped"), "{err}");
+    let [_, _, d, _] = final_counters(&err, "tcp_out");
+    assert_eq!(d, dropped);
+    let seqs = c.seqs();
+    assert_eq!(seqs.len() as u64, received - dropped);
+    assert_increasing(&seqs);
+}
+
+#[test]
+fn block_pauses_the_supply_when_the_disk_buffer_is_full() {
+    let dir = TempDir::new("disk-buffer-block");
+    let collector = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 40_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"tcp_out\"\n\
+             address = \"127.0.0.1:{collector}\"\nbuffer = \"disk\"\nbuffer_bytes = \"64KiB\"\n\
+             max_bytes = \"1MiB\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    // The drain stops taking records once the disk holds max_bytes: the supply is held.
+    let mut last = (0, Instant::now());
+    wait_for("the drain to stop taking records", || {
+        let n = s.cog("tcp_out")["in"].as_u64().unwrap();
+        if n != last.0 {
+            last = (n, Instant::now());
+        }
+        n > 0 && last.1.elapsed() > Duration::from_millis(500)
+    });
+    let tcp = s.cog("tcp_out");
+    assert!(last.0 < lines, "paused at {} of {lines}", last.0);
+    assert!(Sender::buffer(&tcp, "disk_bytes") >= 1 << 20, "{tcp}");
+    assert_eq!(tcp["dropped"], 0, "{tcp}");
+    let c = Collector::start(collector);
+    c.wait_for(lines as usize, PATIENCE);
+    let err = s.d.stop();
+    let seqs = c.seqs();
+    assert_eq!(seqs.len() as u64, lines, "{err}");
+    assert_increasing(&seqs);
+}
+
+#[test]
+fn a_bad_disk_buffer_setting_names_its_key() {
+    let dir = TempDir::new("disk-buffer-config");
+    let cfg = config(
+        dir.path(),
+        udp_port(),
+        free_port(),
+        "max_bytes = \"10KiB\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("key \"max_bytes\""), "{err}");
+    // Without a directory (no configuration file, so no `[state] dir`), the key to give
+    // is named.
+    let e = deadbeat::cogs::net::tcp_out::from_settings(
+        &deadbeat::cogs::net::tcp_out::TcpOutSettings {
+            address: "127.0.0.1:514".into(),
+            buffer: deadbeat::kit::disk_buffer::BufferSettings {
+                buffer: deadbeat::kit::disk_buffer::BufferKind::Disk,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    assert_eq!(e.key, "buffer_dir");
+}
+
+#[test]
+fn relp_out_spills_to_disk_and_sends_it_all_in_order_once_the_server_listens() {
+    let dir = TempDir::new("disk-buffer-relp");
+    let relp = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 30_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"relp_out\"\n\
+             address = \"127.0.0.1:{relp}\"\nbuffer = \"disk\"\nbuffer_bytes = \"64KiB\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    // Every line reaches the drain although the server is away: the disk takes them.
+    wait_for("relp_out to take every line", || {
+        s.cog("relp_out")["in"].as_u64() == Some(lines)
+    });
+    let relp_cog = s.cog("relp_out");
+    assert!(
+        Sender::buffer(&relp_cog, "disk_records") > lines / 2,
+        "{relp_cog}"
+    );
+    // The collector: relp_in → file_out.
+    let cdir = dir.path().join("collector");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let out = cdir.join("out.log");
+    let ccfg = write_config(
+        &cdir,
+        &format!(
+            "[[train]]\nname = \"c\"\n[[train.cog]]\ntype = \"relp_in\"\n\
+             listen = \"127.0.0.1:{relp}\"\n[[train.cog]]\ntype = \"file_out\"\npath = {out:?}\n"
+        ),
+    );
+    let c = Daemon::start(&ccfg, Stdio::null());
+    wait_within("the collector to write every line", PATIENCE * 2, || {
+        line_count(&out) as u64 >= lines
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("relp_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    c.stop();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
+
+/// `redis-server` and `redis-cli` on the PATH, or why the test skips.
+fn redis_bins() -> Option<(PathBuf, PathBuf)> {
+    let path = std::env::var_os("PATH")?;
+    let find = |name: &str| {
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    };
+    match (find("redis-server"), find("redis-cli")) {
+        (Some(s), Some(c)) => Some((s, c)),
+        _ => {
+            eprintln!(
+                "skipped: redis-server or redis-cli is not installed (apt-get install redis-server)"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
+    let Some((server, cli)) = redis_bins() else {
+        return;
+    };
+    let dir = TempDir::new("disk-buffer-redis");
+    let port = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 20_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"redis_out\"\n\
+             address = \"127.0.0.1:{port}\"\nstream = \"s\"\nbuffer = \"disk\"\n\
+             buffer_bytes = \"64KiB\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    wait_for("redis_out to take every line", || {
+        s.cog("redis_out")["in"].as_u64() == Some(lines)
+    });
+    let cog = s.cog("redis_out");
+    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    let mut redis = Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli_out = |args: &[&str]| -> String {
+        let o = Command::new(&cli)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    wait_within("redis to hold every line", PATIENCE * 2, || {
+        cli_out(&["XLEN", "s"]).trim().parse::<u64>().ok() == Some(lines)
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("redis_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    let seqs: Vec<u64> = cli_out(&["XRANGE", "s", "-", "+"])
+        .lines()
+        .filter_map(seq_of)
+        .collect();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
+
+/// A minimal HTTP/1.1 server on `port`: every body line it was POSTed, in order; answers
+/// `200` to each request.
+fn http_collector(port: u16) -> Arc<Mutex<Vec<String>>> {
+    let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let got = lines.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            loop {
+                let mut len = None;
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse::<usize>().ok();
+                    }
+                }
+                let Some(len) = len else { break };
+                let mut body = vec![0; len];
+                if r.read_exact(&mut body).is_err() {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&body).into_owned();
+                got.lock().unwrap().extend(text.lines().map(str::to_string));
+                if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    });
+    lines
+}
+
+#[test]
+fn http_out_spills_to_disk_and_posts_it_all_in_order_once_the_server_listens() {
+    let dir = TempDir::new("disk-buffer-http");
+    let port = free_port();
+    let input = dir.path().join("in.log");
+    let lines = 30_000u64;
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+             start_at = \"beginning\"\n[[train.cog]]\ntype = \"http_out\"\n\
+             url = \"http://127.0.0.1:{port}/ingest\"\nbuffer = \"disk\"\n\
+             max_buffered_bytes = \"256KiB\"\nbatch_bytes = \"64KiB\"\nbackoff_max = \"200ms\"\n"
+        ),
+    );
+    let s = Sender::start(dir.path(), &cfg, 0);
+    wait_for("http_out to take every line", || {
+        s.cog("http_out")["in"].as_u64() == Some(lines)
+    });
+    let cog = s.cog("http_out");
+    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    let got = http_collector(port);
+    wait_within("the server to have every line", PATIENCE * 2, || {
+        got.lock().unwrap().len() as u64 >= lines
+    });
+    wait_for("the disk buffer to empty", || {
+        Sender::buffer(&s.cog("http_out"), "disk_records") == 0
+    });
+    s.d.stop();
+    let seqs: Vec<u64> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l.find("seq ")
+                .and_then(|i| seq_of(&l[i..]))
+                .unwrap_or_else(|| panic!("line {l:?}"))
+        })
+        .collect();
+    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+}
