@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mio::net::TcpStream;
 
@@ -19,6 +20,7 @@ use crate::kit::tls::{self, Stream, TlsClient, TlsSettings};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::Record;
+use crate::record::timefmt::TimeFormat;
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 const RETRY: Local = 1;
@@ -71,9 +73,8 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// sends the same batch again, unchanged and before any newer one (order is kept), after
 /// a delay growing from `backoff_initial` to `backoff_max` (with jitter); a refused
 /// connection is tried again every `backoff_initial`. A `429` or `5xx` answer with
-/// `Retry-After: SECONDS` is obeyed instead (at least `backoff_initial`, at most 5
-/// minutes or `backoff_max` if longer; the HTTP-date form is not read, the backoff
-/// applies).
+/// `Retry-After` (seconds or an HTTP date) is obeyed instead (at least
+/// `backoff_initial`, at most 5 minutes or `backoff_max` if longer).
 ///
 /// `compression = "gzip"` sends bodies gzip-compressed (`Content-Encoding: gzip`, the
 /// fastest level; a batch is compressed once, when first sent). `headers` adds request
@@ -299,11 +300,28 @@ pub enum Response {
         head: usize,
         /// The body is chunked.
         chunked: bool,
-        /// `Retry-After`, when given in seconds.
+        /// The delay `Retry-After` asks for, if given.
         retry_after: Option<Duration>,
     },
     /// Not HTTP, or beyond the limits.
     Bad(String),
+}
+
+/// The delay a `Retry-After` value asks for at `now`: seconds, or an HTTP date
+/// (`Fri, 31 Dec 1999 23:59:59 GMT`; one already past asks for none). `None` when it is
+/// neither, and the backoff applies.
+fn retry_after_delay(value: &str, now: SystemTime) -> Option<Duration> {
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    static HTTP_DATE: OnceLock<Option<TimeFormat>> = OnceLock::new();
+    let format = HTTP_DATE
+        .get_or_init(|| TimeFormat::new("%a, %d %b %Y %H:%M:%S GMT").ok())
+        .as_ref()?;
+    let at = format.parse(value.as_bytes()).ok()?;
+    let now = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    let at = u64::try_from(at.secs).unwrap_or(0);
+    Some(Duration::from_secs(at.saturating_sub(now)))
 }
 
 /// Parses one HTTP/1.x response at the start of `buf`.
@@ -335,11 +353,9 @@ pub fn parse_response(buf: &[u8]) -> Response {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = h.value.to_ascii_lowercase().ends_with(b"chunked");
         } else if h.name.eq_ignore_ascii_case("retry-after") {
-            // Seconds; the HTTP-date form is not read (the backoff applies then).
             retry_after = std::str::from_utf8(h.value)
                 .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| retry_after_delay(v.trim(), SystemTime::now()));
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = h.value.to_ascii_lowercase();
             if v.windows(5).any(|w| w == b"close") {
@@ -1679,16 +1695,28 @@ mod tests {
         let r = parse_response(
             b"HTTP/1.1 503 x\r\nRetry-After: Fri, 31 Dec 1999 23:59:59 GMT\r\nContent-Length: 0\r\n\r\n",
         );
-        assert!(
-            matches!(
-                r,
-                Response::Done {
-                    retry_after: None,
-                    ..
-                }
-            ),
-            "{r:?}"
+        let Response::Done { retry_after, .. } = r else {
+            panic!("{r:?}");
+        };
+        assert_eq!(retry_after, Some(Duration::ZERO), "a date already past");
+    }
+
+    #[test]
+    fn retry_after_is_read_as_an_http_date() {
+        // 2000-01-01T00:00:00Z.
+        let now = UNIX_EPOCH + Duration::from_secs(946_684_800);
+        let later = "Sat, 01 Jan 2000 00:01:30 GMT";
+        assert_eq!(retry_after_delay(later, now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            retry_after_delay("Fri, 31 Dec 1999 23:59:59 GMT", now),
+            Some(Duration::ZERO)
         );
+        assert_eq!(retry_after_delay("soon", now), None);
+        assert_eq!(
+            retry_after_delay("Sat, 01 Jan 2000 00:01:30 CET", now),
+            None
+        );
+        assert_eq!(retry_after_delay("-5", now), None);
     }
 
     fn headers_of(toml_text: &str) -> Result<String, SettingError> {
