@@ -654,6 +654,83 @@ fn a_retrying_client_with_ack_written_loses_nothing_while_the_collector_is_away(
     drop(collector);
 }
 
+/// `ack = "written"` across a kill -9: the requests in flight get no answer (the
+/// connection breaks), the client sends them again once the daemon is back on the same
+/// port, and the output holds every record, some twice (written, not yet answered),
+/// none missing and none torn.
+#[test]
+fn a_kill_9_with_requests_waiting_for_their_ack_loses_nothing_a_retrying_client_sent() {
+    let Some(py) = python() else {
+        return;
+    };
+    let dir = TempDir::new("http-in-kill9");
+    let port = Collector::reserve();
+    let out = dir.path().join("out.json");
+    let config = format!(
+        "[[train]]\nname = \"in\"\n\
+         [[train.cog]]\ntype = \"http_in\"\nlisten = \"127.0.0.1:{port}\"\nack = \"written\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = {out:?}\nformat = \"json\"\n",
+        out = out.to_str().unwrap()
+    );
+    let mut d = Daemon::start(dir.path(), "first", &config);
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, CLIENT).unwrap();
+    let (batches, per) = (60, 500);
+    let client_out = dir.path().join("client.out");
+    let mut client = Command::new(py)
+        .arg(&script)
+        .args([port.to_string(), batches.to_string(), per.to_string()])
+        .stdout(File::create(&client_out).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "a third of the records written",
+        || d.log(),
+        || lines_of(&out).len() >= batches * per / 3,
+    );
+    d.child.kill().unwrap();
+    let _ = d.child.wait();
+    let at_kill = lines_of(&out).len();
+    let d = Daemon::start(dir.path(), "second", &config);
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not finish\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let said = std::fs::read_to_string(&client_out).unwrap_or_default();
+    assert!(
+        status.success() && said.contains("done"),
+        "{said}\n{}",
+        d.log()
+    );
+    assert!(said.contains("retry"), "the kill broke no request: {said}");
+    let log = d.stop();
+    let lines = lines_of(&out);
+    let mut seen: Vec<usize> = Vec::with_capacity(lines.len());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("a torn or bad line {l:?}: {e}\n{log}"));
+        seen.push(v["n"].as_u64().expect("n") as usize);
+    }
+    let written = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen, (0..batches * per).collect::<Vec<_>>(), "{log}");
+    println!(
+        "kill -9 after {at_kill} lines: {written} lines for {} records ({} again)",
+        batches * per,
+        written - batches * per
+    );
+}
+
 #[test]
 fn backpressure_is_answered_503_with_retry_after() {
     let dir = TempDir::new("http-in-pressure");
