@@ -565,6 +565,29 @@ print("retries=%d statuses=%s" % (retries, sorted(map(str, statuses))), flush=Tr
 print("done", flush=True)
 "#;
 
+/// Waits (bounded) for the `CLIENT` script to end well; returns what it printed.
+fn client_finished(client: &mut Child, said: &Path, d: &Daemon) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not finish\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let said = std::fs::read_to_string(said).unwrap_or_default();
+    assert!(
+        status.success() && said.contains("done"),
+        "{said}\n{}",
+        d.log()
+    );
+    said
+}
+
 fn python() -> Option<&'static str> {
     have("python3").then_some("python3")
 }
@@ -613,24 +636,7 @@ fn a_retrying_client_with_ack_written_loses_nothing_while_the_collector_is_away(
         },
     );
     let collector = Collector::start(port);
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(st) = client.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the client did not finish\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let said = std::fs::read_to_string(&client_out).unwrap_or_default();
-    assert!(
-        status.success() && said.contains("done"),
-        "{said}\n{}",
-        d.log()
-    );
+    let said = client_finished(&mut client, &client_out, &d);
     assert!(said.contains("503"), "no 503 seen: {said}");
     // Every record answered 200 is with the collector already; the others of the
     // refused attempts arrive too, possibly twice.
@@ -693,24 +699,7 @@ fn a_kill_9_with_requests_waiting_for_their_ack_loses_nothing_a_retrying_client_
     let _ = d.child.wait();
     let at_kill = lines_of(&out).len();
     let d = Daemon::start(dir.path(), "second", &config);
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(st) = client.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the client did not finish\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let said = std::fs::read_to_string(&client_out).unwrap_or_default();
-    assert!(
-        status.success() && said.contains("done"),
-        "{said}\n{}",
-        d.log()
-    );
+    let said = client_finished(&mut client, &client_out, &d);
     assert!(said.contains("retry"), "the kill broke no request: {said}");
     let log = d.stop();
     let lines = lines_of(&out);
