@@ -5,8 +5,7 @@
 # Senders: `socat -u FILE:corpus TCP:...` (plain) and `socat -u FILE:corpus OPENSSL:...`
 # (TLS, verifying the server against the throwaway CA). Runs alternate plain/TLS so that
 # the load of the shared machine falls on both alike. Per run: lines/s (first byte sent
-# until the output holds every line) and the receiver's CPU-s (user+sys from
-# /usr/bin/time); then the best of each and the ratios TLS/plain. Every run's output must
+# until the output holds every line) and the receiver's CPU-s (user+sys, its rusage); then the best of each and the ratios TLS/plain. Every run's output must
 # hold exactly the corpus's line count, else the script stops (exit 1).
 #   bash bench/tls_w4.sh             # 5 runs of each
 #   RUNS=3 bash bench/tls_w4.sh
@@ -33,9 +32,9 @@ if [[ ! -s "$CORPUS" && ! -f "$SHARED/gen_corpus.py" ]]; then
   echo "  put it there (or point SHARED at its folder) and run bash bench/tls_w4.sh again."
   exit 0
 fi
-for tool in python3 socat openssl /usr/bin/time ss; do
+for tool in python3 socat openssl ss; do
   command -v "$tool" >/dev/null || {
-    echo "bench/tls_w4.sh: $tool is required (apt-get install python3 socat openssl time iproute2)" >&2
+    echo "bench/tls_w4.sh: $tool is required (apt-get install python3 socat openssl iproute2)" >&2
     exit 1
   }
 done
@@ -63,7 +62,10 @@ RUNDIR="$(mktemp -d "${TMPDIR:-/tmp}/deadbeat-tls-w4.XXXXXX")"
 DAEMON_PID=""
 TIME_PID=""
 cleanup() {
-  [[ -n "$DAEMON_PID" ]] && kill -TERM "$DAEMON_PID" 2>/dev/null || true
+  # the daemon, or (before its pid is known) the wrapper, which passes SIGTERM on
+  if [[ -n "$DAEMON_PID" ]]; then kill -TERM "$DAEMON_PID" 2>/dev/null || true
+  elif [[ -n "$TIME_PID" ]]; then kill -TERM "$TIME_PID" 2>/dev/null || true
+  fi
   [[ -n "$TIME_PID" ]] && wait "$TIME_PID" 2>/dev/null || true
   rm -rf "$RUNDIR"
 }
@@ -83,6 +85,26 @@ PKI="$RUNDIR/pki"; mkdir -p "$PKI"
 } > "$PKI/openssl.log" 2>&1 || { cat "$PKI/openssl.log" >&2; exit 1; }
 
 now() { date +%s.%N; }
+# python3 -c "$RUSAGE" TIMEFILE PIDFILE CMD...: runs CMD as its child, writes the child's
+# pid to PIDFILE and, when it ends, its "user sys maxrss_kib" to TIMEFILE in microseconds'
+# precision (/usr/bin/time prints hundredths: 5% of a run here). SIGTERM is passed on.
+RUSAGE='
+import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(sys.argv[3], sys.argv[3:])
+    finally:
+        os._exit(127)
+signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGTERM))
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write("%d\n" % pid)
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    f.write("%.4f %.4f %d\n" % (ru.ru_utime, ru.ru_stime, ru.ru_maxrss))
+'
+
 # a port nobody listens on now (the kernel's choice); the daemon binds it a moment later
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
@@ -153,9 +175,10 @@ run_one() {
   out="$RUNDIR/out-$mode.json"; rm -f "$out"; sync
   conf=$(mkconf "$mode" "$port" "$out")
   tf="$RUNDIR/time.$mode"
-  /usr/bin/time -f "%U %S %M" -o "$tf" "${PIN_RX[@]}" "$BIN" run "$conf" & TIME_PID=$!
+  rm -f "$RUNDIR/daemon.pid"
+  python3 -c "$RUSAGE" "$tf" "$RUNDIR/daemon.pid" "${PIN_RX[@]}" "$BIN" run "$conf" & TIME_PID=$!
   wait_port "$port"
-  DAEMON_PID=$(pgrep -P "$TIME_PID" | head -n 1)
+  DAEMON_PID=$(cat "$RUNDIR/daemon.pid")
   if [[ "$mode" == tls ]]; then
     target="OPENSSL:127.0.0.1:$port,cafile=$PKI/ca.pem"
   else
@@ -174,7 +197,7 @@ run_one() {
   fi
   read -r u s m < <(tail -n 1 "$tf")
   awk -v n="$WANT" -v t0="$t0" -v t1="$t1" -v u="$u" -v s="$s" -v m="$m" \
-    'BEGIN{printf "%.0f %.2f %d\n", n/(t1-t0), u+s, m}' >> "$RUNDIR/$mode.res"
+    'BEGIN{printf "%.0f %.3f %d\n", n/(t1-t0), u+s, m}' >> "$RUNDIR/$mode.res"
   printf '  %-5s %9s lines/s  %s CPU-s  %s KiB peak RSS\n' "$mode" $(tail -n 1 "$RUNDIR/$mode.res")
   rm -f "$out"
 }
@@ -193,8 +216,8 @@ summary() {  # MODE
     { r[NR]=$1; c[NR]=$2; m[NR]=$3; if ($1>br) br=$1; if (bc=="" || $2<bc) bc=$2; if ($3>mm) mm=$3 }
     END {
       rs=""; cs=""
-      for (i=1;i<=NR;i++) { rs=rs (i>1?", ":"") sprintf("%.0fk", r[i]/1000); cs=cs (i>1?", ":"") sprintf("%.2f", c[i]) }
-      printf "| W4 %s | %s | %.0fk | %s | %.2f | %.1f MB |\n", mode, rs, br/1000, cs, bc, mm/1024
+      for (i=1;i<=NR;i++) { rs=rs (i>1?", ":"") sprintf("%.0fk", r[i]/1000); cs=cs (i>1?", ":"") sprintf("%.3f", c[i]) }
+      printf "| W4 %s | %s | %.0fk | %s | %.3f | %.1f MB |\n", mode, rs, br/1000, cs, bc, mm/1024
     }' "$RUNDIR/$1.res"
 }
 echo "| | lines/s (runs) | best lines/s | CPU-s (runs) | best CPU-s | peak RSS |"
