@@ -9,6 +9,11 @@
 # hold exactly the corpus's line count, else the script stops (exit 1).
 #   bash bench/tls_w4.sh             # 5 runs of each
 #   RUNS=3 bash bench/tls_w4.sh
+#   CG=1 bash bench/tls_w4.sh        # instead: instruction counts of the receiver under
+#                                    # cachegrind (the first CG_LINES lines, 200000), one run
+#                                    # each; the annotations are kept in target/bench-data/cg/
+#   CG=1 CG_ENV="GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=..." bash bench/tls_w4.sh
+#                                    # the same with the daemon's environment changed
 # Env: RUNS (5), LINES (1000000; the corpus size), SHARED (folder holding gen_corpus.py,
 #      default ../shared/bench beside the repository), CPU (core of the receiver, default 1;
 #      the sender gets the other one; PIN=0: no pinning), BIN (the daemon, default
@@ -55,6 +60,13 @@ if [[ ! -s "$CORPUS" ]]; then
   echo "== corpus: gen_corpus.py --kind syslog --lines $LINES --seed 1 > $CORPUS"
   python3 "$SHARED/gen_corpus.py" --kind syslog --lines "$LINES" --seed 1 > "$CORPUS.tmp"
   mv "$CORPUS.tmp" "$CORPUS"
+fi
+if [[ "${CG:-0}" == 1 ]]; then
+  command -v valgrind >/dev/null || { echo "bench/tls_w4.sh: CG=1 needs valgrind" >&2; exit 1; }
+  CG_LINES="${CG_LINES:-200000}"
+  mkdir -p "$DATA/cg"
+  head -n "$CG_LINES" "$CORPUS" > "$DATA/syslog-cg-$CG_LINES.log"
+  CORPUS="$DATA/syslog-cg-$CG_LINES.log"
 fi
 WANT=$(wc -l < "$CORPUS")
 
@@ -113,10 +125,10 @@ past() { awk -v a="$(now)" -v b="$1" 'BEGIN{exit !(a>b)}'; }
 deadline_in() { awk -v t="$(now)" -v d="$1" 'BEGIN{printf "%.3f", t+d}'; }
 lines_of() { if [[ -f "$1" ]]; then wc -l < "$1"; else echo 0; fi; }
 
-wait_port() {  # PORT: until something listens on 127.0.0.1:PORT (10 s at most)
-  local dl; dl=$(deadline_in 10)
+wait_port() {  # PORT: until something listens on 127.0.0.1:PORT (60 s at most: valgrind)
+  local dl; dl=$(deadline_in 60)
   until ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; do
-    if past "$dl"; then echo "nothing listens on 127.0.0.1:$1 after 10 s" >&2; return 1; fi
+    if past "$dl"; then echo "nothing listens on 127.0.0.1:$1 after 60 s" >&2; return 1; fi
     if ! kill -0 "$TIME_PID" 2>/dev/null; then echo "the daemon exited before listening" >&2; return 1; fi
     sleep 0.01
   done
@@ -176,7 +188,14 @@ run_one() {
   conf=$(mkconf "$mode" "$port" "$out")
   tf="$RUNDIR/time.$mode"
   rm -f "$RUNDIR/daemon.pid"
-  python3 -c "$RUSAGE" "$tf" "$RUNDIR/daemon.pid" "${PIN_RX[@]}" "$BIN" run "$conf" & TIME_PID=$!
+  local -a pre=("${PIN_RX[@]}")
+  if [[ "${CG:-0}" == 1 ]]; then
+    # shellcheck disable=SC2206 # CG_ENV is a list of NAME=VALUE words
+    pre=(env ${CG_ENV:-} valgrind --tool=cachegrind --cache-sim=no
+         "--cachegrind-out-file=$DATA/cg/$mode${CG_TAG:+-$CG_TAG}.out"
+         "--log-file=$DATA/cg/$mode${CG_TAG:+-$CG_TAG}.log")
+  fi
+  python3 -c "$RUSAGE" "$tf" "$RUNDIR/daemon.pid" "${pre[@]}" "$BIN" run "$conf" & TIME_PID=$!
   wait_port "$port"
   DAEMON_PID=$(cat "$RUNDIR/daemon.pid")
   if [[ "$mode" == tls ]]; then
@@ -201,6 +220,20 @@ run_one() {
   printf '  %-5s %9s lines/s  %s CPU-s  %s KiB peak RSS\n' "$mode" $(tail -n 1 "$RUNDIR/$mode.res")
   rm -f "$out"
 }
+
+if [[ "${CG:-0}" == 1 ]]; then
+  echo "== cachegrind, receiver only, $WANT lines${CG_ENV:+, daemon environment: $CG_ENV}"
+  for mode in plain tls; do
+    run_one "$mode"
+    f="$DATA/cg/$mode${CG_TAG:+-$CG_TAG}.out"
+    cg_annotate "$f" > "$f.txt" 2>/dev/null || true
+    awk '/^summary:/{print $2}' "$f" > "$RUNDIR/$mode.ir"
+    printf '  %-5s %s instructions (annotated: %s.txt)\n' "$mode" "$(cat "$RUNDIR/$mode.ir")" "$f"
+  done
+  awk -v p="$(cat "$RUNDIR/plain.ir")" -v t="$(cat "$RUNDIR/tls.ir")" \
+    'BEGIN{printf "  plain %.2fM, tls %.2fM: ratio %.3f\n", p/1e6, t/1e6, t/p}'
+  exit 0
+fi
 
 echo "== $RUNS runs each, alternating (receiver: ${PIN_RX[*]:-unpinned} $BIN; $WANT lines)"
 echo "   load: $(uptime)"
