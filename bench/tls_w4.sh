@@ -263,5 +263,15 @@ awk -v rp="$(best plain 1 max)" -v rt="$(best tls 1 max)" -v cp="$(best plain 2 
     -v mrp="$(median plain 1)" -v mrt="$(median tls 1)" -v mcp="$(median plain 2)" -v mct="$(median tls 2)" 'BEGIN{
   printf "best:   TLS keeps %.0f%% of plain lines/s (wall); CPU-s TLS/plain = %.2f (%+.0f%%; lines per CPU-s kept: %.0f%%)\n", 100*rt/rp, ct/cp, 100*(ct/cp-1), 100*cp/ct
   printf "median: TLS keeps %.0f%% of plain lines/s (wall); CPU-s TLS/plain = %.2f (%+.0f%%; lines per CPU-s kept: %.0f%%)\n", 100*mrt/mrp, mct/mcp, 100*(mct/mcp-1), 100*mcp/mct
+}'
+# per round (a plain and a TLS run side by side in time, so under the same load): the
+# ratios, and their median, which drifting load distorts least
+paste -d' ' "$RUNDIR/plain.res" "$RUNDIR/tls.res" | awk '{printf "%.3f %.3f\n", $4/$1, $5/$2}' > "$RUNDIR/pairs"
+med() { sort -g | awk '{v[NR]=$1} END{printf "%.2f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
+list() { awk -v k="$1" '{printf "%s%.2f", (NR>1?", ":""), $k}' "$RUNDIR/pairs"; }
+echo "paired: lines/s TLS/plain per round $(list 1); median $(awk '{print $1}' "$RUNDIR/pairs" | med)"
+mc=$(awk '{print $2}' "$RUNDIR/pairs" | med)
+echo "paired: CPU-s TLS/plain per round $(list 2); median $mc (lines per CPU-s kept: $(awk -v m="$mc" 'BEGIN{printf "%.0f", 100/m}')%)"
+awk 'BEGIN{
   printf "issue 20 target: TLS at least 70%% of W4 rate, i.e. costs at most 30%%\n"
 }'
