@@ -182,7 +182,7 @@ TOML
 
 # one run: MODE (plain|tls); appends "lines_per_s cpu_s rss_kib" to $RUNDIR/MODE.res
 run_one() {
-  local mode="$1" port out conf tf t0 t1 got u s m target
+  local mode="$1" port out conf tf t0 t1 got u s m su ss target
   port=$(free_port)
   out="$RUNDIR/out-$mode.json"; rm -f "$out"; sync
   conf=$(mkconf "$mode" "$port" "$out")
@@ -204,7 +204,8 @@ run_one() {
     target="TCP:127.0.0.1:$port"
   fi
   t0=$(now)
-  timeout 300 "${PIN_TX[@]}" socat -b 65536 -u "FILE:$CORPUS" "$target"
+  python3 -c "$RUSAGE" "$RUNDIR/stime.$mode" "$RUNDIR/sender.pid" \
+    timeout 300 "${PIN_TX[@]}" socat -b 65536 -u "FILE:$CORPUS" "$target"
   t1=$(wait_lines "$out" "$WANT")
   kill -TERM "$DAEMON_PID" 2>/dev/null || true
   wait "$TIME_PID" || true
@@ -215,9 +216,10 @@ run_one() {
     exit 1
   fi
   read -r u s m < <(tail -n 1 "$tf")
-  awk -v n="$WANT" -v t0="$t0" -v t1="$t1" -v u="$u" -v s="$s" -v m="$m" \
-    'BEGIN{printf "%.0f %.3f %d\n", n/(t1-t0), u+s, m}' >> "$RUNDIR/$mode.res"
-  printf '  %-5s %9s lines/s  %s CPU-s  %s KiB peak RSS\n' "$mode" $(tail -n 1 "$RUNDIR/$mode.res")
+  read -r su ss _ < <(tail -n 1 "$RUNDIR/stime.$mode")
+  awk -v n="$WANT" -v t0="$t0" -v t1="$t1" -v u="$u" -v s="$s" -v m="$m" -v su="$su" -v ss="$ss" \
+    'BEGIN{printf "%.0f %.3f %d %.3f\n", n/(t1-t0), u+s, m, su+ss}' >> "$RUNDIR/$mode.res"
+  printf '  %-5s %9s lines/s  %s CPU-s  %s KiB peak RSS  (sender: %s CPU-s)\n' "$mode" $(tail -n 1 "$RUNDIR/$mode.res")
   rm -f "$out"
 }
 
@@ -246,15 +248,15 @@ echo "   load: $(uptime)"
 echo "== summary (every run delivered all $WANT lines)"
 summary() {  # MODE
   awk -v mode="$1" '
-    { r[NR]=$1; c[NR]=$2; m[NR]=$3; if ($1>br) br=$1; if (bc=="" || $2<bc) bc=$2; if ($3>mm) mm=$3 }
+    { r[NR]=$1; c[NR]=$2; m[NR]=$3; if ($1>br) br=$1; if (bc=="" || $2<bc) bc=$2; if ($3>mm) mm=$3; if (bs=="" || $4<bs) bs=$4 }
     END {
       rs=""; cs=""
       for (i=1;i<=NR;i++) { rs=rs (i>1?", ":"") sprintf("%.0fk", r[i]/1000); cs=cs (i>1?", ":"") sprintf("%.3f", c[i]) }
-      printf "| W4 %s | %s | %.0fk | %s | %.3f | %.1f MB |\n", mode, rs, br/1000, cs, bc, mm/1024
+      printf "| W4 %s | %s | %.0fk | %s | %.3f | %.1f MB | %.3f |\n", mode, rs, br/1000, cs, bc, mm/1024, bs
     }' "$RUNDIR/$1.res"
 }
-echo "| | lines/s (runs) | best lines/s | CPU-s (runs) | best CPU-s | peak RSS |"
-echo "|---|---|---|---|---|---|"
+echo "| | lines/s (runs) | best lines/s | CPU-s (runs) | best CPU-s | peak RSS | sender's best CPU-s |"
+echo "|---|---|---|---|---|---|---|"
 summary plain
 summary tls
 best() { sort -k"$2" -g "$RUNDIR/$1.res" | { if [[ "$3" == max ]]; then tail -n 1; else head -n 1; fi; } | awk -v k="$2" '{print $k}'; }
@@ -266,7 +268,7 @@ awk -v rp="$(best plain 1 max)" -v rt="$(best tls 1 max)" -v cp="$(best plain 2 
 }'
 # per round (a plain and a TLS run side by side in time, so under the same load): the
 # ratios, and their median, which drifting load distorts least
-paste -d' ' "$RUNDIR/plain.res" "$RUNDIR/tls.res" | awk '{printf "%.3f %.3f\n", $4/$1, $5/$2}' > "$RUNDIR/pairs"
+paste -d' ' "$RUNDIR/plain.res" "$RUNDIR/tls.res" | awk '{printf "%.3f %.3f\n", $5/$1, $6/$2}' > "$RUNDIR/pairs"
 med() { sort -g | awk '{v[NR]=$1} END{printf "%.2f", (NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2}'; }
 list() { awk -v k="$1" '{printf "%s%.2f", (NR>1?", ":""), $k}' "$RUNDIR/pairs"; }
 echo "paired: lines/s TLS/plain per round $(list 1); median $(awk '{print $1}' "$RUNDIR/pairs" | med)"
