@@ -5,8 +5,10 @@
 # Senders: `socat -u FILE:corpus TCP:...` (plain) and `socat -u FILE:corpus OPENSSL:...`
 # (TLS, verifying the server against the throwaway CA). Runs alternate plain/TLS so that
 # the load of the shared machine falls on both alike. Per run: lines/s (first byte sent
-# until the output holds every line) and the receiver's CPU-s (user+sys, its rusage); then the best of each and the ratios TLS/plain. Every run's output must
-# hold exactly the corpus's line count, else the script stops (exit 1).
+# until the output holds every line), the receiver's and the sender's CPU-s (user+sys,
+# from their rusage); then the best and median of each, the TLS/plain ratio of each round
+# and their median. Every run's output must hold exactly the corpus's line count, else
+# the script stops (exit 1).
 #   bash bench/tls_w4.sh             # 5 runs of each
 #   RUNS=3 bash bench/tls_w4.sh
 #   CG=1 bash bench/tls_w4.sh        # instead: instruction counts of the receiver under
