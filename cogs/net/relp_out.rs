@@ -48,11 +48,15 @@ const MAX_RSP: usize = 64 << 10;
 /// `drain_timeout` (and the engine's `stop_timeout`); what is left is logged and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
-/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
-/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
-/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
-/// kill -9, and are sent in order, before newer records, once a session is open again;
-/// `max_bytes` and `when_full` as for `tcp_out`.
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes`, and every
+/// record while no session is open, go to segment files in `buffer_dir` (default:
+/// `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the supplies; the unanswered
+/// records memory holds join them there, ahead of them, when a session is lost, at the
+/// first spill and at the stop. They are acknowledged once synced to disk, survive a
+/// restart or a kill -9, and are sent in order, before newer records, once a session is
+/// open again. A stop with the server away does not wait for it; at the end of
+/// `drain_timeout` the unanswered records stay on disk for the next run. `max_bytes` and
+/// `when_full` as for `tcp_out`.
 ///
 /// ```toml
 /// [[train.cog]]

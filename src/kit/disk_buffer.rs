@@ -1,6 +1,14 @@
-//! A disk buffer for forwarding drains: when a drain's memory buffer is full, rendered
-//! frames spill to append-only segment files, are acknowledged to the supplies once
-//! they are on disk, and are handed back, oldest first, when the peer can take them.
+//! A disk buffer for forwarding drains: when a drain's memory buffer is full (or its peer
+//! is away), rendered frames spill to append-only segment files, are acknowledged to the
+//! supplies once they are on disk, and are handed back, oldest first, when the peer can
+//! take them.
+//!
+//! **Adoption.** What a drain's memory buffer holds can be written to disk too, behind
+//! what is there and ahead of newer records ([`DiskBuffer::adopt`], [`Spill::adopt`]):
+//! the drains built on [`Outbox`] do it when the connection is lost, at the first spill
+//! and at the stop, so that a stop or a kill -9 while the peer is away loses nothing that
+//! memory held. Adopted records stay in memory to be sent from there; on disk they count
+//! as handed back, and the peer's confirmations reach the disk in their order.
 //!
 //! **Files.** The buffer owns one directory (`buffer_dir`). Each segment is a file named
 //! `NNNNNNNNNNNNNNNNNNNN.seg` (a sequence number, 20 digits, so names sort by age)

@@ -973,9 +973,9 @@ impl Forward {
         }
     }
 
-    /// With a disk buffer (`Some`): records beyond `buffer_bytes` spill to it, and the
-    /// supplies pause only when it is full (`when_full = "block"`). It is opened by
-    /// `start`.
+    /// With a disk buffer (`Some`): records beyond `buffer_bytes`, and all of them while
+    /// the peer is not connected, go to it, and the supplies pause only when it is full
+    /// (`when_full = "block"`). It is opened by `start`.
     pub fn with_disk(mut self, disk: Option<DiskOptions>) -> Self {
         if let Some(d) = &disk {
             self.watermark = Watermark::new(usize::try_from(d.max_bytes).unwrap_or(usize::MAX));
