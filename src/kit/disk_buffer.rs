@@ -1009,7 +1009,7 @@ impl Spill {
     }
 
     /// Starts a sync of what was written, on a worker thread, unless one runs.
-    fn start_sync(&mut self, cx: &mut Ctx<'_>) {
+    pub fn start_sync(&mut self, cx: &mut Ctx<'_>) {
         if self.sync_job.is_none()
             && let Some(job) = self.buf.as_mut().and_then(DiskBuffer::sync_job)
         {
@@ -1034,29 +1034,50 @@ impl Spill {
 
     /// [`adopt`](Spill::adopt) without starting the sync; whether records were written.
     fn adopt_only(&mut self, outbox: &mut Outbox, cx: &mut Ctx<'_>) -> bool {
+        if self.buf.is_none() {
+            return false;
+        }
+        let first = outbox.first_fresh();
+        let n = outbox.records() - first;
+        if n == 0 {
+            return false;
+        }
+        let written = self.adopt_frames(outbox.frames_from(first), n, cx);
+        if written {
+            outbox.mark_replayed(first);
+        }
+        written
+    }
+
+    /// For a drain with its own memory buffer: writes `frames` (`n` records: ids and
+    /// frames, oldest first, none read back from the disk) as [`DiskBuffer::adopt`] does,
+    /// without starting their sync ([`start_sync`](Spill::start_sync), or
+    /// [`finish`](Spill::finish) at a stop). Whether they were written: the drain then
+    /// counts their confirmations for the disk, as those of records read back.
+    pub fn adopt_frames<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = (EventId, &'a [u8])>,
+        n: usize,
+        cx: &mut Ctx<'_>,
+    ) -> bool {
         let Some(buf) = self.buf.as_mut() else {
             return false;
         };
-        let first = outbox.first_fresh();
-        if first == outbox.records() {
-            return false;
-        }
         let log = cx.logger().clone();
-        match buf.adopt(outbox.frames_from(first), self.name, &log) {
+        match buf.adopt(frames, self.name, &log) {
             Ok(Some(dropped)) => {
-                outbox.mark_replayed(first);
                 self.dropped += dropped;
                 true
             }
             Ok(None) => {
                 // Only after a failed write: the records in memory go out first anyway.
                 slog::debug!(log, "records wait on disk: the memory buffer stays in memory only";
-                    "cog" => self.name, "records" => outbox.records() - first);
+                    "cog" => self.name, "records" => n);
                 false
             }
             Err(e) => {
                 slog::error!(log, "cannot write the records held in memory to the disk buffer; they stay in memory only";
-                    "cog" => self.name, "records" => outbox.records() - first, "error" => %e);
+                    "cog" => self.name, "records" => n, "error" => %e);
                 false
             }
         }

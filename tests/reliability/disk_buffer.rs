@@ -69,7 +69,7 @@ fn config(dir: &Path, udp: u16, collector: u16, tcp_extra: &str) -> PathBuf {
 /// `udp_in` on port `udp` → `drain` (its keys) with `buffer = "disk"` and, unless the
 /// keys set it, `drain_timeout = "5s"`.
 fn udp_config(dir: &Path, udp: u16, drain: &str) -> PathBuf {
-    let timeout = if drain.contains("drain_timeout") {
+    let timeout = if drain.contains("drain_timeout") || drain.contains("shutdown_timeout") {
         ""
     } else {
         "drain_timeout = \"5s\"\n"
@@ -243,8 +243,10 @@ fn on_disk(dir: &Path) -> Vec<u64> {
             if at + 8 + len > b.len() {
                 break;
             }
+            // A line, a JSON line (http_out) or an XADD command (redis_out) holding it.
             let frame = String::from_utf8_lossy(&b[at + 8..at + 8 + len]);
-            seqs.push(seq_of(&frame).unwrap_or_else(|| panic!("frame {frame:?}")));
+            let seq = frame.find("seq ").and_then(|i| seq_of(&frame[i..]));
+            seqs.push(seq.unwrap_or_else(|| panic!("frame {frame:?}")));
             at += 8 + len;
         }
     }
@@ -1019,4 +1021,132 @@ fn tcp_out_over_tls_sends_its_disk_buffer_in_order_once_the_server_listens() {
     let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
     assert_eq!(seqs.len() as u64, received);
     assert_increasing(&seqs);
+}
+
+/// A kill -9 and then a graceful stop of a sender whose server is away: after each, every
+/// datagram it received is on disk, in order; the stop does not wait for the server. Returns
+/// those seqs.
+fn kill_then_stop_while_away(dir: &Path, cfg: &Path, udp: u16, drain: &'static str) -> Vec<u64> {
+    let mut s = Sender::start_as(dir, cfg, udp, drain);
+    s.send(0, 20_000, Duration::from_millis(500));
+    let before = s.settled();
+    assert_eq!(
+        Sender::buffer(&s.cog(drain), "disk_records"),
+        before,
+        "every received record on disk"
+    );
+    let bdir = s.buffer_dir();
+    kill(s.d.id(), libc::SIGKILL);
+    s.d.wait_exit();
+    let kept = on_disk(&bdir);
+    assert_eq!(
+        kept.len() as u64,
+        before,
+        "what the killed sender had received"
+    );
+    assert_increasing(&kept);
+    let s = Sender::start_as(dir, cfg, udp, drain);
+    s.send(20_000, 40_000, Duration::from_millis(500));
+    let after = s.settled();
+    let t = Instant::now();
+    let err = s.d.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(err.contains("stopping with the server away"), "{err}");
+    let kept2 = on_disk(&bdir);
+    assert_eq!(&kept2[..kept.len()], &kept[..]);
+    assert_eq!(kept2.len() as u64, before + after, "{err}");
+    assert_increasing(&kept2);
+    kept2
+}
+
+#[test]
+fn http_out_keeps_every_received_datagram_across_a_kill_9_and_a_stop_while_the_server_is_away() {
+    let dir = TempDir::new("disk-buffer-http-kill9");
+    let (udp, port) = (udp_port(), free_port());
+    let cfg = udp_config(
+        dir.path(),
+        udp,
+        &format!(
+            "type = \"http_out\"\nurl = \"http://127.0.0.1:{port}/ingest\"\n\
+             max_buffered_bytes = \"1MiB\"\nbatch_bytes = \"64KiB\"\nbackoff_max = \"200ms\"\n\
+             shutdown_timeout = \"60s\""
+        ),
+    );
+    let kept = kill_then_stop_while_away(dir.path(), &cfg, udp, "http_out");
+    let got = http_collector(port);
+    let s = Sender::start_as(dir.path(), &cfg, udp, "http_out");
+    wait_within("the server to have every line", PATIENCE, || {
+        got.lock().unwrap().len() >= kept.len()
+    });
+    let bdir = s.buffer_dir();
+    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
+    s.d.stop();
+    let seqs: Vec<u64> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l.find("seq ")
+                .and_then(|i| seq_of(&l[i..]))
+                .unwrap_or_else(|| panic!("line {l:?}"))
+        })
+        .collect();
+    assert_eq!(seqs, kept, "each once, in order");
+}
+
+#[test]
+fn redis_out_keeps_every_received_datagram_across_a_kill_9_and_a_stop_while_redis_is_away() {
+    let Some((server, cli)) = redis_bins() else {
+        return;
+    };
+    let dir = TempDir::new("disk-buffer-redis-kill9");
+    let (udp, port) = (udp_port(), free_port());
+    let cfg = udp_config(
+        dir.path(),
+        udp,
+        &format!(
+            "type = \"redis_out\"\naddress = \"127.0.0.1:{port}\"\nstream = \"s\"\n\
+             buffer_bytes = \"1MiB\"\ndrain_timeout = \"60s\""
+        ),
+    );
+    let kept = kill_then_stop_while_away(dir.path(), &cfg, udp, "redis_out");
+    let mut redis = Command::new(server)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli_out = |args: &[&str]| -> String {
+        let o = Command::new(&cli)
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let s = Sender::start_as(dir.path(), &cfg, udp, "redis_out");
+    wait_within("redis to hold every line", PATIENCE, || {
+        cli_out(&["XLEN", "s"]).trim().parse::<usize>().ok() == Some(kept.len())
+    });
+    let bdir = s.buffer_dir();
+    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
+    s.d.stop();
+    let seqs: Vec<u64> = cli_out(&["XRANGE", "s", "-", "+"])
+        .lines()
+        .filter_map(seq_of)
+        .collect();
+    let _ = redis.kill();
+    let _ = redis.wait();
+    assert_eq!(seqs, kept, "each once, in order");
 }
