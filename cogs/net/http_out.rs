@@ -93,11 +93,15 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// most `shutdown_timeout`; what is left is logged (records and bytes) and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
-/// **Disk buffer.** With `buffer = "disk"`, records beyond `max_buffered_bytes` spill to
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `max_buffered_bytes`, and every
+/// record from a failed connection (attempt) until a connection is made again, go to
 /// segment files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead
-/// of pausing the supplies, are acknowledged once synced to disk, survive a restart or a
-/// kill -9, and are posted in order, before newer records, once the server answers again;
-/// `max_bytes` and `when_full` as for `tcp_out`.
+/// of pausing the supplies; the records memory holds in batches join them there, ahead of
+/// them, when a connection fails, at the first spill and at the stop. They are
+/// acknowledged once synced to disk, survive a restart or a kill -9, and are posted in
+/// order, before newer records, once the server answers again. A stop with the server
+/// away does not wait for it; at the end of `shutdown_timeout` the unanswered records stay
+/// on disk for the next run. `max_bytes` and `when_full` as for `tcp_out`.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -1730,6 +1734,25 @@ fn render(index: &Option<Template>, r: &Record, body: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_record_frame_for_the_disk() {
+        let b = Batch {
+            body: b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{}}\n{\"a\":2}\n".to_vec(),
+            ids: vec![REPLAYED, 7],
+            gz: None,
+        };
+        let got: Vec<(EventId, &[u8])> = record_frames(&b, 2).collect();
+        assert_eq!(
+            got,
+            vec![
+                (REPLAYED, &b"{\"index\":{}}\n{\"a\":1}\n"[..]),
+                (7, &b"{\"index\":{}}\n{\"a\":2}\n"[..])
+            ]
+        );
+        let one: Vec<&[u8]> = record_frames(&b, 1).map(|f| f.1).collect();
+        assert_eq!(one, vec![&b"{\"index\":{}}\n"[..], &b"{\"a\":1}\n"[..]]);
+    }
 
     #[test]
     fn urls_are_read() {

@@ -40,11 +40,14 @@ const DISK_RETRY: Local = 11;
 /// a refused connection (Redis restarting) is tried every `reconnect_refused`, other
 /// failures back off from `reconnect_initial` to `reconnect_max`, with jitter; `AUTH`
 /// (with `username` when set) and `SELECT db` open every connection. With
-/// `buffer = "disk"`, encoded commands beyond `buffer_bytes` spill to segment files in
-/// `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the
-/// supplies, are acknowledged once synced to disk, survive a restart or a kill -9, and are
-/// sent in order, before newer records, once Redis is back; `max_bytes` and `when_full` as
-/// for `tcp_out`.
+/// `buffer = "disk"`, encoded commands beyond `buffer_bytes`, and every one while the
+/// connection is down, go to segment files in `buffer_dir` (default: `buffer-TRAIN-COG`
+/// under `[state] dir`) instead of pausing the supplies; the unanswered commands memory
+/// holds join them there, ahead of them, when the connection is lost, at the first spill
+/// and at the stop. They are acknowledged once synced to disk, survive a restart or a
+/// kill -9, and are sent in order, before newer records, once Redis is back. A stop with
+/// Redis away does not wait for it; at the end of `drain_timeout` the unanswered commands
+/// stay on disk for the next run. `max_bytes` and `when_full` as for `tcp_out`.
 ///
 /// **Guarantee.** At least once: when a connection is lost, the commands Redis had not
 /// answered are sent again on the next one, so an entry Redis added just before the loss

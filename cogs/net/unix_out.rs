@@ -35,8 +35,9 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// a kill -9 (a torn last record is cut and logged), and are sent in order, before newer
 /// records, once the peer is back. A stop with the peer away does not wait for it
 /// (`drain_timeout`): its records stay on disk for the next run; at the end of
-/// `drain_timeout` what the peer did not acknowledge stays there too (the connection is
-/// reset, so that the peer does not also get it). `max_bytes` bounds the files; at that bound
+/// `drain_timeout` what the peer did not read stays there too (a stream peer may still
+/// read what its socket holds then: those records arrive twice). `max_bytes` bounds the
+/// files; at that bound
 /// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
 /// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
 ///

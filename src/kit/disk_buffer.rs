@@ -5,9 +5,10 @@
 //!
 //! **Adoption.** What a drain's memory buffer holds can be written to disk too, behind
 //! what is there and ahead of newer records ([`DiskBuffer::adopt`], [`Spill::adopt`]):
-//! the drains built on [`Outbox`] do it when the connection is lost, at the first spill
-//! and at the stop, so that a stop or a kill -9 while the peer is away loses nothing that
-//! memory held. Adopted records stay in memory to be sent from there; on disk they count
+//! the drains do it when the connection is lost, at the first spill and at the stop, so
+//! that a stop or a kill -9 while the peer is away loses nothing that memory held (the
+//! drains built on [`Outbox`] through [`Spill::adopt`], `http_out` and `redis_out` through
+//! [`Spill::adopt_frames`]). Adopted records stay in memory to be sent from there; on disk they count
 //! as handed back, and the peer's confirmations reach the disk in their order.
 //!
 //! **Files.** The buffer owns one directory (`buffer_dir`). Each segment is a file named
@@ -84,7 +85,7 @@ crate::choice! {
 crate::settings! {
     /// The disk buffer keys of a forwarding drain.
     pub struct BufferSettings {
-        /// memory: records wait in buffer_bytes of memory; disk: beyond that they spill to segment files in buffer_dir
+        /// memory: records wait in buffer_bytes of memory; disk: beyond that, and all of them while the peer is away, they go to segment files in buffer_dir
         buffer: BufferKind = "memory",
         /// directory of the disk buffer (default: `[state]` dir/buffer-TRAIN-COG)
         buffer_dir: Option<PathBuf>,

@@ -723,11 +723,12 @@ impl Conn {
         })
     }
 
-    /// Makes the close of a stream socket a reset (`SO_LINGER` 0): the bytes its send
+    /// Makes the close of a TCP connection a reset (`SO_LINGER` 0): the bytes its send
     /// queue holds are discarded instead of delivered after the close. For a drain that
-    /// keeps the records the peer did not acknowledge for its next run.
+    /// keeps the records the peer did not acknowledge for its next run. (What a Unix
+    /// socket sent is in the peer's queue already: nothing to discard.)
     fn abort_on_close(&self) {
-        if matches!(self, Conn::Dgram(_)) {
+        if !matches!(self, Conn::Tcp(_) | Conn::Tls(..)) {
             return;
         }
         let l = libc::linger {
