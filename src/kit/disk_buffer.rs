@@ -576,6 +576,10 @@ impl DiskBuffer {
         self.bytes += self.wbuf.len() as u64;
         self.held += n;
         self.wbuf.clear();
+        if self.wbuf.capacity() > 2 * WRITE_AT {
+            // A whole memory buffer was gathered: its room is not kept for the spills.
+            self.wbuf = Vec::new();
+        }
         self.written_ids.append(&mut self.wbuf_ids);
         self.writer_dirty = true;
         // The read window no longer matches the segment's read offset.

@@ -1150,3 +1150,59 @@ fn redis_out_keeps_every_received_datagram_across_a_kill_9_and_a_stop_while_redi
     let _ = redis.wait();
     assert_eq!(seqs, kept, "each once, in order");
 }
+
+#[test]
+fn unix_out_stopped_with_its_socket_absent_keeps_every_received_datagram_and_sends_it_later() {
+    let dir = TempDir::new("disk-buffer-unix-stop");
+    let udp = udp_port();
+    let sock = dir.path().join("collector.sock");
+    let cfg = udp_config(
+        dir.path(),
+        udp,
+        &format!(
+            "type = \"unix_out\"\npath = {sock:?}\nmode = \"stream\"\nbuffer_bytes = \"1MiB\"\n\
+             drain_timeout = \"60s\""
+        ),
+    );
+    let s = Sender::start_as(dir.path(), &cfg, udp, "unix_out");
+    s.send(0, 20_000, Duration::from_millis(500));
+    let received = s.settled();
+    let bdir = s.buffer_dir();
+    let t = Instant::now();
+    let err = s.d.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(err.contains("stopping with the peer away"), "{err}");
+    let kept = on_disk(&bdir);
+    assert_eq!(kept.len() as u64, received, "every received record on disk");
+    assert_increasing(&kept);
+    // The collector's socket appears: the next run sends what the disk held.
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let got = lines.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { return };
+            for line in BufReader::new(c).lines() {
+                let Ok(line) = line else { break };
+                got.lock().unwrap().push(line);
+            }
+        }
+    });
+    let s = Sender::start_as(dir.path(), &cfg, udp, "unix_out");
+    wait_for("the collector to have every line", || {
+        lines.lock().unwrap().len() >= kept.len()
+    });
+    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
+    s.d.stop();
+    let seqs: Vec<u64> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| seq_of(l).unwrap_or_else(|| panic!("line {l:?}")))
+        .collect();
+    assert_eq!(seqs, kept, "each once, in order");
+}
