@@ -93,11 +93,15 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// most `shutdown_timeout`; what is left is logged (records and bytes) and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
-/// **Disk buffer.** With `buffer = "disk"`, records beyond `max_buffered_bytes` spill to
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `max_buffered_bytes`, and every
+/// record from a failed connection (attempt) until a connection is made again, go to
 /// segment files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead
-/// of pausing the supplies, are acknowledged once synced to disk, survive a restart or a
-/// kill -9, and are posted in order, before newer records, once the server answers again;
-/// `max_bytes` and `when_full` as for `tcp_out`.
+/// of pausing the supplies; the records memory holds in batches join them there, ahead of
+/// them, when a connection fails, at the first spill and at the stop. They are
+/// acknowledged once synced to disk, survive a restart or a kill -9, and are posted in
+/// order, before newer records, once the server answers again. A stop with the server
+/// away does not wait for it; at the end of `shutdown_timeout` the unanswered records stay
+/// on disk for the next run. `max_bytes` and `when_full` as for `tcp_out`.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -748,6 +752,12 @@ pub struct HttpOut {
     disk: Spill,
     /// Records read back from the disk buffer answered since the last settle.
     replayed: u64,
+    /// The last connection attempt failed or the connection was lost, and none was made
+    /// since: with a disk buffer, records go straight to it.
+    down: bool,
+    /// Stopping with the server away: every record is on disk, the drain waits only for
+    /// their sync.
+    parked: bool,
 }
 
 impl HttpOut {
@@ -851,6 +861,8 @@ impl HttpOut {
             })),
             disk: Spill::new("http_out", disk, DISK_RETRY),
             replayed: 0,
+            down: false,
+            parked: false,
             opts,
             batch_records: s.batch_records as usize,
             batch_bytes: s.batch_bytes,
@@ -974,6 +986,10 @@ impl HttpOut {
         let was_up = matches!(&self.state, State::Connected(c) if !c.is_handshaking());
         let resending = usize::from(self.in_flight);
         self.drop_conn(cx);
+        // The server is away: what memory holds goes to disk, where it survives a stop or
+        // a kill meanwhile, and new records follow it there.
+        self.down = true;
+        self.adopt(cx, true);
         let refused = is_refusal(e, &self.target);
         let (held, target) = (self.records_held(), &self.target);
         let timer = self.redial.schedule(
@@ -997,8 +1013,11 @@ impl HttpOut {
     /// Sends the next batch when the connection is free, connecting first when needed,
     /// then writes what the socket takes; updates backpressure and a lingering finish.
     fn pump(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.lingering && !self.parked && self.down && self.disk.buffer().is_some() {
+            self.park(out, cx);
+        }
         self.disk_step(out, cx);
-        if !self.batches.is_empty() || self.disk.has_unloaded() {
+        if !self.parked && (!self.batches.is_empty() || self.disk.has_unloaded()) {
             match self.state {
                 State::Idle => self.dial(cx),
                 State::Connected(_) if !self.in_flight && !self.holding => self.begin(cx),
@@ -1345,10 +1364,10 @@ impl HttpOut {
             }
         };
         let _ = self.watermark.settle(held, cx);
+        let parked_done = self.parked && !self.disk.has_pending();
         if self.lingering
-            && self.batches.is_empty()
-            && self.open.ids.is_empty()
-            && self.disk.is_drained()
+            && (parked_done
+                || (self.batches.is_empty() && self.open.ids.is_empty() && self.disk.is_drained()))
         {
             self.lingering = false;
             self.close(cx);
@@ -1376,6 +1395,60 @@ impl HttpOut {
             "tls" => self.tls.is_some(),
             "failed_attempts" => self.redial.failures(), "buffered_records" => self.records_held());
         self.redial.connected();
+        self.down = false;
+    }
+
+    /// Puts the records only memory holds (in the batches) onto the disk, ahead of newer
+    /// records (see `Spill::adopt_frames`); `sync`: starts their sync on a worker thread.
+    fn adopt(&mut self, cx: &mut Ctx, sync: bool) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let lines = if self.index.is_some() { 2 } else { 1 };
+        let n = self
+            .batches
+            .iter()
+            .chain([&self.open])
+            .map(|b| b.ids.iter().filter(|&&id| id != REPLAYED).count())
+            .sum::<usize>();
+        if n == 0 {
+            return;
+        }
+        let frames = self
+            .batches
+            .iter()
+            .chain([&self.open])
+            .flat_map(|b| record_frames(b, lines))
+            .filter(|&(id, _)| id != REPLAYED);
+        if self.disk.adopt_frames(frames, n, cx) {
+            for b in self.batches.iter_mut().chain([&mut self.open]) {
+                b.ids.fill(REPLAYED);
+            }
+            if sync {
+                self.disk.start_sync(cx);
+            }
+        }
+    }
+
+    /// At a stop that does not wait for the server: what memory holds goes to disk, synced
+    /// on this thread unless a sync runs.
+    fn stopping(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.adopt(cx, false);
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+    }
+
+    /// Stops without the server: its records stay on disk for the next run; the drain
+    /// finishes once they are synced.
+    fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.stopping(out, cx);
+        self.close(cx);
+        self.parked = true;
+        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
+            "cog" => "http_out", "peer" => %self.target, "disk_buffer_records" => self.disk.records());
     }
 
     fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
@@ -1468,12 +1541,21 @@ impl Cog<Record> for HttpOut {
         let high = self.opts.buffer_bytes;
         // Tested once per batch: without a disk buffer the loop is as before.
         let spill = self.disk.buffer().is_some();
+        let down = spill && self.down;
+        let mut adopted = false;
         for r in batch.iter() {
-            // Beyond max_buffered_bytes, and for as long as spilled records wait, records
-            // go to the disk: what follows a spilled record never overtakes it.
+            // Beyond max_buffered_bytes, while the server is away, and for as long as
+            // spilled records wait, records go to the disk: what follows a spilled record
+            // never overtakes it.
+            if spill && !adopted && (down || self.disk.has_unloaded() || self.buffered >= high) {
+                // What memory holds goes first: order holds, and a stop or a kill while
+                // the server is away or slow loses nothing.
+                self.adopt(cx, true);
+                adopted = true;
+            }
             if spill
                 && let Some(d) = self.disk.buffer_mut()
-                && (d.has_unloaded() || self.buffered >= high)
+                && (down || d.has_unloaded() || self.buffered >= high)
             {
                 let index = &self.index;
                 d.push_with(r.id, |b| render(index, r, b));
@@ -1537,9 +1619,17 @@ impl Cog<Record> for HttpOut {
                 self.failed(&e, cx);
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
-                slog::error!(cx.logger(), "shutdown_timeout expired: records not answered by the server";
-                    "cog" => "http_out", "peer" => %self.target,
-                    "unsent_records" => self.records_held(), "unsent_bytes" => self.buffered);
+                if self.disk.buffer().is_none() {
+                    slog::error!(cx.logger(), "shutdown_timeout expired: records not answered by the server";
+                        "cog" => "http_out", "peer" => %self.target,
+                        "unsent_records" => self.records_held(), "unsent_bytes" => self.buffered);
+                } else if !self.parked {
+                    self.stopping(out, cx);
+                    slog::warn!(cx.logger(), "shutdown_timeout expired: the records the server did not answer stay in the disk buffer for the next run";
+                        "cog" => "http_out", "peer" => %self.target,
+                        "unanswered_records" => self.records_held(),
+                        "disk_buffer_records" => self.disk.records());
+                }
                 self.lingering = false;
                 self.close(cx);
                 cx.finished();
@@ -1579,9 +1669,15 @@ impl Cog<Record> for HttpOut {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let dropped = self.disk.finish(cx);
-        if dropped > 0 {
-            out.count_dropped(dropped);
+        if self.disk.buffer().is_some() && self.down {
+            self.park(out, cx);
+            if !self.disk.has_pending() {
+                return;
+            }
+        } else {
+            // What memory holds goes to disk too: a kill while the server answers, or the
+            // end of shutdown_timeout, loses nothing.
+            self.stopping(out, cx);
         }
         self.seal(cx);
         if self.batches.is_empty() && self.disk.is_drained() {
@@ -1597,12 +1693,29 @@ impl Cog<Record> for HttpOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
+        self.disk.confirm(std::mem::take(&mut self.replayed));
         self.close(cx);
         if let Some(t) = self.disk.take_retry() {
             cx.cancel_timer(t);
         }
         self.disk.done(cx);
     }
+}
+
+/// The ids and frames of the records of `b`, each `lines` lines of its body (its action
+/// line with `es_bulk`, then its JSON line: neither holds a raw newline).
+fn record_frames(b: &Batch, lines: usize) -> impl Iterator<Item = (EventId, &[u8])> {
+    let mut at = 0;
+    b.ids.iter().map(move |&id| {
+        let start = at;
+        for _ in 0..lines {
+            at = b.body[at..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.body.len(), |i| at + i + 1);
+        }
+        (id, &b.body[start..at])
+    })
 }
 
 /// Renders the body lines of `r`: with an index (`es_bulk`), its action line, then its
@@ -1621,6 +1734,25 @@ fn render(index: &Option<Template>, r: &Record, body: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_gives_back_each_record_frame_for_the_disk() {
+        let b = Batch {
+            body: b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{}}\n{\"a\":2}\n".to_vec(),
+            ids: vec![REPLAYED, 7],
+            gz: None,
+        };
+        let got: Vec<(EventId, &[u8])> = record_frames(&b, 2).collect();
+        assert_eq!(
+            got,
+            vec![
+                (REPLAYED, &b"{\"index\":{}}\n{\"a\":1}\n"[..]),
+                (7, &b"{\"index\":{}}\n{\"a\":2}\n"[..])
+            ]
+        );
+        let one: Vec<&[u8]> = record_frames(&b, 1).map(|f| f.1).collect();
+        assert_eq!(one, vec![&b"{\"index\":{}}\n"[..], &b"{\"a\":1}\n"[..]]);
+    }
 
     #[test]
     fn urls_are_read() {

@@ -40,11 +40,14 @@ const DISK_RETRY: Local = 11;
 /// a refused connection (Redis restarting) is tried every `reconnect_refused`, other
 /// failures back off from `reconnect_initial` to `reconnect_max`, with jitter; `AUTH`
 /// (with `username` when set) and `SELECT db` open every connection. With
-/// `buffer = "disk"`, encoded commands beyond `buffer_bytes` spill to segment files in
-/// `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the
-/// supplies, are acknowledged once synced to disk, survive a restart or a kill -9, and are
-/// sent in order, before newer records, once Redis is back; `max_bytes` and `when_full` as
-/// for `tcp_out`.
+/// `buffer = "disk"`, encoded commands beyond `buffer_bytes`, and every one while the
+/// connection is down, go to segment files in `buffer_dir` (default: `buffer-TRAIN-COG`
+/// under `[state] dir`) instead of pausing the supplies; the unanswered commands memory
+/// holds join them there, ahead of them, when the connection is lost, at the first spill
+/// and at the stop. They are acknowledged once synced to disk, survive a restart or a
+/// kill -9, and are sent in order, before newer records, once Redis is back. A stop with
+/// Redis away does not wait for it; at the end of `drain_timeout` the unanswered commands
+/// stay on disk for the next run. `max_bytes` and `when_full` as for `tcp_out`.
 ///
 /// **Guarantee.** At least once: when a connection is lost, the commands Redis had not
 /// answered are sent again on the next one, so an entry Redis added just before the loss
@@ -205,6 +208,34 @@ impl Pipeline {
         }
     }
 
+    /// The index of the first command not read back from the disk buffer: from there on,
+    /// the commands only memory holds (always the newest).
+    fn first_fresh(&self) -> usize {
+        let replayed = self.cmds.iter().rev().position(|c| c.0 == REPLAYED);
+        self.cmds.len() - replayed.unwrap_or(self.cmds.len())
+    }
+
+    /// The record ids and bytes of the commands from the `first`-th on, oldest first.
+    fn frames_from(&self, first: usize) -> impl Iterator<Item = (EventId, &[u8])> {
+        let mut start = match first {
+            0 => self.head,
+            _ => self.cmds.get(first - 1).map_or(self.head, |c| c.1),
+        };
+        self.cmds.iter().skip(first).map(move |&(id, end)| {
+            let (a, b) = ((start - self.base) as usize, (end - self.base) as usize);
+            start = end;
+            (id, self.buf.get(a..b).unwrap_or_default())
+        })
+    }
+
+    /// The commands from the `first`-th on are on disk now: their answers are counted for
+    /// the disk buffer.
+    fn mark_replayed(&mut self, first: usize) {
+        for c in self.cmds.iter_mut().skip(first) {
+            c.0 = REPLAYED;
+        }
+    }
+
     /// The connection is gone: what was written and not answered goes out again. Returns
     /// how many commands that is.
     fn rewind(&mut self) -> usize {
@@ -237,6 +268,9 @@ pub struct RedisOut {
     spans: Vec<(Key, usize, usize)>,
     watermark: Watermark,
     lingering: bool,
+    /// Stopping with the server away: every record is on disk, the drain waits only for
+    /// their sync.
+    parked: bool,
     deadline: Option<TimerId>,
     /// Records sent again after reconnections, over the run.
     resent: u64,
@@ -295,6 +329,7 @@ impl RedisOut {
             values: Vec::new(),
             spans: Vec::new(),
             lingering: false,
+            parked: false,
             deadline: None,
             resent: 0,
             disk: Spill::new("redis_out", disk, DISK_RETRY),
@@ -383,6 +418,9 @@ impl RedisOut {
 
     /// Writes what the socket takes: the opening commands, then the records' commands.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.lingering && !self.parked && self.away() && self.disk.buffer().is_some() {
+            self.park(out, cx);
+        }
         self.disk_step(out, cx);
         if self.link.writable() {
             let r = (|| {
@@ -474,6 +512,9 @@ impl RedisOut {
         let again = self.pipe.rewind();
         self.resent += again as u64;
         self.replies.clear();
+        // The server is away: what memory holds goes to disk, where it survives a stop or
+        // a kill meanwhile, and new records follow it there.
+        self.adopt(cx, true);
         let (address, buffered) = (self.link.address().to_string(), self.pipe.cmds.len());
         self.link.failed(e, cx, |cx, delay| {
             slog::warn!(cx.logger(), "connection lost; resending the unanswered records after reconnecting";
@@ -492,9 +533,54 @@ impl RedisOut {
             }
         };
         self.watermark.settle(held, cx);
-        if self.lingering && self.pipe.cmds.is_empty() && self.disk.is_drained() {
+        let parked_done = self.parked && !self.disk.has_pending();
+        if self.lingering && (parked_done || (self.pipe.cmds.is_empty() && self.disk.is_drained()))
+        {
             self.end_linger(cx);
         }
+    }
+
+    /// Whether the connection is not up.
+    fn away(&self) -> bool {
+        !self.link.is_up()
+    }
+
+    /// Puts the commands only memory holds onto the disk, ahead of newer records (see
+    /// `Spill::adopt_frames`); `sync`: starts their sync on a worker thread.
+    fn adopt(&mut self, cx: &mut Ctx, sync: bool) {
+        if self.disk.buffer().is_none() {
+            return;
+        }
+        let first = self.pipe.first_fresh();
+        let n = self.pipe.cmds.len() - first;
+        if n > 0 && self.disk.adopt_frames(self.pipe.frames_from(first), n, cx) {
+            self.pipe.mark_replayed(first);
+            if sync {
+                self.disk.start_sync(cx);
+            }
+        }
+    }
+
+    /// At a stop that does not wait for the server: what memory holds goes to disk, synced
+    /// on this thread unless a sync runs; returns whether nothing waits for a sync.
+    fn stopping(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
+        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.adopt(cx, false);
+        let dropped = self.disk.finish(cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        !self.disk.has_pending()
+    }
+
+    /// Stops without the server: its records stay on disk for the next run; the drain
+    /// finishes once they are synced.
+    fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.stopping(out, cx);
+        self.link.close(cx);
+        self.parked = true;
+        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
+            "cog" => "redis_out", "peer" => self.link.address(), "disk_buffer_records" => self.disk.records());
     }
 
     /// Writes and syncs what spilled, and refills the pipeline from the disk buffer,
@@ -609,14 +695,24 @@ impl Cog<Record> for RedisOut {
         let high = self.opts.buffer_bytes;
         // Tested once per batch: without a disk buffer the loop is as before.
         let spill = self.disk.buffer().is_some();
+        let away = spill && self.away();
+        let mut adopted = false;
         for (i, r) in batch.iter().enumerate() {
-            // Beyond buffer_bytes, and for as long as spilled records wait, records go to
-            // the disk: what follows a spilled record never overtakes it.
+            // Beyond buffer_bytes, while the server is away, and for as long as spilled
+            // records wait, records go to the disk: what follows a spilled record never
+            // overtakes it.
             let to_disk = spill
-                && self
-                    .disk
-                    .buffer()
-                    .is_some_and(|d| d.has_unloaded() || self.pipe.buffered() >= high);
+                && (away
+                    || self
+                        .disk
+                        .buffer()
+                        .is_some_and(|d| d.has_unloaded() || self.pipe.buffered() >= high));
+            if to_disk && !adopted {
+                // What memory holds goes first: order holds, and a stop or a kill while
+                // the server is away or slow loses nothing.
+                self.adopt(cx, true);
+                adopted = true;
+            }
             if let Err(why) = self.render(r, to_disk) {
                 failed.push((i, why));
             }
@@ -648,10 +744,18 @@ impl Cog<Record> for RedisOut {
         match why {
             Wake::Timer(t) if local == DRAIN_DEADLINE && self.deadline == Some(t) => {
                 self.deadline = None;
-                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered by Redis";
-                    "cog" => "redis_out", "peer" => self.link.address(),
-                    "unanswered_records" => self.pipe.cmds.len(),
-                    "unanswered_bytes" => self.pipe.buffered());
+                if self.disk.buffer().is_none() {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered by Redis";
+                        "cog" => "redis_out", "peer" => self.link.address(),
+                        "unanswered_records" => self.pipe.cmds.len(),
+                        "unanswered_bytes" => self.pipe.buffered());
+                } else {
+                    self.stopping(out, cx);
+                    slog::warn!(cx.logger(), "drain_timeout expired at shutdown: the records Redis did not answer stay in the disk buffer for the next run";
+                        "cog" => "redis_out", "peer" => self.link.address(),
+                        "unanswered_records" => self.pipe.cmds.len(),
+                        "disk_buffer_records" => self.disk.records());
+                }
                 self.end_linger(cx);
             }
             Wake::Timer(t) if local == DISK_RETRY && self.disk.is_retry(t) => self.flush(out, cx),
@@ -694,9 +798,15 @@ impl Cog<Record> for RedisOut {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let dropped = self.disk.finish(cx);
-        if dropped > 0 {
-            out.count_dropped(dropped);
+        if self.disk.buffer().is_some() && self.away() {
+            self.park(out, cx);
+            if !self.disk.has_pending() {
+                return;
+            }
+        } else {
+            // What memory holds goes to disk too: a kill while Redis answers, or the end
+            // of drain_timeout, loses nothing.
+            self.stopping(out, cx);
         }
         if self.pipe.cmds.is_empty() && self.disk.is_drained() {
             self.link.close(cx);
@@ -714,7 +824,8 @@ impl Cog<Record> for RedisOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        if !self.pipe.cmds.is_empty() {
+        self.disk.confirm(std::mem::take(&mut self.replayed));
+        if !self.pipe.cmds.is_empty() && self.disk.buffer().is_none() {
             slog::warn!(cx.logger(), "stopped with records Redis did not answer; not acknowledged";
                 "cog" => "redis_out", "records" => self.pipe.cmds.len(),
                 "bytes" => self.pipe.buffered());

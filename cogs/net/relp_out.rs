@@ -48,11 +48,15 @@ const MAX_RSP: usize = 64 << 10;
 /// `drain_timeout` (and the engine's `stop_timeout`); what is left is logged and not
 /// acknowledged, so a supply with a checkpoint sends it again on the next run.
 ///
-/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
-/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
-/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
-/// kill -9, and are sent in order, before newer records, once a session is open again;
-/// `max_bytes` and `when_full` as for `tcp_out`.
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes`, and every
+/// record while no session is open, go to segment files in `buffer_dir` (default:
+/// `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the supplies; the unanswered
+/// records memory holds join them there, ahead of them, when a session is lost, at the
+/// first spill and at the stop. They are acknowledged once synced to disk, survive a
+/// restart or a kill -9, and are sent in order, before newer records, once a session is
+/// open again. A stop with the server away does not wait for it; at the end of
+/// `drain_timeout` the unanswered records stay on disk for the next run. `max_bytes` and
+/// `when_full` as for `tcp_out`.
 ///
 /// ```toml
 /// [[train.cog]]
@@ -148,6 +152,9 @@ pub struct RelpOut {
     progress_at: Instant,
     watermark: Watermark,
     lingering: bool,
+    /// Stopping with the server away: every record is on disk, the drain waits only for
+    /// their sync.
+    parked: bool,
     next_addr: usize,
     /// Records sent again after a reconnection, over the run.
     resent: u64,
@@ -198,6 +205,7 @@ impl RelpOut {
             progress_at: Instant::now(),
             watermark,
             lingering: false,
+            parked: false,
             next_addr: 0,
             resent: 0,
             lost_inflight: 0,
@@ -287,6 +295,9 @@ impl RelpOut {
         let unanswered = self.inflight.len();
         self.lost_inflight = self.lost_inflight.max(unanswered as u64);
         self.inflight.clear();
+        // The server is away: what memory holds goes to disk, where it survives a stop or
+        // a kill meanwhile, and new records follow it there.
+        self.disk.adopt(&mut self.outbox, cx);
         // A refusal (the server restarting) is retried at a fixed short interval, as tcp_out does.
         let refused = is_refusal(e, &Target::Tcp(String::new()));
         let (address, outbox) = (&self.address, &self.outbox);
@@ -527,6 +538,12 @@ impl RelpOut {
             }
         };
         self.watermark.settle(held, cx);
+        if self.lingering && self.parked {
+            if !self.disk.has_pending() {
+                self.end_linger(cx);
+            }
+            return;
+        }
         if !self.lingering || self.outbox.records() > 0 || !self.disk.is_drained() {
             return;
         }
@@ -551,6 +568,9 @@ impl RelpOut {
         if self.disk.buffer().is_none() {
             return;
         }
+        if self.lingering && !self.parked && self.away() {
+            self.park(out, cx);
+        }
         let dropped = self.disk.step(cx);
         if dropped > 0 {
             out.count_dropped(dropped);
@@ -568,6 +588,24 @@ impl RelpOut {
         }
         self.pump(cx);
         self.settle(cx);
+    }
+
+    /// Whether no session is open.
+    fn away(&self) -> bool {
+        !matches!(self.state, State::Open(_))
+    }
+
+    /// Stops without the server: what memory holds goes to disk, and the drain finishes
+    /// once it is synced (at once when no sync runs), without waiting for the server.
+    fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        self.close(cx);
+        self.parked = true;
+        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
+            "cog" => "relp_out", "peer" => &self.address, "disk_buffer_records" => self.disk.records());
     }
 
     fn end_linger(&mut self, cx: &mut Ctx) {
@@ -626,23 +664,36 @@ impl Cog<Record> for RelpOut {
                     render(&mut self.outbox, format, r);
                 }
             }
-            Some(disk) => {
-                // Beyond buffer_bytes, and for as long as spilled records wait, records go
-                // to the disk: what follows a spilled record never overtakes it.
-                let high = self.opts.buffer_bytes;
-                for r in batch.iter() {
-                    if disk.has_unloaded() || self.outbox.buffered() >= high {
-                        render(disk, format, r);
-                        if disk.should_write() && !disk.is_failing() {
-                            let log = cx.logger().clone();
-                            if let Ok(dropped) = disk.write_pending("relp_out", &log)
-                                && dropped > 0
-                            {
-                                out.count_dropped(dropped);
+            Some(_) => {
+                // Records go to memory while a session is open, nothing waits on disk and
+                // buffer_bytes is not reached; the others go to disk, where what follows a
+                // spilled record never overtakes it.
+                let mut kept = 0;
+                if !self.disk.has_unloaded() && !self.away() {
+                    let high = self.opts.buffer_bytes;
+                    while let Some(r) = batch.get(kept)
+                        && self.outbox.buffered() < high
+                    {
+                        render(&mut self.outbox, format, r);
+                        kept += 1;
+                    }
+                }
+                if kept < batch.len() {
+                    // What memory holds goes to disk first: order holds, and a stop or a
+                    // kill while the server is away or slow loses nothing.
+                    self.disk.adopt(&mut self.outbox, cx);
+                    if let Some(disk) = self.disk.buffer_mut() {
+                        for r in &batch[kept..] {
+                            render(disk, format, r);
+                            if disk.should_write() && !disk.is_failing() {
+                                let log = cx.logger().clone();
+                                if let Ok(dropped) = disk.write_pending("relp_out", &log)
+                                    && dropped > 0
+                                {
+                                    out.count_dropped(dropped);
+                                }
                             }
                         }
-                    } else {
-                        render(&mut self.outbox, format, r);
                     }
                 }
             }
@@ -654,7 +705,7 @@ impl Cog<Record> for RelpOut {
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.wake_inner(local, why, cx);
+        self.wake_inner(local, why, out, cx);
         // Answers free room in the outbox: spilled records follow.
         self.disk_step(out, cx);
     }
@@ -668,9 +719,18 @@ impl Cog<Record> for RelpOut {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let dropped = self.disk.finish(cx);
-        if dropped > 0 {
-            out.count_dropped(dropped);
+        if self.disk.buffer().is_some() && self.away() {
+            self.park(out, cx);
+            if !self.disk.has_pending() {
+                return;
+            }
+        } else {
+            // What memory holds goes to disk too: a kill while the server answers, or the
+            // end of drain_timeout, loses nothing.
+            let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+            if dropped > 0 {
+                out.count_dropped(dropped);
+            }
         }
         cx.linger();
         self.lingering = true;
@@ -681,7 +741,7 @@ impl Cog<Record> for RelpOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        if self.outbox.records() > 0 {
+        if self.outbox.records() > 0 && self.disk.buffer().is_none() {
             slog::warn!(cx.logger(), "stopped with unanswered records; not acknowledged";
                 "cog" => "relp_out", "records" => self.outbox.records(),
                 "bytes" => self.outbox.buffered());
@@ -690,6 +750,7 @@ impl Cog<Record> for RelpOut {
             slog::info!(cx.logger(), "records sent again after reconnections";
                 "cog" => "relp_out", "resent" => self.resent);
         }
+        self.disk.confirm(self.outbox.take_replayed());
         self.close(cx);
         self.disk.done(cx);
     }
@@ -708,7 +769,7 @@ fn render<S: FrameSink>(sink: &mut S, format: &crate::kit::format::OutputFormat,
 }
 
 impl RelpOut {
-    fn wake_inner(&mut self, local: Local, why: Wake<'_>, cx: &mut Ctx) {
+    fn wake_inner(&mut self, local: Local, why: Wake<'_>, out: &mut Out<Record>, cx: &mut Ctx) {
         match (local, why) {
             (DISK_RETRY, Wake::Timer(t)) if self.disk.is_retry(t) => {}
             (RETRY, Wake::Timer(t)) if self.retry_timer == Some(t) => self.dial(cx),
@@ -741,11 +802,24 @@ impl RelpOut {
                 }
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
-                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";
-                    "cog" => "relp_out", "peer" => &self.address,
-                    "unanswered_records" => self.outbox.records(),
-                    "unanswered_bytes" => self.outbox.buffered(),
-                    "disk_buffer_records" => self.disk.records());
+                if self.disk.buffer().is_none() {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not answered";
+                        "cog" => "relp_out", "peer" => &self.address,
+                        "unanswered_records" => self.outbox.records(),
+                        "unanswered_bytes" => self.outbox.buffered());
+                } else if !self.parked {
+                    let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+                    if dropped > 0 {
+                        out.count_dropped(dropped);
+                    }
+                    slog::warn!(cx.logger(), "drain_timeout expired at shutdown: the records the server did not answer stay in the disk buffer for the next run";
+                        "cog" => "relp_out", "peer" => &self.address,
+                        "unanswered_records" => self.outbox.records(),
+                        "disk_buffer_records" => self.disk.records());
+                } else {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
+                        "cog" => "relp_out", "disk_buffer_records" => self.disk.records());
+                }
                 self.end_linger(cx);
             }
             (l, Wake::Ready(ev)) if l == self.sock_local() => self.sock_ready(ev, cx),

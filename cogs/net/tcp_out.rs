@@ -57,11 +57,16 @@ use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 /// and bytes) and not acknowledged, so a supply with a checkpoint reads it again on the
 /// next run.
 ///
-/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes` spill to segment
-/// files in `buffer_dir` (default: `buffer-TRAIN-COG` under `[state] dir`) instead of
-/// pausing the supplies, are acknowledged once synced to disk, survive a restart or a
-/// kill -9 (a torn last record is cut and logged), and are sent in order, before newer
-/// records, once the peer is back. `max_bytes` bounds the files; at that bound
+/// **Disk buffer.** With `buffer = "disk"`, records beyond `buffer_bytes`, and every
+/// record while the peer is not connected, go to segment files in `buffer_dir` (default:
+/// `buffer-TRAIN-COG` under `[state] dir`) instead of pausing the supplies; what the memory
+/// buffer holds joins them there, ahead of them, when the connection is lost, at the first
+/// spill and at the stop. They are acknowledged once synced to disk, survive a restart or
+/// a kill -9 (a torn last record is cut and logged), and are sent in order, before newer
+/// records, once the peer is back. A stop with the peer away does not wait for it
+/// (`drain_timeout`): its records stay on disk for the next run; at the end of
+/// `drain_timeout` what the peer did not acknowledge stays there too (the connection is
+/// reset, so that the peer does not also get it). `max_bytes` bounds the files; at that bound
 /// `when_full = "block"` pauses the supplies, `"drop_oldest"` deletes the oldest segment
 /// (its records counted as dropped and logged). See `kit::disk_buffer` and the guide.
 ///

@@ -1,6 +1,15 @@
-//! A disk buffer for forwarding drains: when a drain's memory buffer is full, rendered
-//! frames spill to append-only segment files, are acknowledged to the supplies once
-//! they are on disk, and are handed back, oldest first, when the peer can take them.
+//! A disk buffer for forwarding drains: when a drain's memory buffer is full (or its peer
+//! is away), rendered frames spill to append-only segment files, are acknowledged to the
+//! supplies once they are on disk, and are handed back, oldest first, when the peer can
+//! take them.
+//!
+//! **Adoption.** What a drain's memory buffer holds can be written to disk too, behind
+//! what is there and ahead of newer records ([`DiskBuffer::adopt`], [`Spill::adopt`]):
+//! the drains do it when the connection is lost, at the first spill and at the stop, so
+//! that a stop or a kill -9 while the peer is away loses nothing that memory held (the
+//! drains built on [`Outbox`] through [`Spill::adopt`], `http_out` and `redis_out` through
+//! [`Spill::adopt_frames`]). Adopted records stay in memory to be sent from there; on disk they count
+//! as handed back, and the peer's confirmations reach the disk in their order.
 //!
 //! **Files.** The buffer owns one directory (`buffer_dir`). Each segment is a file named
 //! `NNNNNNNNNNNNNNNNNNNN.seg` (a sequence number, 20 digits, so names sort by age)
@@ -42,6 +51,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::kit::BuildCx;
+use crate::kit::forward::Outbox;
 use crate::prelude::*;
 use crate::schema::{CogParams, SettingError};
 use slog::Logger;
@@ -75,7 +85,7 @@ crate::choice! {
 crate::settings! {
     /// The disk buffer keys of a forwarding drain.
     pub struct BufferSettings {
-        /// memory: records wait in buffer_bytes of memory; disk: beyond that they spill to segment files in buffer_dir
+        /// memory: records wait in buffer_bytes of memory; disk: beyond that, and all of them while the peer is away, they go to segment files in buffer_dir
         buffer: BufferKind = "memory",
         /// directory of the disk buffer (default: `[state]` dir/buffer-TRAIN-COG)
         buffer_dir: Option<PathBuf>,
@@ -519,6 +529,86 @@ impl DiskBuffer {
         Ok(self.drop_oldest(cog, log))
     }
 
+    /// Writes `frames`, the records a drain's memory buffer holds (ids and frames, oldest
+    /// first), after every record on disk, with one `write`: they are acknowledged by the
+    /// next sync, as spilled records are, and survive a stop or a kill. They stay in
+    /// memory to be sent from there: on disk they count as handed back already, so the
+    /// peer's confirmations of them ([`confirm`](Self::confirm)) come in their order.
+    ///
+    /// Only while no record waits on disk to be handed back (those are newer than what
+    /// memory holds, so nothing could go ahead of them): `Ok(None)` then, nothing done.
+    /// `Ok(Some(dropped))` once written (`dropped`: records `drop_oldest` dropped to make
+    /// room). A failed write changes nothing: the records stay in memory only.
+    pub fn adopt<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = (EventId, &'a [u8])>,
+        cog: &str,
+        log: &Logger,
+    ) -> io::Result<Option<u64>> {
+        if self.has_unloaded() {
+            return Ok(None);
+        }
+        // The gather buffer is empty (nothing waits to be handed back); the record ends
+        // are kept relative to it.
+        let mut ends = Vec::new();
+        for (id, f) in frames {
+            self.push_with(id, |v| v.extend_from_slice(f));
+            ends.push(self.wbuf.len() as u64);
+        }
+        if ends.is_empty() {
+            return Ok(Some(0));
+        }
+        let written = self.write_adopted();
+        if written.is_err() {
+            self.wbuf.clear();
+            self.wbuf_ids.clear();
+        }
+        let start = written?;
+        let n = ends.len() as u64;
+        let Some(seg) = self.segments.back_mut() else {
+            return Err(io::Error::other("no segment written to"));
+        };
+        seg.len += self.wbuf.len() as u64;
+        seg.records += n;
+        seg.loaded += n;
+        seg.read_off = seg.len;
+        seg.ends.extend(ends.into_iter().map(|e| start + e));
+        self.bytes += self.wbuf.len() as u64;
+        self.held += n;
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 2 * WRITE_AT {
+            // A whole memory buffer was gathered: its room is not kept for the spills.
+            self.wbuf = Vec::new();
+        }
+        self.written_ids.append(&mut self.wbuf_ids);
+        self.writer_dirty = true;
+        // The read window no longer matches the segment's read offset.
+        self.reader = None;
+        if seg.len >= self.opts.segment_bytes {
+            self.close_writer();
+        }
+        Ok(Some(self.drop_oldest(cog, log)))
+    }
+
+    /// Writes the gather buffer to the open segment (creating one if needed); returns
+    /// the offset it starts at. On failure the segment is cut back to its last record.
+    fn write_adopted(&mut self) -> io::Result<u64> {
+        if self.writer.is_none() {
+            self.create_segment()?;
+        }
+        let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
+            return Err(io::Error::other("no segment to write to"));
+        };
+        if let Err(e) = w.write_all(&self.wbuf) {
+            let _ = w.set_len(seg.len);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot write to {}: {e}", seg.path.display()),
+            ));
+        }
+        Ok(seg.len)
+    }
+
     fn create_segment(&mut self) -> io::Result<()> {
         let seq = self.next_seq;
         let path = self.opts.dir.join(format!("{seq:020}.seg"));
@@ -842,6 +932,9 @@ pub struct Spill {
     sync_job: Option<JobId>,
     retry: Option<TimerId>,
     retry_local: Local,
+    /// Records `drop_oldest` dropped while the memory buffer was adopted, for the next
+    /// [`step`](Spill::step) to report.
+    dropped: u64,
 }
 
 impl Spill {
@@ -855,6 +948,7 @@ impl Spill {
             sync_job: None,
             retry: None,
             retry_local,
+            dropped: 0,
         }
     }
 
@@ -902,20 +996,27 @@ impl Spill {
             return 0;
         };
         let log = cx.logger().clone();
-        let dropped = match buf.write_pending(self.name, &log) {
-            Ok(d) => d,
-            Err(e) => {
-                if self.retry.is_none() {
-                    slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
+        let dropped = std::mem::take(&mut self.dropped)
+            + match buf.write_pending(self.name, &log) {
+                Ok(d) => d,
+                Err(e) => {
+                    if self.retry.is_none() {
+                        slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
                         "cog" => self.name, "error" => %e,
                         "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
-                    self.retry = cx.timer_after(RETRY_AFTER, self.retry_local).ok();
+                        self.retry = cx.timer_after(RETRY_AFTER, self.retry_local).ok();
+                    }
+                    0
                 }
-                0
-            }
-        };
+            };
+        self.start_sync(cx);
+        dropped
+    }
+
+    /// Starts a sync of what was written, on a worker thread, unless one runs.
+    pub fn start_sync(&mut self, cx: &mut Ctx<'_>) {
         if self.sync_job.is_none()
-            && let Some(job) = buf.sync_job()
+            && let Some(job) = self.buf.as_mut().and_then(DiskBuffer::sync_job)
         {
             // The sync runs on a worker thread: the loop goes on receiving meanwhile.
             match cx.submit(move || job.run()) {
@@ -923,7 +1024,88 @@ impl Spill {
                 Err(e) => self.synced(Err(e), cx),
             }
         }
-        dropped
+    }
+
+    /// Puts the records `outbox` holds that are not on disk yet onto it, after what it
+    /// holds (see [`DiskBuffer::adopt`]), and starts their sync: what memory holds then
+    /// survives a stop or a kill while the peer is away. The records stay in the outbox,
+    /// to be sent from there, their confirmations counted for the disk. Records
+    /// `drop_oldest` dropped meanwhile are reported by the next [`step`](Spill::step).
+    pub fn adopt(&mut self, outbox: &mut Outbox, cx: &mut Ctx<'_>) {
+        if self.adopt_only(outbox, cx) {
+            self.start_sync(cx);
+        }
+    }
+
+    /// [`adopt`](Spill::adopt) without starting the sync; whether records were written.
+    fn adopt_only(&mut self, outbox: &mut Outbox, cx: &mut Ctx<'_>) -> bool {
+        if self.buf.is_none() {
+            return false;
+        }
+        let first = outbox.first_fresh();
+        let n = outbox.records() - first;
+        if n == 0 {
+            return false;
+        }
+        let written = self.adopt_frames(outbox.frames_from(first), n, cx);
+        if written {
+            outbox.mark_replayed(first);
+        }
+        written
+    }
+
+    /// For a drain with its own memory buffer: writes `frames` (`n` records: ids and
+    /// frames, oldest first, none read back from the disk) as [`DiskBuffer::adopt`] does,
+    /// without starting their sync ([`start_sync`](Spill::start_sync), or
+    /// [`finish`](Spill::finish) at a stop). Whether they were written: the drain then
+    /// counts their confirmations for the disk, as those of records read back.
+    pub fn adopt_frames<'a>(
+        &mut self,
+        frames: impl IntoIterator<Item = (EventId, &'a [u8])>,
+        n: usize,
+        cx: &mut Ctx<'_>,
+    ) -> bool {
+        let Some(buf) = self.buf.as_mut() else {
+            return false;
+        };
+        let log = cx.logger().clone();
+        match buf.adopt(frames, self.name, &log) {
+            Ok(Some(dropped)) => {
+                self.dropped += dropped;
+                true
+            }
+            Ok(None) => {
+                // Only after a failed write: the records in memory go out first anyway.
+                slog::debug!(log, "records wait on disk: the memory buffer stays in memory only";
+                    "cog" => self.name, "records" => n);
+                false
+            }
+            Err(e) => {
+                slog::error!(log, "cannot write the records held in memory to the disk buffer; they stay in memory only";
+                    "cog" => self.name, "records" => n, "error" => %e);
+                false
+            }
+        }
+    }
+
+    /// At a stop that does not wait for the peer (it is away, or `drain_timeout` ran
+    /// out): counts what the peer confirmed, puts what `outbox` holds onto the disk, and
+    /// writes and syncs on this thread, unless a sync runs on a worker. Returns the
+    /// records `drop_oldest` dropped, and whether every record is acknowledged (else the
+    /// drain waits for the running sync to return, [`has_pending`](Spill::has_pending)).
+    pub fn stopping(&mut self, outbox: &mut Outbox, cx: &mut Ctx<'_>) -> (u64, bool) {
+        if self.buf.is_none() {
+            return (0, true);
+        }
+        self.confirm(outbox.take_replayed());
+        self.adopt_only(outbox, cx);
+        let dropped = self.finish(cx);
+        (dropped, !self.has_pending())
+    }
+
+    /// Whether records on disk wait to be written, or synced and acknowledged.
+    pub fn has_pending(&self) -> bool {
+        self.buf.as_ref().is_some_and(DiskBuffer::has_pending)
     }
 
     fn synced(&mut self, r: io::Result<()>, cx: &mut Ctx<'_>) {
@@ -1010,12 +1192,20 @@ impl Spill {
     /// At the drain's `finish`: writes and syncs what spilled, on this thread unless a
     /// sync runs. Returns the records `drop_oldest` dropped.
     pub fn finish(&mut self, cx: &mut Ctx<'_>) -> u64 {
-        let dropped = self.step(cx);
+        let Some(b) = self.buf.as_mut() else {
+            return 0;
+        };
+        let log = cx.logger().clone();
+        let dropped = std::mem::take(&mut self.dropped)
+            + b.write_pending(self.name, &log).unwrap_or_else(|e| {
+                slog::error!(log, "cannot write to the disk buffer at the stop"; "cog" => self.name, "error" => %e);
+                0
+            });
+        // With a sync running on a worker, the next one starts when it returns.
         if self.sync_job.is_none()
-            && let Some(b) = self.buf.as_mut()
             && let Err(e) = b.sync_now(self.name, cx)
         {
-            slog::error!(cx.logger(), "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
+            slog::error!(log, "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
         }
         dropped
     }
@@ -1246,6 +1436,92 @@ mod tests {
             vec![std::ffi::OsString::from("lock")],
             "segments left"
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn adopted_records_go_ahead_of_newer_ones_and_survive_a_kill() {
+        let d = dir("adopt");
+        {
+            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            // Records 0..3 were read back earlier and wait for the peer in memory.
+            fill(&mut b, 0, 3);
+            assert_eq!(take(&mut b, usize::MAX).len(), 3);
+            // Memory holds 3..8 besides: adopted, they count as handed back.
+            let frames: Vec<(EventId, Vec<u8>)> = (3..8)
+                .map(|i| (i + 1, format!("record {i:06}\n").into_bytes()))
+                .collect();
+            let adopted = b.adopt(
+                frames.iter().map(|(id, f)| (*id, f.as_slice())),
+                "t",
+                &log(),
+            );
+            assert_eq!(adopted.unwrap(), Some(0));
+            assert_eq!((b.records(), b.has_unloaded()), (8, false));
+            // Their ids are acknowledged by the next sync, after the spilled ones'.
+            let job = b.sync_job().expect("a sync to run");
+            assert_eq!(b.syncing_ids, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+            job.run().unwrap();
+            b.syncing = false;
+            b.syncing_ids.clear();
+            // Newer records follow them; only those are handed back.
+            fill(&mut b, 8, 12);
+            assert_eq!(
+                take(&mut b, usize::MAX),
+                (8..12)
+                    .map(|i| format!("record {i:06}\n"))
+                    .collect::<Vec<_>>()
+            );
+            // With records waiting on disk, memory could not go ahead of them.
+            fill(&mut b, 12, 13);
+            let late = b"record 999999\n".as_slice();
+            assert_eq!(b.adopt([(99, late)], "t", &log()).unwrap(), None);
+            // The peer confirms the first four in memory; then the process is killed
+            // (no cursor saved).
+            b.confirm(4);
+            assert_eq!(b.records(), 9);
+        }
+        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        // The segment was only partly confirmed: it is sent again whole, in order.
+        assert_eq!(found.records, 13);
+        let want: Vec<String> = (0..13).map(|i| format!("record {i:06}\n")).collect();
+        assert_eq!(take(&mut b, usize::MAX), want);
+        b.confirm(13);
+        assert_eq!(b.records(), 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn confirming_adopted_records_deletes_their_segments_and_a_cursor_keeps_the_rest() {
+        let d = dir("adopt-cursor");
+        {
+            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            // More than a segment (64 KiB) adopted at once, then more than another
+            // spilled after it.
+            let frames: Vec<(EventId, Vec<u8>)> = (0..5000)
+                .map(|i| (i + 1, format!("record {i:06}\n").into_bytes()))
+                .collect();
+            let r = b.adopt(
+                frames.iter().map(|(id, f)| (*id, f.as_slice())),
+                "t",
+                &log(),
+            );
+            assert_eq!(r.unwrap(), Some(0));
+            fill(&mut b, 5000, 10_000);
+            assert!(b.segments.len() >= 2, "{} segments", b.segments.len());
+            // The peer confirms the adopted ones: their segment goes.
+            b.confirm(5000);
+            assert_eq!(b.records(), 5000);
+            assert!(!d.join(format!("{:020}.seg", 1)).exists());
+            assert_eq!(take(&mut b, 140).len(), 10);
+            b.confirm(3);
+            b.save_cursor().unwrap();
+        }
+        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        assert_eq!(found.records, 4997);
+        let got = take(&mut b, usize::MAX);
+        assert_eq!(got.first().map(String::as_str), Some("record 005003\n"));
+        assert_eq!(got.len(), 4997);
         let _ = std::fs::remove_dir_all(&d);
     }
 

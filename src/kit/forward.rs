@@ -366,6 +366,47 @@ impl Outbox {
         }
     }
 
+    /// The index of the first record not read back from a disk buffer: the records from
+    /// there on are the ones only memory holds. They are always the newest (records go
+    /// to memory only while nothing waits on disk), so the search goes from the end.
+    pub fn first_fresh(&self) -> usize {
+        let replayed = self.recs.iter().rev().position(|r| r.0 == REPLAYED);
+        self.recs.len() - replayed.unwrap_or(self.recs.len())
+    }
+
+    /// The ids and frames of the unacknowledged records from the `first`-th on, oldest
+    /// first.
+    pub fn frames_from(&self, first: usize) -> impl Iterator<Item = (EventId, &[u8])> {
+        let mut chunks = self.chunks.iter();
+        let mut chunk: &[u8] = &[];
+        let mut base = self.base;
+        let mut start = match first {
+            0 => self.acked,
+            _ => self.recs.get(first - 1).map_or(self.acked, |r| r.1),
+        };
+        self.recs.iter().skip(first).map(move |&(id, end)| {
+            // A record lies in one chunk (it is rendered into the last one).
+            while end > base + chunk.len() as u64 {
+                let Some(c) = chunks.next() else { break };
+                base += chunk.len() as u64;
+                chunk = c;
+            }
+            let frame = chunk
+                .get(start.saturating_sub(base) as usize..end.saturating_sub(base) as usize)
+                .unwrap_or_default();
+            start = end;
+            (id, frame)
+        })
+    }
+
+    /// The records from the `first`-th on are on disk now: their confirmations are
+    /// counted for the disk buffer ([`take_replayed`](Outbox::take_replayed)).
+    pub fn mark_replayed(&mut self, first: usize) {
+        for r in self.recs.iter_mut().skip(first) {
+            r.0 = REPLAYED;
+        }
+    }
+
     /// Records read back from a disk buffer that the peer confirmed since the last call.
     pub fn take_replayed(&mut self) -> u64 {
         std::mem::take(&mut self.replayed)
@@ -682,6 +723,30 @@ impl Conn {
         })
     }
 
+    /// Makes the close of a TCP connection a reset (`SO_LINGER` 0): the bytes its send
+    /// queue holds are discarded instead of delivered after the close. For a drain that
+    /// keeps the records the peer did not acknowledge for its next run. (What a Unix
+    /// socket sent is in the peer's queue already: nothing to discard.)
+    fn abort_on_close(&self) {
+        if !matches!(self, Conn::Tcp(_) | Conn::Tls(..)) {
+            return;
+        }
+        let l = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: SO_LINGER reads one `linger` struct from the pointer, alive for the call.
+        unsafe {
+            libc::setsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const l).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+    }
+
     /// Whether written bytes wait in this process (TLS ciphertext not yet on the socket).
     fn has_pending_output(&self) -> bool {
         matches!(self, Conn::Tls(s, _) if s.has_pending_output())
@@ -833,6 +898,9 @@ pub struct Forward {
     ack_poll: Duration,
     watermark: Watermark,
     lingering: bool,
+    /// Stopping with the peer away: every record is on disk, the drain waits only for
+    /// their sync.
+    parked: bool,
     next_addr: usize,
     /// TLS on TCP connections, if configured.
     tls: Option<TlsClient>,
@@ -885,6 +953,7 @@ impl Forward {
             ack_poll: ACK_POLL_PAUSED,
             watermark,
             lingering: false,
+            parked: false,
             next_addr: 0,
             tls: None,
             disk: Spill::new(name, None, DISK_RETRY),
@@ -905,9 +974,9 @@ impl Forward {
         }
     }
 
-    /// With a disk buffer (`Some`): records beyond `buffer_bytes` spill to it, and the
-    /// supplies pause only when it is full (`when_full = "block"`). It is opened by
-    /// `start`.
+    /// With a disk buffer (`Some`): records beyond `buffer_bytes`, and all of them while
+    /// the peer is not connected, go to it, and the supplies pause only when it is full
+    /// (`when_full = "block"`). It is opened by `start`.
     pub fn with_disk(mut self, disk: Option<DiskOptions>) -> Self {
         if let Some(d) = &disk {
             self.watermark = Watermark::new(usize::try_from(d.max_bytes).unwrap_or(usize::MAX));
@@ -1062,6 +1131,9 @@ impl Forward {
         }
         self.writable = false;
         let (resend_records, resend_bytes) = self.outbox.rewind();
+        // The peer is away: what memory holds goes to disk, where it survives a stop or a
+        // kill meanwhile, and new records follow it there.
+        self.disk.adopt(&mut self.outbox, cx);
         let refused = is_refusal(e, &self.target);
         let (name, target, outbox) = (self.name, &self.target, &self.outbox);
         let timer = self.redial.schedule(
@@ -1086,6 +1158,9 @@ impl Forward {
 
     /// Writes as much as the socket takes, then updates backpressure and the finish.
     fn flush(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        if self.lingering && !self.parked && self.away() && self.disk.buffer().is_some() {
+            self.park(out, cx);
+        }
         self.disk_step(out, cx);
         let pending = matches!(&self.state, State::Connected(c) if c.has_pending_output());
         if self.writable && (self.outbox.has_unsent() || pending) {
@@ -1108,6 +1183,11 @@ impl Forward {
         {
             cx.enqueue(REFILL);
         }
+    }
+
+    /// Whether the peer is not connected (nor handshaking).
+    fn away(&self) -> bool {
+        !matches!(self.state, State::Connected(_))
     }
 
     /// Whether the disk buffer holds records to hand back and the peer is connected.
@@ -1271,11 +1351,24 @@ impl Forward {
             }
             None => {}
         }
-        if self.lingering && self.drained() {
+        if self.lingering && (self.drained() || (self.parked && !self.disk.has_pending())) {
             self.lingering = false;
             self.close(cx);
             cx.finished();
         }
+    }
+
+    /// Stops without the peer: what memory holds goes to disk, and the drain finishes once
+    /// it is synced (at once when no sync runs), without waiting for the peer.
+    fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+        if dropped > 0 {
+            out.count_dropped(dropped);
+        }
+        self.close(cx);
+        self.parked = true;
+        slog::info!(cx.logger(), "stopping with the peer away: its records stay in the disk buffer for the next run";
+            "cog" => self.name, "peer" => %self.target, "disk_buffer_records" => self.disk.records());
     }
 
     fn close(&mut self, cx: &mut Ctx) {
@@ -1375,25 +1468,38 @@ impl Cog<Record> for Forward {
                     self.render(r);
                 }
             }
-            Some(disk) => {
-                // Beyond buffer_bytes, and for as long as spilled records wait, records go
-                // to the disk: what follows a spilled record never overtakes it.
-                let high = self.opts.buffer_bytes;
-                for r in batch.iter() {
-                    if disk.has_unloaded() || self.outbox.buffered() >= high {
-                        render_to(&self.opts, &mut self.scratch, disk, r);
-                        // Large batches are written a MiB at a time (and segments closed
-                        // on time); a failure is reported by the flush below.
-                        if disk.should_write() && !disk.is_failing() {
-                            let log = cx.logger().clone();
-                            if let Ok(dropped) = disk.write_pending(self.name, &log)
-                                && dropped > 0
-                            {
-                                out.count_dropped(dropped);
+            Some(_) => {
+                // Records go to memory while the peer is connected, nothing waits on disk
+                // and buffer_bytes is not reached; the others go to disk, where what
+                // follows a spilled record never overtakes it.
+                let mut kept = 0;
+                if !self.disk.has_unloaded() && !self.away() {
+                    let high = self.opts.buffer_bytes;
+                    while let Some(r) = batch.get(kept)
+                        && self.outbox.buffered() < high
+                    {
+                        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
+                        kept += 1;
+                    }
+                }
+                if kept < batch.len() {
+                    // What memory holds goes to disk first: order holds, and a stop or a
+                    // kill while the peer is away or slow loses nothing.
+                    self.disk.adopt(&mut self.outbox, cx);
+                    if let Some(disk) = self.disk.buffer_mut() {
+                        for r in &batch[kept..] {
+                            render_to(&self.opts, &mut self.scratch, disk, r);
+                            // Large batches are written a MiB at a time (and segments
+                            // closed on time); a failure is reported by the flush below.
+                            if disk.should_write() && !disk.is_failing() {
+                                let log = cx.logger().clone();
+                                if let Ok(dropped) = disk.write_pending(self.name, &log)
+                                    && dropped > 0
+                                {
+                                    out.count_dropped(dropped);
+                                }
                             }
                         }
-                    } else {
-                        render_to(&self.opts, &mut self.scratch, &mut self.outbox, r);
                     }
                 }
             }
@@ -1444,11 +1550,30 @@ impl Cog<Record> for Forward {
                 self.flush(out, cx);
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
-                slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
-                    "cog" => self.name, "peer" => %self.target,
-                    "unsent_records" => self.outbox.records(),
-                    "unsent_bytes" => self.outbox.buffered(),
-                    "disk_buffer_records" => self.disk.records());
+                if self.disk.buffer().is_none() {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
+                        "cog" => self.name, "peer" => %self.target,
+                        "unsent_records" => self.outbox.records(),
+                        "unsent_bytes" => self.outbox.buffered());
+                } else if !self.parked {
+                    // What the peer acknowledged is not kept; the rest goes to disk, and
+                    // the connection is reset, so that the peer does not get it now too.
+                    let _ = self.check_acks(cx);
+                    if let State::Connected(c) = &self.state {
+                        c.abort_on_close();
+                    }
+                    let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+                    if dropped > 0 {
+                        out.count_dropped(dropped);
+                    }
+                    slog::warn!(cx.logger(), "drain_timeout expired at shutdown: the records the peer did not acknowledge stay in the disk buffer for the next run";
+                        "cog" => self.name, "peer" => %self.target,
+                        "unacknowledged_records" => self.outbox.records(),
+                        "disk_buffer_records" => self.disk.records());
+                } else {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
+                        "cog" => self.name, "disk_buffer_records" => self.disk.records());
+                }
                 self.lingering = false;
                 self.close(cx);
                 cx.finished();
@@ -1484,9 +1609,18 @@ impl Cog<Record> for Forward {
     }
 
     fn finish(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let dropped = self.disk.finish(cx);
-        if dropped > 0 {
-            out.count_dropped(dropped);
+        if self.disk.buffer().is_some() && self.away() {
+            self.park(out, cx);
+            if !self.disk.has_pending() {
+                return;
+            }
+        } else {
+            // What memory holds goes to disk too: a kill while the peer takes it, or the
+            // end of drain_timeout, loses nothing.
+            let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+            if dropped > 0 {
+                out.count_dropped(dropped);
+            }
         }
         if self.drained() {
             self.close(cx);
@@ -1501,6 +1635,7 @@ impl Cog<Record> for Forward {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
+        self.disk.confirm(self.outbox.take_replayed());
         self.close(cx);
         self.disk.done(cx);
     }
@@ -1570,6 +1705,40 @@ mod tests {
         o.advance(20);
         assert_eq!(o.rewind(), (4, 20));
         assert_eq!(o.rewind(), (0, 0));
+    }
+
+    #[test]
+    fn the_records_only_memory_holds_are_found_with_their_frames_across_chunks() {
+        let mut o = Outbox::default();
+        let frame = |i: u64| format!("{i:05}{}\n", "x".repeat(900 + (i % 7) as usize * 100));
+        // Two read back from the disk, then enough fresh ones to fill several chunks.
+        for i in 0..2 {
+            o.push_with(REPLAYED, |b| b.extend_from_slice(frame(i).as_bytes()));
+        }
+        for i in 2..1000 {
+            o.push_with(i, |b| b.extend_from_slice(frame(i).as_bytes()));
+        }
+        assert!(o.chunks.len() > 2, "{} chunks", o.chunks.len());
+        assert_eq!(o.first_fresh(), 2);
+        let got: Vec<(EventId, String)> = o
+            .frames_from(o.first_fresh())
+            .map(|(id, f)| (id, String::from_utf8_lossy(f).into_owned()))
+            .collect();
+        let want: Vec<(EventId, String)> = (2..1000).map(|i| (i, frame(i))).collect();
+        assert_eq!(got, want);
+        // Once on disk, they count as read back; newer records are fresh again.
+        o.mark_replayed(2);
+        assert_eq!(o.first_fresh(), o.records());
+        o.push_with(1000, |b| b.extend_from_slice(frame(1000).as_bytes()));
+        assert_eq!(o.first_fresh(), 1000);
+        // After some are acknowledged, the frames start at the first one left.
+        o.advance(frame(0).len() + frame(1).len() + frame(2).len());
+        o.replayed = 0;
+        let start = o.sent();
+        o.recs.drain(..3);
+        o.acked = start;
+        let first: Vec<_> = o.frames_from(0).take(2).map(|(_, f)| f.to_vec()).collect();
+        assert_eq!(first, vec![frame(3).into_bytes(), frame(4).into_bytes()]);
     }
 
     #[test]

@@ -10,6 +10,6 @@ mod relp;
 mod reuse_port;
 mod stream_in;
 mod stream_out;
-mod tls;
+pub(crate) mod tls;
 mod typed_settings;
 mod udp;

@@ -41,13 +41,13 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 /// A CA and the certificates the tests use, made with the `openssl` CLI in `dir`.
-struct Pki {
+pub(crate) struct Pki {
     dir: PathBuf,
 }
 
 impl Pki {
     /// `None` (and a printed reason) when `openssl` is absent.
-    fn new(dir: &Path) -> Option<Pki> {
+    pub(crate) fn new(dir: &Path) -> Option<Pki> {
         if !have("openssl") {
             eprintln!("skipped: openssl is not installed");
             return None;
@@ -108,7 +108,7 @@ impl Pki {
         Some(p)
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_string()
     }
 
