@@ -31,8 +31,8 @@ pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D
 pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut Put<'_>)) -> D>;
 /// Takes one output field: its index into the names, its value.
 pub type Put<'a> = dyn FnMut(usize, Value) + 'a;
-/// Takes consumed inputs back (a record pool), leaving the vector empty.
-pub type RecycleFn<D> = Box<dyn Fn(&mut Vec<D>)>;
+/// Takes one consumed input back (a record pool).
+pub type RecycleFn<D> = Box<dyn Fn(D)>;
 /// Sets a field of a datum.
 pub type SetFn<D> = Rc<dyn Fn(&mut D, &Path, Value)>;
 
@@ -49,7 +49,9 @@ pub struct WindowFields<D> {
     pub fill: Option<FillFn<D>>,
     /// Sets a field (the `late` flag, the `error` reason).
     pub set: SetFn<D>,
-    /// Takes consumed inputs back for reuse; `None`: they are dropped.
+    /// Takes each consumed input back for reuse as soon as it is counted (while its
+    /// storage is still in cache, and in time for the window it closes to reuse it);
+    /// `None`: they are dropped.
     pub recycle: Option<RecycleFn<D>>,
 }
 
@@ -103,9 +105,7 @@ pub fn record_fields() -> WindowFields<Record> {
             }
         })),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
-        recycle: Some(Box::new(|spent| {
-            crate::record::pool::recycle(spent.drain(..))
-        })),
+        recycle: Some(Box::new(|r| crate::record::pool::recycle([r]))),
     }
 }
 
@@ -322,8 +322,6 @@ pub struct Core<D> {
     held: Held,
     /// Inputs held by open windows.
     open_held: usize,
-    /// Consumed inputs of this batch, for `recycle`.
-    spent: Vec<D>,
     early_acks: u64,
     anchor: Option<(Instant, i64)>,
     armed: Option<i64>,
@@ -426,7 +424,6 @@ impl<D: 'static> Core<D> {
             state_file: state_file.filter(|_| s.persists()),
             held: Held::default(),
             open_held: 0,
-            spent: Vec::new(),
             early_acks: 0,
             anchor: None,
             armed: None,
@@ -450,6 +447,15 @@ impl<D: 'static> Core<D> {
                     cx.event_done(i);
                 }
             }
+        }
+    }
+
+    /// A consumed input is done with: its storage goes back at once.
+    #[inline]
+    fn spend(&self, d: D) {
+        match &self.fields.recycle {
+            Some(recycle) => recycle(d),
+            None => drop(d),
         }
     }
 
@@ -534,7 +540,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
                     out.push(d);
                 } else {
                     out.count_dropped(1);
-                    core.spent.push(d);
+                    core.spend(d);
                 }
                 self.handler.counted(&mut self.core, out, cx);
             }
@@ -547,7 +553,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
                     Late::Drop => {
                         cx.event_done(id);
                         out.count_dropped(1);
-                        core.spent.push(d);
+                        core.spend(d);
                     }
                     Late::Emit => {
                         (core.fields.set)(&mut d, &core.late_path, Value::Bool(true));
@@ -605,12 +611,7 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
         for d in batch.drain(..) {
             self.one(d, out, cx);
         }
-        let core = &mut self.core;
-        if let Some(recycle) = &core.fields.recycle {
-            recycle(&mut core.spent);
-        }
-        core.spent.clear();
-        core.arm(H::NAME, cx);
+        self.core.arm(H::NAME, cx);
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {
