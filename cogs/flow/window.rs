@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::keyed::state_file;
 use crate::kit::on_error::{self, LogLimiter, OnError};
+pub use crate::kit::window::Put;
 use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
@@ -26,11 +27,9 @@ pub const MAX_HELD: usize = 50_000;
 /// names, with their values; drained).
 pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
 /// Builds an output datum in place: from an event id, the names, how many fields it gets
-/// at most, and a filler that hands each field (an index into the names, its value) to the
-/// function it is given, in order.
-pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut Put<'_>)) -> D>;
-/// Takes one output field: its index into the names, its value.
-pub type Put<'a> = dyn FnMut(usize, Value) + 'a;
+/// at most, and a filler that writes each field (by its index into the names) into the
+/// place the [`Put`] it is given gives, in order.
+pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut dyn Put)) -> D>;
 /// Takes one consumed input back (a record pool).
 pub type RecycleFn<D> = Box<dyn Fn(D)>;
 /// Sets a field of a datum.
@@ -93,13 +92,16 @@ pub fn record_fields() -> WindowFields<Record> {
             move |id, names, n, fill| {
                 let mut r = crate::record::pool::record(n);
                 r.id = id;
-                plain.with(names, |keys| match keys {
-                    Some(keys) => fill(&mut |i, v| {
-                        if let Some(k) = keys.get(i) {
-                            r.fields.append_new(*k, v);
-                        }
-                    }),
-                    None => fill(&mut |i, v| set_named(&mut r, names, i, v)),
+                plain.with(names, |keys| {
+                    let mut put = RecordPut {
+                        r: &mut r,
+                        keys,
+                        names,
+                        pending: None,
+                        scratch: Value::Null,
+                    };
+                    fill(&mut put);
+                    put.flush();
                 });
                 r
             }
@@ -132,6 +134,41 @@ impl PlainKeys {
             *plain = (names.as_ptr(), names.len(), keys);
         }
         f(plain.2.as_deref())
+    }
+}
+
+/// [`Put`] into a record: plain names get a new entry each, filled where it lies; other
+/// names (dotted, repeated) are set by name once filled.
+struct RecordPut<'a> {
+    r: &'a mut Record,
+    keys: Option<&'a [Key]>,
+    names: &'a [Path],
+    /// The field whose value is in `scratch`, to be set by name.
+    pending: Option<usize>,
+    scratch: Value,
+}
+
+impl RecordPut<'_> {
+    /// Sets the field filled in `scratch`, if any.
+    fn flush(&mut self) {
+        if let Some(i) = self.pending.take() {
+            set_named(self.r, self.names, i, std::mem::take(&mut self.scratch));
+        }
+    }
+}
+
+impl Put for RecordPut<'_> {
+    #[inline]
+    fn field(&mut self, i: usize) -> &mut Value {
+        if let Some(k) = self.keys.and_then(|keys| keys.get(i)) {
+            return self.r.fields.append_slot(*k).set(Value::Null);
+        }
+        self.flush();
+        if self.keys.is_none() {
+            self.pending = Some(i);
+        }
+        self.scratch = Value::Null;
+        &mut self.scratch
     }
 }
 
@@ -283,9 +320,9 @@ impl<D: 'static> Handler<D> for EmitWindows {
                     w.names(),
                     w.output_len() + usize::from(flag.is_some()),
                     &mut |put| {
-                        w.output_to(state, &mut *put);
+                        w.output_to(state, put);
                         if let Some(ix) = flag {
-                            put(ix, Value::Bool(true));
+                            put.set(ix, || Value::Bool(true));
                         }
                     },
                 )
