@@ -9,7 +9,9 @@ use crate::engine::mailbox::Mailbox;
 use crate::kit::keyed::state_file;
 use crate::kit::on_error::{self, LogLimiter, OnError};
 pub use crate::kit::window::Put;
-use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
+use crate::kit::window::{
+    Added, CloseWhy, Closed, Held, Lookup, WinState, WindowSettings, Windows,
+};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Path, Record, Value};
@@ -26,10 +28,10 @@ pub const MAX_HELD: usize = 50_000;
 /// Builds an output datum from an event id and its fields, in order (indexes into the
 /// names, with their values; drained).
 pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
-/// Builds an output datum in place: from an event id, the names, how many fields it gets
-/// at most, and a filler that writes each field (by its index into the names) into the
-/// place the [`Put`] it is given gives, in order.
-pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut dyn Put)) -> D>;
+/// Builds a closed window's output datum in place: from its event id, the windows and the
+/// window's state (with [`Windows::output_to`] and a [`Put`] of the datum's own), and the
+/// flag field to set `true` (`partial`, `evicted`) if any.
+pub type FillFn<D> = Box<dyn Fn(EventId, &Windows<D>, &mut WinState, Option<usize>) -> D>;
 /// Takes one consumed input back (a record pool).
 pub type RecycleFn<D> = Box<dyn Fn(D)>;
 /// Sets a field of a datum.
@@ -89,8 +91,10 @@ pub fn record_fields() -> WindowFields<Record> {
         }),
         fill: Some(Box::new({
             let plain = PlainKeys::default();
-            move |id, names, n, fill| {
-                let mut r = crate::record::pool::record(n);
+            move |id, w: &Windows<Record>, state: &mut WinState, flag: Option<usize>| {
+                let names = w.names();
+                let mut r =
+                    crate::record::pool::record(w.output_len() + usize::from(flag.is_some()));
                 r.id = id;
                 plain.with(names, |keys| {
                     let mut put = RecordPut {
@@ -100,7 +104,10 @@ pub fn record_fields() -> WindowFields<Record> {
                         pending: None,
                         scratch: Value::Null,
                     };
-                    fill(&mut put);
+                    w.output_to(state, &mut put);
+                    if let Some(ix) = flag {
+                        put.set(ix, || Value::Bool(true));
+                    }
                     put.flush();
                 });
                 r
@@ -313,20 +320,7 @@ impl<D: 'static> Handler<D> for EmitWindows {
             CloseWhy::Partial => Some(self.partial_ix),
         };
         let d = match &core.fields.fill {
-            Some(fill) => {
-                let (w, state) = (&core.w, &mut c.state);
-                fill(
-                    id,
-                    w.names(),
-                    w.output_len() + usize::from(flag.is_some()),
-                    &mut |put| {
-                        w.output_to(state, put);
-                        if let Some(ix) = flag {
-                            put.set(ix, || Value::Bool(true));
-                        }
-                    },
-                )
-            }
+            Some(fill) => fill(id, &core.w, &mut c.state, flag),
             None => {
                 core.w.output(&mut c.state, &mut core.out_buf);
                 if let Some(ix) = flag {

@@ -532,13 +532,14 @@ fn text_key_value(b: &[u8]) -> Value {
 pub trait Put {
     /// The place of output field `i` (an index into [`Windows::names`]), holding `Null`.
     fn field(&mut self, i: usize) -> &mut Value;
-}
 
-impl dyn Put + '_ {
     /// Sets output field `i` to the value `v` makes, made once the field's place is known
     /// (and so written there, not built before the call and copied in).
     #[inline(always)]
-    pub fn set(&mut self, i: usize, v: impl FnOnce() -> Value) {
+    fn set(&mut self, i: usize, v: impl FnOnce() -> Value)
+    where
+        Self: Sized,
+    {
         let place = self.field(i);
         if matches!(place, Value::Null) {
             // SAFETY: `place` is a valid, exclusive place holding `Null`, which owns
@@ -2302,7 +2303,7 @@ impl<D: 'static> Windows<D> {
     /// The output fields of a window as [`Windows::output`] gives them, each written into
     /// the place `put` gives it instead of collected.
     #[inline]
-    pub fn output_to(&self, s: &mut WinState, put: &mut dyn Put) {
+    pub fn output_to<P: Put>(&self, s: &mut WinState, put: &mut P) {
         put.set(0, || Value::Time(ms_ts(s.start)));
         put.set(1, || Value::Time(ms_ts(s.end)));
         let mut others = s.key.iter_mut();
