@@ -528,7 +528,7 @@ fn text_key_value(b: &[u8]) -> Value {
 /// Where the output fields of a window go ([`Windows::output_to`]): each value is written
 /// into the place of its field. Handed over by value through a call instead, a value is
 /// copied from where it was just built, and the copy waits for the stores that built it
-/// (docs/architecture.md#store-forwarding): that was a tenth of `window`'s run time.
+/// (docs/architecture.md#store-forwarding).
 pub trait Put {
     /// The place of output field `i` (an index into [`Windows::names`]), holding `Null`.
     fn field(&mut self, i: usize) -> &mut Value;
