@@ -540,16 +540,37 @@ pub trait Put {
     where
         Self: Sized,
     {
-        let place = self.field(i);
-        if matches!(place, Value::Null) {
-            // SAFETY: `place` is a valid, exclusive place holding `Null`, which owns
-            // nothing: overwriting it without a drop leaks nothing (and skips the drop's
-            // call).
-            unsafe { std::ptr::write(place, v()) };
-        } else {
-            *place = v();
-        }
+        write_value(self.field(i), v());
     }
+}
+
+/// Stores `v` in `place`: without a drop when it holds `Null` (the drop's call skipped).
+#[inline(always)]
+fn write_value(place: &mut Value, v: Value) {
+    if matches!(place, Value::Null) {
+        // SAFETY: `place` is a valid, exclusive place holding `Null`, which owns nothing:
+        // overwriting it without a drop leaks nothing.
+        unsafe { std::ptr::write(place, v) };
+    } else {
+        *place = v;
+    }
+}
+
+/// Stores in `place` the text key value [`text_key_value`] gives, short text copied into
+/// the place itself: built elsewhere, an inline text is copied in with loads that span the
+/// narrower stores that just built it, and wait for them
+/// (docs/architecture.md#store-forwarding).
+#[inline]
+fn fill_key_text(place: &mut Value, b: &[u8]) {
+    if b.len() <= InlineStr::CAPACITY && short_ascii(b) {
+        write_value(place, Value::Shared(SharedStr::Inline(InlineStr::EMPTY)));
+        if let Value::Shared(SharedStr::Inline(i)) = place {
+            // SAFETY: ASCII is UTF-8.
+            i.set(unsafe { std::str::from_utf8_unchecked(b) });
+        }
+        return;
+    }
+    write_value(place, text_key_value(b));
 }
 
 /// A key field as a window's key bytes hold it ([`Windows::key_values`]).
@@ -2308,7 +2329,7 @@ impl<D: 'static> Windows<D> {
         put.set(1, || Value::Time(ms_ts(s.end)));
         let mut others = s.key.iter_mut();
         self.key_values(&s.kb, |i, part| match part {
-            KeyPart::Text(t) => put.set(2 + i, || text_key_value(t)),
+            KeyPart::Text(t) => fill_key_text(put.field(2 + i), t),
             KeyPart::Other => put.set(2 + i, || {
                 others.next().map(std::mem::take).unwrap_or_default()
             }),
@@ -3026,6 +3047,29 @@ mod tests {
         while st.pop_any().is_some() {}
         assert_eq!(st.len, 0);
         assert!(st.table.iter().all(|&e| e == 0));
+    }
+
+    /// Key text written in place is the value `text_key_value` makes, whatever the text
+    /// (inline or not, ASCII or not, valid UTF-8 or not) and whatever the place held.
+    #[test]
+    fn key_text_filled_in_place_is_the_same_value() {
+        let long = "x".repeat(InlineStr::CAPACITY + 1);
+        let texts: [&[u8]; 7] = [
+            b"",
+            b"10.0.0.1",
+            &long.as_bytes()[1..],
+            long.as_bytes(),
+            "caf\u{e9}".as_bytes(),
+            b"\xff\xfe",
+            b"2001:db8:85a3::8a2e:370:7334",
+        ];
+        for t in texts {
+            for before in [Value::Null, Value::Str("old".into()), Value::Int(3)] {
+                let mut place = before;
+                fill_key_text(&mut place, t);
+                assert_eq!(place, text_key_value(t), "{t:?}");
+            }
+        }
     }
 
     /// Key values come back whole from a closed window, text ones read from the key bytes
