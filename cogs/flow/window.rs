@@ -8,7 +8,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::engine::mailbox::Mailbox;
 use crate::kit::keyed::state_file;
 use crate::kit::on_error::{self, LogLimiter, OnError};
-use crate::kit::window::{Added, CloseWhy, Closed, Held, Lookup, WindowSettings, Windows};
+pub use crate::kit::window::Put;
+use crate::kit::window::{
+    Added, CloseWhy, Closed, Held, Lookup, WinState, WindowSettings, Windows,
+};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Key, Path, Record, Value};
@@ -25,14 +28,12 @@ pub const MAX_HELD: usize = 50_000;
 /// Builds an output datum from an event id and its fields, in order (indexes into the
 /// names, with their values; drained).
 pub type MakeFn<D> = Box<dyn Fn(EventId, &[Path], &mut Vec<(usize, Value)>) -> D>;
-/// Builds an output datum in place: from an event id, the names, how many fields it gets
-/// at most, and a filler that hands each field (an index into the names, its value) to the
-/// function it is given, in order.
-pub type FillFn<D> = Box<dyn Fn(EventId, &[Path], usize, &mut dyn FnMut(&mut Put<'_>)) -> D>;
-/// Takes one output field: its index into the names, its value.
-pub type Put<'a> = dyn FnMut(usize, Value) + 'a;
-/// Takes consumed inputs back (a record pool), leaving the vector empty.
-pub type RecycleFn<D> = Box<dyn Fn(&mut Vec<D>)>;
+/// Builds a closed window's output datum in place: from its event id, the windows and the
+/// window's state (with [`Windows::output_to`] and a [`Put`] of the datum's own), and the
+/// flag field to set `true` (`partial`, `evicted`) if any.
+pub type FillFn<D> = Box<dyn Fn(EventId, &Windows<D>, &mut WinState, Option<usize>) -> D>;
+/// Takes one consumed input back (a record pool).
+pub type RecycleFn<D> = Box<dyn Fn(D)>;
 /// Sets a field of a datum.
 pub type SetFn<D> = Rc<dyn Fn(&mut D, &Path, Value)>;
 
@@ -49,7 +50,9 @@ pub struct WindowFields<D> {
     pub fill: Option<FillFn<D>>,
     /// Sets a field (the `late` flag, the `error` reason).
     pub set: SetFn<D>,
-    /// Takes consumed inputs back for reuse; `None`: they are dropped.
+    /// Takes each consumed input back for reuse as soon as it is counted (while its
+    /// storage is still in cache, and in time for the window it closes to reuse it);
+    /// `None`: they are dropped.
     pub recycle: Option<RecycleFn<D>>,
 }
 
@@ -88,24 +91,30 @@ pub fn record_fields() -> WindowFields<Record> {
         }),
         fill: Some(Box::new({
             let plain = PlainKeys::default();
-            move |id, names, n, fill| {
-                let mut r = crate::record::pool::record(n);
+            move |id, w: &Windows<Record>, state: &mut WinState, flag: Option<usize>| {
+                let names = w.names();
+                let mut r =
+                    crate::record::pool::record(w.output_len() + usize::from(flag.is_some()));
                 r.id = id;
-                plain.with(names, |keys| match keys {
-                    Some(keys) => fill(&mut |i, v| {
-                        if let Some(k) = keys.get(i) {
-                            r.fields.append_new(*k, v);
-                        }
-                    }),
-                    None => fill(&mut |i, v| set_named(&mut r, names, i, v)),
+                plain.with(names, |keys| {
+                    let mut put = RecordPut {
+                        r: &mut r,
+                        keys,
+                        names,
+                        pending: None,
+                        scratch: Value::Null,
+                    };
+                    w.output_to(state, &mut put);
+                    if let Some(ix) = flag {
+                        put.set(ix, || Value::Bool(true));
+                    }
+                    put.flush();
                 });
                 r
             }
         })),
         set: Rc::new(|r: &mut Record, p: &Path, v: Value| r.set_path(p, v)),
-        recycle: Some(Box::new(|spent| {
-            crate::record::pool::recycle(spent.drain(..))
-        })),
+        recycle: Some(Box::new(|r| crate::record::pool::recycle([r]))),
     }
 }
 
@@ -132,6 +141,41 @@ impl PlainKeys {
             *plain = (names.as_ptr(), names.len(), keys);
         }
         f(plain.2.as_deref())
+    }
+}
+
+/// [`Put`] into a record: plain names get a new entry each, filled where it lies; other
+/// names (dotted, repeated) are set by name once filled.
+struct RecordPut<'a> {
+    r: &'a mut Record,
+    keys: Option<&'a [Key]>,
+    names: &'a [Path],
+    /// The field whose value is in `scratch`, to be set by name.
+    pending: Option<usize>,
+    scratch: Value,
+}
+
+impl RecordPut<'_> {
+    /// Sets the field filled in `scratch`, if any.
+    fn flush(&mut self) {
+        if let Some(i) = self.pending.take() {
+            set_named(self.r, self.names, i, std::mem::take(&mut self.scratch));
+        }
+    }
+}
+
+impl Put for RecordPut<'_> {
+    #[inline]
+    fn field(&mut self, i: usize) -> &mut Value {
+        if let Some(k) = self.keys.and_then(|keys| keys.get(i)) {
+            return self.r.fields.append_slot(*k).set(Value::Null);
+        }
+        self.flush();
+        if self.keys.is_none() {
+            self.pending = Some(i);
+        }
+        self.scratch = Value::Null;
+        &mut self.scratch
     }
 }
 
@@ -276,20 +320,7 @@ impl<D: 'static> Handler<D> for EmitWindows {
             CloseWhy::Partial => Some(self.partial_ix),
         };
         let d = match &core.fields.fill {
-            Some(fill) => {
-                let (w, state) = (&core.w, &mut c.state);
-                fill(
-                    id,
-                    w.names(),
-                    w.output_len() + usize::from(flag.is_some()),
-                    &mut |put| {
-                        w.output_to(state, &mut *put);
-                        if let Some(ix) = flag {
-                            put(ix, Value::Bool(true));
-                        }
-                    },
-                )
-            }
+            Some(fill) => fill(id, &core.w, &mut c.state, flag),
             None => {
                 core.w.output(&mut c.state, &mut core.out_buf);
                 if let Some(ix) = flag {
@@ -322,8 +353,6 @@ pub struct Core<D> {
     held: Held,
     /// Inputs held by open windows.
     open_held: usize,
-    /// Consumed inputs of this batch, for `recycle`.
-    spent: Vec<D>,
     early_acks: u64,
     anchor: Option<(Instant, i64)>,
     armed: Option<i64>,
@@ -426,7 +455,6 @@ impl<D: 'static> Core<D> {
             state_file: state_file.filter(|_| s.persists()),
             held: Held::default(),
             open_held: 0,
-            spent: Vec::new(),
             early_acks: 0,
             anchor: None,
             armed: None,
@@ -450,6 +478,15 @@ impl<D: 'static> Core<D> {
                     cx.event_done(i);
                 }
             }
+        }
+    }
+
+    /// A consumed input is done with: its storage goes back at once.
+    #[inline]
+    fn spend(&self, d: D) {
+        match &self.fields.recycle {
+            Some(recycle) => recycle(d),
+            None => drop(d),
         }
     }
 
@@ -534,7 +571,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
                     out.push(d);
                 } else {
                     out.count_dropped(1);
-                    core.spent.push(d);
+                    core.spend(d);
                 }
                 self.handler.counted(&mut self.core, out, cx);
             }
@@ -547,7 +584,7 @@ impl<D: 'static, H: Handler<D>> Windowed<D, H> {
                     Late::Drop => {
                         cx.event_done(id);
                         out.count_dropped(1);
-                        core.spent.push(d);
+                        core.spend(d);
                     }
                     Late::Emit => {
                         (core.fields.set)(&mut d, &core.late_path, Value::Bool(true));
@@ -605,12 +642,7 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
         for d in batch.drain(..) {
             self.one(d, out, cx);
         }
-        let core = &mut self.core;
-        if let Some(recycle) = &core.fields.recycle {
-            recycle(&mut core.spent);
-        }
-        core.spent.clear();
-        core.arm(H::NAME, cx);
+        self.core.arm(H::NAME, cx);
     }
 
     fn wake(&mut self, local: Local, why: Wake<'_>, out: &mut Out<D>, cx: &mut Ctx) {

@@ -525,6 +525,75 @@ fn text_key_value(b: &[u8]) -> Value {
     }
 }
 
+/// Where the output fields of a window go ([`Windows::output_to`]): each value is written
+/// into the place of its field. Handed over by value through a call instead, a value is
+/// copied from where it was just built, and the copy waits for the stores that built it
+/// (docs/architecture.md#store-forwarding).
+pub trait Put {
+    /// The place of output field `i` (an index into [`Windows::names`]), holding `Null`.
+    fn field(&mut self, i: usize) -> &mut Value;
+
+    /// Sets output field `i` to the value `v` makes, made once the field's place is known
+    /// (and so written there, not built before the call and copied in).
+    #[inline(always)]
+    fn set(&mut self, i: usize, v: impl FnOnce() -> Value)
+    where
+        Self: Sized,
+    {
+        write_value(self.field(i), v());
+    }
+}
+
+/// Stores `v` in `place`: without a drop when it holds `Null` (the drop's call skipped).
+#[inline(always)]
+fn write_value(place: &mut Value, v: Value) {
+    if matches!(place, Value::Null) {
+        // SAFETY: `place` is a valid, exclusive place holding `Null`, which owns nothing:
+        // overwriting it without a drop leaks nothing.
+        unsafe { std::ptr::write(place, v) };
+    } else {
+        *place = v;
+    }
+}
+
+/// Stores in `place` the text key value [`text_key_value`] gives, short text copied into
+/// the place itself: built elsewhere, an inline text is copied in with loads that span the
+/// narrower stores that just built it, and wait for them
+/// (docs/architecture.md#store-forwarding).
+#[inline]
+fn fill_key_text(place: &mut Value, b: &[u8]) {
+    if b.len() <= InlineStr::CAPACITY && short_ascii(b) {
+        write_value(place, Value::Shared(SharedStr::Inline(InlineStr::EMPTY)));
+        if let Value::Shared(SharedStr::Inline(i)) = place {
+            // SAFETY: ASCII is UTF-8.
+            i.set(unsafe { std::str::from_utf8_unchecked(b) });
+        }
+        return;
+    }
+    write_value(place, text_key_value(b));
+}
+
+/// A key field as a window's key bytes hold it ([`Windows::key_values`]).
+enum KeyPart<'k> {
+    /// Text (or bytes), read back from the key bytes.
+    Text(&'k [u8]),
+    /// Another value, the next of the window's `key`.
+    Other,
+    /// No more key bytes (not expected: a key has all its parts).
+    Missing,
+}
+
+/// [`Put`] into a vector of (index, value) pairs.
+struct ToVec<'a>(&'a mut Vec<(usize, Value)>);
+
+impl Put for ToVec<'_> {
+    fn field(&mut self, i: usize) -> &mut Value {
+        self.0.push((i, Value::Null));
+        let last = self.0.len() - 1;
+        &mut self.0[last].1
+    }
+}
+
 /// A condition that is one comparison of a field with an integer (`status >= 400`, the
 /// usual `count(CONDITION)`), tested directly when the field holds an integer: the same
 /// answer as the expression's, for a tenth of the work. Any other value (a float, text,
@@ -2243,7 +2312,7 @@ impl<D: 'static> Windows<D> {
     /// The key values that are not text are moved out of `s`.
     pub fn output(&self, s: &mut WinState, out: &mut Vec<(usize, Value)>) {
         out.reserve(self.output_len());
-        self.output_to(s, |i, v| out.push((i, v)));
+        self.output_to(s, &mut ToVec(out));
     }
 
     /// How many fields [`Windows::output`] gives at most (flags included): exactly, since
@@ -2252,45 +2321,41 @@ impl<D: 'static> Windows<D> {
         2 + self.keys.len() + self.spec.aggs.len() + self.spec.flags
     }
 
-    /// The output fields of a window as [`Windows::output`] gives them, each handed to
-    /// `put` (index into [`Windows::names`], value) instead of collected.
+    /// The output fields of a window as [`Windows::output`] gives them, each written into
+    /// the place `put` gives it instead of collected.
     #[inline]
-    pub fn output_to(&self, s: &mut WinState, mut put: impl FnMut(usize, Value)) {
-        put(0, Value::Time(ms_ts(s.start)));
-        put(1, Value::Time(ms_ts(s.end)));
+    pub fn output_to<P: Put>(&self, s: &mut WinState, put: &mut P) {
+        put.set(0, || Value::Time(ms_ts(s.start)));
+        put.set(1, || Value::Time(ms_ts(s.end)));
         let mut others = s.key.iter_mut();
-        self.key_values(
-            &s.kb,
-            || others.next().map(std::mem::take).unwrap_or_default(),
-            |i, v| put(2 + i, v),
-        );
+        self.key_values(&s.kb, |i, part| match part {
+            KeyPart::Text(t) => fill_key_text(put.field(2 + i), t),
+            KeyPart::Other => put.set(2 + i, || {
+                others.next().map(std::mem::take).unwrap_or_default()
+            }),
+            KeyPart::Missing => put.set(2 + i, || Value::Null),
+        });
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             // Counts and sums (most aggregates, never flagged) without the general call.
             match agg {
-                Agg::Count(n) => put(
-                    spec.out_ix,
-                    Value::Int(i64::try_from(*n).unwrap_or(i64::MAX)),
-                ),
-                Agg::Sum(n) => put(spec.out_ix, n.value()),
+                Agg::Count(n) => put.set(spec.out_ix, || {
+                    Value::Int(i64::try_from(*n).unwrap_or(i64::MAX))
+                }),
+                Agg::Sum(n) => put.set(spec.out_ix, || n.value()),
                 _ => {
                     let (v, flag) = agg.output();
-                    put(spec.out_ix, v);
+                    put.set(spec.out_ix, || v);
                     if flag && spec.flag_ix != 0 {
-                        put(spec.flag_ix, Value::Bool(true));
+                        put.set(spec.flag_ix, || Value::Bool(true));
                     }
                 }
             }
         }
     }
 
-    /// The key fields' values of a window, by index, from its key bytes (text values, as
-    /// text when valid UTF-8, else bytes) and `other` (the others, in order).
-    fn key_values(
-        &self,
-        key: &[u8],
-        mut other: impl FnMut() -> Value,
-        mut f: impl FnMut(usize, Value),
-    ) {
+    /// The key fields of a window, by index, as its key bytes hold them: text (read back
+    /// with [`text_key_value`]), or another value (kept in the window's `key`, in order).
+    fn key_values<'k>(&self, key: &'k [u8], mut f: impl FnMut(usize, KeyPart<'k>)) {
         let mut rest = key;
         for i in 0..self.keys.len() {
             match rest.split_first() {
@@ -2298,15 +2363,15 @@ impl<D: 'static> Windows<D> {
                     let n = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
                     let text = r.get(4..4 + n).unwrap_or(&r[4..]);
                     rest = &r[(4 + text.len()).min(r.len())..];
-                    f(i, text_key_value(text));
+                    f(i, KeyPart::Text(text));
                 }
                 Some((_, r)) => {
                     // A value as JSON ended by a NUL (JSON text holds no raw NUL).
                     let end = r.iter().position(|&b| b == 0).map_or(r.len(), |e| e + 1);
                     rest = &r[end..];
-                    f(i, other());
+                    f(i, KeyPart::Other);
                 }
-                None => f(i, Value::Null),
+                None => f(i, KeyPart::Missing),
             }
         }
     }
@@ -2327,15 +2392,16 @@ impl<D: 'static> Windows<D> {
     pub fn values(&self, s: &WinState) -> crate::record::Record {
         let mut r = crate::record::Record::new();
         let mut others = s.key.iter();
-        self.key_values(
-            &s.kb,
-            || others.next().cloned().unwrap_or_default(),
-            |i, v| {
-                if let Some(p) = self.keys.get(i) {
-                    r.set_path(p, v);
-                }
-            },
-        );
+        self.key_values(&s.kb, |i, part| {
+            let v = match part {
+                KeyPart::Text(t) => text_key_value(t),
+                KeyPart::Other => others.next().cloned().unwrap_or_default(),
+                KeyPart::Missing => Value::Null,
+            };
+            if let Some(p) = self.keys.get(i) {
+                r.set_path(p, v);
+            }
+        });
         for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
             r.set_path(&spec.out, agg.output().0);
         }
@@ -2981,6 +3047,29 @@ mod tests {
         while st.pop_any().is_some() {}
         assert_eq!(st.len, 0);
         assert!(st.table.iter().all(|&e| e == 0));
+    }
+
+    /// Key text written in place is the value `text_key_value` makes, whatever the text
+    /// (inline or not, ASCII or not, valid UTF-8 or not) and whatever the place held.
+    #[test]
+    fn key_text_filled_in_place_is_the_same_value() {
+        let long = "x".repeat(InlineStr::CAPACITY + 1);
+        let texts: [&[u8]; 7] = [
+            b"",
+            b"10.0.0.1",
+            &long.as_bytes()[1..],
+            long.as_bytes(),
+            "caf\u{e9}".as_bytes(),
+            b"\xff\xfe",
+            b"2001:db8:85a3::8a2e:370:7334",
+        ];
+        for t in texts {
+            for before in [Value::Null, Value::Str("old".into()), Value::Int(3)] {
+                let mut place = before;
+                fill_key_text(&mut place, t);
+                assert_eq!(place, text_key_value(t), "{t:?}");
+            }
+        }
     }
 
     /// Key values come back whole from a closed window, text ones read from the key bytes

@@ -380,6 +380,54 @@ fn consumed_inputs_are_acknowledged_only_with_their_window() {
 }
 
 #[test]
+fn consumed_inputs_go_back_to_recycle_once_and_passed_ones_do_not() {
+    // Three keys over three windows, and a late datum (time back past a closed window).
+    let input = || {
+        let mut v: Vec<Ev> = (0..30)
+            .map(|i| ev(i + 1, ["a", "b", "c"][i as usize % 3], i as i64, None, None))
+            .collect();
+        v.push(ev(31, "a", 2, None, None));
+        v
+    };
+    let all: Vec<EventId> = input().iter().map(|e| e.id).collect();
+    let with_recycle = |s: &WindowSettings| {
+        let recycled = Rc::new(RefCell::new(Vec::new()));
+        let mut f = fields();
+        let r = recycled.clone();
+        f.recycle = Some(Box::new(move |e: Ev| r.borrow_mut().push(e.id)));
+        (
+            Window::from_settings(s, f, |_| None, None).unwrap(),
+            recycled,
+        )
+    };
+    let mut s = settings(WindowKind::Tumbling, &[("c", "count")]);
+    s.on_late = "drop".into();
+    for batch in [1, 4, 100] {
+        // Consumed: every input (the late one dropped too) goes back once.
+        let (w, recycled) = with_recycle(&s);
+        let (out, _) = run_cog(w, input(), batch, true);
+        assert_eq!(out.len(), 9, "batch {batch}: {out:?}");
+        let mut got = recycled.borrow().clone();
+        got.sort_unstable();
+        assert_eq!(got, all, "batch {batch}");
+    }
+    // Passed on (the inputs, and the late one emitted): none goes back.
+    let mut p = s;
+    p.pass = true;
+    p.on_late = "emit".into();
+    for batch in [1, 100] {
+        let (w, recycled) = with_recycle(&p);
+        let (out, _) = run_cog(w, input(), batch, true);
+        assert_eq!(out.len(), 31 + 9, "batch {batch}: {out:?}");
+        assert!(
+            recycled.borrow().is_empty(),
+            "batch {batch}: {:?}",
+            recycled.borrow()
+        );
+    }
+}
+
+#[test]
 fn replay_equals_live_whatever_the_batches() {
     let mut s = settings(
         WindowKind::Tumbling,

@@ -111,6 +111,30 @@ fn data_without_a_time_go_per_on_error_and_are_counted() {
 }
 
 #[test]
+fn dotted_output_names_are_set_by_name_in_order() {
+    // Output names that are not plain top-level fields (a dotted key, dotted aggregates)
+    // go through the record's paths, not the plain appends.
+    let dir = TempDir::new("window-dotted");
+    let cfg = stdin_config(
+        dir.path(),
+        "key = [\"host.name\"]\naggregate = { \"stats.n\" = \"count\", \"stats.sum\" = \"sum(x)\", total = \"sum(x)\" }",
+    );
+    let input = concat!(
+        "{\"host\":{\"name\":\"a\"},\"t\":1,\"x\":2}\n",
+        "{\"host\":{\"name\":\"a\"},\"t\":2,\"x\":3}\n",
+        "{\"host\":{\"name\":\"b\"},\"t\":12,\"x\":4}\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "{\"window_start\":\"1970-01-01T00:00:00Z\",\"window_end\":\"1970-01-01T00:00:10Z\",\"host\":{\"name\":\"a\"},\"stats\":{\"n\":2,\"sum\":5},\"total\":5}\n\
+         {\"window_start\":\"1970-01-01T00:00:10Z\",\"window_end\":\"1970-01-01T00:00:20Z\",\"host\":{\"name\":\"b\"},\"stats\":{\"n\":1,\"sum\":4},\"total\":4,\"partial\":true}\n",
+        "{err}"
+    );
+}
+
+#[test]
 fn the_bound_holds_and_evicted_windows_are_emitted_flagged() {
     let dir = TempDir::new("window-bound");
     let cfg = stdin_config(
