@@ -620,8 +620,18 @@ impl DiskBuffer {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
             })?;
-        f.write_all(MAGIC)?;
+        // The name is spent whether or not the header goes in: a file left behind by a
+        // failed write would refuse every later segment of that name (EEXIST).
         self.next_seq += 1;
+        if let Err(e) = f.write_all(MAGIC) {
+            drop(f);
+            // Best effort: a file left here is skipped as foreign when the buffer reopens.
+            let _ = std::fs::remove_file(&path);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot write to {}: {e}", path.display()),
+            ));
+        }
         self.dir_dirty = true;
         self.bytes += MAGIC.len() as u64;
         self.segments.push_back(Segment {

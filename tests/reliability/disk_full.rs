@@ -160,3 +160,99 @@ fn exactly_once_survives_a_full_disk_and_a_kill() {
     );
     eprintln!("exactly-once disk full: {held} bytes on disk at the kill, all {n} lines after");
 }
+
+/// Fills the filesystem under `dir` to its last page with one file, `dir/filler`.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    for chunk in [64 << 10, 4 << 10, 512, 1] {
+        let buf = vec![b'x'; chunk];
+        while f.write_all(&buf).is_ok() {}
+    }
+    path
+}
+
+/// A disk buffer whose disk is full when it starts its first segment: the supply is
+/// held, and once there is room again the next segment is made (the failed one's name is
+/// not tried again) and every line reaches the collector, in order.
+#[test]
+fn a_disk_buffer_on_a_full_disk_resumes_once_there_is_room() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped disk buffer disk full: not running as root, cannot mount a tmpfs");
+        return;
+    }
+    let dir = TempDir::new("rel-diskbuf-full");
+    let mnt = dir.path().join("mnt");
+    let _fs = match Tmpfs::mount(&mnt, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipped disk buffer disk full: {e}");
+            return;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"tcp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+             buffer = \"disk\"\nbuffer_dir = \"mnt/buf\"\nbuffer_bytes = \"64KiB\"\n\
+             drain_timeout = \"30s\"\n"
+        ),
+    );
+    let filler = fill(&mnt);
+    let n = 5_000;
+    let input: String = (0..n)
+        .map(|i| format!("line {i:07} the quick brown fox\n"))
+        .collect();
+    let mut d = Daemon::start(&cfg, Stdio::piped());
+    let mut stdin = d.child.stdin.take().unwrap();
+    // stdin stays open until every line has arrived: no stop comes in between.
+    let writer = {
+        let input = input.clone();
+        std::thread::spawn(move || {
+            stdin.write_all(input.as_bytes()).unwrap();
+            stdin
+        })
+    };
+    wait_for("the disk buffer's write failure to be logged", || {
+        d.stderr().contains("cannot write to the disk buffer")
+    });
+    assert!(d.running(), "daemon died on a full disk:\n{}", d.stderr());
+    std::fs::remove_file(&filler).unwrap();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let mut conn = None;
+    wait_for("tcp_out to connect", || {
+        conn = listener.accept().ok().map(|(c, _)| c);
+        conn.is_some()
+    });
+    let conn = conn.unwrap();
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = String::new();
+    let mut reader = std::io::BufReader::new(conn);
+    while got.len() < input.len() {
+        let before = got.len();
+        std::io::BufRead::read_line(&mut reader, &mut got)
+            .unwrap_or_else(|e| panic!("reading the collector's connection: {e}\n{}", d.stderr()));
+        assert!(
+            got.len() > before,
+            "the connection closed early:\n{}",
+            d.stderr()
+        );
+    }
+    drop(writer.join().unwrap());
+    let err = d.exit_ok();
+    assert!(
+        got == input,
+        "the collector's lines differ from the input:\n{err}"
+    );
+    let [cin, _, dropped, _] = final_counters(&err, "tcp_out");
+    assert_eq!((cin, dropped), (n as u64, 0), "{err}");
+}
