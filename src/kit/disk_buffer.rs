@@ -1103,6 +1103,47 @@ impl Spill {
         (dropped, !self.has_pending())
     }
 
+    /// At a stop with the peer away, which the drain does not wait for: as
+    /// [`stopping`](Spill::stopping), and logs that the records stay on disk for the next
+    /// run; `who` is what the drain calls its peer ("peer", "server"), `peer` where it is.
+    /// Returns the records `drop_oldest` dropped.
+    pub fn park(
+        &mut self,
+        outbox: &mut Outbox,
+        who: &str,
+        peer: &dyn std::fmt::Display,
+        cx: &mut Ctx<'_>,
+    ) -> u64 {
+        let (dropped, _) = self.stopping(outbox, cx);
+        slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
+            "cog" => self.name, "peer" => %peer, "disk_buffer_records" => self.records());
+        dropped
+    }
+
+    /// Writes and syncs what spilled (see [`step`](Spill::step)) and, while the peer is
+    /// `connected`, refills `outbox` from the disk, oldest first, up to `high` bytes once
+    /// it holds less than half of them. Returns the records `drop_oldest` dropped.
+    pub fn refill(
+        &mut self,
+        outbox: &mut Outbox,
+        high: usize,
+        connected: bool,
+        cx: &mut Ctx<'_>,
+    ) -> u64 {
+        let dropped = self.step(cx);
+        let b = outbox.buffered();
+        if let Some(buf) = self.buf.as_mut()
+            && connected
+            && b < high / 2
+        {
+            let log = cx.logger().clone();
+            buf.load(high - b, self.name, &log, |frame| {
+                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
+            });
+        }
+        dropped
+    }
+
     /// Whether records on disk wait to be written, or synced and acknowledged.
     pub fn has_pending(&self) -> bool {
         self.buf.as_ref().is_some_and(DiskBuffer::has_pending)
