@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 
 use super::relp::{FrameReader, next_txnr, offers_command, rsp_code, txnr_distance, write_frame};
-use crate::kit::disk_buffer::{BufferSettings, DiskOptions, FrameSink, REPLAYED, Spill};
+use crate::kit::disk_buffer::{BufferSettings, DiskOptions, FrameSink, Spill};
 use crate::kit::forward::{
     ForwardOptions, ForwardSettings, Framing, GENERATIONS, Outbox, Redial, SOCK_BASE, Target,
     Watermark, check_address, is_refusal,
@@ -571,20 +571,12 @@ impl RelpOut {
         if self.lingering && !self.parked && self.away() {
             self.park(out, cx);
         }
-        let dropped = self.disk.step(cx);
+        let connected = !self.away();
+        let dropped = self
+            .disk
+            .refill(&mut self.outbox, self.opts.buffer_bytes, connected, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
-        }
-        let high = self.opts.buffer_bytes;
-        let b = self.outbox.buffered();
-        if let (Some(disk), State::Open(_)) = (self.disk.buffer_mut(), &self.state)
-            && b < high / 2
-        {
-            let outbox = &mut self.outbox;
-            let log = cx.logger().clone();
-            disk.load(high - b, "relp_out", &log, |frame| {
-                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
-            });
         }
         self.pump(cx);
         self.settle(cx);
@@ -598,14 +590,14 @@ impl RelpOut {
     /// Stops without the server: what memory holds goes to disk, and the drain finishes
     /// once it is synced (at once when no sync runs), without waiting for the server.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+        let dropped = self
+            .disk
+            .park(&mut self.outbox, "server", &self.address, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
         }
         self.close(cx);
         self.parked = true;
-        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
-            "cog" => "relp_out", "peer" => &self.address, "disk_buffer_records" => self.disk.records());
     }
 
     fn end_linger(&mut self, cx: &mut Ctx) {

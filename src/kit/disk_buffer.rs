@@ -1113,6 +1113,47 @@ impl Spill {
         (dropped, !self.has_pending())
     }
 
+    /// At a stop with the peer away, which the drain does not wait for: as
+    /// [`stopping`](Spill::stopping), and logs that the records stay on disk for the next
+    /// run; `who` is what the drain calls its peer ("peer", "server"), `peer` where it is.
+    /// Returns the records `drop_oldest` dropped.
+    pub fn park(
+        &mut self,
+        outbox: &mut Outbox,
+        who: &str,
+        peer: &dyn std::fmt::Display,
+        cx: &mut Ctx<'_>,
+    ) -> u64 {
+        let (dropped, _) = self.stopping(outbox, cx);
+        slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
+            "cog" => self.name, "peer" => %peer, "disk_buffer_records" => self.records());
+        dropped
+    }
+
+    /// Writes and syncs what spilled (see [`step`](Spill::step)) and, while the peer is
+    /// `connected`, refills `outbox` from the disk, oldest first, up to `high` bytes once
+    /// it holds less than half of them. Returns the records `drop_oldest` dropped.
+    pub fn refill(
+        &mut self,
+        outbox: &mut Outbox,
+        high: usize,
+        connected: bool,
+        cx: &mut Ctx<'_>,
+    ) -> u64 {
+        let dropped = self.step(cx);
+        let b = outbox.buffered();
+        if let Some(buf) = self.buf.as_mut()
+            && connected
+            && b < high / 2
+        {
+            let log = cx.logger().clone();
+            buf.load(high - b, self.name, &log, |frame| {
+                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
+            });
+        }
+        dropped
+    }
+
     /// Whether records on disk wait to be written, or synced and acknowledged.
     pub fn has_pending(&self) -> bool {
         self.buf.as_ref().is_some_and(DiskBuffer::has_pending)
@@ -1392,11 +1433,33 @@ mod tests {
         Logger::root(slog::Discard, slog::o!())
     }
 
+    /// A buffer on `d` that blocks when full.
+    fn open(d: &Path) -> (DiskBuffer, Recovered) {
+        DiskBuffer::open(opts(d, WhenFull::Block), "t", &log()).unwrap()
+    }
+
+    /// The frame of record `i` (its id is `i + 1`).
+    fn record(i: u64) -> String {
+        format!("record {i:06}\n")
+    }
+
+    fn records(from: u64, to: u64) -> Vec<String> {
+        (from..to).map(record).collect()
+    }
+
+    /// Adopts records `from..to` as a drain's memory would hand them over.
+    fn adopt(b: &mut DiskBuffer, from: u64, to: u64) -> io::Result<Option<u64>> {
+        let frames: Vec<(EventId, String)> = (from..to).map(|i| (i + 1, record(i))).collect();
+        b.adopt(
+            frames.iter().map(|(id, f)| (*id, f.as_bytes())),
+            "t",
+            &log(),
+        )
+    }
+
     fn fill(b: &mut DiskBuffer, from: u64, to: u64) {
         for i in from..to {
-            b.push_with(i + 1, |v| {
-                v.extend_from_slice(format!("record {i:06}\n").as_bytes())
-            });
+            b.push_with(i + 1, |v| v.extend_from_slice(record(i).as_bytes()));
             if b.should_write() {
                 b.write_pending("t", &log()).unwrap();
             }
@@ -1422,7 +1485,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_across_segments_and_confirmed_segments_go() {
         let d = dir("order");
-        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, found) = open(&d);
         assert_eq!(found, Recovered::default());
         fill(&mut b, 0, 20_000);
         assert!(b.segments.len() > 3, "{} segments", b.segments.len());
@@ -1433,8 +1496,7 @@ mod tests {
             b.confirm(got.len() as u64);
             all.extend(got);
         }
-        let want: Vec<String> = (0..20_000).map(|i| format!("record {i:06}\n")).collect();
-        assert_eq!(all, want);
+        assert_eq!(all, records(0, 20_000));
         assert_eq!(b.records(), 0);
         let left: Vec<_> = std::fs::read_dir(&d)
             .unwrap()
@@ -1453,20 +1515,12 @@ mod tests {
     fn adopted_records_go_ahead_of_newer_ones_and_survive_a_kill() {
         let d = dir("adopt");
         {
-            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            let (mut b, _) = open(&d);
             // Records 0..3 were read back earlier and wait for the peer in memory.
             fill(&mut b, 0, 3);
             assert_eq!(take(&mut b, usize::MAX).len(), 3);
             // Memory holds 3..8 besides: adopted, they count as handed back.
-            let frames: Vec<(EventId, Vec<u8>)> = (3..8)
-                .map(|i| (i + 1, format!("record {i:06}\n").into_bytes()))
-                .collect();
-            let adopted = b.adopt(
-                frames.iter().map(|(id, f)| (*id, f.as_slice())),
-                "t",
-                &log(),
-            );
-            assert_eq!(adopted.unwrap(), Some(0));
+            assert_eq!(adopt(&mut b, 3, 8).unwrap(), Some(0));
             assert_eq!((b.records(), b.has_unloaded()), (8, false));
             // Their ids are acknowledged by the next sync, after the spilled ones'.
             let job = b.sync_job().expect("a sync to run");
@@ -1476,12 +1530,7 @@ mod tests {
             b.syncing_ids.clear();
             // Newer records follow them; only those are handed back.
             fill(&mut b, 8, 12);
-            assert_eq!(
-                take(&mut b, usize::MAX),
-                (8..12)
-                    .map(|i| format!("record {i:06}\n"))
-                    .collect::<Vec<_>>()
-            );
+            assert_eq!(take(&mut b, usize::MAX), records(8, 12));
             // With records waiting on disk, memory could not go ahead of them.
             fill(&mut b, 12, 13);
             let late = b"record 999999\n".as_slice();
@@ -1491,11 +1540,10 @@ mod tests {
             b.confirm(4);
             assert_eq!(b.records(), 9);
         }
-        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, found) = open(&d);
         // The segment was only partly confirmed: it is sent again whole, in order.
         assert_eq!(found.records, 13);
-        let want: Vec<String> = (0..13).map(|i| format!("record {i:06}\n")).collect();
-        assert_eq!(take(&mut b, usize::MAX), want);
+        assert_eq!(take(&mut b, usize::MAX), records(0, 13));
         b.confirm(13);
         assert_eq!(b.records(), 0);
         let _ = std::fs::remove_dir_all(&d);
@@ -1505,18 +1553,10 @@ mod tests {
     fn confirming_adopted_records_deletes_their_segments_and_a_cursor_keeps_the_rest() {
         let d = dir("adopt-cursor");
         {
-            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            let (mut b, _) = open(&d);
             // More than a segment (64 KiB) adopted at once, then more than another
             // spilled after it.
-            let frames: Vec<(EventId, Vec<u8>)> = (0..5000)
-                .map(|i| (i + 1, format!("record {i:06}\n").into_bytes()))
-                .collect();
-            let r = b.adopt(
-                frames.iter().map(|(id, f)| (*id, f.as_slice())),
-                "t",
-                &log(),
-            );
-            assert_eq!(r.unwrap(), Some(0));
+            assert_eq!(adopt(&mut b, 0, 5000).unwrap(), Some(0));
             fill(&mut b, 5000, 10_000);
             assert!(b.segments.len() >= 2, "{} segments", b.segments.len());
             // The peer confirms the adopted ones: their segment goes.
@@ -1527,7 +1567,7 @@ mod tests {
             b.confirm(3);
             b.save_cursor().unwrap();
         }
-        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, found) = open(&d);
         assert_eq!(found.records, 4997);
         let got = take(&mut b, usize::MAX);
         assert_eq!(got.first().map(String::as_str), Some("record 005003\n"));
@@ -1539,7 +1579,7 @@ mod tests {
     fn a_torn_last_record_is_cut_and_a_foreign_file_skipped_at_reopen() {
         let d = dir("torn");
         {
-            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            let (mut b, _) = open(&d);
             fill(&mut b, 0, 100);
             // A second drain on the same directory is refused.
             assert!(DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).is_err());
@@ -1551,7 +1591,7 @@ mod tests {
         f.write_all(&[7; 14]).unwrap();
         std::fs::write(d.join("notes.txt"), "not a segment").unwrap();
         std::fs::write(d.join(format!("{:020}.seg", 7)), "garbage").unwrap();
-        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, found) = open(&d);
         assert_eq!(found.records, 100);
         assert_eq!((found.torn_segments, found.torn_bytes), (1, 18));
         assert_eq!(found.skipped, 2);
@@ -1572,13 +1612,13 @@ mod tests {
     fn a_graceful_stop_keeps_the_confirmed_prefix_out_of_the_next_run() {
         let d = dir("cursor");
         {
-            let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+            let (mut b, _) = open(&d);
             fill(&mut b, 0, 1000);
             assert_eq!(take(&mut b, 140).len(), 10);
             b.confirm(7);
             b.save_cursor().unwrap();
         }
-        let (mut b, found) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, found) = open(&d);
         assert_eq!(found.records, 993);
         assert_eq!(b.records(), 993);
         let got = take(&mut b, usize::MAX);
@@ -1607,7 +1647,7 @@ mod tests {
     #[test]
     fn block_reports_its_fill_as_pressure() {
         let d = dir("block");
-        let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::Block), "t", &log()).unwrap();
+        let (mut b, _) = open(&d);
         fill(&mut b, 0, 100_000);
         assert_eq!(b.dropped(), 0);
         assert!(b.pressure() as u64 > 1 << 20);

@@ -991,20 +991,12 @@ impl Forward {
         if self.disk.buffer().is_none() {
             return;
         }
-        let dropped = self.disk.step(cx);
+        let connected = matches!(self.state, State::Connected(_));
+        let dropped = self
+            .disk
+            .refill(&mut self.outbox, self.opts.buffer_bytes, connected, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
-        }
-        let high = self.opts.buffer_bytes;
-        let b = self.outbox.buffered();
-        if let (Some(disk), State::Connected(_)) = (self.disk.buffer_mut(), &self.state)
-            && b < high / 2
-        {
-            let outbox = &mut self.outbox;
-            let log = cx.logger().clone();
-            disk.load(high - b, self.name, &log, |frame| {
-                outbox.push_with(REPLAYED, |v| v.extend_from_slice(frame));
-            });
         }
     }
 
@@ -1361,14 +1353,12 @@ impl Forward {
     /// Stops without the peer: what memory holds goes to disk, and the drain finishes once
     /// it is synced (at once when no sync runs), without waiting for the peer.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+        let dropped = self.disk.park(&mut self.outbox, "peer", &self.target, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
         }
         self.close(cx);
         self.parked = true;
-        slog::info!(cx.logger(), "stopping with the peer away: its records stay in the disk buffer for the next run";
-            "cog" => self.name, "peer" => %self.target, "disk_buffer_records" => self.disk.records());
     }
 
     fn close(&mut self, cx: &mut Ctx) {

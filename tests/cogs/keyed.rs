@@ -15,28 +15,19 @@ struct Login {
     user: u32,
 }
 
-/// dedup keyed on one field of a struct, with room for two keys: a repeat within `within`
-/// is dropped and acknowledged, and a key evicted to make room passes again.
-#[test]
-fn dedup_from_typed_settings_on_own_struct() {
-    use deadbeat::cogs::flow::dedup::{Dedup, DedupSettings, KeyFn};
-
-    let key: KeyFn<Login> = Box::new(|l, out| {
+/// The key of a login: its user.
+fn user_key() -> deadbeat::cogs::flow::dedup::KeyFn<Login> {
+    Box::new(|l, out| {
         out.extend_from_slice(&l.user.to_le_bytes());
         true
-    });
-    let dedup = Dedup::from_settings(
-        &DedupSettings {
-            within: Duration::from_secs(600),
-            max_keys: 2,
-            ..Default::default()
-        },
-        key,
-        Getter::new(|l: &Login| Some(&l.id)),
-        None,
-    )
-    .unwrap();
-    let logins: Vec<Login> = [1, 2, 1, 3, 1, 2, 2]
+    })
+}
+
+/// Runs logins of `users` (ids from 100) through `cog` into a drain that logs
+/// `kept ID USER` and acknowledges; the log, the ids acknowledged to the supply (sorted)
+/// and the escapement.
+fn run_keyed(users: &[u32], cog: impl Cog<Login>) -> (Log, Vec<EventId>, Escapement) {
+    let logins: Vec<Login> = users
         .iter()
         .enumerate()
         .map(|(i, &user)| Login {
@@ -52,7 +43,7 @@ fn dedup_from_typed_settings_on_own_struct() {
     let l = log.clone();
     let train = Train::new("t")
         .cog(supply)
-        .cog(dedup)
+        .cog(cog)
         .cog(
             Probe::new("drain", &log).on_process(move |d: Login, _, cx| {
                 l.push(format!("kept {} {}", d.id, d.user));
@@ -62,6 +53,29 @@ fn dedup_from_typed_settings_on_own_struct() {
     let mut esc = Escapement::with_options(opts()).unwrap();
     esc.add_train(train).unwrap();
     run(&mut esc, &log);
+    let mut all = acked.borrow().clone();
+    all.sort();
+    (log, all, esc)
+}
+
+/// dedup keyed on one field of a struct, with room for two keys: a repeat within `within`
+/// is dropped and acknowledged, and a key evicted to make room passes again.
+#[test]
+fn dedup_from_typed_settings_on_own_struct() {
+    use deadbeat::cogs::flow::dedup::{Dedup, DedupSettings};
+
+    let dedup = Dedup::from_settings(
+        &DedupSettings {
+            within: Duration::from_secs(600),
+            max_keys: 2,
+            ..Default::default()
+        },
+        user_key(),
+        Getter::new(|l: &Login| Some(&l.id)),
+        None,
+    )
+    .unwrap();
+    let (log, acked, esc) = run_keyed(&[1, 2, 1, 3, 1, 2, 2], dedup);
 
     // 1 and 2 pass, 1 is a repeat, 3 evicts 1 (the oldest), so 1 passes and evicts 2,
     // then 2 passes (evicting 3) and its repeat is dropped.
@@ -75,10 +89,8 @@ fn dedup_from_typed_settings_on_own_struct() {
             "kept 105 2"
         ]
     );
-    let mut all = acked.borrow().clone();
-    all.sort();
     assert_eq!(
-        all,
+        acked,
         (100..107).collect::<Vec<_>>(),
         "each login acknowledged"
     );
@@ -111,60 +123,27 @@ fn dedup_settings_checked_without_toml() {
 /// dropped and acknowledged.
 #[test]
 fn throttle_from_typed_settings_on_own_struct() {
-    use deadbeat::cogs::flow::dedup::KeyFn;
     use deadbeat::cogs::flow::throttle::{Throttle, ThrottleSettings};
 
-    let key: KeyFn<Login> = Box::new(|l, out| {
-        out.extend_from_slice(&l.user.to_le_bytes());
-        true
-    });
     let throttle = Throttle::from_settings(
         &ThrottleSettings {
             rate: 0.001,
             burst: Some(2),
             ..Default::default()
         },
-        key,
+        user_key(),
         Getter::new(|l: &Login| Some(&l.id)),
         None,
     )
     .unwrap();
-    let logins: Vec<Login> = [1, 1, 2, 1, 1, 2, 2]
-        .iter()
-        .enumerate()
-        .map(|(i, &user)| Login {
-            id: 100 + i as EventId,
-            user,
-        })
-        .collect();
-    let log = Log::default();
-    let acked = Rc::new(std::cell::RefCell::new(Vec::<EventId>::new()));
-    let a = acked.clone();
-    let supply = counting_supply("supply", &log, logins)
-        .on_event_done(move |ids, _| a.borrow_mut().extend(ids));
-    let l = log.clone();
-    let train =
-        Train::new("t")
-            .cog(supply)
-            .cog(throttle)
-            .cog(
-                Probe::new("drain", &log).on_process(move |d: Login, _, cx| {
-                    l.push(format!("kept {} {}", d.id, d.user));
-                    cx.event_done(d.id);
-                }),
-            );
-    let mut esc = Escapement::with_options(opts()).unwrap();
-    esc.add_train(train).unwrap();
-    run(&mut esc, &log);
+    let (log, acked, esc) = run_keyed(&[1, 1, 2, 1, 1, 2, 2], throttle);
 
     assert_eq!(
         log.only(&["kept "]),
         ["kept 100 1", "kept 101 1", "kept 102 2", "kept 105 2"]
     );
-    let mut all = acked.borrow().clone();
-    all.sort();
     assert_eq!(
-        all,
+        acked,
         (100..107).collect::<Vec<_>>(),
         "each login acknowledged"
     );

@@ -139,11 +139,17 @@ fn run_once(lk: Lookup<Record>, records: Vec<Record>) -> (Vec<String>, Vec<Event
 
 const ASSETS: &str = "ip,owner,site\n10.0.0.1,alice,paris\n10.0.0.2,bob,\"lyon, \"\"east\"\"\"\n";
 
-#[test]
-fn hits_copy_the_columns_and_misses_pass_untouched() {
-    let dir = TempDir::new("lookup-hits");
+/// A temp dir named after `tag` holding `assets.csv` (`ASSETS`); its path.
+fn assets(tag: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
     let path = dir.path().join("assets.csv");
     std::fs::write(&path, ASSETS).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn hits_copy_the_columns_and_misses_pass_untouched() {
+    let (_dir, path) = assets("lookup-hits");
     let lk = lookup(&settings(&path), None);
     let counters = lk.counters();
     let (out, acked, _) = run_once(
@@ -170,9 +176,7 @@ fn hits_copy_the_columns_and_misses_pass_untouched() {
 
 #[test]
 fn fields_rename_prefix_and_target_shape_the_output() {
-    let dir = TempDir::new("lookup-shape");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (dir, path) = assets("lookup-shape");
     let s = LookupSettings {
         fields: vec!["site".into()],
         rename: toml::from_str("site = \"where\"").unwrap(),
@@ -212,9 +216,7 @@ fn fields_rename_prefix_and_target_shape_the_output() {
 
 #[test]
 fn on_missing_default_writes_the_default_fields() {
-    let dir = TempDir::new("lookup-default");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (_dir, path) = assets("lookup-default");
     let s = LookupSettings {
         on_missing: "default".into(),
         default: toml::from_str("owner = \"unknown\"\nsite = \"-\"").unwrap(),
@@ -236,9 +238,7 @@ fn on_missing_default_writes_the_default_fields() {
 
 #[test]
 fn on_missing_drop_acknowledges_and_counts() {
-    let dir = TempDir::new("lookup-drop");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (_dir, path) = assets("lookup-drop");
     let s = LookupSettings {
         on_missing: "drop".into(),
         ..settings(&path)
@@ -255,9 +255,7 @@ fn on_missing_drop_acknowledges_and_counts() {
 
 #[test]
 fn on_missing_train_sends_the_miss_elsewhere() {
-    let dir = TempDir::new("lookup-train");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (_dir, path) = assets("lookup-train");
     let s = LookupSettings {
         on_missing: "train:unknown".into(),
         ..settings(&path)
@@ -623,9 +621,7 @@ fn a_table_rewritten_in_place_is_reloaded_while_data_flow() {
 
 #[test]
 fn without_inotify_the_file_is_polled() {
-    let dir = TempDir::new("lookup-poll");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (_dir, path) = assets("lookup-poll");
     let s = LookupSettings {
         poll_interval: Duration::from_millis(20),
         ..settings(&path)
@@ -649,9 +645,7 @@ fn without_inotify_the_file_is_polled() {
 
 #[test]
 fn a_bad_reload_keeps_the_old_table_and_logs_the_line() {
-    let dir = TempDir::new("lookup-badreload");
-    let path = dir.path().join("assets.csv");
-    std::fs::write(&path, ASSETS).unwrap();
+    let (_dir, path) = assets("lookup-badreload");
     let lk = lookup(&settings(&path), None);
     let counters = lk.counters();
     let capture = Capture::default();

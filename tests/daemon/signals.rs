@@ -2,10 +2,18 @@
 
 use super::*;
 
+const STDIN_TO_FILE: &str = "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+                             [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n";
+
 fn stdin_to_file(dir: &Path) -> PathBuf {
+    write_config(dir, STDIN_TO_FILE)
+}
+
+/// [`stdin_to_file`], logging to `deadbeat.log` in `dir`.
+fn stdin_to_file_logging(dir: &Path) -> PathBuf {
     write_config(
         dir,
-        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
+        &format!("[log]\ntarget = \"file:deadbeat.log\"\n{STDIN_TO_FILE}"),
     )
 }
 
@@ -188,11 +196,7 @@ fn daemon_mode_detaches_writes_pidfile_and_stops_on_sigterm() {
 #[test]
 fn sigusr1_logs_every_cogs_counters() {
     let dir = TempDir::new("sigusr1");
-    let cfg = write_config(
-        dir.path(),
-        "[log]\ntarget = \"file:deadbeat.log\"\n\
-         [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
-    );
+    let cfg = stdin_to_file_logging(dir.path());
     let log = dir.path().join("deadbeat.log");
     let out = dir.path().join("out.log");
     let (mut child, mut stdin) = spawn_with_stdin(&cfg);
@@ -219,11 +223,7 @@ fn sigusr1_logs_every_cogs_counters() {
 #[test]
 fn sighup_reopens_the_log_file() {
     let dir = TempDir::new("logrotate");
-    let cfg = write_config(
-        dir.path(),
-        "[log]\ntarget = \"file:deadbeat.log\"\n\
-         [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n[[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\n",
-    );
+    let cfg = stdin_to_file_logging(dir.path());
     let log = dir.path().join("deadbeat.log");
     let rotated = dir.path().join("deadbeat.log.1");
     let (mut child, stdin) = spawn_with_stdin(&cfg);

@@ -302,6 +302,20 @@ fn writer_config(input: &str, address: &str, stream: &str) -> String {
     )
 }
 
+/// Writes lines `0..n` to `in.log` in `dir` and a writer adds them to the stream `logs`;
+/// the input's path and the writer's log, once it has exited.
+fn write_numbered(dir: &Path, redis: &Redis, n: usize) -> (PathBuf, String) {
+    let input = dir.join("in.log");
+    std::fs::write(&input, numbered(0..n)).unwrap();
+    let w = Daemon::start(
+        dir,
+        "writer",
+        &writer_config(&file_in(&input), &redis.address(), "logs"),
+        Stdio::null(),
+    );
+    (input, w.wait())
+}
+
 fn file_in(p: &Path) -> String {
     format!(
         "[[train.cog]]\ntype = \"file_in\"\npaths = [{:?}]\n",
@@ -361,15 +375,7 @@ fn redis_round_trip_keeps_every_line_once_in_order() {
     let dir = TempDir::new("redis-rt");
     let redis = Redis::start(bin, dir.path(), false);
     let n = 200_000;
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(0..n)).unwrap();
-    let w = Daemon::start(
-        dir.path(),
-        "writer",
-        &writer_config(&file_in(&input), &redis.address(), "logs"),
-        Stdio::null(),
-    );
-    let wlog = w.wait();
+    let (input, wlog) = write_numbered(dir.path(), &redis, n);
     assert!(
         wlog.contains("in=200000 out=0 dropped=0 errors=0"),
         "{wlog}"
@@ -402,15 +408,7 @@ fn redis_worker_killed_mid_stream_has_its_entries_claimed() {
     let dir = TempDir::new("redis-kill");
     let redis = Redis::start(bin, dir.path(), false);
     let n = 50_000;
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(0..n)).unwrap();
-    Daemon::start(
-        dir.path(),
-        "writer",
-        &writer_config(&file_in(&input), &redis.address(), "logs"),
-        Stdio::null(),
-    )
-    .wait();
+    write_numbered(dir.path(), &redis, n);
 
     // Worker a acknowledges only after a sync every 30 s: it reads up to max_pending
     // entries, writes them, and holds them unacknowledged when it is killed.
@@ -593,15 +591,7 @@ fn redis_three_workers_share_a_stream_exactly_once() {
     let dir = TempDir::new("redis-scale");
     let redis = Redis::start(bin, dir.path(), false);
     let n = 300_000;
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(0..n)).unwrap();
-    Daemon::start(
-        dir.path(),
-        "writer",
-        &writer_config(&file_in(&input), &redis.address(), "logs"),
-        Stdio::null(),
-    )
-    .wait();
+    write_numbered(dir.path(), &redis, n);
     let outs: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("w{i}.log")))
         .collect();

@@ -148,6 +148,21 @@ fn sender_config(dir: &Path, port: u16) -> String {
     )
 }
 
+/// `file_in` of the first `lines` numbered lines → `relp_out` to `port` with `keys`.
+fn file_sender(dir: &Path, lines: usize, port: u16, keys: &str) -> Daemon {
+    let input = dir.join("in.log");
+    std::fs::write(&input, numbered(lines)).unwrap();
+    Daemon::start(
+        dir,
+        "tx",
+        &format!(
+            "[[train]]\nname = \"tx\"\n\
+             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
+             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n{keys}\n"
+        ),
+    )
+}
+
 fn receiver_config(dir: &Path, port: u16) -> String {
     format!(
         "[[train]]\nname = \"rx\"\n\
@@ -331,16 +346,7 @@ fn relp_in_closes_on_bad_frames_and_serves_on() {
     let port = free_port();
     let out = dir.path().join("out.log");
     let rx = Daemon::start(dir.path(), "rx", &receiver_config(dir.path(), port));
-    let connect = || {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let connect = || relp_connect(port);
     let open = "1 open 30 relp_version=0\ncommands=syslog\n";
     for bad in [
         "x syslog 3 abc\n",
@@ -422,6 +428,22 @@ impl Drop for Reaper {
     }
 }
 
+/// Waits until `out` holds all `n` lines; a failure shows the logs of the rsyslogd working
+/// in `work` and of `deadbeat`.
+fn wait_all_arrived(out: &Path, n: usize, work: &Path, deadbeat: &Daemon) {
+    let deadline = Instant::now() + PATIENCE;
+    while distinct(out, n) < n {
+        let rs_err = std::fs::read_to_string(work.join("rsyslogd.err")).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} arrived\nrsyslogd:\n{rs_err}\ndeadbeat:\n{}",
+            distinct(out, n),
+            deadbeat.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn stop_rsyslogd(r: &mut Reaper) {
     signal(&r.0, libc::SIGTERM);
     reap(&mut r.0, "rsyslogd");
@@ -468,18 +490,7 @@ fn relp_rsyslog_omrelp_into_relp_in() {
     wait_for("a third of the messages", || line_count(&out) >= n / 3);
     rx.kill9();
     let rx = Daemon::start(dir.path(), "rx", &rx_conf);
-    let deadline = Instant::now() + PATIENCE;
-    while distinct(&out, n) < n {
-        let rs_err =
-            std::fs::read_to_string(dir.path().join("rs/rsyslogd.err")).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} arrived\nrsyslogd:\n{rs_err}\ndeadbeat:\n{}",
-            distinct(&out, n),
-            rx.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_all_arrived(&out, n, &dir.path().join("rs"), &rx);
     let log = rx.stop();
     let a = arrival(&out, n);
     eprintln!("rsyslog omrelp -> relp_in, deadbeat killed once: {n} messages, {a:?}");
@@ -518,17 +529,7 @@ fn relp_relp_out_into_rsyslog_imrelp() {
         panic!("rsyslogd does not start again");
     };
     let _rs = Reaper(again);
-    let deadline = Instant::now() + PATIENCE;
-    while distinct(&out, n) < n {
-        let rs_err = std::fs::read_to_string(work.join("rsyslogd.err")).unwrap_or_default();
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} arrived\nrsyslogd:\n{rs_err}\ndeadbeat:\n{}",
-            distinct(&out, n),
-            tx.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_all_arrived(&out, n, &work, &tx);
     let log = tx.stop();
     let a = arrival(&out, n);
     eprintln!("relp_out -> rsyslog imrelp, rsyslog restarted once: {n} messages, {a:?}");
@@ -623,17 +624,11 @@ fn relp_out_keeps_its_window_and_resends_after_a_reconnection() {
     let dir = TempDir::new("relp-out-window");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(30)).unwrap();
-    let tx = Daemon::start(
+    let tx = file_sender(
         dir.path(),
-        "tx",
-        &format!(
-            "[[train]]\nname = \"tx\"\n\
-             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
-             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
-             window_size = 10\nreconnect_initial = \"50ms\"\nreconnect_max = \"200ms\"\n"
-        ),
+        30,
+        port,
+        "window_size = 10\nreconnect_initial = \"50ms\"\nreconnect_max = \"200ms\"",
     );
     let name = |i: usize| format!("line {i:07}{TAIL}");
     let open_ok = "200 OK\nrelp_version=0\ncommands=syslog";
@@ -698,15 +693,7 @@ fn relp_in_answers_only_once_the_drain_acknowledged() {
              reconnect_initial = \"50ms\"\nreconnect_max = \"100ms\"\n"
         ),
     );
-    let deadline = Instant::now() + PATIENCE;
-    let sock = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut p = Peer::new(sock);
+    let mut p = Peer::new(relp_connect(port));
     p.send(1, "open", "relp_version=0\ncommands=syslog");
     let (t, offers) = p.expect("rsp");
     assert_eq!(t, 1);
@@ -755,15 +742,7 @@ fn relp_in_keeps_a_connection_within_its_window() {
              reconnect_initial = \"50ms\"\nreconnect_max = \"100ms\"\n"
         ),
     );
-    let deadline = Instant::now() + PATIENCE;
-    let sock = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut p = Peer::new(sock);
+    let mut p = Peer::new(relp_connect(port));
     p.send(1, "open", "relp_version=0\ncommands=syslog");
     assert_eq!(p.expect("rsp").0, 1);
     for i in 0..10 {
@@ -816,17 +795,11 @@ fn relp_out_gives_up_a_session_never_opened() {
     let dir = TempDir::new("relp-out-open");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(3)).unwrap();
-    let mut tx = Daemon::start(
+    let mut tx = file_sender(
         dir.path(),
-        "tx",
-        &format!(
-            "[[train]]\nname = \"tx\"\n\
-             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
-             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
-             connect_timeout = \"200ms\"\nreconnect_initial = \"50ms\"\n"
-        ),
+        3,
+        port,
+        "connect_timeout = \"200ms\"\nreconnect_initial = \"50ms\"",
     );
     let mut silent = Peer::new(accept(&listener));
     silent.expect("open");
@@ -856,17 +829,11 @@ fn relp_out_gives_up_a_silent_server_after_rsp_timeout() {
     let dir = TempDir::new("relp-out-rsp");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let input = dir.path().join("in.log");
-    std::fs::write(&input, numbered(1)).unwrap();
-    let mut tx = Daemon::start(
+    let mut tx = file_sender(
         dir.path(),
-        "tx",
-        &format!(
-            "[[train]]\nname = \"tx\"\n\
-             [[train.cog]]\ntype = \"file_in\"\npaths = [{input:?}]\n\
-             [[train.cog]]\ntype = \"relp_out\"\naddress = \"127.0.0.1:{port}\"\n\
-             rsp_timeout = \"300ms\"\nreconnect_initial = \"50ms\"\n"
-        ),
+        1,
+        port,
+        "rsp_timeout = \"300ms\"\nreconnect_initial = \"50ms\"",
     );
     let open_ok = "200 OK\nrelp_version=0\ncommands=syslog";
     let mut silent = Peer::new(accept(&listener));
@@ -904,16 +871,7 @@ fn relp_in_refuses_connections_over_max_connections() {
             dir.path().join("out.log").to_str().unwrap()
         ),
     );
-    let connect = || {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match TcpStream::connect(("127.0.0.1", port)) {
-                Ok(s) => return s,
-                Err(e) => assert!(Instant::now() < deadline, "relp_in never listened: {e}"),
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    };
+    let connect = || relp_connect(port);
     let mut first = Peer::new(connect());
     first.send(1, "open", "relp_version=0\ncommands=syslog");
     assert_eq!(first.expect("rsp").0, 1);

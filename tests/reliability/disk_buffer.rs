@@ -22,6 +22,18 @@ fn heavy() -> bool {
     std::env::var("DEADBEAT_HEAVY").is_ok_and(|v| v == "1")
 }
 
+/// The datagrams of an outage and its seconds (see the module's sizes).
+fn outage_size() -> (u64, u64) {
+    if heavy() {
+        (1_000_000, 60)
+    } else {
+        (
+            env_num("DEADBEAT_DISK_DATAGRAMS", 200_000),
+            env_num("DEADBEAT_DISK_OUTAGE_S", 4),
+        )
+    }
+}
+
 fn env_num(key: &str, default: u64) -> u64 {
     match std::env::var(key) {
         Ok(v) => v
@@ -85,9 +97,39 @@ fn udp_config(dir: &Path, udp: u16, drain: &str) -> PathBuf {
     )
 }
 
+/// Writes `lines` datagrams, one a line, to `in.log` in `dir`; its path.
+fn input_file(dir: &Path, lines: u64) -> PathBuf {
+    let input = dir.join("in.log");
+    let text: Vec<u8> = (0..lines)
+        .flat_map(|i| {
+            let mut d = datagram(i);
+            d.push(b'\n');
+            d
+        })
+        .collect();
+    std::fs::write(&input, text).unwrap();
+    input
+}
+
 impl Sender {
     fn start(dir: &Path, cfg: &Path, udp: u16) -> Sender {
         Sender::start_as(dir, cfg, udp, "tcp_out")
+    }
+
+    /// A sender whose `tail` reads `lines` datagrams from the beginning of a file into a
+    /// drain of type `drain` with `keys` and `buffer = "disk"`.
+    fn tail(dir: &Path, lines: u64, drain: &'static str, keys: &str) -> Sender {
+        let input = input_file(dir, lines);
+        let cfg = write_config(
+            dir,
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
+                 [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
+                 start_at = \"beginning\"\n[[train.cog]]\ntype = \"{drain}\"\n{keys}\n\
+                 buffer = \"disk\"\n"
+            ),
+        );
+        Sender::start_as(dir, &cfg, 0, drain)
     }
 
     /// A sender whose drain is of type `drain`.
@@ -147,6 +189,46 @@ impl Sender {
             .and_then(|b| b.iter().find(|b| b["name"] == name))
             .and_then(|b| b["fill"].as_u64())
             .unwrap_or_else(|| panic!("no buffer {name} in {cog}"))
+    }
+
+    /// The records the drain's disk buffer holds.
+    fn disk_records(&self) -> u64 {
+        Sender::buffer(&self.cog(self.drain), "disk_records")
+    }
+
+    /// Waits until the drain has taken all `lines` with its peer away; asserts that most
+    /// of them went to disk.
+    fn takes_every_line_onto_disk(&self, lines: u64) {
+        wait_for(&format!("{} to take every line", self.drain), || {
+            self.cog(self.drain)["in"].as_u64() == Some(lines)
+        });
+        let cog = self.cog(self.drain);
+        assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    }
+
+    /// Stops a sender whose peer is away: it does not wait out `drain_timeout`, and its
+    /// log says `said`. The stderr.
+    fn stop_away(self, said: &str) -> String {
+        let t = Instant::now();
+        let err = self.d.stop();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert!(err.contains(said), "{err}");
+        err
+    }
+
+    /// Waits until the disk buffer in `bdir` has sent its every segment, then stops.
+    fn stop_once_sent(self, bdir: &Path) -> String {
+        wait_for("the disk buffer to empty", || segments(bdir).is_empty());
+        self.d.stop()
+    }
+
+    fn kill_9(mut self) {
+        kill(self.d.id(), libc::SIGKILL);
+        self.d.wait_exit();
     }
 
     /// Sends datagrams `from..to` paced over `over`.
@@ -219,6 +301,27 @@ impl Sender {
     }
 }
 
+/// The seqs on disk in `bdir`, asserted to be `received` (`what` says which) and in order.
+fn in_order_on_disk(bdir: &Path, received: u64, what: &str) -> Vec<u64> {
+    let kept = on_disk(bdir);
+    assert_eq!(kept.len() as u64, received, "{what}");
+    assert_increasing(&kept);
+    kept
+}
+
+/// Waits until the file `out` has `n` lines.
+fn wait_lines(out: &Path, n: usize, patience: Duration) {
+    wait_within("the collector to write every line", patience, || {
+        line_count(out) >= n
+    });
+}
+
+/// The seqs of the lines of the file `out`.
+fn file_seqs(out: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(out).unwrap();
+    text.lines().filter_map(seq_of).collect()
+}
+
 fn segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -253,7 +356,8 @@ fn on_disk(dir: &Path) -> Vec<u64> {
     seqs
 }
 
-/// A collector on `port`: every line it reads, in order.
+/// A collector: every line it reads, in order.
+#[derive(Clone)]
 struct Collector {
     lines: Arc<Mutex<Vec<String>>>,
     count: Arc<AtomicUsize>,
@@ -262,22 +366,46 @@ struct Collector {
 impl Collector {
     fn start(port: u16) -> Collector {
         let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let count = Arc::new(AtomicUsize::new(0));
-        let (lines2, count2) = (lines.clone(), count.clone());
+        Collector::reading(move || l.accept().ok().map(|c| c.0))
+    }
+
+    /// A collector on the stream socket `path`.
+    fn start_unix(path: &Path) -> Collector {
+        let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+        Collector::reading(move || l.accept().ok().map(|c| c.0))
+    }
+
+    /// Reads every connection `accept` gives, until it gives none.
+    fn reading<C: Read>(mut accept: impl FnMut() -> Option<C> + Send + 'static) -> Collector {
+        let c = Collector::empty();
+        let (lines, count) = (c.lines.clone(), c.count.clone());
         std::thread::spawn(move || {
             // Each connection is read to its end before the next is taken: a drain
             // reconnecting resends on a new one.
-            for c in l.incoming() {
-                let Ok(c) = c else { return };
+            while let Some(c) = accept() {
                 for line in BufReader::with_capacity(1 << 20, c).lines() {
                     let Ok(line) = line else { break };
-                    lines2.lock().unwrap().push(line);
-                    count2.fetch_add(1, Ordering::Relaxed);
+                    lines.lock().unwrap().push(line);
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
-        Collector { lines, count }
+        c
+    }
+
+    fn empty() -> Collector {
+        Collector {
+            lines: Arc::new(Mutex::new(Vec::new())),
+            count: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Takes lines read elsewhere.
+    fn push(&self, lines: impl IntoIterator<Item = String>) {
+        let mut all = self.lines.lock().unwrap();
+        let before = all.len();
+        all.extend(lines);
+        self.count.fetch_add(all.len() - before, Ordering::Relaxed);
     }
 
     fn wait_for(&self, n: usize, patience: Duration) {
@@ -295,6 +423,19 @@ impl Collector {
             .map(|l| seq_of(l).unwrap_or_else(|| panic!("line {l:?}")))
             .collect()
     }
+
+    /// The seqs of lines that hold one after other text (a JSON line).
+    fn seqs_within(&self) -> Vec<u64> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|l| {
+                l.find("seq ")
+                    .and_then(|i| seq_of(&l[i..]))
+                    .unwrap_or_else(|| panic!("line {l:?}"))
+            })
+            .collect()
+    }
 }
 
 fn assert_increasing(seqs: &[u64]) {
@@ -305,14 +446,7 @@ fn assert_increasing(seqs: &[u64]) {
 
 #[test]
 fn an_outage_spills_to_disk_and_every_received_datagram_arrives_in_order() {
-    let (n, outage) = if heavy() {
-        (1_000_000, 60)
-    } else {
-        (
-            env_num("DEADBEAT_DISK_DATAGRAMS", 200_000),
-            env_num("DEADBEAT_DISK_OUTAGE_S", 4),
-        )
-    };
+    let (n, outage) = outage_size();
     let dir = TempDir::new("disk-buffer-outage");
     let (udp, collector) = (udp_port(), free_port());
     let cfg = config(dir.path(), udp, collector, "buffer_bytes = \"1MiB\"\n");
@@ -333,7 +467,7 @@ fn an_outage_spills_to_disk_and_every_received_datagram_arrives_in_order() {
     let c = Collector::start(collector);
     c.wait_for(received as usize, PATIENCE * 4);
     wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("tcp_out"), "disk_records") == 0 && segments(&bdir).is_empty()
+        s.disk_records() == 0 && segments(&bdir).is_empty()
     });
     let rss = s.peak_rss_kib();
     let err = s.d.stop();
@@ -359,12 +493,11 @@ fn after_a_kill_9_what_was_on_disk_goes_first_and_a_torn_record_is_cut() {
     let dir = TempDir::new("disk-buffer-kill9");
     let (udp, collector) = (udp_port(), free_port());
     let cfg = config(dir.path(), udp, collector, "buffer_bytes = \"64KiB\"\n");
-    let mut s = Sender::start(dir.path(), &cfg, udp);
+    let s = Sender::start(dir.path(), &cfg, udp);
     s.send(0, n, Duration::from_secs(1));
     s.settled();
     let bdir = s.buffer_dir();
-    kill(s.d.id(), libc::SIGKILL);
-    s.d.wait_exit();
+    s.kill_9();
     let kept = on_disk(&bdir);
     assert!(kept.len() > 1000, "{} records on disk", kept.len());
     assert_increasing(&kept);
@@ -432,27 +565,15 @@ fn drop_oldest_drops_whole_segments_and_counts_them() {
 fn block_pauses_the_supply_when_the_disk_buffer_is_full() {
     let dir = TempDir::new("disk-buffer-block");
     let collector = free_port();
-    let input = dir.path().join("in.log");
     let lines = 40_000u64;
-    let text: Vec<u8> = (0..lines)
-        .flat_map(|i| {
-            let mut d = datagram(i);
-            d.push(b'\n');
-            d
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let cfg = write_config(
+    let s = Sender::tail(
         dir.path(),
+        lines,
+        "tcp_out",
         &format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
-             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
-             start_at = \"beginning\"\n[[train.cog]]\ntype = \"tcp_out\"\n\
-             address = \"127.0.0.1:{collector}\"\nbuffer = \"disk\"\nbuffer_bytes = \"64KiB\"\n\
-             max_bytes = \"1MiB\"\n"
+            "address = \"127.0.0.1:{collector}\"\nbuffer_bytes = \"64KiB\"\nmax_bytes = \"1MiB\""
         ),
     );
-    let s = Sender::start(dir.path(), &cfg, 0);
     // The drain stops taking records once the disk holds max_bytes: the supply is held.
     let mut last = (0, Instant::now());
     wait_for("the drain to stop taking records", || {
@@ -511,58 +632,24 @@ fn a_bad_disk_buffer_setting_names_its_key() {
 fn relp_out_spills_to_disk_and_sends_it_all_in_order_once_the_server_listens() {
     let dir = TempDir::new("disk-buffer-relp");
     let relp = free_port();
-    let input = dir.path().join("in.log");
     let lines = 30_000u64;
-    let text: Vec<u8> = (0..lines)
-        .flat_map(|i| {
-            let mut d = datagram(i);
-            d.push(b'\n');
-            d
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let cfg = write_config(
+    let s = Sender::tail(
         dir.path(),
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
-             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
-             start_at = \"beginning\"\n[[train.cog]]\ntype = \"relp_out\"\n\
-             address = \"127.0.0.1:{relp}\"\nbuffer = \"disk\"\nbuffer_bytes = \"64KiB\"\n"
-        ),
+        lines,
+        "relp_out",
+        &format!("address = \"127.0.0.1:{relp}\"\nbuffer_bytes = \"64KiB\""),
     );
-    let s = Sender::start(dir.path(), &cfg, 0);
     // Every line reaches the drain although the server is away: the disk takes them.
-    wait_for("relp_out to take every line", || {
-        s.cog("relp_out")["in"].as_u64() == Some(lines)
-    });
-    let relp_cog = s.cog("relp_out");
-    assert!(
-        Sender::buffer(&relp_cog, "disk_records") > lines / 2,
-        "{relp_cog}"
-    );
+    s.takes_every_line_onto_disk(lines);
     // The collector: relp_in → file_out.
     let cdir = dir.path().join("collector");
-    std::fs::create_dir_all(&cdir).unwrap();
     let out = cdir.join("out.log");
-    let ccfg = write_config(
-        &cdir,
-        &format!(
-            "[[train]]\nname = \"c\"\n[[train.cog]]\ntype = \"relp_in\"\n\
-             listen = \"127.0.0.1:{relp}\"\n[[train.cog]]\ntype = \"file_out\"\npath = {out:?}\n"
-        ),
-    );
-    let c = Daemon::start(&ccfg, Stdio::null());
-    wait_within("the collector to write every line", PATIENCE * 2, || {
-        line_count(&out) as u64 >= lines
-    });
-    wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("relp_out"), "disk_records") == 0
-    });
+    let c = relp_collector(&cdir, relp, &out);
+    wait_lines(&out, lines as usize, PATIENCE * 2);
+    wait_for("the disk buffer to empty", || s.disk_records() == 0);
     s.d.stop();
     c.stop();
-    let text = std::fs::read_to_string(&out).unwrap();
-    let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
-    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+    assert_eq!(file_seqs(&out), (0..lines).collect::<Vec<_>>());
 }
 
 /// `redis-server` and `redis-cli` on the PATH, or why the test skips.
@@ -584,6 +671,64 @@ fn redis_bins() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// A `redis-server` on `port`, killed when dropped, and its `redis-cli`.
+struct Redis {
+    server: Child,
+    cli: PathBuf,
+    port: u16,
+}
+
+impl Redis {
+    fn start(server: &Path, cli: PathBuf, port: u16, dir: &Path) -> Redis {
+        let server = Command::new(server)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Redis { server, cli, port }
+    }
+
+    /// What `redis-cli` prints for `args`.
+    fn cli(&self, args: &[&str]) -> String {
+        let o = Command::new(&self.cli)
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits until the stream `s` holds `n` entries.
+    fn wait_len(&self, n: usize, patience: Duration) {
+        wait_within("redis to hold every line", patience, || {
+            self.cli(&["XLEN", "s"]).trim().parse::<usize>().ok() == Some(n)
+        });
+    }
+
+    /// The seqs of the stream `s`, in order.
+    fn seqs(&self) -> Vec<u64> {
+        self.cli(&["XRANGE", "s", "-", "+"])
+            .lines()
+            .filter_map(seq_of)
+            .collect()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
 #[test]
 fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
     let Some((server, cli)) = redis_bins() else {
@@ -591,74 +736,26 @@ fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
     };
     let dir = TempDir::new("disk-buffer-redis");
     let port = free_port();
-    let input = dir.path().join("in.log");
     let lines = 20_000u64;
-    let text: Vec<u8> = (0..lines)
-        .flat_map(|i| {
-            let mut d = datagram(i);
-            d.push(b'\n');
-            d
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let cfg = write_config(
+    let s = Sender::tail(
         dir.path(),
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
-             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
-             start_at = \"beginning\"\n[[train.cog]]\ntype = \"redis_out\"\n\
-             address = \"127.0.0.1:{port}\"\nstream = \"s\"\nbuffer = \"disk\"\n\
-             buffer_bytes = \"64KiB\"\n"
-        ),
+        lines,
+        "redis_out",
+        &format!("address = \"127.0.0.1:{port}\"\nstream = \"s\"\nbuffer_bytes = \"64KiB\""),
     );
-    let s = Sender::start(dir.path(), &cfg, 0);
-    wait_for("redis_out to take every line", || {
-        s.cog("redis_out")["in"].as_u64() == Some(lines)
-    });
-    let cog = s.cog("redis_out");
-    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
-    let mut redis = Command::new(server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let cli_out = |args: &[&str]| -> String {
-        let o = Command::new(&cli)
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    wait_within("redis to hold every line", PATIENCE * 2, || {
-        cli_out(&["XLEN", "s"]).trim().parse::<u64>().ok() == Some(lines)
-    });
-    wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("redis_out"), "disk_records") == 0
-    });
+    s.takes_every_line_onto_disk(lines);
+    let redis = Redis::start(&server, cli, port, dir.path());
+    redis.wait_len(lines as usize, PATIENCE * 2);
+    wait_for("the disk buffer to empty", || s.disk_records() == 0);
     s.d.stop();
-    let seqs: Vec<u64> = cli_out(&["XRANGE", "s", "-", "+"])
-        .lines()
-        .filter_map(seq_of)
-        .collect();
-    let _ = redis.kill();
-    let _ = redis.wait();
-    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+    assert_eq!(redis.seqs(), (0..lines).collect::<Vec<_>>());
 }
 
 /// A minimal HTTP/1.1 server on `port`: every body line it was POSTed, in order; answers
 /// `200` to each request.
-fn http_collector(port: u16) -> Arc<Mutex<Vec<String>>> {
+fn http_collector(port: u16) -> Collector {
     let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
+    let lines = Collector::empty();
     let got = lines.clone();
     std::thread::spawn(move || {
         for c in l.incoming() {
@@ -686,7 +783,7 @@ fn http_collector(port: u16) -> Arc<Mutex<Vec<String>>> {
                     break;
                 }
                 let text = String::from_utf8_lossy(&body).into_owned();
-                got.lock().unwrap().extend(text.lines().map(str::to_string));
+                got.push(text.lines().map(str::to_string));
                 if c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
                     .is_err()
                 {
@@ -702,51 +799,22 @@ fn http_collector(port: u16) -> Arc<Mutex<Vec<String>>> {
 fn http_out_spills_to_disk_and_posts_it_all_in_order_once_the_server_listens() {
     let dir = TempDir::new("disk-buffer-http");
     let port = free_port();
-    let input = dir.path().join("in.log");
     let lines = 30_000u64;
-    let text: Vec<u8> = (0..lines)
-        .flat_map(|i| {
-            let mut d = datagram(i);
-            d.push(b'\n');
-            d
-        })
-        .collect();
-    std::fs::write(&input, text).unwrap();
-    let cfg = write_config(
+    let s = Sender::tail(
         dir.path(),
+        lines,
+        "http_out",
         &format!(
-            "[http]\nlisten = \"127.0.0.1:0\"\n[state]\ndir = \"state\"\n\
-             [[train]]\nname = \"fwd\"\n[[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\n\
-             start_at = \"beginning\"\n[[train.cog]]\ntype = \"http_out\"\n\
-             url = \"http://127.0.0.1:{port}/ingest\"\nbuffer = \"disk\"\n\
-             max_buffered_bytes = \"256KiB\"\nbatch_bytes = \"64KiB\"\nbackoff_max = \"200ms\"\n"
+            "url = \"http://127.0.0.1:{port}/ingest\"\nmax_buffered_bytes = \"256KiB\"\n\
+             batch_bytes = \"64KiB\"\nbackoff_max = \"200ms\""
         ),
     );
-    let s = Sender::start(dir.path(), &cfg, 0);
-    wait_for("http_out to take every line", || {
-        s.cog("http_out")["in"].as_u64() == Some(lines)
-    });
-    let cog = s.cog("http_out");
-    assert!(Sender::buffer(&cog, "disk_records") > lines / 2, "{cog}");
+    s.takes_every_line_onto_disk(lines);
     let got = http_collector(port);
-    wait_within("the server to have every line", PATIENCE * 2, || {
-        got.lock().unwrap().len() as u64 >= lines
-    });
-    wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("http_out"), "disk_records") == 0
-    });
+    got.wait_for(lines as usize, PATIENCE * 2);
+    wait_for("the disk buffer to empty", || s.disk_records() == 0);
     s.d.stop();
-    let seqs: Vec<u64> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            l.find("seq ")
-                .and_then(|i| seq_of(&l[i..]))
-                .unwrap_or_else(|| panic!("line {l:?}"))
-        })
-        .collect();
-    assert_eq!(seqs, (0..lines).collect::<Vec<_>>());
+    assert_eq!(got.seqs_within(), (0..lines).collect::<Vec<_>>());
 }
 
 /// The seqs of `bytes` read by a collector, whole lines only (a line cut by a closed
@@ -761,35 +829,20 @@ fn whole_lines(bytes: &[u8]) -> Vec<u64> {
 
 #[test]
 fn after_a_kill_9_mid_outage_every_received_datagram_arrives_once_in_order() {
-    let (n, outage) = if heavy() {
-        (1_000_000, 60)
-    } else {
-        (
-            env_num("DEADBEAT_DISK_DATAGRAMS", 200_000),
-            env_num("DEADBEAT_DISK_OUTAGE_S", 4),
-        )
-    };
+    let (n, outage) = outage_size();
     let half = Duration::from_secs(outage) / 2;
     let dir = TempDir::new("disk-buffer-outage-kill9");
     let (udp, collector) = (udp_port(), free_port());
     let cfg = config(dir.path(), udp, collector, "buffer_bytes = \"1MiB\"\n");
-    let mut s = Sender::start(dir.path(), &cfg, udp);
+    let s = Sender::start(dir.path(), &cfg, udp);
     let started = Instant::now();
     s.send(0, n / 2, half);
     let before = s.settled();
-    let disk_records = Sender::buffer(&s.cog("tcp_out"), "disk_records");
-    assert_eq!(disk_records, before, "every received record on disk");
+    assert_eq!(s.disk_records(), before, "every received record on disk");
     let rss_first = s.peak_rss_kib();
     let bdir = s.buffer_dir();
-    kill(s.d.id(), libc::SIGKILL);
-    s.d.wait_exit();
-    let kept = on_disk(&bdir);
-    assert_eq!(
-        kept.len() as u64,
-        before,
-        "what the killed sender had received"
-    );
-    assert_increasing(&kept);
+    s.kill_9();
+    let kept = in_order_on_disk(&bdir, before, "what the killed sender had received");
     // The outage goes on across the restart.
     let s = Sender::start(dir.path(), &cfg, udp);
     s.send(n / 2, n, half);
@@ -798,7 +851,7 @@ fn after_a_kill_9_mid_outage_every_received_datagram_arrives_once_in_order() {
     let c = Collector::start(collector);
     c.wait_for((before + after) as usize, PATIENCE * 4);
     wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("tcp_out"), "disk_records") == 0 && segments(&bdir).is_empty()
+        s.disk_records() == 0 && segments(&bdir).is_empty()
     });
     let err = s.d.stop();
     let seqs = c.seqs();
@@ -833,25 +886,15 @@ fn a_graceful_stop_mid_outage_keeps_every_received_datagram_on_disk() {
     s.send(0, 50_000, Duration::from_secs(1));
     let received = s.settled();
     let bdir = s.buffer_dir();
-    let t = Instant::now();
-    let err = s.d.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(err.contains("stopping with the peer away"), "{err}");
+    let err = s.stop_away("stopping with the peer away");
     let [_, got, _, _] = final_counters(&err, "udp_in");
     assert_eq!(got, received, "{err}");
-    let kept = on_disk(&bdir);
-    assert_eq!(kept.len() as u64, received, "every received record on disk");
-    assert_increasing(&kept);
+    let kept = in_order_on_disk(&bdir, received, "every received record on disk");
     // The next run delivers them, once each, in order.
     let c = Collector::start(collector);
     let s = Sender::start(dir.path(), &cfg, udp);
     c.wait_for(kept.len(), PATIENCE);
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
+    s.stop_once_sent(&bdir);
     assert_eq!(c.seqs(), kept);
 }
 
@@ -884,29 +927,15 @@ fn a_graceful_stop_of_relp_out_mid_outage_keeps_every_received_datagram() {
     s.send(0, 50_000, Duration::from_secs(1));
     let received = s.settled();
     let bdir = s.buffer_dir();
-    let t = Instant::now();
-    let err = s.d.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(err.contains("stopping with the server away"), "{err}");
-    let kept = on_disk(&bdir);
-    assert_eq!(kept.len() as u64, received, "every received record on disk");
-    assert_increasing(&kept);
+    s.stop_away("stopping with the server away");
+    let kept = in_order_on_disk(&bdir, received, "every received record on disk");
     let out = dir.path().join("collected.log");
     let c = relp_collector(&dir.path().join("collector"), relp, &out);
     let s = Sender::start_as(dir.path(), &cfg, udp, "relp_out");
-    wait_within("the collector to write every line", PATIENCE, || {
-        line_count(&out) >= kept.len()
-    });
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
+    wait_lines(&out, kept.len(), PATIENCE);
+    s.stop_once_sent(&bdir);
     c.stop();
-    let text = std::fs::read_to_string(&out).unwrap();
-    let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
-    assert_eq!(seqs, kept);
+    assert_eq!(file_seqs(&out), kept);
 }
 
 #[test]
@@ -955,8 +984,7 @@ fn a_stop_with_a_stalled_collector_puts_what_it_did_not_confirm_on_disk() {
     let c = Collector::start(port);
     let s = Sender::start(dir.path(), &cfg, udp);
     c.wait_for((received as usize) - first.len(), PATIENCE);
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
+    s.stop_once_sent(&bdir);
     let mut all = first.clone();
     all.extend(c.seqs());
     assert_eq!(all.len() as u64, received, "each once");
@@ -988,11 +1016,7 @@ fn tcp_out_over_tls_sends_its_disk_buffer_in_order_once_the_server_listens() {
     let s = Sender::start(dir.path(), &cfg, udp);
     s.send(0, 50_000, Duration::from_secs(1));
     let received = s.settled();
-    assert_eq!(
-        Sender::buffer(&s.cog("tcp_out"), "disk_records"),
-        received,
-        "every received record on disk"
-    );
+    assert_eq!(s.disk_records(), received, "every received record on disk");
     let out = dir.path().join("collected.log");
     let cdir = dir.path().join("collector");
     std::fs::create_dir_all(&cdir).unwrap();
@@ -1008,17 +1032,12 @@ fn tcp_out_over_tls_sends_its_disk_buffer_in_order_once_the_server_listens() {
         ),
     );
     let c = Daemon::start(&ccfg, Stdio::null());
-    wait_within("the collector to write every line", PATIENCE, || {
-        line_count(&out) as u64 >= received
-    });
-    wait_for("the disk buffer to empty", || {
-        Sender::buffer(&s.cog("tcp_out"), "disk_records") == 0
-    });
+    wait_lines(&out, received as usize, PATIENCE);
+    wait_for("the disk buffer to empty", || s.disk_records() == 0);
     let err = s.d.stop();
     assert!(err.contains("tls=true"), "{err}");
     c.stop();
-    let text = std::fs::read_to_string(&out).unwrap();
-    let seqs: Vec<u64> = text.lines().filter_map(seq_of).collect();
+    let seqs = file_seqs(&out);
     assert_eq!(seqs.len() as u64, received);
     assert_increasing(&seqs);
 }
@@ -1027,35 +1046,17 @@ fn tcp_out_over_tls_sends_its_disk_buffer_in_order_once_the_server_listens() {
 /// datagram it received is on disk, in order; the stop does not wait for the server. Returns
 /// those seqs.
 fn kill_then_stop_while_away(dir: &Path, cfg: &Path, udp: u16, drain: &'static str) -> Vec<u64> {
-    let mut s = Sender::start_as(dir, cfg, udp, drain);
+    let s = Sender::start_as(dir, cfg, udp, drain);
     s.send(0, 20_000, Duration::from_millis(500));
     let before = s.settled();
-    assert_eq!(
-        Sender::buffer(&s.cog(drain), "disk_records"),
-        before,
-        "every received record on disk"
-    );
+    assert_eq!(s.disk_records(), before, "every received record on disk");
     let bdir = s.buffer_dir();
-    kill(s.d.id(), libc::SIGKILL);
-    s.d.wait_exit();
-    let kept = on_disk(&bdir);
-    assert_eq!(
-        kept.len() as u64,
-        before,
-        "what the killed sender had received"
-    );
-    assert_increasing(&kept);
+    s.kill_9();
+    let kept = in_order_on_disk(&bdir, before, "what the killed sender had received");
     let s = Sender::start_as(dir, cfg, udp, drain);
     s.send(20_000, 40_000, Duration::from_millis(500));
     let after = s.settled();
-    let t = Instant::now();
-    let err = s.d.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(err.contains("stopping with the server away"), "{err}");
+    let err = s.stop_away("stopping with the server away");
     let kept2 = on_disk(&bdir);
     assert_eq!(&kept2[..kept.len()], &kept[..]);
     assert_eq!(kept2.len() as u64, before + after, "{err}");
@@ -1079,23 +1080,10 @@ fn http_out_keeps_every_received_datagram_across_a_kill_9_and_a_stop_while_the_s
     let kept = kill_then_stop_while_away(dir.path(), &cfg, udp, "http_out");
     let got = http_collector(port);
     let s = Sender::start_as(dir.path(), &cfg, udp, "http_out");
-    wait_within("the server to have every line", PATIENCE, || {
-        got.lock().unwrap().len() >= kept.len()
-    });
+    got.wait_for(kept.len(), PATIENCE);
     let bdir = s.buffer_dir();
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
-    let seqs: Vec<u64> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| {
-            l.find("seq ")
-                .and_then(|i| seq_of(&l[i..]))
-                .unwrap_or_else(|| panic!("line {l:?}"))
-        })
-        .collect();
-    assert_eq!(seqs, kept, "each once, in order");
+    s.stop_once_sent(&bdir);
+    assert_eq!(got.seqs_within(), kept, "each once, in order");
 }
 
 #[test]
@@ -1114,41 +1102,12 @@ fn redis_out_keeps_every_received_datagram_across_a_kill_9_and_a_stop_while_redi
         ),
     );
     let kept = kill_then_stop_while_away(dir.path(), &cfg, udp, "redis_out");
-    let mut redis = Command::new(server)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let cli_out = |args: &[&str]| -> String {
-        let o = Command::new(&cli)
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let redis = Redis::start(&server, cli, port, dir.path());
     let s = Sender::start_as(dir.path(), &cfg, udp, "redis_out");
-    wait_within("redis to hold every line", PATIENCE, || {
-        cli_out(&["XLEN", "s"]).trim().parse::<usize>().ok() == Some(kept.len())
-    });
+    redis.wait_len(kept.len(), PATIENCE);
     let bdir = s.buffer_dir();
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
-    let seqs: Vec<u64> = cli_out(&["XRANGE", "s", "-", "+"])
-        .lines()
-        .filter_map(seq_of)
-        .collect();
-    let _ = redis.kill();
-    let _ = redis.wait();
-    assert_eq!(seqs, kept, "each once, in order");
+    s.stop_once_sent(&bdir);
+    assert_eq!(redis.seqs(), kept, "each once, in order");
 }
 
 #[test]
@@ -1168,41 +1127,12 @@ fn unix_out_stopped_with_its_socket_absent_keeps_every_received_datagram_and_sen
     s.send(0, 20_000, Duration::from_millis(500));
     let received = s.settled();
     let bdir = s.buffer_dir();
-    let t = Instant::now();
-    let err = s.d.stop();
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        t.elapsed()
-    );
-    assert!(err.contains("stopping with the peer away"), "{err}");
-    let kept = on_disk(&bdir);
-    assert_eq!(kept.len() as u64, received, "every received record on disk");
-    assert_increasing(&kept);
+    s.stop_away("stopping with the peer away");
+    let kept = in_order_on_disk(&bdir, received, "every received record on disk");
     // The collector's socket appears: the next run sends what the disk held.
-    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let got = lines.clone();
-    std::thread::spawn(move || {
-        for c in l.incoming() {
-            let Ok(c) = c else { return };
-            for line in BufReader::new(c).lines() {
-                let Ok(line) = line else { break };
-                got.lock().unwrap().push(line);
-            }
-        }
-    });
+    let c = Collector::start_unix(&sock);
     let s = Sender::start_as(dir.path(), &cfg, udp, "unix_out");
-    wait_for("the collector to have every line", || {
-        lines.lock().unwrap().len() >= kept.len()
-    });
-    wait_for("the disk buffer to empty", || segments(&bdir).is_empty());
-    s.d.stop();
-    let seqs: Vec<u64> = lines
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|l| seq_of(l).unwrap_or_else(|| panic!("line {l:?}")))
-        .collect();
-    assert_eq!(seqs, kept, "each once, in order");
+    c.wait_for(kept.len(), PATIENCE);
+    s.stop_once_sent(&bdir);
+    assert_eq!(c.seqs(), kept, "each once, in order");
 }
