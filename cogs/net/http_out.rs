@@ -281,9 +281,62 @@ impl HttpUrl {
 struct Batch {
     body: Vec<u8>,
     ids: Vec<EventId>,
+    /// The place in the disk buffer's order ([`Places`]) of each record whose id is
+    /// [`REPLAYED`], at the record's index; the entries of the others are unused. Shorter
+    /// than `ids` (empty in a batch only memory holds) when the newest records are not on
+    /// disk: the memory path never touches it.
+    places: Vec<u64>,
     /// With `compression = "gzip"`: the body compressed, made when first sent and kept
     /// for the attempts after.
     gz: Option<Vec<u8>>,
+}
+
+/// The confirmations of the records on disk (read back, or adopted from memory), for the
+/// disk buffer, which counts them by number from its oldest unconfirmed record, in the
+/// order it handed the records back. Each such record gets its place in that order; a
+/// `_bulk` item sent again keeps its place while the items after it are confirmed, so
+/// only the confirmed places in a row from the oldest are passed on: a kill or a stop
+/// then keeps the retried record on disk (and sends what follows it again).
+#[derive(Debug, Default)]
+struct Places {
+    /// The place the next record handed back gets.
+    next: u64,
+    /// The oldest place not confirmed.
+    first: u64,
+    /// Places after `first` already confirmed.
+    early: std::collections::BTreeSet<u64>,
+    /// Places confirmed in a row, not yet passed to the disk buffer.
+    ready: u64,
+}
+
+impl Places {
+    /// The place of the next record the disk buffer hands back.
+    fn take(&mut self) -> u64 {
+        let p = self.next;
+        self.next += 1;
+        p
+    }
+
+    /// The record at place `p` is done with (the server took it, or `on_error` did).
+    fn confirm(&mut self, p: u64) {
+        if p != self.first {
+            if p > self.first {
+                self.early.insert(p);
+            }
+            return;
+        }
+        self.first += 1;
+        self.ready += 1;
+        while !self.early.is_empty() && self.early.remove(&self.first) {
+            self.first += 1;
+            self.ready += 1;
+        }
+    }
+
+    /// The confirmations for the disk buffer since the last call.
+    fn take_ready(&mut self) -> u64 {
+        std::mem::take(&mut self.ready)
+    }
 }
 
 /// What a response read from the connection's input says.
@@ -750,8 +803,8 @@ pub struct HttpOut {
     tls: Option<TlsClient>,
     /// The disk buffer (`buffer = "disk"`), if any.
     disk: Spill,
-    /// Records read back from the disk buffer answered since the last settle.
-    replayed: u64,
+    /// The places of the records on disk, and those the server took.
+    places: Places,
     /// The last connection attempt failed or the connection was lost, and none was made
     /// since: with a disk buffer, records go straight to it.
     down: bool,
@@ -860,7 +913,7 @@ impl HttpOut {
                 usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
             })),
             disk: Spill::new("http_out", disk, DISK_RETRY),
-            replayed: 0,
+            places: Places::default(),
             down: false,
             parked: false,
             opts,
@@ -917,6 +970,7 @@ impl HttpOut {
             let next = Batch {
                 body: Vec::with_capacity(cap),
                 ids: Vec::with_capacity(self.open.ids.len()),
+                places: Vec::new(),
                 gz: None,
             };
             self.batches
@@ -1186,13 +1240,27 @@ impl HttpOut {
         }
     }
 
-    /// The server took the record `id`: acknowledged, or, read back from the disk buffer
-    /// (acknowledged when written there), counted for the buffer.
-    fn ack(&mut self, id: EventId, cx: &mut Ctx) {
-        if id == REPLAYED {
-            self.replayed += 1;
-        } else {
+    /// The server took the record `id`: acknowledged, or, on disk (acknowledged when
+    /// written there), its place `place` confirmed for the buffer.
+    fn ack(&mut self, id: EventId, place: Option<&u64>, cx: &mut Ctx) {
+        if id != REPLAYED {
             cx.event_done(id);
+        } else if let Some(&p) = place {
+            self.places.confirm(p);
+        }
+    }
+
+    /// The server took every record of `b`.
+    fn ack_all(&mut self, b: Batch, cx: &mut Ctx) {
+        if b.places.is_empty() {
+            // Only memory holds them: no record of it is on disk.
+            for id in b.ids {
+                cx.event_done(id);
+            }
+            return;
+        }
+        for (i, id) in b.ids.into_iter().enumerate() {
+            self.ack(id, b.places.get(i), cx);
         }
     }
 
@@ -1217,8 +1285,12 @@ impl HttpOut {
         if let Some(disk) = self.disk.buffer_mut() {
             let open = &mut self.open;
             let buffered = &mut self.buffered;
+            let places = &mut self.places;
             disk.load(budget, "http_out", &log, |frame| {
                 open.body.extend_from_slice(frame);
+                // The records before it in the batch, if any, are memory's only.
+                open.places.resize(open.ids.len(), 0);
+                open.places.push(places.take());
                 open.ids.push(REPLAYED);
                 *buffered += frame.len();
                 if open.ids.len() >= batch_records || open.body.len() >= batch_bytes {
@@ -1261,19 +1333,24 @@ impl HttpOut {
                     slog::warn!(cx.logger(), "unreadable _bulk answer to a 2xx; its records count as written";
                         "cog" => "http_out", "peer" => %self.target, "records" => b.ids.len());
                     self.retry_backoff.reset();
-                    b.ids.into_iter().for_each(|id| self.ack(id, cx));
+                    self.ack_all(b, cx);
                 }
                 _ => {
                     self.retry_backoff.reset();
-                    b.ids.into_iter().for_each(|id| self.ack(id, cx));
+                    self.ack_all(b, cx);
                 }
             }
             return;
         }
         let why = format!("the server answered {status} to the batch (not retried)");
         let lines = if self.index.is_some() { 2 } else { 1 };
-        for ((start, end), id) in record_spans(&b.body, lines).into_iter().zip(b.ids) {
-            self.reject(doc_line(&b.body[start..end]), id, &why, out, cx);
+        for (i, ((start, end), id)) in record_spans(&b.body, lines)
+            .into_iter()
+            .zip(b.ids)
+            .enumerate()
+        {
+            let place = b.places.get(i);
+            self.reject(doc_line(&b.body[start..end]), id, place, &why, out, cx);
         }
     }
 
@@ -1309,14 +1386,19 @@ impl HttpOut {
         &mut self,
         doc: &[u8],
         id: EventId,
+        place: Option<&u64>,
         why: &dyn std::fmt::Display,
         out: &mut Out<Record>,
         cx: &mut Ctx,
     ) {
         let mut r = Record::parse_json(doc).unwrap_or_else(|_| Record::new());
         r.id = id;
-        // A record read back from the disk buffer is done with here too.
-        self.replayed += u64::from(id == REPLAYED);
+        // A record on disk is done with here too.
+        if id == REPLAYED
+            && let Some(&p) = place
+        {
+            self.places.confirm(p);
+        }
         self.on_error.fail(r, "http_out", why, out, cx);
     }
 
@@ -1334,15 +1416,21 @@ impl HttpOut {
         let mut retry_status = 0;
         for (i, ((start, end), id)) in record_spans(&b.body, 2).into_iter().zip(b.ids).enumerate() {
             let (status, why) = items.get(i).map_or((503, ""), |(s, w)| (*s, w.as_str()));
+            let place = b.places.get(i);
             if (200..300).contains(&status) {
-                self.ack(id, cx);
+                self.ack(id, place, cx);
             } else if status == 429 || (500..600).contains(&status) {
                 retry.body.extend_from_slice(&b.body[start..end]);
                 retry.ids.push(id);
+                if !b.places.is_empty() {
+                    // A record on disk keeps its place: those after it, confirmed first,
+                    // are not counted for the disk buffer before it.
+                    retry.places.push(place.copied().unwrap_or(0));
+                }
                 retry_status = status;
             } else {
                 let why = format!("_bulk item status {status}: {why}");
-                self.reject(doc_line(&b.body[start..end]), id, &why, out, cx);
+                self.reject(doc_line(&b.body[start..end]), id, place, &why, out, cx);
             }
         }
         if retry.ids.is_empty() {
@@ -1359,7 +1447,7 @@ impl HttpOut {
         let held = match self.disk.buffer_mut() {
             None => self.buffered,
             Some(d) => {
-                d.confirm(std::mem::take(&mut self.replayed));
+                d.confirm(self.places.take_ready());
                 d.pressure()
             }
         };
@@ -1421,8 +1509,15 @@ impl HttpOut {
             .flat_map(|b| record_frames(b, lines))
             .filter(|&(id, _)| id != REPLAYED);
         if self.disk.adopt_frames(frames, n, cx) {
+            // Their places follow those of the records on disk, in the order written.
             for b in self.batches.iter_mut().chain([&mut self.open]) {
-                b.ids.fill(REPLAYED);
+                b.places.resize(b.ids.len(), 0);
+                for (id, p) in b.ids.iter_mut().zip(b.places.iter_mut()) {
+                    if *id != REPLAYED {
+                        *id = REPLAYED;
+                        *p = self.places.take();
+                    }
+                }
             }
             if sync {
                 self.disk.start_sync(cx);
@@ -1433,7 +1528,7 @@ impl HttpOut {
     /// At a stop that does not wait for the server: what memory holds goes to disk, synced
     /// on this thread unless a sync runs.
     fn stopping(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.disk.confirm(self.places.take_ready());
         self.adopt(cx, false);
         let dropped = self.disk.finish(cx);
         if dropped > 0 {
@@ -1693,7 +1788,7 @@ impl Cog<Record> for HttpOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.disk.confirm(self.places.take_ready());
         self.close(cx);
         if let Some(t) = self.disk.take_retry() {
             cx.cancel_timer(t);
@@ -1740,6 +1835,7 @@ mod tests {
         let b = Batch {
             body: b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{}}\n{\"a\":2}\n".to_vec(),
             ids: vec![REPLAYED, 7],
+            places: vec![0],
             gz: None,
         };
         let got: Vec<(EventId, &[u8])> = record_frames(&b, 2).collect();
@@ -1752,6 +1848,26 @@ mod tests {
         );
         let one: Vec<&[u8]> = record_frames(&b, 1).map(|f| f.1).collect();
         assert_eq!(one, vec![&b"{\"index\":{}}\n"[..], &b"{\"a\":1}\n"[..]]);
+    }
+
+    #[test]
+    fn only_places_confirmed_in_a_row_reach_the_disk_buffer() {
+        let mut p = Places::default();
+        let at: Vec<u64> = (0..5).map(|_| p.take()).collect();
+        // The second is sent again (a 429 item) while the ones after it are taken.
+        p.confirm(at[0]);
+        p.confirm(at[2]);
+        p.confirm(at[3]);
+        assert_eq!(p.take_ready(), 1);
+        p.confirm(at[1]);
+        assert_eq!(p.take_ready(), 3);
+        // A place confirmed twice counts once.
+        p.confirm(at[2]);
+        assert_eq!(p.take_ready(), 0);
+        p.confirm(at[4]);
+        assert_eq!(p.take_ready(), 1);
+        assert!(p.early.is_empty());
+        assert_eq!(p.take(), 5);
     }
 
     #[test]

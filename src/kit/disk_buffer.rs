@@ -826,7 +826,10 @@ impl DiskBuffer {
     }
 
     /// The peer confirmed the next `n` records handed back: a segment all of whose
-    /// records are confirmed is deleted.
+    /// records are confirmed is deleted. The count runs in the order the records were
+    /// handed back (read back or adopted): a drain whose peer may confirm them in another
+    /// order (`http_out`'s `_bulk` items sent again) passes on only the records confirmed
+    /// in a row from the oldest.
     pub fn confirm(&mut self, mut n: u64) {
         while n > 0 {
             let Some(s) = self.segments.iter_mut().find(|s| s.confirmed < s.loaded) else {

@@ -31,6 +31,9 @@ enum Answer {
     /// Answers 200 with `_bulk` results per record: 400 for lines ending in 3, 429 the
     /// first time a line ending in 7 comes, 201 otherwise.
     Bulk,
+    /// Answers 200 with `_bulk` results per record: 429 for this line every time it comes,
+    /// 201 for every other.
+    BulkStuck(usize),
 }
 
 /// One request the server read: the numbers of its lines and the status it answered
@@ -59,7 +62,16 @@ impl Server {
     /// Serves one connection at a time, answering each request per `script` (given the
     /// request's number), `delay` after reading it.
     fn start(script: impl Fn(usize) -> Answer + Send + 'static, delay: Duration) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Server::start_on(0, script, delay)
+    }
+
+    /// [`start`](Server::start) on `port` (0: any).
+    fn start_on(
+        port: u16,
+        script: impl Fn(usize) -> Answer + Send + 'static,
+        delay: Duration,
+    ) -> Server {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let bad_heads = Arc::new(Mutex::new(Vec::new()));
@@ -176,7 +188,8 @@ fn serve(
                     .push(format!("bulk actions: {actions:?}"));
             }
             let n = seen.lock().unwrap().len();
-            match script(n) {
+            let answer = script(n);
+            match answer {
                 Answer::Status(code) => {
                     std::thread::sleep(delay);
                     seen.lock().unwrap().push(Seen {
@@ -206,12 +219,14 @@ fn serve(
                         break;
                     }
                 }
-                Answer::Bulk => {
+                Answer::Bulk | Answer::BulkStuck(_) => {
                     let items: Vec<u16> = lines
                         .iter()
-                        .map(|&l| match l % 10 {
-                            3 => 400,
-                            7 if refused_once.insert(l) => 429,
+                        .map(|&l| match (answer, l % 10) {
+                            (Answer::BulkStuck(stuck), _) if l == stuck => 429,
+                            (Answer::BulkStuck(_), _) => 201,
+                            (_, 3) => 400,
+                            (_, 7) if refused_once.insert(l) => 429,
                             _ => 201,
                         })
                         .collect();
@@ -650,6 +665,187 @@ fn es_bulk_items_are_acknowledged_resent_or_refused_one_by_one() {
             assert_eq!(w[1].lines, retried, "the 429 items, alone, next");
         }
     }
+}
+
+/// Records in the segment files of the disk buffer under `state` (each holds one
+/// `"message"`), and the number of segment files.
+fn disk_records(state: &Path) -> (usize, usize) {
+    let (mut records, mut files) = (0, 0);
+    let Ok(dirs) = std::fs::read_dir(state) else {
+        return (0, 0);
+    };
+    for d in dirs.flatten() {
+        if !d.file_name().to_string_lossy().starts_with("buffer-") {
+            continue;
+        }
+        for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+            if f.path().extension().is_some_and(|e| e == "seg") {
+                files += 1;
+                let b = std::fs::read(f.path()).unwrap_or_default();
+                records += memchr::memmem::find_iter(&b, b"\"message\"").count();
+            }
+        }
+    }
+    (records, files)
+}
+
+/// A `_bulk` item of a batch on disk is refused with 429 and sent again alone while the
+/// items after it are written: the disk buffer must not count the written ones in its
+/// place. The server is away at first: what memory holds at the failed connection is
+/// adopted to disk, the rest goes straight to disk and is read back. Read back: memory
+/// holds the first record, the 6th is stuck. `adopted`: memory holds a batch of 2000
+/// and 500 records lingering in the next one (or fewer, if the connection failed before
+/// they came; they are read back then); the 2006th is stuck, its batch filled up with
+/// records read back. Either way the stuck record's batch reaches beyond the end of the
+/// segment that holds it. After a kill -9 (`kill`)
+/// or a stop at the end of `shutdown_timeout`, the next run must still send it: every
+/// record arrives at least once, none more than twice. Returns the records the server
+/// took twice and those it took in the first run.
+fn a_retried_bulk_item_on_disk_survives(kill: bool, adopted: bool) -> (usize, usize) {
+    let dir = TempDir::new(&format!("http-out-bulk-disk-{kill}-{adopted}"));
+    let n = 5_000;
+    let (stuck, linger, first_lines) = if adopted {
+        (2005, "30s", 2500)
+    } else {
+        (5, "20ms", 1)
+    };
+    let state = dir.path().join("state");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = format!(
+        "[state]\ndir = {state:?}\n\
+         [[train]]\nname = \"tx\"\n\
+         [[train.cog]]\ntype = \"tail\"\npaths = [{input:?}]\nstart_at = \"beginning\"\n\
+         [[train.cog]]\ntype = \"http_out\"\nurl = \"http://127.0.0.1:{port}/ingest\"\n\
+         format = \"es_bulk\"\nindex = \"logs-test\"\n\
+         batch_records = 2000\nlinger = {linger:?}\nbackoff_initial = \"20ms\"\nbackoff_max = \"100ms\"\n\
+         shutdown_timeout = \"300ms\"\n\
+         buffer = \"disk\"\nmax_bytes = \"1MiB\"\n",
+        state = state.to_str().unwrap(),
+        input = dir.path().join("in.log").to_str().unwrap(),
+    );
+    let input = dir.path().join("in.log");
+    let lines = |from: usize, to: usize| {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for i in from..to {
+            let _ = writeln!(text, "line {i:07} the quick brown fox");
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&input)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    lines(0, first_lines);
+    let d = Daemon::start(dir.path(), "tx", &cfg);
+    wait_for("the first records on disk", &d, || {
+        disk_records(&state).0 >= first_lines.min(2000)
+    });
+    lines(first_lines, n);
+    wait_for("every record on disk", &d, || disk_records(&state).0 == n);
+    let (_, files) = disk_records(&state);
+    assert!(files >= 4, "{files} segments: the batch must span some");
+    // The server comes; the stuck record is refused (429) each time until `healed`.
+    let healed = Arc::new(AtomicBool::new(false));
+    let h = healed.clone();
+    let server = Server::start_on(
+        port,
+        move |_| {
+            Answer::BulkStuck(if h.load(Ordering::Relaxed) {
+                usize::MAX
+            } else {
+                stuck
+            })
+        },
+        Duration::ZERO,
+    );
+    // The stuck record sent alone a second time: the answer to its batch was counted.
+    wait_for("the stuck record sent again", &d, || {
+        server.seen().iter().filter(|s| s.lines == [stuck]).count() >= 2
+    });
+    let first = server.accepted();
+    let requests: Vec<usize> = server.seen().iter().map(|s| s.lines.len()).collect();
+    let log1 = d.log();
+    let in_memory = log1
+        .lines()
+        .find(|l| l.contains("INFO connected"))
+        .and_then(|l| l.split("buffered_records=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    assert!(
+        first.len() >= 1999,
+        "{} accepted; requests of {:?} records\n{}",
+        first.len(),
+        server
+            .seen()
+            .iter()
+            .map(|s| s.lines.len())
+            .collect::<Vec<_>>(),
+        d.log()
+    );
+    assert!(!first.contains(&stuck));
+    let log1 = if kill {
+        drop(d);
+        String::new()
+    } else {
+        d.stop()
+    };
+    healed.store(true, Ordering::Relaxed);
+    let left = disk_records(&state).0;
+    let d = Daemon::start(dir.path(), "tx2", &cfg);
+    wait_for("the last record in the second run", &d, || {
+        server.accepted().len() > first.len() && server.accepted().contains(&(n - 1))
+    });
+    let log2 = d.stop();
+    let all = server.accepted();
+    let mut count = vec![0usize; n];
+    for &l in &all {
+        count[l] += 1;
+    }
+    let missing: Vec<usize> = (0..n).filter(|&l| count[l] == 0).collect();
+    assert!(
+        missing.is_empty(),
+        "never accepted: {missing:?} ({left} records on disk after the first run)\n\
+         first run:\n{log1}\nsecond run:\n{log2}"
+    );
+    // At least once: what the first run had sent of the batch comes again, once.
+    let most = count.iter().max().copied().unwrap_or(0);
+    assert!(most <= 2, "a record accepted {most} times");
+    let twice = all.len() - n;
+    eprintln!(
+        "kill={kill} adopted={adopted}: {} records accepted, {} in the first run \
+         (requests of {requests:?} records), {twice} twice; {left} on disk between the runs; \
+         {in_memory} adopted (in memory at the connection)",
+        all.len(),
+        first.len()
+    );
+    (twice, first.len())
+}
+
+#[test]
+fn a_retried_bulk_item_read_back_from_disk_survives_a_kill_9() {
+    // The segments the first run's batch spans come again whole (each record at most
+    // twice, checked there).
+    a_retried_bulk_item_on_disk_survives(true, false);
+}
+
+#[test]
+fn a_retried_bulk_item_read_back_from_disk_survives_a_stop() {
+    let (twice, first) = a_retried_bulk_item_on_disk_survives(false, false);
+    // The stop's cursor keeps the records before the stuck one out of the next run; the
+    // rest of what the first run sent comes again.
+    assert_eq!(twice, first - 5);
+}
+
+#[test]
+fn a_retried_bulk_item_adopted_from_memory_survives_a_kill_9() {
+    a_retried_bulk_item_on_disk_survives(true, true);
 }
 
 /// The peak resident memory of a process, in KiB (`VmHWM`).
