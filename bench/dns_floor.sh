@@ -18,7 +18,10 @@
 # under /dev/shm when there is one (no disk write-back in the figures).
 #   bash bench/dns_floor.sh          # 3 rounds
 #   RUNS=5 bash bench/dns_floor.sh
-# Env: RUNS (3), BIN (target/release/deadbeat, built if absent or BUILD=1).
+#   PRIO="chrt -f 10" bash bench/dns_floor.sh   # daemon and dnsmasq at real-time priority
+#                                   # (a shared machine's other processes preempt neither)
+# Env: RUNS (3), BIN (target/release/deadbeat, built if absent or BUILD=1), PRIO (a
+#      command prefix for the daemon and dnsmasq, none by default).
 # Prints each run, then the best of each and its difference from w2's best in ns a line.
 set -euo pipefail
 
@@ -65,7 +68,8 @@ head -n 1 "$RUNDIR/dns95.log" > "$RUNDIR/one.log"
 
 # A free UDP port for dnsmasq: the kernel picks one, the socket is closed, dnsmasq binds it.
 PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$DNSMASQ" --no-daemon --port="$PORT" --listen-address=127.0.0.1 --bind-interfaces \
+read -r -a PRIO_CMD <<< "${PRIO:-}"
+"${PRIO_CMD[@]}" "$DNSMASQ" --no-daemon --port="$PORT" --listen-address=127.0.0.1 --bind-interfaces \
   --no-resolv --no-hosts --conf-file=/dev/null --local-ttl=3600 \
   --local=/in-addr.arpa/ --local=/ip6.arpa/ --synth-domain=bench.test,0.0.0.0/1,h- \
   --synth-domain=bench.test,128.0.0.0/1,h- --synth-domain=bench.test,::/0,h- \
@@ -102,7 +106,7 @@ run() {  # NAME: one timed run, its output checked for every line (the one-line 
   local name="$1" want=$LINES u s c
   [[ "$name" == persist ]] && want=1
   rm -f "$RUNDIR"/out/*
-  /usr/bin/time -f "%U %S %c" -o "$RUNDIR/time" "$BIN" run "$RUNDIR/$name.toml" > /dev/null 2> "$RUNDIR/log.$name"
+  /usr/bin/time -f "%U %S %c" -o "$RUNDIR/time" "${PRIO_CMD[@]}" "$BIN" run "$RUNDIR/$name.toml" > /dev/null 2> "$RUNDIR/log.$name"
   read -r u s c < "$RUNDIR/time"
   local got; got=$(cat "$RUNDIR"/out/* | wc -l)
   [[ "$got" -eq "$want" ]] || { echo "bench/dns_floor.sh: $name wrote $got lines, not $want" >&2; exit 1; }
