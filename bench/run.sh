@@ -8,12 +8,14 @@
 # the references bench/reference/w5.py, w6.py, w7.py after every run (deadbeat's and the
 # floor's; the peer's on the fields it writes alike): a mismatch stops the run, exit 1.
 # W3k (issue 18) is W3 with keyed anonymisation, run as config/bench/w3k.toml and inside
-# `parallel` with 2 workers (config/bench/w3k_parallel.toml), both unpinned (the parallel
-# run needs both cores); their outputs must be byte-identical (else exit 1).
+# `parallel` with 2 workers: config/bench/w3k_parallel.toml (the workers also render the
+# JSON lines) and w3k_parallel_records.toml (the drain renders them on the loop's thread);
+# all unpinned (the parallel runs need both cores), in turns; their outputs must be
+# byte-identical (else exit 1).
 #   bash bench/run.sh            # 1M-line corpora, 3 runs each
 #   QUICK=1 bash bench/run.sh    # 100k-line corpora (smoke run)
 #   OLD_BIN=path/to/old/deadbeat bash bench/run.sh   # also runs an older binary, side by side
-# Env: RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
+# Env: SHARED (the corpus generator's folder, default ../shared/bench), RUNS (5), CPU (core the measured process is pinned to, default 1; PIN=0: no pinning),
 #      ONLY="w1 w4" (subset, default w1 to w7, w3k and dns), NO_PEER=1 (skip rsyslog), PORT (first
 #      TCP port, 40514), DNS_PORT (dnsmasq's, 40553). OLD_BIN applies to W1-W4.
 # dns (issue 18): W2 + dns_reverse (config/bench/w2_dns.toml) against a local dnsmasq that
@@ -29,7 +31,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-SHARED="$ROOT/../shared/bench"
+SHARED="${SHARED:-$ROOT/../shared/bench}"
 DATA="$ROOT/target/bench-data"
 RUNS="${RUNS:-5}"
 ONLY="${ONLY:-w1 w2 w3 w3k w4 w5 w6 w7 dns}"
@@ -429,20 +431,28 @@ for w in $ONLY; do
         ;;
       w3k)
         conf=$(mkconf w3k "$PORT"); out=$(grep -o "$RUNDIR/out/[^\"]*" "$conf")
-        pconf=$(mkconf w3k_parallel "$PORT"); pout=$(grep -o "$RUNDIR/out/[^\"]*" "$pconf")
         pinned=("${PIN_RX[@]}"); PIN_RX=()
-        # The two take turns going first, as with OLD_BIN above.
-        if (( i % 2 == 0 )); then run_batch "parallel-w3k" "$pout" "$BIN" run "$pconf"; fi
-        run_batch "deadbeat-w3k" "$out" "$BIN" run "$conf"
-        if (( i % 2 == 1 )); then run_batch "parallel-w3k" "$pout" "$BIN" run "$pconf"; fi
+        # The three take turns going first, as with OLD_BIN above.
+        order=(deadbeat parallel records)
+        order=("${order[@]:i%3}" "${order[@]:0:i%3}")
+        for sys in "${order[@]}"; do
+          case "$sys" in
+            deadbeat) run_batch "deadbeat-w3k" "$out" "$BIN" run "$conf" ;;
+            parallel) c=$(mkconf w3k_parallel "$PORT"); run_batch "parallel-w3k" "$(grep -o "$RUNDIR/out/[^\"]*" "$c")" "$BIN" run "$c" ;;
+            records) c=$(mkconf w3k_parallel_records "$PORT"); run_batch "records-w3k" "$(grep -o "$RUNDIR/out/[^\"]*" "$c")" "$BIN" run "$c" ;;
+          esac
+        done
         PIN_RX=("${pinned[@]}")
-        if ! cmp -s "$out" "$pout"; then
-          echo "bench/run.sh: MISMATCH: w3k_parallel's output differs from w3k's" >&2
-          cp "$out" "$DATA/mismatch-w3k.json"; cp "$pout" "$DATA/mismatch-w3k_parallel.json"
-          echo "  (kept: $DATA/mismatch-w3k.json and $DATA/mismatch-w3k_parallel.json)" >&2
-          exit 1
-        fi
-        echo "  w3k_parallel: output identical to w3k's"
+        for v in w3k_parallel w3k_parallel_records; do
+          pout="$RUNDIR/out/$v.json"
+          if ! cmp -s "$out" "$pout"; then
+            echo "bench/run.sh: MISMATCH: $v's output differs from w3k's" >&2
+            cp "$out" "$DATA/mismatch-w3k.json"; cp "$pout" "$DATA/mismatch-$v.json"
+            echo "  (kept: $DATA/mismatch-w3k.json and $DATA/mismatch-$v.json)" >&2
+            exit 1
+          fi
+          echo "  $v: output identical to w3k's"
+        done
         ;;
       w4)
         conf=$(mkconf w4 "$PORT")
@@ -511,7 +521,7 @@ echo "== results: $LINES lines, median of $RUNS runs$( [[ ${#PIN_RX[@]} -gt 0 ]]
 printf '| %-3s | %-9s | %12s | %7s | %13s |\n' wl system "lines/s" "CPU s" "peak RSS MiB"
 printf '|-----|-----------|-------------:|--------:|--------------:|\n'
 for w in $ONLY; do
-  for sys in deadbeat parallel before floor rsyslog; do
+  for sys in deadbeat parallel records before floor rsyslog; do
     f="$RUNDIR/$sys-$w.res"; [[ -f "$f" ]] || continue
     printf '| %-3s | %-9s | %12s | %7s | %13s |\n' "$w" "$sys" \
       "$(median "$f" 1 | awk '{printf "%d", $1}')" "$(median "$f" 2)" "$(median "$f" 3 | awk '{printf "%.1f", $1/1024}')"
@@ -525,6 +535,8 @@ for w in $ONLY; do
   b="$RUNDIR/before-$w.res"
   pa="$RUNDIR/parallel-$w.res"
   [[ -f "$pa" ]] && line+=" parallel/deadbeat = $(awk -v a="$(median "$pa" 1)" -v b="$(median "$d" 1)" 'BEGIN{printf "%.2fx", a/b}') (lines/s; CPU s $(median "$pa" 2) against $(median "$d" 2))"
+  re="$RUNDIR/records-$w.res"
+  [[ -f "$re" ]] && line+=" records/deadbeat = $(awk -v a="$(median "$re" 1)" -v b="$(median "$d" 1)" 'BEGIN{printf "%.2fx", a/b}')"
   [[ -f "$b" ]] && line+=" deadbeat/before = $(awk -v a="$(median "$d" 1)" -v b="$(median "$b" 1)" 'BEGIN{printf "%.3fx", a/b}')"
   [[ -f "$p" ]] && line+=" deadbeat/rsyslog = $(awk -v a="$(median "$d" 1)" -v b="$(median "$p" 1)" 'BEGIN{printf "%.2fx", a/b}')"
   [[ -f "$fl" ]] && line+="  deadbeat/floor = $(awk -v a="$(median "$d" 1)" -v b="$(median "$fl" 1)" 'BEGIN{printf "%.2fx", a/b}')"
@@ -557,5 +569,6 @@ if has dns && [[ -f "$RUNDIR/dns-cold.res" ]]; then
   echo "  cold: lines/s of dns-cold = distinct addresses looked up a second (target >= 20,000)"
 fi
 if [[ " $ONLY " == *" w3k "* ]]; then
-  echo "(w3k and its parallel run are not pinned: parallel uses 2 worker threads besides the loop)"
+  echo "(w3k and its parallel runs are not pinned: parallel uses 2 worker threads besides the loop;"
+  echo " parallel = w3k_parallel.toml, rendering on the workers; records = w3k_parallel_records.toml)"
 fi

@@ -88,10 +88,12 @@ pub struct Parallel<D: Send + 'static> {
     batch: usize,
     max_in_flight: u64,
     factory: SubTrainFactory<D>,
-    queue: Arc<Queue<D>>,
+    queue: Arc<Queue<Msg<D>>>,
     threads: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     paused: bool,
+    /// Batches handed to the workers.
+    batches_sent: u64,
     /// The sub-train's counters, summed over the workers that finished.
     totals: Option<TrainMetrics>,
     /// CPU time of the workers that finished.
@@ -173,43 +175,68 @@ enum Msg<D> {
 /// The batches waiting for a worker. A mutex and a condition variable: a worker waiting
 /// for work sleeps at once, where a channel spins a while first, and with the loop's
 /// thread and the workers sharing the cores a spinning worker takes time from the others.
-struct Queue<D> {
-    state: Mutex<QueueState<D>>,
+///
+/// A push wakes a worker only when one sleeps and no wake-up is already on its way to it:
+/// a worker that is running takes the next message before it sleeps, so while the
+/// workers are busy the loop's thread makes no system call per batch, and a burst of
+/// batches wakes each sleeper once. The counts are kept under the lock a sleeper counted
+/// itself under, and its wait releases that lock, so no push is missed.
+struct Queue<T> {
+    state: Mutex<QueueState<T>>,
     ready: Condvar,
 }
 
-struct QueueState<D> {
-    msgs: VecDeque<Msg<D>>,
+struct QueueState<T> {
+    msgs: VecDeque<T>,
     closed: bool,
+    /// Workers waiting on `ready` that no push has woken yet.
+    sleeping: usize,
+    /// Wake-ups sent that no worker has woken from yet. A worker that wakes takes one of
+    /// these, or, if there is none (a spurious wake-up), leaves `sleeping`: either way the
+    /// two count the workers still inside `wait`.
+    signalled: usize,
+    /// Wake-ups pushes sent, for the debug line in `done`.
+    wakes: u64,
 }
 
-impl<D> Default for Queue<D> {
+impl<T> Default for Queue<T> {
     fn default() -> Self {
         Queue {
             state: Mutex::new(QueueState {
                 msgs: VecDeque::new(),
                 closed: false,
+                sleeping: 0,
+                signalled: 0,
+                wakes: 0,
             }),
             ready: Condvar::new(),
         }
     }
 }
 
-impl<D> Queue<D> {
+impl<T> Queue<T> {
     /// Queues `m` for a worker; `false` (and `m` dropped) once closed.
-    fn push(&self, m: Msg<D>) -> bool {
+    fn push(&self, m: T) -> bool {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if s.closed {
             return false;
         }
         s.msgs.push_back(m);
+        let wake = s.sleeping > 0;
+        if wake {
+            s.sleeping -= 1;
+            s.signalled += 1;
+            s.wakes += 1;
+        }
         drop(s);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         true
     }
 
     /// The next message, waiting for one; `None` once closed and empty.
-    fn pop(&self) -> Option<Msg<D>> {
+    fn pop(&self) -> Option<T> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if let Some(m) = s.msgs.pop_front() {
@@ -218,7 +245,13 @@ impl<D> Queue<D> {
             if s.closed {
                 return None;
             }
+            s.sleeping += 1;
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+            if s.signalled > 0 {
+                s.signalled -= 1;
+            } else {
+                s.sleeping -= 1;
+            }
         }
     }
 
@@ -226,6 +259,11 @@ impl<D> Queue<D> {
     fn close(&self) {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).closed = true;
         self.ready.notify_all();
+    }
+
+    /// Wake-ups sent so far.
+    fn wakes(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).wakes
     }
 }
 
@@ -276,6 +314,7 @@ impl<D: Send + 'static> Parallel<D> {
             threads: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
             paused: false,
+            batches_sent: 0,
             totals: None,
             worker_cpu: Duration::ZERO,
             spares: Spares::default(),
@@ -297,6 +336,7 @@ impl<D: Send + 'static> Parallel<D> {
             slog::error!(cx.logger(), "the workers are gone: records lost"; "records" => n);
             return;
         }
+        self.batches_sent += 1;
         if !self.paused && cx.jobs_in_flight() >= self.max_in_flight {
             self.paused = true;
             cx.pause_supplies();
@@ -484,10 +524,13 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
 
     fn done(&mut self, cx: &mut Ctx) {
         self.stop_workers();
-        // What the workers and the loop's thread cost, to see which one bounds the rate.
+        // What the workers and the loop's thread cost, to see which one bounds the rate,
+        // and how often a batch found every worker asleep.
         slog::debug!(cx.logger(), "parallel: CPU time";
             "workers_ms" => self.worker_cpu.as_millis() as u64,
-            "loop_thread_ms" => thread_cpu().as_millis() as u64);
+            "loop_thread_ms" => thread_cpu().as_millis() as u64,
+            "batches" => self.batches_sent,
+            "worker_wakeups" => self.queue.wakes());
         if let Some(t) = &self.totals {
             for c in &t.cogs {
                 slog::debug!(cx.logger(), "sub-train counters, all workers";
@@ -504,7 +547,7 @@ impl<D: Send + 'static> Cog<D> for Parallel<D> {
 fn worker<D: Send + 'static>(
     factory: &(dyn Fn() -> Result<Train<D>, BoxError> + Send + Sync),
     logger: &slog::Logger,
-    queue: &Queue<D>,
+    queue: &Queue<Msg<D>>,
     ready: &mpsc::Sender<Result<(), String>>,
     stop: &AtomicBool,
 ) {
@@ -755,4 +798,209 @@ fn build(p: &CogParams<'_>, cx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     };
     let cog = Parallel::from_settings(&s, factory).map_err(|e| setting_error(p, e))?;
     Ok(Box::new(cog))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc::{Receiver, Sender};
+
+    use super::*;
+
+    /// Longest any condition is waited for; each takes microseconds when all is well.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// What a test worker is told: hold until the gate opens, or run job `n`.
+    enum Job {
+        Hold,
+        Run(u64),
+    }
+
+    struct Pool {
+        queue: Arc<Queue<Job>>,
+        gate: Arc<Mutex<()>>,
+        held: Receiver<()>,
+        ran: Receiver<u64>,
+        ended: Receiver<()>,
+        workers: usize,
+    }
+
+    /// `workers` threads taking jobs from one queue until it closes.
+    fn pool(workers: usize) -> Pool {
+        let queue = Arc::new(Queue::<Job>::default());
+        let gate = Arc::new(Mutex::new(()));
+        let (held_tx, held) = mpsc::channel();
+        let (ran_tx, ran) = mpsc::channel();
+        let (ended_tx, ended) = mpsc::channel();
+        for _ in 0..workers {
+            let (queue, gate) = (Arc::clone(&queue), Arc::clone(&gate));
+            let (held_tx, ran_tx, ended_tx): (Sender<()>, Sender<u64>, Sender<()>) =
+                (held_tx.clone(), ran_tx.clone(), ended_tx.clone());
+            std::thread::spawn(move || {
+                while let Some(job) = queue.pop() {
+                    match job {
+                        Job::Hold => {
+                            let _ = held_tx.send(());
+                            drop(gate.lock().unwrap_or_else(|p| p.into_inner()));
+                        }
+                        Job::Run(n) => {
+                            let _ = ran_tx.send(n);
+                        }
+                    }
+                }
+                let _ = ended_tx.send(());
+            });
+        }
+        Pool {
+            queue,
+            gate,
+            held,
+            ran,
+            ended,
+            workers,
+        }
+    }
+
+    impl Pool {
+        /// Waits for `n` jobs to have run; their numbers, in the order they ran.
+        fn collect(&self, n: usize) -> Vec<u64> {
+            let deadline = Instant::now() + PATIENCE;
+            let mut got = Vec::with_capacity(n);
+            while got.len() < n {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.ran.recv_timeout(left) {
+                    Ok(j) => got.push(j),
+                    Err(_) => panic!("{} of {n} jobs ran within {PATIENCE:?}", got.len()),
+                }
+            }
+            got
+        }
+
+        /// Waits until every worker sleeps on the queue.
+        fn wait_all_asleep(&self) {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let sleeping = self.queue.state.lock().map(|s| s.sleeping).unwrap_or(0);
+                if sleeping == self.workers {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{sleeping} of {} workers asleep",
+                    self.workers
+                );
+                std::thread::yield_now();
+            }
+        }
+
+        /// Closes the queue and waits for every worker to end.
+        fn close(self) {
+            self.queue.close();
+            for i in 0..self.workers {
+                assert!(
+                    self.ended.recv_timeout(PATIENCE).is_ok(),
+                    "worker {i} did not end after the queue closed"
+                );
+            }
+        }
+    }
+
+    fn sorted(mut v: Vec<u64>) -> Vec<u64> {
+        v.sort_unstable();
+        v
+    }
+
+    /// Jobs queued while every worker is busy wake none (that is the point of the rule),
+    /// and are all run once the workers are free again: the running workers take them
+    /// before they sleep.
+    #[test]
+    fn jobs_queued_while_the_workers_are_busy_wake_none_and_all_run() {
+        let p = pool(2);
+        let closed_gate = p.gate.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..p.workers {
+            assert!(p.queue.push(Job::Hold));
+        }
+        for i in 0..p.workers {
+            assert!(
+                p.held.recv_timeout(PATIENCE).is_ok(),
+                "worker {i} did not take its job"
+            );
+        }
+        let wakes = p.queue.wakes();
+        let n = 10_000;
+        for j in 0..n {
+            assert!(p.queue.push(Job::Run(j)));
+        }
+        assert_eq!(
+            p.queue.wakes(),
+            wakes,
+            "a push woke a worker although none slept"
+        );
+        drop(closed_gate);
+        assert_eq!(sorted(p.collect(n as usize)), (0..n).collect::<Vec<_>>());
+        p.close();
+    }
+
+    /// A job queued while every worker sleeps wakes one, round after round: no push is
+    /// lost between a worker finding the queue empty and its going to sleep.
+    #[test]
+    fn a_job_queued_while_the_workers_sleep_wakes_one() {
+        let p = pool(3);
+        for round in 0..200u64 {
+            p.wait_all_asleep();
+            let wakes = p.queue.wakes();
+            let k = 1 + round % 3;
+            for j in 0..k {
+                assert!(p.queue.push(Job::Run(round * 10 + j)));
+            }
+            assert!(p.queue.wakes() > wakes, "round {round}: no worker woken");
+            assert_eq!(
+                sorted(p.collect(k as usize)),
+                (0..k).map(|j| round * 10 + j).collect::<Vec<_>>()
+            );
+        }
+        p.close();
+    }
+
+    /// Many jobs in bursts of every size, pushed while workers run, finish and fall asleep
+    /// at any moment: every job runs once.
+    #[test]
+    fn many_jobs_in_bursts_all_run_once() {
+        let p = pool(4);
+        let mut next = 0u64;
+        for burst in 0..2_000u64 {
+            let k = (burst * 7919) % 37;
+            for _ in 0..k {
+                assert!(p.queue.push(Job::Run(next)));
+                next += 1;
+            }
+            if burst % 5 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        assert_eq!(
+            sorted(p.collect(next as usize)),
+            (0..next).collect::<Vec<_>>()
+        );
+        assert!(
+            p.queue.wakes() < next,
+            "{} wake-ups for {next} jobs",
+            p.queue.wakes()
+        );
+        p.close();
+    }
+
+    /// Once closed, the queue refuses new jobs and sleeping workers end.
+    #[test]
+    fn a_closed_queue_refuses_jobs_and_ends_sleeping_workers() {
+        let p = pool(2);
+        p.wait_all_asleep();
+        p.queue.close();
+        assert!(!p.queue.push(Job::Run(1)));
+        for i in 0..p.workers {
+            assert!(
+                p.ended.recv_timeout(PATIENCE).is_ok(),
+                "worker {i} did not end"
+            );
+        }
+    }
 }

@@ -317,3 +317,100 @@ fn stdin_through_parallel_keeps_every_line_in_order() {
         .collect();
     assert_eq!(String::from_utf8_lossy(&out), want);
 }
+
+/// The benchmark configs of issue 18 (`config/bench/w3k.toml` and every
+/// `config/bench/w3k_parallel*.toml`) as they are in the repository, their paths pointed
+/// into a temp dir, on a corpus of IPv4 and IPv6 clients (and the shared corpus generator's
+/// lines when `../shared/bench/gen_corpus.py` is beside the repository): every parallel
+/// variant writes the bytes W3k writes.
+#[test]
+fn the_w3k_benchmark_configs_write_identical_output() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bench = root.join("config/bench");
+    let dir = TempDir::new("parallel-w3k");
+    std::fs::create_dir_all(dir.path().join("out")).unwrap();
+    let n = 30_000;
+    let mut corpus = access_lines(n);
+    let mut lines = n;
+    let generator = root.join("../shared/bench/gen_corpus.py");
+    if generator.is_file() {
+        let gen_out = Command::new("python3")
+            .arg(&generator)
+            .args(["--kind", "apache", "--lines", "20000", "--seed", "1"])
+            .output();
+        if let Ok(o) = gen_out
+            && o.status.success()
+        {
+            corpus.push_str(&String::from_utf8_lossy(&o.stdout));
+            lines += 20_000;
+        }
+    }
+    std::fs::write(dir.path().join("corpus.log"), &corpus).unwrap();
+
+    let mut parallel: Vec<String> = std::fs::read_dir(&bench)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| f.starts_with("w3k_parallel") && f.ends_with(".toml"))
+        .collect();
+    parallel.sort();
+    assert!(
+        parallel.iter().any(|f| f == "w3k_parallel.toml") && parallel.len() >= 2,
+        "config/bench holds {parallel:?}"
+    );
+    // Each run gets its own state dir (a checkpoint of one must not skip the corpus for
+    // the next) and its own output file, named in the config.
+    let adjusted = |name: &str| -> (PathBuf, PathBuf) {
+        let text = std::fs::read_to_string(bench.join(name)).unwrap();
+        let stem = name.trim_end_matches(".toml");
+        let data = format!("{}/", dir.path().display());
+        let text = text
+            .replace(
+                "../../target/bench-data/state",
+                &format!("{data}state-{stem}"),
+            )
+            .replace("../../target/bench-data/", &data)
+            .replace("apache-1000000.log", "corpus.log");
+        assert!(!text.contains("../../"), "{name}: a path left unadjusted");
+        let out = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("path = \"")?.strip_suffix('"'))
+            .map(PathBuf::from)
+            .unwrap();
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, text).unwrap();
+        (cfg, out)
+    };
+
+    let (cfg, out) = adjusted("w3k.toml");
+    run_ok(&cfg);
+    let want = std::fs::read(&out).unwrap();
+    let written = want.iter().filter(|&&c| c == b'\n').count();
+    assert!(
+        written >= lines - n / 101 - 1 && written <= lines,
+        "w3k wrote {written} lines of {lines}"
+    );
+    // Keyed anonymisation ran: IPv4 clients keep their /24 only, IPv6 ones their /48.
+    let text = String::from_utf8_lossy(&want);
+    assert!(text.contains("\"client\":\"2001:db8:"), "no IPv6 client");
+    assert!(!text.contains("\"client\":\"10.1.1.1\""));
+    assert!(!text.contains("\"client\":\"2001:db8:1:1::1\""));
+
+    for name in &parallel {
+        let (cfg, out) = adjusted(name);
+        run_ok(&cfg);
+        let got = std::fs::read(&out).unwrap();
+        if got != want {
+            let at = want
+                .iter()
+                .zip(&got)
+                .position(|(x, y)| x != y)
+                .unwrap_or(want.len().min(got.len()));
+            let line = want[..at].iter().filter(|&&c| c == b'\n').count() + 1;
+            panic!(
+                "{name}: output differs from w3k's from line {line} ({} and {} bytes)",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+}
