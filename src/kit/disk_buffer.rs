@@ -476,7 +476,10 @@ impl DiskBuffer {
     /// frames: only memory holds them.
     pub fn unwritten(&self) -> (u64, u64) {
         let n = self.wbuf_ids.len() as u64;
-        (n, (self.wbuf.len() as u64).saturating_sub(n * HEADER as u64))
+        (
+            n,
+            (self.wbuf.len() as u64).saturating_sub(n * HEADER as u64),
+        )
     }
 
     /// Records written to the segment files and not yet confirmed nor dropped, and the
