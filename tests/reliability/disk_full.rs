@@ -273,9 +273,10 @@ fn lines_in_segments(buf: &Path, input: &str) -> usize {
     input.lines().filter(|l| text.contains(l)).count()
 }
 
-/// stdin -> tcp_out with a disk buffer on a full disk and the peer away; stdin ends (the
-/// stop begins) and the whole input is read.
+/// stdin -> `drain` (tcp_out or relp_out) with a disk buffer on a full disk and the peer
+/// away; stdin ends (the stop begins) and the whole input is read.
 fn stop_on_a_full_disk(
+    drain: &str,
     tag: &str,
     drain_timeout: &str,
 ) -> Option<(TempDir, Tmpfs, PathBuf, Daemon, String, u16)> {
@@ -303,7 +304,7 @@ fn stop_on_a_full_disk(
         &format!(
             "[engine]\nstop_timeout = \"600s\"\n\
              [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
-             [[train.cog]]\ntype = \"tcp_out\"\naddress = \"127.0.0.1:{port}\"\n\
+             [[train.cog]]\ntype = \"{drain}\"\naddress = \"127.0.0.1:{port}\"\n\
              buffer = \"disk\"\nbuffer_dir = \"mnt/buf\"\nbuffer_bytes = \"64KiB\"\n\
              drain_timeout = \"{drain_timeout}\"\n"
         ),
@@ -313,17 +314,11 @@ fn stop_on_a_full_disk(
     let input: String = (0..n)
         .map(|i| format!("line {i:07} the quick brown fox\n"))
         .collect();
-    let mut d = Daemon::start(&cfg, Stdio::piped());
-    let mut stdin = d.child.stdin.take().unwrap();
-    // Written whole, then closed: the end of the input begins the stop.
-    let writer = std::thread::spawn(move || {
-        let input = (0..n)
-            .map(|i| format!("line {i:07} the quick brown fox\n"))
-            .collect::<String>();
-        stdin.write_all(input.as_bytes()).unwrap();
-    });
-    wait_for("the whole input to be taken", || writer.is_finished());
-    writer.join().unwrap();
+    // A regular file under 256 KiB is read whole, to its end, in the first turn: the end
+    // of the input begins the stop, with every line read.
+    let in_path = dir.path().join("input.txt");
+    std::fs::write(&in_path, &input).unwrap();
+    let mut d = Daemon::start(&cfg, Stdio::from(std::fs::File::open(&in_path).unwrap()));
     wait_for("the stop with the disk buffer not writable", || {
         d.stderr().contains("the disk buffer not writable")
     });
@@ -340,7 +335,8 @@ fn stop_on_a_full_disk(
 /// at once, well before drain_timeout; the next run sends them all, in order.
 #[test]
 fn a_stop_on_a_full_disk_writes_the_buffer_once_there_is_room() {
-    let Some((dir, _fs, filler, mut d, input, port)) = stop_on_a_full_disk("rel-stop-full", "120s")
+    let Some((dir, _fs, filler, mut d, input, port)) =
+        stop_on_a_full_disk("tcp_out", "rel-stop-full", "120s")
     else {
         return;
     };
@@ -397,7 +393,7 @@ fn a_stop_on_a_full_disk_writes_the_buffer_once_there_is_room() {
 #[test]
 fn a_stop_on_a_disk_that_stays_full_says_what_it_lost() {
     let Some((dir, _fs, _filler, mut d, input, _)) =
-        stop_on_a_full_disk("rel-stop-stays-full", "2s")
+        stop_on_a_full_disk("tcp_out", "rel-stop-stays-full", "2s")
     else {
         return;
     };
@@ -417,4 +413,32 @@ fn a_stop_on_a_disk_that_stays_full_says_what_it_lost() {
     assert!(!err.contains("left in the disk buffer"), "{err}");
     assert!(!err.contains("stay in the disk buffer"), "{err}");
     assert_eq!(lines_in_segments(&dir.path().join("mnt/buf"), &input), 0);
+}
+
+/// relp_out parks as tcp_out does: a stop with the server away and the disk full goes on
+/// trying the write and ends once every record is on disk.
+#[test]
+fn a_stop_of_relp_out_on_a_full_disk_writes_the_buffer_once_there_is_room() {
+    let Some((dir, _fs, filler, mut d, input, _)) =
+        stop_on_a_full_disk("relp_out", "rel-stop-full-relp", "120s")
+    else {
+        return;
+    };
+    assert!(
+        d.stderr().contains("with the server away"),
+        "{}",
+        d.stderr()
+    );
+    let freed = std::time::Instant::now();
+    std::fs::remove_file(&filler).unwrap();
+    let err = d.exit_ok();
+    let took = freed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?} after the disk had room again:\n{err}"
+    );
+    assert!(!err.contains("records not written"), "{err}");
+    let n = input.lines().count();
+    let buf = dir.path().join("mnt/buf");
+    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
 }
