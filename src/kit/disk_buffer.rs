@@ -1176,6 +1176,14 @@ impl Spill {
         cx: &mut Ctx<'_>,
     ) -> u64 {
         let (dropped, _) = self.stopping(outbox, cx);
+        self.log_parked(who, peer, cx);
+        dropped
+    }
+
+    /// Logs a stop with the peer away, which the drain does not wait for: its records
+    /// stay on disk for the next run, or, while the disk takes no write, the drain goes on
+    /// trying until `drain_timeout` (for drains that park without [`park`](Spill::park)).
+    pub fn log_parked(&self, who: &str, peer: &dyn std::fmt::Display, cx: &mut Ctx<'_>) {
         let unwritten = self.unwritten();
         if unwritten > 0 {
             slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until drain_timeout", who;
@@ -1186,7 +1194,6 @@ impl Spill {
             slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
                 "cog" => self.name, "peer" => %peer, "disk_buffer_records" => self.records());
         }
-        dropped
     }
 
     /// Writes and syncs what spilled (see [`step`](Spill::step)) and, while the peer is
@@ -1366,12 +1373,6 @@ impl Spill {
             slog::info!(cx.logger(), "records left in the disk buffer for the next run";
                 "cog" => self.name, "records" => records, "bytes" => bytes);
         }
-    }
-
-    /// [`done_with`](Spill::done_with) for a drain that keeps nothing in memory at the
-    /// end that is not on disk.
-    pub fn done(&mut self, cx: &mut Ctx<'_>) {
-        self.done_with((0, 0), cx);
     }
 
     /// [`done_with`](Spill::done_with) for a drain built on [`Outbox`]: its records not
