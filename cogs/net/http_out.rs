@@ -1542,8 +1542,7 @@ impl HttpOut {
         self.stopping(out, cx);
         self.close(cx);
         self.parked = true;
-        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
-            "cog" => "http_out", "peer" => %self.target, "disk_buffer_records" => self.disk.records());
+        self.disk.log_parked("server", &self.target, cx);
     }
 
     fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
@@ -1781,6 +1780,7 @@ impl Cog<Record> for HttpOut {
         }
         cx.linger();
         self.lingering = true;
+        self.disk.keep_retrying(cx);
         if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             slog::error!(cx.logger(), "cannot set the shutdown deadline"; "cog" => "http_out", "error" => %e);
         }
@@ -1793,7 +1793,17 @@ impl Cog<Record> for HttpOut {
         if let Some(t) = self.disk.take_retry() {
             cx.cancel_timer(t);
         }
-        self.disk.done(cx);
+        // Records only memory holds (their adoption by the disk failed) are lost unless
+        // their supply reads them again: the disk buffer's report counts them.
+        let lines = if self.index.is_some() { 2 } else { 1 };
+        let memory = self
+            .batches
+            .iter()
+            .chain([&self.open])
+            .flat_map(|b| record_frames(b, lines))
+            .filter(|&(id, _)| id != REPLAYED)
+            .fold((0, 0), |(n, bytes), (_, f)| (n + 1, bytes + f.len() as u64));
+        self.disk.done_with(memory, cx);
     }
 }
 

@@ -579,8 +579,7 @@ impl RedisOut {
         self.stopping(out, cx);
         self.link.close(cx);
         self.parked = true;
-        slog::info!(cx.logger(), "stopping with the server away: its records stay in the disk buffer for the next run";
-            "cog" => "redis_out", "peer" => self.link.address(), "disk_buffer_records" => self.disk.records());
+        self.disk.log_parked("server", &self.link.address(), cx);
     }
 
     /// Writes and syncs what spilled, and refills the pipeline from the disk buffer,
@@ -814,6 +813,7 @@ impl Cog<Record> for RedisOut {
         }
         cx.linger();
         self.lingering = true;
+        self.disk.keep_retrying(cx);
         match cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             Ok(t) => self.deadline = Some(t),
             Err(e) => {
@@ -838,7 +838,14 @@ impl Cog<Record> for RedisOut {
         if let Some(t) = self.disk.take_retry() {
             cx.cancel_timer(t);
         }
-        self.disk.done(cx);
+        // Commands only memory holds (their adoption by the disk failed) are lost unless
+        // their supply reads them again: the disk buffer's report counts them.
+        let first = self.pipe.first_fresh();
+        let memory = self
+            .pipe
+            .frames_from(first)
+            .fold((0, 0), |(n, bytes), (_, f)| (n + 1, bytes + f.len() as u64));
+        self.disk.done_with(memory, cx);
     }
 }
 

@@ -589,14 +589,17 @@ impl RelpOut {
 
     /// Stops without the server: what memory holds goes to disk, and the drain finishes
     /// once it is synced (at once when no sync runs), without waiting for the server.
+    /// Records the disk could not take (a failed write) are tried again every second
+    /// (the retry timer is set after `close`, or by `finish` once it lingers), and the
+    /// drain finishes once they are written and synced, or at `drain_timeout`.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.close(cx);
         let dropped = self
             .disk
             .park(&mut self.outbox, "server", &self.address, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
         }
-        self.close(cx);
         self.parked = true;
     }
 
@@ -726,6 +729,7 @@ impl Cog<Record> for RelpOut {
         }
         cx.linger();
         self.lingering = true;
+        self.disk.keep_retrying(cx);
         if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => "relp_out", "error" => %e);
         }
@@ -744,7 +748,7 @@ impl Cog<Record> for RelpOut {
         }
         self.disk.confirm(self.outbox.take_replayed());
         self.close(cx);
-        self.disk.done(cx);
+        self.disk.done_outbox(&self.outbox, cx);
     }
 }
 
@@ -808,6 +812,9 @@ impl RelpOut {
                         "cog" => "relp_out", "peer" => &self.address,
                         "unanswered_records" => self.outbox.records(),
                         "disk_buffer_records" => self.disk.records());
+                } else if self.disk.unwritten() > 0 {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown with the disk buffer still not writable";
+                        "cog" => "relp_out", "unwritten_records" => self.disk.unwritten());
                 } else {
                     slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
                         "cog" => "relp_out", "disk_buffer_records" => self.disk.records());

@@ -472,6 +472,22 @@ impl DiskBuffer {
         self.failing
     }
 
+    /// Records gathered and not written yet (a write failed), and the bytes of their
+    /// frames: only memory holds them.
+    pub fn unwritten(&self) -> (u64, u64) {
+        let n = self.wbuf_ids.len() as u64;
+        (
+            n,
+            (self.wbuf.len() as u64).saturating_sub(n * HEADER as u64),
+        )
+    }
+
+    /// Records written to the segment files and not yet confirmed nor dropped, and the
+    /// bytes of the files.
+    pub fn written(&self) -> (u64, u64) {
+        (self.held, self.bytes)
+    }
+
     /// Whether frames wait to be written or records to be synced and acknowledged.
     pub fn has_pending(&self) -> bool {
         !self.wbuf_ids.is_empty() || !self.written_ids.is_empty() || self.syncing
@@ -497,8 +513,11 @@ impl DiskBuffer {
         if self.wbuf_ids.is_empty() {
             return Ok(0);
         }
-        if self.writer.is_none() {
-            self.create_segment()?;
+        if self.writer.is_none()
+            && let Err(e) = self.create_segment()
+        {
+            self.failing = true;
+            return Err(e);
         }
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no segment to write to"));
@@ -1009,21 +1028,50 @@ impl Spill {
             return 0;
         };
         let log = cx.logger().clone();
+        let was_failing = buf.is_failing();
+        let written = buf.write_pending(self.name, &log);
         let dropped = std::mem::take(&mut self.dropped)
-            + match buf.write_pending(self.name, &log) {
-                Ok(d) => d,
+            + match written {
+                Ok(d) => {
+                    if was_failing {
+                        slog::info!(log, "the disk buffer is writable again";
+                            "cog" => self.name, "records" => self.records());
+                    }
+                    d
+                }
                 Err(e) => {
-                    if self.retry.is_none() {
+                    if !was_failing {
                         slog::error!(log, "cannot write to the disk buffer; pausing the supplies and retrying";
                         "cog" => self.name, "error" => %e,
                         "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
-                        self.retry = cx.timer_after(RETRY_AFTER, self.retry_local).ok();
                     }
+                    self.arm_retry(cx);
                     0
                 }
             };
         self.start_sync(cx);
         dropped
+    }
+
+    /// While records wait for a failed write to be tried again, sets its timer unless it
+    /// is set: for a drain's `finish` once it lingers (a cog that finishes gets no timer
+    /// before [`Ctx::linger`]).
+    pub fn keep_retrying(&mut self, cx: &mut Ctx<'_>) {
+        if self.unwritten() > 0 {
+            self.arm_retry(cx);
+        }
+    }
+
+    /// Sets the timer that tries a failed write again, unless it is set.
+    fn arm_retry(&mut self, cx: &mut Ctx<'_>) {
+        if self.retry.is_none() {
+            self.retry = cx.timer_after(RETRY_AFTER, self.retry_local).ok();
+        }
+    }
+
+    /// Records gathered and not written yet: a write failed, and only memory holds them.
+    pub fn unwritten(&self) -> u64 {
+        self.buf.as_ref().map_or(0, |b| b.unwritten().0)
     }
 
     /// Starts a sync of what was written, on a worker thread, unless one runs.
@@ -1128,9 +1176,24 @@ impl Spill {
         cx: &mut Ctx<'_>,
     ) -> u64 {
         let (dropped, _) = self.stopping(outbox, cx);
-        slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
-            "cog" => self.name, "peer" => %peer, "disk_buffer_records" => self.records());
+        self.log_parked(who, peer, cx);
         dropped
+    }
+
+    /// Logs a stop with the peer away, which the drain does not wait for: its records
+    /// stay on disk for the next run, or, while the disk takes no write, the drain goes on
+    /// trying until `drain_timeout` (for drains that park without [`park`](Spill::park)).
+    pub fn log_parked(&self, who: &str, peer: &dyn std::fmt::Display, cx: &mut Ctx<'_>) {
+        let unwritten = self.unwritten();
+        if unwritten > 0 {
+            slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until drain_timeout", who;
+                "cog" => self.name, "peer" => %peer, "unwritten_records" => unwritten,
+                "disk_buffer_records" => self.records() - unwritten,
+                "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
+        } else {
+            slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
+                "cog" => self.name, "peer" => %peer, "disk_buffer_records" => self.records());
+        }
     }
 
     /// Writes and syncs what spilled (see [`step`](Spill::step)) and, while the peer is
@@ -1244,43 +1307,84 @@ impl Spill {
     }
 
     /// At the drain's `finish`: writes and syncs what spilled, on this thread unless a
-    /// sync runs. Returns the records `drop_oldest` dropped.
+    /// sync runs. Returns the records `drop_oldest` dropped. A failed write is tried
+    /// again by the retry timer, for a drain that lingers: the records it could not write
+    /// are only in memory.
     pub fn finish(&mut self, cx: &mut Ctx<'_>) -> u64 {
         let Some(b) = self.buf.as_mut() else {
             return 0;
         };
         let log = cx.logger().clone();
-        let dropped = std::mem::take(&mut self.dropped)
-            + b.write_pending(self.name, &log).unwrap_or_else(|e| {
-                slog::error!(log, "cannot write to the disk buffer at the stop"; "cog" => self.name, "error" => %e);
-                0
-            });
+        let was_failing = b.is_failing();
+        let written = b.write_pending(self.name, &log);
         // With a sync running on a worker, the next one starts when it returns.
-        if self.sync_job.is_none()
-            && let Err(e) = b.sync_now(self.name, cx)
-        {
-            slog::error!(log, "cannot sync the disk buffer"; "cog" => self.name, "error" => %e);
+        let job = if self.sync_job.is_none() {
+            b.sync_job()
+        } else {
+            None
+        };
+        let dropped = std::mem::take(&mut self.dropped)
+            + match written {
+                Ok(d) => d,
+                Err(e) => {
+                    if !was_failing {
+                        slog::error!(log, "cannot write to the disk buffer at the stop; retrying";
+                            "cog" => self.name, "error" => %e,
+                            "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
+                    }
+                    self.arm_retry(cx);
+                    0
+                }
+            };
+        if let Some(job) = job {
+            let r = job.run();
+            self.synced(r, cx);
         }
         dropped
     }
 
     /// At the drain's `done`: frames still gathered are written (they survive the stop),
-    /// and what is left for the next run is logged.
-    pub fn done(&mut self, cx: &mut Ctx<'_>) {
+    /// and what is left for the next run is logged; so is, at error level, what could
+    /// not be written, with the records only memory holds (`memory`: records and bytes
+    /// the drain kept in memory and not on disk): those are lost unless their supply
+    /// reads them again (one with a checkpoint does; `stdin` and `udp_in` cannot).
+    pub fn done_with(&mut self, memory: (u64, u64), cx: &mut Ctx<'_>) {
         let Some(b) = self.buf.as_mut() else {
             return;
         };
-        if let Err(e) = b.sync_now(self.name, cx) {
+        let was_failing = b.is_failing();
+        if let Err(e) = b.sync_now(self.name, cx)
+            && !was_failing
+        {
             slog::error!(cx.logger(), "cannot write the disk buffer at the stop"; "cog" => self.name, "error" => %e);
         }
         if let Err(e) = b.save_cursor() {
             slog::warn!(cx.logger(), "cannot save the disk buffer's cursor; confirmed records may be sent again";
                 "cog" => self.name, "error" => %e);
         }
-        if b.records() > 0 {
-            slog::info!(cx.logger(), "records left in the disk buffer for the next run";
-                "cog" => self.name, "records" => b.records(), "bytes" => b.bytes());
+        let (lost, lost_bytes) = b.unwritten();
+        let (lost, lost_bytes) = (lost + memory.0, lost_bytes + memory.1);
+        if lost > 0 {
+            slog::error!(cx.logger(), "stopped before these records could be written to the disk buffer: records not written, lost unless their supply reads them again";
+                "cog" => self.name, "records" => lost, "bytes" => lost_bytes);
         }
+        let (records, bytes) = b.written();
+        if records > 0 {
+            slog::info!(cx.logger(), "records left in the disk buffer for the next run";
+                "cog" => self.name, "records" => records, "bytes" => bytes);
+        }
+    }
+
+    /// [`done_with`](Spill::done_with) for a drain built on [`Outbox`]: its records not
+    /// on disk are counted with the unwritten ones.
+    pub fn done_outbox(&mut self, outbox: &Outbox, cx: &mut Ctx<'_>) {
+        let first = outbox.first_fresh();
+        let n = outbox.records() - first;
+        let bytes = match n {
+            0 => 0,
+            _ => outbox.frames_from(first).map(|(_, f)| f.len() as u64).sum(),
+        };
+        self.done_with((n as u64, bytes), cx);
     }
 }
 

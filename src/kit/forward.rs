@@ -1352,12 +1352,15 @@ impl Forward {
 
     /// Stops without the peer: what memory holds goes to disk, and the drain finishes once
     /// it is synced (at once when no sync runs), without waiting for the peer.
+    /// Records the disk could not take (a failed write) are tried again every second
+    /// (the retry timer is set after `close`, or by `finish` once it lingers), and the
+    /// drain finishes once they are written and synced, or at `drain_timeout`.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.close(cx);
         let dropped = self.disk.park(&mut self.outbox, "peer", &self.target, cx);
         if dropped > 0 {
             out.count_dropped(dropped);
         }
-        self.close(cx);
         self.parked = true;
     }
 
@@ -1560,6 +1563,9 @@ impl Cog<Record> for Forward {
                         "cog" => self.name, "peer" => %self.target,
                         "unacknowledged_records" => self.outbox.records(),
                         "disk_buffer_records" => self.disk.records());
+                } else if self.disk.unwritten() > 0 {
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown with the disk buffer still not writable";
+                        "cog" => self.name, "unwritten_records" => self.disk.unwritten());
                 } else {
                     slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
                         "cog" => self.name, "disk_buffer_records" => self.disk.records());
@@ -1618,6 +1624,7 @@ impl Cog<Record> for Forward {
         }
         cx.linger();
         self.lingering = true;
+        self.disk.keep_retrying(cx);
         self.hurry_acks(cx);
         if let Err(e) = cx.timer_after(self.opts.drain_timeout, DRAIN_DEADLINE) {
             slog::error!(cx.logger(), "cannot set the drain deadline"; "cog" => self.name, "error" => %e);
@@ -1627,7 +1634,7 @@ impl Cog<Record> for Forward {
     fn done(&mut self, cx: &mut Ctx) {
         self.disk.confirm(self.outbox.take_replayed());
         self.close(cx);
-        self.disk.done(cx);
+        self.disk.done_outbox(&self.outbox, cx);
     }
 }
 

@@ -256,3 +256,189 @@ fn a_disk_buffer_on_a_full_disk_resumes_once_there_is_room() {
     let [cin, _, dropped, _] = final_counters(&err, "tcp_out");
     assert_eq!((cin, dropped), (n as u64, 0), "{err}");
 }
+
+/// Counts the lines of `input` in the segment files of the disk buffer `buf` (its frames
+/// are the lines, between headers).
+fn lines_in_segments(buf: &Path, input: &str) -> usize {
+    let mut on_disk = Vec::new();
+    for e in std::fs::read_dir(buf)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        if e.path().extension().is_some_and(|x| x == "seg") {
+            on_disk.extend(std::fs::read(e.path()).unwrap());
+        }
+    }
+    let text = String::from_utf8_lossy(&on_disk);
+    input.lines().filter(|l| text.contains(l)).count()
+}
+
+/// stdin -> `drain` (tcp_out or relp_out) with a disk buffer on a full disk and the peer
+/// away; stdin ends (the stop begins) and the whole input is read.
+fn stop_on_a_full_disk(
+    drain: &str,
+    tag: &str,
+    drain_timeout: &str,
+) -> Option<(TempDir, Tmpfs, PathBuf, Daemon, String, u16)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped {tag}: not running as root, cannot mount a tmpfs");
+        return None;
+    }
+    let dir = TempDir::new(tag);
+    let mnt = dir.path().join("mnt");
+    let fs = match Tmpfs::mount(&mnt, "1m") {
+        Ok(fs) => fs,
+        Err(e) => {
+            eprintln!("skipped {tag}: {e}");
+            return None;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "[engine]\nstop_timeout = \"600s\"\n\
+             [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"{drain}\"\naddress = \"127.0.0.1:{port}\"\n\
+             buffer = \"disk\"\nbuffer_dir = \"mnt/buf\"\nbuffer_bytes = \"64KiB\"\n\
+             drain_timeout = \"{drain_timeout}\"\n"
+        ),
+    );
+    let filler = fill(&mnt);
+    let n = 5_000;
+    let input: String = (0..n)
+        .map(|i| format!("line {i:07} the quick brown fox\n"))
+        .collect();
+    // A regular file under 256 KiB is read whole, to its end, in the first turn: the end
+    // of the input begins the stop, with every line read.
+    let in_path = dir.path().join("input.txt");
+    std::fs::write(&in_path, &input).unwrap();
+    let mut d = Daemon::start(&cfg, Stdio::from(std::fs::File::open(&in_path).unwrap()));
+    wait_for("the stop with the disk buffer not writable", || {
+        d.stderr().contains("the disk buffer not writable")
+    });
+    assert!(
+        d.running(),
+        "the daemon did not wait for the disk:\n{}",
+        d.stderr()
+    );
+    Some((dir, fs, filler, d, input, port))
+}
+
+/// A stop while the peer is away and the disk buffer's disk is full: the drain goes on
+/// trying the write, and once there is room it writes every record, syncs them and exits
+/// at once, well before drain_timeout; the next run sends them all, in order.
+#[test]
+fn a_stop_on_a_full_disk_writes_the_buffer_once_there_is_room() {
+    let Some((dir, _fs, filler, mut d, input, port)) =
+        stop_on_a_full_disk("tcp_out", "rel-stop-full", "120s")
+    else {
+        return;
+    };
+    let freed = std::time::Instant::now();
+    std::fs::remove_file(&filler).unwrap();
+    let err = d.exit_ok();
+    let took = freed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?} after the disk had room again:\n{err}"
+    );
+    assert!(err.contains("the disk buffer is writable again"), "{err}");
+    assert!(!err.contains("drain_timeout expired"), "{err}");
+    assert!(!err.contains("records not written"), "{err}");
+    let n = input.lines().count();
+    let left = err
+        .lines()
+        .find(|l| l.contains("records left in the disk buffer for the next run"))
+        .unwrap_or_else(|| panic!("nothing left on disk:\n{err}"));
+    assert!(left.contains(&format!(" records={n} ")), "{left}");
+    let buf = dir.path().join("mnt/buf");
+    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
+
+    // The next run, with the collector listening, sends every line, in order.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let cfg = dir.path().join("deadbeat.toml");
+    let mut d = Daemon::start(&cfg, Stdio::piped());
+    let stdin = d.child.stdin.take().unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = String::new();
+    let mut reader = std::io::BufReader::new(conn);
+    while got.len() < input.len() {
+        let before = got.len();
+        std::io::BufRead::read_line(&mut reader, &mut got)
+            .unwrap_or_else(|e| panic!("reading the collector's connection: {e}\n{}", d.stderr()));
+        assert!(
+            got.len() > before,
+            "the connection closed early:\n{}",
+            d.stderr()
+        );
+    }
+    drop(stdin);
+    let err = d.exit_ok();
+    assert!(
+        got == input,
+        "the collector's lines differ from the input:\n{err}"
+    );
+}
+
+/// A stop while the peer is away and the disk stays full: at drain_timeout the drain
+/// says at error level how many records it could not write (lost: stdin cannot send
+/// them again), and does not claim they stay on disk.
+#[test]
+fn a_stop_on_a_disk_that_stays_full_says_what_it_lost() {
+    let Some((dir, _fs, _filler, mut d, input, _)) =
+        stop_on_a_full_disk("tcp_out", "rel-stop-stays-full", "2s")
+    else {
+        return;
+    };
+    let st = d.wait_exit();
+    let err = d.stderr();
+    let n = input.lines().count();
+    let lost = err
+        .lines()
+        .find(|l| l.contains("records not written"))
+        .unwrap_or_else(|| panic!("no loss reported (exit {st:?}):\n{err}"));
+    assert!(lost.contains("ERRO"), "not at error level: {lost}");
+    assert!(lost.contains(&format!(" records={n} ")), "{lost}\n{err}");
+    assert!(
+        err.contains("drain_timeout expired at shutdown with the disk buffer still not writable"),
+        "{err}"
+    );
+    assert!(!err.contains("left in the disk buffer"), "{err}");
+    assert!(!err.contains("stay in the disk buffer"), "{err}");
+    assert_eq!(lines_in_segments(&dir.path().join("mnt/buf"), &input), 0);
+}
+
+/// relp_out parks as tcp_out does: a stop with the server away and the disk full goes on
+/// trying the write and ends once every record is on disk.
+#[test]
+fn a_stop_of_relp_out_on_a_full_disk_writes_the_buffer_once_there_is_room() {
+    let Some((dir, _fs, filler, mut d, input, _)) =
+        stop_on_a_full_disk("relp_out", "rel-stop-full-relp", "120s")
+    else {
+        return;
+    };
+    assert!(
+        d.stderr().contains("with the server away"),
+        "{}",
+        d.stderr()
+    );
+    let freed = std::time::Instant::now();
+    std::fs::remove_file(&filler).unwrap();
+    let err = d.exit_ok();
+    let took = freed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?} after the disk had room again:\n{err}"
+    );
+    assert!(!err.contains("records not written"), "{err}");
+    let n = input.lines().count();
+    let buf = dir.path().join("mnt/buf");
+    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
+}
