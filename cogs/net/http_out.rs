@@ -1270,6 +1270,11 @@ impl HttpOut {
         if self.disk.buffer().is_none() {
             return;
         }
+        if self.parked && self.disk.unwritten() > 0 {
+            // The retry of a failed adoption: before the gathered frames are written,
+            // which are newer and go after the adopted ones.
+            self.repark(out, cx);
+        }
         let dropped = self.disk.step(cx);
         if dropped > 0 {
             out.count_dropped(dropped);
@@ -1447,7 +1452,7 @@ impl HttpOut {
         let held = match self.disk.buffer_mut() {
             None => self.buffered,
             Some(d) => {
-                d.confirm(self.places.take_ready());
+                d.confirm(self.places.take_ready(), |id| cx.event_done(id));
                 d.pressure()
             }
         };
@@ -1493,12 +1498,7 @@ impl HttpOut {
             return;
         }
         let lines = if self.index.is_some() { 2 } else { 1 };
-        let n = self
-            .batches
-            .iter()
-            .chain([&self.open])
-            .map(|b| b.ids.iter().filter(|&&id| id != REPLAYED).count())
-            .sum::<usize>();
+        let n = self.memory_only();
         if n == 0 {
             return;
         }
@@ -1525,10 +1525,19 @@ impl HttpOut {
         }
     }
 
+    /// Records only memory holds (not on disk): their adoption failed, or waits.
+    fn memory_only(&self) -> usize {
+        self.batches
+            .iter()
+            .chain([&self.open])
+            .map(|b| b.ids.iter().filter(|&&id| id != REPLAYED).count())
+            .sum()
+    }
+
     /// At a stop that does not wait for the server: what memory holds goes to disk, synced
     /// on this thread unless a sync runs.
     fn stopping(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.disk.confirm(self.places.take_ready());
+        self.disk.confirm(self.places.take_ready(), cx);
         self.adopt(cx, false);
         let dropped = self.disk.finish(cx);
         if dropped > 0 {
@@ -1537,12 +1546,21 @@ impl HttpOut {
     }
 
     /// Stops without the server: its records stay on disk for the next run; the drain
-    /// finishes once they are synced.
+    /// finishes once they are synced. Records the disk could not take (a failed write or
+    /// adoption) are tried again every second, until `shutdown_timeout`.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.stopping(out, cx);
+        self.repark(out, cx);
         self.close(cx);
         self.parked = true;
         self.disk.log_parked("server", &self.target, cx);
+    }
+
+    /// Parked, and at each retry after it: puts what memory holds onto the disk and notes
+    /// what it still holds alone.
+    fn repark(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.stopping(out, cx);
+        let n = self.memory_only() as u64;
+        self.disk.held_in_memory(n, cx);
     }
 
     fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
@@ -1788,7 +1806,7 @@ impl Cog<Record> for HttpOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        self.disk.confirm(self.places.take_ready());
+        self.disk.confirm(self.places.take_ready(), cx);
         self.close(cx);
         if let Some(t) = self.disk.take_retry() {
             cx.cancel_timer(t);

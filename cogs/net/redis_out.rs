@@ -528,7 +528,7 @@ impl RedisOut {
         let held = match self.disk.buffer_mut() {
             None => self.pipe.buffered(),
             Some(d) => {
-                d.confirm(std::mem::take(&mut self.replayed));
+                d.confirm(std::mem::take(&mut self.replayed), |id| cx.event_done(id));
                 d.pressure()
             }
         };
@@ -564,7 +564,7 @@ impl RedisOut {
     /// At a stop that does not wait for the server: what memory holds goes to disk, synced
     /// on this thread unless a sync runs; returns whether nothing waits for a sync.
     fn stopping(&mut self, out: &mut Out<Record>, cx: &mut Ctx) -> bool {
-        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.disk.confirm(std::mem::take(&mut self.replayed), cx);
         self.adopt(cx, false);
         let dropped = self.disk.finish(cx);
         if dropped > 0 {
@@ -575,11 +575,21 @@ impl RedisOut {
 
     /// Stops without the server: its records stay on disk for the next run; the drain
     /// finishes once they are synced.
+    /// Records the disk could not take (a failed write or adoption) are tried again every
+    /// second, until `drain_timeout`.
     fn park(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
-        self.stopping(out, cx);
+        self.repark(out, cx);
         self.link.close(cx);
         self.parked = true;
         self.disk.log_parked("server", &self.link.address(), cx);
+    }
+
+    /// Parked, and at each retry after it: puts what memory holds onto the disk and notes
+    /// what it still holds alone.
+    fn repark(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
+        self.stopping(out, cx);
+        let n = (self.pipe.cmds.len() - self.pipe.first_fresh()) as u64;
+        self.disk.held_in_memory(n, cx);
     }
 
     /// Writes and syncs what spilled, and refills the pipeline from the disk buffer,
@@ -587,6 +597,11 @@ impl RedisOut {
     fn disk_step(&mut self, out: &mut Out<Record>, cx: &mut Ctx) {
         if self.disk.buffer().is_none() {
             return;
+        }
+        if self.parked && self.disk.unwritten() > 0 {
+            // The retry of a failed adoption: before the gathered frames are written,
+            // which are newer and go after the adopted ones.
+            self.repark(out, cx);
         }
         let dropped = self.disk.step(cx);
         if dropped > 0 {
@@ -824,7 +839,7 @@ impl Cog<Record> for RedisOut {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        self.disk.confirm(std::mem::take(&mut self.replayed));
+        self.disk.confirm(std::mem::take(&mut self.replayed), cx);
         if !self.pipe.cmds.is_empty() && self.disk.buffer().is_none() {
             slog::warn!(cx.logger(), "stopped with records Redis did not answer; not acknowledged";
                 "cog" => "redis_out", "records" => self.pipe.cmds.len(),

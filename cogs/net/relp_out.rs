@@ -533,7 +533,7 @@ impl RelpOut {
         let held = match self.disk.buffer_mut() {
             None => self.outbox.buffered(),
             Some(d) => {
-                d.confirm(self.outbox.take_replayed());
+                d.confirm(self.outbox.take_replayed(), |id| cx.event_done(id));
                 d.pressure()
             }
         };
@@ -746,7 +746,7 @@ impl Cog<Record> for RelpOut {
             slog::info!(cx.logger(), "records sent again after reconnections";
                 "cog" => "relp_out", "resent" => self.resent);
         }
-        self.disk.confirm(self.outbox.take_replayed());
+        self.disk.confirm(self.outbox.take_replayed(), cx);
         self.close(cx);
         self.disk.done_outbox(&self.outbox, cx);
     }

@@ -205,6 +205,9 @@ struct Segment {
     confirmed_off: u64,
     /// Deleted by `drop_oldest` before every record was handed back.
     dropped: bool,
+    /// The place of its first record in the order of all records written in this run
+    /// (those of an earlier run first).
+    first: u64,
 }
 
 /// The files to `fdatasync` for the records written so far, run on a worker thread.
@@ -259,6 +262,13 @@ pub struct DiskBuffer {
     written_ids: Vec<EventId>,
     /// Records the running sync covers.
     syncing_ids: Vec<EventId>,
+    /// The place of the next record written (see `Segment::first`), and that of the first
+    /// record the running sync covers.
+    next_place: u64,
+    syncing_from: u64,
+    /// Records whose sync failed, with their places, oldest first: acknowledged once the
+    /// peer confirms them (or their segment goes).
+    unsynced: VecDeque<(u64, EventId)>,
     syncing: bool,
     /// Closed segments written since the last sync started.
     dirty: Vec<File>,
@@ -386,6 +396,7 @@ impl DiskBuffer {
                         ends: VecDeque::new(),
                         confirmed_off: MAGIC.len() as u64,
                         dropped: false,
+                        first: 0,
                     });
                 }
                 Err(e) => {
@@ -415,9 +426,17 @@ impl DiskBuffer {
                 rec.records -= n;
             }
         }
+        let mut next_place = 0;
+        for s in segments.iter_mut() {
+            s.first = next_place;
+            next_place += s.records;
+        }
         let buf = DiskBuffer {
             opts,
             segments,
+            next_place,
+            syncing_from: 0,
+            unsynced: VecDeque::new(),
             writer: None,
             dir_dirty: false,
             next_seq,
@@ -459,6 +478,12 @@ impl DiskBuffer {
     /// Records dropped by `drop_oldest` since the start.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Whether records of a drain's memory buffer may be put on disk
+    /// ([`adopt`](Self::adopt)): no record written waits to be handed back.
+    pub fn can_adopt(&self) -> bool {
+        self.unloaded == 0
     }
 
     /// Whether records wait to be handed back: newer records must then follow them here,
@@ -538,6 +563,7 @@ impl DiskBuffer {
         self.bytes += self.wbuf.len() as u64;
         self.held += n;
         self.unloaded += n;
+        self.next_place += n;
         self.wbuf.clear();
         self.written_ids.append(&mut self.wbuf_ids);
         self.writer_dirty = true;
@@ -554,33 +580,42 @@ impl DiskBuffer {
     /// memory to be sent from there: on disk they count as handed back already, so the
     /// peer's confirmations of them ([`confirm`](Self::confirm)) come in their order.
     ///
-    /// Only while no record waits on disk to be handed back (those are newer than what
-    /// memory holds, so nothing could go ahead of them): `Ok(None)` then, nothing done.
-    /// `Ok(Some(dropped))` once written (`dropped`: records `drop_oldest` dropped to make
-    /// room). A failed write changes nothing: the records stay in memory only.
+    /// Only while no record written waits on disk to be handed back (those are newer than
+    /// what memory holds, so nothing could go ahead of them): `Ok(None)` then, nothing
+    /// done. Frames gathered whose write failed (newer too) go after them in the same
+    /// write, to be handed back from the disk. `Ok(Some(dropped))` once written
+    /// (`dropped`: records `drop_oldest` dropped to make room). A failed write changes
+    /// nothing: the records stay in memory only, the gathered frames wait.
     pub fn adopt<'a>(
         &mut self,
         frames: impl IntoIterator<Item = (EventId, &'a [u8])>,
         cog: &str,
         log: &Logger,
     ) -> io::Result<Option<u64>> {
-        if self.has_unloaded() {
+        if !self.can_adopt() {
             return Ok(None);
         }
-        // The gather buffer is empty (nothing waits to be handed back); the record ends
-        // are kept relative to it.
+        // The adopted frames go first; the record ends are kept relative to them.
+        let gathered = std::mem::take(&mut self.wbuf);
+        let gathered_ids = std::mem::take(&mut self.wbuf_ids);
         let mut ends = Vec::new();
         for (id, f) in frames {
             self.push_with(id, |v| v.extend_from_slice(f));
             ends.push(self.wbuf.len() as u64);
         }
         if ends.is_empty() {
+            self.wbuf = gathered;
+            self.wbuf_ids = gathered_ids;
             return Ok(Some(0));
         }
+        let adopted_len = self.wbuf.len() as u64;
+        let m = gathered_ids.len() as u64;
+        self.wbuf.extend_from_slice(&gathered);
+        self.wbuf_ids.extend_from_slice(&gathered_ids);
         let written = self.write_adopted();
         if written.is_err() {
-            self.wbuf.clear();
-            self.wbuf_ids.clear();
+            self.wbuf = gathered;
+            self.wbuf_ids = gathered_ids;
         }
         let start = written?;
         let n = ends.len() as u64;
@@ -588,12 +623,15 @@ impl DiskBuffer {
             return Err(io::Error::other("no segment written to"));
         };
         seg.len += self.wbuf.len() as u64;
-        seg.records += n;
+        seg.records += n + m;
         seg.loaded += n;
-        seg.read_off = seg.len;
+        seg.read_off = start + adopted_len;
         seg.ends.extend(ends.into_iter().map(|e| start + e));
         self.bytes += self.wbuf.len() as u64;
-        self.held += n;
+        self.held += n + m;
+        self.unloaded += m;
+        self.next_place += n + m;
+        self.failing = false;
         self.wbuf.clear();
         if self.wbuf.capacity() > 2 * WRITE_AT {
             // A whole memory buffer was gathered: its room is not kept for the spills.
@@ -664,6 +702,7 @@ impl DiskBuffer {
             ends: VecDeque::new(),
             confirmed_off: MAGIC.len() as u64,
             dropped: false,
+            first: self.next_place,
         });
         self.writer = Some(f);
         Ok(())
@@ -712,6 +751,8 @@ impl DiskBuffer {
             return None;
         }
         self.syncing = true;
+        // The records written since the last sync started are the last ones written.
+        self.syncing_from = self.next_place - self.written_ids.len() as u64;
         std::mem::swap(&mut self.syncing_ids, &mut self.written_ids);
         let mut files = std::mem::take(&mut self.dirty);
         if std::mem::take(&mut self.writer_dirty)
@@ -728,18 +769,50 @@ impl DiskBuffer {
     }
 
     /// The sync [`sync_job`](Self::sync_job) handed out has returned: on success its
-    /// records are acknowledged. On failure they are not (their supplies read them again
-    /// after a restart) and the error is returned for the caller to log.
+    /// records are acknowledged. On failure they are once the peer confirms them (after a
+    /// restart first, their supplies read them again) and the error is returned for the
+    /// caller to log.
     pub fn synced(&mut self, r: io::Result<()>, cx: &mut Ctx<'_>) -> io::Result<()> {
+        self.synced_with(r, |id| cx.event_done(id))
+    }
+
+    /// [`synced`](Self::synced), acknowledging with `ack`.
+    fn synced_with(&mut self, r: io::Result<()>, mut ack: impl FnMut(EventId)) -> io::Result<()> {
         self.syncing = false;
-        let ids = &mut self.syncing_ids;
+        let ids = &self.syncing_ids;
         if r.is_ok() {
-            for &id in ids.iter() {
-                cx.event_done(id);
+            for &id in ids {
+                ack(id);
             }
+        } else {
+            // A sync is not tried again: after a failed fdatasync the kernel may have
+            // dropped the pages, and a second one can succeed without writing them. The
+            // peer's confirmation covers them instead (records adopted from memory may
+            // have had it already).
+            let from = self.syncing_from;
+            self.unsynced
+                .extend(ids.iter().enumerate().map(|(i, &id)| (from + i as u64, id)));
+            self.release(&mut ack);
         }
-        ids.clear();
+        self.syncing_ids.clear();
         r
+    }
+
+    /// Acknowledges the records whose sync failed and which the peer has confirmed since,
+    /// or whose segment went (confirmed whole, or dropped).
+    fn release(&mut self, ack: &mut impl FnMut(EventId)) {
+        while let Some(&(place, id)) = self.unsynced.front() {
+            let confirmed = match self.segments.iter().rev().find(|s| s.first <= place) {
+                Some(s) => place - s.first < s.confirmed,
+                // Its segment went.
+                None => true,
+            };
+            if !confirmed {
+                break;
+            }
+            ack(id);
+            self.unsynced.pop_front();
+        }
     }
 
     /// Writes and syncs on this thread, then acknowledges: at the end of a run.
@@ -848,8 +921,9 @@ impl DiskBuffer {
     /// records are confirmed is deleted. The count runs in the order the records were
     /// handed back (read back or adopted): a drain whose peer may confirm them in another
     /// order (`http_out`'s `_bulk` items sent again) passes on only the records confirmed
-    /// in a row from the oldest.
-    pub fn confirm(&mut self, mut n: u64) {
+    /// in a row from the oldest. Records whose sync failed are acknowledged with `ack`
+    /// once confirmed.
+    pub fn confirm(&mut self, mut n: u64, mut ack: impl FnMut(EventId)) {
         while n > 0 {
             let Some(s) = self.segments.iter_mut().find(|s| s.confirmed < s.loaded) else {
                 break;
@@ -865,6 +939,9 @@ impl DiskBuffer {
             n -= k;
         }
         self.collect();
+        if !self.unsynced.is_empty() {
+            self.release(&mut ack);
+        }
     }
 
     /// Closes the open segment; written and not yet synced, it waits in `dirty`.
@@ -967,6 +1044,9 @@ pub struct Spill {
     /// Records `drop_oldest` dropped while the memory buffer was adopted, for the next
     /// [`step`](Spill::step) to report.
     dropped: u64,
+    /// At a parked stop, records only memory holds (their adoption by the disk failed):
+    /// tried again with the retry timer; the drain waits for them until `drain_timeout`.
+    memory_only: u64,
 }
 
 impl Spill {
@@ -981,6 +1061,7 @@ impl Spill {
             retry: None,
             retry_local,
             dropped: 0,
+            memory_only: 0,
         }
     }
 
@@ -1069,9 +1150,24 @@ impl Spill {
         }
     }
 
-    /// Records gathered and not written yet: a write failed, and only memory holds them.
+    /// Records gathered and not written yet (a write failed), and at a parked stop the
+    /// records whose adoption failed: only memory holds them.
     pub fn unwritten(&self) -> u64 {
-        self.buf.as_ref().map_or(0, |b| b.unwritten().0)
+        self.buf.as_ref().map_or(0, |b| b.unwritten().0) + self.memory_only
+    }
+
+    /// At a parked stop, for a drain with its own memory buffer: `n` records only memory
+    /// holds (their adoption by the disk failed, or none if 0). While some do, the retry
+    /// timer tries the adoption again and the drain waits for it
+    /// ([`has_pending`](Spill::has_pending)) until `drain_timeout`.
+    pub fn held_in_memory(&mut self, n: u64, cx: &mut Ctx<'_>) {
+        // Records written to the disk after a failed adoption are newer: memory's cannot
+        // follow them there, and no retry changes that.
+        self.memory_only = match &self.buf {
+            Some(b) if b.can_adopt() => n,
+            _ => 0,
+        };
+        self.keep_retrying(cx);
     }
 
     /// Starts a sync of what was written, on a worker thread, unless one runs.
@@ -1142,8 +1238,11 @@ impl Spill {
                 false
             }
             Err(e) => {
-                slog::error!(log, "cannot write the records held in memory to the disk buffer; they stay in memory only";
-                    "cog" => self.name, "records" => n, "error" => %e);
+                // A parked stop retries every second: its first failure was logged.
+                if self.memory_only == 0 {
+                    slog::error!(log, "cannot write the records held in memory to the disk buffer; they stay in memory only";
+                        "cog" => self.name, "records" => n, "error" => %e);
+                }
                 false
             }
         }
@@ -1158,7 +1257,7 @@ impl Spill {
         if self.buf.is_none() {
             return (0, true);
         }
-        self.confirm(outbox.take_replayed());
+        self.confirm(outbox.take_replayed(), cx);
         self.adopt_only(outbox, cx);
         let dropped = self.finish(cx);
         (dropped, !self.has_pending())
@@ -1175,8 +1274,19 @@ impl Spill {
         peer: &dyn std::fmt::Display,
         cx: &mut Ctx<'_>,
     ) -> u64 {
-        let (dropped, _) = self.stopping(outbox, cx);
+        let dropped = self.repark(outbox, cx);
         self.log_parked(who, peer, cx);
+        dropped
+    }
+
+    /// At a parked stop, and at each retry after it: puts what `outbox` holds onto the
+    /// disk, syncs, and notes what memory still holds (see
+    /// [`held_in_memory`](Spill::held_in_memory)). Returns the records `drop_oldest`
+    /// dropped.
+    fn repark(&mut self, outbox: &mut Outbox, cx: &mut Ctx<'_>) -> u64 {
+        let (dropped, _) = self.stopping(outbox, cx);
+        let fresh = outbox.records() - outbox.first_fresh();
+        self.held_in_memory(fresh as u64, cx);
         dropped
     }
 
@@ -1188,7 +1298,7 @@ impl Spill {
         if unwritten > 0 {
             slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until drain_timeout", who;
                 "cog" => self.name, "peer" => %peer, "unwritten_records" => unwritten,
-                "disk_buffer_records" => self.records() - unwritten,
+                "disk_buffer_records" => self.buf.as_ref().map_or(0, |b| b.written().0),
                 "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
         } else {
             slog::info!(cx.logger(), "stopping with the {} away: its records stay in the disk buffer for the next run", who;
@@ -1206,7 +1316,13 @@ impl Spill {
         connected: bool,
         cx: &mut Ctx<'_>,
     ) -> u64 {
-        let dropped = self.step(cx);
+        // Parked, the retry of an adoption that failed: before the gathered frames are
+        // written, which are newer and go after the adopted ones.
+        let mut dropped = match self.memory_only {
+            0 => 0,
+            _ => self.repark(outbox, cx),
+        };
+        dropped += self.step(cx);
         let b = outbox.buffered();
         if let Some(buf) = self.buf.as_mut()
             && connected
@@ -1220,9 +1336,10 @@ impl Spill {
         dropped
     }
 
-    /// Whether records on disk wait to be written, or synced and acknowledged.
+    /// Whether records on disk wait to be written, or synced and acknowledged; at a
+    /// parked stop, also whether records only memory holds wait to be put on disk.
     pub fn has_pending(&self) -> bool {
-        self.buf.as_ref().is_some_and(DiskBuffer::has_pending)
+        self.memory_only > 0 || self.buf.as_ref().is_some_and(DiskBuffer::has_pending)
     }
 
     fn synced(&mut self, r: io::Result<()>, cx: &mut Ctx<'_>) {
@@ -1272,11 +1389,11 @@ impl Spill {
     }
 
     /// The peer confirmed `n` more records read back from the buffer.
-    pub fn confirm(&mut self, n: u64) {
+    pub fn confirm(&mut self, n: u64, cx: &mut Ctx<'_>) {
         if let Some(b) = self.buf.as_mut()
             && n > 0
         {
-            b.confirm(n);
+            b.confirm(n, |id| cx.event_done(id));
         }
     }
 
@@ -1589,6 +1706,61 @@ mod tests {
         assert_eq!(split, 0xE306_9283);
     }
 
+    /// A failed sync acknowledges nothing; the peer's confirmations then do, each record
+    /// once, in order: adopted ones confirmed while the sync ran at once, the rest as
+    /// confirmed, across segments. A later sync that succeeds acknowledges its own.
+    #[test]
+    fn records_whose_sync_failed_are_acknowledged_once_the_peer_confirms_them() {
+        let d = dir("sync-failed");
+        let (mut b, _) = open(&d);
+        let mut acked = Vec::new();
+        // Memory held ids 1..=3 (adopted, handed back); ids 4..=20000 spilled.
+        assert_eq!(adopt(&mut b, 0, 3).unwrap(), Some(0));
+        fill(&mut b, 3, 20_000);
+        assert!(b.segments.len() > 3, "{} segments", b.segments.len());
+        let _job = b.sync_job().expect("a sync to run");
+        // The peer confirms two adopted records while the sync runs.
+        b.confirm(2, |id| acked.push(id));
+        assert_eq!(acked, Vec::<EventId>::new());
+        let e = b.synced_with(Err(io::Error::other("EIO")), |id| acked.push(id));
+        assert!(e.is_err());
+        assert_eq!(acked, vec![1, 2], "the confirmed ones at once, no more");
+        // Newer records, synced: acknowledged by their sync, not again later.
+        fill(&mut b, 20_000, 20_010);
+        let job = b.sync_job().expect("a sync to run");
+        b.synced_with(job.run(), |id| acked.push(id)).unwrap();
+        assert_eq!(acked[2..], (20_001..=20_010).collect::<Vec<_>>()[..]);
+        acked.truncate(2);
+        b.confirm(1, |id| acked.push(id));
+        assert_eq!(acked, vec![1, 2, 3]);
+        let mut got = Vec::new();
+        while b.has_unloaded() {
+            let part = take(&mut b, 7_000);
+            b.confirm(part.len() as u64, |id| acked.push(id));
+            got.extend(part);
+        }
+        assert_eq!(got, records(3, 20_010));
+        assert_eq!(acked, (1..=20_000).collect::<Vec<_>>());
+        assert!(b.unsynced.is_empty());
+        assert_eq!(b.records(), 0);
+    }
+
+    /// A failed sync's records are not acknowledged while the peer has not confirmed
+    /// them: a stop leaves them to the next run (their supplies read them again).
+    #[test]
+    fn records_whose_sync_failed_stay_unacknowledged_until_confirmed() {
+        let d = dir("sync-failed-unconfirmed");
+        let (mut b, _) = open(&d);
+        let mut acked = Vec::new();
+        fill(&mut b, 0, 10);
+        let _job = b.sync_job().expect("a sync to run");
+        let _ = b.synced_with(Err(io::Error::other("EIO")), |id| acked.push(id));
+        assert_eq!(take(&mut b, usize::MAX).len(), 10);
+        b.confirm(4, |id| acked.push(id));
+        assert_eq!(acked, vec![1, 2, 3, 4]);
+        assert_eq!(b.unsynced.len(), 6);
+    }
+
     #[test]
     fn records_come_back_in_order_across_segments_and_confirmed_segments_go() {
         let d = dir("order");
@@ -1600,7 +1772,7 @@ mod tests {
         let mut all = Vec::new();
         while b.has_unloaded() {
             let got = take(&mut b, 10_000);
-            b.confirm(got.len() as u64);
+            b.confirm(got.len() as u64, |_| {});
             all.extend(got);
         }
         assert_eq!(all, records(0, 20_000));
@@ -1644,14 +1816,14 @@ mod tests {
             assert_eq!(b.adopt([(99, late)], "t", &log()).unwrap(), None);
             // The peer confirms the first four in memory; then the process is killed
             // (no cursor saved).
-            b.confirm(4);
+            b.confirm(4, |_| {});
             assert_eq!(b.records(), 9);
         }
         let (mut b, found) = open(&d);
         // The segment was only partly confirmed: it is sent again whole, in order.
         assert_eq!(found.records, 13);
         assert_eq!(take(&mut b, usize::MAX), records(0, 13));
-        b.confirm(13);
+        b.confirm(13, |_| {});
         assert_eq!(b.records(), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
@@ -1667,11 +1839,11 @@ mod tests {
             fill(&mut b, 5000, 10_000);
             assert!(b.segments.len() >= 2, "{} segments", b.segments.len());
             // The peer confirms the adopted ones: their segment goes.
-            b.confirm(5000);
+            b.confirm(5000, |_| {});
             assert_eq!(b.records(), 5000);
             assert!(!d.join(format!("{:020}.seg", 1)).exists());
             assert_eq!(take(&mut b, 140).len(), 10);
-            b.confirm(3);
+            b.confirm(3, |_| {});
             b.save_cursor().unwrap();
         }
         let (mut b, found) = open(&d);
@@ -1722,7 +1894,7 @@ mod tests {
             let (mut b, _) = open(&d);
             fill(&mut b, 0, 1000);
             assert_eq!(take(&mut b, 140).len(), 10);
-            b.confirm(7);
+            b.confirm(7, |_| {});
             b.save_cursor().unwrap();
         }
         let (mut b, found) = open(&d);

@@ -1329,7 +1329,7 @@ impl Forward {
         let b = match self.disk.buffer_mut() {
             None => self.outbox.buffered(),
             Some(d) => {
-                d.confirm(self.outbox.take_replayed());
+                d.confirm(self.outbox.take_replayed(), |id| cx.event_done(id));
                 d.pressure()
             }
         };
@@ -1632,7 +1632,7 @@ impl Cog<Record> for Forward {
     }
 
     fn done(&mut self, cx: &mut Ctx) {
-        self.disk.confirm(self.outbox.take_replayed());
+        self.disk.confirm(self.outbox.take_replayed(), cx);
         self.close(cx);
         self.disk.done_outbox(&self.outbox, cx);
     }

@@ -358,7 +358,7 @@ fn on_disk(dir: &Path) -> Vec<u64> {
 
 /// A collector: every line it reads, in order.
 #[derive(Clone)]
-struct Collector {
+pub(super) struct Collector {
     lines: Arc<Mutex<Vec<String>>>,
     count: Arc<AtomicUsize>,
 }
@@ -408,7 +408,12 @@ impl Collector {
         self.count.fetch_add(all.len() - before, Ordering::Relaxed);
     }
 
-    fn wait_for(&self, n: usize, patience: Duration) {
+    /// Every line read so far.
+    pub(super) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub(super) fn wait_for(&self, n: usize, patience: Duration) {
         wait_within(
             &format!("the collector to have {n} lines"),
             patience,
@@ -753,7 +758,7 @@ fn redis_out_spills_to_disk_and_adds_it_all_in_order_once_redis_is_up() {
 
 /// A minimal HTTP/1.1 server on `port`: every body line it was POSTed, in order; answers
 /// `200` to each request.
-fn http_collector(port: u16) -> Collector {
+pub(super) fn http_collector(port: u16) -> Collector {
     let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
     let lines = Collector::empty();
     let got = lines.clone();

@@ -280,6 +280,20 @@ fn stop_on_a_full_disk(
     tag: &str,
     drain_timeout: &str,
 ) -> Option<(TempDir, Tmpfs, PathBuf, Daemon, String, u16)> {
+    stop_on_a_full_disk_with(tag, |port| {
+        format!(
+            "type = \"{drain}\"\naddress = \"127.0.0.1:{port}\"\nbuffer_bytes = \"64KiB\"\n\
+             drain_timeout = \"{drain_timeout}\"\n"
+        )
+    })
+}
+
+/// [`stop_on_a_full_disk`] with the drain's keys (its type, address and bounds) made by
+/// `keys` from the port of the absent peer.
+fn stop_on_a_full_disk_with(
+    tag: &str,
+    keys: impl Fn(u16) -> String,
+) -> Option<(TempDir, Tmpfs, PathBuf, Daemon, String, u16)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped {tag}: not running as root, cannot mount a tmpfs");
@@ -304,9 +318,8 @@ fn stop_on_a_full_disk(
         &format!(
             "[engine]\nstop_timeout = \"600s\"\n\
              [[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
-             [[train.cog]]\ntype = \"{drain}\"\naddress = \"127.0.0.1:{port}\"\n\
-             buffer = \"disk\"\nbuffer_dir = \"mnt/buf\"\nbuffer_bytes = \"64KiB\"\n\
-             drain_timeout = \"{drain_timeout}\"\n"
+             [[train.cog]]\n{}buffer = \"disk\"\nbuffer_dir = \"mnt/buf\"\n",
+            keys(port)
         ),
     );
     let filler = fill(&mnt);
@@ -441,4 +454,60 @@ fn a_stop_of_relp_out_on_a_full_disk_writes_the_buffer_once_there_is_room() {
     let n = input.lines().count();
     let buf = dir.path().join("mnt/buf");
     assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
+}
+
+/// http_out holds the records in memory batches: with the server away and the disk full
+/// from the start, their adoption by the disk fails. The stop goes on trying it, and once
+/// there is room every record is on disk and synced, and the drain exits at once; the
+/// next run posts them all, in order.
+#[test]
+fn a_stop_of_http_out_on_a_full_disk_writes_its_memory_batches_once_there_is_room() {
+    let Some((dir, _fs, filler, mut d, input, port)) =
+        stop_on_a_full_disk_with("rel-stop-full-http", |port| {
+            format!(
+                "type = \"http_out\"\nurl = \"http://127.0.0.1:{port}/ingest\"\n\
+                 backoff_max = \"200ms\"\nshutdown_timeout = \"120s\"\n"
+            )
+        })
+    else {
+        return;
+    };
+    let err = d.stderr();
+    assert!(err.contains("with the server away"), "{err}");
+    assert!(
+        err.contains("cannot write the records held in memory to the disk buffer"),
+        "the records were not in memory only:\n{err}"
+    );
+    let freed = std::time::Instant::now();
+    std::fs::remove_file(&filler).unwrap();
+    let err = d.exit_ok();
+    let took = freed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?} after the disk had room again:\n{err}"
+    );
+    assert!(!err.contains("records not written"), "{err}");
+    assert!(!err.contains("shutdown_timeout expired"), "{err}");
+    let n = input.lines().count();
+    let left = err
+        .lines()
+        .find(|l| l.contains("records left in the disk buffer for the next run"))
+        .unwrap_or_else(|| panic!("nothing left on disk:\n{err}"));
+    assert!(left.contains(&format!(" records={n} ")), "{left}");
+    let buf = dir.path().join("mnt/buf");
+    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
+
+    // The next run, with the server listening, posts every line, in order.
+    let got = super::disk_buffer::http_collector(port);
+    let cfg = dir.path().join("deadbeat.toml");
+    let mut d = Daemon::start(&cfg, Stdio::piped());
+    let stdin = d.child.stdin.take().unwrap();
+    got.wait_for(n, PATIENCE);
+    drop(stdin);
+    let err = d.exit_ok();
+    let posted = got.lines();
+    assert_eq!(posted.len(), n, "{err}");
+    for (p, l) in posted.iter().zip(input.lines()) {
+        assert!(p.contains(l), "posted {p:?} where {l:?} was due:\n{err}");
+    }
 }
