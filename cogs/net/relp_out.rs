@@ -816,7 +816,7 @@ impl RelpOut {
                     slog::error!(cx.logger(), "drain_timeout expired at shutdown with the disk buffer still not writable";
                         "cog" => "relp_out", "unwritten_records" => self.disk.unwritten());
                 } else {
-                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: the stop waits for it a few seconds more";
                         "cog" => "relp_out", "disk_buffer_records" => self.disk.records());
                 }
                 self.end_linger(cx);

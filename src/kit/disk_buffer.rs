@@ -1030,6 +1030,38 @@ impl DiskBuffer {
 /// How long after a failed write to a disk buffer it is tried again.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a drain's `done` waits for a sync still running on a worker (the end of
+/// `drain_timeout` came first): its result would come after the drain finished, refused.
+const SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The result of a sync running on a worker thread, which the loop can also wait for at
+/// the end of a stop (the engine hands it back as a job result only to a running cog).
+#[derive(Debug, Clone, Default)]
+struct SyncSlot(std::sync::Arc<(std::sync::Mutex<Option<io::Result<()>>>, std::sync::Condvar)>);
+
+impl SyncSlot {
+    /// On the worker: the sync's result (a copy: `io::Error` does not clone).
+    fn put(&self, r: &io::Result<()>) {
+        let copy = match r {
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        };
+        let (m, c) = &*self.0;
+        *m.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(copy);
+        c.notify_all();
+    }
+
+    /// The result, once the sync returned, waiting at most `bound`.
+    fn wait(&self, bound: std::time::Duration) -> Option<io::Result<()>> {
+        let (m, c) = &*self.0;
+        let g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (mut g, _) = c
+            .wait_timeout_while(g, bound, |r| r.is_none())
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.take()
+    }
+}
+
 /// A drain's disk buffer with its plumbing on the loop: opened by `start`, writes retried
 /// after a failure, syncs on a worker thread and the acknowledgements they bring, status,
 /// and the stop. Without options (`buffer = "memory"`) every call does nothing.
@@ -1039,6 +1071,8 @@ pub struct Spill {
     opts: Option<DiskOptions>,
     buf: Option<DiskBuffer>,
     sync_job: Option<JobId>,
+    /// The running sync's result, for a `done` that comes before it is handed back.
+    sync_slot: SyncSlot,
     retry: Option<TimerId>,
     retry_local: Local,
     /// Records `drop_oldest` dropped while the memory buffer was adopted, for the next
@@ -1058,6 +1092,7 @@ impl Spill {
             opts,
             buf: None,
             sync_job: None,
+            sync_slot: SyncSlot::default(),
             retry: None,
             retry_local,
             dropped: 0,
@@ -1176,7 +1211,13 @@ impl Spill {
             && let Some(job) = self.buf.as_mut().and_then(DiskBuffer::sync_job)
         {
             // The sync runs on a worker thread: the loop goes on receiving meanwhile.
-            match cx.submit(move || job.run()) {
+            let slot = SyncSlot::default();
+            self.sync_slot = slot.clone();
+            match cx.submit(move || {
+                let r = job.run();
+                slot.put(&r);
+                r
+            }) {
                 Ok(id) => self.sync_job = Some(id),
                 Err(e) => self.synced(Err(e), cx),
             }
@@ -1466,6 +1507,20 @@ impl Spill {
     /// the drain kept in memory and not on disk): those are lost unless their supply
     /// reads them again (one with a checkpoint does; `stdin` and `udp_in` cannot).
     pub fn done_with(&mut self, memory: (u64, u64), cx: &mut Ctx<'_>) {
+        if self.buf.is_none() {
+            return;
+        }
+        if self.sync_job.take().is_some() {
+            // drain_timeout ended the stop while a sync ran: its result would come too
+            // late, refused; waited for here (bounded), its records are acknowledged.
+            match self.sync_slot.wait(SYNC_WAIT) {
+                Some(r) => self.synced(r, cx),
+                None => {
+                    slog::error!(cx.logger(), "the disk buffer's sync did not return in time; its records stay unacknowledged (sent again after a restart)";
+                        "cog" => self.name, "waited_ms" => SYNC_WAIT.as_millis() as u64);
+                }
+            }
+        }
         let Some(b) = self.buf.as_mut() else {
             return;
         };
@@ -1759,6 +1814,32 @@ mod tests {
         b.confirm(4, |id| acked.push(id));
         assert_eq!(acked, vec![1, 2, 3, 4]);
         assert_eq!(b.unsynced.len(), 6);
+    }
+
+    /// The result of a sync on another thread reaches a wait that began before it
+    /// returned; a wait for one that does not return ends at its bound, with nothing.
+    #[test]
+    fn a_stop_waits_for_a_running_sync_within_its_bound() {
+        let slot = SyncSlot::default();
+        let worker = {
+            let slot = slot.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                slot.put(&Err(io::Error::other("EIO")));
+            })
+        };
+        let started = std::time::Instant::now();
+        let r = slot.wait(std::time::Duration::from_secs(30));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(
+            r.map(|r| r.map_err(|e| e.to_string())),
+            Some(Err("EIO".into()))
+        );
+        worker.join().unwrap();
+        let idle = SyncSlot::default();
+        let started = std::time::Instant::now();
+        assert!(idle.wait(std::time::Duration::from_millis(100)).is_none());
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
     }
 
     #[test]

@@ -1567,7 +1567,7 @@ impl Cog<Record> for Forward {
                     slog::error!(cx.logger(), "drain_timeout expired at shutdown with the disk buffer still not writable";
                         "cog" => self.name, "unwritten_records" => self.disk.unwritten());
                 } else {
-                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: its last records are not acknowledged";
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown before the disk buffer's sync returned: the stop waits for it a few seconds more";
                         "cog" => self.name, "disk_buffer_records" => self.disk.records());
                 }
                 self.lingering = false;
