@@ -1842,6 +1842,34 @@ mod tests {
         assert!(started.elapsed() >= std::time::Duration::from_millis(100));
     }
 
+    /// Frames gathered and not written (their write failed) are newer than what memory
+    /// holds: an adoption writes memory's records first and the gathered ones after them,
+    /// in one write; only the gathered ones are handed back, and a kill keeps all.
+    #[test]
+    fn an_adoption_goes_ahead_of_frames_whose_write_failed() {
+        let d = dir("adopt-gathered");
+        {
+            let (mut b, _) = open(&d);
+            for i in 5..8 {
+                b.push_with(i + 1, |v| v.extend_from_slice(record(i).as_bytes()));
+            }
+            b.failing = true;
+            assert_eq!(adopt(&mut b, 0, 5).unwrap(), Some(0));
+            assert!(!b.is_failing());
+            assert_eq!(b.unwritten(), (0, 0));
+            assert_eq!(b.records(), 8);
+            let job = b.sync_job().expect("a sync to run");
+            let mut acked = Vec::new();
+            b.synced_with(job.run(), |id| acked.push(id)).unwrap();
+            assert_eq!(acked, (1..=8).collect::<Vec<_>>());
+            assert_eq!(take(&mut b, usize::MAX), records(5, 8));
+            // Killed: nothing confirmed, no cursor.
+        }
+        let (mut b, found) = open(&d);
+        assert_eq!(found.records, 8);
+        assert_eq!(take(&mut b, usize::MAX), records(0, 8));
+    }
+
     #[test]
     fn records_come_back_in_order_across_segments_and_confirmed_segments_go() {
         let d = dir("order");
