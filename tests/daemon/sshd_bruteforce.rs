@@ -390,3 +390,38 @@ fn bench_w6_config_matches_the_reference() {
     );
     assert_eq!(first.matches("\":").count(), 3, "{first}");
 }
+
+/// The flagship on the loghub sample as it is (../shared/data/OpenSSH_2k.log: a real sshd
+/// log, CRLF line ends, no newline after its last line): its alerts are the reference's
+/// and its blocklist holds each alerting address once. The bundled config/data/auth.log
+/// is the first 939 lines of this file.
+#[test]
+fn flagship_on_the_loghub_sample_matches_the_reference() {
+    let input = Path::new(ROOT).join("../shared/data/OpenSSH_2k.log");
+    if !input.is_file() {
+        eprintln!("skipped: {} is absent", input.display());
+        return;
+    }
+    let dir = TempDir::new("sshd-loghub");
+    let expected = reference(&["--crossing"], &input, &dir.path().join("expected.json"));
+    assert!(
+        expected.len() >= 3,
+        "the sample makes too few alerts to test anything: {expected:?}"
+    );
+    let mut want_listed = addresses(&expected);
+    want_listed.sort();
+    want_listed.dedup();
+    assert!(
+        want_listed.len() < expected.len(),
+        "no address alerts twice"
+    );
+    let err = run_flagship(dir.path(), &input, expected.len(), want_listed.len());
+    compare(
+        &dir.path().join("expected.json"),
+        &dir.path().join("alerts.json"),
+        &err,
+    );
+    let mut listed = read_lines(&dir.path().join("blocklist.txt"));
+    listed.sort();
+    assert_eq!(listed, want_listed, "the blocklist\n{err}");
+}

@@ -628,3 +628,131 @@ fn threshold_rearm_survives_a_restart() {
     assert!(st.success(), "{err}");
     assert_eq!(alerts(&stdout), ["1970-01-01T00:00:40Z"], "{err}");
 }
+
+/// Time going backwards (data out of order, then a clock reset) past the closed windows:
+/// each such datum is late, counted, logged, and sent per `on_late` (here to another train,
+/// flagged `late = true`, acknowledged there when written); the windows already emitted
+/// stay as they were.
+#[test]
+fn time_going_backwards_is_late_counted_and_sent_per_on_late() {
+    let dir = TempDir::new("window-late");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"remove\"\nfields = [\"message\"]\n\
+         [[train.cog]]\ntype = \"window\"\nkey = [\"k\"]\ntime = \"t\"\nsize = \"10s\"\n\
+         aggregate = { n = \"count\" }\non_late = \"train:late\"\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n\
+         [[train]]\nname = \"late\"\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"late.log\"\nformat = \"json\"\n",
+    );
+    let input = concat!(
+        "{\"k\":\"a\",\"t\":1}\n",
+        "{\"k\":\"a\",\"t\":2}\n",
+        "{\"k\":\"a\",\"t\":12}\n",                       // closes [0, 10)
+        "{\"k\":\"a\",\"t\":3}\n",                        // out of order: [0, 10) has closed
+        "{\"k\":\"b\",\"t\":25}\n",                       // closes [10, 20)
+        "{\"k\":\"b\",\"t\":\"1970-01-01T00:00:05Z\"}\n", // a clock set back
+        "{\"k\":\"b\",\"t\":26}\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout),
+        "{\"window_start\":\"1970-01-01T00:00:00Z\",\"window_end\":\"1970-01-01T00:00:10Z\",\"k\":\"a\",\"n\":2}\n\
+         {\"window_start\":\"1970-01-01T00:00:10Z\",\"window_end\":\"1970-01-01T00:00:20Z\",\"k\":\"a\",\"n\":1}\n\
+         {\"window_start\":\"1970-01-01T00:00:20Z\",\"window_end\":\"1970-01-01T00:00:30Z\",\"k\":\"b\",\"n\":2,\"partial\":true}\n",
+        "{err}"
+    );
+    let late = std::fs::read_to_string(dir.path().join("late.log")).unwrap_or_default();
+    assert_eq!(
+        late,
+        "{\"k\":\"a\",\"t\":3,\"late\":true}\n\
+         {\"k\":\"b\",\"t\":\"1970-01-01T00:00:05Z\",\"late\":true}\n",
+        "{err}"
+    );
+    assert!(err.contains("late datum: its windows have closed"), "{err}");
+    assert!(err.contains("window totals"), "{err}");
+    assert!(err.contains("late=2"), "{err}");
+}
+
+/// Keys of any size, and invalid UTF-8, are held within `max_bytes`: 40 windows keyed by
+/// 20 KB lines (about three fit in 64 KiB) are closed early as new ones open, flagged
+/// `evicted`, counted and logged; every line is counted once; an invalid UTF-8 key is a
+/// key like any other (its two lines in one window).
+#[test]
+fn huge_and_invalid_utf8_keys_stay_within_max_bytes() {
+    let dir = TempDir::new("window-bytes");
+    let cfg = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"window\"\nkey = [\"message\"]\ntime = \"arrival\"\n\
+         size = \"1h\"\nmax_bytes = \"64KiB\"\naggregate = { n = \"count\" }\n\
+         [[train.cog]]\ntype = \"remove\"\nfields = [\"message\"]\n\
+         [[train.cog]]\ntype = \"file_out\"\npath = \"out.log\"\nformat = \"json\"\n",
+    );
+    let head = "h".repeat(20_000);
+    let mut input = Vec::new();
+    for i in 0..40 {
+        input.extend_from_slice(format!("{head}-{i}\n").as_bytes());
+    }
+    input.extend_from_slice(b"\xff\xfeA\n\xff\xfeA\n");
+    let (st, _, err) = run_with_stdin(&cfg, &input);
+    assert!(st.success(), "{err}");
+    let out = std::fs::read_to_string(dir.path().join("out.log")).unwrap_or_default();
+    let counts: Vec<i64> = out
+        .lines()
+        .filter_map(|l| {
+            let at = l.find("\"n\":")? + 4;
+            l[at..].split([',', '}']).next()?.parse().ok()
+        })
+        .collect();
+    // An hour's boundary during the run would split one key's window in two.
+    assert!(
+        (41..=42).contains(&counts.len()),
+        "{} windows\n{out}\n{err}",
+        counts.len()
+    );
+    assert_eq!(counts.iter().sum::<i64>(), 42, "{out}");
+    let evicted = out.matches("\"evicted\":true").count();
+    assert!(evicted >= 36, "{evicted} evicted\n{err}");
+    assert!(err.contains("state full: oldest keys evicted"), "{err}");
+    assert!(err.contains("evictions="), "{err}");
+}
+
+/// State stays bounded whatever the number of keys: DEADBEAT_WINDOW_BOUND_KEYS distinct
+/// keys (300,000 by default; 10,000,000 for the issue's figure, in release) through
+/// `window` and through `threshold` with `max_keys = 100000`: the oldest windows are
+/// closed early, and the daemon's peak RSS stays under 64 MiB (figures in
+/// docs/performance.md, "Keyed state: bytes and peak RSS").
+#[test]
+fn peak_rss_stays_bounded_over_many_distinct_keys() {
+    let n: u64 = std::env::var("DEADBEAT_WINDOW_BOUND_KEYS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300_000);
+    let dir = TempDir::new("window-bound-rss");
+    for (cog, extra) in [("window", ""), ("threshold", "when = \"n >= 2\"\n")] {
+        let peak = peak_with(
+            dir.path(),
+            &format!(
+                "[[train.cog]]\ntype = \"{cog}\"\nkey = [\"k\"]\ntime = \"t\"\nsize = \"10s\"\n\
+                 aggregate = {{ n = \"count\" }}\non_late = \"emit\"\nmax_keys = 100000\n{extra}"
+            ),
+            n,
+        );
+        let err = std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default();
+        eprintln!("{cog}: {n} distinct keys, max_keys = 100000: peak RSS {peak} KiB");
+        if n > 100_000 {
+            assert!(
+                err.contains("state full: oldest keys evicted"),
+                "{cog}: {err}"
+            );
+        }
+        assert!(
+            peak <= 64 * 1024,
+            "{cog}: peak RSS {peak} KiB over 64 MiB with {n} distinct keys"
+        );
+    }
+}
