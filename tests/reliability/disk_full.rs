@@ -52,21 +52,29 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn disk_full_holds_pauses_and_resumes_without_loss() {
+/// A temp dir named `tag` with a 1 MiB tmpfs at `mnt` inside it, or `None` (the test
+/// skips, saying why) where no tmpfs can be mounted: not root, or `mount` refused.
+fn with_tmpfs(tag: &str) -> Option<(TempDir, PathBuf, Tmpfs)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped disk_full: not running as root, cannot mount a tmpfs");
-        return;
+        eprintln!("skipped {tag}: not running as root, cannot mount a tmpfs");
+        return None;
     }
-    let dir = TempDir::new("rel-diskfull");
+    let dir = TempDir::new(tag);
     let mnt = dir.path().join("mnt");
-    let fs = match Tmpfs::mount(&mnt, "1m") {
-        Ok(fs) => fs,
+    match Tmpfs::mount(&mnt, "1m") {
+        Ok(fs) => Some((dir, mnt, fs)),
         Err(e) => {
-            eprintln!("skipped disk_full: {e}");
-            return;
+            eprintln!("skipped {tag}: {e}");
+            None
         }
+    }
+}
+
+#[test]
+fn disk_full_holds_pauses_and_resumes_without_loss() {
+    let Some((dir, mnt, fs)) = with_tmpfs("rel-diskfull") else {
+        return;
     };
     let cfg = write_config(
         dir.path(),
@@ -113,19 +121,8 @@ fn disk_full_holds_pauses_and_resumes_without_loss() {
 /// once, in order.
 #[test]
 fn exactly_once_survives_a_full_disk_and_a_kill() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped exactly_once disk full: not running as root, cannot mount a tmpfs");
+    let Some((dir, mnt, fs)) = with_tmpfs("rel-diskfull-eo") else {
         return;
-    }
-    let dir = TempDir::new("rel-diskfull-eo");
-    let mnt = dir.path().join("mnt");
-    let fs = match Tmpfs::mount(&mnt, "1m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("skipped exactly_once disk full: {e}");
-            return;
-        }
     };
     let n = 100_000;
     let mut input = String::with_capacity(n * WIDTH);
@@ -177,19 +174,8 @@ fn fill(dir: &Path) -> PathBuf {
 /// not tried again) and every line reaches the collector, in order.
 #[test]
 fn a_disk_buffer_on_a_full_disk_resumes_once_there_is_room() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped disk buffer disk full: not running as root, cannot mount a tmpfs");
+    let Some((dir, mnt, _fs)) = with_tmpfs("rel-diskbuf-full") else {
         return;
-    }
-    let dir = TempDir::new("rel-diskbuf-full");
-    let mnt = dir.path().join("mnt");
-    let _fs = match Tmpfs::mount(&mnt, "1m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("skipped disk buffer disk full: {e}");
-            return;
-        }
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -294,20 +280,7 @@ fn stop_on_a_full_disk_with(
     tag: &str,
     keys: impl Fn(u16) -> String,
 ) -> Option<(TempDir, Tmpfs, PathBuf, Daemon, String, u16)> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped {tag}: not running as root, cannot mount a tmpfs");
-        return None;
-    }
-    let dir = TempDir::new(tag);
-    let mnt = dir.path().join("mnt");
-    let fs = match Tmpfs::mount(&mnt, "1m") {
-        Ok(fs) => fs,
-        Err(e) => {
-            eprintln!("skipped {tag}: {e}");
-            return None;
-        }
-    };
+    let (dir, mnt, fs) = with_tmpfs(tag)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
