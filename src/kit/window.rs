@@ -1063,15 +1063,24 @@ fn owns_place(kind: WindowKind, lateness: i64, s: &WinState, generation: u32, at
 /// window by index. Each open window costs its box, 8 bytes of slab and 8 to 16 of
 /// table, where a general map keyed by shared key bytes cost a key allocation, a map
 /// entry and an eviction queue beside.
+/// From this many slots on, the store's table fills up to 7/8 before it doubles: 100,000
+/// windows (the default max_keys) fit in 2^17 slots (1 MiB) instead of 2^18.
+const BIG_TABLE: usize = 1 << 17;
+
 #[derive(Debug, Default)]
 struct Store {
     #[allow(clippy::vec_box)]
     slab: Vec<Option<Box<WinState>>>,
     /// Free slab indexes.
     free: Vec<u32>,
-    /// Linear probing, a power of two long, at most half full: 0 is empty, else the low
+    /// Linear probing, a power of two long, at most half full while short (few probes
+    /// where they are most of a lookup's cost), at most 7/8 full from [`BIG_TABLE`]
+    /// slots on (where memory is what counts and a probe is one more compare of 8 bytes
+    /// in a cache line already read): 0 is empty, else the low
     /// half of the key's hash << 32 | (slab index + 1).
     table: Vec<u64>,
+    /// The most windows the table holds before it doubles (set by `grow`).
+    max_len: usize,
     len: usize,
     hasher: FastState,
 }
@@ -1122,7 +1131,7 @@ impl Store {
 
     /// Adds a window whose key (`s.kb`, hash `s.hash`) is not open; returns its index.
     fn insert(&mut self, s: Box<WinState>) -> u32 {
-        if (self.len + 1) * 2 > self.table.len() {
+        if self.len + 1 > self.max_len {
             self.grow();
         }
         let h = s.hash;
@@ -1154,6 +1163,7 @@ impl Store {
 
     fn grow(&mut self) {
         let n = (self.table.len() * 2).max(16);
+        self.max_len = if n < BIG_TABLE { n / 2 } else { n / 8 * 7 };
         let old = std::mem::replace(&mut self.table, vec![0; n]);
         for e in old {
             if e != 0 {
@@ -3047,6 +3057,52 @@ mod tests {
         while st.pop_any().is_some() {}
         assert_eq!(st.len, 0);
         assert!(st.table.iter().all(|&e| e == 0));
+    }
+
+    /// 100,000 windows (the default max_keys) fit in a table of 2^17 slots, filled past
+    /// half (a doubling to 2^18 would cost 1 MiB more), and each is found, and removed
+    /// with the backward shift, at that load.
+    #[test]
+    fn store_holds_max_keys_in_a_table_filled_past_half() {
+        let mut st = Store::default();
+        let state = |kb: &[u8], hash: u32| {
+            Box::new(WinState {
+                start: 0,
+                end: 0,
+                generation: 0,
+                kb: KeyBytes::new(kb),
+                hash,
+                bytes: 0,
+                key: Box::default(),
+                aggs: Box::default(),
+                held: Ids::default(),
+                extra: None,
+            })
+        };
+        let keys: Vec<Vec<u8>> = (0..100_000u32)
+            .map(|i| format!("k{i:09}").into_bytes())
+            .collect();
+        for k in &keys {
+            let h = st.hash(k);
+            assert!(st.find(h, k).is_none());
+            st.insert(state(k, h));
+        }
+        assert_eq!(st.table.len(), BIG_TABLE);
+        assert_eq!(st.table.iter().filter(|&&e| e != 0).count(), 100_000);
+        for k in keys.iter().step_by(2) {
+            let ix = st.find(st.hash(k), k).expect("held");
+            assert_eq!(st.remove(ix).expect("held").kb[..], k[..]);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(st.find(st.hash(k), k).is_some(), i % 2 == 1, "{i}");
+        }
+        // Past 7/8 it doubles.
+        for i in 0..(BIG_TABLE / 8 * 7 - 50_000 + 1) {
+            let k = format!("x{i}").into_bytes();
+            let h = st.hash(&k);
+            st.insert(state(&k, h));
+        }
+        assert_eq!(st.table.len(), 2 * BIG_TABLE);
     }
 
     /// Key text written in place is the value `text_key_value` makes, whatever the text
