@@ -169,6 +169,33 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
+/// What the drain of `d` sends to `listener`: its first connection, read until `len`
+/// bytes came (the waits bounded, the daemon's log shown on failure).
+fn collect(listener: &std::net::TcpListener, d: &Daemon, len: usize) -> String {
+    listener.set_nonblocking(true).unwrap();
+    let mut conn = None;
+    wait_for("the drain to connect", || {
+        conn = listener.accept().ok().map(|(c, _)| c);
+        conn.is_some()
+    });
+    let conn = conn.unwrap();
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut got = String::new();
+    let mut reader = std::io::BufReader::new(conn);
+    while got.len() < len {
+        let before = got.len();
+        std::io::BufRead::read_line(&mut reader, &mut got)
+            .unwrap_or_else(|e| panic!("reading the collector's connection: {e}\n{}", d.stderr()));
+        assert!(
+            got.len() > before,
+            "the connection closed early:\n{}",
+            d.stderr()
+        );
+    }
+    got
+}
+
 /// A disk buffer whose disk is full when it starts its first segment: the supply is
 /// held, and once there is room again the next segment is made (the failed one's name is
 /// not tried again) and every line reaches the collector, in order.
@@ -212,27 +239,7 @@ fn a_disk_buffer_on_a_full_disk_resumes_once_there_is_room() {
     assert!(d.running(), "daemon died on a full disk:\n{}", d.stderr());
     std::fs::remove_file(&filler).unwrap();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let mut conn = None;
-    wait_for("tcp_out to connect", || {
-        conn = listener.accept().ok().map(|(c, _)| c);
-        conn.is_some()
-    });
-    let conn = conn.unwrap();
-    conn.set_nonblocking(false).unwrap();
-    conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut got = String::new();
-    let mut reader = std::io::BufReader::new(conn);
-    while got.len() < input.len() {
-        let before = got.len();
-        std::io::BufRead::read_line(&mut reader, &mut got)
-            .unwrap_or_else(|e| panic!("reading the collector's connection: {e}\n{}", d.stderr()));
-        assert!(
-            got.len() > before,
-            "the connection closed early:\n{}",
-            d.stderr()
-        );
-    }
+    let got = collect(&listener, &d, input.len());
     drop(writer.join().unwrap());
     let err = d.exit_ok();
     assert!(
@@ -351,20 +358,7 @@ fn a_stop_on_a_full_disk_writes_the_buffer_once_there_is_room() {
     let cfg = dir.path().join("deadbeat.toml");
     let mut d = Daemon::start(&cfg, Stdio::piped());
     let stdin = d.child.stdin.take().unwrap();
-    let (conn, _) = listener.accept().unwrap();
-    conn.set_read_timeout(Some(PATIENCE)).unwrap();
-    let mut got = String::new();
-    let mut reader = std::io::BufReader::new(conn);
-    while got.len() < input.len() {
-        let before = got.len();
-        std::io::BufRead::read_line(&mut reader, &mut got)
-            .unwrap_or_else(|e| panic!("reading the collector's connection: {e}\n{}", d.stderr()));
-        assert!(
-            got.len() > before,
-            "the connection closed early:\n{}",
-            d.stderr()
-        );
-    }
+    let got = collect(&listener, &d, input.len());
     drop(stdin);
     let err = d.exit_ok();
     assert!(
