@@ -250,6 +250,24 @@ fn a_disk_buffer_on_a_full_disk_resumes_once_there_is_room() {
     assert_eq!((cin, dropped), (n as u64, 0), "{err}");
 }
 
+/// Makes room on the full disk of a daemon that is stopping, and checks that the stop
+/// then ends soon, with every line of `input` written to the disk buffer under `dir`.
+fn room_ends_the_stop(d: &mut Daemon, filler: &Path, dir: &Path, input: &str) -> String {
+    let freed = std::time::Instant::now();
+    std::fs::remove_file(filler).unwrap();
+    let err = d.exit_ok();
+    let took = freed.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "the stop took {took:?} after the disk had room again:\n{err}"
+    );
+    assert!(!err.contains("records not written"), "{err}");
+    let n = input.lines().count();
+    let buf = dir.join("mnt/buf");
+    assert_eq!(lines_in_segments(&buf, input), n, "lines on disk:\n{err}");
+    err
+}
+
 /// Counts the lines of `input` in the segment files of the disk buffer `buf` (its frames
 /// are the lines, between headers).
 fn lines_in_segments(buf: &Path, input: &str) -> usize {
@@ -333,25 +351,15 @@ fn a_stop_on_a_full_disk_writes_the_buffer_once_there_is_room() {
     else {
         return;
     };
-    let freed = std::time::Instant::now();
-    std::fs::remove_file(&filler).unwrap();
-    let err = d.exit_ok();
-    let took = freed.elapsed();
-    assert!(
-        took < Duration::from_secs(20),
-        "the stop took {took:?} after the disk had room again:\n{err}"
-    );
+    let err = room_ends_the_stop(&mut d, &filler, dir.path(), &input);
     assert!(err.contains("the disk buffer is writable again"), "{err}");
     assert!(!err.contains("drain_timeout expired"), "{err}");
-    assert!(!err.contains("records not written"), "{err}");
     let n = input.lines().count();
     let left = err
         .lines()
         .find(|l| l.contains("records left in the disk buffer for the next run"))
         .unwrap_or_else(|| panic!("nothing left on disk:\n{err}"));
     assert!(left.contains(&format!(" records={n} ")), "{left}");
-    let buf = dir.path().join("mnt/buf");
-    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
 
     // The next run, with the collector listening, sends every line, in order.
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -409,18 +417,7 @@ fn a_stop_of_relp_out_on_a_full_disk_writes_the_buffer_once_there_is_room() {
         "{}",
         d.stderr()
     );
-    let freed = std::time::Instant::now();
-    std::fs::remove_file(&filler).unwrap();
-    let err = d.exit_ok();
-    let took = freed.elapsed();
-    assert!(
-        took < Duration::from_secs(20),
-        "the stop took {took:?} after the disk had room again:\n{err}"
-    );
-    assert!(!err.contains("records not written"), "{err}");
-    let n = input.lines().count();
-    let buf = dir.path().join("mnt/buf");
-    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
+    room_ends_the_stop(&mut d, &filler, dir.path(), &input);
 }
 
 /// http_out holds the records in memory batches: with the server away and the disk full
@@ -445,15 +442,7 @@ fn a_stop_of_http_out_on_a_full_disk_writes_its_memory_batches_once_there_is_roo
         err.contains("cannot write the records held in memory to the disk buffer"),
         "the records were not in memory only:\n{err}"
     );
-    let freed = std::time::Instant::now();
-    std::fs::remove_file(&filler).unwrap();
-    let err = d.exit_ok();
-    let took = freed.elapsed();
-    assert!(
-        took < Duration::from_secs(20),
-        "the stop took {took:?} after the disk had room again:\n{err}"
-    );
-    assert!(!err.contains("records not written"), "{err}");
+    let err = room_ends_the_stop(&mut d, &filler, dir.path(), &input);
     assert!(!err.contains("shutdown_timeout expired"), "{err}");
     let n = input.lines().count();
     let left = err
@@ -461,8 +450,6 @@ fn a_stop_of_http_out_on_a_full_disk_writes_its_memory_batches_once_there_is_roo
         .find(|l| l.contains("records left in the disk buffer for the next run"))
         .unwrap_or_else(|| panic!("nothing left on disk:\n{err}"));
     assert!(left.contains(&format!(" records={n} ")), "{left}");
-    let buf = dir.path().join("mnt/buf");
-    assert_eq!(lines_in_segments(&buf, &input), n, "lines on disk:\n{err}");
 
     // The next run, with the server listening, posts every line, in order.
     let got = super::disk_buffer::http_collector(port);
