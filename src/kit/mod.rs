@@ -9,6 +9,7 @@ mod build;
 pub mod checkpoint;
 pub mod disk_buffer;
 pub mod drain;
+pub mod event_time;
 pub mod format;
 pub mod forward;
 pub mod framing;

@@ -42,12 +42,12 @@ use std::time::Duration;
 use crate::engine::cog::EventId;
 use crate::engine::escapement::Ctx;
 use crate::kit::checkpoint::fingerprint;
+use crate::kit::event_time::EventTime;
 use crate::kit::keyed::{FastState, Keyed, StateCodec, StateError};
 use crate::kit::on_error::LogLimiter;
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
-use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{InlineStr, Path, Record, SharedStr, Timestamp, Value};
+use crate::record::{InlineStr, Path, Record, SharedStr, Value};
 use crate::schema::settings::de::{Deserializer, MapAccess, Visitor};
 use crate::schema::{ParamType, SettingError, SettingValue};
 
@@ -154,116 +154,10 @@ impl SettingValue for Aggregates {
 // Time
 // ---------------------------------------------------------------------------------------------
 
-/// Milliseconds of a timestamp.
-pub fn ts_ms(t: &Timestamp) -> i64 {
-    t.secs
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.nanos / 1_000_000))
-}
+pub use crate::kit::event_time::{TimeError, ms_ts, ts_ms};
 
-/// A timestamp (UTC) of milliseconds.
-pub fn ms_ts(ms: i64) -> Timestamp {
-    Timestamp::new(
-        ms.div_euclid(1000),
-        (ms.rem_euclid(1000) as u32) * 1_000_000,
-        0,
-    )
-}
-
-/// The earliest event time taken: 0001-01-01T00:00:00Z, in milliseconds.
-const MIN_TIME: i64 = -62_135_596_800_000;
-/// The latest: 9999-12-31T23:59:59.999Z.
-const MAX_TIME: i64 = 253_402_300_799_999;
 /// The longest size, step, gap or lateness: 100 years.
 const MAX_SPAN: i64 = 100 * 366 * 86_400_000;
-
-/// Why a datum has no event time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TimeError {
-    /// The time field is missing.
-    Missing(String),
-    /// The time field holds what is not a time.
-    Unparsable(String, String),
-}
-
-impl fmt::Display for TimeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TimeError::Missing(field) => write!(f, "no time field `{field}`"),
-            TimeError::Unparsable(field, why) => {
-                write!(f, "time field `{field}` is not a time: {why}")
-            }
-        }
-    }
-}
-
-/// How the event time is read.
-#[derive(Debug)]
-enum TimeSource {
-    Arrival,
-    Field {
-        path: Path,
-        /// The lookup's hint for `path` (see [`Lookup`]).
-        hint: Cell<u32>,
-        name: String,
-        format: Option<TimeFormat>,
-        /// The format gives no year: the wall clock's is taken.
-        yearless: bool,
-        /// A yearless format read with a leap year before it (`%Y ` + format), so that
-        /// February 29 parses (the format alone reads the date in 1970).
-        leap: Option<TimeFormat>,
-    },
-}
-
-/// RFC 3339 with and without a fraction, `T` or a space between date and time.
-struct Rfc3339 {
-    forms: [TimeFormat; 4],
-}
-
-fn rfc3339() -> &'static Rfc3339 {
-    static R: std::sync::OnceLock<Option<Rfc3339>> = std::sync::OnceLock::new();
-    R.get_or_init(|| {
-        Some(Rfc3339 {
-            forms: [
-                TimeFormat::new("%Y-%m-%dT%H:%M:%S%z").ok()?,
-                TimeFormat::new("%Y-%m-%dT%H:%M:%S.%f%z").ok()?,
-                TimeFormat::new("%Y-%m-%d %H:%M:%S%z").ok()?,
-                TimeFormat::new("%Y-%m-%d %H:%M:%S.%f%z").ok()?,
-            ],
-        })
-    })
-    .as_ref()
-    .unwrap_or_else(|| unreachable!("the RFC 3339 formats are valid"))
-}
-
-fn parse_rfc3339(s: &[u8]) -> Option<Timestamp> {
-    let r = rfc3339();
-    let t = s.get(10).copied();
-    let frac = s.contains(&b'.');
-    let i = usize::from(t == Some(b' ')) * 2 + usize::from(frac);
-    r.forms[i].parse(s).ok()
-}
-
-/// Whether a strftime format gives the year (or the whole date, as epoch seconds do).
-fn format_has_year(f: &str) -> bool {
-    ["%Y", "%y", "%F", "%s"].iter().any(|x| f.contains(x))
-}
-
-/// Moves a time parsed without a year (so in 1970) to the year of `now_ms`, or the year
-/// before when that puts it more than a day after `now_ms`.
-fn infer_year(ms: i64, now_ms: i64) -> i64 {
-    const DAY: i64 = 86_400_000;
-    let (days, rest) = (ms.div_euclid(DAY), ms.rem_euclid(DAY));
-    let (_, m, d) = civil_from_days(days);
-    let (year, _, _) = civil_from_days(now_ms.div_euclid(DAY));
-    let at = |y: i64| days_from_civil(y, m, d) * DAY + rest;
-    let this = at(year);
-    if this > now_ms + DAY {
-        at(year - 1)
-    } else {
-        this
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Aggregators
@@ -1332,7 +1226,7 @@ pub struct Windows<D> {
     /// The lookup's hints for `keys`.
     key_hints: Vec<Cell<u32>>,
     key_names: Vec<String>,
-    time: TimeSource,
+    time: EventTime,
     kind: WindowKind,
     size: i64,
     step: i64,
@@ -1570,36 +1464,7 @@ impl<D: 'static> Windows<D> {
             .iter()
             .map(|k| path("key", k))
             .collect::<Result<Vec<_>, _>>()?;
-        let time = if s.time == "arrival" {
-            if !s.time_format.is_empty() {
-                return Err(SettingError::new(
-                    "time_format",
-                    "time = \"arrival\" takes the wall clock: no time_format",
-                ));
-            }
-            TimeSource::Arrival
-        } else {
-            let format = if s.time_format.is_empty() {
-                None
-            } else {
-                Some(TimeFormat::new(&s.time_format).map_err(|e| {
-                    SettingError::new("time_format", format!("{:?}: {e}", s.time_format))
-                })?)
-            };
-            let yearless = format.is_some() && !format_has_year(&s.time_format);
-            // A weekday would be checked against the year put before: not for those.
-            let leap = (yearless && !s.time_format.contains("%a") && !s.time_format.contains("%A"))
-                .then(|| TimeFormat::new(&format!("%Y {}", s.time_format)).ok())
-                .flatten();
-            TimeSource::Field {
-                path: path("time", &s.time)?,
-                hint: Cell::new(0),
-                name: s.time.clone(),
-                yearless,
-                leap,
-                format,
-            }
-        };
+        let time = EventTime::new(&s.time, &s.time_format)?;
         let (size, step, gap) = match s.kind {
             WindowKind::Tumbling => {
                 if s.step.is_some() {
@@ -1827,7 +1692,7 @@ impl<D: 'static> Windows<D> {
 
     /// Whether time is the wall clock at arrival.
     pub fn is_arrival(&self) -> bool {
-        matches!(self.time, TimeSource::Arrival)
+        self.time.is_arrival()
     }
 
     /// Sets the wall clock (Unix milliseconds): the arrival time, and the year of
@@ -1887,85 +1752,11 @@ impl<D: 'static> Windows<D> {
     /// refused, so that window arithmetic never overflows).
     #[inline]
     pub fn time_of(&self, d: &D) -> Result<i64, TimeError> {
-        // A timestamp (what parsers make of a time) taken at once; the rest below.
-        if let TimeSource::Field { path, hint, .. } = &self.time
-            && let Some(Value::Time(t)) = (self.get)(d, path, hint)
-            && (MIN_TIME..=MAX_TIME).contains(&ts_ms(t))
-        {
-            return Ok(ts_ms(t));
-        }
-        let t = self.time_of_any(d)?;
-        if (MIN_TIME..=MAX_TIME).contains(&t) {
-            Ok(t)
-        } else {
-            let name = match &self.time {
-                TimeSource::Field { name, .. } => name.clone(),
-                TimeSource::Arrival => "arrival".to_string(),
-            };
-            Err(TimeError::Unparsable(
-                name,
-                "out of range (years 1 to 9999)".to_string(),
-            ))
-        }
-    }
-
-    fn time_of_any(&self, d: &D) -> Result<i64, TimeError> {
-        let (path, hint, name, format, yearless, leap) = match &self.time {
-            TimeSource::Arrival => return Ok(self.now_ms),
-            TimeSource::Field {
-                path,
-                hint,
-                name,
-                format,
-                yearless,
-                leap,
-            } => (path, hint, name, format, *yearless, leap),
+        let v = match self.time.field() {
+            Some((path, hint)) => (self.get)(d, path, hint),
+            None => None,
         };
-        let Some(v) = (self.get)(d, path, hint) else {
-            return Err(TimeError::Missing(name.clone()));
-        };
-        let bad = |why: &str| TimeError::Unparsable(name.clone(), why.to_string());
-        match v {
-            Value::Time(t) => Ok(ts_ms(t)),
-            Value::Int(i) => Ok(i.saturating_mul(1000)),
-            Value::Float(f) if f.is_finite() => Ok((f * 1000.0) as i64),
-            other => {
-                let Some(text) = other.as_bytes() else {
-                    return Err(bad(&format!("it holds {}", other.type_name())));
-                };
-                match format {
-                    Some(f) => {
-                        let mut with_year = [0u8; 128];
-                        let parsed = match leap {
-                            Some(l) if text.len() + 5 <= with_year.len() => {
-                                with_year[..5].copy_from_slice(b"2000 ");
-                                with_year[5..5 + text.len()].copy_from_slice(text);
-                                l.parse(&with_year[..5 + text.len()])
-                            }
-                            _ => f.parse(text),
-                        };
-                        let t = parsed.map_err(|e| {
-                            bad(&format!(
-                                "{:?} does not match time_format: {e}",
-                                String::from_utf8_lossy(text)
-                            ))
-                        })?;
-                        let t = ts_ms(&t);
-                        Ok(if yearless {
-                            infer_year(t, self.now_ms)
-                        } else {
-                            t
-                        })
-                    }
-                    None => parse_rfc3339(text).map(|t| ts_ms(&t)).ok_or_else(|| {
-                        bad(&format!(
-                            "{:?} is no RFC 3339 time (give time_format)",
-                            String::from_utf8_lossy(text)
-                        ))
-                    }),
-                }
-            }
-        }
+        self.time.read(v, self.now_ms)
     }
 
     /// Writes the key of `d` into `self.buf`.
@@ -2837,50 +2628,6 @@ mod tests {
             Some(&Value::Int(5))
         );
         assert_eq!(record_get(&nested, &Path::parse("x.z").unwrap(), &h), None);
-    }
-
-    #[test]
-    fn yearless_times_take_the_wall_clock_year_or_the_one_before() {
-        let f = TimeFormat::new("%b %e %H:%M:%S").unwrap();
-        let t = ts_ms(&f.parse(b"Mar  5 10:00:00").unwrap());
-        // Now: 2026-06-01.
-        let now = days_from_civil(2026, 6, 1) * 86_400_000;
-        assert_eq!(
-            ms_ts(infer_year(t, now)).to_string(),
-            "2026-03-05T10:00:00Z"
-        );
-        // December seen in January: last year's.
-        let t = ts_ms(&f.parse(b"Dec 31 23:59:59").unwrap());
-        let now = days_from_civil(2027, 1, 1) * 86_400_000;
-        assert_eq!(
-            ms_ts(infer_year(t, now)).to_string(),
-            "2026-12-31T23:59:59Z"
-        );
-        // February 29 of a leap year (a yearless format is read in a leap year).
-        let l = TimeFormat::new("%Y %b %e %H:%M:%S").unwrap();
-        let t = ts_ms(&l.parse(b"2000 Feb 29 12:00:00").unwrap());
-        let now = days_from_civil(2028, 3, 1) * 86_400_000;
-        assert_eq!(
-            ms_ts(infer_year(t, now)).to_string(),
-            "2028-02-29T12:00:00Z"
-        );
-        assert!(!format_has_year("%b %e %H:%M:%S"));
-        assert!(format_has_year("%d/%b/%Y:%H:%M:%S %z"));
-    }
-
-    #[test]
-    fn rfc3339_text_parses_with_or_without_fraction() {
-        for (s, want) in [
-            ("2024-11-22T10:00:00Z", "2024-11-22T10:00:00Z"),
-            (
-                "2024-11-22T10:00:00.250+01:00",
-                "2024-11-22T10:00:00.250+01:00",
-            ),
-            ("2024-11-22 10:00:00Z", "2024-11-22T10:00:00Z"),
-        ] {
-            assert_eq!(parse_rfc3339(s.as_bytes()).unwrap().to_string(), want);
-        }
-        assert!(parse_rfc3339(b"yesterday").is_none());
     }
 
     #[test]
