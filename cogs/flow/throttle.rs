@@ -4,18 +4,26 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use crate::kit::event_time::{EventTime, TimeOf};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
+
 use crate::engine::mailbox::Mailbox;
 use crate::kit::keyed::{Keyed, StateCodec, cap_key, state_file};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Path, Record, id_field};
+use crate::record::{Path, Record, Value, field, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::dedup::{KeyFn, check_max_bytes, key_len, record_key};
 use super::setting_error;
 
 /// A token bucket per key: each key's bucket holds up to `burst` tokens and fills at `rate`
-/// tokens a second (arrival time, the event loop's clock); a datum takes one token to pass.
+/// tokens a second; a datum takes one token to pass. Time is the arrival time (the event
+/// loop's clock) by default, or with `time = "FIELD"` the event's own time (a timestamp,
+/// epoch seconds, RFC 3339 or `time_format` text, as `window` reads it): a bucket then
+/// refills for the event time that passed between its data, so replaying a file at full
+/// speed passes what reading it live passed, and a time going back refills nothing. A datum
+/// whose time is missing or unparsable goes per `on_error` (counted, logged with its id).
 /// A datum that finds its bucket empty is excess: with `on_excess = "drop"` it is dropped,
 /// acknowledged (so the supply's checkpoint moves past it) and counted as dropped; with
 /// `on_excess = "train:NAME"` it is sent to the head of train NAME (as `route` does), which
@@ -27,10 +35,11 @@ use super::setting_error;
 /// full bucket. The keys' bytes are bounded by `max_bytes` in total, a key longer than 256
 /// bytes counting 257 (its head and a 128-bit digest of all of it, as `dedup` does).
 ///
-/// With `persist = true` every bucket (its tokens and the wall-clock time of its last
-/// refill) is saved under `[state] dir` at shutdown (file `throttle-TRAIN-COG-HASH.state`)
-/// and loaded at start, refilled for the time the daemon was stopped: a restart does not
-/// hand every key a full bucket. A bucket saved with a time ahead of the clock (the wall
+/// With `persist = true` every bucket (its tokens and the time of its last refill) is saved
+/// under `[state] dir` at shutdown (file `throttle-TRAIN-COG-HASH.state`) and loaded at
+/// start; with arrival time it is refilled for the time the daemon was stopped (with event
+/// time, for the event time to come): a restart does not hand every key a full bucket. A
+/// file saved with the other kind of time is reported and ignored. A bucket saved with a time ahead of the clock (the wall
 /// clock was set back) gets no tokens for it; the loop's clock never runs back, and a
 /// bucket never refills for time before its last refill, so no clock mints tokens. A state
 /// file that cannot be read is logged and ignored.
@@ -45,11 +54,13 @@ use super::setting_error;
 /// max_bytes = "8MiB"
 /// persist = true
 /// on_excess = "train:excess"
+/// time = "arrival"  # or the field holding the event time, e.g. "time"
 /// ```
 ///
 /// From its typed settings, without TOML, on any datum (a key writer, an id getter, and the
 /// mailbox of the train excess goes to, if any):
-/// `Throttle::from_settings(&ThrottleSettings { rate: 5.0, burst: Some(10), ..Default::default() }, key, id, None)`.
+/// `Throttle::from_settings(&ThrottleSettings { rate: 5.0, burst: Some(10), ..Default::default() }, key, id, None)`;
+/// with `time` naming a field, then [`Throttle::with_event_time`] with the field's getter.
 pub struct Throttle<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
@@ -58,26 +69,38 @@ pub struct Throttle<D> {
     excess: Option<Rc<Mailbox<D>>>,
     buckets: Keyed<Rc<[u8]>, Bucket>,
     buf: Vec<u8>,
+    /// The event time, when `time` names a field (`None`: arrival time).
+    event_time: Option<EventClock<D>>,
+    /// A `time` naming a field, until [`Throttle::with_event_time`] gives its getter.
+    unbound_time: Option<EventTime>,
     state_file: Option<PathBuf>,
     /// The loop's clock and the wall clock at start, to save refill times as wall-clock
     /// milliseconds.
-    anchor: Option<(Instant, u64)>,
+    anchor: Option<(Instant, i64)>,
 }
 
-/// The format name and version of `throttle`'s state file.
+/// Reads the event time of data, and routes those without one.
+struct EventClock<D> {
+    time: TimeOf<D>,
+    on_error: OnError<D>,
+}
+
+/// The format names and version of `throttle`'s state file: times of arrival (wall-clock
+/// milliseconds) and event times are not interchangeable.
 const FORMAT: &str = "throttle";
+const FORMAT_EVENT_TIME: &str = "throttle-event-time";
 const VERSION: u32 = 1;
 
-/// One key's tokens, as of `at` (its last refill).
+/// One key's tokens, as of `at` (its last refill, Unix milliseconds).
 #[derive(Debug, Clone, Copy)]
 pub struct Bucket {
     tokens: f64,
-    at: Instant,
+    at: i64,
 }
 
 impl Bucket {
-    /// A bucket holding `tokens`, last refilled at `at`.
-    pub fn new(tokens: f64, at: Instant) -> Bucket {
+    /// A bucket holding `tokens`, last refilled at `at` (Unix milliseconds).
+    pub fn new(tokens: f64, at: i64) -> Bucket {
         Bucket { tokens, at }
     }
 
@@ -89,12 +112,8 @@ impl Bucket {
     /// Refills for the time from the last refill to `now` (none if `now` is not later: a
     /// time before the last refill has been paid for already) at `rate` a second up to
     /// `burst`, then takes a token if there is one.
-    pub fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
-        if now > self.at {
-            let elapsed = now.duration_since(self.at).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * rate).min(burst);
-            self.at = now;
-        }
+    pub fn take(&mut self, now: i64, rate: f64, burst: f64) -> bool {
+        self.refill(now, rate, burst);
         let pass = self.tokens >= 1.0;
         if pass {
             self.tokens -= 1.0;
@@ -103,11 +122,23 @@ impl Bucket {
     }
 }
 
-/// A bucket as saved: tokens and the wall-clock time of its last refill (Unix ms).
+impl Bucket {
+    /// Refills for the time from the last refill to `now` (none if `now` is not later) at
+    /// `rate` a second up to `burst`.
+    fn refill(&mut self, now: i64, rate: f64, burst: f64) {
+        if now > self.at {
+            let elapsed = now.saturating_sub(self.at) as f64 / 1000.0;
+            self.tokens = (self.tokens + elapsed * rate).min(burst);
+            self.at = now;
+        }
+    }
+}
+
+/// A bucket as saved: tokens and the time of its last refill (Unix ms).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Saved {
     tokens: f64,
-    at_ms: u64,
+    at_ms: i64,
 }
 
 impl StateCodec for Saved {
@@ -128,10 +159,10 @@ impl StateCodec for Saved {
     }
 }
 
-fn wall_ms() -> u64 {
+fn wall_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl<D> std::fmt::Debug for Throttle<D> {
@@ -200,9 +231,37 @@ impl<D> Throttle<D> {
             excess,
             buckets: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
             buf: Vec::new(),
+            event_time: None,
+            unbound_time: Some(EventTime::new(&s.time, &s.time_format)?)
+                .filter(|t| !t.is_arrival()),
             state_file: None,
             anchor: None,
         })
+    }
+
+    /// Reads the event time through `get` (the field `time` names) and sends data without
+    /// one per `on_error`; needed when `time` names a field, ignored for arrival time.
+    pub fn with_event_time(
+        mut self,
+        get: Getter<D, Value>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        if let Some(t) = self.unbound_time.take() {
+            self.event_time = Some(EventClock {
+                time: TimeOf::new(t, Some(get))?,
+                on_error,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The state file's format: it depends on the kind of time.
+    fn format(&self) -> &'static str {
+        if self.event_time.is_some() {
+            FORMAT_EVENT_TIME
+        } else {
+            FORMAT
+        }
     }
 
     /// Saves the buckets to `state_file` at shutdown and loads them at start (`None`: not
@@ -223,45 +282,49 @@ impl<D> Throttle<D> {
         self.buckets.get(key).map(Bucket::tokens)
     }
 
-    /// Loads the saved buckets, refilled for the wall-clock time since they were saved
-    /// (none if the clock went back), as of `now`.
+    /// Loads the saved buckets. With arrival time they are refilled for the wall-clock
+    /// time since they were saved (none if the clock went back), as of `now_ms`; event
+    /// times are taken as saved.
     fn load(
         &mut self,
         path: &std::path::Path,
-        now: Instant,
-        now_ms: u64,
+        now_ms: i64,
     ) -> Result<usize, crate::kit::keyed::StateError> {
         let mut saved: Keyed<Rc<[u8]>, Saved> = Keyed::new(self.buckets.max_keys());
-        let n = saved.load(path, FORMAT, VERSION)?;
+        let n = saved.load(path, self.format(), VERSION)?;
+        let arrival = self.event_time.is_none();
         while let Some((k, s)) = saved.pop_oldest() {
-            let elapsed = now_ms.saturating_sub(s.at_ms) as f64 / 1000.0;
-            let tokens = (s.tokens + elapsed * self.rate).min(self.burst);
-            self.buckets.insert(k, Bucket::new(tokens, now));
+            let mut b = Bucket::new(s.tokens.min(self.burst), s.at_ms);
+            if arrival {
+                // A time ahead of now (the clock set back) is paid as now: no tokens.
+                b.at = b.at.min(now_ms);
+                b.refill(now_ms, self.rate, self.burst);
+            }
+            self.buckets.insert(k, b);
         }
         Ok(n)
     }
 
-    /// Saves the buckets, oldest first, with their refill times as wall-clock ms.
-    fn save(
-        &self,
-        path: &std::path::Path,
-        now: Instant,
-        now_ms: u64,
-    ) -> Result<usize, crate::kit::keyed::StateError> {
+    /// Saves the buckets, oldest first, with their refill times.
+    fn save(&self, path: &std::path::Path) -> Result<usize, crate::kit::keyed::StateError> {
         let mut saved: Keyed<Rc<[u8]>, Saved> = Keyed::new(self.buckets.len().max(1));
         for (k, b) in self.buckets.iter() {
-            let ago =
-                u64::try_from(now.saturating_duration_since(b.at).as_millis()).unwrap_or(u64::MAX);
             saved.insert(
                 k.clone(),
                 Saved {
                     tokens: b.tokens,
-                    at_ms: now_ms.saturating_sub(ago),
+                    at_ms: b.at,
                 },
             );
         }
-        saved.save(path, FORMAT, VERSION)?;
+        saved.save(path, self.format(), VERSION)?;
         Ok(saved.len())
+    }
+
+    /// The loop's clock as wall-clock Unix milliseconds, from the moment taken at start.
+    fn unix_ms(&mut self, now: Instant) -> i64 {
+        let (at, ms) = *self.anchor.get_or_insert_with(|| (now, wall_ms()));
+        ms.saturating_add(i64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0))
     }
 
     /// How many buckets were forgotten to stay within `max_keys` or `max_bytes`.
@@ -269,8 +332,9 @@ impl<D> Throttle<D> {
         self.buckets.evictions()
     }
 
-    /// Whether the datum with the key in `self.buf` may pass now (taking a token).
-    fn take(&mut self, now: Instant) -> bool {
+    /// Whether the datum with the key in `self.buf` may pass at `now` (Unix ms), taking a
+    /// token.
+    fn take(&mut self, now: i64) -> bool {
         cap_key(&mut self.buf);
         let key = &self.buf[..];
         if let Some(b) = self.buckets.get_mut(key) {
@@ -301,11 +365,25 @@ impl<D: 'static> Cog<D> for Throttle<D> {
     }
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
-        let now = cx.now();
+        let now = self.unix_ms(cx.now());
         let mut dropped = 0;
         for d in batch.drain(..) {
             self.buf.clear();
-            if !(self.key)(&d, &mut self.buf) || self.take(now) {
+            if !(self.key)(&d, &mut self.buf) {
+                out.push(d);
+                continue;
+            }
+            let at = match &mut self.event_time {
+                None => now,
+                Some(clock) => match clock.time.of(&d, now) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        clock.on_error.fail(d, "throttle", &e, out, cx);
+                        continue;
+                    }
+                },
+            };
+            if self.take(at) {
                 out.push(d);
                 continue;
             }
@@ -324,10 +402,18 @@ impl<D: 'static> Cog<D> for Throttle<D> {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        let (now, now_ms) = (cx.now(), wall_ms());
-        self.anchor = Some((now, now_ms));
+        if self.unbound_time.is_some() {
+            return Err(
+                "throttle: `time` names a field, but no getter of it was given \
+                 (Throttle::with_event_time)"
+                    .into(),
+            );
+        }
+        let now = cx.now();
+        self.anchor = Some((now, wall_ms()));
+        let now_ms = self.unix_ms(now);
         if let Some(path) = self.state_file.clone() {
-            match self.load(&path, now, now_ms) {
+            match self.load(&path, now_ms) {
                 Ok(0) => {}
                 Ok(n) => slog::info!(cx.logger(), "throttle state loaded";
                     "file" => %path.display(), "keys" => n),
@@ -343,15 +429,7 @@ impl<D: 'static> Cog<D> for Throttle<D> {
         let Some(path) = &self.state_file else {
             return;
         };
-        let now = cx.now();
-        // The wall clock as the loop's clock says, from the moment taken at start.
-        let now_ms = match self.anchor {
-            Some((at, ms)) => ms.saturating_add(
-                u64::try_from(now.saturating_duration_since(at).as_millis()).unwrap_or(0),
-            ),
-            None => wall_ms(),
-        };
-        match self.save(path, now, now_ms) {
+        match self.save(path) {
             Ok(n) => slog::info!(cx.logger(), "throttle state saved";
                 "file" => %path.display(), "keys" => n),
             Err(e) => slog::error!(cx.logger(), "throttle state not saved"; "reason" => %e),
@@ -389,6 +467,13 @@ crate::settings! {
         persist: bool = "false",
         /// drop: acknowledge, count and drop the excess; train:NAME: send it to train NAME
         on_excess: String = "drop",
+        /// "arrival" (the wall clock when a record comes) or the field holding the event time (timestamp, epoch seconds, RFC 3339 or time_format text): buckets refill for the time passed
+        time: String = "arrival",
+        /// strftime format of a text time field; empty: timestamp, epoch seconds or RFC 3339. A format without a year takes the wall clock's (the one before if that puts the time more than a day ahead)
+        time_format: String = "",
+        /// What to do with a record whose time (`time` naming a field) is missing or unparsable.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
     }
 }
 
@@ -421,37 +506,57 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         bx.state_used.set(true);
         state_file("throttle", p, bx.state_dir)
     });
-    let throttle = Throttle::from_settings(&s, key, id_field().get, excess)
+    let mut throttle = Throttle::from_settings(&s, key, id_field().get, excess)
         .map_err(|e| setting_error(p, e))?
         .with_state_file(state);
+    if s.time != "arrival" {
+        let on_error = on_error::from_settings(&s.on_error, p, bx)?;
+        let get = field(&s.time)
+            .map_err(|e| p.error("time", format!("{:?}: {e}", s.time)))?
+            .get;
+        throttle = throttle
+            .with_event_time(get, on_error)
+            .map_err(|e| setting_error(p, e))?;
+    }
     Ok(Box::new(throttle))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     /// A clock that runs back neither panics nor mints tokens: the time before the last
     /// refill is not paid twice.
     #[test]
     fn a_clock_running_back_mints_no_tokens() {
-        let t0 = Instant::now();
+        let t0 = 1_000_000i64;
         let (rate, burst) = (1.0, 10.0);
-        let mut b = Bucket::new(0.0, t0 + Duration::from_secs(10));
+        let mut b = Bucket::new(0.0, t0 + 10_000);
         // Back by 5 s: nothing refilled, nothing to take.
-        assert!(!b.take(t0 + Duration::from_secs(5), rate, burst));
+        assert!(!b.take(t0 + 5_000, rate, burst));
         assert_eq!(b.tokens(), 0.0);
         // Forward to where it was: still nothing (those 5 s were not new time).
-        assert!(!b.take(t0 + Duration::from_secs(10), rate, burst));
+        assert!(!b.take(t0 + 10_000, rate, burst));
         assert_eq!(b.tokens(), 0.0);
         // Two seconds on: two tokens, one taken.
-        assert!(b.take(t0 + Duration::from_secs(12), rate, burst));
+        assert!(b.take(t0 + 12_000, rate, burst));
         assert!((b.tokens() - 1.0).abs() < 1e-9, "{}", b.tokens());
         // Far back (before any refill): no panic, no token.
         assert!(b.take(t0, rate, burst));
         assert!(!b.take(t0, rate, burst));
+        assert!(!b.take(i64::MIN, rate, burst));
+    }
+
+    /// Refills add up whatever the steps: no token is lost to rounding at 1 ms steps (the
+    /// 25th comes at 10 s, give or take the float sum's error).
+    #[test]
+    fn refills_in_small_steps_add_up() {
+        let mut b = Bucket::new(0.0, 0);
+        let mut passed = 0;
+        for ms in 0..=10_010i64 {
+            passed += u32::from(b.take(ms, 2.5, 2.0));
+        }
+        assert_eq!(passed, 25, "2.5 a second for 10 s");
     }
 
     fn throttle(rate: f64, burst: u64) -> Throttle<()> {
@@ -475,24 +580,25 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("deadbeat-throttle-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("t.state");
-        let now = Instant::now();
         let mut t = throttle(1.0, 5);
-        t.buckets.insert(Rc::from(&b"a"[..]), Bucket::new(0.0, now));
-        t.buckets.insert(Rc::from(&b"b"[..]), Bucket::new(2.5, now));
-        t.save(&path, now, 1_000_000).unwrap();
+        t.buckets
+            .insert(Rc::from(&b"a"[..]), Bucket::new(0.0, 1_000_000));
+        t.buckets
+            .insert(Rc::from(&b"b"[..]), Bucket::new(2.5, 1_000_000));
+        t.save(&path).unwrap();
 
         let mut later = throttle(1.0, 5);
-        assert_eq!(later.load(&path, now, 1_002_000).unwrap(), 2);
+        assert_eq!(later.load(&path, 1_002_000).unwrap(), 2);
         assert_eq!(later.tokens(b"a"), Some(2.0));
         assert_eq!(later.tokens(b"b"), Some(4.5));
 
         let mut back = throttle(1.0, 5);
-        back.load(&path, now, 990_000).unwrap();
+        back.load(&path, 990_000).unwrap();
         assert_eq!(back.tokens(b"a"), Some(0.0));
         assert_eq!(back.tokens(b"b"), Some(2.5));
 
         let mut long = throttle(1.0, 5);
-        long.load(&path, now, 9_000_000).unwrap();
+        long.load(&path, 9_000_000).unwrap();
         assert_eq!(
             long.tokens(b"a"),
             Some(5.0),
@@ -515,7 +621,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let now = Instant::now();
+        let now = 1_000_000;
         for i in 0..100u32 {
             t.buf.clear();
             t.buf.resize(50_000, 0xff);

@@ -20,11 +20,13 @@ fn burst_input() -> String {
         .collect()
 }
 
+/// The `x` of each JSON line.
 fn xs(text: &str) -> Vec<String> {
     text.lines()
         .map(|l| {
             let at = l.find("\"x\":").unwrap() + 4;
-            l[at..].trim_end_matches('}').to_string()
+            let end = l[at..].find([',', '}']).map_or(l.len(), |e| at + e);
+            l[at..end].to_string()
         })
         .collect()
 }
@@ -148,6 +150,19 @@ fn bad_settings_are_configuration_errors() {
             "cannot send records to itself",
         ),
         ("burst = 2", "rate"),
+        (
+            "rate = 1.0\ntime_format = \"%s\"",
+            "time = \"arrival\" takes the wall clock: no time_format",
+        ),
+        (
+            "rate = 1.0\ntime = \"t\"\ntime_format = \"%Q\"",
+            "key \"time_format\"",
+        ),
+        ("rate = 1.0\ntime = \"a..b\"", "key \"time\""),
+        (
+            "rate = 1.0\ntime = \"t\"\non_error = \"train:none\"",
+            "no train named \"none\"",
+        ),
     ] {
         let cfg = write_config(
             dir.path(),
@@ -223,4 +238,127 @@ fn persisted_buckets_survive_a_restart_and_a_bad_state_file_is_ignored() {
         "{err}"
     );
     assert_eq!(out(dir.path()), "a\na\na\n", "{err}");
+}
+
+/// stdin → json_parse → throttle on `host` by the event time in `t` (epoch seconds) →
+/// stdout, with `extra` settings.
+fn event_time_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"json_parse\"\n\
+             [[train.cog]]\ntype = \"throttle\"\nname = \"gate\"\nfields = [\"host\"]\n\
+             rate = 1\nburst = 1\ntime = \"t\"\n{extra}\n\
+             [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n"
+        ),
+    )
+}
+
+/// Ten data a second of event time for `secs` seconds from `from` (1,000 or later), host a,
+/// numbered by `x` from ten times the seconds after 1,000.
+fn ten_a_second(from: u64, secs: u64) -> String {
+    (0..secs * 10)
+        .map(|i| {
+            let x = (from - 1_000) * 10 + i;
+            format!("{{\"host\":\"a\",\"t\":{},\"x\":{x}}}\n", from + i / 10)
+        })
+        .collect()
+}
+
+/// With `time` naming a field, a bucket refills for the event time between data: a replay
+/// read at full speed passes one datum per second of event time, as living through those
+/// seconds would have; by arrival time the same replay passes only the first.
+#[test]
+fn by_event_time_a_replay_passes_what_living_it_passed() {
+    let dir = TempDir::new("throttle-event-time");
+    let input = ten_a_second(1_000, 10);
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), input.as_bytes());
+    assert!(st.success(), "{err}");
+    let want: Vec<String> = (0..10).map(|s| (s * 10).to_string()).collect();
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), want, "{err}");
+    assert!(
+        err.contains("cog=gate in=100 out=10 dropped=90 errors=0"),
+        "{err}"
+    );
+
+    let arrival = write_config(
+        dir.path(),
+        "[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nfields = [\"host\"]\nrate = 0.001\nburst = 1\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&arrival, input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["0"], "{err}");
+
+    // Time going back (an older file read after a newer one) refills nothing.
+    let back = format!("{}{}", ten_a_second(2_000, 1), ten_a_second(1_000, 3));
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), back.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["10000"], "{err}");
+}
+
+/// A datum whose time is missing or not a time goes per `on_error`: counted as an error,
+/// logged with its event id, dropped (acknowledged) or kept with the reason.
+#[test]
+fn by_event_time_data_without_a_time_go_per_on_error() {
+    let dir = TempDir::new("throttle-event-time-bad");
+    let input = "{\"host\":\"a\",\"t\":1000,\"x\":0}\n{\"host\":\"a\",\"x\":1}\n\
+                 {\"host\":\"a\",\"t\":\"soon\",\"x\":2}\n{\"host\":\"a\",\"t\":1001,\"x\":3}\n";
+    let cfg = event_time_config(dir.path(), "on_error = \"drop\"");
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["0", "3"], "{err}");
+    assert!(
+        err.contains("cog=gate in=4 out=2 dropped=2 errors=2"),
+        "{err}"
+    );
+    assert!(err.contains("no time field `t`"), "{err}");
+    assert!(err.contains("\\\"soon\\\" is no RFC 3339 time"), "{err}");
+
+    // The default, keep: passed on with the reason, unthrottled.
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), input.as_bytes());
+    assert!(st.success(), "{err}");
+    let out = String::from_utf8_lossy(&stdout);
+    assert_eq!(xs(&out), ["0", "1", "2", "3"], "{err}");
+    assert_eq!(out.matches("\"error\":").count(), 2, "{out}");
+}
+
+/// Persisted by event time, a bucket comes back as it was saved (event time does not pass
+/// while the daemon is stopped); a state file saved by arrival time is not taken for one
+/// saved by event time.
+#[test]
+fn by_event_time_persisted_buckets_continue_and_arrival_state_is_not_mixed_in() {
+    let dir = TempDir::new("throttle-event-time-persist");
+    let cfg = event_time_config(dir.path(), "persist = true");
+    let (st, stdout, err) = run_with_stdin(&cfg, ten_a_second(1_000, 1).as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["0"], "{err}");
+    assert!(err.contains("throttle state saved"), "{err}");
+    // The same second again after a restart: the token is still spent; the next second
+    // brings one.
+    let again = format!("{}{}", ten_a_second(1_000, 1), ten_a_second(1_001, 1));
+    let (st, stdout, err) = run_with_stdin(&cfg, again.as_bytes());
+    assert!(st.success(), "{err}");
+    assert!(err.contains("throttle state loaded"), "{err}");
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["10"], "{err}");
+
+    // The same cog by arrival time finds a file of the other kind: reported, ignored.
+    let arrival = write_config(
+        dir.path(),
+        "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+         [[train.cog]]\ntype = \"json_parse\"\n\
+         [[train.cog]]\ntype = \"throttle\"\nname = \"gate\"\nfields = [\"host\"]\n\
+         rate = 0.001\nburst = 1\npersist = true\n\
+         [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n",
+    );
+    let (st, stdout, err) = run_with_stdin(&arrival, ten_a_second(1_000, 1).as_bytes());
+    assert!(st.success(), "{err}");
+    assert!(
+        err.contains("throttle state ignored, starting empty"),
+        "{err}"
+    );
+    assert_eq!(xs(&String::from_utf8_lossy(&stdout)), ["0"], "{err}");
 }
