@@ -5,3 +5,4 @@ mod daemon;
 mod engine;
 mod net;
 mod reliability;
+mod support;

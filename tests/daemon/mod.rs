@@ -1,5 +1,7 @@
 //! The `deadbeat` binary driven as operators drive it: configs, stdin, files, signals.
 
+pub(crate) use crate::support::line_count;
+use crate::support::wait_until;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -79,12 +81,8 @@ fn write_config(dir: &Path, text: &str) -> PathBuf {
 }
 
 /// Polls `cond` every few milliseconds until it holds; panics with `what` after PATIENCE.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 /// Waits for a child to exit, killing it (and failing) if it takes longer than PATIENCE.
@@ -118,12 +116,6 @@ fn kill(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a child we started.
     let rc = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-}
-
-fn line_count(p: &Path) -> usize {
-    std::fs::read(p)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
 }
 
 /// Runs the binary with `input` on stdin and returns (status, stdout, stderr).

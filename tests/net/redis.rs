@@ -3,10 +3,11 @@
 //! SIGKILL and its entries claimed by another, bad entries, and Redis restarted mid-stream.
 //! Each test skips, saying why, when `redis-server` is not installed.
 
+use crate::support::{free_port, line_count, wait_until};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,23 +34,8 @@ fn numbered(range: std::ops::Range<usize>) -> String {
     s
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn line_count(p: &Path) -> usize {
-    std::fs::read(p)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 fn signal(pid: u32, sig: i32) {

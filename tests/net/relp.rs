@@ -4,6 +4,7 @@
 //! Sizes: `DEADBEAT_RELP_LINES` (deadbeat to deadbeat) and `DEADBEAT_RELP_RSYSLOG_LINES`
 //! (against rsyslog), 100,000 each unless set.
 
+use crate::support::{free_port, line_count, wait_until};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -43,23 +44,8 @@ fn numbered(n: usize) -> String {
     s
 }
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn line_count(p: &Path) -> usize {
-    std::fs::read(p)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 fn signal(child: &Child, sig: i32) {

@@ -1,35 +1,21 @@
 //! `reuse_port`: two `deadbeat` processes listen on one TCP or UDP port and the kernel
 //! spreads the clients over them (one process per core); without it the second cannot bind.
 
+use crate::support::{free_port, line_count as lines, wait_until};
 use std::fs::File;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::engine::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 const PATIENCE: Duration = Duration::from_secs(30);
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn lines(p: &Path) -> usize {
-    std::fs::read(p)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 struct Listener {

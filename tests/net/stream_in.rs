@@ -1,5 +1,6 @@
 //! `tcp_in` and `unix_in` against real clients: util-linux `logger`, rsyslog, plain sockets.
 
+use crate::support::{have, wait_until};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,20 +15,8 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// (tcp_in's `EVICT_MIN_IDLE`, with a margin).
 const EVICT_MIN_IDLE: Duration = Duration::from_millis(1_200);
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 fn out_lines(p: &Path) -> Vec<String> {

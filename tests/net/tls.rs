@@ -2,27 +2,14 @@
 //! rsyslog's gtls driver, deadbeat itself), with a CA and certificates the test makes with
 //! the `openssl` CLI: good, expired, from an unknown CA, for clients.
 
+use crate::support::{free_port, have, wait_until};
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::stream_out::{Daemon, PATIENCE, config, file_in, numbered};
 use crate::engine::TempDir;
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
 
 fn lines(p: &Path) -> Vec<String> {
     std::fs::read_to_string(p)
@@ -32,12 +19,8 @@ fn lines(p: &Path) -> Vec<String> {
         .collect()
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 /// A CA and the certificates the tests use, made with the `openssl` CLI in `dir`.

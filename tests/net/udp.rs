@@ -1,5 +1,6 @@
 //! `udp_in` and `udp_out` against the real binary, `logger` and std sockets on 127.0.0.1.
 
+use crate::support::{free_udp_port as free_port, line_count, wait_until};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,18 +15,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_deadbeat");
 /// Longest any condition is waited for; a healthy run takes milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A UDP port free right now (bound to port 0, then released).
-fn free_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.local_addr().unwrap().port()
-}
-
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, PATIENCE, cond);
 }
 
 /// The daemon running `cogs` (TOML of one train's cogs), stderr in `dir/err.log`.
@@ -110,12 +101,6 @@ fn records(p: &Path) -> Vec<Record> {
         .filter(|l| !l.is_empty())
         .map(|l| Record::parse_json(l).unwrap())
         .collect()
-}
-
-fn line_count(p: &Path) -> usize {
-    std::fs::read(p)
-        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
-        .unwrap_or(0)
 }
 
 fn text<'r>(r: &'r Record, key: &str) -> &'r str {
