@@ -912,7 +912,7 @@ impl HttpOut {
             watermark: Watermark::new(disk.as_ref().map_or(s.max_buffered_bytes, |d| {
                 usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
             })),
-            disk: Spill::new("http_out", disk, DISK_RETRY),
+            disk: Spill::new("http_out", disk, DISK_RETRY).with_timeout_key("shutdown_timeout"),
             places: Places::default(),
             down: false,
             parked: false,

@@ -215,11 +215,17 @@ struct Segment {
 pub struct SyncJob {
     files: Vec<File>,
     dir: Option<File>,
+    /// A file to sync could not be opened (or its descriptor duplicated): the sync
+    /// fails, as a failed `fdatasync` does, since it cannot cover every record.
+    missing: Option<io::Error>,
 }
 
 impl SyncJob {
     /// Syncs every file; the first error ends it.
     pub fn run(self) -> io::Result<()> {
+        if let Some(e) = self.missing {
+            return Err(e);
+        }
         for f in &self.files {
             f.sync_data()?;
         }
@@ -547,14 +553,9 @@ impl DiskBuffer {
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no segment to write to"));
         };
-        if let Err(e) = w.write_all(&self.wbuf) {
-            // The segment may hold part of the frames: cut it back to its last record.
-            let _ = w.set_len(seg.len);
+        if let Err(e) = write_at_end(w, seg, &self.wbuf) {
             self.failing = true;
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot write to {}: {e}", seg.path.display()),
-            ));
+            return Err(e);
         }
         self.failing = false;
         let n = self.wbuf_ids.len() as u64;
@@ -656,23 +657,18 @@ impl DiskBuffer {
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no segment to write to"));
         };
-        if let Err(e) = w.write_all(&self.wbuf) {
-            let _ = w.set_len(seg.len);
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot write to {}: {e}", seg.path.display()),
-            ));
-        }
+        write_at_end(w, seg, &self.wbuf)?;
         Ok(seg.len)
     }
 
     fn create_segment(&mut self) -> io::Result<()> {
         let seq = self.next_seq;
         let path = self.opts.dir.join(format!("{seq:020}.seg"));
-        // Appending: after a failed write is cut back, the next one lands at the cut.
+        // Not appending: every write goes at the end of the valid records
+        // (`write_at_end`), over what a failed one left if it could not be cut back.
         let mut f = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
@@ -755,17 +751,44 @@ impl DiskBuffer {
         self.syncing_from = self.next_place - self.written_ids.len() as u64;
         std::mem::swap(&mut self.syncing_ids, &mut self.written_ids);
         let mut files = std::mem::take(&mut self.dirty);
+        let mut missing = None;
         if std::mem::take(&mut self.writer_dirty)
-            && let Some(f) = self.writer.as_ref().and_then(|w| w.try_clone().ok())
+            && let Some(w) = self.writer.as_ref()
         {
-            files.push(f);
+            match w.try_clone() {
+                Ok(f) => files.push(f),
+                Err(e) => {
+                    // Written again before the next sync, it is synced then.
+                    self.writer_dirty = true;
+                    let path = self.segments.back().map(|s| s.path.display().to_string());
+                    missing = Some(io::Error::new(
+                        e.kind(),
+                        format!("cannot reopen {} to sync it: {e}", path.unwrap_or_default()),
+                    ));
+                }
+            }
         }
         let dir = if std::mem::take(&mut self.dir_dirty) {
-            File::open(&self.opts.dir).ok()
+            match File::open(&self.opts.dir) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // The new segment's entry is synced with the next sync that can.
+                    self.dir_dirty = true;
+                    missing.get_or_insert(io::Error::new(
+                        e.kind(),
+                        format!("cannot open {} to sync it: {e}", self.opts.dir.display()),
+                    ));
+                    None
+                }
+            }
         } else {
             None
         };
-        Some(SyncJob { files, dir })
+        Some(SyncJob {
+            files,
+            dir,
+            missing,
+        })
     }
 
     /// The sync [`sync_job`](Self::sync_job) handed out has returned: on success its
@@ -1081,6 +1104,8 @@ pub struct Spill {
     /// At a parked stop, records only memory holds (their adoption by the disk failed):
     /// tried again with the retry timer; the drain waits for them until `drain_timeout`.
     memory_only: u64,
+    /// The key the user sets for the drain's bound on a stop, named in the logs.
+    timeout_key: &'static str,
 }
 
 impl Spill {
@@ -1097,7 +1122,15 @@ impl Spill {
             retry_local,
             dropped: 0,
             memory_only: 0,
+            timeout_key: "drain_timeout",
         }
+    }
+
+    /// The same, for a drain whose bound on a stop the user sets as `key` (`http_out`:
+    /// `shutdown_timeout`), so that the logs name the key the user knows.
+    pub fn with_timeout_key(mut self, key: &'static str) -> Self {
+        self.timeout_key = key;
+        self
     }
 
     /// The bound of the files, with a disk buffer.
@@ -1337,7 +1370,7 @@ impl Spill {
     pub fn log_parked(&self, who: &str, peer: &dyn std::fmt::Display, cx: &mut Ctx<'_>) {
         let unwritten = self.unwritten();
         if unwritten > 0 {
-            slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until drain_timeout", who;
+            slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until {}", who, self.timeout_key;
                 "cog" => self.name, "peer" => %peer, "unwritten_records" => unwritten,
                 "disk_buffer_records" => self.buf.as_ref().map_or(0, |b| b.written().0),
                 "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
@@ -1558,6 +1591,25 @@ impl Spill {
         };
         self.done_with((n as u64, bytes), cx);
     }
+}
+
+/// Writes `buf` to segment `seg` (open as `w`) just past its valid records. After a
+/// failed write the file is cut back to them; if even that fails (the file then ends in
+/// part of a frame), the error says so: the next write goes over that part, the reader
+/// never reads past the valid records, and a restart cuts what is left (logged).
+fn write_at_end(w: &File, seg: &Segment, buf: &[u8]) -> io::Result<()> {
+    let Err(e) = w.write_all_at(buf, seg.len) else {
+        return Ok(());
+    };
+    let msg = match w.set_len(seg.len) {
+        Ok(()) => format!("cannot write to {}: {e}", seg.path.display()),
+        Err(t) => format!(
+            "cannot write to {}: {e}; nor cut it back to its last whole record ({t}): the next \
+             write goes over the partial one",
+            seg.path.display()
+        ),
+    };
+    Err(io::Error::new(e.kind(), msg))
 }
 
 fn lose_rest(s: &mut Segment, held: &mut u64, unloaded: &mut u64, dropped: &mut u64) {
@@ -1816,6 +1868,37 @@ mod tests {
         assert_eq!(b.unsynced.len(), 6);
     }
 
+    /// A sync that cannot open the directory (for the new segment's entry) cannot make
+    /// its records durable: it fails as a failed `fdatasync` does, acknowledging nothing
+    /// until the peer confirms; the next sync that can open it syncs the entry.
+    #[test]
+    fn a_sync_that_cannot_open_the_directory_acknowledges_nothing() {
+        let d = dir("sync-no-dir");
+        let moved = d.with_extension("moved");
+        let _ = std::fs::remove_dir_all(&moved);
+        let (mut b, _) = open(&d);
+        let mut acked = Vec::new();
+        fill(&mut b, 0, 10);
+        std::fs::rename(&d, &moved).unwrap();
+        let job = b.sync_job().expect("a sync to run");
+        let r = b.synced_with(job.run(), |id| acked.push(id));
+        assert!(r.is_err(), "the sync succeeded without its directory");
+        assert_eq!(acked, Vec::<EventId>::new());
+        assert_eq!(b.unsynced.len(), 10);
+        // Back in place: the peer's confirmations acknowledge them, and the next sync
+        // covers the directory entry and its own records.
+        std::fs::rename(&moved, &d).unwrap();
+        assert_eq!(take(&mut b, usize::MAX).len(), 10);
+        b.confirm(3, |id| acked.push(id));
+        assert_eq!(acked, vec![1, 2, 3]);
+        fill(&mut b, 10, 12);
+        let job = b.sync_job().expect("a sync to run");
+        assert!(job.dir.is_some(), "the directory entry is not synced");
+        b.synced_with(job.run(), |id| acked.push(id)).unwrap();
+        assert_eq!(acked, vec![1, 2, 3, 11, 12]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     /// The result of a sync on another thread reaches a wait that began before it
     /// returned; a wait for one that does not return ends at its bound, with nothing.
     #[test]
@@ -1993,6 +2076,38 @@ mod tests {
             take(&mut b, usize::MAX),
             vec!["record 000100\n".to_string()]
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A failed write whose cut back failed too leaves part of a frame at the end of the
+    /// segment: the next write goes over it, so that no record is read as garbage or cut
+    /// at a restart; what a shorter write leaves of it is cut at the restart, records kept.
+    #[test]
+    fn a_partial_frame_left_by_a_failed_cut_is_written_over() {
+        let d = dir("partial-frame");
+        let seg = d.join(format!("{:020}.seg", 1));
+        let torn = |bytes: usize| {
+            let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+            f.write_all(&1000u32.to_le_bytes()).unwrap();
+            f.write_all(&vec![7; bytes - 4]).unwrap();
+        };
+        {
+            let (mut b, _) = open(&d);
+            fill(&mut b, 0, 10);
+            torn(18);
+            fill(&mut b, 10, 20);
+            torn(300);
+            fill(&mut b, 20, 21);
+            assert_eq!(take(&mut b, usize::MAX), records(0, 21));
+            assert_eq!(b.dropped(), 0);
+        }
+        let (mut b, found) = open(&d);
+        assert_eq!(found.records, 21);
+        assert_eq!(
+            found.torn_segments, 1,
+            "the rest of the second partial frame"
+        );
+        assert_eq!(take(&mut b, usize::MAX), records(0, 21));
         let _ = std::fs::remove_dir_all(&d);
     }
 

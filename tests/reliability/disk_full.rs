@@ -438,6 +438,15 @@ fn a_stop_of_http_out_on_a_full_disk_writes_its_memory_batches_once_there_is_roo
     };
     let err = d.stderr();
     assert!(err.contains("with the server away"), "{err}");
+    // The key the user sets for http_out is shutdown_timeout.
+    let parked = err
+        .lines()
+        .find(|l| l.contains("the disk buffer not writable"))
+        .unwrap_or_default();
+    assert!(
+        parked.contains("retrying the write until shutdown_timeout"),
+        "{parked}"
+    );
     assert!(
         err.contains("cannot write the records held in memory to the disk buffer"),
         "the records were not in memory only:\n{err}"
