@@ -39,9 +39,19 @@
 //! segment's worth: delivery is at least once).
 //!
 //! **Bound.** `max_bytes` bounds the segment files. With `when_full = "block"`, the drain
-//! pauses its supplies while the files hold that much ([`DiskBuffer::pressure`]); with
-//! `"drop_oldest"`, the oldest segment is deleted (its records not yet handed back are
-//! counted as dropped and logged).
+//! pauses its supplies while the files hold that much ([`DiskBuffer::pressure`]): records
+//! it has taken are written all the same, so the files may exceed `max_bytes` by the
+//! batch being written when it is reached, and by what the memory buffer held (at most
+//! about `buffer_bytes`) when it is adopted. Refusing those would leave records in
+//! memory only, behind newer ones on disk (a stop would lose them), for a bound that is
+//! the point where the supplies pause. With `"drop_oldest"`, the oldest segments are
+//! deleted until the files are back under `max_bytes` (the segment being written, at
+//! most `segment_bytes`, excepted), after an adoption too: its records not yet handed
+//! back are counted as dropped and logged; those handed back and not confirmed are in
+//! the drain's memory, sent from there, and lose only their copy on disk (logged as
+//! `in_memory_records`, no longer among the records on disk). They are counted as
+//! dropped, once, only if the drain gives up on its peer at a stop before the peer
+//! confirms them ([`Spill::give_up`]), and logged as lost if a forced stop comes first.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -292,6 +302,9 @@ pub struct DiskBuffer {
     unloaded: u64,
     /// Records dropped by `drop_oldest` since the start.
     dropped: u64,
+    /// Records handed back (in the drain's memory) whose segment `drop_oldest` deleted,
+    /// not yet confirmed by the peer: memory holds their only copy.
+    orphans: u64,
     /// A write failed: the buffer takes no more until one succeeds.
     failing: bool,
     _lock: File,
@@ -460,6 +473,7 @@ impl DiskBuffer {
             held,
             unloaded: held,
             dropped: 0,
+            orphans: 0,
             failing: false,
             _lock: lock,
         };
@@ -484,6 +498,19 @@ impl DiskBuffer {
     /// Records dropped by `drop_oldest` since the start.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Records the drain's memory holds whose segment `drop_oldest` deleted and which the
+    /// peer has not confirmed: sent from memory, but no longer on disk (not among
+    /// [`records`](Self::records)).
+    pub fn orphans(&self) -> u64 {
+        self.orphans
+    }
+
+    /// The drain gives up on its peer at a stop: its [`orphans`](Self::orphans) will not
+    /// be confirmed, and are dropped now. Returns how many.
+    pub fn give_up_orphans(&mut self) -> u64 {
+        std::mem::take(&mut self.orphans)
     }
 
     /// Whether records of a drain's memory buffer may be put on disk
@@ -720,17 +747,23 @@ impl DiskBuffer {
             else {
                 break;
             };
+            // Records not handed back are dropped; those handed back and not confirmed
+            // are in the drain's memory, sent from there: they lose their copy on disk
+            // only, and are dropped if the drain stops before the peer confirms them
+            // (`give_up_orphans`).
             let lost = s.records - s.loaded;
+            let orphaned = s.loaded - s.confirmed;
             s.dropped = true;
             s.records = s.loaded;
             self.bytes -= s.len;
-            self.held -= lost;
+            self.held -= lost + orphaned;
             self.unloaded -= lost;
+            self.orphans += orphaned;
             dropped += lost;
             let _ = std::fs::remove_file(&s.path);
             slog::warn!(log, "disk buffer full: oldest segment dropped";
                 "cog" => cog, "file" => %s.path.display(), "dropped_records" => lost,
-                "max_bytes" => self.opts.max_bytes);
+                "in_memory_records" => orphaned, "max_bytes" => self.opts.max_bytes);
             if self.reader.as_ref().is_some_and(|r| r.0 == s.seq) {
                 self.reader = None;
             }
@@ -958,7 +991,12 @@ impl DiskBuffer {
                     s.confirmed_off = e;
                 }
             }
-            self.held -= k;
+            if s.dropped {
+                // Given up at a stop, they are no longer counted.
+                self.orphans = self.orphans.saturating_sub(k);
+            } else {
+                self.held -= k;
+            }
             n -= k;
         }
         self.collect();
@@ -1361,7 +1399,23 @@ impl Spill {
         let (dropped, _) = self.stopping(outbox, cx);
         let fresh = outbox.records() - outbox.first_fresh();
         self.held_in_memory(fresh as u64, cx);
-        dropped
+        dropped + self.give_up(cx)
+    }
+
+    /// The drain gives up on its peer at a stop (it is away, or `drain_timeout` ran out):
+    /// the records its memory holds whose segment `drop_oldest` deleted will not be
+    /// confirmed, and are dropped now (see [`DiskBuffer::give_up_orphans`]): logged, and
+    /// returned for the drain's `dropped` counter, once.
+    pub fn give_up(&mut self, cx: &mut Ctx<'_>) -> u64 {
+        let Some(b) = self.buf.as_mut() else {
+            return 0;
+        };
+        let n = b.give_up_orphans();
+        if n > 0 {
+            slog::error!(cx.logger(), "stopping before the peer confirmed the records held in memory whose disk buffer segment drop_oldest deleted: dropped";
+                "cog" => self.name, "dropped_records" => n);
+        }
+        n
     }
 
     /// Logs a stop with the peer away, which the drain does not wait for: its records
@@ -1566,6 +1620,12 @@ impl Spill {
         if let Err(e) = b.save_cursor() {
             slog::warn!(cx.logger(), "cannot save the disk buffer's cursor; confirmed records may be sent again";
                 "cog" => self.name, "error" => %e);
+        }
+        if b.orphans() > 0 {
+            // The stop ended without giving up on the peer (stop_timeout, a second
+            // signal): no counter can take them now.
+            slog::error!(cx.logger(), "stopped before the peer confirmed the records held in memory whose disk buffer segment drop_oldest deleted: lost";
+                "cog" => self.name, "records" => b.give_up_orphans());
         }
         let (lost, lost_bytes) = b.unwritten();
         let (lost, lost_bytes) = (lost + memory.0, lost_bytes + memory.1);
@@ -2145,6 +2205,56 @@ mod tests {
         assert_eq!(got.len() as u64, b.records());
         assert_eq!(got.last().map(String::as_str), Some("record 149999\n"));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Memory's records adopted while the peer is away, then a long outage: drop_oldest
+    /// deletes their segment. Those not yet handed back are dropped, counted; the adopted
+    /// ones are in memory only: not counted as on disk, not dropped while the peer may
+    /// still confirm them, dropped once (when the drain gives up on the peer) otherwise.
+    #[test]
+    fn drop_oldest_after_an_adoption_counts_each_record_once() {
+        let d = dir("drop-adopted");
+        let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::DropOldest), "t", &log()).unwrap();
+        assert_eq!(adopt(&mut b, 0, 1000).unwrap(), Some(0));
+        fill(&mut b, 1000, 150_000);
+        assert!(b.bytes() <= 1 << 20, "{} bytes", b.bytes());
+        assert!(b.dropped() > 0);
+        assert_eq!(
+            b.orphans(),
+            1000,
+            "the adopted records' copy on disk is gone"
+        );
+        let on_disk = b.records();
+        assert_eq!(b.dropped() + on_disk + b.orphans(), 150_000);
+        assert_eq!(b.written().0, on_disk);
+        // The peer is back: memory's records go first, then the disk's; each confirmed
+        // once, nothing more dropped.
+        let dropped = b.dropped();
+        b.confirm(1000, |_| {});
+        assert_eq!((b.orphans(), b.records()), (0, on_disk));
+        let got = take(&mut b, usize::MAX);
+        assert_eq!(
+            got.len() as u64,
+            on_disk,
+            "records counted on disk and not there"
+        );
+        assert_eq!(got.last().map(String::as_str), Some("record 149999\n"));
+        b.confirm(on_disk, |_| {});
+        assert_eq!((b.records(), b.dropped(), b.orphans()), (0, dropped, 0));
+
+        // Again, and the drain stops before the peer confirms memory's records: they are
+        // given up once, and a late confirmation changes nothing.
+        let d2 = dir("drop-adopted-stop");
+        let (mut b, _) = DiskBuffer::open(opts(&d2, WhenFull::DropOldest), "t", &log()).unwrap();
+        assert_eq!(adopt(&mut b, 0, 1000).unwrap(), Some(0));
+        fill(&mut b, 1000, 150_000);
+        let on_disk = b.records();
+        assert_eq!(b.give_up_orphans(), 1000);
+        assert_eq!(b.give_up_orphans(), 0);
+        b.confirm(1000, |_| {});
+        assert_eq!((b.records(), b.orphans()), (on_disk, 0));
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d2);
     }
 
     #[test]

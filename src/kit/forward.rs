@@ -1556,6 +1556,7 @@ impl Cog<Record> for Forward {
                         c.abort_on_close();
                     }
                     let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+                    let dropped = dropped + self.disk.give_up(cx);
                     if dropped > 0 {
                         out.count_dropped(dropped);
                     }
