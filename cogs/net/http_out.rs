@@ -912,7 +912,7 @@ impl HttpOut {
             watermark: Watermark::new(disk.as_ref().map_or(s.max_buffered_bytes, |d| {
                 usize::try_from(d.max_bytes).unwrap_or(usize::MAX)
             })),
-            disk: Spill::new("http_out", disk, DISK_RETRY),
+            disk: Spill::new("http_out", disk, DISK_RETRY).with_timeout_key("shutdown_timeout"),
             places: Places::default(),
             down: false,
             parked: false,
@@ -1561,6 +1561,7 @@ impl HttpOut {
         self.stopping(out, cx);
         let n = self.memory_only() as u64;
         self.disk.held_in_memory(n, cx);
+        out.count_dropped(self.disk.give_up(cx));
     }
 
     fn sock_ready(&mut self, ev: &mio::event::Event, out: &mut Out<Record>, cx: &mut Ctx) {
@@ -1737,6 +1738,7 @@ impl Cog<Record> for HttpOut {
                         "unsent_records" => self.records_held(), "unsent_bytes" => self.buffered);
                 } else if !self.parked {
                     self.stopping(out, cx);
+                    out.count_dropped(self.disk.give_up(cx));
                     slog::warn!(cx.logger(), "shutdown_timeout expired: the records the server did not answer stay in the disk buffer for the next run";
                         "cog" => "http_out", "peer" => %self.target,
                         "unanswered_records" => self.records_held(),

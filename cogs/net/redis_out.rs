@@ -590,6 +590,7 @@ impl RedisOut {
         self.stopping(out, cx);
         let n = (self.pipe.cmds.len() - self.pipe.first_fresh()) as u64;
         self.disk.held_in_memory(n, cx);
+        out.count_dropped(self.disk.give_up(cx));
     }
 
     /// Writes and syncs what spilled, and refills the pipeline from the disk buffer,
@@ -765,6 +766,7 @@ impl Cog<Record> for RedisOut {
                         "unanswered_bytes" => self.pipe.buffered());
                 } else {
                     self.stopping(out, cx);
+                    out.count_dropped(self.disk.give_up(cx));
                     slog::warn!(cx.logger(), "drain_timeout expired at shutdown: the records Redis did not answer stay in the disk buffer for the next run";
                         "cog" => "redis_out", "peer" => self.link.address(),
                         "unanswered_records" => self.pipe.cmds.len(),

@@ -805,6 +805,7 @@ impl RelpOut {
                         "unanswered_bytes" => self.outbox.buffered());
                 } else if !self.parked {
                     let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+                    let dropped = dropped + self.disk.give_up(cx);
                     if dropped > 0 {
                         out.count_dropped(dropped);
                     }

@@ -39,9 +39,19 @@
 //! segment's worth: delivery is at least once).
 //!
 //! **Bound.** `max_bytes` bounds the segment files. With `when_full = "block"`, the drain
-//! pauses its supplies while the files hold that much ([`DiskBuffer::pressure`]); with
-//! `"drop_oldest"`, the oldest segment is deleted (its records not yet handed back are
-//! counted as dropped and logged).
+//! pauses its supplies while the files hold that much ([`DiskBuffer::pressure`]): records
+//! it has taken are written all the same, so the files may exceed `max_bytes` by the
+//! batch being written when it is reached, and by what the memory buffer held (at most
+//! about `buffer_bytes`) when it is adopted. Refusing those would leave records in
+//! memory only, behind newer ones on disk (a stop would lose them), for a bound that is
+//! the point where the supplies pause. With `"drop_oldest"`, the oldest segments are
+//! deleted until the files are back under `max_bytes` (the segment being written, at
+//! most `segment_bytes`, excepted), after an adoption too: its records not yet handed
+//! back are counted as dropped and logged; those handed back and not confirmed are in
+//! the drain's memory, sent from there, and lose only their copy on disk (logged as
+//! `in_memory_records`, no longer among the records on disk). They are counted as
+//! dropped, once, only if the drain gives up on its peer at a stop before the peer
+//! confirms them ([`Spill::give_up`]), and logged as lost if a forced stop comes first.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -215,11 +225,17 @@ struct Segment {
 pub struct SyncJob {
     files: Vec<File>,
     dir: Option<File>,
+    /// A file to sync could not be opened (or its descriptor duplicated): the sync
+    /// fails, as a failed `fdatasync` does, since it cannot cover every record.
+    missing: Option<io::Error>,
 }
 
 impl SyncJob {
     /// Syncs every file; the first error ends it.
     pub fn run(self) -> io::Result<()> {
+        if let Some(e) = self.missing {
+            return Err(e);
+        }
         for f in &self.files {
             f.sync_data()?;
         }
@@ -286,6 +302,9 @@ pub struct DiskBuffer {
     unloaded: u64,
     /// Records dropped by `drop_oldest` since the start.
     dropped: u64,
+    /// Records handed back (in the drain's memory) whose segment `drop_oldest` deleted,
+    /// not yet confirmed by the peer: memory holds their only copy.
+    orphans: u64,
     /// A write failed: the buffer takes no more until one succeeds.
     failing: bool,
     _lock: File,
@@ -454,6 +473,7 @@ impl DiskBuffer {
             held,
             unloaded: held,
             dropped: 0,
+            orphans: 0,
             failing: false,
             _lock: lock,
         };
@@ -478,6 +498,19 @@ impl DiskBuffer {
     /// Records dropped by `drop_oldest` since the start.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// Records the drain's memory holds whose segment `drop_oldest` deleted and which the
+    /// peer has not confirmed: sent from memory, but no longer on disk (not among
+    /// [`records`](Self::records)).
+    pub fn orphans(&self) -> u64 {
+        self.orphans
+    }
+
+    /// The drain gives up on its peer at a stop: its [`orphans`](Self::orphans) will not
+    /// be confirmed, and are dropped now. Returns how many.
+    pub fn give_up_orphans(&mut self) -> u64 {
+        std::mem::take(&mut self.orphans)
     }
 
     /// Whether records of a drain's memory buffer may be put on disk
@@ -547,14 +580,9 @@ impl DiskBuffer {
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no segment to write to"));
         };
-        if let Err(e) = w.write_all(&self.wbuf) {
-            // The segment may hold part of the frames: cut it back to its last record.
-            let _ = w.set_len(seg.len);
+        if let Err(e) = write_at_end(w, seg, &self.wbuf) {
             self.failing = true;
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot write to {}: {e}", seg.path.display()),
-            ));
+            return Err(e);
         }
         self.failing = false;
         let n = self.wbuf_ids.len() as u64;
@@ -656,23 +684,18 @@ impl DiskBuffer {
         let (Some(w), Some(seg)) = (self.writer.as_mut(), self.segments.back_mut()) else {
             return Err(io::Error::other("no segment to write to"));
         };
-        if let Err(e) = w.write_all(&self.wbuf) {
-            let _ = w.set_len(seg.len);
-            return Err(io::Error::new(
-                e.kind(),
-                format!("cannot write to {}: {e}", seg.path.display()),
-            ));
-        }
+        write_at_end(w, seg, &self.wbuf)?;
         Ok(seg.len)
     }
 
     fn create_segment(&mut self) -> io::Result<()> {
         let seq = self.next_seq;
         let path = self.opts.dir.join(format!("{seq:020}.seg"));
-        // Appending: after a failed write is cut back, the next one lands at the cut.
+        // Not appending: every write goes at the end of the valid records
+        // (`write_at_end`), over what a failed one left if it could not be cut back.
         let mut f = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", path.display()))
@@ -724,17 +747,23 @@ impl DiskBuffer {
             else {
                 break;
             };
+            // Records not handed back are dropped; those handed back and not confirmed
+            // are in the drain's memory, sent from there: they lose their copy on disk
+            // only, and are dropped if the drain stops before the peer confirms them
+            // (`give_up_orphans`).
             let lost = s.records - s.loaded;
+            let orphaned = s.loaded - s.confirmed;
             s.dropped = true;
             s.records = s.loaded;
             self.bytes -= s.len;
-            self.held -= lost;
+            self.held -= lost + orphaned;
             self.unloaded -= lost;
+            self.orphans += orphaned;
             dropped += lost;
             let _ = std::fs::remove_file(&s.path);
             slog::warn!(log, "disk buffer full: oldest segment dropped";
                 "cog" => cog, "file" => %s.path.display(), "dropped_records" => lost,
-                "max_bytes" => self.opts.max_bytes);
+                "in_memory_records" => orphaned, "max_bytes" => self.opts.max_bytes);
             if self.reader.as_ref().is_some_and(|r| r.0 == s.seq) {
                 self.reader = None;
             }
@@ -755,17 +784,44 @@ impl DiskBuffer {
         self.syncing_from = self.next_place - self.written_ids.len() as u64;
         std::mem::swap(&mut self.syncing_ids, &mut self.written_ids);
         let mut files = std::mem::take(&mut self.dirty);
+        let mut missing = None;
         if std::mem::take(&mut self.writer_dirty)
-            && let Some(f) = self.writer.as_ref().and_then(|w| w.try_clone().ok())
+            && let Some(w) = self.writer.as_ref()
         {
-            files.push(f);
+            match w.try_clone() {
+                Ok(f) => files.push(f),
+                Err(e) => {
+                    // Written again before the next sync, it is synced then.
+                    self.writer_dirty = true;
+                    let path = self.segments.back().map(|s| s.path.display().to_string());
+                    missing = Some(io::Error::new(
+                        e.kind(),
+                        format!("cannot reopen {} to sync it: {e}", path.unwrap_or_default()),
+                    ));
+                }
+            }
         }
         let dir = if std::mem::take(&mut self.dir_dirty) {
-            File::open(&self.opts.dir).ok()
+            match File::open(&self.opts.dir) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    // The new segment's entry is synced with the next sync that can.
+                    self.dir_dirty = true;
+                    missing.get_or_insert(io::Error::new(
+                        e.kind(),
+                        format!("cannot open {} to sync it: {e}", self.opts.dir.display()),
+                    ));
+                    None
+                }
+            }
         } else {
             None
         };
-        Some(SyncJob { files, dir })
+        Some(SyncJob {
+            files,
+            dir,
+            missing,
+        })
     }
 
     /// The sync [`sync_job`](Self::sync_job) handed out has returned: on success its
@@ -935,7 +991,12 @@ impl DiskBuffer {
                     s.confirmed_off = e;
                 }
             }
-            self.held -= k;
+            if s.dropped {
+                // Given up at a stop, they are no longer counted.
+                self.orphans = self.orphans.saturating_sub(k);
+            } else {
+                self.held -= k;
+            }
             n -= k;
         }
         self.collect();
@@ -1081,6 +1142,8 @@ pub struct Spill {
     /// At a parked stop, records only memory holds (their adoption by the disk failed):
     /// tried again with the retry timer; the drain waits for them until `drain_timeout`.
     memory_only: u64,
+    /// The key the user sets for the drain's bound on a stop, named in the logs.
+    timeout_key: &'static str,
 }
 
 impl Spill {
@@ -1097,7 +1160,15 @@ impl Spill {
             retry_local,
             dropped: 0,
             memory_only: 0,
+            timeout_key: "drain_timeout",
         }
+    }
+
+    /// The same, for a drain whose bound on a stop the user sets as `key` (`http_out`:
+    /// `shutdown_timeout`), so that the logs name the key the user knows.
+    pub fn with_timeout_key(mut self, key: &'static str) -> Self {
+        self.timeout_key = key;
+        self
     }
 
     /// The bound of the files, with a disk buffer.
@@ -1328,7 +1399,23 @@ impl Spill {
         let (dropped, _) = self.stopping(outbox, cx);
         let fresh = outbox.records() - outbox.first_fresh();
         self.held_in_memory(fresh as u64, cx);
-        dropped
+        dropped + self.give_up(cx)
+    }
+
+    /// The drain gives up on its peer at a stop (it is away, or `drain_timeout` ran out):
+    /// the records its memory holds whose segment `drop_oldest` deleted will not be
+    /// confirmed, and are dropped now (see [`DiskBuffer::give_up_orphans`]): logged, and
+    /// returned for the drain's `dropped` counter, once.
+    pub fn give_up(&mut self, cx: &mut Ctx<'_>) -> u64 {
+        let Some(b) = self.buf.as_mut() else {
+            return 0;
+        };
+        let n = b.give_up_orphans();
+        if n > 0 {
+            slog::error!(cx.logger(), "stopping before the peer confirmed the records held in memory whose disk buffer segment drop_oldest deleted: dropped";
+                "cog" => self.name, "dropped_records" => n);
+        }
+        n
     }
 
     /// Logs a stop with the peer away, which the drain does not wait for: its records
@@ -1337,7 +1424,7 @@ impl Spill {
     pub fn log_parked(&self, who: &str, peer: &dyn std::fmt::Display, cx: &mut Ctx<'_>) {
         let unwritten = self.unwritten();
         if unwritten > 0 {
-            slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until drain_timeout", who;
+            slog::warn!(cx.logger(), "stopping with the {} away and the disk buffer not writable: retrying the write until {}", who, self.timeout_key;
                 "cog" => self.name, "peer" => %peer, "unwritten_records" => unwritten,
                 "disk_buffer_records" => self.buf.as_ref().map_or(0, |b| b.written().0),
                 "retry_in_ms" => RETRY_AFTER.as_millis() as u64);
@@ -1534,6 +1621,12 @@ impl Spill {
             slog::warn!(cx.logger(), "cannot save the disk buffer's cursor; confirmed records may be sent again";
                 "cog" => self.name, "error" => %e);
         }
+        if b.orphans() > 0 {
+            // The stop ended without giving up on the peer (stop_timeout, a second
+            // signal): no counter can take them now.
+            slog::error!(cx.logger(), "stopped before the peer confirmed the records held in memory whose disk buffer segment drop_oldest deleted: lost";
+                "cog" => self.name, "records" => b.give_up_orphans());
+        }
         let (lost, lost_bytes) = b.unwritten();
         let (lost, lost_bytes) = (lost + memory.0, lost_bytes + memory.1);
         if lost > 0 {
@@ -1558,6 +1651,25 @@ impl Spill {
         };
         self.done_with((n as u64, bytes), cx);
     }
+}
+
+/// Writes `buf` to segment `seg` (open as `w`) just past its valid records. After a
+/// failed write the file is cut back to them; if even that fails (the file then ends in
+/// part of a frame), the error says so: the next write goes over that part, the reader
+/// never reads past the valid records, and a restart cuts what is left (logged).
+fn write_at_end(w: &File, seg: &Segment, buf: &[u8]) -> io::Result<()> {
+    let Err(e) = w.write_all_at(buf, seg.len) else {
+        return Ok(());
+    };
+    let msg = match w.set_len(seg.len) {
+        Ok(()) => format!("cannot write to {}: {e}", seg.path.display()),
+        Err(t) => format!(
+            "cannot write to {}: {e}; nor cut it back to its last whole record ({t}): the next \
+             write goes over the partial one",
+            seg.path.display()
+        ),
+    };
+    Err(io::Error::new(e.kind(), msg))
 }
 
 fn lose_rest(s: &mut Segment, held: &mut u64, unloaded: &mut u64, dropped: &mut u64) {
@@ -1816,6 +1928,37 @@ mod tests {
         assert_eq!(b.unsynced.len(), 6);
     }
 
+    /// A sync that cannot open the directory (for the new segment's entry) cannot make
+    /// its records durable: it fails as a failed `fdatasync` does, acknowledging nothing
+    /// until the peer confirms; the next sync that can open it syncs the entry.
+    #[test]
+    fn a_sync_that_cannot_open_the_directory_acknowledges_nothing() {
+        let d = dir("sync-no-dir");
+        let moved = d.with_extension("moved");
+        let _ = std::fs::remove_dir_all(&moved);
+        let (mut b, _) = open(&d);
+        let mut acked = Vec::new();
+        fill(&mut b, 0, 10);
+        std::fs::rename(&d, &moved).unwrap();
+        let job = b.sync_job().expect("a sync to run");
+        let r = b.synced_with(job.run(), |id| acked.push(id));
+        assert!(r.is_err(), "the sync succeeded without its directory");
+        assert_eq!(acked, Vec::<EventId>::new());
+        assert_eq!(b.unsynced.len(), 10);
+        // Back in place: the peer's confirmations acknowledge them, and the next sync
+        // covers the directory entry and its own records.
+        std::fs::rename(&moved, &d).unwrap();
+        assert_eq!(take(&mut b, usize::MAX).len(), 10);
+        b.confirm(3, |id| acked.push(id));
+        assert_eq!(acked, vec![1, 2, 3]);
+        fill(&mut b, 10, 12);
+        let job = b.sync_job().expect("a sync to run");
+        assert!(job.dir.is_some(), "the directory entry is not synced");
+        b.synced_with(job.run(), |id| acked.push(id)).unwrap();
+        assert_eq!(acked, vec![1, 2, 3, 11, 12]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     /// The result of a sync on another thread reaches a wait that began before it
     /// returned; a wait for one that does not return ends at its bound, with nothing.
     #[test]
@@ -1996,6 +2139,38 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
+    /// A failed write whose cut back failed too leaves part of a frame at the end of the
+    /// segment: the next write goes over it, so that no record is read as garbage or cut
+    /// at a restart; what a shorter write leaves of it is cut at the restart, records kept.
+    #[test]
+    fn a_partial_frame_left_by_a_failed_cut_is_written_over() {
+        let d = dir("partial-frame");
+        let seg = d.join(format!("{:020}.seg", 1));
+        let torn = |bytes: usize| {
+            let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+            f.write_all(&1000u32.to_le_bytes()).unwrap();
+            f.write_all(&vec![7; bytes - 4]).unwrap();
+        };
+        {
+            let (mut b, _) = open(&d);
+            fill(&mut b, 0, 10);
+            torn(18);
+            fill(&mut b, 10, 20);
+            torn(300);
+            fill(&mut b, 20, 21);
+            assert_eq!(take(&mut b, usize::MAX), records(0, 21));
+            assert_eq!(b.dropped(), 0);
+        }
+        let (mut b, found) = open(&d);
+        assert_eq!(found.records, 21);
+        assert_eq!(
+            found.torn_segments, 1,
+            "the rest of the second partial frame"
+        );
+        assert_eq!(take(&mut b, usize::MAX), records(0, 21));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
     #[test]
     fn a_graceful_stop_keeps_the_confirmed_prefix_out_of_the_next_run() {
         let d = dir("cursor");
@@ -2030,6 +2205,56 @@ mod tests {
         assert_eq!(got.len() as u64, b.records());
         assert_eq!(got.last().map(String::as_str), Some("record 149999\n"));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Memory's records adopted while the peer is away, then a long outage: drop_oldest
+    /// deletes their segment. Those not yet handed back are dropped, counted; the adopted
+    /// ones are in memory only: not counted as on disk, not dropped while the peer may
+    /// still confirm them, dropped once (when the drain gives up on the peer) otherwise.
+    #[test]
+    fn drop_oldest_after_an_adoption_counts_each_record_once() {
+        let d = dir("drop-adopted");
+        let (mut b, _) = DiskBuffer::open(opts(&d, WhenFull::DropOldest), "t", &log()).unwrap();
+        assert_eq!(adopt(&mut b, 0, 1000).unwrap(), Some(0));
+        fill(&mut b, 1000, 150_000);
+        assert!(b.bytes() <= 1 << 20, "{} bytes", b.bytes());
+        assert!(b.dropped() > 0);
+        assert_eq!(
+            b.orphans(),
+            1000,
+            "the adopted records' copy on disk is gone"
+        );
+        let on_disk = b.records();
+        assert_eq!(b.dropped() + on_disk + b.orphans(), 150_000);
+        assert_eq!(b.written().0, on_disk);
+        // The peer is back: memory's records go first, then the disk's; each confirmed
+        // once, nothing more dropped.
+        let dropped = b.dropped();
+        b.confirm(1000, |_| {});
+        assert_eq!((b.orphans(), b.records()), (0, on_disk));
+        let got = take(&mut b, usize::MAX);
+        assert_eq!(
+            got.len() as u64,
+            on_disk,
+            "records counted on disk and not there"
+        );
+        assert_eq!(got.last().map(String::as_str), Some("record 149999\n"));
+        b.confirm(on_disk, |_| {});
+        assert_eq!((b.records(), b.dropped(), b.orphans()), (0, dropped, 0));
+
+        // Again, and the drain stops before the peer confirms memory's records: they are
+        // given up once, and a late confirmation changes nothing.
+        let d2 = dir("drop-adopted-stop");
+        let (mut b, _) = DiskBuffer::open(opts(&d2, WhenFull::DropOldest), "t", &log()).unwrap();
+        assert_eq!(adopt(&mut b, 0, 1000).unwrap(), Some(0));
+        fill(&mut b, 1000, 150_000);
+        let on_disk = b.records();
+        assert_eq!(b.give_up_orphans(), 1000);
+        assert_eq!(b.give_up_orphans(), 0);
+        b.confirm(1000, |_| {});
+        assert_eq!((b.records(), b.orphans()), (on_disk, 0));
+        let _ = std::fs::remove_dir_all(&d);
+        let _ = std::fs::remove_dir_all(&d2);
     }
 
     #[test]

@@ -901,6 +901,9 @@ pub struct Forward {
     /// Stopping with the peer away: every record is on disk, the drain waits only for
     /// their sync.
     parked: bool,
+    /// Without a disk buffer: the records memory held at the end of `drain_timeout` were
+    /// reported as lost.
+    unsent_reported: bool,
     next_addr: usize,
     /// TLS on TCP connections, if configured.
     tls: Option<TlsClient>,
@@ -954,6 +957,7 @@ impl Forward {
             watermark,
             lingering: false,
             parked: false,
+            unsent_reported: false,
             next_addr: 0,
             tls: None,
             disk: Spill::new(name, None, DISK_RETRY),
@@ -1544,7 +1548,8 @@ impl Cog<Record> for Forward {
             }
             (DRAIN_DEADLINE, Wake::Timer(_)) if self.lingering => {
                 if self.disk.buffer().is_none() {
-                    slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer";
+                    self.unsent_reported = true;
+                    slog::error!(cx.logger(), "drain_timeout expired at shutdown: records not sent or not acknowledged by the peer, lost unless their supply reads them again";
                         "cog" => self.name, "peer" => %self.target,
                         "unsent_records" => self.outbox.records(),
                         "unsent_bytes" => self.outbox.buffered());
@@ -1556,6 +1561,7 @@ impl Cog<Record> for Forward {
                         c.abort_on_close();
                     }
                     let (dropped, _) = self.disk.stopping(&mut self.outbox, cx);
+                    let dropped = dropped + self.disk.give_up(cx);
                     if dropped > 0 {
                         out.count_dropped(dropped);
                     }
@@ -1634,6 +1640,17 @@ impl Cog<Record> for Forward {
     fn done(&mut self, cx: &mut Ctx) {
         self.disk.confirm(self.outbox.take_replayed(), cx);
         self.close(cx);
+        if self.disk.buffer().is_none() {
+            // A stop that ended before drain_timeout (stop_timeout, a second signal) still
+            // says what memory held.
+            if !self.unsent_reported && self.outbox.records() > 0 {
+                slog::error!(cx.logger(), "stopped before the peer acknowledged these records: records not sent, lost unless their supply reads them again";
+                    "cog" => self.name, "peer" => %self.target,
+                    "unsent_records" => self.outbox.records(),
+                    "unsent_bytes" => self.outbox.buffered());
+            }
+            return;
+        }
         self.disk.done_outbox(&self.outbox, cx);
     }
 }

@@ -206,3 +206,85 @@ fn tcp_out_stop_waits_for_the_peer_to_acknowledge() {
     assert!(ok, "{log}");
     assert!(got == input, "lost, reordered or repeated");
 }
+
+/// A stalled collector (it takes a connection and reads nothing) at a stop of tcp_out
+/// without a disk buffer: the drain waits drain_timeout, then says at error level how
+/// many records the collector did not acknowledge (all but those its kernel took), and
+/// the daemon exits 0, as for a disk buffer's records lost at a stop (the bound was the
+/// user's: a stop that runs out of stop_timeout exits 1, see below).
+#[test]
+fn tcp_out_says_what_a_stalled_peer_did_not_acknowledge_at_drain_timeout() {
+    let (ok, log, n, held) = stalled_stop("tcp-out-stalled-drain", "drain_timeout = \"500ms\"", "");
+    assert!(ok, "exit status not 0:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("drain_timeout expired at shutdown"))
+        .unwrap_or_else(|| panic!("no loss reported:\n{log}"));
+    assert!(line.contains("ERRO"), "not at error level: {line}");
+    assert!(
+        line.contains("lost unless their supply reads them again"),
+        "{line}"
+    );
+    assert_unsent(line, n, held);
+    assert!(
+        !log.contains("stopped before the peer acknowledged"),
+        "reported twice:\n{log}"
+    );
+}
+
+/// The same when `stop_timeout` ends the stop first: the drain still says what it held
+/// (at its `done`), and the daemon exits 1.
+#[test]
+fn tcp_out_says_what_a_stalled_peer_did_not_acknowledge_at_stop_timeout() {
+    let (ok, log, n, held) = stalled_stop(
+        "tcp-out-stalled-stop",
+        "drain_timeout = \"60s\"",
+        "[engine]\nstop_timeout = \"500ms\"\n",
+    );
+    assert!(!ok, "exit status 0 after stop_timeout:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped before the peer acknowledged these records"))
+        .unwrap_or_else(|| panic!("no loss reported:\n{log}"));
+    assert!(line.contains("ERRO"), "not at error level: {line}");
+    assert_unsent(line, n, held);
+}
+
+/// tcp_out (memory buffer, `keys` added) forwards a file to a collector that takes the
+/// connection and reads nothing, with `engine` before the train; the stop begins at the
+/// file's end. Returns the exit status, the log, the lines sent and the bytes the
+/// collector's kernel took.
+fn stalled_stop(tag: &str, keys: &str, engine: &str) -> (bool, String, usize, usize) {
+    let n = 20_000;
+    let dir = TempDir::new(tag);
+    let (l, port) = listener();
+    set_rcvbuf(&l, 4096);
+    let cfg = config(
+        dir.path(),
+        &file_in(dir.path(), &numbered(0, n)),
+        &format!("type = \"tcp_out\"\naddress = \"127.0.0.1:{port}\"\n{keys}\n{FAST_RETRY}"),
+    );
+    if !engine.is_empty() {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{engine}{text}")).unwrap();
+    }
+    let d = Daemon::start(&cfg, false);
+    let s = accept(&l);
+    let held = wait_stalled(&s);
+    let (ok, log) = d.wait();
+    (ok, log, n, held)
+}
+
+/// `line` counts as unsent every line the collector's kernel did not take (`held` bytes).
+fn assert_unsent(line: &str, n: usize, held: usize) {
+    let unsent: usize = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("unsent_records="))
+        .and_then(|v| v.trim_end_matches(',').parse().ok())
+        .unwrap_or_else(|| panic!("no count: {line}"));
+    let expected = n - held / LINE;
+    assert!(
+        unsent.abs_diff(expected) <= 1,
+        "unsent_records={unsent}, the collector's kernel took {held} B: {expected} expected"
+    );
+}

@@ -566,6 +566,85 @@ fn drop_oldest_drops_whole_segments_and_counts_them() {
     assert_increasing(&seqs);
 }
 
+/// drop_oldest after an adoption: the collector takes the connection and reads nothing,
+/// so memory holds every record (3 MB, under buffer_bytes), then it resets; the drain
+/// adopts them to disk, where they are more than max_bytes, and drop_oldest deletes
+/// their segment. They are in memory only then: not reported as on disk; the stop (the
+/// collector away) drops them, counted once and said at error level.
+#[test]
+fn drop_oldest_after_an_adoption_counts_what_memory_alone_held_at_the_stop() {
+    use std::os::fd::AsRawFd;
+    let dir = TempDir::new("disk-buffer-drop-adopted");
+    let (udp, collector) = (udp_port(), free_port());
+    let l = TcpListener::bind(("127.0.0.1", collector)).unwrap();
+    let small: libc::c_int = 4096;
+    // SAFETY: the option value is a c_int of the given size, on a descriptor we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            l.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0);
+    let cfg = config(
+        dir.path(),
+        udp,
+        collector,
+        "buffer_bytes = \"4MiB\"\nmax_bytes = \"1MiB\"\nwhen_full = \"drop_oldest\"\n\
+         reconnect_initial = \"20ms\"\nreconnect_max = \"200ms\"\n",
+    );
+    let s = Sender::start(dir.path(), &cfg, udp);
+    let (c, _) = l.accept().unwrap();
+    s.send(0, 30_000, Duration::from_secs(1));
+    let received = s.settled();
+    // What the collector's kernel took (acknowledged, then discarded by the reset).
+    let mut taken = 0;
+    wait_for("the collector's window to fill", || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int.
+        unsafe { libc::ioctl(c.as_raw_fd(), libc::FIONREAD, &mut n) };
+        let stable = n as usize == taken && taken > 0;
+        taken = n as usize;
+        std::thread::sleep(Duration::from_millis(50));
+        stable
+    });
+    // Unread data: the close resets the connection.
+    drop(c);
+    drop(l);
+    wait_for("the adopted segment to be dropped", || {
+        s.d.stderr().contains("oldest segment dropped")
+    });
+    let tcp = s.cog("tcp_out");
+    let said = Sender::buffer(&tcp, "disk_records");
+    assert!(
+        Sender::buffer(&tcp, "disk_bytes") <= 1 << 20,
+        "over max_bytes: {tcp}"
+    );
+    let bdir = s.buffer_dir();
+    let err = s.stop_away("stopping with the peer away");
+    let left = on_disk(&bdir).len() as u64;
+    assert!(said <= left, "{said} records said on disk, {left} there");
+    let [_, _, dropped, _] = final_counters(&err, "tcp_out");
+    eprintln!(
+        "received {received}, said on disk {said}, left {left}, dropped {dropped}, taken {taken} B"
+    );
+    let lost = err
+        .lines()
+        .find(|l| l.contains("stopping before the peer confirmed the records held in memory"))
+        .unwrap_or_else(|| panic!("no loss of memory's records reported:\n{err}"));
+    assert!(lost.contains("ERRO"), "{lost}");
+    // Every record received is dropped once, left on disk, or was taken by the collector's
+    // kernel (a record of which it took part is sent again).
+    let acked = (taken / DATAGRAM) as u64 + 1;
+    assert!(
+        dropped + left <= received && dropped + left + acked >= received,
+        "received {received}: {dropped} dropped, {left} on disk, at most {acked} taken:\n{err}"
+    );
+}
+
 #[test]
 fn block_pauses_the_supply_when_the_disk_buffer_is_full() {
     let dir = TempDir::new("disk-buffer-block");

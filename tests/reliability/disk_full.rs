@@ -394,6 +394,9 @@ fn a_stop_on_a_disk_that_stays_full_says_what_it_lost() {
         .unwrap_or_else(|| panic!("no loss reported (exit {st:?}):\n{err}"));
     assert!(lost.contains("ERRO"), "not at error level: {lost}");
     assert!(lost.contains(&format!(" records={n} ")), "{lost}\n{err}");
+    // drain_timeout is the user's bound on the stop: the loss is said, the exit is 0 (as
+    // for tcp_out's memory buffer at drain_timeout; stop_timeout exits 1).
+    assert!(st.success(), "exit {st:?}:\n{err}");
     assert!(
         err.contains("drain_timeout expired at shutdown with the disk buffer still not writable"),
         "{err}"
@@ -438,6 +441,15 @@ fn a_stop_of_http_out_on_a_full_disk_writes_its_memory_batches_once_there_is_roo
     };
     let err = d.stderr();
     assert!(err.contains("with the server away"), "{err}");
+    // The key the user sets for http_out is shutdown_timeout.
+    let parked = err
+        .lines()
+        .find(|l| l.contains("the disk buffer not writable"))
+        .unwrap_or_default();
+    assert!(
+        parked.contains("retrying the write until shutdown_timeout"),
+        "{parked}"
+    );
     assert!(
         err.contains("cannot write the records held in memory to the disk buffer"),
         "the records were not in memory only:\n{err}"
