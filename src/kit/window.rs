@@ -24,7 +24,8 @@
 //! and values: beyond, the window closing soonest (the oldest, but for a session that
 //! grew) is closed early ([`CloseWhy::Evicted`], counted and logged rate-limited).
 //!
-//! **Memory.** The open windows are boxed states in a slab, found through an
+//! **Memory.** The open windows are states in a slab, each one allocation (its head,
+//! aggregates and `threshold`'s bookkeeping behind one pointer), found through an
 //! open-addressing table of slab indexes keyed by the window's key bytes, which the state
 //! holds (one hash per datum, no key made to look one up); the closing order names
 //! windows by index (what an open window costs: docs/performance.md, and the bound of
@@ -761,11 +762,10 @@ pub use thin::WinState;
 
 /// The state of one (key, window) in one allocation: its [`WinHead`], the bytes it counts
 /// against max_bytes, its aggregates (their number fixed per cog) and, for `threshold`,
-/// its [`Extra`]. Where the head, a boxed slice of aggregates and a boxed `Extra` took
-/// three allocations (128, 80 and 48 bytes with the allocator's headers), W5's windows
-/// (three aggregates) take one of 176 bytes, `threshold`'s (one aggregate and `Extra`)
-/// one of 176 too. The allocation moves as a pointer, as a box did: a window is never
-/// copied.
+/// its [`Extra`]. One allocation a window rather than one per part: one allocator header
+/// and one rounding instead of three, and no pointers from the head to its parts (168
+/// bytes for three aggregates, a 176-byte chunk with glibc's header). The state moves
+/// as a pointer, as a box does: a window is never copied.
 mod thin {
     use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
     use std::fmt;
@@ -788,14 +788,14 @@ mod thin {
     /// Where the aggregates begin: right after `Start` (its size is a multiple of their
     /// alignment, checked below).
     const AGGS_AT: usize = size_of::<Start>();
-    const _: () = assert!(AGGS_AT % align_of::<Agg>() == 0);
+    const _: () = assert!(AGGS_AT.is_multiple_of(align_of::<Agg>()));
     const _: () = assert!(align_of::<Agg>() <= align_of::<Start>());
-    const _: () = assert!(size_of::<Agg>() % align_of::<Extra>() == 0);
-    const _: () = assert!(AGGS_AT % align_of::<Extra>() == 0);
+    const _: () = assert!(size_of::<Agg>().is_multiple_of(align_of::<Extra>()));
+    const _: () = assert!(AGGS_AT.is_multiple_of(align_of::<Extra>()));
     const _: () = assert!(align_of::<Extra>() <= align_of::<Start>());
 
     /// The most aggregates a window holds.
-    pub const MAX_AGGS: usize = u16::MAX as usize;
+    pub(super) const MAX_AGGS: usize = u16::MAX as usize;
 
     /// Where `Extra` begins, after `n` aggregates.
     #[inline(always)]
@@ -818,7 +818,7 @@ mod thin {
     }
 
     /// A window's parts, borrowed apart.
-    pub struct Parts<'a> {
+    pub(super) struct Parts<'a> {
         pub head: &'a mut WinHead,
         pub aggs: &'a mut [Agg],
         pub extra: Option<&'a mut Extra>,
@@ -852,7 +852,7 @@ mod thin {
         /// A state of `head`, `n` aggregates made by `agg` (0 to n - 1, in order), `extra`
         /// if given and counting `bytes`. `n` is at most [`MAX_AGGS`] (the settings refuse
         /// more).
-        pub fn make(
+        pub(super) fn make(
             head: WinHead,
             n: usize,
             mut agg: impl FnMut(usize) -> Agg,
@@ -945,7 +945,7 @@ mod thin {
 
         /// The head, aggregates, `Extra` and byte count, each borrowed mutably.
         #[inline]
-        pub fn parts(&mut self) -> Parts<'_> {
+        pub(super) fn parts(&mut self) -> Parts<'_> {
             let p = self.ptr.as_ptr();
             // SAFETY: the four places are disjoint parts of the allocation (`Start`'s
             // head and bytes fields, the aggregates after it, `Extra` after them), all
@@ -955,10 +955,10 @@ mod thin {
                 let has_extra = (*p).extra;
                 let base = p.cast::<u8>();
                 Parts {
-                    head: &mut *(&raw mut (*p).head),
+                    head: &mut (*p).head,
                     aggs: std::slice::from_raw_parts_mut(base.add(AGGS_AT).cast::<Agg>(), n),
                     extra: has_extra.then(|| &mut *base.add(extra_at(n)).cast::<Extra>()),
-                    bytes: &mut *(&raw mut (*p).bytes),
+                    bytes: &mut (*p).bytes,
                 }
             }
         }
@@ -1419,10 +1419,10 @@ fn owns_place(kind: WindowKind, lateness: i64, s: &WinState, generation: u32, at
         && (kind == WindowKind::Session || s.end.saturating_add(lateness) == at)
 }
 
-/// The open windows: boxed states in a slab, found by key through an open-addressing
+/// The open windows: states in a slab, found by key through an open-addressing
 /// table of slab indexes. The key is hashed once per datum, looked up by its bytes
 /// (no key made to look up), and kept once, in its state; a closing place names a
-/// window by index. Each open window costs its box, 8 bytes of slab and 8 to 16 of
+/// window by index. Each open window costs its allocation, 8 bytes of slab and 8 to 16 of
 /// table, where a general map keyed by shared key bytes cost a key allocation, a map
 /// entry and an eviction queue beside.
 /// From this many slots on, the store's table fills up to 7/8 before it doubles: 100,000
