@@ -1168,8 +1168,8 @@ pub struct Extra {
 }
 
 /// A window's evidence values: a boxed vector when evidence fields are named, so that
-/// [`Extra`] without them is 40 bytes (a 48-byte allocation, where a vector inline made it
-/// 56 bytes in a 64-byte one).
+/// [`Extra`] without them is 40 bytes of the window's allocation (a vector inline would
+/// make it 56).
 #[derive(Debug, Clone, Default)]
 // Boxed on purpose: 8 bytes per window instead of 24 when no evidence is named.
 #[allow(clippy::box_collection)]
@@ -3289,8 +3289,8 @@ mod tests {
         }
     }
 
-    /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
-    /// memory per window counts on it.
+    /// Key bytes take 32 bytes of a window's head, `Extra` 40 of its allocation: the
+    /// bound on memory per window counts on it.
     #[test]
     fn key_bytes_hold_short_keys_inline_and_long_ones_boxed() {
         for len in [0, 1, KEY_INLINE - 1, KEY_INLINE, KEY_INLINE + 1, 200] {
@@ -3308,7 +3308,6 @@ mod tests {
             assert_ne!(k, KeyBytes::new(&other), "{len}");
         }
         assert_eq!(std::mem::size_of::<KeyBytes>(), 32);
-        // Extra: a 48-byte allocation (glibc rounds 40 + 8 bytes of header to 48).
         assert_eq!(std::mem::size_of::<Extra>(), 40);
     }
 
