@@ -176,7 +176,7 @@ impl Alerts {
         } else {
             core.w.output(s, &mut core.out_buf);
         }
-        let x = s.extra.as_deref();
+        let x = s.extra();
         let ids = x.map_or([0, 0], |x| [x.first_id, x.last_id]);
         core.out_buf
             .push((self.first_id_ix, Value::Int(ids[0] as i64)));
@@ -224,7 +224,7 @@ impl<D: 'static> Handler<D> for Alerts {
             }
             let mut s = s.clone();
             let id = self.alert(core, &mut s, CloseWhy::Closed, true, out, cx);
-            if let Some(x) = core.w.state_mut(ix).and_then(|s| s.extra.as_deref_mut()) {
+            if let Some(x) = core.w.state_mut(ix).and_then(|s| s.extra_mut()) {
                 x.alert = id;
             }
         }

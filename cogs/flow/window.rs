@@ -712,8 +712,10 @@ impl<D: 'static, H: Handler<D> + std::fmt::Debug> Cog<D> for Windowed<D, H> {
 /// The immediate call emitting the next open windows at shutdown.
 const FINISH_CHUNK: Local = 1;
 
-/// Open windows emitted per turn at shutdown.
-const FINISH_WINDOWS: usize = 4096;
+/// Open windows emitted per turn at shutdown: about one read's worth of records, so that
+/// what a chunk needs on its way down (the batch, the writer's buffer, the acknowledgements
+/// held) stays small beside the windows it frees.
+const FINISH_WINDOWS: usize = 512;
 
 impl<D: 'static, H: Handler<D>> Windowed<D, H> {
     /// Emits up to [`FINISH_WINDOWS`] open windows, flagged partial; true when none is

@@ -24,7 +24,8 @@
 //! and values: beyond, the window closing soonest (the oldest, but for a session that
 //! grew) is closed early ([`CloseWhy::Evicted`], counted and logged rate-limited).
 //!
-//! **Memory.** The open windows are boxed states in a slab, found through an
+//! **Memory.** The open windows are states in a slab, each one allocation (its head,
+//! aggregates and `threshold`'s bookkeeping behind one pointer), found through an
 //! open-addressing table of slab indexes keyed by the window's key bytes, which the state
 //! holds (one hash per datum, no key made to look one up); the closing order names
 //! windows by index (what an open window costs: docs/performance.md, and the bound of
@@ -454,7 +455,7 @@ fn write_value(place: &mut Value, v: Value) {
 /// the place itself: built elsewhere, an inline text is copied in with loads that span the
 /// narrower stores that just built it, and wait for them
 /// (docs/architecture.md#store-forwarding).
-#[inline]
+#[inline(always)]
 fn fill_key_text(place: &mut Value, b: &[u8]) {
     if b.len() <= InlineStr::CAPACITY && short_ascii(b) {
         write_value(place, Value::Shared(SharedStr::Inline(InlineStr::EMPTY)));
@@ -610,9 +611,10 @@ fn parse_func(text: &str) -> Result<(Func, Option<&str>), String> {
 // State
 // ---------------------------------------------------------------------------------------------
 
-/// The state of one (key, window).
+/// The fixed part of the state of one (key, window): what [`WinState`] holds before its
+/// aggregates (88 bytes).
 #[derive(Debug, Clone, PartialEq)]
-pub struct WinState {
+pub struct WinHead {
     /// Window start and end, Unix milliseconds (a session's end is its last time + gap).
     pub start: i64,
     /// See `start`.
@@ -627,20 +629,317 @@ pub struct WinState {
     kb: KeyBytes,
     /// The low half of the key bytes' hash: the window's place in the store's table.
     hash: u32,
-    /// Bytes counted against max_bytes (beside `hash`: 8 bytes for both).
-    bytes: u32,
     /// The key fields' values that are not text, in order: text ones (the usual key, an
     /// address or a name) are read back from the window's key bytes, which hold them
     /// anyway, so that a window keeps no copy of them.
     pub key: Box<[Value]>,
-    /// The aggregates, in the order written (a boxed slice: 8 bytes less than a vector,
-    /// room for the key bytes inline).
-    pub aggs: Box<[Agg]>,
     /// Ids of consumed inputs, acknowledged once the window's output is.
     pub held: Ids,
-    /// What `threshold` keeps per window (see [`Windows::keep_extra`]); `None` for
-    /// `window`, which needs none of it: 8 bytes a window instead of 56.
-    pub extra: Option<Box<Extra>>,
+}
+
+impl WinHead {
+    /// A head for the window `[start, end)` with no key bytes yet.
+    fn new(start: i64, end: i64) -> WinHead {
+        WinHead {
+            start,
+            end,
+            generation: 0,
+            kb: KeyBytes::default(),
+            hash: 0,
+            key: Box::default(),
+            held: Ids::default(),
+        }
+    }
+}
+
+pub use thin::WinState;
+
+/// The state of one (key, window) in one allocation: its [`WinHead`], the bytes it counts
+/// against max_bytes, its aggregates (their number fixed per cog) and, for `threshold`,
+/// its [`Extra`]. One allocation a window rather than one per part: one allocator header
+/// and one rounding instead of three, and no pointers from the head to its parts (168
+/// bytes for three aggregates, a 176-byte chunk with glibc's header). The state moves
+/// as a pointer, as a box does: a window is never copied.
+mod thin {
+    use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+    use std::fmt;
+    use std::marker::PhantomData;
+    use std::ptr::{self, NonNull};
+
+    use super::{Agg, Extra, WinHead};
+
+    /// What begins the allocation: the head, then what tells the allocation's shape (the
+    /// number of aggregates, whether `Extra` follows them), kept out of the head so that
+    /// safe code swapping or overwriting heads never changes a shape.
+    #[repr(C)]
+    struct Start {
+        head: WinHead,
+        bytes: u32,
+        aggs: u16,
+        extra: bool,
+    }
+
+    /// Where the aggregates begin: right after `Start` (its size is a multiple of their
+    /// alignment, checked below).
+    const AGGS_AT: usize = size_of::<Start>();
+    const _: () = assert!(AGGS_AT.is_multiple_of(align_of::<Agg>()));
+    const _: () = assert!(align_of::<Agg>() <= align_of::<Start>());
+    const _: () = assert!(size_of::<Agg>().is_multiple_of(align_of::<Extra>()));
+    const _: () = assert!(AGGS_AT.is_multiple_of(align_of::<Extra>()));
+    const _: () = assert!(align_of::<Extra>() <= align_of::<Start>());
+
+    /// The most aggregates a window holds.
+    pub(super) const MAX_AGGS: usize = u16::MAX as usize;
+
+    /// Where `Extra` begins, after `n` aggregates.
+    #[inline(always)]
+    const fn extra_at(n: usize) -> usize {
+        AGGS_AT + n * size_of::<Agg>()
+    }
+
+    /// The allocation's layout for `n` aggregates (at most [`MAX_AGGS`]: a few MiB, far
+    /// from the largest layout) and `Extra` or not.
+    pub(super) fn layout(n: usize, extra: bool) -> Layout {
+        let size = extra_at(n) + if extra { size_of::<Extra>() } else { 0 };
+        Layout::from_size_align(size, align_of::<Start>())
+            .unwrap_or_else(|_| unreachable!("at most {MAX_AGGS} aggregates: a small layout"))
+    }
+
+    /// See the module doc. Owns its head, aggregates and `Extra` as a `Box` owns its value.
+    pub struct WinState {
+        ptr: NonNull<Start>,
+        _owns: PhantomData<Start>,
+    }
+
+    /// A window's parts, borrowed apart.
+    pub(super) struct Parts<'a> {
+        pub head: &'a mut WinHead,
+        pub aggs: &'a mut [Agg],
+        pub extra: Option<&'a mut Extra>,
+        pub bytes: &'a mut u32,
+    }
+
+    /// Drops what was written of a state being made, and frees its allocation, if making
+    /// an aggregate panics.
+    struct Partial {
+        ptr: NonNull<Start>,
+        layout: Layout,
+        aggs: usize,
+    }
+
+    impl Drop for Partial {
+        fn drop(&mut self) {
+            let p = self.ptr.as_ptr();
+            // SAFETY: the head and the first `self.aggs` aggregates were written (`make`
+            // counts each once written) and nothing else owns them; `layout` is the one
+            // allocated with, and the allocation is freed once.
+            unsafe {
+                ptr::drop_in_place(&raw mut (*p).head);
+                let aggs = p.cast::<u8>().add(AGGS_AT).cast::<Agg>();
+                ptr::drop_in_place(ptr::slice_from_raw_parts_mut(aggs, self.aggs));
+                dealloc(p.cast(), self.layout);
+            }
+        }
+    }
+
+    impl WinState {
+        /// A state of `head`, `n` aggregates made by `agg` (0 to n - 1, in order), `extra`
+        /// if given and counting `bytes`. `n` is at most [`MAX_AGGS`] (the settings refuse
+        /// more).
+        pub(super) fn make(
+            head: WinHead,
+            n: usize,
+            mut agg: impl FnMut(usize) -> Agg,
+            extra: Option<Extra>,
+            bytes: u32,
+        ) -> WinState {
+            assert!(n <= MAX_AGGS, "{n} aggregates: at most {MAX_AGGS}");
+            let layout = layout(n, extra.is_some());
+            // SAFETY: the layout's size is never 0 (it holds `Start`).
+            let raw = unsafe { alloc(layout) };
+            let Some(ptr) = NonNull::new(raw.cast::<Start>()) else {
+                handle_alloc_error(layout)
+            };
+            let p = ptr.as_ptr();
+            let has_extra = extra.is_some();
+            // SAFETY: `p` is a fresh allocation of `layout`: `Start` at its beginning,
+            // `n` aggregates from `AGGS_AT`, `Extra` (when given) from `extra_at(n)`, all
+            // aligned (checked above) and inside it. Each place is written once; should
+            // `agg` panic, `Partial` drops what was written and frees the allocation.
+            unsafe {
+                ptr::write(
+                    p,
+                    Start {
+                        head,
+                        bytes,
+                        aggs: n as u16,
+                        extra: has_extra,
+                    },
+                );
+                let mut partial = Partial {
+                    ptr,
+                    layout,
+                    aggs: 0,
+                };
+                let aggs = p.cast::<u8>().add(AGGS_AT).cast::<Agg>();
+                for i in 0..n {
+                    ptr::write(aggs.add(i), agg(i));
+                    partial.aggs = i + 1;
+                }
+                std::mem::forget(partial);
+                if let Some(x) = extra {
+                    ptr::write(p.cast::<u8>().add(extra_at(n)).cast::<Extra>(), x);
+                }
+            }
+            WinState {
+                ptr,
+                _owns: PhantomData,
+            }
+        }
+
+        #[inline(always)]
+        fn start(&self) -> &Start {
+            // SAFETY: `ptr` holds an initialized `Start` while `self` lives.
+            unsafe { self.ptr.as_ref() }
+        }
+
+        /// The aggregates, in the order written.
+        #[inline]
+        pub fn aggs(&self) -> &[Agg] {
+            let n = usize::from(self.start().aggs);
+            // SAFETY: `n` aggregates are initialized from `AGGS_AT`, borrowed with `self`.
+            unsafe {
+                std::slice::from_raw_parts(
+                    self.ptr.as_ptr().cast::<u8>().add(AGGS_AT).cast::<Agg>(),
+                    n,
+                )
+            }
+        }
+
+        /// What `threshold` keeps, if this state keeps it.
+        #[inline]
+        pub fn extra(&self) -> Option<&Extra> {
+            let s = self.start();
+            // SAFETY: with `extra` set, an initialized `Extra` lies at `extra_at(aggs)`.
+            s.extra.then(|| unsafe {
+                &*self
+                    .ptr
+                    .as_ptr()
+                    .cast::<u8>()
+                    .add(extra_at(usize::from(s.aggs)))
+                    .cast::<Extra>()
+            })
+        }
+
+        /// The bytes counted against max_bytes.
+        #[inline]
+        pub fn bytes(&self) -> u32 {
+            self.start().bytes
+        }
+
+        /// The head, aggregates, `Extra` and byte count, each borrowed mutably.
+        #[inline]
+        pub(super) fn parts(&mut self) -> Parts<'_> {
+            let p = self.ptr.as_ptr();
+            // SAFETY: the four places are disjoint parts of the allocation (`Start`'s
+            // head and bytes fields, the aggregates after it, `Extra` after them), all
+            // initialized, borrowed mutably with `self` (which owns them alone).
+            unsafe {
+                let n = usize::from((*p).aggs);
+                let has_extra = (*p).extra;
+                let base = p.cast::<u8>();
+                Parts {
+                    head: &mut (*p).head,
+                    aggs: std::slice::from_raw_parts_mut(base.add(AGGS_AT).cast::<Agg>(), n),
+                    extra: has_extra.then(|| &mut *base.add(extra_at(n)).cast::<Extra>()),
+                    bytes: &mut (*p).bytes,
+                }
+            }
+        }
+
+        /// The aggregates, mutably.
+        #[inline]
+        pub fn aggs_mut(&mut self) -> &mut [Agg] {
+            self.parts().aggs
+        }
+
+        /// `Extra`, mutably, if kept.
+        #[inline]
+        pub fn extra_mut(&mut self) -> Option<&mut Extra> {
+            self.parts().extra
+        }
+    }
+
+    impl Drop for WinState {
+        fn drop(&mut self) {
+            let p = self.ptr.as_ptr();
+            // SAFETY: everything `make` wrote is initialized and owned by `self` alone;
+            // each is dropped once, then the allocation is freed with the layout `make`
+            // computed from the same shape (which nothing changes after `make`).
+            unsafe {
+                let n = usize::from((*p).aggs);
+                let has_extra = (*p).extra;
+                let base = p.cast::<u8>();
+                ptr::drop_in_place(&raw mut (*p).head);
+                ptr::drop_in_place(ptr::slice_from_raw_parts_mut(
+                    base.add(AGGS_AT).cast::<Agg>(),
+                    n,
+                ));
+                if has_extra {
+                    ptr::drop_in_place(base.add(extra_at(n)).cast::<Extra>());
+                }
+                dealloc(base, layout(n, has_extra));
+            }
+        }
+    }
+
+    impl std::ops::Deref for WinState {
+        type Target = WinHead;
+        #[inline(always)]
+        fn deref(&self) -> &WinHead {
+            &self.start().head
+        }
+    }
+
+    impl std::ops::DerefMut for WinState {
+        #[inline(always)]
+        fn deref_mut(&mut self) -> &mut WinHead {
+            self.parts().head
+        }
+    }
+
+    impl Clone for WinState {
+        fn clone(&self) -> WinState {
+            let aggs = self.aggs();
+            WinState::make(
+                self.start().head.clone(),
+                aggs.len(),
+                |i| aggs[i].clone(),
+                self.extra().cloned(),
+                self.bytes(),
+            )
+        }
+    }
+
+    impl PartialEq for WinState {
+        fn eq(&self, o: &WinState) -> bool {
+            **self == **o
+                && self.aggs() == o.aggs()
+                && self.extra() == o.extra()
+                && self.bytes() == o.bytes()
+        }
+    }
+
+    impl fmt::Debug for WinState {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("WinState")
+                .field("head", &**self)
+                .field("bytes", &self.bytes())
+                .field("aggs", &self.aggs())
+                .field("extra", &self.extra())
+                .finish()
+        }
+    }
 }
 
 /// Key bytes held inline up to this length: a text key of up to 17 bytes (a name, an
@@ -763,8 +1062,8 @@ pub struct Extra {
 }
 
 /// A window's evidence values: a boxed vector when evidence fields are named, so that
-/// [`Extra`] without them is 40 bytes (a 48-byte allocation, where a vector inline made it
-/// 56 bytes in a 64-byte one).
+/// [`Extra`] without them is 40 bytes of the window's allocation (a vector inline would
+/// make it 56).
 #[derive(Debug, Clone, Default)]
 // Boxed on purpose: 8 bytes per window instead of 24 when no evidence is named.
 #[allow(clippy::box_collection)]
@@ -824,29 +1123,33 @@ impl PartialEq for Evidence {
 impl WinState {
     /// The id of the alert this window fired (0: none, or not kept).
     pub fn alert(&self) -> EventId {
-        self.extra.as_ref().map_or(0, |x| x.alert)
+        self.extra().map_or(0, |x| x.alert)
     }
 
     /// The hash of the group-by key (0 when not kept).
     pub fn group(&self) -> u64 {
-        self.extra.as_ref().map_or(0, |x| x.group)
+        self.extra().map_or(0, |x| x.group)
     }
 
     /// The `threshold` bookkeeping, zeros when not kept.
     fn extra_or_default(&self) -> Extra {
-        self.extra.as_deref().cloned().unwrap_or_default()
+        self.extra().cloned().unwrap_or_default()
     }
 
     /// The bytes counted against max_bytes.
-    fn bytes(&self) -> usize {
-        self.bytes as usize
+    fn size(&self) -> usize {
+        self.bytes() as usize
     }
 
     fn add_bytes(&mut self, n: usize) {
-        self.bytes = self
-            .bytes
-            .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        add_bytes(self.parts().bytes, n);
     }
+}
+
+/// Adds `n` to a window's byte count, saturating.
+#[inline]
+fn add_bytes(bytes: &mut u32, n: usize) {
+    *bytes = bytes.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
 }
 
 /// Event ids held by a window: the first inline, since most windows hold one or few
@@ -983,7 +1286,7 @@ pub enum CloseWhy {
 #[derive(Debug)]
 pub struct Closed {
     /// Its state.
-    pub state: Box<WinState>,
+    pub state: WinState,
     /// Why.
     pub why: CloseWhy,
 }
@@ -1010,10 +1313,10 @@ fn owns_place(kind: WindowKind, lateness: i64, s: &WinState, generation: u32, at
         && (kind == WindowKind::Session || s.end.saturating_add(lateness) == at)
 }
 
-/// The open windows: boxed states in a slab, found by key through an open-addressing
+/// The open windows: states in a slab, found by key through an open-addressing
 /// table of slab indexes. The key is hashed once per datum, looked up by its bytes
 /// (no key made to look up), and kept once, in its state; a closing place names a
-/// window by index. Each open window costs its box, 8 bytes of slab and 8 to 16 of
+/// window by index. Each open window costs its allocation, 8 bytes of slab and 8 to 16 of
 /// table, where a general map keyed by shared key bytes cost a key allocation, a map
 /// entry and an eviction queue beside.
 /// From this many slots on, the store's table fills up to 7/8 before it doubles: 100,000
@@ -1022,8 +1325,7 @@ const BIG_TABLE: usize = 1 << 17;
 
 #[derive(Debug, Default)]
 struct Store {
-    #[allow(clippy::vec_box)]
-    slab: Vec<Option<Box<WinState>>>,
+    slab: Vec<Option<WinState>>,
     /// Free slab indexes.
     free: Vec<u32>,
     /// Linear probing, a power of two long, at most half full while short (few probes
@@ -1074,16 +1376,16 @@ impl Store {
 
     #[inline]
     fn get(&self, ix: u32) -> Option<&WinState> {
-        self.slab.get(ix as usize)?.as_deref()
+        self.slab.get(ix as usize)?.as_ref()
     }
 
     #[inline]
     fn get_mut(&mut self, ix: u32) -> Option<&mut WinState> {
-        self.slab.get_mut(ix as usize)?.as_deref_mut()
+        self.slab.get_mut(ix as usize)?.as_mut()
     }
 
     /// Adds a window whose key (`s.kb`, hash `s.hash`) is not open; returns its index.
-    fn insert(&mut self, s: Box<WinState>) -> u32 {
+    fn insert(&mut self, s: WinState) -> u32 {
         if self.len + 1 > self.max_len {
             self.grow();
         }
@@ -1126,7 +1428,8 @@ impl Store {
     }
 
     /// Takes the window at `ix` out.
-    fn remove(&mut self, ix: u32) -> Option<Box<WinState>> {
+    #[inline(always)]
+    fn remove(&mut self, ix: u32) -> Option<WinState> {
         let s = self.slab.get_mut(ix as usize)?.take()?;
         self.free.push(ix);
         self.len -= 1;
@@ -1160,7 +1463,7 @@ impl Store {
     }
 
     /// Any open window, taken out.
-    fn pop_any(&mut self) -> Option<Box<WinState>> {
+    fn pop_any(&mut self) -> Option<WinState> {
         let ix = self.slab.iter().position(Option::is_some)?;
         self.remove(ix as u32)
     }
@@ -1169,7 +1472,7 @@ impl Store {
         self.slab
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| Some((i as u32, s.as_deref()?)))
+            .filter_map(|(i, s)| Some((i as u32, s.as_ref()?)))
     }
 }
 
@@ -1259,15 +1562,12 @@ pub struct Windows<D> {
     names: Vec<Path>,
     /// Windows handed out, for the cog to take.
     pub closed: Vec<Closed>,
-    /// Vectors of released states, reused by new ones (no allocation per window).
-    // Boxed on purpose: a state moves in and out of the map as a pointer, and a spare one
-    // keeps its vectors' room.
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<WinState>>,
+    /// Released states, reused by new ones (no allocation per window; a state is a
+    /// pointer, and a spare one keeps its vectors' room).
+    spare: Vec<WinState>,
     /// The same, of states whose key bytes are long (`KeyBytes::Boxed`): their vectors
     /// serve the next long keys.
-    #[allow(clippy::vec_box)]
-    spare_long: Vec<Box<WinState>>,
+    spare_long: Vec<WinState>,
     /// With [`Windows::track_touched`]: the windows the last datum counted in (see
     /// [`Windows::state`]).
     pub touched: Vec<u32>,
@@ -1375,7 +1675,8 @@ impl<D> Spec<D> {
     #[inline]
     fn update(&mut self, s: &mut WinState, d: &D, id: EventId, hold: bool) -> usize {
         let mut grew = 0usize;
-        for (spec, agg) in self.aggs.iter().zip(s.aggs.iter_mut()) {
+        let parts = s.parts();
+        for (spec, agg) in self.aggs.iter().zip(parts.aggs.iter_mut()) {
             match agg {
                 Agg::Count(n) => {
                     let hit = spec.func == Func::Count
@@ -1426,7 +1727,7 @@ impl<D> Spec<D> {
                 }
             }
         }
-        if let Some(x) = s.extra.as_deref_mut() {
+        if let Some(x) = parts.extra {
             if x.first_id == 0 {
                 x.first_id = id;
                 for (p, h) in self.evidence.iter().zip(&self.evidence_hints) {
@@ -1443,9 +1744,9 @@ impl<D> Spec<D> {
             x.last_id = id;
         }
         if hold && id != 0 {
-            s.held.push(id);
+            parts.head.held.push(id);
         }
-        s.add_bytes(grew);
+        add_bytes(parts.bytes, grew);
         grew
     }
 }
@@ -1548,6 +1849,12 @@ impl<D: 'static> Windows<D> {
             return Err(SettingError::new(
                 "aggregate",
                 "give at least one aggregate, e.g. { requests = \"count\" }",
+            ));
+        }
+        if s.aggregate.0.len() > thin::MAX_AGGS {
+            return Err(SettingError::new(
+                "aggregate",
+                format!("at most {} aggregates", thin::MAX_AGGS),
             ));
         }
         let mut aggs = Vec::new();
@@ -1887,9 +2194,9 @@ impl<D: 'static> Windows<D> {
     }
 
     /// Takes the window at `ix` out, its bytes counted out.
-    fn take(&mut self, ix: u32) -> Option<Box<WinState>> {
+    fn take(&mut self, ix: u32) -> Option<WinState> {
         let s = self.states.remove(ix)?;
-        self.bytes = self.bytes.saturating_sub(s.bytes());
+        self.bytes = self.bytes.saturating_sub(s.size());
         Some(s)
     }
 
@@ -1903,16 +2210,25 @@ impl<D: 'static> Windows<D> {
     }
 
     /// Gives back a window handed out and done with: its vectors serve the next ones.
-    pub fn release(&mut self, mut s: Box<WinState>) {
-        if self.spare.len() + self.spare_long.len() < 1024 {
+    pub fn release(&mut self, mut s: WinState) {
+        // A spare serves only as a state of this cog's shape (every state made here is).
+        if self.spare.len() + self.spare_long.len() < 1024
+            && s.aggs().len() == self.spec.aggs.len()
+            && s.extra().is_some() == self.extra
+        {
             if !s.key.is_empty() {
                 s.key = Box::default();
             }
+            let parts = s.parts();
             // Numbers stay for new_state to reset in place; what holds memory goes now.
-            if self.spec.may_hold_memory && s.aggs.iter().any(Agg::holds_memory) {
-                s.aggs = Box::default();
+            if self.spec.may_hold_memory {
+                for a in parts.aggs.iter_mut() {
+                    if a.holds_memory() {
+                        *a = Agg::Count(0);
+                    }
+                }
             }
-            if let Some(x) = s.extra.as_deref_mut() {
+            if let Some(x) = parts.extra {
                 x.evidence.clear();
             }
             if s.kb.is_long() {
@@ -1923,9 +2239,9 @@ impl<D: 'static> Windows<D> {
         }
     }
 
-    /// A new state for key `self.buf` (hash `h`) and the window `[start, end)`, from
-    /// spare vectors.
-    fn new_state(&mut self, d: &D, h: u32, start: i64, end: i64) -> Box<WinState> {
+    /// A new state for key `self.buf` (hash `h`) and the window `[start, end)`, from a
+    /// spare one when there is one.
+    fn new_state(&mut self, d: &D, h: u32, start: i64, end: i64) -> WinState {
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         let group = if self.track_groups {
@@ -1939,40 +2255,40 @@ impl<D: 'static> Windows<D> {
         } else {
             self.spare.pop().or_else(|| self.spare_long.pop())
         };
+        let aggs = &self.spec.aggs;
         let mut s = match spare {
             Some(mut s) => {
-                s.start = start;
-                s.end = end;
-                s.generation = generation;
-                s.held = Ids::default();
+                let p = s.parts();
+                p.head.start = start;
+                p.head.end = end;
+                p.head.generation = generation;
+                p.head.held = Ids::default();
+                for (a, spec) in p.aggs.iter_mut().zip(aggs) {
+                    a.reset(spec.func);
+                }
+                if let Some(x) = p.extra {
+                    x.first_id = 0;
+                    x.last_id = 0;
+                    x.evidence.clear();
+                    x.alert = 0;
+                    x.group = group;
+                }
+                *p.bytes = 0;
                 s
             }
-            None => Box::new(WinState {
-                start,
-                end,
-                generation,
-                kb: KeyBytes::default(),
-                hash: 0,
-                bytes: 0,
-                key: Box::default(),
-                aggs: Box::default(),
-                held: Ids::default(),
-                extra: None,
-            }),
+            None => {
+                let mut head = WinHead::new(start, end);
+                head.generation = generation;
+                let extra = self.extra.then(|| Extra {
+                    group,
+                    ..Extra::default()
+                });
+                WinState::make(head, aggs.len(), |i| Agg::new(aggs[i].func), extra, 0)
+            }
         };
-        if self.extra {
-            let x = s.extra.get_or_insert_with(Box::default);
-            x.first_id = 0;
-            x.last_id = 0;
-            x.evidence.clear();
-            x.alert = 0;
-            x.group = group;
-        } else {
-            s.extra = None;
-        }
         s.kb.set(&self.buf);
         s.hash = h;
-        // Text values are in the key bytes already (see `WinState::key`): most keys
+        // Text values are in the key bytes already (see `WinHead::key`): most keys
         // allocate nothing here.
         if !self.key_text {
             let mut others = Vec::new();
@@ -1984,15 +2300,8 @@ impl<D: 'static> Windows<D> {
             }
             s.key = others.into_boxed_slice();
         }
-        if s.aggs.len() == self.spec.aggs.len() {
-            for (a, spec) in s.aggs.iter_mut().zip(&self.spec.aggs) {
-                a.reset(spec.func);
-            }
-        } else {
-            s.aggs = self.spec.aggs.iter().map(|a| Agg::new(a.func)).collect();
-        }
-        s.bytes = 0;
-        s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * s.key.len());
+        let key_values = s.key.len();
+        s.add_bytes(2 * self.buf.len() + 256 + 24 * self.spec.aggs.len() + 32 * key_values);
         s
     }
 
@@ -2001,13 +2310,13 @@ impl<D: 'static> Windows<D> {
     fn open_state(&mut self, d: &D, h: u32, start: i64, end: i64, id: EventId, hold: bool) {
         let mut state = self.new_state(d, h, start, end);
         while self.states.len > 0
-            && (self.states.len >= self.max_keys || self.bytes + state.bytes() > self.max_bytes)
+            && (self.states.len >= self.max_keys || self.bytes + state.size() > self.max_bytes)
             && self.evict_one()
         {}
         let generation = state.generation;
         let grew = self.spec.update(&mut state, d, id, hold);
         state.add_bytes(grew);
-        self.bytes += state.bytes();
+        self.bytes += state.size();
         let ix = self.states.insert(state);
         self.place(end.saturating_add(self.lateness), generation, ix);
         if self.track {
@@ -2031,7 +2340,7 @@ impl<D: 'static> Windows<D> {
     /// The next live window in the closing order, taken out with its place; a session
     /// that grew since its place was made is put back at its new end (when `replace`).
     /// `None` when no window is open.
-    fn take_first(&mut self, replace: bool) -> Option<Box<WinState>> {
+    fn take_first(&mut self, replace: bool) -> Option<WinState> {
         while let Some(mut entry) = self.order.first_entry() {
             let at = *entry.key();
             let place = entry.get_mut().pop_front();
@@ -2059,7 +2368,7 @@ impl<D: 'static> Windows<D> {
         }
         // Every open window has a place; this only empties a store that lost one.
         let s = self.states.pop_any()?;
-        self.bytes = self.bytes.saturating_sub(s.bytes());
+        self.bytes = self.bytes.saturating_sub(s.size());
         Some(s)
     }
 
@@ -2185,17 +2494,18 @@ impl<D: 'static> Windows<D> {
     /// the place `put` gives it instead of collected.
     #[inline]
     pub fn output_to<P: Put>(&self, s: &mut WinState, put: &mut P) {
-        put.set(0, || Value::Time(ms_ts(s.start)));
-        put.set(1, || Value::Time(ms_ts(s.end)));
-        let mut others = s.key.iter_mut();
-        self.key_values(&s.kb, |i, part| match part {
+        let thin::Parts { head, aggs, .. } = s.parts();
+        put.set(0, || Value::Time(ms_ts(head.start)));
+        put.set(1, || Value::Time(ms_ts(head.end)));
+        let mut others = head.key.iter_mut();
+        self.key_values(&head.kb, |i, part| match part {
             KeyPart::Text(t) => fill_key_text(put.field(2 + i), t),
             KeyPart::Other => put.set(2 + i, || {
                 others.next().map(std::mem::take).unwrap_or_default()
             }),
             KeyPart::Missing => put.set(2 + i, || Value::Null),
         });
-        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
+        for (spec, agg) in self.spec.aggs.iter().zip(&*aggs) {
             // Counts and sums (most aggregates, never flagged) without the general call.
             match agg {
                 Agg::Count(n) => put.set(spec.out_ix, || {
@@ -2262,7 +2572,7 @@ impl<D: 'static> Windows<D> {
                 r.set_path(p, v);
             }
         });
-        for (spec, agg) in self.spec.aggs.iter().zip(&s.aggs) {
+        for (spec, agg) in self.spec.aggs.iter().zip(s.aggs()) {
             r.set_path(&spec.out, agg.output().0);
         }
         r
@@ -2307,7 +2617,7 @@ impl<D: 'static> Windows<D> {
                 if let Some(s) = self.states.get(ix)
                     && owns_place(self.kind, self.lateness, s, g, at)
                 {
-                    file.insert(s.kb.to_vec(), Saved::Window(s.clone()));
+                    file.insert(s.kb.to_vec(), Saved::Window(SavedWin::of(s)));
                 }
             }
         }
@@ -2337,8 +2647,14 @@ impl<D: 'static> Windows<D> {
             match v {
                 Saved::Watermark(wm) => self.watermark = self.watermark.max(wm),
                 Saved::Group(g) => groups.push(g),
-                Saved::Window(mut s) => {
-                    if s.aggs.len() != self.spec.aggs.len() {
+                Saved::Window(saved) => {
+                    let SavedWin {
+                        mut head,
+                        aggs,
+                        extra,
+                        bytes,
+                    } = saved;
+                    if aggs.len() != self.spec.aggs.len() {
                         continue;
                     }
                     let h = self.states.hash(&k);
@@ -2347,22 +2663,26 @@ impl<D: 'static> Windows<D> {
                     }
                     while self.states.len >= self.max_keys && self.evict_one() {}
                     // Version 1 kept every key value: the text ones are in the key.
-                    let mut others = std::mem::take(&mut s.key).into_vec();
+                    let mut others = std::mem::take(&mut head.key).into_vec();
                     others.retain(|v| v.as_bytes().is_none());
-                    s.key = others.into_boxed_slice();
-                    if self.extra {
-                        s.extra.get_or_insert_with(Box::default);
-                    } else {
-                        s.extra = None;
-                    }
-                    s.generation = self.next_generation;
+                    head.key = others.into_boxed_slice();
+                    head.generation = self.next_generation;
                     self.next_generation = self.next_generation.wrapping_add(1);
-                    self.bytes += s.bytes();
-                    s.kb = KeyBytes::new(&k);
-                    s.hash = h;
+                    head.kb = KeyBytes::new(&k);
+                    head.hash = h;
                     let (close_at, generation) =
-                        (s.end.saturating_add(self.lateness), s.generation);
-                    let ix = self.states.insert(Box::new(s));
+                        (head.end.saturating_add(self.lateness), head.generation);
+                    let n_aggs = aggs.len();
+                    let mut aggs = aggs.into_iter();
+                    let s = WinState::make(
+                        head,
+                        n_aggs,
+                        |_| aggs.next().unwrap_or(Agg::Count(0)),
+                        self.extra.then_some(extra),
+                        bytes,
+                    );
+                    self.bytes += s.size();
+                    let ix = self.states.insert(s);
                     self.place(close_at, generation, ix);
                     n += 1;
                 }
@@ -2387,7 +2707,28 @@ enum Saved {
     Watermark(i64),
     /// A group-by key remembered across windows (its hash).
     Group(u64),
-    Window(WinState),
+    Window(SavedWin),
+}
+
+/// A window as the state file holds it: its parts apart (`Extra` zeros when not kept).
+#[derive(Debug, Clone, PartialEq)]
+struct SavedWin {
+    head: WinHead,
+    aggs: Vec<Agg>,
+    extra: Extra,
+    bytes: u32,
+}
+
+impl SavedWin {
+    /// A copy of the parts of `s`.
+    fn of(s: &WinState) -> SavedWin {
+        SavedWin {
+            head: (**s).clone(),
+            aggs: s.aggs().to_vec(),
+            extra: s.extra_or_default(),
+            bytes: s.bytes(),
+        }
+    }
 }
 
 impl StateCodec for Saved {
@@ -2421,7 +2762,7 @@ impl StateCodec for Saved {
                 .map(Saved::Group);
         }
         let rest = bytes.strip_prefix(b"s ")?;
-        WinState::from_json(&Value::parse_json(rest).ok()?).map(Saved::Window)
+        SavedWin::from_json(&Value::parse_json(rest).ok()?).map(Saved::Window)
     }
 }
 
@@ -2441,7 +2782,7 @@ fn json_num(v: &Value) -> Option<Num> {
     }
 }
 
-impl WinState {
+impl SavedWin {
     fn to_json(&self) -> Value {
         let tag = |t: &str| Value::Str(t.into());
         let aggs = self
@@ -2474,11 +2815,11 @@ impl WinState {
                 })
             })
             .collect();
-        let x = self.extra_or_default();
+        let x = self.extra.clone();
         Value::List(vec![
-            Value::Int(self.start),
-            Value::Int(self.end),
-            Value::List(self.key.to_vec()),
+            Value::Int(self.head.start),
+            Value::Int(self.head.end),
+            Value::List(self.head.key.to_vec()),
             Value::List(aggs),
             Value::Int(x.first_id as i64),
             Value::Int(x.last_id as i64),
@@ -2489,7 +2830,7 @@ impl WinState {
         ])
     }
 
-    fn from_json(v: &Value) -> Option<WinState> {
+    fn from_json(v: &Value) -> Option<SavedWin> {
         let Value::List(l) = v else { return None };
         let int = |i: usize| match l.get(i) {
             Some(Value::Int(n)) => Some(*n),
@@ -2550,23 +2891,19 @@ impl WinState {
                 _ => return None,
             });
         }
-        Some(WinState {
-            start: int(0)?,
-            end: int(1)?,
-            generation: 0,
-            kb: KeyBytes::default(),
-            hash: 0,
-            key: list(2)?.clone().into_boxed_slice(),
-            aggs: aggs.into_boxed_slice(),
-            held: Ids::default(),
+        let mut head = WinHead::new(int(0)?, int(1)?);
+        head.key = list(2)?.clone().into_boxed_slice();
+        Some(SavedWin {
+            head,
+            aggs,
             bytes: u32::try_from(usize::try_from(int(7)?).ok()?).unwrap_or(u32::MAX),
-            extra: Some(Box::new(Extra {
+            extra: Extra {
                 first_id: u64::try_from(int(4)?).ok()?,
                 last_id: u64::try_from(int(5)?).ok()?,
                 evidence: list(6)?.clone().into(),
                 alert: u64::try_from(int(8)?).ok()?,
                 group: int(9)? as u64,
-            })),
+            },
         })
     }
 }
@@ -2699,8 +3036,8 @@ mod tests {
         }
     }
 
-    /// An open window's box stays within 120 bytes (a 128-byte allocation): the bound on
-    /// memory per window counts on it.
+    /// Key bytes take 32 bytes of a window's head, `Extra` 40 of its allocation: the
+    /// bound on memory per window counts on it.
     #[test]
     fn key_bytes_hold_short_keys_inline_and_long_ones_boxed() {
         for len in [0, 1, KEY_INLINE - 1, KEY_INLINE, KEY_INLINE + 1, 200] {
@@ -2718,7 +3055,6 @@ mod tests {
             assert_ne!(k, KeyBytes::new(&other), "{len}");
         }
         assert_eq!(std::mem::size_of::<KeyBytes>(), 32);
-        // Extra: a 48-byte allocation (glibc rounds 40 + 8 bytes of header to 48).
         assert_eq!(std::mem::size_of::<Extra>(), 40);
     }
 
@@ -2766,18 +3102,10 @@ mod tests {
 
     #[test]
     fn a_place_is_a_windows_own_only_with_its_generation_and_close_time() {
-        let s = WinState {
-            start: 0,
-            end: 10_000,
-            generation: 7,
-            kb: KeyBytes::new(b"k"),
-            hash: 0,
-            bytes: 0,
-            key: Box::default(),
-            aggs: Box::default(),
-            held: Ids::default(),
-            extra: None,
-        };
+        let mut head = WinHead::new(0, 10_000);
+        head.generation = 7;
+        head.kb = KeyBytes::new(b"k");
+        let s = WinState::make(head, 0, |_| Agg::Count(0), None, 0);
         for kind in [WindowKind::Tumbling, WindowKind::Hopping] {
             assert!(owns_place(kind, 500, &s, 7, 10_500));
             assert!(!owns_place(kind, 500, &s, 6, 10_500));
@@ -2790,13 +3118,117 @@ mod tests {
         assert!(!owns_place(WindowKind::Session, 500, &s, 8, 10_500));
     }
 
+    /// A window is one pointer (in the slab too), its allocation the head and its parts:
+    /// 168 bytes for W5's three aggregates and 160 for `threshold`'s one with `Extra`
+    /// (176-byte chunks with glibc's header), where the bound on memory per window counts
+    /// on it.
     #[test]
     fn a_window_state_stays_small() {
-        assert!(
-            std::mem::size_of::<WinState>() <= 120,
-            "{}",
-            std::mem::size_of::<WinState>()
-        );
+        assert_eq!(std::mem::size_of::<WinHead>(), 88);
+        assert_eq!(std::mem::size_of::<WinState>(), 8);
+        assert_eq!(std::mem::size_of::<Option<WinState>>(), 8);
+        assert_eq!(thin::layout(3, false).size(), 168);
+        assert_eq!(thin::layout(1, true).size(), 160);
+        assert_eq!(thin::layout(0, false).size(), 96);
+    }
+
+    /// A value whose clones are counted (its `Arc`'s strong count).
+    fn counted(a: &std::sync::Arc<str>) -> Value {
+        Value::Shared(SharedStr::Counted(a.clone()))
+    }
+
+    /// A state of every shape holding counted values in its head, aggregates and `Extra`:
+    /// each is dropped exactly once (with the state, its clone, or when replaced), what a
+    /// clone holds equals the original, and parts written through `parts` are read back.
+    #[test]
+    fn window_states_drop_and_clone_what_they_hold_exactly_once() {
+        let a: std::sync::Arc<str> = "counted".into();
+        let strong = || std::sync::Arc::strong_count(&a);
+        for n in [0usize, 1, 2, 3, 10] {
+            for with_extra in [false, true] {
+                let mut head = WinHead::new(n as i64, 1_000);
+                head.key = vec![counted(&a)].into();
+                head.kb = KeyBytes::new(&[7; 45]);
+                let extra = with_extra.then(|| Extra {
+                    first_id: 1,
+                    evidence: vec![counted(&a), counted(&a)].into(),
+                    ..Extra::default()
+                });
+                let mut s = WinState::make(
+                    head,
+                    n,
+                    |i| {
+                        if i % 2 == 0 {
+                            Agg::One(Some(Box::new(counted(&a))))
+                        } else {
+                            Agg::Values(Box::new((vec![counted(&a), counted(&a)], false)))
+                        }
+                    },
+                    extra,
+                    n as u32 * 3,
+                );
+                let held = 1 + n.div_ceil(2) + 2 * (n / 2) + if with_extra { 2 } else { 0 };
+                assert_eq!(strong(), 1 + held, "{n} {with_extra}");
+                assert_eq!(s.aggs().len(), n);
+                assert_eq!(s.extra().is_some(), with_extra);
+                assert_eq!(s.bytes(), n as u32 * 3);
+                assert_eq!(s.start, n as i64);
+                assert_eq!(s.kb[..], [7; 45]);
+                let c = s.clone();
+                assert_eq!(strong(), 1 + 2 * held);
+                assert_eq!(c, s);
+                drop(c);
+                assert_eq!(strong(), 1 + held);
+                {
+                    let p = s.parts();
+                    for agg in p.aggs.iter_mut() {
+                        *agg = Agg::Count(5);
+                    }
+                    if let Some(x) = p.extra {
+                        x.evidence.clear();
+                        x.alert = 9;
+                    }
+                    *p.bytes = 11;
+                    p.head.end = 2_000;
+                }
+                assert_eq!(strong(), 2);
+                assert!(s.aggs().iter().all(|g| *g == Agg::Count(5)));
+                assert_eq!(s.alert(), if with_extra { 9 } else { 0 });
+                assert_eq!((s.bytes(), s.end), (11, 2_000));
+                // Heads swapped between states of different shapes leave each its own.
+                let mut other = WinState::make(WinHead::new(-1, -1), 2, |_| Agg::Count(1), None, 0);
+                std::mem::swap(&mut *s, &mut *other);
+                assert_eq!((s.start, other.start), (-1, n as i64));
+                assert_eq!(s.aggs().len(), n);
+                assert_eq!(other.aggs().len(), 2);
+                drop(s);
+                assert_eq!(strong(), 2);
+                drop(other);
+                assert_eq!(strong(), 1);
+            }
+        }
+    }
+
+    /// An aggregate that panics while a state is made: what was made is dropped, once.
+    #[test]
+    fn a_state_whose_making_panics_drops_what_was_made() {
+        let a: std::sync::Arc<str> = "counted".into();
+        let mut head = WinHead::new(0, 1);
+        head.key = vec![counted(&a)].into();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            WinState::make(
+                head,
+                4,
+                |i| {
+                    assert!(i < 2, "aggregate {i}");
+                    Agg::One(Some(Box::new(counted(&a))))
+                },
+                Some(Extra::default()),
+                0,
+            )
+        }));
+        assert!(r.is_err());
+        assert_eq!(std::sync::Arc::strong_count(&a), 1);
     }
 
     /// The store finds every open key by its bytes and none of the removed ones, through
@@ -2813,18 +3245,10 @@ mod tests {
             x
         };
         let state = |kb: Vec<u8>, hash: u32| {
-            Box::new(WinState {
-                start: 0,
-                end: 0,
-                generation: 0,
-                kb: KeyBytes::new(&kb),
-                hash,
-                bytes: 0,
-                key: Box::default(),
-                aggs: Box::default(),
-                held: Ids::default(),
-                extra: None,
-            })
+            let mut head = WinHead::new(0, 0);
+            head.kb = KeyBytes::new(&kb);
+            head.hash = hash;
+            WinState::make(head, 1, |_| Agg::Count(0), None, 0)
         };
         for round in 0..20_000u32 {
             // Every seventh key too long to be held inline.
@@ -2874,18 +3298,10 @@ mod tests {
     fn store_holds_max_keys_in_a_table_filled_past_half() {
         let mut st = Store::default();
         let state = |kb: &[u8], hash: u32| {
-            Box::new(WinState {
-                start: 0,
-                end: 0,
-                generation: 0,
-                kb: KeyBytes::new(kb),
-                hash,
-                bytes: 0,
-                key: Box::default(),
-                aggs: Box::default(),
-                held: Ids::default(),
-                extra: None,
-            })
+            let mut head = WinHead::new(0, 0);
+            head.kb = KeyBytes::new(kb);
+            head.hash = hash;
+            WinState::make(head, 1, |_| Agg::Count(0), None, 0)
         };
         let keys: Vec<Vec<u8>> = (0..100_000u32)
             .map(|i| format!("k{i:09}").into_bytes())
@@ -3028,14 +3444,12 @@ mod tests {
 
     #[test]
     fn state_round_trips_through_its_text() {
-        let s = WinState {
-            start: 60_000,
-            end: 120_000,
-            generation: 3,
-            kb: KeyBytes::default(),
-            hash: 0,
-            key: vec![Value::Str("10.0.0.1".into())].into(),
-            aggs: Box::new([
+        let mut head = WinHead::new(60_000, 120_000);
+        head.generation = 3;
+        head.key = vec![Value::Str("10.0.0.1".into())].into();
+        let s = SavedWin {
+            head,
+            aggs: vec![
                 Agg::Count(4),
                 Agg::Sum(Num::Float(1.5)),
                 Agg::Extreme(Some(Num::Int(-3))),
@@ -3046,23 +3460,22 @@ mod tests {
                 Agg::Exact(Box::new([1u64, u64::MAX].into_iter().collect())),
                 Agg::Hll(vec![7u8; HLL_M].into_boxed_slice()),
                 Agg::Values(Box::new((vec![Value::Int(1)], true))),
-            ]),
-            held: Ids::default(),
+            ],
             bytes: 400,
-            extra: Some(Box::new(Extra {
+            extra: Extra {
                 first_id: 5,
                 last_id: 9,
                 evidence: vec![Value::Str("root".into()), Value::Str("admin".into())].into(),
                 alert: 0,
                 group: u64::MAX,
-            })),
+            },
         };
         let mut text = Vec::new();
         Saved::Window(s.clone()).encode(&mut text);
         let Some(Saved::Window(mut back)) = Saved::decode(&text) else {
             panic!("not decoded: {}", String::from_utf8_lossy(&text));
         };
-        back.generation = 3;
+        back.head.generation = 3;
         assert_eq!(back, s);
     }
 }

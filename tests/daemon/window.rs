@@ -474,10 +474,11 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The bound on the peak RSS an open window adds (a `count` aggregate, a short key):
-/// the window's 128-byte box (its key bytes inline), its aggregates, its table, slab and
-/// closing places, with room for the spread of the train's own peak (figures in
-/// docs/performance.md); 100,000 of them then add at most 23 MiB.
-const WINDOW_BYTES_BOUND: u64 = 240;
+/// the window's one allocation (head with its key bytes inline, and the aggregate: a
+/// 128-byte chunk), its table, slab and closing places, with room for the spread of the
+/// train's own peak (figures in docs/performance.md); 100,000 of them then add at most
+/// 19 MiB.
+const WINDOW_BYTES_BOUND: u64 = 200;
 
 /// Runs `stdin → json_parse → MIDDLE → file_out` on `n` lines `{"k":"kNNNNNNNNN","t":15}`
 /// between a first line `{"k":"w","t":15}` and a last, late one `{"k":"END","t":5}`
