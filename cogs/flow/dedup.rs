@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kit::keyed::{KEY_CAP, Keyed, cap_key, state_file};
+use crate::kit::keyed::{KEY_CAP, cap_key, state_file};
+use crate::kit::seen_keys::SeenKeys;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value, id_field};
@@ -63,13 +64,27 @@ pub struct Dedup<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
     within_ms: u64,
-    seen: Keyed<Rc<[u8]>, u64>,
+    seen: SeenKeys,
     state_file: Option<PathBuf>,
     /// The loop's clock and the wall clock at one moment: arrival times are kept as Unix
     /// milliseconds (so they survive a restart) computed from the loop's clock.
     anchor: Option<(Instant, u64)>,
-    buf: Vec<u8>,
+    /// The batch's keys, one after another.
+    keys: Vec<u8>,
+    /// Each datum's key in `keys` and its hash, in batch order.
+    pending: Vec<Pending>,
 }
+
+/// A datum's key, found before any is looked up.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    hash: u64,
+    start: usize,
+    /// `NO_KEY` when the datum has no key (it passes).
+    end: usize,
+}
+
+const NO_KEY: usize = usize::MAX;
 
 impl<D> std::fmt::Debug for Dedup<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,10 +120,11 @@ impl<D> Dedup<D> {
             key,
             id,
             within_ms: u64::try_from(s.within.as_millis()).unwrap_or(u64::MAX),
-            seen: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
+            seen: SeenKeys::new(s.max_keys, s.max_bytes),
             state_file,
             anchor: None,
-            buf: Vec::new(),
+            keys: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -173,9 +189,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
                     if n > 0 {
                         // A time ahead of now (the wall clock went back while stopped)
                         // counts as now: the key is not kept beyond `within`.
-                        for at in self.seen.values_mut() {
-                            *at = (*at).min(now_ms);
-                        }
+                        self.seen.clamp_times(now_ms);
                         slog::info!(cx.logger(), "dedup state loaded";
                             "file" => %path.display(), "keys" => n);
                     }
@@ -192,28 +206,55 @@ impl<D: 'static> Cog<D> for Dedup<D> {
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = self.unix_ms(cx.now());
         let within = self.within_ms;
-        // Keys are written in arrival order, so those past `within` are all at the old end.
-        self.seen
-            .expire_oldest(|&at| now.saturating_sub(at) >= within);
+        // Keys are inserted in arrival order, so those past `within` are all at the old end
+        // (and every key still held after this is a repeat if seen again in this batch).
+        self.seen.expire(now, within);
+        // First every key, its hash, and a prefetch of its index slot (and, when each new
+        // key evicts one, of the slot of the key it evicts): the lookups that follow then
+        // find what they read on its way or in cache rather than waiting on each in turn.
+        self.keys.clear();
+        self.pending.clear();
+        let evicting = self.seen.is_full();
+        for (n, d) in batch.iter().enumerate() {
+            let start = self.keys.len();
+            if !(self.key)(d, &mut self.keys) {
+                self.keys.truncate(start);
+                self.pending.push(Pending {
+                    hash: 0,
+                    start,
+                    end: NO_KEY,
+                });
+                continue;
+            }
+            if self.keys.len() - start > KEY_CAP {
+                let mut long = self.keys.split_off(start);
+                cap_key(&mut long);
+                self.keys.extend_from_slice(&long);
+            }
+            let hash = self.seen.hash(&self.keys[start..]);
+            self.seen.prefetch(hash);
+            if evicting {
+                self.seen.prefetch_oldest(n);
+            }
+            self.pending.push(Pending {
+                hash,
+                start,
+                end: self.keys.len(),
+            });
+        }
         let mut dropped = 0;
-        for d in batch.drain(..) {
-            self.buf.clear();
-            if !(self.key)(&d, &mut self.buf) {
+        for (d, p) in batch.drain(..).zip(&self.pending) {
+            if p.end == NO_KEY {
                 out.push(d);
                 continue;
             }
-            cap_key(&mut self.buf);
-            let repeat = self
-                .seen
-                .get(&self.buf[..])
-                .is_some_and(|&at| now.saturating_sub(at) < within);
-            if repeat {
+            let key = &self.keys[p.start..p.end];
+            if self.seen.seen_or_insert(key, p.hash, now, within) {
                 if let Some(id) = self.id.get(&d) {
                     cx.event_done(*id);
                 }
                 dropped += 1;
             } else {
-                self.seen.insert(Rc::from(&self.buf[..]), now);
                 out.push(d);
             }
         }
@@ -227,9 +268,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
         let Some(path) = &self.state_file else {
             return;
         };
-        let within = self.within_ms;
-        self.seen
-            .expire_oldest(|&at| now.saturating_sub(at) >= within);
+        self.seen.expire(now, self.within_ms);
         match self.seen.save(path, FORMAT, VERSION) {
             Ok(()) => slog::info!(cx.logger(), "dedup state saved";
                 "file" => %path.display(), "keys" => self.seen.len()),
