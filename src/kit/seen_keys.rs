@@ -4,10 +4,11 @@
 //! first out, so nothing needs a per-key allocation or a linked order:
 //!
 //! - **Entries** lie in a ring in insertion order (`{tag, time, position, length}`), a new
-//!   one at the back, the oldest leaving from the front.
+//!   one at the back, the oldest leaving from the front. An entry's number (counted since
+//!   the table was made) gives its place in the ring.
 //! - **Key bytes** lie in an arena written in the same order and freed from its front: a
 //!   ring of bytes, each key contiguous (one that would cross the end starts again at the
-//!   beginning, the bytes skipped counted as a gap). It grows by doubling as needed, up to
+//!   beginning, the bytes skipped left as a gap). It grows by doubling as needed, up to
 //!   `max_bytes` plus one key at its longest, which is enough for the keys' bytes (bounded
 //!   by `max_bytes`) and any gap: eviction by bytes alone always leaves room.
 //! - **The index** is open addressing with linear probing and backward-shift deletion over
@@ -28,12 +29,13 @@
 //! [`Keyed::save`](crate::kit::keyed::Keyed::save)'s format, keys as their bytes and times
 //! as decimal numbers, so a file written by either loads in the other.
 
-use std::collections::VecDeque;
 use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 
 use crate::engine::escapement::Ctx;
-use crate::kit::keyed::{FastState, KEY_CAP, StateError, StateWriter, cap_key, load_state};
+use crate::kit::keyed::{
+    FastState, KEY_CAP, StateCodec, StateError, StateWriter, cap_key, load_state,
+};
 use crate::kit::on_error::LogLimiter;
 
 /// The most entries a table holds, whatever `max_keys` says (an entry's number takes at
@@ -43,11 +45,18 @@ const MAX_ENTRIES: usize = 1 << 31;
 /// The arena's size when the first key comes.
 const ARENA_START: usize = 4096;
 
-/// The index's size when created (a power of two).
+/// The sizes of the index and of the ring when created (powers of two).
 const INDEX_START: usize = 16;
+const RING_START: usize = 16;
 
 /// The bit set in every occupied index word, so an empty slot (0) is never one.
 const OCCUPIED: u64 = 1 << 63;
+
+/// The bit set in an entry's `len` once its key moved to a newer entry.
+const DEAD: u32 = 1 << 31;
+
+/// The longest key held (what [`cap_key`] leaves).
+const KEY_MAX: usize = KEY_CAP + 1;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -57,21 +66,48 @@ struct Entry {
     time: u64,
     /// Where its bytes start in the arena.
     pos: usize,
+    /// Its length, with [`DEAD`] set once the key moved to a newer entry.
     len: u32,
-    /// False once the key was moved to a newer entry (see the module doc).
-    live: bool,
+}
+
+impl Entry {
+    const EMPTY: Entry = Entry {
+        tag: 0,
+        time: 0,
+        pos: 0,
+        len: 0,
+    };
+
+    #[inline]
+    fn bytes(&self) -> usize {
+        (self.len & !DEAD) as usize
+    }
+
+    #[inline]
+    fn live(&self) -> bool {
+        self.len & DEAD == 0
+    }
 }
 
 /// The keys seen and when, evicted first in, first out; see the module doc.
 pub struct SeenKeys {
     /// Index words (0: empty); the length is a power of two.
     slots: Vec<u64>,
-    ring: VecDeque<Entry>,
-    /// The number of the entry at the ring's front; an entry's number is this plus its
-    /// place in the ring (counted since the table was made, never reused while held).
-    front_seq: u64,
+    /// `slots.len() - 1`.
+    idx_mask: usize,
+    /// The live entries the index takes before it doubles (half its slots).
+    idx_limit: usize,
+    /// The entries, entry number `s` at `s & (ring.len() - 1)`; the length is a power of
+    /// two, at most `2^seq_bits`.
+    ring: Vec<Entry>,
+    /// The number of the oldest entry, and of the next one.
+    front: u64,
+    back: u64,
     /// How many low bits of an index word hold the entry's number.
     seq_bits: u32,
+    /// The hash bits a tag keeps: those above `seq_bits` (fewer in tests that force
+    /// collisions).
+    tag_mask: u64,
     /// Live entries (the ring's length less the dead ones).
     live: usize,
     /// The bytes of the keys in the ring, dead ones included (counted against `max_bytes`).
@@ -84,11 +120,10 @@ pub struct SeenKeys {
     /// Where the next key's bytes go.
     head: usize,
     /// While the bytes wrap around (the newest at the arena's beginning, the oldest nearer
-    /// its end), how many entries from the front lie in the upper part; 0 otherwise.
-    upper: usize,
+    /// its end), the number of the first entry at the beginning: the bytes wrap while
+    /// `front < wrap_seq`.
+    wrap_seq: u64,
     hasher: FastState,
-    /// Bits of the hash kept (all but in tests, which force collisions with it).
-    hash_mask: u64,
     evictions: u64,
     unreported: u64,
     limiter: LogLimiter,
@@ -120,6 +155,36 @@ fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// Copies a key of the same length as `dst`: short ones as two overlapping words, without
+/// the call `copy_from_slice` makes for a length it does not know.
+#[inline(always)]
+fn copy_key(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if (8..=16).contains(&n)
+        && let (Some(a), Some(b)) = (src.first_chunk::<8>(), src.last_chunk::<8>())
+    {
+        let (a, b) = (*a, *b);
+        if let Some(d) = dst.first_chunk_mut::<8>() {
+            *d = a;
+        }
+        if let Some(d) = dst.last_chunk_mut::<8>() {
+            *d = b;
+        }
+    } else if (17..=32).contains(&n)
+        && let (Some(a), Some(b)) = (src.first_chunk::<16>(), src.last_chunk::<16>())
+    {
+        let (a, b) = (*a, *b);
+        if let Some(d) = dst.first_chunk_mut::<16>() {
+            *d = a;
+        }
+        if let Some(d) = dst.last_chunk_mut::<16>() {
+            *d = b;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
 impl SeenKeys {
     /// An empty table holding at most `max_keys` keys (at least one) of at most
     /// `max_bytes` bytes in total (at least one key at its longest, `KEY_CAP + 1`).
@@ -127,21 +192,25 @@ impl SeenKeys {
         let max_keys = max_keys.max(1);
         let cap_entries = max_keys.min(MAX_ENTRIES);
         let seq_bits = cap_entries.next_power_of_two().trailing_zeros().max(1);
+        let ring_len = RING_START.min(1 << seq_bits);
         SeenKeys {
             slots: vec![0; INDEX_START],
-            ring: VecDeque::new(),
-            front_seq: 0,
+            idx_mask: INDEX_START - 1,
+            idx_limit: INDEX_START / 2,
+            ring: vec![Entry::EMPTY; ring_len],
+            front: 0,
+            back: 0,
             seq_bits,
+            tag_mask: !((1u64 << seq_bits) - 1),
             live: 0,
             bytes: 0,
             max_keys,
             cap_entries,
-            max_bytes: max_bytes.max(KEY_CAP + 1),
+            max_bytes: max_bytes.max(KEY_MAX),
             arena: Vec::new(),
             head: 0,
-            upper: 0,
+            wrap_seq: 0,
             hasher: FastState::default(),
-            hash_mask: u64::MAX,
             evictions: 0,
             unreported: 0,
             limiter: LogLimiter::default(),
@@ -185,7 +254,7 @@ impl SeenKeys {
     /// The index word of `hash` without an entry number.
     #[inline]
     fn tag(&self, hash: u64) -> u64 {
-        ((hash & self.hash_mask) | OCCUPIED) & !self.seq_mask()
+        (hash & self.tag_mask) | OCCUPIED
     }
 
     #[inline]
@@ -196,14 +265,19 @@ impl SeenKeys {
     /// The slot where the probe for a word (or a tag) starts.
     #[inline]
     fn home(&self, word: u64) -> usize {
-        ((word >> self.seq_bits) as usize) & (self.slots.len() - 1)
+        ((word >> self.seq_bits) as usize) & self.idx_mask
     }
 
-    /// The ring place of the entry an index word names.
+    /// The ring place of entry number `seq` (or of the entry an index word names).
     #[inline]
-    fn place_of(&self, word: u64) -> usize {
-        let m = self.seq_mask();
-        ((word & m).wrapping_sub(self.front_seq & m) & m) as usize
+    fn at(&self, seq: u64) -> usize {
+        (seq as usize) & (self.ring.len() - 1)
+    }
+
+    /// How many entries the ring holds, dead ones included.
+    #[inline]
+    fn ring_len(&self) -> usize {
+        (self.back - self.front) as usize
     }
 
     /// Starts reading the index slot where the lookup of `hash` begins.
@@ -214,10 +288,11 @@ impl SeenKeys {
     }
 
     /// Starts reading the index slot of the `nth` oldest entry, which a new key evicts
-    /// when the table is full (no-op beyond the ring).
+    /// when the table is full (nothing beyond the ring).
     #[inline]
     pub fn prefetch_oldest(&self, nth: usize) {
-        if let Some(e) = self.ring.get(nth) {
+        if nth < self.ring_len() {
+            let e = &self.ring[self.at(self.front + nth as u64)];
             let at = self.home(e.tag);
             prefetch_line(self.slots.as_ptr().wrapping_add(at).cast());
         }
@@ -227,14 +302,13 @@ impl SeenKeys {
     /// within a long key of `max_bytes`).
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.ring.len() >= self.cap_entries || self.bytes + KEY_CAP + 1 > self.max_bytes
+        self.ring_len() >= self.cap_entries || self.bytes + KEY_MAX > self.max_bytes
     }
 
     /// The slot and ring place of `key` (whose tag is `tag`), or the empty slot ending the
     /// probe.
     #[inline]
     fn find(&self, key: &[u8], tag: u64) -> Result<(usize, usize), usize> {
-        let mask = self.slots.len() - 1;
         let not_seq = !self.seq_mask();
         let mut i = self.home(tag);
         loop {
@@ -243,27 +317,27 @@ impl SeenKeys {
                 return Err(i);
             }
             if w & not_seq == tag {
-                let at = self.place_of(w);
-                if let Some(e) = self.ring.get(at)
-                    && e.len as usize == key.len()
+                let at = self.at(w);
+                let e = &self.ring[at];
+                if e.len as usize == key.len()
                     && self.arena.get(e.pos..e.pos + key.len()) == Some(key)
                 {
                     return Ok((i, at));
                 }
             }
-            i = (i + 1) & mask;
+            i = (i + 1) & self.idx_mask;
         }
     }
 
     /// When `key` (whose [`hash`](SeenKeys::hash) is `hash`) was seen, if held.
     pub fn get(&self, key: &[u8], hash: u64) -> Option<u64> {
-        if key.len() > KEY_CAP + 1 {
+        if key.len() > KEY_MAX {
             let mut k = key.to_vec();
             cap_key(&mut k);
             return self.get(&k, self.hash(&k));
         }
         let (_, at) = self.find(key, self.tag(hash)).ok()?;
-        self.ring.get(at).map(|e| e.time)
+        Some(self.ring[at].time)
     }
 
     /// Whether `key` (whose [`hash`](SeenKeys::hash) is `hash`) was seen less than
@@ -273,20 +347,13 @@ impl SeenKeys {
     /// as `cap_key` makes it (with a second hash).
     #[inline]
     pub fn seen_or_insert(&mut self, key: &[u8], hash: u64, now: u64, within: u64) -> bool {
-        if key.len() > KEY_CAP + 1 {
-            let mut k = key.to_vec();
-            cap_key(&mut k);
-            let h = self.hash(&k);
-            return self.seen_or_insert(&k, h, now, within);
+        if key.len() > KEY_MAX {
+            return self.seen_or_insert_long(key, now, within);
         }
         let tag = self.tag(hash);
         match self.find(key, tag) {
             Ok((slot, at)) => {
-                if self
-                    .ring
-                    .get(at)
-                    .is_some_and(|e| now.saturating_sub(e.time) < within)
-                {
+                if now.saturating_sub(self.ring[at].time) < within {
                     return true;
                 }
                 self.kill(slot, at);
@@ -297,11 +364,19 @@ impl SeenKeys {
         false
     }
 
+    #[cold]
+    fn seen_or_insert_long(&mut self, key: &[u8], now: u64, within: u64) -> bool {
+        let mut k = key.to_vec();
+        cap_key(&mut k);
+        let h = self.hash(&k);
+        self.seen_or_insert(&k, h, now, within)
+    }
+
     /// Remembers `key` as seen at `time`, as the newest key (what loading a state file
     /// does, oldest first): a held key is moved there with the new time; a new one evicts
     /// the oldest (counted) if the table is full.
     pub fn insert(&mut self, key: &[u8], time: u64) {
-        if key.len() > KEY_CAP + 1 {
+        if key.len() > KEY_MAX {
             let mut k = key.to_vec();
             cap_key(&mut k);
             return self.insert(&k, time);
@@ -318,12 +393,11 @@ impl SeenKeys {
 
     /// The entry at ring place `at`, whose index word is in `slot`, is dead: out of the
     /// index and the count, its place and bytes left until it reaches the front.
+    #[cold]
     fn kill(&mut self, slot: usize, at: usize) {
-        if let Some(e) = self.ring.get_mut(at) {
-            e.live = false;
-            self.live -= 1;
-            self.delete_slot(slot);
-        }
+        self.ring[at].len |= DEAD;
+        self.live -= 1;
+        self.delete_slot(slot);
     }
 
     /// Adds `key` (not held, at most `KEY_CAP + 1` bytes) as the newest entry; `empty` is
@@ -331,70 +405,82 @@ impl SeenKeys {
     #[inline]
     fn push_new(&mut self, key: &[u8], tag: u64, time: u64, mut empty: Option<usize>) {
         let n = key.len();
-        // The bounds, as `Keyed` keeps them: by count first, then by bytes.
-        while self.ring.len() >= self.cap_entries
-            || (!self.ring.is_empty() && self.bytes + n > self.max_bytes)
-        {
+        // The bounds, as `Keyed` keeps them: by count first, then by bytes (never both
+        // with the ring empty: a key fits `max_bytes` alone).
+        while self.ring_len() >= self.cap_entries || self.bytes + n > self.max_bytes {
             self.evict_front();
             empty = None;
         }
-        let pos = self.room_for(n, &mut empty);
-        if (self.live + 1) * 2 > self.slots.len() {
+        let wrapped = self.front < self.wrap_seq;
+        let end = if wrapped {
+            self.ring[self.at(self.front)].pos
+        } else {
+            self.arena.len()
+        };
+        let pos = if self.head + n <= end {
+            self.head
+        } else {
+            empty = None;
+            self.room_for(n)
+        };
+        if self.live >= self.idx_limit {
             self.grow_index();
             empty = None;
+        }
+        if self.ring_len() == self.ring.len() {
+            self.grow_ring();
         }
         let slot = match empty {
             Some(i) => i,
             None => self.empty_slot(tag),
         };
-        let seq = self.front_seq.wrapping_add(self.ring.len() as u64);
+        let seq = self.back;
         self.slots[slot] = tag | (seq & self.seq_mask());
-        if let Some(dst) = self.arena.get_mut(pos..pos + n) {
-            dst.copy_from_slice(key);
-        }
-        self.ring.push_back(Entry {
+        copy_key(&mut self.arena[pos..pos + n], key);
+        let at = self.at(seq);
+        self.ring[at] = Entry {
             tag,
             time,
             pos,
             len: n as u32,
-            live: true,
-        });
+        };
+        self.back += 1;
         self.live += 1;
         self.bytes += n;
         self.head = pos + n;
     }
 
     /// The first empty slot of the probe for `tag`.
+    #[inline]
     fn empty_slot(&self, tag: u64) -> usize {
-        let mask = self.slots.len() - 1;
         let mut i = self.home(tag);
         while self.slots[i] != 0 {
-            i = (i + 1) & mask;
+            i = (i + 1) & self.idx_mask;
         }
         i
     }
 
-    /// Where `n` more bytes go in the arena: at the head, or at the beginning when they do
-    /// not fit before the end (the bytes wrap), growing the arena if neither has room. At
-    /// its full size there is always room (see the module doc); should there not be, the
-    /// oldest keys are evicted (counted) until there is.
-    fn room_for(&mut self, n: usize, empty: &mut Option<usize>) -> usize {
+    /// Where `n` more bytes go in the arena when they do not fit at the head: at the
+    /// beginning (the bytes wrap), else in a bigger arena. At its full size there is always
+    /// room (see the module doc); should there not be, the oldest keys are evicted
+    /// (counted) until there is.
+    #[cold]
+    fn room_for(&mut self, n: usize) -> usize {
         loop {
-            let Some(front) = self.ring.front() else {
+            if self.front == self.back {
                 self.head = 0;
-                self.upper = 0;
                 if self.arena.len() < n {
                     self.grow_arena(n);
                 }
                 return 0;
-            };
-            let r = front.pos;
-            if self.upper == 0 {
+            }
+            let r = self.ring[self.at(self.front)].pos;
+            if self.front >= self.wrap_seq {
                 if self.head + n <= self.arena.len() {
                     return self.head;
                 }
                 if n <= r {
-                    self.upper = self.ring.len();
+                    self.wrap_seq = self.back;
                     return 0;
                 }
             } else if self.head + n <= r {
@@ -405,7 +491,6 @@ impl SeenKeys {
             } else {
                 debug_assert!(false, "no room for {n} bytes in a full-size arena");
                 self.evict_front();
-                *empty = None;
             }
         }
     }
@@ -413,65 +498,74 @@ impl SeenKeys {
     /// The arena's largest size: `max_bytes` of keys and the gap left when they wrap
     /// (less than one key at its longest).
     fn arena_max(&self) -> usize {
-        self.max_bytes.saturating_add(KEY_CAP + 1)
+        self.max_bytes.saturating_add(KEY_MAX)
     }
 
     /// Doubles the arena (at least room for `n` more bytes, at most
     /// [`arena_max`](SeenKeys::arena_max)), the keys moved to its beginning in order.
     fn grow_arena(&mut self, n: usize) {
-        let (used, parts) = match self.ring.front() {
-            None => (0, [(0, 0), (0, 0)]),
-            Some(front) if self.upper > 0 => {
-                let last_upper = self.ring[self.upper - 1];
-                let end = last_upper.pos + last_upper.len as usize;
-                let upper = (front.pos, end);
-                ((end - front.pos) + self.head, [upper, (0, self.head)])
+        let wrapped = self.front < self.wrap_seq;
+        let (upper, lower) = if self.front == self.back {
+            ((0, 0), (0, 0))
+        } else {
+            let start = self.ring[self.at(self.front)].pos;
+            if wrapped {
+                let last = self.ring[self.at(self.wrap_seq - 1)];
+                ((start, last.pos + last.bytes()), (0, self.head))
+            } else {
+                ((start, self.head), (0, 0))
             }
-            Some(front) => (self.head - front.pos, [(front.pos, self.head), (0, 0)]),
         };
+        let used = (upper.1 - upper.0) + (lower.1 - lower.0);
         let size = (self.arena.len() * 2)
             .max(ARENA_START)
-            .max(used + n)
-            .min(self.arena_max().max(used + n));
+            .min(self.arena_max())
+            .max(used + n);
         let mut arena = vec![0u8; size];
-        let mut at = 0;
-        for (from, to) in parts {
-            arena[at..at + (to - from)].copy_from_slice(&self.arena[from..to]);
-            at += to - from;
-        }
-        // Each entry moves by its part's shift: the upper part to the beginning, the lower
-        // after it.
-        let (upper_shift, lower_shift) = (parts[0].0, parts[0].1 - parts[0].0);
-        for (i, e) in self.ring.iter_mut().enumerate() {
-            if self.upper > 0 && i >= self.upper {
-                e.pos += lower_shift;
+        arena[..upper.1 - upper.0].copy_from_slice(&self.arena[upper.0..upper.1]);
+        arena[upper.1 - upper.0..used].copy_from_slice(&self.arena[lower.0..lower.1]);
+        // The upper part moves to the beginning, the lower after it.
+        for seq in self.front..self.back {
+            let at = self.at(seq);
+            let e = &mut self.ring[at];
+            if wrapped && seq >= self.wrap_seq {
+                e.pos += upper.1 - upper.0;
             } else {
-                e.pos -= upper_shift;
+                e.pos -= upper.0;
             }
         }
         self.arena = arena;
         self.head = used;
-        self.upper = 0;
+        self.wrap_seq = self.front;
+    }
+
+    /// Doubles the ring, each entry moved to its place in the new one.
+    fn grow_ring(&mut self) {
+        let mut ring = vec![Entry::EMPTY; self.ring.len() * 2];
+        let mask = ring.len() - 1;
+        for seq in self.front..self.back {
+            ring[(seq as usize) & mask] = self.ring[self.at(seq)];
+        }
+        self.ring = ring;
     }
 
     /// Doubles the index, each word moved to its new home.
     fn grow_index(&mut self) {
         let bigger = vec![0; self.slots.len() * 2];
         let old = std::mem::replace(&mut self.slots, bigger);
-        let mask = self.slots.len() - 1;
+        self.idx_mask = self.slots.len() - 1;
+        self.idx_limit = self.slots.len() / 2;
         for w in old.into_iter().filter(|&w| w != 0) {
-            let mut i = self.home(w);
-            while self.slots[i] != 0 {
-                i = (i + 1) & mask;
-            }
+            let i = self.empty_slot(w);
             self.slots[i] = w;
         }
     }
 
     /// Empties `slot`, moving back the words after it that may take its place (so that
     /// every probe still finds its key before an empty slot).
+    #[inline]
     fn delete_slot(&mut self, slot: usize) {
-        let mask = self.slots.len() - 1;
+        let mask = self.idx_mask;
         let mut hole = slot;
         let mut j = slot;
         loop {
@@ -491,42 +585,41 @@ impl SeenKeys {
         self.slots[hole] = 0;
     }
 
-    /// Removes the oldest entry; `Some(true)` if it was live (what eviction and expiry
-    /// count), `Some(false)` for a dead one.
-    fn pop_front(&mut self) -> Option<bool> {
-        let e = self.ring.front().copied()?;
-        if e.live {
-            let word = e.tag | (self.front_seq & self.seq_mask());
-            let mask = self.slots.len() - 1;
+    /// Removes the oldest entry (the ring is not empty); whether it was live (what
+    /// eviction and expiry count).
+    #[inline]
+    fn pop_front(&mut self) -> bool {
+        let e = self.ring[self.at(self.front)];
+        let live = e.live();
+        if live {
+            let word = e.tag | (self.front & self.seq_mask());
             let mut i = self.home(word);
-            while self.slots[i] != word {
-                if self.slots[i] == 0 {
+            loop {
+                let w = self.slots[i];
+                if w == word {
+                    self.delete_slot(i);
+                    break;
+                }
+                if w == 0 {
                     debug_assert!(false, "a live entry missing from the index");
                     break;
                 }
-                i = (i + 1) & mask;
-            }
-            if self.slots[i] == word {
-                self.delete_slot(i);
+                i = (i + 1) & self.idx_mask;
             }
             self.live -= 1;
         }
-        self.ring.pop_front();
-        self.front_seq = self.front_seq.wrapping_add(1);
-        self.bytes -= e.len as usize;
-        if self.upper > 0 {
-            self.upper -= 1;
-        }
-        if self.ring.is_empty() {
+        self.front += 1;
+        self.bytes -= e.bytes();
+        if self.front == self.back {
             self.head = 0;
-            self.upper = 0;
         }
-        Some(e.live)
+        live
     }
 
     /// Removes the oldest entry to make room, counting it as an eviction if it was live.
+    #[inline]
     fn evict_front(&mut self) {
-        if self.pop_front() == Some(true) {
+        if self.pop_front() {
             self.evictions += 1;
             self.unreported += 1;
         }
@@ -536,11 +629,12 @@ impl SeenKeys {
     /// evictions), stopping at the first that is not; returns how many.
     pub fn expire(&mut self, now: u64, within: u64) -> usize {
         let mut n = 0;
-        while let Some(e) = self.ring.front() {
-            if e.live && now.saturating_sub(e.time) < within {
+        while self.front < self.back {
+            let e = &self.ring[self.at(self.front)];
+            if e.live() && now.saturating_sub(e.time) < within {
                 break;
             }
-            if self.pop_front() == Some(true) {
+            if self.pop_front() {
                 n += 1;
             }
         }
@@ -549,19 +643,21 @@ impl SeenKeys {
 
     /// Makes every time at most `max` (keys saved with a time ahead of the clock).
     pub fn clamp_times(&mut self, max: u64) {
-        for e in &mut self.ring {
-            e.time = e.time.min(max);
+        for seq in self.front..self.back {
+            let at = self.at(seq);
+            self.ring[at].time = self.ring[at].time.min(max);
         }
     }
 
     /// The keys held and when they were seen, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], u64)> {
-        self.ring.iter().filter(|e| e.live).map(|e| {
-            (
-                self.arena.get(e.pos..e.pos + e.len as usize).unwrap_or(&[]),
-                e.time,
-            )
-        })
+        (self.front..self.back)
+            .map(|seq| &self.ring[self.at(seq)])
+            .filter(|e| e.live())
+            .map(|e| {
+                let key = self.arena.get(e.pos..e.pos + e.bytes());
+                (key.unwrap_or(&[]), e.time)
+            })
     }
 
     /// Logs the evictions since the last report, if any, as
@@ -584,7 +680,7 @@ impl SeenKeys {
         let mut time = Vec::new();
         for (key, at) in self.iter() {
             time.clear();
-            crate::kit::keyed::StateCodec::encode(&at, &mut time);
+            at.encode(&mut time);
             w.entry(key, &time);
         }
         w.finish(path)
@@ -610,26 +706,31 @@ mod tests {
     impl SeenKeys {
         /// Checks every invariant the module doc states, in full (slow: tests only).
         fn check(&self) {
-            let live = self.ring.iter().filter(|e| e.live).count();
+            let entries: Vec<(u64, Entry)> = (self.front..self.back)
+                .map(|seq| (seq, self.ring[self.at(seq)]))
+                .collect();
+            let live = entries.iter().filter(|(_, e)| e.live()).count();
             assert_eq!(live, self.live, "live count");
-            let bytes: usize = self.ring.iter().map(|e| e.len as usize).sum();
+            let bytes: usize = entries.iter().map(|(_, e)| e.bytes()).sum();
             assert_eq!(bytes, self.bytes, "bytes count");
-            assert!(self.ring.len() <= self.cap_entries);
-            assert!(self.bytes <= self.max_bytes || self.ring.len() == 1);
+            assert!(entries.len() <= self.cap_entries);
+            assert!(entries.len() <= self.ring.len());
+            assert!(self.bytes <= self.max_bytes);
             assert!(self.arena.len() <= self.arena_max());
             let words = self.slots.iter().filter(|&&w| w != 0).count();
             assert_eq!(words, self.live, "index words");
-            assert!(self.live * 2 <= self.slots.len());
+            assert!(self.live <= self.idx_limit);
+            assert_eq!(self.idx_limit * 2, self.slots.len());
             // Every live entry is found by its probe, under its own number; keys do not
             // overlap in the arena.
             let mut spans = Vec::new();
-            for (at, e) in self.ring.iter().enumerate() {
-                let key = &self.arena[e.pos..e.pos + e.len as usize];
-                spans.push((e.pos, e.pos + e.len as usize));
-                if e.live {
+            for (seq, e) in &entries {
+                let key = &self.arena[e.pos..e.pos + e.bytes()];
+                spans.push((e.pos, e.pos + e.bytes()));
+                if e.live() {
                     let (slot, found) = self.find(key, e.tag).expect("live key in the index");
-                    assert_eq!(found, at, "found at its own place");
-                    assert_eq!(self.place_of(self.slots[slot]), at);
+                    assert_eq!(found, self.at(*seq), "found at its own place");
+                    assert_eq!(self.slots[slot] & self.seq_mask(), seq & self.seq_mask());
                 }
             }
             spans.retain(|(a, b)| a < b);
@@ -637,14 +738,14 @@ mod tests {
             for w in spans.windows(2) {
                 assert!(w[0].1 <= w[1].0, "keys overlap: {w:?}");
             }
-            if self.upper > 0 {
-                assert!(self.upper <= self.ring.len());
+            if self.front == self.back {
+                assert_eq!(self.head, 0);
             }
         }
 
         /// Forces hashes to share all but the bits of `mask`.
         fn with_hash_mask(mut self, mask: u64) -> Self {
-            self.hash_mask = mask;
+            self.tag_mask &= mask;
             self
         }
     }
@@ -746,6 +847,50 @@ mod tests {
         assert!(wraps > 100, "{wraps} wraps");
         assert_eq!(t.arena.len(), t.arena_max());
         assert!(t.evictions() > 4000);
+    }
+
+    #[test]
+    fn the_arena_grows_while_wrapped_and_keys_stay_whole() {
+        // Bounded by count, with room for many bytes: the arena wraps before it is at its
+        // full size, then longer keys make it grow while wrapped (and again unwrapped).
+        let mut t = SeenKeys::new(50, 100_000);
+        let (mut grown_wrapped, mut wraps) = (0, 0);
+        for i in 0..3000u32 {
+            let n = if i < 1000 {
+                100
+            } else {
+                100 + (i as usize - 1000) / 13
+            }
+            .min(KEY_MAX);
+            let mut k = vec![(i % 253) as u8; n];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            let (wrapped, size) = (t.front < t.wrap_seq, t.arena.len());
+            assert!(!seen(&mut t, &k, 0, 10), "{i}");
+            if wrapped && t.arena.len() > size {
+                grown_wrapped += 1;
+            }
+            if !wrapped && t.front < t.wrap_seq {
+                wraps += 1;
+            }
+            // Every key held reads back whole: the newest 50 are repeats.
+            for back in i.saturating_sub(49)..=i {
+                let n = if back < 1000 {
+                    100
+                } else {
+                    100 + (back as usize - 1000) / 13
+                };
+                let mut k = vec![(back % 253) as u8; n.min(KEY_MAX)];
+                k[..4].copy_from_slice(&back.to_le_bytes());
+                assert!(seen(&mut t, &k, 0, 10), "{back} after {i}");
+            }
+            if i % 50 == 0 {
+                t.check();
+            }
+        }
+        t.check();
+        assert!(grown_wrapped > 0 && wraps > 10, "{grown_wrapped} {wraps}");
+        assert!(t.arena.len() < t.arena_max());
+        assert_eq!(t.len(), 50);
     }
 
     #[test]
@@ -991,6 +1136,10 @@ mod tests {
             for op in 0..5000 {
                 let what = rng.below(100);
                 let mut key = random_key(&mut rng, distinct);
+                if op > 2500 && rng.below(2) == 0 {
+                    // Longer keys later on: the arena must grow with the bytes wrapped.
+                    key.resize(100 + rng.below(158) as usize, b'+');
+                }
                 if what < 3 {
                     now += rng.below(20);
                     assert_eq!(t.expire(now, within), m.expire(now, within), "{round}/{op}");
