@@ -242,22 +242,25 @@ impl<D: 'static> Cog<D> for Dedup<D> {
                 end: self.keys.len(),
             });
         }
+        // Then each key looked up, in order; the data passing stay where they are (moved
+        // only past a dropped one) and go on as one batch.
         let mut dropped = 0;
-        for (d, p) in batch.drain(..).zip(&self.pending) {
-            if p.end == NO_KEY {
-                out.push(d);
-                continue;
+        let mut next = self.pending.iter();
+        let (seen, keys, id) = (&mut self.seen, &self.keys, &self.id);
+        batch.retain(|d| {
+            let Some(p) = next.next().filter(|p| p.end != NO_KEY) else {
+                return true;
+            };
+            if !seen.seen_or_insert(&keys[p.start..p.end], p.hash, now, within) {
+                return true;
             }
-            let key = &self.keys[p.start..p.end];
-            if self.seen.seen_or_insert(key, p.hash, now, within) {
-                if let Some(id) = self.id.get(&d) {
-                    cx.event_done(*id);
-                }
-                dropped += 1;
-            } else {
-                out.push(d);
+            if let Some(id) = id.get(d) {
+                cx.event_done(*id);
             }
-        }
+            dropped += 1;
+            false
+        });
+        out.push_all(batch);
         out.count_dropped(dropped);
         self.seen.report_evictions("dedup", cx);
     }
@@ -326,8 +329,8 @@ pub fn record_key(paths: &[Path], r: &Record, out: &mut Vec<u8>) -> bool {
 pub(crate) fn key_part(v: &Value, out: &mut Vec<u8>) {
     match v.as_bytes() {
         Some(b) => {
-            out.push(b's');
-            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            let [l0, l1, l2, l3] = u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+            out.extend_from_slice(&[b's', l0, l1, l2, l3]);
             out.extend_from_slice(b);
         }
         None => {

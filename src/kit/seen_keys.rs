@@ -43,11 +43,21 @@ use crate::kit::on_error::LogLimiter;
 const MAX_ENTRIES: usize = 1 << 31;
 
 /// The arena's size when the first key comes.
+#[cfg(not(test))]
+const ARENA_START: usize = 64 << 10;
+/// Small in tests, so that their arenas grow too.
+#[cfg(test)]
 const ARENA_START: usize = 4096;
 
-/// The sizes of the index and of the ring when created (powers of two).
-const INDEX_START: usize = 16;
-const RING_START: usize = 16;
+/// The most entries the ring and the index are made for at once (so that the default
+/// `max_keys`, 100,000, never waits for them to grow): their memory is only reserved, and
+/// becomes resident as keys come (the ring's in order, the index's a page at a time).
+/// Beyond it they double as needed.
+#[cfg(not(test))]
+const PRESIZED_ENTRIES: usize = 1 << 17;
+/// Small in tests, so that their small tables grow too.
+#[cfg(test)]
+const PRESIZED_ENTRIES: usize = 4;
 
 /// The bit set in every occupied index word, so an empty slot (0) is never one.
 const OCCUPIED: u64 = 1 << 63;
@@ -97,9 +107,11 @@ pub struct SeenKeys {
     idx_mask: usize,
     /// The live entries the index takes before it doubles (half its slots).
     idx_limit: usize,
-    /// The entries, entry number `s` at `s & (ring.len() - 1)`; the length is a power of
-    /// two, at most `2^seq_bits`.
+    /// The entries, entry number `s` at `s & (ring_cap - 1)`; filled by pushing until it
+    /// first holds `ring_cap` entries.
     ring: Vec<Entry>,
+    /// The ring's size: a power of two, at most `2^seq_bits`.
+    ring_cap: usize,
     /// The number of the oldest entry, and of the next one.
     front: u64,
     back: u64,
@@ -192,12 +204,14 @@ impl SeenKeys {
         let max_keys = max_keys.max(1);
         let cap_entries = max_keys.min(MAX_ENTRIES);
         let seq_bits = cap_entries.next_power_of_two().trailing_zeros().max(1);
-        let ring_len = RING_START.min(1 << seq_bits);
+        let ring_cap = (1usize << seq_bits).min(PRESIZED_ENTRIES);
+        let index = 2 * ring_cap;
         SeenKeys {
-            slots: vec![0; INDEX_START],
-            idx_mask: INDEX_START - 1,
-            idx_limit: INDEX_START / 2,
-            ring: vec![Entry::EMPTY; ring_len],
+            slots: vec![0; index],
+            idx_mask: index - 1,
+            idx_limit: index / 2,
+            ring: Vec::with_capacity(ring_cap),
+            ring_cap,
             front: 0,
             back: 0,
             seq_bits,
@@ -271,7 +285,7 @@ impl SeenKeys {
     /// The ring place of entry number `seq` (or of the entry an index word names).
     #[inline]
     fn at(&self, seq: u64) -> usize {
-        (seq as usize) & (self.ring.len() - 1)
+        (seq as usize) & (self.ring_cap - 1)
     }
 
     /// How many entries the ring holds, dead ones included.
@@ -307,7 +321,7 @@ impl SeenKeys {
 
     /// The slot and ring place of `key` (whose tag is `tag`), or the empty slot ending the
     /// probe.
-    #[inline]
+    #[inline(always)]
     fn find(&self, key: &[u8], tag: u64) -> Result<(usize, usize), usize> {
         let not_seq = !self.seq_mask();
         let mut i = self.home(tag);
@@ -345,7 +359,7 @@ impl SeenKeys {
     /// (evicting the oldest, counted, if the table is full). Keys made from input are
     /// brought within `KEY_CAP + 1` bytes by [`cap_key`] first; one still longer is taken
     /// as `cap_key` makes it (with a second hash).
-    #[inline]
+    #[inline(always)]
     pub fn seen_or_insert(&mut self, key: &[u8], hash: u64, now: u64, within: u64) -> bool {
         if key.len() > KEY_MAX {
             return self.seen_or_insert_long(key, now, within);
@@ -402,7 +416,7 @@ impl SeenKeys {
 
     /// Adds `key` (not held, at most `KEY_CAP + 1` bytes) as the newest entry; `empty` is
     /// the slot its probe ended at, if nothing changed the index since.
-    #[inline]
+    #[inline(always)]
     fn push_new(&mut self, key: &[u8], tag: u64, time: u64, mut empty: Option<usize>) {
         let n = key.len();
         // The bounds, as `Keyed` keeps them: by count first, then by bytes (never both
@@ -427,7 +441,7 @@ impl SeenKeys {
             self.grow_index();
             empty = None;
         }
-        if self.ring_len() == self.ring.len() {
+        if self.ring_len() == self.ring_cap {
             self.grow_ring();
         }
         let slot = match empty {
@@ -438,12 +452,17 @@ impl SeenKeys {
         self.slots[slot] = tag | (seq & self.seq_mask());
         copy_key(&mut self.arena[pos..pos + n], key);
         let at = self.at(seq);
-        self.ring[at] = Entry {
+        let e = Entry {
             tag,
             time,
             pos,
             len: n as u32,
         };
+        if at < self.ring.len() {
+            self.ring[at] = e;
+        } else {
+            self.ring.push(e);
+        }
         self.back += 1;
         self.live += 1;
         self.bytes += n;
@@ -451,7 +470,7 @@ impl SeenKeys {
     }
 
     /// The first empty slot of the probe for `tag`.
-    #[inline]
+    #[inline(always)]
     fn empty_slot(&self, tag: u64) -> usize {
         let mut i = self.home(tag);
         while self.slots[i] != 0 {
@@ -541,12 +560,13 @@ impl SeenKeys {
 
     /// Doubles the ring, each entry moved to its place in the new one.
     fn grow_ring(&mut self) {
-        let mut ring = vec![Entry::EMPTY; self.ring.len() * 2];
+        let mut ring = vec![Entry::EMPTY; self.ring_cap * 2];
         let mask = ring.len() - 1;
         for seq in self.front..self.back {
             ring[(seq as usize) & mask] = self.ring[self.at(seq)];
         }
         self.ring = ring;
+        self.ring_cap *= 2;
     }
 
     /// Doubles the index, each word moved to its new home.
@@ -563,7 +583,7 @@ impl SeenKeys {
 
     /// Empties `slot`, moving back the words after it that may take its place (so that
     /// every probe still finds its key before an empty slot).
-    #[inline]
+    #[inline(always)]
     fn delete_slot(&mut self, slot: usize) {
         let mask = self.idx_mask;
         let mut hole = slot;
@@ -587,7 +607,7 @@ impl SeenKeys {
 
     /// Removes the oldest entry (the ring is not empty); whether it was live (what
     /// eviction and expiry count).
-    #[inline]
+    #[inline(always)]
     fn pop_front(&mut self) -> bool {
         let e = self.ring[self.at(self.front)];
         let live = e.live();
@@ -617,7 +637,7 @@ impl SeenKeys {
     }
 
     /// Removes the oldest entry to make room, counting it as an eviction if it was live.
-    #[inline]
+    #[inline(always)]
     fn evict_front(&mut self) {
         if self.pop_front() {
             self.evictions += 1;
