@@ -86,6 +86,9 @@ struct Pending {
 
 const NO_KEY: usize = usize::MAX;
 
+/// The keys' bytes of a batch `dedup` makes room for when made.
+const BATCH_KEY_BYTES: usize = 64 << 10;
+
 impl<D> std::fmt::Debug for Dedup<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dedup")
@@ -123,8 +126,10 @@ impl<D> Dedup<D> {
             seen: SeenKeys::new(s.max_keys, s.max_bytes),
             state_file,
             anchor: None,
-            keys: Vec::new(),
-            pending: Vec::new(),
+            // Room for a typical batch's keys from the start: made before the first batch's
+            // records, they do not sit among them in the heap.
+            keys: Vec::with_capacity(BATCH_KEY_BYTES),
+            pending: Vec::with_capacity(BATCH_KEY_BYTES / 16),
         })
     }
 
@@ -356,4 +361,61 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let dedup =
         Dedup::from_settings(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
     Ok(Box::new(dedup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kit::keyed::Keyed;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("deadbeat-dedup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A state file written the way `dedup` wrote it before its own table (`Keyed::save`
+    /// of the keys and their Unix milliseconds) loads into `dedup`'s table with every key
+    /// and time, and a file this table writes loads into `Keyed` alike, byte for byte the
+    /// same when saved again.
+    #[test]
+    fn state_files_are_the_same_format_as_keyed_wrote() {
+        let dir = temp("compat");
+        let (old, new) = (dir.join("old.state"), dir.join("new.state"));
+        let mut keyed: Keyed<Rc<[u8]>, u64> = Keyed::new(1000).with_max_bytes(1 << 20, key_len);
+        let mut key = Vec::new();
+        for i in 0..300u64 {
+            key.clear();
+            key_part(&Value::from(format!("host {i}\n%x")), &mut key);
+            if i % 50 == 0 {
+                key.extend_from_slice(&[0xff; 300]);
+                cap_key(&mut key);
+            }
+            keyed.insert(Rc::from(&key[..]), 1_700_000_000_000 + i * 7);
+        }
+        keyed.save(&old, FORMAT, VERSION).unwrap();
+
+        let mut seen = SeenKeys::new(1000, 1 << 20);
+        assert_eq!(seen.load(&old, FORMAT, VERSION).unwrap(), 300);
+        let want: Vec<(Vec<u8>, u64)> = keyed.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
+        let got: Vec<(Vec<u8>, u64)> = seen.iter().map(|(k, v)| (k.to_vec(), v)).collect();
+        assert_eq!(got, want);
+        seen.save(&new, FORMAT, VERSION).unwrap();
+        assert_eq!(std::fs::read(&old).unwrap(), std::fs::read(&new).unwrap());
+
+        let mut back: Keyed<Rc<[u8]>, u64> = Keyed::new(1000);
+        assert_eq!(back.load(&new, FORMAT, VERSION).unwrap(), 300);
+        let again: Vec<(Vec<u8>, u64)> = back.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
+        assert_eq!(again, want);
+
+        // A corrupt file is refused whole.
+        let mut bad = std::fs::read(&old).unwrap();
+        let at = bad.len() / 2;
+        bad[at] ^= 1;
+        std::fs::write(&old, &bad).unwrap();
+        let mut fresh = SeenKeys::new(1000, 1 << 20);
+        assert!(fresh.load(&old, FORMAT, VERSION).is_err());
+        assert!(fresh.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
