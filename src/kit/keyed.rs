@@ -1,7 +1,8 @@
-//! Bounded per-key state, shared by the cogs that remember data (`dedup`, `throttle`, and
-//! the windows of issue 16): a map from a key to a cog-defined value that never holds more
-//! than `max_keys` entries, counts what it evicts, logs evictions at a bounded rate, and
-//! can be saved to and loaded from a file.
+//! Bounded per-key state, shared by the cogs that remember data (`throttle` and the
+//! windows of issue 16; `dedup` keeps its keys in [`seen_keys`](crate::kit::seen_keys),
+//! first in, first out, and writes the same state files): a map from a key to a
+//! cog-defined value that never holds more than `max_keys` entries, counts what it
+//! evicts, logs evictions at a bounded rate, and can be saved to and loaded from a file.
 //!
 //! **Eviction order.** When full, the entry that was *written* (inserted, or given a new
 //! value with [`Keyed::insert`]) longest ago goes first. Reading does not reorder: for

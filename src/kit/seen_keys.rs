@@ -1175,7 +1175,7 @@ mod tests {
                     let want = m.seen_or_insert(&key, now, within, max_keys, max_bytes);
                     assert_eq!(got, want, "round {round} op {op}: {key:?}");
                 }
-                if what % 10 == 0 {
+                if what.is_multiple_of(10) {
                     now += 1;
                 }
                 assert_eq!(t.len(), m.held().len(), "round {round} op {op}");
