@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kit::keyed::{KEY_CAP, Keyed, cap_key, state_file};
+use crate::kit::keyed::{KEY_CAP, cap_key, state_file};
+use crate::kit::seen_keys::SeenKeys;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{Path, Record, Value, id_field};
@@ -63,13 +64,30 @@ pub struct Dedup<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
     within_ms: u64,
-    seen: Keyed<Rc<[u8]>, u64>,
+    seen: SeenKeys,
     state_file: Option<PathBuf>,
     /// The loop's clock and the wall clock at one moment: arrival times are kept as Unix
     /// milliseconds (so they survive a restart) computed from the loop's clock.
     anchor: Option<(Instant, u64)>,
-    buf: Vec<u8>,
+    /// The batch's keys, one after another.
+    keys: Vec<u8>,
+    /// Each datum's key in `keys` and its hash, in batch order.
+    pending: Vec<Pending>,
 }
+
+/// A datum's key, found before any is looked up.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    hash: u64,
+    start: usize,
+    /// `NO_KEY` when the datum has no key (it passes).
+    end: usize,
+}
+
+const NO_KEY: usize = usize::MAX;
+
+/// The keys' bytes of a batch `dedup` makes room for when made.
+const BATCH_KEY_BYTES: usize = 64 << 10;
 
 impl<D> std::fmt::Debug for Dedup<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,10 +123,13 @@ impl<D> Dedup<D> {
             key,
             id,
             within_ms: u64::try_from(s.within.as_millis()).unwrap_or(u64::MAX),
-            seen: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
+            seen: SeenKeys::new(s.max_keys, s.max_bytes),
             state_file,
             anchor: None,
-            buf: Vec::new(),
+            // Room for a typical batch's keys from the start: made before the first batch's
+            // records, they do not sit among them in the heap.
+            keys: Vec::with_capacity(BATCH_KEY_BYTES),
+            pending: Vec::with_capacity(BATCH_KEY_BYTES / 16),
         })
     }
 
@@ -173,9 +194,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
                     if n > 0 {
                         // A time ahead of now (the wall clock went back while stopped)
                         // counts as now: the key is not kept beyond `within`.
-                        for at in self.seen.values_mut() {
-                            *at = (*at).min(now_ms);
-                        }
+                        self.seen.clamp_times(now_ms);
                         slog::info!(cx.logger(), "dedup state loaded";
                             "file" => %path.display(), "keys" => n);
                     }
@@ -192,31 +211,61 @@ impl<D: 'static> Cog<D> for Dedup<D> {
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = self.unix_ms(cx.now());
         let within = self.within_ms;
-        // Keys are written in arrival order, so those past `within` are all at the old end.
-        self.seen
-            .expire_oldest(|&at| now.saturating_sub(at) >= within);
-        let mut dropped = 0;
-        for d in batch.drain(..) {
-            self.buf.clear();
-            if !(self.key)(&d, &mut self.buf) {
-                out.push(d);
+        // Keys are inserted in arrival order, so those past `within` are all at the old end
+        // (and every key still held after this is a repeat if seen again in this batch).
+        self.seen.expire(now, within);
+        // First every key, its hash, and a prefetch of its index slot (and, when each new
+        // key evicts one, of the slot of the key it evicts): the lookups that follow then
+        // find what they read on its way or in cache rather than waiting on each in turn.
+        self.keys.clear();
+        self.pending.clear();
+        let evicting = self.seen.is_full();
+        for (n, d) in batch.iter().enumerate() {
+            let start = self.keys.len();
+            if !(self.key)(d, &mut self.keys) {
+                self.keys.truncate(start);
+                self.pending.push(Pending {
+                    hash: 0,
+                    start,
+                    end: NO_KEY,
+                });
                 continue;
             }
-            cap_key(&mut self.buf);
-            let repeat = self
-                .seen
-                .get(&self.buf[..])
-                .is_some_and(|&at| now.saturating_sub(at) < within);
-            if repeat {
-                if let Some(id) = self.id.get(&d) {
-                    cx.event_done(*id);
-                }
-                dropped += 1;
-            } else {
-                self.seen.insert(Rc::from(&self.buf[..]), now);
-                out.push(d);
+            if self.keys.len() - start > KEY_CAP {
+                let mut long = self.keys.split_off(start);
+                cap_key(&mut long);
+                self.keys.extend_from_slice(&long);
             }
+            let hash = self.seen.hash(&self.keys[start..]);
+            self.seen.prefetch(hash);
+            if evicting {
+                self.seen.prefetch_oldest(n);
+            }
+            self.pending.push(Pending {
+                hash,
+                start,
+                end: self.keys.len(),
+            });
         }
+        // Then each key looked up, in order; the data passing stay where they are (moved
+        // only past a dropped one) and go on as one batch.
+        let mut dropped = 0;
+        let mut next = self.pending.iter();
+        let (seen, keys, id) = (&mut self.seen, &self.keys, &self.id);
+        batch.retain(|d| {
+            let Some(p) = next.next().filter(|p| p.end != NO_KEY) else {
+                return true;
+            };
+            if !seen.seen_or_insert(&keys[p.start..p.end], p.hash, now, within) {
+                return true;
+            }
+            if let Some(id) = id.get(d) {
+                cx.event_done(*id);
+            }
+            dropped += 1;
+            false
+        });
+        out.push_all(batch);
         out.count_dropped(dropped);
         self.seen.report_evictions("dedup", cx);
     }
@@ -227,9 +276,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
         let Some(path) = &self.state_file else {
             return;
         };
-        let within = self.within_ms;
-        self.seen
-            .expire_oldest(|&at| now.saturating_sub(at) >= within);
+        self.seen.expire(now, self.within_ms);
         match self.seen.save(path, FORMAT, VERSION) {
             Ok(()) => slog::info!(cx.logger(), "dedup state saved";
                 "file" => %path.display(), "keys" => self.seen.len()),
@@ -287,8 +334,8 @@ pub fn record_key(paths: &[Path], r: &Record, out: &mut Vec<u8>) -> bool {
 pub(crate) fn key_part(v: &Value, out: &mut Vec<u8>) {
     match v.as_bytes() {
         Some(b) => {
-            out.push(b's');
-            out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+            let [l0, l1, l2, l3] = u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes();
+            out.extend_from_slice(&[b's', l0, l1, l2, l3]);
             out.extend_from_slice(b);
         }
         None => {
@@ -314,4 +361,61 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let dedup =
         Dedup::from_settings(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
     Ok(Box::new(dedup))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kit::keyed::Keyed;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("deadbeat-dedup-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A state file written the way `dedup` wrote it before its own table (`Keyed::save`
+    /// of the keys and their Unix milliseconds) loads into `dedup`'s table with every key
+    /// and time, and a file this table writes loads into `Keyed` alike, byte for byte the
+    /// same when saved again.
+    #[test]
+    fn state_files_are_the_same_format_as_keyed_wrote() {
+        let dir = temp("compat");
+        let (old, new) = (dir.join("old.state"), dir.join("new.state"));
+        let mut keyed: Keyed<Rc<[u8]>, u64> = Keyed::new(1000).with_max_bytes(1 << 20, key_len);
+        let mut key = Vec::new();
+        for i in 0..300u64 {
+            key.clear();
+            key_part(&Value::from(format!("host {i}\n%x")), &mut key);
+            if i % 50 == 0 {
+                key.extend_from_slice(&[0xff; 300]);
+                cap_key(&mut key);
+            }
+            keyed.insert(Rc::from(&key[..]), 1_700_000_000_000 + i * 7);
+        }
+        keyed.save(&old, FORMAT, VERSION).unwrap();
+
+        let mut seen = SeenKeys::new(1000, 1 << 20);
+        assert_eq!(seen.load(&old, FORMAT, VERSION).unwrap(), 300);
+        let want: Vec<(Vec<u8>, u64)> = keyed.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
+        let got: Vec<(Vec<u8>, u64)> = seen.iter().map(|(k, v)| (k.to_vec(), v)).collect();
+        assert_eq!(got, want);
+        seen.save(&new, FORMAT, VERSION).unwrap();
+        assert_eq!(std::fs::read(&old).unwrap(), std::fs::read(&new).unwrap());
+
+        let mut back: Keyed<Rc<[u8]>, u64> = Keyed::new(1000);
+        assert_eq!(back.load(&new, FORMAT, VERSION).unwrap(), 300);
+        let again: Vec<(Vec<u8>, u64)> = back.iter().map(|(k, v)| (k.to_vec(), *v)).collect();
+        assert_eq!(again, want);
+
+        // A corrupt file is refused whole.
+        let mut bad = std::fs::read(&old).unwrap();
+        let at = bad.len() / 2;
+        bad[at] ^= 1;
+        std::fs::write(&old, &bad).unwrap();
+        let mut fresh = SeenKeys::new(1000, 1 << 20);
+        assert!(fresh.load(&old, FORMAT, VERSION).is_err());
+        assert!(fresh.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,7 +1,8 @@
-//! Bounded per-key state, shared by the cogs that remember data (`dedup`, `throttle`, and
-//! the windows of issue 16): a map from a key to a cog-defined value that never holds more
-//! than `max_keys` entries, counts what it evicts, logs evictions at a bounded rate, and
-//! can be saved to and loaded from a file.
+//! Bounded per-key state, shared by the cogs that remember data (`throttle` and the
+//! windows of issue 16; `dedup` keeps its keys in [`seen_keys`](crate::kit::seen_keys),
+//! first in, first out, and writes the same state files): a map from a key to a
+//! cog-defined value that never holds more than `max_keys` entries, counts what it
+//! evicts, logs evictions at a bounded rate, and can be saved to and loaded from a file.
 //!
 //! **Eviction order.** When full, the entry that was *written* (inserted, or given a new
 //! value with [`Keyed::insert`]) longest ago goes first. Reading does not reorder: for
@@ -652,25 +653,69 @@ impl<K: Hash + Eq + Clone + StateCodec, V: StateCodec> Keyed<K, V> {
     /// Writes the entries to `path` atomically (creating its directory), under the header
     /// `deadbeat-state FORMAT VERSION`.
     pub fn save(&self, path: &Path, format: &str, version: u32) -> Result<(), StateError> {
-        let io_err = |e| StateError::Io(path.to_path_buf(), e);
-        let mut text = Vec::with_capacity(64 + 32 * self.map.len());
+        let mut w = StateWriter::new(format, version, self.map.len());
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        for (k, v) in self.iter() {
+            key.clear();
+            k.encode(&mut key);
+            value.clear();
+            v.encode(&mut value);
+            w.entry(&key, &value);
+        }
+        w.finish(path)
+    }
+
+    /// Reads the entries saved in `path` by [`save`](Keyed::save) with the same `format`
+    /// and `version`, and inserts them (oldest first, so the order and the bound hold).
+    /// Returns how many were read: 0 when the file does not exist. Nothing is inserted
+    /// unless the whole file checks out.
+    pub fn load(&mut self, path: &Path, format: &str, version: u32) -> Result<usize, StateError> {
+        let entries = load_state::<K, V>(path, format, version)?;
+        let n = entries.len();
+        for (k, v) in entries {
+            self.insert(k, v);
+        }
+        Ok(n)
+    }
+}
+
+/// A state file being written: the header, then entries in the order they are given, then
+/// (by [`finish`](StateWriter::finish)) the trailer, written out atomically. The format of
+/// [`Keyed::save`], for tables of other shapes that must write the same files.
+pub(crate) struct StateWriter {
+    text: Vec<u8>,
+    body_start: usize,
+    count: u64,
+}
+
+impl StateWriter {
+    /// A file of `format` and `version`, with room for about `entries` entries.
+    pub(crate) fn new(format: &str, version: u32, entries: usize) -> Self {
+        let mut text = Vec::with_capacity(64 + 32 * entries);
         let _ = writeln!(text, "{MAGIC} {format} {version}");
         let body_start = text.len();
-        let mut buf = Vec::new();
-        let mut count = 0u64;
-        for (k, v) in self.iter() {
-            buf.clear();
-            k.encode(&mut buf);
-            escape(&buf, &mut text);
-            text.push(b' ');
-            buf.clear();
-            v.encode(&mut buf);
-            escape(&buf, &mut text);
-            text.push(b'\n');
-            count += 1;
+        StateWriter {
+            text,
+            body_start,
+            count: 0,
         }
-        let hash = fingerprint(&text[body_start..]);
-        let _ = writeln!(text, "end {count} {hash:016x}");
+    }
+
+    /// One entry, its key's and value's bytes as their codecs encode them (escaped here).
+    pub(crate) fn entry(&mut self, key: &[u8], value: &[u8]) {
+        escape(key, &mut self.text);
+        self.text.push(b' ');
+        escape(value, &mut self.text);
+        self.text.push(b'\n');
+        self.count += 1;
+    }
+
+    /// Adds the trailer and writes the file to `path` atomically (temporary file in the
+    /// same directory, fsync, rename, directory fsync), creating its directory.
+    pub(crate) fn finish(mut self, path: &Path) -> Result<(), StateError> {
+        let io_err = |e| StateError::Io(path.to_path_buf(), e);
+        let hash = fingerprint(&self.text[self.body_start..]);
+        let _ = writeln!(self.text, "end {} {hash:016x}", self.count);
 
         let dir = path
             .parent()
@@ -680,7 +725,7 @@ impl<K: Hash + Eq + Clone + StateCodec, V: StateCodec> Keyed<K, V> {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(".{}.tmp", name.unwrap_or_default()));
         let mut f = File::create(&tmp).map_err(io_err)?;
-        f.write_all(&text).map_err(io_err)?;
+        f.write_all(&self.text).map_err(io_err)?;
         f.sync_data().map_err(io_err)?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(io_err)?;
@@ -688,24 +733,22 @@ impl<K: Hash + Eq + Clone + StateCodec, V: StateCodec> Keyed<K, V> {
         File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
         Ok(())
     }
+}
 
-    /// Reads the entries saved in `path` by [`save`](Keyed::save) with the same `format`
-    /// and `version`, and inserts them (oldest first, so the order and the bound hold).
-    /// Returns how many were read: 0 when the file does not exist. Nothing is inserted
-    /// unless the whole file checks out.
-    pub fn load(&mut self, path: &Path, format: &str, version: u32) -> Result<usize, StateError> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(StateError::Io(path.to_path_buf(), e)),
-        };
-        let entries = parse::<K, V>(&bytes, format, version).map_err(|e| e.at(path))?;
-        let n = entries.len();
-        for (k, v) in entries {
-            self.insert(k, v);
-        }
-        Ok(n)
-    }
+/// The entries of the state file at `path` (as [`Keyed::save`] and [`StateWriter`] write
+/// it), oldest first, if it is of `format` and `version` and checks out whole; none when
+/// the file does not exist.
+pub(crate) fn load_state<K: StateCodec, V: StateCodec>(
+    path: &Path,
+    format: &str,
+    version: u32,
+) -> Result<Vec<(K, V)>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StateError::Io(path.to_path_buf(), e)),
+    };
+    parse::<K, V>(&bytes, format, version).map_err(|e| e.at(path))
 }
 
 /// A [`StateError`] before it knows its path.

@@ -21,6 +21,7 @@ pub mod lines;
 pub mod on_error;
 pub mod progress;
 pub mod rewind;
+pub mod seen_keys;
 pub mod supply;
 pub mod tls;
 pub mod window;
