@@ -4,17 +4,21 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::kit::event_time::{EventTime, TimeOf};
 use crate::kit::keyed::{KEY_CAP, cap_key, state_file};
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::kit::seen_keys::SeenKeys;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Path, Record, Value, id_field};
+use crate::record::{Path, Record, Value, field, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
 
 /// The format name and version of `dedup`'s state file.
 const FORMAT: &str = "dedup";
+/// The format name of a state file of event times (not interchangeable with arrival times).
+const FORMAT_EVENT_TIME: &str = "dedup-event-time";
 const VERSION: u32 = 1;
 
 /// Writes a datum's key into the buffer; `false` when the datum has no key (it passes).
@@ -23,7 +27,11 @@ pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
 /// Drops a datum whose key was seen within `within`: of the data with one key, one passes,
 /// the repeats arriving less than `within` after it are dropped, and the first to arrive
 /// later passes and starts a new `within`. Time is the arrival time (the event loop's
-/// clock). The key is made of the fields in `fields` (dotted paths; a datum lacking one of
+/// clock), or with `time = "FIELD"` the event's own time (read as `window` reads it): a
+/// repeat is then a datum whose time is less than `within` before or after the time its
+/// key passed, whatever order the data come in, so a file replayed at full speed is
+/// deduplicated as it was when written; a datum whose time is missing or unparsable goes
+/// per `on_error`. The key is made of the fields in `fields` (dotted paths; a datum lacking one of
 /// them is not deduplicated and passes), or of the whole record (its fields rendered as
 /// JSON, the event id left out) when `fields` is empty; the whole record includes what the
 /// supply adds (`tail`'s `offset` differs on every line: name the fields then).
@@ -56,10 +64,12 @@ pub type KeyFn<D> = Box<dyn Fn(&D, &mut Vec<u8>) -> bool>;
 /// max_keys = 100000
 /// max_bytes = "8MiB"
 /// persist = true
+/// time = "arrival"  # or the field holding the event time, e.g. "time"
 /// ```
 ///
 /// From its typed settings, without TOML, on any datum (a key writer and an id getter):
-/// `Dedup::from_settings(&DedupSettings { within: Duration::from_secs(60), ..Default::default() }, key, id, None)`.
+/// `Dedup::from_settings(&DedupSettings { within: Duration::from_secs(60), ..Default::default() }, key, id, None)`;
+/// with `time` naming a field, then [`Dedup::with_event_time`] with the field's getter.
 pub struct Dedup<D> {
     key: KeyFn<D>,
     id: Getter<D, EventId>,
@@ -73,6 +83,24 @@ pub struct Dedup<D> {
     keys: Vec<u8>,
     /// Each datum's key in `keys` and its hash, in batch order.
     pending: Vec<Pending>,
+    /// The event time, when `time` names a field (`None`: arrival time).
+    event_time: Option<EventClock<D>>,
+    /// A `time` naming a field, until [`Dedup::with_event_time`] gives its getter.
+    unbound_time: Option<EventTime>,
+}
+
+/// Reads the event time of data, routes those without one, and keeps the greatest time
+/// seen (keys that passed `within` before it are forgotten).
+struct EventClock<D> {
+    time: TimeOf<D>,
+    on_error: OnError<D>,
+    watermark: u64,
+}
+
+/// An event time (Unix ms, maybe before 1970) as the table's unsigned time, in the same
+/// order and at the same distances.
+fn table_time(t: i64) -> u64 {
+    (t as u64) ^ (1 << 63)
 }
 
 /// A datum's key, found before any is looked up.
@@ -130,7 +158,79 @@ impl<D> Dedup<D> {
             // records, they do not sit among them in the heap.
             keys: Vec::with_capacity(BATCH_KEY_BYTES),
             pending: Vec::with_capacity(BATCH_KEY_BYTES / 16),
+            event_time: None,
+            unbound_time: Some(EventTime::new(&s.time, &s.time_format)?)
+                .filter(|t| !t.is_arrival()),
         })
+    }
+
+    /// Reads the event time through `get` (the field `time` names) and sends data without
+    /// one per `on_error`; needed when `time` names a field, ignored for arrival time.
+    pub fn with_event_time(
+        mut self,
+        get: Getter<D, Value>,
+        on_error: OnError<D>,
+    ) -> Result<Self, SettingError> {
+        if let Some(t) = self.unbound_time.take() {
+            self.event_time = Some(EventClock {
+                time: TimeOf::new(t, Some(get))?,
+                on_error,
+                watermark: 0,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The state file's format: it depends on the kind of time.
+    fn format(&self) -> &'static str {
+        if self.event_time.is_some() {
+            FORMAT_EVENT_TIME
+        } else {
+            FORMAT
+        }
+    }
+
+    /// A batch by event time: one datum after another (each may be late, or fail).
+    fn by_event_time(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx, now: u64)
+    where
+        D: 'static,
+    {
+        let Some(clock) = &mut self.event_time else {
+            return;
+        };
+        let within = self.within_ms;
+        // Forgetting follows the greatest time seen before the batch: a datum of the batch
+        // with an earlier time still finds what it repeats.
+        self.seen.expire(clock.watermark, within);
+        let now_ms = i64::try_from(now).unwrap_or(i64::MAX);
+        let mut dropped = 0;
+        for d in batch.drain(..) {
+            self.keys.clear();
+            if !(self.key)(&d, &mut self.keys) {
+                out.push(d);
+                continue;
+            }
+            let t = match clock.time.of(&d, now_ms) {
+                Ok(t) => table_time(t),
+                Err(e) => {
+                    clock.on_error.fail(d, "dedup", &e, out, cx);
+                    continue;
+                }
+            };
+            clock.watermark = clock.watermark.max(t);
+            cap_key(&mut self.keys);
+            let hash = self.seen.hash(&self.keys);
+            if !self.seen.seen_or_insert_at(&self.keys, hash, t, within) {
+                out.push(d);
+                continue;
+            }
+            if let Some(id) = self.id.get(&d) {
+                cx.event_done(*id);
+            }
+            dropped += 1;
+        }
+        out.count_dropped(dropped);
+        self.seen.report_evictions("dedup", cx);
     }
 
     /// How many keys were forgotten to stay within `max_keys` or `max_bytes`.
@@ -185,16 +285,32 @@ impl<D: 'static> Cog<D> for Dedup<D> {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
+        if self.unbound_time.is_some() {
+            return Err(
+                "dedup: `time` names a field, but no getter of it was given \
+                 (Dedup::with_event_time)"
+                    .into(),
+            );
+        }
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         let now_ms = self.unix_ms(now);
+        let format = self.format();
         if let Some(path) = &self.state_file {
-            match self.seen.load(path, FORMAT, VERSION) {
+            match self.seen.load(path, format, VERSION) {
                 Ok(n) => {
                     if n > 0 {
-                        // A time ahead of now (the wall clock went back while stopped)
-                        // counts as now: the key is not kept beyond `within`.
-                        self.seen.clamp_times(now_ms);
+                        match &mut self.event_time {
+                            // Event time does not pass while stopped: the greatest time
+                            // saved is where forgetting goes on from.
+                            Some(clock) => {
+                                clock.watermark =
+                                    self.seen.iter().map(|(_, t)| t).max().unwrap_or(0);
+                            }
+                            // A time ahead of now (the wall clock went back while stopped)
+                            // counts as now: the key is not kept beyond `within`.
+                            None => self.seen.clamp_times(now_ms),
+                        }
                         slog::info!(cx.logger(), "dedup state loaded";
                             "file" => %path.display(), "keys" => n);
                     }
@@ -210,6 +326,10 @@ impl<D: 'static> Cog<D> for Dedup<D> {
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = self.unix_ms(cx.now());
+        if self.event_time.is_some() {
+            self.by_event_time(batch, out, cx, now);
+            return;
+        }
         let within = self.within_ms;
         // Keys are inserted in arrival order, so those past `within` are all at the old end
         // (and every key still held after this is a repeat if seen again in this batch).
@@ -276,8 +396,12 @@ impl<D: 'static> Cog<D> for Dedup<D> {
         let Some(path) = &self.state_file else {
             return;
         };
-        self.seen.expire(now, self.within_ms);
-        match self.seen.save(path, FORMAT, VERSION) {
+        let (at, format) = match &self.event_time {
+            Some(clock) => (clock.watermark, FORMAT_EVENT_TIME),
+            None => (now, FORMAT),
+        };
+        self.seen.expire(at, self.within_ms);
+        match self.seen.save(path, format, VERSION) {
             Ok(()) => slog::info!(cx.logger(), "dedup state saved";
                 "file" => %path.display(), "keys" => self.seen.len()),
             Err(e) => slog::error!(cx.logger(), "dedup state not saved"; "reason" => %e),
@@ -310,6 +434,13 @@ crate::settings! {
         max_bytes: usize = "8MiB",
         /// save the remembered keys under `[state] dir` at shutdown and load them at start
         persist: bool = "false",
+        /// "arrival" (the wall clock when a record comes) or the field holding the event time (timestamp, epoch seconds, RFC 3339 or time_format text): a repeat is within `within` of the time its key passed, before or after
+        time: String = "arrival",
+        /// strftime format of a text time field; empty: timestamp, epoch seconds or RFC 3339. A format without a year takes the wall clock's (the one before if that puts the time more than a day ahead)
+        time_format: String = "",
+        /// What to do with a record whose time (`time` naming a field) is missing or unparsable.
+        #[setting(flatten)]
+        on_error: OnErrorSettings,
     }
 }
 
@@ -358,8 +489,17 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
         state_file("dedup", p, bx.state_dir)
     });
     let key: KeyFn<Record> = Box::new(move |r, out| record_key(&paths, r, out));
-    let dedup =
+    let mut dedup =
         Dedup::from_settings(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
+    if s.time != "arrival" {
+        let on_error = on_error::from_settings(&s.on_error, p, bx)?;
+        let get = field(&s.time)
+            .map_err(|e| p.error("time", format!("{:?}: {e}", s.time)))?
+            .get;
+        dedup = dedup
+            .with_event_time(get, on_error)
+            .map_err(|e| setting_error(p, e))?;
+    }
     Ok(Box::new(dedup))
 }
 

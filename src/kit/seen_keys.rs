@@ -378,6 +378,34 @@ impl SeenKeys {
         false
     }
 
+    /// [`seen_or_insert`](SeenKeys::seen_or_insert) for event times, which may come out
+    /// of order: `key` is a repeat if seen less than `within` before or after `t`. If not,
+    /// a key seen earlier is remembered as seen at `t` (the newest key); one seen `within`
+    /// or more after `t` stays as it is (`t` is late for it).
+    pub fn seen_or_insert_at(&mut self, key: &[u8], hash: u64, t: u64, within: u64) -> bool {
+        if key.len() > KEY_MAX {
+            let mut k = key.to_vec();
+            cap_key(&mut k);
+            let h = self.hash(&k);
+            return self.seen_or_insert_at(&k, h, t, within);
+        }
+        let tag = self.tag(hash);
+        match self.find(key, tag) {
+            Ok((slot, at)) => {
+                let seen = self.ring[at].time;
+                if seen.abs_diff(t) < within {
+                    return true;
+                }
+                if t > seen {
+                    self.kill(slot, at);
+                    self.push_new(key, tag, t, None);
+                }
+            }
+            Err(empty) => self.push_new(key, tag, t, Some(empty)),
+        }
+        false
+    }
+
     #[cold]
     fn seen_or_insert_long(&mut self, key: &[u8], now: u64, within: u64) -> bool {
         let mut k = key.to_vec();

@@ -410,3 +410,135 @@ fn a_saved_time_ahead_of_the_clock_counts_as_now() {
         st.success() && out(dir.path()) == "x\nx\n"
     });
 }
+
+/// stdin → json_parse → dedup on `host` by the event time in `t` (epoch seconds, `within`
+/// 5 s) → stdout as JSON, with `extra` settings; state in `st/`.
+fn event_time_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        &format!(
+            "[state]\ndir = \"st\"\n[[train]]\nname = \"t\"\n[[train.cog]]\ntype = \"stdin\"\n\
+             [[train.cog]]\ntype = \"json_parse\"\n\
+             [[train.cog]]\ntype = \"dedup\"\nname = \"once\"\nfields = [\"host\"]\n\
+             within = \"5s\"\ntime = \"t\"\n{extra}\n\
+             [[train.cog]]\ntype = \"stdout\"\nformat = \"json\"\n"
+        ),
+    )
+}
+
+/// One JSON line of host `a` at event time `t` (seconds), numbered `x`.
+fn at(t: i64, x: usize) -> String {
+    format!("{{\"host\":\"a\",\"t\":{t},\"x\":{x}}}\n")
+}
+
+/// The `x` of each JSON line.
+fn xs(text: &[u8]) -> Vec<usize> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .map(|l| {
+            let from = l.find("\"x\":").unwrap() + 4;
+            let end = l[from..].find([',', '}']).map_or(l.len(), |e| from + e);
+            l[from..end].parse().unwrap()
+        })
+        .collect()
+}
+
+/// By event time, a replay read at full speed is deduplicated as living through it was:
+/// one datum passes per 5 s of event time, and a datum a little older than the key's pass
+/// (out of order) is a repeat too, while one far older is not.
+#[test]
+fn by_event_time_a_replay_is_deduplicated_as_it_was_lived() {
+    let dir = TempDir::new("dedup-event-time");
+    let input: String = (0..100).map(|x| at(1_000 + x as i64 / 10, x)).collect();
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&stdout), [0, 50], "{err}");
+    assert!(
+        err.contains("cog=once in=100 out=2 dropped=98 errors=0"),
+        "{err}"
+    );
+
+    // By arrival time the same replay passes the first only.
+    let arrival = config(dir.path(), "fields = [\"host\"]\nwithin = \"5s\"");
+    let arrival = std::fs::read_to_string(&arrival).unwrap().replace(
+        "type = \"stdin\"\n",
+        "type = \"stdin\"\n[[train.cog]]\ntype = \"json_parse\"\n",
+    );
+    std::fs::write(dir.path().join("arrival.toml"), arrival).unwrap();
+    let (st, _, err) = run_with_stdin(&dir.path().join("arrival.toml"), input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(line_count(&dir.path().join("out.log")), 1, "{err}");
+
+    // Out of order: 1010 passes, 1008 (2 s before it) is a repeat, 1004 (6 s before) is
+    // not, and 1012 is still a repeat of 1010.
+    let input = [
+        at(1_010, 0),
+        at(1_008, 1),
+        at(1_004, 2),
+        at(1_012, 3),
+        at(1_016, 4),
+    ]
+    .concat();
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&stdout), [0, 2, 4], "{err}");
+}
+
+/// A datum whose time is missing or not a time goes per `on_error`: counted, logged with
+/// its event id, and dropped (acknowledged) or kept with the reason.
+#[test]
+fn by_event_time_data_without_a_time_go_per_on_error() {
+    let dir = TempDir::new("dedup-event-time-bad");
+    let input = format!(
+        "{}{{\"host\":\"a\",\"x\":1}}\n{{\"host\":\"a\",\"t\":\"soon\",\"x\":2}}\n{}",
+        at(1_000, 0),
+        at(1_010, 3)
+    );
+    let cfg = event_time_config(dir.path(), "on_error = \"drop\"");
+    let (st, stdout, err) = run_with_stdin(&cfg, input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&stdout), [0, 3], "{err}");
+    assert!(
+        err.contains("cog=once in=4 out=2 dropped=2 errors=2"),
+        "{err}"
+    );
+    assert!(err.contains("no time field `t`"), "{err}");
+
+    let (st, stdout, err) = run_with_stdin(&event_time_config(dir.path(), ""), input.as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&stdout), [0, 1, 2, 3], "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&stdout)
+            .matches("\"error\":")
+            .count(),
+        2
+    );
+}
+
+/// Persisted by event time, the keys come back with their times (event time does not pass
+/// while the daemon is stopped); a file saved by arrival time is not taken for one.
+#[test]
+fn by_event_time_persisted_keys_continue_and_arrival_state_is_not_mixed_in() {
+    let dir = TempDir::new("dedup-event-time-persist");
+    let cfg = event_time_config(dir.path(), "persist = true");
+    let (st, stdout, err) = run_with_stdin(&cfg, at(1_000, 0).as_bytes());
+    assert!(st.success(), "{err}");
+    assert_eq!(xs(&stdout), [0], "{err}");
+    assert!(err.contains("dedup state saved"), "{err}");
+    let (st, stdout, err) = run_with_stdin(&cfg, [at(1_003, 1), at(1_006, 2)].concat().as_bytes());
+    assert!(st.success(), "{err}");
+    assert!(err.contains("dedup state loaded"), "{err}");
+    assert_eq!(
+        xs(&stdout),
+        [2],
+        "1003 repeats the 1000 of the run before: {err}"
+    );
+
+    let arrival = config(
+        dir.path(),
+        "name = \"once\"\nfields = [\"message\"]\npersist = true",
+    );
+    let (st, _, err) = run_with_stdin(&arrival, b"a\n");
+    assert!(st.success(), "{err}");
+    assert!(err.contains("dedup state ignored, starting empty"), "{err}");
+}
