@@ -4,13 +4,13 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kit::event_time::{EventTime, TimeOf};
+use crate::kit::event_time::{CogTime, bind_record_time};
 use crate::kit::keyed::{KEY_CAP, cap_key, state_file};
-use crate::kit::on_error::{self, OnError, OnErrorSettings};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 use crate::kit::seen_keys::SeenKeys;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Path, Record, Value, field, id_field};
+use crate::record::{Path, Record, Value, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::setting_error;
@@ -83,17 +83,10 @@ pub struct Dedup<D> {
     keys: Vec<u8>,
     /// Each datum's key in `keys` and its hash, in batch order.
     pending: Vec<Pending>,
-    /// The event time, when `time` names a field (`None`: arrival time).
-    event_time: Option<EventClock<D>>,
-    /// A `time` naming a field, until [`Dedup::with_event_time`] gives its getter.
-    unbound_time: Option<EventTime>,
-}
-
-/// Reads the event time of data, routes those without one, and keeps the greatest time
-/// seen (keys that passed `within` before it are forgotten).
-struct EventClock<D> {
-    time: TimeOf<D>,
-    on_error: OnError<D>,
+    /// Arrival time, or the event time `time` names.
+    time: CogTime<D>,
+    /// By event time, the greatest time seen: keys that passed `within` before it are
+    /// forgotten.
     watermark: u64,
 }
 
@@ -158,9 +151,8 @@ impl<D> Dedup<D> {
             // records, they do not sit among them in the heap.
             keys: Vec::with_capacity(BATCH_KEY_BYTES),
             pending: Vec::with_capacity(BATCH_KEY_BYTES / 16),
-            event_time: None,
-            unbound_time: Some(EventTime::new(&s.time, &s.time_format)?)
-                .filter(|t| !t.is_arrival()),
+            time: CogTime::new(&s.time, &s.time_format)?,
+            watermark: 0,
         })
     }
 
@@ -171,19 +163,13 @@ impl<D> Dedup<D> {
         get: Getter<D, Value>,
         on_error: OnError<D>,
     ) -> Result<Self, SettingError> {
-        if let Some(t) = self.unbound_time.take() {
-            self.event_time = Some(EventClock {
-                time: TimeOf::new(t, Some(get))?,
-                on_error,
-                watermark: 0,
-            });
-        }
+        self.time.bind(get, on_error)?;
         Ok(self)
     }
 
     /// The state file's format: it depends on the kind of time.
     fn format(&self) -> &'static str {
-        if self.event_time.is_some() {
+        if self.time.is_event_time() {
             FORMAT_EVENT_TIME
         } else {
             FORMAT
@@ -195,13 +181,10 @@ impl<D> Dedup<D> {
     where
         D: 'static,
     {
-        let Some(clock) = &mut self.event_time else {
-            return;
-        };
         let within = self.within_ms;
         // Forgetting follows the greatest time seen before the batch: a datum of the batch
         // with an earlier time still finds what it repeats.
-        self.seen.expire(clock.watermark, within);
+        self.seen.expire(self.watermark, within);
         let now_ms = i64::try_from(now).unwrap_or(i64::MAX);
         let mut dropped = 0;
         for d in batch.drain(..) {
@@ -210,14 +193,11 @@ impl<D> Dedup<D> {
                 out.push(d);
                 continue;
             }
-            let t = match clock.time.of(&d, now_ms) {
-                Ok(t) => table_time(t),
-                Err(e) => {
-                    clock.on_error.fail(d, "dedup", &e, out, cx);
-                    continue;
-                }
+            let Some((d, t)) = self.time.read(d, now_ms, "dedup", out, cx) else {
+                continue;
             };
-            clock.watermark = clock.watermark.max(t);
+            let t = table_time(t);
+            self.watermark = self.watermark.max(t);
             cap_key(&mut self.keys);
             let hash = self.seen.hash(&self.keys);
             if !self.seen.seen_or_insert_at(&self.keys, hash, t, within) {
@@ -285,13 +265,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        if self.unbound_time.is_some() {
-            return Err(
-                "dedup: `time` names a field, but no getter of it was given \
-                 (Dedup::with_event_time)"
-                    .into(),
-            );
-        }
+        self.time.check("dedup")?;
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         let now_ms = self.unix_ms(now);
@@ -300,16 +274,14 @@ impl<D: 'static> Cog<D> for Dedup<D> {
             match self.seen.load(path, format, VERSION) {
                 Ok(n) => {
                     if n > 0 {
-                        match &mut self.event_time {
+                        if self.time.is_event_time() {
                             // Event time does not pass while stopped: the greatest time
                             // saved is where forgetting goes on from.
-                            Some(clock) => {
-                                clock.watermark =
-                                    self.seen.iter().map(|(_, t)| t).max().unwrap_or(0);
-                            }
+                            self.watermark = self.seen.iter().map(|(_, t)| t).max().unwrap_or(0);
+                        } else {
                             // A time ahead of now (the wall clock went back while stopped)
                             // counts as now: the key is not kept beyond `within`.
-                            None => self.seen.clamp_times(now_ms),
+                            self.seen.clamp_times(now_ms);
                         }
                         slog::info!(cx.logger(), "dedup state loaded";
                             "file" => %path.display(), "keys" => n);
@@ -326,7 +298,7 @@ impl<D: 'static> Cog<D> for Dedup<D> {
 
     fn process_batch(&mut self, batch: &mut Vec<D>, out: &mut Out<D>, cx: &mut Ctx) {
         let now = self.unix_ms(cx.now());
-        if self.event_time.is_some() {
+        if self.time.is_event_time() {
             self.by_event_time(batch, out, cx, now);
             return;
         }
@@ -396,10 +368,12 @@ impl<D: 'static> Cog<D> for Dedup<D> {
         let Some(path) = &self.state_file else {
             return;
         };
-        let (at, format) = match &self.event_time {
-            Some(clock) => (clock.watermark, FORMAT_EVENT_TIME),
-            None => (now, FORMAT),
+        let at = if self.time.is_event_time() {
+            self.watermark
+        } else {
+            now
         };
+        let format = self.format();
         self.seen.expire(at, self.within_ms);
         match self.seen.save(path, format, VERSION) {
             Ok(()) => slog::info!(cx.logger(), "dedup state saved";
@@ -491,15 +465,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let key: KeyFn<Record> = Box::new(move |r, out| record_key(&paths, r, out));
     let mut dedup =
         Dedup::from_settings(&s, key, id_field().get, state).map_err(|e| setting_error(p, e))?;
-    if s.time != "arrival" {
-        let on_error = on_error::from_settings(&s.on_error, p, bx)?;
-        let get = field(&s.time)
-            .map_err(|e| p.error("time", format!("{:?}: {e}", s.time)))?
-            .get;
-        dedup = dedup
-            .with_event_time(get, on_error)
-            .map_err(|e| setting_error(p, e))?;
-    }
+    bind_record_time(&mut dedup.time, &s.time, &s.on_error, p, bx)?;
     Ok(Box::new(dedup))
 }
 

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::kit::event_time::{EventTime, TimeOf};
-use crate::kit::on_error::{self, OnError, OnErrorSettings};
+use crate::kit::event_time::{CogTime, bind_record_time};
+use crate::kit::on_error::{OnError, OnErrorSettings};
 
 use crate::engine::mailbox::Mailbox;
 use crate::kit::keyed::{Keyed, StateCodec, cap_key, state_file};
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
-use crate::record::{Path, Record, Value, field, id_field};
+use crate::record::{Path, Record, Value, id_field};
 use crate::schema::{CogParams, ConfigError, SettingError, Settings};
 
 use super::dedup::{KeyFn, check_max_bytes, key_len, record_key};
@@ -69,20 +69,12 @@ pub struct Throttle<D> {
     excess: Option<Rc<Mailbox<D>>>,
     buckets: Keyed<Rc<[u8]>, Bucket>,
     buf: Vec<u8>,
-    /// The event time, when `time` names a field (`None`: arrival time).
-    event_time: Option<EventClock<D>>,
-    /// A `time` naming a field, until [`Throttle::with_event_time`] gives its getter.
-    unbound_time: Option<EventTime>,
+    /// Arrival time, or the event time `time` names.
+    time: CogTime<D>,
     state_file: Option<PathBuf>,
     /// The loop's clock and the wall clock at start, to save refill times as wall-clock
     /// milliseconds.
     anchor: Option<(Instant, i64)>,
-}
-
-/// Reads the event time of data, and routes those without one.
-struct EventClock<D> {
-    time: TimeOf<D>,
-    on_error: OnError<D>,
 }
 
 /// The format names and version of `throttle`'s state file: times of arrival (wall-clock
@@ -231,9 +223,7 @@ impl<D> Throttle<D> {
             excess,
             buckets: Keyed::new(s.max_keys).with_max_bytes(s.max_bytes, key_len),
             buf: Vec::new(),
-            event_time: None,
-            unbound_time: Some(EventTime::new(&s.time, &s.time_format)?)
-                .filter(|t| !t.is_arrival()),
+            time: CogTime::new(&s.time, &s.time_format)?,
             state_file: None,
             anchor: None,
         })
@@ -246,18 +236,13 @@ impl<D> Throttle<D> {
         get: Getter<D, Value>,
         on_error: OnError<D>,
     ) -> Result<Self, SettingError> {
-        if let Some(t) = self.unbound_time.take() {
-            self.event_time = Some(EventClock {
-                time: TimeOf::new(t, Some(get))?,
-                on_error,
-            });
-        }
+        self.time.bind(get, on_error)?;
         Ok(self)
     }
 
     /// The state file's format: it depends on the kind of time.
     fn format(&self) -> &'static str {
-        if self.event_time.is_some() {
+        if self.time.is_event_time() {
             FORMAT_EVENT_TIME
         } else {
             FORMAT
@@ -292,7 +277,7 @@ impl<D> Throttle<D> {
     ) -> Result<usize, crate::kit::keyed::StateError> {
         let mut saved: Keyed<Rc<[u8]>, Saved> = Keyed::new(self.buckets.max_keys());
         let n = saved.load(path, self.format(), VERSION)?;
-        let arrival = self.event_time.is_none();
+        let arrival = !self.time.is_event_time();
         while let Some((k, s)) = saved.pop_oldest() {
             let mut b = Bucket::new(s.tokens.min(self.burst), s.at_ms);
             if arrival {
@@ -373,15 +358,8 @@ impl<D: 'static> Cog<D> for Throttle<D> {
                 out.push(d);
                 continue;
             }
-            let at = match &mut self.event_time {
-                None => now,
-                Some(clock) => match clock.time.of(&d, now) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        clock.on_error.fail(d, "throttle", &e, out, cx);
-                        continue;
-                    }
-                },
+            let Some((d, at)) = self.time.read(d, now, "throttle", out, cx) else {
+                continue;
             };
             if self.take(at) {
                 out.push(d);
@@ -402,13 +380,7 @@ impl<D: 'static> Cog<D> for Throttle<D> {
     }
 
     fn start(&mut self, cx: &mut Ctx) -> Result<(), BoxError> {
-        if self.unbound_time.is_some() {
-            return Err(
-                "throttle: `time` names a field, but no getter of it was given \
-                 (Throttle::with_event_time)"
-                    .into(),
-            );
-        }
+        self.time.check("throttle")?;
         let now = cx.now();
         self.anchor = Some((now, wall_ms()));
         let now_ms = self.unix_ms(now);
@@ -509,15 +481,7 @@ fn build(p: &CogParams<'_>, bx: &BuildCx<'_>) -> Result<Box<dyn Cog<Record>>, Co
     let mut throttle = Throttle::from_settings(&s, key, id_field().get, excess)
         .map_err(|e| setting_error(p, e))?
         .with_state_file(state);
-    if s.time != "arrival" {
-        let on_error = on_error::from_settings(&s.on_error, p, bx)?;
-        let get = field(&s.time)
-            .map_err(|e| p.error("time", format!("{:?}: {e}", s.time)))?
-            .get;
-        throttle = throttle
-            .with_event_time(get, on_error)
-            .map_err(|e| setting_error(p, e))?;
-    }
+    bind_record_time(&mut throttle.time, &s.time, &s.on_error, p, bx)?;
     Ok(Box::new(throttle))
 }
 

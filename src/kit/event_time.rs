@@ -9,10 +9,14 @@
 use std::cell::Cell;
 use std::fmt;
 
+use crate::engine::cog::Out;
+use crate::engine::escapement::Ctx;
 use crate::engine::getset::Getter;
+use crate::kit::BuildCx;
+use crate::kit::on_error::{self, OnError, OnErrorSettings};
 use crate::record::timefmt::{TimeFormat, civil_from_days, days_from_civil};
-use crate::record::{Path, Timestamp, Value};
-use crate::schema::SettingError;
+use crate::record::{Path, Record, Timestamp, Value, field};
+use crate::schema::{CogParams, ConfigError, SettingError};
 
 /// Milliseconds of a timestamp.
 pub fn ts_ms(t: &Timestamp) -> i64 {
@@ -309,6 +313,117 @@ impl<D> TimeOf<D> {
         };
         self.time.read(v, now_ms)
     }
+}
+
+/// The time of a cog over any datum that takes `time` (`dedup`, `throttle`): the arrival
+/// time, or the event time in a field once the field's getter is bound, with where data
+/// lacking one go (`on_error`).
+pub struct CogTime<D> {
+    bound: Bound<D>,
+}
+
+enum Bound<D> {
+    Arrival,
+    /// A field is named; its getter is still to come.
+    Unbound(EventTime),
+    Field(TimeOf<D>, OnError<D>),
+}
+
+impl<D> fmt::Debug for CogTime<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.bound {
+            Bound::Arrival => "arrival",
+            Bound::Unbound(_) => "event time, no getter",
+            Bound::Field(..) => "event time",
+        };
+        f.write_str(kind)
+    }
+}
+
+impl<D> CogTime<D> {
+    /// The time `time` and `time_format` name (see [`EventTime::new`]).
+    pub fn new(time: &str, time_format: &str) -> Result<CogTime<D>, SettingError> {
+        let t = EventTime::new(time, time_format)?;
+        Ok(CogTime {
+            bound: if t.is_arrival() {
+                Bound::Arrival
+            } else {
+                Bound::Unbound(t)
+            },
+        })
+    }
+
+    /// Reads the named field through `get`, data without a time going per `on_error`
+    /// (nothing for arrival time).
+    pub fn bind(
+        &mut self,
+        get: Getter<D, Value>,
+        on_error: OnError<D>,
+    ) -> Result<(), SettingError> {
+        if let Bound::Unbound(t) = std::mem::replace(&mut self.bound, Bound::Arrival) {
+            self.bound = Bound::Field(TimeOf::new(t, Some(get))?, on_error);
+        }
+        Ok(())
+    }
+
+    /// Whether time is an event time (a field), rather than the arrival time.
+    pub fn is_event_time(&self) -> bool {
+        !matches!(self.bound, Bound::Arrival)
+    }
+
+    /// At start: an error if a field is named and no getter was bound.
+    pub fn check(&self, cog: &str) -> Result<(), String> {
+        match self.bound {
+            Bound::Unbound(_) => Err(format!(
+                "{cog}: `time` names a field, but no getter of it was given (with_event_time)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<D: 'static> CogTime<D> {
+    /// `d` and its time (`now_ms` for arrival time), or `None` when it has none: then it
+    /// went per `on_error` (counted and logged as a failure of `cog`).
+    #[inline]
+    pub fn read(
+        &mut self,
+        d: D,
+        now_ms: i64,
+        cog: &str,
+        out: &mut Out<D>,
+        cx: &mut Ctx<'_>,
+    ) -> Option<(D, i64)> {
+        match &mut self.bound {
+            Bound::Field(time, on_error) => match time.of(&d, now_ms) {
+                Ok(t) => Some((d, t)),
+                Err(e) => {
+                    on_error.fail(d, cog, &e, out, cx);
+                    None
+                }
+            },
+            _ => Some((d, now_ms)),
+        }
+    }
+}
+
+/// For a cog over records: binds the field `time` names (if it names one) and the
+/// cog's `on_error`.
+pub fn bind_record_time(
+    cog_time: &mut CogTime<Record>,
+    time: &str,
+    on_error: &OnErrorSettings,
+    p: &CogParams<'_>,
+    bx: &BuildCx<'_>,
+) -> Result<(), ConfigError> {
+    if !cog_time.is_event_time() {
+        return Ok(());
+    }
+    let on_error = on_error::from_settings(on_error, p, bx)?;
+    let get = field(time)
+        .map_err(|e| p.error("time", format!("{time:?}: {e}")))?
+        .get;
+    cog_time.bind(get, on_error).map_err(|e| p.setting_error(e))
 }
 
 #[cfg(test)]
