@@ -14,6 +14,7 @@ use mio::net::UdpSocket;
 
 use crate::kit::keyed::{FastMap, FastState, Keyed, StateCodec};
 use crate::kit::on_error::{self, LogLimiter, OnError, OnErrorSettings};
+use crate::kit::prefetch_line;
 use crate::kit::{BuildCx, CogDescriptor, CogKind};
 use crate::prelude::*;
 use crate::record::{self, Record, SharedStr, Value, parse_ip, write_ip};
@@ -290,20 +291,6 @@ struct Entry {
 #[inline]
 fn prefetch(p: *const u8) {
     prefetch_line(p.wrapping_sub(16));
-}
-
-/// Asks the CPU to start reading the cache line at `p` (a hint: no effect where there is
-/// no such instruction).
-#[inline]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes nothing the program sees, whatever the
-    // address; SSE, its instruction set, is part of every x86_64 CPU.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// The address a value holds: an `ip` value, or text (a string, or bytes) read as one.

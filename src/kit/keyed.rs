@@ -629,13 +629,15 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
     /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second (what is held back is
     /// reported by the next line that passes). `cog` names the cog in the line.
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
-            return;
-        }
-        slog::warn!(cx.logger(), "state full: oldest keys evicted";
-            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
-            "max_keys" => self.max_keys);
-        self.unreported = 0;
+        let (total, max_keys) = (self.evictions, self.max_keys);
+        log_evictions(
+            &mut self.limiter,
+            &mut self.unreported,
+            total,
+            max_keys,
+            cog,
+            cx,
+        );
     }
 
     /// Drops stale places once they outnumber the live ones, so the queue stays within
@@ -891,6 +893,25 @@ fn unescape(b: &[u8], out: &mut Vec<u8>) -> bool {
         }
     }
     true
+}
+
+/// Logs `unreported` evictions of `cog`'s state (of `total` so far, to stay within
+/// `max_keys`), if any, at most [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a
+/// second (what is held back goes with the next line); what is logged is then reported.
+pub fn log_evictions(
+    limiter: &mut LogLimiter,
+    unreported: &mut u64,
+    total: u64,
+    max_keys: usize,
+    cog: &str,
+    cx: &mut Ctx<'_>,
+) {
+    if *unreported == 0 || !limiter.allow("evictions", cog, cx) {
+        return;
+    }
+    slog::warn!(cx.logger(), "state full: oldest keys evicted";
+        "cog" => cog, "evicted" => *unreported, "total" => total, "max_keys" => max_keys);
+    *unreported = 0;
 }
 
 #[cfg(test)]

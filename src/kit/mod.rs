@@ -27,3 +27,17 @@ pub mod tls;
 pub mod window;
 
 pub use build::{BuildCx, BuildFn, Built, CogDescriptor, CogKind};
+
+/// Asks the CPU to start reading the cache line at `p` (a hint: nothing where there is no
+/// such instruction). For tables probed in batches: each batch's slots are asked for first.
+#[inline(always)]
+pub(crate) fn prefetch_line(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes nothing the program sees, whatever the
+    // address; SSE, its instruction set, is part of every x86_64 CPU.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

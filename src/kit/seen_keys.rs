@@ -37,6 +37,7 @@ use crate::kit::keyed::{
     FastState, KEY_CAP, StateCodec, StateError, StateWriter, cap_key, load_state,
 };
 use crate::kit::on_error::LogLimiter;
+use crate::kit::prefetch_line;
 
 /// The most entries a table holds, whatever `max_keys` says (an entry's number takes at
 /// most 31 bits of an index word).
@@ -151,20 +152,6 @@ impl std::fmt::Debug for SeenKeys {
             .field("evictions", &self.evictions)
             .finish()
     }
-}
-
-/// Asks the CPU to start reading the cache line at `p` (a hint: nothing where there is no
-/// such instruction).
-#[inline(always)]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults and changes nothing the program sees, whatever the
-    // address; SSE, its instruction set, is part of every x86_64 CPU.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// Copies a key of the same length as `dst`: short ones as two overlapping words, without
@@ -712,13 +699,15 @@ impl SeenKeys {
     /// [`Keyed::report_evictions`](crate::kit::keyed::Keyed::report_evictions) does (at
     /// most [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second).
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
-            return;
-        }
-        slog::warn!(cx.logger(), "state full: oldest keys evicted";
-            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
-            "max_keys" => self.max_keys);
-        self.unreported = 0;
+        let (total, max_keys) = (self.evictions, self.max_keys);
+        crate::kit::keyed::log_evictions(
+            &mut self.limiter,
+            &mut self.unreported,
+            total,
+            max_keys,
+            cog,
+            cx,
+        );
     }
 
     /// Writes the keys to `path` atomically in [`Keyed::save`](crate::kit::keyed::Keyed::save)'s

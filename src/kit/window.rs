@@ -2046,13 +2046,15 @@ impl<D: 'static> Windows<D> {
     /// Logs the evictions since the last report, if any, at most
     /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second. `cog` names the cog.
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
-            return;
-        }
-        slog::warn!(cx.logger(), "state full: oldest keys evicted";
-            "cog" => cog, "evicted" => self.unreported, "total" => self.evictions,
-            "max_keys" => self.max_keys);
-        self.unreported = 0;
+        let (total, max_keys) = (self.evictions, self.max_keys);
+        crate::kit::keyed::log_evictions(
+            &mut self.limiter,
+            &mut self.unreported,
+            total,
+            max_keys,
+            cog,
+            cx,
+        );
     }
 
     /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
