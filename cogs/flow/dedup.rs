@@ -169,11 +169,7 @@ impl<D> Dedup<D> {
 
     /// The state file's format: it depends on the kind of time.
     fn format(&self) -> &'static str {
-        if self.time.is_event_time() {
-            FORMAT_EVENT_TIME
-        } else {
-            FORMAT
-        }
+        self.time.state_format(FORMAT, FORMAT_EVENT_TIME)
     }
 
     /// A batch by event time: one datum after another (each may be late, or fail).

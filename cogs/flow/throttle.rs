@@ -242,11 +242,7 @@ impl<D> Throttle<D> {
 
     /// The state file's format: it depends on the kind of time.
     fn format(&self) -> &'static str {
-        if self.time.is_event_time() {
-            FORMAT_EVENT_TIME
-        } else {
-            FORMAT
-        }
+        self.time.state_format(FORMAT, FORMAT_EVENT_TIME)
     }
 
     /// Saves the buckets to `state_file` at shutdown and loads them at start (`None`: not

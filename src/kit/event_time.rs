@@ -371,6 +371,16 @@ impl<D> CogTime<D> {
         !matches!(self.bound, Bound::Arrival)
     }
 
+    /// The name of a state file's format: `arrival`'s or `event_time`'s, as this time is
+    /// (times saved by one are not times of the other).
+    pub fn state_format(&self, arrival: &'static str, event_time: &'static str) -> &'static str {
+        if self.is_event_time() {
+            event_time
+        } else {
+            arrival
+        }
+    }
+
     /// At start: an error if a field is named and no getter was bound.
     pub fn check(&self, cog: &str) -> Result<(), String> {
         match self.bound {

@@ -339,10 +339,7 @@ pub struct Keyed<K, V> {
     max_bytes: Option<(usize, KeySize<K>)>,
     /// The keys' bytes held, counted when `max_bytes` is set.
     bytes: usize,
-    evictions: u64,
-    /// Evictions not yet reported by [`Keyed::report_evictions`].
-    unreported: u64,
-    limiter: LogLimiter,
+    evicted: Evictions,
 }
 
 impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
@@ -355,9 +352,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             max_keys: max_keys.max(1),
             max_bytes: None,
             bytes: 0,
-            evictions: 0,
-            unreported: 0,
-            limiter: LogLimiter::default(),
+            evicted: Evictions::default(),
         }
     }
 
@@ -452,8 +447,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
             if self.pop_oldest().is_none() {
                 break;
             }
-            self.evictions += 1;
-            self.unreported += 1;
+            self.evicted.count();
         }
         if let Some((max, size)) = self.max_bytes {
             let need = size(key);
@@ -461,8 +455,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
                 if self.pop_oldest().is_none() {
                     break;
                 }
-                self.evictions += 1;
-                self.unreported += 1;
+                self.evicted.count();
             }
             self.bytes += need;
         }
@@ -587,8 +580,7 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
     /// [`Keyed::report_evictions`].
     pub fn evict_oldest(&mut self) -> Option<(K, V)> {
         let e = self.pop_oldest()?;
-        self.evictions += 1;
-        self.unreported += 1;
+        self.evicted.count();
         Some(e)
     }
 
@@ -622,22 +614,14 @@ impl<K: Hash + Eq + Clone, V> Keyed<K, V> {
 
     /// How many entries were evicted to keep the bound, since creation.
     pub fn evictions(&self) -> u64 {
-        self.evictions
+        self.evicted.total()
     }
 
     /// Logs the evictions since the last report, if any, at most
     /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second (what is held back is
     /// reported by the next line that passes). `cog` names the cog in the line.
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        let (total, max_keys) = (self.evictions, self.max_keys);
-        log_evictions(
-            &mut self.limiter,
-            &mut self.unreported,
-            total,
-            max_keys,
-            cog,
-            cx,
-        );
+        self.evicted.report(cog, self.max_keys, cx);
     }
 
     /// Drops stale places once they outnumber the live ones, so the queue stays within
@@ -895,23 +879,41 @@ fn unescape(b: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Logs `unreported` evictions of `cog`'s state (of `total` so far, to stay within
-/// `max_keys`), if any, at most [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a
-/// second (what is held back goes with the next line); what is logged is then reported.
-pub fn log_evictions(
-    limiter: &mut LogLimiter,
-    unreported: &mut u64,
+/// The evictions of a bounded state (the oldest forgotten to stay within its bounds):
+/// counted since creation, and logged at a bounded rate.
+#[derive(Debug, Default)]
+pub struct Evictions {
     total: u64,
-    max_keys: usize,
-    cog: &str,
-    cx: &mut Ctx<'_>,
-) {
-    if *unreported == 0 || !limiter.allow("evictions", cog, cx) {
-        return;
+    /// Evictions not yet logged.
+    unreported: u64,
+    limiter: LogLimiter,
+}
+
+impl Evictions {
+    /// One more eviction.
+    #[inline]
+    pub fn count(&mut self) {
+        self.total += 1;
+        self.unreported += 1;
     }
-    slog::warn!(cx.logger(), "state full: oldest keys evicted";
-        "cog" => cog, "evicted" => *unreported, "total" => total, "max_keys" => max_keys);
-    *unreported = 0;
+
+    /// Evictions since creation.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Logs the evictions since the last report, if any, at most
+    /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second (what is held back
+    /// goes with the next line). `cog` names the cog, `max_keys` the bound kept.
+    pub fn report(&mut self, cog: &str, max_keys: usize, cx: &mut Ctx<'_>) {
+        if self.unreported == 0 || !self.limiter.allow("evictions", cog, cx) {
+            return;
+        }
+        slog::warn!(cx.logger(), "state full: oldest keys evicted";
+            "cog" => cog, "evicted" => self.unreported, "total" => self.total,
+            "max_keys" => max_keys);
+        self.unreported = 0;
+    }
 }
 
 #[cfg(test)]

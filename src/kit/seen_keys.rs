@@ -34,9 +34,8 @@ use std::path::Path;
 
 use crate::engine::escapement::Ctx;
 use crate::kit::keyed::{
-    FastState, KEY_CAP, StateCodec, StateError, StateWriter, cap_key, load_state,
+    Evictions, FastState, KEY_CAP, StateCodec, StateError, StateWriter, cap_key, load_state,
 };
-use crate::kit::on_error::LogLimiter;
 use crate::kit::prefetch_line;
 
 /// The most entries a table holds, whatever `max_keys` says (an entry's number takes at
@@ -137,9 +136,7 @@ pub struct SeenKeys {
     /// `front < wrap_seq`.
     wrap_seq: u64,
     hasher: FastState,
-    evictions: u64,
-    unreported: u64,
-    limiter: LogLimiter,
+    evicted: Evictions,
 }
 
 impl std::fmt::Debug for SeenKeys {
@@ -149,7 +146,7 @@ impl std::fmt::Debug for SeenKeys {
             .field("bytes", &self.bytes)
             .field("max_keys", &self.max_keys)
             .field("max_bytes", &self.max_bytes)
-            .field("evictions", &self.evictions)
+            .field("evictions", &self.evicted.total())
             .finish()
     }
 }
@@ -212,9 +209,7 @@ impl SeenKeys {
             head: 0,
             wrap_seq: 0,
             hasher: FastState::default(),
-            evictions: 0,
-            unreported: 0,
-            limiter: LogLimiter::default(),
+            evicted: Evictions::default(),
         }
     }
 
@@ -240,7 +235,7 @@ impl SeenKeys {
 
     /// How many keys were evicted to keep the bounds, since creation.
     pub fn evictions(&self) -> u64 {
-        self.evictions
+        self.evicted.total()
     }
 
     /// The hash of `key`, for [`prefetch`](SeenKeys::prefetch) and
@@ -655,8 +650,7 @@ impl SeenKeys {
     #[inline(always)]
     fn evict_front(&mut self) {
         if self.pop_front() {
-            self.evictions += 1;
-            self.unreported += 1;
+            self.evicted.count();
         }
     }
 
@@ -699,15 +693,7 @@ impl SeenKeys {
     /// [`Keyed::report_evictions`](crate::kit::keyed::Keyed::report_evictions) does (at
     /// most [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second).
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        let (total, max_keys) = (self.evictions, self.max_keys);
-        crate::kit::keyed::log_evictions(
-            &mut self.limiter,
-            &mut self.unreported,
-            total,
-            max_keys,
-            cog,
-            cx,
-        );
+        self.evicted.report(cog, self.max_keys, cx);
     }
 
     /// Writes the keys to `path` atomically in [`Keyed::save`](crate::kit::keyed::Keyed::save)'s

@@ -44,8 +44,7 @@ use crate::engine::cog::EventId;
 use crate::engine::escapement::Ctx;
 use crate::kit::checkpoint::fingerprint;
 use crate::kit::event_time::EventTime;
-use crate::kit::keyed::{FastState, Keyed, StateCodec, StateError};
-use crate::kit::on_error::LogLimiter;
+use crate::kit::keyed::{Evictions, FastState, Keyed, StateCodec, StateError};
 use crate::kit::on_error::OnErrorSettings;
 use crate::record::expr::{Condition, Expr};
 use crate::record::{InlineStr, Path, Record, SharedStr, Value};
@@ -1540,11 +1539,8 @@ pub struct Windows<D> {
     /// The open windows.
     states: Store,
     max_keys: usize,
-    /// Windows closed early to stay within max_keys / max_bytes, since creation.
-    evictions: u64,
-    /// Evictions not yet logged.
-    unreported: u64,
-    limiter: LogLimiter,
+    /// Windows closed early to stay within max_keys / max_bytes.
+    evicted: Evictions,
     /// Close time → (generation, index) of the windows closing then, oldest first. It is
     /// the eviction order too: the window closing soonest goes first.
     order: BTreeMap<i64, VecDeque<Place>>,
@@ -1957,9 +1953,7 @@ impl<D: 'static> Windows<D> {
             max_bytes: s.max_bytes.max(1),
             states: Store::default(),
             max_keys: s.max_keys,
-            evictions: 0,
-            unreported: 0,
-            limiter: LogLimiter::default(),
+            evicted: Evictions::default(),
             order: BTreeMap::new(),
             places: 0,
             watermark: i64::MIN,
@@ -2040,21 +2034,13 @@ impl<D: 'static> Windows<D> {
 
     /// Windows closed early to stay within max_keys / max_bytes, since creation.
     pub fn evictions(&self) -> u64 {
-        self.evictions
+        self.evicted.total()
     }
 
     /// Logs the evictions since the last report, if any, at most
     /// [`LOG_BURST`](crate::kit::on_error::LOG_BURST) lines a second. `cog` names the cog.
     pub fn report_evictions(&mut self, cog: &str, cx: &mut Ctx<'_>) {
-        let (total, max_keys) = (self.evictions, self.max_keys);
-        crate::kit::keyed::log_evictions(
-            &mut self.limiter,
-            &mut self.unreported,
-            total,
-            max_keys,
-            cog,
-            cx,
-        );
+        self.evicted.report(cog, self.max_keys, cx);
     }
 
     /// The event time of `d`, milliseconds: years 1 to 9999 (beyond, the time is
@@ -2379,8 +2365,7 @@ impl<D: 'static> Windows<D> {
         let Some(s) = self.take_first(true) else {
             return false;
         };
-        self.evictions += 1;
-        self.unreported += 1;
+        self.evicted.count();
         self.closed.push(Closed {
             state: s,
             why: CloseWhy::Evicted,
